@@ -1,0 +1,184 @@
+"""The `colorize` command line: thin argparse wrappers over the library's functions."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+
+class UsageError(Exception):
+    """A user mistake: reported as one line, exit code 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, not argparse's usage block
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def load_toml(path: str) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise UsageError(f"job spec not found: {path}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise UsageError(f"bad TOML in {path}: {e}") from None
+
+
+def apply_job_spec(parser: argparse.ArgumentParser, spec: dict, path: str) -> None:
+    """TOML keys are the long flags (dashes or underscores); unknown keys are mistakes."""
+    known = {a.dest for a in parser._actions}
+    defaults = {}
+    for k, v in spec.items():
+        dest = k.replace("-", "_")
+        if dest not in known:
+            raise UsageError(f"{path}: unknown key {k!r}")
+        defaults[dest] = v
+    parser.set_defaults(**defaults)
+
+
+# --- image -------------------------------------------------------------------------------------
+
+
+def cmd_image(a) -> int:
+    from .engine import Colorizer
+    from .imaging import DecodeError, decode, encode, output_format, write_atomic
+
+    if not Path(a.input).is_file():
+        raise UsageError(f"input not found: {a.input}")
+    ext = Path(a.output).suffix.lower()
+    fmt = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "tiff", ".tiff": "tiff"}.get(ext)
+    if fmt is None:
+        raise UsageError(f"output must end in .png, .jpg or .tif, got {a.output!r}")
+    try:
+        d = decode(a.input, max_pixels=a.max_pixels)
+    except DecodeError as e:
+        raise UsageError(f"{a.input}: {e}") from None
+    net = Colorizer(a.checkpoint, device=a.device, size=a.size)
+    rgb = net.colorize([d.gray])[0]
+    write_atomic(a.output, encode(rgb, output_format(fmt, d.format), d.dpi, d.icc_profile, d.exif))
+    print(f"wrote {a.output} ({d.width}x{d.height}, {d.bits}-bit, source {d.kind}, "
+          f"checkpoint {net.sha256[:12]})")
+    return 0
+
+
+# --- train -------------------------------------------------------------------------------------
+
+
+def cmd_train(a) -> int:
+    from .train import TrainConfig, train
+
+    fields = TrainConfig.__dataclass_fields__
+    cfg = TrainConfig(**{k: getattr(a, k) for k in fields if hasattr(a, k)})
+    if not cfg.src:
+        raise UsageError("train needs SRC (a folder or manifest of colour photos) or a job spec")
+    if not Path(cfg.src).exists():
+        raise UsageError(f"training source not found: {cfg.src}")
+    summary = train(cfg)
+    print(f"best validation loss {summary['best_val_loss']:.5f} after {summary['step']} steps; "
+          f"checkpoints in {summary['out']} (best.pt, last.pt, metrics.csv)")
+    return 0
+
+
+# --- parser ------------------------------------------------------------------------------------
+
+
+def positive_int(s: str) -> int:
+    v = int(s)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def size_arg(s: str) -> int:
+    v = int(s)
+    if v < 8 or v % 8:
+        raise argparse.ArgumentTypeError(f"must be a positive multiple of 8, got {v}")
+    return v
+
+
+def build_parser() -> Parser:
+    from .imaging import DEFAULT_MAX_PIXELS
+
+    p = Parser(prog="colorize", description="Colorize archives of black-and-white photographs.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+
+    s = sub.add_parser("image", help="colorize one image (a quick look)",
+                       description="Colorize one image at full resolution: the net runs at "
+                       "SIZE x SIZE, its colour is upsampled and joined with the image's own lightness.")
+    s.add_argument("input", metavar="IN")
+    s.add_argument("output", metavar="OUT", help=".png, .jpg or .tif")
+    s.add_argument("--checkpoint", help="weights (.pt); default: the shipped weights")
+    s.add_argument("--size", type=size_arg, default=256, help="net resolution (multiple of 8)")
+    s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    s.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
+                   help="refuse larger images as decompression bombs")
+    s.set_defaults(func=cmd_image)
+
+    s = sub.add_parser("train", help="train the net on colour photographs",
+                       description="Train the seed net. SRC: a folder or manifest of colour photos, "
+                       "or a job spec (.toml) whose keys are these flags.")
+    s.add_argument("src", metavar="SRC", nargs="?", default="")
+    s.add_argument("--out", default="out/train", help="checkpoints and metrics.csv go here")
+    s.add_argument("--epochs", type=positive_int, default=10)
+    s.add_argument("--size", type=size_arg, default=224, help="crop size")
+    s.add_argument("--batch-size", type=positive_int, default=16)
+    s.add_argument("--lr", type=float, default=2e-3)
+    s.add_argument("--weight-decay", type=float, default=0.0)
+    s.add_argument("--val-fraction", type=float, default=0.1)
+    s.add_argument("--prescale", type=positive_int, default=512, help="long side before cropping")
+    s.add_argument("--min-scale", type=float, default=0.25, help="smallest crop area fraction")
+    s.add_argument("--repeats", type=positive_int, default=1, help="crops per photo per epoch")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
+    s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    s.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0: none)")
+    s.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    s.set_defaults(func=cmd_train)
+
+    for register in _EXTRA_COMMANDS:
+        register(sub)
+    return p
+
+
+_EXTRA_COMMANDS: list = []
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .imaging import DecodeError
+    from .model import CheckpointError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        # `colorize CMD JOB.toml [flags]`: the spec's keys become defaults, flags still win.
+        if len(argv) >= 2 and argv[1].endswith(".toml") and argv[0] in ("run", "train"):
+            sub = parser._subparsers._group_actions[0].choices[argv[0]]
+            spec = load_toml(argv[1])
+            apply_job_spec(sub, spec, argv[1])
+            argv = [argv[0]] + argv[2:]
+        a = parser.parse_args(argv)
+        if not getattr(a, "func", None):
+            parser.print_help()
+            return 2
+        return a.func(a) or 0
+    except UsageError as e:
+        print(f"colorize: error: {e}", file=sys.stderr)
+        return 2
+    except (CheckpointError, DecodeError, FileNotFoundError, ValueError) as e:
+        print(f"colorize: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("colorize: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""The seed's colorization net, its config, and checkpoint save/load/identify."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import io
+import os
+import pickle
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+
+CHECKPOINT_FORMAT = 1
+DEFAULT_CHECKPOINT = Path(__file__).with_name("weights") / "colorizer.pt"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used (missing, unsafe, or not ours)."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    trunk_classes: int = 365  # Places365, as the seed; only changes the (discarded) fc head
+    cut_after: int = 6  # children of resnet18 kept: conv1, bn1, relu, maxpool, layer1, layer2
+    widths: tuple[int, int, int, int] = (128, 64, 64, 32)  # decoder layers 2..5
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        d = dict(d)
+        if "widths" in d:
+            d["widths"] = tuple(d["widths"])
+        return cls(**d)
+
+
+class ColorizationNet(nn.Module):
+    """L*/100 (B, 1, H, W) -> (ab + 128) / 255 (B, 2, H, W); H and W multiples of 8."""
+
+    def __init__(self, config: ModelConfig = ModelConfig()):
+        super().__init__()
+        self.config = config
+        resnet = torchvision.models.resnet18(num_classes=config.trunk_classes)
+        # One input channel: the seed sums the RGB filters, which is what a gray image sees.
+        resnet.conv1.weight = nn.Parameter(resnet.conv1.weight.sum(dim=1, keepdim=True))
+        self.trunk = nn.Sequential(*list(resnet.children())[: config.cut_after])
+        c_in = self.trunk[-1][-1].conv2.out_channels  # 128 after layer2
+        w2, w3, w4, w5 = config.widths
+        self.layer2 = nn.Sequential(nn.Conv2d(c_in, w2, 3, padding=1), nn.BatchNorm2d(w2), nn.ReLU())
+        self.layer3 = nn.Sequential(nn.Conv2d(w2, w3, 3, padding=1), nn.BatchNorm2d(w3), nn.ReLU())
+        self.layer4 = nn.Sequential(nn.Conv2d(w3, w4, 3, padding=1), nn.ReLU())
+        self.layer5 = nn.Sequential(nn.Conv2d(w4, w5, 3, padding=1), nn.Sigmoid())
+        self.layer6 = nn.Conv2d(w5, 2, 3, padding=1)
+
+    @staticmethod
+    def _up(x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x, scale_factor=2.0, mode="nearest")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != 1:
+            raise ValueError(f"expected (B, 1, H, W), got {tuple(x.shape)}")
+        H, W = x.shape[-2:]
+        if H % 8 or W % 8:
+            raise ValueError(f"input height and width must be multiples of 8, got {H}x{W}")
+        x = self.trunk(x)  # (B, 128, H/8, W/8)
+        x = self._up(self.layer2(x))  # (B, 128, H/4, W/4)
+        x = self.layer3(x)  # (B, 64, H/4, W/4)
+        x = self._up(self.layer4(x))  # (B, 64, H/2, W/2)
+        x = self.layer5(x)  # (B, 32, H/2, W/2)
+        return self._up(self.layer6(x))  # (B, 2, H, W)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# --- checkpoints -------------------------------------------------------------------------------
+
+
+@dataclass
+class Checkpoint:
+    model: ColorizationNet
+    config: ModelConfig
+    meta: dict[str, Any] = field(default_factory=dict)
+    sha256: str = ""
+    path: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)  # optimizer state etc. for --resume
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write to a temporary name in the same folder, fsync, then rename over the target."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: ColorizationNet,
+    meta: dict[str, Any] | None = None,
+    **extra: Any,
+) -> str:
+    """Save config + state dict + metadata atomically; return the file's sha256."""
+    meta = dict(meta or {})
+    meta.setdefault("date", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "config": asdict(model.config),
+        "state_dict": state,
+        "meta": meta,
+        **extra,
+    }
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    atomic_write_bytes(path, buf.getvalue())
+    return hashlib.sha256(buf.getvalue()).hexdigest()
+
+
+def resolve_checkpoint(path: str | os.PathLike | None) -> Path:
+    p = Path(path) if path else DEFAULT_CHECKPOINT
+    if not p.is_file():
+        if path is None:
+            raise CheckpointError(f"no shipped weights at {p}; pass --checkpoint")
+        raise CheckpointError(f"checkpoint not found: {p}")
+    return p
+
+
+def load_checkpoint(
+    path: str | os.PathLike | None = None, device: str | torch.device = "cpu"
+) -> Checkpoint:
+    """Load safely (weights_only: plain tensors and containers, never code) onto any device."""
+    p = resolve_checkpoint(path)
+    data = p.read_bytes()
+    try:
+        payload = torch.load(io.BytesIO(data), map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"refusing checkpoint {p}: it holds more than plain tensors ({first[:160]})"
+        ) from None
+    except Exception as e:  # truncated zip, not a torch file at all, ...
+        raise CheckpointError(f"cannot read checkpoint {p}: {type(e).__name__}: {e}") from None
+    if not isinstance(payload, dict) or "state_dict" not in payload or "config" not in payload:
+        raise CheckpointError(f"{p} is not an archive-colorizer checkpoint (no config/state_dict)")
+    try:
+        config = ModelConfig.from_dict(payload["config"])
+        model = ColorizationNet(config)
+        model.load_state_dict(payload["state_dict"])
+    except (TypeError, RuntimeError) as e:
+        raise CheckpointError(f"{p}: weights do not fit the model config: {e}") from None
+    model.to(device).eval()
+    extra = {k: v for k, v in payload.items() if k not in ("format", "config", "state_dict", "meta")}
+    return Checkpoint(
+        model=model,
+        config=config,
+        meta=payload.get("meta", {}),
+        sha256=hashlib.sha256(data).hexdigest(),
+        path=str(p),
+        extra=extra,
+    )

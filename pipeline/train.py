@@ -1,0 +1,245 @@
+"""Training: the seed's recipe (L*/100 -> (ab+128)/255, Adam) with resumable, atomic checkpoints."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from . import color
+from .model import ColorizationNet, ModelConfig, load_checkpoint, save_checkpoint
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"}
+
+
+@dataclass
+class TrainConfig:
+    src: str = ""
+    out: str = "out/train"
+    epochs: int = 10
+    size: int = 224  # crop size; multiple of 8
+    batch_size: int = 16
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    val_fraction: float = 0.1
+    prescale: int = 512  # long side photos are scaled to before cropping (crops show whole objects)
+    min_scale: float = 0.25  # RandomResizedCrop area range lower bound
+    repeats: int = 1  # crops per photo per epoch (small collections)
+    seed: int = 0
+    workers: int = 2
+    device: str = "auto"
+    max_steps: int = 0  # 0 = no limit; for smoke tests
+    resume: bool = False
+
+
+def list_images(src: str | os.PathLike) -> list[str]:
+    """Colour photos for training: a folder (recursive), or a manifest (Parquet/CSV/TXT) of paths."""
+    p = Path(src)
+    if p.is_dir():
+        return sorted(str(q) for q in p.rglob("*") if q.suffix.lower() in IMAGE_EXTS and q.is_file())
+    if p.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return sorted(pq.read_table(p, columns=["path"]).column("path").to_pylist())
+    if p.is_file():
+        from .manifest import read_path_list
+
+        return sorted(r["path"] for r in read_path_list(p))
+    raise FileNotFoundError(f"training source not found: {src}")
+
+
+def split(paths: list[str], val_fraction: float) -> tuple[list[str], list[str]]:
+    """Deterministic split by path hash, so adding photos does not reshuffle the held-out set."""
+    def h(s: str) -> float:
+        return int(hashlib.sha1(Path(s).name.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+
+    val = [q for q in paths if h(q) < val_fraction]
+    if not val and paths and val_fraction > 0:
+        val = [min(paths, key=h)]
+    train = [q for q in paths if q not in set(val)]
+    return train, val
+
+
+def load_prescaled(path: str, long_side: int) -> Image.Image:
+    with Image.open(path) as im:
+        im.draft("RGB", (long_side, long_side))  # JPEG: decode at reduced scale, much faster
+        im = ImageOps.exif_transpose(im).convert("RGB")
+    s = long_side / max(im.size)
+    if s < 1:
+        im = im.resize((max(1, round(im.width * s)), max(1, round(im.height * s))), Image.BICUBIC)
+    return im
+
+
+class CropDataset(Dataset):
+    """Random resized crops (train) or centre crops (val) as (L*/100, (ab+128)/255)."""
+
+    def __init__(self, paths: list[str], cfg: TrainConfig, train: bool):
+        self.paths, self.cfg, self.train = paths, cfg, train
+        self.epoch = 0
+        self._cache: dict[int, Image.Image] = {}  # per worker: photos are decoded once
+
+    def __len__(self) -> int:
+        return len(self.paths) * (self.cfg.repeats if self.train else 1)
+
+    def _photo(self, i: int) -> Image.Image:
+        if i not in self._cache:
+            self._cache[i] = load_prescaled(self.paths[i], self.cfg.prescale)
+        return self._cache[i]
+
+    def __getitem__(self, idx: int):
+        i = idx % len(self.paths)
+        im = self._photo(i)
+        s = self.cfg.size
+        if self.train:
+            # Randomness from (seed, epoch, idx): identical on resume, whatever the worker count.
+            rng = random.Random(hash((self.cfg.seed, self.epoch, idx)))
+            W, H = im.size
+            area = W * H
+            for _ in range(10):
+                a = area * rng.uniform(self.cfg.min_scale, 1.0)
+                r = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
+                w, h = round(math.sqrt(a * r)), round(math.sqrt(a / r))
+                if 0 < w <= W and 0 < h <= H:
+                    break
+            else:
+                w = h = min(W, H)
+            x, y = rng.randint(0, W - w), rng.randint(0, H - h)
+            crop = im.resize((s, s), Image.BILINEAR, box=(x, y, x + w, y + h))
+            if rng.random() < 0.5:
+                crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
+        else:
+            crop = ImageOps.fit(im, (s, s), Image.BILINEAR)
+        rgb = torch.from_numpy(np.asarray(crop, dtype=np.float32) / 255.0).permute(2, 0, 1)
+        lab = color.rgb_to_lab(rgb)
+        return lab[:1] / 100.0, color.encode_ab(lab[1:])
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda asked for, but no CUDA device is available")
+    return torch.device(name)
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)
+
+
+def evaluate_loss(model, loader, device, amp) -> float:
+    model.eval()
+    total, n = 0.0, 0
+    with torch.no_grad():
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            with amp():
+                out = model(x)
+            total += F.mse_loss(out.float(), y, reduction="sum").item() / (y[0].numel())
+            n += x.shape[0]
+    model.train()
+    return total / max(n, 1)
+
+
+def train(cfg: TrainConfig, log=print) -> dict:
+    """Train; returns a summary. Checkpoints: OUT/last.pt every epoch, OUT/best.pt by val loss."""
+    if cfg.size % 8:
+        raise ValueError(f"--size must be a multiple of 8, got {cfg.size}")
+    device = pick_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    paths = list_images(cfg.src)
+    if len(paths) < 2:
+        raise ValueError(f"need at least 2 training photos in {cfg.src}, found {len(paths)}")
+    train_paths, val_paths = split(paths, cfg.val_fraction)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = ColorizationNet(ModelConfig()).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(train_paths) * cfg.repeats / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=cfg.lr, total_steps=max(total_steps, 1), pct_start=0.1
+    )
+    use_cuda = device.type == "cuda"
+    amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_cuda else contextlib.nullcontext
+    start_epoch, step, best = 0, 0, float("inf")
+    if cfg.resume and (out / "last.pt").is_file():
+        ck = load_checkpoint(out / "last.pt", device)
+        model.load_state_dict(ck.model.state_dict())
+        opt.load_state_dict(ck.extra["optimizer"])
+        sched.load_state_dict(ck.extra["scheduler"])
+        start_epoch, step = ck.meta["epochs"], ck.meta["step"]
+        best = ck.meta.get("best_val_loss", float("inf"))
+        log(f"resumed from {out / 'last.pt'} at epoch {start_epoch}, step {step}")
+    train_ds = CropDataset(train_paths, cfg, train=True)
+    val_ds = CropDataset(val_paths, cfg, train=False)
+    kw = dict(num_workers=cfg.workers, worker_init_fn=_worker_init, pin_memory=use_cuda)
+    if cfg.workers:
+        kw["persistent_workers"] = False
+    val_loader = DataLoader(val_ds, batch_size=cfg.batch_size, **kw)
+    metrics_path = out / "metrics.csv"
+    fields = ["epoch", "step", "train_loss", "val_loss", "images_per_s", "lr", "seconds"]
+    if not metrics_path.exists() or not cfg.resume:
+        with open(metrics_path, "w", newline="") as f:
+            csv.DictWriter(f, fields).writeheader()
+    t_start = time.time()
+    done = False
+    model.train()
+    for epoch in range(start_epoch, cfg.epochs):
+        train_ds.epoch = epoch
+        g = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
+        loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, generator=g,
+                            drop_last=len(train_ds) > cfg.batch_size, **kw)
+        t0, seen, run_loss = time.time(), 0, 0.0
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False)
+        for x, y in bar:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with amp():
+                loss = F.mse_loss(model(x).float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if step < total_steps:
+                sched.step()
+            step += 1
+            seen += x.shape[0]
+            run_loss += loss.item() * x.shape[0]
+            bar.set_postfix(loss=f"{loss.item():.5f}", img_s=f"{seen / (time.time() - t0):.1f}")
+            if cfg.max_steps and step >= cfg.max_steps:
+                done = True
+                break
+        val_loss = evaluate_loss(model, val_loader, device, amp)
+        row = dict(epoch=epoch + 1, step=step, train_loss=run_loss / max(seen, 1), val_loss=val_loss,
+                   images_per_s=seen / (time.time() - t0), lr=opt.param_groups[0]["lr"],
+                   seconds=time.time() - t_start)
+        with open(metrics_path, "a", newline="") as f:
+            csv.DictWriter(f, fields).writerow(row)
+        meta = dict(
+            epochs=epoch + 1, step=step, val_loss=val_loss, train_loss=row["train_loss"],
+            best_val_loss=min(best, val_loss), train_images=len(train_paths),
+            val_images=len(val_paths), source=str(cfg.src), recipe=asdict(cfg),
+            device=str(device), torch=torch.__version__,
+        )
+        save_checkpoint(out / "last.pt", model, meta, optimizer=opt.state_dict(),
+                        scheduler=sched.state_dict())
+        if val_loss < best:
+            best = val_loss
+            save_checkpoint(out / "best.pt", model, meta)
+        log(f"epoch {epoch + 1}: train {row['train_loss']:.5f} val {val_loss:.5f} "
+            f"({row['images_per_s']:.1f} img/s)")
+        if done:
+            break
+    return dict(step=step, best_val_loss=best, out=str(out), train=len(train_paths),
+                val=len(val_paths))

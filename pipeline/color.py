@@ -54,15 +54,29 @@ def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
     return torch.stack([116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)], dim=-3)
 
 
-def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
-    """(..., 3, H, W) L*a*b* -> sRGB in [0, 1], clipped to the gamut as scikit-image does."""
+def lab_to_rgb(lab: torch.Tensor, keep_L: bool = False) -> torch.Tensor:
+    """(..., 3, H, W) L*a*b* -> sRGB in [0, 1], clipped to the gamut as scikit-image does.
+
+    keep_L: bring out-of-gamut colours in by mixing them toward the gray of equal luminance
+    in linear light instead of clipping channels. Luminance is linear in linear RGB, so
+    the mix keeps Y, hence L*, exactly: the output keeps the scan's own lightness.
+    """
     L, a, b = lab.unbind(-3)
     fy = (L + 16.0) / 116.0
     fx = fy + a / 500.0
     fz = (fy - b / 200.0).clamp_min(0)  # skimage sets negative z to 0 (with a warning)
     white = _WHITE.to(device=lab.device, dtype=lab.dtype).view(3, 1, 1)
     xyz = _finv(torch.stack([fx, fy, fz], dim=-3)) * white
-    return linear_to_srgb(_mix(_RGB_FROM_XYZ, xyz)).clamp(0.0, 1.0)
+    lin = _mix(_RGB_FROM_XYZ, xyz)
+    if keep_L:
+        Y = xyz[..., 1:2, :, :].clamp(0.0, 1.0)
+        hi = lin.amax(dim=-3, keepdim=True)
+        lo = lin.amin(dim=-3, keepdim=True)
+        t = torch.ones_like(Y)
+        t = torch.where(hi > 1.0, torch.minimum(t, (1.0 - Y) / (hi - Y).clamp_min(1e-12)), t)
+        t = torch.where(lo < 0.0, torch.minimum(t, Y / (Y - lo).clamp_min(1e-12)), t)
+        lin = Y + t * (lin - Y)
+    return linear_to_srgb(lin).clamp(0.0, 1.0)
 
 
 def gray_to_L(gray: torch.Tensor) -> torch.Tensor:

@@ -32,7 +32,7 @@ def net_input(gray: np.ndarray, size: int) -> np.ndarray:
     im = Image.fromarray(g8, "L")
     if im.size != (size, size):
         im = im.resize((size, size), Image.BILINEAR, reducing_gap=3.0)
-    return np.asarray(im)
+    return np.array(im)  # writable: torch.from_numpy refuses read-only buffers
 
 
 class Colorizer:
@@ -91,7 +91,7 @@ class Colorizer:
             ab = F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
             g = torch.from_numpy(gray[r0:r1].astype(np.int32, copy=False)).to(self.device)
             lab = torch.cat([lut[g][None], ab], dim=0)  # (3, th, W)
-            rgb = (color.lab_to_rgb(lab) * maxv).round_()
+            rgb = (color.lab_to_rgb(lab, keep_L=True) * maxv).round_()
             rgb = rgb.to(torch.int32 if levels == 65536 else torch.uint8).permute(1, 2, 0)
             out[r0:r1] = rgb.cpu().numpy()
         return out

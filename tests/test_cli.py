@@ -1,0 +1,72 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.cli import main
+
+
+def run_cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_image_16bit_tiff_in_16bit_tiff_out(tmp_path, ckpt, photo_gray):
+    import tifffile
+
+    g16 = photo_gray[:100, :150].astype(np.uint16) * 257
+    Image.fromarray(g16).save(tmp_path / "scan.tif", dpi=(600, 600))
+    assert main(["image", str(tmp_path / "scan.tif"), str(tmp_path / "out.tif"),
+                 "--checkpoint", ckpt, "--size", "64", "--device", "cpu"]) == 0
+    with tifffile.TiffFile(tmp_path / "out.tif") as t:
+        page = t.pages[0]
+        assert page.dtype == np.uint16 and page.shape == (100, 150, 3)
+        assert page.tags["XResolution"].value == (600, 1)
+
+
+def test_image_exif_rotated_comes_out_upright(tmp_path, ckpt, photo_gray):
+    exif = Image.Exif()
+    exif[0x0112] = 8  # rotate 270 CW to view
+    Image.fromarray(photo_gray[:60, :100]).transpose(Image.ROTATE_270).save(
+        tmp_path / "r.jpg", exif=exif.tobytes())
+    assert main(["image", str(tmp_path / "r.jpg"), str(tmp_path / "o.png"), "--checkpoint", ckpt,
+                 "--size", "64"]) == 0
+    out = Image.open(tmp_path / "o.png")
+    assert out.size == (100, 60)
+    assert out.getexif().get(0x0112, 1) == 1
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["image", "missing.png", "o.png"], "input not found"),
+    (["image", "IN", "o.gif"], "output must end in"),
+    (["image", "IN", "o.png", "--size", "100"], "multiple of 8"),
+    (["image", "IN", "o.png", "--checkpoint", "nope.pt"], "checkpoint not found"),
+    (["image", "IN", "o.png", "--bogus"], "unrecognized arguments"),
+    (["frobnicate"], "invalid choice"),
+    (["train", "no/such/folder"], "not found"),
+])
+def test_user_mistakes_exit_2_with_one_line(tmp_path, photo_gray, args, msg):
+    Image.fromarray(photo_gray).save(tmp_path / "in.png")
+    args = [str(tmp_path / "in.png") if a == "IN" else a for a in args]
+    r = run_cli(*args)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and msg in lines[0] and "Traceback" not in r.stderr
+
+
+def test_bad_job_spec(tmp_path):
+    (tmp_path / "bad.toml").write_text("epochs = [unterminated")
+    r = run_cli("train", tmp_path / "bad.toml")
+    assert r.returncode == 2 and "bad TOML" in r.stderr
+    (tmp_path / "unk.toml").write_text('src = "x"\nfrobs = 3\n')
+    r = run_cli("train", tmp_path / "unk.toml")
+    assert r.returncode == 2 and "unknown key 'frobs'" in r.stderr
+
+
+def test_help_explains_itself():
+    r = run_cli("--help")
+    assert r.returncode == 0 and "image" in r.stdout and "train" in r.stdout
+    r = run_cli("image", "--help")
+    assert r.returncode == 0 and "--checkpoint" in r.stdout

@@ -1,0 +1,192 @@
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.imaging import DecodeError, decode, encode, output_format, read_header
+
+
+def save(tmp_path, name, im, **kw):
+    p = tmp_path / name
+    im.save(p, **kw)
+    return p
+
+
+@pytest.fixture
+def base(photo_gray):
+    return Image.fromarray(photo_gray[:96, :128])  # 128 x 96, L
+
+
+def test_mode_L(tmp_path, base):
+    d = decode(save(tmp_path, "a.png", base))
+    assert d.mode == "L" and d.kind == "gray" and d.gray.dtype == np.uint8
+    assert np.array_equal(d.gray, np.asarray(base))
+
+
+def test_mode_I16(tmp_path, base):
+    g16 = np.asarray(base).astype(np.uint16) * 257 + 3
+    d = decode(save(tmp_path, "a.tif", Image.fromarray(g16)))
+    assert d.mode == "I;16" and d.bits == 16 and np.array_equal(d.gray, g16)
+
+
+def test_mode_1(tmp_path, base):
+    d = decode(save(tmp_path, "a.png", base.convert("1")))
+    assert d.mode == "1" and set(np.unique(d.gray)) <= {0, 255}
+
+
+def test_mode_LA_flattens_on_white(tmp_path, base):
+    la = base.convert("LA")
+    alpha = np.full((96, 128), 255, np.uint8)
+    alpha[:, :10] = 0
+    la.putalpha(Image.fromarray(alpha))
+    d = decode(save(tmp_path, "a.png", la))
+    assert d.kind == "gray" and (d.gray[:, :10] == 255).all()
+    assert np.array_equal(d.gray[:, 10:], np.asarray(base)[:, 10:])
+    assert "alpha flattened on white" in d.notes
+
+
+def test_mode_P_gray_palette(tmp_path, base):
+    d = decode(save(tmp_path, "a.png", base.convert("P")))
+    assert d.mode == "P" and d.kind == "gray"
+    assert np.abs(d.gray.astype(int) - np.asarray(base.convert("P").convert("L"))).max() <= 1
+
+
+def test_rgb_gray_sepia_and_colour(tmp_path, base):
+    g = np.asarray(base, np.float32)[..., None]
+    d = decode(save(tmp_path, "g.png", base.convert("RGB")))
+    assert d.kind == "gray" and np.abs(d.gray.astype(int) - np.asarray(base)).max() <= 1
+    sepia = np.clip(g * [1.0, 0.85, 0.66] + [10, 5, 0], 0, 255).astype(np.uint8)
+    d = decode(save(tmp_path, "s.png", Image.fromarray(sepia)))
+    assert d.kind == "toned"
+    from skimage import data
+
+    d = decode(save(tmp_path, "c.png", Image.fromarray(data.astronaut()[::4, ::4])))
+    assert d.kind == "color"
+
+
+def test_toned_gray_keeps_lightness(tmp_path, base):
+    from skimage.color import rgb2lab
+
+    g = np.asarray(base, np.float32)[..., None]
+    sepia = np.clip(g * [1.0, 0.85, 0.66] + [10, 5, 0], 0, 255).astype(np.uint8)
+    d = decode(save(tmp_path, "s.png", Image.fromarray(sepia)))
+    L_src = rgb2lab(sepia)[..., 0]
+    L_gray = rgb2lab(np.repeat(d.gray[..., None], 3, -1))[..., 0]
+    assert np.abs(L_src - L_gray).mean() < 0.2
+
+
+def test_cmyk(tmp_path, base):
+    d = decode(save(tmp_path, "a.jpg", base.convert("CMYK"), quality=95))
+    assert d.mode == "CMYK" and d.kind == "gray"
+
+
+def test_exif_orientation_is_applied(tmp_path, base):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: viewers rotate 90 degrees clockwise
+    p = save(tmp_path, "r.jpg", base.transpose(Image.ROTATE_90), quality=95, exif=exif.tobytes())
+    d = decode(p)
+    assert d.gray.shape == (96, 128)  # upright: landscape again
+    assert np.abs(d.gray.astype(int) - np.asarray(base)).mean() < 3
+    e = Image.Exif()
+    e.load(d.exif)
+    assert e[0x0112] == 1
+
+
+def test_truncated_files_are_errors(tmp_path, base):
+    for name, kw in (("t.jpg", {"quality": 90}), ("t.png", {})):
+        full = save(tmp_path, name, base, **kw).read_bytes()
+        (tmp_path / name).write_bytes(full[: len(full) // 2])
+        with pytest.raises(DecodeError, match="truncated|cannot decode"):
+            decode(tmp_path / name)
+
+
+def test_empty_and_not_an_image(tmp_path):
+    (tmp_path / "e.jpg").write_bytes(b"")
+    with pytest.raises(DecodeError, match="empty file"):
+        decode(tmp_path / "e.jpg")
+    (tmp_path / "h.png").write_text("<html>not found</html>")
+    with pytest.raises(DecodeError, match="not an image"):
+        decode(tmp_path / "h.png")
+    with pytest.raises(DecodeError, match="file not found"):
+        decode(tmp_path / "missing.png")
+
+
+def png_declaring(w: int, h: int) -> bytes:
+    def chunk(k, d):
+        return struct.pack(">I", len(d)) + k + d + struct.pack(">I", zlib.crc32(k + d))
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def test_decompression_bomb_is_refused(tmp_path):
+    (tmp_path / "bomb.png").write_bytes(png_declaring(50_000, 50_000))
+    with pytest.raises(DecodeError, match="decompression bomb"):
+        decode(tmp_path / "bomb.png")
+    with pytest.raises(DecodeError, match="decompression bomb"):
+        read_header(tmp_path / "bomb.png")
+    # the limit is configurable: a small limit refuses an ordinary image
+    Image.new("L", (100, 100)).save(tmp_path / "ok.png")
+    with pytest.raises(DecodeError, match="10000-pixel limit|exceeds"):
+        decode(tmp_path / "ok.png", max_pixels=5000)
+    assert decode(tmp_path / "ok.png").gray.shape == (100, 100)
+
+
+def test_header_reads_without_decoding(tmp_path, base):
+    p = save(tmp_path, "a.png", base)
+    h = read_header(p)
+    assert (h.width, h.height, h.mode, h.format, h.frames) == (128, 96, "L", "PNG", 1)
+
+
+def png16_pixels(data: bytes) -> tuple[int, np.ndarray]:
+    """Parse our own 16-bit PNG: bit depth from IHDR, pixels from IDAT (filter 0 rows)."""
+    pos, idat, depth, w, h = 8, b"", 0, 0, 0
+    while pos < len(data):
+        n = struct.unpack(">I", data[pos : pos + 4])[0]
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + n]
+        if kind == b"IHDR":
+            w, h, depth = struct.unpack(">IIB", body[:9])
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + n
+    raw = np.frombuffer(zlib.decompress(idat), np.uint8).reshape(h, 1 + w * 6)[:, 1:]
+    return depth, raw.copy().view(">u2").reshape(h, w, 3).astype(np.uint16)
+
+
+def test_encode_formats_and_metadata():
+    rng = np.random.default_rng(0)
+    rgb8 = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    rgb16 = rng.integers(0, 65536, (20, 30, 3), dtype=np.uint16)
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x010F] = "ScanCo"  # Make
+    for fmt in ("png", "jpeg", "tiff"):
+        im = Image.open(io.BytesIO(encode(rgb8, fmt, dpi=(300, 300), icc=icc, exif=exif.tobytes())))
+        assert im.size == (30, 20) and im.mode == "RGB"
+        assert round(im.info["dpi"][0]) == 300
+        assert im.info.get("icc_profile") == icc
+        assert im.getexif().get(0x010F) == "ScanCo"
+        if fmt != "jpeg":
+            assert np.array_equal(np.asarray(im), rgb8)
+    depth, px = png16_pixels(encode(rgb16, "png", dpi=(600, 600)))
+    assert depth == 16 and np.array_equal(px, rgb16)
+    import tifffile
+
+    with tifffile.TiffFile(io.BytesIO(encode(rgb16, "tiff", dpi=(600, 600), icc=icc))) as t:
+        page = t.pages[0]
+        assert page.dtype == np.uint16 and np.array_equal(page.asarray(), rgb16)
+        assert page.tags["InterColorProfile"].value == icc
+        assert page.tags["XResolution"].value == (600, 1)
+
+
+def test_output_format_same():
+    assert output_format("same", "JPEG") == "jpeg"
+    assert output_format("same", "TIFF") == "tiff"
+    assert output_format("same", "BMP") == "png"
+    with pytest.raises(ValueError):
+        output_format("gif", "PNG")

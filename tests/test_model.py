@@ -1,0 +1,95 @@
+import os
+import pickle
+
+import pytest
+import torch
+
+from pipeline.model import (
+    CheckpointError,
+    ColorizationNet,
+    ModelConfig,
+    count_parameters,
+    file_sha256,
+    load_checkpoint,
+    save_checkpoint,
+)
+
+
+def test_parameter_count_is_the_seeds():
+    assert count_parameters(ColorizationNet()) == 954_530
+    assert count_parameters(ColorizationNet(ModelConfig(widths=(64, 32, 32, 16)))) < 954_530
+
+
+def test_layer_shapes():
+    net = ColorizationNet().eval()
+    shapes = {}
+    for name in ("trunk", "layer2", "layer3", "layer4", "layer5", "layer6"):
+        getattr(net, name).register_forward_hook(
+            lambda m, i, o, name=name: shapes.__setitem__(name, tuple(o.shape))
+        )
+    with torch.no_grad():
+        out = net(torch.rand(2, 1, 64, 96))
+    assert shapes == {
+        "trunk": (2, 128, 8, 12),
+        "layer2": (2, 128, 8, 12),  # upsampled after the block
+        "layer3": (2, 64, 16, 24),
+        "layer4": (2, 64, 16, 24),
+        "layer5": (2, 32, 32, 48),
+        "layer6": (2, 2, 32, 48),
+    }
+    assert out.shape == (2, 2, 64, 96)
+    assert isinstance(net.layer5[-1], torch.nn.Sigmoid)
+
+
+@pytest.mark.parametrize("h,w", [(8, 8), (64, 64), (120, 200), (256, 256)])
+def test_output_shape(h, w):
+    with torch.no_grad():
+        assert ColorizationNet().eval()(torch.rand(3, 1, h, w)).shape == (3, 2, h, w)
+
+
+@pytest.mark.parametrize("h,w", [(63, 64), (64, 100), (7, 8)])
+def test_sizes_not_multiple_of_8_are_refused(h, w):
+    with pytest.raises(ValueError, match="multiples of 8"):
+        ColorizationNet()(torch.rand(1, 1, h, w))
+
+
+def test_checkpoint_roundtrip(tmp_path):
+    net = ColorizationNet(ModelConfig(widths=(64, 32, 32, 16))).eval()
+    sha = save_checkpoint(tmp_path / "c.pt", net, {"epochs": 3, "val_loss": 0.01})
+    assert sha == file_sha256(tmp_path / "c.pt")
+    ck = load_checkpoint(tmp_path / "c.pt", "cpu")
+    assert ck.sha256 == sha and ck.config.widths == (64, 32, 32, 16)
+    assert ck.meta["epochs"] == 3 and "date" in ck.meta
+    x = torch.rand(1, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(net(x), ck.model(x))
+    assert not list(tmp_path.glob(".*tmp"))  # atomic write leaves nothing behind
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/colorizer-pwned",))
+
+
+def test_malicious_checkpoint_is_refused(tmp_path):
+    flag = "/tmp/colorizer-pwned"
+    if os.path.exists(flag):
+        os.unlink(flag)
+    payload = {"config": {}, "state_dict": {}, "evil": _Evil()}
+    torch.save(payload, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match="refusing"):
+        load_checkpoint(tmp_path / "evil.pt")
+    assert not os.path.exists(flag)
+    # a raw pickle (not a torch zip) is refused too
+    (tmp_path / "raw.pt").write_bytes(pickle.dumps(_Evil()))
+    with pytest.raises(CheckpointError):
+        load_checkpoint(tmp_path / "raw.pt")
+    assert not os.path.exists(flag)
+
+
+def test_missing_and_foreign_checkpoints(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "nope.pt")
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not an archive-colorizer checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")

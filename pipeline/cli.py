@@ -87,6 +87,44 @@ def cmd_train(a) -> int:
     return 0
 
 
+# --- scan / run / status ----------------------------------------------------------------------
+
+
+def cmd_scan(a) -> int:
+    from .manifest import scan
+
+    t = scan(a.sources, a.output, shard_size=a.shard_size, max_pixels=a.max_pixels,
+             relative=a.relative, progress=not a.quiet)
+    bad = sum(e is not None for e in t.column("scan_error").to_pylist())
+    shards = t.column("shard")[-1].as_py() + 1
+    print(f"wrote {a.output}: {t.num_rows} images in {shards} shards"
+          + (f", {bad} unreadable (they will get error rows)" if bad else ""))
+    return 0
+
+
+def cmd_run(a) -> int:
+    from .orchestrate import RunOptions, run_job
+
+    if not a.manifest or not a.output:
+        raise UsageError("run needs --manifest and -o OUTDIR (or a job spec JOB.toml)")
+    if not Path(a.manifest).is_file():
+        raise UsageError(f"manifest not found: {a.manifest}")
+    fields = RunOptions.__dataclass_fields__
+    opts = RunOptions(**{k: getattr(a, k) for k in fields if hasattr(a, k)})
+    opts.progress = not a.quiet
+    run_job(opts)
+    return 0
+
+
+def cmd_status(a) -> int:
+    from .orchestrate import status
+
+    s = status(a.outdir)
+    print(f"{a.outdir}: shards {s['committed']} committed, {s['pending']} pending of {s['shards']}; "
+          f"images {s['ok']} ok, {s['error']} error, {s['skipped']} skipped of {s['images']}")
+    return 0
+
+
 # --- parser ------------------------------------------------------------------------------------
 
 
@@ -143,6 +181,46 @@ def build_parser() -> Parser:
     s.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     s.set_defaults(func=cmd_train)
 
+    s = sub.add_parser("scan", help="list an archive into a manifest (Parquet)",
+                       description="Scan folders (recursively), globs, or CSV/TXT lists of paths into "
+                       "a sorted, de-duplicated, sharded manifest. A CSV's other columns are carried "
+                       "into the results.")
+    s.add_argument("sources", metavar="SRC", nargs="+")
+    s.add_argument("-o", "--output", required=True, metavar="MANIFEST.parquet")
+    s.add_argument("--shard-size", type=positive_int, default=64, help="images per shard")
+    s.add_argument("--relative", action="store_true",
+                   help="store paths relative to the manifest's folder (portable manifests)")
+    s.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS)
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_scan)
+
+    s = sub.add_parser("run", help="colorize a manifest into OUTDIR (rerun to resume)",
+                       description="Colorize every image of a manifest on a dask cluster. JOB.toml "
+                       "may hold these options (keys as the long flags). Rerunning resumes.")
+    s.add_argument("--manifest", default="")
+    s.add_argument("-o", "--output", default="", metavar="OUTDIR")
+    s.add_argument("--checkpoint", help="weights (.pt); default: the shipped weights")
+    s.add_argument("--size", type=size_arg, default=256, help="net resolution (multiple of 8)")
+    s.add_argument("--batch-size", type=positive_int, default=8)
+    s.add_argument("--format", choices=["png", "jpeg", "tiff", "same"], default="png")
+    s.add_argument("--quality", type=positive_int, default=95, help="JPEG quality")
+    s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    s.add_argument("--recolor", action="store_true", help="colorize colour inputs too")
+    s.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS)
+    s.add_argument("--workers", type=int, default=0, help="local worker processes (0: auto)")
+    s.add_argument("--threads", type=int, default=0, help="threads per worker (0: auto)")
+    s.add_argument("--scheduler", default=None, metavar="ADDR", help="use this dask cluster")
+    s.add_argument("--window", type=int, default=0, help="shards in flight (0: 2 per worker)")
+    s.add_argument("--retries", type=int, default=2)
+    s.add_argument("--dry-run", action="store_true", help="say what would run, run nothing")
+    s.add_argument("--restart", action="store_true", help="discard OUTDIR's results and start over")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("status", help="shards and images done, from the results alone")
+    s.add_argument("outdir", metavar="OUTDIR")
+    s.set_defaults(func=cmd_status)
+
     for register in _EXTRA_COMMANDS:
         register(sub)
     return p
@@ -154,6 +232,7 @@ _EXTRA_COMMANDS: list = []
 def main(argv: list[str] | None = None) -> int:
     from .imaging import DecodeError
     from .model import CheckpointError
+    from .orchestrate import RunFailed
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -172,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"colorize: error: {e}", file=sys.stderr)
         return 2
+    except RunFailed as e:
+        print(f"colorize: failed: {e}", file=sys.stderr)
+        return 1
     except (CheckpointError, DecodeError, FileNotFoundError, ValueError) as e:
         print(f"colorize: error: {e}", file=sys.stderr)
         return 2

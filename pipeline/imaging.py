@@ -78,7 +78,7 @@ def _open(path: str | os.PathLike | io.BytesIO, max_pixels: int) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise DecodeError(f"decompression bomb refused: {e}") from None
     except UnidentifiedImageError:
-        size = os.path.getsize(path) if isinstance(path, (str, os.PathLike)) else -1
+        size = os.path.getsize(path) if isinstance(path, (str, os.PathLike)) else path.getbuffer().nbytes
         raise DecodeError("empty file" if size == 0 else "not an image (unrecognised format)") from None
     except (OSError, SyntaxError, ValueError, struct.error, EOFError) as e:
         raise DecodeError(f"unreadable header: {e}") from None
@@ -150,7 +150,7 @@ def _flatten_alpha(im: Image.Image, notes: list[str]) -> Image.Image:
 
 
 def decode(
-    path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, with_meta: bool = True
+    path: str | os.PathLike | io.BytesIO, max_pixels: int = DEFAULT_MAX_PIXELS, with_meta: bool = True
 ) -> Decoded:
     """Decode to lightness with orientation applied. Raises DecodeError with a clear reason."""
     im = _open(path, max_pixels)
@@ -222,6 +222,17 @@ def _decoded(gray, src_mode, fmt, kind, info, exif_obj, notes, with_meta) -> Dec
             exif_obj[0x0112] = 1  # pixels are upright now
             d.exif = exif_obj.tobytes()
     return d
+
+
+def colorfulness(rgb: np.ndarray, max_side: int = 256) -> float:
+    """Hasler and Suesstrunk (2003) colourfulness on the 0-255 scale, on a strided thumbnail."""
+    step = max(1, max(rgb.shape[:2]) // max_side)
+    x = rgb[::step, ::step].astype(np.float64)
+    if rgb.dtype == np.uint16:
+        x /= 257.0
+    rg = x[..., 0] - x[..., 1]
+    yb = 0.5 * (x[..., 0] + x[..., 1]) - x[..., 2]
+    return float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
 
 
 # --- encoding ----------------------------------------------------------------------------------

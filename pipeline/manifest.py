@@ -1,0 +1,176 @@
+"""Scan sources (folders, globs, CSV/TXT lists) into a sorted, sharded manifest Parquet file."""
+
+from __future__ import annotations
+
+import csv
+import glob
+import hashlib
+import os
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path, PurePosixPath
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from .imaging import DEFAULT_MAX_PIXELS, DecodeError, read_header
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".jpe", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif",
+              ".jp2", ".j2k", ".pgm", ".pbm", ".ppm", ".pnm"}
+LIST_EXTS = {".csv", ".txt", ".tsv"}
+CORE_COLUMNS = ["image_id", "shard", "path", "rel_path", "out_stem", "size_bytes", "width",
+                "height", "mode", "format", "frames", "scan_error"]
+ROW_GROUP = 8192
+
+
+class ScanError(ValueError):
+    """A source the user named does not exist or cannot be listed."""
+
+
+def image_id(path: str) -> str:
+    return hashlib.sha1(path.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+
+
+def read_path_list(path: str | os.PathLike) -> list[dict]:
+    """A CSV/TSV with a `path` column (other columns carried), or a TXT of one path per line.
+    Relative paths are relative to the list's own folder."""
+    p = Path(path)
+    base = p.parent
+    rows: list[dict] = []
+    with open(p, newline="", encoding="utf-8-sig") as f:
+        if p.suffix.lower() == ".txt":
+            rows = [{"path": line.strip()} for line in f if line.strip() and not line.startswith("#")]
+        else:
+            reader = csv.DictReader(f, delimiter="\t" if p.suffix.lower() == ".tsv" else ",")
+            if not reader.fieldnames or "path" not in reader.fieldnames:
+                raise ScanError(f"{p}: a CSV list needs a 'path' column")
+            rows = [dict(r) for r in reader]
+    for r in rows:
+        if not os.path.isabs(r["path"]):
+            r["path"] = str(base / r["path"])
+    return rows
+
+
+def _expand(src: str) -> Iterator[dict]:
+    p = Path(src)
+    if p.is_dir():
+        for root, dirs, files in os.walk(p):
+            dirs.sort()
+            for name in sorted(files):
+                if Path(name).suffix.lower() in IMAGE_EXTS and not name.startswith("."):
+                    yield {"path": os.path.join(root, name)}
+    elif p.is_file() and p.suffix.lower() in LIST_EXTS:
+        yield from read_path_list(p)
+    elif p.is_file():
+        yield {"path": str(p)}
+    elif any(c in src for c in "*?["):
+        matches = sorted(glob.glob(src, recursive=True))
+        if not matches:
+            raise ScanError(f"no files match {src!r}")
+        for m in matches:
+            if os.path.isfile(m):
+                yield {"path": m}
+    else:
+        raise ScanError(f"source not found: {src}")
+
+
+def _probe(row: dict, max_pixels: int) -> dict:
+    path = row["path"]
+    out = {"size_bytes": None, "width": None, "height": None, "mode": None, "format": None,
+           "frames": None, "scan_error": None}
+    try:
+        out["size_bytes"] = os.path.getsize(path)
+        h = read_header(path, max_pixels)
+        out.update(width=h.width, height=h.height, mode=h.mode, format=h.format, frames=h.frames)
+    except DecodeError as e:
+        out["scan_error"] = str(e)
+    except OSError as e:
+        out["scan_error"] = f"unreadable: {e.strerror or e}"
+    return out
+
+
+def _out_stems(rels: list[str]) -> list[str]:
+    """Output name without extension: the source's, unless two sources share a stem
+    (scan.jpg and scan.tif in one folder), which then keep their extension to stay apart."""
+    stems = [str(PurePosixPath(r).with_suffix("")) for r in rels]
+    seen: dict[str, int] = {}
+    for s in stems:
+        seen[s] = seen.get(s, 0) + 1
+    return [r if seen[s] > 1 else s for r, s in zip(rels, stems)]
+
+
+def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int = 64,
+         max_pixels: int = DEFAULT_MAX_PIXELS, relative: bool = False, threads: int = 8,
+         progress: bool = True) -> pa.Table:
+    """Write the manifest; returns it. Unreadable entries stay, with scan_error set."""
+    if shard_size < 1:
+        raise ScanError("--shard-size must be >= 1")
+    out = Path(output)
+    by_path: dict[str, dict] = {}
+    for src in sources:
+        for row in _expand(str(src)):
+            key = os.path.realpath(row["path"])
+            by_path.setdefault(key, row)  # duplicates (same file named twice) collapse
+    if not by_path:
+        raise ScanError("no image files found in " + ", ".join(map(str, sources)))
+    real = sorted(by_path)
+    root = os.path.commonpath([os.path.dirname(r) for r in real])
+    rels = [Path(os.path.relpath(r, root)).as_posix() for r in real]
+    order = sorted(range(len(real)), key=lambda i: rels[i])
+    real, rels = [real[i] for i in order], [rels[i] for i in order]
+    carried = sorted({k for r in by_path.values() for k in r} - {"path"} - set(CORE_COLUMNS))
+    base = out.resolve().parent
+    stored = [os.path.relpath(r, base) if relative else r for r in real]
+    with ThreadPoolExecutor(threads) as ex:  # header reads are I/O bound
+        it = ex.map(lambda r: _probe(by_path[r], max_pixels), real)
+        probes = list(tqdm(it, total=len(real), desc="scan", unit="file", disable=not progress))
+    cols: dict[str, list] = {
+        "image_id": [image_id(s) for s in stored],
+        "shard": [i // shard_size for i in range(len(real))],
+        "path": stored,
+        "rel_path": rels,
+        "out_stem": _out_stems(rels),
+    }
+    for k in CORE_COLUMNS[5:]:
+        cols[k] = [p[k] for p in probes]
+    for k in carried:
+        cols[k] = [by_path[r].get(k) for r in real]
+    table = pa.table(cols)
+    table = table.replace_schema_metadata({"shard_size": str(shard_size)})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    pq.write_table(table, tmp, row_group_size=ROW_GROUP)
+    os.replace(tmp, out)
+    return table
+
+
+def resolve_path(manifest: str | os.PathLike, stored: str) -> str:
+    """A manifest's relative paths are relative to the manifest's folder."""
+    if "://" in stored or os.path.isabs(stored):
+        return stored
+    return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(manifest)), stored))
+
+
+def read_manifest(path: str | os.PathLike, columns: list[str] | None = None,
+                  shard: int | None = None) -> pa.Table:
+    try:
+        filters = [("shard", "=", shard)] if shard is not None else None
+        return pq.read_table(path, columns=columns, filters=filters)
+    except FileNotFoundError:
+        raise ScanError(f"manifest not found: {path}") from None
+    except (pa.ArrowInvalid, OSError) as e:
+        raise ScanError(f"cannot read manifest {path}: {e}") from None
+
+
+def manifest_digest(path: str | os.PathLike) -> str:
+    """Digest of what decides the outputs (ids, paths, shards), not of the file's bytes."""
+    t = read_manifest(path, columns=["image_id", "path", "out_stem", "shard"])
+    h = hashlib.sha256()
+    for name in t.column_names:
+        for chunk in t.column(name).chunks:
+            for buf in chunk.buffers():
+                if buf is not None:
+                    h.update(buf)
+    h.update(str(t.num_rows).encode())
+    return h.hexdigest()

@@ -1,0 +1,215 @@
+"""Plan and run a job on dask.distributed: pending shards = all - committed, a bounded window."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+
+import pyarrow.compute as pc
+
+from . import results
+from .manifest import manifest_digest, read_manifest
+from .shard import ShardJob
+from .state import (
+    OUTPUT_VERSION,
+    JobError,
+    RunLock,
+    check_or_write_job,
+    fingerprint,
+    read_job,
+    remove_temporaries,
+)
+
+
+@dataclass
+class RunOptions:
+    manifest: str = ""
+    output: str = ""
+    checkpoint: str | None = None
+    size: int = 256
+    batch_size: int = 8
+    format: str = "png"
+    quality: int = 95
+    device: str = "auto"
+    recolor: bool = False
+    max_pixels: int = 200_000_000
+    workers: int = 0  # 0: one per GPU, or one process using the cores on a CPU machine
+    threads: int = 0  # per worker; 0: the machine's cores / workers
+    scheduler: str | None = None
+    window: int = 0  # shards in flight; 0: 2 per worker
+    retries: int = 2
+    dry_run: bool = False
+    restart: bool = False
+    progress: bool = True
+    resource_timeout: float = 300.0
+
+
+def shard_sizes(manifest: str) -> dict[int, int]:
+    t = read_manifest(manifest, columns=["shard"])
+    vc = pc.value_counts(t.column("shard")).to_pylist()
+    return {int(d["values"]): int(d["counts"]) for d in vc}
+
+
+def resolve_spec(o: RunOptions) -> dict:
+    from .engine import pick_device
+    from .model import file_sha256, resolve_checkpoint
+
+    ck = resolve_checkpoint(o.checkpoint)
+    return {
+        "manifest": os.path.abspath(o.manifest), "manifest_digest": manifest_digest(o.manifest),
+        "checkpoint": str(ck.resolve()), "checkpoint_sha256": file_sha256(ck),
+        "size": o.size, "format": o.format, "quality": o.quality, "recolor": o.recolor,
+        "max_pixels": o.max_pixels, "output_version": OUTPUT_VERSION,
+        "batch_size": o.batch_size, "device": pick_device(o.device).type,
+    }
+
+
+@contextlib.contextmanager
+def make_client(o: RunOptions, device: str):
+    from distributed import Client, LocalCluster
+
+    if o.scheduler:
+        with Client(o.scheduler, timeout="30s") as client:
+            yield client
+        return
+    cores = os.cpu_count() or 1
+    if device == "cuda":
+        import torch
+
+        n = o.workers or torch.cuda.device_count()
+    else:
+        n = o.workers or 1
+    threads = o.threads or max(1, cores // n)
+    kw = dict(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
+              silence_logs=logging.ERROR, memory_limit=0)
+    if device == "cuda":
+        # One process per GPU, each pinned to its device before CUDA initialises.
+        from distributed import Nanny, Scheduler, SpecCluster
+
+        workers = {i: {"cls": Nanny, "options": {"nthreads": 1, "memory_limit": 0,
+                                                 "env": {"CUDA_VISIBLE_DEVICES": str(i)}}}
+                   for i in range(n)}
+        cluster = SpecCluster(workers=workers, scheduler={"cls": Scheduler,
+                              "options": {"dashboard_address": ":0"}}, silence_logs=logging.ERROR)
+    else:
+        cluster = LocalCluster(**kw)
+    with cluster, Client(cluster) as client:
+        client.threads_hint = threads  # read by run_job
+        yield client
+
+
+def run_job(o: RunOptions, log=print) -> dict:
+    """Run (or resume) a job; returns the summary. Raises JobError for refusals."""
+    from tqdm import tqdm
+
+    outdir = Path(o.output)
+    spec = resolve_spec(o)
+    sizes = shard_sizes(o.manifest)
+    total_images = sum(sizes.values())
+    if o.dry_run:
+        committed = results.committed_shards(outdir)
+        note = ""
+        if (outdir / "job.json").exists() and read_job(outdir)["fingerprint"] != fingerprint(spec):
+            note = " (OUTDIR holds a different job: a real run would be refused without --restart)"
+        pend = sorted(set(sizes) - committed)
+        log(f"dry run: {len(sizes)} shards, {len(sizes) - len(pend)} committed, {len(pend)} pending "
+            f"({sum(sizes[s] for s in pend)} of {total_images} images){note}")
+        return {"pending_shards": len(pend), "pending_images": sum(sizes[s] for s in pend)}
+    with RunLock(outdir):
+        fp = check_or_write_job(outdir, spec, o.restart)
+        stale = remove_temporaries(outdir)
+        if stale:
+            log(f"removed {stale} temporary files left by an interrupted run")
+        committed = results.committed_shards(outdir)
+        pending = sorted(set(sizes) - committed)
+        if not pending:
+            log(f"nothing to do: all {len(sizes)} shards of {outdir} are committed "
+                f"({total_images} images); see `colorize status {outdir}`")
+            return {"pending_shards": 0, "ok": 0, "error": 0, "skipped": 0, "images": 0}
+        pending_images = sum(sizes[s] for s in pending)
+        log(f"{len(pending)} of {len(sizes)} shards pending ({pending_images} images)")
+        t0 = time.perf_counter()
+        with make_client(o, spec["device"]) as client:
+            threads = getattr(client, "threads_hint", 0) or o.threads or 2
+            job = ShardJob(manifest=spec["manifest"], outdir=str(outdir.resolve()),
+                           checkpoint=spec["checkpoint"], checkpoint_sha256=spec["checkpoint_sha256"],
+                           size=o.size, batch_size=o.batch_size, format=o.format, quality=o.quality,
+                           device=spec["device"], recolor=o.recolor, max_pixels=o.max_pixels,
+                           threads=threads)
+            log(f"dashboard: {client.dashboard_link}")
+            totals = _drive(client, job, pending, sizes, fp, o, tqdm, log)
+        elapsed = time.perf_counter() - t0
+    n = totals["images"]
+    totals.update(elapsed=elapsed, images_per_s=n / elapsed if elapsed else 0.0)
+    log(f"done: {totals['ok']} ok, {totals['error']} error, {totals['skipped']} skipped in "
+        f"{elapsed:.1f} s ({totals['images_per_s']:.2f} images/s); images in {outdir / 'images'}, "
+        f"results in {outdir / 'results'}")
+    return totals
+
+
+def _drive(client, job: ShardJob, pending, sizes, fp, o: RunOptions, tqdm, log) -> dict:
+    from distributed import as_completed
+
+    resources = {"GPU": 1} if (o.scheduler and job.device == "cuda") else None
+    if resources and not _any_worker_has(client, "GPU"):
+        raise JobError("the job's device is cuda but no worker of the cluster offers the GPU "
+                       "resource; start workers with `dask worker ADDR --resources GPU=1`")
+    window = o.window or 2 * max(1, len(client.scheduler_info()["workers"]))
+    bar = tqdm(total=sum(sizes[s] for s in pending), unit="img", desc="colorize",
+               disable=not o.progress, smoothing=0.1)
+    totals: Counter = Counter()
+
+    def submit(s: int):
+        return client.submit(job, s, key=f"shard-{s:05d}-{fp[:12]}", retries=o.retries,
+                             pure=False, resources=resources)
+
+    it = iter(pending)
+    ac = as_completed([submit(s) for s in islice(it, window)], with_results=False)
+    failure = None
+    try:
+        for fut in ac:
+            try:
+                summary = fut.result()
+            except Exception as e:  # after retries, or a worker that kept dying
+                failure = f"shard {fut.key.split('-')[1]} failed: {type(e).__name__}: {e}"
+                break
+            for k in ("images", "ok", "error", "skipped"):
+                totals[k] += summary[k]
+            bar.update(summary["images"])
+            nxt = next(it, None)
+            if nxt is not None:
+                ac.add(submit(nxt))
+    finally:
+        bar.close()
+    if failure:
+        for f in ac.futures:
+            f.cancel()
+        raise RunFailed(f"{failure}; committed shards are intact, rerun to resume")
+    return dict(totals)
+
+
+class RunFailed(RuntimeError):
+    """A shard could not be committed (e.g. disk full); exit code 1."""
+
+
+def _any_worker_has(client, resource: str) -> bool:
+    return any(resource in w.get("resources", {}) for w in client.scheduler_info()["workers"].values())
+
+
+def status(outdir: str | os.PathLike) -> dict:
+    """From job.json and the results alone; never opens images."""
+    job = read_job(outdir)
+    spec = job["spec"]
+    sizes = shard_sizes(spec["manifest"]) if os.path.exists(spec["manifest"]) else {}
+    committed = results.committed_shards(outdir)
+    t = results.read_results(outdir, columns=["status"])
+    counts = Counter(t.column("status").to_pylist())
+    return {"shards": len(sizes), "committed": len(committed),
+            "pending": len(set(sizes) - committed), "images": sum(sizes.values()),
+            **{s: counts.get(s, 0) for s in results.STATUSES}}

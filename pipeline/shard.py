@@ -1,0 +1,190 @@
+"""The unit of distributed work: one shard in, committed results out, a small summary back.
+
+Per-image problems become error rows; only problems with OUTDIR itself (disk full, no
+permission) raise, so that the shard is retried or the run stops loudly, uncommitted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import results
+from .imaging import (
+    FORMATS,
+    DecodeError,
+    Decoded,
+    colorfulness,
+    decode,
+    encode,
+    output_format,
+    write_atomic,
+)
+from .manifest import CORE_COLUMNS, read_manifest, resolve_path
+from .state import safe_output_path
+
+_COLORIZERS: dict = {}  # one loaded net per worker process, reused by every shard it runs
+
+
+class OutputError(RuntimeError):
+    """Writing to OUTDIR failed: not the image's fault, so the shard must not commit."""
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    manifest: str
+    outdir: str
+    checkpoint: str | None
+    checkpoint_sha256: str
+    size: int = 256
+    batch_size: int = 8
+    format: str = "png"
+    quality: int = 95
+    device: str = "auto"
+    recolor: bool = False
+    max_pixels: int = 200_000_000
+    threads: int = 2
+
+    def colorizer(self):
+        from .engine import Colorizer
+
+        key = (self.checkpoint, self.checkpoint_sha256, self.device, self.size)
+        if key not in _COLORIZERS:
+            c = Colorizer(self.checkpoint, device=self.device, size=self.size)
+            if c.sha256 != self.checkpoint_sha256:
+                raise RuntimeError(f"checkpoint {c.ck.path} changed since the job was planned")
+            _COLORIZERS.clear()
+            _COLORIZERS[key] = c
+        return _COLORIZERS[key]
+
+    # -- per image ------------------------------------------------------------------------------
+
+    def _prepare(self, row: dict) -> tuple[dict, Decoded | None]:
+        t0 = time.perf_counter()
+        res = {"image_id": row["image_id"], "shard": row["shard"], "source_path": row["path"],
+               "status": "error", "checkpoint_sha256": self.checkpoint_sha256,
+               "_stem": row["out_stem"]}
+        try:
+            safe_output_path(row["out_stem"], "")  # a hostile manifest row fails here, alone
+            data = Path(resolve_path(self.manifest, row["path"])).read_bytes()
+            res["source_sha256"] = hashlib.sha256(data).hexdigest()
+            d = decode(io.BytesIO(data), max_pixels=self.max_pixels)
+        except DecodeError as e:
+            res["error"] = str(e)
+            return self._done(res, t0), None
+        except FileNotFoundError:
+            res["error"] = "file not found (deleted since the scan?)"
+            return self._done(res, t0), None
+        except PermissionError:
+            res["error"] = "permission denied reading the source"
+            return self._done(res, t0), None
+        except (ValueError, OSError, MemoryError) as e:
+            res["error"] = f"{type(e).__name__}: {e}"
+            return self._done(res, t0), None
+        res.update(width=d.width, height=d.height, input_mode=d.mode, input_kind=d.kind,
+                   bits=d.bits, notes="; ".join(d.notes) or None)
+        if d.kind == "color" and not self.recolor:
+            res["status"], res["error"] = "skipped", "colour image (use --recolor to recolorize)"
+            return self._done(res, t0), None
+        res["seconds"] = time.perf_counter() - t0
+        return res, d
+
+    def _finish(self, res: dict, d: Decoded, ab, net_seconds: float) -> dict:
+        t0 = time.perf_counter()
+        try:
+            rgb = self.colorizer().recombine(d.gray, ab)
+            fmt = output_format(self.format, d.format)
+            data = encode(rgb, fmt, d.dpi, d.icc_profile, d.exif, quality=self.quality)
+            rel = safe_output_path(res["_stem"], FORMATS[fmt])
+        except (ValueError, MemoryError) as e:
+            res["error"] = f"{type(e).__name__}: {e}"
+            return self._done(res, t0)
+        path = Path(self.outdir) / rel
+        try:
+            write_atomic(path, data)
+        except OSError as e:
+            raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
+        res.update(status="ok", error=None, output_path=rel, output_bytes=len(data),
+                   output_sha256=hashlib.sha256(data).hexdigest(), colorfulness=colorfulness(rgb))
+        res["seconds"] = res.get("seconds", 0.0) + net_seconds
+        return self._done(res, t0)
+
+    @staticmethod
+    def _done(res: dict, t0: float) -> dict:
+        res["seconds"] = res.get("seconds", 0.0) + time.perf_counter() - t0
+        return res
+
+    # -- the shard ------------------------------------------------------------------------------
+
+    def __call__(self, shard: int) -> dict:
+        t0 = time.perf_counter()
+        table = read_manifest(self.manifest, shard=shard)
+        rows = table.to_pylist()
+        carried = [f for f in table.schema if f.name not in CORE_COLUMNS]
+        net = self.colorizer()
+        out: dict[str, dict] = {}
+        window = max(2, 2 * self.batch_size)
+        with ThreadPoolExecutor(self.threads) as pool:
+            # Decode ahead of the net and encode behind it, in threads; bounded so that
+            # a shard of huge scans never holds more than a couple of batches in memory.
+            pending: deque[Future] = deque()
+            finishing: deque[Future] = deque()
+            batch: list[tuple[dict, Decoded]] = []
+            it = iter(rows)
+
+            def refill():
+                for row in it:
+                    pending.append(pool.submit(self._prepare, row))
+                    if len(pending) >= window:
+                        break
+
+            def flush():
+                if not batch:
+                    return
+                from .engine import net_input
+
+                tn = time.perf_counter()
+                ab = net.predict_ab(np.stack([net_input(d.gray, self.size) for _, d in batch]))
+                per = (time.perf_counter() - tn) / len(batch)
+                for i, (res, d) in enumerate(batch):
+                    finishing.append(pool.submit(self._finish, res, d, ab[i], per))
+                batch.clear()
+                while len(finishing) > window:
+                    collect(finishing.popleft())
+
+            def collect(f: Future):
+                r = f.result()  # OutputError propagates: the shard fails uncommitted
+                out[r["image_id"]] = r
+
+            refill()
+            while pending:
+                res, d = pending.popleft().result()
+                refill()
+                if d is None:
+                    out[res["image_id"]] = res
+                else:
+                    batch.append((res, d))
+                    if len(batch) >= self.batch_size:
+                        flush()
+            flush()
+            while finishing:
+                collect(finishing.popleft())
+        final = []
+        for row in rows:  # manifest order, one result per row
+            r = out[row["image_id"]]
+            r.pop("_stem", None)
+            for f in carried:
+                r[f.name] = row[f.name]
+            final.append(r)
+        results.write_shard(self.outdir, shard, results.to_table(final, carried))
+        counts = {s: sum(r["status"] == s for r in final) for s in results.STATUSES}
+        return {"shard": shard, "images": len(final), **counts,
+                "seconds": time.perf_counter() - t0, "worker_pid": os.getpid()}

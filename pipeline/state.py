@@ -1,0 +1,106 @@
+"""OUTDIR layout and the job's identity: job.json, fingerprint, lock, safe output paths."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path, PurePosixPath
+
+JOB_FILE = "job.json"
+LOCK_FILE = ".lock"
+# Options that change output bytes; a rerun with any of them changed is a different job.
+FINGERPRINT_KEYS = ("manifest_digest", "checkpoint_sha256", "size", "format", "quality",
+                    "recolor", "max_pixels", "output_version")
+OUTPUT_VERSION = 1  # bump when the encoding of outputs changes
+
+
+class JobError(ValueError):
+    """A run that must not go ahead (fingerprint mismatch, lock held); reported as exit 2."""
+
+
+def fingerprint(spec: dict) -> str:
+    ident = {k: spec.get(k) for k in FINGERPRINT_KEYS}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
+
+
+def check_or_write_job(outdir: Path, spec: dict, restart: bool) -> str:
+    """Write job.json for a new OUTDIR; for an existing one, refuse a different job."""
+    fp = fingerprint(spec)
+    path = outdir / JOB_FILE
+    if path.exists() and not restart:
+        old = json.loads(path.read_text())
+        if old.get("fingerprint") != fp:
+            changed = [k for k in FINGERPRINT_KEYS if old.get("spec", {}).get(k) != spec.get(k)]
+            raise JobError(
+                f"{outdir} holds a different job (changed: {', '.join(changed) or 'fingerprint'}); "
+                "use another OUTDIR, or --restart to discard it and start over")
+        return fp
+    if restart:
+        for sub in ("results", "images"):
+            shutil.rmtree(outdir / sub, ignore_errors=True)
+        for f in ("audit.json", "audit.html"):
+            (outdir / f).unlink(missing_ok=True)
+    outdir.mkdir(parents=True, exist_ok=True)
+    tmp = outdir / f".{JOB_FILE}.tmp"
+    tmp.write_text(json.dumps({"fingerprint": fp, "spec": spec}, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+    return fp
+
+
+def read_job(outdir: str | os.PathLike) -> dict:
+    path = Path(outdir) / JOB_FILE
+    if not path.is_file():
+        raise JobError(f"{outdir} is not a run's output folder (no {JOB_FILE})")
+    return json.loads(path.read_text())
+
+
+class RunLock:
+    """flock on OUTDIR/.lock: the kernel drops it when the holder dies, even by SIGKILL."""
+
+    def __init__(self, outdir: Path):
+        self.path = outdir / LOCK_FILE
+        self.fd: int | None = None
+
+    def __enter__(self) -> RunLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self.fd, 64, 0).decode(errors="replace").strip()
+            os.close(self.fd)
+            raise JobError(f"another run is using {self.path.parent} ({holder or 'pid unknown'}); "
+                           "wait for it to finish") from None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"pid {os.getpid()} on {os.uname().nodename}".encode(), 0)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+
+
+def safe_output_path(out_stem: str, ext: str) -> str:
+    """images/<stem><ext>, relative to OUTDIR; refuses anything that could leave OUTDIR."""
+    if not out_stem or "\x00" in out_stem or "\\" in out_stem:
+        raise ValueError(f"unsafe output path {out_stem!r}")
+    p = PurePosixPath(out_stem)
+    if p.is_absolute() or any(part in ("..", "") for part in p.parts) or out_stem.startswith("~"):
+        raise ValueError(f"unsafe output path {out_stem!r}: it would leave OUTDIR")
+    return str(PurePosixPath("images") / (out_stem + ext))
+
+
+def remove_temporaries(outdir: Path) -> int:
+    """Left by a killed run; safe to delete while we hold the lock."""
+    n = 0
+    for sub in ("images", "results"):
+        d = outdir / sub
+        if d.is_dir():
+            for p in d.rglob(".*.tmp-*"):
+                p.unlink(missing_ok=True)
+                n += 1
+    return n

@@ -125,6 +125,17 @@ def cmd_status(a) -> int:
     return 0
 
 
+def cmd_evaluate(a) -> int:
+    from .evaluate import evaluate
+
+    if a.src != "wheels" and not Path(a.src).exists():
+        raise UsageError(f"evaluation photos not found: {a.src}")
+    s = evaluate(a.checkpoint, a.src, a.out, size=a.size, max_side=a.max_side, device=a.device)
+    print(f"model ab-MSE {s['model']['ab_mse']:.5f} (gray {s['gray']['ab_mse']:.5f}, mean-ab "
+          f"{s['mean_ab']['ab_mse']:.5f}); report in {a.out}/eval.md, contact_sheet.png")
+    return 0
+
+
 # --- parser ------------------------------------------------------------------------------------
 
 
@@ -220,6 +231,18 @@ def build_parser() -> Parser:
     s = sub.add_parser("status", help="shards and images done, from the results alone")
     s.add_argument("outdir", metavar="OUTDIR")
     s.set_defaults(func=cmd_status)
+
+    s = sub.add_parser("evaluate", help="score a checkpoint on colour photos, beside baselines",
+                       description="Remove the colour of photos, colorize them, and report PSNR, "
+                       "SSIM, ab-MSE and colourfulness beside the gray and mean-ab baselines. "
+                       "SRC 'wheels' means the photos inside scikit-image/scikit-learn/matplotlib.")
+    s.add_argument("src", metavar="SRC")
+    s.add_argument("--checkpoint", help="weights (.pt); default: the shipped weights")
+    s.add_argument("--out", default="out/eval")
+    s.add_argument("--size", type=size_arg, default=256)
+    s.add_argument("--max-side", type=positive_int, default=512, help="photos are scaled to this")
+    s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    s.set_defaults(func=cmd_evaluate)
 
     for register in _EXTRA_COMMANDS:
         register(sub)

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from . import color
+from .engine import pick_device
 from .model import ColorizationNet, ModelConfig, load_checkpoint, save_checkpoint
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"}
@@ -127,12 +128,15 @@ class CropDataset(Dataset):
         return lab[:1] / 100.0, color.encode_ab(lab[1:])
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda asked for, but no CUDA device is available")
-    return torch.device(name)
+def mean_ab(paths: list[str], long_side: int = 128) -> tuple[float, float]:
+    """The training set's mean a*, b*: the 'mean colour' baseline that evaluation compares to."""
+    acc, n = torch.zeros(2, dtype=torch.float64), 0
+    for p in paths:
+        rgb = np.asarray(load_prescaled(p, long_side), dtype=np.float32) / 255.0
+        lab = color.rgb_to_lab(torch.from_numpy(rgb).permute(2, 0, 1).double())
+        acc += lab[1:].sum(dim=(1, 2))
+        n += lab[0].numel()
+    return (float(acc[0] / n), float(acc[1] / n))
 
 
 def _worker_init(_: int) -> None:
@@ -165,9 +169,12 @@ def train(cfg: TrainConfig, log=print) -> dict:
     train_paths, val_paths = split(paths, cfg.val_fraction)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    train_mean_ab = mean_ab(train_paths)
     model = ColorizationNet(ModelConfig()).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = math.ceil(len(train_paths) * cfg.repeats / cfg.batch_size)
+    n_train = len(train_paths) * cfg.repeats
+    drop_last = n_train > cfg.batch_size  # no ragged last batch, unless that is all there is
+    steps_per_epoch = n_train // cfg.batch_size if drop_last else 1
     total_steps = steps_per_epoch * cfg.epochs
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=cfg.lr, total_steps=max(total_steps, 1), pct_start=0.1
@@ -201,7 +208,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
         train_ds.epoch = epoch
         g = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
         loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, generator=g,
-                            drop_last=len(train_ds) > cfg.batch_size, **kw)
+                            drop_last=drop_last, **kw)
         t0, seen, run_loss = time.time(), 0, 0.0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False)
         for x, y in bar:
@@ -229,8 +236,8 @@ def train(cfg: TrainConfig, log=print) -> dict:
         meta = dict(
             epochs=epoch + 1, step=step, val_loss=val_loss, train_loss=row["train_loss"],
             best_val_loss=min(best, val_loss), train_images=len(train_paths),
-            val_images=len(val_paths), source=str(cfg.src), recipe=asdict(cfg),
-            device=str(device), torch=torch.__version__,
+            val_images=len(val_paths), source=str(cfg.src), train_mean_ab=list(train_mean_ab), recipe=asdict(cfg),
+            device=str(device), torch=str(torch.__version__),
         )
         save_checkpoint(out / "last.pt", model, meta, optimizer=opt.state_dict(),
                         scheduler=sched.state_dict())

@@ -1,0 +1,197 @@
+"""End to end on real dask clusters: LocalCluster, and scheduler/workers as separate processes."""
+
+import csv
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from pipeline.cli import main
+from pipeline.results import read_results
+from pipeline.state import RunLock
+
+pytestmark = pytest.mark.slow
+SHARD = 4
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    """34 small scans in nested folders and several formats, plus a CSV with accession numbers."""
+    from skimage import data
+
+    root = tmp_path_factory.mktemp("archive")
+    cam = data.camera()
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(34):
+        h, w = int(rng.integers(60, 140)), int(rng.integers(60, 140))
+        y, x = int(rng.integers(0, 512 - h)), int(rng.integers(0, 512 - w))
+        im = Image.fromarray(cam[y : y + h, x : x + w])
+        sub = root / f"box{i % 3}" / f"folder {i % 2}"
+        sub.mkdir(parents=True, exist_ok=True)
+        ext = [".png", ".jpg", ".tif"][i % 3]
+        p = sub / f"scan_{i:03d}{ext}"
+        im.save(p)
+        rows.append({"path": str(p.relative_to(root)), "accession": f"ACC-{1000 + i}"})
+    with open(root / "catalogue.csv", "w", newline="") as f:
+        wr = csv.DictWriter(f, ["path", "accession"])
+        wr.writeheader()
+        wr.writerows(rows)
+    man = root / "manifest.parquet"
+    assert main(["scan", str(root / "catalogue.csv"), "-o", str(man), "--shard-size", str(SHARD),
+                 "-q"]) == 0
+    return root, man
+
+
+def run_args(man, out, ckpt, *extra):
+    return ["run", "--manifest", str(man), "-o", str(out), "--checkpoint", ckpt, "--size", "32",
+            "--batch-size", "4", "-q", *extra]
+
+
+def sha(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def image_files(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in (out / "images").rglob("*") if p.is_file()}
+
+
+def comparable(out: Path) -> list[dict]:
+    t = read_results(out).drop_columns(["seconds"]).sort_by("image_id")
+    return t.to_pylist()
+
+
+@pytest.fixture(scope="module")
+def clean_run(archive, ckpt, tmp_path_factory):
+    _, man = archive
+    out = tmp_path_factory.mktemp("clean") / "out"
+    assert main(run_args(man, out, ckpt, "--workers", "2", "--threads", "1")) == 0
+    return out
+
+
+def test_every_row_has_one_result_and_outputs_match(archive, clean_run):
+    root, man = archive
+    manifest = pq.read_table(man).to_pylist()
+    res = read_results(clean_run)
+    assert res.num_rows == len(manifest) == 34
+    assert sorted(res.column("image_id").to_pylist()) == sorted(r["image_id"] for r in manifest)
+    assert len(list((clean_run / "results").glob("shard-*.parquet"))) == 9  # ceil(34 / 4)
+    by_id = {r["image_id"]: r for r in manifest}
+    for r in res.to_pylist():
+        m = by_id[r["image_id"]]
+        assert r["status"] == "ok", r
+        out = clean_run / r["output_path"]
+        assert out.is_file() and sha(out) == r["output_sha256"]
+        with Image.open(out) as im:
+            assert im.size == (m["width"], m["height"]) and im.mode == "RGB"
+        assert r["output_path"] == f"images/{m['out_stem']}.png"
+        assert r["accession"] == m["accession"] and r["accession"].startswith("ACC-")
+        assert r["source_sha256"] == sha(Path(m["path"]))
+        assert r["shard"] == m["shard"]
+    job = json.loads((clean_run / "job.json").read_text())
+    assert len(job["fingerprint"]) == 64 and job["spec"]["size"] == 32
+
+
+def test_rerun_of_finished_job_does_no_work(archive, clean_run, ckpt, capsys):
+    _, man = archive
+    before = {p: p.stat().st_mtime_ns for p in (clean_run / "results").iterdir()}
+    assert main(run_args(archive[1], clean_run, ckpt)) == 0
+    assert "nothing to do" in capsys.readouterr().out
+    assert before == {p: p.stat().st_mtime_ns for p in (clean_run / "results").iterdir()}
+    assert main(["status", str(clean_run)]) == 0
+    assert "9 committed, 0 pending of 9; images 34 ok, 0 error, 0 skipped" in capsys.readouterr().out
+
+
+def test_changed_option_is_refused(archive, clean_run, ckpt, capsys):
+    _, man = archive
+    for extra in (["--format", "jpeg"],):
+        assert main(run_args(man, clean_run, ckpt, *extra)) == 2
+        assert "different job (changed: format)" in capsys.readouterr().err
+    args = run_args(man, clean_run, ckpt)
+    args[args.index("--size") + 1] = "64"
+    assert main(args) == 2
+    assert "changed: size" in capsys.readouterr().err
+
+
+def test_second_run_on_locked_outdir_is_refused(archive, ckpt, tmp_path, capsys):
+    with RunLock(tmp_path / "out"):
+        assert main(run_args(archive[1], tmp_path / "out", ckpt)) == 2
+    assert "another run is using" in capsys.readouterr().err
+
+
+def test_dry_run_runs_nothing(archive, ckpt, tmp_path, capsys):
+    assert main(run_args(archive[1], tmp_path / "out", ckpt, "--dry-run")) == 0
+    assert "9 pending (34 of 34 images)" in capsys.readouterr().out
+    assert not (tmp_path / "out" / "results").exists()
+
+
+def test_resume_after_sigkill_is_identical(archive, clean_run, ckpt, tmp_path):
+    _, man = archive
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "pipeline", *run_args(man, out, ckpt, "--workers", "1",
+                                                         "--window", "1")]
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline:
+            if len(list((out / "results").glob("shard-*.parquet"))) >= 2 or proc.poll() is not None:
+                break
+            time.sleep(0.01)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the client, scheduler and workers: no polite stop
+        proc.wait()
+    done = len(list((out / "results").glob("shard-*.parquet")))
+    assert 2 <= done < 9, f"kill landed after {done} shards"
+    assert main(run_args(man, out, ckpt)) == 0
+    assert comparable(out) == comparable(clean_run)
+    assert image_files(out) == image_files(clean_run)
+    ids = read_results(out).column("image_id").to_pylist()
+    assert len(ids) == len(set(ids)) == 34
+    assert not [p for p in out.rglob("*") if ".tmp" in p.name]
+
+
+def test_scheduler_and_workers_as_separate_processes(archive, clean_run, ckpt, tmp_path):
+    _, man = archive
+    sfile = tmp_path / "scheduler.json"
+    bindir = Path(sys.executable).parent
+    procs = [subprocess.Popen([str(bindir / "dask"), "scheduler", "--scheduler-file", str(sfile),
+                               "--port", "0", "--dashboard-address", ":0"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)]
+    try:
+        for _ in range(600):
+            if sfile.exists() and sfile.stat().st_size:
+                break
+            time.sleep(0.1)
+        addr = json.loads(sfile.read_text())["address"]
+        for _ in range(2):
+            procs.append(subprocess.Popen(
+                [str(bindir / "dask"), "worker", addr, "--nworkers", "1", "--nthreads", "1",
+                 "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                start_new_session=True))
+        from distributed import Client
+
+        with Client(addr, timeout="60s") as c:
+            c.wait_for_workers(2, timeout=120)
+        out = tmp_path / "out"
+        assert main(run_args(man, out, ckpt, "--scheduler", addr)) == 0
+        assert comparable(out) == comparable(clean_run)
+        assert image_files(out) == image_files(clean_run)
+    finally:
+        for p in procs:
+            os.killpg(p.pid, signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)

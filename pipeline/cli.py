@@ -32,14 +32,21 @@ def load_toml(path: str) -> dict:
         raise UsageError(f"bad TOML in {path}: {e}") from None
 
 
+PATH_KEYS = {"manifest", "output", "checkpoint", "src", "out"}
+
+
 def apply_job_spec(parser: argparse.ArgumentParser, spec: dict, path: str) -> None:
-    """TOML keys are the long flags (dashes or underscores); unknown keys are mistakes."""
+    """TOML keys are the long flags (dashes or underscores); unknown keys are mistakes.
+    Relative paths in a spec are relative to the spec's own folder, wherever it is run from."""
     known = {a.dest for a in parser._actions}
+    base = Path(path).parent
     defaults = {}
     for k, v in spec.items():
         dest = k.replace("-", "_")
         if dest not in known:
             raise UsageError(f"{path}: unknown key {k!r}")
+        if dest in PATH_KEYS and isinstance(v, str) and v and "://" not in v:
+            v = os.path.relpath(base / v) if not os.path.isabs(v) else v
         defaults[dest] = v
     parser.set_defaults(**defaults)
 

@@ -143,6 +143,28 @@ def cmd_evaluate(a) -> int:
     return 0
 
 
+def cmd_audit(a) -> int:
+    from .audit import audit
+
+    r = audit(a.outdir, quick=a.quick, check_inputs=a.check_inputs, progress=not a.quiet)
+    c = r["counts"]
+    line = (f"{r['manifest_rows']} manifest rows, {r['result_rows']} result rows "
+            f"({c['ok']} ok, {c['error']} error, {c['skipped']} skipped)")
+    if r["ok"]:
+        print(f"audit passed: {line}; {len(r['nearly_gray'])} nearly gray outputs for review; "
+              f"report in {a.outdir}/audit.html")
+        return 0
+    print(f"audit FAILED: {line}", file=sys.stderr)
+    for p in r["problems"][:50]:
+        what = p.get("output_path") or p.get("source_path") or p.get("image_id")
+        print(f"  {p['kind']}: {what}" + (f" ({p['reason']})" if "reason" in p else ""),
+              file=sys.stderr)
+    if len(r["problems"]) > 50:
+        print(f"  ... and {len(r['problems']) - 50} more in audit.json", file=sys.stderr)
+    print(f"fix with `colorize run ... --repair`; report in {a.outdir}/audit.html", file=sys.stderr)
+    return 1
+
+
 # --- parser ------------------------------------------------------------------------------------
 
 
@@ -232,6 +254,8 @@ def build_parser() -> Parser:
     s.add_argument("--retries", type=int, default=2)
     s.add_argument("--dry-run", action="store_true", help="say what would run, run nothing")
     s.add_argument("--restart", action="store_true", help="discard OUTDIR's results and start over")
+    s.add_argument("--repair", action="store_true",
+                   help="audit first, then redo missing or corrupt images and remove stray files")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_run)
 
@@ -251,12 +275,17 @@ def build_parser() -> Parser:
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     s.set_defaults(func=cmd_evaluate)
 
-    for register in _EXTRA_COMMANDS:
-        register(sub)
+    s = sub.add_parser("audit", help="prove every image is accounted for (exit 1 if not)",
+                       description="Check OUTDIR against its manifest: one result row per manifest "
+                       "row, every ok output present with its sha256, no unclaimed files, every error "
+                       "explained. Writes audit.json and audit.html.")
+    s.add_argument("outdir", metavar="OUTDIR")
+    s.add_argument("--quick", action="store_true", help="check existence and size, not sha256")
+    s.add_argument("--check-inputs", action="store_true", help="also flag changed source files")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_audit)
+
     return p
-
-
-_EXTRA_COMMANDS: list = []
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -46,6 +46,7 @@ class RunOptions:
     retries: int = 2
     dry_run: bool = False
     restart: bool = False
+    repair: bool = False
     progress: bool = True
     resource_timeout: float = 300.0
 
@@ -128,12 +129,16 @@ def run_job(o: RunOptions, log=print) -> dict:
             log(f"removed {stale} temporary files left by an interrupted run")
         committed = results.committed_shards(outdir)
         pending = sorted(set(sizes) - committed)
-        if not pending:
+        fixes = plan_repair(outdir, log) if o.repair else {}
+        if not pending and not fixes:
             log(f"nothing to do: all {len(sizes)} shards of {outdir} are committed "
                 f"({total_images} images); see `colorize status {outdir}`")
             return {"pending_shards": 0, "ok": 0, "error": 0, "skipped": 0, "images": 0}
         pending_images = sum(sizes[s] for s in pending)
-        log(f"{len(pending)} of {len(sizes)} shards pending ({pending_images} images)")
+        log(f"{len(pending)} of {len(sizes)} shards pending ({pending_images} images)"
+            + (f"; repairing {sum(map(len, fixes.values()))} images in {len(fixes)} shards"
+               if fixes else ""))
+        tasks = [(s, None) for s in pending] + [(s, frozenset(ids)) for s, ids in sorted(fixes.items())]
         t0 = time.perf_counter()
         with make_client(o, spec["device"]) as client:
             threads = getattr(client, "threads_hint", 0) or o.threads or 2
@@ -143,7 +148,7 @@ def run_job(o: RunOptions, log=print) -> dict:
                            device=spec["device"], recolor=o.recolor, max_pixels=o.max_pixels,
                            threads=threads)
             log(f"dashboard: {client.dashboard_link}")
-            totals = _drive(client, job, pending, sizes, fp, o, tqdm, log)
+            totals = _drive(client, job, tasks, sizes, fp, o, tqdm, log)
         elapsed = time.perf_counter() - t0
     n = totals["images"]
     totals.update(elapsed=elapsed, images_per_s=n / elapsed if elapsed else 0.0)
@@ -153,7 +158,31 @@ def run_job(o: RunOptions, log=print) -> dict:
     return totals
 
 
-def _drive(client, job: ShardJob, pending, sizes, fp, o: RunOptions, tqdm, log) -> dict:
+def plan_repair(outdir: Path, log) -> dict[int, set[str]]:
+    """From a full audit: images to redo per committed shard; stray files are removed."""
+    from .audit import audit
+
+    report = audit(outdir, progress=False)
+    fixes: dict[int, set[str]] = {}
+    shard_of = {}
+    for p in report["problems"]:
+        kind = p["kind"]
+        if kind in ("missing_output", "corrupt_output"):
+            fixes.setdefault(p["shard"], set()).add(p["image_id"])
+        elif kind == "duplicate_result":
+            if not shard_of:
+                t = read_manifest(read_job(outdir)["spec"]["manifest"], columns=["image_id", "shard"])
+                shard_of = dict(zip(t.column("image_id").to_pylist(), t.column("shard").to_pylist()))
+            fixes.setdefault(shard_of[p["image_id"]], set()).add(p["image_id"])
+        elif kind == "unclaimed_file":
+            (outdir / p["output_path"]).unlink(missing_ok=True)
+            log(f"removed stray file {p['output_path']}")
+        elif kind == "no_result" and p["shard"] in results.committed_shards(outdir):
+            fixes.setdefault(p["shard"], set()).add(p["image_id"])
+    return fixes
+
+
+def _drive(client, job: ShardJob, tasks, sizes, fp, o: RunOptions, tqdm, log) -> dict:
     from distributed import as_completed
 
     resources = {"GPU": 1} if (o.scheduler and job.device == "cuda") else None
@@ -161,16 +190,19 @@ def _drive(client, job: ShardJob, pending, sizes, fp, o: RunOptions, tqdm, log) 
         raise JobError("the job's device is cuda but no worker of the cluster offers the GPU "
                        "resource; start workers with `dask worker ADDR --resources GPU=1`")
     window = o.window or 2 * max(1, len(client.scheduler_info()["workers"]))
-    bar = tqdm(total=sum(sizes[s] for s in pending), unit="img", desc="colorize",
+    bar = tqdm(total=sum(sizes[s] if ids is None else len(ids) for s, ids in tasks), unit="img",
+               desc="colorize",
                disable=not o.progress, smoothing=0.1)
     totals: Counter = Counter()
 
-    def submit(s: int):
-        return client.submit(job, s, key=f"shard-{s:05d}-{fp[:12]}", retries=o.retries,
-                             pure=False, resources=resources)
+    def submit(task):
+        s, ids = task
+        key = f"shard-{s:05d}-{fp[:12]}" + ("-repair" if ids else "")
+        return client.submit(job, s, ids, key=key, retries=o.retries, pure=False,
+                             resources=resources)
 
-    it = iter(pending)
-    ac = as_completed([submit(s) for s in islice(it, window)], with_results=False)
+    it = iter(tasks)
+    ac = as_completed([submit(t) for t in islice(it, window)], with_results=False)
     failure = None
     try:
         for fut in ac:

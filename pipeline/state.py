@@ -12,8 +12,10 @@ from pathlib import Path, PurePosixPath
 JOB_FILE = "job.json"
 LOCK_FILE = ".lock"
 # Options that change output bytes; a rerun with any of them changed is a different job.
+# batch_size and device belong here: the net's arithmetic (and so the last bit of a colour)
+# depends on the batch a photo shares and on the device it runs on.
 FINGERPRINT_KEYS = ("manifest_digest", "checkpoint_sha256", "size", "format", "quality",
-                    "recolor", "max_pixels", "output_version")
+                    "recolor", "max_pixels", "batch_size", "device", "output_version")
 OUTPUT_VERSION = 1  # bump when the encoding of outputs changes
 
 

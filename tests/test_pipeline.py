@@ -195,3 +195,57 @@ def test_scheduler_and_workers_as_separate_processes(archive, clean_run, ckpt, t
                 p.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
+
+
+def test_audit_finds_damage_and_repair_fixes_exactly_it(archive, clean_run, ckpt, tmp_path, capsys):
+    import shutil
+
+    _, man = archive
+    out = tmp_path / "out"
+    shutil.copytree(clean_run, out)
+    job = json.loads((out / "job.json").read_text())
+    assert main(["audit", str(out), "-q"]) == 0
+    rows = sorted(read_results(out).to_pylist(), key=lambda r: r["output_path"])
+    corrupt, deleted = out / rows[3]["output_path"], out / rows[20]["output_path"]
+    corrupt.write_bytes(corrupt.read_bytes()[:-10] + b"0123456789")
+    deleted.unlink()
+    stray = out / "images" / "box0" / "stray.png"
+    stray.write_bytes(b"not ours")
+    capsys.readouterr()
+    assert main(["audit", str(out), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert f"corrupt_output: {rows[3]['output_path']} (sha256 differs)" in err
+    assert f"missing_output: {rows[20]['output_path']}" in err
+    assert "unclaimed_file: images/box0/stray.png" in err
+    report = json.loads((out / "audit.json").read_text())
+    assert report["problem_counts"] == {"corrupt_output": 1, "missing_output": 1, "unclaimed_file": 1}
+    html_text = (out / "audit.html").read_text()
+    assert "FAIL" in html_text and "data:image/jpeg;base64," in html_text
+    untouched = {p: p.stat().st_mtime_ns for p in (out / "images").rglob("*.png")
+                 if p not in (corrupt, stray)}
+    assert main(run_args(man, out, ckpt, "--repair")) == 0
+    out_text = capsys.readouterr().out
+    assert "repairing 2 images in 2 shards" in out_text or "repairing 2 images in 1 shards" in out_text
+    assert "done: 2 ok, 0 error, 0 skipped" in out_text
+    assert not stray.exists()
+    assert image_files(out) == image_files(clean_run)
+    assert comparable(out) == comparable(clean_run)
+    # exactly those two were rewritten
+    assert untouched == {p: p.stat().st_mtime_ns for p in untouched}
+    assert json.loads((out / "job.json").read_text()) == job
+    assert main(["audit", str(out), "-q"]) == 0
+
+
+def test_audit_html_escapes_file_names(tmp_path, ckpt):
+    root = tmp_path / "a"
+    root.mkdir()
+    evil = root / "<script>alert(1)<script>.png"
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(evil)
+    (root / "&<broken>.png").write_bytes(b"")
+    man = tmp_path / "m.parquet"
+    assert main(["scan", str(root), "-o", str(man), "-q"]) == 0
+    assert main(run_args(man, tmp_path / "out", ckpt, "--workers", "1")) == 0
+    assert main(["audit", str(tmp_path / "out"), "-q"]) == 0
+    text = (tmp_path / "out" / "audit.html").read_text()
+    assert "<script>" not in text and "&lt;script&gt;" in text
+    assert "&<broken>" not in text and "&amp;&lt;broken&gt;" in text and "empty file" in text

@@ -1,0 +1,152 @@
+"""Audit a run: every manifest row accounted for once, every output present and intact."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import io
+import json
+import os
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from . import results
+from .manifest import read_manifest, resolve_path
+from .state import read_job
+
+GRAY_COLORFULNESS = 3.0  # an output below this looks gray: listed for review, not a failure
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def audit(outdir: str | os.PathLike, quick: bool = False, check_inputs: bool = False,
+          sample: int = 12, progress: bool = True) -> dict:
+    """Check OUTDIR against its manifest; writes audit.json and audit.html; returns the report."""
+    out = Path(outdir)
+    spec = read_job(out)["spec"]
+    man = read_manifest(spec["manifest"], columns=["image_id", "path", "shard"]).to_pylist()
+    res = results.read_results(out).to_pylist()
+    manifest_ids = {r["image_id"]: r for r in man}
+    counts = Counter(r["image_id"] for r in res)
+    problems: list[dict] = []
+
+    def flag(kind: str, **kw):
+        problems.append({"kind": kind, **kw})
+
+    for iid, r in manifest_ids.items():
+        if counts[iid] == 0:
+            flag("no_result", image_id=iid, source_path=r["path"], shard=r["shard"])
+        elif counts[iid] > 1:
+            flag("duplicate_result", image_id=iid, source_path=r["path"], rows=counts[iid])
+    for iid in counts.keys() - manifest_ids.keys():
+        flag("not_in_manifest", image_id=iid)
+    claimed = set()
+    ok_rows = [r for r in res if r["status"] == "ok"]
+    for r in tqdm(ok_rows, desc="audit", unit="img", disable=not progress):
+        p = out / (r["output_path"] or "")
+        claimed.add(os.path.normpath(str(p)))
+        if not r["output_path"] or not p.is_file():
+            flag("missing_output", image_id=r["image_id"], output_path=r["output_path"],
+                 shard=r["shard"])
+        elif quick and p.stat().st_size != r["output_bytes"]:
+            flag("corrupt_output", image_id=r["image_id"], output_path=r["output_path"],
+                 shard=r["shard"], reason="size differs")
+        elif not quick and _sha256(p) != r["output_sha256"]:
+            flag("corrupt_output", image_id=r["image_id"], output_path=r["output_path"],
+                 shard=r["shard"], reason="sha256 differs")
+    for r in res:
+        if r["status"] == "error" and not (r["error"] or "").strip():
+            flag("error_without_reason", image_id=r["image_id"])
+        if r["status"] not in results.STATUSES:
+            flag("bad_status", image_id=r["image_id"], status=r["status"])
+    images = out / "images"
+    if images.is_dir():
+        for p in sorted(images.rglob("*")):
+            if p.is_file() and os.path.normpath(str(p)) not in claimed:
+                flag("unclaimed_file", output_path=str(p.relative_to(out)))
+    if check_inputs:
+        for r in tqdm(res, desc="inputs", unit="img", disable=not progress):
+            if r["source_sha256"]:
+                src = Path(resolve_path(spec["manifest"], r["source_path"]))
+                if not src.is_file():
+                    flag("input_missing", image_id=r["image_id"], source_path=r["source_path"])
+                elif _sha256(src) != r["source_sha256"]:
+                    flag("input_changed", image_id=r["image_id"], source_path=r["source_path"])
+    status_counts = Counter(r["status"] for r in res)
+    grayish = [{"image_id": r["image_id"], "output_path": r["output_path"],
+                "colorfulness": r["colorfulness"]}
+               for r in ok_rows if r["colorfulness"] is not None and r["colorfulness"] < GRAY_COLORFULNESS]
+    errors = [{"image_id": r["image_id"], "source_path": r["source_path"], "error": r["error"]}
+              for r in res if r["status"] == "error"]
+    report = {
+        "outdir": str(out), "ok": not problems, "quick": quick, "check_inputs": check_inputs,
+        "manifest_rows": len(man), "result_rows": len(res),
+        "counts": {s: status_counts.get(s, 0) for s in results.STATUSES},
+        "problems": problems, "problem_counts": dict(Counter(p["kind"] for p in problems)),
+        "errors": errors, "nearly_gray": grayish,
+    }
+    tmp = out / ".audit.json.tmp"
+    tmp.write_text(json.dumps(report, indent=2))
+    os.replace(tmp, out / "audit.json")
+    (out / "audit.html").write_text(_html(report, ok_rows, spec, sample), encoding="utf-8")
+    return report
+
+
+def _thumb_uri(path: Path, h: int = 120, gray: bool = False) -> str:
+    try:
+        with Image.open(path) as im:
+            im = im.convert("L" if gray else "RGB")
+            im.thumbnail((h * 4, h))
+            buf = io.BytesIO()
+            im.save(buf, "JPEG", quality=80)
+        return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+    except Exception:  # a thumbnail is a nicety; a missing or hostile file must not stop the audit
+        return ""
+
+
+def _html(report: dict, ok_rows: list[dict], spec: dict, sample: int) -> str:
+    e = html.escape
+    parts = ["<!doctype html><meta charset='utf-8'><title>audit</title>",
+             "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 8px;text-align:left}"
+             ".bad{color:#b00}.good{color:#070}img{height:120px}</style>",
+             f"<h1>Audit of {e(report['outdir'])}</h1>",
+             f"<p class='{'good' if report['ok'] else 'bad'}'><b>{'PASS' if report['ok'] else 'FAIL'}"
+             f"</b>: {report['manifest_rows']} manifest rows, {report['result_rows']} result rows; "
+             + ", ".join(f"{k} {v}" for k, v in report["counts"].items()) + "</p>"]
+    if report["problems"]:
+        parts.append("<h2>Discrepancies</h2><table><tr><th>kind</th><th>image</th><th>detail</th></tr>")
+        for p in report["problems"]:
+            detail = {k: v for k, v in p.items() if k not in ("kind", "image_id")}
+            parts.append(f"<tr><td>{e(p['kind'])}</td><td>{e(str(p.get('image_id', '')))}</td>"
+                         f"<td>{e(json.dumps(detail, ensure_ascii=False))}</td></tr>")
+        parts.append("</table>")
+    parts.append(f"<h2>Errors ({len(report['errors'])})</h2><table><tr><th>source</th><th>reason</th></tr>")
+    for r in report["errors"]:
+        parts.append(f"<tr><td>{e(r['source_path'])}</td><td>{e(r['error'] or '')}</td></tr>")
+    parts.append("</table>")
+    parts.append(f"<h2>Nearly gray outputs, for review ({len(report['nearly_gray'])})</h2><ul>")
+    parts += [f"<li>{e(r['output_path'])} (colourfulness {r['colorfulness']:.1f})</li>"
+              for r in report["nearly_gray"]]
+    parts.append("</ul><h2>Before and after (a sample)</h2><table>")
+    if ok_rows:
+        idx = np.unique(np.linspace(0, len(ok_rows) - 1, min(sample, len(ok_rows))).astype(int))
+        out = Path(report["outdir"])
+        for i in idx:
+            r = ok_rows[i]
+            src = Path(resolve_path(spec["manifest"], r["source_path"]))
+            parts.append(f"<tr><td><img src='{_thumb_uri(src, gray=True)}' alt='before'></td>"
+                         f"<td><img src='{_thumb_uri(out / r['output_path'])}' alt='after'></td>"
+                         f"<td>{e(r['source_path'])}</td></tr>")
+    parts.append("</table>")
+    return "\n".join(parts)

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup run test lint bench train evaluate clean
+.PHONY: help setup run manifest test lint train-data train evaluate bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -17,17 +17,30 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)  ## create .venv and install the project (idempotent)
 
-run: setup  ## colorize the bundled sample archive, then report status and audit
-	$(BIN)/colorize scan pipeline/samples -o manifests/demo.parquet --shard-size 4
+run: setup  ## colorize the bundled sample archive (jobs/demo.toml), then status and audit
 	$(BIN)/colorize run jobs/demo.toml
 	$(BIN)/colorize status out/demo
 	$(BIN)/colorize audit out/demo
+	@echo "colorized images: out/demo/images/   results: out/demo/results/   report: out/demo/audit.html"
+
+manifest: setup  ## rescan the bundled samples into manifests/demo.parquet
+	$(BIN)/colorize scan pipeline/samples -o manifests/demo.parquet --shard-size 4 --relative
 
 test: setup  ## run the test suite
 	$(BIN)/pytest -q
 
 lint: setup  ## ruff
 	$(BIN)/ruff check pipeline tests
+
+train-data:  ## collect the 102 training photos from Debian packages into data/train-photos
+	sh jobs/fetch_train_photos.sh data/train-photos
+
+train: setup train-data  ## retrain the shipped weights (jobs/train.toml) into out/train
+	$(BIN)/colorize train jobs/train.toml
+
+evaluate: setup  ## score the shipped weights on the photos inside the wheels (needs .[eval])
+	$(BIN)/pip install -q -e '.[eval]'
+	$(BIN)/colorize evaluate wheels --out out/eval
 
 bench: setup  ## throughput benchmark; appends to BENCHMARKS.md
 	$(BIN)/colorize bench --count 200 --width 1600 --height 1200 --append BENCHMARKS.md

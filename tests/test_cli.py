@@ -70,3 +70,18 @@ def test_help_explains_itself():
     assert r.returncode == 0 and "image" in r.stdout and "train" in r.stdout
     r = run_cli("image", "--help")
     assert r.returncode == 0 and "--checkpoint" in r.stdout
+
+
+def test_bundled_demo_manifest_is_current(tmp_path):
+    """manifests/demo.parquet must describe pipeline/samples as they are (make manifest)."""
+    import pyarrow.parquet as pq
+
+    from pipeline.manifest import scan
+
+    root = __import__("pathlib").Path(__file__).resolve().parents[1]
+    fresh = scan([str(root / "pipeline" / "samples")], tmp_path / "m.parquet", shard_size=4,
+                 progress=False)
+    committed = pq.read_table(root / "manifests" / "demo.parquet")
+    cols = ["shard", "rel_path", "out_stem", "width", "height", "mode", "format", "scan_error"]
+    assert committed.select(cols).to_pylist() == fresh.select(cols).to_pylist()
+    assert all(p.startswith("../pipeline/samples/") for p in committed.column("path").to_pylist())

@@ -1,0 +1,197 @@
+"""Every odd file a scan room produces gets exactly the status it deserves; none stops a shard."""
+
+import errno
+import io
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+import pipeline.shard as shard_mod
+from pipeline.manifest import scan
+from pipeline.model import file_sha256
+from pipeline.results import read_results, shard_file
+from pipeline.shard import OutputError, ShardJob
+
+
+def png_declaring(w, h):
+    def chunk(k, d):
+        return struct.pack(">I", len(d)) + k + d + struct.pack(">I", zlib.crc32(k + d))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+
+
+@pytest.fixture(scope="module")
+def photo():
+    from skimage import data
+
+    return data.camera()
+
+
+def build(root: Path, photo) -> dict[str, tuple[str, str]]:
+    """name -> (expected status, a phrase the reason or notes must contain)."""
+    g = Image.fromarray(photo[:120, :160])
+    exp = {}
+
+    def save(name, im, status="ok", phrase="", **kw):
+        im.save(root / name, **kw)
+        exp[name] = (status, phrase)
+
+    (root / "empty.jpg").write_bytes(b"")
+    exp["empty.jpg"] = ("error", "empty file")
+    (root / "page.jpg").write_text("<html><body>404 Not Found</body></html>")
+    exp["page.jpg"] = ("error", "not an image")
+    (root / "notes.png").write_text("just some text")
+    exp["notes.png"] = ("error", "not an image")
+    buf = io.BytesIO()
+    g.save(buf, "JPEG", quality=90)
+    (root / "truncated.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    exp["truncated.jpg"] = ("error", "truncated")
+    buf = io.BytesIO()
+    g.save(buf, "PNG")
+    (root / "truncated.png").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    exp["truncated.png"] = ("error", "truncated")
+    b = bytearray(buf.getvalue())
+    i = b.index(b"IDAT") + 40
+    b[i : i + 16] = b"\xff" * 16  # damage the compressed data (its CRC no longer matches)
+    (root / "corrupt chunk.png").write_bytes(bytes(b))
+    exp["corrupt chunk.png"] = ("error", "cannot decode")
+    (root / "bomb.png").write_bytes(png_declaring(40_000, 40_000))
+    exp["bomb.png"] = ("error", "decompression bomb")
+    save("tiny.png", g.resize((3, 2)))
+    save("strip.png", g.resize((2000, 6)))
+    save("odd 97x61.png", g.resize((97, 61)))
+    pages = [g, g.rotate(90, expand=True), g]
+    pages[0].save(root / "multipage.tif", save_all=True, append_images=pages[1:])
+    exp["multipage.tif"] = ("ok", "first of 3 pages")
+    save("bilevel.png", g.convert("1"))
+    save("scan16.tif", Image.fromarray(photo[:120, :160].astype(np.uint16) * 257))
+    la = g.convert("LA")
+    save("alpha.png", la)
+    save("palette.png", g.convert("P"))
+    save("cmyk.jpg", g.convert("CMYK"))
+    save("progressive.jpg", g, progressive=True, quality=85)
+    save("scan.webp", g, quality=90)
+    save("scan.bmp", g)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    save("rotated.jpg", g.transpose(Image.ROTATE_90), exif=exif.tobytes())
+    save("café ü 写真 no.7.png", g)
+    save("colour.png", Image.fromarray(np.dstack([photo[:120, :160], photo[:120, ::-1][:, :160],
+                                                  photo[::-1, :160][:120]])),
+         status="skipped", phrase="colour image")
+    save("gone.png", g, status="error", phrase="file not found")  # deleted after the scan
+    save("locked.png", g, status="error", phrase="permission denied")
+    return exp
+
+
+@pytest.fixture(scope="module")
+def hostile_run(tmp_path_factory, photo, ckpt):
+    root = tmp_path_factory.mktemp("hostile")
+    src = root / "src"
+    src.mkdir()
+    exp = build(src, photo)
+    man = root / "m.parquet"
+    scan([str(src)], man, shard_size=8, progress=False)
+    # a manifest edited by someone hostile: rows whose output would leave OUTDIR
+    t = pq.read_table(man).to_pylist()
+    t[0]["out_stem"] = "../../escaped"
+    t[1]["out_stem"] = "/etc/cron.d/x"
+    escaped = {t[0]["rel_path"], t[1]["rel_path"]}
+    pq.write_table(pq.read_table(man).from_pylist(t, schema=pq.read_table(man).schema), man)
+    for name in escaped:
+        exp[name] = ("error", "unsafe output path")
+    (src / "gone.png").unlink()
+    out = root / "out"
+    job = ShardJob(manifest=str(man), outdir=str(out), checkpoint=ckpt,
+                   checkpoint_sha256=file_sha256(ckpt), size=32, batch_size=4, threads=2)
+    real_read = Path.read_bytes
+
+    def read_bytes(self):
+        if self.name == "locked.png":  # tests run as root, for whom chmod 000 changes nothing
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return real_read(self)
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(Path, "read_bytes", read_bytes)
+    try:
+        shards = sorted(set(pq.read_table(man, columns=["shard"]).column("shard").to_pylist()))
+        summaries = [job(s) for s in shards]
+    finally:
+        mp.undo()
+    return exp, out, summaries, root
+
+
+def test_every_hostile_input_gets_its_exact_status(hostile_run):
+    exp, out, summaries, root = hostile_run
+    rows = {Path(r["source_path"]).name: r for r in read_results(out).to_pylist()}
+    assert set(rows) == set(exp)
+    for name, (status, phrase) in exp.items():
+        r = rows[name]
+        assert r["status"] == status, (name, r["error"])
+        text = f"{r['error'] or ''} {r['notes'] or ''}"
+        assert phrase in text, (name, text)
+        if status == "error":
+            assert r["error"] and r["output_path"] is None
+    assert sum(s["images"] for s in summaries) == len(exp)
+    # nothing was written outside OUTDIR
+    assert not (root / "escaped.png").exists() and not (root.parent / "escaped.png").exists()
+    assert not Path("/etc/cron.d/x.png").exists()
+
+
+def test_odd_inputs_keep_their_shape_and_depth(hostile_run):
+    exp, out, _, _ = hostile_run
+    rows = {Path(r["source_path"]).name: r for r in read_results(out).to_pylist()}
+    sizes = {"tiny.png": (3, 2), "strip.png": (2000, 6), "odd 97x61.png": (97, 61),
+             "rotated.jpg": (160, 120), "multipage.tif": (160, 120)}
+    for name, size in sizes.items():
+        with Image.open(out / rows[name]["output_path"]) as im:
+            assert im.size == size, name
+    assert rows["scan16.tif"]["bits"] == 16 and rows["scan16.tif"]["output_path"].endswith(".png")
+    assert rows["café ü 写真 no.7.png"]["output_path"] == "images/café ü 写真 no.7.png"
+    kinds = [rows[n]["input_kind"] for n in ("cmyk.jpg", "palette.png", "bilevel.png", "alpha.png")
+             if exp[n][0] == "ok"]  # two of them were given hostile output paths
+    assert kinds == ["gray"] * len(kinds) and len(kinds) >= 2
+
+
+def test_huge_legitimate_scan_is_decoded_once(tmp_path, ckpt, monkeypatch):
+    h, w = 8000, 10000
+    y = np.linspace(0, 255, h, dtype=np.float32)[:, None]
+    x = np.linspace(0, 60, w, dtype=np.float32)[None, :]
+    Image.fromarray((y * 0.7 + x).astype(np.uint8)).save(tmp_path / "huge.jpg", quality=80)
+    man = tmp_path / "m.parquet"
+    scan([str(tmp_path / "huge.jpg")], man, progress=False)
+    calls = []
+    real = shard_mod.decode
+    monkeypatch.setattr(shard_mod, "decode", lambda *a, **k: calls.append(1) or real(*a, **k))
+    job = ShardJob(manifest=str(man), outdir=str(tmp_path / "out"), checkpoint=ckpt,
+                   checkpoint_sha256=file_sha256(ckpt), size=32, batch_size=1, format="jpeg")
+    assert job(0)["ok"] == 1 and len(calls) == 1
+    r = read_results(tmp_path / "out").to_pylist()[0]
+    with Image.open(tmp_path / "out" / r["output_path"]) as im:
+        assert im.size == (w, h)
+
+
+def test_output_write_failure_fails_the_shard_uncommitted(tmp_path, ckpt, photo, monkeypatch):
+    for i in range(3):
+        Image.fromarray(photo[i * 10 : i * 10 + 40, :40]).save(tmp_path / f"{i}.png")
+    man = tmp_path / "m.parquet"
+    scan([str(tmp_path)], man, shard_size=3, progress=False)
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(shard_mod, "write_atomic", full)
+    job = ShardJob(manifest=str(man), outdir=str(tmp_path / "out"), checkpoint=ckpt,
+                   checkpoint_sha256=file_sha256(ckpt), size=32)
+    with pytest.raises(OutputError, match="No space left on device"):
+        job(0)
+    assert not shard_file(tmp_path / "out", 0).exists()
+    assert not list((tmp_path / "out").rglob("*.tmp*"))
+    assert os.path.exists(man)

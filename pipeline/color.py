@@ -69,14 +69,33 @@ def lab_to_rgb(lab: torch.Tensor, keep_L: bool = False) -> torch.Tensor:
     xyz = _finv(torch.stack([fx, fy, fz], dim=-3)) * white
     lin = _mix(_RGB_FROM_XYZ, xyz)
     if keep_L:
-        Y = xyz[..., 1:2, :, :].clamp(0.0, 1.0)
-        hi = lin.amax(dim=-3, keepdim=True)
-        lo = lin.amin(dim=-3, keepdim=True)
-        t = torch.ones_like(Y)
-        t = torch.where(hi > 1.0, torch.minimum(t, (1.0 - Y) / (hi - Y).clamp_min(1e-12)), t)
-        t = torch.where(lo < 0.0, torch.minimum(t, Y / (Y - lo).clamp_min(1e-12)), t)
-        lin = Y + t * (lin - Y)
+        lin = into_gamut_keep_Y(lin, xyz[..., 1:2, :, :].clamp(0.0, 1.0), dim=-3)
     return linear_to_srgb(lin).clamp(0.0, 1.0)
+
+
+def into_gamut_keep_Y(lin: torch.Tensor, Y: torch.Tensor, dim: int) -> torch.Tensor:
+    """Mix linear RGB toward the gray of luminance Y just enough to fit in [0, 1]."""
+    hi = lin.amax(dim=dim, keepdim=True)
+    lo = lin.amin(dim=dim, keepdim=True)
+    t = torch.minimum((1.0 - Y) / (hi - Y).clamp_min(1e-12), Y / (Y - lo).clamp_min(1e-12))
+    return torch.addcmul(Y, t.clamp_(max=1.0), lin - Y)
+
+
+def compose_linear(Y: torch.Tensor, fy: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Linear RGB (..., 3), in gamut, from a gray pixel's luminance Y (and f(Y)) and a*, b*.
+
+    The same Lab -> XYZ -> RGB as lab_to_rgb(keep_L=True), but channel-last and written for
+    full-resolution strips: Y and f(Y) come from lookup tables of the gray level, only
+    X and Z need the inverse curve, and nothing is computed that Y already gives.
+    """
+    def finv(t):
+        return torch.where(t > 0.2068966, t * t * t, (t - 16.0 / 116.0) * (1.0 / 7.787))
+
+    X = finv(fy + a * (1.0 / 500.0)) * float(_WHITE[0])
+    Z = finv((fy - b * (1.0 / 200.0)).clamp_min(0.0)) * float(_WHITE[2])
+    m = _RGB_FROM_XYZ.tolist()
+    lin = torch.stack([m[i][0] * X + m[i][1] * Y + m[i][2] * Z for i in range(3)], dim=-1)
+    return into_gamut_keep_Y(lin, Y.unsqueeze(-1), dim=-1)
 
 
 def gray_to_L(gray: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,7 @@ from . import color
 from .model import Checkpoint, load_checkpoint
 
 TILE_PIXELS = 1 << 20  # full-resolution work is done in row strips of about this many pixels
+ENC_STEPS = 1 << 16  # linear-light steps of the 8-bit sRGB encoding table
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -48,24 +49,35 @@ class Colorizer:
         self.size = size
         cuda = self.device.type == "cuda"
         self._amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else contextlib.nullcontext
-        self._luts: dict[int, torch.Tensor] = {}
+        self._tables: dict[int, tuple[torch.Tensor, ...]] = {}
+        self._enc: torch.Tensor | None = None
 
     @property
     def sha256(self) -> str:
         return self.ck.sha256
 
-    def _lut(self, levels: int) -> torch.Tensor:
-        """L* for every gray level (256 or 65536): cheaper than the curve per pixel."""
-        if levels not in self._luts:
+    def _luts(self, levels: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per gray level (256 or 65536): L*, linear luminance Y and f(Y). A lookup is far
+        cheaper than the curves per pixel, and exact."""
+        if levels not in self._tables:
             g = torch.arange(levels, dtype=torch.float64) / (levels - 1)
-            self._luts[levels] = color.gray_to_L(g).float().to(self.device)
-        return self._luts[levels]
+            Y = color.srgb_to_linear(g)
+            self._tables[levels] = tuple(
+                t.float().to(self.device) for t in (color.gray_to_L(g), Y, color._f(Y)))
+        return self._tables[levels]
+
+    def _encoder(self) -> torch.Tensor:
+        """Linear light quantised to 1/65536 -> 8-bit sRGB: replaces a pow per channel."""
+        if self._enc is None:
+            x = torch.arange(ENC_STEPS + 1, dtype=torch.float64) / ENC_STEPS
+            self._enc = (color.linear_to_srgb(x) * 255).round().to(torch.uint8).to(self.device)
+        return self._enc
 
     @torch.inference_mode()
     def predict_ab(self, smalls: np.ndarray) -> torch.Tensor:
         """(B, s, s) uint8 gray -> (B, 2, s, s) float32 a*, b* on the device."""
         g = torch.from_numpy(np.ascontiguousarray(smalls)).to(self.device, non_blocking=True)
-        x = self._lut(256)[g.long()].unsqueeze(1) / 100.0  # (B, 1, s, s) L*/100
+        x = self._luts(256)[0][g.long()].unsqueeze(1) / 100.0  # (B, 1, s, s) L*/100
         with self._amp():
             y = self.model(x)
         return color.decode_ab(y.float())
@@ -74,25 +86,31 @@ class Colorizer:
     def recombine(self, gray: np.ndarray, ab_small: torch.Tensor) -> np.ndarray:
         """Full-resolution RGB from the source's own L* and bilinearly upsampled a/b."""
         H, W = gray.shape
-        levels = 65536 if gray.dtype == np.uint16 else 256
-        maxv = float(levels - 1)
-        lut = self._lut(levels)
+        sixteen = gray.dtype == np.uint16
+        _, Ylut, fylut = self._luts(65536 if sixteen else 256)
         out = np.empty((H, W, 3), gray.dtype)
         rows = max(1, TILE_PIXELS // W)
-        # grid_sample on each strip with these pixel-centre coordinates is exactly
-        # F.interpolate(size=(H, W), mode="bilinear") of the whole, without holding it.
-        xs = (torch.arange(W, device=self.device, dtype=torch.float32) + 0.5) * (2.0 / W) - 1.0
-        src = ab_small[None].float()
+        # Bilinear upsampling is separable: along W once for all rows of the small map, then
+        # along H per strip. Equal to F.interpolate(size=(H, W)) without holding all of it.
+        sh = ab_small.shape[-2]
+        A = F.interpolate(ab_small[None].float(), size=(sh, W), mode="bilinear",
+                          align_corners=False)[0]  # (2, sh, W)
+        ys = ((torch.arange(H, device=self.device, dtype=torch.float32) + 0.5) * (sh / H) - 0.5)
+        ys = ys.clamp_(0, sh - 1)
+        y0 = ys.floor().long()
+        y1 = (y0 + 1).clamp_(max=sh - 1)
+        wy = (ys - y0).unsqueeze(1)
         for r0 in range(0, H, rows):
             r1 = min(H, r0 + rows)
-            ys = (torch.arange(r0, r1, device=self.device, dtype=torch.float32) + 0.5) * (2.0 / H) - 1.0
-            gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-            grid = torch.stack([gx, gy], dim=-1)[None]  # (1, th, W, 2), x first
-            ab = F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
-            g = torch.from_numpy(gray[r0:r1].astype(np.int32, copy=False)).to(self.device)
-            lab = torch.cat([lut[g][None], ab], dim=0)  # (3, th, W)
-            rgb = (color.lab_to_rgb(lab, keep_L=True) * maxv).round_()
-            rgb = rgb.to(torch.int32 if levels == 65536 else torch.uint8).permute(1, 2, 0)
+            i0, i1, w = y0[r0:r1], y1[r0:r1], wy[r0:r1]
+            a = torch.lerp(A[0, i0], A[0, i1], w)  # (th, W)
+            b = torch.lerp(A[1, i0], A[1, i1], w)
+            g = torch.from_numpy(gray[r0:r1].astype(np.int64)).to(self.device, non_blocking=True)
+            lin = color.compose_linear(Ylut[g], fylut[g], a, b)  # (th, W, 3)
+            if sixteen:
+                rgb = (color.linear_to_srgb(lin).clamp_(0, 1) * 65535.0).round_().to(torch.int32)
+            else:
+                rgb = self._encoder()[(lin * ENC_STEPS).round_().clamp_(0, ENC_STEPS).long()]
             out[r0:r1] = rgb.cpu().numpy()
         return out
 

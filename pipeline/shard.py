@@ -58,6 +58,10 @@ class ShardJob:
 
         key = (self.checkpoint, self.checkpoint_sha256, self.device, self.size)
         if key not in _COLORIZERS:
+            if self.device == "cpu":
+                import torch
+
+                torch.set_num_threads(self.threads)  # this worker's share of the cores
             c = Colorizer(self.checkpoint, device=self.device, size=self.size)
             if c.sha256 != self.checkpoint_sha256:
                 raise RuntimeError(f"checkpoint {c.ck.path} changed since the job was planned")
@@ -97,15 +101,15 @@ class ShardJob:
         res["seconds"] = time.perf_counter() - t0
         return res, d
 
-    def _finish(self, res: dict, d: Decoded, ab, net_seconds: float) -> dict:
+    def _finish(self, res: dict, d: Decoded, rgb: np.ndarray, torch_seconds: float) -> dict:
+        """Encode and write (a pool thread: Pillow and zlib release the GIL)."""
         t0 = time.perf_counter()
         try:
-            rgb = self.colorizer().recombine(d.gray, ab)
             fmt = output_format(self.format, d.format)
             data = encode(rgb, fmt, d.dpi, d.icc_profile, d.exif, quality=self.quality)
             rel = safe_output_path(res["_stem"], FORMATS[fmt])
-        except (ValueError, MemoryError) as e:
-            res["error"] = f"{type(e).__name__}: {e}"
+        except (ValueError, MemoryError, OSError) as e:
+            res["error"] = f"cannot encode: {type(e).__name__}: {e}"
             return self._done(res, t0)
         path = Path(self.outdir) / rel
         try:
@@ -114,7 +118,7 @@ class ShardJob:
             raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
         res.update(status="ok", error=None, output_path=rel, output_bytes=len(data),
                    output_sha256=hashlib.sha256(data).hexdigest(), colorfulness=colorfulness(rgb))
-        res["seconds"] = res.get("seconds", 0.0) + net_seconds
+        res["seconds"] = res.get("seconds", 0.0) + torch_seconds
         return self._done(res, t0)
 
     @staticmethod
@@ -154,14 +158,25 @@ class ShardJob:
                     return
                 from .engine import net_input
 
+                # Torch work (net, full-resolution colour) stays on this thread: torch already
+                # uses every core, and more threads calling it only oversubscribe them.
                 tn = time.perf_counter()
                 ab = net.predict_ab(np.stack([net_input(d.gray, self.size) for _, d in batch]))
                 per = (time.perf_counter() - tn) / len(batch)
                 for i, (res, d) in enumerate(batch):
                     # A repair decodes and batches the whole shard as the first run did, so
                     # the net sees identical batches and the rewritten bytes are identical.
-                    if wanted(res["image_id"]):
-                        finishing.append(pool.submit(self._finish, res, d, ab[i], per))
+                    if not wanted(res["image_id"]):
+                        continue
+                    tr = time.perf_counter()
+                    try:
+                        rgb = net.recombine(d.gray, ab[i])
+                    except (ValueError, MemoryError, RuntimeError) as e:
+                        res["error"] = f"cannot colorize: {type(e).__name__}: {e}"
+                        out[res["image_id"]] = res
+                        continue
+                    spent = per + time.perf_counter() - tr
+                    finishing.append(pool.submit(self._finish, res, d, rgb, spent))
                 batch.clear()
                 while len(finishing) > window:
                     collect(finishing.popleft())

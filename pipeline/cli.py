@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -119,7 +120,9 @@ def cmd_run(a) -> int:
     fields = RunOptions.__dataclass_fields__
     opts = RunOptions(**{k: getattr(a, k) for k in fields if hasattr(a, k)})
     opts.progress = not a.quiet
-    run_job(opts)
+    summary = run_job(opts)
+    if a.summary_json:
+        Path(a.summary_json).write_text(json.dumps(summary, indent=2))
     return 0
 
 
@@ -163,6 +166,16 @@ def cmd_audit(a) -> int:
         print(f"  ... and {len(r['problems']) - 50} more in audit.json", file=sys.stderr)
     print(f"fix with `colorize run ... --repair`; report in {a.outdir}/audit.html", file=sys.stderr)
     return 1
+
+
+def cmd_bench(a) -> int:
+    from .bench import bench
+
+    mem = None if a.no_memory else (a.count, a.count * 10)
+    bench(count=a.count, width=a.width, height=a.height, size=a.size, batch=a.batch_size,
+          device=a.device, checkpoint=a.checkpoint, naive_count=a.naive_count, memory=mem,
+          append=a.append)
+    return 0
 
 
 # --- parser ------------------------------------------------------------------------------------
@@ -252,11 +265,14 @@ def build_parser() -> Parser:
     s.add_argument("--scheduler", default=None, metavar="ADDR", help="use this dask cluster")
     s.add_argument("--window", type=int, default=0, help="shards in flight (0: 2 per worker)")
     s.add_argument("--retries", type=int, default=2)
+    s.add_argument("--resource-timeout", type=float, default=300.0,
+                   help="seconds to wait for a GPU worker on --scheduler before failing")
     s.add_argument("--dry-run", action="store_true", help="say what would run, run nothing")
     s.add_argument("--restart", action="store_true", help="discard OUTDIR's results and start over")
     s.add_argument("--repair", action="store_true",
                    help="audit first, then redo missing or corrupt images and remove stray files")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    s.add_argument("--summary-json", metavar="PATH", help="also write the final summary as JSON")
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("status", help="shards and images done, from the results alone")
@@ -284,6 +300,22 @@ def build_parser() -> Parser:
     s.add_argument("--check-inputs", action="store_true", help="also flag changed source files")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_audit)
+
+    s = sub.add_parser("bench", help="throughput: net, I/O, pipeline and naive loop, in one run",
+                       description="Generate gray JPEG scans and measure, on the same images: the net "
+                       "alone, I/O alone, `colorize run` end to end, and the naive per-image loop; "
+                       "then peak RSS for COUNT and 10 x COUNT small scans.")
+    s.add_argument("--count", type=positive_int, default=200)
+    s.add_argument("--width", type=positive_int, default=1600)
+    s.add_argument("--height", type=positive_int, default=1200)
+    s.add_argument("--size", type=size_arg, default=256)
+    s.add_argument("--batch-size", type=positive_int, default=8)
+    s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    s.add_argument("--checkpoint", help="weights (.pt); default: the shipped weights")
+    s.add_argument("--naive-count", type=positive_int, default=20)
+    s.add_argument("--no-memory", action="store_true", help="skip the flat-memory comparison")
+    s.add_argument("--append", metavar="BENCHMARKS.md", help="append the table to this file")
+    s.set_defaults(func=cmd_bench)
 
     return p
 

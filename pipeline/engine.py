@@ -73,10 +73,17 @@ class Colorizer:
             self._enc = (color.linear_to_srgb(x) * 255).round().to(torch.uint8).to(self.device)
         return self._enc
 
+    def _to_device(self, a: np.ndarray) -> torch.Tensor:
+        """Host -> device; on CUDA through pinned memory so the copy overlaps other work."""
+        t = torch.from_numpy(a)
+        if self.device.type == "cuda":
+            return t.pin_memory().to(self.device, non_blocking=True)
+        return t
+
     @torch.inference_mode()
     def predict_ab(self, smalls: np.ndarray) -> torch.Tensor:
         """(B, s, s) uint8 gray -> (B, 2, s, s) float32 a*, b* on the device."""
-        g = torch.from_numpy(np.ascontiguousarray(smalls)).to(self.device, non_blocking=True)
+        g = self._to_device(np.ascontiguousarray(smalls))
         x = self._luts(256)[0][g.long()].unsqueeze(1) / 100.0  # (B, 1, s, s) L*/100
         with self._amp():
             y = self.model(x)
@@ -105,7 +112,7 @@ class Colorizer:
             i0, i1, w = y0[r0:r1], y1[r0:r1], wy[r0:r1]
             a = torch.lerp(A[0, i0], A[0, i1], w)  # (th, W)
             b = torch.lerp(A[1, i0], A[1, i1], w)
-            g = torch.from_numpy(gray[r0:r1].astype(np.int64)).to(self.device, non_blocking=True)
+            g = self._to_device(gray[r0:r1].astype(np.int32)).long()
             lin = color.compose_linear(Ylut[g], fylut[g], a, b)  # (th, W, 3)
             if sixteen:
                 rgb = (color.linear_to_srgb(lin).clamp_(0, 1) * 65535.0).round_().to(torch.int32)

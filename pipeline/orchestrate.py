@@ -67,7 +67,9 @@ def resolve_spec(o: RunOptions) -> dict:
         "checkpoint": str(ck.resolve()), "checkpoint_sha256": file_sha256(ck),
         "size": o.size, "format": o.format, "quality": o.quality, "recolor": o.recolor,
         "max_pixels": o.max_pixels, "output_version": OUTPUT_VERSION,
-        "batch_size": o.batch_size, "device": pick_device(o.device).type,
+        "batch_size": o.batch_size,
+        # On a remote cluster the GPUs are the workers', not this client's: trust --device cuda.
+        "device": "cuda" if (o.scheduler and o.device == "cuda") else pick_device(o.device).type,
     }
 
 
@@ -150,8 +152,11 @@ def run_job(o: RunOptions, log=print) -> dict:
             log(f"dashboard: {client.dashboard_link}")
             totals = _drive(client, job, tasks, sizes, fp, o, tqdm, log)
         elapsed = time.perf_counter() - t0
+    from .shard import peak_rss_mb
+
     n = totals["images"]
-    totals.update(elapsed=elapsed, images_per_s=n / elapsed if elapsed else 0.0)
+    totals.update(elapsed=elapsed, images_per_s=n / elapsed if elapsed else 0.0,
+                  client_peak_rss_mb=peak_rss_mb())
     log(f"done: {totals['ok']} ok, {totals['error']} error, {totals['skipped']} skipped in "
         f"{elapsed:.1f} s ({totals['images_per_s']:.2f} images/s); images in {outdir / 'images'}, "
         f"results in {outdir / 'results'}")
@@ -186,9 +191,8 @@ def _drive(client, job: ShardJob, tasks, sizes, fp, o: RunOptions, tqdm, log) ->
     from distributed import as_completed
 
     resources = {"GPU": 1} if (o.scheduler and job.device == "cuda") else None
-    if resources and not _any_worker_has(client, "GPU"):
-        raise JobError("the job's device is cuda but no worker of the cluster offers the GPU "
-                       "resource; start workers with `dask worker ADDR --resources GPU=1`")
+    if resources:
+        _wait_for_resource(client, "GPU", o.resource_timeout, log)
     window = o.window or 2 * max(1, len(client.scheduler_info()["workers"]))
     bar = tqdm(total=sum(sizes[s] if ids is None else len(ids) for s, ids in tasks), unit="img",
                desc="colorize",
@@ -213,6 +217,7 @@ def _drive(client, job: ShardJob, tasks, sizes, fp, o: RunOptions, tqdm, log) ->
                 break
             for k in ("images", "ok", "error", "skipped"):
                 totals[k] += summary[k]
+            totals["worker_peak_rss_mb"] = max(totals["worker_peak_rss_mb"], summary["peak_rss_mb"])
             bar.update(summary["images"])
             nxt = next(it, None)
             if nxt is not None:
@@ -230,8 +235,23 @@ class RunFailed(RuntimeError):
     """A shard could not be committed (e.g. disk full); exit code 1."""
 
 
-def _any_worker_has(client, resource: str) -> bool:
-    return any(resource in w.get("resources", {}) for w in client.scheduler_info()["workers"].values())
+def _wait_for_resource(client, resource: str, timeout: float, log) -> None:
+    """Tasks that ask for a resource no worker has would wait forever; say so instead."""
+    deadline = time.monotonic() + timeout
+    said = False
+    while True:
+        workers = client.scheduler_info()["workers"].values()
+        if any(resource in w.get("resources", {}) for w in workers):
+            return
+        if time.monotonic() >= deadline:
+            raise JobError(
+                f"no worker of the cluster offers the {resource} resource after {timeout:.0f} s; "
+                f"start one per GPU with `CUDA_VISIBLE_DEVICES=N dask worker ADDR --nworkers 1 "
+                f"--nthreads 1 --resources {resource}=1`, or run with --device cpu")
+        if not said:
+            log(f"waiting up to {timeout:.0f} s for a worker with the {resource} resource ...")
+            said = True
+        time.sleep(1.0)
 
 
 def status(outdir: str | os.PathLike) -> dict:

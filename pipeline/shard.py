@@ -217,4 +217,11 @@ class ShardJob:
         done = [r for r in final if r["image_id"] in processed]
         counts = {s: sum(r["status"] == s for r in done) for s in results.STATUSES}
         return {"shard": shard, "images": len(done), **counts,
-                "seconds": time.perf_counter() - t0, "worker_pid": os.getpid()}
+                "seconds": time.perf_counter() - t0, "worker_pid": os.getpid(),
+                "peak_rss_mb": peak_rss_mb()}
+
+
+def peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB

@@ -318,3 +318,18 @@ def test_unwritable_output_fails_loudly_and_keeps_committed_shards(archive, ckpt
     (out / "images" / "box1").unlink()
     assert main(run_args(man, out, ckpt)) == 0
     assert main(["audit", str(out), "-q"]) == 0
+
+
+def test_gpu_job_without_gpu_workers_fails_clearly(archive, ckpt, tmp_path, capsys):
+    from distributed import LocalCluster
+
+    _, man = archive
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0",
+                      memory_limit=0) as cluster:
+        t0 = time.time()
+        rc = main(run_args(man, tmp_path / "out", ckpt, "--scheduler", cluster.scheduler_address,
+                           "--device", "cuda", "--resource-timeout", "2"))
+        assert rc == 2 and time.time() - t0 < 60
+    err = capsys.readouterr().err
+    assert "no worker of the cluster offers the GPU resource after 2 s" in err
+    assert "--resources GPU=1" in err

@@ -1,0 +1,201 @@
+"""Throughput benchmark: net only, I/O only, the pipeline, and the naive loop, on the same scans."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .imaging import decode, encode, output_format, write_atomic
+
+
+def make_archive(root: Path, count: int, width: int, height: int, seed: int = 0) -> list[Path]:
+    """Gray JPEG 'scans': crops of scikit-image's photos with grain, each one different."""
+    from skimage import data
+
+    rng = np.random.default_rng(seed)
+    bases = [data.camera(), np.asarray(Image.fromarray(data.astronaut()).convert("L")),
+             np.asarray(Image.fromarray(data.coffee()).convert("L")),
+             np.asarray(Image.fromarray(data.chelsea()).convert("L"))]
+    root.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        b = bases[i % len(bases)]
+        h, w = b.shape
+        ch, cw = int(h * rng.uniform(0.6, 1)), int(w * rng.uniform(0.6, 1))
+        y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+        im = Image.fromarray(b[y : y + ch, x : x + cw]).resize((width, height), Image.BICUBIC)
+        a = np.asarray(im, np.float32) + rng.normal(0, 4, (height, width))
+        p = root / f"box{i // 100:03d}" / f"scan{i:06d}.jpg"
+        p.parent.mkdir(exist_ok=True)
+        Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)).save(p, quality=90)
+        paths.append(p)
+    return paths
+
+
+def bench_net(checkpoint, size: int, batch: int, device: str, seconds: float = 8.0) -> float:
+    from .engine import Colorizer
+
+    net = Colorizer(checkpoint, device=device, size=size)
+    x = np.random.default_rng(0).integers(0, 256, (batch, size, size), dtype=np.uint8)
+    net.predict_ab(x)  # warm-up
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        ab = net.predict_ab(x)
+        n += batch
+    ab.cpu()  # wait for the device
+    return n / (time.perf_counter() - t0)
+
+
+def bench_io(paths: list[Path], out: Path, fmt: str, threads: int) -> float:
+    """Read + decode + encode + write, in threads as the pipeline does: the I/O floor."""
+    def one(p: Path):
+        d = decode(p)
+        rgb = np.repeat(d.gray[..., None], 3, axis=2)
+        data = encode(rgb, output_format(fmt, d.format), d.dpi, d.icc_profile, d.exif)
+        write_atomic(out / p.name, data)
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(threads) as ex:
+        list(ex.map(one, paths))
+    return len(paths) / (time.perf_counter() - t0)
+
+
+def bench_naive(paths: list[Path], out: Path, checkpoint, size: int) -> float:
+    """The loop a user would write from the seed: float64 skimage colour at full size."""
+    import skimage.io
+    import torch
+    from skimage.color import gray2rgb, lab2rgb, rgb2lab
+    from skimage.transform import resize
+
+    from .model import load_checkpoint
+
+    model = load_checkpoint(checkpoint, "cpu").model
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    for p in paths:
+        img = skimage.io.imread(p)
+        lab = rgb2lab(gray2rgb(img))
+        L = lab[..., 0]
+        x = torch.from_numpy(resize(L, (size, size)) / 100.0).float()[None, None]
+        with torch.no_grad():
+            ab = model(x)[0].numpy().transpose(1, 2, 0) * 255.0 - 128.0
+        ab_full = resize(ab, L.shape)
+        rgb = lab2rgb(np.concatenate([L[..., None], ab_full], axis=2))
+        skimage.io.imsave(out / (p.stem + ".jpg"), (rgb * 255).round().astype(np.uint8),
+                          check_contrast=False)
+    return len(paths) / (time.perf_counter() - t0)
+
+
+def run_pipeline(paths_root: Path, work: Path, checkpoint, size: int, batch: int, device: str,
+                 shard_size: int, fmt: str = "same") -> dict:
+    """`colorize scan` + `colorize run` in a fresh process, as a user runs them."""
+    man, out, summ = work / "m.parquet", work / "out", work / "summary.json"
+    cli = [sys.executable, "-m", "pipeline"]
+    subprocess.run(cli + ["scan", str(paths_root), "-o", str(man), "--shard-size", str(shard_size),
+                          "-q"], check=True)
+    cmd = cli + ["run", "--manifest", str(man), "-o", str(out), "--size", str(size),
+                 "--batch-size", str(batch), "--device", device, "--format", fmt, "-q",
+                 "--summary-json", str(summ)]
+    if checkpoint:
+        cmd += ["--checkpoint", str(checkpoint)]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return json.loads(summ.read_text())
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = ""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            gpu = ", GPU " + torch.cuda.get_device_name(0)
+    except Exception:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB{gpu}, Python {platform.python_version()}"
+
+
+def bench(count: int = 200, width: int = 1600, height: int = 1200, size: int = 256,
+          batch: int = 8, device: str = "auto", checkpoint=None, naive_count: int = 20,
+          memory: tuple[int, int] | None = (200, 2000), append: str | None = None,
+          log=print) -> dict:
+    from .engine import pick_device
+
+    dev = pick_device(device).type
+    threads = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory(prefix="colorize-bench-") as tmp:
+        tmp = Path(tmp)
+        log(f"making {count} gray JPEG scans of {width}x{height} ...")
+        paths = make_archive(tmp / "scans", count, width, height)
+        log("net only ...")
+        net = bench_net(checkpoint, size, batch, dev)
+        log("I/O only ...")
+        io = bench_io(paths, tmp / "io", "same", threads)
+        log("pipeline (colorize run on a LocalCluster) ...")
+        pipe = run_pipeline(tmp / "scans", tmp / "run", checkpoint, size, batch, dev, shard_size=32)
+        log(f"naive loop on {min(naive_count, count)} scans ...")
+        naive = bench_naive(paths[:naive_count], tmp / "naive", checkpoint, size)
+        mem = {}
+        if memory:
+            for n in memory:
+                log(f"memory: pipeline on {n} scans of 320x240 ...")
+                make_archive(tmp / f"mem{n}", n, 320, 240, seed=1)
+                s = run_pipeline(tmp / f"mem{n}", tmp / f"memrun{n}", checkpoint, size, batch, dev,
+                                 shard_size=32)
+                mem[n] = (s["client_peak_rss_mb"], s["worker_peak_rss_mb"])
+    floor = min(net, io) if dev == "cuda" else 1.0 / (1.0 / net + 1.0 / io)
+    res = {"net": net, "io": io, "pipeline": pipe["images_per_s"], "naive": naive, "floor": floor,
+           "pipeline_over_floor": pipe["images_per_s"] / floor,
+           "pipeline_over_naive": pipe["images_per_s"] / naive,
+           "client_peak_rss_mb": pipe["client_peak_rss_mb"],
+           "worker_peak_rss_mb": pipe["worker_peak_rss_mb"], "memory": mem, "device": dev}
+    cmd = "colorize bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else "colorize bench"
+    text = report(res, count, width, height, size, batch, cmd)
+    log(text)
+    if append:
+        with open(append, "a") as f:
+            f.write("\n" + text)
+    return res
+
+
+def report(r: dict, count, width, height, size, batch, cmd) -> str:
+    floor_kind = "min(net, io)" if r["device"] == "cuda" else "1/(1/net + 1/io)"
+    lines = [
+        f"### {dt.date.today().isoformat()}: {count} gray JPEG scans of {width}x{height}, "
+        f"net at {size}, batch {batch}, device {r['device']}",
+        f"Machine: {machine()}. Command: `{cmd}`.", "",
+        "| measure | images/s |", "|---|---|",
+        f"| net only | {r['net']:.2f} |",
+        f"| I/O only (read, decode, encode, write) | {r['io']:.2f} |",
+        f"| floor = {floor_kind} | {r['floor']:.2f} |",
+        f"| **pipeline end to end** (`colorize run`, LocalCluster) | **{r['pipeline']:.2f}** |",
+        f"| naive loop (skimage, float64, batch of one) | {r['naive']:.2f} |", "",
+        f"Pipeline / floor: **{r['pipeline_over_floor']:.0%}**; pipeline / naive: "
+        f"**{r['pipeline_over_naive']:.1f}x**. Peak RSS: client {r['client_peak_rss_mb']:.0f} MB, "
+        f"worker {r['worker_peak_rss_mb']:.0f} MB.",
+    ]
+    if r["memory"]:
+        (n1, (c1, w1)), (n2, (c2, w2)) = sorted(r["memory"].items())
+        lines += ["", f"Flat memory (320x240 scans, shards of 32): {n1} images: client {c1:.0f} MB, "
+                  f"worker {w1:.0f} MB; {n2} images: client {c2:.0f} MB ({c2 / c1:.2f}x), "
+                  f"worker {w2:.0f} MB ({w2 / w1:.2f}x)."]
+    return "\n".join(lines) + "\n"

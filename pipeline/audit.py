@@ -7,9 +7,7 @@ import hashlib
 import html
 import io
 import json
-import os
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -17,23 +15,24 @@ from tqdm import tqdm
 
 from . import results
 from .manifest import read_manifest, resolve_path
-from .state import read_job
+from .state import as_store, read_job
+from .storage import Store, read_source
 
 GRAY_COLORFULNESS = 3.0  # an output below this looks gray: listed for review, not a failure
 
 
-def _sha256(path: Path) -> str:
+def _sha256(opener) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with opener() as f:
         while block := f.read(1 << 20):
             h.update(block)
     return h.hexdigest()
 
 
-def audit(outdir: str | os.PathLike, quick: bool = False, check_inputs: bool = False,
+def audit(outdir: str | Store, quick: bool = False, check_inputs: bool = False,
           sample: int = 12, progress: bool = True) -> dict:
     """Check OUTDIR against its manifest; writes audit.json and audit.html; returns the report."""
-    out = Path(outdir)
+    out = as_store(outdir)
     spec = read_job(out)["spec"]
     man = read_manifest(spec["manifest"], columns=["image_id", "path", "shard"]).to_pylist()
     res = results.read_results(out).to_pylist()
@@ -51,18 +50,19 @@ def audit(outdir: str | os.PathLike, quick: bool = False, check_inputs: bool = F
             flag("duplicate_result", image_id=iid, source_path=r["path"], rows=counts[iid])
     for iid in counts.keys() - manifest_ids.keys():
         flag("not_in_manifest", image_id=iid)
+    present = set(out.find("images"))  # one listing, not a stat per image (object stores)
     claimed = set()
     ok_rows = [r for r in res if r["status"] == "ok"]
     for r in tqdm(ok_rows, desc="audit", unit="img", disable=not progress):
-        p = out / (r["output_path"] or "")
-        claimed.add(os.path.normpath(str(p)))
-        if not r["output_path"] or not p.is_file():
+        rel = r["output_path"] or ""
+        claimed.add(rel)
+        if not rel or rel not in present:
             flag("missing_output", image_id=r["image_id"], output_path=r["output_path"],
                  shard=r["shard"])
-        elif quick and p.stat().st_size != r["output_bytes"]:
+        elif quick and out.size(rel) != r["output_bytes"]:
             flag("corrupt_output", image_id=r["image_id"], output_path=r["output_path"],
                  shard=r["shard"], reason="size differs")
-        elif not quick and _sha256(p) != r["output_sha256"]:
+        elif not quick and _sha256(lambda rel=rel: out.open(rel)) != r["output_sha256"]:
             flag("corrupt_output", image_id=r["image_id"], output_path=r["output_path"],
                  shard=r["shard"], reason="sha256 differs")
     for r in res:
@@ -70,18 +70,18 @@ def audit(outdir: str | os.PathLike, quick: bool = False, check_inputs: bool = F
             flag("error_without_reason", image_id=r["image_id"])
         if r["status"] not in results.STATUSES:
             flag("bad_status", image_id=r["image_id"], status=r["status"])
-    images = out / "images"
-    if images.is_dir():
-        for p in sorted(images.rglob("*")):
-            if p.is_file() and os.path.normpath(str(p)) not in claimed:
-                flag("unclaimed_file", output_path=str(p.relative_to(out)))
+    for rel in sorted(present - claimed):
+        flag("unclaimed_file", output_path=rel)
     if check_inputs:
         for r in tqdm(res, desc="inputs", unit="img", disable=not progress):
             if r["source_sha256"]:
-                src = Path(resolve_path(spec["manifest"], r["source_path"]))
-                if not src.is_file():
+                src = resolve_path(spec["manifest"], r["source_path"])
+                try:
+                    digest = hashlib.sha256(read_source(src)).hexdigest()
+                except FileNotFoundError:
                     flag("input_missing", image_id=r["image_id"], source_path=r["source_path"])
-                elif _sha256(src) != r["source_sha256"]:
+                    continue
+                if digest != r["source_sha256"]:
                     flag("input_changed", image_id=r["image_id"], source_path=r["source_path"])
     status_counts = Counter(r["status"] for r in res)
     grayish = [{"image_id": r["image_id"], "output_path": r["output_path"],
@@ -90,22 +90,20 @@ def audit(outdir: str | os.PathLike, quick: bool = False, check_inputs: bool = F
     errors = [{"image_id": r["image_id"], "source_path": r["source_path"], "error": r["error"]}
               for r in res if r["status"] == "error"]
     report = {
-        "outdir": str(out), "ok": not problems, "quick": quick, "check_inputs": check_inputs,
+        "outdir": out.url, "ok": not problems, "quick": quick, "check_inputs": check_inputs,
         "manifest_rows": len(man), "result_rows": len(res),
         "counts": {s: status_counts.get(s, 0) for s in results.STATUSES},
         "problems": problems, "problem_counts": dict(Counter(p["kind"] for p in problems)),
         "errors": errors, "nearly_gray": grayish,
     }
-    tmp = out / ".audit.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2))
-    os.replace(tmp, out / "audit.json")
-    (out / "audit.html").write_text(_html(report, ok_rows, spec, sample), encoding="utf-8")
+    out.write_atomic("audit.json", json.dumps(report, indent=2).encode())
+    out.write_atomic("audit.html", _html(report, ok_rows, spec, sample, out).encode("utf-8"))
     return report
 
 
-def _thumb_uri(path: Path, h: int = 120, gray: bool = False) -> str:
+def _thumb_uri(data_fn, h: int = 120, gray: bool = False) -> str:
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(data_fn())) as im:
             im = im.convert("L" if gray else "RGB")
             im.thumbnail((h * 4, h))
             buf = io.BytesIO()
@@ -115,7 +113,7 @@ def _thumb_uri(path: Path, h: int = 120, gray: bool = False) -> str:
         return ""
 
 
-def _html(report: dict, ok_rows: list[dict], spec: dict, sample: int) -> str:
+def _html(report: dict, ok_rows: list[dict], spec: dict, sample: int, out: Store) -> str:
     e = html.escape
     parts = ["<!doctype html><meta charset='utf-8'><title>audit</title>",
              "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 8px;text-align:left}"
@@ -141,12 +139,13 @@ def _html(report: dict, ok_rows: list[dict], spec: dict, sample: int) -> str:
     parts.append("</ul><h2>Before and after (a sample)</h2><table>")
     if ok_rows:
         idx = np.unique(np.linspace(0, len(ok_rows) - 1, min(sample, len(ok_rows))).astype(int))
-        out = Path(report["outdir"])
         for i in idx:
             r = ok_rows[i]
-            src = Path(resolve_path(spec["manifest"], r["source_path"]))
-            parts.append(f"<tr><td><img src='{_thumb_uri(src, gray=True)}' alt='before'></td>"
-                         f"<td><img src='{_thumb_uri(out / r['output_path'])}' alt='after'></td>"
+            src = resolve_path(spec["manifest"], r["source_path"])
+            before = _thumb_uri(lambda src=src: read_source(src), gray=True)
+            after = _thumb_uri(lambda rel=r["output_path"]: out.read_bytes(rel))
+            parts.append(f"<tr><td><img src='{before}' alt='before'></td>"
+                         f"<td><img src='{after}' alt='after'></td>"
                          f"<td>{e(r['source_path'])}</td></tr>")
     parts.append("</table>")
     return "\n".join(parts)

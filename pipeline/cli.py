@@ -33,7 +33,7 @@ def load_toml(path: str) -> dict:
         raise UsageError(f"bad TOML in {path}: {e}") from None
 
 
-PATH_KEYS = {"manifest", "output", "checkpoint", "src", "out"}
+PATH_KEYS = {"manifest", "output", "checkpoint", "src", "out", "init"}
 
 
 def apply_job_spec(parser: argparse.ArgumentParser, spec: dict, path: str) -> None:
@@ -115,7 +115,7 @@ def cmd_run(a) -> int:
 
     if not a.manifest or not a.output:
         raise UsageError("run needs --manifest and -o OUTDIR (or a job spec JOB.toml)")
-    if not Path(a.manifest).is_file():
+    if "://" not in a.manifest and not Path(a.manifest).is_file():
         raise UsageError(f"manifest not found: {a.manifest}")
     fields = RunOptions.__dataclass_fields__
     opts = RunOptions(**{k: getattr(a, k) for k in fields if hasattr(a, k)})
@@ -232,6 +232,7 @@ def build_parser() -> Parser:
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     s.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0: none)")
     s.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    s.add_argument("--init", default="", help="start from these weights (fine-tune)")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("scan", help="list an archive into a manifest (Parquet)",

@@ -78,7 +78,10 @@ def _open(path: str | os.PathLike | io.BytesIO, max_pixels: int) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise DecodeError(f"decompression bomb refused: {e}") from None
     except UnidentifiedImageError:
-        size = os.path.getsize(path) if isinstance(path, (str, os.PathLike)) else path.getbuffer().nbytes
+        if isinstance(path, (str, os.PathLike)):
+            size = os.path.getsize(path)
+        else:  # a file object (BytesIO, fsspec): its length, without reading it
+            size = path.seek(0, 2)
         raise DecodeError("empty file" if size == 0 else "not an image (unrecognised format)") from None
     except (OSError, SyntaxError, ValueError, struct.error, EOFError) as e:
         raise DecodeError(f"unreadable header: {e}") from None
@@ -92,7 +95,7 @@ def _open(path: str | os.PathLike | io.BytesIO, max_pixels: int) -> Image.Image:
     return im
 
 
-def read_header(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Header:
+def read_header(path: str | os.PathLike | io.IOBase, max_pixels: int = DEFAULT_MAX_PIXELS) -> Header:
     """Size, mode and format from the header alone (no pixel decoding)."""
     im = _open(path, max_pixels)
     with im:

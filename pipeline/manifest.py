@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import glob
 import hashlib
+import io
 import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +16,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from .imaging import DEFAULT_MAX_PIXELS, DecodeError, read_header
+from .storage import is_url
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".jpe", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif",
               ".jp2", ".j2k", ".pgm", ".pbm", ".ppm", ".pnm"}
@@ -52,7 +54,27 @@ def read_path_list(path: str | os.PathLike) -> list[dict]:
     return rows
 
 
+def _expand_url(src: str) -> Iterator[dict]:
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(src)
+    if any(c in root for c in "*?["):
+        found = fs.glob(root)
+    elif fs.isdir(root):
+        found = fs.find(root)
+    elif fs.exists(root):
+        found = [root]
+    else:
+        raise ScanError(f"source not found: {src}")
+    for f in sorted(found):
+        if Path(f).suffix.lower() in IMAGE_EXTS and not Path(f).name.startswith("."):
+            yield {"path": fs.unstrip_protocol(f)}
+
+
 def _expand(src: str) -> Iterator[dict]:
+    if is_url(src):
+        yield from _expand_url(src)
+        return
     p = Path(src)
     if p.is_dir():
         for root, dirs, files in os.walk(p):
@@ -80,13 +102,20 @@ def _probe(row: dict, max_pixels: int) -> dict:
     out = {"size_bytes": None, "width": None, "height": None, "mode": None, "format": None,
            "frames": None, "scan_error": None}
     try:
-        out["size_bytes"] = os.path.getsize(path)
-        h = read_header(path, max_pixels)
+        if is_url(path):
+            import fsspec
+
+            with fsspec.open(path, "rb") as f:
+                out["size_bytes"] = f.size
+                h = read_header(f, max_pixels)
+        else:
+            out["size_bytes"] = os.path.getsize(path)
+            h = read_header(path, max_pixels)
         out.update(width=h.width, height=h.height, mode=h.mode, format=h.format, frames=h.frames)
     except DecodeError as e:
         out["scan_error"] = str(e)
-    except OSError as e:
-        out["scan_error"] = f"unreadable: {e.strerror or e}"
+    except (OSError, ValueError) as e:
+        out["scan_error"] = f"unreadable: {getattr(e, 'strerror', None) or e}"
     return out
 
 
@@ -97,7 +126,7 @@ def _out_stems(rels: list[str]) -> list[str]:
     seen: dict[str, int] = {}
     for s in stems:
         seen[s] = seen.get(s, 0) + 1
-    return [r if seen[s] > 1 else s for r, s in zip(rels, stems)]
+    return [r if seen[s] > 1 else s for r, s in zip(rels, stems, strict=True)]
 
 
 def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int = 64,
@@ -106,22 +135,23 @@ def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int = 64
     """Write the manifest; returns it. Unreadable entries stay, with scan_error set."""
     if shard_size < 1:
         raise ScanError("--shard-size must be >= 1")
-    out = Path(output)
     by_path: dict[str, dict] = {}
     for src in sources:
         for row in _expand(str(src)):
-            key = os.path.realpath(row["path"])
+            key = row["path"] if is_url(row["path"]) else os.path.realpath(row["path"])
             by_path.setdefault(key, row)  # duplicates (same file named twice) collapse
     if not by_path:
         raise ScanError("no image files found in " + ", ".join(map(str, sources)))
     real = sorted(by_path)
-    root = os.path.commonpath([os.path.dirname(r) for r in real])
-    rels = [Path(os.path.relpath(r, root)).as_posix() for r in real]
+    rels = _relative_paths(real)
     order = sorted(range(len(real)), key=lambda i: rels[i])
     real, rels = [real[i] for i in order], [rels[i] for i in order]
     carried = sorted({k for r in by_path.values() for k in r} - {"path"} - set(CORE_COLUMNS))
-    base = out.resolve().parent
-    stored = [os.path.relpath(r, base) if relative else r for r in real]
+    if relative and not is_url(output):
+        base = Path(output).resolve().parent
+        stored = [r if is_url(r) else os.path.relpath(r, base) for r in real]
+    else:
+        stored = real
     with ThreadPoolExecutor(threads) as ex:  # header reads are I/O bound
         it = ex.map(lambda r: _probe(by_path[r], max_pixels), real)
         probes = list(tqdm(it, total=len(real), desc="scan", unit="file", disable=not progress))
@@ -138,16 +168,36 @@ def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int = 64
         cols[k] = [by_path[r].get(k) for r in real]
     table = pa.table(cols)
     table = table.replace_schema_metadata({"shard_size": str(shard_size)})
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    pq.write_table(table, tmp, row_group_size=ROW_GROUP)
-    os.replace(tmp, out)
+    buf = io.BytesIO()
+    pq.write_table(table, buf, row_group_size=ROW_GROUP)
+    if is_url(output):
+        import fsspec
+
+        fs, p = fsspec.core.url_to_fs(str(output))
+        fs.pipe_file(p, buf.getvalue())
+    else:
+        out = Path(output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.tmp")
+        tmp.write_bytes(buf.getvalue())
+        os.replace(tmp, out)
     return table
+
+
+def _relative_paths(paths: list[str]) -> list[str]:
+    """Each path relative to the folder all of them share (URLs: to their common prefix)."""
+    keys = [r.split("://", 1)[1] if is_url(r) else r for r in paths]
+    try:
+        root = os.path.commonpath([os.path.dirname(k) for k in keys])
+    except ValueError:  # local and remote together: keep their full paths
+        root = ""
+    return [PurePosixPath(os.path.relpath(k, root) if root else k.lstrip("/")).as_posix()
+            for k in keys]
 
 
 def resolve_path(manifest: str | os.PathLike, stored: str) -> str:
     """A manifest's relative paths are relative to the manifest's folder."""
-    if "://" in stored or os.path.isabs(stored):
+    if is_url(stored) or os.path.isabs(stored):
         return stored
     return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(manifest)), stored))
 
@@ -156,6 +206,11 @@ def read_manifest(path: str | os.PathLike, columns: list[str] | None = None,
                   shard: int | None = None) -> pa.Table:
     try:
         filters = [("shard", "=", shard)] if shard is not None else None
+        if is_url(path):
+            import fsspec
+
+            fs, p = fsspec.core.url_to_fs(str(path))
+            return pq.read_table(p, columns=columns, filters=filters, filesystem=fs)
         return pq.read_table(path, columns=columns, filters=filters)
     except FileNotFoundError:
         raise ScanError(f"manifest not found: {path}") from None

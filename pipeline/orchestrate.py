@@ -9,7 +9,6 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from itertools import islice
-from pathlib import Path
 
 import pyarrow.compute as pc
 
@@ -25,6 +24,7 @@ from .state import (
     read_job,
     remove_temporaries,
 )
+from .storage import Store, is_url
 
 
 @dataclass
@@ -63,7 +63,8 @@ def resolve_spec(o: RunOptions) -> dict:
 
     ck = resolve_checkpoint(o.checkpoint)
     return {
-        "manifest": os.path.abspath(o.manifest), "manifest_digest": manifest_digest(o.manifest),
+        "manifest": o.manifest if is_url(o.manifest) else os.path.abspath(o.manifest),
+        "manifest_digest": manifest_digest(o.manifest),
         "checkpoint": str(ck.resolve()), "checkpoint_sha256": file_sha256(ck),
         "size": o.size, "format": o.format, "quality": o.quality, "recolor": o.recolor,
         "max_pixels": o.max_pixels, "output_version": OUTPUT_VERSION,
@@ -111,14 +112,14 @@ def run_job(o: RunOptions, log=print) -> dict:
     """Run (or resume) a job; returns the summary. Raises JobError for refusals."""
     from tqdm import tqdm
 
-    outdir = Path(o.output)
+    outdir = Store(o.output)
     spec = resolve_spec(o)
     sizes = shard_sizes(o.manifest)
     total_images = sum(sizes.values())
     if o.dry_run:
         committed = results.committed_shards(outdir)
         note = ""
-        if (outdir / "job.json").exists() and read_job(outdir)["fingerprint"] != fingerprint(spec):
+        if outdir.exists("job.json") and read_job(outdir)["fingerprint"] != fingerprint(spec):
             note = " (OUTDIR holds a different job: a real run would be refused without --restart)"
         pend = sorted(set(sizes) - committed)
         log(f"dry run: {len(sizes)} shards, {len(sizes) - len(pend)} committed, {len(pend)} pending "
@@ -144,7 +145,7 @@ def run_job(o: RunOptions, log=print) -> dict:
         t0 = time.perf_counter()
         with make_client(o, spec["device"]) as client:
             threads = getattr(client, "threads_hint", 0) or o.threads or 2
-            job = ShardJob(manifest=spec["manifest"], outdir=str(outdir.resolve()),
+            job = ShardJob(manifest=spec["manifest"], outdir=outdir.url,
                            checkpoint=spec["checkpoint"], checkpoint_sha256=spec["checkpoint_sha256"],
                            size=o.size, batch_size=o.batch_size, format=o.format, quality=o.quality,
                            device=spec["device"], recolor=o.recolor, max_pixels=o.max_pixels,
@@ -158,12 +159,12 @@ def run_job(o: RunOptions, log=print) -> dict:
     totals.update(elapsed=elapsed, images_per_s=n / elapsed if elapsed else 0.0,
                   client_peak_rss_mb=peak_rss_mb())
     log(f"done: {totals['ok']} ok, {totals['error']} error, {totals['skipped']} skipped in "
-        f"{elapsed:.1f} s ({totals['images_per_s']:.2f} images/s); images in {outdir / 'images'}, "
-        f"results in {outdir / 'results'}")
+        f"{elapsed:.1f} s ({totals['images_per_s']:.2f} images/s); images in {outdir.full('images')}, "
+        f"results in {outdir.full('results')}")
     return totals
 
 
-def plan_repair(outdir: Path, log) -> dict[int, set[str]]:
+def plan_repair(outdir: Store, log) -> dict[int, set[str]]:
     """From a full audit: images to redo per committed shard; stray files are removed."""
     from .audit import audit
 
@@ -177,10 +178,11 @@ def plan_repair(outdir: Path, log) -> dict[int, set[str]]:
         elif kind == "duplicate_result":
             if not shard_of:
                 t = read_manifest(read_job(outdir)["spec"]["manifest"], columns=["image_id", "shard"])
-                shard_of = dict(zip(t.column("image_id").to_pylist(), t.column("shard").to_pylist()))
+                shard_of = dict(zip(t.column("image_id").to_pylist(), t.column("shard").to_pylist(),
+                                    strict=True))
             fixes.setdefault(shard_of[p["image_id"]], set()).add(p["image_id"])
         elif kind == "unclaimed_file":
-            (outdir / p["output_path"]).unlink(missing_ok=True)
+            outdir.remove(p["output_path"])
             log(f"removed stray file {p['output_path']}")
         elif kind == "no_result" and p["shard"] in results.committed_shards(outdir):
             fixes.setdefault(p["shard"], set()).add(p["image_id"])
@@ -256,9 +258,10 @@ def _wait_for_resource(client, resource: str, timeout: float, log) -> None:
 
 def status(outdir: str | os.PathLike) -> dict:
     """From job.json and the results alone; never opens images."""
+    outdir = Store(outdir)
     job = read_job(outdir)
     spec = job["spec"]
-    sizes = shard_sizes(spec["manifest"]) if os.path.exists(spec["manifest"]) else {}
+    sizes = shard_sizes(spec["manifest"])
     committed = results.committed_shards(outdir)
     t = results.read_results(outdir, columns=["status"])
     counts = Counter(t.column("status").to_pylist())

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import os
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from .storage import Store
 
 STATUSES = ("ok", "error", "skipped")
 SCHEMA = pa.schema([
@@ -31,41 +33,46 @@ SCHEMA = pa.schema([
 ])
 
 
-def shard_file(outdir: str | os.PathLike, shard: int) -> Path:
-    return Path(outdir) / "results" / f"shard-{shard:05d}.parquet"
+def _store(outdir) -> Store:
+    return outdir if isinstance(outdir, Store) else Store(outdir)
 
 
-def committed_shards(outdir: str | os.PathLike) -> set[int]:
-    d = Path(outdir) / "results"
-    if not d.is_dir():
-        return set()
-    return {int(p.stem.split("-")[1]) for p in d.glob("shard-*.parquet")}
+def shard_rel(shard: int) -> str:
+    return f"results/shard-{shard:05d}.parquet"
+
+
+def shard_file(outdir: str | os.PathLike | Store, shard: int) -> str:
+    return _store(outdir).full(shard_rel(shard))
+
+
+def committed_shards(outdir: str | os.PathLike | Store) -> set[int]:
+    return {int(p.rsplit("-", 1)[1].split(".")[0])
+            for p in _store(outdir).glob("results/shard-*.parquet")}
 
 
 def to_table(rows: list[dict], carried: pa.Schema | None = None) -> pa.Table:
     fields = list(SCHEMA) + [f for f in (carried or []) if f.name not in SCHEMA.names]
-    schema = pa.schema(fields)
-    return pa.Table.from_pylist(rows, schema=schema)
+    return pa.Table.from_pylist(rows, schema=pa.schema(fields))
 
 
-def write_shard(outdir: str | os.PathLike, shard: int, table: pa.Table) -> Path:
-    """The commit: written last, fsynced, renamed into place. A shard is done iff this exists."""
-    final = shard_file(outdir, shard)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    try:
-        pq.write_table(table, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return final
+def write_shard(outdir: str | os.PathLike | Store, shard: int, table: pa.Table) -> str:
+    """The commit: written last and whole (rename or single PUT). Done iff this file exists."""
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    store = _store(outdir)
+    store.write_atomic(shard_rel(shard), buf.getvalue())
+    return store.full(shard_rel(shard))
 
 
-def read_results(outdir: str | os.PathLike, columns: list[str] | None = None) -> pa.Table:
-    files = sorted((Path(outdir) / "results").glob("shard-*.parquet"))
+def read_shard(outdir: str | os.PathLike | Store, shard: int) -> pa.Table:
+    store = _store(outdir)
+    return pq.read_table(io.BytesIO(store.read_bytes(shard_rel(shard))))
+
+
+def read_results(outdir: str | os.PathLike | Store, columns: list[str] | None = None) -> pa.Table:
+    store = _store(outdir)
+    files = store.glob("results/shard-*.parquet")
     if not files:
         return SCHEMA.empty_table() if columns is None else SCHEMA.empty_table().select(columns)
-    tables = [pq.read_table(f, columns=columns) for f in files]
+    tables = [pq.read_table(store.full(f), columns=columns, filesystem=store.fs) for f in files]
     return pa.concat_tables(tables, promote_options="default")

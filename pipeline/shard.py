@@ -13,23 +13,22 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from . import results
 from .imaging import (
     FORMATS,
-    DecodeError,
     Decoded,
+    DecodeError,
     colorfulness,
     decode,
     encode,
     output_format,
-    write_atomic,
 )
 from .manifest import CORE_COLUMNS, read_manifest, resolve_path
 from .state import safe_output_path
+from .storage import Store, read_source
 
 _COLORIZERS: dict = {}  # one loaded net per worker process, reused by every shard it runs
 
@@ -78,7 +77,7 @@ class ShardJob:
                "_stem": row["out_stem"]}
         try:
             safe_output_path(row["out_stem"], "")  # a hostile manifest row fails here, alone
-            data = Path(resolve_path(self.manifest, row["path"])).read_bytes()
+            data = read_source(resolve_path(self.manifest, row["path"]))
             res["source_sha256"] = hashlib.sha256(data).hexdigest()
             d = decode(io.BytesIO(data), max_pixels=self.max_pixels)
         except DecodeError as e:
@@ -111,11 +110,11 @@ class ShardJob:
         except (ValueError, MemoryError, OSError) as e:
             res["error"] = f"cannot encode: {type(e).__name__}: {e}"
             return self._done(res, t0)
-        path = Path(self.outdir) / rel
+        store = Store(self.outdir)
         try:
-            write_atomic(path, data)
+            store.write_atomic(rel, data)
         except OSError as e:
-            raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
+            raise OutputError(f"cannot write {store.full(rel)}: {e.strerror or e}") from None
         res.update(status="ok", error=None, output_path=rel, output_bytes=len(data),
                    output_sha256=hashlib.sha256(data).hexdigest(), colorfulness=colorfulness(rgb))
         res["seconds"] = res.get("seconds", 0.0) + torch_seconds
@@ -200,9 +199,7 @@ class ShardJob:
             while finishing:
                 collect(finishing.popleft())
         if only is not None:
-            import pyarrow.parquet as pq
-
-            kept = pq.read_table(results.shard_file(self.outdir, shard)).to_pylist()
+            kept = results.read_shard(self.outdir, shard).to_pylist()
             for r in kept:
                 out.setdefault(r["image_id"], r)  # first row wins: duplicates collapse
         final = []

@@ -6,8 +6,9 @@ import fcntl
 import hashlib
 import json
 import os
-import shutil
 from pathlib import Path, PurePosixPath
+
+from .storage import ObjectLock, Store
 
 JOB_FILE = "job.json"
 LOCK_FILE = ".lock"
@@ -23,64 +24,77 @@ class JobError(ValueError):
     """A run that must not go ahead (fingerprint mismatch, lock held); reported as exit 2."""
 
 
+def as_store(outdir: str | os.PathLike | Store) -> Store:
+    return outdir if isinstance(outdir, Store) else Store(outdir)
+
+
 def fingerprint(spec: dict) -> str:
     ident = {k: spec.get(k) for k in FINGERPRINT_KEYS}
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
 
 
-def check_or_write_job(outdir: Path, spec: dict, restart: bool) -> str:
+def check_or_write_job(store: Store, spec: dict, restart: bool) -> str:
     """Write job.json for a new OUTDIR; for an existing one, refuse a different job."""
     fp = fingerprint(spec)
-    path = outdir / JOB_FILE
-    if path.exists() and not restart:
-        old = json.loads(path.read_text())
+    if store.exists(JOB_FILE) and not restart:
+        old = json.loads(store.read_text(JOB_FILE))
         if old.get("fingerprint") != fp:
             changed = [k for k in FINGERPRINT_KEYS if old.get("spec", {}).get(k) != spec.get(k)]
             raise JobError(
-                f"{outdir} holds a different job (changed: {', '.join(changed) or 'fingerprint'}); "
+                f"{store} holds a different job (changed: {', '.join(changed) or 'fingerprint'}); "
                 "use another OUTDIR, or --restart to discard it and start over")
         return fp
     if restart:
         for sub in ("results", "images"):
-            shutil.rmtree(outdir / sub, ignore_errors=True)
+            store.rmtree(sub)
         for f in ("audit.json", "audit.html"):
-            (outdir / f).unlink(missing_ok=True)
-    outdir.mkdir(parents=True, exist_ok=True)
-    tmp = outdir / f".{JOB_FILE}.tmp"
-    tmp.write_text(json.dumps({"fingerprint": fp, "spec": spec}, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+            store.remove(f)
+    store.makedirs()
+    store.write_atomic(JOB_FILE, json.dumps({"fingerprint": fp, "spec": spec}, indent=2,
+                                            sort_keys=True).encode())
     return fp
 
 
-def read_job(outdir: str | os.PathLike) -> dict:
-    path = Path(outdir) / JOB_FILE
-    if not path.is_file():
-        raise JobError(f"{outdir} is not a run's output folder (no {JOB_FILE})")
-    return json.loads(path.read_text())
+def read_job(outdir: str | os.PathLike | Store) -> dict:
+    store = as_store(outdir)
+    if not store.exists(JOB_FILE):
+        raise JobError(f"{store} is not a run's output folder (no {JOB_FILE})")
+    return json.loads(store.read_text(JOB_FILE))
 
 
 class RunLock:
-    """flock on OUTDIR/.lock: the kernel drops it when the holder dies, even by SIGKILL."""
+    """One run per OUTDIR. Locally flock on OUTDIR/.lock: the kernel drops it when the holder
+    dies, even by SIGKILL. On an object store, a lock object with a heartbeat."""
 
-    def __init__(self, outdir: Path):
-        self.path = outdir / LOCK_FILE
+    def __init__(self, outdir: str | os.PathLike | Store):
+        self.store = as_store(outdir)
         self.fd: int | None = None
+        self.obj: ObjectLock | None = None
 
     def __enter__(self) -> RunLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        self.store.makedirs()
+        if not self.store.local:
+            self.obj = ObjectLock(self.store, LOCK_FILE)
+            holder = self.obj.acquire()
+            if holder:
+                raise JobError(f"another run is using {self.store} ({holder}); wait for it to finish")
+            return self
+        path = Path(self.store.full(LOCK_FILE))
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(self.fd, 64, 0).decode(errors="replace").strip()
             os.close(self.fd)
-            raise JobError(f"another run is using {self.path.parent} ({holder or 'pid unknown'}); "
+            raise JobError(f"another run is using {self.store} ({holder or 'pid unknown'}); "
                            "wait for it to finish") from None
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, f"pid {os.getpid()} on {os.uname().nodename}".encode(), 0)
         return self
 
     def __exit__(self, *exc) -> None:
+        if self.obj is not None:
+            self.obj.release()
         if self.fd is not None:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
@@ -96,11 +110,14 @@ def safe_output_path(out_stem: str, ext: str) -> str:
     return str(PurePosixPath("images") / (out_stem + ext))
 
 
-def remove_temporaries(outdir: Path) -> int:
-    """Left by a killed run; safe to delete while we hold the lock."""
+def remove_temporaries(store: Store) -> int:
+    """Left by a killed run (local disks only: object stores have no half-written objects);
+    safe to delete while we hold the lock."""
+    if not store.local:
+        return 0
     n = 0
     for sub in ("images", "results"):
-        d = outdir / sub
+        d = Path(store.full(sub))
         if d.is_dir():
             for p in d.rglob(".*.tmp-*"):
                 p.unlink(missing_ok=True)

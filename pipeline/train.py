@@ -44,6 +44,7 @@ class TrainConfig:
     device: str = "auto"
     max_steps: int = 0  # 0 = no limit; for smoke tests
     resume: bool = False
+    init: str = ""  # start from these weights (fine-tuning), with a fresh optimizer
 
 
 def list_images(src: str | os.PathLike) -> list[str]:
@@ -171,6 +172,8 @@ def train(cfg: TrainConfig, log=print) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     train_mean_ab = mean_ab(train_paths)
     model = ColorizationNet(ModelConfig()).to(device)
+    if cfg.init:
+        model.load_state_dict(load_checkpoint(cfg.init, device).model.state_dict())
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     n_train = len(train_paths) * cfg.repeats
     drop_last = n_train > cfg.batch_size  # no ragged last batch, unless that is all there is

@@ -1,0 +1,157 @@
+"""Where files live: a local folder or an fsspec URL (s3://, gs://, ...), behind one interface.
+
+Commit semantics are kept on both: locally a temporary name and a rename; on an object store a
+single PUT, which makes the object visible only once it is whole.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import uuid
+from pathlib import Path, PurePosixPath
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+
+def is_url(path: str | os.PathLike) -> bool:
+    return "://" in str(path)
+
+
+def read_source(path: str) -> bytes:
+    """A source image's bytes, from a local path or a URL."""
+    if is_url(path):
+        with fsspec.open(path, "rb") as f:
+            return f.read()
+    return Path(path).read_bytes()
+
+
+class Store:
+    """A root folder; every path given to its methods is relative to it, with '/' separators."""
+
+    def __init__(self, url: str | os.PathLike):
+        url = str(url)
+        self.fs, root = fsspec.core.url_to_fs(url)
+        self.local = isinstance(self.fs, LocalFileSystem)
+        self.url = str(Path(url).resolve()) if self.local else url
+        self.root = self.url if self.local else root.rstrip("/")
+
+    def __repr__(self) -> str:
+        return f"Store({self.url!r})"
+
+    def __str__(self) -> str:
+        return self.url
+
+    def full(self, rel: str) -> str:
+        return f"{self.root}/{rel}" if rel else self.root
+
+    def rel(self, full: str) -> str:
+        return str(PurePosixPath(full).relative_to(self.root))
+
+    def exists(self, rel: str) -> bool:
+        return self.fs.exists(self.full(rel))
+
+    def isfile(self, rel: str) -> bool:
+        return self.fs.isfile(self.full(rel))
+
+    def size(self, rel: str) -> int:
+        return self.fs.size(self.full(rel))
+
+    def read_bytes(self, rel: str) -> bytes:
+        return self.fs.cat_file(self.full(rel))
+
+    def read_text(self, rel: str) -> str:
+        return self.read_bytes(rel).decode("utf-8")
+
+    def open(self, rel: str, mode: str = "rb"):
+        return self.fs.open(self.full(rel), mode)
+
+    def write_atomic(self, rel: str, data: bytes) -> None:
+        full = self.full(rel)
+        if not self.local:
+            self.fs.pipe_file(full, data)  # one PUT: all or nothing
+            return
+        path = Path(full)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def remove(self, rel: str) -> None:
+        if self.exists(rel):
+            self.fs.rm(self.full(rel))
+
+    def rmtree(self, rel: str) -> None:
+        if self.exists(rel):
+            self.fs.rm(self.full(rel), recursive=True)
+
+    def find(self, rel: str) -> list[str]:
+        """Every file under rel (recursive), as paths relative to the root."""
+        if not self.exists(rel):
+            return []
+        return sorted(self.rel(p) for p in self.fs.find(self.full(rel)))
+
+    def glob(self, pattern: str) -> list[str]:
+        return sorted(self.rel(p) for p in self.fs.glob(self.full(pattern)))
+
+    def makedirs(self) -> None:
+        if self.local:
+            Path(self.root).mkdir(parents=True, exist_ok=True)
+
+
+class ObjectLock:
+    """A lock object for stores without flock: owner id plus a heartbeat; a holder that died
+    stops beating and its lock goes stale. Written, then read back, so that of two runs
+    starting together only the one whose write stands goes ahead."""
+
+    STALE_S = 120.0
+    BEAT_S = 30.0
+
+    def __init__(self, store: Store, rel: str = ".lock"):
+        self.store, self.rel = store, rel
+        self.me = f"{uuid.uuid4().hex} pid {os.getpid()} on {os.uname().nodename}"
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _write(self) -> None:
+        self.store.write_atomic(self.rel, json.dumps({"owner": self.me, "t": time.time()}).encode())
+
+    def _read(self) -> dict | None:
+        try:
+            return json.loads(self.store.read_bytes(self.rel))
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def acquire(self) -> str | None:
+        """None on success, else a description of the holder."""
+        held = self._read()
+        if held and time.time() - held.get("t", 0) < self.STALE_S and held["owner"] != self.me:
+            return held["owner"].split(" ", 1)[-1]
+        self._write()
+        time.sleep(0.2)
+        held = self._read()
+        if not held or held["owner"] != self.me:
+            return (held or {}).get("owner", "another run").split(" ", 1)[-1]
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+        self._thread.start()
+        return None
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.BEAT_S):
+            self._write()
+
+    def release(self) -> None:
+        self._stop.set()
+        held = self._read()
+        if held and held["owner"] == self.me:
+            self.store.remove(self.rel)

@@ -84,7 +84,8 @@ def _open(path: str | os.PathLike | io.BytesIO, max_pixels: int) -> Image.Image:
             size = path.seek(0, 2)
         raise DecodeError("empty file" if size == 0 else "not an image (unrecognised format)") from None
     except (OSError, SyntaxError, ValueError, struct.error, EOFError) as e:
-        raise DecodeError(f"unreadable header: {e}") from None
+        kind = "truncated file" if "runcated" in str(e) else "unreadable header"
+        raise DecodeError(f"{kind}: {e}") from None
     w, h = im.size
     if w * h > max_pixels:
         im.close()

@@ -132,10 +132,25 @@ class ObjectLock:
         except (FileNotFoundError, ValueError):
             return None
 
+    @staticmethod
+    def _dead_here(owner: str) -> bool:
+        """A holder on this machine whose process is gone: stale at once, no need to wait."""
+        try:
+            _, _, pid, _, host = owner.split(" ", 4)
+            if host != os.uname().nodename:
+                return False
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except (ValueError, PermissionError):
+            return False
+        return False
+
     def acquire(self) -> str | None:
         """None on success, else a description of the holder."""
         held = self._read()
-        if held and time.time() - held.get("t", 0) < self.STALE_S and held["owner"] != self.me:
+        if (held and held["owner"] != self.me and time.time() - held.get("t", 0) < self.STALE_S
+                and not self._dead_here(held["owner"])):
             return held["owner"].split(" ", 1)[-1]
         self._write()
         time.sleep(0.2)

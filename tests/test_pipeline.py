@@ -333,3 +333,45 @@ def test_gpu_job_without_gpu_workers_fails_clearly(archive, ckpt, tmp_path, caps
     err = capsys.readouterr().err
     assert "no worker of the cluster offers the GPU resource after 2 s" in err
     assert "--resources GPU=1" in err
+
+
+def test_chaos_random_worker_kills(archive, clean_run, ckpt, tmp_path):
+    """Workers SIGKILLed at random while the job runs; nannies restart them; nothing changes."""
+    import random
+    import threading
+
+    import dask
+    from distributed import Client, LocalCluster
+
+    _, man = archive
+    out = tmp_path / "out"
+    rng = random.Random(3)
+    kills: list[int] = []
+    done = threading.Event()
+    with dask.config.set({"distributed.scheduler.allowed-failures": 20}), \
+            LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                         dashboard_address=":0", memory_limit=0) as cluster, \
+            Client(cluster) as client:
+
+        def chaos():
+            while not done.wait(rng.uniform(0.5, 1.5)) and len(kills) < 4:
+                try:
+                    pids = list(client.run(os.getpid, wait=True).values())
+                except Exception:
+                    continue  # a worker is restarting
+                pid = rng.choice(pids)
+                os.kill(pid, signal.SIGKILL)
+                kills.append(pid)
+
+        th = threading.Thread(target=chaos, daemon=True)
+        th.start()
+        try:
+            assert main(run_args(man, out, ckpt, "--scheduler", cluster.scheduler_address,
+                                 "--window", "4", "--batch-size", "4")) == 0
+        finally:
+            done.set()
+            th.join(10)
+    assert kills, "no worker was killed: the chaos never happened"
+    assert main(["audit", str(out), "-q"]) == 0
+    assert comparable(out) == comparable(clean_run)
+    assert image_files(out) == image_files(clean_run)

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .imaging import decode, encode, output_format, write_atomic
+from .imaging import decode, encode, output_format
+from .storage import write_atomic
 
 
 def make_archive(root: Path, count: int, width: int, height: int, seed: int = 0) -> list[Path]:

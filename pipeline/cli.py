@@ -57,7 +57,8 @@ def apply_job_spec(parser: argparse.ArgumentParser, spec: dict, path: str) -> No
 
 def cmd_image(a) -> int:
     from .engine import Colorizer
-    from .imaging import DecodeError, decode, encode, output_format, write_atomic
+    from .imaging import DecodeError, decode, encode, output_format
+    from .storage import write_atomic
 
     if not Path(a.input).is_file():
         raise UsageError(f"input not found: {a.input}")

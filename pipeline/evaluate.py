@@ -110,7 +110,7 @@ def evaluate(checkpoint: str | None, src: str, out: str, size: int = 256, max_si
     pq.write_table(table, outdir / "eval.parquet")
     summary = _summarise(rows)
     (outdir / "eval.md").write_text(_markdown(rows, summary, net.sha256, size))
-    _contact_sheet(sheet, [Path(p).name for p in paths]).save(outdir / "contact_sheet.png")
+    _contact_sheet(sheet).save(outdir / "contact_sheet.png")
     log((outdir / "eval.md").read_text())
     return summary
 
@@ -137,7 +137,7 @@ def _markdown(rows, summary, sha, size) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _contact_sheet(triples, names, h: int = 160) -> Image.Image:
+def _contact_sheet(triples, h: int = 160) -> Image.Image:
     """One row per photo: gray input, our output, the original."""
     tiles = []
     for trio in triples:
@@ -151,5 +151,4 @@ def _contact_sheet(triples, names, h: int = 160) -> Image.Image:
         for im in row:
             sheet.paste(im, (x, i * (h + 4)))
             x += im.width + 4
-    del names
     return sheet

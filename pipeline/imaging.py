@@ -12,7 +12,6 @@ import struct
 import warnings
 import zlib
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -157,50 +156,43 @@ def decode(
     path: str | os.PathLike | io.BytesIO, max_pixels: int = DEFAULT_MAX_PIXELS, with_meta: bool = True
 ) -> Decoded:
     """Decode to lightness with orientation applied. Raises DecodeError with a clear reason."""
-    im = _open(path, max_pixels)
-    notes: list[str] = []
-    try:
-        fmt, src_mode = im.format or "", im.mode
-        n = getattr(im, "n_frames", 1)
-        if n > 1:
-            notes.append(f"first of {n} pages")
-            im.seek(0)
-        info = dict(im.info)
-        im.load()
-        exif_obj = im.getexif()
-        im = ImageOps.exif_transpose(im) or im
-    except DecodeError:
-        raise
-    except (OSError, SyntaxError, ValueError, struct.error, EOFError, zlib.error) as e:
-        msg = str(e) or type(e).__name__
-        if "truncated" in msg or "broken data stream" in msg or isinstance(e, EOFError):
-            msg = f"truncated file ({msg})"
-        raise DecodeError(f"cannot decode: {msg}") from None
-    except Image.DecompressionBombError as e:
-        raise DecodeError(f"decompression bomb refused: {e}") from None
-    finally:
-        # exif_transpose may return a copy; the file handle belongs to the original.
-        pass
-
-    mode = im.mode
-    kind = "gray"
-    if mode in ("I;16", "I;16L", "I;16B", "I;16N"):
-        gray = np.asarray(im).astype(np.uint16, copy=False)
-    elif mode == "I":
-        gray = np.clip(np.asarray(im), 0, 65535).astype(np.uint16)
-    elif mode == "L":
-        gray = np.asarray(im)
-    elif mode == "1":
-        gray = np.asarray(im.convert("L"))
-    elif mode in ("LA", "La", "PA", "RGBA", "RGBa") or (mode == "P" and "transparency" in im.info):
-        im = _flatten_alpha(im.convert("RGBA") if mode.startswith("P") else im, notes)
-        return _finish(im, src_mode, fmt, info, exif_obj, notes, with_meta)
-    elif mode in ("P", "RGB", "CMYK", "YCbCr", "LAB", "HSV"):
-        im = im.convert("RGB")
-        return _finish(im, src_mode, fmt, info, exif_obj, notes, with_meta)
-    else:
-        raise DecodeError(f"unsupported pixel mode {mode}")
-    return _decoded(np.ascontiguousarray(gray), src_mode, fmt, kind, info, exif_obj, notes, with_meta)
+    with _open(path, max_pixels) as src:  # multi-page TIFFs keep their file open until closed
+        notes: list[str] = []
+        try:
+            fmt, src_mode = src.format or "", src.mode
+            n = getattr(src, "n_frames", 1)
+            if n > 1:
+                notes.append(f"first of {n} pages")
+                src.seek(0)
+            info = dict(src.info)
+            src.load()
+            exif_obj = src.getexif()
+            im = ImageOps.exif_transpose(src) or src
+        except (OSError, SyntaxError, ValueError, struct.error, EOFError, zlib.error) as e:
+            msg = str(e) or type(e).__name__
+            if "truncated" in msg or "broken data stream" in msg or isinstance(e, EOFError):
+                msg = f"truncated file ({msg})"
+            raise DecodeError(f"cannot decode: {msg}") from None
+        except Image.DecompressionBombError as e:
+            raise DecodeError(f"decompression bomb refused: {e}") from None
+        mode = im.mode
+        if mode in ("I;16", "I;16L", "I;16B", "I;16N"):
+            gray = np.asarray(im).astype(np.uint16, copy=False)
+        elif mode == "I":
+            gray = np.clip(np.asarray(im), 0, 65535).astype(np.uint16)
+        elif mode == "L":
+            gray = np.asarray(im)
+        elif mode == "1":
+            gray = np.asarray(im.convert("L"))
+        elif mode in ("LA", "La", "PA", "RGBA", "RGBa") or (mode == "P" and "transparency" in im.info):
+            im = _flatten_alpha(im.convert("RGBA") if mode.startswith("P") else im, notes)
+            return _finish(im, src_mode, fmt, info, exif_obj, notes, with_meta)
+        elif mode in ("P", "RGB", "CMYK", "YCbCr", "LAB", "HSV"):
+            return _finish(im.convert("RGB"), src_mode, fmt, info, exif_obj, notes, with_meta)
+        else:
+            raise DecodeError(f"unsupported pixel mode {mode}")
+        return _decoded(np.ascontiguousarray(gray), src_mode, fmt, "gray", info, exif_obj, notes,
+                        with_meta)
 
 
 def _finish(im, src_mode, fmt, info, exif_obj, notes, with_meta) -> Decoded:
@@ -315,17 +307,3 @@ def encode(rgb: np.ndarray, fmt: str, dpi=None, icc=None, exif=None, quality: in
     else:
         raise ValueError(f"unknown format {fmt!r}")
     return buf.getvalue()
-
-
-def write_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """tmp name in the same folder, then rename: a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

@@ -21,6 +21,23 @@ def is_url(path: str | os.PathLike) -> bool:
     return "://" in str(path)
 
 
+def write_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """A local file written under a temporary name in its folder, fsynced, then renamed over
+    the target: a reader, or a run killed halfway, never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def read_source(path: str) -> bytes:
     """A source image's bytes, from a local path or a URL."""
     if is_url(path):
@@ -71,21 +88,10 @@ class Store:
 
     def write_atomic(self, rel: str, data: bytes) -> None:
         full = self.full(rel)
-        if not self.local:
+        if self.local:
+            write_atomic(full, data)
+        else:
             self.fs.pipe_file(full, data)  # one PUT: all or nothing
-            return
-        path = Path(full)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
 
     def remove(self, rel: str) -> None:
         if self.exists(rel):

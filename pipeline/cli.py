@@ -261,6 +261,9 @@ def build_parser() -> Parser:
     s.add_argument("--quality", type=positive_int, default=95, help="JPEG quality")
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     s.add_argument("--recolor", action="store_true", help="colorize colour inputs too")
+    s.add_argument("--compile", action="store_true",
+                   help="torch.compile the full-resolution colour step (needs a C++ compiler; "
+                   "faster on CPU, see BENCHMARKS.md)")
     s.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS)
     s.add_argument("--workers", type=int, default=0, help="local worker processes (0: auto)")
     s.add_argument("--threads", type=int, default=0, help="threads per worker (0: auto)")

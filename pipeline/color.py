@@ -20,6 +20,9 @@ _XYZ_FROM_RGB = torch.tensor(
 )
 _RGB_FROM_XYZ = torch.linalg.inv(_XYZ_FROM_RGB)
 _WHITE = torch.tensor([0.95047, 1.0, 1.08883], dtype=torch.float64)
+# The same constants as plain floats, so that torch.compile sees no tensor-to-Python calls.
+_WX, _WZ = 0.95047, 1.08883
+_M = _RGB_FROM_XYZ.tolist()
 
 AB_SCALE = 255.0  # the seed's target scaling: (ab + 128) / 255
 AB_OFFSET = 128.0
@@ -78,7 +81,7 @@ def into_gamut_keep_Y(lin: torch.Tensor, Y: torch.Tensor, dim: int) -> torch.Ten
     hi = lin.amax(dim=dim, keepdim=True)
     lo = lin.amin(dim=dim, keepdim=True)
     t = torch.minimum((1.0 - Y) / (hi - Y).clamp_min(1e-12), Y / (Y - lo).clamp_min(1e-12))
-    return torch.addcmul(Y, t.clamp_(max=1.0), lin - Y)
+    return torch.addcmul(Y, t.clamp(max=1.0), lin - Y)
 
 
 def compose_linear(Y: torch.Tensor, fy: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -91,10 +94,9 @@ def compose_linear(Y: torch.Tensor, fy: torch.Tensor, a: torch.Tensor, b: torch.
     def finv(t):
         return torch.where(t > 0.2068966, t * t * t, (t - 16.0 / 116.0) * (1.0 / 7.787))
 
-    X = finv(fy + a * (1.0 / 500.0)) * float(_WHITE[0])
-    Z = finv((fy - b * (1.0 / 200.0)).clamp_min(0.0)) * float(_WHITE[2])
-    m = _RGB_FROM_XYZ.tolist()
-    lin = torch.stack([m[i][0] * X + m[i][1] * Y + m[i][2] * Z for i in range(3)], dim=-1)
+    X = finv(fy + a * (1.0 / 500.0)) * _WX
+    Z = finv((fy - b * (1.0 / 200.0)).clamp_min(0.0)) * _WZ
+    lin = torch.stack([_M[i][0] * X + _M[i][1] * Y + _M[i][2] * Z for i in range(3)], dim=-1)
     return into_gamut_keep_Y(lin, Y.unsqueeze(-1), dim=-1)
 
 

@@ -44,6 +44,7 @@ class RunOptions:
     scheduler: str | None = None
     window: int = 0  # shards in flight; 0: 2 per worker
     retries: int = 2
+    compile: bool = False
     dry_run: bool = False
     restart: bool = False
     repair: bool = False
@@ -68,14 +69,22 @@ def resolve_spec(o: RunOptions) -> dict:
         "checkpoint": str(ck.resolve()), "checkpoint_sha256": file_sha256(ck),
         "size": o.size, "format": o.format, "quality": o.quality, "recolor": o.recolor,
         "max_pixels": o.max_pixels, "output_version": OUTPUT_VERSION,
-        "batch_size": o.batch_size,
+        "batch_size": o.batch_size, "compile": o.compile,
         # On a remote cluster the GPUs are the workers', not this client's: trust --device cuda.
         "device": "cuda" if (o.scheduler and o.device == "cuda") else pick_device(o.device).type,
     }
 
 
+# dask's nannies start workers with MALLOC_TRIM_THRESHOLD_=65536, which (as glibc then also
+# stops adapting its mmap threshold) turns every full-resolution buffer into fresh mmap'd pages:
+# the benchmark ran 3x slower, mostly in the kernel. Keep freed buffers for reuse instead; a
+# shard's working set is bounded, so memory stays flat.
+WORKER_ENV = {"MALLOC_TRIM_THRESHOLD_": str(256 << 20), "MALLOC_MMAP_THRESHOLD_": str(256 << 20)}
+
+
 @contextlib.contextmanager
 def make_client(o: RunOptions, device: str):
+    import dask
     from distributed import Client, LocalCluster
 
     if o.scheduler:
@@ -92,17 +101,19 @@ def make_client(o: RunOptions, device: str):
     threads = o.threads or max(1, cores // n)
     kw = dict(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
               silence_logs=logging.ERROR, memory_limit=0)
-    if device == "cuda":
-        # One process per GPU, each pinned to its device before CUDA initialises.
-        from distributed import Nanny, Scheduler, SpecCluster
+    environ = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **WORKER_ENV}
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+        if device == "cuda":
+            # One process per GPU, each pinned to its device before CUDA initialises.
+            from distributed import Nanny, Scheduler, SpecCluster
 
-        workers = {i: {"cls": Nanny, "options": {"nthreads": 1, "memory_limit": 0,
-                                                 "env": {"CUDA_VISIBLE_DEVICES": str(i)}}}
-                   for i in range(n)}
-        cluster = SpecCluster(workers=workers, scheduler={"cls": Scheduler,
-                              "options": {"dashboard_address": ":0"}}, silence_logs=logging.ERROR)
-    else:
-        cluster = LocalCluster(**kw)
+            workers = {i: {"cls": Nanny, "options": {"nthreads": 1, "memory_limit": 0,
+                                                     "env": {"CUDA_VISIBLE_DEVICES": str(i)}}}
+                       for i in range(n)}
+            cluster = SpecCluster(workers=workers, scheduler={"cls": Scheduler,
+                                  "options": {"dashboard_address": ":0"}}, silence_logs=logging.ERROR)
+        else:
+            cluster = LocalCluster(**kw)
     with cluster, Client(cluster) as client:
         client.threads_hint = threads  # read by run_job
         yield client
@@ -149,7 +160,7 @@ def run_job(o: RunOptions, log=print) -> dict:
                            checkpoint=spec["checkpoint"], checkpoint_sha256=spec["checkpoint_sha256"],
                            size=o.size, batch_size=o.batch_size, format=o.format, quality=o.quality,
                            device=spec["device"], recolor=o.recolor, max_pixels=o.max_pixels,
-                           threads=threads)
+                           threads=threads, compile=o.compile)
             log(f"dashboard: {client.dashboard_link}")
             totals = _drive(client, job, tasks, sizes, fp, o, tqdm, log)
         elapsed = time.perf_counter() - t0

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import results
+from .engine import net_input
 from .imaging import (
     FORMATS,
     Decoded,
@@ -51,17 +52,18 @@ class ShardJob:
     recolor: bool = False
     max_pixels: int = 200_000_000
     threads: int = 2
+    compile: bool = False
 
     def colorizer(self):
         from .engine import Colorizer
 
-        key = (self.checkpoint, self.checkpoint_sha256, self.device, self.size)
+        key = (self.checkpoint, self.checkpoint_sha256, self.device, self.size, self.compile)
         if key not in _COLORIZERS:
             if self.device == "cpu":
                 import torch
 
                 torch.set_num_threads(self.threads)  # this worker's share of the cores
-            c = Colorizer(self.checkpoint, device=self.device, size=self.size)
+            c = Colorizer(self.checkpoint, device=self.device, size=self.size, compile=self.compile)
             if c.sha256 != self.checkpoint_sha256:
                 raise RuntimeError(f"checkpoint {c.ck.path} changed since the job was planned")
             _COLORIZERS.clear()
@@ -70,7 +72,7 @@ class ShardJob:
 
     # -- per image ------------------------------------------------------------------------------
 
-    def _prepare(self, row: dict) -> tuple[dict, Decoded | None]:
+    def _prepare(self, row: dict) -> tuple[dict, Decoded | None, np.ndarray | None]:
         t0 = time.perf_counter()
         res = {"image_id": row["image_id"], "shard": row["shard"], "source_path": row["path"],
                "status": "error", "checkpoint_sha256": self.checkpoint_sha256,
@@ -82,23 +84,24 @@ class ShardJob:
             d = decode(io.BytesIO(data), max_pixels=self.max_pixels)
         except DecodeError as e:
             res["error"] = str(e)
-            return self._done(res, t0), None
+            return self._done(res, t0), None, None
         except FileNotFoundError:
             res["error"] = "file not found (deleted since the scan?)"
-            return self._done(res, t0), None
+            return self._done(res, t0), None, None
         except PermissionError:
             res["error"] = "permission denied reading the source"
-            return self._done(res, t0), None
+            return self._done(res, t0), None, None
         except (ValueError, OSError, MemoryError) as e:
             res["error"] = f"{type(e).__name__}: {e}"
-            return self._done(res, t0), None
+            return self._done(res, t0), None, None
         res.update(width=d.width, height=d.height, input_mode=d.mode, input_kind=d.kind,
                    bits=d.bits, notes="; ".join(d.notes) or None)
         if d.kind == "color" and not self.recolor:
             res["status"], res["error"] = "skipped", "colour image (use --recolor to recolorize)"
-            return self._done(res, t0), None
+            return self._done(res, t0), None, None
+        small = net_input(d.gray, self.size)  # the net's input, made here in the pool
         res["seconds"] = time.perf_counter() - t0
-        return res, d
+        return res, d, small
 
     def _finish(self, res: dict, d: Decoded, rgb: np.ndarray, torch_seconds: float) -> dict:
         """Encode and write (a pool thread: Pillow and zlib release the GIL)."""
@@ -143,7 +146,7 @@ class ShardJob:
             # a shard of huge scans never holds more than a couple of batches in memory.
             pending: deque[Future] = deque()
             finishing: deque[Future] = deque()
-            batch: list[tuple[dict, Decoded]] = []
+            batch: list[tuple[dict, Decoded, np.ndarray]] = []
             it = iter(rows)
 
             def refill():
@@ -155,14 +158,12 @@ class ShardJob:
             def flush():
                 if not batch:
                     return
-                from .engine import net_input
-
                 # Torch work (net, full-resolution colour) stays on this thread: torch already
                 # uses every core, and more threads calling it only oversubscribe them.
                 tn = time.perf_counter()
-                ab = net.predict_ab(np.stack([net_input(d.gray, self.size) for _, d in batch]))
+                ab = net.predict_ab(np.stack([small for _, _, small in batch]))
                 per = (time.perf_counter() - tn) / len(batch)
-                for i, (res, d) in enumerate(batch):
+                for i, (res, d, _) in enumerate(batch):
                     # A repair decodes and batches the whole shard as the first run did, so
                     # the net sees identical batches and the rewritten bytes are identical.
                     if not wanted(res["image_id"]):
@@ -186,13 +187,13 @@ class ShardJob:
 
             refill()
             while pending:
-                res, d = pending.popleft().result()
+                res, d, small = pending.popleft().result()
                 refill()
                 if d is None:
                     if wanted(res["image_id"]):
                         out[res["image_id"]] = res
                 else:
-                    batch.append((res, d))
+                    batch.append((res, d, small))
                     if len(batch) >= self.batch_size:
                         flush()
             flush()

@@ -16,7 +16,7 @@ LOCK_FILE = ".lock"
 # batch_size and device belong here: the net's arithmetic (and so the last bit of a colour)
 # depends on the batch a photo shares and on the device it runs on.
 FINGERPRINT_KEYS = ("manifest_digest", "checkpoint_sha256", "size", "format", "quality",
-                    "recolor", "max_pixels", "batch_size", "device", "output_version")
+                    "recolor", "max_pixels", "batch_size", "device", "compile", "output_version")
 OUTPUT_VERSION = 1  # bump when the encoding of outputs changes
 
 

@@ -73,3 +73,13 @@ def test_cuda_matches_cpu(ckpt, photo_gray):
     cpu = Colorizer(ckpt, device="cpu", size=64).colorize([photo_gray])[0]
     gpu = Colorizer(ckpt, device="cuda", size=64).colorize([photo_gray])[0]
     assert np.abs(cpu.astype(int) - gpu.astype(int)).mean() < 2  # bf16 autocast on the GPU
+
+
+def test_compiled_strip_matches_eager(ckpt, photo_gray):
+    eager = Colorizer(ckpt, device="cpu", size=64)
+    fused = Colorizer(ckpt, device="cpu", size=64, compile=True)
+    for g in (photo_gray[:77, :131], photo_gray.astype(np.uint16) * 257):
+        ab = eager.predict_ab(net_input(g, 64)[None])[0]
+        a, b = eager.recombine(g, ab), fused.recombine(g, ab)
+        assert a.dtype == b.dtype and a.shape == b.shape
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= 1  # last-bit differences only

@@ -261,14 +261,18 @@ def test_worker_killed_mid_run_loses_nothing(archive, clean_run, ckpt, tmp_path)
     out = tmp_path / "out"
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                       memory_limit=0) as cluster, Client(cluster) as client:
-        pids = list(client.run(os.getpid).values())
         killed = []
 
         def killer():
+            # the first worker seen running a shard is killed in the middle of it (the first
+            # shard a worker runs also loads the model, so there is time to catch it)
             while not killed:
-                if len(list((out / "results").glob("shard-*.parquet"))) >= 1:
-                    os.kill(pids[0], signal.SIGKILL)
-                    killed.append(pids[0])
+                for addr, keys in client.processing().items():
+                    if any(str(k).startswith("shard-") for k in keys):
+                        pid = client.run(os.getpid, workers=[addr])[addr]
+                        os.kill(pid, signal.SIGKILL)
+                        killed.append((pid, list(keys)))
+                        return
                 time.sleep(0.005)
 
         th = threading.Thread(target=killer, daemon=True)

@@ -44,6 +44,7 @@ evaluate: setup  ## score the shipped weights on the photos inside the wheels (n
 
 bench: setup  ## throughput benchmark; appends to BENCHMARKS.md
 	$(BIN)/colorize bench --count 200 --width 1600 --height 1200 --append BENCHMARKS.md
+	$(BIN)/colorize bench --plan 1000000 --append BENCHMARKS.md
 
 clean:  ## remove outputs (keeps .venv)
 	rm -rf out build *.egg-info

@@ -117,6 +117,44 @@ def run_pipeline(paths_root: Path, work: Path, checkpoint, size: int, batch: int
     return json.loads(summ.read_text())
 
 
+def bench_plan(rows: int, shard_size: int = 256, log=print) -> dict:
+    """Plan a job over a synthetic manifest of `rows` paths: `colorize run --dry-run` in a fresh
+    process, timed, with its peak RSS (the client's, which must not grow with the archive)."""
+    import resource
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from .manifest import ROW_GROUP
+
+    with tempfile.TemporaryDirectory(prefix="colorize-plan-") as tmp:
+        man = Path(tmp) / "m.parquet"
+        paths = [f"/archive/box{i // 1000:05d}/scan{i:08d}.tif" for i in range(rows)]
+        stems = [p[len("/archive/"):-4] for p in paths]
+        table = pa.table({
+            "image_id": [f"{i:016x}" for i in range(rows)],
+            "shard": pa.array(np.arange(rows) // shard_size), "path": paths,
+            "rel_path": [s + ".tif" for s in stems], "out_stem": stems,
+            "size_bytes": pa.array(np.full(rows, 40_000_000)),
+            "width": pa.array(np.full(rows, 6000)), "height": pa.array(np.full(rows, 4000)),
+            "mode": ["I;16"] * rows, "format": ["TIFF"] * rows,
+            "frames": pa.array(np.ones(rows, np.int64)), "scan_error": pa.nulls(rows, pa.string()),
+        })
+        pq.write_table(table, man, row_group_size=ROW_GROUP)
+        del table, paths, stems
+        log(f"planning {rows:,} rows (dry run) ...")
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        t0 = time.perf_counter()
+        r = subprocess.run([sys.executable, "-m", "pipeline", "run", "--manifest", str(man), "-o",
+                            str(Path(tmp) / "out"), "--dry-run"], check=True, capture_output=True,
+                           text=True)
+        seconds = time.perf_counter() - t0
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    # ru_maxrss of children is the largest child so far; earlier children were smaller runs
+    rss = max(peak, before) / 1024.0
+    return {"rows": rows, "seconds": seconds, "client_peak_rss_mb": rss, "said": r.stdout.strip()}
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:

@@ -170,8 +170,19 @@ def cmd_audit(a) -> int:
 
 
 def cmd_bench(a) -> int:
-    from .bench import bench
+    from .bench import bench, bench_plan, machine
 
+    if a.plan:
+        r = bench_plan(a.plan)
+        text = (f"\n### {__import__('datetime').date.today().isoformat()}: planning a "
+                f"{r['rows']:,}-row manifest (`colorize run --dry-run`)\nMachine: {machine()}. "
+                f"Command: `colorize bench --plan {a.plan}`.\n\n{r['seconds']:.1f} s wall, client "
+                f"peak RSS {r['client_peak_rss_mb']:.0f} MB. It said: `{r['said']}`\n")
+        print(text)
+        if a.append:
+            with open(a.append, "a") as f:
+                f.write(text)
+        return 0
     mem = None if a.no_memory else (a.count, a.count * 10)
     bench(count=a.count, width=a.width, height=a.height, size=a.size, batch=a.batch_size,
           device=a.device, checkpoint=a.checkpoint, naive_count=a.naive_count, memory=mem,
@@ -319,6 +330,8 @@ def build_parser() -> Parser:
     s.add_argument("--checkpoint", help="weights (.pt); default: the shipped weights")
     s.add_argument("--naive-count", type=positive_int, default=20)
     s.add_argument("--no-memory", action="store_true", help="skip the flat-memory comparison")
+    s.add_argument("--plan", type=positive_int, default=0, metavar="ROWS",
+                   help="instead: time a dry run over a synthetic manifest of ROWS rows")
     s.add_argument("--append", metavar="BENCHMARKS.md", help="append the table to this file")
     s.set_defaults(func=cmd_bench)
 

@@ -366,6 +366,9 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, DecodeError, FileNotFoundError, ValueError) as e:
         print(f"colorize: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # an OUTDIR that cannot be created, a full disk at the start...
+        print(f"colorize: error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("colorize: interrupted", file=sys.stderr)
         return 130

@@ -85,3 +85,17 @@ def test_bundled_demo_manifest_is_current(tmp_path):
     cols = ["shard", "rel_path", "out_stem", "width", "height", "mode", "format", "scan_error"]
     assert committed.select(cols).to_pylist() == fresh.select(cols).to_pylist()
     assert all(p.startswith("../pipeline/samples/") for p in committed.column("path").to_pylist())
+
+
+def test_unusable_outdir_is_a_one_line_error(tmp_path):
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    (tmp_path / "afile").write_text("x")
+    r = run_cli("run", "--manifest", root / "manifests" / "demo.parquet", "-o",
+                tmp_path / "afile" / "out", "--dry-run")
+    assert r.returncode == 0  # a dry run writes nothing
+    r = run_cli("run", "--manifest", root / "manifests" / "demo.parquet", "-o",
+                tmp_path / "afile" / "out", "-q")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "Not a directory" in r.stderr and "Traceback" not in r.stderr

@@ -339,9 +339,8 @@ def build_parser() -> Parser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .errors import CheckpointError, RunFailed
     from .imaging import DecodeError
-    from .model import CheckpointError
-    from .orchestrate import RunFailed
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()

@@ -16,14 +16,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
+from .errors import CheckpointError
 from .storage import write_atomic
 
 CHECKPOINT_FORMAT = 1
 DEFAULT_CHECKPOINT = Path(__file__).with_name("weights") / "colorizer.pt"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be used (missing, unsafe, or not ours)."""
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ from itertools import islice
 import pyarrow.compute as pc
 
 from . import results
+from .errors import RunFailed
 from .manifest import manifest_digest, read_manifest
-from .shard import ShardJob
 from .state import (
     OUTPUT_VERSION,
     JobError,
@@ -155,6 +155,8 @@ def run_job(o: RunOptions, log=print) -> dict:
         tasks = [(s, None) for s in pending] + [(s, frozenset(ids)) for s, ids in sorted(fixes.items())]
         t0 = time.perf_counter()
         with make_client(o, spec["device"]) as client:
+            from .shard import ShardJob  # imports torch: only where shards are made
+
             threads = getattr(client, "threads_hint", 0) or o.threads or 2
             job = ShardJob(manifest=spec["manifest"], outdir=outdir.url,
                            checkpoint=spec["checkpoint"], checkpoint_sha256=spec["checkpoint_sha256"],
@@ -165,7 +167,6 @@ def run_job(o: RunOptions, log=print) -> dict:
             totals = _drive(client, job, tasks, sizes, fp, o, tqdm, log)
         elapsed = time.perf_counter() - t0
     from .shard import peak_rss_mb
-
     n = totals["images"]
     totals.update(elapsed=elapsed, images_per_s=n / elapsed if elapsed else 0.0,
                   client_peak_rss_mb=peak_rss_mb())
@@ -200,7 +201,7 @@ def plan_repair(outdir: Store, log) -> dict[int, set[str]]:
     return fixes
 
 
-def _drive(client, job: ShardJob, tasks, sizes, fp, o: RunOptions, tqdm, log) -> dict:
+def _drive(client, job, tasks, sizes, fp, o: RunOptions, tqdm, log) -> dict:
     from distributed import as_completed
 
     resources = {"GPU": 1} if (o.scheduler and job.device == "cuda") else None
@@ -242,10 +243,6 @@ def _drive(client, job: ShardJob, tasks, sizes, fp, o: RunOptions, tqdm, log) ->
             f.cancel()
         raise RunFailed(f"{failure}; committed shards are intact, rerun to resume")
     return dict(totals)
-
-
-class RunFailed(RuntimeError):
-    """A shard could not be committed (e.g. disk full); exit code 1."""
 
 
 def _wait_for_resource(client, resource: str, timeout: float, log) -> None:

@@ -1,0 +1,9 @@
+"""Exceptions the CLI turns into one-line messages; here so that catching them imports no torch."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used (missing, unsafe, or not ours)."""
+
+
+class RunFailed(RuntimeError):
+    """A shard could not be committed (e.g. disk full); exit code 1."""

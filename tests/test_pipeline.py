@@ -358,7 +358,15 @@ def test_chaos_random_worker_kills(archive, clean_run, ckpt, tmp_path):
             Client(cluster) as client:
 
         def chaos():
-            while not done.wait(rng.uniform(0.5, 1.5)) and len(kills) < 4:
+            # the first kill as soon as a shard is running (so there always is one), then more
+            # at random moments while the job lasts
+            while not done.is_set() and not kills:
+                busy = [a for a, keys in client.processing().items() if keys]
+                if busy:
+                    os.kill(client.run(os.getpid, workers=busy[:1])[busy[0]], signal.SIGKILL)
+                    kills.append(busy[0])
+                time.sleep(0.005)
+            while not done.wait(rng.uniform(0.3, 1.0)) and len(kills) < 4:
                 try:
                     pids = list(client.run(os.getpid, wait=True).values())
                 except Exception:

@@ -83,7 +83,7 @@ def test_scan_run_interrupt_resume_audit_on_s3(s3, bucket_archive, ckpt, tmp_pat
         while time.time() < deadline and proc.poll() is None:
             if len(s3.glob("out/job1/results/shard-*.parquet")) >= 1:
                 break
-            time.sleep(0.05)
+            time.sleep(0.01)
             s3.invalidate_cache()
     finally:
         os.killpg(proc.pid, signal.SIGKILL)

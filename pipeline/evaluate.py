@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image, ImageOps
 
-from .imaging import _luminance_gray, colorfulness
+from .imaging import colorfulness, luminance_gray
 
 # Natural photos shipped inside the wheels of scikit-image, scikit-learn and matplotlib.
 # (hubble_deep_field, ihc, retina are scientific images, not photographs of the world.)
@@ -91,7 +91,7 @@ def evaluate(checkpoint: str | None, src: str, out: str, size: int = 256, max_si
     rows, sheet = [], []
     for p in paths:
         ref = load_rgb(p, max_side)
-        gray = _luminance_gray(ref)
+        gray = luminance_gray(ref)
         ab_net = net.predict_ab(net_input(gray, size)[None])[0]
         outs = {
             "model": net.recombine(gray, ab_net),

@@ -111,7 +111,7 @@ def _lin_to_srgb(y: np.ndarray) -> np.ndarray:
     return np.where(y > 0.0031308, 1.055 * np.maximum(y, 0.0031308) ** (1 / 2.4) - 0.055, 12.92 * y)
 
 
-def _luminance_gray(rgb: np.ndarray, rows: int = 512) -> np.ndarray:
+def luminance_gray(rgb: np.ndarray, rows: int = 512) -> np.ndarray:
     """uint8 (H, W, 3) -> uint8 (H, W): the neutral gray with the same Y, so L* is preserved."""
     out = np.empty(rgb.shape[:2], np.uint8)
     w = np.array([0.212671, 0.715160, 0.072169], np.float32)  # Y row of skimage's xyz_from_rgb
@@ -200,7 +200,7 @@ def _finish(im, src_mode, fmt, info, exif_obj, notes, with_meta) -> Decoded:
         return _decoded(np.asarray(im), src_mode, fmt, "gray", info, exif_obj, notes, with_meta)
     rgb = np.asarray(im)
     kind = classify_rgb(rgb)
-    return _decoded(_luminance_gray(rgb), src_mode, fmt, kind, info, exif_obj, notes, with_meta)
+    return _decoded(luminance_gray(rgb), src_mode, fmt, kind, info, exif_obj, notes, with_meta)
 
 
 def _decoded(gray, src_mode, fmt, kind, info, exif_obj, notes, with_meta) -> Decoded:

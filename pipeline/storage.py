@@ -71,9 +71,6 @@ class Store:
     def exists(self, rel: str) -> bool:
         return self.fs.exists(self.full(rel))
 
-    def isfile(self, rel: str) -> bool:
-        return self.fs.isfile(self.full(rel))
-
     def size(self, rel: str) -> int:
         return self.fs.size(self.full(rel))
 

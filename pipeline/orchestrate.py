@@ -91,14 +91,7 @@ def make_client(o: RunOptions, device: str):
         with Client(o.scheduler, timeout="30s") as client:
             yield client
         return
-    cores = os.cpu_count() or 1
-    if device == "cuda":
-        import torch
-
-        n = o.workers or torch.cuda.device_count()
-    else:
-        n = o.workers or 1
-    threads = o.threads or max(1, cores // n)
+    n = local_workers(o, device)
     kw = dict(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
               silence_logs=logging.ERROR, memory_limit=0)
     environ = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **WORKER_ENV}
@@ -115,8 +108,28 @@ def make_client(o: RunOptions, device: str):
         else:
             cluster = LocalCluster(**kw)
     with cluster, Client(cluster) as client:
-        client.threads_hint = threads  # read by run_job
         yield client
+
+
+def local_workers(o: RunOptions, device: str) -> int:
+    """One process per GPU, or on a CPU machine one process that uses every core."""
+    if o.workers:
+        return o.workers
+    if device == "cuda":
+        import torch
+
+        return torch.cuda.device_count()
+    return 1
+
+
+def shard_threads(o: RunOptions, device: str) -> int:
+    """Decode/encode (and CPU torch) threads per shard: the worker's share of this machine's
+    cores; on a remote cluster its cores are unknown here, so 2 unless --threads says."""
+    if o.threads:
+        return o.threads
+    if o.scheduler:
+        return 2
+    return max(1, (os.cpu_count() or 1) // local_workers(o, device))
 
 
 def run_job(o: RunOptions, log=print) -> dict:
@@ -157,7 +170,7 @@ def run_job(o: RunOptions, log=print) -> dict:
         with make_client(o, spec["device"]) as client:
             from .shard import ShardJob  # imports torch: only where shards are made
 
-            threads = getattr(client, "threads_hint", 0) or o.threads or 2
+            threads = shard_threads(o, spec["device"])
             job = ShardJob(manifest=spec["manifest"], outdir=outdir.url,
                            checkpoint=spec["checkpoint"], checkpoint_sha256=spec["checkpoint_sha256"],
                            size=o.size, batch_size=o.batch_size, format=o.format, quality=o.quality,

@@ -23,8 +23,6 @@ from . import color
 from .engine import pick_device
 from .model import ColorizationNet, ModelConfig, load_checkpoint, save_checkpoint
 
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"}
-
 
 @dataclass
 class TrainConfig:
@@ -51,6 +49,8 @@ def list_images(src: str | os.PathLike) -> list[str]:
     """Colour photos for training: a folder (recursive), or a manifest (Parquet/CSV/TXT) of paths."""
     p = Path(src)
     if p.is_dir():
+        from .manifest import IMAGE_EXTS
+
         return sorted(str(q) for q in p.rglob("*") if q.suffix.lower() in IMAGE_EXTS and q.is_file())
     if p.suffix == ".parquet":
         import pyarrow.parquet as pq

@@ -280,6 +280,19 @@ def _tiff16(rgb: np.ndarray, dpi, icc) -> bytes:
     return buf.getvalue()
 
 
+def _pil_rgb(rgb: np.ndarray) -> Image.Image:
+    """uint8 (H, W, 3) -> Pillow RGB. Pillow holds RGB as 4 bytes a pixel, so an RGB view of
+    an RGBX buffer (what the engine's table lookup writes) goes in as it is, unrepacked."""
+    base = rgb.base
+    if (isinstance(base, np.ndarray) and base.dtype == np.uint8 and base.ndim == 3
+            and base.shape == rgb.shape[:2] + (4,) and base.flags.c_contiguous
+            and rgb.strides == base.strides
+            and rgb.__array_interface__["data"][0] == base.__array_interface__["data"][0]):
+        h, w = rgb.shape[:2]
+        return Image.frombytes("RGB", (w, h), base, "raw", "RGBX")
+    return Image.fromarray(np.ascontiguousarray(rgb), "RGB")
+
+
 def encode(rgb: np.ndarray, fmt: str, dpi=None, icc=None, exif=None, quality: int = 95,
            png_level: int = 3) -> bytes:
     """(H, W, 3) uint8 or uint16 RGB -> file bytes. 16-bit stays 16-bit in PNG and TIFF."""
@@ -289,7 +302,7 @@ def encode(rgb: np.ndarray, fmt: str, dpi=None, icc=None, exif=None, quality: in
         return _tiff16(rgb, dpi, icc)
     if rgb.dtype == np.uint16:  # JPEG is 8-bit only
         rgb = ((rgb.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
-    im = Image.fromarray(rgb, "RGB")
+    im = _pil_rgb(rgb)
     kw: dict = {}
     if dpi:
         kw["dpi"] = dpi

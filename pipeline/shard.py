@@ -103,6 +103,16 @@ class ShardJob:
         res["seconds"] = time.perf_counter() - t0
         return res, d, small
 
+    def _colour(self, net, res: dict, d: Decoded, abq: np.ndarray, net_seconds: float) -> dict:
+        """Full-resolution colour, then _finish (a pool thread)."""
+        t0 = time.perf_counter()
+        try:
+            rgb = net.recombine(d.gray, abq)
+        except (ValueError, MemoryError, RuntimeError) as e:
+            res["error"] = f"cannot colorize: {type(e).__name__}: {e}"
+            return self._done(res, t0)
+        return self._finish(res, d, rgb, net_seconds + time.perf_counter() - t0)
+
     def _finish(self, res: dict, d: Decoded, rgb: np.ndarray, torch_seconds: float) -> dict:
         """Encode and write (a pool thread: Pillow and zlib release the GIL)."""
         t0 = time.perf_counter()
@@ -162,11 +172,15 @@ class ShardJob:
                 # uses every core, and more threads calling it only oversubscribe them.
                 tn = time.perf_counter()
                 ab = net.predict_ab(np.stack([small for _, _, small in batch]))
+                abq = net.quantise_ab(ab)  # 8-bit outputs need no more of the net's precision
                 per = (time.perf_counter() - tn) / len(batch)
                 for i, (res, d, _) in enumerate(batch):
                     # A repair decodes and batches the whole shard as the first run did, so
                     # the net sees identical batches and the rewritten bytes are identical.
                     if not wanted(res["image_id"]):
+                        continue
+                    if net.host_colour(d.gray):  # Pillow + numpy: beside the net, in the pool
+                        finishing.append(pool.submit(self._colour, net, res, d, abq[i], per))
                         continue
                     tr = time.perf_counter()
                     try:

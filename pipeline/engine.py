@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from . import color
+from .imaging import net_input  # noqa: F401  (re-exported: callers pair it with the net)
 from .model import Checkpoint, load_checkpoint
 
 TILE_PIXELS = 1 << 22  # full-resolution work is done in row strips of about this many pixels
@@ -70,15 +71,6 @@ def _build_lut8() -> np.ndarray:
         rgb = (color.linear_to_srgb(lin).clamp(0, 1) * 255.0).round().to(torch.uint8)
         lut[a0 : a0 + 16, ..., :3] = rgb.numpy()
     return lut.view(np.uint32).reshape(-1)
-
-
-def net_input(gray: np.ndarray, size: int) -> np.ndarray:
-    """(H, W) uint8/uint16 gray -> (size, size) uint8 gray, antialiased (the net needs no 16 bits)."""
-    g8 = gray if gray.dtype == np.uint8 else (gray >> 8).astype(np.uint8)
-    im = Image.fromarray(g8, "L")
-    if im.size != (size, size):
-        im = im.resize((size, size), Image.BILINEAR, reducing_gap=3.0)
-    return np.array(im)  # writable: torch.from_numpy refuses read-only buffers
 
 
 class Colorizer:

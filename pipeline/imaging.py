@@ -231,6 +231,15 @@ def colorfulness(rgb: np.ndarray, max_side: int = 256) -> float:
     return float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
 
 
+def net_input(gray: np.ndarray, size: int) -> np.ndarray:
+    """(H, W) uint8/uint16 gray -> (size, size) uint8 gray, antialiased (the net needs no 16 bits)."""
+    g8 = gray if gray.dtype == np.uint8 else (gray >> 8).astype(np.uint8)
+    im = Image.fromarray(g8, "L")
+    if im.size != (size, size):
+        im = im.resize((size, size), Image.BILINEAR, reducing_gap=3.0)
+    return np.array(im)  # writable: torch.from_numpy refuses read-only buffers
+
+
 # --- encoding ----------------------------------------------------------------------------------
 
 FORMATS = {"png": ".png", "jpeg": ".jpg", "tiff": ".tif"}

@@ -8,7 +8,6 @@ import io
 import os
 import pickle
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,10 +16,10 @@ import torch.nn.functional as F
 import torchvision
 
 from .errors import CheckpointError
+from .state import DEFAULT_CHECKPOINT, file_sha256, resolve_checkpoint  # noqa: F401  (torch-free)
 from .storage import write_atomic
 
 CHECKPOINT_FORMAT = 1
-DEFAULT_CHECKPOINT = Path(__file__).with_name("weights") / "colorizer.pt"
 
 
 @dataclass(frozen=True)
@@ -90,14 +89,6 @@ class Checkpoint:
     extra: dict[str, Any] = field(default_factory=dict)  # optimizer state etc. for --resume
 
 
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def save_checkpoint(
     path: str | os.PathLike,
     model: ColorizationNet,
@@ -119,15 +110,6 @@ def save_checkpoint(
     torch.save(payload, buf)
     write_atomic(path, buf.getvalue())
     return hashlib.sha256(buf.getvalue()).hexdigest()
-
-
-def resolve_checkpoint(path: str | os.PathLike | None) -> Path:
-    p = Path(path) if path else DEFAULT_CHECKPOINT
-    if not p.is_file():
-        if path is None:
-            raise CheckpointError(f"no shipped weights at {p}; pass --checkpoint")
-        raise CheckpointError(f"checkpoint not found: {p}")
-    return p
 
 
 def load_checkpoint(

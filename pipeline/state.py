@@ -8,6 +8,7 @@ import json
 import os
 from pathlib import Path, PurePosixPath
 
+from .errors import CheckpointError
 from .storage import ObjectLock, Store
 
 JOB_FILE = "job.json"
@@ -17,7 +18,28 @@ LOCK_FILE = ".lock"
 # depends on the batch a photo shares and on the device it runs on.
 FINGERPRINT_KEYS = ("manifest_digest", "checkpoint_sha256", "size", "format", "quality",
                     "recolor", "max_pixels", "batch_size", "device", "compile", "output_version")
-OUTPUT_VERSION = 1  # bump when the encoding of outputs changes
+OUTPUT_VERSION = 2  # bump when the encoding of outputs changes (2: 8-bit colour by table)
+DEFAULT_CHECKPOINT = Path(__file__).with_name("weights") / "colorizer.pt"
+
+
+# Checkpoint identity lives here, not in model.py, so that the client of a run (which plans,
+# fingerprints and watches, but never runs the net) needs no torch: ~1 GB and ~2 s less.
+def resolve_checkpoint(path: str | os.PathLike | None) -> Path:
+    p = Path(path) if path else DEFAULT_CHECKPOINT
+    if not p.is_file():
+        if path is None:
+            raise CheckpointError(f"no shipped weights at {p}; pass --checkpoint")
+        raise CheckpointError(f"checkpoint not found: {p}")
+    return p
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
 
 
 class JobError(ValueError):

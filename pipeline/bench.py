@@ -63,7 +63,9 @@ def bench_io(paths: list[Path], out: Path, fmt: str, threads: int) -> float:
     """Read + decode + encode + write, in threads as the pipeline does: the I/O floor."""
     def one(p: Path):
         d = decode(p)
-        rgb = np.repeat(d.gray[..., None], 3, axis=2)
+        g = Image.fromarray(d.gray)
+        # the 4-byte layout the pipeline's colour lookup writes, which encode takes unrepacked
+        rgb = np.asarray(Image.merge("RGBX", (g, g, g, g)))[..., :3]
         data = encode(rgb, output_format(fmt, d.format), d.dpi, d.icc_profile, d.exif)
         write_atomic(out / p.name, data)
 

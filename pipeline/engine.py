@@ -9,7 +9,6 @@ import threading
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from . import color
 from .imaging import net_input  # noqa: F401  (re-exported: callers pair it with the net)
@@ -82,7 +81,8 @@ class Colorizer:
             raise ValueError(f"--size must be a positive multiple of 8, got {size}")
         self.device = pick_device(device)
         self.ck = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint, self.device)
-        self.model = self.ck.model.to(self.device).eval()
+        # channels_last: oneDNN's (and cuDNN's) fast layout; the net runs 1.7x faster on a CPU.
+        self.model = self.ck.model.to(self.device, memory_format=torch.channels_last).eval()
         self.size = size
         cuda = self.device.type == "cuda"
         self._amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else contextlib.nullcontext
@@ -120,12 +120,12 @@ class Colorizer:
         g = self._to_device(np.ascontiguousarray(smalls))
         x = self._luts(256)[0][g.long()].unsqueeze(1) / 100.0  # (B, 1, s, s) L*/100
         with self._amp():
-            y = self.model(x)
-        return color.decode_ab(y.float())
+            y = self.model(x.contiguous(memory_format=torch.channels_last))
+        return color.decode_ab(y.float()).contiguous()
 
     def host_colour(self, gray: np.ndarray) -> bool:
-        """Whether recombine(gray, ...) runs as Pillow + numpy rather than torch: then it
-        releases the GIL and may run in a pool thread beside the net."""
+        """Whether this image's colour step splits into upsample_ab (torch, the caller's thread)
+        and lookup (numpy; releases the GIL, so it may run in a pool thread beside the net)."""
         return self.device.type == "cpu" and gray.dtype == np.uint8
 
     @staticmethod
@@ -145,27 +145,37 @@ class Colorizer:
         if isinstance(ab_small, torch.Tensor):
             ab_small = self.quantise_ab(ab_small)
         if self.device.type == "cpu":
-            return self._recombine8_host(gray, ab_small)
+            return self.lookup(gray, self.upsample_ab(ab_small, gray.shape))
         return self._recombine8_device(gray, ab_small)
 
     @staticmethod
-    def _recombine8_host(gray: np.ndarray, abq: np.ndarray) -> np.ndarray:
-        """8-bit output on the CPU: Pillow upsamples a/b (uint8, in C), numpy looks up lut8().
-        About 10 ms for 1.9 megapixels on one core, against ~150 ms for the float math in
-        eager torch; both release the GIL."""
+    @torch.inference_mode()
+    def upsample_ab(abq: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+        """(2, s, s) quantised a/b -> (H, W) uint16 holding (a + 128) << 8 | (b + 128).
+
+        torch's uint8 bilinear kernel (vectorised, the Pillow-SIMD algorithm; for upsampling
+        antialias changes nothing): 2.7 ms for 1.9 megapixels on one core, Pillow 8 ms. With the
+        channels interleaved b, a, each pixel's two bytes are already half a lookup index."""
+        x = torch.from_numpy(np.ascontiguousarray(abq[::-1]))[None]
+        x = x.contiguous(memory_format=torch.channels_last)
+        up = F.interpolate(x, size=tuple(shape), mode="bilinear", antialias=True,
+                           align_corners=False)
+        return up.permute(0, 2, 3, 1).contiguous().numpy()[0].view(np.uint16)[..., 0]
+
+    @staticmethod
+    def lookup(gray: np.ndarray, ab16: np.ndarray) -> np.ndarray:
+        """8-bit output: one lut8() lookup per pixel, in row strips (the index is 4 bytes a
+        pixel). About 3 ms for 1.9 megapixels on one core, against ~150 ms for the float
+        math in eager torch."""
         H, W = gray.shape
-        sh, sw = abq.shape[1:]
         lut = lut8()
         out = np.empty((H, W, 4), np.uint8)
         packed = out.view(np.uint32)[..., 0]
-        planes = [Image.fromarray(np.ascontiguousarray(abq[c]), "L") for c in (0, 1)]
         rows = max(1, TILE_PIXELS // W)
         for r0 in range(0, H, rows):
             r1 = min(H, r0 + rows)
-            box = (0.0, r0 * sh / H, float(sw), r1 * sh / H)
-            a, b = (np.asarray(p.resize((W, r1 - r0), Image.BILINEAR, box=box)) for p in planes)
-            idx = a.astype(np.uint32) << 16
-            idx |= b.astype(np.uint32) << 8
+            idx = ab16[r0:r1].astype(np.uint32)
+            idx <<= 8
             idx |= gray[r0:r1]
             np.take(lut, idx, out=packed[r0:r1], mode="clip")  # indices < 2**24 by construction
         # An RGB view of RGBX: imaging.encode hands the 4-byte layout to Pillow as it is.

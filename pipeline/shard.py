@@ -106,11 +106,11 @@ class ShardJob:
         res["seconds"] = time.perf_counter() - t0
         return res, d, small
 
-    def _colour(self, net, res: dict, d: Decoded, abq: np.ndarray, net_seconds: float) -> dict:
-        """Full-resolution colour, then _finish (a pool thread)."""
+    def _colour(self, net, res: dict, d: Decoded, ab16: np.ndarray, net_seconds: float) -> dict:
+        """Full-resolution colour from upsampled a/b, then _finish (a pool thread)."""
         t0 = time.perf_counter()
         try:
-            rgb = net.recombine(d.gray, abq)
+            rgb = net.lookup(d.gray, ab16)
         except (ValueError, MemoryError, RuntimeError) as e:
             res["error"] = f"cannot colorize: {type(e).__name__}: {e}"
             return self._done(res, t0)
@@ -181,8 +181,14 @@ class ShardJob:
                     # the net sees identical batches and the rewritten bytes are identical.
                     if not wanted(res["image_id"]):
                         continue
-                    if net.host_colour(d.gray):  # Pillow + numpy: beside the net, in the pool
-                        finishing.append(pool.submit(self._colour, net, res, d, abq[i], per))
+                    if net.host_colour(d.gray):  # the lookup in the pool, beside the net
+                        try:
+                            ab16 = net.upsample_ab(abq[i], d.gray.shape)
+                        except (ValueError, MemoryError, RuntimeError) as e:
+                            res["error"] = f"cannot colorize: {type(e).__name__}: {e}"
+                            out[res["image_id"]] = res
+                            continue
+                        finishing.append(pool.submit(self._colour, net, res, d, ab16, per))
                         continue
                     tr = time.perf_counter()
                     try:
@@ -241,6 +247,15 @@ class ShardJob:
 
 
 def peak_rss_mb() -> float:
+    """This process's peak RSS. Linux's ru_maxrss survives exec, so a `colorize run` started
+    by a process holding torch would report that process's peak: VmHWM belongs to this image."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0  # kB
+    except OSError:
+        pass
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB

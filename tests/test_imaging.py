@@ -190,3 +190,15 @@ def test_output_format_same():
     assert output_format("same", "BMP") == "png"
     with pytest.raises(ValueError):
         output_format("gif", "PNG")
+
+
+def test_encode_takes_rgb_views_of_any_layout():
+    """An RGB view of an RGBX buffer (the colour lookup's output) and other strided views
+    encode to exactly the pixels of their contiguous copies."""
+    rng = np.random.default_rng(3)
+    rgbx = rng.integers(0, 256, (37, 53, 4), dtype=np.uint8)
+    for view in (rgbx[..., :3], rgbx[:, ::2, 1:], rgbx[::-1, :, :3]):
+        for fmt in ("png", "tiff"):
+            got = np.asarray(Image.open(io.BytesIO(encode(view, fmt))).convert("RGB"))
+            assert np.array_equal(got, view), fmt
+        assert encode(view, "jpeg") == encode(np.ascontiguousarray(view), "jpeg")

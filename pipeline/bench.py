@@ -45,12 +45,13 @@ def make_archive(root: Path, count: int, width: int, height: int, seed: int = 0)
     return paths
 
 
-def bench_net(checkpoint, size: int, batch: int, device: str, seconds: float = 8.0) -> float:
+def bench_net(checkpoint, size: int, batch: int, device: str, seconds: float = 8.0,
+              compile: bool = False) -> float:
     from .engine import Colorizer
 
-    net = Colorizer(checkpoint, device=device, size=size)
+    net = Colorizer(checkpoint, device=device, size=size, compile=compile)
     x = np.random.default_rng(0).integers(0, 256, (batch, size, size), dtype=np.uint8)
-    net.predict_ab(x)  # warm-up
+    net.predict_ab(x)  # warm-up (and, compiled, the compile)
     n, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         ab = net.predict_ab(x)
@@ -178,30 +179,44 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB{gpu}, Python {platform.python_version()}"
 
 
+def floor_of(net: float, io: float, device: str) -> float:
+    """On a GPU the net and the I/O run side by side; on a CPU they share the cores."""
+    return min(net, io) if device == "cuda" else 1.0 / (1.0 / net + 1.0 / io)
+
+
 def bench(count: int = 200, width: int = 1600, height: int = 1200, size: int = 256,
           batch: int = 8, device: str = "auto", checkpoint=None, naive_count: int = 20,
           memory: tuple[int, int] | None = (200, 2000), append: str | None = None,
-          log=print) -> dict:
+          log=print, net_seconds: float = 8.0, shard_size: int = 32) -> dict:
     from .engine import pick_device
 
     dev = pick_device(device).type
     threads = os.cpu_count() or 1
+    nan = float("nan")
     with tempfile.TemporaryDirectory(prefix="colorize-bench-") as tmp:
         tmp = Path(tmp)
         log(f"making {count} gray JPEG scans of {width}x{height} ...")
         paths = make_archive(tmp / "scans", count, width, height)
         log("net only ...")
-        net = bench_net(checkpoint, size, batch, dev)
+        net = bench_net(checkpoint, size, batch, dev, net_seconds)
+        log("net only, compiled ...")
+        try:
+            net_c = bench_net(checkpoint, size, batch, dev, net_seconds, compile=True)
+        except Exception as e:  # no C++ compiler here, say: the row says n/a
+            log(f"  torch.compile failed: {type(e).__name__}: {e}")
+            net_c = nan
         log("I/O only ...")
         io = bench_io(paths, tmp / "io", "same", threads)
         log("pipeline (colorize run on a LocalCluster) ...")
-        pipe = run_pipeline(tmp / "scans", tmp / "run", checkpoint, size, batch, dev, shard_size=32)
-        log("pipeline with --compile ...")
-        try:
-            comp = run_pipeline(tmp / "scans", tmp / "run-compiled", checkpoint, size, batch, dev,
-                                shard_size=32, extra=("--compile",))["images_per_s"]
-        except subprocess.CalledProcessError:  # no C++ compiler here, say
-            comp = float("nan")
+        pipe = run_pipeline(tmp / "scans", tmp / "run", checkpoint, size, batch, dev, shard_size)
+        comp = {}
+        if net_c == net_c:
+            log("pipeline with --compile ...")
+            try:
+                comp = run_pipeline(tmp / "scans", tmp / "run-compiled", checkpoint, size, batch,
+                                    dev, shard_size, extra=("--compile",))
+            except subprocess.CalledProcessError:
+                pass
         log(f"naive loop on {min(naive_count, count)} scans ...")
         naive = bench_naive(paths[:naive_count], tmp / "naive", checkpoint, size)
         mem = {}
@@ -212,14 +227,19 @@ def bench(count: int = 200, width: int = 1600, height: int = 1200, size: int = 2
                 s = run_pipeline(tmp / f"mem{n}", tmp / f"memrun{n}", checkpoint, size, batch, dev,
                                  shard_size=32)
                 mem[n] = (s["client_peak_rss_mb"], s["worker_peak_rss_mb"])
-    floor = min(net, io) if dev == "cuda" else 1.0 / (1.0 / net + 1.0 / io)
-    res = {"net": net, "io": io, "pipeline": pipe["images_per_s"], "naive": naive, "floor": floor,
-           "pipeline_compiled": comp, "compiled_over_floor": comp / floor,
-           "compiled_over_naive": comp / naive,
-           "pipeline_over_floor": pipe["images_per_s"] / floor,
-           "pipeline_over_naive": pipe["images_per_s"] / naive,
-           "client_peak_rss_mb": pipe["client_peak_rss_mb"],
-           "worker_peak_rss_mb": pipe["worker_peak_rss_mb"], "memory": mem, "device": dev}
+    res = {"device": dev, "count": count, "net": net, "net_compiled": net_c, "io": io,
+           "naive": naive, "memory": mem, "client_peak_rss_mb": pipe["client_peak_rss_mb"],
+           "worker_peak_rss_mb": pipe["worker_peak_rss_mb"], "runs": {}}
+    for name, run, n in (("default", pipe, net), ("compiled", comp, net_c)):
+        if not run:
+            continue
+        floor = floor_of(n, io, dev)
+        wall, steady = run["images_per_s"], run.get("steady_images_per_s", nan)
+        res["runs"][name] = {
+            "floor": floor, "wall": wall, "steady": steady, "startup_s": run.get("startup_s", nan),
+            "elapsed": run["elapsed"], "wall_over_floor": wall / floor,
+            "steady_over_floor": steady / floor, "wall_over_naive": wall / naive,
+            "steady_over_naive": steady / naive}
     cmd = "colorize bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else "colorize bench"
     text = report(res, count, width, height, size, batch, cmd)
     log(text)
@@ -230,23 +250,32 @@ def bench(count: int = 200, width: int = 1600, height: int = 1200, size: int = 2
 
 
 def report(r: dict, count, width, height, size, batch, cmd) -> str:
-    floor_kind = "min(net, io)" if r["device"] == "cuda" else "1/(1/net + 1/io)"
+    floor_kind = "min(net, I/O)" if r["device"] == "cuda" else "1/(1/net + 1/I/O)"
     lines = [
         f"### {dt.date.today().isoformat()}: {count} gray JPEG scans of {width}x{height}, "
         f"net at {size}, batch {batch}, device {r['device']}",
         f"Machine: {machine()}. Command: `{cmd}`.", "",
-        "| measure | images/s |", "|---|---|",
-        f"| net only | {r['net']:.2f} |",
-        f"| I/O only (read, decode, encode, write) | {r['io']:.2f} |",
-        f"| floor = {floor_kind} | {r['floor']:.2f} |",
-        f"| **pipeline end to end** (`colorize run`, LocalCluster) | **{r['pipeline']:.2f}** |",
-        f"| pipeline with `--compile` | {r['pipeline_compiled']:.2f} |",
-        f"| naive loop (skimage, float64, batch of one) | {r['naive']:.2f} |", "",
-        f"Pipeline / floor: **{r['pipeline_over_floor']:.0%}** (with `--compile` "
-        f"{r['compiled_over_floor']:.0%}); pipeline / naive: **{r['pipeline_over_naive']:.1f}x** "
-        f"(with `--compile` {r['compiled_over_naive']:.1f}x). Peak RSS of the default run: client "
-        f"{r['client_peak_rss_mb']:.0f} MB, worker {r['worker_peak_rss_mb']:.0f} MB.",
+        "| measure | images/s | / floor | / naive |", "|---|---|---|---|",
+        f"| net only | {r['net']:.2f} | | |",
+        f"| net only, `torch.compile` | {r['net_compiled']:.2f} | | |",
+        f"| I/O only (read, decode, encode, write) | {r['io']:.2f} | | |",
     ]
+    labels = {"default": "`colorize run`", "compiled": "`colorize run --compile`"}
+    for name, x in r["runs"].items():
+        lines += [
+            f"| floor for {labels[name]} = {floor_kind} | {x['floor']:.2f} | | |",
+            f"| **{labels[name]}, steady** (after its first shard) | **{x['steady']:.2f}** | "
+            f"**{x['steady_over_floor']:.0%}** | **{x['steady_over_naive']:.1f}x** |",
+            f"| {labels[name]}, wall clock of all {count} (startup included) | {x['wall']:.2f} | "
+            f"{x['wall_over_floor']:.0%} | {x['wall_over_naive']:.1f}x |",
+        ]
+    lines.append(f"| naive loop (skimage, float64, batch of one) | {r['naive']:.2f} | | 1.0x |")
+    lines.append("")
+    lines.append("Startup (cluster, worker imports, weights; a longer archive amortises it): "
+                 + ", ".join(f"{labels[k]} {x['startup_s']:.1f} s of {x['elapsed']:.1f} s"
+                             for k, x in r["runs"].items())
+                 + f". Peak RSS of `colorize run`: client {r['client_peak_rss_mb']:.0f} MB, "
+                 f"worker {r['worker_peak_rss_mb']:.0f} MB.")
     if r["memory"]:
         (n1, (c1, w1)), (n2, (c2, w2)) = sorted(r["memory"].items())
         lines += ["", f"Flat memory (320x240 scans, shards of 32): {n1} images: client {c1:.0f} MB, "

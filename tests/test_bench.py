@@ -1,0 +1,34 @@
+"""`colorize bench` at toy size: every measure runs, and the table says what was measured."""
+
+import pytest
+
+from pipeline.bench import bench, floor_of
+
+pytestmark = pytest.mark.slow
+
+
+def test_floor_is_the_shared_or_parallel_limit():
+    assert floor_of(60.0, 30.0, "cpu") == pytest.approx(20.0)  # 1/(1/60 + 1/30)
+    assert floor_of(60.0, 30.0, "cuda") == 30.0
+
+
+def test_bench_measures_everything_and_appends_the_table(ckpt, tmp_path):
+    md = tmp_path / "B.md"
+    md.write_text("# old\n")
+    r = bench(count=6, width=96, height=64, size=32, batch=2, device="cpu", checkpoint=ckpt,
+              naive_count=2, memory=None, append=str(md), log=lambda *_: None, net_seconds=0.3,
+              shard_size=2)
+    assert r["net"] > 0 and r["io"] > 0 and r["naive"] > 0
+    d = r["runs"]["default"]
+    assert d["wall"] > 0 and d["steady"] > 0 and d["startup_s"] >= 0
+    assert d["floor"] == pytest.approx(1 / (1 / r["net"] + 1 / r["io"]))
+    assert d["steady_over_floor"] == pytest.approx(d["steady"] / d["floor"])
+    assert d["wall_over_naive"] == pytest.approx(d["wall"] / r["naive"])
+    text = md.read_text()
+    assert text.startswith("# old\n")  # appended, not overwritten
+    assert "6 gray JPEG scans of 96x64, net at 32, batch 2, device cpu" in text
+    assert f"| net only | {r['net']:.2f} |" in text
+    assert "`colorize run`, steady" in text and "naive loop" in text
+    if r["net_compiled"] == r["net_compiled"]:  # a C++ compiler here: the --compile run too
+        c = r["runs"]["compiled"]
+        assert c["steady"] > 0 and "`colorize run --compile`, steady" in text

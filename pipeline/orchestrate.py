@@ -238,7 +238,7 @@ def _drive(client, job, tasks, sizes, fp, o: RunOptions, tqdm, log, t_start: flo
                desc="colorize",
                disable=not o.progress, smoothing=0.1)
     totals: Counter = Counter()
-    first_done = None  # (time, images) when the first shard came back
+    spans: list[tuple] = []  # (worker, started, finished, images) of each shard, worker clocks
 
     def submit(task):
         s, ids = task
@@ -260,11 +260,13 @@ def _drive(client, job, tasks, sizes, fp, o: RunOptions, tqdm, log, t_start: flo
                 totals[k] += summary[k]
             totals["worker_peak_rss_mb"] = max(totals["worker_peak_rss_mb"], summary["peak_rss_mb"])
             bar.update(summary["images"])
-            if first_done is None:
-                first_done = (time.perf_counter(), totals["images"])
+            if "startup_s" not in totals:
                 # cluster start, imports and weights: what a longer job amortises
-                totals["startup_s"] = (first_done[0] - t_start - summary["seconds"]
+                totals["startup_s"] = (time.perf_counter() - t_start - summary["seconds"]
                                        + summary.get("setup_s", 0.0))
+            if "finished" in summary:
+                spans.append((summary.get("worker"), summary["finished"] - summary["seconds"],
+                              summary["finished"], summary["images"]))
             nxt = next(it, None)
             if nxt is not None:
                 ac.add(submit(nxt))
@@ -274,11 +276,28 @@ def _drive(client, job, tasks, sizes, fp, o: RunOptions, tqdm, log, t_start: flo
         for f in ac.futures:
             f.cancel()
         raise RunFailed(f"{failure}; committed shards are intact, rerun to resume")
-    if first_done and totals["images"] > first_done[1]:
-        # images/s once running: every shard after the first, startup excluded
-        totals["steady_images_per_s"] = ((totals["images"] - first_done[1])
-                                         / (time.perf_counter() - first_done[0]))
+    steady = steady_rate(spans)
+    if steady:
+        totals["steady_images_per_s"] = steady
     return dict(totals)
+
+
+def steady_rate(spans: list[tuple]) -> float | None:
+    """Images/s once every worker has finished its first shard (startup excluded): each shard
+    counts with the part of it that falls in that window, as if its images went at an even pace.
+    None when the window is empty (a single shard per worker, say)."""
+    first: dict = {}
+    for w, _, s1, _ in spans:
+        first[w] = min(first.get(w, s1), s1)
+    if not first:
+        return None
+    t0 = max(first.values())
+    t1 = max(s1 for _, _, s1, _ in spans)
+    if t1 <= t0:
+        return None
+    done = sum(n * (min(s1, t1) - max(s0, t0)) / (s1 - s0)
+               for _, s0, s1, n in spans if s1 > t0 and s1 > s0)
+    return done / (t1 - t0) if done else None
 
 
 def _wait_for_resource(client, resource: str, timeout: float, log) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import socket
 import threading
 import time
 from collections import deque
@@ -58,12 +59,14 @@ class ShardJob:
     def colorizer(self):
         from .engine import Colorizer, lut8
 
+        if self.device == "cpu":
+            import torch
+
+            # This worker's share of the cores. OpenMP keeps the setting per calling thread, so
+            # it is made on every call, in the thread that runs the shard.
+            torch.set_num_threads(self.threads)
         key = (self.checkpoint, self.checkpoint_sha256, self.device, self.size, self.compile)
         if key not in _COLORIZERS:
-            if self.device == "cpu":
-                import torch
-
-                torch.set_num_threads(self.threads)  # this worker's share of the cores
             c = Colorizer(self.checkpoint, device=self.device, size=self.size, compile=self.compile)
             if c.sha256 != self.checkpoint_sha256:
                 raise RuntimeError(f"checkpoint {c.ck.path} changed since the job was planned")
@@ -242,7 +245,8 @@ class ShardJob:
         done = [r for r in final if r["image_id"] in processed]
         counts = {s: sum(r["status"] == s for r in done) for s in results.STATUSES}
         return {"shard": shard, "images": len(done), **counts,
-                "seconds": time.perf_counter() - t0, "setup_s": setup, "worker_pid": os.getpid(),
+                "seconds": time.perf_counter() - t0, "setup_s": setup, "finished": time.time(),
+                "worker": f"{socket.gethostname()}:{os.getpid()}", "worker_pid": os.getpid(),
                 "peak_rss_mb": peak_rss_mb()}
 
 

@@ -3,8 +3,17 @@
 import pytest
 
 from pipeline.bench import bench, floor_of
+from pipeline.orchestrate import steady_rate
 
-pytestmark = pytest.mark.slow
+
+def test_steady_rate_starts_when_every_worker_is_warm():
+    # one worker: shards after its first, exactly
+    assert steady_rate([("a", 0, 10, 10), ("a", 10, 12, 10), ("a", 12, 14, 10)]) == 5.0
+    # two workers: b warms up slower (first shard ends at 12); a's shard 10..14 counts half
+    spans = [("a", 0, 10, 10), ("b", 0, 12, 10), ("a", 10, 14, 20), ("b", 12, 16, 20)]
+    assert steady_rate(spans) == pytest.approx((20 * 2 / 4 + 20) / (16 - 12))
+    assert steady_rate([("a", 0, 10, 10)]) is None  # nothing after the first shard
+    assert steady_rate([]) is None
 
 
 def test_floor_is_the_shared_or_parallel_limit():
@@ -12,6 +21,7 @@ def test_floor_is_the_shared_or_parallel_limit():
     assert floor_of(60.0, 30.0, "cuda") == 30.0
 
 
+@pytest.mark.slow
 def test_bench_measures_everything_and_appends_the_table(ckpt, tmp_path):
     md = tmp_path / "B.md"
     md.write_text("# old\n")

@@ -275,6 +275,9 @@ def build_parser() -> Parser:
     s.add_argument("--compile", action="store_true",
                    help="torch.compile the net and the 16-bit colour step (needs a C++ compiler; "
                    "~4 s per worker to compile, then faster on CPU: see BENCHMARKS.md)")
+    s.add_argument("--jpeg-decode", choices=["auto", "device", "cpu"], default="auto",
+                   help="where gray JPEGs are decoded: auto = on the GPU (nvJPEG) when the device "
+                   "is CUDA, else with Pillow; a file the GPU refuses falls back to Pillow")
     s.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS)
     s.add_argument("--workers", type=int, default=0, help="local worker processes (0: auto)")
     s.add_argument("--threads", type=int, default=0, help="threads per worker (0: auto)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import warnings
 
 import numpy as np
 import torch
@@ -55,6 +56,28 @@ def lut8() -> np.ndarray:
     return _LUT8
 
 
+def jpeg_decoder(backend: str = "auto"):
+    """decode(list of 1-D uint8 tensors, device) -> list of (1, H, W) gray tensors: TorchCodec
+    (torchvision.io's successor) where installed, else torchvision.io, deprecated since 0.29."""
+    if backend in ("auto", "torchcodec"):
+        try:
+            from torchcodec.decoders import decode_jpeg as tc_decode
+
+            return lambda data, device: tc_decode(list(data), mode="GRAY", device=device)
+        except ImportError:
+            if backend == "torchcodec":
+                raise
+    from torchvision.io import ImageReadMode
+    from torchvision.io import decode_jpeg as tv_decode
+
+    def decode(data, device):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return tv_decode(list(data), mode=ImageReadMode.GRAY, device=device)
+
+    return decode
+
+
 def _build_lut8() -> np.ndarray:
     g = torch.arange(256, dtype=torch.float64) / 255.0
     Y = color.srgb_to_linear(g)
@@ -95,6 +118,7 @@ class Colorizer:
         self._batch = 0  # largest batch so far: a compiled net gets only that shape (see predict_ab)
         self._strip16 = torch.compile(_strip16, dynamic=True) if compile else _strip16
         self._lut_dev: torch.Tensor | None = None
+        self.jpeg_backend = "auto"  # decode_jpegs: see jpeg_decoder
 
     @property
     def sha256(self) -> str:
@@ -118,9 +142,41 @@ class Colorizer:
         return t
 
     @torch.inference_mode()
-    def predict_ab(self, smalls: np.ndarray) -> torch.Tensor:
-        """(B, s, s) uint8 gray -> (B, 2, s, s) float32 a*, b* on the device."""
-        g = self._to_device(np.ascontiguousarray(smalls))
+    def decode_jpegs(self, files: list[bytes]) -> list[torch.Tensor | None]:
+        """Gray JPEG files -> (H, W) uint8 tensors on the device, in one batched call (nvJPEG on
+        CUDA, libjpeg-turbo on the CPU). None for a file the decoder refuses; one bad file
+        fails a batched call, so then each is tried alone."""
+        decode = jpeg_decoder(self.jpeg_backend)
+        data = [torch.from_numpy(np.frombuffer(f, np.uint8).copy()) for f in files]
+        try:
+            return [t[0] for t in decode(data, device=self.device)]
+        except (RuntimeError, ValueError):
+            out: list[torch.Tensor | None] = []
+            for t in data:
+                try:
+                    out.append(decode([t], device=self.device)[0][0])
+                except (RuntimeError, ValueError):
+                    out.append(None)
+            return out
+
+    @torch.inference_mode()
+    def net_input(self, gray: torch.Tensor) -> torch.Tensor:
+        """The net's input from a gray image already on the device (imaging.net_input's twin)."""
+        x = gray[None, None].float()
+        if tuple(gray.shape) != (self.size, self.size):
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True,
+                              align_corners=False)
+        return x[0, 0].round_().clamp_(0, 255).to(torch.uint8)
+
+    @torch.inference_mode()
+    def predict_ab(self, smalls: np.ndarray | list) -> torch.Tensor:
+        """(B, s, s) uint8 gray (an array, or a list of arrays and device tensors) -> (B, 2, s, s)
+        float32 a*, b* on the device."""
+        if isinstance(smalls, np.ndarray):
+            g = self._to_device(np.ascontiguousarray(smalls))
+        else:
+            g = torch.stack([s if isinstance(s, torch.Tensor) else self._to_device(s)
+                             for s in smalls])
         x = self._luts(256)[0][g.long()].unsqueeze(1) / 100.0  # (B, 1, s, s) L*/100
         B = x.shape[0]
         self._batch = max(self._batch, B)
@@ -132,10 +188,10 @@ class Colorizer:
             y = self._net(x.contiguous(memory_format=torch.channels_last))[:B]
         return color.decode_ab(y.float()).contiguous()
 
-    def host_colour(self, gray: np.ndarray) -> bool:
+    def host_colour(self, gray: np.ndarray | torch.Tensor) -> bool:
         """Whether this image's colour step splits into upsample_ab (torch, the caller's thread)
         and lookup (numpy; releases the GIL, so it may run in a pool thread beside the net)."""
-        return self.device.type == "cpu" and gray.dtype == np.uint8
+        return self.device.type == "cpu" and isinstance(gray, np.ndarray) and gray.dtype == np.uint8
 
     @staticmethod
     def quantise_ab(ab: torch.Tensor) -> np.ndarray:
@@ -143,10 +199,15 @@ class Colorizer:
         within half a unit of a* (just-noticeable differences are ~2 units)."""
         return (ab.float() + color.AB_OFFSET).round_().clamp_(0, 255).to(torch.uint8).cpu().numpy()
 
-    def recombine(self, gray: np.ndarray, ab_small: torch.Tensor | np.ndarray) -> np.ndarray:
+    def recombine(self, gray: np.ndarray | torch.Tensor, ab_small: torch.Tensor | np.ndarray
+                  ) -> np.ndarray:
         """Full-resolution RGB from the source's own L* and bilinearly upsampled a/b.
 
+        gray: (H, W) uint8/uint16 array, or a uint8 tensor on the device (decode_jpegs).
         ab_small: (2, s, s) a*, b* as the net's float tensor, or already quantise_ab'd."""
+        if isinstance(gray, torch.Tensor):
+            ab = self.quantise_ab(ab_small) if isinstance(ab_small, torch.Tensor) else ab_small
+            return self._recombine8_device(gray, ab)
         if gray.dtype == np.uint16:
             if isinstance(ab_small, np.ndarray):
                 raise ValueError("16-bit output needs the net's float a/b, not quantised ones")
@@ -208,7 +269,8 @@ class Colorizer:
             i0, i1, w = y0[r0:r1], y1[r0:r1], wy[r0:r1]
             a = torch.lerp(A[0, i0], A[0, i1], w).round_().long()
             b = torch.lerp(A[1, i0], A[1, i1], w).round_().long()
-            idx = (a << 16) | (b << 8) | self._to_device(gray[r0:r1]).long()
+            g = gray[r0:r1] if isinstance(gray, torch.Tensor) else self._to_device(gray[r0:r1])
+            idx = (a << 16) | (b << 8) | g.long()
             packed[r0:r1] = self._lut_dev[idx].cpu().numpy()
         return out[..., :3]
 

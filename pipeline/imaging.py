@@ -31,7 +31,9 @@ class DecodeError(Exception):
 
 @dataclass
 class Decoded:
-    gray: np.ndarray  # (H, W) uint8 or uint16, sRGB-encoded lightness, orientation applied
+    # (H, W) uint8 or uint16, sRGB-encoded lightness, orientation applied. None while the
+    # pixels wait in `encoded` for the GPU's JPEG decoder (gray_jpeg_header); then a tensor.
+    gray: np.ndarray | None
     mode: str  # the source's Pillow mode
     format: str  # the source's Pillow format (JPEG, PNG, TIFF, ...)
     kind: str  # "gray" | "toned" | "color"
@@ -39,18 +41,20 @@ class Decoded:
     icc_profile: bytes | None = None  # kept only when it describes RGB (a gray profile would lie)
     exif: bytes | None = None  # orientation reset: pixels are already upright
     notes: list[str] = field(default_factory=list)
+    encoded: bytes | None = None  # the file, while gray is None
+    size: tuple[int, int] | None = None  # (width, height), while gray is None
 
     @property
     def bits(self) -> int:
-        return 16 if self.gray.dtype == np.uint16 else 8
+        return 16 if self.gray is not None and self.gray.dtype == np.uint16 else 8
 
     @property
     def height(self) -> int:
-        return self.gray.shape[0]
+        return self.size[1] if self.gray is None else int(self.gray.shape[0])
 
     @property
     def width(self) -> int:
-        return self.gray.shape[1]
+        return self.size[0] if self.gray is None else int(self.gray.shape[1])
 
 
 @dataclass
@@ -193,6 +197,25 @@ def decode(
             raise DecodeError(f"unsupported pixel mode {mode}")
         return _decoded(np.ascontiguousarray(gray), src_mode, fmt, "gray", info, exif_obj, notes,
                         with_meta)
+
+
+def gray_jpeg_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded | None:
+    """An upright single-channel JPEG (most scans): its metadata, its pixels left in `encoded`
+    for a GPU decoder. None for anything else, which decode() handles (and explains)."""
+    if not data.startswith(b"\xff\xd8") or not data.rstrip(b"\0")[-2:] == b"\xff\xd9":
+        return None  # no end-of-image marker: truncated, and libjpeg would pad it silently
+    try:
+        with _open(io.BytesIO(data), max_pixels) as im:
+            if im.format != "JPEG" or im.mode != "L" or getattr(im, "n_frames", 1) != 1:
+                return None
+            exif_obj = im.getexif()
+            if exif_obj.get(0x0112, 1) != 1:
+                return None  # rotated or mirrored: Pillow applies EXIF orientation, on the CPU
+            d = _decoded(None, im.mode, im.format, "gray", dict(im.info), exif_obj, [], True)
+            d.encoded, d.size = data, im.size
+            return d
+    except (DecodeError, OSError, SyntaxError, ValueError, struct.error, EOFError):
+        return None
 
 
 def _finish(im, src_mode, fmt, info, exif_obj, notes, with_meta) -> Decoded:

@@ -47,6 +47,7 @@ class RunOptions:
     window: int = 0  # shards in flight; 0: 2 per worker
     retries: int = 2
     compile: bool = False
+    jpeg_decode: str = "auto"  # auto: gray JPEGs on the GPU when the device is CUDA
     dry_run: bool = False
     restart: bool = False
     repair: bool = False
@@ -79,7 +80,7 @@ def resolve_spec(o: RunOptions) -> dict:
         "checkpoint": str(ck.resolve()), "checkpoint_sha256": file_sha256(ck),
         "size": o.size, "format": o.format, "quality": o.quality, "recolor": o.recolor,
         "max_pixels": o.max_pixels, "output_version": OUTPUT_VERSION,
-        "batch_size": o.batch_size, "compile": o.compile,
+        "batch_size": o.batch_size, "compile": o.compile, "jpeg_decode": o.jpeg_decode,
         # On a remote cluster the GPUs are the workers', not this client's: trust --device cuda.
         "device": "cuda" if (o.scheduler and o.device == "cuda") else client_device(o.device),
     }
@@ -188,7 +189,7 @@ def run_job(o: RunOptions, log=print) -> dict:
                            checkpoint=spec["checkpoint"], checkpoint_sha256=spec["checkpoint_sha256"],
                            size=o.size, batch_size=o.batch_size, format=o.format, quality=o.quality,
                            device=spec["device"], recolor=o.recolor, max_pixels=o.max_pixels,
-                           threads=threads, compile=o.compile)
+                           threads=threads, compile=o.compile, jpeg_decode=o.jpeg_decode)
             log(f"dashboard: {client.dashboard_link}")
             totals = _drive(client, job, tasks, sizes, fp, o, tqdm, log, t0)
         elapsed = time.perf_counter() - t0

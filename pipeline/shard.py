@@ -26,6 +26,7 @@ from .imaging import (
     colorfulness,
     decode,
     encode,
+    gray_jpeg_header,
     net_input,
     output_format,
 )
@@ -55,6 +56,14 @@ class ShardJob:
     max_pixels: int = 200_000_000
     threads: int = 2
     compile: bool = False
+    # Gray JPEGs decoded by torchvision on the net's device (nvJPEG on a GPU), each falling
+    # back to Pillow on failure: "auto" = on CUDA devices, "device" = always, "cpu" = never.
+    jpeg_decode: str = "auto"
+
+    @property
+    def decode_on_device(self) -> bool:
+        return self.jpeg_decode == "device" or (self.jpeg_decode == "auto"
+                                                and self.device.startswith("cuda"))
 
     def colorizer(self):
         from .engine import Colorizer, lut8
@@ -87,10 +96,6 @@ class ShardJob:
             safe_output_path(row["out_stem"], "")  # a hostile manifest row fails here, alone
             data = read_source(resolve_path(self.manifest, row["path"]))
             res["source_sha256"] = hashlib.sha256(data).hexdigest()
-            d = decode(io.BytesIO(data), max_pixels=self.max_pixels)
-        except DecodeError as e:
-            res["error"] = str(e)
-            return self._done(res, t0), None, None
         except FileNotFoundError:
             res["error"] = "file not found (deleted since the scan?)"
             return self._done(res, t0), None, None
@@ -100,14 +105,57 @@ class ShardJob:
         except (ValueError, OSError, MemoryError) as e:
             res["error"] = f"{type(e).__name__}: {e}"
             return self._done(res, t0), None, None
+        if self.decode_on_device:
+            d = gray_jpeg_header(data, self.max_pixels)
+            if d is not None:  # pixels decoded with the batch, on the net's device
+                self._describe(res, d)
+                return self._done(res, t0), d, None
+        return self._decode_host(res, data, t0)
+
+    @staticmethod
+    def _describe(res: dict, d: Decoded) -> None:
         res.update(width=d.width, height=d.height, input_mode=d.mode, input_kind=d.kind,
                    bits=d.bits, notes="; ".join(d.notes) or None)
+
+    def _decode_host(self, res: dict, data: bytes, t0: float):
+        """Pillow: every format, EXIF orientation, colour classification; the net's input."""
+        try:
+            d = decode(io.BytesIO(data), max_pixels=self.max_pixels)
+        except DecodeError as e:
+            res["error"] = str(e)
+            return self._done(res, t0), None, None
+        except (ValueError, OSError, MemoryError) as e:
+            res["error"] = f"{type(e).__name__}: {e}"
+            return self._done(res, t0), None, None
+        self._describe(res, d)
         if d.kind == "color" and not self.recolor:
             res["status"], res["error"] = "skipped", "colour image (use --recolor to recolorize)"
             return self._done(res, t0), None, None
         small = net_input(d.gray, self.size)  # the net's input, made here in the pool
         res["seconds"] = time.perf_counter() - t0
         return res, d, small
+
+    def _decode_on_device(self, net, batch: list, out: dict) -> None:
+        """Decode the batch's deferred JPEGs in one call on the net's device and make their
+        net inputs there; a file the device refuses goes through Pillow instead."""
+        waiting = [k for k, (_, d, _) in enumerate(batch) if d.gray is None]
+        if not waiting:
+            return
+        grays = net.decode_jpegs([batch[k][1].encoded for k in waiting])
+        dropped = set()
+        for k, g in zip(waiting, grays, strict=True):
+            res, d, _ = batch[k]
+            if g is not None and (g.shape[1], g.shape[0]) == d.size:
+                d.gray, d.encoded = g, None
+                batch[k] = (res, d, net.net_input(g))
+                continue
+            res, d2, small = self._decode_host(res, d.encoded, time.perf_counter())
+            if d2 is None:  # the CPU could not decode it either: an error row with its reason
+                out[res["image_id"]] = res
+                dropped.add(k)
+            else:
+                batch[k] = (res, d2, small)
+        batch[:] = [b for k, b in enumerate(batch) if k not in dropped]
 
     def _colour(self, net, res: dict, d: Decoded, ab16: np.ndarray, net_seconds: float) -> dict:
         """Full-resolution colour from upsampled a/b, then _finish (a pool thread)."""
@@ -175,8 +223,11 @@ class ShardJob:
                     return
                 # Torch work (net, full-resolution colour) stays on this thread: torch already
                 # uses every core, and more threads calling it only oversubscribe them.
+                self._decode_on_device(net, batch, out)
+                if not batch:
+                    return
                 tn = time.perf_counter()
-                ab = net.predict_ab(np.stack([small for _, _, small in batch]))
+                ab = net.predict_ab([small for _, _, small in batch])
                 abq = net.quantise_ab(ab)  # 8-bit outputs need no more of the net's precision
                 per = (time.perf_counter() - tn) / len(batch)
                 for i, (res, d, _) in enumerate(batch):

@@ -17,7 +17,8 @@ LOCK_FILE = ".lock"
 # batch_size and device belong here: the net's arithmetic (and so the last bit of a colour)
 # depends on the batch a photo shares and on the device it runs on.
 FINGERPRINT_KEYS = ("manifest_digest", "checkpoint_sha256", "size", "format", "quality",
-                    "recolor", "max_pixels", "batch_size", "device", "compile", "output_version")
+                    "recolor", "max_pixels", "batch_size", "device", "compile", "jpeg_decode",
+                    "output_version")
 OUTPUT_VERSION = 2  # bump when the encoding of outputs changes (2: 8-bit colour by table)
 DEFAULT_CHECKPOINT = Path(__file__).with_name("weights") / "colorizer.pt"
 

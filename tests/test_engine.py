@@ -126,3 +126,42 @@ def test_compiled_strip_matches_eager(ckpt, photo_gray):
         a, b = eager.recombine(g, ab), fused.recombine(g, ab)
         assert a.dtype == b.dtype and a.shape == b.shape
         assert np.abs(a.astype(int) - b.astype(int)).max() <= 1  # last-bit differences only
+
+
+def _jpeg(gray: np.ndarray, **kw) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(gray).save(buf, "JPEG", quality=90, **kw)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("backend", ["torchcodec", "torchvision"])
+def test_device_jpeg_decoder_matches_pillow(net, photo_gray, backend):
+    """Both decoders the GPU path can use (here on the CPU) give Pillow's pixels; a file one
+    refuses is None in its place and the others still decode."""
+    import io
+
+    from pipeline.engine import jpeg_decoder
+
+    pytest.importorskip(backend)
+    jpeg_decoder(backend)  # importable
+    net.jpeg_backend = backend
+    files = [_jpeg(photo_gray), b"\xff\xd8 not a jpeg \xff\xd9", _jpeg(photo_gray[:100, :77].copy())]
+    try:
+        out = net.decode_jpegs(files)
+    finally:
+        net.jpeg_backend = "auto"
+    assert out[1] is None
+    for f, t in ((files[0], out[0]), (files[2], out[2])):
+        ref = np.asarray(Image.open(io.BytesIO(f)))
+        assert t.dtype == torch.uint8 and tuple(t.shape) == ref.shape
+        assert np.abs(t.numpy().astype(int) - ref).max() <= 1
+
+
+def test_device_net_input_is_close_to_pillows(net, photo_gray):
+    from pipeline.imaging import net_input as host_input
+
+    dev = net.net_input(torch.from_numpy(photo_gray)).numpy()
+    assert dev.shape == (64, 64) and dev.dtype == np.uint8
+    assert np.abs(dev.astype(int) - host_input(photo_gray, 64)).mean() < 1.5

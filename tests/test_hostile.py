@@ -77,6 +77,7 @@ def build(root: Path, photo) -> dict[str, tuple[str, str]]:
     save("palette.png", g.convert("P"))
     save("cmyk.jpg", g.convert("CMYK"))
     save("progressive.jpg", g, progressive=True, quality=85)
+    save("baseline.jpg", g, quality=90, dpi=(300, 300))
     save("scan.webp", g, quality=90)
     save("scan.bmp", g)
     exif = Image.Exif()
@@ -91,8 +92,10 @@ def build(root: Path, photo) -> dict[str, tuple[str, str]]:
     return exp
 
 
-@pytest.fixture(scope="module")
-def hostile_run(tmp_path_factory, photo, ckpt):
+@pytest.fixture(scope="module", params=["cpu", "device"])
+def hostile_run(request, tmp_path_factory, photo, ckpt):
+    """The same files with gray JPEGs decoded by Pillow, and by torchvision on the net's device
+    (here the CPU; nvJPEG on a GPU): the statuses must not depend on it."""
     root = tmp_path_factory.mktemp("hostile")
     src = root / "src"
     src.mkdir()
@@ -110,8 +113,17 @@ def hostile_run(tmp_path_factory, photo, ckpt):
     (src / "gone.png").unlink()
     out = root / "out"
     job = ShardJob(manifest=str(man), outdir=str(out), checkpoint=ckpt,
-                   checkpoint_sha256=file_sha256(ckpt), size=32, batch_size=4, threads=2)
+                   checkpoint_sha256=file_sha256(ckpt), size=32, batch_size=4, threads=2,
+                   jpeg_decode=request.param)
     real_read = Path.read_bytes
+    from pipeline.engine import Colorizer
+
+    real_decode = Colorizer.decode_jpegs
+    on_device = []
+
+    def decode_jpegs(self, files):
+        on_device.extend(files)
+        return real_decode(self, files)
 
     def read_bytes(self):
         if self.name == "locked.png":  # tests run as root, for whom chmod 000 changes nothing
@@ -120,11 +132,16 @@ def hostile_run(tmp_path_factory, photo, ckpt):
 
     mp = pytest.MonkeyPatch()
     mp.setattr(Path, "read_bytes", read_bytes)
+    mp.setattr(Colorizer, "decode_jpegs", decode_jpegs)
     try:
         shards = sorted(set(pq.read_table(man, columns=["shard"]).column("shard").to_pylist()))
         summaries = [job(s) for s in shards]
     finally:
         mp.undo()
+    # upright gray JPEGs only: not the truncated, rotated or CMYK ones
+    eligible = {"baseline.jpg", "progressive.jpg"} - escaped
+    assert len(on_device) == (len(eligible) if request.param == "device" else 0) >= 0
+    assert request.param == "cpu" or on_device
     return exp, out, summaries, root
 
 
@@ -195,3 +212,55 @@ def test_output_write_failure_fails_the_shard_uncommitted(tmp_path, ckpt, photo,
     assert not os.path.exists(shard_file(tmp_path / "out", 0))
     assert not list((tmp_path / "out").rglob("*.tmp*"))
     assert os.path.exists(man)
+
+
+def _gray_jpegs(root: Path, photo, n=3) -> Path:
+    root.mkdir()
+    for i in range(n):
+        Image.fromarray(photo[i * 40 : i * 40 + 150, :200]).save(root / f"s{i}.jpg", quality=90)
+    man = root.parent / f"{root.name}.parquet"
+    scan([str(root)], man, shard_size=8, progress=False)
+    return man
+
+
+def _outputs(out: Path) -> dict[str, bytes]:
+    return {Path(r["source_path"]).name: (out / r["output_path"]).read_bytes()
+            for r in read_results(out).to_pylist() if r["status"] == "ok"}
+
+
+def test_device_decode_falls_back_to_pillow_per_image(tmp_path, ckpt, photo, monkeypatch):
+    """A file the device decoder refuses (None) or gets wrong (another size) goes through Pillow,
+    giving exactly the bytes a Pillow-only run gives; the batch's other files are unaffected."""
+    from pipeline.engine import Colorizer
+
+    man = _gray_jpegs(tmp_path / "src", photo)
+    kw = dict(manifest=str(man), checkpoint=ckpt, checkpoint_sha256=file_sha256(ckpt), size=32,
+              batch_size=4, format="jpeg")
+    ShardJob(outdir=str(tmp_path / "cpu"), jpeg_decode="cpu", **kw)(0)
+    real = Colorizer.decode_jpegs
+
+    def flaky(self, files):
+        got = real(self, files)
+        return [None, got[1][:7], got[2]]
+
+    monkeypatch.setattr(Colorizer, "decode_jpegs", flaky)
+    s = ShardJob(outdir=str(tmp_path / "dev"), jpeg_decode="device", **kw)(0)
+    assert s["ok"] == 3 and s["error"] == 0
+    cpu, dev = _outputs(tmp_path / "cpu"), _outputs(tmp_path / "dev")
+    assert cpu["s0.jpg"] == dev["s0.jpg"] and cpu["s1.jpg"] == dev["s1.jpg"]
+    a, b = (np.asarray(Image.open(io.BytesIO(x["s2.jpg"])), dtype=int) for x in (cpu, dev))
+    assert a.shape == b.shape and np.abs(a - b).mean() < 3  # torch's resize for the net input
+
+
+@pytest.mark.gpu
+def test_nvjpeg_run_matches_pillow_run(tmp_path, ckpt, photo):
+    man = _gray_jpegs(tmp_path / "src", photo)
+    kw = dict(manifest=str(man), checkpoint=ckpt, checkpoint_sha256=file_sha256(ckpt), size=32,
+              batch_size=4, format="jpeg", device="cuda")
+    for mode in ("cpu", "auto"):  # auto on CUDA: nvJPEG
+        assert ShardJob(outdir=str(tmp_path / mode), jpeg_decode=mode, **kw)(0)["ok"] == 3
+    cpu, gpu = _outputs(tmp_path / "cpu"), _outputs(tmp_path / "auto")
+    assert set(cpu) == set(gpu) == {"s0.jpg", "s1.jpg", "s2.jpg"}
+    for name in cpu:
+        a, b = (np.asarray(Image.open(io.BytesIO(x[name])), dtype=int) for x in (cpu, gpu))
+        assert a.shape == b.shape and np.abs(a - b).mean() < 3, name

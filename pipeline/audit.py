@@ -10,7 +10,7 @@ import json
 from collections import Counter
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from . import results
@@ -104,7 +104,8 @@ def audit(outdir: str | Store, quick: bool = False, check_inputs: bool = False,
 def _thumb_uri(data_fn, h: int = 120, gray: bool = False) -> str:
     try:
         with Image.open(io.BytesIO(data_fn())) as im:
-            im = im.convert("L" if gray else "RGB")
+            im.draft("L" if gray else "RGB", (h, h))  # a JPEG decodes at 1/2..1/8 size (DCT)
+            im = ImageOps.exif_transpose(im).convert("L" if gray else "RGB")
             im.thumbnail((h * 4, h))
             buf = io.BytesIO()
             im.save(buf, "JPEG", quality=80)

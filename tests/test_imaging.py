@@ -202,3 +202,18 @@ def test_encode_takes_rgb_views_of_any_layout():
             got = np.asarray(Image.open(io.BytesIO(encode(view, fmt))).convert("RGB"))
             assert np.array_equal(got, view), fmt
         assert encode(view, "jpeg") == encode(np.ascontiguousarray(view), "jpeg")
+
+
+def test_audit_thumbnails_are_upright_and_small():
+    import base64
+
+    from pipeline.audit import _thumb_uri
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored landscape, shown portrait
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((600, 800), np.uint8)).save(buf, "JPEG", exif=exif.tobytes())
+    uri = _thumb_uri(lambda: buf.getvalue(), h=120, gray=True)
+    thumb = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
+    assert thumb.size == (90, 120)
+    assert _thumb_uri(lambda: b"not an image") == ""

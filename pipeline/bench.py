@@ -217,6 +217,11 @@ def bench(count: int = 200, width: int = 1600, height: int = 1200, size: int = 2
                                     dev, shard_size, extra=("--compile",))
             except subprocess.CalledProcessError:
                 pass
+        nvjpeg = {}
+        if dev == "cuda":  # decide --jpeg-decode's default from this row
+            log("pipeline with --jpeg-decode device (nvJPEG) ...")
+            nvjpeg = run_pipeline(tmp / "scans", tmp / "run-nvjpeg", checkpoint, size, batch, dev,
+                                  shard_size, extra=("--jpeg-decode", "device"))
         log(f"naive loop on {min(naive_count, count)} scans ...")
         naive = bench_naive(paths[:naive_count], tmp / "naive", checkpoint, size)
         mem = {}
@@ -230,7 +235,7 @@ def bench(count: int = 200, width: int = 1600, height: int = 1200, size: int = 2
     res = {"device": dev, "count": count, "net": net, "net_compiled": net_c, "io": io,
            "naive": naive, "memory": mem, "client_peak_rss_mb": pipe["client_peak_rss_mb"],
            "worker_peak_rss_mb": pipe["worker_peak_rss_mb"], "runs": {}}
-    for name, run, n in (("default", pipe, net), ("compiled", comp, net_c)):
+    for name, run, n in (("default", pipe, net), ("compiled", comp, net_c), ("nvjpeg", nvjpeg, net)):
         if not run:
             continue
         floor = floor_of(n, io, dev)
@@ -260,7 +265,8 @@ def report(r: dict, count, width, height, size, batch, cmd) -> str:
         f"| net only, `torch.compile` | {r['net_compiled']:.2f} | | |",
         f"| I/O only (read, decode, encode, write) | {r['io']:.2f} | | |",
     ]
-    labels = {"default": "`colorize run`", "compiled": "`colorize run --compile`"}
+    labels = {"default": "`colorize run`", "compiled": "`colorize run --compile`",
+              "nvjpeg": "`colorize run --jpeg-decode device`"}
     for name, x in r["runs"].items():
         lines += [
             f"| floor for {labels[name]} = {floor_kind} | {x['floor']:.2f} | | |",

@@ -275,9 +275,10 @@ def build_parser() -> Parser:
     s.add_argument("--compile", action="store_true",
                    help="torch.compile the net and the 16-bit colour step (needs a C++ compiler; "
                    "~4 s per worker to compile, then faster on CPU: see BENCHMARKS.md)")
-    s.add_argument("--jpeg-decode", choices=["auto", "device", "cpu"], default="auto",
-                   help="where gray JPEGs are decoded: auto = on the GPU (nvJPEG) when the device "
-                   "is CUDA, else with Pillow; a file the GPU refuses falls back to Pillow")
+    s.add_argument("--jpeg-decode", choices=["cpu", "device"], default="cpu",
+                   help="where gray JPEGs are decoded: cpu = Pillow; device = on the net's device "
+                   "(nvJPEG on a GPU), a file it refuses falling back to Pillow. Not yet measured "
+                   "on a GPU, hence not the default (BENCHMARKS.md)")
     s.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS)
     s.add_argument("--workers", type=int, default=0, help="local worker processes (0: auto)")
     s.add_argument("--threads", type=int, default=0, help="threads per worker (0: auto)")

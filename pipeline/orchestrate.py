@@ -47,7 +47,7 @@ class RunOptions:
     window: int = 0  # shards in flight; 0: 2 per worker
     retries: int = 2
     compile: bool = False
-    jpeg_decode: str = "auto"  # auto: gray JPEGs on the GPU when the device is CUDA
+    jpeg_decode: str = "cpu"  # "device": gray JPEGs decoded on the GPU (see ShardJob)
     dry_run: bool = False
     restart: bool = False
     repair: bool = False

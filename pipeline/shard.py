@@ -56,14 +56,13 @@ class ShardJob:
     max_pixels: int = 200_000_000
     threads: int = 2
     compile: bool = False
-    # Gray JPEGs decoded by torchvision on the net's device (nvJPEG on a GPU), each falling
-    # back to Pillow on failure: "auto" = on CUDA devices, "device" = always, "cpu" = never.
-    jpeg_decode: str = "auto"
+    # "device": upright gray JPEGs decoded in one call per batch on the net's device (nvJPEG on
+    # a GPU), each falling back to Pillow on failure; "cpu": Pillow only.
+    jpeg_decode: str = "cpu"
 
     @property
     def decode_on_device(self) -> bool:
-        return self.jpeg_decode == "device" or (self.jpeg_decode == "auto"
-                                                and self.device.startswith("cuda"))
+        return self.jpeg_decode == "device"
 
     def colorizer(self):
         from .engine import Colorizer, lut8

@@ -257,9 +257,9 @@ def test_nvjpeg_run_matches_pillow_run(tmp_path, ckpt, photo):
     man = _gray_jpegs(tmp_path / "src", photo)
     kw = dict(manifest=str(man), checkpoint=ckpt, checkpoint_sha256=file_sha256(ckpt), size=32,
               batch_size=4, format="jpeg", device="cuda")
-    for mode in ("cpu", "auto"):  # auto on CUDA: nvJPEG
+    for mode in ("cpu", "device"):  # device on CUDA: nvJPEG
         assert ShardJob(outdir=str(tmp_path / mode), jpeg_decode=mode, **kw)(0)["ok"] == 3
-    cpu, gpu = _outputs(tmp_path / "cpu"), _outputs(tmp_path / "auto")
+    cpu, gpu = _outputs(tmp_path / "cpu"), _outputs(tmp_path / "device")
     assert set(cpu) == set(gpu) == {"s0.jpg", "s1.jpg", "s2.jpg"}
     for name in cpu:
         a, b = (np.asarray(Image.open(io.BytesIO(x[name])), dtype=int) for x in (cpu, gpu))

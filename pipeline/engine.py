@@ -115,7 +115,6 @@ class Colorizer:
         # differs from eager in the last bit, so it is part of a job's identity.
         self.compiled = compile
         self._net = torch.compile(self.model) if compile else self.model
-        self._batch = 0  # largest batch so far: a compiled net gets only that shape (see predict_ab)
         self._strip16 = torch.compile(_strip16, dynamic=True) if compile else _strip16
         self._lut_dev: torch.Tensor | None = None
         self.jpeg_backend = "auto"  # decode_jpegs: see jpeg_decoder
@@ -169,9 +168,10 @@ class Colorizer:
         return x[0, 0].round_().clamp_(0, 255).to(torch.uint8)
 
     @torch.inference_mode()
-    def predict_ab(self, smalls: np.ndarray | list) -> torch.Tensor:
+    def predict_ab(self, smalls: np.ndarray | list, pad_to: int | None = None) -> torch.Tensor:
         """(B, s, s) uint8 gray (an array, or a list of arrays and device tensors) -> (B, 2, s, s)
-        float32 a*, b* on the device."""
+        float32 a*, b* on the device. pad_to: the job's batch size, which a compiled net is
+        given every time (see below)."""
         if isinstance(smalls, np.ndarray):
             g = self._to_device(np.ascontiguousarray(smalls))
         else:
@@ -179,11 +179,12 @@ class Colorizer:
                              for s in smalls])
         x = self._luts(256)[0][g.long()].unsqueeze(1) / 100.0  # (B, 1, s, s) L*/100
         B = x.shape[0]
-        self._batch = max(self._batch, B)
-        if self.compiled and B < self._batch:
+        if self.compiled and pad_to and B < pad_to:
             # A shard's last, short batch is padded: a new shape would cost a recompile (~4 s
-            # each, and there are batch_size of them); dynamic shapes run the net 20 % slower.
-            x = torch.cat([x, x.new_zeros((self._batch - B, *x.shape[1:]))])
+            # each, and there are batch_size of them), dynamic shapes run the net 20 % slower,
+            # and one shape for the whole job keeps its arithmetic (and so its bytes) the same
+            # whichever shards a worker happened to see first.
+            x = torch.cat([x, x.new_zeros((pad_to - B, *x.shape[1:]))])
         with self._amp():
             y = self._net(x.contiguous(memory_format=torch.channels_last))[:B]
         return color.decode_ab(y.float()).contiguous()

@@ -226,7 +226,7 @@ class ShardJob:
                 if not batch:
                     return
                 tn = time.perf_counter()
-                ab = net.predict_ab([small for _, _, small in batch])
+                ab = net.predict_ab([small for _, _, small in batch], pad_to=self.batch_size)
                 abq = net.quantise_ab(ab)  # 8-bit outputs need no more of the net's precision
                 per = (time.perf_counter() - tn) / len(batch)
                 for i, (res, d, _) in enumerate(batch):

@@ -165,3 +165,16 @@ def test_device_net_input_is_close_to_pillows(net, photo_gray):
     dev = net.net_input(torch.from_numpy(photo_gray)).numpy()
     assert dev.shape == (64, 64) and dev.dtype == np.uint8
     assert np.abs(dev.astype(int) - host_input(photo_gray, 64)).mean() < 1.5
+
+
+def test_compiled_net_runs_short_batches_at_the_jobs_batch_size(ckpt):
+    """A short batch is padded to pad_to, so a compiled net sees one shape per job: its a/b are
+    exactly those of the full batch it stands for, and close to the eager net's."""
+    fused = Colorizer(ckpt, device="cpu", size=32, compile=True)
+    eager = Colorizer(ckpt, device="cpu", size=32)
+    x = np.random.default_rng(5).integers(0, 256, (3, 32, 32), dtype=np.uint8)
+    # pad rows are L* = 0, as zeros of L*/100; a gray level of 0 is L* = 0 too
+    full = fused.predict_ab(np.concatenate([x, np.zeros((1, 32, 32), np.uint8)]))
+    short = fused.predict_ab(x, pad_to=4)
+    assert short.shape == (3, 2, 32, 32) and torch.equal(short, full[:3])
+    assert (short - eager.predict_ab(x)).abs().max() < 0.5  # a*, b* units

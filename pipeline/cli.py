@@ -39,17 +39,34 @@ PATH_KEYS = {"manifest", "output", "checkpoint", "src", "out", "init"}
 def apply_job_spec(parser: argparse.ArgumentParser, spec: dict, path: str) -> None:
     """TOML keys are the long flags (dashes or underscores); unknown keys are mistakes.
     Relative paths in a spec are relative to the spec's own folder, wherever it is run from."""
-    known = {a.dest for a in parser._actions}
+    actions = {a.dest: a for a in parser._actions}
     base = Path(path).parent
     defaults = {}
     for k, v in spec.items():
         dest = k.replace("-", "_")
-        if dest not in known:
+        if dest not in actions:
             raise UsageError(f"{path}: unknown key {k!r}")
         if dest in PATH_KEYS and isinstance(v, str) and v and "://" not in v:
             v = os.path.relpath(base / v) if not os.path.isabs(v) else v
-        defaults[dest] = v
+        defaults[dest] = _checked(actions[dest], k, v, path)
     parser.set_defaults(**defaults)
+
+
+def _checked(action: argparse.Action, key: str, v, path: str):
+    """What argparse checks on the command line, checked for a spec's value too (defaults
+    bypass it): a `format = "gif"` must stop here, not become an error row per image."""
+    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+        if not isinstance(v, bool):
+            raise UsageError(f"{path}: {key} must be true or false, not {v!r}")
+        return v
+    if action.type is not None and not isinstance(v, (list, dict, bool)):
+        try:
+            v = action.type(v if isinstance(v, str) else str(v))
+        except (argparse.ArgumentTypeError, ValueError, TypeError) as e:
+            raise UsageError(f"{path}: {key}: {e}") from None
+    if action.choices is not None and v not in action.choices:
+        raise UsageError(f"{path}: {key} = {v!r}; choose from {', '.join(map(str, action.choices))}")
+    return v
 
 
 # --- image -------------------------------------------------------------------------------------

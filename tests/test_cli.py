@@ -65,6 +65,22 @@ def test_bad_job_spec(tmp_path):
     assert r.returncode == 2 and "unknown key 'frobs'" in r.stderr
 
 
+@pytest.mark.parametrize("line, phrase", [
+    ('format = "gif"', "format = 'gif'; choose from png, jpeg, tiff, same"),
+    ("batch_size = 0", "batch_size"),
+    ('recolor = "yes"', "recolor must be true or false"),
+    ('jpeg_decode = "gpu"', "choose from cpu, device"),
+])
+def test_job_spec_values_are_checked_like_flags(tmp_path, line, phrase):
+    """Spec values are defaults, which argparse does not check: one line and exit 2, before any
+    image is touched (a bad format used to become an error row for every image)."""
+    spec = tmp_path / "job.toml"
+    spec.write_text(f'manifest = "m.parquet"\noutput = "out"\n{line}\n')
+    r = run_cli("run", spec)
+    assert r.returncode == 2 and phrase in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
 def test_help_explains_itself():
     r = run_cli("--help")
     assert r.returncode == 0 and "image" in r.stdout and "train" in r.stdout

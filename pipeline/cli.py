@@ -217,6 +217,45 @@ def positive_int(s: str) -> int:
     return v
 
 
+def count_arg(s: str) -> int:
+    """0 or more: 0 means "choose for me" where the option says so."""
+    v = int(s)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
+    return v
+
+
+def quality_arg(s: str) -> int:
+    v = int(s)
+    if not 1 <= v <= 100:
+        raise argparse.ArgumentTypeError(f"must be 1 to 100, got {v}")
+    return v
+
+
+def seconds_arg(s: str) -> float:
+    v = float(s)
+    if not v > 0:  # NaN too
+        raise argparse.ArgumentTypeError(f"must be > 0, got {s}")
+    return v
+
+
+positive_float = seconds_arg
+
+
+def fraction_arg(s: str) -> float:
+    v = float(s)
+    if not 0 <= v < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {s}")
+    return v
+
+
+def share_arg(s: str) -> float:
+    v = float(s)
+    if not 0 < v <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {s}")
+    return v
+
+
 def size_arg(s: str) -> int:
     v = int(s)
     if v < 8 or v % 8:
@@ -250,16 +289,16 @@ def build_parser() -> Parser:
     s.add_argument("--epochs", type=positive_int, default=10)
     s.add_argument("--size", type=size_arg, default=224, help="crop size")
     s.add_argument("--batch-size", type=positive_int, default=16)
-    s.add_argument("--lr", type=float, default=2e-3)
-    s.add_argument("--weight-decay", type=float, default=0.0)
-    s.add_argument("--val-fraction", type=float, default=0.1)
+    s.add_argument("--lr", type=positive_float, default=2e-3)
+    s.add_argument("--weight-decay", type=fraction_arg, default=0.0)
+    s.add_argument("--val-fraction", type=fraction_arg, default=0.1)
     s.add_argument("--prescale", type=positive_int, default=512, help="long side before cropping")
-    s.add_argument("--min-scale", type=float, default=0.25, help="smallest crop area fraction")
+    s.add_argument("--min-scale", type=share_arg, default=0.25, help="smallest crop area fraction")
     s.add_argument("--repeats", type=positive_int, default=1, help="crops per photo per epoch")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
+    s.add_argument("--workers", type=count_arg, default=2, help="DataLoader worker processes")
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    s.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0: none)")
+    s.add_argument("--max-steps", type=count_arg, default=0, help="stop after this many steps (0: none)")
     s.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     s.add_argument("--init", default="", help="start from these weights (fine-tune)")
     s.set_defaults(func=cmd_train)
@@ -286,7 +325,7 @@ def build_parser() -> Parser:
     s.add_argument("--size", type=size_arg, default=256, help="net resolution (multiple of 8)")
     s.add_argument("--batch-size", type=positive_int, default=8)
     s.add_argument("--format", choices=["png", "jpeg", "tiff", "same"], default="png")
-    s.add_argument("--quality", type=positive_int, default=95, help="JPEG quality")
+    s.add_argument("--quality", type=quality_arg, default=95, help="JPEG quality (1-100)")
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     s.add_argument("--recolor", action="store_true", help="colorize colour inputs too")
     s.add_argument("--compile", action="store_true",
@@ -297,12 +336,12 @@ def build_parser() -> Parser:
                    "(nvJPEG on a GPU), a file it refuses falling back to Pillow. Not yet measured "
                    "on a GPU, hence not the default (BENCHMARKS.md)")
     s.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS)
-    s.add_argument("--workers", type=int, default=0, help="local worker processes (0: auto)")
-    s.add_argument("--threads", type=int, default=0, help="threads per worker (0: auto)")
+    s.add_argument("--workers", type=count_arg, default=0, help="local worker processes (0: auto)")
+    s.add_argument("--threads", type=count_arg, default=0, help="threads per worker (0: auto)")
     s.add_argument("--scheduler", default=None, metavar="ADDR", help="use this dask cluster")
-    s.add_argument("--window", type=int, default=0, help="shards in flight (0: 2 per worker)")
-    s.add_argument("--retries", type=int, default=2)
-    s.add_argument("--resource-timeout", type=float, default=300.0,
+    s.add_argument("--window", type=count_arg, default=0, help="shards in flight (0: 2 per worker)")
+    s.add_argument("--retries", type=count_arg, default=2)
+    s.add_argument("--resource-timeout", type=seconds_arg, default=300.0,
                    help="seconds to wait for a GPU worker on --scheduler before failing")
     s.add_argument("--dry-run", action="store_true", help="say what would run, run nothing")
     s.add_argument("--restart", action="store_true", help="discard OUTDIR's results and start over")

@@ -46,6 +46,11 @@ def test_image_exif_rotated_comes_out_upright(tmp_path, ckpt, photo_gray):
     (["image", "IN", "o.png", "--bogus"], "unrecognized arguments"),
     (["frobnicate"], "invalid choice"),
     (["train", "no/such/folder"], "not found"),
+    (["train", "IN", "--lr", "-1"], "--lr: must be > 0"),
+    (["run", "--manifest", "m.parquet", "-o", "out", "--workers", "-2"], "--workers: must be >= 0"),
+    (["run", "--manifest", "m.parquet", "-o", "out", "--threads", "-1"], "--threads: must be >= 0"),
+    (["run", "--manifest", "m.parquet", "-o", "out", "--quality", "300"], "must be 1 to 100"),
+    (["run", "--manifest", "m.parquet", "-o", "out", "--resource-timeout", "0"], "must be > 0"),
 ])
 def test_user_mistakes_exit_2_with_one_line(tmp_path, photo_gray, args, msg):
     Image.fromarray(photo_gray).save(tmp_path / "in.png")

@@ -232,14 +232,11 @@ def quality_arg(s: str) -> int:
     return v
 
 
-def seconds_arg(s: str) -> float:
+def positive_float(s: str) -> float:
     v = float(s)
     if not v > 0:  # NaN too
         raise argparse.ArgumentTypeError(f"must be > 0, got {s}")
     return v
-
-
-positive_float = seconds_arg
 
 
 def fraction_arg(s: str) -> float:
@@ -330,7 +327,8 @@ def build_parser() -> Parser:
     s.add_argument("--recolor", action="store_true", help="colorize colour inputs too")
     s.add_argument("--compile", action="store_true",
                    help="torch.compile the net and the 16-bit colour step (needs a C++ compiler; "
-                   "~4 s per worker to compile, then faster on CPU: see BENCHMARKS.md)")
+                   "~4 s per worker to compile; the net alone runs faster, a whole run on 2 CPU cores "
+                   "did not: see BENCHMARKS.md)")
     s.add_argument("--jpeg-decode", choices=["cpu", "device"], default="cpu",
                    help="where gray JPEGs are decoded: cpu = Pillow; device = on the net's device "
                    "(nvJPEG on a GPU), a file it refuses falling back to Pillow. Not yet measured "
@@ -341,7 +339,7 @@ def build_parser() -> Parser:
     s.add_argument("--scheduler", default=None, metavar="ADDR", help="use this dask cluster")
     s.add_argument("--window", type=count_arg, default=0, help="shards in flight (0: 2 per worker)")
     s.add_argument("--retries", type=count_arg, default=2)
-    s.add_argument("--resource-timeout", type=seconds_arg, default=300.0,
+    s.add_argument("--resource-timeout", type=positive_float, default=300.0,
                    help="seconds to wait for a GPU worker on --scheduler before failing")
     s.add_argument("--dry-run", action="store_true", help="say what would run, run nothing")
     s.add_argument("--restart", action="store_true", help="discard OUTDIR's results and start over")

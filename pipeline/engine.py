@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from . import color
-from .imaging import net_input  # noqa: F401  (re-exported: callers pair it with the net)
+from .imaging import net_input
 from .model import Checkpoint, load_checkpoint
 
 TILE_PIXELS = 1 << 22  # full-resolution work is done in row strips of about this many pixels
@@ -206,16 +206,13 @@ class Colorizer:
 
         gray: (H, W) uint8/uint16 array, or a uint8 tensor on the device (decode_jpegs).
         ab_small: (2, s, s) a*, b* as the net's float tensor, or already quantise_ab'd."""
-        if isinstance(gray, torch.Tensor):
-            ab = self.quantise_ab(ab_small) if isinstance(ab_small, torch.Tensor) else ab_small
-            return self._recombine8_device(gray, ab)
-        if gray.dtype == np.uint16:
+        if isinstance(gray, np.ndarray) and gray.dtype == np.uint16:
             if isinstance(ab_small, np.ndarray):
                 raise ValueError("16-bit output needs the net's float a/b, not quantised ones")
             return self._recombine16(gray, ab_small)
         if isinstance(ab_small, torch.Tensor):
             ab_small = self.quantise_ab(ab_small)
-        if self.device.type == "cpu":
+        if self.host_colour(gray):
             return self.lookup(gray, self.upsample_ab(ab_small, gray.shape))
         return self._recombine8_device(gray, ab_small)
 
@@ -253,7 +250,7 @@ class Colorizer:
         return out[..., :3]
 
     @torch.inference_mode()
-    def _recombine8_device(self, gray: np.ndarray, abq: np.ndarray) -> np.ndarray:
+    def _recombine8_device(self, gray: np.ndarray | torch.Tensor, abq: np.ndarray) -> np.ndarray:
         """The same lookup on the device (CUDA): upsampling in torch, the table in its memory."""
         H, W = gray.shape
         sh = abq.shape[-2]

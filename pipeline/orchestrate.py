@@ -282,10 +282,9 @@ def _drive(client, job, tasks, sizes, fp, o: RunOptions, tqdm, log, t_start: flo
             if "startup_s" not in totals:
                 # cluster start, imports and weights: what a longer job amortises
                 totals["startup_s"] = (time.perf_counter() - t_start - summary["seconds"]
-                                       + summary.get("setup_s", 0.0))
-            if "finished" in summary:
-                spans.append((summary.get("worker"), summary["finished"] - summary["seconds"],
-                              summary["finished"], summary["images"]))
+                                       + summary["setup_s"])
+            spans.append((summary["worker"], summary["finished"] - summary["seconds"],
+                          summary["finished"], summary["images"]))
             nxt = next(it, None)
             if nxt is not None:
                 ac.add(submit(nxt))

@@ -60,10 +60,6 @@ class ShardJob:
     # a GPU), each falling back to Pillow on failure; "cpu": Pillow only.
     jpeg_decode: str = "cpu"
 
-    @property
-    def decode_on_device(self) -> bool:
-        return self.jpeg_decode == "device"
-
     def colorizer(self):
         from .engine import Colorizer, lut8
 
@@ -104,7 +100,7 @@ class ShardJob:
         except (ValueError, OSError, MemoryError) as e:
             res["error"] = f"{type(e).__name__}: {e}"
             return self._done(res, t0), None, None
-        if self.decode_on_device:
+        if self.jpeg_decode == "device":
             d = gray_jpeg_header(data, self.max_pixels)
             if d is not None:  # pixels decoded with the batch, on the net's device
                 self._describe(res, d)
@@ -245,7 +241,7 @@ class ShardJob:
                         continue
                     tr = time.perf_counter()
                     try:
-                        rgb = net.recombine(d.gray, ab[i])
+                        rgb = net.recombine(d.gray, ab[i] if d.bits == 16 else abq[i])
                     except (ValueError, MemoryError, RuntimeError) as e:
                         res["error"] = f"cannot colorize: {type(e).__name__}: {e}"
                         out[res["image_id"]] = res

@@ -110,7 +110,7 @@ class Colorizer:
         cuda = self.device.type == "cuda"
         self._amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else contextlib.nullcontext
         self._tables: dict[int, tuple[torch.Tensor, ...]] = {}
-        # torch.compile: the net 1.45x faster on a CPU (after ~4 s of compiling per worker), and
+        # torch.compile: the net ~1.4x faster on a CPU (after ~4 s of compiling per worker), and
         # the ~20 elementwise passes of a 16-bit strip fused into one loop (4x). Its arithmetic
         # differs from eager in the last bit, so it is part of a job's identity.
         self.compiled = compile

@@ -32,11 +32,20 @@ test: setup  ## run the test suite
 lint: setup  ## ruff
 	$(BIN)/ruff check pipeline tests
 
-train-data:  ## collect the 102 training photos from Debian packages into data/train-photos
-	sh jobs/fetch_train_photos.sh data/train-photos
+# Where the fetch tool put the GitHub snapshots (owner+name/repo), see ../shared/data/SOURCES.md.
+MIRROR ?= /work/.mirror
+DEBIAN_PHOTOS ?= data/debian-photos
+TUTORIAL_WEIGHTS ?= $(MIRROR)/geniscori+Image-Colorization/repo
+TUTORIAL_COMMIT := 4f2c9408ed53eeff584da780ac18ba5b2f35ddf4
 
-train: setup train-data  ## retrain the shipped weights (jobs/train.toml) into out/train
-	$(BIN)/colorize train jobs/train.toml
+train-data: setup  ## build data/train (photos, cache, manifest.csv) from the snapshots and Debian
+	test -d $(DEBIAN_PHOTOS) || sh jobs/fetch_train_photos.sh $(DEBIAN_PHOTOS)
+	test -f data/tutorial-init.pth || git --git-dir=$(TUTORIAL_WEIGHTS) show \
+	    $(TUTORIAL_COMMIT):checkpoints/model_random-epoch-16-losses-0.003.pth > data/tutorial-init.pth
+	$(BIN)/python -m pipeline.traindata --mirror $(MIRROR) --debian $(DEBIAN_PHOTOS) --out data/train
+
+train: setup  ## retrain the shipped weights (jobs/train.toml) into out/train; resumes after a stop
+	$(BIN)/colorize train jobs/train.toml --resume
 
 evaluate: setup  ## score the shipped weights on the photos inside the wheels (needs .[eval])
 	$(BIN)/pip install -q -e '.[eval]'

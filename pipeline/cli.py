@@ -297,7 +297,14 @@ def build_parser() -> Parser:
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     s.add_argument("--max-steps", type=count_arg, default=0, help="stop after this many steps (0: none)")
     s.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    s.add_argument("--init", default="", help="start from these weights (fine-tune)")
+    s.add_argument("--init", default="",
+                   help="start from these weights: a checkpoint of ours, or the tutorial's .pth")
+    s.add_argument("--optimizer", choices=["adam", "adamw"], default="adam")
+    s.add_argument("--ema", type=fraction_arg, default=0.0,
+                   help="EMA decay of the weights, validated and saved (0: off)")
+    s.add_argument("--l1-weight", type=fraction_arg, default=0.0, help="loss = MSE + this x L1")
+    s.add_argument("--degrade", type=fraction_arg, default=0.0,
+                   help="probability of each scan-like degradation of the input (grain, blur, fading)")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("scan", help="list an archive into a manifest (Parquet)",

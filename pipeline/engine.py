@@ -16,6 +16,10 @@ from .imaging import net_input
 from .model import Checkpoint, load_checkpoint
 
 TILE_PIXELS = 1 << 22  # full-resolution work is done in row strips of about this many pixels
+# The net's input is reflect-padded by this many pixels a side and its output cropped back: the
+# convolutions' zero padding otherwise paints a colour cast along the frame (the "cyan block"
+# in every corner). A multiple of 8, as the net's input must be.
+NET_PAD = 16
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -118,6 +122,10 @@ class Colorizer:
         self._strip16 = torch.compile(_strip16, dynamic=True) if compile else _strip16
         self._lut_dev: torch.Tensor | None = None
         self.jpeg_backend = "auto"  # decode_jpegs: see jpeg_decoder
+        self.pad = NET_PAD
+        # A regression net's a/b are the conditional mean: grayer than photos are. The gain,
+        # chosen on the validation split after training, is part of the checkpoint.
+        self.chroma_gain = float(self.ck.meta.get("chroma_gain", 1.0))
 
     @property
     def sha256(self) -> str:
@@ -178,6 +186,9 @@ class Colorizer:
             g = torch.stack([s if isinstance(s, torch.Tensor) else self._to_device(s)
                              for s in smalls])
         x = self._luts(256)[0][g.long()].unsqueeze(1) / 100.0  # (B, 1, s, s) L*/100
+        P = self.pad
+        if P:
+            x = F.pad(x, (P, P, P, P), mode="reflect")
         B = x.shape[0]
         if self.compiled and pad_to and B < pad_to:
             # A shard's last, short batch is padded: a new shape would cost a recompile (~4 s
@@ -187,7 +198,12 @@ class Colorizer:
             x = torch.cat([x, x.new_zeros((pad_to - B, *x.shape[1:]))])
         with self._amp():
             y = self._net(x.contiguous(memory_format=torch.channels_last))[:B]
-        return color.decode_ab(y.float()).contiguous()
+        if P:
+            y = y[..., P:-P, P:-P]
+        ab = color.decode_ab(y.float())
+        if self.chroma_gain != 1.0:
+            ab = ab * self.chroma_gain
+        return ab.contiguous()
 
     def host_colour(self, gray: np.ndarray | torch.Tensor) -> bool:
         """Whether this image's colour step splits into upsample_ab (torch, the caller's thread)

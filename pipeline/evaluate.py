@@ -1,4 +1,9 @@
-"""Evaluate a checkpoint on colour photos: remove colour, colorize, compare, beside two baselines."""
+"""Evaluate a checkpoint on colour photos: remove colour, colorize, compare, beside two baselines.
+
+SRC is 'wheels' (photos inside installed wheels), a folder, or a training collection built by
+pipeline.traindata, whose eval split (never trained on) is scored per source. Every report also
+measures flat gray fields: the net's edge artefacts and colour cast show there undisguised.
+"""
 
 from __future__ import annotations
 
@@ -75,21 +80,61 @@ def score(out: np.ndarray, ref: np.ndarray) -> Scores:
     )
 
 
-def evaluate(checkpoint: str | None, src: str, out: str, size: int = 256, max_side: int = 512,
-             mean_ab: tuple[float, float] | None = None, device: str = "cpu", log=print) -> dict:
-    """Writes OUT/eval.md, OUT/eval.parquet, OUT/contact_sheet.png; returns the mean scores."""
-    from .engine import Colorizer, net_input
+SHEET_PHOTOS = 24
+FLAT_LEVELS = (60, 128, 200)
+
+
+def eval_photos(src: str, out: str) -> list[tuple[str, str]]:
+    """(path, source) of the photos to score."""
     from .train import list_images
 
-    src_dir = wheel_photos(Path(out) / "photos") if src == "wheels" else Path(src)
-    paths = list_images(src_dir)
-    if not paths:
+    if src == "wheels":
+        d = wheel_photos(Path(out) / "photos")
+        return [(p, Path(p).name.split("_", 1)[0]) for p in list_images(d)]
+    if (Path(src) / "manifest.csv").is_file():
+        from .traindata import read_manifest
+
+        return [(r["path"], r["source"]) for r in read_manifest(Path(src), "eval")]
+    return [(p, Path(src).name) for p in list_images(src)]
+
+
+def flat_fields(net, size: int, shape: tuple[int, int] = (384, 512), border: int = 16) -> list[dict]:
+    """Colorize featureless gray fields: per level, the median chroma and the largest deviation
+    of a 16-px border strip's mean a*b* from the image's median a*b*."""
+    from skimage.color import rgb2lab
+
+    from .engine import net_input
+
+    rows = []
+    for level in FLAT_LEVELS:
+        gray = np.full(shape, level, np.uint8)
+        rgb = net.recombine(gray, net.predict_ab(net_input(gray, size)[None])[0])
+        ab = rgb2lab(rgb)[..., 1:]
+        med = np.median(ab.reshape(-1, 2), axis=0)
+        strips = [ab[:border], ab[-border:], ab[:, :border], ab[:, -border:]]
+        dev = max(float(np.hypot(*(s.reshape(-1, 2).mean(axis=0) - med))) for s in strips)
+        rows.append({"level": level, "median_chroma": float(np.hypot(*med)), "border_deviation": dev})
+    return rows
+
+
+def evaluate(checkpoint: str | None, src: str, out: str, size: int = 256, max_side: int = 512,
+             mean_ab: tuple[float, float] | None = None, device: str = "cpu", log=print) -> dict:
+    """Writes OUT/eval.md, OUT/eval.parquet, OUT/contact_sheet.png; returns the mean scores
+    (overall, per method) with the per-source means under "sources" and the flat-field check
+    under "flat"."""
+    from tqdm import tqdm
+
+    from .engine import Colorizer, net_input
+
+    photos = eval_photos(src, out)
+    if not photos:
         raise FileNotFoundError(f"no photos to evaluate in {src}")
     net = Colorizer(checkpoint, device=device, size=size)
     if mean_ab is None:
         mean_ab = tuple(net.ck.meta.get("train_mean_ab") or (0.0, 0.0))
+    on_sheet = _sheet_choice(photos)
     rows, sheet = [], []
-    for p in paths:
+    for i, (p, source) in enumerate(tqdm(photos, desc="evaluate", unit="photo", leave=False)):
         ref = load_rgb(p, max_side)
         gray = luminance_gray(ref)
         ab_net = net.predict_ab(net_input(gray, size)[None])[0]
@@ -100,45 +145,80 @@ def evaluate(checkpoint: str | None, src: str, out: str, size: int = 256, max_si
         }
         for method, img in outs.items():
             s = score(img, ref)
-            rows.append({"image": Path(p).name, "method": method, "psnr": s.psnr, "ssim": s.ssim,
-                         "ab_mse": s.ab_mse, "colorfulness": s.colorfulness,
-                         "original_colorfulness": colorfulness(ref)})
-        sheet.append((outs["gray"], outs["model"], ref))
+            rows.append({"image": Path(p).name, "source": source, "method": method,
+                         "psnr": s.psnr, "ssim": s.ssim, "ab_mse": s.ab_mse,
+                         "colorfulness": s.colorfulness, "original_colorfulness": colorfulness(ref)})
+        if i in on_sheet:
+            sheet.append((ref, outs["gray"], outs["model"]))
     table = pa.Table.from_pylist(rows)
     outdir = Path(out)
     outdir.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, outdir / "eval.parquet")
     summary = _summarise(rows)
+    summary["sources"] = {src_: _summarise([r for r in rows if r["source"] == src_])
+                          for src_ in sorted({r["source"] for r in rows})}
+    summary["flat"] = flat_fields(net, size)
     (outdir / "eval.md").write_text(_markdown(rows, summary, net.sha256, size))
     _contact_sheet(sheet).save(outdir / "contact_sheet.png")
     log((outdir / "eval.md").read_text())
     return summary
 
 
+def _sheet_choice(photos: list[tuple[str, str]]) -> set[int]:
+    """Indices of the contact sheet's photos: round-robin over sources, so every source shows."""
+    by_source: dict[str, list[int]] = {}
+    for i, (_, s) in enumerate(photos):
+        by_source.setdefault(s, []).append(i)
+    queues = [list(v) for _, v in sorted(by_source.items())]
+    chosen: set[int] = set()
+    while len(chosen) < min(SHEET_PHOTOS, len(photos)):
+        for q in queues:
+            if q and len(chosen) < SHEET_PHOTOS:
+                chosen.add(q.pop(0))
+    return chosen
+
+
+METHODS = ("model", "gray", "mean_ab")
+
+
 def _summarise(rows: list[dict]) -> dict:
     out = {}
-    for m in ("model", "gray", "mean_ab"):
+    for m in METHODS:
         sel = [r for r in rows if r["method"] == m]
         out[m] = {k: float(np.mean([r[k] for r in sel]))
                   for k in ("psnr", "ssim", "ab_mse", "colorfulness", "original_colorfulness")}
+    out["n"] = len(rows) // len(METHODS)
     return out
 
 
 def _markdown(rows, summary, sha, size) -> str:
-    lines = [f"Checkpoint `{sha[:12]}`, net at {size}x{size}, {len(rows) // 3} photos.", "",
-             "| image | method | PSNR dB | SSIM | ab-MSE | colourfulness (original) |",
-             "|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['image']} | {r['method']} | {r['psnr']:.2f} | {r['ssim']:.4f} | "
-                     f"{r['ab_mse']:.5f} | {r['colorfulness']:.1f} ({r['original_colorfulness']:.1f}) |")
-    for m, s in summary.items():
-        lines.append(f"| **mean** | **{m}** | {s['psnr']:.2f} | {s['ssim']:.4f} | {s['ab_mse']:.5f} | "
-                     f"{s['colorfulness']:.1f} ({s['original_colorfulness']:.1f}) |")
+    m, g = summary["model"], summary["gray"]
+    lines = [f"Checkpoint `{sha[:12]}`, net at {size}x{size}, {summary['n']} photos.", "",
+             f"Model vs gray: ab-MSE {m['ab_mse'] / g['ab_mse']:.3f} x gray's, PSNR "
+             f"{m['psnr'] - g['psnr']:+.2f} dB, colourfulness "
+             f"{100 * m['colorfulness'] / max(m['original_colorfulness'], 1e-9):.0f} % of the originals'.",
+             "", "| source | photos | method | PSNR dB | SSIM | ab-MSE | colourfulness (original) |",
+             "|---|---|---|---|---|---|---|"]
+    for name, s in [*summary["sources"].items(), ("**all**", summary)]:
+        for meth in METHODS:
+            x = s[meth]
+            lines.append(f"| {name} | {s['n']} | {meth} | {x['psnr']:.2f} | {x['ssim']:.4f} | "
+                         f"{x['ab_mse']:.5f} | {x['colorfulness']:.1f} ({x['original_colorfulness']:.1f}) |")
+    lines += ["", "Flat gray fields (512x384): median chroma, and the largest deviation of a 16-px "
+              "border strip's mean a*b* from the median.", "",
+              "| gray level | median chroma | border deviation |", "|---|---|---|"]
+    lines += [f"| {f['level']} | {f['median_chroma']:.1f} | {f['border_deviation']:.1f} |"
+              for f in summary["flat"]]
+    lines += ["", "Per photo:", "", "| image | source | method | PSNR dB | SSIM | ab-MSE | colourfulness |",
+              "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['image']} | {r['source']} | {r['method']} | {r['psnr']:.2f} | {r['ssim']:.4f} | "
+              f"{r['ab_mse']:.5f} | {r['colorfulness']:.1f} ({r['original_colorfulness']:.1f}) |"
+              for r in rows]
     return "\n".join(lines) + "\n"
 
 
 def _contact_sheet(triples, h: int = 160) -> Image.Image:
-    """One row per photo: gray input, our output, the original."""
+    """One row per photo: the original, the gray input, our output."""
     tiles = []
     for trio in triples:
         ims = [Image.fromarray(x) for x in trio]

@@ -19,7 +19,7 @@ LOCK_FILE = ".lock"
 FINGERPRINT_KEYS = ("manifest_digest", "checkpoint_sha256", "size", "format", "quality",
                     "recolor", "max_pixels", "batch_size", "device", "compile", "jpeg_decode",
                     "output_version")
-OUTPUT_VERSION = 2  # bump when the encoding of outputs changes (2: colour by table, own PNG)
+OUTPUT_VERSION = 3  # bump when outputs change for the same checkpoint (2: colour by table, own PNG; 3: reflect-padded net input, chroma gain)
 DEFAULT_CHECKPOINT = Path(__file__).with_name("weights") / "colorizer.pt"
 
 

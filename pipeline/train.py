@@ -1,4 +1,12 @@
-"""Training: the seed's recipe (L*/100 -> (ab+128)/255, Adam) with resumable, atomic checkpoints."""
+"""Training: the seed's targets (L*/100 -> (ab+128)/255) with resumable, atomic checkpoints.
+
+The recipe on top of the seed's: AdamW with a one-cycle schedule, an EMA of the weights (what is
+validated and shipped), an L1 term beside MSE (MSE alone regresses to the mean and greys the
+colour out), scan-like degradations of the input L only (grain, blur, fading, gamma: archive
+scans are not clean photos, and the target colour stays the clean one), and an optional warm start
+from the Apache-2.0 tutorial checkpoint of the same architecture. SRC may be a folder of photos, a
+path list, or a collection built by `python -m pipeline.traindata` (its manifest's train/val split).
+"""
 
 from __future__ import annotations
 
@@ -42,7 +50,23 @@ class TrainConfig:
     device: str = "auto"
     max_steps: int = 0  # 0 = no limit; for smoke tests
     resume: bool = False
-    init: str = ""  # start from these weights (fine-tuning), with a fresh optimizer
+    init: str = ""  # start from these weights (ours, or the tutorial's .pth), fresh optimizer
+    ema: float = 0.0  # EMA decay of the weights (0 = off); the EMA is validated and saved
+    l1_weight: float = 0.0  # loss = MSE + l1_weight * L1
+    degrade: float = 0.0  # probability of each scan-like degradation of the input L
+    optimizer: str = "adam"  # adam (the seed's) | adamw
+
+
+def collection_split(src: str | os.PathLike) -> tuple[list[str], list[str]] | None:
+    """(train, val) cache paths of a collection built by pipeline.traindata, else None."""
+    p = Path(src)
+    if not (p / "manifest.csv").is_file():
+        return None
+    from .traindata import read_manifest
+
+    rows = read_manifest(p)
+    return ([str(p / r["cache"]) for r in rows if r["split"] == "train"],
+            [str(p / r["cache"]) for r in rows if r["split"] == "val"])
 
 
 def list_images(src: str | os.PathLike) -> list[str]:
@@ -140,6 +164,80 @@ def mean_ab(paths: list[str], long_side: int = 128) -> tuple[float, float]:
     return (float(acc[0] / n), float(acc[1] / n))
 
 
+def degrade(x: torch.Tensor, p: float, g: torch.Generator) -> torch.Tensor:
+    """Make a batch of L*/100 inputs look like old scans, each degradation with probability p."""
+    if p <= 0:
+        return x
+    B = x.shape[0]
+
+    def pick() -> torch.Tensor:
+        return (torch.rand(B, 1, 1, 1, generator=g) < p).to(x.dtype)
+
+    def u(lo: float, hi: float) -> torch.Tensor:
+        return lo + (hi - lo) * torch.rand(B, 1, 1, 1, generator=g, dtype=x.dtype)
+
+    m = pick()  # fading / low contrast: black lifts, white drops
+    lo, hi = u(0.0, 0.18), u(0.78, 1.0)
+    x = m * (lo + (hi - lo) * x) + (1 - m) * x
+    m = pick()  # tone curve
+    x = m * x.clamp_min(1e-4) ** u(0.7, 1.4) + (1 - m) * x
+    m = pick()  # softness of an old lens or a low-resolution scan
+    sigma = float(0.4 + 0.8 * torch.rand(1, generator=g))
+    k = torch.exp(-0.5 * (torch.arange(-2, 3, dtype=x.dtype) / sigma) ** 2)
+    k = k / k.sum()
+    xb = F.conv2d(F.pad(x, (2, 2, 0, 0), mode="reflect"), k.view(1, 1, 1, 5))
+    xb = F.conv2d(F.pad(xb, (0, 0, 2, 2), mode="reflect"), k.view(1, 1, 5, 1))
+    x = m * xb + (1 - m) * x
+    m = pick()  # film grain
+    noise = torch.randn(x.shape, generator=g, dtype=x.dtype) * u(0.005, 0.04)
+    x = x + m * noise
+    return x.clamp(0.0, 1.0)
+
+
+class EMA:
+    """Exponential moving average of a model's parameters and buffers."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        import copy
+
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval()
+        for q in self.model.parameters():
+            q.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))  # warm-up: early weights are noise
+        for e, m in zip(self.model.state_dict().values(), model.state_dict().values(), strict=True):
+            if e.dtype.is_floating_point:
+                e.mul_(d).add_(m.detach(), alpha=1 - d)
+            else:
+                e.copy_(m)
+
+
+def warm_start(model: torch.nn.Module, path: str, device) -> int:
+    """Load our checkpoint, or the tutorial's state dict (keys ResNet18.*, conv1..5, bn1..4),
+    whose decoder has one more BatchNorm (bn3) than the seed's: every tensor whose name maps and
+    whose shape fits is loaded. Returns how many tensors were loaded."""
+    if not path.endswith(".pth"):
+        model.load_state_dict(load_checkpoint(path, device).model.state_dict())
+        return len(model.state_dict())
+    sd = torch.load(path, map_location=device, weights_only=True)
+    rename = {"ResNet18.": "trunk.", "conv1.": "layer2.0.", "bn1.": "layer2.1.", "conv2.": "layer3.0.",
+              "bn2.": "layer3.1.", "conv3.": "layer4.0.", "conv4.": "layer5.0.", "conv5.": "layer6."}
+    own = model.state_dict()
+    n = 0
+    for k, v in sd.items():
+        for a, b in rename.items():
+            if k.startswith(a):
+                k2 = b + k[len(a):]
+                if k2 in own and own[k2].shape == v.shape:
+                    own[k2].copy_(v)
+                    n += 1
+                break
+    return n
+
+
 def _worker_init(_: int) -> None:
     torch.set_num_threads(1)
 
@@ -164,17 +262,24 @@ def train(cfg: TrainConfig, log=print) -> dict:
         raise ValueError(f"--size must be a multiple of 8, got {cfg.size}")
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    paths = list_images(cfg.src)
-    if len(paths) < 2:
-        raise ValueError(f"need at least 2 training photos in {cfg.src}, found {len(paths)}")
-    train_paths, val_paths = split(paths, cfg.val_fraction)
+    coll = collection_split(cfg.src)
+    if coll is not None:
+        train_paths, val_paths = coll
+    else:
+        paths = list_images(cfg.src)
+        if len(paths) < 2:
+            raise ValueError(f"need at least 2 training photos in {cfg.src}, found {len(paths)}")
+        train_paths, val_paths = split(paths, cfg.val_fraction)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     train_mean_ab = mean_ab(train_paths)
-    model = ColorizationNet(ModelConfig()).to(device)
+    # channels_last: 1.8x faster training on the CPU (13.7 vs 7.6 img/s at 160 px, 2 cores)
+    model = ColorizationNet(ModelConfig()).to(device, memory_format=torch.channels_last)
     if cfg.init:
-        model.load_state_dict(load_checkpoint(cfg.init, device).model.state_dict())
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        log(f"warm start: {warm_start(model, cfg.init, device)} tensors from {cfg.init}")
+    Opt = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    opt = Opt(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    ema = EMA(model, cfg.ema) if cfg.ema else None
     n_train = len(train_paths) * cfg.repeats
     drop_last = n_train > cfg.batch_size  # no ragged last batch, unless that is all there is
     steps_per_epoch = n_train // cfg.batch_size if drop_last else 1
@@ -190,6 +295,8 @@ def train(cfg: TrainConfig, log=print) -> dict:
         model.load_state_dict(ck.model.state_dict())
         opt.load_state_dict(ck.extra["optimizer"])
         sched.load_state_dict(ck.extra["scheduler"])
+        if ema is not None:
+            ema.model.load_state_dict(ck.extra["ema"])
         start_epoch, step = ck.meta["epochs"], ck.meta["step"]
         best = ck.meta.get("best_val_loss", float("inf"))
         log(f"resumed from {out / 'last.pt'} at epoch {start_epoch}, step {step}")
@@ -214,13 +321,20 @@ def train(cfg: TrainConfig, log=print) -> dict:
                             drop_last=drop_last, **kw)
         t0, seen, run_loss = time.time(), 0, 0.0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False)
+        gd = torch.Generator().manual_seed(cfg.seed * 7919 + epoch)
         for x, y in bar:
+            x = degrade(x, cfg.degrade, gd).contiguous(memory_format=torch.channels_last)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with amp():
-                loss = F.mse_loss(model(x).float(), y)
+                pred = model(x).float()
+            loss = F.mse_loss(pred, y)
+            if cfg.l1_weight:
+                loss = loss + cfg.l1_weight * F.l1_loss(pred, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if ema is not None:
+                ema.update(model, step)
             if step < total_steps:
                 sched.step()
             step += 1
@@ -230,7 +344,8 @@ def train(cfg: TrainConfig, log=print) -> dict:
             if cfg.max_steps and step >= cfg.max_steps:
                 done = True
                 break
-        val_loss = evaluate_loss(model, val_loader, device, amp)
+        shipped = ema.model if ema is not None else model
+        val_loss = evaluate_loss(shipped, val_loader, device, amp)
         row = dict(epoch=epoch + 1, step=step, train_loss=run_loss / max(seen, 1), val_loss=val_loss,
                    images_per_s=seen / (time.time() - t0), lr=opt.param_groups[0]["lr"],
                    seconds=time.time() - t_start)
@@ -242,11 +357,13 @@ def train(cfg: TrainConfig, log=print) -> dict:
             val_images=len(val_paths), source=str(cfg.src), train_mean_ab=list(train_mean_ab), recipe=asdict(cfg),
             device=str(device), torch=str(torch.__version__),
         )
-        save_checkpoint(out / "last.pt", model, meta, optimizer=opt.state_dict(),
-                        scheduler=sched.state_dict())
+        extra = dict(optimizer=opt.state_dict(), scheduler=sched.state_dict())
+        if ema is not None:
+            extra["ema"] = ema.model.state_dict()
+        save_checkpoint(out / "last.pt", model, meta, **extra)
         if val_loss < best:
             best = val_loss
-            save_checkpoint(out / "best.pt", model, meta)
+            save_checkpoint(out / "best.pt", shipped, meta)
         log(f"epoch {epoch + 1}: train {row['train_loss']:.5f} val {val_loss:.5f} "
             f"({row['images_per_s']:.1f} img/s)")
         if done:

@@ -67,8 +67,64 @@ def test_resume_continues_from_saved_step(photos, tmp_path):
 
 def test_evaluate_writes_report_with_baselines(photos, tmp_path, ckpt):
     s = evaluate(ckpt, str(photos), str(tmp_path / "ev"), size=32, log=lambda *_: None)
-    assert set(s) == {"model", "gray", "mean_ab"}
+    assert set(s) == {"model", "gray", "mean_ab", "n", "sources", "flat"}
+    assert s["n"] == 10
     assert s["gray"]["colorfulness"] == pytest.approx(0.0, abs=0.5)
     assert s["model"]["original_colorfulness"] > 20
-    assert (tmp_path / "ev" / "eval.md").read_text().count("| **mean** |") == 3
+    assert [f["level"] for f in s["flat"]] == [60, 128, 200]
+    assert (tmp_path / "ev" / "eval.md").read_text().count("| **all** |") == 3
     assert Image.open(tmp_path / "ev" / "contact_sheet.png").size[1] == 10 * 164
+
+
+def test_evaluate_reports_a_collections_eval_split_per_source(photos, tmp_path, ckpt):
+    """A collection (pipeline.traindata's manifest): only its eval rows are scored, by source."""
+    import csv as _csv
+
+    files = sorted(photos.glob("*.png"))
+    coll = tmp_path / "coll"
+    coll.mkdir()
+    with open(coll / "manifest.csv", "w", newline="") as f:
+        w = _csv.DictWriter(f, ["sha256", "source", "split", "path", "cache"])
+        w.writeheader()
+        for i, p in enumerate(files):
+            w.writerow(dict(sha256=str(i), source="odd" if i % 2 else "even",
+                            split="eval" if i < 7 else "train", path=str(p), cache=""))
+    s = evaluate(ckpt, str(coll), str(tmp_path / "ev"), size=32, log=lambda *_: None)
+    assert s["n"] == 7
+    assert {k: v["n"] for k, v in s["sources"].items()} == {"even": 4, "odd": 3}
+    assert s["sources"]["odd"]["gray"]["ab_mse"] != s["sources"]["even"]["gray"]["ab_mse"]
+    sheet = Image.open(tmp_path / "ev" / "contact_sheet.png")
+    assert sheet.size[1] == 7 * 164  # under 24 photos: all of them
+
+
+def test_degrade_keeps_range_and_changes_inputs():
+    from pipeline.train import degrade
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.linspace(0, 1, 32 * 32).view(1, 1, 32, 32).repeat(16, 1, 1, 1)
+    y = degrade(x, 0.5, g)
+    assert y.shape == x.shape and float(y.min()) >= 0 and float(y.max()) <= 1
+    changed = (y - x).abs().flatten(1).amax(1) > 1e-3
+    assert 4 <= int(changed.sum()) <= 16  # p = 0.5 for each of four: most, not necessarily all
+    assert torch.equal(degrade(x, 0.0, g), x)
+
+
+def test_warm_start_maps_the_tutorials_keys(tmp_path):
+    """The tutorial's state dict (ResNet18.*, conv1..5, bn1..4 with an extra bn3) loads into the
+    seed's net wherever names map and shapes fit."""
+    from pipeline.model import ColorizationNet
+    from pipeline.train import warm_start
+
+    ours = ColorizationNet()
+    sd = {}
+    for k, v in ours.state_dict().items():
+        for a, b in {"trunk.": "ResNet18.", "layer2.0.": "conv1.", "layer2.1.": "bn1.",
+                     "layer3.0.": "conv2.", "layer3.1.": "bn2.", "layer4.0.": "conv3.",
+                     "layer5.0.": "conv4.", "layer6.": "conv5."}.items():
+            if k.startswith(a):
+                sd[b + k[len(a):]] = torch.full_like(v, 0.25) if v.dtype.is_floating_point else v
+    sd["bn3.weight"] = torch.ones(64)  # the tutorial's extra BatchNorm: nowhere to go
+    torch.save(sd, tmp_path / "tutorial.pth")
+    fresh = ColorizationNet()
+    assert warm_start(fresh, str(tmp_path / "tutorial.pth"), "cpu") == len(sd) - 1
+    assert torch.all(fresh.layer6.weight == 0.25) and torch.all(fresh.trunk[0].weight == 0.25)

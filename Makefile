@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup run manifest test lint train-data train evaluate bench clean
+.PHONY: help setup run manifest test lint train-data train evaluate bench gpu-check gpu-wheels clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -54,6 +54,18 @@ evaluate: setup  ## score the shipped weights on the photos inside the wheels (n
 bench: setup  ## throughput benchmark; appends to BENCHMARKS.md
 	$(BIN)/colorize bench --count 200 --width 1600 --height 1200 --append BENCHMARKS.md
 	$(BIN)/colorize bench --plan 1000000 --append BENCHMARKS.md
+
+gpu-check: setup  ## on a GPU machine: gpu tests, cuda bench, thread sweep, byte identity (here: dry run)
+	bash jobs/gpu_check.sh
+
+# What the lent GPU machines' image lacks (it has torch, numpy, pillow, scikit-image, pyarrow,
+# tifffile, tqdm, fsspec, psutil...), as Python 3.12 wheels to carry there in .whl/.
+GPU_WHEELS := dask==2026.7.1 distributed==2026.7.1 imagecodecs==2026.3.6 tornado partd locket zict tblib
+gpu-wheels:  ## download the wheels a GPU machine needs for gpu-check into .whl/
+	grep -qx '/.whl/' .git/info/exclude || echo /.whl/ >> .git/info/exclude
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+	    -d .whl $(GPU_WHEELS)
 
 clean:  ## remove outputs (keeps .venv)
 	rm -rf out build *.egg-info

@@ -187,7 +187,8 @@ def floor_of(net: float, io: float, device: str) -> float:
 def bench(count: int = 200, width: int = 1600, height: int = 1200, size: int = 256,
           batch: int = 8, device: str = "auto", checkpoint=None, naive_count: int = 20,
           memory: tuple[int, int] | None = (200, 2000), append: str | None = None,
-          log=print, net_seconds: float = 8.0, shard_size: int = 32) -> dict:
+          log=print, net_seconds: float = 8.0, shard_size: int = 32,
+          formats: tuple[str, ...] = ("png", "tiff")) -> dict:
     from .engine import pick_device
 
     dev = pick_device(device).type
@@ -222,6 +223,12 @@ def bench(count: int = 200, width: int = 1600, height: int = 1200, size: int = 2
             log("pipeline with --jpeg-decode device (nvJPEG) ...")
             nvjpeg = run_pipeline(tmp / "scans", tmp / "run-nvjpeg", checkpoint, size, batch, dev,
                                   shard_size, extra=("--jpeg-decode", "device"))
+        by_format = {}
+        for fmt in formats:  # each output format against its own I/O floor
+            log(f"I/O only and pipeline, --format {fmt} ...")
+            io_f = bench_io(paths, tmp / f"io-{fmt}", fmt, threads)
+            by_format[fmt] = (io_f, run_pipeline(tmp / "scans", tmp / f"run-{fmt}", checkpoint,
+                                                 size, batch, dev, shard_size, fmt=fmt))
         log(f"naive loop on {min(naive_count, count)} scans ...")
         naive = bench_naive(paths[:naive_count], tmp / "naive", checkpoint, size)
         mem = {}
@@ -234,11 +241,14 @@ def bench(count: int = 200, width: int = 1600, height: int = 1200, size: int = 2
                 mem[n] = (s["client_peak_rss_mb"], s["worker_peak_rss_mb"])
     res = {"device": dev, "count": count, "net": net, "net_compiled": net_c, "io": io,
            "naive": naive, "memory": mem, "client_peak_rss_mb": pipe["client_peak_rss_mb"],
-           "worker_peak_rss_mb": pipe["worker_peak_rss_mb"], "runs": {}}
-    for name, run, n in (("default", pipe, net), ("compiled", comp, net_c), ("nvjpeg", nvjpeg, net)):
+           "worker_peak_rss_mb": pipe["worker_peak_rss_mb"], "runs": {},
+           "io_by_format": {f: x[0] for f, x in by_format.items()}}
+    runs = [("default", pipe, net, io), ("compiled", comp, net_c, io), ("nvjpeg", nvjpeg, net, io)]
+    runs += [(f"format-{f}", run, net, io_f) for f, (io_f, run) in by_format.items()]
+    for name, run, n, io_run in runs:
         if not run:
             continue
-        floor = floor_of(n, io, dev)
+        floor = floor_of(n, io_run, dev)
         wall, steady = run["images_per_s"], run.get("steady_images_per_s", nan)
         res["runs"][name] = {
             "floor": floor, "wall": wall, "steady": steady, "startup_s": run.get("startup_s", nan),
@@ -265,8 +275,10 @@ def report(r: dict, count, width, height, size, batch, cmd) -> str:
         f"| net only, `torch.compile` | {r['net_compiled']:.2f} | | |",
         f"| I/O only (read, decode, encode, write) | {r['io']:.2f} | | |",
     ]
+    lines += [f"| I/O only, `--format {f}` | {v:.2f} | | |" for f, v in r.get("io_by_format", {}).items()]
     labels = {"default": "`colorize run`", "compiled": "`colorize run --compile`",
-              "nvjpeg": "`colorize run --jpeg-decode device`"}
+              "nvjpeg": "`colorize run --jpeg-decode device`",
+              **{f"format-{f}": f"`colorize run --format {f}`" for f in r.get("io_by_format", {})}}
     for name, x in r["runs"].items():
         lines += [
             f"| floor for {labels[name]} = {floor_kind} | {x['floor']:.2f} | | |",

@@ -79,6 +79,9 @@ def cmd_image(a) -> int:
 
     if not Path(a.input).is_file():
         raise UsageError(f"input not found: {a.input}")
+    if Path(a.output).resolve() == Path(a.input).resolve():
+        raise UsageError(f"output {a.output} is the input: the original would be replaced; "
+                         "name another file")
     ext = Path(a.output).suffix.lower()
     fmt = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "tiff", ".tiff": "tiff"}.get(ext)
     if fmt is None:
@@ -120,7 +123,8 @@ def cmd_scan(a) -> int:
     from .manifest import scan
 
     t = scan(a.sources, a.output, shard_size=a.shard_size, max_pixels=a.max_pixels,
-             relative=a.relative, progress=not a.quiet)
+             relative=a.relative, progress=not a.quiet,
+             log=lambda m: print(f"colorize: {m}", file=sys.stderr))
     bad = sum(e is not None for e in t.column("scan_error").to_pylist())
     shards = t.column("shard")[-1].as_py() + 1
     print(f"wrote {a.output}: {t.num_rows} images in {shards} shards"
@@ -161,6 +165,17 @@ def cmd_evaluate(a) -> int:
     s = evaluate(a.checkpoint, a.src, a.out, size=a.size, max_side=a.max_side, device=a.device)
     print(f"model ab-MSE {s['model']['ab_mse']:.5f} (gray {s['gray']['ab_mse']:.5f}, mean-ab "
           f"{s['mean_ab']['ab_mse']:.5f}); report in {a.out}/eval.md, contact_sheet.png")
+    return 0
+
+
+def cmd_tune_gain(a) -> int:
+    from .evaluate import tune_gain
+
+    if not (Path(a.collection) / "manifest.csv").is_file():
+        raise UsageError(f"{a.collection} is not a training collection (no manifest.csv); "
+                         "build one with `make train-data`")
+    r = tune_gain(a.checkpoint, a.collection, a.out, size=a.size, device=a.device)
+    print(f"wrote {a.out} with chroma gain {r['gain']:.1f} (chosen on {r['photos']} validation photos)")
     return 0
 
 
@@ -372,6 +387,17 @@ def build_parser() -> Parser:
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     s.set_defaults(func=cmd_evaluate)
 
+    s = sub.add_parser("tune-gain", help="choose a checkpoint's chroma gain on the validation split",
+                       description="Colorize the validation photos of a training collection at "
+                       "several chroma gains and write the checkpoint with the largest gain whose "
+                       "ab-MSE is within 2 % of the best.")
+    s.add_argument("checkpoint", metavar="CHECKPOINT")
+    s.add_argument("collection", metavar="COLLECTION", help="built by `make train-data`")
+    s.add_argument("--out", required=True, help="the checkpoint to write")
+    s.add_argument("--size", type=size_arg, default=256)
+    s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    s.set_defaults(func=cmd_tune_gain)
+
     s = sub.add_parser("audit", help="prove every image is accounted for (exit 1 if not)",
                        description="Check OUTDIR against its manifest: one result row per manifest "
                        "row, every ok output present with its sha256, no unclaimed files, every error "
@@ -425,6 +451,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"colorize: error: {e}", file=sys.stderr)
         return 2
     except RunFailed as e:
+        if e.traceback:
+            print(e.traceback, file=sys.stderr)
         print(f"colorize: failed: {e}", file=sys.stderr)
         return 1
     except (CheckpointError, DecodeError, FileNotFoundError, ValueError) as e:

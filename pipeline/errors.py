@@ -6,4 +6,9 @@ class CheckpointError(ValueError):
 
 
 class RunFailed(RuntimeError):
-    """A shard could not be committed (e.g. disk full); exit code 1."""
+    """A shard could not be committed (e.g. disk full); exit code 1. `traceback`: the worker's,
+    when the cause was a bug rather than OUTDIR (the CLI prints it then)."""
+
+    def __init__(self, message: str, traceback: str = ""):
+        super().__init__(message)
+        self.traceback = traceback

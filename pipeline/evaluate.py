@@ -232,3 +232,51 @@ def _contact_sheet(triples, h: int = 160) -> Image.Image:
             sheet.paste(im, (x, i * (h + 4)))
             x += im.width + 4
     return sheet
+
+
+GAINS = (1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6)
+
+
+def tune_gain(checkpoint: str, collection: str, out: str, size: int = 256, tolerance: float = 0.02,
+              device: str = "cpu", log=print) -> dict:
+    """Choose the checkpoint's chroma gain on the collection's validation split (never the
+    evaluation split): the largest gain in GAINS whose ab-MSE is within `tolerance` of the best
+    gain's. A regression net's a/b are conditional means, grayer than photos; a gain buys back
+    colour where it costs (almost) no accuracy. Writes the checkpoint with meta["chroma_gain"]
+    (and the curve) to `out`; returns the curve."""
+    from skimage.color import rgb2lab
+
+    from .engine import Colorizer, net_input
+    from .model import load_checkpoint, save_checkpoint
+    from .traindata import read_manifest
+
+    rows = read_manifest(Path(collection), "val")
+    if not rows:
+        raise FileNotFoundError(f"no validation split in {collection}/manifest.csv")
+    ck = load_checkpoint(checkpoint)
+    net = Colorizer(ck, device=device, size=size)
+    net.chroma_gain = 1.0
+    acc = {g: [0.0, 0.0, 0.0] for g in GAINS}  # ab-MSE sum, colourfulness sum, original's sum
+    for r in rows:
+        ref = load_rgb(Path(collection) / r["cache"], 512)
+        gray = luminance_gray(ref)
+        ab = net.predict_ab(net_input(gray, size)[None])[0]
+        ab_ref = (rgb2lab(ref)[..., 1:] + 128) / 255
+        c_ref = colorfulness(ref)
+        for g in GAINS:
+            rgb = net.recombine(gray, ab * g)
+            acc[g][0] += float(np.mean(((rgb2lab(rgb)[..., 1:] + 128) / 255 - ab_ref) ** 2))
+            acc[g][1] += colorfulness(rgb)
+            acc[g][2] += c_ref
+    n = len(rows)
+    curve = {g: {"ab_mse": a / n, "colorfulness_share": c / o} for g, (a, c, o) in acc.items()}
+    best = min(v["ab_mse"] for v in curve.values())
+    gain = max(g for g, v in curve.items() if v["ab_mse"] <= best * (1 + tolerance))
+    for g, v in curve.items():
+        log(f"gain {g:.1f}: val ab-MSE {v['ab_mse']:.5f}, colourfulness "
+            f"{100 * v['colorfulness_share']:.0f} % of the originals'" + (" <- chosen" if g == gain else ""))
+    meta = dict(ck.meta, chroma_gain=gain, chroma_gain_curve={str(g): v for g, v in curve.items()},
+                chroma_gain_rule=f"largest gain within {tolerance:.0%} of the best val ab-MSE "
+                                 f"({n} validation photos)")
+    save_checkpoint(out, ck.model, meta)
+    return {"gain": gain, "curve": curve, "photos": n}

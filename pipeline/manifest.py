@@ -6,6 +6,7 @@ import csv
 import glob
 import hashlib
 import io
+import json
 import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -78,6 +79,10 @@ def _expand(src: str) -> Iterator[dict]:
     p = Path(src)
     if p.is_dir():
         for root, dirs, files in os.walk(p):
+            if "job.json" in files and "results" in dirs:  # a colorize OUTDIR: outputs, not scans
+                dirs[:] = []
+                yield {"_outdir": root}
+                continue
             dirs.sort()
             for name in sorted(files):
                 if Path(name).suffix.lower() in IMAGE_EXTS and not name.startswith("."):
@@ -116,6 +121,8 @@ def _probe(row: dict, max_pixels: int) -> dict:
         out["scan_error"] = str(e)
     except (OSError, ValueError) as e:
         out["scan_error"] = f"unreadable: {getattr(e, 'strerror', None) or e}"
+    except Exception as e:  # a malformed header may raise anything: that file's row, not the scan
+        out["scan_error"] = f"unreadable header: {type(e).__name__}: {e}"
     return out
 
 
@@ -131,13 +138,17 @@ def _out_stems(rels: list[str]) -> list[str]:
 
 def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int = 64,
          max_pixels: int = DEFAULT_MAX_PIXELS, relative: bool = False, threads: int = 8,
-         progress: bool = True) -> pa.Table:
-    """Write the manifest; returns it. Unreadable entries stay, with scan_error set."""
+         progress: bool = True, log=lambda msg: None) -> pa.Table:
+    """Write the manifest; returns it. Unreadable entries stay, with scan_error set. Folders
+    that are a colorize OUTDIR (job.json beside results/) are left out, and said so."""
     if shard_size < 1:
         raise ScanError("--shard-size must be >= 1")
     by_path: dict[str, dict] = {}
     for src in sources:
         for row in _expand(str(src)):
+            if "_outdir" in row:
+                log(f"left out {row['_outdir']}: it is a colorize OUTDIR (outputs, not scans)")
+                continue
             key = row["path"] if is_url(row["path"]) else os.path.realpath(row["path"])
             by_path.setdefault(key, row)  # duplicates (same file named twice) collapse
     if not by_path:
@@ -167,7 +178,11 @@ def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int = 64
     for k in carried:
         cols[k] = [by_path[r].get(k) for r in real]
     table = pa.table(cols)
-    table = table.replace_schema_metadata({"shard_size": str(shard_size)})
+    # The folders scanned: a run refuses an OUTDIR inside them (the next scan would take the
+    # outputs for scans).
+    folders = [os.path.realpath(str(x)) for x in sources if not is_url(str(x)) and Path(x).is_dir()]
+    table = table.replace_schema_metadata({"shard_size": str(shard_size),
+                                           "source_folders": json.dumps(folders)})
     buf = io.BytesIO()
     pq.write_table(table, buf, row_group_size=ROW_GROUP)
     if is_url(output):

@@ -107,7 +107,7 @@ def make_client(o: RunOptions, device: str):
         return
     n = local_workers(o, device)
     kw = dict(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
-              silence_logs=logging.ERROR, memory_limit=0)
+              silence_logs=logging.CRITICAL, memory_limit=0)
     environ = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **WORKER_ENV}
     with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
         if device == "cuda":
@@ -118,7 +118,7 @@ def make_client(o: RunOptions, device: str):
                                                      "env": {"CUDA_VISIBLE_DEVICES": str(i)}}}
                        for i in range(n)}
             cluster = SpecCluster(workers=workers, scheduler={"cls": Scheduler,
-                                  "options": {"dashboard_address": ":0"}}, silence_logs=logging.ERROR)
+                                  "options": {"dashboard_address": ":0"}}, silence_logs=logging.CRITICAL)
         else:
             cluster = LocalCluster(**kw)
     with cluster, Client(cluster) as client:
@@ -172,6 +172,12 @@ def run_job(o: RunOptions, log=print) -> dict:
     spec = resolve_spec(o)
     sizes = shard_sizes(o.manifest)
     total_images = sum(sizes.values())
+    check_outdir_apart(outdir, o.manifest)
+    try:
+        outdir.check_writable(create=not o.dry_run)
+    except PermissionError as e:
+        raise JobError(f"{e.filename} is not writable ({e.strerror}); fix its permissions "
+                       f"(e.g. chmod -R u+w {outdir.full('')}) or choose another OUTDIR") from None
     if o.dry_run:
         committed = results.committed_shards(outdir)
         note = ""
@@ -221,8 +227,49 @@ def run_job(o: RunOptions, log=print) -> dict:
     return totals
 
 
+QUARANTINE = "quarantine"  # OUTDIR/quarantine/<path>: files --repair found but did not write
+
+
+def check_outdir_apart(outdir: Store, manifest: str) -> None:
+    """Refuse an OUTDIR inside the sources' folder (a later scan would take the outputs for
+    new scans, and an output could land on a source) or holding the sources."""
+    if not outdir.local:
+        return
+    from .manifest import resolve_path
+
+    paths = read_manifest(manifest, columns=["path"]).column("path").to_pylist()
+    local = [os.path.realpath(resolve_path(manifest, p)) for p in paths if "://" not in p]
+    if not local:
+        return
+    out = os.path.realpath(outdir.root)
+    folders = {os.path.dirname(p) for p in local}
+    root = os.path.commonpath(list(folders))
+    if root != os.path.dirname(root):  # not "/": sources spread over the disk say nothing
+        folders.add(root)
+    if not is_url(manifest):
+        import json
+
+        import pyarrow.parquet as pq
+
+        meta = pq.read_schema(manifest).metadata or {}
+        folders.update(json.loads(meta.get(b"source_folders", b"[]")))
+    up = out
+    while True:
+        if up in folders:
+            raise JobError(f"OUTDIR {out} is inside the source folder {up}: a later scan would "
+                           "take the outputs for new scans; choose an OUTDIR outside it")
+        if os.path.dirname(up) == up:
+            break
+        up = os.path.dirname(up)
+    inside = next((p for p in local if p.startswith(out + os.sep)), None)
+    if inside:
+        raise JobError(f"OUTDIR {out} holds source {inside}: outputs could overwrite sources; "
+                       "choose an OUTDIR apart from them")
+
+
 def plan_repair(outdir: Store, log) -> dict[int, set[str]]:
-    """From a full audit: images to redo per committed shard; stray files are removed."""
+    """From a full audit: images to redo per committed shard. Files this job did not write, and
+    outputs altered since, are moved to OUTDIR/quarantine/ (same paths), never deleted."""
     from .audit import audit
 
     report = audit(outdir, progress=False)
@@ -231,6 +278,9 @@ def plan_repair(outdir: Store, log) -> dict[int, set[str]]:
     for p in report["problems"]:
         kind = p["kind"]
         if kind in ("missing_output", "corrupt_output"):
+            if kind == "corrupt_output":  # altered since we wrote it (a retouch?): kept aside
+                dest = outdir.move_aside(p["output_path"], QUARANTINE)
+                log(f"moved an altered output to {dest}; it will be written again")
             fixes.setdefault(p["shard"], set()).add(p["image_id"])
         elif kind == "duplicate_result":
             if not shard_of:
@@ -238,9 +288,9 @@ def plan_repair(outdir: Store, log) -> dict[int, set[str]]:
                 shard_of = dict(zip(t.column("image_id").to_pylist(), t.column("shard").to_pylist(),
                                     strict=True))
             fixes.setdefault(shard_of[p["image_id"]], set()).add(p["image_id"])
-        elif kind == "unclaimed_file":
-            outdir.remove(p["output_path"])
-            log(f"removed stray file {p['output_path']}")
+        elif kind == "unclaimed_file":  # not ours: kept, out of the way
+            dest = outdir.move_aside(p["output_path"], QUARANTINE)
+            log(f"moved a file this job did not write to {dest}")
         elif kind == "no_result" and p["shard"] in results.committed_shards(outdir):
             fixes.setdefault(p["shard"], set()).add(p["image_id"])
     return fixes
@@ -267,13 +317,17 @@ def _drive(client, job, tasks, sizes, fp, o: RunOptions, tqdm, log, t_start: flo
 
     it = iter(tasks)
     ac = as_completed([submit(t) for t in islice(it, window)], with_results=False)
-    failure = None
+    failure, tb = None, ""
     try:
         for fut in ac:
             try:
                 summary = fut.result()
             except Exception as e:  # after retries, or a worker that kept dying
                 failure = f"shard {fut.key.split('-')[1]} failed: {type(e).__name__}: {e}"
+                if type(e).__name__ not in ("OutputError", "KilledWorker"):  # a bug: show where
+                    import traceback
+
+                    tb = "".join(traceback.format_exception(type(e), e, fut.traceback()))
                 break
             for k in ("images", "ok", "error", "skipped"):
                 totals[k] += summary[k]
@@ -291,9 +345,9 @@ def _drive(client, job, tasks, sizes, fp, o: RunOptions, tqdm, log, t_start: flo
     finally:
         bar.close()
     if failure:
-        for f in ac.futures:
+        for f in list(ac.futures):  # a copy: completions still arrive and change the dict
             f.cancel()
-        raise RunFailed(f"{failure}; committed shards are intact, rerun to resume")
+        raise RunFailed(f"{failure}; committed shards are intact, rerun to resume", traceback=tb)
     steady = steady_rate(spans)
     if steady:
         totals["steady_images_per_s"] = steady

@@ -97,8 +97,8 @@ class ShardJob:
         except PermissionError:
             res["error"] = "permission denied reading the source"
             return self._done(res, t0), None, None
-        except (ValueError, OSError, MemoryError) as e:
-            res["error"] = f"{type(e).__name__}: {e}"
+        except Exception as e:  # whatever one source does, it is that image's row, not the shard's
+            res["error"] = f"cannot read: {type(e).__name__}: {e}"
             return self._done(res, t0), None, None
         if self.jpeg_decode == "device":
             d = gray_jpeg_header(data, self.max_pixels)
@@ -119,14 +119,18 @@ class ShardJob:
         except DecodeError as e:
             res["error"] = str(e)
             return self._done(res, t0), None, None
-        except (ValueError, OSError, MemoryError) as e:
-            res["error"] = f"{type(e).__name__}: {e}"
+        except Exception as e:  # any library's surprise on one odd file: its row, not the shard
+            res["error"] = f"cannot decode: {type(e).__name__}: {e}"
             return self._done(res, t0), None, None
         self._describe(res, d)
         if d.kind == "color" and not self.recolor:
             res["status"], res["error"] = "skipped", "colour image (use --recolor to recolorize)"
             return self._done(res, t0), None, None
-        small = net_input(d.gray, self.size)  # the net's input, made here in the pool
+        try:
+            small = net_input(d.gray, self.size)  # the net's input, made here in the pool
+        except Exception as e:
+            res["error"] = f"cannot prepare the net's input: {type(e).__name__}: {e}"
+            return self._done(res, t0), None, None
         res["seconds"] = time.perf_counter() - t0
         return res, d, small
 
@@ -157,7 +161,7 @@ class ShardJob:
         t0 = time.perf_counter()
         try:
             rgb = net.lookup(d.gray, ab16)
-        except (ValueError, MemoryError, RuntimeError) as e:
+        except Exception as e:
             res["error"] = f"cannot colorize: {type(e).__name__}: {e}"
             return self._done(res, t0)
         return self._finish(res, d, rgb, net_seconds + time.perf_counter() - t0)
@@ -165,13 +169,20 @@ class ShardJob:
     def _finish(self, res: dict, d: Decoded, rgb: np.ndarray, torch_seconds: float) -> dict:
         """Encode and write (a pool thread: Pillow and zlib release the GIL)."""
         t0 = time.perf_counter()
+        notes = list(d.notes)
         try:
             fmt = output_format(self.format, d.format)
-            data = encode(rgb, fmt, d.dpi, d.icc_profile, d.exif, quality=self.quality)
             rel = safe_output_path(res["_stem"], FORMATS[fmt])
-        except (ValueError, MemoryError, OSError) as e:
+            try:
+                data = encode(rgb, fmt, d.dpi, d.icc_profile, d.exif, quality=self.quality,
+                              notes=notes)
+            except Exception as e:  # metadata a writer chokes on is dropped, never fatal
+                notes.append(f"metadata not carried ({type(e).__name__}: {e})"[:200])
+                data = encode(rgb, fmt, quality=self.quality)
+        except Exception as e:
             res["error"] = f"cannot encode: {type(e).__name__}: {e}"
             return self._done(res, t0)
+        res["notes"] = "; ".join(notes) or None
         store = Store(self.outdir)
         try:
             store.write_atomic(rel, data)
@@ -233,7 +244,7 @@ class ShardJob:
                     if net.host_colour(d.gray):  # the lookup in the pool, beside the net
                         try:
                             ab16 = net.upsample_ab(abq[i], d.gray.shape)
-                        except (ValueError, MemoryError, RuntimeError) as e:
+                        except Exception as e:
                             res["error"] = f"cannot colorize: {type(e).__name__}: {e}"
                             out[res["image_id"]] = res
                             continue
@@ -242,7 +253,7 @@ class ShardJob:
                     tr = time.perf_counter()
                     try:
                         rgb = net.recombine(d.gray, ab[i] if d.bits == 16 else abq[i])
-                    except (ValueError, MemoryError, RuntimeError) as e:
+                    except Exception as e:
                         res["error"] = f"cannot colorize: {type(e).__name__}: {e}"
                         out[res["image_id"]] = res
                         continue

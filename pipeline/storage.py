@@ -6,6 +6,7 @@ single PUT, which makes the object visible only once it is whole.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import threading
@@ -93,6 +94,46 @@ class Store:
     def remove(self, rel: str) -> None:
         if self.exists(rel):
             self.fs.rm(self.full(rel))
+
+    def move_aside(self, rel: str, folder: str) -> str:
+        """Move rel to folder/rel (a numbered name if taken), never deleting; returns where."""
+        dest = f"{folder}/{rel}"
+        n = 1
+        while self.exists(dest):
+            stem, dot, ext = rel.rpartition(".")
+            dest = f"{folder}/{stem}.{n}.{ext}" if dot else f"{folder}/{rel}.{n}"
+            n += 1
+        if self.local:
+            Path(self.full(dest)).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.full(rel), self.full(dest))
+        else:
+            self.fs.mv(self.full(rel), self.full(dest))
+        return dest
+
+    def check_writable(self, rels: tuple[str, ...] = ("", "images", "results"),
+                       create: bool = True) -> None:
+        """Raise OSError (PermissionError for permissions) naming the first of these folders
+        that no file can be written in: found before a run, not as a retried failure in every
+        shard. create=False (a dry run) writes nothing: it asks the nearest existing folder."""
+        if not self.local:
+            return  # object stores: the first write says it, with the store's own reason
+        for rel in rels:
+            d = Path(self.full(rel))
+            if not create:
+                while not d.exists() and d.parent != d:
+                    d = d.parent
+                if not d.is_dir():
+                    raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(d))
+                if not os.access(d, os.W_OK | os.X_OK):
+                    raise PermissionError(errno.EACCES, "Permission denied", str(d))
+                continue
+            try:
+                d.mkdir(parents=True, exist_ok=True)
+                probe = d / f".write-test-{os.getpid()}.tmp"
+                probe.write_bytes(b"")
+                probe.unlink()
+            except PermissionError as e:
+                raise PermissionError(e.errno, e.strerror or "Permission denied", str(d)) from None
 
     def rmtree(self, rel: str) -> None:
         if self.exists(rel):

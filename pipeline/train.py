@@ -294,7 +294,13 @@ def train(cfg: TrainConfig, log=print) -> dict:
         ck = load_checkpoint(out / "last.pt", device)
         model.load_state_dict(ck.model.state_dict())
         opt.load_state_dict(ck.extra["optimizer"])
-        sched.load_state_dict(ck.extra["scheduler"])
+        if ck.extra["scheduler"].get("total_steps") == total_steps:
+            sched.load_state_dict(ck.extra["scheduler"])
+        else:  # --epochs changed since: the one cycle is re-laid over the new total from here
+            sched = torch.optim.lr_scheduler.OneCycleLR(
+                opt, max_lr=cfg.lr, total_steps=max(total_steps, 1), pct_start=0.1,
+                last_epoch=ck.meta["step"] - 1)
+            log(f"schedule re-laid: {ck.extra['scheduler'].get('total_steps')} -> {total_steps} steps")
         if ema is not None:
             ema.model.load_state_dict(ck.extra["ema"])
         start_epoch, step = ck.meta["epochs"], ck.meta["step"]

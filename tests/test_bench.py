@@ -39,6 +39,11 @@ def test_bench_measures_everything_and_appends_the_table(ckpt, tmp_path):
     assert "6 gray JPEG scans of 96x64, net at 32, batch 2, device cpu" in text
     assert f"| net only | {r['net']:.2f} |" in text
     assert "`colorize run`, steady" in text and "naive loop" in text
+    for fmt in ("png", "tiff"):  # each output format against its own I/O floor
+        x = r["runs"][f"format-{fmt}"]
+        assert x["floor"] == pytest.approx(1 / (1 / r["net"] + 1 / r["io_by_format"][fmt]))
+        assert f"`colorize run --format {fmt}`, steady" in text
+        assert f"| I/O only, `--format {fmt}` | {r['io_by_format'][fmt]:.2f} |" in text
     if r["net_compiled"] == r["net_compiled"]:  # a C++ compiler here: the --compile run too
         c = r["runs"]["compiled"]
         assert c["steady"] > 0 and "`colorize run --compile`, steady" in text

@@ -115,7 +115,9 @@ def test_unusable_outdir_is_a_one_line_error(tmp_path):
     (tmp_path / "afile").write_text("x")
     r = run_cli("run", "--manifest", root / "manifests" / "demo.parquet", "-o",
                 tmp_path / "afile" / "out", "--dry-run")
-    assert r.returncode == 0  # a dry run writes nothing
+    # a dry run writes nothing, but says what a real run would meet
+    assert r.returncode == 2 and "Not a directory" in r.stderr, r.stderr
+    assert not (tmp_path / "afile").is_dir()
     r = run_cli("run", "--manifest", root / "manifests" / "demo.parquet", "-o",
                 tmp_path / "afile" / "out", "-q")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -128,3 +128,15 @@ def test_warm_start_maps_the_tutorials_keys(tmp_path):
     fresh = ColorizationNet()
     assert warm_start(fresh, str(tmp_path / "tutorial.pth"), "cpu") == len(sd) - 1
     assert torch.all(fresh.layer6.weight == 0.25) and torch.all(fresh.trunk[0].weight == 0.25)
+
+
+def test_resume_with_other_epochs_relays_the_schedule(photos, tmp_path):
+    """A run stopped early and resumed with fewer epochs anneals to the end of the new total."""
+    steps_per_epoch = (9 * 2) // 4
+    train(cfg(photos, tmp_path, epochs=6, max_steps=2 * steps_per_epoch), log=lambda *_: None)
+    said = []
+    s = train(cfg(photos, tmp_path, epochs=3, resume=True), log=said.append)
+    assert any("schedule re-laid" in m for m in said)
+    assert s["step"] == 3 * steps_per_epoch
+    rows = metrics(tmp_path)
+    assert float(rows[-1]["lr"]) < 0.01 * 5e-3  # one-cycle ends near zero

@@ -1,0 +1,452 @@
+"""Real archives: no file stops a run, every format writes, transparency and toned scans come out
+right, and the originals and the archive are guarded (issue 12)."""
+
+import io
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import tifffile
+from PIL import Image
+
+import pipeline.shard as shard_mod
+from pipeline.imaging import DecodeError, classify_rgb, decode, encode
+from pipeline.manifest import scan
+from pipeline.model import file_sha256
+from pipeline.results import read_results
+from pipeline.shard import ShardJob
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def photo():
+    from skimage import data
+
+    return data.camera()[:120, :160].copy()
+
+
+def camera_exif() -> bytes:
+    """EXIF as a camera writes it: IFD0 tags, an Exif sub-IFD and a GPS IFD."""
+    ex = Image.Exif()
+    ex[271], ex[272], ex[306] = "Nikon", "F3 scan", "2024:05:01 10:00:00"
+    ex[0x8769] = {36867: "1961:07:14 09:30:00", 33434: (1, 125)}
+    ex[0x8825] = {1: "N", 2: (48.0, 51.0, 24.0)}
+    return ex.tobytes()
+
+
+def exif_with_string_resolution() -> bytes:
+    """Raw EXIF whose XResolution is ASCII text, as some scanners write it (Pillow will not
+    write such a thing, so the bytes are laid out by hand)."""
+    text = b"seventy-two\x00"
+    ifd = (struct.pack("<H", 1) + struct.pack("<HHII", 282, 2, len(text), 8 + 2 + 12 + 4)
+           + struct.pack("<I", 0) + text)
+    return b"Exif\x00\x00II*\x00" + struct.pack("<I", 8) + ifd
+
+
+def huge_dpi_exif() -> bytes:
+    ex = Image.Exif()
+    ex[282], ex[283], ex[296] = 4294967295, 4294967295, 2  # inches
+    return ex.tobytes()
+
+
+def srgb_icc() -> bytes:
+    from PIL import ImageCms
+
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+# --- every output format on ordinary scans ------------------------------------------------------
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+def test_tiff_carries_camera_exif_and_icc_as_real_tags(bits):
+    rgb = np.random.default_rng(0).integers(0, 255, (40, 60, 3)).astype(np.uint8)
+    if bits == 16:
+        rgb = rgb.astype(np.uint16) * 257
+    notes: list[str] = []
+    icc = srgb_icc()
+    data = encode(rgb, "tiff", dpi=(300.0, 300.0), icc=icc, exif=camera_exif(), notes=notes)
+    with tifffile.TiffFile(io.BytesIO(data)) as t:
+        page = t.pages[0]
+        assert np.array_equal(page.asarray(), rgb)
+        tags = {tag.name: tag.value for tag in page.tags}
+    assert tags["Make"] == "Nikon" and tags["Model"] == "F3 scan"
+    assert tags["DateTime"] == "2024:05:01 10:00:00"
+    assert bytes(tags["InterColorProfile"]) == icc
+    assert tags["XResolution"] == (300, 1)
+    assert any("Exif and GPS sub-IFD not carried" in n for n in notes)
+    with Image.open(io.BytesIO(data)) as im:  # and libtiff, through Pillow, reads it too
+        im.load()
+        assert im.size == (60, 40)
+
+
+def test_tiff_keeps_the_original_date_when_ifd0_has_none():
+    ex = Image.Exif()
+    ex[0x8769] = {36867: "1961:07:14 09:30:00"}
+    data = encode(np.zeros((8, 8, 3), np.uint8), "tiff", exif=ex.tobytes(), notes=[])
+    with tifffile.TiffFile(io.BytesIO(data)) as t:
+        assert t.pages[0].tags["DateTime"].value == "1961:07:14 09:30:00"
+
+
+def test_16bit_rgb_gray_scans_stay_16bit(tmp_path, photo):
+    g16 = photo.astype(np.uint16) * 257 + 100
+    rgb16 = np.dstack([g16] * 3)
+    tifffile.imwrite(tmp_path / "flatbed48.tif", rgb16, photometric="rgb")
+    import imagecodecs
+
+    (tmp_path / "flatbed48.png").write_bytes(imagecodecs.png_encode(rgb16))
+    rgba = np.dstack([rgb16, np.full_like(g16, 65535)])
+    (tmp_path / "flatbed64.png").write_bytes(imagecodecs.png_encode(rgba))
+    for name in ("flatbed48.tif", "flatbed48.png", "flatbed64.png"):
+        d = decode(tmp_path / name)
+        assert d.bits == 16 and d.kind == "gray", name
+        assert np.abs(d.gray.astype(int) - g16).max() <= 1, name  # all 16 bits, not 8
+
+
+# --- transparency and toned scans ---------------------------------------------------------------
+
+
+def test_transparency_is_flattened_on_white(tmp_path, photo):
+    a = np.full(photo.shape, 255, np.uint8)
+    a[:, :40] = 0  # the left quarter is transparent
+    Image.fromarray(np.dstack([photo, a]), "LA").save(tmp_path / "la.png")
+    Image.fromarray(np.dstack([photo, photo, photo, a]), "RGBA").save(tmp_path / "rgba.png")
+    p = Image.fromarray(photo).convert("P")
+    p.info["transparency"] = int(np.asarray(p)[0, 0])  # the top-left pixel's entry is transparent
+    p.save(tmp_path / "trns.png", transparency=int(np.asarray(p)[0, 0]))
+    for name in ("la.png", "rgba.png"):
+        d = decode(tmp_path / name)
+        assert d.kind == "gray", name  # not skipped as colour
+        assert (d.gray[:, :40] == 255).all(), name
+        assert "alpha flattened on white" in d.notes
+    d = decode(tmp_path / "trns.png")
+    assert d.kind == "gray" and d.gray[0, 0] == 255
+
+
+def stripes() -> np.ndarray:
+    a = np.zeros((60, 90, 3), np.uint8)
+    a[:, :30, 0] = 255
+    a[:, 30:60, 1] = 255
+    a[:, 60:, 2] = 255
+    return a
+
+
+def colour_chart() -> np.ndarray:
+    rng = np.random.default_rng(3)
+    patches = rng.integers(0, 255, (4, 6, 3)).astype(np.uint8)
+    return np.kron(patches, np.ones((15, 15, 1), np.uint8))
+
+
+def toned(photo, tint) -> np.ndarray:
+    t = photo.astype(np.float32)[..., None] / 255.0
+    return np.clip(255 * t * np.array(tint, np.float32) + 8 * t, 0, 255).astype(np.uint8)
+
+
+def test_toned_means_one_hue_family(photo):
+    assert classify_rgb(stripes()) == "color"
+    assert classify_rgb(colour_chart()) == "color"
+    assert classify_rgb(toned(photo, (1.0, 0.85, 0.62))) == "toned"  # sepia
+    assert classify_rgb(toned(photo, (0.35, 0.6, 1.0))) == "toned"  # cyanotype
+    assert classify_rgb(np.dstack([photo] * 3)) == "gray"
+
+
+# --- reasons a person can act on ----------------------------------------------------------------
+
+
+def jpeg_bytes(photo, **kw) -> bytes:
+    b = io.BytesIO()
+    Image.fromarray(photo).save(b, "JPEG", **kw)
+    return b.getvalue()
+
+
+def test_reasons_say_what_failed(tmp_path, photo):
+    d = bytearray(jpeg_bytes(photo))
+    d[d.index(b"\xff\xc0") + 4] = 12  # the start-of-frame's sample precision
+    (tmp_path / "twelve.jpg").write_bytes(bytes(d))
+    with pytest.raises(DecodeError, match="12-bit JPEG: not supported"):
+        decode(tmp_path / "twelve.jpg")
+    b = io.BytesIO()
+    Image.fromarray(photo).save(b, "TIFF", compression="tiff_adobe_deflate")
+    t = bytearray(b.getvalue())
+    t[20:60] = b"\x13" * 40  # inside the compressed strip
+    (tmp_path / "corrupt.tif").write_bytes(bytes(t))
+    with pytest.raises(DecodeError, match="the TIFF data is corrupt"):
+        decode(tmp_path / "corrupt.tif")
+
+
+def test_png_with_a_bad_checksum_is_reported(tmp_path, photo):
+    b = io.BytesIO()
+    Image.fromarray(photo).save(b, "PNG")
+    d = bytearray(b.getvalue())
+    i = d.index(b"IDAT")
+    n = int.from_bytes(d[i - 4 : i], "big")
+    d[i + 4 + n] ^= 0xFF  # the CRC after IDAT's data: the pixels still decode
+    (tmp_path / "crc.png").write_bytes(bytes(d))
+    out = decode(tmp_path / "crc.png")
+    assert any("damaged file: PNG checksum mismatch in IDAT" in n for n in out.notes)
+
+
+def test_malformed_exif_and_dpi_are_dropped_not_fatal(tmp_path, photo):
+    (tmp_path / "exif.jpg").write_bytes(jpeg_bytes(photo, exif=exif_with_string_resolution()))
+    d = decode(tmp_path / "exif.jpg")
+    assert d.exif is None and any("EXIF not carried (malformed: TypeError" in n for n in d.notes)
+    for fmt in ("png", "jpeg", "tiff"):
+        encode(np.dstack([photo] * 3), fmt, d.dpi, d.icc_profile, d.exif, notes=[])
+    (tmp_path / "dpi.jpg").write_bytes(jpeg_bytes(photo, exif=huge_dpi_exif()))
+    d = decode(tmp_path / "dpi.jpg")
+    assert d.dpi is None and any("implausible DPI" in n for n in d.notes)
+    encode(np.dstack([photo] * 3), "png", d.dpi, d.icc_profile, d.exif)
+
+
+# --- one file never stops a shard ---------------------------------------------------------------
+
+
+def test_an_exception_nobody_named_becomes_the_images_row(tmp_path, photo, ckpt, monkeypatch):
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(4):
+        Image.fromarray(np.roll(photo, i * 7, axis=1)).save(src / f"s{i}.png")
+    man = tmp_path / "m.parquet"
+    scan([str(src)], man, shard_size=4, progress=False)
+    real_decode, real_encode = shard_mod.decode, shard_mod.encode
+
+    def decode(path, **kw):
+        d = real_decode(path, **kw)
+        if d.gray[0, 0] == np.roll(photo, 7, axis=1)[0, 0] and d.gray.sum() == np.roll(photo, 7, axis=1).sum():
+            raise TypeError("bad operand type for abs(): 'str'")
+        return d
+
+    calls = []
+
+    def encode(rgb, fmt, dpi=None, icc=None, exif=None, **kw):
+        calls.append(fmt)
+        if len(calls) == 1:  # the first image's metadata chokes the writer once
+            raise TypeError("a writer that fails on its metadata")
+        if len(calls) in (3, 4):  # and the next image's fails even without metadata
+            raise KeyError("an encoder that fails outright")
+        return real_encode(rgb, fmt, dpi, icc, exif, **kw)
+
+    monkeypatch.setattr(shard_mod, "decode", decode)
+    monkeypatch.setattr(shard_mod, "encode", encode)
+    job = ShardJob(manifest=str(man), outdir=str(tmp_path / "out"), checkpoint=ckpt,
+                   checkpoint_sha256=file_sha256(ckpt), size=32, batch_size=2, threads=1)
+    s = job(0)
+    assert s["images"] == 4
+    rows = {Path(r["source_path"]).name: r for r in read_results(tmp_path / "out").to_pylist()}
+    assert rows["s1.png"]["status"] == "error"
+    assert rows["s1.png"]["error"] == "cannot decode: TypeError: bad operand type for abs(): 'str'"
+    statuses = sorted(r["status"] for r in rows.values())
+    assert statuses == ["error", "error", "ok", "ok"]
+    errors = [r["error"] for r in rows.values() if r["status"] == "error"]
+    assert any("KeyError" in e for e in errors)
+    notes = [r["notes"] or "" for r in rows.values() if r["status"] == "ok"]
+    assert any("metadata not carried (TypeError" in n for n in notes)
+
+
+def test_scan_survives_a_malformed_tiff_header(tmp_path, photo, monkeypatch):
+    import pipeline.manifest as manifest_mod
+
+    Image.fromarray(photo).save(tmp_path / "a.tif")
+    Image.fromarray(photo).save(tmp_path / "b.tif")
+    real = manifest_mod.read_header
+
+    def read_header(path, max_pixels):
+        if str(path).endswith("b.tif"):
+            raise TypeError("Missing dimensions")
+        return real(path, max_pixels)
+
+    monkeypatch.setattr(manifest_mod, "read_header", read_header)
+    t = scan([str(tmp_path)], tmp_path / "m.parquet", progress=False)
+    errs = dict(zip(t.column("rel_path").to_pylist(), t.column("scan_error").to_pylist(), strict=True))
+    assert errs == {"a.tif": None, "b.tif": "unreadable header: TypeError: Missing dimensions"}
+
+
+def test_two_shards_failing_together_end_the_run_in_one_line(tmp_path, photo):
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(4):
+        Image.fromarray(photo).save(src / f"s{i}.png")
+    man = tmp_path / "m.parquet"
+    scan([str(src)], man, shard_size=2, progress=False)
+    out = tmp_path / "out"
+    for name in ("s0.png", "s2.png"):  # a folder where each shard's first output must go
+        (out / "images" / name).mkdir(parents=True)
+    r = run_cli("run", "--manifest", man, "-o", out, "--retries", "0", "-q", "--size", "32",
+                "--workers", "2", "--threads", "1")
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "failed" in r.stderr and "rerun to resume" in r.stderr
+
+
+# --- guard the originals and the archive --------------------------------------------------------
+
+
+def test_image_refuses_to_overwrite_its_input(tmp_path, photo):
+    Image.fromarray(photo).save(tmp_path / "scan.jpg")
+    before = (tmp_path / "scan.jpg").read_bytes()
+    r = run_cli("image", tmp_path / "scan.jpg", tmp_path / "." / "scan.jpg")
+    assert r.returncode == 2 and "is the input" in r.stderr and "Traceback" not in r.stderr
+    assert (tmp_path / "scan.jpg").read_bytes() == before
+
+
+def test_outdir_inside_the_sources_is_refused_and_outdirs_are_not_scanned(tmp_path, photo):
+    src = tmp_path / "scans"
+    (src / "1950s").mkdir(parents=True)
+    Image.fromarray(photo).save(src / "1950s" / "a.png")
+    man = tmp_path / "m.parquet"
+    scan([str(src)], man, progress=False)
+    r = run_cli("run", "--manifest", man, "-o", src / "colour", "--dry-run")
+    assert r.returncode == 2 and "inside the source folder" in r.stderr, r.stderr
+    r = run_cli("run", "--manifest", man, "-o", src / "1950s", "--dry-run")
+    assert r.returncode == 2 and "inside the source folder" in r.stderr, r.stderr
+    # an OUTDIR made elsewhere and later moved under the scans is left out by scan, and said
+    (src / "old-run" / "results").mkdir(parents=True)
+    (src / "old-run" / "job.json").write_text("{}")
+    Image.fromarray(photo).save(src / "old-run" / "a.png")
+    r = run_cli("scan", src, "-o", tmp_path / "m2.parquet", "-q")
+    assert r.returncode == 0 and "left out" in r.stderr and "old-run" in r.stderr
+    paths = pq.read_table(tmp_path / "m2.parquet").column("path").to_pylist()
+    assert len(paths) == 1 and paths[0].endswith("scans/1950s/a.png")
+
+
+def test_repair_moves_what_it_did_not_write_to_quarantine(tmp_path, photo, ckpt):
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(2):
+        Image.fromarray(np.roll(photo, i, axis=0)).save(src / f"s{i}.png")
+    man = tmp_path / "m.parquet"
+    scan([str(src)], man, shard_size=2, progress=False)
+    out = tmp_path / "out"
+    args = ("run", "--manifest", man, "-o", out, "-q", "--size", "32", "--checkpoint", ckpt)
+    assert run_cli(*args).returncode == 0
+    retouched = out / "images" / "s0 retouched.png"
+    retouched.write_bytes(b"a curator's work")
+    ours = out / "images" / "s1.png"
+    original_output = ours.read_bytes()
+    ours.write_bytes(original_output[:-10] + b"edited by hand"[:10])
+    r = run_cli(*args, "--repair")
+    assert r.returncode == 0, r.stderr
+    assert not retouched.exists()
+    assert (out / "quarantine" / "images" / "s0 retouched.png").read_bytes() == b"a curator's work"
+    assert (out / "quarantine" / "images" / "s1.png").read_bytes().endswith(b"edited by ")
+    assert ours.read_bytes() == original_output  # written again, the same bytes
+    assert run_cli("audit", out, "-q").returncode == 0
+
+
+def test_unwritable_outdir_is_found_before_the_run(tmp_path, monkeypatch, capsys):
+    """Tests run as root, whom permissions do not stop: the check itself is made to fail."""
+    from pipeline import cli, storage
+
+    root = Path(__file__).resolve().parents[1]
+    real_access = os.access
+
+    def access(path, mode):
+        if str(path).endswith("images"):
+            return False
+        return real_access(path, mode)
+
+    (tmp_path / "out" / "images").mkdir(parents=True)
+    monkeypatch.setattr(storage.os, "access", access)
+    code = cli.main(["run", "--manifest", str(root / "manifests" / "demo.parquet"), "-o",
+                     str(tmp_path / "out"), "--dry-run"])
+    err = capsys.readouterr().err
+    assert code == 2 and "images is not writable (Permission denied)" in err
+    assert "chmod" in err and len(err.strip().splitlines()) == 1
+
+
+# --- a folder of odd files through every command ------------------------------------------------
+
+
+def odd_archive(root: Path, photo) -> int:
+    """A few hundred files of every kind an archive holds, odd ones included; returns the count."""
+    rng = np.random.default_rng(7)
+    g = Image.fromarray(photo)
+    variants = []
+
+    def add(name, make):
+        variants.append((name, make))
+
+    for mode in ("L", "1", "P", "RGB", "CMYK", "LA", "RGBA", "I;16", "I", "F"):
+        add(f"mode-{mode.replace(';', '')}", lambda p, m=mode: (
+            Image.fromarray(np.asarray(g).astype(np.uint16) * 257) if m == "I;16"
+            else g.convert(m)).save(p.with_suffix(".tif" if m in ("I", "F", "CMYK") else ".png")
+                                    if m != "CMYK" else p.with_suffix(".jpg")))
+    add("trns", lambda p: g.convert("P").save(p.with_suffix(".png"), transparency=0))
+    add("rgb48", lambda p: tifffile.imwrite(p.with_suffix(".tif"),
+                                            np.dstack([np.asarray(g, np.uint16) * 257] * 3),
+                                            photometric="rgb"))
+    add("twelve-bit", lambda p: p.with_suffix(".jpg").write_bytes(
+        (lambda d: d[: d.index(b"\xff\xc0") + 4] + b"\x0c" + d[d.index(b"\xff\xc0") + 5:])(
+            jpeg_bytes(photo))))
+    add("multipage", lambda p: g.save(p.with_suffix(".tif"), save_all=True, append_images=[g, g]))
+    add("animated", lambda p: g.convert("P").save(p.with_suffix(".gif"), save_all=True,
+                                                  append_images=[g.convert("P")] * 2))
+    add("camera-exif", lambda p: p.with_suffix(".jpg").write_bytes(
+        jpeg_bytes(photo, exif=camera_exif(), icc_profile=srgb_icc())))
+    add("bad-exif", lambda p: p.with_suffix(".jpg").write_bytes(
+        jpeg_bytes(photo, exif=exif_with_string_resolution())))
+    add("huge-dpi", lambda p: p.with_suffix(".jpg").write_bytes(jpeg_bytes(photo, exif=huge_dpi_exif())))
+    add("sepia", lambda p: Image.fromarray(toned(photo, (1.0, 0.85, 0.62))).save(p.with_suffix(".jpg")))
+    add("stripes", lambda p: Image.fromarray(stripes()).save(p.with_suffix(".png")))
+    add("truncated", lambda p: p.with_suffix(".jpg").write_bytes(jpeg_bytes(photo)[:900]))
+    add("empty", lambda p: p.with_suffix(".png").write_bytes(b""))
+    add("not-image", lambda p: p.with_suffix(".jpg").write_text("<html>404</html>"))
+    add("bad-crc", lambda p: p.with_suffix(".png").write_bytes(
+        (lambda d: d[:-5] + bytes([d[-5] ^ 1]) + d[-4:])(
+            (lambda b: (g.save(b, "PNG"), b.getvalue())[1])(io.BytesIO()))))
+    add("garbage-header", lambda p: p.with_suffix(".tif").write_bytes(
+        b"II*\x00\x08\x00\x00\x00" + bytes(rng.integers(0, 255, 300).astype(np.uint8))))
+    add("webp", lambda p: g.save(p.with_suffix(".webp")))
+    add("bmp", lambda p: g.save(p.with_suffix(".bmp")))
+    n = 0
+    for k in range(10):  # ten copies of each, in ten folders
+        d = root / f"box{k:02d}"
+        d.mkdir(parents=True)
+        for name, make in variants:
+            make(d / name)
+            n += 1
+    return n
+
+
+@pytest.mark.slow
+def test_a_folder_of_odd_files_goes_through_every_command(tmp_path, photo, ckpt):
+    src = tmp_path / "archive"
+    n = odd_archive(src, photo[::2, ::2].copy())
+    assert n >= 250
+    man = tmp_path / "m.parquet"
+    r = run_cli("scan", src, "-o", man, "--shard-size", "40", "-q")
+    assert r.returncode == 0, r.stderr
+    assert pq.read_table(man).num_rows == n
+    for fmt in ("png", "tiff"):
+        out = tmp_path / fmt
+        r = run_cli("run", "--manifest", man, "-o", out, "--format", fmt, "-q", "--size", "32",
+                    "--checkpoint", ckpt)
+        assert r.returncode == 0, r.stderr
+        rows = read_results(out).to_pylist()
+        assert len(rows) == n and len({r["image_id"] for r in rows}) == n
+        for row in rows:
+            if row["status"] == "error":
+                assert row["error"] and len(row["error"]) > 8, row
+        by = {}
+        for row in rows:
+            by.setdefault(Path(row["source_path"]).stem, set()).add(row["status"])
+        assert by["stripes"] == {"skipped"} and by["sepia"] == {"ok"}
+        assert by["twelve-bit"] == {"error"} and by["empty"] == {"error"}
+        assert by["camera-exif"] == {"ok"} and by["bad-exif"] == {"ok"} and by["rgb48"] == {"ok"}
+        assert by["trns"] == {"ok"} and by["mode-RGBA"] == {"ok"} and by["bad-crc"] == {"ok"}
+        rgb48 = next(r for r in rows if Path(r["source_path"]).stem == "rgb48")
+        assert rgb48["bits"] == 16
+        r = run_cli("audit", out, "-q")
+        assert r.returncode == 0, r.stdout + r.stderr
+    twelve = next(r for r in read_results(tmp_path / "png").to_pylist()
+                  if Path(r["source_path"]).stem == "twelve-bit")
+    assert "12-bit JPEG" in twelve["error"]

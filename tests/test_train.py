@@ -139,4 +139,4 @@ def test_resume_with_other_epochs_relays_the_schedule(photos, tmp_path):
     assert any("schedule re-laid" in m for m in said)
     assert s["step"] == 3 * steps_per_epoch
     rows = metrics(tmp_path)
-    assert float(rows[-1]["lr"]) < 0.01 * 5e-3  # one-cycle ends near zero
+    assert float(rows[-1]["lr"]) < 0.05 * 5e-3  # annealed; the 6-epoch cycle would be near its peak

@@ -479,7 +479,7 @@ def _tiff(rgb: np.ndarray, dpi, icc, exif, notes: list[str] | None) -> bytes:
     kw = dict(resolution=dpi, resolutionunit="INCH") if dpi else {}
     buf = io.BytesIO()
     tifffile.imwrite(buf, np.ascontiguousarray(rgb), photometric="rgb", compression="zlib",
-                     compressionargs={"level": 6}, predictor=True, extratags=extratags,
+                     compressionargs={"level": 3}, predictor=True, extratags=extratags,
                      metadata=None, **kw)
     return buf.getvalue()
 

@@ -14,8 +14,8 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 
-class UsageError(Exception):
-    """A user mistake: reported as one line, exit code 2."""
+from .errors import UsageError
+from .jobspec import add_flags, count_arg, positive_float, positive_int, size_arg
 
 
 class Parser(argparse.ArgumentParser):
@@ -133,16 +133,14 @@ def cmd_scan(a) -> int:
 
 
 def cmd_run(a) -> int:
-    from .orchestrate import RunOptions, run_job
+    from .jobspec import from_args
+    from .orchestrate import run_job
 
     if not a.manifest or not a.output:
         raise UsageError("run needs --manifest and -o OUTDIR (or a job spec JOB.toml)")
     if "://" not in a.manifest and not Path(a.manifest).is_file():
         raise UsageError(f"manifest not found: {a.manifest}")
-    fields = RunOptions.__dataclass_fields__
-    opts = RunOptions(**{k: getattr(a, k) for k in fields if hasattr(a, k)})
-    opts.progress = not a.quiet
-    summary = run_job(opts)
+    summary = run_job(from_args(a))
     if a.summary_json:
         Path(a.summary_json).write_text(json.dumps(summary, indent=2))
     return 0
@@ -225,33 +223,8 @@ def cmd_bench(a) -> int:
 # --- parser ------------------------------------------------------------------------------------
 
 
-def positive_int(s: str) -> int:
-    v = int(s)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
 
 
-def count_arg(s: str) -> int:
-    """0 or more: 0 means "choose for me" where the option says so."""
-    v = int(s)
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
-    return v
-
-
-def quality_arg(s: str) -> int:
-    v = int(s)
-    if not 1 <= v <= 100:
-        raise argparse.ArgumentTypeError(f"must be 1 to 100, got {v}")
-    return v
-
-
-def positive_float(s: str) -> float:
-    v = float(s)
-    if not v > 0:  # NaN too
-        raise argparse.ArgumentTypeError(f"must be > 0, got {s}")
-    return v
 
 
 def fraction_arg(s: str) -> float:
@@ -267,12 +240,6 @@ def share_arg(s: str) -> float:
         raise argparse.ArgumentTypeError(f"must be in (0, 1], got {s}")
     return v
 
-
-def size_arg(s: str) -> int:
-    v = int(s)
-    if v < 8 or v % 8:
-        raise argparse.ArgumentTypeError(f"must be a positive multiple of 8, got {v}")
-    return v
 
 
 def build_parser() -> Parser:
@@ -338,36 +305,7 @@ def build_parser() -> Parser:
     s = sub.add_parser("run", help="colorize a manifest into OUTDIR (rerun to resume)",
                        description="Colorize every image of a manifest on a dask cluster. JOB.toml "
                        "may hold these options (keys as the long flags). Rerunning resumes.")
-    s.add_argument("--manifest", default="")
-    s.add_argument("-o", "--output", default="", metavar="OUTDIR")
-    s.add_argument("--checkpoint", help="weights (.pt); default: the shipped weights")
-    s.add_argument("--size", type=size_arg, default=256, help="net resolution (multiple of 8)")
-    s.add_argument("--batch-size", type=positive_int, default=8)
-    s.add_argument("--format", choices=["png", "jpeg", "tiff", "same"], default="png")
-    s.add_argument("--quality", type=quality_arg, default=95, help="JPEG quality (1-100)")
-    s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    s.add_argument("--recolor", action="store_true", help="colorize colour inputs too")
-    s.add_argument("--compile", action="store_true",
-                   help="torch.compile the net and the 16-bit colour step (needs a C++ compiler; "
-                   "~4 s per worker to compile; the net alone runs faster, a whole run on 2 CPU cores "
-                   "did not: see BENCHMARKS.md)")
-    s.add_argument("--jpeg-decode", choices=["cpu", "device"], default="cpu",
-                   help="where gray JPEGs are decoded: cpu = Pillow; device = on the net's device "
-                   "(nvJPEG on a GPU), a file it refuses falling back to Pillow. Not yet measured "
-                   "on a GPU, hence not the default (BENCHMARKS.md)")
-    s.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS)
-    s.add_argument("--workers", type=count_arg, default=0, help="local worker processes (0: auto)")
-    s.add_argument("--threads", type=count_arg, default=0, help="threads per worker (0: auto)")
-    s.add_argument("--scheduler", default=None, metavar="ADDR", help="use this dask cluster")
-    s.add_argument("--window", type=count_arg, default=0, help="shards in flight (0: 2 per worker)")
-    s.add_argument("--retries", type=count_arg, default=2)
-    s.add_argument("--resource-timeout", type=positive_float, default=300.0,
-                   help="seconds to wait for a GPU worker on --scheduler before failing")
-    s.add_argument("--dry-run", action="store_true", help="say what would run, run nothing")
-    s.add_argument("--restart", action="store_true", help="discard OUTDIR's results and start over")
-    s.add_argument("--repair", action="store_true",
-                   help="audit first, then redo missing or corrupt images and remove stray files")
-    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_flags(s)  # one per JobSpec field
     s.add_argument("--summary-json", metavar="PATH", help="also write the final summary as JSON")
     s.set_defaults(func=cmd_run)
 
@@ -430,7 +368,7 @@ def build_parser() -> Parser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .errors import CheckpointError, RunFailed
+    from .errors import RunFailed
     from .imaging import DecodeError
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -455,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
             print(e.traceback, file=sys.stderr)
         print(f"colorize: failed: {e}", file=sys.stderr)
         return 1
-    except (CheckpointError, DecodeError, FileNotFoundError, ValueError) as e:
+    except (DecodeError, FileNotFoundError) as e:
         print(f"colorize: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # an OUTDIR that cannot be created, a full disk at the start...

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from . import color
+from .errors import UsageError
 from .imaging import net_input
 from .model import Checkpoint, load_checkpoint
 
@@ -26,9 +27,9 @@ def pick_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
-        raise ValueError(f"unknown device {name!r}; choose auto, cpu or cuda")
+        raise UsageError(f"unknown device {name!r}; choose auto, cpu or cuda")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda asked for, but no CUDA device is available")
+        raise UsageError("--device cuda asked for, but no CUDA device is available")
     return torch.device(name)
 
 
@@ -105,7 +106,7 @@ class Colorizer:
     def __init__(self, checkpoint: str | os.PathLike | Checkpoint | None = None,
                  device: str = "auto", size: int = 256, compile: bool = False):
         if size % 8 or size < 8:
-            raise ValueError(f"--size must be a positive multiple of 8, got {size}")
+            raise UsageError(f"--size must be a positive multiple of 8, got {size}")
         self.device = pick_device(device)
         self.ck = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint, self.device)
         # channels_last: oneDNN's (and cuDNN's) fast layout; the net runs 1.7x faster on a CPU.

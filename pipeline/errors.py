@@ -1,7 +1,13 @@
-"""Exceptions the CLI turns into one-line messages; here so that catching them imports no torch."""
+"""The exceptions the CLI turns into one-line messages (a user mistake or a failed run); here so
+that catching them imports no torch. Anything else that reaches the CLI is a bug: exit 1 with its
+traceback."""
 
 
-class CheckpointError(ValueError):
+class UsageError(Exception):
+    """A user mistake: reported as one line, exit code 2."""
+
+
+class CheckpointError(UsageError, ValueError):
     """A checkpoint file that cannot be used (missing, unsafe, or not ours)."""
 
 

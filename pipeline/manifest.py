@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from .errors import UsageError
 from .imaging import DEFAULT_MAX_PIXELS, DecodeError, read_header
 from .storage import is_url
 
@@ -27,7 +28,7 @@ CORE_COLUMNS = ["image_id", "shard", "path", "rel_path", "out_stem", "size_bytes
 ROW_GROUP = 8192
 
 
-class ScanError(ValueError):
+class ScanError(UsageError, ValueError):
     """A source the user named does not exist or cannot be listed."""
 
 

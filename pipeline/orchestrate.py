@@ -7,13 +7,14 @@ import logging
 import os
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import replace
 from itertools import islice
 
 import pyarrow.compute as pc
 
 from . import results
 from .errors import RunFailed
+from .jobspec import IDENTITY_FIELDS, JobSpec
 from .manifest import manifest_digest, read_manifest
 from .state import (
     OUTPUT_VERSION,
@@ -27,32 +28,6 @@ from .state import (
     resolve_checkpoint,
 )
 from .storage import Store, is_url
-
-
-@dataclass
-class RunOptions:
-    manifest: str = ""
-    output: str = ""
-    checkpoint: str | None = None
-    size: int = 256
-    batch_size: int = 8
-    format: str = "png"
-    quality: int = 95
-    device: str = "auto"
-    recolor: bool = False
-    max_pixels: int = 200_000_000
-    workers: int = 0  # 0: one per GPU, or one process using the cores on a CPU machine
-    threads: int = 0  # per worker; 0: the machine's cores / workers
-    scheduler: str | None = None
-    window: int = 0  # shards in flight; 0: 2 per worker
-    retries: int = 2
-    compile: bool = False
-    jpeg_decode: str = "cpu"  # "device": gray JPEGs decoded on the GPU (see ShardJob)
-    dry_run: bool = False
-    restart: bool = False
-    repair: bool = False
-    progress: bool = True
-    resource_timeout: float = 300.0
 
 
 def shard_sizes(manifest: str) -> dict[int, int]:
@@ -72,15 +47,16 @@ def client_device(name: str) -> str:
     return pick_device(name).type
 
 
-def resolve_spec(o: RunOptions) -> dict:
+def resolve_spec(o: JobSpec) -> dict:
+    """The job as job.json records it: every identity field, with the device resolved, the
+    manifest's and the checkpoint's paths made absolute and their digests."""
     ck = resolve_checkpoint(o.checkpoint)
     return {
+        **{k: getattr(o, k) for k in IDENTITY_FIELDS},
         "manifest": o.manifest if is_url(o.manifest) else os.path.abspath(o.manifest),
         "manifest_digest": manifest_digest(o.manifest),
         "checkpoint": str(ck.resolve()), "checkpoint_sha256": file_sha256(ck),
-        "size": o.size, "format": o.format, "quality": o.quality, "recolor": o.recolor,
-        "max_pixels": o.max_pixels, "output_version": OUTPUT_VERSION,
-        "batch_size": o.batch_size, "compile": o.compile, "jpeg_decode": o.jpeg_decode,
+        "output_version": OUTPUT_VERSION,
         # On a remote cluster the GPUs are the workers', not this client's: trust --device cuda.
         "device": "cuda" if (o.scheduler and o.device == "cuda") else client_device(o.device),
     }
@@ -97,7 +73,7 @@ WORKER_ENV = {"MALLOC_TRIM_THRESHOLD_": str(256 << 20), "MALLOC_MMAP_THRESHOLD_"
 
 
 @contextlib.contextmanager
-def make_client(o: RunOptions, device: str):
+def make_client(o: JobSpec, device: str):
     import dask
     from distributed import Client, LocalCluster
 
@@ -143,7 +119,7 @@ def _kill_local_workers(client) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-def local_workers(o: RunOptions, device: str) -> int:
+def local_workers(o: JobSpec, device: str) -> int:
     """One process per GPU, or on a CPU machine one process that uses every core."""
     if o.workers:
         return o.workers
@@ -154,7 +130,7 @@ def local_workers(o: RunOptions, device: str) -> int:
     return 1
 
 
-def shard_threads(o: RunOptions, device: str) -> int:
+def shard_threads(o: JobSpec, device: str) -> int:
     """Decode/encode (and CPU torch) threads per shard: the worker's share of this machine's
     cores; on a remote cluster its cores are unknown here, so 2 unless --threads says."""
     if o.threads:
@@ -164,7 +140,7 @@ def shard_threads(o: RunOptions, device: str) -> int:
     return max(1, (os.cpu_count() or 1) // local_workers(o, device))
 
 
-def run_job(o: RunOptions, log=print) -> dict:
+def run_job(o: JobSpec, log=print) -> dict:
     """Run (or resume) a job; returns the summary. Raises JobError for refusals."""
     from tqdm import tqdm
 
@@ -208,12 +184,9 @@ def run_job(o: RunOptions, log=print) -> dict:
         with make_client(o, spec["device"]) as client:
             from .shard import ShardJob  # imports torch: only where shards are made
 
-            threads = shard_threads(o, spec["device"])
-            job = ShardJob(manifest=spec["manifest"], outdir=outdir.url,
-                           checkpoint=spec["checkpoint"], checkpoint_sha256=spec["checkpoint_sha256"],
-                           size=o.size, batch_size=o.batch_size, format=o.format, quality=o.quality,
-                           device=spec["device"], recolor=o.recolor, max_pixels=o.max_pixels,
-                           threads=threads, compile=o.compile, jpeg_decode=o.jpeg_decode)
+            resolved = replace(o, manifest=spec["manifest"], checkpoint=spec["checkpoint"],
+                               device=spec["device"], threads=shard_threads(o, spec["device"]))
+            job = ShardJob(resolved, outdir=outdir.url, checkpoint_sha256=spec["checkpoint_sha256"])
             log(f"dashboard: {client.dashboard_link}")
             totals = _drive(client, job, tasks, sizes, fp, o, tqdm, log, t0)
         elapsed = time.perf_counter() - t0
@@ -296,10 +269,10 @@ def plan_repair(outdir: Store, log) -> dict[int, set[str]]:
     return fixes
 
 
-def _drive(client, job, tasks, sizes, fp, o: RunOptions, tqdm, log, t_start: float) -> dict:
+def _drive(client, job, tasks, sizes, fp, o: JobSpec, tqdm, log, t_start: float) -> dict:
     from distributed import as_completed
 
-    resources = {"GPU": 1} if (o.scheduler and job.device == "cuda") else None
+    resources = {"GPU": 1} if (o.scheduler and job.spec.device == "cuda") else None
     if resources:
         _wait_for_resource(client, "GPU", o.resource_timeout, log)
     window = o.window or 2 * max(1, len(client.scheduler_info()["workers"]))

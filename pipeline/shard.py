@@ -30,6 +30,7 @@ from .imaging import (
     net_input,
     output_format,
 )
+from .jobspec import JobSpec
 from .manifest import CORE_COLUMNS, read_manifest, resolve_path
 from .state import safe_output_path
 from .storage import Store, read_source
@@ -43,35 +44,26 @@ class OutputError(RuntimeError):
 
 @dataclass(frozen=True)
 class ShardJob:
-    manifest: str
+    """What every shard of a job is given: the job's spec, resolved by the client (the device,
+    threads per worker, and the manifest's and checkpoint's paths as the workers see them)."""
+
+    spec: JobSpec
     outdir: str
-    checkpoint: str | None
     checkpoint_sha256: str
-    size: int = 256
-    batch_size: int = 8
-    format: str = "png"
-    quality: int = 95
-    device: str = "auto"
-    recolor: bool = False
-    max_pixels: int = 200_000_000
-    threads: int = 2
-    compile: bool = False
-    # "device": upright gray JPEGs decoded in one call per batch on the net's device (nvJPEG on
-    # a GPU), each falling back to Pillow on failure; "cpu": Pillow only.
-    jpeg_decode: str = "cpu"
 
     def colorizer(self):
         from .engine import Colorizer, lut8
 
-        if self.device == "cpu":
+        if self.spec.device == "cpu":
             import torch
 
             # This worker's share of the cores. OpenMP keeps the setting per calling thread, so
             # it is made on every call, in the thread that runs the shard.
-            torch.set_num_threads(self.threads)
-        key = (self.checkpoint, self.checkpoint_sha256, self.device, self.size, self.compile)
+            torch.set_num_threads(self.spec.threads)
+        o = self.spec
+        key = (o.checkpoint, self.checkpoint_sha256, o.device, o.size, o.compile)
         if key not in _COLORIZERS:
-            c = Colorizer(self.checkpoint, device=self.device, size=self.size, compile=self.compile)
+            c = Colorizer(o.checkpoint, device=o.device, size=o.size, compile=o.compile)
             if c.sha256 != self.checkpoint_sha256:
                 raise RuntimeError(f"checkpoint {c.ck.path} changed since the job was planned")
             _COLORIZERS.clear()
@@ -89,7 +81,7 @@ class ShardJob:
                "_stem": row["out_stem"]}
         try:
             safe_output_path(row["out_stem"], "")  # a hostile manifest row fails here, alone
-            data = read_source(resolve_path(self.manifest, row["path"]))
+            data = read_source(resolve_path(self.spec.manifest, row["path"]))
             res["source_sha256"] = hashlib.sha256(data).hexdigest()
         except FileNotFoundError:
             res["error"] = "file not found (deleted since the scan?)"
@@ -100,8 +92,8 @@ class ShardJob:
         except Exception as e:  # whatever one source does, it is that image's row, not the shard's
             res["error"] = f"cannot read: {type(e).__name__}: {e}"
             return self._done(res, t0), None, None
-        if self.jpeg_decode == "device":
-            d = gray_jpeg_header(data, self.max_pixels)
+        if self.spec.jpeg_decode == "device":
+            d = gray_jpeg_header(data, self.spec.max_pixels)
             if d is not None:  # pixels decoded with the batch, on the net's device
                 self._describe(res, d)
                 return self._done(res, t0), d, None
@@ -115,7 +107,7 @@ class ShardJob:
     def _decode_host(self, res: dict, data: bytes, t0: float):
         """Pillow: every format, EXIF orientation, colour classification; the net's input."""
         try:
-            d = decode(io.BytesIO(data), max_pixels=self.max_pixels)
+            d = decode(io.BytesIO(data), max_pixels=self.spec.max_pixels)
         except DecodeError as e:
             res["error"] = str(e)
             return self._done(res, t0), None, None
@@ -123,11 +115,11 @@ class ShardJob:
             res["error"] = f"cannot decode: {type(e).__name__}: {e}"
             return self._done(res, t0), None, None
         self._describe(res, d)
-        if d.kind == "color" and not self.recolor:
+        if d.kind == "color" and not self.spec.recolor:
             res["status"], res["error"] = "skipped", "colour image (use --recolor to recolorize)"
             return self._done(res, t0), None, None
         try:
-            small = net_input(d.gray, self.size)  # the net's input, made here in the pool
+            small = net_input(d.gray, self.spec.size)  # the net's input, made here in the pool
         except Exception as e:
             res["error"] = f"cannot prepare the net's input: {type(e).__name__}: {e}"
             return self._done(res, t0), None, None
@@ -171,14 +163,14 @@ class ShardJob:
         t0 = time.perf_counter()
         notes = list(d.notes)
         try:
-            fmt = output_format(self.format, d.format)
+            fmt = output_format(self.spec.format, d.format)
             rel = safe_output_path(res["_stem"], FORMATS[fmt])
             try:
-                data = encode(rgb, fmt, d.dpi, d.icc_profile, d.exif, quality=self.quality,
+                data = encode(rgb, fmt, d.dpi, d.icc_profile, d.exif, quality=self.spec.quality,
                               notes=notes)
             except Exception as e:  # metadata a writer chokes on is dropped, never fatal
                 notes.append(f"metadata not carried ({type(e).__name__}: {e})"[:200])
-                data = encode(rgb, fmt, quality=self.quality)
+                data = encode(rgb, fmt, quality=self.spec.quality)
         except Exception as e:
             res["error"] = f"cannot encode: {type(e).__name__}: {e}"
             return self._done(res, t0)
@@ -204,13 +196,13 @@ class ShardJob:
         """Colorize the shard and commit its results. With `only` (repair), redo just those
         images and keep the shard's other committed rows as they are."""
         t0 = time.perf_counter()
-        table = read_manifest(self.manifest, shard=shard)
+        table = read_manifest(self.spec.manifest, shard=shard)
         rows = table.to_pylist()
         wanted = (lambda iid: True) if only is None else only.__contains__
         carried = [f for f in table.schema if f.name not in CORE_COLUMNS]
         out: dict[str, dict] = {}
-        window = max(2, 2 * self.batch_size)
-        with ThreadPoolExecutor(self.threads) as pool:
+        window = max(2, 2 * self.spec.batch_size)
+        with ThreadPoolExecutor(self.spec.threads) as pool:
             # Decode ahead of the net and encode behind it, in threads; bounded so that
             # a shard of huge scans never holds more than a couple of batches in memory.
             pending: deque[Future] = deque()
@@ -233,7 +225,7 @@ class ShardJob:
                 if not batch:
                     return
                 tn = time.perf_counter()
-                ab = net.predict_ab([small for _, _, small in batch], pad_to=self.batch_size)
+                ab = net.predict_ab([small for _, _, small in batch], pad_to=self.spec.batch_size)
                 abq = net.quantise_ab(ab)  # 8-bit outputs need no more of the net's precision
                 per = (time.perf_counter() - tn) / len(batch)
                 for i, (res, d, _) in enumerate(batch):
@@ -281,7 +273,7 @@ class ShardJob:
                         out[res["image_id"]] = res
                 else:
                     batch.append((res, d, small))
-                    if len(batch) >= self.batch_size:
+                    if len(batch) >= self.spec.batch_size:
                         flush()
             flush()
             while finishing:

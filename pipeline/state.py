@@ -8,17 +8,14 @@ import json
 import os
 from pathlib import Path, PurePosixPath
 
-from .errors import CheckpointError
+from .errors import CheckpointError, UsageError
+from .jobspec import (
+    FINGERPRINT_KEYS,  # what changes output bytes: a rerun changing any is a new job
+)
 from .storage import ObjectLock, Store
 
 JOB_FILE = "job.json"
 LOCK_FILE = ".lock"
-# Options that change output bytes; a rerun with any of them changed is a different job.
-# batch_size and device belong here: the net's arithmetic (and so the last bit of a colour)
-# depends on the batch a photo shares and on the device it runs on.
-FINGERPRINT_KEYS = ("manifest_digest", "checkpoint_sha256", "size", "format", "quality",
-                    "recolor", "max_pixels", "batch_size", "device", "compile", "jpeg_decode",
-                    "output_version")
 OUTPUT_VERSION = 3  # bump when outputs change for the same checkpoint (2: colour by table, own PNG; 3: reflect-padded net input, chroma gain)
 DEFAULT_CHECKPOINT = Path(__file__).with_name("weights") / "colorizer.pt"
 
@@ -43,7 +40,7 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 
 
-class JobError(ValueError):
+class JobError(UsageError, ValueError):
     """A run that must not go ahead (fingerprint mismatch, lock held); reported as exit 2."""
 
 

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from . import color
 from .engine import pick_device
+from .errors import UsageError
 from .model import ColorizationNet, ModelConfig, load_checkpoint, save_checkpoint
 
 
@@ -259,7 +260,7 @@ def evaluate_loss(model, loader, device, amp) -> float:
 def train(cfg: TrainConfig, log=print) -> dict:
     """Train; returns a summary. Checkpoints: OUT/last.pt every epoch, OUT/best.pt by val loss."""
     if cfg.size % 8:
-        raise ValueError(f"--size must be a multiple of 8, got {cfg.size}")
+        raise UsageError(f"--size must be a multiple of 8, got {cfg.size}")
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
     coll = collection_split(cfg.src)
@@ -268,7 +269,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
     else:
         paths = list_images(cfg.src)
         if len(paths) < 2:
-            raise ValueError(f"need at least 2 training photos in {cfg.src}, found {len(paths)}")
+            raise UsageError(f"need at least 2 training photos in {cfg.src}, found {len(paths)}")
         train_paths, val_paths = split(paths, cfg.val_fraction)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

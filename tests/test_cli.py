@@ -122,3 +122,18 @@ def test_unusable_outdir_is_a_one_line_error(tmp_path):
                 tmp_path / "afile" / "out", "-q")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "Not a directory" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_bug_is_not_dressed_as_a_user_mistake(monkeypatch, capsys):
+    """Only UsageError (and its kin) is a one-line exit 2; any other ValueError is a bug and
+    surfaces with its traceback (exit 1 from the interpreter)."""
+    from pipeline import cli
+
+    def broken(a):
+        raise ValueError("an index went negative")
+
+    monkeypatch.setattr(cli, "cmd_status", broken)
+    with pytest.raises(ValueError, match="went negative"):
+        cli.main(["status", "somewhere"])
+    r = run_cli("run", "--manifest", "nowhere.parquet", "-o", "x")
+    assert r.returncode == 2 and "manifest not found" in r.stderr

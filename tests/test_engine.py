@@ -107,7 +107,9 @@ def test_quantised_ab_refused_for_16bit(net, photo_gray):
 
 
 def test_bad_size_is_refused(ckpt):
-    with pytest.raises(ValueError, match="multiple of 8"):
+    from pipeline.errors import UsageError
+
+    with pytest.raises(UsageError, match="multiple of 8"):  # the user's mistake: exit 2, one line
         Colorizer(ckpt, size=100)
 
 

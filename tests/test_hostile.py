@@ -13,10 +13,18 @@ import pytest
 from PIL import Image
 
 import pipeline.shard as shard_mod
+from pipeline.jobspec import JobSpec
 from pipeline.manifest import scan
 from pipeline.model import file_sha256
 from pipeline.results import read_results, shard_file
 from pipeline.shard import OutputError, ShardJob
+
+
+def shard_job(outdir, manifest, ckpt, **spec) -> ShardJob:
+    """A shard job as the client makes one: the spec resolved (two threads, unless given)."""
+    spec.setdefault("threads", 2)
+    return ShardJob(JobSpec(manifest=str(manifest), checkpoint=str(ckpt), **spec),
+                    outdir=str(outdir), checkpoint_sha256=file_sha256(ckpt))
 
 
 def png_declaring(w, h):
@@ -112,9 +120,7 @@ def hostile_run(request, tmp_path_factory, photo, ckpt):
         exp[name] = ("error", "unsafe output path")
     (src / "gone.png").unlink()
     out = root / "out"
-    job = ShardJob(manifest=str(man), outdir=str(out), checkpoint=ckpt,
-                   checkpoint_sha256=file_sha256(ckpt), size=32, batch_size=4, threads=2,
-                   jpeg_decode=request.param)
+    job = shard_job(out, man, ckpt, size=32, batch_size=4, jpeg_decode=request.param)
     real_read = Path.read_bytes
     from pipeline.engine import Colorizer
 
@@ -187,8 +193,7 @@ def test_huge_legitimate_scan_is_decoded_once(tmp_path, ckpt, monkeypatch):
     calls = []
     real = shard_mod.decode
     monkeypatch.setattr(shard_mod, "decode", lambda *a, **k: calls.append(1) or real(*a, **k))
-    job = ShardJob(manifest=str(man), outdir=str(tmp_path / "out"), checkpoint=ckpt,
-                   checkpoint_sha256=file_sha256(ckpt), size=32, batch_size=1, format="jpeg")
+    job = shard_job(tmp_path / "out", man, ckpt, size=32, batch_size=1, format="jpeg")
     assert job(0)["ok"] == 1 and len(calls) == 1
     r = read_results(tmp_path / "out").to_pylist()[0]
     with Image.open(tmp_path / "out" / r["output_path"]) as im:
@@ -205,8 +210,7 @@ def test_output_write_failure_fails_the_shard_uncommitted(tmp_path, ckpt, photo,
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(shard_mod.Store, "write_atomic", lambda self, rel, data: full(rel, data))
-    job = ShardJob(manifest=str(man), outdir=str(tmp_path / "out"), checkpoint=ckpt,
-                   checkpoint_sha256=file_sha256(ckpt), size=32)
+    job = shard_job(tmp_path / "out", man, ckpt, size=32)
     with pytest.raises(OutputError, match="No space left on device"):
         job(0)
     assert not os.path.exists(shard_file(tmp_path / "out", 0))
@@ -234,9 +238,8 @@ def test_device_decode_falls_back_to_pillow_per_image(tmp_path, ckpt, photo, mon
     from pipeline.engine import Colorizer
 
     man = _gray_jpegs(tmp_path / "src", photo)
-    kw = dict(manifest=str(man), checkpoint=ckpt, checkpoint_sha256=file_sha256(ckpt), size=32,
-              batch_size=4, format="jpeg")
-    ShardJob(outdir=str(tmp_path / "cpu"), jpeg_decode="cpu", **kw)(0)
+    kw = dict(size=32, batch_size=4, format="jpeg")
+    shard_job(tmp_path / "cpu", man, ckpt, jpeg_decode="cpu", **kw)(0)
     real = Colorizer.decode_jpegs
 
     def flaky(self, files):
@@ -244,7 +247,7 @@ def test_device_decode_falls_back_to_pillow_per_image(tmp_path, ckpt, photo, mon
         return [None, got[1][:7], got[2]]
 
     monkeypatch.setattr(Colorizer, "decode_jpegs", flaky)
-    s = ShardJob(outdir=str(tmp_path / "dev"), jpeg_decode="device", **kw)(0)
+    s = shard_job(tmp_path / "dev", man, ckpt, jpeg_decode="device", **kw)(0)
     assert s["ok"] == 3 and s["error"] == 0
     cpu, dev = _outputs(tmp_path / "cpu"), _outputs(tmp_path / "dev")
     assert cpu["s0.jpg"] == dev["s0.jpg"] and cpu["s1.jpg"] == dev["s1.jpg"]
@@ -255,10 +258,9 @@ def test_device_decode_falls_back_to_pillow_per_image(tmp_path, ckpt, photo, mon
 @pytest.mark.gpu
 def test_nvjpeg_run_matches_pillow_run(tmp_path, ckpt, photo):
     man = _gray_jpegs(tmp_path / "src", photo)
-    kw = dict(manifest=str(man), checkpoint=ckpt, checkpoint_sha256=file_sha256(ckpt), size=32,
-              batch_size=4, format="jpeg", device="cuda")
+    kw = dict(size=32, batch_size=4, format="jpeg", device="cuda")
     for mode in ("cpu", "device"):  # device on CUDA: nvJPEG
-        assert ShardJob(outdir=str(tmp_path / mode), jpeg_decode=mode, **kw)(0)["ok"] == 3
+        assert shard_job(tmp_path / mode, man, ckpt, jpeg_decode=mode, **kw)(0)["ok"] == 3
     cpu, gpu = _outputs(tmp_path / "cpu"), _outputs(tmp_path / "device")
     assert set(cpu) == set(gpu) == {"s0.jpg", "s1.jpg", "s2.jpg"}
     for name in cpu:

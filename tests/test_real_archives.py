@@ -16,6 +16,7 @@ from PIL import Image
 
 import pipeline.shard as shard_mod
 from pipeline.imaging import DecodeError, classify_rgb, decode, encode
+from pipeline.jobspec import JobSpec
 from pipeline.manifest import scan
 from pipeline.model import file_sha256
 from pipeline.results import read_results
@@ -237,8 +238,8 @@ def test_an_exception_nobody_named_becomes_the_images_row(tmp_path, photo, ckpt,
 
     monkeypatch.setattr(shard_mod, "decode", decode)
     monkeypatch.setattr(shard_mod, "encode", encode)
-    job = ShardJob(manifest=str(man), outdir=str(tmp_path / "out"), checkpoint=ckpt,
-                   checkpoint_sha256=file_sha256(ckpt), size=32, batch_size=2, threads=1)
+    job = ShardJob(JobSpec(manifest=str(man), checkpoint=ckpt, size=32, batch_size=2, threads=1),
+                   outdir=str(tmp_path / "out"), checkpoint_sha256=file_sha256(ckpt))
     s = job(0)
     assert s["images"] == 4
     rows = {Path(r["source_path"]).name: r for r in read_results(tmp_path / "out").to_pylist()}

@@ -1,0 +1,123 @@
+"""The job spec: every option of `colorize run`, written once (no torch).
+
+Each field carries its flag's help, its type check and choices, and whether it is part of the
+job's identity (it changes the output bytes, so a rerun with it changed is another job). The
+CLI's flags, the TOML keys and their checks, the fingerprint and what a shard is given are all
+derived from this one class: adding a run option is adding a field here (and using it).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import MISSING, dataclass, field, fields
+
+from .imaging import DEFAULT_MAX_PIXELS
+
+# --- value checks shared by flags and TOML keys --------------------------------------------------
+
+
+def positive_int(s: str) -> int:
+    v = int(s)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def count_arg(s: str) -> int:
+    """0 or more: 0 means "choose for me" where the option says so."""
+    v = int(s)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
+    return v
+
+
+def quality_arg(s: str) -> int:
+    v = int(s)
+    if not 1 <= v <= 100:
+        raise argparse.ArgumentTypeError(f"must be 1 to 100, got {v}")
+    return v
+
+
+def positive_float(s: str) -> float:
+    v = float(s)
+    if not v > 0:  # NaN too
+        raise argparse.ArgumentTypeError(f"must be > 0, got {s}")
+    return v
+
+
+def size_arg(s: str) -> int:
+    v = int(s)
+    if v < 8 or v % 8:
+        raise argparse.ArgumentTypeError(f"must be a positive multiple of 8, got {v}")
+    return v
+
+
+def opt(default, help: str, *, identity: bool = False, type=None, choices=None, flags=None,
+        metavar=None):
+    """A JobSpec field. identity: part of the fingerprint. flags: the CLI's names (default
+    --the-field-name); a bool field is a store_true flag."""
+    return field(default=default, metadata=dict(help=help, identity=identity, type=type,
+                                                choices=choices, flags=flags, metavar=metavar))
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    manifest: str = opt("", "the manifest Parquet written by `colorize scan`")
+    output: str = opt("", "where images, results and job.json go", flags=("-o", "--output"),
+                      metavar="OUTDIR")
+    checkpoint: str | None = opt(None, "weights (.pt); default: the shipped weights")
+    size: int = opt(256, "net resolution (multiple of 8)", identity=True, type=size_arg)
+    batch_size: int = opt(8, "images per net call", identity=True, type=positive_int)
+    format: str = opt("png", "output format", identity=True, choices=("png", "jpeg", "tiff", "same"))
+    quality: int = opt(95, "JPEG quality (1-100)", identity=True, type=quality_arg)
+    device: str = opt("auto", "where the net runs", identity=True, choices=("auto", "cpu", "cuda"))
+    recolor: bool = opt(False, "colorize colour inputs too", identity=True)
+    compile: bool = opt(False, "torch.compile the net and the 16-bit colour step (needs a C++ "
+                        "compiler; the net ~1.4x faster alone, no faster end to end on 2 cores)",
+                        identity=True)
+    jpeg_decode: str = opt("cpu", "decode gray JPEGs with Pillow (cpu) or in one call per batch on "
+                           "the net's device (nvJPEG on a GPU)", identity=True, choices=("cpu", "device"))
+    max_pixels: int = opt(DEFAULT_MAX_PIXELS, "refuse larger images as decompression bombs",
+                          identity=True, type=positive_int)
+    workers: int = opt(0, "local worker processes (0: auto)", type=count_arg)
+    threads: int = opt(0, "threads per worker (0: auto)", type=count_arg)
+    scheduler: str | None = opt(None, "use this dask cluster", metavar="ADDR")
+    window: int = opt(0, "shards in flight (0: 2 per worker)", type=count_arg)
+    retries: int = opt(2, "retries of a failed shard", type=count_arg)
+    resource_timeout: float = opt(300.0, "seconds to wait for a GPU worker on --scheduler",
+                                  type=positive_float)
+    dry_run: bool = opt(False, "say what would run, run nothing")
+    restart: bool = opt(False, "discard OUTDIR's results and start over")
+    repair: bool = opt(False, "after an audit: redo missing/altered outputs, quarantine strays")
+    quiet: bool = opt(False, "no progress bar", flags=("-q", "--quiet"))
+
+    @property
+    def progress(self) -> bool:
+        return not self.quiet
+
+
+# batch_size and device are identity too: the net's arithmetic (and so the last bit of a colour)
+# depends on the batch a photo shares and on the device it runs on.
+IDENTITY_FIELDS = tuple(f.name for f in fields(JobSpec) if f.metadata["identity"])
+# What else makes a job's identity: its inputs' digests and the output encoding's version.
+FINGERPRINT_KEYS = ("manifest_digest", "checkpoint_sha256", "output_version", *IDENTITY_FIELDS)
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per JobSpec field, with its default, type, choices and help."""
+    for f in fields(JobSpec):
+        m = f.metadata
+        names = m["flags"] or ("--" + f.name.replace("_", "-"),)
+        default = f.default if f.default is not MISSING else None
+        if f.type in ("bool", bool):
+            parser.add_argument(*names, dest=f.name, action="store_true", help=m["help"])
+            continue
+        kw = dict(dest=f.name, default=default, help=m["help"])
+        for k in ("type", "choices", "metavar"):
+            if m[k] is not None:
+                kw[k] = m[k]
+        parser.add_argument(*names, **kw)
+
+
+def from_args(a: argparse.Namespace) -> JobSpec:
+    return JobSpec(**{f.name: getattr(a, f.name) for f in fields(JobSpec)})

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup run manifest test lint train-data train evaluate bench gpu-check gpu-wheels clean
+.PHONY: help setup run manifest test lint train-data train tune-gain evaluate bench gpu-check gpu-wheels clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -47,8 +47,12 @@ train-data: setup  ## build data/train (photos, cache, manifest.csv) from the sn
 train: setup  ## retrain the shipped weights (jobs/train.toml) into out/train; resumes after a stop
 	$(BIN)/colorize train jobs/train.toml --resume
 
-evaluate: setup  ## score the shipped weights on the photos inside the wheels (needs .[eval])
+tune-gain: setup  ## choose the chroma gain of out/train/best.pt on the validation split -> the shipped weights
+	$(BIN)/colorize tune-gain out/train/best.pt data/train --out pipeline/weights/colorizer.pt
+
+evaluate: setup  ## score the shipped weights on the held-out evaluation split and the wheels' photos
 	$(BIN)/pip install -q -e '.[eval]'
+	test ! -f data/train/manifest.csv || $(BIN)/colorize evaluate data/train --out out/eval-collection
 	$(BIN)/colorize evaluate wheels --out out/eval
 
 bench: setup  ## throughput benchmark; appends to BENCHMARKS.md

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
 import sys
@@ -20,6 +21,19 @@ from .jobspec import add_flags, count_arg, positive_float, positive_int, size_ar
 
 class Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, not argparse's usage block
+        if message.startswith("unrecognized arguments:"):
+            known = [o for a in self._actions for o in a.option_strings]
+            cmd = getattr(self, "command", None)  # the subcommand being parsed (set by main)
+            for sp in self._subparsers._group_actions if self._subparsers else ():
+                if cmd in sp.choices:
+                    known += [o for a in sp.choices[cmd]._actions for o in a.option_strings]
+            hints = []
+            for tok in message.split(":", 1)[1].split():
+                close = difflib.get_close_matches(tok.split("=")[0].replace("_", "-"), known, n=1)
+                if tok.startswith("-") and close:
+                    hints.append(f"{tok}: did you mean {close[0]}?")
+            if hints:
+                message += " (" + "; ".join(hints) + ")"
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
@@ -45,7 +59,9 @@ def apply_job_spec(parser: argparse.ArgumentParser, spec: dict, path: str) -> No
     for k, v in spec.items():
         dest = k.replace("-", "_")
         if dest not in actions:
-            raise UsageError(f"{path}: unknown key {k!r}")
+            close = difflib.get_close_matches(dest, [d for d in actions if d != "help"], n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise UsageError(f"{path}: unknown key {k!r}{hint}")
         if dest in PATH_KEYS and isinstance(v, str) and v and "://" not in v:
             v = os.path.relpath(base / v) if not os.path.isabs(v) else v
         defaults[dest] = _checked(actions[dest], k, v, path)
@@ -133,9 +149,19 @@ def cmd_scan(a) -> int:
 
 
 def cmd_run(a) -> int:
-    from .jobspec import from_args
+    from .jobspec import IDENTITY_FIELDS, from_args
     from .orchestrate import run_job
+    from .state import JOB_FILE, read_job
+    from .storage import Store
 
+    if not a.manifest and a.output and Store(a.output).exists(JOB_FILE):
+        # `colorize run -o OUTDIR` (with --repair, --dry-run...): the job is in its job.json;
+        # what the user names on the line still wins (and is checked against it).
+        old = read_job(a.output)["spec"]
+        for k in ("manifest", "checkpoint", *IDENTITY_FIELDS):
+            if "--" + k.replace("_", "-") not in getattr(a, "given", set()) and k in old:
+                setattr(a, k, old[k])
+        print(f"continuing the job recorded in {a.output}/{JOB_FILE}", file=sys.stderr)
     if not a.manifest or not a.output:
         raise UsageError("run needs --manifest and -o OUTDIR (or a job spec JOB.toml)")
     if "://" not in a.manifest and not Path(a.manifest).is_file():
@@ -373,14 +399,19 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
+    parser.command = argv[0] if argv else None
     try:
-        # `colorize CMD JOB.toml [flags]`: the spec's keys become defaults, flags still win.
-        if len(argv) >= 2 and argv[1].endswith(".toml") and argv[0] in ("run", "train"):
+        # `colorize CMD [flags] JOB.toml [flags]`: the spec's keys become defaults, flags win.
+        given = {t.split("=")[0] for t in argv if t.startswith("-")}
+        toml = next((t for t in argv[1:] if t.endswith(".toml") and not t.startswith("-")), None)
+        if argv and argv[0] in ("run", "train") and toml:
             sub = parser._subparsers._group_actions[0].choices[argv[0]]
-            spec = load_toml(argv[1])
-            apply_job_spec(sub, spec, argv[1])
-            argv = [argv[0]] + argv[2:]
+            spec = load_toml(toml)
+            apply_job_spec(sub, spec, toml)
+            given |= {"--" + k.replace("_", "-") for k in spec}
+            argv = [t for t in argv if t is not toml]
         a = parser.parse_args(argv)
+        a.given = given  # flags the user named, on the line or in the spec
         if not getattr(a, "func", None):
             parser.print_help()
             return 2

@@ -52,6 +52,13 @@ def size_arg(s: str) -> int:
     return v
 
 
+FORMAT_ALIASES = {"jpg": "jpeg", "tif": "tiff"}  # what file names say; `image` takes .jpg too
+
+
+def format_arg(s: str) -> str:
+    return FORMAT_ALIASES.get(s.lower(), s.lower())
+
+
 def opt(default, help: str, *, identity: bool = False, type=None, choices=None, flags=None,
         metavar=None):
     """A JobSpec field. identity: part of the fingerprint. flags: the CLI's names (default
@@ -68,7 +75,8 @@ class JobSpec:
     checkpoint: str | None = opt(None, "weights (.pt); default: the shipped weights")
     size: int = opt(256, "net resolution (multiple of 8)", identity=True, type=size_arg)
     batch_size: int = opt(8, "images per net call", identity=True, type=positive_int)
-    format: str = opt("png", "output format", identity=True, choices=("png", "jpeg", "tiff", "same"))
+    format: str = opt("png", "output format (jpg and tif are accepted)", identity=True,
+                      type=format_arg, choices=("png", "jpeg", "tiff", "same"))
     quality: int = opt(95, "JPEG quality (1-100)", identity=True, type=quality_arg)
     device: str = opt("auto", "where the net runs", identity=True, choices=("auto", "cpu", "cuda"))
     recolor: bool = opt(False, "colorize colour inputs too", identity=True)
@@ -112,7 +120,8 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         if f.type in ("bool", bool):
             parser.add_argument(*names, dest=f.name, action="store_true", help=m["help"])
             continue
-        kw = dict(dest=f.name, default=default, help=m["help"])
+        help_ = m["help"] + (f" (default: {default})" if default not in (None, "") else "")
+        kw = dict(dest=f.name, default=default, help=help_)
         for k in ("type", "choices", "metavar"):
             if m[k] is not None:
                 kw[k] = m[k]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import os
 import time
@@ -157,8 +158,11 @@ def run_job(o: JobSpec, log=print) -> dict:
     if o.dry_run:
         committed = results.committed_shards(outdir)
         note = ""
-        if outdir.exists("job.json") and read_job(outdir)["fingerprint"] != fingerprint(spec):
-            note = " (OUTDIR holds a different job: a real run would be refused without --restart)"
+        if o.restart and (committed or outdir.exists("job.json")):
+            committed = set()
+            note = " (--restart: OUTDIR's results and images would be discarded first)"
+        elif outdir.exists("job.json") and read_job(outdir)["fingerprint"] != fingerprint(spec):
+            note = " (OUTDIR holds a different job: a real run would be refused; see its message)"
         pend = sorted(set(sizes) - committed)
         log(f"dry run: {len(sizes)} shards, {len(sizes) - len(pend)} committed, {len(pend)} pending "
             f"({sum(sizes[s] for s in pend)} of {total_images} images){note}")
@@ -187,7 +191,8 @@ def run_job(o: JobSpec, log=print) -> dict:
             resolved = replace(o, manifest=spec["manifest"], checkpoint=spec["checkpoint"],
                                device=spec["device"], threads=shard_threads(o, spec["device"]))
             job = ShardJob(resolved, outdir=outdir.url, checkpoint_sha256=spec["checkpoint_sha256"])
-            log(f"dashboard: {client.dashboard_link}")
+            if importlib.util.find_spec("bokeh"):  # without it the link opens to an error page
+                log(f"dashboard: {client.dashboard_link}")
             totals = _drive(client, job, tasks, sizes, fp, o, tqdm, log, t0)
         elapsed = time.perf_counter() - t0
     from .shard import peak_rss_mb

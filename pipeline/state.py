@@ -59,10 +59,7 @@ def check_or_write_job(store: Store, spec: dict, restart: bool) -> str:
     if store.exists(JOB_FILE) and not restart:
         old = json.loads(store.read_text(JOB_FILE))
         if old.get("fingerprint") != fp:
-            changed = [k for k in FINGERPRINT_KEYS if old.get("spec", {}).get(k) != spec.get(k)]
-            raise JobError(
-                f"{store} holds a different job (changed: {', '.join(changed) or 'fingerprint'}); "
-                "use another OUTDIR, or --restart to discard it and start over")
+            raise JobError(refusal(store, old.get("spec", {}), spec))
         return fp
     if restart:
         for sub in ("results", "images"):
@@ -73,6 +70,31 @@ def check_or_write_job(store: Store, spec: dict, restart: bool) -> str:
     store.write_atomic(JOB_FILE, json.dumps({"fingerprint": fp, "spec": spec}, indent=2,
                                             sort_keys=True).encode())
     return fp
+
+
+def refusal(store, old: dict, new: dict) -> str:
+    """Why a rerun is refused: each changed key as old -> new, the flags that continue the job
+    as it was, and only then the way out that discards it."""
+    changed, keep = [], []
+    for k in FINGERPRINT_KEYS:
+        a, b = old.get(k), new.get(k)
+        if a == b:
+            continue
+        if k == "manifest_digest":
+            changed.append("the manifest's contents")
+            keep.append(f"--manifest {old.get('manifest')} (as it was)")
+        elif k == "checkpoint_sha256":
+            changed.append(f"checkpoint {str(a)[:12]} -> {str(b)[:12]}")
+            keep.append(f"--checkpoint {old.get('checkpoint')}")
+        elif k == "output_version":
+            changed.append(f"output version {a} -> {b} (this version of colorize writes other bytes)")
+        else:
+            changed.append(f"{k} {a} -> {b}")
+            flag = "--" + k.replace("_", "-")
+            keep.append((flag if a else f"no {flag}") if isinstance(a, bool) else f"{flag} {a}")
+    how = f"; to continue it, add {' '.join(keep)}" if keep else ""
+    return (f"{store} holds a different job (changed: {', '.join(changed) or 'fingerprint'}){how}; "
+            "or use another OUTDIR, or --restart to discard its results and start over")
 
 
 def read_job(outdir: str | os.PathLike | Store) -> dict:

@@ -1,5 +1,6 @@
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -137,3 +138,24 @@ def test_a_bug_is_not_dressed_as_a_user_mistake(monkeypatch, capsys):
         cli.main(["status", "somewhere"])
     r = run_cli("run", "--manifest", "nowhere.parquet", "-o", "x")
     assert r.returncode == 2 and "manifest not found" in r.stderr
+
+
+def test_command_line_fits_peoples_habits(tmp_path):
+    from pipeline.cli import build_parser
+
+    root = Path(__file__).resolve().parents[1]
+    assert build_parser().parse_args(["run", "--format", "jpg"]).format == "jpeg"
+    r = run_cli("run", "--shard_size", "4", "--manifest", root / "manifests" / "demo.parquet")
+    assert r.returncode == 2 and "did you mean --batch-size" not in r.stderr
+    r = run_cli("run", "--batch_size", "4", "--dry-run")
+    assert r.returncode == 2 and "--batch_size: did you mean --batch-size?" in r.stderr
+    (tmp_path / "job.toml").write_text(f'manifest = "{root / "manifests" / "demo.parquet"}"\n'
+                                       f'output = "{tmp_path / "out"}"\nformats = "png"\n')
+    r = run_cli("run", "--dry-run", tmp_path / "job.toml")  # the spec after a flag works too
+    assert r.returncode == 2 and "unknown key 'formats'; did you mean 'format'?" in r.stderr
+    (tmp_path / "job.toml").write_text(f'manifest = "{root / "manifests" / "demo.parquet"}"\n'
+                                       f'output = "{tmp_path / "out"}"\nformat = "jpg"\n')
+    r = run_cli("run", "--dry-run", tmp_path / "job.toml")
+    assert r.returncode == 0 and "pending" in r.stdout, r.stderr
+    text = " ".join(run_cli("run", "--help").stdout.split())  # argparse wraps lines
+    assert "(default: 256)" in text and "(default: png)" in text

@@ -115,11 +115,24 @@ def test_changed_option_is_refused(archive, clean_run, ckpt, capsys):
     _, man = archive
     for extra in (["--format", "jpeg"],):
         assert main(run_args(man, clean_run, ckpt, *extra)) == 2
-        assert "different job (changed: format)" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        # each change old -> new, then the flag that continues the job, before the way out
+        assert "different job (changed: format png -> jpeg); to continue it, add --format png;" in err
+        assert err.index("--format png") < err.index("--restart")
     args = run_args(man, clean_run, ckpt)
     args[args.index("--size") + 1] = "64"
     assert main(args) == 2
-    assert "changed: size" in capsys.readouterr().err
+    assert "changed: size 32 -> 64); to continue it, add --size 32" in capsys.readouterr().err
+    assert main([*run_args(man, clean_run, ckpt, "--recolor")]) == 2
+    assert "recolor False -> True); to continue it, add no --recolor" in capsys.readouterr().err
+
+
+def test_dry_run_restart_says_what_restart_does(archive, clean_run, ckpt, capsys):
+    _, man = archive
+    assert main(run_args(man, clean_run, ckpt, "--format", "jpeg", "--dry-run", "--restart")) == 0
+    out = capsys.readouterr().out
+    assert "0 committed, 9 pending" in out and "would be discarded first" in out
+    assert "refused" not in out
 
 
 def test_second_run_on_locked_outdir_is_refused(archive, ckpt, tmp_path, capsys):
@@ -387,3 +400,17 @@ def test_chaos_random_worker_kills(archive, clean_run, ckpt, tmp_path):
     assert main(["audit", str(out), "-q"]) == 0
     assert comparable(out) == comparable(clean_run)
     assert image_files(out) == image_files(clean_run)
+
+
+def test_outdir_alone_resumes_and_repairs(archive, clean_run, ckpt, capsys):
+    """job.json holds the job: `colorize run -o OUTDIR` resumes it, `--repair` needs nothing more."""
+    assert main(["run", "-o", str(clean_run), "-q"]) == 0
+    cap = capsys.readouterr()
+    assert "nothing to do" in cap.out and "continuing the job recorded in" in cap.err
+    victim = next((clean_run / "images").rglob("*.png"))
+    victim.unlink()
+    assert main(["run", "-o", str(clean_run), "--repair", "-q"]) == 0
+    assert victim.exists()
+    # a flag named on the line still counts, and a change is refused as ever
+    assert main(["run", "-o", str(clean_run), "--format", "tiff", "-q"]) == 2
+    assert "format png -> tiff" in capsys.readouterr().err

@@ -1,0 +1,26 @@
+"""The shipped weights, as a curator meets them: even, nearly neutral colour on featureless gray
+(no cast, no coloured frame), a small file, and the recipe recorded in the checkpoint."""
+
+import pytest
+
+from pipeline.engine import Colorizer
+from pipeline.evaluate import flat_fields
+from pipeline.state import DEFAULT_CHECKPOINT
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return Colorizer(None, device="cpu", size=256)
+
+
+def test_flat_gray_fields_come_out_even_and_nearly_neutral(shipped):
+    for f in flat_fields(shipped, 256):  # 512x384 at gray levels 60, 128 and 200
+        assert f["border_deviation"] <= 3.0, f  # a*b* units: no coloured frame or corner block
+        assert f["median_chroma"] <= 12.0, f  # no cast over the whole image
+
+
+def test_shipped_checkpoint_is_small_and_says_how_it_was_made(shipped):
+    assert DEFAULT_CHECKPOINT.stat().st_size < 5 * 1024 * 1024
+    meta = shipped.ck.meta
+    assert meta["recipe"]["ema"] > 0 and meta["train_images"] > 5000
+    assert 1.0 <= meta["chroma_gain"] <= 2.0 and "validation" in meta["chroma_gain_rule"]

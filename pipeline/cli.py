@@ -93,6 +93,9 @@ def cmd_image(a) -> int:
     from .imaging import DecodeError, decode, encode, output_format
     from .storage import write_atomic
 
+    if Path(a.input).is_dir():
+        raise UsageError(f"{a.input} is a folder; `image` colorizes one file (for a folder: "
+                         "colorize scan, then colorize run)")
     if not Path(a.input).is_file():
         raise UsageError(f"input not found: {a.input}")
     if Path(a.output).resolve() == Path(a.input).resolve():
@@ -138,10 +141,21 @@ def cmd_train(a) -> int:
 def cmd_scan(a) -> int:
     from .manifest import scan
 
+    if not str(a.output).endswith(".parquet"):
+        raise UsageError(f"-o {a.output}: a manifest is a Parquet file; name it *.parquet")
     t = scan(a.sources, a.output, shard_size=a.shard_size, max_pixels=a.max_pixels,
              relative=a.relative, progress=not a.quiet,
-             log=lambda m: print(f"colorize: {m}", file=sys.stderr))
-    bad = sum(e is not None for e in t.column("scan_error").to_pylist())
+             log=lambda m: print(f"colorize: {m}", file=sys.stderr),
+             path_column=a.path_column, encoding=a.encoding)
+    errors = t.column("scan_error").to_pylist()
+    bad = sum(e is not None for e in errors)
+    if bad and bad == t.num_rows:
+        first = next(e for e in errors if e)
+        hint = (" (the paths use backslashes: write them with / on this system)"
+                if any("\\" in p for p in t.column("path").to_pylist()[:100]) else "")
+        print(f"colorize: scan: none of the {bad} files could be read, e.g. {first}{hint}; "
+              f"wrote {a.output} anyway", file=sys.stderr)
+        return 1
     shards = t.column("shard")[-1].as_py() + 1
     print(f"wrote {a.output}: {t.num_rows} images in {shards} shards"
           + (f", {bad} unreadable (they will get error rows)" if bad else ""))
@@ -164,11 +178,36 @@ def cmd_run(a) -> int:
         print(f"continuing the job recorded in {a.output}/{JOB_FILE}", file=sys.stderr)
     if not a.manifest or not a.output:
         raise UsageError("run needs --manifest and -o OUTDIR (or a job spec JOB.toml)")
-    if "://" not in a.manifest and not Path(a.manifest).is_file():
+    m = Path(a.manifest)
+    if "://" not in a.manifest and (m.is_dir() or m.suffix.lower() in (".csv", ".tsv", ".txt")):
+        what = "a folder" if m.is_dir() else f"a {m.suffix[1:].upper()} list"
+        raise UsageError(f"--manifest {a.manifest} is {what}, not a manifest; make one first: "
+                         f"colorize scan {a.manifest} -o manifest.parquet")
+    if "://" not in a.manifest and not m.is_file():
         raise UsageError(f"manifest not found: {a.manifest}")
     summary = run_job(from_args(a))
     if a.summary_json:
         Path(a.summary_json).write_text(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_export(a) -> int:
+    """Results as one CSV line per image, the catalogue's carried columns first: what a
+    curator opens in a spreadsheet (pandas is not needed)."""
+    import pyarrow.csv as pacsv
+
+    from .results import SCHEMA, read_results
+    from .state import read_job
+
+    read_job(a.outdir)  # an OUTDIR of ours, or a one-line refusal
+    t = read_results(a.outdir)
+    if Path(a.csv).exists() and not a.force:
+        raise UsageError(f"{a.csv} exists; choose another name or add --force to replace it")
+    core = [n for n in SCHEMA.names if n in t.column_names]
+    carried = [n for n in t.column_names if n not in core]
+    t = t.select(carried + core).sort_by([("source_path", "ascending")])
+    pacsv.write_csv(t, a.csv)
+    print(f"wrote {a.csv}: {t.num_rows} images, columns {', '.join((carried + core)[:4])}, ...")
     return 0
 
 
@@ -324,6 +363,10 @@ def build_parser() -> Parser:
     s.add_argument("--shard-size", type=positive_int, default=64, help="images per shard")
     s.add_argument("--relative", action="store_true",
                    help="store paths relative to the manifest's folder (portable manifests)")
+    s.add_argument("--path-column", default="path",
+                   help="the catalogue column holding each scan's path (default: path)")
+    s.add_argument("--encoding", default=None,
+                   help="the catalogue's text encoding (default: UTF-8, else Windows-1252)")
     s.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS)
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_scan)
@@ -334,6 +377,12 @@ def build_parser() -> Parser:
     add_flags(s)  # one per JobSpec field
     s.add_argument("--summary-json", metavar="PATH", help="also write the final summary as JSON")
     s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("export", help="write the results as a CSV for a spreadsheet")
+    s.add_argument("outdir", metavar="OUTDIR")
+    s.add_argument("csv", metavar="RESULTS.csv")
+    s.add_argument("--force", action="store_true", help="replace RESULTS.csv if it exists")
+    s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("status", help="shards and images done, from the results alone")
     s.add_argument("outdir", metavar="OUTDIR")

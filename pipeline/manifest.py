@@ -36,24 +36,67 @@ def image_id(path: str) -> str:
     return hashlib.sha1(path.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
-def read_path_list(path: str | os.PathLike) -> list[dict]:
-    """A CSV/TSV with a `path` column (other columns carried), or a TXT of one path per line.
-    Relative paths are relative to the list's own folder."""
+def _decode_list(p: Path, encoding: str | None, log) -> str:
+    """The list's text: UTF-8 (with or without BOM), else Windows-1252, as Excel writes it in
+    Western Europe; with `encoding`, that one, and a failure names the file and line."""
+    data = p.read_bytes()
+    for enc in ([encoding] if encoding else ["utf-8-sig", "cp1252"]):
+        try:
+            text = data.decode(enc)
+        except UnicodeDecodeError as e:
+            if encoding or enc != "utf-8-sig":
+                line = data.count(b"\n", 0, e.start) + 1
+                raise ScanError(f"{p}, line {line}: not {enc} text (byte {data[e.start]:#x}); "
+                                "name the file's encoding with --encoding") from None
+            continue
+        except LookupError:
+            raise ScanError(f"unknown encoding {encoding!r}") from None
+        if enc == "cp1252" and not encoding:
+            log(f"{p}: not UTF-8; read as Windows-1252 (say --encoding otherwise)")
+        return text
+    raise AssertionError("unreachable")
+
+
+def read_path_list(path: str | os.PathLike, path_column: str = "path", encoding: str | None = None,
+                   log=lambda msg: None) -> list[dict]:
+    """A CSV/TSV catalogue with a path column (other columns carried; the delimiter, comma,
+    semicolon or tab, is sniffed), or a TXT of one path per line. Relative paths are relative to
+    the list's own folder. Rows carry their line number in `_line` for messages."""
     p = Path(path)
     base = p.parent
-    rows: list[dict] = []
-    with open(p, newline="", encoding="utf-8-sig") as f:
-        if p.suffix.lower() == ".txt":
-            rows = [{"path": line.strip()} for line in f if line.strip() and not line.startswith("#")]
-        else:
-            reader = csv.DictReader(f, delimiter="\t" if p.suffix.lower() == ".tsv" else ",")
-            if not reader.fieldnames or "path" not in reader.fieldnames:
-                raise ScanError(f"{p}: a CSV list needs a 'path' column")
-            rows = [dict(r) for r in reader]
+    text = _decode_list(p, encoding, log)
+    lines = text.splitlines()
+    if p.suffix.lower() == ".txt":
+        rows = [{"path": ln.strip(), "_line": i} for i, ln in enumerate(lines, 1)
+                if ln.strip() and not ln.startswith("#")]
+    else:
+        try:
+            dialect = csv.Sniffer().sniff("\n".join(lines[:20]), delimiters=",;\t|")
+        except csv.Error:
+            dialect = csv.excel_tab if p.suffix.lower() == ".tsv" else csv.excel
+        reader = csv.DictReader(io.StringIO(text, newline=""), dialect=dialect)
+        cols = reader.fieldnames or []
+        if path_column not in cols:
+            like = [c for c in cols if c.strip().lower() in ("path", "file", "filename", "file name",
+                                                              "filepath", "image", "scan", "datei")]
+            hint = f"; use --path-column {like[0]!r}" if like else ""
+            raise ScanError(f"{p}: no {path_column!r} column (columns: {', '.join(cols) or 'none'})"
+                            f"{hint}")
+        rows = []
+        for r in reader:
+            r = {k: v for k, v in r.items() if k is not None}
+            r["path"] = (r.pop(path_column) or "").strip()
+            r["_line"] = reader.line_num
+            rows.append(r)
+    kept = []
     for r in rows:
-        if not os.path.isabs(r["path"]):
+        if not r["path"]:
+            log(f"{p}, line {r['_line']}: empty path cell; row left out")
+            continue
+        if not os.path.isabs(r["path"]) and "://" not in r["path"]:
             r["path"] = str(base / r["path"])
-    return rows
+        kept.append(r)
+    return kept
 
 
 def _expand_url(src: str) -> Iterator[dict]:
@@ -73,7 +116,7 @@ def _expand_url(src: str) -> Iterator[dict]:
             yield {"path": fs.unstrip_protocol(f)}
 
 
-def _expand(src: str) -> Iterator[dict]:
+def _expand(src: str, list_options: dict | None = None) -> Iterator[dict]:
     if is_url(src):
         yield from _expand_url(src)
         return
@@ -89,7 +132,7 @@ def _expand(src: str) -> Iterator[dict]:
                 if Path(name).suffix.lower() in IMAGE_EXTS and not name.startswith("."):
                     yield {"path": os.path.join(root, name)}
     elif p.is_file() and p.suffix.lower() in LIST_EXTS:
-        yield from read_path_list(p)
+        yield from read_path_list(p, **(list_options or {}))
     elif p.is_file():
         yield {"path": str(p)}
     elif any(c in src for c in "*?["):
@@ -101,6 +144,10 @@ def _expand(src: str) -> Iterator[dict]:
                 yield {"path": m}
     else:
         raise ScanError(f"source not found: {src}")
+
+
+def _details(row: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in row.items() if k not in ("path", "_line")) or "no columns"
 
 
 def _probe(row: dict, max_pixels: int) -> dict:
@@ -139,19 +186,28 @@ def _out_stems(rels: list[str]) -> list[str]:
 
 def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int = 64,
          max_pixels: int = DEFAULT_MAX_PIXELS, relative: bool = False, threads: int = 8,
-         progress: bool = True, log=lambda msg: None) -> pa.Table:
+         progress: bool = True, log=lambda msg: None, path_column: str = "path",
+         encoding: str | None = None) -> pa.Table:
     """Write the manifest; returns it. Unreadable entries stay, with scan_error set. Folders
     that are a colorize OUTDIR (job.json beside results/) are left out, and said so."""
     if shard_size < 1:
         raise ScanError("--shard-size must be >= 1")
     by_path: dict[str, dict] = {}
+    opts = dict(path_column=path_column, encoding=encoding, log=log)
     for src in sources:
-        for row in _expand(str(src)):
+        for row in _expand(str(src), opts):
             if "_outdir" in row:
                 log(f"left out {row['_outdir']}: it is a colorize OUTDIR (outputs, not scans)")
                 continue
             key = row["path"] if is_url(row["path"]) else os.path.realpath(row["path"])
-            by_path.setdefault(key, row)  # duplicates (same file named twice) collapse
+            first = by_path.setdefault(key, row)  # the same file named twice: one row
+            if first is not row and {k: v for k, v in first.items() if k != "_line"} != {
+                    k: v for k, v in row.items() if k != "_line"}:
+                log(f"{row['path']} is listed twice with different details: line "
+                    f"{first.get('_line')} ({_details(first)}) and line {row.get('_line')} "
+                    f"({_details(row)}); line {first.get('_line')} kept")
+    for r in by_path.values():
+        r.pop("_line", None)
     if not by_path:
         raise ScanError("no image files found in " + ", ".join(map(str, sources)))
     real = sorted(by_path)

@@ -1,0 +1,93 @@
+"""Catalogues as people have them (issue 14, items 5-8 and 10): European Excel exports, Windows
+encodings, other column names, mistakes between lists and manifests, and the results as a CSV."""
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)], capture_output=True,
+                          text=True, timeout=600)
+
+
+@pytest.fixture
+def scans(tmp_path):
+    d = tmp_path / "scans"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("Müller 1.png", "b.png", "c.png"):
+        Image.fromarray(rng.integers(0, 255, (24, 32), dtype=np.uint8)).save(d / name)
+    return d
+
+
+def test_semicolon_windows_1252_catalogue_with_a_filename_column(scans, tmp_path):
+    cat = scans / "catalogue.csv"
+    cat.write_bytes("Inventarnr;Datei;Titel\r\nA-1;Müller 1.png;Straße\r\nA-2;b.png;Hof\r\n"
+                    .encode("cp1252"))
+    r = run_cli("scan", cat, "-o", tmp_path / "m.parquet", "-q")
+    assert r.returncode == 2 and "no 'path' column (columns: Inventarnr, Datei, Titel)" in r.stderr
+    assert "use --path-column 'Datei'" in r.stderr
+    r = run_cli("scan", cat, "-o", tmp_path / "m.parquet", "-q", "--path-column", "Datei")
+    assert r.returncode == 0, r.stderr
+    assert "read as Windows-1252" in r.stderr
+    t = pq.read_table(tmp_path / "m.parquet").to_pylist()
+    assert [(Path(x["path"]).name, x["Inventarnr"], x["Titel"]) for x in t] == [
+        ("Müller 1.png", "A-1", "Straße"), ("b.png", "A-2", "Hof")]
+    assert all(x["scan_error"] is None for x in t)
+    r = run_cli("scan", cat, "-o", tmp_path / "m.parquet", "--path-column", "Datei",
+                "--encoding", "utf-8")
+    assert r.returncode == 2 and "catalogue.csv, line 2: not utf-8 text" in r.stderr
+
+
+def test_duplicates_empty_cells_and_unreadable_rows_are_reported(scans, tmp_path):
+    cat = scans / "list.csv"
+    cat.write_text("path,accession\nb.png,A-1\n,A-2\nc.png,A-3\nb.png,B-9\n")
+    r = run_cli("scan", cat, "-o", tmp_path / "m.parquet", "-q")
+    assert r.returncode == 0, r.stderr
+    assert "line 3: empty path cell" in r.stderr
+    assert "b.png is listed twice with different details: line 2 (accession A-1) and line 5 " \
+           "(accession B-9); line 2 kept" in r.stderr
+    assert pq.read_table(tmp_path / "m.parquet").num_rows == 2
+    (tmp_path / "win.txt").write_text("C:\\archive\\a.png\nC:\\archive\\b.png\n")
+    r = run_cli("scan", tmp_path / "win.txt", "-o", tmp_path / "w.parquet", "-q")
+    assert r.returncode == 1 and "none of the 2 files could be read" in r.stderr
+    assert "backslashes" in r.stderr
+
+
+def test_lists_and_manifests_are_not_confused(scans, tmp_path):
+    (tmp_path / "list.csv").write_text("path\nb.png\n")
+    for wrong, what in ((tmp_path / "list.csv", "a CSV list"), (scans, "a folder")):
+        r = run_cli("run", "--manifest", wrong, "-o", tmp_path / "out")
+        assert r.returncode == 2 and f"is {what}, not a manifest" in r.stderr
+        assert "colorize scan" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("image", scans, tmp_path / "x.png")
+    assert r.returncode == 2 and "is a folder" in r.stderr
+    r = run_cli("scan", scans, "-o", tmp_path / "m.csv")
+    assert r.returncode == 2 and "name it *.parquet" in r.stderr
+    assert not (tmp_path / "m.csv").exists()
+
+
+@pytest.mark.slow
+def test_export_writes_one_line_per_image_carried_columns_first(scans, tmp_path, ckpt):
+    (scans / "list.csv").write_text("path,accession\nb.png,A-1\nc.png,A-2\nnope.png,A-3\n")
+    man = tmp_path / "m.parquet"
+    assert run_cli("scan", scans / "list.csv", "-o", man, "-q").returncode == 0
+    out = tmp_path / "out"
+    r = run_cli("run", "--manifest", man, "-o", out, "--size", "32", "-q", "--checkpoint", ckpt)
+    assert r.returncode == 0, r.stderr
+    r = run_cli("export", out, tmp_path / "results.csv")
+    assert r.returncode == 0, r.stderr
+    with open(tmp_path / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0])[:3] == ["accession", "image_id", "shard"]
+    assert [(r["accession"], r["status"]) for r in rows] == [("A-1", "ok"), ("A-2", "ok"),
+                                                              ("A-3", "error")]
+    r = run_cli("export", out, tmp_path / "results.csv")
+    assert r.returncode == 2 and "--force" in r.stderr

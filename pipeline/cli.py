@@ -109,9 +109,18 @@ def cmd_image(a) -> int:
         d = decode(a.input, max_pixels=a.max_pixels)
     except DecodeError as e:
         raise UsageError(f"{a.input}: {e}") from None
+    import datetime as dt
+    import hashlib
+
+    from . import __version__
+
     net = Colorizer(a.checkpoint, device=a.device, size=a.size)
     rgb = net.colorize([d.gray])[0]
-    write_atomic(a.output, encode(rgb, output_format(fmt, d.format), d.dpi, d.icc_profile, d.exif))
+    prov = dict(software=f"archive-colorizer {__version__}", checkpoint_sha256=net.sha256,
+                date=dt.date.today().isoformat(),
+                source_sha256=hashlib.sha256(Path(a.input).read_bytes()).hexdigest())
+    write_atomic(a.output, encode(rgb, output_format(fmt, d.format), d.dpi, d.icc_profile, d.exif,
+                                  provenance=prov))
     print(f"wrote {a.output} ({d.width}x{d.height}, {d.bits}-bit, source {d.kind}, "
           f"checkpoint {net.sha256[:12]})")
     return 0

@@ -432,7 +432,19 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
-def _png(rgb: np.ndarray, dpi, icc, exif, level: int) -> bytes:
+def _itxt(keyword: str, text: str) -> bytes:
+    return _png_chunk(b"iTXt", keyword.encode("latin-1") + b"\x00\x00\x00\x00\x00" + text.encode())
+
+
+def provenance_text(p: dict) -> str:
+    """One line saying what made this file, for the file's own metadata: a copy taken out of
+    OUTDIR still says it was machine-colorized, by what, from which original."""
+    return (f"Machine-colorized by {p['software']} (colours are the model's guess, not a record); "
+            f"checkpoint sha256 {p['checkpoint_sha256']}; {p['date']}; "
+            f"source sha256 {p.get('source_sha256') or 'unknown'}")
+
+
+def _png(rgb: np.ndarray, dpi, icc, exif, level: int, provenance: dict | None = None) -> bytes:
     """8- or 16-bit RGB PNG, with iCCP/pHYs/eXIf. Written here rather than by Pillow (which
     cannot write 16-bit RGB, and takes ~170 ms for a grainy 1.9-megapixel scan): the Sub filter
     in numpy and libdeflate (imagecodecs) make it ~55 ms, and a file about as large."""
@@ -455,6 +467,9 @@ def _png(rgb: np.ndarray, dpi, icc, exif, level: int) -> bytes:
         out.append(_png_chunk(b"pHYs", struct.pack(">IIB", ppm[0], ppm[1], 1)))
     if exif:
         out.append(_png_chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif))
+    if provenance:
+        out.append(_itxt("Software", provenance["software"]))
+        out.append(_itxt("Comment", provenance_text(provenance)))
     out.append(_png_chunk(b"IDAT", imagecodecs.deflate_encode(rows, level=level)))  # zlib format
     out.append(_png_chunk(b"IEND", b""))
     return b"".join(out)
@@ -465,7 +480,8 @@ _TIFF_ASCII_TAGS = {270: "ImageDescription", 271: "Make", 272: "Model", 305: "So
                     306: "DateTime", 315: "Artist", 33432: "Copyright"}
 
 
-def _tiff(rgb: np.ndarray, dpi, icc, exif, notes: list[str] | None) -> bytes:
+def _tiff(rgb: np.ndarray, dpi, icc, exif, notes: list[str] | None,
+          provenance: dict | None = None) -> bytes:
     """8- or 16-bit RGB TIFF by tifffile, deflate by libdeflate (imagecodecs) with the
     horizontal predictor: ~4x faster than Pillow's TIFF writer, which also cannot write EXIF
     that has sub-IFDs (most camera JPEGs: libtiff "Bad LONG8 or IFD8 value"). EXIF's baseline
@@ -477,6 +493,13 @@ def _tiff(rgb: np.ndarray, dpi, icc, exif, notes: list[str] | None) -> bytes:
     if exif:
         extratags += _exif_as_tiff_tags(exif, notes)
     kw = dict(resolution=dpi, resolutionunit="INCH") if dpi else {}
+    # Software is ours (tifffile would write its own name); ImageDescription too, unless the
+    # source had one (a caption is the archive's, not ours to replace).
+    extratags = [t for t in extratags if t[0] != 305]
+    kw["software"] = (f"{provenance['software']}; {provenance_text(provenance)}" if provenance
+                      else False)
+    if provenance and not any(t[0] == 270 for t in extratags):
+        kw["description"] = provenance_text(provenance)
     buf = io.BytesIO()
     tifffile.imwrite(buf, np.ascontiguousarray(rgb), photometric="rgb", compression="zlib",
                      compressionargs={"level": 3}, predictor=True, extratags=extratags,
@@ -523,13 +546,16 @@ def _pil_rgb(rgb: np.ndarray) -> Image.Image:
 
 
 def encode(rgb: np.ndarray, fmt: str, dpi=None, icc=None, exif=None, quality: int = 95,
-           png_level: int = 3, notes: list[str] | None = None) -> bytes:
+           png_level: int = 3, notes: list[str] | None = None, provenance: dict | None = None) -> bytes:
     """(H, W, 3) uint8 or uint16 RGB -> file bytes. 16-bit stays 16-bit in PNG and TIFF.
-    Metadata that this format cannot carry is dropped with a note in `notes`."""
+    Metadata that this format cannot carry is dropped with a note in `notes`. provenance
+    (software, checkpoint_sha256, date, source_sha256) is written into the file's own metadata:
+    PNG iTXt Software/Comment, TIFF Software (and ImageDescription), JPEG EXIF Software (and
+    ImageDescription) plus a COM comment."""
     if fmt == "png":
-        return _png(rgb, dpi, icc, exif, png_level)
+        return _png(rgb, dpi, icc, exif, png_level, provenance)
     if fmt == "tiff":
-        return _tiff(rgb, dpi, icc, exif, notes)
+        return _tiff(rgb, dpi, icc, exif, notes, provenance)
     if rgb.dtype == np.uint16:  # JPEG is 8-bit only
         rgb = ((rgb.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
     im = _pil_rgb(rgb)
@@ -538,6 +564,14 @@ def encode(rgb: np.ndarray, fmt: str, dpi=None, icc=None, exif=None, quality: in
         kw["dpi"] = dpi
     if icc:
         kw["icc_profile"] = icc
+    if provenance:
+        ex = Image.Exif()
+        if exif:
+            ex.load(exif[6:] if exif.startswith(b"Exif\x00\x00") else exif)
+        ex[305] = provenance["software"]
+        ex.setdefault(270, provenance_text(provenance))
+        exif = ex.tobytes()
+        kw["comment"] = provenance_text(provenance).encode()
     if exif:
         kw["exif"] = exif
     buf = io.BytesIO()

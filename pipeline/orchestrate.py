@@ -190,7 +190,8 @@ def run_job(o: JobSpec, log=print) -> dict:
 
             resolved = replace(o, manifest=spec["manifest"], checkpoint=spec["checkpoint"],
                                device=spec["device"], threads=shard_threads(o, spec["device"]))
-            job = ShardJob(resolved, outdir=outdir.url, checkpoint_sha256=spec["checkpoint_sha256"])
+            job = ShardJob(resolved, outdir=outdir.url, checkpoint_sha256=spec["checkpoint_sha256"],
+                           created=read_job(outdir).get("created", ""))
             if importlib.util.find_spec("bokeh"):  # without it the link opens to an error page
                 log(f"dashboard: {client.dashboard_link}")
             totals = _drive(client, job, tasks, sizes, fp, o, tqdm, log, t0)

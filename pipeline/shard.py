@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import results
+from . import __version__, results
 from .imaging import (
     FORMATS,
     Decoded,
@@ -50,6 +50,7 @@ class ShardJob:
     spec: JobSpec
     outdir: str
     checkpoint_sha256: str
+    created: str = ""  # the job's date (job.json), written into every output's provenance
 
     def colorizer(self):
         from .engine import Colorizer, lut8
@@ -165,12 +166,15 @@ class ShardJob:
         try:
             fmt = output_format(self.spec.format, d.format)
             rel = safe_output_path(res["_stem"], FORMATS[fmt])
+            prov = dict(software=f"archive-colorizer {__version__}", date=self.created,
+                        checkpoint_sha256=self.checkpoint_sha256,
+                        source_sha256=res.get("source_sha256"))
             try:
                 data = encode(rgb, fmt, d.dpi, d.icc_profile, d.exif, quality=self.spec.quality,
-                              notes=notes)
+                              notes=notes, provenance=prov)
             except Exception as e:  # metadata a writer chokes on is dropped, never fatal
                 notes.append(f"metadata not carried ({type(e).__name__}: {e})"[:200])
-                data = encode(rgb, fmt, quality=self.spec.quality)
+                data = encode(rgb, fmt, quality=self.spec.quality, provenance=prov)
         except Exception as e:
             res["error"] = f"cannot encode: {type(e).__name__}: {e}"
             return self._done(res, t0)

@@ -67,8 +67,13 @@ def check_or_write_job(store: Store, spec: dict, restart: bool) -> str:
         for f in ("audit.json", "audit.html"):
             store.remove(f)
     store.makedirs()
-    store.write_atomic(JOB_FILE, json.dumps({"fingerprint": fp, "spec": spec}, indent=2,
-                                            sort_keys=True).encode())
+    import datetime as dt
+
+    # The job's date goes into every output's provenance: fixed per job, so reruns and repairs
+    # still write identical bytes.
+    created = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
+    store.write_atomic(JOB_FILE, json.dumps({"fingerprint": fp, "spec": spec, "created": created},
+                                            indent=2, sort_keys=True).encode())
     return fp
 
 

@@ -91,3 +91,42 @@ def test_export_writes_one_line_per_image_carried_columns_first(scans, tmp_path,
                                                               ("A-3", "error")]
     r = run_cli("export", out, tmp_path / "results.csv")
     assert r.returncode == 2 and "--force" in r.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["png", "tiff", "jpeg"])
+def test_every_output_says_it_was_machine_colorized(scans, tmp_path, ckpt, fmt):
+    """Provenance in the file's own metadata (a copy taken out of OUTDIR still says it), read back
+    with the readers a curator's tools use."""
+    import hashlib
+    import io
+
+    import tifffile
+
+    from pipeline.model import file_sha256
+
+    man = tmp_path / "m.parquet"
+    assert run_cli("scan", scans, "-o", man, "-q").returncode == 0
+    out = tmp_path / "out"
+    r = run_cli("run", "--manifest", man, "-o", out, "--size", "32", "-q", "--checkpoint", ckpt,
+                "--format", fmt)
+    assert r.returncode == 0, r.stderr
+    created = __import__("json").loads((out / "job.json").read_text())["created"]
+    src = scans / "b.png"
+    ext = {"png": "png", "tiff": "tif", "jpeg": "jpg"}[fmt]
+    data = (out / "images" / f"b.{ext}").read_bytes()
+    if fmt == "png":
+        with Image.open(io.BytesIO(data)) as im:
+            text = im.text["Comment"]
+            assert im.text["Software"].startswith("archive-colorizer ")
+    elif fmt == "tiff":
+        with tifffile.TiffFile(io.BytesIO(data)) as t:
+            text = t.pages[0].tags["Software"].value
+    else:
+        with Image.open(io.BytesIO(data)) as im:
+            text = im.getexif()[305] + " " + im.getexif()[270]
+            assert b"Machine-colorized" in im.info["comment"]
+    assert "Machine-colorized by archive-colorizer" in text
+    assert f"checkpoint sha256 {file_sha256(ckpt)}" in text
+    assert f"source sha256 {hashlib.sha256(src.read_bytes()).hexdigest()}" in text
+    assert created in text and len(created) == 10

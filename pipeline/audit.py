@@ -87,25 +87,49 @@ def audit(outdir: str | Store, quick: bool = False, check_inputs: bool = False,
     grayish = [{"image_id": r["image_id"], "output_path": r["output_path"],
                 "colorfulness": r["colorfulness"]}
                for r in ok_rows if r["colorfulness"] is not None and r["colorfulness"] < GRAY_COLORFULNESS]
-    errors = [{"image_id": r["image_id"], "source_path": r["source_path"], "error": r["error"]}
-              for r in res if r["status"] == "error"]
+    core = set(results.SCHEMA.names)
+    carried = [k for k in (res[0] if res else {}) if k not in core]
+
+    def listed(r):  # the catalogue's own columns (accession numbers...) go along
+        return {"image_id": r["image_id"], "source_path": r["source_path"], "error": r["error"],
+                **{k: r[k] for k in carried}}
+
+    errors = [listed(r) for r in res if r["status"] == "error"]
+    skipped = [listed(r) for r in res if r["status"] == "skipped"]
     report = {
         "outdir": out.url, "ok": not problems, "quick": quick, "check_inputs": check_inputs,
         "manifest_rows": len(man), "result_rows": len(res),
         "counts": {s: status_counts.get(s, 0) for s in results.STATUSES},
         "problems": problems, "problem_counts": dict(Counter(p["kind"] for p in problems)),
-        "errors": errors, "nearly_gray": grayish,
+        "errors": errors, "skipped": skipped, "nearly_gray": grayish, "carried": carried,
+        "committed_shards": len(results.committed_shards(out)),
+        "shards": len({r["shard"] for r in man}),
     }
+    report["verdict"] = verdict(report)
     out.write_atomic("audit.json", json.dumps(report, indent=2).encode())
     out.write_atomic("audit.html", _html(report, ok_rows, spec, sample, out).encode("utf-8"))
     return report
+
+
+def verdict(report: dict) -> str:
+    """One line a person reads first: passed or not, and what else deserves a look."""
+    if not report["ok"]:
+        return f"FAILED: {len(report['problems'])} discrepancies (listed below)"
+    extra = [f"{n} {what}" for n, what in ((len(report["errors"]), "errors"),
+                                           (len(report["skipped"]), "skipped"))
+             if n]
+    return "passed" + (f", with {' and '.join(extra)} (reasons below)" if extra else "")
 
 
 def _thumb_uri(data_fn, h: int = 120, gray: bool = False) -> str:
     try:
         with Image.open(io.BytesIO(data_fn())) as im:
             im.draft("L" if gray else "RGB", (h, h))  # a JPEG decodes at 1/2..1/8 size (DCT)
-            im = ImageOps.exif_transpose(im).convert("L" if gray else "RGB")
+            im = ImageOps.exif_transpose(im)
+            if im.mode.startswith("I"):  # 16-bit: convert("L") would clip it to white
+                a = np.clip(np.asarray(im), 0, 65535).astype(np.uint32)
+                im = Image.fromarray((a >> 8).astype(np.uint8))
+            im = im.convert("L" if gray else "RGB")
             im.thumbnail((h * 4, h))
             buf = io.BytesIO()
             im.save(buf, "JPEG", quality=80)
@@ -120,7 +144,7 @@ def _html(report: dict, ok_rows: list[dict], spec: dict, sample: int, out: Store
              "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 8px;text-align:left}"
              ".bad{color:#b00}.good{color:#070}img{height:120px}</style>",
              f"<h1>Audit of {e(report['outdir'])}</h1>",
-             f"<p class='{'good' if report['ok'] else 'bad'}'><b>{'PASS' if report['ok'] else 'FAIL'}"
+             f"<p class='{'good' if report['ok'] else 'bad'}'><b>{e(report['verdict'])}"
              f"</b>: {report['manifest_rows']} manifest rows, {report['result_rows']} result rows; "
              + ", ".join(f"{k} {v}" for k, v in report["counts"].items()) + "</p>"]
     if report["problems"]:
@@ -130,10 +154,14 @@ def _html(report: dict, ok_rows: list[dict], spec: dict, sample: int, out: Store
             parts.append(f"<tr><td>{e(p['kind'])}</td><td>{e(str(p.get('image_id', '')))}</td>"
                          f"<td>{e(json.dumps(detail, ensure_ascii=False))}</td></tr>")
         parts.append("</table>")
-    parts.append(f"<h2>Errors ({len(report['errors'])})</h2><table><tr><th>source</th><th>reason</th></tr>")
-    for r in report["errors"]:
-        parts.append(f"<tr><td>{e(r['source_path'])}</td><td>{e(r['error'] or '')}</td></tr>")
-    parts.append("</table>")
+    cols = report["carried"]
+    for title, rows in (("Errors", report["errors"]), ("Skipped", report["skipped"])):
+        parts.append(f"<h2>{title} ({len(rows)})</h2><table><tr>"
+                     + "".join(f"<th>{e(c)}</th>" for c in cols) + "<th>source</th><th>reason</th></tr>")
+        for r in rows:
+            parts.append("<tr>" + "".join(f"<td>{e(str(r[c] or ''))}</td>" for c in cols)
+                         + f"<td>{e(r['source_path'])}</td><td>{e(r['error'] or '')}</td></tr>")
+        parts.append("</table>")
     parts.append(f"<h2>Nearly gray outputs, for review ({len(report['nearly_gray'])})</h2><ul>")
     parts += [f"<li>{e(r['output_path'])} (colourfulness {r['colorfulness']:.1f})</li>"
               for r in report["nearly_gray"]]
@@ -145,8 +173,10 @@ def _html(report: dict, ok_rows: list[dict], spec: dict, sample: int, out: Store
             src = resolve_path(spec["manifest"], r["source_path"])
             before = _thumb_uri(lambda src=src: read_source(src), gray=True)
             after = _thumb_uri(lambda rel=r["output_path"]: out.read_bytes(rel))
+            ids = " ".join(e(str(r[c])) for c in cols if r.get(c) is not None)
+            link = html.escape(r["output_path"], quote=True)
             parts.append(f"<tr><td><img src='{before}' alt='before'></td>"
-                         f"<td><img src='{after}' alt='after'></td>"
-                         f"<td>{e(r['source_path'])}</td></tr>")
+                         f"<td><a href='{link}'><img src='{after}' alt='after'></a></td>"
+                         f"<td>{ids} {e(r['source_path'])}</td></tr>")
     parts.append("</table>")
     return "\n".join(parts)

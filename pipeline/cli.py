@@ -226,6 +226,10 @@ def cmd_status(a) -> int:
     s = status(a.outdir)
     print(f"{a.outdir}: shards {s['committed']} committed, {s['pending']} pending of {s['shards']}; "
           f"images {s['ok']} ok, {s['error']} error, {s['skipped']} skipped of {s['images']}")
+    if s["running"]:
+        pace = (f"; {s['images_per_s']:.1f} images/s, about {s['eta_s'] / 60:.0f} min to go"
+                if "eta_s" in s else "")
+        print(f"a run is active ({s['running']}){pace}")
     return 0
 
 
@@ -253,14 +257,20 @@ def cmd_tune_gain(a) -> int:
 
 def cmd_audit(a) -> int:
     from .audit import audit
+    from .state import lock_holder
 
+    holder = lock_holder(a.outdir)
+    if holder is not None:
+        print(f"colorize: a run is writing {a.outdir} ({holder}); audit it once the run has "
+              f"finished (`colorize status {a.outdir}` shows its progress)", file=sys.stderr)
+        return 1
     r = audit(a.outdir, quick=a.quick, check_inputs=a.check_inputs, progress=not a.quiet)
     c = r["counts"]
     line = (f"{r['manifest_rows']} manifest rows, {r['result_rows']} result rows "
             f"({c['ok']} ok, {c['error']} error, {c['skipped']} skipped)")
     if r["ok"]:
-        print(f"audit passed: {line}; {len(r['nearly_gray'])} nearly gray outputs for review; "
-              f"report in {a.outdir}/audit.html")
+        print(f"audit {r['verdict']}: {line}; {len(r['nearly_gray'])} nearly gray outputs for "
+              f"review; report in {a.outdir}/audit.html")
         return 0
     print(f"audit FAILED: {line}", file=sys.stderr)
     for p in r["problems"][:50]:
@@ -269,7 +279,15 @@ def cmd_audit(a) -> int:
               file=sys.stderr)
     if len(r["problems"]) > 50:
         print(f"  ... and {len(r['problems']) - 50} more in audit.json", file=sys.stderr)
-    print(f"fix with `colorize run ... --repair`; report in {a.outdir}/audit.html", file=sys.stderr)
+    kinds = set(r["problem_counts"])
+    # uncommitted shards, and the outputs their unfinished run wrote: an interruption
+    if kinds <= {"no_result", "unclaimed_file"} and r["committed_shards"] < r["shards"]:
+        print(f"interrupted: {r['committed_shards']} of {r['shards']} shards committed; rerun the "
+              f"same command (or `colorize run -o {a.outdir}`) to resume; report in "
+              f"{a.outdir}/audit.html", file=sys.stderr)
+    else:
+        print(f"fix with `colorize run -o {a.outdir} --repair`; report in {a.outdir}/audit.html",
+              file=sys.stderr)
     return 1
 
 
@@ -490,6 +508,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         print("colorize: interrupted", file=sys.stderr)
+        a = locals().get("a")
+        if getattr(a, "func", None) is cmd_run and a.output:
+            try:
+                from .orchestrate import status
+
+                s = status(a.output)
+                print(f"colorize: {s['committed']} of {s['shards']} shards are committed; resume "
+                      f"with: colorize run -o {a.output}", file=sys.stderr)
+            except Exception:  # the summary is a courtesy; the interruption stands
+                pass
         return 130
 
 

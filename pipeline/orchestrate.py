@@ -379,6 +379,18 @@ def status(outdir: str | os.PathLike) -> dict:
     committed = results.committed_shards(outdir)
     t = results.read_results(outdir, columns=["status"])
     counts = Counter(t.column("status").to_pylist())
-    return {"shards": len(sizes), "committed": len(committed),
-            "pending": len(set(sizes) - committed), "images": sum(sizes.values()),
-            **{s: counts.get(s, 0) for s in results.STATUSES}}
+    s = {"shards": len(sizes), "committed": len(committed),
+         "pending": len(set(sizes) - committed), "images": sum(sizes.values()),
+         **{s: counts.get(s, 0) for s in results.STATUSES}}
+    from .state import lock_holder
+
+    s["running"] = lock_holder(outdir)
+    if s["running"] and outdir.local and len(committed) >= 2:
+        # the pace of the shards committed so far, from their commit times
+        times = sorted((os.path.getmtime(outdir.full(results.shard_rel(k))), k) for k in committed)
+        span = times[-1][0] - times[0][0]
+        done = sum(sizes.get(k, 0) for _, k in times[1:])
+        if span > 0 and done:
+            s["images_per_s"] = done / span
+            s["eta_s"] = sum(sizes[k] for k in set(sizes) - committed) / s["images_per_s"]
+    return s

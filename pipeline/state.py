@@ -109,6 +109,22 @@ def read_job(outdir: str | os.PathLike | Store) -> dict:
     return json.loads(store.read_text(JOB_FILE))
 
 
+def lock_holder(outdir) -> str | None:
+    """Who holds OUTDIR's run lock (a local OUTDIR), or None: asked without taking it for long."""
+    store = as_store(outdir)
+    if not store.local or not store.exists(LOCK_FILE):
+        return None
+    fd = os.open(store.full(LOCK_FILE), os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    except BlockingIOError:
+        return os.pread(fd, 64, 0).decode(errors="replace").strip() or "pid unknown"
+    finally:
+        os.close(fd)
+
+
 class RunLock:
     """One run per OUTDIR. Locally flock on OUTDIR/.lock: the kernel drops it when the holder
     dies, even by SIGKILL. On an object store, a lock object with a heartbeat."""

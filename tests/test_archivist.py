@@ -1,0 +1,81 @@
+"""The morning after (issue 14, items 11-13): a report that says what happened, and advice that
+fits the state OUTDIR is in."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.cli import main
+from pipeline.state import RunLock
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)], capture_output=True,
+                          text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def night(tmp_path_factory, ckpt):
+    root = tmp_path_factory.mktemp("night")
+    src = root / "scans"
+    src.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 255, (30, 40), dtype=np.uint8)).save(src / f"g{i}.png")
+    g16 = (rng.integers(0, 65535, (30, 40))).astype(np.uint16)
+    Image.fromarray(g16).save(src / "deep16.png")
+    Image.fromarray(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)).save(src / "colour.png")
+    (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (src / "list.csv").write_text("path,accession\n" + "".join(
+        f"{n},ACC-{i}\n" for i, n in enumerate(sorted(p.name for p in src.glob("*.png")))))
+    man = root / "m.parquet"
+    assert run_cli("scan", src / "list.csv", "-o", man, "--shard-size", "2", "-q").returncode == 0
+    return root, man
+
+
+@pytest.mark.slow
+def test_report_verdict_lists_errors_skipped_and_shows_16bit(night, ckpt, capsys):
+    root, man = night
+    out = root / "out"
+    assert main(["run", "--manifest", str(man), "-o", str(out), "--size", "32", "-q",
+                 "--checkpoint", ckpt]) == 0
+    capsys.readouterr()
+    assert main(["audit", str(out), "-q"]) == 0
+    said = capsys.readouterr().out
+    assert "audit passed, with 1 errors and 1 skipped (reasons below)" in said
+    page = (out / "audit.html").read_text()
+    assert "passed, with 1 errors and 1 skipped" in page and "PASS" not in page
+    assert "<h2>Skipped (1)</h2>" in page and "colour.png" in page
+    assert "<th>accession</th>" in page and "ACC-" in page
+    assert "href='images/g0.png'" in page
+    from pipeline.audit import _thumb_uri
+
+    thumb = _thumb_uri(lambda: (root / "scans" / "deep16.png").read_bytes(), gray=True)
+    import base64
+    import io
+
+    im = Image.open(io.BytesIO(base64.b64decode(thumb.split(",", 1)[1])))
+    assert np.asarray(im).std() > 20  # the 16-bit scan's thumbnail is a picture, not blank white
+
+
+@pytest.mark.slow
+def test_advice_fits_a_running_or_interrupted_run(night, ckpt, capsys, tmp_path):
+    root, man = night
+    out = tmp_path / "out"
+    assert main(["run", "--manifest", str(man), "-o", str(out), "--size", "32", "-q",
+                 "--checkpoint", ckpt]) == 0
+    capsys.readouterr()
+    with RunLock(out):
+        assert main(["audit", str(out), "-q"]) == 1
+        assert "a run is writing" in capsys.readouterr().err
+        assert main(["status", str(out)]) == 0
+        assert "a run is active (pid" in capsys.readouterr().out
+    shards = sorted((out / "results").glob("shard-*.parquet"))
+    shards[-1].unlink()  # as if the run had stopped before its last commit
+    assert main(["audit", str(out), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert f"interrupted: {len(shards) - 1} of {len(shards)} shards committed" in err
+    assert "--repair" not in err

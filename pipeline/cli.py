@@ -155,7 +155,7 @@ def cmd_scan(a) -> int:
     t = scan(a.sources, a.output, shard_size=a.shard_size, max_pixels=a.max_pixels,
              relative=a.relative, progress=not a.quiet,
              log=lambda m: print(f"colorize: {m}", file=sys.stderr),
-             path_column=a.path_column, encoding=a.encoding)
+             path_column=a.path_column, encoding=a.encoding, extend=a.extend)
     errors = t.column("scan_error").to_pylist()
     bad = sum(e is not None for e in errors)
     if bad and bad == t.num_rows:
@@ -238,7 +238,8 @@ def cmd_evaluate(a) -> int:
 
     if a.src != "wheels" and not Path(a.src).exists():
         raise UsageError(f"evaluation photos not found: {a.src}")
-    s = evaluate(a.checkpoint, a.src, a.out, size=a.size, max_side=a.max_side, device=a.device)
+    s = evaluate(a.checkpoint, a.src, a.out, size=a.size, max_side=a.max_side, device=a.device,
+                 pad=a.pad)
     print(f"model ab-MSE {s['model']['ab_mse']:.5f} (gray {s['gray']['ab_mse']:.5f}, mean-ab "
           f"{s['mean_ab']['ab_mse']:.5f}); report in {a.out}/eval.md, contact_sheet.png")
     return 0
@@ -390,6 +391,9 @@ def build_parser() -> Parser:
     s.add_argument("--shard-size", type=positive_int, default=64, help="images per shard")
     s.add_argument("--relative", action="store_true",
                    help="store paths relative to the manifest's folder (portable manifests)")
+    s.add_argument("--extend", metavar="OLD.parquet", default=None,
+                   help="keep this earlier manifest's rows as they are and add only new files, "
+                   "in new shards: a job run on it continues with just the new scans")
     s.add_argument("--path-column", default="path",
                    help="the catalogue column holding each scan's path (default: path)")
     s.add_argument("--encoding", default=None,
@@ -424,6 +428,8 @@ def build_parser() -> Parser:
     s.add_argument("--out", default="out/eval")
     s.add_argument("--size", type=size_arg, default=256)
     s.add_argument("--max-side", type=positive_int, default=512, help="photos are scaled to this")
+    s.add_argument("--pad", type=count_arg, default=None,
+                   help="reflect padding of the net's input (default: the engine's, 16)")
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     s.set_defaults(func=cmd_evaluate)
 

@@ -118,7 +118,8 @@ def flat_fields(net, size: int, shape: tuple[int, int] = (384, 512), border: int
 
 
 def evaluate(checkpoint: str | None, src: str, out: str, size: int = 256, max_side: int = 512,
-             mean_ab: tuple[float, float] | None = None, device: str = "cpu", log=print) -> dict:
+             mean_ab: tuple[float, float] | None = None, device: str = "cpu", log=print,
+             pad: int | None = None) -> dict:
     """Writes OUT/eval.md, OUT/eval.parquet, OUT/contact_sheet.png; returns the mean scores
     (overall, per method) with the per-source means under "sources" and the flat-field check
     under "flat"."""
@@ -130,6 +131,8 @@ def evaluate(checkpoint: str | None, src: str, out: str, size: int = 256, max_si
     if not photos:
         raise FileNotFoundError(f"no photos to evaluate in {src}")
     net = Colorizer(checkpoint, device=device, size=size)
+    if pad is not None:  # e.g. 0: as the engine ran before reflect padding (output version 2)
+        net.pad = pad
     if mean_ab is None:
         mean_ab = tuple(net.ck.meta.get("train_mean_ab") or (0.0, 0.0))
     on_sheet = _sheet_choice(photos)

@@ -187,9 +187,13 @@ def _out_stems(rels: list[str]) -> list[str]:
 def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int = 64,
          max_pixels: int = DEFAULT_MAX_PIXELS, relative: bool = False, threads: int = 8,
          progress: bool = True, log=lambda msg: None, path_column: str = "path",
-         encoding: str | None = None) -> pa.Table:
+         encoding: str | None = None, extend: str | None = None) -> pa.Table:
     """Write the manifest; returns it. Unreadable entries stay, with scan_error set. Folders
-    that are a colorize OUTDIR (job.json beside results/) are left out, and said so."""
+    that are a colorize OUTDIR (job.json beside results/) are left out, and said so.
+
+    extend: an earlier manifest of the same archive. Its rows are kept exactly (same ids, shards
+    and output names, so a job's committed shards stay valid) and only files it does not hold
+    are added, in new shards after its last: this month's scans."""
     if shard_size < 1:
         raise ScanError("--shard-size must be >= 1")
     by_path: dict[str, dict] = {}
@@ -214,6 +218,18 @@ def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int = 64
     rels = _relative_paths(real)
     order = sorted(range(len(real)), key=lambda i: rels[i])
     real, rels = [real[i] for i in order], [rels[i] for i in order]
+    old = None
+    if extend:
+        old = read_manifest(extend)
+        known = {p if is_url(p) else os.path.realpath(resolve_path(extend, p))
+                 for p in old.column("path").to_pylist()}
+        gone = len(known - set(real))
+        if gone:
+            log(f"{gone} files of {extend} are no longer there; their rows are kept as they were")
+        keep = [i for i, r in enumerate(real) if r not in known]
+        real, rels = [real[i] for i in keep], [rels[i] for i in keep]
+        shard_size = int((old.schema.metadata or {}).get(b"shard_size", shard_size))
+        log(f"extending {extend}: {len(real)} new files")
     carried = sorted({k for r in by_path.values() for k in r} - {"path"} - set(CORE_COLUMNS))
     if relative and not is_url(output):
         base = Path(output).resolve().parent
@@ -223,18 +239,32 @@ def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int = 64
     with ThreadPoolExecutor(threads) as ex:  # header reads are I/O bound
         it = ex.map(lambda r: _probe(by_path[r], max_pixels), real)
         probes = list(tqdm(it, total=len(real), desc="scan", unit="file", disable=not progress))
+    first_shard = 0
+    stems = _out_stems(rels)
+    if old is not None and old.num_rows:
+        first_shard = max(old.column("shard").to_pylist()) + 1
+        taken = set(old.column("out_stem").to_pylist())
+        for i, (s, r) in enumerate(zip(stems, rels, strict=True)):  # never an old output's name
+            n, cand = 1, s if s not in taken else r
+            while cand in taken:
+                cand, n = f"{s}~{n}", n + 1
+            stems[i] = cand
+            taken.add(cand)
     cols: dict[str, list] = {
         "image_id": [image_id(s) for s in stored],
-        "shard": [i // shard_size for i in range(len(real))],
+        "shard": [first_shard + i // shard_size for i in range(len(real))],
         "path": stored,
         "rel_path": rels,
-        "out_stem": _out_stems(rels),
+        "out_stem": stems,
     }
     for k in CORE_COLUMNS[5:]:
         cols[k] = [p[k] for p in probes]
     for k in carried:
         cols[k] = [by_path[r].get(k) for r in real]
     table = pa.table(cols)
+    if old is not None:
+        table = pa.concat_tables([old.replace_schema_metadata(None), table],
+                                 promote_options="permissive")
     # The folders scanned: a run refuses an OUTDIR inside them (the next scan would take the
     # outputs for scans).
     folders = [os.path.realpath(str(x)) for x in sources if not is_url(str(x)) and Path(x).is_dir()]
@@ -288,6 +318,17 @@ def read_manifest(path: str | os.PathLike, columns: list[str] | None = None,
         raise ScanError(f"manifest not found: {path}") from None
     except (pa.ArrowInvalid, OSError) as e:
         raise ScanError(f"cannot read manifest {path}: {e}") from None
+
+
+def shard_digests(path: str | os.PathLike) -> dict[str, str]:
+    """Per shard, a digest of what decides its outputs (ids, paths, output names): a grown
+    manifest whose old shards all keep their digests continues the same job."""
+    t = read_manifest(path, columns=["image_id", "path", "out_stem", "shard"]).to_pylist()
+    per: dict[int, list] = {}
+    for r in t:
+        per.setdefault(r["shard"], []).append((r["image_id"], r["path"], r["out_stem"]))
+    return {str(s): hashlib.sha256(json.dumps(sorted(rows)).encode()).hexdigest()[:32]
+            for s, rows in sorted(per.items())}
 
 
 def manifest_digest(path: str | os.PathLike) -> str:

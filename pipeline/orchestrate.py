@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 from . import results
 from .errors import RunFailed
 from .jobspec import IDENTITY_FIELDS, JobSpec
-from .manifest import manifest_digest, read_manifest
+from .manifest import manifest_digest, read_manifest, shard_digests
 from .state import (
     OUTPUT_VERSION,
     JobError,
@@ -24,6 +24,7 @@ from .state import (
     check_or_write_job,
     file_sha256,
     fingerprint,
+    grown,
     read_job,
     remove_temporaries,
     resolve_checkpoint,
@@ -56,6 +57,7 @@ def resolve_spec(o: JobSpec) -> dict:
         **{k: getattr(o, k) for k in IDENTITY_FIELDS},
         "manifest": o.manifest if is_url(o.manifest) else os.path.abspath(o.manifest),
         "manifest_digest": manifest_digest(o.manifest),
+        "shard_digests": shard_digests(o.manifest),  # not identity: lets a manifest grow
         "checkpoint": str(ck.resolve()), "checkpoint_sha256": file_sha256(ck),
         "output_version": OUTPUT_VERSION,
         # On a remote cluster the GPUs are the workers', not this client's: trust --device cuda.
@@ -162,7 +164,14 @@ def run_job(o: JobSpec, log=print) -> dict:
             committed = set()
             note = " (--restart: OUTDIR's results and images would be discarded first)"
         elif outdir.exists("job.json") and read_job(outdir)["fingerprint"] != fingerprint(spec):
-            note = " (OUTDIR holds a different job: a real run would be refused; see its message)"
+            try:
+                more = grown(outdir, read_job(outdir)["spec"], spec)
+            except JobError as e:
+                more, note = False, f" (a real run would be refused: {e})"
+            if more:
+                note = " (the manifest grew: the job goes on with its new shards)"
+            elif not note:
+                note = " (OUTDIR holds a different job: a real run would be refused; see its message)"
         pend = sorted(set(sizes) - committed)
         log(f"dry run: {len(sizes)} shards, {len(sizes) - len(pend)} committed, {len(pend)} pending "
             f"({sum(sizes[s] for s in pend)} of {total_images} images){note}")

@@ -59,7 +59,10 @@ def check_or_write_job(store: Store, spec: dict, restart: bool) -> str:
     if store.exists(JOB_FILE) and not restart:
         old = json.loads(store.read_text(JOB_FILE))
         if old.get("fingerprint") != fp:
-            raise JobError(refusal(store, old.get("spec", {}), spec))
+            if not grown(store, old.get("spec", {}), spec):
+                raise JobError(refusal(store, old.get("spec", {}), spec))
+            old.update(fingerprint=fp, spec=spec)  # the same job, with more scans
+            store.write_atomic(JOB_FILE, json.dumps(old, indent=2, sort_keys=True).encode())
         return fp
     if restart:
         for sub in ("results", "images"):
@@ -75,6 +78,24 @@ def check_or_write_job(store: Store, spec: dict, restart: bool) -> str:
     store.write_atomic(JOB_FILE, json.dumps({"fingerprint": fp, "spec": spec, "created": created},
                                             indent=2, sort_keys=True).encode())
     return fp
+
+
+def grown(store, old: dict, new: dict) -> bool:
+    """True when only the manifest changed and every shard of the old one is in the new one
+    unchanged: new scans in new shards. Raises JobError naming the shards whose rows changed
+    (a source moved, renamed or removed) when that is all that stands in the way."""
+    if any(old.get(k) != new.get(k) for k in FINGERPRINT_KEYS if k != "manifest_digest"):
+        return False
+    before, after = old.get("shard_digests"), new.get("shard_digests")
+    if not before or not after:
+        return False
+    changed = sorted((s for s in before if after.get(s) != before[s]), key=int)
+    if changed:
+        raise JobError(f"{store}: the new manifest changes shards the job already has "
+                       f"({', '.join(changed[:10])}{' ...' if len(changed) > 10 else ''}): sources "
+                       "were moved, renamed or removed. Extend the old manifest instead "
+                       "(colorize scan ... --extend OLD.parquet), or --restart to start over")
+    return True
 
 
 def refusal(store, old: dict, new: dict) -> str:

@@ -79,3 +79,43 @@ def test_advice_fits_a_running_or_interrupted_run(night, ckpt, capsys, tmp_path)
     err = capsys.readouterr().err
     assert f"interrupted: {len(shards) - 1} of {len(shards)} shards committed" in err
     assert "--repair" not in err
+
+
+@pytest.mark.slow
+def test_this_months_scans_continue_the_job(tmp_path, ckpt, capsys):
+    """An archive grows: scan --extend keeps the old rows, the job goes on with new shards only,
+    and a manifest that changes old shards is refused with the way forward."""
+    src = tmp_path / "scans"
+    src.mkdir()
+    rng = np.random.default_rng(2)
+
+    def add(name):
+        Image.fromarray(rng.integers(0, 255, (20, 28), dtype=np.uint8)).save(src / name)
+
+    for n in ("a.png", "b.png", "c.png"):
+        add(n)
+    man, out = tmp_path / "m.parquet", tmp_path / "out"
+    assert main(["scan", str(src), "-o", str(man), "--shard-size", "2", "-q"]) == 0
+    args = ["run", "--manifest", str(man), "-o", str(out), "--size", "32", "-q", "--checkpoint", ckpt]
+    assert main(args) == 0
+    committed = {p.name: p.stat().st_mtime_ns for p in (out / "results").iterdir()}
+    add("d.png")
+    add("a2.png")  # sorts among the old ones: a plain rescan would reshuffle every shard
+    capsys.readouterr()
+    assert main(["scan", str(src), "-o", str(man), "--extend", str(man), "-q"]) == 0
+    assert "extending" in capsys.readouterr().err
+    assert main(args) == 0
+    after = {p.name: p.stat().st_mtime_ns for p in (out / "results").iterdir()}
+    assert {k: after[k] for k in committed} == committed  # old shards untouched
+    assert len(after) == len(committed) + 1
+    assert (out / "images" / "d.png").exists() and (out / "images" / "a2.png").exists()
+    capsys.readouterr()
+    assert main(["audit", str(out), "-q"]) == 0
+    # a rescan from scratch reshuffles the old shards: refused, with what to do instead
+    assert main(["scan", str(src), "-o", str(tmp_path / "fresh.parquet"), "--shard-size", "2",
+                 "-q"]) == 0
+    capsys.readouterr()
+    fresh = ["run", "--manifest", str(tmp_path / "fresh.parquet"), "-o", str(out), "--size", "32",
+             "-q", "--checkpoint", ckpt]
+    assert main(fresh) == 2
+    assert "changes shards the job already has" in capsys.readouterr().err

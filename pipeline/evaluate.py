@@ -237,7 +237,7 @@ def _contact_sheet(triples, h: int = 160) -> Image.Image:
     return sheet
 
 
-GAINS = (1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6)
+GAINS = (0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6)
 
 
 def tune_gain(checkpoint: str, collection: str, out: str, size: int = 256, tolerance: float = 0.02,

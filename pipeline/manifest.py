@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
@@ -323,12 +324,18 @@ def read_manifest(path: str | os.PathLike, columns: list[str] | None = None,
 def shard_digests(path: str | os.PathLike) -> dict[str, str]:
     """Per shard, a digest of what decides its outputs (ids, paths, output names): a grown
     manifest whose old shards all keep their digests continues the same job."""
-    t = read_manifest(path, columns=["image_id", "path", "out_stem", "shard"]).to_pylist()
-    per: dict[int, list] = {}
-    for r in t:
-        per.setdefault(r["shard"], []).append((r["image_id"], r["path"], r["out_stem"]))
-    return {str(s): hashlib.sha256(json.dumps(sorted(rows)).encode()).hexdigest()[:32]
-            for s, rows in sorted(per.items())}
+    t = read_manifest(path, columns=["image_id", "path", "out_stem", "shard"])
+    t = t.sort_by([("shard", "ascending"), ("image_id", "ascending")])
+    shards = t.column("shard").to_numpy()
+    cols = [t.column(c).to_pylist() for c in ("image_id", "path", "out_stem")]
+    starts = [0, *(np.flatnonzero(np.diff(shards)) + 1).tolist(), len(shards)]
+    out = {}
+    for a, b in zip(starts[:-1], starts[1:], strict=True):  # per shard, whole columns at once
+        h = hashlib.sha256()
+        for c in cols:
+            h.update("\x00".join(c[a:b]).encode("utf-8", "surrogateescape") + b"\x01")
+        out[str(int(shards[a]))] = h.hexdigest()[:32]
+    return out
 
 
 def manifest_digest(path: str | os.PathLike) -> str:

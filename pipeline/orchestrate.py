@@ -226,11 +226,12 @@ def check_outdir_apart(outdir: Store, manifest: str) -> None:
     from .manifest import resolve_path
 
     paths = read_manifest(manifest, columns=["path"]).column("path").to_pylist()
-    local = [os.path.realpath(resolve_path(manifest, p)) for p in paths if "://" not in p]
+    # folders, not files: a million scans live in a few thousand folders (realpath is a syscall)
+    local = {os.path.dirname(p) for p in paths if "://" not in p}
     if not local:
         return
     out = os.path.realpath(outdir.root)
-    folders = {os.path.dirname(p) for p in local}
+    folders = {os.path.realpath(resolve_path(manifest, d or ".")) for d in local}
     root = os.path.commonpath(list(folders))
     if root != os.path.dirname(root):  # not "/": sources spread over the disk say nothing
         folders.add(root)
@@ -249,9 +250,9 @@ def check_outdir_apart(outdir: Store, manifest: str) -> None:
         if os.path.dirname(up) == up:
             break
         up = os.path.dirname(up)
-    inside = next((p for p in local if p.startswith(out + os.sep)), None)
+    inside = next((d for d in folders if d == out or d.startswith(out + os.sep)), None)
     if inside:
-        raise JobError(f"OUTDIR {out} holds source {inside}: outputs could overwrite sources; "
+        raise JobError(f"OUTDIR {out} holds sources (in {inside}): outputs could overwrite them; "
                        "choose an OUTDIR apart from them")
 
 

@@ -30,7 +30,7 @@ def _sha256(opener) -> str:
 
 
 def audit(outdir: str | Store, quick: bool = False, check_inputs: bool = False,
-          sample: int = 12, progress: bool = True) -> dict:
+          sample: int = 12, progress: bool = True, sheet: str = "sample") -> dict:
     """Check OUTDIR against its manifest; writes audit.json and audit.html; returns the report."""
     out = as_store(outdir)
     spec = read_job(out)["spec"]
@@ -106,6 +106,8 @@ def audit(outdir: str | Store, quick: bool = False, check_inputs: bool = False,
         "shards": len({r["shard"] for r in man}),
     }
     report["verdict"] = verdict(report)
+    if sheet == "all":
+        report["sheet_pages"] = write_sheet(out, ok_rows, carried, spec)
     out.write_atomic("audit.json", json.dumps(report, indent=2).encode())
     out.write_atomic("audit.html", _html(report, ok_rows, spec, sample, out).encode("utf-8"))
     return report
@@ -165,18 +167,44 @@ def _html(report: dict, ok_rows: list[dict], spec: dict, sample: int, out: Store
     parts.append(f"<h2>Nearly gray outputs, for review ({len(report['nearly_gray'])})</h2><ul>")
     parts += [f"<li>{e(r['output_path'])} (colourfulness {r['colorfulness']:.1f})</li>"
               for r in report["nearly_gray"]]
-    parts.append("</ul><h2>Before and after (a sample)</h2><table>")
+    pages = report.get("sheet_pages", 0)
+    more = (f" (all {len(ok_rows)}: <a href='audit-sheet-001.html'>the full contact sheet</a>, "
+            f"{pages} pages)") if pages else " (all of them: `colorize audit --sheet all`)"
+    parts.append(f"</ul><h2>Before and after: a sample{more}</h2><table>")
     if ok_rows:
         idx = np.unique(np.linspace(0, len(ok_rows) - 1, min(sample, len(ok_rows))).astype(int))
-        for i in idx:
-            r = ok_rows[i]
-            src = resolve_path(spec["manifest"], r["source_path"])
-            before = _thumb_uri(lambda src=src: read_source(src), gray=True)
-            after = _thumb_uri(lambda rel=r["output_path"]: out.read_bytes(rel))
-            ids = " ".join(e(str(r[c])) for c in cols if r.get(c) is not None)
-            link = html.escape(r["output_path"], quote=True)
-            parts.append(f"<tr><td><img src='{before}' alt='before'></td>"
-                         f"<td><a href='{link}'><img src='{after}' alt='after'></a></td>"
-                         f"<td>{ids} {e(r['source_path'])}</td></tr>")
+        parts += [_sheet_row(ok_rows[i], cols, spec, out) for i in idx]
     parts.append("</table>")
     return "\n".join(parts)
+
+
+SHEET_PAGE = 100  # before/after pairs per page of the full contact sheet
+
+
+def _sheet_row(r: dict, cols: list[str], spec: dict, out: Store) -> str:
+    e = html.escape
+    src = resolve_path(spec["manifest"], r["source_path"])
+    before = _thumb_uri(lambda src=src: read_source(src), gray=True)
+    after = _thumb_uri(lambda rel=r["output_path"]: out.read_bytes(rel))
+    ids = " ".join(e(str(r[c])) for c in cols if r.get(c) is not None)
+    link = html.escape(r["output_path"], quote=True)
+    return (f"<tr><td><img src='{before}' alt='before'></td>"
+            f"<td><a href='{link}'><img src='{after}' alt='after'></a></td>"
+            f"<td>{ids} {e(r['source_path'])}</td></tr>")
+
+
+def write_sheet(out: Store, ok_rows: list[dict], cols: list[str], spec: dict) -> int:
+    """Every ok image, before and after, with the catalogue's columns and a link to the output:
+    OUTDIR/audit-sheet-NNN.html, SHEET_PAGE pairs a page. Returns the number of pages."""
+    rows = sorted(ok_rows, key=lambda r: r["source_path"])
+    n = max(1, -(-len(rows) // SHEET_PAGE))
+    for k in range(n):
+        nav = " ".join(f"<a href='audit-sheet-{j + 1:03d}.html'>{j + 1}</a>" if j != k else
+                       f"<b>{j + 1}</b>" for j in range(n))
+        body = [_sheet_row(r, cols, spec, out) for r in rows[k * SHEET_PAGE:(k + 1) * SHEET_PAGE]]
+        page = ("<!doctype html><meta charset='utf-8'><title>contact sheet</title><style>"
+                "body{font-family:sans-serif}img{height:160px}td{padding:2px 8px}</style>"
+                f"<p><a href='audit.html'>audit</a> | page {nav}</p><table>"
+                + "\n".join(body) + "</table>")
+        out.write_atomic(f"audit-sheet-{k + 1:03d}.html", page.encode("utf-8"))
+    return n

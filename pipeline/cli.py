@@ -265,7 +265,8 @@ def cmd_audit(a) -> int:
         print(f"colorize: a run is writing {a.outdir} ({holder}); audit it once the run has "
               f"finished (`colorize status {a.outdir}` shows its progress)", file=sys.stderr)
         return 1
-    r = audit(a.outdir, quick=a.quick, check_inputs=a.check_inputs, progress=not a.quiet)
+    r = audit(a.outdir, quick=a.quick, check_inputs=a.check_inputs, progress=not a.quiet,
+              sheet=a.sheet)
     c = r["counts"]
     line = (f"{r['manifest_rows']} manifest rows, {r['result_rows']} result rows "
             f"({c['ok']} ok, {c['error']} error, {c['skipped']} skipped)")
@@ -451,6 +452,9 @@ def build_parser() -> Parser:
     s.add_argument("outdir", metavar="OUTDIR")
     s.add_argument("--quick", action="store_true", help="check existence and size, not sha256")
     s.add_argument("--check-inputs", action="store_true", help="also flag changed source files")
+    s.add_argument("--sheet", choices=["sample", "all"], default="sample",
+                   help="before/after thumbnails of a sample in audit.html, or of every image in "
+                   "audit-sheet-NNN.html pages (default: sample)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_audit)
 

@@ -67,7 +67,7 @@ def check_or_write_job(store: Store, spec: dict, restart: bool) -> str:
     if restart:
         for sub in ("results", "images"):
             store.rmtree(sub)
-        for f in ("audit.json", "audit.html"):
+        for f in ("audit.json", "audit.html", *store.glob("audit-sheet-*.html")):
             store.remove(f)
     store.makedirs()
     import datetime as dt

@@ -62,6 +62,27 @@ def test_report_verdict_lists_errors_skipped_and_shows_16bit(night, ckpt, capsys
 
 
 @pytest.mark.slow
+def test_full_contact_sheet_pages_every_image(night, ckpt, capsys, tmp_path, monkeypatch):
+    import pipeline.audit as audit_mod
+
+    root, man = night
+    out = tmp_path / "out"
+    assert main(["run", "--manifest", str(man), "-o", str(out), "--size", "32", "-q",
+                 "--checkpoint", ckpt]) == 0
+    monkeypatch.setattr(audit_mod, "SHEET_PAGE", 4)
+    assert main(["audit", str(out), "-q", "--sheet", "all"]) == 0
+    pages = sorted(out.glob("audit-sheet-*.html"))
+    assert [p.name for p in pages] == ["audit-sheet-001.html", "audit-sheet-002.html"]  # 6 ok
+    text = "".join(p.read_text() for p in pages)
+    assert text.count("alt='after'") == 6 and text.count("ACC-") == 6
+    assert "href='images/deep16.png'" in text and "href='audit-sheet-002.html'" in text
+    assert "the full contact sheet</a>, 2 pages" in (out / "audit.html").read_text()
+    assert main(["run", "--manifest", str(man), "-o", str(out), "--size", "32", "-q",
+                 "--checkpoint", ckpt, "--restart"]) == 0
+    assert not list(out.glob("audit-sheet-*.html"))  # --restart discards the old report too
+
+
+@pytest.mark.slow
 def test_advice_fits_a_running_or_interrupted_run(night, ckpt, capsys, tmp_path):
     root, man = night
     out = tmp_path / "out"

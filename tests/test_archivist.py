@@ -93,7 +93,9 @@ def test_advice_fits_a_running_or_interrupted_run(night, ckpt, capsys, tmp_path)
         assert main(["audit", str(out), "-q"]) == 1
         assert "a run is writing" in capsys.readouterr().err
         assert main(["status", str(out)]) == 0
-        assert "a run is active (pid" in capsys.readouterr().out
+        said = capsys.readouterr().out
+        assert "a run is active (pid" in said
+        assert "images/s, about" in said and "min to go" in said  # pace from the commits so far
     shards = sorted((out / "results").glob("shard-*.parquet"))
     shards[-1].unlink()  # as if the run had stopped before its last commit
     assert main(["audit", str(out), "-q"]) == 1
@@ -140,3 +142,35 @@ def test_this_months_scans_continue_the_job(tmp_path, ckpt, capsys):
              "-q", "--checkpoint", ckpt]
     assert main(fresh) == 2
     assert "changes shards the job already has" in capsys.readouterr().err
+
+
+def test_ctrl_c_says_what_is_committed_and_how_to_resume(night, ckpt, capsys, tmp_path,
+                                                        monkeypatch):
+    import pipeline.orchestrate as orch
+
+    root, man = night
+
+    def interrupted(spec, log=print):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(orch, "run_job", interrupted)
+    (tmp_path / "out").mkdir()
+    from pipeline.state import check_or_write_job
+    from pipeline.storage import Store
+
+    check_or_write_job(Store(tmp_path / "out"), {"manifest": str(man)}, restart=False)
+    assert main(["run", "--manifest", str(man), "-o", str(tmp_path / "out"), "-q"]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "0 of 4 shards are committed" in err
+    assert f"resume with: colorize run -o {tmp_path / 'out'}" in err
+
+
+@pytest.mark.slow
+def test_no_dashboard_link_that_leads_nowhere(night, ckpt, capsys, tmp_path):
+    import importlib.util
+
+    root, man = night
+    assert main(["run", "--manifest", str(man), "-o", str(tmp_path / "o"), "--size", "32",
+                 "--checkpoint", ckpt]) == 0
+    said = capsys.readouterr().out
+    assert ("dashboard:" in said) == (importlib.util.find_spec("bokeh") is not None)

@@ -17,7 +17,7 @@ import torch
 
 from pipeline.engine import Colorizer, net_input
 from pipeline.evaluate import flat_fields, load_rgb, score
-from pipeline.imaging import luminance_gray
+from pipeline.imaging import colorfulness, luminance_gray
 from pipeline.traindata import read_manifest
 
 
@@ -41,6 +41,7 @@ def main() -> None:
     rows = read_manifest(Path(a.collection), "val")[: a.limit]
     photos = [load_rgb(Path(a.collection) / r["cache"], 512) for r in rows]
     grays = [luminance_gray(p) for p in photos]
+    original_colour = np.mean([colorfulness(p) for p in photos])
     variants = [("pad 0", Colorizer, 0, 1.0), ("pad 16", Colorizer, 16, 1.0),
                 ("pad 16 + mirror", Mirrored, 16, 1.0)]
     print(f"{len(photos)} validation photos of {a.collection}, net at {a.size}")
@@ -52,7 +53,7 @@ def main() -> None:
         net.pad = pad
         if gain != 1.0:
             net.chroma_gain = gain
-        s, g, col, orig, t = [], [], 0.0, 0.0, 0.0
+        s, g, t = [], [], 0.0
         for ref, gray in zip(photos, grays, strict=True):
             t0 = time.perf_counter()
             ab = net.predict_ab(net_input(gray, a.size)[None])[0]
@@ -62,9 +63,7 @@ def main() -> None:
             g.append(score(net.recombine(gray, torch.zeros_like(ab)), ref))
         mse = np.mean([x.ab_mse for x in s]) / np.mean([x.ab_mse for x in g])
         dpsnr = np.mean([x.psnr for x in s]) - np.mean([x.psnr for x in g])
-        from pipeline.imaging import colorfulness
-
-        col = np.mean([x.colorfulness for x in s]) / np.mean([colorfulness(p) for p in photos])
+        col = np.mean([x.colorfulness for x in s]) / original_colour
         ff = flat_fields(net, a.size)
         print(f"| {name} (gain {net.chroma_gain:.1f}) | {mse:.3f} | {dpsnr:+.2f} | {100 * col:.0f} | "
               + "/".join(f"{f['border_deviation']:.1f}" for f in ff) + " | "

@@ -38,7 +38,7 @@ def main() -> None:
     side.save(OUT / "1890s/street/café rotated.jpg", quality=90, exif=exif.tobytes())
     g16 = (np.asarray(gray(data.rocket()), np.uint16) * 257).astype(np.uint16)
     Image.fromarray(g16).save(OUT / "1920s/rocket 16bit.tif", dpi=(600, 600))
-    Image.fromarray((np.asarray(gray(data.moon()), np.uint16) * 257)).save(OUT / "1920s/moon16.png")
+    Image.fromarray(np.asarray(gray(data.moon()), np.uint16) * 257).save(OUT / "1920s/moon16.png")
     gray(data.coins()).save(OUT / "1920s/coins.bmp")
     small(data.horse().astype(np.uint8) * 255).convert("1").save(OUT / "misc/horse 1bit.png")
     small(data.motorcycle_left() if hasattr(data, "motorcycle_left") else data.coffee()).save(

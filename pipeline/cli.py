@@ -90,7 +90,7 @@ def _checked(action: argparse.Action, key: str, v, path: str):
 
 def cmd_image(a) -> int:
     from .engine import Colorizer
-    from .imaging import DecodeError, decode, encode, output_format
+    from .imaging import DecodeError, decode, encode, output_format, provenance
     from .storage import write_atomic
 
     if Path(a.input).is_dir():
@@ -112,13 +112,10 @@ def cmd_image(a) -> int:
     import datetime as dt
     import hashlib
 
-    from . import __version__
-
     net = Colorizer(a.checkpoint, device=a.device, size=a.size)
     rgb = net.colorize([d.gray])[0]
-    prov = dict(software=f"archive-colorizer {__version__}", checkpoint_sha256=net.sha256,
-                date=dt.date.today().isoformat(),
-                source_sha256=hashlib.sha256(Path(a.input).read_bytes()).hexdigest())
+    prov = provenance(net.sha256, dt.date.today().isoformat(),
+                      hashlib.sha256(Path(a.input).read_bytes()).hexdigest())
     write_atomic(a.output, encode(rgb, output_format(fmt, d.format), d.dpi, d.icc_profile, d.exif,
                                   provenance=prov))
     print(f"wrote {a.output} ({d.width}x{d.height}, {d.bits}-bit, source {d.kind}, "

@@ -153,30 +153,26 @@ def _lin_to_srgb(y: np.ndarray) -> np.ndarray:
     return np.where(y > 0.0031308, 1.055 * np.maximum(y, 0.0031308) ** (1 / 2.4) - 0.055, 12.92 * y)
 
 
-def luminance_gray(rgb: np.ndarray, rows: int = 512) -> np.ndarray:
-    """uint8 (H, W, 3) -> uint8 (H, W): the neutral gray with the same Y, so L* is preserved."""
-    out = np.empty(rgb.shape[:2], np.uint8)
-    w = np.array([0.212671, 0.715160, 0.072169], np.float32)  # Y row of skimage's xyz_from_rgb
-    for r in range(0, rgb.shape[0], rows):  # in strips: a 10,000 x 8,000 scan stays affordable
-        y = _SRGB_TO_LIN_8[rgb[r : r + rows]] @ w
-        out[r : r + rows] = np.clip(np.rint(_lin_to_srgb(y) * 255.0), 0, 255)
-    return out
-
-
 _SRGB_TO_LIN_16: np.ndarray | None = None
 
 
-def luminance_gray16(rgb: np.ndarray, rows: int = 512) -> np.ndarray:
-    """uint16 (H, W, 3) -> uint16 (H, W): luminance_gray at 16 bits (48-bit flatbed scans)."""
+def luminance_gray(rgb: np.ndarray, rows: int = 512) -> np.ndarray:
+    """uint8 or uint16 (H, W, 3) -> (H, W) of the same depth: the neutral gray with the same Y,
+    so L* is preserved (16 bits for 48-bit flatbed scans)."""
     global _SRGB_TO_LIN_16
-    if _SRGB_TO_LIN_16 is None:
-        v = np.arange(65536) / 65535.0
-        _SRGB_TO_LIN_16 = np.where(v > 0.04045, ((v + 0.055) / 1.055) ** 2.4, v / 12.92).astype(np.float32)
-    out = np.empty(rgb.shape[:2], np.uint16)
-    w = np.array([0.212671, 0.715160, 0.072169], np.float32)
-    for r in range(0, rgb.shape[0], rows):
-        y = _SRGB_TO_LIN_16[rgb[r : r + rows, :, :3]] @ w
-        out[r : r + rows] = np.clip(np.rint(_lin_to_srgb(y) * 65535.0), 0, 65535)
+    if rgb.dtype == np.uint16:
+        if _SRGB_TO_LIN_16 is None:
+            v = np.arange(65536) / 65535.0
+            _SRGB_TO_LIN_16 = np.where(v > 0.04045, ((v + 0.055) / 1.055) ** 2.4,
+                                       v / 12.92).astype(np.float32)
+        lut, top = _SRGB_TO_LIN_16, 65535.0
+    else:
+        lut, top = _SRGB_TO_LIN_8, 255.0
+    out = np.empty(rgb.shape[:2], rgb.dtype)
+    w = np.array([0.212671, 0.715160, 0.072169], np.float32)  # Y row of skimage's xyz_from_rgb
+    for r in range(0, rgb.shape[0], rows):  # in strips: a 10,000 x 8,000 scan stays affordable
+        y = lut[rgb[r : r + rows, :, :3]] @ w
+        out[r : r + rows] = np.clip(np.rint(_lin_to_srgb(y) * top), 0, top)
     return out
 
 
@@ -276,19 +272,21 @@ def decode(
             raise DecodeError(f"decompression bomb refused: more than the {max_pixels:,}-pixel "
                               "limit (--max-pixels)") from None
         mode = im.mode
-        raw = _raw_bytes(path) if fmt in ("PNG", "TIFF") else None
+        # The file's bytes again only where Pillow leaves something out: PNG checksums, and the
+        # low 8 bits of 48/64-bit RGB (a gray TIFF, the common scan, is not read twice).
+        rgbish = mode in ("RGB", "RGBA")
+        raw = _raw_bytes(path) if fmt == "PNG" or (fmt == "TIFF" and rgbish) else None
         if fmt == "PNG":
             bad = _png_bad_crcs(raw)
             if bad:  # Pillow checks no IDAT CRC: the pixels decoded, but the file is damaged
                 notes.append(f"damaged file: PNG checksum mismatch in {', '.join(bad)} "
                              "(decoded anyway; compare with a backup)")
-        raw = raw if mode in ("RGB", "RGBA") else None
-        rgb16 = _rgb16(src, raw) if raw else None
+        rgb16 = _rgb16(src, raw) if raw and rgbish else None
         if rgb16 is not None:
             kind = classify_rgb((rgb16 >> 8).astype(np.uint8))
-            if len(rgb16) and src.mode == "RGBA":
+            if src.mode == "RGBA":
                 notes.append("alpha flattened on white")
-            return _decoded(luminance_gray16(rgb16), src_mode, fmt, kind, info, exif_obj, notes,
+            return _decoded(luminance_gray(rgb16), src_mode, fmt, kind, info, exif_obj, notes,
                             with_meta)
         if mode in ("I;16", "I;16L", "I;16B", "I;16N"):
             gray = np.asarray(im).astype(np.uint16, copy=False)
@@ -434,6 +432,14 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
 
 def _itxt(keyword: str, text: str) -> bytes:
     return _png_chunk(b"iTXt", keyword.encode("latin-1") + b"\x00\x00\x00\x00\x00" + text.encode())
+
+
+def provenance(checkpoint_sha256: str, date: str, source_sha256: str | None) -> dict:
+    """What encode() writes into an output's metadata (see provenance_text)."""
+    from . import __version__
+
+    return dict(software=f"archive-colorizer {__version__}", checkpoint_sha256=checkpoint_sha256,
+                date=date, source_sha256=source_sha256)
 
 
 def provenance_text(p: dict) -> str:

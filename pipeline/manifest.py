@@ -14,6 +14,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
@@ -322,10 +323,11 @@ def read_manifest(path: str | os.PathLike, columns: list[str] | None = None,
 
 
 def shard_digests(path: str | os.PathLike) -> dict[str, str]:
-    """Per shard, a digest of what decides its outputs (ids, paths, output names): a grown
-    manifest whose old shards all keep their digests continues the same job."""
+    """Per shard, a digest of what decides its outputs (ids, paths, output names, and their order,
+    which decides the batches): a grown manifest whose old shards all keep their digests
+    continues the same job."""
     t = read_manifest(path, columns=["image_id", "path", "out_stem", "shard"])
-    t = t.sort_by([("shard", "ascending"), ("image_id", "ascending")])
+    t = t.take(pc.sort_indices(t, [("shard", "ascending")]))  # stable: rows keep their order
     shards = t.column("shard").to_numpy()
     cols = [t.column(c).to_pylist() for c in ("image_id", "path", "out_stem")]
     starts = [0, *(np.flatnonzero(np.diff(shards)) + 1).tolist(), len(shards)]
@@ -338,14 +340,7 @@ def shard_digests(path: str | os.PathLike) -> dict[str, str]:
     return out
 
 
-def manifest_digest(path: str | os.PathLike) -> str:
-    """Digest of what decides the outputs (ids, paths, shards), not of the file's bytes."""
-    t = read_manifest(path, columns=["image_id", "path", "out_stem", "shard"])
-    h = hashlib.sha256()
-    for name in t.column_names:
-        for chunk in t.column(name).chunks:
-            for buf in chunk.buffers():
-                if buf is not None:
-                    h.update(buf)
-    h.update(str(t.num_rows).encode())
-    return h.hexdigest()
+def manifest_digest(digests: dict[str, str]) -> str:
+    """The whole manifest's digest (ids, paths, output names, order, shards), from its
+    shard_digests: the manifest is read once for both."""
+    return hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest()

@@ -53,11 +53,12 @@ def resolve_spec(o: JobSpec) -> dict:
     """The job as job.json records it: every identity field, with the device resolved, the
     manifest's and the checkpoint's paths made absolute and their digests."""
     ck = resolve_checkpoint(o.checkpoint)
+    shards = shard_digests(o.manifest)
     return {
         **{k: getattr(o, k) for k in IDENTITY_FIELDS},
         "manifest": o.manifest if is_url(o.manifest) else os.path.abspath(o.manifest),
-        "manifest_digest": manifest_digest(o.manifest),
-        "shard_digests": shard_digests(o.manifest),  # not identity: lets a manifest grow
+        "manifest_digest": manifest_digest(shards),
+        "shard_digests": shards,  # not identity: lets a manifest grow
         "checkpoint": str(ck.resolve()), "checkpoint_sha256": file_sha256(ck),
         "output_version": OUTPUT_VERSION,
         # On a remote cluster the GPUs are the workers', not this client's: trust --device cuda.
@@ -163,9 +164,9 @@ def run_job(o: JobSpec, log=print) -> dict:
         if o.restart and (committed or outdir.exists("job.json")):
             committed = set()
             note = " (--restart: OUTDIR's results and images would be discarded first)"
-        elif outdir.exists("job.json") and read_job(outdir)["fingerprint"] != fingerprint(spec):
+        elif outdir.exists("job.json") and (job := read_job(outdir))["fingerprint"] != fingerprint(spec):
             try:
-                more = grown(outdir, read_job(outdir)["spec"], spec)
+                more = grown(outdir, job["spec"], spec)
             except JobError as e:
                 more, note = False, f" (a real run would be refused: {e})"
             if more:

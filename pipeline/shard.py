@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import __version__, results
+from . import results
 from .imaging import (
     FORMATS,
     Decoded,
@@ -29,6 +29,7 @@ from .imaging import (
     gray_jpeg_header,
     net_input,
     output_format,
+    provenance,
 )
 from .jobspec import JobSpec
 from .manifest import CORE_COLUMNS, read_manifest, resolve_path
@@ -166,9 +167,7 @@ class ShardJob:
         try:
             fmt = output_format(self.spec.format, d.format)
             rel = safe_output_path(res["_stem"], FORMATS[fmt])
-            prov = dict(software=f"archive-colorizer {__version__}", date=self.created,
-                        checkpoint_sha256=self.checkpoint_sha256,
-                        source_sha256=res.get("source_sha256"))
+            prov = provenance(self.checkpoint_sha256, self.created, res.get("source_sha256"))
             try:
                 data = encode(rgb, fmt, d.dpi, d.icc_profile, d.exif, quality=self.spec.quality,
                               notes=notes, provenance=prov)

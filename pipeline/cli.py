@@ -378,6 +378,9 @@ def build_parser() -> Parser:
     s.add_argument("--l1-weight", type=fraction_arg, default=0.0, help="loss = MSE + this x L1")
     s.add_argument("--degrade", type=fraction_arg, default=0.0,
                    help="probability of each scan-like degradation of the input (grain, blur, fading)")
+    s.add_argument("--neutral", type=fraction_arg, default=0.0,
+                   help="share of training samples that are featureless gray fields with no colour "
+                   "(keeps blank areas and the frame neutral)")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("scan", help="list an archive into a manifest (Parquet)",

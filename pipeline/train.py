@@ -55,6 +55,7 @@ class TrainConfig:
     ema: float = 0.0  # EMA decay of the weights (0 = off); the EMA is validated and saved
     l1_weight: float = 0.0  # loss = MSE + l1_weight * L1
     degrade: float = 0.0  # probability of each scan-like degradation of the input L
+    neutral: float = 0.0  # share of training samples replaced by a featureless gray field (target: no colour)
     optimizer: str = "adam"  # adam (the seed's) | adamw
 
 
@@ -127,6 +128,11 @@ class CropDataset(Dataset):
         return self._cache[i]
 
     def __getitem__(self, idx: int):
+        if self.train and self.cfg.neutral:
+            # Own stream, so the photos' crops are the same with or without neutral fields.
+            rng = random.Random(hash((self.cfg.seed, self.epoch, idx, 1)))  # ints: hash() of a str varies per process
+            if rng.random() < self.cfg.neutral:
+                return neutral_field(self.cfg.size, rng)
         i = idx % len(self.paths)
         im = self._photo(i)
         s = self.cfg.size
@@ -152,6 +158,19 @@ class CropDataset(Dataset):
         rgb = torch.from_numpy(np.asarray(crop, dtype=np.float32) / 255.0).permute(2, 0, 1)
         lab = color.rgb_to_lab(rgb)
         return lab[:1] / 100.0, color.encode_ab(lab[1:])
+
+
+def neutral_field(size: int, rng: random.Random) -> tuple[torch.Tensor, torch.Tensor]:
+    """A featureless gray field (a level, a gentle ramp) whose right colour is none.
+
+    Photos alone teach the net that gray areas lean to the collection's average (a mauve cast on
+    blank paper and walls) and nothing about its zero-padded border; these samples teach both.
+    """
+    level, ramp, angle = rng.uniform(0.05, 0.95), rng.uniform(0.0, 0.15), rng.uniform(0, 2 * math.pi)
+    t = torch.linspace(-0.5, 0.5, size)
+    L = level + ramp * (math.cos(angle) * t.view(1, -1) + math.sin(angle) * t.view(-1, 1))
+    ab = torch.zeros(2, size, size)
+    return L.clamp(0.0, 1.0).unsqueeze(0), color.encode_ab(ab)
 
 
 def mean_ab(paths: list[str], long_side: int = 128) -> tuple[float, float]:

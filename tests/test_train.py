@@ -140,3 +140,29 @@ def test_resume_with_other_epochs_relays_the_schedule(photos, tmp_path):
     assert s["step"] == 3 * steps_per_epoch
     rows = metrics(tmp_path)
     assert float(rows[-1]["lr"]) < 0.05 * 5e-3  # annealed; the 6-epoch cycle would be near its peak
+
+
+def test_neutral_fields_replace_the_chosen_share_and_leave_the_photo_crops_alone(tmp_path):
+    """--neutral swaps about that share of samples for gray fields whose target is no colour;
+    every other sample is the very crop it would be without the option."""
+    from pipeline.color import encode_ab
+    from pipeline.train import CropDataset, TrainConfig
+
+    photos = []
+    for i in range(4):
+        p = tmp_path / f"p{i}.png"
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (40, 48, 3), np.uint8)).save(p)
+        photos.append(str(p))
+    plain = CropDataset(photos, TrainConfig(size=16, repeats=50, prescale=48), train=True)
+    mixed = CropDataset(photos, TrainConfig(size=16, repeats=50, prescale=48, neutral=0.3), train=True)
+    neutral_target = encode_ab(torch.zeros(2, 16, 16))
+    n_neutral = 0
+    for idx in range(len(mixed)):
+        L, ab = mixed[idx]
+        if torch.equal(ab, neutral_target):
+            n_neutral += 1
+            assert float(L.std()) < 0.1 and 0 <= float(L.min()) <= float(L.max()) <= 1
+        else:
+            L0, ab0 = plain[idx]
+            assert torch.equal(L, L0) and torch.equal(ab, ab0)
+    assert 0.2 * len(mixed) < n_neutral < 0.4 * len(mixed)

@@ -103,7 +103,7 @@ def flat_fields(net, size: int, shape: tuple[int, int] = (384, 512), border: int
     of a 16-px border strip's mean a*b* from the image's median a*b*."""
     from skimage.color import rgb2lab
 
-    from .engine import net_input
+    from .imaging import net_input
 
     rows = []
     for level in FLAT_LEVELS:
@@ -125,7 +125,8 @@ def evaluate(checkpoint: str | None, src: str, out: str, size: int = 256, max_si
     under "flat"."""
     from tqdm import tqdm
 
-    from .engine import Colorizer, net_input
+    from .engine import Colorizer
+    from .imaging import net_input
 
     photos = eval_photos(src, out)
     if not photos:
@@ -249,7 +250,8 @@ def tune_gain(checkpoint: str, collection: str, out: str, size: int = 256, toler
     (and the curve) to `out`; returns the curve."""
     from skimage.color import rgb2lab
 
-    from .engine import Colorizer, net_input
+    from .engine import Colorizer
+    from .imaging import net_input
     from .model import load_checkpoint, save_checkpoint
     from .traindata import read_manifest
 

@@ -1,22 +1,25 @@
-"""Plan and run a job on dask.distributed: pending shards = all - committed, a bounded window."""
+"""Plan and run a job: pending shards = all - committed, repairs from an audit, a bounded window of
+shards in flight on the cluster (cluster.py), the run's totals (metrics.py); and a job's status."""
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import logging
 import os
 import time
+import traceback
 from collections import Counter
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from itertools import islice
 
 import pyarrow.compute as pc
 
 from . import results
+from .cluster import make_client, shard_threads, wait_for_resource
+from .device import device_type
 from .errors import RunFailed
 from .jobspec import IDENTITY_FIELDS, JobSpec
 from .manifest import manifest_digest, read_manifest, shard_digests
+from .metrics import Tally, peak_rss_mb
 from .state import (
     OUTPUT_VERSION,
     JobError,
@@ -38,17 +41,6 @@ def shard_sizes(manifest: str) -> dict[int, int]:
     return {int(d["values"]): int(d["counts"]) for d in vc}
 
 
-def client_device(name: str) -> str:
-    """The device type a local run uses. Without a GPU driver on this machine, "auto" is the
-    CPU: known without importing torch (for the client alone, ~1 GB and ~2 s)."""
-    driver = any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd"))
-    if name == "cpu" or (name == "auto" and not driver):
-        return "cpu"
-    from .engine import pick_device
-
-    return pick_device(name).type
-
-
 def resolve_spec(o: JobSpec) -> dict:
     """The job as job.json records it: every identity field, with the device resolved, the
     manifest's and the checkpoint's paths made absolute and their digests."""
@@ -62,96 +54,15 @@ def resolve_spec(o: JobSpec) -> dict:
         "checkpoint": str(ck.resolve()), "checkpoint_sha256": file_sha256(ck),
         "output_version": OUTPUT_VERSION,
         # On a remote cluster the GPUs are the workers', not this client's: trust --device cuda.
-        "device": "cuda" if (o.scheduler and o.device == "cuda") else client_device(o.device),
+        "device": "cuda" if (o.scheduler and o.device == "cuda") else device_type(o.device),
     }
-
-
-# dask's nannies start workers with MALLOC_TRIM_THRESHOLD_=65536, which (as glibc then also
-# stops adapting its mmap threshold) turns every full-resolution buffer into fresh mmap'd pages:
-# the benchmark ran 3x slower, mostly in the kernel. Keep freed buffers for reuse instead; a
-# shard's working set is bounded, so memory stays flat.
-# OMP_WAIT_POLICY=PASSIVE: torch's OpenMP threads otherwise spin for a while after each
-# parallel region, taking the cores from the decode/encode threads beside them (+15 % images/s).
-WORKER_ENV = {"MALLOC_TRIM_THRESHOLD_": str(256 << 20), "MALLOC_MMAP_THRESHOLD_": str(256 << 20),
-              "OMP_WAIT_POLICY": "PASSIVE"}
-
-
-@contextlib.contextmanager
-def make_client(o: JobSpec, device: str):
-    import dask
-    from distributed import Client, LocalCluster
-
-    if o.scheduler:
-        with Client(o.scheduler, timeout="30s") as client:
-            yield client
-        return
-    n = local_workers(o, device)
-    kw = dict(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
-              silence_logs=logging.CRITICAL, memory_limit=0)
-    environ = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **WORKER_ENV}
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
-        if device == "cuda":
-            # One process per GPU, each pinned to its device before CUDA initialises.
-            from distributed import Nanny, Scheduler, SpecCluster
-
-            workers = {i: {"cls": Nanny, "options": {"nthreads": 1, "memory_limit": 0,
-                                                     "env": {"CUDA_VISIBLE_DEVICES": str(i)}}}
-                       for i in range(n)}
-            cluster = SpecCluster(workers=workers, scheduler={"cls": Scheduler,
-                                  "options": {"dashboard_address": ":0"}}, silence_logs=logging.CRITICAL)
-        else:
-            cluster = LocalCluster(**kw)
-    with cluster, Client(cluster) as client:
-        try:
-            yield client
-        finally:
-            _kill_local_workers(client)
-
-
-def _kill_local_workers(client) -> None:
-    """Our own local workers hold nothing once the run is over (every shard commits before its
-    task returns, and writes are complete files), but their interpreters take ~1 s to tear
-    torch down: end them at once instead."""
-    import signal
-
-    try:
-        pids = client.run(os.getpid, wait=True)
-    except Exception:  # already gone, or the cluster broke: closing handles the rest
-        return
-    for pid in pids.values():
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
-
-
-def local_workers(o: JobSpec, device: str) -> int:
-    """One process per GPU, or on a CPU machine one process that uses every core."""
-    if o.workers:
-        return o.workers
-    if device == "cuda":
-        import torch
-
-        return torch.cuda.device_count()
-    return 1
-
-
-def shard_threads(o: JobSpec, device: str) -> int:
-    """Decode/encode (and CPU torch) threads per shard: the worker's share of this machine's
-    cores; on a remote cluster its cores are unknown here, so 2 unless --threads says."""
-    if o.threads:
-        return o.threads
-    if o.scheduler:
-        return 2
-    return max(1, (os.cpu_count() or 1) // local_workers(o, device))
 
 
 def run_job(o: JobSpec, log=print) -> dict:
     """Run (or resume) a job; returns the summary. Raises JobError for refusals."""
-    from tqdm import tqdm
-
     outdir = Store(o.output)
     spec = resolve_spec(o)
     sizes = shard_sizes(o.manifest)
-    total_images = sum(sizes.values())
     check_outdir_apart(outdir, o.manifest)
     try:
         outdir.check_writable(create=not o.dry_run)
@@ -159,42 +70,24 @@ def run_job(o: JobSpec, log=print) -> dict:
         raise JobError(f"{e.filename} is not writable ({e.strerror}); fix its permissions "
                        f"(e.g. chmod -R u+w {outdir.full('')}) or choose another OUTDIR") from None
     if o.dry_run:
-        committed = results.committed_shards(outdir)
-        note = ""
-        if o.restart and (committed or outdir.exists("job.json")):
-            committed = set()
-            note = " (--restart: OUTDIR's results and images would be discarded first)"
-        elif outdir.exists("job.json") and (job := read_job(outdir))["fingerprint"] != fingerprint(spec):
-            try:
-                more = grown(outdir, job["spec"], spec)
-            except JobError as e:
-                more, note = False, f" (a real run would be refused: {e})"
-            if more:
-                note = " (the manifest grew: the job goes on with its new shards)"
-            elif not note:
-                note = " (OUTDIR holds a different job: a real run would be refused; see its message)"
-        pend = sorted(set(sizes) - committed)
-        log(f"dry run: {len(sizes)} shards, {len(sizes) - len(pend)} committed, {len(pend)} pending "
-            f"({sum(sizes[s] for s in pend)} of {total_images} images){note}")
-        return {"pending_shards": len(pend), "pending_images": sum(sizes[s] for s in pend)}
+        return _dry_run(o, outdir, spec, sizes, log)
     with RunLock(outdir):
         fp = check_or_write_job(outdir, spec, o.restart)
         stale = remove_temporaries(outdir)
         if stale:
             log(f"removed {stale} temporary files left by an interrupted run")
-        committed = results.committed_shards(outdir)
-        pending = sorted(set(sizes) - committed)
+        pending = sorted(set(sizes) - results.committed_shards(outdir))
         fixes = plan_repair(outdir, log) if o.repair else {}
         if not pending and not fixes:
             log(f"nothing to do: all {len(sizes)} shards of {outdir} are committed "
-                f"({total_images} images); see `colorize status {outdir}`")
+                f"({sum(sizes.values())} images); see `colorize status {outdir}`")
             return {"pending_shards": 0, "ok": 0, "error": 0, "skipped": 0, "images": 0}
-        pending_images = sum(sizes[s] for s in pending)
-        log(f"{len(pending)} of {len(sizes)} shards pending ({pending_images} images)"
+        log(f"{len(pending)} of {len(sizes)} shards pending ({sum(sizes[s] for s in pending)} images)"
             + (f"; repairing {sum(map(len, fixes.values()))} images in {len(fixes)} shards"
                if fixes else ""))
         tasks = [(s, None) for s in pending] + [(s, frozenset(ids)) for s, ids in sorted(fixes.items())]
-        t0 = time.perf_counter()
+        work = _Work(tasks, sum(sizes[s] if ids is None else len(ids) for s, ids in tasks), fp[:12],
+                     time.perf_counter())
         with make_client(o, spec["device"]) as client:
             from .shard import ShardJob  # imports torch: only where shards are made
 
@@ -204,9 +97,8 @@ def run_job(o: JobSpec, log=print) -> dict:
                            created=read_job(outdir).get("created", ""))
             if importlib.util.find_spec("bokeh"):  # without it the link opens to an error page
                 log(f"dashboard: {client.dashboard_link}")
-            totals = _drive(client, job, tasks, sizes, fp, o, tqdm, log, t0)
-        elapsed = time.perf_counter() - t0
-    from .shard import peak_rss_mb
+            totals = _drive(client, job, work, log)
+        elapsed = time.perf_counter() - work.t_start
     n = totals["images"]
     totals.update(elapsed=elapsed, images_per_s=n / elapsed if elapsed else 0.0,
                   client_peak_rss_mb=peak_rss_mb())
@@ -214,6 +106,80 @@ def run_job(o: JobSpec, log=print) -> dict:
         f"{elapsed:.1f} s ({totals['images_per_s']:.2f} images/s); images in {outdir.full('images')}, "
         f"results in {outdir.full('results')}")
     return totals
+
+
+def _dry_run(o: JobSpec, outdir: Store, spec: dict, sizes: dict[int, int], log) -> dict:
+    """What a run would do, and whether it would be refused; changes nothing."""
+    committed = results.committed_shards(outdir)
+    note = ""
+    if o.restart and (committed or outdir.exists("job.json")):
+        committed = set()
+        note = " (--restart: OUTDIR's results and images would be discarded first)"
+    elif outdir.exists("job.json") and (job := read_job(outdir))["fingerprint"] != fingerprint(spec):
+        try:
+            more = grown(outdir, job["spec"], spec)
+        except JobError as e:
+            more, note = False, f" (a real run would be refused: {e})"
+        if more:
+            note = " (the manifest grew: the job goes on with its new shards)"
+        elif not note:
+            note = " (OUTDIR holds a different job: a real run would be refused; see its message)"
+    pend = sorted(set(sizes) - committed)
+    log(f"dry run: {len(sizes)} shards, {len(sizes) - len(pend)} committed, {len(pend)} pending "
+        f"({sum(sizes[s] for s in pend)} of {sum(sizes.values())} images){note}")
+    return {"pending_shards": len(pend), "pending_images": sum(sizes[s] for s in pend)}
+
+
+@dataclass(frozen=True)
+class _Work:
+    tasks: list[tuple[int, frozenset[str] | None]]  # (shard, None) or (shard, images to repair)
+    images: int  # what the progress bar counts to
+    key: str  # the fingerprint's head: tasks of different jobs never share a dask key
+    t_start: float  # perf_counter at the start, cluster start included
+
+
+def _drive(client, job, work: _Work, log) -> dict:
+    """Keeps a bounded window of shards in flight until all are committed, or one fails."""
+    from distributed import as_completed
+    from tqdm import tqdm
+
+    o = job.spec
+    resources = {"GPU": 1} if (o.scheduler and o.device == "cuda") else None
+    if resources:
+        wait_for_resource(client, "GPU", o.resource_timeout, log)
+    window = o.window or 2 * max(1, len(client.scheduler_info()["workers"]))
+    bar = tqdm(total=work.images, unit="img", desc="colorize", disable=not o.progress, smoothing=0.1)
+    tally = Tally(work.t_start)
+
+    def submit(task):
+        s, ids = task
+        key = f"shard-{s:05d}-{work.key}" + ("-repair" if ids else "")
+        return client.submit(job, s, ids, key=key, retries=o.retries, pure=False, resources=resources)
+
+    it = iter(work.tasks)
+    ac = as_completed([submit(t) for t in islice(it, window)], with_results=False)
+    failure, tb = None, ""
+    try:
+        for fut in ac:
+            try:
+                summary = fut.result()
+            except Exception as e:  # after retries, or a worker that kept dying
+                failure = f"shard {fut.key.split('-')[1]} failed: {type(e).__name__}: {e}"
+                if type(e).__name__ not in ("OutputError", "KilledWorker"):  # a bug: show where
+                    tb = "".join(traceback.format_exception(type(e), e, fut.traceback()))
+                break
+            tally.add(summary)
+            bar.update(summary["images"])
+            nxt = next(it, None)
+            if nxt is not None:
+                ac.add(submit(nxt))
+    finally:
+        bar.close()
+    if failure:
+        for f in list(ac.futures):  # a copy: completions still arrive and change the dict
+            f.cancel()
+        raise RunFailed(f"{failure}; committed shards are intact, rerun to resume", traceback=tb)
+    return tally.summary()
 
 
 QUARANTINE = "quarantine"  # OUTDIR/quarantine/<path>: files --repair found but did not write
@@ -284,101 +250,6 @@ def plan_repair(outdir: Store, log) -> dict[int, set[str]]:
         elif kind == "no_result" and p["shard"] in results.committed_shards(outdir):
             fixes.setdefault(p["shard"], set()).add(p["image_id"])
     return fixes
-
-
-def _drive(client, job, tasks, sizes, fp, o: JobSpec, tqdm, log, t_start: float) -> dict:
-    from distributed import as_completed
-
-    resources = {"GPU": 1} if (o.scheduler and job.spec.device == "cuda") else None
-    if resources:
-        _wait_for_resource(client, "GPU", o.resource_timeout, log)
-    window = o.window or 2 * max(1, len(client.scheduler_info()["workers"]))
-    bar = tqdm(total=sum(sizes[s] if ids is None else len(ids) for s, ids in tasks), unit="img",
-               desc="colorize",
-               disable=not o.progress, smoothing=0.1)
-    totals: Counter = Counter()
-    spans: list[tuple] = []  # (worker, started, finished, images) of each shard, worker clocks
-
-    def submit(task):
-        s, ids = task
-        key = f"shard-{s:05d}-{fp[:12]}" + ("-repair" if ids else "")
-        return client.submit(job, s, ids, key=key, retries=o.retries, pure=False,
-                             resources=resources)
-
-    it = iter(tasks)
-    ac = as_completed([submit(t) for t in islice(it, window)], with_results=False)
-    failure, tb = None, ""
-    try:
-        for fut in ac:
-            try:
-                summary = fut.result()
-            except Exception as e:  # after retries, or a worker that kept dying
-                failure = f"shard {fut.key.split('-')[1]} failed: {type(e).__name__}: {e}"
-                if type(e).__name__ not in ("OutputError", "KilledWorker"):  # a bug: show where
-                    import traceback
-
-                    tb = "".join(traceback.format_exception(type(e), e, fut.traceback()))
-                break
-            for k in ("images", "ok", "error", "skipped"):
-                totals[k] += summary[k]
-            totals["worker_peak_rss_mb"] = max(totals["worker_peak_rss_mb"], summary["peak_rss_mb"])
-            bar.update(summary["images"])
-            if "startup_s" not in totals:
-                # cluster start, imports and weights: what a longer job amortises
-                totals["startup_s"] = (time.perf_counter() - t_start - summary["seconds"]
-                                       + summary["setup_s"])
-            spans.append((summary["worker"], summary["finished"] - summary["seconds"],
-                          summary["finished"], summary["images"]))
-            nxt = next(it, None)
-            if nxt is not None:
-                ac.add(submit(nxt))
-    finally:
-        bar.close()
-    if failure:
-        for f in list(ac.futures):  # a copy: completions still arrive and change the dict
-            f.cancel()
-        raise RunFailed(f"{failure}; committed shards are intact, rerun to resume", traceback=tb)
-    steady = steady_rate(spans)
-    if steady:
-        totals["steady_images_per_s"] = steady
-    return dict(totals)
-
-
-def steady_rate(spans: list[tuple]) -> float | None:
-    """Images/s once every worker has finished its first shard (startup excluded): each shard
-    counts with the part of it that falls in that window, as if its images went at an even pace.
-    None when the window is empty (a single shard per worker, say)."""
-    first: dict = {}
-    for w, _, s1, _ in spans:
-        first[w] = min(first.get(w, s1), s1)
-    if not first:
-        return None
-    t0 = max(first.values())
-    t1 = max(s1 for _, _, s1, _ in spans)
-    if t1 <= t0:
-        return None
-    done = sum(n * (min(s1, t1) - max(s0, t0)) / (s1 - s0)
-               for _, s0, s1, n in spans if s1 > t0 and s1 > s0)
-    return done / (t1 - t0) if done else None
-
-
-def _wait_for_resource(client, resource: str, timeout: float, log) -> None:
-    """Tasks that ask for a resource no worker has would wait forever; say so instead."""
-    deadline = time.monotonic() + timeout
-    said = False
-    while True:
-        workers = client.scheduler_info()["workers"].values()
-        if any(resource in w.get("resources", {}) for w in workers):
-            return
-        if time.monotonic() >= deadline:
-            raise JobError(
-                f"no worker of the cluster offers the {resource} resource after {timeout:.0f} s; "
-                f"start one per GPU with `CUDA_VISIBLE_DEVICES=N dask worker ADDR --nworkers 1 "
-                f"--nthreads 1 --resources {resource}=1`, or run with --device cpu")
-        if not said:
-            log(f"waiting up to {timeout:.0f} s for a worker with the {resource} resource ...")
-            said = True
-        time.sleep(1.0)
 
 
 def status(outdir: str | os.PathLike) -> dict:

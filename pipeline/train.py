@@ -10,7 +10,6 @@ path list, or a collection built by `python -m pipeline.traindata` (its manifest
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import hashlib
 import math
@@ -28,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from . import color
-from .engine import pick_device
+from .device import autocast, pick_device
 from .errors import UsageError
 from .model import ColorizationNet, ModelConfig, load_checkpoint, save_checkpoint
 
@@ -262,18 +261,83 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)
 
 
-def evaluate_loss(model, loader, device, amp) -> float:
+def evaluate_loss(model, loader, device) -> float:
     model.eval()
     total, n = 0.0, 0
     with torch.no_grad():
         for x, y in loader:
             x, y = x.to(device), y.to(device)
-            with amp():
+            with autocast(device):
                 out = model(x)
             total += F.mse_loss(out.float(), y, reduction="sum").item() / (y[0].numel())
             n += x.shape[0]
     model.train()
     return total / max(n, 1)
+
+
+def training_photos(cfg: TrainConfig) -> tuple[list[str], list[str]]:
+    """(train, validation) paths: a collection's own split (make train-data), else by name hash."""
+    coll = collection_split(cfg.src)
+    if coll is not None:
+        return coll
+    paths = list_images(cfg.src)
+    if len(paths) < 2:
+        raise UsageError(f"need at least 2 training photos in {cfg.src}, found {len(paths)}")
+    return split(paths, cfg.val_fraction)
+
+
+def _one_cycle(opt, cfg: TrainConfig, total_steps: int, last_step: int = -1):
+    return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(total_steps, 1),
+                                               pct_start=0.1, last_epoch=last_step)
+
+
+def _resume(path: Path, cfg: TrainConfig, model, opt, sched, ema, total_steps: int, device, log):
+    """Loads OUT/last.pt into the model, optimizer, schedule and EMA; (epoch, step, best, sched)."""
+    ck = load_checkpoint(path, device)
+    model.load_state_dict(ck.model.state_dict())
+    opt.load_state_dict(ck.extra["optimizer"])
+    if ck.extra["scheduler"].get("total_steps") == total_steps:
+        sched.load_state_dict(ck.extra["scheduler"])
+    else:  # --epochs changed since: the one cycle is re-laid over the new total from here
+        sched = _one_cycle(opt, cfg, total_steps, last_step=ck.meta["step"] - 1)
+        log(f"schedule re-laid: {ck.extra['scheduler'].get('total_steps')} -> {total_steps} steps")
+    if ema is not None:
+        ema.model.load_state_dict(ck.extra["ema"])
+    log(f"resumed from {path} at epoch {ck.meta['epochs']}, step {ck.meta['step']}")
+    return ck.meta["epochs"], ck.meta["step"], ck.meta.get("best_val_loss", float("inf")), sched
+
+
+def _train_epoch(model, opt, sched, ema, loader, cfg: TrainConfig, epoch: int, step: int,
+                 total_steps: int, device) -> tuple[int, int, float, bool]:
+    """One pass; returns (step, images seen, summed loss, whether max_steps was reached)."""
+    seen, run_loss, t0 = 0, 0.0, time.time()
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False)
+    gd = torch.Generator().manual_seed(cfg.seed * 7919 + epoch)
+    for x, y in bar:
+        x = degrade(x, cfg.degrade, gd).contiguous(memory_format=torch.channels_last)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with autocast(device):
+            pred = model(x).float()
+        loss = F.mse_loss(pred, y)
+        if cfg.l1_weight:
+            loss = loss + cfg.l1_weight * F.l1_loss(pred, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if ema is not None:
+            ema.update(model, step)
+        if step < total_steps:
+            sched.step()
+        step += 1
+        seen += x.shape[0]
+        run_loss += loss.item() * x.shape[0]
+        bar.set_postfix(loss=f"{loss.item():.5f}", img_s=f"{seen / (time.time() - t0):.1f}")
+        if cfg.max_steps and step >= cfg.max_steps:
+            return step, seen, run_loss, True
+    return step, seen, run_loss, False
+
+
+METRICS = ["epoch", "step", "train_loss", "val_loss", "images_per_s", "lr", "seconds"]
 
 
 def train(cfg: TrainConfig, log=print) -> dict:
@@ -282,14 +346,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
         raise UsageError(f"--size must be a multiple of 8, got {cfg.size}")
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    coll = collection_split(cfg.src)
-    if coll is not None:
-        train_paths, val_paths = coll
-    else:
-        paths = list_images(cfg.src)
-        if len(paths) < 2:
-            raise UsageError(f"need at least 2 training photos in {cfg.src}, found {len(paths)}")
-        train_paths, val_paths = split(paths, cfg.val_fraction)
+    train_paths, val_paths = training_photos(cfg)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     train_mean_ab = mean_ab(train_paths)
@@ -302,86 +359,41 @@ def train(cfg: TrainConfig, log=print) -> dict:
     ema = EMA(model, cfg.ema) if cfg.ema else None
     n_train = len(train_paths) * cfg.repeats
     drop_last = n_train > cfg.batch_size  # no ragged last batch, unless that is all there is
-    steps_per_epoch = n_train // cfg.batch_size if drop_last else 1
-    total_steps = steps_per_epoch * cfg.epochs
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=cfg.lr, total_steps=max(total_steps, 1), pct_start=0.1
-    )
-    use_cuda = device.type == "cuda"
-    amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_cuda else contextlib.nullcontext
+    total_steps = (n_train // cfg.batch_size if drop_last else 1) * cfg.epochs
+    sched = _one_cycle(opt, cfg, total_steps)
     start_epoch, step, best = 0, 0, float("inf")
     if cfg.resume and (out / "last.pt").is_file():
-        ck = load_checkpoint(out / "last.pt", device)
-        model.load_state_dict(ck.model.state_dict())
-        opt.load_state_dict(ck.extra["optimizer"])
-        if ck.extra["scheduler"].get("total_steps") == total_steps:
-            sched.load_state_dict(ck.extra["scheduler"])
-        else:  # --epochs changed since: the one cycle is re-laid over the new total from here
-            sched = torch.optim.lr_scheduler.OneCycleLR(
-                opt, max_lr=cfg.lr, total_steps=max(total_steps, 1), pct_start=0.1,
-                last_epoch=ck.meta["step"] - 1)
-            log(f"schedule re-laid: {ck.extra['scheduler'].get('total_steps')} -> {total_steps} steps")
-        if ema is not None:
-            ema.model.load_state_dict(ck.extra["ema"])
-        start_epoch, step = ck.meta["epochs"], ck.meta["step"]
-        best = ck.meta.get("best_val_loss", float("inf"))
-        log(f"resumed from {out / 'last.pt'} at epoch {start_epoch}, step {step}")
+        start_epoch, step, best, sched = _resume(out / "last.pt", cfg, model, opt, sched, ema,
+                                                 total_steps, device, log)
     train_ds = CropDataset(train_paths, cfg, train=True)
-    val_ds = CropDataset(val_paths, cfg, train=False)
-    kw = dict(num_workers=cfg.workers, worker_init_fn=_worker_init, pin_memory=use_cuda)
-    if cfg.workers:
-        kw["persistent_workers"] = False
-    val_loader = DataLoader(val_ds, batch_size=cfg.batch_size, **kw)
+    kw = dict(num_workers=cfg.workers, worker_init_fn=_worker_init, pin_memory=device.type == "cuda")
+    val_loader = DataLoader(CropDataset(val_paths, cfg, train=False), batch_size=cfg.batch_size, **kw)
     metrics_path = out / "metrics.csv"
-    fields = ["epoch", "step", "train_loss", "val_loss", "images_per_s", "lr", "seconds"]
     if not metrics_path.exists() or not cfg.resume:
         with open(metrics_path, "w", newline="") as f:
-            csv.DictWriter(f, fields).writeheader()
+            csv.DictWriter(f, METRICS).writeheader()
     t_start = time.time()
-    done = False
     model.train()
     for epoch in range(start_epoch, cfg.epochs):
         train_ds.epoch = epoch
         g = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
         loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, generator=g,
                             drop_last=drop_last, **kw)
-        t0, seen, run_loss = time.time(), 0, 0.0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False)
-        gd = torch.Generator().manual_seed(cfg.seed * 7919 + epoch)
-        for x, y in bar:
-            x = degrade(x, cfg.degrade, gd).contiguous(memory_format=torch.channels_last)
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with amp():
-                pred = model(x).float()
-            loss = F.mse_loss(pred, y)
-            if cfg.l1_weight:
-                loss = loss + cfg.l1_weight * F.l1_loss(pred, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if ema is not None:
-                ema.update(model, step)
-            if step < total_steps:
-                sched.step()
-            step += 1
-            seen += x.shape[0]
-            run_loss += loss.item() * x.shape[0]
-            bar.set_postfix(loss=f"{loss.item():.5f}", img_s=f"{seen / (time.time() - t0):.1f}")
-            if cfg.max_steps and step >= cfg.max_steps:
-                done = True
-                break
+        t0 = time.time()
+        step, seen, run_loss, done = _train_epoch(model, opt, sched, ema, loader, cfg, epoch, step,
+                                                  total_steps, device)
         shipped = ema.model if ema is not None else model
-        val_loss = evaluate_loss(shipped, val_loader, device, amp)
+        val_loss = evaluate_loss(shipped, val_loader, device)
         row = dict(epoch=epoch + 1, step=step, train_loss=run_loss / max(seen, 1), val_loss=val_loss,
                    images_per_s=seen / (time.time() - t0), lr=opt.param_groups[0]["lr"],
                    seconds=time.time() - t_start)
         with open(metrics_path, "a", newline="") as f:
-            csv.DictWriter(f, fields).writerow(row)
+            csv.DictWriter(f, METRICS).writerow(row)
         meta = dict(
             epochs=epoch + 1, step=step, val_loss=val_loss, train_loss=row["train_loss"],
             best_val_loss=min(best, val_loss), train_images=len(train_paths),
-            val_images=len(val_paths), source=str(cfg.src), train_mean_ab=list(train_mean_ab), recipe=asdict(cfg),
-            device=str(device), torch=str(torch.__version__),
+            val_images=len(val_paths), source=str(cfg.src), train_mean_ab=list(train_mean_ab),
+            recipe=asdict(cfg), device=str(device), torch=str(torch.__version__),
         )
         extra = dict(optimizer=opt.state_dict(), scheduler=sched.state_dict())
         if ema is not None:

@@ -3,7 +3,7 @@
 import pytest
 
 from pipeline.bench import bench, floor_of
-from pipeline.orchestrate import steady_rate
+from pipeline.metrics import steady_rate
 
 
 def test_steady_rate_starts_when_every_worker_is_warm():

@@ -6,7 +6,8 @@ from PIL import Image
 from skimage.color import rgb2lab
 
 from pipeline import color
-from pipeline.engine import Colorizer, net_input
+from pipeline.engine import Colorizer
+from pipeline.imaging import net_input
 
 
 @pytest.fixture(scope="module")
@@ -64,10 +65,10 @@ def test_table_is_the_exact_lab_conversion(net):
         assert np.array_equal(out, ref.numpy()), (a, b)
 
 
-def test_upsampling_close_to_full_interpolate(net, photo_gray):
+def test_upsampling_close_to_full_interpolate(net, photo_gray, monkeypatch):
     """Strip-wise upsampling of the 8-bit a/b stays within a unit of the float bilinear
     upsampling of the whole: invisible (a just-noticeable difference is ~2.3)."""
-    import pipeline.engine as engine
+    import pipeline.recombine as recombine
 
     g = photo_gray[:90, :70]
     ab = net.predict_ab(net_input(g, 64)[None])[0]
@@ -75,13 +76,9 @@ def test_upsampling_close_to_full_interpolate(net, photo_gray):
     lab = torch.cat([torch.from_numpy(L_of_gray(g)).float()[None], full])
     ref = (color.lab_to_rgb(lab, keep_L=True) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     whole = net.recombine(g, ab)
-    old = engine.TILE_PIXELS
-    engine.TILE_PIXELS = 70 * 7  # force many strips
-    try:
-        strips = net.recombine(g, ab)
-        strips_dev = net._recombine8_device(g, net.quantise_ab(ab))
-    finally:
-        engine.TILE_PIXELS = old
+    monkeypatch.setattr(recombine, "TILE_PIXELS", 70 * 7)  # force many strips
+    strips = net.recombine(g, ab)
+    strips_dev = net.colors._recombine8_device(g, net.quantise_ab(ab))
     for out in (whole, strips, strips_dev):
         de = delta_e(out, ref)
         assert de.mean() < 0.5 and de.max() < 3.0
@@ -94,7 +91,7 @@ def test_device_kernel_matches_host(net):
 
     g = np.asarray(Image.fromarray(data.astronaut()).convert("L").resize((600, 450)))
     abq = net.quantise_ab(net.predict_ab(net_input(g, 64)[None])[0])
-    host, dev = net.recombine(g, abq), net._recombine8_device(g, abq)
+    host, dev = net.recombine(g, abq), net.colors._recombine8_device(g, abq)
     assert host.shape == dev.shape == (450, 600, 3)
     de = delta_e(host, dev)
     assert de.mean() < 0.3 and de.max() < 3.0
@@ -144,16 +141,11 @@ def test_device_jpeg_decoder_matches_pillow(net, photo_gray, backend):
     refuses is None in its place and the others still decode."""
     import io
 
-    from pipeline.engine import jpeg_decoder
+    from pipeline.jpegdev import DeviceJpeg
 
     pytest.importorskip(backend)
-    jpeg_decoder(backend)  # importable
-    net.jpeg_backend = backend
     files = [_jpeg(photo_gray), b"\xff\xd8 not a jpeg \xff\xd9", _jpeg(photo_gray[:100, :77].copy())]
-    try:
-        out = net.decode_jpegs(files)
-    finally:
-        net.jpeg_backend = "auto"
+    out = DeviceJpeg(torch.device("cpu"), 64, backend=backend).decode(files)
     assert out[1] is None
     for f, t in ((files[0], out[0]), (files[2], out[2])):
         ref = np.asarray(Image.open(io.BytesIO(f)))
@@ -164,7 +156,7 @@ def test_device_jpeg_decoder_matches_pillow(net, photo_gray, backend):
 def test_device_net_input_is_close_to_pillows(net, photo_gray):
     from pipeline.imaging import net_input as host_input
 
-    dev = net.net_input(torch.from_numpy(photo_gray)).numpy()
+    dev = net.jpeg.small(torch.from_numpy(photo_gray)).numpy()
     assert dev.shape == (64, 64) and dev.dtype == np.uint8
     assert np.abs(dev.astype(int) - host_input(photo_gray, 64)).mean() < 1.5
 

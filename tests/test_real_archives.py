@@ -14,7 +14,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-import pipeline.shard as shard_mod
+import pipeline.stages as stages
 from pipeline.imaging import DecodeError, classify_rgb, decode, encode
 from pipeline.jobspec import JobSpec
 from pipeline.manifest import scan
@@ -218,7 +218,7 @@ def test_an_exception_nobody_named_becomes_the_images_row(tmp_path, photo, ckpt,
         Image.fromarray(np.roll(photo, i * 7, axis=1)).save(src / f"s{i}.png")
     man = tmp_path / "m.parquet"
     scan([str(src)], man, shard_size=4, progress=False)
-    real_decode, real_encode = shard_mod.decode, shard_mod.encode
+    real_decode, real_encode = stages.decode, stages.encode
 
     def decode(path, **kw):
         d = real_decode(path, **kw)
@@ -236,8 +236,8 @@ def test_an_exception_nobody_named_becomes_the_images_row(tmp_path, photo, ckpt,
             raise KeyError("an encoder that fails outright")
         return real_encode(rgb, fmt, dpi, icc, exif, **kw)
 
-    monkeypatch.setattr(shard_mod, "decode", decode)
-    monkeypatch.setattr(shard_mod, "encode", encode)
+    monkeypatch.setattr(stages, "decode", decode)
+    monkeypatch.setattr(stages, "encode", encode)
     job = ShardJob(JobSpec(manifest=str(man), checkpoint=ckpt, size=32, batch_size=2, threads=1),
                    outdir=str(tmp_path / "out"), checkpoint_sha256=file_sha256(ckpt))
     s = job(0)

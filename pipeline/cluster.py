@@ -1,0 +1,109 @@
+"""Where a run's shards execute: a dask client on a local cluster (one worker process per GPU,
+or one using every core) or on a scheduler the user runs, with the workers' environment, their
+count and threads, and the wait for a GPU worker to join."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+
+from .jobspec import JobSpec
+from .state import JobError
+
+# dask's nannies start workers with MALLOC_TRIM_THRESHOLD_=65536, which (as glibc then also
+# stops adapting its mmap threshold) turns every full-resolution buffer into fresh mmap'd pages:
+# the benchmark ran 3x slower, mostly in the kernel. Keep freed buffers for reuse instead; a
+# shard's working set is bounded, so memory stays flat.
+# OMP_WAIT_POLICY=PASSIVE: torch's OpenMP threads otherwise spin for a while after each
+# parallel region, taking the cores from the decode/encode threads beside them (+15 % images/s).
+WORKER_ENV = {"MALLOC_TRIM_THRESHOLD_": str(256 << 20), "MALLOC_MMAP_THRESHOLD_": str(256 << 20),
+              "OMP_WAIT_POLICY": "PASSIVE"}
+
+
+@contextlib.contextmanager
+def make_client(o: JobSpec, device: str):
+    import dask
+    from distributed import Client, LocalCluster
+
+    if o.scheduler:
+        with Client(o.scheduler, timeout="30s") as client:
+            yield client
+        return
+    n = local_workers(o, device)
+    kw = dict(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
+              silence_logs=logging.CRITICAL, memory_limit=0)
+    environ = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **WORKER_ENV}
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+        if device == "cuda":
+            # One process per GPU, each pinned to its device before CUDA initialises.
+            from distributed import Nanny, Scheduler, SpecCluster
+
+            workers = {i: {"cls": Nanny, "options": {"nthreads": 1, "memory_limit": 0,
+                                                     "env": {"CUDA_VISIBLE_DEVICES": str(i)}}}
+                       for i in range(n)}
+            cluster = SpecCluster(workers=workers, scheduler={"cls": Scheduler,
+                                  "options": {"dashboard_address": ":0"}}, silence_logs=logging.CRITICAL)
+        else:
+            cluster = LocalCluster(**kw)
+    with cluster, Client(cluster) as client:
+        try:
+            yield client
+        finally:
+            _kill_local_workers(client)
+
+
+def _kill_local_workers(client) -> None:
+    """Our own local workers hold nothing once the run is over (every shard commits before its
+    task returns, and writes are complete files), but their interpreters take ~1 s to tear
+    torch down: end them at once instead."""
+    import signal
+
+    try:
+        pids = client.run(os.getpid, wait=True)
+    except Exception:  # already gone, or the cluster broke: closing handles the rest
+        return
+    for pid in pids.values():
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def local_workers(o: JobSpec, device: str) -> int:
+    """One process per GPU, or on a CPU machine one process that uses every core."""
+    if o.workers:
+        return o.workers
+    if device == "cuda":
+        import torch
+
+        return torch.cuda.device_count()
+    return 1
+
+
+def shard_threads(o: JobSpec, device: str) -> int:
+    """Decode/encode (and CPU torch) threads per shard: the worker's share of this machine's
+    cores; on a remote cluster its cores are unknown here, so 2 unless --threads says."""
+    if o.threads:
+        return o.threads
+    if o.scheduler:
+        return 2
+    return max(1, (os.cpu_count() or 1) // local_workers(o, device))
+
+
+def wait_for_resource(client, resource: str, timeout: float, log) -> None:
+    """Tasks that ask for a resource no worker has would wait forever; say so instead."""
+    deadline = time.monotonic() + timeout
+    said = False
+    while True:
+        workers = client.scheduler_info()["workers"].values()
+        if any(resource in w.get("resources", {}) for w in workers):
+            return
+        if time.monotonic() >= deadline:
+            raise JobError(
+                f"no worker of the cluster offers the {resource} resource after {timeout:.0f} s; "
+                f"start one per GPU with `CUDA_VISIBLE_DEVICES=N dask worker ADDR --nworkers 1 "
+                f"--nthreads 1 --resources {resource}=1`, or run with --device cpu")
+        if not said:
+            log(f"waiting up to {timeout:.0f} s for a worker with the {resource} resource ...")
+            said = True
+        time.sleep(1.0)

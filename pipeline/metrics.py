@@ -1,0 +1,65 @@
+"""What a run measures of itself: memory, and its pace once every worker is warm."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS. Linux's ru_maxrss survives exec, so a `colorize run` started
+    by a process holding torch would report that process's peak: VmHWM belongs to this image."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0  # kB
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def steady_rate(spans: list[tuple]) -> float | None:
+    """Images/s once every worker has finished its first shard (startup excluded): each shard
+    counts with the part of it that falls in that window, as if its images went at an even pace.
+    spans: (worker, started, finished, images) per shard, on the workers' clocks. None when the
+    window is empty (a single shard per worker, say)."""
+    first: dict = {}
+    for w, _, s1, _ in spans:
+        first[w] = min(first.get(w, s1), s1)
+    if not first:
+        return None
+    t0 = max(first.values())
+    t1 = max(s1 for _, _, s1, _ in spans)
+    if t1 <= t0:
+        return None
+    done = sum(n * (min(s1, t1) - max(s0, t0)) / (s1 - s0)
+               for _, s0, s1, n in spans if s1 > t0 and s1 > s0)
+    return done / (t1 - t0) if done else None
+
+
+class Tally:
+    """A run's totals, from the summaries its shards send back as they commit."""
+
+    def __init__(self, t_start: float):
+        self.t_start = t_start  # perf_counter when the run began, cluster start included
+        self.totals: Counter = Counter()
+        self.spans: list[tuple] = []  # (worker, started, finished, images) per shard
+
+    def add(self, s: dict) -> None:
+        for k in ("images", "ok", "error", "skipped"):
+            self.totals[k] += s[k]
+        self.totals["worker_peak_rss_mb"] = max(self.totals["worker_peak_rss_mb"], s["peak_rss_mb"])
+        if "startup_s" not in self.totals:
+            # cluster start, imports and weights: what a longer job amortises
+            self.totals["startup_s"] = time.perf_counter() - self.t_start - s["seconds"] + s["setup_s"]
+        self.spans.append((s["worker"], s["finished"] - s["seconds"], s["finished"], s["images"]))
+
+    def summary(self) -> dict:
+        out = dict(self.totals)
+        steady = steady_rate(self.spans)
+        if steady:
+            out["steady_images_per_s"] = steady
+        return out

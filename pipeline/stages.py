@@ -1,0 +1,178 @@
+"""What happens to each image of a shard, stage by stage: read -> decode -> (batch, net: see
+shard.py) -> colour -> encode -> write. An Item carries one image through them; its `row` is the
+image's result row from the start, so whatever goes wrong is written down where it happened and
+the image is finished there (status "error" or "skipped", with the reason)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .imaging import (
+    FORMATS,
+    Decoded,
+    DecodeError,
+    colorfulness,
+    decode,
+    encode,
+    gray_jpeg_header,
+    net_input,
+    output_format,
+    provenance,
+)
+from .jobspec import JobSpec
+from .manifest import resolve_path
+from .state import safe_output_path
+from .storage import Store, read_source
+
+
+class OutputError(RuntimeError):
+    """Writing to OUTDIR failed: not the image's fault, so the shard must not commit."""
+
+
+@dataclass
+class Item:
+    """One image on its way through a shard."""
+
+    row: dict  # its result row, filled in as it goes
+    stem: str  # its output path without the extension (the manifest's out_stem)
+    decoded: Decoded | None = None
+    gray: Any = None  # full-resolution gray: decoded.gray, or a device tensor (jpegdev)
+    small: Any = None  # the net's input (size x size uint8): an array, or a device tensor
+    data: bytes = b""  # the source file, while its pixels wait for the device's JPEG decoder
+    finished: bool = False  # True once its row is final (an error, a skip, or written)
+
+    @property
+    def id(self) -> str:
+        return self.row["image_id"]
+
+    def fail(self, reason: str, status: str = "error") -> Item:
+        self.row["status"], self.row["error"] = status, reason
+        self.finished = True
+        return self
+
+    def spend(self, t0: float) -> None:
+        """Adds the time since t0 to the image's seconds (time spent on it in every stage)."""
+        self.row["seconds"] = self.row.get("seconds", 0.0) + time.perf_counter() - t0
+
+
+@dataclass(frozen=True)
+class ImageStages:
+    """The per-image stages, with what they need of the job: its spec, OUTDIR, the checkpoint's
+    digest and the job's date (written into every output's provenance)."""
+
+    spec: JobSpec
+    outdir: str
+    checkpoint_sha256: str
+    created: str = ""
+
+    def read(self, mrow: dict) -> Item:
+        """A manifest row -> an Item, decoded on the host or left for the device's decoder."""
+        t0 = time.perf_counter()
+        item = Item(row={"image_id": mrow["image_id"], "shard": mrow["shard"],
+                         "source_path": mrow["path"], "status": "error",
+                         "checkpoint_sha256": self.checkpoint_sha256}, stem=mrow["out_stem"])
+        try:
+            safe_output_path(item.stem, "")  # a hostile manifest row fails here, alone
+            data = read_source(resolve_path(self.spec.manifest, mrow["path"]))
+            item.row["source_sha256"] = hashlib.sha256(data).hexdigest()
+        except FileNotFoundError:
+            item.fail("file not found (deleted since the scan?)")
+        except PermissionError:
+            item.fail("permission denied reading the source")
+        except Exception as e:  # whatever one source does, it is that image's row, not the shard's
+            item.fail(f"cannot read: {type(e).__name__}: {e}")
+        if not item.finished:
+            d = gray_jpeg_header(data, self.spec.max_pixels) if self.spec.jpeg_decode == "device" else None
+            if d is not None:  # pixels decoded with the batch, on the net's device
+                item.decoded, item.data = d, data
+                self._describe(item)
+            else:
+                self.decode_host(item, data)
+        item.spend(t0)
+        return item
+
+    def decode_host(self, item: Item, data: bytes) -> None:
+        """Pillow: every format, EXIF orientation, colour classification; the net's input."""
+        try:
+            item.decoded = d = decode(io.BytesIO(data), max_pixels=self.spec.max_pixels)
+        except DecodeError as e:
+            item.fail(str(e))
+            return
+        except Exception as e:  # any library's surprise on one odd file: its row, not the shard
+            item.fail(f"cannot decode: {type(e).__name__}: {e}")
+            return
+        self._describe(item)
+        if d.kind == "color" and not self.spec.recolor:
+            item.fail("colour image (use --recolor to recolorize)", status="skipped")
+            return
+        try:
+            item.gray, item.small = d.gray, net_input(d.gray, self.spec.size)
+        except Exception as e:
+            item.fail(f"cannot prepare the net's input: {type(e).__name__}: {e}")
+
+    @staticmethod
+    def _describe(item: Item) -> None:
+        d = item.decoded
+        item.row.update(width=d.width, height=d.height, input_mode=d.mode, input_kind=d.kind,
+                        bits=d.bits, notes="; ".join(d.notes) or None)
+
+    def decode_on_device(self, jpeg, items: list[Item]) -> None:
+        """Decodes the deferred JPEGs of a batch in one call on the net's device and makes their
+        net inputs there; a file the device refuses goes through Pillow instead."""
+        waiting = [it for it in items if it.gray is None]
+        if not waiting:
+            return
+        t0 = time.perf_counter()
+        grays = jpeg.decode([it.data for it in waiting])
+        share = (time.perf_counter() - t0) / len(waiting)
+        for it, g in zip(waiting, grays, strict=True):
+            t1 = time.perf_counter()
+            if g is not None and (g.shape[1], g.shape[0]) == it.decoded.size:
+                it.gray, it.small = g, jpeg.small(g)
+            else:
+                self.decode_host(it, it.data)
+            it.data = b""
+            it.spend(t1 - share)
+
+    def finish(self, item: Item, rgb_of: Callable[[], Any]) -> Item:
+        """The rest of the colour step (rgb_of), then encode and write (a pool thread: numpy,
+        Pillow and zlib release the GIL)."""
+        t0 = time.perf_counter()
+        try:
+            rgb = rgb_of()
+        except Exception as e:
+            item.fail(f"cannot colorize: {type(e).__name__}: {e}")
+        else:
+            self._write(item, rgb)
+        item.spend(t0)
+        return item
+
+    def _write(self, item: Item, rgb) -> None:
+        d, notes = item.decoded, list(item.decoded.notes)
+        try:
+            fmt = output_format(self.spec.format, d.format)
+            rel = safe_output_path(item.stem, FORMATS[fmt])
+            prov = provenance(self.checkpoint_sha256, self.created, item.row.get("source_sha256"))
+            try:
+                data = encode(rgb, fmt, d.dpi, d.icc_profile, d.exif, quality=self.spec.quality,
+                              notes=notes, provenance=prov)
+            except Exception as e:  # metadata a writer chokes on is dropped, never fatal
+                notes.append(f"metadata not carried ({type(e).__name__}: {e})"[:200])
+                data = encode(rgb, fmt, quality=self.spec.quality, provenance=prov)
+        except Exception as e:
+            item.fail(f"cannot encode: {type(e).__name__}: {e}")
+            return
+        store = Store(self.outdir)
+        try:
+            store.write_atomic(rel, data)
+        except OSError as e:
+            raise OutputError(f"cannot write {store.full(rel)}: {e.strerror or e}") from None
+        item.row.update(status="ok", error=None, output_path=rel, output_bytes=len(data),
+                        notes="; ".join(notes) or None,
+                        output_sha256=hashlib.sha256(data).hexdigest(), colorfulness=colorfulness(rgb))
+        item.finished = True

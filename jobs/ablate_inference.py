@@ -16,9 +16,8 @@ import numpy as np
 import torch
 
 from pipeline.engine import Colorizer
-from pipeline.imaging import net_input
 from pipeline.evaluate import flat_fields, load_rgb, score
-from pipeline.imaging import colorfulness, luminance_gray
+from pipeline.imaging import colorfulness, luminance_gray, net_input
 from pipeline.traindata import read_manifest
 
 

@@ -29,6 +29,64 @@ def _sha256(opener) -> str:
     return h.hexdigest()
 
 
+def _row_problems(man: list[dict], res: list[dict]) -> list[dict]:
+    """One result per manifest row, none for anything else; errors say why."""
+    manifest_ids = {r["image_id"]: r for r in man}
+    counts = Counter(r["image_id"] for r in res)
+    problems: list[dict] = []
+    for iid, r in manifest_ids.items():
+        if counts[iid] == 0:
+            problems.append(dict(kind="no_result", image_id=iid, source_path=r["path"],
+                                 shard=r["shard"]))
+        elif counts[iid] > 1:
+            problems.append(dict(kind="duplicate_result", image_id=iid, source_path=r["path"],
+                                 rows=counts[iid]))
+    problems += [dict(kind="not_in_manifest", image_id=iid)
+                 for iid in counts.keys() - manifest_ids.keys()]
+    for r in res:
+        if r["status"] == "error" and not (r["error"] or "").strip():
+            problems.append(dict(kind="error_without_reason", image_id=r["image_id"]))
+        if r["status"] not in results.STATUSES:
+            problems.append(dict(kind="bad_status", image_id=r["image_id"], status=r["status"]))
+    return problems
+
+
+def _output_problems(out: Store, ok_rows: list[dict], quick: bool, progress: bool) -> list[dict]:
+    """Every output a row claims is there and unaltered; every file in images/ is claimed."""
+    problems: list[dict] = []
+    present = set(out.find("images"))  # one listing, not a stat per image (object stores)
+    claimed = set()
+    for r in tqdm(ok_rows, desc="audit", unit="img", disable=not progress):
+        rel = r["output_path"] or ""
+        claimed.add(rel)
+        where = dict(image_id=r["image_id"], output_path=r["output_path"], shard=r["shard"])
+        if not rel or rel not in present:
+            problems.append(dict(kind="missing_output", **where))
+        elif quick and out.size(rel) != r["output_bytes"]:
+            problems.append(dict(kind="corrupt_output", **where, reason="size differs"))
+        elif not quick and _sha256(lambda rel=rel: out.open(rel)) != r["output_sha256"]:
+            problems.append(dict(kind="corrupt_output", **where, reason="sha256 differs"))
+    problems += [dict(kind="unclaimed_file", output_path=rel) for rel in sorted(present - claimed)]
+    return problems
+
+
+def _input_problems(manifest: str, res: list[dict], progress: bool) -> list[dict]:
+    """The originals are still there and unchanged since they were colorized."""
+    problems: list[dict] = []
+    for r in tqdm(res, desc="inputs", unit="img", disable=not progress):
+        if r["source_sha256"]:
+            try:
+                data = read_source(resolve_path(manifest, r["source_path"]))
+            except FileNotFoundError:
+                problems.append(dict(kind="input_missing", image_id=r["image_id"],
+                                     source_path=r["source_path"]))
+                continue
+            if hashlib.sha256(data).hexdigest() != r["source_sha256"]:
+                problems.append(dict(kind="input_changed", image_id=r["image_id"],
+                                     source_path=r["source_path"]))
+    return problems
+
+
 def audit(outdir: str | Store, quick: bool = False, check_inputs: bool = False,
           sample: int = 12, progress: bool = True, sheet: str = "sample") -> dict:
     """Check OUTDIR against its manifest; writes audit.json and audit.html; returns the report."""
@@ -36,53 +94,10 @@ def audit(outdir: str | Store, quick: bool = False, check_inputs: bool = False,
     spec = read_job(out)["spec"]
     man = read_manifest(spec["manifest"], columns=["image_id", "path", "shard"]).to_pylist()
     res = results.read_results(out).to_pylist()
-    manifest_ids = {r["image_id"]: r for r in man}
-    counts = Counter(r["image_id"] for r in res)
-    problems: list[dict] = []
-
-    def flag(kind: str, **kw):
-        problems.append({"kind": kind, **kw})
-
-    for iid, r in manifest_ids.items():
-        if counts[iid] == 0:
-            flag("no_result", image_id=iid, source_path=r["path"], shard=r["shard"])
-        elif counts[iid] > 1:
-            flag("duplicate_result", image_id=iid, source_path=r["path"], rows=counts[iid])
-    for iid in counts.keys() - manifest_ids.keys():
-        flag("not_in_manifest", image_id=iid)
-    present = set(out.find("images"))  # one listing, not a stat per image (object stores)
-    claimed = set()
     ok_rows = [r for r in res if r["status"] == "ok"]
-    for r in tqdm(ok_rows, desc="audit", unit="img", disable=not progress):
-        rel = r["output_path"] or ""
-        claimed.add(rel)
-        if not rel or rel not in present:
-            flag("missing_output", image_id=r["image_id"], output_path=r["output_path"],
-                 shard=r["shard"])
-        elif quick and out.size(rel) != r["output_bytes"]:
-            flag("corrupt_output", image_id=r["image_id"], output_path=r["output_path"],
-                 shard=r["shard"], reason="size differs")
-        elif not quick and _sha256(lambda rel=rel: out.open(rel)) != r["output_sha256"]:
-            flag("corrupt_output", image_id=r["image_id"], output_path=r["output_path"],
-                 shard=r["shard"], reason="sha256 differs")
-    for r in res:
-        if r["status"] == "error" and not (r["error"] or "").strip():
-            flag("error_without_reason", image_id=r["image_id"])
-        if r["status"] not in results.STATUSES:
-            flag("bad_status", image_id=r["image_id"], status=r["status"])
-    for rel in sorted(present - claimed):
-        flag("unclaimed_file", output_path=rel)
+    problems = _row_problems(man, res) + _output_problems(out, ok_rows, quick, progress)
     if check_inputs:
-        for r in tqdm(res, desc="inputs", unit="img", disable=not progress):
-            if r["source_sha256"]:
-                src = resolve_path(spec["manifest"], r["source_path"])
-                try:
-                    digest = hashlib.sha256(read_source(src)).hexdigest()
-                except FileNotFoundError:
-                    flag("input_missing", image_id=r["image_id"], source_path=r["source_path"])
-                    continue
-                if digest != r["source_sha256"]:
-                    flag("input_changed", image_id=r["image_id"], source_path=r["source_path"])
+        problems += _input_problems(spec["manifest"], res, progress)
     status_counts = Counter(r["status"] for r in res)
     grayish = [{"image_id": r["image_id"], "output_path": r["output_path"],
                 "colorfulness": r["colorfulness"]}

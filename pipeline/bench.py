@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 import platform
 import subprocess
@@ -184,12 +185,34 @@ def floor_of(net: float, io: float, device: str) -> float:
     return min(net, io) if device == "cuda" else 1.0 / (1.0 / net + 1.0 / io)
 
 
+def bench_memory(tmp: Path, counts, checkpoint, size, batch, dev, log) -> dict:
+    """Peak RSS (client, worker) of the pipeline on archives of each count of small scans."""
+    mem = {}
+    for n in counts:
+        log(f"memory: pipeline on {n} scans of 320x240 ...")
+        make_archive(tmp / f"mem{n}", n, 320, 240, seed=1)
+        s = run_pipeline(tmp / f"mem{n}", tmp / f"memrun{n}", checkpoint, size, batch, dev,
+                         shard_size=32)
+        mem[n] = (s["client_peak_rss_mb"], s["worker_peak_rss_mb"])
+    return mem
+
+
+def against_floors(run: dict, floor: float, naive: float) -> dict:
+    """A pipeline run's rates as fractions of its floor and multiples of the naive loop."""
+    nan = float("nan")
+    wall, steady = run["images_per_s"], run.get("steady_images_per_s", nan)
+    return {"floor": floor, "wall": wall, "steady": steady, "startup_s": run.get("startup_s", nan),
+            "elapsed": run["elapsed"], "wall_over_floor": wall / floor,
+            "steady_over_floor": steady / floor, "wall_over_naive": wall / naive,
+            "steady_over_naive": steady / naive}
+
+
 def bench(count: int = 200, width: int = 1600, height: int = 1200, size: int = 256,
           batch: int = 8, device: str = "auto", checkpoint=None, naive_count: int = 20,
           memory: tuple[int, int] | None = (200, 2000), append: str | None = None,
           log=print, net_seconds: float = 8.0, shard_size: int = 32,
           formats: tuple[str, ...] = ("png", "tiff")) -> dict:
-    from .engine import pick_device
+    from .device import pick_device
 
     dev = pick_device(device).type
     threads = os.cpu_count() or 1
@@ -211,7 +234,7 @@ def bench(count: int = 200, width: int = 1600, height: int = 1200, size: int = 2
         log("pipeline (colorize run on a LocalCluster) ...")
         pipe = run_pipeline(tmp / "scans", tmp / "run", checkpoint, size, batch, dev, shard_size)
         comp = {}
-        if net_c == net_c:
+        if not math.isnan(net_c):
             log("pipeline with --compile ...")
             try:
                 comp = run_pipeline(tmp / "scans", tmp / "run-compiled", checkpoint, size, batch,
@@ -231,30 +254,15 @@ def bench(count: int = 200, width: int = 1600, height: int = 1200, size: int = 2
                                                  size, batch, dev, shard_size, fmt=fmt))
         log(f"naive loop on {min(naive_count, count)} scans ...")
         naive = bench_naive(paths[:naive_count], tmp / "naive", checkpoint, size)
-        mem = {}
-        if memory:
-            for n in memory:
-                log(f"memory: pipeline on {n} scans of 320x240 ...")
-                make_archive(tmp / f"mem{n}", n, 320, 240, seed=1)
-                s = run_pipeline(tmp / f"mem{n}", tmp / f"memrun{n}", checkpoint, size, batch, dev,
-                                 shard_size=32)
-                mem[n] = (s["client_peak_rss_mb"], s["worker_peak_rss_mb"])
+        mem = bench_memory(tmp, memory or (), checkpoint, size, batch, dev, log)
     res = {"device": dev, "count": count, "net": net, "net_compiled": net_c, "io": io,
            "naive": naive, "memory": mem, "client_peak_rss_mb": pipe["client_peak_rss_mb"],
-           "worker_peak_rss_mb": pipe["worker_peak_rss_mb"], "runs": {},
+           "worker_peak_rss_mb": pipe["worker_peak_rss_mb"],
            "io_by_format": {f: x[0] for f, x in by_format.items()}}
     runs = [("default", pipe, net, io), ("compiled", comp, net_c, io), ("nvjpeg", nvjpeg, net, io)]
     runs += [(f"format-{f}", run, net, io_f) for f, (io_f, run) in by_format.items()]
-    for name, run, n, io_run in runs:
-        if not run:
-            continue
-        floor = floor_of(n, io_run, dev)
-        wall, steady = run["images_per_s"], run.get("steady_images_per_s", nan)
-        res["runs"][name] = {
-            "floor": floor, "wall": wall, "steady": steady, "startup_s": run.get("startup_s", nan),
-            "elapsed": run["elapsed"], "wall_over_floor": wall / floor,
-            "steady_over_floor": steady / floor, "wall_over_naive": wall / naive,
-            "steady_over_naive": steady / naive}
+    res["runs"] = {name: against_floors(run, floor_of(n, io_run, dev), naive)
+                   for name, run, n, io_run in runs if run}
     cmd = "colorize bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 else "colorize bench"
     text = report(res, count, width, height, size, batch, cmd)
     log(text)

@@ -16,7 +16,8 @@ except ModuleNotFoundError:  # Python 3.10
 
 
 from .errors import UsageError
-from .jobspec import add_flags, count_arg, positive_float, positive_int, size_arg
+from .jobspec import add_flags, count_arg, positive_int, size_arg
+from .trainspec import TrainConfig
 
 
 class Parser(argparse.ArgumentParser):
@@ -127,7 +128,7 @@ def cmd_image(a) -> int:
 
 
 def cmd_train(a) -> int:
-    from .train import TrainConfig, train
+    from .train import train
 
     fields = TrainConfig.__dataclass_fields__
     cfg = TrainConfig(**{k: getattr(a, k) for k in fields if hasattr(a, k)})
@@ -318,75 +319,48 @@ def cmd_bench(a) -> int:
 
 
 
-def fraction_arg(s: str) -> float:
-    v = float(s)
-    if not 0 <= v < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {s}")
-    return v
+def _command(sub, name: str, func, help: str, description: str | None = None):
+    s = sub.add_parser(name, help=help, description=description)
+    s.set_defaults(func=func)
+    return s
 
 
-def share_arg(s: str) -> float:
-    v = float(s)
-    if not 0 < v <= 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {s}")
-    return v
-
-
-
-def build_parser() -> Parser:
-    from .imaging import DEFAULT_MAX_PIXELS
-
-    p = Parser(prog="colorize", description="Colorize archives of black-and-white photographs.")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-
-    s = sub.add_parser("image", help="colorize one image (a quick look)",
-                       description="Colorize one image at full resolution: the net runs at "
-                       "SIZE x SIZE, its colour is upsampled and joined with the image's own lightness.")
-    s.add_argument("input", metavar="IN")
-    s.add_argument("output", metavar="OUT", help=".png, .jpg or .tif")
-    s.add_argument("--checkpoint", help="weights (.pt); default: the shipped weights")
+def _net_flags(s, checkpoint: bool = True) -> None:
+    """The flags of every command that runs the net outside a job."""
+    if checkpoint:
+        s.add_argument("--checkpoint", help="weights (.pt); default: the shipped weights")
     s.add_argument("--size", type=size_arg, default=256, help="net resolution (multiple of 8)")
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+
+
+def _add_image(sub) -> None:
+    from .imaging import DEFAULT_MAX_PIXELS
+
+    s = _command(sub, "image", cmd_image, "colorize one image (a quick look)",
+                 "Colorize one image at full resolution: the net runs at SIZE x SIZE, its colour "
+                 "is upsampled and joined with the image's own lightness.")
+    s.add_argument("input", metavar="IN")
+    s.add_argument("output", metavar="OUT", help=".png, .jpg or .tif")
+    _net_flags(s)
     s.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
                    help="refuse larger images as decompression bombs")
-    s.set_defaults(func=cmd_image)
 
-    s = sub.add_parser("train", help="train the net on colour photographs",
-                       description="Train the seed net. SRC: a folder or manifest of colour photos, "
-                       "or a job spec (.toml) whose keys are these flags.")
+
+def _add_train(sub) -> None:
+    s = _command(sub, "train", cmd_train, "train the net on colour photographs",
+                 "Train the seed net. SRC: a folder or manifest of colour photos, or a job spec "
+                 "(.toml) whose keys are these flags.")
     s.add_argument("src", metavar="SRC", nargs="?", default="")
-    s.add_argument("--out", default="out/train", help="checkpoints and metrics.csv go here")
-    s.add_argument("--epochs", type=positive_int, default=10)
-    s.add_argument("--size", type=size_arg, default=224, help="crop size")
-    s.add_argument("--batch-size", type=positive_int, default=16)
-    s.add_argument("--lr", type=positive_float, default=2e-3)
-    s.add_argument("--weight-decay", type=fraction_arg, default=0.0)
-    s.add_argument("--val-fraction", type=fraction_arg, default=0.1)
-    s.add_argument("--prescale", type=positive_int, default=512, help="long side before cropping")
-    s.add_argument("--min-scale", type=share_arg, default=0.25, help="smallest crop area fraction")
-    s.add_argument("--repeats", type=positive_int, default=1, help="crops per photo per epoch")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--workers", type=count_arg, default=2, help="DataLoader worker processes")
-    s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    s.add_argument("--max-steps", type=count_arg, default=0, help="stop after this many steps (0: none)")
-    s.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    s.add_argument("--init", default="",
-                   help="start from these weights: a checkpoint of ours, or the tutorial's .pth")
-    s.add_argument("--optimizer", choices=["adam", "adamw"], default="adam")
-    s.add_argument("--ema", type=fraction_arg, default=0.0,
-                   help="EMA decay of the weights, validated and saved (0: off)")
-    s.add_argument("--l1-weight", type=fraction_arg, default=0.0, help="loss = MSE + this x L1")
-    s.add_argument("--degrade", type=fraction_arg, default=0.0,
-                   help="probability of each scan-like degradation of the input (grain, blur, fading)")
-    s.add_argument("--neutral", type=fraction_arg, default=0.0,
-                   help="share of training samples that are featureless gray fields with no colour "
-                   "(keeps blank areas and the frame neutral)")
-    s.set_defaults(func=cmd_train)
+    add_flags(s, TrainConfig)  # one per TrainConfig field
 
-    s = sub.add_parser("scan", help="list an archive into a manifest (Parquet)",
-                       description="Scan folders (recursively), globs, or CSV/TXT lists of paths into "
-                       "a sorted, de-duplicated, sharded manifest. A CSV's other columns are carried "
-                       "into the results.")
+
+def _add_scan(sub) -> None:
+    from .imaging import DEFAULT_MAX_PIXELS
+
+    s = _command(sub, "scan", cmd_scan, "list an archive into a manifest (Parquet)",
+                 "Scan folders (recursively), globs, or CSV/TXT lists of paths into a sorted, de-"
+                 "duplicated, sharded manifest. A CSV's other columns are carried into the "
+                 "results.")
     s.add_argument("sources", metavar="SRC", nargs="+")
     s.add_argument("-o", "--output", required=True, metavar="MANIFEST.parquet")
     s.add_argument("--shard-size", type=positive_int, default=64, help="images per shard")
@@ -401,54 +375,59 @@ def build_parser() -> Parser:
                    help="the catalogue's text encoding (default: UTF-8, else Windows-1252)")
     s.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS)
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    s.set_defaults(func=cmd_scan)
 
-    s = sub.add_parser("run", help="colorize a manifest into OUTDIR (rerun to resume)",
-                       description="Colorize every image of a manifest on a dask cluster. JOB.toml "
-                       "may hold these options (keys as the long flags). Rerunning resumes.")
+
+def _add_run(sub) -> None:
+    s = _command(sub, "run", cmd_run, "colorize a manifest into OUTDIR (rerun to resume)",
+                 "Colorize every image of a manifest on a dask cluster. JOB.toml may hold these "
+                 "options (keys as the long flags). Rerunning resumes.")
     add_flags(s)  # one per JobSpec field
     s.add_argument("--summary-json", metavar="PATH", help="also write the final summary as JSON")
-    s.set_defaults(func=cmd_run)
 
-    s = sub.add_parser("export", help="write the results as a CSV for a spreadsheet")
+
+def _add_export(sub) -> None:
+    s = _command(sub, "export", cmd_export, "write the results as a CSV for a spreadsheet")
     s.add_argument("outdir", metavar="OUTDIR")
     s.add_argument("csv", metavar="RESULTS.csv")
     s.add_argument("--force", action="store_true", help="replace RESULTS.csv if it exists")
-    s.set_defaults(func=cmd_export)
 
-    s = sub.add_parser("status", help="shards and images done, from the results alone")
+
+def _add_status(sub) -> None:
+    s = _command(sub, "status", cmd_status, "shards and images done, from the results alone")
     s.add_argument("outdir", metavar="OUTDIR")
-    s.set_defaults(func=cmd_status)
 
-    s = sub.add_parser("evaluate", help="score a checkpoint on colour photos, beside baselines",
-                       description="Remove the colour of photos, colorize them, and report PSNR, "
-                       "SSIM, ab-MSE and colourfulness beside the gray and mean-ab baselines. "
-                       "SRC 'wheels' means the photos inside scikit-image/scikit-learn/matplotlib.")
+
+def _add_evaluate(sub) -> None:
+    s = _command(sub, "evaluate", cmd_evaluate,
+                 "score a checkpoint on colour photos, beside baselines",
+                 "Remove the colour of photos, colorize them, and report PSNR, SSIM, ab-MSE and "
+                 "colourfulness beside the gray and mean-ab baselines. SRC 'wheels' means the "
+                 "photos inside scikit-image/scikit-learn/matplotlib.")
     s.add_argument("src", metavar="SRC")
-    s.add_argument("--checkpoint", help="weights (.pt); default: the shipped weights")
+    _net_flags(s)
     s.add_argument("--out", default="out/eval")
-    s.add_argument("--size", type=size_arg, default=256)
     s.add_argument("--max-side", type=positive_int, default=512, help="photos are scaled to this")
     s.add_argument("--pad", type=count_arg, default=None,
                    help="reflect padding of the net's input (default: the engine's, 16)")
-    s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    s.set_defaults(func=cmd_evaluate)
 
-    s = sub.add_parser("tune-gain", help="choose a checkpoint's chroma gain on the validation split",
-                       description="Colorize the validation photos of a training collection at "
-                       "several chroma gains and write the checkpoint with the largest gain whose "
-                       "ab-MSE is within 2 % of the best.")
+
+def _add_tune_gain(sub) -> None:
+    s = _command(sub, "tune-gain", cmd_tune_gain,
+                 "choose a checkpoint's chroma gain on the validation split",
+                 "Colorize the validation photos of a training collection at several chroma gains "
+                 "and write the checkpoint with the largest gain whose ab-MSE is within 2 % of the"
+                 " best.")
     s.add_argument("checkpoint", metavar="CHECKPOINT")
     s.add_argument("collection", metavar="COLLECTION", help="built by `make train-data`")
     s.add_argument("--out", required=True, help="the checkpoint to write")
-    s.add_argument("--size", type=size_arg, default=256)
-    s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    s.set_defaults(func=cmd_tune_gain)
+    _net_flags(s, checkpoint=False)
 
-    s = sub.add_parser("audit", help="prove every image is accounted for (exit 1 if not)",
-                       description="Check OUTDIR against its manifest: one result row per manifest "
-                       "row, every ok output present with its sha256, no unclaimed files, every error "
-                       "explained. Writes audit.json and audit.html.")
+
+def _add_audit(sub) -> None:
+    s = _command(sub, "audit", cmd_audit, "prove every image is accounted for (exit 1 if not)",
+                 "Check OUTDIR against its manifest: one result row per manifest row, every ok "
+                 "output present with its sha256, no unclaimed files, every error explained. "
+                 "Writes audit.json and audit.html.")
     s.add_argument("outdir", metavar="OUTDIR")
     s.add_argument("--quick", action="store_true", help="check existence and size, not sha256")
     s.add_argument("--check-inputs", action="store_true", help="also flag changed source files")
@@ -456,26 +435,32 @@ def build_parser() -> Parser:
                    help="before/after thumbnails of a sample in audit.html, or of every image in "
                    "audit-sheet-NNN.html pages (default: sample)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    s.set_defaults(func=cmd_audit)
 
-    s = sub.add_parser("bench", help="throughput: net, I/O, pipeline and naive loop, in one run",
-                       description="Generate gray JPEG scans and measure, on the same images: the net "
-                       "alone, I/O alone, `colorize run` end to end, and the naive per-image loop; "
-                       "then peak RSS for COUNT and 10 x COUNT small scans.")
+
+def _add_bench(sub) -> None:
+    s = _command(sub, "bench", cmd_bench,
+                 "throughput: net, I/O, pipeline and naive loop, in one run",
+                 "Generate gray JPEG scans and measure, on the same images: the net alone, I/O "
+                 "alone, `colorize run` end to end, and the naive per-image loop; then peak RSS "
+                 "for COUNT and 10 x COUNT small scans.")
     s.add_argument("--count", type=positive_int, default=200)
     s.add_argument("--width", type=positive_int, default=1600)
     s.add_argument("--height", type=positive_int, default=1200)
-    s.add_argument("--size", type=size_arg, default=256)
+    _net_flags(s)
     s.add_argument("--batch-size", type=positive_int, default=8)
-    s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    s.add_argument("--checkpoint", help="weights (.pt); default: the shipped weights")
     s.add_argument("--naive-count", type=positive_int, default=20)
     s.add_argument("--no-memory", action="store_true", help="skip the flat-memory comparison")
     s.add_argument("--plan", type=positive_int, default=0, metavar="ROWS",
                    help="instead: time a dry run over a synthetic manifest of ROWS rows")
     s.add_argument("--append", metavar="BENCHMARKS.md", help="append the table to this file")
-    s.set_defaults(func=cmd_bench)
 
+
+def build_parser() -> Parser:
+    p = Parser(prog="colorize", description="Colorize archives of black-and-white photographs.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    for add in (_add_image, _add_train, _add_scan, _add_run, _add_export, _add_status, _add_evaluate,
+                _add_tune_gain, _add_audit, _add_bench):
+        add(sub)
     return p
 
 

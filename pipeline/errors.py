@@ -1,4 +1,4 @@
-"""The exceptions the CLI turns into one-line messages (a user mistake or a failed run); here so
+"""All the exceptions the CLI turns into one-line messages (a user mistake or a failed run); here so
 that catching them imports no torch. Anything else that reaches the CLI is a bug: exit 1 with its
 traceback."""
 
@@ -9,6 +9,14 @@ class UsageError(Exception):
 
 class CheckpointError(UsageError, ValueError):
     """A checkpoint file that cannot be used (missing, unsafe, or not ours)."""
+
+
+class JobError(UsageError, ValueError):
+    """A run that must not go ahead (fingerprint mismatch, lock held); reported as exit 2."""
+
+
+class ScanError(UsageError, ValueError):
+    """A source the user named does not exist or cannot be listed."""
 
 
 class RunFailed(RuntimeError):

@@ -37,7 +37,8 @@ class DecodeError(Exception):
 @dataclass
 class Decoded:
     # (H, W) uint8 or uint16, sRGB-encoded lightness, orientation applied. None while the
-    # pixels wait in `encoded` for the GPU's JPEG decoder (gray_jpeg_header); then a tensor.
+    # pixels wait in `encoded` for the device's JPEG decoder (gray_jpeg_header), which puts
+    # its tensor in the shard's Item, not here: this module knows no torch.
     gray: np.ndarray | None
     mode: str  # the source's Pillow mode
     format: str  # the source's Pillow format (JPEG, PNG, TIFF, ...)
@@ -245,9 +246,7 @@ def _flatten_alpha(im: Image.Image, notes: list[str]) -> Image.Image:
     return bg
 
 
-def decode(
-    path: str | os.PathLike | io.BytesIO, max_pixels: int = DEFAULT_MAX_PIXELS, with_meta: bool = True
-) -> Decoded:
+def decode(path: str | os.PathLike | io.BytesIO, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
     """Decode to lightness with orientation applied. Raises DecodeError with a clear reason."""
     with _open(path, max_pixels) as src:  # multi-page TIFFs keep their file open until closed
         notes: list[str] = []
@@ -286,8 +285,7 @@ def decode(
             kind = classify_rgb((rgb16 >> 8).astype(np.uint8))
             if src.mode == "RGBA":
                 notes.append("alpha flattened on white")
-            return _decoded(luminance_gray(rgb16), src_mode, fmt, kind, info, exif_obj, notes,
-                            with_meta)
+            return _decoded(luminance_gray(rgb16), src_mode, fmt, kind, info, exif_obj, notes)
         if mode in ("I;16", "I;16L", "I;16B", "I;16N"):
             gray = np.asarray(im).astype(np.uint16, copy=False)
         elif mode == "I":
@@ -298,13 +296,12 @@ def decode(
             gray = np.asarray(im.convert("L"))
         elif mode in ("LA", "La", "PA", "RGBA", "RGBa") or (mode == "P" and "transparency" in im.info):
             im = _flatten_alpha(im.convert("RGBA") if mode.startswith("P") else im, notes)
-            return _finish(im, src_mode, fmt, info, exif_obj, notes, with_meta)
+            return _from_image(im, src_mode, fmt, info, exif_obj, notes)
         elif mode in ("P", "RGB", "CMYK", "YCbCr", "LAB", "HSV"):
-            return _finish(im.convert("RGB"), src_mode, fmt, info, exif_obj, notes, with_meta)
+            return _from_image(im.convert("RGB"), src_mode, fmt, info, exif_obj, notes)
         else:
             raise DecodeError(f"unsupported pixel mode {mode}")
-        return _decoded(np.ascontiguousarray(gray), src_mode, fmt, "gray", info, exif_obj, notes,
-                        with_meta)
+        return _decoded(np.ascontiguousarray(gray), src_mode, fmt, "gray", info, exif_obj, notes)
 
 
 def _png_bad_crcs(data: bytes) -> list[str]:
@@ -349,45 +346,45 @@ def gray_jpeg_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decod
             exif_obj = im.getexif()
             if exif_obj.get(0x0112, 1) != 1:
                 return None  # rotated or mirrored: Pillow applies EXIF orientation, on the CPU
-            d = _decoded(None, im.mode, im.format, "gray", dict(im.info), exif_obj, [], True)
+            d = _decoded(None, im.mode, im.format, "gray", dict(im.info), exif_obj, [])
             d.encoded, d.size = data, im.size
             return d
     except (DecodeError, OSError, SyntaxError, ValueError, struct.error, EOFError):
         return None
 
 
-def _finish(im, src_mode, fmt, info, exif_obj, notes, with_meta) -> Decoded:
+def _from_image(im, src_mode, fmt, info, exif_obj, notes) -> Decoded:
+    """An L or RGB image (alpha already flattened) -> Decoded, its colour classified."""
     if im.mode == "L":
-        return _decoded(np.asarray(im), src_mode, fmt, "gray", info, exif_obj, notes, with_meta)
+        return _decoded(np.asarray(im), src_mode, fmt, "gray", info, exif_obj, notes)
     rgb = np.asarray(im)
     kind = classify_rgb(rgb)
-    return _decoded(luminance_gray(rgb), src_mode, fmt, kind, info, exif_obj, notes, with_meta)
+    return _decoded(luminance_gray(rgb), src_mode, fmt, kind, info, exif_obj, notes)
 
 
-def _decoded(gray, src_mode, fmt, kind, info, exif_obj, notes, with_meta) -> Decoded:
+def _decoded(gray, src_mode, fmt, kind, info, exif_obj, notes) -> Decoded:
     d = Decoded(gray=gray, mode=src_mode, format=fmt, kind=kind, notes=notes)
-    if with_meta:
-        dpi = info.get("dpi")
+    dpi = info.get("dpi")
+    try:
+        dpi = (float(dpi[0]), float(dpi[1])) if dpi else None
+    except (TypeError, ValueError, IndexError, ZeroDivisionError):
+        notes.append("unreadable DPI not carried")
+        dpi = None
+    if dpi and all(MIN_DPI <= x <= MAX_DPI for x in dpi):
+        d.dpi = dpi
+    elif dpi and any(x != 0 for x in dpi):
+        notes.append(f"implausible DPI {dpi[0]:g}x{dpi[1]:g} not carried")
+    icc = info.get("icc_profile")
+    if icc and len(icc) > 20 and icc[16:20] == b"RGB ":
+        d.icc_profile = icc
+    elif icc:
+        notes.append("non-RGB ICC profile not carried")
+    if len(exif_obj):
         try:
-            dpi = (float(dpi[0]), float(dpi[1])) if dpi else None
-        except (TypeError, ValueError, IndexError, ZeroDivisionError):
-            notes.append("unreadable DPI not carried")
-            dpi = None
-        if dpi and all(MIN_DPI <= x <= MAX_DPI for x in dpi):
-            d.dpi = dpi
-        elif dpi and any(x != 0 for x in dpi):
-            notes.append(f"implausible DPI {dpi[0]:g}x{dpi[1]:g} not carried")
-        icc = info.get("icc_profile")
-        if icc and len(icc) > 20 and icc[16:20] == b"RGB ":
-            d.icc_profile = icc
-        elif icc:
-            notes.append("non-RGB ICC profile not carried")
-        if len(exif_obj):
-            try:
-                exif_obj[0x0112] = 1  # pixels are upright now
-                d.exif = exif_obj.tobytes()
-            except Exception as e:  # a string where a rational belongs, and worse: drop it
-                notes.append(f"EXIF not carried (malformed: {type(e).__name__}: {e})"[:200])
+            exif_obj[0x0112] = 1  # pixels are upright now
+            d.exif = exif_obj.tobytes()
+        except Exception as e:  # a string where a rational belongs, and worse: drop it
+            notes.append(f"EXIF not carried (malformed: {type(e).__name__}: {e})"[:200])
     return d
 
 

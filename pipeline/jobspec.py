@@ -38,6 +38,20 @@ def quality_arg(s: str) -> int:
     return v
 
 
+def fraction_arg(s: str) -> float:
+    v = float(s)
+    if not 0 <= v < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {s}")
+    return v
+
+
+def share_arg(s: str) -> float:
+    v = float(s)
+    if not 0 < v <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {s}")
+    return v
+
+
 def positive_float(s: str) -> float:
     v = float(s)
     if not v > 0:  # NaN too
@@ -61,8 +75,8 @@ def format_arg(s: str) -> str:
 
 def opt(default, help: str, *, identity: bool = False, type=None, choices=None, flags=None,
         metavar=None):
-    """A JobSpec field. identity: part of the fingerprint. flags: the CLI's names (default
-    --the-field-name); a bool field is a store_true flag."""
+    """A JobSpec (or TrainConfig) field. identity: part of the fingerprint. flags: the CLI's
+    names (default --the-field-name; () for none); a bool field is a store_true flag."""
     return field(default=default, metadata=dict(help=help, identity=identity, type=type,
                                                 choices=choices, flags=flags, metavar=metavar))
 
@@ -111,10 +125,13 @@ IDENTITY_FIELDS = tuple(f.name for f in fields(JobSpec) if f.metadata["identity"
 FINGERPRINT_KEYS = ("manifest_digest", "checkpoint_sha256", "output_version", *IDENTITY_FIELDS)
 
 
-def add_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per JobSpec field, with its default, type, choices and help."""
-    for f in fields(JobSpec):
+def add_flags(parser: argparse.ArgumentParser, spec=None) -> None:
+    """One flag per field of the spec class (JobSpec by default), with its default, type,
+    choices and help."""
+    for f in fields(spec or JobSpec):
         m = f.metadata
+        if m["flags"] == ():
+            continue
         names = m["flags"] or ("--" + f.name.replace("_", "-"),)
         default = f.default if f.default is not MISSING else None
         if f.type in ("bool", bool):

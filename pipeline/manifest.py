@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from .errors import UsageError
+from .errors import ScanError
 from .imaging import DEFAULT_MAX_PIXELS, DecodeError, read_header
 from .storage import is_url
 
@@ -28,10 +28,6 @@ LIST_EXTS = {".csv", ".txt", ".tsv"}
 CORE_COLUMNS = ["image_id", "shard", "path", "rel_path", "out_stem", "size_bytes", "width",
                 "height", "mode", "format", "frames", "scan_error"]
 ROW_GROUP = 8192
-
-
-class ScanError(UsageError, ValueError):
-    """A source the user named does not exist or cannot be listed."""
 
 
 def image_id(path: str) -> str:
@@ -198,31 +194,15 @@ def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int = 64
     are added, in new shards after its last: this month's scans."""
     if shard_size < 1:
         raise ScanError("--shard-size must be >= 1")
-    by_path: dict[str, dict] = {}
-    opts = dict(path_column=path_column, encoding=encoding, log=log)
-    for src in sources:
-        for row in _expand(str(src), opts):
-            if "_outdir" in row:
-                log(f"left out {row['_outdir']}: it is a colorize OUTDIR (outputs, not scans)")
-                continue
-            key = row["path"] if is_url(row["path"]) else os.path.realpath(row["path"])
-            first = by_path.setdefault(key, row)  # the same file named twice: one row
-            if first is not row and {k: v for k, v in first.items() if k != "_line"} != {
-                    k: v for k, v in row.items() if k != "_line"}:
-                log(f"{row['path']} is listed twice with different details: line "
-                    f"{first.get('_line')} ({_details(first)}) and line {row.get('_line')} "
-                    f"({_details(row)}); line {first.get('_line')} kept")
-    for r in by_path.values():
-        r.pop("_line", None)
+    by_path = _collect(sources, dict(path_column=path_column, encoding=encoding, log=log), log)
     if not by_path:
         raise ScanError("no image files found in " + ", ".join(map(str, sources)))
     real = sorted(by_path)
     rels = _relative_paths(real)
     order = sorted(range(len(real)), key=lambda i: rels[i])
     real, rels = [real[i] for i in order], [rels[i] for i in order]
-    old = None
-    if extend:
-        old = read_manifest(extend)
+    old = read_manifest(extend) if extend else None
+    if old is not None:
         known = {p if is_url(p) else os.path.realpath(resolve_path(extend, p))
                  for p in old.column("path").to_pylist()}
         gone = len(known - set(real))
@@ -241,17 +221,7 @@ def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int = 64
     with ThreadPoolExecutor(threads) as ex:  # header reads are I/O bound
         it = ex.map(lambda r: _probe(by_path[r], max_pixels), real)
         probes = list(tqdm(it, total=len(real), desc="scan", unit="file", disable=not progress))
-    first_shard = 0
-    stems = _out_stems(rels)
-    if old is not None and old.num_rows:
-        first_shard = max(old.column("shard").to_pylist()) + 1
-        taken = set(old.column("out_stem").to_pylist())
-        for i, (s, r) in enumerate(zip(stems, rels, strict=True)):  # never an old output's name
-            n, cand = 1, s if s not in taken else r
-            while cand in taken:
-                cand, n = f"{s}~{n}", n + 1
-            stems[i] = cand
-            taken.add(cand)
+    first_shard, stems = _after(old, _out_stems(rels), rels)
     cols: dict[str, list] = {
         "image_id": [image_id(s) for s in stored],
         "shard": [first_shard + i // shard_size for i in range(len(real))],
@@ -272,6 +242,48 @@ def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int = 64
     folders = [os.path.realpath(str(x)) for x in sources if not is_url(str(x)) and Path(x).is_dir()]
     table = table.replace_schema_metadata({"shard_size": str(shard_size),
                                            "source_folders": json.dumps(folders)})
+    _write(table, output)
+    return table
+
+
+def _collect(sources: Iterable[str], opts: dict, log) -> dict[str, dict]:
+    """Every entry of the sources by real path (the same file named twice is one row), less the
+    folders that are a colorize OUTDIR."""
+    by_path: dict[str, dict] = {}
+    for src in sources:
+        for row in _expand(str(src), opts):
+            if "_outdir" in row:
+                log(f"left out {row['_outdir']}: it is a colorize OUTDIR (outputs, not scans)")
+                continue
+            key = row["path"] if is_url(row["path"]) else os.path.realpath(row["path"])
+            first = by_path.setdefault(key, row)
+            if first is not row and {k: v for k, v in first.items() if k != "_line"} != {
+                    k: v for k, v in row.items() if k != "_line"}:
+                log(f"{row['path']} is listed twice with different details: line "
+                    f"{first.get('_line')} ({_details(first)}) and line {row.get('_line')} "
+                    f"({_details(row)}); line {first.get('_line')} kept")
+    for r in by_path.values():
+        r.pop("_line", None)
+    return by_path
+
+
+def _after(old: pa.Table | None, stems: list[str], rels: list[str]) -> tuple[int, list[str]]:
+    """Where new rows go after an earlier manifest: the first new shard, and output names that
+    never take an old output's."""
+    if old is None or not old.num_rows:
+        return 0, stems
+    taken = set(old.column("out_stem").to_pylist())
+    for i, (s, r) in enumerate(zip(stems, rels, strict=True)):
+        n, cand = 1, s if s not in taken else r
+        while cand in taken:
+            cand, n = f"{s}~{n}", n + 1
+        stems[i] = cand
+        taken.add(cand)
+    return max(old.column("shard").to_pylist()) + 1, stems
+
+
+def _write(table: pa.Table, output: str | os.PathLike) -> None:
+    """Whole or not at all: a local manifest via a temporary file and a rename."""
     buf = io.BytesIO()
     pq.write_table(table, buf, row_group_size=ROW_GROUP)
     if is_url(output):
@@ -285,7 +297,6 @@ def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int = 64
         tmp = out.with_name(f".{out.name}.tmp")
         tmp.write_bytes(buf.getvalue())
         os.replace(tmp, out)
-    return table
 
 
 def _relative_paths(paths: list[str]) -> list[str]:

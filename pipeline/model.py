@@ -16,7 +16,7 @@ import torch.nn.functional as F
 import torchvision
 
 from .errors import CheckpointError
-from .state import DEFAULT_CHECKPOINT, file_sha256, resolve_checkpoint  # noqa: F401  (torch-free)
+from .state import resolve_checkpoint
 from .storage import write_atomic
 
 CHECKPOINT_FORMAT = 1

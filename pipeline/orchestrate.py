@@ -16,13 +16,12 @@ import pyarrow.compute as pc
 from . import results
 from .cluster import make_client, shard_threads, wait_for_resource
 from .device import device_type
-from .errors import RunFailed
+from .errors import JobError, RunFailed
 from .jobspec import IDENTITY_FIELDS, JobSpec
 from .manifest import manifest_digest, read_manifest, shard_digests
 from .metrics import Tally, peak_rss_mb
 from .state import (
     OUTPUT_VERSION,
-    JobError,
     RunLock,
     check_or_write_job,
     file_sha256,

@@ -8,7 +8,7 @@ import os
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .storage import Store
+from .storage import Store, as_store
 
 STATUSES = ("ok", "error", "skipped")
 SCHEMA = pa.schema([
@@ -33,21 +33,17 @@ SCHEMA = pa.schema([
 ])
 
 
-def _store(outdir) -> Store:
-    return outdir if isinstance(outdir, Store) else Store(outdir)
-
-
 def shard_rel(shard: int) -> str:
     return f"results/shard-{shard:05d}.parquet"
 
 
 def shard_file(outdir: str | os.PathLike | Store, shard: int) -> str:
-    return _store(outdir).full(shard_rel(shard))
+    return as_store(outdir).full(shard_rel(shard))
 
 
 def committed_shards(outdir: str | os.PathLike | Store) -> set[int]:
     return {int(p.rsplit("-", 1)[1].split(".")[0])
-            for p in _store(outdir).glob("results/shard-*.parquet")}
+            for p in as_store(outdir).glob("results/shard-*.parquet")}
 
 
 def to_table(rows: list[dict], carried: pa.Schema | None = None) -> pa.Table:
@@ -59,18 +55,18 @@ def write_shard(outdir: str | os.PathLike | Store, shard: int, table: pa.Table) 
     """The commit: written last and whole (rename or single PUT). Done iff this file exists."""
     buf = io.BytesIO()
     pq.write_table(table, buf)
-    store = _store(outdir)
+    store = as_store(outdir)
     store.write_atomic(shard_rel(shard), buf.getvalue())
     return store.full(shard_rel(shard))
 
 
 def read_shard(outdir: str | os.PathLike | Store, shard: int) -> pa.Table:
-    store = _store(outdir)
+    store = as_store(outdir)
     return pq.read_table(io.BytesIO(store.read_bytes(shard_rel(shard))))
 
 
 def read_results(outdir: str | os.PathLike | Store, columns: list[str] | None = None) -> pa.Table:
-    store = _store(outdir)
+    store = as_store(outdir)
     files = store.glob("results/shard-*.parquet")
     if not files:
         return SCHEMA.empty_table() if columns is None else SCHEMA.empty_table().select(columns)

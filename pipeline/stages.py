@@ -43,7 +43,6 @@ class Item:
     decoded: Decoded | None = None
     gray: Any = None  # full-resolution gray: decoded.gray, or a device tensor (jpegdev)
     small: Any = None  # the net's input (size x size uint8): an array, or a device tensor
-    data: bytes = b""  # the source file, while its pixels wait for the device's JPEG decoder
     finished: bool = False  # True once its row is final (an error, a skip, or written)
 
     @property
@@ -89,7 +88,7 @@ class ImageStages:
         if not item.finished:
             d = gray_jpeg_header(data, self.spec.max_pixels) if self.spec.jpeg_decode == "device" else None
             if d is not None:  # pixels decoded with the batch, on the net's device
-                item.decoded, item.data = d, data
+                item.decoded = d
                 self._describe(item)
             else:
                 self.decode_host(item, data)
@@ -128,15 +127,15 @@ class ImageStages:
         if not waiting:
             return
         t0 = time.perf_counter()
-        grays = jpeg.decode([it.data for it in waiting])
+        grays = jpeg.decode([it.decoded.encoded for it in waiting])
         share = (time.perf_counter() - t0) / len(waiting)
         for it, g in zip(waiting, grays, strict=True):
             t1 = time.perf_counter()
+            data, it.decoded.encoded = it.decoded.encoded, None
             if g is not None and (g.shape[1], g.shape[0]) == it.decoded.size:
                 it.gray, it.small = g, jpeg.small(g)
             else:
-                self.decode_host(it, it.data)
-            it.data = b""
+                self.decode_host(it, data)
             it.spend(t1 - share)
 
     def finish(self, item: Item, rgb_of: Callable[[], Any]) -> Item:

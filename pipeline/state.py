@@ -8,11 +8,11 @@ import json
 import os
 from pathlib import Path, PurePosixPath
 
-from .errors import CheckpointError, UsageError
+from .errors import CheckpointError, JobError
 from .jobspec import (
     FINGERPRINT_KEYS,  # what changes output bytes: a rerun changing any is a new job
 )
-from .storage import ObjectLock, Store
+from .storage import ObjectLock, Store, as_store
 
 JOB_FILE = "job.json"
 LOCK_FILE = ".lock"
@@ -38,14 +38,6 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
             h.update(block)
     return h.hexdigest()
 
-
-
-class JobError(UsageError, ValueError):
-    """A run that must not go ahead (fingerprint mismatch, lock held); reported as exit 2."""
-
-
-def as_store(outdir: str | os.PathLike | Store) -> Store:
-    return outdir if isinstance(outdir, Store) else Store(outdir)
 
 
 def fingerprint(spec: dict) -> str:

@@ -47,6 +47,10 @@ def read_source(path: str) -> bytes:
     return Path(path).read_bytes()
 
 
+def as_store(outdir: str | os.PathLike | Store) -> Store:
+    return outdir if isinstance(outdir, Store) else Store(outdir)
+
+
 class Store:
     """A root folder; every path given to its methods is relative to it, with '/' separators."""
 

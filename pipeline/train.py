@@ -16,7 +16,7 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -30,32 +30,7 @@ from . import color
 from .device import autocast, pick_device
 from .errors import UsageError
 from .model import ColorizationNet, ModelConfig, load_checkpoint, save_checkpoint
-
-
-@dataclass
-class TrainConfig:
-    src: str = ""
-    out: str = "out/train"
-    epochs: int = 10
-    size: int = 224  # crop size; multiple of 8
-    batch_size: int = 16
-    lr: float = 2e-3
-    weight_decay: float = 0.0
-    val_fraction: float = 0.1
-    prescale: int = 512  # long side photos are scaled to before cropping (crops show whole objects)
-    min_scale: float = 0.25  # RandomResizedCrop area range lower bound
-    repeats: int = 1  # crops per photo per epoch (small collections)
-    seed: int = 0
-    workers: int = 2
-    device: str = "auto"
-    max_steps: int = 0  # 0 = no limit; for smoke tests
-    resume: bool = False
-    init: str = ""  # start from these weights (ours, or the tutorial's .pth), fresh optimizer
-    ema: float = 0.0  # EMA decay of the weights (0 = off); the EMA is validated and saved
-    l1_weight: float = 0.0  # loss = MSE + l1_weight * L1
-    degrade: float = 0.0  # probability of each scan-like degradation of the input L
-    neutral: float = 0.0  # share of training samples replaced by a featureless gray field (target: no colour)
-    optimizer: str = "adam"  # adam (the seed's) | adamw
+from .trainspec import TrainConfig
 
 
 def collection_split(src: str | os.PathLike) -> tuple[list[str], list[str]] | None:

@@ -103,7 +103,7 @@ def test_every_output_says_it_was_machine_colorized(scans, tmp_path, ckpt, fmt):
 
     import tifffile
 
-    from pipeline.model import file_sha256
+    from pipeline.state import file_sha256
 
     man = tmp_path / "m.parquet"
     assert run_cli("scan", scans, "-o", man, "-q").returncode == 0

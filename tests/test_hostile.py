@@ -15,9 +15,9 @@ from PIL import Image
 import pipeline.stages as stages
 from pipeline.jobspec import JobSpec
 from pipeline.manifest import scan
-from pipeline.model import file_sha256
 from pipeline.results import read_results, shard_file
 from pipeline.shard import OutputError, ShardJob
+from pipeline.state import file_sha256
 
 
 def shard_job(outdir, manifest, ckpt, **spec) -> ShardJob:
@@ -255,6 +255,33 @@ def test_device_decode_falls_back_to_pillow_per_image(tmp_path, ckpt, photo, mon
     assert cpu["s0.jpg"] == dev["s0.jpg"] and cpu["s1.jpg"] == dev["s1.jpg"]
     a, b = (np.asarray(Image.open(io.BytesIO(x["s2.jpg"])), dtype=int) for x in (cpu, dev))
     assert a.shape == b.shape and np.abs(a - b).mean() < 3  # torch's resize for the net input
+
+
+def test_repair_leaves_the_rows_it_does_not_redo_as_committed(tmp_path, ckpt, photo, monkeypatch):
+    """A repair decodes the whole shard again (identical batches), but only the images it redoes
+    get new rows: also a file the device refused and Pillow could not read either, whose fresh
+    error row once replaced the committed one."""
+    from pipeline.jpegdev import DeviceJpeg
+
+    man = _gray_jpegs(tmp_path / "src", photo)
+    real_decode = stages.decode
+
+    def decode(src, **kw):  # s1 is unreadable on the host too
+        data = src.getvalue()
+        if data == (tmp_path / "src" / "s1.jpg").read_bytes():
+            raise stages.DecodeError("cannot decode: the JPEG data is corrupt (test)")
+        return real_decode(src, **kw)
+
+    monkeypatch.setattr(DeviceJpeg, "decode", lambda self, files: [None] * len(files))
+    monkeypatch.setattr(stages, "decode", decode)
+    job = shard_job(tmp_path / "out", man, ckpt, size=32, batch_size=4, jpeg_decode="device")
+    assert job(0)["error"] == 1
+    before = {Path(r["source_path"]).name: r for r in read_results(tmp_path / "out").to_pylist()}
+    s = job(0, only=frozenset({before["s0.jpg"]["image_id"]}))
+    after = {Path(r["source_path"]).name: r for r in read_results(tmp_path / "out").to_pylist()}
+    assert s["images"] == 1 and s["ok"] == 1
+    assert after["s1.jpg"] == before["s1.jpg"] and after["s2.jpg"] == before["s2.jpg"]
+    assert after["s0.jpg"]["seconds"] != before["s0.jpg"]["seconds"]  # that one was redone
 
 
 @pytest.mark.gpu

@@ -54,7 +54,7 @@ def test_mode_P_gray_palette(tmp_path, base):
     assert np.abs(d.gray.astype(int) - np.asarray(base.convert("P").convert("L"))).max() <= 1
 
 
-def test_rgb_gray_sepia_and_colour(tmp_path, base):
+def test_rgb_gray_sepia_and_color(tmp_path, base):
     g = np.asarray(base, np.float32)[..., None]
     d = decode(save(tmp_path, "g.png", base.convert("RGB")))
     assert d.kind == "gray" and np.abs(d.gray.astype(int) - np.asarray(base)).max() <= 1

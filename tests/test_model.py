@@ -9,10 +9,10 @@ from pipeline.model import (
     ColorizationNet,
     ModelConfig,
     count_parameters,
-    file_sha256,
     load_checkpoint,
     save_checkpoint,
 )
+from pipeline.state import file_sha256
 
 
 def test_parameter_count_is_the_seeds():

@@ -18,9 +18,9 @@ import pipeline.stages as stages
 from pipeline.imaging import DecodeError, classify_rgb, decode, encode
 from pipeline.jobspec import JobSpec
 from pipeline.manifest import scan
-from pipeline.model import file_sha256
 from pipeline.results import read_results
 from pipeline.shard import ShardJob
+from pipeline.state import file_sha256
 
 
 def run_cli(*args, cwd=None):
@@ -141,7 +141,7 @@ def stripes() -> np.ndarray:
     return a
 
 
-def colour_chart() -> np.ndarray:
+def color_chart() -> np.ndarray:
     rng = np.random.default_rng(3)
     patches = rng.integers(0, 255, (4, 6, 3)).astype(np.uint8)
     return np.kron(patches, np.ones((15, 15, 1), np.uint8))
@@ -154,7 +154,7 @@ def toned(photo, tint) -> np.ndarray:
 
 def test_toned_means_one_hue_family(photo):
     assert classify_rgb(stripes()) == "color"
-    assert classify_rgb(colour_chart()) == "color"
+    assert classify_rgb(color_chart()) == "color"
     assert classify_rgb(toned(photo, (1.0, 0.85, 0.62))) == "toned"  # sepia
     assert classify_rgb(toned(photo, (0.35, 0.6, 1.0))) == "toned"  # cyanotype
     assert classify_rgb(np.dstack([photo] * 3)) == "gray"

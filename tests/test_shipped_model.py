@@ -13,7 +13,7 @@ def shipped():
     return Colorizer(None, device="cpu", size=256)
 
 
-def test_reflect_padding_shrinks_the_coloured_frame(shipped):
+def test_reflect_padding_shrinks_the_colored_frame(shipped):
     padded = flat_fields(shipped, 256)
     shipped.pad = 0
     try:

@@ -319,16 +319,75 @@ def cmd_bench(a) -> int:
 
 
 
-def _command(sub, name: str, func, help: str, description: str | None = None):
-    s = sub.add_parser(name, help=help, description=description)
+# Each subcommand's one-line help (colorize --help) and description (colorize CMD --help).
+COMMANDS = {
+    "image": (
+        "colorize one image (a quick look)",
+        "Colorize one image at full resolution: the net runs at SIZE x SIZE, its colour is "
+        "upsampled and joined with the image's own lightness.",
+    ),
+    "train": (
+        "train the net on colour photographs",
+        "Train the seed net. SRC: a folder or manifest of colour photos, or a job spec "
+        "(.toml) whose keys are these flags.",
+    ),
+    "scan": (
+        "list an archive into a manifest (Parquet)",
+        "Scan folders (recursively), globs, or CSV/TXT lists of paths into a sorted, de-"
+        "duplicated, sharded manifest. A CSV's other columns are carried into the results.",
+    ),
+    "run": (
+        "colorize a manifest into OUTDIR (rerun to resume)",
+        "Colorize every image of a manifest on a dask cluster. JOB.toml may hold these "
+        "options (keys as the long flags). Rerunning resumes.",
+    ),
+    "export": (
+        "write the results as a CSV for a spreadsheet",
+        None,
+    ),
+    "status": (
+        "shards and images done, from the results alone",
+        None,
+    ),
+    "evaluate": (
+        "score a checkpoint on colour photos, beside baselines",
+        "Remove the colour of photos, colorize them, and report PSNR, SSIM, ab-MSE and "
+        "colourfulness beside the gray and mean-ab baselines. SRC 'wheels' means the photos "
+        "inside scikit-image/scikit-learn/matplotlib.",
+    ),
+    "tune-gain": (
+        "choose a checkpoint's chroma gain on the validation split",
+        "Colorize the validation photos of a training collection at several chroma gains and "
+        "write the checkpoint with the largest gain whose ab-MSE is within 2 % of the best.",
+    ),
+    "audit": (
+        "prove every image is accounted for (exit 1 if not)",
+        "Check OUTDIR against its manifest: one result row per manifest row, every ok output "
+        "present with its sha256, no unclaimed files, every error explained. Writes "
+        "audit.json and audit.html.",
+    ),
+    "bench": (
+        "throughput: net, I/O, pipeline and naive loop, in one run",
+        "Generate gray JPEG scans and measure, on the same images: the net alone, I/O alone, "
+        "`colorize run` end to end, and the naive per-image loop; then peak RSS for COUNT and"
+        " 10 x COUNT small scans.",
+    ),
+}
+
+
+def _command(sub, name: str, func):
+    help_, description = COMMANDS[name]
+    s = sub.add_parser(name, help=help_, description=description)
     s.set_defaults(func=func)
     return s
 
 
-def _net_flags(s, checkpoint: bool = True) -> None:
-    """The flags of every command that runs the net outside a job."""
+def _net_flags(s, checkpoint: bool = True, out: dict | None = None) -> None:
+    """The flags of every command that runs the net outside a job; out: its --out flag's keywords."""
     if checkpoint:
         s.add_argument("--checkpoint", help="weights (.pt); default: the shipped weights")
+    if out:
+        s.add_argument("--out", **out)
     s.add_argument("--size", type=size_arg, default=256, help="net resolution (multiple of 8)")
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
 
@@ -336,9 +395,7 @@ def _net_flags(s, checkpoint: bool = True) -> None:
 def _add_image(sub) -> None:
     from .imaging import DEFAULT_MAX_PIXELS
 
-    s = _command(sub, "image", cmd_image, "colorize one image (a quick look)",
-                 "Colorize one image at full resolution: the net runs at SIZE x SIZE, its colour "
-                 "is upsampled and joined with the image's own lightness.")
+    s = _command(sub, "image", cmd_image)
     s.add_argument("input", metavar="IN")
     s.add_argument("output", metavar="OUT", help=".png, .jpg or .tif")
     _net_flags(s)
@@ -347,9 +404,7 @@ def _add_image(sub) -> None:
 
 
 def _add_train(sub) -> None:
-    s = _command(sub, "train", cmd_train, "train the net on colour photographs",
-                 "Train the seed net. SRC: a folder or manifest of colour photos, or a job spec "
-                 "(.toml) whose keys are these flags.")
+    s = _command(sub, "train", cmd_train)
     s.add_argument("src", metavar="SRC", nargs="?", default="")
     add_flags(s, TrainConfig)  # one per TrainConfig field
 
@@ -357,10 +412,7 @@ def _add_train(sub) -> None:
 def _add_scan(sub) -> None:
     from .imaging import DEFAULT_MAX_PIXELS
 
-    s = _command(sub, "scan", cmd_scan, "list an archive into a manifest (Parquet)",
-                 "Scan folders (recursively), globs, or CSV/TXT lists of paths into a sorted, de-"
-                 "duplicated, sharded manifest. A CSV's other columns are carried into the "
-                 "results.")
+    s = _command(sub, "scan", cmd_scan)
     s.add_argument("sources", metavar="SRC", nargs="+")
     s.add_argument("-o", "--output", required=True, metavar="MANIFEST.parquet")
     s.add_argument("--shard-size", type=positive_int, default=64, help="images per shard")
@@ -378,56 +430,41 @@ def _add_scan(sub) -> None:
 
 
 def _add_run(sub) -> None:
-    s = _command(sub, "run", cmd_run, "colorize a manifest into OUTDIR (rerun to resume)",
-                 "Colorize every image of a manifest on a dask cluster. JOB.toml may hold these "
-                 "options (keys as the long flags). Rerunning resumes.")
+    s = _command(sub, "run", cmd_run)
     add_flags(s)  # one per JobSpec field
     s.add_argument("--summary-json", metavar="PATH", help="also write the final summary as JSON")
 
 
 def _add_export(sub) -> None:
-    s = _command(sub, "export", cmd_export, "write the results as a CSV for a spreadsheet")
+    s = _command(sub, "export", cmd_export)
     s.add_argument("outdir", metavar="OUTDIR")
     s.add_argument("csv", metavar="RESULTS.csv")
     s.add_argument("--force", action="store_true", help="replace RESULTS.csv if it exists")
 
 
 def _add_status(sub) -> None:
-    s = _command(sub, "status", cmd_status, "shards and images done, from the results alone")
+    s = _command(sub, "status", cmd_status)
     s.add_argument("outdir", metavar="OUTDIR")
 
 
 def _add_evaluate(sub) -> None:
-    s = _command(sub, "evaluate", cmd_evaluate,
-                 "score a checkpoint on colour photos, beside baselines",
-                 "Remove the colour of photos, colorize them, and report PSNR, SSIM, ab-MSE and "
-                 "colourfulness beside the gray and mean-ab baselines. SRC 'wheels' means the "
-                 "photos inside scikit-image/scikit-learn/matplotlib.")
+    s = _command(sub, "evaluate", cmd_evaluate)
     s.add_argument("src", metavar="SRC")
-    _net_flags(s)
-    s.add_argument("--out", default="out/eval")
+    _net_flags(s, out=dict(default="out/eval", help="eval.md, eval.parquet and the contact sheet"))
     s.add_argument("--max-side", type=positive_int, default=512, help="photos are scaled to this")
     s.add_argument("--pad", type=count_arg, default=None,
                    help="reflect padding of the net's input (default: the engine's, 16)")
 
 
 def _add_tune_gain(sub) -> None:
-    s = _command(sub, "tune-gain", cmd_tune_gain,
-                 "choose a checkpoint's chroma gain on the validation split",
-                 "Colorize the validation photos of a training collection at several chroma gains "
-                 "and write the checkpoint with the largest gain whose ab-MSE is within 2 % of the"
-                 " best.")
+    s = _command(sub, "tune-gain", cmd_tune_gain)
     s.add_argument("checkpoint", metavar="CHECKPOINT")
     s.add_argument("collection", metavar="COLLECTION", help="built by `make train-data`")
-    s.add_argument("--out", required=True, help="the checkpoint to write")
-    _net_flags(s, checkpoint=False)
+    _net_flags(s, checkpoint=False, out=dict(required=True, help="the checkpoint to write"))
 
 
 def _add_audit(sub) -> None:
-    s = _command(sub, "audit", cmd_audit, "prove every image is accounted for (exit 1 if not)",
-                 "Check OUTDIR against its manifest: one result row per manifest row, every ok "
-                 "output present with its sha256, no unclaimed files, every error explained. "
-                 "Writes audit.json and audit.html.")
+    s = _command(sub, "audit", cmd_audit)
     s.add_argument("outdir", metavar="OUTDIR")
     s.add_argument("--quick", action="store_true", help="check existence and size, not sha256")
     s.add_argument("--check-inputs", action="store_true", help="also flag changed source files")
@@ -438,11 +475,7 @@ def _add_audit(sub) -> None:
 
 
 def _add_bench(sub) -> None:
-    s = _command(sub, "bench", cmd_bench,
-                 "throughput: net, I/O, pipeline and naive loop, in one run",
-                 "Generate gray JPEG scans and measure, on the same images: the net alone, I/O "
-                 "alone, `colorize run` end to end, and the naive per-image loop; then peak RSS "
-                 "for COUNT and 10 x COUNT small scans.")
+    s = _command(sub, "bench", cmd_bench)
     s.add_argument("--count", type=positive_int, default=200)
     s.add_argument("--width", type=positive_int, default=1600)
     s.add_argument("--height", type=positive_int, default=1200)

@@ -93,6 +93,7 @@ class _Flow:
         self.writing: deque[Future] = deque()
         self.batch: list[Item] = []
         self.out: dict[str, dict] = {}  # image_id -> its final row
+        self.net = None  # loaded in run(), while the first images decode
 
     def run(self, rows: list[dict]) -> float:
         """Every row through; returns the seconds spent loading the net (a worker's first shard)."""

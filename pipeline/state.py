@@ -9,9 +9,7 @@ import os
 from pathlib import Path, PurePosixPath
 
 from .errors import CheckpointError, JobError
-from .jobspec import (
-    FINGERPRINT_KEYS,  # what changes output bytes: a rerun changing any is a new job
-)
+from .jobspec import FINGERPRINT_KEYS  # what changes output bytes: changing any makes a new job
 from .storage import ObjectLock, Store, as_store
 
 JOB_FILE = "job.json"

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from pipeline import traindata
-from pipeline.traindata import Source, build, hamming, phash_variants, read_manifest, split_of
+from pipeline.traindata import Source, build, cap_order, hamming, phash_variants, read_manifest, split_of
 
 
 def scene(seed: int, size=(300, 240)) -> Image.Image:
@@ -92,3 +92,12 @@ def test_split_is_stable_and_about_the_stated_shares():
     assert splits == [split_of(s) for s in shas]
     assert splits.count("eval") / len(splits) == pytest.approx(traindata.EVAL_FRACTION, abs=0.005)
     assert splits.count("val") / len(splits) == pytest.approx(traindata.VAL_FRACTION, abs=0.005)
+
+
+def test_a_cap_keeps_each_split_in_its_share():
+    import hashlib
+
+    shas = sorted((hashlib.sha256(str(i).encode()).hexdigest() for i in range(20000)), key=cap_order)
+    kept = [split_of(s) for s in shas[:3000]]  # a source capped at 3,000 of 20,000 photos
+    assert kept.count("eval") / len(kept) == pytest.approx(traindata.EVAL_FRACTION, abs=0.01)
+    assert kept.count("val") / len(kept) == pytest.approx(traindata.VAL_FRACTION, abs=0.01)

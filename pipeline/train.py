@@ -291,7 +291,7 @@ def _train_epoch(model, opt, sched, ema, loader, cfg: TrainConfig, epoch: int, s
     for x, y in bar:
         x = degrade(x, cfg.degrade, gd).contiguous(memory_format=torch.channels_last)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with autocast(device):
+        with autocast(device, cpu_bf16=cfg.bf16):
             pred = model(x).float()
         loss = F.mse_loss(pred, y)
         if cfg.l1_weight:

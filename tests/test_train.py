@@ -35,13 +35,16 @@ def metrics(out):
         return list(csv.DictReader(f))
 
 
-def test_tiny_run_loss_falls_and_checkpoint_colorizes(photos, tmp_path):
-    summary = train(cfg(photos, tmp_path), log=lambda *_: None)
+@pytest.mark.parametrize("bf16", [False, True])
+def test_tiny_run_loss_falls_and_checkpoint_colorizes(photos, tmp_path, bf16):
+    summary = train(cfg(photos, tmp_path, bf16=bf16), log=lambda *_: None)
     rows = metrics(tmp_path)
     assert len(rows) == 4
     assert float(rows[-1]["train_loss"]) < 0.7 * float(rows[0]["train_loss"])
     ck = load_checkpoint(tmp_path / "best.pt")
     assert ck.meta["val_loss"] == pytest.approx(summary["best_val_loss"])
+    assert ck.meta["recipe"]["bf16"] is bf16
+    assert all(p.dtype == torch.float32 for p in ck.model.parameters())  # autocast, not a bf16 net
     assert len(ck.meta["train_mean_ab"]) == 2
     gray = np.asarray(Image.open(next(photos.glob("*.png"))).convert("L"))
     out = Colorizer(tmp_path / "best.pt", size=32).colorize([gray])[0]
@@ -166,3 +169,13 @@ def test_neutral_fields_replace_the_chosen_share_and_leave_the_photo_crops_alone
             L0, ab0 = plain[idx]
             assert torch.equal(L, L0) and torch.equal(ab, ab0)
     assert 0.2 * len(mixed) < n_neutral < 0.4 * len(mixed)
+
+
+def test_cpu_bf16_is_trainings_choice_only():
+    from pipeline.device import autocast
+
+    conv, x = torch.nn.Conv2d(1, 2, 3), torch.rand(1, 1, 8, 8)
+    with autocast(torch.device("cpu")):
+        assert conv(x).dtype == torch.float32  # inference on a CPU: float32, a job's bytes
+    with autocast(torch.device("cpu"), cpu_bf16=True):
+        assert conv(x).dtype == torch.bfloat16

@@ -5,7 +5,15 @@ import pytest
 from PIL import Image
 
 from pipeline import traindata
-from pipeline.traindata import Source, build, cap_order, hamming, phash_variants, read_manifest, split_of
+from pipeline.traindata import (
+    Source,
+    build,
+    cap_order,
+    hamming,
+    phash_variants,
+    read_manifest,
+    split_of,
+)
 
 
 def scene(seed: int, size=(300, 240)) -> Image.Image:

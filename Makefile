@@ -4,10 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup run manifest test lint train-data train tune-gain evaluate bench gpu-check gpu-wheels clean
+.PHONY: help setup run manifest test lint train-data train train-refine tune-gain evaluate bench gpu-check gpu-wheels clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -47,8 +47,11 @@ train-data: setup  ## build data/train (photos, cache, manifest.csv) from the sn
 train: setup  ## retrain the shipped weights (jobs/train.toml) into out/train; resumes after a stop
 	$(BIN)/colorize train jobs/train.toml --resume
 
-tune-gain: setup  ## choose the chroma gain of out/train/best.pt on the validation split -> the shipped weights
-	$(BIN)/colorize tune-gain out/train/best.pt data/train --out pipeline/weights/colorizer.pt
+train-refine: setup  ## third stage (jobs/train-refine.toml): out/train/best.pt -> out/refine; resumes
+	$(BIN)/colorize train jobs/train-refine.toml --resume
+
+tune-gain: setup  ## choose the chroma gain of out/refine/best.pt on the validation split -> the shipped weights
+	$(BIN)/colorize tune-gain out/refine/best.pt data/train --out pipeline/weights/colorizer.pt
 
 evaluate: setup  ## score the shipped weights on the held-out evaluation split and the wheels' photos
 	$(BIN)/pip install -q -e '.[eval]'

@@ -19,7 +19,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline import color
 from pipeline.engine import Colorizer
 from pipeline.evaluate import flat_fields, load_rgb, score
 from pipeline.imaging import colorfulness, luminance_gray, net_input
@@ -50,7 +49,7 @@ class Guided(Colorizer):
         H, W = gray.shape
         s = max(1, round(self.radius * max(H, W) / 1024 / 4))  # the filter runs at 1/s scale
         r = max(1, round(self.radius * max(H, W) / 1024 / s))
-        L = color.gray_to_L(torch.from_numpy(gray).double() / 255).float()[None, None] / 100
+        L = self._L8[torch.from_numpy(gray).long()][None, None] / 100  # the engine's exact L* table
         p = F.interpolate(ab_small[None], (H, W), mode="bilinear", antialias=True, align_corners=False)
         small = (H // s, W // s)
         Il, pl = (F.interpolate(t, small, mode="bilinear", antialias=True) for t in (L, p))

@@ -39,7 +39,7 @@ def predictions(ck: str, collection: str, split: str, limit: int | None):
         yield P, Pf, T[..., 1:].transpose(2, 0, 1), small
 
 
-def score(items, fn) -> tuple[float, float]:
+def ratio_and_psnr(items, fn) -> tuple[float, float]:
     err = gray = 0.0
     gains = []
     for P, Pf, T, L in items:
@@ -77,7 +77,7 @@ def main() -> None:
     print(f"{len(items)} photos of the {a.split} split, ab at {SIZE}x{SIZE}")
     print("| variant | ab-MSE / gray's | a*b* PSNR - gray's |\n|---|---|---|")
     for name, fn in variants.items():
-        r, dp = score(items, fn)
+        r, dp = ratio_and_psnr(items, fn)
         print(f"| {name} | {r:.3f} | {dp:+.2f} dB |")
     og = np.array([oracle_gain(P, T) for P, Pf, T, L in items])
     feats = {"mean predicted chroma": [float(np.hypot(*P).mean()) for P, *_ in items],

@@ -15,6 +15,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 
+from .catalogue import DELIMITER_NAMES, delimiter_arg
 from .errors import UsageError
 from .jobspec import add_flags, count_arg, positive_int, size_arg
 from .trainspec import TrainConfig
@@ -153,7 +154,8 @@ def cmd_scan(a) -> int:
     t = scan(a.sources, a.output, shard_size=a.shard_size, max_pixels=a.max_pixels,
              relative=a.relative, progress=not a.quiet,
              log=lambda m: print(f"colorize: {m}", file=sys.stderr),
-             path_column=a.path_column, encoding=a.encoding, extend=a.extend)
+             path_column=a.path_column, encoding=a.encoding, extend=a.extend,
+             delimiter=a.delimiter, report=a.report)
     errors = t.column("scan_error").to_pylist()
     bad = sum(e is not None for e in errors)
     if bad and bad == t.num_rows:
@@ -199,22 +201,25 @@ def cmd_run(a) -> int:
 
 
 def cmd_export(a) -> int:
-    """Results as one CSV line per image, the catalogue's carried columns first: what a
-    curator opens in a spreadsheet (pandas is not needed)."""
-    import pyarrow.csv as pacsv
+    """The results for the archive's database or a spreadsheet: the catalogue's columns first."""
+    from .export import export
 
-    from .results import SCHEMA, read_results
-    from .state import read_job
-
-    read_job(a.outdir)  # an OUTDIR of ours, or a one-line refusal
-    t = read_results(a.outdir)
-    if Path(a.csv).exists() and not a.force:
-        raise UsageError(f"{a.csv} exists; choose another name or add --force to replace it")
-    core = [n for n in SCHEMA.names if n in t.column_names]
-    carried = [n for n in t.column_names if n not in core]
-    t = t.select(carried + core).sort_by([("source_path", "ascending")])
-    pacsv.write_csv(t, a.csv)
-    print(f"wrote {a.csv}: {t.num_rows} images, columns {', '.join((carried + core)[:4])}, ...")
+    if Path(a.dest).exists() and not a.force:
+        raise UsageError(f"{a.dest} exists; choose another name or add --force to replace it")
+    if a.excel and not a.dest.lower().endswith((".xlsx", ".xlsm")):
+        raise UsageError(f"--excel writes a workbook: name it *.xlsx, not {a.dest}")
+    try:
+        r = export(a.outdir, a.dest, excel=a.excel or None, delimiter=a.delimiter,
+                   encoding=a.encoding)
+    except UnicodeEncodeError as e:
+        raise UsageError(f"a cell holds {e.object[e.start:e.end]!r}, which {a.encoding} cannot "
+                         "write; use --encoding utf-8-sig") from None
+    except LookupError:
+        raise UsageError(f"unknown encoding {a.encoding!r}") from None
+    how = ("a workbook" if r["format"] == "xlsx" else
+           f"CSV, {DELIMITER_NAMES.get(r['delimiter'], repr(r['delimiter']))}-separated, "
+           f"{r['encoding']}")
+    print(f"wrote {a.dest} ({how}): {r['rows']} images, columns {', '.join(r['header'][:4])}, ...")
     return 0
 
 
@@ -342,8 +347,10 @@ COMMANDS = {
         "options (keys as the long flags). Rerunning resumes.",
     ),
     "export": (
-        "write the results as a CSV for a spreadsheet",
-        None,
+        "write the results as CSV or .xlsx for the archive's database",
+        "One line per image: the catalogue's columns first, in its order and as written, then "
+        "the result's. CSV in UTF-8 with a BOM and the catalogue's own separator (what Excel "
+        "opens right), or a real workbook for a .xlsx name or --excel.",
     ),
     "status": (
         "shards and images done, from the results alone",
@@ -425,6 +432,11 @@ def _add_scan(sub) -> None:
                    help="the catalogue column holding each scan's path (default: path)")
     s.add_argument("--encoding", default=None,
                    help="the catalogue's text encoding (default: UTF-8, else Windows-1252)")
+    s.add_argument("--delimiter", type=delimiter_arg, default=None,
+                   help="the catalogue's separator (default: decided by parsing: ; , tab or |)")
+    s.add_argument("--report", metavar="MISMATCHES.csv", default=None,
+                   help="also list every file the catalogue lacks, every row whose file is "
+                   "missing and every file listed twice in this CSV")
     s.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS)
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
@@ -438,8 +450,14 @@ def _add_run(sub) -> None:
 def _add_export(sub) -> None:
     s = _command(sub, "export", cmd_export)
     s.add_argument("outdir", metavar="OUTDIR")
-    s.add_argument("csv", metavar="RESULTS.csv")
-    s.add_argument("--force", action="store_true", help="replace RESULTS.csv if it exists")
+    s.add_argument("dest", metavar="RESULTS.csv|RESULTS.xlsx")
+    s.add_argument("--excel", action="store_true", help="write an Excel workbook (as does a "
+                   ".xlsx name)")
+    s.add_argument("--delimiter", type=delimiter_arg, default=None,
+                   help="CSV separator (default: the catalogue's own, else comma)")
+    s.add_argument("--encoding", default="utf-8-sig",
+                   help="CSV encoding (default utf-8-sig: UTF-8 with the BOM Excel needs)")
+    s.add_argument("--force", action="store_true", help="replace the file if it exists")
 
 
 def _add_status(sub) -> None:

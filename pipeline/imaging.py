@@ -431,12 +431,20 @@ def _itxt(keyword: str, text: str) -> bytes:
     return _png_chunk(b"iTXt", keyword.encode("latin-1") + b"\x00\x00\x00\x00\x00" + text.encode())
 
 
-def provenance(checkpoint_sha256: str, date: str, source_sha256: str | None) -> dict:
-    """What encode() writes into an output's metadata (see provenance_text)."""
+def provenance(checkpoint_sha256: str, date: str, source_sha256: str | None,
+               record: dict | None = None) -> dict:
+    """What encode() writes into an output's metadata (see provenance_text and xmp.packet);
+    record: the catalogue's fields for this object (identifier, title, source)."""
     from . import __version__
 
     return dict(software=f"archive-colorizer {__version__}", checkpoint_sha256=checkpoint_sha256,
-                date=date, source_sha256=source_sha256)
+                date=date, source_sha256=source_sha256, record=record or {})
+
+
+def xmp_packet(p: dict) -> bytes:
+    from .xmp import packet
+
+    return packet(p, provenance_text(p))
 
 
 def provenance_text(p: dict) -> str:
@@ -473,6 +481,7 @@ def _png(rgb: np.ndarray, dpi, icc, exif, level: int, provenance: dict | None = 
     if provenance:
         out.append(_itxt("Software", provenance["software"]))
         out.append(_itxt("Comment", provenance_text(provenance)))
+        out.append(_itxt("XML:com.adobe.xmp", xmp_packet(provenance).decode()))
     out.append(_png_chunk(b"IDAT", imagecodecs.deflate_encode(rows, level=level)))  # zlib format
     out.append(_png_chunk(b"IEND", b""))
     return b"".join(out)
@@ -503,6 +512,9 @@ def _tiff(rgb: np.ndarray, dpi, icc, exif, notes: list[str] | None,
                       else False)
     if provenance and not any(t[0] == 270 for t in extratags):
         kw["description"] = provenance_text(provenance)
+    if provenance:
+        xmp = xmp_packet(provenance)
+        extratags.append((700, 1, len(xmp), xmp, True))  # XMLPacket, BYTE as the XMP spec says
     buf = io.BytesIO()
     tifffile.imwrite(buf, np.ascontiguousarray(rgb), photometric="rgb", compression="zlib",
                      compressionargs={"level": 3}, predictor=True, extratags=extratags,
@@ -575,6 +587,7 @@ def encode(rgb: np.ndarray, fmt: str, dpi=None, icc=None, exif=None, quality: in
         ex.setdefault(270, provenance_text(provenance))
         exif = ex.tobytes()
         kw["comment"] = provenance_text(provenance).encode()
+        kw["xmp"] = xmp_packet(provenance)
     if exif:
         kw["exif"] = exif
     buf = io.BytesIO()

@@ -10,6 +10,7 @@ import json
 import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -18,6 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from .catalogue import DELIMITER_NAMES, Catalogue, read_catalogue, stored_name
 from .errors import ScanError
 from .imaging import DEFAULT_MAX_PIXELS, DecodeError, read_header
 from .storage import is_url
@@ -34,67 +36,10 @@ def image_id(path: str) -> str:
     return hashlib.sha1(path.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
-def _decode_list(p: Path, encoding: str | None, log) -> str:
-    """The list's text: UTF-8 (with or without BOM), else Windows-1252, as Excel writes it in
-    Western Europe; with `encoding`, that one, and a failure names the file and line."""
-    data = p.read_bytes()
-    for enc in ([encoding] if encoding else ["utf-8-sig", "cp1252"]):
-        try:
-            text = data.decode(enc)
-        except UnicodeDecodeError as e:
-            if encoding or enc != "utf-8-sig":
-                line = data.count(b"\n", 0, e.start) + 1
-                raise ScanError(f"{p}, line {line}: not {enc} text (byte {data[e.start]:#x}); "
-                                "name the file's encoding with --encoding") from None
-            continue
-        except LookupError:
-            raise ScanError(f"unknown encoding {encoding!r}") from None
-        if enc == "cp1252" and not encoding:
-            log(f"{p}: not UTF-8; read as Windows-1252 (say --encoding otherwise)")
-        return text
-    raise AssertionError("unreachable")
-
-
 def read_path_list(path: str | os.PathLike, path_column: str = "path", encoding: str | None = None,
                    log=lambda msg: None) -> list[dict]:
-    """A CSV/TSV catalogue with a path column (other columns carried; the delimiter, comma,
-    semicolon or tab, is sniffed), or a TXT of one path per line. Relative paths are relative to
-    the list's own folder. Rows carry their line number in `_line` for messages."""
-    p = Path(path)
-    base = p.parent
-    text = _decode_list(p, encoding, log)
-    lines = text.splitlines()
-    if p.suffix.lower() == ".txt":
-        rows = [{"path": ln.strip(), "_line": i} for i, ln in enumerate(lines, 1)
-                if ln.strip() and not ln.startswith("#")]
-    else:
-        try:
-            dialect = csv.Sniffer().sniff("\n".join(lines[:20]), delimiters=",;\t|")
-        except csv.Error:
-            dialect = csv.excel_tab if p.suffix.lower() == ".tsv" else csv.excel
-        reader = csv.DictReader(io.StringIO(text, newline=""), dialect=dialect)
-        cols = reader.fieldnames or []
-        if path_column not in cols:
-            like = [c for c in cols if c.strip().lower() in ("path", "file", "filename", "file name",
-                                                              "filepath", "image", "scan", "datei")]
-            hint = f"; use --path-column {like[0]!r}" if like else ""
-            raise ScanError(f"{p}: no {path_column!r} column (columns: {', '.join(cols) or 'none'})"
-                            f"{hint}")
-        rows = []
-        for r in reader:
-            r = {k: v for k, v in r.items() if k is not None}
-            r["path"] = (r.pop(path_column) or "").strip()
-            r["_line"] = reader.line_num
-            rows.append(r)
-    kept = []
-    for r in rows:
-        if not r["path"]:
-            log(f"{p}, line {r['_line']}: empty path cell; row left out")
-            continue
-        if not os.path.isabs(r["path"]) and "://" not in r["path"]:
-            r["path"] = str(base / r["path"])
-        kept.append(r)
-    return kept
+    """The rows of a catalogue or path list: each with "path" (resolved) and "_cells"."""
+    return read_catalogue(path, path_column=path_column, encoding=encoding, log=log).rows
 
 
 def _expand_url(src: str) -> Iterator[dict]:
@@ -130,22 +75,25 @@ def _expand(src: str, list_options: dict | None = None) -> Iterator[dict]:
                 if Path(name).suffix.lower() in IMAGE_EXTS and not name.startswith("."):
                     yield {"path": os.path.join(root, name)}
     elif p.is_file() and p.suffix.lower() in LIST_EXTS:
-        yield from read_path_list(p, **(list_options or {}))
+        cat = read_catalogue(p, **(list_options or {}))
+        yield {"_catalogue": cat}
+        for r in cat.rows:
+            yield {**r, "_from": cat}
     elif p.is_file():
-        yield {"path": str(p)}
+        yield {"path": str(p), "_named": True}
     elif any(c in src for c in "*?["):
         matches = sorted(glob.glob(src, recursive=True))
         if not matches:
             raise ScanError(f"no files match {src!r}")
         for m in matches:
             if os.path.isfile(m):
-                yield {"path": m}
+                yield {"path": m, "_named": True}
     else:
         raise ScanError(f"source not found: {src}")
 
 
 def _details(row: dict) -> str:
-    return ", ".join(f"{k} {v}" for k, v in row.items() if k not in ("path", "_line")) or "no columns"
+    return ", ".join(f"{k} {v}" for k, v in row["_cells"].items()) or "no columns"
 
 
 def _probe(row: dict, max_pixels: int) -> dict:
@@ -185,16 +133,26 @@ def _out_stems(rels: list[str]) -> list[str]:
 def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int = 64,
          max_pixels: int = DEFAULT_MAX_PIXELS, relative: bool = False, threads: int = 8,
          progress: bool = True, log=lambda msg: None, path_column: str = "path",
-         encoding: str | None = None, extend: str | None = None) -> pa.Table:
+         encoding: str | None = None, extend: str | None = None, delimiter: str | None = None,
+         report: str | os.PathLike | None = None) -> pa.Table:
     """Write the manifest; returns it. Unreadable entries stay, with scan_error set. Folders
     that are a colorize OUTDIR (job.json beside results/) are left out, and said so.
 
     extend: an earlier manifest of the same archive. Its rows are kept exactly (same ids, shards
     and output names, so a job's committed shards stay valid) and only files it does not hold
-    are added, in new shards after its last: this month's scans."""
+    are added, in new shards after its last: this month's scans.
+
+    Folders and catalogues together: every file found, with its catalogue row's cells where it
+    has one; what does not match (files no catalogue lists, rows whose file is missing, files
+    listed twice) is summarised through `log`, and listed in the CSV `report` if given."""
     if shard_size < 1:
         raise ScanError("--shard-size must be >= 1")
-    by_path = _collect(sources, dict(path_column=path_column, encoding=encoding, log=log), log)
+    by_path, found = _collect(sources, dict(path_column=path_column, encoding=encoding,
+                                            delimiter=delimiter, log=log), log)
+    for line in found.lines():
+        log(line)
+    if report:
+        log(f"wrote {report}: {found.write_csv(report)} mismatches between files and catalogue")
     if not by_path:
         raise ScanError("no image files found in " + ", ".join(map(str, sources)))
     real = sorted(by_path)
@@ -212,7 +170,7 @@ def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int = 64
         real, rels = [real[i] for i in keep], [rels[i] for i in keep]
         shard_size = int((old.schema.metadata or {}).get(b"shard_size", shard_size))
         log(f"extending {extend}: {len(real)} new files")
-    carried = sorted({k for r in by_path.values() for k in r} - {"path"} - set(CORE_COLUMNS))
+    columns = _catalogue_columns(found.catalogues, old)
     if relative and not is_url(output):
         base = Path(output).resolve().parent
         stored = [r if is_url(r) else os.path.relpath(r, base) for r in real]
@@ -231,40 +189,156 @@ def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int = 64
     }
     for k in CORE_COLUMNS[5:]:
         cols[k] = [p[k] for p in probes]
-    for k in carried:
-        cols[k] = [by_path[r].get(k) for r in real]
+    for c in columns:
+        cols[stored_name(c)] = pa.array([by_path[r]["_cells"].get(c) for r in real], pa.string())
     table = pa.table(cols)
     if old is not None:
         table = pa.concat_tables([old.replace_schema_metadata(None), table],
                                  promote_options="permissive")
-    # The folders scanned: a run refuses an OUTDIR inside them (the next scan would take the
-    # outputs for scans).
-    folders = [os.path.realpath(str(x)) for x in sources if not is_url(str(x)) and Path(x).is_dir()]
-    table = table.replace_schema_metadata({"shard_size": str(shard_size),
-                                           "source_folders": json.dumps(folders)})
+    table = table.replace_schema_metadata(_metadata(sources, shard_size, columns, found, old))
     _write(table, output)
     return table
 
 
-def _collect(sources: Iterable[str], opts: dict, log) -> dict[str, dict]:
+def _metadata(sources, shard_size: int, columns: list[str], found: ScanReport,
+              old: pa.Table | None) -> dict:
+    """The manifest's own record: its shard size, the folders scanned (a run refuses an OUTDIR
+    inside them: the next scan would take the outputs for scans), and its catalogue's shape."""
+    folders = [os.path.realpath(str(x)) for x in sources if not is_url(str(x)) and Path(x).is_dir()]
+    meta = {"shard_size": str(shard_size), "source_folders": json.dumps(folders)}
+    if columns:
+        first = found.catalogues[0] if found.catalogues else None
+        info = {k: v for k, v in catalogue_info(old).items() if k != "columns"}
+        if first is not None:
+            info.update(path_column=first.path_column, delimiter=first.delimiter,
+                        encoding=first.encoding)
+        meta["catalogue"] = json.dumps({"columns": columns, **info}, ensure_ascii=False)
+    return meta
+
+
+@dataclass
+class ScanReport:
+    """What a scan found beside the rows: the catalogues read, and every file or record that
+    did not match one to one (none of them dropped silently)."""
+
+    catalogues: list[Catalogue] = field(default_factory=list)
+    uncatalogued: list[str] = field(default_factory=list)  # in a folder, in no catalogue
+    missing: list[dict] = field(default_factory=list)  # catalogue rows whose file is not there
+    duplicates: list[tuple[dict, dict]] = field(default_factory=list)  # (kept, repeated) rows
+
+    def lines(self, limit: int = 5) -> list[str]:
+        """The short summary a scan prints."""
+        out = []
+        for c in self.catalogues:
+            sep = DELIMITER_NAMES.get(c.delimiter, repr(c.delimiter))
+            out.append(f"{c.path}: {len(c.rows)} rows, {len(c.columns)} columns"
+                       + (f" ({sep}-separated, {c.encoding})" if c.columns else ""))
+
+        def some(items):
+            return "; ".join(items[:limit]) + (f"; ... ({len(items) - limit} more)"
+                                               if len(items) > limit else "")
+        if self.uncatalogued:
+            out.append(f"{_n(len(self.uncatalogued), 'file')} found but not in the catalogue "
+                       f"(colorized, with no catalogue columns): {some(self.uncatalogued)}")
+        if self.missing:
+            out.append(f"{_n(len(self.missing), 'catalogue row')} "
+                       f"{'names' if len(self.missing) == 1 else 'name'} a file that is not there "
+                       "(kept: each gets an error row): "
+                       + some([f"{_where(r)} {r['path']}" for r in self.missing]))
+        if self.duplicates:
+            out.append(f"{_n(len(self.duplicates), 'file')} listed twice (the first row kept): "
+                       + some([f"{b['path']} ({_where(a)} and {_where(b)}"
+                               + (", the same details)" if a["_cells"] == b["_cells"] else
+                                  f", different details: {_details(a)} / {_details(b)})")
+                               for a, b in self.duplicates]))
+        return out
+
+    def write_csv(self, path: str | os.PathLike) -> int:
+        """One line per mismatch (kind, path, catalogue, line, other line); returns the count."""
+        rows = [("uncatalogued", p, "", "", "") for p in self.uncatalogued]
+        rows += [("missing", r["path"], r["_from"].path, r["_line"], "") for r in self.missing]
+        rows += [("duplicate", b["path"], b["_from"].path, b["_line"], f"{a['_from'].path}:{a['_line']}")
+                 for a, b in self.duplicates]
+        with open(path, "w", newline="", encoding="utf-8-sig") as f:
+            w = csv.writer(f)
+            w.writerow(["kind", "path", "catalogue", "line", "first listed at"])
+            w.writerows(rows)
+        return len(rows)
+
+
+def _n(n: int, what: str) -> str:
+    return f"{n} {what}" + ("" if n == 1 else "s")
+
+
+def _where(r: dict) -> str:
+    return f"{Path(r['_from'].path).name} line {r['_line']}"
+
+
+def _collect(sources: Iterable[str], opts: dict, log) -> tuple[dict[str, dict], ScanReport]:
     """Every entry of the sources by real path (the same file named twice is one row), less the
-    folders that are a colorize OUTDIR."""
+    folders that are a colorize OUTDIR. Folders and catalogues merge in any order: a file a
+    catalogue lists has the catalogue's cells, however it was also found."""
     by_path: dict[str, dict] = {}
+    listed: dict[str, dict] = {}  # key -> the catalogue row kept
+    on_disk: list[str] = []  # keys found by walking a folder
+    report = ScanReport()
     for src in sources:
         for row in _expand(str(src), opts):
             if "_outdir" in row:
                 log(f"left out {row['_outdir']}: it is a colorize OUTDIR (outputs, not scans)")
                 continue
+            if "_catalogue" in row:
+                report.catalogues.append(row["_catalogue"])
+                continue
             key = row["path"] if is_url(row["path"]) else os.path.realpath(row["path"])
-            first = by_path.setdefault(key, row)
-            if first is not row and {k: v for k, v in first.items() if k != "_line"} != {
-                    k: v for k, v in row.items() if k != "_line"}:
-                log(f"{row['path']} is listed twice with different details: line "
-                    f"{first.get('_line')} ({_details(first)}) and line {row.get('_line')} "
-                    f"({_details(row)}); line {first.get('_line')} kept")
-    for r in by_path.values():
-        r.pop("_line", None)
-    return by_path
+            entry = by_path.setdefault(key, {"path": row["path"], "_cells": {}})
+            if "_from" not in row:
+                if not row.get("_named"):
+                    on_disk.append(key)
+                continue
+            if key in listed:
+                report.duplicates.append((listed[key], row))
+                continue
+            listed[key] = row
+            entry["_cells"] = row["_cells"]
+            if not is_url(key) and not os.path.exists(key):
+                report.missing.append(row)
+    if report.catalogues:
+        report.uncatalogued = sorted(by_path[k]["path"] for k in set(on_disk) - listed.keys())
+    return by_path, report
+
+
+def catalogue_info(manifest: pa.Table | pa.Schema | None) -> dict:
+    """What a manifest records of its catalogue: its columns as written, in order (stored under
+    catalogue.stored_name), the path column's name, the separator and encoding it was read with."""
+    if manifest is None:
+        return {}
+    meta = manifest.metadata or {} if isinstance(manifest, pa.Schema) else manifest.schema.metadata or {}
+    return json.loads(meta.get(b"catalogue", b"{}"))
+
+
+def read_catalogue_info(path: str | os.PathLike) -> dict:
+    """catalogue_info of a manifest file, from its schema alone."""
+    try:
+        if is_url(path):
+            import fsspec
+
+            fs, p = fsspec.core.url_to_fs(str(path))
+            return catalogue_info(pq.read_schema(p, filesystem=fs))
+        return catalogue_info(pq.read_schema(path))
+    except (FileNotFoundError, pa.ArrowInvalid, OSError) as e:
+        raise ScanError(f"cannot read manifest {path}: {e}") from None
+
+
+def _catalogue_columns(catalogues: list[Catalogue], old: pa.Table | None) -> list[str]:
+    """Every catalogue's columns in their order (the first catalogue's first), an extended
+    manifest's before them."""
+    info = catalogue_info(old)
+    out = list(info.get("columns", [])) if info or old is None else [
+        c for c in old.column_names if c not in CORE_COLUMNS]  # a manifest from before 0.4
+    for c in catalogues:
+        out += [k for k in c.columns if k not in out]
+    return out
 
 
 def _after(old: pa.Table | None, stems: list[str], rels: list[str]) -> tuple[int, list[str]]:

@@ -18,7 +18,7 @@ from .cluster import make_client, shard_threads, wait_for_resource
 from .device import device_type
 from .errors import JobError, RunFailed
 from .jobspec import IDENTITY_FIELDS, JobSpec
-from .manifest import manifest_digest, read_manifest, shard_digests
+from .manifest import manifest_digest, read_catalogue_info, read_manifest, shard_digests
 from .metrics import Tally, peak_rss_mb
 from .state import (
     OUTPUT_VERSION,
@@ -32,6 +32,7 @@ from .state import (
     resolve_checkpoint,
 )
 from .storage import Store, is_url
+from .xmp import resolve_columns
 
 
 def shard_sizes(manifest: str) -> dict[int, int]:
@@ -45,8 +46,14 @@ def resolve_spec(o: JobSpec) -> dict:
     manifest's and the checkpoint's paths made absolute and their digests."""
     ck = resolve_checkpoint(o.checkpoint)
     shards = shard_digests(o.manifest)
+    try:
+        columns = resolve_columns(o.metadata_columns,
+                                  read_catalogue_info(o.manifest).get("columns", []))
+    except ValueError as e:
+        raise JobError(f"--metadata-columns: {e}") from None
     return {
         **{k: getattr(o, k) for k in IDENTITY_FIELDS},
+        "metadata_columns": columns,
         "manifest": o.manifest if is_url(o.manifest) else os.path.abspath(o.manifest),
         "manifest_digest": manifest_digest(shards),
         "shard_digests": shards,  # not identity: lets a manifest grow
@@ -91,7 +98,8 @@ def run_job(o: JobSpec, log=print) -> dict:
             from .shard import ShardJob  # imports torch: only where shards are made
 
             resolved = replace(o, manifest=spec["manifest"], checkpoint=spec["checkpoint"],
-                               device=spec["device"], threads=shard_threads(o, spec["device"]))
+                               device=spec["device"], threads=shard_threads(o, spec["device"]),
+                               metadata_columns=spec["metadata_columns"])
             job = ShardJob(resolved, outdir=outdir.url, checkpoint_sha256=spec["checkpoint_sha256"],
                            created=read_job(outdir).get("created", ""))
             if importlib.util.find_spec("bokeh"):  # without it the link opens to an error page

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .catalogue import stored_name
 from .imaging import (
     FORMATS,
     Decoded,
@@ -28,6 +29,19 @@ from .jobspec import JobSpec
 from .manifest import resolve_path
 from .state import safe_output_path
 from .storage import Store, read_source
+from .xmp import record
+
+
+def _cells(mrow: dict) -> _CatalogueCells:
+    return _CatalogueCells(mrow)
+
+
+class _CatalogueCells(dict):
+    """A manifest row seen by catalogue column names (a column the tool's own names shadow is
+    stored as "NAME (catalogue)")."""
+
+    def get(self, column, default=None):
+        return super().get(stored_name(column), default)
 
 
 class OutputError(RuntimeError):
@@ -40,6 +54,7 @@ class Item:
 
     row: dict  # its result row, filled in as it goes
     stem: str  # its output path without the extension (the manifest's out_stem)
+    record: dict | None = None  # the catalogue's fields for the output's XMP (xmp.record)
     decoded: Decoded | None = None
     gray: Any = None  # full-resolution gray: decoded.gray, or a device tensor (jpegdev)
     small: Any = None  # the net's input (size x size uint8): an array, or a device tensor
@@ -74,7 +89,8 @@ class ImageStages:
         t0 = time.perf_counter()
         item = Item(row={"image_id": mrow["image_id"], "shard": mrow["shard"],
                          "source_path": mrow["path"], "status": "error",
-                         "checkpoint_sha256": self.checkpoint_sha256}, stem=mrow["out_stem"])
+                         "checkpoint_sha256": self.checkpoint_sha256}, stem=mrow["out_stem"],
+                    record=record(self.spec.metadata_columns, _cells(mrow), mrow["rel_path"]))
         try:
             safe_output_path(item.stem, "")  # a hostile manifest row fails here, alone
             data = read_source(resolve_path(self.spec.manifest, mrow["path"]))
@@ -156,7 +172,8 @@ class ImageStages:
         try:
             fmt = output_format(self.spec.format, d.format)
             rel = safe_output_path(item.stem, FORMATS[fmt])
-            prov = provenance(self.checkpoint_sha256, self.created, item.row.get("source_sha256"))
+            prov = provenance(self.checkpoint_sha256, self.created, item.row.get("source_sha256"),
+                              item.record)
             try:
                 data = encode(rgb, fmt, d.dpi, d.icc_profile, d.exif, quality=self.spec.quality,
                               notes=notes, provenance=prov)

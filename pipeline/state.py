@@ -14,7 +14,7 @@ from .storage import ObjectLock, Store, as_store
 
 JOB_FILE = "job.json"
 LOCK_FILE = ".lock"
-OUTPUT_VERSION = 3  # bump when outputs change for the same checkpoint (2: colour by table, own PNG; 3: reflect-padded net input, chroma gain)
+OUTPUT_VERSION = 4  # bump when outputs change for the same checkpoint (2: colour by table, own PNG; 3: reflect-padded net input, chroma gain; 4: XMP with the catalogue's record)
 DEFAULT_CHECKPOINT = Path(__file__).with_name("weights") / "colorizer.pt"
 
 

@@ -232,11 +232,58 @@ def warm_start(model: torch.nn.Module, path: str, device) -> int:
     return n
 
 
+AB_BINS = 22  # a*, b* in 10-unit bins over [-110, 110): what "rare colour" means below
+
+
+def ab_bin(y: torch.Tensor) -> torch.Tensor:
+    """(B, 2, H, W) targets on the net's scale -> (B, H, W) bin index of each pixel's a*b*."""
+    i = ((color.decode_ab(y) + 110.0) / 10.0).floor().clamp(0, AB_BINS - 1).long()
+    return i[:, 0] * AB_BINS + i[:, 1]
+
+
+def ab_prior(paths: list[str], n: int = 400, size: int = 64) -> torch.Tensor:
+    """How often each a*b* bin occurs: centre crops of n training photos (an even sample)."""
+    counts = torch.zeros(AB_BINS * AB_BINS, dtype=torch.float64)
+    for p in paths[:: max(1, len(paths) // n)][:n]:
+        crop = ImageOps.fit(load_prescaled(p, 4 * size), (size, size), Image.BILINEAR)
+        rgb = torch.from_numpy(np.asarray(crop, dtype=np.float32) / 255.0).permute(2, 0, 1)
+        lab = color.rgb_to_lab(rgb)
+        counts += torch.bincount(ab_bin(color.encode_ab(lab[1:])[None]).flatten(),
+                                 minlength=AB_BINS * AB_BINS).double()
+    return counts
+
+
+def rarity_weights(counts: torch.Tensor, strength: float) -> torch.Tensor:
+    """Per-bin loss weights 1 / (s p + (1 - s) / Q) with p the prior smoothed by a Gaussian of
+    5 a*b* units (Zhang et al.'s recipe, their lambda = 1 - s), normalised so that the expected
+    weight over the prior is 1; s = 0 gives plain MSE. Bins never seen weigh as the rarest seen."""
+    p = counts.view(1, 1, AB_BINS, AB_BINS).float()
+    k = torch.exp(-0.5 * torch.arange(-2, 3, dtype=torch.float32) ** 2 / 0.5 ** 2)
+    k = (k / k.sum()).view(1, 1, 5, 1)
+    p = F.conv2d(F.conv2d(p, k, padding=(2, 0)), k.transpose(2, 3), padding=(0, 2)).flatten()
+    p = p / p.sum()
+    seen = p > 0
+    q = int(seen.sum())
+    w = torch.zeros_like(p)
+    w[seen] = 1.0 / (strength * p[seen] + (1 - strength) / q)
+    w[~seen] = w[seen].max()
+    return w / (p * w).sum()
+
+
+def pixel_loss(pred: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """MSE, each pixel weighted by its true colour's rarity when weights are given."""
+    if weights is None:
+        return F.mse_loss(pred, y)
+    w = weights.to(y.device)[ab_bin(y)]
+    return ((pred - y) ** 2 * w[:, None]).mean()
+
+
 def _worker_init(_: int) -> None:
     torch.set_num_threads(1)
 
 
-def evaluate_loss(model, loader, device) -> float:
+def evaluate_loss(model, loader, device, weights: torch.Tensor | None = None) -> float:
+    """The training objective on the validation split (per image, averaged)."""
     model.eval()
     total, n = 0.0, 0
     with torch.no_grad():
@@ -244,7 +291,7 @@ def evaluate_loss(model, loader, device) -> float:
             x, y = x.to(device), y.to(device)
             with autocast(device):
                 out = model(x)
-            total += F.mse_loss(out.float(), y, reduction="sum").item() / (y[0].numel())
+            total += pixel_loss(out.float(), y, weights).item() * x.shape[0]
             n += x.shape[0]
     model.train()
     return total / max(n, 1)
@@ -283,7 +330,7 @@ def _resume(path: Path, cfg: TrainConfig, model, opt, sched, ema, total_steps: i
 
 
 def _train_epoch(model, opt, sched, ema, loader, cfg: TrainConfig, epoch: int, step: int,
-                 total_steps: int, device) -> tuple[int, int, float, bool]:
+                 total_steps: int, device, weights=None) -> tuple[int, int, float, bool]:
     """One pass; returns (step, images seen, summed loss, whether max_steps was reached)."""
     seen, run_loss, t0 = 0, 0.0, time.time()
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False)
@@ -293,7 +340,7 @@ def _train_epoch(model, opt, sched, ema, loader, cfg: TrainConfig, epoch: int, s
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with autocast(device, cpu_bf16=cfg.bf16):
             pred = model(x).float()
-        loss = F.mse_loss(pred, y)
+        loss = pixel_loss(pred, y, weights)
         if cfg.l1_weight:
             loss = loss + cfg.l1_weight * F.l1_loss(pred, y)
         opt.zero_grad(set_to_none=True)
@@ -310,6 +357,22 @@ def _train_epoch(model, opt, sched, ema, loader, cfg: TrainConfig, epoch: int, s
         if cfg.max_steps and step >= cfg.max_steps:
             return step, seen, run_loss, True
     return step, seen, run_loss, False
+
+
+def _rarity(cfg: TrainConfig, train_paths: list[str], out: Path, log) -> torch.Tensor | None:
+    """The rarity weights, from the prior kept in OUT (a resumed run weighs as it began)."""
+    if not cfg.rarity:
+        return None
+    path = out / "ab_prior.pt"
+    if path.is_file():
+        counts = torch.load(path, weights_only=True)
+    else:
+        counts = ab_prior(train_paths)
+        torch.save(counts, path)
+    w = rarity_weights(counts, cfg.rarity)
+    log(f"rarity {cfg.rarity}: per-pixel weights {w[counts > 0].min():.2f} .. "
+        f"{w[counts > 0].max():.1f} over {int((counts > 0).sum())} a*b* bins seen")
+    return w
 
 
 METRICS = ["epoch", "step", "train_loss", "val_loss", "images_per_s", "lr", "seconds"]
@@ -340,6 +403,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
     if cfg.resume and (out / "last.pt").is_file():
         start_epoch, step, best, sched = _resume(out / "last.pt", cfg, model, opt, sched, ema,
                                                  total_steps, device, log)
+    weights = _rarity(cfg, train_paths, out, log)
     train_ds = CropDataset(train_paths, cfg, train=True)
     kw = dict(num_workers=cfg.workers, worker_init_fn=_worker_init, pin_memory=device.type == "cuda")
     val_loader = DataLoader(CropDataset(val_paths, cfg, train=False), batch_size=cfg.batch_size, **kw)
@@ -356,9 +420,9 @@ def train(cfg: TrainConfig, log=print) -> dict:
                             drop_last=drop_last, **kw)
         t0 = time.time()
         step, seen, run_loss, done = _train_epoch(model, opt, sched, ema, loader, cfg, epoch, step,
-                                                  total_steps, device)
+                                                  total_steps, device, weights)
         shipped = ema.model if ema is not None else model
-        val_loss = evaluate_loss(shipped, val_loader, device)
+        val_loss = evaluate_loss(shipped, val_loader, device, weights)
         row = dict(epoch=epoch + 1, step=step, train_loss=run_loss / max(seen, 1), val_loss=val_loss,
                    images_per_s=seen / (time.time() - t0), lr=opt.param_groups[0]["lr"],
                    seconds=time.time() - t_start)

@@ -32,7 +32,7 @@ def test_semicolon_windows_1252_catalogue_with_a_filename_column(scans, tmp_path
     cat.write_bytes("Inventarnr;Datei;Titel\r\nA-1;Müller 1.png;Straße\r\nA-2;b.png;Hof\r\n"
                     .encode("cp1252"))
     r = run_cli("scan", cat, "-o", tmp_path / "m.parquet", "-q")
-    assert r.returncode == 2 and "no 'path' column (columns: Inventarnr, Datei, Titel)" in r.stderr
+    assert r.returncode == 2 and "no 'path' column (columns: Inventarnr, Datei, Titel;" in r.stderr
     assert "use --path-column 'Datei'" in r.stderr
     r = run_cli("scan", cat, "-o", tmp_path / "m.parquet", "-q", "--path-column", "Datei")
     assert r.returncode == 0, r.stderr
@@ -52,8 +52,9 @@ def test_duplicates_empty_cells_and_unreadable_rows_are_reported(scans, tmp_path
     r = run_cli("scan", cat, "-o", tmp_path / "m.parquet", "-q")
     assert r.returncode == 0, r.stderr
     assert "line 3: empty path cell" in r.stderr
-    assert "b.png is listed twice with different details: line 2 (accession A-1) and line 5 " \
-           "(accession B-9); line 2 kept" in r.stderr
+    assert "1 file listed twice (the first row kept): " in r.stderr
+    assert "b.png (list.csv line 2 and list.csv line 5, different details: path b.png, accession " \
+           "A-1 / path b.png, accession B-9)" in r.stderr
     assert pq.read_table(tmp_path / "m.parquet").num_rows == 2
     (tmp_path / "win.txt").write_text("C:\\archive\\a.png\nC:\\archive\\b.png\n")
     r = run_cli("scan", tmp_path / "win.txt", "-o", tmp_path / "w.parquet", "-q")
@@ -84,9 +85,10 @@ def test_export_writes_one_line_per_image_carried_columns_first(scans, tmp_path,
     assert r.returncode == 0, r.stderr
     r = run_cli("export", out, tmp_path / "results.csv")
     assert r.returncode == 0, r.stderr
-    with open(tmp_path / "results.csv", newline="") as f:
+    with open(tmp_path / "results.csv", newline="", encoding="utf-8-sig") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0])[:3] == ["accession", "image_id", "shard"]
+    assert list(rows[0])[:4] == ["path", "accession", "status", "error"]  # the catalogue's first
+    assert [r["path"] for r in rows] == ["b.png", "c.png", "nope.png"]  # its path cells as written
     assert [(r["accession"], r["status"]) for r in rows] == [("A-1", "ok"), ("A-2", "ok"),
                                                               ("A-3", "error")]
     r = run_cli("export", out, tmp_path / "results.csv")
@@ -130,3 +132,15 @@ def test_every_output_says_it_was_machine_colorized(scans, tmp_path, ckpt, fmt):
     assert f"checkpoint sha256 {file_sha256(ckpt)}" in text
     assert f"source sha256 {hashlib.sha256(src.read_bytes()).hexdigest()}" in text
     assert created in text and len(created) == 10
+    # and in XMP, as image databases and exiftool read it
+    import shutil
+
+    if shutil.which("exiftool") is None:
+        pytest.skip("exiftool is not installed (.ci/run installs it)")
+    meta = __import__("json").loads(subprocess.run(
+        ["exiftool", "-j", "-XMP:all", str(out / "images" / f"b.{ext}")], capture_output=True,
+        text=True, check=True).stdout)[0]
+    assert meta["DigitalSourceType"].endswith("/digitalsourcetype/compositeWithTrainedAlgorithmicMedia")
+    assert meta["CreatorTool"].startswith("archive-colorizer ") and meta["Source"] == "b.png"
+    assert meta["CheckpointSHA256"] == file_sha256(ckpt)
+    assert "Machine-colorized" in meta["Description"]

@@ -15,14 +15,23 @@ BASE = JobSpec(manifest=str(ROOT / "manifests" / "demo.parquet"), output="out/x"
 
 # A different, valid value for each identity field.
 OTHER = {"size": 128, "batch_size": 3, "format": "tiff", "quality": 80, "recolor": True,
-         "compile": True, "jpeg_decode": "device", "max_pixels": 1000, "device": "cuda"}
+         "compile": True, "jpeg_decode": "device", "max_pixels": 1000, "device": "cuda",
+         "metadata_columns": "title=Titel"}
 
 
-def test_every_identity_field_changes_the_fingerprint():
+def test_every_identity_field_changes_the_fingerprint(tmp_path):
     assert set(OTHER) == set(IDENTITY_FIELDS)  # a new identity field must be listed here
-    base = fingerprint(resolve_spec(BASE))
+    from pipeline.manifest import scan
+
+    (tmp_path / "k.csv").write_text("path;Inventarnummer;Titel\n"
+                                    + "".join(f"{p};A-{i};T{i}\n" for i, p in enumerate(
+                                        sorted((ROOT / "pipeline" / "samples").rglob("*.*")))))
+    base_spec = replace(BASE, manifest=str(tmp_path / "m.parquet"))
+    scan([str(tmp_path / "k.csv")], base_spec.manifest, progress=False)
+    base = fingerprint(resolve_spec(base_spec))
+    assert resolve_spec(base_spec)["metadata_columns"] == "identifier=Inventarnummer,title=Titel"
     for name, value in OTHER.items():
-        changed = replace(BASE, **{name: value})
+        changed = replace(base_spec, **{name: value})
         if name == "device":  # cuda without a GPU here: as a remote cluster's workers would have it
             changed = replace(changed, scheduler="tcp://gpu-cluster:8786")
         assert fingerprint(resolve_spec(changed)) != base, name

@@ -1,0 +1,176 @@
+"""An archive's catalogue as Excel and databases export it, read without altering a cell.
+
+A catalogue is a CSV/TSV (or a TXT of one path per line). Its separator is decided by parsing,
+not by guessing from a few lines: each candidate (; , tab |) is tried with the CSV rules Excel
+writes (quotes, doubled quotes, separators and newlines inside quotes) and the one that gives
+the header a path column and every record the header's width wins. Excel's `sep=;` first line is
+honoured. Cells are kept exactly as written (the path cell too, beside the resolved path), and
+the header's order is kept, so an export gives the database back its own records.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+
+from .errors import ScanError
+
+DELIMITERS = (";", ",", "\t", "|")
+DELIMITER_NAMES = {";": "semicolon", ",": "comma", "\t": "tab", "|": "bar"}
+# Column names the tool itself uses in a manifest or a result row; a catalogue column of the
+# same name is stored as "NAME (catalogue)" rather than lost or overwritten.
+RESERVED = {"image_id", "shard", "path", "rel_path", "out_stem", "size_bytes", "width", "height",
+            "mode", "format", "frames", "scan_error", "source_path", "output_path", "status",
+            "error", "input_mode", "input_kind", "bits", "notes", "source_sha256", "output_sha256",
+            "output_bytes", "colorfulness", "checkpoint_sha256", "seconds", "redone"}
+PATHLIKE = ("path", "file", "filename", "file name", "filepath", "image", "scan", "datei",
+            "dateiname", "bild", "fichier")
+
+
+def stored_name(column: str) -> str:
+    """The manifest/result column that holds a catalogue column."""
+    return f"{column} (catalogue)" if column in RESERVED else column
+
+
+def delimiter_arg(s: str) -> str:
+    """--delimiter: the character, or its name (tab is hard to type)."""
+    names = {v: k for k, v in DELIMITER_NAMES.items()} | {"\\t": "\t", "comma": ",", "tab": "\t"}
+    d = names.get(s.lower(), s)
+    if len(d) != 1 or d in "\"\r\n":
+        import argparse
+
+        raise argparse.ArgumentTypeError(f"a delimiter is one character (or tab, semicolon, "
+                                         f"comma), got {s!r}")
+    return d
+
+
+@dataclass
+class Catalogue:
+    path: str
+    columns: list[str]  # the header as written, in order, the path column included
+    path_column: str
+    delimiter: str
+    encoding: str
+    # per record: "path" (resolved), "_line" (where it starts), "_cells" (column -> cell as written)
+    rows: list[dict] = field(default_factory=list)
+
+
+def decode_text(p: Path, encoding: str | None, log) -> tuple[str, str]:
+    """The file's text and its encoding: UTF-8 (with or without BOM), else Windows-1252, as
+    Excel writes it in Western Europe; with `encoding`, that one, and a failure names the line."""
+    data = p.read_bytes()
+    for enc in ([encoding] if encoding else ["utf-8-sig", "cp1252"]):
+        try:
+            text = data.decode(enc)
+        except UnicodeDecodeError as e:
+            if encoding or enc != "utf-8-sig":
+                line = data.count(b"\n", 0, e.start) + 1
+                raise ScanError(f"{p}, line {line}: not {enc} text (byte {data[e.start]:#x}); "
+                                "name the file's encoding with --encoding") from None
+            continue
+        except LookupError:
+            raise ScanError(f"unknown encoding {encoding!r}") from None
+        if enc == "cp1252" and not encoding:
+            log(f"{p}: not UTF-8; read as Windows-1252 (say --encoding otherwise)")
+        return text, enc
+    raise AssertionError("unreachable")
+
+
+def _records(text: str, delimiter: str):
+    """(first line, cells) per record: Excel's CSV rules, a record may span lines."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quotechar='"',
+                        doublequote=True, strict=False)
+    start = 1
+    for cells in reader:
+        yield start, cells
+        start = reader.line_num + 1
+
+
+def choose_delimiter(text: str, path_column: str, suffix: str) -> str:
+    """The separator under which the header names the path column and the records are as wide
+    as the header; a catalogue of one column falls back on its extension."""
+    best, best_score = None, None
+    for d in DELIMITERS:
+        recs = [c for _, c in islice(_records(text, d), 500) if c]
+        if not recs:
+            continue
+        width = len(recs[0])
+        body = recs[1:] or recs
+        regular = sum(len(c) == width for c in body) / len(body)
+        named = path_column in recs[0] or any(h.strip().lower() in PATHLIKE for h in recs[0])
+        score = (path_column in recs[0], width > 1 and regular == 1.0, named and width > 1,
+                 regular, width)
+        if best_score is None or score > best_score:
+            best, best_score = d, score
+    if best is None or best_score[4] == 1:  # one column: no separator to find
+        return "\t" if suffix == ".tsv" else ","
+    return best
+
+
+def read_catalogue(path: str | os.PathLike, path_column: str = "path", encoding: str | None = None,
+                   delimiter: str | None = None, log=lambda msg: None) -> Catalogue:
+    """Every record of a catalogue with its cells as written. Relative paths are relative to the
+    catalogue's own folder. Empty path cells are named and left out (there is no file to
+    colorize); extra cells beyond the header are named too, never silently dropped."""
+    p = Path(path)
+    text, enc = decode_text(p, encoding, log)
+    if p.suffix.lower() == ".txt":
+        rows = [{"path": ln.strip(), "_line": i, "_cells": {}}
+                for i, ln in enumerate(text.splitlines(), 1) if ln.strip() and not ln.startswith("#")]
+        cat = Catalogue(str(p), [], path_column, "\n", enc)
+        return _resolved(cat, rows, p, log)
+    first, _, rest = text.partition("\n")
+    skip = 0
+    if first.rstrip("\r").lower().startswith("sep=") and len(first.rstrip("\r")) == 5:
+        delimiter = delimiter or first.rstrip("\r")[4]  # Excel's own hint line
+        text, skip = rest, 1
+    d = delimiter or choose_delimiter(text, path_column, p.suffix.lower())
+    recs = ((line + skip, cells) for line, cells in _records(text, d))
+    header = next(recs, (0, []))[1]
+    cols = _header(header, p, log)
+    if path_column not in cols:
+        like = [c for c in cols if c.strip().lower() in PATHLIKE]
+        hint = f"; use --path-column {like[0]!r}" if like else ""
+        raise ScanError(f"{p}: no {path_column!r} column (columns: {', '.join(cols) or 'none'}; "
+                        f"read with {DELIMITER_NAMES.get(d, repr(d))} as the separator){hint}")
+    rows = []
+    for line, cells in recs:
+        if not cells or cells == [""]:
+            continue  # a blank line
+        if len(cells) > len(cols):
+            extra = [c for c in cells[len(cols):] if c != ""]
+            if extra:
+                log(f"{p}, line {line}: {len(cells)} cells under a header of {len(cols)}; the "
+                    f"extra {extra!r} are not carried (quote cells that hold the separator)")
+        r = {c: (cells[i] if i < len(cells) else None) for i, c in enumerate(cols)}
+        rows.append({"path": (r[path_column] or "").strip(), "_line": line, "_cells": r})
+    return _resolved(Catalogue(str(p), cols, path_column, d, enc), rows, p, log)
+
+
+def _header(header: list[str], p: Path, log) -> list[str]:
+    """Column names as written; an empty or repeated name gets a number (and is said so)."""
+    cols: list[str] = []
+    for i, h in enumerate(header, 1):
+        name = h if h.strip() else f"column {i}"
+        n = 2
+        while name in cols:
+            name, n = f"{h} ({n})", n + 1
+        if name != h:
+            log(f"{p}: header cell {i} {h!r} named {name!r}")
+        cols.append(name)
+    return cols
+
+
+def _resolved(cat: Catalogue, rows: list[dict], p: Path, log) -> Catalogue:
+    for r in rows:
+        if not r["path"]:
+            log(f"{p}, line {r['_line']}: empty path cell; row left out")
+            continue
+        if not os.path.isabs(r["path"]) and "://" not in r["path"]:
+            r["path"] = str(p.parent / r["path"])
+        cat.rows.append(r)
+    return cat

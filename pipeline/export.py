@@ -1,0 +1,106 @@
+"""The results as the archive's database takes them back: the catalogue's columns first, in its
+order and under its own names (its path column as written), then ours; CSV as Excel opens it
+(UTF-8 with a BOM, the catalogue's own separator) or a real .xlsx workbook."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+from pathlib import Path
+
+from .catalogue import stored_name
+from .manifest import read_catalogue_info
+from .results import SCHEMA, read_results
+from .state import read_job
+
+# Ours, in the order a person reads them; the rest of SCHEMA follows.
+OURS_FIRST = ["status", "error", "output_path", "source_path", "input_kind", "notes", "width",
+              "height", "bits", "colorfulness", "redone"]
+# A workbook is XML 1.0, which cannot hold these control characters even as references: OOXML
+# escapes them as _xHHHH_ (Excel shows the character again), and so it escapes the underscore of
+# a literal "_xHHHH_" in a cell, which Excel would otherwise decode. \r is kept by lxml (&#13;).
+_OOXML_ESCAPE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]|_(?=x[0-9A-Fa-f]{4}_)")
+
+
+def ooxml_escape(text: str) -> str:
+    return _OOXML_ESCAPE.sub(lambda m: f"_x{ord(m.group(0)):04X}_", text)
+
+
+def export_table(outdir: str) -> tuple[list[str], list[list]]:
+    """(header, rows): catalogue columns as written, then ours (renamed colorize_NAME where the
+    catalogue has a column of that name); rows in the manifest's order (sorted by path)."""
+    job = read_job(outdir)
+    info = read_catalogue_info(job["spec"]["manifest"])
+    t = read_results(outdir)
+    cat_cols = [c for c in info.get("columns", []) if stored_name(c) in t.column_names]
+    legacy = [n for n in t.column_names if n not in SCHEMA.names and n not in
+              {stored_name(c) for c in cat_cols}]  # carried by an older manifest
+    ours = [n for n in OURS_FIRST if n in t.column_names]
+    ours += [n for n in SCHEMA.names if n not in ours]
+    taken = set(cat_cols) | set(legacy)
+    header = cat_cols + legacy + [f"colorize_{n}" if n in taken else n for n in ours]
+    t = t.sort_by([("shard", "ascending"), ("source_path", "ascending")])
+    columns = [t.column(stored_name(c)).to_pylist() for c in cat_cols]
+    columns += [t.column(n).to_pylist() for n in legacy + ours]
+    return header, [list(r) for r in zip(*columns, strict=True)] if columns else []
+
+
+def write_csv(path: str, header: list[str], rows: list[list], delimiter: str, encoding: str) -> None:
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf, delimiter=delimiter, lineterminator="\r\n")  # as Excel writes
+    w.writerow(header)
+    w.writerows([["" if v is None else v for v in r] for r in rows])
+    data = buf.getvalue().encode(encoding)
+    _write_new(path, data)
+
+
+def write_xlsx(path: str, header: list[str], rows: list[list], text_columns: int) -> None:
+    """A workbook: catalogue cells as text (an accession number 007 stays 007, a title "=1+1"
+    stays words), our numbers as numbers; every cell reads back as written."""
+    from openpyxl import Workbook
+    from openpyxl.cell import WriteOnlyCell
+
+    wb = Workbook(write_only=True)
+    ws = wb.create_sheet("results")
+    ws.append([ooxml_escape(h) for h in header])
+    for r in rows:
+        out = []
+        for i, v in enumerate(r):
+            if i < text_columns and v is not None:
+                v = str(v)
+            if isinstance(v, str):
+                v = WriteOnlyCell(ws, value=ooxml_escape(v))
+                v.data_type = "s"  # text: never a formula (a title "=1+1" stays words)
+            out.append(v)
+        ws.append(out)
+    buf = io.BytesIO()
+    wb.save(buf)
+    _write_new(path, buf.getvalue())
+
+
+def _write_new(path: str, data: bytes) -> None:
+    """Whole or not at all (a temporary file and a rename)."""
+    p = Path(path)
+    tmp = p.with_name(f".{p.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, p)
+
+
+def export(outdir: str, dest: str, excel: bool | None = None, delimiter: str | None = None,
+           encoding: str = "utf-8-sig") -> dict:
+    """Write the results to dest; returns what was written (rows, columns, format)."""
+    header, rows = export_table(outdir)
+    info = read_catalogue_info(read_job(outdir)["spec"]["manifest"])
+    n_text = len(info.get("columns", []))
+    xlsx = excel if excel is not None else dest.lower().endswith((".xlsx", ".xlsm"))
+    if xlsx:
+        write_xlsx(dest, header, rows, n_text)
+        return dict(rows=len(rows), header=header, format="xlsx")
+    d = delimiter or info.get("delimiter") or ","
+    if d == "\n":  # a TXT path list has no separator of its own
+        d = ","
+    write_csv(dest, header, rows, d, encoding)
+    return dict(rows=len(rows), header=header, format="csv", delimiter=d, encoding=encoding)
+

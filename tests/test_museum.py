@@ -1,0 +1,204 @@
+"""Catalogue in, catalogue out (issue 24): a museum's 104 scans in five collection folders, names
+with spaces and umlauts, and the catalogue as German Excel exports it (semicolons, Windows-1252,
+CRLF, quoted cells with quotes, separators and line breaks inside), which lists 97 of the files,
+one file that is not there, and one file twice. Every record survives scan, run and export."""
+
+import csv
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import openpyxl
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+COLLECTIONS = ["Sammlung Müller", "Fotos 1890er", "Glasplatten", "Nachlass Schäfer",
+               "Postkarten & Drucke"]
+# Cells as people type them into Excel; all of them Windows-1252.
+HOSTILE = ['Das "Rote" Haus; Müller & Söhne', 'Lawrence & Söhne <Fassade>, "Hauptstraße"',
+           "zwei\nZeilen", "drei\r\nZeilen; mit Semikolon", " führende Leerzeichen ", "=SUMME(A1:A2)",
+           "007", "Tab\tim Text", '""', "", 'Ende mit "', "€ – „Anführung“", ";;;", "Apostroph's",
+           "Straße (Köln)"]
+
+
+def run_cli(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)], capture_output=True,
+                          text=True, timeout=600, **kw)
+
+
+def sha(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def museum(tmp_path_factory):
+    """104 scans, and katalog.csv: 97 of them listed, + 1 missing file, + 1 repeated row."""
+    root = tmp_path_factory.mktemp("museum")
+    scans = root / "scans"
+    rng = np.random.default_rng(24)
+    files = []
+    for i in range(104):
+        folder = scans / COLLECTIONS[i % 5]
+        folder.mkdir(parents=True, exist_ok=True)
+        ext = (".png", ".jpg", ".tif")[i % 3]
+        p = folder / f"Bild {i:03d} Straße{ext}"
+        gray = rng.integers(40, 220, (24, 32), dtype=np.uint8)
+        Image.fromarray(gray).save(p, **({"quality": 90} if ext == ".jpg" else {}))
+        files.append(p)
+    listed = files[:97]
+    records = [[f"INV-{1900 + i}", str(p.relative_to(scans)), HOSTILE[i % len(HOSTILE)]]
+               for i, p in enumerate(listed)]
+    records.append(["INV-9999", "Glasplatten/verschollen.tif", "nicht mehr da"])
+    records.insert(40, [records[3][0] + "b", records[3][1], "doppelt erfasst"])
+    with open(scans / "katalog.csv", "w", newline="", encoding="cp1252") as f:
+        w = csv.writer(f, delimiter=";", lineterminator="\r\n")  # as German Excel writes
+        w.writerow(["Inventarnummer", "Datei", "Titel"])
+        w.writerows(records)
+    return dict(root=root, scans=scans, files=files, records=records,
+                expected={str(scans / r[1]): r for r in records[:40] + records[41:97 + 1]})
+
+
+def catalogue_cells(manifest: Path) -> dict[str, tuple]:
+    t = pq.read_table(manifest).to_pylist()
+    return {r["path"]: (r["Inventarnummer"], r["Datei"], r["Titel"]) for r in t}
+
+
+@pytest.mark.slow
+def test_scan_merges_in_either_order_and_names_every_mismatch(museum, tmp_path):
+    scans = museum["scans"]
+    kw = ["--path-column", "Datei", "-q", "--shard-size", "16"]
+    a = run_cli("scan", scans, scans / "katalog.csv", "-o", tmp_path / "a.parquet", *kw,
+                "--report", tmp_path / "mismatches.csv")
+    b = run_cli("scan", scans / "katalog.csv", scans, "-o", tmp_path / "b.parquet", *kw)
+    assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
+    for r in (a, b):
+        assert "7 files found but not in the catalogue" in r.stderr
+        assert "1 catalogue row names a file that is not there" in r.stderr
+        assert "1 file listed twice (the first row kept)" in r.stderr
+        assert "Traceback" not in r.stderr and len(r.stderr.splitlines()) <= 8
+    cells_a, cells_b = catalogue_cells(tmp_path / "a.parquet"), catalogue_cells(tmp_path / "b.parquet")
+    assert cells_a == cells_b  # the order of the sources changes nothing
+    assert len(cells_a) == 105  # 104 files and the missing one, which gets its error row
+    for path, rec in museum["expected"].items():
+        assert cells_a[str(Path(path))] == tuple(rec), path  # every cell as written
+    unlisted = [str(p) for p in museum["files"][97:]]
+    assert all(cells_a[p] == (None, None, None) for p in unlisted)
+    with open(tmp_path / "mismatches.csv", newline="", encoding="utf-8-sig") as f:
+        kinds = [r["kind"] for r in csv.DictReader(f)]
+    assert sorted(kinds) == ["duplicate"] + ["missing"] + ["uncatalogued"] * 7
+
+
+@pytest.mark.slow
+def test_records_survive_run_and_export_byte_exact(museum, tmp_path, ckpt):
+    scans = museum["scans"]
+    man = tmp_path / "m.parquet"
+    r = run_cli("scan", scans, scans / "katalog.csv", "-o", man, "--path-column", "Datei", "-q",
+                "--shard-size", "16")
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "out"
+    r = run_cli("run", "--manifest", man, "-o", out, "--size", "32", "-q", "--checkpoint", ckpt)
+    assert r.returncode == 0, r.stderr
+    res = {x["source_path"]: x for x in pq.read_table(out / "results").to_pylist()}
+    for path, rec in museum["expected"].items():
+        assert (res[path]["Inventarnummer"], res[path]["Datei"], res[path]["Titel"]) == tuple(rec)
+
+    # CSV: UTF-8 with a BOM, the catalogue's own separator, its columns first and as written
+    r = run_cli("export", out, tmp_path / "results.csv")
+    assert r.returncode == 0, r.stderr
+    raw = (tmp_path / "results.csv").read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbfInventarnummer;Datei;Titel;status;")
+    with open(tmp_path / "results.csv", newline="", encoding="utf-8-sig") as f:
+        rows = list(csv.reader(f, delimiter=";"))
+    header, body = rows[0], rows[1:]
+    got = {tuple(x[:3]) for x in body}
+    assert {tuple(r) for r in museum["expected"].values()} <= got
+    assert len(body) == 105
+    out_col = header.index("output_path")
+    assert all(not Path(x[out_col]).is_absolute() for x in body if x[out_col])
+
+    # a real workbook, read by a real reader: the same cells
+    r = run_cli("export", out, tmp_path / "results.xlsx")
+    assert r.returncode == 0, r.stderr
+    ws = openpyxl.load_workbook(tmp_path / "results.xlsx").active
+    xrows = [[c.value for c in row] for row in ws.iter_rows()]
+    assert xrows[0][:4] == ["Inventarnummer", "Datei", "Titel", "status"]
+    xcells = {tuple("" if v is None else v for v in x[:3]) for x in xrows[1:]}
+    assert {tuple(r) for r in museum["expected"].values()} <= xcells
+    inv = xrows[0].index("Inventarnummer")
+    assert all(ws.cell(i + 2, inv + 1).data_type == "s" for i in range(len(xrows) - 1)
+               if xrows[i + 1][inv] is not None)  # text, never a number or a formula
+
+    # the record in the file itself: XMP, read back by exiftool
+    if shutil.which("exiftool") is None:
+        pytest.skip("exiftool is not installed (.ci/run installs it)")
+    some = [p for p in museum["expected"]][:6]
+    outs = [str(out / res[p]["output_path"]) for p in some if res[p]["status"] == "ok"]
+    meta = json.loads(subprocess.run(["exiftool", "-j", "-XMP:all", *outs], capture_output=True,
+                                     text=True, check=True).stdout)
+    for m, p in zip(meta, [p for p in some if res[p]["status"] == "ok"], strict=True):
+        assert m["Identifier"] == museum["expected"][p][0]
+        assert "compositeWithTrainedAlgorithmicMedia" in m["DigitalSourceType"]
+        assert m["Source"] == res[p]["source_path"].split("/scans/", 1)[1]
+
+
+def listing(d: Path) -> list[str]:
+    return sorted(str(p.relative_to(d)) for p in d.rglob("*"))
+
+
+@pytest.mark.slow
+def test_the_users_folders_are_theirs(museum, tmp_path, ckpt):
+    man = tmp_path / "m.parquet"
+    r = run_cli("scan", museum["scans"] / "Glasplatten", "-o", man, "-q", "--shard-size", "8")
+    assert r.returncode == 0, r.stderr
+    docs = tmp_path / "Dokumente"
+    (docs / "images").mkdir(parents=True)
+    (docs / "haushalt.txt").write_text("Miete\n")
+    (docs / "images" / "notiz.txt").write_text("nicht löschen\n")
+    before = listing(docs)
+    r = run_cli("run", "--manifest", man, "-o", docs, "--size", "32", "-q", "--checkpoint", ckpt)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "not a colorize output folder" in r.stderr and "haushalt.txt" in r.stderr
+    assert listing(docs) == before  # nothing written, not even a lock
+
+    # A file of the user's inside a real OUTDIR: reported, never moved
+    out = tmp_path / "out"
+    assert run_cli("run", "--manifest", man, "-o", out, "--size", "32", "-q",
+                   "--checkpoint", ckpt).returncode == 0
+    (out / "images" / "notiz.txt").write_text("nicht löschen\n")
+    r = run_cli("audit", out, "-q")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "1 file in images/ that colorize did not write (left alone): images/notiz.txt" in r.stdout
+    r = run_cli("run", "-o", out, "--repair", "-q")
+    assert r.returncode == 0, r.stderr
+    assert (out / "images" / "notiz.txt").read_text() == "nicht löschen\n"
+    assert not (out / "quarantine").exists()
+    assert not (out / ".lock").exists()  # a finished run leaves no lock behind
+
+
+@pytest.mark.slow
+def test_an_interruption_reads_as_one(museum, tmp_path, ckpt):
+    man = tmp_path / "m.parquet"
+    assert run_cli("scan", museum["scans"] / "Glasplatten", "-o", man, "-q",
+                   "--shard-size", "7").returncode == 0
+    out = tmp_path / "out"
+    assert run_cli("run", "--manifest", man, "-o", out, "--size", "32", "-q",
+                   "--checkpoint", ckpt).returncode == 0
+    (out / "results" / "shard-00001.parquet").unlink()  # as if killed before this commit
+    (out / "results" / "shard-00002.parquet").unlink()
+    r = run_cli("status", out)
+    assert r.returncode == 0
+    assert r.stdout.splitlines()[0] == (f"interrupted: 1 of 3 shards committed; resume with: "
+                                        f"colorize run -o {out}")
+    r = run_cli("audit", out, "-q")
+    assert r.returncode == 3, r.stdout + r.stderr
+    first = (r.stdout + r.stderr).splitlines()[0]
+    assert first.startswith("audit incomplete: interrupted: 1 of 3 shards committed; resume with:")
+    assert "FAILED" not in r.stdout + r.stderr
+    assert len((r.stdout + r.stderr).splitlines()) <= 4  # not a line per uncommitted image
+    assert run_cli("run", "-o", out, "-q").returncode == 0
+    assert run_cli("audit", out, "-q").returncode == 0

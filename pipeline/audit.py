@@ -15,7 +15,8 @@ from tqdm import tqdm
 
 from . import results
 from .manifest import read_manifest, resolve_path
-from .state import as_store, read_job
+from .errors import plural
+from .state import as_store, read_job, written_by_us
 from .storage import Store, read_source
 
 GRAY_COLORFULNESS = 3.0  # an output below this looks gray: listed for review, not a failure
@@ -51,8 +52,10 @@ def _row_problems(man: list[dict], res: list[dict]) -> list[dict]:
     return problems
 
 
-def _output_problems(out: Store, ok_rows: list[dict], quick: bool, progress: bool) -> list[dict]:
-    """Every output a row claims is there and unaltered; every file in images/ is claimed."""
+def _output_problems(out: Store, ok_rows: list[dict], quick: bool, progress: bool,
+                     foreign: list[str]) -> list[dict]:
+    """Every output a row claims is there and unaltered; every output of ours in images/ is
+    claimed. Files there that the tool did not write are appended to `foreign`."""
     problems: list[dict] = []
     present = set(out.find("images"))  # one listing, not a stat per image (object stores)
     claimed = set()
@@ -66,7 +69,11 @@ def _output_problems(out: Store, ok_rows: list[dict], quick: bool, progress: boo
             problems.append(dict(kind="corrupt_output", **where, reason="size differs"))
         elif not quick and _sha256(lambda rel=rel: out.open(rel)) != r["output_sha256"]:
             problems.append(dict(kind="corrupt_output", **where, reason="sha256 differs"))
-    problems += [dict(kind="unclaimed_file", output_path=rel) for rel in sorted(present - claimed)]
+    for rel in sorted(present - claimed):
+        if written_by_us(out, rel):  # e.g. written by a run killed before its shard committed
+            problems.append(dict(kind="stray_output", output_path=rel))
+        else:  # the user's: noted, never a discrepancy of ours, never moved
+            foreign.append(rel)
     return problems
 
 
@@ -95,10 +102,12 @@ def audit(outdir: str | Store, quick: bool = False, check_inputs: bool = False,
     man = read_manifest(spec["manifest"], columns=["image_id", "path", "shard"]).to_pylist()
     res = results.read_results(out).to_pylist()
     ok_rows = [r for r in res if r["status"] == "ok"]
-    problems = _row_problems(man, res) + _output_problems(out, ok_rows, quick, progress)
+    foreign: list[str] = []
+    problems = _row_problems(man, res) + _output_problems(out, ok_rows, quick, progress, foreign)
     if check_inputs:
         problems += _input_problems(spec["manifest"], res, progress)
     status_counts = Counter(r["status"] for r in res)
+    committed = results.committed_shards(out)
     grayish = [{"image_id": r["image_id"], "output_path": r["output_path"],
                 "colorfulness": r["colorfulness"]}
                for r in ok_rows if r["colorfulness"] is not None and r["colorfulness"] < GRAY_COLORFULNESS]
@@ -117,9 +126,11 @@ def audit(outdir: str | Store, quick: bool = False, check_inputs: bool = False,
         "counts": {s: status_counts.get(s, 0) for s in results.STATUSES},
         "problems": problems, "problem_counts": dict(Counter(p["kind"] for p in problems)),
         "errors": errors, "skipped": skipped, "nearly_gray": grayish, "carried": carried,
-        "committed_shards": len(results.committed_shards(out)),
+        "foreign_files": foreign,
+        "committed_shards": len(committed),
         "shards": len({r["shard"] for r in man}),
     }
+    report["incomplete"] = incomplete(report, committed)
     report["verdict"] = verdict(report)
     if sheet == "all":
         report["sheet_pages"] = write_sheet(out, ok_rows, carried, spec)
@@ -128,13 +139,25 @@ def audit(outdir: str | Store, quick: bool = False, check_inputs: bool = False,
     return report
 
 
+def incomplete(report: dict, committed: set[int]) -> bool:
+    """A run that stopped before the end, and nothing else: every problem is an image of a shard
+    not yet committed, or an output such a shard's run wrote before its commit."""
+    if not report["problems"] or report["committed_shards"] >= report["shards"]:
+        return False
+    return all(p["kind"] == "stray_output" or (p["kind"] == "no_result"
+                                               and p["shard"] not in committed)
+               for p in report["problems"])
+
+
 def verdict(report: dict) -> str:
     """One line a person reads first: passed or not, and what else deserves a look."""
+    if report.get("incomplete"):
+        return (f"incomplete: interrupted, {report['committed_shards']} of "
+                f"{plural(report['shards'], 'shard')} committed (rerun to resume)")
     if not report["ok"]:
-        return f"FAILED: {len(report['problems'])} discrepancies (listed below)"
-    extra = [f"{n} {what}" for n, what in ((len(report["errors"]), "errors"),
-                                           (len(report["skipped"]), "skipped"))
-             if n]
+        return f"FAILED: {plural(len(report['problems']), 'discrepancy', 'discrepancies')} (listed below)"
+    extra = [plural(n, what, many) for n, what, many in (
+        (len(report["errors"]), "error", None), (len(report["skipped"]), "skipped", "skipped")) if n]
     return "passed" + (f", with {' and '.join(extra)} (reasons below)" if extra else "")
 
 

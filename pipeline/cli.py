@@ -16,7 +16,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 
 from .catalogue import DELIMITER_NAMES, delimiter_arg
-from .errors import UsageError
+from .errors import UsageError, plural
 from .jobspec import add_flags, count_arg, positive_int, size_arg
 from .trainspec import TrainConfig
 
@@ -227,11 +227,17 @@ def cmd_status(a) -> int:
     from .orchestrate import status
 
     s = status(a.outdir)
+    if s["pending"] and not s["running"]:  # stopped before the end: say so first, and the way on
+        print(f"interrupted: {s['committed']} of {plural(s['shards'], 'shard')} committed; "
+              f"resume with: colorize run -o {a.outdir}")
     print(f"{a.outdir}: shards {s['committed']} committed, {s['pending']} pending of {s['shards']}; "
           f"images {s['ok']} ok, {s['error']} error, {s['skipped']} skipped of {s['images']}")
     if s["running"]:
-        pace = (f"; {s['images_per_s']:.1f} images/s, about {s['eta_s'] / 60:.0f} min to go"
-                if "eta_s" in s else "")
+        pace = ""
+        if "eta_s" in s:
+            left = ("less than a minute" if s["eta_s"] < 60 else
+                    f"about {plural(round(s['eta_s'] / 60), 'minute')}")
+            pace = f"; {s['images_per_s']:.1f} images/s, {left} to go"
         print(f"a run is active ({s['running']}){pace}")
     return 0
 
@@ -272,11 +278,21 @@ def cmd_audit(a) -> int:
               sheet=a.sheet)
     c = r["counts"]
     line = (f"{r['manifest_rows']} manifest rows, {r['result_rows']} result rows "
-            f"({c['ok']} ok, {c['error']} error, {c['skipped']} skipped)")
+            f"({c['ok']} ok, {plural(c['error'], 'error')}, {c['skipped']} skipped)")
+    theirs = r["foreign_files"]
+    note = (f"{plural(len(theirs), 'file')} in images/ that colorize did not write (left alone): "
+            + ", ".join(theirs[:5]) + (" ..." if len(theirs) > 5 else "")) if theirs else ""
     if r["ok"]:
         print(f"audit {r['verdict']}: {line}; {len(r['nearly_gray'])} nearly gray outputs for "
               f"review; report in {a.outdir}/audit.html")
+        if note:
+            print(note)
         return 0
+    if r["incomplete"]:  # a run that stopped: nothing committed is wrong, there is just more to do
+        print(f"audit incomplete: interrupted: {r['committed_shards']} of "
+              f"{plural(r['shards'], 'shard')} committed; resume with: colorize run -o {a.outdir}")
+        print(f"  the committed shards are intact ({line}); report in {a.outdir}/audit.html")
+        return 3
     print(f"audit FAILED: {line}", file=sys.stderr)
     for p in r["problems"][:50]:
         what = p.get("output_path") or p.get("source_path") or p.get("image_id")
@@ -284,15 +300,10 @@ def cmd_audit(a) -> int:
               file=sys.stderr)
     if len(r["problems"]) > 50:
         print(f"  ... and {len(r['problems']) - 50} more in audit.json", file=sys.stderr)
-    kinds = set(r["problem_counts"])
-    # uncommitted shards, and the outputs their unfinished run wrote: an interruption
-    if kinds <= {"no_result", "unclaimed_file"} and r["committed_shards"] < r["shards"]:
-        print(f"interrupted: {r['committed_shards']} of {r['shards']} shards committed; rerun the "
-              f"same command (or `colorize run -o {a.outdir}`) to resume; report in "
-              f"{a.outdir}/audit.html", file=sys.stderr)
-    else:
-        print(f"fix with `colorize run -o {a.outdir} --repair`; report in {a.outdir}/audit.html",
-              file=sys.stderr)
+    if note:
+        print(note, file=sys.stderr)
+    print(f"fix with `colorize run -o {a.outdir} --repair`; report in {a.outdir}/audit.html",
+          file=sys.stderr)
     return 1
 
 
@@ -368,7 +379,7 @@ COMMANDS = {
         "write the checkpoint with the largest gain whose ab-MSE is within 2 % of the best.",
     ),
     "audit": (
-        "prove every image is accounted for (exit 1 if not)",
+        "prove every image is accounted for (exit 1 if not; 3 if a run is unfinished)",
         "Check OUTDIR against its manifest: one result row per manifest row, every ok output "
         "present with its sha256, no unclaimed files, every error explained. Writes "
         "audit.json and audit.html.",

@@ -26,3 +26,8 @@ class RunFailed(RuntimeError):
     def __init__(self, message: str, traceback: str = ""):
         super().__init__(message)
         self.traceback = traceback
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """'1 error', '2 errors': a report a person reads says it right."""
+    return f"{n} {word if n == 1 else (many or word + 's')}"

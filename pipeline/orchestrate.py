@@ -24,6 +24,7 @@ from .state import (
     OUTPUT_VERSION,
     RunLock,
     check_or_write_job,
+    check_outdir_ours,
     file_sha256,
     fingerprint,
     grown,
@@ -70,6 +71,7 @@ def run_job(o: JobSpec, log=print) -> dict:
     spec = resolve_spec(o)
     sizes = shard_sizes(o.manifest)
     check_outdir_apart(outdir, o.manifest)
+    check_outdir_ours(outdir)
     try:
         outdir.check_writable(create=not o.dry_run)
     except PermissionError as e:
@@ -251,9 +253,9 @@ def plan_repair(outdir: Store, log) -> dict[int, set[str]]:
                 shard_of = dict(zip(t.column("image_id").to_pylist(), t.column("shard").to_pylist(),
                                     strict=True))
             fixes.setdefault(shard_of[p["image_id"]], set()).add(p["image_id"])
-        elif kind == "unclaimed_file":  # not ours: kept, out of the way
+        elif kind == "stray_output":  # ours (its metadata says so), but no row claims it
             dest = outdir.move_aside(p["output_path"], QUARANTINE)
-            log(f"moved a file this job did not write to {dest}")
+            log(f"moved an output no result row claims to {dest}")
         elif kind == "no_result" and p["shard"] in results.committed_shards(outdir):
             fixes.setdefault(p["shard"], set()).add(p["image_id"])
     return fixes

@@ -113,6 +113,37 @@ def refusal(store, old: dict, new: dict) -> str:
             "or use another OUTDIR, or --restart to discard its results and start over")
 
 
+# What the tool itself writes at an OUTDIR's top level before job.json exists (the lock, the
+# folders a write check makes): a folder holding only these is still new.
+FRESH = (LOCK_FILE, "images/", "results/")
+MARK = b"archive-colorizer"  # in every output's own metadata (provenance), near its start
+
+
+def check_outdir_ours(outdir: str | os.PathLike | Store) -> None:
+    """An OUTDIR is new, empty, or one of ours (it has job.json): a folder of the user's is
+    refused, saying what is in it, before anything is written there."""
+    store = as_store(outdir)
+    if store.exists(JOB_FILE) or not store.exists(""):
+        return
+    if store.local and not Path(store.root).is_dir():
+        return  # not a folder: the write check names that
+    theirs = store.foreign(FRESH)
+    if theirs:
+        shown = ", ".join(theirs[:5]) + (f" and {len(theirs) - 5} more" if len(theirs) > 5 else "")
+        raise JobError(f"{store} is not a colorize output folder (no {JOB_FILE}) and is not "
+                       f"empty: it holds {shown}. Name a new or empty folder for the outputs")
+
+
+def written_by_us(store: Store, rel: str, head: int = 1 << 20) -> bool:
+    """Whether a file carries this tool's provenance in its metadata: the proof --repair needs
+    before it moves anything (a user's note in images/ is theirs, and stays)."""
+    try:
+        with store.open(rel) as f:
+            return MARK in f.read(head)
+    except OSError:
+        return False
+
+
 def read_job(outdir: str | os.PathLike | Store) -> dict:
     store = as_store(outdir)
     if not store.exists(JOB_FILE):
@@ -154,14 +185,23 @@ class RunLock:
                 raise JobError(f"another run is using {self.store} ({holder}); wait for it to finish")
             return self
         path = Path(self.store.full(LOCK_FILE))
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(self.fd, 64, 0).decode(errors="replace").strip()
+        while True:
+            self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(self.fd, 64, 0).decode(errors="replace").strip()
+                os.close(self.fd)
+                raise JobError(f"another run is using {self.store} ({holder or 'pid unknown'}); "
+                               "wait for it to finish") from None
+            # The holder before us removes the file as it lets go (a finished OUTDIR keeps no
+            # stale lock): a lock on a file no longer at the path guards nothing, so try again.
+            try:
+                if os.stat(path).st_ino == os.fstat(self.fd).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
             os.close(self.fd)
-            raise JobError(f"another run is using {self.store} ({holder or 'pid unknown'}); "
-                           "wait for it to finish") from None
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, f"pid {os.getpid()} on {os.uname().nodename}".encode(), 0)
         return self
@@ -170,6 +210,7 @@ class RunLock:
         if self.obj is not None:
             self.obj.release()
         if self.fd is not None:
+            Path(self.store.full(LOCK_FILE)).unlink(missing_ok=True)  # while still holding it
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
 

@@ -152,6 +152,17 @@ class Store:
     def glob(self, pattern: str) -> list[str]:
         return sorted(self.rel(p) for p in self.fs.glob(self.full(pattern)))
 
+    def foreign(self, ours: tuple[str, ...]) -> list[str]:
+        """Files under the root other than `ours` (names, or folders ending in /, that the tool
+        itself makes), as relative paths: what a folder holds that is not ours."""
+        found = []
+        for rel in self.find(""):
+            top = rel.split("/", 1)[0]
+            if rel in ours or (top + "/") in ours or rel.rsplit("/", 1)[-1].startswith(".write-test-"):
+                continue
+            found.append(rel)
+        return found
+
     def makedirs(self) -> None:
         if self.local:
             Path(self.root).mkdir(parents=True, exist_ok=True)

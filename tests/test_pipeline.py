@@ -222,16 +222,19 @@ def test_audit_finds_damage_and_repair_fixes_exactly_it(archive, clean_run, ckpt
     corrupt, deleted = out / rows[3]["output_path"], out / rows[20]["output_path"]
     corrupt.write_bytes(corrupt.read_bytes()[:-10] + b"0123456789")
     deleted.unlink()
-    stray = out / "images" / "box0" / "stray.png"
-    stray.write_bytes(b"not ours")
+    stray = out / "images" / "box0" / "stray.png"  # ours, but claimed by no row
+    stray.write_bytes((out / rows[5]["output_path"]).read_bytes())
+    theirs = out / "images" / "box0" / "notes.txt"  # the user's: never a discrepancy, never moved
+    theirs.write_bytes(b"not ours")
     capsys.readouterr()
     assert main(["audit", str(out), "-q"]) == 1
     err = capsys.readouterr().err
     assert f"corrupt_output: {rows[3]['output_path']} (sha256 differs)" in err
     assert f"missing_output: {rows[20]['output_path']}" in err
-    assert "unclaimed_file: images/box0/stray.png" in err
+    assert "stray_output: images/box0/stray.png" in err
+    assert "1 file in images/ that colorize did not write (left alone): images/box0/notes.txt" in err
     report = json.loads((out / "audit.json").read_text())
-    assert report["problem_counts"] == {"corrupt_output": 1, "missing_output": 1, "unclaimed_file": 1}
+    assert report["problem_counts"] == {"corrupt_output": 1, "missing_output": 1, "stray_output": 1}
     html_text = (out / "audit.html").read_text()
     assert "FAIL" in html_text and "data:image/jpeg;base64," in html_text
     untouched = {p: p.stat().st_mtime_ns for p in (out / "images").rglob("*.png")
@@ -240,7 +243,9 @@ def test_audit_finds_damage_and_repair_fixes_exactly_it(archive, clean_run, ckpt
     out_text = capsys.readouterr().out
     assert "repairing 2 images in 2 shards" in out_text or "repairing 2 images in 1 shards" in out_text
     assert "done: 2 ok, 0 error, 0 skipped" in out_text
-    assert not stray.exists()
+    assert not stray.exists() and (out / "quarantine" / "images" / "box0" / "stray.png").exists()
+    assert theirs.read_bytes() == b"not ours"
+    theirs.unlink()
     assert image_files(out) == image_files(clean_run)
     assert comparable(out) == comparable(clean_run)
     # exactly those two were rewritten

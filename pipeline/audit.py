@@ -14,8 +14,8 @@ from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from . import results
-from .manifest import read_manifest, resolve_path
 from .errors import plural
+from .manifest import read_manifest, resolve_path
 from .state import as_store, read_job, written_by_us
 from .storage import Store, read_source
 

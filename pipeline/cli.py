@@ -6,6 +6,7 @@ import argparse
 import difflib
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -194,10 +195,42 @@ def cmd_run(a) -> int:
                          f"colorize scan {a.manifest} -o manifest.parquet")
     if "://" not in a.manifest and not m.is_file():
         raise UsageError(f"manifest not found: {a.manifest}")
+    signal.signal(signal.SIGINT, _stop_run(a.output))
+    # The resource tracker this process may start inherits these: after a Ctrl-C it cleans up
+    # the killed workers' semaphores, which is its job, not news for the user.
+    sys.warnoptions.append("ignore::UserWarning:multiprocessing.resource_tracker")
     summary = run_job(from_args(a))
     if a.summary_json:
         Path(a.summary_json).write_text(json.dumps(summary, indent=2))
     return 0
+
+
+def _stop_run(outdir: str):
+    """Ctrl-C during a run: the workers are ended at once (a shard commits whole or not at all,
+    so nothing is lost but the shards in flight), then what is committed is counted, so the
+    count said is the count on disk, and the process exits (130) without unwinding the cluster:
+    within a second, a second Ctrl-C ignored, no traceback."""
+
+    def handler(signum, frame):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        from .cluster import kill_local_processes
+
+        kill_local_processes()
+        msg = "colorize: interrupted"
+        try:
+            from .orchestrate import status
+
+            s = status(outdir)
+            msg += (f"; {s['committed']} of {plural(s['shards'], 'shard')} committed; resume "
+                    f"with: colorize run -o {outdir}")
+        except Exception:  # nothing committed yet (no job.json), or a remote OUTDIR gone away
+            pass
+        print(msg, file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+
+    return handler
 
 
 def cmd_export(a) -> int:

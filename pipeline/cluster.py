@@ -35,7 +35,7 @@ def make_client(o: JobSpec, device: str):
     kw = dict(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
               silence_logs=logging.CRITICAL, memory_limit=0)
     environ = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **WORKER_ENV}
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}), _workers_ignore_ctrl_c():
         if device == "cuda":
             # One process per GPU, each pinned to its device before CUDA initialises.
             from distributed import Nanny, Scheduler, SpecCluster
@@ -52,6 +52,43 @@ def make_client(o: JobSpec, device: str):
             yield client
         finally:
             _kill_local_workers(client)
+
+
+@contextlib.contextmanager
+def _workers_ignore_ctrl_c():
+    """Ctrl-C in a terminal reaches every process of the group: the worker processes started
+    here inherit "ignore" (an ignored signal stays ignored across exec), so it is the client's
+    alone to handle (the CLI stops the workers itself), and no worker prints a traceback."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def kill_local_processes() -> int:
+    """End this process's children (a local cluster's nannies and workers) at once: what Ctrl-C
+    does, so that nothing commits after the CLI has said what is committed. Returns how many."""
+    import psutil
+
+    kids = []
+    for k in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            # multiprocessing's resource tracker stays: it unlinks the semaphores of the killed
+            # workers once this process has gone (killed, it would be relaunched, and complain)
+            if not any("resource_tracker" in a for a in k.cmdline()):
+                kids.append(k)
+    for k in kids:
+        with contextlib.suppress(psutil.Error):
+            k.kill()
+    psutil.wait_procs(kids, timeout=1.0)
+    return len(kids)
 
 
 def _kill_local_workers(client) -> None:

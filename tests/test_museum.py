@@ -202,3 +202,43 @@ def test_an_interruption_reads_as_one(museum, tmp_path, ckpt):
     assert len((r.stdout + r.stderr).splitlines()) <= 4  # not a line per uncommitted image
     assert run_cli("run", "-o", out, "-q").returncode == 0
     assert run_cli("audit", out, "-q").returncode == 0
+
+
+@pytest.mark.slow
+def test_ctrl_c_twice_exits_at_once_and_says_what_is_on_disk(tmp_path, ckpt):
+    import glob
+    import os
+    import signal
+    import time
+
+    src = tmp_path / "scans"
+    src.mkdir()
+    rng = np.random.default_rng(6)
+    for i in range(80):  # enough work that the run is mid-way when Ctrl-C comes
+        Image.fromarray(rng.integers(0, 255, (480, 640), dtype=np.uint8)).save(src / f"{i:02d}.jpg")
+    man, out = tmp_path / "m.parquet", tmp_path / "out"
+    assert run_cli("scan", src, "-o", man, "-q", "--shard-size", "2").returncode == 0
+    p = subprocess.Popen([sys.executable, "-m", "pipeline", "run", "--manifest", str(man), "-o",
+                          str(out), "-q", "--checkpoint", str(ckpt), "--size", "128"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)  # its own process group, as a terminal's job
+    t0 = time.monotonic()
+    while not glob.glob(f"{out}/results/*.parquet") and time.monotonic() - t0 < 120:
+        time.sleep(0.05)
+    t1 = time.monotonic()
+    os.killpg(p.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole group
+    time.sleep(0.2)
+    try:
+        os.killpg(p.pid, signal.SIGINT)
+    except ProcessLookupError:
+        pass
+    _, err = p.communicate(timeout=30)
+    took = time.monotonic() - t1
+    assert p.returncode == 130 and took < 2.0, (took, err)
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    said = int(err.split("interrupted; ", 1)[1].split(" of ")[0])
+    time.sleep(3)  # nothing commits after the exit
+    assert said == len(glob.glob(f"{out}/results/*.parquet"))
+    assert 1 <= said < 40
+    r = run_cli("status", out)
+    assert r.stdout.startswith(f"interrupted: {said} of 40 shards committed")

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
-from . import results
+from . import redo, results
 from .errors import plural
 from .manifest import read_manifest, resolve_path
 from .state import as_store, read_job, written_by_us
@@ -108,6 +108,8 @@ def audit(outdir: str | Store, quick: bool = False, check_inputs: bool = False,
         problems += _input_problems(spec["manifest"], res, progress)
     status_counts = Counter(r["status"] for r in res)
     committed = results.committed_shards(out)
+    redo_pending, redo_problems, redone = _redo_check(out, res)
+    problems += redo_problems
     grayish = [{"image_id": r["image_id"], "output_path": r["output_path"],
                 "colorfulness": r["colorfulness"]}
                for r in ok_rows if r["colorfulness"] is not None and r["colorfulness"] < GRAY_COLORFULNESS]
@@ -126,7 +128,7 @@ def audit(outdir: str | Store, quick: bool = False, check_inputs: bool = False,
         "counts": {s: status_counts.get(s, 0) for s in results.STATUSES},
         "problems": problems, "problem_counts": dict(Counter(p["kind"] for p in problems)),
         "errors": errors, "skipped": skipped, "nearly_gray": grayish, "carried": carried,
-        "foreign_files": foreign,
+        "foreign_files": foreign, "redone": redone, "redo_pending": sorted(redo_pending),
         "committed_shards": len(committed),
         "shards": len({r["shard"] for r in man}),
     }
@@ -139,13 +141,28 @@ def audit(outdir: str | Store, quick: bool = False, check_inputs: bool = False,
     return report
 
 
+def _redo_check(out: Store, res: list[dict]) -> tuple[set[str], list[dict], dict]:
+    """Redos (redo.py): the images still pending, every redone image's row saying so with the
+    options it was redone with, and how many were redone with what."""
+    state = redo.load(out)
+    pending = {i for ids in state["pending"].values() for i in ids}
+    rows = {r["image_id"]: r for r in res}
+    problems = [dict(kind="redo_not_recorded", image_id=iid, expected=redo.options_label(opts))
+                for iid, opts in state["overrides"].items()
+                if iid not in pending and iid in rows
+                and rows[iid].get("redone") != redo.options_label(opts)]
+    return pending, problems, dict(Counter(r["redone"] for r in res if r.get("redone")))
+
+
 def incomplete(report: dict, committed: set[int]) -> bool:
     """A run that stopped before the end, and nothing else: every problem is an image of a shard
-    not yet committed, or an output such a shard's run wrote before its commit."""
-    if not report["problems"] or report["committed_shards"] >= report["shards"]:
+    not yet committed, an output such a shard's run wrote before its commit, or an image of a
+    redo not yet finished."""
+    pending = set(report["redo_pending"])
+    if not report["problems"] or (report["committed_shards"] >= report["shards"] and not pending):
         return False
-    return all(p["kind"] == "stray_output" or (p["kind"] == "no_result"
-                                               and p["shard"] not in committed)
+    return all(p["kind"] == "stray_output" or p.get("image_id") in pending
+               or (p["kind"] == "no_result" and p["shard"] not in committed)
                for p in report["problems"])
 
 

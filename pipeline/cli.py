@@ -195,14 +195,34 @@ def cmd_run(a) -> int:
                          f"colorize scan {a.manifest} -o manifest.parquet")
     if "://" not in a.manifest and not m.is_file():
         raise UsageError(f"manifest not found: {a.manifest}")
+    redo = _redo_request(a) if a.redo else None
     signal.signal(signal.SIGINT, _stop_run(a.output))
     # The resource tracker this process may start inherits these: after a Ctrl-C it cleans up
     # the killed workers' semaphores, which is its job, not news for the user.
     sys.warnoptions.append("ignore::UserWarning:multiprocessing.resource_tracker")
-    summary = run_job(from_args(a))
+    summary = run_job(from_args(a), redo=redo)
     if a.summary_json:
         Path(a.summary_json).write_text(json.dumps(summary, indent=2))
     return 0
+
+
+def _redo_request(a) -> tuple[dict[int, set[str]], dict]:
+    """--redo: the images it names (shard -> ids), and the options named on the line that are
+    for them alone (--recolor): the job itself stays as it is."""
+    from . import redo
+    from .state import JOB_FILE, read_job
+    from .storage import Store
+
+    if not Store(a.output).exists(JOB_FILE):
+        raise UsageError(f"--redo redoes images of the job in an OUTDIR; {a.output} holds none yet "
+                         "(run the job first)")
+    old = read_job(a.output)["spec"]
+    options = {}
+    for k in redo.PER_IMAGE:
+        if getattr(a, k) != old.get(k):
+            options[k] = getattr(a, k)
+            setattr(a, k, old.get(k))  # the job's fingerprint is unchanged
+    return redo.select(a.manifest, a.redo, a.redo_column), options
 
 
 def _stop_run(outdir: str):
@@ -260,8 +280,10 @@ def cmd_status(a) -> int:
     from .orchestrate import status
 
     s = status(a.outdir)
-    if s["pending"] and not s["running"]:  # stopped before the end: say so first, and the way on
-        print(f"interrupted: {s['committed']} of {plural(s['shards'], 'shard')} committed; "
+    if (s["pending"] or s["redo_pending"]) and not s["running"]:  # stopped: say so first
+        redo = (f", a redo of {plural(s['redo_pending'], 'image')} unfinished"
+                if s["redo_pending"] else "")
+        print(f"interrupted: {s['committed']} of {plural(s['shards'], 'shard')} committed{redo}; "
               f"resume with: colorize run -o {a.outdir}")
     print(f"{a.outdir}: shards {s['committed']} committed, {s['pending']} pending of {s['shards']}; "
           f"images {s['ok']} ok, {s['error']} error, {s['skipped']} skipped of {s['images']}")
@@ -315,6 +337,9 @@ def cmd_audit(a) -> int:
     theirs = r["foreign_files"]
     note = (f"{plural(len(theirs), 'file')} in images/ that colorize did not write (left alone): "
             + ", ".join(theirs[:5]) + (" ..." if len(theirs) > 5 else "")) if theirs else ""
+    if r["redone"]:
+        line += "; redone: " + ", ".join(f"{n} with {how}" if how != "redo" else f"{n}"
+                                         for how, n in sorted(r["redone"].items()))
     if r["ok"]:
         print(f"audit {r['verdict']}: {line}; {len(r['nearly_gray'])} nearly gray outputs for "
               f"review; report in {a.outdir}/audit.html")
@@ -322,8 +347,11 @@ def cmd_audit(a) -> int:
             print(note)
         return 0
     if r["incomplete"]:  # a run that stopped: nothing committed is wrong, there is just more to do
+        redo = (f", a redo of {plural(len(r['redo_pending']), 'image')} unfinished"
+                if r["redo_pending"] else "")
         print(f"audit incomplete: interrupted: {r['committed_shards']} of "
-              f"{plural(r['shards'], 'shard')} committed; resume with: colorize run -o {a.outdir}")
+              f"{plural(r['shards'], 'shard')} committed{redo}; resume with: colorize run -o "
+              f"{a.outdir}")
         print(f"  the committed shards are intact ({line}); report in {a.outdir}/audit.html")
         return 3
     print(f"audit FAILED: {line}", file=sys.stderr)
@@ -488,6 +516,12 @@ def _add_scan(sub) -> None:
 def _add_run(sub) -> None:
     s = _command(sub, "run", cmd_run)
     add_flags(s)  # one per JobSpec field
+    s.add_argument("--redo", action="append", metavar="ID|PATH|LIST", default=[],
+                   help="colorize these images of the job again (repeatable): image ids, source "
+                   "paths, or a .txt/.csv list of them; --recolor then applies to them alone")
+    s.add_argument("--redo-column", metavar="COLUMN", default=None,
+                   help="the --redo CSV's column to read, matched against ids, paths and the "
+                   "catalogue column of that name (e.g. Inventarnummer)")
     s.add_argument("--summary-json", metavar="PATH", help="also write the final summary as JSON")
 
 

@@ -8,15 +8,16 @@ import os
 import time
 import traceback
 from collections import Counter
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from itertools import islice
 
 import pyarrow.compute as pc
 
-from . import results
+from . import redo, results
 from .cluster import make_client, shard_threads, wait_for_resource
 from .device import device_type
-from .errors import JobError, RunFailed
+from .errors import JobError, RunFailed, plural
 from .jobspec import IDENTITY_FIELDS, JobSpec
 from .manifest import manifest_digest, read_catalogue_info, read_manifest, shard_digests
 from .metrics import Tally, peak_rss_mb
@@ -65,8 +66,9 @@ def resolve_spec(o: JobSpec) -> dict:
     }
 
 
-def run_job(o: JobSpec, log=print) -> dict:
-    """Run (or resume) a job; returns the summary. Raises JobError for refusals."""
+def run_job(o: JobSpec, log=print, redo: tuple[dict[int, set[str]], dict] | None = None) -> dict:
+    """Run (or resume) a job; returns the summary. Raises JobError for refusals. redo: images
+    to colorize again inside the job (shard -> ids) and the options for them alone (redo.py)."""
     outdir = Store(o.output)
     spec = resolve_spec(o)
     sizes = shard_sizes(o.manifest)
@@ -84,18 +86,11 @@ def run_job(o: JobSpec, log=print) -> dict:
         stale = remove_temporaries(outdir)
         if stale:
             log(f"removed {stale} temporary files left by an interrupted run")
-        pending = sorted(set(sizes) - results.committed_shards(outdir))
-        fixes = plan_repair(outdir, log) if o.repair else {}
-        if not pending and not fixes:
+        work = _plan(outdir, o, sizes, redo, fp, log)
+        if not work.tasks:
             log(f"nothing to do: all {len(sizes)} shards of {outdir} are committed "
                 f"({sum(sizes.values())} images); see `colorize status {outdir}`")
             return {"pending_shards": 0, "ok": 0, "error": 0, "skipped": 0, "images": 0}
-        log(f"{len(pending)} of {len(sizes)} shards pending ({sum(sizes[s] for s in pending)} images)"
-            + (f"; repairing {sum(map(len, fixes.values()))} images in {len(fixes)} shards"
-               if fixes else ""))
-        tasks = [(s, None) for s in pending] + [(s, frozenset(ids)) for s, ids in sorted(fixes.items())]
-        work = _Work(tasks, sum(sizes[s] if ids is None else len(ids) for s, ids in tasks), fp[:12],
-                     time.perf_counter())
         with make_client(o, spec["device"]) as client:
             from .shard import ShardJob  # imports torch: only where shards are made
 
@@ -115,6 +110,40 @@ def run_job(o: JobSpec, log=print) -> dict:
         f"{elapsed:.1f} s ({totals['images_per_s']:.2f} images/s); images in {outdir.full('images')}, "
         f"results in {outdir.full('results')}")
     return totals
+
+
+def _plan(outdir: Store, o: JobSpec, sizes: dict[int, int], redo_req, fp: str, log) -> _Work:
+    """What this run does: the uncommitted shards whole, and in committed shards the images a
+    repair or a redo (this one's, or one a stop left unfinished) names."""
+    pending = sorted(set(sizes) - results.committed_shards(outdir))
+    fixes = plan_repair(outdir, log) if o.repair else {}
+    said = (f"; repairing {plural(sum(map(len, fixes.values())), 'image')} in "
+            f"{plural(len(fixes), 'shard')}") if fixes else ""
+    state = redo.request(outdir, *redo_req) if redo_req else redo.load(outdir)
+    redone = {int(s): set(ids) for s, ids in state["pending"].items()}
+    if redone:
+        said += f"; redoing {plural(sum(map(len, redone.values())), 'image')}"
+    for s, ids in redone.items():
+        if s not in pending:  # an uncommitted shard is run whole, with its redo options
+            fixes.setdefault(s, set()).update(ids)
+    if pending or fixes:
+        log(f"{len(pending)} of {len(sizes)} shards pending ({sum(sizes[s] for s in pending)} "
+            f"images){said}")
+    tasks = [(s, None) for s in pending] + [(s, frozenset(ids)) for s, ids in sorted(fixes.items())]
+    options: dict[int, dict[str, dict]] = {}
+    if state["overrides"]:
+        t = read_manifest(o.manifest, columns=["image_id", "shard"])
+        for iid, s in zip(t.column("image_id").to_pylist(), t.column("shard").to_pylist(),
+                          strict=True):
+            if iid in state["overrides"]:
+                options.setdefault(int(s), {})[iid] = state["overrides"][iid]
+
+    def committed(shard: int) -> None:
+        if shard in redone:
+            redo.done(outdir, shard, redone[shard])
+
+    return _Work(tasks, sum(sizes[s] if ids is None else len(ids) for s, ids in tasks), fp[:12],
+                 time.perf_counter(), options, committed)
 
 
 def _dry_run(o: JobSpec, outdir: Store, spec: dict, sizes: dict[int, int], log) -> dict:
@@ -145,6 +174,8 @@ class _Work:
     images: int  # what the progress bar counts to
     key: str  # the fingerprint's head: tasks of different jobs never share a dask key
     t_start: float  # perf_counter at the start, cluster start included
+    options: dict = field(default_factory=dict)  # shard -> image id -> a redo's options
+    committed: Callable[[int], None] = lambda shard: None  # told after each task's commit
 
 
 def _drive(client, job, work: _Work, log) -> dict:
@@ -163,7 +194,8 @@ def _drive(client, job, work: _Work, log) -> dict:
     def submit(task):
         s, ids = task
         key = f"shard-{s:05d}-{work.key}" + ("-repair" if ids else "")
-        return client.submit(job, s, ids, key=key, retries=o.retries, pure=False, resources=resources)
+        return client.submit(job, s, ids, work.options.get(s), key=key, retries=o.retries,
+                             pure=False, resources=resources)
 
     it = iter(work.tasks)
     ac = as_completed([submit(t) for t in islice(it, window)], with_results=False)
@@ -178,6 +210,7 @@ def _drive(client, job, work: _Work, log) -> dict:
                     tb = "".join(traceback.format_exception(type(e), e, fut.traceback()))
                 break
             tally.add(summary)
+            work.committed(summary["shard"])
             bar.update(summary["images"])
             nxt = next(it, None)
             if nxt is not None:
@@ -276,6 +309,7 @@ def status(outdir: str | os.PathLike) -> dict:
     from .state import lock_holder
 
     s["running"] = lock_holder(outdir)
+    s["redo_pending"] = sum(len(ids) for ids in redo.load(outdir)["pending"].values())
     if s["running"] and outdir.local and len(committed) >= 2:
         # the pace of the shards committed so far, from their commit times
         times = sorted((os.path.getmtime(outdir.full(results.shard_rel(k))), k) for k in committed)

@@ -30,6 +30,7 @@ SCHEMA = pa.schema([
     ("colorfulness", pa.float64()),  # Hasler-Suesstrunk of the output; near 0 = came out gray
     ("checkpoint_sha256", pa.string()),
     ("seconds", pa.float64()),
+    ("redone", pa.string()),  # set when `run --redo` remade it: "redo", or the options (--recolor)
 ])
 
 

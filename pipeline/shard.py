@@ -51,15 +51,17 @@ class ShardJob(ImageStages):
         use_threads(_COLORIZERS[key].device, o.threads)
         return _COLORIZERS[key]
 
-    def __call__(self, shard: int, only: frozenset[str] | None = None) -> dict:
-        """Colorize the shard and commit its results. With `only` (repair), redo just those
-        images and keep the shard's other committed rows as they are."""
+    def __call__(self, shard: int, only: frozenset[str] | None = None,
+                 options: dict[str, dict] | None = None) -> dict:
+        """Colorize the shard and commit its results. With `only` (a repair or a redo), redo
+        just those images and keep the shard's other committed rows as they are. options: per
+        image id, the options a redo gave that image alone (redo.py)."""
         t0 = time.perf_counter()
         table = read_manifest(self.spec.manifest, shard=shard)
         rows = table.to_pylist()
         wanted = (lambda iid: True) if only is None else only.__contains__
         with ThreadPoolExecutor(self.spec.threads) as pool:
-            flow = _Flow(self, pool, wanted)
+            flow = _Flow(self, pool, wanted, options or {})
             setup = flow.run(rows)
         out = flow.out
         if only is not None:
@@ -86,8 +88,10 @@ class _Flow:
     batches in memory. Torch work (the net, the colour step's torch part) stays on the calling
     thread: torch already uses every core, and more threads calling it only oversubscribe them."""
 
-    def __init__(self, job: ShardJob, pool: ThreadPoolExecutor, wanted: Callable[[str], bool]):
-        self.job, self.pool, self.wanted = job, pool, wanted
+    def __init__(self, job: ShardJob, pool: ThreadPoolExecutor, wanted: Callable[[str], bool],
+                 options: dict[str, dict]):
+        self.job, self.pool, self.wanted, self.options = job, pool, wanted, options
+        self.aside: list[Item] = []  # images only a redo's options colorize: their own batches
         self.window = max(2, 2 * job.spec.batch_size)
         self.decoding: deque[Future] = deque()
         self.writing: deque[Future] = deque()
@@ -108,18 +112,24 @@ class _Flow:
             self._read_ahead(it)
             if item.finished:
                 self._record(item)
+            elif item.aside:  # the job's batches (and so every other image's bytes) stay as first run
+                self.aside.append(item)
             else:
                 self.batch.append(item)
                 if len(self.batch) >= self.job.spec.batch_size:
                     self._colorize_batch()
         self._colorize_batch()
+        for i in range(0, len(self.aside), self.job.spec.batch_size):
+            self.batch = self.aside[i:i + self.job.spec.batch_size]
+            self._colorize_batch()
         while self.writing:
             self._record(self.writing.popleft().result())
         return setup
 
     def _read_ahead(self, it) -> None:
         for row in it:
-            self.decoding.append(self.pool.submit(self.job.read, row))
+            self.decoding.append(self.pool.submit(self.job.read, row,
+                                                  self.options.get(row["image_id"])))
             if len(self.decoding) >= self.window:
                 break
 

@@ -29,6 +29,7 @@ from .jobspec import JobSpec
 from .manifest import resolve_path
 from .state import safe_output_path
 from .storage import Store, read_source
+from .redo import options_label
 from .xmp import record
 
 
@@ -55,6 +56,8 @@ class Item:
     row: dict  # its result row, filled in as it goes
     stem: str  # its output path without the extension (the manifest's out_stem)
     record: dict | None = None  # the catalogue's fields for the output's XMP (xmp.record)
+    options: dict | None = None  # a redo's options for this image alone (redo.py), else None
+    aside: bool = False  # colorized only by its redo's options: batched apart from the rest
     decoded: Decoded | None = None
     gray: Any = None  # full-resolution gray: decoded.gray, or a device tensor (jpegdev)
     small: Any = None  # the net's input (size x size uint8): an array, or a device tensor
@@ -84,12 +87,14 @@ class ImageStages:
     checkpoint_sha256: str
     created: str = ""
 
-    def read(self, mrow: dict) -> Item:
+    def read(self, mrow: dict, options: dict | None = None) -> Item:
         """A manifest row -> an Item, decoded on the host or left for the device's decoder."""
         t0 = time.perf_counter()
         item = Item(row={"image_id": mrow["image_id"], "shard": mrow["shard"],
                          "source_path": mrow["path"], "status": "error",
-                         "checkpoint_sha256": self.checkpoint_sha256}, stem=mrow["out_stem"],
+                         "checkpoint_sha256": self.checkpoint_sha256,
+                         "redone": None if options is None else options_label(options)},
+                    stem=mrow["out_stem"], options=options,
                     record=record(self.spec.metadata_columns, _cells(mrow), mrow["rel_path"]))
         try:
             safe_output_path(item.stem, "")  # a hostile manifest row fails here, alone
@@ -123,8 +128,10 @@ class ImageStages:
             return
         self._describe(item)
         if d.kind == "color" and not self.spec.recolor:
-            item.fail("colour image (use --recolor to recolorize)", status="skipped")
-            return
+            if not (item.options or {}).get("recolor"):
+                item.fail("colour image (use --recolor to recolorize)", status="skipped")
+                return
+            item.aside = True  # the job's own batches stay as they were (see _Flow)
         try:
             item.gray, item.small = d.gray, net_input(d.gray, self.spec.size)
         except Exception as e:

@@ -26,6 +26,9 @@ HOSTILE = ['Das "Rote" Haus; Müller & Söhne', 'Lawrence & Söhne <Fassade>, "H
            "Straße (Köln)"]
 
 
+MISJUDGED = (10, 56)  # two scans the classifier calls colour: skipped, until redone
+
+
 def run_cli(*args, **kw):
     return subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)], capture_output=True,
                           text=True, timeout=600, **kw)
@@ -47,8 +50,8 @@ def museum(tmp_path_factory):
         folder.mkdir(parents=True, exist_ok=True)
         ext = (".png", ".jpg", ".tif")[i % 3]
         p = folder / f"Bild {i:03d} Straße{ext}"
-        gray = rng.integers(40, 220, (24, 32), dtype=np.uint8)
-        Image.fromarray(gray).save(p, **({"quality": 90} if ext == ".jpg" else {}))
+        px = rng.integers(40, 220, (24, 32, 3) if i in MISJUDGED else (24, 32), dtype=np.uint8)
+        Image.fromarray(px).save(p, **({"quality": 90} if ext == ".jpg" else {}))
         files.append(p)
     listed = files[:97]
     records = [[f"INV-{1900 + i}", str(p.relative_to(scans)), HOSTILE[i % len(HOSTILE)]]
@@ -242,3 +245,39 @@ def test_ctrl_c_twice_exits_at_once_and_says_what_is_on_disk(tmp_path, ckpt):
     assert 1 <= said < 40
     r = run_cli("status", out)
     assert r.stdout.startswith(f"interrupted: {said} of 40 shards committed")
+
+
+@pytest.mark.slow
+def test_redo_of_two_images_leaves_the_other_102_as_they_were(museum, tmp_path, ckpt):
+    scans = museum["scans"]
+    man, out = tmp_path / "m.parquet", tmp_path / "out"
+    assert run_cli("scan", scans, scans / "katalog.csv", "-o", man, "--path-column", "Datei",
+                   "-q", "--shard-size", "16").returncode == 0
+    r = run_cli("run", "--manifest", man, "-o", out, "--size", "32", "-q", "--checkpoint", ckpt)
+    assert r.returncode == 0, r.stderr
+    rows = {x["image_id"]: x for x in pq.read_table(out / "results").to_pylist()}
+    skipped = [x for x in rows.values() if x["status"] == "skipped"]
+    assert sorted(x["Inventarnummer"] for x in skipped) == [f"INV-{1900 + i}" for i in MISJUDGED]
+    before = {p: (sha(p), p.stat().st_mtime_ns) for p in (out / "images").rglob("*.*")}
+    assert len(before) == 102  # the 104 files less the two skipped (the missing 105th has none)
+    (tmp_path / "redo.csv").write_text("Inventarnummer\n" + "".join(
+        f"INV-{1900 + i}\n" for i in MISJUDGED))
+    r = run_cli("run", "-o", out, "--redo", tmp_path / "redo.csv", "--redo-column",
+                "Inventarnummer", "--recolor", "-q")
+    assert r.returncode == 0, r.stderr
+    assert "redoing 2 images" in r.stdout
+    after = {p: (sha(p), p.stat().st_mtime_ns) for p in (out / "images").rglob("*.*")}
+    assert {p: v for p, v in after.items() if p in before} == before  # not even rewritten
+    assert len(after) == len(before) + 2
+    new = {x["image_id"]: x for x in pq.read_table(out / "results").to_pylist()}
+    for iid, x in new.items():
+        if x["Inventarnummer"] in [f"INV-{1900 + i}" for i in MISJUDGED]:
+            assert x["status"] == "ok" and x["redone"] == "--recolor"
+        else:
+            assert x == rows[iid]  # every other row as it was
+    job = json.loads((out / "job.json").read_text())
+    assert job["spec"]["recolor"] is False  # the job is the same job
+    r = run_cli("audit", out, "-q")
+    assert r.returncode == 0 and "redone: 2 with --recolor" in r.stdout
+    r = run_cli("run", "-o", out, "--redo", "nicht-da.tif")
+    assert r.returncode == 2 and "--redo: 1 not in the job's manifest: 'nicht-da.tif'" in r.stderr

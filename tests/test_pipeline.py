@@ -241,7 +241,7 @@ def test_audit_finds_damage_and_repair_fixes_exactly_it(archive, clean_run, ckpt
                  if p not in (corrupt, stray)}
     assert main(run_args(man, out, ckpt, "--repair")) == 0
     out_text = capsys.readouterr().out
-    assert "repairing 2 images in 2 shards" in out_text or "repairing 2 images in 1 shards" in out_text
+    assert "repairing 2 images in 2 shards" in out_text or "repairing 2 images in 1 shard" in out_text
     assert "done: 2 ok, 0 error, 0 skipped" in out_text
     assert not stray.exists() and (out / "quarantine" / "images" / "box0" / "stray.png").exists()
     assert theirs.read_bytes() == b"not ours"

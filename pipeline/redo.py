@@ -1,0 +1,114 @@
+"""Redo some images inside a job (`colorize run -o OUT --redo LIST`): the one mechanism by which
+a few images are colorized again without making the job another one (two scans misjudged as
+colour, redone with --recolor; later, images a curator gave colour hints).
+
+The request lives in OUTDIR/redo.json: per image, the options it is made with (`overrides`,
+kept for good, so a later --repair of that image rewrites the same bytes), and per shard the
+images still to do (`pending`, emptied as each shard commits, so a killed redo resumes with
+the next `colorize run -o OUT`). The images' rows and files are replaced whole (the file by a
+rename, the rows by the shard's atomic commit); every other image is left as it is."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+from .errors import UsageError
+from .manifest import read_manifest, resolve_path
+from .storage import Store
+
+REDO_FILE = "redo.json"
+PER_IMAGE = ("recolor",)  # the job options that may apply to some images alone
+
+
+def load(store: Store) -> dict:
+    if not store.exists(REDO_FILE):
+        return {"overrides": {}, "pending": {}}
+    return json.loads(store.read_text(REDO_FILE))
+
+
+def save(store: Store, state: dict) -> None:
+    store.write_atomic(REDO_FILE, json.dumps(state, indent=1, sort_keys=True).encode())
+
+
+def request(store: Store, picked: dict[int, set[str]], options: dict) -> dict:
+    """Record a redo of `picked` (shard -> image ids) with `options`; returns the new state."""
+    state = load(store)
+    for shard, ids in picked.items():
+        pend = set(state["pending"].get(str(shard), [])) | ids
+        state["pending"][str(shard)] = sorted(pend)
+        for iid in ids:
+            state["overrides"][iid] = dict(options)
+    save(store, state)
+    return state
+
+
+def done(store: Store, shard: int, ids) -> None:
+    """A redo task's shard has committed: its images are no longer pending."""
+    state = load(store)
+    left = set(state["pending"].get(str(shard), [])) - set(ids)
+    if left:
+        state["pending"][str(shard)] = sorted(left)
+    else:
+        state["pending"].pop(str(shard), None)
+    save(store, state)
+
+
+def options_label(options: dict) -> str:
+    """What a result row's `redone` says: 'redo', or the options it was redone with."""
+    return ", ".join(f"--{k}" for k, v in sorted(options.items()) if v is True) or "redo"
+
+
+def _values(item: str, column: str | None) -> list[str]:
+    """An entry of --redo: a list file (TXT: one per line; CSV: the column --redo-column names,
+    else its first) or a single id or path."""
+    p = Path(item)
+    if p.suffix.lower() == ".txt" and p.is_file():
+        return [ln.strip() for ln in p.read_text(encoding="utf-8-sig").splitlines() if ln.strip()]
+    if p.suffix.lower() in (".csv", ".tsv") and p.is_file():
+        from .catalogue import read_catalogue
+
+        with open(p, newline="", encoding="utf-8-sig") as f:
+            header = next(csv.reader(f), [])
+        col = column or (header[0] if header else "")
+        cat = read_catalogue(p, path_column=col)
+        return [r["_cells"][col].strip() for r in cat.rows]
+    return [item]
+
+
+def select(manifest: str, items: list[str], column: str | None = None) -> dict[int, set[str]]:
+    """The images named by --redo: by image id, by path (as scanned, relative to the archive,
+    or as found from here), by output name, or by a catalogue value (an accession number) when
+    --redo-column names a catalogue column. A name that matches nothing is a mistake, said."""
+    t = read_manifest(manifest).to_pylist()
+    index: dict[str, set[int]] = {}
+
+    def add(key, i):
+        if key:
+            index.setdefault(str(key), set()).add(i)
+
+    from .catalogue import stored_name
+
+    for i, r in enumerate(t):
+        for key in (r["image_id"], r["path"], r["rel_path"], r["out_stem"]):
+            add(key, i)
+        add(os.path.realpath(resolve_path(manifest, r["path"])) if "://" not in r["path"] else "", i)
+        if column and stored_name(column) in r:
+            add(r[stored_name(column)], i)
+    picked: dict[int, set[str]] = {}
+    unknown = []
+    for item in items:
+        for v in _values(item, column):
+            hits = index.get(v) or index.get(os.path.realpath(v) if v else "")
+            if not hits:
+                unknown.append(v)
+                continue
+            for i in hits:
+                picked.setdefault(int(t[i]["shard"]), set()).add(t[i]["image_id"])
+    if unknown:
+        raise UsageError(f"--redo: {len(unknown)} not in the job's manifest: "
+                         + ", ".join(map(repr, unknown[:5])) + (" ..." if len(unknown) > 5 else "")
+                         + " (give image ids, source paths, or --redo-column COLUMN)")
+    return picked

@@ -196,11 +196,18 @@ def cmd_run(a) -> int:
     if "://" not in a.manifest and not m.is_file():
         raise UsageError(f"manifest not found: {a.manifest}")
     redo = _redo_request(a) if a.redo else None
-    signal.signal(signal.SIGINT, _stop_run(a.output))
     # The resource tracker this process may start inherits these: after a Ctrl-C it cleans up
     # the killed workers' semaphores, which is its job, not news for the user.
     sys.warnoptions.append("ignore::UserWarning:multiprocessing.resource_tracker")
-    summary = run_job(from_args(a), redo=redo)
+    import threading
+
+    main_thread = threading.current_thread() is threading.main_thread()  # signals go there only
+    before = signal.signal(signal.SIGINT, _stop_run(a.output)) if main_thread else None
+    try:
+        summary = run_job(from_args(a), redo=redo)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGINT, before)
     if a.summary_json:
         Path(a.summary_json).write_text(json.dumps(summary, indent=2))
     return 0

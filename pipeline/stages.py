@@ -27,9 +27,9 @@ from .imaging import (
 )
 from .jobspec import JobSpec
 from .manifest import resolve_path
+from .redo import options_label
 from .state import safe_output_path
 from .storage import Store, read_source
-from .redo import options_label
 from .xmp import record
 
 

@@ -151,7 +151,7 @@ def test_ctrl_c_says_what_is_committed_and_how_to_resume(night, ckpt, capsys, tm
 
     root, man = night
 
-    def interrupted(spec, log=print):
+    def interrupted(spec, log=print, redo=None):  # raised in code: the handler's fallback
         raise KeyboardInterrupt
 
     monkeypatch.setattr(orch, "run_job", interrupted)

@@ -8,6 +8,7 @@ import html
 import io
 import json
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -197,9 +198,10 @@ def _thumb_uri(data_fn, h: int = 120, gray: bool = False) -> str:
 
 def _html(report: dict, ok_rows: list[dict], spec: dict, sample: int, out: Store) -> str:
     e = html.escape
-    parts = ["<!doctype html><meta charset='utf-8'><title>audit</title>",
-             "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 8px;text-align:left}"
-             ".bad{color:#b00}.good{color:#070}img{height:120px}</style>",
+    parts = ["<!doctype html><meta charset='utf-8'><meta name='viewport' "
+             "content='width=device-width'><title>audit</title>",
+             f"<style>{SHEET_CSS}th{{text-align:left;padding:2px 8px}}.bad{{color:#b00}}"
+             ".good{color:#070}</style>",
              f"<h1>Audit of {e(report['outdir'])}</h1>",
              f"<p class='{'good' if report['ok'] else 'bad'}'><b>{e(report['verdict'])}"
              f"</b>: {report['manifest_rows']} manifest rows, {report['result_rows']} result rows; "
@@ -224,8 +226,12 @@ def _html(report: dict, ok_rows: list[dict], spec: dict, sample: int, out: Store
               for r in report["nearly_gray"]]
     pages = report.get("sheet_pages", 0)
     more = (f" (all {len(ok_rows)}: <a href='audit-sheet-001.html'>the full contact sheet</a>, "
-            f"{pages} pages)") if pages else " (all of them: `colorize audit --sheet all`)"
-    parts.append(f"</ul><h2>Before and after: a sample{more}</h2><table>")
+            f"{plural(pages, 'page')})") if pages else " (all of them: `colorize audit --sheet all`)"
+    theirs = report.get("foreign_files", [])
+    if theirs:
+        parts.append(f"</ul><h2>Files in images/ that colorize did not write ({len(theirs)}, left "
+                     "alone)</h2><ul>" + "".join(f"<li>{e(f)}</li>" for f in theirs))
+    parts.append(f"</ul><h2>Before and after: a sample{more}</h2><table class='sheet'>")
     if ok_rows:
         idx = np.unique(np.linspace(0, len(ok_rows) - 1, min(sample, len(ok_rows))).astype(int))
         parts += [_sheet_row(ok_rows[i], cols, spec, out) for i in idx]
@@ -236,16 +242,61 @@ def _html(report: dict, ok_rows: list[dict], spec: dict, sample: int, out: Store
 SHEET_PAGE = 100  # before/after pairs per page of the full contact sheet
 
 
+PREVIEWS = "audit-previews"  # JPEG views of TIFF outputs: a browser shows no TIFF, it downloads it
+PREVIEW_SIDE = 2048
+
+
+def _preview(out: Store, rel: str) -> str:
+    """What the report links for an output: the file itself, or for a TIFF a JPEG view of it
+    (written once, next to the report; the TIFF stays linked beside it)."""
+    if not rel.lower().endswith((".tif", ".tiff")):
+        return rel
+    view = f"{PREVIEWS}/{rel}.jpg"
+    if not out.exists(view):
+        try:
+            with Image.open(io.BytesIO(out.read_bytes(rel))) as im:
+                if im.mode.startswith("I") or im.mode == "RGB;16" or im.mode not in ("RGB", "L"):
+                    a = np.asarray(im)
+                    im = Image.fromarray((a >> 8).astype(np.uint8) if a.dtype == np.uint16 else a)
+                im = im.convert("RGB")
+                im.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
+                buf = io.BytesIO()
+                im.save(buf, "JPEG", quality=90)
+            if out.local:
+                Path(out.full(view)).parent.mkdir(parents=True, exist_ok=True)
+            out.write_atomic(view, buf.getvalue())
+        except Exception:  # a view is a nicety: the link then goes to the TIFF itself
+            return rel
+    return view
+
+
 def _sheet_row(r: dict, cols: list[str], spec: dict, out: Store) -> str:
+    """One image: before, after (linked to a view of the output), and its record, labelled."""
     e = html.escape
     src = resolve_path(spec["manifest"], r["source_path"])
     before = _thumb_uri(lambda src=src: read_source(src), gray=True)
     after = _thumb_uri(lambda rel=r["output_path"]: out.read_bytes(rel))
-    ids = " ".join(e(str(r[c])) for c in cols if r.get(c) is not None)
-    link = html.escape(r["output_path"], quote=True)
+    view = _preview(out, r["output_path"])
+    label = [(c, r[c]) for c in cols if r.get(c) not in (None, "")]
+    label += [("source", r["source_path"]), ("output", r["output_path"])]
+    if r.get("redone"):
+        label.append(("redone", r["redone"]))
+    record = "".join(f"<dt>{e(k)}</dt><dd>{e(str(v))}</dd>" for k, v in label)
+    tiff = (f" <a href='{e(r['output_path'], quote=True)}'>(TIFF file)</a>" if view != r["output_path"]
+            else "")
     return (f"<tr><td><img src='{before}' alt='before'></td>"
-            f"<td><a href='{link}'><img src='{after}' alt='after'></a></td>"
-            f"<td>{ids} {e(r['source_path'])}</td></tr>")
+            f"<td><a href='{e(view, quote=True)}'><img src='{after}' alt='after'></a>{tiff}</td>"
+            f"<td><dl>{record}</dl></td></tr>")
+
+
+# Pages fit the window: thumbnails shrink with it, long names wrap, each record is labelled.
+SHEET_CSS = ("body{font-family:sans-serif;margin:1em;max-width:100%}"
+             "table{border-collapse:collapse;max-width:100%}table.sheet{width:100%;table-layout:fixed}"
+             "td{padding:4px 8px;vertical-align:top;overflow-wrap:anywhere;border-top:1px solid #ddd}"
+             ".sheet td:nth-child(1),.sheet td:nth-child(2){width:30%}"
+             "img{max-width:100%;max-height:160px}"
+             "dl{display:grid;grid-template-columns:max-content 1fr;gap:0 .8em;margin:0}"
+             "dt{color:#555}dd{margin:0}")
 
 
 def write_sheet(out: Store, ok_rows: list[dict], cols: list[str], spec: dict) -> int:
@@ -257,9 +308,9 @@ def write_sheet(out: Store, ok_rows: list[dict], cols: list[str], spec: dict) ->
         nav = " ".join(f"<a href='audit-sheet-{j + 1:03d}.html'>{j + 1}</a>" if j != k else
                        f"<b>{j + 1}</b>" for j in range(n))
         body = [_sheet_row(r, cols, spec, out) for r in rows[k * SHEET_PAGE:(k + 1) * SHEET_PAGE]]
-        page = ("<!doctype html><meta charset='utf-8'><title>contact sheet</title><style>"
-                "body{font-family:sans-serif}img{height:160px}td{padding:2px 8px}</style>"
-                f"<p><a href='audit.html'>audit</a> | page {nav}</p><table>"
+        page = ("<!doctype html><meta charset='utf-8'><meta name='viewport' content="
+                f"'width=device-width'><title>contact sheet</title><style>{SHEET_CSS}</style>"
+                f"<p><a href='audit.html'>audit</a> | page {nav}</p><table class='sheet'>"
                 + "\n".join(body) + "</table>")
         out.write_atomic(f"audit-sheet-{k + 1:03d}.html", page.encode("utf-8"))
     return n

@@ -59,6 +59,7 @@ def check_or_write_job(store: Store, spec: dict, restart: bool) -> str:
             store.rmtree(sub)
         for f in ("audit.json", "audit.html", *store.glob("audit-sheet-*.html")):
             store.remove(f)
+        store.rmtree("audit-previews")
     store.makedirs()
     import datetime as dt
 

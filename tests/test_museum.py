@@ -281,3 +281,29 @@ def test_redo_of_two_images_leaves_the_other_102_as_they_were(museum, tmp_path, 
     assert r.returncode == 0 and "redone: 2 with --recolor" in r.stdout
     r = run_cli("run", "-o", out, "--redo", "nicht-da.tif")
     assert r.returncode == 2 and "--redo: 1 not in the job's manifest: 'nicht-da.tif'" in r.stderr
+
+
+@pytest.mark.slow
+def test_the_report_shows_tiff_outputs_and_labels_each_record(museum, tmp_path, ckpt):
+    scans = museum["scans"]
+    man, out = tmp_path / "m.parquet", tmp_path / "out"
+    cat = tmp_path / "glasplatten.csv"
+    cat.write_text("Inventarnummer,Datei\n" + "".join(
+        f"{r[0]},{scans / r[1]}\n" for r in museum["records"] if r[1].startswith("Glasplatten/")
+        and (scans / r[1]).exists()), encoding="utf-8")
+    assert run_cli("scan", scans / "Glasplatten", cat, "-o", man, "--path-column", "Datei",
+                   "-q").returncode == 0
+    r = run_cli("run", "--manifest", man, "-o", out, "--size", "32", "-q", "--checkpoint", ckpt,
+                "--format", "tiff")
+    assert r.returncode == 0, r.stderr
+    r = run_cli("audit", out, "-q", "--sheet", "all")
+    page = (out / "audit-sheet-001.html").read_text()
+    assert ", 1 page)" in (out / "audit.html").read_text()
+    # a TIFF opens as a JPEG view in the browser (the TIFF itself linked beside it)
+    views = sorted((out / "audit-previews" / "images").rglob("*.tif.jpg"))
+    assert len(views) == len(list((out / "images").rglob("*.tif")))
+    with Image.open(views[0]) as im:
+        assert im.format == "JPEG" and im.size == (32, 24)
+    assert "href='audit-previews/images/" in page and "(TIFF file)" in page
+    assert "<dt>Inventarnummer</dt><dd>INV-" in page and "<dt>source</dt>" in page
+    assert "table-layout:fixed" in page and "max-width:100%" in page

@@ -183,7 +183,7 @@ def cmd_run(a) -> int:
         # what the user names on the line still wins (and is checked against it).
         old = read_job(a.output)["spec"]
         for k in ("manifest", "checkpoint", *IDENTITY_FIELDS):
-            if "--" + k.replace("_", "-") not in getattr(a, "given", set()) and k in old:
+            if k not in getattr(a, "given", set()) and k in old:
                 setattr(a, k, old[k])
         print(f"continuing the job recorded in {a.output}/{JOB_FILE}", file=sys.stderr)
     if not a.manifest or not a.output:
@@ -600,6 +600,26 @@ def build_parser() -> Parser:
     return p
 
 
+def named_on_the_line(parser: Parser, argv: list[str]) -> set[str]:
+    """The options the user named (their dests), as argparse itself read the line: abbreviations
+    (--batch, --for) and --flag=value included. Parsed again with every default suppressed, so
+    what comes back is exactly what was given."""
+    sub = parser._subparsers._group_actions[0].choices.get(argv[0]) if argv else None
+    if sub is None:
+        return set()
+    saved, saved_defaults = {a: a.default for a in sub._actions}, sub._defaults
+    try:
+        sub._defaults = {}
+        for a in sub._actions:
+            a.default = argparse.SUPPRESS
+        ns, _ = sub.parse_known_args(argv[1:])
+    finally:
+        sub._defaults = saved_defaults
+        for a, d in saved.items():
+            a.default = d
+    return set(vars(ns))
+
+
 def main(argv: list[str] | None = None) -> int:
     from .errors import RunFailed
     from .imaging import DecodeError
@@ -609,16 +629,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.command = argv[0] if argv else None
     try:
         # `colorize CMD [flags] JOB.toml [flags]`: the spec's keys become defaults, flags win.
-        given = {t.split("=")[0] for t in argv if t.startswith("-")}
+        given: set[str] = set()
         toml = next((t for t in argv[1:] if t.endswith(".toml") and not t.startswith("-")), None)
         if argv and argv[0] in ("run", "train") and toml:
             sub = parser._subparsers._group_actions[0].choices[argv[0]]
             spec = load_toml(toml)
             apply_job_spec(sub, spec, toml)
-            given |= {"--" + k.replace("_", "-") for k in spec}
+            given |= {k.replace("-", "_") for k in spec}
             argv = [t for t in argv if t is not toml]
         a = parser.parse_args(argv)
-        a.given = given  # flags the user named, on the line or in the spec
+        a.given = given | named_on_the_line(parser, argv)  # on the line or in the spec
         if not getattr(a, "func", None):
             parser.print_help()
             return 2

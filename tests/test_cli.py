@@ -159,3 +159,36 @@ def test_command_line_fits_peoples_habits(tmp_path):
     assert r.returncode == 0 and "pending" in r.stdout, r.stderr
     text = " ".join(run_cli("run", "--help").stdout.split())  # argparse wraps lines
     assert "(default: 256)" in text and "(default: png)" in text
+
+
+@pytest.mark.slow
+def test_a_flag_on_a_finished_job_is_honoured_or_refused_never_dropped(tmp_path, ckpt, capsys):
+    """Which options the user named comes from argparse itself: abbreviations and --flag=value
+    count as named, so each changed identity option is refused with old -> new (issue 21)."""
+    from dataclasses import fields
+
+    from pipeline.jobspec import JobSpec
+
+    src = tmp_path / "s"
+    src.mkdir()
+    Image.fromarray(np.full((16, 16), 120, np.uint8)).save(src / "a.png")
+    (src / "list.csv").write_text("path,Titel\na.png,Hof\n")
+    man, out = tmp_path / "m.parquet", tmp_path / "out"
+    assert main(["scan", str(src / "list.csv"), "-o", str(man), "-q"]) == 0
+    assert main(["run", "--manifest", str(man), "-o", str(out), "--checkpoint", ckpt, "--size",
+                 "32", "-q", "--device", "cpu"]) == 0
+    lines = [("--batch", "4", "batch_size 8 -> 4"), ("--for", "tiff", "format png -> tiff"),
+             ("--si", "320", "size 32 -> 320"), ("--batch-size", "4", "batch_size 8 -> 4"),
+             ("--format=tiff", None, "format png -> tiff"), ("--qual", "80", "quality 95 -> 80"),
+             ("--rec", None, "recolor False -> True"), ("--comp", None, "compile False -> True"),
+             ("--jpeg-d", "device", "jpeg_decode cpu -> device"),
+             ("--max-pix", "1000", "max_pixels 200000000 -> 1000"),
+             ("--dev", "cuda", "device cpu -> cuda"),  # or, with no GPU here, refused as such
+             ("--metadata-col", "none", "metadata_columns title=Titel -> none")]
+    named = {"--" + f.name.replace("_", "-") for f in fields(JobSpec) if f.metadata["identity"]}
+    assert {next(n for n in named if n.startswith(flag.split("=")[0])) for flag, _, _ in lines} == named
+    for flag, value, said in lines:
+        capsys.readouterr()
+        assert main(["run", "-o", str(out), flag, *([value] if value else [])]) == 2, flag
+        err = capsys.readouterr().err
+        assert said in err or (flag == "--dev" and "no CUDA device is available" in err), flag

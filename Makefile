@@ -24,7 +24,7 @@ run: setup  ## colorize the bundled sample archive (jobs/demo.toml), then status
 	@echo "colorized images: out/demo/images/   results: out/demo/results/   report: out/demo/audit.html"
 
 manifest: setup  ## rescan the bundled samples into manifests/demo.parquet
-	$(BIN)/colorize scan pipeline/samples -o manifests/demo.parquet --shard-size 4 --relative
+	$(BIN)/colorize scan pipeline/samples -o manifests/demo.parquet --shard-size 4 --relative --fresh
 
 test: setup  ## run the test suite
 	$(BIN)/pytest -q

@@ -152,6 +152,14 @@ def cmd_scan(a) -> int:
 
     if not str(a.output).endswith(".parquet"):
         raise UsageError(f"-o {a.output}: a manifest is a Parquet file; name it *.parquet")
+    if a.extend and a.fresh:
+        raise UsageError("--extend keeps an earlier manifest's rows, --fresh starts over: one of them")
+    if a.extend is None and not a.fresh and _exists(a.output):
+        # A rescan into the same file: the archive grew. Keeping the rows, ids and shards keeps
+        # every job run on it valid; --fresh starts over (and a job then refuses the new one).
+        a.extend = a.output
+        print(f"colorize: {a.output} exists: its rows, ids and shards are kept and new files added "
+              "(--fresh to start over)", file=sys.stderr)
     t = scan(a.sources, a.output, shard_size=a.shard_size, max_pixels=a.max_pixels,
              relative=a.relative, progress=not a.quiet,
              log=lambda m: print(f"colorize: {m}", file=sys.stderr),
@@ -170,6 +178,15 @@ def cmd_scan(a) -> int:
     print(f"wrote {a.output}: {t.num_rows} images in {shards} shards"
           + (f", {bad} unreadable (they will get error rows)" if bad else ""))
     return 0
+
+
+def _exists(path: str) -> bool:
+    if "://" in str(path):
+        import fsspec
+
+        fs, p = fsspec.core.url_to_fs(str(path))
+        return fs.exists(p)
+    return Path(path).is_file()
 
 
 def cmd_run(a) -> int:
@@ -504,6 +521,9 @@ def _add_scan(sub) -> None:
     s.add_argument("--shard-size", type=positive_int, default=64, help="images per shard")
     s.add_argument("--relative", action="store_true",
                    help="store paths relative to the manifest's folder (portable manifests)")
+    s.add_argument("--fresh", action="store_true",
+                   help="write MANIFEST anew even if it exists (by default an existing one is "
+                   "extended: its rows, ids and shards kept, new files added)")
     s.add_argument("--extend", metavar="OLD.parquet", default=None,
                    help="keep this earlier manifest's rows as they are and add only new files, "
                    "in new shards: a job run on it continues with just the new scans")

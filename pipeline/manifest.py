@@ -151,8 +151,6 @@ def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int = 64
                                             delimiter=delimiter, log=log), log)
     for line in found.lines():
         log(line)
-    if report:
-        log(f"wrote {report}: {found.write_csv(report)} mismatches between files and catalogue")
     if not by_path:
         raise ScanError("no image files found in " + ", ".join(map(str, sources)))
     real = sorted(by_path)
@@ -163,13 +161,19 @@ def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int = 64
     if old is not None:
         known = {p if is_url(p) else os.path.realpath(resolve_path(extend, p))
                  for p in old.column("path").to_pylist()}
-        gone = len(known - set(real))
-        if gone:
-            log(f"{gone} files of {extend} are no longer there; their rows are kept as they were")
+        found.gone = sorted(known - set(real))
+        found.changed = _changed(old, extend, set(real))
         keep = [i for i, r in enumerate(real) if r not in known]
         real, rels = [real[i] for i in keep], [rels[i] for i in keep]
         shard_size = int((old.schema.metadata or {}).get(b"shard_size", shard_size))
-        log(f"extending {extend}: {len(real)} new files")
+        log(f"extending {extend}: {len(known) - len(found.gone)} files done before, "
+            f"{len(real)} new, {len(found.changed)} changed, {len(found.gone)} gone "
+            "(the rows of the changed and the gone are kept as they were)")
+        if found.changed:
+            log(f"changed since: {', '.join(found.changed[:5])}{' ...' if len(found.changed) > 5 else ''}"
+                "; to colorize them again: colorize run -o OUTDIR --redo FILE")
+    if report:
+        log(f"wrote {report}: {found.write_csv(report)} mismatches between files and catalogue")
     columns = _catalogue_columns(found.catalogues, old)
     if relative and not is_url(output):
         base = Path(output).resolve().parent
@@ -225,6 +229,8 @@ class ScanReport:
     uncatalogued: list[str] = field(default_factory=list)  # in a folder, in no catalogue
     missing: list[dict] = field(default_factory=list)  # catalogue rows whose file is not there
     duplicates: list[tuple[dict, dict]] = field(default_factory=list)  # (kept, repeated) rows
+    changed: list[str] = field(default_factory=list)  # extending: in the old manifest, size differs
+    gone: list[str] = field(default_factory=list)  # extending: in the old manifest, not found now
 
     def lines(self, limit: int = 5) -> list[str]:
         """The short summary a scan prints."""
@@ -259,6 +265,8 @@ class ScanReport:
         rows += [("missing", r["path"], r["_from"].path, r["_line"], "") for r in self.missing]
         rows += [("duplicate", b["path"], b["_from"].path, b["_line"], f"{a['_from'].path}:{a['_line']}")
                  for a, b in self.duplicates]
+        rows += [("changed", p, "", "", "") for p in self.changed]
+        rows += [("gone", p, "", "", "") for p in self.gone]
         with open(path, "w", newline="", encoding="utf-8-sig") as f:
             w = csv.writer(f)
             w.writerow(["kind", "path", "catalogue", "line", "first listed at"])
@@ -315,6 +323,22 @@ def catalogue_info(manifest: pa.Table | pa.Schema | None) -> dict:
         return {}
     meta = manifest.metadata or {} if isinstance(manifest, pa.Schema) else manifest.schema.metadata or {}
     return json.loads(meta.get(b"catalogue", b"{}"))
+
+
+def _changed(old: pa.Table, manifest: str, present: set[str]) -> list[str]:
+    """Files of an earlier manifest that are still there but not as they were scanned (their
+    size differs): a rescan of a damaged or re-digitised original."""
+    out = []
+    for p, size in zip(old.column("path").to_pylist(), old.column("size_bytes").to_pylist(),
+                       strict=True):
+        real = p if is_url(p) else os.path.realpath(resolve_path(manifest, p))
+        if real in present and not is_url(real) and size is not None:
+            try:
+                if os.path.getsize(real) != size:
+                    out.append(real)
+            except OSError:
+                pass
+    return sorted(out)
 
 
 def read_catalogue_info(path: str | os.PathLike) -> dict:

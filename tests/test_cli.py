@@ -192,3 +192,39 @@ def test_a_flag_on_a_finished_job_is_honoured_or_refused_never_dropped(tmp_path,
         assert main(["run", "-o", str(out), flag, *([value] if value else [])]) == 2, flag
         err = capsys.readouterr().err
         assert said in err or (flag == "--dev" and "no CUDA device is available" in err), flag
+
+
+@pytest.mark.slow
+def test_rescan_into_the_same_manifest_then_rerun_just_works(tmp_path, ckpt, capsys):
+    """Users rescan a grown folder into the same file and run again (issue 21, item 6)."""
+    import hashlib
+
+    src = tmp_path / "scans"
+    src.mkdir()
+    rng = np.random.default_rng(21)
+
+    def add(name):
+        Image.fromarray(rng.integers(0, 255, (20, 28), dtype=np.uint8)).save(src / name)
+
+    for i in range(25):
+        add(f"m{i:02d}.png")
+    man, out = tmp_path / "m.parquet", tmp_path / "out"
+    run = ["run", "--manifest", str(man), "-o", str(out), "--checkpoint", ckpt, "--size", "32", "-q"]
+    assert main(["scan", str(src), "-o", str(man), "-q", "--shard-size", "4"]) == 0
+    assert main(run) == 0
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (out / "images").iterdir()}
+    for n in ("a1.png", "a2.png", "a3.png"):  # they sort first: a fresh scan would reshuffle shards
+        add(n)
+    capsys.readouterr()
+    assert main(["scan", str(src), "-o", str(man), "-q"]) == 0
+    err = capsys.readouterr().err
+    assert "its rows, ids and shards are kept" in err
+    assert "25 files done before, 3 new, 0 changed, 0 gone" in err
+    assert main(run) == 0
+    after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (out / "images").iterdir()}
+    assert set(after) - set(before) == {"a1.png", "a2.png", "a3.png"}
+    assert {k: after[k] for k in before} == before
+    assert main(["audit", str(out), "-q"]) == 0
+    # --fresh starts over, and the job then says it is another one
+    assert main(["scan", str(src), "-o", str(man), "-q", "--fresh", "--shard-size", "4"]) == 0
+    assert main(run) == 2

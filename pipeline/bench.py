@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .imaging import decode, encode, output_format
+from .imaging import decode
 from .storage import write_atomic
+from .writers import encode, output_format
 
 
 def make_archive(root: Path, count: int, width: int, height: int, seed: int = 0) -> list[Path]:

@@ -93,8 +93,9 @@ def _checked(action: argparse.Action, key: str, v, path: str):
 
 def cmd_image(a) -> int:
     from .engine import Colorizer
-    from .imaging import DecodeError, decode, encode, output_format, provenance
+    from .imaging import DecodeError, decode
     from .storage import write_atomic
+    from .writers import CHOICES, by_extension, encode, output_format, provenance
 
     if Path(a.input).is_dir():
         raise UsageError(f"{a.input} is a folder; `image` colorizes one file (for a folder: "
@@ -104,10 +105,10 @@ def cmd_image(a) -> int:
     if Path(a.output).resolve() == Path(a.input).resolve():
         raise UsageError(f"output {a.output} is the input: the original would be replaced; "
                          "name another file")
-    ext = Path(a.output).suffix.lower()
-    fmt = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "tiff", ".tiff": "tiff"}.get(ext)
+    fmt = by_extension(a.output)
     if fmt is None:
-        raise UsageError(f"output must end in .png, .jpg or .tif, got {a.output!r}")
+        raise UsageError(f"output must end in one of {', '.join('.' + c for c in CHOICES[:-1])}, "
+                         f"got {a.output!r}")
     try:
         d = decode(a.input, max_pixels=a.max_pixels)
     except DecodeError as e:
@@ -119,8 +120,8 @@ def cmd_image(a) -> int:
     rgb = net.colorize([d.gray])[0]
     prov = provenance(net.sha256, dt.date.today().isoformat(),
                       hashlib.sha256(Path(a.input).read_bytes()).hexdigest())
-    write_atomic(a.output, encode(rgb, output_format(fmt, d.format), d.dpi, d.icc_profile, d.exif,
-                                  provenance=prov))
+    write_atomic(a.output, encode(rgb, output_format(fmt.name, d.format), d.dpi, d.icc_profile,
+                                  d.exif, provenance=prov))
     print(f"wrote {a.output} ({d.width}x{d.height}, {d.bits}-bit, source {d.kind}, "
           f"checkpoint {net.sha256[:12]})")
     return 0
@@ -500,7 +501,7 @@ def _add_image(sub) -> None:
 
     s = _command(sub, "image", cmd_image)
     s.add_argument("input", metavar="IN")
-    s.add_argument("output", metavar="OUT", help=".png, .jpg or .tif")
+    s.add_argument("output", metavar="OUT", help=".png, .jpg, .tif or .webp")
     _net_flags(s)
     s.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
                    help="refuse larger images as decompression bombs")

@@ -12,6 +12,7 @@ import argparse
 from dataclasses import MISSING, dataclass, field, fields
 
 from .imaging import DEFAULT_MAX_PIXELS
+from .writers import CHOICES, format_arg
 
 # --- value checks shared by flags and TOML keys --------------------------------------------------
 
@@ -66,13 +67,6 @@ def size_arg(s: str) -> int:
     return v
 
 
-FORMAT_ALIASES = {"jpg": "jpeg", "tif": "tiff"}  # what file names say; `image` takes .jpg too
-
-
-def format_arg(s: str) -> str:
-    return FORMAT_ALIASES.get(s.lower(), s.lower())
-
-
 def opt(default, help: str, *, identity: bool = False, type=None, choices=None, flags=None,
         metavar=None):
     """A JobSpec (or TrainConfig) field. identity: part of the fingerprint. flags: the CLI's
@@ -89,8 +83,9 @@ class JobSpec:
     checkpoint: str | None = opt(None, "weights (.pt); default: the shipped weights")
     size: int = opt(256, "net resolution (multiple of 8)", identity=True, type=size_arg)
     batch_size: int = opt(8, "images per net call", identity=True, type=positive_int)
-    format: str = opt("png", "output format (jpg and tif are accepted)", identity=True,
-                      type=format_arg, choices=("png", "jpeg", "tiff", "same"))
+    format: str = opt("png", "output format (jpg and tif are accepted; same: the source's where "
+                      "it can be written, else png)", identity=True, type=format_arg,
+                      choices=CHOICES)
     quality: int = opt(95, "JPEG quality (1-100)", identity=True, type=quality_arg)
     device: str = opt("auto", "where the net runs", identity=True, choices=("auto", "cpu", "cuda"))
     recolor: bool = opt(False, "colorize colour inputs too", identity=True)

@@ -101,7 +101,7 @@ def lookup(gray: np.ndarray, ab16: np.ndarray) -> np.ndarray:
         idx <<= 8
         idx |= gray[r0:r1]
         np.take(lut, idx, out=packed[r0:r1], mode="clip")  # indices < 2**24 by construction
-    # An RGB view of RGBX: imaging.encode hands the 4-byte layout to Pillow as it is.
+    # An RGB view of RGBX: writers.encode hands the 4-byte layout to Pillow as it is.
     return out[..., :3]
 
 

@@ -13,23 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from .catalogue import stored_name
-from .imaging import (
-    FORMATS,
-    Decoded,
-    DecodeError,
-    colorfulness,
-    decode,
-    encode,
-    gray_jpeg_header,
-    net_input,
-    output_format,
-    provenance,
-)
+from .imaging import Decoded, DecodeError, colorfulness, decode, gray_jpeg_header, net_input
 from .jobspec import JobSpec
 from .manifest import resolve_path
 from .redo import options_label
 from .state import safe_output_path
 from .storage import Store, read_source
+from .writers import encode, extension, output_format, provenance
 from .xmp import record
 
 
@@ -178,7 +168,7 @@ class ImageStages:
         d, notes = item.decoded, list(item.decoded.notes)
         try:
             fmt = output_format(self.spec.format, d.format)
-            rel = safe_output_path(item.stem, FORMATS[fmt])
+            rel = safe_output_path(item.stem, extension(fmt))
             prov = provenance(self.checkpoint_sha256, self.created, item.row.get("source_sha256"),
                               item.record)
             try:

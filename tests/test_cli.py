@@ -72,7 +72,7 @@ def test_bad_job_spec(tmp_path):
 
 
 @pytest.mark.parametrize("line, phrase", [
-    ('format = "gif"', "format = 'gif'; choose from png, jpeg, tiff, same"),
+    ('format = "gif"', "format = 'gif'; choose from png, jpeg, tiff, webp, same"),
     ("batch_size = 0", "batch_size"),
     ('recolor = "yes"', "recolor must be true or false"),
     ('jpeg_decode = "gpu"', "choose from cpu, device"),

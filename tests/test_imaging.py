@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.imaging import DecodeError, decode, encode, output_format, read_header
+from pipeline.imaging import DecodeError, decode, read_header
+from pipeline.writers import encode, output_format
 
 
 def save(tmp_path, name, im, **kw):
@@ -212,3 +213,26 @@ def test_audit_thumbnails_are_upright_and_small():
     thumb = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
     assert thumb.size == (90, 120)
     assert _thumb_uri(lambda: b"not an image") == ""
+
+
+def test_one_registry_of_output_formats():
+    """CLI choices, extensions, aliases, `same` and the dispatch all come from writers.REGISTRY
+    (issue 21): WebP is one entry, and works everywhere a format is named."""
+    from pipeline.jobspec import JobSpec
+    from pipeline.writers import BY_NAME, CHOICES, REGISTRY, by_extension, format_arg
+
+    assert CHOICES == ("png", "jpeg", "tiff", "webp", "same")
+    assert JobSpec.__dataclass_fields__["format"].metadata["choices"] == CHOICES
+    assert [format_arg(s) for s in ("JPG", "tif", ".webp", "png")] == ["jpeg", "tiff", "webp", "png"]
+    assert by_extension("x/out.WEBP").name == "webp" and by_extension("a.bmp") is None
+    assert output_format("same", "WEBP") == "webp" and output_format("same", "BMP") == "png"
+    rgb16 = (np.arange(24 * 3, dtype=np.uint16).reshape(4, 6, 3) * 900)
+    for f in REGISTRY:
+        data = encode(rgb16, f.name)
+        with Image.open(io.BytesIO(data)) as im:
+            assert im.format == f.name.upper() and im.size == (6, 4)
+        assert BY_NAME[f.name] is f
+    lossless = encode((np.arange(48).reshape(4, 4, 3) * 5).astype(np.uint8), "webp", quality=100)
+    with Image.open(io.BytesIO(lossless)) as im:
+        assert np.array_equal(np.asarray(im.convert("RGB")),
+                              (np.arange(48).reshape(4, 4, 3) * 5).astype(np.uint8))

@@ -15,12 +15,13 @@ import tifffile
 from PIL import Image
 
 import pipeline.stages as stages
-from pipeline.imaging import DecodeError, classify_rgb, decode, encode
+from pipeline.imaging import DecodeError, classify_rgb, decode
 from pipeline.jobspec import JobSpec
 from pipeline.manifest import scan
 from pipeline.results import read_results
 from pipeline.shard import ShardJob
 from pipeline.state import file_sha256
+from pipeline.writers import encode
 
 
 def run_cli(*args, cwd=None):

@@ -37,6 +37,9 @@ MIRROR ?= /work/.mirror
 DEBIAN_PHOTOS ?= data/debian-photos
 # kphotoalbum's demo photos: independent evaluation only, never trained on (jobs/fetch_kphotoalbum.sh).
 KPHOTOALBUM ?= data/kphotoalbum
+# Prokudin-Gorsky's three-colour plates, aligned (jobs/fetch_historical.sh): historical scenes with
+# their true colour; evaluation only, never trained on. Needs the three snapshots it names fetched.
+HISTORICAL ?= data/historical
 TUTORIAL_WEIGHTS ?= $(MIRROR)/geniscori+Image-Colorization/repo
 TUTORIAL_COMMIT := 4f2c9408ed53eeff584da780ac18ba5b2f35ddf4
 
@@ -55,12 +58,14 @@ train-refine: setup  ## third stage (jobs/train-refine.toml): out/train/best.pt 
 tune-gain: setup  ## choose the chroma gain of out/refine/best.pt on the validation split -> the shipped weights
 	$(BIN)/colorize tune-gain out/refine/best.pt data/train --out pipeline/weights/colorizer.pt
 
-evaluate: setup  ## score the shipped weights on the evaluation split, the wheels' and kphotoalbum's photos
+evaluate: setup  ## score the shipped weights: evaluation split, wheels, kphotoalbum, historical plates
 	$(BIN)/pip install -q -e '.[eval]'
 	test ! -f data/train/manifest.csv || $(BIN)/colorize evaluate data/train --out out/eval-collection
 	$(BIN)/colorize evaluate wheels --out out/eval
 	test -d $(KPHOTOALBUM) || sh jobs/fetch_kphotoalbum.sh $(KPHOTOALBUM)
 	$(BIN)/colorize evaluate $(KPHOTOALBUM) --out out/eval-kphotoalbum
+	test -d $(HISTORICAL) || sh jobs/fetch_historical.sh $(MIRROR) data/historical-plates $(HISTORICAL)
+	$(BIN)/colorize evaluate $(HISTORICAL) --out out/eval-historical
 
 bench: setup  ## throughput benchmark; appends to BENCHMARKS.md
 	$(BIN)/colorize bench --count 200 --width 1600 --height 1200 --append BENCHMARKS.md

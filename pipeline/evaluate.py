@@ -58,25 +58,37 @@ def load_rgb(path: str | os.PathLike, max_side: int) -> np.ndarray:
     return np.asarray(im)
 
 
+SHADOW_L = 30.0  # L* below this is a shadow: where a magenta or cold cast shows (issue 23)
+
+
 @dataclass
 class Scores:
     psnr: float
     ssim: float
     ab_mse: float
     colorfulness: float
+    shadow_px: int = 0  # pixels of the original with L* < SHADOW_L
+    shadow_da: float = 0.0  # mean a* there, ours minus the original's
+    shadow_db: float = 0.0
 
 
 def score(out: np.ndarray, ref: np.ndarray) -> Scores:
     from skimage.color import rgb2lab
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-    ab_o = (rgb2lab(out)[..., 1:] + 128) / 255
-    ab_r = (rgb2lab(ref)[..., 1:] + 128) / 255
+    lab_o, lab_r = rgb2lab(out), rgb2lab(ref)
+    ab_o = (lab_o[..., 1:] + 128) / 255
+    ab_r = (lab_r[..., 1:] + 128) / 255
+    dark = lab_r[..., 0] < SHADOW_L
+    d = (lab_o[..., 1:] - lab_r[..., 1:])[dark]
     return Scores(
         psnr=float(peak_signal_noise_ratio(ref, out, data_range=255)),
         ssim=float(structural_similarity(ref, out, channel_axis=-1, data_range=255)),
         ab_mse=float(np.mean((ab_o - ab_r) ** 2)),
         colorfulness=colorfulness(out),
+        shadow_px=int(dark.sum()),
+        shadow_da=float(d[:, 0].mean()) if len(d) else 0.0,
+        shadow_db=float(d[:, 1].mean()) if len(d) else 0.0,
     )
 
 
@@ -151,7 +163,9 @@ def evaluate(checkpoint: str | None, src: str, out: str, size: int = 256, max_si
             s = score(img, ref)
             rows.append({"image": Path(p).name, "source": source, "method": method,
                          "psnr": s.psnr, "ssim": s.ssim, "ab_mse": s.ab_mse,
-                         "colorfulness": s.colorfulness, "original_colorfulness": colorfulness(ref)})
+                         "colorfulness": s.colorfulness, "original_colorfulness": colorfulness(ref),
+                         "shadow_px": s.shadow_px, "shadow_da": s.shadow_da,
+                         "shadow_db": s.shadow_db})
         if i in on_sheet:
             sheet.append((ref, outs["gray"], outs["model"]))
     table = pa.Table.from_pylist(rows)
@@ -191,6 +205,10 @@ def _summarise(rows: list[dict]) -> dict:
         sel = [r for r in rows if r["method"] == m]
         out[m] = {k: float(np.mean([r[k] for r in sel]))
                   for k in ("psnr", "ssim", "ab_mse", "colorfulness", "original_colorfulness")}
+        px = sum(r["shadow_px"] for r in sel)  # over every shadow pixel of the set
+        out[m]["shadow_px"] = px
+        for k in ("shadow_da", "shadow_db"):
+            out[m][k] = float(sum(r[k] * r["shadow_px"] for r in sel) / px) if px else 0.0
     out["n"] = len(rows) // len(METHODS)
     return out
 
@@ -201,6 +219,9 @@ def _markdown(rows, summary, sha, size) -> str:
              f"Model vs gray: ab-MSE {m['ab_mse'] / g['ab_mse']:.3f} x gray's, PSNR "
              f"{m['psnr'] - g['psnr']:+.2f} dB, colourfulness "
              f"{100 * m['colorfulness'] / max(m['original_colorfulness'], 1e-9):.0f} % of the originals'.",
+             "", f"Shadows (L* < {SHADOW_L:.0f}, {m['shadow_px']:,} px): mean a* {m['shadow_da']:+.1f}, "
+             f"b* {m['shadow_db']:+.1f} from the originals' (gray: {g['shadow_da']:+.1f}, "
+             f"{g['shadow_db']:+.1f}).",
              "", "| source | photos | method | PSNR dB | SSIM | ab-MSE | colourfulness (original) |",
              "|---|---|---|---|---|---|---|"]
     for name, s in [*summary["sources"].items(), ("**all**", summary)]:

@@ -278,6 +278,27 @@ def pixel_loss(pred: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None
     return ((pred - y) ** 2 * w[:, None]).mean()
 
 
+class AuxHead(torch.nn.Module):
+    """Training only: a classifier over a*b* bins on the decoder's quarter-resolution features,
+    class-rebalanced (Zhang et al. 2016's objective), whose gradient teaches the trunk which
+    colours are possible where. It is not part of the net that ships (the seed's, unchanged)."""
+
+    def __init__(self, model: torch.nn.Module, class_weights: torch.Tensor):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(model.layer3[0].out_channels, AB_BINS * AB_BINS, 1)
+        self.register_buffer("w", class_weights.float())
+        self.feats: torch.Tensor | None = None
+        model.layer3.register_forward_hook(self._keep)
+
+    def _keep(self, module, inputs, output) -> None:
+        self.feats = output
+
+    def loss(self, y: torch.Tensor) -> torch.Tensor:
+        logits = self.conv(self.feats.float())
+        target = ab_bin(F.interpolate(y, size=logits.shape[-2:], mode="area"))
+        return F.cross_entropy(logits, target, weight=self.w)
+
+
 def _worker_init(_: int) -> None:
     torch.set_num_threads(1)
 
@@ -313,10 +334,14 @@ def _one_cycle(opt, cfg: TrainConfig, total_steps: int, last_step: int = -1):
                                                pct_start=0.1, last_epoch=last_step)
 
 
-def _resume(path: Path, cfg: TrainConfig, model, opt, sched, ema, total_steps: int, device, log):
-    """Loads OUT/last.pt into the model, optimizer, schedule and EMA; (epoch, step, best, sched)."""
+def _resume(path: Path, cfg: TrainConfig, model, opt, sched, ema, total_steps: int, device, log,
+            aux=None):
+    """Loads OUT/last.pt into the model, optimizer, schedule, EMA and the auxiliary head;
+    (epoch, step, best, sched)."""
     ck = load_checkpoint(path, device)
     model.load_state_dict(ck.model.state_dict())
+    if aux is not None:
+        aux.load_state_dict(ck.extra["aux"])
     opt.load_state_dict(ck.extra["optimizer"])
     if ck.extra["scheduler"].get("total_steps") == total_steps:
         sched.load_state_dict(ck.extra["scheduler"])
@@ -330,7 +355,7 @@ def _resume(path: Path, cfg: TrainConfig, model, opt, sched, ema, total_steps: i
 
 
 def _train_epoch(model, opt, sched, ema, loader, cfg: TrainConfig, epoch: int, step: int,
-                 total_steps: int, device, weights=None) -> tuple[int, int, float, bool]:
+                 total_steps: int, device, weights=None, aux=None) -> tuple[int, int, float, bool]:
     """One pass; returns (step, images seen, summed loss, whether max_steps was reached)."""
     seen, run_loss, t0 = 0, 0.0, time.time()
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False)
@@ -343,6 +368,8 @@ def _train_epoch(model, opt, sched, ema, loader, cfg: TrainConfig, epoch: int, s
         loss = pixel_loss(pred, y, weights)
         if cfg.l1_weight:
             loss = loss + cfg.l1_weight * F.l1_loss(pred, y)
+        if aux is not None:
+            loss = loss + cfg.aux * aux.loss(y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -359,16 +386,21 @@ def _train_epoch(model, opt, sched, ema, loader, cfg: TrainConfig, epoch: int, s
     return step, seen, run_loss, False
 
 
-def _rarity(cfg: TrainConfig, train_paths: list[str], out: Path, log) -> torch.Tensor | None:
-    """The rarity weights, from the prior kept in OUT (a resumed run weighs as it began)."""
-    if not cfg.rarity:
-        return None
+def _prior(train_paths: list[str], out: Path) -> torch.Tensor:
+    """The a*b* prior, kept in OUT (a resumed run weighs as it began)."""
     path = out / "ab_prior.pt"
     if path.is_file():
-        counts = torch.load(path, weights_only=True)
-    else:
-        counts = ab_prior(train_paths)
-        torch.save(counts, path)
+        return torch.load(path, weights_only=True)
+    counts = ab_prior(train_paths)
+    torch.save(counts, path)
+    return counts
+
+
+def _rarity(cfg: TrainConfig, train_paths: list[str], out: Path, log) -> torch.Tensor | None:
+    """The rarity weights of the regression loss (--rarity), or None."""
+    if not cfg.rarity:
+        return None
+    counts = _prior(train_paths, out)
     w = rarity_weights(counts, cfg.rarity)
     log(f"rarity {cfg.rarity}: per-pixel weights {w[counts > 0].min():.2f} .. "
         f"{w[counts > 0].max():.1f} over {int((counts > 0).sum())} a*b* bins seen")
@@ -392,8 +424,11 @@ def train(cfg: TrainConfig, log=print) -> dict:
     model = ColorizationNet(ModelConfig()).to(device, memory_format=torch.channels_last)
     if cfg.init:
         log(f"warm start: {warm_start(model, cfg.init, device)} tensors from {cfg.init}")
+    aux = (AuxHead(model, rarity_weights(_prior(train_paths, out), 0.5)).to(device)
+           if cfg.aux else None)
     Opt = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    opt = Opt(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    params = list(model.parameters()) + (list(aux.parameters()) if aux is not None else [])
+    opt = Opt(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     ema = EMA(model, cfg.ema) if cfg.ema else None
     n_train = len(train_paths) * cfg.repeats
     drop_last = n_train > cfg.batch_size  # no ragged last batch, unless that is all there is
@@ -402,7 +437,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
     start_epoch, step, best = 0, 0, float("inf")
     if cfg.resume and (out / "last.pt").is_file():
         start_epoch, step, best, sched = _resume(out / "last.pt", cfg, model, opt, sched, ema,
-                                                 total_steps, device, log)
+                                                 total_steps, device, log, aux)
     weights = _rarity(cfg, train_paths, out, log)
     train_ds = CropDataset(train_paths, cfg, train=True)
     kw = dict(num_workers=cfg.workers, worker_init_fn=_worker_init, pin_memory=device.type == "cuda")
@@ -420,7 +455,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
                             drop_last=drop_last, **kw)
         t0 = time.time()
         step, seen, run_loss, done = _train_epoch(model, opt, sched, ema, loader, cfg, epoch, step,
-                                                  total_steps, device, weights)
+                                                  total_steps, device, weights, aux)
         shipped = ema.model if ema is not None else model
         val_loss = evaluate_loss(shipped, val_loader, device, weights)
         row = dict(epoch=epoch + 1, step=step, train_loss=run_loss / max(seen, 1), val_loss=val_loss,
@@ -437,6 +472,8 @@ def train(cfg: TrainConfig, log=print) -> dict:
         extra = dict(optimizer=opt.state_dict(), scheduler=sched.state_dict())
         if ema is not None:
             extra["ema"] = ema.model.state_dict()
+        if aux is not None:
+            extra["aux"] = aux.state_dict()
         save_checkpoint(out / "last.pt", model, meta, **extra)
         if val_loss < best:
             best = val_loss

@@ -42,6 +42,9 @@ class TrainConfig:
     rarity: float = opt(0.0, "weight each pixel's error by the rarity of its true a*b* (Zhang, "
                         "Isola, Efros 2016's rebalancing: 0 plain MSE, 0.5 theirs), so rare "
                         "saturated colours are not averaged to brown", type=fraction_arg)
+    aux: float = opt(0.0, "weight of a training-only classifier over a*b* bins on the decoder's "
+                     "features (Zhang et al. 2016's rebalanced objective as an auxiliary signal; "
+                     "the shipped net stays the seed's)", type=fraction_arg)
     optimizer: str = opt("adam", "adam (the seed's) or adamw", choices=("adam", "adamw"))
     bf16: bool = opt(False, "bfloat16 autocast on a CPU as well (a GPU always uses it): steps ~2x "
                      "faster where the CPU has AVX-512 BF16; the weights and validation stay float32")

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from . import redo, results
 from .errors import plural
 from .manifest import read_manifest, resolve_path
-from .state import as_store, read_job, written_by_us
+from .outdir import Outdir, Problem
 from .storage import Store, read_source
 
 GRAY_COLORFULNESS = 3.0  # an output below this looks gray: listed for review, not a failure
@@ -38,41 +38,42 @@ def _row_problems(man: list[dict], res: list[dict]) -> list[dict]:
     problems: list[dict] = []
     for iid, r in manifest_ids.items():
         if counts[iid] == 0:
-            problems.append(dict(kind="no_result", image_id=iid, source_path=r["path"],
+            problems.append(dict(kind=Problem.NO_RESULT, image_id=iid, source_path=r["path"],
                                  shard=r["shard"]))
         elif counts[iid] > 1:
-            problems.append(dict(kind="duplicate_result", image_id=iid, source_path=r["path"],
+            problems.append(dict(kind=Problem.DUPLICATE_RESULT, image_id=iid, source_path=r["path"],
                                  rows=counts[iid]))
-    problems += [dict(kind="not_in_manifest", image_id=iid)
+    problems += [dict(kind=Problem.NOT_IN_MANIFEST, image_id=iid)
                  for iid in counts.keys() - manifest_ids.keys()]
     for r in res:
         if r["status"] == "error" and not (r["error"] or "").strip():
-            problems.append(dict(kind="error_without_reason", image_id=r["image_id"]))
+            problems.append(dict(kind=Problem.ERROR_WITHOUT_REASON, image_id=r["image_id"]))
         if r["status"] not in results.STATUSES:
-            problems.append(dict(kind="bad_status", image_id=r["image_id"], status=r["status"]))
+            problems.append(dict(kind=Problem.BAD_STATUS, image_id=r["image_id"], status=r["status"]))
     return problems
 
 
-def _output_problems(out: Store, ok_rows: list[dict], quick: bool, progress: bool,
+def _output_problems(od: Outdir, ok_rows: list[dict], quick: bool, progress: bool,
                      foreign: list[str]) -> list[dict]:
     """Every output a row claims is there and unaltered; every output of ours in images/ is
     claimed. Files there that the tool did not write are appended to `foreign`."""
     problems: list[dict] = []
-    present = set(out.find("images"))  # one listing, not a stat per image (object stores)
+    out = od.store
+    present = set(od.outputs())  # one listing, not a stat per image (object stores)
     claimed = set()
     for r in tqdm(ok_rows, desc="audit", unit="img", disable=not progress):
         rel = r["output_path"] or ""
         claimed.add(rel)
         where = dict(image_id=r["image_id"], output_path=r["output_path"], shard=r["shard"])
         if not rel or rel not in present:
-            problems.append(dict(kind="missing_output", **where))
+            problems.append(dict(kind=Problem.MISSING_OUTPUT, **where))
         elif quick and out.size(rel) != r["output_bytes"]:
-            problems.append(dict(kind="corrupt_output", **where, reason="size differs"))
+            problems.append(dict(kind=Problem.CORRUPT_OUTPUT, **where, reason="size differs"))
         elif not quick and _sha256(lambda rel=rel: out.open(rel)) != r["output_sha256"]:
-            problems.append(dict(kind="corrupt_output", **where, reason="sha256 differs"))
+            problems.append(dict(kind=Problem.CORRUPT_OUTPUT, **where, reason="sha256 differs"))
     for rel in sorted(present - claimed):
-        if written_by_us(out, rel):  # e.g. written by a run killed before its shard committed
-            problems.append(dict(kind="stray_output", output_path=rel))
+        if od.wrote(rel):  # e.g. written by a run killed before its shard committed
+            problems.append(dict(kind=Problem.STRAY_OUTPUT, output_path=rel))
         else:  # the user's: noted, never a discrepancy of ours, never moved
             foreign.append(rel)
     return problems
@@ -86,29 +87,30 @@ def _input_problems(manifest: str, res: list[dict], progress: bool) -> list[dict
             try:
                 data = read_source(resolve_path(manifest, r["source_path"]))
             except FileNotFoundError:
-                problems.append(dict(kind="input_missing", image_id=r["image_id"],
+                problems.append(dict(kind=Problem.INPUT_MISSING, image_id=r["image_id"],
                                      source_path=r["source_path"]))
                 continue
             if hashlib.sha256(data).hexdigest() != r["source_sha256"]:
-                problems.append(dict(kind="input_changed", image_id=r["image_id"],
+                problems.append(dict(kind=Problem.INPUT_CHANGED, image_id=r["image_id"],
                                      source_path=r["source_path"]))
     return problems
 
 
-def audit(outdir: str | Store, quick: bool = False, check_inputs: bool = False,
+def audit(outdir: str | Store | Outdir, quick: bool = False, check_inputs: bool = False,
           sample: int = 12, progress: bool = True, sheet: str = "sample") -> dict:
     """Check OUTDIR against its manifest; writes audit.json and audit.html; returns the report."""
-    out = as_store(outdir)
-    spec = read_job(out)["spec"]
+    od = Outdir(outdir)
+    out = od.store
+    spec = od.read_job()["spec"]
     man = read_manifest(spec["manifest"], columns=["image_id", "path", "shard"]).to_pylist()
-    res = results.read_results(out).to_pylist()
+    res = od.read_results().to_pylist()
     ok_rows = [r for r in res if r["status"] == "ok"]
     foreign: list[str] = []
-    problems = _row_problems(man, res) + _output_problems(out, ok_rows, quick, progress, foreign)
+    problems = _row_problems(man, res) + _output_problems(od, ok_rows, quick, progress, foreign)
     if check_inputs:
         problems += _input_problems(spec["manifest"], res, progress)
     status_counts = Counter(r["status"] for r in res)
-    committed = results.committed_shards(out)
+    committed = od.committed_shards()
     redo_pending, redo_problems, redone = _redo_check(out, res)
     problems += redo_problems
     grayish = [{"image_id": r["image_id"], "output_path": r["output_path"],
@@ -137,8 +139,8 @@ def audit(outdir: str | Store, quick: bool = False, check_inputs: bool = False,
     report["verdict"] = verdict(report)
     if sheet == "all":
         report["sheet_pages"] = write_sheet(out, ok_rows, carried, spec)
-    out.write_atomic("audit.json", json.dumps(report, indent=2).encode())
-    out.write_atomic("audit.html", _html(report, ok_rows, spec, sample, out).encode("utf-8"))
+    out.write_atomic(Outdir.AUDIT_JSON, json.dumps(report, indent=2).encode())
+    out.write_atomic(Outdir.AUDIT_HTML, _html(report, ok_rows, spec, sample, out).encode("utf-8"))
     return report
 
 
@@ -148,7 +150,7 @@ def _redo_check(out: Store, res: list[dict]) -> tuple[set[str], list[dict], dict
     state = redo.load(out)
     pending = {i for ids in state["pending"].values() for i in ids}
     rows = {r["image_id"]: r for r in res}
-    problems = [dict(kind="redo_not_recorded", image_id=iid, expected=redo.options_label(opts))
+    problems = [dict(kind=Problem.REDO_NOT_RECORDED, image_id=iid, expected=redo.options_label(opts))
                 for iid, opts in state["overrides"].items()
                 if iid not in pending and iid in rows
                 and rows[iid].get("redone") != redo.options_label(opts)]
@@ -162,8 +164,8 @@ def incomplete(report: dict, committed: set[int]) -> bool:
     pending = set(report["redo_pending"])
     if not report["problems"] or (report["committed_shards"] >= report["shards"] and not pending):
         return False
-    return all(p["kind"] == "stray_output" or p.get("image_id") in pending
-               or (p["kind"] == "no_result" and p["shard"] not in committed)
+    return all(p["kind"] is Problem.STRAY_OUTPUT or p.get("image_id") in pending
+               or (p["kind"] is Problem.NO_RESULT and p["shard"] not in committed)
                for p in report["problems"])
 
 
@@ -225,7 +227,7 @@ def _html(report: dict, ok_rows: list[dict], spec: dict, sample: int, out: Store
     parts += [f"<li>{e(r['output_path'])} (colourfulness {r['colorfulness']:.1f})</li>"
               for r in report["nearly_gray"]]
     pages = report.get("sheet_pages", 0)
-    more = (f" (all {len(ok_rows)}: <a href='audit-sheet-001.html'>the full contact sheet</a>, "
+    more = (f" (all {len(ok_rows)}: <a href='{Outdir.sheet(1)}'>the full contact sheet</a>, "
             f"{plural(pages, 'page')})") if pages else " (all of them: `colorize audit --sheet all`)"
     theirs = report.get("foreign_files", [])
     if theirs:
@@ -242,7 +244,6 @@ def _html(report: dict, ok_rows: list[dict], spec: dict, sample: int, out: Store
 SHEET_PAGE = 100  # before/after pairs per page of the full contact sheet
 
 
-PREVIEWS = "audit-previews"  # JPEG views of TIFF outputs: a browser shows no TIFF, it downloads it
 PREVIEW_SIDE = 2048
 
 
@@ -251,7 +252,7 @@ def _preview(out: Store, rel: str) -> str:
     (written once, next to the report; the TIFF stays linked beside it)."""
     if not rel.lower().endswith((".tif", ".tiff")):
         return rel
-    view = f"{PREVIEWS}/{rel}.jpg"
+    view = Outdir.preview_rel(rel)
     if not out.exists(view):
         try:
             with Image.open(io.BytesIO(out.read_bytes(rel))) as im:
@@ -305,12 +306,12 @@ def write_sheet(out: Store, ok_rows: list[dict], cols: list[str], spec: dict) ->
     rows = sorted(ok_rows, key=lambda r: r["source_path"])
     n = max(1, -(-len(rows) // SHEET_PAGE))
     for k in range(n):
-        nav = " ".join(f"<a href='audit-sheet-{j + 1:03d}.html'>{j + 1}</a>" if j != k else
+        nav = " ".join(f"<a href='{Outdir.sheet(j + 1)}'>{j + 1}</a>" if j != k else
                        f"<b>{j + 1}</b>" for j in range(n))
         body = [_sheet_row(r, cols, spec, out) for r in rows[k * SHEET_PAGE:(k + 1) * SHEET_PAGE]]
         page = ("<!doctype html><meta charset='utf-8'><meta name='viewport' content="
                 f"'width=device-width'><title>contact sheet</title><style>{SHEET_CSS}</style>"
-                f"<p><a href='audit.html'>audit</a> | page {nav}</p><table class='sheet'>"
+                f"<p><a href='{Outdir.AUDIT_HTML}'>audit</a> | page {nav}</p><table class='sheet'>"
                 + "\n".join(body) + "</table>")
-        out.write_atomic(f"audit-sheet-{k + 1:03d}.html", page.encode("utf-8"))
+        out.write_atomic(Outdir.sheet(k + 1), page.encode("utf-8"))
     return n

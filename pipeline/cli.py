@@ -193,17 +193,16 @@ def _exists(path: str) -> bool:
 def cmd_run(a) -> int:
     from .jobspec import IDENTITY_FIELDS, from_args
     from .orchestrate import run_job
-    from .state import JOB_FILE, read_job
-    from .storage import Store
+    from .outdir import Outdir
 
-    if not a.manifest and a.output and Store(a.output).exists(JOB_FILE):
+    if not a.manifest and a.output and Outdir(a.output).has_job():
         # `colorize run -o OUTDIR` (with --repair, --dry-run...): the job is in its job.json;
         # what the user names on the line still wins (and is checked against it).
-        old = read_job(a.output)["spec"]
+        old = Outdir(a.output).read_job()["spec"]
         for k in ("manifest", "checkpoint", *IDENTITY_FIELDS):
             if k not in getattr(a, "given", set()) and k in old:
                 setattr(a, k, old[k])
-        print(f"continuing the job recorded in {a.output}/{JOB_FILE}", file=sys.stderr)
+        print(f"continuing the job recorded in {a.output}/{Outdir.JOB}", file=sys.stderr)
     if not a.manifest or not a.output:
         raise UsageError("run needs --manifest and -o OUTDIR (or a job spec JOB.toml)")
     m = Path(a.manifest)
@@ -235,13 +234,12 @@ def _redo_request(a) -> tuple[dict[int, set[str]], dict]:
     """--redo: the images it names (shard -> ids), and the options named on the line that are
     for them alone (--recolor): the job itself stays as it is."""
     from . import redo
-    from .state import JOB_FILE, read_job
-    from .storage import Store
+    from .outdir import Outdir
 
-    if not Store(a.output).exists(JOB_FILE):
+    if not Outdir(a.output).has_job():
         raise UsageError(f"--redo redoes images of the job in an OUTDIR; {a.output} holds none yet "
                          "(run the job first)")
-    old = read_job(a.output)["spec"]
+    old = Outdir(a.output).read_job()["spec"]
     options = {}
     for k in redo.PER_IMAGE:
         if getattr(a, k) != old.get(k):
@@ -347,9 +345,9 @@ def cmd_tune_gain(a) -> int:
 
 def cmd_audit(a) -> int:
     from .audit import audit
-    from .state import lock_holder
+    from .outdir import Outdir
 
-    holder = lock_holder(a.outdir)
+    holder = Outdir(a.outdir).lock_holder()
     if holder is not None:
         print(f"colorize: a run is writing {a.outdir} ({holder}); audit it once the run has "
               f"finished (`colorize status {a.outdir}` shows its progress)", file=sys.stderr)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from .catalogue import stored_name
 from .manifest import read_catalogue_info
-from .results import SCHEMA, read_results
-from .state import read_job
+from .outdir import Outdir
+from .results import SCHEMA
 
 # Ours, in the order a person reads them; the rest of SCHEMA follows.
 OURS_FIRST = ["status", "error", "output_path", "source_path", "input_kind", "notes", "width",
@@ -31,9 +31,9 @@ def ooxml_escape(text: str) -> str:
 def export_table(outdir: str) -> tuple[list[str], list[list]]:
     """(header, rows): catalogue columns as written, then ours (renamed colorize_NAME where the
     catalogue has a column of that name); rows in the manifest's order (sorted by path)."""
-    job = read_job(outdir)
-    info = read_catalogue_info(job["spec"]["manifest"])
-    t = read_results(outdir)
+    out = Outdir(outdir)
+    info = read_catalogue_info(out.read_job()["spec"]["manifest"])
+    t = out.read_results()
     cat_cols = [c for c in info.get("columns", []) if stored_name(c) in t.column_names]
     legacy = [n for n in t.column_names if n not in SCHEMA.names and n not in
               {stored_name(c) for c in cat_cols}]  # carried by an older manifest
@@ -92,7 +92,7 @@ def export(outdir: str, dest: str, excel: bool | None = None, delimiter: str | N
            encoding: str = "utf-8-sig") -> dict:
     """Write the results to dest; returns what was written (rows, columns, format)."""
     header, rows = export_table(outdir)
-    info = read_catalogue_info(read_job(outdir)["spec"]["manifest"])
+    info = read_catalogue_info(Outdir(outdir).read_job()["spec"]["manifest"])
     n_text = len(info.get("columns", []))
     xlsx = excel if excel is not None else dest.lower().endswith((".xlsx", ".xlsm"))
     if xlsx:

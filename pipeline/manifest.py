@@ -22,6 +22,7 @@ from tqdm import tqdm
 from .catalogue import DELIMITER_NAMES, Catalogue, read_catalogue, stored_name
 from .errors import ScanError
 from .imaging import DEFAULT_MAX_PIXELS, DecodeError, read_header
+from .outdir import Outdir
 from .storage import is_url
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".jpe", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif",
@@ -66,7 +67,7 @@ def _expand(src: str, list_options: dict | None = None) -> Iterator[dict]:
     p = Path(src)
     if p.is_dir():
         for root, dirs, files in os.walk(p):
-            if "job.json" in files and "results" in dirs:  # a colorize OUTDIR: outputs, not scans
+            if Outdir.JOB in files and Outdir.RESULTS in dirs:  # a colorize OUTDIR: outputs, not scans
                 dirs[:] = []
                 yield {"_outdir": root}
                 continue
@@ -159,19 +160,8 @@ def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int = 64
     real, rels = [real[i] for i in order], [rels[i] for i in order]
     old = read_manifest(extend) if extend else None
     if old is not None:
-        known = {p if is_url(p) else os.path.realpath(resolve_path(extend, p))
-                 for p in old.column("path").to_pylist()}
-        found.gone = sorted(known - set(real))
-        found.changed = _changed(old, extend, set(real))
-        keep = [i for i, r in enumerate(real) if r not in known]
-        real, rels = [real[i] for i in keep], [rels[i] for i in keep]
+        real, rels = _extend(old, extend, real, rels, found, log)
         shard_size = int((old.schema.metadata or {}).get(b"shard_size", shard_size))
-        log(f"extending {extend}: {len(known) - len(found.gone)} files done before, "
-            f"{len(real)} new, {len(found.changed)} changed, {len(found.gone)} gone "
-            "(the rows of the changed and the gone are kept as they were)")
-        if found.changed:
-            log(f"changed since: {', '.join(found.changed[:5])}{' ...' if len(found.changed) > 5 else ''}"
-                "; to colorize them again: colorize run -o OUTDIR --redo FILE")
     if report:
         log(f"wrote {report}: {found.write_csv(report)} mismatches between files and catalogue")
     columns = _catalogue_columns(found.catalogues, old)
@@ -323,6 +313,24 @@ def catalogue_info(manifest: pa.Table | pa.Schema | None) -> dict:
         return {}
     meta = manifest.metadata or {} if isinstance(manifest, pa.Schema) else manifest.schema.metadata or {}
     return json.loads(meta.get(b"catalogue", b"{}"))
+
+
+def _extend(old: pa.Table, extend: str, real: list[str], rels: list[str], found: ScanReport,
+            log) -> tuple[list[str], list[str]]:
+    """The files an earlier manifest does not hold (its rows stay as they are); what changed
+    and what is gone is noted in `found` and said."""
+    known = {p if is_url(p) else os.path.realpath(resolve_path(extend, p))
+             for p in old.column("path").to_pylist()}
+    found.gone = sorted(known - set(real))
+    found.changed = _changed(old, extend, set(real))
+    keep = [i for i, r in enumerate(real) if r not in known]
+    log(f"extending {extend}: {len(known) - len(found.gone)} files done before, {len(keep)} new, "
+        f"{len(found.changed)} changed, {len(found.gone)} gone (the rows of the changed and the "
+        "gone are kept as they were)")
+    if found.changed:
+        log(f"changed since: {', '.join(found.changed[:5])}{' ...' if len(found.changed) > 5 else ''}"
+            "; to colorize them again: colorize run -o OUTDIR --redo FILE")
+    return [real[i] for i in keep], [rels[i] for i in keep]
 
 
 def _changed(old: pa.Table, manifest: str, present: set[str]) -> list[str]:

@@ -21,16 +21,13 @@ from .errors import JobError, RunFailed, plural
 from .jobspec import IDENTITY_FIELDS, JobSpec
 from .manifest import manifest_digest, read_catalogue_info, read_manifest, shard_digests
 from .metrics import Tally, peak_rss_mb
+from .outdir import Outdir, Problem
 from .state import (
     OUTPUT_VERSION,
-    RunLock,
     check_or_write_job,
-    check_outdir_ours,
     file_sha256,
     fingerprint,
     grown,
-    read_job,
-    remove_temporaries,
     resolve_checkpoint,
 )
 from .storage import Store, is_url
@@ -69,21 +66,21 @@ def resolve_spec(o: JobSpec) -> dict:
 def run_job(o: JobSpec, log=print, redo: tuple[dict[int, set[str]], dict] | None = None) -> dict:
     """Run (or resume) a job; returns the summary. Raises JobError for refusals. redo: images
     to colorize again inside the job (shard -> ids) and the options for them alone (redo.py)."""
-    outdir = Store(o.output)
+    outdir = Outdir(o.output)
     spec = resolve_spec(o)
     sizes = shard_sizes(o.manifest)
-    check_outdir_apart(outdir, o.manifest)
-    check_outdir_ours(outdir)
+    check_outdir_apart(outdir.store, o.manifest)
+    outdir.check_ours()
     try:
-        outdir.check_writable(create=not o.dry_run)
+        outdir.store.check_writable(create=not o.dry_run)
     except PermissionError as e:
         raise JobError(f"{e.filename} is not writable ({e.strerror}); fix its permissions "
-                       f"(e.g. chmod -R u+w {outdir.full('')}) or choose another OUTDIR") from None
+                       f"(e.g. chmod -R u+w {outdir.store.full('')}) or choose another OUTDIR") from None
     if o.dry_run:
         return _dry_run(o, outdir, spec, sizes, log)
-    with RunLock(outdir):
+    with outdir.lock():
         fp = check_or_write_job(outdir, spec, o.restart)
-        stale = remove_temporaries(outdir)
+        stale = outdir.remove_temporaries()
         if stale:
             log(f"removed {stale} temporary files left by an interrupted run")
         work = _plan(outdir, o, sizes, redo, fp, log)
@@ -98,7 +95,7 @@ def run_job(o: JobSpec, log=print, redo: tuple[dict[int, set[str]], dict] | None
                                device=spec["device"], threads=shard_threads(o, spec["device"]),
                                metadata_columns=spec["metadata_columns"])
             job = ShardJob(resolved, outdir=outdir.url, checkpoint_sha256=spec["checkpoint_sha256"],
-                           created=read_job(outdir).get("created", ""))
+                           created=outdir.read_job().get("created", ""))
             if importlib.util.find_spec("bokeh"):  # without it the link opens to an error page
                 log(f"dashboard: {client.dashboard_link}")
             totals = _drive(client, job, work, log)
@@ -107,15 +104,15 @@ def run_job(o: JobSpec, log=print, redo: tuple[dict[int, set[str]], dict] | None
     totals.update(elapsed=elapsed, images_per_s=n / elapsed if elapsed else 0.0,
                   client_peak_rss_mb=peak_rss_mb())
     log(f"done: {totals['ok']} ok, {totals['error']} error, {totals['skipped']} skipped in "
-        f"{elapsed:.1f} s ({totals['images_per_s']:.2f} images/s); images in {outdir.full('images')}, "
-        f"results in {outdir.full('results')}")
+        f"{elapsed:.1f} s ({totals['images_per_s']:.2f} images/s); images in "
+        f"{outdir.store.full(Outdir.IMAGES)}, results in {outdir.store.full(Outdir.RESULTS)}")
     return totals
 
 
-def _plan(outdir: Store, o: JobSpec, sizes: dict[int, int], redo_req, fp: str, log) -> _Work:
+def _plan(outdir: Outdir, o: JobSpec, sizes: dict[int, int], redo_req, fp: str, log) -> _Work:
     """What this run does: the uncommitted shards whole, and in committed shards the images a
     repair or a redo (this one's, or one a stop left unfinished) names."""
-    pending = sorted(set(sizes) - results.committed_shards(outdir))
+    pending = sorted(set(sizes) - outdir.committed_shards())
     fixes = plan_repair(outdir, log) if o.repair else {}
     said = (f"; repairing {plural(sum(map(len, fixes.values())), 'image')} in "
             f"{plural(len(fixes), 'shard')}") if fixes else ""
@@ -146,14 +143,14 @@ def _plan(outdir: Store, o: JobSpec, sizes: dict[int, int], redo_req, fp: str, l
                  time.perf_counter(), options, committed)
 
 
-def _dry_run(o: JobSpec, outdir: Store, spec: dict, sizes: dict[int, int], log) -> dict:
+def _dry_run(o: JobSpec, outdir: Outdir, spec: dict, sizes: dict[int, int], log) -> dict:
     """What a run would do, and whether it would be refused; changes nothing."""
-    committed = results.committed_shards(outdir)
+    committed = outdir.committed_shards()
     note = ""
-    if o.restart and (committed or outdir.exists("job.json")):
+    if o.restart and (committed or outdir.has_job()):
         committed = set()
         note = " (--restart: OUTDIR's results and images would be discarded first)"
-    elif outdir.exists("job.json") and (job := read_job(outdir))["fingerprint"] != fingerprint(spec):
+    elif outdir.has_job() and (job := outdir.read_job())["fingerprint"] != fingerprint(spec):
         try:
             more = grown(outdir, job["spec"], spec)
         except JobError as e:
@@ -224,9 +221,6 @@ def _drive(client, job, work: _Work, log) -> dict:
     return tally.summary()
 
 
-QUARANTINE = "quarantine"  # OUTDIR/quarantine/<path>: files --repair found but did not write
-
-
 def check_outdir_apart(outdir: Store, manifest: str) -> None:
     """Refuse an OUTDIR inside the sources' folder (a later scan would take the outputs for
     new scans, and an output could land on a source) or holding the sources."""
@@ -265,54 +259,52 @@ def check_outdir_apart(outdir: Store, manifest: str) -> None:
                        "choose an OUTDIR apart from them")
 
 
-def plan_repair(outdir: Store, log) -> dict[int, set[str]]:
-    """From a full audit: images to redo per committed shard. Files this job did not write, and
-    outputs altered since, are moved to OUTDIR/quarantine/ (same paths), never deleted."""
+def plan_repair(outdir: Outdir, log) -> dict[int, set[str]]:
+    """From a full audit: images to redo per committed shard. Outputs of ours altered since, or
+    claimed by no row, are moved to OUTDIR/quarantine/ (same paths), never deleted; files the
+    tool did not write are left where they are."""
     from .audit import audit
 
     report = audit(outdir, progress=False)
     fixes: dict[int, set[str]] = {}
     shard_of = {}
+    committed = outdir.committed_shards()
     for p in report["problems"]:
-        kind = p["kind"]
-        if kind in ("missing_output", "corrupt_output"):
-            if kind == "corrupt_output":  # altered since we wrote it (a retouch?): kept aside
-                dest = outdir.move_aside(p["output_path"], QUARANTINE)
-                log(f"moved an altered output to {dest}; it will be written again")
+        kind = Problem(p["kind"])
+        if kind in (Problem.MISSING_OUTPUT, Problem.CORRUPT_OUTPUT):
+            if kind is Problem.CORRUPT_OUTPUT:  # altered since we wrote it (a retouch?): kept aside
+                log(f"moved an altered output to {outdir.quarantine(p['output_path'])}; it will be "
+                    "written again")
             fixes.setdefault(p["shard"], set()).add(p["image_id"])
-        elif kind == "duplicate_result":
+        elif kind is Problem.DUPLICATE_RESULT:
             if not shard_of:
-                t = read_manifest(read_job(outdir)["spec"]["manifest"], columns=["image_id", "shard"])
+                t = read_manifest(outdir.read_job()["spec"]["manifest"], columns=["image_id", "shard"])
                 shard_of = dict(zip(t.column("image_id").to_pylist(), t.column("shard").to_pylist(),
                                     strict=True))
             fixes.setdefault(shard_of[p["image_id"]], set()).add(p["image_id"])
-        elif kind == "stray_output":  # ours (its metadata says so), but no row claims it
-            dest = outdir.move_aside(p["output_path"], QUARANTINE)
-            log(f"moved an output no result row claims to {dest}")
-        elif kind == "no_result" and p["shard"] in results.committed_shards(outdir):
+        elif kind is Problem.STRAY_OUTPUT:  # ours (its metadata says so), but no row claims it
+            log(f"moved an output no result row claims to {outdir.quarantine(p['output_path'])}")
+        elif kind is Problem.NO_RESULT and p["shard"] in committed:
             fixes.setdefault(p["shard"], set()).add(p["image_id"])
     return fixes
 
 
 def status(outdir: str | os.PathLike) -> dict:
     """From job.json and the results alone; never opens images."""
-    outdir = Store(outdir)
-    job = read_job(outdir)
-    spec = job["spec"]
+    outdir = Outdir(outdir)
+    spec = outdir.read_job()["spec"]
     sizes = shard_sizes(spec["manifest"])
-    committed = results.committed_shards(outdir)
-    t = results.read_results(outdir, columns=["status"])
+    committed = outdir.committed_shards()
+    t = outdir.read_results(columns=["status"])
     counts = Counter(t.column("status").to_pylist())
     s = {"shards": len(sizes), "committed": len(committed),
          "pending": len(set(sizes) - committed), "images": sum(sizes.values()),
          **{s: counts.get(s, 0) for s in results.STATUSES}}
-    from .state import lock_holder
-
-    s["running"] = lock_holder(outdir)
+    s["running"] = outdir.lock_holder()
     s["redo_pending"] = sum(len(ids) for ids in redo.load(outdir)["pending"].values())
-    if s["running"] and outdir.local and len(committed) >= 2:
+    if s["running"] and outdir.store.local and len(committed) >= 2:
         # the pace of the shards committed so far, from their commit times
-        times = sorted((os.path.getmtime(outdir.full(results.shard_rel(k))), k) for k in committed)
+        times = sorted((os.path.getmtime(outdir.shard_file(k)), k) for k in committed)
         span = times[-1][0] - times[0][0]
         done = sum(sizes.get(k, 0) for _, k in times[1:])
         if span > 0 and done:

@@ -17,20 +17,21 @@ from pathlib import Path
 
 from .errors import UsageError
 from .manifest import read_manifest, resolve_path
+from .outdir import Outdir
 from .storage import Store
 
-REDO_FILE = "redo.json"
 PER_IMAGE = ("recolor",)  # the job options that may apply to some images alone
 
 
-def load(store: Store) -> dict:
-    if not store.exists(REDO_FILE):
+def load(outdir: Outdir | Store) -> dict:
+    store = Outdir(outdir).store
+    if not store.exists(Outdir.REDO):
         return {"overrides": {}, "pending": {}}
-    return json.loads(store.read_text(REDO_FILE))
+    return json.loads(store.read_text(Outdir.REDO))
 
 
-def save(store: Store, state: dict) -> None:
-    store.write_atomic(REDO_FILE, json.dumps(state, indent=1, sort_keys=True).encode())
+def save(outdir: Outdir | Store, state: dict) -> None:
+    Outdir(outdir).store.write_atomic(Outdir.REDO, json.dumps(state, indent=1, sort_keys=True).encode())
 
 
 def request(store: Store, picked: dict[int, set[str]], options: dict) -> dict:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from . import results
 from .manifest import CORE_COLUMNS, read_manifest
 from .metrics import peak_rss_mb
+from .outdir import Outdir
 from .stages import ImageStages, Item, OutputError
 
 __all__ = ["OutputError", "ShardJob"]
@@ -65,7 +66,7 @@ class ShardJob(ImageStages):
             setup = flow.run(rows)
         out = flow.out
         if only is not None:
-            for r in results.read_shard(self.outdir, shard).to_pylist():
+            for r in Outdir(self.outdir).read_shard(shard).to_pylist():
                 out.setdefault(r["image_id"], r)  # first row wins: duplicates collapse
         carried = [f for f in table.schema if f.name not in CORE_COLUMNS]
         final = []
@@ -74,7 +75,7 @@ class ShardJob(ImageStages):
             for f in carried:
                 r[f.name] = row[f.name]
             final.append(r)
-        results.write_shard(self.outdir, shard, results.to_table(final, carried))
+        Outdir(self.outdir).write_shard(shard, results.to_table(final, carried))
         done = [r for r in final if wanted(r["image_id"])]
         counts = {s: sum(r["status"] == s for r in done) for s in results.STATUSES}
         return {"shard": shard, "images": len(done), **counts,

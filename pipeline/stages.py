@@ -16,8 +16,8 @@ from .catalogue import stored_name
 from .imaging import Decoded, DecodeError, colorfulness, decode, gray_jpeg_header, net_input
 from .jobspec import JobSpec
 from .manifest import resolve_path
+from .outdir import Outdir
 from .redo import options_label
-from .state import safe_output_path
 from .storage import Store, read_source
 from .writers import encode, extension, output_format, provenance
 from .xmp import record
@@ -87,7 +87,7 @@ class ImageStages:
                     stem=mrow["out_stem"], options=options,
                     record=record(self.spec.metadata_columns, _cells(mrow), mrow["rel_path"]))
         try:
-            safe_output_path(item.stem, "")  # a hostile manifest row fails here, alone
+            Outdir.output_rel(item.stem, "")  # a hostile manifest row fails here, alone
             data = read_source(resolve_path(self.spec.manifest, mrow["path"]))
             item.row["source_sha256"] = hashlib.sha256(data).hexdigest()
         except FileNotFoundError:
@@ -168,7 +168,7 @@ class ImageStages:
         d, notes = item.decoded, list(item.decoded.notes)
         try:
             fmt = output_format(self.spec.format, d.format)
-            rel = safe_output_path(item.stem, extension(fmt))
+            rel = Outdir.output_rel(item.stem, extension(fmt))
             prov = provenance(self.checkpoint_sha256, self.created, item.row.get("source_sha256"),
                               item.record)
             try:

@@ -407,6 +407,15 @@ def _rarity(cfg: TrainConfig, train_paths: list[str], out: Path, log) -> torch.T
     return w
 
 
+def _optimizer(cfg: TrainConfig, model, train_paths: list[str], out: Path, device):
+    """The optimizer over the net's weights, and the auxiliary head's when --aux asks for one."""
+    aux = (AuxHead(model, rarity_weights(_prior(train_paths, out), 0.5)).to(device)
+           if cfg.aux else None)
+    Opt = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    params = list(model.parameters()) + (list(aux.parameters()) if aux is not None else [])
+    return Opt(params, lr=cfg.lr, weight_decay=cfg.weight_decay), aux
+
+
 METRICS = ["epoch", "step", "train_loss", "val_loss", "images_per_s", "lr", "seconds"]
 
 
@@ -424,11 +433,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
     model = ColorizationNet(ModelConfig()).to(device, memory_format=torch.channels_last)
     if cfg.init:
         log(f"warm start: {warm_start(model, cfg.init, device)} tensors from {cfg.init}")
-    aux = (AuxHead(model, rarity_weights(_prior(train_paths, out), 0.5)).to(device)
-           if cfg.aux else None)
-    Opt = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    params = list(model.parameters()) + (list(aux.parameters()) if aux is not None else [])
-    opt = Opt(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt, aux = _optimizer(cfg, model, train_paths, out, device)
     ema = EMA(model, cfg.ema) if cfg.ema else None
     n_train = len(train_paths) * cfg.repeats
     drop_last = n_train > cfg.batch_size  # no ragged last batch, unless that is all there is

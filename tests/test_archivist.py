@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from pipeline.cli import main
-from pipeline.state import RunLock
+from pipeline.outdir import RunLock
 
 
 def run_cli(*args):
@@ -156,10 +156,10 @@ def test_ctrl_c_says_what_is_committed_and_how_to_resume(night, ckpt, capsys, tm
 
     monkeypatch.setattr(orch, "run_job", interrupted)
     (tmp_path / "out").mkdir()
+    from pipeline.outdir import Outdir
     from pipeline.state import check_or_write_job
-    from pipeline.storage import Store
 
-    check_or_write_job(Store(tmp_path / "out"), {"manifest": str(man)}, restart=False)
+    check_or_write_job(Outdir(tmp_path / "out"), {"manifest": str(man)}, restart=False)
     assert main(["run", "--manifest", str(man), "-o", str(tmp_path / "out"), "-q"]) == 130
     err = capsys.readouterr().err
     assert "interrupted" in err and "0 of 4 shards are committed" in err

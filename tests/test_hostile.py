@@ -15,7 +15,7 @@ from PIL import Image
 import pipeline.stages as stages
 from pipeline.jobspec import JobSpec
 from pipeline.manifest import scan
-from pipeline.results import read_results, shard_file
+from pipeline.outdir import Outdir
 from pipeline.shard import OutputError, ShardJob
 from pipeline.state import file_sha256
 
@@ -154,7 +154,7 @@ def hostile_run(request, tmp_path_factory, photo, ckpt):
 
 def test_every_hostile_input_gets_its_exact_status(hostile_run):
     exp, out, summaries, root = hostile_run
-    rows = {Path(r["source_path"]).name: r for r in read_results(out).to_pylist()}
+    rows = {Path(r["source_path"]).name: r for r in Outdir(out).read_results().to_pylist()}
     assert set(rows) == set(exp)
     for name, (status, phrase) in exp.items():
         r = rows[name]
@@ -171,7 +171,7 @@ def test_every_hostile_input_gets_its_exact_status(hostile_run):
 
 def test_odd_inputs_keep_their_shape_and_depth(hostile_run):
     exp, out, _, _ = hostile_run
-    rows = {Path(r["source_path"]).name: r for r in read_results(out).to_pylist()}
+    rows = {Path(r["source_path"]).name: r for r in Outdir(out).read_results().to_pylist()}
     sizes = {"tiny.png": (3, 2), "strip.png": (2000, 6), "odd 97x61.png": (97, 61),
              "rotated.jpg": (160, 120), "multipage.tif": (160, 120)}
     for name, size in sizes.items():
@@ -197,7 +197,7 @@ def test_huge_legitimate_scan_is_decoded_once(tmp_path, ckpt, monkeypatch):
     monkeypatch.setattr(stages, "decode", lambda *a, **k: calls.append(1) or real(*a, **k))
     job = shard_job(tmp_path / "out", man, ckpt, size=32, batch_size=1, format="jpeg")
     assert job(0)["ok"] == 1 and len(calls) == 1
-    r = read_results(tmp_path / "out").to_pylist()[0]
+    r = Outdir(tmp_path / "out").read_results().to_pylist()[0]
     with Image.open(tmp_path / "out" / r["output_path"]) as im:
         assert im.size == (w, h)
 
@@ -215,7 +215,7 @@ def test_output_write_failure_fails_the_shard_uncommitted(tmp_path, ckpt, photo,
     job = shard_job(tmp_path / "out", man, ckpt, size=32)
     with pytest.raises(OutputError, match="No space left on device"):
         job(0)
-    assert not os.path.exists(shard_file(tmp_path / "out", 0))
+    assert not os.path.exists(Outdir(tmp_path / "out").shard_file(0))
     assert not list((tmp_path / "out").rglob("*.tmp*"))
     assert os.path.exists(man)
 
@@ -231,7 +231,7 @@ def _gray_jpegs(root: Path, photo, n=3) -> Path:
 
 def _outputs(out: Path) -> dict[str, bytes]:
     return {Path(r["source_path"]).name: (out / r["output_path"]).read_bytes()
-            for r in read_results(out).to_pylist() if r["status"] == "ok"}
+            for r in Outdir(out).read_results().to_pylist() if r["status"] == "ok"}
 
 
 def test_device_decode_falls_back_to_pillow_per_image(tmp_path, ckpt, photo, monkeypatch):
@@ -276,9 +276,9 @@ def test_repair_leaves_the_rows_it_does_not_redo_as_committed(tmp_path, ckpt, ph
     monkeypatch.setattr(stages, "decode", decode)
     job = shard_job(tmp_path / "out", man, ckpt, size=32, batch_size=4, jpeg_decode="device")
     assert job(0)["error"] == 1
-    before = {Path(r["source_path"]).name: r for r in read_results(tmp_path / "out").to_pylist()}
+    before = {Path(r["source_path"]).name: r for r in Outdir(tmp_path / "out").read_results().to_pylist()}
     s = job(0, only=frozenset({before["s0.jpg"]["image_id"]}))
-    after = {Path(r["source_path"]).name: r for r in read_results(tmp_path / "out").to_pylist()}
+    after = {Path(r["source_path"]).name: r for r in Outdir(tmp_path / "out").read_results().to_pylist()}
     assert s["images"] == 1 and s["ok"] == 1
     assert after["s1.jpg"] == before["s1.jpg"] and after["s2.jpg"] == before["s2.jpg"]
     assert after["s0.jpg"]["seconds"] != before["s0.jpg"]["seconds"]  # that one was redone

@@ -16,8 +16,7 @@ import pytest
 from PIL import Image
 
 from pipeline.cli import main
-from pipeline.results import read_results
-from pipeline.state import RunLock
+from pipeline.outdir import Outdir, RunLock
 
 pytestmark = pytest.mark.slow
 SHARD = 4
@@ -66,7 +65,7 @@ def image_files(out: Path) -> dict[str, bytes]:
 
 
 def comparable(out: Path) -> list[dict]:
-    t = read_results(out).drop_columns(["seconds"]).sort_by("image_id")
+    t = Outdir(out).read_results().drop_columns(["seconds"]).sort_by("image_id")
     return t.to_pylist()
 
 
@@ -81,7 +80,7 @@ def clean_run(archive, ckpt, tmp_path_factory):
 def test_every_row_has_one_result_and_outputs_match(archive, clean_run):
     root, man = archive
     manifest = pq.read_table(man).to_pylist()
-    res = read_results(clean_run)
+    res = Outdir(clean_run).read_results()
     assert res.num_rows == len(manifest) == 34
     assert sorted(res.column("image_id").to_pylist()) == sorted(r["image_id"] for r in manifest)
     assert len(list((clean_run / "results").glob("shard-*.parquet"))) == 9  # ceil(34 / 4)
@@ -168,7 +167,7 @@ def test_resume_after_sigkill_is_identical(archive, clean_run, ckpt, tmp_path):
     assert main(run_args(man, out, ckpt)) == 0
     assert comparable(out) == comparable(clean_run)
     assert image_files(out) == image_files(clean_run)
-    ids = read_results(out).column("image_id").to_pylist()
+    ids = Outdir(out).read_results().column("image_id").to_pylist()
     assert len(ids) == len(set(ids)) == 34
     assert not [p for p in out.rglob("*") if ".tmp" in p.name]
 
@@ -218,7 +217,7 @@ def test_audit_finds_damage_and_repair_fixes_exactly_it(archive, clean_run, ckpt
     shutil.copytree(clean_run, out)
     job = json.loads((out / "job.json").read_text())
     assert main(["audit", str(out), "-q"]) == 0
-    rows = sorted(read_results(out).to_pylist(), key=lambda r: r["output_path"])
+    rows = sorted(Outdir(out).read_results().to_pylist(), key=lambda r: r["output_path"])
     corrupt, deleted = out / rows[3]["output_path"], out / rows[20]["output_path"]
     corrupt.write_bytes(corrupt.read_bytes()[:-10] + b"0123456789")
     deleted.unlink()

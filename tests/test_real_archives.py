@@ -18,7 +18,7 @@ import pipeline.stages as stages
 from pipeline.imaging import DecodeError, classify_rgb, decode
 from pipeline.jobspec import JobSpec
 from pipeline.manifest import scan
-from pipeline.results import read_results
+from pipeline.outdir import Outdir
 from pipeline.shard import ShardJob
 from pipeline.state import file_sha256
 from pipeline.writers import encode
@@ -243,7 +243,7 @@ def test_an_exception_nobody_named_becomes_the_images_row(tmp_path, photo, ckpt,
                    outdir=str(tmp_path / "out"), checkpoint_sha256=file_sha256(ckpt))
     s = job(0)
     assert s["images"] == 4
-    rows = {Path(r["source_path"]).name: r for r in read_results(tmp_path / "out").to_pylist()}
+    rows = {Path(r["source_path"]).name: r for r in Outdir(tmp_path / "out").read_results().to_pylist()}
     assert rows["s1.png"]["status"] == "error"
     assert rows["s1.png"]["error"] == "cannot decode: TypeError: bad operand type for abs(): 'str'"
     statuses = sorted(r["status"] for r in rows.values())
@@ -433,7 +433,7 @@ def test_a_folder_of_odd_files_goes_through_every_command(tmp_path, photo, ckpt)
         r = run_cli("run", "--manifest", man, "-o", out, "--format", fmt, "-q", "--size", "32",
                     "--checkpoint", ckpt)
         assert r.returncode == 0, r.stderr
-        rows = read_results(out).to_pylist()
+        rows = Outdir(out).read_results().to_pylist()
         assert len(rows) == n and len({r["image_id"] for r in rows}) == n
         for row in rows:
             if row["status"] == "error":
@@ -449,6 +449,6 @@ def test_a_folder_of_odd_files_goes_through_every_command(tmp_path, photo, ckpt)
         assert rgb48["bits"] == 16
         r = run_cli("audit", out, "-q")
         assert r.returncode == 0, r.stdout + r.stderr
-    twelve = next(r for r in read_results(tmp_path / "png").to_pylist()
+    twelve = next(r for r in Outdir(tmp_path / "png").read_results().to_pylist()
                   if Path(r["source_path"]).stem == "twelve-bit")
     assert "12-bit JPEG" in twelve["error"]

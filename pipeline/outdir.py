@@ -1,0 +1,262 @@
+"""OUTDIR, one type: every path a run writes (job.json, results/, images/, the lock, redo.json,
+quarantine/, the audit's report, sheets and previews), the shard commit and reading it back,
+the run lock, and the audit's problem kinds. No other module spells a path inside OUTDIR."""
+
+from __future__ import annotations
+
+import fcntl
+import io
+import json
+import os
+from enum import Enum
+from pathlib import Path, PurePosixPath
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import JobError
+from .results import SCHEMA
+from .storage import ObjectLock, Store, as_store
+
+MARK = b"archive-colorizer"  # in every output's own metadata (provenance), near its start
+
+
+class Problem(str, Enum):
+    """What an audit can find wrong (its JSON and messages carry the value)."""
+
+    NO_RESULT = "no_result"  # a manifest row without a result row
+    DUPLICATE_RESULT = "duplicate_result"
+    NOT_IN_MANIFEST = "not_in_manifest"  # a result row for no manifest row
+    ERROR_WITHOUT_REASON = "error_without_reason"
+    BAD_STATUS = "bad_status"
+    MISSING_OUTPUT = "missing_output"  # an ok row's file is not there
+    CORRUPT_OUTPUT = "corrupt_output"  # ... or not as written (sha256 or size)
+    STRAY_OUTPUT = "stray_output"  # an output of ours that no row claims
+    REDO_NOT_RECORDED = "redo_not_recorded"  # a redone image whose row does not say so
+    INPUT_MISSING = "input_missing"  # --check-inputs: the original is gone
+    INPUT_CHANGED = "input_changed"  # ... or changed since it was colorized
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Outdir:
+    """A run's output folder (a local path or an object-store URL)."""
+
+    JOB = "job.json"
+    LOCK = ".lock"
+    RESULTS = "results"
+    IMAGES = "images"
+    REDO = "redo.json"
+    QUARANTINE = "quarantine"  # outputs --repair moved aside (ours, altered or unclaimed)
+    AUDIT_JSON = "audit.json"
+    AUDIT_HTML = "audit.html"
+    PREVIEWS = "audit-previews"  # JPEG views of TIFF outputs: a browser shows no TIFF
+    # What the tool writes at the top before job.json exists: a folder holding only these is new.
+    FRESH = (LOCK, IMAGES + "/", RESULTS + "/")
+
+    def __init__(self, where: str | os.PathLike | Store | Outdir):
+        self.store = where.store if isinstance(where, Outdir) else as_store(where)
+
+    def __str__(self) -> str:
+        return str(self.store)
+
+    @property
+    def url(self) -> str:
+        return self.store.url
+
+    # --- the job ---------------------------------------------------------------------------
+
+    def has_job(self) -> bool:
+        return self.store.exists(self.JOB)
+
+    def read_job(self) -> dict:
+        if not self.has_job():
+            raise JobError(f"{self.store} is not a run's output folder (no {self.JOB})")
+        return json.loads(self.store.read_text(self.JOB))
+
+    def write_job(self, job: dict) -> None:
+        self.store.write_atomic(self.JOB, json.dumps(job, indent=2, sort_keys=True).encode())
+
+    def discard(self) -> None:
+        """--restart: the results, outputs and reports go; job.json is rewritten after."""
+        for sub in (self.RESULTS, self.IMAGES, self.PREVIEWS):
+            self.store.rmtree(sub)
+        for f in (self.AUDIT_JSON, self.AUDIT_HTML, self.REDO, *self.store.glob("audit-sheet-*.html")):
+            self.store.remove(f)
+
+    def check_ours(self) -> None:
+        """New, empty, or one of ours (it has job.json): a folder of the user's is refused, saying
+        what is in it, before anything is written there."""
+        if self.has_job() or not self.store.exists(""):
+            return
+        if self.store.local and not Path(self.store.root).is_dir():
+            return  # not a folder: the write check names that
+        theirs = self.store.foreign(self.FRESH)
+        if theirs:
+            shown = ", ".join(theirs[:5]) + (f" and {len(theirs) - 5} more" if len(theirs) > 5 else "")
+            raise JobError(f"{self.store} is not a colorize output folder (no {self.JOB}) and is not "
+                           f"empty: it holds {shown}. Name a new or empty folder for the outputs")
+
+    # --- results: the per-shard commit -------------------------------------------------------
+
+    @classmethod
+    def shard_rel(cls, shard: int) -> str:
+        return f"{cls.RESULTS}/shard-{shard:05d}.parquet"
+
+    def shard_file(self, shard: int) -> str:
+        return self.store.full(self.shard_rel(shard))
+
+    def committed_shards(self) -> set[int]:
+        return {int(p.rsplit("-", 1)[1].split(".")[0])
+                for p in self.store.glob(f"{self.RESULTS}/shard-*.parquet")}
+
+    def write_shard(self, shard: int, table: pa.Table) -> str:
+        """The commit: written last and whole (rename or single PUT). Done iff this file exists."""
+        buf = io.BytesIO()
+        pq.write_table(table, buf)
+        self.store.write_atomic(self.shard_rel(shard), buf.getvalue())
+        return self.shard_file(shard)
+
+    def read_shard(self, shard: int) -> pa.Table:
+        return pq.read_table(io.BytesIO(self.store.read_bytes(self.shard_rel(shard))))
+
+    def read_results(self, columns: list[str] | None = None) -> pa.Table:
+        files = self.store.glob(f"{self.RESULTS}/shard-*.parquet")
+        if not files:
+            t = SCHEMA.empty_table()
+            return t if columns is None else t.select(columns)
+        tables = [pq.read_table(self.store.full(f), columns=columns, filesystem=self.store.fs)
+                  for f in files]
+        return pa.concat_tables(tables, promote_options="default")
+
+    # --- outputs -----------------------------------------------------------------------------
+
+    @classmethod
+    def output_rel(cls, out_stem: str, ext: str) -> str:
+        """images/<stem><ext>, relative to OUTDIR; refuses anything that could leave OUTDIR."""
+        if not out_stem or "\x00" in out_stem or "\\" in out_stem:
+            raise ValueError(f"unsafe output path {out_stem!r}")
+        p = PurePosixPath(out_stem)
+        if p.is_absolute() or any(part in ("..", "") for part in p.parts) or out_stem.startswith("~"):
+            raise ValueError(f"unsafe output path {out_stem!r}: it would leave OUTDIR")
+        return str(PurePosixPath(cls.IMAGES) / (out_stem + ext))
+
+    def outputs(self) -> list[str]:
+        return self.store.find(self.IMAGES)
+
+    def wrote(self, rel: str, head: int = 1 << 20) -> bool:
+        """Whether a file carries this tool's provenance in its metadata: the proof --repair needs
+        before it moves anything (a user's note in images/ is theirs, and stays)."""
+        try:
+            with self.store.open(rel) as f:
+                return MARK in f.read(head)
+        except OSError:
+            return False
+
+    def quarantine(self, rel: str) -> str:
+        """Move one of our files aside (never deleted); returns where it went."""
+        return self.store.move_aside(rel, self.QUARANTINE)
+
+    def remove_temporaries(self) -> int:
+        """Left by a killed run; safe to delete while we hold the lock."""
+        return _remove_temporaries(self.store, (self.IMAGES, self.RESULTS))
+
+    # --- the report --------------------------------------------------------------------------
+
+    @staticmethod
+    def sheet(page: int) -> str:
+        return f"audit-sheet-{page:03d}.html"
+
+    @classmethod
+    def preview_rel(cls, rel: str) -> str:
+        return f"{cls.PREVIEWS}/{rel}.jpg"
+
+    # --- the lock ----------------------------------------------------------------------------
+
+    def lock(self) -> RunLock:
+        return RunLock(self)
+
+    def lock_holder(self) -> str | None:
+        """Who holds the run lock (a local OUTDIR), or None: asked without taking it for long."""
+        return _lock_holder(self.store, self.LOCK)
+
+
+def _remove_temporaries(store: Store, subs: tuple[str, ...]) -> int:
+    """Temporary files of interrupted atomic writes (local disks only: object stores have no
+    half-written objects)."""
+    if not store.local:
+        return 0
+    n = 0
+    for sub in subs:
+        d = Path(store.full(sub))
+        if d.is_dir():
+            for p in d.rglob(".*.tmp-*"):
+                p.unlink(missing_ok=True)
+                n += 1
+    return n
+
+
+def _lock_holder(store: Store, lock: str) -> str | None:
+    if not store.local or not store.exists(lock):
+        return None
+    try:
+        fd = os.open(store.full(lock), os.O_RDONLY)
+    except FileNotFoundError:  # let go of (and removed) just now
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    except BlockingIOError:
+        return os.pread(fd, 64, 0).decode(errors="replace").strip() or "pid unknown"
+    finally:
+        os.close(fd)
+
+
+class RunLock:
+    """One run per OUTDIR. Locally flock on OUTDIR/.lock: the kernel drops it when the holder
+    dies, even by SIGKILL. On an object store, a lock object with a heartbeat."""
+
+    def __init__(self, outdir: str | os.PathLike | Store | Outdir):
+        self.store = Outdir(outdir).store
+        self.fd: int | None = None
+        self.obj: ObjectLock | None = None
+
+    def __enter__(self) -> RunLock:
+        self.store.makedirs()
+        if not self.store.local:
+            self.obj = ObjectLock(self.store, Outdir.LOCK)
+            holder = self.obj.acquire()
+            if holder:
+                raise JobError(f"another run is using {self.store} ({holder}); wait for it to finish")
+            return self
+        path = Path(self.store.full(Outdir.LOCK))
+        while True:
+            self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(self.fd, 64, 0).decode(errors="replace").strip()
+                os.close(self.fd)
+                raise JobError(f"another run is using {self.store} ({holder or 'pid unknown'}); "
+                               "wait for it to finish") from None
+            # The holder before us removes the file as it lets go (a finished OUTDIR keeps no
+            # stale lock): a lock on a file no longer at the path guards nothing, so try again.
+            try:
+                if os.stat(path).st_ino == os.fstat(self.fd).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(self.fd)
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"pid {os.getpid()} on {os.uname().nodename}".encode(), 0)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.obj is not None:
+            self.obj.release()
+        if self.fd is not None:
+            Path(self.store.full(Outdir.LOCK)).unlink(missing_ok=True)  # while still holding it
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)

@@ -25,6 +25,11 @@ MIN_DPI, MAX_DPI = 1.0, 1_000_000.0  # outside this a DPI is a broken header, no
 # at equal lightness below which an RGB scan counts as toned (sepia, cyanotype) not colour.
 NEUTRAL_CHROMA = 4.0
 TONED_SPREAD = 3.0
+# Below this 99th-percentile chroma a print is nearly neutral: a faint cast (split toning, a
+# cool or warm tinge, colour fringes at edges) whose hues scatter. Measured (jobs/
+# classifier_rates.py): 8 of 281 real old prints were called colour for it; none of 1,025
+# colour photos is this pale.
+FAINT_CHROMA = 10.0
 # Toned prints (sepia, cyanotype, selenium, platinum) have one hue family: the mean resultant
 # length of the hue angles of their chromatic pixels is near 1. Below this, several distinct
 # hues: colour (0.85 is a circular spread of about 32 degrees).
@@ -218,8 +223,11 @@ def classify_rgb(rgb: np.ndarray) -> str:
     thumb = rgb[::step, ::step].astype(np.float32) / 255.0
     lab = rgb2lab(thumb).reshape(-1, 3)
     chroma = np.hypot(lab[:, 1], lab[:, 2])
-    if np.percentile(chroma, 99) < NEUTRAL_CHROMA:
+    p99 = np.percentile(chroma, 99)
+    if p99 < NEUTRAL_CHROMA:
         return "gray"
+    if p99 < FAINT_CHROMA:  # a faint cast: its hues are noise, and no colour photo is this pale
+        return "toned"
     chromatic = chroma >= NEUTRAL_CHROMA
     hue = np.arctan2(lab[chromatic, 2], lab[chromatic, 1])
     w = chroma[chromatic]
@@ -247,6 +255,18 @@ def _flatten_alpha(im: Image.Image, notes: list[str]) -> Image.Image:
     return bg
 
 
+def _oriented(src: Image.Image, notes: list[str]):
+    """(EXIF, upright image). A malformed EXIF block costs the metadata and the orientation it
+    may hold, never the picture (real scans carry such blocks; the pixels decode fine)."""
+    try:
+        exif_obj = src.getexif()
+        return exif_obj, ImageOps.exif_transpose(src) or src
+    except (SyntaxError, ValueError, struct.error, OSError) as e:
+        notes.append(f"EXIF unreadable, ignored ({type(e).__name__}: {e})"[:200])
+        src.info.pop("exif", None)
+        return Image.Exif(), src
+
+
 def decode(path: str | os.PathLike | io.BytesIO, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
     """Decode to lightness with orientation applied. Raises DecodeError with a clear reason."""
     with _open(path, max_pixels) as src:  # multi-page TIFFs keep their file open until closed
@@ -259,8 +279,7 @@ def decode(path: str | os.PathLike | io.BytesIO, max_pixels: int = DEFAULT_MAX_P
                 src.seek(0)
             info = dict(src.info)
             src.load()
-            exif_obj = src.getexif()
-            im = ImageOps.exif_transpose(src) or src
+            exif_obj, im = _oriented(src, notes)
         except (OSError, SyntaxError, ValueError, struct.error, EOFError, zlib.error) as e:
             msg = str(e) or type(e).__name__
             if "truncated" in msg or "broken data stream" in msg or isinstance(e, EOFError):

@@ -236,3 +236,34 @@ def test_one_registry_of_output_formats():
     with Image.open(io.BytesIO(lossless)) as im:
         assert np.array_equal(np.asarray(im.convert("RGB")),
                               (np.arange(48).reshape(4, 4, 3) * 5).astype(np.uint8))
+
+
+def test_a_malformed_exif_block_costs_the_metadata_not_the_picture(tmp_path, monkeypatch):
+    """A real 1908 scan (DeOldify's bicycles.jpg) carries an APP1 'Exif' block that is not TIFF:
+    Pillow's getexif raises 'not a TIFF file'. The picture decodes, with a note."""
+    Image.fromarray(np.tile(np.arange(64, dtype=np.uint8), (48, 1))).save(tmp_path / "b.jpg")
+
+    def not_tiff(self):
+        raise SyntaxError("not a TIFF file (header b'\\xff\\xff\\xbeZ' not valid)")
+
+    monkeypatch.setattr(Image.Image, "getexif", not_tiff)
+    d = decode(tmp_path / "b.jpg")
+    assert d.kind == "gray" and (d.width, d.height) == (64, 48)
+    assert any(n.startswith("EXIF unreadable, ignored (SyntaxError: not a TIFF") for n in d.notes)
+
+
+def test_a_faint_cast_is_toned_not_colour():
+    """Nearly neutral prints (split toning: cool shadows, warm highlights; a faint tinge) have
+    chroma so small that their hues are noise: toned, and colorized (issue 23)."""
+    from pipeline.imaging import classify_rgb
+
+    ramp = np.linspace(20, 235, 128)
+    gray = np.tile(ramp, (96, 1))
+    rgb = np.stack([gray, gray, gray], -1)
+    rgb[..., 2] += np.where(gray < 120, 8, -6)  # bluish shadows, yellowish highlights
+    rgb[..., 0] += np.where(gray < 120, -3, 4)
+    assert classify_rgb(np.clip(rgb, 0, 255).astype(np.uint8)) == "toned"
+    strong = rgb.copy()
+    strong[:, :64, 0] += 60  # a red half and a blue half: colour, however it is split
+    strong[:, 64:, 2] += 60
+    assert classify_rgb(np.clip(strong, 0, 255).astype(np.uint8)) == "color"

@@ -108,7 +108,10 @@ def test_every_output_says_it_was_machine_colorized(scans, tmp_path, ckpt, fmt):
     from pipeline.state import file_sha256
 
     man = tmp_path / "m.parquet"
-    assert run_cli("scan", scans, "-o", man, "-q").returncode == 0
+    (scans / "katalog.csv").write_text("Objektnummer;Datei;Titel\nA-7;b.png;Der \"Hof\" & Söhne\n",
+                                       encoding="cp1252")
+    assert run_cli("scan", scans, scans / "katalog.csv", "-o", man, "-q", "--path-column",
+                   "Datei").returncode == 0
     out = tmp_path / "out"
     r = run_cli("run", "--manifest", man, "-o", out, "--size", "32", "-q", "--checkpoint", ckpt,
                 "--format", fmt)
@@ -144,4 +147,5 @@ def test_every_output_says_it_was_machine_colorized(scans, tmp_path, ckpt, fmt):
     assert meta["DigitalSourceType"].endswith("/digitalsourcetype/compositeWithTrainedAlgorithmicMedia")
     assert meta["CreatorTool"].startswith("archive-colorizer ") and meta["Source"] == "b.png"
     assert meta["CheckpointSHA256"] == file_sha256(ckpt)
+    assert meta["Identifier"] == "A-7" and meta["Title"] == 'Der "Hof" & Söhne'  # the record
     assert "Machine-colorized" in meta["Description"]

@@ -26,7 +26,8 @@ run: setup  ## colorize the bundled sample archive (jobs/demo.toml), then status
 manifest: setup  ## rescan the bundled samples into manifests/demo.parquet
 	$(BIN)/colorize scan pipeline/samples -o manifests/demo.parquet --shard-size 4 --relative --fresh
 
-test: setup  ## run the test suite
+test: setup  ## the import contract (the client never imports torch), then the test suite
+	$(BIN)/lint-imports
 	$(BIN)/pytest -q
 
 lint: setup  ## ruff

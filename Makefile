@@ -48,7 +48,7 @@ train-data: setup  ## build data/train (photos, cache, manifest.csv) from the sn
 	test -d $(DEBIAN_PHOTOS) || sh jobs/fetch_train_photos.sh $(DEBIAN_PHOTOS)
 	test -f data/tutorial-init.pth || git --git-dir=$(TUTORIAL_WEIGHTS) show \
 	    $(TUTORIAL_COMMIT):checkpoints/model_random-epoch-16-losses-0.003.pth > data/tutorial-init.pth
-	$(BIN)/python -m pipeline.traindata --mirror $(MIRROR) --debian $(DEBIAN_PHOTOS) --out data/train
+	$(BIN)/python -m pipeline.model.traindata --mirror $(MIRROR) --debian $(DEBIAN_PHOTOS) --out data/train
 
 train: setup  ## retrain the shipped weights (jobs/train.toml) into out/train; resumes after a stop
 	$(BIN)/colorize train jobs/train.toml --resume

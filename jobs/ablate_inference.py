@@ -19,10 +19,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.engine import Colorizer
-from pipeline.evaluate import flat_fields, load_rgb, score
-from pipeline.imaging import colorfulness, luminance_gray, net_input
-from pipeline.traindata import read_manifest
+from pipeline.model.evaluate import flat_fields, load_rgb, score
+from pipeline.model.traindata import read_manifest
+from pipeline.worker.engine import Colorizer
+from pipeline.worker.imaging import colorfulness, luminance_gray, net_input
 
 
 class Mirrored(Colorizer):

@@ -12,13 +12,13 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from pipeline.imaging import decode
-from pipeline.train import list_images
+from pipeline.model.train import list_images
+from pipeline.worker.imaging import decode
 
 
 def files(spec: str) -> list[str]:
     if ":" in spec:
-        from pipeline.traindata import read_manifest
+        from pipeline.model.traindata import read_manifest
 
         folder, split = spec.split(":")
         return [r["path"] for r in read_manifest(Path(folder), split)]

@@ -22,7 +22,7 @@ log() { echo "[gpu-check $(date +%T)] $*" | tee -a "$OUT/log.txt"; }
 if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
   log "no CUDA device here: nothing GPU-specific run (dry run)."
   log "would run: pytest -m gpu; colorize bench --device cuda --count $COUNT; thread sweep; byte-identity check"
-  "$PY" -c "import pipeline.bench, pipeline.engine" && log "imports ok"
+  "$PY" -c "import pipeline.bench.bench, pipeline.worker.engine" && log "imports ok"
   exit 0
 fi
 
@@ -46,7 +46,7 @@ log "thread sweep and byte identity on 400 scans (--format png)"
 import hashlib, json, subprocess, sys
 from pathlib import Path
 import pyarrow.parquet as pq
-from pipeline.bench import make_archive
+from pipeline.bench.bench import make_archive
 out = Path(sys.argv[1]); work = out / "sweep"
 make_archive(work / "scans", 400, 1600, 1200, seed=3)
 cli = [sys.executable, "-m", "pipeline"]

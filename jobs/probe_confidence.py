@@ -19,10 +19,10 @@ import numpy as np
 from PIL import Image
 from skimage.color import rgb2lab
 
-from pipeline.engine import Colorizer
-from pipeline.evaluate import load_rgb
-from pipeline.imaging import luminance_gray, net_input
-from pipeline.traindata import read_manifest
+from pipeline.model.evaluate import load_rgb
+from pipeline.model.traindata import read_manifest
+from pipeline.worker.engine import Colorizer
+from pipeline.worker.imaging import luminance_gray, net_input
 
 SIZE = 256
 

@@ -16,10 +16,10 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 
-from .catalogue import DELIMITER_NAMES, delimiter_arg
-from .errors import UsageError, plural
-from .jobspec import add_flags, count_arg, positive_int, size_arg
-from .trainspec import TrainConfig
+from pipeline.client.catalogue import DELIMITER_NAMES, delimiter_arg
+from pipeline.client.jobspec import add_flags, count_arg, positive_int, size_arg
+from pipeline.errors import UsageError, plural
+from pipeline.model.trainspec import TrainConfig
 
 
 class Parser(argparse.ArgumentParser):
@@ -92,10 +92,10 @@ def _checked(action: argparse.Action, key: str, v, path: str):
 
 
 def cmd_image(a) -> int:
-    from .engine import Colorizer
-    from .imaging import DecodeError, decode
-    from .storage import write_atomic
-    from .writers import CHOICES, by_extension, encode, output_format, provenance
+    from pipeline.storage import write_atomic
+    from pipeline.worker.engine import Colorizer
+    from pipeline.worker.imaging import DecodeError, decode
+    from pipeline.worker.writers import CHOICES, by_extension, encode, output_format, provenance
 
     if Path(a.input).is_dir():
         raise UsageError(f"{a.input} is a folder; `image` colorizes one file (for a folder: "
@@ -131,7 +131,7 @@ def cmd_image(a) -> int:
 
 
 def cmd_train(a) -> int:
-    from .train import train
+    from pipeline.model.train import train
 
     fields = TrainConfig.__dataclass_fields__
     cfg = TrainConfig(**{k: getattr(a, k) for k in fields if hasattr(a, k)})
@@ -149,7 +149,7 @@ def cmd_train(a) -> int:
 
 
 def cmd_scan(a) -> int:
-    from .manifest import scan
+    from pipeline.client.manifest import scan
 
     if not str(a.output).endswith(".parquet"):
         raise UsageError(f"-o {a.output}: a manifest is a Parquet file; name it *.parquet")
@@ -191,9 +191,9 @@ def _exists(path: str) -> bool:
 
 
 def cmd_run(a) -> int:
-    from .jobspec import IDENTITY_FIELDS, from_args
-    from .orchestrate import run_job
-    from .outdir import Outdir
+    from pipeline.client.jobspec import IDENTITY_FIELDS, from_args
+    from pipeline.client.orchestrate import run_job
+    from pipeline.client.outdir import Outdir
 
     if not a.manifest and a.output and Outdir(a.output).has_job():
         # `colorize run -o OUTDIR` (with --repair, --dry-run...): the job is in its job.json;
@@ -233,8 +233,8 @@ def cmd_run(a) -> int:
 def _redo_request(a) -> tuple[dict[int, set[str]], dict]:
     """--redo: the images it names (shard -> ids), and the options named on the line that are
     for them alone (--recolor): the job itself stays as it is."""
-    from . import redo
-    from .outdir import Outdir
+    from pipeline.client import redo
+    from pipeline.client.outdir import Outdir
 
     if not Outdir(a.output).has_job():
         raise UsageError(f"--redo redoes images of the job in an OUTDIR; {a.output} holds none yet "
@@ -256,12 +256,12 @@ def _stop_run(outdir: str):
 
     def handler(signum, frame):
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        from .cluster import kill_local_processes
+        from pipeline.client.cluster import kill_local_processes
 
         kill_local_processes()
         msg = "colorize: interrupted"
         try:
-            from .orchestrate import status
+            from pipeline.client.orchestrate import status
 
             s = status(outdir)
             msg += (f"; {s['committed']} of {plural(s['shards'], 'shard')} committed; resume "
@@ -278,7 +278,7 @@ def _stop_run(outdir: str):
 
 def cmd_export(a) -> int:
     """The results for the archive's database or a spreadsheet: the catalogue's columns first."""
-    from .export import export
+    from pipeline.client.export import export
 
     if Path(a.dest).exists() and not a.force:
         raise UsageError(f"{a.dest} exists; choose another name or add --force to replace it")
@@ -300,7 +300,7 @@ def cmd_export(a) -> int:
 
 
 def cmd_status(a) -> int:
-    from .orchestrate import status
+    from pipeline.client.orchestrate import status
 
     s = status(a.outdir)
     if (s["pending"] or s["redo_pending"]) and not s["running"]:  # stopped: say so first
@@ -321,7 +321,7 @@ def cmd_status(a) -> int:
 
 
 def cmd_evaluate(a) -> int:
-    from .evaluate import evaluate
+    from pipeline.model.evaluate import evaluate
 
     if a.src != "wheels" and not Path(a.src).exists():
         raise UsageError(f"evaluation photos not found: {a.src}")
@@ -333,7 +333,7 @@ def cmd_evaluate(a) -> int:
 
 
 def cmd_tune_gain(a) -> int:
-    from .evaluate import tune_gain
+    from pipeline.model.evaluate import tune_gain
 
     if not (Path(a.collection) / "manifest.csv").is_file():
         raise UsageError(f"{a.collection} is not a training collection (no manifest.csv); "
@@ -344,8 +344,8 @@ def cmd_tune_gain(a) -> int:
 
 
 def cmd_audit(a) -> int:
-    from .audit import audit
-    from .outdir import Outdir
+    from pipeline.client.audit import audit
+    from pipeline.client.outdir import Outdir
 
     holder = Outdir(a.outdir).lock_holder()
     if holder is not None:
@@ -392,7 +392,7 @@ def cmd_audit(a) -> int:
 
 
 def cmd_bench(a) -> int:
-    from .bench import bench, bench_plan, machine
+    from pipeline.bench.bench import bench, bench_plan, machine
 
     if a.plan:
         r = bench_plan(a.plan)
@@ -495,7 +495,7 @@ def _net_flags(s, checkpoint: bool = True, out: dict | None = None) -> None:
 
 
 def _add_image(sub) -> None:
-    from .imaging import DEFAULT_MAX_PIXELS
+    from pipeline.worker.imaging import DEFAULT_MAX_PIXELS
 
     s = _command(sub, "image", cmd_image)
     s.add_argument("input", metavar="IN")
@@ -512,7 +512,7 @@ def _add_train(sub) -> None:
 
 
 def _add_scan(sub) -> None:
-    from .imaging import DEFAULT_MAX_PIXELS
+    from pipeline.worker.imaging import DEFAULT_MAX_PIXELS
 
     s = _command(sub, "scan", cmd_scan)
     s.add_argument("sources", metavar="SRC", nargs="+")
@@ -640,8 +640,8 @@ def named_on_the_line(parser: Parser, argv: list[str]) -> set[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .errors import RunFailed
-    from .imaging import DecodeError
+    from pipeline.errors import RunFailed
+    from pipeline.worker.imaging import DecodeError
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -681,7 +681,7 @@ def main(argv: list[str] | None = None) -> int:
         a = locals().get("a")
         if getattr(a, "func", None) is cmd_run and a.output:
             try:
-                from .orchestrate import status
+                from pipeline.client.orchestrate import status
 
                 s = status(a.output)
                 print(f"colorize: {s['committed']} of {s['shards']} shards are committed; resume "

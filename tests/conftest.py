@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.model import ColorizationNet, save_checkpoint
+from pipeline.model.net import ColorizationNet, save_checkpoint
 
 
 def mild_net(seed: int = 0) -> ColorizationNet:

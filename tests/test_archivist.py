@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from pipeline.cli import main
-from pipeline.outdir import RunLock
+from pipeline.client.outdir import RunLock
 
 
 def run_cli(*args):
@@ -51,7 +51,7 @@ def test_report_verdict_lists_errors_skipped_and_shows_16bit(night, ckpt, capsys
     assert "<h2>Skipped (1)</h2>" in page and "colour.png" in page
     assert "<th>accession</th>" in page and "ACC-" in page
     assert "href='images/g0.png'" in page
-    from pipeline.audit import _thumb_uri
+    from pipeline.client.audit import _thumb_uri
 
     thumb = _thumb_uri(lambda: (root / "scans" / "deep16.png").read_bytes(), gray=True)
     import base64
@@ -63,7 +63,7 @@ def test_report_verdict_lists_errors_skipped_and_shows_16bit(night, ckpt, capsys
 
 @pytest.mark.slow
 def test_full_contact_sheet_pages_every_image(night, ckpt, capsys, tmp_path, monkeypatch):
-    import pipeline.audit as audit_mod
+    import pipeline.client.audit as audit_mod
 
     root, man = night
     out = tmp_path / "out"
@@ -147,7 +147,7 @@ def test_this_months_scans_continue_the_job(tmp_path, ckpt, capsys):
 
 def test_ctrl_c_says_what_is_committed_and_how_to_resume(night, ckpt, capsys, tmp_path,
                                                         monkeypatch):
-    import pipeline.orchestrate as orch
+    import pipeline.client.orchestrate as orch
 
     root, man = night
 
@@ -156,8 +156,8 @@ def test_ctrl_c_says_what_is_committed_and_how_to_resume(night, ckpt, capsys, tm
 
     monkeypatch.setattr(orch, "run_job", interrupted)
     (tmp_path / "out").mkdir()
-    from pipeline.outdir import Outdir
-    from pipeline.state import check_or_write_job
+    from pipeline.client.outdir import Outdir
+    from pipeline.client.state import check_or_write_job
 
     check_or_write_job(Outdir(tmp_path / "out"), {"manifest": str(man)}, restart=False)
     assert main(["run", "--manifest", str(man), "-o", str(tmp_path / "out"), "-q"]) == 130

@@ -2,8 +2,8 @@
 
 import pytest
 
-from pipeline.bench import bench, floor_of
-from pipeline.metrics import steady_rate
+from pipeline.bench.bench import bench, floor_of
+from pipeline.client.metrics import steady_rate
 
 
 def test_steady_rate_starts_when_every_worker_is_warm():

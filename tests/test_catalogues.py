@@ -105,7 +105,7 @@ def test_every_output_says_it_was_machine_colorized(scans, tmp_path, ckpt, fmt):
 
     import tifffile
 
-    from pipeline.state import file_sha256
+    from pipeline.client.state import file_sha256
 
     man = tmp_path / "m.parquet"
     (scans / "katalog.csv").write_text("Objektnummer;Datei;Titel\nA-7;b.png;Der \"Hof\" & Söhne\n",

@@ -98,7 +98,7 @@ def test_bundled_demo_manifest_is_current(tmp_path):
     """manifests/demo.parquet must describe pipeline/samples as they are (make manifest)."""
     import pyarrow.parquet as pq
 
-    from pipeline.manifest import scan
+    from pipeline.client.manifest import scan
 
     root = __import__("pathlib").Path(__file__).resolve().parents[1]
     fresh = scan([str(root / "pipeline" / "samples")], tmp_path / "m.parquet", shard_size=4,
@@ -167,7 +167,7 @@ def test_a_flag_on_a_finished_job_is_honoured_or_refused_never_dropped(tmp_path,
     count as named, so each changed identity option is refused with old -> new (issue 21)."""
     from dataclasses import fields
 
-    from pipeline.jobspec import JobSpec
+    from pipeline.client.jobspec import JobSpec
 
     src = tmp_path / "s"
     src.mkdir()

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from skimage.color import lab2rgb, rgb2lab
 
-from pipeline import color
+from pipeline.worker import color
 
 seeds = st.integers(min_value=0, max_value=2**31 - 1)
 

@@ -5,9 +5,9 @@ import torch.nn.functional as F
 from PIL import Image
 from skimage.color import rgb2lab
 
-from pipeline import color
-from pipeline.engine import Colorizer
-from pipeline.imaging import net_input
+from pipeline.worker import color
+from pipeline.worker.engine import Colorizer
+from pipeline.worker.imaging import net_input
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def test_table_is_the_exact_lab_conversion(net):
 def test_upsampling_close_to_full_interpolate(net, photo_gray, monkeypatch):
     """Strip-wise upsampling of the 8-bit a/b stays within a unit of the float bilinear
     upsampling of the whole: invisible (a just-noticeable difference is ~2.3)."""
-    import pipeline.recombine as recombine
+    import pipeline.worker.recombine as recombine
 
     g = photo_gray[:90, :70]
     ab = net.predict_ab(net_input(g, 64)[None])[0]
@@ -141,7 +141,7 @@ def test_device_jpeg_decoder_matches_pillow(net, photo_gray, backend):
     refuses is None in its place and the others still decode."""
     import io
 
-    from pipeline.jpegdev import DeviceJpeg
+    from pipeline.worker.jpegdev import DeviceJpeg
 
     pytest.importorskip(backend)
     files = [_jpeg(photo_gray), b"\xff\xd8 not a jpeg \xff\xd9", _jpeg(photo_gray[:100, :77].copy())]
@@ -154,7 +154,7 @@ def test_device_jpeg_decoder_matches_pillow(net, photo_gray, backend):
 
 
 def test_device_net_input_is_close_to_pillows(net, photo_gray):
-    from pipeline.imaging import net_input as host_input
+    from pipeline.worker.imaging import net_input as host_input
 
     dev = net.jpeg.small(torch.from_numpy(photo_gray)).numpy()
     assert dev.shape == (64, 64) and dev.dtype == np.uint8

@@ -12,12 +12,12 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-import pipeline.stages as stages
-from pipeline.jobspec import JobSpec
-from pipeline.manifest import scan
-from pipeline.outdir import Outdir
-from pipeline.shard import OutputError, ShardJob
-from pipeline.state import file_sha256
+import pipeline.worker.stages as stages
+from pipeline.client.jobspec import JobSpec
+from pipeline.client.manifest import scan
+from pipeline.client.outdir import Outdir
+from pipeline.client.state import file_sha256
+from pipeline.worker.shard import OutputError, ShardJob
 
 
 def shard_job(outdir, manifest, ckpt, **spec) -> ShardJob:
@@ -124,7 +124,7 @@ def hostile_run(request, tmp_path_factory, photo, ckpt):
     out = root / "out"
     job = shard_job(out, man, ckpt, size=32, batch_size=4, jpeg_decode=request.param)
     real_read = Path.read_bytes
-    from pipeline.jpegdev import DeviceJpeg
+    from pipeline.worker.jpegdev import DeviceJpeg
 
     real_decode = DeviceJpeg.decode
     on_device = []
@@ -237,7 +237,7 @@ def _outputs(out: Path) -> dict[str, bytes]:
 def test_device_decode_falls_back_to_pillow_per_image(tmp_path, ckpt, photo, monkeypatch):
     """A file the device decoder refuses (None) or gets wrong (another size) goes through Pillow,
     giving exactly the bytes a Pillow-only run gives; the batch's other files are unaffected."""
-    from pipeline.jpegdev import DeviceJpeg
+    from pipeline.worker.jpegdev import DeviceJpeg
 
     man = _gray_jpegs(tmp_path / "src", photo)
     kw = dict(size=32, batch_size=4, format="jpeg")
@@ -261,7 +261,7 @@ def test_repair_leaves_the_rows_it_does_not_redo_as_committed(tmp_path, ckpt, ph
     """A repair decodes the whole shard again (identical batches), but only the images it redoes
     get new rows: also a file the device refused and Pillow could not read either, whose fresh
     error row once replaced the committed one."""
-    from pipeline.jpegdev import DeviceJpeg
+    from pipeline.worker.jpegdev import DeviceJpeg
 
     man = _gray_jpegs(tmp_path / "src", photo)
     real_decode = stages.decode

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.imaging import DecodeError, decode, read_header
-from pipeline.writers import encode, output_format
+from pipeline.worker.imaging import DecodeError, decode, read_header
+from pipeline.worker.writers import encode, output_format
 
 
 def save(tmp_path, name, im, **kw):
@@ -203,7 +203,7 @@ def test_encode_takes_rgb_views_of_any_layout():
 def test_audit_thumbnails_are_upright_and_small():
     import base64
 
-    from pipeline.audit import _thumb_uri
+    from pipeline.client.audit import _thumb_uri
 
     exif = Image.Exif()
     exif[0x0112] = 6  # stored landscape, shown portrait
@@ -218,8 +218,8 @@ def test_audit_thumbnails_are_upright_and_small():
 def test_one_registry_of_output_formats():
     """CLI choices, extensions, aliases, `same` and the dispatch all come from writers.REGISTRY
     (issue 21): WebP is one entry, and works everywhere a format is named."""
-    from pipeline.jobspec import JobSpec
-    from pipeline.writers import BY_NAME, CHOICES, REGISTRY, by_extension, format_arg
+    from pipeline.client.jobspec import JobSpec
+    from pipeline.worker.writers import BY_NAME, CHOICES, REGISTRY, by_extension, format_arg
 
     assert CHOICES == ("png", "jpeg", "tiff", "webp", "same")
     assert JobSpec.__dataclass_fields__["format"].metadata["choices"] == CHOICES
@@ -255,7 +255,7 @@ def test_a_malformed_exif_block_costs_the_metadata_not_the_picture(tmp_path, mon
 def test_a_faint_cast_is_toned_not_colour():
     """Nearly neutral prints (split toning: cool shadows, warm highlights; a faint tinge) have
     chroma so small that their hues are noise: toned, and colorized (issue 23)."""
-    from pipeline.imaging import classify_rgb
+    from pipeline.worker.imaging import classify_rgb
 
     ramp = np.linspace(20, 235, 128)
     gray = np.tile(ramp, (96, 1))

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import build_parser
-from pipeline.jobspec import FINGERPRINT_KEYS, IDENTITY_FIELDS, JobSpec
-from pipeline.orchestrate import resolve_spec
-from pipeline.state import fingerprint
+from pipeline.client.jobspec import FINGERPRINT_KEYS, IDENTITY_FIELDS, JobSpec
+from pipeline.client.orchestrate import resolve_spec
+from pipeline.client.state import fingerprint
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = JobSpec(manifest=str(ROOT / "manifests" / "demo.parquet"), output="out/x", device="cpu")
@@ -21,7 +21,7 @@ OTHER = {"size": 128, "batch_size": 3, "format": "tiff", "quality": 80, "recolor
 
 def test_every_identity_field_changes_the_fingerprint(tmp_path):
     assert set(OTHER) == set(IDENTITY_FIELDS)  # a new identity field must be listed here
-    from pipeline.manifest import scan
+    from pipeline.client.manifest import scan
 
     (tmp_path / "k.csv").write_text("path;Inventarnummer;Titel\n"
                                     + "".join(f"{p};A-{i};T{i}\n" for i, p in enumerate(

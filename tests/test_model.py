@@ -4,7 +4,8 @@ import pickle
 import pytest
 import torch
 
-from pipeline.model import (
+from pipeline.client.state import file_sha256
+from pipeline.model.net import (
     CheckpointError,
     ColorizationNet,
     ModelConfig,
@@ -12,7 +13,6 @@ from pipeline.model import (
     load_checkpoint,
     save_checkpoint,
 )
-from pipeline.state import file_sha256
 
 
 def test_parameter_count_is_the_seeds():

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from pipeline.cli import main
-from pipeline.outdir import Outdir, RunLock
+from pipeline.client.outdir import Outdir, RunLock
 
 pytestmark = pytest.mark.slow
 SHARD = 4

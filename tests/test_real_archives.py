@@ -14,14 +14,14 @@ import pytest
 import tifffile
 from PIL import Image
 
-import pipeline.stages as stages
-from pipeline.imaging import DecodeError, classify_rgb, decode
-from pipeline.jobspec import JobSpec
-from pipeline.manifest import scan
-from pipeline.outdir import Outdir
-from pipeline.shard import ShardJob
-from pipeline.state import file_sha256
-from pipeline.writers import encode
+import pipeline.worker.stages as stages
+from pipeline.client.jobspec import JobSpec
+from pipeline.client.manifest import scan
+from pipeline.client.outdir import Outdir
+from pipeline.client.state import file_sha256
+from pipeline.worker.imaging import DecodeError, classify_rgb, decode
+from pipeline.worker.shard import ShardJob
+from pipeline.worker.writers import encode
 
 
 def run_cli(*args, cwd=None):
@@ -255,7 +255,7 @@ def test_an_exception_nobody_named_becomes_the_images_row(tmp_path, photo, ckpt,
 
 
 def test_scan_survives_a_malformed_tiff_header(tmp_path, photo, monkeypatch):
-    import pipeline.manifest as manifest_mod
+    import pipeline.client.manifest as manifest_mod
 
     Image.fromarray(photo).save(tmp_path / "a.tif")
     Image.fromarray(photo).save(tmp_path / "b.tif")

@@ -3,9 +3,9 @@ coloured frame), a small file, and the recipe recorded in the checkpoint."""
 
 import pytest
 
-from pipeline.engine import Colorizer
-from pipeline.evaluate import flat_fields
-from pipeline.state import DEFAULT_CHECKPOINT
+from pipeline.client.state import DEFAULT_CHECKPOINT
+from pipeline.model.evaluate import flat_fields
+from pipeline.worker.engine import Colorizer
 
 
 @pytest.fixture(scope="module")

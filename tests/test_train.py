@@ -5,10 +5,10 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.engine import Colorizer
-from pipeline.evaluate import evaluate
-from pipeline.model import load_checkpoint
-from pipeline.train import TrainConfig, train
+from pipeline.model.evaluate import evaluate
+from pipeline.model.net import load_checkpoint
+from pipeline.model.train import TrainConfig, train
+from pipeline.worker.engine import Colorizer
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,7 @@ def test_evaluate_writes_report_with_baselines(photos, tmp_path, ckpt):
 
 
 def test_evaluate_reports_a_collections_eval_split_per_source(photos, tmp_path, ckpt):
-    """A collection (pipeline.traindata's manifest): only its eval rows are scored, by source."""
+    """A collection (pipeline.model.traindata's manifest): only its eval rows are scored, by source."""
     import csv as _csv
 
     files = sorted(photos.glob("*.png"))
@@ -101,7 +101,7 @@ def test_evaluate_reports_a_collections_eval_split_per_source(photos, tmp_path, 
 
 
 def test_degrade_keeps_range_and_changes_inputs():
-    from pipeline.train import degrade
+    from pipeline.model.train import degrade
 
     g = torch.Generator().manual_seed(0)
     x = torch.linspace(0, 1, 32 * 32).view(1, 1, 32, 32).repeat(16, 1, 1, 1)
@@ -115,8 +115,8 @@ def test_degrade_keeps_range_and_changes_inputs():
 def test_warm_start_maps_the_tutorials_keys(tmp_path):
     """The tutorial's state dict (ResNet18.*, conv1..5, bn1..4 with an extra bn3) loads into the
     seed's net wherever names map and shapes fit."""
-    from pipeline.model import ColorizationNet
-    from pipeline.train import warm_start
+    from pipeline.model.net import ColorizationNet
+    from pipeline.model.train import warm_start
 
     ours = ColorizationNet()
     sd = {}
@@ -148,8 +148,8 @@ def test_resume_with_other_epochs_relays_the_schedule(photos, tmp_path):
 def test_neutral_fields_replace_the_chosen_share_and_leave_the_photo_crops_alone(tmp_path):
     """--neutral swaps about that share of samples for gray fields whose target is no colour;
     every other sample is the very crop it would be without the option."""
-    from pipeline.color import encode_ab
-    from pipeline.train import CropDataset, TrainConfig
+    from pipeline.model.train import CropDataset, TrainConfig
+    from pipeline.worker.color import encode_ab
 
     photos = []
     for i in range(4):
@@ -172,7 +172,7 @@ def test_neutral_fields_replace_the_chosen_share_and_leave_the_photo_crops_alone
 
 
 def test_cpu_bf16_is_trainings_choice_only():
-    from pipeline.device import autocast
+    from pipeline.worker.device import autocast
 
     conv, x = torch.nn.Conv2d(1, 2, 3), torch.rand(1, 1, 8, 8)
     with autocast(torch.device("cpu")):

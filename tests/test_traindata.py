@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import traindata
-from pipeline.traindata import (
+from pipeline.model import traindata
+from pipeline.model.traindata import (
     Source,
     build,
     cap_order,

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .imaging import decode
-from .storage import write_atomic
-from .writers import encode, output_format
+from pipeline.storage import write_atomic
+from pipeline.worker.imaging import decode
+from pipeline.worker.writers import encode, output_format
 
 
 def make_archive(root: Path, count: int, width: int, height: int, seed: int = 0) -> list[Path]:
@@ -49,7 +49,7 @@ def make_archive(root: Path, count: int, width: int, height: int, seed: int = 0)
 
 def bench_net(checkpoint, size: int, batch: int, device: str, seconds: float = 8.0,
               compile: bool = False) -> float:
-    from .engine import Colorizer
+    from pipeline.worker.engine import Colorizer
 
     net = Colorizer(checkpoint, device=device, size=size, compile=compile)
     x = np.random.default_rng(0).integers(0, 256, (batch, size, size), dtype=np.uint8)
@@ -85,7 +85,7 @@ def bench_naive(paths: list[Path], out: Path, checkpoint, size: int) -> float:
     from skimage.color import gray2rgb, lab2rgb, rgb2lab
     from skimage.transform import resize
 
-    from .model import load_checkpoint
+    from pipeline.model.net import load_checkpoint
 
     model = load_checkpoint(checkpoint, "cpu").model
     out.mkdir(parents=True, exist_ok=True)
@@ -130,7 +130,7 @@ def bench_plan(rows: int, shard_size: int = 256, log=print) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from .manifest import ROW_GROUP
+    from pipeline.client.manifest import ROW_GROUP
 
     with tempfile.TemporaryDirectory(prefix="colorize-plan-") as tmp:
         man = Path(tmp) / "m.parquet"
@@ -213,7 +213,7 @@ def bench(count: int = 200, width: int = 1600, height: int = 1200, size: int = 2
           memory: tuple[int, int] | None = (200, 2000), append: str | None = None,
           log=print, net_seconds: float = 8.0, shard_size: int = 32,
           formats: tuple[str, ...] = ("png", "tiff")) -> dict:
-    from .device import pick_device
+    from pipeline.worker.device import pick_device
 
     dev = pick_device(device).type
     threads = os.cpu_count() or 1

@@ -14,15 +14,18 @@ from itertools import islice
 
 import pyarrow.compute as pc
 
-from . import redo, results
-from .cluster import make_client, shard_threads, wait_for_resource
-from .device import device_type
-from .errors import JobError, RunFailed, plural
-from .jobspec import IDENTITY_FIELDS, JobSpec
-from .manifest import manifest_digest, read_catalogue_info, read_manifest, shard_digests
-from .metrics import Tally, peak_rss_mb
-from .outdir import Outdir, Problem
-from .state import (
+from pipeline.client import redo, results
+from pipeline.client.cluster import make_client, shard_threads, wait_for_resource
+from pipeline.client.jobspec import IDENTITY_FIELDS, JobSpec
+from pipeline.client.manifest import (
+    manifest_digest,
+    read_catalogue_info,
+    read_manifest,
+    shard_digests,
+)
+from pipeline.client.metrics import Tally, peak_rss_mb
+from pipeline.client.outdir import Outdir, Problem
+from pipeline.client.state import (
     OUTPUT_VERSION,
     check_or_write_job,
     file_sha256,
@@ -30,8 +33,10 @@ from .state import (
     grown,
     resolve_checkpoint,
 )
-from .storage import Store, is_url
-from .xmp import resolve_columns
+from pipeline.errors import JobError, RunFailed, plural
+from pipeline.storage import Store, is_url
+from pipeline.worker.device import device_type
+from pipeline.worker.xmp import resolve_columns
 
 
 def shard_sizes(manifest: str) -> dict[int, int]:
@@ -89,7 +94,7 @@ def run_job(o: JobSpec, log=print, redo: tuple[dict[int, set[str]], dict] | None
                 f"({sum(sizes.values())} images); see `colorize status {outdir}`")
             return {"pending_shards": 0, "ok": 0, "error": 0, "skipped": 0, "images": 0}
         with make_client(o, spec["device"]) as client:
-            from .shard import ShardJob  # imports torch: only where shards are made
+            from pipeline.worker.shard import ShardJob  # imports torch: only where shards are made
 
             resolved = replace(o, manifest=spec["manifest"], checkpoint=spec["checkpoint"],
                                device=spec["device"], threads=shard_threads(o, spec["device"]),
@@ -226,7 +231,7 @@ def check_outdir_apart(outdir: Store, manifest: str) -> None:
     new scans, and an output could land on a source) or holding the sources."""
     if not outdir.local:
         return
-    from .manifest import resolve_path
+    from pipeline.client.manifest import resolve_path
 
     paths = read_manifest(manifest, columns=["path"]).column("path").to_pylist()
     # folders, not files: a million scans live in a few thousand folders (realpath is a syscall)
@@ -263,7 +268,7 @@ def plan_repair(outdir: Outdir, log) -> dict[int, set[str]]:
     """From a full audit: images to redo per committed shard. Outputs of ours altered since, or
     claimed by no row, are moved to OUTDIR/quarantine/ (same paths), never deleted; files the
     tool did not write are left where they are."""
-    from .audit import audit
+    from pipeline.client.audit import audit
 
     report = audit(outdir, progress=False)
     fixes: dict[int, set[str]] = {}

@@ -2,7 +2,7 @@
 weighted like an archive, split by content hash, with a manifest naming each photo's source and
 licence, and a small resized cache the trainer reads instead of decoding originals every epoch.
 
-    python -m pipeline.traindata --mirror /work/.mirror --debian data/debian-photos --out data/train
+    python -m pipeline.model.traindata --mirror /work/.mirror --debian data/debian-photos --out data/train
 
 Nothing here is committed: the photos stay under --out. The manifest (--out/manifest.csv) is the
 record the model card counts from.
@@ -275,7 +275,7 @@ def read_manifest(out: Path, split: str | None = None) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m pipeline.traindata", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m pipeline.model.traindata", description=__doc__.split("\n\n")[0])
     ap.add_argument("--mirror", default=os.environ.get("MIRROR", "/work/.mirror"),
                     help="folder holding the fetched snapshots as owner+name/repo (default: %(default)s)")
     ap.add_argument("--debian", default="data/debian-photos", help="folder of the Debian photos")

@@ -19,11 +19,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from .catalogue import DELIMITER_NAMES, Catalogue, read_catalogue, stored_name
-from .errors import ScanError
-from .imaging import DEFAULT_MAX_PIXELS, DecodeError, read_header
-from .outdir import Outdir
-from .storage import is_url
+from pipeline.client.catalogue import DELIMITER_NAMES, Catalogue, read_catalogue, stored_name
+from pipeline.client.outdir import Outdir
+from pipeline.errors import ScanError
+from pipeline.storage import is_url
+from pipeline.worker.imaging import DEFAULT_MAX_PIXELS, DecodeError, read_header
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".jpe", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif",
               ".jp2", ".j2k", ".pgm", ".pbm", ".ppm", ".pnm"}

@@ -6,7 +6,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .jobspec import count_arg, fraction_arg, opt, positive_float, positive_int, share_arg, size_arg
+from pipeline.client.jobspec import (
+    count_arg,
+    fraction_arg,
+    opt,
+    positive_float,
+    positive_int,
+    share_arg,
+    size_arg,
+)
 
 DEVICES = ("auto", "cpu", "cuda")
 

@@ -9,8 +9,8 @@ import logging
 import os
 import time
 
-from .errors import JobError
-from .jobspec import JobSpec
+from pipeline.client.jobspec import JobSpec
+from pipeline.errors import JobError
 
 # dask's nannies start workers with MALLOC_TRIM_THRESHOLD_=65536, which (as glibc then also
 # stops adapting its mmap threshold) turns every full-resolution buffer into fresh mmap'd pages:

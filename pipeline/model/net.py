@@ -15,9 +15,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
-from .errors import CheckpointError
-from .state import resolve_checkpoint
-from .storage import write_atomic
+from pipeline.client.state import resolve_checkpoint
+from pipeline.errors import CheckpointError
+from pipeline.storage import write_atomic
 
 CHECKPOINT_FORMAT = 1
 

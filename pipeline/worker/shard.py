@@ -18,11 +18,11 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from . import results
-from .manifest import CORE_COLUMNS, read_manifest
-from .metrics import peak_rss_mb
-from .outdir import Outdir
-from .stages import ImageStages, Item, OutputError
+from pipeline.client import results
+from pipeline.client.manifest import CORE_COLUMNS, read_manifest
+from pipeline.client.metrics import peak_rss_mb
+from pipeline.client.outdir import Outdir
+from pipeline.worker.stages import ImageStages, Item, OutputError
 
 __all__ = ["OutputError", "ShardJob"]
 
@@ -35,9 +35,9 @@ class ShardJob(ImageStages):
     per worker, the manifest's and checkpoint's paths as the workers see them), and the shard."""
 
     def colorizer(self):
-        from .device import use_threads
-        from .engine import Colorizer
-        from .recombine import lut8
+        from pipeline.worker.device import use_threads
+        from pipeline.worker.engine import Colorizer
+        from pipeline.worker.recombine import lut8
 
         o = self.spec
         key = (o.checkpoint, self.checkpoint_sha256, o.device, o.size, o.compile)

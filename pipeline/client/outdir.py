@@ -14,9 +14,9 @@ from pathlib import Path, PurePosixPath
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import JobError
-from .results import SCHEMA
-from .storage import ObjectLock, Store, as_store
+from pipeline.client.results import SCHEMA
+from pipeline.errors import JobError
+from pipeline.storage import ObjectLock, Store, as_store
 
 MARK = b"archive-colorizer"  # in every output's own metadata (provenance), near its start
 

@@ -5,7 +5,7 @@ validated and shipped), an L1 term beside MSE (MSE alone regresses to the mean a
 colour out), scan-like degradations of the input L only (grain, blur, fading, gamma: archive
 scans are not clean photos, and the target colour stays the clean one), and an optional warm start
 from the Apache-2.0 tutorial checkpoint of the same architecture. SRC may be a folder of photos, a
-path list, or a collection built by `python -m pipeline.traindata` (its manifest's train/val split).
+path list, or a collection built by `python -m pipeline.model.traindata` (its manifest's train/val split).
 """
 
 from __future__ import annotations
@@ -26,19 +26,19 @@ from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from . import color
-from .device import autocast, pick_device
-from .errors import UsageError
-from .model import ColorizationNet, ModelConfig, load_checkpoint, save_checkpoint
-from .trainspec import TrainConfig
+from pipeline.errors import UsageError
+from pipeline.model.net import ColorizationNet, ModelConfig, load_checkpoint, save_checkpoint
+from pipeline.model.trainspec import TrainConfig
+from pipeline.worker import color
+from pipeline.worker.device import autocast, pick_device
 
 
 def collection_split(src: str | os.PathLike) -> tuple[list[str], list[str]] | None:
-    """(train, val) cache paths of a collection built by pipeline.traindata, else None."""
+    """(train, val) cache paths of a collection built by pipeline.model.traindata, else None."""
     p = Path(src)
     if not (p / "manifest.csv").is_file():
         return None
-    from .traindata import read_manifest
+    from pipeline.model.traindata import read_manifest
 
     rows = read_manifest(p)
     return ([str(p / r["cache"]) for r in rows if r["split"] == "train"],
@@ -49,7 +49,7 @@ def list_images(src: str | os.PathLike) -> list[str]:
     """Colour photos for training: a folder (recursive), or a manifest (Parquet/CSV/TXT) of paths."""
     p = Path(src)
     if p.is_dir():
-        from .manifest import IMAGE_EXTS
+        from pipeline.client.manifest import IMAGE_EXTS
 
         return sorted(str(q) for q in p.rglob("*") if q.suffix.lower() in IMAGE_EXTS and q.is_file())
     if p.suffix == ".parquet":
@@ -57,7 +57,7 @@ def list_images(src: str | os.PathLike) -> list[str]:
 
         return sorted(pq.read_table(p, columns=["path"]).column("path").to_pylist())
     if p.is_file():
-        from .manifest import read_path_list
+        from pipeline.client.manifest import read_path_list
 
         return sorted(r["path"] for r in read_path_list(p))
     raise FileNotFoundError(f"training source not found: {src}")

@@ -22,7 +22,7 @@ def pick_device(name: str = "auto"):
     """The torch.device for `name`; a device this machine lacks is the user's mistake."""
     import torch
 
-    from .errors import UsageError
+    from pipeline.errors import UsageError
 
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

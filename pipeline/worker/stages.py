@@ -12,15 +12,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .catalogue import stored_name
-from .imaging import Decoded, DecodeError, colorfulness, decode, gray_jpeg_header, net_input
-from .jobspec import JobSpec
-from .manifest import resolve_path
-from .outdir import Outdir
-from .redo import options_label
-from .storage import Store, read_source
-from .writers import encode, extension, output_format, provenance
-from .xmp import record
+from pipeline.client.catalogue import stored_name
+from pipeline.client.jobspec import JobSpec
+from pipeline.client.manifest import resolve_path
+from pipeline.client.outdir import Outdir
+from pipeline.client.redo import options_label
+from pipeline.storage import Store, read_source
+from pipeline.worker.imaging import (
+    Decoded,
+    DecodeError,
+    colorfulness,
+    decode,
+    gray_jpeg_header,
+    net_input,
+)
+from pipeline.worker.writers import encode, extension, output_format, provenance
+from pipeline.worker.xmp import record
 
 
 def _cells(mrow: dict) -> _CatalogueCells:

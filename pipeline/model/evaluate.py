@@ -1,7 +1,7 @@
 """Evaluate a checkpoint on colour photos: remove colour, colorize, compare, beside two baselines.
 
 SRC is 'wheels' (photos inside installed wheels), a folder, or a training collection built by
-pipeline.traindata, whose eval split (never trained on) is scored per source. Every report also
+pipeline.model.traindata, whose eval split (never trained on) is scored per source. Every report also
 measures flat gray fields: the net's edge artefacts and colour cast show there undisguised.
 """
 
@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image, ImageOps
 
-from .imaging import colorfulness, luminance_gray
+from pipeline.worker.imaging import colorfulness, luminance_gray
 
 # Natural photos shipped inside the wheels of scikit-image, scikit-learn and matplotlib.
 # (hubble_deep_field, ihc, retina are scientific images, not photographs of the world.)
@@ -98,13 +98,13 @@ FLAT_LEVELS = (60, 128, 200)
 
 def eval_photos(src: str, out: str) -> list[tuple[str, str]]:
     """(path, source) of the photos to score."""
-    from .train import list_images
+    from pipeline.model.train import list_images
 
     if src == "wheels":
         d = wheel_photos(Path(out) / "photos")
         return [(p, Path(p).name.split("_", 1)[0]) for p in list_images(d)]
     if (Path(src) / "manifest.csv").is_file():
-        from .traindata import read_manifest
+        from pipeline.model.traindata import read_manifest
 
         return [(r["path"], r["source"]) for r in read_manifest(Path(src), "eval")]
     return [(p, Path(src).name) for p in list_images(src)]
@@ -115,7 +115,7 @@ def flat_fields(net, size: int, shape: tuple[int, int] = (384, 512), border: int
     of a 16-px border strip's mean a*b* from the image's median a*b*."""
     from skimage.color import rgb2lab
 
-    from .imaging import net_input
+    from pipeline.worker.imaging import net_input
 
     rows = []
     for level in FLAT_LEVELS:
@@ -137,8 +137,8 @@ def evaluate(checkpoint: str | None, src: str, out: str, size: int = 256, max_si
     under "flat"."""
     from tqdm import tqdm
 
-    from .engine import Colorizer
-    from .imaging import net_input
+    from pipeline.worker.engine import Colorizer
+    from pipeline.worker.imaging import net_input
 
     photos = eval_photos(src, out)
     if not photos:
@@ -271,10 +271,10 @@ def tune_gain(checkpoint: str, collection: str, out: str, size: int = 256, toler
     (and the curve) to `out`; returns the curve."""
     from skimage.color import rgb2lab
 
-    from .engine import Colorizer
-    from .imaging import net_input
-    from .model import load_checkpoint, save_checkpoint
-    from .traindata import read_manifest
+    from pipeline.model.net import load_checkpoint, save_checkpoint
+    from pipeline.model.traindata import read_manifest
+    from pipeline.worker.engine import Colorizer
+    from pipeline.worker.imaging import net_input
 
     rows = read_manifest(Path(collection), "val")
     if not rows:

@@ -14,11 +14,11 @@ import numpy as np
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
-from . import redo, results
-from .errors import plural
-from .manifest import read_manifest, resolve_path
-from .outdir import Outdir, Problem
-from .storage import Store, read_source
+from pipeline.client import redo, results
+from pipeline.client.manifest import read_manifest, resolve_path
+from pipeline.client.outdir import Outdir, Problem
+from pipeline.errors import plural
+from pipeline.storage import Store, read_source
 
 GRAY_COLORFULNESS = 3.0  # an output below this looks gray: listed for review, not a failure
 

@@ -10,10 +10,10 @@ import os
 import re
 from pathlib import Path
 
-from .catalogue import stored_name
-from .manifest import read_catalogue_info
-from .outdir import Outdir
-from .results import SCHEMA
+from pipeline.client.catalogue import stored_name
+from pipeline.client.manifest import read_catalogue_info
+from pipeline.client.outdir import Outdir
+from pipeline.client.results import SCHEMA
 
 # Ours, in the order a person reads them; the rest of SCHEMA follows.
 OURS_FIRST = ["status", "error", "output_path", "source_path", "input_kind", "notes", "width",

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import color
-from .device import to_device
+from pipeline.worker import color
+from pipeline.worker.device import to_device
 
 TILE_PIXELS = 1 << 22  # full-resolution work is done in row strips of about this many pixels
 

@@ -9,12 +9,14 @@ import json
 import os
 from pathlib import Path
 
-from .errors import CheckpointError, JobError
-from .jobspec import FINGERPRINT_KEYS  # what changes output bytes: changing any makes a new job
-from .outdir import Outdir
+from pipeline.client.jobspec import (
+    FINGERPRINT_KEYS,  # what changes output bytes: changing any makes a new job
+)
+from pipeline.client.outdir import Outdir
+from pipeline.errors import CheckpointError, JobError
 
 OUTPUT_VERSION = 4  # bump when outputs change for the same checkpoint (2: colour by table, own PNG; 3: reflect-padded net input, chroma gain; 4: XMP with the catalogue's record)
-DEFAULT_CHECKPOINT = Path(__file__).with_name("weights") / "colorizer.pt"
+DEFAULT_CHECKPOINT = Path(__file__).parents[1] / "weights" / "colorizer.pt"
 
 
 # Checkpoint identity lives here, not in model.py, so that the client of a run (which plans,

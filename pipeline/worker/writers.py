@@ -27,14 +27,14 @@ def provenance(checkpoint_sha256: str, date: str, source_sha256: str | None,
                record: dict | None = None) -> dict:
     """What encode() writes into an output's metadata (see provenance_text and xmp.packet);
     record: the catalogue's fields for this object (identifier, title, source)."""
-    from . import __version__
+    from pipeline import __version__
 
     return dict(software=f"archive-colorizer {__version__}", checkpoint_sha256=checkpoint_sha256,
                 date=date, source_sha256=source_sha256, record=record or {})
 
 
 def xmp_packet(p: dict) -> bytes:
-    from .xmp import packet
+    from pipeline.worker.xmp import packet
 
     return packet(p, provenance_text(p))
 

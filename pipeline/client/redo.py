@@ -15,10 +15,10 @@ import json
 import os
 from pathlib import Path
 
-from .errors import UsageError
-from .manifest import read_manifest, resolve_path
-from .outdir import Outdir
-from .storage import Store
+from pipeline.client.manifest import read_manifest, resolve_path
+from pipeline.client.outdir import Outdir
+from pipeline.errors import UsageError
+from pipeline.storage import Store
 
 PER_IMAGE = ("recolor",)  # the job options that may apply to some images alone
 
@@ -69,7 +69,7 @@ def _values(item: str, column: str | None) -> list[str]:
     if p.suffix.lower() == ".txt" and p.is_file():
         return [ln.strip() for ln in p.read_text(encoding="utf-8-sig").splitlines() if ln.strip()]
     if p.suffix.lower() in (".csv", ".tsv") and p.is_file():
-        from .catalogue import read_catalogue
+        from pipeline.client.catalogue import read_catalogue
 
         with open(p, newline="", encoding="utf-8-sig") as f:
             header = next(csv.reader(f), [])
@@ -90,7 +90,7 @@ def select(manifest: str, items: list[str], column: str | None = None) -> dict[i
         if key:
             index.setdefault(str(key), set()).add(i)
 
-    from .catalogue import stored_name
+    from pipeline.client.catalogue import stored_name
 
     for i, r in enumerate(t):
         for key in (r["image_id"], r["path"], r["rel_path"], r["out_stem"]):

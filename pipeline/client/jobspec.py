@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import MISSING, dataclass, field, fields
 
-from .imaging import DEFAULT_MAX_PIXELS
-from .writers import CHOICES, format_arg
+from pipeline.worker.imaging import DEFAULT_MAX_PIXELS
+from pipeline.worker.writers import CHOICES, format_arg
 
 # --- value checks shared by flags and TOML keys --------------------------------------------------
 

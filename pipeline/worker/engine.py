@@ -10,13 +10,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import color
-from .device import autocast, pick_device, to_device
-from .errors import UsageError
-from .imaging import net_input
-from .jpegdev import DeviceJpeg
-from .model import Checkpoint, load_checkpoint
-from .recombine import Recombiner, quantise_ab
+from pipeline.errors import UsageError
+from pipeline.model.net import Checkpoint, load_checkpoint
+from pipeline.worker import color
+from pipeline.worker.device import autocast, pick_device, to_device
+from pipeline.worker.imaging import net_input
+from pipeline.worker.jpegdev import DeviceJpeg
+from pipeline.worker.recombine import Recombiner, quantise_ab
 
 # The net's input is reflect-padded by this many pixels a side and its output cropped back: the
 # convolutions' zero padding otherwise paints a colour cast along the frame (the "cyan block"

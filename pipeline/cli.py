@@ -92,10 +92,14 @@ def _checked(action: argparse.Action, key: str, v, path: str):
 
 
 def cmd_image(a) -> int:
+    """One file through the worker's own stages (the reader, the colorizer, the writer)."""
+    import datetime as dt
+
+    from pipeline.client.jobspec import JobSpec
     from pipeline.storage import write_atomic
     from pipeline.worker.engine import Colorizer
-    from pipeline.worker.imaging import DecodeError, decode
-    from pipeline.worker.writers import CHOICES, by_extension, encode, output_format, provenance
+    from pipeline.worker.stages import ImageStages
+    from pipeline.worker.writers import CHOICES, by_extension
 
     if Path(a.input).is_dir():
         raise UsageError(f"{a.input} is a folder; `image` colorizes one file (for a folder: "
@@ -109,19 +113,16 @@ def cmd_image(a) -> int:
     if fmt is None:
         raise UsageError(f"output must end in one of {', '.join('.' + c for c in CHOICES[:-1])}, "
                          f"got {a.output!r}")
-    try:
-        d = decode(a.input, max_pixels=a.max_pixels)
-    except DecodeError as e:
-        raise UsageError(f"{a.input}: {e}") from None
-    import datetime as dt
-    import hashlib
-
     net = Colorizer(a.checkpoint, device=a.device, size=a.size)
-    rgb = net.colorize([d.gray])[0]
-    prov = provenance(net.sha256, dt.date.today().isoformat(),
-                      hashlib.sha256(Path(a.input).read_bytes()).hexdigest())
-    write_atomic(a.output, encode(rgb, output_format(fmt.name, d.format), d.dpi, d.icc_profile,
-                                  d.exif, provenance=prov))
+    spec = JobSpec(size=a.size, device=a.device, format=fmt.name, max_pixels=a.max_pixels,
+                   recolor=a.recolor, metadata_columns="none")
+    stages = ImageStages(spec, outdir="", checkpoint_sha256=net.sha256,
+                         created=dt.date.today().isoformat())
+    item, data = stages.one(net, a.input)
+    if data is None:
+        raise UsageError(f"{a.input}: {item.row['error']}")
+    write_atomic(a.output, data)
+    d = item.decoded
     print(f"wrote {a.output} ({d.width}x{d.height}, {d.bits}-bit, source {d.kind}, "
           f"checkpoint {net.sha256[:12]})")
     return 0
@@ -503,6 +504,7 @@ def _add_image(sub) -> None:
     _net_flags(s)
     s.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
                    help="refuse larger images as decompression bombs")
+    s.add_argument("--recolor", action="store_true", help="colorize a colour image too")
 
 
 def _add_train(sub) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -171,19 +172,26 @@ class ImageStages:
         item.spend(t0)
         return item
 
-    def _write(self, item: Item, rgb) -> None:
+    def encoded(self, item: Item, rgb, fmt: str) -> tuple[bytes, list[str]]:
+        """The output file's bytes and the image's notes: the source's metadata where the format
+        carries it, our provenance and record; metadata a writer chokes on is dropped with a note,
+        never fatal."""
         d, notes = item.decoded, list(item.decoded.notes)
+        prov = provenance(self.checkpoint_sha256, self.created, item.row.get("source_sha256"),
+                          item.record)
         try:
-            fmt = output_format(self.spec.format, d.format)
+            data = encode(rgb, fmt, d.dpi, d.icc_profile, d.exif, quality=self.spec.quality,
+                          notes=notes, provenance=prov)
+        except Exception as e:
+            notes.append(f"metadata not carried ({type(e).__name__}: {e})"[:200])
+            data = encode(rgb, fmt, quality=self.spec.quality, provenance=prov)
+        return data, notes
+
+    def _write(self, item: Item, rgb) -> None:
+        try:
+            fmt = output_format(self.spec.format, item.decoded.format)
             rel = Outdir.output_rel(item.stem, extension(fmt))
-            prov = provenance(self.checkpoint_sha256, self.created, item.row.get("source_sha256"),
-                              item.record)
-            try:
-                data = encode(rgb, fmt, d.dpi, d.icc_profile, d.exif, quality=self.spec.quality,
-                              notes=notes, provenance=prov)
-            except Exception as e:  # metadata a writer chokes on is dropped, never fatal
-                notes.append(f"metadata not carried ({type(e).__name__}: {e})"[:200])
-                data = encode(rgb, fmt, quality=self.spec.quality, provenance=prov)
+            data, notes = self.encoded(item, rgb, fmt)
         except Exception as e:
             item.fail(f"cannot encode: {type(e).__name__}: {e}")
             return
@@ -196,3 +204,18 @@ class ImageStages:
                         notes="; ".join(notes) or None,
                         output_sha256=hashlib.sha256(data).hexdigest(), colorfulness=colorfulness(rgb))
         item.finished = True
+
+    def one(self, net, path: str) -> tuple[Item, bytes | None]:
+        """One file the way a shard's images go (`colorize image`): read, decode and classify,
+        the net, the colour step, encode. Returns the item (its row says what happened) and the
+        output's bytes, or None when the image ended as an error or a skip."""
+        name = os.path.basename(path)
+        item = self.read({"image_id": "", "shard": 0, "path": os.path.abspath(path), "rel_path": name,
+                          "out_stem": os.path.splitext(name)[0] or "image"})
+        if item.finished:
+            return item, None
+        ab = net.predict_ab([item.small])
+        rgb = net.colors.start(item.gray, ab[0], net.quantise_ab(ab)[0])()
+        data, notes = self.encoded(item, rgb, output_format(self.spec.format, item.decoded.format))
+        item.row.update(status="ok", error=None, notes="; ".join(notes) or None)
+        return item, data

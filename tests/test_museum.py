@@ -221,6 +221,7 @@ def test_ctrl_c_twice_exits_at_once_and_says_what_is_on_disk(tmp_path, ckpt):
         Image.fromarray(rng.integers(0, 255, (480, 640), dtype=np.uint8)).save(src / f"{i:02d}.jpg")
     man, out = tmp_path / "m.parquet", tmp_path / "out"
     assert run_cli("scan", src, "-o", man, "-q", "--shard-size", "2").returncode == 0
+    t0_wall = time.time()
     p = subprocess.Popen([sys.executable, "-m", "pipeline", "run", "--manifest", str(man), "-o",
                           str(out), "-q", "--checkpoint", str(ckpt), "--size", "128"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -228,6 +229,10 @@ def test_ctrl_c_twice_exits_at_once_and_says_what_is_on_disk(tmp_path, ckpt):
     t0 = time.monotonic()
     while not glob.glob(f"{out}/results/*.parquet") and time.monotonic() - t0 < 120:
         time.sleep(0.05)
+    import psutil
+
+    workers = [k for k in psutil.Process(p.pid).children(recursive=True)
+               if "spawn_main" in " ".join(k.cmdline())]  # the dask workers
     t1 = time.monotonic()
     os.killpg(p.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole group
     time.sleep(0.2)
@@ -240,8 +245,12 @@ def test_ctrl_c_twice_exits_at_once_and_says_what_is_on_disk(tmp_path, ckpt):
     assert p.returncode == 130 and took < 2.0, (took, err)
     assert "Traceback" not in err and len(err.splitlines()) == 1, err
     said = int(err.split("interrupted; ", 1)[1].split(" of ")[0])
-    time.sleep(3)  # nothing commits after the exit
+    time.sleep(3)  # nothing commits after the exit: no worker outlives it, none was restarted
     assert said == len(glob.glob(f"{out}/results/*.parquet"))
+    assert workers and not [k for k in workers if k.is_running() and k.status() != "zombie"]
+    assert not [k for k in psutil.process_iter(["cmdline", "ppid"])
+                if k.info["ppid"] in (1, p.pid) and "spawn_main" in " ".join(k.info["cmdline"] or [])
+                and k.create_time() > t0_wall]
     assert 1 <= said < 40
     r = run_cli("status", out)
     assert r.stdout.startswith(f"interrupted: {said} of 40 shards committed")

@@ -22,6 +22,12 @@ WORKER_ENV = {"MALLOC_TRIM_THRESHOLD_": str(256 << 20), "MALLOC_MMAP_THRESHOLD_"
               "OMP_WAIT_POLICY": "PASSIVE"}
 
 
+_ACTIVE: list = []  # the local cluster of the run in progress (Ctrl-C stops its nannies)
+# multiprocessing's resource tracker, by what it runs (every child's command line names the
+# module in the -W option the CLI gives them, so the name alone does not tell it apart)
+TRACKER = "from multiprocessing.resource_tracker import main"
+
+
 @contextlib.contextmanager
 def make_client(o: JobSpec, device: str):
     import dask
@@ -48,9 +54,11 @@ def make_client(o: JobSpec, device: str):
         else:
             cluster = LocalCluster(**kw)
     with cluster, Client(cluster) as client:
+        _ACTIVE.append(cluster)
         try:
             yield client
         finally:
+            _ACTIVE.remove(cluster)
             _kill_local_workers(client)
 
 
@@ -77,18 +85,27 @@ def kill_local_processes() -> int:
     does, so that nothing commits after the CLI has said what is committed. Returns how many."""
     import psutil
 
-    kids = []
-    for k in psutil.Process().children(recursive=True):
-        with contextlib.suppress(psutil.Error):
-            # multiprocessing's resource tracker stays: it unlinks the semaphores of the killed
-            # workers once this process has gone (killed, it would be relaunched, and complain)
-            if not any("resource_tracker" in a for a in k.cmdline()):
-                kids.append(k)
-    for k in kids:
-        with contextlib.suppress(psutil.Error):
-            k.kill()
-    psutil.wait_procs(kids, timeout=1.0)
-    return len(kids)
+    for cluster in _ACTIVE:  # a nanny would start a new worker, which could commit after we exit
+        for nanny in list(getattr(cluster, "workers", {}).values()):
+            with contextlib.suppress(Exception):
+                nanny.close_gracefully(reason="ctrl-c")
+    killed = 0
+    for _ in range(3):  # again, should one have been started all the same
+        kids = []
+        for k in psutil.Process().children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                # multiprocessing's resource tracker stays: it unlinks the semaphores of the
+                # killed workers once this process has gone (killed, it would be relaunched)
+                if TRACKER not in " ".join(k.cmdline()):
+                    kids.append(k)
+        if not kids:
+            break
+        for k in kids:
+            with contextlib.suppress(psutil.Error):
+                k.kill()
+        psutil.wait_procs(kids, timeout=1.0)
+        killed += len(kids)
+    return killed
 
 
 def _kill_local_workers(client) -> None:

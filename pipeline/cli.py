@@ -216,7 +216,8 @@ def cmd_run(a) -> int:
     redo = _redo_request(a) if a.redo else None
     # The resource tracker this process may start inherits these: after a Ctrl-C it cleans up
     # the killed workers' semaphores, which is its job, not news for the user.
-    sys.warnoptions.append("ignore::UserWarning:multiprocessing.resource_tracker")
+    if TRACKER_QUIET not in sys.warnoptions:
+        sys.warnoptions.append(TRACKER_QUIET)
     import threading
 
     main_thread = threading.current_thread() is threading.main_thread()  # signals go there only
@@ -229,6 +230,9 @@ def cmd_run(a) -> int:
     if a.summary_json:
         Path(a.summary_json).write_text(json.dumps(summary, indent=2))
     return 0
+
+
+TRACKER_QUIET = "ignore::UserWarning:multiprocessing.resource_tracker"
 
 
 def _redo_request(a) -> tuple[dict[int, set[str]], dict]:

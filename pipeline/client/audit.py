@@ -256,7 +256,7 @@ def _preview(out: Store, rel: str) -> str:
     if not out.exists(view):
         try:
             with Image.open(io.BytesIO(out.read_bytes(rel))) as im:
-                if im.mode.startswith("I") or im.mode == "RGB;16" or im.mode not in ("RGB", "L"):
+                if im.mode not in ("RGB", "L"):  # 16-bit and the rest: to 8 bits first
                     a = np.asarray(im)
                     im = Image.fromarray((a >> 8).astype(np.uint8) if a.dtype == np.uint16 else a)
                 im = im.convert("RGB")

@@ -17,16 +17,14 @@ from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 
+from pipeline.client.results import CORE_COLUMNS, SCHEMA
 from pipeline.errors import ScanError
 
 DELIMITERS = (";", ",", "\t", "|")
 DELIMITER_NAMES = {";": "semicolon", ",": "comma", "\t": "tab", "|": "bar"}
 # Column names the tool itself uses in a manifest or a result row; a catalogue column of the
 # same name is stored as "NAME (catalogue)" rather than lost or overwritten.
-RESERVED = {"image_id", "shard", "path", "rel_path", "out_stem", "size_bytes", "width", "height",
-            "mode", "format", "frames", "scan_error", "source_path", "output_path", "status",
-            "error", "input_mode", "input_kind", "bits", "notes", "source_sha256", "output_sha256",
-            "output_bytes", "colorfulness", "checkpoint_sha256", "seconds", "redone"}
+RESERVED = set(CORE_COLUMNS) | set(SCHEMA.names)
 PATHLIKE = ("path", "file", "filename", "file name", "filepath", "image", "scan", "datei",
             "dateiname", "bild", "fichier")
 
@@ -111,10 +109,11 @@ def choose_delimiter(text: str, path_column: str, suffix: str) -> str:
     return best
 
 
-def read_catalogue(path: str | os.PathLike, path_column: str = "path", encoding: str | None = None,
-                   delimiter: str | None = None, log=lambda msg: None) -> Catalogue:
-    """Every record of a catalogue with its cells as written. Relative paths are relative to the
-    catalogue's own folder. Empty path cells are named and left out (there is no file to
+def read_catalogue(path: str | os.PathLike, path_column: str | None = "path",
+                   encoding: str | None = None, delimiter: str | None = None,
+                   log=lambda msg: None) -> Catalogue:
+    """Every record of a catalogue with its cells as written (path_column None: the first column
+    holds the paths). Relative paths are relative to the catalogue's own folder. Empty path cells are named and left out (there is no file to
     colorize); extra cells beyond the header are named too, never silently dropped."""
     p = Path(path)
     text, enc = decode_text(p, encoding, log)
@@ -128,10 +127,11 @@ def read_catalogue(path: str | os.PathLike, path_column: str = "path", encoding:
     if first.rstrip("\r").lower().startswith("sep=") and len(first.rstrip("\r")) == 5:
         delimiter = delimiter or first.rstrip("\r")[4]  # Excel's own hint line
         text, skip = rest, 1
-    d = delimiter or choose_delimiter(text, path_column, p.suffix.lower())
+    d = delimiter or choose_delimiter(text, path_column or "", p.suffix.lower())
     recs = ((line + skip, cells) for line, cells in _records(text, d))
     header = next(recs, (0, []))[1]
     cols = _header(header, p, log)
+    path_column = path_column or (cols[0] if cols else "")
     if path_column not in cols:
         like = [c for c in cols if c.strip().lower() in PATHLIKE]
         hint = f"; use --path-column {like[0]!r}" if like else ""

@@ -28,11 +28,10 @@ def ooxml_escape(text: str) -> str:
     return _OOXML_ESCAPE.sub(lambda m: f"_x{ord(m.group(0)):04X}_", text)
 
 
-def export_table(outdir: str) -> tuple[list[str], list[list]]:
-    """(header, rows): catalogue columns as written, then ours (renamed colorize_NAME where the
-    catalogue has a column of that name); rows in the manifest's order (sorted by path)."""
-    out = Outdir(outdir)
-    info = read_catalogue_info(out.read_job()["spec"]["manifest"])
+def export_table(out: Outdir, info: dict) -> tuple[list[str], list[list]]:
+    """(header, rows): catalogue columns as written (info: the manifest's catalogue_info), then
+    ours (renamed colorize_NAME where the catalogue has a column of that name); rows in the
+    manifest's order (sorted by path)."""
     t = out.read_results()
     cat_cols = [c for c in info.get("columns", []) if stored_name(c) in t.column_names]
     legacy = [n for n in t.column_names if n not in SCHEMA.names and n not in
@@ -91,8 +90,9 @@ def _write_new(path: str, data: bytes) -> None:
 def export(outdir: str, dest: str, excel: bool | None = None, delimiter: str | None = None,
            encoding: str = "utf-8-sig") -> dict:
     """Write the results to dest; returns what was written (rows, columns, format)."""
-    header, rows = export_table(outdir)
-    info = read_catalogue_info(Outdir(outdir).read_job()["spec"]["manifest"])
+    out = Outdir(outdir)
+    info = read_catalogue_info(out.read_job()["spec"]["manifest"])
+    header, rows = export_table(out, info)
     n_text = len(info.get("columns", []))
     xlsx = excel if excel is not None else dest.lower().endswith((".xlsx", ".xlsm"))
     if xlsx:

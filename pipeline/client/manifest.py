@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from pipeline.client.catalogue import DELIMITER_NAMES, Catalogue, read_catalogue, stored_name
 from pipeline.client.outdir import Outdir
+from pipeline.client.results import CORE_COLUMNS
 from pipeline.errors import ScanError
 from pipeline.storage import is_url
 from pipeline.worker.imaging import DEFAULT_MAX_PIXELS, DecodeError, read_header
@@ -28,8 +29,6 @@ from pipeline.worker.imaging import DEFAULT_MAX_PIXELS, DecodeError, read_header
 IMAGE_EXTS = {".jpg", ".jpeg", ".jpe", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif",
               ".jp2", ".j2k", ".pgm", ".pbm", ".ppm", ".pnm"}
 LIST_EXTS = {".csv", ".txt", ".tsv"}
-CORE_COLUMNS = ["image_id", "shard", "path", "rel_path", "out_stem", "size_bytes", "width",
-                "height", "mode", "format", "frames", "scan_error"]
 ROW_GROUP = 8192
 
 

@@ -10,7 +10,6 @@ rename, the rows by the shard's atomic commit); every other image is left as it 
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 from pathlib import Path
@@ -71,11 +70,8 @@ def _values(item: str, column: str | None) -> list[str]:
     if p.suffix.lower() in (".csv", ".tsv") and p.is_file():
         from pipeline.client.catalogue import read_catalogue
 
-        with open(p, newline="", encoding="utf-8-sig") as f:
-            header = next(csv.reader(f), [])
-        col = column or (header[0] if header else "")
-        cat = read_catalogue(p, path_column=col)
-        return [r["_cells"][col].strip() for r in cat.rows]
+        cat = read_catalogue(p, path_column=column)  # None: its first column
+        return [r["_cells"][cat.path_column].strip() for r in cat.rows]
     return [item]
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+# A manifest's own columns (client/manifest.py writes them); any other column is the catalogue's.
+CORE_COLUMNS = ["image_id", "shard", "path", "rel_path", "out_stem", "size_bytes", "width",
+                "height", "mode", "format", "frames", "scan_error"]
 STATUSES = ("ok", "error", "skipped")
 SCHEMA = pa.schema([
     ("image_id", pa.string()),

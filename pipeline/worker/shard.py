@@ -19,9 +19,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from pipeline.client import results
-from pipeline.client.manifest import CORE_COLUMNS, read_manifest
+from pipeline.client.manifest import read_manifest
 from pipeline.client.metrics import peak_rss_mb
 from pipeline.client.outdir import Outdir
+from pipeline.client.results import CORE_COLUMNS
 from pipeline.worker.stages import ImageStages, Item, OutputError
 
 __all__ = ["OutputError", "ShardJob"]

@@ -31,18 +31,6 @@ from pipeline.worker.writers import encode, extension, output_format, provenance
 from pipeline.worker.xmp import record
 
 
-def _cells(mrow: dict) -> _CatalogueCells:
-    return _CatalogueCells(mrow)
-
-
-class _CatalogueCells(dict):
-    """A manifest row seen by catalogue column names (a column the tool's own names shadow is
-    stored as "NAME (catalogue)")."""
-
-    def get(self, column, default=None):
-        return super().get(stored_name(column), default)
-
-
 class OutputError(RuntimeError):
     """Writing to OUTDIR failed: not the image's fault, so the shard must not commit."""
 
@@ -93,7 +81,8 @@ class ImageStages:
                          "checkpoint_sha256": self.checkpoint_sha256,
                          "redone": None if options is None else options_label(options)},
                     stem=mrow["out_stem"], options=options,
-                    record=record(self.spec.metadata_columns, _cells(mrow), mrow["rel_path"]))
+                    record=record(self.spec.metadata_columns,
+                                  lambda col: mrow.get(stored_name(col)), mrow["rel_path"]))
         try:
             Outdir.output_rel(item.stem, "")  # a hostile manifest row fails here, alone
             data = read_source(resolve_path(self.spec.manifest, mrow["path"]))

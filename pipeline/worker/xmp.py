@@ -59,10 +59,10 @@ def resolve_columns(spec: str, columns: list[str]) -> str:
     return ",".join(f"{k}={v}" for k, v in chosen.items()) or "none"
 
 
-def record(mapping: str, cells: dict, source_name: str) -> dict:
-    """What an output says about its object: each mapped field's cell, and the source's name."""
-    out = {k: cells.get(col) for k, col in parse_columns(mapping).items()
-           if cells.get(col) not in (None, "")}
+def record(mapping: str, cell, source_name: str) -> dict:
+    """What an output says about its object: each mapped field's cell (cell(column) gives it),
+    and the source's name."""
+    out = {k: v for k, col in parse_columns(mapping).items() if (v := cell(col)) not in (None, "")}
     out["source"] = source_name
     return out
 

@@ -27,6 +27,9 @@ class ModelConfig:
     trunk_classes: int = 365  # Places365, as the seed; only changes the (discarded) fc head
     cut_after: int = 6  # children of resnet18 kept: conv1, bn1, relu, maxpool, layer1, layer2
     widths: tuple[int, int, int, int] = (128, 64, 64, 32)  # decoder layers 2..5
+    # 1: the seed's net, L alone. 4: its hint-conditioned variant (Zhang et al. 2017): L plus a
+    # curator's hint a*, b* and their mask as input planes (worker/hints.py), the rest the same.
+    in_channels: int = 1
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
@@ -37,14 +40,18 @@ class ModelConfig:
 
 
 class ColorizationNet(nn.Module):
-    """L*/100 (B, 1, H, W) -> (ab + 128) / 255 (B, 2, H, W); H and W multiples of 8."""
+    """L*/100 (B, 1, H, W) -> (ab + 128) / 255 (B, 2, H, W); H and W multiples of 8. The
+    hint-conditioned variant takes (B, 4, H, W): L*/100 and the hint planes."""
 
     def __init__(self, config: ModelConfig = ModelConfig()):
         super().__init__()
         self.config = config
         resnet = torchvision.models.resnet18(num_classes=config.trunk_classes)
         # One input channel: the seed sums the RGB filters, which is what a gray image sees.
-        resnet.conv1.weight = nn.Parameter(resnet.conv1.weight.sum(dim=1, keepdim=True))
+        w = resnet.conv1.weight.sum(dim=1, keepdim=True)
+        # The hint planes start with zero weights: warm-started, the variant is the seed's net.
+        extra = w.new_zeros((w.shape[0], config.in_channels - 1, *w.shape[2:]))
+        resnet.conv1.weight = nn.Parameter(torch.cat([w, extra], dim=1))
         self.trunk = nn.Sequential(*list(resnet.children())[: config.cut_after])
         c_in = self.trunk[-1][-1].conv2.out_channels  # 128 after layer2
         w2, w3, w4, w5 = config.widths
@@ -59,8 +66,9 @@ class ColorizationNet(nn.Module):
         return F.interpolate(x, scale_factor=2.0, mode="nearest")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1] != 1:
-            raise ValueError(f"expected (B, 1, H, W), got {tuple(x.shape)}")
+        c = self.config.in_channels
+        if x.ndim != 4 or x.shape[1] != c:
+            raise ValueError(f"expected (B, {c}, H, W), got {tuple(x.shape)}")
         H, W = x.shape[-2:]
         if H % 8 or W % 8:
             raise ValueError(f"input height and width must be multiples of 8, got {H}x{W}")

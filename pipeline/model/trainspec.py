@@ -53,6 +53,9 @@ class TrainConfig:
     aux: float = opt(0.0, "weight of a training-only classifier over a*b* bins on the decoder's "
                      "features (Zhang et al. 2016's rebalanced objective as an auxiliary signal; "
                      "the shipped net stays the seed's)", type=fraction_arg)
+    hints: int = opt(0, "train the hint-conditioned variant (L plus hint a*, b* and mask planes, "
+                       "Zhang et al. 2017) with simulated points per crop, their number geometric "
+                       "with this mean (0: the seed's net)", type=count_arg)
     optimizer: str = opt("adam", "adam (the seed's) or adamw", choices=("adam", "adamw"))
     bf16: bool = opt(False, "bfloat16 autocast on a CPU as well (a GPU always uses it): steps ~2x "
                      "faster where the CPU has AVX-512 BF16; the weights and validation stay float32")

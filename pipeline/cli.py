@@ -118,14 +118,35 @@ def cmd_image(a) -> int:
                    recolor=a.recolor, metadata_columns="none")
     stages = ImageStages(spec, outdir="", checkpoint_sha256=net.sha256,
                          created=dt.date.today().isoformat())
-    item, data = stages.one(net, a.input)
+    item, data = stages.one(net, a.input, {"hints": _hints_arg(a)} if a.hint or a.hints else None)
     if data is None:
         raise UsageError(f"{a.input}: {item.row['error']}")
     write_atomic(a.output, data)
     d = item.decoded
+    said = f", {plural(item.row['hints'], 'hint')}" if item.row.get("hints") else ""
     print(f"wrote {a.output} ({d.width}x{d.height}, {d.bits}-bit, source {d.kind}, "
-          f"checkpoint {net.sha256[:12]})")
+          f"checkpoint {net.sha256[:12]}{said})")
     return 0
+
+
+def _hints_arg(a) -> list[dict]:
+    """--hint X,Y,#rrggbb (repeated) and --hints FILE.json, as the hints' JSON (worker/hints.py)."""
+    import json
+
+    from pipeline.worker import hints
+
+    try:
+        got = [hints.parse(h) for h in a.hint or []]
+        if a.hints:
+            try:
+                got += hints.from_json(json.loads(Path(a.hints).read_text(encoding="utf-8")))
+            except OSError as e:
+                raise UsageError(f"cannot read --hints {a.hints}: {e.strerror or e}") from None
+            except json.JSONDecodeError as e:
+                raise UsageError(f"--hints {a.hints} is not JSON: {e}") from None
+    except hints.HintError as e:
+        raise UsageError(str(e)) from None
+    return hints.to_json(got)
 
 
 # --- train -------------------------------------------------------------------------------------
@@ -509,6 +530,10 @@ def _add_image(sub) -> None:
     s.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
                    help="refuse larger images as decompression bombs")
     s.add_argument("--recolor", action="store_true", help="colorize a colour image too")
+    s.add_argument("--hint", action="append", metavar="X,Y,#rrggbb",
+                   help="a curator's colour at a point (source pixels; its a*, b* are meant there, "
+                   "the lightness stays the scan's); repeatable")
+    s.add_argument("--hints", metavar="FILE.json", help="hints as a JSON list of {x, y, color}")
 
 
 def _add_train(sub) -> None:

@@ -19,7 +19,7 @@ from pipeline.client.outdir import Outdir
 from pipeline.errors import UsageError
 from pipeline.storage import Store
 
-PER_IMAGE = ("recolor",)  # the job options that may apply to some images alone
+PER_IMAGE = ("recolor", "hints")  # the job options that may apply to some images alone
 
 
 def load(outdir: Outdir | Store) -> dict:
@@ -39,8 +39,8 @@ def request(store: Store, picked: dict[int, set[str]], options: dict) -> dict:
     for shard, ids in picked.items():
         pend = set(state["pending"].get(str(shard), [])) | ids
         state["pending"][str(shard)] = sorted(pend)
-        for iid in ids:
-            state["overrides"][iid] = dict(options)
+        for iid in ids:  # a later redo adds to an image's options (its hints stay with --recolor)
+            state["overrides"].setdefault(iid, {}).update(options)
     save(store, state)
     return state
 
@@ -58,7 +58,10 @@ def done(store: Store, shard: int, ids) -> None:
 
 def options_label(options: dict) -> str:
     """What a result row's `redone` says: 'redo', or the options it was redone with."""
-    return ", ".join(f"--{k}" for k, v in sorted(options.items()) if v is True) or "redo"
+    said = [f"--{k}" for k, v in sorted(options.items()) if v is True]
+    if options.get("hints"):
+        said.append(f"{len(options['hints'])} hints")
+    return ", ".join(said) or "redo"
 
 
 def _values(item: str, column: str | None) -> list[str]:

@@ -28,6 +28,8 @@ SCHEMA = pa.schema([
     ("checkpoint_sha256", pa.string()),
     ("seconds", pa.float64()),
     ("redone", pa.string()),  # set when `run --redo` remade it: "redo", or the options (--recolor)
+    ("hints", pa.int64()),  # how many curator's hints it was colorized with (null: none)
+    ("hints_digest", pa.string()),  # worker/hints.digest of those hints: what audit checks
 ])
 
 

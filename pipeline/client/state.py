@@ -17,6 +17,9 @@ from pipeline.errors import CheckpointError, JobError
 
 OUTPUT_VERSION = 4  # bump when outputs change for the same checkpoint (2: colour by table, own PNG; 3: reflect-padded net input, chroma gain; 4: XMP with the catalogue's record)
 DEFAULT_CHECKPOINT = Path(__file__).parents[1] / "weights" / "colorizer.pt"
+# The hint-conditioned variant (jobs/train-hints.toml): colours the images a curator gave hints.
+# Without it, hints are propagated over the automatic net's colour alone.
+HINT_CHECKPOINT = DEFAULT_CHECKPOINT.with_name("hints.pt")
 
 
 # Checkpoint identity lives here, not in model.py, so that the client of a run (which plans,

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 
 from pipeline.errors import UsageError
 from pipeline.model.net import Checkpoint, load_checkpoint
-from pipeline.worker import color
+from pipeline.client.state import HINT_CHECKPOINT
+from pipeline.worker import color, hints
 from pipeline.worker.device import autocast, pick_device, to_device
 from pipeline.worker.imaging import net_input
 from pipeline.worker.jpegdev import DeviceJpeg
@@ -50,6 +51,44 @@ class Colorizer:
         self._L8 = color.gray_to_L(torch.arange(256, dtype=torch.float64) / 255).float().to(self.device)
         self.colors = Recombiner(self.device, compile=compile)
         self.jpeg = DeviceJpeg(self.device, size)
+        self._hint_net: Checkpoint | None | bool = False  # False: not looked for yet
+        self.hint_checkpoint = HINT_CHECKPOINT
+
+    def hint_net(self) -> Checkpoint | None:
+        """The hint-conditioned variant, loaded the first time an image has hints; None where
+        it is not installed (hints are then propagated over this net's colour alone)."""
+        if self._hint_net is False:
+            p = self.hint_checkpoint
+            self._hint_net = load_checkpoint(p, self.device) if p and os.path.isfile(p) else None
+            if self._hint_net is not None:
+                self._hint_net.model.to(memory_format=torch.channels_last).eval()
+        return self._hint_net
+
+    def with_hints(self, ab: torch.Tensor, images: list[tuple]) -> torch.Tensor:
+        """A batch's a*b* with each hinted image's (small, cells) colour in place of the net's."""
+        return torch.stack([a if cells is None else self.hinted_ab(small, cells)
+                            for a, (small, cells) in zip(ab, images, strict=True)])
+
+    @torch.inference_mode()
+    def hinted_ab(self, small, cells: list[tuple[int, int, float, float]]) -> torch.Tensor:
+        """One image's (2, s, s) a*, b* with hints (cells of the net's grid, hints.on_grid): the
+        hint-conditioned net's colour, then pinned to each hint along the image's edges."""
+        hn = self.hint_net() if cells else None
+        if hn is None:
+            ab = self.predict_ab([small])[0]
+        else:
+            g = small if isinstance(small, torch.Tensor) else to_device(small, self.device)
+            P, s = self.pad, g.shape[-1]
+            x = F.pad((self._L8[g.long()] / 100.0)[None, None], (P, P, P, P), mode="reflect")
+            # the hint planes are zero-padded: a mirrored hint would be a second, false one
+            h = F.pad(torch.from_numpy(hints.planes(cells, s)).to(self.device)[None], (P, P, P, P))
+            with autocast(self.device):
+                y = hn.model(torch.cat([x, h], 1).contiguous(memory_format=torch.channels_last))
+            ab = color.decode_ab(y.float()[0, :, P:P + s, P:P + s])
+            ab = ab * float(hn.meta.get("chroma_gain", 1.0))
+        L = self._L8[(small if isinstance(small, torch.Tensor) else torch.from_numpy(small)).long().to(self.device)]
+        out = hints.propagate(L.cpu().numpy(), ab.float().cpu().numpy(), cells)
+        return torch.from_numpy(out).to(self.device)
 
     @property
     def sha256(self) -> str:

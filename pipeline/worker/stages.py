@@ -19,6 +19,7 @@ from pipeline.client.manifest import resolve_path
 from pipeline.client.outdir import Outdir
 from pipeline.client.redo import options_label
 from pipeline.storage import Store, read_source
+from pipeline.worker import hints as hintlib
 from pipeline.worker.imaging import (
     Decoded,
     DecodeError,
@@ -44,6 +45,7 @@ class Item:
     record: dict | None = None  # the catalogue's fields for the output's XMP (xmp.record)
     options: dict | None = None  # a redo's options for this image alone (redo.py), else None
     aside: bool = False  # colorized only by its redo's options: batched apart from the rest
+    cells: list | None = None  # a curator's hints on the net's grid (hints.on_grid), else None
     decoded: Decoded | None = None
     gray: Any = None  # full-resolution gray: decoded.gray, or a device tensor (jpegdev)
     small: Any = None  # the net's input (size x size uint8): an array, or a device tensor
@@ -83,6 +85,9 @@ class ImageStages:
                     stem=mrow["out_stem"], options=options,
                     record=record(self.spec.metadata_columns,
                                   lambda col: mrow.get(stored_name(col)), mrow["rel_path"]))
+        hinted = hintlib.from_json((options or {}).get("hints") or [])
+        if hinted:
+            item.row.update(hints=len(hinted), hints_digest=hintlib.digest(hinted))
         try:
             Outdir.output_rel(item.stem, "")  # a hostile manifest row fails here, alone
             data = read_source(resolve_path(self.spec.manifest, mrow["path"]))
@@ -94,12 +99,17 @@ class ImageStages:
         except Exception as e:  # whatever one source does, it is that image's row, not the shard's
             item.fail(f"cannot read: {type(e).__name__}: {e}")
         if not item.finished:
-            d = gray_jpeg_header(data, self.spec.max_pixels) if self.spec.jpeg_decode == "device" else None
+            d = (gray_jpeg_header(data, self.spec.max_pixels)
+                 if self.spec.jpeg_decode == "device" and not hinted else None)
             if d is not None:  # pixels decoded with the batch, on the net's device
                 item.decoded = d
                 self._describe(item)
             else:
                 self.decode_host(item, data)
+        if hinted and not item.finished:
+            # hints are in the image's pixels as shown (after its EXIF orientation)
+            item.cells = hintlib.on_grid(hinted, item.decoded.width, item.decoded.height, self.spec.size)
+            item.aside = True  # its own batch: the job's batches stay as they were
         item.spend(t0)
         return item
 
@@ -166,8 +176,9 @@ class ImageStages:
         carries it, our provenance and record; metadata a writer chokes on is dropped with a note,
         never fatal."""
         d, notes = item.decoded, list(item.decoded.notes)
+        hinted = (item.row["hints"], item.row["hints_digest"]) if item.row.get("hints") else None
         prov = provenance(self.checkpoint_sha256, self.created, item.row.get("source_sha256"),
-                          item.record)
+                          item.record, hinted)
         try:
             data = encode(rgb, fmt, d.dpi, d.icc_profile, d.exif, quality=self.spec.quality,
                           notes=notes, provenance=prov)
@@ -194,16 +205,17 @@ class ImageStages:
                         output_sha256=hashlib.sha256(data).hexdigest(), colorfulness=colorfulness(rgb))
         item.finished = True
 
-    def one(self, net, path: str) -> tuple[Item, bytes | None]:
+    def one(self, net, path: str, options: dict | None = None) -> tuple[Item, bytes | None]:
         """One file the way a shard's images go (`colorize image`): read, decode and classify,
-        the net, the colour step, encode. Returns the item (its row says what happened) and the
-        output's bytes, or None when the image ended as an error or a skip."""
+        the net (with the options' hints, if any), the colour step, encode. Returns the item (its
+        row says what happened) and the output's bytes, or None when the image ended as an error
+        or a skip."""
         name = os.path.basename(path)
         item = self.read({"image_id": "", "shard": 0, "path": os.path.abspath(path), "rel_path": name,
-                          "out_stem": os.path.splitext(name)[0] or "image"})
+                          "out_stem": os.path.splitext(name)[0] or "image"}, options)
         if item.finished:
             return item, None
-        ab = net.predict_ab([item.small])
+        ab = net.predict_ab([item.small]) if item.cells is None else net.hinted_ab(item.small, item.cells)[None]
         rgb = net.colors.start(item.gray, ab[0], net.quantise_ab(ab)[0])()
         data, notes = self.encoded(item, rgb, output_format(self.spec.format, item.decoded.format))
         item.row.update(status="ok", error=None, notes="; ".join(notes) or None)

@@ -24,13 +24,17 @@ def _itxt(keyword: str, text: str) -> bytes:
 
 
 def provenance(checkpoint_sha256: str, date: str, source_sha256: str | None,
-               record: dict | None = None) -> dict:
+               record: dict | None = None, hints: tuple[int, str] | None = None) -> dict:
     """What encode() writes into an output's metadata (see provenance_text and xmp.packet);
-    record: the catalogue's fields for this object (identifier, title, source)."""
+    record: the catalogue's fields for this object (identifier, title, source); hints: how many
+    curator's hints it was colorized with, and their digest."""
     from pipeline import __version__
 
-    return dict(software=f"archive-colorizer {__version__}", checkpoint_sha256=checkpoint_sha256,
-                date=date, source_sha256=source_sha256, record=record or {})
+    p = dict(software=f"archive-colorizer {__version__}", checkpoint_sha256=checkpoint_sha256,
+             date=date, source_sha256=source_sha256, record=record or {})
+    if hints:
+        p["hints"] = hints
+    return p
 
 
 def xmp_packet(p: dict) -> bytes:
@@ -44,7 +48,9 @@ def provenance_text(p: dict) -> str:
     OUTDIR still says it was machine-colorized, by what, from which original."""
     return (f"Machine-colorized by {p['software']} (colours are the model's guess, not a record); "
             f"checkpoint sha256 {p['checkpoint_sha256']}; {p['date']}; "
-            f"source sha256 {p.get('source_sha256') or 'unknown'}")
+            f"source sha256 {p.get('source_sha256') or 'unknown'}"
+            + (f"; colorized with {p['hints'][0]} curator's hints (digest {p['hints'][1]})"
+               if p.get("hints") else ""))
 
 
 def _png(rgb: np.ndarray, dpi, icc, exif, level: int, provenance: dict | None = None) -> bytes:

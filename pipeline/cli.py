@@ -352,10 +352,20 @@ def cmd_evaluate(a) -> int:
     if a.src != "wheels" and not Path(a.src).exists():
         raise UsageError(f"evaluation photos not found: {a.src}")
     s = evaluate(a.checkpoint, a.src, a.out, size=a.size, max_side=a.max_side, device=a.device,
-                 pad=a.pad)
+                 pad=a.pad, hints=a.hints)
     print(f"model ab-MSE {s['model']['ab_mse']:.5f} (gray {s['gray']['ab_mse']:.5f}, mean-ab "
           f"{s['mean_ab']['ab_mse']:.5f}); report in {a.out}/eval.md, contact_sheet.png")
     return 0
+
+
+def _counts(s: str) -> tuple[int, ...]:
+    try:
+        got = tuple(int(x) for x in s.split(","))
+    except ValueError:
+        got = (-1,)
+    if any(n < 0 for n in got):
+        raise argparse.ArgumentTypeError(f"expected counts like 0,1,3,10,30, got {s!r}")
+    return got
 
 
 def cmd_tune_gain(a) -> int:
@@ -607,6 +617,8 @@ def _add_evaluate(sub) -> None:
     s.add_argument("--max-side", type=positive_int, default=512, help="photos are scaled to this")
     s.add_argument("--pad", type=count_arg, default=None,
                    help="reflect padding of the net's input (default: the engine's, 16)")
+    s.add_argument("--hints", type=_counts, default=(), metavar="N[,N...]",
+                   help="also score N seeded simulated curator's hints (e.g. 0,1,3,10,30)")
 
 
 def _add_tune_gain(sub) -> None:

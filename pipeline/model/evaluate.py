@@ -129,12 +129,31 @@ def flat_fields(net, size: int, shape: tuple[int, int] = (384, 512), border: int
     return rows
 
 
+def hinted_outputs(net, gray: np.ndarray, ref: np.ndarray, counts: tuple[int, ...], seed: int,
+                   size: int) -> dict[str, np.ndarray]:
+    """`hints_N`: the output with N seeded simulated points (hints.simulate: the true a*b*
+    averaged over 5 x 5 px) for each N of counts; N = 0 is the automatic colour."""
+    from skimage.color import rgb2lab
+
+    from pipeline.worker import hints
+    from pipeline.worker.imaging import net_input
+
+    lab, small = rgb2lab(ref), net_input(gray, size)
+    out = {}
+    for n in counts:
+        pts = hints.simulate(lab, n, np.random.default_rng((25, seed, n)))
+        cells = hints.on_grid(pts, gray.shape[1], gray.shape[0], size)
+        out[f"hints_{n}"] = net.recombine(gray, net.hinted_ab(small, cells))
+    return out
+
+
 def evaluate(checkpoint: str | None, src: str, out: str, size: int = 256, max_side: int = 512,
              mean_ab: tuple[float, float] | None = None, device: str = "cpu", log=print,
-             pad: int | None = None) -> dict:
+             pad: int | None = None, hints: tuple[int, ...] = ()) -> dict:
     """Writes OUT/eval.md, OUT/eval.parquet, OUT/contact_sheet.png; returns the mean scores
     (overall, per method) with the per-source means under "sources" and the flat-field check
-    under "flat"."""
+    under "flat". hints: also score the colour with that many simulated curator's hints
+    (methods hints_N)."""
     from tqdm import tqdm
 
     from pipeline.worker.engine import Colorizer
@@ -158,6 +177,7 @@ def evaluate(checkpoint: str | None, src: str, out: str, size: int = 256, max_si
             "model": net.recombine(gray, ab_net),
             "gray": net.recombine(gray, torch.zeros_like(ab_net)),
             "mean_ab": net.recombine(gray, torch.tensor(mean_ab).view(2, 1, 1).expand_as(ab_net).float()),
+            **hinted_outputs(net, gray, ref, hints, i, size),
         }
         for method, img in outs.items():
             s = score(img, ref)
@@ -172,11 +192,12 @@ def evaluate(checkpoint: str | None, src: str, out: str, size: int = 256, max_si
     outdir = Path(out)
     outdir.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, outdir / "eval.parquet")
-    summary = _summarise(rows)
-    summary["sources"] = {src_: _summarise([r for r in rows if r["source"] == src_])
+    methods = (*METHODS, *(f"hints_{n}" for n in hints))
+    summary = _summarise(rows, methods)
+    summary["sources"] = {src_: _summarise([r for r in rows if r["source"] == src_], methods)
                           for src_ in sorted({r["source"] for r in rows})}
     summary["flat"] = flat_fields(net, size)
-    (outdir / "eval.md").write_text(_markdown(rows, summary, net.sha256, size))
+    (outdir / "eval.md").write_text(_markdown(rows, summary, net.sha256, size, methods, net))
     _contact_sheet(sheet).save(outdir / "contact_sheet.png")
     log((outdir / "eval.md").read_text())
     return summary
@@ -199,9 +220,9 @@ def _sheet_choice(photos: list[tuple[str, str]]) -> set[int]:
 METHODS = ("model", "gray", "mean_ab")
 
 
-def _summarise(rows: list[dict]) -> dict:
+def _summarise(rows: list[dict], methods: tuple[str, ...] = METHODS) -> dict:
     out = {}
-    for m in METHODS:
+    for m in methods:
         sel = [r for r in rows if r["method"] == m]
         out[m] = {k: float(np.mean([r[k] for r in sel]))
                   for k in ("psnr", "ssim", "ab_mse", "colorfulness", "original_colorfulness")}
@@ -209,11 +230,25 @@ def _summarise(rows: list[dict]) -> dict:
         out[m]["shadow_px"] = px
         for k in ("shadow_da", "shadow_db"):
             out[m][k] = float(sum(r[k] * r["shadow_px"] for r in sel) / px) if px else 0.0
-    out["n"] = len(rows) // len(METHODS)
+    out["n"] = len(rows) // len(methods)
     return out
 
 
-def _markdown(rows, summary, sha, size) -> str:
+def _hint_lines(summary: dict, methods: tuple[str, ...], net) -> list[str]:
+    hinted = [m for m in methods if m.startswith("hints_")]
+    if not hinted:
+        return []
+    hn = net.hint_net()
+    how = (f"the hint-conditioned net `{hn.sha256[:12]}` then propagation" if hn is not None
+           else "propagation over the automatic net's colour (no hint-conditioned net installed)")
+    g = summary["gray"]
+    return ["", f"Simulated curator's hints ({how}): PSNR over gray for "
+            + ", ".join(f"{m[6:]} points {summary[m]['psnr'] - g['psnr']:+.2f} dB" for m in hinted)
+            + "; ab-MSE x gray's " + ", ".join(f"{summary[m]['ab_mse'] / g['ab_mse']:.3f}" for m in hinted)
+            + "."]
+
+
+def _markdown(rows, summary, sha, size, methods: tuple[str, ...] = METHODS, net=None) -> str:
     m, g = summary["model"], summary["gray"]
     lines = [f"Checkpoint `{sha[:12]}`, net at {size}x{size}, {summary['n']} photos.", "",
              f"Model vs gray: ab-MSE {m['ab_mse'] / g['ab_mse']:.3f} x gray's, PSNR "
@@ -221,11 +256,11 @@ def _markdown(rows, summary, sha, size) -> str:
              f"{100 * m['colorfulness'] / max(m['original_colorfulness'], 1e-9):.0f} % of the originals'.",
              "", f"Shadows (L* < {SHADOW_L:.0f}, {m['shadow_px']:,} px): mean a* {m['shadow_da']:+.1f}, "
              f"b* {m['shadow_db']:+.1f} from the originals' (gray: {g['shadow_da']:+.1f}, "
-             f"{g['shadow_db']:+.1f}).",
+             f"{g['shadow_db']:+.1f}).", *_hint_lines(summary, methods, net),
              "", "| source | photos | method | PSNR dB | SSIM | ab-MSE | colourfulness (original) |",
              "|---|---|---|---|---|---|---|"]
     for name, s in [*summary["sources"].items(), ("**all**", summary)]:
-        for meth in METHODS:
+        for meth in methods:
             x = s[meth]
             lines.append(f"| {name} | {s['n']} | {meth} | {x['psnr']:.2f} | {x['ssim']:.4f} | "
                          f"{x['ab_mse']:.5f} | {x['colorfulness']:.1f} ({x['original_colorfulness']:.1f}) |")

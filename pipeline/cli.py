@@ -235,6 +235,8 @@ def cmd_run(a) -> int:
     if "://" not in a.manifest and not m.is_file():
         raise UsageError(f"manifest not found: {a.manifest}")
     redo = _redo_request(a) if a.redo else None
+    if a.hinted:
+        redo = _hinted_request(a, redo)
     # The resource tracker this process may start inherits these: after a Ctrl-C it cleans up
     # the killed workers' semaphores, which is its job, not news for the user.
     if TRACKER_QUIET not in sys.warnoptions:
@@ -254,6 +256,26 @@ def cmd_run(a) -> int:
 
 
 TRACKER_QUIET = "ignore::UserWarning:multiprocessing.resource_tracker"
+
+
+def _hinted_request(a, redo_req):
+    """--hinted: the images whose curator's hints changed since their output was written, each
+    with its own hints, on top of a --redo on the same line."""
+    from pipeline.client import redo
+    from pipeline.client.outdir import Outdir
+
+    if not Outdir(a.output).has_job():
+        raise UsageError(f"--hinted colours again images of the job in an OUTDIR; {a.output} holds "
+                         "none yet (run the job, then review it: colorize review OUTDIR)")
+    picked, per_image = redo.hinted(Outdir(a.output))
+    n = sum(map(len, picked.values()))
+    print(f"--hinted: {plural(n, 'image')} whose hints changed since their output was written",
+          file=sys.stderr)
+    if redo_req is None:
+        return picked, {}, per_image
+    for shard, ids in picked.items():
+        redo_req[0].setdefault(shard, set()).update(ids)
+    return redo_req[0], redo_req[1], per_image
 
 
 def _redo_request(a) -> tuple[dict[int, set[str]], dict]:
@@ -322,6 +344,15 @@ def cmd_export(a) -> int:
            f"CSV, {DELIMITER_NAMES.get(r['delimiter'], repr(r['delimiter']))}-separated, "
            f"{r['encoding']}")
     print(f"wrote {a.dest} ({how}): {r['rows']} images, columns {', '.join(r['header'][:4])}, ...")
+    return 0
+
+
+def cmd_review(a) -> int:
+    from pipeline.client.review import serve
+
+    if not Path(a.outdir).is_dir():
+        raise UsageError(f"OUTDIR not found: {a.outdir}")
+    serve(a.outdir, port=a.port, browser=not a.no_browser, who=a.reviewer)
     return 0
 
 
@@ -487,6 +518,13 @@ COMMANDS = {
         "shards and images done, from the results alone",
         None,
     ),
+    "review": (
+        "a local web page to accept, reject, annotate and give colour hints to a run's images",
+        "Serve a review page over OUTDIR on this machine (loopback only, a random token in the URL "
+        "it prints) and open it in the browser. Verdicts, notes and hints are saved as they are "
+        "made, in OUTDIR/reviews/; `colorize run -o OUTDIR --hinted` then colours the hinted images "
+        "again.",
+    ),
     "evaluate": (
         "score a checkpoint on colour photos, beside baselines",
         "Remove the colour of photos, colorize them, and report PSNR, SSIM, ab-MSE and "
@@ -586,6 +624,9 @@ def _add_run(sub) -> None:
     s.add_argument("--redo", action="append", metavar="ID|PATH|LIST", default=[],
                    help="colorize these images of the job again (repeatable): image ids, source "
                    "paths, or a .txt/.csv list of them; --recolor then applies to them alone")
+    s.add_argument("--hinted", action="store_true",
+                   help="colour again the images whose curator's hints (colorize review) changed "
+                   "since their output was written; the automatic outputs are kept in automatic/")
     s.add_argument("--redo-column", metavar="COLUMN", default=None,
                    help="the --redo CSV's column to read, matched against ids, paths and the "
                    "catalogue column of that name (e.g. Inventarnummer)")
@@ -603,6 +644,15 @@ def _add_export(sub) -> None:
     s.add_argument("--encoding", default="utf-8-sig",
                    help="CSV encoding (default utf-8-sig: UTF-8 with the BOM Excel needs)")
     s.add_argument("--force", action="store_true", help="replace the file if it exists")
+
+
+def _add_review(sub) -> None:
+    s = _command(sub, "review", cmd_review)
+    s.add_argument("outdir", metavar="OUTDIR")
+    s.add_argument("--port", type=count_arg, default=0, help="port on 127.0.0.1 (default: a free one)")
+    s.add_argument("--no-browser", action="store_true", help="print the URL only")
+    s.add_argument("--reviewer", metavar="NAME", help="who the edits are recorded as (default: "
+                   "the OS user)")
 
 
 def _add_status(sub) -> None:
@@ -657,7 +707,7 @@ def build_parser() -> Parser:
     p = Parser(prog="colorize", description="Colorize archives of black-and-white photographs.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for add in (_add_image, _add_train, _add_scan, _add_run, _add_export, _add_status, _add_evaluate,
-                _add_tune_gain, _add_audit, _add_bench):
+                _add_tune_gain, _add_audit, _add_review, _add_bench):
         add(sub)
     return p
 

@@ -52,6 +52,8 @@ class Outdir:
     AUDIT_JSON = "audit.json"
     AUDIT_HTML = "audit.html"
     PREVIEWS = "audit-previews"  # JPEG views of TIFF outputs: a browser shows no TIFF
+    AUTOMATIC = "automatic"  # the automatic outputs a curator's hinted ones replaced (run --hinted)
+    REVIEWS = "reviews"  # the curator's journal (client/reviews.py) and the review page's cache
     # What the tool writes at the top before job.json exists: a folder holding only these is new.
     FRESH = (LOCK, IMAGES + "/", RESULTS + "/")
 
@@ -153,6 +155,14 @@ class Outdir:
                 return MARK in f.read(head)
         except OSError:
             return False
+
+    def keep_automatic(self, rel: str) -> str | None:
+        """Copies an output to automatic/ (once: the first, automatic one is what is kept)."""
+        dest = self.AUTOMATIC + "/" + rel.split("/", 1)[1]
+        if self.store.exists(dest) or not self.store.exists(rel):
+            return None
+        self.store.write_atomic(dest, self.store.read_bytes(rel))
+        return dest
 
     def quarantine(self, rel: str) -> str:
         """Move one of our files aside (never deleted); returns where it went."""

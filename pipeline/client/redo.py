@@ -19,7 +19,8 @@ from pipeline.client.outdir import Outdir
 from pipeline.errors import UsageError
 from pipeline.storage import Store
 
-PER_IMAGE = ("recolor", "hints")  # the job options that may apply to some images alone
+PER_IMAGE = ("recolor",)  # the job's flags that may apply to some images alone
+# (and, per image, a curator's hints: `run --hinted`, from OUTDIR/reviews)
 
 
 def load(outdir: Outdir | Store) -> dict:
@@ -33,14 +34,20 @@ def save(outdir: Outdir | Store, state: dict) -> None:
     Outdir(outdir).store.write_atomic(Outdir.REDO, json.dumps(state, indent=1, sort_keys=True).encode())
 
 
-def request(store: Store, picked: dict[int, set[str]], options: dict) -> dict:
-    """Record a redo of `picked` (shard -> image ids) with `options`; returns the new state."""
+def request(store: Store, picked: dict[int, set[str]], options: dict,
+            per_image: dict[str, dict] | None = None) -> dict:
+    """Record a redo of `picked` (shard -> image ids) with `options` (and each image's own in
+    per_image: its hints); returns the new state."""
     state = load(store)
     for shard, ids in picked.items():
         pend = set(state["pending"].get(str(shard), [])) | ids
         state["pending"][str(shard)] = sorted(pend)
         for iid in ids:  # a later redo adds to an image's options (its hints stay with --recolor)
-            state["overrides"].setdefault(iid, {}).update(options)
+            o = state["overrides"].setdefault(iid, {})
+            o.update(options)
+            o.update((per_image or {}).get(iid, {}))
+            if "hints" in o and not o["hints"]:
+                del o["hints"]  # hints taken back: the image is as the job makes it again
     save(store, state)
     return state
 
@@ -112,3 +119,27 @@ def select(manifest: str, items: list[str], column: str | None = None) -> dict[i
                          + ", ".join(map(repr, unknown[:5])) + (" ..." if len(unknown) > 5 else "")
                          + " (give image ids, source paths, or --redo-column COLUMN)")
     return picked
+
+
+def hinted(outdir: Outdir) -> tuple[dict[int, set[str]], dict[str, dict]]:
+    """`run --hinted`: the images whose curator's hints (OUTDIR/reviews) differ from those their
+    output was made with, (shard -> ids, id -> {"hints": [...]}). An automatic output about to
+    be replaced by a hinted one is first copied to OUTDIR/automatic/, so the curator can compare
+    and go back (taking the hints away colours the image as the job does again)."""
+    from pipeline.client.reviews import Journal
+    from pipeline.worker.hints import digest, from_json
+
+    state = Journal(outdir.store.full("")).state()
+    t = outdir.read_results(columns=None)
+    picked: dict[int, set[str]] = {}
+    per_image: dict[str, dict] = {}
+    for r in t.select([c for c in ("image_id", "shard", "status", "output_path", "hints_digest")
+                       if c in t.column_names]).to_pylist():
+        want = (state.get(r["image_id"]) or {}).get("hints") or []
+        if digest(from_json(want)) == r.get("hints_digest"):
+            continue
+        picked.setdefault(int(r["shard"]), set()).add(r["image_id"])
+        per_image[r["image_id"]] = {"hints": want}
+        if r["status"] == "ok" and not r.get("hints_digest"):
+            outdir.keep_automatic(r["output_path"])
+    return picked, per_image

@@ -160,9 +160,13 @@ def propagate(L: np.ndarray, ab: np.ndarray, cells: list[tuple[int, int, float, 
 
     fixed = np.zeros(L.shape, bool)
     rhs = np.zeros((2,) + L.shape)
-    for r, c, a, b in cells:
-        fixed[r, c] = True
-        rhs[:, r, c] = (a - ab[0, r, c], b - ab[1, r, c])
+    H, W = L.shape
+    lo = PATCH // 2
+    for r, c, a, b in cells:  # the hint's colour over its patch, as the net saw it
+        r0, r1, c0, c1 = max(0, r - lo), min(H, r - lo + PATCH), max(0, c - lo), min(W, c - lo + PATCH)
+        fixed[r0:r1, c0:c1] = True
+        rhs[0, r0:r1, c0:c1] = a - ab[0, r0:r1, c0:c1]
+        rhs[1, r0:r1, c0:c1] = b - ab[1, r0:r1, c0:c1]
     lu = spla.splu(affinity_system(L.astype(np.float64), fixed, screen))
     out = ab.astype(np.float64).copy()
     for ch in range(2):

@@ -1,0 +1,264 @@
+"""`colorize review OUTDIR`: a local web page over a run, where a curator accepts, rejects and
+annotates each image and gives colour hints (issue 25).
+
+Safe by default: it listens on loopback only; every request must carry the random token of the
+URL it prints; it never takes a path from a request (images are named by image id and found
+through the run's own results and manifest; an output that resolves outside OUTDIR, through a
+symlink or otherwise, is refused); it writes only under OUTDIR/reviews/ (the journal, and a
+cache of thumbnails); it takes no lock, so it works beside a running `colorize run`.
+
+Flask (with werkzeug's threaded server) does the routing, request parsing, static files and
+the test client: code we would otherwise write. The page is plain HTML and JavaScript
+(review_page/), nothing to build."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import secrets
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from pipeline.client import reviews
+from pipeline.client.outdir import Outdir
+from pipeline.client.runview import FILTERS, RunView
+from pipeline.errors import UsageError
+
+PAGE_DIR = Path(__file__).with_name("review_page")
+THUMB = 320
+CACHE = "cache"
+COOKIE = "colorize_review"
+
+
+class Previewer:
+    """The preview worker process (worker/preview.py), started on the first preview."""
+
+    def __init__(self, checkpoint: str | None):
+        self.checkpoint = checkpoint
+        self._proc: subprocess.Popen | None = None
+        self._lock = threading.Lock()
+
+    def render(self, path: str, hint_list: list, max_side: int = 1024) -> bytes:
+        with self._lock:
+            for attempt in (1, 2):  # a worker that died (killed, out of memory) is started again
+                if self._proc is None or self._proc.poll() is not None:
+                    self._proc = subprocess.Popen(
+                        [sys.executable, "-m", "pipeline.worker.preview", self.checkpoint or ""],
+                        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                try:
+                    req = json.dumps({"path": path, "hints": hint_list, "max_side": max_side})
+                    self._proc.stdin.write(req.encode() + b"\n")
+                    self._proc.stdin.flush()
+                    head = json.loads(self._proc.stdout.readline())
+                except (BrokenPipeError, ValueError):
+                    self._proc = None
+                    if attempt == 2:
+                        raise RuntimeError("the preview worker stopped") from None
+                    continue
+                if not head["ok"]:
+                    raise ValueError(head["error"])
+                return self._proc.stdout.read(head["bytes"])
+        raise RuntimeError("unreachable")
+
+    def close(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.stdin.close()
+            self._proc.wait(timeout=10)
+
+
+def create_app(outdir: str, who: str | None = None, token: str | None = None):
+    """The review server's Flask app over OUTDIR (app.config["TOKEN"] holds its token)."""
+    from flask import Flask, abort, jsonify, request, send_from_directory
+
+    od = Outdir(outdir)
+    if not od.has_job():
+        raise UsageError(f"{outdir} holds no job (no job.json): review a folder `colorize run` wrote")
+    root = os.path.realpath(outdir)
+    view = RunView(od)
+    journal = reviews.Journal(root, who)
+    journal.compact()
+    spec = od.read_job()["spec"]
+    previewer = Previewer(spec.get("checkpoint"))
+    app = Flask(__name__, static_folder=None)
+    app.config.update(TOKEN=token or secrets.token_urlsafe(24), JOURNAL=journal, PREVIEWER=previewer,
+                      VIEW=view)
+
+    @app.before_request
+    def _token():
+        # in the URL, a header, or the cookie the page got with it (its stylesheet and script)
+        given = (request.args.get("t") or request.headers.get("X-Token")
+                 or request.cookies.get(COOKIE))
+        if not given or not secrets.compare_digest(given, app.config["TOKEN"]):
+            abort(403)
+
+    @app.after_request
+    def _cookie(resp):
+        resp.set_cookie(COOKIE, app.config["TOKEN"], httponly=True, samesite="Strict")
+        resp.headers["X-Content-Type-Options"] = "nosniff"
+        return resp
+
+    def _row(image_id: str) -> dict:
+        r = view.row(image_id)
+        if r is None:
+            abort(404)
+        return r
+
+    @app.get("/")
+    def index():
+        return send_from_directory(PAGE_DIR, "index.html", max_age=0)
+
+    @app.get("/page/<path:name>")
+    def page_file(name):
+        return send_from_directory(PAGE_DIR, name, max_age=0)  # safe_join: nothing outside it
+
+    @app.get("/api/info")
+    def info():
+        return jsonify(outdir=root, columns=view.columns(), filters=FILTERS, reviewer=journal.who,
+                       hint_net=os.path.isfile(_hint_checkpoint()))
+
+    @app.get("/api/images")
+    def images():
+        a = request.args
+        return jsonify(view.page(journal.state(), filter=a.get("filter", "all"),
+                                 column=a.get("column") or None, value=a.get("value"),
+                                 sort=a.get("sort") or None, desc=a.get("desc") == "1",
+                                 q=a.get("q") or None, page=max(0, int(a.get("page", 0) or 0))))
+
+    @app.get("/api/image/<image_id>")
+    def image(image_id):
+        r = _row(image_id)
+        s = journal.state().get(image_id, {})
+        return jsonify(row={k: v for k, v in r.items()}, catalogue=view.catalogue(r),
+                       review=s or {"verdict": None, "note": None, "hints": []})
+
+    @app.post("/api/review")
+    def review():
+        body = request.get_json(force=True, silent=True) or {}
+        ids = body.get("ids") or ([body["image_id"]] if body.get("image_id") else [])
+        if not ids or any(view.row(i) is None for i in ids):
+            return jsonify(error="unknown image id"), 404
+        try:
+            evs = [journal.record(i, body.get("kind"), body.get("value")) for i in ids]
+        except reviews.ReviewError as e:
+            return jsonify(error=str(e)), 400
+        return jsonify(saved=len(evs), events=[e["id"] for e in evs])
+
+    @app.post("/api/preview/<image_id>")
+    def preview(image_id):
+        _row(image_id)
+        body = request.get_json(force=True, silent=True) or {}
+        try:
+            data = previewer.render(view.source(image_id), body.get("hints") or [],
+                                    int(body.get("max_side", 1024)))
+        except (ValueError, RuntimeError) as e:
+            return jsonify(error=str(e)), 422
+        return app.response_class(data, mimetype="image/jpeg")
+
+    @app.get("/img/<image_id>/<which>")
+    def picture(image_id, which):
+        if which not in ("source", "output"):
+            abort(404)
+        r = _row(image_id)
+        width = int(request.args.get("w", 0) or 0)
+        data = _picture(root, view, r, which, width)
+        if data is None:
+            abort(404)
+        return app.response_class(data, mimetype="image/jpeg", headers={"Cache-Control": "no-store"})
+
+    @app.get("/api/colours/<image_id>")
+    def colours(image_id):
+        data = _picture(root, view, _row(image_id), "output", 256)
+        return jsonify(colours=[] if data is None else _palette(data))
+
+    return app
+
+
+def _hint_checkpoint() -> str:
+    from pipeline.client.state import HINT_CHECKPOINT
+
+    return str(HINT_CHECKPOINT)
+
+
+def _picture(root: str, view: RunView, row: dict, which: str, width: int) -> bytes | None:
+    """A browser-viewable JPEG of an image's source or output (any format, 16-bit too), scaled
+    to `width` (0: full size), cached under reviews/cache by content digest."""
+    from PIL import Image
+
+    from pipeline.storage import read_source
+    from pipeline.worker.imaging import decode
+
+    if which == "output":
+        rel = row.get("output_path")
+        if not rel or row.get("status") != "ok":
+            return None
+        path = os.path.realpath(os.path.join(root, rel))
+        if not path.startswith(root + os.sep):  # a symlink or a hostile row: not ours to show
+            return None
+        key = row.get("output_sha256") or rel
+    else:
+        path = view.source(row["image_id"])
+        key = row.get("source_sha256") or path
+    name = hashlib.sha256(f"{which}:{key}:{width}".encode()).hexdigest()[:24] + ".jpg"
+    cache = Path(root) / reviews.DIR / CACHE
+    if (cache / name).is_file():
+        return (cache / name).read_bytes()
+    try:
+        raw = read_source(path) if which == "source" else Path(path).read_bytes()
+        if which == "source":
+            d = decode(io.BytesIO(raw))
+            im = Image.fromarray(d.gray if d.gray.dtype.itemsize == 1 else (d.gray >> 8).astype("uint8"), "L")
+        else:
+            im = Image.open(io.BytesIO(raw))
+            im = im.convert("RGB") if im.mode != "I;16" else im.point(lambda v: v / 256).convert("RGB")
+    except Exception:
+        return None
+    if width and im.width > width:
+        im = im.resize((width, max(1, round(im.height * width / im.width))), Image.BILINEAR,
+                       reducing_gap=3.0)
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=88)
+    data = buf.getvalue()
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = cache / f".{name}.{os.getpid()}.{threading.get_ident()}"
+        tmp.write_bytes(data)
+        os.replace(tmp, cache / name)
+    except OSError:
+        pass  # a full disk costs the cache, not the page
+    return data
+
+
+def _palette(jpeg: bytes, n: int = 8) -> list[str]:
+    """The output's own main colours (median cut), most common first, as #rrggbb."""
+    from PIL import Image
+
+    im = Image.open(io.BytesIO(jpeg)).convert("RGB").quantize(n)
+    pal = im.getpalette()[: 3 * n]
+    order = sorted(im.getcolors(), reverse=True)
+    return ["#%02x%02x%02x" % tuple(pal[3 * i:3 * i + 3]) for _, i in order]
+
+
+def serve(outdir: str, port: int = 0, browser: bool = True, who: str | None = None, log=print) -> None:
+    """Runs the review server until Ctrl-C; prints its URL (with the token)."""
+    from werkzeug.serving import make_server
+
+    app = create_app(outdir, who)
+    srv = make_server("127.0.0.1", port, app, threaded=True)
+    url = f"http://127.0.0.1:{srv.server_port}/?t={app.config['TOKEN']}"
+    log(f"review {outdir} at {url}  (Ctrl-C stops; edits are saved as they are made)")
+    if browser:
+        import webbrowser
+
+        threading.Timer(0.5, webbrowser.open, (url,)).start()
+    try:
+        srv.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        srv.server_close()
+        app.config["PREVIEWER"].close()
+        app.config["JOURNAL"].close()

@@ -1,0 +1,398 @@
+// The review page: a grid of a run's images, an image view, verdicts, notes and colour hints.
+// Every edit is sent to the server at once and shown as saved only when the server has it on disk.
+"use strict";
+
+const TOKEN = new URLSearchParams(location.search).get("t");
+const S = {
+  filter: "all", column: "", value: "", sort: "", desc: false, q: "", page: 0,
+  rows: [], cur: 0, selected: new Set(), view: false, hintMode: false, slider: false,
+  review: null, row: null, hints: [], curHint: -1, undo: [], recent: [], previewTimer: null,
+};
+const $ = (id) => document.getElementById(id);
+
+function api(path, opts = {}) {
+  const sep = path.includes("?") ? "&" : "?";
+  return fetch(path + sep + "t=" + encodeURIComponent(TOKEN), opts);
+}
+async function getJSON(path) {
+  const r = await api(path);
+  if (!r.ok) throw new Error(path + ": " + r.status);
+  return r.json();
+}
+const img = (id, which, w) => `/img/${encodeURIComponent(id)}/${which}?w=${w}&t=${encodeURIComponent(TOKEN)}`;
+
+// --- colour: sRGB <-> CIE Lab (D65), the same constants as scikit-image and the engine ---------
+function srgbToLab(hex) {
+  const c = [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16) / 255)
+    .map((v) => (v > 0.04045 ? ((v + 0.055) / 1.055) ** 2.4 : v / 12.92));
+  const X = (0.412453 * c[0] + 0.357580 * c[1] + 0.180423 * c[2]) / 0.95047;
+  const Y = 0.212671 * c[0] + 0.715160 * c[1] + 0.072169 * c[2];
+  const Z = (0.019334 * c[0] + 0.119193 * c[1] + 0.950227 * c[2]) / 1.08883;
+  const f = (t) => (t > 0.008856 ? Math.cbrt(t) : 7.787 * t + 16 / 116);
+  return { L: 116 * f(Y) - 16, a: 500 * (f(X) - f(Y)), b: 200 * (f(Y) - f(Z)) };
+}
+function labToHex(L, a, b) {
+  const fy = (L + 16) / 116, fx = fy + a / 500, fz = fy - b / 200;
+  const inv = (t) => (t > 0.2068966 ? t ** 3 : (t - 16 / 116) / 7.787);
+  const X = inv(fx) * 0.95047, Y = inv(fy), Z = inv(fz) * 1.08883;
+  const lin = [3.240481 * X - 1.537151 * Y - 0.498536 * Z, -0.969255 * X + 1.875990 * Y + 0.041556 * Z,
+    0.055647 * X - 0.204041 * Y + 1.057311 * Z];
+  return "#" + lin.map((v) => {
+    const s = v > 0.0031308 ? 1.055 * Math.max(v, 0) ** (1 / 2.4) - 0.055 : 12.92 * v;
+    return Math.round(Math.min(1, Math.max(0, s)) * 255).toString(16).padStart(2, "0");
+  }).join("");
+}
+
+// --- the grid -----------------------------------------------------------------------------------
+async function loadInfo() {
+  const info = await getJSON("/api/info");
+  $("outdir").textContent = info.outdir + " · reviewer " + info.reviewer;
+  for (const c of info.columns) {
+    $("column").add(new Option(c, c));
+    $("sort").add(new Option(c, c));
+  }
+  for (const c of ["status", "colorfulness", "width", "height"]) $("sort").add(new Option(c, c));
+  S.filters = info.filters;
+}
+
+async function loadPage() {
+  const p = new URLSearchParams({ filter: S.filter, column: S.column, value: S.value, sort: S.sort,
+    desc: S.desc ? "1" : "0", q: S.q, page: S.page });
+  const d = await getJSON("/api/images?" + p);
+  S.rows = d.rows;
+  S.cur = Math.min(S.cur, Math.max(0, d.rows.length - 1));
+  $("page-label").textContent = `page ${d.page + 1} of ${d.pages} (${d.total} images)`;
+  S.pages = d.pages;
+  const nav = $("filters");
+  nav.innerHTML = "";
+  for (const f of S.filters) {
+    const b = document.createElement("button");
+    b.textContent = `${f.replace("_", " ")} ${d.counts[f] ?? ""}`;
+    b.dataset.filter = f;
+    b.className = f === S.filter ? "on" : "";
+    b.onclick = () => { S.filter = f; S.page = 0; loadPage(); };
+    nav.append(b);
+  }
+  renderGrid();
+}
+
+function label(r) {
+  const cat = Object.values(r.catalogue || {}).filter((v) => v);
+  return (cat.length ? cat.slice(0, 2).join(" · ") + " · " : "") + r.source_path.split("/").pop();
+}
+
+function renderGrid() {
+  const g = $("grid");
+  g.innerHTML = "";
+  S.rows.forEach((r, i) => {
+    const c = document.createElement("div");
+    c.className = "card" + (i === S.cur ? " cur" : "") + (S.selected.has(r.image_id) ? " sel" : "");
+    c.dataset.id = r.image_id;
+    const badges = [r.verdict ? `<span class="badge ${r.verdict}">${r.verdict}</span>` : "",
+      r.status !== "ok" ? `<span class="badge error">${r.status}</span>` : "",
+      r.curator_hints ? `<span class="badge hinted">${r.curator_hints} hints</span>` : ""].join("");
+    c.innerHTML = `<div class="pair"><img loading="lazy" src="${img(r.image_id, "source", 240)}" alt="">` +
+      (r.status === "ok" ? `<img loading="lazy" src="${img(r.image_id, "output", 240)}" alt="">` : "") +
+      `</div><div class="label">${badges}<span></span></div>`;
+    c.querySelector(".label span").textContent = label(r);
+    c.onclick = (e) => { S.cur = i; if (e.shiftKey) toggleSelect(); else openView(); };
+    g.append(c);
+  });
+}
+
+function toggleSelect() {
+  const r = S.rows[S.cur];
+  if (!r) return;
+  S.selected.has(r.image_id) ? S.selected.delete(r.image_id) : S.selected.add(r.image_id);
+  $("sel-count").textContent = S.selected.size;
+  if (!S.view) renderGrid();
+}
+
+// --- the image view -----------------------------------------------------------------------------
+async function openView() {
+  const r = S.rows[S.cur];
+  if (!r) return;
+  S.view = true;
+  $("grid").hidden = true;
+  $("viewer").hidden = false;
+  const d = await getJSON("/api/image/" + encodeURIComponent(r.image_id));
+  S.row = d.row;
+  S.review = d.review;
+  S.hints = (d.review.hints || []).map((h) => ({ ...h }));
+  S.curHint = -1;
+  $("before").src = img(r.image_id, "source", 0);
+  $("slider-before").src = $("before").src;
+  $("after").src = d.row.status === "ok" ? img(r.image_id, "output", 0) : "";
+  $("slider-after").src = $("after").src;
+  $("after-cap").textContent = d.row.status === "ok" ? "after" : `no output: ${d.row.error}`;
+  $("title").textContent = label(r);
+  $("note").value = d.review.note || "";
+  showVerdict();
+  renderHints();
+  renderMeta(d);
+  const pal = await getJSON("/api/colours/" + encodeURIComponent(r.image_id));
+  $("palette").innerHTML = "";
+  for (const c of pal.colours) $("palette").append(swatch(c));
+}
+
+function closeView() {
+  S.view = false;
+  $("viewer").hidden = true;
+  $("grid").hidden = false;
+  loadPage();
+}
+
+function renderMeta(d) {
+  const t = $("meta");
+  t.innerHTML = "";
+  const add = (k, v) => {
+    const tr = t.insertRow();
+    tr.insertCell().textContent = k;
+    tr.insertCell().textContent = v == null ? "" : String(v);
+  };
+  for (const [k, v] of Object.entries(d.catalogue)) add(k, v);
+  for (const k of ["status", "error", "width", "height", "input_kind", "bits", "colorfulness", "hints",
+    "hints_digest", "redone", "output_path", "source_path", "notes"]) add(k, d.row[k]);
+}
+
+function showVerdict() {
+  $("verdict").textContent = S.review.verdict || "not reviewed";
+}
+
+async function save(kind, value, ids) {
+  const one = ids === undefined;
+  const body = one ? { image_id: S.row.image_id, kind, value } : { ids, kind, value };
+  $("saved").textContent = "saving…";
+  const r = await api("/api/review", { method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(body) });
+  $("saved").textContent = r.ok ? "saved" : "NOT saved: " + (await r.text());
+  return r.ok;
+}
+
+async function setVerdict(v, record = true) {
+  if (!S.view) {  // in the grid: the current card
+    const r = S.rows[S.cur];
+    if (!r) return;
+    S.row = { image_id: r.image_id };
+    S.review = { verdict: r.verdict, note: r.note, hints: [] };
+  }
+  if (record) S.undo.push({ id: S.row.image_id, kind: "verdict", value: S.review.verdict });
+  S.review.verdict = v;
+  if (await save("verdict", v) && S.view) showVerdict();
+  if (!S.view) { S.rows[S.cur].verdict = v; S.cur = Math.min(S.cur + 1, S.rows.length - 1); renderGrid(); }
+}
+
+// --- hints --------------------------------------------------------------------------------------
+function swatch(hex) {
+  const s = document.createElement("span");
+  s.className = "swatch";
+  s.style.background = hex;
+  s.title = hex;
+  s.onclick = () => pickColour(hex);
+  return s;
+}
+
+function pickColour(hex) {
+  $("picker").value = hex;
+  if (S.curHint >= 0) {
+    const lab = srgbToLab(hex);
+    Object.assign(S.hints[S.curHint], lab);
+    hintsChanged();
+  }
+}
+
+function remember(hex) {
+  S.recent = [hex, ...S.recent.filter((c) => c !== hex)].slice(0, 10);
+  $("recent").innerHTML = "";
+  for (const c of S.recent) $("recent").append(swatch(c));
+}
+
+function sourceSize() { return { w: S.row.width, h: S.row.height }; }
+
+function renderHints() {
+  const m = $("markers");
+  m.innerHTML = "";
+  const { w, h } = sourceSize();
+  S.hints.forEach((hint, i) => {
+    const d = document.createElement("div");
+    d.className = "marker" + (i === S.curHint ? " cur" : "");
+    d.style.left = (100 * hint.x / w) + "%";
+    d.style.top = (100 * hint.y / h) + "%";
+    d.style.background = labToHex(hint.L ?? 60, hint.a, hint.b);
+    d.dataset.i = i;
+    d.onmousedown = (e) => startDrag(e, i);
+    m.append(d);
+  });
+  const list = $("hint-list");
+  list.innerHTML = "";
+  S.hints.forEach((hint, i) => {
+    const li = document.createElement("li");
+    li.append(swatch(labToHex(hint.L ?? 60, hint.a, hint.b)));
+    li.append(` x ${hint.x.toFixed(0)}, y ${hint.y.toFixed(0)}  a* ${hint.a.toFixed(1)} b* ${hint.b.toFixed(1)}`);
+    li.onclick = () => { S.curHint = i; renderHints(); };
+    list.append(li);
+  });
+}
+
+function pointFromEvent(e) {
+  const box = $("after").getBoundingClientRect();
+  const { w, h } = sourceSize();
+  const x = Math.min(w - 0.5, Math.max(0, (e.clientX - box.left) / box.width * w));
+  const y = Math.min(h - 0.5, Math.max(0, (e.clientY - box.top) / box.height * h));
+  return { x, y };
+}
+
+function addHintAt(e) {
+  if (!S.hintMode || !S.view) return;
+  const hex = $("picker").value;
+  S.undo.push({ id: S.row.image_id, kind: "hints", value: S.hints.map((h) => ({ ...h })) });
+  S.hints.push({ ...pointFromEvent(e), ...srgbToLab(hex) });
+  S.curHint = S.hints.length - 1;
+  remember(hex);
+  hintsChanged(false);
+}
+
+function startDrag(e, i) {
+  e.stopPropagation();
+  e.preventDefault();
+  S.curHint = i;
+  const before = S.hints.map((h) => ({ ...h }));
+  let moved = false;
+  const move = (ev) => { moved = true; Object.assign(S.hints[i], pointFromEvent(ev)); renderHints(); };
+  const up = () => {
+    document.removeEventListener("mousemove", move);
+    document.removeEventListener("mouseup", up);
+    if (moved) { S.undo.push({ id: S.row.image_id, kind: "hints", value: before }); hintsChanged(false); }
+    else renderHints();
+  };
+  document.addEventListener("mousemove", move);
+  document.addEventListener("mouseup", up);
+}
+
+async function hintsChanged(pushUndo = true) {
+  if (pushUndo) S.undo.push({ id: S.row.image_id, kind: "hints", value: S.review.hints || [] });
+  S.review.hints = S.hints.map((h) => ({ ...h }));
+  renderHints();
+  await save("hints", S.review.hints);
+  clearTimeout(S.previewTimer);
+  S.previewTimer = setTimeout(preview, 150);
+}
+
+async function preview() {
+  const t0 = performance.now();
+  $("after-cap").textContent = "preview: colouring…";
+  const r = await api("/api/preview/" + encodeURIComponent(S.row.image_id), { method: "POST",
+    headers: { "Content-Type": "application/json" }, body: JSON.stringify({ hints: S.hints }) });
+  if (!r.ok) { $("after-cap").textContent = "preview failed: " + (await r.text()); return; }
+  const url = URL.createObjectURL(await r.blob());
+  $("after").src = url;
+  $("slider-after").src = url;
+  $("after-cap").textContent = `preview with ${S.hints.length} hints (${Math.round(performance.now() - t0)} ms)` +
+    " · colorize run --hinted makes it the output";
+}
+
+async function applySeries() {
+  const ids = [...S.selected];
+  if (!ids.length) return;
+  if (await save("hints", S.hints.map((h) => ({ ...h })), ids))
+    $("saved").textContent = `saved: the same ${S.hints.length} hints on ${ids.length} images`;
+}
+
+async function undo() {
+  const u = S.undo.pop();
+  if (!u) return;
+  const body = { image_id: u.id, kind: u.kind, value: u.value };
+  await api("/api/review", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+  if (S.view && S.row.image_id === u.id) {
+    if (u.kind === "hints") { S.hints = u.value.map((h) => ({ ...h })); S.review.hints = u.value; renderHints(); preview(); }
+    if (u.kind === "verdict") { S.review.verdict = u.value; showVerdict(); }
+    if (u.kind === "note") { S.review.note = u.value; $("note").value = u.value || ""; }
+    $("saved").textContent = "undone";
+  } else loadPage();
+}
+
+// --- reference image: sample a colour from a photo the curator opens beside it -------------------
+$("ref-file").onchange = (e) => {
+  const f = e.target.files[0];
+  if (!f) return;
+  const im = new Image();
+  im.onload = () => {
+    const c = $("ref");
+    c.width = im.naturalWidth;
+    c.height = im.naturalHeight;
+    c.getContext("2d").drawImage(im, 0, 0);
+    c.hidden = false;
+  };
+  im.src = URL.createObjectURL(f);
+};
+$("ref").onclick = (e) => {
+  const c = $("ref"), box = c.getBoundingClientRect();
+  const x = Math.floor((e.clientX - box.left) / box.width * c.width);
+  const y = Math.floor((e.clientY - box.top) / box.height * c.height);
+  const p = c.getContext("2d").getImageData(Math.max(0, x - 2), Math.max(0, y - 2), 5, 5).data;
+  let rgb = [0, 0, 0];
+  for (let i = 0; i < p.length; i += 4) for (let k = 0; k < 3; k++) rgb[k] += p[i + k] / (p.length / 4);
+  const hex = "#" + rgb.map((v) => Math.round(v).toString(16).padStart(2, "0")).join("");
+  remember(hex);
+  pickColour(hex);
+};
+
+// --- wiring -------------------------------------------------------------------------------------
+$("after-frame").addEventListener("click", addHintAt);
+$("picker").addEventListener("change", (e) => { remember(e.target.value); pickColour(e.target.value); });
+$("preview-btn").onclick = preview;
+$("clear-hints").onclick = () => { S.undo.push({ id: S.row.image_id, kind: "hints", value: S.hints }); S.hints = []; S.curHint = -1; hintsChanged(false); };
+$("apply-series").onclick = applySeries;
+$("note").addEventListener("change", async (e) => {
+  S.undo.push({ id: S.row.image_id, kind: "note", value: S.review.note });
+  S.review.note = e.target.value;
+  await save("note", e.target.value);
+});
+document.querySelectorAll("#verdict-buttons button").forEach((b) => { b.onclick = () => setVerdict(b.dataset.verdict); });
+$("prev-page").onclick = () => { if (S.page > 0) { S.page--; loadPage(); } };
+$("next-page").onclick = () => { if (S.page + 1 < S.pages) { S.page++; loadPage(); } };
+$("column").onchange = (e) => { S.column = e.target.value; S.page = 0; loadPage(); };
+$("value").onchange = (e) => { S.value = e.target.value; S.page = 0; loadPage(); };
+$("sort").onchange = (e) => { S.sort = e.target.value; loadPage(); };
+$("desc").onchange = (e) => { S.desc = e.target.checked; loadPage(); };
+$("q").oninput = (e) => { S.q = e.target.value; S.page = 0; clearTimeout(S.qt); S.qt = setTimeout(loadPage, 200); };
+$("slider").oninput = (e) => { $("slider-before-clip").style.width = e.target.value + "%"; };
+
+function step(d) {
+  S.cur = Math.max(0, Math.min(S.rows.length - 1, S.cur + d));
+  if (S.view) openView(); else renderGrid();
+}
+
+document.addEventListener("keydown", (e) => {
+  if (e.target.matches("input, textarea, select")) {
+    if (e.key === "Escape") e.target.blur();
+    return;
+  }
+  const k = e.key;
+  if (k === "a") setVerdict("accepted");
+  else if (k === "r") setVerdict("retouch");
+  else if (k === "x") setVerdict("rejected");
+  else if (k === "n" && S.view) { e.preventDefault(); $("note").focus(); }
+  else if (k === "j" || k === "ArrowRight") step(1);
+  else if (k === "k" || k === "ArrowLeft") step(-1);
+  else if (k === "Enter" && !S.view) openView();
+  else if (k === "Escape" && S.view) closeView();
+  else if (k === "h" && S.view) {
+    S.hintMode = !S.hintMode;
+    document.body.classList.toggle("hintmode", S.hintMode);
+    $("hint-mode").textContent = `(h: hint mode ${S.hintMode ? "on" : "off"})`;
+  } else if (k === "u" || (k === "z" && (e.ctrlKey || e.metaKey))) undo();
+  else if (k === "z" && S.view) document.body.classList.toggle("zoom");
+  else if (k === "s" && S.view) {
+    S.slider = !S.slider;
+    $("slider-wrap").hidden = !S.slider;
+    document.querySelectorAll(".pane").forEach((p) => { p.hidden = S.slider; });
+  } else if ((k === "Delete" || k === "Backspace") && S.view && S.curHint >= 0) {
+    S.undo.push({ id: S.row.image_id, kind: "hints", value: S.hints.map((h) => ({ ...h })) });
+    S.hints.splice(S.curHint, 1);
+    S.curHint = -1;
+    hintsChanged(false);
+  } else if (k === " ") { e.preventDefault(); toggleSelect(); }
+});
+
+loadInfo().then(loadPage);

@@ -1,0 +1,204 @@
+"""A curator's verdicts, notes and colour hints, kept so that nothing acknowledged is ever lost
+(OUTDIR/reviews/).
+
+Every edit is an event: who, when, which image, what (`verdict`: accepted | retouch | rejected |
+None; `note`: text; `hints`: the image's whole list of hints, source pixels and Lab). An image's
+state is its latest event of each kind; the history stays. Events are appended to a journal of
+this process's own (`journal-*.jsonl`, one JSON line each, fsynced before the edit is
+acknowledged), so two servers, two tabs or two curators never write the same file, and a kill
+can only tear the line that was never acknowledged (a torn line is skipped on reading).
+`compact()` folds the journals of servers no longer running (each holds a flock on its own) into
+`events.parquet`, written beside and renamed over; an event folded twice (a kill between the
+rename and the journal's removal) is read once, by its id.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import getpass
+import json
+import os
+import threading
+import uuid
+import zlib
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+DIR = "reviews"
+EVENTS = "events.parquet"
+VERDICTS = ("accepted", "retouch", "rejected")
+KINDS = ("verdict", "note", "hints")
+SCHEMA = pa.schema([("id", pa.string()), ("t", pa.string()), ("who", pa.string()),
+                    ("image_id", pa.string()), ("kind", pa.string()), ("value", pa.string())])
+
+
+class ReviewError(ValueError):
+    """An edit that cannot be recorded as asked (an unknown kind or verdict, a malformed hint)."""
+
+
+def reviewer(name: str | None = None) -> str:
+    if name:
+        return name
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name in a container: still somebody
+        return f"uid {os.getuid()}"
+
+
+def check_value(kind: str, value):
+    """The value of an edit as stored, or ReviewError."""
+    if kind == "verdict":
+        if value not in (*VERDICTS, None):
+            raise ReviewError(f"verdict must be one of {', '.join(VERDICTS)} or null, got {value!r}")
+        return value
+    if kind == "note":
+        if value is not None and not isinstance(value, str):
+            raise ReviewError("a note is text")
+        return value or None
+    if kind == "hints":
+        if not isinstance(value, list):
+            raise ReviewError("hints are a list of {x, y, L, a, b}")
+        out = []
+        for h in value:
+            try:
+                out.append({k: float(h[k]) for k in ("x", "y", "a", "b")} | {"L": float(h.get("L", 50.0))})
+            except (KeyError, TypeError, ValueError):
+                raise ReviewError(f"a hint needs numbers x, y, a, b (and L): {h!r}") from None
+        return out
+    raise ReviewError(f"unknown kind of edit {kind!r} (one of {', '.join(KINDS)})")
+
+
+class Journal:
+    """OUTDIR/reviews: this process's journal to append to, and every event ever recorded."""
+
+    def __init__(self, outdir: str | os.PathLike, who: str | None = None):
+        self.dir = Path(outdir) / DIR
+        self.who = reviewer(who)
+        self._lock = threading.Lock()
+        self._fd: int | None = None
+        self.path: Path | None = None
+
+    def _open(self) -> int:
+        if self._fd is None:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+            self.path = self.dir / f"journal-{stamp}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL, 0o644)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # "a server is writing this one"
+            self._fd = fd
+            _fsync_dir(self.dir)
+        return self._fd
+
+    def record(self, image_id: str, kind: str, value) -> dict:
+        """Appends one edit; returns the event once it is on disk (fsynced)."""
+        value = check_value(kind, value)
+        ev = {"id": uuid.uuid4().hex, "t": _now(), "who": self.who, "image_id": str(image_id),
+              "kind": kind, "value": json.dumps(value, ensure_ascii=False)}
+        body = json.dumps(ev, ensure_ascii=False, sort_keys=True)
+        line = json.dumps({"e": ev, "crc": zlib.crc32(body.encode())}, ensure_ascii=False) + "\n"
+        with self._lock:
+            fd = self._open()
+            data = line.encode()
+            while data:  # a short write (a signal) continues where it stopped
+                data = data[os.write(fd, data):]
+            os.fsync(fd)
+        return ev
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+    # --- reading -----------------------------------------------------------------------------
+
+    def journals(self) -> list[Path]:
+        return sorted(self.dir.glob("journal-*.jsonl")) if self.dir.is_dir() else []
+
+    def events(self) -> list[dict]:
+        """Every event, folded and journalled, each once, in time order."""
+        seen: dict[str, dict] = {}
+        if (self.dir / EVENTS).is_file():
+            for ev in pq.read_table(self.dir / EVENTS).to_pylist():
+                seen.setdefault(ev["id"], ev)
+        for p in self.journals():
+            for ev in read_journal(p):
+                seen.setdefault(ev["id"], ev)
+        return sorted(seen.values(), key=lambda e: (e["t"], e["id"]))
+
+    def state(self) -> dict[str, dict]:
+        """Per image: its verdict, note and hints now, with who set each last and when."""
+        out: dict[str, dict] = {}
+        for ev in self.events():
+            s = out.setdefault(ev["image_id"], {"verdict": None, "note": None, "hints": [],
+                                                "who": None, "t": None})
+            v = json.loads(ev["value"])
+            s[ev["kind"]] = v if ev["kind"] != "hints" else (v or [])
+            s["who"], s["t"] = ev["who"], ev["t"]
+        return out
+
+    def compact(self) -> int:
+        """Folds the journals no server holds into events.parquet; returns how many events it
+        folded. Safe beside running servers: their journals are left to them."""
+        free = []
+        for p in self.journals():
+            if p == self.path:
+                continue
+            fd = os.open(p, os.O_RDONLY)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            free.append((p, fd))
+        try:
+            if not free:
+                return 0
+            old = pq.read_table(self.dir / EVENTS).to_pylist() if (self.dir / EVENTS).is_file() else []
+            ids = {e["id"] for e in old}
+            new = [e for p, _ in free for e in read_journal(p) if e["id"] not in ids]
+            rows = sorted(old + new, key=lambda e: (e["t"], e["id"]))
+            tmp = self.dir / f".{EVENTS}.{os.getpid()}.tmp"
+            pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), tmp)
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, self.dir / EVENTS)
+            _fsync_dir(self.dir)
+            for p, _ in free:
+                p.unlink()
+            _fsync_dir(self.dir)
+            return len(new)
+        finally:
+            for _, fd in free:
+                os.close(fd)
+
+
+def read_journal(path: Path) -> list[dict]:
+    """A journal's events; a line torn by a kill (never acknowledged) or damaged is skipped."""
+    out = []
+    with open(path, "rb") as f:
+        for raw in f:
+            try:
+                rec = json.loads(raw)
+                ev = rec["e"]
+                body = json.dumps(ev, ensure_ascii=False, sort_keys=True)
+                if zlib.crc32(body.encode()) == rec["crc"]:
+                    out.append(ev)
+            except (ValueError, KeyError, TypeError):
+                continue
+    return out
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
+
+
+def _fsync_dir(d: Path) -> None:
+    fd = os.open(d, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

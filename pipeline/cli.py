@@ -383,7 +383,7 @@ def cmd_evaluate(a) -> int:
     if a.src != "wheels" and not Path(a.src).exists():
         raise UsageError(f"evaluation photos not found: {a.src}")
     s = evaluate(a.checkpoint, a.src, a.out, size=a.size, max_side=a.max_side, device=a.device,
-                 pad=a.pad, hints=a.hints)
+                 pad=a.pad, hints=a.hints, hint_checkpoint=a.hint_checkpoint)
     print(f"model ab-MSE {s['model']['ab_mse']:.5f} (gray {s['gray']['ab_mse']:.5f}, mean-ab "
           f"{s['mean_ab']['ab_mse']:.5f}); report in {a.out}/eval.md, contact_sheet.png")
     return 0
@@ -430,6 +430,14 @@ def cmd_audit(a) -> int:
     if r["redone"]:
         line += "; redone: " + ", ".join(f"{n} with {how}" if how != "redo" else f"{n}"
                                          for how, n in sorted(r["redone"].items()))
+    rv = r["review"]
+    if rv["hinted"] or sum(rv[k] for k in ("accepted", "retouch", "rejected", "notes")):
+        line += (f"; reviewed: {rv['accepted']} accepted, {rv['retouch']} to retouch, "
+                 f"{rv['rejected']} rejected, {rv['not_reviewed']} not yet, {plural(rv['notes'], 'note')}, "
+                 f"{rv['hinted']} hinted")
+        if rv["hints_pending"]:
+            line += (f" ({len(rv['hints_pending'])} with hints newer than their output: "
+                     f"colorize run -o {a.outdir} --hinted)")
     if r["ok"]:
         print(f"audit {r['verdict']}: {line}; {len(r['nearly_gray'])} nearly gray outputs for "
               f"review; report in {a.outdir}/audit.html")
@@ -669,6 +677,9 @@ def _add_evaluate(sub) -> None:
                    help="reflect padding of the net's input (default: the engine's, 16)")
     s.add_argument("--hints", type=_counts, default=(), metavar="N[,N...]",
                    help="also score N seeded simulated curator's hints (e.g. 0,1,3,10,30)")
+    s.add_argument("--hint-checkpoint", default=None, metavar="PT",
+                   help="the hint-conditioned net to score (default: the installed one; '' for "
+                   "propagation alone)")
 
 
 def _add_tune_gain(sub) -> None:

@@ -112,7 +112,7 @@ def audit(outdir: str | Store | Outdir, quick: bool = False, check_inputs: bool 
     status_counts = Counter(r["status"] for r in res)
     committed = od.committed_shards()
     redo_pending, redo_problems, redone = _redo_check(out, res)
-    problems += redo_problems
+    problems += redo_problems + _hint_problems(od, res, redo_pending)
     grayish = [{"image_id": r["image_id"], "output_path": r["output_path"],
                 "colorfulness": r["colorfulness"]}
                for r in ok_rows if r["colorfulness"] is not None and r["colorfulness"] < GRAY_COLORFULNESS]
@@ -132,7 +132,7 @@ def audit(outdir: str | Store | Outdir, quick: bool = False, check_inputs: bool 
         "problems": problems, "problem_counts": dict(Counter(p["kind"] for p in problems)),
         "errors": errors, "skipped": skipped, "nearly_gray": grayish, "carried": carried,
         "foreign_files": foreign, "redone": redone, "redo_pending": sorted(redo_pending),
-        "committed_shards": len(committed),
+        "committed_shards": len(committed), "review": review_counts(od, res),
         "shards": len({r["shard"] for r in man}),
     }
     report["incomplete"] = incomplete(report, committed)
@@ -155,6 +155,44 @@ def _redo_check(out: Store, res: list[dict]) -> tuple[set[str], list[dict], dict
                 if iid not in pending and iid in rows
                 and rows[iid].get("redone") != redo.options_label(opts)]
     return pending, problems, dict(Counter(r["redone"] for r in res if r.get("redone")))
+
+
+def _hint_problems(od: Outdir, res: list[dict], pending: set[str]) -> list[dict]:
+    """Each hinted output was made from the hints its redo recorded: the row's digest is theirs,
+    and so is the one in the file's own provenance."""
+    from pipeline.worker.hints import digest, from_json
+
+    overrides = redo.load(od)["overrides"]
+    problems = []
+    for r in res:
+        if r["status"] != "ok" or r["image_id"] in pending:
+            continue
+        want = digest(from_json(overrides.get(r["image_id"], {}).get("hints") or []))
+        if r.get("hints_digest") != want:
+            problems.append(dict(kind=Problem.HINTS_MISMATCH, image_id=r["image_id"],
+                                 expected=want, found=r.get("hints_digest")))
+        elif want and not od.wrote(r["output_path"], also=f"(digest {want})".encode()):
+            problems.append(dict(kind=Problem.HINTS_MISMATCH, image_id=r["image_id"], expected=want,
+                                 found="not in the file's provenance"))
+    return problems
+
+
+def review_counts(od: Outdir, res: list[dict]) -> dict:
+    """What the curator has done (OUTDIR/reviews): verdicts, notes, hinted images, and the
+    images whose hints changed since their output was written (`run --hinted` colours them)."""
+    from pipeline.client.reviews import VERDICTS, Journal
+    from pipeline.worker.hints import digest, from_json
+
+    state = Journal(od.store.full("")).state() if od.store.exists(Outdir.REVIEWS) else {}
+    ids = {r["image_id"]: r for r in res}
+    v = Counter(s["verdict"] for i, s in state.items() if i in ids)
+    pending = sorted(i for i, s in state.items() if i in ids
+                     and digest(from_json(s["hints"] or [])) != ids[i].get("hints_digest"))
+    return {**{k: v.get(k, 0) for k in VERDICTS},
+            "not_reviewed": len(ids) - sum(v.get(k, 0) for k in VERDICTS),
+            "notes": sum(1 for i, s in state.items() if i in ids and s["note"]),
+            "hinted": sum(1 for i, s in state.items() if i in ids and s["hints"]),
+            "hints_pending": pending}
 
 
 def incomplete(report: dict, committed: set[int]) -> bool:

@@ -14,10 +14,14 @@ from pipeline.client.catalogue import stored_name
 from pipeline.client.manifest import read_catalogue_info
 from pipeline.client.outdir import Outdir
 from pipeline.client.results import SCHEMA
+from pipeline.client.reviews import Journal
 
 # Ours, in the order a person reads them; the rest of SCHEMA follows.
 OURS_FIRST = ["status", "error", "output_path", "source_path", "input_kind", "notes", "width",
               "height", "bits", "colorfulness", "redone"]
+REVIEW_COLUMNS = [("verdict", lambda s: s["verdict"]), ("review_note", lambda s: s["note"]),
+                  ("curator_hints", lambda s: len(s["hints"] or [])),
+                  ("reviewed_by", lambda s: s["who"]), ("reviewed_at", lambda s: s["t"])]
 # A workbook is XML 1.0, which cannot hold these control characters even as references: OOXML
 # escapes them as _xHHHH_ (Excel shows the character again), and so it escapes the underscore of
 # a literal "_xHHHH_" in a cell, which Excel would otherwise decode. \r is kept by lxml (&#13;).
@@ -43,6 +47,12 @@ def export_table(out: Outdir, info: dict) -> tuple[list[str], list[list]]:
     t = t.sort_by([("shard", "ascending"), ("source_path", "ascending")])
     columns = [t.column(stored_name(c)).to_pylist() for c in cat_cols]
     columns += [t.column(n).to_pylist() for n in legacy + ours]
+    # the curator's review (colorize review): verdict, note, how many hints, by whom, when
+    state = Journal(out.store.full("")).state() if out.store.exists(Outdir.REVIEWS) else {}
+    ids = t.column("image_id").to_pylist()
+    for name, get in REVIEW_COLUMNS:
+        header.append(f"colorize_{name}" if name in taken else name)
+        columns.append([get(state.get(i)) if i in state else None for i in ids])
     return header, [list(r) for r in zip(*columns, strict=True)] if columns else []
 
 

@@ -35,6 +35,7 @@ class Problem(str, Enum):
     REDO_NOT_RECORDED = "redo_not_recorded"  # a redone image whose row does not say so
     INPUT_MISSING = "input_missing"  # --check-inputs: the original is gone
     INPUT_CHANGED = "input_changed"  # ... or changed since it was colorized
+    HINTS_MISMATCH = "hints_mismatch"  # a hinted output not made from the hints its redo recorded
 
     def __str__(self) -> str:
         return self.value
@@ -147,12 +148,14 @@ class Outdir:
     def outputs(self) -> list[str]:
         return self.store.find(self.IMAGES)
 
-    def wrote(self, rel: str, head: int = 1 << 20) -> bool:
+    def wrote(self, rel: str, head: int = 1 << 20, also: bytes = b"") -> bool:
         """Whether a file carries this tool's provenance in its metadata: the proof --repair needs
-        before it moves anything (a user's note in images/ is theirs, and stays)."""
+        before it moves anything (a user's note in images/ is theirs, and stays). also: a further
+        text the provenance must hold (a hinted output's hints digest)."""
         try:
             with self.store.open(rel) as f:
-                return MARK in f.read(head)
+                data = f.read(head)
+            return MARK in data and also in data
         except OSError:
             return False
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pipeline.client.manifest import read_manifest, resolve_path
 from pipeline.client.outdir import Outdir
-from pipeline.errors import UsageError
+from pipeline.errors import UsageError, plural
 from pipeline.storage import Store
 
 PER_IMAGE = ("recolor",)  # the job's flags that may apply to some images alone
@@ -67,7 +67,7 @@ def options_label(options: dict) -> str:
     """What a result row's `redone` says: 'redo', or the options it was redone with."""
     said = [f"--{k}" for k, v in sorted(options.items()) if v is True]
     if options.get("hints"):
-        said.append(f"{len(options['hints'])} hints")
+        said.append(plural(len(options["hints"]), "hint"))
     return ", ".join(said) or "redo"
 
 

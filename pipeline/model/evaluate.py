@@ -149,7 +149,7 @@ def hinted_outputs(net, gray: np.ndarray, ref: np.ndarray, counts: tuple[int, ..
 
 def evaluate(checkpoint: str | None, src: str, out: str, size: int = 256, max_side: int = 512,
              mean_ab: tuple[float, float] | None = None, device: str = "cpu", log=print,
-             pad: int | None = None, hints: tuple[int, ...] = ()) -> dict:
+             pad: int | None = None, hints: tuple[int, ...] = (), hint_checkpoint: str | None = None) -> dict:
     """Writes OUT/eval.md, OUT/eval.parquet, OUT/contact_sheet.png; returns the mean scores
     (overall, per method) with the per-source means under "sources" and the flat-field check
     under "flat". hints: also score the colour with that many simulated curator's hints
@@ -165,6 +165,8 @@ def evaluate(checkpoint: str | None, src: str, out: str, size: int = 256, max_si
     net = Colorizer(checkpoint, device=device, size=size)
     if pad is not None:  # e.g. 0: as the engine ran before reflect padding (output version 2)
         net.pad = pad
+    if hint_checkpoint is not None:  # "": none, propagation alone
+        net.hint_checkpoint = hint_checkpoint
     if mean_ab is None:
         mean_ab = tuple(net.ck.meta.get("train_mean_ab") or (0.0, 0.0))
     on_sheet = _sheet_choice(photos)

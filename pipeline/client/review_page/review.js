@@ -179,7 +179,10 @@ async function setVerdict(v, record = true) {
   if (record) S.undo.push({ id: S.row.image_id, kind: "verdict", value: S.review.verdict });
   S.review.verdict = v;
   if (await save("verdict", v) && S.view) showVerdict();
-  if (!S.view) { S.rows[S.cur].verdict = v; S.cur = Math.min(S.cur + 1, S.rows.length - 1); renderGrid(); }
+  if (!S.view) {  // the next card: the same place when the filter now hides this one
+    if (S.filter === "all" || S.filter === v) S.cur = Math.min(S.cur + 1, S.rows.length - 1);
+    await loadPage();
+  }
 }
 
 // --- hints --------------------------------------------------------------------------------------

@@ -1,0 +1,393 @@
+"""The curator finishes the colour (issue 25): hints in the engine, the review journal that loses
+nothing, the review server's safety, hinted images coloured again through the pipeline, and a
+curator's session in a real browser."""
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from pipeline.client import reviews
+from pipeline.client.outdir import Outdir, RunLock
+from pipeline.worker import hints
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+
+
+def run_cli(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)], capture_output=True,
+                          text=True, timeout=600, cwd=ROOT, **kw)
+
+
+def sha(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def results(out: Path) -> dict:
+    rows = [r for f in sorted((out / "results").glob("*.parquet")) for r in pq.read_table(f).to_pylist()]
+    return {r["image_id"]: r for r in rows}
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory, ckpt):
+    """12 gray scans with a catalogue of accession numbers, colorized: (manifest, OUTDIR)."""
+    root = tmp_path_factory.mktemp("review")
+    scans = root / "scans"
+    scans.mkdir()
+    rng = np.random.default_rng(25)
+    lines = ["accession;path;title"]
+    for i in range(12):
+        y, x = np.mgrid[0:48, 0:64]
+        px = (60 + 100 * (x > 20 + i) + rng.integers(0, 20, (48, 64))).clip(0, 255).astype(np.uint8)
+        name = f"scan {i:02d}.png"
+        Image.fromarray(px).save(scans / name)
+        lines.append(f"ACC-{100 + i};{name};Haus {i}")
+    (scans / "catalogue.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    man, out = root / "m.parquet", root / "out"
+    r = run_cli("scan", scans, scans / "catalogue.csv", "-o", man, "--shard-size", "4", "-q")
+    assert r.returncode == 0, r.stderr
+    r = run_cli("run", "--manifest", man, "-o", out, "--checkpoint", ckpt, "--workers", "1", "--quiet",
+                "--size", "32")
+    assert r.returncode == 0, r.stderr
+    return man, out
+
+
+def fresh_copy(job, tmp_path) -> Path:
+    """A copy of the colorized job's OUTDIR of the test's own (its manifest stays where it is)."""
+    out = tmp_path / "out"
+    shutil.copytree(job[1], out, symlinks=True)
+    return out
+
+
+# --- hints in the engine -----------------------------------------------------------------------
+
+
+def test_a_hint_on_one_side_of_a_strong_edge_leaves_the_other_side_alone():
+    L = np.full((64, 64), 30.0)
+    L[:, 32:] = 80.0  # two regions, one strong edge
+    ab = np.zeros((2, 64, 64), np.float32)
+    out = hints.propagate(L, ab, [(32, 10, 60.0, 40.0)])
+    assert np.allclose(out[:, 32, 10], (60, 40), atol=1e-3)  # the hint holds where it is
+    assert np.hypot(*out[:, :, 10]).mean() > 30  # and spreads through its region
+    across = np.hypot(out[0, :, 32:], out[1, :, 32:])
+    assert across.max() < 3.0, across.max()  # the other side moves by less than 3 a*b* units
+
+
+def test_hints_read_from_flags_and_files_and_digest_ignores_their_order():
+    h = hints.parse("10,20,#ff0000")
+    assert (h.x, h.y) == (10.0, 20.0) and h.a > 70 and h.b > 60  # sRGB red: a* 80, b* 67
+    other = hints.Hint(1, 2, -20, 30)
+    assert hints.digest([h, other]) == hints.digest([other, h]) != hints.digest([h])
+    assert hints.digest([]) is None
+    assert hints.from_json([{"x": 10, "y": 20, "color": "#ff0000"}]) == [h]
+    for bad in ("10,20", "a,20,#ff0000", "10,20,#ff00"):
+        with pytest.raises(hints.HintError):
+            hints.parse(bad)
+    # where they land on the net's grid: the whole image squeezed to size x size
+    assert hints.on_grid([hints.Hint(639.5, 0, 1, 2), hints.Hint(700, 0, 1, 2)], 640, 480, 256) == [
+        (0, 255, 1, 2)]
+
+
+def test_colorize_image_with_hints_colours_there_and_says_so(tmp_path, ckpt):
+    src = tmp_path / "gray.png"
+    Image.fromarray(np.full((60, 80), 128, np.uint8)).save(src)
+    (tmp_path / "h.json").write_text(json.dumps([{"x": 40, "y": 30, "color": "#2050d0"}]))
+    plain, hinted, from_file = tmp_path / "a.png", tmp_path / "b.png", tmp_path / "c.png"
+    assert run_cli("image", src, plain, "--checkpoint", ckpt).returncode == 0
+    r = run_cli("image", src, hinted, "--checkpoint", ckpt, "--hint", "40,30,#2050d0")
+    assert r.returncode == 0 and "1 hint" in r.stdout, r.stderr
+    assert run_cli("image", src, from_file, "--checkpoint", ckpt, "--hints", tmp_path / "h.json").returncode == 0
+    assert sha(hinted) == sha(from_file)
+    a = np.asarray(Image.open(plain).convert("RGB"), float)[30, 40]
+    b = np.asarray(Image.open(hinted).convert("RGB"), float)[30, 40]
+    assert b[2] - b[0] > 40 and (b[2] - b[0]) - (a[2] - a[0]) > 60  # blue where the hint is
+    assert b"colorized with 1 curator's hints" in hinted.read_bytes()
+    r = run_cli("image", src, tmp_path / "d.png", "--checkpoint", ckpt, "--hint", "1,2,red")
+    assert r.returncode == 2 and "#rrggbb" in r.stderr and "Traceback" not in r.stderr
+
+
+# --- the journal -------------------------------------------------------------------------------
+
+
+def test_journal_keeps_every_edit_and_skips_only_a_torn_line(tmp_path):
+    j = reviews.Journal(tmp_path, "ann")
+    j.record("a", "verdict", "accepted")
+    j.record("a", "note", "Mantel war rot")
+    j.record("b", "hints", [{"x": 1, "y": 2, "L": 50, "a": 40, "b": 20}])
+    j.record("a", "verdict", "retouch")
+    with open(j.path, "ab") as f:
+        f.write(b'{"e": {"id": "torn", "t": "2')  # a kill in the middle of a write
+    j.close()
+    s = reviews.Journal(tmp_path).state()
+    assert s["a"]["verdict"] == "retouch" and s["a"]["note"] == "Mantel war rot"
+    assert s["b"]["hints"] == [{"x": 1.0, "y": 2.0, "a": 40.0, "b": 20.0, "L": 50.0}]
+    assert len(reviews.Journal(tmp_path).events()) == 4
+    with pytest.raises(reviews.ReviewError):
+        j.record("a", "verdict", "maybe")
+
+
+def test_two_servers_write_apart_and_compaction_leaves_a_live_journal_alone(tmp_path):
+    one, two = reviews.Journal(tmp_path, "ann"), reviews.Journal(tmp_path, "bob")
+    one.record("x", "verdict", "accepted")
+    two.record("y", "verdict", "rejected")
+    assert one.path != two.path
+    one.close()  # ann's server ended; bob's still runs
+    third = reviews.Journal(tmp_path, "cy")
+    assert third.compact() == 1  # ann's journal folded, bob's left to him
+    assert not one.path.exists() and two.path.exists()
+    two.record("x", "note", "later")
+    two.close()
+    s = third.state()
+    assert (s["x"]["verdict"], s["x"]["note"], s["y"]["verdict"]) == ("accepted", "later", "rejected")
+    # a kill between the rename and the journal's removal: folded, yet still there; read once
+    events = third.events()
+    kept = bob = two.path.read_bytes()
+    assert third.compact() == 2 and not two.path.exists()
+    two.path.write_bytes(kept)
+    assert [e["id"] for e in third.events()] == [e["id"] for e in events]
+    assert third.compact() == 0 and len(third.events()) == 3 and bob
+
+
+# --- the server --------------------------------------------------------------------------------
+
+
+def start_server(out: Path, *extra) -> tuple[subprocess.Popen, str]:
+    p = subprocess.Popen([sys.executable, "-m", "pipeline", "review", str(out), "--no-browser", *extra],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    line = p.stdout.readline()
+    m = re.search(r"http://127\.0\.0\.1:\d+/\?t=\S+", line)
+    assert m, line
+    return p, m[0]
+
+
+def post(url: str, path: str, body: dict) -> dict:
+    base, token = url.split("/?t=")
+    req = urllib.request.Request(f"{base}{path}?t={token}", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def test_kill_9_of_the_server_in_the_middle_of_saving_loses_no_acknowledged_edit(job, tmp_path):
+    out = fresh_copy(job, tmp_path)
+    ids = list(results(out))
+    p, url = start_server(out, "--reviewer", "kill-test")
+    acked, stop = [], threading.Event()
+
+    def curator(k):
+        i = 0
+        while not stop.is_set():
+            try:
+                r = post(url, "/api/review", {"image_id": ids[i % len(ids)], "kind": "note",
+                                              "value": f"tab {k} edit {i}"})
+            except (urllib.error.URLError, ConnectionError, OSError):
+                return  # the server is gone: this edit was never acknowledged
+            acked.extend(r["events"])
+            i += 1
+
+    tabs = [threading.Thread(target=curator, args=(k,)) for k in range(2)]  # two tabs at once
+    for t in tabs:
+        t.start()
+    time.sleep(1.5)
+    os.kill(p.pid, signal.SIGKILL)
+    stop.set()
+    for t in tabs:
+        t.join()
+    p.wait()
+    assert len(acked) > 20
+    saved = {e["id"] for e in reviews.Journal(out).events()}
+    assert set(acked) <= saved
+    # the next server folds the dead one's journal and still has them all
+    p, url = start_server(out)
+    try:
+        assert set(acked) <= {e["id"] for e in reviews.Journal(out).events()}
+        assert not list((out / "reviews").glob("journal-*kill*"))
+    finally:
+        p.terminate()
+        p.wait()
+
+
+def test_the_server_wants_its_token_serves_nothing_else_and_writes_only_reviews(job, tmp_path):
+    from pipeline.client.review import create_app
+
+    out = fresh_copy(job, tmp_path)
+    rows = results(out)
+    iid, victim = sorted(rows)[:2]
+    outside = tmp_path / "secret.png"
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(outside)
+    link = out / rows[victim]["output_path"]
+    link.unlink()
+    link.symlink_to(outside)  # an output resolving outside OUTDIR
+
+    def tree():
+        return {str(p.relative_to(out)): (p.stat().st_size, p.stat().st_mtime_ns)
+                for p in out.rglob("*") if "reviews" not in p.parts}
+
+    before = tree()
+    app = create_app(str(out), who="t", token="tok")
+    c = app.test_client()
+    with RunLock(out):  # a run holds OUTDIR: the page keeps working
+        assert c.get("/api/info").status_code == 403
+        assert c.get("/api/info?t=wrong").status_code == 403
+        assert c.get("/api/info?t=tok").status_code == 200
+        assert c.get("/api/info", headers={"X-Token": "tok"}).status_code == 200
+        for bad in ("/page/../job.json", "/page/%2e%2e/job.json", "/page/..%2fjob.json",
+                    "/page/%2e%2e%2f%2e%2e%2fsecret.png", "/img/../../job.json/source",
+                    f"/img/{iid}/..%2f..%2fjob.json", "/img/nope/output"):
+            r = c.get(bad + "?t=tok")
+            assert r.status_code in (400, 403, 404), bad
+            assert b"fingerprint" not in r.data
+        assert c.get(f"/img/{victim}/output?t=tok").status_code == 404  # the symlink: refused
+        r = c.get(f"/img/{iid}/output?w=64&t=tok")
+        assert r.status_code == 200 and r.data[:2] == b"\xff\xd8"
+        r = c.post("/api/review?t=tok", json={"image_id": iid, "kind": "verdict", "value": "accepted"})
+        assert r.status_code == 200
+        assert c.post("/api/review?t=tok", json={"image_id": "nope", "kind": "note", "value": "x"}).status_code == 404
+        assert c.post("/api/review?t=tok", json={"image_id": iid, "kind": "verdict", "value": "?"}).status_code == 400
+        page = c.get("/api/images?t=tok&filter=accepted").get_json()
+        assert page["total"] == 1 and page["rows"][0]["verdict"] == "accepted"
+        assert c.get("/api/images?t=tok&q=ACC-10").get_json()["total"] == 10  # ACC-100..109
+    assert tree() == before
+
+
+def test_the_grid_filters_sorts_and_searches_catalogue_columns(job, tmp_path):
+    from pipeline.client.review import create_app
+
+    out = fresh_copy(job, tmp_path)
+    c = create_app(str(out), token="k").test_client()
+    info = c.get("/api/info?t=k").get_json()
+    assert info["columns"] == ["accession", "path", "title"]
+    got = c.get("/api/images?t=k&sort=accession&desc=1").get_json()
+    accs = [r["catalogue"]["accession"] for r in got["rows"]]
+    assert accs == sorted(accs, reverse=True) and len(accs) == 12 and got["counts"]["not_reviewed"] == 12
+    assert c.get("/api/images?t=k&q=acc-105").get_json()["rows"][0]["catalogue"]["title"] == "Haus 5"
+    one = c.get("/api/images?t=k&column=title&value=Haus 7").get_json()
+    assert one["total"] == 1 and one["rows"][0]["catalogue"]["accession"] == "ACC-107"
+
+
+# --- through the pipeline ----------------------------------------------------------------------
+
+
+def test_hinted_images_are_coloured_again_and_only_they(job, tmp_path):
+    man, _ = job
+    out = fresh_copy(job, tmp_path)
+    before = results(out)
+    ids = sorted(before)
+    target = ids[5]
+    j = reviews.Journal(out, "curator")
+    j.record(target, "hints", [{"x": 10, "y": 10, "L": 50, "a": 10, "b": -60}])
+    j.record(ids[0], "verdict", "accepted")
+    j.record(ids[1], "note", "Uniform: dunkelblau")
+    j.close()
+    r = run_cli("run", "-o", out, "--hinted", "--workers", "1", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert "1 image whose hints changed" in r.stderr
+    after = results(out)
+    changed = {i for i in ids if after[i]["output_sha256"] != before[i]["output_sha256"]}
+    assert changed == {target}
+    row = after[target]
+    assert row["hints"] == 1 and row["hints_digest"] == hints.digest(hints.from_json(
+        [{"x": 10, "y": 10, "a": 10, "b": -60}])) and row["redone"] == "1 hint"
+    assert f"digest {row['hints_digest']}".encode() in (out / row["output_path"]).read_bytes()
+    kept = out / "automatic" / row["output_path"].split("/", 1)[1]
+    assert sha(kept) == before[target]["output_sha256"]  # the automatic output, kept to compare
+    r = run_cli("audit", out, "--quiet")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "1 accepted" in r.stdout and "1 note" in r.stdout and "1 hinted" in r.stdout
+    report = json.loads((out / "audit.json").read_text())
+    assert report["review"]["hints_pending"] == []
+    assert run_cli("export", out, tmp_path / "e.csv").returncode == 0
+    import csv
+
+    exp = {r["image_id"]: r for r in csv.DictReader(open(tmp_path / "e.csv", encoding="utf-8-sig"),
+                                                     delimiter=";")}
+    assert exp[ids[0]]["verdict"] == "accepted" and exp[ids[1]]["review_note"] == "Uniform: dunkelblau"
+    assert exp[target]["curator_hints"] == "1" and exp[ids[2]]["verdict"] == ""
+    # nothing changed: nothing to do; hints taken back: the job's own colour again, to the byte
+    r = run_cli("run", "-o", out, "--hinted", "--workers", "1", "--quiet")
+    assert "0 images whose hints changed" in r.stderr
+    reviews.Journal(out, "curator").record(target, "hints", [])
+    assert run_cli("run", "-o", out, "--hinted", "--workers", "1", "--quiet").returncode == 0
+    back = results(out)[target]
+    assert back["hints"] is None and back["output_sha256"] == before[target]["output_sha256"]
+    assert run_cli("audit", out, "--quiet").returncode == 0
+    # an output swapped for one made from other hints is found
+    j = reviews.Journal(out, "curator")
+    j.record(target, "hints", [{"x": 5, "y": 5, "L": 50, "a": 60, "b": 40}])
+    assert run_cli("run", "-o", out, "--hinted", "--workers", "1", "--quiet").returncode == 0
+    redo_state = json.loads((out / "redo.json").read_text())
+    redo_state["overrides"][target]["hints"][0]["a"] = -60  # not what the output was made from
+    (out / "redo.json").write_text(json.dumps(redo_state))
+    r = run_cli("audit", out, "--quiet")
+    assert r.returncode != 0 and "hints_mismatch" in (out / "audit.json").read_text()
+
+
+# --- a curator's session in a real browser -----------------------------------------------------
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
+def test_a_curator_reviews_in_a_real_browser(job, tmp_path):
+    pw = pytest.importorskip("playwright.sync_api")
+    out = fresh_copy(job, tmp_path)
+    before = results(out)
+    p, url = start_server(out, "--reviewer", "browser")
+    shot = os.environ.get("REVIEW_SCREENSHOT")
+    try:
+        with pw.sync_playwright() as play:
+            b = play.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            page = b.new_page(viewport={"width": 1400, "height": 900})
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(url)
+            page.wait_for_selector(".card")
+            assert page.locator(".card").count() == 12
+            page.click("button[data-filter=not_reviewed]")
+            page.wait_for_function("document.querySelector('button.on').dataset.filter == 'not_reviewed'")
+            first = page.locator(".card").first.get_attribute("data-id")
+            page.keyboard.press("a")  # accept the first, with the keyboard
+            page.wait_for_function("document.querySelector('[data-filter=accepted]').textContent.includes('1')")
+            assert page.locator(".card").count() == 11  # it left the not-reviewed list
+            page.keyboard.press("Enter")  # open the next one
+            page.wait_for_selector("#viewer:not([hidden])")
+            page.wait_for_function("document.getElementById('after').naturalWidth > 0")
+            hinted = page.evaluate("S.row.image_id")
+            page.keyboard.press("h")
+            page.fill("#picker", "#1040c0")
+            box = page.locator("#after").bounding_box()
+            page.mouse.click(box["x"] + box["width"] * 0.25, box["y"] + box["height"] * 0.5)
+            page.wait_for_function("document.getElementById('after-cap').textContent.startsWith('preview with 1')",
+                                   timeout=60000)
+            assert page.inner_text("#saved") == "saved"
+            if shot:
+                page.screenshot(path=shot)
+            page.keyboard.press("Escape")
+            r = run_cli("run", "-o", out, "--hinted", "--workers", "1", "--quiet")
+            assert r.returncode == 0, r.stderr
+            page.reload()  # everything kept
+            page.wait_for_selector(".card")
+            counts = page.inner_text("#filters")
+            assert "accepted 1" in counts and "hinted 1" in counts and "hints pending 0" in counts
+            assert errors == []
+            b.close()
+    finally:
+        p.terminate()
+        p.wait()
+    after = results(out)
+    assert reviews.Journal(out).state()[first]["verdict"] == "accepted"
+    assert after[hinted]["hints"] == 1 and after[hinted]["output_sha256"] != before[hinted]["output_sha256"]
+    assert {i for i in before if after[i]["output_sha256"] != before[i]["output_sha256"]} == {hinted}

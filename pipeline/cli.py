@@ -480,10 +480,41 @@ def cmd_bench(a) -> int:
             with open(a.append, "a") as f:
                 f.write(text)
         return 0
+    if a.review or a.preview:
+        return _bench_review(a, machine())
     mem = None if a.no_memory else (a.count, a.count * 10)
     bench(count=a.count, width=a.width, height=a.height, size=a.size, batch=a.batch_size,
           device=a.device, checkpoint=a.checkpoint, naive_count=a.naive_count, memory=mem,
           append=a.append)
+    return 0
+
+
+def _bench_review(a, where: str) -> int:
+    import datetime as dt
+
+    from pipeline.bench.review import bench_preview, bench_review
+
+    text = ""
+    if a.review:
+        r = bench_review(a.review)
+        text += (f"\n### {dt.date.today().isoformat()}: the review page over a {r['rows']:,}-image run "
+                 f"(`colorize bench --review {a.review}`)\nMachine: {where}.\n\nServer start to the "
+                 f"first page (100 rows and every filter's count, over loopback): "
+                 f"**{r['first_page_s']:.2f} s** (its request alone {r['first_request_s']:.2f} s); "
+                 f"a filtered, searched and sorted page, warm: {r['filtered_s'] * 1000:.0f} ms; "
+                 f"pages 2, 501, 1000: {r['other_pages_s'] * 1000:.0f} ms (median).\n")
+    if a.preview:
+        r = bench_preview(a.preview, checkpoint=a.checkpoint)
+        how = "the hint-conditioned net, then propagation" if r["hint_net"] else "propagation alone"
+        text += (f"\n### {dt.date.today().isoformat()}: preview of one hinted {r['side']}-px scan "
+                 f"(`colorize bench --preview {a.preview}`)\nMachine: {where}.\n\n{r['points']} "
+                 f"hints ({how}), POSTed to the review server's preview worker, JPEG back: median "
+                 f"**{r['median_s']:.2f} s**, slowest {r['max_s']:.2f} s over 7 moves of the hints; "
+                 f"the worker's first answer (starting it, torch, the weights) {r['first_s']:.1f} s.\n")
+    print(text)
+    if a.append:
+        with open(a.append, "a") as f:
+            f.write(text)
     return 0
 
 
@@ -711,6 +742,10 @@ def _add_bench(sub) -> None:
     s.add_argument("--no-memory", action="store_true", help="skip the flat-memory comparison")
     s.add_argument("--plan", type=positive_int, default=0, metavar="ROWS",
                    help="instead: time a dry run over a synthetic manifest of ROWS rows")
+    s.add_argument("--review", type=positive_int, default=0, metavar="ROWS",
+                   help="time the review page's first page over a synthetic run of ROWS images")
+    s.add_argument("--preview", type=positive_int, default=0, metavar="SIDE",
+                   help="time the review page's preview of one hinted SIDE x SIDE scan")
     s.add_argument("--append", metavar="BENCHMARKS.md", help="append the table to this file")
 
 

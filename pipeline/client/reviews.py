@@ -80,6 +80,11 @@ class Journal:
         self._lock = threading.Lock()
         self._fd: int | None = None
         self.path: Path | None = None
+        # state(): what has been read of each file, and the state it made
+        self._seen: dict = {}
+        self._offsets: dict[str, int] = {}
+        self._latest: dict[tuple[str, str], tuple[str, str]] = {}
+        self._state: dict[str, dict] = {}
 
     def _open(self) -> int:
         if self._fd is None:
@@ -130,15 +135,42 @@ class Journal:
         return sorted(seen.values(), key=lambda e: (e["t"], e["id"]))
 
     def state(self) -> dict[str, dict]:
-        """Per image: its verdict, note and hints now, with who set each last and when."""
-        out: dict[str, dict] = {}
-        for ev in self.events():
-            s = out.setdefault(ev["image_id"], {"verdict": None, "note": None, "hints": [],
-                                                "who": None, "t": None})
-            v = json.loads(ev["value"])
-            s[ev["kind"]] = v if ev["kind"] != "hints" else (v or [])
+        """Per image: its verdict, note and hints now, with who set each last and when. Read
+        incrementally: the journals are append-only, so only their new lines are parsed (the
+        review page asks on every request); a compaction elsewhere starts it over."""
+        with self._lock:
+            base = self.dir / EVENTS
+            stamp = _stamp(base)
+            if stamp != self._seen.get(EVENTS):
+                self._seen, self._offsets, self._latest, self._state = {EVENTS: stamp}, {}, {}, {}
+                if base.is_file():
+                    for ev in pq.read_table(base).to_pylist():
+                        self._apply(ev)
+            for p in self.journals():
+                off = self._offsets.get(p.name, 0)
+                if p.stat().st_size > off:
+                    with open(p, "rb") as f:
+                        f.seek(off)
+                        data = f.read()
+                    whole = data[:data.rfind(b"\n") + 1]  # a line still being written waits
+                    for ev in _events(whole.splitlines()):
+                        self._apply(ev)
+                    self._offsets[p.name] = off + len(whole)
+            return {k: dict(v) for k, v in self._state.items()}
+
+    def _apply(self, ev: dict) -> None:
+        """One event into the state: per image and kind, the latest (by time, then id) wins."""
+        key = (ev["image_id"], ev["kind"])
+        order = (ev["t"], ev["id"])
+        if key in self._latest and self._latest[key] >= order:
+            return
+        self._latest[key] = order
+        s = self._state.setdefault(ev["image_id"], {"verdict": None, "note": None, "hints": [],
+                                                     "who": None, "t": None})
+        v = json.loads(ev["value"])
+        s[ev["kind"]] = v if ev["kind"] != "hints" else (v or [])
+        if s["t"] is None or ev["t"] >= s["t"]:
             s["who"], s["t"] = ev["who"], ev["t"]
-        return out
 
     def compact(self) -> int:
         """Folds the journals no server holds into events.parquet; returns how many events it
@@ -178,17 +210,29 @@ class Journal:
 
 def read_journal(path: Path) -> list[dict]:
     """A journal's events; a line torn by a kill (never acknowledged) or damaged is skipped."""
-    out = []
     with open(path, "rb") as f:
-        for raw in f:
-            try:
-                rec = json.loads(raw)
-                ev = rec["e"]
-                body = json.dumps(ev, ensure_ascii=False, sort_keys=True)
-                if zlib.crc32(body.encode()) == rec["crc"]:
-                    out.append(ev)
-            except (ValueError, KeyError, TypeError):
-                continue
+        return _events(f)
+
+
+def _stamp(p: Path):
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def _events(lines) -> list[dict]:
+    out = []
+    for raw in lines:
+        try:
+            rec = json.loads(raw)
+            ev = rec["e"]
+            body = json.dumps(ev, ensure_ascii=False, sort_keys=True)
+            if zlib.crc32(body.encode()) == rec["crc"]:
+                out.append(ev)
+        except (ValueError, KeyError, TypeError):
+            continue
     return out
 
 

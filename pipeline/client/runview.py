@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import threading
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -77,12 +78,7 @@ class RunView:
              q: str | None = None, page: int = 0) -> dict:
         """One page of rows (PAGE a page) and how many match, with the counts of every filter."""
         t = self.current()
-        ids = t.column("image_id")
-        verdict = pa.array([state.get(i, {}).get("verdict") for i in ids.to_pylist()], pa.string()) \
-            if state else pa.nulls(len(t), pa.string())
-        n_hints = pa.array([len(state.get(i, {}).get("hints") or []) for i in ids.to_pylist()],
-                           pa.int64()) if state else pa.array([0] * len(t), pa.int64())
-        masks = self._masks(t, verdict, n_hints, state)
+        masks = self._masks(t, state)
         mask = masks.get(filter, masks["all"])
         if column and value is not None and column in self.columns():
             mask = pc.and_(mask, pc.equal(t.column(stored_name(column)).cast(pa.string()), value))
@@ -113,23 +109,31 @@ class RunView:
                 "counts": counts}
 
     @staticmethod
-    def _masks(t: pa.Table, verdict: pa.Array, n_hints: pa.Array, state: dict) -> dict:
+    def _masks(t: pa.Table, state: dict) -> dict:
+        """Every filter's rows, as boolean arrays (only the images the curator touched are
+        looked at one by one)."""
         from pipeline.worker.hints import digest as hints_digest, from_json
 
-        status = t.column("status")
-        ok = pc.equal(status, "ok")
-        pending = pa.array([hints_digest(from_json(state.get(i, {}).get("hints") or [])) != d
-                            for i, d in zip(t.column("image_id").to_pylist(),
-                                            t.column("hints_digest").to_pylist(), strict=True)]
-                           if state else [False] * len(t), pa.bool_())
+        n = len(t)
+        verdict, n_hints = [None] * n, [0] * n
+        made = t.column("hints_digest").to_pylist()
+        pending = [d is not None for d in made]  # no curator's hints, yet made with some
+        if state:
+            for i, iid in enumerate(t.column("image_id").to_pylist()):
+                s = state.get(iid)
+                if s is not None:
+                    verdict[i], n_hints[i] = s["verdict"], len(s["hints"] or [])
+                    pending[i] = hints_digest(from_json(s["hints"] or [])) != made[i]
+        verdict, n_hints = pa.array(verdict, pa.string()), pa.array(n_hints, pa.int64())
+        ok = pc.equal(t.column("status"), "ok")
         return {
-            "all": pa.array([True] * len(t), pa.bool_()),
+            "all": pa.array(np.ones(n, bool)),
             "not_reviewed": pc.is_null(verdict),
             "accepted": pc.equal(verdict, "accepted"),
             "retouch": pc.equal(verdict, "retouch"),
             "rejected": pc.equal(verdict, "rejected"),
             "hinted": pc.greater(n_hints, 0),
-            "hints_pending": pending,
+            "hints_pending": pa.array(pending, pa.bool_()),
             "errors": pc.invert(ok),
             "nearly_gray": pc.and_(ok, pc.less(pc.fill_null(t.column("colorfulness"), 0.0), NEARLY_GRAY)),
         }

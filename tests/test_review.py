@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 from pipeline.client import reviews
-from pipeline.client.outdir import Outdir, RunLock
+from pipeline.client.outdir import RunLock
 from pipeline.worker import hints
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -391,3 +391,37 @@ def test_a_curator_reviews_in_a_real_browser(job, tmp_path):
     assert reviews.Journal(out).state()[first]["verdict"] == "accepted"
     assert after[hinted]["hints"] == 1 and after[hinted]["output_sha256"] != before[hinted]["output_sha256"]
     assert {i for i in before if after[i]["output_sha256"] != before[i]["output_sha256"]} == {hinted}
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
+def test_the_bundled_samples_reviewed_with_the_shipped_weights(tmp_path):
+    """The README's screenshot: REVIEW_SCREENSHOT=docs/review.png pytest -k bundled_samples."""
+    pw = pytest.importorskip("playwright.sync_api")
+    man, out = tmp_path / "m.parquet", tmp_path / "out"
+    assert run_cli("scan", ROOT / "pipeline" / "samples", "-o", man, "-q").returncode == 0
+    r = run_cli("run", "--manifest", man, "-o", out, "--workers", "1", "-q")
+    assert r.returncode == 0, r.stderr
+    ids = {Path(r["source_path"]).name: i for i, r in results(out).items()}
+    p, url = start_server(out, "--reviewer", "curator")
+    try:
+        with pw.sync_playwright() as play:
+            b = play.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            page = b.new_page(viewport={"width": 1280, "height": 720})
+            page.goto(url)
+            page.wait_for_selector(".card")
+            assert page.locator(".card").count() == 9
+            assert "errors 1" in page.inner_text("#filters")  # the colour photo, skipped
+            page.locator(f".card[data-id='{ids['chelsea sepia.jpg']}']").click()
+            page.wait_for_function("document.getElementById('after').naturalWidth > 0")
+            page.keyboard.press("h")
+            page.fill("#picker", "#3a6fb0")  # "the cushion was blue"
+            box = page.locator("#after").bounding_box()
+            page.mouse.click(box["x"] + box["width"] * 0.85, box["y"] + box["height"] * 0.85)
+            page.wait_for_function("document.getElementById('after-cap').textContent.startsWith('preview with 1')",
+                                   timeout=60000)
+            page.screenshot(path=os.environ.get("REVIEW_SCREENSHOT") or str(tmp_path / "review.png"))
+            b.close()
+    finally:
+        p.terminate()
+        p.wait()
+    assert len(reviews.Journal(out).state()[ids["chelsea sepia.jpg"]]["hints"]) == 1

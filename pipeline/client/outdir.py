@@ -149,9 +149,8 @@ class Outdir:
         return self.store.find(self.IMAGES)
 
     def wrote(self, rel: str, head: int = 1 << 20, also: bytes = b"") -> bool:
-        """Whether a file carries this tool's provenance in its metadata: the proof --repair needs
-        before it moves anything (a user's note in images/ is theirs, and stays). also: a further
-        text the provenance must hold (a hinted output's hints digest)."""
+        """Whether a file carries this tool's provenance (and `also`, e.g. a hints digest) in its
+        metadata: the proof --repair needs before it moves anything (a user's file stays)."""
         try:
             with self.store.open(rel) as f:
                 data = f.read(head)
@@ -159,13 +158,11 @@ class Outdir:
         except OSError:
             return False
 
-    def keep_automatic(self, rel: str) -> str | None:
+    def keep_automatic(self, rel: str) -> None:
         """Copies an output to automatic/ (once: the first, automatic one is what is kept)."""
         dest = self.AUTOMATIC + "/" + rel.split("/", 1)[1]
-        if self.store.exists(dest) or not self.store.exists(rel):
-            return None
-        self.store.write_atomic(dest, self.store.read_bytes(rel))
-        return dest
+        if not self.store.exists(dest) and self.store.exists(rel):
+            self.store.write_atomic(dest, self.store.read_bytes(rel))
 
     def quarantine(self, rel: str) -> str:
         """Move one of our files aside (never deleted); returns where it went."""

@@ -72,7 +72,7 @@ class Previewer:
 
 def create_app(outdir: str, who: str | None = None, token: str | None = None):
     """The review server's Flask app over OUTDIR (app.config["TOKEN"] holds its token)."""
-    from flask import Flask, abort, jsonify, request, send_from_directory
+    from flask import Flask, abort, request, send_from_directory
 
     od = Outdir(outdir)
     if not od.has_job():
@@ -101,12 +101,6 @@ def create_app(outdir: str, who: str | None = None, token: str | None = None):
         resp.headers["X-Content-Type-Options"] = "nosniff"
         return resp
 
-    def _row(image_id: str) -> dict:
-        r = view.row(image_id)
-        if r is None:
-            abort(404)
-        return r
-
     @app.get("/")
     def index():
         return send_from_directory(PAGE_DIR, "index.html", max_age=0)
@@ -114,6 +108,20 @@ def create_app(outdir: str, who: str | None = None, token: str | None = None):
     @app.get("/page/<path:name>")
     def page_file(name):
         return send_from_directory(PAGE_DIR, name, max_age=0)  # safe_join: nothing outside it
+
+    _routes(app, root, view, journal, previewer)
+    return app
+
+
+def _routes(app, root: str, view: RunView, journal: reviews.Journal, previewer: Previewer) -> None:
+    """The page's API: the grid, one image, edits, previews, pictures, the output's palette."""
+    from flask import abort, jsonify, request
+
+    def _row(image_id: str) -> dict:
+        r = view.row(image_id)
+        if r is None:
+            abort(404)
+        return r
 
     @app.get("/api/info")
     def info():
@@ -174,7 +182,6 @@ def create_app(outdir: str, who: str | None = None, token: str | None = None):
         data = _picture(root, view, _row(image_id), "output", 256)
         return jsonify(colours=[] if data is None else _palette(data))
 
-    return app
 
 
 def _hint_checkpoint() -> str:
@@ -239,7 +246,7 @@ def _palette(jpeg: bytes, n: int = 8) -> list[str]:
     im = Image.open(io.BytesIO(jpeg)).convert("RGB").quantize(n)
     pal = im.getpalette()[: 3 * n]
     order = sorted(im.getcolors(), reverse=True)
-    return ["#%02x%02x%02x" % tuple(pal[3 * i:3 * i + 3]) for _, i in order]
+    return ["#" + bytes(pal[3 * i:3 * i + 3]).hex() for _, i in order]
 
 
 def serve(outdir: str, port: int = 0, browser: bool = True, who: str | None = None, log=print) -> None:

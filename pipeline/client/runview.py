@@ -112,7 +112,8 @@ class RunView:
     def _masks(t: pa.Table, state: dict) -> dict:
         """Every filter's rows, as boolean arrays (only the images the curator touched are
         looked at one by one)."""
-        from pipeline.worker.hints import digest as hints_digest, from_json
+        from pipeline.worker.hints import digest as hints_digest
+        from pipeline.worker.hints import from_json
 
         n = len(t)
         verdict, n_hints = [None] * n, [0] * n

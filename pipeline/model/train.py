@@ -471,8 +471,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     train_mean_ab = mean_ab(train_paths)
     # channels_last: 1.8x faster training on the CPU (13.7 vs 7.6 img/s at 160 px, 2 cores)
-    model = ColorizationNet(ModelConfig(in_channels=4 if cfg.hints else 1))
-    model = model.to(device, memory_format=torch.channels_last)
+    model = ColorizationNet(ModelConfig(in_channels=4 if cfg.hints else 1)).to(device, memory_format=torch.channels_last)
     if cfg.init:
         log(f"warm start: {warm_start(model, cfg.init, device)} tensors from {cfg.init}")
     opt, aux = _optimizer(cfg, model, train_paths, out, device)

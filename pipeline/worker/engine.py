@@ -10,9 +10,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pipeline.client.state import HINT_CHECKPOINT
 from pipeline.errors import UsageError
 from pipeline.model.net import Checkpoint, load_checkpoint
-from pipeline.client.state import HINT_CHECKPOINT
 from pipeline.worker import color, hints
 from pipeline.worker.device import autocast, pick_device, to_device
 from pipeline.worker.imaging import net_input

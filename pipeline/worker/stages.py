@@ -32,6 +32,19 @@ from pipeline.worker.writers import encode, extension, output_format, provenance
 from pipeline.worker.xmp import record
 
 
+def _hints(item: Item, options: dict | None) -> list:
+    """A curator's hints for this image (a redo's options), noted in its row."""
+    hinted = hintlib.from_json((options or {}).get("hints") or [])
+    if hinted:
+        item.row.update(hints=len(hinted), hints_digest=hintlib.digest(hinted))
+    return hinted
+
+
+def _on_grid(hinted: list, d: Decoded, size: int) -> list:
+    """Hints are in the image's pixels as shown (after its EXIF orientation)."""
+    return hintlib.on_grid(hinted, d.width, d.height, size)
+
+
 class OutputError(RuntimeError):
     """Writing to OUTDIR failed: not the image's fault, so the shard must not commit."""
 
@@ -85,9 +98,7 @@ class ImageStages:
                     stem=mrow["out_stem"], options=options,
                     record=record(self.spec.metadata_columns,
                                   lambda col: mrow.get(stored_name(col)), mrow["rel_path"]))
-        hinted = hintlib.from_json((options or {}).get("hints") or [])
-        if hinted:
-            item.row.update(hints=len(hinted), hints_digest=hintlib.digest(hinted))
+        hinted = _hints(item, options)
         try:
             Outdir.output_rel(item.stem, "")  # a hostile manifest row fails here, alone
             data = read_source(resolve_path(self.spec.manifest, mrow["path"]))
@@ -106,10 +117,8 @@ class ImageStages:
                 self._describe(item)
             else:
                 self.decode_host(item, data)
-        if hinted and not item.finished:
-            # hints are in the image's pixels as shown (after its EXIF orientation)
-            item.cells = hintlib.on_grid(hinted, item.decoded.width, item.decoded.height, self.spec.size)
-            item.aside = True  # its own batch: the job's batches stay as they were
+        if hinted and not item.finished:  # its own batch: the job's batches stay as they were
+            item.cells, item.aside = _on_grid(hinted, item.decoded, self.spec.size), True
         item.spend(t0)
         return item
 

@@ -425,3 +425,28 @@ def test_the_bundled_samples_reviewed_with_the_shipped_weights(tmp_path):
         p.terminate()
         p.wait()
     assert len(reviews.Journal(out).state()[ids["chelsea sepia.jpg"]]["hints"]) == 1
+
+
+def test_a_hinted_run_killed_before_its_commit_is_finished_by_the_next_run(job, tmp_path):
+    from pipeline.client import redo
+    from pipeline.client.outdir import Outdir
+
+    out = fresh_copy(job, tmp_path)
+    before = results(out)
+    ids = sorted(before)
+    j = reviews.Journal(out, "curator")
+    for iid in (ids[1], ids[9]):  # two shards
+        j.record(iid, "hints", [{"x": 20, "y": 20, "L": 50, "a": -40, "b": 30}])
+    j.close()
+    # what `run --hinted` records before its tasks run; a kill then leaves it pending
+    picked, per_image = redo.hinted(Outdir(out))
+    redo.request(Outdir(out), picked, {}, per_image)
+    r = run_cli("status", out)
+    assert "redo of 2 images unfinished" in r.stdout, r.stdout
+    r = run_cli("run", "-o", out, "--workers", "1", "--quiet")  # a plain rerun resumes it
+    assert r.returncode == 0, r.stderr
+    after = results(out)
+    assert {i for i in ids if after[i]["output_sha256"] != before[i]["output_sha256"]} == {ids[1], ids[9]}
+    assert after[ids[1]]["hints"] == after[ids[9]]["hints"] == 1
+    assert json.loads((out / "redo.json").read_text())["pending"] == {}
+    assert run_cli("audit", out, "--quiet").returncode == 0

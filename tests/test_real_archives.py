@@ -219,7 +219,9 @@ def test_an_exception_nobody_named_becomes_the_images_row(tmp_path, photo, ckpt,
         Image.fromarray(np.roll(photo, i * 7, axis=1)).save(src / f"s{i}.png")
     man = tmp_path / "m.parquet"
     scan([str(src)], man, shard_size=4, progress=False)
-    real_decode, real_encode = stages.decode, stages.encode
+    from pipeline.worker import writers
+
+    real_decode, real_encode = stages.decode, writers.encode
 
     def decode(path, **kw):
         d = real_decode(path, **kw)
@@ -238,7 +240,7 @@ def test_an_exception_nobody_named_becomes_the_images_row(tmp_path, photo, ckpt,
         return real_encode(rgb, fmt, dpi, icc, exif, **kw)
 
     monkeypatch.setattr(stages, "decode", decode)
-    monkeypatch.setattr(stages, "encode", encode)
+    monkeypatch.setattr(writers, "encode", encode)
     job = ShardJob(JobSpec(manifest=str(man), checkpoint=ckpt, size=32, batch_size=2, threads=1),
                    outdir=str(tmp_path / "out"), checkpoint_sha256=file_sha256(ckpt))
     s = job(0)

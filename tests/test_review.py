@@ -86,6 +86,10 @@ def test_a_hint_on_one_side_of_a_strong_edge_leaves_the_other_side_alone():
     assert np.hypot(*out[:, :, 10]).mean() > 30  # and spreads through its region
     across = np.hypot(out[0, :, 32:], out[1, :, 32:])
     assert across.max() < 3.0, across.max()  # the other side moves by less than 3 a*b* units
+    net = np.stack([np.full((64, 64), 12.0), np.full((64, 64), -6.0)]).astype(np.float32)
+    out = hints.propagate(L, net, [(32, 10, 60.0, 40.0)])  # the net's own colour on both sides
+    assert np.hypot(out[0, :, 32:] - 12, out[1, :, 32:] + 6).max() < 3.0
+    assert np.hypot(out[0, :, 10] - 60, out[1, :, 10] - 40).mean() < 5.0
 
 
 def test_hints_read_from_flags_and_files_and_digest_ignores_their_order():

@@ -416,8 +416,8 @@ def _relative_paths(paths: list[str]) -> list[str]:
 
 
 def resolve_path(manifest: str | os.PathLike, stored: str) -> str:
-    """A manifest's relative paths are relative to the manifest's folder."""
-    if is_url(stored) or os.path.isabs(stored):
+    """A manifest's relative paths are relative to the manifest's folder (a URL is as it is)."""
+    if "://" in stored or os.path.isabs(stored):
         return stored
     return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(manifest)), stored))
 
@@ -436,6 +436,16 @@ def read_manifest(path: str | os.PathLike, columns: list[str] | None = None,
         raise ScanError(f"manifest not found: {path}") from None
     except (pa.ArrowInvalid, OSError) as e:
         raise ScanError(f"cannot read manifest {path}: {e}") from None
+
+
+def shard_rows(path: str | os.PathLike, shard: int) -> tuple[pa.Table, list[dict]]:
+    """One shard of a manifest, as a table and as rows, each row's `source` its path resolved
+    (what a worker opens)."""
+    table = read_manifest(path, shard=shard)
+    rows = table.to_pylist()
+    for r in rows:
+        r["source"] = resolve_path(path, r["path"])
+    return table, rows
 
 
 def shard_digests(path: str | os.PathLike) -> dict[str, str]:

@@ -1,24 +1,10 @@
-"""What a run measures of itself: memory, and its pace once every worker is warm."""
+"""What a run measures of itself: its pace once every worker is warm, and the workers' peak memory
+(each process's own: worker/device.peak_rss_mb)."""
 
 from __future__ import annotations
 
 import time
 from collections import Counter
-
-
-def peak_rss_mb() -> float:
-    """This process's peak RSS. Linux's ru_maxrss survives exec, so a `colorize run` started
-    by a process holding torch would report that process's peak: VmHWM belongs to this image."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0  # kB
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
 def steady_rate(spans: list[tuple]) -> float | None:

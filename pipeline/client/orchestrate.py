@@ -23,7 +23,7 @@ from pipeline.client.manifest import (
     read_manifest,
     shard_digests,
 )
-from pipeline.client.metrics import Tally, peak_rss_mb
+from pipeline.client.metrics import Tally
 from pipeline.client.outdir import Outdir, Problem
 from pipeline.client.state import (
     OUTPUT_VERSION,
@@ -35,8 +35,8 @@ from pipeline.client.state import (
 )
 from pipeline.errors import JobError, RunFailed, plural
 from pipeline.storage import Store, is_url
-from pipeline.worker.device import device_type
-from pipeline.worker.xmp import resolve_columns
+from pipeline.worker.device import device_type, peak_rss_mb
+from pipeline.worker.writers import resolve_columns
 
 
 def shard_sizes(manifest: str) -> dict[int, int]:

@@ -114,12 +114,13 @@ class Outdir:
         return {int(p.rsplit("-", 1)[1].split(".")[0])
                 for p in self.store.glob(f"{self.RESULTS}/shard-*.parquet")}
 
-    def write_shard(self, shard: int, table: pa.Table) -> str:
-        """The commit: written last and whole (rename or single PUT). Done iff this file exists."""
+    def write_shard(self, shard: int, rows: list[dict], carried: list | None = None) -> None:
+        """The commit of a shard's result rows (with the manifest's `carried` catalogue fields):
+        written last and whole (rename or single PUT). Done iff this file exists."""
+        fields = list(SCHEMA) + [f for f in (carried or []) if f.name not in SCHEMA.names]
         buf = io.BytesIO()
-        pq.write_table(table, buf)
+        pq.write_table(pa.Table.from_pylist(rows, schema=pa.schema(fields)), buf)
         self.store.write_atomic(self.shard_rel(shard), buf.getvalue())
-        return self.shard_file(shard)
 
     def read_shard(self, shard: int) -> pa.Table:
         return pq.read_table(io.BytesIO(self.store.read_bytes(self.shard_rel(shard))))

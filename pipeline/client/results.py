@@ -1,4 +1,4 @@
-"""The results table: its schema and its rows as a table (committed and read by outdir.Outdir)."""
+"""The results table's schema (its rows are committed and read by outdir.Outdir)."""
 
 from __future__ import annotations
 
@@ -31,8 +31,3 @@ SCHEMA = pa.schema([
     ("hints", pa.int64()),  # how many curator's hints it was colorized with (null: none)
     ("hints_digest", pa.string()),  # worker/hints.digest of those hints: what audit checks
 ])
-
-
-def to_table(rows: list[dict], carried: pa.Schema | None = None) -> pa.Table:
-    fields = list(SCHEMA) + [f for f in (carried or []) if f.name not in SCHEMA.names]
-    return pa.Table.from_pylist(rows, schema=pa.schema(fields))

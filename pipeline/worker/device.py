@@ -63,3 +63,18 @@ def use_threads(device, n: int) -> None:
         import torch
 
         torch.set_num_threads(n)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS. Linux's ru_maxrss survives exec, so a `colorize run` started
+    by a process holding torch would report that process's peak: VmHWM belongs to this image."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0  # kB
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB

@@ -68,6 +68,11 @@ class Decoded:
     def width(self) -> int:
         return self.size[0] if self.gray is None else int(self.gray.shape[1])
 
+    def describe(self) -> dict:
+        """What a result row says of the source."""
+        return dict(width=self.width, height=self.height, input_mode=self.mode, input_kind=self.kind,
+                    bits=self.bits, notes="; ".join(self.notes) or None)
+
 
 @dataclass
 class Header:

@@ -19,10 +19,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from pipeline.client import results
-from pipeline.client.manifest import read_manifest
-from pipeline.client.metrics import peak_rss_mb
+from pipeline.client.manifest import shard_rows
 from pipeline.client.outdir import Outdir
 from pipeline.client.results import CORE_COLUMNS
+from pipeline.worker.device import peak_rss_mb
 from pipeline.worker.stages import ImageStages, Item, OutputError
 
 __all__ = ["OutputError", "ShardJob"]
@@ -59,8 +59,7 @@ class ShardJob(ImageStages):
         just those images and keep the shard's other committed rows as they are. options: per
         image id, the options a redo gave that image alone (redo.py)."""
         t0 = time.perf_counter()
-        table = read_manifest(self.spec.manifest, shard=shard)
-        rows = table.to_pylist()
+        table, rows = shard_rows(self.spec.manifest, shard)
         wanted = (lambda iid: True) if only is None else only.__contains__
         with ThreadPoolExecutor(self.spec.threads) as pool:
             flow = _Flow(self, pool, wanted, options or {})
@@ -76,7 +75,7 @@ class ShardJob(ImageStages):
             for f in carried:
                 r[f.name] = row[f.name]
             final.append(r)
-        Outdir(self.outdir).write_shard(shard, results.to_table(final, carried))
+        Outdir(self.outdir).write_shard(shard, final, carried)
         done = [r for r in final if wanted(r["image_id"])]
         counts = {s: sum(r["status"] == s for r in done) for s in results.STATUSES}
         return {"shard": shard, "images": len(done), **counts,

@@ -28,13 +28,12 @@ from pipeline.worker.imaging import (
     gray_jpeg_header,
     net_input,
 )
-from pipeline.worker.writers import encode, extension, output_format, provenance
-from pipeline.worker.xmp import record
+from pipeline.worker.writers import encode_output, extension, output_format, provenance, record
 
 
-def _hints(item: Item, options: dict | None) -> list:
+def _hints(item: Item, options: dict) -> list:
     """A curator's hints for this image (a redo's options), noted in its row."""
-    hinted = hintlib.from_json((options or {}).get("hints") or [])
+    hinted = hintlib.from_json(options["hints"])
     if hinted:
         item.row.update(hints=len(hinted), hints_digest=hintlib.digest(hinted))
     return hinted
@@ -54,7 +53,7 @@ class Item:
     """One image on its way through a shard."""
 
     row: dict  # its result row, filled in as it goes
-    stem: str  # its output path without the extension (the manifest's out_stem)
+    stem: str  # its output path without the extension: the manifest's out_stem, then images/<it>
     record: dict | None = None  # the catalogue's fields for the output's XMP (xmp.record)
     options: dict | None = None  # a redo's options for this image alone (redo.py), else None
     aside: bool = False  # colorized only by its redo's options: batched apart from the rest
@@ -98,10 +97,10 @@ class ImageStages:
                     stem=mrow["out_stem"], options=options,
                     record=record(self.spec.metadata_columns,
                                   lambda col: mrow.get(stored_name(col)), mrow["rel_path"]))
-        hinted = _hints(item, options)
+        hinted = _hints(item, options) if options and options.get("hints") else []
         try:
-            Outdir.output_rel(item.stem, "")  # a hostile manifest row fails here, alone
-            data = read_source(resolve_path(self.spec.manifest, mrow["path"]))
+            item.stem = Outdir.output_rel(item.stem, "")  # a hostile manifest row fails here, alone
+            data = read_source(mrow.get("source") or resolve_path(self.spec.manifest, mrow["path"]))
             item.row["source_sha256"] = hashlib.sha256(data).hexdigest()
         except FileNotFoundError:
             item.fail("file not found (deleted since the scan?)")
@@ -114,7 +113,7 @@ class ImageStages:
                  if self.spec.jpeg_decode == "device" and not hinted else None)
             if d is not None:  # pixels decoded with the batch, on the net's device
                 item.decoded = d
-                self._describe(item)
+                item.row.update(d.describe())
             else:
                 self.decode_host(item, data)
         if hinted and not item.finished:  # its own batch: the job's batches stay as they were
@@ -132,7 +131,7 @@ class ImageStages:
         except Exception as e:  # any library's surprise on one odd file: its row, not the shard
             item.fail(f"cannot decode: {type(e).__name__}: {e}")
             return
-        self._describe(item)
+        item.row.update(d.describe())
         if d.kind == "color" and not self.spec.recolor:
             if not (item.options or {}).get("recolor"):
                 item.fail("colour image (use --recolor to recolorize)", status="skipped")
@@ -142,12 +141,6 @@ class ImageStages:
             item.gray, item.small = d.gray, net_input(d.gray, self.spec.size)
         except Exception as e:
             item.fail(f"cannot prepare the net's input: {type(e).__name__}: {e}")
-
-    @staticmethod
-    def _describe(item: Item) -> None:
-        d = item.decoded
-        item.row.update(width=d.width, height=d.height, input_mode=d.mode, input_kind=d.kind,
-                        bits=d.bits, notes="; ".join(d.notes) or None)
 
     def decode_on_device(self, jpeg, items: list[Item]) -> None:
         """Decodes the deferred JPEGs of a batch in one call on the net's device and makes their
@@ -181,26 +174,18 @@ class ImageStages:
         return item
 
     def encoded(self, item: Item, rgb, fmt: str) -> tuple[bytes, list[str]]:
-        """The output file's bytes and the image's notes: the source's metadata where the format
-        carries it, our provenance and record; metadata a writer chokes on is dropped with a note,
-        never fatal."""
-        d, notes = item.decoded, list(item.decoded.notes)
+        """The output file's bytes and the image's notes (writers.encode_output)."""
         hinted = (item.row["hints"], item.row["hints_digest"]) if item.row.get("hints") else None
-        prov = provenance(self.checkpoint_sha256, self.created, item.row.get("source_sha256"),
-                          item.record, hinted)
-        try:
-            data = encode(rgb, fmt, d.dpi, d.icc_profile, d.exif, quality=self.spec.quality,
-                          notes=notes, provenance=prov)
-        except Exception as e:
-            notes.append(f"metadata not carried ({type(e).__name__}: {e})"[:200])
-            data = encode(rgb, fmt, quality=self.spec.quality, provenance=prov)
-        return data, notes
+        return encode_output(rgb, fmt, item.decoded, self.spec.quality, provenance(
+            self.checkpoint_sha256, self.created, item.row.get("source_sha256"), item.record, hinted))
 
     def _write(self, item: Item, rgb) -> None:
-        try:
+        hinted = (item.row["hints"], item.row["hints_digest"]) if item.row.get("hints") else None
+        try:  # writers' calls one after another: the image does not climb back between them
             fmt = output_format(self.spec.format, item.decoded.format)
-            rel = Outdir.output_rel(item.stem, extension(fmt))
-            data, notes = self.encoded(item, rgb, fmt)
+            rel = item.stem + extension(fmt)  # checked once, in read()
+            data, notes = encode_output(rgb, fmt, item.decoded, self.spec.quality, provenance(
+                self.checkpoint_sha256, self.created, item.row.get("source_sha256"), item.record, hinted))
         except Exception as e:
             item.fail(f"cannot encode: {type(e).__name__}: {e}")
             return

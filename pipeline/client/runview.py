@@ -5,6 +5,7 @@ images pages in milliseconds). Re-read when a run commits another shard."""
 from __future__ import annotations
 
 import json
+import os
 import threading
 
 import numpy as np
@@ -40,16 +41,28 @@ class RunView:
         except Exception:  # the manifest moved since the run: the results carry the cells anyway
             self.info = {}
         self.by_id: dict[str, int] = {}
+        self._columns: list[str] = []
 
     def columns(self) -> list[str]:
-        """The catalogue's columns as written, in its order."""
-        t = self.current()
-        return [c for c in self.info.get("columns", []) if stored_name(c) in t.column_names]
+        """The catalogue's columns as written, in its order (those the results carry)."""
+        self.current()
+        return self._columns
+
+    def _shard_stamp(self):
+        """What says the results changed: each shard file's name, size and time."""
+        where = self.outdir.store.full(Outdir.RESULTS)
+        if "://" not in self.outdir.url:  # a local folder: one listing, no call per file
+            try:
+                return tuple(sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns)
+                                    for e in os.scandir(where) if e.name.startswith("shard-")))
+            except FileNotFoundError:
+                return ()
+        return tuple((f["name"], f.get("size"), f.get("mtime") or f.get("LastModified"))
+                     for f in self.outdir.store.fs.ls(where, detail=True))
 
     def current(self) -> pa.Table:
         """The results, re-read only when the set of committed shard files changed."""
-        files = self.outdir.store.glob(f"{Outdir.RESULTS}/shard-*.parquet")
-        stamp = tuple((f, self.outdir.store.fs.info(self.outdir.store.full(f)).get("mtime")) for f in files)
+        stamp = self._shard_stamp()
         with self._lock:
             if stamp != self._stamp:
                 t = self.outdir.read_results()
@@ -59,6 +72,7 @@ class RunView:
                 t = t.sort_by([("shard", "ascending"), ("source_path", "ascending")])
                 self.table, self._stamp = t, stamp
                 self.by_id = {iid: i for i, iid in enumerate(t.column("image_id").to_pylist())}
+                self._columns = [c for c in self.info.get("columns", []) if stored_name(c) in t.column_names]
             return self.table
 
     def source(self, image_id: str) -> str | None:
@@ -70,37 +84,35 @@ class RunView:
         i = self.by_id.get(image_id)
         return None if i is None else t.slice(i, 1).to_pylist()[0]
 
-    def catalogue(self, row: dict) -> dict:
-        return {c: row.get(stored_name(c)) for c in self.columns()}
+    def catalogue(self, row: dict, columns: list[str] | None = None) -> dict:
+        return {c: row.get(stored_name(c)) for c in (self.columns() if columns is None else columns)}
 
     def page(self, state: dict[str, dict], filter: str = "all", column: str | None = None,
              value: str | None = None, sort: str | None = None, desc: bool = False,
              q: str | None = None, page: int = 0) -> dict:
         """One page of rows (PAGE a page) and how many match, with the counts of every filter."""
-        t = self.current()
+        t, cols = self.current(), self.columns()
         masks = self._masks(t, state)
         mask = masks.get(filter, masks["all"])
-        if column and value is not None and column in self.columns():
+        if column and value is not None and column in cols:
             mask = pc.and_(mask, pc.equal(t.column(stored_name(column)).cast(pa.string()), value))
         if q:
             hit = pc.match_substring(t.column("source_path"), q, ignore_case=True)
-            for c in self.columns():
+            for c in cols:
                 hit = pc.or_(hit, pc.match_substring(t.column(stored_name(c)).cast(pa.string()), q,
                                                      ignore_case=True))
             mask = pc.and_(mask, pc.fill_null(hit, False))
         idx = pc.indices_nonzero(pc.fill_null(mask, False))
-        sel = t.take(idx)
-        if sort:
-            key = stored_name(sort) if sort in self.columns() else sort
-            if key in sel.column_names:
-                sel = sel.sort_by([(key, "descending" if desc else "ascending")])
-        total = len(sel)
-        sel = sel.slice(page * PAGE, PAGE)
+        key = stored_name(sort) if sort and sort in cols else sort
+        if key and key in t.column_names:  # sort the matching rows' indices by one column alone
+            order = pc.sort_indices(t.column(key).take(idx), sort_keys=[("x", "descending" if desc else "ascending")])
+            idx = idx.take(order)
+        total = len(idx)
+        sel = t.select([c for c in ROW_COLUMNS if c in t.column_names] + [stored_name(c) for c in cols])
         rows = []
-        for r in sel.select([c for c in ROW_COLUMNS if c in sel.column_names] +
-                            [stored_name(c) for c in self.columns()]).to_pylist():
+        for r in sel.take(idx.slice(page * PAGE, PAGE)).to_pylist():  # only the page's rows
             s = state.get(r["image_id"], {})
-            rows.append({**{k: r.get(k) for k in ROW_COLUMNS}, "catalogue": self.catalogue(r),
+            rows.append({**{k: r.get(k) for k in ROW_COLUMNS}, "catalogue": self.catalogue(r, cols),
                          "verdict": s.get("verdict"), "note": s.get("note"),
                          "curator_hints": len(s.get("hints") or [])})
         counts = {k: int(pc.sum(pc.fill_null(m, False).cast(pa.int64())).as_py() or 0)

@@ -379,6 +379,20 @@ def test_a_curator_reviews_in_a_real_browser(job, tmp_path):
             assert page.inner_text("#saved") == "saved"
             if shot:
                 page.screenshot(path=shot)
+            x0 = page.evaluate("S.hints[0].x")  # move it, delete it, undo the delete
+            mb = page.locator(".marker").first.bounding_box()
+            page.mouse.move(mb["x"] + mb["width"] / 2, mb["y"] + mb["height"] / 2)
+            page.mouse.down()
+            page.mouse.move(mb["x"] + 40, mb["y"] + 10, steps=5)
+            page.mouse.up()
+            page.wait_for_function(f"S.hints.length == 1 && S.hints[0].x > {x0} + 1")
+            moved = page.evaluate("S.hints[0].x")
+            page.keyboard.press("Delete")
+            page.wait_for_function("S.hints.length == 0 && document.getElementById('saved').textContent == 'saved'")
+            page.keyboard.press("u")
+            page.wait_for_function("S.hints.length == 1 && document.getElementById('saved').textContent == 'undone'")
+            page.wait_for_function("document.getElementById('after-cap').textContent.startsWith('preview with 1')",
+                                   timeout=60000)
             page.keyboard.press("Escape")
             r = run_cli("run", "-o", out, "--hinted", "--workers", "1", "--quiet")
             assert r.returncode == 0, r.stderr
@@ -393,6 +407,7 @@ def test_a_curator_reviews_in_a_real_browser(job, tmp_path):
         p.wait()
     after = results(out)
     assert reviews.Journal(out).state()[first]["verdict"] == "accepted"
+    assert reviews.Journal(out).state()[hinted]["hints"][0]["x"] == pytest.approx(moved)
     assert after[hinted]["hints"] == 1 and after[hinted]["output_sha256"] != before[hinted]["output_sha256"]
     assert {i for i in before if after[i]["output_sha256"] != before[i]["output_sha256"]} == {hinted}
 
@@ -454,3 +469,51 @@ def test_a_hinted_run_killed_before_its_commit_is_finished_by_the_next_run(job, 
     assert after[ids[1]]["hints"] == after[ids[9]]["hints"] == 1
     assert json.loads((out / "redo.json").read_text())["pending"] == {}
     assert run_cli("audit", out, "--quiet").returncode == 0
+
+
+def test_the_hint_conditioned_variant_starts_as_the_seed_net_and_colours_with_its_hints(tmp_path, ckpt):
+    import torch
+
+    from pipeline.model.net import ColorizationNet, ModelConfig, load_checkpoint, save_checkpoint
+    from pipeline.model.train import hint_planes, warm_start
+    from pipeline.worker.engine import Colorizer
+
+    seed = load_checkpoint(ckpt).model.eval()
+    variant = ColorizationNet(ModelConfig(in_channels=4))
+    assert warm_start(variant, ckpt, "cpu") == len(variant.state_dict())
+    variant.eval()
+    x = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():  # zero-weight hint planes: whatever the hints, it is the seed's net
+        assert torch.equal(variant(torch.cat([x, torch.rand(2, 3, 32, 32)], 1)), seed(x))
+    # simulated hints for training: a mask where the planes hold the true colour's mean
+    y = torch.rand(4, 2, 32, 32)
+    p = hint_planes(y, 8.0, torch.Generator().manual_seed(0))
+    assert p.shape == (4, 3, 32, 32) and set(p[:, 2].unique().tolist()) <= {0.0, 1.0}
+    assert ((p[:, :2] != 0).any(1) <= (p[:, 2] == 1)).all() and p[:, 2].sum() > 0
+    # the engine uses an installed variant for hinted images, then pins them to their hints
+    path = tmp_path / "hints.pt"
+    with torch.no_grad():
+        variant.trunk[0].weight[:, 1:] = 0.05  # now it does look at the hints
+    save_checkpoint(path, variant, {"note": "test"})
+    net = Colorizer(ckpt, device="cpu", size=32)
+    net.hint_checkpoint = path
+    small = np.full((32, 32), 120, np.uint8)
+    cells = [(16, 16, 50.0, -30.0)]
+    with_net = net.hinted_ab(small, cells)
+    assert net.hint_net() is not None and np.allclose(with_net[:, 16, 16].numpy(), (50, -30), atol=1e-3)
+    net2 = Colorizer(ckpt, device="cpu", size=32)
+    net2.hint_checkpoint = tmp_path / "none.pt"
+    alone = net2.hinted_ab(small, cells)
+    assert net2.hint_net() is None and not torch.allclose(with_net, alone)
+
+
+def test_review_mistakes_are_one_line_and_exit_2(job, tmp_path):
+    import socket
+
+    taken = socket.create_server(("127.0.0.1", 0))
+    for args in (["review", tmp_path / "nowhere"], ["review", tmp_path],
+                 ["review", job[1], "--port", str(taken.getsockname()[1])]):
+        r = run_cli(*args, "--no-browser")
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    taken.close()

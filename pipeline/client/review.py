@@ -254,8 +254,15 @@ def serve(outdir: str, port: int = 0, browser: bool = True, who: str | None = No
     from werkzeug.serving import make_server
 
     app = create_app(outdir, who)
-    srv = make_server("127.0.0.1", port, app, threaded=True)
-    url = f"http://127.0.0.1:{srv.server_port}/?t={app.config['TOKEN']}"
+    import socket
+
+    try:  # bound here: werkzeug would print its own advice and exit 1 on a taken port
+        sock = socket.create_server(("127.0.0.1", port))
+    except OSError as e:
+        raise UsageError(f"cannot listen on 127.0.0.1:{port}: {e.strerror or e}; pick another "
+                         "--port (or leave it out: a free one is chosen)") from None
+    srv = make_server("127.0.0.1", sock.getsockname()[1], app, threaded=True, fd=sock.fileno())
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}/?t={app.config['TOKEN']}"
     log(f"review {outdir} at {url}  (Ctrl-C stops; edits are saved as they are made)")
     if browser:
         import webbrowser

@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 from PIL import Image
 from skimage.color import rgb2lab
@@ -29,35 +28,10 @@ from pipeline.model.evaluate import load_rgb
 from pipeline.model.train import list_images
 from pipeline.model.traindata import read_manifest
 from pipeline.worker.engine import Colorizer
+from pipeline.worker.hints import affinity_system
 from pipeline.worker.imaging import luminance_gray, net_input
 
 SIZE = 256
-
-
-def affinity_system(L: np.ndarray, fixed: np.ndarray, screen: float = 0.0) -> sp.csr_matrix:
-    """The matrix of Levin et al.'s system on L (H, W) in [0, 100]: rows of fixed pixels are
-    the identity, the others (1 + screen) I - W with W the normalised 3 x 3 affinities. screen > 0
-    pulls the difference back to 0 (the net's own colour) away from the hints: one point then
-    recolours its region, not the whole picture."""
-    H, W = L.shape
-    n = H * W
-    idx = np.arange(n).reshape(H, W)
-    pad = np.pad(L, 1, mode="edge")
-    nb = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
-    win = np.stack([pad[1 + dy:1 + dy + H, 1 + dx:1 + dx + W] for dy, dx in nb])
-    var = np.maximum(np.var(np.concatenate([win, L[None]]), axis=0) * 0.6, 2e-2 * 100)
-    w = np.exp(-((win - L[None]) ** 2) / (2 * var[None]))
-    ys, xs = np.mgrid[0:H, 0:W]
-    rows, cols, vals = [], [], []
-    for k, (dy, dx) in enumerate(nb):
-        yy, xx = ys + dy, xs + dx
-        ok = (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
-        rows.append(idx[ok]), cols.append(idx[yy[ok], xx[ok]]), vals.append(w[k][ok])
-    Wm = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                       shape=(n, n))
-    Wm = sp.diags(1.0 / np.asarray(Wm.sum(1)).ravel()) @ Wm
-    free = (~fixed.ravel()).astype(float)
-    return (sp.identity(n) + sp.diags(screen * free) - sp.diags(free) @ Wm).tocsr()
 
 
 def propagate(L, P, points, solver: str, screen: float = 0.0) -> np.ndarray:
@@ -69,7 +43,7 @@ def propagate(L, P, points, solver: str, screen: float = 0.0) -> np.ndarray:
     for y, x, a, b in points:
         fixed[y, x] = True
         rhs[:, y, x] = (a - P[0, y, x], b - P[1, y, x])
-    A = affinity_system(L, fixed, screen)
+    A = affinity_system(L, fixed, screen, var_cap=1e9)  # as first measured: the variance uncapped
     out = P.copy()
     if solver == "amg":
         import pyamg

@@ -467,19 +467,16 @@ def cmd_audit(a) -> int:
 
 
 def cmd_bench(a) -> int:
+    import datetime as dt
+
     from pipeline.bench.bench import bench, bench_plan, machine
 
     if a.plan:
         r = bench_plan(a.plan)
-        text = (f"\n### {__import__('datetime').date.today().isoformat()}: planning a "
-                f"{r['rows']:,}-row manifest (`colorize run --dry-run`)\nMachine: {machine()}. "
-                f"Command: `colorize bench --plan {a.plan}`.\n\n{r['seconds']:.1f} s wall, client "
-                f"peak RSS {r['client_peak_rss_mb']:.0f} MB. It said: `{r['said']}`\n")
-        print(text)
-        if a.append:
-            with open(a.append, "a") as f:
-                f.write(text)
-        return 0
+        return _said(a, f"\n### {dt.date.today().isoformat()}: planning a {r['rows']:,}-row manifest "
+                     f"(`colorize run --dry-run`)\nMachine: {machine()}. Command: `colorize bench "
+                     f"--plan {a.plan}`.\n\n{r['seconds']:.1f} s wall, client peak RSS "
+                     f"{r['client_peak_rss_mb']:.0f} MB. It said: `{r['said']}`\n")
     if a.review or a.preview:
         return _bench_review(a, machine())
     mem = None if a.no_memory else (a.count, a.count * 10)
@@ -511,6 +508,11 @@ def _bench_review(a, where: str) -> int:
                  f"hints ({how}), POSTed to the review server's preview worker, JPEG back: median "
                  f"**{r['median_s']:.2f} s**, slowest {r['max_s']:.2f} s over 7 moves of the hints; "
                  f"the worker's first answer (starting it, torch, the weights) {r['first_s']:.1f} s.\n")
+    return _said(a, text)
+
+
+def _said(a, text: str) -> int:
+    """A benchmark's paragraph: printed, and appended to --append's file."""
     print(text)
     if a.append:
         with open(a.append, "a") as f:

@@ -659,15 +659,17 @@ def _add_scan(sub) -> None:
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
+HINTED_HELP = ("colour again the images whose curator's hints (colorize review) changed since their "
+               "output was written; the automatic outputs are kept in automatic/")
+
+
 def _add_run(sub) -> None:
     s = _command(sub, "run", cmd_run)
     add_flags(s)  # one per JobSpec field
     s.add_argument("--redo", action="append", metavar="ID|PATH|LIST", default=[],
                    help="colorize these images of the job again (repeatable): image ids, source "
                    "paths, or a .txt/.csv list of them; --recolor then applies to them alone")
-    s.add_argument("--hinted", action="store_true",
-                   help="colour again the images whose curator's hints (colorize review) changed "
-                   "since their output was written; the automatic outputs are kept in automatic/")
+    s.add_argument("--hinted", action="store_true", help=HINTED_HELP)
     s.add_argument("--redo-column", metavar="COLUMN", default=None,
                    help="the --redo CSV's column to read, matched against ids, paths and the "
                    "catalogue column of that name (e.g. Inventarnummer)")

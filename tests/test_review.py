@@ -433,17 +433,20 @@ def test_the_bundled_samples_reviewed_with_the_shipped_weights(tmp_path):
             page.locator(f".card[data-id='{ids['chelsea sepia.jpg']}']").click()
             page.wait_for_function("document.getElementById('after').naturalWidth > 0")
             page.keyboard.press("h")
-            page.fill("#picker", "#3a6fb0")  # "the cushion was blue"
             box = page.locator("#after").bounding_box()
-            page.mouse.click(box["x"] + box["width"] * 0.85, box["y"] + box["height"] * 0.85)
-            page.wait_for_function("document.getElementById('after-cap').textContent.startsWith('preview with 1')",
-                                   timeout=60000)
+            # "the cushion was blue, the cat ginger": a hint spreads over its region until an
+            # edge stops it, so each region whose colour is known gets one
+            for colour, fx, fy, n in (("#3a6fb0", 0.85, 0.85, 1), ("#b8743a", 0.45, 0.15, 2)):
+                page.fill("#picker", colour)
+                page.mouse.click(box["x"] + box["width"] * fx, box["y"] + box["height"] * fy)
+                page.wait_for_function("document.getElementById('after-cap').textContent"
+                                       f".startsWith('preview with {n}')", timeout=60000)
             page.screenshot(path=os.environ.get("REVIEW_SCREENSHOT") or str(tmp_path / "review.png"))
             b.close()
     finally:
         p.terminate()
         p.wait()
-    assert len(reviews.Journal(out).state()[ids["chelsea sepia.jpg"]]["hints"]) == 1
+    assert len(reviews.Journal(out).state()[ids["chelsea sepia.jpg"]]["hints"]) == 2
 
 
 def test_a_hinted_run_killed_before_its_commit_is_finished_by_the_next_run(job, tmp_path):

@@ -250,7 +250,7 @@ function addHintAt(e) {
   const hex = $("picker").value;
   S.undo.push({ id: S.row.image_id, kind: "hints", value: S.hints.map((h) => ({ ...h })) });
   S.hints.push({ ...pointFromEvent(e), ...srgbToLab(hex) });
-  S.curHint = S.hints.length - 1;
+  S.curHint = -1;  // the next colour picked is for the next hint; click a hint to recolour it
   remember(hex);
   hintsChanged(false);
 }
@@ -266,7 +266,7 @@ function startDrag(e, i) {
     document.removeEventListener("mousemove", move);
     document.removeEventListener("mouseup", up);
     if (moved) { S.undo.push({ id: S.row.image_id, kind: "hints", value: before }); hintsChanged(false); }
-    else renderHints();
+    else renderHints();  // a click: this hint is selected (the picker recolours it, Delete removes it)
   };
   document.addEventListener("mousemove", move);
   document.addEventListener("mouseup", up);

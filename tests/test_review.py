@@ -263,6 +263,12 @@ def test_the_server_wants_its_token_serves_nothing_else_and_writes_only_reviews(
         assert r.status_code == 200
         assert c.post("/api/review?t=tok", json={"image_id": "nope", "kind": "note", "value": "x"}).status_code == 404
         assert c.post("/api/review?t=tok", json={"image_id": iid, "kind": "verdict", "value": "?"}).status_code == 400
+        series = sorted(rows)[2:6]  # one uniform on four scans: the same hints on a selection
+        hint = [{"x": 5, "y": 5, "L": 40, "a": 10, "b": -40}]
+        r = c.post("/api/review?t=tok", json={"ids": series, "kind": "hints", "value": hint})
+        assert r.get_json()["saved"] == 4
+        assert c.get("/api/images?t=tok&filter=hinted").get_json()["total"] == 4
+        assert c.get("/api/images?t=tok&filter=hints_pending").get_json()["total"] == 4
         page = c.get("/api/images?t=tok&filter=accepted").get_json()
         assert page["total"] == 1 and page["rows"][0]["verdict"] == "accepted"
         assert c.get("/api/images?t=tok&q=ACC-10").get_json()["total"] == 10  # ACC-100..109

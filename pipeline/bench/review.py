@@ -110,6 +110,7 @@ def bench_preview(side: int = 1024, points: int = 10, repeats: int = 7, checkpoi
     from skimage import data as skdata
 
     from pipeline.client.review import Previewer
+    from pipeline.client.state import HINT_CHECKPOINT
 
     with tempfile.TemporaryDirectory(prefix="colorize-preview-") as tmp:
         gray = Image.fromarray(skdata.astronaut()).convert("L").resize((side, side), Image.BICUBIC)
@@ -131,8 +132,6 @@ def bench_preview(side: int = 1024, points: int = 10, repeats: int = 7, checkpoi
             times.append(time.perf_counter() - t0)
         pv.close()
         shape = Image.open(io.BytesIO(jpeg)).size
-    from pipeline.client.state import HINT_CHECKPOINT
-
     return {"side": side, "points": points, "first_s": start, "median_s": statistics.median(times),
             "max_s": max(times), "shape": shape, "bytes": len(first),
             "hint_net": HINT_CHECKPOINT.is_file()}

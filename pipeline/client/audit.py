@@ -111,8 +111,9 @@ def audit(outdir: str | Store | Outdir, quick: bool = False, check_inputs: bool 
         problems += _input_problems(spec["manifest"], res, progress)
     status_counts = Counter(r["status"] for r in res)
     committed = od.committed_shards()
-    redo_pending, redo_problems, redone = _redo_check(out, res)
-    problems += redo_problems + _hint_problems(od, res, redo_pending)
+    redo_state = redo.load(out)
+    redo_pending, redo_problems, redone = _redo_check(redo_state, res)
+    problems += redo_problems + _hint_problems(od, res, redo_state)
     grayish = [{"image_id": r["image_id"], "output_path": r["output_path"],
                 "colorfulness": r["colorfulness"]}
                for r in ok_rows if r["colorfulness"] is not None and r["colorfulness"] < GRAY_COLORFULNESS]
@@ -144,10 +145,9 @@ def audit(outdir: str | Store | Outdir, quick: bool = False, check_inputs: bool 
     return report
 
 
-def _redo_check(out: Store, res: list[dict]) -> tuple[set[str], list[dict], dict]:
+def _redo_check(state: dict, res: list[dict]) -> tuple[set[str], list[dict], dict]:
     """Redos (redo.py): the images still pending, every redone image's row saying so with the
     options it was redone with, and how many were redone with what."""
-    state = redo.load(out)
     pending = {i for ids in state["pending"].values() for i in ids}
     rows = {r["image_id"]: r for r in res}
     problems = [dict(kind=Problem.REDO_NOT_RECORDED, image_id=iid, expected=redo.options_label(opts))
@@ -157,17 +157,18 @@ def _redo_check(out: Store, res: list[dict]) -> tuple[set[str], list[dict], dict
     return pending, problems, dict(Counter(r["redone"] for r in res if r.get("redone")))
 
 
-def _hint_problems(od: Outdir, res: list[dict], pending: set[str]) -> list[dict]:
+def _hint_problems(od: Outdir, res: list[dict], redo_state: dict) -> list[dict]:
     """Each hinted output was made from the hints its redo recorded: the row's digest is theirs,
     and so is the one in the file's own provenance."""
-    from pipeline.worker.hints import digest, from_json
+    from pipeline.worker.hints import digest_of
 
-    overrides = redo.load(od)["overrides"]
+    overrides = redo_state["overrides"]
+    pending = {i for ids in redo_state["pending"].values() for i in ids}
     problems = []
     for r in res:
         if r["status"] != "ok" or r["image_id"] in pending:
             continue
-        want = digest(from_json(overrides.get(r["image_id"], {}).get("hints") or []))
+        want = digest_of(overrides.get(r["image_id"], {}).get("hints"))
         if r.get("hints_digest") != want:
             problems.append(dict(kind=Problem.HINTS_MISMATCH, image_id=r["image_id"],
                                  expected=want, found=r.get("hints_digest")))
@@ -180,14 +181,14 @@ def _hint_problems(od: Outdir, res: list[dict], pending: set[str]) -> list[dict]
 def review_counts(od: Outdir, res: list[dict]) -> dict:
     """What the curator has done (OUTDIR/reviews): verdicts, notes, hinted images, and the
     images whose hints changed since their output was written (`run --hinted` colours them)."""
-    from pipeline.client.reviews import VERDICTS, Journal
-    from pipeline.worker.hints import digest, from_json
+    from pipeline.client.reviews import VERDICTS, state_of
+    from pipeline.worker.hints import digest_of
 
-    state = Journal(od.store.full("")).state() if od.store.exists(Outdir.REVIEWS) else {}
+    state = state_of(od)
     ids = {r["image_id"]: r for r in res}
     v = Counter(s["verdict"] for i, s in state.items() if i in ids)
     pending = sorted(i for i, s in state.items() if i in ids
-                     and digest(from_json(s["hints"] or [])) != ids[i].get("hints_digest"))
+                     and digest_of(s["hints"]) != ids[i].get("hints_digest"))
     return {**{k: v.get(k, 0) for k in VERDICTS},
             "not_reviewed": len(ids) - sum(v.get(k, 0) for k in VERDICTS),
             "notes": sum(1 for i, s in state.items() if i in ids and s["note"]),

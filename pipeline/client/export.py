@@ -14,7 +14,7 @@ from pipeline.client.catalogue import stored_name
 from pipeline.client.manifest import read_catalogue_info
 from pipeline.client.outdir import Outdir
 from pipeline.client.results import SCHEMA
-from pipeline.client.reviews import Journal
+from pipeline.client.reviews import state_of
 
 # Ours, in the order a person reads them; the rest of SCHEMA follows.
 OURS_FIRST = ["status", "error", "output_path", "source_path", "input_kind", "notes", "width",
@@ -48,7 +48,7 @@ def export_table(out: Outdir, info: dict) -> tuple[list[str], list[list]]:
     columns = [t.column(stored_name(c)).to_pylist() for c in cat_cols]
     columns += [t.column(n).to_pylist() for n in legacy + ours]
     # the curator's review (colorize review): verdict, note, how many hints, by whom, when
-    state = Journal(out.store.full("")).state() if out.store.exists(Outdir.REVIEWS) else {}
+    state = state_of(out)
     ids = t.column("image_id").to_pylist()
     for name, get in REVIEW_COLUMNS:
         header.append(f"colorize_{name}" if name in taken else name)

@@ -126,17 +126,17 @@ def hinted(outdir: Outdir) -> tuple[dict[int, set[str]], dict[str, dict]]:
     output was made with, (shard -> ids, id -> {"hints": [...]}). An automatic output about to
     be replaced by a hinted one is first copied to OUTDIR/automatic/, so the curator can compare
     and go back (taking the hints away colours the image as the job does again)."""
-    from pipeline.client.reviews import Journal
-    from pipeline.worker.hints import digest, from_json
+    from pipeline.client.reviews import state_of
+    from pipeline.worker.hints import digest_of
 
-    state = Journal(outdir.store.full("")).state()
+    state = state_of(outdir)
     t = outdir.read_results(columns=None)
     picked: dict[int, set[str]] = {}
     per_image: dict[str, dict] = {}
     for r in t.select([c for c in ("image_id", "shard", "status", "output_path", "hints_digest")
                        if c in t.column_names]).to_pylist():
         want = (state.get(r["image_id"]) or {}).get("hints") or []
-        if digest(from_json(want)) == r.get("hints_digest"):
+        if digest_of(want) == r.get("hints_digest"):
             continue
         picked.setdefault(int(r["shard"]), set()).add(r["image_id"])
         per_image[r["image_id"]] = {"hints": want}

@@ -26,6 +26,7 @@ from pathlib import Path
 from pipeline.client import reviews
 from pipeline.client.outdir import Outdir
 from pipeline.client.runview import FILTERS, RunView
+from pipeline.client.state import HINT_CHECKPOINT
 from pipeline.errors import UsageError
 
 PAGE_DIR = Path(__file__).with_name("review_page")
@@ -43,26 +44,29 @@ class Previewer:
         self._lock = threading.Lock()
 
     def render(self, path: str, hint_list: list, max_side: int = 1024) -> bytes:
+        req = json.dumps({"path": path, "hints": hint_list, "max_side": max_side}).encode() + b"\n"
         with self._lock:
-            for attempt in (1, 2):  # a worker that died (killed, out of memory) is started again
-                if self._proc is None or self._proc.poll() is not None:
-                    self._proc = subprocess.Popen(
-                        [sys.executable, "-m", "pipeline.worker.preview", self.checkpoint or ""],
-                        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            try:
+                head = self._ask(req)
+            except (BrokenPipeError, ValueError):  # it died (killed, out of memory): once more
+                self._proc = None
                 try:
-                    req = json.dumps({"path": path, "hints": hint_list, "max_side": max_side})
-                    self._proc.stdin.write(req.encode() + b"\n")
-                    self._proc.stdin.flush()
-                    head = json.loads(self._proc.stdout.readline())
+                    head = self._ask(req)
                 except (BrokenPipeError, ValueError):
                     self._proc = None
-                    if attempt == 2:
-                        raise RuntimeError("the preview worker stopped") from None
-                    continue
-                if not head["ok"]:
-                    raise ValueError(head["error"])
-                return self._proc.stdout.read(head["bytes"])
-        raise RuntimeError("unreachable")
+                    raise RuntimeError("the preview worker stopped") from None
+            if not head["ok"]:
+                raise ValueError(head["error"])
+            return self._proc.stdout.read(head["bytes"])
+
+    def _ask(self, req: bytes) -> dict:
+        if self._proc is None or self._proc.poll() is not None:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "pipeline.worker.preview", self.checkpoint or ""],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self._proc.stdin.write(req)
+        self._proc.stdin.flush()
+        return json.loads(self._proc.stdout.readline())
 
     def close(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
@@ -84,8 +88,7 @@ def create_app(outdir: str, who: str | None = None, token: str | None = None):
     spec = od.read_job()["spec"]
     previewer = Previewer(spec.get("checkpoint"))
     app = Flask(__name__, static_folder=None)
-    app.config.update(TOKEN=token or secrets.token_urlsafe(24), JOURNAL=journal, PREVIEWER=previewer,
-                      VIEW=view)
+    app.config.update(TOKEN=token or secrets.token_urlsafe(24), JOURNAL=journal, PREVIEWER=previewer)
 
     @app.before_request
     def _token():
@@ -126,7 +129,7 @@ def _routes(app, root: str, view: RunView, journal: reviews.Journal, previewer: 
     @app.get("/api/info")
     def info():
         return jsonify(outdir=root, columns=view.columns(), filters=FILTERS, reviewer=journal.who,
-                       hint_net=os.path.isfile(_hint_checkpoint()))
+                       hint_net=HINT_CHECKPOINT.is_file())
 
     @app.get("/api/images")
     def images():
@@ -182,12 +185,6 @@ def _routes(app, root: str, view: RunView, journal: reviews.Journal, previewer: 
         data = _picture(root, view, _row(image_id), "output", 256)
         return jsonify(colours=[] if data is None else _palette(data))
 
-
-
-def _hint_checkpoint() -> str:
-    from pipeline.client.state import HINT_CHECKPOINT
-
-    return str(HINT_CHECKPOINT)
 
 
 def _picture(root: str, view: RunView, row: dict, which: str, width: int) -> bytes | None:

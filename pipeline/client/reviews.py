@@ -208,6 +208,11 @@ class Journal:
                 os.close(fd)
 
 
+def state_of(outdir) -> dict[str, dict]:
+    """The curator's state of a run (outdir: client.outdir.Outdir); {} where nobody reviewed."""
+    return Journal(outdir.store.full("")).state() if outdir.store.exists(DIR) else {}
+
+
 def read_journal(path: Path) -> list[dict]:
     """A journal's events; a line torn by a kill (never acknowledged) or damaged is skipped."""
     with open(path, "rb") as f:

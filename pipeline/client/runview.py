@@ -4,7 +4,6 @@ images pages in milliseconds). Re-read when a run commits another shard."""
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 
@@ -124,8 +123,7 @@ class RunView:
     def _masks(t: pa.Table, state: dict) -> dict:
         """Every filter's rows, as boolean arrays (only the images the curator touched are
         looked at one by one)."""
-        from pipeline.worker.hints import digest as hints_digest
-        from pipeline.worker.hints import from_json
+        from pipeline.worker.hints import digest_of
 
         n = len(t)
         verdict, n_hints = [None] * n, [0] * n
@@ -136,7 +134,7 @@ class RunView:
                 s = state.get(iid)
                 if s is not None:
                     verdict[i], n_hints[i] = s["verdict"], len(s["hints"] or [])
-                    pending[i] = hints_digest(from_json(s["hints"] or [])) != made[i]
+                    pending[i] = digest_of(s["hints"]) != made[i]
         verdict, n_hints = pa.array(verdict, pa.string()), pa.array(n_hints, pa.int64())
         ok = pc.equal(t.column("status"), "ok")
         return {
@@ -151,6 +149,3 @@ class RunView:
             "nearly_gray": pc.and_(ok, pc.less(pc.fill_null(t.column("colorfulness"), 0.0), NEARLY_GRAY)),
         }
 
-
-def dumps(obj) -> str:
-    return json.dumps(obj, ensure_ascii=False, default=str)

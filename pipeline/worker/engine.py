@@ -74,10 +74,10 @@ class Colorizer:
         """One image's (2, s, s) a*, b* with hints (cells of the net's grid, hints.on_grid): the
         hint-conditioned net's colour, then pinned to each hint along the image's edges."""
         hn = self.hint_net() if cells else None
+        g = small if isinstance(small, torch.Tensor) else to_device(small, self.device)
         if hn is None:
-            ab = self.predict_ab([small])[0]
+            ab = self.predict_ab([g])[0]
         else:
-            g = small if isinstance(small, torch.Tensor) else to_device(small, self.device)
             P, s = self.pad, g.shape[-1]
             x = F.pad((self._L8[g.long()] / 100.0)[None, None], (P, P, P, P), mode="reflect")
             # the hint planes are zero-padded: a mirrored hint would be a second, false one
@@ -86,8 +86,7 @@ class Colorizer:
                 y = hn.model(torch.cat([x, h], 1).contiguous(memory_format=torch.channels_last))
             ab = color.decode_ab(y.float()[0, :, P:P + s, P:P + s])
             ab = ab * float(hn.meta.get("chroma_gain", 1.0))
-        L = self._L8[(small if isinstance(small, torch.Tensor) else torch.from_numpy(small)).long().to(self.device)]
-        out = hints.propagate(L.cpu().numpy(), ab.float().cpu().numpy(), cells)
+        out = hints.propagate(self._L8[g.long()].cpu().numpy(), ab.float().cpu().numpy(), cells)
         return torch.from_numpy(out).to(self.device)
 
     @property

@@ -116,6 +116,11 @@ def digest(hints: list[Hint]) -> str | None:
     return hashlib.sha256(json.dumps(sorted(h.key() for h in hints)).encode()).hexdigest()[:16]
 
 
+def digest_of(stored: list | None) -> str | None:
+    """digest() of hints as stored (JSON: a redo's options, the review journal)."""
+    return digest(from_json(stored or []))
+
+
 def on_grid(hints: list[Hint], width: int, height: int, size: int) -> list[tuple[int, int, float, float]]:
     """Hints in source pixels -> (row, col, a, b) cells of the net's size x size grid (the net sees
     the whole image squeezed to a square). Points outside the image are dropped."""

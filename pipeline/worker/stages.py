@@ -175,17 +175,19 @@ class ImageStages:
 
     def encoded(self, item: Item, rgb, fmt: str) -> tuple[bytes, list[str]]:
         """The output file's bytes and the image's notes (writers.encode_output)."""
+        return encode_output(rgb, fmt, item.decoded, self.spec.quality, self._provenance(item))
+
+    def _provenance(self, item: Item) -> dict:
         hinted = (item.row["hints"], item.row["hints_digest"]) if item.row.get("hints") else None
-        return encode_output(rgb, fmt, item.decoded, self.spec.quality, provenance(
-            self.checkpoint_sha256, self.created, item.row.get("source_sha256"), item.record, hinted))
+        return provenance(self.checkpoint_sha256, self.created, item.row.get("source_sha256"),
+                          item.record, hinted)
 
     def _write(self, item: Item, rgb) -> None:
-        hinted = (item.row["hints"], item.row["hints_digest"]) if item.row.get("hints") else None
         try:  # writers' calls one after another: the image does not climb back between them
+            prov = self._provenance(item)
             fmt = output_format(self.spec.format, item.decoded.format)
             rel = item.stem + extension(fmt)  # checked once, in read()
-            data, notes = encode_output(rgb, fmt, item.decoded, self.spec.quality, provenance(
-                self.checkpoint_sha256, self.created, item.row.get("source_sha256"), item.record, hinted))
+            data, notes = encode_output(rgb, fmt, item.decoded, self.spec.quality, prov)
         except Exception as e:
             item.fail(f"cannot encode: {type(e).__name__}: {e}")
             return

@@ -265,14 +265,27 @@ def test_the_server_wants_its_token_serves_nothing_else_and_writes_only_reviews(
         assert c.post("/api/review?t=tok", json={"image_id": iid, "kind": "verdict", "value": "?"}).status_code == 400
         series = sorted(rows)[2:6]  # one uniform on four scans: the same hints on a selection
         hint = [{"x": 5, "y": 5, "L": 40, "a": 10, "b": -40}]
-        r = c.post("/api/review?t=tok", json={"ids": series, "kind": "hints", "value": hint})
+        r = c.post("/api/review?t=tok", json={"ids": series, "kind": "hints", "value": hint, "from": series[0]})
         assert r.get_json()["saved"] == 4
+        stored = c.get(f"/api/image/{series[3]}?t=tok").get_json()["review"]["hints"]
+        assert (stored[0]["x"], stored[0]["y"]) == (5, 5)  # the same size: the same place
         assert c.get("/api/images?t=tok&filter=hinted").get_json()["total"] == 4
         assert c.get("/api/images?t=tok&filter=hints_pending").get_json()["total"] == 4
         page = c.get("/api/images?t=tok&filter=accepted").get_json()
         assert page["total"] == 1 and page["rows"][0]["verdict"] == "accepted"
         assert c.get("/api/images?t=tok&q=ACC-10").get_json()["total"] == 10  # ACC-100..109
     assert tree() == before
+
+
+def test_hints_applied_to_a_series_land_at_the_same_place_relative_to_each_scan():
+    from pipeline.client.review import _fitted
+
+    placed = [{"x": 100, "y": 30, "L": 40, "a": 50, "b": 20}]
+    got = _fitted(placed, {"width": 400, "height": 300}, {"width": 1600, "height": 1200})
+    assert got == [{"x": 400.0, "y": 120.0, "L": 40, "a": 50, "b": 20}]
+    assert placed[0]["x"] == 100  # the curator's own list is left as it was
+    assert _fitted(placed, {"width": None, "height": 300}, {"width": 800, "height": 600}) == placed
+    assert _fitted("nonsense", {"width": 4, "height": 3}, {"width": 8, "height": 6}) == "nonsense"
 
 
 def test_the_grid_filters_sorts_and_searches_catalogue_columns(job, tmp_path):

@@ -152,8 +152,11 @@ def _routes(app, root: str, view: RunView, journal: reviews.Journal, previewer: 
         ids = body.get("ids") or ([body["image_id"]] if body.get("image_id") else [])
         if not ids or any(view.row(i) is None for i in ids):
             return jsonify(error="unknown image id"), 404
+        value = body.get("value")
+        source = body.get("from") and view.row(body["from"])
         try:
-            evs = [journal.record(i, body.get("kind"), body.get("value")) for i in ids]
+            evs = [journal.record(i, body.get("kind"), _fitted(value, source, view.row(i))
+                                  if source and body.get("kind") == "hints" else value) for i in ids]
         except reviews.ReviewError as e:
             return jsonify(error=str(e)), 400
         return jsonify(saved=len(evs), events=[e["id"] for e in evs])
@@ -185,6 +188,20 @@ def _routes(app, root: str, view: RunView, journal: reviews.Journal, previewer: 
         data = _picture(root, view, _row(image_id), "output", 256)
         return jsonify(colours=[] if data is None else _palette(data))
 
+
+
+def _fitted(hint_list, source: dict, target: dict):
+    """Hints placed on one image, for another of a series: at the same place relative to its size
+    (a series' scans differ by a few pixels or by their resolution). Sizes unknown: as placed."""
+    if not isinstance(hint_list, list):
+        return hint_list
+    try:
+        sx, sy = target["width"] / source["width"], target["height"] / source["height"]
+    except (KeyError, TypeError, ZeroDivisionError):
+        return hint_list
+    return [{**h, "x": h["x"] * sx, "y": h["y"] * sy}
+            if isinstance(h, dict) and isinstance(h.get("x"), (int, float)) and isinstance(h.get("y"), (int, float))
+            else h for h in hint_list]
 
 
 def _picture(root: str, view: RunView, row: dict, which: str, width: int) -> bytes | None:

@@ -161,7 +161,8 @@ function showVerdict() {
 
 async function save(kind, value, ids) {
   const one = ids === undefined;
-  const body = one ? { image_id: S.row.image_id, kind, value } : { ids, kind, value };
+  // a series: the server places the hints at the same relative spot of each image
+  const body = one ? { image_id: S.row.image_id, kind, value } : { ids, kind, value, from: S.row.image_id };
   $("saved").textContent = "saving…";
   const r = await api("/api/review", { method: "POST", headers: { "Content-Type": "application/json" },
     body: JSON.stringify(body) });

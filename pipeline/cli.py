@@ -363,7 +363,9 @@ def cmd_status(a) -> int:
     if (s["pending"] or s["redo_pending"]) and not s["running"]:  # stopped: say so first
         redo = (f", a redo of {plural(s['redo_pending'], 'image')} unfinished"
                 if s["redo_pending"] else "")
-        print(f"interrupted: {s['committed']} of {plural(s['shards'], 'shard')} committed{redo}; "
+        how = (f"stopped at {s['stopped']['at']} by a failure: {s['stopped']['reason']}\n"
+               if s["stopped"] else "interrupted: ")
+        print(f"{how}{s['committed']} of {plural(s['shards'], 'shard')} committed{redo}; "
               f"resume with: colorize run -o {a.outdir}")
     print(f"{a.outdir}: shards {s['committed']} committed, {s['pending']} pending of {s['shards']}; "
           f"images {s['ok']} ok, {s['error']} error, {s['skipped']} skipped of {s['images']}")
@@ -447,7 +449,8 @@ def cmd_audit(a) -> int:
     if r["incomplete"]:  # a run that stopped: nothing committed is wrong, there is just more to do
         redo = (f", a redo of {plural(len(r['redo_pending']), 'image')} unfinished"
                 if r["redo_pending"] else "")
-        print(f"audit incomplete: interrupted: {r['committed_shards']} of "
+        how = f"stopped by a failure ({r['stopped']['reason']})" if r.get("stopped") else "interrupted"
+        print(f"audit incomplete: {how}: {r['committed_shards']} of "
               f"{plural(r['shards'], 'shard')} committed{redo}; resume with: colorize run -o "
               f"{a.outdir}")
         print(f"  the committed shards are intact ({line}); report in {a.outdir}/audit.html")

@@ -21,11 +21,13 @@ class ScanError(UsageError, ValueError):
 
 class RunFailed(RuntimeError):
     """A shard could not be committed (e.g. disk full); exit code 1. `traceback`: the worker's,
-    when the cause was a bug rather than OUTDIR (the CLI prints it then)."""
+    when the cause was a bug rather than OUTDIR (the CLI prints it then); `cause`: what failed,
+    without the advice (what `status` tells later)."""
 
-    def __init__(self, message: str, traceback: str = ""):
+    def __init__(self, message: str, traceback: str = "", cause: str = ""):
         super().__init__(message)
         self.traceback = traceback
+        self.cause = cause or message
 
 
 def plural(n: int, word: str, many: str | None = None) -> str:

@@ -6,6 +6,7 @@ one file that is not there, and one file twice. Every record survives scan, run 
 import csv
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -316,3 +317,46 @@ def test_the_report_shows_tiff_outputs_and_labels_each_record(museum, tmp_path, 
     assert "href='audit-previews/images/" in page and "(TIFF file)" in page
     assert "<dt>Inventarnummer</dt><dd>INV-" in page and "<dt>source</dt>" in page
     assert "table-layout:fixed" in page and "max-width:100%" in page
+
+
+@pytest.mark.slow
+def test_a_run_stopped_by_a_full_disk_says_so_later_and_resumes(tmp_path, ckpt):
+    """The disk fills under the outputs: the run ends (exit 1) and `status` and `audit` tell, long
+    after the terminal is gone, why it stopped; the rerun on a freed disk clears that."""
+    src = tmp_path / "scans"
+    src.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (40, 48), dtype=np.uint8)).save(src / f"{i}.png")
+    man, out = tmp_path / "m.parquet", tmp_path / "out"
+    assert run_cli("scan", src, "-o", man, "-q", "--shard-size", "2").returncode == 0
+    # every process of the run (client and dask workers) reads this at start-up: the outputs'
+    # writes fail as on a full disk, job.json and the results' own writes do not
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "sitecustomize.py").write_text(
+        "import errno\n"
+        "from pipeline import storage\n"
+        "real = storage.Store.write_atomic\n"
+        "def write_atomic(self, rel, data):\n"
+        "    if rel.startswith('images/'):\n"
+        "        raise OSError(errno.ENOSPC, 'No space left on device')\n"
+        "    return real(self, rel, data)\n"
+        "storage.Store.write_atomic = write_atomic\n")
+    env = {**os.environ, "PYTHONPATH": str(full)}
+    r = run_cli("run", "--manifest", man, "-o", out, "--size", "32", "-q", "--checkpoint", ckpt,
+                "--workers", "1", env=env)
+    assert r.returncode == 1, r.stderr
+    assert "No space left on device" in r.stderr
+    r = run_cli("status", out)
+    first, second = r.stdout.splitlines()[:2]
+    assert first.startswith("stopped at 20") and "by a failure: shard" in first, r.stdout
+    assert "No space left on device" in first
+    assert second == f"0 of 3 shards committed; resume with: colorize run -o {out}"
+    r = run_cli("audit", out, "-q")
+    assert r.returncode == 3
+    assert r.stdout.startswith("audit incomplete: stopped by a failure (shard"), r.stdout
+    assert run_cli("run", "-o", out, "-q").returncode == 0  # the disk freed: the job finishes
+    r = run_cli("status", out)
+    assert r.stdout.startswith(f"{out}: shards 3 committed, 0 pending"), r.stdout
+    assert not (out / "stopped.json").exists()

@@ -134,7 +134,7 @@ def audit(outdir: str | Store | Outdir, quick: bool = False, check_inputs: bool 
         "errors": errors, "skipped": skipped, "nearly_gray": grayish, "carried": carried,
         "foreign_files": foreign, "redone": redone, "redo_pending": sorted(redo_pending),
         "committed_shards": len(committed), "review": review_counts(od, res),
-        "shards": len({r["shard"] for r in man}),
+        "shards": len({r["shard"] for r in man}), "stopped": od.last_stop(),
     }
     report["incomplete"] = incomplete(report, committed)
     report["verdict"] = verdict(report)
@@ -211,7 +211,9 @@ def incomplete(report: dict, committed: set[int]) -> bool:
 def verdict(report: dict) -> str:
     """One line a person reads first: passed or not, and what else deserves a look."""
     if report.get("incomplete"):
-        return (f"incomplete: interrupted, {report['committed_shards']} of "
+        how = (f"stopped by a failure ({report['stopped']['reason']})" if report.get("stopped")
+               else "interrupted")
+        return (f"incomplete: {how}, {report['committed_shards']} of "
                 f"{plural(report['shards'], 'shard')} committed (rerun to resume)")
     if not report["ok"]:
         return f"FAILED: {plural(len(report['problems']), 'discrepancy', 'discrepancies')} (listed below)"

@@ -85,6 +85,7 @@ def run_job(o: JobSpec, log=print, redo: tuple[dict[int, set[str]], dict] | None
         return _dry_run(o, outdir, spec, sizes, log)
     with outdir.lock():
         fp = check_or_write_job(outdir, spec, o.restart)
+        outdir.clear_stop()  # the last run's failure is this run's to tell again, or not
         stale = outdir.remove_temporaries()
         if stale:
             log(f"removed {stale} temporary files left by an interrupted run")
@@ -103,7 +104,11 @@ def run_job(o: JobSpec, log=print, redo: tuple[dict[int, set[str]], dict] | None
                            created=outdir.read_job().get("created", ""))
             if importlib.util.find_spec("bokeh"):  # without it the link opens to an error page
                 log(f"dashboard: {client.dashboard_link}")
-            totals = _drive(client, job, work, log)
+            try:
+                totals = _drive(client, job, work, log)
+            except RunFailed as e:
+                outdir.record_stop(e.cause)
+                raise
         elapsed = time.perf_counter() - work.t_start
     n = totals["images"]
     totals.update(elapsed=elapsed, images_per_s=n / elapsed if elapsed else 0.0,
@@ -222,7 +227,8 @@ def _drive(client, job, work: _Work, log) -> dict:
     if failure:
         for f in list(ac.futures):  # a copy: completions still arrive and change the dict
             f.cancel()
-        raise RunFailed(f"{failure}; committed shards are intact, rerun to resume", traceback=tb)
+        raise RunFailed(f"{failure}; committed shards are intact, rerun to resume", traceback=tb,
+                        cause=failure)
     return tally.summary()
 
 
@@ -306,6 +312,7 @@ def status(outdir: str | os.PathLike) -> dict:
          "pending": len(set(sizes) - committed), "images": sum(sizes.values()),
          **{s: counts.get(s, 0) for s in results.STATUSES}}
     s["running"] = outdir.lock_holder()
+    s["stopped"] = None if s["running"] else outdir.last_stop()
     s["redo_pending"] = sum(len(ids) for ids in redo.load(outdir)["pending"].values())
     if s["running"] and outdir.store.local and len(committed) >= 2:
         # the pace of the shards committed so far, from their commit times

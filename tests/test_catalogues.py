@@ -95,6 +95,43 @@ def test_export_writes_one_line_per_image_carried_columns_first(scans, tmp_path,
     assert r.returncode == 2 and "--force" in r.stderr
 
 
+def test_a_corrected_catalogue_reaches_the_manifest_on_rescan_and_the_job_goes_on(scans, tmp_path, ckpt):
+    """A curator fixes an accession number and a title, then rescans: the manifest takes the new
+    cells (ids, shards and output names kept, so the job goes on), says which, and a redo of that
+    file writes them into its output and result row. A list without the columns changes nothing."""
+    cat = scans / "katalog.csv"
+    cat.write_text("accession;path;title\nA-1;b.png;Hof\nA-2;c.png;Tor\n", encoding="utf-8")
+    man, out = tmp_path / "m.parquet", tmp_path / "out"
+    assert run_cli("scan", scans, cat, "-o", man, "-q").returncode == 0
+    before = pq.read_table(man).to_pylist()
+    r = run_cli("run", "--manifest", man, "-o", out, "--size", "32", "-q", "--checkpoint", ckpt)
+    assert r.returncode == 0, r.stderr
+    cat.write_text("accession;path;title\nA-1;b.png;Hof\nA-2b;c.png;Tor am Markt\n", encoding="utf-8")
+    r = run_cli("scan", scans, cat, "-o", man, "--report", tmp_path / "report.csv")
+    assert r.returncode == 0, r.stderr
+    assert ("the catalogue changed for 1 file done before (c.png: accession 'A-2' -> 'A-2b'; "
+            "c.png: title 'Tor' -> 'Tor am Markt')") in r.stderr
+    after = pq.read_table(man).to_pylist()
+    keep = ("image_id", "shard", "out_stem")
+    assert [tuple(x[k] for k in keep) for x in after] == [tuple(x[k] for k in keep) for x in before]
+    by = {Path(x["path"]).name: x for x in after}
+    assert (by["c.png"]["accession"], by["c.png"]["title"]) == ("A-2b", "Tor am Markt")
+    assert (by["b.png"]["accession"], by["b.png"]["title"]) == ("A-1", "Hof")
+    assert by["Müller 1.png"]["accession"] is None  # in no catalogue, then or now
+    with open(tmp_path / "report.csv", newline="", encoding="utf-8-sig") as f:
+        report = [x for x in csv.DictReader(f) if x["kind"] == "recatalogued"]
+    assert [x["catalogue"] for x in report] == ["accession: 'A-2' -> 'A-2b'", "title: 'Tor' -> 'Tor am Markt'"]
+    (scans / "list.txt").write_text("c.png\n")  # a list of paths has no cells to give
+    assert run_cli("scan", scans / "list.txt", "-o", man, "-q").returncode == 0
+    assert {Path(x["path"]).name: x["accession"] for x in pq.read_table(man).to_pylist()}["c.png"] == "A-2b"
+    r = run_cli("run", "-o", out, "-q", "--redo", scans / "c.png")
+    assert r.returncode == 0, r.stderr
+    rows = {Path(x["source_path"]).name: x for f in sorted((out / "results").glob("*.parquet"))
+            for x in pq.read_table(f).to_pylist()}
+    assert (rows["c.png"]["accession"], rows["c.png"]["redone"]) == ("A-2b", "redo")
+    assert b"A-2b" in (out / "images" / "c.png").read_bytes()  # the output's own XMP record
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["png", "tiff", "jpeg", "webp"])
 def test_every_output_says_it_was_machine_colorized(scans, tmp_path, ckpt, fmt):

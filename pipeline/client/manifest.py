@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import os
+import shlex
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -161,9 +162,11 @@ def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int = 64
     if old is not None:
         real, rels = _extend(old, extend, real, rels, found, log)
         shard_size = int((old.schema.metadata or {}).get(b"shard_size", shard_size))
+    columns = _catalogue_columns(found.catalogues, old)
+    if old is not None and found.catalogues:
+        old = _recatalogue(old, extend, by_path, columns, found, log)
     if report:
         log(f"wrote {report}: {found.write_csv(report)} mismatches between files and catalogue")
-    columns = _catalogue_columns(found.catalogues, old)
     if relative and not is_url(output):
         base = Path(output).resolve().parent
         stored = [r if is_url(r) else os.path.relpath(r, base) for r in real]
@@ -220,6 +223,9 @@ class ScanReport:
     duplicates: list[tuple[dict, dict]] = field(default_factory=list)  # (kept, repeated) rows
     changed: list[str] = field(default_factory=list)  # extending: in the old manifest, size differs
     gone: list[str] = field(default_factory=list)  # extending: in the old manifest, not found now
+    # extending: files done before whose catalogue row says something else now: (path, column,
+    # was, now), one per changed cell; the manifest takes the catalogue's
+    recatalogued: list[tuple[str, str, str | None, str | None]] = field(default_factory=list)
 
     def lines(self, limit: int = 5) -> list[str]:
         """The short summary a scan prints."""
@@ -256,6 +262,7 @@ class ScanReport:
                  for a, b in self.duplicates]
         rows += [("changed", p, "", "", "") for p in self.changed]
         rows += [("gone", p, "", "", "") for p in self.gone]
+        rows += [("recatalogued", p, f"{c}: {was!r} -> {now!r}", "", "") for p, c, was, now in self.recatalogued]
         with open(path, "w", newline="", encoding="utf-8-sig") as f:
             w = csv.writer(f)
             w.writerow(["kind", "path", "catalogue", "line", "first listed at"])
@@ -298,6 +305,7 @@ def _collect(sources: Iterable[str], opts: dict, log) -> tuple[dict[str, dict], 
                 continue
             listed[key] = row
             entry["_cells"] = row["_cells"]
+            entry["_columns"] = row["_from"].columns  # a list of paths has none
             if not is_url(key) and not os.path.exists(key):
                 report.missing.append(row)
     if report.catalogues:
@@ -330,6 +338,37 @@ def _extend(old: pa.Table, extend: str, real: list[str], rels: list[str], found:
         log(f"changed since: {', '.join(found.changed[:5])}{' ...' if len(found.changed) > 5 else ''}"
             "; to colorize them again: colorize run -o OUTDIR --redo FILE")
     return [real[i] for i in keep], [rels[i] for i in keep]
+
+
+def _recatalogue(old: pa.Table, manifest: str, by_path: dict[str, dict], columns: list[str],
+                 found: ScanReport, log) -> pa.Table:
+    """An earlier manifest's rows with the cells their catalogue rows hold now: a corrected title
+    or accession number reaches the export and the next outputs' XMP. Ids, shards and output
+    names stay (the job goes on); a cell no catalogue gives this time (the file is not listed, or
+    its catalogue has no such column) stays as it was."""
+    paths = old.column("path").to_pylist()
+    rows = [by_path.get(p if is_url(p) else os.path.realpath(resolve_path(manifest, p))) for p in paths]
+    for c in columns:
+        name = stored_name(c)
+        was = old.column(name).to_pylist() if name in old.column_names else [None] * len(paths)
+        now = [r["_cells"].get(c) if r is not None and c in r.get("_columns", ()) else w
+               for r, w in zip(rows, was, strict=True)]
+        changed = [(p, c, w, n) for p, w, n in zip(paths, was, now, strict=True) if w != n]
+        if not changed:
+            continue
+        found.recatalogued += changed
+        col = pa.array(now, pa.string())
+        old = (old.set_column(old.column_names.index(name), name, col) if name in old.column_names
+               else old.append_column(name, col))
+    if found.recatalogued:
+        files = sorted({p for p, *_ in found.recatalogued})
+        shown = "; ".join(f"{Path(p).name}: {c} {w!r} -> {n!r}" for p, c, w, n in found.recatalogued[:3])
+        log(f"the catalogue changed for {_n(len(files), 'file')} done before ({shown}"
+            f"{' ...' if len(found.recatalogued) > 3 else ''}): the manifest takes the new cells; "
+            "outputs written before carry the old ones in their XMP until redone: "
+            "colorize run -o OUTDIR --redo " + (" ".join(shlex.quote(p) for p in files) if len(files) <= 3
+                                                 else "LIST (--report FILE lists them: 'recatalogued')"))
+    return old
 
 
 def _changed(old: pa.Table, manifest: str, present: set[str]) -> list[str]:

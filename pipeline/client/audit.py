@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from pipeline.client import redo, results
 from pipeline.client.manifest import read_manifest, resolve_path
-from pipeline.client.outdir import Outdir, Problem
+from pipeline.client.outdir import Outdir, Problem, last_stop
 from pipeline.errors import plural
 from pipeline.storage import Store, read_source
 
@@ -134,7 +134,7 @@ def audit(outdir: str | Store | Outdir, quick: bool = False, check_inputs: bool 
         "errors": errors, "skipped": skipped, "nearly_gray": grayish, "carried": carried,
         "foreign_files": foreign, "redone": redone, "redo_pending": sorted(redo_pending),
         "committed_shards": len(committed), "review": review_counts(od, res),
-        "shards": len({r["shard"] for r in man}), "stopped": od.last_stop(),
+        "shards": len({r["shard"] for r in man}), "stopped": last_stop(od),
     }
     report["incomplete"] = incomplete(report, committed)
     report["verdict"] = verdict(report)

@@ -24,7 +24,7 @@ from pipeline.client.manifest import (
     shard_digests,
 )
 from pipeline.client.metrics import Tally
-from pipeline.client.outdir import Outdir, Problem
+from pipeline.client.outdir import Outdir, Problem, clear_stop, last_stop, record_stop
 from pipeline.client.state import (
     OUTPUT_VERSION,
     check_or_write_job,
@@ -85,7 +85,7 @@ def run_job(o: JobSpec, log=print, redo: tuple[dict[int, set[str]], dict] | None
         return _dry_run(o, outdir, spec, sizes, log)
     with outdir.lock():
         fp = check_or_write_job(outdir, spec, o.restart)
-        outdir.clear_stop()  # the last run's failure is this run's to tell again, or not
+        clear_stop(outdir)  # the last run's failure is this run's to tell again, or not
         stale = outdir.remove_temporaries()
         if stale:
             log(f"removed {stale} temporary files left by an interrupted run")
@@ -107,7 +107,7 @@ def run_job(o: JobSpec, log=print, redo: tuple[dict[int, set[str]], dict] | None
             try:
                 totals = _drive(client, job, work, log)
             except RunFailed as e:
-                outdir.record_stop(e.cause)
+                record_stop(outdir, e.cause)
                 raise
         elapsed = time.perf_counter() - work.t_start
     n = totals["images"]
@@ -312,7 +312,7 @@ def status(outdir: str | os.PathLike) -> dict:
          "pending": len(set(sizes) - committed), "images": sum(sizes.values()),
          **{s: counts.get(s, 0) for s in results.STATUSES}}
     s["running"] = outdir.lock_holder()
-    s["stopped"] = None if s["running"] else outdir.last_stop()
+    s["stopped"] = None if s["running"] else last_stop(outdir)
     s["redo_pending"] = sum(len(ids) for ids in redo.load(outdir)["pending"].values())
     if s["running"] and outdir.store.local and len(committed) >= 2:
         # the pace of the shards committed so far, from their commit times

@@ -56,7 +56,6 @@ class Outdir:
     PREVIEWS = "audit-previews"  # JPEG views of TIFF outputs: a browser shows no TIFF
     AUTOMATIC = "automatic"  # the automatic outputs a curator's hinted ones replaced (run --hinted)
     REVIEWS = "reviews"  # the curator's journal (client/reviews.py) and the review page's cache
-    STOPPED = "stopped.json"  # why the last run stopped before its end (a shard that failed)
     # What the tool writes at the top before job.json exists: a folder holding only these is new.
     FRESH = (LOCK, IMAGES + "/", RESULTS + "/")
 
@@ -87,8 +86,7 @@ class Outdir:
         """--restart: the results, outputs and reports go; job.json is rewritten after."""
         for sub in (self.RESULTS, self.IMAGES, self.PREVIEWS):
             self.store.rmtree(sub)
-        for f in (self.AUDIT_JSON, self.AUDIT_HTML, self.REDO, self.STOPPED,
-                  *self.store.glob("audit-sheet-*.html")):
+        for f in (self.AUDIT_JSON, self.AUDIT_HTML, self.REDO, *self.store.glob("audit-sheet-*.html")):
             self.store.remove(f)
 
     def check_ours(self) -> None:
@@ -191,25 +189,6 @@ class Outdir:
     def lock(self) -> RunLock:
         return RunLock(self)
 
-    def record_stop(self, reason: str) -> None:
-        """A run that failed says why, for `status` to tell later (the terminal may be gone by
-        then). Best effort: on the full disk that stopped the run, the message printed stands."""
-        stop = {"at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "reason": reason}
-        try:
-            self.store.write_atomic(self.STOPPED, json.dumps(stop, indent=1).encode())
-        except OSError:
-            pass
-
-    def last_stop(self) -> dict | None:
-        """What record_stop() kept, until the next run starts; None when the last run did not fail."""
-        try:
-            return json.loads(self.store.read_text(self.STOPPED)) if self.store.exists(self.STOPPED) else None
-        except (OSError, ValueError):
-            return None
-
-    def clear_stop(self) -> None:
-        self.store.remove(self.STOPPED)
-
     def lock_holder(self) -> str | None:
         """Who holds the run lock (a local OUTDIR), or None: asked without taking it for long."""
         return _lock_holder(self.store, self.LOCK)
@@ -293,3 +272,30 @@ class RunLock:
             Path(self.store.full(Outdir.LOCK)).unlink(missing_ok=True)  # while still holding it
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
+
+
+# --- why the last run stopped ----------------------------------------------------------------
+
+STOPPED = "stopped.json"  # in OUTDIR, from a failure until the next run starts (run_job clears it)
+
+
+def record_stop(outdir: Outdir, reason: str) -> None:
+    """A run that failed says why, for `status` and `audit` to tell later (the terminal may be gone
+    by then). Best effort: on the full disk that stopped the run, the message printed stands."""
+    stop = {"at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "reason": reason}
+    try:
+        outdir.store.write_atomic(STOPPED, json.dumps(stop, indent=1).encode())
+    except OSError:
+        pass
+
+
+def last_stop(outdir: Outdir) -> dict | None:
+    """What record_stop() kept, until the next run starts; None when the last run did not fail."""
+    try:
+        return json.loads(outdir.store.read_text(STOPPED)) if outdir.store.exists(STOPPED) else None
+    except (OSError, ValueError):
+        return None
+
+
+def clear_stop(outdir: Outdir) -> None:
+    outdir.store.remove(STOPPED)

@@ -152,11 +152,10 @@ def _routes(app, root: str, view: RunView, journal: reviews.Journal, previewer: 
         ids = body.get("ids") or ([body["image_id"]] if body.get("image_id") else [])
         if not ids or any(view.row(i) is None for i in ids):
             return jsonify(error="unknown image id"), 404
-        value = body.get("value")
-        source = body.get("from") and view.row(body["from"])
+        source = view.row(body["from"]) if body.get("kind") == "hints" and body.get("from") else None
         try:
-            evs = [journal.record(i, body.get("kind"), _fitted(value, source, view.row(i))
-                                  if source and body.get("kind") == "hints" else value) for i in ids]
+            evs = [journal.record(i, body.get("kind"), _fitted(body.get("value"), source, view.row(i)))
+                   for i in ids]
         except reviews.ReviewError as e:
             return jsonify(error=str(e)), 400
         return jsonify(saved=len(evs), events=[e["id"] for e in evs])
@@ -190,10 +189,11 @@ def _routes(app, root: str, view: RunView, journal: reviews.Journal, previewer: 
 
 
 
-def _fitted(hint_list, source: dict, target: dict):
-    """Hints placed on one image, for another of a series: at the same place relative to its size
-    (a series' scans differ by a few pixels or by their resolution). Sizes unknown: as placed."""
-    if not isinstance(hint_list, list):
+def _fitted(hint_list, source: dict | None, target: dict):
+    """Hints placed on one image (source), for another of a series: at the same place relative to
+    its size (a series' scans differ by a few pixels or by their resolution). No source, or sizes
+    unknown: as placed."""
+    if source is None or not isinstance(hint_list, list):
         return hint_list
     try:
         sx, sy = target["width"] / source["width"], target["height"] / source["height"]

@@ -396,6 +396,8 @@ def test_a_curator_reviews_in_a_real_browser(job, tmp_path):
             page.wait_for_function("document.getElementById('after-cap').textContent.startsWith('preview with 1')",
                                    timeout=60000)
             assert page.inner_text("#saved") == "saved"
+            # still in the image view, the filters' counts follow the edit
+            page.wait_for_function("document.querySelector('[data-filter=hinted]').textContent == 'hinted 1'")
             if shot:
                 page.screenshot(path=shot)
             x0 = page.evaluate("S.hints[0].x")  # move it, delete it, undo the delete

@@ -55,14 +55,28 @@ async function loadInfo() {
   S.filters = info.filters;
 }
 
+function pageQuery() {
+  return "/api/images?" + new URLSearchParams({ filter: S.filter, column: S.column, value: S.value,
+    sort: S.sort, desc: S.desc ? "1" : "0", q: S.q, page: S.page });
+}
+
 async function loadPage() {
-  const p = new URLSearchParams({ filter: S.filter, column: S.column, value: S.value, sort: S.sort,
-    desc: S.desc ? "1" : "0", q: S.q, page: S.page });
-  const d = await getJSON("/api/images?" + p);
+  const d = await getJSON(pageQuery());
   S.rows = d.rows;
   S.cur = Math.min(S.cur, Math.max(0, d.rows.length - 1));
-  $("page-label").textContent = `page ${d.page + 1} of ${d.pages} (${d.total} images)`;
   S.pages = d.pages;
+  renderFilters(d);
+  renderGrid();
+}
+
+// In the image view the rows stay as they are (next/previous walk the page the curator opened),
+// but the filters' counts follow each verdict and hint
+async function refreshCounts() {
+  renderFilters(await getJSON(pageQuery()));
+}
+
+function renderFilters(d) {
+  $("page-label").textContent = `page ${d.page + 1} of ${d.pages} (${d.total} images)`;
   const nav = $("filters");
   nav.innerHTML = "";
   for (const f of S.filters) {
@@ -73,7 +87,6 @@ async function loadPage() {
     b.onclick = () => { S.filter = f; S.page = 0; loadPage(); };
     nav.append(b);
   }
-  renderGrid();
 }
 
 function label(r) {
@@ -167,6 +180,7 @@ async function save(kind, value, ids) {
   const r = await api("/api/review", { method: "POST", headers: { "Content-Type": "application/json" },
     body: JSON.stringify(body) });
   $("saved").textContent = r.ok ? "saved" : "NOT saved: " + (await r.text());
+  if (r.ok && S.view) refreshCounts();
   return r.ok;
 }
 

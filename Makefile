@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup run manifest test lint train-data train train-refine tune-gain evaluate bench gpu-check gpu-wheels clean
+.PHONY: help setup run manifest test lint train-data train train-refine tune-gain evaluate bench gpu-check gpu-wheels gpu-pack gpu-session clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -74,6 +74,13 @@ bench: setup  ## throughput benchmark; appends to BENCHMARKS.md
 
 gpu-check: setup  ## on a GPU machine: gpu tests, cuda bench, thread sweep, byte identity (here: dry run)
 	bash jobs/gpu_check.sh
+
+GPU_PACK ?= out/gpu-pack.npz
+gpu-pack: setup  ## the training split as one <= 28 MiB file for a lent GPU (needs make train-data)
+	$(BIN)/python -m pipeline.model.gputrain pack data/train $(GPU_PACK)
+
+gpu-session: setup  ## on a GPU machine: gpu-check, then training on the pack (here: the dry run)
+	PACK=$(GPU_PACK) bash jobs/gpu_session.sh
 
 # What the lent GPU machines' image lacks (it has torch, numpy, pillow, scikit-image, pyarrow,
 # tifffile, tqdm, fsspec, psutil...), as Python 3.12 wheels to carry there in .whl/.

@@ -179,3 +179,30 @@ def test_cpu_bf16_is_trainings_choice_only():
         assert conv(x).dtype == torch.float32  # inference on a CPU: float32, a job's bytes
     with autocast(torch.device("cpu"), cpu_bf16=True):
         assert conv(x).dtype == torch.bfloat16
+
+
+def test_simulated_hints_hold_the_true_colour_of_a_square_around_each_point():
+    """train.hint_planes (whole-batch tensor work, so it runs on a GPU as fast as the net): each
+    hinted cell holds the mean true a*b* of a 1..5 cell square that covers it; some crops get
+    no hint at all, as often as the geometric count says."""
+    import torch
+
+    from pipeline.model.train import hint_planes
+    from pipeline.worker import color
+    from pipeline.worker.hints import HINT_AB_SCALE
+
+    B, H, W = 900, 24, 24
+    a = torch.arange(W, dtype=torch.float32).view(1, 1, W).expand(B, H, W) * 2.0 - 20.0  # a ramp
+    b = torch.full((B, H, W), 35.0)
+    y = color.encode_ab(torch.stack([a, b], 1))
+    p = hint_planes(y, 8.0, torch.Generator().manual_seed(3))
+    assert p.shape == (B, 3, H, W) and set(p[:, 2].unique().tolist()) == {0.0, 1.0}
+    m = p[:, 2] == 1
+    assert torch.allclose(p[:, 1][m] * HINT_AB_SCALE, torch.tensor(35.0), atol=1e-3)
+    assert (p[:, :2][~m.unsqueeze(1).expand(B, 2, H, W)] == 0).all()
+    # a square of at most 5 columns around a cell: its mean a* is within 2 columns' step of the cell's
+    got = p[:, 0] * HINT_AB_SCALE
+    assert ((got - a)[m].abs() <= 2 * 2.0 + 1e-3).all()
+    assert ((got - a)[m].abs() > 1e-3).any()  # and not always the cell's own value
+    empty = int((~m.flatten(1).any(1)).sum())
+    assert 60 <= empty <= 140, empty  # P(no point) = 1 / (8 + 1): about 100 of 900

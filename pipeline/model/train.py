@@ -165,11 +165,13 @@ def degrade(x: torch.Tensor, p: float, g: torch.Generator) -> torch.Tensor:
         return x
     B = x.shape[0]
 
+    dev = x.device  # g is a generator there: a GPU batch is degraded where it is
+
     def pick() -> torch.Tensor:
-        return (torch.rand(B, 1, 1, 1, generator=g) < p).to(x.dtype)
+        return (torch.rand(B, 1, 1, 1, generator=g, device=dev) < p).to(x.dtype)
 
     def u(lo: float, hi: float) -> torch.Tensor:
-        return lo + (hi - lo) * torch.rand(B, 1, 1, 1, generator=g, dtype=x.dtype)
+        return lo + (hi - lo) * torch.rand(B, 1, 1, 1, generator=g, dtype=x.dtype, device=dev)
 
     m = pick()  # fading / low contrast: black lifts, white drops
     lo, hi = u(0.0, 0.18), u(0.78, 1.0)
@@ -177,14 +179,14 @@ def degrade(x: torch.Tensor, p: float, g: torch.Generator) -> torch.Tensor:
     m = pick()  # tone curve
     x = m * x.clamp_min(1e-4) ** u(0.7, 1.4) + (1 - m) * x
     m = pick()  # softness of an old lens or a low-resolution scan
-    sigma = float(0.4 + 0.8 * torch.rand(1, generator=g))
-    k = torch.exp(-0.5 * (torch.arange(-2, 3, dtype=x.dtype) / sigma) ** 2)
+    sigma = float(0.4 + 0.8 * torch.rand(1, generator=g, device=dev))
+    k = torch.exp(-0.5 * (torch.arange(-2, 3, dtype=x.dtype, device=dev) / sigma) ** 2)
     k = k / k.sum()
     xb = F.conv2d(F.pad(x, (2, 2, 0, 0), mode="reflect"), k.view(1, 1, 1, 5))
     xb = F.conv2d(F.pad(xb, (0, 0, 2, 2), mode="reflect"), k.view(1, 1, 5, 1))
     x = m * xb + (1 - m) * x
     m = pick()  # film grain
-    noise = torch.randn(x.shape, generator=g, dtype=x.dtype) * u(0.005, 0.04)
+    noise = torch.randn(x.shape, generator=g, dtype=x.dtype, device=dev) * u(0.005, 0.04)
     x = x + m * noise
     return x.clamp(0.0, 1.0)
 
@@ -306,26 +308,44 @@ class AuxHead(torch.nn.Module):
         return F.cross_entropy(logits, target, weight=self.w)
 
 
-def hint_planes(y: torch.Tensor, mean_points: float, g: torch.Generator) -> torch.Tensor:
+def hint_planes(y: torch.Tensor, mean_points: float, g: torch.Generator, cap: int = 32) -> torch.Tensor:
     """Simulated curator's hints for a batch of targets y (B, 2, H, W), as the hint-conditioned
     net's extra planes (B, 3, H, W) (worker/hints.planes' encoding): per crop a geometric number
-    of points with that mean (so some crops get none), each a square of 1..5 cells holding the
-    true a*b* averaged over it (Zhang et al. 2017's simulation)."""
+    of points with that mean (so some crops get none, at most `cap`), each a square of 1..5
+    cells holding the true a*b* averaged over it (Zhang et al. 2017's simulation); a later point
+    covers an earlier one. Whole-batch tensor work on y's device (g a generator there): no
+    per-point loop, so it keeps up with a GPU."""
     B, _, H, W = y.shape
+    dev = y.device
     ab = color.decode_ab(y.float())
-    out = torch.zeros((B, 3, H, W), dtype=torch.float32, device=y.device)
+
+    def rand(*shape):
+        return torch.rand(shape, generator=g, device=dev)
+
     p = 1.0 / (mean_points + 1.0)
-    u = torch.rand(B, generator=g).clamp_min(1e-9)
-    counts = (u.log() / math.log(1.0 - p)).floor().long().tolist() if p < 1 else [0] * B
-    for i, n in enumerate(counts):
-        for _ in range(min(n, 200)):
-            s = int(torch.randint(1, 6, (1,), generator=g))
-            r = int(torch.randint(0, H - s + 1, (1,), generator=g))
-            c = int(torch.randint(0, W - s + 1, (1,), generator=g))
-            mean = ab[i, :, r:r + s, c:c + s].mean((1, 2))
-            out[i, :2, r:r + s, c:c + s] = (mean / HINT_AB_SCALE).view(2, 1, 1)
-            out[i, 2, r:r + s, c:c + s] = 1.0
-    return out
+    counts = ((rand(B).clamp_min(1e-9).log() / math.log(1.0 - p)).floor().clamp(0, cap)
+              if p < 1 else torch.zeros(B, device=dev))
+    s = (rand(B, cap) * 5).long() + 1  # 1..5
+    r = (rand(B, cap) * (H - s + 1)).long()
+    c = (rand(B, cap) * (W - s + 1)).long()
+    # each square's mean from the integral image: four lookups, whatever its size
+    ii = F.pad(ab.cumsum(2).cumsum(3), (1, 0, 1, 0))  # (B, 2, H + 1, W + 1)
+
+    def at(rr, cc):
+        return ii.flatten(2).gather(2, (rr * (W + 1) + cc).unsqueeze(1).expand(B, 2, cap))
+
+    means = (at(r + s, c + s) - at(r, c + s) - at(r + s, c) + at(r, c)) / (s * s).unsqueeze(1)
+    rows = torch.arange(H, device=dev).view(1, 1, H, 1)
+    cols = torch.arange(W, device=dev).view(1, 1, 1, W)
+    live = (torch.arange(cap, device=dev).view(1, cap) < counts.view(B, 1)).view(B, cap, 1, 1)
+    cover = (live & (rows >= r[..., None, None]) & (rows < (r + s)[..., None, None])
+             & (cols >= c[..., None, None]) & (cols < (c + s)[..., None, None]))
+    k = torch.arange(1, cap + 1, device=dev).view(1, cap, 1, 1)
+    last = (cover * k).amax(1)  # (B, H, W): 1 + the last point covering each cell, 0 none
+    pick = (last - 1).clamp_min(0).flatten(1).unsqueeze(1).expand(B, 2, H * W)
+    hinted = (last > 0).unsqueeze(1)
+    ab_planes = means.gather(2, pick).view(B, 2, H, W) / HINT_AB_SCALE * hinted
+    return torch.cat([ab_planes, hinted.float()], 1)
 
 
 def with_hints(x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, g: torch.Generator) -> torch.Tensor:

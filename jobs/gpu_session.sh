@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# One call on a lent GPU machine, at most ~9 minutes in all (issue 22):
+#   (a) jobs/gpu_check.sh, cut off after CHECK_S seconds: gpu tests, cuda bench, thread sweep,
+#       byte identity, nvidia-smi samples, into $OUT/check;
+#   (b) training on the pack for TRAIN_MIN minutes from the shipped weights (or the hint variant's
+#       last checkpoint: TRAIN_ARGS="--hints 8 --init out/hints/last.pt"), checkpoints into
+#       $OUT/train every 30 s, so a kill keeps what was done.
+# Here, without CUDA, the same script is the dry run: the check says so, the training runs on the
+# CPU (tests/test_gputrain.py runs it with tiny limits).
+#
+#   make gpu-wheels gpu-pack                   # here, once: .whl/ and out/gpu-pack.npz (<= 28 MiB)
+#   device run, carry [".whl", "out/gpu-pack.npz"], timeout_s 590, command:
+#     python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl \
+#       && PYTHONPATH=/tmp/site:$PWD PY=python3 OUT=$OUT/session bash jobs/gpu_session.sh
+#   back here: colorize evaluate with the returned $OUT/session/train/best.pt on every set.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+OUT=${OUT:-out/gpu-session}
+PACK=${PACK:-out/gpu-pack.npz}
+CHECK_S=${CHECK_S:-240}
+TRAIN_MIN=${TRAIN_MIN:-4}
+TRAIN_ARGS=${TRAIN_ARGS:-}
+mkdir -p "$OUT"
+log() { echo "[gpu-session $(date +%T)] $*" | tee -a "$OUT/log.txt"; }
+
+log "check, at most ${CHECK_S} s"
+OUT="$OUT/check" COUNT=${COUNT:-600} PY="$PY" timeout --kill-after=10 "$CHECK_S" bash jobs/gpu_check.sh \
+  > "$OUT/check.log" 2>&1
+log "check exit $? ($(tail -1 "$OUT/check.log"))"
+
+log "training on $PACK for $TRAIN_MIN minutes"
+# shellcheck disable=SC2086  # TRAIN_ARGS: several flags
+"$PY" -m pipeline.model.gputrain train "$PACK" "$OUT/train" --minutes "$TRAIN_MIN" $TRAIN_ARGS \
+  > "$OUT/train.log" 2>&1
+rc=$?
+log "training exit $rc ($(tail -1 "$OUT/train.log"))"
+exit $rc

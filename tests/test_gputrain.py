@@ -1,0 +1,79 @@
+"""Training on a lent GPU (issue 22), proven here on the CPU: the pack, and jobs/gpu_session.sh's
+dry run with tiny limits (the check says there is no CUDA; the training runs, checkpoints,
+resumes)."""
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def photos(tmp_path):
+    """24 colour photos: gradients in a few hues, with a lighter blob."""
+    d = tmp_path / "photos"
+    d.mkdir()
+    rng = np.random.default_rng(22)
+    for i in range(24):
+        hue = rng.uniform(0, 1, 3)
+        y, x = np.mgrid[0:60, 0:80] / 80.0
+        px = np.stack([(hue[c] * 200 + 40 * x + 10 * y) for c in range(3)], -1)
+        px[20:35, 30:50] += 40
+        Image.fromarray(px.clip(0, 255).astype(np.uint8)).save(d / f"p{i:02d}.jpg", quality=95)
+    return d
+
+
+def test_a_pack_holds_every_photo_small_and_fits_its_size(photos, tmp_path):
+    from pipeline.model import gputrain
+
+    dest = tmp_path / "pack.npz"
+    meta = gputrain.pack(str(photos), str(dest), side=32, max_mb=0.05, log=lambda m: None)
+    assert meta["train"] + meta["val"] == 24 and meta["val"] >= 1
+    assert os.path.getsize(dest) <= 0.05 * 2**20 and meta["quality"] in gputrain.QUALITIES
+    train, val, got = gputrain.load_pack(str(dest), torch.device("cpu"))
+    assert train.shape == (meta["train"], 3, 32, 32) and val.shape == (meta["val"], 3, 32, 32)
+    assert train.dtype == torch.uint8 and got["train_mean_ab"] == meta["train_mean_ab"]
+    # the first photo back, close to the source's centre square
+    src = np.asarray(Image.open(sorted(photos.iterdir())[0]).convert("RGB").resize((43, 32)))[:, 5:37]
+    assert np.abs(train[0].permute(1, 2, 0).numpy().astype(int) - src.astype(int)).mean() < 12
+    # crops keep the colour where it is: a uniform photo stays that colour
+    flat = torch.full((4, 3, 32, 32), 200, dtype=torch.uint8)
+    c = gputrain.crops(flat, 16, torch.Generator().manual_seed(0))
+    assert c.shape == (4, 3, 16, 16) and torch.allclose(c, torch.tensor(200 / 255))
+
+
+def test_the_gpu_session_dry_run_trains_checkpoints_and_resumes(photos, tmp_path, ckpt):
+    from pipeline.model import gputrain
+    from pipeline.model.net import load_checkpoint
+
+    pack = tmp_path / "pack.npz"
+    gputrain.pack(str(photos), str(pack), side=32, max_mb=1, log=lambda m: None)
+    out = tmp_path / "session"
+    env = {**os.environ, "PY": sys.executable, "OUT": str(out), "PACK": str(pack), "CHECK_S": "60",
+           "TRAIN_MIN": "0.1", "TRAIN_ARGS": f"--init {ckpt} --batch 8 --size 24 --every 2"}
+    r = subprocess.run(["bash", "jobs/gpu_session.sh"], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr + (out / "train.log").read_text()
+    log = (out / "log.txt").read_text()
+    assert "check exit 0" in log and "training exit 0" in log
+    assert "dry run" in (out / "check" / "log.txt").read_text()
+    best = load_checkpoint(out / "train" / "best.pt")
+    assert best.meta["trained_on"] == "gputrain" and best.meta["pack"]["side"] == 32
+    with open(out / "train" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) >= 2 and int(rows[-1]["step"]) > 0
+    first_steps = int(rows[-1]["step"])
+    r = subprocess.run(["bash", "jobs/gpu_session.sh"], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=300)  # a second session goes on from the first
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "resumed from" in (out / "train.log").read_text()
+    with open(out / "train" / "metrics.csv") as f:
+        assert int(list(csv.DictReader(f))[-1]["step"]) > first_steps

@@ -48,7 +48,7 @@ from pipeline.worker import color
 from pipeline.worker.device import autocast, pick_device
 
 PACK_FORMAT = 1
-QUALITIES = (90, 85, 80, 75, 70, 65, 60, 55, 50)
+QUALITIES = (90, 85, 80, 75, 70, 65, 60, 55, 50, 45, 40)
 METRICS = ["seconds", "step", "images", "train_loss", "val_loss", "lr", "images_per_s"]
 
 
@@ -67,8 +67,8 @@ def _jpeg(im: Image.Image, quality: int) -> bytes:
 
 def pack(src: str, dest: str, side: int = 112, max_mb: float = 28.0, log=print) -> dict:
     """Writes DEST (.npz): the training and validation photos of SRC (a collection's own split,
-    else 5 % by name) as side x side centre squares, JPEG at the best quality whose estimate
-    (from 64 photos) fits max_mb. Returns its meta."""
+    else 5 % by name) as side x side centre squares, JPEG at the best quality (down to 40) that
+    fits max_mb. Returns its meta."""
     coll = collection_split(src)
     train, val = coll if coll is not None else split(list_images(src), 0.05)
     if not train or not val:
@@ -76,13 +76,14 @@ def pack(src: str, dest: str, side: int = 112, max_mb: float = 28.0, log=print) 
     paths = train + val
     with ThreadPoolExecutor(os.cpu_count() or 2) as ex:
         squares = list(ex.map(lambda p: _square(p, side), paths))
-    sample = squares[:: max(1, len(squares) // 64)][:64]
-    for quality in QUALITIES:
-        est = sum(len(_jpeg(im, quality)) for im in sample) / len(sample) * len(squares) / 2**20
-        if est <= max_mb * 0.97:
+    sample = squares[:: max(1, len(squares) // 256)]
+    start = next((i for i, q in enumerate(QUALITIES) if sum(len(_jpeg(im, q)) for im in sample)
+                  / len(sample) * len(squares) / 2**20 <= max_mb), len(QUALITIES) - 1)
+    for quality in QUALITIES[start:]:  # the estimate starts; the real size decides
+        with ThreadPoolExecutor(os.cpu_count() or 2) as ex:
+            blobs = list(ex.map(lambda im, q=quality: _jpeg(im, q), squares))
+        if sum(map(len, blobs)) / 2**20 <= max_mb * 0.99:  # the npz's own few kB beside
             break
-    with ThreadPoolExecutor(os.cpu_count() or 2) as ex:
-        blobs = list(ex.map(lambda im: _jpeg(im, quality), squares))
     # the train split's mean a*b*: evaluate's mean-colour baseline, as train.mean_ab gives it
     lab = color.rgb_to_lab(torch.from_numpy(np.stack([np.asarray(im.resize((32, 32)), np.float32)
                                                       for im in squares[:len(train)]]) / 255).permute(0, 3, 1, 2))

@@ -28,6 +28,7 @@ log "check, at most ${CHECK_S} s"
 OUT="$OUT/check" COUNT=${COUNT:-600} PY="$PY" timeout --kill-after=10 "$CHECK_S" bash jobs/gpu_check.sh \
   > "$OUT/check.log" 2>&1
 log "check exit $? ($(tail -1 "$OUT/check.log"))"
+pkill -f "nvidia-smi --query-gpu" 2>/dev/null  # the check's sampler, when the cut-off left it
 
 log "training on $PACK for $TRAIN_MIN minutes"
 # shellcheck disable=SC2086  # TRAIN_ARGS: several flags

@@ -48,6 +48,13 @@ def test_a_pack_holds_every_photo_small_and_fits_its_size(photos, tmp_path):
     flat = torch.full((4, 3, 32, 32), 200, dtype=torch.uint8)
     c = gputrain.crops(flat, 16, torch.Generator().manual_seed(0))
     assert c.shape == (4, 3, 16, 16) and torch.allclose(c, torch.tensor(200 / 255))
+    # featureless gray fields: a share of the batch, their target no colour, their ramp gentle
+    x, y = torch.rand(400, 1, 16, 16), torch.rand(400, 2, 16, 16)
+    gputrain.neutral_fields(x, y, 0.25, torch.Generator().manual_seed(1))
+    flat = y.flatten(1).std(1) == 0
+    assert 60 < int(flat.sum()) < 140 and torch.allclose(y[flat], torch.tensor(128 / 255))
+    span = x[flat].flatten(1).amax(1) - x[flat].flatten(1).amin(1)
+    assert float(span.max()) <= 0.15 + 1e-6
 
 
 def test_the_gpu_session_dry_run_trains_checkpoints_and_resumes(photos, tmp_path, ckpt):

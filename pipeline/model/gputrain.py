@@ -4,7 +4,8 @@ A lent machine reaches nothing outside it and takes at most 64 MiB a call, so th
 travels as a *pack*: every photo as a small square JPEG in one .npz (`pack`, built here from the
 collection `make train-data` built). There the whole pack is decoded once onto the GPU and stays
 there: each step cuts random resized crops with flips out of it (one affine grid for the batch),
-converts them to Lab, degrades the lightness as old scans are, and trains in bf16, channels_last,
+converts them to Lab, swaps a few for featureless gray fields (whose right colour is none),
+degrades the lightness as old scans are, and trains in bf16, channels_last,
 with large batches, for a set number of minutes: the learning rate warms up and then follows a
 cosine over the *time* left, since steps per second are only known there. Every `--every` seconds
 the EMA weights are scored on the pack's validation photos and the checkpoints written
@@ -150,6 +151,26 @@ def centre(u8: torch.Tensor, out: int) -> torch.Tensor:
                          align_corners=False)
 
 
+def neutral_fields(x: torch.Tensor, y: torch.Tensor, p: float, g: torch.Generator) -> None:
+    """In place: a fraction p of the batch becomes featureless gray fields (a level, a gentle
+    ramp) whose right colour is none, as train.neutral_field makes them one at a time."""
+    if p <= 0:
+        return
+    B, _, H, W = x.shape
+    dev = x.device
+    pick = torch.rand(B, generator=g, device=dev) < p
+    n = int(pick.sum())
+    if not n:
+        return
+    level = 0.05 + 0.9 * torch.rand(n, 1, 1, generator=g, device=dev)
+    ramp = 0.15 * torch.rand(n, 1, 1, generator=g, device=dev)
+    angle = 2 * math.pi * torch.rand(n, 1, 1, generator=g, device=dev)
+    t = torch.linspace(-0.5, 0.5, W, device=dev)
+    field = level + ramp * (angle.cos() * t.view(1, 1, W) + angle.sin() * torch.linspace(-0.5, 0.5, H, device=dev).view(1, H, 1))
+    x[pick] = field.clamp(0.0, 1.0).unsqueeze(1).to(x.dtype)
+    y[pick] = color.encode_ab(torch.zeros(2, device=dev)).view(1, 2, 1, 1).to(y.dtype)
+
+
 def lab_pair(rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(L*/100, (ab + 128) / 255): the net's input and target, as train.CropDataset gives them."""
     lab = color.rgb_to_lab(rgb)
@@ -179,7 +200,7 @@ class PackTrainer:
 
     def __init__(self, pack_path: str, out: str, init: str | None = None, batch: int = 256,
                  size: int = 96, lr: float = 1e-3, hints: float = 0.0, l1_weight: float = 0.02,
-                 degrade_p: float = 0.3, ema_decay: float = 0.999, device: str = "auto",
+                 degrade_p: float = 0.3, neutral: float = 0.03, ema_decay: float = 0.999, device: str = "auto",
                  seed: int = 25, resume: bool = True, log=print):
         if size % 8:
             raise ValueError(f"--size must be a multiple of 8, got {size}")
@@ -191,7 +212,7 @@ class PackTrainer:
             f"{self.pack['side']} px on {self.dev} ({time.time() - t0:.1f} s)")
         self.out.mkdir(parents=True, exist_ok=True)
         self.recipe = dict(pack=str(pack_path), init=init, batch=batch, size=size, lr=lr, hints=hints,
-                           l1_weight=l1_weight, degrade=degrade_p, ema=ema_decay, seed=seed)
+                           l1_weight=l1_weight, degrade=degrade_p, neutral=neutral, ema=ema_decay, seed=seed)
         self.model = ColorizationNet(ModelConfig(in_channels=4 if hints else 1)).to(
             self.dev, memory_format=torch.channels_last)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=1e-2)
@@ -222,6 +243,7 @@ class PackTrainer:
         self.opt.param_groups[0]["lr"] = lr
         idx = torch.randint(0, len(self.train), (r["batch"],), generator=self.g, device=self.dev)
         x, y = lab_pair(crops(self.train[idx], r["size"], self.g))
+        neutral_fields(x, y, r["neutral"], self.g)
         x = degrade(x, r["degrade"], self.g)
         if r["hints"]:
             x = torch.cat([x, hint_planes(y, r["hints"], self.g)], 1)
@@ -305,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--size", type=int, default=96)
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--hints", type=float, default=0.0, help="train the hint-conditioned variant (mean points)")
+    t.add_argument("--neutral", type=float, default=0.03, help="the share of featureless gray fields")
     t.add_argument("--every", type=float, default=30.0)
     t.add_argument("--device", default="auto")
     a = ap.parse_args(argv)
@@ -312,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         pack(a.src, a.dest, a.side, a.max_mb)
     else:
         train_on_pack(a.pack, a.out, a.minutes, a.every, init=a.init or None, batch=a.batch,
-                      size=a.size, lr=a.lr, hints=a.hints, device=a.device)
+                      size=a.size, lr=a.lr, hints=a.hints, neutral=a.neutral, device=a.device)
     return 0
 
 

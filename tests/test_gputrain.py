@@ -54,7 +54,7 @@ def test_a_pack_holds_every_photo_small_and_fits_its_size(photos, tmp_path):
     flat = y.flatten(1).std(1) == 0
     assert 60 < int(flat.sum()) < 140 and torch.allclose(y[flat], torch.tensor(128 / 255))
     span = x[flat].flatten(1).amax(1) - x[flat].flatten(1).amin(1)
-    assert float(span.max()) <= 0.15 + 1e-6
+    assert float(span.max()) <= 0.15 * 2**0.5 + 1e-6  # the ramp across a diagonal
 
 
 def test_the_gpu_session_dry_run_trains_checkpoints_and_resumes(photos, tmp_path, ckpt):

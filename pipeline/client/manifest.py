@@ -357,7 +357,7 @@ def _recatalogue(old: pa.Table, manifest: str, by_path: dict[str, dict], columns
         if not changed:
             continue
         found.recatalogued += changed
-        col = pa.array(now, pa.string())
+        col = pa.array([None if v is None else str(v) for v in now], pa.string())
         old = (old.set_column(old.column_names.index(name), name, col) if name in old.column_names
                else old.append_column(name, col))
     if found.recatalogued:

@@ -413,7 +413,7 @@ def cmd_tune_gain(a) -> int:
 
 
 def cmd_audit(a) -> int:
-    from pipeline.client.audit import audit
+    from pipeline.client.audit import audit, how_stopped
     from pipeline.client.outdir import Outdir
 
     holder = Outdir(a.outdir).lock_holder()
@@ -449,8 +449,7 @@ def cmd_audit(a) -> int:
     if r["incomplete"]:  # a run that stopped: nothing committed is wrong, there is just more to do
         redo = (f", a redo of {plural(len(r['redo_pending']), 'image')} unfinished"
                 if r["redo_pending"] else "")
-        how = f"stopped by a failure ({r['stopped']['reason']})" if r.get("stopped") else "interrupted"
-        print(f"audit incomplete: {how}: {r['committed_shards']} of "
+        print(f"audit incomplete: {how_stopped(r)}: {r['committed_shards']} of "
               f"{plural(r['shards'], 'shard')} committed{redo}; resume with: colorize run -o "
               f"{a.outdir}")
         print(f"  the committed shards are intact ({line}); report in {a.outdir}/audit.html")

@@ -208,12 +208,17 @@ def incomplete(report: dict, committed: set[int]) -> bool:
                for p in report["problems"])
 
 
+def how_stopped(report: dict) -> str:
+    """Why an incomplete run is incomplete: a failure it recorded (outdir.record_stop), else an
+    interruption."""
+    stop = report.get("stopped")
+    return f"stopped by a failure ({stop['reason']})" if stop else "interrupted"
+
+
 def verdict(report: dict) -> str:
     """One line a person reads first: passed or not, and what else deserves a look."""
     if report.get("incomplete"):
-        how = (f"stopped by a failure ({report['stopped']['reason']})" if report.get("stopped")
-               else "interrupted")
-        return (f"incomplete: {how}, {report['committed_shards']} of "
+        return (f"incomplete: {how_stopped(report)}, {report['committed_shards']} of "
                 f"{plural(report['shards'], 'shard')} committed (rerun to resume)")
     if not report["ok"]:
         return f"FAILED: {plural(len(report['problems']), 'discrepancy', 'discrepancies')} (listed below)"

@@ -326,8 +326,7 @@ def _extend(old: pa.Table, extend: str, real: list[str], rels: list[str], found:
             log) -> tuple[list[str], list[str]]:
     """The files an earlier manifest does not hold (its rows stay as they are); what changed
     and what is gone is noted in `found` and said."""
-    known = {p if is_url(p) else os.path.realpath(resolve_path(extend, p))
-             for p in old.column("path").to_pylist()}
+    known = {_key(extend, p) for p in old.column("path").to_pylist()}
     found.gone = sorted(known - set(real))
     found.changed = _changed(old, extend, set(real))
     keep = [i for i, r in enumerate(real) if r not in known]
@@ -340,6 +339,11 @@ def _extend(old: pa.Table, extend: str, real: list[str], rels: list[str], found:
     return [real[i] for i in keep], [rels[i] for i in keep]
 
 
+def _key(manifest: str, stored: str) -> str:
+    """An earlier manifest's path as this scan names its files (by_path's keys): real, or a URL."""
+    return stored if is_url(stored) else os.path.realpath(resolve_path(manifest, stored))
+
+
 def _recatalogue(old: pa.Table, manifest: str, by_path: dict[str, dict], columns: list[str],
                  found: ScanReport, log) -> pa.Table:
     """An earlier manifest's rows with the cells their catalogue rows hold now: a corrected title
@@ -347,7 +351,7 @@ def _recatalogue(old: pa.Table, manifest: str, by_path: dict[str, dict], columns
     names stay (the job goes on); a cell no catalogue gives this time (the file is not listed, or
     its catalogue has no such column) stays as it was."""
     paths = old.column("path").to_pylist()
-    rows = [by_path.get(p if is_url(p) else os.path.realpath(resolve_path(manifest, p))) for p in paths]
+    rows = [by_path.get(_key(manifest, p)) for p in paths]
     for c in columns:
         name = stored_name(c)
         was = old.column(name).to_pylist() if name in old.column_names else [None] * len(paths)
@@ -377,7 +381,7 @@ def _changed(old: pa.Table, manifest: str, present: set[str]) -> list[str]:
     out = []
     for p, size in zip(old.column("path").to_pylist(), old.column("size_bytes").to_pylist(),
                        strict=True):
-        real = p if is_url(p) else os.path.realpath(resolve_path(manifest, p))
+        real = _key(manifest, p)
         if real in present and not is_url(real) and size is not None:
             try:
                 if os.path.getsize(real) != size:

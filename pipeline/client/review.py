@@ -149,13 +149,11 @@ def _routes(app, root: str, view: RunView, journal: reviews.Journal, previewer: 
     @app.post("/api/review")
     def review():
         body = request.get_json(force=True, silent=True) or {}
-        ids = body.get("ids") or ([body["image_id"]] if body.get("image_id") else [])
-        if not ids or any(view.row(i) is None for i in ids):
+        edits = _edits(view, body)
+        if edits is None:
             return jsonify(error="unknown image id"), 404
-        source = view.row(body["from"]) if body.get("kind") == "hints" and body.get("from") else None
         try:
-            evs = [journal.record(i, body.get("kind"), _fitted(body.get("value"), source, view.row(i)))
-                   for i in ids]
+            evs = [journal.record(i, body.get("kind"), value) for i, value in edits]
         except reviews.ReviewError as e:
             return jsonify(error=str(e)), 400
         return jsonify(saved=len(evs), events=[e["id"] for e in evs])
@@ -187,6 +185,17 @@ def _routes(app, root: str, view: RunView, journal: reviews.Journal, previewer: 
         data = _picture(root, view, _row(image_id), "output", 256)
         return jsonify(colours=[] if data is None else _palette(data))
 
+
+
+def _edits(view: RunView, body: dict) -> list[tuple[str, object]] | None:
+    """(image id, value) for each image an edit names, hints applied to a series fitted to each
+    image (_fitted); None when it names no image or one the run does not hold."""
+    ids = body.get("ids") or ([body["image_id"]] if body.get("image_id") else [])
+    rows = {i: view.row(i) for i in ids}
+    if not ids or None in rows.values():
+        return None
+    source = view.row(body["from"]) if body.get("kind") == "hints" and body.get("from") else None
+    return [(i, _fitted(body.get("value"), source, rows[i])) for i in ids]
 
 
 def _fitted(hint_list, source: dict | None, target: dict):

@@ -41,6 +41,7 @@ from pipeline.model.train import (
     hint_planes,
     list_images,
     load_prescaled,
+    mean_ab_of,
     pixel_loss,
     split,
     warm_start,
@@ -85,11 +86,10 @@ def pack(src: str, dest: str, side: int = 112, max_mb: float = 28.0, log=print) 
             blobs = list(ex.map(lambda im, q=quality: _jpeg(im, q), squares))
         if sum(map(len, blobs)) / 2**20 <= max_mb * 0.99:  # the npz's own few kB beside
             break
-    # the train split's mean a*b*: evaluate's mean-colour baseline, as train.mean_ab gives it
-    lab = color.rgb_to_lab(torch.from_numpy(np.stack([np.asarray(im.resize((32, 32)), np.float32)
-                                                      for im in squares[:len(train)]]) / 255).permute(0, 3, 1, 2))
     meta = {"format": PACK_FORMAT, "source": str(src), "side": side, "quality": quality,
-            "train": len(train), "val": len(val), "train_mean_ab": lab[:, 1:].mean((0, 2, 3)).tolist(),
+            "train": len(train), "val": len(val),
+            # evaluate's mean-colour baseline, of the squares in hand (the photos are not read again)
+            "train_mean_ab": list(mean_ab_of(squares[:len(train)])),
             "built": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     offsets = np.cumsum([0] + [len(b) for b in blobs]).astype(np.int64)
     Path(dest).parent.mkdir(parents=True, exist_ok=True)
@@ -287,11 +287,10 @@ class PackTrainer:
         lr, t0 = self.recipe["lr"], time.time()
         last, losses, seen = t0, [], self.images
         self.model.train()
+        warm = 0.03 * seconds
         while (elapsed := time.time() - t0) < seconds:
-            warm = 0.03 * seconds
-            frac = elapsed / seconds
             losses.append(self.one_step(lr * elapsed / warm if elapsed < warm else
-                                        lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))))
+                                        lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * elapsed / seconds)))))
             if time.time() - last >= every:
                 now = time.time()
                 self.save(self.spent + now - t0, float(np.mean(losses)), (self.images - seen) / (now - last))

@@ -150,9 +150,14 @@ def neutral_field(size: int, rng: random.Random) -> tuple[torch.Tensor, torch.Te
 
 def mean_ab(paths: list[str], long_side: int = 128) -> tuple[float, float]:
     """The training set's mean a*, b*: the 'mean colour' baseline that evaluation compares to."""
+    return mean_ab_of(np.asarray(load_prescaled(p, long_side)) for p in paths)
+
+
+def mean_ab_of(images) -> tuple[float, float]:
+    """The mean a*, b* over every pixel of some 8-bit RGB images (H, W, 3)."""
     acc, n = torch.zeros(2, dtype=torch.float64), 0
-    for p in paths:
-        rgb = np.asarray(load_prescaled(p, long_side), dtype=np.float32) / 255.0
+    for im in images:
+        rgb = np.asarray(im, dtype=np.float32) / 255.0
         lab = color.rgb_to_lab(torch.from_numpy(rgb).permute(2, 0, 1).double())
         acc += lab[1:].sum(dim=(1, 2))
         n += lab[0].numel()

@@ -67,6 +67,7 @@ evaluate: setup  ## score the shipped weights: evaluation split, wheels, kphotoa
 	$(BIN)/colorize evaluate $(KPHOTOALBUM) --out out/eval-kphotoalbum
 	test -d $(HISTORICAL) || sh jobs/fetch_historical.sh $(MIRROR) data/historical-plates $(HISTORICAL)
 	$(BIN)/colorize evaluate $(HISTORICAL) --out out/eval-historical
+	$(BIN)/colorize evaluate $(HISTORICAL) --film ortho --out out/eval-historical-ortho
 
 bench: setup  ## throughput benchmark; appends to BENCHMARKS.md
 	$(BIN)/colorize bench --count 200 --width 1600 --height 1200 --append BENCHMARKS.md

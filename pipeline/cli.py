@@ -385,7 +385,7 @@ def cmd_evaluate(a) -> int:
     if a.src != "wheels" and not Path(a.src).exists():
         raise UsageError(f"evaluation photos not found: {a.src}")
     s = evaluate(a.checkpoint, a.src, a.out, size=a.size, max_side=a.max_side, device=a.device,
-                 pad=a.pad, hints=a.hints, hint_checkpoint=a.hint_checkpoint)
+                 pad=a.pad, hints=a.hints, hint_checkpoint=a.hint_checkpoint, film=a.film)
     print(f"model ab-MSE {s['model']['ab_mse']:.5f} (gray {s['gray']['ab_mse']:.5f}, mean-ab "
           f"{s['mean_ab']['ab_mse']:.5f}); report in {a.out}/eval.md, contact_sheet.png")
     return 0
@@ -717,6 +717,9 @@ def _add_evaluate(sub) -> None:
     s.add_argument("--hint-checkpoint", default=None, metavar="PT",
                    help="the hint-conditioned net to score (default: the installed one; '' for "
                    "propagation alone)")
+    s.add_argument("--film", choices=("pan", "ortho", "blue"), default="pan",
+                   help="the input's lightness as that film saw the scene (default: the photo's own "
+                   "L*; ortho and blue as in old scans: reds dark, blues pale)")
 
 
 def _add_tune_gain(sub) -> None:

@@ -77,6 +77,9 @@ def test_evaluate_writes_report_with_baselines(photos, tmp_path, ckpt):
     assert [f["level"] for f in s["flat"]] == [60, 128, 200]
     assert (tmp_path / "ev" / "eval.md").read_text().count("| **all** |") == 3
     assert Image.open(tmp_path / "ev" / "contact_sheet.png").size[1] == 10 * 164
+    o = evaluate(ckpt, str(photos), str(tmp_path / "ortho"), size=32, log=lambda *_: None, film="ortho")
+    assert "as ortho film saw each photo" in (tmp_path / "ortho" / "eval.md").read_text()
+    assert o["gray"]["psnr"] != s["gray"]["psnr"]  # another lightness, compared with the same photos
 
 
 def test_evaluate_reports_a_collections_eval_split_per_source(photos, tmp_path, ckpt):
@@ -169,6 +172,48 @@ def test_neutral_fields_replace_the_chosen_share_and_leave_the_photo_crops_alone
             L0, ab0 = plain[idx]
             assert torch.equal(L, L0) and torch.equal(ab, ab0)
     assert 0.2 * len(mixed) < n_neutral < 0.4 * len(mixed)
+
+
+def test_film_lightness_darkens_reds_and_lightens_blues_and_keeps_the_target(tmp_path):
+    """--film: some inputs' lightness is an orthochromatic or blue-sensitive film's (reds dark,
+    blues pale, as in old scans); the others, and every target, are the photo's own."""
+    from pipeline.model.train import CropDataset, TrainConfig, film_lightness
+    from pipeline.worker import color
+
+    rgb = torch.zeros(8, 3, 4, 4)
+    rgb[:4, 0] = 1.0  # pure red
+    rgb[4:, 2] = 1.0  # pure blue
+    L0 = color.rgb_to_lab(rgb)[:, :1] / 100
+    L = film_lightness(rgb, L0, 1.0, torch.Generator().manual_seed(0))
+    assert (L[:4] < L0[:4] - 0.15).all() and (L[4:] > L0[4:] + 0.3).all()
+    white = torch.ones(2, 3, 4, 4)
+    assert torch.allclose(film_lightness(white, torch.ones(2, 1, 4, 4), 1.0, torch.Generator()), torch.ones(1))
+    assert torch.equal(film_lightness(rgb, L0, 0.0, torch.Generator()), L0)
+
+    p = tmp_path / "red-blue.png"
+    a = np.zeros((40, 48, 3), np.uint8)
+    a[:, :24, 0], a[:, 24:, 2] = 230, 230
+    Image.fromarray(a).save(p)
+    plain = CropDataset([str(p)], TrainConfig(size=16, repeats=40, prescale=48), train=True)
+    film = CropDataset([str(p)], TrainConfig(size=16, repeats=40, prescale=48, film=0.5), train=True)
+    changed = 0
+    for idx in range(len(film)):
+        (L, ab), (L_, ab_) = film[idx], plain[idx]
+        assert torch.equal(ab, ab_)  # the clean colour stays the target
+        changed += not torch.equal(L, L_)
+    assert 0.3 * len(film) < changed < 0.7 * len(film)
+
+
+def test_luminance_gray_as_another_film_saw_it():
+    from pipeline.worker.color import FILMS
+    from pipeline.worker.imaging import luminance_gray
+
+    a = np.zeros((2, 4, 3), np.uint8)
+    a[0, :, 0] = 200  # red
+    a[1, :, 2] = 200  # blue
+    pan, ortho = luminance_gray(a), luminance_gray(a, weights=FILMS["ortho"])
+    assert np.array_equal(pan, luminance_gray(a, weights=FILMS["pan"]))
+    assert ortho[0, 0] < pan[0, 0] - 40 and ortho[1, 0] > pan[1, 0] + 60
 
 
 def test_cpu_bf16_is_trainings_choice_only():

@@ -93,6 +93,7 @@ def score(out: np.ndarray, ref: np.ndarray) -> Scores:
 
 
 SHEET_PHOTOS = 24
+FILM_WORDS = {"ortho": "orthochromatic: blind to red", "blue": "blue-sensitive"}
 FLAT_LEVELS = (60, 128, 200)
 
 
@@ -149,12 +150,16 @@ def hinted_outputs(net, gray: np.ndarray, ref: np.ndarray, counts: tuple[int, ..
 
 def evaluate(checkpoint: str | None, src: str, out: str, size: int = 256, max_side: int = 512,
              mean_ab: tuple[float, float] | None = None, device: str = "cpu", log=print,
-             pad: int | None = None, hints: tuple[int, ...] = (), hint_checkpoint: str | None = None) -> dict:
+             pad: int | None = None, hints: tuple[int, ...] = (), hint_checkpoint: str | None = None,
+             film: str = "pan") -> dict:
     """Writes OUT/eval.md, OUT/eval.parquet, OUT/contact_sheet.png; returns the mean scores
     (overall, per method) with the per-source means under "sources" and the flat-field check
     under "flat". hints: also score the colour with that many simulated curator's hints
-    (methods hints_N)."""
+    (methods hints_N). film: the input's lightness as that film (color.FILMS) saw the scene;
+    the scores still compare with the photo itself."""
     from tqdm import tqdm
+
+    from pipeline.worker.color import FILMS
 
     from pipeline.worker.engine import Colorizer
     from pipeline.worker.imaging import net_input
@@ -173,7 +178,7 @@ def evaluate(checkpoint: str | None, src: str, out: str, size: int = 256, max_si
     rows, sheet = [], []
     for i, (p, source) in enumerate(tqdm(photos, desc="evaluate", unit="photo", leave=False)):
         ref = load_rgb(p, max_side)
-        gray = luminance_gray(ref)
+        gray = luminance_gray(ref, weights=FILMS[film])
         ab_net = net.predict_ab(net_input(gray, size)[None])[0]
         outs = {
             "model": net.recombine(gray, ab_net),
@@ -199,7 +204,7 @@ def evaluate(checkpoint: str | None, src: str, out: str, size: int = 256, max_si
     summary["sources"] = {src_: _summarise([r for r in rows if r["source"] == src_], methods)
                           for src_ in sorted({r["source"] for r in rows})}
     summary["flat"] = flat_fields(net, size)
-    (outdir / "eval.md").write_text(_markdown(rows, summary, net.sha256, size, methods, net))
+    (outdir / "eval.md").write_text(_markdown(rows, summary, net.sha256, size, methods, net, film))
     _contact_sheet(sheet).save(outdir / "contact_sheet.png")
     log((outdir / "eval.md").read_text())
     return summary
@@ -250,9 +255,10 @@ def _hint_lines(summary: dict, methods: tuple[str, ...], net) -> list[str]:
             + "."]
 
 
-def _markdown(rows, summary, sha, size, methods: tuple[str, ...] = METHODS, net=None) -> str:
+def _markdown(rows, summary, sha, size, methods: tuple[str, ...] = METHODS, net=None, film: str = "pan") -> str:
     m, g = summary["model"], summary["gray"]
-    lines = [f"Checkpoint `{sha[:12]}`, net at {size}x{size}, {summary['n']} photos.", "",
+    seen = "" if film == "pan" else f" Input lightness as {film} film saw each photo ({FILM_WORDS[film]})."
+    lines = [f"Checkpoint `{sha[:12]}`, net at {size}x{size}, {summary['n']} photos.{seen}", "",
              f"Model vs gray: ab-MSE {m['ab_mse'] / g['ab_mse']:.3f} x gray's, PSNR "
              f"{m['psnr'] - g['psnr']:+.2f} dB, colourfulness "
              f"{100 * m['colorfulness'] / max(m['original_colorfulness'], 1e-9):.0f} % of the originals'.",

@@ -38,6 +38,7 @@ from pipeline.model.train import (
     EMA,
     collection_split,
     degrade,
+    film_lightness,
     hint_planes,
     list_images,
     load_prescaled,
@@ -200,8 +201,8 @@ class PackTrainer:
 
     def __init__(self, pack_path: str, out: str, init: str | None = None, batch: int = 256,
                  size: int = 96, lr: float = 1e-3, hints: float = 0.0, l1_weight: float = 0.02,
-                 degrade_p: float = 0.3, neutral: float = 0.03, ema_decay: float = 0.999, device: str = "auto",
-                 seed: int = 25, resume: bool = True, log=print):
+                 degrade_p: float = 0.3, neutral: float = 0.03, film: float = 0.0, ema_decay: float = 0.999,
+                 device: str = "auto", seed: int = 25, resume: bool = True, log=print):
         if size % 8:
             raise ValueError(f"--size must be a multiple of 8, got {size}")
         t0 = time.time()
@@ -212,7 +213,8 @@ class PackTrainer:
             f"{self.pack['side']} px on {self.dev} ({time.time() - t0:.1f} s)")
         self.out.mkdir(parents=True, exist_ok=True)
         self.recipe = dict(pack=str(pack_path), init=init, batch=batch, size=size, lr=lr, hints=hints,
-                           l1_weight=l1_weight, degrade=degrade_p, neutral=neutral, ema=ema_decay, seed=seed)
+                           l1_weight=l1_weight, degrade=degrade_p, neutral=neutral, film=film, ema=ema_decay,
+                           seed=seed)
         self.model = ColorizationNet(ModelConfig(in_channels=4 if hints else 1)).to(
             self.dev, memory_format=torch.channels_last)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=1e-2)
@@ -242,7 +244,9 @@ class PackTrainer:
         r = self.recipe
         self.opt.param_groups[0]["lr"] = lr
         idx = torch.randint(0, len(self.train), (r["batch"],), generator=self.g, device=self.dev)
-        x, y = lab_pair(crops(self.train[idx], r["size"], self.g))
+        rgb = crops(self.train[idx], r["size"], self.g)
+        x, y = lab_pair(rgb)
+        x = film_lightness(rgb, x, r["film"], self.g)
         neutral_fields(x, y, r["neutral"], self.g)
         x = degrade(x, r["degrade"], self.g)
         if r["hints"]:
@@ -327,6 +331,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--hints", type=float, default=0.0, help="train the hint-conditioned variant (mean points)")
     t.add_argument("--neutral", type=float, default=0.03, help="the share of featureless gray fields")
+    t.add_argument("--film", type=float, default=0.0,
+                   help="the share of inputs with an orthochromatic or blue-sensitive film's lightness")
     t.add_argument("--every", type=float, default=30.0)
     t.add_argument("--device", default="auto")
     a = ap.parse_args(argv)
@@ -334,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         pack(a.src, a.dest, a.side, a.max_mb)
     else:
         train_on_pack(a.pack, a.out, a.minutes, a.every, init=a.init or None, batch=a.batch,
-                      size=a.size, lr=a.lr, hints=a.hints, neutral=a.neutral, device=a.device)
+                      size=a.size, lr=a.lr, hints=a.hints, neutral=a.neutral, film=a.film, device=a.device)
     return 0
 
 

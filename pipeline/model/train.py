@@ -132,7 +132,11 @@ class CropDataset(Dataset):
             crop = ImageOps.fit(im, (s, s), Image.BILINEAR)
         rgb = torch.from_numpy(np.asarray(crop, dtype=np.float32) / 255.0).permute(2, 0, 1)
         lab = color.rgb_to_lab(rgb)
-        return lab[:1] / 100.0, color.encode_ab(lab[1:])
+        L = lab[:1] / 100.0
+        if self.train and self.cfg.film:
+            g = torch.Generator().manual_seed(hash((self.cfg.seed, self.epoch, idx, 2)) & (2**63 - 1))
+            L = film_lightness(rgb[None], L[None], self.cfg.film, g)[0]
+        return L, color.encode_ab(lab[1:])
 
 
 def neutral_field(size: int, rng: random.Random) -> tuple[torch.Tensor, torch.Tensor]:
@@ -162,6 +166,23 @@ def mean_ab_of(images) -> tuple[float, float]:
         acc += lab[1:].sum(dim=(1, 2))
         n += lab[0].numel()
     return (float(acc[0] / n), float(acc[1] / n))
+
+
+def film_lightness(rgb: torch.Tensor, lab_L: torch.Tensor, p: float, g: torch.Generator) -> torch.Tensor:
+    """L*/100 of a batch (B, 3, H, W) as old film saw it: with probability p a sample's lightness
+    is an orthochromatic (2 in 3) or blue-sensitive film's, each film's weights jittered; the
+    others keep lab_L, the photo's own L*/100. The target stays the photo's colour."""
+    if p <= 0:
+        return lab_L
+    B, dev = rgb.shape[0], rgb.device
+    pick = torch.rand(B, generator=g, device=dev) < p
+    ortho = torch.rand(B, generator=g, device=dev) < 2 / 3
+    films = torch.tensor([color.FILMS["ortho"], color.FILMS["blue"]], dtype=rgb.dtype, device=dev)
+    w = torch.where(ortho[:, None], films[0], films[1])
+    w = w + 0.08 * torch.rand(B, 3, generator=g, dtype=rgb.dtype, device=dev)
+    w = w / w.sum(1, keepdim=True)
+    Y = torch.einsum("bc,bchw->bhw", w, color.srgb_to_linear(rgb)).clamp(0.0, 1.0)
+    return torch.where(pick.view(B, 1, 1, 1), color.Y_to_L(Y).unsqueeze(1) / 100.0, lab_L)
 
 
 def degrade(x: torch.Tensor, p: float, g: torch.Generator) -> torch.Tensor:

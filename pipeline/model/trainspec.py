@@ -45,6 +45,9 @@ class TrainConfig:
     l1_weight: float = opt(0.0, "loss = MSE + this x L1", type=fraction_arg)
     degrade: float = opt(0.0, "probability of each scan-like degradation of the input (grain, blur, "
                          "fading)", type=fraction_arg)
+    film: float = opt(0.0, "share of inputs whose lightness is an orthochromatic or blue-sensitive "
+                      "film's, not the photo's own L* (reds dark, blues pale, as in old scans)",
+                      type=fraction_arg)
     neutral: float = opt(0.0, "share of training samples that are featureless gray fields with no "
                          "colour (keeps blank areas and the frame neutral)", type=fraction_arg)
     rarity: float = opt(0.0, "weight each pixel's error by the rarity of its true a*b* (Zhang, "

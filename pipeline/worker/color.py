@@ -24,6 +24,16 @@ _WHITE = torch.tensor([0.95047, 1.0, 1.08883], dtype=torch.float64)
 _WX, _WZ = 0.95047, 1.08883
 _M = _RGB_FROM_XYZ.tolist()
 
+# What a film saw, as weights of linear sRGB, normalised so that white stays white. Archives'
+# scans were mostly not taken on panchromatic film: orthochromatic emulsions (c. 1880-1930) are
+# blind to red, so lips and red cloth print dark and skies pale; blue-sensitive plates (wet
+# collodion, early dry plates) see little but blue (issue 23, item 2).
+FILMS = {
+    "pan": (0.212671, 0.715160, 0.072169),  # panchromatic, as CIE Y: the photo's own L*
+    "ortho": (0.05, 0.50, 0.45),
+    "blue": (0.0, 0.10, 0.90),
+}
+
 AB_SCALE = 255.0  # the seed's target scaling: (ab + 128) / 255
 AB_OFFSET = 128.0
 
@@ -98,6 +108,11 @@ def compose_linear(Y: torch.Tensor, fy: torch.Tensor, a: torch.Tensor, b: torch.
     Z = finv((fy - b * (1.0 / 200.0)).clamp_min(0.0)) * _WZ
     lin = torch.stack([_M[i][0] * X + _M[i][1] * Y + _M[i][2] * Z for i in range(3)], dim=-1)
     return into_gamut_keep_Y(lin, Y.unsqueeze(-1), dim=-1)
+
+
+def Y_to_L(Y: torch.Tensor) -> torch.Tensor:
+    """Relative luminance (white 1) -> L*."""
+    return 116.0 * _f(Y) - 16.0
 
 
 def gray_to_L(gray: torch.Tensor) -> torch.Tensor:

@@ -168,9 +168,11 @@ def _lin_to_srgb(y: np.ndarray) -> np.ndarray:
 _SRGB_TO_LIN_16: np.ndarray | None = None
 
 
-def luminance_gray(rgb: np.ndarray, rows: int = 512) -> np.ndarray:
+def luminance_gray(rgb: np.ndarray, rows: int = 512,
+                   weights: tuple[float, float, float] = (0.212671, 0.715160, 0.072169)) -> np.ndarray:
     """uint8 or uint16 (H, W, 3) -> (H, W) of the same depth: the neutral gray with the same Y,
-    so L* is preserved (16 bits for 48-bit flatbed scans)."""
+    so L* is preserved (16 bits for 48-bit flatbed scans). weights: another film's sensitivity
+    (color.FILMS) instead of Y, as evaluation's historical inputs."""
     global _SRGB_TO_LIN_16
     if rgb.dtype == np.uint16:
         if _SRGB_TO_LIN_16 is None:
@@ -181,7 +183,7 @@ def luminance_gray(rgb: np.ndarray, rows: int = 512) -> np.ndarray:
     else:
         lut, top = _SRGB_TO_LIN_8, 255.0
     out = np.empty(rgb.shape[:2], rgb.dtype)
-    w = np.array([0.212671, 0.715160, 0.072169], np.float32)  # Y row of skimage's xyz_from_rgb
+    w = np.array(weights, np.float32)  # by default the Y row of skimage's xyz_from_rgb
     for r in range(0, rgb.shape[0], rows):  # in strips: a 10,000 x 8,000 scan stays affordable
         y = lut[rgb[r : r + rows, :, :3]] @ w
         out[r : r + rows] = np.clip(np.rint(_lin_to_srgb(y) * top), 0, top)

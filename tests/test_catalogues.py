@@ -186,3 +186,28 @@ def test_every_output_says_it_was_machine_colorized(scans, tmp_path, ckpt, fmt):
     assert meta["CheckpointSHA256"] == file_sha256(ckpt)
     assert meta["Identifier"] == "A-7" and meta["Title"] == 'Der "Hof" & Söhne'  # the record
     assert "Machine-colorized" in meta["Description"]
+
+
+def test_a_path_cell_in_another_unicode_form_or_with_backslashes_finds_its_file(tmp_path):
+    """macOS names a file 'München' as 'Mu' + a combining diaeresis + 'nchen' (NFD); the catalogue,
+    typed on Windows or exported from a database, holds one character (NFC), and a Windows
+    catalogue separates folders with backslashes. The same file, with its record."""
+    import unicodedata
+
+    d = tmp_path / "scans"
+    (d / "w" / "Unter").mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    nfd = unicodedata.normalize("NFD", "München.png")
+    for p in (d / "w" / nfd, d / "w" / "Unter" / "bild.png"):
+        Image.fromarray(rng.integers(0, 255, (24, 32), dtype=np.uint8)).save(p)
+    cat = d / "catalogue.csv"
+    cat.write_text(f"Inventarnr;path\n0001;w/{unicodedata.normalize('NFC', 'München.png')}\n"
+                   "0002;w\\Unter\\bild.png\n", encoding="utf-8")
+    r = run_cli("scan", d, cat, "-o", tmp_path / "m.parquet")
+    assert r.returncode == 0, r.stderr
+    assert "2 path cells matched to a file named in another Unicode form or with Windows " \
+           "backslashes" in r.stderr
+    assert "not in the catalogue" not in r.stderr and "name a file that is not there" not in r.stderr
+    rows = pq.read_table(tmp_path / "m.parquet").to_pylist()
+    assert sorted((Path(x["path"]).name, x["Inventarnr"], x["scan_error"]) for x in rows) == [
+        (nfd, "0001", None), ("bild.png", "0002", None)]

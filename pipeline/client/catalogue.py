@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import unicodedata
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -166,11 +167,52 @@ def _header(header: list[str], p: Path, log) -> list[str]:
 
 
 def _resolved(cat: Catalogue, rows: list[dict], p: Path, log) -> Catalogue:
+    respelt = []
+    listing: dict[str, dict[str, str]] = {}
     for r in rows:
         if not r["path"]:
             log(f"{p}, line {r['_line']}: empty path cell; row left out")
             continue
-        if not os.path.isabs(r["path"]) and "://" not in r["path"]:
-            r["path"] = str(p.parent / r["path"])
+        if "://" not in r["path"]:
+            if not os.path.isabs(r["path"]):
+                r["path"] = str(p.parent / r["path"])
+            if not os.path.lexists(r["path"]):
+                found = disk_spelling(r["path"], listing)
+                if found:
+                    respelt.append((r, found))
+                    r["path"] = found
         cat.rows.append(r)
+    if respelt:
+        r, found = respelt[0]
+        log(f"{p}: {len(respelt)} path cell{'s' if len(respelt) > 1 else ''} matched to a file "
+            f"named in another Unicode form or with Windows backslashes (line {r['_line']}: "
+            f"{r['_cells'].get(cat.path_column, r['path'])!r} is {found!r} on disk); the cells "
+            "are kept as written")
     return cat
+
+
+def disk_spelling(path: str, listing: dict[str, dict[str, str]]) -> str | None:
+    """The file a catalogue means when its path cell names it differently from the disk: in
+    another Unicode normal form (macOS writes a-umlaut as a and a combining mark, Windows and
+    most catalogues as one character), or with a Windows catalogue's backslashes. Each folder
+    is listed once (listing caches it); None when no single file matches."""
+    parts = Path(path.replace("\\", "/") if os.sep == "/" else path).parts
+    cur = parts[0]
+    for part in parts[1:]:
+        nxt = os.path.join(cur, part)
+        if not os.path.lexists(nxt):
+            if cur not in listing:
+                try:
+                    names = os.listdir(cur)
+                except OSError:
+                    return None
+                listing[cur] = {}
+                for n in names:  # a name two entries share in NFC matches neither
+                    key = unicodedata.normalize("NFC", n)
+                    listing[cur][key] = "" if key in listing[cur] else n
+            name = listing[cur].get(unicodedata.normalize("NFC", part))
+            if not name:
+                return None
+            nxt = os.path.join(cur, name)
+        cur = nxt
+    return cur

@@ -221,30 +221,37 @@ def test_audit_finds_damage_and_repair_fixes_exactly_it(archive, clean_run, ckpt
     corrupt, deleted = out / rows[3]["output_path"], out / rows[20]["output_path"]
     corrupt.write_bytes(corrupt.read_bytes()[:-10] + b"0123456789")
     deleted.unlink()
-    stray = out / "images" / "box0" / "stray.png"  # ours, but claimed by no row
+    # ours, claimed by no row: a row's output name (another format's), as a run killed before
+    # its commit leaves it
+    stray_rel = os.path.splitext(rows[5]["output_path"])[0] + ".tif"
+    stray = out / stray_rel
     stray.write_bytes((out / rows[5]["output_path"]).read_bytes())
     theirs = out / "images" / "box0" / "notes.txt"  # the user's: never a discrepancy, never moved
     theirs.write_bytes(b"not ours")
+    retouched = out / "images" / "box0" / "retouched copy.png"  # our metadata kept, not our name
+    retouched.write_bytes((out / rows[6]["output_path"]).read_bytes())
     capsys.readouterr()
     assert main(["audit", str(out), "-q"]) == 1
     err = capsys.readouterr().err
     assert f"corrupt_output: {rows[3]['output_path']} (sha256 differs)" in err
     assert f"missing_output: {rows[20]['output_path']}" in err
-    assert "stray_output: images/box0/stray.png" in err
-    assert "1 file in images/ that colorize did not write (left alone): images/box0/notes.txt" in err
+    assert f"stray_output: {stray_rel}" in err
+    assert "2 files in images/ that colorize did not write (left alone): images/box0/notes.txt, " \
+           "images/box0/retouched copy.png" in err
     report = json.loads((out / "audit.json").read_text())
     assert report["problem_counts"] == {"corrupt_output": 1, "missing_output": 1, "stray_output": 1}
     html_text = (out / "audit.html").read_text()
     assert "FAIL" in html_text and "data:image/jpeg;base64," in html_text
     untouched = {p: p.stat().st_mtime_ns for p in (out / "images").rglob("*.png")
-                 if p not in (corrupt, stray)}
+                 if p not in (corrupt, stray, retouched)}
     assert main(run_args(man, out, ckpt, "--repair")) == 0
     out_text = capsys.readouterr().out
     assert "repairing 2 images in 2 shards" in out_text or "repairing 2 images in 1 shard" in out_text
     assert "done: 2 ok, 0 error, 0 skipped" in out_text
-    assert not stray.exists() and (out / "quarantine" / "images" / "box0" / "stray.png").exists()
-    assert theirs.read_bytes() == b"not ours"
+    assert not stray.exists() and (out / "quarantine" / stray_rel).exists()
+    assert theirs.read_bytes() == b"not ours" and retouched.exists()
     theirs.unlink()
+    retouched.unlink()
     assert image_files(out) == image_files(clean_run)
     assert comparable(out) == comparable(clean_run)
     # exactly those two were rewritten

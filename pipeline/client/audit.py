@@ -7,6 +7,7 @@ import hashlib
 import html
 import io
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -53,10 +54,23 @@ def _row_problems(man: list[dict], res: list[dict]) -> list[dict]:
     return problems
 
 
+def _our_names(man: list[dict]) -> set[str]:
+    """images/<stem> of every manifest row: the only names a run writes (any extension)."""
+    names = set()
+    for r in man:
+        try:
+            names.add(Outdir.output_rel(r["out_stem"], ""))
+        except ValueError:
+            pass  # a hostile row: it never wrote anything
+    return names
+
+
 def _output_problems(od: Outdir, ok_rows: list[dict], quick: bool, progress: bool,
-                     foreign: list[str]) -> list[dict]:
+                     foreign: list[str], ours: set[str]) -> list[dict]:
     """Every output a row claims is there and unaltered; every output of ours in images/ is
-    claimed. Files there that the tool did not write are appended to `foreign`."""
+    claimed. Ours means a name a manifest row gives its output and this tool's provenance
+    inside: a curator's retouched copy keeps the provenance but not the name. Everything else
+    there is appended to `foreign`."""
     problems: list[dict] = []
     out = od.store
     present = set(od.outputs())  # one listing, not a stat per image (object stores)
@@ -72,7 +86,7 @@ def _output_problems(od: Outdir, ok_rows: list[dict], quick: bool, progress: boo
         elif not quick and _sha256(lambda rel=rel: out.open(rel)) != r["output_sha256"]:
             problems.append(dict(kind=Problem.CORRUPT_OUTPUT, **where, reason="sha256 differs"))
     for rel in sorted(present - claimed):
-        if od.wrote(rel):  # e.g. written by a run killed before its shard committed
+        if os.path.splitext(rel)[0] in ours and od.wrote(rel):  # a run killed before its commit
             problems.append(dict(kind=Problem.STRAY_OUTPUT, output_path=rel))
         else:  # the user's: noted, never a discrepancy of ours, never moved
             foreign.append(rel)
@@ -102,11 +116,12 @@ def audit(outdir: str | Store | Outdir, quick: bool = False, check_inputs: bool 
     od = Outdir(outdir)
     out = od.store
     spec = od.read_job()["spec"]
-    man = read_manifest(spec["manifest"], columns=["image_id", "path", "shard"]).to_pylist()
+    man = read_manifest(spec["manifest"], columns=["image_id", "path", "shard", "out_stem"]).to_pylist()
     res = od.read_results().to_pylist()
     ok_rows = [r for r in res if r["status"] == "ok"]
     foreign: list[str] = []
-    problems = _row_problems(man, res) + _output_problems(od, ok_rows, quick, progress, foreign)
+    problems = _row_problems(man, res) + _output_problems(od, ok_rows, quick, progress, foreign,
+                                                          _our_names(man))
     if check_inputs:
         problems += _input_problems(spec["manifest"], res, progress)
     status_counts = Counter(r["status"] for r in res)

@@ -44,6 +44,7 @@ def test_image_exif_rotated_comes_out_upright(tmp_path, ckpt, photo_gray):
     (["image", "IN", "o.gif"], "output must end in"),
     (["image", "IN", "o.png", "--size", "100"], "multiple of 8"),
     (["image", "IN", "o.png", "--checkpoint", "nope.pt"], "checkpoint not found"),
+    (["image", "IN", "o.png", "--checkpoint", "IN"], "is not a checkpoint (a .pt file that torch.save wrote)"),
     (["image", "IN", "o.png", "--bogus"], "unrecognized arguments"),
     (["frobnicate"], "invalid choice"),
     (["train", "no/such/folder"], "not found"),
@@ -228,3 +229,16 @@ def test_rescan_into_the_same_manifest_then_rerun_just_works(tmp_path, ckpt, cap
     # --fresh starts over, and the job then says it is another one
     assert main(["scan", str(src), "-o", str(man), "-q", "--fresh", "--shard-size", "4"]) == 0
     assert main(run) == 2
+
+
+def test_a_file_that_is_no_checkpoint_is_refused_before_a_job_is_planned(tmp_path, photo_gray):
+    """--checkpoint catalogue.csv by mistake: one line, exit 2, and no OUTDIR tied to it."""
+    (tmp_path / "scans").mkdir()
+    Image.fromarray(photo_gray).save(tmp_path / "scans" / "a.png")
+    (tmp_path / "cat.csv").write_text("path\na.png\n")
+    assert run_cli("scan", tmp_path / "scans", "-o", tmp_path / "m.parquet", "-q").returncode == 0
+    r = run_cli("run", "--manifest", tmp_path / "m.parquet", "-o", tmp_path / "out",
+                "--checkpoint", tmp_path / "cat.csv")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "is not a checkpoint" in r.stderr
+    assert not (tmp_path / "out" / "job.json").exists()

@@ -30,7 +30,20 @@ def resolve_checkpoint(path: str | os.PathLike | None) -> Path:
         if path is None:
             raise CheckpointError(f"no shipped weights at {p}; pass --checkpoint")
         raise CheckpointError(f"checkpoint not found: {p}")
+    if not _torch_archive(p):  # before a job is planned on it: a CSV given by mistake, junk
+        raise CheckpointError(f"{p} is not a checkpoint (a .pt file that torch.save wrote)")
     return p
+
+
+def _torch_archive(p: Path) -> bool:
+    """torch.save's format, a zip with a pickle inside, told without loading torch."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(p) as z:
+            return any(n.endswith("/data.pkl") for n in z.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

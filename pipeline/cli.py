@@ -98,7 +98,8 @@ def cmd_image(a) -> int:
     from pipeline.client.jobspec import JobSpec
     from pipeline.storage import write_atomic
     from pipeline.worker.engine import Colorizer
-    from pipeline.worker.stages import ImageStages
+    from pipeline.worker.hints import from_json as hints_from_json
+    from pipeline.worker.stages import ImageStages, outside_hints
     from pipeline.worker.writers import CHOICES, by_extension
 
     if Path(a.input).is_dir():
@@ -118,9 +119,15 @@ def cmd_image(a) -> int:
                    recolor=a.recolor, metadata_columns="none")
     stages = ImageStages(spec, outdir="", checkpoint_sha256=net.sha256,
                          created=dt.date.today().isoformat())
-    item, data = stages.one(net, a.input, {"hints": _hints_arg(a)} if a.hint or a.hints else None)
+    given = _hints_arg(a) if a.hint or a.hints else None
+    item, data = stages.one(net, a.input, {"hints": given} if given else None)
     if data is None:
         raise UsageError(f"{a.input}: {item.row['error']}")
+    outside = outside_hints(hints_from_json(given), item.decoded) if given else []
+    if outside:
+        raise UsageError(f"{plural(len(outside), 'hint')} outside the {item.decoded.width}x"
+                         f"{item.decoded.height} image (at {', '.join(outside[:3])}): X,Y are "
+                         "the source's pixels, from its top left corner; nothing written")
     write_atomic(a.output, data)
     d = item.decoded
     said = f", {plural(item.row['hints'], 'hint')}" if item.row.get("hints") else ""

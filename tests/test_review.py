@@ -123,6 +123,24 @@ def test_colorize_image_with_hints_colours_there_and_says_so(tmp_path, ckpt):
     assert b"colorized with 1 curator's hints" in hinted.read_bytes()
     r = run_cli("image", src, tmp_path / "d.png", "--checkpoint", ckpt, "--hint", "1,2,red")
     assert r.returncode == 2 and "#rrggbb" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("image", src, tmp_path / "e.png", "--checkpoint", ckpt, "--hint", "100000,-5,#8a1c1c")
+    assert r.returncode == 2 and "1 hint outside the 80x60 image (at 100000,-5)" in r.stderr
+    assert not (tmp_path / "e.png").exists()
+
+
+def test_a_hint_outside_its_image_is_not_counted_and_the_row_says_so(job, tmp_path):
+    out = fresh_copy(job, tmp_path)
+    target = sorted(results(out))[7]
+    j = reviews.Journal(out, "curator")
+    j.record(target, "hints", [{"x": 10, "y": 10, "L": 50, "a": 10, "b": -60},
+                               {"x": 100000, "y": -5, "L": 50, "a": 45, "b": 30}])
+    j.close()
+    r = run_cli("run", "-o", out, "--hinted", "--workers", "1", "--quiet")
+    assert r.returncode == 0, r.stderr
+    row = results(out)[target]
+    assert row["hints"] == 1 and f"1 hint outside the {row['width']}x{row['height']} image ignored " \
+        "(at 100000,-5)" in row["notes"]
+    assert run_cli("audit", out, "--quiet").returncode == 0  # the digest is of the hints as given
 
 
 # --- the journal -------------------------------------------------------------------------------
@@ -263,6 +281,12 @@ def test_the_server_wants_its_token_serves_nothing_else_and_writes_only_reviews(
         assert r.status_code == 200
         assert c.post("/api/review?t=tok", json={"image_id": "nope", "kind": "note", "value": "x"}).status_code == 404
         assert c.post("/api/review?t=tok", json={"image_id": iid, "kind": "verdict", "value": "?"}).status_code == 400
+        far = [{"x": 100000, "y": -5, "L": 40, "a": 45, "b": 30}]  # outside the scan: not kept
+        r = c.post("/api/review?t=tok", json={"image_id": iid, "kind": "hints", "value": far})
+        assert r.status_code == 400 and "outside the" in r.get_json()["error"]
+        assert c.post("/api/review?t=tok", json={"image_id": [iid], "kind": "note", "value": "x"}).status_code == 404
+        for w in ("abc", "-5"):
+            assert c.get(f"/img/{iid}/output?w={w}&t=tok").status_code == 400
         series = sorted(rows)[2:6]  # one uniform on four scans: the same hints on a selection
         hint = [{"x": 5, "y": 5, "L": 40, "a": 10, "b": -40}]
         r = c.post("/api/review?t=tok", json={"ids": series, "kind": "hints", "value": hint, "from": series[0]})

@@ -152,6 +152,9 @@ def _routes(app, root: str, view: RunView, journal: reviews.Journal, previewer: 
         edits = _edits(view, body)
         if edits is None:
             return jsonify(error="unknown image id"), 404
+        outside = _outside(view, edits) if body.get("kind") == "hints" else None
+        if outside:
+            return jsonify(error=outside), 400
         try:
             evs = [journal.record(i, body.get("kind"), value) for i, value in edits]
         except reviews.ReviewError as e:
@@ -174,8 +177,10 @@ def _routes(app, root: str, view: RunView, journal: reviews.Journal, previewer: 
         if which not in ("source", "output"):
             abort(404)
         r = _row(image_id)
-        width = int(request.args.get("w", 0) or 0)
-        data = _picture(root, view, r, which, width)
+        w = request.args.get("w", "0") or "0"
+        if not w.isdigit():
+            return jsonify(error=f"w is a width in pixels, got {w!r}"), 400
+        data = _picture(root, view, r, which, int(w))
         if data is None:
             abort(404)
         return app.response_class(data, mimetype="image/jpeg", headers={"Cache-Control": "no-store"})
@@ -191,11 +196,27 @@ def _edits(view: RunView, body: dict) -> list[tuple[str, object]] | None:
     """(image id, value) for each image an edit names, hints applied to a series fitted to each
     image (_fitted); None when it names no image or one the run does not hold."""
     ids = body.get("ids") or ([body["image_id"]] if body.get("image_id") else [])
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        return None
     rows = {i: view.row(i) for i in ids}
     if not ids or None in rows.values():
         return None
     source = view.row(body["from"]) if body.get("kind") == "hints" and body.get("from") else None
     return [(i, _fitted(body.get("value"), source, rows[i])) for i in ids]
+
+
+def _outside(view: RunView, edits: list[tuple[str, object]]) -> str | None:
+    """Why a hint cannot be kept: it lies outside its image (hints are in the scan's pixels)."""
+    for image_id, value in edits:
+        r = view.row(image_id)
+        w, h = r.get("width"), r.get("height")
+        if not w or not h or not isinstance(value, list):
+            continue
+        for hint in value:
+            x, y = (hint.get("x"), hint.get("y")) if isinstance(hint, dict) else (None, None)
+            if isinstance(x, (int, float)) and isinstance(y, (int, float)) and not (0 <= x < w and 0 <= y < h):
+                return f"a hint at {x:g},{y:g} is outside the {w}x{h} image {image_id}"
+    return None
 
 
 def _fitted(hint_list, source: dict | None, target: dict):

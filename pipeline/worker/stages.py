@@ -18,6 +18,7 @@ from pipeline.client.jobspec import JobSpec
 from pipeline.client.manifest import resolve_path
 from pipeline.client.outdir import Outdir
 from pipeline.client.redo import options_label
+from pipeline.errors import plural
 from pipeline.storage import Store, read_source
 from pipeline.worker import hints as hintlib
 from pipeline.worker.imaging import (
@@ -37,6 +38,11 @@ def _hints(item: Item, options: dict) -> list:
     if hinted:
         item.row.update(hints=len(hinted), hints_digest=hintlib.digest(hinted))
     return hinted
+
+
+def outside_hints(hinted: list, d: Decoded) -> list[str]:
+    """'x,y' of each hint that falls outside the image (a curator's hints are in its pixels)."""
+    return [f"{h.x:g},{h.y:g}" for h in hinted if not (0 <= h.x < d.width and 0 <= h.y < d.height)]
 
 
 def _on_grid(hinted: list, d: Decoded, size: int) -> list:
@@ -118,6 +124,12 @@ class ImageStages:
                 self.decode_host(item, data)
         if hinted and not item.finished:  # its own batch: the job's batches stay as they were
             item.cells, item.aside = _on_grid(hinted, item.decoded, self.spec.size), True
+            outside = outside_hints(hinted, item.decoded)
+            if outside:  # the row says how many coloured it, and why the others did not
+                item.row["hints"] = len(hinted) - len(outside)
+                item.decoded.notes.append(f"{plural(len(outside), 'hint')} outside the "
+                                          f"{item.decoded.width}x{item.decoded.height} image "
+                                          f"ignored (at {outside[0]})")
         item.spend(t0)
         return item
 

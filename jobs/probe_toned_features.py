@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     m = fit(Xp, Xc, n, best[1])
     m.update(features=NAMES, l2=best[1], fitted_on=f"{len(Xp)} real prints ({a.prints}), "
              f"{len(Xc)} of {n} training colour photos ({a.collection})")
-    print("standardised weights: " + ", ".join(f"{k} {v:+.2f}" for k, v in zip(NAMES, m["weights"])))
+    print("standardised weights: " + ", ".join(f"{k} {v:+.2f}" for k, v in zip(NAMES, m["weights"], strict=True)))
     test(m, a.collection)
     return 0
 

@@ -160,7 +160,6 @@ def evaluate(checkpoint: str | None, src: str, out: str, size: int = 256, max_si
     from tqdm import tqdm
 
     from pipeline.worker.color import FILMS
-
     from pipeline.worker.engine import Colorizer
     from pipeline.worker.imaging import net_input
 

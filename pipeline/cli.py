@@ -6,6 +6,7 @@ import argparse
 import difflib
 import json
 import os
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -427,7 +428,7 @@ def cmd_audit(a) -> int:
     if holder is not None:
         print(f"colorize: a run is writing {a.outdir} ({holder}); audit it once the run has "
               f"finished (`colorize status {a.outdir}` shows its progress)", file=sys.stderr)
-        return 1
+        return 3  # unfinished, as the help says
     r = audit(a.outdir, quick=a.quick, check_inputs=a.check_inputs, progress=not a.quiet,
               sheet=a.sheet)
     c = r["counts"]
@@ -439,20 +440,7 @@ def cmd_audit(a) -> int:
     if r["redone"]:
         line += "; redone: " + ", ".join(f"{n} with {how}" if how != "redo" else f"{n}"
                                          for how, n in sorted(r["redone"].items()))
-    rv = r["review"]
-    if rv["hinted"] or sum(rv[k] for k in ("accepted", "retouch", "rejected", "notes")):
-        line += (f"; reviewed: {rv['accepted']} accepted, {rv['retouch']} to retouch, "
-                 f"{rv['rejected']} rejected, {rv['not_reviewed']} not yet, {plural(rv['notes'], 'note')}, "
-                 f"{rv['hinted']} hinted")
-        if rv["hints_pending"]:
-            line += (f" ({len(rv['hints_pending'])} with hints newer than their output: "
-                     f"colorize run -o {a.outdir} --hinted)")
-    if r["ok"]:
-        print(f"audit {r['verdict']}: {line}; {len(r['nearly_gray'])} nearly gray outputs for "
-              f"review; report in {a.outdir}/audit.html")
-        if note:
-            print(note)
-        return 0
+    line += _reviewed(r["review"], a.outdir)
     if r["incomplete"]:  # a run that stopped: nothing committed is wrong, there is just more to do
         redo = (f", a redo of {plural(len(r['redo_pending']), 'image')} unfinished"
                 if r["redo_pending"] else "")
@@ -461,6 +449,12 @@ def cmd_audit(a) -> int:
               f"{a.outdir}")
         print(f"  the committed shards are intact ({line}); report in {a.outdir}/audit.html")
         return 3
+    if r["ok"]:
+        print(f"audit {r['verdict']}: {line}; {len(r['nearly_gray'])} nearly gray outputs for "
+              f"review; report in {a.outdir}/audit.html")
+        if note:
+            print(note)
+        return 0
     print(f"audit FAILED: {line}", file=sys.stderr)
     for p in r["problems"][:50]:
         what = p.get("output_path") or p.get("source_path") or p.get("image_id")
@@ -470,9 +464,39 @@ def cmd_audit(a) -> int:
         print(f"  ... and {len(r['problems']) - 50} more in audit.json", file=sys.stderr)
     if note:
         print(note, file=sys.stderr)
-    print(f"fix with `colorize run -o {a.outdir} --repair`; report in {a.outdir}/audit.html",
-          file=sys.stderr)
+    print(_audit_advice(a.outdir, r["problems"]) + f"; report in {a.outdir}/audit.html", file=sys.stderr)
     return 1
+
+
+def _reviewed(rv: dict, outdir: str) -> str:
+    """The curators' verdicts, notes and hints, for the audit's line ("" before any review)."""
+    if not (rv["hinted"] or sum(rv[k] for k in ("accepted", "retouch", "rejected", "notes"))):
+        return ""
+    said = (f"; reviewed: {rv['accepted']} accepted, {rv['retouch']} to retouch, "
+            f"{rv['rejected']} rejected, {rv['not_reviewed']} not yet, {plural(rv['notes'], 'note')}, "
+            f"{rv['hinted']} hinted")
+    if rv["hints_pending"]:
+        said += (f" ({len(rv['hints_pending'])} with hints newer than their output: "
+                 f"colorize run -o {outdir} --hinted)")
+    return said
+
+
+def _audit_advice(outdir: str, problems: list[dict]) -> str:
+    """What fixes what the audit found: --repair rewrites our outputs; it cannot bring back an
+    original, and a changed original is colorized again only when asked (--redo)."""
+    kinds = {str(p["kind"]) for p in problems}
+    said = []
+    if kinds - {"input_missing", "input_changed"}:
+        said.append(f"fix the outputs with `colorize run -o {outdir} --repair`")
+    changed = [p["source_path"] for p in problems if str(p["kind"]) == "input_changed"]
+    if changed:
+        which = shlex.quote(changed[0]) if len(changed) == 1 else "LIST (audit.json lists them)"
+        said.append(f"{plural(len(changed), 'original')} changed since colorized: colour again "
+                    f"from them with `colorize run -o {outdir} --redo {which}`")
+    if "input_missing" in kinds:
+        said.append("missing originals: put them back where the manifest says (nothing here "
+                    "can restore them; their outputs are kept)")
+    return "; ".join(said)
 
 
 def cmd_bench(a) -> int:

@@ -90,7 +90,7 @@ def test_advice_fits_a_running_or_interrupted_run(night, ckpt, capsys, tmp_path)
                  "--checkpoint", ckpt]) == 0
     capsys.readouterr()
     with RunLock(out):
-        assert main(["audit", str(out), "-q"]) == 1
+        assert main(["audit", str(out), "-q"]) == 3  # unfinished, not failed
         assert "a run is writing" in capsys.readouterr().err
         assert main(["status", str(out)]) == 0
         said = capsys.readouterr().out

@@ -260,6 +260,39 @@ def test_audit_finds_damage_and_repair_fixes_exactly_it(archive, clean_run, ckpt
     assert main(["audit", str(out), "-q"]) == 0
 
 
+def test_audit_of_changed_or_missing_originals_says_what_fixes_them(archive, clean_run, ckpt, tmp_path, capsys):
+    """--repair rewrites outputs; it cannot bring an original back, and a changed original is
+    colorized again only on request (--redo): the advice says so, and never points in a circle."""
+    import shlex
+    import shutil
+
+    from pipeline.client.manifest import resolve_path
+
+    _, man = archive
+    out = tmp_path / "out"
+    shutil.copytree(clean_run, out)
+    rows = sorted(Outdir(out).read_results().to_pylist(), key=lambda r: r["source_path"])
+    stored = [r["source_path"] for r in rows if r["status"] == "ok"][:2]
+    paths = [resolve_path(str(man), p) for p in stored]
+    originals = {p: Path(p).read_bytes() for p in paths}
+    try:
+        Path(paths[0]).write_bytes(originals[paths[0]] + b"\0")
+        Path(paths[1]).unlink()
+        capsys.readouterr()
+        assert main(["audit", str(out), "-q", "--check-inputs"]) == 1
+        err = capsys.readouterr().err
+        assert "--repair" not in err
+        assert f"1 original changed since colorized: colour again from them with `colorize run -o {out} " \
+               f"--redo {shlex.quote(stored[0])}`" in err
+        assert "missing originals: put them back where the manifest says" in err
+        Path(paths[1]).write_bytes(originals[paths[1]])
+        assert main(["run", "-o", str(out), "--redo", stored[0], "-q"]) == 0  # the advice works
+        assert main(["audit", str(out), "-q", "--check-inputs"]) == 0
+    finally:
+        for p, data in originals.items():
+            Path(p).write_bytes(data)
+
+
 def test_audit_html_escapes_file_names(tmp_path, ckpt):
     root = tmp_path / "a"
     root.mkdir()

@@ -287,6 +287,7 @@ def test_the_server_wants_its_token_serves_nothing_else_and_writes_only_reviews(
         assert c.post("/api/review?t=tok", json={"image_id": [iid], "kind": "note", "value": "x"}).status_code == 404
         for w in ("abc", "-5"):
             assert c.get(f"/img/{iid}/output?w={w}&t=tok").status_code == 400
+        assert c.get("/api/images?t=tok&page=x").status_code == 400
         series = sorted(rows)[2:6]  # one uniform on four scans: the same hints on a selection
         hint = [{"x": 5, "y": 5, "L": 40, "a": 10, "b": -40}]
         r = c.post("/api/review?t=tok", json={"ids": series, "kind": "hints", "value": hint, "from": series[0]})
@@ -510,6 +511,8 @@ def test_a_hinted_run_killed_before_its_commit_is_finished_by_the_next_run(job, 
     redo.request(Outdir(out), picked, {}, per_image)
     r = run_cli("status", out)
     assert "redo of 2 images unfinished" in r.stdout, r.stdout
+    r = run_cli("audit", out, "--quiet")  # not "passed": there is more to do
+    assert r.returncode == 3 and "audit incomplete" in r.stdout and "a redo of 2 images unfinished" in r.stdout
     r = run_cli("run", "-o", out, "--workers", "1", "--quiet")  # a plain rerun resumes it
     assert r.returncode == 0, r.stderr
     after = results(out)

@@ -216,8 +216,8 @@ def incomplete(report: dict, committed: set[int]) -> bool:
     not yet committed, an output such a shard's run wrote before its commit, or an image of a
     redo not yet finished."""
     pending = set(report["redo_pending"])
-    if not report["problems"] or (report["committed_shards"] >= report["shards"] and not pending):
-        return False
+    if not pending and (not report["problems"] or report["committed_shards"] >= report["shards"]):
+        return False  # (a redo stopped half-way leaves no discrepancy, only images to do)
     return all(p["kind"] is Problem.STRAY_OUTPUT or p.get("image_id") in pending
                or (p["kind"] is Problem.NO_RESULT and p["shard"] not in committed)
                for p in report["problems"])

@@ -137,7 +137,7 @@ def _routes(app, root: str, view: RunView, journal: reviews.Journal, previewer: 
         return jsonify(view.page(journal.state(), filter=a.get("filter", "all"),
                                  column=a.get("column") or None, value=a.get("value"),
                                  sort=a.get("sort") or None, desc=a.get("desc") == "1",
-                                 q=a.get("q") or None, page=max(0, int(a.get("page", 0) or 0))))
+                                 q=a.get("q") or None, page=_number(a.get("page"))))
 
     @app.get("/api/image/<image_id>")
     def image(image_id):
@@ -177,10 +177,7 @@ def _routes(app, root: str, view: RunView, journal: reviews.Journal, previewer: 
         if which not in ("source", "output"):
             abort(404)
         r = _row(image_id)
-        w = request.args.get("w", "0") or "0"
-        if not w.isdigit():
-            return jsonify(error=f"w is a width in pixels, got {w!r}"), 400
-        data = _picture(root, view, r, which, int(w))
+        data = _picture(root, view, r, which, _number(request.args.get("w")))
         if data is None:
             abort(404)
         return app.response_class(data, mimetype="image/jpeg", headers={"Cache-Control": "no-store"})
@@ -203,6 +200,15 @@ def _edits(view: RunView, body: dict) -> list[tuple[str, object]] | None:
         return None
     source = view.row(body["from"]) if body.get("kind") == "hints" and body.get("from") else None
     return [(i, _fitted(body.get("value"), source, rows[i])) for i in ids]
+
+
+def _number(text: str | None) -> int:
+    """A width or a page number from a query: a 400, not a server error, when it is not one."""
+    from flask import abort
+
+    if not (text or "0").isdigit():
+        abort(400, description=f"expected a whole number, got {text!r}")
+    return int(text or "0")
 
 
 def _outside(view: RunView, edits: list[tuple[str, object]]) -> str | None:

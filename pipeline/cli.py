@@ -233,6 +233,9 @@ def cmd_run(a) -> int:
             if k not in getattr(a, "given", set()) and k in old:
                 setattr(a, k, old[k])
         print(f"continuing the job recorded in {a.output}/{Outdir.JOB}", file=sys.stderr)
+    if not a.manifest and a.output:
+        raise UsageError(f"no job in {a.output} to continue (no {Outdir.JOB}); a new job needs "
+                         "--manifest too (or a job spec JOB.toml)")
     if not a.manifest or not a.output:
         raise UsageError("run needs --manifest and -o OUTDIR (or a job spec JOB.toml)")
     m = Path(a.manifest)
@@ -338,6 +341,8 @@ def cmd_export(a) -> int:
 
     if Path(a.dest).exists() and not a.force:
         raise UsageError(f"{a.dest} exists; choose another name or add --force to replace it")
+    if "://" not in a.dest and not Path(a.dest).resolve().parent.is_dir():
+        raise UsageError(f"no folder {Path(a.dest).parent} to write {Path(a.dest).name} in")
     if a.excel and not a.dest.lower().endswith((".xlsx", ".xlsm")):
         raise UsageError(f"--excel writes a workbook: name it *.xlsx, not {a.dest}")
     try:

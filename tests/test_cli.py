@@ -49,6 +49,8 @@ def test_image_exif_rotated_comes_out_upright(tmp_path, ckpt, photo_gray):
     (["frobnicate"], "invalid choice"),
     (["train", "no/such/folder"], "not found"),
     (["train", "IN", "--lr", "-1"], "--lr: must be > 0"),
+    (["run", "-o", "no/such/dir"], "no job in no/such/dir to continue (no job.json)"),
+    (["export", "IN", "/nonexistent/x.csv"], "no folder /nonexistent to write x.csv in"),
     (["run", "--manifest", "m.parquet", "-o", "out", "--workers", "-2"], "--workers: must be >= 0"),
     (["run", "--manifest", "m.parquet", "-o", "out", "--threads", "-1"], "--threads: must be >= 0"),
     (["run", "--manifest", "m.parquet", "-o", "out", "--quality", "300"], "must be 1 to 100"),

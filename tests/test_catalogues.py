@@ -211,3 +211,8 @@ def test_a_path_cell_in_another_unicode_form_or_with_backslashes_finds_its_file(
     rows = pq.read_table(tmp_path / "m.parquet").to_pylist()
     assert sorted((Path(x["path"]).name, x["Inventarnr"], x["scan_error"]) for x in rows) == [
         (nfd, "0001", None), ("bild.png", "0002", None)]
+    from pipeline.client import redo
+
+    typed = str(d / "w" / unicodedata.normalize("NFC", "München.png"))  # as a person types it
+    picked = redo.select(str(tmp_path / "m.parquet"), [typed])
+    assert [len(v) for v in picked.values()] == [1]

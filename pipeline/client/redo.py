@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import unicodedata
 from pathlib import Path
 
 from pipeline.client.manifest import read_manifest, resolve_path
@@ -92,9 +93,12 @@ def select(manifest: str, items: list[str], column: str | None = None) -> dict[i
     t = read_manifest(manifest).to_pylist()
     index: dict[str, set[int]] = {}
 
+    def nfc(v) -> str:  # a name typed on one system, stored from another (macOS's NFD)
+        return unicodedata.normalize("NFC", str(v))
+
     def add(key, i):
         if key:
-            index.setdefault(str(key), set()).add(i)
+            index.setdefault(nfc(key), set()).add(i)
 
     from pipeline.client.catalogue import stored_name
 
@@ -108,7 +112,7 @@ def select(manifest: str, items: list[str], column: str | None = None) -> dict[i
     unknown = []
     for item in items:
         for v in _values(item, column):
-            hits = index.get(v) or index.get(os.path.realpath(v) if v else "")
+            hits = index.get(nfc(v)) or index.get(nfc(os.path.realpath(v)) if v else "")
             if not hits:
                 unknown.append(v)
                 continue

@@ -292,6 +292,13 @@ def test_the_server_wants_its_token_serves_nothing_else_and_writes_only_reviews(
         hint = [{"x": 5, "y": 5, "L": 40, "a": 10, "b": -40}]
         r = c.post("/api/review?t=tok", json={"ids": series, "kind": "hints", "value": hint, "from": series[0]})
         assert r.get_json()["saved"] == 4
+        more = [{"x": 7, "y": 9, "L": 60, "a": -20, "b": 30}]  # added to what each has, not replacing
+        r = c.post("/api/review?t=tok", json={"ids": series[:2], "kind": "hints", "value": more,
+                                              "from": series[0], "add": True})
+        assert r.get_json()["before"] == {i: hint for i in series[:2]}
+        assert len(c.get(f"/api/image/{series[1]}?t=tok").get_json()["review"]["hints"]) == 2
+        for i in series[:2]:  # what undo sends back
+            c.post("/api/review?t=tok", json={"image_id": i, "kind": "hints", "value": hint})
         stored = c.get(f"/api/image/{series[3]}?t=tok").get_json()["review"]["hints"]
         assert (stored[0]["x"], stored[0]["y"]) == (5, 5)  # the same size: the same place
         assert c.get("/api/images?t=tok&filter=hinted").get_json()["total"] == 4
@@ -446,6 +453,23 @@ def test_a_curator_reviews_in_a_real_browser(job, tmp_path):
             page.wait_for_selector(".card")
             counts = page.inner_text("#filters")
             assert "accepted 1" in counts and "hinted 1" in counts and "hints pending 0" in counts
+            # a series: the hinted image's hint added to the accepted one, then taken back with u
+            page.evaluate(f"S.cur = S.rows.findIndex((r) => r.image_id == '{first}')")
+            page.keyboard.press("Space")
+            page.evaluate(f"S.cur = S.rows.findIndex((r) => r.image_id == '{hinted}')")
+            page.keyboard.press("Enter")
+            page.wait_for_function(f"S.view && S.row && S.row.image_id == '{hinted}' && S.hints.length == 1")
+            page.click("#apply-series")
+            page.wait_for_function("document.getElementById('saved').textContent.startsWith('saved: 1 hint added to 1 image')")
+            assert len(reviews.Journal(out).state()[first]["hints"]) == 1
+            page.keyboard.press("u")
+            page.wait_for_function("document.getElementById('saved').textContent.startsWith('undone: the hints added')")
+            assert reviews.Journal(out).state()[first]["hints"] == []
+            assert len(reviews.Journal(out).state()[hinted]["hints"]) == 1  # its own, untouched
+            page.keyboard.press("n")  # a note typed, and the page reloaded at once: kept
+            page.keyboard.type("Mantel war rot")
+            page.reload()
+            page.wait_for_selector(".card")
             assert errors == []
             b.close()
     finally:
@@ -453,6 +477,7 @@ def test_a_curator_reviews_in_a_real_browser(job, tmp_path):
         p.wait()
     after = results(out)
     assert reviews.Journal(out).state()[first]["verdict"] == "accepted"
+    assert reviews.Journal(out).state()[hinted]["note"] == "Mantel war rot"
     assert reviews.Journal(out).state()[hinted]["hints"][0]["x"] == pytest.approx(moved)
     assert after[hinted]["hints"] == 1 and after[hinted]["output_sha256"] != before[hinted]["output_sha256"]
     assert {i for i in before if after[i]["output_sha256"] != before[i]["output_sha256"]} == {hinted}
@@ -475,7 +500,8 @@ def test_the_bundled_samples_reviewed_with_the_shipped_weights(tmp_path):
             page.goto(url)
             page.wait_for_selector(".card")
             assert page.locator(".card").count() == 9
-            assert "errors 1" in page.inner_text("#filters")  # the colour photo, skipped
+            counts = page.inner_text("#filters")
+            assert "skipped 1" in counts and "errors 0" in counts  # the colour photo, skipped
             page.locator(f".card[data-id='{ids['chelsea sepia.jpg']}']").click()
             page.wait_for_function("document.getElementById('after').naturalWidth > 0")
             page.keyboard.press("h")
@@ -493,6 +519,15 @@ def test_the_bundled_samples_reviewed_with_the_shipped_weights(tmp_path):
         p.terminate()
         p.wait()
     assert len(reviews.Journal(out).state()[ids["chelsea sepia.jpg"]]["hints"]) == 2
+    # hints on the image skipped as colour: the curator wants it coloured, so --hinted does
+    skipped = next(i for i, r in results(out).items() if r["status"] == "skipped")
+    j = reviews.Journal(out, "curator")
+    j.record(skipped, "hints", [{"x": 5, "y": 5, "L": 50, "a": 20, "b": 20}])
+    j.close()
+    r = run_cli("run", "-o", out, "--hinted", "--workers", "1", "-q")
+    assert r.returncode == 0, r.stderr
+    row = results(out)[skipped]
+    assert (row["status"], row["hints"], row["redone"]) == ("ok", 1, "--recolor, 1 hint")
 
 
 def test_a_hinted_run_killed_before_its_commit_is_finished_by_the_next_run(job, tmp_path):

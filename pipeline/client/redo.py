@@ -143,7 +143,8 @@ def hinted(outdir: Outdir) -> tuple[dict[int, set[str]], dict[str, dict]]:
         if digest_of(want) == r.get("hints_digest"):
             continue
         picked.setdefault(int(r["shard"]), set()).add(r["image_id"])
-        per_image[r["image_id"]] = {"hints": want}
+        # hints on an image skipped as colour (a toned print misjudged): the curator wants it coloured
+        per_image[r["image_id"]] = {"hints": want, **({"recolor": True} if want and r["status"] == "skipped" else {})}
         if r["status"] == "ok" and not r.get("hints_digest"):
             outdir.keep_automatic(r["output_path"])
     return picked, per_image

@@ -155,11 +155,14 @@ def _routes(app, root: str, view: RunView, journal: reviews.Journal, previewer: 
         outside = _outside(view, edits) if body.get("kind") == "hints" else None
         if outside:
             return jsonify(error=outside), 400
+        before = {i: (journal.state().get(i) or {}).get("hints") or [] for i, _ in edits}
+        if body.get("kind") == "hints" and body.get("add"):  # a series: added to what each has
+            edits = [(i, before[i] + [h for h in v if h not in before[i]]) for i, v in edits]
         try:
             evs = [journal.record(i, body.get("kind"), value) for i, value in edits]
         except reviews.ReviewError as e:
             return jsonify(error=str(e)), 400
-        return jsonify(saved=len(evs), events=[e["id"] for e in evs])
+        return jsonify(saved=len(evs), events=[e["id"] for e in evs], before=before)
 
     @app.post("/api/preview/<image_id>")
     def preview(image_id):

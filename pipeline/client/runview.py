@@ -19,7 +19,7 @@ from pipeline.client.results import SCHEMA
 PAGE = 100
 NEARLY_GRAY = 3.0  # an output's colourfulness under this looks gray (Hasler-Suesstrunk)
 FILTERS = ("all", "not_reviewed", "accepted", "retouch", "rejected", "hinted", "hints_pending",
-           "errors", "nearly_gray")
+           "errors", "skipped", "nearly_gray")
 ROW_COLUMNS = ["image_id", "shard", "source_path", "output_path", "status", "error", "width",
                "height", "input_kind", "bits", "notes", "colorfulness", "hints", "hints_digest",
                "redone", "output_sha256", "source_sha256"]
@@ -145,7 +145,8 @@ class RunView:
             "rejected": pc.equal(verdict, "rejected"),
             "hinted": pc.greater(n_hints, 0),
             "hints_pending": pa.array(pending, pa.bool_()),
-            "errors": pc.invert(ok),
+            "errors": pc.equal(t.column("status"), "error"),
+            "skipped": pc.equal(t.column("status"), "skipped"),  # colour images: --recolor, or hints
             "nearly_gray": pc.and_(ok, pc.less(pc.fill_null(t.column("colorfulness"), 0.0), NEARLY_GRAY)),
         }
 

@@ -106,8 +106,8 @@ function renderGrid() {
       r.curator_hints ? `<span class="badge hinted">${r.curator_hints} hints</span>` : ""].join("");
     c.innerHTML = `<div class="pair"><img loading="lazy" src="${img(r.image_id, "source", 240)}" alt="">` +
       (r.status === "ok" ? `<img loading="lazy" src="${img(r.image_id, "output", 240)}" alt="">` : "") +
-      `</div><div class="label">${badges}<span></span></div>`;
-    c.querySelector(".label span").textContent = label(r);
+      `</div><div class="label">${badges}<span class="name"></span></div>`;
+    c.querySelector(".label .name").textContent = label(r);
     c.onclick = (e) => { S.cur = i; if (e.shiftKey) toggleSelect(); else openView(); };
     g.append(c);
   });
@@ -140,6 +140,7 @@ async function openView() {
   $("after-cap").textContent = d.row.status === "ok" ? "after" : `no output: ${d.row.error}`;
   $("title").textContent = label(r);
   $("note").value = d.review.note || "";
+  $("saved").textContent = "";
   showVerdict();
   renderHints();
   renderMeta(d);
@@ -175,13 +176,13 @@ function showVerdict() {
 async function save(kind, value, ids) {
   const one = ids === undefined;
   // a series: the server places the hints at the same relative spot of each image
-  const body = one ? { image_id: S.row.image_id, kind, value } : { ids, kind, value, from: S.row.image_id };
+  const body = one ? { image_id: S.row.image_id, kind, value } : { ids, kind, value, from: S.row.image_id, add: true };
   $("saved").textContent = "saving…";
   const r = await api("/api/review", { method: "POST", headers: { "Content-Type": "application/json" },
     body: JSON.stringify(body) });
   $("saved").textContent = r.ok ? "saved" : "NOT saved: " + (await r.text());
   if (r.ok && S.view) refreshCounts();
-  return r.ok;
+  return r.ok ? r.json() : null;
 }
 
 async function setVerdict(v, record = true) {
@@ -312,13 +313,31 @@ async function preview() {
 async function applySeries() {
   const ids = [...S.selected];
   if (!ids.length) return;
-  if (await save("hints", S.hints.map((h) => ({ ...h })), ids))
-    $("saved").textContent = `saved: the same ${S.hints.length} hints on ${ids.length} images`;
+  const done = await save("hints", S.hints.map((h) => ({ ...h })), ids);
+  if (!done) return;
+  S.undo.push({ kind: "series", before: done.before });  // u takes the whole series back
+  $("saved").textContent = `saved: ${plural(S.hints.length, "hint")} added to ${plural(ids.length, "image")}` +
+    " (each keeps its own)";
 }
+
+function plural(n, what) { return `${n} ${what}${n === 1 ? "" : "s"}`; }
 
 async function undo() {
   const u = S.undo.pop();
   if (!u) return;
+  if (u.kind === "series") {
+    for (const [id, value] of Object.entries(u.before))
+      await api("/api/review", { method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ image_id: id, kind: "hints", value }) });
+    $("saved").textContent = `undone: the hints added to ${plural(Object.keys(u.before).length, "image")}`;
+    if (S.view && S.row.image_id in u.before) {
+      S.hints = u.before[S.row.image_id].map((h) => ({ ...h }));
+      S.review.hints = u.before[S.row.image_id];
+      renderHints();
+    }
+    if (S.view) refreshCounts(); else loadPage();
+    return;
+  }
   const body = { image_id: u.id, kind: u.kind, value: u.value };
   await api("/api/review", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
   if (S.view && S.row.image_id === u.id) {
@@ -361,10 +380,23 @@ $("picker").addEventListener("change", (e) => { remember(e.target.value); pickCo
 $("preview-btn").onclick = preview;
 $("clear-hints").onclick = () => { S.undo.push({ id: S.row.image_id, kind: "hints", value: S.hints }); S.hints = []; S.curHint = -1; hintsChanged(false); };
 $("apply-series").onclick = applySeries;
-$("note").addEventListener("change", async (e) => {
-  S.undo.push({ id: S.row.image_id, kind: "note", value: S.review.note });
-  S.review.note = e.target.value;
-  await save("note", e.target.value);
+// A note is saved as it is typed (a reload or a closed tab loses nothing); one undo step per visit.
+$("note").addEventListener("focus", () => { S.noteWas = S.review.note; S.noteUndo = false; });
+async function saveNote() {
+  clearTimeout(S.noteTimer);
+  S.noteTimer = null;
+  const v = $("note").value;
+  if (v === (S.review.note || "")) return;
+  if (!S.noteUndo) { S.undo.push({ id: S.row.image_id, kind: "note", value: S.noteWas }); S.noteUndo = true; }
+  S.review.note = v;
+  await save("note", v);
+}
+$("note").addEventListener("input", () => { clearTimeout(S.noteTimer); S.noteTimer = setTimeout(saveNote, 400); });
+$("note").addEventListener("change", saveNote);
+window.addEventListener("pagehide", () => {  // a reload or a closed tab before the pause: sent anyway
+  if (!S.noteTimer || !S.row) return;
+  const body = JSON.stringify({ image_id: S.row.image_id, kind: "note", value: $("note").value });
+  navigator.sendBeacon("/api/review?t=" + encodeURIComponent(TOKEN), new Blob([body], { type: "application/json" }));
 });
 document.querySelectorAll("#verdict-buttons button").forEach((b) => { b.onclick = () => setVerdict(b.dataset.verdict); });
 $("prev-page").onclick = () => { if (S.page > 0) { S.page--; loadPage(); } };
@@ -375,6 +407,10 @@ $("sort").onchange = (e) => { S.sort = e.target.value; loadPage(); };
 $("desc").onchange = (e) => { S.desc = e.target.checked; loadPage(); };
 $("q").oninput = (e) => { S.q = e.target.value; S.page = 0; clearTimeout(S.qt); S.qt = setTimeout(loadPage, 200); };
 $("slider").oninput = (e) => { $("slider-before-clip").style.width = e.target.value + "%"; };
+// the before image, clipped, is drawn at the after image's size: the halves line up
+function fitSlider() { $("slider-before").style.width = $("slider-after").clientWidth + "px"; }
+$("slider-after").addEventListener("load", fitSlider);
+window.addEventListener("resize", fitSlider);
 
 function step(d) {
   S.cur = Math.max(0, Math.min(S.rows.length - 1, S.cur + d));
@@ -405,6 +441,7 @@ document.addEventListener("keydown", (e) => {
     S.slider = !S.slider;
     $("slider-wrap").hidden = !S.slider;
     document.querySelectorAll(".pane").forEach((p) => { p.hidden = S.slider; });
+    fitSlider();
   } else if ((k === "Delete" || k === "Backspace") && S.view && S.curHint >= 0) {
     S.undo.push({ id: S.row.image_id, kind: "hints", value: S.hints.map((h) => ({ ...h })) });
     S.hints.splice(S.curHint, 1);

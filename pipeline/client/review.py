@@ -152,12 +152,9 @@ def _routes(app, root: str, view: RunView, journal: reviews.Journal, previewer: 
         edits = _edits(view, body)
         if edits is None:
             return jsonify(error="unknown image id"), 404
-        outside = _outside(view, edits) if body.get("kind") == "hints" else None
-        if outside:
+        if body.get("kind") == "hints" and (outside := _outside(view, edits)):
             return jsonify(error=outside), 400
-        before = {i: (journal.state().get(i) or {}).get("hints") or [] for i, _ in edits}
-        if body.get("kind") == "hints" and body.get("add"):  # a series: added to what each has
-            edits = [(i, before[i] + [h for h in v if h not in before[i]]) for i, v in edits]
+        edits, before = _added(journal, body, edits)
         try:
             evs = [journal.record(i, body.get("kind"), value) for i, value in edits]
         except reviews.ReviewError as e:
@@ -203,6 +200,15 @@ def _edits(view: RunView, body: dict) -> list[tuple[str, object]] | None:
         return None
     source = view.row(body["from"]) if body.get("kind") == "hints" and body.get("from") else None
     return [(i, _fitted(body.get("value"), source, rows[i])) for i in ids]
+
+
+def _added(journal: reviews.Journal, body: dict, edits: list[tuple[str, object]]):
+    """(edits, each image's hints before them): a series' hints ("add") go beside each image's
+    own, never over them; `before` is what undo sends back."""
+    before = {i: (journal.state().get(i) or {}).get("hints") or [] for i, _ in edits}
+    if body.get("kind") == "hints" and body.get("add") and all(isinstance(v, list) for _, v in edits):
+        edits = [(i, before[i] + [h for h in v if h not in before[i]]) for i, v in edits]
+    return edits, before
 
 
 def _number(text: str | None) -> int:

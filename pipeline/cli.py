@@ -98,9 +98,9 @@ def cmd_image(a) -> int:
 
     from pipeline.client.jobspec import JobSpec
     from pipeline.storage import write_atomic
+    from pipeline.worker import hints
     from pipeline.worker.engine import Colorizer
-    from pipeline.worker.hints import from_json as hints_from_json
-    from pipeline.worker.stages import ImageStages, outside_hints
+    from pipeline.worker.stages import ImageStages
     from pipeline.worker.writers import CHOICES, by_extension
 
     if Path(a.input).is_dir():
@@ -124,13 +124,13 @@ def cmd_image(a) -> int:
     item, data = stages.one(net, a.input, {"hints": given} if given else None)
     if data is None:
         raise UsageError(f"{a.input}: {item.row['error']}")
-    outside = outside_hints(hints_from_json(given), item.decoded) if given else []
+    d = item.decoded
+    outside = hints.outside(hints.from_json(given), d.width, d.height) if given else []
     if outside:
-        raise UsageError(f"{plural(len(outside), 'hint')} outside the {item.decoded.width}x"
-                         f"{item.decoded.height} image (at {', '.join(outside[:3])}): X,Y are "
+        raise UsageError(f"{plural(len(outside), 'hint')} outside the {d.width}x{d.height} image "
+                         f"(at {', '.join(outside[:3])}): X,Y are "
                          "the source's pixels, from its top left corner; nothing written")
     write_atomic(a.output, data)
-    d = item.decoded
     said = f", {plural(item.row['hints'], 'hint')}" if item.row.get("hints") else ""
     print(f"wrote {a.output} ({d.width}x{d.height}, {d.bits}-bit, source {d.kind}, "
           f"checkpoint {net.sha256[:12]}{said})")

@@ -205,7 +205,8 @@ def _edits(view: RunView, body: dict) -> list[tuple[str, object]] | None:
 def _added(journal: reviews.Journal, body: dict, edits: list[tuple[str, object]]):
     """(edits, each image's hints before them): a series' hints ("add") go beside each image's
     own, never over them; `before` is what undo sends back."""
-    before = {i: (journal.state().get(i) or {}).get("hints") or [] for i, _ in edits}
+    state = journal.state()
+    before = {i: (state.get(i) or {}).get("hints") or [] for i, _ in edits}
     if body.get("kind") == "hints" and body.get("add") and all(isinstance(v, list) for _, v in edits):
         edits = [(i, before[i] + [h for h in v if h not in before[i]]) for i, v in edits]
     return edits, before
@@ -222,15 +223,17 @@ def _number(text: str | None) -> int:
 
 def _outside(view: RunView, edits: list[tuple[str, object]]) -> str | None:
     """Why a hint cannot be kept: it lies outside its image (hints are in the scan's pixels)."""
+    from pipeline.worker import hints
+
     for image_id, value in edits:
         r = view.row(image_id)
         w, h = r.get("width"), r.get("height")
-        if not w or not h or not isinstance(value, list):
-            continue
-        for hint in value:
-            x, y = (hint.get("x"), hint.get("y")) if isinstance(hint, dict) else (None, None)
-            if isinstance(x, (int, float)) and isinstance(y, (int, float)) and not (0 <= x < w and 0 <= y < h):
-                return f"a hint at {x:g},{y:g} is outside the {w}x{h} image {image_id}"
+        try:
+            far = hints.outside(hints.from_json(value), w, h) if w and h else []
+        except hints.HintError:
+            continue  # not hints at all: the journal says why
+        if far:
+            return f"a hint at {far[0]} is outside the {w}x{h} image {image_id}"
     return None
 
 

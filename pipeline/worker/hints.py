@@ -105,6 +105,15 @@ def from_json(obj) -> list[Hint]:
     return out
 
 
+def inside(h: Hint, width: int, height: int) -> bool:
+    return 0 <= h.x < width and 0 <= h.y < height
+
+
+def outside(hints: list[Hint], width: int, height: int) -> list[str]:
+    """'x,y' of each hint that falls outside a width x height image (hints are in its pixels)."""
+    return [f"{h.x:g},{h.y:g}" for h in hints if not inside(h, width, height)]
+
+
 def to_json(hints: list[Hint]) -> list[dict]:
     return [dict(x=h.x, y=h.y, a=h.a, b=h.b) for h in hints]
 
@@ -126,7 +135,7 @@ def on_grid(hints: list[Hint], width: int, height: int, size: int) -> list[tuple
     the whole image squeezed to a square). Points outside the image are dropped."""
     out = []
     for h in hints:
-        if not (0 <= h.x < width and 0 <= h.y < height):
+        if not inside(h, width, height):
             continue
         r = min(size - 1, int(h.y * size / height))
         c = min(size - 1, int(h.x * size / width))

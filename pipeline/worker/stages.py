@@ -40,11 +40,6 @@ def _hints(item: Item, options: dict) -> list:
     return hinted
 
 
-def outside_hints(hinted: list, d: Decoded) -> list[str]:
-    """'x,y' of each hint that falls outside the image (a curator's hints are in its pixels)."""
-    return [f"{h.x:g},{h.y:g}" for h in hinted if not (0 <= h.x < d.width and 0 <= h.y < d.height)]
-
-
 def _on_grid(hinted: list, d: Decoded, size: int) -> list:
     """Hints are in the image's pixels as shown (after its EXIF orientation)."""
     return hintlib.on_grid(hinted, d.width, d.height, size)
@@ -124,7 +119,7 @@ class ImageStages:
                 self.decode_host(item, data)
         if hinted and not item.finished:  # its own batch: the job's batches stay as they were
             item.cells, item.aside = _on_grid(hinted, item.decoded, self.spec.size), True
-            outside = outside_hints(hinted, item.decoded)
+            outside = hintlib.outside(hinted, item.decoded.width, item.decoded.height)
             if outside:  # the row says how many coloured it, and why the others did not
                 item.row["hints"] = len(hinted) - len(outside)
                 item.decoded.notes.append(f"{plural(len(outside), 'hint')} outside the "

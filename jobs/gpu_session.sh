@@ -4,7 +4,7 @@
 #       byte identity, nvidia-smi samples, into $OUT/check;
 #   (b) training on the pack for TRAIN_MIN minutes from the shipped weights (or the hint variant's
 #       last checkpoint: TRAIN_ARGS="--hints 8 --init out/hints/last.pt"; old films' lightness:
-#       TRAIN_ARGS="--film 0.3"), checkpoints into
+#       TRAIN_ARGS="--film 0.3"; old prints' damage: TRAIN_ARGS="--film 0.3 --damage 0.3"), checkpoints into
 #       $OUT/train every 30 s, so a kill keeps what was done.
 # Here, without CUDA, the same script is the dry run: the check says so, the training runs on the
 # CPU (tests/test_gputrain.py runs it with tiny limits).

@@ -18,7 +18,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 
 from pipeline.client.catalogue import DELIMITER_NAMES, delimiter_arg
-from pipeline.client.jobspec import add_flags, count_arg, positive_int, size_arg
+from pipeline.client.jobspec import add_flags, count_arg, fraction_arg, positive_int, size_arg
 from pipeline.errors import UsageError, plural
 from pipeline.model.trainspec import TrainConfig
 
@@ -398,7 +398,8 @@ def cmd_evaluate(a) -> int:
     if a.src != "wheels" and not Path(a.src).exists():
         raise UsageError(f"evaluation photos not found: {a.src}")
     s = evaluate(a.checkpoint, a.src, a.out, size=a.size, max_side=a.max_side, device=a.device,
-                 pad=a.pad, hints=a.hints, hint_checkpoint=a.hint_checkpoint, film=a.film)
+                 pad=a.pad, hints=a.hints, hint_checkpoint=a.hint_checkpoint, film=a.film,
+                 damage=a.damage)
     print(f"model ab-MSE {s['model']['ab_mse']:.5f} (gray {s['gray']['ab_mse']:.5f}, mean-ab "
           f"{s['mean_ab']['ab_mse']:.5f}); report in {a.out}/eval.md, contact_sheet.png")
     return 0
@@ -756,6 +757,10 @@ def _add_evaluate(sub) -> None:
     s.add_argument("--film", choices=("pan", "ortho", "blue"), default="pan",
                    help="the input's lightness as that film saw the scene (default: the photo's own "
                    "L*; ortho and blue as in old scans: reds dark, blues pale)")
+    s.add_argument("--damage", type=fraction_arg, default=0.0, metavar="P",
+                   help="draw each kind of old-print damage (scratches, specks, foxing, "
+                   "vignetting, uneven exposure) on a share P of the scans, seeded; the scores "
+                   "still compare with the clean photo")
 
 
 def _add_tune_gain(sub) -> None:

@@ -65,7 +65,7 @@ def test_the_gpu_session_dry_run_trains_checkpoints_and_resumes(photos, tmp_path
     gputrain.pack(str(photos), str(pack), side=32, max_mb=1, log=lambda m: None)
     out = tmp_path / "session"
     env = {**os.environ, "PY": sys.executable, "OUT": str(out), "PACK": str(pack), "CHECK_S": "60",
-           "TRAIN_MIN": "0.1", "TRAIN_ARGS": f"--init {ckpt} --batch 8 --size 24 --every 2 --film 0.5"}
+           "TRAIN_MIN": "0.1", "TRAIN_ARGS": f"--init {ckpt} --batch 8 --size 24 --every 2 --film 0.5 --damage 0.3"}
     r = subprocess.run(["bash", "jobs/gpu_session.sh"], cwd=ROOT, env=env, capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr + (out / "train.log").read_text()
@@ -74,7 +74,7 @@ def test_the_gpu_session_dry_run_trains_checkpoints_and_resumes(photos, tmp_path
     assert "dry run" in (out / "check" / "log.txt").read_text()
     best = load_checkpoint(out / "train" / "best.pt")
     assert best.meta["trained_on"] == "gputrain" and best.meta["pack"]["side"] == 32
-    assert best.meta["recipe"]["film"] == 0.5
+    assert best.meta["recipe"]["film"] == 0.5 and best.meta["recipe"]["damage"] == 0.3
     with open(out / "train" / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) >= 2 and int(rows[-1]["step"]) > 0

@@ -80,6 +80,13 @@ def test_evaluate_writes_report_with_baselines(photos, tmp_path, ckpt):
     o = evaluate(ckpt, str(photos), str(tmp_path / "ortho"), size=32, log=lambda *_: None, film="ortho")
     assert "as ortho film saw each photo" in (tmp_path / "ortho" / "eval.md").read_text()
     assert o["gray"]["psnr"] != s["gray"]["psnr"]  # another lightness, compared with the same photos
+    d = evaluate(ckpt, str(photos), str(tmp_path / "dmg"), size=32, log=lambda *_: None, damage=1.0)
+    assert "Old-print damage" in (tmp_path / "dmg" / "eval.md").read_text()
+    # gray's colour is none either way; its lightness is scratched, so it is further from the photo
+    assert d["gray"]["ab_mse"] == pytest.approx(s["gray"]["ab_mse"], rel=1e-3)
+    assert d["gray"]["psnr"] < s["gray"]["psnr"]
+    again = evaluate(ckpt, str(photos), str(tmp_path / "dmg2"), size=32, log=lambda *_: None, damage=1.0)
+    assert again["model"]["ab_mse"] == d["model"]["ab_mse"]  # seeded: every checkpoint sees the same
 
 
 def test_evaluate_reports_a_collections_eval_split_per_source(photos, tmp_path, ckpt):
@@ -113,6 +120,26 @@ def test_degrade_keeps_range_and_changes_inputs():
     changed = (y - x).abs().flatten(1).amax(1) > 1e-3
     assert 4 <= int(changed.sum()) <= 16  # p = 0.5 for each of four: most, not necessarily all
     assert torch.equal(degrade(x, 0.0, g), x)
+
+
+def test_damage_scratches_specks_and_darkens_a_print_but_leaves_most_of_it():
+    """Old-print damage drawn on the input (issue 23, item 2): light scratches and specks,
+    vignetted corners, foxing; most of the picture as it was; seeded; p = 0 is the input."""
+    from pipeline.model.damage import damage
+
+    x = torch.full((64, 1, 48, 64), 0.5)
+    y = damage(x, 1.0, torch.Generator().manual_seed(3))
+    assert y.shape == x.shape and float(y.min()) >= 0 and float(y.max()) <= 1
+    assert torch.equal(y, damage(x, 1.0, torch.Generator().manual_seed(3)))
+    assert torch.equal(damage(x, 0.0, torch.Generator()), x)
+    corners = y[:, :, [0, 0, -1, -1], [0, -1, 0, -1]].mean()
+    assert float(corners) < float(y[:, :, 20:28, 28:36].median()) - 0.02  # vignetting, on average
+    marked = (y - x).abs() > 0.25  # scratches and specks: far from the print's tone
+    assert 0.001 < float(marked.float().mean()) < 0.05
+    assert float(y[marked].max()) > 0.9 and float(y[marked].min()) < 0.1  # light and dark ones
+    some = damage(x, 0.2, torch.Generator().manual_seed(4))
+    untouched = ((some - x).abs().flatten(1).amax(1) < 1e-6).float().mean()
+    assert 0.1 < float(untouched) < 0.6  # five kinds at p = 0.2: about a third escape all
 
 
 def test_warm_start_maps_the_tutorials_keys(tmp_path):

@@ -148,15 +148,30 @@ def hinted_outputs(net, gray: np.ndarray, ref: np.ndarray, counts: tuple[int, ..
     return out
 
 
+def scan_of(ref: np.ndarray, weights, damage: float, seed: int) -> np.ndarray:
+    """The gray scan the net is given for an 8-bit colour photo: its lightness as a film with
+    these weights saw it, with old-print damage on a share `damage` of the photos (seeded, so
+    every checkpoint scored sees the same scratches)."""
+    gray = luminance_gray(ref, weights=weights)
+    if not damage:
+        return gray
+    from pipeline.model.damage import damage as draw
+
+    g = torch.Generator().manual_seed(7001 + seed)
+    x = torch.from_numpy(gray.astype(np.float32) / 255.0)[None, None]
+    return np.rint(draw(x, damage, g)[0, 0].numpy() * 255.0).astype(np.uint8)
+
+
 def evaluate(checkpoint: str | None, src: str, out: str, size: int = 256, max_side: int = 512,
              mean_ab: tuple[float, float] | None = None, device: str = "cpu", log=print,
              pad: int | None = None, hints: tuple[int, ...] = (), hint_checkpoint: str | None = None,
-             film: str = "pan") -> dict:
+             film: str = "pan", damage: float = 0.0) -> dict:
     """Writes OUT/eval.md, OUT/eval.parquet, OUT/contact_sheet.png; returns the mean scores
     (overall, per method) with the per-source means under "sources" and the flat-field check
     under "flat". hints: also score the colour with that many simulated curator's hints
     (methods hints_N). film: the input's lightness as that film (color.FILMS) saw the scene;
-    the scores still compare with the photo itself."""
+    the scores still compare with the photo itself. damage: each kind of old-print damage
+    (model.damage) drawn on that share of the scans, seeded per photo."""
     from tqdm import tqdm
 
     from pipeline.worker.color import FILMS
@@ -177,7 +192,7 @@ def evaluate(checkpoint: str | None, src: str, out: str, size: int = 256, max_si
     rows, sheet = [], []
     for i, (p, source) in enumerate(tqdm(photos, desc="evaluate", unit="photo", leave=False)):
         ref = load_rgb(p, max_side)
-        gray = luminance_gray(ref, weights=FILMS[film])
+        gray = scan_of(ref, FILMS[film], damage, i)
         ab_net = net.predict_ab(net_input(gray, size)[None])[0]
         outs = {
             "model": net.recombine(gray, ab_net),
@@ -203,7 +218,10 @@ def evaluate(checkpoint: str | None, src: str, out: str, size: int = 256, max_si
     summary["sources"] = {src_: _summarise([r for r in rows if r["source"] == src_], methods)
                           for src_ in sorted({r["source"] for r in rows})}
     summary["flat"] = flat_fields(net, size)
-    (outdir / "eval.md").write_text(_markdown(rows, summary, net.sha256, size, methods, net, film))
+    seen = "" if film == "pan" else f" Input lightness as {film} film saw each photo ({FILM_WORDS[film]})."
+    if damage:
+        seen += f" Old-print damage (scratches, specks, foxing, vignetting) on a share {damage:g} of the scans."
+    (outdir / "eval.md").write_text(_markdown(rows, summary, net.sha256, size, methods, net, seen))
     _contact_sheet(sheet).save(outdir / "contact_sheet.png")
     log((outdir / "eval.md").read_text())
     return summary
@@ -254,9 +272,8 @@ def _hint_lines(summary: dict, methods: tuple[str, ...], net) -> list[str]:
             + "."]
 
 
-def _markdown(rows, summary, sha, size, methods: tuple[str, ...] = METHODS, net=None, film: str = "pan") -> str:
+def _markdown(rows, summary, sha, size, methods: tuple[str, ...] = METHODS, net=None, seen: str = "") -> str:
     m, g = summary["model"], summary["gray"]
-    seen = "" if film == "pan" else f" Input lightness as {film} film saw each photo ({FILM_WORDS[film]})."
     lines = [f"Checkpoint `{sha[:12]}`, net at {size}x{size}, {summary['n']} photos.{seen}", "",
              f"Model vs gray: ab-MSE {m['ab_mse'] / g['ab_mse']:.3f} x gray's, PSNR "
              f"{m['psnr'] - g['psnr']:+.2f} dB, colourfulness "

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
+from pipeline.model.damage import damage
 from pipeline.model.net import ColorizationNet, ModelConfig, load_checkpoint, save_checkpoint
 from pipeline.model.train import (
     EMA,
@@ -201,7 +202,7 @@ class PackTrainer:
 
     def __init__(self, pack_path: str, out: str, init: str | None = None, batch: int = 256,
                  size: int = 96, lr: float = 1e-3, hints: float = 0.0, l1_weight: float = 0.02,
-                 degrade_p: float = 0.3, neutral: float = 0.03, film: float = 0.0, ema_decay: float = 0.999,
+                 degrade_p: float = 0.3, neutral: float = 0.03, film: float = 0.0, damage_p: float = 0.0, ema_decay: float = 0.999,
                  device: str = "auto", seed: int = 25, resume: bool = True, log=print):
         if size % 8:
             raise ValueError(f"--size must be a multiple of 8, got {size}")
@@ -213,7 +214,7 @@ class PackTrainer:
             f"{self.pack['side']} px on {self.dev} ({time.time() - t0:.1f} s)")
         self.out.mkdir(parents=True, exist_ok=True)
         self.recipe = dict(pack=str(pack_path), init=init, batch=batch, size=size, lr=lr, hints=hints,
-                           l1_weight=l1_weight, degrade=degrade_p, neutral=neutral, film=film, ema=ema_decay,
+                           l1_weight=l1_weight, degrade=degrade_p, neutral=neutral, film=film, damage=damage_p, ema=ema_decay,
                            seed=seed)
         self.model = ColorizationNet(ModelConfig(in_channels=4 if hints else 1)).to(
             self.dev, memory_format=torch.channels_last)
@@ -248,7 +249,7 @@ class PackTrainer:
         x, y = lab_pair(rgb)
         x = film_lightness(rgb, x, r["film"], self.g)
         neutral_fields(x, y, r["neutral"], self.g)
-        x = degrade(x, r["degrade"], self.g)
+        x = damage(degrade(x, r["degrade"], self.g), r.get("damage", 0.0), self.g)
         if r["hints"]:
             x = torch.cat([x, hint_planes(y, r["hints"], self.g)], 1)
         with autocast(self.dev, cpu_bf16=True):
@@ -333,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--neutral", type=float, default=0.03, help="the share of featureless gray fields")
     t.add_argument("--film", type=float, default=0.0,
                    help="the share of inputs with an orthochromatic or blue-sensitive film's lightness")
+    t.add_argument("--damage", type=float, default=0.0,
+                   help="the probability of each kind of old-print damage on an input")
     t.add_argument("--every", type=float, default=30.0)
     t.add_argument("--device", default="auto")
     a = ap.parse_args(argv)
@@ -340,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         pack(a.src, a.dest, a.side, a.max_mb)
     else:
         train_on_pack(a.pack, a.out, a.minutes, a.every, init=a.init or None, batch=a.batch,
-                      size=a.size, lr=a.lr, hints=a.hints, neutral=a.neutral, film=a.film, device=a.device)
+                      size=a.size, lr=a.lr, hints=a.hints, neutral=a.neutral, film=a.film, damage_p=a.damage, device=a.device)
     return 0
 
 

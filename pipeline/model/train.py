@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from pipeline.errors import UsageError
+from pipeline.model.damage import damage
 from pipeline.model.net import ColorizationNet, ModelConfig, load_checkpoint, save_checkpoint
 from pipeline.model.trainspec import TrainConfig
 from pipeline.worker import color
@@ -448,7 +449,8 @@ def _train_epoch(model, opt, sched, ema, loader, cfg: TrainConfig, epoch: int, s
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False)
     gd = torch.Generator().manual_seed(cfg.seed * 7919 + epoch)
     for x, y in bar:
-        x = with_hints(degrade(x, cfg.degrade, gd), y, cfg, gd).contiguous(memory_format=torch.channels_last)
+        x = with_hints(damage(degrade(x, cfg.degrade, gd), cfg.damage, gd), y, cfg, gd)
+        x = x.contiguous(memory_format=torch.channels_last)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with autocast(device, cpu_bf16=cfg.bf16):
             pred = model(x).float()

@@ -48,6 +48,9 @@ class TrainConfig:
     film: float = opt(0.0, "share of inputs whose lightness is an orthochromatic or blue-sensitive "
                       "film's, not the photo's own L* (reds dark, blues pale, as in old scans)",
                       type=fraction_arg)
+    damage: float = opt(0.0, "probability of each kind of old-print damage drawn on the input "
+                        "(scratches, specks, foxing, vignetting, uneven exposure; the target stays "
+                        "the clean colour)", type=fraction_arg)
     neutral: float = opt(0.0, "share of training samples that are featureless gray fields with no "
                          "colour (keeps blank areas and the frame neutral)", type=fraction_arg)
     rarity: float = opt(0.0, "weight each pixel's error by the rarity of its true a*b* (Zhang, "

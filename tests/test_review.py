@@ -352,6 +352,12 @@ def test_hinted_images_are_coloured_again_and_only_they(job, tmp_path):
     j.record(ids[0], "verdict", "accepted")
     j.record(ids[1], "note", "Uniform: dunkelblau")
     j.close()
+    listing = sorted(p.relative_to(out) for p in out.rglob("*"))
+    r = run_cli("run", "-o", out, "--hinted", "--dry-run")  # says which, and how; changes nothing
+    assert r.returncode == 0, r.stderr
+    assert "would redo 1 image inside the job:" in r.stdout
+    assert f"{before[target]['source_path']} (1 hint)" in r.stdout, r.stdout
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == listing  # no automatic/ copy either
     r = run_cli("run", "-o", out, "--hinted", "--workers", "1", "--quiet")
     assert r.returncode == 0, r.stderr
     assert "1 image whose hints changed" in r.stderr

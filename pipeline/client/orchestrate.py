@@ -82,7 +82,7 @@ def run_job(o: JobSpec, log=print, redo: tuple[dict[int, set[str]], dict] | None
         raise JobError(f"{e.filename} is not writable ({e.strerror}); fix its permissions "
                        f"(e.g. chmod -R u+w {outdir.store.full('')}) or choose another OUTDIR") from None
     if o.dry_run:
-        return _dry_run(o, outdir, spec, sizes, log)
+        return _dry_run(o, outdir, spec, sizes, log, redo)
     with outdir.lock():
         fp = check_or_write_job(outdir, spec, o.restart)
         clear_stop(outdir)  # the last run's failure is this run's to tell again, or not
@@ -153,7 +153,7 @@ def _plan(outdir: Outdir, o: JobSpec, sizes: dict[int, int], redo_req, fp: str, 
                  time.perf_counter(), options, committed)
 
 
-def _dry_run(o: JobSpec, outdir: Outdir, spec: dict, sizes: dict[int, int], log) -> dict:
+def _dry_run(o: JobSpec, outdir: Outdir, spec: dict, sizes: dict[int, int], log, redo_req=None) -> dict:
     """What a run would do, and whether it would be refused; changes nothing."""
     committed = outdir.committed_shards()
     note = ""
@@ -172,7 +172,13 @@ def _dry_run(o: JobSpec, outdir: Outdir, spec: dict, sizes: dict[int, int], log)
     pend = sorted(set(sizes) - committed)
     log(f"dry run: {len(sizes)} shards, {len(sizes) - len(pend)} committed, {len(pend)} pending "
         f"({sum(sizes[s] for s in pend)} of {sum(sizes.values())} images){note}")
-    return {"pending_shards": len(pend), "pending_images": sum(sizes[s] for s in pend)}
+    n_redo = sum(map(len, redo_req[0].values())) if redo_req else 0
+    if n_redo:
+        log(f"would redo {plural(n_redo, 'image')} inside the job:")
+        for line in redo.describe(o.manifest, *redo_req):
+            log(line)
+    return {"pending_shards": len(pend), "pending_images": sum(sizes[s] for s in pend),
+            "redo_images": n_redo}
 
 
 @dataclass(frozen=True)

@@ -125,11 +125,12 @@ def select(manifest: str, items: list[str], column: str | None = None) -> dict[i
     return picked
 
 
-def hinted(outdir: Outdir) -> tuple[dict[int, set[str]], dict[str, dict]]:
+def hinted(outdir: Outdir, keep: bool = True) -> tuple[dict[int, set[str]], dict[str, dict]]:
     """`run --hinted`: the images whose curator's hints (OUTDIR/reviews) differ from those their
     output was made with, (shard -> ids, id -> {"hints": [...]}). An automatic output about to
     be replaced by a hinted one is first copied to OUTDIR/automatic/, so the curator can compare
-    and go back (taking the hints away colours the image as the job does again)."""
+    and go back (taking the hints away colours the image as the job does again); keep=False (a
+    dry run) copies nothing."""
     from pipeline.client.reviews import state_of
     from pipeline.worker.hints import digest_of
 
@@ -145,6 +146,23 @@ def hinted(outdir: Outdir) -> tuple[dict[int, set[str]], dict[str, dict]]:
         picked.setdefault(int(r["shard"]), set()).add(r["image_id"])
         # hints on an image skipped as colour (a toned print misjudged): the curator wants it coloured
         per_image[r["image_id"]] = {"hints": want, **({"recolor": True} if want and r["status"] == "skipped" else {})}
-        if r["status"] == "ok" and not r.get("hints_digest"):
+        if keep and r["status"] == "ok" and not r.get("hints_digest"):
             outdir.keep_automatic(r["output_path"])
     return picked, per_image
+
+
+def describe(manifest: str, picked: dict[int, set[str]], options: dict,
+             per_image: dict[str, dict] | None = None, show: int = 10) -> list[str]:
+    """A dry run's lines for a redo: each image's source path and what it would be redone with
+    (the first `show` of them, in the manifest's order)."""
+    ids = set().union(*picked.values()) if picked else set()
+    t = read_manifest(manifest, columns=["image_id", "path"])
+    lines = []
+    for iid, path in zip(t.column("image_id").to_pylist(), t.column("path").to_pylist(), strict=True):
+        if iid in ids:
+            own = (per_image or {}).get(iid, {})
+            how = options_label({**options, **own})
+            if "hints" in own and not own["hints"]:  # the curator took them all back
+                how = "hints taken back: as the job makes it"
+            lines.append(f"  {path} ({how})")
+    return lines[:show] + ([f"  ... and {len(lines) - show} more"] if len(lines) > show else [])

@@ -299,7 +299,10 @@ def test_the_server_wants_its_token_serves_nothing_else_and_writes_only_reviews(
         assert len(c.get(f"/api/image/{series[1]}?t=tok").get_json()["review"]["hints"]) == 2
         for i in series[:2]:  # what undo sends back
             c.post("/api/review?t=tok", json={"image_id": i, "kind": "hints", "value": hint})
-        stored = c.get(f"/api/image/{series[3]}?t=tok").get_json()["review"]["hints"]
+        got = c.get(f"/api/image/{series[3]}?t=tok").get_json()
+        stored = got["review"]["hints"]
+        assert got["hints_pending"] is True  # saved, not yet run: the page previews them
+        assert c.get(f"/api/image/{sorted(rows)[0]}?t=tok").get_json()["hints_pending"] is False
         assert (stored[0]["x"], stored[0]["y"]) == (5, 5)  # the same size: the same place
         assert c.get("/api/images?t=tok&filter=hinted").get_json()["total"] == 4
         assert c.get("/api/images?t=tok&filter=hints_pending").get_json()["total"] == 4
@@ -453,6 +456,14 @@ def test_a_curator_reviews_in_a_real_browser(job, tmp_path):
             page.wait_for_function("S.hints.length == 0 && document.getElementById('saved').textContent == 'saved'")
             page.keyboard.press("u")
             page.wait_for_function("S.hints.length == 1 && document.getElementById('saved').textContent == 'undone'")
+            page.wait_for_function("document.getElementById('after-cap').textContent.startsWith('preview with 1')",
+                                   timeout=60000)
+            page.keyboard.press("Escape")
+            # opened again before the run: its saved hint is previewed, not the output it replaces
+            page.wait_for_function(f"!S.view && S.rows.some((r) => r.image_id == '{hinted}')")
+            page.evaluate(f"S.cur = S.rows.findIndex((r) => r.image_id == '{hinted}');"
+                          "document.getElementById('after-cap').textContent = ''")
+            page.keyboard.press("Enter")
             page.wait_for_function("document.getElementById('after-cap').textContent.startsWith('preview with 1')",
                                    timeout=60000)
             page.keyboard.press("Escape")

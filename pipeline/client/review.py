@@ -141,10 +141,7 @@ def _routes(app, root: str, view: RunView, journal: reviews.Journal, previewer: 
 
     @app.get("/api/image/<image_id>")
     def image(image_id):
-        r = _row(image_id)
-        s = journal.state().get(image_id, {})
-        return jsonify(row={k: v for k, v in r.items()}, catalogue=view.catalogue(r),
-                       review=s or {"verdict": None, "note": None, "hints": []})
+        return jsonify(_image_info(view, _row(image_id), journal.state().get(image_id, {})))
 
     @app.post("/api/review")
     def review():
@@ -187,6 +184,16 @@ def _routes(app, root: str, view: RunView, journal: reviews.Journal, previewer: 
         data = _picture(root, view, _row(image_id), "output", 256)
         return jsonify(colours=[] if data is None else _palette(data))
 
+
+
+def _image_info(view: RunView, row: dict, review: dict) -> dict:
+    """An image's result row, catalogue cells and review, and whether its saved hints are not
+    those its output was made with (the page then previews them instead of the old output)."""
+    from pipeline.worker.hints import digest_of
+
+    return {"row": dict(row), "catalogue": view.catalogue(row),
+            "review": review or {"verdict": None, "note": None, "hints": []},
+            "hints_pending": digest_of(review.get("hints") or []) != row.get("hints_digest")}
 
 
 def _edits(view: RunView, body: dict) -> list[tuple[str, object]] | None:

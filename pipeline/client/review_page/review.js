@@ -6,7 +6,7 @@ const TOKEN = new URLSearchParams(location.search).get("t");
 const S = {
   filter: "all", column: "", value: "", sort: "", desc: false, q: "", page: 0,
   rows: [], cur: 0, selected: new Set(), view: false, hintMode: false, slider: false,
-  review: null, row: null, hints: [], curHint: -1, undo: [], recent: [], previewTimer: null,
+  review: null, row: null, hints: [], curHint: -1, undo: [], recent: [], previewTimer: null, previewGen: 0,
 };
 const $ = (id) => document.getElementById(id);
 
@@ -126,6 +126,7 @@ async function openView() {
   const r = S.rows[S.cur];
   if (!r) return;
   S.view = true;
+  S.previewGen++;  // a preview still on its way belongs to the image view that asked for it
   $("grid").hidden = true;
   $("viewer").hidden = false;
   const d = await getJSON("/api/image/" + encodeURIComponent(r.image_id));
@@ -144,6 +145,8 @@ async function openView() {
   showVerdict();
   renderHints();
   renderMeta(d);
+  // Hints saved but not yet run: show what they make, not the output they will replace.
+  if (d.hints_pending && S.hints.length) preview();
   const pal = await getJSON("/api/colours/" + encodeURIComponent(r.image_id));
   $("palette").innerHTML = "";
   for (const c of pal.colours) $("palette").append(swatch(c));
@@ -151,6 +154,7 @@ async function openView() {
 
 function closeView() {
   S.view = false;
+  S.previewGen++;
   $("viewer").hidden = true;
   $("grid").hidden = false;
   loadPage();
@@ -298,15 +302,20 @@ async function hintsChanged(pushUndo = true) {
 }
 
 async function preview() {
-  const t0 = performance.now();
+  const t0 = performance.now(), gen = ++S.previewGen, n = S.hints.length;
   $("after-cap").textContent = "preview: colouring…";
   const r = await api("/api/preview/" + encodeURIComponent(S.row.image_id), { method: "POST",
     headers: { "Content-Type": "application/json" }, body: JSON.stringify({ hints: S.hints }) });
+  // A preview answered after a newer one was asked for, or after the curator left the image,
+  // is not this view's: it would put older hints' colour, or another image, on the screen.
+  if (gen !== S.previewGen) return;
   if (!r.ok) { $("after-cap").textContent = "preview failed: " + (await r.text()); return; }
-  const url = URL.createObjectURL(await r.blob());
+  const blob = await r.blob();
+  if (gen !== S.previewGen) return;
+  const url = URL.createObjectURL(blob);
   $("after").src = url;
   $("slider-after").src = url;
-  $("after-cap").textContent = `preview with ${S.hints.length} hints (${Math.round(performance.now() - t0)} ms)` +
+  $("after-cap").textContent = `preview with ${n} hints (${Math.round(performance.now() - t0)} ms)` +
     " · colorize run --hinted makes it the output";
 }
 

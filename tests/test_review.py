@@ -197,6 +197,19 @@ def start_server(out: Path, *extra) -> tuple[subprocess.Popen, str]:
     return p, m[0]
 
 
+def children(pid: int) -> list[str]:
+    """The command lines of a process's children (Linux /proc)."""
+    found = []
+    for d in Path("/proc").iterdir():
+        try:
+            stat = (d / "stat").read_text()
+            if d.name.isdigit() and int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append((d / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
 def post(url: str, path: str, body: dict) -> dict:
     base, token = url.split("/?t=")
     req = urllib.request.Request(f"{base}{path}?t={token}", data=json.dumps(body).encode(),
@@ -239,6 +252,11 @@ def test_kill_9_of_the_server_in_the_middle_of_saving_loses_no_acknowledged_edit
     try:
         assert set(acked) <= {e["id"] for e in reviews.Journal(out).events()}
         assert not list((out / "reviews").glob("journal-*kill*"))
+        # the preview worker starts with the server: the first hint does not wait for torch
+        deadline = time.time() + 30
+        while not any("pipeline.worker.preview" in c for c in children(p.pid)) and time.time() < deadline:
+            time.sleep(0.2)
+        assert any("pipeline.worker.preview" in c for c in children(p.pid))
     finally:
         p.terminate()
         p.wait()

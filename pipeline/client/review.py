@@ -36,7 +36,8 @@ COOKIE = "colorize_review"
 
 
 class Previewer:
-    """The preview worker process (worker/preview.py), started on the first preview."""
+    """The preview worker process (worker/preview.py): started with the server (serve), or on
+    the first preview, and again if it dies."""
 
     def __init__(self, checkpoint: str | None):
         self.checkpoint = checkpoint
@@ -59,11 +60,21 @@ class Previewer:
                 raise ValueError(head["error"])
             return self._proc.stdout.read(head["bytes"])
 
-    def _ask(self, req: bytes) -> dict:
+    def start(self) -> None:
+        """Start the worker now: torch and the weights take seconds to load, which the curator's
+        first preview would otherwise wait for."""
+        with self._lock:
+            self._started()
+
+    def _started(self) -> subprocess.Popen:
         if self._proc is None or self._proc.poll() is not None:
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "pipeline.worker.preview", self.checkpoint or ""],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        return self._proc
+
+    def _ask(self, req: bytes) -> dict:
+        self._started()
         self._proc.stdin.write(req)
         self._proc.stdin.flush()
         return json.loads(self._proc.stdout.readline())
@@ -333,6 +344,7 @@ def serve(outdir: str, port: int = 0, browser: bool = True, who: str | None = No
     srv = make_server("127.0.0.1", sock.getsockname()[1], app, threaded=True, fd=sock.fileno())
     url = f"http://127.0.0.1:{sock.getsockname()[1]}/?t={app.config['TOKEN']}"
     log(f"review {outdir} at {url}  (Ctrl-C stops; edits are saved as they are made)")
+    app.config["PREVIEWER"].start()
     if browser:
         import webbrowser
 

@@ -273,6 +273,10 @@ def test_redo_of_two_images_leaves_the_other_102_as_they_were(museum, tmp_path, 
     (tmp_path / "redo.csv").write_text("Inventarnummer\n" + "".join(
         f"INV-{1900 + i}\n" for i in MISJUDGED))
     r = run_cli("run", "-o", out, "--redo", tmp_path / "redo.csv", "--redo-column",
+                "Inventarnummer", "--recolor", "--dry-run")  # which, and how; nothing done
+    assert r.returncode == 0 and "would redo 2 images inside the job:" in r.stdout
+    assert r.stdout.count("(--recolor)") == 2 and not (out / "redo.json").exists()
+    r = run_cli("run", "-o", out, "--redo", tmp_path / "redo.csv", "--redo-column",
                 "Inventarnummer", "--recolor", "-q")
     assert r.returncode == 0, r.stderr
     assert "redoing 2 images" in r.stdout

@@ -197,14 +197,14 @@ def start_server(out: Path, *extra) -> tuple[subprocess.Popen, str]:
     return p, m[0]
 
 
-def children(pid: int) -> list[str]:
-    """The command lines of a process's children (Linux /proc)."""
-    found = []
+def children(pid: int) -> dict[int, str]:
+    """The command lines of a process's children, by pid (Linux /proc)."""
+    found = {}
     for d in Path("/proc").iterdir():
         try:
             stat = (d / "stat").read_text()
             if d.name.isdigit() and int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append((d / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+                found[int(d.name)] = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode()
         except (OSError, ValueError, IndexError):
             continue
     return found
@@ -238,7 +238,9 @@ def test_kill_9_of_the_server_in_the_middle_of_saving_loses_no_acknowledged_edit
     tabs = [threading.Thread(target=curator, args=(k,)) for k in range(2)]  # two tabs at once
     for t in tabs:
         t.start()
-    time.sleep(1.5)
+    deadline = time.time() + 30  # killed mid-stream once a good many edits are in (a busy machine is slower)
+    while len(acked) < 40 and time.time() < deadline:
+        time.sleep(0.05)
     os.kill(p.pid, signal.SIGKILL)
     stop.set()
     for t in tabs:
@@ -254,12 +256,16 @@ def test_kill_9_of_the_server_in_the_middle_of_saving_loses_no_acknowledged_edit
         assert not list((out / "reviews").glob("journal-*kill*"))
         # the preview worker starts with the server: the first hint does not wait for torch
         deadline = time.time() + 30
-        while not any("pipeline.worker.preview" in c for c in children(p.pid)) and time.time() < deadline:
+        while not (worker := [k for k, c in children(p.pid).items() if "pipeline.worker.preview" in c]):
+            assert time.time() < deadline, "no preview worker"
             time.sleep(0.2)
-        assert any("pipeline.worker.preview" in c for c in children(p.pid))
     finally:
         p.terminate()
         p.wait()
+    deadline = time.time() + 60  # the server gone, the worker ends with it (its stdin closed)
+    while Path(f"/proc/{worker[0]}").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    assert not Path(f"/proc/{worker[0]}").exists() or "Z" in Path(f"/proc/{worker[0]}/stat").read_text().split()[2]
 
 
 def test_the_server_wants_its_token_serves_nothing_else_and_writes_only_reviews(job, tmp_path):
@@ -341,6 +347,24 @@ def test_hints_applied_to_a_series_land_at_the_same_place_relative_to_each_scan(
     assert _fitted("nonsense", {"width": 4, "height": 3}, {"width": 8, "height": 6}) == "nonsense"
 
 
+def test_a_dry_run_lists_each_redo_with_all_it_would_be_made_with(job):
+    """An image redone with --recolor before and given hints now is redone with both; hints
+    taken back leave the --recolor; an earlier redo's unfinished images are listed too."""
+    from pipeline.client import redo
+
+    man, _ = job
+    paths = dict(zip(*pq.read_table(man, columns=["image_id", "path"]).to_pydict().values(), strict=True))
+    a, b = sorted(paths)[:2]
+    earlier = {"overrides": {a: {"recolor": True}}, "pending": {"0": [b]}}
+    hint = [{"x": 1, "y": 1, "L": 50, "a": 10, "b": 10}]
+    state = redo.planned(earlier, {0: {a}}, {}, {a: {"hints": hint}})
+    assert earlier["overrides"][a] == {"recolor": True}  # a plan, not a change
+    lines = redo.describe(str(man), state)
+    assert f"  {paths[a]} (--recolor, 1 hint)" in lines and f"  {paths[b]} (as the job makes it)" in lines
+    back = redo.planned(state, {0: {a}}, {}, {a: {"hints": []}})
+    assert f"  {paths[a]} (--recolor)" in redo.describe(str(man), back)
+
+
 def test_the_grid_filters_sorts_and_searches_catalogue_columns(job, tmp_path):
     from pipeline.client.review import create_app
 
@@ -354,6 +378,12 @@ def test_the_grid_filters_sorts_and_searches_catalogue_columns(job, tmp_path):
     # numbers in a catalogue's text sort as numbers: Haus 2 before Haus 10
     titles = [r["catalogue"]["title"] for r in c.get("/api/images?t=k&sort=title").get_json()["rows"]]
     assert titles == [f"Haus {i}" for i in range(12)]
+    import pyarrow as pa
+
+    from pipeline.client.runview import _order
+
+    cells = pa.chunked_array([["Blatt 3²", None, "Blatt 10", "blatt 2", "Blatt ³"]])  # ² is no digit to int()
+    assert _order(cells, False).to_pylist() == [3, 0, 2, 4, 1]
     assert c.get("/api/images?t=k&q=acc-105").get_json()["rows"][0]["catalogue"]["title"] == "Haus 5"
     one = c.get("/api/images?t=k&column=title&value=Haus 7").get_json()
     assert one["total"] == 1 and one["rows"][0]["catalogue"]["accession"] == "ACC-107"
@@ -508,6 +538,20 @@ def test_a_curator_reviews_in_a_real_browser(job, tmp_path):
             page.keyboard.type("Mantel war rot")
             page.reload()
             page.wait_for_selector(".card")
+            # a hint placed and the next image asked for at once: its preview never lands there
+            other = page.evaluate(f"S.rows.findIndex((r) => r.image_id != '{hinted}' && r.image_id != '{first}')")
+            page.evaluate(f"S.cur = {other}")
+            page.keyboard.press("Enter")
+            page.wait_for_function(f"S.view && S.row && S.row.image_id == S.rows[{other}].image_id")
+            page.wait_for_function("document.getElementById('after').naturalWidth > 0")
+            page.keyboard.press("h")
+            box = page.locator("#after").bounding_box()
+            page.mouse.click(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5)
+            page.keyboard.press("j")
+            page.wait_for_function(f"S.row && S.row.image_id == S.rows[{other} + 1].image_id")
+            time.sleep(3)  # a preview takes well under a second here
+            assert page.inner_text("#after-cap") == "after"
+            assert page.evaluate("S.hints.length") == 0
             assert errors == []
             b.close()
     finally:

@@ -142,6 +142,23 @@ def test_damage_scratches_specks_and_darkens_a_print_but_leaves_most_of_it():
     assert 0.1 < float(untouched) < 0.6  # five kinds at p = 0.2: about a third escape all
 
 
+def test_a_thin_scratch_between_two_pixel_centres_still_marks_them():
+    """A 1-px scratch drawn by its coverage of each pixel: never lost between pixel centres."""
+    import pipeline.model.damage as dmg
+
+    # per scratch: vertical?, its two angles, centre y, x, half width, length, on, light, strength
+    draws = iter([0.0, 0.0, 0.0, 15.5, 10.5, 0.5, 100.0, 0.0, 0.0, 1.0] + [0.0, 0, 0, 0, 0, 0, 0, 1.0, 0, 0] * 3)
+
+    def u(lo, hi, *shape):
+        return torch.full((1, *shape), float(next(draws)))
+
+    x = torch.full((1, 1, 32, 24), 0.5)
+    y = dmg._lines(x, torch.ones(1, 1, 1, 1), u, torch.arange(32.0).view(1, 1, 32, 1),
+                   torch.arange(24.0).view(1, 1, 1, 24))
+    assert torch.allclose(y[0, 0, :, 10], torch.full((32,), 0.75)) and torch.equal(y[0, 0, :, 10], y[0, 0, :, 11])
+    assert torch.equal(y[0, 0, :, :10], x[0, 0, :, :10]) and torch.equal(y[0, 0, :, 12:], x[0, 0, :, 12:])
+
+
 def test_warm_start_maps_the_tutorials_keys(tmp_path):
     """The tutorial's state dict (ResNet18.*, conv1..5, bn1..4 with an extra bn3) loads into the
     seed's net wherever names map and shapes fit."""

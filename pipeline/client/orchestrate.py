@@ -172,10 +172,11 @@ def _dry_run(o: JobSpec, outdir: Outdir, spec: dict, sizes: dict[int, int], log,
     pend = sorted(set(sizes) - committed)
     log(f"dry run: {len(sizes)} shards, {len(sizes) - len(pend)} committed, {len(pend)} pending "
         f"({sum(sizes[s] for s in pend)} of {sum(sizes.values())} images){note}")
-    n_redo = sum(map(len, redo_req[0].values())) if redo_req else 0
+    state = redo.planned(redo.load(outdir), *redo_req) if redo_req else redo.load(outdir)
+    n_redo = sum(map(len, state["pending"].values()))  # an interrupted redo's images too
     if n_redo:
         log(f"would redo {plural(n_redo, 'image')} inside the job:")
-        for line in redo.describe(o.manifest, *redo_req):
+        for line in redo.describe(o.manifest, state):
             log(line)
     return {"pending_shards": len(pend), "pending_images": sum(sizes[s] for s in pend),
             "redo_images": n_redo}

@@ -39,7 +39,16 @@ def request(store: Store, picked: dict[int, set[str]], options: dict,
             per_image: dict[str, dict] | None = None) -> dict:
     """Record a redo of `picked` (shard -> image ids) with `options` (and each image's own in
     per_image: its hints); returns the new state."""
-    state = load(store)
+    state = planned(load(store), picked, options, per_image)
+    save(store, state)
+    return state
+
+
+def planned(state: dict, picked: dict[int, set[str]], options: dict,
+            per_image: dict[str, dict] | None = None) -> dict:
+    """The state once a redo is asked for (a copy: request saves it, a dry run shows it): the
+    images pending, each with every option it is made with, those of earlier redos included."""
+    state = json.loads(json.dumps(state))
     for shard, ids in picked.items():
         pend = set(state["pending"].get(str(shard), [])) | ids
         state["pending"][str(shard)] = sorted(pend)
@@ -49,7 +58,6 @@ def request(store: Store, picked: dict[int, set[str]], options: dict,
             o.update((per_image or {}).get(iid, {}))
             if "hints" in o and not o["hints"]:
                 del o["hints"]  # hints taken back: the image is as the job makes it again
-    save(store, state)
     return state
 
 
@@ -151,18 +159,14 @@ def hinted(outdir: Outdir, keep: bool = True) -> tuple[dict[int, set[str]], dict
     return picked, per_image
 
 
-def describe(manifest: str, picked: dict[int, set[str]], options: dict,
-             per_image: dict[str, dict] | None = None, show: int = 10) -> list[str]:
-    """A dry run's lines for a redo: each image's source path and what it would be redone with
-    (the first `show` of them, in the manifest's order)."""
-    ids = set().union(*picked.values()) if picked else set()
+def describe(manifest: str, state: dict, show: int = 10) -> list[str]:
+    """A dry run's lines for the images a redo state has pending: each source path and all it
+    would be redone with (the first `show`, in the manifest's order)."""
+    ids = {i for pend in state["pending"].values() for i in pend}
     t = read_manifest(manifest, columns=["image_id", "path"])
     lines = []
     for iid, path in zip(t.column("image_id").to_pylist(), t.column("path").to_pylist(), strict=True):
         if iid in ids:
-            own = (per_image or {}).get(iid, {})
-            how = options_label({**options, **own})
-            if "hints" in own and not own["hints"]:  # the curator took them all back
-                how = "hints taken back: as the job makes it"
-            lines.append(f"  {path} ({how})")
+            how = options_label(state["overrides"].get(iid, {}))
+            lines.append(f"  {path} ({'as the job makes it' if how == 'redo' else how})")
     return lines[:show] + ([f"  ... and {len(lines) - show} more"] if len(lines) > show else [])

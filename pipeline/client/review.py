@@ -70,7 +70,10 @@ class Previewer:
         if self._proc is None or self._proc.poll() is not None:
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "pipeline.worker.preview", self.checkpoint or ""],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                # not in the terminal's process group: Ctrl-C stops the server, which closes the
+                # worker's stdin, and the worker ends there (a kill -9 of the server alike)
+                start_new_session=True)
         return self._proc
 
     def _ask(self, req: bytes) -> dict:
@@ -344,12 +347,12 @@ def serve(outdir: str, port: int = 0, browser: bool = True, who: str | None = No
     srv = make_server("127.0.0.1", sock.getsockname()[1], app, threaded=True, fd=sock.fileno())
     url = f"http://127.0.0.1:{sock.getsockname()[1]}/?t={app.config['TOKEN']}"
     log(f"review {outdir} at {url}  (Ctrl-C stops; edits are saved as they are made)")
-    app.config["PREVIEWER"].start()
-    if browser:
-        import webbrowser
-
-        threading.Timer(0.5, webbrowser.open, (url,)).start()
     try:
+        app.config["PREVIEWER"].start()
+        if browser:
+            import webbrowser
+
+            threading.Timer(0.5, webbrowser.open, (url,)).start()
         srv.serve_forever()
     except KeyboardInterrupt:
         pass

@@ -164,7 +164,7 @@ def _order(col: pa.ChunkedArray, desc: bool) -> pa.Array:
     def key(i: int):
         v = vals[i]
         parts = re.split(r"(\d+)", v.casefold()) if v else []
-        return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts if p]
+        return [(0, int(p), "") if p.isdecimal() else (1, 0, p) for p in parts if p]
 
     filled = sorted((i for i, v in enumerate(vals) if v not in (None, "")), key=key, reverse=desc)
     return pa.array(filled + [i for i, v in enumerate(vals) if v in (None, "")], pa.int64())

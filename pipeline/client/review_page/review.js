@@ -6,7 +6,7 @@ const TOKEN = new URLSearchParams(location.search).get("t");
 const S = {
   filter: "all", column: "", value: "", sort: "", desc: false, q: "", page: 0,
   rows: [], cur: 0, selected: new Set(), view: false, hintMode: false, slider: false,
-  review: null, row: null, hints: [], curHint: -1, undo: [], recent: [], previewTimer: null, previewGen: 0,
+  review: null, row: null, hints: [], curHint: -1, undo: [], recent: [], previewTimer: null, previewGen: 0, viewGen: 0,
 };
 const $ = (id) => document.getElementById(id);
 
@@ -126,10 +126,14 @@ async function openView() {
   const r = S.rows[S.cur];
   if (!r) return;
   S.view = true;
-  S.previewGen++;  // a preview still on its way belongs to the image view that asked for it
+  // Answers still on their way (this image's, a preview's) belong to the view that asked: when
+  // the curator has moved on (j j, Escape), they are dropped, never shown on another image.
+  const vg = ++S.viewGen;
+  clearTimeout(S.previewTimer);
   $("grid").hidden = true;
   $("viewer").hidden = false;
   const d = await getJSON("/api/image/" + encodeURIComponent(r.image_id));
+  if (vg !== S.viewGen) return;
   S.row = d.row;
   S.review = d.review;
   S.hints = (d.review.hints || []).map((h) => ({ ...h }));
@@ -148,13 +152,15 @@ async function openView() {
   // Hints saved but not yet run: show what they make, not the output they will replace.
   if (d.hints_pending && S.hints.length) preview();
   const pal = await getJSON("/api/colours/" + encodeURIComponent(r.image_id));
+  if (vg !== S.viewGen) return;
   $("palette").innerHTML = "";
   for (const c of pal.colours) $("palette").append(swatch(c));
 }
 
 function closeView() {
   S.view = false;
-  S.previewGen++;
+  S.viewGen++;
+  clearTimeout(S.previewTimer);
   $("viewer").hidden = true;
   $("grid").hidden = false;
   loadPage();
@@ -296,22 +302,24 @@ async function hintsChanged(pushUndo = true) {
   if (pushUndo) S.undo.push({ id: S.row.image_id, kind: "hints", value: S.review.hints || [] });
   S.review.hints = S.hints.map((h) => ({ ...h }));
   renderHints();
+  const vg = S.viewGen;
   await save("hints", S.review.hints);
+  if (vg !== S.viewGen) return;  // saved; the curator has left this image: no preview of it
   clearTimeout(S.previewTimer);
   S.previewTimer = setTimeout(preview, 150);
 }
 
 async function preview() {
-  const t0 = performance.now(), gen = ++S.previewGen, n = S.hints.length;
+  const t0 = performance.now(), gen = ++S.previewGen, vg = S.viewGen, n = S.hints.length;
   $("after-cap").textContent = "preview: colouring…";
   const r = await api("/api/preview/" + encodeURIComponent(S.row.image_id), { method: "POST",
     headers: { "Content-Type": "application/json" }, body: JSON.stringify({ hints: S.hints }) });
   // A preview answered after a newer one was asked for, or after the curator left the image,
   // is not this view's: it would put older hints' colour, or another image, on the screen.
-  if (gen !== S.previewGen) return;
+  if (gen !== S.previewGen || vg !== S.viewGen) return;
   if (!r.ok) { $("after-cap").textContent = "preview failed: " + (await r.text()); return; }
   const blob = await r.blob();
-  if (gen !== S.previewGen) return;
+  if (gen !== S.previewGen || vg !== S.viewGen) return;
   const url = URL.createObjectURL(blob);
   $("after").src = url;
   $("slider-after").src = url;

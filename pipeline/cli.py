@@ -458,6 +458,10 @@ def cmd_audit(a) -> int:
     if r["ok"]:
         print(f"audit {r['verdict']}: {line}; {len(r['nearly_gray'])} nearly gray outputs for "
               f"review; report in {a.outdir}/audit.html")
+        if r["skipped"]:
+            from pipeline.client.audit import redo_skipped_advice
+
+            print(f"{plural(len(r['skipped']), 'image')} {redo_skipped_advice(a.outdir)}")
         if note:
             print(note)
         return 0

@@ -268,6 +268,11 @@ def test_redo_of_two_images_leaves_the_other_102_as_they_were(museum, tmp_path, 
     rows = {x["image_id"]: x for x in pq.read_table(out / "results").to_pylist()}
     skipped = [x for x in rows.values() if x["status"] == "skipped"]
     assert sorted(x["Inventarnummer"] for x in skipped) == [f"INV-{1900 + i}" for i in MISJUDGED]
+    r = run_cli("audit", out, "-q")  # says what to do about them, with a list ready for --redo
+    assert r.returncode == 0 and "2 images skipped as colour images" in r.stdout
+    assert f"--redo {out}/audit-skipped.txt --recolor" in r.stdout
+    listed = (out / "audit-skipped.txt").read_text().splitlines()
+    assert sorted(listed) == sorted(x["source_path"] for x in skipped)
     before = {p: (sha(p), p.stat().st_mtime_ns) for p in (out / "images").rglob("*.*")}
     assert len(before) == 102  # the 104 files less the two skipped (the missing 105th has none)
     (tmp_path / "redo.csv").write_text("Inventarnummer\n" + "".join(
@@ -293,6 +298,7 @@ def test_redo_of_two_images_leaves_the_other_102_as_they_were(museum, tmp_path, 
     assert job["spec"]["recolor"] is False  # the job is the same job
     r = run_cli("audit", out, "-q")
     assert r.returncode == 0 and "redone: 2 with --recolor" in r.stdout
+    assert not (out / "audit-skipped.txt").exists()  # none skipped now: the old list is gone
     r = run_cli("run", "-o", out, "--redo", "nicht-da.tif")
     assert r.returncode == 2 and "--redo: 1 not in the job's manifest: 'nicht-da.tif'" in r.stderr
 

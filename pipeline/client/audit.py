@@ -156,6 +156,10 @@ def audit(outdir: str | Store | Outdir, quick: bool = False, check_inputs: bool 
     if sheet == "all":
         report["sheet_pages"] = write_sheet(out, ok_rows, carried, spec)
     out.write_atomic(Outdir.AUDIT_JSON, json.dumps(report, indent=2).encode())
+    if skipped:  # a list for `--redo LIST --recolor`: the toned prints the classifier called colour
+        out.write_atomic(Outdir.AUDIT_SKIPPED, "".join(f"{r['source_path']}\n" for r in skipped).encode())
+    elif out.exists(Outdir.AUDIT_SKIPPED):  # an earlier audit's list, all of them since redone
+        out.remove(Outdir.AUDIT_SKIPPED)
     out.write_atomic(Outdir.AUDIT_HTML, _html(report, ok_rows, spec, sample, out).encode("utf-8"))
     return report
 
@@ -230,6 +234,13 @@ def how_stopped(report: dict) -> str:
     return f"stopped by a failure ({stop['reason']})" if stop else "interrupted"
 
 
+def redo_skipped_advice(outdir: str) -> str:
+    """What to do about images skipped as colour that are toned prints after all."""
+    return (f"skipped as colour images; any that are toned or stained prints can be colorized "
+            f"anyway: keep their lines in {outdir}/{Outdir.AUDIT_SKIPPED}, then colorize run -o "
+            f"{outdir} --redo {outdir}/{Outdir.AUDIT_SKIPPED} --recolor")
+
+
 def verdict(report: dict) -> str:
     """One line a person reads first: passed or not, and what else deserves a look."""
     if report.get("incomplete"):
@@ -278,7 +289,10 @@ def _html(report: dict, ok_rows: list[dict], spec: dict, sample: int, out: Store
         parts.append("</table>")
     cols = report["carried"]
     for title, rows in (("Errors", report["errors"]), ("Skipped", report["skipped"])):
-        parts.append(f"<h2>{title} ({len(rows)})</h2><table><tr>"
+        parts.append(f"<h2>{title} ({len(rows)})</h2>")
+        if title == "Skipped" and rows:
+            parts.append(f"<p>{e(redo_skipped_advice(report['outdir']))}</p>")
+        parts.append("<table><tr>"
                      + "".join(f"<th>{e(c)}</th>" for c in cols) + "<th>source</th><th>reason</th></tr>")
         for r in rows:
             parts.append("<tr>" + "".join(f"<td>{e(str(r[c] or ''))}</td>" for c in cols)

@@ -51,8 +51,8 @@ class Outdir:
     IMAGES = "images"
     REDO = "redo.json"
     QUARANTINE = "quarantine"  # outputs --repair moved aside (ours, altered or unclaimed)
-    AUDIT_JSON = "audit.json"
-    AUDIT_HTML = "audit.html"
+    AUDIT_JSON, AUDIT_HTML = "audit.json", "audit.html"
+    AUDIT_SKIPPED = "audit-skipped.txt"  # the skipped images' sources, one a line: a --redo list
     PREVIEWS = "audit-previews"  # JPEG views of TIFF outputs: a browser shows no TIFF
     AUTOMATIC = "automatic"  # the automatic outputs a curator's hinted ones replaced (run --hinted)
     REVIEWS = "reviews"  # the curator's journal (client/reviews.py) and the review page's cache
@@ -86,7 +86,7 @@ class Outdir:
         """--restart: the results, outputs and reports go; job.json is rewritten after."""
         for sub in (self.RESULTS, self.IMAGES, self.PREVIEWS):
             self.store.rmtree(sub)
-        for f in (self.AUDIT_JSON, self.AUDIT_HTML, self.REDO, *self.store.glob("audit-sheet-*.html")):
+        for f in (self.AUDIT_JSON, self.AUDIT_HTML, self.REDO, *self.store.glob("audit-*.*")):
             self.store.remove(f)
 
     def check_ours(self) -> None:

@@ -143,6 +143,16 @@ class Store:
         if self.exists(rel):
             self.fs.rm(self.full(rel), recursive=True)
 
+    def remove_empty_dirs(self, rel: str) -> None:
+        """Folders under rel left empty (a local disk's; an object store has none)."""
+        if not self.local or not os.path.isdir(self.full(rel)):
+            return
+        for d, _, _ in sorted(os.walk(self.full(rel)), key=lambda w: -len(w[0])):
+            try:
+                os.rmdir(d)
+            except OSError:  # not empty: something of the user's is in it
+                pass
+
     def find(self, rel: str) -> list[str]:
         """Every file under rel (recursive), as paths relative to the root."""
         if not self.exists(rel):

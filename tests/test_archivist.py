@@ -77,9 +77,27 @@ def test_full_contact_sheet_pages_every_image(night, ckpt, capsys, tmp_path, mon
     assert text.count("alt='after'") == 6 and text.count("ACC-") == 6
     assert "href='images/deep16.png'" in text and "href='audit-sheet-002.html'" in text
     assert "the full contact sheet</a>, 2 pages" in (out / "audit.html").read_text()
+    # a curator's retouched copy (our metadata and all), a note, and a retouch saved over an output
+    outs = sorted((out / "images").rglob("*.png"))
+    (out / "images" / "Retusche").mkdir()
+    copy = out / "images" / "Retusche" / "deep16 final.png"
+    copy.write_bytes(mine := outs[0].read_bytes())
+    (out / "images" / "notiz.txt").write_text("Abzug 3 ist verblasst", encoding="utf-8")
+    over = outs[1]
+    over.write_bytes(over.read_bytes() + b"retouched")
+    retouch = over.read_bytes()
+    capsys.readouterr()
     assert main(["run", "--manifest", str(man), "-o", str(out), "--size", "32", "-q",
                  "--checkpoint", ckpt, "--restart"]) == 0
     assert not list(out.glob("audit-sheet-*.html"))  # --restart discards the old report too
+    said = capsys.readouterr().out
+    assert "2 files in images/ that colorize did not write left where they are" in said
+    assert "1 output altered since written moved to quarantine/" in said
+    assert copy.read_bytes() == mine  # theirs, though it carries our metadata: never deleted
+    assert (out / "images" / "notiz.txt").read_text(encoding="utf-8") == "Abzug 3 ist verblasst"
+    kept = out / "quarantine" / over.relative_to(out)
+    assert kept.read_bytes() == retouch  # the retouch kept; the output made again in its place
+    assert over.exists() and over.read_bytes() != retouch
 
 
 @pytest.mark.slow

@@ -84,7 +84,7 @@ def run_job(o: JobSpec, log=print, redo: tuple[dict[int, set[str]], dict] | None
     if o.dry_run:
         return _dry_run(o, outdir, spec, sizes, log, redo)
     with outdir.lock():
-        fp = check_or_write_job(outdir, spec, o.restart)
+        fp = check_or_write_job(outdir, spec, o.restart, log)
         clear_stop(outdir)  # the last run's failure is this run's to tell again, or not
         stale = outdir.remove_temporaries()
         if stale:
@@ -159,7 +159,8 @@ def _dry_run(o: JobSpec, outdir: Outdir, spec: dict, sizes: dict[int, int], log,
     note = ""
     if o.restart and (committed or outdir.has_job()):
         committed = set()
-        note = " (--restart: OUTDIR's results and images would be discarded first)"
+        note = (" (--restart: OUTDIR's results and outputs would be discarded first; files in "
+                "images/ that colorize did not write stay, outputs altered since go to quarantine/)")
     elif outdir.has_job() and (job := outdir.read_job())["fingerprint"] != fingerprint(spec):
         try:
             more = grown(outdir, job["spec"], spec)

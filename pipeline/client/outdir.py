@@ -82,13 +82,6 @@ class Outdir:
     def write_job(self, job: dict) -> None:
         self.store.write_atomic(self.JOB, json.dumps(job, indent=2, sort_keys=True).encode())
 
-    def discard(self) -> None:
-        """--restart: the results, outputs and reports go; job.json is rewritten after."""
-        for sub in (self.RESULTS, self.IMAGES, self.PREVIEWS):
-            self.store.rmtree(sub)
-        for f in (self.AUDIT_JSON, self.AUDIT_HTML, self.REDO, *self.store.glob("audit-*.*")):
-            self.store.remove(f)
-
     def check_ours(self) -> None:
         """New, empty, or one of ours (it has job.json): a folder of the user's is refused, saying
         what is in it, before anything is written there."""

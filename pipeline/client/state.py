@@ -13,7 +13,7 @@ from pipeline.client.jobspec import (
     FINGERPRINT_KEYS,  # what changes output bytes: changing any makes a new job
 )
 from pipeline.client.outdir import Outdir
-from pipeline.errors import CheckpointError, JobError
+from pipeline.errors import CheckpointError, JobError, plural
 
 OUTPUT_VERSION = 4  # bump when outputs change for the same checkpoint (2: colour by table, own PNG; 3: reflect-padded net input, chroma gain; 4: XMP with the catalogue's record)
 DEFAULT_CHECKPOINT = Path(__file__).parents[1] / "weights" / "colorizer.pt"
@@ -60,7 +60,58 @@ def fingerprint(spec: dict) -> str:
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
 
 
-def check_or_write_job(outdir: Outdir, spec: dict, restart: bool) -> str:
+def discard(outdir: Outdir) -> tuple[int, int]:
+    """--restart: what this tool wrote goes (results, outputs, reports, previews); what it did
+    not write stays where it is, and an output altered since it was written (a retouch saved
+    over it) is moved to quarantine/, as --repair does. Returns (files left, files moved)."""
+    import hashlib as _h
+
+    st = outdir.store
+    claimed: dict[str, str] = {}
+    if outdir.committed_shards():
+        t = outdir.read_results(columns=["output_path", "output_sha256"]).to_pydict()
+        claimed = {p: s for p, s in zip(t["output_path"], t["output_sha256"], strict=True) if p}
+    left = moved = 0
+    stems = _old_stems(outdir)
+    for rel in outdir.outputs():
+        if rel in claimed:
+            with st.open(rel) as f:
+                same = _h.file_digest(f, "sha256").hexdigest() == claimed[rel]
+            if not same:
+                outdir.quarantine(rel)
+                moved += 1
+                continue
+        elif not (os.path.splitext(rel)[0] in stems and outdir.wrote(rel)):  # not a killed run's
+            left += 1
+            continue
+        st.remove(rel)
+    st.remove_empty_dirs(Outdir.IMAGES)
+    for sub in (Outdir.RESULTS, Outdir.PREVIEWS):
+        st.rmtree(sub)
+    for f in (Outdir.AUDIT_JSON, Outdir.AUDIT_HTML, Outdir.REDO, *st.glob("audit-*.*")):
+        st.remove(f)
+    return left, moved
+
+
+def _old_stems(outdir: Outdir) -> set[str]:
+    """images/<stem> of every row of the manifest the old job ran (empty if it is gone): a file
+    there with our provenance that no row claims is an output a killed run left."""
+    from pipeline.client.manifest import read_manifest
+
+    try:
+        t = read_manifest(outdir.read_job()["spec"]["manifest"], columns=["out_stem"])
+    except Exception:  # noqa: BLE001 - moved, deleted, unreadable: then no file is taken for ours
+        return set()
+    stems = set()
+    for stem in t.column("out_stem").to_pylist():
+        try:
+            stems.add(Outdir.output_rel(stem, ""))
+        except ValueError:
+            pass
+    return stems
+
+
+def check_or_write_job(outdir: Outdir, spec: dict, restart: bool, log=print) -> str:
     """Write job.json for a new OUTDIR; for an existing one, refuse a different job."""
     fp = fingerprint(spec)
     if outdir.has_job() and not restart:
@@ -72,7 +123,11 @@ def check_or_write_job(outdir: Outdir, spec: dict, restart: bool) -> str:
             outdir.write_job(old)
         return fp
     if restart:
-        outdir.discard()
+        left, moved = discard(outdir)
+        if left or moved:
+            log(f"--restart: {plural(left, 'file')} in images/ that colorize did not write left "
+                f"where {'it is' if left == 1 else 'they are'}; {plural(moved, 'output')} altered "
+                f"since written moved to {Outdir.QUARANTINE}/")
     outdir.store.makedirs()
     import datetime as dt
 

@@ -458,6 +458,11 @@ def cmd_audit(a) -> int:
     if r["ok"]:
         print(f"audit {r['verdict']}: {line}; {len(r['nearly_gray'])} nearly gray outputs for "
               f"review; report in {a.outdir}/audit.html")
+        if old := r["record_outdated"]:
+            print(f"{plural(len(old), 'output')} {'carries' if len(old) == 1 else 'carry'} older "
+                  f"catalogue cells than the manifest (a catalogue corrected and scanned again); "
+                  f"the export has the new ones; redo to update the files' XMP: colorize run -o "
+                  f"{a.outdir} --redo PATH (listed in {a.outdir}/audit.json, record_outdated)")
         if r["skipped"]:
             from pipeline.client.audit import redo_skipped_advice
 

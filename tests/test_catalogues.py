@@ -2,6 +2,7 @@
 encodings, other column names, mistakes between lists and manifests, and the results as a CSV."""
 
 import csv
+import io
 import subprocess
 import sys
 from pathlib import Path
@@ -121,6 +122,15 @@ def test_a_corrected_catalogue_reaches_the_manifest_on_rescan_and_the_job_goes_o
     with open(tmp_path / "report.csv", newline="", encoding="utf-8-sig") as f:
         report = [x for x in csv.DictReader(f) if x["kind"] == "recatalogued"]
     assert [x["catalogue"] for x in report] == ["accession: 'A-2' -> 'A-2b'", "title: 'Tor' -> 'Tor am Markt'"]
+    # the export gives the corrected record at once, and says which outputs still carry the old
+    assert run_cli("export", out, tmp_path / "e1.csv").returncode == 0
+    with open(tmp_path / "e1.csv", newline="", encoding="utf-8-sig") as f:
+        exp = {Path(x["source_path"]).name: x for x in csv.DictReader(f, delimiter=";")}
+    assert (exp["c.png"]["accession"], exp["c.png"]["title"]) == ("A-2b", "Tor am Markt")
+    assert exp["c.png"]["output_record"] == "outdated: redo to update its XMP"
+    assert exp["b.png"]["output_record"] == "current"
+    r = run_cli("audit", out, "-q")
+    assert r.returncode == 0 and "1 output carries older catalogue cells than the manifest" in r.stdout
     (scans / "list.txt").write_text("c.png\n")  # a list of paths has no cells to give
     assert run_cli("scan", scans / "list.txt", "-o", man, "-q").returncode == 0
     assert {Path(x["path"]).name: x["accession"] for x in pq.read_table(man).to_pylist()}["c.png"] == "A-2b"
@@ -130,6 +140,11 @@ def test_a_corrected_catalogue_reaches_the_manifest_on_rescan_and_the_job_goes_o
             for x in pq.read_table(f).to_pylist()}
     assert (rows["c.png"]["accession"], rows["c.png"]["redone"]) == ("A-2b", "redo")
     assert b"A-2b" in (out / "images" / "c.png").read_bytes()  # the output's own XMP record
+    assert run_cli("export", out, tmp_path / "e2.csv").returncode == 0
+    text = (tmp_path / "e2.csv").read_text(encoding="utf-8-sig")  # the last scan's separator
+    rows = list(csv.DictReader(io.StringIO(text, newline=""), delimiter=";" if ";" in text.split("\n")[0] else ","))
+    assert {x["output_record"] for x in rows if x["status"] == "ok"} == {"current"}
+    assert "older catalogue cells" not in run_cli("audit", out, "-q").stdout
 
 
 @pytest.mark.slow

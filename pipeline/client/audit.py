@@ -93,6 +93,21 @@ def _output_problems(od: Outdir, ok_rows: list[dict], quick: bool, progress: boo
     return problems
 
 
+def _outdated_records(manifest: str, ok_rows: list[dict], carried: list[str]) -> list[str]:
+    """Source paths of outputs written with other catalogue cells than the manifest holds now
+    (a corrected catalogue scanned again): their XMP keeps the old record until redone."""
+    if not carried or not ok_rows:
+        return []
+    names = carried
+    try:
+        t = read_manifest(manifest, columns=["image_id", *names]).to_pylist()
+    except (KeyError, ValueError, OSError):  # an older manifest without these columns
+        return []
+    now = {r["image_id"]: r for r in t}
+    return [r["source_path"] for r in ok_rows
+            if r["image_id"] in now and any(now[r["image_id"]][c] != r[c] for c in names)]
+
+
 def _input_problems(manifest: str, res: list[dict], progress: bool) -> list[dict]:
     """The originals are still there and unchanged since they were colorized."""
     problems: list[dict] = []
@@ -150,6 +165,7 @@ def audit(outdir: str | Store | Outdir, quick: bool = False, check_inputs: bool 
         "foreign_files": foreign, "redone": redone, "redo_pending": sorted(redo_pending),
         "committed_shards": len(committed), "review": review_counts(od, res),
         "shards": len({r["shard"] for r in man}), "stopped": last_stop(od),
+        "record_outdated": _outdated_records(spec["manifest"], ok_rows, carried),
     }
     report["incomplete"] = incomplete(report, committed)
     report["verdict"] = verdict(report)

@@ -45,15 +45,39 @@ def export_table(out: Outdir, info: dict) -> tuple[list[str], list[list]]:
     taken = set(cat_cols) | set(legacy)
     header = cat_cols + legacy + [f"colorize_{n}" if n in taken else n for n in ours]
     t = t.sort_by([("shard", "ascending"), ("source_path", "ascending")])
-    columns = [t.column(stored_name(c)).to_pylist() for c in cat_cols]
-    columns += [t.column(n).to_pylist() for n in legacy + ours]
+    ids = t.column("image_id").to_pylist()
+    carried = [t.column(stored_name(c)).to_pylist() for c in cat_cols]
+    current = _current_cells(out, cat_cols, ids, carried)
+    # whether each output's own metadata (XMP) holds these cells, or older ones
+    record = [None if st != "ok" else "current" if all(c[k] == o[k] for c, o in zip(
+        current, carried, strict=True)) else "outdated: redo to update its XMP"
+              for k, st in enumerate(t.column("status").to_pylist())]
+    columns = current + [t.column(n).to_pylist() for n in legacy + ours] + [record]
+    header.append("colorize_output_record" if "output_record" in taken else "output_record")
     # the curator's review (colorize review): verdict, note, how many hints, by whom, when
     state = state_of(out)
-    ids = t.column("image_id").to_pylist()
     for name, get in REVIEW_COLUMNS:
         header.append(f"colorize_{name}" if name in taken else name)
         columns.append([get(state.get(i)) if i in state else None for i in ids])
     return header, [list(r) for r in zip(*columns, strict=True)] if columns else []
+
+
+def _current_cells(out: Outdir, cat_cols: list[str], ids: list[str], carried: list[list]) -> list[list]:
+    """The catalogue's cells for these images as the manifest holds them now: a catalogue
+    corrected and scanned again (--extend) is the record, even before the outputs are redone
+    (their rows, and their XMP, keep the cells they were written with)."""
+    from pipeline.client.manifest import read_manifest
+
+    if not cat_cols:
+        return []
+    try:
+        t = read_manifest(out.read_job()["spec"]["manifest"],
+                          columns=["image_id", *(stored_name(c) for c in cat_cols)]).to_pydict()
+    except Exception:  # noqa: BLE001 - the manifest moved or is gone: the rows' cells are all there is
+        return carried
+    at = {iid: k for k, iid in enumerate(t["image_id"])}
+    return [[t[stored_name(c)][at[i]] if i in at else old[n] for n, i in enumerate(ids)]
+            for c, old in zip(cat_cols, carried, strict=True)]
 
 
 def write_csv(path: str, header: list[str], rows: list[list], delimiter: str, encoding: str) -> None:

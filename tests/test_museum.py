@@ -267,6 +267,8 @@ def test_redo_of_two_images_leaves_the_other_102_as_they_were(museum, tmp_path, 
     assert r.returncode == 0, r.stderr
     rows = {x["image_id"]: x for x in pq.read_table(out / "results").to_pylist()}
     skipped = [x for x in rows.values() if x["status"] == "skipped"]
+    gone = [x["error"] for x in rows.values() if x["status"] == "error" and not Path(x["source_path"]).exists()]
+    assert gone == ["file not found: the catalogue names it, but it was not there at the scan either"]
     assert sorted(x["Inventarnummer"] for x in skipped) == [f"INV-{1900 + i}" for i in MISJUDGED]
     r = run_cli("audit", out, "-q")  # says what to do about them, with a list ready for --redo
     assert r.returncode == 0 and "2 images skipped as colour images" in r.stdout

@@ -171,7 +171,13 @@ def _resolved(cat: Catalogue, rows: list[dict], p: Path, log) -> Catalogue:
     listing: dict[str, dict[str, str]] = {}
     for r in rows:
         if not r["path"]:
-            log(f"{p}, line {r['_line']}: empty path cell; row left out")
+            if not any((v or "").strip() for v in r["_cells"].values()):
+                continue  # a blank line of a spreadsheet: no record
+            # A record without a file is still a record: it keeps a row of its own (an error row
+            # saying so), so the export and the audit hold it like every other.
+            r["path"], r["_nofile"] = str(p.parent / f"{p.stem} line {r['_line']} (no file)"), (
+                f"no file: the catalogue's path cell is empty ({p.name}, line {r['_line']})")
+            cat.rows.append(r)
             continue
         if "://" not in r["path"]:
             if not os.path.isabs(r["path"]):

@@ -104,7 +104,7 @@ class ImageStages:
             data = read_source(mrow.get("source") or resolve_path(self.spec.manifest, mrow["path"]))
             item.row["source_sha256"] = hashlib.sha256(data).hexdigest()
         except FileNotFoundError:
-            item.fail("file not found (deleted since the scan?)")
+            item.fail(_not_found(mrow.get("scan_error")))
         except PermissionError:
             item.fail("permission denied reading the source")
         except Exception as e:  # whatever one source does, it is that image's row, not the shard's
@@ -223,3 +223,13 @@ class ImageStages:
         data, notes = self.encoded(item, rgb, output_format(self.spec.format, item.decoded.format))
         item.row.update(status="ok", error=None, notes="; ".join(notes) or None)
         return item, data
+
+
+def _not_found(scan_error: str | None) -> str:
+    """Why a row has no file, as the scan saw it: a catalogue row naming none, a file that was
+    already missing then, or one deleted since."""
+    if scan_error and scan_error.startswith("no file:"):
+        return scan_error
+    if scan_error and "No such file" in scan_error:
+        return "file not found: the catalogue names it, but it was not there at the scan either"
+    return "file not found (deleted since the scan?)"

@@ -207,6 +207,9 @@ def test_malformed_exif_and_dpi_are_dropped_not_fatal(tmp_path, photo):
     d = decode(tmp_path / "dpi.jpg")
     assert d.dpi is None and any("implausible DPI" in n for n in d.notes)
     encode(np.dstack([photo] * 3), "png", d.dpi, d.icc_profile, d.exif)
+    Image.fromarray(photo).save(tmp_path / "bare.tif")  # no resolution tags: Pillow says 1 dpi
+    Image.fromarray(photo).save(tmp_path / "300.tif", dpi=(300, 300))
+    assert decode(tmp_path / "bare.tif").dpi is None and decode(tmp_path / "300.tif").dpi == (300, 300)
 
 
 # --- one file never stops a shard ---------------------------------------------------------------

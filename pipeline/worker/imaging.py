@@ -285,6 +285,8 @@ def decode(path: str | os.PathLike | io.BytesIO, max_pixels: int = DEFAULT_MAX_P
                 notes.append(f"first of {n} pages")
                 src.seek(0)
             info = dict(src.info)
+            if fmt == "TIFF" and 282 not in getattr(src, "tag_v2", {}):  # no XResolution tag:
+                info.pop("dpi", None)  # Pillow says 1 dpi, the scan says nothing; nor do we
             src.load()
             exif_obj, im = _oriented(src, notes)
         except (OSError, SyntaxError, ValueError, struct.error, EOFError, zlib.error) as e:

@@ -206,7 +206,7 @@ def cmd_scan(a) -> int:
               f"wrote {a.output} anyway", file=sys.stderr)
         return 1
     shards = t.column("shard")[-1].as_py() + 1
-    print(f"wrote {a.output}: {t.num_rows} images in {shards} shards"
+    print(f"wrote {a.output}: {plural(t.num_rows, 'image')} in {plural(shards, 'shard')}"
           + (f", {bad} unreadable (they will get error rows)" if bad else ""))
     return 0
 
@@ -444,8 +444,8 @@ def cmd_audit(a) -> int:
     note = (f"{plural(len(theirs), 'file')} in images/ that colorize did not write (left alone): "
             + ", ".join(theirs[:5]) + (" ..." if len(theirs) > 5 else "")) if theirs else ""
     if r["redone"]:
-        line += "; redone: " + ", ".join(f"{n} with {how}" if how != "redo" else f"{n}"
-                                         for how, n in sorted(r["redone"].items()))
+        how = [f"{n} with {k}" for k, n in sorted(r["redone"].items()) if k != "redo"]
+        line += f"; redone: {sum(r['redone'].values())}" + (f" ({', '.join(how)})" if how else "")
     line += _reviewed(r["review"], a.outdir)
     if r["incomplete"]:  # a run that stopped: nothing committed is wrong, there is just more to do
         redo = (f", a redo of {plural(len(r['redo_pending']), 'image')} unfinished"
@@ -456,8 +456,8 @@ def cmd_audit(a) -> int:
         print(f"  the committed shards are intact ({line}); report in {a.outdir}/audit.html")
         return 3
     if r["ok"]:
-        print(f"audit {r['verdict']}: {line}; {len(r['nearly_gray'])} nearly gray outputs for "
-              f"review; report in {a.outdir}/audit.html")
+        print(f"audit {r['verdict']}: {line}; {plural(len(r['nearly_gray']), 'nearly gray output')} "
+              f"for review; report in {a.outdir}/audit.html")
         if old := r["record_outdated"]:
             print(f"{plural(len(old), 'output')} {'carries' if len(old) == 1 else 'carry'} older "
                   f"catalogue cells than the manifest (a catalogue corrected and scanned again); "

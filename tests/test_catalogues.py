@@ -160,6 +160,9 @@ def test_a_corrected_catalogue_reaches_the_manifest_on_rescan_and_the_job_goes_o
     rows = list(csv.DictReader(io.StringIO(text, newline=""), delimiter=";" if ";" in text.split("\n")[0] else ","))
     assert {x["output_record"] for x in rows if x["status"] == "ok"} == {"current"}
     assert "older catalogue cells" not in run_cli("audit", out, "-q").stdout
+    (scans / "b.png").rename(scans / "b2.png")  # renamed on disk; the catalogue still names b.png
+    r = run_cli("scan", scans, cat, "-o", man)
+    assert "1 new, 0 changed, 1 gone" in r.stderr, r.stderr
 
 
 @pytest.mark.slow

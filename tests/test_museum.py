@@ -299,10 +299,12 @@ def test_redo_of_two_images_leaves_the_other_102_as_they_were(museum, tmp_path, 
     job = json.loads((out / "job.json").read_text())
     assert job["spec"]["recolor"] is False  # the job is the same job
     r = run_cli("audit", out, "-q")
-    assert r.returncode == 0 and "redone: 2 with --recolor" in r.stdout
+    assert r.returncode == 0 and "redone: 2 (2 with --recolor)" in r.stdout
     assert not (out / "audit-skipped.txt").exists()  # none skipped now: the old list is gone
     r = run_cli("run", "-o", out, "--redo", "nicht-da.tif")
     assert r.returncode == 2 and "--redo: 1 not in the job's manifest: 'nicht-da.tif'" in r.stderr
+    r = run_cli("run", "-o", out, "--redo", tmp_path / "fehlt.csv")
+    assert r.returncode == 2 and f"--redo: list not found: {tmp_path / 'fehlt.csv'}" in r.stderr
 
 
 @pytest.mark.slow

@@ -339,7 +339,9 @@ def _extend(old: pa.Table, extend: str, real: list[str], rels: list[str], found:
     """The files an earlier manifest does not hold (its rows stay as they are); what changed
     and what is gone is noted in `found` and said."""
     known = {_key(extend, p) for p in old.column("path").to_pylist()}
-    found.gone = sorted(known - set(real))
+    # gone: not found now, or named by the catalogue but no longer on disk (renamed, deleted)
+    absent = {r["path"] if is_url(r["path"]) else os.path.realpath(r["path"]) for r in found.missing}
+    found.gone = sorted((known - set(real)) | (known & absent))
     found.changed = _changed(old, extend, set(real))
     keep = [i for i, r in enumerate(real) if r not in known]
     log(f"extending {extend}: {len(known) - len(found.gone)} files done before, {len(keep)} new, "

@@ -126,6 +126,10 @@ def select(manifest: str, items: list[str], column: str | None = None) -> dict[i
                 continue
             for i in hits:
                 picked.setdefault(int(t[i]["shard"]), set()).add(t[i]["image_id"])
+    lists = [v for v in unknown if Path(v).suffix.lower() in (".txt", ".csv", ".tsv")]
+    if lists:  # meant as a list of images, and there is no such file
+        raise UsageError(f"--redo: list not found: {lists[0]} (a .txt of paths or ids, or a "
+                         ".csv with --redo-column)")
     if unknown:
         raise UsageError(f"--redo: {len(unknown)} not in the job's manifest: "
                          + ", ".join(map(repr, unknown[:5])) + (" ..." if len(unknown) > 5 else "")

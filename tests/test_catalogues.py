@@ -47,31 +47,19 @@ def test_semicolon_windows_1252_catalogue_with_a_filename_column(scans, tmp_path
     assert r.returncode == 2 and "catalogue.csv, line 2: not utf-8 text" in r.stderr
 
 
-def test_duplicates_empty_cells_and_unreadable_rows_are_reported(scans, tmp_path, ckpt):
+def test_duplicates_empty_cells_and_unreadable_rows_are_reported(scans, tmp_path):
     cat = scans / "list.csv"
     cat.write_text("path,accession\nb.png,A-1\n,A-2\nc.png,A-3\nb.png,B-9\n,\n")
     r = run_cli("scan", cat, "-o", tmp_path / "m.parquet", "-q", "--report", tmp_path / "rep.csv")
     assert r.returncode == 0, r.stderr
-    assert ("1 catalogue row names no file (an empty path cell; kept: each gets an error row): "
-            "list.csv line 3") in r.stderr
+    assert ("1 catalogue row names no file (an empty path cell: nothing to colour; --report lists "
+            "them): list.csv line 3") in r.stderr
     assert "1 file listed twice (the first row kept): " in r.stderr
     assert "b.png (list.csv line 2 and list.csv line 5, different details: path b.png, accession " \
            "A-1 / path b.png, accession B-9)" in r.stderr
-    assert pq.read_table(tmp_path / "m.parquet").num_rows == 3  # the record A-2 too; not the blank line
-    assert f"no_file,,{cat},3," in (tmp_path / "rep.csv").read_text(encoding="utf-8-sig")
-    # a record without a file keeps its row through the run and into the export, saying why
-    out = tmp_path / "out"
-    r = run_cli("run", "--manifest", tmp_path / "m.parquet", "-o", out, "--size", "32", "-q",
-                "--checkpoint", ckpt)
-    assert r.returncode == 0, r.stderr
-    rows = {x["accession"]: x for x in pq.read_table(out / "results").to_pylist()}
-    assert rows["A-2"]["status"] == "error"
-    assert rows["A-2"]["error"] == "no file: the catalogue's path cell is empty (list.csv, line 3)"
-    assert rows["A-1"]["status"] == rows["A-3"]["status"] == "ok"
-    assert run_cli("export", out, tmp_path / "e.csv").returncode == 0
-    with open(tmp_path / "e.csv", newline="", encoding="utf-8-sig") as f:
-        exp = list(csv.DictReader(f))
-    assert [(x["path"], x["accession"]) for x in exp if x["accession"] == "A-2"] == [("", "A-2")]
+    assert pq.read_table(tmp_path / "m.parquet").num_rows == 2  # no image for A-2; a blank line is no record
+    report = (tmp_path / "rep.csv").read_text(encoding="utf-8-sig")
+    assert f"no_file,,{cat},3," in report and report.count("no_file") == 1
     (tmp_path / "win.txt").write_text("C:\\archive\\a.png\nC:\\archive\\b.png\n")
     r = run_cli("scan", tmp_path / "win.txt", "-o", tmp_path / "w.parquet", "-q")
     assert r.returncode == 1 and "none of the 2 files could be read" in r.stderr

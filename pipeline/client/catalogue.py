@@ -56,6 +56,7 @@ class Catalogue:
     encoding: str
     # per record: "path" (resolved), "_line" (where it starts), "_cells" (column -> cell as written)
     rows: list[dict] = field(default_factory=list)
+    nofile: list[dict] = field(default_factory=list)  # records whose path cell is empty
 
 
 def decode_text(p: Path, encoding: str | None, log) -> tuple[str, str]:
@@ -171,13 +172,8 @@ def _resolved(cat: Catalogue, rows: list[dict], p: Path, log) -> Catalogue:
     listing: dict[str, dict[str, str]] = {}
     for r in rows:
         if not r["path"]:
-            if not any((v or "").strip() for v in r["_cells"].values()):
-                continue  # a blank line of a spreadsheet: no record
-            # A record without a file is still a record: it keeps a row of its own (an error row
-            # saying so), so the export and the audit hold it like every other.
-            r["path"], r["_nofile"] = str(p.parent / f"{p.stem} line {r['_line']} (no file)"), (
-                f"no file: the catalogue's path cell is empty ({p.name}, line {r['_line']})")
-            cat.rows.append(r)
+            if any((v or "").strip() for v in r["_cells"].values()):  # not a blank line
+                cat.nofile.append(r)  # no image to colour: the scan's summary and report say so
             continue
         if "://" not in r["path"]:
             if not os.path.isabs(r["path"]):

@@ -100,9 +100,7 @@ def _details(row: dict) -> str:
 def _probe(row: dict, max_pixels: int) -> dict:
     path = row["path"]
     out = {"size_bytes": None, "width": None, "height": None, "mode": None, "format": None,
-           "frames": None, "scan_error": row.get("_nofile")}
-    if row.get("_nofile"):
-        return out
+           "frames": None, "scan_error": None}
     try:
         if is_url(path):
             import fsspec
@@ -222,7 +220,6 @@ class ScanReport:
     catalogues: list[Catalogue] = field(default_factory=list)
     uncatalogued: list[str] = field(default_factory=list)  # in a folder, in no catalogue
     missing: list[dict] = field(default_factory=list)  # catalogue rows whose file is not there
-    nofile: list[dict] = field(default_factory=list)  # catalogue rows that name no file at all
     duplicates: list[tuple[dict, dict]] = field(default_factory=list)  # (kept, repeated) rows
     changed: list[str] = field(default_factory=list)  # extending: in the old manifest, size differs
     gone: list[str] = field(default_factory=list)  # extending: in the old manifest, not found now
@@ -249,11 +246,11 @@ class ScanReport:
                        f"{'names' if len(self.missing) == 1 else 'name'} a file that is not there "
                        "(kept: each gets an error row): "
                        + some([f"{_where(r)} {r['path']}" for r in self.missing]))
-        if self.nofile:
-            out.append(f"{_n(len(self.nofile), 'catalogue row')} "
-                       f"{'names' if len(self.nofile) == 1 else 'name'} no file (an empty path "
-                       "cell; kept: each gets an error row): "
-                       + some([_where(r) for r in self.nofile]))
+        nofile = [(c, r) for c in self.catalogues for r in c.nofile]
+        if nofile:
+            out.append(f"{_n(len(nofile), 'catalogue row')} {'names' if len(nofile) == 1 else 'name'}"
+                       " no file (an empty path cell: nothing to colour; --report lists them): "
+                       + some([f"{Path(c.path).name} line {r['_line']}" for c, r in nofile]))
         if self.duplicates:
             out.append(f"{_n(len(self.duplicates), 'file')} listed twice (the first row kept): "
                        + some([f"{b['path']} ({_where(a)} and {_where(b)}"
@@ -266,7 +263,7 @@ class ScanReport:
         """One line per mismatch (kind, path, catalogue, line, other line); returns the count."""
         rows = [("uncatalogued", p, "", "", "") for p in self.uncatalogued]
         rows += [("missing", r["path"], r["_from"].path, r["_line"], "") for r in self.missing]
-        rows += [("no_file", "", r["_from"].path, r["_line"], "") for r in self.nofile]
+        rows += [("no_file", "", c.path, r["_line"], "") for c in self.catalogues for r in c.nofile]
         rows += [("duplicate", b["path"], b["_from"].path, b["_line"], f"{a['_from'].path}:{a['_line']}")
                  for a, b in self.duplicates]
         rows += [("changed", p, "", "", "") for p in self.changed]
@@ -315,10 +312,7 @@ def _collect(sources: Iterable[str], opts: dict, log) -> tuple[dict[str, dict], 
             listed[key] = row
             entry["_cells"] = row["_cells"]
             entry["_columns"] = row["_from"].columns  # a list of paths has none
-            if row.get("_nofile"):
-                entry["_nofile"] = row["_nofile"]
-                report.nofile.append(row)
-            elif not is_url(key) and not os.path.exists(key):
+            if not is_url(key) and not os.path.exists(key):
                 report.missing.append(row)
     if report.catalogues:
         report.uncatalogued = sorted(by_path[k]["path"] for k in set(on_disk) - listed.keys())

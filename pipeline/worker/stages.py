@@ -226,10 +226,7 @@ class ImageStages:
 
 
 def _not_found(scan_error: str | None) -> str:
-    """Why a row has no file, as the scan saw it: a catalogue row naming none, a file that was
-    already missing then, or one deleted since."""
-    if scan_error and scan_error.startswith("no file:"):
-        return scan_error
+    """Why a row has no file, as the scan saw it: already missing then, or deleted since."""
     if scan_error and "No such file" in scan_error:
         return "file not found: the catalogue names it, but it was not there at the scan either"
     return "file not found (deleted since the scan?)"

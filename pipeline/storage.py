@@ -143,15 +143,18 @@ class Store:
         if self.exists(rel):
             self.fs.rm(self.full(rel), recursive=True)
 
-    def remove_empty_dirs(self, rel: str) -> None:
-        """Folders under rel left empty (a local disk's; an object store has none)."""
-        if not self.local or not os.path.isdir(self.full(rel)):
+    def remove_empty_dirs(self, rels: list[str], stop: str) -> None:
+        """The folders rels (deepest first) and their parents up to `stop`, where now empty: a
+        local disk's (an object store has no folders). A folder with anything in it stays."""
+        if not self.local:
             return
-        for d, _, _ in sorted(os.walk(self.full(rel)), key=lambda w: -len(w[0])):
-            try:
-                os.rmdir(d)
-            except OSError:  # not empty: something of the user's is in it
-                pass
+        for rel in rels:
+            while rel and rel != stop and rel.startswith(stop + "/"):
+                try:
+                    os.rmdir(self.full(rel))
+                except OSError:  # not empty (or gone): something else is in it
+                    break
+                rel = os.path.dirname(rel)
 
     def find(self, rel: str) -> list[str]:
         """Every file under rel (recursive), as paths relative to the root."""

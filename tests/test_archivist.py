@@ -86,13 +86,19 @@ def test_full_contact_sheet_pages_every_image(night, ckpt, capsys, tmp_path, mon
     over = outs[1]
     over.write_bytes(over.read_bytes() + b"retouched")
     retouch = over.read_bytes()
+    saveas = outs[2].with_suffix(".tif")  # a curator's "save as" beside our output, our metadata in it
+    saveas.write_bytes(outs[2].read_bytes())
+    (out / "images" / "leer").mkdir()  # a folder of the user's, empty
     capsys.readouterr()
     assert main(["run", "--manifest", str(man), "-o", str(out), "--size", "32", "-q",
                  "--checkpoint", ckpt, "--restart"]) == 0
     assert not list(out.glob("audit-sheet-*.html"))  # --restart discards the old report too
     said = capsys.readouterr().out
     assert "2 files in images/ that colorize did not write left where they are" in said
-    assert "1 output altered since written moved to quarantine/" in said
+    assert ("2 files (outputs altered since written, copies of ours, yours where the job writes) "
+            "moved to quarantine/") in said
+    assert (out / "quarantine" / saveas.relative_to(out)).read_bytes() == outs[2].read_bytes()
+    assert (out / "images" / "leer").is_dir()
     assert copy.read_bytes() == mine  # theirs, though it carries our metadata: never deleted
     assert (out / "images" / "notiz.txt").read_text(encoding="utf-8") == "Abzug 3 ist verblasst"
     kept = out / "quarantine" / over.relative_to(out)

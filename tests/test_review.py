@@ -685,3 +685,15 @@ def test_review_mistakes_are_one_line_and_exit_2(job, tmp_path):
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     taken.close()
+
+
+def test_a_redo_list_beside_an_object_store_outdir_is_read():
+    """audit-skipped.txt of an s3:// OUTDIR is a URL: --redo reads it there."""
+    import fsspec
+
+    from pipeline.client.redo import _values
+
+    with fsspec.open("memory://bucket/out/audit-skipped.txt", "wb") as f:
+        f.write("\ufeffscans/a.png\n\nscans/b c.tif\n".encode())
+    assert _values("memory://bucket/out/audit-skipped.txt", None) == ["scans/a.png", "scans/b c.tif"]
+    assert _values("memory://bucket/out/none.txt", None) == ["memory://bucket/out/none.txt"]

@@ -98,12 +98,9 @@ def _outdated_records(manifest: str, ok_rows: list[dict], carried: list[str]) ->
     (a corrected catalogue scanned again): their XMP keeps the old record until redone."""
     if not carried or not ok_rows:
         return []
-    names = carried
-    try:
-        t = read_manifest(manifest, columns=["image_id", *names]).to_pylist()
-    except (KeyError, ValueError, OSError):  # an older manifest without these columns
-        return []
-    now = {r["image_id"]: r for r in t}
+    t = read_manifest(manifest)
+    names = [c for c in carried if c in t.column_names]  # a column the catalogue has since dropped: not compared
+    now = {r["image_id"]: r for r in t.select(["image_id", *names]).to_pylist()}
     return [r["source_path"] for r in ok_rows
             if r["image_id"] in now and any(now[r["image_id"]][c] != r[c] for c in names)]
 

@@ -84,6 +84,14 @@ def _values(item: str, column: str | None) -> list[str]:
     """An entry of --redo: a list file (TXT: one per line; CSV: the column --redo-column names,
     else its first) or a single id or path."""
     p = Path(item)
+    if "://" in item and p.suffix.lower() == ".txt":  # a list beside an object-store OUTDIR
+        from pipeline.storage import read_source
+
+        try:
+            text = read_source(item).decode("utf-8-sig")
+        except FileNotFoundError:
+            return [item]
+        return [ln.strip() for ln in text.splitlines() if ln.strip()]
     if p.suffix.lower() == ".txt" and p.is_file():
         return [ln.strip() for ln in p.read_text(encoding="utf-8-sig").splitlines() if ln.strip()]
     if p.suffix.lower() in (".csv", ".tsv") and p.is_file():

@@ -60,50 +60,61 @@ def fingerprint(spec: dict) -> str:
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
 
 
-def discard(outdir: Outdir) -> tuple[int, int]:
-    """--restart: what this tool wrote goes (results, outputs, reports, previews); what it did
-    not write stays where it is, and an output altered since it was written (a retouch saved
-    over it) is moved to quarantine/, as --repair does. Returns (files left, files moved)."""
-    import hashlib as _h
-
+def discard(outdir: Outdir, new_manifest: str | None = None) -> tuple[int, int]:
+    """--restart: what this tool wrote goes (results, reports, previews, and each output a result
+    row claims, as written). Nothing else is deleted: an output altered since (a retouch saved
+    over it), a file with our provenance at an old output's name that no row claims (a killed
+    run's, or a curator's save-as), and any file where the new job will write are moved to
+    quarantine/; every other file stays where it is. Returns (files left, files moved)."""
     st = outdir.store
     claimed: dict[str, str] = {}
-    if outdir.committed_shards():
-        t = outdir.read_results(columns=["output_path", "output_sha256"]).to_pydict()
-        claimed = {p: s for p, s in zip(t["output_path"], t["output_sha256"], strict=True) if p}
-    left = moved = 0
-    stems = _old_stems(outdir)
-    for rel in outdir.outputs():
-        if rel in claimed:
-            with st.open(rel) as f:
-                same = _h.file_digest(f, "sha256").hexdigest() == claimed[rel]
-            if not same:
-                outdir.quarantine(rel)
-                moved += 1
-                continue
-        elif not (os.path.splitext(rel)[0] in stems and outdir.wrote(rel)):  # not a killed run's
-            left += 1
+    for shard in sorted(outdir.committed_shards()):
+        try:
+            t = outdir.read_shard(shard).select(["output_path", "output_sha256"]).to_pydict()
+        except Exception:  # noqa: BLE001 - a damaged shard claims nothing: its files are kept aside
             continue
-        st.remove(rel)
-    st.remove_empty_dirs(Outdir.IMAGES)
+        claimed.update((p, s) for p, s in zip(t["output_path"], t["output_sha256"], strict=True) if p)
+    taken = _stems(new_manifest)  # where the new job writes
+    old = _stems(outdir.read_job().get("spec", {}).get("manifest"))  # where the old one wrote
+    left = moved = 0
+    emptied = set()
+    for rel in outdir.outputs():
+        if rel in claimed and _sha256(st, rel) == claimed[rel]:
+            st.remove(rel)
+            emptied.add(os.path.dirname(rel))
+        elif (rel in claimed or os.path.splitext(rel)[0] in taken
+              or (os.path.splitext(rel)[0] in old and outdir.wrote(rel))):
+            outdir.quarantine(rel)
+            moved += 1
+        else:
+            left += 1
+    st.remove_empty_dirs(sorted(emptied, key=len, reverse=True), stop=Outdir.IMAGES)
     for sub in (Outdir.RESULTS, Outdir.PREVIEWS):
         st.rmtree(sub)
-    for f in (Outdir.AUDIT_JSON, Outdir.AUDIT_HTML, Outdir.REDO, *st.glob("audit-*.*")):
+    for f in (Outdir.AUDIT_JSON, Outdir.AUDIT_HTML, Outdir.AUDIT_SKIPPED, Outdir.REDO,
+              *st.glob("audit-sheet-*.html")):
         st.remove(f)
     return left, moved
 
 
-def _old_stems(outdir: Outdir) -> set[str]:
-    """images/<stem> of every row of the manifest the old job ran (empty if it is gone): a file
-    there with our provenance that no row claims is an output a killed run left."""
+def _sha256(st, rel: str) -> str:
+    h = hashlib.sha256()
+    with st.open(rel) as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _stems(manifest: str | None) -> set[str]:
+    """images/<stem> of every row of a manifest: where its job writes (empty if unreadable)."""
     from pipeline.client.manifest import read_manifest
 
     try:
-        t = read_manifest(outdir.read_job()["spec"]["manifest"], columns=["out_stem"])
-    except Exception:  # noqa: BLE001 - moved, deleted, unreadable: then no file is taken for ours
+        t = read_manifest(manifest, columns=["out_stem"]) if manifest else None
+    except Exception:  # noqa: BLE001 - the run itself will say what is wrong with it
         return set()
     stems = set()
-    for stem in t.column("out_stem").to_pylist():
+    for stem in t.column("out_stem").to_pylist() if t is not None else []:
         try:
             stems.add(Outdir.output_rel(stem, ""))
         except ValueError:
@@ -123,11 +134,12 @@ def check_or_write_job(outdir: Outdir, spec: dict, restart: bool, log=print) -> 
             outdir.write_job(old)
         return fp
     if restart:
-        left, moved = discard(outdir)
+        left, moved = discard(outdir, spec.get("manifest"))
         if left or moved:
             log(f"--restart: {plural(left, 'file')} in images/ that colorize did not write left "
-                f"where {'it is' if left == 1 else 'they are'}; {plural(moved, 'output')} altered "
-                f"since written moved to {Outdir.QUARANTINE}/")
+                f"where {'it is' if left == 1 else 'they are'}; {plural(moved, 'file')} (outputs "
+                f"altered since written, copies of ours, yours where the job writes) moved to "
+                f"{Outdir.QUARANTINE}/")
     outdir.store.makedirs()
     import datetime as dt
 

@@ -14,7 +14,8 @@
 #     python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl \
 #       && PYTHONPATH=/tmp/site:$PWD PY=python3 OUT=$OUT/session bash jobs/gpu_session.sh
 #   (the tree ~5 MiB + .whl 28 MiB + the pack 26.8 MiB: ~60 of the 64 MiB a call carries)
-#   back here: colorize evaluate with the returned $OUT/session/train/best.pt on every set.
+#   back here: colorize tune-gain best.pt data/train --out tuned.pt (it carries the init's gain,
+#   untuned), then colorize evaluate with tuned.pt on every set beside the shipped weights.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}

@@ -59,13 +59,16 @@ def test_a_pack_holds_every_photo_small_and_fits_its_size(photos, tmp_path):
 
 def test_the_gpu_session_dry_run_trains_checkpoints_and_resumes(photos, tmp_path, ckpt):
     from pipeline.model import gputrain
-    from pipeline.model.net import load_checkpoint
+    from pipeline.model.net import load_checkpoint, save_checkpoint
 
     pack = tmp_path / "pack.npz"
     gputrain.pack(str(photos), str(pack), side=32, max_mb=1, log=lambda m: None)
     out = tmp_path / "session"
+    init = load_checkpoint(ckpt)  # shipped weights carry their tuned chroma gain
+    save_checkpoint(tmp_path / "gained.pt", init.model, {**init.meta, "chroma_gain": 1.3})
     env = {**os.environ, "PY": sys.executable, "OUT": str(out), "PACK": str(pack), "CHECK_S": "60",
-           "TRAIN_MIN": "0.1", "TRAIN_ARGS": f"--init {ckpt} --batch 8 --size 24 --every 2 --film 0.5 --damage 0.3"}
+           "TRAIN_MIN": "0.1", "TRAIN_ARGS": f"--init {tmp_path / 'gained.pt'} --batch 8 --size 24 "
+                                             "--every 2 --film 0.5 --damage 0.3"}
     r = subprocess.run(["bash", "jobs/gpu_session.sh"], cwd=ROOT, env=env, capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr + (out / "train.log").read_text()
@@ -75,6 +78,7 @@ def test_the_gpu_session_dry_run_trains_checkpoints_and_resumes(photos, tmp_path
     best = load_checkpoint(out / "train" / "best.pt")
     assert best.meta["trained_on"] == "gputrain" and best.meta["pack"]["side"] == 32
     assert best.meta["recipe"]["film"] == 0.5 and best.meta["recipe"]["damage"] == 0.3
+    assert best.meta["chroma_gain"] == 1.3  # the init's goes along: never scored at gain 1 beside it
     with open(out / "train" / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) >= 2 and int(rows[-1]["step"]) > 0

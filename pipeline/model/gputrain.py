@@ -229,8 +229,12 @@ class PackTrainer:
             self.ema.model.load_state_dict(ck.extra["ema"])
             self.step, self.images = ck.meta["step"], ck.meta["images"]
             self.best, self.spent = ck.meta.get("best_val_loss", self.best), ck.meta.get("train_seconds", 0.0)
+            self.gain = ck.meta.get("chroma_gain")
             log(f"resumed from {last}: step {self.step}, {self.images} images, {self.spent:.0f} s trained")
         else:
+            # The init's chroma gain goes along (untuned for these weights: `colorize tune-gain`
+            # tunes it), so that a checkpoint is never scored at gain 1 beside one at its own.
+            self.gain = load_checkpoint(init, "cpu").meta.get("chroma_gain") if init and not init.endswith(".pth") else None
             if init:
                 log(f"warm start: {warm_start(self.model, init, self.dev)} tensors from {init}")
             self.ema = EMA(self.model, ema_decay)
@@ -278,6 +282,9 @@ class PackTrainer:
                     pack={k: self.pack[k] for k in ("source", "side", "quality", "built")},
                     device=torch.cuda.get_device_name(self.dev) if self.dev.type == "cuda" else "cpu",
                     torch=str(torch.__version__))
+        if self.gain is not None:
+            info.update(chroma_gain=self.gain, chroma_gain_rule="the init checkpoint's, not tuned "
+                        "for these weights (colorize tune-gain)")
         save_checkpoint(self.out / "last.pt", self.model, info, optimizer=self.opt.state_dict(),
                         ema=self.ema.model.state_dict())
         if v < self.best:

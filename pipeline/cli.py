@@ -466,7 +466,7 @@ def cmd_audit(a) -> int:
         if r["skipped"]:
             from pipeline.client.audit import redo_skipped_advice
 
-            print(f"{plural(len(r['skipped']), 'image')} {redo_skipped_advice(a.outdir)}")
+            print(f"{plural(len(r['skipped']), 'image')} skipped as colour. {redo_skipped_advice(a.outdir)}")
         if note:
             print(note)
         return 0

@@ -271,7 +271,7 @@ def test_redo_of_two_images_leaves_the_other_102_as_they_were(museum, tmp_path, 
     assert gone == ["file not found: the catalogue names it, but it was not there at the scan either"]
     assert sorted(x["Inventarnummer"] for x in skipped) == [f"INV-{1900 + i}" for i in MISJUDGED]
     r = run_cli("audit", out, "-q")  # says what to do about them, with a list ready for --redo
-    assert r.returncode == 0 and "2 images skipped as colour images" in r.stdout
+    assert r.returncode == 0 and "2 images skipped as colour. Any that are toned" in r.stdout
     assert f"--redo {out}/audit-skipped.txt --recolor" in r.stdout
     listed = (out / "audit-skipped.txt").read_text().splitlines()
     assert sorted(listed) == sorted(x["source_path"] for x in skipped)

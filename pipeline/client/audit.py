@@ -249,9 +249,9 @@ def how_stopped(report: dict) -> str:
 
 def redo_skipped_advice(outdir: str) -> str:
     """What to do about images skipped as colour that are toned prints after all."""
-    return (f"skipped as colour images; any that are toned or stained prints can be colorized "
-            f"anyway: keep their lines in {outdir}/{Outdir.AUDIT_SKIPPED}, then colorize run -o "
-            f"{outdir} --redo {outdir}/{Outdir.AUDIT_SKIPPED} --recolor")
+    return (f"Any that are toned or stained prints can be colorized anyway: keep their lines in "
+            f"{outdir}/{Outdir.AUDIT_SKIPPED}, then colorize run -o {outdir} --redo "
+            f"{outdir}/{Outdir.AUDIT_SKIPPED} --recolor")
 
 
 def verdict(report: dict) -> str:

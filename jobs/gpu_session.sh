@@ -25,18 +25,21 @@ CHECK_S=${CHECK_S:-240}
 TRAIN_MIN=${TRAIN_MIN:-4}
 TRAIN_ARGS=${TRAIN_ARGS:-}
 mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1  # a log cut off by a timeout keeps what was printed
 log() { echo "[gpu-session $(date +%T)] $*" | tee -a "$OUT/log.txt"; }
 
 log "check, at most ${CHECK_S} s"
-OUT="$OUT/check" COUNT=${COUNT:-600} PY="$PY" timeout --kill-after=10 "$CHECK_S" bash jobs/gpu_check.sh \
+OUT="$OUT/check" COUNT=${COUNT:-300} PY="$PY" timeout --kill-after=10 "$CHECK_S" bash jobs/gpu_check.sh \
   > "$OUT/check.log" 2>&1
 log "check exit $? ($(tail -1 "$OUT/check.log"))"
 pkill -f "nvidia-smi --query-gpu" 2>/dev/null  # the check's sampler, when the cut-off left it
 
 log "training on $PACK for $TRAIN_MIN minutes"
+# its own deadline too: the pack's decoding and the last save may not outlast the device's time
+limit=$("$PY" -c "print(int(float('$TRAIN_MIN') * 60 + 60))")
 # shellcheck disable=SC2086  # TRAIN_ARGS: several flags
-"$PY" -m pipeline.model.gputrain train "$PACK" "$OUT/train" --minutes "$TRAIN_MIN" $TRAIN_ARGS \
-  > "$OUT/train.log" 2>&1
+timeout --kill-after=10 "$limit" "$PY" -m pipeline.model.gputrain train "$PACK" "$OUT/train" \
+  --minutes "$TRAIN_MIN" $TRAIN_ARGS > "$OUT/train.log" 2>&1
 rc=$?
 log "training exit $rc ($(tail -1 "$OUT/train.log"))"
 exit $rc

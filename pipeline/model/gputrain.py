@@ -160,17 +160,15 @@ def neutral_fields(x: torch.Tensor, y: torch.Tensor, p: float, g: torch.Generato
         return
     B, _, H, W = x.shape
     dev = x.device
-    pick = torch.rand(B, generator=g, device=dev) < p
-    n = int(pick.sum())
-    if not n:
-        return
-    level = 0.05 + 0.9 * torch.rand(n, 1, 1, generator=g, device=dev)
-    ramp = 0.15 * torch.rand(n, 1, 1, generator=g, device=dev)
-    angle = 2 * math.pi * torch.rand(n, 1, 1, generator=g, device=dev)
+    # drawn for the whole batch and kept where picked: no count read back from the GPU
+    pick = (torch.rand(B, generator=g, device=dev) < p).view(B, 1, 1, 1)
+    level = 0.05 + 0.9 * torch.rand(B, 1, 1, generator=g, device=dev)
+    ramp = 0.15 * torch.rand(B, 1, 1, generator=g, device=dev)
+    angle = 2 * math.pi * torch.rand(B, 1, 1, generator=g, device=dev)
     t = torch.linspace(-0.5, 0.5, W, device=dev)
     field = level + ramp * (angle.cos() * t.view(1, 1, W) + angle.sin() * torch.linspace(-0.5, 0.5, H, device=dev).view(1, H, 1))
-    x[pick] = field.clamp(0.0, 1.0).unsqueeze(1).to(x.dtype)
-    y[pick] = color.encode_ab(torch.zeros(2, device=dev)).view(1, 2, 1, 1).to(y.dtype)
+    x.copy_(torch.where(pick, field.clamp(0.0, 1.0).unsqueeze(1).to(x.dtype), x))
+    y.copy_(torch.where(pick, color.encode_ab(torch.zeros(2, device=dev)).view(1, 2, 1, 1).to(y.dtype), y))
 
 
 def lab_pair(rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -265,7 +263,7 @@ class PackTrainer:
         self.ema.update(self.model, self.step)
         self.step += 1
         self.images += r["batch"]
-        return loss.item()
+        return loss.detach()  # read back at the next save, not every step (a GPU sync)
 
     def save(self, seconds: float, train_loss: float, images_per_s: float) -> float:
         """Scores the EMA weights on the validation photos, appends to OUT/metrics.csv, writes
@@ -305,10 +303,10 @@ class PackTrainer:
                                         lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * elapsed / seconds)))))
             if time.time() - last >= every:
                 now = time.time()
-                self.save(self.spent + now - t0, float(np.mean(losses)), (self.images - seen) / (now - last))
+                self.save(self.spent + now - t0, float(torch.stack(losses).mean()), (self.images - seen) / (now - last))
                 last, losses, seen = time.time(), [], self.images
         now = time.time()
-        self.save(self.spent + now - t0, float(np.mean(losses)) if losses else float("nan"),
+        self.save(self.spent + now - t0, float(torch.stack(losses).mean()) if losses else float("nan"),
                   (self.images - seen) / max(now - last, 1e-9))
         return dict(step=self.step, images=self.images, best_val_loss=self.best, out=str(self.out))
 

@@ -206,7 +206,7 @@ def degrade(x: torch.Tensor, p: float, g: torch.Generator) -> torch.Tensor:
     m = pick()  # tone curve
     x = m * x.clamp_min(1e-4) ** u(0.7, 1.4) + (1 - m) * x
     m = pick()  # softness of an old lens or a low-resolution scan
-    sigma = float(0.4 + 0.8 * torch.rand(1, generator=g, device=dev))
+    sigma = 0.4 + 0.8 * torch.rand(1, generator=g, dtype=x.dtype, device=dev)  # a tensor: no GPU sync
     k = torch.exp(-0.5 * (torch.arange(-2, 3, dtype=x.dtype, device=dev) / sigma) ** 2)
     k = k / k.sum()
     xb = F.conv2d(F.pad(x, (2, 2, 0, 0), mode="reflect"), k.view(1, 1, 1, 5))
@@ -232,10 +232,13 @@ class EMA:
     @torch.no_grad()
     def update(self, model: torch.nn.Module, step: int) -> None:
         d = min(self.decay, (1 + step) / (10 + step))  # warm-up: early weights are noise
-        for e, m in zip(self.model.state_dict().values(), model.state_dict().values(), strict=True):
-            if e.dtype.is_floating_point:
-                e.mul_(d).add_(m.detach(), alpha=1 - d)
-            else:
+        pairs = list(zip(self.model.state_dict().values(), model.state_dict().values(), strict=True))
+        floats = [(e, m.detach()) for e, m in pairs if e.dtype.is_floating_point]
+        # one fused kernel for all the weights, not two per tensor: on a GPU the per-tensor
+        # launches took longer than the net's step
+        torch._foreach_lerp_([e for e, _ in floats], [m for _, m in floats], 1 - d)
+        for e, m in pairs:
+            if not e.dtype.is_floating_point:
                 e.copy_(m)
 
 

@@ -224,17 +224,18 @@ def bench(count: int = 200, width: int = 1600, height: int = 1200, size: int = 2
         paths = make_archive(tmp / "scans", count, width, height)
         log("net only ...")
         net = bench_net(checkpoint, size, batch, dev, net_seconds)
-        log("net only, compiled ...")
+        log(f"net only: {net:.2f} images/s; net only, compiled ...")  # each figure as it comes: a cut-off run keeps them
         try:
             net_c = bench_net(checkpoint, size, batch, dev, net_seconds, compile=True)
         except Exception as e:  # no C++ compiler here, say: the row says n/a
             log(f"  torch.compile failed: {type(e).__name__}: {e}")
             net_c = nan
-        log("I/O only ...")
+        log(f"net compiled: {net_c:.2f} images/s; I/O only ...")
         io = bench_io(paths, tmp / "io", "same", threads)
-        log("pipeline (colorize run on a LocalCluster) ...")
+        log(f"I/O only: {io:.2f} images/s; pipeline (colorize run on a LocalCluster) ...")
         pipe = run_pipeline(tmp / "scans", tmp / "run", checkpoint, size, batch, dev, shard_size)
         comp = {}
+        log(f"pipeline: {pipe['images_per_s']:.2f} images/s")
         if not math.isnan(net_c):
             log("pipeline with --compile ...")
             try:
@@ -249,11 +250,13 @@ def bench(count: int = 200, width: int = 1600, height: int = 1200, size: int = 2
                                   shard_size, extra=("--jpeg-decode", "device"))
         by_format = {}
         for fmt in formats:  # each output format against its own I/O floor
-            log(f"I/O only and pipeline, --format {fmt} ...")
+            log(f"(last: {json.dumps({k: v.get('images_per_s') for k, v in (('compiled', comp), ('nvjpeg', nvjpeg)) if v})}); "
+                f"I/O only and pipeline, --format {fmt} ...")
             io_f = bench_io(paths, tmp / f"io-{fmt}", fmt, threads)
             by_format[fmt] = (io_f, run_pipeline(tmp / "scans", tmp / f"run-{fmt}", checkpoint,
                                                  size, batch, dev, shard_size, fmt=fmt))
-        log(f"naive loop on {min(naive_count, count)} scans ...")
+        log(f"by format: {json.dumps({f: [round(x[0], 2), round(x[1]['images_per_s'], 2)] for f, x in by_format.items()})}; "
+            f"naive loop on {min(naive_count, count)} scans ...")
         naive = bench_naive(paths[:naive_count], tmp / "naive", checkpoint, size)
         mem = bench_memory(tmp, memory or (), checkpoint, size, batch, dev, log)
     res = {"device": dev, "count": count, "net": net, "net_compiled": net_c, "io": io,

@@ -134,6 +134,13 @@ def test_dry_run_restart_says_what_restart_does(archive, clean_run, ckpt, capsys
     assert "refused" not in out
 
 
+def test_restart_on_a_new_outdir_is_a_first_run(archive, ckpt, tmp_path, capsys):
+    """--restart in a job spec or a habit: with nothing to discard, the job simply runs."""
+    _, man = archive
+    assert main(run_args(man, tmp_path / "out", ckpt, "--restart")) == 0
+    assert (tmp_path / "out" / "job.json").is_file() and "done: 34 ok" in capsys.readouterr().out
+
+
 def test_second_run_on_locked_outdir_is_refused(archive, ckpt, tmp_path, capsys):
     with RunLock(tmp_path / "out"):
         assert main(run_args(archive[1], tmp_path / "out", ckpt)) == 2

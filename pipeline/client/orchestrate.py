@@ -134,8 +134,8 @@ def _plan(outdir: Outdir, o: JobSpec, sizes: dict[int, int], redo_req, fp: str, 
         if s not in pending:  # an uncommitted shard is run whole, with its redo options
             fixes.setdefault(s, set()).update(ids)
     if pending or fixes:
-        log(f"{len(pending)} of {len(sizes)} shards pending ({sum(sizes[s] for s in pending)} "
-            f"images){said}")
+        log(f"{len(pending)} of {plural(len(sizes), 'shard')} pending "
+            f"({plural(sum(sizes[s] for s in pending), 'image')}){said}")
     tasks = [(s, None) for s in pending] + [(s, frozenset(ids)) for s, ids in sorted(fixes.items())]
     options: dict[int, dict[str, dict]] = {}
     if state["overrides"]:

@@ -75,7 +75,8 @@ def discard(outdir: Outdir, new_manifest: str | None = None) -> tuple[int, int]:
             continue
         claimed.update((p, s) for p, s in zip(t["output_path"], t["output_sha256"], strict=True) if p)
     taken = _stems(new_manifest)  # where the new job writes
-    old = _stems(outdir.read_job().get("spec", {}).get("manifest"))  # where the old one wrote
+    # where the old job wrote (a first run with --restart has none)
+    old = _stems(outdir.read_job().get("spec", {}).get("manifest")) if outdir.has_job() else set()
     left = moved = 0
     emptied = set()
     for rel in outdir.outputs():

@@ -89,6 +89,8 @@ def test_full_contact_sheet_pages_every_image(night, ckpt, capsys, tmp_path, mon
     saveas = outs[2].with_suffix(".tif")  # a curator's "save as" beside our output, our metadata in it
     saveas.write_bytes(outs[2].read_bytes())
     (out / "images" / "leer").mkdir()  # a folder of the user's, empty
+    (out / "automatic").mkdir()  # an old automatic output a hinted one replaced: the old job's
+    (out / "automatic" / "deep16.png").write_bytes(mine)
     capsys.readouterr()
     assert main(["run", "--manifest", str(man), "-o", str(out), "--size", "32", "-q",
                  "--checkpoint", ckpt, "--restart"]) == 0
@@ -98,7 +100,7 @@ def test_full_contact_sheet_pages_every_image(night, ckpt, capsys, tmp_path, mon
     assert ("2 files (outputs altered since written, copies of ours, yours where the job writes) "
             "moved to quarantine/") in said
     assert (out / "quarantine" / saveas.relative_to(out)).read_bytes() == outs[2].read_bytes()
-    assert (out / "images" / "leer").is_dir()
+    assert (out / "images" / "leer").is_dir() and not (out / "automatic").exists()
     assert copy.read_bytes() == mine  # theirs, though it carries our metadata: never deleted
     assert (out / "images" / "notiz.txt").read_text(encoding="utf-8") == "Abzug 3 ist verblasst"
     kept = out / "quarantine" / over.relative_to(out)

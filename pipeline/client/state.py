@@ -90,7 +90,9 @@ def discard(outdir: Outdir, new_manifest: str | None = None) -> tuple[int, int]:
         else:
             left += 1
     st.remove_empty_dirs(sorted(emptied, key=len, reverse=True), stop=Outdir.IMAGES)
-    for sub in (Outdir.RESULTS, Outdir.PREVIEWS):
+    # automatic/: the old job's automatic outputs that hinted ones replaced; kept, they would be
+    # taken for the new job's (a hinted redo keeps the first copy only)
+    for sub in (Outdir.RESULTS, Outdir.PREVIEWS, Outdir.AUTOMATIC):
         st.rmtree(sub)
     for f in (Outdir.AUDIT_JSON, Outdir.AUDIT_HTML, Outdir.AUDIT_SKIPPED, Outdir.REDO,
               *st.glob("audit-sheet-*.html")):

@@ -203,7 +203,9 @@ def _metadata(sources, shard_size: int, columns: list[str], found: ScanReport,
     folders = [os.path.realpath(str(x)) for x in sources if not is_url(str(x)) and Path(x).is_dir()]
     meta = {"shard_size": str(shard_size), "source_folders": json.dumps(folders)}
     if columns:
-        first = found.catalogues[0] if found.catalogues else None
+        # the shape of the first catalogue with columns: a plain list of paths scanned into the
+        # manifest later has none, and must not make the export comma-separated
+        first = next((c for c in found.catalogues if c.columns), None)
         info = {k: v for k, v in catalogue_info(old).items() if k != "columns"}
         if first is not None:
             info.update(path_column=first.path_column, delimiter=first.delimiter,

@@ -7,6 +7,7 @@ single PUT, which makes the object visible only once it is whole.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import threading
@@ -142,6 +143,13 @@ class Store:
     def rmtree(self, rel: str) -> None:
         if self.exists(rel):
             self.fs.rm(self.full(rel), recursive=True)
+
+    def sha256(self, rel: str) -> str:
+        h = hashlib.sha256()
+        with self.open(rel) as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+        return h.hexdigest()
 
     def remove_empty_dirs(self, rels: list[str], stop: str) -> None:
         """The folders rels (deepest first) and their parents up to `stop`, where now empty: a

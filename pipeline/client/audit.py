@@ -17,19 +17,11 @@ from tqdm import tqdm
 
 from pipeline.client import redo, results
 from pipeline.client.manifest import read_manifest, resolve_path
-from pipeline.client.outdir import Outdir, Problem, last_stop
+from pipeline.client.outdir import Outdir, Problem, last_stop, output_stems
 from pipeline.errors import plural
 from pipeline.storage import Store, read_source
 
 GRAY_COLORFULNESS = 3.0  # an output below this looks gray: listed for review, not a failure
-
-
-def _sha256(opener) -> str:
-    h = hashlib.sha256()
-    with opener() as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _row_problems(man: list[dict], res: list[dict]) -> list[dict]:
@@ -54,17 +46,6 @@ def _row_problems(man: list[dict], res: list[dict]) -> list[dict]:
     return problems
 
 
-def _our_names(man: list[dict]) -> set[str]:
-    """images/<stem> of every manifest row: the only names a run writes (any extension)."""
-    names = set()
-    for r in man:
-        try:
-            names.add(Outdir.output_rel(r["out_stem"], ""))
-        except ValueError:
-            pass  # a hostile row: it never wrote anything
-    return names
-
-
 def _output_problems(od: Outdir, ok_rows: list[dict], quick: bool, progress: bool,
                      foreign: list[str], ours: set[str]) -> list[dict]:
     """Every output a row claims is there and unaltered; every output of ours in images/ is
@@ -83,7 +64,7 @@ def _output_problems(od: Outdir, ok_rows: list[dict], quick: bool, progress: boo
             problems.append(dict(kind=Problem.MISSING_OUTPUT, **where))
         elif quick and out.size(rel) != r["output_bytes"]:
             problems.append(dict(kind=Problem.CORRUPT_OUTPUT, **where, reason="size differs"))
-        elif not quick and _sha256(lambda rel=rel: out.open(rel)) != r["output_sha256"]:
+        elif not quick and out.sha256(rel) != r["output_sha256"]:
             problems.append(dict(kind=Problem.CORRUPT_OUTPUT, **where, reason="sha256 differs"))
     for rel in sorted(present - claimed):
         if os.path.splitext(rel)[0] in ours and od.wrote(rel):  # a run killed before its commit
@@ -93,12 +74,11 @@ def _output_problems(od: Outdir, ok_rows: list[dict], quick: bool, progress: boo
     return problems
 
 
-def _outdated_records(manifest: str, ok_rows: list[dict], carried: list[str]) -> list[str]:
+def _outdated_records(t, ok_rows: list[dict], carried: list[str]) -> list[str]:
     """Source paths of outputs written with other catalogue cells than the manifest holds now
     (a corrected catalogue scanned again): their XMP keeps the old record until redone."""
     if not carried or not ok_rows:
         return []
-    t = read_manifest(manifest)
     names = [c for c in carried if c in t.column_names]  # a column the catalogue has since dropped: not compared
     now = {r["image_id"]: r for r in t.select(["image_id", *names]).to_pylist()}
     return [r["source_path"] for r in ok_rows
@@ -128,12 +108,13 @@ def audit(outdir: str | Store | Outdir, quick: bool = False, check_inputs: bool 
     od = Outdir(outdir)
     out = od.store
     spec = od.read_job()["spec"]
-    man = read_manifest(spec["manifest"], columns=["image_id", "path", "shard", "out_stem"]).to_pylist()
+    man_t = read_manifest(spec["manifest"])  # once: the rows' keys here, the catalogue's cells below
+    man = man_t.select(["image_id", "path", "shard", "out_stem"]).to_pylist()
     res = od.read_results().to_pylist()
     ok_rows = [r for r in res if r["status"] == "ok"]
     foreign: list[str] = []
     problems = _row_problems(man, res) + _output_problems(od, ok_rows, quick, progress, foreign,
-                                                          _our_names(man))
+                                                          output_stems(r["out_stem"] for r in man))
     if check_inputs:
         problems += _input_problems(spec["manifest"], res, progress)
     status_counts = Counter(r["status"] for r in res)
@@ -162,7 +143,7 @@ def audit(outdir: str | Store | Outdir, quick: bool = False, check_inputs: bool 
         "foreign_files": foreign, "redone": redone, "redo_pending": sorted(redo_pending),
         "committed_shards": len(committed), "review": review_counts(od, res),
         "shards": len({r["shard"] for r in man}), "stopped": last_stop(od),
-        "record_outdated": _outdated_records(spec["manifest"], ok_rows, carried),
+        "record_outdated": _outdated_records(man_t, ok_rows, carried),
     }
     report["incomplete"] = incomplete(report, committed)
     report["verdict"] = verdict(report)

@@ -219,6 +219,18 @@ def _lock_holder(store: Store, lock: str) -> str | None:
         os.close(fd)
 
 
+def output_stems(stems) -> set[str]:
+    """images/<stem> for each manifest out_stem: the only names a run writes (any extension); a
+    hostile stem that would leave OUTDIR names nothing."""
+    names = set()
+    for stem in stems:
+        try:
+            names.add(Outdir.output_rel(stem, ""))
+        except ValueError:
+            pass
+    return names
+
+
 class RunLock:
     """One run per OUTDIR. Locally flock on OUTDIR/.lock: the kernel drops it when the holder
     dies, even by SIGKILL. On an object store, a lock object with a heartbeat."""

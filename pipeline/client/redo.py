@@ -83,17 +83,15 @@ def options_label(options: dict) -> str:
 def _values(item: str, column: str | None) -> list[str]:
     """An entry of --redo: a list file (TXT: one per line; CSV: the column --redo-column names,
     else its first) or a single id or path."""
-    p = Path(item)
-    if "://" in item and p.suffix.lower() == ".txt":  # a list beside an object-store OUTDIR
-        from pipeline.storage import read_source
+    from pipeline.storage import read_source
 
+    p = Path(item)
+    if p.suffix.lower() == ".txt":  # here, or beside an object-store OUTDIR (a URL)
         try:
             text = read_source(item).decode("utf-8-sig")
-        except FileNotFoundError:
+        except (FileNotFoundError, IsADirectoryError):
             return [item]
         return [ln.strip() for ln in text.splitlines() if ln.strip()]
-    if p.suffix.lower() == ".txt" and p.is_file():
-        return [ln.strip() for ln in p.read_text(encoding="utf-8-sig").splitlines() if ln.strip()]
     if p.suffix.lower() in (".csv", ".tsv") and p.is_file():
         from pipeline.client.catalogue import read_catalogue
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from pipeline.client.jobspec import (
     FINGERPRINT_KEYS,  # what changes output bytes: changing any makes a new job
 )
-from pipeline.client.outdir import Outdir
+from pipeline.client.outdir import Outdir, output_stems
 from pipeline.errors import CheckpointError, JobError, plural
 
 OUTPUT_VERSION = 4  # bump when outputs change for the same checkpoint (2: colour by table, own PNG; 3: reflect-padded net input, chroma gain; 4: XMP with the catalogue's record)
@@ -80,7 +80,7 @@ def discard(outdir: Outdir, new_manifest: str | None = None) -> tuple[int, int]:
     left = moved = 0
     emptied = set()
     for rel in outdir.outputs():
-        if rel in claimed and _sha256(st, rel) == claimed[rel]:
+        if rel in claimed and st.sha256(rel) == claimed[rel]:
             st.remove(rel)
             emptied.add(os.path.dirname(rel))
         elif (rel in claimed or os.path.splitext(rel)[0] in taken
@@ -100,14 +100,6 @@ def discard(outdir: Outdir, new_manifest: str | None = None) -> tuple[int, int]:
     return left, moved
 
 
-def _sha256(st, rel: str) -> str:
-    h = hashlib.sha256()
-    with st.open(rel) as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _stems(manifest: str | None) -> set[str]:
     """images/<stem> of every row of a manifest: where its job writes (empty if unreadable)."""
     from pipeline.client.manifest import read_manifest
@@ -116,13 +108,7 @@ def _stems(manifest: str | None) -> set[str]:
         t = read_manifest(manifest, columns=["out_stem"]) if manifest else None
     except Exception:  # noqa: BLE001 - the run itself will say what is wrong with it
         return set()
-    stems = set()
-    for stem in t.column("out_stem").to_pylist() if t is not None else []:
-        try:
-            stems.add(Outdir.output_rel(stem, ""))
-        except ValueError:
-            pass
-    return stems
+    return output_stems(t.column("out_stem").to_pylist()) if t is not None else set()
 
 
 def check_or_write_job(outdir: Outdir, spec: dict, restart: bool, log=print) -> str:

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup run manifest test lint train-data train train-refine tune-gain evaluate bench gpu-check gpu-wheels gpu-pack gpu-session clean
+.PHONY: help setup run manifest test lint train-data train train-refine tune-gain train-hint-head evaluate bench gpu-check gpu-wheels gpu-pack gpu-session clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -58,6 +58,14 @@ train-refine: setup  ## third stage (jobs/train-refine.toml): out/train/best.pt 
 
 tune-gain: setup  ## choose the chroma gain of out/refine/best.pt on the validation split -> the shipped weights
 	$(BIN)/colorize tune-gain out/refine/best.pt data/train --out pipeline/weights/colorizer.pt
+
+train-hint-head: setup  ## the hint head over the shipped net's features (~80 min on 2 cores) -> pipeline/weights/hint_head.pt
+	test -f out/cpu-pack-192.npz || $(BIN)/python -m pipeline.model.gputrain pack data/train out/cpu-pack-192.npz --side 192 --max-mb 400
+	test -f out/hinthead/small.npy || $(BIN)/python -m pipeline.model.train_hinthead extract out/cpu-pack-192.npz out/hinthead
+	$(BIN)/python -m pipeline.model.train_hinthead train out/hinthead --minutes 45 --lr 1e-3
+	$(BIN)/python -m pipeline.model.train_hinthead train out/hinthead --minutes 10 --lr 2e-4
+	$(BIN)/python -m pipeline.model.train_hinthead train out/hinthead --minutes 22 --lr 1e-4
+	$(BIN)/python -m pipeline.model.train_hinthead export out/hinthead
 
 evaluate: setup  ## score the shipped weights: evaluation split, wheels, kphotoalbum, historical plates
 	$(BIN)/pip install -q -e '.[eval]'

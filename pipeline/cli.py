@@ -398,7 +398,8 @@ def cmd_evaluate(a) -> int:
     if a.src != "wheels" and not Path(a.src).exists():
         raise UsageError(f"evaluation photos not found: {a.src}")
     s = evaluate(a.checkpoint, a.src, a.out, size=a.size, max_side=a.max_side, device=a.device,
-                 pad=a.pad, hints=a.hints, hint_checkpoint=a.hint_checkpoint, film=a.film,
+                 pad=a.pad, hints=a.hints, hint_checkpoint=a.hint_checkpoint,
+                 hint_head=a.hint_head, film=a.film,
                  damage=a.damage)
     print(f"model ab-MSE {s['model']['ab_mse']:.5f} (gray {s['gray']['ab_mse']:.5f}, mean-ab "
           f"{s['mean_ab']['ab_mse']:.5f}); report in {a.out}/eval.md, contact_sheet.png")
@@ -550,7 +551,7 @@ def _bench_review(a, where: str) -> int:
                  f"pages 2, 501, 1000: {r['other_pages_s'] * 1000:.0f} ms (median).\n")
     if a.preview:
         r = bench_preview(a.preview, checkpoint=a.checkpoint)
-        how = "the hint-conditioned net, then propagation" if r["hint_net"] else "propagation alone"
+        how = r["how"]
         text += (f"\n### {dt.date.today().isoformat()}: preview of one hinted {r['side']}-px scan "
                  f"(`colorize bench --preview {a.preview}`)\nMachine: {where}.\n\n{r['points']} "
                  f"hints ({how}), POSTed to the review server's preview worker, JPEG back: median "
@@ -762,7 +763,10 @@ def _add_evaluate(sub) -> None:
                    help="also score N seeded simulated curator's hints (e.g. 0,1,3,10,30)")
     s.add_argument("--hint-checkpoint", default=None, metavar="PT",
                    help="the hint-conditioned net to score (default: the installed one; '' for "
-                   "propagation alone)")
+                   "none)")
+    s.add_argument("--hint-head", default=None, metavar="PT",
+                   help="the hint head to score (default: the shipped one; '' for propagation "
+                   "alone)")
     s.add_argument("--film", choices=("pan", "ortho", "blue"), default="pan",
                    help="the input's lightness as that film saw the scene (default: the photo's own "
                    "L*; ortho and blue as in old scans: reds dark, blues pale)")

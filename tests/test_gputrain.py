@@ -9,26 +9,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def photos(tmp_path):
-    """24 colour photos: gradients in a few hues, with a lighter blob."""
-    d = tmp_path / "photos"
-    d.mkdir()
-    rng = np.random.default_rng(22)
-    for i in range(24):
-        hue = rng.uniform(0, 1, 3)
-        y, x = np.mgrid[0:60, 0:80] / 80.0
-        px = np.stack([(hue[c] * 200 + 40 * x + 10 * y) for c in range(3)], -1)
-        px[20:35, 30:50] += 40
-        Image.fromarray(px.clip(0, 255).astype(np.uint8)).save(d / f"p{i:02d}.jpg", quality=95)
-    return d
 
 
 def test_a_pack_holds_every_photo_small_and_fits_its_size(photos, tmp_path):

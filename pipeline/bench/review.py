@@ -110,7 +110,7 @@ def bench_preview(side: int = 1024, points: int = 10, repeats: int = 7, checkpoi
     from skimage import data as skdata
 
     from pipeline.client.review import Previewer
-    from pipeline.client.state import HINT_CHECKPOINT
+    from pipeline.worker.engine import Colorizer
 
     with tempfile.TemporaryDirectory(prefix="colorize-preview-") as tmp:
         gray = Image.fromarray(skdata.astronaut()).convert("L").resize((side, side), Image.BICUBIC)
@@ -134,4 +134,4 @@ def bench_preview(side: int = 1024, points: int = 10, repeats: int = 7, checkpoi
         shape = Image.open(io.BytesIO(jpeg)).size
     return {"side": side, "points": points, "first_s": start, "median_s": statistics.median(times),
             "max_s": max(times), "shape": shape, "bytes": len(first),
-            "hint_net": HINT_CHECKPOINT.is_file()}
+            "how": Colorizer(checkpoint, device="cpu").hint_method()}

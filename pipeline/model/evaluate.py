@@ -165,6 +165,7 @@ def scan_of(ref: np.ndarray, weights, damage: float, seed: int) -> np.ndarray:
 def evaluate(checkpoint: str | None, src: str, out: str, size: int = 256, max_side: int = 512,
              mean_ab: tuple[float, float] | None = None, device: str = "cpu", log=print,
              pad: int | None = None, hints: tuple[int, ...] = (), hint_checkpoint: str | None = None,
+             hint_head: str | None = None,
              film: str = "pan", damage: float = 0.0) -> dict:
     """Writes OUT/eval.md, OUT/eval.parquet, OUT/contact_sheet.png; returns the mean scores
     (overall, per method) with the per-source means under "sources" and the flat-field check
@@ -184,8 +185,10 @@ def evaluate(checkpoint: str | None, src: str, out: str, size: int = 256, max_si
     net = Colorizer(checkpoint, device=device, size=size)
     if pad is not None:  # e.g. 0: as the engine ran before reflect padding (output version 2)
         net.pad = pad
-    if hint_checkpoint is not None:  # "": none, propagation alone
+    if hint_checkpoint is not None:  # "": none
         net.hint_checkpoint = hint_checkpoint
+    if hint_head is not None:  # "": none, propagation alone
+        net.hint_head_path = hint_head
     if mean_ab is None:
         mean_ab = tuple(net.ck.meta.get("train_mean_ab") or (0.0, 0.0))
     on_sheet = _sheet_choice(photos)
@@ -262,9 +265,7 @@ def _hint_lines(summary: dict, methods: tuple[str, ...], net) -> list[str]:
     hinted = [m for m in methods if m.startswith("hints_")]
     if not hinted:
         return []
-    hn = net.hint_net()
-    how = (f"the hint-conditioned net `{hn.sha256[:12]}` then propagation" if hn is not None
-           else "propagation over the automatic net's colour (no hint-conditioned net installed)")
+    how = net.hint_method()
     g = summary["gray"]
     return ["", f"Simulated curator's hints ({how}): PSNR over gray for "
             + ", ".join(f"{m[6:]} points {summary[m]['psnr'] - g['psnr']:+.2f} dB" for m in hinted)

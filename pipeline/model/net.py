@@ -72,8 +72,15 @@ class ColorizationNet(nn.Module):
         H, W = x.shape[-2:]
         if H % 8 or W % 8:
             raise ValueError(f"input height and width must be multiples of 8, got {H}x{W}")
-        x = self.trunk(x)  # (B, 128, H/8, W/8)
-        x = self._up(self.layer2(x))  # (B, 128, H/4, W/4)
+        return self.decode(self.features(x))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The trunk and the decoder's first conv: (B, 128, H/8, W/8), what the hint head
+        (model/hinthead.py) reads."""
+        return self.layer2(self.trunk(x))
+
+    def decode(self, f: torch.Tensor) -> torch.Tensor:
+        x = self._up(f)  # (B, 128, H/4, W/4)
         x = self.layer3(x)  # (B, 64, H/4, W/4)
         x = self._up(self.layer4(x))  # (B, 64, H/2, W/2)
         x = self.layer5(x)  # (B, 32, H/2, W/2)

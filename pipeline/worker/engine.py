@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.client.state import HINT_CHECKPOINT
+from pipeline.client.state import HINT_CHECKPOINT, HINT_HEAD
 from pipeline.errors import UsageError
 from pipeline.model.net import Checkpoint, load_checkpoint
 from pipeline.worker import color, hints
@@ -53,6 +53,8 @@ class Colorizer:
         self.jpeg = DeviceJpeg(self.device, size)
         self._hint_net: Checkpoint | None | bool = False  # False: not looked for yet
         self.hint_checkpoint = HINT_CHECKPOINT
+        self._hint_head = False  # False: not looked for yet
+        self.hint_head_path = HINT_HEAD
 
     def hint_net(self) -> Checkpoint | None:
         """The hint-conditioned variant, loaded the first time an image has hints; None where
@@ -74,8 +76,12 @@ class Colorizer:
         """One image's (2, s, s) a*, b* with hints (cells of the net's grid, hints.on_grid): the
         hint-conditioned net's colour, then pinned to each hint along the image's edges."""
         hn = self.hint_net() if cells else None
+        head = self.hint_head() if cells and hn is None else None
         g = small if isinstance(small, torch.Tensor) else to_device(small, self.device)
-        if hn is None:
+        toward = None
+        if head is not None:
+            ab, toward = self._headed_ab(g, cells, head)
+        elif hn is None:
             ab = self.predict_ab([g])[0]
         else:
             P, s = self.pad, g.shape[-1]
@@ -86,8 +92,37 @@ class Colorizer:
                 y = hn.model(torch.cat([x, h], 1).contiguous(memory_format=torch.channels_last))
             ab = color.decode_ab(y.float()[0, :, P:P + s, P:P + s])
             ab = ab * float(hn.meta.get("chroma_gain", 1.0))
-        out = hints.propagate(self._L8[g.long()].cpu().numpy(), ab.float().cpu().numpy(), cells)
+        out = hints.propagate(self._L8[g.long()].cpu().numpy(), ab.float().cpu().numpy(), cells,
+                              toward=None if toward is None else toward.float().cpu().numpy())
         return torch.from_numpy(out).to(self.device)
+
+    def hint_head(self):
+        """The hint head (model/hinthead.py) trained under this net, loaded the first time an
+        image has hints; None under any other net (then hints are propagated alone)."""
+        if self._hint_head is False:
+            from pipeline.worker.hinthead import load_head
+
+            self._hint_head = load_head(self.ck.sha256, self.hint_head_path, self.device)
+        return self._hint_head
+
+    def hint_method(self) -> str:
+        """How hints become colour under this net, in words (evaluation and bench reports)."""
+        if self.hint_net() is not None:
+            return f"the hint-conditioned net `{self.hint_net().sha256[:12]}`, then propagation"
+        if self.hint_head() is not None:
+            return "the hint head over the net's features, then propagation along edges"
+        return "propagation along edges over the net's colour"
+
+    @torch.inference_mode()
+    def _headed_ab(self, g: torch.Tensor, cells, head) -> tuple[torch.Tensor, torch.Tensor]:
+        """The net's a*b*, and with the hint head's correction: the hints carried to the regions
+        the net's features say belong with them. The propagation takes the second only where
+        the hints reach along edges: on flat, unlike fields the head can move the far side of a
+        strong edge by more than the hint itself."""
+        from pipeline.worker.hinthead import correction, net_parts
+
+        f, ab = net_parts(self.model, self._L8, self.chroma_gain, g[None], self.pad)
+        return ab[0], ab[0] + correction(head, f, ab[0], self._L8[g.long()], cells)
 
     @property
     def sha256(self) -> str:

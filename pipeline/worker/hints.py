@@ -198,10 +198,11 @@ def global_fit(ab: np.ndarray, cells: list[tuple[int, int, float, float]]) -> np
 
 
 def propagate(L: np.ndarray, ab: np.ndarray, cells: list[tuple[int, int, float, float]],
-              screen: float = SCREEN) -> np.ndarray:
+              screen: float = SCREEN, toward: np.ndarray | None = None) -> np.ndarray:
     """ab (2, H, W) a*b* on the net's grid, L (H, W) its lightness: corrected as a whole
-    (global_fit), then pinned to each hint cell, the rest of the difference spread along edges.
-    No hints: ab unchanged."""
+    (global_fit) where the hints reach along edges, then pinned to each hint cell, the rest of
+    the difference spread along edges. toward: a better guess of the colour with these hints
+    (the hint head's), fitted and taken in place of ab where they reach. No hints: ab unchanged."""
     if not cells:
         return ab
     import scipy.sparse.linalg as spla
@@ -214,7 +215,8 @@ def propagate(L: np.ndarray, ab: np.ndarray, cells: list[tuple[int, int, float, 
     lu = spla.splu(affinity_system(L.astype(np.float64), fixed, screen))
     # where the hints reach: 1 at them, fading along edges (the same system, a third right side)
     reach = np.clip(lu.solve(fixed.ravel().astype(np.float64)).reshape(H, W), 0.0, 1.0)
-    ab = ab + reach * (global_fit(ab, cells) - ab)  # across a strong edge: the net's own colour
+    # across a strong edge: the net's own colour
+    ab = ab + reach * (global_fit(ab if toward is None else toward, cells) - ab)
     rhs = np.zeros((2,) + L.shape)
     for r, c, a, b in cells:  # the hint's colour over its patch, as the net saw it
         r0, r1, c0, c1 = max(0, r - lo), min(H, r - lo + PATCH), max(0, c - lo), min(W, c - lo + PATCH)

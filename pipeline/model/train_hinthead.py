@@ -1,0 +1,169 @@
+"""Training the hint head (worker/hinthead.py) with the seed's net frozen: its features are
+computed once per training photo (`extract`), so two cores train the head in an hour:
+`python -m pipeline.model.train_hinthead extract PACK DIR`, `train DIR`, `export DIR`
+(-> pipeline/weights/hint_head.pt); `make train-hint-head` runs them all."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import os
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pipeline.worker.engine import NET_PAD
+from pipeline.worker.hinthead import FEATURES, GRID, HEAD, HintHead, S, net_parts
+
+
+def _frozen(checkpoint: str | None):
+    from pipeline.model.net import load_checkpoint
+    from pipeline.worker import color
+
+    ck = load_checkpoint(checkpoint, "cpu")
+    L8 = color.gray_to_L(torch.arange(256, dtype=torch.float64) / 255).float()
+    return ck, L8
+
+
+def extract(pack: str, out: str, checkpoint: str | None = None, batch: int = 32, log=print) -> None:
+    """Each pack photo's frozen features (out/feats.npy, float16) and, on the 1/8 grid, the net's
+    a*b*, the true a*b* and L* (out/small.npy)."""
+    from PIL import Image
+    from skimage.color import rgb2lab
+
+    from pipeline.worker.imaging import luminance_gray
+
+    os.makedirs(out, exist_ok=True)
+    with np.load(pack) as z:
+        data, offsets = z["jpeg"].tobytes(), z["offsets"]
+        meta = json.loads(z["meta"].tobytes())
+    n, g = len(offsets) - 1, meta["side"] // GRID
+    ck, L8 = _frozen(checkpoint)
+    gain = float(ck.meta.get("chroma_gain", 1.0))
+    feats = np.lib.format.open_memmap(f"{out}/feats.npy", "w+", np.float16, (n, FEATURES, g, g))
+    small = np.zeros((n, 5, g, g), np.float32)
+    for i0 in range(0, n, batch):
+        rgbs = []
+        for i in range(i0, min(n, i0 + batch)):
+            with Image.open(io.BytesIO(data[offsets[i]:offsets[i + 1]])) as im:
+                rgbs.append(np.asarray(im.convert("RGB")))
+        grays = torch.from_numpy(np.stack([luminance_gray(r) for r in rgbs]))
+        f, ab = net_parts(ck.model, L8, gain, grays, NET_PAD)
+        labs = torch.from_numpy(np.stack([rgb2lab(r) for r in rgbs])).permute(0, 3, 1, 2).float()
+        j = slice(i0, i0 + len(rgbs))
+        feats[j] = f.numpy().astype(np.float16)
+        small[j, 0:2] = F.avg_pool2d(ab, GRID).numpy()
+        small[j, 2:5] = F.avg_pool2d(labs[:, [1, 2, 0]], GRID).numpy()
+        if i0 % (batch * 50) == 0:
+            log(f"extract: {i0 + len(rgbs)}/{n}")
+    feats.flush()
+    np.save(f"{out}/small.npy", small)
+    with open(f"{out}/meta.json", "w") as fh:
+        json.dump({"n": n, "train": meta["train"], "side": meta["side"], "net_sha256": ck.sha256}, fh)
+
+
+def draw_hints(true_ab: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Simulated points on the 1/8 grid, each its cell's true colour: 0 to 30 a photo, few more
+    often (Zhang et al. 2017 draw them geometrically)."""
+    B, _, H, W = true_ab.shape
+    k = torch.clamp(torch.distributions.Geometric(0.1).sample((B,)), max=30).long()
+    mask = torch.zeros(B, 1, H, W)
+    for i in range(B):
+        mask.view(B, -1)[i, torch.randperm(H * W, generator=gen)[: int(k[i])]] = 1.0
+    return true_ab * mask, mask
+
+
+def _loss(head: HintHead, f, sm, gen) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the head's MSE, the net's alone), a*b* / S on the 1/8 grid, with simulated points."""
+    ab, true_ab, L = sm[:, 0:2] / S, sm[:, 2:4] / S, sm[:, 4:5] / 100.0
+    hint_ab, mask = draw_hints(true_ab, gen)
+    return F.mse_loss(head(f.float(), ab, hint_ab, mask, L), true_ab), F.mse_loss(ab, true_ab)
+
+
+def train(root: str, minutes: float, lr: float = 1e-3, batch: int = 64, every: int = 500,
+          log=print, steps: int | None = None) -> tuple[float, float]:
+    """Train (or resume: root/head.pt) the head on extract's arrays for `minutes` (or `steps`);
+    root/best.pt keeps the best validation loss (seeded points on the pack's validation photos).
+    Returns it and the net's own loss there."""
+    torch.manual_seed(0)
+    with open(f"{root}/meta.json") as fh:
+        meta = json.load(fh)
+    feats = torch.from_numpy(np.load(f"{root}/feats.npy"))
+    small = torch.from_numpy(np.load(f"{root}/small.npy"))
+    ntrain = meta["train"]
+    head = HintHead()
+    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=1e-4)
+    step, best, v0 = 0, float("inf"), float("nan")
+    if os.path.exists(f"{root}/head.pt"):
+        st = torch.load(f"{root}/head.pt", weights_only=True)
+        head.load_state_dict(st["head"]), opt.load_state_dict(st["opt"])
+        step, best = st["step"], st["best"]
+        for grp in opt.param_groups:  # a resumed run at its own rate (a lower one to settle)
+            grp["lr"] = lr
+    gen = torch.Generator().manual_seed(step)
+    val = torch.arange(ntrain, feats.shape[0])[:800]
+    end, last = time.time() + minutes * 60, step + (steps or 0)
+    while (time.time() < end) if steps is None else step < last:
+        idx = torch.randint(0, ntrain, (batch,), generator=gen)
+        f, sm = feats[idx], small[idx]
+        if torch.rand(1, generator=gen).item() < 0.5:  # a mirrored photo: its features nearly so
+            f, sm = f.flip(-1), sm.flip(-1)
+        loss, _ = _loss(head, f, sm, gen)
+        opt.zero_grad(), loss.backward(), opt.step()
+        step += 1
+        if step % every == 0 or time.time() >= end or step == last:
+            with torch.no_grad():
+                vg = torch.Generator().manual_seed(7)
+                vl = [_loss(head, feats[val[i:i + 200]], small[val[i:i + 200]], vg)
+                      for i in range(0, len(val), 200)]
+            v, v0 = (float(np.mean([p[k].item() for p in vl])) for k in (0, 1))
+            log(f"step {step}: train {loss.item():.5f}, validation {v:.5f} (the net alone {v0:.5f})")
+            if v < best:
+                best = v
+                torch.save({"head": head.state_dict(), "step": step, "val": v}, f"{root}/best.pt")
+            torch.save({"head": head.state_dict(), "opt": opt.state_dict(), "step": step, "best": best},
+                       f"{root}/head.pt")
+    return best, v0
+
+
+def export(root: str, dest: str | os.PathLike = HEAD, note: str = "") -> str:
+    """root/best.pt -> the file the engine loads, with the net it belongs to; returns its sha256."""
+    from pipeline.storage import write_atomic
+
+    with open(f"{root}/meta.json") as fh:
+        meta = json.load(fh)
+    best = torch.load(f"{root}/best.pt", weights_only=True)
+    payload = {"format": 1, "state_dict": best["head"],
+               "meta": {"net_sha256": meta["net_sha256"], "steps": best.get("step"),
+                        "val_mse": best.get("val"), "photos": meta["train"], "note": note}}
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    write_atomic(dest, buf.getvalue())
+    return hashlib.sha256(buf.getvalue()).hexdigest()
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m pipeline.model.train_hinthead", description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    e = sub.add_parser("extract", help="the frozen net's features of a training pack (gputrain pack)")
+    e.add_argument("pack"), e.add_argument("dir"), e.add_argument("--checkpoint")
+    t = sub.add_parser("train", help="train or resume the head in DIR")
+    t.add_argument("dir"), t.add_argument("--minutes", type=float, default=45)
+    t.add_argument("--lr", type=float, default=1e-3)
+    x = sub.add_parser("export", help="DIR/best.pt -> the shipped head")
+    x.add_argument("dir"), x.add_argument("--to", default=str(HEAD)), x.add_argument("--note", default="")
+    a = ap.parse_args(argv)
+    if a.cmd == "extract":
+        extract(a.pack, a.dir, a.checkpoint)
+    elif a.cmd == "train":
+        train(a.dir, a.minutes, a.lr)
+    else:
+        print(export(a.dir, a.to, a.note))
+
+
+if __name__ == "__main__":
+    main()

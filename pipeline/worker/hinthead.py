@@ -1,0 +1,109 @@
+"""The hint head: a curator's few points carried to the regions that belong with them (issue 25).
+
+Edge-aware propagation (worker/hints.propagate) stops a hint at the first strong edge, and with 3
+or 10 points most regions of a photo have no hint of their own (jobs/probe_hint_ceiling.py: even
+true-colour edges cannot reach the issue's targets). What fills them is knowing which regions go
+together: the same coat on both sides of an arm, the same wall behind a head. The seed's net
+knows that in its features; this small head learns to use them. It sees, on the net's 1/8 grid,
+the frozen net's features after the decoder's first conv, the net's own a*b*, the hints
+(their a*b*, their difference from the net's, a mask) and L*, and predicts the corrected a*b*
+there. Dilated convolutions reach across the picture; each block also hears the features
+pooled over the hint cells. The engine upsamples its correction onto the net's grid, and the
+shipped propagation then pins each hint along the scan's edges.
+
+Trained by model/train_hinthead.py with the net frozen. The head belongs to the net it was
+trained on: the engine uses it only under that net (its sha256 is in the head's meta).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from pipeline.client.state import HINT_HEAD
+
+S = 110.0  # a*, b* / S: about [-1, 1]
+GRID = 8  # the head works on the net's 1/8 grid, where the trunk's features are
+FEATURES = 128  # channels of the net's decoder's first conv
+HEAD = HINT_HEAD
+# How much of the head's colour to take with N hints: HALF / (HALF + N). With few points it is
+# what fills the regions that have none; with many, the edges' exact pins do better than its
+# 1/8-grid colour (jobs/probe_hint_blend.py, 60 validation photos, PSNR over gray at 1/3/10/30
+# points: the head whole +1.02/+1.67/+2.54/+3.76 dB, none +0.82/+1.51/+2.52/+3.93, HALF 5
+# +1.01/+1.68/+2.51/+3.85, the best sum of 10, 5 and 2).
+HALF = 5.0
+
+
+class HintHead(nn.Module):
+    def __init__(self, width: int = 64, dilations: tuple[int, ...] = (1, 2, 4, 8, 16, 1, 2, 4)):
+        super().__init__()
+        self.inp = nn.Conv2d(FEATURES + 8, width, 1)
+        self.blocks = nn.ModuleList(nn.Conv2d(width, width, 3, padding=d, dilation=d) for d in dilations)
+        self.pooled = nn.ModuleList(nn.Linear(2 * width, width) for _ in dilations)
+        self.out = nn.Conv2d(width, 2, 1)
+        nn.init.zeros_(self.out.weight), nn.init.zeros_(self.out.bias)  # untrained: no change
+
+    def forward(self, f, ab, hint_ab, mask, L):
+        """All on the 1/8 grid: f (B, 128), ab and hint_ab (B, 2) a*b* / S, mask (B, 1), L (B, 1)
+        L*/100 -> (B, 2) corrected a*b* / S."""
+        diff = (hint_ab - ab) * mask
+        x = F.relu(self.inp(torch.cat([f, ab, hint_ab, diff, mask, L], 1)))
+        msum = mask.sum((2, 3)).clamp(min=1.0)
+        for conv, lin in zip(self.blocks, self.pooled, strict=True):
+            g = torch.cat([x.mean((2, 3)), (x * mask).sum((2, 3)) / msum], 1)
+            x = x + F.relu(conv(x) + lin(g)[:, :, None, None])
+        return ab + self.out(x)
+
+
+def coarse_planes(cells: list[tuple[int, int, float, float]], size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hint cells of the net's size x size grid -> (1, 2, g, g) a*b* / S and (1, 1, g, g) mask on
+    the 1/8 grid; two hints in one coarse cell give it their mean."""
+    g = size // GRID
+    ab, n = torch.zeros(1, 2, g, g), torch.zeros(1, 1, g, g)
+    for r, c, a, b in cells:
+        ab[0, :, r // GRID, c // GRID] += torch.tensor([a, b]) / S
+        n[0, 0, r // GRID, c // GRID] += 1.0
+    return ab / n.clamp(min=1.0), (n > 0).float()
+
+
+def correction(head: HintHead, f: torch.Tensor, ab: torch.Tensor, L: torch.Tensor,
+               cells: list[tuple[int, int, float, float]]) -> torch.Tensor:
+    """One image: f (1, 128, s/8, s/8) the net's features, ab (2, s, s) its a*b*, L (s, s) L* ->
+    the head's change to ab, (2, s, s), upsampled from the 1/8 grid, weighed by the hints' count."""
+    hab, mask = (t.to(ab.device) for t in coarse_planes(cells, ab.shape[-1]))
+    ab8 = F.avg_pool2d(ab[None].float(), GRID) / S
+    L8 = F.avg_pool2d(L[None, None].float(), GRID) / 100.0
+    pred = head(f.float(), ab8, hab, mask, L8)
+    w = HALF / (HALF + len(cells))
+    return w * F.interpolate((pred - ab8) * S, scale_factor=GRID, mode="bilinear")[0]
+
+
+def load_head(net_sha256: str, path: str | os.PathLike = HEAD, device="cpu") -> HintHead | None:
+    """The shipped head, or None where it is missing or was trained under another net (its
+    features would be another net's)."""
+    p = Path(path)
+    if not p.is_file():
+        return None
+    payload = torch.load(p, map_location=device, weights_only=True)
+    if payload.get("meta", {}).get("net_sha256") != net_sha256:
+        return None
+    head = HintHead()
+    head.load_state_dict(payload["state_dict"])
+    return head.to(device).eval()
+
+
+@torch.inference_mode()
+def net_parts(model, L8, gain: float, grays: torch.Tensor, pad: int):
+    """(B, s, s) uint8 gray -> the net's features (B, 128, s/8, s/8) and a*b* (B, 2, s, s), as the
+    engine computes them (reflect-padded input, chroma gain)."""
+    from pipeline.worker import color
+
+    x = F.pad((L8[grays.long()] / 100.0)[:, None], (pad,) * 4, mode="reflect")
+    f = model.features(x)
+    y = model.decode(f)
+    s, c = grays.shape[-1], pad // GRID
+    return f[:, :, c:c + s // GRID, c:c + s // GRID], color.decode_ab(y[:, :, pad:pad + s, pad:pad + s]) * gain

@@ -1,0 +1,86 @@
+"""The hint head (issue 25): a curator's points carried over the shipped net's features to the
+regions that belong with them, stopped by strong edges, used only under the net it was trained
+on; and its training, end to end on a tiny pack."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pipeline.model import train_hinthead
+from pipeline.worker import hinthead
+from pipeline.worker.engine import Colorizer
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return Colorizer(None, device="cpu", size=256)
+
+
+def test_the_shipped_head_is_used_under_the_shipped_net_only(shipped, ckpt):
+    assert shipped.hint_head() is not None
+    assert Colorizer(ckpt, device="cpu", size=64).hint_head() is None  # another net's features
+
+
+def test_the_head_colours_the_hints_region_and_stops_at_a_strong_edge(shipped):
+    g = np.full((256, 256), 60, np.uint8)
+    g[:, 128:] = 190  # two regions, one strong edge
+    base = shipped.predict_ab([g])[0].numpy()
+    out = shipped.hinted_ab(g, [(128, 40, 60.0, 40.0)]).numpy()
+    far_off = np.hypot(base[0, :, :100] - 60, base[1, :, :100] - 40).mean()  # ~72
+    assert np.hypot(out[0, :, :100] - 60, out[1, :, :100] - 40).mean() < 0.25 * far_off  # its region
+    assert np.hypot(*(out - base)[:, :, 136:]).max() < 3.0  # the far side moves by < 3 units
+    toward = shipped._headed_ab(torch.from_numpy(g), [(128, 40, 60.0, 40.0)], shipped.hint_head())[1]
+    assert np.hypot(*(toward.numpy() - base)[:, :, 136:]).mean() > 3.0  # which the head alone did
+
+
+def test_an_untrained_head_changes_nothing_and_two_hints_in_one_cell_meet_halfway():
+    head = hinthead.HintHead().eval()
+    ab = torch.randn(2, 64, 64) * 20
+    f = torch.randn(1, hinthead.FEATURES, 8, 8)
+    with torch.no_grad():
+        d = hinthead.correction(head, f, ab, torch.full((64, 64), 50.0), [(3, 3, 40.0, 0.0)])
+    assert d.shape == (2, 64, 64) and float(d.abs().max()) == 0.0
+    hab, mask = hinthead.coarse_planes([(1, 1, 40.0, 0.0), (6, 6, 0.0, 40.0), (20, 9, 5.0, 5.0)], 64)
+    assert mask.sum() == 2 and mask[0, 0, 0, 0] == 1 and mask[0, 0, 2, 1] == 1
+    assert torch.allclose(hab[0, :, 0, 0] * hinthead.S, torch.tensor([20.0, 20.0]))
+
+
+def test_the_head_trains_on_a_packs_features_and_exports_for_its_net(tmp_path, photos, ckpt):
+    from pipeline.model import gputrain
+    from pipeline.model.net import load_checkpoint
+
+    pack = tmp_path / "pack.npz"
+    gputrain.pack(str(photos), str(pack), side=32, max_mb=1, log=lambda m: None)
+    root = tmp_path / "head"
+    train_hinthead.extract(str(pack), str(root), ckpt, log=lambda m: None)
+    assert np.load(root / "feats.npy").shape[1:] == (hinthead.FEATURES, 4, 4)
+    best, alone = train_hinthead.train(str(root), 1, lr=3e-3, batch=8, every=40, steps=120, log=lambda m: None)
+    assert best < 0.8 * alone, (best, alone)  # the hints' colour reaches the validation photos
+    again, _ = train_hinthead.train(str(root), 1, batch=8, every=5, steps=5, log=lambda m: None)
+    assert torch.load(root / "head.pt")["step"] == 125 and again <= best  # resumed, not restarted
+    train_hinthead.export(str(root), tmp_path / "hint_head.pt")
+    sha = load_checkpoint(ckpt).sha256
+    assert hinthead.load_head(sha, tmp_path / "hint_head.pt") is not None
+    assert hinthead.load_head("0" * 64, tmp_path / "hint_head.pt") is None
+
+
+def test_evaluate_scores_hints_with_the_head_and_without_it(tmp_path):
+    from pipeline.model.evaluate import evaluate
+
+    d = tmp_path / "photos"
+    d.mkdir()
+    for i in range(4):  # a dark blue coat on a bright orange wall, and the wall's edge
+        px = np.zeros((96, 128, 3), np.uint8)
+        px[:] = (230, 150, 60)
+        px[20:80, 20 + 10 * i:70 + 10 * i] = (30, 50, 140)
+        Image.fromarray(px).save(d / f"c{i}.png")
+    s = {}
+    for name, head in (("head", None), ("alone", "")):
+        s[name] = evaluate(None, str(d), str(tmp_path / name), size=64, hints=(3, 10),
+                           hint_head=head, log=lambda *_: None)
+    assert "the hint head over the net's features" in (tmp_path / "head" / "eval.md").read_text()
+    assert "propagation along edges over the net's colour" in (tmp_path / "alone" / "eval.md").read_text()
+    for r in s.values():  # the true colours at 10 points: far closer than the net's own
+        assert r["hints_10"]["ab_mse"] < 0.5 * r["model"]["ab_mse"]
+    assert s["head"]["hints_3"]["ab_mse"] != s["alone"]["hints_3"]["ab_mse"]

@@ -1,15 +1,17 @@
-"""The hint head: a curator's few points carried to the regions that belong with them (issue 25).
+"""The hint head: a better guess of the whole picture's colour from a curator's few points (issue 25).
 
-Edge-aware propagation (worker/hints.propagate) stops a hint at the first strong edge, and with 3
-or 10 points most regions of a photo have no hint of their own (jobs/probe_hint_ceiling.py: even
-true-colour edges cannot reach the issue's targets). What fills them is knowing which regions go
-together: the same coat on both sides of an arm, the same wall behind a head. The seed's net
-knows that in its features; this small head learns to use them. It sees, on the net's 1/8 grid,
+Edge-aware propagation (worker/hints.propagate) corrects the net's colour where the hints reach
+with one gain and offset, and with 3 or 10 points most of a photo is far from any hint
+(jobs/probe_hint_ceiling.py: even true-colour edges cannot reach the issue's targets). What
+helps there is knowing what goes with what: which parts share the hinted coat's colour, what a
+red coat says about the rest. The seed's net knows that in its features; this small head
+learns to use them. It sees, on the net's 1/8 grid,
 the frozen net's features after the decoder's first conv, the net's own a*b*, the hints
 (their a*b*, their difference from the net's, a mask) and L*, and predicts the corrected a*b*
 there. Dilated convolutions reach across the picture; each block also hears the features
-pooled over the hint cells. The engine upsamples its correction onto the net's grid, and the
-shipped propagation then pins each hint along the scan's edges.
+pooled over the hint cells. The engine upsamples its correction onto the net's grid; the
+propagation takes it where the hints reach along edges (a strong edge still stops a hint) and
+then pins each hint.
 
 Trained by model/train_hinthead.py with the net frozen. The head belongs to the net it was
 trained on: the engine uses it only under that net (its sha256 is in the head's meta).

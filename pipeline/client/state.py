@@ -20,7 +20,7 @@ DEFAULT_CHECKPOINT = Path(__file__).parents[1] / "weights" / "colorizer.pt"
 # The hint-conditioned variant (jobs/train-hints.toml): colours the images a curator gave hints.
 # Without it, hints are propagated over the automatic net's colour alone.
 HINT_CHECKPOINT = DEFAULT_CHECKPOINT.with_name("hints.pt")
-# The hint head (model/hinthead.py): carries hints over the shipped net's features; used only
+# The hint head (worker/hinthead.py): a better guess of the colour from hints, over the shipped net's features; used only
 # under the net it was trained on.
 HINT_HEAD = DEFAULT_CHECKPOINT.with_name("hint_head.pt")
 

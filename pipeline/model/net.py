@@ -76,7 +76,7 @@ class ColorizationNet(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The trunk and the decoder's first conv: (B, 128, H/8, W/8), what the hint head
-        (model/hinthead.py) reads."""
+        (worker/hinthead.py) reads."""
         return self.layer2(self.trunk(x))
 
     def decode(self, f: torch.Tensor) -> torch.Tensor:

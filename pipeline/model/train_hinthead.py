@@ -16,8 +16,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pipeline.client.state import HINT_HEAD
 from pipeline.worker.engine import NET_PAD
-from pipeline.worker.hinthead import FEATURES, GRID, HEAD, HintHead, S, net_parts
+from pipeline.worker.hinthead import FEATURES, GRID, HintHead, S, net_parts
 
 
 def _frozen(checkpoint: str | None):
@@ -130,7 +131,7 @@ def train(root: str, minutes: float, lr: float = 1e-3, batch: int = 64, every: i
     return best, v0
 
 
-def export(root: str, dest: str | os.PathLike = HEAD, note: str = "") -> str:
+def export(root: str, dest: str | os.PathLike = HINT_HEAD, note: str = "") -> str:
     """root/best.pt -> the file the engine loads, with the net it belongs to; returns its sha256."""
     from pipeline.storage import write_atomic
 
@@ -155,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("dir"), t.add_argument("--minutes", type=float, default=45)
     t.add_argument("--lr", type=float, default=1e-3)
     x = sub.add_parser("export", help="DIR/best.pt -> the shipped head")
-    x.add_argument("dir"), x.add_argument("--to", default=str(HEAD)), x.add_argument("--note", default="")
+    x.add_argument("dir"), x.add_argument("--to", default=str(HINT_HEAD)), x.add_argument("--note", default="")
     a = ap.parse_args(argv)
     if a.cmd == "extract":
         extract(a.pack, a.dir, a.checkpoint)

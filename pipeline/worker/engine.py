@@ -74,7 +74,8 @@ class Colorizer:
     @torch.inference_mode()
     def hinted_ab(self, small, cells: list[tuple[int, int, float, float]]) -> torch.Tensor:
         """One image's (2, s, s) a*, b* with hints (cells of the net's grid, hints.on_grid): the
-        hint-conditioned net's colour, then pinned to each hint along the image's edges."""
+        hint-conditioned net's colour where installed, else the net's with the hint head's guess
+        where the hints reach, then pinned to each hint along the image's edges."""
         hn = self.hint_net() if cells else None
         head = self.hint_head() if cells and hn is None else None
         g = small if isinstance(small, torch.Tensor) else to_device(small, self.device)
@@ -97,7 +98,7 @@ class Colorizer:
         return torch.from_numpy(out).to(self.device)
 
     def hint_head(self):
-        """The hint head (model/hinthead.py) trained under this net, loaded the first time an
+        """The hint head (worker/hinthead.py) trained under this net, loaded the first time an
         image has hints; None under any other net (then hints are propagated alone)."""
         if self._hint_head is False:
             from pipeline.worker.hinthead import load_head
@@ -107,16 +108,17 @@ class Colorizer:
 
     def hint_method(self) -> str:
         """How hints become colour under this net, in words (evaluation and bench reports)."""
-        if self.hint_net() is not None:
-            return f"the hint-conditioned net `{self.hint_net().sha256[:12]}`, then propagation"
+        hn = self.hint_net()
+        if hn is not None:
+            return f"the hint-conditioned net `{hn.sha256[:12]}`, then propagation"
         if self.hint_head() is not None:
             return "the hint head over the net's features, then propagation along edges"
         return "propagation along edges over the net's colour"
 
     @torch.inference_mode()
     def _headed_ab(self, g: torch.Tensor, cells, head) -> tuple[torch.Tensor, torch.Tensor]:
-        """The net's a*b*, and with the hint head's correction: the hints carried to the regions
-        the net's features say belong with them. The propagation takes the second only where
+        """The net's a*b*, and with the hint head's correction: its guess of the colour from the
+        hints and the net's features. The propagation takes the second only where
         the hints reach along edges: on flat, unlike fields the head can move the far side of a
         strong edge by more than the hint itself."""
         from pipeline.worker.hinthead import correction, net_parts

@@ -27,11 +27,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pipeline.client.state import HINT_HEAD
+from pipeline.worker.hints import (
+    HINT_AB_SCALE as S,  # a*, b* / S: about [-1, 1], as the hint planes
+)
 
-S = 110.0  # a*, b* / S: about [-1, 1]
 GRID = 8  # the head works on the net's 1/8 grid, where the trunk's features are
 FEATURES = 128  # channels of the net's decoder's first conv
-HEAD = HINT_HEAD
 # How much of the head's colour to take with N hints: HALF / (HALF + N). With few points it is
 # what fills the regions that have none; with many, the edges' exact pins do better than its
 # 1/8-grid colour (jobs/probe_hint_blend.py, 60 validation photos, PSNR over gray at 1/3/10/30
@@ -84,7 +85,7 @@ def correction(head: HintHead, f: torch.Tensor, ab: torch.Tensor, L: torch.Tenso
     return w * F.interpolate((pred - ab8) * S, scale_factor=GRID, mode="bilinear")[0]
 
 
-def load_head(net_sha256: str, path: str | os.PathLike = HEAD, device="cpu") -> HintHead | None:
+def load_head(net_sha256: str, path: str | os.PathLike = HINT_HEAD, device="cpu") -> HintHead | None:
     """The shipped head, or None where it is missing or was trained under another net (its
     features would be another net's)."""
     p = Path(path)

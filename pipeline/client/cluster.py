@@ -18,8 +18,10 @@ from pipeline.errors import JobError
 # shard's working set is bounded, so memory stays flat.
 # OMP_WAIT_POLICY=PASSIVE: torch's OpenMP threads otherwise spin for a while after each
 # parallel region, taking the cores from the decode/encode threads beside them (+15 % images/s).
+# DASK_LOGGING__DISTRIBUTED: a worker's own chatter as it is torn down after a failed shard
+# ("Batched Comm Closed" and its traceback) is not the run's one-line message
 WORKER_ENV = {"MALLOC_TRIM_THRESHOLD_": str(256 << 20), "MALLOC_MMAP_THRESHOLD_": str(256 << 20),
-              "OMP_WAIT_POLICY": "PASSIVE"}
+              "OMP_WAIT_POLICY": "PASSIVE", "DASK_LOGGING__DISTRIBUTED": "critical"}
 
 
 _ACTIVE: list = []  # the local cluster of the run in progress (Ctrl-C stops its nannies)
@@ -38,6 +40,9 @@ def make_client(o: JobSpec, device: str):
             yield client
         return
     n = local_workers(o, device)
+    # silence_logs holds only while the cluster is up; a comm that fails after it closes (a
+    # failed run's teardown) would still log a traceback under the run's one-line message
+    logging.getLogger("distributed").setLevel(logging.CRITICAL)
     kw = dict(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
               silence_logs=logging.CRITICAL, memory_limit=0)
     environ = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **WORKER_ENV}

@@ -18,8 +18,16 @@ def shipped():
 
 
 def test_the_shipped_head_is_used_under_the_shipped_net_only(shipped, ckpt):
+    import hashlib
+
+    from pipeline.client.state import HINT_HEAD
+
     assert shipped.hint_head() is not None
-    assert Colorizer(ckpt, device="cpu", size=64).hint_head() is None  # another net's features
+    other = Colorizer(ckpt, device="cpu", size=64)
+    assert other.hint_head() is None  # another net's features
+    # what a hinted row and file name as the hints' model: the head's file, or none
+    assert shipped.hint_model() == hashlib.sha256(HINT_HEAD.read_bytes()).hexdigest()
+    assert other.hint_model() == "propagation"
 
 
 def test_the_head_colours_the_hints_region_and_stops_at_a_strong_edge(shipped):

@@ -418,7 +418,10 @@ def test_hinted_images_are_coloured_again_and_only_they(job, tmp_path):
     row = after[target]
     assert row["hints"] == 1 and row["hints_digest"] == hints.digest(hints.from_json(
         [{"x": 10, "y": 10, "a": 10, "b": -60}])) and row["redone"] == "1 hint"
-    assert f"digest {row['hints_digest']}".encode() in (out / row["output_path"]).read_bytes()
+    assert row["hint_model"] == "propagation"  # the test net has no hint head of its own
+    made = (out / row["output_path"]).read_bytes()
+    assert f"digest {row['hints_digest']}; hint model propagation)".encode() in made
+    assert after[ids[0]]["hint_model"] is None
     kept = out / "automatic" / row["output_path"].split("/", 1)[1]
     assert sha(kept) == before[target]["output_sha256"]  # the automatic output, kept to compare
     r = run_cli("audit", out, "--quiet")

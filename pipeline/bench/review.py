@@ -134,4 +134,4 @@ def bench_preview(side: int = 1024, points: int = 10, repeats: int = 7, checkpoi
         shape = Image.open(io.BytesIO(jpeg)).size
     return {"side": side, "points": points, "first_s": start, "median_s": statistics.median(times),
             "max_s": max(times), "shape": shape, "bytes": len(first),
-            "how": Colorizer(checkpoint, device="cpu").hint_method()}
+            "how": Colorizer(checkpoint, device="cpu").hint_model(words=True)}

@@ -173,7 +173,7 @@ def _redo_check(state: dict, res: list[dict]) -> tuple[set[str], list[dict], dic
 def _hint_problems(od: Outdir, res: list[dict], redo_state: dict) -> list[dict]:
     """Each hinted output was made from the hints its redo recorded: the row's digest is theirs,
     and so is the one in the file's own provenance."""
-    from pipeline.worker.hints import digest_of
+    from pipeline.worker.hints import digest_of, made_with
 
     overrides = redo_state["overrides"]
     pending = {i for ids in redo_state["pending"].values() for i in ids}
@@ -185,7 +185,7 @@ def _hint_problems(od: Outdir, res: list[dict], redo_state: dict) -> list[dict]:
         if r.get("hints_digest") != want:
             problems.append(dict(kind=Problem.HINTS_MISMATCH, image_id=r["image_id"],
                                  expected=want, found=r.get("hints_digest")))
-        elif want and not od.wrote(r["output_path"], also=f"(digest {want})".encode()):
+        elif want and not od.wrote(r["output_path"], also=made_with(want, r.get("hint_model")).encode()):
             problems.append(dict(kind=Problem.HINTS_MISMATCH, image_id=r["image_id"], expected=want,
                                  found="not in the file's provenance"))
     return problems

@@ -30,4 +30,7 @@ SCHEMA = pa.schema([
     ("redone", pa.string()),  # set when `run --redo` remade it: "redo", or the options (--recolor)
     ("hints", pa.int64()),  # how many curator's hints it was colorized with (null: none)
     ("hints_digest", pa.string()),  # worker/hints.digest of those hints: what audit checks
+    # what turned them into colour: the sha256 of the hint model's file (the hint head, or the
+    # hint-conditioned net), or "propagation" where none was used; a new head, a new colour
+    ("hint_model", pa.string()),
 ])

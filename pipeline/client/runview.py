@@ -22,7 +22,7 @@ FILTERS = ("all", "not_reviewed", "accepted", "retouch", "rejected", "hinted", "
            "errors", "skipped", "nearly_gray")
 ROW_COLUMNS = ["image_id", "shard", "source_path", "output_path", "status", "error", "width",
                "height", "input_kind", "bits", "notes", "colorfulness", "hints", "hints_digest",
-               "redone", "output_sha256", "source_sha256"]
+               "hint_model", "redone", "output_sha256", "source_sha256"]
 
 
 class RunView:

@@ -265,7 +265,7 @@ def _hint_lines(summary: dict, methods: tuple[str, ...], net) -> list[str]:
     hinted = [m for m in methods if m.startswith("hints_")]
     if not hinted:
         return []
-    how = net.hint_method()
+    how = net.hint_model(words=True)
     g = summary["gray"]
     return ["", f"Simulated curator's hints ({how}): PSNR over gray for "
             + ", ".join(f"{m[6:]} points {summary[m]['psnr'] - g['psnr']:+.2f} dB" for m in hinted)

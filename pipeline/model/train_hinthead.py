@@ -86,7 +86,7 @@ def _loss(head: HintHead, f, sm, gen) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def train(root: str, minutes: float, lr: float = 1e-3, batch: int = 64, every: int = 500,
-          log=print, steps: int | None = None) -> tuple[float, float]:
+          log=print, steps: int | None = None, attend: bool = False) -> tuple[float, float]:
     """Train (or resume: root/head.pt) the head on extract's arrays for `minutes` (or `steps`);
     root/best.pt keeps the best validation loss (seeded points on the pack's validation photos).
     Returns it and the net's own loss there."""
@@ -96,11 +96,12 @@ def train(root: str, minutes: float, lr: float = 1e-3, batch: int = 64, every: i
     feats = torch.from_numpy(np.load(f"{root}/feats.npy"))
     small = torch.from_numpy(np.load(f"{root}/small.npy"))
     ntrain = meta["train"]
-    head = HintHead()
+    resume = torch.load(f"{root}/head.pt", weights_only=True) if os.path.exists(f"{root}/head.pt") else None
+    head = HintHead(**_arch(resume["arch"])) if resume and "arch" in resume else HintHead(attend=attend)
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=1e-4)
     step, best, v0 = 0, float("inf"), float("nan")
-    if os.path.exists(f"{root}/head.pt"):
-        st = torch.load(f"{root}/head.pt", weights_only=True)
+    if resume:
+        st = resume
         head.load_state_dict(st["head"]), opt.load_state_dict(st["opt"])
         step, best = st["step"], st["best"]
         for grp in opt.param_groups:  # a resumed run at its own rate (a lower one to settle)
@@ -125,10 +126,16 @@ def train(root: str, minutes: float, lr: float = 1e-3, batch: int = 64, every: i
             log(f"step {step}: train {loss.item():.5f}, validation {v:.5f} (the net alone {v0:.5f})")
             if v < best:
                 best = v
-                torch.save({"head": head.state_dict(), "step": step, "val": v}, f"{root}/best.pt")
-            torch.save({"head": head.state_dict(), "opt": opt.state_dict(), "step": step, "best": best},
+                torch.save({"head": head.state_dict(), "step": step, "val": v, "arch": head.arch()},
+                           f"{root}/best.pt")
+            torch.save({"head": head.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
+                        "arch": head.arch()},
                        f"{root}/head.pt")
     return best, v0
+
+
+def _arch(a: dict) -> dict:
+    return {**a, "dilations": tuple(a["dilations"])}
 
 
 def export(root: str, dest: str | os.PathLike = HINT_HEAD, note: str = "") -> str:
@@ -139,7 +146,7 @@ def export(root: str, dest: str | os.PathLike = HINT_HEAD, note: str = "") -> st
         meta = json.load(fh)
     best = torch.load(f"{root}/best.pt", weights_only=True)
     payload = {"format": 1, "state_dict": best["head"],
-               "meta": {"net_sha256": meta["net_sha256"], "steps": best.get("step"),
+               "meta": {"net_sha256": meta["net_sha256"], "steps": best.get("step"), "arch": best.get("arch"),
                         "val_mse": best.get("val"), "photos": meta["train"], "note": note}}
     buf = io.BytesIO()
     torch.save(payload, buf)
@@ -155,13 +162,14 @@ def main(argv: list[str] | None = None) -> None:
     t = sub.add_parser("train", help="train or resume the head in DIR")
     t.add_argument("dir"), t.add_argument("--minutes", type=float, default=45)
     t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--attend", action="store_true", help="a new head that looks its hints up (HintHead)")
     x = sub.add_parser("export", help="DIR/best.pt -> the shipped head")
     x.add_argument("dir"), x.add_argument("--to", default=str(HINT_HEAD)), x.add_argument("--note", default="")
     a = ap.parse_args(argv)
     if a.cmd == "extract":
         extract(a.pack, a.dir, a.checkpoint)
     elif a.cmd == "train":
-        train(a.dir, a.minutes, a.lr)
+        train(a.dir, a.minutes, a.lr, attend=a.attend)
     else:
         print(export(a.dir, a.to, a.note))
 

@@ -106,14 +106,15 @@ class Colorizer:
             self._hint_head = load_head(self.ck.sha256, self.hint_head_path, self.device)
         return self._hint_head
 
-    def hint_method(self) -> str:
-        """How hints become colour under this net, in words (evaluation and bench reports)."""
+    def hint_model(self, words: bool = False) -> str:
+        """What turns hints into colour under this net: the sha256 of the hint model's file, or
+        "propagation" where there is none (hinted rows and files); words: said for a report."""
         hn = self.hint_net()
-        if hn is not None:
-            return f"the hint-conditioned net `{hn.sha256[:12]}`, then propagation"
-        if self.hint_head() is not None:
-            return "the hint head over the net's features, then propagation along edges"
-        return "propagation along edges over the net's colour"
+        m = hn if hn is not None else self.hint_head()
+        if not words or m is None:
+            return "propagation along edges over the net's colour" if words else getattr(m, "sha256", "propagation")
+        what = "the hint-conditioned net" if hn is not None else "the hint head over the net's features"
+        return f"{what} `{m.sha256[:12]}`, then propagation along edges"
 
     @torch.inference_mode()
     def _headed_ab(self, g: torch.Tensor, cells, head) -> tuple[torch.Tensor, torch.Tensor]:

@@ -19,6 +19,7 @@ trained on: the engine uses it only under that net (its sha256 is in the head's 
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -42,13 +43,23 @@ HALF = 5.0
 
 
 class HintHead(nn.Module):
-    def __init__(self, width: int = 64, dilations: tuple[int, ...] = (1, 2, 4, 8, 16, 1, 2, 4)):
+    """attend: each block after the first also looks up the hint cells by feature likeness and
+    distance (attention over the hinted cells, plus a learned "none of them" that lets a cell take
+    nothing): which distant parts share the hinted coat's colour, rather than the hints' mean."""
+
+    def __init__(self, width: int = 64, dilations: tuple[int, ...] = (1, 2, 4, 8, 16, 1, 2, 4),
+                 attend: bool = False, heads: int = 4):
         super().__init__()
         self.inp = nn.Conv2d(FEATURES + 8, width, 1)
         self.blocks = nn.ModuleList(nn.Conv2d(width, width, 3, padding=d, dilation=d) for d in dilations)
         self.pooled = nn.ModuleList(nn.Linear(2 * width, width) for _ in dilations)
+        self.att = nn.ModuleList(Lookup(width, heads) for _ in dilations[1::2]) if attend else None
         self.out = nn.Conv2d(width, 2, 1)
         nn.init.zeros_(self.out.weight), nn.init.zeros_(self.out.bias)  # untrained: no change
+
+    def arch(self) -> dict:
+        return {"width": self.inp.out_channels, "dilations": [c.dilation[0] for c in self.blocks],
+                "attend": self.att is not None, "heads": self.att[0].heads if self.att else 4}
 
     def forward(self, f, ab, hint_ab, mask, L):
         """All on the 1/8 grid: f (B, 128), ab and hint_ab (B, 2) a*b* / S, mask (B, 1), L (B, 1)
@@ -56,10 +67,45 @@ class HintHead(nn.Module):
         diff = (hint_ab - ab) * mask
         x = F.relu(self.inp(torch.cat([f, ab, hint_ab, diff, mask, L], 1)))
         msum = mask.sum((2, 3)).clamp(min=1.0)
-        for conv, lin in zip(self.blocks, self.pooled, strict=True):
+        for i, (conv, lin) in enumerate(zip(self.blocks, self.pooled, strict=True)):
             g = torch.cat([x.mean((2, 3)), (x * mask).sum((2, 3)) / msum], 1)
             x = x + F.relu(conv(x) + lin(g)[:, :, None, None])
+            if self.att is not None and i % 2 == 1:
+                x = x + self.att[i // 2](x, mask)
         return ab + self.out(x)
+
+
+class Lookup(nn.Module):
+    """Attention from every cell to the hinted cells (keys and values there), scored by feature
+    likeness less a learned per-head cost of distance; a learned sink key with a zero value is
+    always there, so with no hint (or none alike) a cell takes nothing."""
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.heads, self.d = heads, width // heads
+        self.qkv = nn.Conv2d(width, 3 * width, 1)
+        self.sink = nn.Parameter(torch.zeros(heads, self.d))
+        self.reach = nn.Parameter(torch.zeros(heads))
+        self.proj = nn.Conv2d(width, width, 1)
+        nn.init.zeros_(self.proj.weight), nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x, mask):
+        B, C, H, W = x.shape
+        q, k, v = self.qkv(x).view(B, 3, self.heads, self.d, H * W).unbind(1)
+        m = mask.view(B, H * W)
+        n = max(1, int(m.sum(1).max()))
+        on, at = m.topk(n, 1)  # the hinted cells first: keys and values only there
+        k, v = (t.gather(3, at[:, None, None].expand(-1, self.heads, self.d, -1)) for t in (k, v))
+        s = torch.einsum("bhdi,bhdj->bhij", q, k) / self.d ** 0.5
+        ys, xs = torch.meshgrid(torch.arange(H, device=x.device), torch.arange(W, device=x.device), indexing="ij")
+        pos = torch.stack([ys.flatten(), xs.flatten()], 1).float()
+        dist = torch.cdist(pos[None].expand(B, -1, -1), pos[at]) / max(H, W)  # (B, HW, n)
+        s = s - F.softplus(self.reach)[None, :, None, None] * 4.0 * dist[:, None]
+        s = s.masked_fill(on[:, None, None] == 0, float("-inf"))
+        sink = torch.einsum("bhdi,hd->bhi", q, self.sink)[..., None] / self.d ** 0.5
+        a = torch.softmax(torch.cat([s, sink], -1), -1)[..., :-1]
+        out = torch.einsum("bhij,bhdj->bhdi", a, v).reshape(B, C, H, W)
+        return self.proj(out)
 
 
 def coarse_planes(cells: list[tuple[int, int, float, float]], size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -94,8 +140,10 @@ def load_head(net_sha256: str, path: str | os.PathLike = HINT_HEAD, device="cpu"
     payload = torch.load(p, map_location=device, weights_only=True)
     if payload.get("meta", {}).get("net_sha256") != net_sha256:
         return None
-    head = HintHead()
+    arch = payload.get("meta", {}).get("arch")  # none: the first head's
+    head = HintHead(**{**arch, "dilations": tuple(arch["dilations"])}) if arch else HintHead()
     head.load_state_dict(payload["state_dict"])
+    head.sha256 = hashlib.sha256(p.read_bytes()).hexdigest()  # what a hinted row says made it
     return head.to(device).eval()
 
 

@@ -130,6 +130,14 @@ def digest_of(stored: list | None) -> str | None:
     return digest(from_json(stored or []))
 
 
+def made_with(digest: str, model: str | None = None) -> str:
+    """How a hinted output's own metadata names what made it: the hints' digest and the hint
+    model (a file's sha256, or "propagation"); audit looks for exactly this."""
+    if not model:  # outputs written before the hint model was recorded
+        return f"(digest {digest})"
+    return f"(digest {digest}; hint model {model if model == 'propagation' else 'sha256 ' + model})"
+
+
 def on_grid(hints: list[Hint], width: int, height: int, size: int) -> list[tuple[int, int, float, float]]:
     """Hints in source pixels -> (row, col, a, b) cells of the net's size x size grid (the net sees
     the whole image squeezed to a square). Points outside the image are dropped."""

@@ -185,7 +185,8 @@ class ImageStages:
         return encode_output(rgb, fmt, item.decoded, self.spec.quality, self._provenance(item))
 
     def _provenance(self, item: Item) -> dict:
-        hinted = (item.row["hints"], item.row["hints_digest"]) if item.row.get("hints") else None
+        hinted = ((item.row["hints"], item.row["hints_digest"], item.row.get("hint_model"))
+                  if item.row.get("hints") else None)
         return provenance(self.checkpoint_sha256, self.created, item.row.get("source_sha256"),
                           item.record, hinted)
 
@@ -218,7 +219,10 @@ class ImageStages:
                           "out_stem": os.path.splitext(name)[0] or "image"}, options)
         if item.finished:
             return item, None
-        ab = net.predict_ab([item.small]) if item.cells is None else net.hinted_ab(item.small, item.cells)[None]
+        if item.cells is None:
+            ab = net.predict_ab([item.small])
+        else:
+            ab, item.row["hint_model"] = net.hinted_ab(item.small, item.cells)[None], net.hint_model()
         rgb = net.colors.start(item.gray, ab[0], net.quantise_ab(ab)[0])()
         data, notes = self.encoded(item, rgb, output_format(self.spec.format, item.decoded.format))
         item.row.update(status="ok", error=None, notes="; ".join(notes) or None)

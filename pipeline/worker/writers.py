@@ -20,6 +20,8 @@ from xml.sax.saxutils import escape, quoteattr
 import numpy as np
 from PIL import Image
 
+from pipeline.worker.hints import made_with
+
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
@@ -30,10 +32,11 @@ def _itxt(keyword: str, text: str) -> bytes:
 
 
 def provenance(checkpoint_sha256: str, date: str, source_sha256: str | None,
-               record: dict | None = None, hints: tuple[int, str] | None = None) -> dict:
+               record: dict | None = None, hints: tuple | None = None) -> dict:
     """What encode() writes into an output's metadata (see provenance_text and packet);
     record: the catalogue's fields for this object (identifier, title, source); hints: how many
-    curator's hints it was colorized with, and their digest."""
+    curator's hints it was colorized with, their digest, and the hint model's sha256 (or
+    "propagation")."""
     from pipeline import __version__
 
     p = dict(software=f"archive-colorizer {__version__}", checkpoint_sha256=checkpoint_sha256,
@@ -67,7 +70,7 @@ def provenance_text(p: dict) -> str:
     return (f"Machine-colorized by {p['software']} (colours are the model's guess, not a record); "
             f"checkpoint sha256 {p['checkpoint_sha256']}; {p['date']}; "
             f"source sha256 {p.get('source_sha256') or 'unknown'}"
-            + (f"; colorized with {p['hints'][0]} curator's hints (digest {p['hints'][1]})"
+            + (f"; colorized with {p['hints'][0]} curator's hints {made_with(*p['hints'][1:])}"
                if p.get("hints") else ""))
 
 

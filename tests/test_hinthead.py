@@ -92,3 +92,44 @@ def test_evaluate_scores_hints_with_the_head_and_without_it(tmp_path):
     for r in s.values():  # the true colours at 10 points: far closer than the net's own
         assert r["hints_10"]["ab_mse"] < 0.5 * r["model"]["ab_mse"]
     assert s["head"]["hints_3"]["ab_mse"] != s["alone"]["hints_3"]["ab_mse"]
+
+
+def test_the_lookup_reads_the_hinted_cells_exactly_as_attention_over_them_would():
+    torch.manual_seed(3)
+    look = hinthead.Lookup(16, 4)
+    for p in look.parameters():  # trained-like weights: the zero-initialised ones too
+        torch.nn.init.normal_(p, std=0.5)
+    x = torch.randn(3, 16, 6, 7)
+    mask = torch.zeros(3, 1, 6, 7)
+    mask[1, 0, 2, 3] = 1  # one hint; the third image five; the first none
+    mask[2, 0, [0, 1, 4, 5, 5], [0, 6, 2, 3, 6]] = 1
+    got = look(x, mask)
+    # the same attention written out over every cell, the unhinted ones masked away
+    B, C, H, W = x.shape
+    q, k, v = look.qkv(x).view(B, 3, 4, 4, H * W).unbind(1)
+    pos = torch.stack(torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij"), -1).view(-1, 2).float()
+    s = torch.einsum("bhdi,bhdj->bhij", q, k) / 2.0
+    s = s - torch.nn.functional.softplus(look.reach)[None, :, None, None] * 4.0 * torch.cdist(pos, pos) / W
+    s = s.masked_fill(mask.view(B, 1, 1, -1) == 0, float("-inf"))
+    sink = torch.einsum("bhdi,hd->bhi", q, look.sink)[..., None] / 2.0
+    a = torch.softmax(torch.cat([s, sink], -1), -1)[..., :-1]
+    want = look.proj(torch.einsum("bhij,bhdj->bhdi", a, v).reshape(B, C, H, W))
+    assert torch.allclose(got, want, atol=1e-5)
+    assert torch.allclose(got[0], look.proj.bias[:, None, None].expand(C, H, W))  # no hint: nothing read
+    assert not torch.allclose(got[1], got[0])
+
+
+def test_a_head_that_looks_hints_up_is_exported_and_loaded_as_itself(tmp_path):
+    import json
+
+    head = hinthead.HintHead(width=32, attend=True)
+    torch.nn.init.normal_(head.out.weight, std=0.1)
+    torch.save({"head": head.state_dict(), "step": 1, "val": 0.5, "arch": head.arch()}, tmp_path / "best.pt")
+    (tmp_path / "meta.json").write_text(json.dumps({"net_sha256": "ab" * 32, "train": 10}))
+    train_hinthead.export(str(tmp_path), tmp_path / "h.pt")
+    back = hinthead.load_head("ab" * 32, tmp_path / "h.pt")
+    assert back.arch() == {**head.arch(), "attend": True, "width": 32}
+    f, ab, m = torch.randn(1, hinthead.FEATURES, 5, 5), torch.zeros(1, 2, 5, 5), torch.zeros(1, 1, 5, 5)
+    m[0, 0, 2, 2] = 1
+    with torch.no_grad():
+        assert torch.equal(back(f, ab, ab + 0.3 * m, m, ab[:, :1]), head(f, ab, ab + 0.3 * m, m, ab[:, :1]))

@@ -5,7 +5,10 @@ exact pins further than its 1/8-grid colour. This scores `toward = ab + w * head
 w = K / (K + points) for several K (inf: the head whole; 0: propagation alone), PSNR over gray,
 on the validation split (never the evaluation sets), seeded points as `evaluate --hints`.
 
-usage: python -m jobs.probe_hint_blend data/train [--photos 60] [--ks inf,10,5,2,0]
+--head FILE scores another head (an exported one); --everywhere takes the head's colour as the
+base everywhere, not only where the hints reach along edges (the shipped engine's way).
+
+usage: python -m jobs.probe_hint_blend data/train [--photos 60] [--ks inf,10,5,2,0] [--head F]
 """
 
 from __future__ import annotations
@@ -33,12 +36,17 @@ def main() -> None:
     ap.add_argument("--photos", type=int, default=60)
     ap.add_argument("--ks", default="inf,10,5,2,0")
     ap.add_argument("--split", default="val")
+    ap.add_argument("--head", help="an exported head file in place of the shipped one")
+    ap.add_argument("--everywhere", action="store_true")
     a = ap.parse_args()
     ks = [float(k) for k in a.ks.split(",")]
     rows = read_manifest(Path(a.src), a.split)
     picked = rows[:: max(1, len(rows) // a.photos)][: a.photos]
     net = Colorizer(None, device="cpu", size=SIZE)
+    if a.head:
+        net.hint_head_path = a.head
     head = net.hint_head()
+    assert head is not None, "no head for the shipped net there"
     counts = (1, 3, 10, 30)
     gain = {k: {n: [] for n in counts} for k in ks}
     for i, r in enumerate(picked):
@@ -54,9 +62,11 @@ def main() -> None:
             toward = ab + (toward - ab) / (HALF / (HALF + n))  # the head's change whole
             for k in ks:
                 w = 1.0 if k == float("inf") else k / (k + n)
-                out = hints.propagate(L, ab, cells, toward=ab + w * (toward - ab))
+                mine = ab + w * (toward - ab)
+                out = hints.propagate(L, mine, cells) if a.everywhere else hints.propagate(L, ab, cells, toward=mine)
                 gain[k][n].append(score(net.recombine(gray, torch.from_numpy(out)), ref).psnr - base)
-    print(f"{a.src} {a.split}: {len(picked)} photos, PSNR over gray")
+    print(f"{a.src} {a.split}: {len(picked)} photos, PSNR over gray; head {a.head or 'shipped'}"
+          f"{', everywhere' if a.everywhere else ''}")
     for k in ks:
         print(f"  K={k:<4g} " + "  ".join(f"{n} points {np.mean(gain[k][n]):+.2f}" for n in counts))
 

@@ -63,13 +63,17 @@ def test_the_head_trains_on_a_packs_features_and_exports_for_its_net(tmp_path, p
     root = tmp_path / "head"
     train_hinthead.extract(str(pack), str(root), ckpt, log=lambda m: None)
     assert np.load(root / "feats.npy").shape[1:] == (hinthead.FEATURES, 4, 4)
-    best, alone = train_hinthead.train(str(root), 1, lr=3e-3, batch=8, every=40, steps=120, log=lambda m: None)
+    best, alone = train_hinthead.train(str(root), 1, lr=3e-3, batch=8, every=40, steps=120, log=lambda m: None,
+                                       attend=True)
     assert best < 0.8 * alone, (best, alone)  # the hints' colour reaches the validation photos
     again, _ = train_hinthead.train(str(root), 1, batch=8, every=5, steps=5, log=lambda m: None)
     assert torch.load(root / "head.pt")["step"] == 125 and again <= best  # resumed, not restarted
+    assert torch.load(root / "head.pt")["arch"]["attend"]  # as it was begun
+    with pytest.raises(SystemExit, match="with the lookup"):  # not silently another kind of head
+        train_hinthead.train(str(root), 1, batch=8, steps=1, log=lambda m: None, attend=False)
     train_hinthead.export(str(root), tmp_path / "hint_head.pt")
     sha = load_checkpoint(ckpt).sha256
-    assert hinthead.load_head(sha, tmp_path / "hint_head.pt") is not None
+    assert hinthead.load_head(sha, tmp_path / "hint_head.pt").arch()["attend"]
     assert hinthead.load_head("0" * 64, tmp_path / "hint_head.pt") is None
 
 

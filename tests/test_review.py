@@ -615,6 +615,26 @@ def test_the_bundled_samples_reviewed_with_the_shipped_weights(tmp_path):
     assert (row["status"], row["hints"], row["redone"]) == ("ok", 1, "--recolor, 1 hint")
 
 
+def test_a_hint_outside_its_image_and_a_run_from_before_hint_models_still_audit_and_export(job, tmp_path):
+    out = fresh_copy(job, tmp_path)
+    ids = sorted(results(out))
+    j = reviews.Journal(out, "curator")
+    j.record(ids[2], "hints", [{"x": 5000, "y": 5000, "L": 50, "a": 10, "b": -60}])  # off the scan
+    j.close()
+    assert run_cli("run", "-o", out, "--hinted", "--workers", "1", "--quiet").returncode == 0
+    row = results(out)[ids[2]]
+    assert row["hints"] == 0 and row["hints_digest"] and row["hint_model"] is None  # nothing coloured it
+    assert "1 hint outside the 64x48 image ignored" in row["notes"]
+    assert run_cli("audit", out, "--quiet").returncode == 0
+    for f in (out / "results").glob("*.parquet"):  # shards as written before hint_model existed
+        pq.write_table(pq.read_table(f).drop_columns(["hint_model"]), f)
+    r = run_cli("audit", out, "--quiet")
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = run_cli("export", out, tmp_path / "e.csv")
+    assert r.returncode == 0, r.stderr
+    header = (tmp_path / "e.csv").read_text(encoding="utf-8-sig").splitlines()[0].split(";")
+    assert "hint_model" in header and "accession" in header
+
 def test_a_hinted_run_killed_before_its_commit_is_finished_by_the_next_run(job, tmp_path):
     from pipeline.client import redo
     from pipeline.client.outdir import Outdir

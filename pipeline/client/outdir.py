@@ -126,7 +126,11 @@ class Outdir:
             return t if columns is None else t.select(columns)
         tables = [pq.read_table(self.store.full(f), columns=columns, filesystem=self.store.fs)
                   for f in files]
-        return pa.concat_tables(tables, promote_options="default")
+        t = pa.concat_tables(tables, promote_options="default")
+        for name in SCHEMA.names if columns is None else ():  # shards written before a column existed
+            if name not in t.column_names:
+                t = t.append_column(name, pa.nulls(len(t), SCHEMA.field(name).type))
+        return t
 
     # --- outputs -----------------------------------------------------------------------------
 

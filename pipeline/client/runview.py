@@ -14,7 +14,6 @@ import pyarrow.compute as pc
 from pipeline.client.catalogue import stored_name
 from pipeline.client.manifest import catalogue_info, read_manifest, resolve_path
 from pipeline.client.outdir import Outdir
-from pipeline.client.results import SCHEMA
 
 PAGE = 100
 NEARLY_GRAY = 3.0  # an output's colourfulness under this looks gray (Hasler-Suesstrunk)
@@ -64,11 +63,8 @@ class RunView:
         stamp = self._shard_stamp()
         with self._lock:
             if stamp != self._stamp:
-                t = self.outdir.read_results()
-                for name in SCHEMA.names:  # shards written before a column existed
-                    if name not in t.column_names:
-                        t = t.append_column(name, pa.nulls(len(t), SCHEMA.field(name).type))
-                t = t.sort_by([("shard", "ascending"), ("source_path", "ascending")])
+                t = self.outdir.read_results().sort_by([("shard", "ascending"),
+                                                        ("source_path", "ascending")])
                 self.table, self._stamp = t, stamp
                 self.by_id = {iid: i for i, iid in enumerate(t.column("image_id").to_pylist())}
                 self._columns = [c for c in self.info.get("columns", []) if stored_name(c) in t.column_names]

@@ -86,7 +86,7 @@ def _loss(head: HintHead, f, sm, gen) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def train(root: str, minutes: float, lr: float = 1e-3, batch: int = 64, every: int = 500,
-          log=print, steps: int | None = None, attend: bool = False) -> tuple[float, float]:
+          log=print, steps: int | None = None, attend: bool | None = None) -> tuple[float, float]:
     """Train (or resume: root/head.pt) the head on extract's arrays for `minutes` (or `steps`);
     root/best.pt keeps the best validation loss (seeded points on the pack's validation photos).
     Returns it and the net's own loss there."""
@@ -97,7 +97,11 @@ def train(root: str, minutes: float, lr: float = 1e-3, batch: int = 64, every: i
     small = torch.from_numpy(np.load(f"{root}/small.npy"))
     ntrain = meta["train"]
     resume = torch.load(f"{root}/head.pt", weights_only=True) if os.path.exists(f"{root}/head.pt") else None
-    head = HintHead(**_arch(resume["arch"])) if resume and "arch" in resume else HintHead(attend=attend)
+    # attend: a new head with the lookup or without; None: as the resumed one is (a new: without)
+    head = HintHead(**(_arch(resume.get("arch") or {}) if resume else {"attend": bool(attend)}))
+    if attend is not None and head.arch()["attend"] != attend:
+        raise SystemExit(f"{root}/head.pt is a head {'with' if not attend else 'without'} the lookup: "
+                         "resume it without --attend, or train in a new folder")
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=1e-4)
     step, best, v0 = 0, float("inf"), float("nan")
     if resume:
@@ -135,7 +139,7 @@ def train(root: str, minutes: float, lr: float = 1e-3, batch: int = 64, every: i
 
 
 def _arch(a: dict) -> dict:
-    return {**a, "dilations": tuple(a["dilations"])}
+    return {**a, "dilations": tuple(a["dilations"])} if a else {}
 
 
 def export(root: str, dest: str | os.PathLike = HINT_HEAD, note: str = "") -> str:
@@ -162,7 +166,8 @@ def main(argv: list[str] | None = None) -> None:
     t = sub.add_parser("train", help="train or resume the head in DIR")
     t.add_argument("dir"), t.add_argument("--minutes", type=float, default=45)
     t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--attend", action="store_true", help="a new head that looks its hints up (HintHead)")
+    t.add_argument("--attend", action="store_const", const=True,
+                   help="a new head that looks its hints up (HintHead); a resumed head stays as it is")
     x = sub.add_parser("export", help="DIR/best.pt -> the shipped head")
     x.add_argument("dir"), x.add_argument("--to", default=str(HINT_HEAD)), x.add_argument("--note", default="")
     a = ap.parse_args(argv)

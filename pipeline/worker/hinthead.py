@@ -20,6 +20,7 @@ trained on: the engine uses it only under that net (its sha256 is in the head's 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from pathlib import Path
 
@@ -137,13 +138,14 @@ def load_head(net_sha256: str, path: str | os.PathLike = HINT_HEAD, device="cpu"
     p = Path(path)
     if not p.is_file():
         return None
-    payload = torch.load(p, map_location=device, weights_only=True)
+    data = p.read_bytes()  # once: the sha256 a hinted row records is of the weights loaded
+    payload = torch.load(io.BytesIO(data), map_location=device, weights_only=True)
     if payload.get("meta", {}).get("net_sha256") != net_sha256:
         return None
     arch = payload.get("meta", {}).get("arch")  # none: the first head's
     head = HintHead(**{**arch, "dilations": tuple(arch["dilations"])}) if arch else HintHead()
     head.load_state_dict(payload["state_dict"])
-    head.sha256 = hashlib.sha256(p.read_bytes()).hexdigest()  # what a hinted row says made it
+    head.sha256 = hashlib.sha256(data).hexdigest()  # what a hinted row says made it
     return head.to(device).eval()
 
 

@@ -153,7 +153,7 @@ class _Flow:
         ab = self.net.predict_ab([it.small for it in batch], pad_to=self.job.spec.batch_size)
         if any(it.cells is not None for it in batch):  # a curator's hints: that image's own colour
             ab = self.net.with_hints(ab, [(it.small, it.cells) for it in batch])
-            for it in (it for it in batch if it.cells is not None):
+            for it in (it for it in batch if it.cells):  # none inside the image: the net's own colour
                 it.row["hint_model"] = self.net.hint_model()
         abq = self.net.quantise_ab(ab)  # 8-bit outputs need no more of the net's precision
         share = (time.perf_counter() - tn) / len(batch)

@@ -219,7 +219,7 @@ class ImageStages:
                           "out_stem": os.path.splitext(name)[0] or "image"}, options)
         if item.finished:
             return item, None
-        if item.cells is None:
+        if not item.cells:  # none, or none inside the image: the net's own colour
             ab = net.predict_ab([item.small])
         else:
             ab, item.row["hint_model"] = net.hinted_ab(item.small, item.cells)[None], net.hint_model()

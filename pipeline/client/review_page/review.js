@@ -176,7 +176,7 @@ function renderMeta(d) {
   };
   for (const [k, v] of Object.entries(d.catalogue)) add(k, v);
   for (const k of ["status", "error", "width", "height", "input_kind", "bits", "colorfulness", "hints",
-    "hints_digest", "redone", "output_path", "source_path", "notes"]) add(k, d.row[k]);
+    "hints_digest", "hint_model", "redone", "output_path", "source_path", "notes"]) add(k, d.row[k]);
 }
 
 function showVerdict() {

@@ -62,10 +62,11 @@ tune-gain: setup  ## choose the chroma gain of out/refine/best.pt on the validat
 train-hint-head: setup  ## the hint head over the shipped net's features (~80 min on 2 cores) -> pipeline/weights/hint_head.pt
 	test -f out/cpu-pack-192.npz || $(BIN)/python -m pipeline.model.gputrain pack data/train out/cpu-pack-192.npz --side 192 --max-mb 400
 	test -f out/hinthead/small.npy || $(BIN)/python -m pipeline.model.train_hinthead extract out/cpu-pack-192.npz out/hinthead
-	$(BIN)/python -m pipeline.model.train_hinthead train out/hinthead --minutes 45 --lr 1e-3
-	$(BIN)/python -m pipeline.model.train_hinthead train out/hinthead --minutes 10 --lr 2e-4
-	$(BIN)/python -m pipeline.model.train_hinthead train out/hinthead --minutes 22 --lr 1e-4
-	$(BIN)/python -m pipeline.model.train_hinthead export out/hinthead
+	mkdir -p out/hinthead2 && ln -sf ../hinthead/feats.npy ../hinthead/small.npy ../hinthead/meta.json out/hinthead2/
+	$(BIN)/python -m pipeline.model.train_hinthead train out/hinthead2 --attend --minutes 45 --lr 1e-3
+	$(BIN)/python -m pipeline.model.train_hinthead train out/hinthead2 --minutes 15 --lr 3e-4
+	$(BIN)/python -m pipeline.model.train_hinthead train out/hinthead2 --minutes 15 --lr 1e-4
+	$(BIN)/python -m pipeline.model.train_hinthead export out/hinthead2
 
 evaluate: setup  ## score the shipped weights: evaluation split, wheels, kphotoalbum, historical plates
 	$(BIN)/pip install -q -e '.[eval]'

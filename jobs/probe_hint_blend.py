@@ -1,7 +1,7 @@
 """How much of the hint head's colour to take, by the number of hints (issue 25).
 
-The head (worker/hinthead.py) wins with few points and loses with many, where the edges carry
-exact pins further than its 1/8-grid colour. This scores `toward = ab + w * head's change` with
+The first head (worker/hinthead.py, without the lookup) won with few points and lost with many,
+where the edges carry exact pins further than its 1/8-grid colour. This scores `toward = ab + w * head's change` with
 w = K / (K + points) for several K (inf: the head whole; 0: propagation alone), PSNR over gray,
 on the validation split (never the evaluation sets), seeded points as `evaluate --hints`.
 
@@ -24,7 +24,6 @@ from pipeline.model.evaluate import load_rgb, score
 from pipeline.model.traindata import read_manifest
 from pipeline.worker import hints
 from pipeline.worker.engine import Colorizer
-from pipeline.worker.hinthead import HALF
 from pipeline.worker.imaging import luminance_gray, net_input
 
 SIZE = 256
@@ -58,8 +57,7 @@ def main() -> None:
         for n in counts:
             pts = hints.simulate(lab, n, np.random.default_rng((25, i, n)))
             cells = hints.on_grid(pts, gray.shape[1], gray.shape[0], SIZE)
-            ab, toward = (t.numpy() for t in net._headed_ab(small, cells, head))
-            toward = ab + (toward - ab) / (HALF / (HALF + n))  # the head's change whole
+            ab, toward = (t.numpy() for t in net._headed_ab(small, cells, head))  # the head's whole
             for k in ks:
                 w = 1.0 if k == float("inf") else k / (k + n)
                 mine = ab + w * (toward - ab)

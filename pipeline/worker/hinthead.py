@@ -9,7 +9,9 @@ learns to use them. It sees, on the net's 1/8 grid,
 the frozen net's features after the decoder's first conv, the net's own a*b*, the hints
 (their a*b*, their difference from the net's, a mask) and L*, and predicts the corrected a*b*
 there. Dilated convolutions reach across the picture; each block also hears the features
-pooled over the hint cells. The engine upsamples its correction onto the net's grid; the
+pooled over the hint cells, and every second one looks the hinted cells up by likeness and
+distance (`Lookup`): the coat's hint goes to the parts that look like the coat, not to the
+picture's mean. The engine upsamples its correction onto the net's grid; the
 propagation takes it where the hints reach along edges (a strong edge still stops a hint) and
 then pins each hint.
 
@@ -35,12 +37,11 @@ from pipeline.worker.hints import (
 
 GRID = 8  # the head works on the net's 1/8 grid, where the trunk's features are
 FEATURES = 128  # channels of the net's decoder's first conv
-# How much of the head's colour to take with N hints: HALF / (HALF + N). With few points it is
-# what fills the regions that have none; with many, the edges' exact pins do better than its
-# 1/8-grid colour (jobs/probe_hint_blend.py, 60 validation photos, PSNR over gray at 1/3/10/30
-# points: the head whole +1.02/+1.67/+2.54/+3.76 dB, none +0.82/+1.51/+2.52/+3.93, HALF 5
-# +1.01/+1.68/+2.51/+3.85, the best sum of 10, 5 and 2).
-HALF = 5.0
+# The head's colour is taken whole, with any number of hints: the head that looks its hints up
+# scores higher whole than blended with the net's at every count (jobs/probe_hint_blend.py, 60
+# validation photos, PSNR over gray at 1/3/10/30 points: whole +0.99/+1.94/+2.82/+4.13 dB,
+# K / (K + N) of it for K = 10 +0.99/+1.90/+2.67/+3.91, K = 5 +0.98/+1.84/+2.60/+3.92, none
+# +0.82/+1.51/+2.52/+3.93). The first head, without the lookup, lost to the edges' pins at 30.
 
 
 class HintHead(nn.Module):
@@ -123,13 +124,12 @@ def coarse_planes(cells: list[tuple[int, int, float, float]], size: int) -> tupl
 def correction(head: HintHead, f: torch.Tensor, ab: torch.Tensor, L: torch.Tensor,
                cells: list[tuple[int, int, float, float]]) -> torch.Tensor:
     """One image: f (1, 128, s/8, s/8) the net's features, ab (2, s, s) its a*b*, L (s, s) L* ->
-    the head's change to ab, (2, s, s), upsampled from the 1/8 grid, weighed by the hints' count."""
+    the head's change to ab, (2, s, s), upsampled from the 1/8 grid."""
     hab, mask = (t.to(ab.device) for t in coarse_planes(cells, ab.shape[-1]))
     ab8 = F.avg_pool2d(ab[None].float(), GRID) / S
     L8 = F.avg_pool2d(L[None, None].float(), GRID) / 100.0
     pred = head(f.float(), ab8, hab, mask, L8)
-    w = HALF / (HALF + len(cells))
-    return w * F.interpolate((pred - ab8) * S, scale_factor=GRID, mode="bilinear")[0]
+    return F.interpolate((pred - ab8) * S, scale_factor=GRID, mode="bilinear")[0]
 
 
 def load_head(net_sha256: str, path: str | os.PathLike = HINT_HEAD, device="cpu") -> HintHead | None:

@@ -98,7 +98,7 @@ def train(root: str, minutes: float, lr: float = 1e-3, batch: int = 64, every: i
     ntrain = meta["train"]
     resume = torch.load(f"{root}/head.pt", weights_only=True) if os.path.exists(f"{root}/head.pt") else None
     # attend: a new head with the lookup or without; None: as the resumed one is (a new: without)
-    head = HintHead(**(_arch(resume.get("arch") or {}) if resume else {"attend": bool(attend)}))
+    head = HintHead.from_arch(resume.get("arch")) if resume else HintHead(attend=bool(attend))
     if attend is not None and head.arch()["attend"] != attend:
         raise SystemExit(f"{root}/head.pt is a head {'with' if not attend else 'without'} the lookup: "
                          "resume it without --attend, or train in a new folder")
@@ -136,10 +136,6 @@ def train(root: str, minutes: float, lr: float = 1e-3, batch: int = 64, every: i
                         "arch": head.arch()},
                        f"{root}/head.pt")
     return best, v0
-
-
-def _arch(a: dict) -> dict:
-    return {**a, "dilations": tuple(a["dilations"])} if a else {}
 
 
 def export(root: str, dest: str | os.PathLike = HINT_HEAD, note: str = "") -> str:

@@ -111,8 +111,10 @@ class Colorizer:
         "propagation" where there is none (hinted rows and files); words: said for a report."""
         hn = self.hint_net()
         m = hn if hn is not None else self.hint_head()
-        if not words or m is None:
-            return "propagation along edges over the net's colour" if words else getattr(m, "sha256", "propagation")
+        if m is None:
+            return "propagation along edges over the net's colour" if words else "propagation"
+        if not words:
+            return m.sha256
         what = "the hint-conditioned net" if hn is not None else "the hint head over the net's features"
         return f"{what} `{m.sha256[:12]}`, then propagation along edges"
 

@@ -45,7 +45,7 @@ FEATURES = 128  # channels of the net's decoder's first conv
 
 
 class HintHead(nn.Module):
-    """attend: each block after the first also looks up the hint cells by feature likeness and
+    """attend: every second block also looks up the hint cells by feature likeness and
     distance (attention over the hinted cells, plus a learned "none of them" that lets a cell take
     nothing): which distant parts share the hinted coat's colour, rather than the hints' mean."""
 
@@ -58,6 +58,11 @@ class HintHead(nn.Module):
         self.att = nn.ModuleList(Lookup(width, heads) for _ in dilations[1::2]) if attend else None
         self.out = nn.Conv2d(width, 2, 1)
         nn.init.zeros_(self.out.weight), nn.init.zeros_(self.out.bias)  # untrained: no change
+
+    @classmethod
+    def from_arch(cls, arch: dict | None) -> HintHead:
+        """The head arch() describes (as saved in JSON or a checkpoint); none: the first head's."""
+        return cls(**{**arch, "dilations": tuple(arch["dilations"])}) if arch else cls()
 
     def arch(self) -> dict:
         return {"width": self.inp.out_channels, "dilations": [c.dilation[0] for c in self.blocks],
@@ -142,8 +147,7 @@ def load_head(net_sha256: str, path: str | os.PathLike = HINT_HEAD, device="cpu"
     payload = torch.load(io.BytesIO(data), map_location=device, weights_only=True)
     if payload.get("meta", {}).get("net_sha256") != net_sha256:
         return None
-    arch = payload.get("meta", {}).get("arch")  # none: the first head's
-    head = HintHead(**{**arch, "dilations": tuple(arch["dilations"])}) if arch else HintHead()
+    head = HintHead.from_arch(payload.get("meta", {}).get("arch"))
     head.load_state_dict(payload["state_dict"])
     head.sha256 = hashlib.sha256(data).hexdigest()  # what a hinted row says made it
     return head.to(device).eval()

@@ -71,6 +71,17 @@ def test_the_head_trains_on_a_packs_features_and_exports_for_its_net(tmp_path, p
     assert torch.load(root / "head.pt")["arch"]["attend"]  # as it was begun
     with pytest.raises(SystemExit, match="with the lookup"):  # not silently another kind of head
         train_hinthead.train(str(root), 1, batch=8, steps=1, log=lambda m: None, attend=False)
+    # a new head from that one, on a second view of the photos (another size) as well
+    gputrain.pack(str(photos), str(tmp_path / "whole.npz"), side=48, max_mb=1, log=lambda m: None, whole=True)
+    train_hinthead.extract(str(tmp_path / "whole.npz"), str(tmp_path / "whole"), ckpt, log=lambda m: None)
+    (tmp_path / "more").mkdir()
+    for name in ("feats.npy", "small.npy", "meta.json"):
+        (tmp_path / "more" / name).symlink_to(root / name)
+    lines = []
+    more, alone2 = train_hinthead.train(str(tmp_path / "more"), 1, batch=8, every=10, steps=10, log=lines.append,
+                                        also=(str(tmp_path / "whole"),), init=str(root / "best.pt"), decay=True)
+    assert "by folder" in lines[-1] and more < 0.8 * alone2, lines  # started trained, not from nothing
+    assert torch.load(tmp_path / "more" / "head.pt")["arch"]["attend"]
     train_hinthead.export(str(root), tmp_path / "hint_head.pt")
     sha = load_checkpoint(ckpt).sha256
     assert hinthead.load_head(sha, tmp_path / "hint_head.pt").arch()["attend"]

@@ -59,8 +59,10 @@ METRICS = ["seconds", "step", "images", "train_loss", "val_loss", "lr", "images_
 # --- the pack ----------------------------------------------------------------------------------
 
 
-def _square(path: str, side: int) -> Image.Image:
-    return ImageOps.fit(load_prescaled(path, 2 * side), (side, side), Image.BICUBIC)
+def _square(path: str, side: int, whole: bool = False) -> Image.Image:
+    """The centre square; whole: the whole photo squeezed to a square, as the engine sees it."""
+    im = load_prescaled(path, 2 * side)
+    return im.resize((side, side), Image.BICUBIC) if whole else ImageOps.fit(im, (side, side), Image.BICUBIC)
 
 
 def _jpeg(im: Image.Image, quality: int) -> bytes:
@@ -69,17 +71,17 @@ def _jpeg(im: Image.Image, quality: int) -> bytes:
     return b.getvalue()
 
 
-def pack(src: str, dest: str, side: int = 112, max_mb: float = 28.0, log=print) -> dict:
+def pack(src: str, dest: str, side: int = 112, max_mb: float = 28.0, log=print, whole: bool = False) -> dict:
     """Writes DEST (.npz): the training and validation photos of SRC (a collection's own split,
     else 5 % by name) as side x side centre squares, JPEG at the best quality (down to 40) that
-    fits max_mb. Returns its meta."""
+    fits max_mb (whole: each photo squeezed to the square instead). Returns its meta."""
     coll = collection_split(src)
     train, val = coll if coll is not None else split(list_images(src), 0.05)
     if not train or not val:
         raise ValueError(f"{src}: need training and validation photos, found {len(train)} and {len(val)}")
     paths = train + val
     with ThreadPoolExecutor(os.cpu_count() or 2) as ex:
-        squares = list(ex.map(lambda p: _square(p, side), paths))
+        squares = list(ex.map(lambda p: _square(p, side, whole), paths))
     sample = squares[:: max(1, len(squares) // 256)]
     start = next((i for i, q in enumerate(QUALITIES) if sum(len(_jpeg(im, q)) for im in sample)
                   / len(sample) * len(squares) / 2**20 <= max_mb), len(QUALITIES) - 1)
@@ -88,7 +90,7 @@ def pack(src: str, dest: str, side: int = 112, max_mb: float = 28.0, log=print) 
             blobs = list(ex.map(lambda im, q=quality: _jpeg(im, q), squares))
         if sum(map(len, blobs)) / 2**20 <= max_mb * 0.99:  # the npz's own few kB beside
             break
-    meta = {"format": PACK_FORMAT, "source": str(src), "side": side, "quality": quality,
+    meta = {"format": PACK_FORMAT, "source": str(src), "side": side, "quality": quality, "whole": whole,
             "train": len(train), "val": len(val),
             # evaluate's mean-colour baseline, of the squares in hand (the photos are not read again)
             "train_mean_ab": list(mean_ab_of(squares[:len(train)])),
@@ -327,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("dest")
     p.add_argument("--side", type=int, default=112)
     p.add_argument("--max-mb", type=float, default=28.0)
+    p.add_argument("--whole", action="store_true", help="each photo squeezed to the square, not its centre")
     t = sub.add_parser("train", help="train on a pack for a set number of minutes")
     t.add_argument("pack")
     t.add_argument("out")
@@ -345,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--device", default="auto")
     a = ap.parse_args(argv)
     if a.cmd == "pack":
-        pack(a.src, a.dest, a.side, a.max_mb)
+        pack(a.src, a.dest, a.side, a.max_mb, whole=a.whole)
     else:
         train_on_pack(a.pack, a.out, a.minutes, a.every, init=a.init or None, batch=a.batch,
                       size=a.size, lr=a.lr, hints=a.hints, neutral=a.neutral, film=a.film, damage_p=a.damage, device=a.device)

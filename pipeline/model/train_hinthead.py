@@ -9,6 +9,7 @@ import argparse
 import hashlib
 import io
 import json
+import math
 import os
 import time
 
@@ -85,56 +86,86 @@ def _loss(head: HintHead, f, sm, gen) -> tuple[torch.Tensor, torch.Tensor]:
     return F.mse_loss(head(f.float(), ab, hint_ab, mask, L), true_ab), F.mse_loss(ab, true_ab)
 
 
-def train(root: str, minutes: float, lr: float = 1e-3, batch: int = 64, every: int = 500,
-          log=print, steps: int | None = None, attend: bool | None = None) -> tuple[float, float]:
-    """Train (or resume: root/head.pt) the head on extract's arrays for `minutes` (or `steps`);
-    root/best.pt keeps the best validation loss (seeded points on the pack's validation photos).
-    Returns it and the net's own loss there."""
-    torch.manual_seed(0)
+def _arrays(root: str) -> tuple[torch.Tensor, torch.Tensor, int, str]:
+    """extract's arrays in root: features, the 1/8-grid colours, how many are training photos, the net."""
     with open(f"{root}/meta.json") as fh:
         meta = json.load(fh)
-    feats = torch.from_numpy(np.load(f"{root}/feats.npy"))
-    small = torch.from_numpy(np.load(f"{root}/small.npy"))
-    ntrain = meta["train"]
+    return (torch.from_numpy(np.load(f"{root}/feats.npy")), torch.from_numpy(np.load(f"{root}/small.npy")),
+            meta["train"], meta["net_sha256"])
+
+
+def _validate(head, sets) -> tuple[float, float, list[float]]:
+    """The head's and the net's own loss on the validation photos (seeded points), averaged over
+    the sets (each view of the photos counts once), and the head's on each set."""
+    per = []
+    with torch.no_grad():
+        for feats, small, ntrain, _ in sets:
+            val, vg = torch.arange(ntrain, feats.shape[0])[:800], torch.Generator().manual_seed(7)
+            per.append(np.mean([[p.item() for p in _loss(head, feats[val[i:i + 200]], small[val[i:i + 200]], vg)]
+                                for i in range(0, len(val), 200)], axis=0))
+    return float(np.mean([p[0] for p in per])), float(np.mean([p[1] for p in per])), [float(p[0]) for p in per]
+
+
+def _ema(avg: torch.Tensor, new: torch.Tensor, n) -> torch.Tensor:
+    """The weights' moving average over ~500 steps (sooner at first: an average that starts at an
+    untrained head would lag it for a thousand steps)."""
+    d = min(0.998, (1 + int(n)) / (10 + int(n)))
+    return d * avg + (1 - d) * new
+
+
+def train(root: str, minutes: float, lr: float = 1e-3, batch: int = 64, every: int = 500,
+          log=print, steps: int | None = None, attend: bool | None = None, also: tuple[str, ...] = (),
+          init: str | None = None, decay: bool = False) -> tuple[float, float]:
+    """Train (or resume: root/head.pt) the head on extract's arrays in root and in each of `also`
+    (the same photos extracted at other sizes: more views of each) for `minutes` (or `steps`).
+    init: a new head starts from that head's best.pt. decay: the rate falls along a cosine to
+    1/20 over the run. The weights are averaged as they go (EMA); root/best.pt keeps the average
+    with the best validation loss. Returns it and the net's own loss there."""
+    torch.manual_seed(0)
+    sets = [_arrays(r) for r in (root, *also)]
+    if len({s[3] for s in sets}) > 1:
+        raise SystemExit("the feature folders were extracted under different nets")
     resume = torch.load(f"{root}/head.pt", weights_only=True) if os.path.exists(f"{root}/head.pt") else None
+    start = resume or (torch.load(init, weights_only=True) if init else None)
     # attend: a new head with the lookup or without; None: as the resumed one is (a new: without)
-    head = HintHead.from_arch(resume.get("arch")) if resume else HintHead(attend=bool(attend))
+    head = HintHead.from_arch(start.get("arch")) if start else HintHead(attend=bool(attend))
     if attend is not None and head.arch()["attend"] != attend:
         raise SystemExit(f"{root}/head.pt is a head {'with' if not attend else 'without'} the lookup: "
                          "resume it without --attend, or train in a new folder")
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=1e-4)
+    ema = torch.optim.swa_utils.AveragedModel(head, avg_fn=_ema)
     step, best, v0 = 0, float("inf"), float("nan")
+    if start:
+        head.load_state_dict(start["head"])
+        ema.module.load_state_dict(start.get("ema", start["head"]))
     if resume:
-        st = resume
-        head.load_state_dict(st["head"]), opt.load_state_dict(st["opt"])
-        step, best = st["step"], st["best"]
-        for grp in opt.param_groups:  # a resumed run at its own rate (a lower one to settle)
-            grp["lr"] = lr
+        opt.load_state_dict(resume["opt"])
+        step, best = resume["step"], resume["best"]
     gen = torch.Generator().manual_seed(step)
-    val = torch.arange(ntrain, feats.shape[0])[:800]
-    end, last = time.time() + minutes * 60, step + (steps or 0)
+    t0, first = time.time(), step
+    end, last = t0 + minutes * 60, step + (steps or 0)
     while (time.time() < end) if steps is None else step < last:
+        done = (time.time() - t0) / (minutes * 60) if steps is None else (step - first) / steps
+        for grp in opt.param_groups:  # a resumed run at its own rate (a lower one to settle)
+            grp["lr"] = lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(done, 1.0)))) if decay else lr
+        feats, small, ntrain, _ = sets[int(torch.randint(0, len(sets), (1,), generator=gen))]
         idx = torch.randint(0, ntrain, (batch,), generator=gen)
         f, sm = feats[idx], small[idx]
         if torch.rand(1, generator=gen).item() < 0.5:  # a mirrored photo: its features nearly so
             f, sm = f.flip(-1), sm.flip(-1)
         loss, _ = _loss(head, f, sm, gen)
-        opt.zero_grad(), loss.backward(), opt.step()
+        opt.zero_grad(), loss.backward(), opt.step(), ema.update_parameters(head)
         step += 1
         if step % every == 0 or time.time() >= end or step == last:
-            with torch.no_grad():
-                vg = torch.Generator().manual_seed(7)
-                vl = [_loss(head, feats[val[i:i + 200]], small[val[i:i + 200]], vg)
-                      for i in range(0, len(val), 200)]
-            v, v0 = (float(np.mean([p[k].item() for p in vl])) for k in (0, 1))
-            log(f"step {step}: train {loss.item():.5f}, validation {v:.5f} (the net alone {v0:.5f})")
+            v, v0, per = _validate(ema.module, sets)
+            log(f"step {step}: train {loss.item():.5f}, validation {v:.5f} (the net alone {v0:.5f})"
+                + (f"; by folder {', '.join(f'{p:.5f}' for p in per)}" if len(per) > 1 else ""))
             if v < best:
                 best = v
-                torch.save({"head": head.state_dict(), "step": step, "val": v, "arch": head.arch()},
+                torch.save({"head": ema.module.state_dict(), "step": step, "val": v, "arch": head.arch()},
                            f"{root}/best.pt")
-            torch.save({"head": head.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
-                        "arch": head.arch()},
-                       f"{root}/head.pt")
+            torch.save({"head": head.state_dict(), "ema": ema.module.state_dict(), "opt": opt.state_dict(),
+                        "step": step, "best": best, "arch": head.arch()}, f"{root}/head.pt")
     return best, v0
 
 
@@ -164,13 +195,17 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--attend", action="store_const", const=True,
                    help="a new head that looks its hints up (HintHead); a resumed head stays as it is")
+    t.add_argument("--also", action="append", default=[],
+                   help="another extract folder of the same photos (another size): trained on too")
+    t.add_argument("--init", help="a new head starts from this head's best.pt")
+    t.add_argument("--decay", action="store_true", help="the rate falls along a cosine over the run")
     x = sub.add_parser("export", help="DIR/best.pt -> the shipped head")
     x.add_argument("dir"), x.add_argument("--to", default=str(HINT_HEAD)), x.add_argument("--note", default="")
     a = ap.parse_args(argv)
     if a.cmd == "extract":
         extract(a.pack, a.dir, a.checkpoint)
     elif a.cmd == "train":
-        train(a.dir, a.minutes, a.lr, attend=a.attend)
+        train(a.dir, a.minutes, a.lr, attend=a.attend, also=tuple(a.also), init=a.init, decay=a.decay)
     else:
         print(export(a.dir, a.to, a.note))
 

@@ -66,6 +66,13 @@ def test_the_head_trains_on_a_packs_features_and_exports_for_its_net(tmp_path, p
     best, alone = train_hinthead.train(str(root), 1, lr=3e-3, batch=8, every=40, steps=120, log=lambda m: None,
                                        attend=True)
     assert best < 0.8 * alone, (best, alone)  # the hints' colour reaches the validation photos
+    trained = hinthead.HintHead(attend=True)
+    trained.load_state_dict(torch.load(root / "best.pt")["head"])
+    sets = [train_hinthead._arrays(str(root))]
+    torch.manual_seed(1)
+    first = train_hinthead._validate(trained, sets)
+    torch.manual_seed(2)  # the validation's points are its own, whatever the global generator
+    assert train_hinthead._validate(trained, sets) == first
     again, _ = train_hinthead.train(str(root), 1, batch=8, every=5, steps=5, log=lambda m: None)
     assert torch.load(root / "head.pt")["step"] == 125 and again <= best  # resumed, not restarted
     assert torch.load(root / "head.pt")["arch"]["attend"]  # as it was begun

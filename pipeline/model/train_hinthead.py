@@ -72,7 +72,10 @@ def draw_hints(true_ab: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tenso
     """Simulated points on the 1/8 grid, each its cell's true colour: 0 to 30 a photo, few more
     often (Zhang et al. 2017 draw them geometrically)."""
     B, _, H, W = true_ab.shape
-    k = torch.clamp(torch.distributions.Geometric(0.1).sample((B,)), max=30).long()
+    # geometric (p = 0.1, from 0) by its inverse CDF, from gen: torch.distributions draws from the
+    # global generator, which left the "seeded" validation points' counts to chance
+    u = 1.0 - torch.rand(B, generator=gen, dtype=torch.float64)  # (0, 1]
+    k = torch.clamp(torch.floor(torch.log(u) / math.log(0.9)), max=30).long()
     mask = torch.zeros(B, 1, H, W)
     for i in range(B):
         mask.view(B, -1)[i, torch.randperm(H * W, generator=gen)[: int(k[i])]] = 1.0

@@ -133,8 +133,8 @@ def train(root: str, minutes: float, lr: float = 1e-3, batch: int = 64, every: i
     # attend: a new head with the lookup or without; None: as the resumed one is (a new: without)
     head = HintHead.from_arch(start.get("arch")) if start else HintHead(attend=bool(attend))
     if attend is not None and head.arch()["attend"] != attend:
-        raise SystemExit(f"{root}/head.pt is a head {'with' if not attend else 'without'} the lookup: "
-                         "resume it without --attend, or train in a new folder")
+        raise SystemExit(f"{f'{root}/head.pt' if resume else init} is a head {'with' if not attend else 'without'} "
+                         "the lookup: go on without --attend, or train in a new folder")
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=1e-4)
     ema = torch.optim.swa_utils.AveragedModel(head, avg_fn=_ema)
     step, best, v0 = 0, float("inf"), float("nan")

@@ -73,7 +73,10 @@ def test_the_head_trains_on_a_packs_features_and_exports_for_its_net(tmp_path, p
     first = train_hinthead._validate(trained, sets)
     torch.manual_seed(2)  # the validation's points are its own, whatever the global generator
     assert train_hinthead._validate(trained, sets) == first
+    state = torch.load(root / "head.pt")
+    torch.save({**state, "best": 0.0}, root / "head.pt")  # a best kept on other draws: scored again
     again, _ = train_hinthead.train(str(root), 1, batch=8, every=5, steps=5, log=lambda m: None)
+    assert again > 0.0
     assert torch.load(root / "head.pt")["step"] == 125 and again <= best  # resumed, not restarted
     assert torch.load(root / "head.pt")["arch"]["attend"]  # as it was begun
     with pytest.raises(SystemExit, match="with the lookup"):  # not silently another kind of head

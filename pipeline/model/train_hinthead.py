@@ -109,6 +109,17 @@ def _validate(head, sets) -> tuple[float, float, list[float]]:
     return float(np.mean([p[0] for p in per])), float(np.mean([p[1] for p in per])), [float(p[0]) for p in per]
 
 
+def _rescore(path: str, sets) -> float:
+    """A kept best head's loss on these sets now: the one it was kept with may have been drawn
+    otherwise (before the validation was seeded) or on other folders."""
+    if not os.path.exists(path):
+        return float("inf")
+    st = torch.load(path, weights_only=True)
+    head = HintHead.from_arch(st.get("arch"))
+    head.load_state_dict(st["head"])
+    return _validate(head.eval(), sets)[0]
+
+
 def _ema(avg: torch.Tensor, new: torch.Tensor, n) -> torch.Tensor:
     """The weights' moving average over ~500 steps (sooner at first: an average that starts at an
     untrained head would lag it for a thousand steps)."""
@@ -143,7 +154,7 @@ def train(root: str, minutes: float, lr: float = 1e-3, batch: int = 64, every: i
         ema.module.load_state_dict(start.get("ema", start["head"]))
     if resume:
         opt.load_state_dict(resume["opt"])
-        step, best = resume["step"], resume["best"]
+        step, best = resume["step"], _rescore(f"{root}/best.pt", sets)
     gen = torch.Generator().manual_seed(step)
     t0, first = time.time(), step
     end, last = t0 + minutes * 60, step + (steps or 0)

@@ -109,15 +109,19 @@ def _validate(head, sets) -> tuple[float, float, list[float]]:
     return float(np.mean([p[0] for p in per])), float(np.mean([p[1] for p in per])), [float(p[0]) for p in per]
 
 
+def _head_of(saved: dict) -> HintHead:
+    """The head a best.pt or head.pt holds (its own weights, not their average)."""
+    head = HintHead.from_arch(saved.get("arch"))
+    head.load_state_dict(saved["head"])
+    return head
+
+
 def _rescore(path: str, sets) -> float:
     """A kept best head's loss on these sets now: the one it was kept with may have been drawn
     otherwise (before the validation was seeded) or on other folders."""
     if not os.path.exists(path):
         return float("inf")
-    st = torch.load(path, weights_only=True)
-    head = HintHead.from_arch(st.get("arch"))
-    head.load_state_dict(st["head"])
-    return _validate(head.eval(), sets)[0]
+    return _validate(_head_of(torch.load(path, weights_only=True)).eval(), sets)[0]
 
 
 def _ema(avg: torch.Tensor, new: torch.Tensor, n) -> torch.Tensor:
@@ -142,16 +146,15 @@ def train(root: str, minutes: float, lr: float = 1e-3, batch: int = 64, every: i
     resume = torch.load(f"{root}/head.pt", weights_only=True) if os.path.exists(f"{root}/head.pt") else None
     start = resume or (torch.load(init, weights_only=True) if init else None)
     # attend: a new head with the lookup or without; None: as the resumed one is (a new: without)
-    head = HintHead.from_arch(start.get("arch")) if start else HintHead(attend=bool(attend))
+    head = _head_of(start) if start else HintHead(attend=bool(attend))
     if attend is not None and head.arch()["attend"] != attend:
         raise SystemExit(f"{f'{root}/head.pt' if resume else init} is a head {'with' if not attend else 'without'} "
                          "the lookup: go on without --attend, or train in a new folder")
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=1e-4)
-    ema = torch.optim.swa_utils.AveragedModel(head, avg_fn=_ema)
+    ema = torch.optim.swa_utils.AveragedModel(head, avg_fn=_ema)  # a copy of head as it starts
     step, best, v0 = 0, float("inf"), float("nan")
-    if start:
-        head.load_state_dict(start["head"])
-        ema.module.load_state_dict(start.get("ema", start["head"]))
+    if start and "ema" in start:
+        ema.module.load_state_dict(start["ema"])
     if resume:
         opt.load_state_dict(resume["opt"])
         step, best = resume["step"], _rescore(f"{root}/best.pt", sets)
@@ -160,7 +163,7 @@ def train(root: str, minutes: float, lr: float = 1e-3, batch: int = 64, every: i
     end, last = t0 + minutes * 60, step + (steps or 0)
     while (time.time() < end) if steps is None else step < last:
         done = (time.time() - t0) / (minutes * 60) if steps is None else (step - first) / steps
-        for grp in opt.param_groups:  # a resumed run at its own rate (a lower one to settle)
+        for grp in opt.param_groups:  # this run's rate (a resumed one's too: a lower one to settle)
             grp["lr"] = lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(done, 1.0)))) if decay else lr
         feats, small, ntrain, _ = sets[int(torch.randint(0, len(sets), (1,), generator=gen))]
         idx = torch.randint(0, ntrain, (batch,), generator=gen)
@@ -179,7 +182,7 @@ def train(root: str, minutes: float, lr: float = 1e-3, batch: int = 64, every: i
                 torch.save({"head": ema.module.state_dict(), "step": step, "val": v, "arch": head.arch()},
                            f"{root}/best.pt")
             torch.save({"head": head.state_dict(), "ema": ema.module.state_dict(), "opt": opt.state_dict(),
-                        "step": step, "best": best, "arch": head.arch()}, f"{root}/head.pt")
+                        "step": step, "arch": head.arch()}, f"{root}/head.pt")  # best: rescored on resume
     return best, v0
 
 

@@ -92,6 +92,16 @@ def test_the_head_trains_on_a_packs_features_and_exports_for_its_net(tmp_path, p
                                         also=(str(tmp_path / "whole"),), init=str(root / "best.pt"), decay=True)
     assert "by folder" in lines[-1] and more < 0.8 * alone2, lines  # started trained, not from nothing
     assert torch.load(tmp_path / "more" / "head.pt")["arch"]["attend"]
+    # the head grown a branch of its own, trained from the net's layer1 output (extract --low)
+    train_hinthead.extract(str(pack), str(tmp_path / "low"), ckpt, log=lambda m: None, low=True)
+    assert np.load(tmp_path / "low" / "low.npy").shape[1:] == (64, 16, 16)  # 32 px + 2 x 16 padding, / 4
+    grown, alone3 = train_hinthead.train(str(tmp_path / "low"), 1, batch=8, every=10, steps=10, log=lambda m: None,
+                                         init=str(root / "best.pt"), branch=True)
+    assert grown < 0.8 * alone3
+    resumed = torch.load(tmp_path / "low" / "head.pt")
+    assert resumed["arch"]["branch"] and any(k.startswith("branch.") for k in resumed["head"])
+    train_hinthead.train(str(tmp_path / "low"), 1, batch=8, every=2, steps=2, log=lambda m: None)  # stays one
+    assert torch.load(tmp_path / "low" / "head.pt")["step"] == 12
     train_hinthead.export(str(root), tmp_path / "hint_head.pt")
     sha = load_checkpoint(ckpt).sha256
     assert hinthead.load_head(sha, tmp_path / "hint_head.pt").arch()["attend"]
@@ -158,3 +168,17 @@ def test_a_head_that_looks_hints_up_is_exported_and_loaded_as_itself(tmp_path):
     m[0, 0, 2, 2] = 1
     with torch.no_grad():
         assert torch.equal(back(f, ab, ab + 0.3 * m, m, ab[:, :1]), head(f, ab, ab + 0.3 * m, m, ab[:, :1]))
+
+
+def test_a_branch_copied_from_the_net_reads_the_nets_own_features(shipped, tmp_path):
+    import json
+
+    g = torch.from_numpy(np.random.default_rng(3).integers(0, 256, (1, 64, 64), dtype=np.uint8))
+    f, _, low = hinthead.net_parts(shipped.model, shipped._L8, 1.0, g, 16)
+    (tmp_path / "meta.json").write_text(json.dumps({"net_sha256": shipped.sha256, "checkpoint": None}))
+    head = train_hinthead._with_branch(hinthead.HintHead(attend=True), str(tmp_path))
+    with torch.no_grad():
+        assert torch.allclose(head.train().own_features(low, 8, 8), f, atol=1e-4)  # its BatchNorm: the net's
+    (tmp_path / "meta.json").write_text(json.dumps({"net_sha256": "0" * 64, "checkpoint": None}))
+    with pytest.raises(SystemExit, match="another net"):
+        train_hinthead._with_branch(hinthead.HintHead(attend=True), str(tmp_path))

@@ -31,9 +31,11 @@ def _frozen(checkpoint: str | None):
     return ck, L8
 
 
-def extract(pack: str, out: str, checkpoint: str | None = None, batch: int = 32, log=print) -> None:
-    """Each pack photo's frozen features (out/feats.npy, float16) and, on the 1/8 grid, the net's
-    a*b*, the true a*b* and L* (out/small.npy)."""
+def extract(pack: str, out: str, checkpoint: str | None = None, batch: int = 32, log=print,
+            low: bool = False) -> None:
+    """Each pack photo's frozen features (out/feats.npy, float16; low: the net's layer1 output
+    instead, out/low.npy, for a head with its own branch) and, on the 1/8 grid, the net's a*b*,
+    the true a*b* and L* (out/small.npy)."""
     from PIL import Image
     from skimage.color import rgb2lab
 
@@ -46,7 +48,8 @@ def extract(pack: str, out: str, checkpoint: str | None = None, batch: int = 32,
     n, g = len(offsets) - 1, meta["side"] // GRID
     ck, L8 = _frozen(checkpoint)
     gain = float(ck.meta.get("chroma_gain", 1.0))
-    feats = np.lib.format.open_memmap(f"{out}/feats.npy", "w+", np.float16, (n, FEATURES, g, g))
+    shape = (n, 64, (meta["side"] + 2 * NET_PAD) // 4, (meta["side"] + 2 * NET_PAD) // 4) if low else (n, FEATURES, g, g)
+    feats = np.lib.format.open_memmap(f"{out}/{'low' if low else 'feats'}.npy", "w+", np.float16, shape)
     small = np.zeros((n, 5, g, g), np.float32)
     for i0 in range(0, n, batch):
         rgbs = []
@@ -54,10 +57,10 @@ def extract(pack: str, out: str, checkpoint: str | None = None, batch: int = 32,
             with Image.open(io.BytesIO(data[offsets[i]:offsets[i + 1]])) as im:
                 rgbs.append(np.asarray(im.convert("RGB")))
         grays = torch.from_numpy(np.stack([luminance_gray(r) for r in rgbs]))
-        f, ab = net_parts(ck.model, L8, gain, grays, NET_PAD)
+        f, ab, lo = net_parts(ck.model, L8, gain, grays, NET_PAD)
         labs = torch.from_numpy(np.stack([rgb2lab(r) for r in rgbs])).permute(0, 3, 1, 2).float()
         j = slice(i0, i0 + len(rgbs))
-        feats[j] = f.numpy().astype(np.float16)
+        feats[j] = (lo if low else f).numpy().astype(np.float16)
         small[j, 0:2] = F.avg_pool2d(ab, GRID).numpy()
         small[j, 2:5] = F.avg_pool2d(labs[:, [1, 2, 0]], GRID).numpy()
         if i0 % (batch * 50) == 0:
@@ -65,7 +68,8 @@ def extract(pack: str, out: str, checkpoint: str | None = None, batch: int = 32,
     feats.flush()
     np.save(f"{out}/small.npy", small)
     with open(f"{out}/meta.json", "w") as fh:
-        json.dump({"n": n, "train": meta["train"], "side": meta["side"], "net_sha256": ck.sha256}, fh)
+        json.dump({"n": n, "train": meta["train"], "side": meta["side"], "net_sha256": ck.sha256,
+                   "checkpoint": checkpoint}, fh)
 
 
 def draw_hints(true_ab: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,15 +90,34 @@ def _loss(head: HintHead, f, sm, gen) -> tuple[torch.Tensor, torch.Tensor]:
     """(the head's MSE, the net's alone), a*b* / S on the 1/8 grid, with simulated points."""
     ab, true_ab, L = sm[:, 0:2] / S, sm[:, 2:4] / S, sm[:, 4:5] / 100.0
     hint_ab, mask = draw_hints(true_ab, gen)
+    if head.branch is not None:  # f is the net's layer1 output: the head's own features from it
+        f = head.own_features(f, *ab.shape[-2:])
     return F.mse_loss(head(f.float(), ab, hint_ab, mask, L), true_ab), F.mse_loss(ab, true_ab)
 
 
-def _arrays(root: str) -> tuple[torch.Tensor, torch.Tensor, int, str]:
-    """extract's arrays in root: features, the 1/8-grid colours, how many are training photos, the net."""
+def _arrays(root: str, low: bool = False) -> tuple[torch.Tensor, torch.Tensor, int, str]:
+    """extract's arrays in root: features (low: the net's layer1 output), the 1/8-grid colours,
+    how many are training photos, the net."""
     with open(f"{root}/meta.json") as fh:
         meta = json.load(fh)
-    return (torch.from_numpy(np.load(f"{root}/feats.npy")), torch.from_numpy(np.load(f"{root}/small.npy")),
-            meta["train"], meta["net_sha256"])
+    return (torch.from_numpy(np.load(f"{root}/{'low' if low else 'feats'}.npy")),
+            torch.from_numpy(np.load(f"{root}/small.npy")), meta["train"], meta["net_sha256"])
+
+
+def _with_branch(head: HintHead, root: str) -> HintHead:
+    """The same head with a branch of its own, a copy of the layers of the net root's arrays came
+    from: at first it reads exactly the features it was trained on."""
+    with open(f"{root}/meta.json") as fh:
+        meta = json.load(fh)
+    new = HintHead.from_arch({**head.arch(), "branch": True})
+    missing, unexpected = new.load_state_dict(head.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith("branch.") for k in missing), (missing, unexpected)
+    ck, _ = _frozen(meta.get("checkpoint"))
+    if ck.sha256 != meta["net_sha256"]:
+        raise SystemExit(f"{root}'s arrays were extracted under another net than {meta.get('checkpoint') or 'the shipped one'}")
+    new.branch[0].load_state_dict(ck.model.trunk[5].state_dict())
+    new.branch[1].load_state_dict(ck.model.layer2.state_dict())
+    return new
 
 
 def _validate(head, sets) -> tuple[float, float, list[float]]:
@@ -133,27 +156,32 @@ def _ema(avg: torch.Tensor, new: torch.Tensor, n) -> torch.Tensor:
 
 def train(root: str, minutes: float, lr: float = 1e-3, batch: int = 64, every: int = 500,
           log=print, steps: int | None = None, attend: bool | None = None, also: tuple[str, ...] = (),
-          init: str | None = None, decay: bool = False) -> tuple[float, float]:
+          init: str | None = None, decay: bool = False, branch: bool = False) -> tuple[float, float]:
     """Train (or resume: root/head.pt) the head on extract's arrays in root and in each of `also`
     (the same photos extracted at other sizes: more views of each) for `minutes` (or `steps`).
     init: a new head starts from that head's best.pt. decay: the rate falls along a cosine to
-    1/20 over the run. The weights are averaged as they go (EMA); root/best.pt keeps the average
-    with the best validation loss. Returns it and the net's own loss there."""
+    1/20 over the run. branch: a new head (from init's) also trains its own copy of the net's
+    last layers, from extract --low's arrays. The weights are averaged as they go (EMA);
+    root/best.pt keeps the average with the best validation loss. Returns it and the net's own
+    loss there."""
     torch.manual_seed(0)
-    sets = [_arrays(r) for r in (root, *also)]
+    resume = torch.load(f"{root}/head.pt", weights_only=True) if os.path.exists(f"{root}/head.pt") else None
+    branch = bool(resume["arch"].get("branch")) if resume else branch
+    sets = [_arrays(r, branch) for r in (root, *also)]
     if len({s[3] for s in sets}) > 1:
         raise SystemExit("the feature folders were extracted under different nets")
-    resume = torch.load(f"{root}/head.pt", weights_only=True) if os.path.exists(f"{root}/head.pt") else None
     start = resume or (torch.load(init, weights_only=True) if init else None)
     # attend: a new head with the lookup or without; None: as the resumed one is (a new: without)
     head = _head_of(start) if start else HintHead(attend=bool(attend))
     if attend is not None and head.arch()["attend"] != attend:
         raise SystemExit(f"{f'{root}/head.pt' if resume else init} is a head {'with' if not attend else 'without'} "
                          "the lookup: go on without --attend, or train in a new folder")
+    grown = branch and head.branch is None
+    head = _with_branch(head, root) if grown else head
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=1e-4)
     ema = torch.optim.swa_utils.AveragedModel(head, avg_fn=_ema)  # a copy of head as it starts
     step, best, v0 = 0, float("inf"), float("nan")
-    if start and "ema" in start:
+    if start and "ema" in start and not grown:
         ema.module.load_state_dict(start["ema"])
     if resume:
         opt.load_state_dict(resume["opt"])
@@ -207,6 +235,7 @@ def main(argv: list[str] | None = None) -> None:
     sub = ap.add_subparsers(dest="cmd", required=True)
     e = sub.add_parser("extract", help="the frozen net's features of a training pack (gputrain pack)")
     e.add_argument("pack"), e.add_argument("dir"), e.add_argument("--checkpoint")
+    e.add_argument("--low", action="store_true", help="the net's layer1 output, for a head with its own branch")
     t = sub.add_parser("train", help="train or resume the head in DIR")
     t.add_argument("dir"), t.add_argument("--minutes", type=float, default=45)
     t.add_argument("--lr", type=float, default=1e-3)
@@ -216,13 +245,15 @@ def main(argv: list[str] | None = None) -> None:
                    help="another extract folder of the same photos (another size): trained on too")
     t.add_argument("--init", help="a new head starts from this head's best.pt")
     t.add_argument("--decay", action="store_true", help="the rate falls along a cosine over the run")
+    t.add_argument("--branch", action="store_true",
+                   help="a new head (from --init's) with its own copy of the net's last layers (extract --low)")
     x = sub.add_parser("export", help="DIR/best.pt -> the shipped head")
     x.add_argument("dir"), x.add_argument("--to", default=str(HINT_HEAD)), x.add_argument("--note", default="")
     a = ap.parse_args(argv)
     if a.cmd == "extract":
-        extract(a.pack, a.dir, a.checkpoint)
+        extract(a.pack, a.dir, a.checkpoint, low=a.low)
     elif a.cmd == "train":
-        train(a.dir, a.minutes, a.lr, attend=a.attend, also=tuple(a.also), init=a.init, decay=a.decay)
+        train(a.dir, a.minutes, a.lr, attend=a.attend, also=tuple(a.also), init=a.init, decay=a.decay, branch=a.branch)
     else:
         print(export(a.dir, a.to, a.note))
 

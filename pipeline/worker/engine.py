@@ -126,8 +126,8 @@ class Colorizer:
         strong edge by more than the hint itself."""
         from pipeline.worker.hinthead import correction, net_parts
 
-        f, ab = net_parts(self.model, self._L8, self.chroma_gain, g[None], self.pad)
-        return ab[0], ab[0] + correction(head, f, ab[0], self._L8[g.long()], cells)
+        f, ab, low = net_parts(self.model, self._L8, self.chroma_gain, g[None], self.pad)
+        return ab[0], ab[0] + correction(head, f, ab[0], self._L8[g.long()], cells, low)
 
     @property
     def sha256(self) -> str:

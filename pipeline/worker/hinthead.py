@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torchvision
 
 from pipeline.client.state import HINT_HEAD
 from pipeline.worker.hints import (
@@ -50,7 +51,7 @@ class HintHead(nn.Module):
     nothing): which distant parts share the hinted coat's colour, rather than the hints' mean."""
 
     def __init__(self, width: int = 64, dilations: tuple[int, ...] = (1, 2, 4, 8, 16, 1, 2, 4),
-                 attend: bool = False, heads: int = 4):
+                 attend: bool = False, heads: int = 4, branch: bool = False):
         super().__init__()
         self.inp = nn.Conv2d(FEATURES + 8, width, 1)
         self.blocks = nn.ModuleList(nn.Conv2d(width, width, 3, padding=d, dilation=d) for d in dilations)
@@ -58,6 +59,11 @@ class HintHead(nn.Module):
         self.att = nn.ModuleList(Lookup(width, heads) for _ in dilations[1::2]) if attend else None
         self.out = nn.Conv2d(width, 2, 1)
         nn.init.zeros_(self.out.weight), nn.init.zeros_(self.out.bias)  # untrained: no change
+        # branch: its own copy of the net's last trunk stage and the decoder's first conv, trained
+        # with the hints (from the net's layer1 output): features for what goes with what rather
+        # than for the automatic colour. The automatic colour stays the net's own.
+        self.branch = nn.Sequential(torchvision.models.resnet18().layer2, nn.Sequential(
+            nn.Conv2d(128, FEATURES, 3, padding=1), nn.BatchNorm2d(FEATURES), nn.ReLU())) if branch else None
 
     @classmethod
     def from_arch(cls, arch: dict | None) -> HintHead:
@@ -66,7 +72,20 @@ class HintHead(nn.Module):
 
     def arch(self) -> dict:
         return {"width": self.inp.out_channels, "dilations": [c.dilation[0] for c in self.blocks],
-                "attend": self.att is not None, "heads": self.att[0].heads if self.att else 4}
+                "attend": self.att is not None, "heads": self.att[0].heads if self.att else 4,
+                "branch": self.branch is not None}
+
+    def train(self, mode: bool = True) -> HintHead:
+        super().train(mode)
+        if self.branch is not None:
+            self.branch.eval()  # its BatchNorm keeps the net's statistics: no batch's own
+        return self
+
+    def own_features(self, low: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """The branch's features from the net's padded layer1 output, cropped to the h x w grid."""
+        y = self.branch(low.float())
+        t, le = (y.shape[-2] - h) // 2, (y.shape[-1] - w) // 2
+        return y[:, :, t:t + h, le:le + w]
 
     def forward(self, f, ab, hint_ab, mask, L):
         """All on the 1/8 grid: f (B, 128), ab and hint_ab (B, 2) a*b* / S, mask (B, 1), L (B, 1)
@@ -127,9 +146,12 @@ def coarse_planes(cells: list[tuple[int, int, float, float]], size: int) -> tupl
 
 
 def correction(head: HintHead, f: torch.Tensor, ab: torch.Tensor, L: torch.Tensor,
-               cells: list[tuple[int, int, float, float]]) -> torch.Tensor:
-    """One image: f (1, 128, s/8, s/8) the net's features, ab (2, s, s) its a*b*, L (s, s) L* ->
-    the head's change to ab, (2, s, s), upsampled from the 1/8 grid."""
+               cells: list[tuple[int, int, float, float]], low: torch.Tensor | None = None) -> torch.Tensor:
+    """One image: f (1, 128, s/8, s/8) the net's features, ab (2, s, s) its a*b*, L (s, s) L*,
+    low the net's layer1 output (net_parts; read by a head with a branch) -> the head's change
+    to ab, (2, s, s), upsampled from the 1/8 grid."""
+    if head.branch is not None:
+        f = head.own_features(low, *f.shape[-2:])
     hab, mask = (t.to(ab.device) for t in coarse_planes(cells, ab.shape[-1]))
     ab8 = F.avg_pool2d(ab[None].float(), GRID) / S
     L8 = F.avg_pool2d(L[None, None].float(), GRID) / 100.0
@@ -155,12 +177,14 @@ def load_head(net_sha256: str, path: str | os.PathLike = HINT_HEAD, device="cpu"
 
 @torch.inference_mode()
 def net_parts(model, L8, gain: float, grays: torch.Tensor, pad: int):
-    """(B, s, s) uint8 gray -> the net's features (B, 128, s/8, s/8) and a*b* (B, 2, s, s), as the
-    engine computes them (reflect-padded input, chroma gain)."""
+    """(B, s, s) uint8 gray -> the net's features (B, 128, s/8, s/8), a*b* (B, 2, s, s), as the
+    engine computes them (reflect-padded input, chroma gain), and its trunk's layer1 output on
+    the padded 1/4 grid (B, 64, (s + 2 pad)/4, ...), from which a head with its own branch reads."""
     from pipeline.worker import color
 
     x = F.pad((L8[grays.long()] / 100.0)[:, None], (pad,) * 4, mode="reflect")
-    f = model.features(x)
+    low = model.trunk[:5](x)
+    f = model.layer2(model.trunk[5](low))
     y = model.decode(f)
     s, c = grays.shape[-1], pad // GRID
-    return f[:, :, c:c + s // GRID, c:c + s // GRID], color.decode_ab(y[:, :, pad:pad + s, pad:pad + s]) * gain
+    return f[:, :, c:c + s // GRID, c:c + s // GRID], color.decode_ab(y[:, :, pad:pad + s, pad:pad + s]) * gain, low

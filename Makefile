@@ -59,7 +59,7 @@ train-refine: setup  ## third stage (jobs/train-refine.toml): out/train/best.pt 
 tune-gain: setup  ## choose the chroma gain of out/refine/best.pt on the validation split -> the shipped weights
 	$(BIN)/colorize tune-gain out/refine/best.pt data/train --out pipeline/weights/colorizer.pt
 
-train-hint-head: setup  ## the hint head over the shipped net's features (~2.5 h on 2 cores) -> pipeline/weights/hint_head.pt
+train-hint-head: setup  ## the hint head over the shipped net's features (~4 h on 2 cores) -> pipeline/weights/hint_head.pt
 	test -f out/cpu-pack-192.npz || $(BIN)/python -m pipeline.model.gputrain pack data/train out/cpu-pack-192.npz --side 192 --max-mb 400
 	test -f out/hinthead/small.npy || $(BIN)/python -m pipeline.model.train_hinthead extract out/cpu-pack-192.npz out/hinthead
 	mkdir -p out/hinthead2 && ln -sf ../hinthead/feats.npy ../hinthead/small.npy ../hinthead/meta.json out/hinthead2/
@@ -71,7 +71,11 @@ train-hint-head: setup  ## the hint head over the shipped net's features (~2.5 h
 	test -f out/hinthead256/small.npy || $(BIN)/python -m pipeline.model.train_hinthead extract out/cpu-pack-256w.npz out/hinthead256
 	mkdir -p out/hinthead3 && ln -sf ../hinthead/feats.npy ../hinthead/small.npy ../hinthead/meta.json out/hinthead3/
 	$(BIN)/python -m pipeline.model.train_hinthead train out/hinthead3 --also out/hinthead256 --init out/hinthead2/best.pt --minutes 60 --lr 3e-4 --decay
-	$(BIN)/python -m pipeline.model.train_hinthead export out/hinthead3
+	# then the head grows a branch of its own (a copy of the net's layer2 and decoder conv) trained with the hints
+	test -f out/hintbranch/small.npy || $(BIN)/python -m pipeline.model.train_hinthead extract out/cpu-pack-192.npz out/hintbranch --low
+	test -f out/hintbranch256/small.npy || $(BIN)/python -m pipeline.model.train_hinthead extract out/cpu-pack-256w.npz out/hintbranch256 --low
+	$(BIN)/python -m pipeline.model.train_hinthead train out/hintbranch --also out/hintbranch256 --init out/hinthead3/best.pt --branch --minutes 75 --lr 3e-4 --decay
+	$(BIN)/python -m pipeline.model.train_hinthead export out/hintbranch
 
 evaluate: setup  ## score the shipped weights: evaluation split, wheels, kphotoalbum, historical plates
 	$(BIN)/pip install -q -e '.[eval]'

@@ -15,6 +15,10 @@ picture's mean. The engine upsamples its correction onto the net's grid; the
 propagation takes it where the hints reach along edges (a strong edge still stops a hint) and
 then pins each hint.
 
+The shipped head also has a branch of its own (`branch`): a copy of the net's last trunk stage
+and decoder conv, trained with the hints from the net's layer1 output, so that the features it
+reads are tuned to what goes with what; the automatic colour is still the frozen net's.
+
 Trained by model/train_hinthead.py with the net frozen. The head belongs to the net it was
 trained on: the engine uses it only under that net (its sha256 is in the head's meta).
 """

@@ -81,6 +81,8 @@ def test_the_head_trains_on_a_packs_features_and_exports_for_its_net(tmp_path, p
     assert torch.load(root / "head.pt")["arch"]["attend"]  # as it was begun
     with pytest.raises(SystemExit, match="with the lookup"):  # not silently another kind of head
         train_hinthead.train(str(root), 1, batch=8, steps=1, log=lambda m: None, attend=False)
+    with pytest.raises(SystemExit, match="without a branch"):
+        train_hinthead.train(str(root), 1, batch=8, steps=1, log=lambda m: None, branch=True)
     # a new head from that one, on a second view of the photos (another size) as well
     gputrain.pack(str(photos), str(tmp_path / "whole.npz"), side=48, max_mb=1, log=lambda m: None, whole=True)
     train_hinthead.extract(str(tmp_path / "whole.npz"), str(tmp_path / "whole"), ckpt, log=lambda m: None)

@@ -166,6 +166,8 @@ def train(root: str, minutes: float, lr: float = 1e-3, batch: int = 64, every: i
     loss there."""
     torch.manual_seed(0)
     resume = torch.load(f"{root}/head.pt", weights_only=True) if os.path.exists(f"{root}/head.pt") else None
+    if resume and branch and not resume["arch"].get("branch"):  # not silently another kind of head
+        raise SystemExit(f"{root}/head.pt is a head without a branch: go on without --branch, or train in a new folder")
     branch = bool(resume["arch"].get("branch")) if resume else branch
     sets = [_arrays(r, branch) for r in (root, *also)]
     if len({s[3] for s in sets}) > 1:

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torchvision
+from torchvision.models.resnet import BasicBlock
 
 from pipeline.client.state import HINT_HEAD
 from pipeline.worker.hints import (
@@ -66,7 +66,7 @@ class HintHead(nn.Module):
         # branch: its own copy of the net's last trunk stage and the decoder's first conv, trained
         # with the hints (from the net's layer1 output): features for what goes with what rather
         # than for the automatic colour. The automatic colour stays the net's own.
-        self.branch = nn.Sequential(torchvision.models.resnet18().layer2, nn.Sequential(
+        self.branch = nn.Sequential(_resnet_layer2(), nn.Sequential(
             nn.Conv2d(128, FEATURES, 3, padding=1), nn.BatchNorm2d(FEATURES), nn.ReLU())) if branch else None
 
     @classmethod
@@ -103,6 +103,13 @@ class HintHead(nn.Module):
             if self.att is not None and i % 2 == 1:
                 x = x + self.att[i // 2](x, mask)
         return ab + self.out(x)
+
+
+def _resnet_layer2() -> nn.Sequential:
+    """ResNet-18's layer2 as torchvision builds it (the same state_dict keys), without building
+    (and initialising) the whole ResNet each time a head is loaded."""
+    down = nn.Sequential(nn.Conv2d(64, 128, 1, stride=2, bias=False), nn.BatchNorm2d(128))
+    return nn.Sequential(BasicBlock(64, 128, 2, down), BasicBlock(128, 128))
 
 
 class Lookup(nn.Module):

@@ -16,15 +16,15 @@ import textwrap
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageDraw
+
+from pipeline.client.audit import thumbnail
 
 
 def _thumb(path: str, h: int) -> Image.Image:
-    with Image.open(path) as im:
-        im = ImageOps.exif_transpose(im)
-        if im.mode not in ("RGB", "L"):
-            im = im.convert("RGB") if "I" not in im.mode else im.point(lambda v: v / 256).convert("L")
-        return im.convert("RGB").resize((max(1, round(im.width * h / im.height)), h), Image.LANCZOS)
+    """As the audit's (16-bit scans at 8 bits), in the scan's own tone: a toned print stays toned."""
+    with open(path, "rb") as fh:
+        return thumbnail(fh.read(), h)
 
 
 def _label(tile: Image.Image, text: str) -> Image.Image:

@@ -248,18 +248,24 @@ def verdict(report: dict) -> str:
     return "passed" + (f", with {' and '.join(extra)} (reasons below)" if extra else "")
 
 
+def thumbnail(data: bytes, h: int = 120, gray: bool = False) -> Image.Image:
+    """An image file's bytes -> an 8-bit thumbnail h px high (at most 4 h wide), upright; 16-bit
+    scans shown at 8 bits. Raises what PIL raises on a file it cannot read."""
+    with Image.open(io.BytesIO(data)) as im:
+        im.draft("L" if gray else "RGB", (h, h))  # a JPEG decodes at 1/2..1/8 size (DCT)
+        im = ImageOps.exif_transpose(im)
+        if im.mode.startswith("I"):  # 16-bit: convert("L") would clip it to white
+            a = np.clip(np.asarray(im), 0, 65535).astype(np.uint32)
+            im = Image.fromarray((a >> 8).astype(np.uint8))
+        im = im.convert("L" if gray else "RGB")
+        im.thumbnail((h * 4, h))
+        return im
+
+
 def _thumb_uri(data_fn, h: int = 120, gray: bool = False) -> str:
     try:
-        with Image.open(io.BytesIO(data_fn())) as im:
-            im.draft("L" if gray else "RGB", (h, h))  # a JPEG decodes at 1/2..1/8 size (DCT)
-            im = ImageOps.exif_transpose(im)
-            if im.mode.startswith("I"):  # 16-bit: convert("L") would clip it to white
-                a = np.clip(np.asarray(im), 0, 65535).astype(np.uint32)
-                im = Image.fromarray((a >> 8).astype(np.uint8))
-            im = im.convert("L" if gray else "RGB")
-            im.thumbnail((h * 4, h))
-            buf = io.BytesIO()
-            im.save(buf, "JPEG", quality=80)
+        buf = io.BytesIO()
+        thumbnail(data_fn(), h, gray).save(buf, "JPEG", quality=80)
         return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
     except Exception:  # a thumbnail is a nicety; a missing or hostile file must not stop the audit
         return ""

@@ -48,7 +48,8 @@ def extract(pack: str, out: str, checkpoint: str | None = None, batch: int = 32,
     n, g = len(offsets) - 1, meta["side"] // GRID
     ck, L8 = _frozen(checkpoint)
     gain = float(ck.meta.get("chroma_gain", 1.0))
-    shape = (n, 64, (meta["side"] + 2 * NET_PAD) // 4, (meta["side"] + 2 * NET_PAD) // 4) if low else (n, FEATURES, g, g)
+    q = (meta["side"] + 2 * NET_PAD) // 4  # the padded input's 1/4 grid, where layer1 is
+    shape = (n, 64, q, q) if low else (n, FEATURES, g, g)
     feats = np.lib.format.open_memmap(f"{out}/{'low' if low else 'feats'}.npy", "w+", np.float16, shape)
     small = np.zeros((n, 5, g, g), np.float32)
     for i0 in range(0, n, batch):

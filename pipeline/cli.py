@@ -99,7 +99,6 @@ def cmd_image(a) -> int:
     from pipeline.client.jobspec import JobSpec
     from pipeline.storage import write_atomic
     from pipeline.worker import hints
-    from pipeline.worker.engine import Colorizer
     from pipeline.worker.stages import ImageStages
     from pipeline.worker.writers import CHOICES, by_extension
 
@@ -115,14 +114,14 @@ def cmd_image(a) -> int:
     if fmt is None:
         raise UsageError(f"output must end in one of {', '.join('.' + c for c in CHOICES[:-1])}, "
                          f"got {a.output!r}")
-    net = Colorizer(a.checkpoint, device=a.device, size=a.size)
+    given = _hints_arg(a) if a.hint or a.hints else None
     spec = JobSpec(size=a.size, device=a.device, format=fmt.name, max_pixels=a.max_pixels,
                    recolor=a.recolor, metadata_columns="none")
-    stages = ImageStages(spec, outdir="", checkpoint_sha256=net.sha256,
-                         created=dt.date.today().isoformat())
-    given = _hints_arg(a) if a.hint or a.hints else None
-    item, data = stages.one(net, a.input, {"hints": given} if given else None)
-    if data is None:
+    created = dt.date.today().isoformat()
+    # Read and checked before the net loads (seconds): a mistake is told at once.
+    item = ImageStages(spec, outdir="", checkpoint_sha256="", created=created).read_one(
+        a.input, {"hints": given} if given else None)
+    if item.finished:
         raise UsageError(f"{a.input}: {item.row['error']}")
     d = item.decoded
     outside = hints.outside(hints.from_json(given), d.width, d.height) if given else []
@@ -130,6 +129,13 @@ def cmd_image(a) -> int:
         raise UsageError(f"{plural(len(outside), 'hint')} outside the {d.width}x{d.height} image "
                          f"(at {', '.join(outside[:3])}): X,Y are "
                          "the source's pixels, from its top left corner; nothing written")
+    from pipeline.worker.engine import Colorizer  # torch: only once there is work for it
+
+    net = Colorizer(a.checkpoint, device=a.device, size=a.size)
+    stages = ImageStages(spec, outdir="", checkpoint_sha256=net.sha256, created=created)
+    data = stages.colour_one(net, item)
+    if data is None:
+        raise UsageError(f"{a.input}: {item.row['error']}")
     write_atomic(a.output, data)
     said = f", {plural(item.row['hints'], 'hint')}" if item.row.get("hints") else ""
     print(f"wrote {a.output} ({d.width}x{d.height}, {d.bits}-bit, source {d.kind}, "

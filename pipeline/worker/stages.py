@@ -209,16 +209,18 @@ class ImageStages:
                         output_sha256=hashlib.sha256(data).hexdigest(), colorfulness=colorfulness(rgb))
         item.finished = True
 
-    def one(self, net, path: str, options: dict | None = None) -> tuple[Item, bytes | None]:
-        """One file the way a shard's images go (`colorize image`): read, decode and classify,
-        the net (with the options' hints, if any), the colour step, encode. Returns the item (its
-        row says what happened) and the output's bytes, or None when the image ended as an error
-        or a skip."""
+    def read_one(self, path: str, options: dict | None = None) -> Item:
+        """One file read as a shard's images are (`colorize image`); no net needed yet."""
         name = os.path.basename(path)
-        item = self.read({"image_id": "", "shard": 0, "path": os.path.abspath(path), "rel_path": name,
+        return self.read({"image_id": "", "shard": 0, "path": os.path.abspath(path), "rel_path": name,
                           "out_stem": os.path.splitext(name)[0] or "image"}, options)
+
+    def colour_one(self, net, item: Item) -> bytes | None:
+        """The net (with the hints, if any), the colour step, encode: the output's bytes, or
+        None when the image ended as an error or a skip (its row says why)."""
         if item.finished:
-            return item, None
+            return None
+        item.row["checkpoint_sha256"] = self.checkpoint_sha256
         if not item.cells:  # none, or none inside the image: the net's own colour
             ab = net.predict_ab([item.small])
         else:
@@ -226,7 +228,7 @@ class ImageStages:
         rgb = net.colors.start(item.gray, ab[0], net.quantise_ab(ab)[0])()
         data, notes = self.encoded(item, rgb, output_format(self.spec.format, item.decoded.format))
         item.row.update(status="ok", error=None, notes="; ".join(notes) or None)
-        return item, data
+        return data
 
 
 def _not_found(scan_error: str | None) -> str:

@@ -65,6 +65,28 @@ def test_table_is_the_exact_lab_conversion(net):
         assert np.array_equal(out, ref.numpy()), (a, b)
 
 
+def test_the_colour_table_is_kept_for_the_next_process_and_a_torn_copy_is_built_again(tmp_path, monkeypatch):
+    import pipeline.worker.recombine as recombine
+
+    monkeypatch.setenv("COLORIZE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(recombine, "_LUT8", None)
+    built = recombine.lut8()
+    kept = list((tmp_path / "cache").iterdir())
+    assert [p.name[:5] for p in kept] == ["lut8-"] and kept[0].suffix == ".npy"  # no temp left
+    monkeypatch.setattr(recombine, "_LUT8", None)  # the next process
+    again = recombine.lut8()
+    assert isinstance(again, np.memmap) and np.array_equal(again, built)
+    kept[0].write_bytes(kept[0].read_bytes()[:4096])  # torn (a disk full while it was written)
+    monkeypatch.setattr(recombine, "_LUT8", None)
+    assert np.array_equal(recombine.lut8(), built) and kept[0].stat().st_size == built.nbytes + 128
+    (tmp_path / "a file").write_text("not a folder")
+    for where in ("off", str(tmp_path / "a file")):  # no cache, or one that cannot be written
+        monkeypatch.setenv("COLORIZE_CACHE", where)
+        monkeypatch.setattr(recombine, "_LUT8", None)
+        assert np.array_equal(recombine.lut8(), built) and not isinstance(recombine._LUT8, np.memmap)
+    assert (tmp_path / "a file").read_text() == "not a folder"
+
+
 def test_upsampling_close_to_full_interpolate(net, photo_gray, monkeypatch):
     """Strip-wise upsampling of the 8-bit a/b stays within a unit of the float bilinear
     upsampling of the whole: invisible (a just-noticeable difference is ~2.3)."""

@@ -9,9 +9,15 @@ in CIE Lab, to sRGB. One entry point, Recombiner.start, picks the kernel for an 
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import inspect
+import os
+import tempfile
 import threading
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -38,7 +44,7 @@ _LUT8_LOCK = threading.Lock()  # pool threads ask for it at once; build it only 
 
 def lut8() -> np.ndarray:
     """The whole 8-bit colour step as one table: index (a*+128) << 16 | (b*+128) << 8 | gray
-    -> the sRGB pixel packed as RGBX in a uint32 (64 MiB, built once per process in ~1 s).
+    -> the sRGB pixel packed as RGBX in a uint32 (64 MiB, ~1.5 s to build: kept in a cache).
 
     Exact Lab -> sRGB with the luminance-keeping gamut mapping, evaluated in float64 at every
     whole a*, b* and gray level; a pixel then costs one lookup instead of ~20 float passes.
@@ -46,8 +52,58 @@ def lut8() -> np.ndarray:
     global _LUT8
     with _LUT8_LOCK:
         if _LUT8 is None:
-            _LUT8 = _build_lut8()
+            _LUT8 = _cached_lut8()
     return _LUT8
+
+
+def _lut8_path() -> Path | None:
+    """Where the table is kept for the next process, named by what computes it (this module's
+    and color's source, torch's and numpy's versions): $COLORIZE_CACHE, else the user's cache
+    folder; None where COLORIZE_CACHE is "off" or the source cannot be read."""
+    where = os.environ.get("COLORIZE_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "archive-colorizer")
+    if where == "off":
+        return None
+    try:
+        code = inspect.getsource(color) + inspect.getsource(_build_lut8)
+    except (OSError, TypeError):
+        return None
+    key = hashlib.sha256(f"{code}{torch.__version__}{np.__version__}".encode()).hexdigest()[:16]
+    return Path(where) / f"lut8-{key}.npy"
+
+
+def _cached_lut8() -> np.ndarray:
+    """lut8's table from the cache (memory-mapped: ~1.5 s saved per worker, and the pages
+    shared by every worker of a machine), else built and left there. The cache is a
+    convenience: one that cannot be read or written is built past, never an error."""
+    path = _lut8_path()
+    if path is not None and path.is_file():
+        try:
+            lut = np.load(path, mmap_mode="r")
+            if lut.dtype == np.uint32 and lut.shape == (1 << 24,):
+                return lut
+        except (OSError, ValueError):
+            pass  # torn or foreign: built again below, and replaced
+    lut = _build_lut8()
+    if path is not None:
+        _keep(path, lut)
+    return lut
+
+
+def _keep(path: Path, lut: np.ndarray) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".lut8-", suffix=".npy")
+    except OSError:
+        return
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, lut)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would keep it from a worker run as another user
+        os.replace(tmp, path)  # whole or not at all: two workers may write it at once
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
 
 
 def _build_lut8() -> np.ndarray:
@@ -147,8 +203,8 @@ class Recombiner:
         """The 8-bit lookup on the device: upsampling in torch, the table in its memory."""
         H, W = gray.shape
         sh = abq.shape[-2]
-        if self._lut_dev is None:
-            self._lut_dev = torch.from_numpy(lut8().view(np.int32)).to(self.device)
+        if self._lut_dev is None:  # np.array: a copy, as the cached table is read-only
+            self._lut_dev = torch.from_numpy(np.array(lut8().view(np.int32))).to(self.device)
         A = F.interpolate(to_device(abq, self.device)[None].float(), size=(sh, W), mode="bilinear",
                           align_corners=False)[0]
         y0, y1, wy = self._rows(H, sh)

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from pipeline.model.net import ColorizationNet, save_checkpoint
+
+# The colour table's cache (worker/recombine.py) for the suite's own processes and the workers
+# they start: out of the user's home, shared by the test processes and by later runs.
+os.environ.setdefault("COLORIZE_CACHE", os.path.join(tempfile.gettempdir(), "colorize-test-cache"))
 
 
 def mild_net(seed: int = 0) -> ColorizationNet:

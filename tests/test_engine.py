@@ -76,9 +76,11 @@ def test_the_colour_table_is_kept_for_the_next_process_and_a_torn_copy_is_built_
     monkeypatch.setattr(recombine, "_LUT8", None)  # the next process
     again = recombine.lut8()
     assert isinstance(again, np.memmap) and np.array_equal(again, built)
-    kept[0].write_bytes(kept[0].read_bytes()[:4096])  # torn (a disk full while it was written)
-    monkeypatch.setattr(recombine, "_LUT8", None)
-    assert np.array_equal(recombine.lut8(), built) and kept[0].stat().st_size == built.nbytes + 128
+    for torn in (kept[0].read_bytes()[:4096], b""):  # cut short, or empty after a crash
+        kept[0].write_bytes(torn)
+        monkeypatch.setattr(recombine, "_LUT8", None)
+        assert np.array_equal(recombine.lut8(), built) and kept[0].stat().st_size == built.nbytes + 128
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [kept[0].name]
     (tmp_path / "a file").write_text("not a folder")
     for where in ("off", str(tmp_path / "a file")):  # no cache, or one that cannot be written
         monkeypatch.setenv("COLORIZE_CACHE", where)

@@ -13,8 +13,10 @@ import contextlib
 import hashlib
 import inspect
 import os
+import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -56,20 +58,27 @@ def lut8() -> np.ndarray:
     return _LUT8
 
 
-def _lut8_path() -> Path | None:
-    """Where the table is kept for the next process, named by what computes it (this module's
-    and color's source, torch's and numpy's versions): $COLORIZE_CACHE, else the user's cache
-    folder; None where COLORIZE_CACHE is "off" or the source cannot be read."""
-    where = os.environ.get("COLORIZE_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "archive-colorizer")
-    if where == "off":
-        return None
+def _code_key() -> str | None:
+    """What computes the table (this module's and color's source, torch's and numpy's versions),
+    read once at import: the code running, not what a later upgrade put on disk."""
     try:
-        code = inspect.getsource(color) + inspect.getsource(_build_lut8)
+        code = inspect.getsource(color) + inspect.getsource(sys.modules[__name__])
     except (OSError, TypeError):
         return None
-    key = hashlib.sha256(f"{code}{torch.__version__}{np.__version__}".encode()).hexdigest()[:16]
-    return Path(where) / f"lut8-{key}.npy"
+    return hashlib.sha256(f"{code}{torch.__version__}{np.__version__}".encode()).hexdigest()[:16]
+
+
+_LUT8_KEY = _code_key()
+
+
+def _lut8_path() -> Path | None:
+    """Where the table is kept for the next process: $COLORIZE_CACHE, else the user's cache
+    folder; None where COLORIZE_CACHE is "off", there is no home, or the source is not readable."""
+    where = os.environ.get("COLORIZE_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "archive-colorizer")
+    if where == "off" or where.startswith("~") or _LUT8_KEY is None:
+        return None
+    return Path(where) / f"lut8-{_LUT8_KEY}.npy"
 
 
 def _cached_lut8() -> np.ndarray:
@@ -77,33 +86,48 @@ def _cached_lut8() -> np.ndarray:
     shared by every worker of a machine), else built and left there. The cache is a
     convenience: one that cannot be read or written is built past, never an error."""
     path = _lut8_path()
-    if path is not None and path.is_file():
+    torn = False
+    if path is not None and os.path.isfile(path):
         try:
             lut = np.load(path, mmap_mode="r")
             if lut.dtype == np.uint32 and lut.shape == (1 << 24,):
                 return lut
-        except (OSError, ValueError):
-            pass  # torn or foreign: built again below, and replaced
+        except Exception:  # torn (an empty file is an EOFError), foreign, unreadable
+            pass
+        torn = True
     lut = _build_lut8()
     if path is not None:
-        _keep(path, lut)
+        _keep(path, lut, torn)
     return lut
 
 
-def _keep(path: Path, lut: np.ndarray) -> None:
+def _keep(path: Path, lut: np.ndarray, torn: bool) -> None:
+    """Written whole under a temp name, then published: linked (a good table another worker put
+    there first stays, as workers may have it mapped, over NFS too), or renamed over a torn one."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        for old in path.parent.glob(".lut8-*"):  # a worker killed while writing left it
+            with contextlib.suppress(OSError):
+                if time.time() - old.stat().st_mtime > 3600:
+                    old.unlink()
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".lut8-", suffix=".npy")
     except OSError:
         return
     try:
         with os.fdopen(fd, "wb") as f:
             np.save(f, lut)
+            f.flush()
+            os.fsync(f.fileno())  # a crash after publishing must not leave it empty
         os.chmod(tmp, 0o644)  # mkstemp's 0600 would keep it from a worker run as another user
-        os.replace(tmp, path)  # whole or not at all: two workers may write it at once
+        if torn:
+            os.replace(tmp, path)
+        else:
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, path)
     except OSError:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        pass
+    with contextlib.suppress(OSError):
+        os.unlink(tmp)
 
 
 def _build_lut8() -> np.ndarray:
@@ -255,3 +279,4 @@ class Recombiner:
                      wy[r0:r1], Ylut, fylut)
             out[r0:r1] = self._strip16(*strip).cpu().numpy()
         return out
+

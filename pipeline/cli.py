@@ -102,6 +102,8 @@ def cmd_image(a) -> int:
     from pipeline.worker.stages import ImageStages
     from pipeline.worker.writers import CHOICES, by_extension
 
+    if not a.input or not a.output:
+        raise UsageError("`image` needs an input file and an output file, got an empty name")
     if Path(a.input).is_dir():
         raise UsageError(f"{a.input} is a folder; `image` colorizes one file (for a folder: "
                          "colorize scan, then colorize run)")

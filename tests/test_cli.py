@@ -41,6 +41,7 @@ def test_image_exif_rotated_comes_out_upright(tmp_path, ckpt, photo_gray):
 
 @pytest.mark.parametrize("args,msg", [
     (["image", "missing.png", "o.png"], "input not found"),
+    (["image", "", "o.png"], "got an empty name"),  # not "the current folder is a folder"
     (["image", "IN", "o.gif"], "output must end in"),
     (["image", "IN", "o.png", "--size", "100"], "multiple of 8"),
     (["image", "IN", "o.png", "--checkpoint", "nope.pt"], "checkpoint not found"),

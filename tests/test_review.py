@@ -394,6 +394,15 @@ def test_the_grid_filters_sorts_and_searches_catalogue_columns(job, tmp_path):
     assert c.get("/api/images?t=k&q=acc-105").get_json()["rows"][0]["catalogue"]["title"] == "Haus 5"
     one = c.get("/api/images?t=k&column=title&value=Haus 7").get_json()
     assert one["total"] == 1 and one["rows"][0]["catalogue"]["accession"] == "ACC-107"
+    # files the catalogue does not list have no cells: a search by path finds them all the same
+    for f in (out / "results").glob("*.parquet"):
+        t = pq.read_table(f)
+        pq.write_table(t.set_column(t.schema.get_field_index("title"), "title",
+                                    pa.nulls(len(t), t.schema.field("title").type)), f)
+    c = create_app(str(out), token="k").test_client()
+    assert c.get("/api/images?t=k&q=scan 07").get_json()["total"] == 1
+    assert c.get("/api/images?t=k&q=SCAN 0").get_json()["total"] == 10
+    assert c.get("/api/images?t=k&q=Haus").get_json()["total"] == 0
 
 
 # --- through the pipeline ----------------------------------------------------------------------

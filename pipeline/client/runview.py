@@ -92,11 +92,11 @@ class RunView:
         if column and value is not None and column in cols:
             mask = pc.and_(mask, pc.equal(t.column(stored_name(column)).cast(pa.string()), value))
         if q:
-            hit = pc.match_substring(t.column("source_path"), q, ignore_case=True)
-            for c in cols:
-                hit = pc.or_(hit, pc.match_substring(t.column(stored_name(c)).cast(pa.string()), q,
-                                                     ignore_case=True))
-            mask = pc.and_(mask, pc.fill_null(hit, False))
+            hit = pc.fill_null(pc.match_substring(t.column("source_path"), q, ignore_case=True), False)
+            for c in cols:  # a file the catalogue does not list has null cells: they match nothing
+                cell = pc.match_substring(t.column(stored_name(c)).cast(pa.string()), q, ignore_case=True)
+                hit = pc.or_(hit, pc.fill_null(cell, False))
+            mask = pc.and_(mask, hit)
         idx = pc.indices_nonzero(pc.fill_null(mask, False))
         key = stored_name(sort) if sort and sort in cols else sort
         if key and key in t.column_names:  # sort the matching rows' indices by one column alone

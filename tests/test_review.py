@@ -103,6 +103,11 @@ def test_hints_read_from_flags_and_files_and_digest_ignores_their_order():
     for bad in ("10,20", "a,20,#ff0000", "10,20,#ff00"):
         with pytest.raises(hints.HintError):
             hints.parse(bad)
+    for bad, says in (([{"x": 1, "y": 2}], 'needs x, y and a color "#rrggbb" (or a, b)'),
+                      ([{"y": 2, "color": "#ff0000"}], "needs x, y"), (["10,20"], "needs x, y"),
+                      ([{"x": 1, "y": 2, "a": float("nan"), "b": 0}], "finite")):
+        with pytest.raises(hints.HintError, match=re.escape(says)):
+            hints.from_json(bad)
     # where they land on the net's grid: the whole image squeezed to size x size
     assert hints.on_grid([hints.Hint(639.5, 0, 1, 2), hints.Hint(700, 0, 1, 2)], 640, 480, 256) == [
         (0, 255, 1, 2)]
@@ -316,6 +321,17 @@ def test_the_server_wants_its_token_serves_nothing_else_and_writes_only_reviews(
         r = c.post("/api/review?t=tok", json={"image_id": iid, "kind": "hints", "value": far})
         assert r.status_code == 400 and "outside the" in r.get_json()["error"]
         assert c.post("/api/review?t=tok", json={"image_id": [iid], "kind": "note", "value": "x"}).status_code == 404
+        # JSON that is not an object, and numbers that are not (NaN, infinities): told, not kept
+        for body in (b"[1, 2]", b'"x"', b"3"):
+            r = c.post("/api/review?t=tok", data=body, content_type="application/json")
+            assert r.status_code == 400 and "JSON object" in r.get_json()["error"], body
+        assert c.post(f"/api/preview/{iid}?t=tok", data=b"[1]", content_type="application/json").status_code == 400
+        for bad in ('"NaN"', "NaN", "1e308", "Infinity"):
+            hint = '{"x": 5, "y": 5, "L": 50, "a": ' + bad + ', "b": 1}'
+            r = c.post("/api/review?t=tok", content_type="application/json",
+                       data=f'{{"image_id": "{iid}", "kind": "hints", "value": [{hint}]}}'.encode())
+            assert r.status_code == 400 and "finite" in r.get_json()["error"], bad
+        assert reviews.Journal(out).state()[iid]["hints"] == []
         for w in ("abc", "-5"):
             assert c.get(f"/img/{iid}/output?w={w}&t=tok").status_code == 400
         assert c.get("/api/images?t=tok&page=x").status_code == 400

@@ -130,6 +130,12 @@ def create_app(outdir: str, who: str | None = None, token: str | None = None):
     return app
 
 
+def _not_an_object():
+    from flask import jsonify
+
+    return jsonify(error="expected a JSON object"), 400
+
+
 def _routes(app, root: str, view: RunView, journal: reviews.Journal, previewer: Previewer) -> None:
     """The page's API: the grid, one image, edits, previews, pictures, the output's palette."""
     from flask import abort, jsonify, request
@@ -160,6 +166,8 @@ def _routes(app, root: str, view: RunView, journal: reviews.Journal, previewer: 
     @app.post("/api/review")
     def review():
         body = request.get_json(force=True, silent=True) or {}
+        if not isinstance(body, dict):
+            return _not_an_object()
         edits = _edits(view, body)
         if edits is None:
             return jsonify(error="unknown image id"), 404
@@ -175,7 +183,8 @@ def _routes(app, root: str, view: RunView, journal: reviews.Journal, previewer: 
     @app.post("/api/preview/<image_id>")
     def preview(image_id):
         _row(image_id)
-        body = request.get_json(force=True, silent=True) or {}
+        if not isinstance(body := request.get_json(force=True, silent=True) or {}, dict):
+            return _not_an_object()
         try:
             data = previewer.render(view.source(image_id), body.get("hints") or [],
                                     int(body.get("max_side", 1024)))

@@ -18,6 +18,7 @@ import datetime as dt
 import fcntl
 import getpass
 import json
+import math
 import os
 import threading
 import uuid
@@ -64,9 +65,13 @@ def check_value(kind: str, value):
         out = []
         for h in value:
             try:
-                out.append({k: float(h[k]) for k in ("x", "y", "a", "b")} | {"L": float(h.get("L", 50.0))})
-            except (KeyError, TypeError, ValueError):
+                hint = {k: float(h[k]) for k in ("x", "y", "a", "b")} | {"L": float(h.get("L", 50.0))}
+            except (KeyError, TypeError, ValueError, AttributeError):
                 raise ReviewError(f"a hint needs numbers x, y, a, b (and L): {h!r}") from None
+            # NaN and infinities pass float() and JSON's parsers, and would colour an output
+            if not all(map(math.isfinite, hint.values())) or max(abs(hint["a"]), abs(hint["b"])) > 128:
+                raise ReviewError(f"a hint's numbers must be finite, a* and b* within -128..128: {h!r}")
+            out.append(hint)
         return out
     raise ReviewError(f"unknown kind of edit {kind!r} (one of {', '.join(KINDS)})")
 

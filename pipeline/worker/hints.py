@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass
 
@@ -94,14 +95,19 @@ def from_json(obj) -> list[Hint]:
         raise HintError("a hints file holds a list of {x, y, color} (or {\"hints\": [...]})")
     out = []
     for i, h in enumerate(obj):
+        if not isinstance(h, dict) or not {"x", "y"} <= h.keys() or not ("color" in h or {"a", "b"} <= h.keys()):
+            raise HintError(f"hint {i + 1}: needs x, y and a color \"#rrggbb\" (or a, b), got {h!r}")
         try:
             if "color" in h:
                 a, b = hex_to_ab(h["color"])
             else:
                 a, b = float(h["a"]), float(h["b"])
-            out.append(Hint(float(h["x"]), float(h["y"]), a, b))
-        except (KeyError, TypeError, ValueError) as e:
+            hint = Hint(float(h["x"]), float(h["y"]), a, b)
+        except (TypeError, ValueError) as e:
             raise HintError(f"hint {i + 1}: {e}") from None
+        if not all(map(math.isfinite, (hint.x, hint.y, hint.a, hint.b))):  # NaN passes float()
+            raise HintError(f"hint {i + 1}: x, y, a, b must be finite numbers, got {h!r}")
+        out.append(hint)
     return out
 
 

@@ -267,3 +267,18 @@ def test_a_faint_cast_is_toned_not_colour():
     strong[:, :64, 0] += 60  # a red half and a blue half: colour, however it is split
     strong[:, 64:, 2] += 60
     assert classify_rgb(np.clip(strong, 0, 255).astype(np.uint8)) == "color"
+
+
+def test_a_tiffs_layout_is_not_carried_as_exif_its_description_is():
+    """A TIFF's IFD is what Pillow reads as its EXIF: strips, bits, compression, photometric. In a
+    PNG or JPEG of another depth they would be false; what describes the picture is kept."""
+    src = Image.fromarray(np.arange(64 * 48, dtype=np.uint16).reshape(48, 64) * 20)
+    ex = Image.Exif()
+    ex[270], ex[315] = "Kirche, 1908", "A. Fotograf"
+    buf = io.BytesIO()
+    src.save(buf, "TIFF", exif=ex)
+    assert {258, 259, 262, 273, 279} <= set(Image.open(io.BytesIO(buf.getvalue())).getexif())
+    d = decode(io.BytesIO(buf.getvalue()))
+    png = Image.open(io.BytesIO(encode(np.zeros((48, 64, 3), np.uint8), "png", exif=d.exif)))
+    kept = png.getexif()
+    assert sorted(kept) == [270, 274, 315] and kept[270] == "Kirche, 1908" and kept[274] == 1

@@ -391,6 +391,13 @@ def _from_image(im, src_mode, fmt, info, exif_obj, notes) -> Decoded:
     return _decoded(luminance_gray(rgb), src_mode, fmt, kind, info, exif_obj, notes)
 
 
+# How the source's pixels are laid out in its file (a TIFF's strips, bits, compression...): in an
+# output of another size, depth and format they would be false, so they are never carried.
+_LAYOUT_TAGS = frozenset({
+    254, 255, 256, 257, 258, 259, 262, 266, 273, 277, 278, 279, 280, 281, 284, 317, 320, 322, 323,
+    324, 325, 338, 339, 340, 341, 513, 514, 529, 530, 531, 532, 34675})
+
+
 def _decoded(gray, src_mode, fmt, kind, info, exif_obj, notes) -> Decoded:
     d = Decoded(gray=gray, mode=src_mode, format=fmt, kind=kind, notes=notes)
     dpi = info.get("dpi")
@@ -408,6 +415,8 @@ def _decoded(gray, src_mode, fmt, kind, info, exif_obj, notes) -> Decoded:
         d.icc_profile = icc
     elif icc:
         notes.append("non-RGB ICC profile not carried")
+    for tag in _LAYOUT_TAGS & set(exif_obj):  # a TIFF's IFD is its EXIF: not the output's layout
+        del exif_obj[tag]
     if len(exif_obj):
         try:
             exif_obj[0x0112] = 1  # pixels are upright now

@@ -351,6 +351,10 @@ def cmd_export(a) -> int:
         raise UsageError(f"{a.dest} exists; choose another name or add --force to replace it")
     if "://" not in a.dest and not Path(a.dest).resolve().parent.is_dir():
         raise UsageError(f"no folder {Path(a.dest).parent} to write {Path(a.dest).name} in")
+    ext = Path(a.dest.split("://", 1)[-1]).suffix.lower()
+    if ext not in (".csv", ".tsv", ".txt", ".xlsx", ".xlsm"):
+        raise UsageError(f"export writes CSV (.csv, .tsv, .txt) or a workbook (.xlsx); "
+                         f"{Path(a.dest).name} would be a CSV under another name")
     if a.excel and not a.dest.lower().endswith((".xlsx", ".xlsm")):
         raise UsageError(f"--excel writes a workbook: name it *.xlsx, not {a.dest}")
     try:

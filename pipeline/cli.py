@@ -458,6 +458,8 @@ def cmd_audit(a) -> int:
             + ", ".join(theirs[:5]) + (" ..." if len(theirs) > 5 else "")) if theirs else ""
     if r["redone"]:
         how = [f"{n} with {k}" for k, n in sorted(r["redone"].items()) if k != "redo"]
+        if how and r["redone"].get("redo"):  # every redone image in the breakdown, or none
+            how.append(f"{r['redone']['redo']} with the job's own options")
         line += f"; redone: {sum(r['redone'].values())}" + (f" ({', '.join(how)})" if how else "")
     line += _reviewed(r["review"], a.outdir)
     if r["incomplete"]:  # a run that stopped: nothing committed is wrong, there is just more to do

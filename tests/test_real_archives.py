@@ -311,10 +311,11 @@ def test_outdir_inside_the_sources_is_refused_and_outdirs_are_not_scanned(tmp_pa
     Image.fromarray(photo).save(src / "1950s" / "a.png")
     man = tmp_path / "m.parquet"
     scan([str(src)], man, progress=False)
+    top = os.path.realpath(src)
     r = run_cli("run", "--manifest", man, "-o", src / "colour", "--dry-run")
-    assert r.returncode == 2 and "inside the source folder" in r.stderr, r.stderr
-    r = run_cli("run", "--manifest", man, "-o", src / "1950s", "--dry-run")
-    assert r.returncode == 2 and "inside the source folder" in r.stderr, r.stderr
+    assert r.returncode == 2 and f"inside the source folder {top}:" in r.stderr, r.stderr
+    r = run_cli("run", "--manifest", man, "-o", src / "1950s", "--dry-run")  # the scanned folder named
+    assert r.returncode == 2 and f"1950s is inside the source folder {top}:" in r.stderr, r.stderr
     # an OUTDIR made elsewhere and later moved under the scans is left out by scan, and said
     (src / "old-run" / "results").mkdir(parents=True)
     (src / "old-run" / "job.json").write_text("{}")

@@ -264,14 +264,17 @@ def check_outdir_apart(outdir: Store, manifest: str) -> None:
 
         meta = pq.read_schema(manifest).metadata or {}
         folders.update(json.loads(meta.get(b"source_folders", b"[]")))
-    up = out
+    up, holds = out, []
     while True:
         if up in folders:
-            raise JobError(f"OUTDIR {out} is inside the source folder {up}: a later scan would "
-                           "take the outputs for new scans; choose an OUTDIR outside it")
+            holds.append(up)
         if os.path.dirname(up) == up:
             break
         up = os.path.dirname(up)
+    if holds:  # named by the outermost: the folder that was scanned, not a box inside it
+        where = "holds source images" if holds[-1] == out else f"is inside the source folder {holds[-1]}"
+        raise JobError(f"OUTDIR {out} {where}: a later scan would take the outputs for new scans; "
+                       "choose an OUTDIR outside it")
     inside = next((d for d in folders if d == out or d.startswith(out + os.sep)), None)
     if inside:
         raise JobError(f"OUTDIR {out} holds sources (in {inside}): outputs could overwrite them; "

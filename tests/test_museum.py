@@ -316,6 +316,8 @@ def test_redo_of_two_images_leaves_the_other_102_as_they_were(museum, tmp_path, 
     assert not (out / "audit-skipped.txt").exists()  # none skipped now: the old list is gone
     r = run_cli("run", "-o", out, "--redo", "nicht-da.tif")
     assert r.returncode == 2 and "--redo: 1 not in the job's manifest: 'nicht-da.tif'" in r.stderr
+    r = run_cli("run", "-o", out, "--redo", "INV-0000", "--redo-column", "Inventarnummer")
+    assert r.returncode == 2 and "the catalogue's 'Inventarnummer' column)" in r.stderr, r.stderr
     r = run_cli("run", "-o", out, "--redo", tmp_path / "fehlt.csv")
     assert r.returncode == 2 and f"--redo: list not found: {tmp_path / 'fehlt.csv'}" in r.stderr
 

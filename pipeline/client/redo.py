@@ -139,7 +139,8 @@ def select(manifest: str, items: list[str], column: str | None = None) -> dict[i
     if unknown:
         raise UsageError(f"--redo: {len(unknown)} not in the job's manifest: "
                          + ", ".join(map(repr, unknown[:5])) + (" ..." if len(unknown) > 5 else "")
-                         + " (give image ids, source paths, or --redo-column COLUMN)")
+                         + (f" (ids, source paths or the catalogue's {column!r} column)" if column
+                            else " (give image ids, source paths, or --redo-column COLUMN)"))
     return picked
 
 

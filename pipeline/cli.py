@@ -240,12 +240,15 @@ def cmd_run(a) -> int:
         for k in ("manifest", "checkpoint", *IDENTITY_FIELDS):
             if k not in getattr(a, "given", set()) and k in old:
                 setattr(a, k, old[k])
-        print(f"continuing the job recorded in {a.output}/{Outdir.JOB}", file=sys.stderr)
+        what = "starting over" if getattr(a, "restart", False) else "continuing"
+        print(f"{what} the job recorded in {a.output}/{Outdir.JOB}", file=sys.stderr)
     if not a.manifest and a.output:
         raise UsageError(f"no job in {a.output} to continue (no {Outdir.JOB}); a new job needs "
                          "--manifest too (or a job spec JOB.toml)")
     if not a.manifest or not a.output:
         raise UsageError("run needs --manifest and -o OUTDIR (or a job spec JOB.toml)")
+    if "://" not in a.output and Path(a.output).exists() and not Path(a.output).is_dir():
+        raise UsageError(f"-o {a.output} is a file; OUTDIR is a folder (made if missing)")
     m = Path(a.manifest)
     if "://" not in a.manifest and (m.is_dir() or m.suffix.lower() in (".csv", ".tsv", ".txt")):
         what = "a folder" if m.is_dir() else f"a {m.suffix[1:].upper()} list"

@@ -53,6 +53,7 @@ def test_image_exif_rotated_comes_out_upright(tmp_path, ckpt, photo_gray):
     (["run", "-o", "no/such/dir"], "no job in no/such/dir to continue (no job.json)"),
     (["export", "IN", "/nonexistent/x.csv"], "no folder /nonexistent to write x.csv in"),
     (["export", "IN", "x.json"], "x.json would be a CSV under another name"),
+    (["run", "--manifest", "m.parquet", "-o", "IN"], "in.png is a file; OUTDIR is a folder (made if missing)"),
     (["run", "--manifest", "m.parquet", "-o", "out", "--workers", "-2"], "--workers: must be >= 0"),
     (["run", "--manifest", "m.parquet", "-o", "out", "--threads", "-1"], "--threads: must be >= 0"),
     (["run", "--manifest", "m.parquet", "-o", "out", "--quality", "300"], "must be 1 to 100"),

@@ -29,10 +29,11 @@ manifest: setup  ## rescan the bundled samples into manifests/demo.parquet
 # Two test processes: much of the suite's time is spent waiting on clusters, workers and CLIs
 # starting, so two share two cores well (12 minutes -> 6.5 here). worksteal: an idle process
 # takes tests from the other's queue (dealing whole files out left one idle: 8 minutes).
+# --durations: the slowest tests named in every CI log, where the next trim starts.
 TEST_PROCS ?= 2
 test: setup  ## the import contract (the client never imports torch), then the test suite
 	$(BIN)/lint-imports
-	$(BIN)/pytest -q -n $(TEST_PROCS) --dist worksteal
+	$(BIN)/pytest -q -n $(TEST_PROCS) --dist worksteal --durations=12
 
 lint: setup  ## ruff
 	$(BIN)/ruff check pipeline tests

@@ -73,20 +73,24 @@ def test_the_colour_table_is_kept_for_the_next_process_and_a_torn_copy_is_built_
     built = recombine.lut8()
     kept = list((tmp_path / "cache").iterdir())
     assert [p.name[:5] for p in kept] == ["lut8-"] and kept[0].suffix == ".npy"  # no temp left
+    builds = []
+    monkeypatch.setattr(recombine, "_build_lut8", lambda: builds.append(1) or built)  # counted, not ~1.5 s
     monkeypatch.setattr(recombine, "_LUT8", None)  # the next process
     again = recombine.lut8()
-    assert isinstance(again, np.memmap) and np.array_equal(again, built)
+    assert isinstance(again, np.memmap) and np.array_equal(again, built) and not builds
     for torn in (kept[0].read_bytes()[:4096], b""):  # cut short, or empty after a crash
         kept[0].write_bytes(torn)
         monkeypatch.setattr(recombine, "_LUT8", None)
-        assert np.array_equal(recombine.lut8(), built) and kept[0].stat().st_size == built.nbytes + 128
-    assert [p.name for p in (tmp_path / "cache").iterdir()] == [kept[0].name]
+        assert recombine.lut8() is built and kept[0].stat().st_size == built.nbytes + 128
+        monkeypatch.setattr(recombine, "_LUT8", None)
+        assert np.array_equal(recombine.lut8(), built)  # and the next process maps it again
+    assert len(builds) == 2 and [p.name for p in (tmp_path / "cache").iterdir()] == [kept[0].name]
     (tmp_path / "a file").write_text("not a folder")
     for where in ("off", str(tmp_path / "a file")):  # no cache, or one that cannot be written
         monkeypatch.setenv("COLORIZE_CACHE", where)
         monkeypatch.setattr(recombine, "_LUT8", None)
-        assert np.array_equal(recombine.lut8(), built) and not isinstance(recombine._LUT8, np.memmap)
-    assert (tmp_path / "a file").read_text() == "not a folder"
+        assert recombine.lut8() is built
+    assert len(builds) == 4 and (tmp_path / "a file").read_text() == "not a folder"
 
 
 def test_upsampling_close_to_full_interpolate(net, photo_gray, monkeypatch):

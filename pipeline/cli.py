@@ -94,6 +94,7 @@ def _checked(action: argparse.Action, key: str, v, path: str):
 
 def cmd_image(a) -> int:
     """One file through the worker's own stages (the reader, the colorizer, the writer)."""
+    import dataclasses
     import datetime as dt
 
     from pipeline.client.jobspec import JobSpec
@@ -119,10 +120,9 @@ def cmd_image(a) -> int:
     given = _hints_arg(a) if a.hint or a.hints else None
     spec = JobSpec(size=a.size, device=a.device, format=fmt.name, max_pixels=a.max_pixels,
                    recolor=a.recolor, metadata_columns="none")
-    created = dt.date.today().isoformat()
     # Read and checked before the net loads (seconds): a mistake is told at once.
-    item = ImageStages(spec, outdir="", checkpoint_sha256="", created=created).read_one(
-        a.input, {"hints": given} if given else None)
+    stages = ImageStages(spec, outdir="", checkpoint_sha256="", created=dt.date.today().isoformat())
+    item = stages.read_one(a.input, {"hints": given} if given else None)
     if item.finished:
         raise UsageError(f"{a.input}: {item.row['error']}")
     d = item.decoded
@@ -134,10 +134,7 @@ def cmd_image(a) -> int:
     from pipeline.worker.engine import Colorizer  # torch: only once there is work for it
 
     net = Colorizer(a.checkpoint, device=a.device, size=a.size)
-    stages = ImageStages(spec, outdir="", checkpoint_sha256=net.sha256, created=created)
-    data = stages.colour_one(net, item)
-    if data is None:
-        raise UsageError(f"{a.input}: {item.row['error']}")
+    data = dataclasses.replace(stages, checkpoint_sha256=net.sha256).colour_one(net, item)
     write_atomic(a.output, data)
     said = f", {plural(item.row['hints'], 'hint')}" if item.row.get("hints") else ""
     print(f"wrote {a.output} ({d.width}x{d.height}, {d.bits}-bit, source {d.kind}, "

@@ -279,4 +279,3 @@ class Recombiner:
                      wy[r0:r1], Ylut, fylut)
             out[r0:r1] = self._strip16(*strip).cpu().numpy()
         return out
-

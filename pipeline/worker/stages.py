@@ -215,12 +215,10 @@ class ImageStages:
         return self.read({"image_id": "", "shard": 0, "path": os.path.abspath(path), "rel_path": name,
                           "out_stem": os.path.splitext(name)[0] or "image"}, options)
 
-    def colour_one(self, net, item: Item) -> bytes | None:
-        """The net (with the hints, if any), the colour step, encode: the output's bytes, or
-        None when the image ended as an error or a skip (its row says why)."""
-        if item.finished:
-            return None
-        item.row["checkpoint_sha256"] = self.checkpoint_sha256
+    def colour_one(self, net, item: Item) -> bytes:
+        """read_one's image, not finished there (an error or a skip): the net (with the hints,
+        if any), the colour step, encode; the output's bytes."""
+        item.row["checkpoint_sha256"] = self.checkpoint_sha256  # read_one's stages knew no net yet
         if not item.cells:  # none, or none inside the image: the net's own colour
             ab = net.predict_ab([item.small])
         else:

@@ -237,3 +237,20 @@ def test_a_path_cell_in_another_unicode_form_or_with_backslashes_finds_its_file(
     typed = str(d / "w" / unicodedata.normalize("NFC", "München.png"))  # as a person types it
     picked = redo.select(str(tmp_path / "m.parquet"), [typed])
     assert [len(v) for v in picked.values()] == [1]
+
+
+def test_extending_tells_a_file_still_missing_from_one_gone_since(scans, tmp_path):
+    """A catalogue row whose file was never there is 'still missing' on the next scan, not
+    'gone': 'gone' is kept for a file the earlier manifest found and this scan does not."""
+    cat = scans / "catalogue.csv"
+    cat.write_text("path;accession\nb.png;A-1\nc.png;A-2\nnever.png;A-3\n", encoding="utf-8")
+    man = tmp_path / "m.parquet"
+    assert run_cli("scan", scans, cat, "-o", man, "-q").returncode == 0
+    Image.new("L", (16, 16), 90).save(scans / "new.png")
+    (scans / "c.png").unlink()
+    r = run_cli("scan", scans, cat, "-o", man, "-q")
+    assert r.returncode == 0, r.stderr
+    assert "2 files done before, 1 new, 0 changed, 1 gone, 1 still missing" in r.stderr, r.stderr
+    rows = {Path(x["path"]).name: x["accession"] for x in pq.read_table(man).to_pylist()}
+    assert rows == {"Müller 1.png": None, "b.png": "A-1", "c.png": "A-2", "never.png": "A-3",
+                    "new.png": None}

@@ -337,12 +337,18 @@ def _extend(old: pa.Table, extend: str, real: list[str], rels: list[str], found:
     known = {_key(extend, p) for p in old.column("path").to_pylist()}
     # gone: not found now, or named by the catalogue but no longer on disk (renamed, deleted)
     absent = {r["path"] if is_url(r["path"]) else os.path.realpath(r["path"]) for r in found.missing}
-    found.gone = sorted((known - set(real)) | (known & absent))
+    # a catalogue row whose file was not there at the earlier scan either is not "gone": it is
+    # still missing (its error row says so), and telling it apart keeps "gone" meaning a loss
+    before = old.select(["path", "size_bytes"]).to_pydict()
+    never = {_key(extend, p) for p, n in zip(before["path"], before["size_bytes"], strict=True)
+             if n is None} & absent
+    found.gone = sorted(((known - set(real)) | (known & absent)) - never)
     found.changed = _changed(old, extend, set(real))
     keep = [i for i, r in enumerate(real) if r not in known]
-    log(f"extending {extend}: {len(known) - len(found.gone)} files done before, {len(keep)} new, "
-        f"{len(found.changed)} changed, {len(found.gone)} gone (the rows of the changed and the "
-        "gone are kept as they were)")
+    still = f", {len(never)} still missing" if never else ""
+    log(f"extending {extend}: {len(known) - len(found.gone) - len(never)} files done before, "
+        f"{len(keep)} new, {len(found.changed)} changed, {len(found.gone)} gone{still} (the rows "
+        "of the changed and the gone are kept as they were)")
     if found.changed:
         log(f"changed since: {', '.join(found.changed[:5])}{' ...' if len(found.changed) > 5 else ''}"
             "; to colorize them again: colorize run -o OUTDIR --redo FILE")

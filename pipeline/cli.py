@@ -117,6 +117,11 @@ def cmd_image(a) -> int:
     if fmt is None:
         raise UsageError(f"output must end in one of {', '.join('.' + c for c in CHOICES[:-1])}, "
                          f"got {a.output!r}")
+    if Path(a.output).is_dir():
+        raise UsageError(f"{a.output} is a folder; OUT names the file to write")
+    if Path(a.output).exists() and not a.force and not _ours(a.output):
+        raise UsageError(f"{a.output} exists and colorize did not write it (a scan?); name another "
+                         "file, or add --force to replace it")
     given = _hints_arg(a) if a.hint or a.hints else None
     spec = JobSpec(size=a.size, device=a.device, format=fmt.name, max_pixels=a.max_pixels,
                    recolor=a.recolor, metadata_columns="none")
@@ -140,6 +145,18 @@ def cmd_image(a) -> int:
     print(f"wrote {a.output} ({d.width}x{d.height}, {d.bits}-bit, source {d.kind}, "
           f"checkpoint {net.sha256[:12]}{said})")
     return 0
+
+
+def _ours(path: str) -> bool:
+    """Whether a file carries this tool's provenance: an earlier quick look is replaced without
+    asking, anything else (an original scan above all) only with --force."""
+    from pipeline.client.outdir import MARK
+
+    try:
+        with open(path, "rb") as f:
+            return MARK in f.read(1 << 20)
+    except OSError:
+        return False
 
 
 def _hints_arg(a) -> list[dict]:
@@ -686,6 +703,9 @@ def _add_image(sub) -> None:
                    help="a curator's colour at a point (source pixels; its a*, b* are meant there, "
                    "the lightness stays the scan's); repeatable")
     s.add_argument("--hints", metavar="FILE.json", help="hints as a JSON list of {x, y, color}")
+    s.add_argument("--force", action="store_true",
+                   help="replace OUT even if colorize did not write it (an earlier output of "
+                   "colorize is replaced without it)")
 
 
 def _add_train(sub) -> None:

@@ -96,6 +96,37 @@ def test_exif_orientation_is_applied(tmp_path, base):
     assert e[0x0112] == 1
 
 
+def _png_with_exif(png: bytes, orientation: int) -> bytes:
+    e = Image.Exif()
+    e[0x0112] = orientation
+    body = e.tobytes()[6:]  # eXIf holds the TIFF block without the JPEG "Exif\0\0" prefix
+    chunk = struct.pack(">I", len(body)) + b"eXIf" + body
+    chunk += struct.pack(">I", zlib.crc32(b"eXIf" + body) & 0xFFFFFFFF)
+    at = png.index(b"IDAT") - 4
+    return png[:at] + chunk + png[at:]
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_48bit_rgb_is_turned_upright_like_8bit(tmp_path, orientation):
+    """A 48-bit RGB TIFF or PNG is read a second time for its low 8 bits: that reading must be
+    turned as Pillow turns the 8-bit one (Pillow drops a TIFF's tag as it loads it)."""
+    import imagecodecs
+    import tifffile
+
+    rng = np.random.default_rng(orientation)
+    a = rng.integers(0, 65535, (24, 36, 3)).astype(np.uint16)
+    a[:4, :6] = 65535  # a corner that tells every turn and flip apart
+    tag = [(274, "H", 1, orientation, True)]
+    tifffile.imwrite(tmp_path / "a16.tif", a, extratags=tag)
+    tifffile.imwrite(tmp_path / "a8.tif", (a >> 8).astype(np.uint8), extratags=tag)
+    (tmp_path / "a16.png").write_bytes(_png_with_exif(imagecodecs.png_encode(a), orientation))
+    want = decode(tmp_path / "a8.tif").gray.astype(np.float64)
+    for name in ("a16.tif", "a16.png"):
+        d = decode(tmp_path / name)
+        assert d.bits == 16 and d.gray.shape == want.shape, name
+        assert np.abs(d.gray / 257.0 - want).max() < 2, name
+
+
 def test_truncated_files_are_errors(tmp_path, base):
     for name, kw in (("t.jpg", {"quality": 90}), ("t.png", {})):
         full = save(tmp_path, name, base, **kw).read_bytes()

@@ -194,24 +194,33 @@ def _orient(a: np.ndarray, orientation: int) -> np.ndarray:
     """EXIF/TIFF orientation (1-8) applied to an (H, W, ...) array, as exif_transpose does."""
     ops = {2: lambda x: x[:, ::-1], 3: lambda x: x[::-1, ::-1], 4: lambda x: x[::-1],
            5: lambda x: np.swapaxes(x, 0, 1), 6: lambda x: np.rot90(x, -1),
-           7: lambda x: np.rot90(x, 1)[::-1], 8: lambda x: np.rot90(x, 1)}
+           7: lambda x: np.swapaxes(x, 0, 1)[::-1, ::-1], 8: lambda x: np.rot90(x, 1)}
     return np.ascontiguousarray(ops[orientation](a)) if orientation in ops else a
 
 
-def _rgb16(src: Image.Image, raw: bytes) -> np.ndarray | None:
+def _orientation(src: Image.Image) -> int:
+    """The orientation tag as the file has it, read before the pixels load (Pillow turns a
+    TIFF upright as it loads it, and takes the tag out of its own tags)."""
+    try:
+        tags = getattr(src, "tag_v2", None)
+        o = tags.get(274, 1) if tags is not None else src.getexif().get(0x0112, 1)
+        return int(o) if int(o) in range(1, 9) else 1
+    except (SyntaxError, ValueError, TypeError, struct.error, OSError):
+        return 1
+
+
+def _rgb16(src: Image.Image, raw: bytes, orientation: int) -> np.ndarray | None:
     """The full 16 bits of a 48/64-bit RGB(A) PNG or TIFF (Pillow reads them as 8-bit RGB),
-    alpha flattened on white; None for anything else."""
+    alpha flattened on white, turned upright; None for anything else."""
     fmt = src.format or ""
     if fmt == "PNG" and raw[24:25] == b"\x10" and raw[25:26] in (b"\x02", b"\x06"):
         import imagecodecs
 
         a = imagecodecs.png_decode(raw)
-        orientation = src.getexif().get(0x0112, 1)
     elif fmt == "TIFF" and tuple(getattr(src, "tag_v2", {}).get(258, ())) in ((16, 16, 16), (16, 16, 16, 16)):
         import tifffile
 
         a = tifffile.imread(io.BytesIO(raw), key=0)
-        orientation = src.tag_v2.get(274, 1)
     else:
         return None
     if a.dtype != np.uint16 or a.ndim != 3 or a.shape[2] not in (3, 4):
@@ -287,6 +296,7 @@ def decode(path: str | os.PathLike | io.BytesIO, max_pixels: int = DEFAULT_MAX_P
             info = dict(src.info)
             if fmt == "TIFF" and 282 not in getattr(src, "tag_v2", {}):  # no XResolution tag:
                 info.pop("dpi", None)  # Pillow says 1 dpi, the scan says nothing; nor do we
+            orientation = _orientation(src)  # before load: a TIFF's load turns it upright
             src.load()
             exif_obj, im = _oriented(src, notes)
         except (OSError, SyntaxError, ValueError, struct.error, EOFError, zlib.error) as e:
@@ -309,7 +319,7 @@ def decode(path: str | os.PathLike | io.BytesIO, max_pixels: int = DEFAULT_MAX_P
             if bad:  # Pillow checks no IDAT CRC: the pixels decoded, but the file is damaged
                 notes.append(f"damaged file: PNG checksum mismatch in {', '.join(bad)} "
                              "(decoded anyway; compare with a backup)")
-        rgb16 = _rgb16(src, raw) if raw and rgbish else None
+        rgb16 = _rgb16(src, raw, orientation) if raw and rgbish else None
         if rgb16 is not None:
             kind = classify_rgb((rgb16 >> 8).astype(np.uint8))
             if src.mode == "RGBA":

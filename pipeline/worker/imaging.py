@@ -198,18 +198,19 @@ def _orient(a: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(ops[orientation](a)) if orientation in ops else a
 
 
-def _orientation(src: Image.Image) -> int:
-    """The orientation tag as the file has it, read before the pixels load (Pillow turns a
-    TIFF upright as it loads it, and takes the tag out of its own tags)."""
+def _tiff_orientation(src: Image.Image) -> int:
+    """A TIFF's orientation tag, read before its pixels load: Pillow turns a TIFF upright as it
+    loads it and takes the tag out of its own tags. (Not a PNG's: its getexif() would load the
+    pixels to look for an eXIf chunk after them, and a damaged file's error be lost here.)"""
+    tags = getattr(src, "tag_v2", None)
     try:
-        tags = getattr(src, "tag_v2", None)
-        o = tags.get(274, 1) if tags is not None else src.getexif().get(0x0112, 1)
-        return int(o) if int(o) in range(1, 9) else 1
-    except (SyntaxError, ValueError, TypeError, struct.error, OSError):
+        o = int(tags.get(274, 1)) if tags is not None else 1
+    except (TypeError, ValueError):
         return 1
+    return o if o in range(1, 9) else 1
 
 
-def _rgb16(src: Image.Image, raw: bytes, orientation: int) -> np.ndarray | None:
+def _rgb16(src: Image.Image, raw: bytes, tiff_orientation: int) -> np.ndarray | None:
     """The full 16 bits of a 48/64-bit RGB(A) PNG or TIFF (Pillow reads them as 8-bit RGB),
     alpha flattened on white, turned upright; None for anything else."""
     fmt = src.format or ""
@@ -217,10 +218,12 @@ def _rgb16(src: Image.Image, raw: bytes, orientation: int) -> np.ndarray | None:
         import imagecodecs
 
         a = imagecodecs.png_decode(raw)
+        orientation = src.getexif().get(0x0112, 1)
     elif fmt == "TIFF" and tuple(getattr(src, "tag_v2", {}).get(258, ())) in ((16, 16, 16), (16, 16, 16, 16)):
         import tifffile
 
         a = tifffile.imread(io.BytesIO(raw), key=0)
+        orientation = tiff_orientation
     else:
         return None
     if a.dtype != np.uint16 or a.ndim != 3 or a.shape[2] not in (3, 4):
@@ -296,7 +299,7 @@ def decode(path: str | os.PathLike | io.BytesIO, max_pixels: int = DEFAULT_MAX_P
             info = dict(src.info)
             if fmt == "TIFF" and 282 not in getattr(src, "tag_v2", {}):  # no XResolution tag:
                 info.pop("dpi", None)  # Pillow says 1 dpi, the scan says nothing; nor do we
-            orientation = _orientation(src)  # before load: a TIFF's load turns it upright
+            tiff_orientation = _tiff_orientation(src)
             src.load()
             exif_obj, im = _oriented(src, notes)
         except (OSError, SyntaxError, ValueError, struct.error, EOFError, zlib.error) as e:
@@ -319,7 +322,7 @@ def decode(path: str | os.PathLike | io.BytesIO, max_pixels: int = DEFAULT_MAX_P
             if bad:  # Pillow checks no IDAT CRC: the pixels decoded, but the file is damaged
                 notes.append(f"damaged file: PNG checksum mismatch in {', '.join(bad)} "
                              "(decoded anyway; compare with a backup)")
-        rgb16 = _rgb16(src, raw, orientation) if raw and rgbish else None
+        rgb16 = _rgb16(src, raw, tiff_orientation) if raw and rgbish else None
         if rgb16 is not None:
             kind = classify_rgb((rgb16 >> 8).astype(np.uint8))
             if src.mode == "RGBA":

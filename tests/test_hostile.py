@@ -92,6 +92,8 @@ def build(root: Path, photo) -> dict[str, tuple[str, str]]:
     exif[0x0112] = 6
     save("rotated.jpg", g.transpose(Image.ROTATE_90), exif=exif.tobytes())
     save("café ü 写真 no.7.png", g)
+    save("back\\slash.png", g)  # legal here; a folder separator to Windows
+    save("back_slash.png", g)  # the name the one above would take
     save("colour.png", Image.fromarray(np.dstack([photo[:120, :160], photo[:120, ::-1][:, :160],
                                                   photo[::-1, :160][:120]])),
          status="skipped", phrase="colour image")
@@ -179,6 +181,8 @@ def test_odd_inputs_keep_their_shape_and_depth(hostile_run):
             assert im.size == size, name
     assert rows["scan16.tif"]["bits"] == 16 and rows["scan16.tif"]["output_path"].endswith(".png")
     assert rows["café ü 写真 no.7.png"]["output_path"] == "images/café ü 写真 no.7.png"
+    assert {rows[n]["output_path"] for n in ("back\\slash.png", "back_slash.png")} == {
+        "images/back_slash.png.png", "images/back_slash~1.png"}
     kinds = [rows[n]["input_kind"] for n in ("cmyk.jpg", "palette.png", "bilevel.png", "alpha.png")]
     assert kinds == ["gray"] * 4
     with Image.open(out / rows["baseline.jpg"]["output_path"]) as im:

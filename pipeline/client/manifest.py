@@ -121,14 +121,29 @@ def _probe(row: dict, max_pixels: int) -> dict:
     return out
 
 
+def _safe_rel(rel: str) -> str:
+    """A source's relative path as an output may be named: a backslash, legal in a Linux or
+    macOS file name, is a folder separator to Windows and to the tools that copy OUTDIR on."""
+    return rel.replace("\\", "_")
+
+
 def _out_stems(rels: list[str]) -> list[str]:
     """Output name without extension: the source's, unless two sources share a stem
-    (scan.jpg and scan.tif in one folder), which then keep their extension to stay apart."""
-    stems = [str(PurePosixPath(r).with_suffix("")) for r in rels]
+    (scan.jpg and scan.tif in one folder), which then keep their extension to stay apart; a
+    name that still meets another (a\\b.png beside a_b.png) is numbered."""
+    safe = [_safe_rel(r) for r in rels]
+    stems = [str(PurePosixPath(r).with_suffix("")) for r in safe]
     seen: dict[str, int] = {}
     for s in stems:
         seen[s] = seen.get(s, 0) + 1
-    return [r if seen[s] > 1 else s for r, s in zip(rels, stems, strict=True)]
+    out, taken = [], set()
+    for r, s in zip(safe, stems, strict=True):
+        n, cand = 1, r if seen[s] > 1 else s
+        while cand in taken:
+            cand, n = f"{s}~{n}", n + 1
+        out.append(cand)
+        taken.add(cand)
+    return out
 
 
 def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int = 64,
@@ -175,7 +190,7 @@ def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int = 64
     with ThreadPoolExecutor(threads) as ex:  # header reads are I/O bound
         it = ex.map(lambda r: _probe(by_path[r], max_pixels), real)
         probes = list(tqdm(it, total=len(real), desc="scan", unit="file", disable=not progress))
-    first_shard, stems = _after(old, _out_stems(rels), rels)
+    first_shard, stems = _after(old, _out_stems(rels), [_safe_rel(r) for r in rels])
     cols: dict[str, list] = {
         "image_id": [image_id(s) for s in stored],
         "shard": [first_shard + i // shard_size for i in range(len(real))],

@@ -41,6 +41,13 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
+def port_arg(s: str) -> int:
+    v = int(s)
+    if not 0 <= v <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0 to 65535, got {v}")
+    return v
+
+
 def load_toml(path: str) -> dict:
     try:
         with open(path, "rb") as f:
@@ -49,6 +56,11 @@ def load_toml(path: str) -> dict:
         raise UsageError(f"job spec not found: {path}") from None
     except tomllib.TOMLDecodeError as e:
         raise UsageError(f"bad TOML in {path}: {e}") from None
+    except UnicodeDecodeError as e:  # Notepad's "Unicode" (UTF-16), or a Windows-1252 path
+        raise UsageError(f"{path} is not UTF-8 text (byte {e.start}: {e.object[e.start:e.start + 1]!r}); "
+                         "save it as UTF-8") from None
+    except IsADirectoryError:
+        raise UsageError(f"job spec {path} is a folder") from None
 
 
 PATH_KEYS = {"manifest", "output", "checkpoint", "src", "out", "init"}
@@ -775,7 +787,7 @@ def _add_export(sub) -> None:
 def _add_review(sub) -> None:
     s = _command(sub, "review", cmd_review)
     s.add_argument("outdir", metavar="OUTDIR")
-    s.add_argument("--port", type=count_arg, default=0, help="port on 127.0.0.1 (default: a free one)")
+    s.add_argument("--port", type=port_arg, default=0, help="port on 127.0.0.1 (default: a free one)")
     s.add_argument("--no-browser", action="store_true", help="print the URL only")
     s.add_argument("--reviewer", metavar="NAME", help="who the edits are recorded as (default: "
                    "the OS user)")

@@ -58,6 +58,7 @@ def test_image_exif_rotated_comes_out_upright(tmp_path, ckpt, photo_gray):
     (["run", "--manifest", "m.parquet", "-o", "out", "--threads", "-1"], "--threads: must be >= 0"),
     (["run", "--manifest", "m.parquet", "-o", "out", "--quality", "300"], "must be 1 to 100"),
     (["run", "--manifest", "m.parquet", "-o", "out", "--resource-timeout", "0"], "must be > 0"),
+    (["review", "out", "--port", "99999"], "--port: must be 0 to 65535, got 99999"),
 ])
 def test_user_mistakes_exit_2_with_one_line(tmp_path, photo_gray, args, msg):
     Image.fromarray(photo_gray).save(tmp_path / "in.png")
@@ -75,6 +76,10 @@ def test_bad_job_spec(tmp_path):
     (tmp_path / "unk.toml").write_text('src = "x"\nfrobs = 3\n')
     r = run_cli("train", tmp_path / "unk.toml")
     assert r.returncode == 2 and "unknown key 'frobs'" in r.stderr
+    (tmp_path / "notepad.toml").write_text('manifest = "m.parquet"\n', encoding="utf-16")
+    r = run_cli("run", tmp_path / "notepad.toml")  # Windows Notepad's "Unicode"
+    assert r.returncode == 2 and "notepad.toml is not UTF-8 text (byte 0" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and "save it as UTF-8" in r.stderr
 
 
 @pytest.mark.parametrize("line, phrase", [

@@ -259,6 +259,7 @@ def cmd_run(a) -> int:
     from pipeline.client.orchestrate import run_job
     from pipeline.client.outdir import Outdir
 
+    _refuse_contradictions(a)
     if not a.manifest and a.output and Outdir(a.output).has_job():
         # `colorize run -o OUTDIR` (with --repair, --dry-run...): the job is in its job.json;
         # what the user names on the line still wins (and is checked against it).
@@ -304,6 +305,18 @@ def cmd_run(a) -> int:
 
 
 TRACKER_QUIET = "ignore::UserWarning:multiprocessing.resource_tracker"
+
+
+def _refuse_contradictions(a) -> None:
+    """Flags that would do nothing, or undo each other, are said rather than dropped."""
+    if a.redo_column and not a.redo:
+        raise UsageError(f"--redo-column {a.redo_column} says how to read --redo's list; name the "
+                         "images too: --redo LIST")
+    inside = [f for f, on in (("--repair", a.repair), ("--redo", a.redo), ("--hinted", a.hinted))
+              if on]
+    if a.restart and inside:
+        raise UsageError(f"--restart discards the job's results and starts over, and {inside[0]} "
+                         "works inside them: use one or the other")
 
 
 def _hinted_request(a, redo_req):

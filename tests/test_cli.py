@@ -59,6 +59,10 @@ def test_image_exif_rotated_comes_out_upright(tmp_path, ckpt, photo_gray):
     (["run", "--manifest", "m.parquet", "-o", "out", "--quality", "300"], "must be 1 to 100"),
     (["run", "--manifest", "m.parquet", "-o", "out", "--resource-timeout", "0"], "must be > 0"),
     (["review", "out", "--port", "99999"], "--port: must be 0 to 65535, got 99999"),
+    (["run", "-o", "out", "--redo-column", "Inventarnr"], "name the images too: --redo LIST"),
+    (["run", "-o", "out", "--restart", "--repair"], "--restart discards the job's results and "
+                                                    "starts over, and --repair works inside them"),
+    (["run", "-o", "out", "--restart", "--hinted"], "and --hinted works inside them"),
 ])
 def test_user_mistakes_exit_2_with_one_line(tmp_path, photo_gray, args, msg):
     Image.fromarray(photo_gray).save(tmp_path / "in.png")

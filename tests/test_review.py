@@ -410,7 +410,26 @@ def test_the_grid_filters_sorts_and_searches_catalogue_columns(job, tmp_path):
     assert c.get("/api/images?t=k&q=acc-105").get_json()["rows"][0]["catalogue"]["title"] == "Haus 5"
     one = c.get("/api/images?t=k&column=title&value=Haus 7").get_json()
     assert one["total"] == 1 and one["rows"][0]["catalogue"]["accession"] == "ACC-107"
+    # a catalogue corrected and scanned in since: the page shows the manifest's cells, as the
+    # export gives them (the rows keep those their outputs were written with)
+    jobfile = out / "job.json"
+    spec = json.loads(jobfile.read_text())
+    man = pq.read_table(spec["spec"]["manifest"])
+    titles = man.column("title").to_pylist()
+    titles[7] = "Haus 7 (korrigiert)"
+    spec["spec"]["manifest"] = str(tmp_path / "m2.parquet")
+    pq.write_table(man.set_column(man.schema.get_field_index("title"), "title",
+                                  pa.array(titles, pa.string())), tmp_path / "m2.parquet")
+    jobfile.write_text(json.dumps(spec))
+    c = create_app(str(out), token="k").test_client()
+    hit = c.get("/api/images?t=k&q=korrigiert").get_json()
+    assert hit["total"] == 1 and hit["rows"][0]["catalogue"]["accession"] == "ACC-107"
+    one = c.get(f"/api/image/{hit['rows'][0]['image_id']}?t=k").get_json()
+    assert "Haus 7 (korrigiert)" in json.dumps(one, ensure_ascii=False)
     # files the catalogue does not list have no cells: a search by path finds them all the same
+    man = pq.read_table(tmp_path / "m2.parquet")
+    pq.write_table(man.set_column(man.schema.get_field_index("title"), "title",
+                                  pa.nulls(len(man), pa.string())), tmp_path / "m2.parquet")
     for f in (out / "results").glob("*.parquet"):
         t = pq.read_table(f)
         pq.write_table(t.set_column(t.schema.get_field_index("title"), "title",

@@ -30,7 +30,13 @@ def _synthetic_run(root: Path, rows: int, shard_size: int = 256, reviewed: int =
     cols = ["accession", "path", "title", "box"]
     meta = {b"catalogue": json.dumps({"columns": cols, "path_column": "path"}).encode()}
     ids = [f"{i:016x}" for i in range(rows)]
-    pq.write_table(pa.table({"image_id": ids}).replace_schema_metadata(meta), man)
+    r = range(rows)
+    cells = {stored_name("accession"): [f"INV-{i:07d}" for i in r],
+             stored_name("path"): [f"box{i // 1000:04d}/scan{i:07d}.tif" for i in r],
+             stored_name("title"): [f"Photograph {i}" for i in r],
+             stored_name("box"): [f"box {i // 1000}" for i in r]}
+    # the manifest holds the catalogue's cells too: the page shows them as they are now
+    pq.write_table(pa.table({"image_id": ids, **cells}).replace_schema_metadata(meta), man)
     (out / "job.json").write_text(json.dumps({"spec": {"manifest": str(man), "checkpoint": None},
                                               "fingerprint": "bench"}))
     rng = np.random.default_rng(25)
@@ -43,10 +49,7 @@ def _synthetic_run(root: Path, rows: int, shard_size: int = 256, reviewed: int =
                     output_path=pa.array([f"images/box{i // 1000:04d}/scan{i:07d}.tif" for i in r]),
                     status=pa.array(["ok" if i % 97 else "error" for i in r]),
                     colorfulness=pa.array(rng.uniform(0, 40, n)))
-        carried = {stored_name("accession"): [f"INV-{i:07d}" for i in r],
-                   stored_name("path"): [f"box{i // 1000:04d}/scan{i:07d}.tif" for i in r],
-                   stored_name("title"): [f"Photograph {i}" for i in r],
-                   stored_name("box"): [f"box {i // 1000}" for i in r]}
+        carried = {k: v[s0:s0 + n] for k, v in cells.items()}
         t = pa.table({**data, **carried})
         pq.write_table(t, out / "results" / f"shard-{s0 // shard_size:06d}.parquet")
     j = reviews.Journal(out, "bench")

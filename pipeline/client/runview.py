@@ -58,13 +58,42 @@ class RunView:
         return tuple((f["name"], f.get("size"), f.get("mtime") or f.get("LastModified"))
                      for f in self.outdir.store.fs.ls(where, detail=True))
 
+    def _manifest_stamp(self):
+        """A catalogue corrected and scanned in (scan --extend) changes the manifest, not the
+        results: its cells are the record the page shows, as the export gives them."""
+        try:
+            st = os.stat(self.manifest) if "://" not in self.manifest else None
+        except OSError:
+            return None
+        return st and (st.st_size, st.st_mtime_ns)
+
+    def _current_cells(self, t: pa.Table) -> pa.Table:
+        """The results with the manifest's cells as they are now (the rows keep the cells their
+        outputs were written with; a file the manifest no longer holds keeps those)."""
+        try:
+            self.info = catalogue_info(read_manifest(self.manifest, columns=["image_id"]).schema)
+            names = [stored_name(c) for c in self.info.get("columns", [])]
+            m = read_manifest(self.manifest, columns=["image_id", *names])
+        except Exception:  # noqa: BLE001 - the manifest moved since the run: the rows' cells are all there is
+            return t
+        idx = pc.index_in(t.column("image_id"), value_set=m.column("image_id"))
+        for c in self.info.get("columns", []):
+            name = stored_name(c)
+            if name in t.column_names and name in m.column_names:
+                now = m.column(name).cast(pa.string()).take(idx)
+                was = t.column(name).cast(pa.string())
+                t = t.set_column(t.column_names.index(name), name,
+                                 pc.if_else(pc.is_null(idx), was, now))
+        return t
+
     def current(self) -> pa.Table:
-        """The results, re-read only when the set of committed shard files changed."""
-        stamp = self._shard_stamp()
+        """The results, re-read only when the committed shard files or the manifest changed."""
+        stamp = (self._shard_stamp(), self._manifest_stamp())
         with self._lock:
             if stamp != self._stamp:
                 t = self.outdir.read_results().sort_by([("shard", "ascending"),
                                                         ("source_path", "ascending")])
+                t = self._current_cells(t)
                 self.table, self._stamp = t, stamp
                 self.by_id = {iid: i for i, iid in enumerate(t.column("image_id").to_pylist())}
                 self._columns = [c for c in self.info.get("columns", []) if stored_name(c) in t.column_names]

@@ -27,6 +27,7 @@ def night(tmp_path_factory, ckpt):
         Image.fromarray(rng.integers(0, 255, (30, 40), dtype=np.uint8)).save(src / f"g{i}.png")
     g16 = (rng.integers(0, 65535, (30, 40))).astype(np.uint16)
     Image.fromarray(g16).save(src / "deep16.png")
+    (src / "g4.png").rename(src / "g4 #1 ?x%.png")  # an archive's name, not a fragment or a query
     Image.fromarray(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)).save(src / "colour.png")
     (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     (src / "list.csv").write_text("path,accession\n" + "".join(
@@ -76,6 +77,7 @@ def test_full_contact_sheet_pages_every_image(night, ckpt, capsys, tmp_path, mon
     text = "".join(p.read_text() for p in pages)
     assert text.count("alt='after'") == 6 and text.count("ACC-") == 6
     assert "href='images/deep16.png'" in text and "href='audit-sheet-002.html'" in text
+    assert "href='images/g4%20%231%20%3Fx%25.png'" in text
     assert "the full contact sheet</a>, 2 pages" in (out / "audit.html").read_text()
     # a curator's retouched copy (our metadata and all), a note, and a retouch saved over an output
     outs = sorted((out / "images").rglob("*.png"))

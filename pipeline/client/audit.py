@@ -347,6 +347,14 @@ def _preview(out: Store, rel: str) -> str:
     return view
 
 
+def _href(rel: str) -> str:
+    """A relative link to a file as a browser reads it: a '#', '?', '%' or space in an archive's
+    file name is part of the name, not a fragment, a query or an escape."""
+    from urllib.parse import quote
+
+    return html.escape(quote(rel, safe="/"), quote=True)
+
+
 def _sheet_row(r: dict, cols: list[str], spec: dict, out: Store) -> str:
     """One image: before, after (linked to a view of the output), and its record, labelled."""
     e = html.escape
@@ -359,10 +367,10 @@ def _sheet_row(r: dict, cols: list[str], spec: dict, out: Store) -> str:
     if r.get("redone"):
         label.append(("redone", r["redone"]))
     record = "".join(f"<dt>{e(k)}</dt><dd>{e(str(v))}</dd>" for k, v in label)
-    tiff = (f" <a href='{e(r['output_path'], quote=True)}'>(TIFF file)</a>" if view != r["output_path"]
+    tiff = (f" <a href='{_href(r['output_path'])}'>(TIFF file)</a>" if view != r["output_path"]
             else "")
     return (f"<tr><td><img src='{before}' alt='before'></td>"
-            f"<td><a href='{e(view, quote=True)}'><img src='{after}' alt='after'></a>{tiff}</td>"
+            f"<td><a href='{_href(view)}'><img src='{after}' alt='after'></a>{tiff}</td>"
             f"<td><dl>{record}</dl></td></tr>")
 
 

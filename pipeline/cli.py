@@ -411,7 +411,25 @@ def cmd_export(a) -> int:
            f"CSV, {DELIMITER_NAMES.get(r['delimiter'], repr(r['delimiter']))}-separated, "
            f"{r['encoding']}")
     print(f"wrote {a.dest} ({how}): {r['rows']} images, columns {', '.join(r['header'][:4])}, ...")
+    _say_unfinished(a.outdir, r["rows"])
     return 0
+
+
+def _say_unfinished(outdir: str, rows: int) -> None:
+    """An export of a job not yet finished is what is done so far: said, so that a table of
+    part of the archive is not taken for the whole."""
+    from pipeline.client.orchestrate import status
+
+    try:
+        s = status(outdir)
+    except Exception:  # noqa: BLE001 - the manifest moved: the export itself was whole
+        return
+    left = s["images"] - rows
+    if s["pending"] and left > 0:
+        why = ("a run is colorizing them now" if s["running"] else
+               f"resume with: colorize run -o {outdir}")
+        print(f"colorize: note: {plural(left, 'image')} of {s['images']:,} not done yet ({why}); "
+              "the export lists those done", file=sys.stderr)
 
 
 def cmd_review(a) -> int:

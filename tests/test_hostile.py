@@ -98,6 +98,8 @@ def build(root: Path, photo) -> dict[str, tuple[str, str]]:
                                                   photo[::-1, :160][:120]])),
          status="skipped", phrase="colour image")
     save("gone.png", g, status="error", phrase="file not found")  # deleted after the scan
+    (root / "dangling.png").symlink_to("nowhere.png")  # its row has the link's name
+    exp["dangling.png"] = ("error", "broken symbolic link: it points to nowhere.png, which is not there")
     save("locked.png", g, status="error", phrase="permission denied")
     return exp
 

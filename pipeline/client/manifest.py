@@ -97,10 +97,22 @@ def _details(row: dict) -> str:
     return ", ".join(f"{k} {v}" for k, v in row["_cells"].items()) or "no columns"
 
 
+def _real(path: str) -> str:
+    """A file's real path (the same file named twice is one row); a broken symbolic link keeps
+    its own name, the one the archive shows, not that of the file it no longer reaches."""
+    if os.path.islink(path) and not os.path.exists(path):
+        return os.path.abspath(path)
+    return os.path.realpath(path)
+
+
 def _probe(row: dict, max_pixels: int) -> dict:
     path = row["path"]
     out = {"size_bytes": None, "width": None, "height": None, "mode": None, "format": None,
            "frames": None, "scan_error": None}
+    if not is_url(path) and os.path.islink(path) and not os.path.exists(path):
+        out["scan_error"] = (f"broken symbolic link: it points to {os.readlink(path)}, which is "
+                             "not there")
+        return out
     try:
         if is_url(path):
             import fsspec
@@ -317,7 +329,7 @@ def _collect(sources: Iterable[str], opts: dict, log) -> tuple[dict[str, dict], 
             if "_catalogue" in row:
                 report.catalogues.append(row["_catalogue"])
                 continue
-            key = row["path"] if is_url(row["path"]) else os.path.realpath(row["path"])
+            key = row["path"] if is_url(row["path"]) else _real(row["path"])
             entry = by_path.setdefault(key, {"path": row["path"], "_cells": {}})
             if "_from" not in row:
                 if not row.get("_named"):
@@ -351,7 +363,7 @@ def _extend(old: pa.Table, extend: str, real: list[str], rels: list[str], found:
     and what is gone is noted in `found` and said."""
     known = {_key(extend, p) for p in old.column("path").to_pylist()}
     # gone: not found now, or named by the catalogue but no longer on disk (renamed, deleted)
-    absent = {r["path"] if is_url(r["path"]) else os.path.realpath(r["path"]) for r in found.missing}
+    absent = {r["path"] if is_url(r["path"]) else _real(r["path"]) for r in found.missing}
     # a catalogue row whose file was not there at the earlier scan either is not "gone": it is
     # still missing (its error row says so), and telling it apart keeps "gone" meaning a loss
     before = old.select(["path", "size_bytes"]).to_pydict()
@@ -372,7 +384,7 @@ def _extend(old: pa.Table, extend: str, real: list[str], rels: list[str], found:
 
 def _key(manifest: str, stored: str) -> str:
     """An earlier manifest's path as this scan names its files (by_path's keys): real, or a URL."""
-    return stored if is_url(stored) else os.path.realpath(resolve_path(manifest, stored))
+    return stored if is_url(stored) else _real(resolve_path(manifest, stored))
 
 
 def _recatalogue(old: pa.Table, manifest: str, by_path: dict[str, dict], columns: list[str],

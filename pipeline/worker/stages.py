@@ -231,6 +231,8 @@ class ImageStages:
 
 def _not_found(scan_error: str | None) -> str:
     """Why a row has no file, as the scan saw it: already missing then, or deleted since."""
+    if scan_error and scan_error.startswith("broken symbolic link"):
+        return scan_error
     if scan_error and "No such file" in scan_error:
         return "file not found: the catalogue names it, but it was not there at the scan either"
     return "file not found (deleted since the scan?)"

@@ -259,3 +259,26 @@ def test_extending_tells_a_file_still_missing_from_one_gone_since(scans, tmp_pat
     rows = {Path(x["path"]).name: x["accession"] for x in pq.read_table(man).to_pylist()}
     assert rows == {"Müller 1.png": None, "b.png": "A-1", "c.png": "A-2", "never.png": "A-3",
                     "new.png": None}
+
+
+def test_export_writes_the_header_back_as_written_and_refuses_to_cut_a_cell(scans, tmp_path, ckpt):
+    """Excel's trailing ';;' (empty header cells) and a repeated name are named for the
+    manifest ('column 4', 'Titel (2)') and written back as they were; a cell longer than a
+    workbook cell holds is refused for .xlsx rather than cut."""
+    cat = scans / "cat.csv"
+    cat.write_text("path;Titel;Titel;\nb.png;Hof;" + "lang " * 8000 + ";\nc.png;Tor;;\n",
+                   encoding="utf-8")
+    man, out = tmp_path / "m.parquet", tmp_path / "out"
+    r = run_cli("scan", cat, "-o", man, "-q")
+    assert r.returncode == 0 and "header cell 4 '' named 'column 4'" in r.stderr, r.stderr
+    assert run_cli("run", "--manifest", man, "-o", out, "--size", "32", "-q", "--checkpoint",
+                   ckpt).returncode == 0
+    assert run_cli("export", out, tmp_path / "e.csv").returncode == 0
+    with open(tmp_path / "e.csv", newline="", encoding="utf-8-sig") as f:
+        head, *rows = list(csv.reader(f, delimiter=";"))
+    assert head[:4] == ["path", "Titel", "Titel", ""] and head[4] == "status"
+    assert [x[:2] for x in rows] == [["b.png", "Hof"], ["c.png", "Tor"]]
+    assert rows[0][2] == "lang " * 8000  # whole in CSV
+    r = run_cli("export", out, tmp_path / "e.xlsx")
+    assert r.returncode == 2 and "row 1's 'Titel' holds 40,000 characters" in r.stderr, r.stderr
+    assert "export to .csv" in r.stderr and not (tmp_path / "e.xlsx").exists()

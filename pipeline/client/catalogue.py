@@ -57,6 +57,9 @@ class Catalogue:
     # per record: "path" (resolved), "_line" (where it starts), "_cells" (column -> cell as written)
     rows: list[dict] = field(default_factory=list)
     nofile: list[dict] = field(default_factory=list)  # records whose path cell is empty
+    # a header cell that was empty or repeated, by the name it was given ("column 4", "Titel (2)"):
+    # the export writes the cell back as it was
+    written: dict[str, str] = field(default_factory=dict)
 
 
 def decode_text(p: Path, encoding: str | None, log) -> tuple[str, str]:
@@ -133,6 +136,7 @@ def read_catalogue(path: str | os.PathLike, path_column: str | None = "path",
     recs = ((line + skip, cells) for line, cells in _records(text, d))
     header = next(recs, (0, []))[1]
     cols = _header(header, p, log)
+    written = {c: h for c, h in zip(cols, header, strict=True) if c != h}
     path_column = path_column or (cols[0] if cols else "")
     if path_column not in cols:
         like = [c for c in cols if c.strip().lower() in PATHLIKE]
@@ -150,7 +154,7 @@ def read_catalogue(path: str | os.PathLike, path_column: str | None = "path",
                     f"extra {extra!r} are not carried (quote cells that hold the separator)")
         r = {c: (cells[i] if i < len(cells) else None) for i, c in enumerate(cols)}
         rows.append({"path": (r[path_column] or "").strip(), "_line": line, "_cells": r})
-    return _resolved(Catalogue(str(p), cols, path_column, d, enc), rows, p, log)
+    return _resolved(Catalogue(str(p), cols, path_column, d, enc, written=written), rows, p, log)
 
 
 def _header(header: list[str], p: Path, log) -> list[str]:

@@ -15,6 +15,7 @@ from pipeline.client.manifest import read_catalogue_info
 from pipeline.client.outdir import Outdir
 from pipeline.client.results import SCHEMA
 from pipeline.client.reviews import state_of
+from pipeline.errors import UsageError
 
 # Ours, in the order a person reads them; the rest of SCHEMA follows.
 OURS_FIRST = ["status", "error", "output_path", "source_path", "input_kind", "notes", "width",
@@ -42,8 +43,10 @@ def export_table(out: Outdir, info: dict) -> tuple[list[str], list[list]]:
               {stored_name(c) for c in cat_cols}]  # carried by an older manifest
     ours = [n for n in OURS_FIRST if n in t.column_names]
     ours += [n for n in SCHEMA.names if n not in ours]
-    taken = set(cat_cols) | set(legacy)
-    header = cat_cols + legacy + [f"colorize_{n}" if n in taken else n for n in ours]
+    written = info.get("written", {})  # an empty or repeated header cell, as it was
+    taken = set(cat_cols) | set(legacy) | set(written.values())
+    header = ([written.get(c, c) for c in cat_cols] + legacy
+              + [f"colorize_{n}" if n in taken else n for n in ours])
     t = t.sort_by([("shard", "ascending"), ("source_path", "ascending")])
     ids = t.column("image_id").to_pylist()
     carried = [t.column(stored_name(c)).to_pylist() for c in cat_cols]
@@ -89,12 +92,22 @@ def write_csv(path: str, header: list[str], rows: list[list], delimiter: str, en
     _write_new(path, data)
 
 
+XLSX_CELL = 32767  # the most characters an Excel cell holds
+
+
 def write_xlsx(path: str, header: list[str], rows: list[list], text_columns: int) -> None:
     """A workbook: catalogue cells as text (an accession number 007 stays 007, a title "=1+1"
     stays words), our numbers as numbers; every cell reads back as written."""
     from openpyxl import Workbook
     from openpyxl.cell import WriteOnlyCell
 
+    long = next(((k, i) for k, r in enumerate(rows) for i, v in enumerate(r)
+                 if isinstance(v, str) and len(v) > XLSX_CELL), None)
+    if long:  # openpyxl would cut it without a word
+        k, i = long
+        raise UsageError(f"row {k + 1}'s {header[i]!r} holds {len(rows[k][i]):,} characters, more "
+                         f"than a workbook cell holds ({XLSX_CELL:,}); export to .csv, which keeps "
+                         "every cell whole")
     wb = Workbook(write_only=True)
     ws = wb.create_sheet("results")
     ws.append([ooxml_escape(h) for h in header])

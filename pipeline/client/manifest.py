@@ -237,6 +237,8 @@ def _metadata(sources, shard_size: int, columns: list[str], found: ScanReport,
         if first is not None:
             info.update(path_column=first.path_column, delimiter=first.delimiter,
                         encoding=first.encoding)
+            if first.written:
+                info["written"] = first.written
         meta["catalogue"] = json.dumps({"columns": columns, **info}, ensure_ascii=False)
     return meta
 

@@ -127,6 +127,18 @@ def test_48bit_rgb_is_turned_upright_like_8bit(tmp_path, orientation):
         assert np.abs(d.gray / 257.0 - want).max() < 2, name
 
 
+def test_16bit_gray_with_alpha_png_keeps_its_16_bits(tmp_path):
+    import imagecodecs
+
+    g = np.random.default_rng(4).integers(0, 65535, (30, 40)).astype(np.uint16)
+    a = np.dstack([g, np.full_like(g, 65535)])
+    a[0, 0, 1] = 0  # one transparent pixel: white
+    (tmp_path / "la16.png").write_bytes(imagecodecs.png_encode(a))
+    d = decode(tmp_path / "la16.png")
+    assert d.bits == 16 and d.kind == "gray" and "alpha flattened on white" in d.notes
+    assert d.gray[0, 0] == 65535 and np.array_equal(d.gray[1:], g[1:])
+
+
 def test_truncated_files_are_errors(tmp_path, base):
     for name, kw in (("t.jpg", {"quality": 90}), ("t.png", {})):
         full = save(tmp_path, name, base, **kw).read_bytes()

@@ -234,6 +234,18 @@ def _rgb16(src: Image.Image, raw: bytes, tiff_orientation: int) -> np.ndarray | 
     return _orient(a, int(orientation))
 
 
+def _gray16_alpha(src: Image.Image, raw: bytes, notes: list[str]) -> np.ndarray:
+    """A 16-bit gray+alpha PNG's full 16 bits, alpha flattened on white, turned upright."""
+    import imagecodecs
+
+    a = imagecodecs.png_decode(raw)
+    al = a[..., 1].astype(np.float32) / 65535.0
+    if al.min() < 1:
+        notes.append("alpha flattened on white")
+    g = np.rint(a[..., 0] * al + 65535.0 * (1 - al)).astype(np.uint16)
+    return _orient(g, int(src.getexif().get(0x0112, 1)))
+
+
 def classify_rgb(rgb: np.ndarray) -> str:
     """'gray', 'toned' or 'color' for an 8-bit RGB image, judged on a thumbnail."""
     from skimage.color import rgb2lab
@@ -328,7 +340,9 @@ def decode(path: str | os.PathLike | io.BytesIO, max_pixels: int = DEFAULT_MAX_P
             if src.mode == "RGBA":
                 notes.append("alpha flattened on white")
             return _decoded(luminance_gray(rgb16), src_mode, fmt, kind, info, exif_obj, notes)
-        if mode in ("I;16", "I;16L", "I;16B", "I;16N"):
+        if fmt == "PNG" and raw[24:26] == b"\x10\x04":
+            gray = _gray16_alpha(src, raw, notes)  # Pillow reads 16-bit gray+alpha as 8-bit RGBA
+        elif mode in ("I;16", "I;16L", "I;16B", "I;16N"):
             gray = np.asarray(im).astype(np.uint16, copy=False)
         elif mode == "I":
             gray = np.clip(np.asarray(im), 0, 65535).astype(np.uint16)

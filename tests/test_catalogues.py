@@ -282,3 +282,16 @@ def test_export_writes_the_header_back_as_written_and_refuses_to_cut_a_cell(scan
     r = run_cli("export", out, tmp_path / "e.xlsx")
     assert r.returncode == 2 and "row 1's 'Titel' holds 40,000 characters" in r.stderr, r.stderr
     assert "export to .csv" in r.stderr and not (tmp_path / "e.xlsx").exists()
+
+
+def test_a_catalogue_kept_apart_from_its_scans_is_told_how_paths_are_read(scans, tmp_path):
+    (tmp_path / "cats").mkdir()
+    cat = tmp_path / "cats" / "c.csv"
+    cat.write_text("path;acc\nb.png;1\nc.png;2\n", encoding="utf-8")
+    r = run_cli("scan", scans, cat, "-o", tmp_path / "m.parquet", "-q")
+    assert r.returncode == 0, r.stderr
+    assert (f"none of c.csv's paths names a file: a relative path is read from the catalogue's "
+            f"own folder ({tmp_path / 'cats'})") in r.stderr
+    (scans / "c2.csv").write_text("path;acc\nb.png;1\nnope.png;2\n", encoding="utf-8")
+    r = run_cli("scan", scans, scans / "c2.csv", "-o", tmp_path / "m2.parquet", "-q")
+    assert "none of" not in r.stderr and "1 catalogue row names a file that is not there" in r.stderr

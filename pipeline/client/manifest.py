@@ -277,6 +277,14 @@ class ScanReport:
                        f"{'names' if len(self.missing) == 1 else 'name'} a file that is not there "
                        "(kept: each gets an error row): "
                        + some([f"{_where(r)} {r['path']}" for r in self.missing]))
+        for c in self.catalogues:
+            mine = [r for r in self.missing if r["_from"] is c]
+            cells = [r["_cells"].get(c.path_column) or "" for r in mine]
+            if c.rows and len(mine) == len(c.rows) and any(not os.path.isabs(x) and "://" not in x
+                                                           for x in cells):
+                out.append(f"none of {Path(c.path).name}'s paths names a file: a relative path is "
+                           f"read from the catalogue's own folder ({Path(c.path).parent}); keep it "
+                           "beside the scans or write paths from its folder")
         nofile = [(c, r) for c in self.catalogues for r in c.nofile]
         if nofile:
             out.append(f"{_n(len(nofile), 'catalogue row')} {'names' if len(nofile) == 1 else 'name'}"

@@ -542,6 +542,11 @@ def cmd_audit(a) -> int:
             from pipeline.client.audit import redo_skipped_advice
 
             print(f"{plural(len(r['skipped']), 'image')} skipped as colour. {redo_skipped_advice(a.outdir)}")
+        if r["errors"]:
+            from pipeline.client.audit import redo_errors_advice
+
+            print(f"{plural(len(r['errors']), 'image')} could not be colorized (reasons in the "
+                  f"report). {redo_errors_advice(a.outdir)}")
         if note:
             print(note)
         return 0

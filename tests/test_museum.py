@@ -288,6 +288,9 @@ def test_redo_of_two_images_leaves_the_other_102_as_they_were(museum, tmp_path, 
     assert f"--redo {out}/audit-skipped.txt --recolor" in r.stdout
     listed = (out / "audit-skipped.txt").read_text().splitlines()
     assert sorted(listed) == sorted(x["source_path"] for x in skipped)
+    missing = [x["source_path"] for x in rows.values() if x["status"] == "error"]
+    assert (out / "audit-errors.txt").read_text().splitlines() == missing
+    assert "could not be colorized (reasons in the report). Once their files are mended" in r.stdout
     before = {p: (sha(p), p.stat().st_mtime_ns) for p in (out / "images").rglob("*.*")}
     assert len(before) == 102  # the 104 files less the two skipped (the missing 105th has none)
     (tmp_path / "redo.csv").write_text("Inventarnummer\n" + "".join(
@@ -314,6 +317,15 @@ def test_redo_of_two_images_leaves_the_other_102_as_they_were(museum, tmp_path, 
     r = run_cli("audit", out, "-q")
     assert r.returncode == 0 and "redone: 2 (2 with --recolor)" in r.stdout
     assert not (out / "audit-skipped.txt").exists()  # none skipped now: the old list is gone
+    # the missing scan found and copied back: the audit's list of errors redoes it
+    Image.new("L", (40, 30), 120).save(missing[0])
+    try:
+        r = run_cli("run", "-o", out, "--redo", out / "audit-errors.txt", "-q")
+    finally:
+        os.remove(missing[0])  # the museum's other tests want it missing
+    assert r.returncode == 0 and "redoing 1 image" in r.stdout, r.stderr
+    assert {x["status"] for x in pq.read_table(out / "results").to_pylist()} == {"ok"}
+    assert run_cli("audit", out, "-q").returncode == 0 and not (out / "audit-errors.txt").exists()
     r = run_cli("run", "-o", out, "--redo", "nicht-da.tif")
     assert r.returncode == 2 and "--redo: 1 not in the job's manifest: 'nicht-da.tif'" in r.stderr
     r = run_cli("run", "-o", out, "--redo", "INV-0000", "--redo-column", "Inventarnummer")

@@ -150,10 +150,13 @@ def audit(outdir: str | Store | Outdir, quick: bool = False, check_inputs: bool 
     if sheet == "all":
         report["sheet_pages"] = write_sheet(out, ok_rows, carried, spec)
     out.write_atomic(Outdir.AUDIT_JSON, json.dumps(report, indent=2).encode())
-    if skipped:  # a list for `--redo LIST --recolor`: the toned prints the classifier called colour
-        out.write_atomic(Outdir.AUDIT_SKIPPED, "".join(f"{r['source_path']}\n" for r in skipped).encode())
-    elif out.exists(Outdir.AUDIT_SKIPPED):  # an earlier audit's list, all of them since redone
-        out.remove(Outdir.AUDIT_SKIPPED)
+    # lists for `--redo LIST`: the toned prints the classifier called colour (with --recolor),
+    # and the files that could not be read (once they are mended, copied back, made readable)
+    for name, rows in ((Outdir.AUDIT_SKIPPED, skipped), (Outdir.AUDIT_ERRORS, errors)):
+        if rows:
+            out.write_atomic(name, "".join(f"{r['source_path']}\n" for r in rows).encode())
+        elif out.exists(name):  # an earlier audit's list, all of them since redone
+            out.remove(name)
     out.write_atomic(Outdir.AUDIT_HTML, _html(report, ok_rows, spec, sample, out).encode("utf-8"))
     return report
 
@@ -236,6 +239,12 @@ def redo_skipped_advice(outdir: str) -> str:
             f"{outdir}/{Outdir.AUDIT_SKIPPED} --recolor")
 
 
+def redo_errors_advice(outdir: str) -> str:
+    """What to do about images that could not be read, once their files are mended."""
+    return (f"Once their files are mended (copied back, made readable), colorize them with: "
+            f"colorize run -o {outdir} --redo {outdir}/{Outdir.AUDIT_ERRORS}")
+
+
 def verdict(report: dict) -> str:
     """One line a person reads first: passed or not, and what else deserves a look."""
     if report.get("incomplete"):
@@ -291,8 +300,9 @@ def _html(report: dict, ok_rows: list[dict], spec: dict, sample: int, out: Store
     cols = report["carried"]
     for title, rows in (("Errors", report["errors"]), ("Skipped", report["skipped"])):
         parts.append(f"<h2>{title} ({len(rows)})</h2>")
-        if title == "Skipped" and rows:
-            parts.append(f"<p>{e(redo_skipped_advice(report['outdir']))}</p>")
+        if rows:
+            advice = redo_skipped_advice if title == "Skipped" else redo_errors_advice
+            parts.append(f"<p>{e(advice(report['outdir']))}</p>")
         parts.append("<table><tr>"
                      + "".join(f"<th>{e(c)}</th>" for c in cols) + "<th>source</th><th>reason</th></tr>")
         for r in rows:

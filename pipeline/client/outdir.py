@@ -53,6 +53,7 @@ class Outdir:
     QUARANTINE = "quarantine"  # outputs --repair moved aside (ours, altered or unclaimed)
     AUDIT_JSON, AUDIT_HTML = "audit.json", "audit.html"
     AUDIT_SKIPPED = "audit-skipped.txt"  # the skipped images' sources, one a line: a --redo list
+    AUDIT_ERRORS = "audit-errors.txt"  # the error rows' sources: a --redo list once files are mended
     PREVIEWS = "audit-previews"  # JPEG views of TIFF outputs: a browser shows no TIFF
     AUTOMATIC = "automatic"  # the automatic outputs a curator's hinted ones replaced (run --hinted)
     REVIEWS = "reviews"  # the curator's journal (client/reviews.py) and the review page's cache

@@ -258,6 +258,8 @@ def test_kill_9_of_the_server_in_the_middle_of_saving_loses_no_acknowledged_edit
     for t in tabs:
         t.join()
     p.wait()
+    log = p.stdout.read()  # every request is logged, its token not: the log is no key to the page
+    assert "POST /api/review?t=… " in log and url.split("t=")[1] not in log
     assert len(acked) > 20
     saved = {e["id"] for e in reviews.Journal(out).events()}
     assert set(acked) <= saved
@@ -278,6 +280,49 @@ def test_kill_9_of_the_server_in_the_middle_of_saving_loses_no_acknowledged_edit
     while Path(f"/proc/{worker[0]}").exists() and time.time() < deadline:
         time.sleep(0.2)
     assert not Path(f"/proc/{worker[0]}").exists() or "Z" in Path(f"/proc/{worker[0]}/stat").read_text().split()[2]
+
+
+def test_two_tabs_never_overwrite_each_other_unseen(job, tmp_path):
+    """Each edit names the edit it was made on; one made on an older state is refused (409)
+    with the state now, and the tab shows that instead of overwriting it."""
+    from pipeline.client.review import create_app
+
+    out = fresh_copy(job, tmp_path)
+    iid = sorted(results(out))[0]
+    c = create_app(str(out), who="t", token="k").test_client()
+
+    def post(**body):
+        return c.post("/api/review?t=k", json={"image_id": iid, **body})
+
+    shown = c.get(f"/api/image/{iid}?t=k").get_json()["review"]  # both tabs open the image
+    assert shown["rev"] == {}
+    a = post(kind="note", value="Tab A: Himmel blau", base=shown["rev"].get("note"))
+    assert a.status_code == 200
+    b = post(kind="note", value="Tab B", base=shown["rev"].get("note"))  # made on the old state
+    assert b.status_code == 409 and b.get_json()["current"]["note"] == "Tab A: Himmel blau"
+    rev = b.get_json()["current"]["rev"]["note"]
+    assert rev == a.get_json()["events"][0]
+    hint = [{"x": 5, "y": 5, "L": 50, "a": 30, "b": 20}]
+    assert post(kind="hints", value=hint, base=None).status_code == 200  # no hints before: fine
+    assert post(kind="hints", value=[], base=None).status_code == 409  # B's stale delete
+    assert post(kind="note", value="Tab B, after seeing A's", base=rev).status_code == 200
+    now = c.get(f"/api/image/{iid}?t=k").get_json()["review"]
+    assert now["note"] == "Tab B, after seeing A's" and now["hints"] == hint
+    assert post(kind="verdict", value="accepted").status_code == 200  # an undo names no base
+
+
+def test_column_filter_values_and_a_search_typed_with_spaces(job, tmp_path):
+    from pipeline.client.review import create_app
+
+    out = fresh_copy(job, tmp_path)
+    c = create_app(str(out), token="k").test_client()
+    # a column chosen, no value yet: every image, not none
+    assert c.get("/api/images?t=k&column=title&value=").get_json()["total"] == 12
+    assert c.get("/api/images?t=k&column=title&value= haus 7 ").get_json()["total"] == 1
+    vals = c.get("/api/values?t=k&column=title").get_json()["values"]
+    assert sorted(vals) == sorted(f"Haus {i}" for i in range(12))
+    assert c.get("/api/values?t=k&column=nope").get_json()["values"] == []
+    assert c.get("/api/images?t=k&q=%20ACC-105%20").get_json()["total"] == 1
 
 
 def test_the_server_wants_its_token_serves_nothing_else_and_writes_only_reviews(job, tmp_path):

@@ -140,6 +140,8 @@ def _routes(app, root: str, view: RunView, journal: reviews.Journal, previewer: 
     """The page's API: the grid, one image, edits, previews, pictures, the output's palette."""
     from flask import abort, jsonify, request
 
+    saving = threading.Lock()
+
     def _row(image_id: str) -> dict:
         r = view.row(image_id)
         if r is None:
@@ -159,6 +161,10 @@ def _routes(app, root: str, view: RunView, journal: reviews.Journal, previewer: 
                                  sort=a.get("sort") or None, desc=a.get("desc") == "1",
                                  q=a.get("q") or None, page=_number(a.get("page"))))
 
+    @app.get("/api/values")
+    def values():
+        return jsonify(values=view.values(request.args.get("column") or ""))
+
     @app.get("/api/image/<image_id>")
     def image(image_id):
         return jsonify(_image_info(view, _row(image_id), journal.state().get(image_id, {})))
@@ -173,11 +179,15 @@ def _routes(app, root: str, view: RunView, journal: reviews.Journal, previewer: 
             return jsonify(error="unknown image id"), 404
         if body.get("kind") == "hints" and (outside := _outside(view, edits)):
             return jsonify(error=outside), 400
-        edits, before = _added(journal, body, edits)
-        try:
-            evs = [journal.record(i, body.get("kind"), value) for i, value in edits]
-        except reviews.ReviewError as e:
-            return jsonify(error=str(e)), 400
+        with saving:  # the check of what the edit was made on, and the edit, as one
+            if (stale := _stale(journal, body)) is not None:
+                return jsonify(error="changed in another tab or by another curator since this "
+                               "page showed it: not saved", current=stale), 409
+            edits, before = _added(journal, body, edits)
+            try:
+                evs = [journal.record(i, body.get("kind"), value) for i, value in edits]
+            except reviews.ReviewError as e:
+                return jsonify(error=str(e)), 400
         return jsonify(saved=len(evs), events=[e["id"] for e in evs], before=before)
 
     @app.post("/api/preview/<image_id>")
@@ -215,7 +225,7 @@ def _image_info(view: RunView, row: dict, review: dict) -> dict:
     from pipeline.worker.hints import digest_of
 
     return {"row": dict(row), "catalogue": view.catalogue(row),
-            "review": review or {"verdict": None, "note": None, "hints": []},
+            "review": review or {"verdict": None, "note": None, "hints": [], "rev": {}},
             "hints_pending": digest_of(review.get("hints") or []) != row.get("hints_digest")}
 
 
@@ -230,6 +240,19 @@ def _edits(view: RunView, body: dict) -> list[tuple[str, object]] | None:
         return None
     source = view.row(body["from"]) if body.get("kind") == "hints" and body.get("from") else None
     return [(i, _fitted(body.get("value"), source, rows[i])) for i in ids]
+
+
+def _stale(journal: reviews.Journal, body: dict) -> dict | None:
+    """An edit of one image that names the edit it was made on ("base": the event id of that
+    kind the page showed, null for none) and finds another since: the image's state now, for
+    the page to show instead (two tabs, two curators: neither overwrites the other unseen).
+    None when the edit may go ahead (no base given: an undo, a note sent as the tab closes)."""
+    if "base" not in body or not body.get("image_id"):
+        return None
+    s = journal.state().get(body["image_id"]) or {}
+    if (s.get("rev") or {}).get(body.get("kind")) == body["base"]:
+        return None
+    return {k: s.get(k) for k in ("verdict", "note", "hints", "who", "t", "rev")}
 
 
 def _added(journal: reviews.Journal, body: dict, edits: list[tuple[str, object]]):
@@ -301,13 +324,20 @@ def _picture(root: str, view: RunView, row: dict, which: str, width: int) -> byt
     else:
         path = view.source(row["image_id"])
         key = row.get("source_sha256") or path
-    name = hashlib.sha256(f"{which}:{key}:{width}".encode()).hexdigest()[:24] + ".jpg"
+    # a scan skipped as a colour image is shown in its colour: whether it is a toned print
+    # after all (to hint and colour again) is what the curator judges by it
+    colour = which == "source" and row.get("status") == "skipped"
+    name = hashlib.sha256(f"{which}:{colour}:{key}:{width}".encode()).hexdigest()[:24] + ".jpg"
     cache = Path(root) / reviews.DIR / CACHE
     if (cache / name).is_file():
         return (cache / name).read_bytes()
     try:
         raw = read_source(path) if which == "source" else Path(path).read_bytes()
-        if which == "source":
+        if colour:
+            from PIL import ImageOps
+
+            im = ImageOps.exif_transpose(Image.open(io.BytesIO(raw))).convert("RGB")
+        elif which == "source":
             d = decode(io.BytesIO(raw))
             im = Image.fromarray(d.gray if d.gray.dtype.itemsize == 1 else (d.gray >> 8).astype("uint8"), "L")
         else:
@@ -341,6 +371,23 @@ def _palette(jpeg: bytes, n: int = 8) -> list[str]:
     return ["#" + bytes(pal[3 * i:3 * i + 3]).hex() for _, i in order]
 
 
+def _handler():
+    """Werkzeug's request log without the token: its lines end up in scrollback and nohup.out,
+    and the token is the page's only key."""
+    import re
+
+    from werkzeug.serving import WSGIRequestHandler
+
+    secret = re.compile(r"([?&]t=)[^&\s\"]+")
+
+    class Handler(WSGIRequestHandler):
+        def log(self, type, message, *args):
+            super().log(type, message, *(secret.sub(r"\1…", a) if isinstance(a, str) else a
+                                         for a in args))
+
+    return Handler
+
+
 def serve(outdir: str, port: int = 0, browser: bool = True, who: str | None = None, log=print) -> None:
     """Runs the review server until Ctrl-C; prints its URL (with the token)."""
     from werkzeug.serving import make_server
@@ -353,7 +400,8 @@ def serve(outdir: str, port: int = 0, browser: bool = True, who: str | None = No
     except OSError as e:
         raise UsageError(f"cannot listen on 127.0.0.1:{port}: {e.strerror or e}; pick another "
                          "--port (or leave it out: a free one is chosen)") from None
-    srv = make_server("127.0.0.1", sock.getsockname()[1], app, threaded=True, fd=sock.fileno())
+    srv = make_server("127.0.0.1", sock.getsockname()[1], app, threaded=True, fd=sock.fileno(),
+                      request_handler=_handler())
     url = f"http://127.0.0.1:{sock.getsockname()[1]}/?t={app.config['TOKEN']}"
     log(f"review {outdir} at {url}  (Ctrl-C stops; edits are saved as they are made)")
     try:

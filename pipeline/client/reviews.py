@@ -171,9 +171,11 @@ class Journal:
             return
         self._latest[key] = order
         s = self._state.setdefault(ev["image_id"], {"verdict": None, "note": None, "hints": [],
-                                                     "who": None, "t": None})
+                                                     "who": None, "t": None, "rev": {}})
         v = json.loads(ev["value"])
         s[ev["kind"]] = v if ev["kind"] != "hints" else (v or [])
+        # which edit each kind is now: a page saves "on top of" the one it showed, or is told
+        s["rev"] = {**s["rev"], ev["kind"]: ev["id"]}
         if s["t"] is None or ev["t"] >= s["t"]:
             s["who"], s["t"] = ev["who"], ev["t"]
 

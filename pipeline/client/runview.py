@@ -118,8 +118,10 @@ class RunView:
         t, cols = self.current(), self.columns()
         masks = self._masks(t, state)
         mask = masks.get(filter, masks["all"])
-        if column and value is not None and column in cols:
-            mask = pc.and_(mask, pc.equal(t.column(stored_name(column)).cast(pa.string()), value))
+        value, q = (value or "").strip(), (q or "").strip()  # a space typed or pasted around it
+        if column and value and column in cols:  # no value yet: the column alone filters nothing
+            cells = pc.utf8_lower(pc.utf8_trim_whitespace(t.column(stored_name(column)).cast(pa.string())))
+            mask = pc.and_(mask, pc.fill_null(pc.equal(cells, value.lower()), False))
         if q:
             hit = pc.fill_null(pc.match_substring(t.column("source_path"), q, ignore_case=True), False)
             for c in cols:  # a file the catalogue does not list has null cells: they match nothing
@@ -142,6 +144,15 @@ class RunView:
                   for k, m in masks.items()}
         return {"rows": rows, "total": total, "page": page, "pages": max(1, -(-total // PAGE)),
                 "counts": counts}
+
+    def values(self, column: str, limit: int = 500) -> list[str]:
+        """A catalogue column's values, the commonest first: what the page offers to filter by."""
+        t = self.current()
+        if column not in self.columns():
+            return []
+        counts = pc.value_counts(t.column(stored_name(column)).cast(pa.string()).drop_null())
+        order = pc.sort_indices(counts.field("counts"), sort_keys=[("", "descending")]) if len(counts) else []
+        return [v for v in counts.field("values").take(order).to_pylist() if v][:limit]
 
     @staticmethod
     def _masks(t: pa.Table, state: dict) -> dict:

@@ -39,10 +39,19 @@ def preview(net, path: str, hint_list: list, max_side: int = 1024) -> bytes:
     return buf.getvalue()
 
 
+def _warm(net) -> None:
+    """One small hinted image through every step first (the hint head, the colour table, the
+    first calls' set-up): the curator's first preview then takes what the others take."""
+    gray = np.full((64, 64), 128, np.uint8)
+    cells = hints.on_grid(hints.from_json([{"x": 32, "y": 32, "a": 20.0, "b": 10.0}]), 64, 64, net.size)
+    net.recombine(gray, net.hinted_ab(net_input(gray, net.size), cells))
+
+
 def main() -> None:
     from pipeline.worker.engine import Colorizer
 
     net = Colorizer(sys.argv[1] if len(sys.argv) > 1 and sys.argv[1] else None, device="auto")
+    _warm(net)
     out = sys.stdout.buffer
     for line in sys.stdin:
         try:

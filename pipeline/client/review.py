@@ -174,21 +174,8 @@ def _routes(app, root: str, view: RunView, journal: reviews.Journal, previewer: 
         body = request.get_json(force=True, silent=True) or {}
         if not isinstance(body, dict):
             return _not_an_object()
-        edits = _edits(view, body)
-        if edits is None:
-            return jsonify(error="unknown image id"), 404
-        if body.get("kind") == "hints" and (outside := _outside(view, edits)):
-            return jsonify(error=outside), 400
-        with saving:  # the check of what the edit was made on, and the edit, as one
-            if (stale := _stale(journal, body)) is not None:
-                return jsonify(error="changed in another tab or by another curator since this "
-                               "page showed it: not saved", current=stale), 409
-            edits, before = _added(journal, body, edits)
-            try:
-                evs = [journal.record(i, body.get("kind"), value) for i, value in edits]
-            except reviews.ReviewError as e:
-                return jsonify(error=str(e)), 400
-        return jsonify(saved=len(evs), events=[e["id"] for e in evs], before=before)
+        answer, code = _save(view, journal, body, saving)
+        return jsonify(answer), code
 
     @app.post("/api/preview/<image_id>")
     def preview(image_id):
@@ -240,6 +227,25 @@ def _edits(view: RunView, body: dict) -> list[tuple[str, object]] | None:
         return None
     source = view.row(body["from"]) if body.get("kind") == "hints" and body.get("from") else None
     return [(i, _fitted(body.get("value"), source, rows[i])) for i in ids]
+
+
+def _save(view: RunView, journal: reviews.Journal, body: dict, saving) -> tuple[dict, int]:
+    """An edit (one image's, or a series'), checked, then journalled: (answer, HTTP status)."""
+    edits = _edits(view, body)
+    if edits is None:
+        return {"error": "unknown image id"}, 404
+    if body.get("kind") == "hints" and (outside := _outside(view, edits)):
+        return {"error": outside}, 400
+    with saving:  # the check of what the edit was made on, and the edit, as one
+        if (stale := _stale(journal, body)) is not None:
+            return {"error": "changed in another tab or by another curator since this page "
+                    "showed it: not saved", "current": stale}, 409
+        edits, before = _added(journal, body, edits)
+        try:
+            evs = [journal.record(i, body.get("kind"), value) for i, value in edits]
+        except reviews.ReviewError as e:
+            return {"error": str(e)}, 400
+    return {"saved": len(evs), "events": [e["id"] for e in evs], "before": before}, 200
 
 
 def _stale(journal: reviews.Journal, body: dict) -> dict | None:

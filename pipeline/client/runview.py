@@ -67,25 +67,6 @@ class RunView:
             return None
         return st and (st.st_size, st.st_mtime_ns)
 
-    def _current_cells(self, t: pa.Table) -> pa.Table:
-        """The results with the manifest's cells as they are now (the rows keep the cells their
-        outputs were written with; a file the manifest no longer holds keeps those)."""
-        try:
-            self.info = catalogue_info(read_manifest(self.manifest, columns=["image_id"]).schema)
-            names = [stored_name(c) for c in self.info.get("columns", [])]
-            m = read_manifest(self.manifest, columns=["image_id", *names])
-        except Exception:  # noqa: BLE001 - the manifest moved since the run: the rows' cells are all there is
-            return t
-        idx = pc.index_in(t.column("image_id"), value_set=m.column("image_id"))
-        for c in self.info.get("columns", []):
-            name = stored_name(c)
-            if name in t.column_names and name in m.column_names:
-                now = m.column(name).cast(pa.string()).take(idx)
-                was = t.column(name).cast(pa.string())
-                t = t.set_column(t.column_names.index(name), name,
-                                 pc.if_else(pc.is_null(idx), was, now))
-        return t
-
     def current(self) -> pa.Table:
         """The results, re-read only when the committed shard files or the manifest changed."""
         stamp = (self._shard_stamp(), self._manifest_stamp())
@@ -93,7 +74,7 @@ class RunView:
             if stamp != self._stamp:
                 t = self.outdir.read_results().sort_by([("shard", "ascending"),
                                                         ("source_path", "ascending")])
-                t = self._current_cells(t)
+                t, self.info = _with_manifest_cells(t, self.manifest, self.info)
                 self.table, self._stamp = t, stamp
                 self.by_id = {iid: i for i, iid in enumerate(t.column("image_id").to_pylist())}
                 self._columns = [c for c in self.info.get("columns", []) if stored_name(c) in t.column_names]
@@ -204,3 +185,23 @@ def _order(col: pa.ChunkedArray, desc: bool) -> pa.Array:
 
     filled = sorted((i for i, v in enumerate(vals) if v not in (None, "")), key=key, reverse=desc)
     return pa.array(filled + [i for i, v in enumerate(vals) if v in (None, "")], pa.int64())
+
+
+def _with_manifest_cells(t: pa.Table, manifest: str, info: dict) -> tuple[pa.Table, dict]:
+    """The results with the manifest's catalogue cells as they are now (the rows keep the cells
+    their outputs were written with; a file the manifest no longer holds keeps those), and the
+    manifest's catalogue info."""
+    try:
+        info = catalogue_info(read_manifest(manifest, columns=["image_id"]).schema)
+        names = [stored_name(c) for c in info.get("columns", [])]
+        m = read_manifest(manifest, columns=["image_id", *names])
+    except Exception:  # noqa: BLE001 - the manifest moved since the run: the rows' cells are all there is
+        return t, info
+    idx = pc.index_in(t.column("image_id"), value_set=m.column("image_id"))
+    for c in info.get("columns", []):
+        name = stored_name(c)
+        if name in t.column_names and name in m.column_names:
+            now = m.column(name).cast(pa.string()).take(idx)
+            was = t.column(name).cast(pa.string())
+            t = t.set_column(t.column_names.index(name), name, pc.if_else(pc.is_null(idx), was, now))
+    return t, info

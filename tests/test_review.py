@@ -569,6 +569,9 @@ def test_a_curator_reviews_in_a_real_browser(job, tmp_path):
             page.goto(url)
             page.wait_for_selector(".card")
             assert page.locator(".card").count() == 12
+            page.keyboard.press("Control+a")  # the browser's select-all, not a verdict
+            time.sleep(0.3)
+            assert "accepted 0" in page.inner_text("#filters")
             page.click("button[data-filter=not_reviewed]")
             page.wait_for_function("document.querySelector('button.on').dataset.filter == 'not_reviewed'")
             first = page.locator(".card").first.get_attribute("data-id")
@@ -585,7 +588,7 @@ def test_a_curator_reviews_in_a_real_browser(job, tmp_path):
             page.mouse.click(box["x"] + box["width"] * 0.25, box["y"] + box["height"] * 0.5)
             page.wait_for_function("document.getElementById('after-cap').textContent.startsWith('preview with 1')",
                                    timeout=60000)
-            assert page.inner_text("#saved") == "saved"
+            assert page.inner_text("#saved") == "hints saved"
             # still in the image view, the filters' counts follow the edit
             page.wait_for_function("document.querySelector('[data-filter=hinted]').textContent == 'hinted 1'")
             if shot:
@@ -599,11 +602,31 @@ def test_a_curator_reviews_in_a_real_browser(job, tmp_path):
             page.wait_for_function(f"S.hints.length == 1 && S.hints[0].x > {x0} + 1")
             moved = page.evaluate("S.hints[0].x")
             page.keyboard.press("Delete")
-            page.wait_for_function("S.hints.length == 0 && document.getElementById('saved').textContent == 'saved'")
+            page.wait_for_function("S.hints.length == 0 && document.getElementById('saved').textContent == 'hints saved'")
             page.keyboard.press("u")
             page.wait_for_function("S.hints.length == 1 && document.getElementById('saved').textContent == 'undone'")
             page.wait_for_function("document.getElementById('after-cap').textContent.startsWith('preview with 1')",
                                    timeout=60000)
+            # zoomed to 1:1 and scrolled, the marker stays on its spot of the picture
+            page.keyboard.press("z")
+            page.evaluate("document.getElementById('after-frame').scrollLeft = 30")
+            page.wait_for_function("document.getElementById('before-frame').scrollLeft == "
+                                   "document.getElementById('after-frame').scrollLeft")  # together
+            spot = page.evaluate("(() => { const r = document.getElementById('after').getBoundingClientRect();"
+                                 " return [r.left + S.hints[0].x / S.row.width * r.width,"
+                                 " r.top + S.hints[0].y / S.row.height * r.height]; })()")
+            mb = page.locator(".marker").first.bounding_box()
+            assert abs(mb["x"] + mb["width"] / 2 - spot[0]) < 3 and abs(mb["y"] + mb["height"] / 2 - spot[1]) < 3
+            page.keyboard.press("z")
+            # the slider, once touched, gives the keys back
+            page.keyboard.press("s")
+            sb = page.locator("#slider").bounding_box()
+            page.mouse.click(sb["x"] + sb["width"] * 0.3, sb["y"] + sb["height"] / 2)
+            page.keyboard.press("r")
+            page.wait_for_function("document.getElementById('verdict').textContent == 'retouch'")
+            page.keyboard.press("u")
+            page.wait_for_function("document.getElementById('verdict').textContent == 'not reviewed'")
+            page.keyboard.press("s")
             page.keyboard.press("Escape")
             # opened again before the run: its saved hint is previewed, not the output it replaces
             page.wait_for_function(f"!S.view && S.rows.some((r) => r.image_id == '{hinted}')")
@@ -619,6 +642,9 @@ def test_a_curator_reviews_in_a_real_browser(job, tmp_path):
             page.wait_for_selector(".card")
             counts = page.inner_text("#filters")
             assert "accepted 1" in counts and "hinted 1" in counts and "hints pending 0" in counts
+            assert page.evaluate("S.filter") == "not_reviewed"  # the reload came back to the filter
+            page.click("button[data-filter=all]")
+            page.wait_for_function("S.filter == 'all' && S.rows.length == 12")
             # a series: the hinted image's hint added to the accepted one, then taken back with u
             page.evaluate(f"S.cur = S.rows.findIndex((r) => r.image_id == '{first}')")
             page.keyboard.press("Space")
@@ -634,7 +660,25 @@ def test_a_curator_reviews_in_a_real_browser(job, tmp_path):
             assert len(reviews.Journal(out).state()[hinted]["hints"]) == 1  # its own, untouched
             page.keyboard.press("n")  # a note typed, and the page reloaded at once: kept
             page.keyboard.type("Mantel war rot")
-            page.reload()
+            page.reload()  # and the page comes back to the image it showed
+            page.wait_for_function(f"S.view && S.row && S.row.image_id == '{hinted}' && S.review.note")
+            # a second tab on the same image: its note, made on what it showed, does not
+            # overwrite the first tab's newer one; it is told, and shows the newer one
+            tab2 = b.new_page()
+            tab2.goto(page.url)
+            tab2.wait_for_function(f"S.view && S.row && S.row.image_id == '{hinted}' && S.review.note")
+            page.keyboard.press("n")
+            page.keyboard.type(", Knöpfe messing")
+            page.keyboard.press("Escape")
+            page.wait_for_function("document.getElementById('saved').textContent == 'note saved'")
+            tab2.keyboard.press("n")
+            tab2.keyboard.type(" (tab 2)")
+            tab2.keyboard.press("Escape")
+            tab2.wait_for_function("document.getElementById('saved').textContent.startsWith('NOT saved: the note "
+                                   "was changed in another tab')")
+            assert tab2.input_value("#note") == "Mantel war rot, Knöpfe messing"
+            tab2.close()
+            page.keyboard.press("Escape")
             page.wait_for_selector(".card")
             # a hint placed and the next image asked for at once: its preview never lands there
             other = page.evaluate(f"S.rows.findIndex((r) => r.image_id != '{hinted}' && r.image_id != '{first}')")
@@ -657,7 +701,7 @@ def test_a_curator_reviews_in_a_real_browser(job, tmp_path):
         p.wait()
     after = results(out)
     assert reviews.Journal(out).state()[first]["verdict"] == "accepted"
-    assert reviews.Journal(out).state()[hinted]["note"] == "Mantel war rot"
+    assert reviews.Journal(out).state()[hinted]["note"] == "Mantel war rot, Knöpfe messing"
     assert reviews.Journal(out).state()[hinted]["hints"][0]["x"] == pytest.approx(moved)
     assert after[hinted]["hints"] == 1 and after[hinted]["output_sha256"] != before[hinted]["output_sha256"]
     assert {i for i in before if after[i]["output_sha256"] != before[i]["output_sha256"]} == {hinted}

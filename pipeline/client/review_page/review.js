@@ -7,6 +7,7 @@ const S = {
   filter: "all", column: "", value: "", sort: "", desc: false, q: "", page: 0,
   rows: [], cur: 0, selected: new Set(), view: false, hintMode: false, slider: false,
   review: null, row: null, hints: [], curHint: -1, undo: [], recent: [], previewTimer: null, previewGen: 0, viewGen: 0,
+  saving: Promise.resolve(), broken: new Set(), gridScroll: 0,
 };
 const $ = (id) => document.getElementById(id);
 
@@ -18,6 +19,11 @@ async function getJSON(path) {
   const r = await api(path);
   if (!r.ok) throw new Error(path + ": " + r.status);
   return r.json();
+}
+// What the page says of an edit: beside the verdict in the image view, in the header always.
+function say(text) {
+  $("status").textContent = text;
+  if (S.view) $("saved").textContent = text;
 }
 const img = (id, which, w) => `/img/${encodeURIComponent(id)}/${which}?w=${w}&t=${encodeURIComponent(TOKEN)}`;
 
@@ -67,6 +73,32 @@ async function loadPage() {
   S.pages = d.pages;
   renderFilters(d);
   renderGrid();
+  writePlace();
+}
+
+// Where the curator is (filter, search, sort, page, the image open) lives in the URL's hash: a
+// reload, or the URL kept in a bookmark, comes back to it.
+function writePlace() {
+  const p = new URLSearchParams();
+  for (const [k, v] of [["f", S.filter !== "all" && S.filter], ["c", S.column], ["v", S.value],
+    ["s", S.sort], ["d", S.desc && "1"], ["q", S.q], ["p", S.page || ""],
+    ["i", S.view && S.row && S.row.image_id]]) if (v) p.set(k, v);
+  history.replaceState(null, "", location.pathname + location.search + (p.toString() ? "#" + p : ""));
+}
+function readPlace() {
+  const p = new URLSearchParams(location.hash.slice(1));
+  S.filter = p.get("f") || "all"; S.column = p.get("c") || ""; S.value = p.get("v") || "";
+  S.sort = p.get("s") || ""; S.desc = p.get("d") === "1"; S.q = p.get("q") || "";
+  S.page = Number(p.get("p")) || 0;
+  $("column").value = S.column; $("value").value = S.value; $("sort").value = S.sort;
+  $("desc").checked = S.desc; $("q").value = S.q;
+  return p.get("i");
+}
+async function columnValues() {
+  $("values").innerHTML = "";
+  if (!S.column) return;
+  const d = await getJSON("/api/values?" + new URLSearchParams({ column: S.column }));
+  for (const v of d.values) $("values").append(new Option(v, v));
 }
 
 // In the image view the rows stay as they are (next/previous walk the page the curator opened),
@@ -102,12 +134,20 @@ function renderGrid() {
     c.className = "card" + (i === S.cur ? " cur" : "") + (S.selected.has(r.image_id) ? " sel" : "");
     c.dataset.id = r.image_id;
     const badges = [r.verdict ? `<span class="badge ${r.verdict}">${r.verdict}</span>` : "",
-      r.status !== "ok" ? `<span class="badge error">${r.status}</span>` : "",
-      r.curator_hints ? `<span class="badge hinted">${r.curator_hints} hints</span>` : ""].join("");
-    c.innerHTML = `<div class="pair"><img loading="lazy" src="${img(r.image_id, "source", 240)}" alt="">` +
-      (r.status === "ok" ? `<img loading="lazy" src="${img(r.image_id, "output", 240)}" alt="">` : "") +
-      `</div><div class="label">${badges}<span class="name"></span></div>`;
+      r.status !== "ok" ? `<span class="badge ${r.status}">${r.status}</span>` : "",
+      r.curator_hints ? `<span class="badge hinted">${plural(r.curator_hints, "hint")}</span>` : "",
+      r.note ? `<span class="badge note" title="has a note">note</span>` : ""].join("");
+    // a thumbnail that failed once (an unreadable scan) is not asked for again on every refresh
+    const thumb = (which) => (S.broken.has(r.image_id + which) ? `<span class="nothumb">unreadable</span>` :
+      `<img loading="lazy" src="${img(r.image_id, which, 240)}" alt="" data-which="${which}">`);
+    c.innerHTML = `<div class="pair">${thumb("source")}${r.status === "ok" ? thumb("output") : ""}</div>` +
+      `<div class="label">${badges}<span class="name"></span></div>`;
+    c.querySelectorAll(".pair img").forEach((im) => {
+      im.onerror = () => { S.broken.add(r.image_id + im.dataset.which); im.replaceWith(Object.assign(
+        document.createElement("span"), { className: "nothumb", textContent: "unreadable" })); };
+    });
     c.querySelector(".label .name").textContent = label(r);
+    c.title = label(r);
     c.onclick = (e) => { S.cur = i; if (e.shiftKey) toggleSelect(); else openView(); };
     g.append(c);
   });
@@ -125,6 +165,7 @@ function toggleSelect() {
 async function openView() {
   const r = S.rows[S.cur];
   if (!r) return;
+  if (!S.view) { S.gridScroll = window.scrollY; window.scrollTo(0, 0); }  // the image, not the grid's place
   S.view = true;
   // Answers still on their way (this image's, a preview's) belong to the view that asked: when
   // the curator has moved on (j j, Escape), they are dropped, never shown on another image.
@@ -135,20 +176,27 @@ async function openView() {
   const d = await getJSON("/api/image/" + encodeURIComponent(r.image_id));
   if (vg !== S.viewGen) return;
   S.row = d.row;
-  S.review = d.review;
+  S.review = { ...d.review, image_id: r.image_id, rev: { ...(d.review.rev || {}) } };
   S.hints = (d.review.hints || []).map((h) => ({ ...h }));
   S.curHint = -1;
   $("before").src = img(r.image_id, "source", 0);
   $("slider-before").src = $("before").src;
-  $("after").src = d.row.status === "ok" ? img(r.image_id, "output", 0) : "";
-  $("slider-after").src = $("after").src;
-  $("after-cap").textContent = d.row.status === "ok" ? "after" : `no output: ${d.row.error}`;
+  // no output: a scan skipped as colour is hinted on its source (shown in its colour); an
+  // unreadable one has nothing to show
+  const canvas = d.row.status === "ok" ? img(r.image_id, "output", 0) :
+    d.row.status === "skipped" ? $("before").src : "";
+  $("after").src = canvas;
+  $("after").hidden = !canvas;
+  $("slider-after").src = canvas;
+  $("after-cap").textContent = d.row.status === "ok" ? "after" :
+    `no output: ${d.row.error || d.row.status}` + (canvas ? " · hints go on the source" : "");
   $("title").textContent = label(r);
   $("note").value = d.review.note || "";
   $("saved").textContent = "";
   showVerdict();
   renderHints();
   renderMeta(d);
+  writePlace();
   // Hints saved but not yet run: show what they make, not the output they will replace.
   if (d.hints_pending && S.hints.length) preview();
   const pal = await getJSON("/api/colours/" + encodeURIComponent(r.image_id));
@@ -163,7 +211,7 @@ function closeView() {
   clearTimeout(S.previewTimer);
   $("viewer").hidden = true;
   $("grid").hidden = false;
-  loadPage();
+  loadPage().then(() => window.scrollTo(0, S.gridScroll));
 }
 
 function renderMeta(d) {
@@ -172,7 +220,8 @@ function renderMeta(d) {
   const add = (k, v) => {
     const tr = t.insertRow();
     tr.insertCell().textContent = k;
-    tr.insertCell().textContent = v == null ? "" : String(v);
+    tr.insertCell().textContent = v == null ? "" :
+      typeof v === "number" && !Number.isInteger(v) ? v.toFixed(2) : String(v);
   };
   for (const [k, v] of Object.entries(d.catalogue)) add(k, v);
   for (const k of ["status", "error", "width", "height", "input_kind", "bits", "colorfulness", "hints",
@@ -183,16 +232,46 @@ function showVerdict() {
   $("verdict").textContent = S.review.verdict || "not reviewed";
 }
 
-async function save(kind, value, ids) {
+// Edits leave one at a time, each saying which edit of its kind it was made on (rev): one
+// made on an older state (another tab, another curator) is refused, and the page then shows
+// the state now. force: an undo, which puts back what this page had.
+function save(kind, value, ids, force = false) {
+  const go = () => send(kind, value, ids, force);
+  S.saving = S.saving.then(go, go);
+  return S.saving;
+}
+
+async function send(kind, value, ids, force) {
   const one = ids === undefined;
+  const id = S.row.image_id;
   // a series: the server places the hints at the same relative spot of each image
-  const body = one ? { image_id: S.row.image_id, kind, value } : { ids, kind, value, from: S.row.image_id, add: true };
-  $("saved").textContent = "saving…";
+  const body = one ? { image_id: id, kind, value } : { ids, kind, value, from: id, add: true };
+  const mine = one && S.review && S.review.rev && S.review.image_id === id;
+  if (mine && !force) body.base = S.review.rev[kind] ?? null;
+  say("saving…");
   const r = await api("/api/review", { method: "POST", headers: { "Content-Type": "application/json" },
     body: JSON.stringify(body) });
-  $("saved").textContent = r.ok ? "saved" : "NOT saved: " + (await r.text());
-  if (r.ok && S.view) refreshCounts();
-  return r.ok ? r.json() : null;
+  if (r.status === 409) { conflict(kind, value, id, (await r.json()).current); return null; }
+  if (!r.ok) { say("NOT saved: " + (await r.text())); return null; }
+  const d = await r.json();
+  const at = one ? [id] : ids;  // which edit each image's state now is
+  at.forEach((i, k) => { if (S.review && S.review.image_id === i && S.review.rev) S.review.rev[kind] = d.events[k]; });
+  say(`${kind} saved`);
+  if (S.view) refreshCounts();
+  return d;
+}
+
+function conflict(kind, mine, id, now) {
+  if (!S.view || S.row.image_id !== id) { say(`NOT saved: the ${kind} was changed elsewhere meanwhile`); return; }
+  S.review = { ...now, image_id: id, rev: { ...(now.rev || {}) } };
+  S.hints = (now.hints || []).map((h) => ({ ...h }));
+  S.curHint = -1;
+  $("note").value = now.note || "";
+  showVerdict();
+  renderHints();
+  if (S.hints.length) preview();
+  say(`NOT saved: the ${kind} was changed in another tab or by ${now.who || "another curator"} ` +
+    "since this page showed it; it shows theirs now" + (kind === "note" && mine ? ` (yours was: ${mine})` : ""));
 }
 
 async function setVerdict(v, record = true) {
@@ -272,7 +351,7 @@ function pointFromEvent(e) {
 }
 
 function addHintAt(e) {
-  if (!S.hintMode || !S.view) return;
+  if (!S.hintMode || !S.view || $("after").hidden || !$("after").naturalWidth) return;
   const hex = $("picker").value;
   S.undo.push({ id: S.row.image_id, kind: "hints", value: S.hints.map((h) => ({ ...h })) });
   S.hints.push({ ...pointFromEvent(e), ...srgbToLab(hex) });
@@ -333,8 +412,10 @@ async function applySeries() {
   const done = await save("hints", S.hints.map((h) => ({ ...h })), ids);
   if (!done) return;
   S.undo.push({ kind: "series", before: done.before });  // u takes the whole series back
-  $("saved").textContent = `saved: ${plural(S.hints.length, "hint")} added to ${plural(ids.length, "image")}` +
-    " (each keeps its own)";
+  say(`saved: ${plural(S.hints.length, "hint")} added to ${plural(ids.length, "image")}` +
+    " (each keeps its own)");
+  S.selected.clear();
+  $("sel-count").textContent = 0;
 }
 
 function plural(n, what) { return `${n} ${what}${n === 1 ? "" : "s"}`; }
@@ -346,7 +427,7 @@ async function undo() {
     for (const [id, value] of Object.entries(u.before))
       await api("/api/review", { method: "POST", headers: { "Content-Type": "application/json" },
         body: JSON.stringify({ image_id: id, kind: "hints", value }) });
-    $("saved").textContent = `undone: the hints added to ${plural(Object.keys(u.before).length, "image")}`;
+    say(`undone: the hints added to ${plural(Object.keys(u.before).length, "image")}`);
     if (S.view && S.row.image_id in u.before) {
       S.hints = u.before[S.row.image_id].map((h) => ({ ...h }));
       S.review.hints = u.before[S.row.image_id];
@@ -355,14 +436,21 @@ async function undo() {
     if (S.view) refreshCounts(); else loadPage();
     return;
   }
-  const body = { image_id: u.id, kind: u.kind, value: u.value };
-  await api("/api/review", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
-  if (S.view && S.row.image_id === u.id) {
+  const here = S.view && S.row.image_id === u.id;
+  if (here) {
+    await save(u.kind, u.value, undefined, true);
     if (u.kind === "hints") { S.hints = u.value.map((h) => ({ ...h })); S.review.hints = u.value; renderHints(); preview(); }
     if (u.kind === "verdict") { S.review.verdict = u.value; showVerdict(); }
     if (u.kind === "note") { S.review.note = u.value; $("note").value = u.value || ""; }
-    $("saved").textContent = "undone";
-  } else loadPage();
+    say("undone");
+    return;
+  }
+  // another image's edit: said by name; the view keeps its place (next/previous walk on from it)
+  await api("/api/review", { method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ image_id: u.id, kind: u.kind, value: u.value }) });
+  const r = S.rows.find((x) => x.image_id === u.id);
+  say(`undone: the ${u.kind} of ${r ? label(r) : u.id}`);
+  if (S.view) refreshCounts(); else loadPage();
 }
 
 // --- reference image: sample a colour from a photo the curator opens beside it -------------------
@@ -418,16 +506,45 @@ window.addEventListener("pagehide", () => {  // a reload or a closed tab before 
 document.querySelectorAll("#verdict-buttons button").forEach((b) => { b.onclick = () => setVerdict(b.dataset.verdict); });
 $("prev-page").onclick = () => { if (S.page > 0) { S.page--; loadPage(); } };
 $("next-page").onclick = () => { if (S.page + 1 < S.pages) { S.page++; loadPage(); } };
-$("column").onchange = (e) => { S.column = e.target.value; S.page = 0; loadPage(); };
-$("value").onchange = (e) => { S.value = e.target.value; S.page = 0; loadPage(); };
+$("column").onchange = (e) => { S.column = e.target.value; S.page = 0; columnValues(); loadPage(); };
+$("value").oninput = (e) => { S.value = e.target.value; S.page = 0; clearTimeout(S.vt); S.vt = setTimeout(loadPage, 250); };
 $("sort").onchange = (e) => { S.sort = e.target.value; loadPage(); };
 $("desc").onchange = (e) => { S.desc = e.target.checked; loadPage(); };
 $("q").oninput = (e) => { S.q = e.target.value; S.page = 0; clearTimeout(S.qt); S.qt = setTimeout(loadPage, 200); };
 $("slider").oninput = (e) => { $("slider-before-clip").style.width = e.target.value + "%"; };
+// the slider gives the keys back once let go (a focused slider took j, k, a... for itself)
+$("slider").addEventListener("change", (e) => e.target.blur());
+$("slider").addEventListener("pointerup", (e) => e.target.blur());
+// a clicked button gives the keys back too: Enter would click it again
+document.addEventListener("click", (e) => { const b = e.target.closest("button"); if (b) b.blur(); });
 // the before image, clipped, is drawn at the after image's size: the halves line up
 function fitSlider() { $("slider-before").style.width = $("slider-after").clientWidth + "px"; }
 $("slider-after").addEventListener("load", fitSlider);
-window.addEventListener("resize", fitSlider);
+
+// Each pane shows its picture as large as fits (a small scan enlarged too), or at 1:1 when
+// zoomed; the hint markers sit on the picture's own box, so they stay put when it scrolls.
+function fitImages() {
+  const zoom = document.body.classList.contains("zoom");
+  for (const id of ["before", "after"]) {
+    const im = $(id);
+    if (!im.naturalWidth) continue;
+    const pane = im.closest(".pane");
+    const fit = Math.min(pane.clientWidth, window.innerHeight * 0.78 * im.naturalWidth / im.naturalHeight);
+    im.style.width = (zoom ? im.naturalWidth : Math.max(1, Math.floor(fit))) + "px";
+  }
+}
+$("before").addEventListener("load", fitImages);
+$("after").addEventListener("load", fitImages);
+window.addEventListener("resize", () => { fitImages(); fitSlider(); });
+// zoomed, the two panes scroll together: the same spot of before and after side by side
+for (const [a, b] of [["before-frame", "after-frame"], ["after-frame", "before-frame"]]) {
+  $(a).addEventListener("scroll", () => {
+    if (S.syncing) { S.syncing = false; return; }
+    S.syncing = true;
+    $(b).scrollLeft = $(a).scrollLeft;
+    $(b).scrollTop = $(a).scrollTop;
+  });
+}
 
 function step(d) {
   S.cur = Math.max(0, Math.min(S.rows.length - 1, S.cur + d));
@@ -435,11 +552,16 @@ function step(d) {
 }
 
 document.addEventListener("keydown", (e) => {
-  if (e.target.matches("input, textarea, select")) {
-    if (e.key === "Escape") e.target.blur();
+  const t = e.target;
+  // typing is typing: keys go to the page only from outside a text field
+  if (t.matches("textarea, select, input:not([type=range]):not([type=checkbox]):not([type=color]):not([type=file])")) {
+    if (e.key === "Escape") t.blur();
     return;
   }
-  const k = e.key;
+  if (t.matches("input, button")) { t.blur(); if (e.key.startsWith("Arrow") || e.key === "Enter") e.preventDefault(); }
+  if ((e.ctrlKey || e.metaKey) && e.key.toLowerCase() === "z") { e.preventDefault(); undo(); return; }
+  if (e.ctrlKey || e.metaKey || e.altKey) return;  // the browser's own: Ctrl+A, Ctrl+R, Alt+...
+  const k = e.key.length === 1 ? e.key.toLowerCase() : e.key;  // Shift or Caps Lock alike
   if (k === "a") setVerdict("accepted");
   else if (k === "r") setVerdict("retouch");
   else if (k === "x") setVerdict("rejected");
@@ -452,8 +574,8 @@ document.addEventListener("keydown", (e) => {
     S.hintMode = !S.hintMode;
     document.body.classList.toggle("hintmode", S.hintMode);
     $("hint-mode").textContent = `(h: hint mode ${S.hintMode ? "on" : "off"})`;
-  } else if (k === "u" || (k === "z" && (e.ctrlKey || e.metaKey))) undo();
-  else if (k === "z" && S.view) document.body.classList.toggle("zoom");
+  } else if (k === "u") undo();
+  else if (k === "z" && S.view) { document.body.classList.toggle("zoom"); fitImages(); }
   else if (k === "s" && S.view) {
     S.slider = !S.slider;
     $("slider-wrap").hidden = !S.slider;
@@ -467,4 +589,10 @@ document.addEventListener("keydown", (e) => {
   } else if (k === " ") { e.preventDefault(); toggleSelect(); }
 });
 
-loadInfo().then(loadPage);
+loadInfo().then(async () => {
+  const open = readPlace();
+  if (S.column) columnValues();
+  await loadPage();
+  const i = open ? S.rows.findIndex((r) => r.image_id === open) : -1;
+  if (i >= 0) { S.cur = i; openView(); }
+});

@@ -305,24 +305,24 @@ def test_image_refuses_to_overwrite_its_input(tmp_path, photo):
     assert (tmp_path / "scan.jpg").read_bytes() == before
 
 
-def test_image_replaces_only_its_own_outputs_without_force(tmp_path, photo, ckpt):
+def test_image_replaces_only_its_own_outputs_without_force(tmp_path, photo, ckpt, capsys):
     """An OUT that exists and that colorize did not write (another scan, most likely) is refused;
     an earlier quick look is replaced; --force replaces anything but the input."""
+    from pipeline.cli import main
+
     Image.fromarray(photo).convert("L").save(tmp_path / "scan.png")
     Image.fromarray(photo).convert("L").save(tmp_path / "other.png")
     other = (tmp_path / "other.png").read_bytes()
-    args = ("--checkpoint", ckpt, "--size", "32")
-    r = run_cli("image", tmp_path / "scan.png", tmp_path / "other.png", *args)
-    assert r.returncode == 2 and "other.png exists and colorize did not write it" in r.stderr
-    assert "--force" in r.stderr and (tmp_path / "other.png").read_bytes() == other
-    assert run_cli("image", tmp_path / "scan.png", tmp_path / "look.png", *args).returncode == 0
-    first = (tmp_path / "look.png").stat().st_mtime_ns
-    assert run_cli("image", tmp_path / "scan.png", tmp_path / "look.png", *args).returncode == 0
-    assert (tmp_path / "look.png").stat().st_mtime_ns != first  # ours: replaced without asking
-    r = run_cli("image", tmp_path / "scan.png", tmp_path, *args[:0])
-    assert r.returncode == 2 and "output must end in" in r.stderr
-    r = run_cli("image", tmp_path / "scan.png", tmp_path / "other.png", *args, "--force")
-    assert r.returncode == 0 and b"archive-colorizer" in (tmp_path / "other.png").read_bytes()
+    args = ["--checkpoint", ckpt, "--size", "32", "--device", "cpu"]
+    assert main(["image", str(tmp_path / "scan.png"), str(tmp_path / "other.png"), *args]) == 2
+    err = capsys.readouterr().err
+    assert "other.png exists and colorize did not write it" in err and "--force" in err
+    assert (tmp_path / "other.png").read_bytes() == other
+    (tmp_path / "look.png").write_bytes(b"an earlier look, archive-colorizer in its metadata")
+    assert main(["image", str(tmp_path / "scan.png"), str(tmp_path / "look.png"), *args]) == 0
+    assert Image.open(tmp_path / "look.png").size == Image.open(tmp_path / "scan.png").size
+    assert main(["image", str(tmp_path / "scan.png"), str(tmp_path / "other.png"), *args, "--force"]) == 0
+    assert b"archive-colorizer" in (tmp_path / "other.png").read_bytes()
 
 
 def test_outdir_inside_the_sources_is_refused_and_outdirs_are_not_scanned(tmp_path, photo):

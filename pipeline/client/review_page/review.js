@@ -236,14 +236,14 @@ function showVerdict() {
 // made on an older state (another tab, another curator) is refused, and the page then shows
 // the state now. force: an undo, which puts back what this page had.
 function save(kind, value, ids, force = false) {
-  const go = () => send(kind, value, ids, force);
+  const id = S.row.image_id;  // the image of the edit, though the curator has moved on when it leaves
+  const go = () => send(id, kind, value, ids, force);
   S.saving = S.saving.then(go, go);
   return S.saving;
 }
 
-async function send(kind, value, ids, force) {
+async function send(id, kind, value, ids, force) {
   const one = ids === undefined;
-  const id = S.row.image_id;
   // a series: the server places the hints at the same relative spot of each image
   const body = one ? { image_id: id, kind, value } : { ids, kind, value, from: id, add: true };
   const mine = one && S.review && S.review.rev && S.review.image_id === id;

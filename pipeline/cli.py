@@ -260,6 +260,10 @@ def cmd_run(a) -> int:
     from pipeline.client.outdir import Outdir
 
     _refuse_contradictions(a)
+    if a.scheduler is not None:
+        from pipeline.client.cluster import scheduler_address
+
+        a.scheduler = scheduler_address(a.scheduler)
     if not a.manifest and a.output and Outdir(a.output).has_job():
         # `colorize run -o OUTDIR` (with --repair, --dry-run...): the job is in its job.json;
         # what the user names on the line still wins (and is checked against it).
@@ -293,12 +297,14 @@ def cmd_run(a) -> int:
     import threading
 
     main_thread = threading.current_thread() is threading.main_thread()  # signals go there only
-    before = signal.signal(signal.SIGINT, _stop_run(a.output)) if main_thread else None
+    stop = _stop_run(a.output, a.scheduler)
+    before = [signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)] if main_thread else None
     try:
         summary = run_job(from_args(a), redo=redo)
     finally:
         if main_thread:
-            signal.signal(signal.SIGINT, before)
+            signal.signal(signal.SIGINT, before[0])
+            signal.signal(signal.SIGTERM, before[1])
     if a.summary_json:
         Path(a.summary_json).write_text(json.dumps(summary, indent=2))
     return 0
@@ -357,30 +363,36 @@ def _redo_request(a) -> tuple[dict[int, set[str]], dict]:
     return redo.select(a.manifest, a.redo, a.redo_column), options
 
 
-def _stop_run(outdir: str):
-    """Ctrl-C during a run: the workers are ended at once (a shard commits whole or not at all,
-    so nothing is lost but the shards in flight), then what is committed is counted, so the
-    count said is the count on disk, and the process exits (130) without unwinding the cluster:
-    within a second, a second Ctrl-C ignored, no traceback."""
+def _stop_run(outdir: str, scheduler: str | None = None):
+    """Ctrl-C (or a batch system's SIGTERM) during a run: the local workers are ended at once (a
+    shard commits whole or not at all, so nothing is lost but the shards in flight), then what
+    is committed is counted, so the count said is the count on disk, and the process exits
+    (128 + the signal) without unwinding the cluster: within a second, a second signal ignored,
+    no traceback. A cluster the user runs finishes the shards it was running (the same bytes a
+    rerun would write)."""
 
     def handler(signum, frame):
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         from pipeline.client.cluster import kill_local_processes
 
         kill_local_processes()
-        msg = "colorize: interrupted"
+        msg = "colorize: interrupted" if signum == signal.SIGINT else "colorize: terminated"
+        again = f"colorize run -o {outdir}" + (f" --scheduler {scheduler}" if scheduler else "")
         try:
             from pipeline.client.orchestrate import status
 
             s = status(outdir)
-            msg += (f"; {s['committed']} of {plural(s['shards'], 'shard')} committed; resume "
-                    f"with: colorize run -o {outdir}")
+            msg += f"; {s['committed']} of {plural(s['shards'], 'shard')} committed"
+            if scheduler:
+                msg += " (the cluster's workers finish the shards they were running)"
+            msg += f"; resume with: {again}"
         except Exception:  # nothing committed yet (no job.json), or a remote OUTDIR gone away
             pass
         print(msg, file=sys.stderr)
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(130)
+        os._exit(128 + signum)
 
     return handler
 

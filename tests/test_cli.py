@@ -59,6 +59,9 @@ def test_image_exif_rotated_comes_out_upright(tmp_path, ckpt, photo_gray):
     (["run", "--manifest", "m.parquet", "-o", "out", "--quality", "300"], "must be 1 to 100"),
     (["run", "--manifest", "m.parquet", "-o", "out", "--resource-timeout", "0"], "must be > 0"),
     (["review", "out", "--port", "99999"], "--port: must be 0 to 65535, got 99999"),
+    (["run", "--manifest", "m.parquet", "-o", "out", "--scheduler", "http://127.0.0.1:1"],
+     "--scheduler 'http://127.0.0.1:1' is not a dask scheduler's address (unknown address scheme"),
+    (["run", "--manifest", "m.parquet", "-o", "out", "--scheduler", " "], "--scheduler is empty"),
     (["run", "-o", "out", "--redo-column", "Inventarnr"], "name the images too: --redo LIST"),
     (["run", "-o", "out", "--restart", "--repair"], "--restart discards the job's results and "
                                                     "starts over, and --repair works inside them"),
@@ -256,3 +259,50 @@ def test_a_file_that_is_no_checkpoint_is_refused_before_a_job_is_planned(tmp_pat
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "is not a checkpoint" in r.stderr
     assert not (tmp_path / "out" / "job.json").exists()
+
+
+def test_workers_that_cannot_see_outdir_or_the_scans_are_told_before_any_shard():
+    from pipeline.client.cluster import check_workers_see
+    from pipeline.errors import JobError
+
+    class Cluster:  # client.run: the function on every worker, by address
+        def run(self, f):
+            return {"tcp://10.0.0.7:40000": f(), "tcp://10.0.0.8:40000": f()}
+
+    with pytest.raises(JobError, match=r"2 workers \(e.g. tcp://10.0.0.7:40000\) cannot see OUTDIR "
+                       r"/mnt/nowhere/out and the scans \(/mnt/nowhere/a.tif\), which this machine "
+                       r"sees: mount them at the same paths on every worker"):
+        check_workers_see(Cluster(), "/mnt/nowhere/out", "/mnt/nowhere/a.tif")
+    check_workers_see(Cluster(), "/", None)  # seen: nothing said
+    check_workers_see(Cluster(), None, "s3://bucket/a.tif")  # an object store: every worker's
+
+
+@pytest.mark.slow
+def test_a_shard_committed_where_this_machine_does_not_see_it_fails_the_run(tmp_path, ckpt, monkeypatch,
+                                                                           capsys):
+    """A worker writing OUTDIR on another mount says "done"; the run must not."""
+    from distributed import LocalCluster
+
+    from pipeline.client.outdir import Outdir
+
+    src = tmp_path / "scans"
+    src.mkdir()
+    for i in range(3):
+        Image.new("L", (24, 16), 40 * i).save(src / f"{i}.png")
+    man, out = tmp_path / "m.parquet", tmp_path / "out"
+    assert main(["scan", str(src), "-o", str(man), "-q"]) == 0
+    elsewhere = tmp_path / "the workers' mount"
+    real = Outdir.write_shard
+
+    def write_elsewhere(self, shard, table, carried=None):  # the worker's OUTDIR is another disk
+        return real(Outdir(str(elsewhere)), shard, table, carried)
+
+    monkeypatch.setattr(Outdir, "write_shard", write_elsewhere)
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=":0") as cluster:
+        r = main(["run", "--manifest", str(man), "-o", str(out), "--checkpoint", ckpt, "--size", "32",
+                  "-q", "--scheduler", cluster.scheduler_address])
+    assert r == 1
+    err = capsys.readouterr().err
+    assert "was committed by a worker, but results/shard-00000.parquet is not in" in err, err
+    assert "mount it at the same path on every worker" in err and f"--scheduler {cluster.scheduler_address}" in err
+    assert not list((out / "results").glob("*.parquet"))

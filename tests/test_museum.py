@@ -209,7 +209,9 @@ def test_an_interruption_reads_as_one(museum, tmp_path, ckpt):
 
 
 @pytest.mark.slow
-def test_ctrl_c_twice_exits_at_once_and_says_what_is_on_disk(tmp_path, ckpt):
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_ctrl_c_twice_exits_at_once_and_says_what_is_on_disk(tmp_path, ckpt, how):
+    """A terminal's Ctrl-C (twice), or a batch system's SIGTERM to the run."""
     import glob
     import os
     import signal
@@ -237,17 +239,22 @@ def test_ctrl_c_twice_exits_at_once_and_says_what_is_on_disk(tmp_path, ckpt):
                if "spawn_main" in " ".join(k.cmdline())]  # the dask workers
     assert workers and all(mine(k, tmp_path) for k in workers)  # so the check below can see one
     t1 = time.monotonic()
-    os.killpg(p.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole group
-    time.sleep(0.2)
-    try:
-        os.killpg(p.pid, signal.SIGINT)
-    except ProcessLookupError:
-        pass
+    if how == "ctrl-c":
+        os.killpg(p.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole group
+        time.sleep(0.2)
+        try:
+            os.killpg(p.pid, signal.SIGINT)
+        except ProcessLookupError:
+            pass
+    else:
+        p.send_signal(signal.SIGTERM)  # Slurm's or Kubernetes' stop
     _, err = p.communicate(timeout=30)
     took = time.monotonic() - t1
-    assert p.returncode == 130 and took < 2.0, (took, err)
+    assert p.returncode == (130 if how == "ctrl-c" else 143) and took < 2.0, (took, err)
     assert "Traceback" not in err and len(err.splitlines()) == 1, err
-    said = int(err.split("interrupted; ", 1)[1].split(" of ")[0])
+    word = "interrupted" if how == "ctrl-c" else "terminated"
+    said = int(err.split(f"{word}; ", 1)[1].split(" of ")[0])
+    assert err.strip().endswith(f"resume with: colorize run -o {out}"), err
     time.sleep(3)  # nothing commits after the exit: no worker outlives it, none was restarted
     assert said == len(glob.glob(f"{out}/results/*.parquet"))
     assert workers and not [k for k in workers if k.is_running() and k.status() != "zombie"]

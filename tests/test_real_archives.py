@@ -291,7 +291,7 @@ def test_two_shards_failing_together_end_the_run_in_one_line(tmp_path, photo):
                 "--workers", "2", "--threads", "1")
     assert r.returncode == 1, r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
-    assert "failed" in r.stderr and "rerun to resume" in r.stderr
+    assert "failed" in r.stderr and f"resume with: colorize run -o {out}" in r.stderr
 
 
 # --- guard the originals and the archive --------------------------------------------------------

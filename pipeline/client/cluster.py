@@ -10,7 +10,7 @@ import os
 import time
 
 from pipeline.client.jobspec import JobSpec
-from pipeline.errors import JobError
+from pipeline.errors import JobError, plural
 
 # dask's nannies start workers with MALLOC_TRIM_THRESHOLD_=65536, which (as glibc then also
 # stops adapting its mmap threshold) turns every full-resolution buffer into fresh mmap'd pages:
@@ -30,13 +30,53 @@ _ACTIVE: list = []  # the local cluster of the run in progress (Ctrl-C stops its
 TRACKER = "from multiprocessing.resource_tracker import main"
 
 
+def scheduler_address(addr: str) -> str:
+    """--scheduler as dask takes it, or a one-line mistake (dask's own: a traceback)."""
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    if not addr.strip():
+        raise JobError("--scheduler is empty; give the scheduler's address, e.g. tcp://host:8786")
+    try:
+        scheme, loc = parse_address(addr.strip())
+        if scheme in ("tcp", "tls"):
+            parse_host_port(loc)
+        from distributed.comm.registry import get_backend
+
+        get_backend(scheme)
+    except (ValueError, TypeError) as e:
+        raise JobError(f"--scheduler {addr!r} is not a dask scheduler's address ({e}); "
+                       "e.g. tcp://host:8786") from None
+    return addr.strip()
+
+
+def check_workers_see(client, outdir: str | None, source: str | None) -> None:
+    """On a cluster the user runs, every worker must see OUTDIR and the scans at the paths this
+    machine sees them; a worker that does not would commit its shards elsewhere (the run saying
+    done) or turn every scan into "file not found". Asked of the workers there before any shard."""
+    paths = [p for p in (outdir, source) if p and "://" not in p]
+    if not paths:
+        return
+
+    def missing(paths=paths):
+        return [p for p in paths if not os.path.exists(p)]
+
+    blind = {w: m for w, m in client.run(missing).items() if m}
+    if blind:
+        w, m = next(iter(blind.items()))
+        what = " and ".join("OUTDIR " + p if p == outdir else "the scans (" + p + ")" for p in m)
+        raise JobError(f"{plural(len(blind), 'worker')} (e.g. {w}) cannot see {what}, which this "
+                       "machine sees: mount them at the same paths on every worker")
+
+
 @contextlib.contextmanager
 def make_client(o: JobSpec, device: str):
     import dask
     from distributed import Client, LocalCluster
 
     if o.scheduler:
-        with Client(o.scheduler, timeout="30s") as client:
+        # the client's own chatter when a scheduler goes away mid-run is not the run's message
+        logging.getLogger("distributed").setLevel(logging.CRITICAL)
+        with Client(scheduler_address(o.scheduler), timeout="30s") as client:
             yield client
         return
     n = local_workers(o, device)

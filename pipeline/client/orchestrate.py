@@ -15,7 +15,7 @@ from itertools import islice
 import pyarrow.compute as pc
 
 from pipeline.client import redo, results
-from pipeline.client.cluster import make_client, shard_threads, wait_for_resource
+from pipeline.client.cluster import check_workers_see, make_client, shard_threads, wait_for_resource
 from pipeline.client.jobspec import IDENTITY_FIELDS, JobSpec
 from pipeline.client.manifest import (
     manifest_digest,
@@ -104,8 +104,11 @@ def run_job(o: JobSpec, log=print, redo: tuple[dict[int, set[str]], dict] | None
                            created=outdir.read_job().get("created", ""))
             if importlib.util.find_spec("bokeh"):  # without it the link opens to an error page
                 log(f"dashboard: {client.dashboard_link}")
+            if o.scheduler:
+                check_workers_see(client, outdir.store.full("") if outdir.store.local else None,
+                                  _a_source(spec["manifest"]))
             try:
-                totals = _drive(client, job, work, log)
+                totals = _drive(client, job, work, log, outdir)
             except RunFailed as e:
                 record_stop(outdir, e.cause)
                 raise
@@ -193,7 +196,19 @@ class _Work:
     committed: Callable[[int], None] = lambda shard: None  # told after each task's commit
 
 
-def _drive(client, job, work: _Work, log) -> dict:
+def _a_source(manifest: str) -> str | None:
+    """A scan this machine can read (the workers are asked whether they can too)."""
+    from pipeline.client.manifest import resolve_path
+
+    for p in read_manifest(manifest, columns=["path"]).column("path").to_pylist()[:50]:
+        if "://" in p:
+            return None
+        if os.path.isfile(full := resolve_path(manifest, p)):
+            return full
+    return None
+
+
+def _drive(client, job, work: _Work, log, outdir: Outdir) -> dict:
     """Keeps a bounded window of shards in flight until all are committed, or one fails."""
     from distributed import as_completed
     from tqdm import tqdm
@@ -220,9 +235,16 @@ def _drive(client, job, work: _Work, log) -> dict:
             try:
                 summary = fut.result()
             except Exception as e:  # after retries, or a worker that kept dying
-                failure = f"shard {fut.key.split('-')[1]} failed: {type(e).__name__}: {e}"
+                failure = f"shard {fut.key.split('-')[1]} failed: {type(e).__name__}: " + " ".join(str(e).split())
                 if type(e).__name__ not in ("OutputError", "KilledWorker"):  # a bug: show where
                     tb = "".join(traceback.format_exception(type(e), e, fut.traceback()))
+                break
+            if not outdir.store.exists(outdir.shard_rel(summary["shard"])):
+                # a worker that writes OUTDIR elsewhere (another mount): its "done" is not ours
+                failure = (f"shard {summary['shard']:05d} was committed by a worker, but "
+                           f"{outdir.shard_rel(summary['shard'])} is not in {outdir.url} as this "
+                           "machine sees it: the workers write OUTDIR somewhere else (mount it at "
+                           "the same path on every worker)")
                 break
             tally.add(summary)
             work.committed(summary["shard"])
@@ -235,8 +257,9 @@ def _drive(client, job, work: _Work, log) -> dict:
     if failure:
         for f in list(ac.futures):  # a copy: completions still arrive and change the dict
             f.cancel()
-        raise RunFailed(f"{failure}; committed shards are intact, rerun to resume", traceback=tb,
-                        cause=failure)
+        again = f"colorize run -o {o.output}" + (f" --scheduler {o.scheduler}" if o.scheduler else "")
+        raise RunFailed(f"{failure}; committed shards are intact; resume with: {again}",
+                        traceback=tb, cause=failure)
     return tally.summary()
 
 

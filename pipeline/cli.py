@@ -440,7 +440,7 @@ def _say_unfinished(outdir: str, rows: int) -> None:
     if s["pending"] and left > 0:
         why = ("a run is colorizing them now" if s["running"] else
                f"resume with: colorize run -o {outdir}")
-        print(f"colorize: note: {plural(left, 'image')} of {s['images']:,} not done yet ({why}); "
+        print(f"colorize: note: {left:,} image{'s' if left != 1 else ''} of {s['images']:,} not done yet ({why}); "
               "the export lists those done", file=sys.stderr)
 
 
@@ -540,11 +540,11 @@ def cmd_audit(a) -> int:
         print(f"audit incomplete: {how_stopped(r)}: {r['committed_shards']} of "
               f"{plural(r['shards'], 'shard')} committed{redo}; resume with: colorize run -o "
               f"{a.outdir}")
-        print(f"  the committed shards are intact ({line}); report in {a.outdir}/audit.html")
+        print(f"  the committed shards are intact ({line}); {_report_in(r, a.outdir)}")
         return 3
     if r["ok"]:
         print(f"audit {r['verdict']}: {line}; {plural(len(r['nearly_gray']), 'nearly gray output')} "
-              f"for review; report in {a.outdir}/audit.html")
+              f"for review; {_report_in(r, a.outdir)}")
         if old := r["record_outdated"]:
             print(f"{plural(len(old), 'output')} {'carries' if len(old) == 1 else 'carry'} older "
                   f"catalogue cells than the manifest (a catalogue corrected and scanned again); "
@@ -571,8 +571,14 @@ def cmd_audit(a) -> int:
         print(f"  ... and {len(r['problems']) - 50} more in audit.json", file=sys.stderr)
     if note:
         print(note, file=sys.stderr)
-    print(_audit_advice(a.outdir, r["problems"]) + f"; report in {a.outdir}/audit.html", file=sys.stderr)
+    print(_audit_advice(a.outdir, r["problems"]) + f"; {_report_in(r, a.outdir)}", file=sys.stderr)
     return 1
+
+
+def _report_in(r: dict, outdir: str) -> str:
+    if r.get("report_error"):
+        return f"no report written ({r['report_error']}; the verdict stands)"
+    return f"report in {outdir}/audit.html"
 
 
 def _reviewed(rv: dict, outdir: str) -> str:

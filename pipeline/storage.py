@@ -139,6 +139,10 @@ class Store:
                 probe.unlink()
             except PermissionError as e:
                 raise PermissionError(e.errno, e.strerror or "Permission denied", str(d)) from None
+            except OSError as e:  # a read-only mount, a full disk: the folder, not our probe file
+                if e.errno in (errno.EROFS, errno.ENOSPC, errno.EDQUOT):
+                    raise PermissionError(e.errno, e.strerror, str(d)) from None
+                raise
 
     def rmtree(self, rel: str) -> None:
         if self.exists(rel):

@@ -306,3 +306,28 @@ def test_a_shard_committed_where_this_machine_does_not_see_it_fails_the_run(tmp_
     assert "was committed by a worker, but results/shard-00000.parquet is not in" in err, err
     assert "mount it at the same path on every worker" in err and f"--scheduler {cluster.scheduler_address}" in err
     assert not list((out / "results").glob("*.parquet"))
+
+
+def test_a_read_only_outdir_is_audited_all_the_same(tmp_path, ckpt, capsys, monkeypatch):
+    """An institution audits a read-only replica: the verdict is given, the report not written."""
+    import errno
+
+    from pipeline.storage import Store
+
+    src = tmp_path / "scans"
+    src.mkdir()
+    Image.new("L", (24, 16), 90).save(src / "a.png")
+    man, out = tmp_path / "m.parquet", tmp_path / "out"
+    assert main(["scan", str(src), "-o", str(man), "-q"]) == 0
+    assert main(["run", "--manifest", str(man), "-o", str(out), "--checkpoint", ckpt, "--size", "32",
+                 "-q"]) == 0
+    capsys.readouterr()
+
+    def read_only(self, rel, data):
+        raise OSError(errno.EROFS, "Read-only file system", rel)
+
+    monkeypatch.setattr(Store, "write_atomic", read_only)
+    assert main(["audit", str(out), "-q"]) == 0
+    said = capsys.readouterr().out
+    assert said.startswith("audit passed: 1 manifest rows") and (
+        f"no report written (Read-only file system in {out}; the verdict stands)") in said, said

@@ -147,18 +147,25 @@ def audit(outdir: str | Store | Outdir, quick: bool = False, check_inputs: bool 
     }
     report["incomplete"] = incomplete(report, committed)
     report["verdict"] = verdict(report)
+    try:  # a read-only replica (or a full disk) is audited all the same: the verdict stands
+        _write_reports(out, report, ok_rows, carried, spec, sample, sheet)
+    except OSError as e:
+        report["report_error"] = f"{e.strerror or e} in {out.url}"
+    return report
+
+
+def _write_reports(out: Store, report: dict, ok_rows, carried, spec, sample, sheet) -> None:
     if sheet == "all":
         report["sheet_pages"] = write_sheet(out, ok_rows, carried, spec)
     out.write_atomic(Outdir.AUDIT_JSON, json.dumps(report, indent=2).encode())
     # lists for `--redo LIST`: the toned prints the classifier called colour (with --recolor),
     # and the files that could not be read (once they are mended, copied back, made readable)
-    for name, rows in ((Outdir.AUDIT_SKIPPED, skipped), (Outdir.AUDIT_ERRORS, errors)):
+    for name, rows in ((Outdir.AUDIT_SKIPPED, report["skipped"]), (Outdir.AUDIT_ERRORS, report["errors"])):
         if rows:
             out.write_atomic(name, "".join(f"{r['source_path']}\n" for r in rows).encode())
         elif out.exists(name):  # an earlier audit's list, all of them since redone
             out.remove(name)
     out.write_atomic(Outdir.AUDIT_HTML, _html(report, ok_rows, spec, sample, out).encode("utf-8"))
-    return report
 
 
 def _redo_check(state: dict, res: list[dict]) -> tuple[set[str], list[dict], dict]:

@@ -453,10 +453,22 @@ def cmd_review(a) -> int:
     return 0
 
 
+def _moved_manifest(outdir: str, e: Exception) -> UsageError:
+    """A job whose manifest is not where job.json says: moved (with its scans), most likely."""
+    return UsageError(f"{e}; if it was moved, name it where it is now (the same manifest: nothing is "
+                      f"redone): colorize run -o {outdir} --manifest NEW/PATH.parquet")
+
+
 def cmd_status(a) -> int:
     from pipeline.client.orchestrate import status
+    from pipeline.errors import ScanError
 
-    s = status(a.outdir)
+    try:
+        s = status(a.outdir)
+    except ScanError as e:
+        if "manifest not found" not in str(e):
+            raise
+        raise _moved_manifest(a.outdir, e) from None
     if (s["pending"] or s["redo_pending"]) and not s["running"]:  # stopped: say so first
         redo = (f", a redo of {plural(s['redo_pending'], 'image')} unfinished"
                 if s["redo_pending"] else "")
@@ -520,8 +532,15 @@ def cmd_audit(a) -> int:
         print(f"colorize: a run is writing {a.outdir} ({holder}); audit it once the run has "
               f"finished (`colorize status {a.outdir}` shows its progress)", file=sys.stderr)
         return 3  # unfinished, as the help says
-    r = audit(a.outdir, quick=a.quick, check_inputs=a.check_inputs, progress=not a.quiet,
-              sheet=a.sheet)
+    from pipeline.errors import ScanError
+
+    try:
+        r = audit(a.outdir, quick=a.quick, check_inputs=a.check_inputs, progress=not a.quiet,
+                  sheet=a.sheet)
+    except ScanError as e:
+        if "manifest not found" not in str(e):
+            raise
+        raise _moved_manifest(a.outdir, e) from None
     c = r["counts"]
     line = (f"{r['manifest_rows']} manifest rows, {r['result_rows']} result rows "
             f"({c['ok']} ok, {plural(c['error'], 'error')}, {c['skipped']} skipped)")

@@ -331,3 +331,24 @@ def test_a_read_only_outdir_is_audited_all_the_same(tmp_path, ckpt, capsys, monk
     said = capsys.readouterr().out
     assert said.startswith("audit passed: 1 manifest rows") and (
         f"no report written (Read-only file system in {out}; the verdict stands)") in said, said
+
+
+def test_a_relative_manifest_moved_with_its_scans_is_found_again(tmp_path, ckpt, capsys):
+    import shutil
+
+    arch = tmp_path / "arch"
+    arch.mkdir()
+    for i in range(2):
+        Image.new("L", (24, 16), 60 + 40 * i).save(arch / f"{i}.png")
+    out = tmp_path / "out"
+    assert main(["scan", str(arch), "-o", str(arch / "m.parquet"), "--relative", "-q"]) == 0
+    run = ["--checkpoint", ckpt, "--size", "32", "-q"]
+    assert main(["run", "--manifest", str(arch / "m.parquet"), "-o", str(out), *run]) == 0
+    shutil.move(arch, tmp_path / "arch2")  # the archive moves to a new disk
+    capsys.readouterr()
+    assert main(["status", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "manifest not found" in err and f"colorize run -o {out} --manifest NEW/PATH.parquet" in err
+    assert main(["run", "-o", str(out), "--manifest", str(tmp_path / "arch2" / "m.parquet"), *run]) == 0
+    assert f"the job's manifest is now {tmp_path / 'arch2' / 'm.parquet'}" in capsys.readouterr().out
+    assert main(["status", str(out)]) == 0 and main(["audit", str(out), "-q"]) == 0

@@ -124,6 +124,12 @@ def check_or_write_job(outdir: Outdir, spec: dict, restart: bool, log=print) -> 
                 raise JobError(refusal(outdir, old.get("spec", {}), spec))
             old.update(fingerprint=fp, spec=spec)  # the same job, with more scans
             outdir.write_job(old)
+        elif old.get("spec", {}).get("manifest") != spec.get("manifest"):
+            # the same manifest (its digest), moved with its scans: the job now finds it there
+            log(f"the job's manifest is now {spec.get('manifest')} (was "
+                f"{old.get('spec', {}).get('manifest')}; the same rows)")
+            old["spec"] = {**old.get("spec", {}), "manifest": spec.get("manifest")}
+            outdir.write_job(old)
         return fp
     if restart:
         left, moved = discard(outdir, spec.get("manifest"))

@@ -484,6 +484,9 @@ def cmd_status(a) -> int:
             left = ("less than a minute" if s["eta_s"] < 60 else
                     f"about {plural(round(s['eta_s'] / 60), 'minute')}")
             pace = f"; {s['images_per_s']:.1f} images/s, {left} to go"
+        if "stalled_s" in s:
+            pace = (f"; but no shard committed for {round(s['stalled_s'] / 60)} min (are its "
+                    "workers alive? `colorize run` says so when it has none)")
         print(f"a run is active ({s['running']}){pace}")
     return 0
 

@@ -352,3 +352,41 @@ def test_a_relative_manifest_moved_with_its_scans_is_found_again(tmp_path, ckpt,
     assert main(["run", "-o", str(out), "--manifest", str(tmp_path / "arch2" / "m.parquet"), *run]) == 0
     assert f"the job's manifest is now {tmp_path / 'arch2' / 'm.parquet'}" in capsys.readouterr().out
     assert main(["status", str(out)]) == 0 and main(["audit", str(out), "-q"]) == 0
+
+
+def test_a_run_without_workers_says_so_and_a_stalled_run_is_not_given_a_pace(tmp_path, ckpt, capsys):
+    import os
+    import time
+
+    from pipeline.client.orchestrate import _NoWorkers
+    from pipeline.client.outdir import Outdir
+
+    said = []
+
+    class Gone:  # every worker of the user's cluster gone
+        def scheduler_info(self):
+            return {"workers": {}}
+
+    w = _NoWorkers(Gone(), "tcp://10.0.0.1:8786", said.append, after=0.2, every=0.05)
+    time.sleep(0.6)
+    w.stop()
+    assert said == ["colorize: no dask worker connected to tcp://10.0.0.1:8786 for 0 s: the run "
+                    "waits for one (start one: dask worker tcp://10.0.0.1:8786), or Ctrl-C "
+                    "(committed shards stay)"]
+    # a run holding OUTDIR whose last commit is long past the pace of the ones before
+    src = tmp_path / "scans"
+    src.mkdir()
+    for i in range(4):
+        Image.new("L", (24, 16), 50 * i).save(src / f"{i}.png")
+    man, out = tmp_path / "m.parquet", tmp_path / "out"
+    assert main(["scan", str(src), "-o", str(man), "-q", "--shard-size", "1"]) == 0
+    assert main(["run", "--manifest", str(man), "-o", str(out), "--checkpoint", ckpt, "--size", "32", "-q"]) == 0
+    (out / "results" / "shard-00003.parquet").unlink()
+    now = time.time()
+    for k in range(3):  # committed 10 s apart, the last 10 minutes ago
+        os.utime(out / "results" / f"shard-{k:05d}.parquet", (now - 620 + 10 * k,) * 2)
+    capsys.readouterr()
+    with Outdir(str(out)).lock():
+        assert main(["status", str(out)]) == 0
+    line = capsys.readouterr().out.splitlines()[-1]
+    assert "but no shard committed for 10 min (are its workers alive?" in line and "to go" not in line

@@ -196,6 +196,36 @@ class _Work:
     committed: Callable[[int], None] = lambda shard: None  # told after each task's commit
 
 
+class _NoWorkers:
+    """Says so, once, when a run has had no worker for a while (every worker of a cluster the
+    user runs gone): the run waits for one, and would otherwise wait in silence."""
+
+    def __init__(self, client, scheduler: str | None, log, after: float = 60.0, every: float = 5.0):
+        import threading
+
+        self.client, self.scheduler, self.log, self.after, self.every = client, scheduler, log, after, every
+        self.done = threading.Event()
+        threading.Thread(target=self._watch, daemon=True, name="no-workers").start()
+
+    def _watch(self) -> None:
+        since = None
+        while not self.done.wait(self.every):
+            try:
+                n = len(self.client.scheduler_info()["workers"])
+            except Exception:  # noqa: BLE001 - a scheduler gone: the run itself says so
+                return
+            since = None if n else (since or time.monotonic())
+            if since is not None and time.monotonic() - since > self.after:
+                where = self.scheduler or "the local cluster"
+                self.log(f"colorize: no dask worker connected to {where} for "
+                         f"{self.after:.0f} s: the run waits for one (start one: dask worker "
+                         f"{self.scheduler or 'ADDR'}), or Ctrl-C (committed shards stay)")
+                return
+
+    def stop(self) -> None:
+        self.done.set()
+
+
 def _a_source(manifest: str) -> str | None:
     """A scan this machine can read (the workers are asked whether they can too)."""
     from pipeline.client.manifest import resolve_path
@@ -230,6 +260,7 @@ def _drive(client, job, work: _Work, log, outdir: Outdir) -> dict:
     it = iter(work.tasks)
     ac = as_completed([submit(t) for t in islice(it, window)], with_results=False)
     failure, tb = None, ""
+    watch = _NoWorkers(client, o.scheduler, log)
     try:
         for fut in ac:
             try:
@@ -253,6 +284,7 @@ def _drive(client, job, work: _Work, log, outdir: Outdir) -> dict:
             if nxt is not None:
                 ac.add(submit(nxt))
     finally:
+        watch.stop()
         bar.close()
     if failure:
         for f in list(ac.futures):  # a copy: completions still arrive and change the dict
@@ -356,4 +388,8 @@ def status(outdir: str | os.PathLike) -> dict:
         if span > 0 and done:
             s["images_per_s"] = done / span
             s["eta_s"] = sum(sizes[k] for k in set(sizes) - committed) / s["images_per_s"]
+            # far longer since the last commit than shards take: the pace is history, not news
+            since = time.time() - times[-1][0]
+            if since > max(60.0, 5 * span / (len(times) - 1)):
+                s["stalled_s"] = since
     return s

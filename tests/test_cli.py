@@ -390,3 +390,27 @@ def test_a_run_without_workers_says_so_and_a_stalled_run_is_not_given_a_pace(tmp
         assert main(["status", str(out)]) == 0
     line = capsys.readouterr().out.splitlines()[-1]
     assert "but no shard committed for 10 min (are its workers alive?" in line and "to go" not in line
+
+
+def test_a_run_stopped_by_a_full_disk_still_records_why(tmp_path, monkeypatch):
+    """The room reserved at a run's start is let go for the reason when the disk is full."""
+    import errno
+
+    from pipeline.client.outdir import RESERVE, STOPPED, Outdir, clear_stop, last_stop, record_stop
+    from pipeline.storage import Store
+
+    od = Outdir(str(tmp_path / "out"))
+    od.store.makedirs()
+    clear_stop(od)
+    assert od.store.exists(RESERVE)
+    real = Store.write_atomic
+
+    def full(self, rel, data):  # no room, but what the reserve gives back
+        if rel == STOPPED and self.exists(RESERVE):
+            raise OSError(errno.ENOSPC, "No space left on device", rel)
+        return real(self, rel, data)
+
+    monkeypatch.setattr(Store, "write_atomic", full)
+    record_stop(od, "OutputError: No space left on device")
+    assert last_stop(od)["reason"] == "OutputError: No space left on device"
+    assert not od.store.exists(RESERVE)

@@ -24,7 +24,14 @@ from pipeline.client.manifest import (
     shard_digests,
 )
 from pipeline.client.metrics import Tally
-from pipeline.client.outdir import Outdir, Problem, clear_stop, last_stop, record_stop
+from pipeline.client.outdir import (
+    Outdir,
+    Problem,
+    clear_stop,
+    last_stop,
+    record_stop,
+    release_reserve,
+)
 from pipeline.client.state import (
     OUTPUT_VERSION,
     check_or_write_job,
@@ -91,6 +98,7 @@ def run_job(o: JobSpec, log=print, redo: tuple[dict[int, set[str]], dict] | None
             log(f"removed {stale} temporary files left by an interrupted run")
         work = _plan(outdir, o, sizes, redo, fp, log)
         if not work.tasks:
+            release_reserve(outdir)
             log(f"nothing to do: all {len(sizes)} shards of {outdir} are committed "
                 f"({sum(sizes.values())} images); see `colorize status {outdir}`")
             return {"pending_shards": 0, "ok": 0, "error": 0, "skipped": 0, "images": 0}
@@ -112,6 +120,7 @@ def run_job(o: JobSpec, log=print, redo: tuple[dict[int, set[str]], dict] | None
             except RunFailed as e:
                 record_stop(outdir, e.cause)
                 raise
+            release_reserve(outdir)
         elapsed = time.perf_counter() - work.t_start
     n = totals["images"]
     totals.update(elapsed=elapsed, images_per_s=n / elapsed if elapsed else 0.0,

@@ -289,14 +289,27 @@ class RunLock:
 STOPPED = "stopped.json"  # in OUTDIR, from a failure until the next run starts (run_job clears it)
 
 
+# Room kept while a run goes for what record_stop writes: on the full disk that stopped the run,
+# letting this go frees the space its reason needs (status and audit tell it later)
+RESERVE = ".stop-reserve"
+
+
 def record_stop(outdir: Outdir, reason: str) -> None:
     """A run that failed says why, for `status` and `audit` to tell later (the terminal may be gone
-    by then). Best effort: on the full disk that stopped the run, the message printed stands."""
+    by then). On the full disk that stopped the run, the room reserved at its start is used."""
     stop = {"at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "reason": reason}
-    try:
-        outdir.store.write_atomic(STOPPED, json.dumps(stop, indent=1).encode())
-    except OSError:
-        pass
+    data = json.dumps(stop, indent=1).encode()
+    for _ in range(2):
+        try:
+            outdir.store.write_atomic(STOPPED, data)
+            break
+        except OSError:
+            try:
+                if not outdir.store.exists(RESERVE):
+                    break  # nothing to free: the message printed stands
+                outdir.store.remove(RESERVE)
+            except OSError:
+                break
 
 
 def last_stop(outdir: Outdir) -> dict | None:
@@ -308,4 +321,17 @@ def last_stop(outdir: Outdir) -> dict | None:
 
 
 def clear_stop(outdir: Outdir) -> None:
+    """A run starts: the last one's failure is its to tell again, or not; room for its own."""
     outdir.store.remove(STOPPED)
+    try:
+        outdir.store.write_atomic(RESERVE, b" " * 16384)
+    except OSError:
+        pass  # a disk already full: the run says so itself
+
+
+def release_reserve(outdir: Outdir) -> None:
+    """A run that ended without failing gives its room back."""
+    try:
+        outdir.store.remove(RESERVE)
+    except OSError:
+        pass

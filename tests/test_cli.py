@@ -414,3 +414,18 @@ def test_a_run_stopped_by_a_full_disk_still_records_why(tmp_path, monkeypatch):
     record_stop(od, "OutputError: No space left on device")
     assert last_stop(od)["reason"] == "OutputError: No space left on device"
     assert not od.store.exists(RESERVE)
+
+
+def test_outputs_mirror_the_tree_under_the_folder_scanned(tmp_path, capsys):
+    """A box of one subfolder keeps it in the outputs' names, as next month's second will."""
+    import pyarrow.parquet as pq
+
+    fonds = tmp_path / "Fonds Müller"
+    (fonds / "Kasten 1").mkdir(parents=True)
+    Image.new("L", (20, 20), 9).save(fonds / "Kasten 1" / "a.png")
+    man = tmp_path / "m.parquet"
+    assert main(["scan", str(fonds), "-o", str(man), "-q"]) == 0
+    (fonds / "Kasten 2").mkdir()
+    Image.new("L", (20, 20), 9).save(fonds / "Kasten 2" / "a.png")
+    assert main(["scan", str(fonds), "-o", str(man), "-q"]) == 0  # extended
+    assert pq.read_table(man).column("out_stem").to_pylist() == ["Kasten 1/a", "Kasten 2/a"]

@@ -182,7 +182,8 @@ def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int = 64
     if not by_path:
         raise ScanError("no image files found in " + ", ".join(map(str, sources)))
     real = sorted(by_path)
-    rels = _relative_paths(real)
+    rels = _relative_paths(real, [os.path.realpath(str(x)) for x in sources
+                                  if not is_url(str(x)) and Path(x).is_dir()])
     order = sorted(range(len(real)), key=lambda i: rels[i])
     real, rels = [real[i] for i in order], [rels[i] for i in order]
     old = read_manifest(extend) if extend else None
@@ -500,11 +501,13 @@ def _write(table: pa.Table, output: str | os.PathLike) -> None:
         os.replace(tmp, out)
 
 
-def _relative_paths(paths: list[str]) -> list[str]:
-    """Each path relative to the folder all of them share (URLs: to their common prefix)."""
+def _relative_paths(paths: list[str], folders: list[str] = ()) -> list[str]:
+    """Each path relative to the folder all of them share (URLs: to their common prefix), and
+    no deeper than the folders scanned: the outputs mirror the tree under the folder the user
+    named (a box of one subfolder keeps it, as the next month's second subfolder will)."""
     keys = [r.split("://", 1)[1] if is_url(r) else r for r in paths]
     try:
-        root = os.path.commonpath([os.path.dirname(k) for k in keys])
+        root = os.path.commonpath([os.path.dirname(k) for k in keys] + list(folders))
     except ValueError:  # local and remote together: keep their full paths
         root = ""
     return [PurePosixPath(os.path.relpath(k, root) if root else k.lstrip("/")).as_posix()

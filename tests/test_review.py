@@ -312,6 +312,8 @@ def test_two_tabs_never_overwrite_each_other_unseen(job, tmp_path):
 
 
 def test_column_filter_values_and_a_search_typed_with_spaces(job, tmp_path):
+    import pyarrow as pa
+
     from pipeline.client.review import create_app
 
     out = fresh_copy(job, tmp_path)
@@ -323,6 +325,19 @@ def test_column_filter_values_and_a_search_typed_with_spaces(job, tmp_path):
     assert sorted(vals) == sorted(f"Haus {i}" for i in range(12))
     assert c.get("/api/values?t=k&column=nope").get_json()["values"] == []
     assert c.get("/api/images?t=k&q=%20ACC-105%20").get_json()["total"] == 1
+    # accents as typed or not: the catalogue's "Häuschen" found by "hauschen", and the other way
+    jobfile = out / "job.json"
+    spec = json.loads(jobfile.read_text())
+    man = pq.read_table(spec["spec"]["manifest"])
+    titles = man.column("title").to_pylist()
+    titles[3] = "Häuschen am Fluß"
+    spec["spec"]["manifest"] = str(tmp_path / "m2.parquet")
+    pq.write_table(man.set_column(man.schema.get_field_index("title"), "title",
+                                  pa.array(titles, pa.string())), tmp_path / "m2.parquet")
+    jobfile.write_text(json.dumps(spec))
+    c = create_app(str(out), token="k").test_client()
+    for q in ("hauschen", "HÄUSCHEN", "Fluß"):
+        assert c.get(f"/api/images?t=k&q={q}").get_json()["total"] == 1, q
 
 
 def test_the_server_wants_its_token_serves_nothing_else_and_writes_only_reviews(job, tmp_path):

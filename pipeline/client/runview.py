@@ -32,6 +32,7 @@ class RunView:
         self._lock = threading.Lock()
         self._stamp = None
         self.table: pa.Table | None = None
+        self._fold_cache: dict = {}
         job = outdir.read_job()
         self.manifest = job["spec"]["manifest"]
         try:
@@ -75,7 +76,7 @@ class RunView:
                 t = self.outdir.read_results().sort_by([("shard", "ascending"),
                                                         ("source_path", "ascending")])
                 t, self.info = _with_manifest_cells(t, self.manifest, self.info)
-                self.table, self._stamp = t, stamp
+                self.table, self._stamp, self._fold_cache = t, stamp, {}
                 self.by_id = {iid: i for i, iid in enumerate(t.column("image_id").to_pylist())}
                 self._columns = [c for c in self.info.get("columns", []) if stored_name(c) in t.column_names]
             return self.table
@@ -104,9 +105,11 @@ class RunView:
             cells = pc.utf8_lower(pc.utf8_trim_whitespace(t.column(stored_name(column)).cast(pa.string())))
             mask = pc.and_(mask, pc.fill_null(pc.equal(cells, value.lower()), False))
         if q:
-            hit = pc.fill_null(pc.match_substring(t.column("source_path"), q, ignore_case=True), False)
-            for c in cols:  # a file the catalogue does not list has null cells: they match nothing
-                cell = pc.match_substring(t.column(stored_name(c)).cast(pa.string()), q, ignore_case=True)
+            q = _fold(q)
+            hit = pa.repeat(False, t.num_rows)
+            for name in ["source_path", *(stored_name(c) for c in cols)]:
+                # a file the catalogue does not list has null cells: they match nothing
+                cell = pc.match_substring(self._folded(t, name), q, ignore_case=True)
                 hit = pc.or_(hit, pc.fill_null(cell, False))
             mask = pc.and_(mask, hit)
         idx = pc.indices_nonzero(pc.fill_null(mask, False))
@@ -125,6 +128,12 @@ class RunView:
                   for k, m in masks.items()}
         return {"rows": rows, "total": total, "page": page, "pages": max(1, -(-total // PAGE)),
                 "counts": counts}
+
+    def _folded(self, t: pa.Table, name: str):
+        """A column without accents (Müller as Muller: as a search types it); once per reload."""
+        if name not in self._fold_cache:
+            self._fold_cache[name] = _fold_column(t.column(name))
+        return self._fold_cache[name]
 
     def values(self, column: str, limit: int = 500) -> list[str]:
         """A catalogue column's values, the commonest first: what the page offers to filter by."""
@@ -205,3 +214,13 @@ def _with_manifest_cells(t: pa.Table, manifest: str, info: dict) -> tuple[pa.Tab
             was = t.column(name).cast(pa.string())
             t = t.set_column(t.column_names.index(name), name, pc.if_else(pc.is_null(idx), was, now))
     return t, info
+
+
+def _fold(text: str) -> str:
+    import unicodedata
+
+    return "".join(ch for ch in unicodedata.normalize("NFD", text) if unicodedata.category(ch) != "Mn")
+
+
+def _fold_column(col):
+    return pc.replace_substring_regex(pc.utf8_normalize(col.cast(pa.string()), "NFD"), r"\p{Mn}+", "")

@@ -124,6 +124,10 @@ def test_changed_option_is_refused(archive, clean_run, ckpt, capsys):
     assert "changed: size 32 -> 64); to continue it, add --size 32" in capsys.readouterr().err
     assert main([*run_args(man, clean_run, ckpt, "--recolor")]) == 2
     assert "recolor False -> True); to continue it, add no --recolor" in capsys.readouterr().err
+    # a dry run answers as the run would: refused, exit 2, the same reasons
+    assert main([*run_args(man, clean_run, ckpt, "--recolor", "--dry-run")]) == 2
+    err = capsys.readouterr().err
+    assert "dry run: a real run would be refused:" in err and "add no --recolor" in err
 
 
 def test_dry_run_restart_says_what_restart_does(archive, clean_run, ckpt, capsys):

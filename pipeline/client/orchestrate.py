@@ -38,6 +38,7 @@ from pipeline.client.state import (
     file_sha256,
     fingerprint,
     grown,
+    refusal,
     resolve_checkpoint,
 )
 from pipeline.errors import JobError, RunFailed, plural
@@ -174,14 +175,14 @@ def _dry_run(o: JobSpec, outdir: Outdir, spec: dict, sizes: dict[int, int], log,
         note = (" (--restart: OUTDIR's results and outputs would be discarded first; files in "
                 "images/ that colorize did not write stay, outputs altered since go to quarantine/)")
     elif outdir.has_job() and (job := outdir.read_job())["fingerprint"] != fingerprint(spec):
+        # a refusal is the dry run's answer too, exit code and all (a script checks it first)
         try:
             more = grown(outdir, job["spec"], spec)
         except JobError as e:
-            more, note = False, f" (a real run would be refused: {e})"
-        if more:
-            note = " (the manifest grew: the job goes on with its new shards)"
-        elif not note:
-            note = " (OUTDIR holds a different job: a real run would be refused; see its message)"
+            raise JobError(f"dry run: a real run would be refused: {e}") from None
+        if not more:
+            raise JobError(f"dry run: a real run would be refused: {refusal(outdir, job['spec'], spec)}")
+        note = " (the manifest grew: the job goes on with its new shards)"
     pend = sorted(set(sizes) - committed)
     log(f"dry run: {len(sizes)} shards, {len(sizes) - len(pend)} committed, {len(pend)} pending "
         f"({sum(sizes[s] for s in pend)} of {sum(sizes.values())} images){note}")

@@ -692,6 +692,18 @@ def test_a_curator_reviews_in_a_real_browser(job, tmp_path):
             tab2.wait_for_function("document.getElementById('saved').textContent.startsWith('NOT saved: the note "
                                    "was changed in another tab')")
             assert tab2.input_value("#note") == "Mantel war rot, Knöpfe messing"
+            # the first tab judges; the second, not yet told, presses a then r at once: the first
+            # is refused, and the second, made on the same stale view, is dropped with it
+            page.keyboard.press("x")
+            page.wait_for_function("document.getElementById('saved').textContent == 'verdict saved'")
+            tab2.keyboard.press("a")
+            tab2.keyboard.press("r")
+            tab2.wait_for_function("document.getElementById('saved').textContent.startsWith('NOT saved: the verdict')")
+            time.sleep(1)
+            assert reviews.Journal(out).state()[hinted]["verdict"] == "rejected"
+            assert tab2.inner_text("#verdict") == "rejected"
+            page.keyboard.press("u")  # the first tab takes its verdict back
+            page.wait_for_function("document.getElementById('verdict').textContent == 'not reviewed'")
             tab2.close()
             page.keyboard.press("Escape")
             page.wait_for_selector(".card")

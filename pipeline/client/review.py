@@ -252,7 +252,8 @@ def _stale(journal: reviews.Journal, body: dict) -> dict | None:
     """An edit of one image that names the edit it was made on ("base": the event id of that
     kind the page showed, null for none) and finds another since: the image's state now, for
     the page to show instead (two tabs, two curators: neither overwrites the other unseen).
-    None when the edit may go ahead (no base given: an undo, a note sent as the tab closes)."""
+    None when the edit may go ahead; one without a base goes ahead too (an undo puts back what
+    its own page showed; a series adds beside each image's hints, never over them)."""
     if "base" not in body or not body.get("image_id"):
         return None
     s = journal.state().get(body["image_id"]) or {}

@@ -122,7 +122,7 @@ class RunView:
         for r in sel.take(idx.slice(page * PAGE, PAGE)).to_pylist():  # only the page's rows
             s = state.get(r["image_id"], {})
             rows.append({**{k: r.get(k) for k in ROW_COLUMNS}, "catalogue": self.catalogue(r, cols),
-                         "verdict": s.get("verdict"), "note": s.get("note"),
+                         "verdict": s.get("verdict"), "note": s.get("note"), "rev": s.get("rev") or {},
                          "curator_hints": len(s.get("hints") or [])})
         counts = {k: int(pc.sum(pc.fill_null(m, False).cast(pa.int64())).as_py() or 0)
                   for k, m in masks.items()}

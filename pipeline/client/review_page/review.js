@@ -173,6 +173,8 @@ async function openView() {
   clearTimeout(S.previewTimer);
   $("grid").hidden = true;
   $("viewer").hidden = false;
+  await S.saving;  // an edit still leaving: its answer first, then the state it made
+  if (vg !== S.viewGen) return;
   const d = await getJSON("/api/image/" + encodeURIComponent(r.image_id));
   if (vg !== S.viewGen) return;
   S.row = d.row;
@@ -235,9 +237,11 @@ function showVerdict() {
 // Edits leave one at a time, each saying which edit of its kind it was made on (rev): one
 // made on an older state (another tab, another curator) is refused, and the page then shows
 // the state now. force: an undo, which puts back what this page had.
-function save(kind, value, ids, force = false) {
-  const id = S.row.image_id;  // the image of the edit, though the curator has moved on when it leaves
-  const go = () => send(id, kind, value, ids, force);
+function save(kind, value, ids, force = false, id = S.row.image_id) {
+  // id: the image of the edit, though the curator has moved on when it leaves; refused: a
+  // refusal since it was made means it was made on what the refusal replaced: dropped
+  const refused = S.refused;
+  const go = () => (S.refused !== refused && !force ? null : send(id, kind, value, ids, force));
   S.saving = S.saving.then(go, go);
   return S.saving;
 }
@@ -262,6 +266,7 @@ async function send(id, kind, value, ids, force) {
 }
 
 function conflict(kind, mine, id, now) {
+  S.refused = (S.refused || 0) + 1;
   if (!S.view || S.row.image_id !== id) { say(`NOT saved: the ${kind} was changed elsewhere meanwhile`); return; }
   S.review = { ...now, image_id: id, rev: { ...(now.rev || {}) } };
   S.hints = (now.hints || []).map((h) => ({ ...h }));
@@ -279,7 +284,7 @@ async function setVerdict(v, record = true) {
     const r = S.rows[S.cur];
     if (!r) return;
     S.row = { image_id: r.image_id };
-    S.review = { verdict: r.verdict, note: r.note, hints: [] };
+    S.review = { verdict: r.verdict, note: r.note, hints: [], image_id: r.image_id, rev: { ...(r.rev || {}) } };
   }
   if (record) S.undo.push({ id: S.row.image_id, kind: "verdict", value: S.review.verdict });
   S.review.verdict = v;
@@ -424,9 +429,7 @@ async function undo() {
   const u = S.undo.pop();
   if (!u) return;
   if (u.kind === "series") {
-    for (const [id, value] of Object.entries(u.before))
-      await api("/api/review", { method: "POST", headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ image_id: id, kind: "hints", value }) });
+    for (const [id, value] of Object.entries(u.before)) await save("hints", value, undefined, true, id);
     say(`undone: the hints added to ${plural(Object.keys(u.before).length, "image")}`);
     if (S.view && S.row.image_id in u.before) {
       S.hints = u.before[S.row.image_id].map((h) => ({ ...h }));
@@ -446,8 +449,7 @@ async function undo() {
     return;
   }
   // another image's edit: said by name; the view keeps its place (next/previous walk on from it)
-  await api("/api/review", { method: "POST", headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ image_id: u.id, kind: u.kind, value: u.value }) });
+  await save(u.kind, u.value, undefined, true, u.id);
   const r = S.rows.find((x) => x.image_id === u.id);
   say(`undone: the ${u.kind} of ${r ? label(r) : u.id}`);
   if (S.view) refreshCounts(); else loadPage();
@@ -500,7 +502,8 @@ $("note").addEventListener("input", () => { clearTimeout(S.noteTimer); S.noteTim
 $("note").addEventListener("change", saveNote);
 window.addEventListener("pagehide", () => {  // a reload or a closed tab before the pause: sent anyway
   if (!S.noteTimer || !S.row) return;
-  const body = JSON.stringify({ image_id: S.row.image_id, kind: "note", value: $("note").value });
+  const body = JSON.stringify({ image_id: S.row.image_id, kind: "note", value: $("note").value,
+    base: (S.review.rev || {}).note ?? null });  // made on what this tab showed, like any edit
   navigator.sendBeacon("/api/review?t=" + encodeURIComponent(TOKEN), new Blob([body], { type: "application/json" }));
 });
 document.querySelectorAll("#verdict-buttons button").forEach((b) => { b.onclick = () => setVerdict(b.dataset.verdict); });

@@ -225,11 +225,12 @@ class _NoWorkers:
             except Exception:  # noqa: BLE001 - a scheduler gone: the run itself says so
                 return
             since = None if n else (since or time.monotonic())
-            if since is not None and time.monotonic() - since > self.after:
-                where = self.scheduler or "the local cluster"
-                self.log(f"colorize: no dask worker connected to {where} for "
-                         f"{self.after:.0f} s: the run waits for one (start one: dask worker "
-                         f"{self.scheduler or 'ADDR'}), or Ctrl-C (committed shards stay)")
+            if since is not None and time.monotonic() - since > self.after and not self.done.is_set():
+                start = (f"start one: dask worker {self.scheduler}" if self.scheduler else
+                         "the local cluster starts them again")
+                self.log(f"colorize: no dask worker connected to {self.scheduler or 'the local cluster'} "
+                         f"for {self.after:.0f} s: the run waits for one ({start}), or Ctrl-C "
+                         "(committed shards stay)")
                 return
 
     def stop(self) -> None:
@@ -376,6 +377,27 @@ def plan_repair(outdir: Outdir, log) -> dict[int, set[str]]:
     return fixes
 
 
+def _pace(outdir: Outdir, sizes: dict[int, int], committed: set[int]) -> dict:
+    """The running run's pace and time left, from the commit times of its own shards (not those
+    of the runs before it: a resumed run has its own pace), and how long it has been since its
+    last commit when that is far longer than its shards take (the pace is then history)."""
+    try:
+        began = os.path.getmtime(outdir.store.full(Outdir.LOCK))  # written as the lock is taken
+    except OSError:
+        return {}
+    times = sorted(t for t in (os.path.getmtime(outdir.shard_file(k)) for k in committed) if t >= began)
+    out, per = {}, None
+    if len(times) >= 2 and times[-1] > times[0]:
+        per = (times[-1] - times[0]) / (len(times) - 1)
+        left = sum(sizes[k] for k in set(sizes) - committed)
+        out["images_per_s"] = sum(sizes.values()) / len(sizes) / per
+        out["eta_s"] = left / out["images_per_s"]
+    since = time.time() - max([began, *times[-1:]])
+    if since > (max(60.0, 5 * per) if per else 1800.0):
+        out["stalled_s"] = since
+    return out
+
+
 def status(outdir: str | os.PathLike) -> dict:
     """From job.json and the results alone; never opens images."""
     outdir = Outdir(outdir)
@@ -390,16 +412,6 @@ def status(outdir: str | os.PathLike) -> dict:
     s["running"] = outdir.lock_holder()
     s["stopped"] = None if s["running"] else last_stop(outdir)
     s["redo_pending"] = sum(len(ids) for ids in redo.load(outdir)["pending"].values())
-    if s["running"] and outdir.store.local and len(committed) >= 2:
-        # the pace of the shards committed so far, from their commit times
-        times = sorted((os.path.getmtime(outdir.shard_file(k)), k) for k in committed)
-        span = times[-1][0] - times[0][0]
-        done = sum(sizes.get(k, 0) for _, k in times[1:])
-        if span > 0 and done:
-            s["images_per_s"] = done / span
-            s["eta_s"] = sum(sizes[k] for k in set(sizes) - committed) / s["images_per_s"]
-            # far longer since the last commit than shards take: the pace is history, not news
-            since = time.time() - times[-1][0]
-            if since > max(60.0, 5 * span / (len(times) - 1)):
-                s["stalled_s"] = since
+    if s["running"] and outdir.store.local:
+        s.update(_pace(outdir, sizes, committed))
     return s

@@ -134,6 +134,9 @@ def cmd_image(a) -> int:
     if Path(a.output).exists() and not a.force and not _ours(a.output):
         raise UsageError(f"{a.output} exists and colorize did not write it (a scan?); name another "
                          "file, or add --force to replace it")
+    if (job := _in_outdir(a.output)) and not a.force:
+        raise UsageError(f"{a.output} is inside the job in {job}, whose audit checks each output: "
+                         f"to colour it again, colorize run -o {job} --redo ...; or --force")
     given = _hints_arg(a) if a.hint or a.hints else None
     spec = JobSpec(size=a.size, device=a.device, format=fmt.name, max_pixels=a.max_pixels,
                    recolor=a.recolor, metadata_columns="none")
@@ -157,6 +160,14 @@ def cmd_image(a) -> int:
     print(f"wrote {a.output} ({d.width}x{d.height}, {d.bits}-bit, source {d.kind}, "
           f"checkpoint {net.sha256[:12]}{said})")
     return 0
+
+
+def _in_outdir(path: str) -> str | None:
+    """The colorize OUTDIR a path lies in (job.json beside results/), if any."""
+    for d in Path(path).resolve().parents:
+        if (d / "job.json").is_file() and (d / "results").is_dir():
+            return str(d)
+    return None
 
 
 def _ours(path: str) -> bool:

@@ -137,6 +137,13 @@ def test_16bit_gray_with_alpha_png_keeps_its_16_bits(tmp_path):
     d = decode(tmp_path / "la16.png")
     assert d.bits == 16 and d.kind == "gray" and "alpha flattened on white" in d.notes
     assert d.gray[0, 0] == 65535 and np.array_equal(d.gray[1:], g[1:])
+    # a damaged one (its IDAT checksum wrong) that the codec refuses: Pillow's 8 bits, said
+    b = bytearray((tmp_path / "la16.png").read_bytes())
+    end = b.index(b"IDAT") + 4 + int.from_bytes(b[b.index(b"IDAT") - 4:b.index(b"IDAT")], "big")
+    b[end] ^= 0xFF
+    (tmp_path / "bad.png").write_bytes(bytes(b))
+    d = decode(tmp_path / "bad.png")
+    assert d.bits == 8 and any("PNG checksum mismatch" in n for n in d.notes)
 
 
 def test_truncated_files_are_errors(tmp_path, base):

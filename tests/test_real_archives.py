@@ -323,6 +323,14 @@ def test_image_replaces_only_its_own_outputs_without_force(tmp_path, photo, ckpt
     assert Image.open(tmp_path / "look.png").size == Image.open(tmp_path / "scan.png").size
     assert main(["image", str(tmp_path / "scan.png"), str(tmp_path / "other.png"), *args, "--force"]) == 0
     assert b"archive-colorizer" in (tmp_path / "other.png").read_bytes()
+    # an output of a job, ours as it is, is the job's: its audit checks it
+    job = tmp_path / "job"
+    (job / "results").mkdir(parents=True)
+    (job / "job.json").write_text("{}")
+    (job / "images").mkdir()
+    capsys.readouterr()
+    assert main(["image", str(tmp_path / "scan.png"), str(job / "images" / "scan.png"), *args]) == 2
+    assert f"is inside the job in {job}, whose audit checks each output" in capsys.readouterr().err
 
 
 def test_outdir_inside_the_sources_is_refused_and_outdirs_are_not_scanned(tmp_path, photo):

@@ -100,8 +100,9 @@ def _details(row: dict) -> str:
 def _real(path: str) -> str:
     """A file's real path (the same file named twice is one row); a broken symbolic link keeps
     its own name, the one the archive shows, not that of the file it no longer reaches."""
-    if os.path.islink(path) and not os.path.exists(path):
-        return os.path.abspath(path)
+    if os.path.islink(path) and not os.path.exists(path):  # its folder real, as its siblings'
+        return os.path.join(os.path.realpath(os.path.dirname(os.path.abspath(path))),
+                            os.path.basename(path))
     return os.path.realpath(path)
 
 

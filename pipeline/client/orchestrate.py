@@ -116,12 +116,16 @@ def run_job(o: JobSpec, log=print, redo: tuple[dict[int, set[str]], dict] | None
             if o.scheduler:
                 check_workers_see(client, outdir.store.full("") if outdir.store.local else None,
                                   _a_source(spec["manifest"]))
+            failed = None
             try:
                 totals = _drive(client, job, work, log, outdir)
             except RunFailed as e:
-                record_stop(outdir, e.cause)
-                raise
-            release_reserve(outdir)
+                failed = e
+        # after the cluster is down: its workers no longer take the room the reason needs
+        if failed is not None:
+            record_stop(outdir, failed.cause)
+            raise failed
+        release_reserve(outdir)
         elapsed = time.perf_counter() - work.t_start
     n = totals["images"]
     totals.update(elapsed=elapsed, images_per_s=n / elapsed if elapsed else 0.0,

@@ -324,7 +324,7 @@ def clear_stop(outdir: Outdir) -> None:
     """A run starts: the last one's failure is its to tell again, or not; room for its own."""
     outdir.store.remove(STOPPED)
     try:
-        outdir.store.write_atomic(RESERVE, b" " * 16384)
+        outdir.store.write_atomic(RESERVE, os.urandom(16384))  # not compressible: real room
     except OSError:
         pass  # a disk already full: the run says so itself
 

@@ -217,7 +217,10 @@ def _rgb16(src: Image.Image, raw: bytes, tiff_orientation: int) -> np.ndarray | 
     if fmt == "PNG" and raw[24:25] == b"\x10" and raw[25:26] in (b"\x02", b"\x06"):
         import imagecodecs
 
-        a = imagecodecs.png_decode(raw)
+        try:
+            a = imagecodecs.png_decode(raw)
+        except Exception:  # noqa: BLE001 - a damaged file the codec refuses: Pillow's 8 bits stand
+            return None
         orientation = src.getexif().get(0x0112, 1)
     elif fmt == "TIFF" and tuple(getattr(src, "tag_v2", {}).get(258, ())) in ((16, 16, 16), (16, 16, 16, 16)):
         import tifffile
@@ -234,16 +237,20 @@ def _rgb16(src: Image.Image, raw: bytes, tiff_orientation: int) -> np.ndarray | 
     return _orient(a, int(orientation))
 
 
-def _gray16_alpha(src: Image.Image, raw: bytes, notes: list[str]) -> np.ndarray:
-    """A 16-bit gray+alpha PNG's full 16 bits, alpha flattened on white, turned upright."""
+def _gray16_alpha(src: Image.Image, raw: bytes, orientation: int, notes: list[str]) -> np.ndarray | None:
+    """A 16-bit gray+alpha PNG's full 16 bits, alpha flattened on white, turned upright; None
+    where the codec refuses what Pillow read (a damaged file: its 8 bits, with the note)."""
     import imagecodecs
 
-    a = imagecodecs.png_decode(raw)
+    try:
+        a = imagecodecs.png_decode(raw)
+    except Exception:  # noqa: BLE001 - imagecodecs' own error types; Pillow's reading stands
+        return None
     al = a[..., 1].astype(np.float32) / 65535.0
     if al.min() < 1:
         notes.append("alpha flattened on white")
     g = np.rint(a[..., 0] * al + 65535.0 * (1 - al)).astype(np.uint16)
-    return _orient(g, int(src.getexif().get(0x0112, 1)))
+    return _orient(g, orientation)
 
 
 def classify_rgb(rgb: np.ndarray) -> str:
@@ -340,8 +347,11 @@ def decode(path: str | os.PathLike | io.BytesIO, max_pixels: int = DEFAULT_MAX_P
             if src.mode == "RGBA":
                 notes.append("alpha flattened on white")
             return _decoded(luminance_gray(rgb16), src_mode, fmt, kind, info, exif_obj, notes)
-        if fmt == "PNG" and raw[24:26] == b"\x10\x04":
-            gray = _gray16_alpha(src, raw, notes)  # Pillow reads 16-bit gray+alpha as 8-bit RGBA
+        turn = exif_obj.get(0x0112, 1)
+        la16 = (_gray16_alpha(src, raw, turn if turn in range(1, 9) else 1, notes)
+                if fmt == "PNG" and raw[24:26] == b"\x10\x04" else None)  # Pillow: 8-bit RGBA
+        if la16 is not None:
+            gray = la16
         elif mode in ("I;16", "I;16L", "I;16B", "I;16N"):
             gray = np.asarray(im).astype(np.uint16, copy=False)
         elif mode == "I":

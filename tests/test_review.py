@@ -696,8 +696,10 @@ def test_a_curator_reviews_in_a_real_browser(job, tmp_path):
             # is refused, and the second, made on the same stale view, is dropped with it
             page.keyboard.press("x")
             page.wait_for_function("document.getElementById('saved').textContent == 'verdict saved'")
-            tab2.keyboard.press("a")
-            tab2.keyboard.press("r")
+            # both keys in one go: pressed one by one, a slow machine may answer the first before
+            # the second is pressed, and the second is then made on the view the refusal showed
+            tab2.evaluate("for (const key of ['a', 'r']) document.body.dispatchEvent("
+                          "new KeyboardEvent('keydown', { key, bubbles: true }))")
             tab2.wait_for_function("document.getElementById('saved').textContent.startsWith('NOT saved: the verdict')")
             time.sleep(1)
             assert reviews.Journal(out).state()[hinted]["verdict"] == "rejected"

@@ -68,6 +68,25 @@ def job(tmp_path_factory, ckpt):
     return man, out
 
 
+def retitled(out: Path, tmp_path: Path, row: int, title: str):
+    """The job's manifest with one title corrected (a catalogue scanned in again), and a review
+    app's test client over it."""
+    import pyarrow as pa
+
+    from pipeline.client.review import create_app
+
+    jobfile = out / "job.json"
+    spec = json.loads(jobfile.read_text())
+    man = pq.read_table(spec["spec"]["manifest"])
+    titles = man.column("title").to_pylist()
+    titles[row] = title
+    spec["spec"]["manifest"] = str(tmp_path / "m2.parquet")
+    pq.write_table(man.set_column(man.schema.get_field_index("title"), "title",
+                                  pa.array(titles, pa.string())), tmp_path / "m2.parquet")
+    jobfile.write_text(json.dumps(spec))
+    return create_app(str(out), token="k").test_client()
+
+
 def fresh_copy(job, tmp_path) -> Path:
     """A copy of the colorized job's OUTDIR of the test's own (its manifest stays where it is)."""
     out = tmp_path / "out"
@@ -312,8 +331,6 @@ def test_two_tabs_never_overwrite_each_other_unseen(job, tmp_path):
 
 
 def test_column_filter_values_and_a_search_typed_with_spaces(job, tmp_path):
-    import pyarrow as pa
-
     from pipeline.client.review import create_app
 
     out = fresh_copy(job, tmp_path)
@@ -326,16 +343,7 @@ def test_column_filter_values_and_a_search_typed_with_spaces(job, tmp_path):
     assert c.get("/api/values?t=k&column=nope").get_json()["values"] == []
     assert c.get("/api/images?t=k&q=%20ACC-105%20").get_json()["total"] == 1
     # accents as typed or not: the catalogue's "Häuschen" found by "hauschen", and the other way
-    jobfile = out / "job.json"
-    spec = json.loads(jobfile.read_text())
-    man = pq.read_table(spec["spec"]["manifest"])
-    titles = man.column("title").to_pylist()
-    titles[3] = "Häuschen am Fluß"
-    spec["spec"]["manifest"] = str(tmp_path / "m2.parquet")
-    pq.write_table(man.set_column(man.schema.get_field_index("title"), "title",
-                                  pa.array(titles, pa.string())), tmp_path / "m2.parquet")
-    jobfile.write_text(json.dumps(spec))
-    c = create_app(str(out), token="k").test_client()
+    c = retitled(out, tmp_path, 3, "Häuschen am Fluß")
     for q in ("hauschen", "HÄUSCHEN", "Fluß"):
         assert c.get(f"/api/images?t=k&q={q}").get_json()["total"] == 1, q
 
@@ -472,16 +480,7 @@ def test_the_grid_filters_sorts_and_searches_catalogue_columns(job, tmp_path):
     assert one["total"] == 1 and one["rows"][0]["catalogue"]["accession"] == "ACC-107"
     # a catalogue corrected and scanned in since: the page shows the manifest's cells, as the
     # export gives them (the rows keep those their outputs were written with)
-    jobfile = out / "job.json"
-    spec = json.loads(jobfile.read_text())
-    man = pq.read_table(spec["spec"]["manifest"])
-    titles = man.column("title").to_pylist()
-    titles[7] = "Haus 7 (korrigiert)"
-    spec["spec"]["manifest"] = str(tmp_path / "m2.parquet")
-    pq.write_table(man.set_column(man.schema.get_field_index("title"), "title",
-                                  pa.array(titles, pa.string())), tmp_path / "m2.parquet")
-    jobfile.write_text(json.dumps(spec))
-    c = create_app(str(out), token="k").test_client()
+    c = retitled(out, tmp_path, 7, "Haus 7 (korrigiert)")
     hit = c.get("/api/images?t=k&q=korrigiert").get_json()
     assert hit["total"] == 1 and hit["rows"][0]["catalogue"]["accession"] == "ACC-107"
     one = c.get(f"/api/image/{hit['rows'][0]['image_id']}?t=k").get_json()

@@ -66,21 +66,12 @@ def export_table(out: Outdir, info: dict) -> tuple[list[str], list[list]]:
 
 
 def _current_cells(out: Outdir, cat_cols: list[str], ids: list[str], carried: list[list]) -> list[list]:
-    """The catalogue's cells for these images as the manifest holds them now: a catalogue
-    corrected and scanned again (--extend) is the record, even before the outputs are redone
-    (their rows, and their XMP, keep the cells they were written with)."""
-    from pipeline.client.manifest import read_manifest
+    """The catalogue's cells now (manifest.cells_now), as lists beside `carried`."""
+    from pipeline.client.manifest import cells_now
 
-    if not cat_cols:
-        return []
-    try:
-        t = read_manifest(out.read_job()["spec"]["manifest"],
-                          columns=["image_id", *(stored_name(c) for c in cat_cols)]).to_pydict()
-    except Exception:  # noqa: BLE001 - the manifest moved or is gone: the rows' cells are all there is
-        return carried
-    at = {iid: k for k, iid in enumerate(t["image_id"])}
-    return [[t[stored_name(c)][at[i]] if i in at else old[n] for n, i in enumerate(ids)]
-            for c, old in zip(cat_cols, carried, strict=True)]
+    now = cells_now(out.read_job()["spec"]["manifest"], ids,
+                    {stored_name(c): v for c, v in zip(cat_cols, carried, strict=True)})
+    return [now[stored_name(c)].to_pylist() for c in cat_cols]
 
 
 def write_csv(path: str, header: list[str], rows: list[list], delimiter: str, encoding: str) -> None:

@@ -446,6 +446,27 @@ def _changed(old: pa.Table, manifest: str, present: set[str]) -> list[str]:
     return sorted(out)
 
 
+def cells_now(manifest: str, image_ids, carried: dict[str, object]) -> dict[str, pa.ChunkedArray]:
+    """The catalogue's cells for these images as the manifest holds them now (stored column name
+    -> cells, in image_ids' order): a catalogue corrected and scanned again (--extend) is the
+    record, though the results, and the outputs' XMP, keep the cells they were written with
+    (`carried`, the fallback for an image the manifest no longer holds, or a manifest gone)."""
+    import pyarrow.compute as pc
+
+    carried = {n: pa.chunked_array([pa.array(v, pa.string())]) if isinstance(v, list)
+               else v.cast(pa.string()) for n, v in carried.items()}
+    if not carried:
+        return {}
+    try:
+        m = read_manifest(manifest, columns=["image_id", *carried])
+    except Exception:  # noqa: BLE001 - the manifest moved or is gone: the rows' cells are all there is
+        return carried
+    idx = pc.index_in(pa.array(image_ids, pa.string()) if isinstance(image_ids, list) else image_ids,
+                      value_set=m.column("image_id"))
+    return {n: pc.if_else(pc.is_null(idx), was, m.column(n).cast(pa.string()).take(idx))
+            for n, was in carried.items()}
+
+
 def read_catalogue_info(path: str | os.PathLike) -> dict:
     """catalogue_info of a manifest file, from its schema alone."""
     try:

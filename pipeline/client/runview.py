@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.client.catalogue import stored_name
-from pipeline.client.manifest import catalogue_info, read_manifest, resolve_path
+from pipeline.client.manifest import cells_now, read_catalogue_info, resolve_path
 from pipeline.client.outdir import Outdir
 
 PAGE = 100
@@ -36,7 +36,7 @@ class RunView:
         job = outdir.read_job()
         self.manifest = job["spec"]["manifest"]
         try:
-            self.info = catalogue_info(read_manifest(self.manifest, columns=["image_id"]).schema)
+            self.info = read_catalogue_info(self.manifest)
         except Exception:  # the manifest moved since the run: the results carry the cells anyway
             self.info = {}
         self.by_id: dict[str, int] = {}
@@ -197,22 +197,15 @@ def _order(col: pa.ChunkedArray, desc: bool) -> pa.Array:
 
 
 def _with_manifest_cells(t: pa.Table, manifest: str, info: dict) -> tuple[pa.Table, dict]:
-    """The results with the manifest's catalogue cells as they are now (the rows keep the cells
-    their outputs were written with; a file the manifest no longer holds keeps those), and the
-    manifest's catalogue info."""
+    """The results with the catalogue's cells as the manifest holds them now
+    (manifest.cells_now), and the manifest's catalogue info."""
     try:
-        info = catalogue_info(read_manifest(manifest, columns=["image_id"]).schema)
-        names = [stored_name(c) for c in info.get("columns", [])]
-        m = read_manifest(manifest, columns=["image_id", *names])
+        info = read_catalogue_info(manifest)
     except Exception:  # noqa: BLE001 - the manifest moved since the run: the rows' cells are all there is
         return t, info
-    idx = pc.index_in(t.column("image_id"), value_set=m.column("image_id"))
-    for c in info.get("columns", []):
-        name = stored_name(c)
-        if name in t.column_names and name in m.column_names:
-            now = m.column(name).cast(pa.string()).take(idx)
-            was = t.column(name).cast(pa.string())
-            t = t.set_column(t.column_names.index(name), name, pc.if_else(pc.is_null(idx), was, now))
+    names = [n for n in (stored_name(c) for c in info.get("columns", [])) if n in t.column_names]
+    for n, cells in cells_now(manifest, t.column("image_id"), {n: t.column(n) for n in names}).items():
+        t = t.set_column(t.column_names.index(n), n, cells)
     return t, info
 
 

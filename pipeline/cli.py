@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import json
 import os
@@ -164,8 +165,10 @@ def cmd_image(a) -> int:
 
 def _in_outdir(path: str) -> str | None:
     """The colorize OUTDIR a path lies in (job.json beside results/), if any."""
+    from pipeline.client.outdir import Outdir
+
     for d in Path(path).resolve().parents:
-        if (d / "job.json").is_file() and (d / "results").is_dir():
+        if (d / Outdir.JOB).is_file() and (d / Outdir.RESULTS).is_dir():
             return str(d)
     return None
 
@@ -173,11 +176,11 @@ def _in_outdir(path: str) -> str | None:
 def _ours(path: str) -> bool:
     """Whether a file carries this tool's provenance: an earlier quick look is replaced without
     asking, anything else (an original scan above all) only with --force."""
-    from pipeline.client.outdir import MARK
+    from pipeline.client.outdir import carries_mark
 
     try:
         with open(path, "rb") as f:
-            return MARK in f.read(1 << 20)
+            return carries_mark(f)
     except OSError:
         return False
 
@@ -464,22 +467,24 @@ def cmd_review(a) -> int:
     return 0
 
 
-def _moved_manifest(outdir: str, e: Exception) -> UsageError:
+@contextlib.contextmanager
+def _manifest_moved(outdir: str):
     """A job whose manifest is not where job.json says: moved (with its scans), most likely."""
-    return UsageError(f"{e}; if it was moved, name it where it is now (the same manifest: nothing is "
-                      f"redone): colorize run -o {outdir} --manifest NEW/PATH.parquet")
+    from pipeline.errors import ScanError
+
+    try:
+        yield
+    except ScanError as e:
+        if "manifest not found" not in str(e):
+            raise
+        raise UsageError(f"{e}; if it was moved, name it where it is now (the same manifest: nothing "
+                         f"is redone): colorize run -o {outdir} --manifest NEW/PATH.parquet") from None
 
 
 def cmd_status(a) -> int:
     from pipeline.client.orchestrate import status
-    from pipeline.errors import ScanError
-
-    try:
+    with _manifest_moved(a.outdir):
         s = status(a.outdir)
-    except ScanError as e:
-        if "manifest not found" not in str(e):
-            raise
-        raise _moved_manifest(a.outdir, e) from None
     if (s["pending"] or s["redo_pending"]) and not s["running"]:  # stopped: say so first
         redo = (f", a redo of {plural(s['redo_pending'], 'image')} unfinished"
                 if s["redo_pending"] else "")
@@ -546,15 +551,9 @@ def cmd_audit(a) -> int:
         print(f"colorize: a run is writing {a.outdir} ({holder}); audit it once the run has "
               f"finished (`colorize status {a.outdir}` shows its progress)", file=sys.stderr)
         return 3  # unfinished, as the help says
-    from pipeline.errors import ScanError
-
-    try:
+    with _manifest_moved(a.outdir):
         r = audit(a.outdir, quick=a.quick, check_inputs=a.check_inputs, progress=not a.quiet,
                   sheet=a.sheet)
-    except ScanError as e:
-        if "manifest not found" not in str(e):
-            raise
-        raise _moved_manifest(a.outdir, e) from None
     c = r["counts"]
     line = (f"{r['manifest_rows']} manifest rows, {r['result_rows']} result rows "
             f"({c['ok']} ok, {plural(c['error'], 'error')}, {c['skipped']} skipped)")

@@ -22,6 +22,12 @@ from pipeline.storage import ObjectLock, Store, as_store
 MARK = b"archive-colorizer"  # in every output's own metadata (provenance), near its start
 
 
+def carries_mark(f, head: int = 1 << 20, also: bytes = b"") -> bool:
+    """Whether an open file carries this tool's provenance (and `also`) near its start."""
+    data = f.read(head)
+    return MARK in data and also in data
+
+
 class Problem(str, Enum):
     """What an audit can find wrong (its JSON and messages carry the value)."""
 
@@ -153,8 +159,7 @@ class Outdir:
         metadata: the proof --repair needs before it moves anything (a user's file stays)."""
         try:
             with self.store.open(rel) as f:
-                data = f.read(head)
-            return MARK in data and also in data
+                return carries_mark(f, head, also)
         except OSError:
             return False
 

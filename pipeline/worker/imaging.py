@@ -198,6 +198,17 @@ def _orient(a: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(ops[orientation](a)) if orientation in ops else a
 
 
+def _png16(raw: bytes) -> np.ndarray | None:
+    """A 16-bit PNG's full samples (Pillow keeps 8 of them); None where the codec refuses a file
+    Pillow read (a damaged one: its 8 bits stand, with the checksum note)."""
+    import imagecodecs
+
+    try:
+        return imagecodecs.png_decode(raw)
+    except Exception:  # noqa: BLE001 - imagecodecs' own error types
+        return None
+
+
 def _tiff_orientation(src: Image.Image) -> int:
     """A TIFF's orientation tag, read before its pixels load: Pillow turns a TIFF upright as it
     loads it and takes the tag out of its own tags. (Not a PNG's: its getexif() would load the
@@ -215,11 +226,8 @@ def _rgb16(src: Image.Image, raw: bytes, tiff_orientation: int) -> np.ndarray | 
     alpha flattened on white, turned upright; None for anything else."""
     fmt = src.format or ""
     if fmt == "PNG" and raw[24:25] == b"\x10" and raw[25:26] in (b"\x02", b"\x06"):
-        import imagecodecs
-
-        try:
-            a = imagecodecs.png_decode(raw)
-        except Exception:  # noqa: BLE001 - a damaged file the codec refuses: Pillow's 8 bits stand
+        a = _png16(raw)
+        if a is None:
             return None
         orientation = src.getexif().get(0x0112, 1)
     elif fmt == "TIFF" and tuple(getattr(src, "tag_v2", {}).get(258, ())) in ((16, 16, 16), (16, 16, 16, 16)):
@@ -240,11 +248,8 @@ def _rgb16(src: Image.Image, raw: bytes, tiff_orientation: int) -> np.ndarray | 
 def _gray16_alpha(src: Image.Image, raw: bytes, orientation: int, notes: list[str]) -> np.ndarray | None:
     """A 16-bit gray+alpha PNG's full 16 bits, alpha flattened on white, turned upright; None
     where the codec refuses what Pillow read (a damaged file: its 8 bits, with the note)."""
-    import imagecodecs
-
-    try:
-        a = imagecodecs.png_decode(raw)
-    except Exception:  # noqa: BLE001 - imagecodecs' own error types; Pillow's reading stands
+    a = _png16(raw)
+    if a is None:
         return None
     al = a[..., 1].astype(np.float32) / 65535.0
     if al.min() < 1:

@@ -115,7 +115,8 @@ def test_a_corrected_catalogue_reaches_the_manifest_on_rescan_and_the_job_goes_o
     before = pq.read_table(man).to_pylist()
     r = run_cli("run", "--manifest", man, "-o", out, "--size", "32", "-q", "--checkpoint", ckpt)
     assert r.returncode == 0, r.stderr
-    cat.write_text("accession;path;title\nA-1;b.png;Hof\nA-2b;c.png;Tor am Markt\n", encoding="utf-8")
+    # corrected, and its rows put in another order: the export follows the catalogue as it is now
+    cat.write_text("accession;path;title\nA-2b;c.png;Tor am Markt\nA-1;b.png;Hof\n", encoding="utf-8")
     r = run_cli("scan", scans, cat, "-o", man, "--report", tmp_path / "report.csv")
     assert r.returncode == 0, r.stderr
     assert ("the catalogue changed for 1 file done before (c.png: accession 'A-2' -> 'A-2b'; "
@@ -134,6 +135,7 @@ def test_a_corrected_catalogue_reaches_the_manifest_on_rescan_and_the_job_goes_o
     assert run_cli("export", out, tmp_path / "e1.csv").returncode == 0
     with open(tmp_path / "e1.csv", newline="", encoding="utf-8-sig") as f:
         exp = {Path(x["source_path"]).name: x for x in csv.DictReader(f, delimiter=";")}
+    assert list(exp) == ["c.png", "b.png", "Müller 1.png"]  # the catalogue's order, then the rest
     assert (exp["c.png"]["accession"], exp["c.png"]["title"]) == ("A-2b", "Tor am Markt")
     assert exp["c.png"]["output_record"] == "outdated: redo to update its XMP"
     assert exp["b.png"]["output_record"] == "current"

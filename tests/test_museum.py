@@ -122,6 +122,14 @@ def test_records_survive_run_and_export_byte_exact(museum, tmp_path, ckpt):
     got = {tuple(x[:3]) for x in body}
     assert {tuple(r) for r in museum["expected"].values()} <= got
     assert len(body) == 105
+    # in the catalogue's own order (its repeated row left out), then the files it does not list
+    in_order = [r[0] for k, r in enumerate(museum["records"]) if k != 40]
+    assert [x[0] for x in body] == in_order + [""] * 7
+    from pipeline.client.outdir import Outdir  # the review page's grid, unsorted, alike
+    from pipeline.client.runview import RunView
+
+    grid = RunView(Outdir(str(out))).page({})["rows"]
+    assert [g["catalogue"]["Inventarnummer"] for g in grid] == (in_order + [None] * 7)[:100]
     out_col = header.index("output_path")
     assert all(not Path(x[out_col]).is_absolute() for x in body if x[out_col])
 

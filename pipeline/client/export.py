@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 from pipeline.client.catalogue import stored_name
-from pipeline.client.manifest import read_catalogue_info
+from pipeline.client.manifest import in_catalogue_order, read_catalogue_info
 from pipeline.client.outdir import Outdir
 from pipeline.client.results import SCHEMA
 from pipeline.client.reviews import state_of
@@ -36,7 +36,7 @@ def ooxml_escape(text: str) -> str:
 def export_table(out: Outdir, info: dict) -> tuple[list[str], list[list]]:
     """(header, rows): catalogue columns as written (info: the manifest's catalogue_info), then
     ours (renamed colorize_NAME where the catalogue has a column of that name); rows in the
-    manifest's order (sorted by path)."""
+    catalogue's order (manifest.in_catalogue_order)."""
     t = out.read_results()
     cat_cols = [c for c in info.get("columns", []) if stored_name(c) in t.column_names]
     legacy = [n for n in t.column_names if n not in SCHEMA.names and n not in
@@ -47,7 +47,7 @@ def export_table(out: Outdir, info: dict) -> tuple[list[str], list[list]]:
     taken = set(cat_cols) | set(legacy) | set(written.values())
     header = ([written.get(c, c) for c in cat_cols] + legacy
               + [f"colorize_{n}" if n in taken else n for n in ours])
-    t = t.sort_by([("shard", "ascending"), ("source_path", "ascending")])
+    t = in_catalogue_order(t, out.read_job()["spec"]["manifest"])
     ids = t.column("image_id").to_pylist()
     carried = [t.column(stored_name(c)).to_pylist() for c in cat_cols]
     current = _current_cells(out, cat_cols, ids, carried)

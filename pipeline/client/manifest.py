@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from pipeline.client.catalogue import DELIMITER_NAMES, Catalogue, read_catalogue, stored_name
 from pipeline.client.outdir import Outdir
-from pipeline.client.results import CORE_COLUMNS
+from pipeline.client.results import CORE_COLUMNS, PROBED
 from pipeline.errors import ScanError
 from pipeline.storage import is_url
 from pipeline.worker.imaging import DEFAULT_MAX_PIXELS, DecodeError, read_header
@@ -212,8 +212,9 @@ def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int = 64
         "rel_path": rels,
         "out_stem": stems,
     }
-    for k in CORE_COLUMNS[5:]:
+    for k in PROBED:
         cols[k] = [p[k] for p in probes]
+    cols["catalogue_order"] = pa.array([by_path[r].get("_order") for r in real], pa.int64())
     for c in columns:
         cols[stored_name(c)] = pa.array([by_path[r]["_cells"].get(c) for r in real], pa.string())
     table = pa.table(cols)
@@ -351,6 +352,7 @@ def _collect(sources: Iterable[str], opts: dict, log) -> tuple[dict[str, dict], 
                 report.duplicates.append((listed[key], row))
                 continue
             listed[key] = row
+            entry["_order"] = len(listed)  # the catalogues' own order: the export's
             entry["_cells"] = row["_cells"]
             entry["_columns"] = row["_from"].columns  # a list of paths has none
             if not is_url(key) and not os.path.exists(key):
@@ -404,7 +406,8 @@ def _recatalogue(old: pa.Table, manifest: str, by_path: dict[str, dict], columns
     """An earlier manifest's rows with the cells their catalogue rows hold now: a corrected title
     or accession number reaches the export and the next outputs' XMP. Ids, shards and output
     names stay (the job goes on); a cell no catalogue gives this time (the file is not listed, or
-    its catalogue has no such column) stays as it was."""
+    its catalogue has no such column) stays as it was. Their catalogue_order is this scan's (null
+    for a file no catalogue lists now)."""
     paths = old.column("path").to_pylist()
     rows = [by_path.get(_key(manifest, p)) for p in paths]
     for c in columns:
@@ -417,8 +420,10 @@ def _recatalogue(old: pa.Table, manifest: str, by_path: dict[str, dict], columns
             continue
         found.recatalogued += changed
         col = pa.array([None if v is None else str(v) for v in now], pa.string())
-        old = (old.set_column(old.column_names.index(name), name, col) if name in old.column_names
-               else old.append_column(name, col))
+        old = _put(old, name, col)
+    # their place in the catalogues as read now: one numbering for old rows and new
+    old = _put(old, "catalogue_order", pa.array([None if r is None else r.get("_order")
+                                                 for r in rows], pa.int64()))
     if found.recatalogued:
         files = sorted({p for p, *_ in found.recatalogued})
         shown = "; ".join(f"{Path(p).name}: {c} {w!r} -> {n!r}" for p, c, w, n in found.recatalogued[:3])
@@ -428,6 +433,11 @@ def _recatalogue(old: pa.Table, manifest: str, by_path: dict[str, dict], columns
             "colorize run -o OUTDIR --redo " + (" ".join(shlex.quote(p) for p in files) if len(files) <= 3
                                                  else "LIST (--report FILE lists them: 'recatalogued')"))
     return old
+
+
+def _put(t: pa.Table, name: str, col: pa.Array) -> pa.Table:
+    return (t.set_column(t.column_names.index(name), name, col) if name in t.column_names
+            else t.append_column(name, col))
 
 
 def _changed(old: pa.Table, manifest: str, present: set[str]) -> list[str]:
@@ -465,6 +475,23 @@ def cells_now(manifest: str, image_ids, carried: dict[str, object]) -> dict[str,
                       value_set=m.column("image_id"))
     return {n: pc.if_else(pc.is_null(idx), was, m.column(n).cast(pa.string()).take(idx))
             for n, was in carried.items()}
+
+
+def in_catalogue_order(t: pa.Table, manifest: str) -> pa.Table:
+    """Result rows in the archive's own order, as the export and the review page give them: the
+    catalogues' records as they were read, then the files no catalogue lists, each by shard and
+    path (the order of a manifest from before catalogue_order, or one that moved)."""
+    import pyarrow.compute as pc
+
+    try:
+        m = read_manifest(manifest, columns=["image_id", "catalogue_order"])
+        order = m.column("catalogue_order").take(pc.index_in(t.column("image_id"),
+                                                              value_set=m.column("image_id")))
+    except ScanError:
+        order = pa.nulls(t.num_rows, pa.int64())
+    keys = [("catalogue_order", "ascending"), ("shard", "ascending"), ("source_path", "ascending")]
+    return t.take(pc.sort_indices(t.select(["shard", "source_path"]).append_column(
+        "catalogue_order", order), keys))  # nulls last: arrow's default
 
 
 def read_catalogue_info(path: str | os.PathLike) -> dict:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import pyarrow as pa
 
 # A manifest's own columns (client/manifest.py writes them); any other column is the catalogue's.
-CORE_COLUMNS = ["image_id", "shard", "path", "rel_path", "out_stem", "size_bytes", "width",
-                "height", "mode", "format", "frames", "scan_error"]
+# PROBED: what the scan reads from each file's header. catalogue_order: the row's place among
+# the catalogues' records as read (1, 2, ...; null for a file no catalogue lists), so that the
+# export and the review page give the rows in the archive's own order, not the disk's.
+PROBED = ["size_bytes", "width", "height", "mode", "format", "frames", "scan_error"]
+CORE_COLUMNS = ["image_id", "shard", "path", "rel_path", "out_stem", *PROBED, "catalogue_order"]
 STATUSES = ("ok", "error", "skipped")
 SCHEMA = pa.schema([
     ("image_id", pa.string()),

@@ -12,7 +12,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.client.catalogue import stored_name
-from pipeline.client.manifest import cells_now, read_catalogue_info, resolve_path
+from pipeline.client.manifest import (
+    cells_now,
+    in_catalogue_order,
+    read_catalogue_info,
+    resolve_path,
+)
 from pipeline.client.outdir import Outdir
 
 PAGE = 100
@@ -73,8 +78,7 @@ class RunView:
         stamp = (self._shard_stamp(), self._manifest_stamp())
         with self._lock:
             if stamp != self._stamp:
-                t = self.outdir.read_results().sort_by([("shard", "ascending"),
-                                                        ("source_path", "ascending")])
+                t = in_catalogue_order(self.outdir.read_results(), self.manifest)
                 t, self.info = _with_manifest_cells(t, self.manifest, self.info)
                 self.table, self._stamp, self._fold_cache = t, stamp, {}
                 self.by_id = {iid: i for i, iid in enumerate(t.column("image_id").to_pylist())}

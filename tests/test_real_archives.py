@@ -91,12 +91,51 @@ def test_tiff_carries_camera_exif_and_icc_as_real_tags(bits):
         assert im.size == (60, 40)
 
 
-def test_tiff_keeps_the_original_date_when_ifd0_has_none():
+def test_a_tiff_output_does_not_take_the_pictures_date_as_its_own():
+    """TIFF's DateTime is when the file was made: the 1961 picture's date is not this output's."""
     ex = Image.Exif()
     ex[0x8769] = {36867: "1961:07:14 09:30:00"}
     data = encode(np.zeros((8, 8, 3), np.uint8), "tiff", exif=ex.tobytes(), notes=[])
     with tifffile.TiffFile(io.BytesIO(data)) as t:
-        assert t.pages[0].tags["DateTime"].value == "1961:07:14 09:30:00"
+        assert "DateTime" not in t.pages[0].tags
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpeg", "tiff", "webp"])
+def test_a_creators_name_and_rights_in_utf8_exif_come_out_as_written(tmp_path, photo, fmt):
+    """Pillow reads EXIF text as latin-1 and writes it as ASCII: "Zofia Łęcka" became
+    "Zofia ????cka" in every output. The bytes the source holds are the record."""
+    ex = Image.Exif()
+    ex[315], ex[33432] = "Zofia Łęcka".encode(), "© Nationalbibliothek, CC BY-SA 4.0".encode()
+    ex[270] = "Marktplatz in Łódź".encode()
+    ex[0x8769] = {36867: "1923:05:01 10:00:00"}
+    Image.fromarray(photo).save(tmp_path / "scan.jpg", exif=ex.tobytes())
+    subprocess.run(["exiftool", "-q", "-overwrite_original", "-ExifIFD:OwnerName=Jürgen",
+                    tmp_path / "scan.jpg"], check=True)  # as ASCII-typed text, as tools write it
+    d = decode(tmp_path / "scan.jpg")
+    assert "EXIF CameraOwnerName not carried (non-ASCII text in a sub-IFD)" in d.notes
+    notes: list[str] = []
+    data = encode(np.dstack([d.gray] * 3), fmt, exif=d.exif, notes=notes)
+    got = Image.open(io.BytesIO(data)).getexif()
+    text = {t: got[t].encode("latin-1").decode("utf-8") for t in (315, 33432, 270)}
+    assert text == {315: "Zofia Łęcka", 33432: "© Nationalbibliothek, CC BY-SA 4.0",
+                    270: "Marktplatz in Łódź"}
+    if fmt != "tiff":  # the sub-IFD's ASCII text, as it was
+        assert got.get_ifd(0x8769)[36867] == "1923:05:01 10:00:00"
+
+
+def test_a_resolution_the_scan_never_stated_is_not_invented(tmp_path, photo):
+    """Pillow says 72 dpi for a JPEG whose JFIF gives only an aspect ratio and whose EXIF no
+    resolution, and 1 dpi for a TIFF without one: the output must not claim either."""
+    ex = Image.Exif()
+    ex[315] = "A. Fotograf"
+    Image.fromarray(photo).save(tmp_path / "ratio.jpg", exif=ex.tobytes())  # JFIF unit 0, 1:1
+    assert Image.open(tmp_path / "ratio.jpg").info["dpi"] == (72, 72)  # Pillow's guess
+    assert decode(tmp_path / "ratio.jpg").dpi is None
+    Image.fromarray(photo).save(tmp_path / "600.jpg", dpi=(600, 600))
+    assert decode(tmp_path / "600.jpg").dpi == (600.0, 600.0)
+    ex[282], ex[283], ex[296] = 2, 1, 1  # a 2:1 pixel aspect, "no absolute unit"
+    Image.fromarray(photo).save(tmp_path / "aspect.tif", exif=ex.tobytes())
+    assert decode(tmp_path / "aspect.tif").dpi is None
 
 
 def test_16bit_rgb_gray_scans_stay_16bit(tmp_path, photo):

@@ -310,6 +310,27 @@ def _oriented(src: Image.Image, notes: list[str]):
         return Image.Exif(), src
 
 
+def _stated(src: Image.Image) -> dict:
+    """The file's info as the file states it: Pillow fills in a resolution the scan never gave
+    (1 dpi for a TIFF without XResolution; 72 for a JPEG whose JFIF gives only an aspect ratio
+    and whose EXIF no resolution), and an output must not carry an invented one."""
+    info = dict(src.info)
+    if src.format == "TIFF":  # ResolutionUnit 1 is "no absolute unit": an aspect ratio
+        tags = getattr(src, "tag_v2", {})
+        stated = 282 in tags and tags.get(296, 2) in (2, 3)
+    elif src.format == "JPEG" and info.get("jfif_unit") not in (1, 2):
+        try:
+            ex = src.getexif()
+            stated = 0x011A in ex and ex.get(0x0128) in (2, 3)
+        except Exception:  # noqa: BLE001 - malformed EXIF states nothing (decode notes it)
+            stated = False
+    else:
+        stated = True
+    if not stated:
+        info.pop("dpi", None)
+    return info
+
+
 def decode(path: str | os.PathLike | io.BytesIO, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
     """Decode to lightness with orientation applied. Raises DecodeError with a clear reason."""
     with _open(path, max_pixels) as src:  # multi-page TIFFs keep their file open until closed
@@ -320,9 +341,7 @@ def decode(path: str | os.PathLike | io.BytesIO, max_pixels: int = DEFAULT_MAX_P
             if n > 1:
                 notes.append(f"first of {n} pages")
                 src.seek(0)
-            info = dict(src.info)
-            if fmt == "TIFF" and 282 not in getattr(src, "tag_v2", {}):  # no XResolution tag:
-                info.pop("dpi", None)  # Pillow says 1 dpi, the scan says nothing; nor do we
+            info = _stated(src)
             tiff_orientation = _tiff_orientation(src)
             src.load()
             exif_obj, im = _oriented(src, notes)
@@ -417,7 +436,7 @@ def gray_jpeg_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decod
             exif_obj = im.getexif()
             if exif_obj.get(0x0112, 1) != 1:
                 return None  # rotated or mirrored: Pillow applies EXIF orientation, on the CPU
-            d = _decoded(None, im.mode, im.format, "gray", dict(im.info), exif_obj, [])
+            d = _decoded(None, im.mode, im.format, "gray", _stated(im), exif_obj, [])
             d.encoded, d.size = data, im.size
             return d
     except (DecodeError, OSError, SyntaxError, ValueError, struct.error, EOFError):
@@ -460,12 +479,35 @@ def _decoded(gray, src_mode, fmt, kind, info, exif_obj, notes) -> Decoded:
     for tag in _LAYOUT_TAGS & set(exif_obj):  # a TIFF's IFD is its EXIF: not the output's layout
         del exif_obj[tag]
     if len(exif_obj):
+        exif_text_as_written(exif_obj, notes)
         try:
             exif_obj[0x0112] = 1  # pixels are upright now
             d.exif = exif_obj.tobytes()
         except Exception as e:  # a string where a rational belongs, and worse: drop it
             notes.append(f"EXIF not carried (malformed: {type(e).__name__}: {e})"[:200])
     return d
+
+
+def exif_text_as_written(exif_obj, notes: list[str] | None = None) -> None:
+    """Pillow reads an EXIF text as latin-1 and writes it back as ASCII with '?' for every other
+    character: a creator's name in UTF-8 (Zofia Łęcka) or a © in a rights statement would come
+    out damaged. The main IFD's texts go back as the bytes they were; in the Exif and GPS
+    sub-IFDs Pillow's writer would call such bytes a number list, not text, so a non-ASCII text
+    there is left out, and said, rather than written wrong."""
+    from PIL import ExifTags, TiffTags
+
+    for tag, v in list(exif_obj.items()):
+        if isinstance(v, str) and not v.isascii() and TiffTags.lookup(tag).type == TiffTags.ASCII:
+            exif_obj[tag] = v.encode("latin-1", "replace")
+    left = []
+    for sub in (ExifTags.IFD.Exif, ExifTags.IFD.GPSInfo):
+        ifd = exif_obj.get_ifd(sub) if sub in exif_obj else {}
+        for tag, v in list(ifd.items()):
+            if isinstance(v, str) and not v.isascii():
+                del ifd[tag]
+                left.append(ExifTags.TAGS.get(tag, ExifTags.GPSTAGS.get(tag, hex(tag))))
+    if left and notes is not None:
+        notes.append(f"EXIF {', '.join(left)} not carried (non-ASCII text in a sub-IFD)")
 
 
 def colorfulness(rgb: np.ndarray, max_side: int = 256) -> float:

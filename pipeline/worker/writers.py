@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.worker.hints import made_with
+from pipeline.worker.imaging import exif_text_as_written
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -152,13 +153,12 @@ def _exif_as_tiff_tags(exif: bytes, notes: list[str] | None) -> list[tuple]:
     tags = []
     for tag in _TIFF_ASCII_TAGS:
         v = ex.get(tag)
-        if isinstance(v, bytes):
-            v = v.decode("latin-1", "replace")
-        if isinstance(v, str) and v.strip("\0 "):
-            tags.append((tag, "s", 0, v.strip("\0"), True))
-    sub = ex.get_ifd(0x8769)
-    if 306 not in ex and sub.get(36867):  # DateTimeOriginal: the date an archive cares about
-        tags.append((306, "s", 0, str(sub[36867]).strip("\0"), True))
+        if isinstance(v, str):  # as Pillow read it (latin-1): the bytes the source holds
+            v = v.encode("latin-1", "replace")
+        if isinstance(v, bytes) and v.strip(b"\0 "):
+            tags.append((tag, "s", 0, v.strip(b"\0"), True))
+    # (the Exif sub-IFD's DateTimeOriginal is the picture's date, not this file's: TIFF's
+    # DateTime would say the output was made in 1923; the XMP keeps it, see packet)
     dropped = [n for t, n in ((0x8769, "Exif"), (0x8825, "GPS")) if t in ex]
     if dropped and notes is not None:
         notes.append(f"TIFF output: EXIF {' and '.join(dropped)} sub-IFD not carried "
@@ -270,6 +270,7 @@ def _pil(rgb: np.ndarray, kind: str, dpi, icc, exif, provenance: dict | None, op
         ex = Image.Exif()
         if exif:
             ex.load(exif[6:] if exif.startswith(b"Exif\x00\x00") else exif)
+            exif_text_as_written(ex)
         ex[305] = provenance["software"]
         ex.setdefault(270, provenance_text(provenance))
         exif = ex.tobytes()

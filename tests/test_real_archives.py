@@ -525,3 +525,78 @@ def test_a_folder_of_odd_files_goes_through_every_command(tmp_path, photo, ckpt)
     twelve = next(r for r in Outdir(tmp_path / "png").read_results().to_pylist()
                   if Path(r["source_path"]).stem == "twelve-bit")
     assert "12-bit JPEG" in twelve["error"]
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpeg", "tiff", "webp"])
+def test_the_archives_own_xmp_is_carried_with_ours_added(tmp_path, photo, fmt):
+    """A library's scan holds its rights, creator, keywords and caption in XMP (and IPTC-IIM):
+    the output keeps them beside our record; what its pixels contradict (orientation, gray)
+    goes; what cannot be carried (the IIM block, a PNG's texts in another format) is noted."""
+    import json
+    import shutil
+
+    from pipeline.worker.writers import encode_output, provenance
+
+    if shutil.which("exiftool") is None:
+        pytest.skip("exiftool is not installed (.ci/run installs it)")
+    src = tmp_path / "scan.png"
+    Image.fromarray(photo).save(src)
+    subprocess.run(["exiftool", "-q", "-overwrite_original", "-XMP-dc:Rights=© Nationalbibliothek",
+                    "-XMP-dc:Creator=Zofia Łęcka", "-XMP-dc:Subject=Łódź", "-XMP-dc:Subject=Café",
+                    "-XMP-dc:Description=Marktplatz, 1923", "-XMP-dc:Identifier=NB-000123",
+                    "-XMP-tiff:Orientation=6", "-XMP-photoshop:ColorMode=Grayscale",
+                    "-IPTC:Keywords=Café", "-PNG:Title=Omas Hochzeit", src], check=True)
+    d = decode(src)
+    prov = provenance("c" * 64, "2026-12-02", "s" * 64, {"identifier": "INV-7", "source": "scan.png"})
+    data, notes = encode_output(np.dstack([d.gray] * 3), fmt, d, 90, prov)
+    out = tmp_path / f"out.{fmt}"
+    out.write_bytes(data)
+    got = json.loads(subprocess.run(["exiftool", "-j", "-G1", "-XMP:all", "-PNG:Title", out],
+                                    capture_output=True, text=True, check=True).stdout)[0]
+    assert got["XMP-dc:Rights"] == "© Nationalbibliothek" and got["XMP-dc:Creator"] == "Zofia Łęcka"
+    assert got["XMP-dc:Subject"] == ["Łódź", "Café"]
+    assert got["XMP-dc:Description"] == "Marktplatz, 1923"  # the archive's caption, not our line
+    assert got["XMP-dc:Identifier"] == "INV-7"  # the catalogue is the record
+    assert got["XMP-iptcExt:DigitalSourceType"].endswith("compositeWithTrainedAlgorithmicMedia")
+    assert got["XMP-colorize:SourceSHA256"] == "s" * 64
+    assert "XMP-tiff:Orientation" not in got and "XMP-photoshop:ColorMode" not in got
+    assert "IPTC-IIM block not carried (the source's XMP is)" in notes
+    if fmt == "png":
+        assert got["PNG:Title"] == "Omas Hochzeit"
+    else:
+        assert f"PNG text Title not carried (a {fmt} has no place for it)" in notes
+
+
+def test_a_source_xmp_that_does_not_parse_is_noted_and_ours_written(tmp_path, photo):
+    from pipeline.worker.writers import encode_output, provenance
+
+    d = decode(io.BytesIO(_png_with_xmp(photo, b"<x:xmpmeta><rdf:RDF>broken")))
+    assert d.xmp is None and any(n.startswith("source XMP not carried (unreadable") for n in d.notes)
+    evil = (b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa">]><x:xmpmeta xmlns:x="adobe:ns:meta/">'
+            b'<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"/></x:xmpmeta>')
+    d = decode(io.BytesIO(_png_with_xmp(photo, evil)))
+    assert d.xmp is None and "source XMP not carried (unreadable: it declares a DOCTYPE)" in d.notes
+    data, _ = encode_output(np.dstack([d.gray] * 3), "png", d, 90, provenance("c" * 64, "2026", None))
+    assert b"compositeWithTrainedAlgorithmicMedia" in data
+
+
+def _png_with_xmp(photo, xmp: bytes) -> bytes:
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("XML:com.adobe.xmp", xmp.decode())
+    buf = io.BytesIO()
+    Image.fromarray(photo).save(buf, "PNG", pnginfo=info)
+    return buf.getvalue()
+
+
+def test_a_tiff_output_keeps_the_pictures_date_in_its_xmp():
+    from pipeline.worker.writers import provenance
+
+    ex = Image.Exif()
+    ex[0x8769] = {36867: "1961:07:14 09:30:00"}
+    data = encode(np.zeros((8, 8, 3), np.uint8), "tiff", exif=ex.tobytes(), notes=[],
+                  provenance=provenance("c" * 64, "2026-12-02", None))
+    with tifffile.TiffFile(io.BytesIO(data)) as t:
+        xmp = bytes(t.pages[0].tags["XMP"].value)
+    assert b'exif:DateTimeOriginal="1961-07-14T09:30:00"' in xmp

@@ -52,6 +52,8 @@ class Decoded:
     dpi: tuple[float, float] | None = None
     icc_profile: bytes | None = None  # kept only when it describes RGB (a gray profile would lie)
     exif: bytes | None = None  # orientation reset: pixels are already upright
+    xmp: bytes | None = None  # the source's XMP packet, checked to parse (writers merge ours in)
+    texts: dict[str, str] = field(default_factory=dict)  # a PNG's text chunks (Title, Author...)
     notes: list[str] = field(default_factory=list)
     encoded: bytes | None = None  # the file, while gray is None
     size: tuple[int, int] | None = None  # (width, height), while gray is None
@@ -72,6 +74,11 @@ class Decoded:
         """What a result row says of the source."""
         return dict(width=self.width, height=self.height, input_mode=self.mode, input_kind=self.kind,
                     bits=self.bits, notes="; ".join(self.notes) or None)
+
+
+# Pillow warns on stderr of an IPTC or other TIFF tag longer than it expects, as it loads a
+# scan's tags: that block is not carried anyway (the note says so), and a run's log is for users.
+warnings.filterwarnings("ignore", message="Metadata Warning", category=UserWarning)
 
 
 @dataclass
@@ -456,7 +463,30 @@ def _from_image(im, src_mode, fmt, info, exif_obj, notes) -> Decoded:
 # output of another size, depth and format they would be false, so they are never carried.
 _LAYOUT_TAGS = frozenset({
     254, 255, 256, 257, 258, 259, 262, 266, 273, 277, 278, 279, 280, 281, 284, 317, 320, 322, 323,
-    324, 325, 338, 339, 340, 341, 513, 514, 529, 530, 531, 532, 34675})
+    324, 325, 338, 339, 340, 341, 513, 514, 529, 530, 531, 532, 34675,
+    700, 33723, 34377})  # and its XMP, IPTC and Photoshop blocks: not EXIF (XMP: d.xmp)
+
+
+def source_xmp(data, notes: list[str]) -> bytes | None:
+    """The source's XMP packet when it parses as XML (the writers add ours to it); one that does
+    not, or declares a DOCTYPE (which no XMP needs and entity tricks do), is left out, noted."""
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    if not data or not data.strip(b"\0 \t\r\n"):
+        return None
+    import xml.etree.ElementTree as ET
+
+    try:
+        if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
+            raise ValueError("it declares a DOCTYPE")
+        root = ET.fromstring(data.strip(b"\0 \t\r\n"))
+        if root.find(".//{http://www.w3.org/1999/02/22-rdf-syntax-ns#}RDF") is None and not \
+                root.tag.endswith("}RDF"):
+            raise ValueError("no rdf:RDF in it")
+    except (ET.ParseError, ValueError) as e:
+        notes.append(f"source XMP not carried (unreadable: {e})"[:200])
+        return None
+    return bytes(data)
 
 
 def _decoded(gray, src_mode, fmt, kind, info, exif_obj, notes) -> Decoded:
@@ -476,6 +506,12 @@ def _decoded(gray, src_mode, fmt, kind, info, exif_obj, notes) -> Decoded:
         d.icc_profile = icc
     elif icc:
         notes.append("non-RGB ICC profile not carried")
+    d.xmp = source_xmp(info.get("xmp"), notes)
+    d.texts = {k: str(v) for k, v in info.items() if fmt == "PNG" and isinstance(v, str)
+               and k != "XML:com.adobe.xmp" and not k.startswith("Raw profile type")}
+    if (0x0404 in (info.get("photoshop") or {}) or 33723 in exif_obj
+            or "Raw profile type iptc" in info):
+        notes.append("IPTC-IIM block not carried" + (" (the source's XMP is)" if d.xmp else ""))
     for tag in _LAYOUT_TAGS & set(exif_obj):  # a TIFF's IFD is its EXIF: not the output's layout
         del exif_obj[tag]
     if len(exif_obj):

@@ -11,6 +11,7 @@ when."""
 from __future__ import annotations
 
 import io
+import re
 import struct
 import zlib
 from collections.abc import Callable
@@ -29,7 +30,8 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
 
 
 def _itxt(keyword: str, text: str) -> bytes:
-    return _png_chunk(b"iTXt", keyword.encode("latin-1") + b"\x00\x00\x00\x00\x00" + text.encode())
+    return _png_chunk(b"iTXt", keyword.encode("latin-1", "replace")[:79] + b"\x00\x00\x00\x00\x00"
+                      + text.encode("utf-8", "surrogateescape"))
 
 
 def provenance(checkpoint_sha256: str, date: str, source_sha256: str | None,
@@ -52,6 +54,10 @@ def encode_output(rgb: np.ndarray, fmt: str, d, quality: int, prov: dict) -> tup
     where the format carries it, our provenance and record; metadata a writer chokes on is
     dropped with a note, never fatal."""
     notes = list(d.notes)
+    prov = {**prov, "source_xmp": d.xmp, "texts": d.texts}
+    if d.texts and fmt != "png":
+        notes.append(f"PNG text {', '.join(sorted(d.texts))} not carried (a {fmt} has no place "
+                     "for it)")
     try:
         data = encode(rgb, fmt, d.dpi, d.icc_profile, d.exif, quality=quality, notes=notes,
                       provenance=prov)
@@ -62,7 +68,55 @@ def encode_output(rgb: np.ndarray, fmt: str, d, quality: int, prov: dict) -> tup
 
 
 def xmp_packet(p: dict) -> bytes:
-    return packet(p, provenance_text(p))
+    ours = packet(p, provenance_text(p))
+    return merged(ours, p["source_xmp"]) if p.get("source_xmp") else ours
+
+
+RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
+# What a source's XMP says of its own file that the output contradicts: its layout, its colour
+# mode (gray), its instance (this is another file).
+_SAYS_OF_ITS_FILE = {f"{{{ns}}}{n}" for ns, names in {
+    "http://ns.adobe.com/tiff/1.0/": ("Orientation", "ImageWidth", "ImageLength", "BitsPerSample",
+                                      "PhotometricInterpretation", "SamplesPerPixel", "Compression"),
+    "http://ns.adobe.com/exif/1.0/": ("PixelXDimension", "PixelYDimension", "ColorSpace"),
+    "http://ns.adobe.com/photoshop/1.0/": ("ColorMode", "ICCProfile"),
+    "http://ns.adobe.com/xap/1.0/mm/": ("InstanceID",),
+}.items() for n in names}
+
+
+def merged(ours: bytes, source: bytes) -> bytes:
+    """The source's XMP with ours added: the archive's rights, creator, keywords and caption
+    stay; where both say a thing (the identifier, the tool, the date) ours, the record, wins;
+    the source's caption (dc:description) is kept over our line, which the file says elsewhere
+    (DigitalSourceType, CreatorTool, its own EXIF/PNG/TIFF text). Ours alone if it cannot be."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        prefixes = dict(ev[1] for ev in ET.iterparse(io.BytesIO(ours), events=("start-ns",)))
+        prefixes.update(ev[1] for ev in ET.iterparse(io.BytesIO(source.strip(b"\0 \t\r\n")),
+                                                     events=("start-ns",)))
+        src = ET.fromstring(source.strip(b"\0 \t\r\n"))
+        rdf = src if src.tag == f"{{{RDF}}}RDF" else src.find(f".//{{{RDF}}}RDF")
+        mine = ET.fromstring(ours).find(f".//{{{RDF}}}Description")
+        said = {t for d in rdf.iter(f"{{{RDF}}}Description") for t in [*d.attrib, *(c.tag for c in d)]}
+        if "{http://purl.org/dc/elements/1.1/}description" in said:  # the archive's caption
+            mine.remove(mine.find("{http://purl.org/dc/elements/1.1/}description"))
+        drop = ({*mine.attrib, *(c.tag for c in mine)} - {f"{{{RDF}}}about"}) | _SAYS_OF_ITS_FILE
+        for d in rdf.iter(f"{{{RDF}}}Description"):
+            for a in [a for a in d.attrib if a in drop]:
+                del d.attrib[a]
+            for c in [c for c in d if c.tag in drop]:
+                d.remove(c)
+        rdf.append(mine)
+        for prefix, uri in prefixes.items():
+            if prefix and not re.fullmatch(r"ns\d+", prefix):
+                ET.register_namespace(prefix, uri)
+        body = ET.tostring(rdf, encoding="unicode")
+    except Exception:  # noqa: BLE001 - imaging.source_xmp parsed it; anything else: ours alone
+        return ours
+    return ('<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>\n'
+            '<x:xmpmeta xmlns:x="adobe:ns:meta/">\n' + body
+            + '\n</x:xmpmeta>\n<?xpacket end="w"?>').encode("utf-8")
 
 
 def provenance_text(p: dict) -> str:
@@ -99,6 +153,8 @@ def _png(rgb: np.ndarray, dpi, icc, exif, level: int, provenance: dict | None = 
     if exif:
         out.append(_png_chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif))
     if provenance:
+        # the source's own texts (a Title, an Author) first; the Software is ours now
+        out += [_itxt(k, v) for k, v in (provenance.get("texts") or {}).items() if k != "Software"]
         out.append(_itxt("Software", provenance["software"]))
         out.append(_itxt("Comment", provenance_text(provenance)))
         out.append(_itxt("XML:com.adobe.xmp", xmp_packet(provenance).decode()))
@@ -124,6 +180,8 @@ def _tiff(rgb: np.ndarray, dpi, icc, exif, notes: list[str] | None,
     extratags = [(34675, 7, len(icc), icc, True)] if icc else []
     if exif:
         extratags += _exif_as_tiff_tags(exif, notes)
+        if provenance and (taken := _date_original(exif)):
+            provenance = {**provenance, "date_original": taken}  # the sub-IFD stays behind
     kw = dict(resolution=dpi, resolutionunit="INCH") if dpi else {}
     # Software is ours (tifffile would write its own name); ImageDescription too, unless the
     # source had one (a caption is the archive's, not ours to replace).
@@ -164,6 +222,19 @@ def _exif_as_tiff_tags(exif: bytes, notes: list[str] | None) -> list[tuple]:
         notes.append(f"TIFF output: EXIF {' and '.join(dropped)} sub-IFD not carried "
                      "(baseline tags and the date kept)")
     return tags
+
+
+def _date_original(exif: bytes) -> str | None:
+    """EXIF's DateTimeOriginal as XMP writes it (1961-07-14T09:30:00), or None."""
+    ex = Image.Exif()
+    try:
+        ex.load(exif[6:] if exif.startswith(b"Exif\x00\x00") else exif)
+        v = str(ex.get_ifd(0x8769).get(36867) or "").strip("\0 ")
+    except Exception:  # noqa: BLE001 - malformed: _exif_as_tiff_tags has said so
+        return None
+    if len(v) < 19 or v[4] != ":" or v[7] != ":":
+        return None
+    return f"{v[:4]}-{v[5:7]}-{v[8:10]}T{v[11:19]}"
 
 
 def _pil_rgb(rgb: np.ndarray) -> Image.Image:
@@ -373,6 +444,8 @@ def packet(provenance: dict, description: str) -> bytes:
         attrs["xmp:MetadataDate"] = provenance["date"]
     if provenance.get("source_sha256"):
         attrs["colorize:SourceSHA256"] = provenance["source_sha256"]
+    if provenance.get("date_original"):
+        attrs["exif:DateTimeOriginal"] = provenance["date_original"]
     body = []
     if rec.get("identifier"):
         body.append(f"<dc:identifier>{_xml(rec['identifier'])}</dc:identifier>")
@@ -390,6 +463,7 @@ def packet(provenance: dict, description: str) -> bytes:
         '    xmlns:dc="http://purl.org/dc/elements/1.1/"\n'
         '    xmlns:xmp="http://ns.adobe.com/xap/1.0/"\n'
         '    xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/"\n'
+        '    xmlns:exif="http://ns.adobe.com/exif/1.0/"\n'
         f'    xmlns:colorize="{NS_COLORIZE}"{attr_text}>\n   '
         + "\n   ".join(body)
         + "\n  </rdf:Description>\n </rdf:RDF>\n</x:xmpmeta>\n<?xpacket end=\"w\"?>"

@@ -504,6 +504,15 @@ def cmd_status(a) -> int:
             pace = (f"; but no shard committed for {round(s['stalled_s'] / 60)} min (are its "
                     "workers alive? `colorize run` says so when it has none)")
         print(f"a run is active ({s['running']}){pace}")
+    if s["damaged"] or s["extra"]:
+        said = [f"{plural(len(s['damaged']), 'results file')} damaged (shard "
+                f"{', '.join(map(str, s['damaged']))}: not counted above)"] if s["damaged"] else []
+        said += [f"{plural(len(s['extra']), 'results file')} for no shard of the job (shard "
+                 f"{', '.join(map(str, s['extra']))}: not counted above)"] if s["extra"] else []
+        print(f"{'; '.join(said)}; `colorize run -o {a.outdir} --repair` sets "
+              f"{'it' if len(s['damaged']) + len(s['extra']) == 1 else 'them'} aside in "
+              "quarantine/ and colorizes a damaged one's shard again", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -596,7 +605,7 @@ def cmd_audit(a) -> int:
         return 0
     print(f"audit FAILED: {line}", file=sys.stderr)
     for p in r["problems"][:50]:
-        what = p.get("output_path") or p.get("source_path") or p.get("image_id")
+        what = p.get("output_path") or p.get("source_path") or p.get("path") or p.get("image_id")
         print(f"  {p['kind']}: {what}" + (f" ({p['reason']})" if "reason" in p else ""),
               file=sys.stderr)
     if len(r["problems"]) > 50:
@@ -632,7 +641,8 @@ def _audit_advice(outdir: str, problems: list[dict]) -> str:
     kinds = {str(p["kind"]) for p in problems}
     said = []
     if kinds - {"input_missing", "input_changed"}:
-        said.append(f"fix the outputs with `colorize run -o {outdir} --repair`")
+        what = "the outputs and results" if kinds & {"damaged_result", "extra_result"} else "the outputs"
+        said.append(f"fix {what} with `colorize run -o {outdir} --repair`")
     changed = [p["source_path"] for p in problems if str(p["kind"]) == "input_changed"]
     if changed:
         which = shlex.quote(changed[0]) if len(changed) == 1 else "LIST (audit.json lists them)"

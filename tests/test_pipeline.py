@@ -271,6 +271,47 @@ def test_audit_finds_damage_and_repair_fixes_exactly_it(archive, clean_run, ckpt
     assert main(["audit", str(out), "-q"]) == 0
 
 
+def test_a_damaged_or_stray_results_file_is_named_and_repair_mends_it(archive, clean_run, ckpt, tmp_path, capsys):
+    """A results file cut short (a disk's damage, a copy stopped half-way) and one copied in for a
+    shard the job does not have: audit names both (exit 1, not a traceback), status says so,
+    export refuses in one line, and --repair sets them aside and runs the damaged shard again."""
+    import shutil
+
+    _, man = archive
+    out = tmp_path / "out"
+    shutil.copytree(clean_run, out)
+    res = out / "results"
+    good = (res / "shard-00001.parquet").read_bytes()
+    (res / "shard-00001.parquet").write_bytes(good[:300])
+    shutil.copy(res / "shard-00000.parquet", res / "shard-00099.parquet")
+    capsys.readouterr()
+    assert main(["audit", str(out), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "damaged_result: results/shard-00001.parquet" in err
+    assert "extra_result: results/shard-00099.parquet" in err
+    assert "fix the outputs and results with `colorize run -o" in err
+    counts = json.loads((out / "audit.json").read_text())["problem_counts"]
+    assert counts == {"damaged_result": 1, "extra_result": 1, "no_result": SHARD}  # no duplicates
+    assert main(["status", str(out)]) == 1
+    o = capsys.readouterr()
+    assert f"shards 8 committed, 0 pending of 9; images {34 - SHARD} ok" in o.out
+    assert ("1 results file damaged (shard 1: not counted above); 1 results file for no shard of "
+            "the job (shard 99: not counted above)") in o.err
+    assert main(["export", str(out), str(tmp_path / "e.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "shard-00001.parquet is damaged (" in err and "--repair` sets it aside" in err
+    assert len(err.strip().splitlines()) == 1
+    assert main(run_args(man, out, ckpt, "--repair")) == 0
+    o = capsys.readouterr().out
+    assert "moved a damaged results file to" in o and "its shard runs again" in o
+    assert "moved a stray results file to" in o
+    assert f"done: {SHARD} ok" in o
+    assert (out / "quarantine" / "results" / "shard-00001.parquet").read_bytes() == good[:300]
+    assert image_files(out) == image_files(clean_run)
+    assert comparable(out) == comparable(clean_run)
+    assert main(["audit", str(out), "-q"]) == 0
+
+
 def test_audit_of_changed_or_missing_originals_says_what_fixes_them(archive, clean_run, ckpt, tmp_path, capsys):
     """--repair rewrites outputs; it cannot bring an original back, and a changed original is
     colorized again only on request (--redo): the advice says so, and never points in a circle."""

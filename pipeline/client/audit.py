@@ -110,15 +110,27 @@ def audit(outdir: str | Store | Outdir, quick: bool = False, check_inputs: bool 
     spec = od.read_job()["spec"]
     man_t = read_manifest(spec["manifest"])  # once: the rows' keys here, the catalogue's cells below
     man = man_t.select(["image_id", "path", "shard", "out_stem"]).to_pylist()
-    res = od.read_results().to_pylist()
+    shards = {r["shard"] for r in man}
+    damaged: list[int] = []
+    res = od.read_results(damaged=damaged, shards=shards).to_pylist()
+    # a results file that does not read, or for no shard of the job (a copy, a stray): named,
+    # and its rows not taken as the job's (--repair moves both aside)
+    extra = sorted(od.committed_shards() - shards)
     ok_rows = [r for r in res if r["status"] == "ok"]
     foreign: list[str] = []
-    problems = _row_problems(man, res) + _output_problems(od, ok_rows, quick, progress, foreign,
-                                                          output_stems(r["out_stem"] for r in man))
+    problems = [dict(kind=k, shard=n, path=od.shard_rel(n)) for k, ns in (
+        (Problem.DAMAGED_RESULT, sorted(damaged)), (Problem.EXTRA_RESULT, extra)) for n in ns]
+    # a damaged shard's outputs are claimed by the rows it lost, not strays: its run again
+    # writes them, byte for byte
+    lost = output_stems(r["out_stem"] for r in man if r["shard"] in damaged)
+    problems += _row_problems(man, res) + [
+        p for p in _output_problems(od, ok_rows, quick, progress, foreign,
+                                    output_stems(r["out_stem"] for r in man))
+        if not (p["kind"] is Problem.STRAY_OUTPUT and os.path.splitext(p["output_path"])[0] in lost)]
     if check_inputs:
         problems += _input_problems(spec["manifest"], res, progress)
     status_counts = Counter(r["status"] for r in res)
-    committed = od.committed_shards()
+    committed = (od.committed_shards() & shards) - set(damaged)
     redo_state = redo.load(out)
     redo_pending, redo_problems, redone = _redo_check(redo_state, res)
     problems += redo_problems + _hint_problems(od, res, redo_state)
@@ -142,7 +154,7 @@ def audit(outdir: str | Store | Outdir, quick: bool = False, check_inputs: bool 
         "errors": errors, "skipped": skipped, "nearly_gray": grayish, "carried": carried,
         "foreign_files": foreign, "redone": redone, "redo_pending": sorted(redo_pending),
         "committed_shards": len(committed), "review": review_counts(od, res),
-        "shards": len({r["shard"] for r in man}), "stopped": last_stop(od),
+        "shards": len(shards), "stopped": last_stop(od),
         "record_outdated": _outdated_records(man_t, ok_rows, carried),
     }
     report["incomplete"] = incomplete(report, committed)

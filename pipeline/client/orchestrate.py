@@ -139,8 +139,8 @@ def run_job(o: JobSpec, log=print, redo: tuple[dict[int, set[str]], dict] | None
 def _plan(outdir: Outdir, o: JobSpec, sizes: dict[int, int], redo_req, fp: str, log) -> _Work:
     """What this run does: the uncommitted shards whole, and in committed shards the images a
     repair or a redo (this one's, or one a stop left unfinished) names."""
+    fixes = plan_repair(outdir, log) if o.repair else {}  # first: it may set results aside
     pending = sorted(set(sizes) - outdir.committed_shards())
-    fixes = plan_repair(outdir, log) if o.repair else {}
     said = (f"; repairing {plural(sum(map(len, fixes.values())), 'image')} in "
             f"{plural(len(fixes), 'shard')}") if fixes else ""
     state = redo.request(outdir, *redo_req) if redo_req else redo.load(outdir)
@@ -359,6 +359,7 @@ def plan_repair(outdir: Outdir, log) -> dict[int, set[str]]:
 
     report = audit(outdir, progress=False)
     fixes: dict[int, set[str]] = {}
+    whole: set[int] = set()
     shard_of = {}
     committed = outdir.committed_shards()
     for p in report["problems"]:
@@ -378,7 +379,12 @@ def plan_repair(outdir: Outdir, log) -> dict[int, set[str]]:
             log(f"moved an output no result row claims to {outdir.quarantine(p['output_path'])}")
         elif kind is Problem.NO_RESULT and p["shard"] in committed:
             fixes.setdefault(p["shard"], set()).add(p["image_id"])
-    return fixes
+        elif kind in (Problem.DAMAGED_RESULT, Problem.EXTRA_RESULT):
+            what = "a damaged" if kind is Problem.DAMAGED_RESULT else "a stray"
+            log(f"moved {what} results file to {outdir.quarantine(p['path'])}"
+                + ("; its shard runs again" if kind is Problem.DAMAGED_RESULT else ""))
+            whole.add(p["shard"])
+    return {s: ids for s, ids in fixes.items() if s not in whole}  # a whole shard: pending now
 
 
 def _pace(outdir: Outdir, sizes: dict[int, int], committed: set[int]) -> dict:
@@ -407,11 +413,14 @@ def status(outdir: str | os.PathLike) -> dict:
     outdir = Outdir(outdir)
     spec = outdir.read_job()["spec"]
     sizes = shard_sizes(spec["manifest"])
-    committed = outdir.committed_shards()
-    t = outdir.read_results(columns=["status"])
+    damaged: list[int] = []
+    t = outdir.read_results(columns=["status"], damaged=damaged, shards=set(sizes))
+    files = outdir.committed_shards()
+    committed = (files & set(sizes)) - set(damaged)
     counts = Counter(t.column("status").to_pylist())
-    s = {"shards": len(sizes), "committed": len(committed),
-         "pending": len(set(sizes) - committed), "images": sum(sizes.values()),
+    s = {"shards": len(sizes), "committed": len(committed), "damaged": sorted(damaged),
+         "extra": sorted(files - set(sizes)),
+         "pending": len(set(sizes) - files), "images": sum(sizes.values()),  # what a run does
          **{s: counts.get(s, 0) for s in results.STATUSES}}
     s["running"] = outdir.lock_holder()
     s["stopped"] = None if s["running"] else last_stop(outdir)

@@ -43,9 +43,19 @@ class Problem(str, Enum):
     INPUT_MISSING = "input_missing"  # --check-inputs: the original is gone
     INPUT_CHANGED = "input_changed"  # ... or changed since it was colorized
     HINTS_MISMATCH = "hints_mismatch"  # a hinted output not made from the hints its redo recorded
+    DAMAGED_RESULT = "damaged_result"  # a shard's results file that does not read as Parquet
+    EXTRA_RESULT = "extra_result"  # a results file for a shard the manifest does not have
 
     def __str__(self) -> str:
         return self.value
+
+
+class DamagedResults(JobError):
+    """A committed results file that does not read as Parquet."""
+
+
+def _shard_of(path: str) -> int:
+    return int(path.rsplit("-", 1)[1].split(".")[0])
 
 
 class Outdir:
@@ -112,8 +122,7 @@ class Outdir:
         return self.store.full(self.shard_rel(shard))
 
     def committed_shards(self) -> set[int]:
-        return {int(p.rsplit("-", 1)[1].split(".")[0])
-                for p in self.store.glob(f"{self.RESULTS}/shard-*.parquet")}
+        return {_shard_of(p) for p in self.store.glob(f"{self.RESULTS}/shard-*.parquet")}
 
     def write_shard(self, shard: int, rows: list[dict], carried: list | None = None) -> None:
         """The commit of a shard's result rows (with the manifest's `carried` catalogue fields):
@@ -126,18 +135,12 @@ class Outdir:
     def read_shard(self, shard: int) -> pa.Table:
         return pq.read_table(io.BytesIO(self.store.read_bytes(self.shard_rel(shard))))
 
-    def read_results(self, columns: list[str] | None = None) -> pa.Table:
-        files = self.store.glob(f"{self.RESULTS}/shard-*.parquet")
-        if not files:
-            t = SCHEMA.empty_table()
-            return t if columns is None else t.select(columns)
-        tables = [pq.read_table(self.store.full(f), columns=columns, filesystem=self.store.fs)
-                  for f in files]
-        t = pa.concat_tables(tables, promote_options="default")
-        for name in SCHEMA.names if columns is None else ():  # shards written before a column existed
-            if name not in t.column_names:
-                t = t.append_column(name, pa.nulls(len(t), SCHEMA.field(name).type))
-        return t
+    def read_results(self, columns: list[str] | None = None, damaged: list[int] | None = None,
+                     shards: set[int] | None = None) -> pa.Table:
+        """The committed rows (of `shards` only, if given). A results file that does not read
+        (a disk's or a copy's damage) raises DamagedResults, saying how to mend it; or, given
+        `damaged`, its shard goes there and the rest are read (what audit reports)."""
+        return _read_results(self, columns, damaged, shards)
 
     # --- outputs -----------------------------------------------------------------------------
 
@@ -227,6 +230,30 @@ def _lock_holder(store: Store, lock: str) -> str | None:
         return os.pread(fd, 64, 0).decode(errors="replace").strip() or "pid unknown"
     finally:
         os.close(fd)
+
+
+def _read_results(od: Outdir, columns, damaged: list[int] | None, shards: set[int] | None) -> pa.Table:
+    tables = []
+    for f in od.store.glob(f"{od.RESULTS}/shard-*.parquet"):
+        if shards is not None and _shard_of(f) not in shards:
+            continue
+        try:
+            tables.append(pq.read_table(od.store.full(f), columns=columns, filesystem=od.store.fs))
+        except (pa.ArrowInvalid, OSError) as e:
+            if damaged is None:
+                raise DamagedResults(
+                    f"{od.store.full(f)} is damaged ({str(e).splitlines()[0][:120]}); "
+                    f"`colorize run -o {od} --repair` sets it aside in {od.QUARANTINE}/ "
+                    "and colorizes its shard again") from None
+            damaged.append(_shard_of(f))
+    if not tables:
+        t = SCHEMA.empty_table()
+        return t if columns is None else t.select(columns)
+    t = pa.concat_tables(tables, promote_options="default")
+    for name in SCHEMA.names if columns is None else ():  # shards written before a column existed
+        if name not in t.column_names:
+            t = t.append_column(name, pa.nulls(len(t), SCHEMA.field(name).type))
+    return t
 
 
 def output_stems(stems) -> set[str]:

@@ -278,9 +278,10 @@ def cmd_run(a) -> int:
         from pipeline.client.cluster import scheduler_address
 
         a.scheduler = scheduler_address(a.scheduler)
-    if not a.manifest and a.output and Outdir(a.output).has_job():
-        # `colorize run -o OUTDIR` (with --repair, --dry-run...): the job is in its job.json;
-        # what the user names on the line still wins (and is checked against it).
+    if a.output and Outdir(a.output).has_job() and not (a.manifest and a.restart):
+        # `colorize run -o OUTDIR` (with --repair, --dry-run, or --manifest where the manifest is
+        # now): the job is in its job.json; what the user names on the line still wins (and is
+        # checked against it). A restart with another manifest is a new job: the line's alone.
         old = Outdir(a.output).read_job()["spec"]
         for k in ("manifest", "checkpoint", *IDENTITY_FIELDS):
             if k not in getattr(a, "given", set()) and k in old:
@@ -300,7 +301,9 @@ def cmd_run(a) -> int:
         raise UsageError(f"--manifest {a.manifest} is {what}, not a manifest; make one first: "
                          f"colorize scan {a.manifest} -o manifest.parquet")
     if "://" not in a.manifest and not m.is_file():
-        raise UsageError(f"manifest not found: {a.manifest}")
+        raise UsageError(f"manifest not found: {a.manifest}; " + (
+            _moved_advice(a.output) if "manifest" not in getattr(a, "given", set())  # job.json's
+            else "make one first: colorize scan SOURCES -o manifest.parquet"))
     redo = _redo_request(a) if a.redo else None
     if a.hinted:
         redo = _hinted_request(a, redo)
@@ -426,8 +429,9 @@ def cmd_export(a) -> int:
     if a.excel and not a.dest.lower().endswith((".xlsx", ".xlsm")):
         raise UsageError(f"--excel writes a workbook: name it *.xlsx, not {a.dest}")
     try:
-        r = export(a.outdir, a.dest, excel=a.excel or None, delimiter=a.delimiter,
-                   encoding=a.encoding)
+        with _manifest_moved(a.outdir):
+            r = export(a.outdir, a.dest, excel=a.excel or None, delimiter=a.delimiter,
+                       encoding=a.encoding)
     except UnicodeEncodeError as e:
         raise UsageError(f"a cell holds {e.object[e.start:e.end]!r}, which {a.encoding} cannot "
                          "write; use --encoding utf-8-sig") from None
@@ -477,8 +481,12 @@ def _manifest_moved(outdir: str):
     except ScanError as e:
         if "manifest not found" not in str(e):
             raise
-        raise UsageError(f"{e}; if it was moved, name it where it is now (the same manifest: nothing "
-                         f"is redone): colorize run -o {outdir} --manifest NEW/PATH.parquet") from None
+        raise UsageError(f"{e}; {_moved_advice(outdir)}") from None
+
+
+def _moved_advice(outdir: str) -> str:
+    return ("if it was moved, name it where it is now (the same manifest: nothing is redone): "
+            f"colorize run -o {outdir} --manifest NEW/PATH.parquet")
 
 
 def cmd_status(a) -> int:

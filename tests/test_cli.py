@@ -343,13 +343,24 @@ def test_a_relative_manifest_moved_with_its_scans_is_found_again(tmp_path, ckpt,
     out = tmp_path / "out"
     assert main(["scan", str(arch), "-o", str(arch / "m.parquet"), "--relative", "-q"]) == 0
     run = ["--checkpoint", ckpt, "--size", "32", "-q"]
-    assert main(["run", "--manifest", str(arch / "m.parquet"), "-o", str(out), *run]) == 0
+    assert main(["run", "--manifest", str(arch / "m.parquet"), "-o", str(out), *run, "--format",
+                 "tiff"]) == 0
     shutil.move(arch, tmp_path / "arch2")  # the archive moves to a new disk
     capsys.readouterr()
     assert main(["status", str(out)]) == 2
     err = capsys.readouterr().err
     assert "manifest not found" in err and f"colorize run -o {out} --manifest NEW/PATH.parquet" in err
-    assert main(["run", "-o", str(out), "--manifest", str(tmp_path / "arch2" / "m.parquet"), *run]) == 0
+    for argv in (["export", str(out), str(tmp_path / "e.csv")], ["run", "-o", str(out), "-q"]):
+        assert main(argv) == 2  # the same advice, not a reader's errno
+        err = capsys.readouterr().err
+        assert f"manifest not found: {arch / 'm.parquet'}; if it was moved" in err, err
+    assert main(["run", "--manifest", str(tmp_path / "e.csv"), "-o", str(tmp_path / "o2")]) == 2
+    assert "make one first: colorize scan" in capsys.readouterr().err
+    (tmp_path / "photo.parquet").write_bytes((tmp_path / "arch2" / "0.png").read_bytes())
+    assert main(["run", "--manifest", str(tmp_path / "photo.parquet"), "-o", str(tmp_path / "o2")]) == 2
+    assert "photo.parquet is not a manifest (not a Parquet file)" in capsys.readouterr().err
+    # the advice as given: the job's own options (its format, its checkpoint) come from job.json
+    assert main(["run", "-o", str(out), "--manifest", str(tmp_path / "arch2" / "m.parquet"), "-q"]) == 0
     assert f"the job's manifest is now {tmp_path / 'arch2' / 'm.parquet'}" in capsys.readouterr().out
     assert main(["status", str(out)]) == 0 and main(["audit", str(out), "-q"]) == 0
 

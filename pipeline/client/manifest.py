@@ -504,7 +504,19 @@ def read_catalogue_info(path: str | os.PathLike) -> dict:
             return catalogue_info(pq.read_schema(p, filesystem=fs))
         return catalogue_info(pq.read_schema(path))
     except (FileNotFoundError, pa.ArrowInvalid, OSError) as e:
-        raise ScanError(f"cannot read manifest {path}: {e}") from None
+        raise _unreadable(path, e) from None
+
+
+def _unreadable(path, e: Exception) -> ScanError:
+    """Why a manifest cannot be read, as its user reads it: not there, not a manifest at all
+    (a photo, a CSV named .parquet), or damaged."""
+    text = str(e)
+    if isinstance(e, FileNotFoundError) or "No such file or directory" in text or "[Errno 2]" in text:
+        return ScanError(f"manifest not found: {path}")
+    if "magic bytes not found" in text:
+        return ScanError(f"{path} is not a manifest (not a Parquet file); make one first: "
+                         "colorize scan SOURCES -o manifest.parquet")
+    return ScanError(f"cannot read manifest {path}: {text.splitlines()[0] if text else type(e).__name__}")
 
 
 def _catalogue_columns(catalogues: list[Catalogue], old: pa.Table | None) -> list[str]:
@@ -580,10 +592,8 @@ def read_manifest(path: str | os.PathLike, columns: list[str] | None = None,
             fs, p = fsspec.core.url_to_fs(str(path))
             return pq.read_table(p, columns=columns, filters=filters, filesystem=fs)
         return pq.read_table(path, columns=columns, filters=filters)
-    except FileNotFoundError:
-        raise ScanError(f"manifest not found: {path}") from None
-    except (pa.ArrowInvalid, OSError) as e:
-        raise ScanError(f"cannot read manifest {path}: {e}") from None
+    except (pa.ArrowInvalid, OSError) as e:  # FileNotFoundError too
+        raise _unreadable(path, e) from None
 
 
 def shard_rows(path: str | os.PathLike, shard: int) -> tuple[pa.Table, list[dict]]:

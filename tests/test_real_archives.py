@@ -600,3 +600,45 @@ def test_a_tiff_output_keeps_the_pictures_date_in_its_xmp():
     with tifffile.TiffFile(io.BytesIO(data)) as t:
         xmp = bytes(t.pages[0].tags["XMP"].value)
     assert b'exif:DateTimeOriginal="1961-07-14T09:30:00"' in xmp
+
+
+def test_every_file_of_a_shoebox_is_a_row_or_named_as_left_out(tmp_path, ckpt):
+    """A family's folder as it is: an iPhone's HEIC, a PDF named like a photo, a camera RAW, a
+    note and an XMP sidecar, a NAS's thumbnail folder and a hidden one, the OS's own files. The
+    pictures no reader here opens are rows with the reason and what to do; the rest is counted
+    and named, never silently gone; the NAS's and the OS's own files are not the archive's."""
+    p = tmp_path / "photos"
+    for d in ("album", ".thumbnails", "@eaDir/a.jpg"):
+        (p / d).mkdir(parents=True)
+    for rel in ("album/a.jpg", ".thumbnails/t.jpg", "@eaDir/a.jpg/SYNOPHOTO_THUMB_S.jpg"):
+        Image.new("L", (24, 16), 90).save(p / rel)
+    (p / "album" / "IMG_2043.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic" + b"\x00" * 40)
+    (p / "album" / "Uncle Joe 1962.jpg").write_bytes(b"%PDF-1.4\n%...")
+    (p / "album" / "DSC_0001.NEF").write_bytes(b"II*\x00" + b"\x00" * 60)  # TIFF-shaped, as RAWs are
+    (p / "album" / "note.txt").write_text("Oma, 1950")
+    (p / "album" / "a.xmp").write_text("<x:xmpmeta/>")
+    for junk in ("Thumbs.db", ".DS_Store", "desktop.ini"):
+        (p / "album" / junk).write_bytes(b"x")
+    r = run_cli("scan", p, "-o", tmp_path / "m.parquet", "--report", tmp_path / "report.csv")
+    assert r.returncode == 0, r.stderr
+    assert "2 files left out: not pictures (1 .xmp, 1 .txt; --report lists them): a.xmp; note.txt" \
+           in r.stderr
+    t = pq.read_table(tmp_path / "m.parquet").to_pylist()
+    assert sorted(Path(x["path"]).name for x in t) == ["DSC_0001.NEF", "IMG_2043.HEIC", "Uncle Joe 1962.jpg",
+                                                       "a.jpg"]
+    report = (tmp_path / "report.csv").read_text(encoding="utf-8-sig")
+    assert "not_a_picture" in report and "note.txt" in report
+    out = tmp_path / "out"
+    (out).mkdir()
+    (out / ".DS_Store").write_bytes(b"x")  # a folder made in the Finder: empty to its user
+    r = run_cli("run", "--manifest", tmp_path / "m.parquet", "-o", out, "--checkpoint", ckpt,
+                "--size", "32", "-q", "--workers", "1")
+    assert r.returncode == 0, r.stderr
+    rows = {Path(x["source_path"]).name: (x["status"], x["error"])
+            for x in pq.read_table(out / "results").to_pylist()}
+    assert rows["a.jpg"] == ("ok", None)
+    assert rows["IMG_2043.HEIC"] == ("error", "an HEIC photo (iPhones' format): convert it to JPEG "
+                                              "or TIFF (e.g. heif-convert) first")
+    assert rows["Uncle Joe 1962.jpg"] == ("error", "a PDF document, not an image: export its pages "
+                                                   "as TIFF first")
+    assert rows["DSC_0001.NEF"] == ("error", "a camera RAW file: develop it to TIFF first")

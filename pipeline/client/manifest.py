@@ -9,6 +9,7 @@ import io
 import json
 import os
 import shlex
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -25,11 +26,30 @@ from pipeline.client.outdir import Outdir
 from pipeline.client.results import CORE_COLUMNS, PROBED
 from pipeline.errors import ScanError
 from pipeline.storage import is_url
-from pipeline.worker.imaging import DEFAULT_MAX_PIXELS, DecodeError, read_header
+from pipeline.worker.imaging import (
+    DEFAULT_MAX_PIXELS,
+    NOT_READ_EXTS,
+    DecodeError,
+    not_read_here,
+    read_header,
+)
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".jpe", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif",
               ".jp2", ".j2k", ".pgm", ".pbm", ".ppm", ".pnm"}
 LIST_EXTS = {".csv", ".txt", ".tsv"}
+# what a folder holds that is not a picture, nor the archive's: never counted as left out
+SYSTEM_FILES = {"thumbs.db", "desktop.ini", "ehthumbs.db", "icon\r"}
+SYSTEM_DIRS = {"@eadir", "__macosx", "$recycle.bin", "#recycle", "system volume information",
+               "#snapshot", ".snapshot"}
+
+
+def _kind_of(name: str) -> str:
+    """'image', 'not_read' (a picture no reader here opens: a row with the reason), 'system'
+    (hidden or the OS's own: left out silently), or 'other' (left out, counted and named)."""
+    ext = os.path.splitext(name)[1].lower()
+    if name.startswith(".") or name.lower() in SYSTEM_FILES:
+        return "system"
+    return "image" if ext in IMAGE_EXTS else "not_read" if ext in NOT_READ_EXTS else "other"
 ROW_GROUP = 8192
 
 
@@ -56,8 +76,11 @@ def _expand_url(src: str) -> Iterator[dict]:
     else:
         raise ScanError(f"source not found: {src}")
     for f in sorted(found):
-        if Path(f).suffix.lower() in IMAGE_EXTS and not Path(f).name.startswith("."):
+        kind = _kind_of(Path(f).name)
+        if kind in ("image", "not_read"):
             yield {"path": fs.unstrip_protocol(f)}
+        elif kind == "other":
+            yield {"_other": fs.unstrip_protocol(f)}
 
 
 def _expand(src: str, list_options: dict | None = None) -> Iterator[dict]:
@@ -71,10 +94,14 @@ def _expand(src: str, list_options: dict | None = None) -> Iterator[dict]:
                 dirs[:] = []
                 yield {"_outdir": root}
                 continue
-            dirs.sort()
+            # hidden folders and a NAS's or an OS's own (@eaDir thumbnails): not the archive's
+            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d.lower() not in SYSTEM_DIRS)
             for name in sorted(files):
-                if Path(name).suffix.lower() in IMAGE_EXTS and not name.startswith("."):
+                kind = _kind_of(name)
+                if kind in ("image", "not_read"):
                     yield {"path": os.path.join(root, name)}
+                elif kind == "other":
+                    yield {"_other": os.path.join(root, name)}
     elif p.is_file() and p.suffix.lower() in LIST_EXTS:
         cat = read_catalogue(p, **(list_options or {}))
         yield {"_catalogue": cat}
@@ -110,6 +137,10 @@ def _probe(row: dict, max_pixels: int) -> dict:
     path = row["path"]
     out = {"size_bytes": None, "width": None, "height": None, "mode": None, "format": None,
            "frames": None, "scan_error": None}
+    if why := not_read_here(path):
+        out["scan_error"] = why
+        out["size_bytes"] = None if is_url(path) or not os.path.exists(path) else os.path.getsize(path)
+        return out
     if not is_url(path) and os.path.islink(path) and not os.path.exists(path):
         out["scan_error"] = (f"broken symbolic link: it points to {os.readlink(path)}, which is "
                              "not there")
@@ -195,7 +226,8 @@ def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int = 64
     if old is not None and found.catalogues:
         old = _recatalogue(old, extend, by_path, columns, found, log)
     if report:
-        log(f"wrote {report}: {found.write_csv(report)} mismatches between files and catalogue")
+        log(f"wrote {report}: {found.write_csv(report)} lines (files left out, and mismatches "
+            "between files and catalogue)")
     if relative and not is_url(output):
         base = Path(output).resolve().parent
         stored = [r if is_url(r) else os.path.relpath(r, base) for r in real]
@@ -260,6 +292,7 @@ class ScanReport:
     # extending: files done before whose catalogue row says something else now: (path, column,
     # was, now), one per changed cell; the manifest takes the catalogue's
     recatalogued: list[tuple[str, str, str | None, str | None]] = field(default_factory=list)
+    others: list[str] = field(default_factory=list)  # in a folder: not pictures (notes, sidecars)
 
     def lines(self, limit: int = 5) -> list[str]:
         """The short summary a scan prints."""
@@ -272,6 +305,11 @@ class ScanReport:
         def some(items):
             return "; ".join(items[:limit]) + (f"; ... ({len(items) - limit} more)"
                                                if len(items) > limit else "")
+        if self.others:
+            exts = Counter(os.path.splitext(p)[1].lower() or "no extension" for p in self.others)
+            out.append(f"{_n(len(self.others), 'file')} left out: not pictures ("
+                       + ", ".join(f"{n} {e}" for e, n in exts.most_common()) + "; --report "
+                       f"lists them): {some([Path(p).name for p in self.others])}")
         if self.uncatalogued:
             out.append(f"{_n(len(self.uncatalogued), 'file')} found but not in the catalogue "
                        f"(colorized, with no catalogue columns): {some(self.uncatalogued)}")
@@ -304,6 +342,7 @@ class ScanReport:
     def write_csv(self, path: str | os.PathLike) -> int:
         """One line per mismatch (kind, path, catalogue, line, other line); returns the count."""
         rows = [("uncatalogued", p, "", "", "") for p in self.uncatalogued]
+        rows += [("not_a_picture", p, "", "", "") for p in self.others]
         rows += [("missing", r["path"], r["_from"].path, r["_line"], "") for r in self.missing]
         rows += [("no_file", "", c.path, r["_line"], "") for c in self.catalogues for r in c.nofile]
         rows += [("duplicate", b["path"], b["_from"].path, b["_line"], f"{a['_from'].path}:{a['_line']}")
@@ -341,6 +380,9 @@ def _collect(sources: Iterable[str], opts: dict, log) -> tuple[dict[str, dict], 
                 continue
             if "_catalogue" in row:
                 report.catalogues.append(row["_catalogue"])
+                continue
+            if "_other" in row:
+                report.others.append(row["_other"])
                 continue
             key = row["path"] if is_url(row["path"]) else _real(row["path"])
             entry = by_path.setdefault(key, {"path": row["path"], "_cells": {}})

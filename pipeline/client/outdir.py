@@ -106,7 +106,9 @@ class Outdir:
             return
         if self.store.local and not Path(self.store.root).is_dir():
             return  # not a folder: the write check names that
-        theirs = self.store.foreign(self.FRESH)
+        # a Finder's or Explorer's own file in a folder just made is not the user's work
+        theirs = [f for f in self.store.foreign(self.FRESH)
+                  if f.rsplit("/", 1)[-1].lower() not in (".ds_store", "thumbs.db", "desktop.ini")]
         if theirs:
             shown = ", ".join(theirs[:5]) + (f" and {len(theirs) - 5} more" if len(theirs) > 5 else "")
             raise JobError(f"{self.store} is not a colorize output folder (no {self.JOB}) and is not "

@@ -81,6 +81,41 @@ class Decoded:
 warnings.filterwarnings("ignore", message="Metadata Warning", category=UserWarning)
 
 
+# Files an archive holds beside its scans that no reader here opens: what each is, and what makes
+# it one we do (scan lists them by extension, so that none of them vanishes from the count).
+NOT_READ_HERE = {
+    "heic": "an HEIC photo (iPhones' format): convert it to JPEG or TIFF (e.g. heif-convert) first",
+    "pdf": "a PDF document, not an image: export its pages as TIFF first",
+    "raw": "a camera RAW file: develop it to TIFF first",
+    "jxl": "a JPEG XL image: convert it to PNG or TIFF first",
+    "djvu": "a DjVu document: export its pages as TIFF first",
+}
+NOT_READ_EXTS = {".heic": "heic", ".heif": "heic", ".pdf": "pdf", ".jxl": "jxl", ".djvu": "djvu",
+                 **{e: "raw" for e in (".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw",
+                                       ".srf", ".sr2", ".orf", ".rw2", ".raf", ".pef", ".srw",
+                                       ".x3f", ".3fr", ".iiq", ".erf", ".mos", ".kdc", ".rwl")}}
+
+
+def not_read_here(name: str) -> str | None:
+    """Why a file of this name is not colorized (a DNG would open as its TIFF preview, not the
+    picture), or None."""
+    kind = NOT_READ_EXTS.get(os.path.splitext(name)[1].lower())
+    return NOT_READ_HERE[kind] if kind else None
+
+
+def _what_it_is(head: bytes, name: str) -> str:
+    """Why an unidentified file is not colorized, by its first bytes, else its extension."""
+    if head.startswith(b"%PDF"):
+        kind = "pdf"
+    elif head[4:8] == b"ftyp" and head[8:12] in (b"heic", b"heix", b"mif1", b"msf1", b"heim", b"heis"):
+        kind = "heic"
+    elif head.startswith(b"\xff\x0a") or head.startswith(b"\x00\x00\x00\x0cJXL "):
+        kind = "jxl"
+    else:
+        kind = NOT_READ_EXTS.get(os.path.splitext(name)[1].lower())
+    return NOT_READ_HERE[kind] if kind else "not an image (unrecognised format)"
+
+
 @dataclass
 class Header:
     width: int
@@ -121,7 +156,7 @@ def _open(path: str | os.PathLike | io.BytesIO, max_pixels: int) -> Image.Image:
         if bits and bits != 8:
             raise DecodeError(f"{bits}-bit JPEG: not supported (only 8-bit JPEGs are; "
                               "convert it to a 16-bit TIFF or PNG)") from None
-        raise DecodeError("not an image (unrecognised format)") from None
+        raise DecodeError(_what_it_is(head, str(getattr(path, "name", path)))) from None
     except (OSError, SyntaxError, ValueError, struct.error, EOFError) as e:
         kind = "truncated file" if "runcated" in str(e) else "unreadable header"
         raise DecodeError(f"{kind}: {e}") from None
@@ -340,6 +375,8 @@ def _stated(src: Image.Image) -> dict:
 
 def decode(path: str | os.PathLike | io.BytesIO, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
     """Decode to lightness with orientation applied. Raises DecodeError with a clear reason."""
+    if isinstance(path, (str, os.PathLike)) and (why := not_read_here(str(path))):
+        raise DecodeError(why)
     with _open(path, max_pixels) as src:  # multi-page TIFFs keep their file open until closed
         notes: list[str] = []
         try:

@@ -28,6 +28,7 @@ from pipeline.worker.imaging import (
     decode,
     gray_jpeg_header,
     net_input,
+    not_read_here,
 )
 from pipeline.worker.writers import encode_output, extension, output_format, provenance, record
 
@@ -109,6 +110,8 @@ class ImageStages:
             item.fail("permission denied reading the source")
         except Exception as e:  # whatever one source does, it is that image's row, not the shard's
             item.fail(f"cannot read: {type(e).__name__}: {e}")
+        if not item.finished and (why := not_read_here(mrow["path"])):
+            item.fail(why)
         if not item.finished:
             d = (gray_jpeg_header(data, self.spec.max_pixels)
                  if self.spec.jpeg_decode == "device" and not hinted else None)

@@ -19,7 +19,14 @@ except ModuleNotFoundError:  # Python 3.10
 
 
 from pipeline.client.catalogue import DELIMITER_NAMES, delimiter_arg
-from pipeline.client.jobspec import add_flags, count_arg, fraction_arg, positive_int, size_arg
+from pipeline.client.jobspec import (
+    add_flags,
+    count_arg,
+    fraction_arg,
+    positive_int,
+    size_arg,
+    whole_number,
+)
 from pipeline.errors import UsageError, plural
 from pipeline.model.trainspec import TrainConfig
 
@@ -39,11 +46,18 @@ class Parser(argparse.ArgumentParser):
                     hints.append(f"{tok}: did you mean {close[0]}?")
             if hints:
                 message += " (" + "; ".join(hints) + ")"
-        raise UsageError(f"{message} (see `{self.prog} --help`)")
+        prog, cmd = self.prog, getattr(self, "command", None)
+        if message.startswith("argument COMMAND: invalid choice:"):  # `colorize staus`
+            word = message.split("'")[1] if "'" in message else ""
+            close = difflib.get_close_matches(word, self._subparsers._group_actions[0].choices, n=1)
+            message = f"no command {word!r}" + (f": did you mean {close[0]}?" if close else "")
+        elif cmd and " " not in prog:  # the subcommand's own help says what it takes
+            prog = f"{prog} {cmd}"
+        raise UsageError(f"{message} (see `{prog} --help`)")
 
 
 def port_arg(s: str) -> int:
-    v = int(s)
+    v = whole_number(s)
     if not 0 <= v <= 65535:
         raise argparse.ArgumentTypeError(f"must be 0 to 65535, got {v}")
     return v

@@ -17,8 +17,23 @@ from pipeline.worker.writers import CHOICES, format_arg
 # --- value checks shared by flags and TOML keys --------------------------------------------------
 
 
+def whole_number(s) -> int:
+    """int(s), with a message a person reads (argparse would name this function)."""
+    try:
+        return int(s)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"{s!r} is not a whole number") from None
+
+
+def _number(s) -> float:
+    try:
+        return float(s)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"{s!r} is not a number") from None
+
+
 def positive_int(s: str) -> int:
-    v = int(s)
+    v = whole_number(s)
     if v < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
     return v
@@ -26,42 +41,42 @@ def positive_int(s: str) -> int:
 
 def count_arg(s: str) -> int:
     """0 or more: 0 means "choose for me" where the option says so."""
-    v = int(s)
+    v = whole_number(s)
     if v < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
     return v
 
 
 def quality_arg(s: str) -> int:
-    v = int(s)
+    v = whole_number(s)
     if not 1 <= v <= 100:
         raise argparse.ArgumentTypeError(f"must be 1 to 100, got {v}")
     return v
 
 
 def fraction_arg(s: str) -> float:
-    v = float(s)
+    v = _number(s)
     if not 0 <= v < 1:
         raise argparse.ArgumentTypeError(f"must be in [0, 1), got {s}")
     return v
 
 
 def share_arg(s: str) -> float:
-    v = float(s)
+    v = _number(s)
     if not 0 < v <= 1:
         raise argparse.ArgumentTypeError(f"must be in (0, 1], got {s}")
     return v
 
 
 def positive_float(s: str) -> float:
-    v = float(s)
+    v = _number(s)
     if not v > 0:  # NaN too
         raise argparse.ArgumentTypeError(f"must be > 0, got {s}")
     return v
 
 
 def size_arg(s: str) -> int:
-    v = int(s)
+    v = whole_number(s)
     if v < 8 or v % 8:
         raise argparse.ArgumentTypeError(f"must be a positive multiple of 8, got {v}")
     return v

@@ -464,3 +464,22 @@ def test_a_broken_link_in_a_folder_reached_through_a_link_keeps_the_tree(tmp_pat
     man = tmp_path / "m.parquet"
     assert main(["scan", str(tmp_path / "link" / "box"), "-o", str(man), "-q"]) == 0
     assert pq.read_table(man).column("out_stem").to_pylist() == ["a", "b"]
+
+
+def test_names_that_differ_only_in_case_get_outputs_apart(tmp_path):
+    """Photo.jpg and photo.tif (which a Linux disk holds side by side) would both write
+    photo.png on a Mac's or an exFAT disk, one over the other: they keep their extensions, and
+    next month's PHOTO.png, added by --extend, is numbered."""
+    import pyarrow.parquet as pq
+
+    box = tmp_path / "box"
+    box.mkdir()
+    Image.new("L", (20, 20), 9).save(box / "Photo.jpg")
+    Image.new("L", (20, 20), 9).save(box / "photo.tif")
+    man = tmp_path / "m.parquet"
+    assert main(["scan", str(box), "-o", str(man), "-q"]) == 0
+    assert pq.read_table(man).column("out_stem").to_pylist() == ["Photo.jpg", "photo.tif"]
+    Image.new("L", (20, 20), 9).save(box / "PHOTO.png")
+    assert main(["scan", str(box), "-o", str(man), "-q"]) == 0  # extended
+    stems = pq.read_table(man).column("out_stem").to_pylist()
+    assert len({s.casefold() for s in stems}) == 3 and stems[:2] == ["Photo.jpg", "photo.tif"]

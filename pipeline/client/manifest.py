@@ -174,19 +174,21 @@ def _safe_rel(rel: str) -> str:
 def _out_stems(rels: list[str]) -> list[str]:
     """Output name without extension: the source's, unless two sources share a stem
     (scan.jpg and scan.tif in one folder), which then keep their extension to stay apart; a
-    name that still meets another (a\\b.png beside a_b.png) is numbered."""
+    name that still meets another (a\\b.png beside a_b.png) is numbered. Names are told apart
+    as a Mac's or Windows' disk does, case aside: Photo.jpg and photo.tif would both write
+    photo.png there, one over the other."""
     safe = [_safe_rel(r) for r in rels]
     stems = [str(PurePosixPath(r).with_suffix("")) for r in safe]
     seen: dict[str, int] = {}
     for s in stems:
-        seen[s] = seen.get(s, 0) + 1
+        seen[s.casefold()] = seen.get(s.casefold(), 0) + 1
     out, taken = [], set()
     for r, s in zip(safe, stems, strict=True):
-        n, cand = 1, r if seen[s] > 1 else s
-        while cand in taken:
+        n, cand = 1, r if seen[s.casefold()] > 1 else s
+        while cand.casefold() in taken:
             cand, n = f"{s}~{n}", n + 1
         out.append(cand)
-        taken.add(cand)
+        taken.add(cand.casefold())
     return out
 
 
@@ -577,13 +579,13 @@ def _after(old: pa.Table | None, stems: list[str], rels: list[str]) -> tuple[int
     never take an old output's."""
     if old is None or not old.num_rows:
         return 0, stems
-    taken = set(old.column("out_stem").to_pylist())
+    taken = {t.casefold() for t in old.column("out_stem").to_pylist()}  # case aside, as above
     for i, (s, r) in enumerate(zip(stems, rels, strict=True)):
-        n, cand = 1, s if s not in taken else r
-        while cand in taken:
+        n, cand = 1, s if s.casefold() not in taken else r
+        while cand.casefold() in taken:
             cand, n = f"{s}~{n}", n + 1
         stems[i] = cand
-        taken.add(cand)
+        taken.add(cand.casefold())
     return max(old.column("shard").to_pylist()) + 1, stems
 
 

@@ -368,6 +368,10 @@ def test_the_server_wants_its_token_serves_nothing_else_and_writes_only_reviews(
     app = create_app(str(out), who="t", token="tok")
     c = app.test_client()
     with RunLock(out):  # a run holds OUTDIR: the page keeps working
+        bare = c.get("/")  # the address without its token: a person is told what to open
+        assert bare.status_code == 403 and b"the whole link that `colorize review` printed" in bare.data
+        assert "Set-Cookie" not in bare.headers  # the token is given to no one who lacks it
+        assert "Set-Cookie" not in c.get("/api/info?t=wrong").headers
         assert c.get("/api/info").status_code == 403
         assert c.get("/api/info?t=wrong").status_code == 403
         assert c.get("/api/info?t=tok").status_code == 200

@@ -90,7 +90,7 @@ class Previewer:
 
 def create_app(outdir: str, who: str | None = None, token: str | None = None):
     """The review server's Flask app over OUTDIR (app.config["TOKEN"] holds its token)."""
-    from flask import Flask, abort, request, send_from_directory
+    from flask import Flask, Response, g, request, send_from_directory
 
     od = Outdir(outdir)
     if not od.has_job():
@@ -110,11 +110,18 @@ def create_app(outdir: str, who: str | None = None, token: str | None = None):
         given = (request.args.get("t") or request.headers.get("X-Token")
                  or request.cookies.get(COOKIE))
         if not given or not secrets.compare_digest(given, app.config["TOKEN"]):
-            abort(403)
+            return Response("This review page opens only from the whole link that `colorize "
+                            "review` printed (it ends in ?t=...): copy all of it.\n", 403,
+                            mimetype="text/plain")
+        g.authorized = True
+        return None
 
     @app.after_request
     def _cookie(resp):
-        resp.set_cookie(COOKIE, app.config["TOKEN"], httponly=True, samesite="Strict")
+        # the key only to who showed it: a refused request (a page that rebinds its name to
+        # 127.0.0.1, another user of the machine) must not be handed it in a cookie
+        if g.get("authorized"):
+            resp.set_cookie(COOKIE, app.config["TOKEN"], httponly=True, samesite="Strict")
         resp.headers["X-Content-Type-Options"] = "nosniff"
         return resp
 

@@ -141,6 +141,9 @@ def cmd_image(a) -> int:
         raise UsageError(f"output {a.output} is the input: the original would be replaced; "
                          "name another file")
     fmt = by_extension(a.output)
+    if fmt is None and (Path(a.output).is_dir() or a.output.endswith(("/", os.sep))):
+        raise UsageError(f"{a.output} is a folder; OUT names the file to write, e.g. "
+                         f"{Path(a.output) / (Path(a.input).stem + '.png')}")
     if fmt is None:
         raise UsageError(f"output must end in one of {', '.join('.' + c for c in CHOICES[:-1])}, "
                          f"got {a.output!r}")
@@ -172,8 +175,11 @@ def cmd_image(a) -> int:
     data = dataclasses.replace(stages, checkpoint_sha256=net.sha256).colour_one(net, item)
     write_atomic(a.output, data)
     said = f", {plural(item.row['hints'], 'hint')}" if item.row.get("hints") else ""
-    print(f"wrote {a.output} ({d.width}x{d.height}, {d.bits}-bit, source {d.kind}, "
+    bits = d.bits if fmt.bits16 else 8  # a 16-bit scan as a JPEG is 8 bits
+    print(f"wrote {a.output} ({d.width}x{d.height}, {bits}-bit, source {d.kind}, "
           f"checkpoint {net.sha256[:12]}{said})")
+    if item.row.get("notes"):  # what a run's result row would say: a page left, metadata dropped
+        print(f"notes: {item.row['notes']}")
     return 0
 
 
@@ -751,8 +757,10 @@ COMMANDS = {
     ),
     "scan": (
         "list an archive into a manifest (Parquet)",
-        "Scan folders (recursively), globs, or CSV/TXT lists of paths into a sorted, de-"
-        "duplicated, sharded manifest. A CSV's other columns are carried into the results.",
+        "Scan folders (recursively), globs, or CSV/TXT lists of paths into a sorted, sharded "
+        "manifest, a row per file (a file named twice, or by a catalogue and a folder, is one "
+        "row; copies of a picture under other names stay rows of their own). A CSV's other "
+        "columns are carried into the results.",
     ),
     "run": (
         "colorize a manifest into OUTDIR (rerun to resume)",

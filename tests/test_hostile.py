@@ -77,7 +77,7 @@ def build(root: Path, photo) -> dict[str, tuple[str, str]]:
     save("odd 97x61.png", g.resize((97, 61)))
     pages = [g, g.rotate(90, expand=True), g]
     pages[0].save(root / "multipage.tif", save_all=True, append_images=pages[1:])
-    exp["multipage.tif"] = ("ok", "first of 3 pages")
+    exp["multipage.tif"] = ("ok", "first of 3 pages (the other 2 not colorized)")
     save("bilevel.png", g.convert("1"))
     save("scan16.tif", Image.fromarray(photo[:120, :160].astype(np.uint16) * 257))
     la = g.convert("LA")

@@ -79,6 +79,8 @@ def decode_text(p: Path, encoding: str | None, log) -> tuple[str, str]:
             raise ScanError(f"unknown encoding {encoding!r}") from None
         if enc == "cp1252" and not encoding:
             log(f"{p}: not UTF-8; read as Windows-1252 (say --encoding otherwise)")
+        if enc == "utf-8-sig" and not data.startswith(b"\xef\xbb\xbf"):
+            enc = "utf-8"  # what the file is: it has no BOM
         return text, enc
     raise AssertionError("unreachable")
 

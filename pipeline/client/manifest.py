@@ -301,7 +301,8 @@ class ScanReport:
         out = []
         for c in self.catalogues:
             sep = DELIMITER_NAMES.get(c.delimiter, repr(c.delimiter))
-            out.append(f"{c.path}: {len(c.rows)} rows, {len(c.columns)} columns"
+            blank = f" ({len(c.nofile)} naming no file)" if c.nofile else ""
+            out.append(f"{c.path}: {len(c.rows) + len(c.nofile)} rows{blank}, {len(c.columns)} columns"
                        + (f" ({sep}-separated, {c.encoding})" if c.columns else ""))
 
         def some(items):

@@ -93,6 +93,11 @@ class Outdir:
 
     def read_job(self) -> dict:
         if not self.has_job():
+            if self.store.local and not Path(self.store.root).exists():
+                raise JobError(f"{self.store} not found: name a run's output folder (its -o OUTDIR)")
+            if self.store.local and Path(self.store.root).is_file():
+                what = "a manifest" if str(self.store.root).endswith(".parquet") else "a file"
+                raise JobError(f"{self.store} is {what}; name the run's output folder (its -o OUTDIR)")
             raise JobError(f"{self.store} is not a run's output folder (no {self.JOB})")
         return json.loads(self.store.read_text(self.JOB))
 

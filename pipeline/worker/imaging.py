@@ -383,7 +383,7 @@ def decode(path: str | os.PathLike | io.BytesIO, max_pixels: int = DEFAULT_MAX_P
             fmt, src_mode = src.format or "", src.mode
             n = getattr(src, "n_frames", 1)
             if n > 1:
-                notes.append(f"first of {n} pages")
+                notes.append(f"first of {n} pages (the other {n - 1} not colorized)")
                 src.seek(0)
             info = _stated(src)
             tiff_orientation = _tiff_orientation(src)

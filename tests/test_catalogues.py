@@ -158,6 +158,11 @@ def test_a_corrected_catalogue_reaches_the_manifest_on_rescan_and_the_job_goes_o
     (scans / "b.png").rename(scans / "b2.png")  # renamed on disk; the catalogue still names b.png
     r = run_cli("scan", scans, cat, "-o", man)
     assert "1 new, 0 changed, 1 gone" in r.stderr, r.stderr
+    (out / "images" / "c.png").unlink()  # an output deleted: the database must not link to it
+    assert run_cli("export", out, tmp_path / "e3.csv").returncode == 0
+    with open(tmp_path / "e3.csv", newline="", encoding="utf-8-sig") as f:
+        rec = {Path(x["source_path"]).name: x["output_record"] for x in csv.DictReader(f, delimiter=";")}
+    assert rec["c.png"] == "missing: see colorize audit" and rec["b.png"] == "current"
 
 
 @pytest.mark.slow

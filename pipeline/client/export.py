@@ -51,10 +51,14 @@ def export_table(out: Outdir, info: dict) -> tuple[list[str], list[list]]:
     ids = t.column("image_id").to_pylist()
     carried = [t.column(stored_name(c)).to_pylist() for c in cat_cols]
     current = _current_cells(out, cat_cols, ids, carried)
-    # whether each output's own metadata (XMP) holds these cells, or older ones
-    record = [None if st != "ok" else "current" if all(c[k] == o[k] for c, o in zip(
-        current, carried, strict=True)) else "outdated: redo to update its XMP"
-              for k, st in enumerate(t.column("status").to_pylist())]
+    # whether each output's own metadata (XMP) holds these cells, or older ones; or whether the
+    # file is gone (one listing of images/: the database must not link to a file not there)
+    present = set(out.outputs())
+    record = [None if st != "ok" else "missing: see colorize audit" if p not in present
+              else "current" if all(c[k] == o[k] for c, o in zip(current, carried, strict=True))
+              else "outdated: redo to update its XMP"
+              for k, (st, p) in enumerate(zip(t.column("status").to_pylist(),
+                                              t.column("output_path").to_pylist(), strict=True))]
     columns = current + [t.column(n).to_pylist() for n in legacy + ours] + [record]
     header.append("colorize_output_record" if "output_record" in taken else "output_record")
     # the curator's review (colorize review): verdict, note, how many hints, by whom, when

@@ -158,6 +158,7 @@ def test_a_corrected_catalogue_reaches_the_manifest_on_rescan_and_the_job_goes_o
     (scans / "b.png").rename(scans / "b2.png")  # renamed on disk; the catalogue still names b.png
     r = run_cli("scan", scans, cat, "-o", man)
     assert "1 new, 0 changed, 1 gone" in r.stderr, r.stderr
+    assert f"gone since: {scans / 'b.png'} (--report lists them" in r.stderr
     (out / "images" / "c.png").unlink()  # an output deleted: the database must not link to it
     assert run_cli("export", out, tmp_path / "e3.csv").returncode == 0
     with open(tmp_path / "e3.csv", newline="", encoding="utf-8-sig") as f:

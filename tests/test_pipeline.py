@@ -511,6 +511,9 @@ def test_outdir_alone_resumes_and_repairs(archive, clean_run, ckpt, capsys):
     victim.unlink()
     assert main(["run", "-o", str(clean_run), "--repair", "-q"]) == 0
     assert victim.exists()
+    # the run's own count, then the whole job's
+    assert "done: 1 ok, 0 error, 0 skipped in" in (o := capsys.readouterr().out), o
+    assert "; the job: 34 ok, 0 error, 0 skipped of 34 images;" in o
     # a flag named on the line still counts, and a change is refused as ever
     assert main(["run", "-o", str(clean_run), "--format", "tiff", "-q"]) == 2
     assert "format png -> tiff" in capsys.readouterr().err

@@ -438,6 +438,9 @@ def _extend(old: pa.Table, extend: str, real: list[str], rels: list[str], found:
     if found.changed:
         log(f"changed since: {', '.join(found.changed[:5])}{' ...' if len(found.changed) > 5 else ''}"
             "; to colorize them again: colorize run -o OUTDIR --redo FILE")
+    if found.gone:  # renamed, moved or deleted: their outputs and rows stay as they were
+        log(f"gone since: {', '.join(found.gone[:5])}{' ...' if len(found.gone) > 5 else ''} "
+            "(--report lists them; a renamed file is also among the new)")
     return [real[i] for i in keep], [rels[i] for i in keep]
 
 

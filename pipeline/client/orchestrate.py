@@ -131,9 +131,21 @@ def run_job(o: JobSpec, log=print, redo: tuple[dict[int, set[str]], dict] | None
     totals.update(elapsed=elapsed, images_per_s=n / elapsed if elapsed else 0.0,
                   client_peak_rss_mb=peak_rss_mb())
     log(f"done: {totals['ok']} ok, {totals['error']} error, {totals['skipped']} skipped in "
-        f"{elapsed:.1f} s ({totals['images_per_s']:.2f} images/s); images in "
-        f"{outdir.store.full(Outdir.IMAGES)}, results in {outdir.store.full(Outdir.RESULTS)}")
+        f"{elapsed:.1f} s ({totals['images_per_s']:.2f} images/s){_job_so_far(outdir, sizes, n)}; "
+        f"images in {outdir.store.full(Outdir.IMAGES)}, results in {outdir.store.full(Outdir.RESULTS)}")
     return totals
+
+
+def _job_so_far(outdir: Outdir, sizes: dict[int, int], n: int) -> str:
+    """A resumed run's counts are its own: the whole job's, when there is more to it."""
+    if n == sum(sizes.values()):
+        return ""
+    try:
+        c = Counter(outdir.read_results(columns=["status"], damaged=[]).column("status").to_pylist())
+    except Exception:  # noqa: BLE001 - a summary line: the run itself is done and committed
+        return ""
+    return (f"; the job: {c['ok']} ok, {c['error']} error, {c['skipped']} skipped of "
+            f"{plural(sum(sizes.values()), 'image')}")
 
 
 def _plan(outdir: Outdir, o: JobSpec, sizes: dict[int, int], redo_req, fp: str, log) -> _Work:

@@ -133,6 +133,8 @@ def test_a_resolution_the_scan_never_stated_is_not_invented(tmp_path, photo):
     assert decode(tmp_path / "ratio.jpg").dpi is None
     Image.fromarray(photo).save(tmp_path / "600.jpg", dpi=(600, 600))
     assert decode(tmp_path / "600.jpg").dpi == (600.0, 600.0)
+    Image.fromarray(photo).save(tmp_path / "600.png", dpi=(600, 600))  # 23622 pixels a metre
+    assert decode(tmp_path / "600.png").dpi == (600.0, 600.0)  # not 599.9988
     ex[282], ex[283], ex[296] = 2, 1, 1  # a 2:1 pixel aspect, "no absolute unit"
     Image.fromarray(photo).save(tmp_path / "aspect.tif", exif=ex.tobytes())
     assert decode(tmp_path / "aspect.tif").dpi is None

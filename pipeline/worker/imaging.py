@@ -531,6 +531,8 @@ def _decoded(gray, src_mode, fmt, kind, info, exif_obj, notes) -> Decoded:
     dpi = info.get("dpi")
     try:
         dpi = (float(dpi[0]), float(dpi[1])) if dpi else None
+        if dpi and fmt == "PNG":  # pixels a metre, whole: 600 dpi is stored as 23622 (599.9988)
+            dpi = (round(dpi[0], 1), round(dpi[1], 1))
     except (TypeError, ValueError, IndexError, ZeroDivisionError):
         notes.append("unreadable DPI not carried")
         dpi = None

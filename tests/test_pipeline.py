@@ -98,6 +98,9 @@ def test_every_row_has_one_result_and_outputs_match(archive, clean_run):
         assert r["shard"] == m["shard"]
     job = json.loads((clean_run / "job.json").read_text())
     assert len(job["fingerprint"]) == 64 and job["spec"]["size"] == 32
+    from pipeline import __version__
+
+    assert job["tool"] == f"archive-colorizer {__version__}" and job["started"].startswith(job["created"])
 
 
 def test_rerun_of_finished_job_does_no_work(archive, clean_run, ckpt, capsys):

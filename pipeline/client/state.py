@@ -143,8 +143,13 @@ def check_or_write_job(outdir: Outdir, spec: dict, restart: bool, log=print) -> 
 
     # The job's date goes into every output's provenance: fixed per job, so reruns and repairs
     # still write identical bytes.
-    created = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
-    outdir.write_job({"fingerprint": fp, "spec": spec, "created": created})
+    now = dt.datetime.now(dt.timezone.utc)
+    created = now.strftime("%Y-%m-%d")
+    from pipeline import __version__
+
+    # what made the job, and exactly when: an audit trail's first questions
+    outdir.write_job({"fingerprint": fp, "spec": spec, "created": created,
+                      "started": now.isoformat(timespec="seconds"), "tool": f"archive-colorizer {__version__}"})
     return fp
 
 

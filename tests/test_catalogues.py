@@ -179,13 +179,15 @@ def test_every_output_says_it_was_machine_colorized(scans, tmp_path, ckpt, fmt):
     from pipeline.client.state import file_sha256
 
     man = tmp_path / "m.parquet"
-    (scans / "katalog.csv").write_text("Objektnummer;Datei;Titel\nA-7;b.png;Der \"Hof\" & Söhne\n",
+    (scans / "katalog.csv").write_text("Objektnummer;Datei;Titel;Rechte;Fotograf\nA-7;b.png;Der "
+                                       "\"Hof\" & Söhne;© Stadtmuseum, CC BY 4.0;Zofia Lecka\n",
                                        encoding="cp1252")
     assert run_cli("scan", scans, scans / "katalog.csv", "-o", man, "-q", "--path-column",
                    "Datei").returncode == 0
     out = tmp_path / "out"
     r = run_cli("run", "--manifest", man, "-o", out, "--size", "32", "-q", "--checkpoint", ckpt,
-                "--format", fmt)
+                "--format", fmt, "--metadata-columns",
+                "identifier=Objektnummer,title=Titel,rights=Rechte,creator=Fotograf")
     assert r.returncode == 0, r.stderr
     created = __import__("json").loads((out / "job.json").read_text())["created"]
     src = scans / "b.png"
@@ -219,6 +221,7 @@ def test_every_output_says_it_was_machine_colorized(scans, tmp_path, ckpt, fmt):
     assert meta["CreatorTool"].startswith("archive-colorizer ") and meta["Source"] == "b.png"
     assert meta["CheckpointSHA256"] == file_sha256(ckpt)
     assert meta["Identifier"] == "A-7" and meta["Title"] == 'Der "Hof" & Söhne'  # the record
+    assert meta["Rights"] == "© Stadtmuseum, CC BY 4.0" and meta["Creator"] == "Zofia Lecka"
     assert "Machine-colorized" in meta["Description"]
 
 

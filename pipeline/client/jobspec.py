@@ -112,8 +112,9 @@ class JobSpec:
     max_pixels: int = opt(DEFAULT_MAX_PIXELS, "refuse larger images as decompression bombs",
                           identity=True, type=positive_int)
     metadata_columns: str = opt("auto", "catalogue columns written into every output's XMP, as "
-                                "identifier=COLUMN,title=COLUMN ('auto': guessed from the column "
-                                "names, e.g. Inventarnummer, Titel; 'none')", identity=True,
+                                "identifier=COLUMN,title=COLUMN,rights=COLUMN,creator=COLUMN "
+                                "('auto': identifier and title guessed from the column names, e.g. "
+                                "Inventarnummer, Titel; 'none')", identity=True,
                                 metavar="FIELD=COLUMN,...")
     workers: int = opt(0, "local worker processes (0: auto)", type=count_arg)
     threads: int = opt(0, "threads per worker (0: auto)", type=count_arg)

@@ -374,7 +374,10 @@ GUESSES = {
     "title": ("title", "titel", "caption", "bildtitel", "objekttitel", "object title", "name",
               "description", "beschreibung"),
 }
-FIELDS = tuple(GUESSES)
+# Named only (`rights=Rechte,creator=Fotograf`), never guessed: 'auto' names what it named before,
+# so a job made by an earlier version resumes as the same job.
+NAMED_ONLY = ("rights", "creator")
+FIELDS = (*GUESSES, *NAMED_ONLY)
 
 
 def parse_columns(spec: str) -> dict[str, str]:
@@ -451,6 +454,10 @@ def packet(provenance: dict, description: str) -> bytes:
         body.append(f"<dc:identifier>{_xml(rec['identifier'])}</dc:identifier>")
     if rec.get("title"):
         body.append(f"<dc:title>{_alt(rec['title'])}</dc:title>")
+    if rec.get("creator"):
+        body.append(f"<dc:creator><rdf:Seq><rdf:li>{_xml(rec['creator'])}</rdf:li></rdf:Seq></dc:creator>")
+    if rec.get("rights"):
+        body.append(f"<dc:rights>{_alt(rec['rights'])}</dc:rights>")
     if rec.get("source"):
         body.append(f"<dc:source>{_xml(rec['source'])}</dc:source>")
     body.append(f"<dc:description>{_alt(description)}</dc:description>")

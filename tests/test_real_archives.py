@@ -621,10 +621,12 @@ def test_every_file_of_a_shoebox_is_a_row_or_named_as_left_out(tmp_path, ckpt):
     (p / "album" / "a.xmp").write_text("<x:xmpmeta/>")
     for junk in ("Thumbs.db", ".DS_Store", "desktop.ini"):
         (p / "album" / junk).write_bytes(b"x")
-    r = run_cli("scan", p, "-o", tmp_path / "m.parquet", "--report", tmp_path / "report.csv")
+    (p / "album" / "list.csv").write_text("path\na.jpg\n")  # a catalogue beside its scans
+    r = run_cli("scan", p, p / "album" / "list.csv", "-o", tmp_path / "m.parquet", "--report",
+                tmp_path / "report.csv")
     assert r.returncode == 0, r.stderr
     assert "2 files left out: not pictures (1 .xmp, 1 .txt; --report lists them): a.xmp; note.txt" \
-           in r.stderr
+           in r.stderr  # the catalogue read is not among them
     t = pq.read_table(tmp_path / "m.parquet").to_pylist()
     assert sorted(Path(x["path"]).name for x in t) == ["DSC_0001.NEF", "IMG_2043.HEIC", "Uncle Joe 1962.jpg",
                                                        "a.jpg"]

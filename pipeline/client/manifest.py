@@ -404,6 +404,8 @@ def _collect(sources: Iterable[str], opts: dict, log) -> tuple[dict[str, dict], 
                 report.missing.append(row)
     if report.catalogues:
         report.uncatalogued = sorted(by_path[k]["path"] for k in set(on_disk) - listed.keys())
+        read = {_real(str(c.path)) for c in report.catalogues}  # a catalogue beside its scans
+        report.others = [p for p in report.others if is_url(p) or _real(p) not in read]
     return by_path, report
 
 

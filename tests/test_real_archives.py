@@ -621,17 +621,24 @@ def test_every_file_of_a_shoebox_is_a_row_or_named_as_left_out(tmp_path, ckpt):
     (p / "album" / "a.xmp").write_text("<x:xmpmeta/>")
     for junk in ("Thumbs.db", ".DS_Store", "desktop.ini"):
         (p / "album" / junk).write_bytes(b"x")
+    from pipeline.worker.writers import provenance
+
+    rgb = np.full((16, 24, 3), 120, np.uint8)  # a quick look saved among the scans
+    (p / "album" / "a colour.png").write_bytes(
+        encode(rgb, "png", provenance=provenance("c" * 64, "2026-12-02", None)))
     (p / "album" / "list.csv").write_text("path\na.jpg\n")  # a catalogue beside its scans
     r = run_cli("scan", p, p / "album" / "list.csv", "-o", tmp_path / "m.parquet", "--report",
                 tmp_path / "report.csv")
     assert r.returncode == 0, r.stderr
     assert "2 files left out: not pictures (1 .xmp, 1 .txt; --report lists them): a.xmp; note.txt" \
            in r.stderr  # the catalogue read is not among them
+    assert f"left out 1 file that colorize wrote (machine-colorized, their metadata says; not " \
+           f"originals): {p / 'album' / 'a colour.png'}" in r.stderr
     t = pq.read_table(tmp_path / "m.parquet").to_pylist()
     assert sorted(Path(x["path"]).name for x in t) == ["DSC_0001.NEF", "IMG_2043.HEIC", "Uncle Joe 1962.jpg",
                                                        "a.jpg"]
     report = (tmp_path / "report.csv").read_text(encoding="utf-8-sig")
-    assert "not_a_picture" in report and "note.txt" in report
+    assert "not_a_picture" in report and "note.txt" in report and "colorize_output" in report
     out = tmp_path / "out"
     (out).mkdir()
     (out / ".DS_Store").write_bytes(b"x")  # a folder made in the Finder: empty to its user

@@ -155,7 +155,8 @@ def _probe(row: dict, max_pixels: int) -> dict:
         else:
             out["size_bytes"] = os.path.getsize(path)
             h = read_header(path, max_pixels)
-        out.update(width=h.width, height=h.height, mode=h.mode, format=h.format, frames=h.frames)
+        out.update(width=h.width, height=h.height, mode=h.mode, format=h.format, frames=h.frames,
+                   ours=h.ours)
     except DecodeError as e:
         out["scan_error"] = str(e)
     except (OSError, ValueError) as e:
@@ -227,6 +228,10 @@ def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int = 64
     columns = _catalogue_columns(found.catalogues, old)
     if old is not None and found.catalogues:
         old = _recatalogue(old, extend, by_path, columns, found, log)
+    with ThreadPoolExecutor(threads) as ex:  # header reads are I/O bound
+        it = ex.map(lambda r: _probe(by_path[r], max_pixels), real)
+        probes = list(tqdm(it, total=len(real), desc="scan", unit="file", disable=not progress))
+    real, rels, probes = _without_ours(real, rels, probes, found, log)
     if report:
         log(f"wrote {report}: {found.write_csv(report)} lines (files left out, and mismatches "
             "between files and catalogue)")
@@ -235,9 +240,6 @@ def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int = 64
         stored = [r if is_url(r) else os.path.relpath(r, base) for r in real]
     else:
         stored = real
-    with ThreadPoolExecutor(threads) as ex:  # header reads are I/O bound
-        it = ex.map(lambda r: _probe(by_path[r], max_pixels), real)
-        probes = list(tqdm(it, total=len(real), desc="scan", unit="file", disable=not progress))
     first_shard, stems = _after(old, _out_stems(rels), [_safe_rel(r) for r in rels])
     cols: dict[str, list] = {
         "image_id": [image_id(s) for s in stored],
@@ -258,6 +260,22 @@ def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int = 64
     table = table.replace_schema_metadata(_metadata(sources, shard_size, columns, found, old))
     _write(table, output)
     return table
+
+
+def _without_ours(real: list[str], rels: list[str], probes: list[dict], found: ScanReport,
+                  log) -> tuple[list[str], list[str], list[dict]]:
+    """Files this tool wrote (their metadata says machine-colorized: a quick look saved among
+    the scans, a copy of an OUTDIR) are not originals: left out, and said."""
+    keep = [i for i, p in enumerate(probes) if not p.get("ours")]
+    if len(keep) == len(real):
+        return real, rels, probes
+    found.ours = [real[i] for i, p in enumerate(probes) if p.get("ours")]
+    log(f"left out {_n(len(found.ours), 'file')} that colorize wrote (machine-colorized, their "
+        f"metadata says; not originals): {'; '.join(found.ours[:5])}"
+        + (" ..." if len(found.ours) > 5 else ""))
+    if not keep:
+        raise ScanError("no originals found: every image found is one that colorize wrote")
+    return [real[i] for i in keep], [rels[i] for i in keep], [probes[i] for i in keep]
 
 
 def _metadata(sources, shard_size: int, columns: list[str], found: ScanReport,
@@ -295,6 +313,7 @@ class ScanReport:
     # was, now), one per changed cell; the manifest takes the catalogue's
     recatalogued: list[tuple[str, str, str | None, str | None]] = field(default_factory=list)
     others: list[str] = field(default_factory=list)  # in a folder: not pictures (notes, sidecars)
+    ours: list[str] = field(default_factory=list)  # images this tool wrote: not originals
 
     def lines(self, limit: int = 5) -> list[str]:
         """The short summary a scan prints."""
@@ -346,6 +365,7 @@ class ScanReport:
         """One line per mismatch (kind, path, catalogue, line, other line); returns the count."""
         rows = [("uncatalogued", p, "", "", "") for p in self.uncatalogued]
         rows += [("not_a_picture", p, "", "", "") for p in self.others]
+        rows += [("colorize_output", p, "", "", "") for p in self.ours]
         rows += [("missing", r["path"], r["_from"].path, r["_line"], "") for r in self.missing]
         rows += [("no_file", "", c.path, r["_line"], "") for c in self.catalogues for r in c.nofile]
         rows += [("duplicate", b["path"], b["_from"].path, b["_line"], f"{a['_from'].path}:{a['_line']}")

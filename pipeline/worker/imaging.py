@@ -81,6 +81,9 @@ class Decoded:
 warnings.filterwarnings("ignore", message="Metadata Warning", category=UserWarning)
 
 
+DIGITAL_SOURCE = b"compositeWithTrainedAlgorithmicMedia"  # in every output's XMP (writers)
+
+
 # Files an archive holds beside its scans that no reader here opens: what each is, and what makes
 # it one we do (scan lists them by extension, so that none of them vanishes from the count).
 NOT_READ_HERE = {
@@ -123,6 +126,7 @@ class Header:
     mode: str
     format: str
     frames: int
+    ours: bool = False  # its metadata says this tool colorized it: an output, not an original
 
 
 def _open(path: str | os.PathLike | io.BytesIO, max_pixels: int) -> Image.Image:
@@ -195,7 +199,10 @@ def read_header(path: str | os.PathLike | io.IOBase, max_pixels: int = DEFAULT_M
     """Size, mode and format from the header alone (no pixel decoding)."""
     im = _open(path, max_pixels)
     with im:
-        return Header(im.width, im.height, im.mode, im.format or "", getattr(im, "n_frames", 1))
+        xmp = im.info.get("xmp") or b""
+        said = xmp if isinstance(xmp, bytes) else str(xmp).encode()
+        ours = DIGITAL_SOURCE in said and b"archive-colorizer" in said  # read with the header
+        return Header(im.width, im.height, im.mode, im.format or "", getattr(im, "n_frames", 1), ours)
 
 
 _SRGB_TO_LIN_8 = np.where(

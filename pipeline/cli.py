@@ -614,6 +614,11 @@ def cmd_audit(a) -> int:
     if r["ok"]:
         print(f"audit {r['verdict']}: {line}; {plural(len(r['nearly_gray']), 'nearly gray output')} "
               f"for review; {_report_in(r, a.outdir)}")
+        if r.get("copies"):
+            n = sum(len(g) for g in r["copies"])
+            print(f"{n} images are copies of another (the same bytes, "
+                  f"{plural(len(r['copies']), 'group')}, e.g. {' = '.join(r['copies'][0][:2])}): "
+                  "each was colorized; audit.json lists them (copies)")
         if old := r["record_outdated"]:
             print(f"{plural(len(old), 'output')} {'carries' if len(old) == 1 else 'carry'} older "
                   f"catalogue cells than the manifest (a catalogue corrected and scanned again); "

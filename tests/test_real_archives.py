@@ -614,6 +614,8 @@ def test_every_file_of_a_shoebox_is_a_row_or_named_as_left_out(tmp_path, ckpt):
         (p / d).mkdir(parents=True)
     for rel in ("album/a.jpg", ".thumbnails/t.jpg", "@eaDir/a.jpg/SYNOPHOTO_THUMB_S.jpg"):
         Image.new("L", (24, 16), 90).save(p / rel)
+    (p / "copy").mkdir()
+    (p / "copy" / "a again.jpg").write_bytes((p / "album" / "a.jpg").read_bytes())  # filed twice
     (p / "album" / "IMG_2043.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic" + b"\x00" * 40)
     (p / "album" / "Uncle Joe 1962.jpg").write_bytes(b"%PDF-1.4\n%...")
     (p / "album" / "DSC_0001.NEF").write_bytes(b"II*\x00" + b"\x00" * 60)  # TIFF-shaped, as RAWs are
@@ -636,7 +638,7 @@ def test_every_file_of_a_shoebox_is_a_row_or_named_as_left_out(tmp_path, ckpt):
            f"originals): {p / 'album' / 'a colour.png'}" in r.stderr
     t = pq.read_table(tmp_path / "m.parquet").to_pylist()
     assert sorted(Path(x["path"]).name for x in t) == ["DSC_0001.NEF", "IMG_2043.HEIC", "Uncle Joe 1962.jpg",
-                                                       "a.jpg"]
+                                                       "a again.jpg", "a.jpg"]
     report = (tmp_path / "report.csv").read_text(encoding="utf-8-sig")
     assert "not_a_picture" in report and "note.txt" in report and "colorize_output" in report
     out = tmp_path / "out"
@@ -653,3 +655,6 @@ def test_every_file_of_a_shoebox_is_a_row_or_named_as_left_out(tmp_path, ckpt):
     assert rows["Uncle Joe 1962.jpg"] == ("error", "a PDF document, not an image: export its pages "
                                                    "as TIFF first")
     assert rows["DSC_0001.NEF"] == ("error", "a camera RAW file: develop it to TIFF first")
+    r = run_cli("audit", out, "-q")  # the copy filed twice: each colorized, and said
+    assert r.returncode == 0 and (f"2 images are copies of another (the same bytes, 1 group, e.g. "
+                                  f"{p / 'album' / 'a.jpg'} = {p / 'copy' / 'a again.jpg'})") in r.stdout, r.stdout

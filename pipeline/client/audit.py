@@ -155,7 +155,7 @@ def audit(outdir: str | Store | Outdir, quick: bool = False, check_inputs: bool 
         "foreign_files": foreign, "redone": redone, "redo_pending": sorted(redo_pending),
         "committed_shards": len(committed), "review": review_counts(od, res),
         "shards": len(shards), "stopped": last_stop(od),
-        "record_outdated": _outdated_records(man_t, ok_rows, carried),
+        "record_outdated": _outdated_records(man_t, ok_rows, carried), "copies": _copies(res),
     }
     report["incomplete"] = incomplete(report, committed)
     report["verdict"] = verdict(report)
@@ -164,6 +164,16 @@ def audit(outdir: str | Store | Outdir, quick: bool = False, check_inputs: bool 
     except OSError as e:
         report["report_error"] = f"{e.strerror or e} in {out.url}"
     return report
+
+
+def _copies(res: list[dict]) -> list[list[str]]:
+    """Sources that are the same bytes under other names (a print scanned once, filed in two
+    albums): each was colorized; which they are is worth a person's look."""
+    by: dict[str, list[str]] = {}
+    for r in res:
+        if r.get("source_sha256"):
+            by.setdefault(r["source_sha256"], []).append(r["source_path"])
+    return sorted(sorted(v) for v in by.values() if len(v) > 1)
 
 
 def _write_reports(out: Store, report: dict, ok_rows, carried, spec, sample, sheet) -> None:

@@ -487,6 +487,9 @@ def cmd_review(a) -> int:
 
     if not Path(a.outdir).is_dir():
         raise UsageError(f"OUTDIR not found: {a.outdir}")
+    from pipeline.client.outdir import Outdir
+
+    Outdir(a.outdir).read_results(columns=["image_id"])  # a damaged results file: said, not a 500
     serve(a.outdir, port=a.port, browser=not a.no_browser, who=a.reviewer)
     return 0
 

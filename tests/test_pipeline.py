@@ -304,6 +304,8 @@ def test_a_damaged_or_stray_results_file_is_named_and_repair_mends_it(archive, c
     err = capsys.readouterr().err
     assert "shard-00001.parquet is damaged (" in err and "--repair` sets it aside" in err
     assert len(err.strip().splitlines()) == 1
+    assert main(["review", str(out), "--no-browser"]) == 2  # before a server that would fail
+    assert "shard-00001.parquet is damaged (" in capsys.readouterr().err
     assert main(run_args(man, out, ckpt, "--repair")) == 0
     o = capsys.readouterr().out
     assert "moved a damaged results file to" in o and "its shard runs again" in o

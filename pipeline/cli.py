@@ -509,7 +509,7 @@ def _manifest_moved(outdir: str):
 
 def _moved_advice(outdir: str) -> str:
     return ("if it was moved, name it where it is now (the same manifest: nothing is redone): "
-            f"colorize run -o {outdir} --manifest NEW/PATH.parquet")
+            f"colorize run -o {shlex.quote(outdir)} --manifest NEW/PATH.parquet")
 
 
 def cmd_status(a) -> int:
@@ -538,11 +538,12 @@ def cmd_status(a) -> int:
     if s["damaged"] or s["extra"]:
         said = [f"{plural(len(s['damaged']), 'results file')} damaged (shard "
                 f"{', '.join(map(str, s['damaged']))}: not counted above)"] if s["damaged"] else []
-        said += [f"{plural(len(s['extra']), 'results file')} for no shard of the job (shard "
-                 f"{', '.join(map(str, s['extra']))}: not counted above)"] if s["extra"] else []
-        print(f"{'; '.join(said)}; `colorize run -o {a.outdir} --repair` sets "
+        said += [f"{plural(len(s['extra']), 'results file')} for no shard of the job ("
+                 f"{', '.join(s['extra'])}: not counted above)"] if s["extra"] else []
+        again = " and colorizes a damaged one's shard again" if s["damaged"] else ""
+        print(f"{'; '.join(said)}; `colorize run -o {shlex.quote(a.outdir)} --repair` sets "
               f"{'it' if len(s['damaged']) + len(s['extra']) == 1 else 'them'} aside in "
-              "quarantine/ and colorizes a damaged one's shard again", file=sys.stderr)
+              f"quarantine/{again}", file=sys.stderr)
         return 1
     return 0
 

@@ -306,3 +306,17 @@ def test_a_catalogue_kept_apart_from_its_scans_is_told_how_paths_are_read(scans,
     (scans / "c2.csv").write_text("path;acc\nb.png;1\nnope.png;2\n", encoding="utf-8")
     r = run_cli("scan", scans, scans / "c2.csv", "-o", tmp_path / "m2.parquet", "-q")
     assert "none of" not in r.stderr and "1 catalogue row names a file that is not there" in r.stderr
+
+
+def test_this_months_catalogue_alone_puts_its_records_after_the_old(scans, tmp_path):
+    """Extending with a catalogue of the new scans alone keeps the old rows' places (their
+    catalogue is not read again) and puts the new records after them."""
+    (scans / "jan.csv").write_text("path,acc\nc.png,A-3\nb.png,A-2\n")
+    man = tmp_path / "m.parquet"
+    assert run_cli("scan", scans / "jan.csv", "-o", man, "-q").returncode == 0
+    Image.new("L", (20, 20), 9).save(scans / "d.png")
+    (scans / "feb.csv").write_text("path,acc\nd.png,A-4\n")
+    assert run_cli("scan", scans / "feb.csv", "-o", man, "-q").returncode == 0  # extended
+    t = pq.read_table(man).to_pylist()
+    order = sorted((x["catalogue_order"], x["acc"]) for x in t)
+    assert [a for _, a in order] == ["A-3", "A-2", "A-4"]

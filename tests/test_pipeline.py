@@ -299,11 +299,13 @@ def test_a_damaged_or_stray_results_file_is_named_and_repair_mends_it(archive, c
     o = capsys.readouterr()
     assert f"shards 8 committed, 0 pending of 9; images {34 - SHARD} ok" in o.out
     assert ("1 results file damaged (shard 1: not counted above); 1 results file for no shard of "
-            "the job (shard 99: not counted above)") in o.err
+            "the job (shard-00099.parquet: not counted above)") in o.err
     assert main(["export", str(out), str(tmp_path / "e.csv")]) == 2
     err = capsys.readouterr().err
     assert "shard-00001.parquet is damaged (" in err and "--repair` sets it aside" in err
     assert len(err.strip().splitlines()) == 1
+    assert main(["run", "-o", str(out), "-q"]) == 0  # a plain rerun says it too
+    assert "but 1 results file is damaged (shard 1): colorize run -o" in capsys.readouterr().out
     assert main(["review", str(out), "--no-browser"]) == 2  # before a server that would fail
     assert "shard-00001.parquet is damaged (" in capsys.readouterr().err
     assert main(run_args(man, out, ckpt, "--repair")) == 0
@@ -315,6 +317,14 @@ def test_a_damaged_or_stray_results_file_is_named_and_repair_mends_it(archive, c
     assert image_files(out) == image_files(clean_run)
     assert comparable(out) == comparable(clean_run)
     assert main(["audit", str(out), "-q"]) == 0
+    # a file manager's copy: named, never read as the job's (no rows twice in the export)
+    shutil.copy(res / "shard-00002.parquet", res / "shard-00002 (1).parquet")
+    capsys.readouterr()
+    assert main(["export", str(out), str(tmp_path / "e.csv")]) == 0
+    assert "34 images" in capsys.readouterr().out
+    assert main(["audit", str(out), "-q"]) == 1
+    assert "extra_result: results/shard-00002 (1).parquet" in capsys.readouterr().err
+    assert main(["run", "-o", str(out), "--repair", "-q"]) == 0 and main(["audit", str(out), "-q"]) == 0
 
 
 def test_audit_of_changed_or_missing_originals_says_what_fixes_them(archive, clean_run, ckpt, tmp_path, capsys):

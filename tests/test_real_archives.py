@@ -658,3 +658,67 @@ def test_every_file_of_a_shoebox_is_a_row_or_named_as_left_out(tmp_path, ckpt):
     r = run_cli("audit", out, "-q")  # the copy filed twice: each colorized, and said
     assert r.returncode == 0 and (f"2 images are copies of another (the same bytes, 1 group, e.g. "
                                   f"{p / 'album' / 'a.jpg'} = {p / 'copy' / 'a again.jpg'})") in r.stdout, r.stdout
+
+
+def _xmp(body: str, ns: str = "") -> str:
+    return ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/'
+            f'22-rdf-syntax-ns#"><rdf:Description rdf:about="" {ns}>{body}</rdf:Description>'
+            '</rdf:RDF></x:xmpmeta>')
+
+
+def test_a_hostile_or_huge_source_xmp_costs_its_xmp_not_the_picture(photo):
+    """A DOCTYPE hidden in UTF-16 is refused as in UTF-8 (entities are never expanded); an XMP
+    too large for a JPEG's one segment (a long Photoshop history) leaves the JPEG with ours and
+    a note; a Camera Raw recipe (grayscale, crop) is not carried to the colour."""
+    from pipeline.worker.writers import encode_output, provenance
+
+    bomb = ('<?xml version="1.0" encoding="UTF-16"?><!DOCTYPE x [<!ENTITY a "aaaaaaaaaa">'
+            '<!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]>' + _xmp("<dc:title>&b;</dc:title>",
+            'xmlns:dc="http://purl.org/dc/elements/1.1/"'))
+    d = decode(io.BytesIO(_png_with_xmp_bytes(photo, bomb.encode("utf-16"))))
+    assert d.xmp is None and "source XMP not carried (unreadable: it declares a DOCTYPE)" in d.notes
+    history = "".join(f"<rdf:li>step {i:05d} {'x' * 60}</rdf:li>" for i in range(1200))
+    big = _xmp(f"<dc:subject><rdf:Bag>{history}</rdf:Bag></dc:subject><crs:ConvertToGrayscale>True"
+               "</crs:ConvertToGrayscale>", 'xmlns:dc="http://purl.org/dc/elements/1.1/" '
+               'xmlns:crs="http://ns.adobe.com/camera-raw-settings/1.0/"')
+    d = decode(io.BytesIO(_png_with_xmp_bytes(photo, big.encode())))
+    assert d.xmp is not None and len(d.xmp) > 70_000
+    prov = provenance("c" * 64, "2026-12-02", None)
+    jpeg, notes = encode_output(np.dstack([d.gray] * 3), "jpeg", d, 90, prov)
+    assert any(n.startswith("source XMP not carried (") and "JPEG's XMP segment" in n for n in notes)
+    assert b"compositeWithTrainedAlgorithmicMedia" in jpeg and b"step 00001" not in jpeg
+    tiff, notes = encode_output(np.dstack([d.gray] * 3), "tiff", d, 90, prov)
+    assert b"step 01199" in tiff and b"ConvertToGrayscale" not in tiff
+
+
+def test_the_merged_xmp_keeps_the_sources_prefixes_whatever_came_before(photo):
+    """The same image gives the same bytes whichever images a worker merged before it (a
+    process-wide namespace registry made a prefix depend on them): repairs stay byte-identical."""
+    from pipeline.worker.writers import encode_output, provenance
+
+    lr = _xmp("<lr:hierarchicalSubject><rdf:Bag><rdf:li>Orte|Köln</rdf:li></rdf:Bag>"
+              "</lr:hierarchicalSubject>", 'xmlns:lr="http://ns.adobe.com/lightroom/1.0/"')
+    other = _xmp("<ns1:hierarchicalSubject>x</ns1:hierarchicalSubject>",
+                 'xmlns:ns1="http://ns.adobe.com/lightroom/1.0/"')
+    prov = provenance("c" * 64, "2026-12-02", None)
+
+    def out(xmp):
+        d = decode(io.BytesIO(_png_with_xmp_bytes(photo, xmp.encode())))
+        return encode_output(np.dstack([d.gray] * 3), "png", d, 90, prov)[0]
+
+    first = out(lr)
+    out(other)
+    assert out(lr) == first and b"<lr:hierarchicalSubject>" in first
+
+
+def _png_with_xmp_bytes(photo, xmp: bytes) -> bytes:
+    """A PNG whose iTXt XMP holds these bytes as they are (UTF-16 too), as a broken or hostile
+    writer leaves them."""
+    buf = io.BytesIO()
+    Image.fromarray(photo).save(buf, "PNG")
+    png = buf.getvalue()
+    import zlib
+
+    data = b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + xmp
+    chunk = struct.pack(">I", len(data)) + b"iTXt" + data + struct.pack(">I", zlib.crc32(b"iTXt" + data))
+    return png[:33] + chunk + png[33:]

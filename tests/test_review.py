@@ -372,6 +372,7 @@ def test_the_server_wants_its_token_serves_nothing_else_and_writes_only_reviews(
         assert bare.status_code == 403 and b"the whole link that `colorize review` printed" in bare.data
         assert "Set-Cookie" not in bare.headers  # the token is given to no one who lacks it
         assert "Set-Cookie" not in c.get("/api/info?t=wrong").headers
+        assert c.get("/api/info?t=%C3%A9").status_code == 403  # not a 500 for a non-ASCII token
         assert c.get("/api/info").status_code == 403
         assert c.get("/api/info?t=wrong").status_code == 403
         assert c.get("/api/info?t=tok").status_code == 200

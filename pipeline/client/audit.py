@@ -115,11 +115,12 @@ def audit(outdir: str | Store | Outdir, quick: bool = False, check_inputs: bool 
     res = od.read_results(damaged=damaged, shards=shards).to_pylist()
     # a results file that does not read, or for no shard of the job (a copy, a stray): named,
     # and its rows not taken as the job's (--repair moves both aside)
-    extra = sorted(od.committed_shards() - shards)
+    files = od.results_files()
     ok_rows = [r for r in res if r["status"] == "ok"]
     foreign: list[str] = []
-    problems = [dict(kind=k, shard=n, path=od.shard_rel(n)) for k, ns in (
-        (Problem.DAMAGED_RESULT, sorted(damaged)), (Problem.EXTRA_RESULT, extra)) for n in ns]
+    problems = [dict(kind=Problem.DAMAGED_RESULT, shard=n, path=od.shard_rel(n)) for n in sorted(damaged)]
+    problems += [dict(kind=Problem.EXTRA_RESULT, shard=n, path=f) for f, n in sorted(files.items())
+                 if n is None or n not in shards]
     # a damaged shard's outputs are claimed by the rows it lost, not strays: its run again
     # writes them, byte for byte
     lost = output_stems(r["out_stem"] for r in man if r["shard"] in damaged)
@@ -130,7 +131,7 @@ def audit(outdir: str | Store | Outdir, quick: bool = False, check_inputs: bool 
     if check_inputs:
         problems += _input_problems(spec["manifest"], res, progress)
     status_counts = Counter(r["status"] for r in res)
-    committed = (od.committed_shards() & shards) - set(damaged)
+    committed = ({n for n in files.values() if n is not None} & shards) - set(damaged)
     redo_state = redo.load(out)
     redo_pending, redo_problems, redone = _redo_check(redo_state, res)
     problems += redo_problems + _hint_problems(od, res, redo_state)

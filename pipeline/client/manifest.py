@@ -76,6 +76,9 @@ def _expand_url(src: str) -> Iterator[dict]:
     else:
         raise ScanError(f"source not found: {src}")
     for f in sorted(found):
+        parts = f[len(root):].strip("/").split("/")[:-1] if f.startswith(root) else []
+        if any(d.startswith(".") or d.lower() in SYSTEM_DIRS for d in parts):
+            continue  # a hidden folder, a NAS's or an OS's own, as in a local folder
         kind = _kind_of(Path(f).name)
         if kind in ("image", "not_read"):
             yield {"path": fs.unstrip_protocol(f)}
@@ -172,6 +175,14 @@ def _safe_rel(rel: str) -> str:
     return rel.replace("\\", "_")
 
 
+def _fold(name: str) -> str:
+    """A name as a Mac's or Windows' disk compares it: case aside, and Café in either Unicode
+    form (NFC, NFD) the same."""
+    import unicodedata
+
+    return unicodedata.normalize("NFC", name).casefold()
+
+
 def _out_stems(rels: list[str]) -> list[str]:
     """Output name without extension: the source's, unless two sources share a stem
     (scan.jpg and scan.tif in one folder), which then keep their extension to stay apart; a
@@ -182,14 +193,14 @@ def _out_stems(rels: list[str]) -> list[str]:
     stems = [str(PurePosixPath(r).with_suffix("")) for r in safe]
     seen: dict[str, int] = {}
     for s in stems:
-        seen[s.casefold()] = seen.get(s.casefold(), 0) + 1
+        seen[_fold(s)] = seen.get(_fold(s), 0) + 1
     out, taken = [], set()
     for r, s in zip(safe, stems, strict=True):
-        n, cand = 1, r if seen[s.casefold()] > 1 else s
-        while cand.casefold() in taken:
+        n, cand = 1, r if seen[_fold(s)] > 1 else s
+        while _fold(cand) in taken:
             cand, n = f"{s}~{n}", n + 1
         out.append(cand)
-        taken.add(cand.casefold())
+        taken.add(_fold(cand))
     return out
 
 
@@ -250,7 +261,9 @@ def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int = 64
     }
     for k in PROBED:
         cols[k] = [p[k] for p in probes]
-    cols["catalogue_order"] = pa.array([by_path[r].get("_order") for r in real], pa.int64())
+    cols["catalogue_order"] = pa.array([None if by_path[r].get("_order") is None
+                                        else by_path[r]["_order"] + found.order_offset
+                                        for r in real], pa.int64())
     for c in columns:
         cols[stored_name(c)] = pa.array([by_path[r]["_cells"].get(c) for r in real], pa.string())
     table = pa.table(cols)
@@ -314,6 +327,7 @@ class ScanReport:
     recatalogued: list[tuple[str, str, str | None, str | None]] = field(default_factory=list)
     others: list[str] = field(default_factory=list)  # in a folder: not pictures (notes, sidecars)
     ours: list[str] = field(default_factory=list)  # images this tool wrote: not originals
+    order_offset: int = 0  # extending with a month's catalogue alone: its records come after
 
     def lines(self, limit: int = 5) -> list[str]:
         """The short summary a scan prints."""
@@ -476,8 +490,8 @@ def _recatalogue(old: pa.Table, manifest: str, by_path: dict[str, dict], columns
     """An earlier manifest's rows with the cells their catalogue rows hold now: a corrected title
     or accession number reaches the export and the next outputs' XMP. Ids, shards and output
     names stay (the job goes on); a cell no catalogue gives this time (the file is not listed, or
-    its catalogue has no such column) stays as it was. Their catalogue_order is this scan's (null
-    for a file no catalogue lists now)."""
+    its catalogue has no such column) stays as it was; so does their catalogue_order, unless the
+    whole catalogue was read again."""
     paths = old.column("path").to_pylist()
     rows = [by_path.get(_key(manifest, p)) for p in paths]
     for c in columns:
@@ -491,9 +505,16 @@ def _recatalogue(old: pa.Table, manifest: str, by_path: dict[str, dict], columns
         found.recatalogued += changed
         col = pa.array([None if v is None else str(v) for v in now], pa.string())
         old = _put(old, name, col)
-    # their place in the catalogues as read now: one numbering for old rows and new
-    old = _put(old, "catalogue_order", pa.array([None if r is None else r.get("_order")
-                                                 for r in rows], pa.int64()))
+    # their place in the catalogues: as read now when the whole catalogue was read again (every
+    # row that had a place is listed); else (this month's catalogue alone) the old rows keep
+    # theirs and the new records come after them
+    was = (old.column("catalogue_order").to_pylist() if "catalogue_order" in old.column_names
+           else [None] * len(paths))
+    now = [None if r is None else r.get("_order") for r in rows]
+    if any(w is not None and n is None for w, n in zip(was, now, strict=True)):
+        found.order_offset = max((w for w in was if w is not None), default=0)
+    else:
+        old = _put(old, "catalogue_order", pa.array(now, pa.int64()))
     if found.recatalogued:
         files = sorted({p for p, *_ in found.recatalogued})
         shown = "; ".join(f"{Path(p).name}: {c} {w!r} -> {n!r}" for p, c, w, n in found.recatalogued[:3])
@@ -547,6 +568,17 @@ def cells_now(manifest: str, image_ids, carried: dict[str, object]) -> dict[str,
             for n, was in carried.items()}
 
 
+def job_shards(manifest: str) -> set[int] | None:
+    """The shards a job's manifest has (a results file for another is not the job's: a copy),
+    or None where the manifest cannot be read (moved: every results file counts then)."""
+    import pyarrow.compute as pc
+
+    try:
+        return set(pc.unique(read_manifest(manifest, columns=["shard"]).column("shard")).to_pylist())
+    except ScanError:
+        return None
+
+
 def in_catalogue_order(t: pa.Table, manifest: str) -> pa.Table:
     """Result rows in the archive's own order, as the export and the review page give them: the
     catalogues' records as they were read, then the files no catalogue lists, each by shard and
@@ -584,8 +616,9 @@ def _unreadable(path, e: Exception) -> ScanError:
     if isinstance(e, FileNotFoundError) or "No such file or directory" in text or "[Errno 2]" in text:
         return ScanError(f"manifest not found: {path}")
     if "magic bytes not found" in text:
-        return ScanError(f"{path} is not a manifest (not a Parquet file); make one first: "
-                         "colorize scan SOURCES -o manifest.parquet")
+        return ScanError(f"{path} is not a manifest: not a Parquet file, or one cut short (make one "
+                         "with colorize scan SOURCES -o manifest.parquet; a job's damaged manifest "
+                         "is made again by the same scan)")
     return ScanError(f"cannot read manifest {path}: {text.splitlines()[0] if text else type(e).__name__}")
 
 
@@ -605,13 +638,13 @@ def _after(old: pa.Table | None, stems: list[str], rels: list[str]) -> tuple[int
     never take an old output's."""
     if old is None or not old.num_rows:
         return 0, stems
-    taken = {t.casefold() for t in old.column("out_stem").to_pylist()}  # case aside, as above
+    taken = {_fold(t) for t in old.column("out_stem").to_pylist()}  # case aside, as above
     for i, (s, r) in enumerate(zip(stems, rels, strict=True)):
-        n, cand = 1, s if s.casefold() not in taken else r
-        while cand.casefold() in taken:
+        n, cand = 1, s if _fold(s) not in taken else r
+        while _fold(cand) in taken:
             cand, n = f"{s}~{n}", n + 1
         stems[i] = cand
-        taken.add(cand.casefold())
+        taken.add(_fold(cand))
     return max(old.column("shard").to_pylist()) + 1, stems
 
 

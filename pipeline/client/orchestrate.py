@@ -102,6 +102,11 @@ def run_job(o: JobSpec, log=print, redo: tuple[dict[int, set[str]], dict] | None
             release_reserve(outdir)
             log(f"nothing to do: all {len(sizes)} shards of {outdir} are committed "
                 f"({sum(sizes.values())} images); see `colorize status {outdir}`")
+            damaged: list[int] = []
+            outdir.read_results(columns=["status"], damaged=damaged, shards=set(sizes))
+            if damaged:  # committed by name, but unreadable: a rerun alone would never see it
+                log(f"but {plural(len(damaged), 'results file')} {'is' if len(damaged) == 1 else 'are'}"
+                    f" damaged (shard {', '.join(map(str, damaged))}): colorize run -o {outdir} --repair")
             return {"pending_shards": 0, "ok": 0, "error": 0, "skipped": 0, "images": 0}
         with make_client(o, spec["device"]) as client:
             from pipeline.worker.shard import ShardJob  # imports torch: only where shards are made
@@ -141,7 +146,8 @@ def _job_so_far(outdir: Outdir, sizes: dict[int, int], n: int) -> str:
     if n == sum(sizes.values()):
         return ""
     try:
-        c = Counter(outdir.read_results(columns=["status"], damaged=[]).column("status").to_pylist())
+        c = Counter(outdir.read_results(columns=["status"], damaged=[], shards=set(sizes))
+                    .column("status").to_pylist())
     except Exception:  # noqa: BLE001 - a summary line: the run itself is done and committed
         return ""
     return (f"; the job: {c['ok']} ok, {c['error']} error, {c['skipped']} skipped of "
@@ -427,12 +433,13 @@ def status(outdir: str | os.PathLike) -> dict:
     sizes = shard_sizes(spec["manifest"])
     damaged: list[int] = []
     t = outdir.read_results(columns=["status"], damaged=damaged, shards=set(sizes))
-    files = outdir.committed_shards()
-    committed = (files & set(sizes)) - set(damaged)
+    files = outdir.results_files()
+    shards = {n for n in files.values() if n is not None}
+    committed = (shards & set(sizes)) - set(damaged)
     counts = Counter(t.column("status").to_pylist())
     s = {"shards": len(sizes), "committed": len(committed), "damaged": sorted(damaged),
-         "extra": sorted(files - set(sizes)),
-         "pending": len(set(sizes) - files), "images": sum(sizes.values()),  # what a run does
+         "extra": sorted(f.rsplit("/", 1)[-1] for f, n in files.items() if n is None or n not in sizes),
+         "pending": len(set(sizes) - shards), "images": sum(sizes.values()),  # what a run does
          **{s: counts.get(s, 0) for s in results.STATUSES}}
     s["running"] = outdir.lock_holder()
     s["stopped"] = None if s["running"] else last_stop(outdir)

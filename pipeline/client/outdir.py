@@ -9,6 +9,7 @@ import fcntl
 import io
 import json
 import os
+import re
 from enum import Enum
 from pathlib import Path, PurePosixPath
 
@@ -50,12 +51,28 @@ class Problem(str, Enum):
         return self.value
 
 
+def _not_an_outdir(store: Store) -> JobError:
+    """What a folder named as a run's OUTDIR is instead."""
+    if store.local and not Path(store.root).exists():
+        return JobError(f"{store} not found: name a run's output folder (its -o OUTDIR)")
+    if store.local and Path(store.root).is_file():
+        what = "a manifest" if str(store.root).endswith(".parquet") else "a file"
+        return JobError(f"{store} is {what}; name the run's output folder (its -o OUTDIR)")
+    return JobError(f"{store} is not a run's output folder (no {Outdir.JOB})")
+
+
 class DamagedResults(JobError):
     """A committed results file that does not read as Parquet."""
 
 
-def _shard_of(path: str) -> int:
-    return int(path.rsplit("-", 1)[1].split(".")[0])
+_SHARD_FILE = re.compile(r"shard-(\d+)\.parquet")
+
+
+def _shard_of(path: str) -> int | None:
+    """A results file's shard, or None for a name a run never writes ('shard-00000 - Copy',
+    'shard-00000 (1)': a copy a file manager made), which holds no commit."""
+    m = _SHARD_FILE.fullmatch(path.rsplit("/", 1)[-1])
+    return int(m.group(1)) if m else None
 
 
 class Outdir:
@@ -93,12 +110,7 @@ class Outdir:
 
     def read_job(self) -> dict:
         if not self.has_job():
-            if self.store.local and not Path(self.store.root).exists():
-                raise JobError(f"{self.store} not found: name a run's output folder (its -o OUTDIR)")
-            if self.store.local and Path(self.store.root).is_file():
-                what = "a manifest" if str(self.store.root).endswith(".parquet") else "a file"
-                raise JobError(f"{self.store} is {what}; name the run's output folder (its -o OUTDIR)")
-            raise JobError(f"{self.store} is not a run's output folder (no {self.JOB})")
+            raise _not_an_outdir(self.store)
         return json.loads(self.store.read_text(self.JOB))
 
     def write_job(self, job: dict) -> None:
@@ -129,7 +141,12 @@ class Outdir:
         return self.store.full(self.shard_rel(shard))
 
     def committed_shards(self) -> set[int]:
-        return {_shard_of(p) for p in self.store.glob(f"{self.RESULTS}/shard-*.parquet")}
+        return {n for n in self.results_files().values() if n is not None}
+
+    def results_files(self) -> dict[str, int | None]:
+        """results/'s Parquet files (relative paths) and the shard each commits (None: not a
+        name a run writes)."""
+        return {p: _shard_of(p) for p in self.store.glob(f"{self.RESULTS}/*.parquet")}
 
     def write_shard(self, shard: int, rows: list[dict], carried: list | None = None) -> None:
         """The commit of a shard's result rows (with the manifest's `carried` catalogue fields):
@@ -241,18 +258,18 @@ def _lock_holder(store: Store, lock: str) -> str | None:
 
 def _read_results(od: Outdir, columns, damaged: list[int] | None, shards: set[int] | None) -> pa.Table:
     tables = []
-    for f in od.store.glob(f"{od.RESULTS}/shard-*.parquet"):
-        if shards is not None and _shard_of(f) not in shards:
+    for f, n in od.results_files().items():
+        if n is None or (shards is not None and n not in shards):
             continue
         try:
             tables.append(pq.read_table(od.store.full(f), columns=columns, filesystem=od.store.fs))
-        except (pa.ArrowInvalid, OSError) as e:
+        except pa.ArrowInvalid as e:  # cut short, or not Parquet (a network error is raised)
             if damaged is None:
                 raise DamagedResults(
                     f"{od.store.full(f)} is damaged ({str(e).splitlines()[0][:120]}); "
                     f"`colorize run -o {od} --repair` sets it aside in {od.QUARANTINE}/ "
                     "and colorizes its shard again") from None
-            damaged.append(_shard_of(f))
+            damaged.append(n)
     if not tables:
         t = SCHEMA.empty_table()
         return t if columns is None else t.select(columns)

@@ -27,7 +27,7 @@ from pipeline.client import reviews
 from pipeline.client.outdir import Outdir
 from pipeline.client.runview import FILTERS, RunView
 from pipeline.client.state import HINT_CHECKPOINT
-from pipeline.errors import UsageError
+from pipeline.errors import JobError, UsageError
 
 PAGE_DIR = Path(__file__).with_name("review_page")
 THUMB = 320
@@ -109,12 +109,16 @@ def create_app(outdir: str, who: str | None = None, token: str | None = None):
         # in the URL, a header, or the cookie the page got with it (its stylesheet and script)
         given = (request.args.get("t") or request.headers.get("X-Token")
                  or request.cookies.get(COOKIE))
-        if not given or not secrets.compare_digest(given, app.config["TOKEN"]):
+        if not given or not secrets.compare_digest(given.encode(), app.config["TOKEN"].encode()):
             return Response("This review page opens only from the whole link that `colorize "
                             "review` printed (it ends in ?t=...): copy all of it.\n", 403,
                             mimetype="text/plain")
         g.authorized = True
         return None
+
+    @app.errorhandler(JobError)
+    def _job_error(e):  # a results file damaged since the page opened: said, not a traceback
+        return Response(f"{e}\n", 409, mimetype="text/plain")
 
     @app.after_request
     def _cookie(resp):

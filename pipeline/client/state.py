@@ -15,7 +15,10 @@ from pipeline.client.jobspec import (
 from pipeline.client.outdir import Outdir, output_stems
 from pipeline.errors import CheckpointError, JobError, plural
 
-OUTPUT_VERSION = 4  # bump when outputs change for the same checkpoint (2: colour by table, own PNG; 3: reflect-padded net input, chroma gain; 4: XMP with the catalogue's record)
+# bump when outputs change for the same checkpoint (2: colour by table, own PNG; 3: reflect-padded
+# net input, chroma gain; 4: XMP with the catalogue's record; 5: the source's XMP and PNG texts
+# kept, EXIF text as written, no invented dpi)
+OUTPUT_VERSION = 5
 DEFAULT_CHECKPOINT = Path(__file__).parents[1] / "weights" / "colorizer.pt"
 # The hint-conditioned variant (jobs/train-hints.toml): colours the images a curator gave hints.
 # Without it, hints are propagated over the automatic net's colour alone.
@@ -149,7 +152,8 @@ def check_or_write_job(outdir: Outdir, spec: dict, restart: bool, log=print) -> 
 
     # what made the job, and exactly when: an audit trail's first questions
     outdir.write_job({"fingerprint": fp, "spec": spec, "created": created,
-                      "started": now.isoformat(timespec="seconds"), "tool": f"archive-colorizer {__version__}"})
+                      "started": now.isoformat(timespec="seconds"),
+                      "tool": f"archive-colorizer {__version__}"})
     return fp
 
 

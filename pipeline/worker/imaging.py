@@ -367,10 +367,13 @@ def _stated(src: Image.Image) -> dict:
     if src.format == "TIFF":  # ResolutionUnit 1 is "no absolute unit": an aspect ratio
         tags = getattr(src, "tag_v2", {})
         stated = 282 in tags and tags.get(296, 2) in (2, 3)
-    elif src.format == "JPEG" and info.get("jfif_unit") not in (1, 2):
-        try:
+    elif src.format in ("JPEG", "MPO") and info.get("jfif_unit") not in (1, 2):
+        try:  # EXIF's unit is inches unless it says otherwise (Pillow says 72 then)
             ex = src.getexif()
-            stated = 0x011A in ex and ex.get(0x0128) in (2, 3)
+            stated = 0x011A in ex and ex.get(0x0128, 2) in (2, 3)
+            if stated and 0x0128 not in ex:
+                x, y = float(ex[0x011A]), float(ex.get(0x011B, ex[0x011A]))
+                info["dpi"] = (x, y)
         except Exception:  # noqa: BLE001 - malformed EXIF states nothing (decode notes it)
             stated = False
     else:
@@ -511,23 +514,41 @@ _LAYOUT_TAGS = frozenset({
     700, 33723, 34377})  # and its XMP, IPTC and Photoshop blocks: not EXIF (XMP: d.xmp)
 
 
+RDF_NS = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
+
+
+def parse_xmp(data: bytes):
+    """An XMP packet as an lxml tree's rdf:RDF element. Raises ValueError for one that does not
+    parse, has no rdf:RDF, or declares a DOCTYPE (no XMP needs one; entity tricks do): parsed by
+    lxml, which reads UTF-16 packets as such, never resolves an entity and never fetches."""
+    from lxml import etree
+
+    if not (data.startswith((b"\xff\xfe", b"\xfe\xff")) or data[:2] in (b"\x00<", b"<\x00")):
+        data = data.strip(b"\0 \t\r\n")  # a JPEG's or TIFF's padding (not within UTF-16)
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
+                             huge_tree=False, remove_blank_text=False)
+    try:
+        root = etree.fromstring(data, parser)
+    except etree.XMLSyntaxError as e:
+        raise ValueError(str(e)) from None
+    if root.getroottree().docinfo.doctype or root.getroottree().docinfo.internalDTD is not None:
+        raise ValueError("it declares a DOCTYPE")
+    rdf = root if root.tag == f"{{{RDF_NS}}}RDF" else root.find(f".//{{{RDF_NS}}}RDF")
+    if rdf is None:
+        raise ValueError("no rdf:RDF in it")
+    return rdf
+
+
 def source_xmp(data, notes: list[str]) -> bytes | None:
-    """The source's XMP packet when it parses as XML (the writers add ours to it); one that does
-    not, or declares a DOCTYPE (which no XMP needs and entity tricks do), is left out, noted."""
+    """The source's XMP packet when it parses (parse_xmp; the writers add ours to it); one that
+    does not is left out, noted."""
     if isinstance(data, str):
         data = data.encode("utf-8")
     if not data or not data.strip(b"\0 \t\r\n"):
         return None
-    import xml.etree.ElementTree as ET
-
     try:
-        if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
-            raise ValueError("it declares a DOCTYPE")
-        root = ET.fromstring(data.strip(b"\0 \t\r\n"))
-        if root.find(".//{http://www.w3.org/1999/02/22-rdf-syntax-ns#}RDF") is None and not \
-                root.tag.endswith("}RDF"):
-            raise ValueError("no rdf:RDF in it")
-    except (ET.ParseError, ValueError) as e:
+        parse_xmp(bytes(data))
+    except ValueError as e:
         notes.append(f"source XMP not carried (unreadable: {e})"[:200])
         return None
     return bytes(data)

@@ -102,6 +102,8 @@ class ImageStages:
         hinted = _hints(item, options) if options and options.get("hints") else []
         try:
             item.stem = Outdir.output_rel(item.stem, "")  # a hostile manifest row fails here, alone
+            if why := not_read_here(mrow["path"]):  # never read: a camera RAW beside each TIFF
+                raise _NotRead(why)
             data = read_source(mrow.get("source") or resolve_path(self.spec.manifest, mrow["path"]))
             item.row["source_sha256"] = hashlib.sha256(data).hexdigest()
         except FileNotFoundError:
@@ -109,9 +111,7 @@ class ImageStages:
         except PermissionError:
             item.fail("permission denied reading the source")
         except Exception as e:  # whatever one source does, it is that image's row, not the shard's
-            item.fail(f"cannot read: {type(e).__name__}: {e}")
-        if not item.finished and (why := not_read_here(mrow["path"])):
-            item.fail(why)
+            item.fail(str(e) if isinstance(e, _NotRead) else f"cannot read: {type(e).__name__}: {e}")
         if not item.finished:
             d = (gray_jpeg_header(data, self.spec.max_pixels)
                  if self.spec.jpeg_decode == "device" and not hinted else None)
@@ -230,6 +230,10 @@ class ImageStages:
         data, notes = self.encoded(item, rgb, output_format(self.spec.format, item.decoded.format))
         item.row.update(status="ok", error=None, notes="; ".join(notes) or None)
         return data
+
+
+class _NotRead(Exception):
+    """A file no reader here opens (imaging.not_read_here): its row says what to convert it to."""
 
 
 def _not_found(scan_error: str | None) -> str:

@@ -11,7 +11,6 @@ when."""
 from __future__ import annotations
 
 import io
-import re
 import struct
 import zlib
 from collections.abc import Callable
@@ -22,16 +21,20 @@ import numpy as np
 from PIL import Image
 
 from pipeline.worker.hints import made_with
-from pipeline.worker.imaging import exif_text_as_written
+from pipeline.worker.imaging import exif_text_as_written, parse_xmp
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
-def _itxt(keyword: str, text: str) -> bytes:
-    return _png_chunk(b"iTXt", keyword.encode("latin-1", "replace")[:79] + b"\x00\x00\x00\x00\x00"
-                      + text.encode("utf-8", "surrogateescape"))
+def _itxt(keyword: str, text: str, squeeze: bool = False) -> bytes:
+    data = text.encode("utf-8", "surrogateescape")
+    # a source's long text compressed, as its writer most likely had it (never the XMP: its
+    # spec wants it plain, and ours is read as bytes by audit and --repair)
+    big = squeeze and len(data) > 1024
+    return _png_chunk(b"iTXt", keyword.encode("latin-1", "replace")[:79] + b"\x00"
+                      + (b"\x01\x00\x00\x00" + zlib.compress(data) if big else b"\x00\x00\x00\x00" + data))
 
 
 def provenance(checkpoint_sha256: str, date: str, source_sha256: str | None,
@@ -63,7 +66,8 @@ def encode_output(rgb: np.ndarray, fmt: str, d, quality: int, prov: dict) -> tup
                       provenance=prov)
     except Exception as e:
         notes.append(f"metadata not carried ({type(e).__name__}: {e})"[:200])
-        data = encode(rgb, fmt, quality=quality, provenance=prov)
+        data = encode(rgb, fmt, quality=quality,  # ours alone: the source's choked the writer
+                      provenance={k: v for k, v in prov.items() if k not in ("source_xmp", "texts")})
     return data, notes
 
 
@@ -79,8 +83,9 @@ _SAYS_OF_ITS_FILE = {f"{{{ns}}}{n}" for ns, names in {
     "http://ns.adobe.com/tiff/1.0/": ("Orientation", "ImageWidth", "ImageLength", "BitsPerSample",
                                       "PhotometricInterpretation", "SamplesPerPixel", "Compression"),
     "http://ns.adobe.com/exif/1.0/": ("PixelXDimension", "PixelYDimension", "ColorSpace"),
-    "http://ns.adobe.com/photoshop/1.0/": ("ColorMode", "ICCProfile"),
-    "http://ns.adobe.com/xap/1.0/mm/": ("InstanceID",),
+    "http://ns.adobe.com/photoshop/1.0/": ("ColorMode", "ICCProfile", "History"),
+    "http://ns.adobe.com/xap/1.0/mm/": ("InstanceID", "DocumentID", "History", "DerivedFrom"),
+    "http://purl.org/dc/elements/1.1/": ("format",),
 }.items() for n in names}
 
 
@@ -88,35 +93,40 @@ def merged(ours: bytes, source: bytes) -> bytes:
     """The source's XMP with ours added: the archive's rights, creator, keywords and caption
     stay; where both say a thing (the identifier, the tool, the date) ours, the record, wins;
     the source's caption (dc:description) is kept over our line, which the file says elsewhere
-    (DigitalSourceType, CreatorTool, its own EXIF/PNG/TIFF text). Ours alone if it cannot be."""
-    import xml.etree.ElementTree as ET
+    (DigitalSourceType, CreatorTool, its own EXIF/PNG/TIFF text). lxml keeps each namespace's
+    own prefix, so the bytes depend on this image alone. Ours alone if it cannot be."""
+    from lxml import etree
 
     try:
-        prefixes = dict(ev[1] for ev in ET.iterparse(io.BytesIO(ours), events=("start-ns",)))
-        prefixes.update(ev[1] for ev in ET.iterparse(io.BytesIO(source.strip(b"\0 \t\r\n")),
-                                                     events=("start-ns",)))
-        src = ET.fromstring(source.strip(b"\0 \t\r\n"))
-        rdf = src if src.tag == f"{{{RDF}}}RDF" else src.find(f".//{{{RDF}}}RDF")
-        mine = ET.fromstring(ours).find(f".//{{{RDF}}}Description")
-        said = {t for d in rdf.iter(f"{{{RDF}}}Description") for t in [*d.attrib, *(c.tag for c in d)]}
+        rdf = parse_xmp(source)
+        mine = parse_xmp(ours).find(f"{{{RDF}}}Description")
+        descs = list(rdf.iter(f"{{{RDF}}}Description"))
+        said = {t for d in descs for t in [*d.attrib, *(c.tag for c in d)]}
         if "{http://purl.org/dc/elements/1.1/}description" in said:  # the archive's caption
             mine.remove(mine.find("{http://purl.org/dc/elements/1.1/}description"))
-        drop = ({*mine.attrib, *(c.tag for c in mine)} - {f"{{{RDF}}}about"}) | _SAYS_OF_ITS_FILE
-        for d in rdf.iter(f"{{{RDF}}}Description"):
-            for a in [a for a in d.attrib if a in drop]:
+        drop = {*mine.attrib, *(c.tag for c in mine)} - {f"{{{RDF}}}about"}
+        for d in descs:
+            for a in [a for a in d.attrib if a in drop or _of_its_file(a)]:
                 del d.attrib[a]
-            for c in [c for c in d if c.tag in drop]:
+            for c in [c for c in d if c.tag in drop or _of_its_file(c.tag)]:
                 d.remove(c)
+        if descs and descs[0].get(f"{{{RDF}}}about") is not None:  # one subject, as XMP says
+            mine.set(f"{{{RDF}}}about", descs[0].get(f"{{{RDF}}}about"))
         rdf.append(mine)
-        for prefix, uri in prefixes.items():
-            if prefix and not re.fullmatch(r"ns\d+", prefix):
-                ET.register_namespace(prefix, uri)
-        body = ET.tostring(rdf, encoding="unicode")
+        body = etree.tostring(rdf, encoding="unicode")
     except Exception:  # noqa: BLE001 - imaging.source_xmp parsed it; anything else: ours alone
         return ours
     return ('<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>\n'
             '<x:xmpmeta xmlns:x="adobe:ns:meta/">\n' + body
             + '\n</x:xmpmeta>\n<?xpacket end="w"?>').encode("utf-8")
+
+
+def _of_its_file(tag) -> bool:
+    """What a source's XMP says of its own file that the output contradicts: its layout, colour
+    mode (gray), identity and history as a document, format, and a raw converter's settings
+    (Camera Raw would apply a grayscale conversion or a crop to the colour again)."""
+    return isinstance(tag, str) and (tag in _SAYS_OF_ITS_FILE or tag.startswith(
+        "{http://ns.adobe.com/camera-raw-settings/1.0/}"))
 
 
 def provenance_text(p: dict) -> str:
@@ -152,12 +162,13 @@ def _png(rgb: np.ndarray, dpi, icc, exif, level: int, provenance: dict | None = 
         out.append(_png_chunk(b"pHYs", struct.pack(">IIB", ppm[0], ppm[1], 1)))
     if exif:
         out.append(_png_chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif))
-    if provenance:
-        # the source's own texts (a Title, an Author) first; the Software is ours now
-        out += [_itxt(k, v) for k, v in (provenance.get("texts") or {}).items() if k != "Software"]
+    if provenance:  # ours first, near the start where --repair looks for our mark
         out.append(_itxt("Software", provenance["software"]))
         out.append(_itxt("Comment", provenance_text(provenance)))
         out.append(_itxt("XML:com.adobe.xmp", xmp_packet(provenance).decode()))
+        # then the source's own texts (a Title, an Author); the Software is ours now
+        out += [_itxt(k, v, squeeze=True) for k, v in (provenance.get("texts") or {}).items()
+                if k != "Software"]
     out.append(_png_chunk(b"IDAT", imagecodecs.deflate_encode(rows, level=level)))  # zlib format
     out.append(_png_chunk(b"IEND", b""))
     return b"".join(out)
@@ -251,13 +262,13 @@ def _pil_rgb(rgb: np.ndarray) -> Image.Image:
 
 
 def _jpeg(rgb, dpi, icc, exif, quality, png_level, notes, provenance) -> bytes:
-    return _pil(rgb, "JPEG", dpi, icc, exif, provenance,
+    return _pil(rgb, "JPEG", dpi, icc, exif, provenance, notes,
                 dict(quality=quality, subsampling=0 if quality >= 90 else 2))
 
 
 def _webp(rgb, dpi, icc, exif, quality, png_level, notes, provenance) -> bytes:
     # quality 100 means lossless here: an access copy as exact as a PNG, a third smaller
-    return _pil(rgb, "WEBP", None, icc, exif, provenance,
+    return _pil(rgb, "WEBP", None, icc, exif, provenance, notes,
                 dict(lossless=True, quality=100, method=4) if quality >= 100 else
                 dict(quality=quality, method=4))
 
@@ -329,7 +340,11 @@ def encode(rgb: np.ndarray, fmt: str, dpi=None, icc=None, exif=None, quality: in
     return f.write(rgb, dpi, icc, exif, quality, png_level, notes, provenance)
 
 
-def _pil(rgb: np.ndarray, kind: str, dpi, icc, exif, provenance: dict | None, opts: dict) -> bytes:
+JPEG_XMP_MAX = 65502  # one APP1 segment, less its namespace header: more needs Extended XMP
+
+
+def _pil(rgb: np.ndarray, kind: str, dpi, icc, exif, provenance: dict | None, notes: list[str] | None,
+         opts: dict) -> bytes:
     """8-bit RGB by Pillow (JPEG, WebP), with its metadata and our provenance."""
     im = _pil_rgb(rgb)
     kw: dict = dict(opts)
@@ -348,6 +363,11 @@ def _pil(rgb: np.ndarray, kind: str, dpi, icc, exif, provenance: dict | None, op
         if kind == "JPEG":
             kw["comment"] = provenance_text(provenance).encode()
         kw["xmp"] = xmp_packet(provenance)
+        if kind == "JPEG" and (n := len(kw["xmp"])) > JPEG_XMP_MAX:  # a long Photoshop history
+            kw["xmp"] = xmp_packet({**provenance, "source_xmp": None})
+            if notes is not None:
+                notes.append(f"source XMP not carried ({n // 1024 + 1} KB with ours, more than a "
+                             "JPEG's XMP segment holds; a TIFF or PNG output keeps it)")
     if exif:
         kw["exif"] = exif
     buf = io.BytesIO()
@@ -470,8 +490,8 @@ def packet(provenance: dict, description: str) -> bytes:
         '    xmlns:dc="http://purl.org/dc/elements/1.1/"\n'
         '    xmlns:xmp="http://ns.adobe.com/xap/1.0/"\n'
         '    xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/"\n'
-        '    xmlns:exif="http://ns.adobe.com/exif/1.0/"\n'
-        f'    xmlns:colorize="{NS_COLORIZE}"{attr_text}>\n   '
+        + ('    xmlns:exif="http://ns.adobe.com/exif/1.0/"\n' if "exif:DateTimeOriginal" in attrs else "")
+        + f'    xmlns:colorize="{NS_COLORIZE}"{attr_text}>\n   '
         + "\n   ".join(body)
         + "\n  </rdf:Description>\n </rdf:RDF>\n</x:xmpmeta>\n<?xpacket end=\"w\"?>"
     )

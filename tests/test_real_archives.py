@@ -628,12 +628,16 @@ def test_every_file_of_a_shoebox_is_a_row_or_named_as_left_out(tmp_path, ckpt):
     rgb = np.full((16, 24, 3), 120, np.uint8)  # a quick look saved among the scans
     (p / "album" / "a colour.png").write_bytes(
         encode(rgb, "png", provenance=provenance("c" * 64, "2026-12-02", None)))
+    Image.new("L", (24, 16), 90).save(os.fsdecode(bytes(p / "album") + b"/Oma \xe9t\xe9 1950.jpg"))
+    os.mkfifo(p / "album" / "pipe.jpg")  # opened, it would hang the scan
     (p / "album" / "list.csv").write_text("path\na.jpg\n")  # a catalogue beside its scans
     r = run_cli("scan", p, p / "album" / "list.csv", "-o", tmp_path / "m.parquet", "--report",
                 tmp_path / "report.csv")
     assert r.returncode == 0, r.stderr
     assert "2 files left out: not pictures (1 .xmp, 1 .txt; --report lists them): a.xmp; note.txt" \
            in r.stderr  # the catalogue read is not among them
+    assert (f"2 files left out: {p / 'album'}/Oma \\xe9t\\xe9 1950.jpg: its name is not UTF-8 text: "
+            f"rename it (e.g. convmv -f latin1 -t utf8); {p / 'album'}/pipe.jpg: not a regular file") in r.stderr
     assert f"left out 1 file that colorize wrote (machine-colorized, their metadata says; not " \
            f"originals): {p / 'album' / 'a colour.png'}" in r.stderr
     t = pq.read_table(tmp_path / "m.parquet").to_pylist()

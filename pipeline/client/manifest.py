@@ -43,6 +43,28 @@ SYSTEM_DIRS = {"@eadir", "__macosx", "$recycle.bin", "#recycle", "system volume 
                "#snapshot", ".snapshot"}
 
 
+def _unusable(path: str) -> str | None:
+    """Why a file found in a folder cannot be a row: a name that is not UTF-8 (an old Windows
+    or Samba share's Latin-1 bytes: a manifest, Parquet, holds text), or not a regular file (a
+    named pipe would hang the scan that opens it)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return "its name is not UTF-8 text: rename it (e.g. convmv -f latin1 -t utf8)"
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None  # a broken link: its row says so
+    import stat
+
+    return None if stat.S_ISREG(st.st_mode) else "not a regular file (a pipe, a socket, a device)"
+
+
+def shown(path: str) -> str:
+    """A path as it can be printed and stored, whatever bytes its name holds."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def _kind_of(name: str) -> str:
     """'image', 'not_read' (a picture no reader here opens: a row with the reason), 'system'
     (hidden or the OS's own: left out silently), or 'other' (left out, counted and named)."""
@@ -100,11 +122,12 @@ def _expand(src: str, list_options: dict | None = None) -> Iterator[dict]:
             # hidden folders and a NAS's or an OS's own (@eaDir thumbnails): not the archive's
             dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d.lower() not in SYSTEM_DIRS)
             for name in sorted(files):
-                kind = _kind_of(name)
+                kind, path = _kind_of(name), os.path.join(root, name)
                 if kind in ("image", "not_read"):
-                    yield {"path": os.path.join(root, name)}
+                    why = _unusable(path)
+                    yield {"_unusable": (path, why)} if why else {"path": path}
                 elif kind == "other":
-                    yield {"_other": os.path.join(root, name)}
+                    yield {"_other": path}
     elif p.is_file() and p.suffix.lower() in LIST_EXTS:
         cat = read_catalogue(p, **(list_options or {}))
         yield {"_catalogue": cat}
@@ -328,6 +351,7 @@ class ScanReport:
     others: list[str] = field(default_factory=list)  # in a folder: not pictures (notes, sidecars)
     ours: list[str] = field(default_factory=list)  # images this tool wrote: not originals
     order_offset: int = 0  # extending with a month's catalogue alone: its records come after
+    unusable: list[tuple[str, str]] = field(default_factory=list)  # (path, why) found, not a row
 
     def lines(self, limit: int = 5) -> list[str]:
         """The short summary a scan prints."""
@@ -341,6 +365,9 @@ class ScanReport:
         def some(items):
             return "; ".join(items[:limit]) + (f"; ... ({len(items) - limit} more)"
                                                if len(items) > limit else "")
+        if self.unusable:
+            out.append(f"{_n(len(self.unusable), 'file')} left out: " + some(
+                [f"{p}: {why}" for p, why in self.unusable]))
         if self.others:
             exts = Counter(os.path.splitext(p)[1].lower() or "no extension" for p in self.others)
             out.append(f"{_n(len(self.others), 'file')} left out: not pictures ("
@@ -379,6 +406,7 @@ class ScanReport:
         """One line per mismatch (kind, path, catalogue, line, other line); returns the count."""
         rows = [("uncatalogued", p, "", "", "") for p in self.uncatalogued]
         rows += [("not_a_picture", p, "", "", "") for p in self.others]
+        rows += [("unusable", p, why, "", "") for p, why in self.unusable]
         rows += [("colorize_output", p, "", "", "") for p in self.ours]
         rows += [("missing", r["path"], r["_from"].path, r["_line"], "") for r in self.missing]
         rows += [("no_file", "", c.path, r["_line"], "") for c in self.catalogues for r in c.nofile]
@@ -419,7 +447,10 @@ def _collect(sources: Iterable[str], opts: dict, log) -> tuple[dict[str, dict], 
                 report.catalogues.append(row["_catalogue"])
                 continue
             if "_other" in row:
-                report.others.append(row["_other"])
+                report.others.append(shown(row["_other"]))
+                continue
+            if "_unusable" in row:
+                report.unusable.append((shown(row["_unusable"][0]), row["_unusable"][1]))
                 continue
             key = row["path"] if is_url(row["path"]) else _real(row["path"])
             entry = by_path.setdefault(key, {"path": row["path"], "_cells": {}})

@@ -27,7 +27,7 @@ from pipeline.client.jobspec import (
     size_arg,
     whole_number,
 )
-from pipeline.errors import UsageError, plural
+from pipeline.errors import RunFailed, UsageError, plural
 from pipeline.model.trainspec import TrainConfig
 
 
@@ -78,7 +78,7 @@ def load_toml(path: str) -> dict:
         raise UsageError(f"job spec {path} is a folder") from None
 
 
-PATH_KEYS = {"manifest", "output", "checkpoint", "src", "out", "init"}
+PATH_KEYS = {"manifest", "output", "checkpoint", "src", "out", "init", "summary_json"}
 
 
 def apply_job_spec(parser: argparse.ArgumentParser, spec: dict, path: str) -> None:
@@ -331,20 +331,48 @@ def cmd_run(a) -> int:
     # the killed workers' semaphores, which is its job, not news for the user.
     if TRACKER_QUIET not in sys.warnoptions:
         sys.warnoptions.append(TRACKER_QUIET)
+    if a.summary_json and not Path(a.summary_json).resolve().parent.is_dir():  # before, not after
+        raise UsageError(f"--summary-json {a.summary_json}: no folder {Path(a.summary_json).parent}")
     import threading
 
+    import psutil  # noqa: F401 - loaded before a signal's handler may need it, never half-loaded
+
     main_thread = threading.current_thread() is threading.main_thread()  # signals go there only
-    stop = _stop_run(a.output, a.scheduler)
-    before = [signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)] if main_thread else None
+    stop = _stop_run(a.output, a.scheduler, a.summary_json)
+    caught = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # SIGHUP: a closed terminal, a stop
+    before = [signal.signal(s, stop) for s in caught] if main_thread else None
     try:
         summary = run_job(from_args(a), redo=redo)
+    except (UsageError, RunFailed) as e:  # a monitor reads how this night's run ended, not last night's
+        _write_summary(a.summary_json, a.output, "refused" if isinstance(e, UsageError) else "failed",
+                       {"reason": str(e)})
+        raise
     finally:
         if main_thread:
-            signal.signal(signal.SIGINT, before[0])
-            signal.signal(signal.SIGTERM, before[1])
-    if a.summary_json:
-        Path(a.summary_json).write_text(json.dumps(summary, indent=2))
+            for sig, was in zip(caught, before, strict=True):
+                signal.signal(sig, was)
+    outcome = "dry_run" if a.dry_run else "nothing_to_do" if not summary.get("images") else "done"
+    _write_summary(a.summary_json, a.output, outcome, summary)
     return 0
+
+
+def _write_summary(path: str | None, outdir: str, outcome: str, summary: dict) -> None:
+    """--summary-json: written however the run ends (done, nothing_to_do, dry_run, refused,
+    failed, interrupted, terminated), with the whole job's counts beside this run's."""
+    if not path:
+        return
+    out = {"outcome": outcome, **summary}
+    try:
+        from pipeline.client.orchestrate import status
+
+        s = status(outdir)
+        out["job"] = {k: s[k] for k in ("shards", "committed", "pending", "images", "ok", "error",
+                                        "skipped", "damaged", "extra", "redo_pending")}
+    except Exception:  # noqa: BLE001 - no job yet (refused before one), or OUTDIR unreadable
+        pass
+    tmp = Path(path).with_name(f".{Path(path).name}.tmp")
+    tmp.write_text(json.dumps(out, indent=2))
+    os.replace(tmp, path)
 
 
 TRACKER_QUIET = "ignore::UserWarning:multiprocessing.resource_tracker"
@@ -400,7 +428,7 @@ def _redo_request(a) -> tuple[dict[int, set[str]], dict]:
     return redo.select(a.manifest, a.redo, a.redo_column), options
 
 
-def _stop_run(outdir: str, scheduler: str | None = None):
+def _stop_run(outdir: str, scheduler: str | None = None, summary_json: str | None = None):
     """Ctrl-C (or a batch system's SIGTERM) during a run: the local workers are ended at once (a
     shard commits whole or not at all, so nothing is lost but the shards in flight), then what
     is committed is counted, so the count said is the count on disk, and the process exits
@@ -409,12 +437,13 @@ def _stop_run(outdir: str, scheduler: str | None = None):
     rerun would write)."""
 
     def handler(signum, frame):
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
         from pipeline.client.cluster import kill_local_processes
 
         kill_local_processes()
-        msg = "colorize: interrupted" if signum == signal.SIGINT else "colorize: terminated"
+        how = "interrupted" if signum == signal.SIGINT else "terminated"
+        msg = f"colorize: {how}"
         again = f"colorize run -o {outdir}" + (f" --scheduler {scheduler}" if scheduler else "")
         try:
             from pipeline.client.orchestrate import status
@@ -425,6 +454,10 @@ def _stop_run(outdir: str, scheduler: str | None = None):
                 msg += " (the cluster's workers finish the shards they were running)"
             msg += f"; resume with: {again}"
         except Exception:  # nothing committed yet (no job.json), or a remote OUTDIR gone away
+            pass
+        try:
+            _write_summary(summary_json, outdir, how, {"signal": signal.Signals(signum).name})
+        except OSError:
             pass
         print(msg, file=sys.stderr)
         sys.stdout.flush()

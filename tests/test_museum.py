@@ -217,9 +217,11 @@ def test_an_interruption_reads_as_one(museum, tmp_path, ckpt):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm", "sighup"])
 def test_ctrl_c_twice_exits_at_once_and_says_what_is_on_disk(tmp_path, ckpt, how):
-    """A terminal's Ctrl-C (twice), or a batch system's SIGTERM to the run."""
+    """A terminal's Ctrl-C (twice), a batch system's SIGTERM to the run, or a closed terminal's
+    SIGHUP; --summary-json says how it ended, not what the night before did."""
+    import json
     import glob
     import os
     import signal
@@ -234,7 +236,8 @@ def test_ctrl_c_twice_exits_at_once_and_says_what_is_on_disk(tmp_path, ckpt, how
     assert run_cli("scan", src, "-o", man, "-q", "--shard-size", "2").returncode == 0
     t0_wall = time.time()
     p = subprocess.Popen([sys.executable, "-m", "pipeline", "run", "--manifest", str(man), "-o",
-                          str(out), "-q", "--checkpoint", str(ckpt), "--size", "128"],
+                          str(out), "-q", "--checkpoint", str(ckpt), "--size", "128",
+                          "--summary-json", str(tmp_path / "sum.json")],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          start_new_session=True,  # its own process group, as a terminal's job
                          env={**os.environ, "COLORIZE_TEST_RUN": str(tmp_path)})  # its workers inherit it
@@ -255,16 +258,18 @@ def test_ctrl_c_twice_exits_at_once_and_says_what_is_on_disk(tmp_path, ckpt, how
         except ProcessLookupError:
             pass
     else:
-        p.send_signal(signal.SIGTERM)  # Slurm's or Kubernetes' stop
+        p.send_signal(signal.SIGTERM if how == "sigterm" else signal.SIGHUP)  # Slurm's stop
     _, err = p.communicate(timeout=30)
     took = time.monotonic() - t1
-    assert p.returncode == (130 if how == "ctrl-c" else 143) and took < 2.0, (took, err)
+    assert p.returncode == {"ctrl-c": 130, "sigterm": 143, "sighup": 129}[how] and took < 2.0, (took, err)
     assert "Traceback" not in err and len(err.splitlines()) == 1, err
     word = "interrupted" if how == "ctrl-c" else "terminated"
     said = int(err.split(f"{word}; ", 1)[1].split(" of ")[0])
     assert err.strip().endswith(f"resume with: colorize run -o {out}"), err
     time.sleep(3)  # nothing commits after the exit: no worker outlives it, none was restarted
     assert said == len(glob.glob(f"{out}/results/*.parquet"))
+    summary = json.loads((tmp_path / "sum.json").read_text())
+    assert summary["outcome"] == word and summary["job"]["committed"] == said
     assert workers and not [k for k in workers if k.is_running() and k.status() != "zombie"]
     assert not [k for k in psutil.process_iter(["cmdline", "ppid"])
                 if k.info["ppid"] in (1, p.pid) and "spawn_main" in " ".join(k.info["cmdline"] or [])

@@ -530,5 +530,13 @@ def test_outdir_alone_resumes_and_repairs(archive, clean_run, ckpt, capsys):
     assert "done: 1 ok, 0 error, 0 skipped in" in (o := capsys.readouterr().out), o
     assert "; the job: 34 ok, 0 error, 0 skipped of 34 images;" in o
     # a flag named on the line still counts, and a change is refused as ever
-    assert main(["run", "-o", str(clean_run), "--format", "tiff", "-q"]) == 2
+    summary = clean_run.parent / "sum.json"
+    assert main(["run", "-o", str(clean_run), "--format", "tiff", "-q", "--summary-json", str(summary)]) == 2
     assert "format png -> tiff" in capsys.readouterr().err
+    said = json.loads(summary.read_text())  # a monitor reads this run's end, not the last good one
+    assert said["outcome"] == "refused" and "format png -> tiff" in said["reason"]
+    assert said["job"]["ok"] == 34 and said["job"]["pending"] == 0
+    assert main(["run", "-o", str(clean_run), "-q", "--summary-json", str(summary)]) == 0
+    assert json.loads(summary.read_text())["outcome"] == "nothing_to_do"
+    assert main(["run", "-o", str(clean_run), "-q", "--summary-json", "/no/such/dir/s.json"]) == 2
+    assert "--summary-json /no/such/dir/s.json: no folder /no/such/dir" in capsys.readouterr().err

@@ -553,7 +553,8 @@ def cmd_status(a) -> int:
         redo = (f", a redo of {plural(s['redo_pending'], 'image')} unfinished"
                 if s["redo_pending"] else "")
         how = (f"stopped at {s['stopped']['at']} by a failure: {s['stopped']['reason']}\n"
-               if s["stopped"] else "interrupted: ")
+               if s["stopped"] else "the manifest grew (new scans not yet run): "
+               if s["grown"] and not s["redo_pending"] else "interrupted: ")
         print(f"{how}{s['committed']} of {plural(s['shards'], 'shard')} committed{redo}; "
               f"resume with: colorize run -o {a.outdir}")
     print(f"{a.outdir}: shards {s['committed']} committed, {s['pending']} pending of {s['shards']}; "
@@ -644,8 +645,8 @@ def cmd_audit(a) -> int:
         redo = (f", a redo of {plural(len(r['redo_pending']), 'image')} unfinished"
                 if r["redo_pending"] else "")
         print(f"audit incomplete: {how_stopped(r)}: {r['committed_shards']} of "
-              f"{plural(r['shards'], 'shard')} committed{redo}; resume with: colorize run -o "
-              f"{a.outdir}")
+              f"{plural(r['shards'], 'shard')} committed{redo}; "
+              f"{'run' if r.get('grown') else 'resume'} with: colorize run -o {a.outdir}")
         print(f"  the committed shards are intact ({line}); {_report_in(r, a.outdir)}")
         return 3
     if r["ok"]:

@@ -244,6 +244,12 @@ def test_rescan_into_the_same_manifest_then_rerun_just_works(tmp_path, ckpt, cap
     err = capsys.readouterr().err
     assert "its rows, ids and shards are kept" in err
     assert "25 files done before, 3 new, 0 changed, 0 gone" in err
+    # this morning's normal, not a crash: status and audit say the manifest grew
+    assert main(["status", str(out)]) == 0
+    assert capsys.readouterr().out.startswith("the manifest grew (new scans not yet run): 7 of 8 shards")
+    assert main(["audit", str(out), "-q"]) == 3
+    assert "audit incomplete: the manifest grew (new scans not yet run): 7 of 8 shards committed; " \
+           "run with: colorize run -o" in capsys.readouterr().out
     assert main(run) == 0
     after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (out / "images").iterdir()}
     assert set(after) - set(before) == {"a1.png", "a2.png", "a3.png"}

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from pipeline.client import redo, results
 from pipeline.client.manifest import read_manifest, resolve_path
 from pipeline.client.outdir import Outdir, Problem, last_stop, output_stems
+from pipeline.client.state import never_started
 from pipeline.errors import plural
 from pipeline.storage import Store, read_source
 
@@ -158,6 +159,7 @@ def audit(outdir: str | Store | Outdir, quick: bool = False, check_inputs: bool 
         "shards": len(shards), "stopped": last_stop(od),
         "record_outdated": _outdated_records(man_t, ok_rows, carried), "copies": _copies(res),
     }
+    report["grown"] = never_started(spec, shards - committed - set(damaged)) and not redo_pending
     report["incomplete"] = incomplete(report, committed)
     report["verdict"] = verdict(report)
     try:  # a read-only replica (or a full disk) is audited all the same: the verdict stands
@@ -259,7 +261,10 @@ def how_stopped(report: dict) -> str:
     """Why an incomplete run is incomplete: a failure it recorded (outdir.record_stop), else an
     interruption."""
     stop = report.get("stopped")
-    return f"stopped by a failure ({stop['reason']})" if stop else "interrupted"
+    if stop:
+        return f"stopped by a failure ({stop['reason']})"
+    return "the manifest grew (new scans not yet run)" if report.get("grown") else "interrupted"
+
 
 
 def redo_skipped_advice(outdir: str) -> str:

@@ -38,6 +38,7 @@ from pipeline.client.state import (
     file_sha256,
     fingerprint,
     grown,
+    never_started,
     refusal,
     resolve_checkpoint,
 )
@@ -441,6 +442,7 @@ def status(outdir: str | os.PathLike) -> dict:
          "extra": sorted(f.rsplit("/", 1)[-1] for f, n in files.items() if n is None or n not in sizes),
          "pending": len(set(sizes) - shards), "images": sum(sizes.values()),  # what a run does
          **{s: counts.get(s, 0) for s in results.STATUSES}}
+    s["grown"] = never_started(spec, set(sizes) - shards)  # new scans, no run begun on them
     s["running"] = outdir.lock_holder()
     s["stopped"] = None if s["running"] else last_stop(outdir)
     s["redo_pending"] = sum(len(ids) for ids in redo.load(outdir)["pending"].values())

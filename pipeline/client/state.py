@@ -198,3 +198,10 @@ def refusal(store, old: dict, new: dict) -> str:
     how = f"; to continue it, add {' '.join(keep)}" if keep else ""
     return (f"{store} holds a different job (changed: {', '.join(changed) or 'fingerprint'}){how}; "
             "or use another OUTDIR, or --restart to discard its results and start over")
+
+
+def never_started(spec: dict, pending) -> bool:
+    """Whether every pending shard is one no run of the job has begun: the manifest grew (scan
+    --extend) since the last run, which is this morning's normal, not an interruption."""
+    known = spec.get("shard_digests")
+    return bool(pending) and known is not None and all(str(k) not in known for k in pending)

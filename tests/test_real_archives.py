@@ -726,3 +726,18 @@ def _png_with_xmp_bytes(photo, xmp: bytes) -> bytes:
     data = b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + xmp
     chunk = struct.pack(">I", len(data)) + b"iTXt" + data + struct.pack(">I", zlib.crc32(b"iTXt" + data))
     return png[:33] + chunk + png[33:]
+
+
+def test_a_file_where_an_output_folder_must_be_is_named(tmp_path):
+    """A file called like the folder an output goes in: every rerun would fail the same way, so
+    the message names it, not 'File exists'."""
+    import errno
+
+    from pipeline.storage import Store
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "box").write_text("x")
+    err = stages._write_error(Store(str(tmp_path)), "images/box/a.png",
+                              OSError(errno.EEXIST, "File exists"))
+    assert str(err) == (f"cannot write {tmp_path}/images/box/a.png: {tmp_path}/images/box is a file "
+                        "where a folder is needed; move it out of the way, then resume")

@@ -206,7 +206,7 @@ class ImageStages:
         try:
             store.write_atomic(rel, data)
         except OSError as e:
-            raise OutputError(f"cannot write {store.full(rel)}: {e.strerror or e}") from None
+            raise _write_error(store, rel, e) from None
         item.row.update(status="ok", error=None, output_path=rel, output_bytes=len(data),
                         notes="; ".join(notes) or None,
                         output_sha256=hashlib.sha256(data).hexdigest(), colorfulness=colorfulness(rgb))
@@ -230,6 +230,21 @@ class ImageStages:
         data, notes = self.encoded(item, rgb, output_format(self.spec.format, item.decoded.format))
         item.row.update(status="ok", error=None, notes="; ".join(notes) or None)
         return data
+
+
+def _write_error(store: Store, rel: str, e: OSError) -> OutputError:
+    """Why an output cannot be written: a full disk says so itself; a file where a folder must
+    be (EEXIST, ENOTDIR from its folders' making) is named, as no rerun gets past it."""
+    import errno
+
+    if store.local and e.errno in (errno.EEXIST, errno.ENOTDIR):
+        parts = rel.split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            p = store.full("/".join(parts[:i]))
+            if os.path.exists(p) and not os.path.isdir(p):
+                return OutputError(f"cannot write {store.full(rel)}: {p} is a file where a folder "
+                                   "is needed; move it out of the way, then resume")
+    return OutputError(f"cannot write {store.full(rel)}: {e.strerror or e}")
 
 
 class _NotRead(Exception):

@@ -57,7 +57,7 @@ def _output_problems(od: Outdir, ok_rows: list[dict], quick: bool, progress: boo
     out = od.store
     present = set(od.outputs())  # one listing, not a stat per image (object stores)
     claimed = set()
-    for r in tqdm(ok_rows, desc="audit", unit="img", disable=not progress):
+    for r in tqdm(ok_rows, desc="audit", unit="img", disable=None if progress else True):
         rel = r["output_path"] or ""
         claimed.add(rel)
         where = dict(image_id=r["image_id"], output_path=r["output_path"], shard=r["shard"])
@@ -89,7 +89,7 @@ def _outdated_records(t, ok_rows: list[dict], carried: list[str]) -> list[str]:
 def _input_problems(manifest: str, res: list[dict], progress: bool) -> list[dict]:
     """The originals are still there and unchanged since they were colorized."""
     problems: list[dict] = []
-    for r in tqdm(res, desc="inputs", unit="img", disable=not progress):
+    for r in tqdm(res, desc="inputs", unit="img", disable=None if progress else True):
         if r["source_sha256"]:
             try:
                 data = read_source(resolve_path(manifest, r["source_path"]))

@@ -264,7 +264,8 @@ def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int = 64
         old = _recatalogue(old, extend, by_path, columns, found, log)
     with ThreadPoolExecutor(threads) as ex:  # header reads are I/O bound
         it = ex.map(lambda r: _probe(by_path[r], max_pixels), real)
-        probes = list(tqdm(it, total=len(real), desc="scan", unit="file", disable=not progress))
+        probes = list(tqdm(it, total=len(real), desc="scan", unit="file",
+                           disable=None if progress else True))
     real, rels, probes = _without_ours(real, rels, probes, found, log)
     if report:
         log(f"wrote {report}: {found.write_csv(report)} lines (files left out, and mismatches "

@@ -282,7 +282,9 @@ def _drive(client, job, work: _Work, log, outdir: Outdir) -> dict:
     if resources:
         wait_for_resource(client, "GPU", o.resource_timeout, log)
     window = o.window or 2 * max(1, len(client.scheduler_info()["workers"]))
-    bar = tqdm(total=work.images, unit="img", desc="colorize", disable=not o.progress, smoothing=0.1)
+    # disable=None: a bar on a terminal only; a cron job's mailed log gets none
+    bar = tqdm(total=work.images, unit="img", desc="colorize", disable=None if o.progress else True,
+               smoothing=0.1)
     tally = Tally(work.t_start)
 
     def submit(task):

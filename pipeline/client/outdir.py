@@ -146,7 +146,9 @@ class Outdir:
     def results_files(self) -> dict[str, int | None]:
         """results/'s Parquet files (relative paths) and the shard each commits (None: not a
         name a run writes)."""
-        return {p: _shard_of(p) for p in self.store.glob(f"{self.RESULTS}/*.parquet")}
+        # shard-*: listed by prefix (an object store's listing of all results/ would be cached,
+        # and a shard a worker commits later not seen); a copy ('shard-00000 (1)') matches too
+        return {p: _shard_of(p) for p in self.store.glob(f"{self.RESULTS}/shard-*.parquet")}
 
     def write_shard(self, shard: int, rows: list[dict], carried: list | None = None) -> None:
         """The commit of a shard's result rows (with the manifest's `carried` catalogue fields):

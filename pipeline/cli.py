@@ -549,6 +549,12 @@ def cmd_status(a) -> int:
     from pipeline.client.orchestrate import status
     with _manifest_moved(a.outdir):
         s = status(a.outdir)
+    if a.json:  # one object, the same keys every time; state first
+        state = ("damaged" if s["damaged"] or s["extra"] else "running" if s["running"]
+                 else "complete" if not (s["pending"] or s["redo_pending"])
+                 else "stopped" if s["stopped"] else "grown" if s["grown"] else "interrupted")
+        print(json.dumps({"state": state, **s}, default=str))
+        return 1 if state == "damaged" else 0
     if (s["pending"] or s["redo_pending"]) and not s["running"]:  # stopped: say so first
         redo = (f", a redo of {plural(s['redo_pending'], 'image')} unfinished"
                 if s["redo_pending"] else "")
@@ -965,6 +971,8 @@ def _add_review(sub) -> None:
 def _add_status(sub) -> None:
     s = _command(sub, "status", cmd_status)
     s.add_argument("outdir", metavar="OUTDIR")
+    s.add_argument("--json", action="store_true", help="print the status as one JSON object (for "
+                   "a monitor: state, shards, images, counts) instead of sentences")
 
 
 def _add_evaluate(sub) -> None:

@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -250,7 +251,13 @@ def test_rescan_into_the_same_manifest_then_rerun_just_works(tmp_path, ckpt, cap
     assert main(["audit", str(out), "-q"]) == 3
     assert "audit incomplete: the manifest grew (new scans not yet run): 7 of 8 shards committed; " \
            "run with: colorize run -o" in capsys.readouterr().out
+    assert main(["status", str(out), "--json"]) == 0  # what a monitor reads
+    said = json.loads(capsys.readouterr().out)
+    assert (said["state"], said["committed"], said["pending"], said["images"]) == ("grown", 7, 1, 28)
     assert main(run) == 0
+    capsys.readouterr()
+    assert main(["status", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["state"] == "complete"
     after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (out / "images").iterdir()}
     assert set(after) - set(before) == {"a1.png", "a2.png", "a3.png"}
     assert {k: after[k] for k in before} == before

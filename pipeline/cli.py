@@ -27,7 +27,7 @@ from pipeline.client.jobspec import (
     size_arg,
     whole_number,
 )
-from pipeline.errors import RunFailed, UsageError, plural
+from pipeline.errors import Busy, RunFailed, UsageError, plural
 from pipeline.model.trainspec import TrainConfig
 
 
@@ -344,8 +344,8 @@ def cmd_run(a) -> int:
     try:
         summary = run_job(from_args(a), redo=redo)
     except (UsageError, RunFailed) as e:  # a monitor reads how this night's run ended, not last night's
-        _write_summary(a.summary_json, a.output, "refused" if isinstance(e, UsageError) else "failed",
-                       {"reason": str(e)})
+        how = "busy" if isinstance(e, Busy) else "refused" if isinstance(e, UsageError) else "failed"
+        _write_summary(a.summary_json, a.output, how, {"reason": str(e)})
         raise
     finally:
         if main_thread:
@@ -1089,7 +1089,7 @@ def main(argv: list[str] | None = None) -> int:
         return a.func(a) or 0
     except UsageError as e:
         print(f"colorize: error: {e}", file=sys.stderr)
-        return 2
+        return getattr(e, "exit_code", 2)
     except RunFailed as e:
         if e.traceback:
             print(e.traceback, file=sys.stderr)

@@ -15,6 +15,13 @@ class JobError(UsageError, ValueError):
     """A run that must not go ahead (fingerprint mismatch, lock held); reported as exit 2."""
 
 
+class Busy(JobError):
+    """Another run holds OUTDIR: not a mistake, a time to try again; exit code 75 (EX_TEMPFAIL),
+    so that a nightly job tells "busy" from "broken"."""
+
+    exit_code = 75
+
+
 class ScanError(UsageError, ValueError):
     """A source the user named does not exist or cannot be listed."""
 

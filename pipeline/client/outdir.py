@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.client.results import SCHEMA
-from pipeline.errors import JobError
+from pipeline.errors import Busy, JobError
 from pipeline.storage import ObjectLock, Store, as_store
 
 MARK = b"archive-colorizer"  # in every output's own metadata (provenance), near its start
@@ -309,7 +309,7 @@ class RunLock:
             self.obj = ObjectLock(self.store, Outdir.LOCK)
             holder = self.obj.acquire()
             if holder:
-                raise JobError(f"another run is using {self.store} ({holder}); wait for it to finish")
+                raise Busy(f"another run is using {self.store} ({holder}); wait for it to finish")
             return self
         path = Path(self.store.full(Outdir.LOCK))
         while True:
@@ -319,7 +319,7 @@ class RunLock:
             except BlockingIOError:
                 holder = os.pread(self.fd, 64, 0).decode(errors="replace").strip()
                 os.close(self.fd)
-                raise JobError(f"another run is using {self.store} ({holder or 'pid unknown'}); "
+                raise Busy(f"another run is using {self.store} ({holder or 'pid unknown'}); "
                                "wait for it to finish") from None
             # The holder before us removes the file as it lets go (a finished OUTDIR keeps no
             # stale lock): a lock on a file no longer at the path guards nothing, so try again.

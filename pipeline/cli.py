@@ -27,7 +27,7 @@ from pipeline.client.jobspec import (
     size_arg,
     whole_number,
 )
-from pipeline.errors import Busy, RunFailed, UsageError, plural
+from pipeline.errors import Busy, UsageError, plural
 from pipeline.model.trainspec import TrainConfig
 
 
@@ -289,6 +289,40 @@ def _exists(path: str) -> bool:
 
 
 def cmd_run(a) -> int:
+    """A run, its signals handled, and --summary-json written however it ends."""
+    if a.summary_json and (Path(a.summary_json).is_dir()
+                           or not Path(a.summary_json).resolve().parent.is_dir()):  # before, not after
+        raise UsageError(f"--summary-json {a.summary_json}: name a file in a folder that exists")
+    import threading
+
+    import psutil  # noqa: F401 - loaded before a signal's handler may need it, never half-loaded
+
+    main_thread = threading.current_thread() is threading.main_thread()  # signals go there only
+    stop = _stop_run(a.output, a.scheduler, a.summary_json)
+    # SIGHUP: a closed terminal, a service's stop; but a signal nohup (or `&`) set to be
+    # ignored stays ignored: such a run is meant to outlive its terminal
+    caught = [s for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+              if signal.getsignal(s) is not signal.SIG_IGN] if main_thread else []
+    before = [signal.signal(s, stop) for s in caught]
+    try:
+        summary = _run(a)
+        outcome = "dry_run" if a.dry_run else "nothing_to_do" if not summary.get("images") else "done"
+        _write_summary(a.summary_json, a.output, outcome, summary)  # before a signal is let in
+    except Exception as e:  # a monitor reads how this night's run ended, not last night's
+        how = ("busy" if isinstance(e, Busy) else "refused" if isinstance(e, UsageError)
+               else "failed")
+        try:
+            _write_summary(a.summary_json, a.output, how, {"reason": str(e)})
+        except OSError as w:  # the run's own error is the one to tell
+            print(f"colorize: --summary-json not written: {w.strerror or w}", file=sys.stderr)
+        raise
+    finally:
+        for sig, was in zip(caught, before, strict=True):
+            signal.signal(sig, was)
+    return 0
+
+
+def _run(a) -> dict:
     from pipeline.client.jobspec import IDENTITY_FIELDS, from_args
     from pipeline.client.orchestrate import run_job
     from pipeline.client.outdir import Outdir
@@ -331,41 +365,21 @@ def cmd_run(a) -> int:
     # the killed workers' semaphores, which is its job, not news for the user.
     if TRACKER_QUIET not in sys.warnoptions:
         sys.warnoptions.append(TRACKER_QUIET)
-    if a.summary_json and not Path(a.summary_json).resolve().parent.is_dir():  # before, not after
-        raise UsageError(f"--summary-json {a.summary_json}: no folder {Path(a.summary_json).parent}")
-    import threading
-
-    import psutil  # noqa: F401 - loaded before a signal's handler may need it, never half-loaded
-
-    main_thread = threading.current_thread() is threading.main_thread()  # signals go there only
-    stop = _stop_run(a.output, a.scheduler, a.summary_json)
-    caught = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # SIGHUP: a closed terminal, a stop
-    before = [signal.signal(s, stop) for s in caught] if main_thread else None
-    try:
-        summary = run_job(from_args(a), redo=redo)
-    except (UsageError, RunFailed) as e:  # a monitor reads how this night's run ended, not last night's
-        how = "busy" if isinstance(e, Busy) else "refused" if isinstance(e, UsageError) else "failed"
-        _write_summary(a.summary_json, a.output, how, {"reason": str(e)})
-        raise
-    finally:
-        if main_thread:
-            for sig, was in zip(caught, before, strict=True):
-                signal.signal(sig, was)
-    outcome = "dry_run" if a.dry_run else "nothing_to_do" if not summary.get("images") else "done"
-    _write_summary(a.summary_json, a.output, outcome, summary)
-    return 0
+    return run_job(from_args(a), redo=redo)
 
 
-def _write_summary(path: str | None, outdir: str, outcome: str, summary: dict) -> None:
+def _write_summary(path: str | None, outdir: str, outcome: str, summary: dict,
+                   job: dict | None = None) -> None:
     """--summary-json: written however the run ends (done, nothing_to_do, dry_run, refused,
-    failed, interrupted, terminated), with the whole job's counts beside this run's."""
+    busy, failed, interrupted, terminated), with the whole job's counts (`job`: its status, if
+    known already) beside this run's."""
     if not path:
         return
     out = {"outcome": outcome, **summary}
     try:
         from pipeline.client.orchestrate import status
 
-        s = status(outdir)
+        s = job or status(outdir)
         out["job"] = {k: s[k] for k in ("shards", "committed", "pending", "images", "ok", "error",
                                         "skipped", "damaged", "extra", "redo_pending")}
     except Exception:  # noqa: BLE001 - no job yet (refused before one), or OUTDIR unreadable
@@ -439,30 +453,36 @@ def _stop_run(outdir: str, scheduler: str | None = None, summary_json: str | Non
     def handler(signum, frame):
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_IGN)
-        from pipeline.client.cluster import kill_local_processes
-
-        kill_local_processes()
-        how = "interrupted" if signum == signal.SIGINT else "terminated"
-        msg = f"colorize: {how}"
-        again = f"colorize run -o {outdir}" + (f" --scheduler {scheduler}" if scheduler else "")
         try:
-            from pipeline.client.orchestrate import status
+            from pipeline.client.cluster import kill_local_processes
 
-            s = status(outdir)
-            msg += f"; {s['committed']} of {plural(s['shards'], 'shard')} committed"
-            if scheduler:
-                msg += " (the cluster's workers finish the shards they were running)"
-            msg += f"; resume with: {again}"
-        except Exception:  # nothing committed yet (no job.json), or a remote OUTDIR gone away
-            pass
-        try:
-            _write_summary(summary_json, outdir, how, {"signal": signal.Signals(signum).name})
-        except OSError:
-            pass
-        print(msg, file=sys.stderr)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(128 + signum)
+            kill_local_processes()
+            how = "interrupted" if signum == signal.SIGINT else "terminated"
+            msg, s = f"colorize: {how}", None
+            again = f"colorize run -o {outdir}" + (f" --scheduler {scheduler}" if scheduler else "")
+            try:
+                from pipeline.client.orchestrate import status
+
+                s = status(outdir)  # once: the line and the summary say the same count
+                msg += f"; {s['committed']} of {plural(s['shards'], 'shard')} committed"
+                if scheduler:
+                    msg += " (the cluster's workers finish the shards they were running)"
+                msg += f"; resume with: {again}"
+            except Exception:  # nothing committed yet (no job.json), or a remote OUTDIR gone away
+                pass
+            try:
+                _write_summary(summary_json, outdir, how, {"signal": signal.Signals(signum).name},
+                               job=s)
+            except OSError:
+                pass
+            try:  # a hung-up terminal cannot be written to (EIO): the exit code still says it
+                print(msg, file=sys.stderr)
+                sys.stdout.flush()
+                sys.stderr.flush()
+            except OSError:
+                pass
+        finally:
+            os._exit(128 + signum)
 
     return handler
 
@@ -522,7 +542,10 @@ def cmd_review(a) -> int:
         raise UsageError(f"OUTDIR not found: {a.outdir}")
     from pipeline.client.outdir import Outdir
 
-    Outdir(a.outdir).read_results(columns=["image_id"])  # a damaged results file: said, not a 500
+    from pipeline.client.manifest import job_shards
+
+    od = Outdir(a.outdir)  # a damaged results file of the job: said, not a page of 500s
+    od.read_results(columns=["image_id"], shards=job_shards(od.read_job()["spec"]["manifest"]))
     serve(a.outdir, port=a.port, browser=not a.no_browser, who=a.reviewer)
     return 0
 
@@ -552,7 +575,8 @@ def cmd_status(a) -> int:
     if a.json:  # one object, the same keys every time; state first
         state = ("damaged" if s["damaged"] or s["extra"] else "running" if s["running"]
                  else "complete" if not (s["pending"] or s["redo_pending"])
-                 else "stopped" if s["stopped"] else "grown" if s["grown"] else "interrupted")
+                 else "stopped" if s["stopped"] else "grown" if s["grown"] and not s["redo_pending"]
+                 else "interrupted")  # as the sentences below say it
         print(json.dumps({"state": state, **s}, default=str))
         return 1 if state == "damaged" else 0
     if (s["pending"] or s["redo_pending"]) and not s["running"]:  # stopped: say so first

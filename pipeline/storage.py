@@ -45,6 +45,14 @@ def read_source(path: str) -> bytes:
     if is_url(path):
         with fsspec.open(path, "rb") as f:
             return f.read()
+    import stat
+
+    try:  # a named pipe would block the read for ever: refused (a stat does not open it)
+        mode = os.stat(path).st_mode
+    except OSError:
+        mode = None  # the read says why (not found, permission)
+    if mode is not None and not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        raise ValueError("not a regular file (a pipe, a socket, a device)")
     return Path(path).read_bytes()
 
 

@@ -499,3 +499,30 @@ def test_names_that_differ_only_in_case_get_outputs_apart(tmp_path):
     assert main(["scan", str(box), "-o", str(man), "-q"]) == 0  # extended
     stems = pq.read_table(man).column("out_stem").to_pylist()
     assert len({s.casefold() for s in stems}) == 3 and stems[:2] == ["Photo.jpg", "photo.tif"]
+
+
+def test_a_run_under_nohup_outlives_its_terminal(tmp_path, ckpt):
+    """nohup (or a shell's `&`) sets SIGHUP to be ignored so that a run outlives its terminal:
+    the run keeps it so, and finishes (it stops at SIGHUP only where SIGHUP was not ignored)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    src = tmp_path / "s"
+    src.mkdir()
+    for i in range(12):
+        Image.new("L", (24, 16), 10 * i).save(src / f"{i:02d}.png")
+    man, out = tmp_path / "m.parquet", tmp_path / "out"
+    assert main(["scan", str(src), "-o", str(man), "-q", "--shard-size", "1"]) == 0
+    p = subprocess.Popen([sys.executable, "-m", "pipeline", "run", "--manifest", str(man), "-o",
+                          str(out), "-q", "--checkpoint", ckpt, "--size", "32", "--workers", "1"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    t0 = time.monotonic()
+    while not list(out.glob("results/*.parquet")) and time.monotonic() - t0 < 120:
+        time.sleep(0.05)
+    p.send_signal(signal.SIGHUP)  # the terminal closes
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err
+    assert len(list(out.glob("results/*.parquet"))) == 12

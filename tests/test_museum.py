@@ -221,8 +221,8 @@ def test_an_interruption_reads_as_one(museum, tmp_path, ckpt):
 def test_ctrl_c_twice_exits_at_once_and_says_what_is_on_disk(tmp_path, ckpt, how):
     """A terminal's Ctrl-C (twice), a batch system's SIGTERM to the run, or a closed terminal's
     SIGHUP; --summary-json says how it ended, not what the night before did."""
-    import json
     import glob
+    import json
     import os
     import signal
     import time

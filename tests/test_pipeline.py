@@ -539,4 +539,8 @@ def test_outdir_alone_resumes_and_repairs(archive, clean_run, ckpt, capsys):
     assert main(["run", "-o", str(clean_run), "-q", "--summary-json", str(summary)]) == 0
     assert json.loads(summary.read_text())["outcome"] == "nothing_to_do"
     assert main(["run", "-o", str(clean_run), "-q", "--summary-json", "/no/such/dir/s.json"]) == 2
-    assert "--summary-json /no/such/dir/s.json: no folder /no/such/dir" in capsys.readouterr().err
+    assert "--summary-json /no/such/dir/s.json: name a file in a folder that exists" in capsys.readouterr().err
+    # refused before the run begins (the night's share not mounted): said in the summary too
+    assert main(["run", "-o", str(clean_run), "-q", "--manifest", "/mnt/gone/m.parquet",
+                 "--summary-json", str(summary)]) == 2
+    assert json.loads(summary.read_text())["outcome"] == "refused"

@@ -636,7 +636,8 @@ def test_every_file_of_a_shoebox_is_a_row_or_named_as_left_out(tmp_path, ckpt):
     assert r.returncode == 0, r.stderr
     assert "2 files left out: not pictures (1 .xmp, 1 .txt; --report lists them): a.xmp; note.txt" \
            in r.stderr  # the catalogue read is not among them
-    assert (f"2 files left out: {p / 'album'}/Oma \\xe9t\\xe9 1950.jpg: its name is not UTF-8 text: "
+    assert (f"2 files left out: {p / 'album'}/Oma \\xe9t\\xe9 1950.jpg: its name (or a folder's above "
+            "it) is not UTF-8 text: "
             f"rename it (e.g. convmv -f latin1 -t utf8); {p / 'album'}/pipe.jpg: not a regular file") in r.stderr
     assert f"left out 1 file that colorize wrote (machine-colorized, their metadata says; not " \
            f"originals): {p / 'album' / 'a colour.png'}" in r.stderr

@@ -50,7 +50,8 @@ def _unusable(path: str) -> str | None:
     try:
         path.encode("utf-8")
     except UnicodeEncodeError:
-        return "its name is not UTF-8 text: rename it (e.g. convmv -f latin1 -t utf8)"
+        return ("its name (or a folder's above it) is not UTF-8 text: rename it (e.g. convmv -f "
+                "latin1 -t utf8)")
     try:
         st = os.stat(path)
     except OSError:
@@ -167,6 +168,9 @@ def _probe(row: dict, max_pixels: int) -> dict:
         out["scan_error"] = why
         out["size_bytes"] = None if is_url(path) or not os.path.exists(path) else os.path.getsize(path)
         return out
+    if not is_url(path) and os.path.exists(path) and not os.path.isfile(path):  # a catalogue's pipe
+        out["scan_error"] = "not a regular file (a pipe, a socket, a device, a folder)"
+        return out
     if not is_url(path) and os.path.islink(path) and not os.path.exists(path):
         out["scan_error"] = (f"broken symbolic link: it points to {os.readlink(path)}, which is "
                              "not there")
@@ -266,7 +270,7 @@ def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int = 64
         it = ex.map(lambda r: _probe(by_path[r], max_pixels), real)
         probes = list(tqdm(it, total=len(real), desc="scan", unit="file",
                            disable=None if progress else True))
-    real, rels, probes = _without_ours(real, rels, probes, found, log)
+    real, rels, probes = _without_ours(real, rels, probes, found, log, extending=old is not None)
     if report:
         log(f"wrote {report}: {found.write_csv(report)} lines (files left out, and mismatches "
             "between files and catalogue)")
@@ -300,7 +304,7 @@ def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int = 64
 
 
 def _without_ours(real: list[str], rels: list[str], probes: list[dict], found: ScanReport,
-                  log) -> tuple[list[str], list[str], list[dict]]:
+                  log, extending: bool = False) -> tuple[list[str], list[str], list[dict]]:
     """Files this tool wrote (their metadata says machine-colorized: a quick look saved among
     the scans, a copy of an OUTDIR) are not originals: left out, and said."""
     keep = [i for i, p in enumerate(probes) if not p.get("ours")]
@@ -310,7 +314,9 @@ def _without_ours(real: list[str], rels: list[str], probes: list[dict], found: S
     log(f"left out {_n(len(found.ours), 'file')} that colorize wrote (machine-colorized, their "
         f"metadata says; not originals): {'; '.join(found.ours[:5])}"
         + (" ..." if len(found.ours) > 5 else ""))
-    if not keep:
+    ours = set(found.ours)
+    found.uncatalogued = [p for p in found.uncatalogued if _real(p) not in ours]  # said once
+    if not keep and not extending:
         raise ScanError("no originals found: every image found is one that colorize wrote")
     return [real[i] for i in keep], [rels[i] for i in keep], [probes[i] for i in keep]
 

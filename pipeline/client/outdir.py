@@ -71,8 +71,10 @@ _SHARD_FILE = re.compile(r"shard-(\d+)\.parquet")
 def _shard_of(path: str) -> int | None:
     """A results file's shard, or None for a name a run never writes ('shard-00000 - Copy',
     'shard-00000 (1)': a copy a file manager made), which holds no commit."""
-    m = _SHARD_FILE.fullmatch(path.rsplit("/", 1)[-1])
-    return int(m.group(1)) if m else None
+    name = path.rsplit("/", 1)[-1]
+    m = _SHARD_FILE.fullmatch(name)
+    # exactly the name a run writes: 'shard-0.parquet' beside 'shard-00000.parquet' is a copy
+    return int(m.group(1)) if m and name == f"shard-{int(m.group(1)):05d}.parquet" else None
 
 
 class Outdir:
@@ -265,7 +267,11 @@ def _read_results(od: Outdir, columns, damaged: list[int] | None, shards: set[in
             continue
         try:
             tables.append(pq.read_table(od.store.full(f), columns=columns, filesystem=od.store.fs))
-        except pa.ArrowInvalid as e:  # cut short, or not Parquet (a network error is raised)
+        except (pa.ArrowInvalid, OSError) as e:
+            if isinstance(e, OSError) and not isinstance(e, pa.ArrowInvalid) and e.errno is not None:
+                raise  # the disk's or the network's error (errno): not the file's damage
+            # cut short, not Parquet (ArrowInvalid), or a page that does not decode (Arrow's
+            # OSError without an errno)
             if damaged is None:
                 raise DamagedResults(
                     f"{od.store.full(f)} is damaged ({str(e).splitlines()[0][:120]}); "
@@ -320,7 +326,7 @@ class RunLock:
                 holder = os.pread(self.fd, 64, 0).decode(errors="replace").strip()
                 os.close(self.fd)
                 raise Busy(f"another run is using {self.store} ({holder or 'pid unknown'}); "
-                               "wait for it to finish") from None
+                           "wait for it to finish") from None
             # The holder before us removes the file as it lets go (a finished OUTDIR keeps no
             # stale lock): a lock on a file no longer at the path guards nothing, so try again.
             try:

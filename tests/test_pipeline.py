@@ -285,6 +285,8 @@ def test_a_damaged_or_stray_results_file_is_named_and_repair_mends_it(archive, c
     shutil.copytree(clean_run, out)
     res = out / "results"
     good = (res / "shard-00001.parquet").read_bytes()
+    retouched = out / pq.read_table(res / "shard-00001.parquet").column("output_path")[0].as_py()
+    retouched.write_bytes(retouched.read_bytes() + b"retouched")  # a curator's work in that shard
     (res / "shard-00001.parquet").write_bytes(good[:300])
     shutil.copy(res / "shard-00000.parquet", res / "shard-00099.parquet")
     capsys.readouterr()
@@ -314,6 +316,9 @@ def test_a_damaged_or_stray_results_file_is_named_and_repair_mends_it(archive, c
     assert "moved a stray results file to" in o
     assert f"done: {SHARD} ok" in o
     assert (out / "quarantine" / "results" / "shard-00001.parquet").read_bytes() == good[:300]
+    assert "moved its 4 outputs to quarantine/" in o  # no record proves them unaltered: kept
+    kept = out / "quarantine" / retouched.relative_to(out)
+    assert kept.read_bytes().endswith(b"retouched") and not retouched.read_bytes().endswith(b"retouched")
     assert image_files(out) == image_files(clean_run)
     assert comparable(out) == comparable(clean_run)
     assert main(["audit", str(out), "-q"]) == 0

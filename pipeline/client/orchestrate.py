@@ -29,6 +29,7 @@ from pipeline.client.outdir import (
     Problem,
     clear_stop,
     last_stop,
+    output_stems,
     record_stop,
     release_reserve,
 )
@@ -405,7 +406,19 @@ def plan_repair(outdir: Outdir, log) -> dict[int, set[str]]:
             log(f"moved {what} results file to {outdir.quarantine(p['path'])}"
                 + ("; its shard runs again" if kind is Problem.DAMAGED_RESULT else ""))
             whole.add(p["shard"])
+            if kind is Problem.DAMAGED_RESULT:  # no record proves its outputs unaltered now
+                moved = [outdir.quarantine(rel) for rel in _outputs_of(outdir, p["shard"])]
+                if moved:
+                    log(f"moved its {plural(len(moved), 'output')} to {Outdir.QUARANTINE}/ (a "
+                        "curator's retouch among them is kept there); the run writes them again")
     return {s: ids for s, ids in fixes.items() if s not in whole}  # a whole shard: pending now
+
+
+def _outputs_of(outdir: Outdir, shard: int) -> list[str]:
+    """The files in images/ at the names a shard's rows write (any extension)."""
+    t = read_manifest(outdir.read_job()["spec"]["manifest"], columns=["out_stem"], shard=shard)
+    stems = output_stems(t.column("out_stem").to_pylist())
+    return [rel for rel in outdir.outputs() if os.path.splitext(rel)[0] in stems]
 
 
 def _pace(outdir: Outdir, sizes: dict[int, int], committed: set[int]) -> dict:

@@ -91,9 +91,13 @@ def test_exif_orientation_is_applied(tmp_path, base):
     d = decode(p)
     assert d.gray.shape == (96, 128)  # upright: landscape again
     assert np.abs(d.gray.astype(int) - np.asarray(base)).mean() < 3
+    assert d.exif is None  # its orientation alone: nothing left to say of upright pixels
+    exif[0x013B] = "A. Fotograf"
+    d = decode(save(tmp_path, "r2.jpg", base.transpose(Image.ROTATE_90), quality=95,
+                    exif=exif.tobytes()))
     e = Image.Exif()
     e.load(d.exif)
-    assert e[0x0112] == 1
+    assert e[0x0112] == 1 and e[0x013B] == "A. Fotograf"  # reset beside what is carried
 
 
 def _png_with_exif(png: bytes, orientation: int) -> bytes:

@@ -547,7 +547,9 @@ def test_the_archives_own_xmp_is_carried_with_ours_added(tmp_path, photo, fmt):
                     "-XMP-dc:Creator=Zofia Łęcka", "-XMP-dc:Subject=Łódź", "-XMP-dc:Subject=Café",
                     "-XMP-dc:Description=Marktplatz, 1923", "-XMP-dc:Identifier=NB-000123",
                     "-XMP-tiff:Orientation=6", "-XMP-photoshop:ColorMode=Grayscale",
-                    "-IPTC:Keywords=Café", "-PNG:Title=Omas Hochzeit", src], check=True)
+                    "-IPTC:Keywords=Café", "-PNG:Title=Omas Hochzeit", "-PNG:Comment=Scan by NB lab",
+                    "-EXIF:Software=Adobe Photoshop 22.4", "-EXIF:Artist=Zofia Łęcka",
+                    "-XMP-photoshop:DocumentAncestors=xmp.did:0001", src], check=True)
     d = decode(src)
     prov = provenance("c" * 64, "2026-12-02", "s" * 64, {"identifier": "INV-7", "source": "scan.png"})
     data, notes = encode_output(np.dstack([d.gray] * 3), fmt, d, 90, prov)
@@ -562,11 +564,17 @@ def test_the_archives_own_xmp_is_carried_with_ours_added(tmp_path, photo, fmt):
     assert got["XMP-iptcExt:DigitalSourceType"].endswith("compositeWithTrainedAlgorithmicMedia")
     assert got["XMP-colorize:SourceSHA256"] == "s" * 64
     assert "XMP-tiff:Orientation" not in got and "XMP-photoshop:ColorMode" not in got
+    assert "XMP-photoshop:DocumentAncestors" not in got  # what placed files it held: not ours
+    if fmt != "tiff":  # the EXIF's Software says what made this file (TIFF: its own tag, test above)
+        assert Image.open(io.BytesIO(data)).getexif()[305].startswith("archive-colorizer")
     assert "IPTC-IIM block not carried (the source's XMP is)" in notes
     if fmt == "png":
         assert got["PNG:Title"] == "Omas Hochzeit"
+        comment = Image.open(io.BytesIO(data)).text["Comment"]  # one, the source's then ours
+        assert comment.startswith("Scan by NB lab\n\nMachine-colorized by archive-colorizer")
+        assert data.count(b"Comment\x00") == 1
     else:
-        assert f"PNG text Title not carried (a {fmt} has no place for it)" in notes
+        assert f"PNG text Comment, Title not carried (a {fmt} has no place for it)" in notes
 
 
 def test_a_source_xmp_that_does_not_parse_is_noted_and_ours_written(tmp_path, photo):
@@ -742,3 +750,26 @@ def test_a_file_where_an_output_folder_must_be_is_named(tmp_path):
                               OSError(errno.EEXIST, "File exists"))
     assert str(err) == (f"cannot write {tmp_path}/images/box/a.png: {tmp_path}/images/box is a file "
                         "where a folder is needed; move it out of the way, then resume")
+
+
+def test_a_pantrys_nested_descriptions_are_the_placed_files_not_the_scans():
+    """Photoshop's xmpMM:Pantry holds whole rdf:Descriptions of the files placed in it: they are
+    carried as they are, and the scan's own caption, or our line where it has none, stays."""
+    from lxml import etree
+
+    from pipeline.worker.writers import merged, provenance, xmp_packet
+
+    src = _xmp('<xmpMM:Pantry><rdf:Bag><rdf:li><rdf:Description xmpMM:InstanceID="xmp.iid:7" '
+               'xmp:CreatorTool="Photoshop"><dc:description>placed</dc:description>'
+               '</rdf:Description></rdf:li></rdf:Bag></xmpMM:Pantry>',
+               'xmlns:xmpMM="http://ns.adobe.com/xap/1.0/mm/" xmlns:xmp="http://ns.adobe.com/xap/'
+               '1.0/" xmlns:dc="http://purl.org/dc/elements/1.1/"').encode()
+    out = merged(xmp_packet(provenance("c" * 64, "2026-12-02", None)), src)
+    root = etree.fromstring(out.split(b"?>", 1)[1].rsplit(b"<?xpacket", 1)[0])
+    rdf = "{http://www.w3.org/1999/02/22-rdf-syntax-ns#}"
+    nested = root.find(f".//{{http://ns.adobe.com/xap/1.0/mm/}}Pantry//{rdf}Description")
+    assert nested.get("{http://ns.adobe.com/xap/1.0/mm/}InstanceID") == "xmp.iid:7"
+    assert nested.find("{http://purl.org/dc/elements/1.1/}description").text == "placed"
+    top = root.find(rdf + "RDF").findall(rdf + "Description")
+    said = [d.find("{http://purl.org/dc/elements/1.1/}description") for d in top]
+    assert any(x is not None and b"Machine-colorized" in etree.tostring(x) for x in said)

@@ -579,9 +579,11 @@ def _decoded(gray, src_mode, fmt, kind, info, exif_obj, notes) -> Decoded:
     if (0x0404 in (info.get("photoshop") or {}) or 33723 in exif_obj
             or "Raw profile type iptc" in info):
         notes.append("IPTC-IIM block not carried" + (" (the source's XMP is)" if d.xmp else ""))
-    for tag in _LAYOUT_TAGS & set(exif_obj):  # a TIFF's IFD is its EXIF: not the output's layout
+    # a TIFF's IFD is its EXIF: not the output's layout; nor is the source file's DateTime
+    # (when it was saved) this file's
+    for tag in (_LAYOUT_TAGS | {306}) & set(exif_obj):
         del exif_obj[tag]
-    if len(exif_obj):
+    if set(exif_obj) - {0x0112}:  # an orientation alone (read from a PNG's XMP) says nothing now
         exif_text_as_written(exif_obj, notes)
         try:
             exif_obj[0x0112] = 1  # pixels are upright now

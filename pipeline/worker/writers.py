@@ -81,11 +81,15 @@ RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
 # mode (gray), its instance (this is another file).
 _SAYS_OF_ITS_FILE = {f"{{{ns}}}{n}" for ns, names in {
     "http://ns.adobe.com/tiff/1.0/": ("Orientation", "ImageWidth", "ImageLength", "BitsPerSample",
-                                      "PhotometricInterpretation", "SamplesPerPixel", "Compression"),
+                                      "PhotometricInterpretation", "SamplesPerPixel", "Compression",
+                                      "XResolution", "YResolution", "ResolutionUnit", "DateTime"),
     "http://ns.adobe.com/exif/1.0/": ("PixelXDimension", "PixelYDimension", "ColorSpace"),
-    "http://ns.adobe.com/photoshop/1.0/": ("ColorMode", "ICCProfile", "History"),
+    "http://ns.adobe.com/photoshop/1.0/": ("ColorMode", "ICCProfile", "History",
+                                           "DocumentAncestors"),
     "http://ns.adobe.com/xap/1.0/mm/": ("InstanceID", "DocumentID", "History", "DerivedFrom"),
     "http://purl.org/dc/elements/1.1/": ("format",),
+    "http://ns.adobe.com/xap/1.0/": ("ModifyDate",),  # the source file's, not this one's
+    "http://ns.adobe.com/xmp/note/": ("HasExtendedXMP",),  # its extension is not carried
 }.items() for n in names}
 
 
@@ -100,7 +104,8 @@ def merged(ours: bytes, source: bytes) -> bytes:
     try:
         rdf = parse_xmp(source)
         mine = parse_xmp(ours).find(f"{{{RDF}}}Description")
-        descs = list(rdf.iter(f"{{{RDF}}}Description"))
+        descs = rdf.findall(f"{{{RDF}}}Description")  # the file's own: not one nested in a
+        # property's value (Photoshop's xmpMM:Pantry holds whole Descriptions of placed files)
         said = {t for d in descs for t in [*d.attrib, *(c.tag for c in d)]}
         if "{http://purl.org/dc/elements/1.1/}description" in said:  # the archive's caption
             mine.remove(mine.find("{http://purl.org/dc/elements/1.1/}description"))
@@ -160,15 +165,22 @@ def _png(rgb: np.ndarray, dpi, icc, exif, level: int, provenance: dict | None = 
     if dpi:
         ppm = [round(d / 0.0254) for d in dpi]
         out.append(_png_chunk(b"pHYs", struct.pack(">IIB", ppm[0], ppm[1], 1)))
+    if exif and provenance:  # the EXIF's Software is ours too (it said Photoshop made this)
+        ex = Image.Exif()
+        ex.load(exif[6:] if exif.startswith(b"Exif\x00\x00") else exif)
+        exif_text_as_written(ex)
+        ex[305] = provenance["software"]
+        exif = ex.tobytes()
     if exif:
         out.append(_png_chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif))
     if provenance:  # ours first, near the start where --repair looks for our mark
-        out.append(_itxt("Software", provenance["software"]))
-        out.append(_itxt("Comment", provenance_text(provenance)))
+        texts = dict(provenance.get("texts") or {})
+        said = texts.pop("Comment", None)  # one Comment, the source's and then ours: readers
+        out.append(_itxt("Software", provenance["software"]))  # show one of two, the wrong one
+        out.append(_itxt("Comment", (f"{said}\n\n" if said else "") + provenance_text(provenance)))
         out.append(_itxt("XML:com.adobe.xmp", xmp_packet(provenance).decode()))
         # then the source's own texts (a Title, an Author); the Software is ours now
-        out += [_itxt(k, v, squeeze=True) for k, v in (provenance.get("texts") or {}).items()
-                if k != "Software"]
+        out += [_itxt(k, v, squeeze=True) for k, v in texts.items() if k != "Software"]
     out.append(_png_chunk(b"IDAT", imagecodecs.deflate_encode(rows, level=level)))  # zlib format
     out.append(_png_chunk(b"IEND", b""))
     return b"".join(out)

@@ -773,3 +773,16 @@ def test_a_pantrys_nested_descriptions_are_the_placed_files_not_the_scans():
     top = root.find(rdf + "RDF").findall(rdf + "Description")
     said = [d.find("{http://purl.org/dc/elements/1.1/}description") for d in top]
     assert any(x is not None and b"Machine-colorized" in etree.tostring(x) for x in said)
+
+
+def test_a_jpeg_2000_masters_xmp_is_carried(tmp_path, photo):
+    """A library's JP2 master keeps its rights in a uuid box that Pillow does not read."""
+    import shutil
+
+    if shutil.which("exiftool") is None:
+        pytest.skip("exiftool is not installed (.ci/run installs it)")
+    Image.fromarray(photo).save(tmp_path / "m.jp2")
+    subprocess.run(["exiftool", "-q", "-overwrite_original", "-XMP-dc:Rights=© NB, CC BY 4.0",
+                    tmp_path / "m.jp2"], check=True)
+    d = decode(tmp_path / "m.jp2")
+    assert d.xmp is not None and "© NB, CC BY 4.0".encode() in d.xmp

@@ -396,6 +396,8 @@ def decode(path: str | os.PathLike | io.BytesIO, max_pixels: int = DEFAULT_MAX_P
                 notes.append(f"first of {n} pages (the other {n - 1} not colorized)")
                 src.seek(0)
             info = _stated(src)
+            if fmt == "JPEG2000" and not info.get("xmp"):  # Pillow reads no JP2 box of XMP
+                info["xmp"] = jp2_xmp(_raw_bytes(path))
             tiff_orientation = _tiff_orientation(src)
             src.load()
             exif_obj, im = _oriented(src, notes)
@@ -537,6 +539,33 @@ def parse_xmp(data: bytes):
     if rdf is None:
         raise ValueError("no rdf:RDF in it")
     return rdf
+
+
+JP2_XMP_UUID = bytes.fromhex("BE7ACFCB97A942E89C71999491E3AFAC")
+
+
+def jp2_xmp(data: bytes) -> bytes | None:
+    """The XMP a JPEG 2000 file holds in its top-level uuid box (or, as some writers put it, an
+    xml box): a library's JP2 master keeps its rights and caption there."""
+    i = 0
+    while i + 8 <= len(data):
+        n, kind = struct.unpack(">I4s", data[i:i + 8])
+        head = 8
+        if n == 1:  # a 64-bit length follows
+            if i + 16 > len(data):
+                return None
+            n, head = struct.unpack(">Q", data[i + 8:i + 16])[0], 16
+        elif n == 0:  # to the end of the file
+            n = len(data) - i
+        if n < head:
+            return None
+        body = data[i + head:i + n]
+        if kind == b"uuid" and body[:16] == JP2_XMP_UUID:
+            return body[16:]
+        if kind == b"xml " and b"x:xmpmeta" in body[:4096]:
+            return body
+        i += n
+    return None
 
 
 def source_xmp(data, notes: list[str]) -> bytes | None:

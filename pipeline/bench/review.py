@@ -22,6 +22,7 @@ def _synthetic_run(root: Path, rows: int, shard_size: int = 256, reviewed: int =
 
     from pipeline.client import reviews
     from pipeline.client.catalogue import stored_name
+    from pipeline.client.outdir import Outdir
     from pipeline.client.results import SCHEMA
 
     out = root / "out"
@@ -51,7 +52,7 @@ def _synthetic_run(root: Path, rows: int, shard_size: int = 256, reviewed: int =
                     colorfulness=pa.array(rng.uniform(0, 40, n)))
         carried = {k: v[s0:s0 + n] for k, v in cells.items()}
         t = pa.table({**data, **carried})
-        pq.write_table(t, out / "results" / f"shard-{s0 // shard_size:06d}.parquet")
+        pq.write_table(t, out / Outdir.shard_rel(s0 // shard_size))  # the name a run writes
     j = reviews.Journal(out, "bench")
     for i in range(0, min(rows, reviewed * 7), 7):
         j.record(ids[i], "verdict", "accepted" if i % 3 else "rejected")

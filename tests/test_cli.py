@@ -407,12 +407,7 @@ def test_a_run_without_workers_says_so_and_a_stalled_run_is_not_given_a_pace(tmp
                     "waits for one (start one: dask worker tcp://10.0.0.1:8786), or Ctrl-C "
                     "(committed shards stay)"]
     # a run holding OUTDIR whose last commit is long past the pace of the ones before
-    src = tmp_path / "scans"
-    src.mkdir()
-    for i in range(4):
-        Image.new("L", (24, 16), 50 * i).save(src / f"{i}.png")
-    man, out = tmp_path / "m.parquet", tmp_path / "out"
-    assert main(["scan", str(src), "-o", str(man), "-q", "--shard-size", "1"]) == 0
+    man, out = small_archive(tmp_path, 4)
     assert main(["run", "--manifest", str(man), "-o", str(out), "--checkpoint", ckpt, "--size", "32", "-q"]) == 0
     (out / "results" / "shard-00003.parquet").unlink()
     now = time.time()
@@ -509,12 +504,7 @@ def test_a_run_under_nohup_outlives_its_terminal(tmp_path, ckpt):
     import sys
     import time
 
-    src = tmp_path / "s"
-    src.mkdir()
-    for i in range(12):
-        Image.new("L", (24, 16), 10 * i).save(src / f"{i:02d}.png")
-    man, out = tmp_path / "m.parquet", tmp_path / "out"
-    assert main(["scan", str(src), "-o", str(man), "-q", "--shard-size", "1"]) == 0
+    man, out = small_archive(tmp_path, 12)
     p = subprocess.Popen([sys.executable, "-m", "pipeline", "run", "--manifest", str(man), "-o",
                           str(out), "-q", "--checkpoint", ckpt, "--size", "32", "--workers", "1"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -526,3 +516,15 @@ def test_a_run_under_nohup_outlives_its_terminal(tmp_path, ckpt):
     _, err = p.communicate(timeout=300)
     assert p.returncode == 0, err
     assert len(list(out.glob("results/*.parquet"))) == 12
+
+
+def small_archive(tmp_path, n: int):
+    """n tiny gray scans, scanned a shard each: (manifest, OUTDIR to be)."""
+    src = tmp_path / "scans"
+    src.mkdir()
+    for i in range(n):
+        Image.new("L", (24, 16), 10 * i).save(src / f"{i:02d}.png")
+    man, out = tmp_path / "m.parquet", tmp_path / "out"
+    assert main(["scan", str(src), "-o", str(man), "-q", "--shard-size", "1"]) == 0
+    return man, out
+

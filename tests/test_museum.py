@@ -240,6 +240,9 @@ def test_ctrl_c_twice_exits_at_once_and_says_what_is_on_disk(tmp_path, ckpt, how
                           "--summary-json", str(tmp_path / "sum.json")],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          start_new_session=True,  # its own process group, as a terminal's job
+                         # a terminal's job hears these (under nohup or `&` the suite's may not)
+                         preexec_fn=lambda: [signal.signal(s, signal.SIG_DFL) for s in
+                                             (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)],
                          env={**os.environ, "COLORIZE_TEST_RUN": str(tmp_path)})  # its workers inherit it
     t0 = time.monotonic()
     while not glob.glob(f"{out}/results/*.parquet") and time.monotonic() - t0 < 120:

@@ -540,11 +540,11 @@ def cmd_review(a) -> int:
 
     if not Path(a.outdir).is_dir():
         raise UsageError(f"OUTDIR not found: {a.outdir}")
-    from pipeline.client.manifest import job_shards
+    from pipeline.client.manifest import job_results
     from pipeline.client.outdir import Outdir
 
     od = Outdir(a.outdir)  # a damaged results file of the job: said, not a page of 500s
-    od.read_results(columns=["image_id"], shards=job_shards(od.read_job()["spec"]["manifest"]))
+    job_results(od, od.read_job()["spec"]["manifest"])
     serve(a.outdir, port=a.port, browser=not a.no_browser, who=a.reviewer)
     return 0
 

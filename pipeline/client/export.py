@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 from pipeline.client.catalogue import stored_name
-from pipeline.client.manifest import in_catalogue_order, job_shards, read_catalogue_info
+from pipeline.client.manifest import job_results, read_catalogue_info
 from pipeline.client.outdir import Outdir
 from pipeline.client.results import SCHEMA
 from pipeline.client.reviews import state_of
@@ -36,9 +36,9 @@ def ooxml_escape(text: str) -> str:
 def export_table(out: Outdir, info: dict) -> tuple[list[str], list[list]]:
     """(header, rows): catalogue columns as written (info: the manifest's catalogue_info), then
     ours (renamed colorize_NAME where the catalogue has a column of that name); rows in the
-    catalogue's order (manifest.in_catalogue_order)."""
+    catalogue's order (manifest.job_results)."""
     manifest = out.read_job()["spec"]["manifest"]
-    t = out.read_results(shards=job_shards(manifest))
+    t = job_results(out, manifest)
     cat_cols = [c for c in info.get("columns", []) if stored_name(c) in t.column_names]
     legacy = [n for n in t.column_names if n not in SCHEMA.names and n not in
               {stored_name(c) for c in cat_cols}]  # carried by an older manifest
@@ -48,7 +48,6 @@ def export_table(out: Outdir, info: dict) -> tuple[list[str], list[list]]:
     taken = set(cat_cols) | set(legacy) | set(written.values())
     header = ([written.get(c, c) for c in cat_cols] + legacy
               + [f"colorize_{n}" if n in taken else n for n in ours])
-    t = in_catalogue_order(t, manifest)
     ids = t.column("image_id").to_pylist()
     carried = [t.column(stored_name(c)).to_pylist() for c in cat_cols]
     current = _current_cells(out, cat_cols, ids, carried)

@@ -606,29 +606,26 @@ def cells_now(manifest: str, image_ids, carried: dict[str, object]) -> dict[str,
             for n, was in carried.items()}
 
 
-def job_shards(manifest: str) -> set[int] | None:
-    """The shards a job's manifest has (a results file for another is not the job's: a copy),
-    or None where the manifest cannot be read (moved: every results file counts then)."""
+def job_results(od, manifest: str) -> pa.Table:
+    """A job's result rows as the export and the review page give them: of the manifest's
+    shards only (a results file for another is not the job's: a copy), in the archive's own
+    order (the catalogues' records as they were read, then the files no catalogue lists, each
+    by shard and path). The manifest is read once; one that moved, or from before
+    catalogue_order, gives every results file, in shard and path order."""
     import pyarrow.compute as pc
 
-    try:
-        return set(pc.unique(read_manifest(manifest, columns=["shard"]).column("shard")).to_pylist())
-    except ScanError:
-        return None
-
-
-def in_catalogue_order(t: pa.Table, manifest: str) -> pa.Table:
-    """Result rows in the archive's own order, as the export and the review page give them: the
-    catalogues' records as they were read, then the files no catalogue lists, each by shard and
-    path (the order of a manifest from before catalogue_order, or one that moved)."""
-    import pyarrow.compute as pc
-
-    try:
-        m = read_manifest(manifest, columns=["image_id", "catalogue_order"])
-        order = m.column("catalogue_order").take(pc.index_in(t.column("image_id"),
-                                                              value_set=m.column("image_id")))
-    except ScanError:
-        order = pa.nulls(t.num_rows, pa.int64())
+    m = None
+    for cols in (["image_id", "shard", "catalogue_order"], ["image_id", "shard"]):
+        try:
+            m = read_manifest(manifest, columns=cols)
+            break
+        except ScanError:
+            continue
+    t = od.read_results(shards=None if m is None else set(pc.unique(m.column("shard")).to_pylist()))
+    order = (m.column("catalogue_order").take(pc.index_in(t.column("image_id"),
+                                                           value_set=m.column("image_id")))
+             if m is not None and "catalogue_order" in m.column_names
+             else pa.nulls(t.num_rows, pa.int64()))
     keys = [("catalogue_order", "ascending"), ("shard", "ascending"), ("source_path", "ascending")]
     return t.take(pc.sort_indices(t.select(["shard", "source_path"]).append_column(
         "catalogue_order", order), keys))  # nulls last: arrow's default

@@ -14,8 +14,7 @@ import pyarrow.compute as pc
 from pipeline.client.catalogue import stored_name
 from pipeline.client.manifest import (
     cells_now,
-    in_catalogue_order,
-    job_shards,
+    job_results,
     read_catalogue_info,
     resolve_path,
 )
@@ -79,8 +78,7 @@ class RunView:
         stamp = (self._shard_stamp(), self._manifest_stamp())
         with self._lock:
             if stamp != self._stamp:
-                t = self.outdir.read_results(shards=job_shards(self.manifest))
-                t = in_catalogue_order(t, self.manifest)
+                t = job_results(self.outdir, self.manifest)
                 t, self.info = _with_manifest_cells(t, self.manifest, self.info)
                 self.table, self._stamp, self._fold_cache = t, stamp, {}
                 self.by_id = {iid: i for i, iid in enumerate(t.column("image_id").to_pylist())}

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.worker.hints import made_with
+from pipeline.worker.imaging import RDF_NS as RDF
 from pipeline.worker.imaging import exif_text_as_written, parse_xmp
 
 
@@ -76,7 +77,6 @@ def xmp_packet(p: dict) -> bytes:
     return merged(ours, p["source_xmp"]) if p.get("source_xmp") else ours
 
 
-RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
 # What a source's XMP says of its own file that the output contradicts: its layout, its colour
 # mode (gray), its instance (this is another file).
 _SAYS_OF_ITS_FILE = {f"{{{ns}}}{n}" for ns, names in {

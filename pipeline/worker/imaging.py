@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from pipeline.worker import icc
+
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated scan is an error, never silently padded
 DEFAULT_MAX_PIXELS = 200_000_000  # ~14,000 x 14,000; above this a file is treated as a bomb
 MIN_DPI, MAX_DPI = 1.0, 1_000_000.0  # outside this a DPI is a broken header, not a resolution
@@ -50,7 +52,7 @@ class Decoded:
     format: str  # the source's Pillow format (JPEG, PNG, TIFF, ...)
     kind: str  # "gray" | "toned" | "color"
     dpi: tuple[float, float] | None = None
-    icc_profile: bytes | None = None  # kept only when it describes RGB (a gray profile would lie)
+    icc_profile: bytes | None = None  # the output's: the source's if sRGB, else sRGB (icc.read)
     exif: bytes | None = None  # orientation reset: pixels are already upright
     xmp: bytes | None = None  # the source's XMP packet, checked to parse (writers merge ours in)
     texts: dict[str, str] = field(default_factory=dict)  # a PNG's text chunks (Title, Author...)
@@ -218,24 +220,34 @@ _SRGB_TO_LIN_16: np.ndarray | None = None
 
 
 def luminance_gray(rgb: np.ndarray, rows: int = 512,
-                   weights: tuple[float, float, float] = (0.212671, 0.715160, 0.072169)) -> np.ndarray:
+                   weights: tuple[float, float, float] = (0.212671, 0.715160, 0.072169),
+                   profile: icc.Profile | None = None) -> np.ndarray:
     """uint8 or uint16 (H, W, 3) -> (H, W) of the same depth: the neutral gray with the same Y,
     so L* is preserved (16 bits for 48-bit flatbed scans). weights: another film's sensitivity
-    (color.FILMS) instead of Y, as evaluation's historical inputs."""
+    (color.FILMS) instead of Y, as evaluation's historical inputs. profile: the scan's own ICC
+    profile (icc.read) where its pixels are not sRGB."""
     global _SRGB_TO_LIN_16
+    if profile is not None:
+        return _encode_y(rgb, profile.luminance, rows)
     if rgb.dtype == np.uint16:
         if _SRGB_TO_LIN_16 is None:
             v = np.arange(65536) / 65535.0
             _SRGB_TO_LIN_16 = np.where(v > 0.04045, ((v + 0.055) / 1.055) ** 2.4,
                                        v / 12.92).astype(np.float32)
-        lut, top = _SRGB_TO_LIN_16, 65535.0
+        lut = _SRGB_TO_LIN_16
     else:
-        lut, top = _SRGB_TO_LIN_8, 255.0
-    out = np.empty(rgb.shape[:2], rgb.dtype)
+        lut = _SRGB_TO_LIN_8
     w = np.array(weights, np.float32)  # by default the Y row of skimage's xyz_from_rgb
-    for r in range(0, rgb.shape[0], rows):  # in strips: a 10,000 x 8,000 scan stays affordable
-        y = lut[rgb[r : r + rows, :, :3]] @ w
-        out[r : r + rows] = np.clip(np.rint(_lin_to_srgb(y) * top), 0, top)
+    return _encode_y(rgb, lambda part: lut[part[..., :3]] @ w, rows)
+
+
+def _encode_y(pixels: np.ndarray, y_of, rows: int = 512) -> np.ndarray:
+    """(H, W[, C]) -> (H, W) sRGB-encoded gray of the same depth, from y_of(rows of pixels): their
+    luminance. In strips: a 10,000 x 8,000 scan stays affordable."""
+    top = 65535.0 if pixels.dtype == np.uint16 else 255.0
+    out = np.empty(pixels.shape[:2], pixels.dtype)
+    for r in range(0, pixels.shape[0], rows):
+        out[r : r + rows] = np.clip(np.rint(_lin_to_srgb(y_of(pixels[r : r + rows])) * top), 0, top)
     return out
 
 
@@ -307,12 +319,18 @@ def _gray16_alpha(src: Image.Image, raw: bytes, orientation: int, notes: list[st
     return _orient(g, orientation)
 
 
-def classify_rgb(rgb: np.ndarray) -> str:
-    """'gray', 'toned' or 'color' for an 8-bit RGB image, judged on a thumbnail."""
+def classify_rgb(rgb: np.ndarray, profile: icc.Profile | None = None) -> str:
+    """'gray', 'toned' or 'color' for an 8- or 16-bit RGB image, judged on a thumbnail (as it
+    looks through its ICC profile, where it has one that is not sRGB)."""
     from skimage.color import rgb2lab
 
     step = max(1, max(rgb.shape[:2]) // 128)
-    thumb = rgb[::step, ::step].astype(np.float32) / 255.0
+    thumb = rgb[::step, ::step, :3]
+    if profile is not None:
+        thumb = profile.to_srgb8(thumb)
+    elif thumb.dtype == np.uint16:
+        thumb = (thumb >> 8).astype(np.uint8)
+    thumb = thumb.astype(np.float32) / 255.0
     lab = rgb2lab(thumb).reshape(-1, 3)
     chroma = np.hypot(lab[:, 1], lab[:, 2])
     p99 = np.percentile(chroma, 99)
@@ -423,10 +441,9 @@ def decode(path: str | os.PathLike | io.BytesIO, max_pixels: int = DEFAULT_MAX_P
                              "(decoded anyway; compare with a backup)")
         rgb16 = _rgb16(src, raw, tiff_orientation) if raw and rgbish else None
         if rgb16 is not None:
-            kind = classify_rgb((rgb16 >> 8).astype(np.uint8))
             if src.mode == "RGBA":
                 notes.append("alpha flattened on white")
-            return _decoded(luminance_gray(rgb16), src_mode, fmt, kind, info, exif_obj, notes)
+            return _from_rgb(rgb16, src_mode, fmt, info, exif_obj, notes)
         turn = exif_obj.get(0x0112, 1)
         la16 = (_gray16_alpha(src, raw, turn if turn in range(1, 9) else 1, notes)
                 if fmt == "PNG" and raw[24:26] == b"\x10\x04" else None)  # Pillow: 8-bit RGBA
@@ -447,7 +464,7 @@ def decode(path: str | os.PathLike | io.BytesIO, max_pixels: int = DEFAULT_MAX_P
             return _from_image(im.convert("RGB"), src_mode, fmt, info, exif_obj, notes)
         else:
             raise DecodeError(f"unsupported pixel mode {mode}")
-        return _decoded(np.ascontiguousarray(gray), src_mode, fmt, "gray", info, exif_obj, notes)
+        return _from_gray(np.ascontiguousarray(gray), src_mode, fmt, info, exif_obj, notes)
 
 
 def _png_bad_crcs(data: bytes) -> list[str]:
@@ -492,7 +509,10 @@ def gray_jpeg_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decod
             exif_obj = im.getexif()
             if exif_obj.get(0x0112, 1) != 1:
                 return None  # rotated or mirrored: Pillow applies EXIF orientation, on the CPU
-            d = _decoded(None, im.mode, im.format, "gray", _stated(im), exif_obj, [])
+            info, notes = _stated(im), []
+            if _colour_managed(info, 1, notes) is not None:
+                return None  # its lightness is read through its profile, on the CPU
+            d = _decoded(None, im.mode, im.format, "gray", info, exif_obj, notes)
             d.encoded, d.size = data, im.size
             return d
     except (DecodeError, OSError, SyntaxError, ValueError, struct.error, EOFError):
@@ -502,10 +522,30 @@ def gray_jpeg_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decod
 def _from_image(im, src_mode, fmt, info, exif_obj, notes) -> Decoded:
     """An L or RGB image (alpha already flattened) -> Decoded, its colour classified."""
     if im.mode == "L":
-        return _decoded(np.asarray(im), src_mode, fmt, "gray", info, exif_obj, notes)
-    rgb = np.asarray(im)
-    kind = classify_rgb(rgb)
-    return _decoded(luminance_gray(rgb), src_mode, fmt, kind, info, exif_obj, notes)
+        return _from_gray(np.asarray(im), src_mode, fmt, info, exif_obj, notes)
+    return _from_rgb(np.asarray(im), src_mode, fmt, info, exif_obj, notes)
+
+
+def _from_gray(gray, src_mode, fmt, info, exif_obj, notes) -> Decoded:
+    """One channel, 8 or 16 bits, read through the scan's gray ICC profile where it has one."""
+    profile = _colour_managed(info, 1, notes)
+    if profile is not None:
+        gray = _encode_y(gray, profile.luminance)
+    return _decoded(gray, src_mode, fmt, "gray", info, exif_obj, notes)
+
+
+def _from_rgb(rgb, src_mode, fmt, info, exif_obj, notes) -> Decoded:
+    profile = _colour_managed(info, 3, notes)
+    kind = classify_rgb(rgb, profile)
+    return _decoded(luminance_gray(rgb, profile=profile), src_mode, fmt, kind, info, exif_obj, notes)
+
+
+def _colour_managed(info: dict, channels: int, notes: list[str]) -> icc.Profile | None:
+    """The profile the pixels are read through (icc.read); info's profile becomes the one the
+    output carries."""
+    profile, carried = icc.read(info.get("icc_profile"), channels, notes)
+    info["icc_profile"] = carried
+    return profile
 
 
 # How the source's pixels are laid out in its file (a TIFF's strips, bits, compression...): in an
@@ -597,11 +637,7 @@ def _decoded(gray, src_mode, fmt, kind, info, exif_obj, notes) -> Decoded:
         d.dpi = dpi
     elif dpi and any(x != 0 for x in dpi):
         notes.append(f"implausible DPI {dpi[0]:g}x{dpi[1]:g} not carried")
-    icc = info.get("icc_profile")
-    if icc and len(icc) > 20 and icc[16:20] == b"RGB ":
-        d.icc_profile = icc
-    elif icc:
-        notes.append("non-RGB ICC profile not carried")
+    d.icc_profile = info.get("icc_profile")  # _colour_managed's: what the output carries
     d.xmp = source_xmp(info.get("xmp"), notes)
     d.texts = {k: str(v) for k, v in info.items() if fmt == "PNG" and isinstance(v, str)
                and k != "XML:com.adobe.xmp" and not k.startswith("Raw profile type")}

@@ -628,7 +628,8 @@ def test_every_file_of_a_shoebox_is_a_row_or_named_as_left_out(tmp_path, ckpt):
     (p / "album" / "Uncle Joe 1962.jpg").write_bytes(b"%PDF-1.4\n%...")
     (p / "album" / "DSC_0001.NEF").write_bytes(b"II*\x00" + b"\x00" * 60)  # TIFF-shaped, as RAWs are
     (p / "album" / "note.txt").write_text("Oma, 1950")
-    (p / "album" / "a.xmp").write_text("<x:xmpmeta/>")
+    (p / "album" / "a.xmp").write_text("<x:xmpmeta/>")  # a.jpg's sidecar: read with it
+    (p / "album" / "lost.xmp").write_text("<x:xmpmeta/>")  # no picture of its name: left out
     for junk in ("Thumbs.db", ".DS_Store", "desktop.ini"):
         (p / "album" / junk).write_bytes(b"x")
     from pipeline.worker.writers import provenance
@@ -642,8 +643,9 @@ def test_every_file_of_a_shoebox_is_a_row_or_named_as_left_out(tmp_path, ckpt):
     r = run_cli("scan", p, p / "album" / "list.csv", "-o", tmp_path / "m.parquet", "--report",
                 tmp_path / "report.csv")
     assert r.returncode == 0, r.stderr
-    assert "2 files left out: not pictures (1 .xmp, 1 .txt; --report lists them): a.xmp; note.txt" \
-           in r.stderr  # the catalogue read is not among them
+    assert "2 files left out: not pictures (1 .xmp, 1 .txt; --report lists them): lost.xmp; note.txt" \
+           in r.stderr  # the catalogue read is not among them, nor a.jpg's sidecar
+    assert "1 XMP sidecar beside its picture: read with it" in r.stderr
     assert (f"2 files left out: {p / 'album'}/Oma \\xe9t\\xe9 1950.jpg: its name (or a folder's above "
             "it) is not UTF-8 text: "
             f"rename it (e.g. convmv -f latin1 -t utf8); {p / 'album'}/pipe.jpg: not a regular file") in r.stderr
@@ -786,3 +788,59 @@ def test_a_jpeg_2000_masters_xmp_is_carried(tmp_path, photo):
                     tmp_path / "m.jp2"], check=True)
     d = decode(tmp_path / "m.jp2")
     assert d.xmp is not None and "© NB, CC BY 4.0".encode() in d.xmp
+
+
+def _sidecar(props: str, extra_ns: str = "") -> bytes:
+    return ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/'
+            '22-rdf-syntax-ns#"><rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements'
+            f'/1.1/" {extra_ns}>{props}</rdf:Description></rdf:RDF></x:xmpmeta>').encode()
+
+
+def test_xmp_sidecars_are_read_with_their_pictures(tmp_path, photo, ckpt):
+    """A Lightroom (NAME.xmp) or darktable (NAME.EXT.xmp) workflow keeps the rights, captions and
+    keywords in a sidecar: the scan pairs it with its picture (not a file left out), and the
+    output's XMP holds it, over the file's own where both say a thing; an edit history that
+    would make the colour gray again is not carried."""
+    import json
+    import shutil
+
+    if shutil.which("exiftool") is None:
+        pytest.skip("exiftool is not installed (.ci/run installs it)")
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    Image.fromarray(photo).save(scans / "lr.tif")
+    (scans / "lr.xmp").write_bytes(_sidecar(
+        '<dc:rights><rdf:Alt><rdf:li xml:lang="x-default">© Biblioteka Narodowa</rdf:li></rdf:Alt>'
+        '</dc:rights><dc:creator><rdf:Seq><rdf:li>Zofia Łęcka</rdf:li></rdf:Seq></dc:creator>'
+        '<crs:ConvertToGrayscale>True</crs:ConvertToGrayscale>',
+        'xmlns:crs="http://ns.adobe.com/camera-raw-settings/1.0/"'))
+    Image.fromarray(photo).save(scans / "dt.jpg")
+    subprocess.run(["exiftool", "-q", "-overwrite_original", "-XMP-dc:Title=old title",
+                    "-XMP-dc:Subject=Görlitz", scans / "dt.jpg"], check=True)
+    (scans / "dt.jpg.xmp").write_bytes(_sidecar(
+        '<dc:title><rdf:Alt><rdf:li xml:lang="x-default">Straßenbahn, 1923</rdf:li></rdf:Alt>'
+        '</dc:title><darktable:history><rdf:Seq><rdf:li darktable:operation="monochrome"/>'
+        '</rdf:Seq></darktable:history>', 'xmlns:darktable="http://darktable.sf.net/"'))
+    (scans / "notes.txt").write_text("box 4")
+    man = tmp_path / "m.parquet"
+    r = run_cli("scan", scans, "-o", man, "--relative")
+    assert r.returncode == 0, r.stderr
+    assert "2 XMP sidecars beside their pictures: read with them" in r.stdout + r.stderr
+    assert "1 file left out: not pictures (1 .txt" in r.stdout + r.stderr
+    sides = dict(zip(*[pq.read_table(man).column(c).to_pylist() for c in ("rel_path", "xmp_sidecar")],
+                     strict=True))
+    assert sides == {"dt.jpg": "scans/dt.jpg.xmp", "lr.tif": "scans/lr.xmp"}  # as paths are kept
+    out = tmp_path / "out"
+    r = run_cli("run", "--manifest", man, "-o", out, "--checkpoint", ckpt, "--format", "tiff")
+    assert r.returncode == 0, r.stderr
+    got = {Path(g["SourceFile"]).stem: g for g in json.loads(subprocess.run(
+        ["exiftool", "-j", "-G1", "-XMP:all", "-r", out / "images"],
+        capture_output=True, text=True, check=True).stdout)}
+    assert got["lr"]["XMP-dc:Rights"] == "© Biblioteka Narodowa"
+    assert got["lr"]["XMP-dc:Creator"] == "Zofia Łęcka"
+    assert not any(k.startswith("XMP-crs") for k in got["lr"])
+    assert got["dt"]["XMP-dc:Title"] == "Straßenbahn, 1923"  # the sidecar's, over the file's own
+    assert got["dt"]["XMP-dc:Subject"] == "Görlitz"  # what only the file says stays
+    assert not any("darktable" in k for k in got["dt"])
+    notes = {Path(r["source_path"]).stem: r["notes"] for r in Outdir(out).read_results().to_pylist()}
+    assert "XMP sidecar lr.xmp read" in notes["lr"] and "XMP sidecar dt.jpg.xmp read" in notes["dt"]

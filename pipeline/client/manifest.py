@@ -160,10 +160,22 @@ def _real(path: str) -> str:
     return os.path.realpath(path)
 
 
+def _sidecar_of(path: str) -> str | None:
+    """The XMP sidecar beside a picture, where a workflow keeps its rights, caption and keywords:
+    darktable's and digiKam's NAME.EXT.xmp first, then Lightroom's and Capture One's NAME.xmp."""
+    if is_url(path):
+        return None
+    stem = os.path.splitext(path)[0]
+    for c in (path + ".xmp", path + ".XMP", stem + ".xmp", stem + ".XMP"):
+        if os.path.isfile(c):
+            return c
+    return None
+
+
 def _probe(row: dict, max_pixels: int) -> dict:
     path = row["path"]
     out = {"size_bytes": None, "width": None, "height": None, "mode": None, "format": None,
-           "frames": None, "scan_error": None}
+           "frames": None, "scan_error": None, "xmp_sidecar": _sidecar_of(path)}
     if why := not_read_here(path):
         out["scan_error"] = why
         out["size_bytes"] = None if is_url(path) or not os.path.exists(path) else os.path.getsize(path)
@@ -250,8 +262,6 @@ def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int = 64
         raise ScanError("--shard-size must be >= 1")
     by_path, found = _collect(sources, dict(path_column=path_column, encoding=encoding,
                                             delimiter=delimiter, log=log), log)
-    for line in found.lines():
-        log(line)
     if not by_path:
         raise ScanError("no image files found in " + ", ".join(map(str, sources)))
     real = sorted(by_path)
@@ -271,14 +281,13 @@ def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int = 64
         probes = list(tqdm(it, total=len(real), desc="scan", unit="file",
                            disable=None if progress else True))
     real, rels, probes = _without_ours(real, rels, probes, found, log, extending=old is not None)
+    _sidecars_read(probes, found)
+    for line in found.lines():  # after the probes: they find the sidecars
+        log(line)
     if report:
         log(f"wrote {report}: {found.write_csv(report)} lines (files left out, and mismatches "
             "between files and catalogue)")
-    if relative and not is_url(output):
-        base = Path(output).resolve().parent
-        stored = [r if is_url(r) else os.path.relpath(r, base) for r in real]
-    else:
-        stored = real
+    stored = [_stored(r, output, relative) for r in real]
     first_shard, stems = _after(old, _out_stems(rels), [_safe_rel(r) for r in rels])
     cols: dict[str, list] = {
         "image_id": [image_id(s) for s in stored],
@@ -289,6 +298,8 @@ def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int = 64
     }
     for k in PROBED:
         cols[k] = [p[k] for p in probes]
+    cols["xmp_sidecar"] = pa.array([_stored(p["xmp_sidecar"], output, relative) for p in probes],
+                                   pa.string())
     cols["catalogue_order"] = pa.array([None if by_path[r].get("_order") is None
                                         else by_path[r]["_order"] + found.order_offset
                                         for r in real], pa.int64())
@@ -301,6 +312,13 @@ def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int = 64
     table = table.replace_schema_metadata(_metadata(sources, shard_size, columns, found, old))
     _write(table, output)
     return table
+
+
+def _stored(path: str | None, manifest, relative: bool) -> str | None:
+    """A path as the manifest keeps it: relative to the manifest's folder with --relative."""
+    if path is None or not relative or is_url(path) or is_url(str(manifest)):
+        return path
+    return os.path.relpath(path, Path(manifest).resolve().parent)
 
 
 def _without_ours(real: list[str], rels: list[str], probes: list[dict], found: ScanReport,
@@ -319,6 +337,13 @@ def _without_ours(real: list[str], rels: list[str], probes: list[dict], found: S
     if not keep and not extending:
         raise ScanError("no originals found: every image found is one that colorize wrote")
     return [real[i] for i in keep], [rels[i] for i in keep], [probes[i] for i in keep]
+
+
+def _sidecars_read(probes: list[dict], found: ScanReport) -> None:
+    """XMP sidecars found beside their pictures are read with them (the worker merges each into
+    its picture's metadata): not files left out."""
+    found.sidecars = {_real(p["xmp_sidecar"]) for p in probes if p.get("xmp_sidecar")}
+    found.others = [p for p in found.others if is_url(p) or _real(p) not in found.sidecars]
 
 
 def _metadata(sources, shard_size: int, columns: list[str], found: ScanReport,
@@ -359,6 +384,7 @@ class ScanReport:
     ours: list[str] = field(default_factory=list)  # images this tool wrote: not originals
     order_offset: int = 0  # extending with a month's catalogue alone: its records come after
     unusable: list[tuple[str, str]] = field(default_factory=list)  # (path, why) found, not a row
+    sidecars: set[str] = field(default_factory=set)  # XMP sidecars beside pictures: read with them
 
     def lines(self, limit: int = 5) -> list[str]:
         """The short summary a scan prints."""
@@ -372,6 +398,11 @@ class ScanReport:
         def some(items):
             return "; ".join(items[:limit]) + (f"; ... ({len(items) - limit} more)"
                                                if len(items) > limit else "")
+        if self.sidecars:
+            out.append(f"{_n(len(self.sidecars), 'XMP sidecar')} beside "
+                       + ("its picture: read with it (its rights, caption and keywords go into "
+                          "the output's XMP)" if len(self.sidecars) == 1 else "their pictures: read "
+                          "with them (their rights, captions and keywords go into the outputs' XMP)"))
         if self.unusable:
             out.append(f"{_n(len(self.unusable), 'file')} left out: " + some(
                 [f"{p}: {why}" for p, why in self.unusable]))

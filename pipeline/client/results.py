@@ -8,8 +8,10 @@ import pyarrow as pa
 # PROBED: what the scan reads from each file's header. catalogue_order: the row's place among
 # the catalogues' records as read (1, 2, ...; null for a file no catalogue lists), so that the
 # export and the review page give the rows in the archive's own order, not the disk's.
+# xmp_sidecar: the XMP file beside the picture (stored as `path` is), merged into its outputs.
 PROBED = ["size_bytes", "width", "height", "mode", "format", "frames", "scan_error"]
-CORE_COLUMNS = ["image_id", "shard", "path", "rel_path", "out_stem", *PROBED, "catalogue_order"]
+CORE_COLUMNS = ["image_id", "shard", "path", "rel_path", "out_stem", *PROBED, "catalogue_order",
+                "xmp_sidecar"]
 STATUSES = ("ok", "error", "skipped")
 SCHEMA = pa.schema([
     ("image_id", pa.string()),

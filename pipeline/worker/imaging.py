@@ -623,6 +623,37 @@ def source_xmp(data, notes: list[str]) -> bytes | None:
     return bytes(data)
 
 
+def add_sidecar(d: Decoded, data: bytes, name: str) -> None:
+    """An XMP sidecar's properties over the file's own XMP, where both say a thing the sidecar's
+    (a workflow edits the sidecar: Lightroom's NAME.xmp, darktable's NAME.EXT.xmp)."""
+    from lxml import etree
+
+    try:
+        side = parse_xmp(data)
+        own = parse_xmp(d.xmp) if d.xmp else None
+    except ValueError as e:
+        d.notes.append(f"XMP sidecar {name} not read (unreadable: {e})"[:200])
+        return
+    d.notes.append(f"XMP sidecar {name} read")
+    if own is None:
+        d.xmp = data
+        return
+    descs = own.findall(f"{{{RDF_NS}}}Description")
+    about = descs[0].get(f"{{{RDF_NS}}}about") if descs else None
+    for sd in side.findall(f"{{{RDF_NS}}}Description"):
+        says = {*sd.attrib, *(c.tag for c in sd)} - {f"{{{RDF_NS}}}about"}
+        for od in descs:
+            for a in [a for a in od.attrib if a in says]:
+                del od.attrib[a]
+            for c in [c for c in od if c.tag in says]:
+                od.remove(c)
+        if about is not None:
+            sd.set(f"{{{RDF_NS}}}about", about)
+        own.append(sd)
+    d.xmp = ('<x:xmpmeta xmlns:x="adobe:ns:meta/">' + etree.tostring(own, encoding="unicode")
+             + "</x:xmpmeta>").encode("utf-8")
+
+
 def _decoded(gray, src_mode, fmt, kind, info, exif_obj, notes) -> Decoded:
     d = Decoded(gray=gray, mode=src_mode, format=fmt, kind=kind, notes=notes)
     dpi = info.get("dpi")

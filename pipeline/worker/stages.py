@@ -24,6 +24,7 @@ from pipeline.worker import hints as hintlib
 from pipeline.worker.imaging import (
     Decoded,
     DecodeError,
+    add_sidecar,
     colorfulness,
     decode,
     gray_jpeg_header,
@@ -100,18 +101,7 @@ class ImageStages:
                     record=record(self.spec.metadata_columns,
                                   lambda col: mrow.get(stored_name(col)), mrow["rel_path"]))
         hinted = _hints(item, options) if options and options.get("hints") else []
-        try:
-            item.stem = Outdir.output_rel(item.stem, "")  # a hostile manifest row fails here, alone
-            if why := not_read_here(mrow["path"]):  # never read: a camera RAW beside each TIFF
-                raise _NotRead(why)
-            data = read_source(mrow.get("source") or resolve_path(self.spec.manifest, mrow["path"]))
-            item.row["source_sha256"] = hashlib.sha256(data).hexdigest()
-        except FileNotFoundError:
-            item.fail(_not_found(mrow.get("scan_error")))
-        except PermissionError:
-            item.fail("permission denied reading the source")
-        except Exception as e:  # whatever one source does, it is that image's row, not the shard's
-            item.fail(str(e) if isinstance(e, _NotRead) else f"cannot read: {type(e).__name__}: {e}")
+        data = _source_bytes(item, mrow, self.spec.manifest)
         if not item.finished:
             d = (gray_jpeg_header(data, self.spec.max_pixels)
                  if self.spec.jpeg_decode == "device" and not hinted else None)
@@ -120,6 +110,8 @@ class ImageStages:
                 item.row.update(d.describe())
             else:
                 self.decode_host(item, data)
+        if mrow.get("xmp_sidecar") and not item.finished:  # read with it (scan pairs them)
+            _read_sidecar(item.decoded, resolve_path(self.spec.manifest, mrow["xmp_sidecar"]))
         if hinted and not item.finished:  # its own batch: the job's batches stay as they were
             item.cells, item.aside = _on_grid(hinted, item.decoded, self.spec.size), True
             outside = hintlib.outside(hinted, item.decoded.width, item.decoded.height)
@@ -249,6 +241,37 @@ def _write_error(store: Store, rel: str, e: OSError) -> OutputError:
 
 class _NotRead(Exception):
     """A file no reader here opens (imaging.not_read_here): its row says what to convert it to."""
+
+
+def _source_bytes(item: Item, mrow: dict, manifest: str) -> bytes | None:
+    """The source file's bytes (their sha256 into the row); whatever one source does, it is that
+    image's row, not the shard's."""
+    try:
+        item.stem = Outdir.output_rel(item.stem, "")  # a hostile manifest row fails here, alone
+        if why := not_read_here(mrow["path"]):  # never read: a camera RAW beside each TIFF
+            raise _NotRead(why)
+        data = read_source(mrow.get("source") or resolve_path(manifest, mrow["path"]))
+        item.row["source_sha256"] = hashlib.sha256(data).hexdigest()
+        return data
+    except FileNotFoundError:
+        item.fail(_not_found(mrow.get("scan_error")))
+    except PermissionError:
+        item.fail("permission denied reading the source")
+    except Exception as e:  # noqa: BLE001
+        item.fail(str(e) if isinstance(e, _NotRead) else f"cannot read: {type(e).__name__}: {e}")
+    return None
+
+
+def _read_sidecar(d: Decoded, path: str) -> None:
+    """The picture's XMP sidecar into its metadata (imaging.add_sidecar); one gone or unreadable
+    since the scan costs that metadata, said, never the picture."""
+    name = os.path.basename(path)
+    try:
+        data = read_source(path)
+    except Exception as e:  # noqa: BLE001 - whatever the store says: a note
+        d.notes.append(f"XMP sidecar {name} not read ({type(e).__name__}: {e})"[:200])
+        return
+    add_sidecar(d, data, name)
 
 
 def _not_found(scan_error: str | None) -> str:

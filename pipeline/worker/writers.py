@@ -129,9 +129,10 @@ def merged(ours: bytes, source: bytes) -> bytes:
 def _of_its_file(tag) -> bool:
     """What a source's XMP says of its own file that the output contradicts: its layout, colour
     mode (gray), identity and history as a document, format, and a raw converter's settings
-    (Camera Raw would apply a grayscale conversion or a crop to the colour again)."""
+    (Camera Raw or darktable, from a sidecar, would apply a grayscale conversion or a crop to
+    the colour again)."""
     return isinstance(tag, str) and (tag in _SAYS_OF_ITS_FILE or tag.startswith(
-        "{http://ns.adobe.com/camera-raw-settings/1.0/}"))
+        ("{http://ns.adobe.com/camera-raw-settings/1.0/}", "{http://darktable.sf.net/}")))
 
 
 def provenance_text(p: dict) -> str:

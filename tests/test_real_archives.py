@@ -844,3 +844,29 @@ def test_xmp_sidecars_are_read_with_their_pictures(tmp_path, photo, ckpt):
     assert not any("darktable" in k for k in got["dt"])
     notes = {Path(r["source_path"]).stem: r["notes"] for r in Outdir(out).read_results().to_pylist()}
     assert "XMP sidecar lr.xmp read" in notes["lr"] and "XMP sidecar dt.jpg.xmp read" in notes["dt"]
+
+
+@pytest.mark.parametrize("fmt", ["tiff", "png", "jpeg"])
+def test_a_bigtiff_masters_tags_and_a_resolution_in_cm_are_kept(tmp_path, photo, fmt):
+    """Large masters are BigTIFF (its EXIF, as Pillow re-wrote it, was BigTIFF too, which no
+    reader takes: Make, Artist and Copyright were lost, and a PNG lost its dpi with them); a
+    capture spec may state pixels per centimetre; tifffile's shape JSON is not a caption."""
+    from pipeline.worker.writers import encode_output, provenance
+
+    src = tmp_path / "master.tif"
+    tifffile.imwrite(src, photo.astype(np.uint16) * 257, bigtiff=True, photometric="minisblack",
+                     resolution=(236.22, 236.22), resolutionunit="CENTIMETER",
+                     extratags=[(271, "s", 0, "PhaseOne", True), (315, "s", 0, "Jan Kowalski", True),
+                                (33432, "s", 0, "(c) Biblioteka Narodowa", True)])
+    d = decode(src)
+    data, notes = encode_output(np.dstack([d.gray] * 3), fmt, d, 90,
+                                provenance("c" * 64, "2026-12-02", "s" * 64))
+    assert not any("not carried" in n for n in notes), notes
+    out = Image.open(io.BytesIO(data))
+    tags = out.getexif()
+    assert (tags[271], tags[315], tags[33432]) == ("PhaseOne", "Jan Kowalski", "(c) Biblioteka Narodowa")
+    if fmt == "tiff":
+        assert tags[296] == 3 and abs(float(tags[282]) - 236.22) < 0.01  # per cm, as stated
+        assert tags[270].startswith("Machine-colorized by")  # not {"shape": [120, 160]}
+    else:
+        assert abs(out.info["dpi"][0] - 600.0) < 0.1

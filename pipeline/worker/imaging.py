@@ -679,6 +679,10 @@ def _decoded(gray, src_mode, fmt, kind, info, exif_obj, notes) -> Decoded:
     # (when it was saved) this file's
     for tag in (_LAYOUT_TAGS | {306}) & set(exif_obj):
         del exif_obj[tag]
+    if _layout_description(exif_obj.get(270)):
+        del exif_obj[270]
+    if getattr(exif_obj, "bigtiff", False):  # a BigTIFF master's IFD: EXIF is classic TIFF
+        exif_obj = _classic(exif_obj)
     if set(exif_obj) - {0x0112}:  # an orientation alone (read from a PNG's XMP) says nothing now
         exif_text_as_written(exif_obj, notes)
         try:
@@ -687,6 +691,27 @@ def _decoded(gray, src_mode, fmt, kind, info, exif_obj, notes) -> Decoded:
         except Exception as e:  # a string where a rational belongs, and worse: drop it
             notes.append(f"EXIF not carried (malformed: {type(e).__name__}: {e})"[:200])
     return d
+
+
+def _layout_description(text) -> bool:
+    """An ImageDescription that a library wrote about the file's layout, not a caption:
+    tifffile's shape JSON, ImageJ's header. It would be false of the output (another shape)."""
+    return isinstance(text, str) and text.lstrip().startswith(('{"shape":', "ImageJ="))
+
+
+def _classic(exif_obj):
+    """The same tags in an EXIF that tobytes() writes as classic TIFF (a BigTIFF's would be
+    written as BigTIFF, which no EXIF reader takes: a PNG's eXIf, a JPEG's APP1)."""
+    from PIL import ExifTags
+
+    fresh = Image.Exif()
+    for tag, v in exif_obj.items():
+        if tag in (ExifTags.IFD.Exif, ExifTags.IFD.GPSInfo):
+            if sub := dict(exif_obj.get_ifd(tag)):
+                fresh[tag] = sub
+        else:
+            fresh[tag] = v
+    return fresh
 
 
 def exif_text_as_written(exif_obj, notes: list[str] | None = None) -> None:

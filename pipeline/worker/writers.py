@@ -202,11 +202,13 @@ def _tiff(rgb: np.ndarray, dpi, icc, exif, notes: list[str] | None,
     import tifffile
 
     extratags = [(34675, 7, len(icc), icc, True)] if icc else []
+    kw = dict(resolution=dpi, resolutionunit="INCH") if dpi else {}
     if exif:
         extratags += _exif_as_tiff_tags(exif, notes)
         if provenance and (taken := _date_original(exif)):
             provenance = {**provenance, "date_original": taken}  # the sub-IFD stays behind
-    kw = dict(resolution=dpi, resolutionunit="INCH") if dpi else {}
+        if dpi and _exif_tag(exif, 296) == 3:  # stated per centimetre: a capture spec says so
+            kw = dict(resolution=(dpi[0] / 2.54, dpi[1] / 2.54), resolutionunit="CENTIMETER")
     # Software is ours (tifffile would write its own name); ImageDescription too, unless the
     # source had one (a caption is the archive's, not ours to replace).
     extratags = [t for t in extratags if t[0] != 305]
@@ -246,6 +248,15 @@ def _exif_as_tiff_tags(exif: bytes, notes: list[str] | None) -> list[tuple]:
         notes.append(f"TIFF output: EXIF {' and '.join(dropped)} sub-IFD not carried "
                      "(baseline tags and the date kept)")
     return tags
+
+
+def _exif_tag(exif: bytes, tag: int):
+    ex = Image.Exif()
+    try:
+        ex.load(exif[6:] if exif.startswith(b"Exif\x00\x00") else exif)
+        return ex.get(tag)
+    except Exception:  # noqa: BLE001 - malformed: _exif_as_tiff_tags has said so
+        return None
 
 
 def _date_original(exif: bytes) -> str | None:

@@ -320,3 +320,21 @@ def test_this_months_catalogue_alone_puts_its_records_after_the_old(scans, tmp_p
     t = pq.read_table(man).to_pylist()
     order = sorted((x["catalogue_order"], x["acc"]) for x in t)
     assert [a for _, a in order] == ["A-3", "A-2", "A-4"]
+
+
+def test_a_polish_catalogues_columns_are_guessed_and_an_unknown_one_is_said(scans, tmp_path, ckpt):
+    """'auto' knows the accession number and the title in the languages archives catalogue in;
+    where it finds none, the run says so (the outputs' XMP would not name their objects)."""
+    import json
+
+    (scans / "katalog.csv").write_text("Sygnatura;Tytuł;path\nMS.1923/004a;Łódź, rynek;b.png\n",
+                                       encoding="utf-8")
+    (scans / "other.csv").write_text("Nummer;Bild;path\n7;Hof;b.png\n", encoding="utf-8")
+    for cat, want in (("katalog.csv", "identifier=Sygnatura,title=Tytuł"), ("other.csv", "none")):
+        man, out = tmp_path / f"{cat}.parquet", tmp_path / f"out-{cat}"
+        assert run_cli("scan", scans / cat, "-o", man, "-q").returncode == 0
+        r = run_cli("run", "--manifest", man, "-o", out, "--size", "32", "-q", "--checkpoint", ckpt)
+        assert r.returncode == 0, r.stderr
+        assert json.loads((out / "job.json").read_text())["spec"]["metadata_columns"] == want
+        said = "no catalogue column was taken for the accession number (columns: Nummer, Bild, path)"
+        assert (said in r.stdout + r.stderr) == (want == "none")

@@ -78,11 +78,22 @@ def resolve_spec(o: JobSpec) -> dict:
     }
 
 
+def _say_unnamed(o: JobSpec, mapping: str, log) -> None:
+    """A catalogue none of whose column names says accession number (guessed in a dozen
+    languages): its outputs would not name their objects, and nothing would say so."""
+    columns = read_catalogue_info(o.manifest).get("columns", [])
+    if columns and o.metadata_columns.strip().lower() == "auto" and "identifier=" not in mapping:
+        log(f"no catalogue column was taken for the accession number (columns: "
+            f"{', '.join(columns[:8])}{' ...' if len(columns) > 8 else ''}): the outputs' XMP will "
+            "not name their objects; say which with --metadata-columns identifier=COLUMN,title=COLUMN")
+
+
 def run_job(o: JobSpec, log=print, redo: tuple[dict[int, set[str]], dict] | None = None) -> dict:
     """Run (or resume) a job; returns the summary. Raises JobError for refusals. redo: images
     to colorize again inside the job (shard -> ids) and the options for them alone (redo.py)."""
     outdir = Outdir(o.output)
     spec = resolve_spec(o)
+    _say_unnamed(o, spec["metadata_columns"], log)
     sizes = shard_sizes(o.manifest)
     check_outdir_apart(outdir.store, o.manifest)
     outdir.check_ours()

@@ -414,8 +414,15 @@ GUESSES = {
                    "accession_number", "inventory number", "inventory no", "inventarnummer",
                    "inventarnr", "inventar-nr", "inv-nr", "inv.-nr.", "objektnummer",
                    "object number", "objectnumber", "object id", "signatur", "shelfmark",
-                   "call number", "identifier", "id"),
-    "title": ("title", "titel", "caption", "bildtitel", "objekttitel", "object title", "name",
+                   "call number",
+                   # fr, pl, es/cs/it, nl, sv, cs, pt, el
+                   "cote", "numéro d'inventaire", "n° d'inventaire", "numero d'inventaire",
+                   "sygnatura", "numer inwentarzowy", "nr inw.", "nr inwentarzowy", "signatura",
+                   "número de inventario", "numero di inventario", "segnatura", "objectnummer",
+                   "inventarisnummer", "inventarienummer", "inventární číslo", "número de inventário",
+                   "αριθμός ευρετηρίου", "identifier", "identifiant", "id"),
+    "title": ("title", "titel", "caption", "bildtitel", "objekttitel", "object title",
+              "titre", "légende", "tytuł", "título", "titolo", "název", "τίτλος", "name",
               "description", "beschreibung"),
 }
 # Named only (`rights=Rechte,creator=Fotograf`), never guessed: 'auto' names what it named before,

@@ -336,3 +336,21 @@ def test_a_tiffs_layout_is_not_carried_as_exif_its_description_is():
     png = Image.open(io.BytesIO(encode(np.zeros((48, 64, 3), np.uint8), "png", exif=d.exif)))
     kept = png.getexif()
     assert sorted(kept) == [270, 274, 315] and kept[270] == "Kirche, 1908" and kept[274] == 1
+
+
+def test_a_tiff_pillow_cannot_open_says_what_it_is(tmp_path):
+    """Not 'unrecognised format' for a TIFF: what its first page holds, or that it is cut short
+    (a libtiff writer puts the directory after the pixels: cut, it is gone)."""
+    import tifffile
+
+    g = np.arange(60 * 50, dtype=np.uint16).reshape(50, 60)
+    tifffile.imwrite(tmp_path / "la16.tif", np.dstack([g, np.full_like(g, 65535)]),
+                     photometric="minisblack", extrasamples=["unassalpha"])
+    with pytest.raises(DecodeError, match=r"^a TIFF of 2 samples of 16-bit uint \(minisblack, with "
+                                          r"alpha\) that this reader does not open"):
+        decode(tmp_path / "la16.tif")
+    Image.fromarray((g >> 8).astype(np.uint8)).save(tmp_path / "lzw.tif", compression="tiff_lzw")
+    data = (tmp_path / "lzw.tif").read_bytes()
+    (tmp_path / "cut.tif").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DecodeError, match="^damaged or truncated TIFF: it holds no readable image"):
+        read_header(tmp_path / "cut.tif")

@@ -121,6 +121,27 @@ def _what_it_is(head: bytes, name: str) -> str:
     return NOT_READ_HERE[kind] if kind else "not an image (unrecognised format)"
 
 
+def _tiff_unread(data: bytes) -> str:
+    """Why a file that starts as a TIFF does not open: what its first page holds (tifffile reads
+    what Pillow does not), or that it is damaged."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(io.BytesIO(data)) as t:
+            if not len(t.pages):
+                return ("damaged or truncated TIFF: it holds no readable image directory (cut "
+                        "short? compare with a backup)")
+            p = t.pages[0]
+            fmt = tifffile.SAMPLEFORMAT(p.sampleformat).name.lower()
+            what = (f"{p.samplesperpixel} samples of {p.bitspersample}-bit {fmt} "
+                    f"({tifffile.PHOTOMETRIC(p.photometric).name.lower()}"
+                    + (", with alpha" if p.extrasamples else "") + ")")
+    except Exception as e:  # noqa: BLE001 - tifffile's own errors: a TIFF no reader can follow
+        return f"damaged or truncated TIFF ({type(e).__name__}: {e})"[:200]
+    return (f"a TIFF of {what} that this reader does not open: save it as 8- or 16-bit gray or "
+            "RGB (flatten its alpha) first")
+
+
 @dataclass
 class Header:
     width: int
@@ -134,9 +155,11 @@ class Header:
 def _open(path: str | os.PathLike | io.BytesIO, max_pixels: int) -> Image.Image:
     Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow's own bomb check uses the same limit
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(record=True) as caught:  # a run's log is for users: Pillow's
+            warnings.simplefilter("always")  # warnings name no file; they become notes (decode)
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             im = Image.open(path)
+        im.colorize_warnings = [str(w.message) for w in caught]
     except FileNotFoundError:
         raise DecodeError("file not found") from None
     except PermissionError:
@@ -162,6 +185,8 @@ def _open(path: str | os.PathLike | io.BytesIO, max_pixels: int) -> Image.Image:
         if bits and bits != 8:
             raise DecodeError(f"{bits}-bit JPEG: not supported (only 8-bit JPEGs are; "
                               "convert it to a 16-bit TIFF or PNG)") from None
+        if head[:4] in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+"):
+            raise DecodeError(_tiff_unread(_raw_bytes(path))) from None
         raise DecodeError(_what_it_is(head, str(getattr(path, "name", path)))) from None
     except (OSError, SyntaxError, ValueError, struct.error, EOFError) as e:
         kind = "truncated file" if "runcated" in str(e) else "unreadable header"
@@ -417,8 +442,12 @@ def decode(path: str | os.PathLike | io.BytesIO, max_pixels: int = DEFAULT_MAX_P
             if fmt == "JPEG2000" and not info.get("xmp"):  # Pillow reads no JP2 box of XMP
                 info["xmp"] = jp2_xmp(_raw_bytes(path))
             tiff_orientation = _tiff_orientation(src)
-            src.load()
-            exif_obj, im = _oriented(src, notes)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                src.load()
+                exif_obj, im = _oriented(src, notes)
+            notes += [f"read with a warning: {w}"[:200] for w in
+                      dict.fromkeys([*src.colorize_warnings, *(str(w.message) for w in caught)])]
         except (OSError, SyntaxError, ValueError, struct.error, EOFError, zlib.error) as e:
             msg = str(e) or type(e).__name__
             if "truncated" in msg or "broken data stream" in msg or isinstance(e, EOFError):

@@ -116,3 +116,19 @@ def test_the_per_channel_lookup_is_the_whole_transform_for_a_matrix_profile():
     summed = prof.luminance(px)
     whole = icc.Profile(prof.name, "RGB", prof.icc, separable=False).luminance(px)
     assert np.abs(summed - whole).max() < 1e-3
+
+
+def test_the_srgb_profile_outputs_carry_does_not_depend_on_the_clock():
+    """LittleCMS dates each profile it makes: undated, two runs' outputs of one tagged scan
+    differed in those bytes (a repaired job was not byte-identical to its first run)."""
+    import struct
+    import subprocess
+    import sys
+    import time
+
+    time.sleep(1.1)  # a second later than any profile this process made
+    other = subprocess.run([sys.executable, "-c", "import sys; from pipeline.worker import icc; "
+                            "sys.stdout.buffer.write(icc.srgb())"], capture_output=True, check=True)
+    assert other.stdout == icc.srgb()
+    assert struct.unpack(">6H", icc.srgb()[24:36]) == icc.PROFILE_DATE
+    assert ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(icc.srgb()))).strip()

@@ -11,7 +11,9 @@ LittleCMS through imagecodecs (already a dependency for 16-bit PNGs): its float 
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
+import struct
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,12 +36,24 @@ def _linear_srgb() -> bytes:
                                          primaries=[0.64, 0.33, 0.30, 0.60, 0.15, 0.06]))
 
 
+# LittleCMS stamps a profile with the time it made it: the one our outputs carry is dated once,
+# so that an output's bytes do not depend on the clock (a resumed or repaired job is byte-identical).
+PROFILE_DATE = (2026, 1, 1, 0, 0, 0)
+
+
 @functools.cache
 def srgb() -> bytes:
     """The profile an output converted from another space is tagged with (LittleCMS's sRGB)."""
     import imagecodecs
 
-    return bytes(imagecodecs.cms_profile("srgb"))
+    b = bytearray(imagecodecs.cms_profile("srgb"))
+    b[24:36] = struct.pack(">6H", *PROFILE_DATE)
+    if any(b[84:100]):  # a profile ID is the MD5 of the profile, flags, intent and ID zeroed
+        z = bytearray(b)
+        z[44:48] = z[64:68] = bytes(4)
+        z[84:100] = bytes(16)
+        b[84:100] = hashlib.md5(z).digest()  # noqa: S324 - ICC's own checksum, not security
+    return bytes(b)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from pipeline.client.jobspec import (
     size_arg,
     whole_number,
 )
-from pipeline.errors import Busy, UsageError, plural
+from pipeline.errors import Busy, Unavailable, UsageError, plural
 from pipeline.model.trainspec import TrainConfig
 
 
@@ -309,8 +309,8 @@ def cmd_run(a) -> int:
         outcome = "dry_run" if a.dry_run else "nothing_to_do" if not summary.get("images") else "done"
         _write_summary(a.summary_json, a.output, outcome, summary)  # before a signal is let in
     except Exception as e:  # a monitor reads how this night's run ended, not last night's
-        how = ("busy" if isinstance(e, Busy) else "refused" if isinstance(e, UsageError)
-               else "failed")
+        how = ("busy" if isinstance(e, Busy) else "unavailable" if isinstance(e, Unavailable)
+               else "refused" if isinstance(e, UsageError) else "failed")
         try:
             _write_summary(a.summary_json, a.output, how, {"reason": str(e)})
         except OSError as w:  # the run's own error is the one to tell

@@ -22,6 +22,13 @@ class Busy(JobError):
     exit_code = 75
 
 
+class Unavailable(JobError):
+    """What the run needs is not there now (the dask scheduler it was told to use): not a
+    mistake, a time to try again; exit code 75, like Busy. Nothing ran."""
+
+    exit_code = 75
+
+
 class ScanError(UsageError, ValueError):
     """A source the user named does not exist or cannot be listed."""
 

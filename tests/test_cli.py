@@ -528,3 +528,28 @@ def small_archive(tmp_path, n: int):
     assert main(["scan", str(src), "-o", str(man), "-q", "--shard-size", "1"]) == 0
     return man, out
 
+
+
+def test_a_scheduler_that_cannot_be_reached_pins_nothing(tmp_path, ckpt, capsys, monkeypatch):
+    """A scheduler restarting at night is a time to try again (exit 75, outcome unavailable),
+    not a mistake; and as nothing ran, the job is not written: tomorrow's run may choose its
+    options afresh."""
+    import socket
+
+    import dask
+
+    src = tmp_path / "scans"
+    src.mkdir()
+    Image.new("L", (24, 16), 40).save(src / "a.png")
+    man, out = tmp_path / "m.parquet", tmp_path / "out"
+    assert main(["scan", str(src), "-o", str(man), "-q"]) == 0
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
+        rc = main(["run", "--manifest", str(man), "-o", str(out), "--checkpoint", ckpt, "-q",
+                   "--scheduler", f"tcp://127.0.0.1:{port}", "--summary-json", str(tmp_path / "s.json")])
+    assert rc == 75
+    assert f"cannot reach the dask scheduler at tcp://127.0.0.1:{port}" in capsys.readouterr().err
+    assert json.loads((tmp_path / "s.json").read_text())["outcome"] == "unavailable"
+    assert not (out / "job.json").exists()

@@ -10,7 +10,7 @@ import os
 import time
 
 from pipeline.client.jobspec import JobSpec
-from pipeline.errors import JobError, plural
+from pipeline.errors import JobError, Unavailable, plural
 
 # dask's nannies start workers with MALLOC_TRIM_THRESHOLD_=65536, which (as glibc then also
 # stops adapting its mmap threshold) turns every full-resolution buffer into fresh mmap'd pages:
@@ -69,15 +69,36 @@ def check_workers_see(client, outdir: str | None, source: str | None) -> None:
 
 
 @contextlib.contextmanager
-def make_client(o: JobSpec, device: str):
+def external_client(o: JobSpec):
+    """A client of the scheduler the user runs (--scheduler), connected before the job is
+    written: one that cannot be reached pins nothing (exit 75: try again when it is up). None
+    for a local cluster, which make_client starts only when there is work."""
+    if not o.scheduler:
+        yield None
+        return
+    import dask
+    from distributed import Client
+
+    # the client's own chatter when a scheduler goes away mid-run is not the run's message
+    logging.getLogger("distributed").setLevel(logging.CRITICAL)
+    try:
+        client = Client(scheduler_address(o.scheduler),  # 30 s unless dask's config says
+                        timeout=dask.config.get("distributed.comm.timeouts.connect"))
+    except (OSError, TimeoutError) as e:
+        raise Unavailable(f"cannot reach the dask scheduler at {o.scheduler} ({e}); nothing ran: "
+                          "start it (dask scheduler) or check the address, then run again") from None
+    with client:
+        yield client
+
+
+@contextlib.contextmanager
+def make_client(o: JobSpec, device: str, external=None):
+    """The run's client: `external` (external_client's) as it is, else a local cluster's."""
     import dask
     from distributed import Client, LocalCluster
 
-    if o.scheduler:
-        # the client's own chatter when a scheduler goes away mid-run is not the run's message
-        logging.getLogger("distributed").setLevel(logging.CRITICAL)
-        with Client(scheduler_address(o.scheduler), timeout="30s") as client:
-            yield client
+    if external is not None:
+        yield external
         return
     n = local_workers(o, device)
     # silence_logs holds only while the cluster is up; a comm that fails after it closes (a

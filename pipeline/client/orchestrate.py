@@ -15,7 +15,13 @@ from itertools import islice
 import pyarrow.compute as pc
 
 from pipeline.client import redo, results
-from pipeline.client.cluster import check_workers_see, make_client, shard_threads, wait_for_resource
+from pipeline.client.cluster import (
+    check_workers_see,
+    external_client,
+    make_client,
+    shard_threads,
+    wait_for_resource,
+)
 from pipeline.client.jobspec import IDENTITY_FIELDS, JobSpec
 from pipeline.client.manifest import (
     manifest_digest,
@@ -104,7 +110,7 @@ def run_job(o: JobSpec, log=print, redo: tuple[dict[int, set[str]], dict] | None
                        f"(e.g. chmod -R u+w {outdir.store.full('')}) or choose another OUTDIR") from None
     if o.dry_run:
         return _dry_run(o, outdir, spec, sizes, log, redo)
-    with outdir.lock():
+    with outdir.lock(), external_client(o) as external:
         fp = check_or_write_job(outdir, spec, o.restart, log)
         clear_stop(outdir)  # the last run's failure is this run's to tell again, or not
         stale = outdir.remove_temporaries()
@@ -121,7 +127,7 @@ def run_job(o: JobSpec, log=print, redo: tuple[dict[int, set[str]], dict] | None
                 log(f"but {plural(len(damaged), 'results file')} {'is' if len(damaged) == 1 else 'are'}"
                     f" damaged (shard {', '.join(map(str, damaged))}): colorize run -o {outdir} --repair")
             return {"pending_shards": 0, "ok": 0, "error": 0, "skipped": 0, "images": 0}
-        with make_client(o, spec["device"]) as client:
+        with make_client(o, spec["device"], external) as client:
             from pipeline.worker.shard import ShardJob  # imports torch: only where shards are made
 
             resolved = replace(o, manifest=spec["manifest"], checkpoint=spec["checkpoint"],

@@ -388,24 +388,33 @@ def test_a_run_without_workers_says_so_and_a_stalled_run_is_not_given_a_pace(tmp
     import os
     import time
 
-    from pipeline.client.orchestrate import _NoWorkers
+    from pipeline.client.orchestrate import _Watch
     from pipeline.client.outdir import Outdir
 
-    said = []
+    def watched(workers: dict) -> list[str]:
+        said = []
 
-    class Gone:  # every worker of the user's cluster gone
-        def scheduler_info(self):
-            return {"workers": {}}
+        class Cluster:
+            def scheduler_info(self):
+                return {"workers": workers}
 
-    w = _NoWorkers(Gone(), "tcp://10.0.0.1:8786", said.append, after=0.2, every=0.05)
-    deadline = time.monotonic() + 20  # a busy machine runs the thread late
-    while not said and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.3)  # once only
-    w.stop()
-    assert said == ["colorize: no dask worker connected to tcp://10.0.0.1:8786 for 0 s: the run "
-                    "waits for one (start one: dask worker tcp://10.0.0.1:8786), or Ctrl-C "
-                    "(committed shards stay)"]
+        w = _Watch(Cluster(), "tcp://10.0.0.1:8786", said.append, after=0.2, every=0.05)
+        deadline = time.monotonic() + 20  # a busy machine runs the thread late
+        while not said and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)  # once only
+        w.stop()
+        return said
+
+    assert watched({}) == [  # every worker of the user's cluster gone
+        "colorize: no dask worker connected to tcp://10.0.0.1:8786 for 0 s: the run waits for one "
+        "(start one: dask worker tcp://10.0.0.1:8786), or Ctrl-C (committed shards stay)"]
+    # one paused by dask (its memory at 80 % of its limit): connected, but it takes no shard
+    assert watched({"tcp://10.0.0.2:4000": {"name": "node7", "status": "paused", "memory_limit": 1.25e9,
+                                            "metrics": {"memory": 1.03e9}}}) == [
+        "colorize: worker node7 has been paused by dask for 0 s: its memory (1.03 GB) is near its "
+        "limit (1.25 GB), and it takes no shard until that falls; give it more (dask worker "
+        "--memory-limit)"]
     # a run holding OUTDIR whose last commit is long past the pace of the ones before
     man, out = small_archive(tmp_path, 4)
     assert main(["run", "--manifest", str(man), "-o", str(out), "--checkpoint", ckpt, "--size", "32", "-q"]) == 0
@@ -553,3 +562,45 @@ def test_a_scheduler_that_cannot_be_reached_pins_nothing(tmp_path, ckpt, capsys,
     assert f"cannot reach the dask scheduler at tcp://127.0.0.1:{port}" in capsys.readouterr().err
     assert json.loads((tmp_path / "s.json").read_text())["outcome"] == "unavailable"
     assert not (out / "job.json").exists()
+
+
+def test_workers_too_small_for_the_model_or_the_largest_scan_are_said_before_any_shard(tmp_path):
+    """A worker whose --memory-limit cannot hold the model is paused by dask at once (the run
+    would wait for ever: refused when every worker is so); one that cannot also hold the largest
+    scan would be killed on it and its shard fail. The arithmetic, on a manifest whose largest
+    scan is 11000 x 11000 (its header, as the scan read it)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.client.cluster import check_worker_memory
+    from pipeline.errors import JobError
+
+    man, _ = small_archive(tmp_path, 3)
+    t = pq.read_table(man)
+    big = [11000] + [24] * (t.num_rows - 1)
+    t = t.set_column(t.column_names.index("width"), "width", pa.array(big, pa.int64()))
+    t = t.set_column(t.column_names.index("height"), "height", pa.array(big, pa.int64()))
+    pq.write_table(t, man)
+
+    def check(*limits):
+        said = []
+
+        class Cluster:
+            def scheduler_info(self):
+                return {"workers": {f"tcp://10.0.0.{i}:1": {"name": f"n{i}", "memory_limit": m}
+                                    for i, m in enumerate(limits)}}
+
+        check_worker_memory(Cluster(), str(man), said.append)
+        return said
+
+    with pytest.raises(JobError, match=r"every worker is too small for the model: 2 workers \(n0, n1\) "
+                                       r"have memory limits up to 1.25 GB"):
+        check(1.25e9, 1.0e9)
+    said = check(1.25e9, 8e9)
+    assert len(said) == 1 and said[0].startswith("colorize: worker n0 has a memory limit of 1.25 GB: "
+                                                 "with the model loaded (about 1.1 GB) dask pauses it at 80%")
+    said = check(2e9, 0)  # 0: no limit
+    assert said == [f"colorize: worker n0 may run out of memory on the largest scan ({t.column('path')[0]}, "
+                    "11000x11000: about 2.8 GB with the model): dask would restart it and its shard "
+                    "fail after --retries; give it 3 GB or more (dask worker --memory-limit)"]
+    assert check(8e9, 16e9) == []

@@ -520,6 +520,35 @@ def test_chaos_random_worker_kills(archive, clean_run, ckpt, tmp_path):
     assert image_files(out) == image_files(clean_run)
 
 
+def test_a_worker_that_dies_on_a_shard_is_told_as_what_it_most_often_is(archive, ckpt, tmp_path, capsys):
+    """A worker killed each time a shard is tried (dask's KilledWorker: most often its memory, on
+    a scan too large for it) ends the run with the shard's largest scan named, not dask's text
+    alone."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    _, man = archive
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
+            LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0",
+                         memory_limit=0) as cluster, Client(cluster) as client:
+        def kill_the_first():
+            while True:
+                busy = [a for a, keys in client.processing().items() if keys]
+                if busy:
+                    os.kill(client.run(os.getpid, workers=busy[:1])[busy[0]], signal.SIGKILL)
+                    return
+                time.sleep(0.005)
+
+        import threading
+
+        threading.Thread(target=kill_the_first, daemon=True).start()
+        assert main(run_args(man, tmp_path / "out", ckpt, "--scheduler", cluster.scheduler_address,
+                             "--retries", "0")) == 1
+    err = capsys.readouterr().err
+    assert "failed: KilledWorker" in err and "a worker died each time: most often its memory; the " \
+           "shard's largest scan is " in err, err
+
+
 def test_outdir_alone_resumes_and_repairs(archive, clean_run, ckpt, capsys):
     """job.json holds the job: `colorize run -o OUTDIR` resumes it, `--repair` needs nothing more."""
     assert main(["run", "-o", str(clean_run), "-q"]) == 0

@@ -227,3 +227,66 @@ def wait_for_resource(client, resource: str, timeout: float, log) -> None:
             log(f"waiting up to {timeout:.0f} s for a worker with the {resource} resource ...")
             said = True
         time.sleep(1.0)
+
+
+# A worker's memory: torch and the model loaded (about 1.0-1.1 GB on a CPU worker, measured),
+# and per pixel of the scan in hand about 14 bytes at 8 bits, 28 at 16 (its decode, the colour,
+# the encoded output; measured: a 121-megapixel gray PNG peaked at 2.6 GB in a worker, a
+# 20-megapixel 16-bit TIFF at 0.53 GB over the model).
+MODEL_BYTES = 1.1e9
+PIXEL_BYTES = {8: 14, 16: 28}
+GB = 1e9
+
+
+def largest_scan(manifest: str, shard: int | None = None) -> tuple[str, int, int, float] | None:
+    """(path, width, height, the bytes a worker needs for it beside the model) of the scan of
+    the manifest (or of one shard) that needs most; None when no header was read."""
+    from pipeline.client.manifest import read_manifest
+
+    t = read_manifest(manifest, columns=["path", "width", "height", "mode"], shard=shard).to_pylist()
+    need = [(r["width"] * r["height"] * PIXEL_BYTES[16 if (r["mode"] or "").startswith("I") else 8], r)
+            for r in t if r["width"] and r["height"]]
+    if not need:
+        return None
+    n, r = max(need, key=lambda x: x[0])
+    return r["path"], r["width"], r["height"], float(n)
+
+
+def check_worker_memory(client, manifest: str, log) -> None:
+    """A worker whose --memory-limit cannot hold the model is paused by dask at once and the run
+    would wait for ever (refused when every worker is so); one that cannot also hold the largest
+    scan would be killed on it, and the shard fail after its retries: said before any shard."""
+    import dask
+
+    def frac(key: str) -> float:  # dask's defaults: pause at 80 %, terminate at 95 %
+        return float(dask.config.get(f"distributed.worker.memory.{key}",
+                                     {"pause": 0.8, "terminate": 0.95}[key]) or 1.0)
+
+    workers = [w for w in client.scheduler_info()["workers"].values() if w.get("memory_limit")]
+    small = [w for w in workers if MODEL_BYTES > frac("pause") * w["memory_limit"]]
+    fix = "dask worker --memory-limit"
+    if small:
+        what = (f"{_names(small)} {'has a memory limit of' if len(small) == 1 else 'have memory limits up to'} "
+                f"{max(w['memory_limit'] for w in small) / GB:.2f} GB: with the model loaded (about "
+                f"{MODEL_BYTES / GB:.1f} GB) dask pauses {'it' if len(small) == 1 else 'them'} "
+                f"at {frac('pause'):.0%} and {'it takes' if len(small) == 1 else 'they take'} no "
+                f"shard; give each at least {(MODEL_BYTES / frac('pause') + 0.5 * GB) / GB:.0f} GB ({fix})")
+        if len(small) == len(client.scheduler_info()["workers"]):
+            raise JobError(f"every worker is too small for the model: {what}")
+        log(f"colorize: {what}")
+    big = largest_scan(manifest)
+    short = [w for w in workers if w not in small and big
+             and MODEL_BYTES + big[3] > frac("terminate") * w["memory_limit"]]
+    if short:
+        want = (MODEL_BYTES + big[3]) / frac("terminate") / GB
+        log(f"colorize: {_names(short)} may run out of memory on the largest scan ({big[0]}, "
+            f"{big[1]}x{big[2]}: about {(MODEL_BYTES + big[3]) / GB:.1f} GB with the model): dask "
+            f"would restart {'it' if len(short) == 1 else 'them'} and its shard fail after "
+            f"--retries; give {'it' if len(short) == 1 else 'them'} {want:.0f} GB or more ({fix})")
+
+
+def _names(workers: list[dict]) -> str:
+    """Workers as their operator named them (dask worker --name), else by address."""
+    names = [str(w.get("name") or w.get("id")) for w in workers]
+    return (f"worker {names[0]}" if len(names) == 1 else
+            f"{len(names)} workers ({', '.join(names[:3])}{' ...' if len(names) > 3 else ''})")

@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 
 from pipeline.client import redo, results
 from pipeline.client.cluster import (
+    check_worker_memory,
     check_workers_see,
     external_client,
     make_client,
@@ -140,6 +141,7 @@ def run_job(o: JobSpec, log=print, redo: tuple[dict[int, set[str]], dict] | None
             if o.scheduler:
                 check_workers_see(client, outdir.store.full("") if outdir.store.local else None,
                                   _a_source(spec["manifest"]))
+                check_worker_memory(client, spec["manifest"], log)
             failed = None
             try:
                 totals = _drive(client, job, work, log, outdir)
@@ -247,9 +249,10 @@ class _Work:
     committed: Callable[[int], None] = lambda shard: None  # told after each task's commit
 
 
-class _NoWorkers:
+class _Watch:
     """Says so, once, when a run has had no worker for a while (every worker of a cluster the
-    user runs gone): the run waits for one, and would otherwise wait in silence."""
+    user runs gone), or a worker has been paused by dask for its memory: the run waits, and
+    would otherwise wait in silence."""
 
     def __init__(self, client, scheduler: str | None, log, after: float = 60.0, every: float = 5.0):
         import threading
@@ -259,12 +262,14 @@ class _NoWorkers:
         threading.Thread(target=self._watch, daemon=True, name="no-workers").start()
 
     def _watch(self) -> None:
-        since = None
+        since, paused = None, {}
         while not self.done.wait(self.every):
             try:
-                n = len(self.client.scheduler_info()["workers"])
+                workers = self.client.scheduler_info()["workers"]
             except Exception:  # noqa: BLE001 - a scheduler gone: the run itself says so
                 return
+            n = len(workers)
+            self._paused(workers, paused)
             since = None if n else (since or time.monotonic())
             if since is not None and time.monotonic() - since > self.after and not self.done.is_set():
                 start = (f"start one: dask worker {self.scheduler}" if self.scheduler else
@@ -273,6 +278,21 @@ class _NoWorkers:
                          f"for {self.after:.0f} s: the run waits for one ({start}), or Ctrl-C "
                          "(committed shards stay)")
                 return
+
+    def _paused(self, workers: dict, paused: dict) -> None:
+        """A worker paused (dask stops giving it tasks at 80 % of its memory limit) for as long
+        as `after`: named once, with its memory and what to do."""
+        now = time.monotonic()
+        for addr, w in workers.items():
+            if w.get("status") != "paused":
+                paused.pop(addr, None)
+            elif now - paused.setdefault(addr, now) > self.after and paused[addr] > 0:
+                paused[addr] = -1.0  # said
+                self.log(f"colorize: worker {w.get('name') or addr} has been paused by dask for "
+                         f"{self.after:.0f} s: its memory ({w['metrics']['memory'] / 1e9:.2f} GB) "
+                         f"is near its limit ({(w.get('memory_limit') or 0) / 1e9:.2f} GB), and "
+                         "it takes no shard until that falls; give it more (dask worker "
+                         "--memory-limit)")
 
     def stop(self) -> None:
         self.done.set()
@@ -314,13 +334,15 @@ def _drive(client, job, work: _Work, log, outdir: Outdir) -> dict:
     it = iter(work.tasks)
     ac = as_completed([submit(t) for t in islice(it, window)], with_results=False)
     failure, tb = None, ""
-    watch = _NoWorkers(client, o.scheduler, log)
+    watch = _Watch(client, o.scheduler, log)
     try:
         for fut in ac:
             try:
                 summary = fut.result()
             except Exception as e:  # after retries, or a worker that kept dying
                 failure = f"shard {fut.key.split('-')[1]} failed: {type(e).__name__}: " + " ".join(str(e).split())
+                if type(e).__name__ == "KilledWorker":
+                    failure += _killed(o.manifest, int(fut.key.split("-")[1]))
                 if type(e).__name__ not in ("OutputError", "KilledWorker"):  # a bug: show where
                     tb = "".join(traceback.format_exception(type(e), e, fut.traceback()))
                 break
@@ -347,6 +369,18 @@ def _drive(client, job, work: _Work, log, outdir: Outdir) -> dict:
         raise RunFailed(f"{failure}; committed shards are intact; resume with: {again}",
                         traceback=tb, cause=failure)
     return tally.summary()
+
+
+def _killed(manifest: str, shard: int) -> str:
+    """What most often kills a worker each time a shard is tried: its memory, on the shard's
+    largest scan (named, with what it needs)."""
+    from pipeline.client.cluster import GB, MODEL_BYTES, largest_scan
+
+    big = largest_scan(manifest, shard)
+    return ("" if big is None else
+            f" (a worker died each time: most often its memory; the shard's largest scan is "
+            f"{big[0]}, {big[1]}x{big[2]}, about {(MODEL_BYTES + big[3]) / GB:.1f} GB with the "
+            "model: give the workers more memory, or take that scan out of the manifest)")
 
 
 def check_outdir_apart(outdir: Store, manifest: str) -> None:

@@ -212,6 +212,9 @@ def test_an_interruption_reads_as_one(museum, tmp_path, ckpt):
     assert first.startswith("audit incomplete: interrupted: 1 of 3 shards committed; resume with:")
     assert "FAILED" not in r.stdout + r.stderr
     assert len((r.stdout + r.stderr).splitlines()) <= 4  # not a line per uncommitted image
+    report = json.loads((out / "audit.json").read_text())  # nor an entry: 2 million would not do
+    assert {p["kind"] for p in report["problems"]} == {"stray_output"} and not report["ok"]
+    assert (report["pending_shards"], report["pending_images"]) == (2, report["manifest_rows"] - 7)
     assert run_cli("run", "-o", out, "-q").returncode == 0
     assert run_cli("audit", out, "-q").returncode == 0
 

@@ -25,13 +25,18 @@ from pipeline.storage import Store, read_source
 GRAY_COLORFULNESS = 3.0  # an output below this looks gray: listed for review, not a failure
 
 
-def _row_problems(man: list[dict], res: list[dict]) -> list[dict]:
-    """One result per manifest row, none for anything else; errors say why."""
+def _row_problems(man: list[dict], res: list[dict], begun: set[int]) -> tuple[list[dict], Counter]:
+    """One result per manifest row, none for anything else; errors say why. The rows of a shard
+    with no results file yet are not discrepancies but work to do: counted per shard (an
+    unfinished job of two million scans would otherwise list every one of them)."""
     manifest_ids = {r["image_id"]: r for r in man}
     counts = Counter(r["image_id"] for r in res)
     problems: list[dict] = []
+    pending: Counter = Counter()
     for iid, r in manifest_ids.items():
-        if counts[iid] == 0:
+        if counts[iid] == 0 and r["shard"] not in begun:
+            pending[r["shard"]] += 1
+        elif counts[iid] == 0:
             problems.append(dict(kind=Problem.NO_RESULT, image_id=iid, source_path=r["path"],
                                  shard=r["shard"]))
         elif counts[iid] > 1:
@@ -44,7 +49,7 @@ def _row_problems(man: list[dict], res: list[dict]) -> list[dict]:
             problems.append(dict(kind=Problem.ERROR_WITHOUT_REASON, image_id=r["image_id"]))
         if r["status"] not in results.STATUSES:
             problems.append(dict(kind=Problem.BAD_STATUS, image_id=r["image_id"], status=r["status"]))
-    return problems
+    return problems, pending
 
 
 def _output_problems(od: Outdir, ok_rows: list[dict], quick: bool, progress: bool,
@@ -125,7 +130,8 @@ def audit(outdir: str | Store | Outdir, quick: bool = False, check_inputs: bool 
     # a damaged shard's outputs are claimed by the rows it lost, not strays: its run again
     # writes them, byte for byte
     lost = output_stems(r["out_stem"] for r in man if r["shard"] in damaged)
-    problems += _row_problems(man, res) + [
+    rows, pending = _row_problems(man, res, {n for n in files.values() if n is not None} & shards)
+    problems += rows + [
         p for p in _output_problems(od, ok_rows, quick, progress, foreign,
                                     output_stems(r["out_stem"] for r in man))
         if not (p["kind"] is Problem.STRAY_OUTPUT and os.path.splitext(p["output_path"])[0] in lost)]
@@ -149,8 +155,9 @@ def audit(outdir: str | Store | Outdir, quick: bool = False, check_inputs: bool 
     errors = [listed(r) for r in res if r["status"] == "error"]
     skipped = [listed(r) for r in res if r["status"] == "skipped"]
     report = {
-        "outdir": out.url, "ok": not problems, "quick": quick, "check_inputs": check_inputs,
-        "manifest_rows": len(man), "result_rows": len(res),
+        "outdir": out.url, "ok": not problems and not pending, "quick": quick,
+        "check_inputs": check_inputs, "manifest_rows": len(man), "result_rows": len(res),
+        "pending_images": sum(pending.values()), "pending_shards": len(pending),
         "counts": {s: status_counts.get(s, 0) for s in results.STATUSES},
         "problems": problems, "problem_counts": dict(Counter(p["kind"] for p in problems)),
         "errors": errors, "skipped": skipped, "nearly_gray": grayish, "carried": carried,
@@ -160,7 +167,7 @@ def audit(outdir: str | Store | Outdir, quick: bool = False, check_inputs: bool 
         "record_outdated": _outdated_records(man_t, ok_rows, carried), "copies": _copies(res),
     }
     report["grown"] = never_started(spec, shards - committed - set(damaged)) and not redo_pending
-    report["incomplete"] = incomplete(report, committed)
+    report["incomplete"] = incomplete(report)
     report["verdict"] = verdict(report)
     try:  # a read-only replica (or a full disk) is audited all the same: the verdict stands
         _write_reports(out, report, ok_rows, carried, spec, sample, sheet)
@@ -245,15 +252,14 @@ def review_counts(od: Outdir, res: list[dict]) -> dict:
             "hints_pending": pending}
 
 
-def incomplete(report: dict, committed: set[int]) -> bool:
-    """A run that stopped before the end, and nothing else: every problem is an image of a shard
-    not yet committed, an output such a shard's run wrote before its commit, or an image of a
-    redo not yet finished."""
+def incomplete(report: dict) -> bool:
+    """A run that stopped before the end, and nothing else: there are images to do (shards with
+    no results file yet, a redo not yet finished), and every problem is an output such a
+    shard's run wrote before its commit, or an image of that redo."""
     pending = set(report["redo_pending"])
-    if not pending and (not report["problems"] or report["committed_shards"] >= report["shards"]):
+    if not pending and not report["pending_images"]:
         return False  # (a redo stopped half-way leaves no discrepancy, only images to do)
     return all(p["kind"] is Problem.STRAY_OUTPUT or p.get("image_id") in pending
-               or (p["kind"] is Problem.NO_RESULT and p["shard"] not in committed)
                for p in report["problems"])
 
 

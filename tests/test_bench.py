@@ -51,3 +51,27 @@ def test_bench_measures_everything_and_appends_the_table(ckpt, tmp_path):
     if r["net_compiled"] == r["net_compiled"]:  # a C++ compiler here: the --compile run too
         c = r["runs"]["compiled"]
         assert c["steady"] > 0 and "`colorize run --compile`, steady" in text
+
+
+def test_a_run_without_a_progress_bar_says_its_progress_every_few_minutes():
+    """A cron job's or a service's log has no bar (not a terminal): a line every `every`
+    seconds with the shards and images done, their rate and the time left."""
+    import time
+
+    from pipeline.client.metrics import Tally
+
+    said = []
+    t = Tally(time.perf_counter() - 10, said.append, (4, 40), every=3600)
+
+    def shard(n):
+        return dict(images=n, ok=n - 1, error=1, skipped=0, peak_rss_mb=1, seconds=1, setup_s=0,
+                    worker="a", finished=5)
+
+    t.add(shard(10))
+    assert said == []  # not an hour yet
+    t.every = 0
+    t.add(shard(10))
+    assert len(said) == 1 and said[0].startswith("progress: 2 of 4 shards committed (20 of 40 images: "
+                                                 "18 ok, 2 error, 0 skipped); ")
+    rate = float(said[0].split("; ")[1].split(" images/s")[0])
+    assert 1.5 < rate < 2.1 and said[0].endswith("less than a minute to go")

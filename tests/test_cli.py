@@ -391,12 +391,15 @@ def test_a_run_without_workers_says_so_and_a_stalled_run_is_not_given_a_pace(tmp
     from pipeline.client.orchestrate import _Watch
     from pipeline.client.outdir import Outdir
 
-    def watched(workers: dict) -> list[str]:
+    def watched(workers: dict, before: dict | None = None) -> list[str]:
         said = []
 
         class Cluster:
+            first = before
+
             def scheduler_info(self):
-                return {"workers": workers}
+                seen, Cluster.first = Cluster.first, None
+                return {"workers": workers if seen is None else seen}
 
         w = _Watch(Cluster(), "tcp://10.0.0.1:8786", said.append, after=0.2, every=0.05)
         deadline = time.monotonic() + 20  # a busy machine runs the thread late
@@ -415,6 +418,9 @@ def test_a_run_without_workers_says_so_and_a_stalled_run_is_not_given_a_pace(tmp
         "colorize: worker node7 has been paused by dask for 0 s: its memory (1.03 GB) is near its "
         "limit (1.25 GB), and it takes no shard until that falls; give it more (dask worker "
         "--memory-limit)"]
+    one = {"tcp://10.0.0.3:4000": {"name": "node8", "status": "running"}}
+    assert watched(one, before={**one, "tcp://10.0.0.2:4000": {"name": "node7", "status": "running"}}) == [
+        "colorize: worker node7 left the cluster (1 worker now); a shard it held runs again elsewhere"]
     # a run holding OUTDIR whose last commit is long past the pace of the ones before
     man, out = small_archive(tmp_path, 4)
     assert main(["run", "--manifest", str(man), "-o", str(out), "--checkpoint", ckpt, "--size", "32", "-q"]) == 0

@@ -29,10 +29,13 @@ def steady_rate(spans: list[tuple]) -> float | None:
 class Tally:
     """A run's totals, from the summaries its shards send back as they commit."""
 
-    def __init__(self, t_start: float):
+    def __init__(self, t_start: float, say=None, of: tuple[int, int] = (0, 0), every: float = 300.0):
         self.t_start = t_start  # perf_counter when the run began, cluster start included
         self.totals: Counter = Counter()
         self.spans: list[tuple] = []  # (worker, started, finished, images) per shard
+        # a run's log with no progress bar (cron, a service, a file) gets a line every `every`
+        # seconds: (shards, images) this run does
+        self.say, self.of, self.every, self.said = say, of, every, time.perf_counter()
 
     def add(self, s: dict) -> None:
         for k in ("images", "ok", "error", "skipped"):
@@ -42,6 +45,15 @@ class Tally:
             # cluster start, imports and weights: what a longer job amortises
             self.totals["startup_s"] = time.perf_counter() - self.t_start - s["seconds"] + s["setup_s"]
         self.spans.append((s["worker"], s["finished"] - s["seconds"], s["finished"], s["images"]))
+        now = time.perf_counter()
+        if self.say and now - self.said >= self.every:
+            self.said = now
+            n, rate = self.totals["images"], self.totals["images"] / (now - self.t_start)
+            left = (self.of[1] - n) / rate if rate else 0
+            self.say(f"progress: {len(self.spans)} of {self.of[0]} shards committed ({n:,} of "
+                     f"{self.of[1]:,} images: {self.totals['ok']:,} ok, {self.totals['error']:,} "
+                     f"error, {self.totals['skipped']:,} skipped); {rate:.1f} images/s, "
+                     + ("less than a minute" if left < 60 else f"about {round(left / 60)} min") + " to go")
 
     def summary(self) -> dict:
         out = dict(self.totals)

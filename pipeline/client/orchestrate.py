@@ -262,13 +262,17 @@ class _Watch:
         threading.Thread(target=self._watch, daemon=True, name="no-workers").start()
 
     def _watch(self) -> None:
-        since, paused = None, {}
+        since, paused, seen = None, {}, None
         while not self.done.wait(self.every):
             try:
                 workers = self.client.scheduler_info()["workers"]
             except Exception:  # noqa: BLE001 - a scheduler gone: the run itself says so
                 return
             n = len(workers)
+            for addr in set(seen or {}) - set(workers):  # an operator's log says when, and who
+                self.log(f"colorize: worker {seen[addr].get('name') or addr} left the cluster "
+                         f"({plural(n, 'worker')} now); a shard it held runs again elsewhere")
+            seen = dict(workers)
             self._paused(workers, paused)
             since = None if n else (since or time.monotonic())
             if since is not None and time.monotonic() - since > self.after and not self.done.is_set():
@@ -323,7 +327,8 @@ def _drive(client, job, work: _Work, log, outdir: Outdir) -> dict:
     # disable=None: a bar on a terminal only; a cron job's mailed log gets none
     bar = tqdm(total=work.images, unit="img", desc="colorize", disable=None if o.progress else True,
                smoothing=0.1)
-    tally = Tally(work.t_start)
+    tally = Tally(work.t_start, log if o.progress and bar.disable else None,
+                  (len(work.tasks), work.images))
 
     def submit(task):
         s, ids = task

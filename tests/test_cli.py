@@ -610,3 +610,28 @@ def test_workers_too_small_for_the_model_or_the_largest_scan_are_said_before_any
                     "11000x11000: about 2.8 GB with the model): dask would restart it and its shard "
                     "fail after --retries; give it 3 GB or more (dask worker --memory-limit)"]
     assert check(8e9, 16e9) == []
+
+
+def test_a_worker_of_another_version_is_refused_before_any_shard_and_refuses_a_shard():
+    """An upgrade on a shared install under running workers: a worker still on the old version
+    would write other bytes into the same job (a cluster operator saw half a job so)."""
+    from pipeline.client.cluster import check_worker_versions
+    from pipeline.client.state import OUTPUT_VERSION
+    from pipeline.errors import JobError
+    from pipeline.worker.shard import _same_version
+
+    class Cluster:
+        def run(self, fn):
+            assert fn() == ("0.1.0", OUTPUT_VERSION)  # what it asks, run here: this package's
+            return {"tcp://10.0.0.2:1": ("0.1.0", OUTPUT_VERSION - 1), "tcp://10.0.0.3:1": fn()}
+
+        def scheduler_info(self):
+            return {"workers": {"tcp://10.0.0.2:1": {"name": "old-node"}}}
+
+    with pytest.raises(JobError, match=rf"^1 worker \(old-node\) run archive-colorizer 0.1.0 with output "
+                                       rf"version {OUTPUT_VERSION - 1}, this machine 0.1.0 with {OUTPUT_VERSION}"):
+        check_worker_versions(Cluster())
+    _same_version(OUTPUT_VERSION)
+    _same_version(None)  # a job object made before the field: nothing to compare
+    with pytest.raises(RuntimeError, match=f"output version {OUTPUT_VERSION}, the job {OUTPUT_VERSION + 1}"):
+        _same_version(OUTPUT_VERSION + 1)

@@ -68,6 +68,30 @@ def check_workers_see(client, outdir: str | None, source: str | None) -> None:
                        "machine sees: mount them at the same paths on every worker")
 
 
+def check_worker_versions(client) -> None:
+    """Workers of a cluster the user runs use the package installed where they run: one left
+    running an older version (an upgrade on a shared install, a worker not restarted) would
+    write other bytes into the same job. Their output version must be this machine's."""
+    import pipeline
+    from pipeline.client.state import OUTPUT_VERSION
+
+    def version():  # defined here: sent by value, so it runs the worker's own package
+        import pipeline
+        from pipeline.client import state
+
+        return pipeline.__version__, state.OUTPUT_VERSION
+
+    odd = {w: v for w, v in client.run(version).items() if v[1] != OUTPUT_VERSION}
+    if odd:
+        names = [client.scheduler_info()["workers"].get(w, {}).get("name") or w for w in odd]
+        pkg, out = next(iter(odd.values()))
+        raise JobError(f"{plural(len(odd), 'worker')} ({', '.join(map(str, names[:3]))}"
+                       f"{' ...' if len(names) > 3 else ''}) run archive-colorizer {pkg} with "
+                       f"output version {out}, this machine {pipeline.__version__} with "
+                       f"{OUTPUT_VERSION}: their outputs would differ; restart them with this "
+                       "machine's version")
+
+
 @contextlib.contextmanager
 def external_client(o: JobSpec):
     """A client of the scheduler the user runs (--scheduler), connected before the job is

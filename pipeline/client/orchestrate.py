@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 from pipeline.client import redo, results
 from pipeline.client.cluster import (
     check_worker_memory,
+    check_worker_versions,
     check_workers_see,
     external_client,
     make_client,
@@ -135,12 +136,13 @@ def run_job(o: JobSpec, log=print, redo: tuple[dict[int, set[str]], dict] | None
                                device=spec["device"], threads=shard_threads(o, spec["device"]),
                                metadata_columns=spec["metadata_columns"])
             job = ShardJob(resolved, outdir=outdir.url, checkpoint_sha256=spec["checkpoint_sha256"],
-                           created=outdir.read_job().get("created", ""))
+                           created=outdir.read_job().get("created", ""), output_version=OUTPUT_VERSION)
             if importlib.util.find_spec("bokeh"):  # without it the link opens to an error page
                 log(f"dashboard: {client.dashboard_link}")
             if o.scheduler:
                 check_workers_see(client, outdir.store.full("") if outdir.store.local else None,
                                   _a_source(spec["manifest"]))
+                check_worker_versions(client)
                 check_worker_memory(client, spec["manifest"], log)
             failed = None
             try:

@@ -30,6 +30,19 @@ __all__ = ["OutputError", "ShardJob"]
 _COLORIZERS: dict = {}  # one loaded net per worker process, reused by every shard it runs
 
 
+def _same_version(theirs: int | None) -> None:
+    """A worker that joined a cluster running another version of this package (an upgrade
+    under a running worker) would write other bytes into the job: it refuses the shard."""
+    from pipeline.client.state import OUTPUT_VERSION
+
+    if theirs is not None and theirs != OUTPUT_VERSION:
+        import pipeline
+
+        raise RuntimeError(f"this worker runs archive-colorizer {pipeline.__version__} with output "
+                           f"version {OUTPUT_VERSION}, the job {theirs}: restart the worker with "
+                           "the version the run uses")
+
+
 @dataclass(frozen=True)
 class ShardJob(ImageStages):
     """What every shard of a job is given (the spec resolved by the client: the device, threads
@@ -59,6 +72,7 @@ class ShardJob(ImageStages):
         just those images and keep the shard's other committed rows as they are. options: per
         image id, the options a redo gave that image alone (redo.py)."""
         t0 = time.perf_counter()
+        _same_version(self.output_version)
         table, rows = shard_rows(self.spec.manifest, shard)
         wanted = (lambda iid: True) if only is None else only.__contains__
         with ThreadPoolExecutor(self.spec.threads) as pool:

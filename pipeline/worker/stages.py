@@ -89,6 +89,7 @@ class ImageStages:
     outdir: str
     checkpoint_sha256: str
     created: str = ""
+    output_version: int | None = None  # the client's: a worker of another version refuses
 
     def read(self, mrow: dict, options: dict | None = None) -> Item:
         """A manifest row -> an Item, decoded on the host or left for the device's decoder."""

@@ -496,9 +496,10 @@ def cmd_export(a) -> int:
     if "://" not in a.dest and not Path(a.dest).resolve().parent.is_dir():
         raise UsageError(f"no folder {Path(a.dest).parent} to write {Path(a.dest).name} in")
     ext = Path(a.dest.split("://", 1)[-1]).suffix.lower()
-    if ext not in (".csv", ".tsv", ".txt", ".xlsx", ".xlsm"):
-        raise UsageError(f"export writes CSV (.csv, .tsv, .txt) or a workbook (.xlsx); "
-                         f"{Path(a.dest).name} would be a CSV under another name")
+    if ext not in (".csv", ".tsv", ".txt", ".xlsx", ".xlsm", ".parquet"):
+        raise UsageError(f"export writes CSV (.csv, .tsv, .txt), a workbook (.xlsx) or one "
+                         f"Parquet table (.parquet); {Path(a.dest).name} would be a CSV under "
+                         "another name")
     if a.excel and not a.dest.lower().endswith((".xlsx", ".xlsm")):
         raise UsageError(f"--excel writes a workbook: name it *.xlsx, not {a.dest}")
     try:
@@ -510,7 +511,7 @@ def cmd_export(a) -> int:
                          "write; use --encoding utf-8-sig") from None
     except LookupError:
         raise UsageError(f"unknown encoding {a.encoding!r}") from None
-    how = ("a workbook" if r["format"] == "xlsx" else
+    how = ("a workbook" if r["format"] == "xlsx" else "Parquet" if r["format"] == "parquet" else
            f"CSV, {DELIMITER_NAMES.get(r['delimiter'], repr(r['delimiter']))}-separated, "
            f"{r['encoding']}")
     print(f"wrote {a.dest} ({how}): {r['rows']} images, columns {', '.join(r['header'][:4])}, ...")

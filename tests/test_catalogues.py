@@ -338,3 +338,26 @@ def test_a_polish_catalogues_columns_are_guessed_and_an_unknown_one_is_said(scan
         assert json.loads((out / "job.json").read_text())["spec"]["metadata_columns"] == want
         said = "no catalogue column was taken for the accession number (columns: Nummer, Bild, path)"
         assert (said in r.stdout + r.stderr) == (want == "none")
+
+
+def test_export_to_parquet_is_one_table_after_the_catalogue_gained_a_column(scans, tmp_path, ckpt):
+    """A job grown with a catalogue that gained a column has results files that differ in
+    columns (pyarrow and pandas, reading the folder, take the first file's and drop it without a
+    word): `export OUT all.parquet` is one table, every row with the catalogue's cells now."""
+    man, out = tmp_path / "m.parquet", tmp_path / "out"
+    (scans / "cat.csv").write_text("Inventarnr,path\nA-1,Müller 1.png\nA-2,b.png\nA-3,c.png\n")
+    assert run_cli("scan", scans / "cat.csv", "-o", man, "-q", "--shard-size", "2").returncode == 0
+    args = ("--size", "32", "-q", "--checkpoint", ckpt)
+    assert run_cli("run", "--manifest", man, "-o", out, *args).returncode == 0
+    Image.new("L", (24, 16), 90).save(scans / "d.png")
+    (scans / "cat.csv").write_text("Inventarnr,path,Fotograf\nA-1,Müller 1.png,Łęcka\nA-2,b.png,\n"
+                                   "A-3,c.png,Nowak\nA-4,d.png,Łęcka\n")
+    assert run_cli("scan", scans / "cat.csv", "-o", man, "-q", "--extend", man).returncode == 0
+    assert run_cli("run", "-o", out, "-q").returncode == 0
+    r = run_cli("export", out, tmp_path / "all.parquet")
+    assert r.returncode == 0 and "(Parquet): 4 images" in r.stdout, r.stdout + r.stderr
+    t = pq.read_table(tmp_path / "all.parquet")
+    assert t.column_names[:3] == ["Inventarnr", "path", "Fotograf"]
+    assert t.column("Fotograf").to_pylist() == ["Łęcka", "", "Nowak", "Łęcka"]
+    assert t.column("Inventarnr").to_pylist() == ["A-1", "A-2", "A-3", "A-4"]  # the catalogue's order
+    assert str(t.schema.field("width").type) == "int64" and set(t.column("status").to_pylist()) == {"ok"}

@@ -1,6 +1,6 @@
 """The results as the archive's database takes them back: the catalogue's columns first, in its
 order and under its own names (its path column as written), then ours; CSV as Excel opens it
-(UTF-8 with a BOM, the catalogue's own separator) or a real .xlsx workbook."""
+(UTF-8 with a BOM, the catalogue's own separator), a real .xlsx workbook, or one Parquet table."""
 
 from __future__ import annotations
 
@@ -121,6 +121,23 @@ def write_xlsx(path: str, header: list[str], rows: list[list], text_columns: int
     _write_new(path, buf.getvalue())
 
 
+def write_parquet(path: str, header: list[str], rows: list[list], text_columns: int) -> None:
+    """One table for pandas, pyarrow or a database: every image's row with the catalogue's cells
+    as the manifest holds them now (results/ files differ in columns once a job has grown with a
+    catalogue that gained one, and a reader of the folder takes the first file's), catalogue
+    cells as text, ours typed as results/ has them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    cols = list(zip(*rows, strict=True)) if rows else [()] * len(header)
+    ours = {f"colorize_{f.name}": f.type for f in SCHEMA} | {f.name: f.type for f in SCHEMA}
+    arrays = [pa.array(list(c), pa.string() if i < text_columns else ours.get(header[i]))
+              for i, c in enumerate(cols)]
+    buf = pa.BufferOutputStream()
+    pq.write_table(pa.table(arrays, names=header), buf, compression="zstd")
+    _write_new(path, buf.getvalue().to_pybytes())
+
+
 def _write_new(path: str, data: bytes) -> None:
     """Whole or not at all (a temporary file and a rename)."""
     p = Path(path)
@@ -136,6 +153,9 @@ def export(outdir: str, dest: str, excel: bool | None = None, delimiter: str | N
     info = read_catalogue_info(out.read_job()["spec"]["manifest"])
     header, rows = export_table(out, info)
     n_text = len(info.get("columns", []))
+    if dest.lower().endswith(".parquet"):
+        write_parquet(dest, header, rows, n_text)
+        return dict(rows=len(rows), header=header, format="parquet")
     xlsx = excel if excel is not None else dest.lower().endswith((".xlsx", ".xlsm"))
     if xlsx:
         write_xlsx(dest, header, rows, n_text)

@@ -213,6 +213,19 @@ def test_scheduler_and_workers_as_separate_processes(archive, clean_run, ckpt, t
         assert main(run_args(man, out, ckpt, "--scheduler", addr)) == 0
         assert comparable(out) == comparable(clean_run)
         assert image_files(out) == image_files(clean_run)
+        # the scheduler killed under a run: its one-line message, not dask's client's ERROR
+        # lines and tracebacks (distributed.client has a log level of its own)
+        again = tmp_path / "again"
+        run = subprocess.Popen([sys.executable, "-m", "pipeline", *run_args(
+            man, again, ckpt, "--scheduler", addr, "--window", "1")], stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 120
+        while not list((again / "results").glob("shard-*")) and time.time() < deadline:
+            time.sleep(0.02)
+        os.killpg(procs[0].pid, signal.SIGKILL)
+        err = run.communicate(timeout=120)[1]
+        assert run.returncode == 1 and "committed shards are intact; resume with:" in err, err
+        assert "ERROR" not in err and "Traceback" not in err and len(err.splitlines()) <= 3, err
     finally:
         for p in procs:
             os.killpg(p.pid, signal.SIGTERM)

@@ -92,6 +92,17 @@ def check_worker_versions(client) -> None:
                        "machine's version")
 
 
+def _quiet() -> None:
+    """dask's loggers below the run's one-line messages: "distributed" and the ones dask's own
+    config gives a level of their own (distributed.client logs a scheduler lost mid-run as 25
+    lines of ERROR and traceback)."""
+    import distributed  # noqa: F401 - its config sets those levels as it loads
+
+    for name in ["distributed", *(n for n in logging.root.manager.loggerDict
+                                  if n.startswith("distributed."))]:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
 @contextlib.contextmanager
 def external_client(o: JobSpec):
     """A client of the scheduler the user runs (--scheduler), connected before the job is
@@ -103,8 +114,7 @@ def external_client(o: JobSpec):
     import dask
     from distributed import Client
 
-    # the client's own chatter when a scheduler goes away mid-run is not the run's message
-    logging.getLogger("distributed").setLevel(logging.CRITICAL)
+    _quiet()  # the client's own chatter when a scheduler goes away mid-run is not the run's message
     try:
         client = Client(scheduler_address(o.scheduler),  # 30 s unless dask's config says
                         timeout=dask.config.get("distributed.comm.timeouts.connect"))
@@ -127,7 +137,7 @@ def make_client(o: JobSpec, device: str, external=None):
     n = local_workers(o, device)
     # silence_logs holds only while the cluster is up; a comm that fails after it closes (a
     # failed run's teardown) would still log a traceback under the run's one-line message
-    logging.getLogger("distributed").setLevel(logging.CRITICAL)
+    _quiet()
     kw = dict(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
               silence_logs=logging.CRITICAL, memory_limit=0)
     environ = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **WORKER_ENV}

@@ -347,11 +347,7 @@ def _drive(client, job, work: _Work, log, outdir: Outdir) -> dict:
             try:
                 summary = fut.result()
             except Exception as e:  # after retries, or a worker that kept dying
-                failure = f"shard {fut.key.split('-')[1]} failed: {type(e).__name__}: " + " ".join(str(e).split())
-                if type(e).__name__ == "KilledWorker":
-                    failure += _killed(o.manifest, int(fut.key.split("-")[1]))
-                if type(e).__name__ not in ("OutputError", "KilledWorker"):  # a bug: show where
-                    tb = "".join(traceback.format_exception(type(e), e, fut.traceback()))
+                failure, tb = _failed(e, fut, o.manifest)
                 break
             if not outdir.store.exists(outdir.shard_rel(summary["shard"])):
                 # a worker that writes OUTDIR elsewhere (another mount): its "done" is not ours
@@ -376,6 +372,27 @@ def _drive(client, job, work: _Work, log, outdir: Outdir) -> dict:
         raise RunFailed(f"{failure}; committed shards are intact; resume with: {again}",
                         traceback=tb, cause=failure)
     return tally.summary()
+
+
+# the cluster's failures, not bugs of ours: no traceback under the run's message
+_NOT_BUGS = ("OutputError", "KilledWorker")
+_SCHEDULER_LOST = ("CommClosedError", "FutureCancelledError", "CancelledError", "StreamClosedError")
+
+
+def _failed(e: Exception, fut, manifest: str) -> tuple[str, str]:
+    """(what failed, the traceback where it is a bug) for a shard's future that raised."""
+    name, shard = type(e).__name__, fut.key.split("-")[1]
+    if name in _SCHEDULER_LOST:
+        return f"the connection to the dask scheduler was lost ({name}: {' '.join(str(e).split())})", ""
+    failure = f"shard {shard} failed: {name}: " + " ".join(str(e).split())
+    if name == "KilledWorker":
+        failure += _killed(manifest, int(shard))
+    if name in _NOT_BUGS:
+        return failure, ""
+    try:
+        return failure, "".join(traceback.format_exception(type(e), e, fut.traceback()))
+    except Exception:  # noqa: BLE001 - the scheduler gone with it: the failure alone
+        return failure, ""
 
 
 def _killed(manifest: str, shard: int) -> str:

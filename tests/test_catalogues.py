@@ -179,6 +179,11 @@ def test_every_output_says_it_was_machine_colorized(scans, tmp_path, ckpt, fmt):
     from pipeline.client.state import file_sha256
 
     man = tmp_path / "m.parquet"
+    old = Image.Exif()
+    old[0x8298], old[0x013B] = "(c) Sammlung Alt", "unbekannt"  # the scan's own, superseded
+    with Image.open(scans / "b.png") as im:
+        im.load()
+        im.save(scans / "b.png", exif=old.tobytes())
     (scans / "katalog.csv").write_text("Objektnummer;Datei;Titel;Rechte;Fotograf\nA-7;b.png;Der "
                                        "\"Hof\" & Söhne;© Stadtmuseum, CC BY 4.0;Zofia Lecka\n",
                                        encoding="cp1252")
@@ -223,6 +228,10 @@ def test_every_output_says_it_was_machine_colorized(scans, tmp_path, ckpt, fmt):
     assert meta["Identifier"] == "A-7" and meta["Title"] == 'Der "Hof" & Söhne'  # the record
     assert meta["Rights"] == "© Stadtmuseum, CC BY 4.0" and meta["Creator"] == "Zofia Lecka"
     assert "Machine-colorized" in meta["Description"]
+    exif = __import__("json").loads(subprocess.run(  # one rights line in the file, not two
+        ["exiftool", "-j", "-EXIF:Copyright", "-EXIF:Artist", str(out / "images" / f"b.{ext}")],
+        capture_output=True, text=True, check=True).stdout)[0]
+    assert (exif["Copyright"], exif["Artist"]) == ("© Stadtmuseum, CC BY 4.0", "Zofia Lecka")
 
 
 def test_a_path_cell_in_another_unicode_form_or_with_backslashes_finds_its_file(tmp_path):

@@ -862,6 +862,7 @@ def test_a_bigtiff_masters_tags_and_a_resolution_in_cm_are_kept(tmp_path, photo,
     data, notes = encode_output(np.dstack([d.gray] * 3), fmt, d, 90,
                                 provenance("c" * 64, "2026-12-02", "s" * 64))
     assert not any("not carried" in n for n in notes), notes
+    assert ("16-bit scan written as an 8-bit JPEG (--format png or tiff keeps 16)" in notes) == (fmt == "jpeg")
     out = Image.open(io.BytesIO(data))
     tags = out.getexif()
     assert (tags[271], tags[315], tags[33432]) == ("PhaseOne", "Jan Kowalski", "(c) Biblioteka Narodowa")

@@ -62,14 +62,38 @@ def encode_output(rgb: np.ndarray, fmt: str, d, quality: int, prov: dict) -> tup
     if d.texts and fmt != "png":
         notes.append(f"PNG text {', '.join(sorted(d.texts))} not carried (a {fmt} has no place "
                      "for it)")
+    if d.bits == 16 and fmt in ("jpeg", "webp"):
+        notes.append(f"16-bit scan written as an 8-bit {fmt.upper()} (--format png or tiff keeps 16)")
     try:
-        data = encode(rgb, fmt, d.dpi, d.icc_profile, d.exif, quality=quality, notes=notes,
-                      provenance=prov)
+        data = encode(rgb, fmt, d.dpi, d.icc_profile, _with_record(d.exif, prov.get("record") or {}),
+                      quality=quality, notes=notes, provenance=prov)
     except Exception as e:
         notes.append(f"metadata not carried ({type(e).__name__}: {e})"[:200])
         data = encode(rgb, fmt, quality=quality,  # ours alone: the source's choked the writer
                       provenance={k: v for k, v in prov.items() if k not in ("source_xmp", "texts")})
     return data, notes
+
+
+# EXIF's tags for what the catalogue names in dc:rights and dc:creator: one file states one
+# rights line (a source's old "(c) ..." beside the catalogue's "public domain" would say two)
+_EXIF_OF_RECORD = {"rights": 0x8298, "creator": 0x013B}  # Copyright, Artist
+
+
+def _with_record(exif: bytes | None, record: dict) -> bytes | None:
+    """The source's EXIF with the catalogue's rights and creator (where the job names those
+    columns) in place of its own, as written (UTF-8 bytes: Pillow would write '?')."""
+    named = {tag: record[k] for k, tag in _EXIF_OF_RECORD.items() if record.get(k)}
+    if not named:
+        return exif
+    ex = Image.Exif()
+    if exif:
+        try:
+            ex.load(exif[6:] if exif.startswith(b"Exif\x00\x00") else exif)
+        except Exception:  # noqa: BLE001 - malformed: the writer notes it; ours alone then
+            return exif
+    for tag, text in named.items():
+        ex[tag] = str(text).encode("utf-8")
+    return ex.tobytes()
 
 
 def xmp_packet(p: dict) -> bytes:

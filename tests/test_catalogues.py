@@ -370,3 +370,19 @@ def test_export_to_parquet_is_one_table_after_the_catalogue_gained_a_column(scan
     assert t.column("Fotograf").to_pylist() == ["Łęcka", "", "Nowak", "Łęcka"]
     assert t.column("Inventarnr").to_pylist() == ["A-1", "A-2", "A-3", "A-4"]  # the catalogue's order
     assert str(t.schema.field("width").type) == "int64" and set(t.column("status").to_pylist()) == {"ok"}
+
+
+def test_a_central_european_catalogue_read_as_windows_1252_is_shown_and_1250_suggested(scans, tmp_path):
+    """A Polish catalogue saved by Excel as Windows-1250 decodes as Windows-1252 without an
+    error, into "Tytu³" and "£ódŸ": the scan shows what it read and names the encoding that
+    reads them as letters (a German one's umlauts are letters either way: no suggestion)."""
+    (scans / "pl.csv").write_bytes("Sygnatura;Tytuł;path\nMS.1;Łódź, rynek;b.png\n".encode("cp1250"))
+    r = run_cli("scan", scans / "pl.csv", "-o", tmp_path / "pl.parquet", "-q")
+    assert r.returncode == 0, r.stderr
+    assert ('not UTF-8; read as Windows-1252 (e.g. "Tytu³", "£ódŸ"; if these should read "Tytuł", '
+            '"Łódź", give --encoding cp1250)') in r.stderr
+    r = run_cli("scan", scans / "pl.csv", "-o", tmp_path / "pl.parquet", "-q", "--encoding", "cp1250")
+    assert r.returncode == 0 and pq.read_table(tmp_path / "pl.parquet").column("Tytuł").to_pylist() == ["Łódź, rynek"]
+    (scans / "de.csv").write_bytes("Inventarnr;Titel;path\nA-1;Straße;b.png\n".encode("cp1252"))
+    r = run_cli("scan", scans / "de.csv", "-o", tmp_path / "de.parquet", "-q")
+    assert 'read as Windows-1252 (e.g. "Straße"; say --encoding otherwise)' in r.stderr

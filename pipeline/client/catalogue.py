@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import unicodedata
 from dataclasses import dataclass, field
 from itertools import islice
@@ -78,11 +79,35 @@ def decode_text(p: Path, encoding: str | None, log) -> tuple[str, str]:
         except LookupError:
             raise ScanError(f"unknown encoding {encoding!r}") from None
         if enc == "cp1252" and not encoding:
-            log(f"{p}: not UTF-8; read as Windows-1252 (say --encoding otherwise)")
+            log(f"{p}: not UTF-8; read as Windows-1252 ({_as_read(text, data)})")
         if enc == "utf-8-sig" and not data.startswith(b"\xef\xbb\xbf"):
             enc = "utf-8"  # what the file is: it has no BOM
         return text, enc
     raise AssertionError("unreachable")
+
+
+def _as_read(text: str, data: bytes) -> str:
+    """Some words with non-ASCII letters as Windows-1252 reads them, for a person to judge; and
+    where its words hold symbols inside them (Tytu³, £ódŸ) that Central European Windows-1250
+    reads as letters (Tytuł, Łódź), that suggestion."""
+    def words(t: str) -> list[str]:
+        cell = r'[^\s;,|"]'
+        return list(dict.fromkeys(re.findall(rf"{cell}*[^\x00-\x7f]{cell}*", t)))[:3]
+
+    def odd(t: str) -> int:  # a non-letter, non-ASCII character with a letter beside it
+        return sum(1 for i, c in enumerate(t) if ord(c) > 127 and not c.isalpha()
+                   and any(0 <= j < len(t) and t[j].isalpha() for j in (i - 1, i + 1)))
+
+    seen = words(text)
+    said = "e.g. " + ", ".join(f'"{w}"' for w in seen) if seen else "no character outside ASCII"
+    try:
+        central = data.decode("cp1250")
+    except UnicodeDecodeError:
+        central = None
+    if central is not None and odd(text) and not odd(central):
+        return (f"{said}; if these should read " + ", ".join(f'"{w}"' for w in words(central))
+                + ", give --encoding cp1250")
+    return f"{said}; say --encoding otherwise"
 
 
 def _records(text: str, delimiter: str):

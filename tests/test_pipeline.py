@@ -226,6 +226,9 @@ def test_scheduler_and_workers_as_separate_processes(archive, clean_run, ckpt, t
         err = run.communicate(timeout=120)[1]
         assert run.returncode == 1 and "committed shards are intact; resume with:" in err, err
         assert "ERROR" not in err and "Traceback" not in err and len(err.splitlines()) <= 3, err
+        st = subprocess.run([sys.executable, "-m", "pipeline", "status", str(again)],
+                            capture_output=True, text=True)  # its hint: the cluster the run used
+        assert f"resume with: colorize run -o {again} --scheduler {addr}" in st.stdout, st.stdout
     finally:
         for p in procs:
             os.killpg(p.pid, signal.SIGTERM)

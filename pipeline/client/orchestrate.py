@@ -86,6 +86,24 @@ def resolve_spec(o: JobSpec) -> dict:
     }
 
 
+def _note_scheduler(outdir: Outdir, scheduler: str | None) -> None:
+    """The cluster the last run used (not the job's identity): status's and audit's resume
+    hints name it, as the run's own do (pasted on the scheduler's host without it, the hint
+    would start a local cluster there)."""
+    job = outdir.read_job()
+    if job.get("scheduler") != scheduler:
+        outdir.write_job({**job, "scheduler": scheduler})
+
+
+def resume_hint(outdir: str) -> str:
+    """`colorize run -o OUTDIR`, with the --scheduler the last run used."""
+    try:
+        scheduler = Outdir(outdir).read_job().get("scheduler")
+    except Exception:  # noqa: BLE001 - a hint: the plain command
+        scheduler = None
+    return f"colorize run -o {outdir}" + (f" --scheduler {scheduler}" if scheduler else "")
+
+
 def _say_unnamed(o: JobSpec, mapping: str, log) -> None:
     """A catalogue none of whose column names says accession number (guessed in a dozen
     languages): its outputs would not name their objects, and nothing would say so."""
@@ -114,6 +132,7 @@ def run_job(o: JobSpec, log=print, redo: tuple[dict[int, set[str]], dict] | None
         return _dry_run(o, outdir, spec, sizes, log, redo)
     with outdir.lock(), external_client(o) as external:
         fp = check_or_write_job(outdir, spec, o.restart, log)
+        _note_scheduler(outdir, o.scheduler)
         clear_stop(outdir)  # the last run's failure is this run's to tell again, or not
         stale = outdir.remove_temporaries()
         if stale:

@@ -844,6 +844,12 @@ def test_xmp_sidecars_are_read_with_their_pictures(tmp_path, photo, ckpt):
     assert not any("darktable" in k for k in got["dt"])
     notes = {Path(r["source_path"]).stem: r["notes"] for r in Outdir(out).read_results().to_pylist()}
     assert "XMP sidecar lr.xmp read" in notes["lr"] and "XMP sidecar dt.jpg.xmp read" in notes["dt"]
+    one = tmp_path / "one.jpg"  # a quick look at one file reads it too
+    r = run_cli("image", scans / "lr.tif", one, "--checkpoint", ckpt, "--size", "32")
+    assert r.returncode == 0 and "XMP sidecar lr.xmp read" in r.stdout + r.stderr, r.stderr
+    got = json.loads(subprocess.run(["exiftool", "-j", "-XMP-dc:Rights", one], capture_output=True,
+                                    text=True, check=True).stdout)[0]
+    assert got["Rights"] == "© Biblioteka Narodowa"
 
 
 @pytest.mark.parametrize("fmt", ["tiff", "png", "jpeg"])

@@ -160,7 +160,7 @@ def _real(path: str) -> str:
     return os.path.realpath(path)
 
 
-def _sidecar_of(path: str) -> str | None:
+def sidecar_of(path: str) -> str | None:
     """The XMP sidecar beside a picture, where a workflow keeps its rights, caption and keywords:
     darktable's and digiKam's NAME.EXT.xmp first, then Lightroom's and Capture One's NAME.xmp."""
     if is_url(path):
@@ -175,7 +175,7 @@ def _sidecar_of(path: str) -> str | None:
 def _probe(row: dict, max_pixels: int) -> dict:
     path = row["path"]
     out = {"size_bytes": None, "width": None, "height": None, "mode": None, "format": None,
-           "frames": None, "scan_error": None, "xmp_sidecar": _sidecar_of(path)}
+           "frames": None, "scan_error": None, "xmp_sidecar": sidecar_of(path)}
     if why := not_read_here(path):
         out["scan_error"] = why
         out["size_bytes"] = None if is_url(path) or not os.path.exists(path) else os.path.getsize(path)

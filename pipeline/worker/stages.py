@@ -15,7 +15,7 @@ from typing import Any
 
 from pipeline.client.catalogue import stored_name
 from pipeline.client.jobspec import JobSpec
-from pipeline.client.manifest import resolve_path
+from pipeline.client.manifest import resolve_path, sidecar_of
 from pipeline.client.outdir import Outdir
 from pipeline.client.redo import options_label
 from pipeline.errors import plural
@@ -209,7 +209,8 @@ class ImageStages:
         """One file read as a shard's images are (`colorize image`); no net needed yet."""
         name = os.path.basename(path)
         return self.read({"image_id": "", "shard": 0, "path": os.path.abspath(path), "rel_path": name,
-                          "out_stem": os.path.splitext(name)[0] or "image"}, options)
+                          "out_stem": os.path.splitext(name)[0] or "image",
+                          "xmp_sidecar": sidecar_of(os.path.abspath(path))}, options)
 
     def colour_one(self, net, item: Item) -> bytes:
         """read_one's image, not finished there (an error or a skip): the net (with the hints,

@@ -78,8 +78,14 @@ class Decoded:
                     bits=self.bits, notes="; ".join(self.notes) or None)
 
 
-# Pillow warns on stderr of an IPTC or other TIFF tag longer than it expects, as it loads a
-# scan's tags: that block is not carried anyway (the note says so), and a run's log is for users.
+def _record_warnings() -> None:
+    """Inside catch_warnings(record=True): every warning recorded (each becomes a note), except
+    Pillow's of an IPTC or other TIFF tag longer than it expects: that block is not carried
+    anyway (a note says so)."""
+    warnings.simplefilter("always")
+    warnings.filterwarnings("ignore", message="Metadata Warning", category=UserWarning)
+
+
 warnings.filterwarnings("ignore", message="Metadata Warning", category=UserWarning)
 
 
@@ -156,7 +162,7 @@ def _open(path: str | os.PathLike | io.BytesIO, max_pixels: int) -> Image.Image:
     Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow's own bomb check uses the same limit
     try:
         with warnings.catch_warnings(record=True) as caught:  # a run's log is for users: Pillow's
-            warnings.simplefilter("always")  # warnings name no file; they become notes (decode)
+            _record_warnings()  # warnings name no file; they become notes (decode)
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             im = Image.open(path)
         im.colorize_warnings = [str(w.message) for w in caught]
@@ -443,7 +449,7 @@ def decode(path: str | os.PathLike | io.BytesIO, max_pixels: int = DEFAULT_MAX_P
                 info["xmp"] = jp2_xmp(_raw_bytes(path))
             tiff_orientation = _tiff_orientation(src)
             with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
+                _record_warnings()
                 src.load()
                 exif_obj, im = _oriented(src, notes)
             notes += [f"read with a warning: {w}"[:200] for w in

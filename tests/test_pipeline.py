@@ -4,6 +4,7 @@ import csv
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -453,9 +454,11 @@ def test_random_sigkills_then_rerun_completes_identically(archive, clean_run, ck
 def test_unwritable_output_fails_loudly_and_keeps_committed_shards(archive, ckpt, tmp_path, capsys):
     _, man = archive
     out = tmp_path / "out"
-    assert main(run_args(man, out, ckpt, "--dry-run")) == 0
+    assert main(run_args(man, out, ckpt)) == 0  # a job; then its results gone, as if never run
+    for f in (out / "results").glob("*.parquet"):
+        f.unlink()
+    shutil.rmtree(out / "images" / "box1")
     # A file where a folder must go: writing fails even for root (chmod would not stop root).
-    (out / "images").mkdir(parents=True)
     (out / "images" / "box1").write_text("in the way")
     capsys.readouterr()
     assert main(run_args(man, out, ckpt, "--window", "1", "--retries", "0")) == 1

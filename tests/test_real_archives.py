@@ -3,6 +3,7 @@ right, and the originals and the archive are guarded (issue 12)."""
 
 import io
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -877,3 +878,42 @@ def test_a_bigtiff_masters_tags_and_a_resolution_in_cm_are_kept(tmp_path, photo,
         assert tags[270].startswith("Machine-colorized by")  # not {"shape": [120, 160]}
     else:
         assert abs(out.info["dpi"][0] - 600.0) < 0.1
+
+
+def test_an_images_folder_linked_into_the_sources_never_replaces_an_original(tmp_path, photo, ckpt):
+    """images/ made a symbolic link to another disk is an administrator's habit; one that leads
+    into the scans (images/ itself, or a folder below it) would write the outputs over the
+    originals of the same names. The run refuses the first; the second costs its images an error
+    row, never an original. A folder holding files in images/ and no job.json is not ours."""
+    import hashlib
+
+    src = tmp_path / "scans"
+    for d in ("a", "b"):
+        (src / d).mkdir(parents=True)
+        Image.fromarray(photo).save(src / d / "x.png")
+    sha = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in src.rglob("*.png")}
+    man = tmp_path / "m.parquet"
+    assert run_cli("scan", src, "-o", man, "-q", "--shard-size", "1").returncode == 0
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "images").symlink_to(src)
+    r = run_cli("run", "--manifest", man, "-o", linked, "--checkpoint", ckpt, "--size", "32", "-q")
+    assert r.returncode == 2 and "OUTDIR's images/ (a link to" in r.stderr and \
+        "holds source images" in r.stderr, r.stderr
+    out = tmp_path / "out"
+    assert run_cli("run", "--manifest", man, "-o", out, "--checkpoint", ckpt, "--size", "32",
+                   "-q").returncode == 0
+    shutil.rmtree(out / "images" / "b")  # b's outputs, and its commit, gone; b now leads to the scans
+    (out / "images" / "b").symlink_to(src / "b")
+    next((out / "results").glob("shard-00001.parquet")).unlink()
+    r = run_cli("run", "-o", out, "-q")
+    assert r.returncode == 0, r.stderr
+    row = next(x for x in Outdir(out).read_results().to_pylist() if "/b/" in x["source_path"])
+    assert row["status"] == "error" and "leads out of images/ through a symbolic link" in row["error"]
+    assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in src.rglob("*.png")} == sha
+    mine = tmp_path / "mine"
+    (mine / "images").mkdir(parents=True)
+    shutil.copy(src / "a" / "x.png", mine / "images" / "x.png")  # the user's own copy of a scan
+    r = run_cli("run", "--manifest", man, "-o", mine, "--checkpoint", ckpt, "--size", "32", "-q")
+    assert r.returncode == 2 and "is not a colorize output folder (no job.json) and is not empty: " \
+        "it holds images/x.png" in r.stderr, r.stderr

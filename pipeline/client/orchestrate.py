@@ -450,6 +450,15 @@ def check_outdir_apart(outdir: Store, manifest: str) -> None:
 
         meta = pq.read_schema(manifest).metadata or {}
         folders.update(json.loads(meta.get(b"source_folders", b"[]")))
+    _apart(out, folders, f"OUTDIR {out}")
+    images = os.path.join(outdir.root, Outdir.IMAGES)
+    if os.path.realpath(images) != os.path.join(out, Outdir.IMAGES):  # a link: to a bigger disk?
+        _apart(os.path.realpath(images), folders, f"OUTDIR's {Outdir.IMAGES}/ (a link to "
+               f"{os.path.realpath(images)})")
+
+
+def _apart(out: str, folders: set[str], what: str) -> None:
+    """Refuse a real folder `out` inside the sources' folders or holding them."""
     up, holds = out, []
     while True:
         if up in folders:
@@ -459,12 +468,12 @@ def check_outdir_apart(outdir: Store, manifest: str) -> None:
         up = os.path.dirname(up)
     if holds:  # named by the outermost: the folder that was scanned, not a box inside it
         where = "holds source images" if holds[-1] == out else f"is inside the source folder {holds[-1]}"
-        raise JobError(f"OUTDIR {out} {where}: a later scan would take the outputs for new scans; "
-                       "choose an OUTDIR outside it")
+        raise JobError(f"{what} {where}: a later scan would take the outputs for new scans, and an "
+                       "output could replace a source; choose a folder outside it")
     inside = next((d for d in folders if d == out or d.startswith(out + os.sep)), None)
     if inside:
-        raise JobError(f"OUTDIR {out} holds sources (in {inside}): outputs could overwrite them; "
-                       "choose an OUTDIR apart from them")
+        raise JobError(f"{what} holds sources (in {inside}): outputs could overwrite them; "
+                       "choose a folder apart from them")
 
 
 def plan_repair(outdir: Outdir, log) -> dict[int, set[str]]:

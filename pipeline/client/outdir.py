@@ -93,7 +93,7 @@ class Outdir:
     AUTOMATIC = "automatic"  # the automatic outputs a curator's hinted ones replaced (run --hinted)
     REVIEWS = "reviews"  # the curator's journal (client/reviews.py) and the review page's cache
     # What the tool writes at the top before job.json exists: a folder holding only these is new.
-    FRESH = (LOCK, IMAGES + "/", RESULTS + "/")
+    FRESH = (LOCK,)  # what a new folder may hold: files in images/ with no job.json are not ours
 
     def __init__(self, where: str | os.PathLike | Store | Outdir):
         self.store = where.store if isinstance(where, Outdir) else as_store(where)

@@ -196,6 +196,9 @@ class ImageStages:
             item.fail(f"cannot encode: {type(e).__name__}: {e}")
             return
         store = Store(self.outdir)
+        if store.local and (why := _leaves_images(store, rel)):
+            item.fail(why)
+            return
         try:
             store.write_atomic(rel, data)
         except OSError as e:
@@ -224,6 +227,18 @@ class ImageStages:
         data, notes = self.encoded(item, rgb, output_format(self.spec.format, item.decoded.format))
         item.row.update(status="ok", error=None, notes="; ".join(notes) or None)
         return data
+
+
+def _leaves_images(store: Store, rel: str) -> str | None:
+    """Why an output must not be written where its name leads: a folder below images/ that is a
+    symbolic link out of it (into the scans, it would replace an original). images/ itself may
+    be a link (to a bigger disk: the run checked it is apart from the sources)."""
+    images = os.path.realpath(store.full(Outdir.IMAGES))
+    where = os.path.realpath(os.path.dirname(store.full(rel)))
+    if where == images or where.startswith(images + os.sep):
+        return None
+    return (f"its output folder {os.path.dirname(rel)} leads out of {Outdir.IMAGES}/ through a "
+            f"symbolic link (to {where}): nothing written there; make it a folder of its own")
 
 
 def _write_error(store: Store, rel: str, e: OSError) -> OutputError:

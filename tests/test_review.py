@@ -710,6 +710,18 @@ def test_a_curator_reviews_in_a_real_browser(job, tmp_path):
             assert tab2.inner_text("#verdict") == "rejected"
             page.keyboard.press("u")  # the first tab takes its verdict back
             page.wait_for_function("document.getElementById('verdict').textContent == 'not reviewed'")
+            # an undo takes back this page's own edit only: one made since in the other tab
+            # is not wiped unseen (refused and shown, as any stale edit is)
+            page.keyboard.press("x")
+            page.wait_for_function("document.getElementById('saved').textContent == 'verdict saved'")
+            tab2.reload()
+            tab2.wait_for_function(f"S.view && S.row && S.row.image_id == '{hinted}' && S.review.verdict == 'rejected'")
+            tab2.keyboard.press("r")
+            tab2.wait_for_function("document.getElementById('saved').textContent == 'verdict saved'")
+            page.keyboard.press("u")
+            page.wait_for_function("document.getElementById('saved').textContent.startsWith('NOT saved: the verdict')")
+            assert page.inner_text("#verdict") == "retouch"
+            assert reviews.Journal(out).state()[hinted]["verdict"] == "retouch"
             tab2.close()
             page.keyboard.press("Escape")
             page.wait_for_selector(".card")
@@ -727,6 +739,12 @@ def test_a_curator_reviews_in_a_real_browser(job, tmp_path):
             time.sleep(3)  # a preview takes well under a second here
             assert page.inner_text("#after-cap") == "after"
             assert page.evaluate("S.hints.length") == 0
+            # the server gone (killed): an edit says it was not kept, never "saving…" for ever
+            p.kill()
+            p.wait()
+            page.keyboard.press("a")
+            page.wait_for_function("document.getElementById('saved').textContent.startsWith("
+                                   "'NOT saved: the review server does not answer')")
             assert errors == []
             b.close()
     finally:

@@ -111,8 +111,9 @@ def create_app(outdir: str, who: str | None = None, token: str | None = None):
                  or request.cookies.get(COOKIE))
         if not given or not secrets.compare_digest(given.encode(), app.config["TOKEN"].encode()):
             return Response("This review page opens only from the whole link that `colorize "
-                            "review` printed (it ends in ?t=...): copy all of it.\n", 403,
-                            mimetype="text/plain")
+                            "review` printed (it ends in ?t=...): copy all of it. Each start of "
+                            "colorize review prints a new link; a link from an earlier start "
+                            "opens nothing.\n", 403, mimetype="text/plain")
         g.authorized = True
         return None
 
@@ -263,8 +264,8 @@ def _stale(journal: reviews.Journal, body: dict) -> dict | None:
     """An edit of one image that names the edit it was made on ("base": the event id of that
     kind the page showed, null for none) and finds another since: the image's state now, for
     the page to show instead (two tabs, two curators: neither overwrites the other unseen).
-    None when the edit may go ahead; one without a base goes ahead too (an undo puts back what
-    its own page showed; a series adds beside each image's hints, never over them)."""
+    None when the edit may go ahead; one without a base goes ahead too (a series adds beside
+    each image's hints, never over them; an undo names its own page's last edit of that kind)."""
     if "base" not in body or not body.get("image_id"):
         return None
     s = journal.state().get(body["image_id"]) or {}

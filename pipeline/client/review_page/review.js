@@ -252,14 +252,29 @@ async function send(id, kind, value, ids, force) {
   const body = one ? { image_id: id, kind, value } : { ids, kind, value, from: id, add: true };
   const mine = one && S.review && S.review.rev && S.review.image_id === id;
   if (mine && !force) body.base = S.review.rev[kind] ?? null;
+  // an undo puts back what this page had, on its own edit only: one made since in another
+  // tab or by another curator is not overwritten unseen (refused, and shown, as any edit is)
+  const own = ((S.lastRev || {})[id] || {})[kind];
+  if (one && force && own !== undefined) body.base = own;
   say("saving…");
-  const r = await api("/api/review", { method: "POST", headers: { "Content-Type": "application/json" },
-    body: JSON.stringify(body) });
+  let r;
+  try {
+    r = await api("/api/review", { method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body) });
+  } catch (e) {  // the server gone (stopped, killed): said, never "saving…" for ever
+    say(`NOT saved: the review server does not answer (${e.message}); start colorize review ` +
+      "again and open the link it prints: this edit was not kept");
+    return null;
+  }
   if (r.status === 409) { conflict(kind, value, id, (await r.json()).current); return null; }
   if (!r.ok) { say("NOT saved: " + (await r.text())); return null; }
   const d = await r.json();
   const at = one ? [id] : ids;  // which edit each image's state now is
-  at.forEach((i, k) => { if (S.review && S.review.image_id === i && S.review.rev) S.review.rev[kind] = d.events[k]; });
+  S.lastRev = S.lastRev || {};
+  at.forEach((i, k) => {
+    if (S.review && S.review.image_id === i && S.review.rev) S.review.rev[kind] = d.events[k];
+    S.lastRev[i] = { ...(S.lastRev[i] || {}), [kind]: d.events[k] };  // this page's own edit
+  });
   say(`${kind} saved`);
   if (S.view) refreshCounts();
   return d;
@@ -441,7 +456,7 @@ async function undo() {
   }
   const here = S.view && S.row.image_id === u.id;
   if (here) {
-    await save(u.kind, u.value, undefined, true);
+    if (!await save(u.kind, u.value, undefined, true)) return;  // refused: the page says why
     if (u.kind === "hints") { S.hints = u.value.map((h) => ({ ...h })); S.review.hints = u.value; renderHints(); preview(); }
     if (u.kind === "verdict") { S.review.verdict = u.value; showVerdict(); }
     if (u.kind === "note") { S.review.note = u.value; $("note").value = u.value || ""; }
@@ -449,7 +464,7 @@ async function undo() {
     return;
   }
   // another image's edit: said by name; the view keeps its place (next/previous walk on from it)
-  await save(u.kind, u.value, undefined, true, u.id);
+  if (!await save(u.kind, u.value, undefined, true, u.id)) return;
   const r = S.rows.find((x) => x.image_id === u.id);
   say(`undone: the ${u.kind} of ${r ? label(r) : u.id}`);
   if (S.view) refreshCounts(); else loadPage();

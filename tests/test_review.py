@@ -591,6 +591,20 @@ def test_a_curator_reviews_in_a_real_browser(job, tmp_path):
             page.keyboard.press("Control+a")  # the browser's select-all, not a verdict
             time.sleep(0.3)
             assert "accepted 0" in page.inner_text("#filters")
+            # Esc leaves the search field with its text: what the grid is filtered by stays in view
+            page.click("#q")
+            page.keyboard.type("zzz-nothing")
+            page.keyboard.press("Escape")
+            page.wait_for_function("location.hash.includes('q=zzz-nothing')")
+            assert page.input_value("#q") == "zzz-nothing"
+            page.fill("#q", "")
+            page.wait_for_function("document.querySelectorAll('.card').length == 12")
+            page.focus("#q")
+            page.keyboard.press("Escape")
+            page.focus("button[data-filter=accepted]")  # reached from the keyboard: Enter presses it
+            page.keyboard.press("Enter")
+            page.wait_for_function("S.filter == 'accepted' && !S.view")
+            assert page.get_attribute("button[data-filter=accepted]", "aria-pressed") == "true"
             page.click("button[data-filter=not_reviewed]")
             page.wait_for_function("document.querySelector('button.on').dataset.filter == 'not_reviewed'")
             first = page.locator(".card").first.get_attribute("data-id")

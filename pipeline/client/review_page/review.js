@@ -116,6 +116,7 @@ function renderFilters(d) {
     b.textContent = `${f.replace("_", " ")} ${d.counts[f] ?? ""}`;
     b.dataset.filter = f;
     b.className = f === S.filter ? "on" : "";
+    b.setAttribute("aria-pressed", f === S.filter ? "true" : "false");  // not by colour alone
     b.onclick = () => { S.filter = f; S.page = 0; loadPage(); };
     nav.append(b);
   }
@@ -573,9 +574,14 @@ document.addEventListener("keydown", (e) => {
   const t = e.target;
   // typing is typing: keys go to the page only from outside a text field
   if (t.matches("textarea, select, input:not([type=range]):not([type=checkbox]):not([type=color]):not([type=file])")) {
-    if (e.key === "Escape") t.blur();
+    // Esc leaves the field; a search field would also empty itself and leave its filter on,
+    // hidden: the text stays, as what the grid shows
+    if (e.key === "Escape") { e.preventDefault(); t.blur(); }
     return;
   }
+  // a button reached with Tab is pressed with Enter or Space, as everywhere; one focused by a
+  // click gives the keys back to the page (Enter opens the current image)
+  if (t.matches("button:focus-visible") && (e.key === "Enter" || e.key === " ")) return;
   if (t.matches("input, button")) { t.blur(); if (e.key.startsWith("Arrow") || e.key === "Enter") e.preventDefault(); }
   if ((e.ctrlKey || e.metaKey) && e.key.toLowerCase() === "z") { e.preventDefault(); undo(); return; }
   if (e.ctrlKey || e.metaKey || e.altKey) return;  // the browser's own: Ctrl+A, Ctrl+R, Alt+...

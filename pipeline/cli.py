@@ -1061,7 +1061,10 @@ def _add_bench(sub) -> None:
 
 
 def build_parser() -> Parser:
+    from pipeline import __version__
+
     p = Parser(prog="colorize", description="Colorize archives of black-and-white photographs.")
+    p.add_argument("--version", action="version", version=f"colorize (archive-colorizer) {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for add in (_add_image, _add_train, _add_scan, _add_run, _add_export, _add_status, _add_evaluate,
                 _add_tune_gain, _add_audit, _add_review, _add_bench):

@@ -635,3 +635,30 @@ def test_a_worker_of_another_version_is_refused_before_any_shard_and_refuses_a_s
     _same_version(None)  # a job object made before the field: nothing to compare
     with pytest.raises(RuntimeError, match=f"output version {OUTPUT_VERSION}, the job {OUTPUT_VERSION + 1}"):
         _same_version(OUTPUT_VERSION + 1)
+
+
+def test_an_edited_job_json_is_found_by_audit_and_refused_by_a_run(tmp_path, ckpt, capsys):
+    """A preservation officer's check: job.json says which options made every byte; edited by
+    hand (the format, the checkpoint's digest, its date), the next run adopted it and audit
+    passed. Now both say so; and audit.json says when, by what and how it audited which job."""
+    man, out = small_archive(tmp_path, 2)
+    assert main(["run", "--manifest", str(man), "-o", str(out), "--checkpoint", ckpt, "--size", "32", "-q"]) == 0
+    assert main(["audit", str(out), "-q"]) == 0
+    report = json.loads((out / "audit.json").read_text())
+    assert report["audited"]["by"].startswith("archive-colorizer ") and report["audited"]["quick"] is False
+    assert report["job"]["format"] == "png" and report["job"]["manifest"] == str(man)
+    job = json.loads((out / "job.json").read_text())
+    for edit in ({"spec": {**job["spec"], "format": "jpeg"}}, {"started": "1999-01-01T00:00:00+00:00"}):
+        (out / "job.json").write_text(json.dumps({**job, **edit}))
+        capsys.readouterr()
+        assert main(["audit", str(out), "-q"]) == 1
+        kinds = [p["kind"] for p in json.loads((out / "audit.json").read_text())["problems"]]
+        assert kinds == ["job_altered"]
+        assert main(["run", "-o", str(out), "-q"]) == 2
+        assert "job.json was edited: " in capsys.readouterr().err
+    (out / "job.json").write_text(json.dumps(job))  # put back: a job again
+    assert main(["run", "-o", str(out), "-q"]) == 0 and main(["audit", str(out), "-q"]) == 0
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    said = capsys.readouterr()
+    assert e.value.code == 0 and "colorize (archive-colorizer) 0." in said.out + said.err

@@ -15,10 +15,11 @@ import numpy as np
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
+from pipeline import __version__
 from pipeline.client import redo, results
 from pipeline.client.manifest import read_manifest, resolve_path
 from pipeline.client.outdir import Outdir, Problem, last_stop, output_stems
-from pipeline.client.state import never_started
+from pipeline.client.state import job_altered, never_started
 from pipeline.errors import plural
 from pipeline.storage import Store, read_source
 
@@ -113,7 +114,8 @@ def audit(outdir: str | Store | Outdir, quick: bool = False, check_inputs: bool 
     """Check OUTDIR against its manifest; writes audit.json and audit.html; returns the report."""
     od = Outdir(outdir)
     out = od.store
-    spec = od.read_job()["spec"]
+    job = od.read_job()
+    spec = job["spec"]
     man_t = read_manifest(spec["manifest"])  # once: the rows' keys here, the catalogue's cells below
     man = man_t.select(["image_id", "path", "shard", "out_stem"]).to_pylist()
     shards = {r["shard"] for r in man}
@@ -125,6 +127,8 @@ def audit(outdir: str | Store | Outdir, quick: bool = False, check_inputs: bool 
     ok_rows = [r for r in res if r["status"] == "ok"]
     foreign: list[str] = []
     problems = [dict(kind=Problem.DAMAGED_RESULT, shard=n, path=od.shard_rel(n)) for n in sorted(damaged)]
+    if why := job_altered(job):
+        problems.append(dict(kind=Problem.JOB_ALTERED, path=Outdir.JOB, reason=why))
     problems += [dict(kind=Problem.EXTRA_RESULT, shard=n, path=f) for f, n in sorted(files.items())
                  if n is None or n not in shards]
     # a damaged shard's outputs are claimed by the rows it lost, not strays: its run again
@@ -165,6 +169,7 @@ def audit(outdir: str | Store | Outdir, quick: bool = False, check_inputs: bool 
         "committed_shards": len(committed), "review": review_counts(od, res),
         "shards": len(shards), "stopped": last_stop(od),
         "record_outdated": _outdated_records(man_t, ok_rows, carried), "copies": _copies(res),
+        **_what_was_audited(job, quick, check_inputs),
     }
     report["grown"] = never_started(spec, shards - committed - set(damaged)) and not redo_pending
     report["incomplete"] = incomplete(report)
@@ -174,6 +179,20 @@ def audit(outdir: str | Store | Outdir, quick: bool = False, check_inputs: bool 
     except OSError as e:
         report["report_error"] = f"{e.strerror or e} in {out.url}"
     return report
+
+
+def _what_was_audited(job: dict, quick: bool, check_inputs: bool) -> dict:
+    """When, by what and how the audit ran, and the job it audited: a report is read by someone
+    who was not there."""
+    import datetime as dt
+
+    spec = job["spec"]
+    return {"audited": {"at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                        "by": f"archive-colorizer {__version__}", "quick": quick,
+                        "check_inputs": check_inputs},
+            "job": {k: job.get(k) for k in ("created", "started", "tool", "fingerprint")}
+            | {k: spec.get(k) for k in ("manifest", "manifest_digest", "checkpoint",
+                                        "checkpoint_sha256", "format", "size", "output_version")}}
 
 
 def _copies(res: list[dict]) -> list[list[str]]:
@@ -328,6 +347,14 @@ def _html(report: dict, ok_rows: list[dict], spec: dict, sample: int, out: Store
              f"<style>{SHEET_CSS}th{{text-align:left;padding:2px 8px}}.bad{{color:#b00}}"
              ".good{color:#070}</style>",
              f"<h1>Audit of {e(report['outdir'])}</h1>",
+             "<p>" + e(f"audited {report['audited']['at']} by {report['audited']['by']}"
+                       + (" (--quick: sizes only, not sha256)" if report["quick"] else "")
+                       + (" with --check-inputs" if report["check_inputs"] else "")
+                       + f"; the job: made {report['job']['started'] or report['job']['created']} by "
+                       f"{report['job']['tool'] or 'an earlier version'}, manifest "
+                       f"{report['job']['manifest']}, checkpoint sha256 "
+                       f"{(report['job']['checkpoint_sha256'] or '')[:12]}, format "
+                       f"{report['job']['format']}, size {report['job']['size']}") + "</p>",
              f"<p class='{'good' if report['ok'] else 'bad'}'><b>{e(report['verdict'])}"
              f"</b>: {report['manifest_rows']} manifest rows, {report['result_rows']} result rows; "
              + ", ".join(f"{k} {v}" for k, v in report["counts"].items()) + "</p>"]

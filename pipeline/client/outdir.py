@@ -46,6 +46,7 @@ class Problem(str, Enum):
     HINTS_MISMATCH = "hints_mismatch"  # a hinted output not made from the hints its redo recorded
     DAMAGED_RESULT = "damaged_result"  # a shard's results file that does not read as Parquet
     EXTRA_RESULT = "extra_result"  # a results file for a shard the manifest does not have
+    JOB_ALTERED = "job_altered"  # job.json edited since the run wrote it (state.job_altered)
 
     def __str__(self) -> str:
         return self.value

@@ -66,6 +66,26 @@ def fingerprint(spec: dict) -> str:
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
 
 
+_SEALED = ("fingerprint", "created", "started", "tool")  # what nothing rewrites in a job.json
+
+
+def job_seal(job: dict) -> str:
+    """A digest of what job.json says of the job once and for all: its fingerprint (the options
+    that decide every byte), when and by what it was made."""
+    return hashlib.sha256(json.dumps({k: job.get(k) for k in _SEALED}, sort_keys=True)
+                          .encode()).hexdigest()[:32]
+
+
+def job_altered(job: dict) -> str | None:
+    """Why a job.json does not read as the run wrote it (edited by hand), or None. Not proof
+    against a forger, who can compute digests too: evidence of an edit, as audit's are."""
+    if fingerprint(job.get("spec") or {}) != job.get("fingerprint"):
+        return "its options no longer match its fingerprint"
+    if "seal" in job and job_seal(job) != job["seal"]:  # a job.json from before seals: unchecked
+        return "its date, tool or fingerprint is not what the run wrote"
+    return None
+
+
 def discard(outdir: Outdir, new_manifest: str | None = None) -> tuple[int, int]:
     """--restart: what this tool wrote goes (results, reports, previews, and each output a result
     row claims, as written). Nothing else is deleted: an output altered since (a retouch saved
@@ -122,10 +142,14 @@ def check_or_write_job(outdir: Outdir, spec: dict, restart: bool, log=print) -> 
     fp = fingerprint(spec)
     if outdir.has_job() and not restart:
         old = outdir.read_job()
+        if why := job_altered(old):
+            raise JobError(f"{outdir.store.full(Outdir.JOB)} was edited: {why}; put back the one "
+                           "the run wrote (a backup), or start over with --restart")
         if old.get("fingerprint") != fp:
             if not grown(outdir, old.get("spec", {}), spec):
                 raise JobError(refusal(outdir, old.get("spec", {}), spec))
             old.update(fingerprint=fp, spec=spec)  # the same job, with more scans
+            old["seal"] = job_seal(old)
             outdir.write_job(old)
         elif old.get("spec", {}).get("manifest") != spec.get("manifest"):
             # the same manifest (its digest), moved with its scans: the job now finds it there
@@ -151,9 +175,9 @@ def check_or_write_job(outdir: Outdir, spec: dict, restart: bool, log=print) -> 
     from pipeline import __version__
 
     # what made the job, and exactly when: an audit trail's first questions
-    outdir.write_job({"fingerprint": fp, "spec": spec, "created": created,
-                      "started": now.isoformat(timespec="seconds"),
-                      "tool": f"archive-colorizer {__version__}"})
+    job = {"fingerprint": fp, "spec": spec, "created": created,
+           "started": now.isoformat(timespec="seconds"), "tool": f"archive-colorizer {__version__}"}
+    outdir.write_job({**job, "seal": job_seal(job)})
     return fp
 
 

@@ -550,14 +550,19 @@ def test_the_archives_own_xmp_is_carried_with_ours_added(tmp_path, photo, fmt):
                     "-XMP-tiff:Orientation=6", "-XMP-photoshop:ColorMode=Grayscale",
                     "-IPTC:Keywords=Café", "-PNG:Title=Omas Hochzeit", "-PNG:Comment=Scan by NB lab",
                     "-EXIF:Software=Adobe Photoshop 22.4", "-EXIF:Artist=Zofia Łęcka",
-                    "-XMP-photoshop:DocumentAncestors=xmp.did:0001", src], check=True)
+                    "-XMP-photoshop:DocumentAncestors=xmp.did:0001", "-XMP-xmp:CreateDate=2015:03:04 12:00:00",
+                    "-EXIF:ColorSpace=Uncalibrated", src], check=True)
     d = decode(src)
     prov = provenance("c" * 64, "2026-12-02", "s" * 64, {"identifier": "INV-7", "source": "scan.png"})
     data, notes = encode_output(np.dstack([d.gray] * 3), fmt, d, 90, prov)
     out = tmp_path / f"out.{fmt}"
     out.write_bytes(data)
-    got = json.loads(subprocess.run(["exiftool", "-j", "-G1", "-XMP:all", "-PNG:Title", out],
+    got = json.loads(subprocess.run(["exiftool", "-j", "-G1", "-XMP:all", "-PNG:Title", "-EXIF:ColorSpace", out],
                                     capture_output=True, text=True, check=True).stdout)[0]
+    # the line in words stays beside the archive's caption; the scan's file dates are not ours
+    assert got["XMP-colorize:Statement"].startswith("Machine-colorized by archive-colorizer")
+    assert "XMP-xmp:CreateDate" not in got
+    assert got.get("ExifIFD:ColorSpace", "sRGB") == "sRGB"  # a TIFF has no Exif sub-IFD at all
     assert got["XMP-dc:Rights"] == "© Nationalbibliothek" and got["XMP-dc:Creator"] == "Zofia Łęcka"
     assert got["XMP-dc:Subject"] == ["Łódź", "Café"]
     assert got["XMP-dc:Description"] == "Marktplatz, 1923"  # the archive's caption, not our line

@@ -719,6 +719,7 @@ def _decoded(gray, src_mode, fmt, kind, info, exif_obj, notes) -> Decoded:
     if getattr(exif_obj, "bigtiff", False):  # a BigTIFF master's IFD: EXIF is classic TIFF
         exif_obj = _classic(exif_obj)
     if set(exif_obj) - {0x0112}:  # an orientation alone (read from a PNG's XMP) says nothing now
+        _srgb_said(exif_obj)
         exif_text_as_written(exif_obj, notes)
         try:
             exif_obj[0x0112] = 1  # pixels are upright now
@@ -726,6 +727,17 @@ def _decoded(gray, src_mode, fmt, kind, info, exif_obj, notes) -> Decoded:
         except Exception as e:  # a string where a rational belongs, and worse: drop it
             notes.append(f"EXIF not carried (malformed: {type(e).__name__}: {e})"[:200])
     return d
+
+
+def _srgb_said(exif_obj) -> None:
+    """EXIF's ColorSpace says sRGB: every output is (an Adobe RGB camera's 'Uncalibrated' would
+    be false of it)."""
+    from PIL import ExifTags
+
+    if ExifTags.IFD.Exif in exif_obj:
+        ifd = exif_obj.get_ifd(ExifTags.IFD.Exif)
+        if 0xA001 in ifd:
+            ifd[0xA001] = 1
 
 
 def _layout_description(text) -> bool:

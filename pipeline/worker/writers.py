@@ -112,7 +112,7 @@ _SAYS_OF_ITS_FILE = {f"{{{ns}}}{n}" for ns, names in {
                                            "DocumentAncestors"),
     "http://ns.adobe.com/xap/1.0/mm/": ("InstanceID", "DocumentID", "History", "DerivedFrom"),
     "http://purl.org/dc/elements/1.1/": ("format",),
-    "http://ns.adobe.com/xap/1.0/": ("ModifyDate",),  # the source file's, not this one's
+    "http://ns.adobe.com/xap/1.0/": ("ModifyDate", "CreateDate"),  # the source file's, not this one's
     "http://ns.adobe.com/xmp/note/": ("HasExtendedXMP",),  # its extension is not carried
 }.items() for n in names}
 
@@ -517,6 +517,8 @@ def packet(provenance: dict, description: str) -> bytes:
         "xmp:CreatorTool": provenance["software"],
         "Iptc4xmpExt:DigitalSourceType": DIGITAL_SOURCE_TYPE,
         "colorize:CheckpointSHA256": provenance["checkpoint_sha256"],
+        # the line in words, always: dc:description yields to the archive's caption
+        "colorize:Statement": description,
     }
     if provenance.get("date"):
         attrs["xmp:MetadataDate"] = provenance["date"]

@@ -647,6 +647,15 @@ def cmd_tune_gain(a) -> int:
     return 0
 
 
+def _left_alone(r: dict) -> str:
+    """What audit found in images/ at names no row gives: the user's files, and outputs of ours
+    renamed or copied (a curator's save-as): each named, none moved."""
+    some = [(r["foreign_files"], "that colorize did not write"),
+            (r.get("renamed_outputs") or [], "colorize wrote, at names no row gives (renamed or copied)")]
+    return "; ".join(f"{plural(len(f), 'file')} in images/ {what} (left alone): " + ", ".join(f[:5])
+                     + (" ..." if len(f) > 5 else "") for f, what in some if f)
+
+
 def cmd_audit(a) -> int:
     from pipeline.client.audit import audit, how_stopped
     from pipeline.client.orchestrate import resume_hint
@@ -663,9 +672,7 @@ def cmd_audit(a) -> int:
     c = r["counts"]
     line = (f"{r['manifest_rows']} manifest rows, {r['result_rows']} result rows "
             f"({c['ok']} ok, {plural(c['error'], 'error')}, {c['skipped']} skipped)")
-    theirs = r["foreign_files"]
-    note = (f"{plural(len(theirs), 'file')} in images/ that colorize did not write (left alone): "
-            + ", ".join(theirs[:5]) + (" ..." if len(theirs) > 5 else "")) if theirs else ""
+    note = _left_alone(r)
     if r["redone"]:
         how = [f"{n} with {k}" for k, n in sorted(r["redone"].items()) if k != "redo"]
         if how and r["redone"].get("redo"):  # every redone image in the breakdown, or none
@@ -740,16 +747,23 @@ def _reviewed(rv: dict, outdir: str) -> str:
 def _audit_advice(outdir: str, problems: list[dict]) -> str:
     """What fixes what the audit found: --repair rewrites our outputs; it cannot bring back an
     original, and a changed original is colorized again only when asked (--redo)."""
+    from pipeline.client.outdir import Outdir
+
     kinds = {str(p["kind"]) for p in problems}
     said = []
-    if kinds - {"input_missing", "input_changed"}:
+    if "job_altered" in kinds:  # a run refuses it: nothing else is fixed before it is
+        said.append(f"put back the {Outdir.JOB} the run wrote (a backup), or start over with "
+                    f"`colorize run -o {outdir} --restart`")
+    if kinds - {"input_missing", "input_changed", "job_altered"}:
         what = "the outputs and results" if kinds & {"damaged_result", "extra_result"} else "the outputs"
         said.append(f"fix {what} with `colorize run -o {outdir} --repair`")
     changed = [p["source_path"] for p in problems if str(p["kind"]) == "input_changed"]
     if changed:
-        which = shlex.quote(changed[0]) if len(changed) == 1 else "LIST (audit.json lists them)"
+        which = shlex.quote(changed[0]) if len(changed) == 1 else "LIST"
         said.append(f"{plural(len(changed), 'original')} changed since colorized: colour again "
-                    f"from them with `colorize run -o {outdir} --redo {which}`")
+                    f"from them with `colorize run -o {outdir} --redo {which}`"
+                    + (" (LIST: a file of their paths; audit.json's input_changed lists them)"
+                       if len(changed) > 1 else ""))
     if "input_missing" in kinds:
         said.append("missing originals: put them back where the manifest says (nothing here "
                     "can restore them; their outputs are kept)")

@@ -654,6 +654,9 @@ def test_an_edited_job_json_is_found_by_audit_and_refused_by_a_run(tmp_path, ckp
         assert main(["audit", str(out), "-q"]) == 1
         kinds = [p["kind"] for p in json.loads((out / "audit.json").read_text())["problems"]]
         assert kinds == ["job_altered"]
+        said = capsys.readouterr()
+        assert "put back the job.json the run wrote" in said.out + said.err
+        assert "--repair" not in said.out + said.err  # a run refuses the job: no repair before
         assert main(["run", "-o", str(out), "-q"]) == 2
         assert "job.json was edited: " in capsys.readouterr().err
     (out / "job.json").write_text(json.dumps(job))  # put back: a job again

@@ -185,6 +185,13 @@ def test_the_users_folders_are_theirs(museum, tmp_path, ckpt):
     r = run_cli("audit", out, "-q")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "1 file in images/ that colorize did not write (left alone): images/notiz.txt" in r.stdout
+    # an output renamed by hand (a curator's save-as): colorize's by its provenance, said so
+    first = next((out / "images").rglob("*.png"))
+    shutil.copy(first, out / "images" / "Kopie.png")
+    r = run_cli("audit", out, "-q")
+    assert r.returncode == 0 and "1 file in images/ colorize wrote, at names no row gives (renamed or " \
+        "copied) (left alone): images/Kopie.png" in r.stdout, r.stdout
+    (out / "images" / "Kopie.png").unlink()
     r = run_cli("run", "-o", out, "--repair", "-q")
     assert r.returncode == 0, r.stderr
     assert (out / "images" / "notiz.txt").read_text() == "nicht löschen\n"

@@ -54,11 +54,11 @@ def _row_problems(man: list[dict], res: list[dict], begun: set[int]) -> tuple[li
 
 
 def _output_problems(od: Outdir, ok_rows: list[dict], quick: bool, progress: bool,
-                     foreign: list[str], ours: set[str]) -> list[dict]:
+                     foreign: list[str], ours: set[str], renamed: list[str]) -> list[dict]:
     """Every output a row claims is there and unaltered; every output of ours in images/ is
     claimed. Ours means a name a manifest row gives its output and this tool's provenance
-    inside: a curator's retouched copy keeps the provenance but not the name. Everything else
-    there is appended to `foreign`."""
+    inside: a curator's retouched copy keeps the provenance but not the name (appended to
+    `renamed`). Everything else there is appended to `foreign`."""
     problems: list[dict] = []
     out = od.store
     present = set(od.outputs())  # one listing, not a stat per image (object stores)
@@ -74,8 +74,11 @@ def _output_problems(od: Outdir, ok_rows: list[dict], quick: bool, progress: boo
         elif not quick and out.sha256(rel) != r["output_sha256"]:
             problems.append(dict(kind=Problem.CORRUPT_OUTPUT, **where, reason="sha256 differs"))
     for rel in sorted(present - claimed):
-        if os.path.splitext(rel)[0] in ours and od.wrote(rel):  # a run killed before its commit
+        mine = od.wrote(rel)
+        if os.path.splitext(rel)[0] in ours and mine:  # a run killed before its commit
             problems.append(dict(kind=Problem.STRAY_OUTPUT, output_path=rel))
+        elif mine:  # ours by its provenance, at a name no row gives: renamed or copied
+            renamed.append(rel)
         else:  # the user's: noted, never a discrepancy of ours, never moved
             foreign.append(rel)
     return problems
@@ -103,9 +106,10 @@ def _input_problems(manifest: str, res: list[dict], progress: bool) -> list[dict
                 problems.append(dict(kind=Problem.INPUT_MISSING, image_id=r["image_id"],
                                      source_path=r["source_path"]))
                 continue
-            if hashlib.sha256(data).hexdigest() != r["source_sha256"]:
+            if (now := hashlib.sha256(data).hexdigest()) != r["source_sha256"]:
                 problems.append(dict(kind=Problem.INPUT_CHANGED, image_id=r["image_id"],
-                                     source_path=r["source_path"]))
+                                     source_path=r["source_path"], recorded_sha256=r["source_sha256"],
+                                     current_sha256=now))
     return problems
 
 
@@ -125,7 +129,7 @@ def audit(outdir: str | Store | Outdir, quick: bool = False, check_inputs: bool 
     # and its rows not taken as the job's (--repair moves both aside)
     files = od.results_files()
     ok_rows = [r for r in res if r["status"] == "ok"]
-    foreign: list[str] = []
+    foreign, renamed = [], []  # in images/ at names no row gives: the user's; ours by provenance
     problems = [dict(kind=Problem.DAMAGED_RESULT, shard=n, path=od.shard_rel(n)) for n in sorted(damaged)]
     if why := job_altered(job):
         problems.append(dict(kind=Problem.JOB_ALTERED, path=Outdir.JOB, reason=why))
@@ -137,7 +141,7 @@ def audit(outdir: str | Store | Outdir, quick: bool = False, check_inputs: bool 
     rows, pending = _row_problems(man, res, {n for n in files.values() if n is not None} & shards)
     problems += rows + [
         p for p in _output_problems(od, ok_rows, quick, progress, foreign,
-                                    output_stems(r["out_stem"] for r in man))
+                                    output_stems(r["out_stem"] for r in man), renamed)
         if not (p["kind"] is Problem.STRAY_OUTPUT and os.path.splitext(p["output_path"])[0] in lost)]
     if check_inputs:
         problems += _input_problems(spec["manifest"], res, progress)
@@ -165,7 +169,7 @@ def audit(outdir: str | Store | Outdir, quick: bool = False, check_inputs: bool 
         "counts": {s: status_counts.get(s, 0) for s in results.STATUSES},
         "problems": problems, "problem_counts": dict(Counter(p["kind"] for p in problems)),
         "errors": errors, "skipped": skipped, "nearly_gray": grayish, "carried": carried,
-        "foreign_files": foreign, "redone": redone, "redo_pending": sorted(redo_pending),
+        "foreign_files": foreign, "renamed_outputs": renamed, "redone": redone, "redo_pending": sorted(redo_pending),
         "committed_shards": len(committed), "review": review_counts(od, res),
         "shards": len(shards), "stopped": last_stop(od),
         "record_outdated": _outdated_records(man_t, ok_rows, carried), "copies": _copies(res),

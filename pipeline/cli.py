@@ -651,7 +651,8 @@ def _left_alone(r: dict) -> str:
     """What audit found in images/ at names no row gives: the user's files, and outputs of ours
     renamed or copied (a curator's save-as): each named, none moved."""
     some = [(r["foreign_files"], "that colorize did not write"),
-            (r.get("renamed_outputs") or [], "colorize wrote, at names no row gives (renamed or copied)")]
+            (r.get("renamed_outputs") or [], "with colorize's provenance at names no row gives "
+                                             "(renamed, copied or retouched)")]
     return "; ".join(f"{plural(len(f), 'file')} in images/ {what} (left alone): " + ", ".join(f[:5])
                      + (" ..." if len(f) > 5 else "") for f, what in some if f)
 
@@ -755,7 +756,8 @@ def _audit_advice(outdir: str, problems: list[dict]) -> str:
         said.append(f"put back the {Outdir.JOB} the run wrote (a backup), or start over with "
                     f"`colorize run -o {outdir} --restart`")
     if kinds - {"input_missing", "input_changed", "job_altered"}:
-        what = "the outputs and results" if kinds & {"damaged_result", "extra_result"} else "the outputs"
+        what = ("the outputs and results" if kinds & {"damaged_result", "extra_result", "altered_result",
+                                                       "missing_result"} else "the outputs")
         said.append(f"fix {what} with `colorize run -o {outdir} --repair`")
     changed = [p["source_path"] for p in problems if str(p["kind"]) == "input_changed"]
     if changed:

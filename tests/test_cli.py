@@ -665,3 +665,34 @@ def test_an_edited_job_json_is_found_by_audit_and_refused_by_a_run(tmp_path, ckp
         main(["--version"])
     said = capsys.readouterr()
     assert e.value.code == 0 and "colorize (archive-colorizer) 0." in said.out + said.err
+
+
+def test_a_results_file_deleted_or_edited_after_its_commit_is_found(tmp_path, ckpt, capsys):
+    """A preservation officer's check: a results file deleted from a finished job read as an
+    honest interruption, and a row forged in one (its output's digest updated to match) passed.
+    The run records each commit (commits.jsonl: the file's sha256); audit checks against it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    man, out = small_archive(tmp_path, 3)
+    assert main(["run", "--manifest", str(man), "-o", str(out), "--checkpoint", ckpt, "--size", "32", "-q"]) == 0
+    lines = (out / "commits.jsonl").read_text().splitlines()
+    assert sorted(json.loads(x)["shard"] for x in lines) == [0, 1, 2]
+    shard1 = out / "results" / "shard-00001.parquet"
+    t = pq.read_table(shard1)
+    pq.write_table(t.set_column(t.schema.get_field_index("notes"), "notes",
+                                pa.array(["checked, fine"], pa.string())), shard1)  # a row edited
+    assert main(["audit", str(out), "-q", "--quick"]) == 0  # sizes only: not read
+    assert main(["audit", str(out), "-q"]) == 1
+    kinds = [p["kind"] for p in json.loads((out / "audit.json").read_text())["problems"]]
+    assert kinds[0] == "altered_result"
+    assert main(["run", "-o", str(out), "--repair", "-q"]) == 0
+    assert main(["audit", str(out), "-q"]) == 0 and pq.read_table(shard1).column("notes")[0].as_py() is None
+    assert list((out / "quarantine" / "results").glob("shard-00001*.parquet"))  # the evidence kept
+    (out / "results" / "shard-00002.parquet").unlink()  # deleted from a finished job
+    capsys.readouterr()
+    assert main(["audit", str(out), "-q"]) == 1  # not 3, "interrupted"
+    report = json.loads((out / "audit.json").read_text())
+    kinds = [p["kind"] for p in report["problems"]]  # and its output, now claimed by no row
+    assert kinds == ["missing_result", "stray_output"] and not report["incomplete"]
+    assert main(["run", "-o", str(out), "-q"]) == 0 and main(["audit", str(out), "-q"]) == 0

@@ -267,8 +267,9 @@ def test_audit_finds_damage_and_repair_fixes_exactly_it(archive, clean_run, ckpt
     assert f"corrupt_output: {rows[3]['output_path']} (sha256 differs)" in err
     assert f"missing_output: {rows[20]['output_path']}" in err
     assert f"stray_output: {stray_rel}" in err
-    assert "2 files in images/ that colorize did not write (left alone): images/box0/notes.txt, " \
-           "images/box0/retouched copy.png" in err
+    assert "1 file in images/ that colorize did not write (left alone): images/box0/notes.txt; " \
+           "1 file in images/ with colorize's provenance at names no row gives (renamed, copied or " \
+           "retouched) (left alone): images/box0/retouched copy.png" in err
     report = json.loads((out / "audit.json").read_text())
     assert report["problem_counts"] == {"corrupt_output": 1, "missing_output": 1, "stray_output": 1}
     html_text = (out / "audit.html").read_text()

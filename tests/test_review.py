@@ -832,6 +832,7 @@ def test_a_hint_outside_its_image_and_a_run_from_before_hint_models_still_audit_
     assert run_cli("audit", out, "--quiet").returncode == 0
     for f in (out / "results").glob("*.parquet"):  # shards as written before hint_model existed
         pq.write_table(pq.read_table(f).drop_columns(["hint_model"]), f)
+    (out / "commits.jsonl").unlink()  # ... by a version that kept no ledger of its commits
     r = run_cli("audit", out, "--quiet")
     assert r.returncode == 0, r.stdout + r.stderr
     r = run_cli("export", out, tmp_path / "e.csv")

@@ -16,7 +16,7 @@ from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from pipeline import __version__
-from pipeline.client import redo, results
+from pipeline.client import ledger, redo, results
 from pipeline.client.manifest import read_manifest, resolve_path
 from pipeline.client.outdir import Outdir, Problem, last_stop, output_stems
 from pipeline.client.state import job_altered, never_started
@@ -24,6 +24,18 @@ from pipeline.errors import plural
 from pipeline.storage import Store, read_source
 
 GRAY_COLORFULNESS = 3.0  # an output below this looks gray: listed for review, not a failure
+
+
+def _record_problems(od: Outdir, job: dict, files: dict, shards: set[int], damaged: list[int],
+                     quick: bool) -> list[dict]:
+    """The job's records themselves: job.json as the run wrote it, each results file readable,
+    of a shard of the job, and the file its commit recorded (ledger.py)."""
+    problems = [dict(kind=Problem.DAMAGED_RESULT, shard=n, path=od.shard_rel(n)) for n in sorted(damaged)]
+    if why := job_altered(job):
+        problems.append(dict(kind=Problem.JOB_ALTERED, path=Outdir.JOB, reason=why))
+    problems += [dict(kind=Problem.EXTRA_RESULT, shard=n, path=f) for f, n in sorted(files.items())
+                 if n is None or n not in shards]
+    return problems + ledger.problems(od, shards, set(files.values()), damaged, quick)
 
 
 def _row_problems(man: list[dict], res: list[dict], begun: set[int]) -> tuple[list[dict], Counter]:
@@ -130,11 +142,7 @@ def audit(outdir: str | Store | Outdir, quick: bool = False, check_inputs: bool 
     files = od.results_files()
     ok_rows = [r for r in res if r["status"] == "ok"]
     foreign, renamed = [], []  # in images/ at names no row gives: the user's; ours by provenance
-    problems = [dict(kind=Problem.DAMAGED_RESULT, shard=n, path=od.shard_rel(n)) for n in sorted(damaged)]
-    if why := job_altered(job):
-        problems.append(dict(kind=Problem.JOB_ALTERED, path=Outdir.JOB, reason=why))
-    problems += [dict(kind=Problem.EXTRA_RESULT, shard=n, path=f) for f, n in sorted(files.items())
-                 if n is None or n not in shards]
+    problems = _record_problems(od, job, files, shards, damaged, quick)
     # a damaged shard's outputs are claimed by the rows it lost, not strays: its run again
     # writes them, byte for byte
     lost = output_stems(r["out_stem"] for r in man if r["shard"] in damaged)

@@ -14,7 +14,7 @@ from itertools import islice
 
 import pyarrow.compute as pc
 
-from pipeline.client import redo, results
+from pipeline.client import ledger, redo, results
 from pipeline.client.cluster import (
     check_worker_memory,
     check_worker_versions,
@@ -376,6 +376,7 @@ def _drive(client, job, work: _Work, log, outdir: Outdir) -> dict:
                            "the same path on every worker)")
                 break
             tally.add(summary)
+            ledger.record(outdir, summary["shard"], summary.get("results_sha256"))
             work.committed(summary["shard"])
             bar.update(summary["images"])
             nxt = next(it, None)
@@ -504,12 +505,13 @@ def plan_repair(outdir: Outdir, log) -> dict[int, set[str]]:
             log(f"moved an output no result row claims to {outdir.quarantine(p['output_path'])}")
         elif kind is Problem.NO_RESULT and p["shard"] in committed:
             fixes.setdefault(p["shard"], set()).add(p["image_id"])
-        elif kind in (Problem.DAMAGED_RESULT, Problem.EXTRA_RESULT):
-            what = "a damaged" if kind is Problem.DAMAGED_RESULT else "a stray"
+        elif kind in (Problem.DAMAGED_RESULT, Problem.EXTRA_RESULT, Problem.ALTERED_RESULT):
+            what = {Problem.DAMAGED_RESULT: "a damaged", Problem.EXTRA_RESULT: "a stray",
+                    Problem.ALTERED_RESULT: "an altered"}[kind]
             log(f"moved {what} results file to {outdir.quarantine(p['path'])}"
-                + ("; its shard runs again" if kind is Problem.DAMAGED_RESULT else ""))
+                + ("" if kind is Problem.EXTRA_RESULT else "; its shard runs again"))
             whole.add(p["shard"])
-            if kind is Problem.DAMAGED_RESULT:  # no record proves its outputs unaltered now
+            if kind is not Problem.EXTRA_RESULT:  # no record proves its outputs unaltered now
                 moved = [outdir.quarantine(rel) for rel in _outputs_of(outdir, p["shard"])]
                 if moved:
                     log(f"moved its {plural(len(moved), 'output')} to {Outdir.QUARANTINE}/ (a "

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import fcntl
+import hashlib
 import io
 import json
 import os
@@ -47,6 +48,8 @@ class Problem(str, Enum):
     DAMAGED_RESULT = "damaged_result"  # a shard's results file that does not read as Parquet
     EXTRA_RESULT = "extra_result"  # a results file for a shard the manifest does not have
     JOB_ALTERED = "job_altered"  # job.json edited since the run wrote it (state.job_altered)
+    MISSING_RESULT = "missing_result"  # a shard committed on record whose results file is gone
+    ALTERED_RESULT = "altered_result"  # ... or is not the file committed (ledger.py)
 
     def __str__(self) -> str:
         return self.value
@@ -153,13 +156,14 @@ class Outdir:
         # and a shard a worker commits later not seen); a copy ('shard-00000 (1)') matches too
         return {p: _shard_of(p) for p in self.store.glob(f"{self.RESULTS}/shard-*.parquet")}
 
-    def write_shard(self, shard: int, rows: list[dict], carried: list | None = None) -> None:
+    def write_shard(self, shard: int, rows: list[dict], carried: list | None = None) -> str:
         """The commit of a shard's result rows (with the manifest's `carried` catalogue fields):
         written last and whole (rename or single PUT). Done iff this file exists."""
         fields = list(SCHEMA) + [f for f in (carried or []) if f.name not in SCHEMA.names]
         buf = io.BytesIO()
         pq.write_table(pa.Table.from_pylist(rows, schema=pa.schema(fields)), buf)
         self.store.write_atomic(self.shard_rel(shard), buf.getvalue())
+        return hashlib.sha256(buf.getvalue()).hexdigest()  # for the ledger (ledger.py)
 
     def read_shard(self, shard: int) -> pa.Table:
         return pq.read_table(io.BytesIO(self.store.read_bytes(self.shard_rel(shard))))

@@ -120,8 +120,10 @@ def discard(outdir: Outdir, new_manifest: str | None = None) -> tuple[int, int]:
     # taken for the new job's (a hinted redo keeps the first copy only)
     for sub in (Outdir.RESULTS, Outdir.PREVIEWS, Outdir.AUTOMATIC):
         st.rmtree(sub)
+    from pipeline.client.ledger import LEDGER
+
     for f in (Outdir.AUDIT_JSON, Outdir.AUDIT_HTML, Outdir.AUDIT_SKIPPED, Outdir.AUDIT_ERRORS, Outdir.REDO,
-              *st.glob("audit-sheet-*.html")):
+              LEDGER, *st.glob("audit-sheet-*.html")):
         st.remove(f)
     return left, moved
 

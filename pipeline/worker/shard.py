@@ -89,10 +89,10 @@ class ShardJob(ImageStages):
             for f in carried:
                 r[f.name] = row[f.name]
             final.append(r)
-        Outdir(self.outdir).write_shard(shard, final, carried)
+        sealed = Outdir(self.outdir).write_shard(shard, final, carried)
         done = [r for r in final if wanted(r["image_id"])]
         counts = {s: sum(r["status"] == s for r in done) for s in results.STATUSES}
-        return {"shard": shard, "images": len(done), **counts,
+        return {"shard": shard, "images": len(done), **counts, "results_sha256": sealed,
                 "seconds": time.perf_counter() - t0, "setup_s": setup, "finished": time.time(),
                 "worker": f"{socket.gethostname()}:{os.getpid()}", "peak_rss_mb": peak_rss_mb()}
 

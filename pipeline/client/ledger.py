@@ -1,0 +1,59 @@
+"""OUTDIR/commits.jsonl: each shard's commit as the run saw it (its results file's sha256, and
+when), appended by the run's client alone. A results file deleted since then reads to audit as
+what it is (missing), not as an interrupted run; one edited since (a row forged, an error made
+an ok) as altered. Evidence of an accident or an edit, not proof against a forger, who can edit
+this file too. Local OUTDIRs only: an object store has no append (audit then checks without it)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+
+from pipeline.client.outdir import Outdir, Problem
+
+LEDGER = "commits.jsonl"
+
+
+def record(outdir: Outdir, shard: int, sha256: str | None) -> None:
+    """One line per commit, fsynced: a commit the run reported is on record before the next."""
+    if not sha256 or not outdir.store.local:
+        return
+    line = json.dumps({"shard": shard, "sha256": sha256,
+                       "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+    with open(outdir.store.full(LEDGER), "a", encoding="utf-8") as f:
+        f.write(line + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def recorded(outdir: Outdir) -> dict[int, dict]:
+    """Each shard's last commit on record (a redo or a repair commits a shard again); a torn
+    last line (a killed run) is skipped."""
+    if not outdir.store.local or not outdir.store.exists(LEDGER):
+        return {}
+    out = {}
+    for line in outdir.store.read_text(LEDGER).splitlines():
+        try:
+            c = json.loads(line)
+            out[int(c["shard"])] = c
+        except (ValueError, KeyError, TypeError):
+            continue
+    return out
+
+
+def problems(outdir: Outdir, shards: set[int], present: set[int], damaged: list[int],
+             quick: bool) -> list[dict]:
+    """Shards committed on record whose results file is gone (MISSING_RESULT) or is not the
+    file committed (ALTERED_RESULT; a --quick audit does not read them)."""
+    found = []
+    for n, c in sorted(recorded(outdir).items()):
+        if n not in shards or n in damaged:
+            continue
+        rel = outdir.shard_rel(n)
+        if n not in present:
+            found.append(dict(kind=Problem.MISSING_RESULT, shard=n, path=rel, committed=c.get("at")))
+        elif not quick and hashlib.sha256(outdir.store.read_bytes(rel)).hexdigest() != c["sha256"]:
+            found.append(dict(kind=Problem.ALTERED_RESULT, shard=n, path=rel, committed=c.get("at")))
+    return found

@@ -18,7 +18,9 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)  ## create .venv and install the project (idempotent)
 
 run: setup  ## colorize the bundled sample archive (jobs/demo.toml), then status and audit
-	$(BIN)/colorize run jobs/demo.toml
+	@# a demo made by an earlier version is refused as another job (exit 2): the demo starts over
+	$(BIN)/colorize run jobs/demo.toml || { [ $$? -eq 2 ] && echo "make run: the demo starts over" \
+	  && $(BIN)/colorize run jobs/demo.toml --restart; }
 	$(BIN)/colorize status out/demo
 	$(BIN)/colorize audit out/demo
 	@echo "colorized images: out/demo/images/   results: out/demo/results/   report: out/demo/audit.html"

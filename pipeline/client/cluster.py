@@ -296,7 +296,8 @@ def check_worker_memory(client, manifest: str, log) -> None:
         return float(dask.config.get(f"distributed.worker.memory.{key}",
                                      {"pause": 0.8, "terminate": 0.95}[key]) or 1.0)
 
-    workers = [w for w in client.scheduler_info()["workers"].values() if w.get("memory_limit")]
+    every = client.scheduler_info()["workers"]
+    workers = [w for w in every.values() if w.get("memory_limit")]
     small = [w for w in workers if MODEL_BYTES > frac("pause") * w["memory_limit"]]
     fix = "dask worker --memory-limit"
     if small:
@@ -305,7 +306,7 @@ def check_worker_memory(client, manifest: str, log) -> None:
                 f"{MODEL_BYTES / GB:.1f} GB) dask pauses {'it' if len(small) == 1 else 'them'} "
                 f"at {frac('pause'):.0%} and {'it takes' if len(small) == 1 else 'they take'} no "
                 f"shard; give each at least {(MODEL_BYTES / frac('pause') + 0.5 * GB) / GB:.0f} GB ({fix})")
-        if len(small) == len(client.scheduler_info()["workers"]):
+        if len(small) == len(every):
             raise JobError(f"every worker is too small for the model: {what}")
         log(f"colorize: {what}")
     big = largest_scan(manifest)

@@ -658,6 +658,22 @@ def source_xmp(data, notes: list[str]) -> bytes | None:
     return bytes(data)
 
 
+def overlay(rdf, top, also=lambda tag: False) -> None:
+    """Description `top` into rdf:RDF `rdf` over its own top-level Descriptions (not one nested
+    in a property's value): what `top` says, and what `also(tag)` names, is taken out of them;
+    `top` takes their subject (rdf:about), as XMP has one per packet."""
+    descs = rdf.findall(f"{{{RDF_NS}}}Description")
+    says = {*top.attrib, *(c.tag for c in top)} - {f"{{{RDF_NS}}}about"}
+    for d in descs:
+        for a in [a for a in d.attrib if a in says or also(a)]:
+            del d.attrib[a]
+        for c in [c for c in d if c.tag in says or also(c.tag)]:
+            d.remove(c)
+    if descs and descs[0].get(f"{{{RDF_NS}}}about") is not None:
+        top.set(f"{{{RDF_NS}}}about", descs[0].get(f"{{{RDF_NS}}}about"))
+    rdf.append(top)
+
+
 def add_sidecar(d: Decoded, data: bytes, name: str) -> None:
     """An XMP sidecar's properties over the file's own XMP, where both say a thing the sidecar's
     (a workflow edits the sidecar: Lightroom's NAME.xmp, darktable's NAME.EXT.xmp)."""
@@ -673,18 +689,8 @@ def add_sidecar(d: Decoded, data: bytes, name: str) -> None:
     if own is None:
         d.xmp = data
         return
-    descs = own.findall(f"{{{RDF_NS}}}Description")
-    about = descs[0].get(f"{{{RDF_NS}}}about") if descs else None
     for sd in side.findall(f"{{{RDF_NS}}}Description"):
-        says = {*sd.attrib, *(c.tag for c in sd)} - {f"{{{RDF_NS}}}about"}
-        for od in descs:
-            for a in [a for a in od.attrib if a in says]:
-                del od.attrib[a]
-            for c in [c for c in od if c.tag in says]:
-                od.remove(c)
-        if about is not None:
-            sd.set(f"{{{RDF_NS}}}about", about)
-        own.append(sd)
+        overlay(own, sd)
     d.xmp = ('<x:xmpmeta xmlns:x="adobe:ns:meta/">' + etree.tostring(own, encoding="unicode")
              + "</x:xmpmeta>").encode("utf-8")
 

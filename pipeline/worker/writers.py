@@ -22,7 +22,7 @@ from PIL import Image
 
 from pipeline.worker.hints import made_with
 from pipeline.worker.imaging import RDF_NS as RDF
-from pipeline.worker.imaging import exif_text_as_written, parse_xmp
+from pipeline.worker.imaging import exif_text_as_written, overlay, parse_xmp
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -88,7 +88,7 @@ def _with_record(exif: bytes | None, record: dict) -> bytes | None:
     ex = Image.Exif()
     if exif:
         try:
-            ex.load(exif[6:] if exif.startswith(b"Exif\x00\x00") else exif)
+            ex = _loaded(exif)
         except Exception:  # noqa: BLE001 - malformed: the writer notes it; ours alone then
             return exif
     for tag, text in named.items():
@@ -133,15 +133,7 @@ def merged(ours: bytes, source: bytes) -> bytes:
         said = {t for d in descs for t in [*d.attrib, *(c.tag for c in d)]}
         if "{http://purl.org/dc/elements/1.1/}description" in said:  # the archive's caption
             mine.remove(mine.find("{http://purl.org/dc/elements/1.1/}description"))
-        drop = {*mine.attrib, *(c.tag for c in mine)} - {f"{{{RDF}}}about"}
-        for d in descs:
-            for a in [a for a in d.attrib if a in drop or _of_its_file(a)]:
-                del d.attrib[a]
-            for c in [c for c in d if c.tag in drop or _of_its_file(c.tag)]:
-                d.remove(c)
-        if descs and descs[0].get(f"{{{RDF}}}about") is not None:  # one subject, as XMP says
-            mine.set(f"{{{RDF}}}about", descs[0].get(f"{{{RDF}}}about"))
-        rdf.append(mine)
+        overlay(rdf, mine, also=_of_its_file)
         body = etree.tostring(rdf, encoding="unicode")
     except Exception:  # noqa: BLE001 - imaging.source_xmp parsed it; anything else: ours alone
         return ours
@@ -191,8 +183,7 @@ def _png(rgb: np.ndarray, dpi, icc, exif, level: int, provenance: dict | None = 
         ppm = [round(d / 0.0254) for d in dpi]
         out.append(_png_chunk(b"pHYs", struct.pack(">IIB", ppm[0], ppm[1], 1)))
     if exif and provenance:  # the EXIF's Software is ours too (it said Photoshop made this)
-        ex = Image.Exif()
-        ex.load(exif[6:] if exif.startswith(b"Exif\x00\x00") else exif)
+        ex = _loaded(exif)
         exif_text_as_written(ex)
         ex[305] = provenance["software"]
         exif = ex.tobytes()
@@ -227,11 +218,18 @@ def _tiff(rgb: np.ndarray, dpi, icc, exif, notes: list[str] | None,
 
     extratags = [(34675, 7, len(icc), icc, True)] if icc else []
     kw = dict(resolution=dpi, resolutionunit="INCH") if dpi else {}
-    if exif:
-        extratags += _exif_as_tiff_tags(exif, notes)
-        if provenance and (taken := _date_original(exif)):
+    ex = None
+    if exif:  # read once for the tags, the date and the unit
+        try:
+            ex = _loaded(exif)
+        except Exception as e:  # malformed EXIF: drop it, never fail the image for it
+            if notes is not None:
+                notes.append(f"EXIF not carried (malformed: {type(e).__name__})")
+    if ex is not None:
+        extratags += _exif_as_tiff_tags(ex, notes)
+        if provenance and (taken := _date_original(ex)):
             provenance = {**provenance, "date_original": taken}  # the sub-IFD stays behind
-        if dpi and _exif_tag(exif, 296) == 3:  # stated per centimetre: a capture spec says so
+        if dpi and ex.get(296) == 3:  # stated per centimetre: a capture spec says so
             kw = dict(resolution=(dpi[0] / 2.54, dpi[1] / 2.54), resolutionunit="CENTIMETER")
     # Software is ours (tifffile would write its own name); ImageDescription too, unless the
     # source had one (a caption is the archive's, not ours to replace).
@@ -250,14 +248,15 @@ def _tiff(rgb: np.ndarray, dpi, icc, exif, notes: list[str] | None,
     return buf.getvalue()
 
 
-def _exif_as_tiff_tags(exif: bytes, notes: list[str] | None) -> list[tuple]:
+def _loaded(exif: bytes) -> Image.Exif:
+    """EXIF bytes (with or without the JPEG segment's 'Exif' header) as Pillow reads them;
+    raises what Pillow raises on a malformed block."""
     ex = Image.Exif()
-    try:
-        ex.load(exif[6:] if exif.startswith(b"Exif\x00\x00") else exif)
-    except Exception as e:  # malformed EXIF: drop it, never fail the image for it
-        if notes is not None:
-            notes.append(f"EXIF not carried (malformed: {type(e).__name__})")
-        return []
+    ex.load(exif[6:] if exif.startswith(b"Exif\x00\x00") else exif)
+    return ex
+
+
+def _exif_as_tiff_tags(ex: Image.Exif, notes: list[str] | None) -> list[tuple]:
     tags = []
     for tag in _TIFF_ASCII_TAGS:
         v = ex.get(tag)
@@ -274,22 +273,11 @@ def _exif_as_tiff_tags(exif: bytes, notes: list[str] | None) -> list[tuple]:
     return tags
 
 
-def _exif_tag(exif: bytes, tag: int):
-    ex = Image.Exif()
-    try:
-        ex.load(exif[6:] if exif.startswith(b"Exif\x00\x00") else exif)
-        return ex.get(tag)
-    except Exception:  # noqa: BLE001 - malformed: _exif_as_tiff_tags has said so
-        return None
-
-
-def _date_original(exif: bytes) -> str | None:
+def _date_original(ex: Image.Exif) -> str | None:
     """EXIF's DateTimeOriginal as XMP writes it (1961-07-14T09:30:00), or None."""
-    ex = Image.Exif()
     try:
-        ex.load(exif[6:] if exif.startswith(b"Exif\x00\x00") else exif)
         v = str(ex.get_ifd(0x8769).get(36867) or "").strip("\0 ")
-    except Exception:  # noqa: BLE001 - malformed: _exif_as_tiff_tags has said so
+    except Exception:  # noqa: BLE001 - a malformed sub-IFD: no date
         return None
     if len(v) < 19 or v[4] != ":" or v[7] != ":":
         return None
@@ -401,9 +389,8 @@ def _pil(rgb: np.ndarray, kind: str, dpi, icc, exif, provenance: dict | None, no
     if icc:
         kw["icc_profile"] = icc
     if provenance:
-        ex = Image.Exif()
+        ex = _loaded(exif) if exif else Image.Exif()
         if exif:
-            ex.load(exif[6:] if exif.startswith(b"Exif\x00\x00") else exif)
             exif_text_as_written(ex)
         ex[305] = provenance["software"]
         ex.setdefault(270, provenance_text(provenance))

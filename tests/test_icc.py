@@ -57,7 +57,7 @@ def test_a_wide_gamut_scan_reads_as_its_srgb_twin(tmp_path, sepia, which):
         assert np.abs(naive.gray.astype(int) - ref.gray).mean() > 1500
 
 
-def test_an_8_bit_adobe_rgb_jpeg_too(tmp_path, sepia):
+def test_an_8_bit_adobe_rgb_png_too(tmp_path, sepia):
     prof = bytes(imagecodecs.cms_profile("adobergb"))
     wide = np.rint(np.clip(_to(prof, sepia), 0, 1) * 255).astype(np.uint8)
     ref = decode(io.BytesIO(_png(np.rint(sepia * 255).astype(np.uint8))))

@@ -19,11 +19,18 @@ COUNT=${COUNT:-1000}      # 1600x1200 scans: enough for a steady rate inside the
 mkdir -p "$OUT"
 log() { echo "[gpu-check $(date +%T)] $*" | tee -a "$OUT/log.txt"; }
 
-if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+# one interpreter for both questions: each start imports torch, seconds on a small machine
+"$PY" -c "import torch, sys; import pipeline.bench.bench, pipeline.worker.engine
+sys.exit(0 if torch.cuda.is_available() else 3)"
+cuda=$?
+if [ "$cuda" -eq 3 ]; then
   log "no CUDA device here: nothing GPU-specific run (dry run)."
   log "would run: pytest -m gpu; colorize bench --device cuda --count $COUNT; thread sweep; byte-identity check"
-  "$PY" -c "import pipeline.bench.bench, pipeline.worker.engine" && log "imports ok"
+  log "imports ok"
   exit 0
+elif [ "$cuda" -ne 0 ]; then
+  log "torch or the project does not import here (exit $cuda): nothing run"
+  exit 1
 fi
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"

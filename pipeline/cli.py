@@ -788,7 +788,7 @@ def cmd_bench(a) -> int:
     mem = None if a.no_memory else (a.count, a.count * 10)
     bench(count=a.count, width=a.width, height=a.height, size=a.size, batch=a.batch_size,
           device=a.device, checkpoint=a.checkpoint, naive_count=a.naive_count, memory=mem,
-          append=a.append)
+          append=a.append, compiled=not a.no_compile)
     return 0
 
 
@@ -1067,6 +1067,7 @@ def _add_bench(sub) -> None:
     s.add_argument("--batch-size", type=positive_int, default=8)
     s.add_argument("--naive-count", type=positive_int, default=20)
     s.add_argument("--no-memory", action="store_true", help="skip the flat-memory comparison")
+    s.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
     s.add_argument("--plan", type=positive_int, default=0, metavar="ROWS",
                    help="instead: time a dry run over a synthetic manifest of ROWS rows")
     s.add_argument("--review", type=positive_int, default=0, metavar="ROWS",

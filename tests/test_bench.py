@@ -28,7 +28,7 @@ def test_bench_measures_everything_and_appends_the_table(ckpt, tmp_path):
     said = []
     r = bench(count=6, width=96, height=64, size=32, batch=2, device="cpu", checkpoint=ckpt,
               naive_count=2, memory=None, append=str(md), log=said.append, net_seconds=0.3,
-              shard_size=2)
+              shard_size=2, formats=("tiff",), compiled=False)
     # each figure is said as soon as it is measured: a run cut off by a time limit keeps them
     assert f"net only: {r['net']:.2f} images/s; net only, compiled ..." in said
     assert f"I/O only: {r['io']:.2f} images/s; pipeline (colorize run on a LocalCluster) ..." in said
@@ -43,14 +43,13 @@ def test_bench_measures_everything_and_appends_the_table(ckpt, tmp_path):
     assert "6 gray JPEG scans of 96x64, net at 32, batch 2, device cpu" in text
     assert f"| net only | {r['net']:.2f} |" in text
     assert "`colorize run`, steady" in text and "naive loop" in text
-    for fmt in ("png", "tiff"):  # each output format against its own I/O floor
+    for fmt in ("tiff",):  # each output format against its own I/O floor
         x = r["runs"][f"format-{fmt}"]
         assert x["floor"] == pytest.approx(1 / (1 / r["net"] + 1 / r["io_by_format"][fmt]))
         assert f"`colorize run --format {fmt}`, steady" in text
         assert f"| I/O only, `--format {fmt}` | {r['io_by_format'][fmt]:.2f} |" in text
-    if r["net_compiled"] == r["net_compiled"]:  # a C++ compiler here: the --compile run too
-        c = r["runs"]["compiled"]
-        assert c["steady"] > 0 and "`colorize run --compile`, steady" in text
+    # the compiled rows were not asked for (tests/test_engine.py compiles the net): said, not faked
+    assert "| net only, `torch.compile` | nan |" in text and "compiled" not in r["runs"]
 
 
 def test_a_run_without_a_progress_bar_says_its_progress_every_few_minutes():

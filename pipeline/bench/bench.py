@@ -212,7 +212,7 @@ def bench(count: int = 200, width: int = 1600, height: int = 1200, size: int = 2
           batch: int = 8, device: str = "auto", checkpoint=None, naive_count: int = 20,
           memory: tuple[int, int] | None = (200, 2000), append: str | None = None,
           log=print, net_seconds: float = 8.0, shard_size: int = 32,
-          formats: tuple[str, ...] = ("png", "tiff")) -> dict:
+          formats: tuple[str, ...] = ("png", "tiff"), compiled: bool = True) -> dict:
     from pipeline.worker.device import pick_device
 
     dev = pick_device(device).type
@@ -225,11 +225,11 @@ def bench(count: int = 200, width: int = 1600, height: int = 1200, size: int = 2
         log("net only ...")
         net = bench_net(checkpoint, size, batch, dev, net_seconds)
         log(f"net only: {net:.2f} images/s; net only, compiled ...")  # each figure as it comes: a cut-off run keeps them
-        try:
-            net_c = bench_net(checkpoint, size, batch, dev, net_seconds, compile=True)
+        net_c = nan
+        try:  # --no-compile: both compiled rows say nan (a compile alone takes minutes on some machines)
+            net_c = bench_net(checkpoint, size, batch, dev, net_seconds, compile=True) if compiled else nan
         except Exception as e:  # no C++ compiler here, say: the row says n/a
             log(f"  torch.compile failed: {type(e).__name__}: {e}")
-            net_c = nan
         log(f"net compiled: {net_c:.2f} images/s; I/O only ...")
         io = bench_io(paths, tmp / "io", "same", threads)
         log(f"I/O only: {io:.2f} images/s; pipeline (colorize run on a LocalCluster) ...")

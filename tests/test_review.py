@@ -4,6 +4,7 @@ curator's session in a real browser."""
 
 import hashlib
 import http.client
+import io
 import json
 import os
 import re
@@ -539,6 +540,20 @@ def test_hinted_images_are_coloured_again_and_only_they(job, tmp_path):
     assert after[ids[0]]["hint_model"] is None
     kept = out / "automatic" / row["output_path"].split("/", 1)[1]
     assert sha(kept) == before[target]["output_sha256"]  # the automatic output, kept to compare
+    from pipeline.client.review import create_app
+
+    c = create_app(str(out), token="k").test_client()  # and the page shows it beside the hints'
+    assert c.get(f"/api/image/{target}?t=k").get_json()["automatic"] is True
+    shown = c.get(f"/img/{target}/automatic?w=0&t=k")
+    assert shown.status_code == 200 and shown.mimetype == "image/jpeg"
+    off = {}
+    for name, f in (("kept", kept), ("hinted", out / row["output_path"])):
+        with Image.open(io.BytesIO(shown.data)) as im, Image.open(f) as k:
+            assert im.size == k.size
+            off[name] = np.abs(np.asarray(im, float) - np.asarray(k.convert("RGB"), float)).mean()
+    assert off["kept"] < 6 and off["kept"] < off["hinted"], off  # a JPEG of the kept one
+    assert c.get(f"/api/image/{ids[0]}?t=k").get_json()["automatic"] is False  # no hints: none
+    assert c.get(f"/img/{ids[0]}/automatic?t=k").status_code == 404
     r = run_cli("audit", out, "--quiet")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "1 accepted" in r.stdout and "1 note" in r.stdout and "1 hinted" in r.stdout
@@ -603,8 +618,9 @@ def test_a_curator_reviews_in_a_real_browser(job, tmp_path):
             page.keyboard.press("Escape")
             page.focus("button[data-filter=accepted]")  # reached from the keyboard: Enter presses it
             page.keyboard.press("Enter")
-            page.wait_for_function("S.filter == 'accepted' && !S.view")
-            assert page.get_attribute("button[data-filter=accepted]", "aria-pressed") == "true"
+            # pressed as the grid is drawn again, after the filter is set (asserting at once raced)
+            page.wait_for_function("S.filter == 'accepted' && !S.view && document.querySelector("
+                                   "'button[data-filter=accepted]').getAttribute('aria-pressed') == 'true'")
             page.click("button[data-filter=not_reviewed]")
             page.wait_for_function("document.querySelector('button.on').dataset.filter == 'not_reviewed'")
             first = page.locator(".card").first.get_attribute("data-id")
@@ -684,6 +700,14 @@ def test_a_curator_reviews_in_a_real_browser(job, tmp_path):
             page.evaluate(f"S.cur = S.rows.findIndex((r) => r.image_id == '{hinted}')")
             page.keyboard.press("Enter")
             page.wait_for_function(f"S.view && S.row && S.row.image_id == '{hinted}' && S.hints.length == 1")
+            # its automatic colour, which the hinted output replaced, shown on the before side with c
+            assert page.is_visible("#compare")
+            page.keyboard.press("c")
+            page.wait_for_function("document.getElementById('before').src.includes('/automatic?') && "
+                                   "document.getElementById('before').naturalWidth > 0")
+            assert page.inner_text("#before-cap").startswith("before: the automatic colour")
+            page.keyboard.press("c")
+            page.wait_for_function("document.getElementById('before').src.includes('/source?')")
             page.click("#apply-series")
             page.wait_for_function("document.getElementById('saved').textContent.startsWith('saved: 1 hint added to 1 image')")
             assert len(reviews.Journal(out).state()[first]["hints"]) == 1

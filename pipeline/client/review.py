@@ -179,7 +179,7 @@ def _routes(app, root: str, view: RunView, journal: reviews.Journal, previewer: 
 
     @app.get("/api/image/<image_id>")
     def image(image_id):
-        return jsonify(_image_info(view, _row(image_id), journal.state().get(image_id, {})))
+        return jsonify(_image_info(root, view, _row(image_id), journal.state().get(image_id, {})))
 
     @app.post("/api/review")
     def review():
@@ -203,7 +203,7 @@ def _routes(app, root: str, view: RunView, journal: reviews.Journal, previewer: 
 
     @app.get("/img/<image_id>/<which>")
     def picture(image_id, which):
-        if which not in ("source", "output"):
+        if which not in ("source", "output", "automatic"):
             abort(404)
         r = _row(image_id)
         data = _picture(root, view, r, which, _number(request.args.get("w")))
@@ -218,14 +218,25 @@ def _routes(app, root: str, view: RunView, journal: reviews.Journal, previewer: 
 
 
 
-def _image_info(view: RunView, row: dict, review: dict) -> dict:
+def _image_info(root: str, view: RunView, row: dict, review: dict) -> dict:
     """An image's result row, catalogue cells and review, and whether its saved hints are not
     those its output was made with (the page then previews them instead of the old output)."""
     from pipeline.worker.hints import digest_of
 
     return {"row": dict(row), "catalogue": view.catalogue(row),
             "review": review or {"verdict": None, "note": None, "hints": [], "rev": {}},
-            "hints_pending": digest_of(review.get("hints") or []) != row.get("hints_digest")}
+            "hints_pending": digest_of(review.get("hints") or []) != row.get("hints_digest"),
+            "automatic": _automatic(root, row) is not None}
+
+
+def _automatic(root: str, row: dict) -> str | None:
+    """The automatic output a hinted one replaced (OUTDIR/automatic/, kept by `run --hinted`),
+    for the curator to compare the hints' colour with; None when there is none."""
+    rel = row.get("output_path") or ""
+    if not row.get("hints_digest") or "/" not in rel:
+        return None
+    path = os.path.realpath(os.path.join(root, Outdir.AUTOMATIC, rel.split("/", 1)[1]))
+    return path if path.startswith(root + os.sep) and os.path.isfile(path) else None
 
 
 def _edits(view: RunView, body: dict) -> list[tuple[str, object]] | None:
@@ -325,14 +336,19 @@ def _fitted(hint_list, source: dict | None, target: dict):
 
 
 def _picture(root: str, view: RunView, row: dict, which: str, width: int) -> bytes | None:
-    """A browser-viewable JPEG of an image's source or output (any format, 16-bit too), scaled
+    """A browser-viewable JPEG of an image's source, output or the automatic output a hinted one
+    replaced (any format, 16-bit too), scaled
     to `width` (0: full size), cached under reviews/cache by content digest."""
     from PIL import Image
 
     from pipeline.storage import read_source
     from pipeline.worker.imaging import decode
 
-    if which == "output":
+    if which == "automatic":
+        if (path := _automatic(root, row)) is None:
+            return None
+        key = f"{path}:{os.stat(path).st_mtime_ns}"
+    elif which == "output":
         rel = row.get("output_path")
         if not rel or row.get("status") != "ok":
             return None

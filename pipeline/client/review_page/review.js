@@ -6,7 +6,7 @@ const TOKEN = new URLSearchParams(location.search).get("t");
 const S = {
   filter: "all", column: "", value: "", sort: "", desc: false, q: "", page: 0,
   rows: [], cur: 0, selected: new Set(), view: false, hintMode: false, slider: false,
-  review: null, row: null, hints: [], curHint: -1, undo: [], recent: [], previewTimer: null, previewGen: 0, viewGen: 0,
+  review: null, row: null, automatic: false, compare: false, hints: [], curHint: -1, undo: [], recent: [], previewTimer: null, previewGen: 0, viewGen: 0,
   saving: Promise.resolve(), broken: new Set(), gridScroll: 0,
 };
 const $ = (id) => document.getElementById(id);
@@ -182,12 +182,12 @@ async function openView() {
   S.review = { ...d.review, image_id: r.image_id, rev: { ...(d.review.rev || {}) } };
   S.hints = (d.review.hints || []).map((h) => ({ ...h }));
   S.curHint = -1;
-  $("before").src = img(r.image_id, "source", 0);
-  $("slider-before").src = $("before").src;
+  S.automatic = !!d.automatic;
+  showBefore();
   // no output: a scan skipped as colour is hinted on its source (shown in its colour); an
   // unreadable one has nothing to show
   const canvas = d.row.status === "ok" ? img(r.image_id, "output", 0) :
-    d.row.status === "skipped" ? $("before").src : "";
+    d.row.status === "skipped" ? img(r.image_id, "source", 0) : "";
   $("after").src = canvas;
   $("after").hidden = !canvas;
   $("slider-after").src = canvas;
@@ -207,6 +207,24 @@ async function openView() {
   $("palette").innerHTML = "";
   for (const c of pal.colours) $("palette").append(swatch(c));
 }
+
+// A hinted output's before side can be the automatic colour it replaced (OUTDIR/automatic/,
+// kept by run --hinted): the curator judges the hints against it, and takes them away to go back.
+function showBefore() {
+  const auto = S.compare && S.automatic;
+  $("before").src = img(S.row.image_id, auto ? "automatic" : "source", 0);
+  $("slider-before").src = $("before").src;
+  $("before-cap").textContent = auto ? "before: the automatic colour (without hints)" : "before";
+  $("compare").hidden = !S.automatic;
+  $("compare").setAttribute("aria-pressed", String(auto));
+}
+function toggleCompare() {
+  if (!S.view) return;
+  if (!S.automatic) { say("no automatic colour to compare: this output was not made with hints"); return; }
+  S.compare = !S.compare;
+  showBefore();
+}
+$("compare").onclick = toggleCompare;
 
 function closeView() {
   S.view = false;
@@ -599,6 +617,7 @@ document.addEventListener("keydown", (e) => {
     document.body.classList.toggle("hintmode", S.hintMode);
     $("hint-mode").textContent = `(h: hint mode ${S.hintMode ? "on" : "off"})`;
   } else if (k === "u") undo();
+  else if (k === "c" && S.view) toggleCompare();
   else if (k === "z" && S.view) { document.body.classList.toggle("zoom"); fitImages(); }
   else if (k === "s" && S.view) {
     S.slider = !S.slider;

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from pipeline import __version__
 from pipeline.client import ledger, redo, results
+from pipeline.client.catalogue import stored_name
 from pipeline.client.manifest import read_manifest, resolve_path
 from pipeline.client.outdir import Outdir, Problem, last_stop, output_stems
 from pipeline.client.state import job_altered, never_started
@@ -96,12 +97,17 @@ def _output_problems(od: Outdir, ok_rows: list[dict], quick: bool, progress: boo
     return problems
 
 
-def _outdated_records(t, ok_rows: list[dict], carried: list[str]) -> list[str]:
+def _outdated_records(t, ok_rows: list[dict], carried: list[str], mapping: str) -> list[str]:
     """Source paths of outputs written with other catalogue cells than the manifest holds now
-    (a corrected catalogue scanned again): their XMP keeps the old record until redone."""
+    (a corrected catalogue scanned again), of those their XMP holds (`mapping`, the job's
+    metadata columns): their XMP keeps the old record until redone."""
+    from pipeline.worker.writers import record_columns
+
+    held = {stored_name(c) for c in record_columns(mapping)}
     if not carried or not ok_rows:
         return []
-    names = [c for c in carried if c in t.column_names]  # a column the catalogue has since dropped: not compared
+    # a column the catalogue has since dropped is not compared, nor one no output carries
+    names = [c for c in carried if c in t.column_names and c in held]
     now = {r["image_id"]: r for r in t.select(["image_id", *names]).to_pylist()}
     return [r["source_path"] for r in ok_rows
             if r["image_id"] in now and any(now[r["image_id"]][c] != r[c] for c in names)]
@@ -180,7 +186,8 @@ def audit(outdir: str | Store | Outdir, quick: bool = False, check_inputs: bool 
         "foreign_files": foreign, "renamed_outputs": renamed, "redone": redone, "redo_pending": sorted(redo_pending),
         "committed_shards": len(committed), "review": review_counts(od, res),
         "shards": len(shards), "stopped": last_stop(od),
-        "record_outdated": _outdated_records(man_t, ok_rows, carried), "copies": _copies(res),
+        "record_outdated": _outdated_records(man_t, ok_rows, carried,
+                                                                    spec.get("metadata_columns") or "none"), "copies": _copies(res),
         **_what_was_audited(job, quick, check_inputs),
     }
     report["grown"] = never_started(spec, shards - committed - set(damaged)) and not redo_pending

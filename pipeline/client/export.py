@@ -16,6 +16,7 @@ from pipeline.client.outdir import Outdir
 from pipeline.client.results import SCHEMA
 from pipeline.client.reviews import state_of
 from pipeline.errors import UsageError
+from pipeline.worker.writers import record_columns
 
 # Ours, in the order a person reads them; the rest of SCHEMA follows.
 OURS_FIRST = ["status", "error", "output_path", "source_path", "input_kind", "notes", "width",
@@ -37,7 +38,8 @@ def export_table(out: Outdir, info: dict) -> tuple[list[str], list[list]]:
     """(header, rows): catalogue columns as written (info: the manifest's catalogue_info), then
     ours (renamed colorize_NAME where the catalogue has a column of that name); rows in the
     catalogue's order (manifest.job_results)."""
-    manifest = out.read_job()["spec"]["manifest"]
+    spec = out.read_job()["spec"]
+    manifest = spec["manifest"]
     t = job_results(out, manifest)
     cat_cols = [c for c in info.get("columns", []) if stored_name(c) in t.column_names]
     legacy = [n for n in t.column_names if n not in SCHEMA.names and n not in
@@ -51,12 +53,14 @@ def export_table(out: Outdir, info: dict) -> tuple[list[str], list[list]]:
     ids = t.column("image_id").to_pylist()
     carried = [t.column(stored_name(c)).to_pylist() for c in cat_cols]
     current = _current_cells(out, cat_cols, ids, carried)
-    # whether each output's own metadata (XMP) holds these cells, or older ones; or whether the
-    # file is gone (one listing of images/: the database must not link to a file not there)
+    # whether each output's own metadata (XMP) holds the cells it carries of these (the job's
+    # metadata columns), or older ones; or whether the file is gone (one listing of images/: the
+    # database must not link to a file not there). One word each, for a script to compare.
+    held = set(record_columns(spec.get("metadata_columns") or "none"))
+    pairs = [(c, o) for col, c, o in zip(cat_cols, current, carried, strict=True) if col in held]
     present = set(out.outputs())
-    record = [None if st != "ok" else "missing: see colorize audit" if p not in present
-              else "current" if all(c[k] == o[k] for c, o in zip(current, carried, strict=True))
-              else "outdated: redo to update its XMP"
+    record = [None if st != "ok" else "missing" if p not in present
+              else "current" if all(c[k] == o[k] for c, o in pairs) else "outdated"
               for k, (st, p) in enumerate(zip(t.column("status").to_pylist(),
                                               t.column("output_path").to_pylist(), strict=True))]
     columns = current + [t.column(n).to_pylist() for n in legacy + ours] + [record]

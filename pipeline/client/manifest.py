@@ -8,7 +8,6 @@ import hashlib
 import io
 import json
 import os
-import shlex
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -588,10 +587,10 @@ def _recatalogue(old: pa.Table, manifest: str, by_path: dict[str, dict], columns
         files = sorted({p for p, *_ in found.recatalogued})
         shown = "; ".join(f"{Path(p).name}: {c} {w!r} -> {n!r}" for p, c, w, n in found.recatalogued[:3])
         log(f"the catalogue changed for {_n(len(files), 'file')} done before ({shown}"
-            f"{' ...' if len(found.recatalogued) > 3 else ''}): the manifest takes the new cells; "
-            "outputs written before carry the old ones in their XMP until redone: "
-            "colorize run -o OUTDIR --redo " + (" ".join(shlex.quote(p) for p in files) if len(files) <= 3
-                                                 else "LIST (--report FILE lists them: 'recatalogued')"))
+            f"{' ...' if len(found.recatalogued) > 3 else ''}): the manifest takes the new cells "
+            "(export gives them at once); an output whose XMP holds a changed cell (a column the "
+            "job writes there: its accession number, title...) keeps the old one until redone: "
+            "`colorize audit OUTDIR` lists those, with the --redo line that mends them")
     return old
 
 

@@ -456,6 +456,12 @@ def parse_columns(spec: str) -> dict[str, str]:
     return out
 
 
+def record_columns(mapping: str) -> list[str]:
+    """The catalogue columns an output's own metadata holds (XMP, and EXIF's rights and
+    creator), as a job's mapping names them: a change to any other cell leaves the file right."""
+    return list(dict.fromkeys(parse_columns(mapping).values()))
+
+
 def resolve_columns(spec: str, columns: list[str]) -> str:
     """The job's mapping as written into job.json: the user's, checked against the catalogue's
     columns, or for 'auto' the columns guessed by name ('none': no catalogue fields)."""

@@ -388,3 +388,31 @@ def test_a_central_european_catalogue_read_as_windows_1252_is_shown_and_1250_sug
     (scans / "de.csv").write_bytes("Inventarnr;Titel;path\nA-1;Straße;b.png\n".encode("cp1252"))
     r = run_cli("scan", scans / "de.csv", "-o", tmp_path / "de.parquet", "-q")
     assert 'read as Windows-1252 (e.g. "Straße"; say --encoding otherwise)' in r.stderr
+
+
+def test_excels_unicode_text_and_tab_delimited_txt_are_tables(scans, tmp_path):
+    """Excel's "Unicode Text" is UTF-16 with a BOM, tab-separated, named .txt; its "Text (Tab
+    delimited)" is a .txt too: both are read as tables, every cell as written (a .txt without a
+    tab is a list of paths, one a line). UTF-16 without its BOM is refused in one line (its NUL
+    bytes reached os.listdir: a traceback)."""
+    table = "Datei\tPersonen\tJahr\r\nb.png\tOma Käthe; Opa\t\"ca. 1940\"\r\nc.png\t\"Jean-Luc\nà Lyon\"\t0042\r\n"
+    (scans / "unicode.txt").write_bytes(b"\xff\xfe" + table.encode("utf-16-le"))
+    (scans / "tabs.txt").write_bytes(table.encode("cp1252"))
+    for name in ("unicode.txt", "tabs.txt"):
+        man = tmp_path / f"{name}.parquet"
+        r = run_cli("scan", scans / name, "-o", man, "--path-column", "Datei", "-q")
+        assert r.returncode == 0, r.stderr
+        rows = {Path(x["path"]).name: x for x in pq.read_table(man).to_pylist()}
+        assert set(rows) == {"b.png", "c.png"}, rows
+        assert (rows["b.png"]["Personen"], rows["b.png"]["Jahr"]) == ("Oma Käthe; Opa", "ca. 1940")
+        assert (rows["c.png"]["Personen"], rows["c.png"]["Jahr"]) == ("Jean-Luc\nà Lyon", "0042")
+    (scans / "list.txt").write_text("b.png\nc.png\n")  # a list stays a list
+    r = run_cli("scan", scans / "list.txt", "-o", tmp_path / "l.parquet", "-q")
+    assert r.returncode == 0 and pq.read_table(tmp_path / "l.parquet").num_rows == 2
+    (scans / "nobom.txt").write_bytes(table.encode("utf-16-le"))
+    r = run_cli("scan", scans / "nobom.txt", "-o", tmp_path / "n.parquet", "--path-column", "Datei")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "NUL bytes: UTF-16 without a byte-order mark?" in r.stderr and len(r.stderr.splitlines()) == 1
+    r = run_cli("scan", scans / "nobom.txt", "-o", tmp_path / "n.parquet", "--path-column", "Datei",
+                "--encoding", "utf-16-le", "-q")
+    assert r.returncode == 0 and pq.read_table(tmp_path / "n.parquet").num_rows == 2, r.stderr

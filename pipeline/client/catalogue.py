@@ -67,6 +67,12 @@ def decode_text(p: Path, encoding: str | None, log) -> tuple[str, str]:
     """The file's text and its encoding: UTF-8 (with or without BOM), else Windows-1252, as
     Excel writes it in Western Europe; with `encoding`, that one, and a failure names the line."""
     data = p.read_bytes()
+    if not encoding and data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        encoding = "utf-16"  # Excel's "Unicode Text": UTF-16 with its byte-order mark
+    elif not encoding and b"\x00" in data[:4096]:  # no text in an 8-bit encoding holds NUL
+        raise ScanError(f"{p}: not text as UTF-8 or Windows-1252 read it (it holds NUL bytes: "
+                        "UTF-16 without a byte-order mark?); name the file's encoding with "
+                        "--encoding (utf-16-le, as Windows writes it)")
     for enc in ([encoding] if encoding else ["utf-8-sig", "cp1252"]):
         try:
             text = data.decode(enc)
@@ -82,7 +88,11 @@ def decode_text(p: Path, encoding: str | None, log) -> tuple[str, str]:
             log(f"{p}: not UTF-8; read as Windows-1252 ({_as_read(text, data)})")
         if enc == "utf-8-sig" and not data.startswith(b"\xef\xbb\xbf"):
             enc = "utf-8"  # what the file is: it has no BOM
-        return text, enc
+        if "\x00" in text:  # a path or a cell cannot hold it: the encoding named is not the file's
+            line = text.count("\n", 0, text.index("\x00")) + 1
+            raise ScanError(f"{p}, line {line}: a NUL character read as {enc}; name the file's "
+                            "encoding with --encoding (utf-16, say)")
+        return text.removeprefix("\ufeff"), enc
     raise AssertionError("unreachable")
 
 
@@ -149,7 +159,10 @@ def read_catalogue(path: str | os.PathLike, path_column: str | None = "path",
     colorize); extra cells beyond the header are named too, never silently dropped."""
     p = Path(path)
     text, enc = decode_text(p, encoding, log)
-    if p.suffix.lower() == ".txt":
+    # a .txt is a list of paths, one a line; unless it is a table: Excel's "Text (Tab
+    # delimited)" and "Unicode Text" are .txt files whose lines hold tabs (or --delimiter says)
+    first_line = text.partition("\n")[0]
+    if p.suffix.lower() == ".txt" and delimiter is None and "\t" not in first_line:
         rows = [{"path": ln.strip(), "_line": i, "_cells": {}}
                 for i, ln in enumerate(text.splitlines(), 1) if ln.strip() and not ln.startswith("#")]
         cat = Catalogue(str(p), [], path_column, "\n", enc)

@@ -284,23 +284,27 @@ def test_extending_tells_a_file_still_missing_from_one_gone_since(scans, tmp_pat
 
 
 def test_export_writes_the_header_back_as_written_and_refuses_to_cut_a_cell(scans, tmp_path, ckpt):
-    """Excel's trailing ';;' (empty header cells) and a repeated name are named for the
-    manifest ('column 4', 'Titel (2)') and written back as they were; a cell longer than a
-    workbook cell holds is refused for .xlsx rather than cut."""
+    """An empty header cell over cells, and a repeated name, are named for the manifest
+    ('column 3', 'Titel (2)') and written back as they were; Excel's trailing ';' (no header,
+    no cells) is no column (named by its place, it became another when a column was inserted);
+    a cell longer than a workbook cell holds is refused for .xlsx rather than cut."""
     cat = scans / "cat.csv"
-    cat.write_text("path;Titel;Titel;\nb.png;Hof;" + "lang " * 8000 + ";\nc.png;Tor;;\n",
+    cat.write_text("path;Titel;;Titel;\nb.png;Hof;x;" + "lang " * 8000 + ";\nc.png;Tor;;;\n",
                    encoding="utf-8")
     man, out = tmp_path / "m.parquet", tmp_path / "out"
     r = run_cli("scan", cat, "-o", man, "-q")
-    assert r.returncode == 0 and "header cell 4 '' named 'column 4'" in r.stderr, r.stderr
+    assert r.returncode == 0 and "header cell 3 '' named 'column 3'" in r.stderr, r.stderr
+    assert "header cell 4 'Titel' named 'Titel (2)'" in r.stderr
+    assert "header cell 5 is empty and so is every cell under it (a trailing separator): not a column" in r.stderr
+    assert "column 5" not in pq.read_table(man).column_names
     assert run_cli("run", "--manifest", man, "-o", out, "--size", "32", "-q", "--checkpoint",
                    ckpt).returncode == 0
     assert run_cli("export", out, tmp_path / "e.csv").returncode == 0
     with open(tmp_path / "e.csv", newline="", encoding="utf-8-sig") as f:
         head, *rows = list(csv.reader(f, delimiter=";"))
-    assert head[:4] == ["path", "Titel", "Titel", ""] and head[4] == "status"
-    assert [x[:2] for x in rows] == [["b.png", "Hof"], ["c.png", "Tor"]]
-    assert rows[0][2] == "lang " * 8000  # whole in CSV
+    assert head[:4] == ["path", "Titel", "", "Titel"] and head[4] == "status"
+    assert [x[:3] for x in rows] == [["b.png", "Hof", "x"], ["c.png", "Tor", ""]]
+    assert rows[0][3] == "lang " * 8000  # whole in CSV
     r = run_cli("export", out, tmp_path / "e.xlsx")
     assert r.returncode == 2 and "row 1's 'Titel' holds 40,000 characters" in r.stderr, r.stderr
     assert "export to .csv" in r.stderr and not (tmp_path / "e.xlsx").exists()
@@ -372,6 +376,24 @@ def test_export_to_parquet_is_one_table_after_the_catalogue_gained_a_column(scan
     assert t.column("Fotograf").to_pylist() == ["Łęcka", "", "Nowak", "Łęcka"]
     assert t.column("Inventarnr").to_pylist() == ["A-1", "A-2", "A-3", "A-4"]  # the catalogue's order
     assert str(t.schema.field("width").type) == "int64" and set(t.column("status").to_pylist()) == {"ok"}
+    # typed before any review too: a nightly load's schema does not change with the first verdict
+    types = {f.name: str(f.type) for f in t.schema}
+    assert [types[c] for c in ("output_record", "verdict", "review_note", "curator_hints", "reviewed_by")] == \
+        ["string", "string", "string", "int64", "string"]
+    # a header cell repeated, or empty: a Parquet table's columns need names of their own (the
+    # CSV writes the header back as written)
+    # (and a column inserted: it takes its place in the catalogue's order, not the end)
+    (scans / "cat.csv").write_text("Inventarnr,Box,path,Fotograf,Fotograf,\nA-1,1,Müller 1.png,Łęcka,Nowak,\n"
+                                   "A-2,1,b.png,,,\nA-3,2,c.png,Nowak,,y\nA-4,2,d.png,Łęcka,,\n")
+    assert run_cli("scan", scans / "cat.csv", "-o", man, "-q", "--extend", man).returncode == 0
+    assert run_cli("export", out, tmp_path / "dup.parquet").returncode == 0
+    t = pq.read_table(tmp_path / "dup.parquet")
+    assert t.column_names[:6] == ["Inventarnr", "Box", "path", "Fotograf", "Fotograf (2)", "column 6"]
+    assert t.column("Fotograf (2)").to_pylist() == ["Nowak", "", "", ""]
+    assert t.column("Box").to_pylist() == ["1", "1", "2", "2"]  # gained after the run: exported all the same
+    assert run_cli("export", out, tmp_path / "dup.csv").returncode == 0
+    assert (tmp_path / "dup.csv").read_text(encoding="utf-8-sig").startswith(
+        "Inventarnr,Box,path,Fotograf,Fotograf,,status,")
 
 
 def test_a_central_european_catalogue_read_as_windows_1252_is_shown_and_1250_suggested(scans, tmp_path):

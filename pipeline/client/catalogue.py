@@ -175,7 +175,7 @@ def read_catalogue(path: str | os.PathLike, path_column: str | None = "path",
     d = delimiter or choose_delimiter(text, path_column or "", p.suffix.lower())
     recs = ((line + skip, cells) for line, cells in _records(text, d))
     header = next(recs, (0, []))[1]
-    cols = _header(header, p, log)
+    cols = _header(header)
     written = {c: h for c, h in zip(cols, header, strict=True) if c != h}
     path_column = path_column or (cols[0] if cols else "")
     if path_column not in cols:
@@ -194,19 +194,31 @@ def read_catalogue(path: str | os.PathLike, path_column: str | None = "path",
                     f"extra {extra!r} are not carried (quote cells that hold the separator)")
         r = {c: (cells[i] if i < len(cells) else None) for i, c in enumerate(cols)}
         rows.append({"path": (r[path_column] or "").strip(), "_line": line, "_cells": r})
+    # a last column without a header and without a cell is a trailing separator (Excel writes
+    # one after a row's last cell): nothing to carry, and a name by its place ("column 8") would
+    # move to "column 9" when a column is inserted before it
+    while cols and not header[len(cols) - 1].strip() and cols[-1] != path_column \
+            and not any(r["_cells"].get(cols[-1]) for r in rows):
+        gone = cols.pop()
+        written.pop(gone, None)
+        for r in rows:
+            r["_cells"].pop(gone, None)
+        log(f"{p}: header cell {len(cols) + 1} is empty and so is every cell under it (a "
+            "trailing separator): not a column")
+    for i, c in enumerate(cols, 1):
+        if c in written:
+            log(f"{p}: header cell {i} {written[c]!r} named {c!r}")
     return _resolved(Catalogue(str(p), cols, path_column, d, enc, written=written), rows, p, log)
 
 
-def _header(header: list[str], p: Path, log) -> list[str]:
-    """Column names as written; an empty or repeated name gets a number (and is said so)."""
+def _header(header: list[str]) -> list[str]:
+    """Column names as written; an empty or repeated name gets a number (read_catalogue says so)."""
     cols: list[str] = []
     for i, h in enumerate(header, 1):
         name = h if h.strip() else f"column {i}"
         n = 2
         while name in cols:
             name, n = f"{h} ({n})", n + 1
-        if name != h:
-            log(f"{p}: header cell {i} {h!r} named {name!r}")
         cols.append(name)
     return cols
 

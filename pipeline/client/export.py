@@ -34,24 +34,28 @@ def ooxml_escape(text: str) -> str:
     return _OOXML_ESCAPE.sub(lambda m: f"_x{ord(m.group(0)):04X}_", text)
 
 
-def export_table(out: Outdir, info: dict) -> tuple[list[str], list[list]]:
-    """(header, rows): catalogue columns as written (info: the manifest's catalogue_info), then
-    ours (renamed colorize_NAME where the catalogue has a column of that name); rows in the
-    catalogue's order (manifest.job_results)."""
+def export_table(out: Outdir, info: dict, as_written: bool = True) -> tuple[list[str], list[list]]:
+    """(header, rows): catalogue columns as written (info: the manifest's catalogue_info; not
+    as_written: an empty or repeated header cell by the name the scan gave it, "column 4",
+    "Titel (2)"), then ours (renamed colorize_NAME where the catalogue has a column of that
+    name); rows in the catalogue's order (manifest.job_results)."""
     spec = out.read_job()["spec"]
     manifest = spec["manifest"]
     t = job_results(out, manifest)
-    cat_cols = [c for c in info.get("columns", []) if stored_name(c) in t.column_names]
+    # every column of the catalogue, one it gained since these rows were written too (its cells
+    # come from the manifest, below)
+    cat_cols = list(info.get("columns", []))
     legacy = [n for n in t.column_names if n not in SCHEMA.names and n not in
               {stored_name(c) for c in cat_cols}]  # carried by an older manifest
     ours = [n for n in OURS_FIRST if n in t.column_names]
     ours += [n for n in SCHEMA.names if n not in ours]
-    written = info.get("written", {})  # an empty or repeated header cell, as it was
+    written = info.get("written", {}) if as_written else {}  # an empty or repeated header cell, as it was
     taken = set(cat_cols) | set(legacy) | set(written.values())
     header = ([written.get(c, c) for c in cat_cols] + legacy
               + [f"colorize_{n}" if n in taken else n for n in ours])
     ids = t.column("image_id").to_pylist()
-    carried = [t.column(stored_name(c)).to_pylist() for c in cat_cols]
+    carried = [t.column(stored_name(c)).to_pylist() if stored_name(c) in t.column_names
+               else [None] * len(ids) for c in cat_cols]
     current = _current_cells(out, cat_cols, ids, carried)
     # whether each output's own metadata (XMP) holds the cells it carries of these (the job's
     # metadata columns), or older ones; or whether the file is gone (one listing of images/: the
@@ -134,7 +138,9 @@ def write_parquet(path: str, header: list[str], rows: list[list], text_columns: 
     import pyarrow.parquet as pq
 
     cols = list(zip(*rows, strict=True)) if rows else [()] * len(header)
-    ours = {f"colorize_{f.name}": f.type for f in SCHEMA} | {f.name: f.type for f in SCHEMA}
+    typed = {f.name: f.type for f in SCHEMA} | {n: pa.string() for n, _ in REVIEW_COLUMNS} | {
+        "output_record": pa.string(), "curator_hints": pa.int64()}  # typed before the first review too
+    ours = {f"colorize_{n}": t for n, t in typed.items()} | typed
     arrays = [pa.array(list(c), pa.string() if i < text_columns else ours.get(header[i]))
               for i, c in enumerate(cols)]
     buf = pa.BufferOutputStream()
@@ -155,9 +161,11 @@ def export(outdir: str, dest: str, excel: bool | None = None, delimiter: str | N
     """Write the results to dest; returns what was written (rows, columns, format)."""
     out = Outdir(outdir)
     info = read_catalogue_info(out.read_job()["spec"]["manifest"])
-    header, rows = export_table(out, info)
+    # a table's columns need names of their own (pyarrow and pandas refuse a repeated one)
+    parquet = dest.lower().endswith(".parquet")
+    header, rows = export_table(out, info, as_written=not parquet)
     n_text = len(info.get("columns", []))
-    if dest.lower().endswith(".parquet"):
+    if parquet:
         write_parquet(dest, header, rows, n_text)
         return dict(rows=len(rows), header=header, format="parquet")
     xlsx = excel if excel is not None else dest.lower().endswith((".xlsx", ".xlsm"))

@@ -688,14 +688,16 @@ def _unreadable(path, e: Exception) -> ScanError:
 
 
 def _catalogue_columns(catalogues: list[Catalogue], old: pa.Table | None) -> list[str]:
-    """Every catalogue's columns in their order (the first catalogue's first), an extended
-    manifest's before them."""
+    """Every catalogue's columns in their order (the first catalogue's first), then those of an
+    extended manifest that no catalogue read now has (a column inserted since takes its place
+    in the catalogue's order, not the end)."""
     info = catalogue_info(old)
-    out = list(info.get("columns", [])) if info or old is None else [
+    was = list(info.get("columns", [])) if info or old is None else [
         c for c in old.column_names if c not in CORE_COLUMNS]  # a manifest from before 0.4
+    out: list[str] = []
     for c in catalogues:
         out += [k for k in c.columns if k not in out]
-    return out
+    return out + [k for k in was if k not in out]
 
 
 def _after(old: pa.Table | None, stems: list[str], rels: list[str]) -> tuple[int, list[str]]:

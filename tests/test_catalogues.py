@@ -355,6 +355,19 @@ def test_a_polish_catalogues_columns_are_guessed_and_an_unknown_one_is_said(scan
         assert (said in r.stdout + r.stderr) == (want == "none")
 
 
+def test_abbreviated_column_names_are_guessed_as_written_elsewhere():
+    """A collection system's export writes "Accession No." or "Inv.-Nr.": the same columns as
+    "accession no" and "inv-nr", the dots and dashes of an abbreviation aside."""
+    from pipeline.worker.writers import resolve_columns
+
+    for columns, want in ((["Accession No.", "path", "Title"], "identifier=Accession No.,title=Title"),
+                          (["INV.-NR", "Bildtitel"], "identifier=INV.-NR,title=Bildtitel"),
+                          (["Object_ID", "Caption:"], "identifier=Object_ID,title=Caption:"),
+                          (["Accession #", "Remarks"], "identifier=Accession #"),
+                          (["Nummer", "Bild"], "none")):
+        assert resolve_columns("auto", columns) == want
+
+
 def test_export_to_parquet_is_one_table_after_the_catalogue_gained_a_column(scans, tmp_path, ckpt):
     """A job grown with a catalogue that gained a column has results files that differ in
     columns (pyarrow and pandas, reading the folder, take the first file's and drop it without a

@@ -11,6 +11,7 @@ when."""
 from __future__ import annotations
 
 import io
+import re
 import struct
 import zlib
 from collections.abc import Callable
@@ -456,6 +457,13 @@ def parse_columns(spec: str) -> dict[str, str]:
     return out
 
 
+def _spelled(name: str) -> str:
+    """A column name as GUESSES compares it: case, and the dots, dashes, underscores, colons
+    and number signs of abbreviations aside ("Accession No." is "accession no", "Inv.-Nr." is
+    "inv nr", "Object_ID" is "object id")."""
+    return " ".join(re.sub(r"[._\-:#°/]+", " ", name.lower()).split())
+
+
 def record_columns(mapping: str) -> list[str]:
     """The catalogue columns an output's own metadata holds (XMP, and EXIF's rights and
     creator), as a job's mapping names them: a change to any other cell leaves the file right."""
@@ -473,9 +481,9 @@ def resolve_columns(spec: str, columns: list[str]) -> str:
         raise ValueError(f"no column {missing[0]!r} in the catalogue (columns: "
                          f"{', '.join(columns) or 'none'})")
     if spec.strip().lower() == "auto":
-        norm = {c.strip().lower(): c for c in reversed(columns)}  # the first of equals wins
+        norm = {_spelled(c): c for c in reversed(columns)}  # the first of equals wins
         for key, names in GUESSES.items():
-            hit = next((norm[n] for n in names if n in norm), None)
+            hit = next((norm[_spelled(n)] for n in names if _spelled(n) in norm), None)
             if hit is not None and hit not in chosen.values():
                 chosen[key] = hit
     return ",".join(f"{k}={v}" for k, v in chosen.items()) or "none"

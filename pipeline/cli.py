@@ -306,7 +306,10 @@ def cmd_run(a) -> int:
     before = [signal.signal(s, stop) for s in caught]
     try:
         summary = _run(a)
-        outcome = "dry_run" if a.dry_run else "nothing_to_do" if not summary.get("images") else "done"
+        # nothing to do, but a results file committed by name is unreadable: not a good night
+        # for a script that reads the exit code (3, as audit's for a job not whole)
+        outcome = ("dry_run" if a.dry_run else "damaged" if summary.get("damaged")
+                   else "nothing_to_do" if not summary.get("images") else "done")
         _write_summary(a.summary_json, a.output, outcome, summary)  # before a signal is let in
     except Exception as e:  # a monitor reads how this night's run ended, not last night's
         how = ("busy" if isinstance(e, Busy) else "unavailable" if isinstance(e, Unavailable)
@@ -319,7 +322,7 @@ def cmd_run(a) -> int:
     finally:
         for sig, was in zip(caught, before, strict=True):
             signal.signal(sig, was)
-    return 0
+    return 3 if outcome == "damaged" else 0
 
 
 def _run(a) -> dict:

@@ -147,7 +147,8 @@ def run_job(o: JobSpec, log=print, redo: tuple[dict[int, set[str]], dict] | None
             if damaged:  # committed by name, but unreadable: a rerun alone would never see it
                 log(f"but {plural(len(damaged), 'results file')} {'is' if len(damaged) == 1 else 'are'}"
                     f" damaged (shard {', '.join(map(str, damaged))}): colorize run -o {outdir} --repair")
-            return {"pending_shards": 0, "ok": 0, "error": 0, "skipped": 0, "images": 0}
+            return {"pending_shards": 0, "ok": 0, "error": 0, "skipped": 0, "images": 0,
+                    "damaged": damaged}
         with make_client(o, spec["device"], external) as client:
             from pipeline.worker.shard import ShardJob  # imports torch: only where shards are made
 

@@ -694,25 +694,8 @@ def cmd_audit(a) -> int:
     if r["ok"]:
         print(f"audit {r['verdict']}: {line}; {plural(len(r['nearly_gray']), 'nearly gray output')} "
               f"for review; {_report_in(r, a.outdir)}")
-        if r.get("copies"):
-            n = sum(len(g) for g in r["copies"])
-            print(f"{n} images are copies of another (the same bytes, "
-                  f"{plural(len(r['copies']), 'group')}, e.g. {' = '.join(r['copies'][0][:2])}): "
-                  "each was colorized; audit.json lists them (copies)")
-        if old := r["record_outdated"]:
-            print(f"{plural(len(old), 'output')} {'carries' if len(old) == 1 else 'carry'} older "
-                  f"catalogue cells than the manifest (a catalogue corrected and scanned again); "
-                  f"the export has the new ones; redo to update the files' XMP: colorize run -o "
-                  f"{a.outdir} --redo PATH (listed in {a.outdir}/audit.json, record_outdated)")
-        if r["skipped"]:
-            from pipeline.client.audit import redo_skipped_advice
-
-            print(f"{plural(len(r['skipped']), 'image')} skipped as colour. {redo_skipped_advice(a.outdir)}")
-        if r["errors"]:
-            from pipeline.client.audit import redo_errors_advice
-
-            print(f"{plural(len(r['errors']), 'image')} could not be colorized (reasons in the "
-                  f"report). {redo_errors_advice(a.outdir)}")
+        for said in _audit_notes(r, a.outdir):
+            print(said)
         if note:
             print(note)
         return 0
@@ -727,6 +710,36 @@ def cmd_audit(a) -> int:
         print(note, file=sys.stderr)
     print(_audit_advice(a.outdir, r["problems"]) + f"; {_report_in(r, a.outdir)}", file=sys.stderr)
     return 1
+
+
+def _audit_notes(r: dict, outdir: str) -> list[str]:
+    """What a passed audit found that deserves a look, each with what to do about it."""
+    out = []
+    if r.get("copies"):
+        n = sum(len(g) for g in r["copies"])
+        out.append(f"{n} images are copies of another (the same bytes, "
+                   f"{plural(len(r['copies']), 'group')}, e.g. {' = '.join(r['copies'][0][:2])}): "
+                   "each was colorized; audit.json lists them (copies)")
+    if old := r["record_outdated"]:
+        out.append(f"{plural(len(old), 'output')} {'carries' if len(old) == 1 else 'carry'} older "
+                   f"catalogue cells than the manifest (a catalogue corrected and scanned again); "
+                   f"the export has the new ones; redo to update the files' XMP: colorize run -o "
+                   f"{outdir} --redo PATH (listed in {outdir}/audit.json, record_outdated)")
+    if r["skipped"]:
+        from pipeline.client.audit import redo_skipped_advice
+
+        out.append(f"{plural(len(r['skipped']), 'image')} skipped as colour. {redo_skipped_advice(outdir)}")
+    if n := len(r.get("gone") or ()):
+        out.append(f"the original{'' if n == 1 else 's'} of {plural(n, 'image')} {'is' if n == 1 else 'are'} "
+                   "gone (the last scan did not find it: renamed, moved, removed, or a catalogue row "
+                   "corrected): kept, counted apart, 'gone' in the export's source_state (audit.json "
+                   "lists them: gone)")
+    if r["errors"]:
+        from pipeline.client.audit import redo_errors_advice
+
+        out.append(f"{plural(len(r['errors']), 'image')} could not be colorized (reasons in the "
+                   f"report). {redo_errors_advice(outdir)}")
+    return out
 
 
 def _report_in(r: dict, outdir: str) -> str:

@@ -113,6 +113,15 @@ def _outdated_records(t, ok_rows: list[dict], carried: list[str], mapping: str) 
             if r["image_id"] in now and any(now[r["image_id"]][c] != r[c] for c in names)]
 
 
+def _gone(man_t) -> set[str]:
+    """Ids of rows whose original the last scan did not find (renamed, removed, a catalogue row
+    corrected to another file): kept, and counted apart (an error there is nothing to mend)."""
+    if "source_state" not in man_t.column_names:
+        return set()
+    return {i for i, st in zip(man_t.column("image_id").to_pylist(),
+                               man_t.column("source_state").to_pylist(), strict=True) if st == "gone"}
+
+
 def _input_problems(manifest: str, res: list[dict], progress: bool) -> list[dict]:
     """The originals are still there and unchanged since they were colorized."""
     problems: list[dict] = []
@@ -174,15 +183,17 @@ def audit(outdir: str | Store | Outdir, quick: bool = False, check_inputs: bool 
         return {"image_id": r["image_id"], "source_path": r["source_path"], "error": r["error"],
                 **{k: r[k] for k in carried}}
 
-    errors = [listed(r) for r in res if r["status"] == "error"]
-    skipped = [listed(r) for r in res if r["status"] == "skipped"]
+    gone_ids = _gone(man_t)
+    gone = [listed(r) for r in res if r["image_id"] in gone_ids]
+    errors = [listed(r) for r in res if r["status"] == "error" and r["image_id"] not in gone_ids]
+    skipped = [listed(r) for r in res if r["status"] == "skipped" and r["image_id"] not in gone_ids]
     report = {
         "outdir": out.url, "ok": not problems and not pending, "quick": quick,
         "check_inputs": check_inputs, "manifest_rows": len(man), "result_rows": len(res),
         "pending_images": sum(pending.values()), "pending_shards": len(pending),
         "counts": {s: status_counts.get(s, 0) for s in results.STATUSES},
         "problems": problems, "problem_counts": dict(Counter(p["kind"] for p in problems)),
-        "errors": errors, "skipped": skipped, "nearly_gray": grayish, "carried": carried,
+        "errors": errors, "skipped": skipped, "gone": gone, "nearly_gray": grayish, "carried": carried,
         "foreign_files": foreign, "renamed_outputs": renamed, "redone": redone, "redo_pending": sorted(redo_pending),
         "committed_shards": len(committed), "review": review_counts(od, res),
         "shards": len(shards), "stopped": last_stop(od),

@@ -67,14 +67,29 @@ def export_table(out: Outdir, info: dict, as_written: bool = True) -> tuple[list
               else "current" if all(c[k] == o[k] for c, o in pairs) else "outdated"
               for k, (st, p) in enumerate(zip(t.column("status").to_pylist(),
                                               t.column("output_path").to_pylist(), strict=True))]
-    columns = current + [t.column(n).to_pylist() for n in legacy + ours] + [record]
-    header.append("colorize_output_record" if "output_record" in taken else "output_record")
+    columns = current + [t.column(n).to_pylist() for n in legacy + ours] + [record, _source_states(manifest, ids)]
+    header += [f"colorize_{n}" if n in taken else n for n in ("output_record", "source_state")]
     # the curator's review (colorize review): verdict, note, how many hints, by whom, when
     state = state_of(out)
     for name, get in REVIEW_COLUMNS:
         header.append(f"colorize_{name}" if name in taken else name)
         columns.append([get(state.get(i)) if i in state else None for i in ids])
     return header, [list(r) for r in zip(*columns, strict=True)] if columns else []
+
+
+def _source_states(manifest: str, ids: list[str]) -> list[str | None]:
+    """Per image, 'gone' where the last scan into the manifest did not find its original
+    (renamed, moved, deleted, or a catalogue row since corrected to another file): its row and
+    output stay, and a database keyed by accession number must not take it for the current
+    record beside the renamed file's. None otherwise (and for a manifest made before the column was)."""
+    from pipeline.client.manifest import read_manifest
+
+    try:
+        m = read_manifest(manifest, columns=["image_id", "source_state"])
+    except Exception:  # noqa: BLE001 - a manifest moved, gone, or from before the column
+        return [None] * len(ids)
+    state = dict(zip(m.column("image_id").to_pylist(), m.column("source_state").to_pylist(), strict=True))
+    return [state.get(i) for i in ids]
 
 
 def _current_cells(out: Outdir, cat_cols: list[str], ids: list[str], carried: list[list]) -> list[list]:
@@ -139,7 +154,7 @@ def write_parquet(path: str, header: list[str], rows: list[list], text_columns: 
 
     cols = list(zip(*rows, strict=True)) if rows else [()] * len(header)
     typed = {f.name: f.type for f in SCHEMA} | {n: pa.string() for n, _ in REVIEW_COLUMNS} | {
-        "output_record": pa.string(), "curator_hints": pa.int64()}  # typed before the first review too
+        "output_record": pa.string(), "source_state": pa.string(), "curator_hints": pa.int64()}  # typed before the first review too
     ours = {f"colorize_{n}": t for n, t in typed.items()} | typed
     arrays = [pa.array(list(c), pa.string() if i < text_columns else ours.get(header[i]))
               for i, c in enumerate(cols)]

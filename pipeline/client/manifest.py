@@ -270,7 +270,7 @@ def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int = 64
     real, rels = [real[i] for i in order], [rels[i] for i in order]
     old = read_manifest(extend) if extend else None
     if old is not None:
-        real, rels = _extend(old, extend, real, rels, found, log)
+        real, rels, old = _extend(old, extend, real, rels, found, log)
         shard_size = int((old.schema.metadata or {}).get(b"shard_size", shard_size))
     columns = _catalogue_columns(found.catalogues, old)
     if old is not None and found.catalogues:
@@ -299,6 +299,7 @@ def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int = 64
         cols[k] = [p[k] for p in probes]
     cols["xmp_sidecar"] = pa.array([_stored(p["xmp_sidecar"], output, relative) for p in probes],
                                    pa.string())
+    cols["source_state"] = pa.array([None] * len(real), pa.string())
     cols["catalogue_order"] = pa.array([None if by_path[r].get("_order") is None
                                         else by_path[r]["_order"] + found.order_offset
                                         for r in real], pa.int64())
@@ -521,9 +522,10 @@ def catalogue_info(manifest: pa.Table | pa.Schema | None) -> dict:
 
 
 def _extend(old: pa.Table, extend: str, real: list[str], rels: list[str], found: ScanReport,
-            log) -> tuple[list[str], list[str]]:
+            log) -> tuple[list[str], list[str], pa.Table]:
     """The files an earlier manifest does not hold (its rows stay as they are); what changed
-    and what is gone is noted in `found` and said."""
+    and what is gone is noted in `found` and said, and the gone rows say so in the manifest
+    (source_state, for the export and the audit)."""
     known = {_key(extend, p) for p in old.column("path").to_pylist()}
     # gone: not found now, or named by the catalogue but no longer on disk (renamed, deleted)
     absent = {r["path"] if is_url(r["path"]) else _real(r["path"]) for r in found.missing}
@@ -545,7 +547,14 @@ def _extend(old: pa.Table, extend: str, real: list[str], rels: list[str], found:
     if found.gone:  # renamed, moved or deleted: their outputs and rows stay as they were
         log(f"gone since: {', '.join(found.gone[:5])}{' ...' if len(found.gone) > 5 else ''} "
             "(--report lists them; a renamed file is also among the new)")
-    return [real[i] for i in keep], [rels[i] for i in keep]
+    return [real[i] for i in keep], [rels[i] for i in keep], _put(old, "source_state", _states(old, extend, found))
+
+
+def _states(old: pa.Table, manifest: str, found: ScanReport) -> pa.Array:
+    """An earlier manifest's source_state as this scan finds it: 'gone', or None (found again)."""
+    gone = set(found.gone)
+    return pa.array(["gone" if _key(manifest, p) in gone else None
+                     for p in old.column("path").to_pylist()], pa.string())
 
 
 def _key(manifest: str, stored: str) -> str:

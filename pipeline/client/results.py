@@ -11,7 +11,7 @@ import pyarrow as pa
 # xmp_sidecar: the XMP file beside the picture (stored as `path` is), merged into its outputs.
 PROBED = ["size_bytes", "width", "height", "mode", "format", "frames", "scan_error"]
 CORE_COLUMNS = ["image_id", "shard", "path", "rel_path", "out_stem", *PROBED, "catalogue_order",
-                "xmp_sidecar"]
+                "xmp_sidecar", "source_state"]
 STATUSES = ("ok", "error", "skipped")
 SCHEMA = pa.schema([
     ("image_id", pa.string()),

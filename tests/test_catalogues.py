@@ -340,10 +340,20 @@ def test_this_months_catalogue_alone_puts_its_records_after_the_old(scans, tmp_p
     assert run_cli("scan", scans / "jan.csv", "-o", man, "-q").returncode == 0
     Image.new("L", (20, 20), 9).save(scans / "d.png")
     (scans / "feb.csv").write_text("path,acc\nd.png,A-4\n")
-    assert run_cli("scan", scans / "feb.csv", "-o", man, "-q").returncode == 0  # extended
+    r = run_cli("scan", scans / "feb.csv", "-o", man)  # extended
+    assert r.returncode == 0 and "2 files done before, 1 new, 0 changed, 0 gone" in r.stderr, r.stderr
     t = pq.read_table(man).to_pylist()
+    assert {x["source_state"] for x in t} == {None}  # January's files were not looked for: not gone
     order = sorted((x["catalogue_order"], x["acc"]) for x in t)
     assert [a for _, a in order] == ["A-3", "A-2", "A-4"]
+    # with the folder: January's files keep January's cells, and are not called uncatalogued
+    r = run_cli("scan", scans, scans / "feb.csv", "-o", man, "--report", tmp_path / "r.csv")
+    assert r.returncode == 0, r.stderr
+    assert ("2 files done before are in no catalogue read now: each keeps the cells an earlier "
+            "catalogue gave it") in r.stderr
+    assert f"1 file found but not in the catalogue (colorized, with no catalogue columns): {scans / 'Müller 1.png'}" in r.stderr
+    assert {Path(x["path"]).name: x["acc"] for x in pq.read_table(man).to_pylist()} == {
+        "b.png": "A-2", "c.png": "A-3", "d.png": "A-4", "Müller 1.png": None}
 
 
 def test_a_polish_catalogues_columns_are_guessed_and_an_unknown_one_is_said(scans, tmp_path, ckpt):

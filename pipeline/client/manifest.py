@@ -270,7 +270,7 @@ def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int = 64
     real, rels = [real[i] for i in order], [rels[i] for i in order]
     old = read_manifest(extend) if extend else None
     if old is not None:
-        real, rels, old = _extend(old, extend, real, rels, found, log)
+        real, rels, old = _extend(old, extend, real, rels, found, log, _looked_at(sources, by_path))
         shard_size = int((old.schema.metadata or {}).get(b"shard_size", shard_size))
     columns = _catalogue_columns(found.catalogues, old)
     if old is not None and found.catalogues:
@@ -373,6 +373,8 @@ class ScanReport:
 
     catalogues: list[Catalogue] = field(default_factory=list)
     uncatalogued: list[str] = field(default_factory=list)  # in a folder, in no catalogue
+    # extending: of those, files done before: their rows keep the cells an earlier catalogue gave
+    unlisted_before: list[str] = field(default_factory=list)
     missing: list[dict] = field(default_factory=list)  # catalogue rows whose file is not there
     duplicates: list[tuple[dict, dict]] = field(default_factory=list)  # (kept, repeated) rows
     changed: list[str] = field(default_factory=list)  # extending: in the old manifest, size differs
@@ -414,6 +416,11 @@ class ScanReport:
         if self.uncatalogued:
             out.append(f"{_n(len(self.uncatalogued), 'file')} found but not in the catalogue "
                        f"(colorized, with no catalogue columns): {some(self.uncatalogued)}")
+        if self.unlisted_before:
+            out.append(f"{_n(len(self.unlisted_before), 'file')} done before {'is' if len(self.unlisted_before) == 1 else 'are'} "
+                       "in no catalogue read now: each keeps the cells an earlier catalogue gave it "
+                       "(a catalogue of new records alone leaves the earlier ones as they were; "
+                       f"--report lists them: 'unlisted'): {some(self.unlisted_before)}")
         if self.missing:
             out.append(f"{_n(len(self.missing), 'catalogue row')} "
                        f"{'names' if len(self.missing) == 1 else 'name'} a file that is not there "
@@ -443,6 +450,7 @@ class ScanReport:
     def write_csv(self, path: str | os.PathLike) -> int:
         """One line per mismatch (kind, path, catalogue, line, other line); returns the count."""
         rows = [("uncatalogued", p, "", "", "") for p in self.uncatalogued]
+        rows += [("unlisted", p, "", "", "") for p in self.unlisted_before]
         rows += [("not_a_picture", p, "", "", "") for p in self.others]
         rows += [("unusable", p, why, "", "") for p, why in self.unusable]
         rows += [("colorize_output", p, "", "", "") for p in self.ours]
@@ -521,8 +529,27 @@ def catalogue_info(manifest: pa.Table | pa.Schema | None) -> dict:
     return json.loads(meta.get(b"catalogue", b"{}"))
 
 
+def _looked_at(sources, by_path: dict[str, dict]):
+    """Whether this scan looked where a file is (by its key): a file it found or a catalogue
+    row named, or one under a folder (or URL prefix) it walked or a glob it matched. A file of
+    an earlier manifest that it did not look for (this month's catalogue alone) is not gone."""
+    import fnmatch
+
+    folders, globs = [], []
+    for src in map(str, sources):
+        if is_url(src):
+            if Path(src).suffix.lower() not in LIST_EXTS:
+                (globs if any(c in src for c in "*?[") else folders).append(src.rstrip("/") + "/")
+        elif Path(src).is_dir():
+            folders.append(os.path.join(_real(src), ""))
+        elif any(c in src for c in "*?[") and not Path(src).is_file():
+            globs.append(os.path.join(_real(os.path.dirname(src) or "."), os.path.basename(src)))
+    return lambda key: (key in by_path or any(key.startswith(f) for f in folders)
+                        or any(fnmatch.fnmatch(key, g.rstrip("/")) for g in globs))
+
+
 def _extend(old: pa.Table, extend: str, real: list[str], rels: list[str], found: ScanReport,
-            log) -> tuple[list[str], list[str], pa.Table]:
+            log, looked=lambda key: True) -> tuple[list[str], list[str], pa.Table]:
     """The files an earlier manifest does not hold (its rows stay as they are); what changed
     and what is gone is noted in `found` and said, and the gone rows say so in the manifest
     (source_state, for the export and the audit)."""
@@ -534,7 +561,10 @@ def _extend(old: pa.Table, extend: str, real: list[str], rels: list[str], found:
     before = old.select(["path", "size_bytes"]).to_pydict()
     never = {_key(extend, p) for p, n in zip(before["path"], before["size_bytes"], strict=True)
              if n is None} & absent
-    found.gone = sorted(((known - set(real)) | (known & absent)) - never)
+    found.gone = sorted({k for k in (known - set(real)) if looked(k)} | (known & absent) - never)
+    if found.catalogues:  # files done before that no catalogue read now lists: not "no columns"
+        found.unlisted_before = [p for p in found.uncatalogued if _real(p) in known]
+        found.uncatalogued = [p for p in found.uncatalogued if _real(p) not in known]
     found.changed = _changed(old, extend, set(real))
     keep = [i for i, r in enumerate(real) if r not in known]
     still = f", {len(never)} still missing" if never else ""
@@ -547,14 +577,19 @@ def _extend(old: pa.Table, extend: str, real: list[str], rels: list[str], found:
     if found.gone:  # renamed, moved or deleted: their outputs and rows stay as they were
         log(f"gone since: {', '.join(found.gone[:5])}{' ...' if len(found.gone) > 5 else ''} "
             "(--report lists them; a renamed file is also among the new)")
-    return [real[i] for i in keep], [rels[i] for i in keep], _put(old, "source_state", _states(old, extend, found))
+    return [real[i] for i in keep], [rels[i] for i in keep], _put(old, "source_state",
+                                                                  _states(old, extend, found, looked))
 
 
-def _states(old: pa.Table, manifest: str, found: ScanReport) -> pa.Array:
-    """An earlier manifest's source_state as this scan finds it: 'gone', or None (found again)."""
+def _states(old: pa.Table, manifest: str, found: ScanReport, looked) -> pa.Array:
+    """An earlier manifest's source_state as this scan finds it: 'gone', None (found), or as
+    it was where this scan did not look (this month's catalogue alone)."""
     gone = set(found.gone)
-    return pa.array(["gone" if _key(manifest, p) in gone else None
-                     for p in old.column("path").to_pylist()], pa.string())
+    was = (old.column("source_state").to_pylist() if "source_state" in old.column_names
+           else [None] * old.num_rows)
+    keys = [_key(manifest, p) for p in old.column("path").to_pylist()]
+    return pa.array(["gone" if k in gone else None if looked(k) else w
+                     for k, w in zip(keys, was, strict=True)], pa.string())
 
 
 def _key(manifest: str, stored: str) -> str:

@@ -55,9 +55,14 @@ def planned(state: dict, picked: dict[int, set[str]], options: dict,
         for iid in ids:  # a later redo adds to an image's options (its hints stay with --recolor)
             o = state["overrides"].setdefault(iid, {})
             o.update(options)
-            o.update((per_image or {}).get(iid, {}))
+            own = dict((per_image or {}).get(iid, {}))
+            if own.get("recolor_by") and o.get("recolor") and "recolor_by" not in o:
+                del own["recolor_by"]  # --recolor asked for before the hints: it stays theirs
+            o.update(own)
             if "hints" in o and not o["hints"]:
-                del o["hints"]  # hints taken back: the image is as the job makes it again
+                del o["hints"]  # hints taken back: the image is as the job makes it again,
+                if o.pop("recolor_by", None):  # skipped as colour too, where the hints coloured it
+                    o.pop("recolor", None)
     return state
 
 
@@ -164,7 +169,8 @@ def hinted(outdir: Outdir, keep: bool = True) -> tuple[dict[int, set[str]], dict
             continue
         picked.setdefault(int(r["shard"]), set()).add(r["image_id"])
         # hints on an image skipped as colour (a toned print misjudged): the curator wants it coloured
-        per_image[r["image_id"]] = {"hints": want, **({"recolor": True} if want and r["status"] == "skipped" else {})}
+        per_image[r["image_id"]] = {"hints": want, **({"recolor": True, "recolor_by": "hints"}
+                                                      if want and r["status"] == "skipped" else {})}
         if keep and r["status"] == "ok" and not r.get("hints_digest"):
             outdir.keep_automatic(r["output_path"])
     return picked, per_image

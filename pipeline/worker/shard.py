@@ -79,9 +79,11 @@ class ShardJob(ImageStages):
             flow = _Flow(self, pool, wanted, options or {})
             setup = flow.run(rows)
         out = flow.out
+        before: dict[str, dict] = {}
         if only is not None:
             for r in Outdir(self.outdir).read_shard(shard).to_pylist():
-                out.setdefault(r["image_id"], r)  # first row wins: duplicates collapse
+                before.setdefault(r["image_id"], r)  # first row wins: duplicates collapse
+                out.setdefault(r["image_id"], r)
         carried = [f for f in table.schema if f.name not in CORE_COLUMNS]
         final = []
         for row in rows:  # manifest order, exactly one result per row
@@ -91,10 +93,21 @@ class ShardJob(ImageStages):
             final.append(r)
         sealed = Outdir(self.outdir).write_shard(shard, final, carried)
         done = [r for r in final if wanted(r["image_id"])]
+        _aside_unclaimed(Outdir(self.outdir), before, done)
         counts = {s: sum(r["status"] == s for r in done) for s in results.STATUSES}
         return {"shard": shard, "images": len(done), **counts, "results_sha256": sealed,
                 "seconds": time.perf_counter() - t0, "setup_s": setup, "finished": time.time(),
                 "worker": f"{socket.gethostname()}:{os.getpid()}", "peak_rss_mb": peak_rss_mb()}
+
+
+def _aside_unclaimed(outdir: Outdir, before: dict[str, dict], done: list[dict]) -> None:
+    """A redone image whose new row claims no output, or another, leaves its earlier output
+    claimed by no row (hints taken from a print skipped as colour: skipped again): moved aside
+    to quarantine/ (ours, never deleted), after the commit; a kill before leaves it for --repair."""
+    for r in done:
+        old = (before.get(r["image_id"]) or {}).get("output_path")
+        if old and old != r.get("output_path") and outdir.store.exists(old):
+            outdir.quarantine(old)
 
 
 class _Flow:

@@ -850,6 +850,25 @@ def test_the_bundled_samples_reviewed_with_the_shipped_weights(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+def test_restart_says_the_hints_it_leaves_for_a_hinted_run(job, tmp_path):
+    """--restart colours every image as the job does: the curator's hints stay in reviews/, and
+    the run says so, with the command that colours them with their hints again."""
+    from pipeline.client.outdir import Outdir
+    from pipeline.client.state import check_or_write_job
+
+    out = fresh_copy(job, tmp_path)
+    ids = sorted(results(out))
+    j = reviews.Journal(out, "curator")
+    j.record(ids[0], "hints", [{"x": 5, "y": 5, "L": 50, "a": 20, "b": 20}])
+    j.record(ids[1], "verdict", "accepted")
+    j.close()
+    said = []
+    check_or_write_job(Outdir(str(out)), json.loads((out / "job.json").read_text())["spec"], True, said.append)
+    assert (f"--restart: 1 image has a curator's hints (kept in reviews/): this run colours them as "
+            f"the job does; colour them with their hints again after it: colorize run -o {out} --hinted") in said
+    assert len(reviews.Journal(out).state()[ids[0]]["hints"]) == 1  # kept
+
+
 def test_a_hint_outside_its_image_and_a_run_from_before_hint_models_still_audit_and_export(job, tmp_path):
     out = fresh_copy(job, tmp_path)
     ids = sorted(results(out))

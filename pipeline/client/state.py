@@ -161,6 +161,12 @@ def check_or_write_job(outdir: Outdir, spec: dict, restart: bool, log=print) -> 
             outdir.write_job(old)
         return fp
     if restart:
+        from pipeline.client.reviews import state_of
+
+        if hinted := sum(1 for v in state_of(outdir).values() if v.get("hints")):
+            log(f"--restart: {plural(hinted, 'image')} {'has' if hinted == 1 else 'have'} a curator's "
+                "hints (kept in reviews/): this run colours them as the job does; colour them "
+                f"with their hints again after it: colorize run -o {outdir.url} --hinted")
         left, moved = discard(outdir, spec.get("manifest"))
         if left or moved:
             log(f"--restart: {plural(left, 'file')} in images/ that colorize did not write left "

@@ -44,6 +44,8 @@ class Parser(argparse.ArgumentParser):
                 close = difflib.get_close_matches(tok.split("=")[0].replace("_", "-"), known, n=1)
                 if tok.startswith("-") and close:
                     hints.append(f"{tok}: did you mean {close[0]}?")
+                elif tok.endswith(".parquet") and "--manifest" in known:  # `run m.parquet -o OUT`
+                    hints.append(f"a manifest is named with --manifest {tok}")
             if hints:
                 message += " (" + "; ".join(hints) + ")"
         prog, cmd = self.prog, getattr(self, "command", None)
@@ -874,10 +876,13 @@ COMMANDS = {
         "options (keys as the long flags). Rerunning resumes.",
     ),
     "export": (
-        "write the results as CSV or .xlsx for the archive's database",
+        "write the results as CSV, .xlsx or .parquet for the archive's database",
         "One line per image: the catalogue's columns first, in its order and as written, then "
-        "the result's. CSV in UTF-8 with a BOM and the catalogue's own separator (what Excel "
-        "opens right), or a real workbook for a .xlsx name or --excel.",
+        "the result's (output_record: current, outdated or missing; source_state: gone where "
+        "the last scan did not find the original). CSV in UTF-8 with a BOM and the catalogue's "
+        "own separator (what Excel opens right), a real workbook for a .xlsx name or --excel, "
+        "or one Parquet table for a .parquet name (typed; a repeated header cell by the name "
+        "the scan gave it).",
     ),
     "status": (
         "shards and images done, from the results alone",
@@ -1006,7 +1011,7 @@ def _add_run(sub) -> None:
 def _add_export(sub) -> None:
     s = _command(sub, "export", cmd_export)
     s.add_argument("outdir", metavar="OUTDIR")
-    s.add_argument("dest", metavar="RESULTS.csv|RESULTS.xlsx")
+    s.add_argument("dest", metavar="RESULTS.csv|RESULTS.xlsx|RESULTS.parquet")
     s.add_argument("--excel", action="store_true", help="write an Excel workbook (as does a "
                    ".xlsx name)")
     s.add_argument("--delimiter", type=delimiter_arg, default=None,

@@ -50,6 +50,7 @@ def test_image_exif_rotated_comes_out_upright(tmp_path, ckpt, photo_gray):
     (["image", "IN", "o.png", "--bogus"], "unrecognized arguments"),
     (["frobnicate"], "no command 'frobnicate' (see `colorize --help`)"),
     (["staus", "out"], "no command 'staus': did you mean status?"),
+    (["run", "m.parquet", "-o", "out"], "unrecognized arguments: m.parquet (a manifest is named with --manifest m.parquet)"),
     (["status", "no/such/dir"], "no/such/dir not found: name a run's output folder (its -o OUTDIR)"),
     (["status", "IN"], "in.png is a file; name the run's output folder"),
     (["image", "IN", "/tmp/"], "/tmp/ is a folder; OUT names the file to write, e.g. /tmp/in.png"),
@@ -696,3 +697,22 @@ def test_a_results_file_deleted_or_edited_after_its_commit_is_found(tmp_path, ck
     kinds = [p["kind"] for p in report["problems"]]  # and its output, now claimed by no row
     assert kinds == ["missing_result", "stray_output"] and not report["incomplete"]
     assert main(["run", "-o", str(out), "-q"]) == 0 and main(["audit", str(out), "-q"]) == 0
+
+
+def test_ctrl_c_while_the_command_is_still_loading_is_one_line(monkeypatch, capsys):
+    """Ctrl-C in a command's first tenths of a second lands while its modules import: one line
+    and 130, as later, not a traceback (a trial pressed it at once)."""
+    import importlib.abc
+
+    import pipeline.__main__ as entry
+
+    class Interrupted(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "pipeline.cli":
+                raise KeyboardInterrupt
+            return None
+
+    monkeypatch.delitem(sys.modules, "pipeline.cli")
+    monkeypatch.setattr(sys, "meta_path", [Interrupted(), *sys.meta_path])
+    assert entry.main() == 130
+    assert capsys.readouterr().err == "colorize: interrupted\n"

@@ -249,7 +249,7 @@ def _dry_run(o: JobSpec, outdir: Outdir, spec: dict, sizes: dict[int, int], log,
             raise JobError(f"dry run: a real run would be refused: {refusal(outdir, job['spec'], spec)}")
         note = " (the manifest grew: the job goes on with its new shards)"
     pend = sorted(set(sizes) - committed)
-    log(f"dry run: {len(sizes)} shards, {len(sizes) - len(pend)} committed, {len(pend)} pending "
+    log(f"dry run: {plural(len(sizes), 'shard')}, {len(sizes) - len(pend)} committed, {len(pend)} pending "
         f"({sum(sizes[s] for s in pend)} of {sum(sizes.values())} images){note}")
     state = redo.planned(redo.load(outdir), *redo_req) if redo_req else redo.load(outdir)
     n_redo = sum(map(len, state["pending"].values()))  # an interrupted redo's images too

@@ -441,7 +441,7 @@ async function preview() {
   const url = URL.createObjectURL(blob);
   $("after").src = url;
   $("slider-after").src = url;
-  $("after-cap").textContent = `preview with ${n} hints (${Math.round(performance.now() - t0)} ms)` +
+  $("after-cap").textContent = `preview with ${plural(n, "hint")} (${Math.round(performance.now() - t0)} ms)` +
     " · colorize run --hinted makes it the output";
 }
 

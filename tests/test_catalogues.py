@@ -258,16 +258,17 @@ def test_a_path_cell_in_another_unicode_form_or_with_backslashes_finds_its_file(
     for p in (d / "w" / nfd, d / "w" / "Unter" / "bild.png"):
         Image.fromarray(rng.integers(0, 255, (24, 32), dtype=np.uint8)).save(p)
     cat = d / "catalogue.csv"
+    Image.fromarray(rng.integers(0, 255, (24, 32), dtype=np.uint8)).save(d / "w" / "scan_0003.tif")
     cat.write_text(f"Inventarnr;path\n0001;w/{unicodedata.normalize('NFC', 'München.png')}\n"
-                   "0002;w\\Unter\\bild.png\n", encoding="utf-8")
+                   "0002;w\\Unter\\bild.png\n0003;W\\SCAN_0003.TIF\n", encoding="utf-8")
     r = run_cli("scan", d, cat, "-o", tmp_path / "m.parquet")
     assert r.returncode == 0, r.stderr
-    assert "2 path cells matched to a file named in another Unicode form or with Windows " \
+    assert "3 path cells matched to a file named in another Unicode form or case, or with Windows " \
            "backslashes" in r.stderr
     assert "not in the catalogue" not in r.stderr and "name a file that is not there" not in r.stderr
     rows = pq.read_table(tmp_path / "m.parquet").to_pylist()
     assert sorted((Path(x["path"]).name, x["Inventarnr"], x["scan_error"]) for x in rows) == [
-        (nfd, "0001", None), ("bild.png", "0002", None)]
+        (nfd, "0001", None), ("bild.png", "0002", None), ("scan_0003.tif", "0003", None)]
     from pipeline.client import redo
 
     typed = str(d / "w" / unicodedata.normalize("NFC", "München.png"))  # as a person types it

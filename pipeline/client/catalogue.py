@@ -243,7 +243,7 @@ def _resolved(cat: Catalogue, rows: list[dict], p: Path, log) -> Catalogue:
     if respelt:
         r, found = respelt[0]
         log(f"{p}: {len(respelt)} path cell{'s' if len(respelt) > 1 else ''} matched to a file "
-            f"named in another Unicode form or with Windows backslashes (line {r['_line']}: "
+            f"named in another Unicode form or case, or with Windows backslashes (line {r['_line']}: "
             f"{r['_cells'].get(cat.path_column, r['path'])!r} is {found!r} on disk); the cells "
             "are kept as written")
     return cat
@@ -252,8 +252,9 @@ def _resolved(cat: Catalogue, rows: list[dict], p: Path, log) -> Catalogue:
 def disk_spelling(path: str, listing: dict[str, dict[str, str]]) -> str | None:
     """The file a catalogue means when its path cell names it differently from the disk: in
     another Unicode normal form (macOS writes a-umlaut as a and a combining mark, Windows and
-    most catalogues as one character), or with a Windows catalogue's backslashes. Each folder
-    is listed once (listing caches it); None when no single file matches."""
+    most catalogues as one character), with a Windows catalogue's backslashes, or in another
+    case (Windows and macOS ignore it: SCAN_0002.TIF is scan_0002.tif there). Each folder is
+    listed once (listing caches it); None when no single file matches."""
     parts = Path(path.replace("\\", "/") if os.sep == "/" else path).parts
     cur = parts[0]
     for part in parts[1:]:
@@ -265,10 +266,10 @@ def disk_spelling(path: str, listing: dict[str, dict[str, str]]) -> str | None:
                 except OSError:
                     return None
                 listing[cur] = {}
-                for n in names:  # a name two entries share in NFC matches neither
-                    key = unicodedata.normalize("NFC", n)
+                for n in names:  # a name two entries share in NFC and case matches neither
+                    key = unicodedata.normalize("NFC", n).casefold()
                     listing[cur][key] = "" if key in listing[cur] else n
-            name = listing[cur].get(unicodedata.normalize("NFC", part))
+            name = listing[cur].get(unicodedata.normalize("NFC", part).casefold())
             if not name:
                 return None
             nxt = os.path.join(cur, name)

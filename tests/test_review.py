@@ -518,6 +518,8 @@ def test_hinted_images_are_coloured_again_and_only_they(job, tmp_path):
     j.record(target, "hints", [{"x": 10, "y": 10, "L": 50, "a": 10, "b": -60}])
     j.record(ids[0], "verdict", "accepted")
     j.record(ids[1], "note", "Uniform: dunkelblau")
+    j.record(ids[3], "verdict", "rejected")
+    j.record(ids[3], "verdict", None)  # undone: no review, and no reviewer named
     j.close()
     listing = sorted(p.relative_to(out) for p in out.rglob("*"))
     r = run_cli("run", "-o", out, "--hinted", "--dry-run")  # says which, and how; changes nothing
@@ -566,6 +568,8 @@ def test_hinted_images_are_coloured_again_and_only_they(job, tmp_path):
                                                      delimiter=";")}
     assert exp[ids[0]]["verdict"] == "accepted" and exp[ids[1]]["review_note"] == "Uniform: dunkelblau"
     assert exp[target]["curator_hints"] == "1" and exp[ids[2]]["verdict"] == ""
+    assert exp[ids[0]]["reviewed_by"] == "curator" and exp[ids[0]]["reviewed_at"]
+    assert (exp[ids[3]]["verdict"], exp[ids[3]]["reviewed_by"], exp[ids[3]]["reviewed_at"]) == ("", "", "")
     # an output swapped for one made from other hints is found
     kept_state = (out / "redo.json").read_text()
     redo_state = json.loads(kept_state)

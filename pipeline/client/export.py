@@ -23,7 +23,14 @@ OURS_FIRST = ["status", "error", "output_path", "source_path", "input_kind", "no
               "height", "bits", "colorfulness", "redone"]
 REVIEW_COLUMNS = [("verdict", lambda s: s["verdict"]), ("review_note", lambda s: s["note"]),
                   ("curator_hints", lambda s: len(s["hints"] or [])),
-                  ("reviewed_by", lambda s: s["who"]), ("reviewed_at", lambda s: s["t"])]
+                  ("reviewed_by", lambda s: s["who"] if _reviewed(s) else None),
+                  ("reviewed_at", lambda s: s["t"] if _reviewed(s) else None)]
+
+
+def _reviewed(s: dict) -> bool:
+    """Whether a review says anything: a verdict, a note or hints (an undone one says nothing,
+    and names no reviewer)."""
+    return bool(s["verdict"] or (s["note"] or "").strip() or s["hints"])
 # A workbook is XML 1.0, which cannot hold these control characters even as references: OOXML
 # escapes them as _xHHHH_ (Excel shows the character again), and so it escapes the underscore of
 # a literal "_xHHHH_" in a cell, which Excel would otherwise decode. \r is kept by lxml (&#13;).

@@ -444,7 +444,8 @@ def _redo_request(a) -> tuple[dict[int, set[str]], dict]:
         if getattr(a, k) != old.get(k):
             options[k] = getattr(a, k)
             setattr(a, k, old.get(k))  # the job's fingerprint is unchanged
-    return redo.select(a.manifest, a.redo, a.redo_column), options
+    return redo.select(a.manifest, a.redo, a.redo_column,
+                       log=lambda m: print(f"colorize: {m}", file=sys.stderr)), options
 
 
 def _stop_run(outdir: str, scheduler: str | None = None, summary_json: str | None = None):
@@ -677,7 +678,8 @@ def cmd_audit(a) -> int:
                   sheet=a.sheet)
     c = r["counts"]
     line = (f"{r['manifest_rows']} manifest rows, {r['result_rows']} result rows "
-            f"({c['ok']} ok, {plural(c['error'], 'error')}, {c['skipped']} skipped)")
+            f"({c['ok']} ok, {plural(c['error'], 'error')}, {c['skipped']} skipped"
+            + (f", {len(r['gone'])} gone)" if r.get("gone") else ")"))
     note = _left_alone(r)
     if r["redone"]:
         how = [f"{n} with {k}" for k, n in sorted(r["redone"].items()) if k != "redo"]
@@ -716,6 +718,8 @@ def cmd_audit(a) -> int:
 
 def _audit_notes(r: dict, outdir: str) -> list[str]:
     """What a passed audit found that deserves a look, each with what to do about it."""
+    from pipeline.client.outdir import Outdir
+
     out = []
     if r.get("copies"):
         n = sum(len(g) for g in r["copies"])
@@ -725,8 +729,8 @@ def _audit_notes(r: dict, outdir: str) -> list[str]:
     if old := r["record_outdated"]:
         out.append(f"{plural(len(old), 'output')} {'carries' if len(old) == 1 else 'carry'} older "
                    f"catalogue cells than the manifest (a catalogue corrected and scanned again); "
-                   f"the export has the new ones; redo to update the files' XMP: colorize run -o "
-                   f"{outdir} --redo PATH (listed in {outdir}/audit.json, record_outdated)")
+                   f"the export has the new ones; to write them into the files' XMP: colorize run -o "
+                   f"{outdir} --redo {outdir}/{Outdir.AUDIT_OUTDATED}")
     if r["skipped"]:
         from pipeline.client.audit import redo_skipped_advice
 

@@ -30,7 +30,7 @@ def test_bench_measures_everything_and_appends_the_table(ckpt, tmp_path):
               naive_count=2, memory=None, append=str(md), log=said.append, net_seconds=0.3,
               shard_size=2, formats=("tiff",), compiled=False)
     # each figure is said as soon as it is measured: a run cut off by a time limit keeps them
-    assert f"net only: {r['net']:.2f} images/s; net only, compiled ..." in said
+    assert f"net only: {r['net']:.2f} images/s; I/O only ..." in said
     assert f"I/O only: {r['io']:.2f} images/s; pipeline (colorize run on a LocalCluster) ..." in said
     assert r["net"] > 0 and r["io"] > 0 and r["naive"] > 0
     d = r["runs"]["default"]

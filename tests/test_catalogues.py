@@ -144,10 +144,12 @@ def test_a_corrected_catalogue_reaches_the_manifest_on_rescan_and_the_job_goes_o
     assert exp["b.png"]["output_record"] == "current"
     r = run_cli("audit", out, "-q")
     assert r.returncode == 0 and "1 output carries older catalogue cells than the manifest" in r.stdout
+    assert f"--redo {out}/audit-outdated.txt" in r.stdout
+    assert (out / "audit-outdated.txt").read_text() == f"{scans / 'c.png'}\n"
     (scans / "list.txt").write_text("c.png\n")  # a list of paths has no cells to give
     assert run_cli("scan", scans / "list.txt", "-o", man, "-q").returncode == 0
     assert {Path(x["path"]).name: x["accession"] for x in pq.read_table(man).to_pylist()}["c.png"] == "A-2b"
-    r = run_cli("run", "-o", out, "-q", "--redo", scans / "c.png")
+    r = run_cli("run", "-o", out, "-q", "--redo", out / "audit-outdated.txt")
     assert r.returncode == 0, r.stderr
     rows = {Path(x["source_path"]).name: x for f in sorted((out / "results").glob("*.parquet"))
             for x in pq.read_table(f).to_pylist()}
@@ -158,6 +160,7 @@ def test_a_corrected_catalogue_reaches_the_manifest_on_rescan_and_the_job_goes_o
     rows = list(csv.DictReader(io.StringIO(text, newline=""), delimiter=";"))
     assert {x["output_record"] for x in rows if x["status"] == "ok"} == {"current"}
     assert "older catalogue cells" not in run_cli("audit", out, "-q").stdout
+    assert not (out / "audit-outdated.txt").exists()  # none now: the old list is gone
     (scans / "b.png").rename(scans / "b2.png")  # renamed on disk; the catalogue still names b.png
     r = run_cli("scan", scans, cat, "-o", man)
     assert "1 new, 0 changed, 1 gone" in r.stderr, r.stderr
@@ -170,8 +173,13 @@ def test_a_corrected_catalogue_reaches_the_manifest_on_rescan_and_the_job_goes_o
     # the renamed original's row says it is gone: a database keyed by accession number does not
     # take it for the current record beside the renamed file's, once that one is run
     assert (e3["b.png"]["source_state"], e3["c.png"]["source_state"]) == ("gone", "")
-    run_cli("audit", out, "-q")  # (failed: c.png's output is gone) counted apart in its report
-    assert [Path(x["source_path"]).name for x in json.loads((out / "audit.json").read_text())["gone"]] == ["b.png"]
+    r = run_cli("audit", out, "-q", "--check-inputs")  # counted apart in its report: its original
+    assert r.returncode == 1  # is not a missing input (c.png's output, deleted above, is a problem)
+    report = json.loads((out / "audit.json").read_text())
+    assert [Path(x["source_path"]).name for x in report["gone"]] == ["b.png"]
+    assert report["problem_counts"] == {"missing_output": 1}, report["problem_counts"]
+    r = run_cli("run", "-o", out, "--redo", "A-1", "--redo-column", "accession", "-q")  # nothing to redo it from
+    assert r.returncode == 2 and "every image named is gone since it was colorized" in r.stderr, r.stderr
     (scans / "b2.png").rename(scans / "b.png")  # back again: found again
     assert run_cli("scan", scans, cat, "-o", man, "-q").returncode == 0
     assert {Path(x["path"]).name: x["source_state"] for x in pq.read_table(man).to_pylist()}["b.png"] is None
@@ -355,6 +363,23 @@ def test_this_months_catalogue_alone_puts_its_records_after_the_old(scans, tmp_p
     assert f"1 file found but not in the catalogue (colorized, with no catalogue columns): {scans / 'Müller 1.png'}" in r.stderr
     assert {Path(x["path"]).name: x["acc"] for x in pq.read_table(man).to_pylist()} == {
         "b.png": "A-2", "c.png": "A-3", "d.png": "A-4", "Müller 1.png": None}
+    r = run_cli("scan", scans, scans / "feb.csv", "-o", man)  # Müller 1.png never had a row
+    assert "1 file done before is in no catalogue read now" not in r.stderr
+    assert "2 files done before are in no catalogue read now" in r.stderr, r.stderr
+    # a rename in the catalogue alone (no folder scanned): the old name is gone from the disk
+    (scans / "c.png").rename(scans / "c2.png")
+    (scans / "feb.csv").write_text("path,acc\nd.png,A-4\nc2.png,A-3\n")
+    r = run_cli("scan", scans / "feb.csv", "-o", man)
+    assert "1 new, 0 changed, 1 gone" in r.stderr, r.stderr
+    state = {Path(x["path"]).name: (x["acc"], x["source_state"]) for x in pq.read_table(man).to_pylist()}
+    assert (state["c.png"], state["c2.png"], state["b.png"]) == (("A-3", "gone"), ("A-3", None), ("A-2", None))
+    # a glob of the top folder did not look into a subfolder: its files are not gone
+    (scans / "sub").mkdir()
+    Image.new("L", (20, 20), 9).save(scans / "sub" / "e.png")
+    assert run_cli("scan", scans, "-o", man, "-q").returncode == 0
+    r = run_cli("scan", str(scans / "*.png"), "-o", man)
+    assert "0 new, 0 changed, 1 gone" in r.stderr, r.stderr  # c.png, still
+    assert {Path(x["path"]).name: x["source_state"] for x in pq.read_table(man).to_pylist()}["e.png"] is None
 
 
 def test_a_polish_catalogues_columns_are_guessed_and_an_unknown_one_is_said(scans, tmp_path, ckpt):
@@ -459,9 +484,10 @@ def test_excels_unicode_text_and_tab_delimited_txt_are_tables(scans, tmp_path):
         assert set(rows) == {"b.png", "c.png"}, rows
         assert (rows["b.png"]["Personen"], rows["b.png"]["Jahr"]) == ("Oma Käthe; Opa", "ca. 1940")
         assert (rows["c.png"]["Personen"], rows["c.png"]["Jahr"]) == ("Jean-Luc\nà Lyon", "0042")
-    (scans / "list.txt").write_text("b.png\nc.png\n")  # a list stays a list
-    r = run_cli("scan", scans / "list.txt", "-o", tmp_path / "l.parquet", "-q")
-    assert r.returncode == 0 and pq.read_table(tmp_path / "l.parquet").num_rows == 2
+    (scans / "list.txt").write_text("b.png\nc.png\n")  # a list stays a list, --delimiter or not
+    for extra in ((), ("--delimiter", ";")):
+        r = run_cli("scan", scans / "list.txt", "-o", tmp_path / "l.parquet", "-q", *extra)
+        assert r.returncode == 0 and pq.read_table(tmp_path / "l.parquet").num_rows == 2, r.stderr
     (scans / "nobom.txt").write_bytes(table.encode("utf-16-le"))
     r = run_cli("scan", scans / "nobom.txt", "-o", tmp_path / "n.parquet", "--path-column", "Datei")
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr

@@ -854,6 +854,22 @@ def test_the_bundled_samples_reviewed_with_the_shipped_weights(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+def test_hints_taken_back_take_back_only_the_recolor_they_brought():
+    """Hints on a print skipped as colour bring --recolor with them, and take it back with them;
+    a --recolor the user asked for on its own (the audit's advice for a toned print) stays."""
+    from pipeline.client.redo import planned
+
+    h = [{"x": 1, "y": 1, "L": 50, "a": 20, "b": 20}]
+    hinted = {"x": {"hints": h, "recolor": True, "recolor_by": "hints"}}
+    empty = {"overrides": {}, "pending": {}}
+    s = planned(empty, {0: {"x"}}, {}, hinted)
+    assert planned(s, {0: {"x"}}, {}, {"x": {"hints": []}})["overrides"]["x"] == {}
+    s = planned(s, {0: {"x"}}, {"recolor": True})  # asked for on its own, after the hints
+    assert planned(s, {0: {"x"}}, {}, {"x": {"hints": []}})["overrides"]["x"] == {"recolor": True}
+    s = planned(planned(empty, {0: {"x"}}, {"recolor": True}), {0: {"x"}}, {}, hinted)  # before them
+    assert planned(s, {0: {"x"}}, {}, {"x": {"hints": []}})["overrides"]["x"] == {"recolor": True}
+
+
 def test_restart_says_the_hints_it_leaves_for_a_hinted_run(job, tmp_path):
     """--restart colours every image as the job does: the curator's hints stay in reviews/, and
     the run says so, with the command that colours them with their hints again."""

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from pipeline import __version__
 from pipeline.client import ledger, redo, results
 from pipeline.client.catalogue import stored_name
-from pipeline.client.manifest import read_manifest, resolve_path
+from pipeline.client.manifest import read_manifest, resolve_path, source_states
 from pipeline.client.outdir import Outdir, Problem, last_stop, output_stems
 from pipeline.client.state import job_altered, never_started
 from pipeline.errors import plural
@@ -113,15 +113,6 @@ def _outdated_records(t, ok_rows: list[dict], carried: list[str], mapping: str) 
             if r["image_id"] in now and any(now[r["image_id"]][c] != r[c] for c in names)]
 
 
-def _gone(man_t) -> set[str]:
-    """Ids of rows whose original the last scan did not find (renamed, removed, a catalogue row
-    corrected to another file): kept, and counted apart (an error there is nothing to mend)."""
-    if "source_state" not in man_t.column_names:
-        return set()
-    return {i for i, st in zip(man_t.column("image_id").to_pylist(),
-                               man_t.column("source_state").to_pylist(), strict=True) if st == "gone"}
-
-
 def _input_problems(manifest: str, res: list[dict], progress: bool) -> list[dict]:
     """The originals are still there and unchanged since they were colorized."""
     problems: list[dict] = []
@@ -166,9 +157,11 @@ def audit(outdir: str | Store | Outdir, quick: bool = False, check_inputs: bool 
         p for p in _output_problems(od, ok_rows, quick, progress, foreign,
                                     output_stems(r["out_stem"] for r in man), renamed)
         if not (p["kind"] is Problem.STRAY_OUTPUT and os.path.splitext(p["output_path"])[0] in lost)]
+    # originals the last scan did not find: counted apart (nothing to mend; the export: 'gone')
+    gone_ids = set(source_states(spec["manifest"]))
     if check_inputs:
-        problems += _input_problems(spec["manifest"], res, progress)
-    status_counts = Counter(r["status"] for r in res)
+        problems += _input_problems(spec["manifest"], [r for r in res if r["image_id"] not in gone_ids], progress)
+    status_counts = Counter(r["status"] for r in res if r["image_id"] not in gone_ids)
     committed = ({n for n in files.values() if n is not None} & shards) - set(damaged)
     redo_state = redo.load(out)
     redo_pending, redo_problems, redone = _redo_check(redo_state, res)
@@ -183,7 +176,6 @@ def audit(outdir: str | Store | Outdir, quick: bool = False, check_inputs: bool 
         return {"image_id": r["image_id"], "source_path": r["source_path"], "error": r["error"],
                 **{k: r[k] for k in carried}}
 
-    gone_ids = _gone(man_t)
     gone = [listed(r) for r in res if r["image_id"] in gone_ids]
     errors = [listed(r) for r in res if r["status"] == "error" and r["image_id"] not in gone_ids]
     skipped = [listed(r) for r in res if r["status"] == "skipped" and r["image_id"] not in gone_ids]
@@ -241,9 +233,11 @@ def _write_reports(out: Store, report: dict, ok_rows, carried, spec, sample, she
     out.write_atomic(Outdir.AUDIT_JSON, json.dumps(report, indent=2).encode())
     # lists for `--redo LIST`: the toned prints the classifier called colour (with --recolor),
     # and the files that could not be read (once they are mended, copied back, made readable)
-    for name, rows in ((Outdir.AUDIT_SKIPPED, report["skipped"]), (Outdir.AUDIT_ERRORS, report["errors"])):
-        if rows:
-            out.write_atomic(name, "".join(f"{r['source_path']}\n" for r in rows).encode())
+    for name, paths in ((Outdir.AUDIT_SKIPPED, [r["source_path"] for r in report["skipped"]]),
+                        (Outdir.AUDIT_ERRORS, [r["source_path"] for r in report["errors"]]),
+                        (Outdir.AUDIT_OUTDATED, report["record_outdated"])):
+        if paths:
+            out.write_atomic(name, "".join(f"{p}\n" for p in paths).encode())
         elif out.exists(name):  # an earlier audit's list, all of them since redone
             out.remove(name)
     out.write_atomic(Outdir.AUDIT_HTML, _html(report, ok_rows, spec, sample, out).encode("utf-8"))

@@ -162,7 +162,7 @@ def read_catalogue(path: str | os.PathLike, path_column: str | None = "path",
     # a .txt is a list of paths, one a line; unless it is a table: Excel's "Text (Tab
     # delimited)" and "Unicode Text" are .txt files whose lines hold tabs (or --delimiter says)
     first_line = text.partition("\n")[0]
-    if p.suffix.lower() == ".txt" and delimiter is None and "\t" not in first_line:
+    if p.suffix.lower() == ".txt" and (delimiter or "\t") not in first_line:
         rows = [{"path": ln.strip(), "_line": i, "_cells": {}}
                 for i, ln in enumerate(text.splitlines(), 1) if ln.strip() and not ln.startswith("#")]
         cat = Catalogue(str(p), [], path_column, "\n", enc)

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 from pipeline.client.catalogue import stored_name
-from pipeline.client.manifest import job_results, read_catalogue_info
+from pipeline.client.manifest import job_results, read_catalogue_info, source_states
 from pipeline.client.outdir import Outdir
 from pipeline.client.results import SCHEMA
 from pipeline.client.reviews import state_of
@@ -64,6 +64,10 @@ def export_table(out: Outdir, info: dict, as_written: bool = True) -> tuple[list
     carried = [t.column(stored_name(c)).to_pylist() if stored_name(c) in t.column_names
                else [None] * len(ids) for c in cat_cols]
     current = _current_cells(out, cat_cols, ids, carried)
+    # 'gone' where the last scan did not find the original (renamed, moved, deleted, a catalogue
+    # row corrected to another file): its row and output stay, and a database keyed by accession
+    # number must not take it for the current record beside the renamed file's
+    states = source_states(manifest)
     # whether each output's own metadata (XMP) holds the cells it carries of these (the job's
     # metadata columns), or older ones; or whether the file is gone (one listing of images/: the
     # database must not link to a file not there). One word each, for a script to compare.
@@ -74,7 +78,7 @@ def export_table(out: Outdir, info: dict, as_written: bool = True) -> tuple[list
               else "current" if all(c[k] == o[k] for c, o in pairs) else "outdated"
               for k, (st, p) in enumerate(zip(t.column("status").to_pylist(),
                                               t.column("output_path").to_pylist(), strict=True))]
-    columns = current + [t.column(n).to_pylist() for n in legacy + ours] + [record, _source_states(manifest, ids)]
+    columns = current + [t.column(n).to_pylist() for n in legacy + ours] + [record, [states.get(i) for i in ids]]
     header += [f"colorize_{n}" if n in taken else n for n in ("output_record", "source_state")]
     # the curator's review (colorize review): verdict, note, how many hints, by whom, when
     state = state_of(out)
@@ -82,21 +86,6 @@ def export_table(out: Outdir, info: dict, as_written: bool = True) -> tuple[list
         header.append(f"colorize_{name}" if name in taken else name)
         columns.append([get(state.get(i)) if i in state else None for i in ids])
     return header, [list(r) for r in zip(*columns, strict=True)] if columns else []
-
-
-def _source_states(manifest: str, ids: list[str]) -> list[str | None]:
-    """Per image, 'gone' where the last scan into the manifest did not find its original
-    (renamed, moved, deleted, or a catalogue row since corrected to another file): its row and
-    output stay, and a database keyed by accession number must not take it for the current
-    record beside the renamed file's. None otherwise (and for a manifest made before the column was)."""
-    from pipeline.client.manifest import read_manifest
-
-    try:
-        m = read_manifest(manifest, columns=["image_id", "source_state"])
-    except Exception:  # noqa: BLE001 - a manifest moved, gone, or from before the column
-        return [None] * len(ids)
-    state = dict(zip(m.column("image_id").to_pylist(), m.column("source_state").to_pylist(), strict=True))
-    return [state.get(i) for i in ids]
 
 
 def _current_cells(out: Outdir, cat_cols: list[str], ids: list[str], carried: list[list]) -> list[list]:

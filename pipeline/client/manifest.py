@@ -531,8 +531,9 @@ def catalogue_info(manifest: pa.Table | pa.Schema | None) -> dict:
 
 def _looked_at(sources, by_path: dict[str, dict]):
     """Whether this scan looked where a file is (by its key): a file it found or a catalogue
-    row named, or one under a folder (or URL prefix) it walked or a glob it matched. A file of
-    an earlier manifest that it did not look for (this month's catalogue alone) is not gone."""
+    row named, or one under a folder (or URL prefix) it walked or a glob it matched. A URL of
+    an earlier manifest that it did not look for (this month's catalogue alone) is not gone (a
+    local file is asked the disk: _gone_now)."""
     import fnmatch
 
     folders, globs = [], []
@@ -544,8 +545,11 @@ def _looked_at(sources, by_path: dict[str, dict]):
             folders.append(os.path.join(_real(src), ""))
         elif any(c in src for c in "*?[") and not Path(src).is_file():
             globs.append(os.path.join(_real(os.path.dirname(src) or "."), os.path.basename(src)))
+    def matched(key: str, g: str) -> bool:  # glob's * stops at a folder (fnmatch's does not)
+        return fnmatch.fnmatch(key, g) and ("**" in g or key.count("/") == g.count("/"))
+
     return lambda key: (key in by_path or any(key.startswith(f) for f in folders)
-                        or any(fnmatch.fnmatch(key, g.rstrip("/")) for g in globs))
+                        or any(matched(key, g.rstrip("/")) for g in globs))
 
 
 def _extend(old: pa.Table, extend: str, real: list[str], rels: list[str], found: ScanReport,
@@ -561,10 +565,15 @@ def _extend(old: pa.Table, extend: str, real: list[str], rels: list[str], found:
     before = old.select(["path", "size_bytes"]).to_pydict()
     never = {_key(extend, p) for p, n in zip(before["path"], before["size_bytes"], strict=True)
              if n is None} & absent
-    found.gone = sorted({k for k in (known - set(real)) if looked(k)} | (known & absent) - never)
-    if found.catalogues:  # files done before that no catalogue read now lists: not "no columns"
-        found.unlisted_before = [p for p in found.uncatalogued if _real(p) in known]
-        found.uncatalogued = [p for p in found.uncatalogued if _real(p) not in known]
+    found.gone = sorted(_gone_now(known, set(real), absent, never, looked))
+    if found.catalogues:  # files done before, with an earlier catalogue's row, that no catalogue
+        # read now lists: they keep its cells (not "no columns")
+        order = (old.column("catalogue_order").to_pylist() if "catalogue_order" in old.column_names
+                 else [0] * old.num_rows)
+        had = {_key(extend, p) for p, o in zip(old.column("path").to_pylist(), order, strict=True)
+               if o is not None}
+        found.unlisted_before = [p for p in found.uncatalogued if _key_of(p) in had]
+        found.uncatalogued = [p for p in found.uncatalogued if _key_of(p) not in had]
     found.changed = _changed(old, extend, set(real))
     keep = [i for i, r in enumerate(real) if r not in known]
     still = f", {len(never)} still missing" if never else ""
@@ -581,14 +590,31 @@ def _extend(old: pa.Table, extend: str, real: list[str], rels: list[str], found:
                                                                   _states(old, extend, found, looked))
 
 
+def _gone_now(known: set[str], real: set[str], absent: set[str], never: set[str], looked) -> set[str]:
+    """Files of an earlier manifest gone now: a catalogue row read now names one that is not
+    there; a local file no longer exists (this month's catalogue alone still finds a rename);
+    a URL under a prefix this scan listed was not found. One still missing since the earlier
+    scan (`never`) is not gone: its error row says so, and "gone" keeps meaning a loss."""
+    out = known & absent
+    for k in known - real - absent:
+        if (looked(k) if is_url(k) else not os.path.lexists(k)):
+            out.add(k)
+    return out - never
+
+
+def _key_of(path: str) -> str:
+    """A path this scan found as by_path keys it: a URL as it is, a local path real."""
+    return path if is_url(path) else _real(path)
+
+
 def _states(old: pa.Table, manifest: str, found: ScanReport, looked) -> pa.Array:
-    """An earlier manifest's source_state as this scan finds it: 'gone', None (found), or as
-    it was where this scan did not look (this month's catalogue alone)."""
+    """An earlier manifest's source_state as this scan finds it: 'gone', None (there), or as it
+    was for a URL this scan did not list (this month's catalogue alone)."""
     gone = set(found.gone)
     was = (old.column("source_state").to_pylist() if "source_state" in old.column_names
            else [None] * old.num_rows)
     keys = [_key(manifest, p) for p in old.column("path").to_pylist()]
-    return pa.array(["gone" if k in gone else None if looked(k) else w
+    return pa.array(["gone" if k in gone else None if not is_url(k) or looked(k) else w
                      for k, w in zip(keys, was, strict=True)], pa.string())
 
 
@@ -680,6 +706,18 @@ def cells_now(manifest: str, image_ids, carried: dict[str, object]) -> dict[str,
             for n, was in carried.items()}
 
 
+def source_states(manifest: str) -> dict[str, str]:
+    """Per image id, its source_state where it has one ('gone': the last scan did not find its
+    original); {} for a manifest made before the column was, or one that cannot be read (the
+    caller that needs the manifest says so itself)."""
+    try:
+        m = read_manifest(manifest, columns=["image_id", "source_state"])
+    except ScanError:
+        return {}
+    return {i: s for i, s in zip(m.column("image_id").to_pylist(), m.column("source_state").to_pylist(),
+                                 strict=True) if s}
+
+
 def job_results(od, manifest: str) -> pa.Table:
     """A job's result rows as the export and the review page give them: of the manifest's
     shards only (a results file for another is not the job's: a copy), in the archive's own
@@ -732,16 +770,25 @@ def _unreadable(path, e: Exception) -> ScanError:
 
 
 def _catalogue_columns(catalogues: list[Catalogue], old: pa.Table | None) -> list[str]:
-    """Every catalogue's columns in their order (the first catalogue's first), then those of an
-    extended manifest that no catalogue read now has (a column inserted since takes its place
-    in the catalogue's order, not the end)."""
+    """Every catalogue's columns in their order (the first catalogue's first), and those of an
+    extended manifest: a column inserted since takes its place in the catalogue's order, not
+    the end."""
     info = catalogue_info(old)
     was = list(info.get("columns", [])) if info or old is None else [
         c for c in old.column_names if c not in CORE_COLUMNS]  # a manifest from before 0.4
-    out: list[str] = []
+    now: list[str] = []
     for c in catalogues:
-        out += [k for k in c.columns if k not in out]
-    return out + [k for k in was if k not in out]
+        now += [k for k in c.columns if k not in now]
+    if set(was) <= set(now):  # the whole catalogue read again: its order as it is now
+        return now
+    # this month's catalogue (fewer columns, some new): the earlier order stays, as a database
+    # that maps columns by place reads it; a new column goes after its neighbour in the new one
+    out = list(was)
+    for i, k in enumerate(now):
+        if k not in out:
+            prev = next((now[j] for j in range(i - 1, -1, -1) if now[j] in out), None)
+            out.insert(out.index(prev) + 1 if prev is not None else 0, k)
+    return out
 
 
 def _after(old: pa.Table | None, stems: list[str], rels: list[str]) -> tuple[int, list[str]]:

@@ -91,8 +91,8 @@ class Outdir:
     REDO = "redo.json"
     QUARANTINE = "quarantine"  # outputs --repair moved aside (ours, altered or unclaimed)
     AUDIT_JSON, AUDIT_HTML = "audit.json", "audit.html"
-    AUDIT_SKIPPED = "audit-skipped.txt"  # the skipped images' sources, one a line: a --redo list
-    AUDIT_ERRORS = "audit-errors.txt"  # the error rows' sources: a --redo list once files are mended
+    # --redo lists, a source a line: skipped; errors (once mended); XMP older than the manifest
+    AUDIT_SKIPPED, AUDIT_ERRORS, AUDIT_OUTDATED = "audit-skipped.txt", "audit-errors.txt", "audit-outdated.txt"
     PREVIEWS = "audit-previews"  # JPEG views of TIFF outputs: a browser shows no TIFF
     AUTOMATIC = "automatic"  # the automatic outputs a curator's hinted ones replaced (run --hinted)
     REVIEWS = "reviews"  # the curator's journal (client/reviews.py) and the review page's cache
@@ -201,7 +201,7 @@ class Outdir:
 
     def keep_automatic(self, rel: str) -> None:
         """Copies an output to automatic/ (once: the first, automatic one is what is kept)."""
-        dest = self.AUTOMATIC + "/" + rel.split("/", 1)[1]
+        dest = automatic_of(rel)
         if not self.store.exists(dest) and self.store.exists(rel):
             self.store.write_atomic(dest, self.store.read_bytes(rel))
 
@@ -231,6 +231,11 @@ class Outdir:
     def lock_holder(self) -> str | None:
         """Who holds the run lock (a local OUTDIR), or None: asked without taking it for long."""
         return _lock_holder(self.store, self.LOCK)
+
+
+def automatic_of(rel: str) -> str:
+    """Where automatic/ keeps the automatic output that a hinted one at rel (images/...) replaced."""
+    return Outdir.AUTOMATIC + "/" + rel.split("/", 1)[1]
 
 
 def _remove_temporaries(store: Store, subs: tuple[str, ...]) -> int:

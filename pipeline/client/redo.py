@@ -15,7 +15,7 @@ import os
 import unicodedata
 from pathlib import Path
 
-from pipeline.client.manifest import read_manifest, resolve_path
+from pipeline.client.manifest import read_manifest, resolve_path, source_states
 from pipeline.client.outdir import Outdir
 from pipeline.errors import UsageError, plural
 from pipeline.storage import Store
@@ -55,6 +55,8 @@ def planned(state: dict, picked: dict[int, set[str]], options: dict,
         for iid in ids:  # a later redo adds to an image's options (its hints stay with --recolor)
             o = state["overrides"].setdefault(iid, {})
             o.update(options)
+            if options.get("recolor"):
+                o.pop("recolor_by", None)  # asked for on its own now: it stays when hints go
             own = dict((per_image or {}).get(iid, {}))
             if own.get("recolor_by") and o.get("recolor") and "recolor_by" not in o:
                 del own["recolor_by"]  # --recolor asked for before the hints: it stays theirs
@@ -105,10 +107,12 @@ def _values(item: str, column: str | None) -> list[str]:
     return [item]
 
 
-def select(manifest: str, items: list[str], column: str | None = None) -> dict[int, set[str]]:
+def select(manifest: str, items: list[str], column: str | None = None, log=lambda m: None) -> dict[int, set[str]]:
     """The images named by --redo: by image id, by path (as scanned, relative to the archive,
     or as found from here), by output name, or by a catalogue value (an accession number) when
-    --redo-column names a catalogue column. A name that matches nothing is a mistake, said."""
+    --redo-column names a catalogue column. A name that matches nothing is a mistake, said. An
+    image whose original is gone (source_state) is left as it is, said: redone, it could only
+    become an error row (and an accession number names both a renamed file's rows)."""
     t = read_manifest(manifest).to_pylist()
     index: dict[str, set[int]] = {}
 
@@ -137,6 +141,17 @@ def select(manifest: str, items: list[str], column: str | None = None) -> dict[i
                 continue
             for i in hits:
                 picked.setdefault(int(t[i]["shard"]), set()).add(t[i]["image_id"])
+    gone = {r["image_id"]: r["path"] for r in t if r.get("source_state") == "gone"}
+    left = {sh: ids - gone.keys() for sh, ids in picked.items()}
+    if skipped := sorted(gone[i] for ids in picked.values() for i in ids & gone.keys()):
+        if not any(left.values()) and not unknown:
+            raise UsageError(f"--redo: every image named is gone since it was colorized (the last "
+                             f"scan did not find {skipped[0]!r}{' ...' if len(skipped) > 1 else ''}): "
+                             "nothing to redo")
+        log(f"--redo: {plural(len(skipped), 'image')} named {'is' if len(skipped) == 1 else 'are'} "
+            f"gone (the last scan did not find it: {skipped[0]}{' ...' if len(skipped) > 1 else ''}): left as "
+            f"{'it is' if len(skipped) == 1 else 'they are'}")
+        picked = {sh: ids for sh, ids in left.items() if ids}
     lists = [v for v in unknown if Path(v).suffix.lower() in (".txt", ".csv", ".tsv")]
     if lists:  # meant as a list of images, and there is no such file
         raise UsageError(f"--redo: list not found: {lists[0]} (a .txt of paths or ids, or a "
@@ -159,13 +174,14 @@ def hinted(outdir: Outdir, keep: bool = True) -> tuple[dict[int, set[str]], dict
     from pipeline.worker.hints import digest_of
 
     state = state_of(outdir)
+    gone = source_states(outdir.read_job()["spec"]["manifest"])  # no original to colour again
     t = outdir.read_results(columns=None)
     picked: dict[int, set[str]] = {}
     per_image: dict[str, dict] = {}
     for r in t.select([c for c in ("image_id", "shard", "status", "output_path", "hints_digest")
                        if c in t.column_names]).to_pylist():
         want = (state.get(r["image_id"]) or {}).get("hints") or []
-        if digest_of(want) == r.get("hints_digest"):
+        if digest_of(want) == r.get("hints_digest") or r["image_id"] in gone:
             continue
         picked.setdefault(int(r["shard"]), set()).add(r["image_id"])
         # hints on an image skipped as colour (a toned print misjudged): the curator wants it coloured

@@ -24,7 +24,7 @@ import threading
 from pathlib import Path
 
 from pipeline.client import reviews
-from pipeline.client.outdir import Outdir
+from pipeline.client.outdir import Outdir, automatic_of
 from pipeline.client.runview import FILTERS, RunView
 from pipeline.client.state import HINT_CHECKPOINT
 from pipeline.errors import JobError, UsageError
@@ -235,7 +235,7 @@ def _automatic(root: str, row: dict) -> str | None:
     rel = row.get("output_path") or ""
     if not row.get("hints_digest") or "/" not in rel:
         return None
-    path = os.path.realpath(os.path.join(root, Outdir.AUTOMATIC, rel.split("/", 1)[1]))
+    path = os.path.realpath(os.path.join(root, automatic_of(rel)))
     return path if path.startswith(root + os.sep) and os.path.isfile(path) else None
 
 

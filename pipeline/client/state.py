@@ -122,8 +122,8 @@ def discard(outdir: Outdir, new_manifest: str | None = None) -> tuple[int, int]:
         st.rmtree(sub)
     from pipeline.client.ledger import LEDGER
 
-    for f in (Outdir.AUDIT_JSON, Outdir.AUDIT_HTML, Outdir.AUDIT_SKIPPED, Outdir.AUDIT_ERRORS, Outdir.REDO,
-              LEDGER, *st.glob("audit-sheet-*.html")):
+    for f in (Outdir.AUDIT_JSON, Outdir.AUDIT_HTML, Outdir.AUDIT_SKIPPED, Outdir.AUDIT_ERRORS,
+              Outdir.AUDIT_OUTDATED, Outdir.REDO, LEDGER, *st.glob("audit-sheet-*.html")):
         st.remove(f)
     return left, moved
 

@@ -101,12 +101,13 @@ class ShardJob(ImageStages):
 
 
 def _aside_unclaimed(outdir: Outdir, before: dict[str, dict], done: list[dict]) -> None:
-    """A redone image whose new row claims no output, or another, leaves its earlier output
-    claimed by no row (hints taken from a print skipped as colour: skipped again): moved aside
-    to quarantine/ (ours, never deleted), after the commit; a kill before leaves it for --repair."""
+    """A redone image skipped now (hints taken from a print skipped as colour) leaves its
+    earlier output claimed by no row: moved aside to quarantine/ (ours, never deleted), after
+    the commit; a kill before leaves it for --repair. One that failed now (its original gone
+    or unreadable) keeps it in place: the audit names it, as it names the error."""
     for r in done:
         old = (before.get(r["image_id"]) or {}).get("output_path")
-        if old and old != r.get("output_path") and outdir.store.exists(old):
+        if old and r["status"] == "skipped" and outdir.store.exists(old):
             outdir.quarantine(old)
 
 

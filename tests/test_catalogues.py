@@ -409,6 +409,17 @@ def test_abbreviated_column_names_are_guessed_as_written_elsewhere():
                           (["Accession #", "Remarks"], "identifier=Accession #"),
                           (["Nummer", "Bild"], "none")):
         assert resolve_columns("auto", columns) == want
+    # a job an earlier version began (it took no accession number from "Accession No.") goes on
+    # as that job; a new one takes it
+    assert resolve_columns("auto", ["Accession No.", "Title"], before="title=Title") == "title=Title"
+    assert resolve_columns("auto", ["Accession No.", "Title"], before="none") == "identifier=Accession No.,title=Title"
+    # rights and creator named come "also": the identifier and the title are still guessed
+    cols = ["path", "Inventarnummer", "Titel", "Fotograf", "Rechte"]
+    assert resolve_columns("rights=Rechte,creator=Fotograf", cols) == \
+        "rights=Rechte,creator=Fotograf,identifier=Inventarnummer,title=Titel"
+    assert resolve_columns("rights=Rechte,creator=Fotograf", cols, before="rights=Rechte,creator=Fotograf") == \
+        "rights=Rechte,creator=Fotograf"  # as an earlier version resolved it
+    assert resolve_columns("identifier=Inventarnummer", cols) == "identifier=Inventarnummer"  # named: as named
 
 
 def test_export_to_parquet_is_one_table_after_the_catalogue_gained_a_column(scans, tmp_path, ckpt):

@@ -63,14 +63,15 @@ def shard_sizes(manifest: str) -> dict[int, int]:
     return {int(d["values"]): int(d["counts"]) for d in vc}
 
 
-def resolve_spec(o: JobSpec) -> dict:
+def resolve_spec(o: JobSpec, before: dict | None = None) -> dict:
     """The job as job.json records it: every identity field, with the device resolved, the
-    manifest's and the checkpoint's paths made absolute and their digests."""
+    manifest's and the checkpoint's paths made absolute and their digests. before: the spec
+    OUTDIR's job.json holds (its metadata columns as an earlier version resolved them)."""
     ck = resolve_checkpoint(o.checkpoint)
     shards = shard_digests(o.manifest)
     try:
-        columns = resolve_columns(o.metadata_columns,
-                                  read_catalogue_info(o.manifest).get("columns", []))
+        columns = resolve_columns(o.metadata_columns, read_catalogue_info(o.manifest).get("columns", []),
+                                  (before or {}).get("metadata_columns"))
     except ValueError as e:
         raise JobError(f"--metadata-columns: {e}") from None
     return {
@@ -118,7 +119,7 @@ def run_job(o: JobSpec, log=print, redo: tuple[dict[int, set[str]], dict] | None
     """Run (or resume) a job; returns the summary. Raises JobError for refusals. redo: images
     to colorize again inside the job (shard -> ids) and the options for them alone (redo.py)."""
     outdir = Outdir(o.output)
-    spec = resolve_spec(o)
+    spec = resolve_spec(o, outdir.read_job()["spec"] if outdir.has_job() else None)
     _say_unnamed(o, spec["metadata_columns"], log)
     sizes = shard_sizes(o.manifest)
     check_outdir_apart(outdir.store, o.manifest)

@@ -470,9 +470,19 @@ def record_columns(mapping: str) -> list[str]:
     return list(dict.fromkeys(parse_columns(mapping).values()))
 
 
-def resolve_columns(spec: str, columns: list[str]) -> str:
+def resolve_columns(spec: str, columns: list[str], before: str | None = None) -> str:
     """The job's mapping as written into job.json: the user's, checked against the catalogue's
-    columns, or for 'auto' the columns guessed by name ('none': no catalogue fields)."""
+    columns, with the identifier and title guessed by name ('auto', or a spec that names only
+    rights and creator: they come "also"); 'none': no catalogue fields. before: the mapping an
+    existing job recorded; where an earlier version resolved this spec so (it guessed without
+    an abbreviation's dots, and not beside rights and creator), the job goes on as it was."""
+    now = _resolve(spec, columns, legacy=False)
+    if before is not None and before != now and before == _resolve(spec, columns, legacy=True):
+        return before
+    return now
+
+
+def _resolve(spec: str, columns: list[str], legacy: bool) -> str:
     if spec.strip().lower() == "none":
         return "none"
     chosen = parse_columns(spec)
@@ -480,10 +490,12 @@ def resolve_columns(spec: str, columns: list[str]) -> str:
     if missing:
         raise ValueError(f"no column {missing[0]!r} in the catalogue (columns: "
                          f"{', '.join(columns) or 'none'})")
-    if spec.strip().lower() == "auto":
-        norm = {_spelled(c): c for c in reversed(columns)}  # the first of equals wins
+    spelled = (lambda n: n.strip().lower()) if legacy else _spelled
+    guess = spec.strip().lower() == "auto" or (not legacy and not {"identifier", "title"} & chosen.keys())
+    if guess:
+        norm = {spelled(c): c for c in reversed(columns)}  # the first of equals wins
         for key, names in GUESSES.items():
-            hit = next((norm[_spelled(n)] for n in names if _spelled(n) in norm), None)
+            hit = next((norm[spelled(n)] for n in names if spelled(n) in norm), None)
             if hit is not None and hit not in chosen.values():
                 chosen[key] = hit
     return ",".join(f"{k}={v}" for k, v in chosen.items()) or "none"

@@ -68,6 +68,16 @@ def test_resume_continues_from_saved_step(photos, tmp_path):
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)
 
 
+def test_evaluate_on_gray_photos_alone_is_a_mistake_said_in_one_line(tmp_path, ckpt):
+    """A folder of gray photos has no true colour to score against (a trial's traceback)."""
+    from pipeline.errors import UsageError
+
+    (tmp_path / "g").mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 64), dtype=np.uint8)).save(tmp_path / "g" / "a.png")
+    with pytest.raises(UsageError, match="every photo in .* is gray: evaluate scores the colour"):
+        evaluate(ckpt, str(tmp_path / "g"), str(tmp_path / "ev"), size=32, log=lambda *_: None)
+
+
 def test_evaluate_writes_report_with_baselines(photos, tmp_path, ckpt):
     s = evaluate(ckpt, str(photos), str(tmp_path / "ev"), size=32, log=lambda *_: None)
     assert set(s) == {"model", "gray", "mean_ab", "n", "sources", "flat"}

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image, ImageOps
 
+from pipeline.errors import UsageError, plural
 from pipeline.worker.imaging import colorfulness, luminance_gray
 
 # Natural photos shipped inside the wheels of scikit-image, scikit-learn and matplotlib.
@@ -192,9 +193,12 @@ def evaluate(checkpoint: str | None, src: str, out: str, size: int = 256, max_si
     if mean_ab is None:
         mean_ab = tuple(net.ck.meta.get("train_mean_ab") or (0.0, 0.0))
     on_sheet = _sheet_choice(photos)
-    rows, sheet = [], []
+    rows, sheet, grays = [], [], 0
     for i, (p, source) in enumerate(tqdm(photos, desc="evaluate", unit="photo", leave=False)):
         ref = load_rgb(p, max_side)
+        if (ref[..., :1] == ref).all():  # no colour to compare with (its gray baseline is exact)
+            grays += 1
+            continue
         gray = scan_of(ref, FILMS[film], damage, i)
         ab_net = net.predict_ab(net_input(gray, size)[None])[0]
         outs = {
@@ -212,6 +216,11 @@ def evaluate(checkpoint: str | None, src: str, out: str, size: int = 256, max_si
                          "shadow_db": s.shadow_db})
         if i in on_sheet:
             sheet.append((ref, outs["gray"], outs["model"]))
+    if not rows:
+        raise UsageError(f"every photo in {src} is gray: evaluate scores the colour against each "
+                         "photo's own true colour (it makes the gray input itself); give it colour photos")
+    if grays:
+        log(f"{plural(grays, 'gray photo')} left out: no true colour to score against")
     table = pa.Table.from_pylist(rows)
     outdir = Path(out)
     outdir.mkdir(parents=True, exist_ok=True)

@@ -469,6 +469,19 @@ def test_the_grid_filters_sorts_and_searches_catalogue_columns(job, tmp_path):
     c = create_app(str(out), token="k").test_client()
     info = c.get("/api/info?t=k").get_json()
     assert info["columns"] == ["accession", "path", "title"]
+    # a catalogue's cells arrive in its own order (the page labels a card by the first two),
+    # not sorted by name (JSON's keys were: 'Datierung' labelled every card)
+    man = pq.read_table(json.loads((out / "job.json").read_text())["spec"]["manifest"])
+    meta = dict(man.schema.metadata)
+    meta[b"catalogue"] = json.dumps({**json.loads(meta[b"catalogue"]), "columns": ["title", "accession", "path"]})
+    pq.write_table(man.replace_schema_metadata(meta), tmp_path / "reordered.parquet")
+    spec = json.loads((out / "job.json").read_text())
+    spec["spec"]["manifest"] = str(tmp_path / "reordered.parquet")
+    (out / "job.json").write_text(json.dumps(spec))
+    c2 = create_app(str(out), token="k").test_client()
+    assert list(c2.get("/api/images?t=k").get_json()["rows"][0]["catalogue"]) == ["title", "accession", "path"]
+    first = c2.get("/api/images?t=k").get_json()["rows"][0]["image_id"]
+    assert list(c2.get(f"/api/image/{first}?t=k").get_json()["catalogue"]) == ["title", "accession", "path"]
     got = c.get("/api/images?t=k&sort=accession&desc=1").get_json()
     accs = [r["catalogue"]["accession"] for r in got["rows"]]
     assert accs == sorted(accs, reverse=True) and len(accs) == 12 and got["counts"]["not_reviewed"] == 12

@@ -102,6 +102,7 @@ def create_app(outdir: str, who: str | None = None, token: str | None = None):
     spec = od.read_job()["spec"]
     previewer = Previewer(spec.get("checkpoint"))
     app = Flask(__name__, static_folder=None)
+    app.json.sort_keys = False  # a catalogue's columns in its own order (the page labels by the first)
     app.config.update(TOKEN=token or secrets.token_urlsafe(24), JOURNAL=journal, PREVIEWER=previewer)
 
     @app.before_request

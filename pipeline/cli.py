@@ -740,6 +740,12 @@ def _audit_notes(r: dict, outdir: str) -> list[str]:
                    "gone (the last scan did not find it: renamed, moved, removed, or a catalogue row "
                    "corrected): kept, counted apart, 'gone' in the export's source_state (audit.json "
                    "lists them: gone)")
+    if folders := r.get("unread_folders"):
+        out.append(f"{plural(len(folders), 'source folder')} could not be read at the scan, so "
+                   f"none of {'its' if len(folders) == 1 else 'their'} pictures is in this job: "
+                   f"{'; '.join(folders[:3])}{' ...' if len(folders) > 3 else ''} (make "
+                   f"{'it' if len(folders) == 1 else 'them'} readable, scan again into the manifest, "
+                   f"and run: {outdir} goes on)")
     if r["errors"]:
         from pipeline.client.audit import redo_errors_advice
 

@@ -922,3 +922,34 @@ def test_an_images_folder_linked_into_the_sources_never_replaces_an_original(tmp
     r = run_cli("run", "--manifest", man, "-o", mine, "--checkpoint", ckpt, "--size", "32", "-q")
     assert r.returncode == 2 and "is not a colorize output folder (no job.json) and is not empty: " \
         "it holds images/x.png" in r.stderr, r.stderr
+
+
+def test_a_folder_the_scan_cannot_read_is_said_and_the_audit_says_so_too(tmp_path, monkeypatch):
+    """A roll's folder without read permission (as a service user finds it): os.walk skipped
+    it in silence, its pictures were in no row, and the audit passed the job as whole."""
+    from pipeline.cli import _audit_notes
+    from pipeline.client.audit import _unread_folders
+
+    box = tmp_path / "box"
+    (box / "roll04").mkdir(parents=True)
+    for p in (box / "a.png", box / "roll04" / "b.png"):
+        Image.new("L", (16, 12), 90).save(p)
+    real = os.scandir
+
+    def scandir(path="."):  # as for a user without the folder's read permission (tests run as root)
+        if str(path).endswith("roll04"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    said = []
+    t = scan([str(box)], tmp_path / "m.parquet", log=said.append, report=tmp_path / "r.csv")
+    assert [os.path.basename(p) for p in t.column("path").to_pylist()] == ["a.png"]
+    assert any("1 folder could not be read, so none of its pictures is in the manifest" in s
+               and "roll04: Permission denied" in s for s in said), said
+    assert "unread_folder" in (tmp_path / "r.csv").read_text()
+    folders = _unread_folders(pq.read_table(tmp_path / "m.parquet"))
+    assert folders == [str(box / "roll04")]
+    notes = _audit_notes({"record_outdated": [], "skipped": [], "errors": [], "unread_folders": folders}, "OUT")
+    assert notes == [f"1 source folder could not be read at the scan, so none of its pictures is in this job: "
+                     f"{box / 'roll04'} (make it readable, scan again into the manifest, and run: OUT goes on)"]

@@ -113,6 +113,12 @@ def _outdated_records(t, ok_rows: list[dict], carried: list[str], mapping: str) 
             if r["image_id"] in now and any(now[r["image_id"]][c] != r[c] for c in names)]
 
 
+def _unread_folders(man_t) -> list[str]:
+    """Folders the scan could not list (permissions): their pictures are in no row, and a job
+    that is otherwise whole must not pass for the whole archive without saying so."""
+    return json.loads((man_t.schema.metadata or {}).get(b"unread_folders", b"[]"))
+
+
 def _input_problems(manifest: str, res: list[dict], progress: bool) -> list[dict]:
     """The originals are still there and unchanged since they were colorized."""
     problems: list[dict] = []
@@ -191,7 +197,7 @@ def audit(outdir: str | Store | Outdir, quick: bool = False, check_inputs: bool 
         "shards": len(shards), "stopped": last_stop(od),
         "record_outdated": _outdated_records(man_t, ok_rows, carried,
                                                                     spec.get("metadata_columns") or "none"), "copies": _copies(res),
-        **_what_was_audited(job, quick, check_inputs),
+        **_what_was_audited(job, quick, check_inputs), "unread_folders": _unread_folders(man_t),
     }
     report["grown"] = never_started(spec, shards - committed - set(damaged)) and not redo_pending
     report["incomplete"] = incomplete(report)

@@ -114,7 +114,8 @@ def _expand(src: str, list_options: dict | None = None) -> Iterator[dict]:
         return
     p = Path(src)
     if p.is_dir():
-        for root, dirs, files in os.walk(p):
+        unread: list[OSError] = []  # a folder it cannot list: its pictures would vanish unsaid
+        for root, dirs, files in os.walk(p, onerror=unread.append):
             if Outdir.JOB in files and Outdir.RESULTS in dirs:  # a colorize OUTDIR: outputs, not scans
                 dirs[:] = []
                 yield {"_outdir": root}
@@ -128,6 +129,8 @@ def _expand(src: str, list_options: dict | None = None) -> Iterator[dict]:
                     yield {"_unusable": (path, why)} if why else {"path": path}
                 elif kind == "other":
                     yield {"_other": path}
+        for e in unread:
+            yield {"_unread_folder": (e.filename, e.strerror or type(e).__name__)}
     elif p.is_file() and p.suffix.lower() in LIST_EXTS:
         cat = read_catalogue(p, **(list_options or {}))
         yield {"_catalogue": cat}
@@ -351,7 +354,8 @@ def _metadata(sources, shard_size: int, columns: list[str], found: ScanReport,
     """The manifest's own record: its shard size, the folders scanned (a run refuses an OUTDIR
     inside them: the next scan would take the outputs for scans), and its catalogue's shape."""
     folders = [os.path.realpath(str(x)) for x in sources if not is_url(str(x)) and Path(x).is_dir()]
-    meta = {"shard_size": str(shard_size), "source_folders": json.dumps(folders)}
+    meta = {"shard_size": str(shard_size), "source_folders": json.dumps(folders),
+            "unread_folders": json.dumps([p for p, _ in found.unread_folders])}
     if columns:
         # the shape of the first catalogue with columns: a plain list of paths scanned into the
         # manifest later has none, and must not make the export comma-separated
@@ -386,6 +390,7 @@ class ScanReport:
     ours: list[str] = field(default_factory=list)  # images this tool wrote: not originals
     order_offset: int = 0  # extending with a month's catalogue alone: its records come after
     unusable: list[tuple[str, str]] = field(default_factory=list)  # (path, why) found, not a row
+    unread_folders: list[tuple[str, str]] = field(default_factory=list)  # (folder, why) not listed
     sidecars: set[str] = field(default_factory=set)  # XMP sidecars beside pictures: read with them
 
     def lines(self, limit: int = 5) -> list[str]:
@@ -408,6 +413,10 @@ class ScanReport:
         if self.unusable:
             out.append(f"{_n(len(self.unusable), 'file')} left out: " + some(
                 [f"{p}: {why}" for p, why in self.unusable]))
+        if self.unread_folders:
+            out.append(f"{_n(len(self.unread_folders), 'folder')} could not be read, so none of "
+                       "its pictures is in the manifest (make it readable and scan again; the "
+                       "audit says so until then): " + some([f"{p}: {why}" for p, why in self.unread_folders]))
         if self.others:
             exts = Counter(os.path.splitext(p)[1].lower() or "no extension" for p in self.others)
             out.append(f"{_n(len(self.others), 'file')} left out: not pictures ("
@@ -453,6 +462,7 @@ class ScanReport:
         rows += [("unlisted", p, "", "", "") for p in self.unlisted_before]
         rows += [("not_a_picture", p, "", "", "") for p in self.others]
         rows += [("unusable", p, why, "", "") for p, why in self.unusable]
+        rows += [("unread_folder", p, why, "", "") for p, why in self.unread_folders]
         rows += [("colorize_output", p, "", "", "") for p in self.ours]
         rows += [("missing", r["path"], r["_from"].path, r["_line"], "") for r in self.missing]
         rows += [("no_file", "", c.path, r["_line"], "") for c in self.catalogues for r in c.nofile]
@@ -497,6 +507,9 @@ def _collect(sources: Iterable[str], opts: dict, log) -> tuple[dict[str, dict], 
                 continue
             if "_unusable" in row:
                 report.unusable.append((shown(row["_unusable"][0]), row["_unusable"][1]))
+                continue
+            if "_unread_folder" in row:
+                report.unread_folders.append((shown(row["_unread_folder"][0]), row["_unread_folder"][1]))
                 continue
             key = row["path"] if is_url(row["path"]) else _real(row["path"])
             entry = by_path.setdefault(key, {"path": row["path"], "_cells": {}})

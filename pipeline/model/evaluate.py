@@ -216,20 +216,15 @@ def evaluate(checkpoint: str | None, src: str, out: str, size: int = 256, max_si
                          "shadow_db": s.shadow_db})
         if i in on_sheet:
             sheet.append((ref, outs["gray"], outs["model"]))
-    if not rows:
-        raise UsageError(f"every photo in {src} is gray: evaluate scores the colour against each "
-                         "photo's own true colour (it makes the gray input itself); give it colour photos")
-    if grays:
-        log(f"{plural(grays, 'gray photo')} left out: no true colour to score against")
+    _said_grays(rows, grays, src, log)
     table = pa.Table.from_pylist(rows)
     outdir = Path(out)
     outdir.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, outdir / "eval.parquet")
     methods = (*METHODS, *(f"hints_{n}" for n in hints))
-    summary = _summarise(rows, methods)
-    summary["sources"] = {src_: _summarise([r for r in rows if r["source"] == src_], methods)
-                          for src_ in sorted({r["source"] for r in rows})}
-    summary["flat"] = flat_fields(net, size)
+    summary = {**_summarise(rows, methods), "flat": flat_fields(net, size),
+               "sources": {src_: _summarise([r for r in rows if r["source"] == src_], methods)
+                           for src_ in sorted({r["source"] for r in rows})}}
     seen = "" if film == "pan" else f" Input lightness as {film} film saw each photo ({FILM_WORDS[film]})."
     if damage:
         seen += f" Old-print damage (scratches, specks, foxing, vignetting) on a share {damage:g} of the scans."
@@ -237,6 +232,15 @@ def evaluate(checkpoint: str | None, src: str, out: str, size: int = 256, max_si
     _contact_sheet(sheet).save(outdir / "contact_sheet.png")
     log((outdir / "eval.md").read_text())
     return summary
+
+
+def _said_grays(rows: list[dict], grays: int, src: str, log) -> None:
+    """Gray reference photos have no true colour to score against: left out, and said."""
+    if not rows:
+        raise UsageError(f"every photo in {src} is gray: evaluate scores the colour against each "
+                         "photo's own true colour (it makes the gray input itself); give it colour photos")
+    if grays:
+        log(f"{plural(grays, 'gray photo')} left out: no true colour to score against")
 
 
 def _sheet_choice(photos: list[tuple[str, str]]) -> set[int]:

@@ -783,7 +783,7 @@ def _audit_advice(outdir: str, problems: list[dict]) -> str:
     if "job_altered" in kinds:  # a run refuses it: nothing else is fixed before it is
         said.append(f"put back the {Outdir.JOB} the run wrote (a backup), or start over with "
                     f"`colorize run -o {outdir} --restart`")
-    if kinds - {"input_missing", "input_changed", "job_altered"}:
+    if kinds - {"input_missing", "input_changed", "input_unreadable", "job_altered"}:
         what = ("the outputs and results" if kinds & {"damaged_result", "extra_result", "altered_result",
                                                        "missing_result"} else "the outputs")
         said.append(f"fix {what} with `colorize run -o {outdir} --repair`")
@@ -797,6 +797,9 @@ def _audit_advice(outdir: str, problems: list[dict]) -> str:
     if "input_missing" in kinds:
         said.append("missing originals: put them back where the manifest says (nothing here "
                     "can restore them; their outputs are kept)")
+    if "input_unreadable" in kinds:
+        said.append("unreadable originals: give this user read permission (or mend the disk), "
+                    "then audit again")
     return "; ".join(said)
 
 

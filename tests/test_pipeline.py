@@ -352,7 +352,8 @@ def test_a_damaged_or_stray_results_file_is_named_and_repair_mends_it(archive, c
     assert main(["run", "-o", str(out), "--repair", "-q"]) == 0 and main(["audit", str(out), "-q"]) == 0
 
 
-def test_audit_of_changed_or_missing_originals_says_what_fixes_them(archive, clean_run, ckpt, tmp_path, capsys):
+def test_audit_of_changed_or_missing_originals_says_what_fixes_them(archive, clean_run, ckpt, tmp_path, capsys,
+                                                                   monkeypatch):
     """--repair rewrites outputs; it cannot bring an original back, and a changed original is
     colorized again only on request (--redo): the advice says so, and never points in a circle."""
     import shlex
@@ -364,15 +365,28 @@ def test_audit_of_changed_or_missing_originals_says_what_fixes_them(archive, cle
     out = tmp_path / "out"
     shutil.copytree(clean_run, out)
     rows = sorted(Outdir(out).read_results().to_pylist(), key=lambda r: r["source_path"])
-    stored = [r["source_path"] for r in rows if r["status"] == "ok"][:2]
+    stored = [r["source_path"] for r in rows if r["status"] == "ok"][:3]
     paths = [resolve_path(str(man), p) for p in stored]
-    originals = {p: Path(p).read_bytes() for p in paths}
+    originals = {p: Path(p).read_bytes() for p in paths[:2]}
+    import pipeline.client.audit as audit_mod
+
+    real_read = audit_mod.read_source
+
+    def read(path):  # the third unreadable to this user (tests run as root: no chmod for it)
+        if path == paths[2]:
+            raise PermissionError(13, "Permission denied", path)
+        return real_read(path)
+
     try:
         Path(paths[0]).write_bytes(originals[paths[0]] + b"\0")
         Path(paths[1]).unlink()
         capsys.readouterr()
-        assert main(["audit", str(out), "-q", "--check-inputs"]) == 1
+        with monkeypatch.context() as m:
+            m.setattr(audit_mod, "read_source", read)
+            assert main(["audit", str(out), "-q", "--check-inputs"]) == 1  # all checked, a report
         err = capsys.readouterr().err
+        assert f"input_unreadable: {stored[2]} (Permission denied)" in err
+        assert "unreadable originals: give this user read permission" in err
         assert "--repair" not in err
         assert f"1 original changed since colorized: colour again from them with `colorize run -o {out} " \
                f"--redo {shlex.quote(stored[0])}`" in err

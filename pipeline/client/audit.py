@@ -130,6 +130,10 @@ def _input_problems(manifest: str, res: list[dict], progress: bool) -> list[dict
                 problems.append(dict(kind=Problem.INPUT_MISSING, image_id=r["image_id"],
                                      source_path=r["source_path"]))
                 continue
+            except OSError as e:  # one unreadable original is its own problem: the rest are checked
+                problems.append(dict(kind=Problem.INPUT_UNREADABLE, image_id=r["image_id"],
+                                     source_path=r["source_path"], reason=e.strerror or type(e).__name__))
+                continue
             if (now := hashlib.sha256(data).hexdigest()) != r["source_sha256"]:
                 problems.append(dict(kind=Problem.INPUT_CHANGED, image_id=r["image_id"],
                                      source_path=r["source_path"], recorded_sha256=r["source_sha256"],

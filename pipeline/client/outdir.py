@@ -44,6 +44,7 @@ class Problem(str, Enum):
     REDO_NOT_RECORDED = "redo_not_recorded"  # a redone image whose row does not say so
     INPUT_MISSING = "input_missing"  # --check-inputs: the original is gone
     INPUT_CHANGED = "input_changed"  # ... or changed since it was colorized
+    INPUT_UNREADABLE = "input_unreadable"  # ... or cannot be read (permissions, an I/O error)
     HINTS_MISMATCH = "hints_mismatch"  # a hinted output not made from the hints its redo recorded
     DAMAGED_RESULT = "damaged_result"  # a shard's results file that does not read as Parquet
     EXTRA_RESULT = "extra_result"  # a results file for a shard the manifest does not have

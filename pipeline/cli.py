@@ -380,7 +380,12 @@ def _write_summary(path: str | None, outdir: str, outcome: str, summary: dict,
     known already) beside this run's."""
     if not path:
         return
-    out = {"outcome": outcome, **summary}
+    import datetime as dt
+
+    # when and by which process: a monitor tells a stale file (a run killed -9 writes none) from
+    # this night's, and a refused run's (busy) from the one that holds OUTDIR
+    out = {"outcome": outcome, "written": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+           "pid": os.getpid(), **summary}
     try:
         from pipeline.client.orchestrate import status
 

@@ -327,7 +327,11 @@ def test_a_damaged_or_stray_results_file_is_named_and_repair_mends_it(archive, c
     summ = tmp_path / "night.json"  # a plain rerun says it too, and its exit code and outcome
     assert main(["run", "-o", str(out), "-q", "--summary-json", str(summ)]) == 3
     assert "but 1 results file is damaged (shard 1): colorize run -o" in capsys.readouterr().out
-    assert json.loads(summ.read_text())["outcome"] == "damaged"
+    night = json.loads(summ.read_text())
+    assert night["outcome"] == "damaged" and night["pid"] == os.getpid()  # and when, and by whom:
+    import datetime as dt  # a monitor tells a stale file from tonight's
+
+    assert abs(dt.datetime.fromisoformat(night["written"]) - dt.datetime.now(dt.timezone.utc)).total_seconds() < 600
     assert main(["review", str(out), "--no-browser"]) == 2  # before a server that would fail
     assert "shard-00001.parquet is damaged (" in capsys.readouterr().err
     assert main(run_args(man, out, ckpt, "--repair")) == 0

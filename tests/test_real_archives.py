@@ -953,3 +953,18 @@ def test_a_folder_the_scan_cannot_read_is_said_and_the_audit_says_so_too(tmp_pat
     notes = _audit_notes({"record_outdated": [], "skipped": [], "errors": [], "unread_folders": folders}, "OUT")
     assert notes == [f"1 source folder could not be read at the scan, so none of its pictures is in this job: "
                      f"{box / 'roll04'} (make it readable, scan again into the manifest, and run: OUT goes on)"]
+    # a catalogue that names a picture in it: not "a file that is not there"
+    (box / "cat.csv").write_text("path,acc\na.png,1\nroll04/b.png,2\nroll04/gone.png,3\n")
+    real_stat = os.stat
+
+    def stat(path, *a, **k):
+        if os.path.dirname(str(path)).endswith("roll04"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_stat(path, *a, **k)
+
+    monkeypatch.setattr(os, "stat", stat)
+    said.clear()
+    scan([str(box / "cat.csv")], tmp_path / "m2.parquet", log=said.append)
+    assert any("2 catalogue rows name a file in a folder this user cannot read (permission denied" in s
+               for s in said), said
+    assert not any("a file that is not there" in s for s in said)

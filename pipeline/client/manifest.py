@@ -430,11 +430,18 @@ class ScanReport:
                        "in no catalogue read now: each keeps the cells an earlier catalogue gave it "
                        "(a catalogue of new records alone leaves the earlier ones as they were; "
                        f"--report lists them: 'unlisted'): {some(self.unlisted_before)}")
-        if self.missing:
-            out.append(f"{_n(len(self.missing), 'catalogue row')} "
-                       f"{'names' if len(self.missing) == 1 else 'name'} a file that is not there "
+        # a file in a folder this user cannot search is not "not there": say which is which
+        hidden = [r for r in self.missing if "://" not in r["path"] and _unsearchable(r["path"])]
+        gone = [r for r in self.missing if r not in hidden]
+        if gone:
+            out.append(f"{_n(len(gone), 'catalogue row')} "
+                       f"{'names' if len(gone) == 1 else 'name'} a file that is not there "
                        "(kept: each gets an error row): "
-                       + some([f"{_where(r)} {r['path']}" for r in self.missing]))
+                       + some([f"{_where(r)} {r['path']}" for r in gone]))
+        if hidden:
+            out.append(f"{_n(len(hidden), 'catalogue row')} {'names' if len(hidden) == 1 else 'name'} "
+                       "a file in a folder this user cannot read (permission denied; kept: each "
+                       "gets an error row): " + some([f"{_where(r)} {r['path']}" for r in hidden]))
         for c in self.catalogues:
             mine = [r for r in self.missing if r["_from"] is c]
             cells = [r["_cells"].get(c.path_column) or "" for r in mine]
@@ -629,6 +636,24 @@ def _states(old: pa.Table, manifest: str, found: ScanReport, looked) -> pa.Array
     keys = [_key(manifest, p) for p in old.column("path").to_pylist()]
     return pa.array(["gone" if k in gone else None if not is_url(k) or looked(k) else w
                      for k, w in zip(keys, was, strict=True)], pa.string())
+
+
+def _unsearchable(path: str) -> bool:
+    """Whether a path that does not resolve lies under a folder that exists but that this user
+    may not search (no execute or read permission): its file may well be there."""
+    d = os.path.dirname(path)
+    while d and not os.path.isdir(d):
+        parent = os.path.dirname(d)
+        if parent == d:
+            return False
+        d = parent
+    try:
+        os.stat(os.path.join(d, os.path.relpath(path, d).split(os.sep)[0]))
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def _key(manifest: str, stored: str) -> str:

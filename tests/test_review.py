@@ -822,6 +822,15 @@ def test_the_bundled_samples_reviewed_with_the_shipped_weights(tmp_path):
     r = run_cli("run", "--manifest", man, "-o", out, "--workers", "1", "-q")
     assert r.returncode == 0, r.stderr
     ids = {Path(r["source_path"]).name: i for i, r in results(out).items()}
+    # a toned print's before is the scan as it is (it was shown gray: the tone replaced unseen)
+    from pipeline.client.review import create_app
+
+    sepia = results(out)[ids["chelsea sepia.jpg"]]
+    assert sepia["input_kind"] == "toned" and sepia["status"] == "ok"
+    with Image.open(io.BytesIO(create_app(str(out), token="k").test_client().get(
+            f"/img/{ids['chelsea sepia.jpg']}/source?w=200&t=k").data)) as im:
+        rgb = np.asarray(im.convert("RGB"), float)
+    assert rgb[..., 0].mean() - rgb[..., 2].mean() > 10  # warm, as the print is
     p, url = start_server(out, "--reviewer", "curator")
     try:
         with pw.sync_playwright() as play:

@@ -471,7 +471,8 @@ def _sheet_row(r: dict, cols: list[str], spec: dict, out: Store) -> str:
     """One image: before, after (linked to a view of the output), and its record, labelled."""
     e = html.escape
     src = resolve_path(spec["manifest"], r["source_path"])
-    before = _thumb_uri(lambda src=src: read_source(src), gray=True)
+    # a toned print before as it is: the tone the colour replaced is what the reader compares
+    before = _thumb_uri(lambda src=src: read_source(src), gray=r.get("input_kind") not in ("toned", "color"))
     after = _thumb_uri(lambda rel=r["output_path"]: out.read_bytes(rel))
     view = _preview(out, r["output_path"])
     label = [(c, r[c]) for c in cols if r.get(c) not in (None, "")]

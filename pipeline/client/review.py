@@ -361,8 +361,9 @@ def _picture(root: str, view: RunView, row: dict, which: str, width: int) -> byt
         path = view.source(row["image_id"])
         key = row.get("source_sha256") or path
     # a scan skipped as a colour image is shown in its colour: whether it is a toned print
-    # after all (to hint and colour again) is what the curator judges by it
-    colour = which == "source" and row.get("status") == "skipped"
+    # after all (to hint and colour again) is what the curator judges by it; a toned print's
+    # before too, as it is: the tone the colour replaced is what the curator compares
+    colour = which == "source" and (row.get("status") == "skipped" or row.get("input_kind") in ("toned", "color"))
     name = hashlib.sha256(f"{which}:{colour}:{key}:{width}".encode()).hexdigest()[:24] + ".jpg"
     cache = Path(root) / reviews.DIR / CACHE
     if (cache / name).is_file():

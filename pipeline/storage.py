@@ -10,6 +10,7 @@ import errno
 import hashlib
 import json
 import os
+import shutil
 import threading
 import time
 import uuid
@@ -17,6 +18,10 @@ from pathlib import Path, PurePosixPath
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
+
+# A run refuses to start on a disk with less free: a shard's outputs would not fit, and it would
+# only fail at its first image (a scan of 20 MB writes a 16-bit TIFF of about as much).
+MIN_FREE = 32 << 20
 
 
 def is_url(path: str | os.PathLike) -> bool:
@@ -151,6 +156,9 @@ class Store:
                 if e.errno in (errno.EROFS, errno.ENOSPC, errno.EDQUOT):
                     raise PermissionError(e.errno, e.strerror, str(d)) from None
                 raise
+            # an empty probe fits on a full disk: room for an output or two is asked too
+            if (free := shutil.disk_usage(d).free) < MIN_FREE:
+                raise OSError(errno.ENOSPC, f"{free // 1024} KiB free, under {MIN_FREE >> 20} MiB", str(d))
 
     def rmtree(self, rel: str) -> None:
         if self.exists(rel):

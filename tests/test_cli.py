@@ -465,6 +465,26 @@ def test_a_run_stopped_by_a_full_disk_still_records_why(tmp_path, monkeypatch):
     assert not od.store.exists(RESERVE)
 
 
+def test_a_nearly_full_disk_is_one_message_before_the_run(tmp_path, photo_gray, capsys, monkeypatch):
+    """An empty probe file fits on a full disk: the room is asked too, before any worker starts
+    (a trial's run began with 32 KiB free and failed at its first image)."""
+    import collections
+    import shutil
+
+    import pipeline.storage as storage
+
+    (tmp_path / "s").mkdir()
+    Image.fromarray(photo_gray[:40, :40]).save(tmp_path / "s" / "a.png")
+    assert main(["scan", str(tmp_path / "s"), "-o", str(tmp_path / "m.parquet"), "-q"]) == 0
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(1 << 30, (1 << 30) - 32768, 32768))
+    capsys.readouterr()
+    assert main(["run", "--manifest", str(tmp_path / "m.parquet"), "-o", str(tmp_path / "out"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert f"no room for the outputs (32 KiB free, under {storage.MIN_FREE >> 20} MiB); free some space" in err, err
+    assert "nothing was started" in err and not (tmp_path / "out" / "job.json").exists()
+
+
 def test_outputs_mirror_the_tree_under_the_folder_scanned(tmp_path, capsys):
     """A box of one subfolder keeps it in the outputs' names, as next month's second will."""
     import pyarrow.parquet as pq

@@ -3,6 +3,7 @@ shards in flight on the cluster (cluster.py), the run's totals (metrics.py); and
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import os
 import time
@@ -115,6 +116,21 @@ def _say_unnamed(o: JobSpec, mapping: str, log) -> None:
             "not name their objects; say which with --metadata-columns identifier=COLUMN,title=COLUMN")
 
 
+def _writable(outdir: Outdir, create: bool) -> None:
+    """OUTDIR can take the outputs (permissions, a read-only mount, room on its disk): asked
+    before the run, one message, not a failure in every shard."""
+    try:
+        outdir.store.check_writable(create=create)
+    except PermissionError as e:
+        raise JobError(f"{e.filename} is not writable ({e.strerror}); fix its permissions "
+                       f"(e.g. chmod -R u+w {outdir.store.full('')}) or choose another OUTDIR") from None
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        raise JobError(f"{e.filename}: no room for the outputs ({e.strerror}); free some space on "
+                       "its disk, or choose another OUTDIR, and run again (nothing was started)") from None
+
+
 def run_job(o: JobSpec, log=print, redo: tuple[dict[int, set[str]], dict] | None = None) -> dict:
     """Run (or resume) a job; returns the summary. Raises JobError for refusals. redo: images
     to colorize again inside the job (shard -> ids) and the options for them alone (redo.py)."""
@@ -124,11 +140,7 @@ def run_job(o: JobSpec, log=print, redo: tuple[dict[int, set[str]], dict] | None
     sizes = shard_sizes(o.manifest)
     check_outdir_apart(outdir.store, o.manifest)
     outdir.check_ours()
-    try:
-        outdir.store.check_writable(create=not o.dry_run)
-    except PermissionError as e:
-        raise JobError(f"{e.filename} is not writable ({e.strerror}); fix its permissions "
-                       f"(e.g. chmod -R u+w {outdir.store.full('')}) or choose another OUTDIR") from None
+    _writable(outdir, create=not o.dry_run)
     if o.dry_run:
         return _dry_run(o, outdir, spec, sizes, log, redo)
     with outdir.lock(), external_client(o) as external:

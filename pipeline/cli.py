@@ -345,7 +345,8 @@ def _run(a) -> dict:
         for k in ("manifest", "checkpoint", *IDENTITY_FIELDS):
             if k not in getattr(a, "given", set()) and k in old:
                 setattr(a, k, old[k])
-        what = "starting over" if getattr(a, "restart", False) else "continuing"
+        # said before the checks that may still refuse it: what is read, not what will be done
+        what = "starting over" if getattr(a, "restart", False) else "reading"
         print(f"{what} the job recorded in {a.output}/{Outdir.JOB}", file=sys.stderr)
     if not a.manifest and a.output:
         raise UsageError(f"no job in {a.output} to continue (no {Outdir.JOB}); a new job needs "

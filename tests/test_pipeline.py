@@ -593,7 +593,7 @@ def test_outdir_alone_resumes_and_repairs(archive, clean_run, ckpt, capsys):
     """job.json holds the job: `colorize run -o OUTDIR` resumes it, `--repair` needs nothing more."""
     assert main(["run", "-o", str(clean_run), "-q"]) == 0
     cap = capsys.readouterr()
-    assert "nothing to do" in cap.out and "continuing the job recorded in" in cap.err
+    assert "nothing to do" in cap.out and "reading the job recorded in" in cap.err
     assert main(["run", "-o", str(clean_run), "--restart", "--dry-run"]) == 0  # not "continuing"
     assert capsys.readouterr().err.startswith(f"starting over the job recorded in {clean_run}/job.json")
     victim = next((clean_run / "images").rglob("*.png"))

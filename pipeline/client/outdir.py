@@ -239,6 +239,13 @@ def automatic_of(rel: str) -> str:
     return Outdir.AUTOMATIC + "/" + rel.split("/", 1)[1]
 
 
+def _why_damaged(e: Exception) -> str:
+    """Arrow's reason, less its "Could not open Parquet input source '<the path>': " (the path
+    is said already), whole: a reason cut at a length ended mid-word."""
+    first = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return first.split("': ", 1)[1] if first.startswith("Could not open") and "': " in first else first
+
+
 def _remove_temporaries(store: Store, subs: tuple[str, ...]) -> int:
     """Temporary files of interrupted atomic writes (local disks only: object stores have no
     half-written objects)."""
@@ -285,7 +292,7 @@ def _read_results(od: Outdir, columns, damaged: list[int] | None, shards: set[in
             # OSError without an errno)
             if damaged is None:
                 raise DamagedResults(
-                    f"{od.store.full(f)} is damaged ({str(e).splitlines()[0][:120]}); "
+                    f"{od.store.full(f)} is damaged ({_why_damaged(e)}); "
                     f"`colorize run -o {od} --repair` sets it aside in {od.QUARANTINE}/ "
                     "and colorizes its shard again") from None
             damaged.append(n)

@@ -582,15 +582,20 @@ def _moved_advice(outdir: str) -> str:
 
 def cmd_status(a) -> int:
     from pipeline.client.orchestrate import resume_hint, status
-    with _manifest_moved(a.outdir):
-        s = status(a.outdir)
+    try:
+        with _manifest_moved(a.outdir):
+            s = status(a.outdir)
+    except UsageError as e:  # a monitor polling before the first run reads JSON all the same
+        if a.json:
+            print(json.dumps({"state": "no_job", "reason": str(e)}))
+        raise
     if a.json:  # one object, the same keys every time; state first
         state = ("damaged" if s["damaged"] or s["extra"] else "running" if s["running"]
                  else "complete" if not (s["pending"] or s["redo_pending"])
                  else "stopped" if s["stopped"] else "grown" if s["grown"] and not s["redo_pending"]
                  else "interrupted")  # as the sentences below say it
         print(json.dumps({"state": state, **s}, default=str))
-        return 1 if state == "damaged" else 0
+        return 3 if state == "damaged" else 0  # a job not whole, as run and audit say it
     if (s["pending"] or s["redo_pending"]) and not s["running"]:  # stopped: say so first
         redo = (f", a redo of {plural(s['redo_pending'], 'image')} unfinished"
                 if s["redo_pending"] else "")
@@ -620,7 +625,7 @@ def cmd_status(a) -> int:
         print(f"{'; '.join(said)}; `colorize run -o {shlex.quote(a.outdir)} --repair` sets "
               f"{'it' if len(s['damaged']) + len(s['extra']) == 1 else 'them'} aside in "
               f"quarantine/{again}", file=sys.stderr)
-        return 1
+        return 3
     return 0
 
 

@@ -252,6 +252,9 @@ def test_rescan_into_the_same_manifest_then_rerun_just_works(tmp_path, ckpt, cap
     assert main(["audit", str(out), "-q"]) == 3
     assert "audit incomplete: the manifest grew (new scans not yet run): 7 of 8 shards committed; " \
            "run with: colorize run -o" in capsys.readouterr().out
+    capsys.readouterr()  # before the first run: still one JSON object, and exit 2
+    assert main(["status", str(tmp_path / "not-yet"), "--json"]) == 2
+    assert json.loads(capsys.readouterr().out)["state"] == "no_job"
     assert main(["status", str(out), "--json"]) == 0  # what a monitor reads
     said = json.loads(capsys.readouterr().out)
     assert (said["state"], said["committed"], said["pending"], said["images"]) == ("grown", 7, 1, 28)

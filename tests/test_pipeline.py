@@ -315,7 +315,7 @@ def test_a_damaged_or_stray_results_file_is_named_and_repair_mends_it(archive, c
     assert "fix the outputs and results with `colorize run -o" in err
     counts = json.loads((out / "audit.json").read_text())["problem_counts"]
     assert counts == {"damaged_result": 1, "extra_result": 1, "no_result": SHARD}  # no duplicates
-    assert main(["status", str(out)]) == 1
+    assert main(["status", str(out)]) == 3  # a job not whole, as run and audit say it
     o = capsys.readouterr()
     assert f"shards 8 committed, 0 pending of 9; images {34 - SHARD} ok" in o.out
     assert ("1 results file damaged (shard 1: not counted above); 1 results file for no shard of "

@@ -993,7 +993,7 @@ def _add_scan(sub) -> None:
     s = _command(sub, "scan", cmd_scan)
     s.add_argument("sources", metavar="SRC", nargs="+")
     s.add_argument("-o", "--output", required=True, metavar="MANIFEST.parquet")
-    s.add_argument("--shard-size", type=positive_int, default=64, help="images per shard")
+    s.add_argument("--shard-size", type=positive_int, default=64, help="images per shard (default 64)")
     s.add_argument("--relative", action="store_true",
                    help="store paths relative to the manifest's folder (portable manifests)")
     s.add_argument("--fresh", action="store_true",
@@ -1011,7 +1011,8 @@ def _add_scan(sub) -> None:
     s.add_argument("--report", metavar="MISMATCHES.csv", default=None,
                    help="also list every file the catalogue lacks, every row whose file is "
                    "missing and every file listed twice in this CSV")
-    s.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS)
+    s.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
+                   help=f"refuse larger images as decompression bombs (default {DEFAULT_MAX_PIXELS:,})")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 

@@ -968,3 +968,14 @@ def test_a_folder_the_scan_cannot_read_is_said_and_the_audit_says_so_too(tmp_pat
     assert any("2 catalogue rows name a file in a folder this user cannot read (permission denied" in s
                for s in said), said
     assert not any("a file that is not there" in s for s in said)
+    # a job's earlier manifest held b.png: the folder unreadable now, b.png is not recorded gone
+    monkeypatch.setattr(os, "stat", real_stat)
+    monkeypatch.setattr(os, "scandir", real)
+    scan([str(box)], tmp_path / "m3.parquet", log=said.append)
+    monkeypatch.setattr(os, "scandir", scandir)
+    monkeypatch.setattr(os, "stat", stat)
+    real_lstat = os.lstat
+    monkeypatch.setattr(os, "lstat", lambda p, *a, **k: stat(p) if "roll04" in str(p) else real_lstat(p, *a, **k))
+    t = scan([str(box)], tmp_path / "m3.parquet", log=said.append, extend=str(tmp_path / "m3.parquet"))
+    states = dict(zip(t.column("path").to_pylist(), t.column("source_state").to_pylist(), strict=True))
+    assert {os.path.basename(p): s for p, s in states.items()} == {"a.png": None, "b.png": None}

@@ -565,6 +565,7 @@ def _looked_at(sources, by_path: dict[str, dict]):
             folders.append(os.path.join(_real(src), ""))
         elif any(c in src for c in "*?[") and not Path(src).is_file():
             globs.append(os.path.join(_real(os.path.dirname(src) or "."), os.path.basename(src)))
+
     def matched(key: str, g: str) -> bool:  # glob's * stops at a folder (fnmatch's does not)
         return fnmatch.fnmatch(key, g) and ("**" in g or key.count("/") == g.count("/"))
 
@@ -619,7 +620,8 @@ def _gone_now(known: set[str], real: set[str], absent: set[str], never: set[str]
     for k in known - real - absent:
         if (looked(k) if is_url(k) else not os.path.lexists(k)):
             out.add(k)
-    return out - never
+    # a file in a folder this user cannot search may well be there: not a loss to record
+    return {k for k in out - never if is_url(k) or not _unsearchable(k)}
 
 
 def _key_of(path: str) -> str:

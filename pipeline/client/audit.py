@@ -199,8 +199,8 @@ def audit(outdir: str | Store | Outdir, quick: bool = False, check_inputs: bool 
         "foreign_files": foreign, "renamed_outputs": renamed, "redone": redone, "redo_pending": sorted(redo_pending),
         "committed_shards": len(committed), "review": review_counts(od, res),
         "shards": len(shards), "stopped": last_stop(od),
-        "record_outdated": _outdated_records(man_t, ok_rows, carried,
-                                                                    spec.get("metadata_columns") or "none"), "copies": _copies(res),
+        "record_outdated": _outdated_records(man_t, ok_rows, carried, spec.get("metadata_columns") or "none"),
+        "copies": _copies(res),
         **_what_was_audited(job, quick, check_inputs), "unread_folders": _unread_folders(man_t),
     }
     report["grown"] = never_started(spec, shards - committed - set(damaged)) and not redo_pending

@@ -31,6 +31,8 @@ def _reviewed(s: dict) -> bool:
     """Whether a review says anything: a verdict, a note or hints (an undone one says nothing,
     and names no reviewer)."""
     return bool(s["verdict"] or (s["note"] or "").strip() or s["hints"])
+
+
 # A workbook is XML 1.0, which cannot hold these control characters even as references: OOXML
 # escapes them as _xHHHH_ (Excel shows the character again), and so it escapes the underscore of
 # a literal "_xHHHH_" in a cell, which Excel would otherwise decode. \r is kept by lxml (&#13;).
@@ -149,8 +151,9 @@ def write_parquet(path: str, header: list[str], rows: list[list], text_columns: 
     import pyarrow.parquet as pq
 
     cols = list(zip(*rows, strict=True)) if rows else [()] * len(header)
+    # typed before the first review too: a nightly load's schema does not change with it
     typed = {f.name: f.type for f in SCHEMA} | {n: pa.string() for n, _ in REVIEW_COLUMNS} | {
-        "output_record": pa.string(), "source_state": pa.string(), "curator_hints": pa.int64()}  # typed before the first review too
+        "output_record": pa.string(), "source_state": pa.string(), "curator_hints": pa.int64()}
     ours = {f"colorize_{n}": t for n, t in typed.items()} | typed
     arrays = [pa.array(list(c), pa.string() if i < text_columns else ours.get(header[i]))
               for i, c in enumerate(cols)]

@@ -132,3 +132,19 @@ def test_the_srgb_profile_outputs_carry_does_not_depend_on_the_clock():
     assert other.stdout == icc.srgb()
     assert struct.unpack(">6H", icc.srgb()[24:36]) == icc.PROFILE_DATE
     assert ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(icc.srgb()))).strip()
+
+
+def test_evaluate_reads_a_reference_photo_through_its_profile(tmp_path, sepia):
+    """A museum's reference photo tagged Adobe RGB is scored as the colours it shows (read as
+    sRGB numbers it was duller than it is, and the model looked nearer to it)."""
+    from pipeline.model.evaluate import load_rgb
+
+    prof = bytes(imagecodecs.cms_profile("adobergb"))
+    adobe = np.clip(np.rint(_to(prof, sepia) * 255), 0, 255).astype(np.uint8)
+    Image.fromarray(adobe).save(tmp_path / "ref.png", icc_profile=prof)
+    srgb8 = np.clip(np.rint(sepia * 255), 0, 255).astype(np.uint8)
+    Image.fromarray(srgb8).save(tmp_path / "plain.png")
+    got = load_rgb(tmp_path / "ref.png", 512).astype(int)
+    assert np.abs(got - srgb8).max() <= 2  # its sRGB twin
+    assert np.abs(adobe.astype(int) - srgb8).max() > 8  # which its numbers as they stand are not
+    assert (load_rgb(tmp_path / "plain.png", 512) == srgb8).all()  # untagged: as it stands

@@ -51,8 +51,16 @@ def wheel_photos(dest: str | os.PathLike) -> Path:
 
 
 def load_rgb(path: str | os.PathLike, max_side: int) -> np.ndarray:
+    """A reference photo in sRGB, as a colour-managed viewer shows it: one tagged Adobe RGB read
+    as sRGB numbers scored its true colour wrong (duller, and the model's nearer to it)."""
+    from pipeline.worker import icc
+
     with Image.open(path) as im:
+        profile = im.info.get("icc_profile")
         im = ImageOps.exif_transpose(im).convert("RGB")
+    prof, _ = icc.read(profile, 3, [])  # None where it reads as sRGB (most photos): untouched
+    if prof is not None:
+        im = Image.fromarray(prof.to_srgb8(np.asarray(im)))
     s = max_side / max(im.size)
     if s < 1:
         im = im.resize((round(im.width * s), round(im.height * s)), Image.LANCZOS)

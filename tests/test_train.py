@@ -305,3 +305,24 @@ def test_simulated_hints_hold_the_true_colour_of_a_square_around_each_point():
     assert ((got - a)[m].abs() > 1e-3).any()  # and not always the cell's own value
     empty = int((~m.flatten(1).any(1)).sum())
     assert 60 <= empty <= 140, empty  # P(no point) = 1 / (8 + 1): about 100 of 900
+
+
+def test_the_wheels_set_says_which_photos_a_missing_package_leaves_out(tmp_path, monkeypatch):
+    """Without the [eval] extra the wheels set is 5 photos, not the model card's 8: said."""
+    import importlib
+
+    from pipeline.model.evaluate import wheel_photos
+
+    real = importlib.import_module
+
+    def without_sklearn(name, *a, **k):
+        if name == "sklearn":
+            raise ImportError(name)
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(importlib, "import_module", without_sklearn)
+    said = []
+    d = wheel_photos(tmp_path / "w", said.append)
+    assert said == ["sklearn is not installed: its 2 photos are left out (pip install -e .[eval])"]
+    assert not any(p.name.startswith("sklearn_") for p in d.iterdir())
+    assert any(p.name.startswith("skimage_") for p in d.iterdir())

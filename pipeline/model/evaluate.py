@@ -30,8 +30,9 @@ WHEEL_PHOTOS = {
 }
 
 
-def wheel_photos(dest: str | os.PathLike) -> Path:
-    """Copy the evaluation photos out of the installed wheels into dest; returns dest."""
+def wheel_photos(dest: str | os.PathLike, log=lambda m: None) -> Path:
+    """Copy the evaluation photos out of the installed wheels into dest; returns dest. A wheel
+    not installed is said: its photos are not in the figures (the model card's are all 8)."""
     import importlib
 
     where = {"skimage": ("skimage", "data"), "sklearn": ("sklearn", "datasets/images"),
@@ -42,8 +43,9 @@ def wheel_photos(dest: str | os.PathLike) -> Path:
         mod, sub = where[pkg]
         try:
             root = Path(importlib.import_module(mod).__file__).parent / sub
-        except ImportError:
-            continue  # scikit-learn and matplotlib are optional (`pip install -e .[eval]`)
+        except ImportError:  # scikit-learn and matplotlib are optional
+            log(f"{pkg} is not installed: its {len(names)} photos are left out (pip install -e .[eval])")
+            continue
         for n in names:
             if (root / n).is_file():
                 shutil.copyfile(root / n, dest / f"{pkg}_{n}")
@@ -106,12 +108,12 @@ FILM_WORDS = {"ortho": "orthochromatic: blind to red", "blue": "blue-sensitive"}
 FLAT_LEVELS = (60, 128, 200)
 
 
-def eval_photos(src: str, out: str) -> list[tuple[str, str]]:
+def eval_photos(src: str, out: str, log=lambda m: None) -> list[tuple[str, str]]:
     """(path, source) of the photos to score."""
     from pipeline.model.train import list_images
 
     if src == "wheels":
-        d = wheel_photos(Path(out) / "photos")
+        d = wheel_photos(Path(out) / "photos", log)
         return [(p, Path(p).name.split("_", 1)[0]) for p in list_images(d)]
     if (Path(src) / "manifest.csv").is_file():
         from pipeline.model.traindata import read_manifest
@@ -188,7 +190,7 @@ def evaluate(checkpoint: str | None, src: str, out: str, size: int = 256, max_si
     from pipeline.worker.engine import Colorizer
     from pipeline.worker.imaging import net_input
 
-    photos = eval_photos(src, out)
+    photos = eval_photos(src, out, log)
     if not photos:
         raise FileNotFoundError(f"no photos to evaluate in {src}")
     net = Colorizer(checkpoint, device=device, size=size)

@@ -51,7 +51,7 @@ def test_the_gpu_session_dry_run_trains_checkpoints_and_resumes(photos, tmp_path
     init = load_checkpoint(ckpt)  # shipped weights carry their tuned chroma gain
     save_checkpoint(tmp_path / "gained.pt", init.model, {**init.meta, "chroma_gain": 1.3})
     env = {**os.environ, "PY": sys.executable, "OUT": str(out), "PACK": str(pack), "CHECK_S": "60",
-           "TRAIN_MIN": "0.05", "TRAIN_ARGS": f"--init {tmp_path / 'gained.pt'} --batch 8 --size 24 "
+           "TRAIN_MIN": "0.1", "TRAIN_ARGS": f"--init {tmp_path / 'gained.pt'} --batch 8 --size 24 "
                                              "--every 1 --film 0.5 --damage 0.3"}
     r = subprocess.run(["bash", "jobs/gpu_session.sh"], cwd=ROOT, env=env, capture_output=True,
                        text=True, timeout=300)

@@ -93,3 +93,35 @@ def test_missing_and_foreign_checkpoints(tmp_path):
     torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="not an archive-colorizer checkpoint"):
         load_checkpoint(tmp_path / "other.pt")
+
+
+def test_the_trunk_is_torchvisions_resnet18_weight_for_weight_and_output_for_output():
+    """net.py builds the seed's trunk without importing torchvision (its models package pulls
+    in torch._dynamo at every worker's start): the same modules, keys, seeded initial weights
+    and, with the shipped weights, the same output to the bit."""
+    import torch.nn as nn
+    import torchvision
+
+    from pipeline.model.net import ColorizationNet, ModelConfig, load_checkpoint
+
+    def theirs(ch: int) -> nn.Sequential:
+        resnet = torchvision.models.resnet18(num_classes=365)
+        w = resnet.conv1.weight.sum(dim=1, keepdim=True)
+        resnet.conv1.weight = nn.Parameter(torch.cat([w, w.new_zeros((64, ch - 1, 7, 7))], dim=1))
+        return nn.Sequential(*list(resnet.children())[:6])
+
+    for ch in (1, 4):  # the seed's net and the hint-conditioned variant
+        torch.manual_seed(5)
+        a = theirs(ch).state_dict()
+        torch.manual_seed(5)
+        b = ColorizationNet(ModelConfig(in_channels=ch)).trunk.state_dict()
+        assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
+    from pathlib import Path
+
+    shipped = load_checkpoint(Path(__file__).resolve().parents[1] / "pipeline" / "weights" / "colorizer.pt").model.eval()
+    tv = ColorizationNet(ModelConfig())
+    tv.trunk = theirs(1)
+    tv.load_state_dict(shipped.state_dict())
+    x = torch.rand(2, 1, 48, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(tv.eval()(x), shipped(x))

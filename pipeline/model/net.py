@@ -13,7 +13,6 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torchvision
 
 from pipeline.client.state import resolve_checkpoint
 from pipeline.errors import CheckpointError
@@ -39,6 +38,62 @@ class ModelConfig:
         return cls(**d)
 
 
+class BasicBlock(nn.Module):
+    """torchvision's ResNet BasicBlock, the same modules under the same names (so the same
+    state_dict keys) and the same forward, op for op: the seed's trunk without importing
+    torchvision, whose models package pulls in torch._dynamo (~1.7 s at every worker's start)."""
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.downsample is not None:
+            identity = self.downsample(x)
+        out += identity
+        return self.relu(out)
+
+
+def resnet_layer(inplanes: int, planes: int, stride: int) -> nn.Sequential:
+    """One of ResNet-18's stages (two BasicBlocks), as torchvision builds it."""
+    down = (nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride=stride, bias=False), nn.BatchNorm2d(planes))
+            if stride != 1 or inplanes != planes else None)
+    return nn.Sequential(BasicBlock(inplanes, planes, stride, down), BasicBlock(planes, planes))
+
+
+def resnet18_trunk(in_channels: int, classes: int = 365) -> nn.Sequential:
+    """torchvision's resnet18(num_classes=classes) cut after layer2 (its first six children:
+    conv1, bn1, relu, maxpool, layer1, layer2), taking `in_channels` planes. Built and
+    initialised whole, in torchvision's order, so a seeded net starts from the very weights
+    torchvision's would (layer3, layer4 and fc are then dropped, as the seed drops them); the
+    seed's first conv sums the RGB filters, which is what a gray image sees."""
+    full = nn.Sequential(
+        nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
+        nn.MaxPool2d(kernel_size=3, stride=2, padding=1), resnet_layer(64, 64, 1), resnet_layer(64, 128, 2),
+        resnet_layer(128, 256, 2), resnet_layer(256, 512, 2), nn.AdaptiveAvgPool2d((1, 1)), nn.Linear(512, classes))
+    for m in full.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.constant_(m.weight, 1), nn.init.constant_(m.bias, 0)
+    trunk = full[:6]
+    w = trunk[0].weight.sum(dim=1, keepdim=True)
+    # The hint planes start with zero weights: warm-started, the variant is the seed's net.
+    extra = w.new_zeros((w.shape[0], in_channels - 1, *w.shape[2:]))
+    trunk[0].weight = nn.Parameter(torch.cat([w, extra], dim=1))
+    trunk[0].in_channels = in_channels
+    return trunk
+
+
 class ColorizationNet(nn.Module):
     """L*/100 (B, 1, H, W) -> (ab + 128) / 255 (B, 2, H, W); H and W multiples of 8. The
     hint-conditioned variant takes (B, 4, H, W): L*/100 and the hint planes."""
@@ -46,13 +101,9 @@ class ColorizationNet(nn.Module):
     def __init__(self, config: ModelConfig = ModelConfig()):
         super().__init__()
         self.config = config
-        resnet = torchvision.models.resnet18(num_classes=config.trunk_classes)
-        # One input channel: the seed sums the RGB filters, which is what a gray image sees.
-        w = resnet.conv1.weight.sum(dim=1, keepdim=True)
-        # The hint planes start with zero weights: warm-started, the variant is the seed's net.
-        extra = w.new_zeros((w.shape[0], config.in_channels - 1, *w.shape[2:]))
-        resnet.conv1.weight = nn.Parameter(torch.cat([w, extra], dim=1))
-        self.trunk = nn.Sequential(*list(resnet.children())[: config.cut_after])
+        if config.cut_after != 6:
+            raise ValueError(f"the seed's trunk is resnet18's first 6 children, not {config.cut_after}")
+        self.trunk = resnet18_trunk(config.in_channels, config.trunk_classes)
         c_in = self.trunk[-1][-1].conv2.out_channels  # 128 after layer2
         w2, w3, w4, w5 = config.widths
         self.layer2 = nn.Sequential(nn.Conv2d(c_in, w2, 3, padding=1), nn.BatchNorm2d(w2), nn.ReLU())

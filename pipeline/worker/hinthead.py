@@ -33,7 +33,6 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torchvision.models.resnet import BasicBlock
 
 from pipeline.client.state import HINT_HEAD
 from pipeline.worker.hints import (
@@ -108,8 +107,9 @@ class HintHead(nn.Module):
 def _resnet_layer2() -> nn.Sequential:
     """ResNet-18's layer2 as torchvision builds it (the same state_dict keys), without building
     (and initialising) the whole ResNet each time a head is loaded."""
-    down = nn.Sequential(nn.Conv2d(64, 128, 1, stride=2, bias=False), nn.BatchNorm2d(128))
-    return nn.Sequential(BasicBlock(64, 128, 2, down), BasicBlock(128, 128))
+    from pipeline.model.net import resnet_layer
+
+    return resnet_layer(64, 128, 2)
 
 
 class Lookup(nn.Module):

@@ -226,12 +226,12 @@ def bench(count: int = 200, width: int = 1600, height: int = 1200, size: int = 2
         net = bench_net(checkpoint, size, batch, dev, net_seconds)
         log(f"net only: {net:.2f} images/s; net only, compiled ..." if compiled  # each figure as it comes
             else f"net only: {net:.2f} images/s; I/O only ...")  # a cut-off run keeps them
-        net_c = nan
-        try:  # --no-compile: both compiled rows say nan (a compile alone takes minutes on some machines)
-            net_c = bench_net(checkpoint, size, batch, dev, net_seconds, compile=True) if compiled else nan
-        except Exception as e:  # no C++ compiler here, say: the row says n/a
-            log(f"  torch.compile failed: {type(e).__name__}: {e}")
+        net_c = nan  # --no-compile: both compiled rows say nan (a compile alone takes minutes on some machines)
         if compiled:
+            try:
+                net_c = bench_net(checkpoint, size, batch, dev, net_seconds, compile=True)
+            except Exception as e:  # no C++ compiler here, say: the row says n/a
+                log(f"  torch.compile failed: {type(e).__name__}: {e}")
             log(f"net compiled: {net_c:.2f} images/s; I/O only ...")
         io = bench_io(paths, tmp / "io", "same", threads)
         log(f"I/O only: {io:.2f} images/s; pipeline (colorize run on a LocalCluster) ...")

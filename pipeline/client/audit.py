@@ -168,7 +168,7 @@ def audit(outdir: str | Store | Outdir, quick: bool = False, check_inputs: bool 
                                     output_stems(r["out_stem"] for r in man), renamed)
         if not (p["kind"] is Problem.STRAY_OUTPUT and os.path.splitext(p["output_path"])[0] in lost)]
     # originals the last scan did not find: counted apart (nothing to mend; the export: 'gone')
-    gone_ids = set(source_states(spec["manifest"]))
+    gone_ids = set(source_states(man_t))
     if check_inputs:
         problems += _input_problems(spec["manifest"], [r for r in res if r["image_id"] not in gone_ids], progress)
     status_counts = Counter(r["status"] for r in res if r["image_id"] not in gone_ids)

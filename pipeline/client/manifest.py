@@ -550,21 +550,16 @@ def catalogue_info(manifest: pa.Table | pa.Schema | None) -> dict:
 
 
 def _looked_at(sources, by_path: dict[str, dict]):
-    """Whether this scan looked where a file is (by its key): a file it found or a catalogue
-    row named, or one under a folder (or URL prefix) it walked or a glob it matched. A URL of
-    an earlier manifest that it did not look for (this month's catalogue alone) is not gone (a
-    local file is asked the disk: _gone_now)."""
+    """Whether this scan looked where a URL is: one it found or a catalogue row named, or one
+    under a URL prefix it listed or a glob it matched. A URL of an earlier manifest that it did
+    not look for (this month's catalogue alone) is not gone; a local file is asked the disk
+    (_gone_now), which says more than where the scan looked."""
     import fnmatch
 
-    folders, globs = [], []
+    folders, globs = [], []  # URL sources alone: a local file is asked the disk (_gone_now)
     for src in map(str, sources):
-        if is_url(src):
-            if Path(src).suffix.lower() not in LIST_EXTS:
-                (globs if any(c in src for c in "*?[") else folders).append(src.rstrip("/") + "/")
-        elif Path(src).is_dir():
-            folders.append(os.path.join(_real(src), ""))
-        elif any(c in src for c in "*?[") and not Path(src).is_file():
-            globs.append(os.path.join(_real(os.path.dirname(src) or "."), os.path.basename(src)))
+        if is_url(src) and Path(src).suffix.lower() not in LIST_EXTS:
+            (globs if any(c in src for c in "*?[") else folders).append(src.rstrip("/") + "/")
 
     def matched(key: str, g: str) -> bool:  # glob's * stops at a folder (fnmatch's does not)
         return fnmatch.fnmatch(key, g) and ("**" in g or key.count("/") == g.count("/"))
@@ -746,13 +741,15 @@ def cells_now(manifest: str, image_ids, carried: dict[str, object]) -> dict[str,
             for n, was in carried.items()}
 
 
-def source_states(manifest: str) -> dict[str, str]:
+def source_states(manifest: str | pa.Table) -> dict[str, str]:
     """Per image id, its source_state where it has one ('gone': the last scan did not find its
     original); {} for a manifest made before the column was, or one that cannot be read (the
-    caller that needs the manifest says so itself)."""
+    caller that needs the manifest says so itself). A table already read is not read again."""
     try:
-        m = read_manifest(manifest, columns=["image_id", "source_state"])
+        m = manifest if isinstance(manifest, pa.Table) else read_manifest(manifest, columns=["image_id", "source_state"])
     except ScanError:
+        return {}
+    if "source_state" not in m.column_names:
         return {}
     return {i: s for i, s in zip(m.column("image_id").to_pylist(), m.column("source_state").to_pylist(),
                                  strict=True) if s}

@@ -91,9 +91,11 @@ class ShardJob(ImageStages):
             for f in carried:
                 r[f.name] = row[f.name]
             final.append(r)
-        sealed = Outdir(self.outdir).write_shard(shard, final, carried)
+        od = Outdir(self.outdir)
+        sealed = od.write_shard(shard, final, carried)
         done = [r for r in final if wanted(r["image_id"])]
-        _aside_unclaimed(Outdir(self.outdir), before, done)
+        if before:  # a redo or a repair: an earlier output its new row no longer claims
+            _aside_unclaimed(od, before, done)
         counts = {s: sum(r["status"] == s for r in done) for s in results.STATUSES}
         return {"shard": shard, "images": len(done), **counts, "results_sha256": sealed,
                 "seconds": time.perf_counter() - t0, "setup_s": setup, "finished": time.time(),

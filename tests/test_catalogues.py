@@ -506,3 +506,17 @@ def test_excels_unicode_text_and_tab_delimited_txt_are_tables(scans, tmp_path):
     r = run_cli("scan", scans / "nobom.txt", "-o", tmp_path / "n.parquet", "--path-column", "Datei",
                 "--encoding", "utf-16-le", "-q")
     assert r.returncode == 0 and pq.read_table(tmp_path / "n.parquet").num_rows == 2, r.stderr
+
+
+def test_an_export_longer_than_a_worksheet_is_refused_for_xlsx(tmp_path, monkeypatch):
+    """Excel opens a sheet past its last row cut short with only "file not loaded completely":
+    a million-scan archive's records would be lost on the way into a database."""
+    from pipeline.client import export
+    from pipeline.errors import UsageError
+
+    monkeypatch.setattr(export, "XLSX_ROWS", 4)  # 3 rows below the header
+    export.write_xlsx(str(tmp_path / "ok.xlsx"), ["acc"], [["1"], ["2"], ["3"]], 1)
+    assert (tmp_path / "ok.xlsx").exists()
+    with pytest.raises(UsageError, match=r"4 images are more rows than a workbook's sheet holds \(3 below"):
+        export.write_xlsx(str(tmp_path / "big.xlsx"), ["acc"], [["1"], ["2"], ["3"], ["4"]], 1)
+    assert not (tmp_path / "big.xlsx").exists()

@@ -109,6 +109,7 @@ def write_csv(path: str, header: list[str], rows: list[list], delimiter: str, en
 
 
 XLSX_CELL = 32767  # the most characters an Excel cell holds
+XLSX_ROWS = 1_048_576  # the most rows a worksheet holds, the header's included
 
 
 def write_xlsx(path: str, header: list[str], rows: list[list], text_columns: int) -> None:
@@ -117,6 +118,9 @@ def write_xlsx(path: str, header: list[str], rows: list[list], text_columns: int
     from openpyxl import Workbook
     from openpyxl.cell import WriteOnlyCell
 
+    if len(rows) + 1 > XLSX_ROWS:  # Excel would open it cut short, saying only "not loaded completely"
+        raise UsageError(f"{len(rows):,} images are more rows than a workbook's sheet holds "
+                         f"({XLSX_ROWS - 1:,} below the header); export to .csv or .parquet")
     long = next(((k, i) for k, r in enumerate(rows) for i, v in enumerate(r)
                  if isinstance(v, str) and len(v) > XLSX_CELL), None)
     if long:  # openpyxl would cut it without a word

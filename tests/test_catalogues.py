@@ -63,8 +63,8 @@ def test_duplicates_empty_cells_and_unreadable_rows_are_reported(scans, tmp_path
     assert f"no_file,,{cat},3," in report and report.count("no_file") == 1
     (tmp_path / "win.txt").write_text("C:\\archive\\a.png\nC:\\archive\\b.png\n")
     r = run_cli("scan", tmp_path / "win.txt", "-o", tmp_path / "w.parquet", "-q")
-    assert r.returncode == 1 and "none of the 2 files could be read" in r.stderr
-    assert "backslashes" in r.stderr
+    assert r.returncode == 2 and "none of win.txt's 2 paths names a file" in r.stderr, r.stderr
+    assert "the paths use backslashes" in r.stderr and not (tmp_path / "w.parquet").exists()
 
 
 def test_lists_and_manifests_are_not_confused(scans, tmp_path):
@@ -333,9 +333,18 @@ def test_a_catalogue_kept_apart_from_its_scans_is_told_how_paths_are_read(scans,
     cat = tmp_path / "cats" / "c.csv"
     cat.write_text("path;acc\nb.png;1\nc.png;2\n", encoding="utf-8")
     r = run_cli("scan", scans, cat, "-o", tmp_path / "m.parquet", "-q")
-    assert r.returncode == 0, r.stderr
-    assert (f"none of c.csv's paths names a file: a relative path is read from the catalogue's "
-            f"own folder ({tmp_path / 'cats'})") in r.stderr
+    assert r.returncode == 2, r.stderr
+    assert (f"none of c.csv's 2 paths names a file (line 2: 'b.png'): a relative path is read from "
+            f"the catalogue's own folder ({tmp_path / 'cats'})") in r.stderr
+    assert "nothing written" in r.stderr and not (tmp_path / "m.parquet").exists()
+    # under --extend the manifest is kept as it was: no error rows repeating the records done
+    assert run_cli("scan", scans, "-o", tmp_path / "m.parquet", "-q").returncode == 0
+    before = (tmp_path / "m.parquet").read_bytes()
+    r = run_cli("scan", scans, cat, "-o", tmp_path / "m.parquet", "--extend", tmp_path / "m.parquet", "-q")
+    assert r.returncode == 2 and (tmp_path / "m.parquet").read_bytes() == before, r.stderr
+    (tmp_path / "cats" / "abs.csv").write_text("path;acc\n/elsewhere/b.png;1\n", encoding="utf-8")
+    r = run_cli("scan", scans, tmp_path / "cats" / "abs.csv", "-o", tmp_path / "m3.parquet", "-q")
+    assert r.returncode == 2 and "are they another machine's?" in r.stderr, r.stderr
     (scans / "c2.csv").write_text("path;acc\nb.png;1\nnope.png;2\n", encoding="utf-8")
     r = run_cli("scan", scans, scans / "c2.csv", "-o", tmp_path / "m2.parquet", "-q")
     assert "none of" not in r.stderr and "1 catalogue row names a file that is not there" in r.stderr

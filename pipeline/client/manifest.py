@@ -442,14 +442,6 @@ class ScanReport:
             out.append(f"{_n(len(hidden), 'catalogue row')} {'names' if len(hidden) == 1 else 'name'} "
                        "a file in a folder this user cannot read (permission denied; kept: each "
                        "gets an error row): " + some([f"{_where(r)} {r['path']}" for r in hidden]))
-        for c in self.catalogues:
-            mine = [r for r in self.missing if r["_from"] is c]
-            cells = [r["_cells"].get(c.path_column) or "" for r in mine]
-            if c.rows and len(mine) == len(c.rows) and any(not os.path.isabs(x) and "://" not in x
-                                                           for x in cells):
-                out.append(f"none of {Path(c.path).name}'s paths names a file: a relative path is "
-                           f"read from the catalogue's own folder ({Path(c.path).parent}); keep it "
-                           "beside the scans or write paths from its folder")
         nofile = [(c, r) for c in self.catalogues for r in c.nofile]
         if nofile:
             out.append(f"{_n(len(nofile), 'catalogue row')} {'names' if len(nofile) == 1 else 'name'}"
@@ -533,11 +525,30 @@ def _collect(sources: Iterable[str], opts: dict, log) -> tuple[dict[str, dict], 
             entry["_columns"] = row["_from"].columns  # a list of paths has none
             if not is_url(key) and not os.path.exists(key):
                 report.missing.append(row)
+    for c in report.catalogues:
+        _some_found(c, [r for r in report.missing if r["_from"] is c])
     if report.catalogues:
         report.uncatalogued = sorted(by_path[k]["path"] for k in set(on_disk) - listed.keys())
         read = {_real(str(c.path)) for c in report.catalogues}  # a catalogue beside its scans
         report.others = [p for p in report.others if is_url(p) or _real(p) not in read]
     return by_path, report
+
+
+def _some_found(c: Catalogue, missing: list[dict]) -> None:
+    """Refuses a catalogue none of whose paths names a file: its paths are read from the wrong
+    folder (or another machine's), and every record would become an error row beside the
+    records done before, with the manifest overwritten (under --extend, no way back)."""
+    if not c.rows or len(missing) < len(c.rows) or any(is_url(r["path"]) or _unsearchable(r["path"])
+                                                       for r in c.rows):
+        return  # a folder this user cannot search is said as such, its rows kept
+    cells = [r["_cells"].get(c.path_column) or r["path"] for r in missing]
+    how = ("the paths use backslashes (a Windows catalogue): write them with / on this system"
+           if any("\\" in x for x in cells) else
+           f"a relative path is read from the catalogue's own folder ({Path(c.path).parent}); keep "
+           "it beside the scans or write paths from its folder"
+           if any(not os.path.isabs(x) for x in cells) else "are they another machine's?")
+    raise ScanError(f"none of {Path(c.path).name}'s {_n(len(c.rows), 'path')} names a file (line "
+                    f"{missing[0]['_line']}: {cells[0]!r}): {how}; nothing written")
 
 
 def catalogue_info(manifest: pa.Table | pa.Schema | None) -> dict:

@@ -529,3 +529,19 @@ def test_an_export_longer_than_a_worksheet_is_refused_for_xlsx(tmp_path, monkeyp
     with pytest.raises(UsageError, match=r"4 images are more rows than a workbook's sheet holds \(3 below"):
         export.write_xlsx(str(tmp_path / "big.xlsx"), ["acc"], [["1"], ["2"], ["3"], ["4"]], 1)
     assert not (tmp_path / "big.xlsx").exists()
+
+
+def test_a_workbook_named_as_a_catalogue_is_refused_not_taken_for_a_picture(scans, tmp_path):
+    """It became one more unreadable 'image' row, and not one catalogue cell was read (exit 0)."""
+    from openpyxl import Workbook
+
+    wb = Workbook()
+    wb.active.append(["path", "accession"])
+    wb.active.append(["b.png", "007"])
+    wb.save(scans / "catalogue.xlsx")
+    r = run_cli("scan", scans, scans / "catalogue.xlsx", "-o", tmp_path / "m.parquet", "-q")
+    assert r.returncode == 2 and "catalogue.xlsx is a spreadsheet workbook" in r.stderr, r.stderr
+    assert "save it as CSV UTF-8" in r.stderr and not (tmp_path / "m.parquet").exists()
+    # inside a folder it is one of the files left out, as any other non-picture
+    r = run_cli("scan", scans, "-o", tmp_path / "m.parquet", "-q")
+    assert r.returncode == 0 and "catalogue.xlsx" in r.stderr and "left out" in r.stderr, r.stderr

@@ -36,6 +36,9 @@ from pipeline.worker.imaging import (
 IMAGE_EXTS = {".jpg", ".jpeg", ".jpe", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif",
               ".jp2", ".j2k", ".pgm", ".pbm", ".ppm", ".pnm"}
 LIST_EXTS = {".csv", ".txt", ".tsv"}
+# A catalogue kept as a workbook: its cells are typed (an accession number 007 stored as 7, a
+# date as a serial number), and only the spreadsheet knows how it shows them. Its CSV is exact.
+WORKBOOK_EXTS = {".xlsx", ".xlsm", ".xls", ".ods", ".numbers"}
 # what a folder holds that is not a picture, nor the archive's: never counted as left out
 SYSTEM_FILES = {"thumbs.db", "desktop.ini", "ehthumbs.db", "icon\r"}
 SYSTEM_DIRS = {"@eadir", "__macosx", "$recycle.bin", "#recycle", "system volume information",
@@ -136,6 +139,9 @@ def _expand(src: str, list_options: dict | None = None) -> Iterator[dict]:
         yield {"_catalogue": cat}
         for r in cat.rows:
             yield {**r, "_from": cat}
+    elif p.is_file() and p.suffix.lower() in WORKBOOK_EXTS:
+        raise ScanError(f"{src} is a spreadsheet workbook, which colorize does not read as a "
+                        "catalogue: save it as CSV UTF-8 (Excel: File > Save As) and name the .csv")
     elif p.is_file():
         yield {"path": str(p), "_named": True}
     elif any(c in src for c in "*?["):

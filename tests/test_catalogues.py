@@ -545,3 +545,44 @@ def test_a_workbook_named_as_a_catalogue_is_refused_not_taken_for_a_picture(scan
     # inside a folder it is one of the files left out, as any other non-picture
     r = run_cli("scan", scans, "-o", tmp_path / "m.parquet", "-q")
     assert r.returncode == 0 and "catalogue.xlsx" in r.stderr and "left out" in r.stderr, r.stderr
+
+
+def test_an_edited_export_brought_back_as_the_catalogue_changes_only_its_cells(scans, tmp_path, ckpt):
+    """A collection database round-trips: the export, one title edited, saved as the catalogue and
+    rescanned with --extend. Its 30 result columns were read as catalogue cells (every row
+    'recatalogued', the next export with stale copies under our own names beside the live ones);
+    and a catalogue with both status and colorize_status exported two columns of one name, which
+    pyarrow cannot read."""
+    cat = scans / "cat.csv"
+    cat.write_text("path,accession,title,status,colorize_status\nb.png,0001,Hof,on loan,checked\n"
+                   "c.png,0002,Tor,,\n", encoding="utf-8")
+    man, out = tmp_path / "m.parquet", tmp_path / "out"
+    assert run_cli("scan", scans, cat, "-o", man, "-q").returncode == 0
+    assert run_cli("run", "--manifest", man, "-o", out, "--size", "32", "-q", "--checkpoint",
+                   ckpt).returncode == 0
+    assert run_cli("export", out, tmp_path / "e.parquet").returncode == 0
+    t = pq.read_table(tmp_path / "e.parquet")  # readable: every column has a name of its own
+    assert len(set(t.column_names)) == len(t.column_names)
+    assert t.column("colorize_status").to_pylist() == ["checked", "", None]  # Müller 1.png: no row
+    assert t.column("colorize_status (2)").to_pylist() == ["ok", "ok", "ok"]
+    assert run_cli("export", out, scans / "back.csv").returncode == 0
+    with open(scans / "back.csv", newline="", encoding="utf-8-sig") as f:
+        head, *rows = list(csv.reader(f))
+    rows[1][head.index("title")] = "Tor am Markt"
+    with open(scans / "back.csv", "w", newline="", encoding="utf-8-sig") as f:
+        csv.writer(f).writerows([head, *rows])
+    r = run_cli("scan", scans, scans / "back.csv", "-o", man, "--extend", man, "--report", tmp_path / "rep.csv")
+    assert r.returncode == 0, r.stderr
+    assert "a colorize export brought back as the catalogue: its" in r.stderr
+    assert ("the catalogue changed for 1 file done before (c.png: title 'Tor' -> 'Tor am Markt')"
+            in r.stderr), r.stderr
+    m = {Path(x["path"]).name: x for x in pq.read_table(man).to_pylist()}
+    assert "output_record" not in m["b.png"] and "verdict" not in m["b.png"]
+    assert (m["b.png"]["title"], m["c.png"]["title"]) == ("Hof", "Tor am Markt")
+    assert m["b.png"]["colorize_status"] == "checked"  # the catalogue's own, kept
+    assert run_cli("export", out, tmp_path / "again.csv").returncode == 0
+    with open(tmp_path / "again.csv", newline="", encoding="utf-8-sig") as f:
+        again = list(csv.reader(f))
+    assert again[0] == head  # the same columns as the first export: no stale copies
+    rec = {r[head.index("accession")]: r[head.index("output_record")] for r in again[1:]}
+    assert (rec["0001"], rec["0002"]) == ("current", "outdated")  # its XMP holds the old title

@@ -15,8 +15,9 @@ import io
 import os
 import re
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from itertools import islice
+from itertools import count, islice, takewhile
 from pathlib import Path
 
 from pipeline.client.results import CORE_COLUMNS, SCHEMA
@@ -27,6 +28,10 @@ DELIMITER_NAMES = {";": "semicolon", ",": "comma", "\t": "tab", "|": "bar"}
 # Column names the tool itself uses in a manifest or a result row; a catalogue column of the
 # same name is stored as "NAME (catalogue)" rather than lost or overwritten.
 RESERVED = set(CORE_COLUMNS) | set(SCHEMA.names)
+# What `colorize export` writes after the catalogue's columns: results.SCHEMA's, then these; each
+# under the first of export_names(NAME) that the catalogue does not use.
+EXPORT_EXTRA = ("output_record", "source_state", "verdict", "review_note", "curator_hints",
+                "reviewed_by", "reviewed_at")
 PATHLIKE = ("path", "file", "filename", "file name", "filepath", "image", "scan", "datei",
             "dateiname", "bild", "fichier")
 
@@ -205,10 +210,40 @@ def read_catalogue(path: str | os.PathLike, path_column: str | None = "path",
             r["_cells"].pop(gone, None)
         log(f"{p}: header cell {len(cols) + 1} is empty and so is every cell under it (a "
             "trailing separator): not a column")
+    ours = [c for c in exported_columns(cols) if c != path_column]
+    if ours:  # its results would become catalogue cells, each "changed" at every rescan
+        cols = [c for c in cols if c not in ours]
+        for r in rows:
+            for c in ours:
+                r["_cells"].pop(c, None)
+        log(f"{p}: a colorize export brought back as the catalogue: its {len(ours)} columns of "
+            f"results ({', '.join(ours[:3])}, ...) are not the catalogue's and are left out")
     for i, c in enumerate(cols, 1):
         if c in written:
             log(f"{p}: header cell {i} {written[c]!r} named {c!r}")
     return _resolved(Catalogue(str(p), cols, path_column, d, enc, written=written), rows, p, log)
+
+
+def export_names(name: str) -> Iterator[str]:
+    """An export's name for one of our columns, in the order it takes the first free one: NAME,
+    colorize_NAME, then colorize_NAME (2)... (an export brought back as the catalogue has both)."""
+    yield name
+    yield f"colorize_{name}"
+    yield from (f"colorize_{name} ({k})" for k in count(2))
+
+
+def exported_columns(cols: list[str]) -> list[str]:
+    """Our columns in a catalogue that is a colorize export brought back (edited and named as the
+    catalogue, as a collection database round-trips): [] for any other catalogue."""
+    has = set(cols)
+
+    def ours(n: str) -> str | None:
+        names = list(takewhile(has.__contains__, export_names(n)))
+        return names[-1] if names else None  # the catalogue's own come first
+
+    if ours("image_id") is None or ours("output_record") is None:
+        return []
+    return [o for n in (*SCHEMA.names, *EXPORT_EXTRA) if (o := ours(n))]
 
 
 def _header(header: list[str]) -> list[str]:

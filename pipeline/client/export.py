@@ -10,7 +10,7 @@ import os
 import re
 from pathlib import Path
 
-from pipeline.client.catalogue import stored_name
+from pipeline.client.catalogue import export_names, stored_name
 from pipeline.client.manifest import job_results, read_catalogue_info, source_states
 from pipeline.client.outdir import Outdir
 from pipeline.client.results import SCHEMA
@@ -60,8 +60,7 @@ def export_table(out: Outdir, info: dict, as_written: bool = True) -> tuple[list
     ours += [n for n in SCHEMA.names if n not in ours]
     written = info.get("written", {}) if as_written else {}  # an empty or repeated header cell, as it was
     taken = set(cat_cols) | set(legacy) | set(written.values())
-    header = ([written.get(c, c) for c in cat_cols] + legacy
-              + [f"colorize_{n}" if n in taken else n for n in ours])
+    header = [written.get(c, c) for c in cat_cols] + legacy + _own_names(ours, taken)
     ids = t.column("image_id").to_pylist()
     carried = [t.column(stored_name(c)).to_pylist() if stored_name(c) in t.column_names
                else [None] * len(ids) for c in cat_cols]
@@ -81,13 +80,21 @@ def export_table(out: Outdir, info: dict, as_written: bool = True) -> tuple[list
               for k, (st, p) in enumerate(zip(t.column("status").to_pylist(),
                                               t.column("output_path").to_pylist(), strict=True))]
     columns = current + [t.column(n).to_pylist() for n in legacy + ours] + [record, [states.get(i) for i in ids]]
-    header += [f"colorize_{n}" if n in taken else n for n in ("output_record", "source_state")]
+    header += _own_names(["output_record", "source_state"], taken)
     # the curator's review (colorize review): verdict, note, how many hints, by whom, when
     state = state_of(out)
-    for name, get in REVIEW_COLUMNS:
-        header.append(f"colorize_{name}" if name in taken else name)
+    header += _own_names([name for name, _ in REVIEW_COLUMNS], taken)
+    for _, get in REVIEW_COLUMNS:
         columns.append([get(state.get(i)) if i in state else None for i in ids])
     return header, [list(r) for r in zip(*columns, strict=True)] if columns else []
+
+
+def _own_names(names: list[str], taken: set[str]) -> list[str]:
+    """Our columns' names beside the catalogue's: each the first of catalogue.export_names not
+    taken (a header read back needs names of its own), then taken."""
+    out = [next(x for x in export_names(n) if x not in taken) for n in names]
+    taken.update(out)
+    return out
 
 
 def _current_cells(out: Outdir, cat_cols: list[str], ids: list[str], carried: list[list]) -> list[list]:

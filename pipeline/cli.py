@@ -528,6 +528,11 @@ def cmd_export(a) -> int:
            f"{r['encoding']}")
     print(f"wrote {a.dest} ({how}): {r['rows']} images, columns {', '.join(r['header'][:4])}, ...")
     _say_unfinished(a.outdir, r["rows"])
+    nofile = r.get("no_file", 0)
+    if nofile:  # a database that takes the export for its catalogue would lose these records
+        print(f"colorize: note: {nofile:,} catalogue row{'s name' if nofile != 1 else ' names'} no "
+              "file (an empty path cell) and so no image: not in the export (colorize scan "
+              "--report lists them)", file=sys.stderr)
     return 0
 
 

@@ -48,7 +48,7 @@ def test_semicolon_windows_1252_catalogue_with_a_filename_column(scans, tmp_path
     assert r.returncode == 2 and "catalogue.csv, line 2: not utf-8 text" in r.stderr
 
 
-def test_duplicates_empty_cells_and_unreadable_rows_are_reported(scans, tmp_path):
+def test_duplicates_empty_cells_and_unreadable_rows_are_reported(scans, tmp_path, ckpt):
     cat = scans / "list.csv"
     cat.write_text("path,accession\nb.png,A-1\n,A-2\nc.png,A-3\nb.png,B-9\n,\n")
     r = run_cli("scan", cat, "-o", tmp_path / "m.parquet", "-q", "--report", tmp_path / "rep.csv")
@@ -61,6 +61,13 @@ def test_duplicates_empty_cells_and_unreadable_rows_are_reported(scans, tmp_path
     assert pq.read_table(tmp_path / "m.parquet").num_rows == 2  # no image for A-2; a blank line is no record
     report = (tmp_path / "rep.csv").read_text(encoding="utf-8-sig")
     assert f"no_file,,{cat},3," in report and report.count("no_file") == 1
+    # the record with no file is in no row: the export says so (a database taking it for its
+    # catalogue would lose it)
+    assert run_cli("run", "--manifest", tmp_path / "m.parquet", "-o", tmp_path / "out", "--size", "32",
+                   "-q", "--checkpoint", ckpt).returncode == 0
+    r = run_cli("export", tmp_path / "out", tmp_path / "e.csv")
+    assert r.returncode == 0 and ("note: 1 catalogue row names no file (an empty path cell) and so "
+                                  "no image: not in the export") in r.stderr, r.stderr
     (tmp_path / "win.txt").write_text("C:\\archive\\a.png\nC:\\archive\\b.png\n")
     r = run_cli("scan", tmp_path / "win.txt", "-o", tmp_path / "w.parquet", "-q")
     assert r.returncode == 2 and "none of win.txt's 2 paths names a file" in r.stderr, r.stderr

@@ -190,16 +190,17 @@ def export(outdir: str, dest: str, excel: bool | None = None, delimiter: str | N
     parquet = dest.lower().endswith(".parquet")
     header, rows = export_table(out, info, as_written=not parquet)
     n_text = len(info.get("columns", []))
+    said = dict(rows=len(rows), header=header, no_file=info.get("no_file", 0))
     if parquet:
         write_parquet(dest, header, rows, n_text)
-        return dict(rows=len(rows), header=header, format="parquet")
+        return dict(said, format="parquet")
     xlsx = excel if excel is not None else dest.lower().endswith((".xlsx", ".xlsm"))
     if xlsx:
         write_xlsx(dest, header, rows, n_text)
-        return dict(rows=len(rows), header=header, format="xlsx")
+        return dict(said, format="xlsx")
     d = delimiter or info.get("delimiter") or ","
     if d == "\n":  # a TXT path list has no separator of its own
         d = ","
     write_csv(dest, header, rows, d, encoding)
-    return dict(rows=len(rows), header=header, format="csv", delimiter=d, encoding=encoding)
+    return dict(said, format="csv", delimiter=d, encoding=encoding)
 

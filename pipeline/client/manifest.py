@@ -372,6 +372,8 @@ def _metadata(sources, shard_size: int, columns: list[str], found: ScanReport,
                         encoding=first.encoding)
             if first.written:
                 info["written"] = first.written
+            # its records with no file (an empty path cell): in no row, so the export says so
+            info["no_file"] = sum(len(c.nofile) for c in found.catalogues)
         meta["catalogue"] = json.dumps({"columns": columns, **info}, ensure_ascii=False)
     return meta
 

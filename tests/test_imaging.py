@@ -1,5 +1,6 @@
 import io
 import struct
+import warnings
 import zlib
 
 import numpy as np
@@ -267,6 +268,22 @@ def test_audit_thumbnails_are_upright_and_small():
     thumb = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
     assert thumb.size == (90, 120)
     assert _thumb_uri(lambda: b"not an image") == ""
+
+
+def test_our_outputs_open_past_pillows_default_limit_and_sources_within_the_jobs(monkeypatch):
+    """The job's --max-pixels (200 M by default) lets a 14,000-px scan through; Pillow's own
+    default refuses its output above 179 M pixels (a blank thumbnail in the audit, a broken
+    picture on the review page) and warns above 89 M. Scaled down here: 40 x 30 against 500."""
+    from pipeline.client.audit import thumbnail
+
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((30, 40), np.uint8)).save(buf, "PNG")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # as if Pillow's default were this
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no DecompressionBombWarning printed into the audit's output
+        assert thumbnail(buf.getvalue(), h=15).size == (20, 15)  # an output: ours
+    with pytest.raises(Image.DecompressionBombError):  # a source: within the job's limit
+        thumbnail(buf.getvalue(), h=15, max_pixels=500)
 
 
 def test_one_registry_of_output_formats():

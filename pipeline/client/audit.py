@@ -23,6 +23,7 @@ from pipeline.client.outdir import Outdir, Problem, last_stop, output_stems
 from pipeline.client.state import job_altered, never_started
 from pipeline.errors import plural
 from pipeline.storage import Store, read_source
+from pipeline.worker.imaging import DEFAULT_MAX_PIXELS, open_within
 
 GRAY_COLORFULNESS = 3.0  # an output below this looks gray: listed for review, not a failure
 
@@ -351,10 +352,11 @@ def verdict(report: dict) -> str:
     return "passed" + (f", with {' and '.join(extra)} (reasons below)" if extra else "")
 
 
-def thumbnail(data: bytes, h: int = 120, gray: bool = False) -> Image.Image:
+def thumbnail(data: bytes, h: int = 120, gray: bool = False, max_pixels: int | None = None) -> Image.Image:
     """An image file's bytes -> an 8-bit thumbnail h px high (at most 4 h wide), upright; 16-bit
-    scans shown at 8 bits. Raises what PIL raises on a file it cannot read."""
-    with Image.open(io.BytesIO(data)) as im:
+    scans shown at 8 bits. max_pixels: a source's limit (imaging.open_within; None for ours).
+    Raises what PIL raises on a file it cannot read."""
+    with open_within(data, max_pixels) as im:
         im.draft("L" if gray else "RGB", (h, h))  # a JPEG decodes at 1/2..1/8 size (DCT)
         im = ImageOps.exif_transpose(im)
         if im.mode.startswith("I"):  # 16-bit: convert("L") would clip it to white
@@ -365,10 +367,10 @@ def thumbnail(data: bytes, h: int = 120, gray: bool = False) -> Image.Image:
         return im
 
 
-def _thumb_uri(data_fn, h: int = 120, gray: bool = False) -> str:
+def _thumb_uri(data_fn, h: int = 120, gray: bool = False, max_pixels: int | None = None) -> str:
     try:
         buf = io.BytesIO()
-        thumbnail(data_fn(), h, gray).save(buf, "JPEG", quality=80)
+        thumbnail(data_fn(), h, gray, max_pixels).save(buf, "JPEG", quality=80)
         return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
     except Exception:  # a thumbnail is a nicety; a missing or hostile file must not stop the audit
         return ""
@@ -443,7 +445,7 @@ def _preview(out: Store, rel: str) -> str:
     view = Outdir.preview_rel(rel)
     if not out.exists(view):
         try:
-            with Image.open(io.BytesIO(out.read_bytes(rel))) as im:
+            with open_within(out.read_bytes(rel), None) as im:
                 if im.mode not in ("RGB", "L"):  # 16-bit and the rest: to 8 bits first
                     a = np.asarray(im)
                     im = Image.fromarray((a >> 8).astype(np.uint8) if a.dtype == np.uint16 else a)
@@ -472,7 +474,8 @@ def _sheet_row(r: dict, cols: list[str], spec: dict, out: Store) -> str:
     e = html.escape
     src = resolve_path(spec["manifest"], r["source_path"])
     # a toned print before as it is: the tone the colour replaced is what the reader compares
-    before = _thumb_uri(lambda src=src: read_source(src), gray=r.get("input_kind") not in ("toned", "color"))
+    before = _thumb_uri(lambda src=src: read_source(src), gray=r.get("input_kind") not in ("toned", "color"),
+                        max_pixels=spec.get("max_pixels", DEFAULT_MAX_PIXELS))
     after = _thumb_uri(lambda rel=r["output_path"]: out.read_bytes(rel))
     view = _preview(out, r["output_path"])
     label = [(c, r[c]) for c in cols if r.get(c) not in (None, "")]

@@ -343,7 +343,7 @@ def _picture(root: str, view: RunView, row: dict, which: str, width: int) -> byt
     from PIL import Image
 
     from pipeline.storage import read_source
-    from pipeline.worker.imaging import decode
+    from pipeline.worker.imaging import DEFAULT_MAX_PIXELS, decode, open_within
 
     if which == "automatic":
         if (path := _automatic(root, row)) is None:
@@ -368,17 +368,18 @@ def _picture(root: str, view: RunView, row: dict, which: str, width: int) -> byt
     cache = Path(root) / reviews.DIR / CACHE
     if (cache / name).is_file():
         return (cache / name).read_bytes()
+    limit = view.max_pixels or DEFAULT_MAX_PIXELS
     try:
         raw = read_source(path) if which == "source" else Path(path).read_bytes()
         if colour:
             from PIL import ImageOps
 
-            im = ImageOps.exif_transpose(Image.open(io.BytesIO(raw))).convert("RGB")
+            im = ImageOps.exif_transpose(open_within(raw, limit)).convert("RGB")
         elif which == "source":
-            d = decode(io.BytesIO(raw))
+            d = decode(io.BytesIO(raw), limit)
             im = Image.fromarray(d.gray if d.gray.dtype.itemsize == 1 else (d.gray >> 8).astype("uint8"), "L")
-        else:
-            im = Image.open(io.BytesIO(raw))
+        else:  # ours: its size was checked when its source was read
+            im = open_within(raw, None)
             im = im.convert("RGB") if im.mode != "I;16" else im.point(lambda v: v / 256).convert("RGB")
     except Exception:
         return None

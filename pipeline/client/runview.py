@@ -40,6 +40,7 @@ class RunView:
         self._fold_cache: dict = {}
         job = outdir.read_job()
         self.manifest = job["spec"]["manifest"]
+        self.max_pixels = job["spec"].get("max_pixels")  # the job's: its sources are read under it
         try:
             self.info = read_catalogue_info(self.manifest)
         except Exception:  # the manifest moved since the run: the results carry the cells anyway

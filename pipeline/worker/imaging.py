@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import struct
+import threading
 import warnings
 import zlib
 from dataclasses import dataclass, field
@@ -158,12 +159,26 @@ class Header:
     ours: bool = False  # its metadata says this tool colorized it: an output, not an original
 
 
+# Pillow's bomb check reads one global at open time: held while set and used, as the review
+# server opens sources and its own outputs from several threads.
+_PIXELS = threading.Lock()
+
+
+def open_within(data: bytes, max_pixels: int | None) -> Image.Image:
+    """An image file's bytes opened lazily under the job's --max-pixels (None: a file this tool
+    wrote, its size checked when its source was read). Pillow's own default would warn above 89 M
+    pixels and refuse above 179 M, which the job's default (200 M) lets through."""
+    with _PIXELS:
+        Image.MAX_IMAGE_PIXELS = max_pixels
+        return Image.open(io.BytesIO(data))
+
+
 def _open(path: str | os.PathLike | io.BytesIO, max_pixels: int) -> Image.Image:
-    Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow's own bomb check uses the same limit
     try:
-        with warnings.catch_warnings(record=True) as caught:  # a run's log is for users: Pillow's
-            _record_warnings()  # warnings name no file; they become notes (decode)
+        with _PIXELS, warnings.catch_warnings(record=True) as caught:  # a run's log is for users:
+            _record_warnings()  # Pillow's warnings name no file; they become notes (decode)
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow's own bomb check uses the same limit
             im = Image.open(path)
         im.colorize_warnings = [str(w.message) for w in caught]
     except FileNotFoundError:

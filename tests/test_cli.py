@@ -331,6 +331,31 @@ def test_a_shard_committed_where_this_machine_does_not_see_it_fails_the_run(tmp_
     assert not list((out / "results").glob("*.parquet"))
 
 
+def test_one_job_run_into_two_outdirs_at_once_on_a_shared_cluster(tmp_path, ckpt):
+    """Tasks of one key are one task to dask: the second run's shards were the first's, written
+    into the first's OUTDIR, and the second failed saying its workers write elsewhere."""
+    from distributed import LocalCluster
+
+    src = tmp_path / "scans"
+    src.mkdir()
+    for i in range(6):
+        Image.new("L", (24, 16), 30 * i).save(src / f"{i}.png")
+    man = tmp_path / "m.parquet"
+    assert main(["scan", str(src), "-o", str(man), "-q", "--shard-size", "2"]) == 0
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, protocol="tcp",
+                      dashboard_address=":0") as cluster:
+        runs = [subprocess.Popen([sys.executable, "-m", "pipeline", "run", "--manifest", str(man), "-o",
+                                  str(tmp_path / name), "--checkpoint", ckpt, "--size", "32", "-q",
+                                  "--scheduler", cluster.scheduler_address],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for name in ("a", "b")]
+        errs = [r.communicate(timeout=300)[1] for r in runs]
+    assert [r.returncode for r in runs] == [0, 0], errs
+    for name in ("a", "b"):
+        assert len(list((tmp_path / name / "results").glob("shard-*.parquet"))) == 3
+        assert len(list((tmp_path / name / "images").glob("*.png"))) == 6
+
+
 def test_a_read_only_outdir_is_audited_all_the_same(tmp_path, ckpt, capsys, monkeypatch):
     """An institution audits a read-only replica: the verdict is given, the report not written."""
     import errno

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import importlib.util
 import os
+import secrets
 import time
 import traceback
 from collections import Counter
@@ -240,7 +241,8 @@ def _plan(outdir: Outdir, o: JobSpec, sizes: dict[int, int], redo_req, fp: str, 
         if shard in redone:
             redo.done(outdir, shard, redone[shard])
 
-    return _Work(tasks, sum(sizes[s] if ids is None else len(ids) for s, ids in tasks), fp[:12],
+    return _Work(tasks, sum(sizes[s] if ids is None else len(ids) for s, ids in tasks),
+                 f"{fp[:12]}-{secrets.token_hex(4)}",
                  time.perf_counter(), options, committed)
 
 
@@ -278,7 +280,10 @@ def _dry_run(o: JobSpec, outdir: Outdir, spec: dict, sizes: dict[int, int], log,
 class _Work:
     tasks: list[tuple[int, frozenset[str] | None]]  # (shard, None) or (shard, images to repair)
     images: int  # what the progress bar counts to
-    key: str  # the fingerprint's head: tasks of different jobs never share a dask key
+    # the fingerprint's head and this run's own token: tasks of different jobs never share a dask
+    # key, nor do two runs of one job into two OUTDIRs on a shared cluster (a task of the same key
+    # is one task to dask: the second run's shards were written into the first's OUTDIR)
+    key: str
     t_start: float  # perf_counter at the start, cluster start included
     options: dict = field(default_factory=dict)  # shard -> image id -> a redo's options
     committed: Callable[[int], None] = lambda shard: None  # told after each task's commit

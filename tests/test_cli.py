@@ -70,6 +70,8 @@ def test_image_exif_rotated_comes_out_upright(tmp_path, ckpt, photo_gray):
     (["run", "--manifest", "m.parquet", "-o", "out", "--scheduler", "http://127.0.0.1:1"],
      "--scheduler 'http://127.0.0.1:1' is not a dask scheduler's address (unknown address scheme"),
     (["run", "--manifest", "m.parquet", "-o", "out", "--scheduler", " "], "--scheduler is empty"),
+    (["run", "--manifest", "m.parquet", "-o", "out", "--scheduler", "tcp://127.0.0.1:99999"],
+     "port 99999 is not a port (1-65535)"),
     (["run", "-o", "out", "--redo-column", "Inventarnr"], "name the images too: --redo LIST"),
     (["run", "-o", "out", "--restart", "--repair"], "--restart discards the job's results and "
                                                     "starts over, and --repair works inside them"),
@@ -616,6 +618,44 @@ def test_a_scheduler_that_cannot_be_reached_pins_nothing(tmp_path, ckpt, capsys,
     assert rc == 75
     assert f"cannot reach the dask scheduler at tcp://127.0.0.1:{port}" in capsys.readouterr().err
     assert json.loads((tmp_path / "s.json").read_text())["outcome"] == "unavailable"
+    assert not (out / "job.json").exists()
+
+
+@pytest.mark.parametrize("greeting, said", [
+    (None, "something listens there but says nothing within 1 s (a dashboard's port?"),
+    (b"SSH-2.0-OpenSSH_9.6\r\n", "something listens there but answers b'SSH-2.0-', not as a dask scheduler"),
+])
+def test_an_address_that_is_not_a_scheduler_is_one_line_not_a_hang(tmp_path, ckpt, capsys, monkeypatch,
+                                                                   greeting, said):
+    """A dashboard's port (8787 for 8786) hung a nightly run for ever (dask's client waits for
+    the scheduler's greeting with no limit); an SSH banner became a traceback allocating 2.8 EiB."""
+    import socket
+    import threading
+
+    from pipeline.client import cluster
+
+    monkeypatch.setattr(cluster, "HELLO_WAIT", 1.0)
+    src = tmp_path / "scans"
+    src.mkdir()
+    Image.new("L", (24, 16), 40).save(src / "a.png")
+    man, out = tmp_path / "m.parquet", tmp_path / "out"
+    assert main(["scan", str(src), "-o", str(man), "-q"]) == 0
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def answer():
+        conn, _ = server.accept()
+        if greeting:
+            conn.sendall(greeting)
+        threading.Event().wait(3)  # says nothing more, as an HTTP server waits for a request
+        conn.close()
+
+    threading.Thread(target=answer, daemon=True).start()
+    with server:
+        rc = main(["run", "--manifest", str(man), "-o", str(out), "--checkpoint", ckpt, "-q",
+                   "--scheduler", f"tcp://127.0.0.1:{port}"])
+    err = capsys.readouterr().err
+    assert rc == 2 and said in err and "Traceback" not in err, err
     assert not (out / "job.json").exists()
 
 

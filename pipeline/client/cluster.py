@@ -39,7 +39,9 @@ def scheduler_address(addr: str) -> str:
     try:
         scheme, loc = parse_address(addr.strip())
         if scheme in ("tcp", "tls"):
-            parse_host_port(loc)
+            _, port = parse_host_port(loc)
+            if port is not None and not 0 < int(port) < 65536:
+                raise ValueError(f"port {port} is not a port (1-65535)")
         from distributed.comm.registry import get_backend
 
         get_backend(scheme)
@@ -103,6 +105,43 @@ def _quiet() -> None:
         logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
+HELLO_WAIT = 10.0  # seconds a dask scheduler takes at most to send its greeting
+
+
+def _speaks_dask(addr: str, timeout: float) -> None:
+    """Whether what listens at a tcp:// address greets as a dask scheduler does: at once, with a
+    message's length. dask's client waits for that greeting without a limit, so a dashboard's
+    port (8787 for 8786, an easy slip) hung a nightly run for ever; and it reads any first bytes
+    as a length, so an SSH banner became a traceback allocating exbibytes. OSError and
+    TimeoutError where nothing listens (the caller's: try again later)."""
+    import socket
+    import struct
+
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    scheme, loc = parse_address(addr)
+    if scheme != "tcp":
+        return  # tls: the greeting comes after a handshake dask's own client makes
+    host, port = parse_host_port(loc, 8786)
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.settimeout(HELLO_WAIT)
+        head = b""
+        try:
+            while len(head) < 8:
+                more = sock.recv(8 - len(head))
+                if not more:
+                    break
+                head += more
+        except TimeoutError:
+            pass
+    size = struct.unpack("<Q", head)[0] if len(head) == 8 else None
+    if size is None or not 0 < size < 1 << 26:
+        what = (f"says nothing within {HELLO_WAIT:.0f} s" if not head else
+                f"answers {head[:8]!r}, not as a dask scheduler")
+        raise JobError(f"--scheduler {addr}: something listens there but {what} (a dashboard's "
+                       "port? a scheduler listens on 8786 unless told otherwise); nothing ran")
+
+
 @contextlib.contextmanager
 def external_client(o: JobSpec):
     """A client of the scheduler the user runs (--scheduler), connected before the job is
@@ -115,9 +154,13 @@ def external_client(o: JobSpec):
     from distributed import Client
 
     _quiet()  # the client's own chatter when a scheduler goes away mid-run is not the run's message
+    addr = scheduler_address(o.scheduler)
+    # 30 s unless dask's config says (a default too: a dask.config.set made before distributed
+    # was imported takes distributed's defaults away with it when it ends)
+    timeout = dask.config.get("distributed.comm.timeouts.connect", "30s")
     try:
-        client = Client(scheduler_address(o.scheduler),  # 30 s unless dask's config says
-                        timeout=dask.config.get("distributed.comm.timeouts.connect"))
+        _speaks_dask(addr, dask.utils.parse_timedelta(timeout))
+        client = Client(addr, timeout=timeout)
     except (OSError, TimeoutError) as e:
         raise Unavailable(f"cannot reach the dask scheduler at {o.scheduler} ({e}); nothing ran: "
                           "start it (dask scheduler) or check the address, then run again") from None

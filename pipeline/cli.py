@@ -734,7 +734,7 @@ def cmd_audit(a) -> int:
 
 def _audit_notes(r: dict, outdir: str) -> list[str]:
     """What a passed audit found that deserves a look, each with what to do about it."""
-    from pipeline.client.outdir import Outdir
+    from pipeline.client.outdir import Outdir, run_hint
 
     out = []
     if r.get("copies"):
@@ -745,8 +745,8 @@ def _audit_notes(r: dict, outdir: str) -> list[str]:
     if old := r["record_outdated"]:
         out.append(f"{plural(len(old), 'output')} {'carries' if len(old) == 1 else 'carry'} older "
                    f"catalogue cells than the manifest (a catalogue corrected and scanned again); "
-                   f"the export has the new ones; to write them into the files' XMP: colorize run -o "
-                   f"{outdir} --redo {outdir}/{Outdir.AUDIT_OUTDATED}")
+                   f"the export has the new ones; to write them into the files' XMP: "
+                   + run_hint(outdir, "--redo", f"{outdir}/{Outdir.AUDIT_OUTDATED}"))
     if r["skipped"]:
         from pipeline.client.audit import redo_skipped_advice
 
@@ -778,6 +778,8 @@ def _report_in(r: dict, outdir: str) -> str:
 
 def _reviewed(rv: dict, outdir: str) -> str:
     """The curators' verdicts, notes and hints, for the audit's line ("" before any review)."""
+    from pipeline.client.outdir import run_hint
+
     if not (rv["hinted"] or sum(rv[k] for k in ("accepted", "retouch", "rejected", "notes"))):
         return ""
     said = (f"; reviewed: {rv['accepted']} accepted, {rv['retouch']} to retouch, "
@@ -785,29 +787,29 @@ def _reviewed(rv: dict, outdir: str) -> str:
             f"{rv['hinted']} hinted")
     if rv["hints_pending"]:
         said += (f" ({len(rv['hints_pending'])} with hints newer than their output: "
-                 f"colorize run -o {outdir} --hinted)")
+                 f"{run_hint(outdir, '--hinted')})")
     return said
 
 
 def _audit_advice(outdir: str, problems: list[dict]) -> str:
     """What fixes what the audit found: --repair rewrites our outputs; it cannot bring back an
     original, and a changed original is colorized again only when asked (--redo)."""
-    from pipeline.client.outdir import Outdir
+    from pipeline.client.outdir import Outdir, run_hint
 
     kinds = {str(p["kind"]) for p in problems}
     said = []
     if "job_altered" in kinds:  # a run refuses it: nothing else is fixed before it is
         said.append(f"put back the {Outdir.JOB} the run wrote (a backup), or start over with "
-                    f"`colorize run -o {outdir} --restart`")
+                    f"`{run_hint(outdir, '--restart')}`")
     if kinds - {"input_missing", "input_changed", "input_unreadable", "job_altered"}:
         what = ("the outputs and results" if kinds & {"damaged_result", "extra_result", "altered_result",
                                                        "missing_result"} else "the outputs")
-        said.append(f"fix {what} with `colorize run -o {outdir} --repair`")
+        said.append(f"fix {what} with `{run_hint(outdir, '--repair')}`")
     changed = [p["source_path"] for p in problems if str(p["kind"]) == "input_changed"]
     if changed:
         which = shlex.quote(changed[0]) if len(changed) == 1 else "LIST"
         said.append(f"{plural(len(changed), 'original')} changed since colorized: colour again "
-                    f"from them with `colorize run -o {outdir} --redo {which}`"
+                    f"from them with `{run_hint(outdir, '--redo', which)}`"
                     + (" (LIST: a file of their paths; audit.json's input_changed lists them)"
                        if len(changed) > 1 else ""))
     if "input_missing" in kinds:

@@ -230,6 +230,17 @@ def test_scheduler_and_workers_as_separate_processes(archive, clean_run, ckpt, t
         st = subprocess.run([sys.executable, "-m", "pipeline", "status", str(again)],
                             capture_output=True, text=True)  # its hint: the cluster the run used
         assert f"resume with: colorize run -o {again} --scheduler {addr}" in st.stdout, st.stdout
+        # advice to redo inside the job names the cluster too (pasted without it, it ran on a
+        # local cluster and the job forgot the cluster); a bare rerun with work says where it runs
+        from pipeline.client.audit import redo_errors_advice
+
+        assert f"--redo {again}/audit-errors.txt --scheduler {addr}" in redo_errors_advice(str(again))
+        assert main(run_args(man, out, ckpt)) == 0  # nothing to do: the cluster stays recorded
+        assert json.loads((out / "job.json").read_text())["scheduler"] == addr
+        r = subprocess.run([sys.executable, "-m", "pipeline", "run", "-o", str(again), "-q"],
+                           capture_output=True, text=True)
+        assert r.returncode == 0 and (f"the job's last run used the dask cluster at {addr}; this one "
+                                      f"starts a local cluster here") in r.stdout, r.stdout
     finally:
         for p in procs:
             os.killpg(p.pid, signal.SIGTERM)

@@ -19,7 +19,7 @@ from pipeline import __version__
 from pipeline.client import ledger, redo, results
 from pipeline.client.catalogue import stored_name
 from pipeline.client.manifest import read_manifest, resolve_path, source_states
-from pipeline.client.outdir import Outdir, Problem, last_stop, output_stems
+from pipeline.client.outdir import Outdir, Problem, last_stop, output_stems, run_hint
 from pipeline.client.state import job_altered, never_started
 from pipeline.errors import plural
 from pipeline.storage import Store, read_source
@@ -330,14 +330,14 @@ def how_stopped(report: dict) -> str:
 def redo_skipped_advice(outdir: str) -> str:
     """What to do about images skipped as colour that are toned prints after all."""
     return (f"Any that are toned or stained prints can be colorized anyway: keep their lines in "
-            f"{outdir}/{Outdir.AUDIT_SKIPPED}, then colorize run -o {outdir} --redo "
-            f"{outdir}/{Outdir.AUDIT_SKIPPED} --recolor")
+            f"{outdir}/{Outdir.AUDIT_SKIPPED}, then "
+            + run_hint(outdir, "--redo", f"{outdir}/{Outdir.AUDIT_SKIPPED}", "--recolor"))
 
 
 def redo_errors_advice(outdir: str) -> str:
     """What to do about images that could not be read, once their files are mended."""
-    return (f"Once their files are mended (copied back, made readable), colorize them with: "
-            f"colorize run -o {outdir} --redo {outdir}/{Outdir.AUDIT_ERRORS}")
+    return ("Once their files are mended (copied back, made readable), colorize them with: "
+            + run_hint(outdir, "--redo", f"{outdir}/{Outdir.AUDIT_ERRORS}"))
 
 
 def verdict(report: dict) -> str:

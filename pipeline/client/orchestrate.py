@@ -42,6 +42,7 @@ from pipeline.client.outdir import (
     output_stems,
     record_stop,
     release_reserve,
+    run_hint,
 )
 from pipeline.client.state import (
     OUTPUT_VERSION,
@@ -89,22 +90,19 @@ def resolve_spec(o: JobSpec, before: dict | None = None) -> dict:
     }
 
 
-def _note_scheduler(outdir: Outdir, scheduler: str | None) -> None:
+def _note_scheduler(outdir: Outdir, scheduler: str | None) -> str | None:
     """The cluster the last run used (not the job's identity): status's and audit's resume
     hints name it, as the run's own do (pasted on the scheduler's host without it, the hint
-    would start a local cluster there)."""
+    would start a local cluster there). Returns the one the run before used."""
     job = outdir.read_job()
     if job.get("scheduler") != scheduler:
         outdir.write_job({**job, "scheduler": scheduler})
+    return job.get("scheduler")
 
 
 def resume_hint(outdir: str) -> str:
     """`colorize run -o OUTDIR`, with the --scheduler the last run used."""
-    try:
-        scheduler = Outdir(outdir).read_job().get("scheduler")
-    except Exception:  # noqa: BLE001 - a hint: the plain command
-        scheduler = None
-    return f"colorize run -o {outdir}" + (f" --scheduler {scheduler}" if scheduler else "")
+    return run_hint(outdir)
 
 
 def _say_unnamed(o: JobSpec, mapping: str, log) -> None:
@@ -146,7 +144,6 @@ def run_job(o: JobSpec, log=print, redo: tuple[dict[int, set[str]], dict] | None
         return _dry_run(o, outdir, spec, sizes, log, redo)
     with outdir.lock(), external_client(o) as external:
         fp = check_or_write_job(outdir, spec, o.restart, log)
-        _note_scheduler(outdir, o.scheduler)
         clear_stop(outdir)  # the last run's failure is this run's to tell again, or not
         stale = outdir.remove_temporaries()
         if stale:
@@ -160,9 +157,13 @@ def run_job(o: JobSpec, log=print, redo: tuple[dict[int, set[str]], dict] | None
             outdir.read_results(columns=["status"], damaged=damaged, shards=set(sizes))
             if damaged:  # committed by name, but unreadable: a rerun alone would never see it
                 log(f"but {plural(len(damaged), 'results file')} {'is' if len(damaged) == 1 else 'are'}"
-                    f" damaged (shard {', '.join(map(str, damaged))}): colorize run -o {outdir} --repair")
+                    f" damaged (shard {', '.join(map(str, damaged))}): {run_hint(outdir, '--repair')}")
             return {"pending_shards": 0, "ok": 0, "error": 0, "skipped": 0, "images": 0,
                     "damaged": damaged}
+        was = _note_scheduler(outdir, o.scheduler)  # once there is work: a rerun with none keeps it
+        if was and not o.scheduler:
+            log(f"the job's last run used the dask cluster at {was}; this one starts a local "
+                f"cluster here (add --scheduler {was} to run on that one)")
         with make_client(o, spec["device"], external) as client:
             from pipeline.worker.shard import ShardJob  # imports torch: only where shards are made
 

@@ -234,6 +234,16 @@ class Outdir:
         return _lock_holder(self.store, self.LOCK)
 
 
+def run_hint(outdir, *more: str) -> str:
+    """`colorize run -o OUTDIR MORE...` with the --scheduler the job's last run used: advice
+    pasted without it would start a local cluster, and the next run's hints would forget it."""
+    try:
+        scheduler = Outdir(str(outdir)).read_job().get("scheduler")
+    except Exception:  # noqa: BLE001 - a hint: the plain command
+        scheduler = None
+    return " ".join(["colorize run -o", str(outdir), *more, *(["--scheduler", scheduler] if scheduler else [])])
+
+
 def automatic_of(rel: str) -> str:
     """Where automatic/ keeps the automatic output that a hinted one at rel (images/...) replaced."""
     return Outdir.AUTOMATIC + "/" + rel.split("/", 1)[1]

@@ -515,9 +515,13 @@ def test_gpu_job_without_gpu_workers_fails_clearly(archive, ckpt, tmp_path, caps
         rc = main(run_args(man, tmp_path / "out", ckpt, "--scheduler", cluster.scheduler_address,
                            "--device", "cuda", "--resource-timeout", "2"))
         assert rc == 2 and time.time() - t0 < 60
-    err = capsys.readouterr().err
-    assert "no worker of the cluster offers the GPU resource after 2 s" in err
-    assert "--resources GPU=1" in err
+        err = capsys.readouterr().err
+        assert "no worker of the cluster offers the GPU resource after 2 s" in err
+        assert "--resources GPU=1" in err and "or run with --device cpu" in err
+        # the advice works: nothing ran, so the job was not fixed on cuda
+        assert not (tmp_path / "out" / "job.json").exists()
+        assert main(run_args(man, tmp_path / "out", ckpt, "--scheduler", cluster.scheduler_address,
+                             "--device", "cpu")) == 0
 
 
 def test_chaos_random_worker_kills(archive, clean_run, ckpt, tmp_path):

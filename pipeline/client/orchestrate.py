@@ -143,6 +143,8 @@ def run_job(o: JobSpec, log=print, redo: tuple[dict[int, set[str]], dict] | None
     if o.dry_run:
         return _dry_run(o, outdir, spec, sizes, log, redo)
     with outdir.lock(), external_client(o) as external:
+        if external is not None and o.device == "cuda":  # before the job is written: pins nothing
+            wait_for_resource(external, "GPU", o.resource_timeout, log)
         fp = check_or_write_job(outdir, spec, o.restart, log)
         clear_stop(outdir)  # the last run's failure is this run's to tell again, or not
         stale = outdir.remove_temporaries()
@@ -361,9 +363,7 @@ def _drive(client, job, work: _Work, log, outdir: Outdir) -> dict:
     from tqdm import tqdm
 
     o = job.spec
-    resources = {"GPU": 1} if (o.scheduler and o.device == "cuda") else None
-    if resources:
-        wait_for_resource(client, "GPU", o.resource_timeout, log)
+    resources = {"GPU": 1} if (o.scheduler and o.device == "cuda") else None  # waited for (run_job)
     window = o.window or 2 * max(1, len(client.scheduler_info()["workers"]))
     # disable=None: a bar on a terminal only; a cron job's mailed log gets none
     bar = tqdm(total=work.images, unit="img", desc="colorize", disable=None if o.progress else True,

@@ -302,10 +302,14 @@ class _Watch:
 
         self.client, self.scheduler, self.log, self.after, self.every = client, scheduler, log, after, every
         self.done = threading.Event()
+        try:  # the workers at the start: one lost before the first look is said too
+            self.seen = dict(client.scheduler_info()["workers"])
+        except Exception:  # noqa: BLE001 - a scheduler gone: the run itself says so
+            self.seen = {}
         threading.Thread(target=self._watch, daemon=True, name="no-workers").start()
 
     def _watch(self) -> None:
-        since, paused, seen = None, {}, None
+        since, paused, seen = None, {}, self.seen
         while not self.done.wait(self.every):
             try:
                 workers = self.client.scheduler_info()["workers"]

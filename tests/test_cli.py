@@ -353,6 +353,9 @@ def test_one_job_run_into_two_outdirs_at_once_on_a_shared_cluster(tmp_path, ckpt
                 for name in ("a", "b")]
         errs = [r.communicate(timeout=300)[1] for r in runs]
     assert [r.returncode for r in runs] == [0, 0], errs
+    from pipeline.worker import shard  # the workers ran in this process: each run freed their net
+
+    assert shard._COLORIZERS == {}
     for name in ("a", "b"):
         assert len(list((tmp_path / name / "results").glob("shard-*.parquet"))) == 3
         assert len(list((tmp_path / name / "images").glob("*.png"))) == 6

@@ -105,6 +105,24 @@ def _quiet() -> None:
         logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
+def _release_nets() -> int:
+    """Run on each worker of a cluster the user runs, after the run: its loaded net (about 1 GB)
+    is freed, as a shared cluster's workers are not ours to keep memory in. A shard of another
+    run still holds its own reference; that run's next shard loads it again (a second or two)."""
+    import gc
+    import sys
+
+    shard = sys.modules.get("pipeline.worker.shard")
+    n = len(shard._COLORIZERS) if shard else 0
+    if n:
+        shard._COLORIZERS.clear()
+        gc.collect()
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    return n
+
+
 HELLO_WAIT = 10.0  # seconds a dask scheduler takes at most to send its greeting
 
 
@@ -165,7 +183,11 @@ def external_client(o: JobSpec):
         raise Unavailable(f"cannot reach the dask scheduler at {o.scheduler} ({e}); nothing ran: "
                           "start it (dask scheduler) or check the address, then run again") from None
     with client:
-        yield client
+        try:
+            yield client
+        finally:
+            with contextlib.suppress(Exception):  # a scheduler gone: nothing held there to free
+                client.run(_release_nets)
 
 
 @contextlib.contextmanager

@@ -586,7 +586,9 @@ def _moved_advice(outdir: str) -> str:
 
 
 def cmd_status(a) -> int:
+    from pipeline.client.metrics import rate_words
     from pipeline.client.orchestrate import resume_hint, status
+
     try:
         with _manifest_moved(a.outdir):
             s = status(a.outdir)
@@ -616,7 +618,7 @@ def cmd_status(a) -> int:
         if "eta_s" in s:
             left = ("less than a minute" if s["eta_s"] < 60 else
                     f"about {plural(round(s['eta_s'] / 60), 'minute')}")
-            pace = f"; {s['images_per_s']:.1f} images/s, {left} to go"
+            pace = f"; {rate_words(s['images_per_s'])}, {left} to go"
         if "stalled_s" in s:
             pace = (f"; but no shard committed for {round(s['stalled_s'] / 60)} min (are its "
                     "workers alive? `colorize run` says so when it has none)")

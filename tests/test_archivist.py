@@ -212,3 +212,10 @@ def test_no_dashboard_link_that_leads_nowhere(night, ckpt, capsys, tmp_path):
                  "--checkpoint", ckpt]) == 0
     said = capsys.readouterr().out
     assert ("dashboard:" in said) == (importlib.util.find_spec("bokeh") is not None)
+
+
+def test_a_slow_pace_is_said_per_minute():
+    """Big masters go at a few a minute: the unattended progress line said '0.0 images/s'."""
+    from pipeline.client.metrics import rate_words
+
+    assert rate_words(0.04) == "2.4 images/min" and rate_words(200.18) == "200.2 images/s"

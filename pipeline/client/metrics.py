@@ -26,6 +26,12 @@ def steady_rate(spans: list[tuple]) -> float | None:
     return done / (t1 - t0) if done else None
 
 
+def rate_words(rate: float) -> str:
+    """A rate as a person reads it: big masters go at a few a minute, and "0.0 images/s" said
+    nothing of it."""
+    return f"{rate:.1f} images/s" if rate >= 1 else f"{rate * 60:.1f} images/min"
+
+
 class Tally:
     """A run's totals, from the summaries its shards send back as they commit."""
 
@@ -52,7 +58,7 @@ class Tally:
             left = (self.of[1] - n) / rate if rate else 0
             self.say(f"progress: {len(self.spans)} of {self.of[0]} shards committed ({n:,} of "
                      f"{self.of[1]:,} images: {self.totals['ok']:,} ok, {self.totals['error']:,} "
-                     f"error, {self.totals['skipped']:,} skipped); {rate:.1f} images/s, "
+                     f"error, {self.totals['skipped']:,} skipped); {rate_words(rate)}, "
                      + ("less than a minute" if left < 60 else f"about {round(left / 60)} min") + " to go")
 
     def summary(self) -> dict:

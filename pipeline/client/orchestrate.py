@@ -383,7 +383,7 @@ def _drive(client, job, work: _Work, log, outdir: Outdir) -> dict:
 
     it = iter(work.tasks)
     ac = as_completed([submit(t) for t in islice(it, window)], with_results=False)
-    failure, tb = None, ""
+    failure, tb, killed = None, "", []
     watch = _Watch(client, o.scheduler, log)
     try:
         for fut in ac:
@@ -391,24 +391,35 @@ def _drive(client, job, work: _Work, log, outdir: Outdir) -> dict:
                 summary = fut.result()
             except Exception as e:  # after retries, or a worker that kept dying
                 failure, tb = _failed(e, fut, o.manifest)
-                break
-            if not outdir.store.exists(outdir.shard_rel(summary["shard"])):
-                # a worker that writes OUTDIR elsewhere (another mount): its "done" is not ours
-                failure = (f"shard {summary['shard']:05d} was committed by a worker, but "
-                           f"{outdir.shard_rel(summary['shard'])} is not in {outdir.url} as this "
-                           "machine sees it: the workers write OUTDIR somewhere else (mount it at "
-                           "the same path on every worker)")
-                break
-            tally.add(summary)
-            ledger.record(outdir, summary["shard"], summary.get("results_sha256"))
-            work.committed(summary["shard"])
-            bar.update(summary["images"])
+                if type(e).__name__ != "KilledWorker":
+                    break
+                # that shard's scans (most often too large for a worker), not the run's: a night's
+                # other shards go on, and the run fails at its end, naming it
+                killed.append(failure)
+                failure = None
+                summary = None
+            if summary is not None:
+                if not outdir.store.exists(outdir.shard_rel(summary["shard"])):
+                    # a worker that writes OUTDIR elsewhere (another mount): its "done" is not ours
+                    failure = (f"shard {summary['shard']:05d} was committed by a worker, but "
+                               f"{outdir.shard_rel(summary['shard'])} is not in {outdir.url} as "
+                               "this machine sees it: the workers write OUTDIR somewhere else "
+                               "(mount it at the same path on every worker)")
+                    break
+                tally.add(summary)
+                ledger.record(outdir, summary["shard"], summary.get("results_sha256"))
+                work.committed(summary["shard"])
+                bar.update(summary["images"])
             nxt = next(it, None)
             if nxt is not None:
                 ac.add(submit(nxt))
     finally:
         watch.stop()
         bar.close()
+    if killed and not failure:
+        more = len(killed) - 1
+        failure = killed[0] + (f" (and {plural(more, 'other shard')} so)" if more else "") + \
+            "; every other shard went on"
     if failure:
         for f in list(ac.futures):  # a copy: completions still arrive and change the dict
             f.cancel()
@@ -448,7 +459,8 @@ def _killed(manifest: str, shard: int) -> str:
     return ("" if big is None else
             f" (a worker died each time: most often its memory; the shard's largest scan is "
             f"{big[0]}, {big[1]}x{big[2]}, about {(MODEL_BYTES + big[3]) / GB:.1f} GB with the "
-            "model: give the workers more memory, or take that scan out of the manifest)")
+            "model, and a worker holds several of its scans at once, up to twice --batch-size "
+            "read ahead: give the workers more memory, or run with a smaller --batch-size)")
 
 
 def check_outdir_apart(outdir: Store, manifest: str) -> None:

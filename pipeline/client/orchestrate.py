@@ -460,7 +460,8 @@ def _killed(manifest: str, shard: int) -> str:
             f" (a worker died each time: most often its memory; the shard's largest scan is "
             f"{big[0]}, {big[1]}x{big[2]}, about {(MODEL_BYTES + big[3]) / GB:.1f} GB with the "
             "model, and a worker holds several of its scans at once, up to twice --batch-size "
-            "read ahead: give the workers more memory, or run with a smaller --batch-size)")
+            "read ahead: give the workers more memory and run again; a job started with a smaller "
+            "--batch-size holds fewer)")
 
 
 def check_outdir_apart(outdir: Store, manifest: str) -> None:

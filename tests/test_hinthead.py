@@ -42,6 +42,26 @@ def test_the_head_colours_the_hints_region_and_stops_at_a_strong_edge(shipped):
     assert np.hypot(*(toward.numpy() - base)[:, :, 136:]).mean() > 3.0  # which the head alone did
 
 
+@pytest.mark.parametrize("scene, bound, was", [("hard edge (34 L*)", 1.0, 6.0),
+                                                ("soft edge (22 L*, blurred)", 4.5, 40.0)])
+def test_a_hint_stays_on_its_side_of_an_edge_as_a_scan_has_it(shipped, scene, bound, was):
+    """An edge drawn at the source's size is two or three steps on the net's grid, with a gray
+    ring between the regions: one red hint on a coat reddened its wall by 6 units behind a sharp
+    34-L* edge and by 46 behind a blurred 22-L* one (the test above draws the edge on the grid
+    itself, one step, and never saw it)."""
+    from jobs.probe_hint_edges import leak, scenes
+    from pipeline.worker import hints
+
+    g, coat = scenes()[scene]
+    moved, took = leak(shipped, g, coat)  # a*b* units beyond the edge; the coat's share of the hint
+    assert moved < bound and took > 0.9, (moved, took)
+    hints.SPAN, before = 0.0, hints.SPAN
+    try:
+        assert leak(shipped, g, coat)[0] > was  # each link's one step alone, as before
+    finally:
+        hints.SPAN = before
+
+
 def test_an_untrained_head_changes_nothing_and_two_hints_in_one_cell_meet_halfway():
     head = hinthead.HintHead().eval()
     ab = torch.randn(2, 64, 64) * 20

@@ -42,6 +42,14 @@ VAR_CAP = 25.0
 # the offset's, in hints. Chosen on kphotoalbum's 23 photos (3 and 10 simulated points): with them
 # +2.36 / +3.93 dB over gray against +2.06 / +3.33 for propagation alone; from 2 to 8 and 3 to 30
 # the figures move by under 0.1 dB.
+# A link's step is also the step across the two pixels beside it, over SPAN: an edge squeezed onto
+# the net's grid is two or three steps of a third of its height each, and a gray ring between
+# two regions let one hint through whole (a red coat reddened its wall by 46 a*b* units behind a
+# blurred 22 L* edge, 6 behind a sharp 34 L* one; jobs/probe_hint_edges.py). 1.5 shuts both (4
+# and 0.2 units) at kphotoalbum's simulated points' cost of 0.15-0.24 dB (+2.80 / +4.81 at 3 / 10
+# points against +3.04 / +4.96: random points reward colour that leaks, since most regions of a
+# photo share their neighbours'); 1.0 shut them further (0.9) at twice the cost. 0: off.
+SPAN = 1.5
 GAIN_PULL = 4.0
 OFFSET_PULL = 3.0
 SAMPLE = 5  # a simulated hint's colour: the true a*b* averaged over SAMPLE x SAMPLE source pixels
@@ -170,20 +178,30 @@ def planes(cells: list[tuple[int, int, float, float]], size: int, patch: int = P
     return p
 
 
-def affinity_system(L: np.ndarray, fixed: np.ndarray, screen: float = SCREEN, var_cap: float = VAR_CAP):
+def affinity_system(L: np.ndarray, fixed: np.ndarray, screen: float = SCREEN, var_cap: float = VAR_CAP,
+                    span: float | None = None):
     """Levin et al.'s system on L (H, W) in [0, 100]: rows of fixed cells are the identity, the
     others (1 + screen) I - W, W the row-normalised 3 x 3 affinities exp(-dL^2 / 2 var), var the
-    local variance of L within [2, var_cap]."""
+    local variance of L within [2, var_cap], dL the larger of the step and the step over three
+    pixels / span (SPAN unless given; 0: the step alone)."""
+    span = SPAN if span is None else span
     import scipy.sparse as sp
 
     H, W = L.shape
     n = H * W
     idx = np.arange(n).reshape(H, W)
-    pad = np.pad(L, 1, mode="edge")
+    pad = np.pad(L, 2, mode="edge")
     nb = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
-    win = np.stack([pad[1 + dy:1 + dy + H, 1 + dx:1 + dx + W] for dy, dx in nb])
+
+    def at(k: int, dy: int, dx: int) -> np.ndarray:  # L k steps along (dy, dx), edge-padded
+        return pad[2 + k * dy:2 + k * dy + H, 2 + k * dx:2 + k * dx + W]
+
+    win = np.stack([at(1, dy, dx) for dy, dx in nb])
     var = np.clip(np.var(np.concatenate([win, L[None]]), axis=0) * 0.6, 2.0, var_cap)
-    w = np.exp(-((win - L[None]) ** 2) / (2 * var[None]))
+    step = np.abs(win - L[None])
+    if span:  # the step from the pixel behind to the one beyond: symmetric, so the link is too
+        step = np.maximum(step, np.stack([np.abs(at(2, dy, dx) - at(-1, dy, dx)) for dy, dx in nb]) / span)
+    w = np.exp(-(step ** 2) / (2 * var[None]))
     ys, xs = np.mgrid[0:H, 0:W]
     rows, cols, vals = [], [], []
     for k, (dy, dx) in enumerate(nb):

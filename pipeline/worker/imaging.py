@@ -169,8 +169,11 @@ def open_within(data: bytes, max_pixels: int | None) -> Image.Image:
     wrote, its size checked when its source was read). Pillow's own default would warn above 89 M
     pixels and refuse above 179 M, which the job's default (200 M) lets through."""
     with _PIXELS:
-        Image.MAX_IMAGE_PIXELS = max_pixels
-        return Image.open(io.BytesIO(data))
+        before, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, max_pixels
+        try:
+            return Image.open(io.BytesIO(data))
+        finally:  # checked at open: the process's other opens keep their limit
+            Image.MAX_IMAGE_PIXELS = before
 
 
 def _open(path: str | os.PathLike | io.BytesIO, max_pixels: int) -> Image.Image:

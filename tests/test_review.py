@@ -195,6 +195,22 @@ def test_journal_keeps_every_edit_and_skips_only_a_torn_line(tmp_path):
         j.record("a", "verdict", "maybe")
 
 
+def test_a_planted_journal_value_is_not_taken(tmp_path):
+    """Anyone who reviews an OUTDIR can write its journals: a verdict of markup, written past the
+    server's checks with a right checksum, ran script on every curator's page (with their key)."""
+    import zlib
+
+    ev = {"id": "x1", "t": "2026-12-02T00:00:00.000000Z", "who": "mallory", "image_id": "a",
+          "kind": "verdict", "value": json.dumps('accepted"><img src=x onerror=alert(1)>')}
+    body = json.dumps(ev, ensure_ascii=False, sort_keys=True)
+    (tmp_path / "reviews").mkdir()
+    (tmp_path / "reviews" / "journal-20261202T000000-1-planted0.jsonl").write_text(
+        json.dumps({"e": ev, "crc": zlib.crc32(body.encode())}) + "\n")
+    j = reviews.Journal(tmp_path, "ann")
+    j.record("b", "verdict", "accepted")
+    assert "a" not in j.state() and j.state()["b"]["verdict"] == "accepted"
+
+
 def test_two_servers_write_apart_and_compaction_leaves_a_live_journal_alone(tmp_path):
     one, two = reviews.Journal(tmp_path, "ann"), reviews.Journal(tmp_path, "bob")
     one.record("x", "verdict", "accepted")
@@ -378,6 +394,16 @@ def test_the_server_wants_its_token_serves_nothing_else_and_writes_only_reviews(
         assert c.get("/api/info?t=wrong").status_code == 403
         assert c.get("/api/info?t=tok").status_code == 200
         assert c.get("/api/info", headers={"X-Token": "tok"}).status_code == 200
+        # never a cookie: a browser sends one of 127.0.0.1 to every port (another local server
+        # was handed the key, and a page there posted edits), and a second server's replaced it
+        ok = c.get("/?t=tok")
+        assert ok.status_code == 200 and "Set-Cookie" not in ok.headers
+        assert "script-src 'self'" in ok.headers["Content-Security-Policy"]
+        c.set_cookie("colorize_review", "tok")
+        assert c.get("/api/info").status_code == 403
+        assert c.post("/api/review", json={"image_id": iid, "kind": "verdict", "value": "rejected"}).status_code == 403
+        c.delete_cookie("colorize_review")
+        assert c.get("/page/review.js").status_code == 200  # the page's own code needs no key
         for bad in ("/page/../job.json", "/page/%2e%2e/job.json", "/page/..%2fjob.json",
                     "/page/%2e%2e%2f%2e%2e%2fsecret.png", "/img/../../job.json/source",
                     f"/img/{iid}/..%2f..%2fjob.json", "/img/nope/output"):
@@ -614,7 +640,15 @@ def test_a_curator_reviews_in_a_real_browser(job, tmp_path):
     try:
         with pw.sync_playwright() as play:
             b = play.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-            page = b.new_page(viewport={"width": 1400, "height": 900})
+            # under the page's Content-Security-Policy as a curator's browser has it: the grid
+            # comes, with no violation (the checks below evaluate script: their pages bypass it)
+            strict, said = b.new_page(), []
+            strict.on("console", lambda m: said.append(m.text))
+            strict.goto(url)
+            strict.wait_for_selector(".card img")
+            assert strict.locator(".card").count() == 12 and not [m for m in said if "Security Policy" in m], said
+            strict.close()
+            page = b.new_page(viewport={"width": 1400, "height": 900}, bypass_csp=True)
             errors = []
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.goto(url)
@@ -738,7 +772,7 @@ def test_a_curator_reviews_in_a_real_browser(job, tmp_path):
             page.wait_for_function(f"S.view && S.row && S.row.image_id == '{hinted}' && S.review.note")
             # a second tab on the same image: its note, made on what it showed, does not
             # overwrite the first tab's newer one; it is told, and shows the newer one
-            tab2 = b.new_page()
+            tab2 = b.new_page(bypass_csp=True)
             tab2.goto(page.url)
             tab2.wait_for_function(f"S.view && S.row && S.row.image_id == '{hinted}' && S.review.note")
             page.keyboard.press("n")
@@ -835,7 +869,7 @@ def test_the_bundled_samples_reviewed_with_the_shipped_weights(tmp_path):
     try:
         with pw.sync_playwright() as play:
             b = play.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-            page = b.new_page(viewport={"width": 1280, "height": 720})
+            page = b.new_page(viewport={"width": 1280, "height": 720}, bypass_csp=True)
             page.goto(url)
             page.wait_for_selector(".card")
             assert page.locator(".card").count() == 9

@@ -32,7 +32,6 @@ from pipeline.errors import JobError, UsageError
 PAGE_DIR = Path(__file__).with_name("review_page")
 THUMB = 320
 CACHE = "cache"
-COOKIE = "colorize_review"
 
 
 class Previewer:
@@ -90,7 +89,7 @@ class Previewer:
 
 def create_app(outdir: str, who: str | None = None, token: str | None = None):
     """The review server's Flask app over OUTDIR (app.config["TOKEN"] holds its token)."""
-    from flask import Flask, Response, g, request, send_from_directory
+    from flask import Flask, Response, request, send_from_directory
 
     od = Outdir(outdir)
     if not od.has_job():
@@ -107,15 +106,17 @@ def create_app(outdir: str, who: str | None = None, token: str | None = None):
 
     @app.before_request
     def _token():
-        # in the URL, a header, or the cookie the page got with it (its stylesheet and script)
-        given = (request.args.get("t") or request.headers.get("X-Token")
-                 or request.cookies.get(COOKIE))
+        if request.path.startswith("/page/"):
+            return None  # the page's own stylesheet and script: code, no data of the run
+        # in the URL or a header, never a cookie: a browser sends a cookie of 127.0.0.1 to every
+        # port of it (another local server would be handed the key, and a page there could post
+        # edits with it), and a second review server's would replace the first's
+        given = request.args.get("t") or request.headers.get("X-Token")
         if not given or not secrets.compare_digest(given.encode(), app.config["TOKEN"].encode()):
             return Response("This review page opens only from the whole link that `colorize "
                             "review` printed (it ends in ?t=...): copy all of it. Each start of "
                             "colorize review prints a new link; a link from an earlier start "
                             "opens nothing.\n", 403, mimetype="text/plain")
-        g.authorized = True
         return None
 
     @app.errorhandler(JobError)
@@ -123,12 +124,14 @@ def create_app(outdir: str, who: str | None = None, token: str | None = None):
         return Response(f"{e}\n", 409, mimetype="text/plain")
 
     @app.after_request
-    def _cookie(resp):
-        # the key only to who showed it: a refused request (a page that rebinds its name to
-        # 127.0.0.1, another user of the machine) must not be handed it in a cookie
-        if g.get("authorized"):
-            resp.set_cookie(COOKIE, app.config["TOKEN"], httponly=True, samesite="Strict")
+    def _headers(resp):
         resp.headers["X-Content-Type-Options"] = "nosniff"
+        # the page's own script and images only: text from a file (a catalogue cell, a journal)
+        # that slipped into markup runs nothing, and sends nothing elsewhere
+        resp.headers["Content-Security-Policy"] = (
+            "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
+            "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+        resp.headers["Referrer-Policy"] = "no-referrer"
         return resp
 
     @app.get("/")

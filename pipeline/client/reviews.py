@@ -169,10 +169,13 @@ class Journal:
         order = (ev["t"], ev["id"])
         if key in self._latest and self._latest[key] >= order:
             return
+        try:  # a journal is a file anyone who reviews OUTDIR can write: its values are checked
+            v = check_value(ev["kind"], json.loads(ev["value"]))  # as an edit's (a verdict of HTML)
+        except (ReviewError, ValueError, TypeError):
+            return
         self._latest[key] = order
         s = self._state.setdefault(ev["image_id"], {"verdict": None, "note": None, "hints": [],
                                                      "who": None, "t": None, "rev": {}})
-        v = json.loads(ev["value"])
         s[ev["kind"]] = v if ev["kind"] != "hints" else (v or [])
         # which edit each kind is now: a page saves "on top of" the one it showed, or is told
         s["rev"] = {**s["rev"], ev["kind"]: ev["id"]}

@@ -10,6 +10,8 @@ const S = {
   saving: Promise.resolve(), broken: new Set(), gridScroll: 0,
 };
 const $ = (id) => document.getElementById(id);
+// Text put into HTML: a value from a file (a journal, a results row) is never markup.
+const esc = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
 function api(path, opts = {}) {
   const sep = path.includes("?") ? "&" : "?";
@@ -134,8 +136,8 @@ function renderGrid() {
     const c = document.createElement("div");
     c.className = "card" + (i === S.cur ? " cur" : "") + (S.selected.has(r.image_id) ? " sel" : "");
     c.dataset.id = r.image_id;
-    const badges = [r.verdict ? `<span class="badge ${r.verdict}">${r.verdict}</span>` : "",
-      r.status !== "ok" ? `<span class="badge ${r.status}">${r.status}</span>` : "",
+    const badges = [r.verdict ? `<span class="badge ${esc(r.verdict)}">${esc(r.verdict)}</span>` : "",
+      r.status !== "ok" ? `<span class="badge ${esc(r.status)}">${esc(r.status)}</span>` : "",
       r.curator_hints ? `<span class="badge hinted">${plural(r.curator_hints, "hint")}</span>` : "",
       r.note ? `<span class="badge note" title="has a note">note</span>` : ""].join("");
     // a thumbnail that failed once (an unreadable scan) is not asked for again on every refresh

@@ -195,6 +195,20 @@ def test_journal_keeps_every_edit_and_skips_only_a_torn_line(tmp_path):
         j.record("a", "verdict", "maybe")
 
 
+def test_images_on_another_disk_by_a_link_are_shown(job, tmp_path):
+    """images/ as a link to another disk (the README allows it; status and audit pass): every
+    output was refused as outside OUTDIR, each 'after' unreadable on the page."""
+    from pipeline.client.review import create_app
+
+    out = fresh_copy(job, tmp_path)
+    (out / "images").rename(tmp_path / "disk2")
+    (out / "images").symlink_to(tmp_path / "disk2")
+    iid = next(i for i, r in results(out).items() if r["status"] == "ok")
+    c = create_app(str(out), who="t", token="tok").test_client()
+    r = c.get(f"/img/{iid}/output?w=64&t=tok")
+    assert r.status_code == 200 and r.data[:2] == b"\xff\xd8"
+
+
 def test_a_planted_journal_value_is_not_taken(tmp_path):
     """Anyone who reviews an OUTDIR can write its journals: a verdict of markup, written past the
     server's checks with a right checksum, ran script on every curator's page (with their key)."""

@@ -233,14 +233,26 @@ def _image_info(root: str, view: RunView, row: dict, review: dict) -> dict:
             "automatic": _automatic(root, row) is not None}
 
 
+def _ours(root: str, rel: str) -> str | None:
+    """The real path of an output (images/... or automatic/...) where it lies inside its folder
+    as that folder really is: images/ may be a link to another disk (the README allows it), but
+    nothing below it may lead out of it (a planted link, a hostile row)."""
+    top, _, rest = rel.partition("/")
+    if top not in (Outdir.IMAGES, Outdir.AUTOMATIC) or not rest:
+        return None
+    base = os.path.realpath(os.path.join(root, top))
+    path = os.path.realpath(os.path.join(base, rest))
+    return path if path.startswith(base + os.sep) else None
+
+
 def _automatic(root: str, row: dict) -> str | None:
     """The automatic output a hinted one replaced (OUTDIR/automatic/, kept by `run --hinted`),
     for the curator to compare the hints' colour with; None when there is none."""
     rel = row.get("output_path") or ""
     if not row.get("hints_digest") or "/" not in rel:
         return None
-    path = os.path.realpath(os.path.join(root, automatic_of(rel)))
-    return path if path.startswith(root + os.sep) and os.path.isfile(path) else None
+    path = _ours(root, automatic_of(rel))
+    return path if path and os.path.isfile(path) else None
 
 
 def _edits(view: RunView, body: dict) -> list[tuple[str, object]] | None:
@@ -356,8 +368,8 @@ def _picture(root: str, view: RunView, row: dict, which: str, width: int) -> byt
         rel = row.get("output_path")
         if not rel or row.get("status") != "ok":
             return None
-        path = os.path.realpath(os.path.join(root, rel))
-        if not path.startswith(root + os.sep):  # a symlink or a hostile row: not ours to show
+        path = _ours(root, rel)
+        if path is None:  # a link out of images/ or a hostile row: not ours to show
             return None
         key = row.get("output_sha256") or rel
     else:

@@ -7,6 +7,7 @@ import contextlib
 import difflib
 import json
 import os
+import re
 import shlex
 import signal
 import sys
@@ -57,6 +58,16 @@ class Parser(argparse.ArgumentParser):
             prog = f"{prog} {cmd}"
         raise UsageError(f"{message} (see `{prog} --help`)")
 
+
+
+# A terminal's control characters (escape sequences, carriage return, bidi overrides) in a cell or
+# a file name a message quotes: written as escapes, so a donor's catalogue cannot retitle the
+# window, erase a line of the scan's summary or reverse the text after it.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def plain(text: str) -> str:
+    return _CONTROL.sub(lambda m: m.group(0).encode("unicode_escape").decode(), text)
 
 def port_arg(s: str) -> int:
     v = whole_number(s)
@@ -263,7 +274,7 @@ def cmd_scan(a) -> int:
               "(--fresh to start over)", file=sys.stderr)
     t = scan(a.sources, a.output, shard_size=a.shard_size, max_pixels=a.max_pixels,
              relative=a.relative, progress=not a.quiet,
-             log=lambda m: print(f"colorize: {m}", file=sys.stderr),
+             log=lambda m: print(f"colorize: {plain(m)}", file=sys.stderr),
              path_column=a.path_column, encoding=a.encoding, extend=a.extend,
              delimiter=a.delimiter, report=a.report)
     errors = t.column("scan_error").to_pylist()
@@ -451,7 +462,7 @@ def _redo_request(a) -> tuple[dict[int, set[str]], dict]:
             options[k] = getattr(a, k)
             setattr(a, k, old.get(k))  # the job's fingerprint is unchanged
     return redo.select(a.manifest, a.redo, a.redo_column,
-                       log=lambda m: print(f"colorize: {m}", file=sys.stderr)), options
+                       log=lambda m: print(f"colorize: {plain(m)}", file=sys.stderr)), options
 
 
 def _stop_run(outdir: str, scheduler: str | None = None, summary_json: str | None = None):
@@ -1188,15 +1199,15 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return a.func(a) or 0
     except UsageError as e:
-        print(f"colorize: error: {e}", file=sys.stderr)
+        print(f"colorize: error: {plain(str(e))}", file=sys.stderr)
         return getattr(e, "exit_code", 2)
     except RunFailed as e:
         if e.traceback:
             print(e.traceback, file=sys.stderr)
-        print(f"colorize: failed: {e}", file=sys.stderr)
+        print(f"colorize: failed: {plain(str(e))}", file=sys.stderr)
         return 1
     except (DecodeError, FileNotFoundError) as e:
-        print(f"colorize: error: {e}", file=sys.stderr)
+        print(f"colorize: error: {plain(str(e))}", file=sys.stderr)
         return 2
     except OSError as e:  # an OUTDIR that cannot be created, a full disk at the start...
         print(f"colorize: error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)

@@ -593,3 +593,14 @@ def test_an_edited_export_brought_back_as_the_catalogue_changes_only_its_cells(s
     assert again[0] == head  # the same columns as the first export: no stale copies
     rec = {r[head.index("accession")]: r[head.index("output_record")] for r in again[1:]}
     assert (rec["0001"], rec["0002"]) == ("current", "outdated")  # its XMP holds the old title
+
+
+def test_a_cells_terminal_controls_are_written_as_escapes(scans, tmp_path):
+    """A donor's title with escape sequences, quoted by the scan's summary, retitled the window,
+    erased a line and wrote 'fake line' over it."""
+    cat = scans / "cat.csv"
+    cat.write_text("path,title\nb.png,ok\nb.png,\x1b]0;PWNED\x07\x1b[2K\rfake line\u202e\n", encoding="utf-8")
+    r = run_cli("scan", cat, "-o", tmp_path / "m.parquet", "-q")
+    assert r.returncode == 0 and "1 file listed twice" in r.stderr, r.stderr
+    assert "\x1b" not in r.stderr and "\r" not in r.stderr and "\u202e" not in r.stderr
+    assert "title \\x1b]0;PWNED\\x07\\x1b[2K" in r.stderr  # (the CR ended the record: Excel's rule)

@@ -587,7 +587,15 @@ def test_an_edited_export_brought_back_as_the_catalogue_changes_only_its_cells(s
     assert "output_record" not in m["b.png"] and "verdict" not in m["b.png"]
     assert (m["b.png"]["title"], m["c.png"]["title"]) == ("Hof", "Tor am Markt")
     assert m["b.png"]["colorize_status"] == "checked"  # the catalogue's own, kept
-    assert run_cli("export", out, tmp_path / "again.csv").returncode == 0
+    r = run_cli("export", out, tmp_path / "again.csv")
+    assert r.returncode == 0 and "as a formula does" not in r.stderr
+    cat.write_text("path,accession,title,status,colorize_status\nb.png,0001,=HYPERLINK(\"x\"),,\n"
+                   "c.png,-2,- untitled -,,\n", encoding="utf-8")
+    assert run_cli("scan", scans, cat, "-o", man, "--extend", man, "-q").returncode == 0
+    r = run_cli("export", out, tmp_path / "f.csv")
+    assert r.returncode == 0 and ("note: 1 catalogue cell begins as a formula does (row 1's 'title': "
+                                  "'=HYPERLINK(\"x\")'): Excel runs such a cell") in r.stderr, r.stderr
+    assert '"=HYPERLINK(""x"")"' in (tmp_path / "f.csv").read_text(encoding="utf-8-sig")  # as written
     with open(tmp_path / "again.csv", newline="", encoding="utf-8-sig") as f:
         again = list(csv.reader(f))
     assert again[0] == head  # the same columns as the first export: no stale copies

@@ -115,6 +115,9 @@ def write_csv(path: str, header: list[str], rows: list[list], delimiter: str, en
     _write_new(path, data)
 
 
+# A cell Excel takes for a formula when it opens a CSV: written as it is (the record as the
+# catalogue has it), and said (a "-2" or "- untitled" is text to Excel too, and not said).
+FORMULA = re.compile(r"[=+@\t\r]|-[^\d\s.]")
 XLSX_CELL = 32767  # the most characters an Excel cell holds
 XLSX_ROWS = 1_048_576  # the most rows a worksheet holds, the header's included
 
@@ -202,5 +205,7 @@ def export(outdir: str, dest: str, excel: bool | None = None, delimiter: str | N
     if d == "\n":  # a TXT path list has no separator of its own
         d = ","
     write_csv(dest, header, rows, d, encoding)
-    return dict(said, format="csv", delimiter=d, encoding=encoding)
+    return dict(said, format="csv", delimiter=d, encoding=encoding,
+                formulas=[(k, header[i], v) for k, r in enumerate(rows) for i, v in enumerate(r[:n_text])
+                          if isinstance(v, str) and FORMULA.match(v)])
 

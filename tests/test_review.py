@@ -259,6 +259,31 @@ def start_server(out: Path, *extra) -> tuple[subprocess.Popen, str]:
     return p, m[0]
 
 
+def test_the_browser_is_opened_without_the_key_on_its_command_line(job, tmp_path):
+    """The browser is started with the page's address as its argument, which every user of the
+    machine reads in the process list: it gets a file only this user can read, which sends it on."""
+    out = fresh_copy(job, tmp_path)
+    seen = tmp_path / "argv.txt"
+    fake = tmp_path / "browser.sh"
+    fake.write_text(f'#!/bin/sh\necho "$1" > {seen}\n')
+    fake.chmod(0o755)
+    p = subprocess.Popen([sys.executable, "-m", "pipeline", "review", str(out)], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, cwd=ROOT, env={**os.environ, "BROWSER": str(fake)})
+    try:
+        url = re.search(r"http://127\.0\.0\.1:\d+/\?t=\S+", p.stdout.readline())[0]
+        deadline = time.time() + 30
+        while not (seen.exists() and seen.read_text().strip()) and time.time() < deadline:
+            time.sleep(0.1)
+        arg = seen.read_text().strip()
+        assert arg.startswith("file://") and "t=" not in arg, arg
+        opener = Path(arg[len("file://"):])
+        assert opener.stat().st_mode & 0o077 == 0 and url.replace("&", "&amp;") in opener.read_text()
+    finally:
+        p.send_signal(signal.SIGINT)  # Ctrl-C, as the page's line says
+        p.wait(timeout=30)
+    assert not opener.exists()  # gone with the server
+
+
 def children(pid: int) -> dict[int, str]:
     """The command lines of a process's children, by pid (Linux /proc)."""
     found = {}

@@ -14,12 +14,15 @@ the test client: code we would otherwise write. The page is plain HTML and JavaS
 from __future__ import annotations
 
 import hashlib
+import html
 import io
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -231,6 +234,18 @@ def _image_info(root: str, view: RunView, row: dict, review: dict) -> dict:
             "review": review or {"verdict": None, "note": None, "hints": [], "rev": {}},
             "hints_pending": digest_of(review.get("hints") or []) != row.get("hints_digest"),
             "automatic": _automatic(root, row) is not None}
+
+
+def _opener(url: str, folder: str) -> str:
+    """A file that sends the browser on to url, readable by this user alone: the browser is
+    started with its name on its command line, which every user of the machine can read in the
+    process list, so the key must not be on it (as Jupyter opens its page)."""
+    path = os.path.join(folder, "open.html")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f'<!doctype html><meta http-equiv="refresh" content="0;url={html.escape(url)}">'
+                f'<a href="{html.escape(url)}">open the review page</a>\n')
+    return Path(path).as_uri()
 
 
 def _ours(root: str, rel: str) -> str | None:
@@ -456,17 +471,23 @@ def serve(outdir: str, port: int = 0, browser: bool = True, who: str | None = No
     srv = make_server("127.0.0.1", sock.getsockname()[1], app, threaded=True, fd=sock.fileno(),
                       request_handler=_handler())
     url = f"http://127.0.0.1:{sock.getsockname()[1]}/?t={app.config['TOKEN']}"
+    private = tempfile.mkdtemp(prefix="colorize-review-")  # 0700: this user's alone
     log(f"review {outdir} at {url}  (Ctrl-C stops; edits are saved as they are made)")
     try:
         app.config["PREVIEWER"].start()
         if browser:
             import webbrowser
 
-            threading.Timer(0.5, webbrowser.open, (url,)).start()
+            threading.Timer(0.5, webbrowser.open, (_opener(url, private),)).start()
+            # read by then; a server killed outright leaves no key behind it for long either
+            tidy = threading.Timer(60, shutil.rmtree, (private, True))
+            tidy.daemon = True  # not a reason to stay up after Ctrl-C
+            tidy.start()
         srv.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
+        shutil.rmtree(private, ignore_errors=True)
         srv.server_close()
         app.config["PREVIEWER"].close()
         app.config["JOURNAL"].close()

@@ -124,9 +124,12 @@ function renderFilters(d) {
   }
 }
 
+// Each part in its own Unicode isolate: a right-to-left override in one cell (a title, a file
+// name) must not reverse the parts after it.
+const isolate = (v) => "\u2068" + v + "\u2069";
 function label(r) {
-  const cat = Object.values(r.catalogue || {}).filter((v) => v);
-  return (cat.length ? cat.slice(0, 2).join(" · ") + " · " : "") + r.source_path.split("/").pop();
+  const cat = Object.values(r.catalogue || {}).filter((v) => v).map(isolate);
+  return (cat.length ? cat.slice(0, 2).join(" · ") + " · " : "") + isolate(r.source_path.split("/").pop());
 }
 
 function renderGrid() {

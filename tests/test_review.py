@@ -209,6 +209,31 @@ def test_images_on_another_disk_by_a_link_are_shown(job, tmp_path):
     assert r.status_code == 200 and r.data[:2] == b"\xff\xd8"
 
 
+def test_the_thumbnail_cache_is_not_read_or_written_through_a_link(job, tmp_path):
+    """reviews/ is every curator's to write: a cache that links elsewhere was written through,
+    and an entry linked to a text file was served as the picture."""
+    from pipeline.client.review import create_app
+
+    out = fresh_copy(job, tmp_path)
+    iid = next(i for i, r in results(out).items() if r["status"] == "ok")
+    c = create_app(str(out), who="t", token="tok").test_client()
+    first = c.get(f"/img/{iid}/output?w=64&t=tok").data
+    assert first[:2] == b"\xff\xd8"
+    cache = out / "reviews" / "cache"
+    (entry,) = [p for p in cache.iterdir() if not p.name.startswith(".")]
+    secret = tmp_path / "secret.txt"
+    secret.write_text("SECRET")
+    entry.unlink()
+    entry.symlink_to(secret)
+    assert c.get(f"/img/{iid}/output?w=64&t=tok").data == first  # not the text file
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.rmtree(cache)
+    cache.symlink_to(elsewhere)
+    assert c.get(f"/img/{iid}/output?w=80&t=tok").data[:2] == b"\xff\xd8"
+    assert not list(elsewhere.iterdir())
+
+
 def test_a_planted_journal_value_is_not_taken(tmp_path):
     """Anyone who reviews an OUTDIR can write its journals: a verdict of markup, written past the
     server's checks with a right checksum, ran script on every curator's page (with their key)."""

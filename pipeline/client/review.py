@@ -396,7 +396,10 @@ def _picture(root: str, view: RunView, row: dict, which: str, width: int) -> byt
     colour = which == "source" and (row.get("status") == "skipped" or row.get("input_kind") in ("toned", "color"))
     name = hashlib.sha256(f"{which}:{colour}:{key}:{width}".encode()).hexdigest()[:24] + ".jpg"
     cache = Path(root) / reviews.DIR / CACHE
-    if (cache / name).is_file():
+    # reviews/ is writable by every curator: a cache (or an entry) that is a link is not read
+    # through (it served a text file as a picture) nor written through (outside OUTDIR)
+    cache_ok = not cache.is_symlink() and not cache.parent.is_symlink()
+    if cache_ok and (cache / name).is_file() and not (cache / name).is_symlink():
         return (cache / name).read_bytes()
     limit = view.max_pixels or DEFAULT_MAX_PIXELS
     try:
@@ -420,9 +423,12 @@ def _picture(root: str, view: RunView, row: dict, which: str, width: int) -> byt
     im.save(buf, "JPEG", quality=88)
     data = buf.getvalue()
     try:
+        if not cache_ok:
+            return data
         cache.mkdir(parents=True, exist_ok=True)
         tmp = cache / f".{name}.{os.getpid()}.{threading.get_ident()}"
-        tmp.write_bytes(data)
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), "wb") as f:
+            f.write(data)  # O_EXCL: never through a link planted under its name
         os.replace(tmp, cache / name)
     except OSError:
         pass  # a full disk costs the cache, not the page

@@ -17,49 +17,9 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
-from PIL import Image, ImageFilter
-
+from pipeline.model.evaluate import hint_edge_scenes as scenes
+from pipeline.model.evaluate import hint_leak as leak
 from pipeline.worker import hints
-
-
-def scenes() -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """name -> (gray uint8 at 512, coat mask at 512)."""
-    yy, xx = np.mgrid[:512, :512]
-    coat = (abs(xx - 256) < 110) & (yy > 150) & (yy < 470)
-    out = {}
-    g = np.full((512, 512), 180, np.uint8)
-    g[coat] = 90
-    out["hard edge (34 L*)"] = (g, coat)
-    g = np.full((512, 512), 127, np.uint8)
-    g[coat] = 73
-    g = np.asarray(Image.fromarray(g).filter(ImageFilter.GaussianBlur(2.0)))
-    out["soft edge (22 L*, blurred)"] = (g, coat)
-    g = np.full((512, 512), 190, np.uint8)
-    half = xx >= 256
-    g[half] = 60
-    out["straight edge on the grid"] = (g, half)
-    return out
-
-
-def leak(net, g: np.ndarray, coat: np.ndarray, colour: str = "#b02020") -> tuple[float, float]:
-    """(mean |a*b*| change beyond the edge, coat's mean chroma / the hint's)."""
-    a, b = hints.hex_to_ab(colour)
-    ys, xs = np.nonzero(coat)
-    cy, cx = int(ys.mean()), int(xs.mean())
-    small = np.array(Image.fromarray(g).resize((256, 256), Image.BILINEAR))
-    cells = hints.on_grid([hints.Hint(cx, cy, a, b)], 512, 512, 256)
-    ab = net.hinted_ab(small, cells).numpy()
-    base = net.predict_ab([small])[0].numpy()
-    inside = np.asarray(Image.fromarray(coat.astype(np.uint8) * 255).resize((256, 256))) > 200
-    outside = np.asarray(Image.fromarray((~coat).astype(np.uint8) * 255).resize((256, 256))) > 200
-    # a ring of 3 cells at the edge is the edge's own: judged beyond it
-    from scipy.ndimage import binary_erosion
-
-    far = binary_erosion(outside, iterations=3)
-    moved = float(np.hypot(*(ab - base)[:, far]).mean())
-    took = float(np.hypot(ab[0][inside].mean(), ab[1][inside].mean()) / np.hypot(a, b))
-    return moved, took
 
 
 def main() -> None:

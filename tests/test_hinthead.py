@@ -49,7 +49,8 @@ def test_a_hint_stays_on_its_side_of_an_edge_as_a_scan_has_it(shipped, scene, bo
     ring between the regions: one red hint on a coat reddened its wall by 6 units behind a sharp
     34-L* edge and by 46 behind a blurred 22-L* one (the test above draws the edge on the grid
     itself, one step, and never saw it)."""
-    from jobs.probe_hint_edges import leak, scenes
+    from pipeline.model.evaluate import hint_edge_scenes as scenes
+    from pipeline.model.evaluate import hint_leak as leak
     from pipeline.worker import hints
 
     g, coat = scenes()[scene]

@@ -141,6 +141,52 @@ def flat_fields(net, size: int, shape: tuple[int, int] = (384, 512), border: int
     return rows
 
 
+def hint_edge_scenes() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Issue 25's edge scenes (jobs/probe_hint_edges.py, tests): a coat drawn at a source's 512 px
+    behind a sharp 34-L* edge and a blurred 22-L* one, and two halves split on the net's grid.
+    name -> (gray uint8 at 512, the coat's mask at 512)."""
+    from PIL import ImageFilter
+
+    yy, xx = np.mgrid[:512, :512]
+    coat = (abs(xx - 256) < 110) & (yy > 150) & (yy < 470)
+    out = {}
+    g = np.full((512, 512), 180, np.uint8)
+    g[coat] = 90
+    out["hard edge (34 L*)"] = (g, coat)
+    g = np.full((512, 512), 127, np.uint8)
+    g[coat] = 73
+    g = np.asarray(Image.fromarray(g).filter(ImageFilter.GaussianBlur(2.0)))
+    out["soft edge (22 L*, blurred)"] = (g, coat)
+    g = np.full((512, 512), 190, np.uint8)
+    half = xx >= 256
+    g[half] = 60
+    out["straight edge on the grid"] = (g, half)
+    return out
+
+
+def hint_leak(net, g: np.ndarray, coat: np.ndarray, colour: str = "#b02020") -> tuple[float, float]:
+    """One red hint at the coat's middle: (the mean |a*b*| change beyond its edge against the
+    net's own colour, the coat's mean chroma / the hint's)."""
+    from scipy.ndimage import binary_erosion
+
+    from pipeline.worker import hints
+
+    a, b = hints.hex_to_ab(colour)
+    ys, xs = np.nonzero(coat)
+    cy, cx = int(ys.mean()), int(xs.mean())
+    small = np.array(Image.fromarray(g).resize((256, 256), Image.BILINEAR))
+    cells = hints.on_grid([hints.Hint(cx, cy, a, b)], 512, 512, 256)
+    ab = net.hinted_ab(small, cells).numpy()
+    base = net.predict_ab([small])[0].numpy()
+    inside = np.asarray(Image.fromarray(coat.astype(np.uint8) * 255).resize((256, 256))) > 200
+    outside = np.asarray(Image.fromarray((~coat).astype(np.uint8) * 255).resize((256, 256))) > 200
+    # a ring of 3 cells at the edge is the edge's own: judged beyond it
+    far = binary_erosion(outside, iterations=3)
+    moved = float(np.hypot(*(ab - base)[:, far]).mean())
+    took = float(np.hypot(ab[0][inside].mean(), ab[1][inside].mean()) / np.hypot(a, b))
+    return moved, took
+
+
 def hinted_outputs(net, gray: np.ndarray, ref: np.ndarray, counts: tuple[int, ...], seed: int,
                    size: int) -> dict[str, np.ndarray]:
     """`hints_N`: the output with N seeded simulated points (hints.simulate: the true a*b*

@@ -556,7 +556,8 @@ def cmd_export(a) -> int:
 def _say_unfinished(outdir: str, rows: int) -> None:
     """An export of a job not yet finished is what is done so far: said, so that a table of
     part of the archive is not taken for the whole."""
-    from pipeline.client.orchestrate import resume_hint, status
+    from pipeline.client.orchestrate import status
+    from pipeline.client.outdir import run_hint
 
     try:
         s = status(outdir)
@@ -565,7 +566,7 @@ def _say_unfinished(outdir: str, rows: int) -> None:
     left = s["images"] - rows
     if s["pending"] and left > 0:
         why = ("a run is colorizing them now" if s["running"] else
-               f"resume with: {resume_hint(outdir)}")
+               f"resume with: {run_hint(outdir)}")
         print(f"colorize: note: {left:,} image{'s' if left != 1 else ''} of {s['images']:,} not done yet ({why}); "
               "the export lists those done", file=sys.stderr)
 
@@ -604,7 +605,8 @@ def _moved_advice(outdir: str) -> str:
 
 def cmd_status(a) -> int:
     from pipeline.client.metrics import rate_words
-    from pipeline.client.orchestrate import resume_hint, status
+    from pipeline.client.orchestrate import status
+    from pipeline.client.outdir import run_hint
 
     try:
         with _manifest_moved(a.outdir):
@@ -627,7 +629,7 @@ def cmd_status(a) -> int:
                if s["stopped"] else "the manifest grew (new scans not yet run): "
                if s["grown"] and not s["redo_pending"] else "interrupted: ")
         print(f"{how}{s['committed']} of {plural(s['shards'], 'shard')} committed{redo}; "
-              f"resume with: {resume_hint(a.outdir)}")
+              f"resume with: {run_hint(a.outdir)}")
     print(f"{a.outdir}: shards {s['committed']} committed, {s['pending']} pending of {s['shards']}; "
           f"images {s['ok']} ok, {s['error']} error, {s['skipped']} skipped of {s['images']}")
     if s["running"]:
@@ -700,8 +702,7 @@ def _left_alone(r: dict) -> str:
 
 def cmd_audit(a) -> int:
     from pipeline.client.audit import audit, how_stopped
-    from pipeline.client.orchestrate import resume_hint
-    from pipeline.client.outdir import Outdir
+    from pipeline.client.outdir import Outdir, run_hint
 
     holder = Outdir(a.outdir).lock_holder()
     if holder is not None:
@@ -727,7 +728,7 @@ def cmd_audit(a) -> int:
                 if r["redo_pending"] else "")
         print(f"audit incomplete: {how_stopped(r)}: {r['committed_shards']} of "
               f"{plural(r['shards'], 'shard')} committed{redo}; "
-              f"{'run' if r.get('grown') else 'resume'} with: {resume_hint(a.outdir)}")
+              f"{'run' if r.get('grown') else 'resume'} with: {run_hint(a.outdir)}")
         print(f"  the committed shards are intact ({line}); {_report_in(r, a.outdir)}")
         return 3
     if r["ok"]:

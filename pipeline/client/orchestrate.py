@@ -100,11 +100,6 @@ def _note_scheduler(outdir: Outdir, scheduler: str | None) -> str | None:
     return job.get("scheduler")
 
 
-def resume_hint(outdir: str) -> str:
-    """`colorize run -o OUTDIR`, with the --scheduler the last run used."""
-    return run_hint(outdir)
-
-
 def _say_unnamed(o: JobSpec, mapping: str, log) -> None:
     """A catalogue none of whose column names says accession number (guessed in a dozen
     languages): its outputs would not name their objects, and nothing would say so."""
@@ -390,13 +385,13 @@ def _drive(client, job, work: _Work, log, outdir: Outdir) -> dict:
             try:
                 summary = fut.result()
             except Exception as e:  # after retries, or a worker that kept dying
-                failure, tb = _failed(e, fut, o.manifest)
+                why, trace = _failed(e, fut, o.manifest)
                 if type(e).__name__ != "KilledWorker":
+                    failure, tb = why, trace
                     break
                 # that shard's scans (most often too large for a worker), not the run's: a night's
                 # other shards go on, and the run fails at its end, naming it
-                killed.append(failure)
-                failure = None
+                killed.append(why)
                 summary = None
             if summary is not None:
                 if not outdir.store.exists(outdir.shard_rel(summary["shard"])):
@@ -423,8 +418,7 @@ def _drive(client, job, work: _Work, log, outdir: Outdir) -> dict:
     if failure:
         for f in list(ac.futures):  # a copy: completions still arrive and change the dict
             f.cancel()
-        again = f"colorize run -o {o.output}" + (f" --scheduler {o.scheduler}" if o.scheduler else "")
-        raise RunFailed(f"{failure}; committed shards are intact; resume with: {again}",
+        raise RunFailed(f"{failure}; committed shards are intact; resume with: {run_hint(o.output)}",
                         traceback=tb, cause=failure)
     return tally.summary()
 

@@ -544,7 +544,19 @@ window.addEventListener("pagehide", () => {  // a reload or a closed tab before 
   const body = JSON.stringify({ image_id: S.row.image_id, kind: "note", value: $("note").value,
     base: (S.review.rev || {}).note ?? null });  // made on what this tab showed, like any edit
   navigator.sendBeacon("/api/review?t=" + encodeURIComponent(TOKEN), new Blob([body], { type: "application/json" }));
+  sessionStorage.setItem("note-leaving", body);  // a reload: the page it becomes makes sure
 });
+// The beacon of a reload may reach the server after the reloaded page has asked for the note,
+// which then showed none. So the new page sends it again first, on the same base: whichever of
+// the two comes second is refused as made on an older note, and the note is kept exactly once.
+async function noteLeft() {
+  const body = sessionStorage.getItem("note-leaving");
+  if (!body) return;
+  sessionStorage.removeItem("note-leaving");
+  try {
+    await api("/api/review", { method: "POST", headers: { "Content-Type": "application/json" }, body });
+  } catch (e) { /* the server gone: the beacon was the last chance, as for a closed tab */ }
+}
 document.querySelectorAll("#verdict-buttons button").forEach((b) => { b.onclick = () => setVerdict(b.dataset.verdict); });
 $("prev-page").onclick = () => { if (S.page > 0) { S.page--; loadPage(); } };
 $("next-page").onclick = () => { if (S.page + 1 < S.pages) { S.page++; loadPage(); } };
@@ -637,7 +649,7 @@ document.addEventListener("keydown", (e) => {
   } else if (k === " ") { e.preventDefault(); toggleSelect(); }
 });
 
-loadInfo().then(async () => {
+noteLeft().then(loadInfo).then(async () => {
   const open = readPlace();
   if (S.column) columnValues();
   await loadPage();

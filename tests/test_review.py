@@ -234,6 +234,51 @@ def test_the_thumbnail_cache_is_not_read_or_written_through_a_link(job, tmp_path
     assert not list(elsewhere.iterdir())
 
 
+def test_pictures_of_big_masters_are_made_small_and_two_at_a_time(job, tmp_path, monkeypatch):
+    """A grid of big masters asked for every thumbnail at once and each decoded whole: 22 of
+    them held 6.6 GB. A JPEG now decodes reduced, turned by its EXIF as before, and no more
+    than two pictures are made at a time."""
+    from pipeline.client import review
+
+    src = tmp_path / "portrait.jpg"
+    y, x = np.mgrid[0:1200, 0:1600]
+    rgb = np.stack([x * 255 // 1600, y * 255 // 1200, np.full_like(x, 90)], -1).astype(np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored landscape, shown turned a quarter: 1200 x 1600
+    Image.fromarray(rgb).save(src, quality=92, exif=exif)
+    with Image.open(io.BytesIO(review._jpeg(str(src), "source", True, 390, 10**8))) as im:
+        assert im.size == (390, 520)
+        top_right = np.asarray(im.convert("RGB"))[5, -5].astype(int)
+    assert top_right[1] < 40 and top_right[0] < 40  # turned: the stored top-left corner is there
+    full = review._jpeg(str(src), "source", True, 0, 10**8)
+    with Image.open(io.BytesIO(full)) as im:
+        assert im.size == (1200, 1600)
+
+    (tmp_path / "run").mkdir()
+    out = fresh_copy(job, tmp_path / "run")
+    view = review.RunView(review.Outdir(str(out)))
+    ids = [i for i, r in results(out).items() if r["status"] == "ok"]
+    now, most, lock = [0], [0], threading.Lock()
+
+    def slow(*a):
+        with lock:
+            now[0] += 1
+            most[0] = max(most[0], now[0])
+        time.sleep(0.2)
+        with lock:
+            now[0] -= 1
+        return b"\xff\xd8"
+
+    monkeypatch.setattr(review, "_jpeg", slow)
+    threads = [threading.Thread(target=review._picture, args=(str(out), view, view.row(i), "output", 64 + k))
+               for k, i in enumerate(ids[:8])]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert most[0] == 2
+
+
 def test_a_planted_journal_value_is_not_taken(tmp_path):
     """Anyone who reviews an OUTDIR can write its journals: a verdict of markup, written past the
     server's checks with a right checksum, ran script on every curator's page (with their key)."""

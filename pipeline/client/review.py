@@ -34,6 +34,9 @@ from pipeline.errors import JobError, UsageError
 
 PAGE_DIR = Path(__file__).with_name("review_page")
 THUMB = 320
+# A master decodes whole (a 100-MP TIFF: ~0.5 GB with its bytes) and a grid asks for many at
+# once: two at a time keeps the server's memory to a couple of masters, and two cores busy.
+DECODING = threading.BoundedSemaphore(2)
 CACHE = "cache"
 
 
@@ -370,10 +373,7 @@ def _picture(root: str, view: RunView, row: dict, which: str, width: int) -> byt
     """A browser-viewable JPEG of an image's source, output or the automatic output a hinted one
     replaced (any format, 16-bit too), scaled
     to `width` (0: full size), cached under reviews/cache by content digest."""
-    from PIL import Image
-
-    from pipeline.storage import read_source
-    from pipeline.worker.imaging import DEFAULT_MAX_PIXELS, decode, open_within
+    from pipeline.worker.imaging import DEFAULT_MAX_PIXELS
 
     if which == "automatic":
         if (path := _automatic(root, row)) is None:
@@ -402,28 +402,10 @@ def _picture(root: str, view: RunView, row: dict, which: str, width: int) -> byt
     if cache_ok and (cache / name).is_file() and not (cache / name).is_symlink():
         return (cache / name).read_bytes()
     limit = view.max_pixels or DEFAULT_MAX_PIXELS
+    with DECODING:
+        data = _jpeg(path, which, colour, width, limit)
     try:
-        raw = read_source(path) if which == "source" else Path(path).read_bytes()
-        if colour:
-            from PIL import ImageOps
-
-            im = ImageOps.exif_transpose(open_within(raw, limit)).convert("RGB")
-        elif which == "source":
-            d = decode(io.BytesIO(raw), limit)
-            im = Image.fromarray(d.gray if d.gray.dtype.itemsize == 1 else (d.gray >> 8).astype("uint8"), "L")
-        else:  # ours: its size was checked when its source was read
-            im = open_within(raw, None)
-            im = im.convert("RGB") if im.mode != "I;16" else im.point(lambda v: v / 256).convert("RGB")
-    except Exception:
-        return None
-    if width and im.width > width:
-        im = im.resize((width, max(1, round(im.height * width / im.width))), Image.BILINEAR,
-                       reducing_gap=3.0)
-    buf = io.BytesIO()
-    im.save(buf, "JPEG", quality=88)
-    data = buf.getvalue()
-    try:
-        if not cache_ok:
+        if data is None or not cache_ok:
             return data
         cache.mkdir(parents=True, exist_ok=True)
         tmp = cache / f".{name}.{os.getpid()}.{threading.get_ident()}"
@@ -433,6 +415,36 @@ def _picture(root: str, view: RunView, row: dict, which: str, width: int) -> byt
     except OSError:
         pass  # a full disk costs the cache, not the page
     return data
+
+
+def _jpeg(path: str, which: str, colour: bool, width: int, limit: int) -> bytes | None:
+    """The picture as a JPEG `width` wide (0: as large as it is); None when it cannot be read."""
+    from PIL import Image, ImageOps
+
+    from pipeline.storage import read_source
+    from pipeline.worker.imaging import decode, open_within
+
+    try:
+        raw = read_source(path) if which == "source" else Path(path).read_bytes()
+        if which == "source" and not colour:
+            d = decode(io.BytesIO(raw), limit)
+            im = Image.fromarray(d.gray if d.gray.dtype.itemsize == 1 else (d.gray >> 8).astype("uint8"), "L")
+        else:  # ours: its size was checked when its source was read
+            im = open_within(raw, limit if colour else None)
+            if width and im.width > width:  # a JPEG decodes at 1/2-1/8 of its size where that
+                im.draft(None, (width, width))  # is enough, turned by its EXIF or not
+            if colour:
+                im = ImageOps.exif_transpose(im)
+            im = im.convert("RGB") if im.mode != "I;16" else im.point(lambda v: v / 256).convert("RGB")
+        del raw
+        if width and im.width > width:
+            im = im.resize((width, max(1, round(im.height * width / im.width))), Image.BILINEAR,
+                           reducing_gap=3.0)
+        buf = io.BytesIO()
+        im.save(buf, "JPEG", quality=88)
+        return buf.getvalue()
+    except Exception:
+        return None
 
 
 def _palette(jpeg: bytes, n: int = 8) -> list[str]:

@@ -28,6 +28,16 @@ function say(text) {
   if (S.view) $("saved").textContent = text;
 }
 const img = (id, which, w) => `/img/${encodeURIComponent(id)}/${which}?w=${w}&t=${encodeURIComponent(TOKEN)}`;
+// The image view asks for a screenful (a 100-MP master is ~30 MB as a JPEG, and slow to make);
+// zoomed to 1:1 it asks for the picture as large as it is (w=0).
+const SCREEN = 2560;
+const viewW = () => (document.body.classList.contains("zoom") ? 0 : SCREEN);
+function sharpen() {
+  for (const id of ["before", "after", "slider-before", "slider-after"]) {
+    const im = $(id);
+    if (im.src.includes(`?w=${SCREEN}&`)) im.src = im.src.replace(`?w=${SCREEN}&`, "?w=0&");
+  }
+}
 
 // --- colour: sRGB <-> CIE Lab (D65), the same constants as scikit-image and the engine ---------
 function srgbToLab(hex) {
@@ -191,8 +201,8 @@ async function openView() {
   showBefore();
   // no output: a scan skipped as colour is hinted on its source (shown in its colour); an
   // unreadable one has nothing to show
-  const canvas = d.row.status === "ok" ? img(r.image_id, "output", 0) :
-    d.row.status === "skipped" ? img(r.image_id, "source", 0) : "";
+  const canvas = d.row.status === "ok" ? img(r.image_id, "output", viewW()) :
+    d.row.status === "skipped" ? img(r.image_id, "source", viewW()) : "";
   $("after").src = canvas;
   $("after").hidden = !canvas;
   $("slider-after").src = canvas;
@@ -217,7 +227,7 @@ async function openView() {
 // kept by run --hinted): the curator judges the hints against it, and takes them away to go back.
 function showBefore() {
   const auto = S.compare && S.automatic;
-  $("before").src = img(S.row.image_id, auto ? "automatic" : "source", 0);
+  $("before").src = img(S.row.image_id, auto ? "automatic" : "source", viewW());
   $("slider-before").src = $("before").src;
   $("before-cap").textContent = auto ? "before: the automatic colour (without hints)" : "before";
   $("compare").hidden = !S.automatic;
@@ -635,7 +645,7 @@ document.addEventListener("keydown", (e) => {
     $("hint-mode").textContent = `(h: hint mode ${S.hintMode ? "on" : "off"})`;
   } else if (k === "u") undo();
   else if (k === "c" && S.view) toggleCompare();
-  else if (k === "z" && S.view) { document.body.classList.toggle("zoom"); fitImages(); }
+  else if (k === "z" && S.view) { document.body.classList.toggle("zoom"); sharpen(); fitImages(); }
   else if (k === "s" && S.view) {
     S.slider = !S.slider;
     $("slider-wrap").hidden = !S.slider;

@@ -957,6 +957,78 @@ def test_a_curator_reviews_in_a_real_browser(job, tmp_path):
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
+def test_a_curator_reviews_with_the_keyboard_alone(job, tmp_path):
+    """An accessibility trial (WCAG 2.1 AA): no hint could be placed without a mouse, Space on
+    the "desc" checkbox selected an image for a series instead, a letter typed on a focused
+    control set a verdict, the grid's cards could not be reached or told apart by a screen
+    reader, and focus was lost on opening and closing an image."""
+    pw = pytest.importorskip("playwright.sync_api")
+    out = fresh_copy(job, tmp_path)
+    p, url = start_server(out, "--reviewer", "keys")
+    active = "(() => { const a = document.activeElement; return a.id || a.className; })()"
+    try:
+        with pw.sync_playwright() as play:
+            b = play.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            page = b.new_page(viewport={"width": 1280, "height": 800}, bypass_csp=True)
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(url)
+            page.wait_for_selector(".card img")
+            page.keyboard.press("j")  # the current card takes the focus, and says what it is
+            assert page.evaluate(active) == "card cur"
+            label = page.evaluate("document.activeElement.getAttribute('aria-label')")
+            assert "scan 01.png" in label and "not reviewed" in label
+            page.keyboard.press(" ")
+            assert "selected for a series" in page.evaluate("document.activeElement.getAttribute('aria-label')")
+            page.keyboard.press(" ")
+            page.focus("#desc")  # a checkbox keeps Space; a letter on it is no verdict
+            page.keyboard.press(" ")
+            page.keyboard.press("x")
+            time.sleep(0.5)
+            assert page.is_checked("#desc") and page.evaluate("S.selected.size") == 0
+            assert page.evaluate(active) == "desc" and "rejected 0" in page.inner_text("#filters")
+            page.keyboard.press("Escape")
+            page.keyboard.press("j")
+            page.wait_for_function("document.activeElement.classList.contains('cur')")
+            page.keyboard.press("Enter")  # the image view: focus on its title, the tab named for it
+            page.wait_for_function("S.view && S.row && document.getElementById('after').naturalWidth > 0")
+            assert page.evaluate(active) == "title" and "scan" in page.title()
+            page.keyboard.press("a")
+            page.wait_for_function("document.querySelector('[data-verdict=accepted]').getAttribute('aria-pressed') == 'true'")
+            page.keyboard.press("h")  # hint mode: onto the picture, a cross moved by the arrows
+            assert page.evaluate(active) == "after-frame"
+            w = page.evaluate("S.row.width")
+            for key in ("ArrowRight", "ArrowRight", "ArrowDown", "Shift+ArrowRight"):
+                page.keyboard.press(key)
+            page.keyboard.press("Enter")
+            page.wait_for_function("S.hints.length == 1 && document.getElementById('saved').textContent == 'hints saved'")
+            assert page.evaluate("S.hints[0].x") == pytest.approx(w / 2 + 7 * w / 50, abs=0.6)
+            assert page.evaluate("S.row.image_id") == page.evaluate("S.rows[S.cur].image_id")  # not the next image
+            page.focus("#hint-list button")  # the hint, as a line of the list: Delete removes it
+            page.keyboard.press("Delete")
+            page.wait_for_function("S.hints.length == 0 && document.getElementById('saved').textContent == 'hints saved'")
+            page.click("#apply-series")
+            assert page.inner_text("#saved").startswith("no images selected")
+            page.focus("#after-frame")
+            page.keyboard.press("Escape")  # Esc ends hint mode, then leaves the image
+            assert not page.evaluate("S.hintMode") and page.evaluate("S.view")
+            page.keyboard.press("Escape")
+            page.wait_for_function("!S.view && document.activeElement.classList.contains('cur')")
+            page.uncheck("#keys-on")  # single-key shortcuts off: a letter is a letter
+            page.focus(".card.cur")
+            page.keyboard.press("r")
+            time.sleep(0.5)
+            assert "retouch 0" in page.inner_text("#filters")
+            assert errors == []
+            b.close()
+    finally:
+        p.terminate()
+        p.wait()
+    state = reviews.Journal(out).state()
+    assert [s["verdict"] for s in state.values() if s.get("verdict")] == ["accepted"]
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
 def test_the_bundled_samples_reviewed_with_the_shipped_weights(tmp_path):
     """The README's screenshot: REVIEW_SCREENSHOT=docs/review.png pytest -k bundled_samples."""
     pw = pytest.importorskip("playwright.sync_api")

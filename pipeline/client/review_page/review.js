@@ -25,7 +25,8 @@ async function getJSON(path) {
 // What the page says of an edit: beside the verdict in the image view, in the header always.
 function say(text) {
   $("status").textContent = text;
-  if (S.view) $("saved").textContent = text;
+  $("status").classList.toggle("bad", text.startsWith("NOT"));
+  if (S.view) { $("saved").textContent = text; $("saved").classList.toggle("bad", text.startsWith("NOT")); }
 }
 const img = (id, which, w) => `/img/${encodeURIComponent(id)}/${which}?w=${w}&t=${encodeURIComponent(TOKEN)}`;
 // The image view asks for a screenful (a 100-MP master is ~30 MB as a JPEG, and slow to make);
@@ -138,12 +139,14 @@ function renderFilters(d) {
 // name) must not reverse the parts after it.
 const isolate = (v) => "\u2068" + v + "\u2069";
 function label(r) {
-  const cat = Object.values(r.catalogue || {}).filter((v) => v).map(isolate);
+  const name = r.source_path.split("/").pop();
+  const cat = Object.values(r.catalogue || {}).filter((v) => v && !String(v).endsWith(name)).map(isolate);
   return (cat.length ? cat.slice(0, 2).join(" · ") + " · " : "") + isolate(r.source_path.split("/").pop());
 }
 
 function renderGrid() {
   const g = $("grid");
+  const had = g.contains(document.activeElement);  // a card had the focus: the current one keeps it
   g.innerHTML = "";
   S.rows.forEach((r, i) => {
     const c = document.createElement("div");
@@ -152,7 +155,7 @@ function renderGrid() {
     const badges = [r.verdict ? `<span class="badge ${esc(r.verdict)}">${esc(r.verdict)}</span>` : "",
       r.status !== "ok" ? `<span class="badge ${esc(r.status)}">${esc(r.status)}</span>` : "",
       r.curator_hints ? `<span class="badge hinted">${plural(r.curator_hints, "hint")}</span>` : "",
-      r.note ? `<span class="badge note" title="has a note">note</span>` : ""].join("");
+      r.note ? `<span class="badge note" title="has a note">note</span>` : ""].filter((x) => x).join(" ") + " ";
     // a thumbnail that failed once (an unreadable scan) is not asked for again on every refresh
     const thumb = (which) => (S.broken.has(r.image_id + which) ? `<span class="nothumb">unreadable</span>` :
       `<img loading="lazy" src="${img(r.image_id, which, 240)}" alt="" data-which="${which}">`);
@@ -164,9 +167,21 @@ function renderGrid() {
     });
     c.querySelector(".label .name").textContent = label(r);
     c.title = label(r);
+    // one card in the Tab order (the current one; j, k and the arrows move it), told as a whole
+    c.tabIndex = i === S.cur ? 0 : -1;
+    c.setAttribute("role", "button");
+    if (i === S.cur) c.setAttribute("aria-current", "true");
+    // what the card shows, first (a speech user says what they see), then what it shows by look
+    c.setAttribute("aria-label", [c.querySelector(".label").textContent.trim(), r.verdict ? "" : "not reviewed",
+      S.selected.has(r.image_id) ? "selected for a series" : ""].filter((x) => x).join(", "));
     c.onclick = (e) => { S.cur = i; if (e.shiftKey) toggleSelect(); else openView(); };
     g.append(c);
   });
+  if (had) focusCard();
+}
+function focusCard() {
+  const c = $("grid").querySelector(".card.cur");
+  if (c) c.focus();  // and scrolled to: a current card off the screen is lost
 }
 
 function toggleSelect() {
@@ -209,6 +224,10 @@ async function openView() {
   $("after-cap").textContent = d.row.status === "ok" ? "after" :
     `no output: ${d.row.error || d.row.status}` + (canvas ? " · hints go on the source" : "");
   $("title").textContent = label(r);
+  document.title = "Review: " + label(r).replace(/[\u2068\u2069]/g, "");
+  $("before").alt = "before: " + $("title").textContent;
+  $("after").alt = "after: " + $("title").textContent;
+  if (!$("side").contains(document.activeElement) && !$("after-frame").contains(document.activeElement)) $("title").focus();
   $("note").value = d.review.note || "";
   $("saved").textContent = "";
   showVerdict();
@@ -247,7 +266,8 @@ function closeView() {
   clearTimeout(S.previewTimer);
   $("viewer").hidden = true;
   $("grid").hidden = false;
-  loadPage().then(() => window.scrollTo(0, S.gridScroll));
+  document.title = "Review: archive colorizer";
+  loadPage().then(() => { window.scrollTo(0, S.gridScroll); focusCard(); });
 }
 
 function renderMeta(d) {
@@ -255,7 +275,10 @@ function renderMeta(d) {
   t.innerHTML = "";
   const add = (k, v) => {
     const tr = t.insertRow();
-    tr.insertCell().textContent = k;
+    const th = document.createElement("th");  // a row header: read with its value
+    th.scope = "row";
+    th.textContent = k;
+    tr.append(th);
     tr.insertCell().textContent = v == null ? "" :
       typeof v === "number" && !Number.isInteger(v) ? v.toFixed(2) : String(v);
   };
@@ -266,6 +289,9 @@ function renderMeta(d) {
 
 function showVerdict() {
   $("verdict").textContent = S.review.verdict || "not reviewed";
+  document.querySelectorAll("#verdict-buttons button").forEach((b) => {
+    b.setAttribute("aria-pressed", String(b.dataset.verdict === S.review.verdict));
+  });
 }
 
 // Edits leave one at a time, each saying which edit of its kind it was made on (rev): one
@@ -290,7 +316,9 @@ async function send(id, kind, value, ids, force) {
   // tab or by another curator is not overwritten unseen (refused, and shown, as any edit is)
   const own = ((S.lastRev || {})[id] || {})[kind];
   if (one && force && own !== undefined) body.base = own;
-  say("saving…");
+  // a note saves at each pause in typing: said beside it, not announced every time
+  const tell = kind === "note" && one ? (t) => { $("saved").textContent = t; } : say;
+  tell("saving…");
   let r;
   try {
     r = await api("/api/review", { method: "POST", headers: { "Content-Type": "application/json" },
@@ -309,7 +337,7 @@ async function send(id, kind, value, ids, force) {
     if (S.review && S.review.image_id === i && S.review.rev) S.review.rev[kind] = d.events[k];
     S.lastRev[i] = { ...(S.lastRev[i] || {}), [kind]: d.events[k] };  // this page's own edit
   });
-  say(`${kind} saved`);
+  tell(`${kind} saved`);
   if (S.view) refreshCounts();
   return d;
 }
@@ -346,10 +374,12 @@ async function setVerdict(v, record = true) {
 
 // --- hints --------------------------------------------------------------------------------------
 function swatch(hex) {
-  const s = document.createElement("span");
+  const s = document.createElement("button");
+  s.type = "button";
   s.className = "swatch";
   s.style.background = hex;
   s.title = hex;
+  s.setAttribute("aria-label", "colour " + hex);
   s.onclick = () => pickColour(hex);
   return s;
 }
@@ -385,13 +415,28 @@ function renderHints() {
     d.onmousedown = (e) => startDrag(e, i);
     m.append(d);
   });
+  if (S.cross && S.hintMode) {
+    const c = document.createElement("div");
+    c.className = "cross";
+    c.style.left = (100 * S.cross.x / w) + "%";
+    c.style.top = (100 * S.cross.y / h) + "%";
+    m.append(c);
+  }
   const list = $("hint-list");
   list.innerHTML = "";
   S.hints.forEach((hint, i) => {
     const li = document.createElement("li");
-    li.append(swatch(labToHex(hint.L ?? 60, hint.a, hint.b)));
-    li.append(` x ${hint.x.toFixed(0)}, y ${hint.y.toFixed(0)}  a* ${hint.a.toFixed(1)} b* ${hint.b.toFixed(1)}`);
-    li.onclick = () => { S.curHint = i; renderHints(); };
+    const hex = labToHex(hint.L ?? 60, hint.a, hint.b);
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = "hint" + (i === S.curHint ? " cur" : "");
+    b.setAttribute("aria-pressed", String(i === S.curHint));
+    b.innerHTML = `<span class="swatch" style="background:${esc(hex)}"></span>`;
+    b.append(` ${hex} at x ${hint.x.toFixed(0)}, y ${hint.y.toFixed(0)}`);
+    b.title = `a* ${hint.a.toFixed(1)} b* ${hint.b.toFixed(1)}: selected, a colour picked recolours it, Delete removes it`;
+    b.onclick = () => { S.curHint = i; renderHints(); list.children[i].firstChild.focus(); };
+    b.onkeydown = (e) => { if (e.key === "Delete" || e.key === "Backspace") { e.preventDefault(); S.curHint = i; dropHint(); } };
+    li.append(b);
     list.append(li);
   });
 }
@@ -404,14 +449,44 @@ function pointFromEvent(e) {
   return { x, y };
 }
 
-function addHintAt(e) {
+function addHintAt(e) { addHint(pointFromEvent(e)); }
+function addHint(point) {
   if (!S.hintMode || !S.view || $("after").hidden || !$("after").naturalWidth) return;
   const hex = $("picker").value;
   S.undo.push({ id: S.row.image_id, kind: "hints", value: S.hints.map((h) => ({ ...h })) });
-  S.hints.push({ ...pointFromEvent(e), ...srgbToLab(hex) });
+  S.hints.push({ ...point, ...srgbToLab(hex) });
   S.curHint = -1;  // the next colour picked is for the next hint; click a hint to recolour it
   remember(hex);
   hintsChanged(false);
+}
+
+function dropHint() {
+  S.undo.push({ id: S.row.image_id, kind: "hints", value: S.hints.map((h) => ({ ...h })) });
+  S.hints.splice(S.curHint, 1);
+  S.curHint = -1;
+  hintsChanged(false);
+}
+
+// Without a mouse: in hint mode the after picture takes the focus, the arrows move a cross over
+// it (Shift: ten times as far) and Enter puts a hint under the cross.
+function moveCross(dx, dy) {
+  const { w, h } = sourceSize();
+  const c = S.cross || { x: w / 2, y: h / 2 };
+  S.cross = { x: Math.min(w - 0.5, Math.max(0, c.x + dx * w / 50)), y: Math.min(h - 0.5, Math.max(0, c.y + dy * h / 50)) };
+  renderHints();
+  say(`cross at x ${S.cross.x.toFixed(0)}, y ${S.cross.y.toFixed(0)} of ${w} x ${h}: Enter places a hint`);
+}
+function toggleHintMode() {
+  S.hintMode = !S.hintMode;
+  document.body.classList.toggle("hintmode", S.hintMode);
+  $("hint-mode").setAttribute("aria-pressed", String(S.hintMode));
+  $("after-frame").tabIndex = S.hintMode ? 0 : -1;
+  if (!S.hintMode) S.cross = null;
+  renderHints();
+  if (S.hintMode && !S.byPointer && S.view) {  // from the keyboard: straight onto the picture
+    $("after-frame").focus();
+    say("hint mode on: the arrows move a cross over the after picture, Enter places a hint in the colour picked, Esc ends hint mode");
+  }
 }
 
 function startDrag(e, i) {
@@ -462,7 +537,8 @@ async function preview() {
 
 async function applySeries() {
   const ids = [...S.selected];
-  if (!ids.length) return;
+  if (!ids.length) { say("no images selected: select them in the grid or with Space, then apply"); return; }
+  if (!S.hints.length) { say("no hints to apply: place this image's hints first"); return; }
   const done = await save("hints", S.hints.map((h) => ({ ...h })), ids);
   if (!done) return;
   S.undo.push({ kind: "series", before: done.before });  // u takes the whole series back
@@ -532,10 +608,17 @@ $("ref").onclick = (e) => {
 
 // --- wiring -------------------------------------------------------------------------------------
 $("after-frame").addEventListener("click", addHintAt);
-$("picker").addEventListener("change", (e) => { remember(e.target.value); pickColour(e.target.value); });
+$("picker").addEventListener("change", (e) => {
+  remember(e.target.value);
+  pickColour(e.target.value);
+  if (S.byPointer) e.target.blur();
+});
 $("preview-btn").onclick = preview;
 $("clear-hints").onclick = () => { S.undo.push({ id: S.row.image_id, kind: "hints", value: S.hints }); S.hints = []; S.curHint = -1; hintsChanged(false); };
 $("apply-series").onclick = applySeries;
+$("hint-mode").onclick = toggleHintMode;
+$("keys-on").checked = localStorage.getItem("colorize-keys") !== "off";
+$("keys-on").onchange = (e) => localStorage.setItem("colorize-keys", e.target.checked ? "on" : "off");
 // A note is saved as it is typed (a reload or a closed tab loses nothing); one undo step per visit.
 $("note").addEventListener("focus", () => { S.noteWas = S.review.note; S.noteUndo = false; });
 async function saveNote() {
@@ -577,10 +660,15 @@ $("desc").onchange = (e) => { S.desc = e.target.checked; loadPage(); };
 $("q").oninput = (e) => { S.q = e.target.value; S.page = 0; clearTimeout(S.qt); S.qt = setTimeout(loadPage, 200); };
 $("slider").oninput = (e) => { $("slider-before-clip").style.width = e.target.value + "%"; };
 // the slider gives the keys back once let go (a focused slider took j, k, a... for itself)
-$("slider").addEventListener("change", (e) => e.target.blur());
+$("slider").addEventListener("change", (e) => { if (S.byPointer) e.target.blur(); });
 $("slider").addEventListener("pointerup", (e) => e.target.blur());
 // a clicked button gives the keys back too: Enter would click it again
-document.addEventListener("click", (e) => { const b = e.target.closest("button"); if (b) b.blur(); });
+document.addEventListener("click", (e) => {  // detail 0: pressed from the keyboard, focus stays
+  const b = e.target.closest("button, input[type=checkbox]");
+  if (b && e.detail > 0) b.blur();
+});
+document.addEventListener("pointerdown", () => { S.byPointer = true; }, true);
+document.addEventListener("keydown", () => { S.byPointer = false; }, true);
 // the before image, clipped, is drawn at the after image's size: the halves line up
 function fitSlider() { $("slider-before").style.width = $("slider-after").clientWidth + "px"; }
 $("slider-after").addEventListener("load", fitSlider);
@@ -612,38 +700,41 @@ for (const [a, b] of [["before-frame", "after-frame"], ["after-frame", "before-f
 
 function step(d) {
   S.cur = Math.max(0, Math.min(S.rows.length - 1, S.cur + d));
-  if (S.view) openView(); else renderGrid();
+  if (S.view) openView(); else { renderGrid(); focusCard(); }
 }
 
 document.addEventListener("keydown", (e) => {
   const t = e.target;
-  // typing is typing: keys go to the page only from outside a text field
-  if (t.matches("textarea, select, input:not([type=range]):not([type=checkbox]):not([type=color]):not([type=file])")) {
-    // Esc leaves the field; a search field would also empty itself and leave its filter on,
-    // hidden: the text stays, as what the grid shows
+  // A control keeps its keys: typing in a field, Space on a checkbox, the arrows on the slider,
+  // Enter on a button or the colour picker (a control clicked with the mouse gives the focus
+  // back at once). Esc leaves it; a search field would also empty itself and leave its filter
+  // on, hidden: the text stays, as what the grid shows.
+  if (t.matches("textarea, select, input, button")) {
     if (e.key === "Escape") { e.preventDefault(); t.blur(); }
     return;
   }
-  // a button reached with Tab is pressed with Enter or Space, as everywhere; one focused by a
-  // click gives the keys back to the page (Enter opens the current image)
-  if (t.matches("button:focus-visible") && (e.key === "Enter" || e.key === " ")) return;
-  if (t.matches("input, button")) { t.blur(); if (e.key.startsWith("Arrow") || e.key === "Enter") e.preventDefault(); }
   if ((e.ctrlKey || e.metaKey) && e.key.toLowerCase() === "z") { e.preventDefault(); undo(); return; }
   if (e.ctrlKey || e.metaKey || e.altKey) return;  // the browser's own: Ctrl+A, Ctrl+R, Alt+...
   const k = e.key.length === 1 ? e.key.toLowerCase() : e.key;  // Shift or Caps Lock alike
+  // single-key shortcuts can be turned off (speech input types letters; WCAG 2.1.4)
+  if (k.length === 1 && k !== " " && !$("keys-on").checked) return;
+  if (S.hintMode && S.view && t === $("after-frame")) {
+    const far = e.shiftKey ? 5 : 1;
+    const arrows = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] };
+    if (arrows[k]) { e.preventDefault(); moveCross(arrows[k][0] * far, arrows[k][1] * far); return; }
+    if (k === "Enter") { e.preventDefault(); if (!S.cross) moveCross(0, 0); addHint(S.cross); return; }
+    if (k === "Escape") { toggleHintMode(); $("title").focus(); say("hint mode off"); return; }
+  }
   if (k === "a") setVerdict("accepted");
   else if (k === "r") setVerdict("retouch");
   else if (k === "x") setVerdict("rejected");
   else if (k === "n" && S.view) { e.preventDefault(); $("note").focus(); }
-  else if (k === "j" || k === "ArrowRight") step(1);
-  else if (k === "k" || k === "ArrowLeft") step(-1);
+  else if (k === "j" || k === "ArrowRight") { e.preventDefault(); step(1); }
+  else if (k === "k" || k === "ArrowLeft") { e.preventDefault(); step(-1); }
   else if (k === "Enter" && !S.view) openView();
   else if (k === "Escape" && S.view) closeView();
-  else if (k === "h" && S.view) {
-    S.hintMode = !S.hintMode;
-    document.body.classList.toggle("hintmode", S.hintMode);
-    $("hint-mode").textContent = `(h: hint mode ${S.hintMode ? "on" : "off"})`;
-  } else if (k === "u") undo();
+  else if (k === "h" && S.view) toggleHintMode();
+  else if (k === "u") undo();
   else if (k === "c" && S.view) toggleCompare();
   else if (k === "z" && S.view) { document.body.classList.toggle("zoom"); sharpen(); fitImages(); }
   else if (k === "s" && S.view) {
@@ -651,12 +742,8 @@ document.addEventListener("keydown", (e) => {
     $("slider-wrap").hidden = !S.slider;
     document.querySelectorAll(".pane").forEach((p) => { p.hidden = S.slider; });
     fitSlider();
-  } else if ((k === "Delete" || k === "Backspace") && S.view && S.curHint >= 0) {
-    S.undo.push({ id: S.row.image_id, kind: "hints", value: S.hints.map((h) => ({ ...h })) });
-    S.hints.splice(S.curHint, 1);
-    S.curHint = -1;
-    hintsChanged(false);
-  } else if (k === " ") { e.preventDefault(); toggleSelect(); }
+  } else if ((k === "Delete" || k === "Backspace") && S.view && S.curHint >= 0) dropHint();
+  else if (k === " ") { e.preventDefault(); toggleSelect(); }
 });
 
 noteLeft().then(loadInfo).then(async () => {

@@ -988,6 +988,13 @@ def test_a_curator_reviews_with_the_keyboard_alone(job, tmp_path):
             assert page.is_checked("#desc") and page.evaluate("S.selected.size") == 0
             assert page.evaluate(active) == "desc" and "rejected 0" in page.inner_text("#filters")
             page.keyboard.press("Escape")
+            page.focus("#filters button[data-filter=not_reviewed]")  # a filter keeps the focus
+            page.keyboard.press("Enter")
+            page.wait_for_function("S.filter == 'not_reviewed' && document.activeElement.dataset.filter == 'not_reviewed'")
+            page.focus("#filters button[data-filter=all]")
+            page.keyboard.press("Enter")
+            page.wait_for_function("S.filter == 'all' && S.rows.length == 12")
+            page.keyboard.press("Escape")
             page.keyboard.press("j")
             page.wait_for_function("document.activeElement.classList.contains('cur')")
             page.keyboard.press("Enter")  # the image view: focus on its title, the tab named for it

@@ -123,6 +123,7 @@ async function refreshCounts() {
 function renderFilters(d) {
   $("page-label").textContent = `page ${d.page + 1} of ${d.pages} (${d.total} images)`;
   const nav = $("filters");
+  const had = nav.contains(document.activeElement);  // pressed from the keyboard: it keeps the focus
   nav.innerHTML = "";
   for (const f of S.filters) {
     const b = document.createElement("button");
@@ -132,6 +133,7 @@ function renderFilters(d) {
     b.setAttribute("aria-pressed", f === S.filter ? "true" : "false");  // not by colour alone
     b.onclick = () => { S.filter = f; S.page = 0; loadPage(); };
     nav.append(b);
+    if (had && f === S.filter) b.focus();
   }
 }
 
@@ -480,7 +482,7 @@ function toggleHintMode() {
   S.hintMode = !S.hintMode;
   document.body.classList.toggle("hintmode", S.hintMode);
   $("hint-mode").setAttribute("aria-pressed", String(S.hintMode));
-  $("after-frame").tabIndex = S.hintMode ? 0 : -1;
+  $("after-frame").tabIndex = S.hintMode || document.body.classList.contains("zoom") ? 0 : -1;
   if (!S.hintMode) S.cross = null;
   renderHints();
   if (S.hintMode && !S.byPointer && S.view) {  // from the keyboard: straight onto the picture
@@ -718,6 +720,9 @@ document.addEventListener("keydown", (e) => {
   const k = e.key.length === 1 ? e.key.toLowerCase() : e.key;  // Shift or Caps Lock alike
   // single-key shortcuts can be turned off (speech input types letters; WCAG 2.1.4)
   if (k.length === 1 && k !== " " && !$("keys-on").checked) return;
+  // zoomed, a picture reached with Tab scrolls with the arrows and Page keys, as any scroll box
+  if (document.body.classList.contains("zoom") && t.classList.contains("frame") &&
+      /^(Arrow|Page|Home$|End$)/.test(k) && !(S.hintMode && t === $("after-frame") && k.startsWith("Arrow"))) return;
   if (S.hintMode && S.view && t === $("after-frame")) {
     const far = e.shiftKey ? 5 : 1;
     const arrows = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] };
@@ -736,7 +741,13 @@ document.addEventListener("keydown", (e) => {
   else if (k === "h" && S.view) toggleHintMode();
   else if (k === "u") undo();
   else if (k === "c" && S.view) toggleCompare();
-  else if (k === "z" && S.view) { document.body.classList.toggle("zoom"); sharpen(); fitImages(); }
+  else if (k === "z" && S.view) {
+    const zoom = document.body.classList.toggle("zoom");
+    $("before-frame").tabIndex = zoom ? 0 : -1;  // reached with Tab to scroll (2.1.1)
+    if (!S.hintMode) $("after-frame").tabIndex = zoom ? 0 : -1;
+    sharpen();
+    fitImages();
+  }
   else if (k === "s" && S.view) {
     S.slider = !S.slider;
     $("slider-wrap").hidden = !S.slider;

@@ -698,10 +698,25 @@ def test_workers_too_small_for_the_model_or_the_largest_scan_are_said_before_any
     assert len(said) == 1 and said[0].startswith("colorize: worker n0 has a memory limit of 1.25 GB: "
                                                  "with the model loaded (about 1.1 GB) dask pauses it at 80%")
     said = check(2e9, 0)  # 0: no limit
-    assert said == [f"colorize: worker n0 may run out of memory on the largest scan ({t.column('path')[0]}, "
-                    "11000x11000: about 2.8 GB with the model): dask would restart it and its shard "
-                    "fail after --retries; give it 3 GB or more (dask worker --memory-limit)"]
+    assert said == [f"colorize: worker n0 may run out of memory on the largest scans ({t.column('path')[0]}, "
+                    "11000x11000, and those held with it: about 2.8 GB with the model): dask would "
+                    "restart it and its shard fail after --retries; give it 3 GB or more (dask "
+                    "worker --memory-limit)"]
     assert check(8e9, 16e9) == []
+    # masters all as large: a worker colours one per thread and holds a batch and those read
+    # ahead decoded (the estimate said 2.8 GB where twelve 28.8-MP scans took 2.71 measured)
+    from pipeline.client.cluster import largest_scan
+
+    t = t.set_column(t.column_names.index("width"), "width", pa.array([6000] * t.num_rows, pa.int64()))
+    t = t.set_column(t.column_names.index("height"), "height", pa.array([4800] * t.num_rows, pa.int64()))
+    pq.write_table(t, man)
+    px = 6000 * 4800
+    assert largest_scan(str(man), threads=1)[3] == px * 14 + (t.num_rows - 1) * px * 3
+    assert largest_scan(str(man), threads=2)[3] == 2 * px * 14 + (t.num_rows - 2) * px * 3
+    from pipeline.worker.shard import scans_held  # read ahead by count, masters by pixels
+
+    assert scans_held(8, 2, 1_000_000) == 8 + 16 and scans_held(8, 2, 100_000_000) == 8 + 3
+    assert scans_held(8, 4, 200_000_000) == 8 + 4  # every decoding thread busy still
 
 
 def test_a_worker_of_another_version_is_refused_before_any_shard_and_refuses_a_shard():

@@ -329,29 +329,39 @@ def wait_for_resource(client, resource: str, timeout: float, log) -> None:
 
 
 # A worker's memory: torch and the model loaded (about 1.0-1.1 GB on a CPU worker, measured),
-# and per pixel of the scan in hand about 14 bytes at 8 bits, 28 at 16 (its decode, the colour,
-# the encoded output; measured: a 121-megapixel gray PNG peaked at 2.6 GB in a worker, a
-# 20-megapixel 16-bit TIFF at 0.53 GB over the model).
+# per pixel of each scan it colours at once (one per thread) about 14 bytes at 8 bits, 28 at
+# 16 (its decode, the colour, the encoded output), and about 3 (6) per pixel of each scan it
+# holds decoded meanwhile (a batch, those read ahead: worker/shard.py scans_held). Measured on
+# 28.8-MP gray PNGs, 2 threads: one scan 1.37 GB in all, twelve 2.32 GB at --batch-size 2 and
+# 2.71 at 8 (estimated 1.5, 2.4, 2.8); a 121-MP gray PNG alone peaked at 2.6 GB.
 MODEL_BYTES = 1.1e9
 PIXEL_BYTES = {8: 14, 16: 28}
+HELD_BYTES = {8: 3, 16: 6}
 GB = 1e9
 
 
-def largest_scan(manifest: str, shard: int | None = None) -> tuple[str, int, int, float] | None:
-    """(path, width, height, the bytes a worker needs for it beside the model) of the scan of
-    the manifest (or of one shard) that needs most; None when no header was read."""
+def largest_scan(manifest: str, shard: int | None = None, batch_size: int = 8,
+                 threads: int = 1) -> tuple[str, int, int, float] | None:
+    """(path, width, height of the scan that needs most; the bytes a worker needs beside the
+    model when its largest scans are in hand at once) for the manifest or one shard; None when
+    no header was read."""
     from pipeline.client.manifest import read_manifest
+    from pipeline.worker.shard import scans_held
 
     t = read_manifest(manifest, columns=["path", "width", "height", "mode"], shard=shard).to_pylist()
-    need = [(r["width"] * r["height"] * PIXEL_BYTES[16 if (r["mode"] or "").startswith("I") else 8], r)
-            for r in t if r["width"] and r["height"]]
-    if not need:
+    sized = sorted(((r["width"] * r["height"], 16 if (r["mode"] or "").startswith("I") else 8, r)
+                    for r in t if r["width"] and r["height"]),
+                   key=lambda x: x[0] * PIXEL_BYTES[x[1]], reverse=True)
+    if not sized:
         return None
-    n, r = max(need, key=lambda x: x[0])
-    return r["path"], r["width"], r["height"], float(n)
+    px, _, r = sized[0]
+    busy = max(1, threads)
+    held = sized[busy:busy + scans_held(batch_size, threads, px)]
+    need = sum(p * PIXEL_BYTES[b] for p, b, _ in sized[:busy]) + sum(p * HELD_BYTES[b] for p, b, _ in held)
+    return r["path"], r["width"], r["height"], float(need)
 
 
-def check_worker_memory(client, manifest: str, log) -> None:
+def check_worker_memory(client, manifest: str, log, batch_size: int = 8) -> None:
     """A worker whose --memory-limit cannot hold the model is paused by dask at once and the run
     would wait for ever (refused when every worker is so); one that cannot also hold the largest
     scan would be killed on it, and the shard fail after its retries: said before any shard."""
@@ -374,13 +384,15 @@ def check_worker_memory(client, manifest: str, log) -> None:
         if len(small) == len(every):
             raise JobError(f"every worker is too small for the model: {what}")
         log(f"colorize: {what}")
-    big = largest_scan(manifest)
+    big = largest_scan(manifest, batch_size=batch_size,
+                       threads=max((w.get("nthreads") or 1 for w in workers), default=1))
     short = [w for w in workers if w not in small and big
              and MODEL_BYTES + big[3] > frac("terminate") * w["memory_limit"]]
     if short:
         want = (MODEL_BYTES + big[3]) / frac("terminate") / GB
-        log(f"colorize: {_names(short)} may run out of memory on the largest scan ({big[0]}, "
-            f"{big[1]}x{big[2]}: about {(MODEL_BYTES + big[3]) / GB:.1f} GB with the model): dask "
+        log(f"colorize: {_names(short)} may run out of memory on the largest scans ({big[0]}, "
+            f"{big[1]}x{big[2]}, and those held with it: about {(MODEL_BYTES + big[3]) / GB:.1f} GB "
+            "with the model): dask "
             f"would restart {'it' if len(short) == 1 else 'them'} and its shard fail after "
             f"--retries; give {'it' if len(short) == 1 else 'them'} {want:.0f} GB or more ({fix})")
 

@@ -175,7 +175,7 @@ def run_job(o: JobSpec, log=print, redo: tuple[dict[int, set[str]], dict] | None
                 check_workers_see(client, outdir.store.full("") if outdir.store.local else None,
                                   _a_source(spec["manifest"]))
                 check_worker_versions(client)
-                check_worker_memory(client, spec["manifest"], log)
+                check_worker_memory(client, spec["manifest"], log, o.batch_size)
             failed = None
             try:
                 totals = _drive(client, job, work, log, outdir)
@@ -385,7 +385,7 @@ def _drive(client, job, work: _Work, log, outdir: Outdir) -> dict:
             try:
                 summary = fut.result()
             except Exception as e:  # after retries, or a worker that kept dying
-                why, trace = _failed(e, fut, o.manifest)
+                why, trace = _failed(e, fut, o)
                 if type(e).__name__ != "KilledWorker":
                     failure, tb = why, trace
                     break
@@ -428,14 +428,14 @@ _NOT_BUGS = ("OutputError", "KilledWorker")
 _SCHEDULER_LOST = ("CommClosedError", "FutureCancelledError", "CancelledError", "StreamClosedError")
 
 
-def _failed(e: Exception, fut, manifest: str) -> tuple[str, str]:
+def _failed(e: Exception, fut, o) -> tuple[str, str]:
     """(what failed, the traceback where it is a bug) for a shard's future that raised."""
     name, shard = type(e).__name__, fut.key.split("-")[1]
     if name in _SCHEDULER_LOST:
         return f"the connection to the dask scheduler was lost ({name}: {' '.join(str(e).split())})", ""
     failure = f"shard {shard} failed: {name}: " + " ".join(str(e).split())
     if name == "KilledWorker":
-        failure += _killed(manifest, int(shard))
+        failure += _killed(o, int(shard))
     if name in _NOT_BUGS:
         return failure, ""
     try:
@@ -444,18 +444,18 @@ def _failed(e: Exception, fut, manifest: str) -> tuple[str, str]:
         return failure, ""
 
 
-def _killed(manifest: str, shard: int) -> str:
+def _killed(o, shard: int) -> str:
     """What most often kills a worker each time a shard is tried: its memory, on the shard's
-    largest scan (named, with what it needs)."""
+    largest scans (named, with what they need)."""
     from pipeline.client.cluster import GB, MODEL_BYTES, largest_scan
 
-    big = largest_scan(manifest, shard)
+    big = largest_scan(o.manifest, shard, o.batch_size, o.threads or 1)
     return ("" if big is None else
             f" (a worker died each time: most often its memory; the shard's largest scan is "
-            f"{big[0]}, {big[1]}x{big[2]}, about {(MODEL_BYTES + big[3]) / GB:.1f} GB with the "
-            "model, and a worker holds several of its scans at once, up to twice --batch-size "
-            "read ahead: give the workers more memory and run again; a job started with a smaller "
-            "--batch-size holds fewer)")
+            f"{big[0]}, {big[1]}x{big[2]}, and a worker holds it with others (a batch of "
+            f"--batch-size {o.batch_size}, those read ahead): about {(MODEL_BYTES + big[3]) / GB:.1f} GB "
+            "with the model: give the workers more memory and run again; a job started with a "
+            "smaller --batch-size holds fewer)")
 
 
 def check_outdir_apart(outdir: Store, manifest: str) -> None:

@@ -25,6 +25,17 @@ from pipeline.client.results import CORE_COLUMNS
 from pipeline.worker.device import peak_rss_mb
 from pipeline.worker.stages import ImageStages, Item, OutputError
 
+# How far a worker decodes ahead of the net, in pixels, beyond one scan per decoding thread
+# (about 256 MB of 8-bit gray, 512 MB of 16-bit).
+AHEAD_PIXELS = 256_000_000
+
+
+def scans_held(batch_size: int, threads: int, pixels: int) -> int:
+    """How many scans of this size a worker holds decoded besides those it colours: a batch,
+    and those read ahead (_Flow._read_ahead): what the memory check counts."""
+    window, busy = max(2, 2 * batch_size), max(2, threads)
+    return batch_size + min(window, max(busy, -(-AHEAD_PIXELS // max(1, pixels))))
+
 __all__ = ["OutputError", "ShardJob"]
 
 _COLORIZERS: dict = {}  # one loaded net per worker process, reused by every shard it runs
@@ -125,7 +136,10 @@ class _Flow:
         self.aside: list[Item] = []  # images only a redo's options colorize: their own batches
         self.window = max(2, 2 * job.spec.batch_size)
         self.decoding: deque[Future] = deque()
+        self.ahead: deque[int] = deque()  # the pixels of each image in `decoding`, by its header
+        self.busy = max(2, job.spec.threads)  # ahead at least this many: every decoding thread busy
         self.writing: deque[Future] = deque()
+        self.written: deque[int] = deque()  # the pixels of each image in `writing`
         self.batch: list[Item] = []
         self.out: dict[str, dict] = {}  # image_id -> its final row
         self.net = None  # loaded in run(), while the first images decode
@@ -140,6 +154,7 @@ class _Flow:
         setup = time.perf_counter() - ts
         while self.decoding:
             item = self.decoding.popleft().result()
+            self.ahead.popleft()
             self._read_ahead(it)
             if item.finished:
                 self._record(item)
@@ -155,13 +170,19 @@ class _Flow:
             self._colorize_batch()
         while self.writing:
             self._record(self.writing.popleft().result())
+            self.written.popleft()
         return setup
 
     def _read_ahead(self, it) -> None:
+        # Ahead by count for small scans, by pixels for masters: 16 decoded 100-MP scans would
+        # hold 1.6-3.2 GB beside the batch. The batches are the same either way (they are
+        # filled in manifest order), so a repair's bytes are too.
         for row in it:
             self.decoding.append(self.pool.submit(self.job.read, row,
                                                   self.options.get(row["image_id"])))
-            if len(self.decoding) >= self.window:
+            self.ahead.append((row.get("width") or 0) * (row.get("height") or 0))
+            if len(self.decoding) >= self.window or (len(self.decoding) >= self.busy
+                                                     and sum(self.ahead) >= AHEAD_PIXELS):
                 break
 
     def _record(self, item: Item) -> None:
@@ -199,5 +220,8 @@ class _Flow:
             finally:
                 item.spend(t0 - share)
             self.writing.append(self.pool.submit(self.job.finish, item, rgb_of))
-        while len(self.writing) > self.window:
+            self.written.append((item.row.get("width") or 0) * (item.row.get("height") or 0))
+        while len(self.writing) > self.window or (len(self.writing) > self.busy
+                                                  and sum(self.written) > AHEAD_PIXELS):
             self._record(self.writing.popleft().result())  # OutputError: the shard fails uncommitted
+            self.written.popleft()

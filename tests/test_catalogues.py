@@ -291,6 +291,24 @@ def test_a_path_cell_in_another_unicode_form_or_with_backslashes_finds_its_file(
     assert [len(v) for v in picked.values()] == [1]
 
 
+def test_a_missing_file_another_row_names_in_another_case_keeps_its_record(tmp_path):
+    """An operator's trial: IMG_0001.jpg on disk, the catalogue naming it and also a missing
+    img_0001.jpg (Inv-006). The second was matched to the first's file by case and dropped as
+    listed twice: Inv-006 was in no manifest, result or export."""
+    d = tmp_path / "scans"
+    d.mkdir()
+    Image.fromarray(np.random.default_rng(2).integers(0, 255, (24, 32), dtype=np.uint8)).save(d / "IMG_0001.jpg")
+    cat = d / "catalogue.csv"
+    cat.write_text("path;Inv\nIMG_0001.jpg;Inv-005\nimg_0001.jpg;Inv-006\nIMG_0002.JPG;Inv-007\n", encoding="utf-8")
+    r = run_cli("scan", d, cat, "-o", tmp_path / "m.parquet")
+    assert r.returncode == 0, r.stderr
+    assert "listed twice" not in r.stderr and "matched to a file named in another" not in r.stderr
+    rows = {x["Inv"]: x for x in pq.read_table(tmp_path / "m.parquet").to_pylist()}
+    assert sorted(rows) == ["Inv-005", "Inv-006", "Inv-007"]
+    assert Path(rows["Inv-005"]["path"]).name == "IMG_0001.jpg" and rows["Inv-005"]["scan_error"] is None
+    assert Path(rows["Inv-006"]["path"]).name == "img_0001.jpg" and rows["Inv-006"]["scan_error"]
+
+
 def test_extending_tells_a_file_still_missing_from_one_gone_since(scans, tmp_path):
     """A catalogue row whose file was never there is 'still missing' on the next scan, not
     'gone': 'gone' is kept for a file the earlier manifest found and this scan does not."""

@@ -262,18 +262,24 @@ def _resolved(cat: Catalogue, rows: list[dict], p: Path, log) -> Catalogue:
     respelt = []
     listing: dict[str, dict[str, str]] = {}
     for r in rows:
+        if r["path"] and "://" not in r["path"] and not os.path.isabs(r["path"]):
+            r["path"] = str(p.parent / r["path"])
+    # A file that a row names exactly is that row's: another row's other spelling of it (a
+    # missing img_0001.jpg beside IMG_0001.jpg) stays missing, an error row of its own, rather
+    # than be taken for it and dropped as listed twice (its record lost)
+    taken = {os.path.normpath(r["path"]) for r in rows
+             if r["path"] and "://" not in r["path"] and os.path.lexists(r["path"])}
+    for r in rows:
         if not r["path"]:
             if any((v or "").strip() for v in r["_cells"].values()):  # not a blank line
                 cat.nofile.append(r)  # no image to colour: the scan's summary and report say so
             continue
-        if "://" not in r["path"]:
-            if not os.path.isabs(r["path"]):
-                r["path"] = str(p.parent / r["path"])
-            if not os.path.lexists(r["path"]):
-                found = disk_spelling(r["path"], listing)
-                if found:
-                    respelt.append((r, found))
-                    r["path"] = found
+        if "://" not in r["path"] and not os.path.lexists(r["path"]):
+            found = disk_spelling(r["path"], listing)
+            if found and os.path.normpath(found) not in taken:
+                taken.add(os.path.normpath(found))
+                respelt.append((r, found))
+                r["path"] = found
         cat.rows.append(r)
     if respelt:
         r, found = respelt[0]

@@ -1,6 +1,7 @@
 """End to end on real dask clusters: LocalCluster, and scheduler/workers as separate processes."""
 
 import csv
+import fcntl
 import hashlib
 import json
 import os
@@ -153,6 +154,43 @@ def test_second_run_on_locked_outdir_is_refused(archive, ckpt, tmp_path, capsys)
     with RunLock(tmp_path / "out"):  # busy, not broken: cron tries again tomorrow (EX_TEMPFAIL)
         assert main(run_args(archive[1], tmp_path / "out", ckpt)) == 75
     assert "another run is using" in capsys.readouterr().err
+
+
+def test_a_lock_left_by_a_colleague_is_taken_over_unless_held(tmp_path, monkeypatch):
+    """A run killed on a team's share left OUTDIR/.lock, mode 644 and another user's: the next
+    user's resume was refused with 'Permission denied'. Locked by no one, it is taken over;
+    held, the run is busy. (Read-only stands for a colleague's file; root, whom no mode stops,
+    is refused its writing as such a user is.)"""
+    from pipeline.client.outdir import Busy
+
+    out = tmp_path / "share"
+    out.mkdir()
+    lock = out / ".lock"
+    lock.write_text("pid 1 on elsewhere")
+    lock.chmod(0o444)
+    real_open = os.open
+
+    def as_a_colleague(path, flags, *a):
+        if Path(path) == lock and flags & os.O_RDWR and not lock.stat().st_mode & 0o200:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *a)
+
+    monkeypatch.setattr(os, "open", as_a_colleague)
+    with open(lock) as held:  # a colleague's run still going: busy, the file kept
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(Busy, match=r"another run is using .* \(pid 1 on elsewhere\)"):
+            RunLock(out).__enter__()
+        fcntl.flock(held, fcntl.LOCK_UN)
+    with RunLock(out):  # it ended (killed): the lock is this user's now
+        assert lock.read_text().startswith(f"pid {os.getpid()} ")
+        assert lock.stat().st_mode & 0o777 == 0o666 & ~_umask()
+    assert sorted(p.name for p in out.iterdir()) == []  # let go: no lock, no stray file
+
+
+def _umask() -> int:
+    m = os.umask(0)
+    os.umask(m)
+    return m
 
 
 def test_dry_run_runs_nothing(archive, ckpt, tmp_path, capsys):

@@ -347,7 +347,10 @@ class RunLock:
             return self
         path = Path(self.store.full(Outdir.LOCK))
         while True:
-            self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:  # the umask decides who else may open it: a team's share shares it
+                self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            except PermissionError:
+                self.fd = self._left_by_another_user(path)
             try:
                 fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -366,6 +369,26 @@ class RunLock:
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, f"pid {os.getpid()} on {os.uname().nodename}".encode(), 0)
         return self
+
+    def _left_by_another_user(self, path: Path) -> int:
+        """A lock file this user may not write: a colleague's run killed on a shared OUTDIR left
+        it (the group's resume was refused). Locked by no one, it is replaced, atomically, by
+        one of ours; held, the run is busy as with any lock."""
+        old = os.open(path, os.O_RDONLY)  # flock needs no write access
+        try:
+            try:
+                fcntl.flock(old, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(old, 64, 0).decode(errors="replace").strip()
+                raise Busy(f"another run is using {self.store} ({holder or 'pid unknown'}); "
+                           "wait for it to finish") from None
+            tmp = path.with_name(f"{path.name}.{os.getpid()}")
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.replace(tmp, path)  # still holding the old one: no run slips in between
+            return fd
+        finally:
+            os.close(old)
 
     def __exit__(self, *exc) -> None:
         if self.obj is not None:

@@ -409,7 +409,7 @@ def _picture(root: str, view: RunView, row: dict, which: str, width: int) -> byt
             return data
         cache.mkdir(parents=True, exist_ok=True)
         tmp = cache / f".{name}.{os.getpid()}.{threading.get_ident()}"
-        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), "wb") as f:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as f:
             f.write(data)  # O_EXCL: never through a link planted under its name
         os.replace(tmp, cache / name)
     except OSError:

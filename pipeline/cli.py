@@ -167,7 +167,7 @@ def cmd_image(a) -> int:
                          "file, or add --force to replace it")
     if (job := _in_outdir(a.output)) and not a.force:
         raise UsageError(f"{a.output} is inside the job in {job}, whose audit checks each output: "
-                         f"to colour it again, colorize run -o {job} --redo ...; or --force")
+                         f"to colour it again, colorize run -o {shlex.quote(job)} --redo ...; or --force")
     given = _hints_arg(a) if a.hint or a.hints else None
     spec = JobSpec(size=a.size, device=a.device, format=fmt.name, max_pixels=a.max_pixels,
                    recolor=a.recolor, metadata_columns="none")
@@ -482,7 +482,7 @@ def _stop_run(outdir: str, scheduler: str | None = None, summary_json: str | Non
             kill_local_processes()
             how = "interrupted" if signum == signal.SIGINT else "terminated"
             msg, s = f"colorize: {how}", None
-            again = f"colorize run -o {outdir}" + (f" --scheduler {scheduler}" if scheduler else "")
+            again = "colorize run -o " + " ".join(map(shlex.quote, [outdir, *(["--scheduler", scheduler] if scheduler else [])]))
             try:
                 from pipeline.client.orchestrate import status
 
@@ -1228,7 +1228,7 @@ def main(argv: list[str] | None = None) -> int:
 
                 s = status(a.output)
                 print(f"colorize: {s['committed']} of {s['shards']} shards are committed; resume "
-                      f"with: colorize run -o {a.output}", file=sys.stderr)
+                      f"with: colorize run -o {shlex.quote(a.output)}", file=sys.stderr)
             except Exception:  # the summary is a courtesy; the interruption stands
                 pass
         return 130

@@ -822,3 +822,30 @@ def test_ctrl_c_while_the_command_is_still_loading_is_one_line(monkeypatch, caps
     monkeypatch.setattr(sys, "meta_path", [Interrupted(), *sys.meta_path])
     assert entry.main() == 130
     assert capsys.readouterr().err == "colorize: interrupted\n"
+
+
+def test_a_name_with_a_newline_is_listed_for_redo_by_its_id(tmp_path, ckpt):
+    """An operator's trial: a damaged scan named 'broken<newline>name.jpg' became two lines of
+    audit-errors.txt, and the redo the audit printed failed on both halves. A path a line
+    cannot hold is listed by its image id; the advice is quoted as a shell reads it."""
+    src = tmp_path / "scans x'y"
+    src.mkdir()
+    Image.new("L", (24, 16), 90).save(src / "good.png")
+    (src / "broken\nname.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a whole JPEG")
+    man, out = tmp_path / "m.parquet", tmp_path / "out dir 'ä"
+    assert run_cli("scan", src, "-o", man, "-q").returncode == 0
+    r = run_cli("run", "--manifest", man, "-o", out, "--size", "32", "--checkpoint", ckpt, "--workers", "1", "-q")
+    assert r.returncode == 0, r.stderr
+    r = run_cli("audit", out, "-q")
+    (line,) = (out / "audit-errors.txt").read_text().splitlines()
+    import pyarrow.parquet as pq
+
+    broken = next(x for x in pq.read_table(out / "results").to_pylist() if x["status"] == "error")
+    assert line == broken["image_id"]
+    import shlex
+
+    advice = next(ln for ln in r.stdout.splitlines() if "--redo" in ln)
+    cmd = shlex.split(advice[advice.index("colorize run"):])  # pasted into a shell, as printed
+    assert cmd[:6] == ["colorize", "run", "-o", str(out), "--redo", f"{out}/audit-errors.txt"]
+    r = run_cli(*cmd[1:], "--dry-run")
+    assert r.returncode == 0 and "would redo 1 image inside the job" in r.stdout, r.stderr

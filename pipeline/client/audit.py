@@ -244,14 +244,23 @@ def _write_reports(out: Store, report: dict, ok_rows, carried, spec, sample, she
     out.write_atomic(Outdir.AUDIT_JSON, json.dumps(report, indent=2).encode())
     # lists for `--redo LIST`: the toned prints the classifier called colour (with --recolor),
     # and the files that could not be read (once they are mended, copied back, made readable)
-    for name, paths in ((Outdir.AUDIT_SKIPPED, [r["source_path"] for r in report["skipped"]]),
-                        (Outdir.AUDIT_ERRORS, [r["source_path"] for r in report["errors"]]),
-                        (Outdir.AUDIT_OUTDATED, report["record_outdated"])):
+    # A path a line cannot hold (a newline in a file name, spaces at its ends) is listed by its
+    # image id, which --redo takes as well: split in two, it named two files that are not there.
+    ids = {r["source_path"]: r["image_id"] for r in ok_rows}
+    for name, rows in ((Outdir.AUDIT_SKIPPED, report["skipped"]), (Outdir.AUDIT_ERRORS, report["errors"]),
+                       (Outdir.AUDIT_OUTDATED, [{"source_path": p, "image_id": ids.get(p)}
+                                                for p in report["record_outdated"]])):
+        paths = [r["source_path"] if _one_line(r["source_path"]) or not r.get("image_id") else r["image_id"]
+                 for r in rows]
         if paths:
             out.write_atomic(name, "".join(f"{p}\n" for p in paths).encode())
         elif out.exists(name):  # an earlier audit's list, all of them since redone
             out.remove(name)
     out.write_atomic(Outdir.AUDIT_HTML, _html(report, ok_rows, spec, sample, out).encode("utf-8"))
+
+
+def _one_line(path: str) -> bool:
+    return path == path.strip() and len(path.splitlines()) == 1
 
 
 def _redo_check(state: dict, res: list[dict]) -> tuple[set[str], list[dict], dict]:

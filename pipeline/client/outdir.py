@@ -11,6 +11,7 @@ import io
 import json
 import os
 import re
+import shlex
 from enum import Enum
 from pathlib import Path, PurePosixPath
 
@@ -241,7 +242,9 @@ def run_hint(outdir, *more: str) -> str:
         scheduler = Outdir(str(outdir)).read_job().get("scheduler")
     except Exception:  # noqa: BLE001 - a hint: the plain command
         scheduler = None
-    return " ".join(["colorize run -o", str(outdir), *more, *(["--scheduler", scheduler] if scheduler else [])])
+    # quoted as a shell reads it: an OUTDIR named "out dir 'ä" pasted as printed ran elsewhere
+    return "colorize run -o " + " ".join(map(shlex.quote, [str(outdir), *more,
+                                                            *(["--scheduler", scheduler] if scheduler else [])]))
 
 
 def automatic_of(rel: str) -> str:
@@ -303,7 +306,7 @@ def _read_results(od: Outdir, columns, damaged: list[int] | None, shards: set[in
             if damaged is None:
                 raise DamagedResults(
                     f"{od.store.full(f)} is damaged ({_why_damaged(e)}); "
-                    f"`colorize run -o {od} --repair` sets it aside in {od.QUARANTINE}/ "
+                    f"`{run_hint(od, '--repair')}` sets it aside in {od.QUARANTINE}/ "
                     "and colorizes its shard again") from None
             damaged.append(n)
     if not tables:

@@ -12,7 +12,7 @@ from pathlib import Path
 from pipeline.client.jobspec import (
     FINGERPRINT_KEYS,  # what changes output bytes: changing any makes a new job
 )
-from pipeline.client.outdir import Outdir, output_stems
+from pipeline.client.outdir import Outdir, output_stems, run_hint
 from pipeline.errors import CheckpointError, JobError, plural
 
 # bump when outputs change for the same checkpoint (2: colour by table, own PNG; 3: reflect-padded
@@ -166,7 +166,7 @@ def check_or_write_job(outdir: Outdir, spec: dict, restart: bool, log=print) -> 
         if hinted := sum(1 for v in state_of(outdir).values() if v.get("hints")):
             log(f"--restart: {plural(hinted, 'image')} {'has' if hinted == 1 else 'have'} a curator's "
                 "hints (kept in reviews/): this run colours them as the job does; colour them "
-                f"with their hints again after it: colorize run -o {outdir.url} --hinted")
+                f"with their hints again after it: {run_hint(outdir.url, '--hinted')}")
         left, moved = discard(outdir, spec.get("manifest"))
         if left or moved:
             log(f"--restart: {plural(left, 'file')} in images/ that colorize did not write left "

@@ -206,6 +206,31 @@ def _in_outdir(path: str) -> str | None:
     return None
 
 
+def _job_file(dest: str, outdir: str) -> str | None:
+    """What of a job's own a file would replace (its manifest, results, outputs, job or audit
+    files): an export with --force replaced the manifest and a results file by a slip, and
+    the job's audit and redo then failed with tracebacks (an operator's trial)."""
+    from pipeline.client.outdir import Outdir
+
+    if "://" in dest:
+        return None
+    d = Path(dest).resolve()
+    for od in {Path(j).resolve() for j in (outdir, _in_outdir(dest)) if j and "://" not in j}:
+        try:
+            rel = d.relative_to(od)
+            if len(rel.parts) > 1 or rel.name in (Outdir.JOB, Outdir.REDO, Outdir.LOCK) or rel.name.startswith("audit"):
+                return f"part of the job in {od} ({rel})"
+        except ValueError:
+            pass
+        try:
+            manifest = Outdir(str(od)).read_job().get("spec", {}).get("manifest") or ""
+        except Exception:  # noqa: BLE001 - not a job (export says so): nothing of one to keep
+            continue
+        if "://" not in manifest and manifest and d == Path(manifest).resolve():
+            return f"the manifest of the job in {od}"
+    return None
+
+
 def _ours(path: str) -> bool:
     """Whether a file carries this tool's provenance: an earlier quick look is replaced without
     asking, anything else (an original scan above all) only with --force."""
@@ -514,6 +539,9 @@ def cmd_export(a) -> int:
     """The results for the archive's database or a spreadsheet: the catalogue's columns first."""
     from pipeline.client.export import export
 
+    if (what := _job_file(a.dest, a.outdir)):
+        raise UsageError(f"{a.dest} is {what}: an export never replaces it, --force or not; name "
+                         "another file (beside OUTDIR, or in it under a new name)")
     if Path(a.dest).exists() and not a.force:
         raise UsageError(f"{a.dest} exists; choose another name or add --force to replace it")
     if "://" not in a.dest and not Path(a.dest).resolve().parent.is_dir():

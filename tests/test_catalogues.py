@@ -105,6 +105,14 @@ def test_export_writes_one_line_per_image_carried_columns_first(scans, tmp_path,
                                                               ("A-3", "error")]
     r = run_cli("export", out, tmp_path / "results.csv")
     assert r.returncode == 2 and "--force" in r.stderr
+    # the job's own files are never replaced, --force or not (a slip replaced the manifest and
+    # a results file, and the job's audit then failed with a traceback)
+    kept = {p: p.read_bytes() for p in (man, out / "results" / "shard-00000.parquet")}
+    for dest in kept:
+        r = run_cli("export", out, dest.with_suffix(".parquet"), "--force")
+        assert r.returncode == 2 and "never replaces it" in r.stderr, r.stderr
+    assert {p: p.read_bytes() for p in kept} == kept
+    assert run_cli("export", out, out / "export.csv").returncode == 0  # a new name in OUTDIR: fine
     # a job not finished (a shard's results gone, as if the run had stopped before it): said
     (out / "results" / "shard-00001.parquet").rename(tmp_path / "away.parquet")
     r = run_cli("export", out, tmp_path / "part.csv")

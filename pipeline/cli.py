@@ -600,16 +600,20 @@ def _say_unfinished(outdir: str, rows: int) -> None:
 
 
 def cmd_review(a) -> int:
-    from pipeline.client.review import serve
-
-    if not Path(a.outdir).is_dir():
-        raise UsageError(f"OUTDIR not found: {a.outdir}")
     from pipeline.client.manifest import job_results
     from pipeline.client.outdir import Outdir
+    from pipeline.client.review import serve
 
     od = Outdir(a.outdir)  # a damaged results file of the job: said, not a page of 500s
     job_results(od, od.read_job()["spec"]["manifest"])
-    serve(a.outdir, port=a.port, browser=not a.no_browser, who=a.reviewer)
+    try:
+        serve(a.outdir, port=a.port, browser=not a.no_browser, who=a.reviewer)
+    except OSError as e:  # every edit is saved there as it is made (Arrow's: errno in the text)
+        if not isinstance(e, PermissionError) and "Permission denied" not in str(e):
+            raise
+        raise UsageError(f"cannot write {Path(a.outdir) / 'reviews'} (permission denied): the "
+                         "review page saves each verdict, note and hint there; ask for write "
+                         "access to it (the group's, on a share)") from None
     return 0
 
 

@@ -371,3 +371,27 @@ def test_a_tiff_pillow_cannot_open_says_what_it_is(tmp_path):
     (tmp_path / "cut.tif").write_bytes(data[: len(data) // 2])
     with pytest.raises(DecodeError, match="^damaged or truncated TIFF: it holds no readable image"):
         read_header(tmp_path / "cut.tif")
+
+
+def test_a_damaged_tiff_is_said_in_its_row_not_in_bare_log_lines(caplog):
+    """tifffile's own warning ('<tifffile.TiffPages @1651663207> invalid offset to first page')
+    went to a run's log twice per damaged TIFF, naming no file (an operator's trial)."""
+    from pipeline.worker.imaging import _tiff_unread
+
+    data = b"II*\x00" + (1651663207).to_bytes(4, "little") + b"\x00" * 100
+    assert _tiff_unread(data).startswith("damaged or truncated TIFF")
+    assert [r.getMessage() for r in caplog.records if r.name == "tifffile"] == []
+
+
+def test_finder_files_a_catalogue_names_are_said_to_be_finder_files(tmp_path):
+    """Listed in a catalogue made from a zip of a Mac's folder, '._IMG_0001.jpg' and '.DS_Store'
+    were 'not an image (unrecognised format)'; what they are tells the curator what to do."""
+    import io
+
+    from pipeline.worker.imaging import DecodeError, decode
+
+    apple = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + b"\x00" * 64
+    store = b"\x00\x00\x00\x01Bud1" + b"\x00" * 64
+    for data, says in ((apple, "a macOS AppleDouble file"), (store, "an operating system's folder file")):
+        with pytest.raises(DecodeError, match=says):
+            decode(io.BytesIO(data))  # by its bytes: a worker reads them without the name

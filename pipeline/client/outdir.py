@@ -64,6 +64,18 @@ def _not_an_outdir(store: Store) -> JobError:
     if store.local and Path(store.root).is_file():
         what = "a manifest" if str(store.root).endswith(".parquet") else "a file"
         return JobError(f"{store} is {what}; name the run's output folder (its -o OUTDIR)")
+    if store.local:  # a colleague's folder made under umask 077: it is a job, not readable
+        job = Path(store.root) / Outdir.JOB
+        try:
+            job.stat()
+        except PermissionError:
+            return JobError(f"{store}: permission denied reading it (its owner's umask?); ask "
+                            "for read access to the folder (the group's, on a share)")
+        except OSError:
+            pass
+        else:
+            if not os.access(job, os.R_OK):
+                return JobError(f"{job}: permission denied reading it; ask for read access")
     return JobError(f"{store} is not a run's output folder (no {Outdir.JOB})")
 
 

@@ -467,6 +467,10 @@ def _handler():
     secret = re.compile(r"([?&]t=)[^&\s\"]+")
 
     class Handler(WSGIRequestHandler):
+        def log_request(self, code="-", size="-"):  # a line per thumbnail buried the curator's
+            if str(code)[:1] in "45":  # terminal: a failed request alone is worth a line, with
+                self.log("info", '"%s" %s %s', self.requestline, code, size)  # no colour codes
+
         def log(self, type, message, *args):
             super().log(type, message, *(secret.sub(r"\1…", a) if isinstance(a, str) else a
                                          for a in args))
@@ -489,8 +493,16 @@ def serve(outdir: str, port: int = 0, browser: bool = True, who: str | None = No
     srv = make_server("127.0.0.1", sock.getsockname()[1], app, threaded=True, fd=sock.fileno(),
                       request_handler=_handler())
     url = f"http://127.0.0.1:{sock.getsockname()[1]}/?t={app.config['TOKEN']}"
-    private = tempfile.mkdtemp(prefix="colorize-review-")  # 0700: this user's alone
+    private = tempfile.mkdtemp(prefix="colorize-review-") if browser else None  # 0700: this user's alone
     log(f"review {outdir} at {url}  (Ctrl-C stops; edits are saved as they are made)")
+    sys.stdout.flush()  # a script's log (nohup, systemd, a pipe) gets the link now, not at exit
+
+    def stop(signum, frame):  # a service manager's stop: as Ctrl-C, tidied up behind it
+        raise KeyboardInterrupt
+
+    import signal
+
+    signal.signal(signal.SIGTERM, stop)
     try:
         app.config["PREVIEWER"].start()
         if browser:
@@ -505,7 +517,8 @@ def serve(outdir: str, port: int = 0, browser: bool = True, who: str | None = No
     except KeyboardInterrupt:
         pass
     finally:
-        shutil.rmtree(private, ignore_errors=True)
+        if private:
+            shutil.rmtree(private, ignore_errors=True)
         srv.server_close()
         app.config["PREVIEWER"].close()
         app.config["JOURNAL"].close()

@@ -98,6 +98,9 @@ DIGITAL_SOURCE = b"compositeWithTrainedAlgorithmicMedia"  # in every output's XM
 NOT_READ_HERE = {
     "heic": "an HEIC photo (iPhones' format): convert it to JPEG or TIFF (e.g. heif-convert) first",
     "pdf": "a PDF document, not an image: export its pages as TIFF first",
+    "appledouble": ("a macOS AppleDouble file ('._' and the name of the picture it belongs to: "
+                    "Finder metadata, copied off a Mac), not a scan: remove it from the catalogue"),
+    "system": "an operating system's folder file (.DS_Store, Thumbs.db), not a scan: remove it from the catalogue",
     "raw": "a camera RAW file: develop it to TIFF first",
     "jxl": "a JPEG XL image: convert it to PNG or TIFF first",
     "djvu": "a DjVu document: export its pages as TIFF first",
@@ -123,6 +126,10 @@ def _what_it_is(head: bytes, name: str) -> str:
         kind = "heic"
     elif head.startswith(b"\xff\x0a") or head.startswith(b"\x00\x00\x00\x0cJXL "):
         kind = "jxl"
+    elif head.startswith(b"\x00\x05\x16\x07") or os.path.basename(name).startswith("._"):
+        kind = "appledouble"
+    elif head[4:8] == b"Bud1" or os.path.basename(name).lower() in (".ds_store", "thumbs.db", "desktop.ini"):
+        kind = "system"
     else:
         kind = NOT_READ_EXTS.get(os.path.splitext(name)[1].lower())
     return NOT_READ_HERE[kind] if kind else "not an image (unrecognised format)"
@@ -131,8 +138,13 @@ def _what_it_is(head: bytes, name: str) -> str:
 def _tiff_unread(data: bytes) -> str:
     """Why a file that starts as a TIFF does not open: what its first page holds (tifffile reads
     what Pillow does not), or that it is damaged."""
+    import logging
+
     import tifffile
 
+    # its complaints ("invalid offset to first page") went to the run's log as bare lines naming
+    # no file, twice per damaged TIFF; what it found becomes the error row's reason instead
+    logging.getLogger("tifffile").setLevel(logging.CRITICAL)
     try:
         with tifffile.TiffFile(io.BytesIO(data)) as t:
             if not len(t.pages):

@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 .PHONY: help setup run manifest test lint train-data train train-refine tune-gain train-hint-head evaluate bench gpu-check gpu-wheels gpu-pack gpu-session clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -117,5 +117,5 @@ gpu-wheels:  ## download the wheels a GPU machine needs for gpu-check into .whl/
 	    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 	    -d .whl $(GPU_WHEELS)
 
-clean:  ## remove outputs (keeps .venv)
-	rm -rf out build *.egg-info
+clean:  ## remove what make run and make evaluate wrote (keeps .venv, training runs, and any job of yours under out/)
+	rm -rf out/demo out/eval out/eval-* build *.egg-info

@@ -47,7 +47,7 @@ def test_report_verdict_lists_errors_skipped_and_shows_16bit(night, ckpt, capsys
     capsys.readouterr()
     assert main(["audit", str(out), "-q"]) == 0
     said = capsys.readouterr().out
-    assert "audit passed, with 1 error and 1 skipped (reasons below)" in said
+    assert "audit passed, with 1 error and 1 skipped (each one's reason: audit.html)" in said
     page = (out / "audit.html").read_text()
     assert "passed, with 1 error and 1 skipped" in page and "PASS" not in page
     assert "<h2>Skipped (1)</h2>" in page and "colour.png" in page

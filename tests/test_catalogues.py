@@ -402,7 +402,7 @@ def test_this_months_catalogue_alone_puts_its_records_after_the_old(scans, tmp_p
     assert r.returncode == 0, r.stderr
     assert ("2 files done before are in no catalogue read now: each keeps the cells an earlier "
             "catalogue gave it") in r.stderr
-    assert f"1 file found but not in the catalogue (colorized, with no catalogue columns): {scans / 'Müller 1.png'}" in r.stderr
+    assert f"1 file found but not in the catalogue (in the job, with no catalogue columns): {scans / 'Müller 1.png'}" in r.stderr
     assert {Path(x["path"]).name: x["acc"] for x in pq.read_table(man).to_pylist()} == {
         "b.png": "A-2", "c.png": "A-3", "d.png": "A-4", "Müller 1.png": None}
     r = run_cli("scan", scans, scans / "feb.csv", "-o", man)  # Müller 1.png never had a row

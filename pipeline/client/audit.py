@@ -358,7 +358,7 @@ def verdict(report: dict) -> str:
         return f"FAILED: {plural(len(report['problems']), 'discrepancy', 'discrepancies')} (listed below)"
     extra = [plural(n, what, many) for n, what, many in (
         (len(report["errors"]), "error", None), (len(report["skipped"]), "skipped", "skipped")) if n]
-    return "passed" + (f", with {' and '.join(extra)} (reasons below)" if extra else "")
+    return "passed" + (f", with {' and '.join(extra)} (each one's reason: {Outdir.AUDIT_HTML})" if extra else "")
 
 
 def thumbnail(data: bytes, h: int = 120, gray: bool = False, max_pixels: int | None = None) -> Image.Image:

@@ -432,7 +432,7 @@ class ScanReport:
                        f"lists them): {some([Path(p).name for p in self.others])}")
         if self.uncatalogued:
             out.append(f"{_n(len(self.uncatalogued), 'file')} found but not in the catalogue "
-                       f"(colorized, with no catalogue columns): {some(self.uncatalogued)}")
+                       f"(in the job, with no catalogue columns): {some(self.uncatalogued)}")
         if self.unlisted_before:
             out.append(f"{_n(len(self.unlisted_before), 'file')} done before {'is' if len(self.unlisted_before) == 1 else 'are'} "
                        "in no catalogue read now: each keeps the cells an earlier catalogue gave it "

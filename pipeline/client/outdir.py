@@ -11,6 +11,7 @@ import io
 import json
 import os
 import re
+import secrets
 import shlex
 from enum import Enum
 from pathlib import Path, PurePosixPath
@@ -397,8 +398,9 @@ class RunLock:
                 holder = os.pread(old, 64, 0).decode(errors="replace").strip()
                 raise Busy(f"another run is using {self.store} ({holder or 'pid unknown'}); "
                            "wait for it to finish") from None
-            tmp = path.with_name(f"{path.name}.{os.getpid()}")
-            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+            # O_EXCL: in a folder others write, never through a link planted under its name
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             os.replace(tmp, path)  # still holding the old one: no run slips in between
             return fd

@@ -764,7 +764,10 @@ def cmd_audit(a) -> int:
         print(f"  the committed shards are intact ({line}); {_report_in(r, a.outdir)}")
         return 3
     if r["ok"]:
-        print(f"audit {r['verdict']}: {line}; {plural(len(r['nearly_gray']), 'nearly gray output')} "
+        verdict = r["verdict"]
+        if r.get("report_error"):  # no audit.html to point to: the reasons follow here
+            verdict = verdict.replace(f"(each one's reason: {Outdir.AUDIT_HTML})", "(reasons below)")
+        print(f"audit {verdict}: {line}; {plural(len(r['nearly_gray']), 'nearly gray output')} "
               f"for review; {_report_in(r, a.outdir)}")
         for said in _audit_notes(r, a.outdir):
             print(said)
@@ -788,6 +791,12 @@ def _audit_notes(r: dict, outdir: str) -> list[str]:
     """What a passed audit found that deserves a look, each with what to do about it."""
     from pipeline.client.outdir import Outdir, run_hint
 
+    if r.get("report_error"):  # a read-only OUTDIR: no list to hand to --redo, nor report
+        return [f"{plural(len(rows), 'image')} {what}: " + "; ".join(
+            f"{x['source_path']!r} ({x['error']})" for x in rows[:10]) + (f" ... and {len(rows) - 10} more"
+                                                                       if len(rows) > 10 else "")
+                for rows, what in ((r["errors"], "could not be colorized"), (r["skipped"], "skipped as colour"))
+                if rows]
     out = []
     if r.get("copies"):
         n = sum(len(g) for g in r["copies"])

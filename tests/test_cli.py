@@ -849,3 +849,29 @@ def test_a_name_with_a_newline_is_listed_for_redo_by_its_id(tmp_path, ckpt):
     assert cmd[:6] == ["colorize", "run", "-o", str(out), "--redo", f"{out}/audit-errors.txt"]
     r = run_cli(*cmd[1:], "--dry-run")
     assert r.returncode == 0 and "would redo 1 image inside the job" in r.stdout, r.stderr
+
+
+def test_an_audit_of_a_read_only_outdir_says_its_reasons_where_it_can(tmp_path, ckpt, capsys, monkeypatch):
+    """An operator's trial: on a read-only OUTDIR the audit said 'no report written', then
+    pointed to audit.json, 'the report' and a --redo list it had not written."""
+    from pipeline.storage import Store
+
+    src = tmp_path / "scans"
+    src.mkdir()
+    Image.new("L", (24, 16), 90).save(src / "good.png")
+    (src / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a whole JPEG")
+    man, out = tmp_path / "m.parquet", tmp_path / "out"
+    assert main(["scan", str(src), "-o", str(man), "-q"]) == 0
+    assert main(["run", "--manifest", str(man), "-o", str(out), "--size", "32", "--checkpoint", ckpt,
+                 "--workers", "1", "-q"]) == 0
+    capsys.readouterr()
+
+    def read_only(self, *a, **k):
+        raise PermissionError(13, "Read-only file system")
+
+    monkeypatch.setattr(Store, "write_atomic", read_only)
+    assert main(["audit", str(out), "-q"]) == 0
+    said = capsys.readouterr().out
+    assert "no report written (Read-only file system" in said and "(reasons below)" in said
+    assert f"1 image could not be colorized: '{src / 'broken.jpg'}' (" in said
+    assert "audit-errors.txt" not in said and "audit.html" not in said.replace("no report", "")

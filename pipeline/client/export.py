@@ -79,6 +79,13 @@ def export_table(out: Outdir, info: dict, as_written: bool = True) -> tuple[list
               else "current" if all(c[k] == o[k] for c, o in pairs) else "outdated"
               for k, (st, p) in enumerate(zip(t.column("status").to_pylist(),
                                               t.column("output_path").to_pylist(), strict=True))]
+    # A file no catalogue row names (found in a folder) gets its path in the path column: a
+    # registrar who fills in its record here and brings the export back as the catalogue
+    # attaches the record to the file (an empty path cell attached it to nothing)
+    if (pc := info.get("path_column")) in cat_cols:
+        k, src = cat_cols.index(pc), t.column("source_path").to_pylist()
+        current[k] = [v if v is not None or any(c[j] is not None for c in current) else src[j]
+                      for j, v in enumerate(current[k])]
     columns = current + [t.column(n).to_pylist() for n in legacy + ours] + [record, [states.get(i) for i in ids]]
     header += _own_names(["output_record", "source_state"], taken)
     # the curator's review (colorize review): verdict, note, how many hints, by whom, when

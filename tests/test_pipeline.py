@@ -183,8 +183,32 @@ def test_a_lock_left_by_a_colleague_is_taken_over_unless_held(tmp_path, monkeypa
         fcntl.flock(held, fcntl.LOCK_UN)
     with RunLock(out):  # it ended (killed): the lock is this user's now
         assert lock.read_text().startswith(f"pid {os.getpid()} ")
-        assert lock.stat().st_mode & 0o777 == 0o666 & ~_umask()
+        assert lock.stat().st_mode & 0o777 == (0o666 & ~_umask()) | 0o044  # who holds it: readable
     assert sorted(p.name for p in out.iterdir()) == []  # let go: no lock, no stray file
+    # a link planted as the lock (anyone who writes a shared folder can) is not written through
+    from pipeline.errors import JobError
+
+    victim = tmp_path / "notes.txt"
+    victim.write_text("precious")
+    lock.symlink_to(victim)
+    with pytest.raises(JobError, match="is a link, not a lock this tool made"):
+        RunLock(out).__enter__()
+    assert victim.read_text() == "precious"
+    # two colleagues taking over the same stale lock at once: the one that looks second finds
+    # it replaced by the first's and looks again, never holding a lock no longer at the path
+    lock.unlink()
+    lock.write_text("pid 1 on elsewhere")
+    monkeypatch.undo()
+
+    def taken_meanwhile(path, flags, *a):
+        fd = real_open(path, flags, *a)
+        if Path(path) == lock and flags == os.O_RDONLY | os.O_NOFOLLOW:
+            lock.rename(tmp_path / "old-lock")
+            lock.write_text("pid 2 on the first colleague's machine")
+        return fd
+
+    monkeypatch.setattr(os, "open", taken_meanwhile)
+    assert RunLock(out)._left_by_another_user(lock) is None
 
 
 def _umask() -> int:

@@ -5,6 +5,7 @@ the run lock, and the audit's problem kinds. No other module spells a path insid
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import fcntl
 import hashlib
 import io
@@ -344,6 +345,15 @@ def output_stems(stems) -> set[str]:
     return names
 
 
+def _still_at(path: Path, fd: int) -> bool:
+    """Whether the file open as fd is still the one at path (a lock's holder removes it as it
+    lets go; a taken-over one is replaced)."""
+    try:
+        return os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False
+
+
 class RunLock:
     """One run per OUTDIR. Locally flock on OUTDIR/.lock: the kernel drops it when the holder
     dies, even by SIGKILL. On an object store, a lock object with a heartbeat."""
@@ -363,10 +373,18 @@ class RunLock:
             return self
         path = Path(self.store.full(Outdir.LOCK))
         while True:
-            try:  # the umask decides who else may open it: a team's share shares it
-                self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:  # the umask decides who else may write it: a team's share shares it
+                self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
             except PermissionError:
                 self.fd = self._left_by_another_user(path)
+                if self.fd is None:
+                    continue  # it changed as we looked (its holder let go, or another took it)
+            except OSError as e:
+                if e.errno != errno.ELOOP:
+                    raise
+                raise JobError(f"{path} is a link, not a lock this tool made (anyone who writes "
+                               f"the folder could plant one to have a run overwrite its target): "
+                               f"remove it and run again") from None
             try:
                 fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -376,21 +394,25 @@ class RunLock:
                            "wait for it to finish") from None
             # The holder before us removes the file as it lets go (a finished OUTDIR keeps no
             # stale lock): a lock on a file no longer at the path guards nothing, so try again.
-            try:
-                if os.stat(path).st_ino == os.fstat(self.fd).st_ino:
-                    break
-            except FileNotFoundError:
-                pass
+            if _still_at(path, self.fd):
+                break
             os.close(self.fd)
+        try:  # readable by all who share the folder, whatever the umask: they are told who holds it
+            os.fchmod(self.fd, os.fstat(self.fd).st_mode & 0o777 | 0o044)
+        except OSError:
+            pass  # a colleague's file, group-writable: theirs to set
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, f"pid {os.getpid()} on {os.uname().nodename}".encode(), 0)
         return self
 
-    def _left_by_another_user(self, path: Path) -> int:
+    def _left_by_another_user(self, path: Path) -> int | None:
         """A lock file this user may not write: a colleague's run killed on a shared OUTDIR left
         it (the group's resume was refused). Locked by no one, it is replaced, atomically, by
-        one of ours; held, the run is busy as with any lock."""
-        old = os.open(path, os.O_RDONLY)  # flock needs no write access
+        one of ours; held, the run is busy as with any lock; None when it changed as we looked."""
+        try:
+            old = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)  # flock needs no write access
+        except FileNotFoundError:
+            return None
         try:
             try:
                 fcntl.flock(old, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -398,11 +420,24 @@ class RunLock:
                 holder = os.pread(old, 64, 0).decode(errors="replace").strip()
                 raise Busy(f"another run is using {self.store} ({holder or 'pid unknown'}); "
                            "wait for it to finish") from None
+            except OSError as e:  # NFS grants no exclusive lock to a file opened read-only
+                raise JobError(f"{path} was left by another user's run and cannot be taken over "
+                               f"here ({e.strerror}): once no run uses {self.store}, remove it "
+                               "and run again") from None
+            if not _still_at(path, old):  # another run took it over first: look again
+                return None
             tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
             # O_EXCL: in a folder others write, never through a link planted under its name
             fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.replace(tmp, path)  # still holding the old one: no run slips in between
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                os.replace(tmp, path)  # still holding the old one: no run slips in between
+            except OSError as e:  # a sticky folder: only its owner may replace the file
+                os.close(fd)
+                tmp.unlink(missing_ok=True)
+                raise JobError(f"{path} was left by another user's run, and this user may not "
+                               f"replace it ({e.strerror}): ask them or the folder's owner to "
+                               "remove it, then run again") from None
             return fd
         finally:
             os.close(old)

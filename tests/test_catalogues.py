@@ -315,6 +315,20 @@ def test_a_missing_file_another_row_names_in_another_case_keeps_its_record(tmp_p
     assert sorted(rows) == ["Inv-005", "Inv-006", "Inv-007"]
     assert Path(rows["Inv-005"]["path"]).name == "IMG_0001.jpg" and rows["Inv-005"]["scan_error"] is None
     assert Path(rows["Inv-006"]["path"]).name == "img_0001.jpg" and rows["Inv-006"]["scan_error"]
+    # the two rows in two catalogues, in either order, and one through a linked folder
+    (d / "a.csv").write_text("path;Inv\nIMG_0001.jpg;Inv-001\n", encoding="utf-8")
+    Image.new("L", (24, 16), 40).save(d / "other.jpg")  # (a catalogue naming no file is refused)
+    (d / "b.csv").write_text("path;Inv\nimg_0001.jpg;Inv-006\nother.jpg;Inv-008\n", encoding="utf-8")
+    (tmp_path / "link").symlink_to(d)
+    (d / "c.csv").write_text(f"path;Inv\n{tmp_path / 'link' / 'IMG_0001.jpg'};Inv-001\nimg_0001.jpg;Inv-006\n",
+                             encoding="utf-8")
+    for k, cats in enumerate((("a.csv", "b.csv"), ("b.csv", "a.csv"), ("c.csv",))):
+        r = run_cli("scan", *[d / c for c in cats], "-o", tmp_path / f"m{k}.parquet")
+        assert r.returncode == 0 and "listed twice" not in r.stderr, (cats, r.stderr)
+        rows = {x["Inv"]: x for x in pq.read_table(tmp_path / f"m{k}.parquet").to_pylist() if x["Inv"]}
+        assert Path(rows["Inv-001"]["path"]).resolve() == (d / "IMG_0001.jpg").resolve(), cats
+        assert rows["Inv-001"]["scan_error"] is None, cats
+        assert Path(rows["Inv-006"]["path"]).name == "img_0001.jpg" and rows["Inv-006"]["scan_error"], cats
 
 
 def test_extending_tells_a_file_still_missing_from_one_gone_since(scans, tmp_path):

@@ -267,7 +267,7 @@ def _resolved(cat: Catalogue, rows: list[dict], p: Path, log) -> Catalogue:
     # A file that a row names exactly is that row's: another row's other spelling of it (a
     # missing img_0001.jpg beside IMG_0001.jpg) stays missing, an error row of its own, rather
     # than be taken for it and dropped as listed twice (its record lost)
-    taken = {os.path.normpath(r["path"]) for r in rows
+    taken = {os.path.realpath(r["path"]) for r in rows
              if r["path"] and "://" not in r["path"] and os.path.lexists(r["path"])}
     for r in rows:
         if not r["path"]:
@@ -276,10 +276,11 @@ def _resolved(cat: Catalogue, rows: list[dict], p: Path, log) -> Catalogue:
             continue
         if "://" not in r["path"] and not os.path.lexists(r["path"]):
             found = disk_spelling(r["path"], listing)
-            if found and os.path.normpath(found) not in taken:
-                taken.add(os.path.normpath(found))
+            if found and os.path.realpath(found) not in taken:
+                taken.add(os.path.realpath(found))
                 respelt.append((r, found))
-                r["path"] = found
+                r["_respelt"], r["path"] = r["path"], found  # given back if another catalogue
+                # names the file exactly (manifest._spelt_exactly)
         cat.rows.append(r)
     if respelt:
         r, found = respelt[0]

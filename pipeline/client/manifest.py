@@ -524,6 +524,8 @@ def _collect(sources: Iterable[str], opts: dict, log) -> tuple[dict[str, dict], 
                 if not row.get("_named"):
                     on_disk.append(key)
                 continue
+            if key in listed and bool(row.get("_respelt")) != bool(listed[key].get("_respelt")):
+                row, key, entry = _spelt_exactly(row, key, by_path, listed, report)
             if key in listed:
                 report.duplicates.append((listed[key], row))
                 continue
@@ -540,6 +542,26 @@ def _collect(sources: Iterable[str], opts: dict, log) -> tuple[dict[str, dict], 
         read = {_real(str(c.path)) for c in report.catalogues}  # a catalogue beside its scans
         report.others = [p for p in report.others if is_url(p) or _real(p) not in read]
     return by_path, report
+
+
+def _spelt_exactly(row: dict, key: str, by_path: dict, listed: dict, report: ScanReport):
+    """Two catalogue rows on one file, one naming it exactly and one in another case or form
+    (catalogue.disk_spelling): the file is the exact row's, and the other names a file that is
+    not there (a missing img_0001.jpg beside IMG_0001.jpg: its record kept as an error row, not
+    dropped as listed twice, nor put on the other's file). (row, key, entry) to go on with."""
+    if not row.get("_respelt"):  # the earlier row took the file by another spelling: given back
+        other = listed.pop(key)
+        other["path"] = other.pop("_respelt")
+        okey = _real(other["path"])
+        by_path[okey] = {"path": other["path"], "_cells": other["_cells"],
+                         "_order": by_path[key].get("_order"), "_columns": by_path[key].get("_columns")}
+        by_path[key]["_cells"] = {}
+        listed[okey] = other
+        report.missing.append(other)
+        return row, key, by_path[key]
+    row["path"] = row.pop("_respelt")
+    key = _real(row["path"])
+    return row, key, by_path.setdefault(key, {"path": row["path"], "_cells": {}})
 
 
 def _some_found(c: Catalogue, missing: list[dict]) -> None:

@@ -209,16 +209,25 @@ def _in_outdir(path: str) -> str | None:
 def _job_file(dest: str, outdir: str) -> str | None:
     """What of a job's own a file would replace (its manifest, results, outputs, job or audit
     files): an export with --force replaced the manifest and a results file by a slip, and
-    the job's audit and redo then failed with tracebacks (an operator's trial)."""
-    from pipeline.client.outdir import Outdir
+    the job's audit and redo then failed with tracebacks (an operator's trial). Names compared
+    as a case-blind disk (macOS's) compares them; the manifest by identity (a link to it too)."""
+    import re
+
+    from pipeline.client.outdir import STOPPED, Outdir
 
     if "://" in dest:
         return None
+    dirs = {x.lower() for x in (Outdir.RESULTS, Outdir.IMAGES, Outdir.REVIEWS, Outdir.AUTOMATIC,
+                                Outdir.QUARANTINE, Outdir.PREVIEWS)}
+    files = {x.lower() for x in (Outdir.JOB, Outdir.REDO, Outdir.LOCK, STOPPED, Outdir.AUDIT_JSON,
+                                 Outdir.AUDIT_HTML, Outdir.AUDIT_SKIPPED, Outdir.AUDIT_ERRORS,
+                                 Outdir.AUDIT_OUTDATED)}
     d = Path(dest).resolve()
     for od in {Path(j).resolve() for j in (outdir, _in_outdir(dest)) if j and "://" not in j}:
         try:
             rel = d.relative_to(od)
-            if len(rel.parts) > 1 or rel.name in (Outdir.JOB, Outdir.REDO, Outdir.LOCK) or rel.name.startswith("audit"):
+            top = rel.parts[0].lower() if rel.parts else ""
+            if top in dirs or (len(rel.parts) == 1 and (top in files or re.fullmatch(r"audit-sheet-\d+\.html", top))):
                 return f"part of the job in {od} ({rel})"
         except ValueError:
             pass
@@ -226,7 +235,8 @@ def _job_file(dest: str, outdir: str) -> str | None:
             manifest = Outdir(str(od)).read_job().get("spec", {}).get("manifest") or ""
         except Exception:  # noqa: BLE001 - not a job (export says so): nothing of one to keep
             continue
-        if "://" not in manifest and manifest and d == Path(manifest).resolve():
+        if manifest and "://" not in manifest and (d == Path(manifest).resolve() or (
+                d.exists() and os.path.exists(manifest) and os.path.samefile(d, manifest))):
             return f"the manifest of the job in {od}"
     return None
 
@@ -609,7 +619,7 @@ def cmd_review(a) -> int:
     try:
         serve(a.outdir, port=a.port, browser=not a.no_browser, who=a.reviewer)
     except OSError as e:  # every edit is saved there as it is made (Arrow's: errno in the text)
-        if not isinstance(e, PermissionError) and "Permission denied" not in str(e):
+        if "Permission denied" not in str(e) or "reviews" not in str(getattr(e, "filename", None) or e):
             raise
         raise UsageError(f"cannot write {Path(a.outdir) / 'reviews'} (permission denied): the "
                          "review page saves each verdict, note and hint there; ask for write "
@@ -868,7 +878,7 @@ def _audit_advice(outdir: str, problems: list[dict]) -> str:
         said.append(f"fix {what} with `{run_hint(outdir, '--repair')}`")
     changed = [p["source_path"] for p in problems if str(p["kind"]) == "input_changed"]
     if changed:
-        which = shlex.quote(changed[0]) if len(changed) == 1 else "LIST"
+        which = changed[0] if len(changed) == 1 else "LIST"  # run_hint quotes it
         said.append(f"{plural(len(changed), 'original')} changed since colorized: colour again "
                     f"from them with `{run_hint(outdir, '--redo', which)}`"
                     + (" (LIST: a file of their paths; audit.json's input_changed lists them)"

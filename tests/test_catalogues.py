@@ -113,6 +113,13 @@ def test_export_writes_one_line_per_image_carried_columns_first(scans, tmp_path,
         assert r.returncode == 2 and "never replaces it" in r.stderr, r.stderr
     assert {p: p.read_bytes() for p in kept} == kept
     assert run_cli("export", out, out / "export.csv").returncode == 0  # a new name in OUTDIR: fine
+    (out / "exports").mkdir()
+    assert run_cli("export", out, out / "exports" / "x.csv").returncode == 0  # a folder of yours too
+    r = run_cli("export", out, out / "Results" / "new.parquet")  # a case-blind disk's results/
+    assert r.returncode == 2 and "never replaces it" in r.stderr
+    (tmp_path / "m-link.parquet").symlink_to(man)  # the manifest by another name
+    r = run_cli("export", out, tmp_path / "m-link.parquet", "--force")
+    assert r.returncode == 2 and "the manifest of the job" in r.stderr and man.read_bytes() == kept[man]
     # a job not finished (a shard's results gone, as if the run had stopped before it): said
     (out / "results" / "shard-00001.parquet").rename(tmp_path / "away.parquet")
     r = run_cli("export", out, tmp_path / "part.csv")

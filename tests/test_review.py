@@ -400,6 +400,12 @@ def test_kill_9_of_the_server_in_the_middle_of_saving_loses_no_acknowledged_edit
         time.sleep(0.05)
     with pytest.raises(urllib.error.HTTPError):  # a failed request is logged; the saved ones not
         post(url, "/api/review", {"image_id": "no-such-image", "kind": "note", "value": "x"})
+    import socket  # a request line with a terminal's escape codes: shown in the log, not run
+
+    host, port = url.split("//")[1].split("/")[0].split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as c:
+        c.sendall(b"GET /x\x1b]0;owned\x07 HTTP/1.1\r\nHost: x\r\n\r\n")
+        c.recv(100)
     os.kill(p.pid, signal.SIGKILL)
     stop.set()
     for t in tabs:
@@ -408,6 +414,7 @@ def test_kill_9_of_the_server_in_the_middle_of_saving_loses_no_acknowledged_edit
     log = p.stdout.read()  # a failed request is logged, its token not: the log is no key to the page
     assert "POST /api/review?t=… HTTP/1.1\" 404" in log and url.split("t=")[1] not in log
     assert " 200 " not in log  # a line per thumbnail and edit buried the curator's terminal
+    assert "\x1b" not in log and "\\x1b]0;owned" in log
     assert len(acked) > 20
     saved = {e["id"] for e in reviews.Journal(out).events()}
     assert set(acked) <= saved

@@ -361,7 +361,7 @@ def largest_scan(manifest: str, shard: int | None = None, batch_size: int = 8,
     return r["path"], r["width"], r["height"], float(need)
 
 
-def check_worker_memory(client, manifest: str, log, batch_size: int = 8) -> None:
+def check_worker_memory(client, manifest: str, log, batch_size: int = 8, threads: int | None = None) -> None:
     """A worker whose --memory-limit cannot hold the model is paused by dask at once and the run
     would wait for ever (refused when every worker is so); one that cannot also hold the largest
     scan would be killed on it, and the shard fail after its retries: said before any shard."""
@@ -384,8 +384,10 @@ def check_worker_memory(client, manifest: str, log, batch_size: int = 8) -> None
         if len(small) == len(every):
             raise JobError(f"every worker is too small for the model: {what}")
         log(f"colorize: {what}")
+    # the threads a shard runs with (shard_threads), not dask's: `dask worker --nthreads 1`
+    # still colours a shard with two
     big = largest_scan(manifest, batch_size=batch_size,
-                       threads=max((w.get("nthreads") or 1 for w in workers), default=1))
+                       threads=threads or max((w.get("nthreads") or 1 for w in workers), default=1))
     short = [w for w in workers if w not in small and big
              and MODEL_BYTES + big[3] > frac("terminate") * w["memory_limit"]]
     if short:

@@ -400,7 +400,10 @@ def _picture(root: str, view: RunView, row: dict, which: str, width: int) -> byt
     # through (it served a text file as a picture) nor written through (outside OUTDIR)
     cache_ok = not cache.is_symlink() and not cache.parent.is_symlink()
     if cache_ok and (cache / name).is_file() and not (cache / name).is_symlink():
-        return (cache / name).read_bytes()
+        try:
+            return (cache / name).read_bytes()
+        except PermissionError:  # a colleague's entry they kept to themselves: made again
+            pass
     limit = view.max_pixels or DEFAULT_MAX_PIXELS
     with DECODING:
         data = _jpeg(path, which, colour, width, limit)
@@ -410,6 +413,7 @@ def _picture(root: str, view: RunView, row: dict, which: str, width: int) -> byt
         cache.mkdir(parents=True, exist_ok=True)
         tmp = cache / f".{name}.{os.getpid()}.{threading.get_ident()}"
         with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as f:
+            os.fchmod(f.fileno(), os.fstat(f.fileno()).st_mode & 0o777 | 0o044)  # every curator's
             f.write(data)  # O_EXCL: never through a link planted under its name
         os.replace(tmp, cache / name)
     except OSError:
@@ -469,7 +473,8 @@ def _handler():
     class Handler(WSGIRequestHandler):
         def log_request(self, code="-", size="-"):  # a line per thumbnail buried the curator's
             if str(code)[:1] in "45":  # terminal: a failed request alone is worth a line, with
-                self.log("info", '"%s" %s %s', self.requestline, code, size)  # no colour codes
+                self.log("info", '"%s" %s %s', self.requestline.translate(self._control_char_table),
+                         code, size)  # no colour codes; a request's escape codes shown, not run
 
         def log(self, type, message, *args):
             super().log(type, message, *(secret.sub(r"\1…", a) if isinstance(a, str) else a

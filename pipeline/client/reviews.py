@@ -96,8 +96,10 @@ class Journal:
             self.dir.mkdir(parents=True, exist_ok=True)
             stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
             self.path = self.dir / f"journal-{stamp}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
-            # the umask decides who else reads it: a team's share shares the journals
+            # the umask decides who else may write it; every curator, audit and export of the
+            # OUTDIR reads it, so it is readable by all whatever the umask (as it always was)
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL, 0o666)
+            os.fchmod(fd, os.fstat(fd).st_mode & 0o777 | 0o044)
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # "a server is writing this one"
             self._fd = fd
             _fsync_dir(self.dir)

@@ -214,6 +214,7 @@ async function openView() {
   S.review = { ...d.review, image_id: r.image_id, rev: { ...(d.review.rev || {}) } };
   S.hints = (d.review.hints || []).map((h) => ({ ...h }));
   S.curHint = -1;
+  S.cross = null;  // the last image's place is not this one's (a hint off its picture was refused)
   S.automatic = !!d.automatic;
   showBefore();
   // no output: a scan skipped as colour is hinted on its source (shown in its colour); an
@@ -433,10 +434,17 @@ function renderHints() {
     b.type = "button";
     b.className = "hint" + (i === S.curHint ? " cur" : "");
     b.setAttribute("aria-pressed", String(i === S.curHint));
-    b.innerHTML = `<span class="swatch" style="background:${esc(hex)}"></span>`;
+    const sw = document.createElement("span");  // a style set by script: the page's CSP refuses inline ones
+    sw.className = "swatch";
+    sw.style.background = hex;
+    b.append(sw);
     b.append(` ${hex} at x ${hint.x.toFixed(0)}, y ${hint.y.toFixed(0)}`);
     b.title = `a* ${hint.a.toFixed(1)} b* ${hint.b.toFixed(1)}: selected, a colour picked recolours it, Delete removes it`;
-    b.onclick = () => { S.curHint = i; renderHints(); list.children[i].firstChild.focus(); };
+    b.onclick = (e) => {  // pressed from the keyboard, the new line keeps the focus; clicked, the page
+      S.curHint = i;
+      renderHints();
+      if (e.detail === 0) list.children[i].firstChild.focus();
+    };
     b.onkeydown = (e) => { if (e.key === "Delete" || e.key === "Backspace") { e.preventDefault(); S.curHint = i; dropHint(); } };
     li.append(b);
     list.append(li);
@@ -456,7 +464,8 @@ function addHint(point) {
   if (!S.hintMode || !S.view || $("after").hidden || !$("after").naturalWidth) return;
   const hex = $("picker").value;
   S.undo.push({ id: S.row.image_id, kind: "hints", value: S.hints.map((h) => ({ ...h })) });
-  S.hints.push({ ...point, ...srgbToLab(hex) });
+  const { w, h } = sourceSize();
+  S.hints.push({ x: Math.min(w - 0.5, Math.max(0, point.x)), y: Math.min(h - 0.5, Math.max(0, point.y)), ...srgbToLab(hex) });
   S.curHint = -1;  // the next colour picked is for the next hint; click a hint to recolour it
   remember(hex);
   hintsChanged(false);
@@ -470,7 +479,7 @@ function dropHint() {
 }
 
 // Without a mouse: in hint mode the after picture takes the focus, the arrows move a cross over
-// it (Shift: ten times as far) and Enter puts a hint under the cross.
+// it (a fiftieth of the picture a press; Shift: five times as far) and Enter puts a hint under it.
 function moveCross(dx, dy) {
   const { w, h } = sourceSize();
   const c = S.cross || { x: w / 2, y: h / 2 };

@@ -857,8 +857,10 @@ def _reviewed(rv: dict, outdir: str) -> str:
             f"{rv['rejected']} rejected, {rv['not_reviewed']} not yet, {plural(rv['notes'], 'note')}, "
             f"{rv['hinted']} hinted")
     if rv["hints_pending"]:
-        said += (f" ({len(rv['hints_pending'])} with hints newer than their output: "
-                 f"{run_hint(outdir, '--hinted')})")
+        named = rv.get("hints_pending_sources") or []
+        said += (f" ({len(rv['hints_pending'])} with hints newer than their output"
+                 + (f", {', '.join(map(repr, named[:3]))}{' ...' if len(named) > 3 else ''}" if named else "")
+                 + f": {run_hint(outdir, '--hinted')})")
     return said
 
 

@@ -685,6 +685,9 @@ def test_hinted_images_are_coloured_again_and_only_they(job, tmp_path):
     assert "would redo 1 image inside the job:" in r.stdout
     assert f"{before[target]['source_path']} (1 hint)" in r.stdout, r.stdout
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == listing  # no automatic/ copy either
+    r = run_cli("audit", out, "--quiet")  # the image whose hints wait for a run, by name
+    assert (f"1 with hints newer than their output, {before[target]['source_path']!r}: colorize run -o "
+            in r.stdout), r.stdout
     r = run_cli("run", "-o", out, "--hinted", "--workers", "1", "--quiet")
     assert r.returncode == 0, r.stderr
     assert "1 image whose hints changed" in r.stderr
@@ -820,6 +823,12 @@ def test_a_curator_reviews_in_a_real_browser(job, tmp_path):
             page.mouse.up()
             page.wait_for_function(f"S.hints.length == 1 && S.hints[0].x > {x0} + 1")
             moved = page.evaluate("S.hints[0].x")
+            # moved, not selected: the next colour picked is for the next hint (a curator's trial
+            # saw the colour picked after a drag recolour the hint dragged); a click selects it
+            assert page.evaluate("S.curHint") == -1
+            mb = page.locator(".marker").first.bounding_box()
+            page.mouse.click(mb["x"] + mb["width"] / 2, mb["y"] + mb["height"] / 2)
+            page.wait_for_function("S.curHint == 0")
             page.keyboard.press("Delete")
             page.wait_for_function("S.hints.length == 0 && document.getElementById('saved').textContent == 'hints saved'")
             page.keyboard.press("u")
@@ -1004,6 +1013,14 @@ def test_a_curator_reviews_with_the_keyboard_alone(job, tmp_path):
             page.focus("#filters button[data-filter=all]")
             page.keyboard.press("Enter")
             page.wait_for_function("S.filter == 'all' && S.rows.length == 12")
+            # a column's value that matches nothing says so; the column cleared clears its value
+            # (it was left, and filtered the next column picked to nothing, a blank grid)
+            page.select_option("#column", "title")
+            page.fill("#value", "zzz-no-such-title")
+            page.wait_for_function("document.getElementById('grid').textContent == 'no image matches this filter and search'")
+            page.select_option("#column", "")
+            page.wait_for_function("S.rows.length == 12 && S.value == ''")
+            assert page.input_value("#value") == ""
             page.keyboard.press("Escape")
             page.keyboard.press("j")
             page.wait_for_function("document.activeElement.classList.contains('cur')")

@@ -312,7 +312,8 @@ def review_counts(od: Outdir, res: list[dict]) -> dict:
             "not_reviewed": len(ids) - sum(v.get(k, 0) for k in VERDICTS),
             "notes": sum(1 for i, s in state.items() if i in ids and s["note"]),
             "hinted": sum(1 for i, s in state.items() if i in ids and s["hints"]),
-            "hints_pending": pending}
+            "hints_pending": pending,
+            "hints_pending_sources": [ids[i]["source_path"] for i in pending]}  # for people
 
 
 def incomplete(report: dict) -> bool:

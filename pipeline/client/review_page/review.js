@@ -24,7 +24,9 @@ async function getJSON(path) {
 }
 // What the page says of an edit: beside the verdict in the image view, in the header always.
 function say(text) {
-  $("status").textContent = text;
+  clearTimeout(S.sayTimer);  // "saved" fades after a while, so it never speaks of an old edit;
+  if (!text.startsWith("NOT")) S.sayTimer = setTimeout(() => { $("status").textContent = ""; }, 8000);
+  $("status").textContent = text;  // a refusal stays until the next message
   $("status").classList.toggle("bad", text.startsWith("NOT"));
   if (S.view) { $("saved").textContent = text; $("saved").classList.toggle("bad", text.startsWith("NOT")); }
 }
@@ -86,6 +88,7 @@ async function loadPage() {
   S.pages = d.pages;
   renderFilters(d);
   renderGrid();
+  if (!d.rows.length) $("grid").textContent = "no image matches this filter and search";
   writePlace();
 }
 
@@ -270,6 +273,7 @@ function closeView() {
   $("viewer").hidden = true;
   $("grid").hidden = false;
   document.title = "Review: archive colorizer";
+  if (S.hintMode) toggleHintMode();  // back in the grid: the next image opens to be judged, not hinted
   loadPage().then(() => { window.scrollTo(0, S.gridScroll); focusCard(); });
 }
 
@@ -347,7 +351,8 @@ async function send(id, kind, value, ids, force) {
 
 function conflict(kind, mine, id, now) {
   S.refused = (S.refused || 0) + 1;
-  if (!S.view || S.row.image_id !== id) { say(`NOT saved: the ${kind} was changed elsewhere meanwhile`); return; }
+  const was = kind === "hints" ? "were" : "was";
+  if (!S.view || S.row.image_id !== id) { say(`NOT saved: the ${kind} ${was} changed elsewhere meanwhile`); return; }
   S.review = { ...now, image_id: id, rev: { ...(now.rev || {}) } };
   S.hints = (now.hints || []).map((h) => ({ ...h }));
   S.curHint = -1;
@@ -355,7 +360,7 @@ function conflict(kind, mine, id, now) {
   showVerdict();
   renderHints();
   if (S.hints.length) preview();
-  say(`NOT saved: the ${kind} was changed in another tab or by ${now.who || "another curator"} ` +
+  say(`NOT saved: the ${kind} ${was} changed in another tab or by ${now.who || "another curator"} ` +
     "since this page showed it; it shows theirs now" + (kind === "note" && mine ? ` (yours was: ${mine})` : ""));
 }
 
@@ -510,7 +515,11 @@ function startDrag(e, i) {
   const up = () => {
     document.removeEventListener("mousemove", move);
     document.removeEventListener("mouseup", up);
-    if (moved) { S.undo.push({ id: S.row.image_id, kind: "hints", value: before }); hintsChanged(false); }
+    if (moved) {  // moved, not selected: the next colour picked is the next hint's, not this one's
+      S.curHint = -1;
+      S.undo.push({ id: S.row.image_id, kind: "hints", value: before });
+      hintsChanged(false);
+    }
     else renderHints();  // a click: this hint is selected (the picker recolours it, Delete removes it)
   };
   document.addEventListener("mousemove", move);
@@ -554,7 +563,7 @@ async function applySeries() {
   if (!done) return;
   S.undo.push({ kind: "series", before: done.before });  // u takes the whole series back
   say(`saved: ${plural(S.hints.length, "hint")} added to ${plural(ids.length, "image")}` +
-    " (each keeps its own)");
+    " (each keeps its own; a hint one already has is not added twice)");
   S.selected.clear();
   $("sel-count").textContent = 0;
 }
@@ -664,7 +673,13 @@ async function noteLeft() {
 document.querySelectorAll("#verdict-buttons button").forEach((b) => { b.onclick = () => setVerdict(b.dataset.verdict); });
 $("prev-page").onclick = () => { if (S.page > 0) { S.page--; loadPage(); } };
 $("next-page").onclick = () => { if (S.page + 1 < S.pages) { S.page++; loadPage(); } };
-$("column").onchange = (e) => { S.column = e.target.value; S.page = 0; columnValues(); loadPage(); };
+$("column").onchange = (e) => {
+  S.column = e.target.value;
+  if (!S.column) { S.value = ""; $("value").value = ""; }  // a value left from it filtered the next column
+  S.page = 0;
+  columnValues();
+  loadPage();
+};
 $("value").oninput = (e) => { S.value = e.target.value; S.page = 0; clearTimeout(S.vt); S.vt = setTimeout(loadPage, 250); };
 $("sort").onchange = (e) => { S.sort = e.target.value; loadPage(); };
 $("desc").onchange = (e) => { S.desc = e.target.checked; loadPage(); };
@@ -672,6 +687,7 @@ $("q").oninput = (e) => { S.q = e.target.value; S.page = 0; clearTimeout(S.qt); 
 $("slider").oninput = (e) => { $("slider-before-clip").style.width = e.target.value + "%"; };
 // the slider gives the keys back once let go (a focused slider took j, k, a... for itself)
 $("slider").addEventListener("change", (e) => { if (S.byPointer) e.target.blur(); });
+for (const id of ["column", "sort"]) $(id).addEventListener("change", (e) => { if (S.byPointer) e.target.blur(); });
 $("slider").addEventListener("pointerup", (e) => e.target.blur());
 // a clicked button gives the keys back too: Enter would click it again
 document.addEventListener("click", (e) => {  // detail 0: pressed from the keyboard, focus stays
@@ -721,7 +737,11 @@ document.addEventListener("keydown", (e) => {
   // back at once). Esc leaves it; a search field would also empty itself and leave its filter
   // on, hidden: the text stays, as what the grid shows.
   if (t.matches("textarea, select, input, button")) {
-    if (e.key === "Escape") { e.preventDefault(); t.blur(); }
+    if (e.key === "Escape") {  // back to where the keys act: the picture in hint mode, else the image or its card
+      e.preventDefault();
+      t.blur();
+      if (S.view) (S.hintMode ? $("after-frame") : $("title")).focus(); else focusCard();
+    }
     return;
   }
   if ((e.ctrlKey || e.metaKey) && e.key.toLowerCase() === "z") { e.preventDefault(); undo(); return; }

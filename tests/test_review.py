@@ -630,6 +630,11 @@ def test_the_grid_filters_sorts_and_searches_catalogue_columns(job, tmp_path):
     got = c.get("/api/images?t=k&sort=accession&desc=1").get_json()
     accs = [r["catalogue"]["accession"] for r in got["rows"]]
     assert accs == sorted(accs, reverse=True) and len(accs) == 12 and got["counts"]["not_reviewed"] == 12
+    # the counts are the search's and the column's: how much of one collection is left to judge
+    one = c.get("/api/images?t=k&q=Haus 1").get_json()  # Haus 1, 10, 11
+    assert one["total"] == 3 and one["counts"]["all"] == 3 and one["counts"]["not_reviewed"] == 3
+    col = c.get("/api/images?t=k&column=title&value=Haus 2&filter=accepted").get_json()
+    assert col["total"] == 0 and col["counts"]["all"] == 1 and col["counts"]["not_reviewed"] == 1
     # numbers in a catalogue's text sort as numbers: Haus 2 before Haus 10
     titles = [r["catalogue"]["title"] for r in c.get("/api/images?t=k&sort=title").get_json()["rows"]]
     assert titles == [f"Haus {i}" for i in range(12)]

@@ -104,11 +104,13 @@ class RunView:
         """One page of rows (PAGE a page) and how many match, with the counts of every filter."""
         t, cols = self.current(), self.columns()
         masks = self._masks(t, state)
-        mask = masks.get(filter, masks["all"])
+        # the column's value and the search scope the filters and their counts alike: a curator
+        # working through one collection sees how much of it is left, not of the whole run
+        scope = pa.repeat(True, t.num_rows)
         value, q = (value or "").strip(), (q or "").strip()  # a space typed or pasted around it
         if column and value and column in cols:  # no value yet: the column alone filters nothing
             cells = pc.utf8_lower(pc.utf8_trim_whitespace(t.column(stored_name(column)).cast(pa.string())))
-            mask = pc.and_(mask, pc.fill_null(pc.equal(cells, value.lower()), False))
+            scope = pc.and_(scope, pc.fill_null(pc.equal(cells, value.lower()), False))
         if q:
             q = _fold(q)
             hit = pa.repeat(False, t.num_rows)
@@ -116,7 +118,9 @@ class RunView:
                 # a file the catalogue does not list has null cells: they match nothing
                 cell = pc.match_substring(self._folded(t, name), q, ignore_case=True)
                 hit = pc.or_(hit, pc.fill_null(cell, False))
-            mask = pc.and_(mask, hit)
+            scope = pc.and_(scope, hit)
+        masks = {k: pc.and_(pc.fill_null(m, False), scope) for k, m in masks.items()}
+        mask = masks.get(filter, masks["all"])
         idx = pc.indices_nonzero(pc.fill_null(mask, False))
         key = stored_name(sort) if sort and sort in cols else sort
         if key and key in t.column_names:  # sort the matching rows' indices by one column alone

@@ -906,6 +906,7 @@ def test_a_curator_reviews_in_a_real_browser(job, tmp_path):
             # a second tab on the same image: its note, made on what it showed, does not
             # overwrite the first tab's newer one; it is told, and shows the newer one
             tab2 = b.new_page(bypass_csp=True)
+            tab2.add_init_script("window.colorizePollMs = 1e9")  # told only by its refused edits here
             tab2.goto(page.url)
             tab2.wait_for_function(f"S.view && S.row && S.row.image_id == '{hinted}' && S.review.note")
             page.keyboard.press("n")
@@ -1053,6 +1054,22 @@ def test_a_curator_reviews_with_the_keyboard_alone(job, tmp_path):
             assert not page.evaluate("S.hintMode") and page.evaluate("S.view")
             page.keyboard.press("Escape")
             page.wait_for_function("!S.view && document.activeElement.classList.contains('cur')")
+            # another curator's verdict on the image open here shows within seconds, said
+            page.keyboard.press("Enter")
+            page.wait_for_function("S.view && S.review && location.hash.includes('i=')")
+            other = b.new_page(bypass_csp=True)
+            other.add_init_script("window.colorizePollMs = 300")
+            other.goto(page.url)  # the same image, as the link names it
+            other.wait_for_function("S.view && S.review")
+            assert page.evaluate("S.row.image_id") == other.evaluate("S.row.image_id")
+            page.keyboard.press("x")
+            other.wait_for_function("document.getElementById('verdict').textContent == 'rejected'")
+            assert other.inner_text("#status").startswith("verdict changed by keys meanwhile")
+            other.close()
+            page.keyboard.press("u")  # taken back, as it was
+            page.wait_for_function("document.getElementById('verdict').textContent == 'accepted'")
+            page.keyboard.press("Escape")
+            page.wait_for_function("!S.view")
             page.uncheck("#keys-on")  # single-key shortcuts off: a letter is a letter
             page.focus(".card.cur")
             page.keyboard.press("r")

@@ -786,6 +786,33 @@ document.addEventListener("keydown", (e) => {
   else if (k === " ") { e.preventDefault(); toggleSelect(); }
 });
 
+// Another curator's edit (a second server on the OUTDIR, another tab) shows on an open image
+// within seconds, not only once one's own edit is refused: never while this page is saving, nor
+// while its note is being typed.
+S.pollMs = window.colorizePollMs || 5000;  // (a test sets its own)
+async function poll() {
+  try {
+    if (document.hidden || !S.view || !S.row || !S.review || document.activeElement === $("note") || S.noteTimer) return;
+    const vg = S.viewGen, id = S.row.image_id;
+    await S.saving;
+    const d = await getJSON("/api/image/" + encodeURIComponent(id));
+    if (vg !== S.viewGen || !S.review || S.review.image_id !== id) return;
+    const mine = S.review.rev || {}, now = d.review.rev || {};
+    const changed = ["verdict", "note", "hints"].filter((k) => (mine[k] ?? null) !== (now[k] ?? null));
+    if (!changed.length) return;
+    S.review = { ...d.review, image_id: id, rev: { ...now } };
+    S.hints = (d.review.hints || []).map((h) => ({ ...h }));
+    S.curHint = -1;
+    $("note").value = d.review.note || "";
+    showVerdict();
+    renderHints();
+    if (changed.includes("hints") && S.hints.length) preview();
+    say(`${changed.join(", ")} changed by ${d.review.who || "another curator"} meanwhile: shown`);
+  } catch (e) { /* the server away for a moment: the next look, or the next edit, says so */ }
+  finally { setTimeout(poll, S.pollMs); }
+}
+setTimeout(poll, S.pollMs);
+
 noteLeft().then(loadInfo).then(async () => {
   const open = readPlace();
   if (S.column) columnValues();

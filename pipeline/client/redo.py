@@ -61,11 +61,8 @@ def planned(state: dict, picked: dict[int, set[str]], options: dict,
             if own.get("recolor_by") and o.get("recolor") and "recolor_by" not in o:
                 del own["recolor_by"]  # --recolor asked for before the hints: it stays theirs
             o.update(own)
-            if o.get("hints"):
-                o.pop("unhinted", None)
             if "hints" in o and not o["hints"]:
                 del o["hints"]  # hints taken back: the image is as the job makes it again,
-                o["unhinted"] = True  # (its row says so: 'redo' is what a --redo of its own says)
                 if o.pop("recolor_by", None):  # skipped as colour too, where the hints coloured it
                     o.pop("recolor", None)
     return state
@@ -84,11 +81,9 @@ def done(store: Store, shard: int, ids) -> None:
 
 def options_label(options: dict) -> str:
     """What a result row's `redone` says: 'redo', or the options it was redone with."""
-    said = [f"--{k}" for k, v in sorted(options.items()) if v is True and k != "unhinted"]
+    said = [f"--{k}" for k, v in sorted(options.items()) if v is True]
     if options.get("hints"):
         said.append(plural(len(options["hints"]), "hint"))
-    elif options.get("unhinted"):  # a curator's hints taken away: the job's own colour again
-        said.append("hints taken away")
     return ", ".join(said) or "redo"
 
 

@@ -1070,6 +1070,14 @@ def test_a_curator_reviews_with_the_keyboard_alone(job, tmp_path):
             page.wait_for_function("document.getElementById('verdict').textContent == 'accepted'")
             page.keyboard.press("Escape")
             page.wait_for_function("!S.view")
+            # shift-click selects a run of cards; sorted by a column, each card leads with its value
+            page.locator(".card").nth(2).click(modifiers=["Shift"])
+            page.locator(".card").nth(5).click(modifiers=["Shift"])
+            assert page.evaluate("S.selected.size") == 4 and page.inner_text("#sel-count") == "4"
+            page.select_option("#sort", "title")
+            page.wait_for_function("S.sort == 'title'")
+            page.wait_for_function("document.querySelector('.card .name').textContent"  # desc: ticked above
+                                   ".startsWith('\u2068Haus 11\u2069 · \u2068ACC-111\u2069')")
             page.uncheck("#keys-on")  # single-key shortcuts off: a letter is a letter
             page.focus(".card.cur")
             page.keyboard.press("r")

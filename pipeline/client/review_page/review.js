@@ -145,8 +145,11 @@ function renderFilters(d) {
 const isolate = (v) => "\u2068" + v + "\u2069";
 function label(r) {
   const name = r.source_path.split("/").pop();
-  const cat = Object.values(r.catalogue || {}).filter((v) => v && !String(v).endsWith(name)).map(isolate);
-  return (cat.length ? cat.slice(0, 2).join(" · ") + " · " : "") + isolate(r.source_path.split("/").pop());
+  const cat = Object.entries(r.catalogue || {}).filter(([, v]) => v && !String(v).endsWith(name));
+  // sorted by a catalogue column: its value first, so the order can be seen (a year, a number)
+  const key = S.sort ? cat.find(([k]) => k === S.sort) : undefined;
+  const rest = cat.filter((e) => e !== key).slice(0, 2);
+  return [...(key ? [key] : []), ...rest].map(([, v]) => isolate(v)).concat(isolate(name)).join(" · ");
 }
 
 function renderGrid() {
@@ -179,7 +182,15 @@ function renderGrid() {
     // what the card shows, first (a speech user says what they see), then what it shows by look
     c.setAttribute("aria-label", [c.querySelector(".label").textContent.trim(), r.verdict ? "" : "not reviewed",
       S.selected.has(r.image_id) ? "selected for a series" : ""].filter((x) => x).join(", "));
-    c.onclick = (e) => { S.cur = i; if (e.shiftKey) toggleSelect(); else openView(); };
+    c.onclick = (e) => {
+      if (e.shiftKey && S.anchor !== undefined && S.anchor !== i) {  // a run of cards, as a file manager selects
+        for (let k = Math.min(S.anchor, i); k <= Math.max(S.anchor, i); k++) S.selected.add(S.rows[k].image_id);
+        S.cur = i;
+        $("sel-count").textContent = S.selected.size;
+        renderGrid();
+      } else if (e.shiftKey) { S.cur = i; S.anchor = i; toggleSelect(); }
+      else { S.cur = i; S.anchor = i; openView(); }
+    };
     g.append(c);
   });
   if (had) focusCard();

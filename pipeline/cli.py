@@ -213,13 +213,14 @@ def _job_file(dest: str, outdir: str) -> str | None:
     as a case-blind disk (macOS's) compares them; the manifest by identity (a link to it too)."""
     import re
 
-    from pipeline.client.outdir import STOPPED, Outdir
+    from pipeline.client.ledger import LEDGER
+    from pipeline.client.outdir import RESERVE, STOPPED, Outdir
 
     if "://" in dest:
         return None
     dirs = {x.lower() for x in (Outdir.RESULTS, Outdir.IMAGES, Outdir.REVIEWS, Outdir.AUTOMATIC,
                                 Outdir.QUARANTINE, Outdir.PREVIEWS)}
-    files = {x.lower() for x in (Outdir.JOB, Outdir.REDO, Outdir.LOCK, STOPPED, Outdir.AUDIT_JSON,
+    files = {x.lower() for x in (Outdir.JOB, Outdir.REDO, Outdir.LOCK, STOPPED, LEDGER, RESERVE, Outdir.AUDIT_JSON,
                                  Outdir.AUDIT_HTML, Outdir.AUDIT_SKIPPED, Outdir.AUDIT_ERRORS,
                                  Outdir.AUDIT_OUTDATED)}
     d = Path(dest).resolve()
@@ -801,12 +802,14 @@ def _audit_notes(r: dict, outdir: str) -> list[str]:
     """What a passed audit found that deserves a look, each with what to do about it."""
     from pipeline.client.outdir import Outdir, run_hint
 
-    if r.get("report_error"):  # a read-only OUTDIR: no list to hand to --redo, nor report
-        return [f"{plural(len(rows), 'image')} {what}: " + "; ".join(
+    if r.get("report_error"):  # a read-only OUTDIR: the notes that point to no file, and the reasons
+        said = [n for n in _audit_notes({**r, "report_error": None, "errors": [], "skipped": [],
+                                         "record_outdated": [], "copies": []}, outdir)]
+        return said + [f"{plural(len(rows), 'image')} {what}: " + "; ".join(
             f"{x['source_path']!r} ({x['error']})" for x in rows[:10]) + (f" ... and {len(rows) - 10} more"
                                                                        if len(rows) > 10 else "")
-                for rows, what in ((r["errors"], "could not be colorized"), (r["skipped"], "skipped as colour"))
-                if rows]
+            for rows, what in ((r["errors"], "could not be colorized"), (r["skipped"], "skipped as colour"))
+            if rows]
     out = []
     if r.get("copies"):
         n = sum(len(g) for g in r["copies"])

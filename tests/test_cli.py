@@ -713,7 +713,7 @@ def test_workers_too_small_for_the_model_or_the_largest_scan_are_said_before_any
     px = 6000 * 4800
     assert largest_scan(str(man), threads=1)[3] == px * 14 + (t.num_rows - 1) * px * 3
     assert largest_scan(str(man), threads=2)[3] == 2 * px * 14 + (t.num_rows - 2) * px * 3
-    from pipeline.worker.shard import scans_held  # read ahead by count, masters by pixels
+    from pipeline.client.jobspec import scans_held  # read ahead by count, masters by pixels
 
     assert scans_held(8, 2, 1_000_000) == 8 + 16 and scans_held(8, 2, 100_000_000) == 8 + 3
     assert scans_held(8, 4, 200_000_000) == 8 + 4  # every decoding thread busy still

@@ -1296,3 +1296,19 @@ def test_a_redo_list_beside_an_object_store_outdir_is_read():
         f.write("\ufeffscans/a.png\n\nscans/b c.tif\n".encode())
     assert _values("memory://bucket/out/audit-skipped.txt", None) == ["scans/a.png", "scans/b c.tif"]
     assert _values("memory://bucket/out/none.txt", None) == ["memory://bucket/out/none.txt"]
+
+
+def test_a_curators_private_umask_keeps_the_reviews_readable_by_the_others(tmp_path):
+    """A curator with umask 077 made journals, events.parquet and reviews/ itself that the other
+    curators' review, audit and export could not read (two reviews of the day's changes)."""
+    old = os.umask(0o077)
+    try:
+        j = reviews.Journal(tmp_path, "private")
+        j.record("x", "verdict", "accepted")
+        j.close()
+        assert reviews.Journal(tmp_path, "other").compact() == 1
+    finally:
+        os.umask(old)
+    folder = tmp_path / "reviews"
+    assert folder.stat().st_mode & 0o055 == 0o055
+    assert [(p.name, p.stat().st_mode & 0o044) for p in folder.iterdir()] == [("events.parquet", 0o044)]

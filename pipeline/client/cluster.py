@@ -341,12 +341,12 @@ GB = 1e9
 
 
 def largest_scan(manifest: str, shard: int | None = None, batch_size: int = 8,
-                 threads: int = 1) -> tuple[str, int, int, float] | None:
+                 threads: int = 1, shards: int = 1) -> tuple[str, int, int, float] | None:
     """(path, width, height of the scan that needs most; the bytes a worker needs beside the
     model when its largest scans are in hand at once) for the manifest or one shard; None when
     no header was read."""
+    from pipeline.client.jobspec import scans_held
     from pipeline.client.manifest import read_manifest
-    from pipeline.worker.shard import scans_held
 
     t = read_manifest(manifest, columns=["path", "width", "height", "mode"], shard=shard).to_pylist()
     sized = sorted(((r["width"] * r["height"], 16 if (r["mode"] or "").startswith("I") else 8, r)
@@ -355,13 +355,14 @@ def largest_scan(manifest: str, shard: int | None = None, batch_size: int = 8,
     if not sized:
         return None
     px, _, r = sized[0]
-    busy = max(1, threads)
-    held = sized[busy:busy + scans_held(batch_size, threads, px)]
+    busy = max(1, threads) * shards  # a CPU worker runs a shard per dask thread at once
+    held = sized[busy:busy + scans_held(batch_size, threads, px) * shards]
     need = sum(p * PIXEL_BYTES[b] for p, b, _ in sized[:busy]) + sum(p * HELD_BYTES[b] for p, b, _ in held)
     return r["path"], r["width"], r["height"], float(need)
 
 
-def check_worker_memory(client, manifest: str, log, batch_size: int = 8, threads: int | None = None) -> None:
+def check_worker_memory(client, manifest: str, log, batch_size: int = 8, threads: int | None = None,
+                        gpu: bool = False) -> None:
     """A worker whose --memory-limit cannot hold the model is paused by dask at once and the run
     would wait for ever (refused when every worker is so); one that cannot also hold the largest
     scan would be killed on it, and the shard fail after its retries: said before any shard."""
@@ -386,8 +387,9 @@ def check_worker_memory(client, manifest: str, log, batch_size: int = 8, threads
         log(f"colorize: {what}")
     # the threads a shard runs with (shard_threads), not dask's: `dask worker --nthreads 1`
     # still colours a shard with two
-    big = largest_scan(manifest, batch_size=batch_size,
-                       threads=threads or max((w.get("nthreads") or 1 for w in workers), default=1))
+    most = max((w.get("nthreads") or 1 for w in workers), default=1)
+    big = largest_scan(manifest, batch_size=batch_size, threads=threads or most,
+                       shards=1 if gpu or not threads else most)  # a GPU task holds the GPU alone
     short = [w for w in workers if w not in small and big
              and MODEL_BYTES + big[3] > frac("terminate") * w["memory_limit"]]
     if short:

@@ -84,7 +84,8 @@ def export_table(out: Outdir, info: dict, as_written: bool = True) -> tuple[list
     # attaches the record to the file (an empty path cell attached it to nothing)
     if (pc := info.get("path_column")) in cat_cols:
         k, src = cat_cols.index(pc), t.column("source_path").to_pylist()
-        current[k] = [v if v is not None or any(c[j] is not None for c in current) else src[j]
+        current[k] = [v if v is not None or any(c[j] is not None for c in current)
+                      or states.get(ids[j]) == "gone" else src[j]  # a gone one names nothing
                       for j, v in enumerate(current[k])]
     columns = current + [t.column(n).to_pylist() for n in legacy + ours] + [record, [states.get(i) for i in ids]]
     header += _own_names(["output_record", "source_state"], taken)
@@ -185,9 +186,14 @@ def write_parquet(path: str, header: list[str], rows: list[list], text_columns: 
 
 def _write_new(path: str, data: bytes) -> None:
     """Whole or not at all (a temporary file and a rename)."""
+    import secrets
+
     p = Path(path)
-    tmp = p.with_name(f".{p.name}.tmp")
-    tmp.write_bytes(data)
+    # a fresh name, made new: in a folder others write (OUTDIR), never through a link planted
+    # under a name known in advance
+    tmp = p.with_name(f".{p.name}.{secrets.token_hex(6)}.tmp")
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666), "wb") as f:
+        f.write(data)
     os.replace(tmp, p)
 
 

@@ -162,3 +162,15 @@ def add_flags(parser: argparse.ArgumentParser, spec=None) -> None:
 
 def from_args(a: argparse.Namespace) -> JobSpec:
     return JobSpec(**{f.name: getattr(a, f.name) for f in fields(JobSpec)})
+
+
+# How far a worker decodes ahead of the net, in pixels, beyond one scan per decoding thread
+# (about 256 MB of 8-bit gray, 512 MB of 16-bit).
+AHEAD_PIXELS = 256_000_000
+
+
+def scans_held(batch_size: int, threads: int, pixels: int) -> int:
+    """How many scans of this size a worker holds decoded besides those it colours: a batch,
+    and those read ahead (worker/shard.py _Flow._read_ahead): what the memory check counts."""
+    window, busy = max(2, 2 * batch_size), max(2, threads)
+    return batch_size + min(window, max(busy, -(-AHEAD_PIXELS // max(1, pixels))))

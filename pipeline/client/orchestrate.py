@@ -175,7 +175,8 @@ def run_job(o: JobSpec, log=print, redo: tuple[dict[int, set[str]], dict] | None
                 check_workers_see(client, outdir.store.full("") if outdir.store.local else None,
                                   _a_source(spec["manifest"]))
                 check_worker_versions(client)
-                check_worker_memory(client, spec["manifest"], log, o.batch_size, resolved.threads)
+                check_worker_memory(client, spec["manifest"], log, o.batch_size, resolved.threads,
+                                    gpu=spec["device"] == "cuda")
             failed = None
             try:
                 totals = _drive(client, job, work, log, outdir)

@@ -412,7 +412,14 @@ class RunLock:
         try:
             old = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)  # flock needs no write access
         except FileNotFoundError:
+            if not os.access(path.parent, os.W_OK):  # no lock to take, none to make: said once
+                raise JobError(f"{path.parent}: permission denied writing it; ask for write "
+                               "access (the group's, on a share)") from None
             return None
+        except OSError as e:  # a lock kept private (made before the umask was honoured), or a link
+            raise JobError(f"{path} was left by another user's run and cannot be read here "
+                           f"({e.strerror}): ask them or the folder's owner to remove it, then run "
+                           "again") from None
         try:
             try:
                 fcntl.flock(old, fcntl.LOCK_EX | fcntl.LOCK_NB)

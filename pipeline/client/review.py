@@ -411,9 +411,10 @@ def _picture(root: str, view: RunView, row: dict, which: str, width: int) -> byt
         if data is None or not cache_ok:
             return data
         cache.mkdir(parents=True, exist_ok=True)
+        reviews._readable_by_all(cache)
         tmp = cache / f".{name}.{os.getpid()}.{threading.get_ident()}"
         with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as f:
-            os.fchmod(f.fileno(), os.fstat(f.fileno()).st_mode & 0o777 | 0o044)  # every curator's
+            reviews._readable_by_all(f.fileno())  # every curator's
             f.write(data)  # O_EXCL: never through a link planted under its name
         os.replace(tmp, cache / name)
     except OSError:
@@ -461,6 +462,10 @@ def _palette(jpeg: bytes, n: int = 8) -> list[str]:
     return ["#" + bytes(pal[3 * i:3 * i + 3]).hex() for _, i in order]
 
 
+# a request line's control characters as escapes (http.server has its own table only since 3.10.9)
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+
+
 def _handler():
     """Werkzeug's request log without the token: its lines end up in scrollback and nohup.out,
     and the token is the page's only key."""
@@ -473,7 +478,7 @@ def _handler():
     class Handler(WSGIRequestHandler):
         def log_request(self, code="-", size="-"):  # a line per thumbnail buried the curator's
             if str(code)[:1] in "45":  # terminal: a failed request alone is worth a line, with
-                self.log("info", '"%s" %s %s', self.requestline.translate(self._control_char_table),
+                self.log("info", '"%s" %s %s', self.requestline.translate(_CONTROLS),
                          code, size)  # no colour codes; a request's escape codes shown, not run
 
         def log(self, type, message, *args):

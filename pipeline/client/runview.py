@@ -29,6 +29,23 @@ ROW_COLUMNS = ["image_id", "shard", "source_path", "output_path", "status", "err
                "hint_model", "redone", "output_sha256", "source_sha256"]
 
 
+
+def _scope(t: pa.Table, cols: list[str], column: str | None, value: str | None, q: str | None, folded):
+    """The rows a column's value and a search keep (folded: a column without accents)."""
+    scope = pa.repeat(True, t.num_rows)
+    value, q = (value or "").strip(), (q or "").strip()  # a space typed or pasted around it
+    if column and value and column in cols:  # no value yet: the column alone filters nothing
+        cells = pc.utf8_lower(pc.utf8_trim_whitespace(t.column(stored_name(column)).cast(pa.string())))
+        scope = pc.and_(scope, pc.fill_null(pc.equal(cells, value.lower()), False))
+    if q:
+        q = _fold(q)
+        hit = pa.repeat(False, t.num_rows)
+        for name in ["source_path", *(stored_name(c) for c in cols)]:
+            # a file the catalogue does not list has null cells: they match nothing
+            hit = pc.or_(hit, pc.fill_null(pc.match_substring(folded(name), q, ignore_case=True), False))
+        scope = pc.and_(scope, hit)
+    return scope
+
 class RunView:
     """Read-only view of OUTDIR's results; the curator's state is passed in per request."""
 
@@ -106,19 +123,7 @@ class RunView:
         masks = self._masks(t, state)
         # the column's value and the search scope the filters and their counts alike: a curator
         # working through one collection sees how much of it is left, not of the whole run
-        scope = pa.repeat(True, t.num_rows)
-        value, q = (value or "").strip(), (q or "").strip()  # a space typed or pasted around it
-        if column and value and column in cols:  # no value yet: the column alone filters nothing
-            cells = pc.utf8_lower(pc.utf8_trim_whitespace(t.column(stored_name(column)).cast(pa.string())))
-            scope = pc.and_(scope, pc.fill_null(pc.equal(cells, value.lower()), False))
-        if q:
-            q = _fold(q)
-            hit = pa.repeat(False, t.num_rows)
-            for name in ["source_path", *(stored_name(c) for c in cols)]:
-                # a file the catalogue does not list has null cells: they match nothing
-                cell = pc.match_substring(self._folded(t, name), q, ignore_case=True)
-                hit = pc.or_(hit, pc.fill_null(cell, False))
-            scope = pc.and_(scope, hit)
+        scope = _scope(t, cols, column, value, q, lambda name: self._folded(t, name))
         masks = {k: pc.and_(pc.fill_null(m, False), scope) for k, m in masks.items()}
         mask = masks.get(filter, masks["all"])
         idx = pc.indices_nonzero(pc.fill_null(mask, False))

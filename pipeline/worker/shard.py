@@ -19,22 +19,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from pipeline.client import results
+from pipeline.client.jobspec import AHEAD_PIXELS
 from pipeline.client.manifest import shard_rows
 from pipeline.client.outdir import Outdir
 from pipeline.client.results import CORE_COLUMNS
 from pipeline.worker.device import peak_rss_mb
 from pipeline.worker.stages import ImageStages, Item, OutputError
-
-# How far a worker decodes ahead of the net, in pixels, beyond one scan per decoding thread
-# (about 256 MB of 8-bit gray, 512 MB of 16-bit).
-AHEAD_PIXELS = 256_000_000
-
-
-def scans_held(batch_size: int, threads: int, pixels: int) -> int:
-    """How many scans of this size a worker holds decoded besides those it colours: a batch,
-    and those read ahead (_Flow._read_ahead): what the memory check counts."""
-    window, busy = max(2, 2 * batch_size), max(2, threads)
-    return batch_size + min(window, max(busy, -(-AHEAD_PIXELS // max(1, pixels))))
 
 __all__ = ["OutputError", "ShardJob"]
 

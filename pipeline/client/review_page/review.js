@@ -83,6 +83,10 @@ function pageQuery() {
 
 async function loadPage() {
   const d = await getJSON(pageQuery());
+  if (!d.rows.length && S.page > 0 && S.page >= d.pages) {  // the last page judged empty under a filter
+    S.page = d.pages - 1;
+    return loadPage();
+  }
   S.rows = d.rows;
   S.cur = Math.min(S.cur, Math.max(0, d.rows.length - 1));
   S.pages = d.pages;
@@ -183,13 +187,15 @@ function renderGrid() {
     c.setAttribute("aria-label", [c.querySelector(".label").textContent.trim(), r.verdict ? "" : "not reviewed",
       S.selected.has(r.image_id) ? "selected for a series" : ""].filter((x) => x).join(", "));
     c.onclick = (e) => {
-      if (e.shiftKey && S.anchor !== undefined && S.anchor !== i) {  // a run of cards, as a file manager selects
-        for (let k = Math.min(S.anchor, i); k <= Math.max(S.anchor, i); k++) S.selected.add(S.rows[k].image_id);
+      // the anchor by its image: rows move under a filter as verdicts are given, and pages change
+      const a = S.rows.findIndex((x) => x.image_id === S.anchor);
+      if (e.shiftKey && a >= 0 && a !== i) {  // a run of cards, as a file manager selects
+        for (let k = Math.min(a, i); k <= Math.max(a, i); k++) S.selected.add(S.rows[k].image_id);
         S.cur = i;
         $("sel-count").textContent = S.selected.size;
         renderGrid();
-      } else if (e.shiftKey) { S.cur = i; S.anchor = i; toggleSelect(); }
-      else { S.cur = i; S.anchor = i; openView(); }
+      } else if (e.shiftKey) { S.cur = i; S.anchor = r.image_id; toggleSelect(); }
+      else { S.cur = i; S.anchor = r.image_id; openView(); }
     };
     g.append(c);
   });
@@ -520,12 +526,14 @@ function startDrag(e, i) {
   e.stopPropagation();
   e.preventDefault();
   S.curHint = i;
+  S.dragging = true;
   const before = S.hints.map((h) => ({ ...h }));
   let moved = false;
   const move = (ev) => { moved = true; Object.assign(S.hints[i], pointFromEvent(ev)); renderHints(); };
   const up = () => {
     document.removeEventListener("mousemove", move);
     document.removeEventListener("mouseup", up);
+    S.dragging = false;
     if (moved) {  // moved, not selected: the next colour picked is the next hint's, not this one's
       S.curHint = -1;
       S.undo.push({ id: S.row.image_id, kind: "hints", value: before });
@@ -686,7 +694,8 @@ $("prev-page").onclick = () => { if (S.page > 0) { S.page--; loadPage(); } };
 $("next-page").onclick = () => { if (S.page + 1 < S.pages) { S.page++; loadPage(); } };
 $("column").onchange = (e) => {
   S.column = e.target.value;
-  if (!S.column) { S.value = ""; $("value").value = ""; }  // a value left from it filtered the next column
+  S.value = "";  // a value left from the last column filtered this one (a blank grid)
+  $("value").value = "";
   S.page = 0;
   columnValues();
   loadPage();
@@ -804,20 +813,27 @@ S.pollMs = window.colorizePollMs || 5000;  // (a test sets its own)
 async function poll() {
   try {
     if (document.hidden || !S.view || !S.row || !S.review || document.activeElement === $("note") || S.noteTimer) return;
+    if (S.dragging) return;
     const vg = S.viewGen, id = S.row.image_id;
     await S.saving;
+    const sv = S.saving;
     const d = await getJSON("/api/image/" + encodeURIComponent(id));
-    if (vg !== S.viewGen || !S.review || S.review.image_id !== id) return;
+    // anything since the look began (an edit saved or leaving, the note taken up, a drag) is newer
+    if (vg !== S.viewGen || !S.review || S.review.image_id !== id || S.saving !== sv || S.dragging ||
+        document.activeElement === $("note") || S.noteTimer) return;
     const mine = S.review.rev || {}, now = d.review.rev || {};
     const changed = ["verdict", "note", "hints"].filter((k) => (mine[k] ?? null) !== (now[k] ?? null));
     if (!changed.length) return;
     S.review = { ...d.review, image_id: id, rev: { ...now } };
     S.hints = (d.review.hints || []).map((h) => ({ ...h }));
     S.curHint = -1;
-    $("note").value = d.review.note || "";
+    if (changed.includes("note")) $("note").value = d.review.note || "";
     showVerdict();
     renderHints();
-    if (changed.includes("hints") && S.hints.length) preview();
+    if (changed.includes("hints")) {
+      if (S.hints.length) preview();
+      else if (S.row.status === "ok") $("after").src = $("slider-after").src = img(id, "output", viewW());
+    }
     say(`${changed.join(", ")} changed by ${d.review.who || "another curator"} meanwhile: shown`);
   } catch (e) { /* the server away for a moment: the next look, or the next edit, says so */ }
   finally { setTimeout(poll, S.pollMs); }

@@ -33,9 +33,11 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
     the target: a reader, or a run killed halfway, never sees half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    # a fresh name, made new: in a folder others write (a team's OUTDIR), never through a link
+    # planted under a name known in advance
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:12]}")
     try:
-        with open(tmp, "wb") as f:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666), "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -43,6 +45,22 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def readable_by_all(f) -> None:
+    """Read (and a folder's search) bits for all who share OUTDIR, whatever this user's umask: a
+    curator with umask 077 made journals, events.parquet or reviews/ itself that the others'
+    review, audit and export could not read, and a run's lock that told no one who held it.
+    Only where this user may (its own files; a share that refuses chmod keeps what it has)."""
+    import stat
+
+    try:
+        mode = (os.fstat(f) if isinstance(f, int) else os.stat(f)).st_mode
+        extra = 0o055 if stat.S_ISDIR(mode) else 0o044
+        if mode & extra != extra:
+            (os.fchmod if isinstance(f, int) else os.chmod)(f, mode & 0o777 | extra)
+    except OSError:
+        pass
 
 
 def read_source(path: str) -> bytes:

@@ -331,7 +331,7 @@ def wait_for_resource(client, resource: str, timeout: float, log) -> None:
 # A worker's memory: torch and the model loaded (about 1.0-1.1 GB on a CPU worker, measured),
 # per pixel of each scan it colours at once (one per thread) about 14 bytes at 8 bits, 28 at
 # 16 (its decode, the colour, the encoded output), and about 3 (6) per pixel of each scan it
-# holds decoded meanwhile (a batch, those read ahead: worker/shard.py scans_held). Measured on
+# holds decoded meanwhile (a batch, those read ahead: jobspec.scans_held). Measured on
 # 28.8-MP gray PNGs, 2 threads: one scan 1.37 GB in all, twelve 2.32 GB at --batch-size 2 and
 # 2.71 at 8 (estimated 1.5, 2.4, 2.8); a 121-MP gray PNG alone peaked at 2.6 GB.
 MODEL_BYTES = 1.1e9

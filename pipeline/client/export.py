@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import re
-from pathlib import Path
 
 from pipeline.client.catalogue import export_names, stored_name
 from pipeline.client.manifest import job_results, read_catalogue_info, source_states
@@ -186,15 +184,9 @@ def write_parquet(path: str, header: list[str], rows: list[list], text_columns: 
 
 def _write_new(path: str, data: bytes) -> None:
     """Whole or not at all (a temporary file and a rename)."""
-    import secrets
+    from pipeline.storage import write_atomic
 
-    p = Path(path)
-    # a fresh name, made new: in a folder others write (OUTDIR), never through a link planted
-    # under a name known in advance
-    tmp = p.with_name(f".{p.name}.{secrets.token_hex(6)}.tmp")
-    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666), "wb") as f:
-        f.write(data)
-    os.replace(tmp, p)
+    write_atomic(path, data)
 
 
 def export(outdir: str, dest: str, excel: bool | None = None, delimiter: str | None = None,

@@ -169,8 +169,14 @@ def from_args(a: argparse.Namespace) -> JobSpec:
 AHEAD_PIXELS = 256_000_000
 
 
+def read_ahead(batch_size: int, threads: int) -> tuple[int, int]:
+    """(window, busy): a worker decodes and writes up to `window` scans ahead of the net, and
+    at least `busy` (every decoding thread at work) however large (worker/shard.py _Flow)."""
+    return max(2, 2 * batch_size), max(2, threads)
+
+
 def scans_held(batch_size: int, threads: int, pixels: int) -> int:
     """How many scans of this size a worker holds decoded besides those it colours: a batch,
-    and those read ahead (worker/shard.py _Flow._read_ahead): what the memory check counts."""
-    window, busy = max(2, 2 * batch_size), max(2, threads)
+    and those read ahead: what the memory check counts."""
+    window, busy = read_ahead(batch_size, threads)
     return batch_size + min(window, max(busy, -(-AHEAD_PIXELS // max(1, pixels))))

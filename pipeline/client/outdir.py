@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from pipeline.client.results import SCHEMA
 from pipeline.errors import Busy, JobError
-from pipeline.storage import ObjectLock, Store, as_store
+from pipeline.storage import ObjectLock, Store, as_store, readable_by_all
 
 MARK = b"archive-colorizer"  # in every output's own metadata (provenance), near its start
 
@@ -397,10 +397,7 @@ class RunLock:
             if _still_at(path, self.fd):
                 break
             os.close(self.fd)
-        try:  # readable by all who share the folder, whatever the umask: they are told who holds it
-            os.fchmod(self.fd, os.fstat(self.fd).st_mode & 0o777 | 0o044)
-        except OSError:
-            pass  # a colleague's file, group-writable: theirs to set
+        readable_by_all(self.fd)  # who holds it is told to all who share the folder
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, f"pid {os.getpid()} on {os.uname().nodename}".encode(), 0)
         return self

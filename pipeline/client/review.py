@@ -31,6 +31,7 @@ from pipeline.client.outdir import Outdir, automatic_of
 from pipeline.client.runview import FILTERS, RunView
 from pipeline.client.state import HINT_CHECKPOINT
 from pipeline.errors import JobError, UsageError
+from pipeline.storage import readable_by_all
 
 PAGE_DIR = Path(__file__).with_name("review_page")
 THUMB = 320
@@ -411,10 +412,10 @@ def _picture(root: str, view: RunView, row: dict, which: str, width: int) -> byt
         if data is None or not cache_ok:
             return data
         cache.mkdir(parents=True, exist_ok=True)
-        reviews._readable_by_all(cache)
+        readable_by_all(cache)
         tmp = cache / f".{name}.{os.getpid()}.{threading.get_ident()}"
         with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as f:
-            reviews._readable_by_all(f.fileno())  # every curator's
+            readable_by_all(f.fileno())  # every curator's
             f.write(data)  # O_EXCL: never through a link planted under its name
         os.replace(tmp, cache / name)
     except OSError:

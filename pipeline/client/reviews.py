@@ -28,6 +28,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.storage import readable_by_all
+
 DIR = "reviews"
 EVENTS = "events.parquet"
 VERDICTS = ("accepted", "retouch", "rejected")
@@ -36,21 +38,6 @@ SCHEMA = pa.schema([("id", pa.string()), ("t", pa.string()), ("who", pa.string()
                     ("image_id", pa.string()), ("kind", pa.string()), ("value", pa.string())])
 
 
-
-def _readable_by_all(f) -> None:
-    """Read (and a folder's search) bits for all who share OUTDIR, whatever this user's umask: a
-    curator with umask 077 made journals, events.parquet or reviews/ itself that the others'
-    review, audit and export could not read. Only where this user may (its own files; a share
-    that refuses chmod keeps what it has)."""
-    import stat
-
-    try:
-        mode = (os.fstat(f) if isinstance(f, int) else os.stat(f)).st_mode
-        extra = 0o055 if stat.S_ISDIR(mode) else 0o044
-        if mode & extra != extra:
-            (os.fchmod if isinstance(f, int) else os.chmod)(f, mode & 0o777 | extra)
-    except OSError:
-        pass
 
 class ReviewError(ValueError):
     """An edit that cannot be recorded as asked (an unknown kind or verdict, a malformed hint)."""
@@ -110,13 +97,13 @@ class Journal:
     def _open(self) -> int:
         if self._fd is None:
             self.dir.mkdir(parents=True, exist_ok=True)
-            _readable_by_all(self.dir)
+            readable_by_all(self.dir)
             stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
             self.path = self.dir / f"journal-{stamp}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
             # the umask decides who else may write it; every curator, audit and export of the
             # OUTDIR reads it, so it is readable by all whatever the umask (as it always was)
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL, 0o666)
-            _readable_by_all(fd)
+            readable_by_all(fd)
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # "a server is writing this one"
             self._fd = fd
             _fsync_dir(self.dir)
@@ -225,7 +212,7 @@ class Journal:
             rows = sorted(old + new, key=lambda e: (e["t"], e["id"]))
             tmp = self.dir / f".{EVENTS}.{os.getpid()}.tmp"
             pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), tmp)
-            _readable_by_all(tmp)  # it replaces journals every curator read
+            readable_by_all(tmp)  # it replaces journals every curator read
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
             os.replace(tmp, self.dir / EVENTS)

@@ -19,7 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from pipeline.client import results
-from pipeline.client.jobspec import AHEAD_PIXELS
+from pipeline.client.jobspec import AHEAD_PIXELS, read_ahead
 from pipeline.client.manifest import shard_rows
 from pipeline.client.outdir import Outdir
 from pipeline.client.results import CORE_COLUMNS
@@ -124,10 +124,9 @@ class _Flow:
                  options: dict[str, dict]):
         self.job, self.pool, self.wanted, self.options = job, pool, wanted, options
         self.aside: list[Item] = []  # images only a redo's options colorize: their own batches
-        self.window = max(2, 2 * job.spec.batch_size)
+        self.window, self.busy = read_ahead(job.spec.batch_size, job.spec.threads)
         self.decoding: deque[Future] = deque()
         self.ahead: deque[int] = deque()  # the pixels of each image in `decoding`, by its header
-        self.busy = max(2, job.spec.threads)  # ahead at least this many: every decoding thread busy
         self.writing: deque[Future] = deque()
         self.written: deque[int] = deque()  # the pixels of each image in `writing`
         self.batch: list[Item] = []

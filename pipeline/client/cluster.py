@@ -9,7 +9,7 @@ import logging
 import os
 import time
 
-from pipeline.client.jobspec import JobSpec
+from pipeline.client.jobspec import GB, HELD_BYTES, MODEL_BYTES, PIXEL_BYTES, JobSpec
 from pipeline.errors import JobError, Unavailable, plural
 
 # dask's nannies start workers with MALLOC_TRIM_THRESHOLD_=65536, which (as glibc then also
@@ -327,17 +327,6 @@ def wait_for_resource(client, resource: str, timeout: float, log) -> None:
             said = True
         time.sleep(1.0)
 
-
-# A worker's memory: torch and the model loaded (about 1.0-1.1 GB on a CPU worker, measured),
-# per pixel of each scan it colours at once (one per thread) about 14 bytes at 8 bits, 28 at
-# 16 (its decode, the colour, the encoded output), and about 3 (6) per pixel of each scan it
-# holds decoded meanwhile (a batch, those read ahead: jobspec.scans_held). Measured on
-# 28.8-MP gray PNGs, 2 threads: one scan 1.37 GB in all, twelve 2.32 GB at --batch-size 2 and
-# 2.71 at 8 (estimated 1.5, 2.4, 2.8); a 121-MP gray PNG alone peaked at 2.6 GB.
-MODEL_BYTES = 1.1e9
-PIXEL_BYTES = {8: 14, 16: 28}
-HELD_BYTES = {8: 3, 16: 6}
-GB = 1e9
 
 
 def largest_scan(manifest: str, shard: int | None = None, batch_size: int = 8,

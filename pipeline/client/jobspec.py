@@ -180,3 +180,20 @@ def scans_held(batch_size: int, threads: int, pixels: int) -> int:
     and those read ahead: what the memory check counts."""
     window, busy = read_ahead(batch_size, threads)
     return batch_size + min(window, max(busy, -(-AHEAD_PIXELS // max(1, pixels))))
+
+
+# A worker's memory: torch and the model loaded (about 1.0-1.1 GB on a CPU worker, measured),
+# per pixel of each scan it colours at once (one per thread) about 14 bytes at 8 bits, 28 at
+# 16 (its decode, the colour, the encoded output), and about 3 (6) per pixel of each scan it
+# holds decoded meanwhile (a batch, those read ahead: scans_held). Measured on
+# 28.8-MP gray PNGs, 2 threads: one scan 1.37 GB in all, twelve 2.32 GB at --batch-size 2 and
+# 2.71 at 8 (estimated 1.5, 2.4, 2.8); a 121-MP gray PNG alone peaked at 2.6 GB.
+MODEL_BYTES = 1.1e9
+PIXEL_BYTES = {8: 14, 16: 28}
+HELD_BYTES = {8: 3, 16: 6}
+GB = 1e9
+
+
+def alone_bytes(width: int, height: int, mode: str | None = None) -> float:
+    """What a worker holds with one scan alone in hand, the model included."""
+    return MODEL_BYTES + width * height * PIXEL_BYTES[16 if (mode or "").startswith("I") else 8]

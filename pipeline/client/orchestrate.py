@@ -17,6 +17,7 @@ from itertools import islice
 import pyarrow.compute as pc
 
 from pipeline.client import ledger, redo, results
+from pipeline.client.alone import Deaths
 from pipeline.client.cluster import (
     check_worker_memory,
     check_worker_versions,
@@ -357,6 +358,42 @@ def _a_source(manifest: str) -> str | None:
     return None
 
 
+class _Shards:
+    """Sends the shards to the cluster, and a shard whose worker died each time it was tried
+    back once more with its images one at a time, while each such try ends on an image
+    (client/alone.py): the scan no worker can colorize becomes its error row."""
+
+    def __init__(self, client, job, work: _Work, resources, outdir: Outdir, log):
+        self.client, self.job, self.work, self.resources = client, job, work, resources
+        self.outdir, self.log = outdir, log
+        self.alone: Counter = Counter()  # shard -> times sent back with its images one at a time
+        self.tasks: dict = {}  # a future's key -> its task
+        self.ac = None  # the as_completed the run waits on
+
+    def submit(self, task, one_at_a_time: bool = False):
+        s, ids = task
+        key = f"shard-{s:05d}-{self.work.key}" + ("-repair" if ids else "")
+        if one_at_a_time:
+            self.alone[s] += 1
+            key += f"-alone{self.alone[s]}"
+        self.tasks[key] = task
+        return self.client.submit(self.job, s, ids, self.work.options.get(s), one_at_a_time,
+                                  key=key, retries=self.job.spec.retries, pure=False,
+                                  resources=self.resources)
+
+    def again_alone(self, fut) -> bool:
+        """False: the last try alone died with no image begun (no image to blame: it failed)."""
+        s = int(fut.key.split("-")[1])
+        if not self.alone[s]:
+            Deaths.forget(self.outdir.store, s)  # this run's record: a killed run's is no evidence
+            self.log(f"colorize: a worker died each time shard {s:05d} was tried; trying its "
+                     "images one at a time, to find any that a worker cannot colorize")
+        elif not Deaths.began(self.outdir.store, s):
+            return False
+        self.ac.add(self.submit(self.tasks[fut.key], one_at_a_time=True))
+        return True
+
+
 def _drive(client, job, work: _Work, log, outdir: Outdir) -> dict:
     """Keeps a bounded window of shards in flight until all are committed, or one fails."""
     from distributed import as_completed
@@ -371,14 +408,9 @@ def _drive(client, job, work: _Work, log, outdir: Outdir) -> dict:
     tally = Tally(work.t_start, log if o.progress and bar.disable else None,
                   (len(work.tasks), work.images))
 
-    def submit(task):
-        s, ids = task
-        key = f"shard-{s:05d}-{work.key}" + ("-repair" if ids else "")
-        return client.submit(job, s, ids, work.options.get(s), key=key, retries=o.retries,
-                             pure=False, resources=resources)
-
     it = iter(work.tasks)
-    ac = as_completed([submit(t) for t in islice(it, window)], with_results=False)
+    shards = _Shards(client, job, work, resources, outdir, log)
+    ac = shards.ac = as_completed([shards.submit(t) for t in islice(it, window)], with_results=False)
     failure, tb, killed = None, "", []
     watch = _Watch(client, o.scheduler, log)
     try:
@@ -386,14 +418,21 @@ def _drive(client, job, work: _Work, log, outdir: Outdir) -> dict:
             try:
                 summary = fut.result()
             except Exception as e:  # after retries, or a worker that kept dying
+                if type(e).__name__ == "KilledWorker" and shards.again_alone(fut):
+                    continue
                 why, trace = _failed(e, fut, o)
-                if type(e).__name__ != "KilledWorker":
+                if type(e).__name__ not in ("KilledWorker", "WorkerDies"):
                     failure, tb = why, trace
                     break
                 # that shard's scans (most often too large for a worker), not the run's: a night's
                 # other shards go on, and the run fails at its end, naming it
                 killed.append(why)
                 summary = None
+            finally:
+                # Let go of it: a result the scheduler still held, on a worker killed later
+                # (another shard's scan), was computed again, and its shard committed anew
+                # behind the ledger's back (audit: altered).
+                fut.release()
             if summary is not None:
                 if not outdir.store.exists(outdir.shard_rel(summary["shard"])):
                     # a worker that writes OUTDIR elsewhere (another mount): its "done" is not ours
@@ -408,7 +447,7 @@ def _drive(client, job, work: _Work, log, outdir: Outdir) -> dict:
                 bar.update(summary["images"])
             nxt = next(it, None)
             if nxt is not None:
-                ac.add(submit(nxt))
+                ac.add(shards.submit(nxt))
     finally:
         watch.stop()
         bar.close()
@@ -425,7 +464,7 @@ def _drive(client, job, work: _Work, log, outdir: Outdir) -> dict:
 
 
 # the cluster's failures, not bugs of ours: no traceback under the run's message
-_NOT_BUGS = ("OutputError", "KilledWorker")
+_NOT_BUGS = ("OutputError", "KilledWorker", "WorkerDies")
 _SCHEDULER_LOST = ("CommClosedError", "FutureCancelledError", "CancelledError", "StreamClosedError")
 
 
@@ -435,7 +474,7 @@ def _failed(e: Exception, fut, o) -> tuple[str, str]:
     if name in _SCHEDULER_LOST:
         return f"the connection to the dask scheduler was lost ({name}: {' '.join(str(e).split())})", ""
     failure = f"shard {shard} failed: {name}: " + " ".join(str(e).split())
-    if name == "KilledWorker":
+    if name in ("KilledWorker", "WorkerDies"):
         failure += _killed(o, int(shard))
     if name in _NOT_BUGS:
         return failure, ""

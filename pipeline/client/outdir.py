@@ -275,14 +275,14 @@ def _why_damaged(e: Exception) -> str:
 
 def _remove_temporaries(store: Store, subs: tuple[str, ...]) -> int:
     """Temporary files of interrupted atomic writes (local disks only: object stores have no
-    half-written objects)."""
+    half-written objects), and a killed run's record of the images it tried alone (alone.py)."""
     if not store.local:
         return 0
     n = 0
     for sub in subs:
         d = Path(store.full(sub))
         if d.is_dir():
-            for p in d.rglob(".*.tmp-*"):
+            for p in [*d.rglob(".*.tmp-*"), *d.glob(".shard-*.alone.json")]:
                 p.unlink(missing_ok=True)
                 n += 1
     return n

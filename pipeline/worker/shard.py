@@ -19,6 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from pipeline.client import results
+from pipeline.client.alone import TRIES, Deaths, WorkerDies
 from pipeline.client.jobspec import AHEAD_PIXELS, read_ahead
 from pipeline.client.manifest import shard_rows
 from pipeline.client.outdir import Outdir
@@ -26,7 +27,7 @@ from pipeline.client.results import CORE_COLUMNS
 from pipeline.worker.device import peak_rss_mb
 from pipeline.worker.stages import ImageStages, Item, OutputError
 
-__all__ = ["OutputError", "ShardJob"]
+__all__ = ["OutputError", "ShardJob", "WorkerDies"]
 
 _COLORIZERS: dict = {}  # one loaded net per worker process, reused by every shard it runs
 
@@ -68,16 +69,17 @@ class ShardJob(ImageStages):
         return _COLORIZERS[key]
 
     def __call__(self, shard: int, only: frozenset[str] | None = None,
-                 options: dict[str, dict] | None = None) -> dict:
+                 options: dict[str, dict] | None = None, alone: bool = False) -> dict:
         """Colorize the shard and commit its results. With `only` (a repair or a redo), redo
         just those images and keep the shard's other committed rows as they are. options: per
-        image id, the options a redo gave that image alone (redo.py)."""
+        image id, the options a redo gave that image alone (redo.py). alone: its images one at a
+        time, a worker having died each time the shard was tried (client/alone.py)."""
         t0 = time.perf_counter()
         _same_version(self.output_version)
         table, rows = shard_rows(self.spec.manifest, shard)
         wanted = (lambda iid: True) if only is None else only.__contains__
         with ThreadPoolExecutor(self.spec.threads) as pool:
-            flow = _Flow(self, pool, wanted, options or {})
+            flow = (_Alone if alone else _Flow)(self, pool, wanted, options or {})
             setup = flow.run(rows)
         out = flow.out
         before: dict[str, dict] = {}
@@ -97,6 +99,8 @@ class ShardJob(ImageStages):
         done = [r for r in final if wanted(r["image_id"])]
         if before:  # a redo or a repair: an earlier output its new row no longer claims
             _aside_unclaimed(od, before, done)
+        if alone:
+            Deaths.forget(od.store, shard)  # committed: a later death is a new story
         counts = {s: sum(r["status"] == s for r in done) for s in results.STATUSES}
         return {"shard": shard, "images": len(done), **counts, "results_sha256": sealed,
                 "seconds": time.perf_counter() - t0, "setup_s": setup, "finished": time.time(),
@@ -214,3 +218,56 @@ class _Flow:
                                                   and sum(self.written) > AHEAD_PIXELS):
             self._record(self.writing.popleft().result())  # OutputError: the shard fails uncommitted
             self.written.popleft()
+
+
+class _Alone(_Flow):
+    """The shard's images one at a time, each begun only once the last is written, and named in
+    OUTDIR before it is begun: a death is on that image (client/alone.py). Images a death was on
+    go last, so that the others show first whether the worker can colorize at all. On the CPU an
+    image colorized alone comes out in the same bytes as in its batch (measured: the net's output
+    for one image does not depend on the others in the batch)."""
+
+    def run(self, rows: list[dict]) -> float:
+        ts = time.perf_counter()
+        self.net = self.job.colorizer()  # before anything is begun: a death here blames no image
+        setup = time.perf_counter() - ts
+        mine = [r for r in rows if self.wanted(r["image_id"])]
+        ids = [r["image_id"] for r in mine]
+        said = Deaths.load(self.job.outdir, mine[0]["shard"]) if mine else None
+        if said is None:
+            return setup
+        if said.hopeless(ids):
+            died = [r["path"] for r in mine if said.deaths.get(r["image_id"])]
+            raise WorkerDies(f"tried one image at a time, the worker died on {len(died)} of them "
+                             f"and colorized none ({', '.join(died[:3])}): it is the worker "
+                             "(too little memory for any of them, or broken), not the scans")
+        for row in sorted(mine, key=lambda r: said.deaths.get(r["image_id"], 0)):
+            options = self.options.get(row["image_id"])
+            if said.blamed(row["image_id"], alone=len(mine) == 1):
+                self._record(self.job.start(row, options).fail(_blame(row, self.job.outdir)))
+                continue
+            said.begin(row["image_id"])
+            item = self.job.read(row, options)
+            if item.finished:
+                self._record(item)
+            else:
+                self.batch = [item]
+                self._colorize_batch()
+                while self.writing:
+                    self._record(self.writing.popleft().result())
+                    self.written.popleft()
+            said.lived_through(row["image_id"], item.row["status"] == "ok")
+        said.begin(None)  # every image's turn is over: a death from here on is the commit's
+        return setup
+
+
+def _blame(row: dict, outdir: str) -> str:
+    from pipeline.client.jobspec import GB, alone_bytes
+    from pipeline.client.outdir import run_hint
+
+    w, h = row.get("width"), row.get("height")
+    size = (f": a {w}x{h} scan needs about {alone_bytes(w, h, row.get('mode')) / GB:.1f} GB with "
+            "the model" if w and h else "")
+    return (f"the worker died each time it colorized this image, {TRIES} times with nothing else "
+            f"in hand (most often its memory{size}); the rest of its shard is done: give the "
+            f"workers more memory, then {run_hint(outdir, '--redo', row['image_id'])}")

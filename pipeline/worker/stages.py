@@ -91,16 +91,20 @@ class ImageStages:
     created: str = ""
     output_version: int | None = None  # the client's: a worker of another version refuses
 
-    def read(self, mrow: dict, options: dict | None = None) -> Item:
-        """A manifest row -> an Item, decoded on the host or left for the device's decoder."""
-        t0 = time.perf_counter()
-        item = Item(row={"image_id": mrow["image_id"], "shard": mrow["shard"],
+    def start(self, mrow: dict, options: dict | None = None) -> Item:
+        """A manifest row -> its Item, nothing read yet."""
+        return Item(row={"image_id": mrow["image_id"], "shard": mrow["shard"],
                          "source_path": mrow["path"], "status": "error",
                          "checkpoint_sha256": self.checkpoint_sha256,
                          "redone": None if options is None else options_label(options)},
                     stem=mrow["out_stem"], options=options,
                     record=record(self.spec.metadata_columns,
                                   lambda col: mrow.get(stored_name(col)), mrow["rel_path"]))
+
+    def read(self, mrow: dict, options: dict | None = None) -> Item:
+        """A manifest row -> an Item, decoded on the host or left for the device's decoder."""
+        t0 = time.perf_counter()
+        item = self.start(mrow, options)
         hinted = _hints(item, options) if options and options.get("hints") else []
         data = _source_bytes(item, mrow, self.spec.manifest)
         if not item.finished:

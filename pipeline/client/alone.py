@@ -1,0 +1,94 @@
+"""A shard whose worker died each time it was tried (dask's KilledWorker: most often its memory,
+on a scan too large for it; sometimes a decoder's crash on one odd file) is tried again with its
+images one at a time, each named in OUTDIR before it is begun, so that the next try knows which
+image the worker died on. An image a worker died on twice with nothing else in hand, while others
+of its shard lived, becomes its error row and the shard commits: one scan no longer holds a
+night's job back, nor fails it again at every resume. A worker that dies on every image is the
+worker's fault, not the scans': no image is blamed and the shard fails as before.
+
+The record lives beside the shard's results (results/.shard-NNNNN.alone.json), for one run: the
+client starts it afresh the first time it sends a shard back alone, the worker removes it once
+the shard commits, and a run's start sweeps what a killed run left.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from pipeline.client.outdir import Outdir
+from pipeline.storage import Store
+
+TRIES = 2  # deaths with the image alone in hand that blame it (one may be the machine's doing)
+SUSPECTS = 3  # images the worker died on while none of the shard's lived: the worker's fault
+
+
+class WorkerDies(RuntimeError):
+    """The worker died on several images of a shard, each alone, and none lived: not the scans'
+    fault (raised by the shard's last try; the run goes on with its other shards)."""
+
+
+def rel_of(shard: int) -> str:
+    return f"{Outdir.RESULTS}/.shard-{shard:05d}.alone.json"
+
+
+@dataclass
+class Deaths:
+    """Which image each try of a shard began last, how often the worker died on each, and
+    whether any image of the shard lived through its turn."""
+
+    store: Store
+    shard: int
+    trying: str | None = None
+    deaths: dict[str, int] = field(default_factory=dict)
+    lived: bool = False
+
+    @classmethod
+    def load(cls, outdir: str, shard: int) -> Deaths:
+        """The record as the last try left it, the death it ended with counted."""
+        store = Store(outdir)
+        d = cls(store, shard)
+        if store.exists(rel_of(shard)):
+            was = json.loads(store.read_text(rel_of(shard)))
+            d.deaths, d.lived = dict(was.get("deaths") or {}), bool(was.get("lived"))
+            if was.get("trying") is not None:  # it began that image and never said it ended
+                d.deaths[was["trying"]] = d.deaths.get(was["trying"], 0) + 1
+                d.begin(None)  # counted once, whatever this try dies of next
+        return d
+
+    def begin(self, image_id: str | None) -> None:
+        """Said before an image is begun (None: between images, or done): what the next try
+        counts if this one dies now."""
+        self.trying = image_id
+        self.store.write_atomic(rel_of(self.shard), json.dumps(
+            {"trying": image_id, "deaths": self.deaths, "lived": self.lived}).encode())
+
+    def lived_through(self, image_id: str, colorized: bool) -> None:
+        """Its turn ended. Only a colorized image shows that the worker can colorize: an error
+        or a skip never reached the net."""
+        self.lived = self.lived or colorized
+        self.deaths.pop(image_id, None)  # a death on it was another's doing
+
+    def blamed(self, image_id: str, alone: bool) -> bool:
+        """Died on TRIES times while others of its shard lived (or it is the only one)."""
+        return self.deaths.get(image_id, 0) >= TRIES and (self.lived or alone)
+
+    def hopeless(self, ids: list[str]) -> bool:
+        """None of the shard's images was colorized, and the worker died on SUSPECTS of them or
+        on one TRIES times: it is the worker (too little memory for any of them, or broken)."""
+        if self.lived or len(ids) < 2:
+            return False
+        died = [self.deaths[i] for i in ids if self.deaths.get(i)]
+        return len(died) >= SUSPECTS or max(died, default=0) >= TRIES
+
+    @staticmethod
+    def forget(store: Store, shard: int) -> None:
+        store.remove(rel_of(shard))
+
+    @staticmethod
+    def began(store: Store, shard: int) -> bool:
+        """The last try died with an image begun (the next one can blame it): worth one more."""
+        try:
+            return json.loads(store.read_text(rel_of(shard))).get("trying") is not None
+        except (OSError, ValueError):
+            return False

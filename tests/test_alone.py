@@ -1,0 +1,203 @@
+"""A scan that kills every worker that colorizes it (its memory) becomes its own error row; the
+rest of its shard is colorized, in the bytes an undisturbed run writes; a worker that dies on
+everything blames no scan. Real dask workers, really killed, by what they really hold: a thread
+plays the nanny's memory limit (dask kills a worker past 95 % of it), drawn above what a worker
+holds for the small scans as measured on it, so that the test does not hang on a baseline."""
+
+import os
+import signal
+import threading
+import time
+
+import dask
+import numpy as np
+import psutil
+import pyarrow.parquet as pq
+import pytest
+from distributed import Client, LocalCluster
+from PIL import Image
+
+from pipeline.cli import main
+from pipeline.client.outdir import Outdir
+
+BIG = (7000, 5000)  # 35 MP: a worker holds some 500 MB more while it colorizes it; the small
+# scans some 100 MB more than idle
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    root = tmp_path_factory.mktemp("alone") / "scans"
+    root.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(7):  # manifest order puts the big one among them, in the first shard
+        g = np.clip(np.add.outer(np.arange(48), np.arange(64)) * 2 + rng.integers(0, 30, (48, 64)), 0, 255)
+        Image.fromarray(g.astype(np.uint8)).save(root / f"p{i}.png")
+    w, h = BIG
+    big = (np.add.outer(np.arange(h) // 20, np.arange(w) // 20) % 200 + 30).astype(np.uint8)
+    Image.fromarray(big).save(root / "p2b.png")
+    man = root.parent / "m.parquet"
+    assert main(["scan", str(root), "-o", str(man), "--shard-size", "4", "-q"]) == 0
+    return root, man
+
+
+def run_args(man, out, ckpt, *extra):
+    return ["run", "--manifest", str(man), "-o", str(out), "--checkpoint", ckpt, "--size", "32",
+            "--batch-size", "4", "-q", *extra]
+
+
+def _warm(ckpt: str) -> int:
+    """A worker as it is once it has colorized a small scan: torch and the net loaded."""
+    from pipeline.worker.engine import Colorizer
+
+    Colorizer(ckpt, device="cpu", size=32).predict_ab(np.zeros((4, 32, 32), np.uint8))
+    return psutil.Process().memory_info().rss
+
+
+class MemoryLimit:
+    """Kills a worker (SIGKILL, as dask's nanny does past 95 % of its memory limit) that holds
+    more than `limit` bytes; counts the kills."""
+
+    def __init__(self, client, limit: float):
+        self.client, self.limit, self.kills, self.done = client, limit, 0, threading.Event()
+        self.thread = threading.Thread(target=self.watch, daemon=True)
+
+    def watch(self):
+        while not self.done.is_set():
+            try:
+                pids = self.client.run(os.getpid)
+            except Exception:  # noqa: BLE001 - a worker restarting
+                time.sleep(0.05)
+                continue
+            for pid in pids.values():
+                try:
+                    if psutil.Process(pid).memory_info().rss > self.limit:
+                        os.kill(pid, signal.SIGKILL)
+                        self.kills += 1
+                except psutil.Error:
+                    continue
+            time.sleep(0.01)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.done.set()
+        self.thread.join(5)
+
+
+def rows(out):
+    return {r["source_path"].rsplit("/", 1)[-1]: r for r in Outdir(out).read_results().to_pylist()}
+
+
+def test_a_scan_no_worker_survives_becomes_its_error_row_and_its_shard_commits(archive, ckpt, tmp_path, capsys):
+    root, man = archive
+    clean = tmp_path / "clean"  # the same job, undisturbed: the bytes to expect
+    assert main(run_args(man, clean, ckpt, "--workers", "1")) == 0
+    out = tmp_path / "out"
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1}), \
+            LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0",
+                         memory_limit=0) as cluster, Client(cluster) as client:
+        warm = max(client.run(_warm, ckpt).values())
+        with MemoryLimit(client, warm + 300e6) as limit:
+                assert main(run_args(man, out, ckpt, "--scheduler", cluster.scheduler_address,
+                                 "--retries", "0")) == 0
+    err = "".join(capsys.readouterr())
+    assert limit.kills >= 4, limit.kills  # twice in its batch, twice alone (allowed-failures 1)
+    assert "a worker died each time shard 00000 was tried; trying its images one at a time" in err
+    got, want = rows(out), rows(clean)
+    assert got["p2b.png"]["status"] == "error"
+    why = got["p2b.png"]["error"]
+    assert why.startswith("the worker died each time it colorized this image, 2 times with nothing "
+                          "else in hand (most often its memory: a 7000x5000 scan needs about "), why
+    assert f"colorize run -o {out} --redo {got['p2b.png']['image_id']}" in why
+    # every other scan, its shard's too, as the undisturbed run made it, byte for byte
+    assert [n for n, r in got.items() if r["status"] != "ok"] == ["p2b.png"]
+    for name, r in got.items():
+        if name != "p2b.png":
+            assert (r["output_sha256"], r["output_path"]) == (want[name]["output_sha256"], want[name]["output_path"])
+    assert not list((out / "results").glob(".shard-*"))  # the record went with the commit
+    assert main(["audit", str(out), "-q"]) == 0
+    # and a redo of it with a worker that can hold it colorizes it
+    assert main(["run", "-o", str(out), "--redo", got["p2b.png"]["image_id"], "--workers", "1", "-q"]) == 0
+    assert rows(out)["p2b.png"]["output_sha256"] == want["p2b.png"]["output_sha256"]
+
+
+@pytest.fixture(scope="module")
+def masters(tmp_path_factory):
+    """A shard of four masters none of which a worker can hold, and a shard of small scans."""
+    root = tmp_path_factory.mktemp("masters") / "scans"
+    root.mkdir()
+    w, h = BIG
+    for i in range(4):
+        big = (np.add.outer(np.arange(h) // (20 + i), np.arange(w) // 20) % 200 + 30).astype(np.uint8)
+        Image.fromarray(big).save(root / f"a{i}.png")
+    for i in range(4):
+        Image.fromarray(np.full((48, 64), 60 + 30 * i, np.uint8)).save(root / f"b{i}.png")
+    man = root.parent / "m.parquet"
+    assert main(["scan", str(root), "-o", str(man), "--shard-size", "4", "-q"]) == 0
+    return root, man
+
+
+def test_a_worker_that_dies_on_every_scan_blames_none(masters, ckpt, tmp_path, capsys):
+    """A worker that dies on every image of a shard, each alone: the worker's fault (too little
+    memory for any of them, or broken), not the scans': after three such images the shard fails,
+    saying so, no scan is marked, the other shard commits; the next run starts the count afresh."""
+    _, man = masters
+    out = tmp_path / "out"
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
+            LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0",
+                         memory_limit=0) as cluster, Client(cluster) as client:
+        warm = max(client.run(_warm, ckpt).values())
+        with MemoryLimit(client, warm + 300e6) as limit:
+            assert main(run_args(man, out, ckpt, "--scheduler", cluster.scheduler_address,
+                                 "--retries", "0")) == 1
+    err = "".join(capsys.readouterr())
+    assert limit.kills >= 4, limit.kills  # the batch, then three masters alone
+    assert "a worker died each time shard 00000 was tried; trying its images one at a time" in err
+    assert ("shard 00000 failed: WorkerDies: tried one image at a time, the worker died on 3 of "
+            "them and colorized none (") in err, err
+    assert "it is the worker (too little memory for any of them, or broken), not the scans" in err
+    assert "the shard's largest scan is " in err and "every other shard went on" in err
+    assert not (out / "results" / "shard-00000.parquet").exists()
+    t = pq.read_table(out / "results" / "shard-00001.parquet")
+    assert t.column("status").to_pylist() == ["ok"] * 4
+    assert (out / "results" / ".shard-00000.alone.json").exists()
+    assert main(run_args(man, out, ckpt, "--dry-run")) == 0  # changes nothing
+    assert (out / "results" / ".shard-00000.alone.json").exists()
+    # workers that can hold them: the next run colorizes them, and the last run's count is gone
+    assert main(run_args(man, out, ckpt, "--workers", "1")) == 0
+    assert not list((out / "results").glob(".shard-*"))
+    assert set(pq.read_table(out / "results" / "shard-00000.parquet").column("status").to_pylist()) == {"ok"}
+
+
+def test_the_record_of_deaths(tmp_path):
+    """The rules on their own: a death counts once, on the image begun; blamed after two while
+    others lived; the worker, not the scans, when nothing lived."""
+    from pipeline.client.alone import Deaths
+
+    d = Deaths.load(str(tmp_path), 7)
+    assert (d.deaths, d.lived) == ({}, False)
+    (tmp_path / "results").mkdir()
+    d.begin("a")  # ... and the worker died
+    d = Deaths.load(str(tmp_path), 7)
+    assert d.deaths == {"a": 1} and d.trying is None
+    assert Deaths.load(str(tmp_path), 7).deaths == {"a": 1}  # counted once, however often read
+    assert not d.blamed("a", alone=False) and not d.hopeless(["a", "b", "c"])
+    d.begin("b")
+    d.lived_through("b", colorized=False)  # an error row: says nothing of the worker
+    assert not d.lived
+    d.begin("c")  # died
+    d = Deaths.load(str(tmp_path), 7)
+    d.begin("a")  # died again: twice alone, but nothing lived yet: the worker's fault so far
+    d = Deaths.load(str(tmp_path), 7)
+    assert d.deaths == {"a": 2, "c": 1} and d.hopeless(["a", "b", "c"])
+    d.lived_through("b", colorized=True)
+    assert d.blamed("a", alone=False) and not d.hopeless(["a", "b", "c"])
+    d.lived_through("c", colorized=True)  # it lived this time: its death was another's doing
+    assert d.deaths == {"a": 2}
+    one = Deaths.load(str(tmp_path), 8)
+    one.deaths = {"x": 2}
+    assert one.blamed("x", alone=True) and not one.hopeless(["x"])
+    Deaths.forget(one.store, 7)
+    assert not Deaths.began(one.store, 7) and Deaths.load(str(tmp_path), 7).deaths == {}

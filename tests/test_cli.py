@@ -700,8 +700,8 @@ def test_workers_too_small_for_the_model_or_the_largest_scan_are_said_before_any
     said = check(2e9, 0)  # 0: no limit
     assert said == [f"colorize: worker n0 may run out of memory on the largest scans ({t.column('path')[0]}, "
                     "11000x11000, and those held with it: about 2.8 GB with the model): dask would "
-                    "restart it and its shard fail after --retries; give it 3 GB or more (dask "
-                    "worker --memory-limit)"]
+                    "restart it, the shard go one scan at a time (slower), and a scan too large "
+                    "alone end as its error row; give it 3 GB or more (dask worker --memory-limit)"]
     assert check(8e9, 16e9) == []
     # masters all as large: a worker colours one per thread and holds a batch and those read
     # ahead decoded (the estimate said 2.8 GB where twelve 28.8-MP scans took 2.71 measured)

@@ -386,8 +386,9 @@ def check_worker_memory(client, manifest: str, log, batch_size: int = 8, threads
         log(f"colorize: {_names(short)} may run out of memory on the largest scans ({big[0]}, "
             f"{big[1]}x{big[2]}, and those held with it: about {(MODEL_BYTES + big[3]) / GB:.1f} GB "
             "with the model): dask "
-            f"would restart {'it' if len(short) == 1 else 'them'} and its shard fail after "
-            f"--retries; give {'it' if len(short) == 1 else 'them'} {want:.0f} GB or more ({fix})")
+            f"would restart {'it' if len(short) == 1 else 'them'}, the shard go one scan at a "
+            "time (slower), and a scan too large alone end as its error row; give "
+            f"{'it' if len(short) == 1 else 'them'} {want:.0f} GB or more ({fix})")
 
 
 def _names(workers: list[dict]) -> str:

@@ -621,7 +621,21 @@ def test_a_scheduler_that_cannot_be_reached_pins_nothing(tmp_path, ckpt, capsys,
     assert rc == 75
     assert f"cannot reach the dask scheduler at tcp://127.0.0.1:{port}" in capsys.readouterr().err
     assert json.loads((tmp_path / "s.json").read_text())["outcome"] == "unavailable"
-    assert not (out / "job.json").exists()
+    assert not out.exists()  # "nothing ran": no empty OUTDIR left behind either
+    out.mkdir()  # the user's own folder stays, and what is in it
+    (out / "notes.txt").write_text("mine")
+    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
+        assert main(["run", "--manifest", str(man), "-o", str(out / "deep" / "er"), "--checkpoint", ckpt,
+                     "-q", "--scheduler", f"tcp://127.0.0.1:{port}"]) == 75
+        assert main(["run", "--manifest", str(man), "-o", str(out), "--checkpoint", ckpt, "-q",
+                     "--scheduler", f"tcp://127.0.0.1:{port}"]) == 2  # not an OUTDIR: refused
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
+        assert main(["run", "--manifest", str(man), "-o", str(empty), "--checkpoint", ckpt, "-q",
+                     "--scheduler", f"tcp://127.0.0.1:{port}"]) == 75
+    assert empty.is_dir() and not list(empty.iterdir())
 
 
 @pytest.mark.parametrize("greeting, said", [

@@ -3,6 +3,7 @@ shards in flight on the cluster (cluster.py), the run's totals (metrics.py); and
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import importlib.util
 import os
@@ -55,7 +56,7 @@ from pipeline.client.state import (
     refusal,
     resolve_checkpoint,
 )
-from pipeline.errors import JobError, RunFailed, plural
+from pipeline.errors import JobError, RunFailed, Unavailable, plural
 from pipeline.storage import Store, is_url
 from pipeline.worker.device import device_type, peak_rss_mb
 from pipeline.worker.writers import resolve_columns
@@ -111,9 +112,10 @@ def _say_unnamed(o: JobSpec, mapping: str, log) -> None:
             "not name their objects; say which with --metadata-columns identifier=COLUMN,title=COLUMN")
 
 
-def _writable(outdir: Outdir, create: bool) -> None:
+def _writable(outdir: Outdir, create: bool) -> list[str]:
     """OUTDIR can take the outputs (permissions, a read-only mount, room on its disk): asked
-    before the run, one message, not a failure in every shard."""
+    before the run, one message, not a failure in every shard. Returns the folders it made."""
+    made = _new_folders(outdir) if create else []
     try:
         outdir.store.check_writable(create=create)
     except PermissionError as e:
@@ -124,6 +126,34 @@ def _writable(outdir: Outdir, create: bool) -> None:
             raise
         raise JobError(f"{e.filename}: no room for the outputs ({e.strerror}); free some space on "
                        "its disk, or choose another OUTDIR, and run again (nothing was started)") from None
+    return made
+
+
+def _new_folders(outdir: Outdir) -> list[str]:
+    """The folders a run would make for OUTDIR (its own, and parents that are not there yet),
+    deepest first."""
+    if not outdir.store.local:
+        return []
+    top = os.path.abspath(outdir.store.full(""))
+    made = [d for d in (os.path.join(top, Outdir.IMAGES), os.path.join(top, Outdir.RESULTS))
+            if not os.path.lexists(d)]
+    while not os.path.lexists(top):
+        made.append(top)
+        top = os.path.dirname(top)
+    return made
+
+
+@contextlib.contextmanager
+def _unmade_if_unavailable(made: list[str]):
+    """A scheduler that cannot be reached (or no GPU worker joining) ran nothing: the folders
+    this run made for a new OUTDIR go again, where still empty (never anything else)."""
+    try:
+        yield
+    except Unavailable:
+        for d in made:
+            with contextlib.suppress(OSError):  # not empty: something is in it, kept
+                os.rmdir(d)
+        raise
 
 
 def run_job(o: JobSpec, log=print, redo: tuple[dict[int, set[str]], dict] | None = None) -> dict:
@@ -135,10 +165,10 @@ def run_job(o: JobSpec, log=print, redo: tuple[dict[int, set[str]], dict] | None
     sizes = shard_sizes(o.manifest)
     check_outdir_apart(outdir.store, o.manifest)
     outdir.check_ours()
-    _writable(outdir, create=not o.dry_run)
+    made = _writable(outdir, create=not o.dry_run)
     if o.dry_run:
         return _dry_run(o, outdir, spec, sizes, log, redo)
-    with outdir.lock(), external_client(o) as external:
+    with _unmade_if_unavailable(made), outdir.lock(), external_client(o) as external:
         if external is not None and o.device == "cuda":  # before the job is written: pins nothing
             wait_for_resource(external, "GPU", o.resource_timeout, log)
         fp = check_or_write_job(outdir, spec, o.restart, log)

@@ -4,6 +4,7 @@ encodings, other column names, mistakes between lists and manifests, and the res
 import csv
 import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
+
+from pipeline.client.outdir import Outdir
 
 
 def run_cli(*args):
@@ -103,6 +106,16 @@ def test_export_writes_one_line_per_image_carried_columns_first(scans, tmp_path,
     assert [r["path"] for r in rows] == ["b.png", "c.png", "nope.png"]  # its path cells as written
     assert [(r["accession"], r["status"]) for r in rows] == [("A-1", "ok"), ("A-2", "ok"),
                                                               ("A-3", "error")]
+    t = Outdir(out).read_results().sort_by("image_id")
+    secs = {r["image_id"]: r["seconds"] for r in t.to_pylist()}
+    assert all(re.fullmatch(r"\d+\.\d{3}", r["seconds"]) for r in rows)  # to the millisecond
+    assert sorted(float(r["seconds"]) for r in rows) == sorted(round(v, 3) for v in secs.values())
+    assert re.fullmatch(r"\d+\.\d{3}", rows[0]["colorfulness"]) and rows[2]["colorfulness"] == ""
+    assert run_cli("export", out, tmp_path / "semi.csv", "--delimiter", ";").returncode == 0
+    with open(tmp_path / "semi.csv", newline="", encoding="utf-8-sig") as f:
+        semi = list(csv.DictReader(f, delimiter=";"))
+    # a decimal comma, as the Excel of the locales that write ';' reads a number
+    assert [r["seconds"] for r in semi] == [r["seconds"].replace(".", ",") for r in rows]
     r = run_cli("export", out, tmp_path / "results.csv")
     assert r.returncode == 2 and "--force" in r.stderr
     # the job's own files are never replaced, --force or not (a slip replaced the manifest and

@@ -116,9 +116,21 @@ def write_csv(path: str, header: list[str], rows: list[list], delimiter: str, en
     buf = io.StringIO(newline="")
     w = csv.writer(buf, delimiter=delimiter, lineterminator="\r\n")  # as Excel writes
     w.writerow(header)
-    w.writerows([["" if v is None else v for v in r] for r in rows])
+    w.writerows([[_csv_cell(v, delimiter) for v in r] for r in rows])
     data = buf.getvalue().encode(encoding)
     _write_new(path, data)
+
+
+def _csv_cell(v, delimiter: str):
+    """Our numbers as people read them (0.046 s, not 0.04612837701290846); in a ';' file with a
+    decimal comma, as the locales whose Excel writes ';' read it (a '0.046' there became text,
+    and some such cells dates). The catalogue's cells are text, written as they are."""
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        text = f"{v:.3f}"
+        return text.replace(".", ",") if delimiter == ";" else text
+    return v
 
 
 # A cell Excel takes for a formula when it opens a CSV: written as it is (the record as the

@@ -945,6 +945,12 @@ def test_a_curator_reviews_in_a_real_browser(job, tmp_path):
             page.wait_for_function("document.getElementById('saved').textContent.startsWith('NOT saved: the verdict')")
             assert page.inner_text("#verdict") == "retouch"
             assert reviews.Journal(out).state()[hinted]["verdict"] == "retouch"
+            # the undo not done is kept: asked again, it puts this page's back over theirs
+            assert page.inner_text("#saved").endswith("press u again to put back what this page had over it")
+            page.keyboard.press("u")
+            page.wait_for_function("document.getElementById('verdict').textContent == 'not reviewed'"
+                                   " && document.getElementById('saved').textContent == 'undone'")
+            assert reviews.Journal(out).state()[hinted].get("verdict") is None
             tab2.close()
             page.keyboard.press("Escape")
             page.wait_for_selector(".card")

@@ -339,7 +339,7 @@ async function send(id, kind, value, ids, force) {
   // an undo puts back what this page had, on its own edit only: one made since in another
   // tab or by another curator is not overwritten unseen (refused, and shown, as any edit is)
   const own = ((S.lastRev || {})[id] || {})[kind];
-  if (one && force && own !== undefined) body.base = own;
+  if (one && force === true && own !== undefined) body.base = own;  // "over": asked twice, no base
   // a note saves at each pause in typing: said beside it, not announced every time
   const tell = kind === "note" && one ? (t) => { $("saved").textContent = t; } : say;
   tell("saving…");
@@ -604,8 +604,9 @@ async function undo() {
     return;
   }
   const here = S.view && S.row.image_id === u.id;
+  const refused = S.refused;
+  if (!await save(u.kind, u.value, undefined, u.over ? "over" : true, u.id)) return kept(u, refused);
   if (here) {
-    if (!await save(u.kind, u.value, undefined, true)) return;  // refused: the page says why
     if (u.kind === "hints") { S.hints = u.value.map((h) => ({ ...h })); S.review.hints = u.value; renderHints(); preview(); }
     if (u.kind === "verdict") { S.review.verdict = u.value; showVerdict(); }
     if (u.kind === "note") { S.review.note = u.value; $("note").value = u.value || ""; }
@@ -613,10 +614,17 @@ async function undo() {
     return;
   }
   // another image's edit: said by name; the view keeps its place (next/previous walk on from it)
-  if (!await save(u.kind, u.value, undefined, true, u.id)) return;
   const r = S.rows.find((x) => x.image_id === u.id);
   say(`undone: the ${u.kind} of ${r ? label(r) : u.id}`);
   if (S.view) refreshCounts(); else loadPage();
+}
+
+// An undo not done stays the next one: refused (an edit made since, in another tab or by
+// another curator: the page shows it now), the next u puts this page's back over it, knowingly;
+// not sent (the server gone), the next u tries again.
+function kept(u, refused) {
+  S.undo.push({ ...u, over: S.refused !== refused });
+  if (S.refused !== refused) say(`${$("status").textContent}; press u again to put back what this page had over it`);
 }
 
 // --- reference image: sample a colour from a photo the curator opens beside it -------------------

@@ -395,3 +395,19 @@ def test_finder_files_a_catalogue_names_are_said_to_be_finder_files(tmp_path):
     for data, says in ((apple, "a macOS AppleDouble file"), (store, "an operating system's folder file")):
         with pytest.raises(DecodeError, match=says):
             decode(io.BytesIO(data))  # by its bytes: a worker reads them without the name
+
+
+def test_a_preview_decodes_a_jpeg_reduced_and_never_smaller_than_asked(tmp_path):
+    """The review's thumbnails of gray JPEG scans: decoded at 1/2-1/8 of their size (Pillow's
+    draft), at least as large as the thumbnail; other formats, and outputs (no preview), whole."""
+    a = (np.add.outer(np.arange(1200) // 3, np.arange(1600) // 4) % 256).astype(np.uint8)
+    Image.fromarray(a).save(tmp_path / "s.jpg", quality=90)
+    Image.fromarray(a).save(tmp_path / "s.png")
+    assert decode(tmp_path / "s.jpg").gray.shape == (1200, 1600)
+    assert decode(tmp_path / "s.jpg", preview=300).gray.shape == (300, 400)  # 1/4: 1/8 is under 300
+    assert decode(tmp_path / "s.jpg", preview=150).gray.shape == (150, 200)  # 1/8, the most
+    assert decode(tmp_path / "s.jpg", preview=700).gray.shape == (1200, 1600)  # 1/2 would be under
+    assert decode(tmp_path / "s.png", preview=300).gray.shape == (1200, 1600)
+    small = decode(tmp_path / "s.jpg", preview=300).gray.astype(float)
+    whole = np.asarray(Image.fromarray(decode(tmp_path / "s.jpg").gray).resize((400, 300), Image.BOX), float)
+    assert np.abs(small - whole).mean() < 3  # the same picture, smaller

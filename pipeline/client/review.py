@@ -433,7 +433,7 @@ def _jpeg(path: str, which: str, colour: bool, width: int, limit: int) -> bytes 
     try:
         raw = read_source(path) if which == "source" else Path(path).read_bytes()
         if which == "source" and not colour:
-            d = decode(io.BytesIO(raw), limit)
+            d = decode(io.BytesIO(raw), limit, preview=width)  # a JPEG at 1/2-1/8 where enough
             im = Image.fromarray(d.gray if d.gray.dtype.itemsize == 1 else (d.gray >> 8).astype("uint8"), "L")
         else:  # ours: its size was checked when its source was read
             im = open_within(raw, limit if colour else None)

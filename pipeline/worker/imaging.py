@@ -462,8 +462,11 @@ def _stated(src: Image.Image) -> dict:
     return info
 
 
-def decode(path: str | os.PathLike | io.BytesIO, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
-    """Decode to lightness with orientation applied. Raises DecodeError with a clear reason."""
+def decode(path: str | os.PathLike | io.BytesIO, max_pixels: int = DEFAULT_MAX_PIXELS,
+           preview: int = 0) -> Decoded:
+    """Decode to lightness with orientation applied. Raises DecodeError with a clear reason.
+    preview: a JPEG is decoded at 1/2-1/8 of its size where it stays at least this wide and
+    high (a thumbnail's; its sizes are then the reduced picture's: never for an output)."""
     if isinstance(path, (str, os.PathLike)) and (why := not_read_here(str(path))):
         raise DecodeError(why)
     with _open(path, max_pixels) as src:  # multi-page TIFFs keep their file open until closed
@@ -478,6 +481,8 @@ def decode(path: str | os.PathLike | io.BytesIO, max_pixels: int = DEFAULT_MAX_P
             if fmt == "JPEG2000" and not info.get("xmp"):  # Pillow reads no JP2 box of XMP
                 info["xmp"] = jp2_xmp(_raw_bytes(path))
             tiff_orientation = _tiff_orientation(src)
+            if preview and fmt == "JPEG":
+                src.draft(src.mode, (preview, preview))
             with warnings.catch_warnings(record=True) as caught:
                 _record_warnings()
                 src.load()

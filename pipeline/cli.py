@@ -804,11 +804,12 @@ def _audit_notes(r: dict, outdir: str) -> list[str]:
 
     if r.get("report_error"):  # a read-only OUTDIR: the notes that point to no file, and the reasons
         said = [n for n in _audit_notes({**r, "report_error": None, "errors": [], "skipped": [],
-                                         "record_outdated": [], "copies": []}, outdir)]
+                                         "record_outdated": [], "copies": [], "gone": []}, outdir)]
         return said + [f"{plural(len(rows), 'image')} {what}: " + "; ".join(
-            f"{x['source_path']!r} ({x['error']})" for x in rows[:10]) + (f" ... and {len(rows) - 10} more"
-                                                                       if len(rows) > 10 else "")
-            for rows, what in ((r["errors"], "could not be colorized"), (r["skipped"], "skipped as colour"))
+            f"{x['source_path']!r}" + (f" ({x['error']})" if x.get("error") else "") for x in rows[:10])
+            + (f" ... and {len(rows) - 10} more" if len(rows) > 10 else "")
+            for rows, what in ((r["errors"], "could not be colorized"), (r["skipped"], "skipped as colour"),
+                               (r.get("gone") or [], "whose original the last scan did not find (kept)"))
             if rows]
     out = []
     if r.get("copies"):

@@ -878,6 +878,11 @@ def test_an_audit_of_a_read_only_outdir_says_its_reasons_where_it_can(tmp_path, 
     assert main(["scan", str(src), "-o", str(man), "-q"]) == 0
     assert main(["run", "--manifest", str(man), "-o", str(out), "--size", "32", "--checkpoint", ckpt,
                  "--workers", "1", "-q"]) == 0
+    Image.new("L", (24, 16), 90).save(src / "gone.png")  # one more, done, then its original gone
+    assert main(["scan", str(src), "-o", str(man), "-q"]) == 0
+    assert main(["run", "-o", str(out), "--workers", "1", "-q"]) == 0
+    (src / "gone.png").unlink()
+    assert main(["scan", str(src), "-o", str(man), "-q"]) == 0
     capsys.readouterr()
 
     def read_only(self, *a, **k):
@@ -888,4 +893,6 @@ def test_an_audit_of_a_read_only_outdir_says_its_reasons_where_it_can(tmp_path, 
     said = capsys.readouterr().out
     assert "no report written (Read-only file system" in said and "(reasons below)" in said
     assert f"1 image could not be colorized: '{src / 'broken.jpg'}' (" in said
+    assert f"1 image whose original the last scan did not find (kept): '{src / 'gone.png'}'" in said
     assert "audit-errors.txt" not in said and "audit.html" not in said.replace("no report", "")
+    assert "audit.json" not in said

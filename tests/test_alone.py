@@ -175,14 +175,19 @@ def test_the_record_of_deaths(tmp_path):
     """The rules on their own: a death counts once, on the image begun; blamed after two while
     others lived; the worker, not the scans, when nothing lived."""
     from pipeline.client.alone import Deaths
+    from pipeline.storage import Store
 
+    (tmp_path / "results").mkdir()
+    assert Deaths.said(Store(str(tmp_path)), 7) == (0, False)  # no try started yet
     d = Deaths.load(str(tmp_path), 7)
     assert (d.deaths, d.lived) == ({}, False)
-    (tmp_path / "results").mkdir()
+    assert Deaths.said(d.store, 7) == (1, False)  # a try started (said before the model loads)
     d.begin("a")  # ... and the worker died
+    assert Deaths.said(d.store, 7) == (1, True)
     d = Deaths.load(str(tmp_path), 7)
     assert d.deaths == {"a": 1} and d.trying is None
     assert Deaths.load(str(tmp_path), 7).deaths == {"a": 1}  # counted once, however often read
+    assert Deaths.said(d.store, 7) == (3, False)
     assert not d.blamed("a", alone=False) and not d.hopeless(["a", "b", "c"])
     d.begin("b")
     d.lived_through("b", colorized=False)  # an error row: says nothing of the worker
@@ -200,4 +205,4 @@ def test_the_record_of_deaths(tmp_path):
     one.deaths = {"x": 2}
     assert one.blamed("x", alone=True) and not one.hopeless(["x"])
     Deaths.forget(one.store, 7)
-    assert not Deaths.began(one.store, 7) and Deaths.load(str(tmp_path), 7).deaths == {}
+    assert Deaths.said(one.store, 7) == (0, False) and Deaths.load(str(tmp_path), 7).deaths == {}

@@ -42,18 +42,23 @@ class Deaths:
     trying: str | None = None
     deaths: dict[str, int] = field(default_factory=dict)
     lived: bool = False
+    tries: int = 0  # tries that started (a queued try dies with a worker killed by another's)
 
     @classmethod
     def load(cls, outdir: str, shard: int) -> Deaths:
-        """The record as the last try left it, the death it ended with counted."""
+        """The record as the last try left it, the death it ended with counted, and this try
+        counted as started (said at once: the client tells a try that never started from one
+        that died)."""
         store = Store(outdir)
         d = cls(store, shard)
         if store.exists(rel_of(shard)):
             was = json.loads(store.read_text(rel_of(shard)))
             d.deaths, d.lived = dict(was.get("deaths") or {}), bool(was.get("lived"))
+            d.tries = int(was.get("tries") or 0)
             if was.get("trying") is not None:  # it began that image and never said it ended
                 d.deaths[was["trying"]] = d.deaths.get(was["trying"], 0) + 1
-                d.begin(None)  # counted once, whatever this try dies of next
+        d.tries += 1
+        d.begin(None)  # counted once, whatever this try dies of next
         return d
 
     def begin(self, image_id: str | None) -> None:
@@ -61,7 +66,7 @@ class Deaths:
         counts if this one dies now."""
         self.trying = image_id
         self.store.write_atomic(rel_of(self.shard), json.dumps(
-            {"trying": image_id, "deaths": self.deaths, "lived": self.lived}).encode())
+            {"trying": image_id, "deaths": self.deaths, "lived": self.lived, "tries": self.tries}).encode())
 
     def lived_through(self, image_id: str, colorized: bool) -> None:
         """Its turn ended. Only a colorized image shows that the worker can colorize: an error
@@ -86,9 +91,10 @@ class Deaths:
         store.remove(rel_of(shard))
 
     @staticmethod
-    def began(store: Store, shard: int) -> bool:
-        """The last try died with an image begun (the next one can blame it): worth one more."""
+    def said(store: Store, shard: int) -> tuple[int, bool]:
+        """(tries started, whether the last died with an image begun) as the record says."""
         try:
-            return json.loads(store.read_text(rel_of(shard))).get("trying") is not None
-        except (OSError, ValueError):
-            return False
+            was = json.loads(store.read_text(rel_of(shard)))
+        except (OSError, ValueError):  # none yet: no try has started
+            return 0, False
+        return int(was.get("tries") or 0), was.get("trying") is not None

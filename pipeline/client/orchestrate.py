@@ -397,6 +397,7 @@ class _Shards:
         self.client, self.job, self.work, self.resources = client, job, work, resources
         self.outdir, self.log = outdir, log
         self.alone: Counter = Counter()  # shard -> times sent back with its images one at a time
+        self.started: dict[int, int] = {}  # shard -> its tries started when it was last sent
         self.tasks: dict = {}  # a future's key -> its task
         self.ac = None  # the as_completed the run waits on
 
@@ -418,8 +419,13 @@ class _Shards:
             Deaths.forget(self.outdir.store, s)  # this run's record: a killed run's is no evidence
             self.log(f"colorize: a worker died each time shard {s:05d} was tried; trying its "
                      "images one at a time, to find any that a worker cannot colorize")
-        elif not Deaths.began(self.outdir.store, s):
-            return False
+        else:
+            tries, began = Deaths.said(self.outdir.store, s)
+            # a try that never started died queued on a worker another shard's scan killed:
+            # not its failure; one that started and died with no image begun has failed
+            if tries != self.started.get(s) and not began:
+                return False
+        self.started[s] = Deaths.said(self.outdir.store, s)[0]
         self.ac.add(self.submit(self.tasks[fut.key], one_at_a_time=True))
         return True
 

@@ -188,7 +188,7 @@ def open_within(data: bytes, max_pixels: int | None) -> Image.Image:
             Image.MAX_IMAGE_PIXELS = before
 
 
-def _open(path: str | os.PathLike | io.BytesIO, max_pixels: int) -> Image.Image:
+def _open(path: str | os.PathLike | io.BytesIO, max_pixels: int, preview: int = 0) -> Image.Image:
     try:
         with _PIXELS, warnings.catch_warnings(record=True) as caught:  # a run's log is for users:
             _record_warnings()  # Pillow's warnings name no file; they become notes (decode)
@@ -235,6 +235,8 @@ def _open(path: str | os.PathLike | io.BytesIO, max_pixels: int) -> Image.Image:
     if w < 1 or h < 1:
         im.close()
         raise DecodeError(f"degenerate size {w}x{h}")
+    if preview and im.format == "JPEG":  # a thumbnail's: 1/2-1/8 of its size, still this large
+        im.draft(im.mode, (preview, preview))
     return im
 
 
@@ -464,12 +466,11 @@ def _stated(src: Image.Image) -> dict:
 
 def decode(path: str | os.PathLike | io.BytesIO, max_pixels: int = DEFAULT_MAX_PIXELS,
            preview: int = 0) -> Decoded:
-    """Decode to lightness with orientation applied. Raises DecodeError with a clear reason.
-    preview: a JPEG is decoded at 1/2-1/8 of its size where it stays at least this wide and
-    high (a thumbnail's; its sizes are then the reduced picture's: never for an output)."""
+    """Decode to lightness with orientation applied (DecodeError: a clear reason). preview: a
+    thumbnail's size: a JPEG decodes reduced, its sizes then the reduced picture's (no output)."""
     if isinstance(path, (str, os.PathLike)) and (why := not_read_here(str(path))):
         raise DecodeError(why)
-    with _open(path, max_pixels) as src:  # multi-page TIFFs keep their file open until closed
+    with _open(path, max_pixels, preview) as src:  # multi-page TIFFs keep their file open until closed
         notes: list[str] = []
         try:
             fmt, src_mode = src.format or "", src.mode
@@ -481,8 +482,6 @@ def decode(path: str | os.PathLike | io.BytesIO, max_pixels: int = DEFAULT_MAX_P
             if fmt == "JPEG2000" and not info.get("xmp"):  # Pillow reads no JP2 box of XMP
                 info["xmp"] = jp2_xmp(_raw_bytes(path))
             tiff_orientation = _tiff_orientation(src)
-            if preview and fmt == "JPEG":
-                src.draft(src.mode, (preview, preview))
             with warnings.catch_warnings(record=True) as caught:
                 _record_warnings()
                 src.load()

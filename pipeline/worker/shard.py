@@ -228,14 +228,14 @@ class _Alone(_Flow):
     for one image does not depend on the others in the batch)."""
 
     def run(self, rows: list[dict]) -> float:
+        mine = [r for r in rows if self.wanted(r["image_id"])]
+        ids = [r["image_id"] for r in mine]
+        if not mine:
+            return 0.0
+        said = Deaths.load(self.job.outdir, mine[0]["shard"])  # this try has started
         ts = time.perf_counter()
         self.net = self.job.colorizer()  # before anything is begun: a death here blames no image
         setup = time.perf_counter() - ts
-        mine = [r for r in rows if self.wanted(r["image_id"])]
-        ids = [r["image_id"] for r in mine]
-        said = Deaths.load(self.job.outdir, mine[0]["shard"]) if mine else None
-        if said is None:
-            return setup
         if said.hopeless(ids):
             died = [r["path"] for r in mine if said.deaths.get(r["image_id"])]
             raise WorkerDies(f"tried one image at a time, the worker died on {len(died)} of them "

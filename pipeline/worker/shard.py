@@ -233,14 +233,14 @@ class _Alone(_Flow):
         if not mine:
             return 0.0
         said = Deaths.load(self.job.outdir, mine[0]["shard"])  # this try has started
-        ts = time.perf_counter()
-        self.net = self.job.colorizer()  # before anything is begun: a death here blames no image
-        setup = time.perf_counter() - ts
         if said.hopeless(ids):
             died = [r["path"] for r in mine if said.deaths.get(r["image_id"])]
             raise WorkerDies(f"tried one image at a time, the worker died on {len(died)} of them "
                              f"and colorized none ({', '.join(died[:3])}): it is the worker "
                              "(too little memory for any of them, or broken), not the scans")
+        ts = time.perf_counter()
+        self.net = self.job.colorizer()  # before anything is begun: a death here blames no image
+        setup = time.perf_counter() - ts
         for row in sorted(mine, key=lambda r: said.deaths.get(r["image_id"], 0)):
             options = self.options.get(row["image_id"])
             if said.blamed(row["image_id"], alone=len(mine) == 1):

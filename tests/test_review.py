@@ -868,9 +868,22 @@ def test_a_curator_reviews_in_a_real_browser(job, tmp_path):
             page.keyboard.press("Enter")
             page.wait_for_function("document.getElementById('after-cap').textContent.startsWith('preview with 1')",
                                    timeout=60000)
-            page.keyboard.press("Escape")
+            # the run made in a terminal while the image is open: its new output comes without a reload
             r = run_cli("run", "-o", out, "--hinted", "--workers", "1", "--quiet")
             assert r.returncode == 0, r.stderr
+            made = results(out)[hinted]["output_sha256"]
+            page.wait_for_function("document.getElementById('saved').textContent == "
+                                   "'the run remade this image: its new output is shown'")
+            assert page.evaluate("S.row.hints") == 1 and page.inner_text("#after-cap") == "after"
+            assert f"&v={made[:12]}&" in page.evaluate("document.getElementById('after').src")
+            page.keyboard.press("Escape")
+            page.wait_for_selector(f".card[data-id='{hinted}'][data-pictures*='{made}']")
+            # another curator's note shows on the grid as it stands, its thumbnails not asked for again
+            page.evaluate("document.querySelectorAll('.card img').forEach((im) => { im.dataset.was = '1'; })")
+            stays = page.evaluate(f"S.rows.find((r) => r.image_id != '{hinted}' && r.image_id != '{first}').image_id")
+            post(url, "/api/review", {"image_id": stays, "kind": "note", "value": "seen in the other room"})
+            page.wait_for_selector(f".card[data-id='{stays}'] .badge.note")
+            assert page.evaluate("[...document.querySelectorAll('.card img')].every((im) => im.dataset.was)")
             page.reload()  # everything kept
             page.wait_for_selector(".card")
             counts = page.inner_text("#filters")

@@ -30,7 +30,10 @@ function say(text) {
   $("status").classList.toggle("bad", text.startsWith("NOT"));
   if (S.view) { $("saved").textContent = text; $("saved").classList.toggle("bad", text.startsWith("NOT")); }
 }
-const img = (id, which, w) => `/img/${encodeURIComponent(id)}/${which}?w=${w}&t=${encodeURIComponent(TOKEN)}`;
+// v: which bytes the picture is of, so that an output a run remade is asked for anew (a browser
+// does not load a URL it already shows again)
+const img = (r, which, w) => `/img/${encodeURIComponent(r.image_id)}/${which}?w=${w}&v=` +
+  `${((which === "source" ? r.source_sha256 : r.output_sha256) || "").slice(0, 12)}&t=${encodeURIComponent(TOKEN)}`;
 // The image view asks for a screenful (a 100-MP master is ~30 MB as a JPEG, and slow to make);
 // zoomed to 1:1 it asks for the picture as large as it is (w=0).
 const SCREEN = 2560;
@@ -87,13 +90,21 @@ async function loadPage() {
     S.page = d.pages - 1;
     return loadPage();
   }
+  showPage(d);
+  writePlace();
+}
+// keep: the same image stays current where it is still listed (the page drawn again as a run
+// commits); a page the curator asked for keeps the place (a verdict given under "not reviewed"
+// takes its card away: the next one is current)
+function showPage(d, keep = false) {
+  const id = keep && S.rows[S.cur] && S.rows[S.cur].image_id;
   S.rows = d.rows;
-  S.cur = Math.min(S.cur, Math.max(0, d.rows.length - 1));
+  const at = keep ? S.rows.findIndex((r) => r.image_id === id) : -1;
+  S.cur = at >= 0 ? at : Math.min(S.cur, Math.max(0, d.rows.length - 1));
   S.pages = d.pages;
   renderFilters(d);
   renderGrid();
   if (!d.rows.length) $("grid").textContent = "no image matches this filter and search";
-  writePlace();
 }
 
 // Where the curator is (filter, search, sort, page, the image open) lives in the URL's hash: a
@@ -128,6 +139,7 @@ async function refreshCounts() {
 }
 
 function renderFilters(d) {
+  S.counts = d.counts;
   $("page-label").textContent = `page ${d.page + 1} of ${d.pages} (${d.total} images)`;
   const nav = $("filters");
   const had = nav.contains(document.activeElement);  // pressed from the keyboard: it keeps the focus
@@ -156,9 +168,13 @@ function label(r) {
   return [...(key ? [key] : []), ...rest].map(([, v]) => isolate(v)).concat(isolate(name)).join(" · ");
 }
 
+// What a card's pictures show: drawn again (a verdict, a selection, a run's new shard), a card
+// keeps its thumbnails unless the run remade them, so the server is not asked for 100 again.
+const pictureKey = (r) => [r.image_id, r.status, r.output_sha256, r.source_sha256].join("|");
 function renderGrid() {
   const g = $("grid");
   const had = g.contains(document.activeElement);  // a card had the focus: the current one keeps it
+  const pairs = new Map([...g.querySelectorAll(".card")].map((c) => [c.dataset.pictures, c.querySelector(".pair")]));
   g.innerHTML = "";
   S.rows.forEach((r, i) => {
     const c = document.createElement("div");
@@ -170,10 +186,13 @@ function renderGrid() {
       r.note ? `<span class="badge note" title="has a note">note</span>` : ""].filter((x) => x).join(" ") + " ";
     // a thumbnail that failed once (an unreadable scan) is not asked for again on every refresh
     const thumb = (which) => (S.broken.has(r.image_id + which) ? `<span class="nothumb">unreadable</span>` :
-      `<img loading="lazy" src="${img(r.image_id, which, 240)}" alt="" data-which="${which}">`);
-    c.innerHTML = `<div class="pair">${thumb("source")}${r.status === "ok" ? thumb("output") : ""}</div>` +
+      `<img loading="lazy" src="${img(r, which, 240)}" alt="" data-which="${which}">`);
+    c.dataset.pictures = pictureKey(r);
+    const kept = pairs.get(c.dataset.pictures);
+    c.innerHTML = (kept ? "" : `<div class="pair">${thumb("source")}${r.status === "ok" ? thumb("output") : ""}</div>`) +
       `<div class="label">${badges}<span class="name"></span></div>`;
-    c.querySelectorAll(".pair img").forEach((im) => {
+    if (kept) c.prepend(kept);  // with its handlers
+    else c.querySelectorAll(".pair img").forEach((im) => {
       im.onerror = () => { S.broken.add(r.image_id + im.dataset.which); im.replaceWith(Object.assign(
         document.createElement("span"), { className: "nothumb", textContent: "unreadable" })); };
     });
@@ -230,8 +249,25 @@ async function openView() {
   if (vg !== S.viewGen) return;
   const d = await getJSON("/api/image/" + encodeURIComponent(r.image_id));
   if (vg !== S.viewGen) return;
+  fill(d);
+  $("title").textContent = label(r);
+  document.title = "Review: " + label(r).replace(/[\u2068\u2069]/g, "");
+  $("before").alt = "before: " + $("title").textContent;
+  $("after").alt = "after: " + $("title").textContent;
+  if (!$("side").contains(document.activeElement) && !$("after-frame").contains(document.activeElement)) $("title").focus();
+  $("saved").textContent = "";
+  writePlace();
+  const pal = await getJSON("/api/colours/" + encodeURIComponent(r.image_id));
+  if (vg !== S.viewGen) return;
+  $("palette").innerHTML = "";
+  for (const c of pal.colours) $("palette").append(swatch(c));
+}
+
+// The view filled from the server's answer for its image: when it opens, and when a run
+// remade the image while it was open (its new output shown, no reload).
+function fill(d) {
   S.row = d.row;
-  S.review = { ...d.review, image_id: r.image_id, rev: { ...(d.review.rev || {}) } };
+  S.review = { ...d.review, image_id: d.row.image_id, rev: { ...(d.review.rev || {}) } };
   S.hints = (d.review.hints || []).map((h) => ({ ...h }));
   S.curHint = -1;
   S.cross = null;  // the last image's place is not this one's (a hint off its picture was refused)
@@ -239,37 +275,26 @@ async function openView() {
   showBefore();
   // no output: a scan skipped as colour is hinted on its source (shown in its colour); an
   // unreadable one has nothing to show
-  const canvas = d.row.status === "ok" ? img(r.image_id, "output", viewW()) :
-    d.row.status === "skipped" ? img(r.image_id, "source", viewW()) : "";
+  const canvas = d.row.status === "ok" ? img(d.row, "output", viewW()) :
+    d.row.status === "skipped" ? img(d.row, "source", viewW()) : "";
   $("after").src = canvas;
   $("after").hidden = !canvas;
   $("slider-after").src = canvas;
   $("after-cap").textContent = d.row.status === "ok" ? "after" :
     `no output: ${d.row.error || d.row.status}` + (canvas ? " · hints go on the source" : "");
-  $("title").textContent = label(r);
-  document.title = "Review: " + label(r).replace(/[\u2068\u2069]/g, "");
-  $("before").alt = "before: " + $("title").textContent;
-  $("after").alt = "after: " + $("title").textContent;
-  if (!$("side").contains(document.activeElement) && !$("after-frame").contains(document.activeElement)) $("title").focus();
   $("note").value = d.review.note || "";
-  $("saved").textContent = "";
   showVerdict();
   renderHints();
   renderMeta(d);
-  writePlace();
   // Hints saved but not yet run: show what they make, not the output they will replace.
   if (d.hints_pending && S.hints.length) preview();
-  const pal = await getJSON("/api/colours/" + encodeURIComponent(r.image_id));
-  if (vg !== S.viewGen) return;
-  $("palette").innerHTML = "";
-  for (const c of pal.colours) $("palette").append(swatch(c));
 }
 
 // A hinted output's before side can be the automatic colour it replaced (OUTDIR/automatic/,
 // kept by run --hinted): the curator judges the hints against it, and takes them away to go back.
 function showBefore() {
   const auto = S.compare && S.automatic;
-  $("before").src = img(S.row.image_id, auto ? "automatic" : "source", viewW());
+  $("before").src = img(S.row, auto ? "automatic" : "source", viewW());
   $("slider-before").src = $("before").src;
   $("before-cap").textContent = auto ? "before: the automatic colour (without hints)" : "before";
   $("compare").hidden = !S.automatic;
@@ -817,10 +842,14 @@ document.addEventListener("keydown", (e) => {
 // Another curator's edit (a second server on the OUTDIR, another tab) shows on an open image
 // within seconds, not only once one's own edit is refused: never while this page is saving, nor
 // while its note is being typed.
+// A run working meanwhile (overnight, or `run --hinted` in a terminal) shows too: the grid's
+// page and counts as its shards commit, and an open image's new output once it is remade.
 S.pollMs = window.colorizePollMs || 5000;  // (a test sets its own)
 async function poll() {
   try {
-    if (document.hidden || !S.view || !S.row || !S.review || document.activeElement === $("note") || S.noteTimer) return;
+    if (document.hidden) return;
+    if (!S.view) { await pollGrid(); return; }
+    if (!S.row || !S.review || document.activeElement === $("note") || S.noteTimer) return;
     if (S.dragging) return;
     const vg = S.viewGen, id = S.row.image_id;
     await S.saving;
@@ -829,6 +858,12 @@ async function poll() {
     // anything since the look began (an edit saved or leaving, the note taken up, a drag) is newer
     if (vg !== S.viewGen || !S.review || S.review.image_id !== id || S.saving !== sv || S.dragging ||
         document.activeElement === $("note") || S.noteTimer) return;
+    if (["status", "output_sha256", "hints_digest"].some((k) => (d.row[k] ?? null) !== (S.row[k] ?? null))) {
+      fill(d);
+      say(d.row.status !== "ok" ? `the run remade this image: ${d.row.status}` : d.hints_pending && S.hints.length ?
+        "the run remade this image; its hints changed since: previewed" : "the run remade this image: its new output is shown");
+      return;
+    }
     const mine = S.review.rev || {}, now = d.review.rev || {};
     const changed = ["verdict", "note", "hints"].filter((k) => (mine[k] ?? null) !== (now[k] ?? null));
     if (!changed.length) return;
@@ -840,11 +875,19 @@ async function poll() {
     renderHints();
     if (changed.includes("hints")) {
       if (S.hints.length) preview();
-      else if (S.row.status === "ok") $("after").src = $("slider-after").src = img(id, "output", viewW());
+      else if (S.row.status === "ok") $("after").src = $("slider-after").src = img(S.row, "output", viewW());
     }
     say(`${changed.join(", ")} changed by ${d.review.who || "another curator"} meanwhile: shown`);
   } catch (e) { /* the server away for a moment: the next look, or the next edit, says so */ }
   finally { setTimeout(poll, S.pollMs); }
+}
+async function pollGrid() {
+  const q = pageQuery();
+  const d = await getJSON(q);
+  if (S.view || q !== pageQuery()) return;  // the curator moved meanwhile: that page is theirs
+  const seen = (rows) => rows.map((r) => [pictureKey(r), r.verdict, r.curator_hints, r.note].join("|")).join("\n");
+  if (seen(d.rows) !== seen(S.rows) || d.pages !== S.pages) showPage(d, true);
+  else if (JSON.stringify(d.counts) !== JSON.stringify(S.counts)) renderFilters(d);
 }
 setTimeout(poll, S.pollMs);
 

@@ -103,7 +103,7 @@ function showPage(d, keep = false) {
   S.cur = at >= 0 ? at : Math.min(S.cur, Math.max(0, d.rows.length - 1));
   S.pages = d.pages;
   renderFilters(d);
-  renderGrid();
+  renderGrid(keep);
   if (!d.rows.length) $("grid").textContent = "no image matches this filter and search";
 }
 
@@ -171,7 +171,8 @@ function label(r) {
 // What a card's pictures show: drawn again (a verdict, a selection, a run's new shard), a card
 // keeps its thumbnails unless the run remade them, so the server is not asked for 100 again.
 const pictureKey = (r) => [r.image_id, r.status, r.output_sha256, r.source_sha256].join("|");
-function renderGrid() {
+// quiet: drawn again by itself (a run's commit), it does not scroll the curator to the current card
+function renderGrid(quiet = false) {
   const g = $("grid");
   const had = g.contains(document.activeElement);  // a card had the focus: the current one keeps it
   const pairs = new Map([...g.querySelectorAll(".card")].map((c) => [c.dataset.pictures, c.querySelector(".pair")]));
@@ -218,11 +219,11 @@ function renderGrid() {
     };
     g.append(c);
   });
-  if (had) focusCard();
+  if (had) focusCard(quiet);
 }
-function focusCard() {
+function focusCard(quiet = false) {
   const c = $("grid").querySelector(".card.cur");
-  if (c) c.focus();  // and scrolled to: a current card off the screen is lost
+  if (c) c.focus({ preventScroll: quiet });  // else scrolled to: a current card off the screen is lost
 }
 
 function toggleSelect() {

@@ -180,6 +180,23 @@ def test_this_months_scans_continue_the_job(tmp_path, ckpt, capsys):
              "-q", "--checkpoint", ckpt]
     assert main(fresh) == 2
     assert "changes shards the job already has" in capsys.readouterr().err
+    # the same scans sharded otherwise, and another archive: said as such, never --restart
+    assert main(["scan", str(src), "-o", str(tmp_path / "ones.parquet"), "--shard-size", "1", "-q"]) == 0
+    other = tmp_path / "other archive"
+    other.mkdir()
+    Image.fromarray(rng.integers(0, 255, (20, 28), dtype=np.uint8)).save(other / "z.png")
+    assert main(["scan", str(other), "-o", str(tmp_path / "other.parquet"), "-q"]) == 0
+    capsys.readouterr()
+    fresh[fresh.index("--manifest") + 1] = str(tmp_path / "ones.parquet")
+    assert main(fresh) == 2
+    err = capsys.readouterr().err
+    assert f"{out} holds the job of {man} (5 images); " in err and "--restart" not in err
+    assert "lists them in other shards (--shard-size 1; the job's: 2), and a job keeps its shards" in err
+    fresh[fresh.index("--manifest") + 1] = str(tmp_path / "other.parquet")
+    assert main(fresh) == 2
+    err = capsys.readouterr().err
+    assert f"other.parquet lists none of them: give it an OUTDIR of its own (to go on with this job: colorize run -o {out})" in err
+    assert "--restart" not in err
 
 
 def test_ctrl_c_says_what_is_committed_and_how_to_resume(night, ckpt, capsys, tmp_path,

@@ -115,6 +115,17 @@ def test_rerun_of_finished_job_does_no_work(archive, clean_run, ckpt, capsys):
     assert "9 committed, 0 pending of 9; images 34 ok, 0 error, 0 skipped" in capsys.readouterr().out
 
 
+def test_a_refusals_flags_paste_as_a_shell_reads_them():
+    import shlex
+
+    from pipeline.client.state import refusal
+
+    said = refusal("out", {"metadata_columns": "identifier=Accession No,title=Title", "manifest": "my scans/m.parquet"},
+                   {"metadata_columns": "creator=Photographer", "manifest": "my scans/m.parquet"})
+    how = said.split("to continue it, add ")[1].split(";")[0]
+    assert shlex.split(how) == ["--metadata-columns", "identifier=Accession No,title=Title"]
+
+
 def test_changed_option_is_refused(archive, clean_run, ckpt, capsys):
     _, man = archive
     for extra in (["--format", "jpeg"],):

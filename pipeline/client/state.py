@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 from pathlib import Path
 
 from pipeline.client.jobspec import (
@@ -200,11 +201,38 @@ def grown(store, old: dict, new: dict) -> bool:
         return False
     changed = sorted((s for s in before if after.get(s) != before[s]), key=int)
     if changed:
-        raise JobError(f"{store}: the new manifest changes shards the job already has "
-                       f"({', '.join(changed[:10])}{' ...' if len(changed) > 10 else ''}): sources "
-                       "were moved, renamed or removed. Extend the old manifest instead "
-                       "(colorize scan ... --extend OLD.parquet), or --restart to start over")
+        raise JobError(_why_shards_changed(store, old, new) or (
+            f"{store}: the new manifest changes shards the job already has "
+            f"({', '.join(changed[:10])}{' ...' if len(changed) > 10 else ''}): sources "
+            "were moved, renamed or removed. Extend the old manifest instead "
+            "(colorize scan ... --extend OLD.parquet), or --restart to start over"))
     return True
+
+
+def _why_shards_changed(store, old: dict, new: dict) -> str | None:
+    """Where the job's manifest can still be read, the likelier mistakes than moved sources: a
+    manifest of other images (another archive, run into this OUTDIR), or the job's images
+    sharded otherwise (scanned again with another --shard-size). Their way out is never
+    --restart, which would discard this job's results."""
+    from pipeline.client.manifest import read_manifest
+
+    try:
+        was, now = (read_manifest(s["manifest"], columns=["image_id", "shard"]) for s in (old, new))
+    except Exception:  # noqa: BLE001 - the job's manifest moved or is gone: the shards are all there is
+        return None
+    a = dict(zip(*(was.column(c).to_pylist() for c in ("image_id", "shard")), strict=True))
+    b = dict(zip(*(now.column(c).to_pylist() for c in ("image_id", "shard")), strict=True))
+    mine = f"{store} holds the job of {old['manifest']} ({plural(len(a), 'image')})"
+    if not a.keys() & b.keys():
+        return (f"{mine}; {new['manifest']} lists none of them: give it an OUTDIR of its own "
+                f"(to go on with this job: {run_hint(store)})")
+    sizes = [(t.schema.metadata or {}).get(b"shard_size", b"?").decode() for t in (was, now)]
+    if a.keys() <= b.keys() and sizes[0] != sizes[1]:  # (the same size: new scans sorted among the old)
+        return (f"{mine}; {new['manifest']} lists them in other shards (--shard-size {sizes[1]}; "
+                f"the job's: {sizes[0]}), and a job keeps its shards: go on with it as it was "
+                f"({run_hint(store)}), add new scans with colorize scan ... --extend "
+                f"{shlex.quote(str(old['manifest']))}, or give the new manifest an OUTDIR of its own")
+    return None
 
 
 def refusal(store, old: dict, new: dict) -> str:
@@ -217,16 +245,17 @@ def refusal(store, old: dict, new: dict) -> str:
             continue
         if k == "manifest_digest":
             changed.append("the manifest's contents")
-            keep.append(f"--manifest {old.get('manifest')} (as it was)")
+            keep.append(f"--manifest {shlex.quote(str(old.get('manifest')))} (as it was)")
         elif k == "checkpoint_sha256":
             changed.append(f"checkpoint {str(a)[:12]} -> {str(b)[:12]}")
-            keep.append(f"--checkpoint {old.get('checkpoint')}")
+            keep.append(f"--checkpoint {shlex.quote(str(old.get('checkpoint')))}")
         elif k == "output_version":
             changed.append(f"output version {a} -> {b} (this version of colorize writes other bytes)")
         else:
             changed.append(f"{k} {a} -> {b}")
             flag = "--" + k.replace("_", "-")
-            keep.append((flag if a else f"no {flag}") if isinstance(a, bool) else f"{flag} {a}")
+            # quoted as a shell reads it: "identifier=Accession No" pasted bare split in two
+            keep.append((flag if a else f"no {flag}") if isinstance(a, bool) else f"{flag} {shlex.quote(str(a))}")
     how = f"; to continue it, add {' '.join(keep)}" if keep else ""
     return (f"{store} holds a different job (changed: {', '.join(changed) or 'fingerprint'}){how}; "
             "or use another OUTDIR, or --restart to discard its results and start over")

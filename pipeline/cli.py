@@ -323,8 +323,11 @@ def cmd_scan(a) -> int:
               f"wrote {a.output} anyway", file=sys.stderr)
         return 1
     shards = t.column("shard")[-1].as_py() + 1
+    # a file a catalogue names that is not there is missing, not unreadable: another remedy
+    missing = sum(e is not None and "No such file" in e for e in errors)
+    said = [f"{missing} missing"] * bool(missing) + [f"{bad - missing} unreadable"] * bool(bad - missing)
     print(f"wrote {a.output}: {plural(t.num_rows, 'image')} in {plural(shards, 'shard')}"
-          + (f", {bad} unreadable (they will get error rows)" if bad else ""))
+          + (f", {' and '.join(said)} (they will get error rows)" if bad else ""))
     return 0
 
 

@@ -262,7 +262,10 @@ def _resolved(cat: Catalogue, rows: list[dict], p: Path, log) -> Catalogue:
     respelt = []
     listing: dict[str, dict[str, str]] = {}
     for r in rows:
-        if r["path"] and "://" not in r["path"] and not os.path.isabs(r["path"]):
+        r["_as_written"] = r["path"]  # a list's line (a table's is its path cell): elsewhere.py
+        # another machine's absolute path (C:\..., \\server\...) is not one in this folder
+        if r["path"] and "://" not in r["path"] and not os.path.isabs(r["path"]) \
+                and not re.match(r"[A-Za-z]:[\\/]|\\\\", r["path"]):
             r["path"] = str(p.parent / r["path"])
     # A file that a row names exactly is that row's: another row's other spelling of it (a
     # missing img_0001.jpg beside IMG_0001.jpg) stays missing, an error row of its own, rather

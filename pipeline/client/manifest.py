@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import os
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +22,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from pipeline.client.catalogue import DELIMITER_NAMES, Catalogue, read_catalogue, stored_name
+from pipeline.client.elsewhere import find_elsewhere
 from pipeline.client.outdir import Outdir
 from pipeline.client.results import CORE_COLUMNS, PROBED
 from pipeline.errors import ScanError
@@ -136,6 +138,9 @@ def _expand(src: str, list_options: dict | None = None) -> Iterator[dict]:
             yield {"_unread_folder": (e.filename, e.strerror or type(e).__name__)}
     elif p.is_file() and p.suffix.lower() in LIST_EXTS:
         cat = read_catalogue(p, **(list_options or {}))
+        # paths another machine wrote (C:\\Museum\\...), or names alone: found under its folder
+        find_elsewhere(cat, lambda root: (r["path"] for r in _expand(root) if "path" in r),
+                       (list_options or {}).get("log") or (lambda m: None))
         yield {"_catalogue": cat}
         for r in cat.rows:
             yield {**r, "_from": cat}
@@ -209,6 +214,8 @@ def _probe(row: dict, max_pixels: int) -> dict:
                    ours=h.ours)
     except DecodeError as e:
         out["scan_error"] = str(e)
+    except FileNotFoundError as e:  # a catalogue row's file: not there, which is not unreadable
+        out["scan_error"] = f"missing: {e.strerror or e}"
     except (OSError, ValueError) as e:
         out["scan_error"] = f"unreadable: {getattr(e, 'strerror', None) or e}"
     except Exception as e:  # a malformed header may raise anything: that file's row, not the scan
@@ -279,7 +286,7 @@ def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int = 64
     real, rels = [real[i] for i in order], [rels[i] for i in order]
     old = read_manifest(extend) if extend else None
     if old is not None:
-        real, rels, old = _extend(old, extend, real, rels, found, log, _looked_at(sources, by_path))
+        real, rels, old = _extend(old, extend, real, rels, found, log, _looked_at(sources, by_path), max_pixels)
         shard_size = int((old.schema.metadata or {}).get(b"shard_size", shard_size))
     columns = _catalogue_columns(found.catalogues, old)
     if old is not None and found.catalogues:
@@ -571,14 +578,18 @@ def _some_found(c: Catalogue, missing: list[dict]) -> None:
     if not c.rows or len(missing) < len(c.rows) or any(is_url(r["path"]) or _unsearchable(r["path"])
                                                        for r in c.rows):
         return  # a folder this user cannot search is said as such, its rows kept
-    cells = [r["_cells"].get(c.path_column) or r["path"] for r in missing]
-    how = ("the paths use backslashes (a Windows catalogue): write them with / on this system"
+    cells = [r["_cells"].get(c.path_column) or r.get("_as_written") or r["path"] for r in missing]
+    where = Path(c.path).parent
+    how = (f"they are another machine's, and none was found under the catalogue's folder ({where}) "
+           "with its leading folders left out either: put the catalogue in the scans' top folder"
+           if any(re.match(r"[A-Za-z]:|\\\\|/", x) for x in cells) else
+           "the paths use backslashes (a Windows catalogue): write them with / on this system"
            if any("\\" in x for x in cells) else
-           f"a relative path is read from the catalogue's own folder ({Path(c.path).parent}); keep "
-           "it beside the scans or write paths from its folder"
-           if any(not os.path.isabs(x) for x in cells) else "are they another machine's?")
+           f"a relative path is read from the catalogue's own folder ({where}), and a name alone is "
+           "looked for under it too; keep it beside the scans or write paths from its folder")
+    # the cell as the catalogue shows it (repr doubled a Windows path's backslashes)
     raise ScanError(f"none of {Path(c.path).name}'s {_n(len(c.rows), 'path')} names a file (line "
-                    f"{missing[0]['_line']}: {cells[0]!r}): {how}; nothing written")
+                    f"{missing[0]['_line']}: '{cells[0]}'): {how}; nothing written")
 
 
 def catalogue_info(manifest: pa.Table | pa.Schema | None) -> dict:
@@ -610,7 +621,8 @@ def _looked_at(sources, by_path: dict[str, dict]):
 
 
 def _extend(old: pa.Table, extend: str, real: list[str], rels: list[str], found: ScanReport,
-            log, looked=lambda key: True) -> tuple[list[str], list[str], pa.Table]:
+            log, looked=lambda key: True, max_pixels: int = DEFAULT_MAX_PIXELS,
+            ) -> tuple[list[str], list[str], pa.Table]:
     """The files an earlier manifest does not hold (its rows stay as they are); what changed
     and what is gone is noted in `found` and said, and the gone rows say so in the manifest
     (source_state, for the export and the audit)."""
@@ -643,8 +655,31 @@ def _extend(old: pa.Table, extend: str, real: list[str], rels: list[str], found:
     if found.gone:  # renamed, moved or deleted: their outputs and rows stay as they were
         log(f"gone since: {', '.join(found.gone[:5])}{' ...' if len(found.gone) > 5 else ''} "
             "(--report lists them; a renamed file is also among the new)")
-    return [real[i] for i in keep], [rels[i] for i in keep], _put(old, "source_state",
-                                                                  _states(old, extend, found, looked))
+    old = _put(old, "source_state", _states(old, extend, found, looked))
+    return [real[i] for i in keep], [rels[i] for i in keep], _found_again(old, extend, max_pixels, log)
+
+
+def _found_again(old: pa.Table, manifest: str, max_pixels: int, log) -> pa.Table:
+    """Rows whose file was missing at the earlier scan (a catalogue named it) and is there now
+    (put back, copied in): read again, so that the manifest says what the file is. A job that
+    ran keeps their error rows until they are redone, as the scan says."""
+    t = old.select(["path", "size_bytes", "scan_error"]).to_pydict()
+    back = [i for i, (p, n, e) in enumerate(zip(t["path"], t["size_bytes"], t["scan_error"], strict=True))
+            if n is None and e and "No such file" in e and not is_url(p)
+            and os.path.isfile(resolve_path(manifest, p))]
+    if not back:
+        return old
+    probes = {i: _probe({"path": resolve_path(manifest, t["path"][i])}, max_pixels) for i in back}
+    for k in PROBED:
+        col = old.column(k).to_pylist()
+        for i, probe in probes.items():
+            col[i] = probe[k]
+        old = old.set_column(old.column_names.index(k), k, pa.array(col, old.schema.field(k).type))
+    names = [os.path.basename(t["path"][i]) for i in back]
+    log(f"{_n(len(back), 'file')} missing at the earlier scan {'is' if len(back) == 1 else 'are'} "
+        f"there now ({', '.join(names[:5])}{' ...' if len(back) > 5 else ''}): read again; a job "
+        "that ran has error rows for them until redone: colorize run -o OUTDIR --redo FILE")
+    return old
 
 
 def _gone_now(known: set[str], real: set[str], absent: set[str], never: set[str], looked) -> set[str]:

@@ -186,7 +186,10 @@ function renderGrid(quiet = false) {
       r.curator_hints ? `<span class="badge hinted">${plural(r.curator_hints, "hint")}</span>` : "",
       r.note ? `<span class="badge note" title="has a note">note</span>` : ""].filter((x) => x).join(" ") + " ";
     // a thumbnail that failed once (an unreadable scan) is not asked for again on every refresh
-    const thumb = (which) => (S.broken.has(r.image_id + which) ? `<span class="nothumb">unreadable</span>` :
+    // a file not there is said as missing, and not asked for (its 404 filled the server's terminal)
+    const gone = r.status === "error" && /^file not found/.test(r.error || "");
+    const thumb = (which) => (gone && which === "source" ? `<span class="nothumb">missing</span>` :
+      S.broken.has(r.image_id + which) ? `<span class="nothumb">unreadable</span>` :
       `<img loading="lazy" src="${img(r, which, 240)}" alt="" data-which="${which}">`);
     c.dataset.pictures = pictureKey(r);
     const kept = pairs.get(c.dataset.pictures);

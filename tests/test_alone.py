@@ -173,8 +173,9 @@ def test_a_worker_that_dies_on_every_scan_blames_none(masters, ckpt, tmp_path, c
 
 def test_the_record_of_deaths(tmp_path):
     """The rules on their own: a death counts once, on the image begun; blamed after two while
-    others lived; the worker, not the scans, when nothing lived."""
-    from pipeline.client.alone import Deaths
+    others lived (or while it is the only one that needs the net); the worker, not the scans,
+    when nothing lived; a death while the worker ran other tasks beside it counts less."""
+    from pipeline.client.alone import SHARED_TRIES, Deaths
     from pipeline.storage import Store
 
     (tmp_path / "results").mkdir()
@@ -188,7 +189,8 @@ def test_the_record_of_deaths(tmp_path):
     assert d.deaths == {"a": 1} and d.trying is None
     assert Deaths.load(str(tmp_path), 7).deaths == {"a": 1}  # counted once, however often read
     assert Deaths.said(d.store, 7) == (3, False)
-    assert not d.blamed("a", alone=False) and not d.hopeless(["a", "b", "c"])
+    abc = ["a", "b", "c"]
+    assert not d.blamed("a", abc) and not d.hopeless(abc)
     d.begin("b")
     d.lived_through("b", colorized=False)  # an error row: says nothing of the worker
     assert not d.lived
@@ -196,13 +198,130 @@ def test_the_record_of_deaths(tmp_path):
     d = Deaths.load(str(tmp_path), 7)
     d.begin("a")  # died again: twice alone, but nothing lived yet: the worker's fault so far
     d = Deaths.load(str(tmp_path), 7)
-    assert d.deaths == {"a": 2, "c": 1} and d.hopeless(["a", "b", "c"])
+    assert d.deaths == {"a": 2, "c": 1} and d.hopeless(abc)
     d.lived_through("b", colorized=True)
-    assert d.blamed("a", alone=False) and not d.hopeless(["a", "b", "c"])
+    assert d.blamed("a", abc) and not d.hopeless(abc)
     d.lived_through("c", colorized=True)  # it lived this time: its death was another's doing
     assert d.deaths == {"a": 2}
+    # the only one of its shard that needs the net (the others errors or skips): blamed alone
     one = Deaths.load(str(tmp_path), 8)
-    one.deaths = {"x": 2}
-    assert one.blamed("x", alone=True) and not one.hopeless(["x"])
+    for e in ("e1", "e2"):
+        one.begin(e)
+        one.lived_through(e, colorized=False, netted=False)
+    for _ in range(2):
+        one.begin("x")
+        one = Deaths.load(str(tmp_path), 8)
+    xs = ["e1", "x", "e2"]
+    assert one.blamed("x", xs) and not one.hopeless(xs) and one.netless == ["e1", "e2"]
+    # deaths while the worker ran other tasks beside the image (several threads): not enough
+    # twice; enough with one death that had the worker to itself, or SHARED_TRIES of them
+    sh = Deaths.load(str(tmp_path), 9)
+    sh.lived_through("ok", colorized=True)
+    for n in range(1, SHARED_TRIES + 1):
+        sh.begin("s", shared=True)
+        sh = Deaths.load(str(tmp_path), 9)
+        assert sh.deaths["s"] == n and sh.blamed("s", ["ok", "s"]) == (n >= SHARED_TRIES)
+    sh.deaths, sh.solo = {"s": 1}, {}
+    sh.begin("s")
+    sh = Deaths.load(str(tmp_path), 9)
+    assert (sh.deaths, sh.solo) == ({"s": 2}, {"s": 1}) and sh.blamed("s", ["ok", "s"])
     Deaths.forget(one.store, 7)
     assert Deaths.said(one.store, 7) == (0, False) and Deaths.load(str(tmp_path), 7).deaths == {}
+
+
+def test_an_exception_on_an_image_alone_is_raised_and_never_counted_a_death(archive, ckpt, tmp_path, monkeypatch):
+    """A bug, or OUTDIR failing, while an image is in hand is raised as itself (dask retries it,
+    the run then fails with its traceback), and the next try does not count it a death: two
+    such would have blamed the image as too large for the worker's memory."""
+    from pipeline.client.alone import Deaths, rel_of
+    from pipeline.client.jobspec import JobSpec
+    from pipeline.client.state import file_sha256
+    from pipeline.worker import shard as shard_mod
+    from pipeline.worker.shard import ShardJob
+
+    root, man = archive
+    out = tmp_path / "out"
+    (out / "results").mkdir(parents=True)
+    job = ShardJob(JobSpec(manifest=str(man), checkpoint=ckpt, size=32, batch_size=4, threads=1),
+                   outdir=str(out), checkpoint_sha256=file_sha256(ckpt))
+    calls = []
+
+    def broken(self, row, options=None):
+        calls.append(row["path"])
+        if len(calls) == 2:
+            raise ZeroDivisionError("a bug")
+        return real(self, row, options)
+
+    real = shard_mod.ShardJob.read
+    monkeypatch.setattr(shard_mod.ShardJob, "read", broken)
+    for _ in range(3):
+        calls.clear()
+        with pytest.raises(ZeroDivisionError):
+            job(0, alone=True)
+        assert not (out / "results" / "shard-00000.parquet").exists()
+    d = Deaths.load(str(out), 0)
+    assert d.deaths == {} and d.tries == 4 and (out / rel_of(0)).exists()
+
+
+def test_a_blamed_image_colorized_by_an_earlier_try_leaves_no_stray_output(archive, ckpt, tmp_path):
+    """An image that lived once (its output written), then killed the worker twice, is blamed:
+    its earlier output, which its error row does not claim, goes to quarantine/ (never deleted),
+    and images/ holds only what the rows claim."""
+    import json
+
+    from pipeline.client.alone import rel_of
+
+    root, man = archive
+    out = tmp_path / "out"
+    assert main(run_args(man, out, ckpt, "--workers", "1")) == 0
+    rows = {r["image_id"]: r for r in pq.read_table(out / "results" / "shard-00000.parquet").to_pylist()}
+    victim = next(r for r in rows.values() if r["source_path"].endswith("p1.png"))
+    made = (out / victim["output_path"]).read_bytes()
+    (out / "results" / "shard-00000.parquet").unlink()  # as before the shard's commit
+    others = [i for i in rows if i != victim["image_id"]]
+    (out / rel_of(0)).write_text(json.dumps({"trying": None, "deaths": {victim["image_id"]: 2},
+                                             "solo": {victim["image_id"]: 2}, "lived": True, "tries": 3}))
+    from pipeline.client.jobspec import JobSpec
+    from pipeline.client.state import file_sha256
+    from pipeline.worker.shard import ShardJob
+
+    job = ShardJob(JobSpec(manifest=str(man), checkpoint=ckpt, size=32, batch_size=4, threads=1),
+                   outdir=str(out), checkpoint_sha256=file_sha256(ckpt),
+                   created=json.loads((out / "job.json").read_text())["created"])
+    s = job(0, alone=True)
+    assert (s["ok"], s["error"]) == (len(others), 1)
+    after = {r["image_id"]: r for r in pq.read_table(out / "results" / "shard-00000.parquet").to_pylist()}
+    assert after[victim["image_id"]]["error"].startswith("the worker died each time it colorized this image")
+    assert not (out / victim["output_path"]).exists()
+    assert [p.read_bytes() for p in (out / "quarantine").rglob("*.png")] == [made]
+    # (the audit's other finding here, altered_result, is this test's: it commits behind the ledger)
+    claimed = [r["output_path"] for f in sorted((out / "results").glob("shard-*.parquet"))
+               for r in pq.read_table(f).to_pylist() if r["output_path"]]
+    assert sorted(f"images/{p.name}" for p in (out / "images").iterdir()) == sorted(claimed)
+
+
+def test_a_try_alone_that_never_starts_is_sent_again_only_a_few_times(tmp_path):
+    """A try that never started (queued on a worker another shard's scan killed) is sent again
+    uncounted; a worker that dies before any try starts (it cannot load the job) would be sent
+    it for ever: after UNSTARTED such, the shard fails as it did before alone mode."""
+    from types import SimpleNamespace
+
+    from pipeline.client.alone import Deaths
+    from pipeline.client.orchestrate import UNSTARTED, _Shards
+
+    class Cluster:
+        def submit(self, *args, key, **kw):
+            return SimpleNamespace(key=key)
+
+    (tmp_path / "results").mkdir()
+    sent = []
+    shards = _Shards(Cluster(), SimpleNamespace(spec=SimpleNamespace(retries=0)),
+                     SimpleNamespace(key="k", options={}), None, Outdir(tmp_path), log=lambda m: None)
+    shards.ac = SimpleNamespace(add=sent.append)
+    assert shards.again_alone(shards.submit((0, None)))  # its workers died: sent alone
+    Deaths.load(str(tmp_path), 0).begin("a")  # a try that started, and died on an image
+    assert shards.again_alone(sent[-1])  # sent again
+    for _ in range(UNSTARTED):
+        assert shards.again_alone(sent[-1])  # never started: sent again, uncounted
+    assert not shards.again_alone(sent[-1])
+    assert len(sent) == UNSTARTED + 2

@@ -21,6 +21,9 @@ from pipeline.storage import Store
 
 TRIES = 2  # deaths with the image alone in hand that blame it (one may be the machine's doing)
 SUSPECTS = 3  # images the worker died on while none of the shard's lived: the worker's fault
+# A death while the worker ran other tasks beside the image (a worker of several threads) may be
+# theirs: the image is blamed only with one death that had the worker to itself, or with this many.
+SHARED_TRIES = 4
 
 
 class WorkerDies(RuntimeError):
@@ -43,6 +46,9 @@ class Deaths:
     deaths: dict[str, int] = field(default_factory=dict)
     lived: bool = False
     tries: int = 0  # tries that started (a queued try dies with a worker killed by another's)
+    shared: bool = False  # the image begun shares the worker with other tasks
+    solo: dict[str, int] = field(default_factory=dict)  # deaths with the worker to itself
+    netless: list[str] = field(default_factory=list)  # ended before the net (an error, a skip)
 
     @classmethod
     def load(cls, outdir: str, shard: int) -> Deaths:
@@ -54,33 +60,46 @@ class Deaths:
         if store.exists(rel_of(shard)):
             was = json.loads(store.read_text(rel_of(shard)))
             d.deaths, d.lived = dict(was.get("deaths") or {}), bool(was.get("lived"))
+            d.solo, d.netless = dict(was.get("solo") or {}), list(was.get("netless") or [])
             d.tries = int(was.get("tries") or 0)
-            if was.get("trying") is not None:  # it began that image and never said it ended
-                d.deaths[was["trying"]] = d.deaths.get(was["trying"], 0) + 1
+            if (t := was.get("trying")) is not None:  # it began that image and never said it ended
+                d.deaths[t] = d.deaths.get(t, 0) + 1
+                if not was.get("shared"):
+                    d.solo[t] = d.solo.get(t, 0) + 1
         d.tries += 1
         d.begin(None)  # counted once, whatever this try dies of next
         return d
 
-    def begin(self, image_id: str | None) -> None:
-        """Said before an image is begun (None: between images, or done): what the next try
-        counts if this one dies now."""
-        self.trying = image_id
+    def begin(self, image_id: str | None, shared: bool = False) -> None:
+        """Said before an image is begun (None: between images, done, or a try that raised:
+        an exception is no death): what the next try counts if this one dies now."""
+        self.trying, self.shared = image_id, shared
         self.store.write_atomic(rel_of(self.shard), json.dumps(
-            {"trying": image_id, "deaths": self.deaths, "lived": self.lived, "tries": self.tries}).encode())
+            {"trying": image_id, "shared": shared, "deaths": self.deaths, "solo": self.solo,
+             "lived": self.lived, "netless": self.netless, "tries": self.tries}).encode())
 
-    def lived_through(self, image_id: str, colorized: bool) -> None:
-        """Its turn ended. Only a colorized image shows that the worker can colorize: an error
-        or a skip never reached the net."""
+    def lived_through(self, image_id: str, colorized: bool, netted: bool = True) -> None:
+        """Its turn ended (said at once: a death from here on is not its). Only a colorized
+        image shows that the worker can colorize: an error or a skip never reached the net."""
         self.lived = self.lived or colorized
         self.deaths.pop(image_id, None)  # a death on it was another's doing
+        self.solo.pop(image_id, None)
+        if not netted and image_id not in self.netless:
+            self.netless.append(image_id)
+        self.begin(None)
 
-    def blamed(self, image_id: str, alone: bool) -> bool:
-        """Died on TRIES times while others of its shard lived (or it is the only one)."""
-        return self.deaths.get(image_id, 0) >= TRIES and (self.lived or alone)
+    def blamed(self, image_id: str, ids: list[str]) -> bool:
+        """Died on TRIES times (one of them with the worker to itself, or SHARED_TRIES times)
+        while others of its shard lived, or while it is the only one of them that needs the net."""
+        d = self.deaths.get(image_id, 0)
+        enough = d >= TRIES and (self.solo.get(image_id, 0) >= 1 or d >= SHARED_TRIES)
+        return enough and (self.lived or [i for i in ids if i not in self.netless] == [image_id])
 
     def hopeless(self, ids: list[str]) -> bool:
         """None of the shard's images was colorized, and the worker died on SUSPECTS of them or
-        on one TRIES times: it is the worker (too little memory for any of them, or broken)."""
+        on one TRIES times: it is the worker (too little memory for any of them, or broken).
+        Images that end before the net (errors, skips) say nothing of it either way."""
+        ids = [i for i in ids if i not in self.netless]
         if self.lived or len(ids) < 2:
             return False
         died = [self.deaths[i] for i in ids if self.deaths.get(i)]

@@ -388,6 +388,9 @@ def _a_source(manifest: str) -> str | None:
     return None
 
 
+UNSTARTED = 3  # a shard's tries alone sent again though none had started: then it fails
+
+
 class _Shards:
     """Sends the shards to the cluster, and a shard whose worker died each time it was tried
     back once more with its images one at a time, while each such try ends on an image
@@ -398,6 +401,7 @@ class _Shards:
         self.outdir, self.log = outdir, log
         self.alone: Counter = Counter()  # shard -> times sent back with its images one at a time
         self.started: dict[int, int] = {}  # shard -> its tries started when it was last sent
+        self.unstarted: Counter = Counter()  # shard -> tries sent again that had never started
         self.tasks: dict = {}  # a future's key -> its task
         self.ac = None  # the as_completed the run waits on
 
@@ -425,6 +429,12 @@ class _Shards:
             # not its failure; one that started and died with no image begun has failed
             if tries != self.started.get(s) and not began:
                 return False
+            if tries == self.started.get(s):
+                self.unstarted[s] += 1
+                # ...but a worker that dies before any try starts (it cannot load the job, or
+                # sees OUTDIR elsewhere) would be sent it for ever: the shard fails as before
+                if self.unstarted[s] > UNSTARTED:
+                    return False
         self.started[s] = Deaths.said(self.outdir.store, s)[0]
         self.ac.add(self.submit(self.tasks[fut.key], one_at_a_time=True))
         return True
@@ -510,8 +520,11 @@ def _failed(e: Exception, fut, o) -> tuple[str, str]:
     if name in _SCHEDULER_LOST:
         return f"the connection to the dask scheduler was lost ({name}: {' '.join(str(e).split())})", ""
     failure = f"shard {shard} failed: {name}: " + " ".join(str(e).split())
-    if name in ("KilledWorker", "WorkerDies"):
-        failure += _killed(o, int(shard))
+    if name == "KilledWorker" and "-alone" in str(fut.key):  # one image at a time: no batch to shrink
+        failure += (" (tried with its images one at a time, a worker died before it began any: it "
+                    "cannot load the job - its memory for the model, or its environment; see its log)")
+    elif name in ("KilledWorker", "WorkerDies"):
+        failure += _killed(o, int(shard), alone=name == "WorkerDies")
     if name in _NOT_BUGS:
         return failure, ""
     try:
@@ -520,12 +533,16 @@ def _failed(e: Exception, fut, o) -> tuple[str, str]:
         return failure, ""
 
 
-def _killed(o, shard: int) -> str:
+def _killed(o, shard: int, alone: bool = False) -> str:
     """What most often kills a worker each time a shard is tried: its memory, on the shard's
-    largest scans (named, with what they need)."""
+    largest scans (named, with what they need; alone: each was tried alone, no batch to shrink)."""
     from pipeline.client.cluster import GB, MODEL_BYTES, largest_scan
+    from pipeline.client.jobspec import alone_bytes
 
     big = largest_scan(o.manifest, shard, o.batch_size, o.threads or 1)
+    if big is not None and alone:
+        return (f" (the shard's largest scan is {big[0]}, {big[1]}x{big[2]}: about "
+                f"{alone_bytes(big[1], big[2], None) / GB:.1f} GB with the model, alone)")
     return ("" if big is None else
             f" (a worker died each time: most often its memory; the shard's largest scan is "
             f"{big[0]}, {big[1]}x{big[2]}, and a worker holds it with others (a batch of "

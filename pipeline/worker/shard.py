@@ -9,6 +9,7 @@ stops loudly, uncommitted.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -243,22 +244,69 @@ class _Alone(_Flow):
         setup = time.perf_counter() - ts
         for row in sorted(mine, key=lambda r: said.deaths.get(r["image_id"], 0)):
             options = self.options.get(row["image_id"])
-            if said.blamed(row["image_id"], alone=len(mine) == 1):
+            if said.blamed(row["image_id"], ids):
                 self._record(self.job.start(row, options).fail(_blame(row, self.job.outdir)))
+                _aside_earlier_output(self.job, row)
                 continue
-            said.begin(row["image_id"])
-            item = self.job.read(row, options)
-            if item.finished:
-                self._record(item)
-            else:
-                self.batch = [item]
-                self._colorize_batch()
-                while self.writing:
-                    self._record(self.writing.popleft().result())
-                    self.written.popleft()
-            said.lived_through(row["image_id"], item.row["status"] == "ok")
-        said.begin(None)  # every image's turn is over: a death from here on is the commit's
+            said.begin(row["image_id"], shared=_worker_shared())
+            try:
+                colorized, netted = self._one(row, options)
+            except Exception:  # a bug, or OUTDIR failing: raised as such, never counted a death
+                with contextlib.suppress(Exception):
+                    said.begin(None)
+                raise
+            said.lived_through(row["image_id"], colorized, netted)
         return setup
+
+    def _one(self, row: dict, options: dict | None) -> tuple[bool, bool]:
+        """One image's turn: (colorized, whether it reached the net). Nothing of it is held
+        once its turn is over: the next image is begun with the worker's memory to itself."""
+        item = self.job.read(row, options)
+        if item.finished:
+            self._record(item)
+            return False, False
+        self.batch = [item]
+        self._colorize_batch()
+        while self.writing:
+            self._record(self.writing.popleft().result())
+            self.written.popleft()
+        return item.row["status"] == "ok", True
+
+
+def _worker_shared() -> bool:
+    """Whether the worker runs other tasks beside this one now (a worker of several threads):
+    a death then may be theirs."""
+    try:
+        from distributed import get_worker
+
+        return get_worker().state.executing_count > 1
+    except Exception:  # noqa: BLE001 - not in a dask worker (a test, a local call): alone
+        return False
+
+
+def _aside_earlier_output(job: ShardJob, row: dict) -> None:
+    """A blamed image that an earlier try colorized (it lived once, then died twice) left its
+    output, which its error row does not claim: moved to quarantine/ (never deleted), as the
+    audit would otherwise find it stray. A redo's earlier output stays with its committed row
+    until the commit, as any redo's does."""
+    from pipeline.worker.writers import REGISTRY
+
+    od = Outdir(job.outdir)
+    for ext in sorted({f.ext for f in REGISTRY}):
+        try:
+            rel = Outdir.output_rel(row["out_stem"], ext)
+        except ValueError:  # a hostile manifest row: it has written nothing
+            return
+        if od.store.exists(rel) and rel not in _claimed(od, row):
+            od.quarantine(rel)
+
+
+def _claimed(od: Outdir, row: dict) -> set[str]:
+    """The outputs the shard's committed rows claim (a redo's, a repair's)."""
+    try:
+        return {r["output_path"] for r in od.read_shard(row["shard"]).to_pylist() if r.get("output_path")}
+    except Exception:  # noqa: BLE001 - no committed shard yet
+        return set()
 
 
 def _blame(row: dict, outdir: str) -> str:

@@ -584,7 +584,7 @@ def cmd_export(a) -> int:
     if f := r.get("formulas"):
         k, col, v = f[0]
         print(f"colorize: note: {plural(len(f), 'catalogue cell')} {'begins' if len(f) == 1 else 'begin'} "
-              f"as a formula does (row {k + 1}'s {col!r}: {plain(v[:40])!r}): Excel runs such a cell "
+              f"as a formula does (row {k + 2}'s {col!r}: {plain(v[:40])!r}): Excel runs such a cell "
               "when it opens a CSV, so open it through Data > From Text, or export to .xlsx, which "
               "keeps every cell as text; written as the catalogue has it", file=sys.stderr)
     nofile = r.get("no_file", 0)

@@ -392,7 +392,7 @@ def test_export_writes_the_header_back_as_written_and_refuses_to_cut_a_cell(scan
     assert [x[:3] for x in rows] == [["b.png", "Hof", "x"], ["c.png", "Tor", ""]]
     assert rows[0][3] == "lang " * 8000  # whole in CSV
     r = run_cli("export", out, tmp_path / "e.xlsx")
-    assert r.returncode == 2 and "row 1's 'Titel' holds 40,000 characters" in r.stderr, r.stderr
+    assert r.returncode == 2 and "row 2's 'Titel' holds 40,000 characters" in r.stderr, r.stderr
     assert "export to .csv" in r.stderr and not (tmp_path / "e.xlsx").exists()
 
 
@@ -464,10 +464,12 @@ def test_another_machines_paths_and_names_alone_find_their_files_under_the_catal
 
 def test_a_file_missing_at_the_scan_and_put_back_is_read_again(scans, tmp_path):
     cat = scans / "catalogue.csv"
-    cat.write_text("path;accession\nb.png;A-1\nlater.png;A-2\n", encoding="utf-8")
+    cat.write_text('path;accession;note\nb.png;A-1;"framed,\nglass cracked"\nlater.png;A-2;\n', encoding="utf-8")
     man = tmp_path / "m.parquet"
     r = run_cli("scan", cat, "-o", man)
     assert r.returncode == 0 and "2 images in 1 shard, 1 missing (they will get error rows)" in r.stdout, r.stdout
+    # where Excel shows the record, beside the text line (the note before it spans two)
+    assert "catalogue.csv line 4 (row 3 in a spreadsheet) " in r.stderr, r.stderr
     Image.new("L", (40, 30), 90).save(scans / "later.png")
     r = run_cli("scan", cat, "-o", man)
     assert r.returncode == 0, r.stderr
@@ -717,7 +719,7 @@ def test_an_edited_export_brought_back_as_the_catalogue_changes_only_its_cells(s
                    "c.png,-2,- untitled -,,\n", encoding="utf-8")
     assert run_cli("scan", scans, cat, "-o", man, "--extend", man, "-q").returncode == 0
     r = run_cli("export", out, tmp_path / "f.csv")
-    assert r.returncode == 0 and ("note: 1 catalogue cell begins as a formula does (row 1's 'title': "
+    assert r.returncode == 0 and ("note: 1 catalogue cell begins as a formula does (row 2's 'title': "
                                   "'=HYPERLINK(\"x\")'): Excel runs such a cell") in r.stderr, r.stderr
     assert '"=HYPERLINK(""x"")"' in (tmp_path / "f.csv").read_text(encoding="utf-8-sig")  # as written
     with open(tmp_path / "again.csv", newline="", encoding="utf-8-sig") as f:

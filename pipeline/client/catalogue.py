@@ -36,6 +36,13 @@ PATHLIKE = ("path", "file", "filename", "file name", "filepath", "image", "scan"
             "dateiname", "bild", "fichier")
 
 
+def at(r: dict) -> str:
+    """Where a catalogue record is, as a text editor shows it and, where that differs (a
+    note over several lines before it), as a spreadsheet does."""
+    row = r.get("_row")
+    return f"line {r['_line']}" + (f" (row {row} in a spreadsheet)" if row and row != r["_line"] else "")
+
+
 def stored_name(column: str) -> str:
     """The manifest/result column that holds a catalogue column."""
     return f"{column} (catalogue)" if column in RESERVED else column
@@ -178,8 +185,10 @@ def read_catalogue(path: str | os.PathLike, path_column: str | None = "path",
         delimiter = delimiter or first.rstrip("\r")[4]  # Excel's own hint line
         text, skip = rest, 1
     d = delimiter or choose_delimiter(text, path_column or "", p.suffix.lower())
-    recs = ((line + skip, cells) for line, cells in _records(text, d))
-    header = next(recs, (0, []))[1]
+    # (line, spreadsheet row, cells): a quoted cell over several lines parts the two; the row is
+    # what a curator finds in Excel (the header its row 1; Excel hides a "sep=" line)
+    recs = ((line + skip, n, cells) for n, (line, cells) in enumerate(_records(text, d), 1))
+    header = next(recs, (0, 0, []))[2]
     cols = _header(header)
     written = {c: h for c, h in zip(cols, header, strict=True) if c != h}
     path_column = path_column or (cols[0] if cols else "")
@@ -189,7 +198,7 @@ def read_catalogue(path: str | os.PathLike, path_column: str | None = "path",
         raise ScanError(f"{p}: no {path_column!r} column (columns: {', '.join(cols) or 'none'}; "
                         f"read with {DELIMITER_NAMES.get(d, repr(d))} as the separator){hint}")
     rows = []
-    for line, cells in recs:
+    for line, row, cells in recs:
         if not cells or cells == [""]:
             continue  # a blank line
         if len(cells) > len(cols):
@@ -198,7 +207,7 @@ def read_catalogue(path: str | os.PathLike, path_column: str | None = "path",
                 log(f"{p}, line {line}: {len(cells)} cells under a header of {len(cols)}; the "
                     f"extra {extra!r} are not carried (quote cells that hold the separator)")
         r = {c: (cells[i] if i < len(cells) else None) for i, c in enumerate(cols)}
-        rows.append({"path": (r[path_column] or "").strip(), "_line": line, "_cells": r})
+        rows.append({"path": (r[path_column] or "").strip(), "_line": line, "_row": row, "_cells": r})
     # a last column without a header and without a cell is a trailing separator (Excel writes
     # one after a row's last cell): nothing to carry, and a name by its place ("column 8") would
     # move to "column 9" when a column is inserted before it
@@ -288,7 +297,7 @@ def _resolved(cat: Catalogue, rows: list[dict], p: Path, log) -> Catalogue:
     if respelt:
         r, found = respelt[0]
         log(f"{p}: {len(respelt)} path cell{'s' if len(respelt) > 1 else ''} matched to a file "
-            f"named in another Unicode form or case, or with Windows backslashes (line {r['_line']}: "
+            f"named in another Unicode form or case, or with Windows backslashes ({at(r)}: "
             f"{r['_cells'].get(cat.path_column, r['path'])!r} is {found!r} on disk); the cells "
             "are kept as written")
     return cat

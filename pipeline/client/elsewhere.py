@@ -27,6 +27,8 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from pipeline.client.catalogue import at
+
 
 def parts_of(cell: str) -> list[str]:
     """A path cell's folders and name, whichever system wrote it: a drive (C:) and the leading
@@ -70,7 +72,7 @@ def find_elsewhere(cat, lister: Callable[[str], Iterable[str]], log) -> None:
     if done:
         r = done[0]
         log(f"{cat.path}: {len(done)} of {len(lost)} path cells not found as written were found under "
-            f"its folder (line {r['_line']}: '{r['_cells'].get(cat.path_column) or r['_as_written']}' is "
+            f"its folder ({at(r)}: '{r['_cells'].get(cat.path_column) or r['_as_written']}' is "
             f"'{os.path.relpath(r['path'], root)}'; a path of another machine or folder, or a name "
             "alone); the cells are kept as written")
 
@@ -119,7 +121,7 @@ def _by_name(local: list[dict], lost: list[dict], cells: dict, root: str, lister
     if several:
         r, hits = several[0]
         log(f"{cat.path}: {len(several)} path cells name a file alone that several files in its "
-            f"folder carry, and stay unmatched (line {r['_line']}: '{cells[id(r)][0]}' is "
+            f"folder carry, and stay unmatched ({at(r)}: '{cells[id(r)][0]}' is "
             + " and ".join(f"'{os.path.relpath(h, root)}'" for h in hits[:3])
             + "); write their folders in the cells")
     return out

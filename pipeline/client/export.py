@@ -153,7 +153,8 @@ def write_xlsx(path: str, header: list[str], rows: list[list], text_columns: int
                  if isinstance(v, str) and len(v) > XLSX_CELL), None)
     if long:  # openpyxl would cut it without a word
         k, i = long
-        raise UsageError(f"row {k + 1}'s {header[i]!r} holds {len(rows[k][i]):,} characters, more "
+        # the row a spreadsheet shows it in: the header is its row 1
+        raise UsageError(f"row {k + 2}'s {header[i]!r} holds {len(rows[k][i]):,} characters, more "
                          f"than a workbook cell holds ({XLSX_CELL:,}); export to .csv, which keeps "
                          "every cell whole")
     wb = Workbook(write_only=True)

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from pipeline.client.catalogue import DELIMITER_NAMES, Catalogue, read_catalogue, stored_name
+from pipeline.client.catalogue import DELIMITER_NAMES, Catalogue, at, read_catalogue, stored_name
 from pipeline.client.elsewhere import find_elsewhere
 from pipeline.client.outdir import Outdir
 from pipeline.client.results import CORE_COLUMNS, PROBED
@@ -461,7 +461,7 @@ class ScanReport:
         if nofile:
             out.append(f"{_n(len(nofile), 'catalogue row')} {'names' if len(nofile) == 1 else 'name'}"
                        " no file (an empty path cell: nothing to colour; --report lists them): "
-                       + some([f"{Path(c.path).name} line {r['_line']}" for c, r in nofile]))
+                       + some([f"{Path(c.path).name} {at(r)}" for c, r in nofile]))
         if self.duplicates:
             out.append(f"{_n(len(self.duplicates), 'file')} listed twice (the first row kept): "
                        + some([f"{b['path']} ({_where(a)} and {_where(b)}"
@@ -497,7 +497,7 @@ def _n(n: int, what: str) -> str:
 
 
 def _where(r: dict) -> str:
-    return f"{Path(r['_from'].path).name} line {r['_line']}"
+    return f"{Path(r['_from'].path).name} {at(r)}"
 
 
 def _collect(sources: Iterable[str], opts: dict, log) -> tuple[dict[str, dict], ScanReport]:
@@ -589,7 +589,7 @@ def _some_found(c: Catalogue, missing: list[dict]) -> None:
            "looked for under it too; keep it beside the scans or write paths from its folder")
     # the cell as the catalogue shows it (repr doubled a Windows path's backslashes)
     raise ScanError(f"none of {Path(c.path).name}'s {_n(len(c.rows), 'path')} names a file (line "
-                    f"{missing[0]['_line']}: '{cells[0]}'): {how}; nothing written")
+                    f"{at(missing[0]).removeprefix('line ')}: '{cells[0]}'): {how}; nothing written")
 
 
 def catalogue_info(manifest: pa.Table | pa.Schema | None) -> dict:

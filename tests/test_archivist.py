@@ -44,7 +44,7 @@ def test_report_verdict_lists_errors_skipped_and_shows_16bit(night, ckpt, capsys
     out = root / "out"
     assert main(["run", "--manifest", str(man), "-o", str(out), "--size", "32", "-q",
                  "--checkpoint", ckpt]) == 0
-    capsys.readouterr()
+    assert f"; each error's and skip's reason: colorize audit {out}\n" in capsys.readouterr().out
     assert main(["audit", str(out), "-q"]) == 0
     said = capsys.readouterr().out
     assert "audit passed, with 1 error and 1 skipped (each one's reason: audit.html)" in said

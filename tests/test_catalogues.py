@@ -167,7 +167,8 @@ def test_a_corrected_catalogue_reaches_the_manifest_on_rescan_and_the_job_goes_o
     assert (by["b.png"]["accession"], by["b.png"]["title"]) == ("A-1", "Hof")
     assert by["Müller 1.png"]["accession"] is None  # in no catalogue, then or now
     with open(tmp_path / "report.csv", newline="", encoding="utf-8-sig") as f:
-        report = [x for x in csv.DictReader(f) if x["kind"] == "recatalogued"]
+        # in the catalogue's own separator, as Excel in its locale opens it
+        report = [x for x in csv.DictReader(f, delimiter=";") if x["kind"] == "recatalogued"]
     assert [x["catalogue"] for x in report] == ["accession: 'A-2' -> 'A-2b'", "title: 'Tor' -> 'Tor am Markt'",
                                                 "box: '7' -> '8'"]
     # the export gives the corrected record at once, and says which outputs still carry the old

@@ -92,8 +92,9 @@ def test_scan_merges_in_either_order_and_names_every_mismatch(museum, tmp_path):
         assert cells_a[str(Path(path))] == tuple(rec), path  # every cell as written
     unlisted = [str(p) for p in museum["files"][97:]]
     assert all(cells_a[p] == (None, None, None) for p in unlisted)
+    # in the catalogue's own separator, as Excel in its locale opens it
     with open(tmp_path / "mismatches.csv", newline="", encoding="utf-8-sig") as f:
-        kinds = [r["kind"] for r in csv.DictReader(f)]
+        kinds = [r["kind"] for r in csv.DictReader(f, delimiter=";")]
     assert sorted(kinds) == ["duplicate"] + ["missing"] + ["uncatalogued"] * 7
 
 

@@ -1018,6 +1018,8 @@ def test_a_curator_reviews_with_the_keyboard_alone(job, tmp_path):
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.goto(url)
             page.wait_for_selector(".card img")
+            page.keyboard.press("u")  # nothing to undo yet: said, not silence
+            page.wait_for_function("document.getElementById('status').textContent.startsWith('nothing to undo')")
             page.keyboard.press("j")  # the current card takes the focus, and says what it is
             assert page.evaluate(active) == "card cur"
             label = page.evaluate("document.activeElement.getAttribute('aria-label')")

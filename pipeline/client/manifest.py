@@ -485,8 +485,10 @@ class ScanReport:
         rows += [("changed", p, "", "", "") for p in self.changed]
         rows += [("gone", p, "", "", "") for p in self.gone]
         rows += [("recatalogued", p, f"{c}: {was!r} -> {now!r}", "", "") for p, c, was, now in self.recatalogued]
+        # the catalogue's own separator: a ';' locale's Excel opens a ',' file as one column
+        sep = next((c.delimiter for c in self.catalogues if c.delimiter in ",;\t"), ",")
         with open(path, "w", newline="", encoding="utf-8-sig") as f:
-            w = csv.writer(f)
+            w = csv.writer(f, delimiter=sep)
             w.writerow(["kind", "path", "catalogue", "line", "first listed at"])
             w.writerows(rows)
         return len(rows)

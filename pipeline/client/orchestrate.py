@@ -8,6 +8,7 @@ import errno
 import importlib.util
 import os
 import secrets
+import shlex
 import time
 import traceback
 from collections import Counter
@@ -224,7 +225,9 @@ def run_job(o: JobSpec, log=print, redo: tuple[dict[int, set[str]], dict] | None
                   client_peak_rss_mb=peak_rss_mb())
     log(f"done: {totals['ok']} ok, {totals['error']} error, {totals['skipped']} skipped in "
         f"{elapsed:.1f} s ({totals['images_per_s']:.2f} images/s){_job_so_far(outdir, sizes, n)}; "
-        f"images in {outdir.store.full(Outdir.IMAGES)}, results in {outdir.store.full(Outdir.RESULTS)}")
+        f"images in {outdir.store.full(Outdir.IMAGES)}, results in {outdir.store.full(Outdir.RESULTS)}"
+        + (f"; each error's and skip's reason: colorize audit {shlex.quote(outdir.url)}"
+           if totals["error"] or totals["skipped"] else ""))
     return totals
 
 

@@ -620,7 +620,7 @@ function plural(n, what) { return `${n} ${what}${n === 1 ? "" : "s"}`; }
 
 async function undo() {
   const u = S.undo.pop();
-  if (!u) return;
+  if (!u) { say("nothing to undo: this page has made no edit since it was opened"); return; }
   if (u.kind === "series") {
     for (const [id, value] of Object.entries(u.before)) await save("hints", value, undefined, true, id);
     say(`undone: the hints added to ${plural(Object.keys(u.before).length, "image")}`);

@@ -856,13 +856,12 @@ def _report_in(r: dict, outdir: str) -> str:
 
 def _reviewed(rv: dict, outdir: str) -> str:
     """The curators' verdicts, notes and hints, for the audit's line ("" before any review)."""
+    from pipeline.client.audit import reviewed_said
     from pipeline.client.outdir import run_hint
 
-    if not (rv["hinted"] or sum(rv[k] for k in ("accepted", "retouch", "rejected", "notes"))):
+    if not (said := reviewed_said(rv)):
         return ""
-    said = (f"; reviewed: {rv['accepted']} accepted, {rv['retouch']} to retouch, "
-            f"{rv['rejected']} rejected, {rv['not_reviewed']} not yet, {plural(rv['notes'], 'note')}, "
-            f"{rv['hinted']} hinted")
+    said = "; " + said
     if rv["hints_pending"]:
         named = rv.get("hints_pending_sources") or []
         said += (f" ({len(rv['hints_pending'])} with hints newer than their output"

@@ -725,6 +725,8 @@ def test_hinted_images_are_coloured_again_and_only_they(job, tmp_path):
     r = run_cli("audit", out, "--quiet")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "1 accepted" in r.stdout and "1 note" in r.stdout and "1 hinted" in r.stdout
+    said = r.stdout.split("; reviewed: ")[1].split(";")[0].split(" (")[0].strip()
+    assert f"<p>reviewed: {said}</p>" in (out / "audit.html").read_text()  # the report says it too
     report = json.loads((out / "audit.json").read_text())
     assert report["review"]["hints_pending"] == []
     assert run_cli("export", out, tmp_path / "e.csv").returncode == 0

@@ -386,6 +386,14 @@ def _thumb_uri(data_fn, h: int = 120, gray: bool = False, max_pixels: int | None
         return ""
 
 
+def reviewed_said(rv: dict) -> str:
+    """The curators' verdicts, notes and hints in a line ("" before any review)."""
+    if not rv or not (rv["hinted"] or sum(rv[k] for k in ("accepted", "retouch", "rejected", "notes"))):
+        return ""
+    return (f"reviewed: {rv['accepted']} accepted, {rv['retouch']} to retouch, {rv['rejected']} "
+            f"rejected, {rv['not_reviewed']} not yet, {plural(rv['notes'], 'note')}, {rv['hinted']} hinted")
+
+
 def _html(report: dict, ok_rows: list[dict], spec: dict, sample: int, out: Store) -> str:
     e = html.escape
     parts = ["<!doctype html><meta charset='utf-8'><meta name='viewport' "
@@ -404,6 +412,8 @@ def _html(report: dict, ok_rows: list[dict], spec: dict, sample: int, out: Store
              f"<p class='{'good' if report['ok'] else 'bad'}'><b>{e(report['verdict'])}"
              f"</b>: {report['manifest_rows']} manifest rows, {report['result_rows']} result rows; "
              + ", ".join(f"{k} {v}" for k, v in report["counts"].items()) + "</p>"]
+    if said := reviewed_said(report.get("review") or {}):  # what `audit` says on its line too
+        parts.append(f"<p>{e(said)}</p>")
     if report["problems"]:
         parts.append("<h2>Discrepancies</h2><table><tr><th>kind</th><th>image</th><th>detail</th></tr>")
         for p in report["problems"]:
@@ -503,7 +513,9 @@ def _sheet_row(r: dict, cols: list[str], spec: dict, out: Store) -> str:
 # Pages fit the window: thumbnails shrink with it, long names wrap, each record is labelled.
 SHEET_CSS = ("body{font-family:sans-serif;margin:1em;max-width:100%}"
              "table{border-collapse:collapse;max-width:100%}table.sheet{width:100%;table-layout:fixed}"
-             "td{padding:4px 8px;vertical-align:top;overflow-wrap:anywhere;border-top:1px solid #ddd}"
+             # a narrow column still keeps a year or a short date whole ("191 / 2" was one)
+             "td{padding:4px 8px;vertical-align:top;overflow-wrap:anywhere;border-top:1px solid #ddd;"
+             "min-width:8ch}"
              ".sheet td:nth-child(1),.sheet td:nth-child(2){width:30%}"
              "img{max-width:100%;max-height:160px}"
              "dl{display:grid;grid-template-columns:max-content 1fr;gap:0 .8em;margin:0}"

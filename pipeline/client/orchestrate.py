@@ -223,12 +223,18 @@ def run_job(o: JobSpec, log=print, redo: tuple[dict[int, set[str]], dict] | None
     n = totals["images"]
     totals.update(elapsed=elapsed, images_per_s=n / elapsed if elapsed else 0.0,
                   client_peak_rss_mb=peak_rss_mb())
-    log(f"done: {totals['ok']} ok, {totals['error']} error, {totals['skipped']} skipped in "
-        f"{elapsed:.1f} s ({totals['images_per_s']:.2f} images/s){_job_so_far(outdir, sizes, n)}; "
-        f"images in {outdir.store.full(Outdir.IMAGES)}, results in {outdir.store.full(Outdir.RESULTS)}"
-        + (f"; each error's and skip's reason: colorize audit {shlex.quote(outdir.url)}"
-           if totals["error"] or totals["skipped"] else ""))
+    log(_done(totals, outdir, sizes))
     return totals
+
+
+def _done(totals: dict, outdir: Outdir, sizes: dict[int, int]) -> str:
+    """The run's last line: its counts, where it wrote, and where the reasons are."""
+    return (f"done: {totals['ok']} ok, {totals['error']} error, {totals['skipped']} skipped in "
+            f"{totals['elapsed']:.1f} s ({totals['images_per_s']:.2f} images/s)"
+            f"{_job_so_far(outdir, sizes, totals['images'])}; images in "
+            f"{outdir.store.full(Outdir.IMAGES)}, results in {outdir.store.full(Outdir.RESULTS)}"
+            + (f"; each error's and skip's reason: colorize audit {shlex.quote(outdir.url)}"
+               if totals["error"] or totals["skipped"] else ""))
 
 
 def _job_so_far(outdir: Outdir, sizes: dict[int, int], n: int) -> str:

@@ -312,7 +312,7 @@ def cmd_scan(a) -> int:
              relative=a.relative, progress=not a.quiet,
              log=lambda m: print(f"colorize: {plain(m)}", file=sys.stderr),
              path_column=a.path_column, encoding=a.encoding, extend=a.extend,
-             delimiter=a.delimiter, report=a.report)
+             delimiter=a.delimiter, report=a.report, path_prefix=a.path_prefix)
     errors = t.column("scan_error").to_pylist()
     bad = sum(e is not None for e in errors)
     if bad and bad == t.num_rows:
@@ -1105,6 +1105,10 @@ def _add_scan(sub) -> None:
                    help="the catalogue column holding each scan's path (default: path)")
     s.add_argument("--encoding", default=None,
                    help="the catalogue's text encoding (default: UTF-8, else Windows-1252)")
+    s.add_argument("--path-prefix", action="append", default=None, metavar="PREFIX",
+                   help="a catalogue's paths that begin with PREFIX, as another machine kept them "
+                        "(C:\\Museum\\Scans\\), are read as the rest from the catalogue's own "
+                        "folder (repeatable; a rescan reuses the manifest's)")
     s.add_argument("--delimiter", type=delimiter_arg, default=None,
                    help="the catalogue's separator (default: decided by parsing: ; , tab or |)")
     s.add_argument("--report", metavar="MISMATCHES.csv", default=None,

@@ -74,7 +74,7 @@ def test_duplicates_empty_cells_and_unreadable_rows_are_reported(scans, tmp_path
     (tmp_path / "win.txt").write_text("C:\\archive\\a.png\nC:\\archive\\b.png\n")
     r = run_cli("scan", tmp_path / "win.txt", "-o", tmp_path / "w.parquet", "-q")
     assert r.returncode == 2 and "none of win.txt's 2 paths names a file" in r.stderr, r.stderr
-    assert "(line 1: 'C:\\archive\\a.png'): they are another machine's" in r.stderr
+    assert "(line 1: 'C:\\archive\\a.png'): they look written on another machine" in r.stderr
     assert not (tmp_path / "w.parquet").exists()
 
 
@@ -413,21 +413,22 @@ def test_a_catalogue_kept_apart_from_its_scans_is_told_how_paths_are_read(scans,
     assert r.returncode == 2 and (tmp_path / "m.parquet").read_bytes() == before, r.stderr
     (tmp_path / "cats" / "abs.csv").write_text("path;acc\n/elsewhere/b.png;1\n", encoding="utf-8")
     r = run_cli("scan", scans, tmp_path / "cats" / "abs.csv", "-o", tmp_path / "m3.parquet", "-q")
-    assert r.returncode == 2 and "'/elsewhere/b.png'): they are another machine's, and none was found under" in r.stderr, r.stderr
+    assert r.returncode == 2 and "'/elsewhere/b.png'): they look written on another machine, and no leading" in r.stderr, r.stderr
     (scans / "c2.csv").write_text("path;acc\nb.png;1\nnope.png;2\n", encoding="utf-8")
     r = run_cli("scan", scans, scans / "c2.csv", "-o", tmp_path / "m2.parquet", "-q")
     assert "none of" not in r.stderr and "1 catalogue row names a file that is not there" in r.stderr
 
 
-def test_another_machines_paths_and_names_alone_find_their_files_under_the_catalogues_folder(tmp_path):
-    """A catalogue made on the museum's Windows machine (C:\\Museum\\Scans\\...), and one that
-    names its files alone, each laid in the scans' top folder here: their rows find their files,
-    the cells kept as written. A row whose own file is gone is not given another's of its name."""
+def test_another_machines_paths_are_read_with_the_prefix_the_user_names(tmp_path):
+    """A catalogue made on the museum's Windows machine (C:\\Museum\\Scans\\...), laid in the
+    scans' top folder: refused with the --path-prefix that finds its files (never guessed onto
+    a file: another folder's IMG_0001.jpg is another photograph); given it, its rows find their
+    files, the cells kept as written, and a rescan reads them so again. A catalogue of names
+    alone is told where files of those names are."""
     d = tmp_path / "scans"
     rng = np.random.default_rng(3)
-    files = ["portraits/00123 Bürgermeister.tif", "1923/a.png", "1923/b.png", "misc/c.png",
-             "x.png", "1923/dup.png", "misc/dup.png"]
-    for f in files:
+    for f in ["portraits/00123 Bürgermeister.tif", "1923/a.png", "1923/b.png", "x.png", "1923/dup.png",
+              "misc/dup.png"]:
         (d / f).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(rng.integers(0, 255, (24, 32), dtype=np.uint8)).save(d / f)
     win = "C:\\Museum\\Scans\\"
@@ -435,32 +436,31 @@ def test_another_machines_paths_and_names_alone_find_their_files_under_the_catal
         f"{i};{win}{f.replace('/', chr(92))}\n" for i, f in enumerate(
             ["portraits/00123 Bürgermeister.tif", "1923/a.png", "1923/b.png", "misc/gone.png", "1923/x.png"])),
         encoding="utf-8")
-    r = run_cli("scan", d / "win.csv", "-o", tmp_path / "w.parquet", "--path-column", "File")
+    man = tmp_path / "w.parquet"
+    r = run_cli("scan", d / "win.csv", "-o", man, "--path-column", "File")
+    assert r.returncode == 2 and not man.exists(), r.stderr
+    assert (f"(line 2: '{win}portraits\\00123 Bürgermeister.tif'): they look written on another machine: "
+            f"with --path-prefix '{win}', 3 of 5 are found under {d}; nothing written") in r.stderr, r.stderr
+    r = run_cli("scan", d / "win.csv", "-o", man, "--path-column", "File", "--path-prefix", "c:/museum/scans")
     assert r.returncode == 0, r.stderr
-    assert (f"3 of 5 path cells not found as written were found under its folder (line 2: "
-            f"'{win}portraits\\00123 Bürgermeister.tif' is 'portraits/00123 Bürgermeister.tif'") in r.stderr
-    # the gone file's row, and x.png's: only 1 of the 4 rows under 1923 would be found at the top
-    assert f"win.csv line 5 {win}misc\\gone.png" in r.stderr and "2 missing" in r.stdout, r.stderr
-    rows = {x["Inv"]: x for x in pq.read_table(tmp_path / "w.parquet").to_pylist()}
-    assert {i: (Path(x["path"]).relative_to(d).as_posix() if x["scan_error"] is None else None)
-            for i, x in rows.items()} == {"0": "portraits/00123 Bürgermeister.tif", "1": "1923/a.png",
-                                          "2": "1923/b.png", "3": None, "4": None}
-    assert rows["0"]["File"] == f"{win}portraits\\00123 Bürgermeister.tif"  # as written
-    (d / "names.csv").write_text("Inv;File\n0;00123 BÜRGERMEISTER.tif\n1;a.png\n2;c.png\n3;dup.png\n",
-                                 encoding="utf-8")
+    assert f"win.csv line 5 {d}/misc/gone.png" in r.stderr and "2 missing" in r.stdout, r.stderr
+
+    def found():
+        return {x["Inv"]: (Path(x["path"]).relative_to(d).as_posix() if x["scan_error"] is None else None)
+                for x in pq.read_table(man).to_pylist()}
+
+    # x.png at the top is not 1923\x.png: that row stays missing, its record kept
+    assert found() == {"0": "portraits/00123 Bürgermeister.tif", "1": "1923/a.png", "2": "1923/b.png",
+                       "3": None, "4": None}
+    assert {x["Inv"]: x["File"] for x in pq.read_table(man).to_pylist()}["0"] == f"{win}portraits\\00123 Bürgermeister.tif"
+    r = run_cli("scan", d / "win.csv", "-o", man, "--path-column", "File")  # a rescan: read as before
+    assert r.returncode == 0 and f"catalogue paths read with --path-prefix 'c:/museum/scans', as {man} was" in r.stderr
+    assert "3 files done before, 0 new, 0 changed, 0 gone, 2 still missing" in r.stderr and found()["1"] == "1923/a.png"
+    (d / "names.csv").write_text("Inv;File\n0;a.png\n1;b.png\n2;dup.png\n", encoding="utf-8")
     r = run_cli("scan", d / "names.csv", "-o", tmp_path / "n.parquet", "--path-column", "File")
-    assert r.returncode == 0, r.stderr
-    assert "3 of 4 path cells not found as written were found under its folder" in r.stderr
-    assert ("1 path cells name a file alone that several files in its folder carry, and stay unmatched "
-            "(line 5: 'dup.png' is '1923/dup.png' and 'misc/dup.png')") in r.stderr
-    rows = {x["Inv"]: x for x in pq.read_table(tmp_path / "n.parquet").to_pylist()}
-    assert [Path(rows[i]["path"]).name for i in "012"] == ["00123 Bürgermeister.tif", "a.png", "c.png"]
-    assert rows["3"]["scan_error"] and all(rows[i]["scan_error"] is None for i in "012")
-    # names alone beside files that are there: a row whose file is gone keeps its own path
-    (d / "1923" / "here.csv").write_text("File\na.png\nb.png\ndup.png\nc.png\n", encoding="utf-8")
-    (d / "1923" / "dup.png").unlink()
-    r = run_cli("scan", d / "1923" / "here.csv", "-o", tmp_path / "h.parquet", "--path-column", "File")
-    assert r.returncode == 0 and "found under its folder" not in r.stderr, r.stderr
+    assert r.returncode == 2, r.stderr
+    assert (f"3 of its names alone are files in folders under {d} ('a.png' is '1923/a.png'): write "
+            "each one's folders in its path cell") in r.stderr, r.stderr
 
 
 def test_a_file_missing_at_the_scan_and_put_back_is_read_again(scans, tmp_path):

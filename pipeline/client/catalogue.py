@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from itertools import count, islice, takewhile
 from pathlib import Path
 
+from pipeline.client.elsewhere import stripped
 from pipeline.client.results import CORE_COLUMNS, SCHEMA
 from pipeline.errors import ScanError
 
@@ -165,7 +166,7 @@ def choose_delimiter(text: str, path_column: str, suffix: str) -> str:
 
 def read_catalogue(path: str | os.PathLike, path_column: str | None = "path",
                    encoding: str | None = None, delimiter: str | None = None,
-                   log=lambda msg: None) -> Catalogue:
+                   log=lambda msg: None, path_prefix: list[str] | None = None) -> Catalogue:
     """Every record of a catalogue with its cells as written (path_column None: the first column
     holds the paths). Relative paths are relative to the catalogue's own folder. Empty path cells are named and left out (there is no file to
     colorize); extra cells beyond the header are named too, never silently dropped."""
@@ -178,7 +179,7 @@ def read_catalogue(path: str | os.PathLike, path_column: str | None = "path",
         rows = [{"path": ln.strip(), "_line": i, "_cells": {}}
                 for i, ln in enumerate(text.splitlines(), 1) if ln.strip() and not ln.startswith("#")]
         cat = Catalogue(str(p), [], path_column, "\n", enc)
-        return _resolved(cat, rows, p, log)
+        return _resolved(cat, rows, p, log, path_prefix)
     first, _, rest = text.partition("\n")
     skip = 0
     if first.rstrip("\r").lower().startswith("sep=") and len(first.rstrip("\r")) == 5:
@@ -230,7 +231,8 @@ def read_catalogue(path: str | os.PathLike, path_column: str | None = "path",
     for i, c in enumerate(cols, 1):
         if c in written:
             log(f"{p}: header cell {i} {written[c]!r} named {c!r}")
-    return _resolved(Catalogue(str(p), cols, path_column, d, enc, written=written), rows, p, log)
+    return _resolved(Catalogue(str(p), cols, path_column, d, enc, written=written), rows, p, log,
+                     path_prefix)
 
 
 def export_names(name: str) -> Iterator[str]:
@@ -267,14 +269,14 @@ def _header(header: list[str]) -> list[str]:
     return cols
 
 
-def _resolved(cat: Catalogue, rows: list[dict], p: Path, log) -> Catalogue:
+def _resolved(cat: Catalogue, rows: list[dict], p: Path, log, prefixes: list[str] | None = None) -> Catalogue:
     respelt = []
     listing: dict[str, dict[str, str]] = {}
     for r in rows:
-        r["_as_written"] = r["path"]  # a list's line (a table's is its path cell): elsewhere.py
-        # another machine's absolute path (C:\..., \\server\...) is not one in this folder
-        if r["path"] and "://" not in r["path"] and not os.path.isabs(r["path"]) \
-                and not re.match(r"[A-Za-z]:[\\/]|\\\\", r["path"]):
+        r["_as_written"] = r["path"]  # a list's line (a table's is its path cell)
+        if prefixes and r["path"] and (rest := stripped(r["path"], prefixes)) is not None:
+            r["path"] = str(p.parent / rest)  # another machine's path, read from here (--path-prefix)
+        elif r["path"] and "://" not in r["path"] and not os.path.isabs(r["path"]):
             r["path"] = str(p.parent / r["path"])
     # A file that a row names exactly is that row's: another row's other spelling of it (a
     # missing img_0001.jpg beside IMG_0001.jpg) stays missing, an error row of its own, rather

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from pipeline.client.catalogue import DELIMITER_NAMES, Catalogue, at, read_catalogue, stored_name
-from pipeline.client.elsewhere import find_elsewhere
+from pipeline.client.elsewhere import advice
 from pipeline.client.outdir import Outdir
 from pipeline.client.results import CORE_COLUMNS, PROBED
 from pipeline.errors import ScanError
@@ -138,9 +138,6 @@ def _expand(src: str, list_options: dict | None = None) -> Iterator[dict]:
             yield {"_unread_folder": (e.filename, e.strerror or type(e).__name__)}
     elif p.is_file() and p.suffix.lower() in LIST_EXTS:
         cat = read_catalogue(p, **(list_options or {}))
-        # paths another machine wrote (C:\\Museum\\...), or names alone: found under its folder
-        find_elsewhere(cat, lambda root: (r["path"] for r in _expand(root) if "path" in r),
-                       (list_options or {}).get("log") or (lambda m: None))
         yield {"_catalogue": cat}
         for r in cat.rows:
             yield {**r, "_from": cat}
@@ -262,7 +259,7 @@ def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int = 64
          max_pixels: int = DEFAULT_MAX_PIXELS, relative: bool = False, threads: int = 8,
          progress: bool = True, log=lambda msg: None, path_column: str = "path",
          encoding: str | None = None, extend: str | None = None, delimiter: str | None = None,
-         report: str | os.PathLike | None = None) -> pa.Table:
+         report: str | os.PathLike | None = None, path_prefix: list[str] | None = None) -> pa.Table:
     """Write the manifest; returns it. Unreadable entries stay, with scan_error set. Folders
     that are a colorize OUTDIR (job.json beside results/) are left out, and said so.
 
@@ -275,8 +272,9 @@ def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int = 64
     listed twice) is summarised through `log`, and listed in the CSV `report` if given."""
     if shard_size < 1:
         raise ScanError("--shard-size must be >= 1")
-    by_path, found = _collect(sources, dict(path_column=path_column, encoding=encoding,
-                                            delimiter=delimiter, log=log), log)
+    path_prefix = _prefixes(path_prefix, extend, log)
+    by_path, found = _collect(sources, dict(path_column=path_column, encoding=encoding, delimiter=delimiter,
+                                            log=log, path_prefix=path_prefix), log)
     if not by_path:
         raise ScanError("no image files found in " + ", ".join(map(str, sources)))
     real = sorted(by_path)
@@ -304,13 +302,9 @@ def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int = 64
             "between files and catalogue)")
     stored = [_stored(r, output, relative) for r in real]
     first_shard, stems = _after(old, _out_stems(rels), [_safe_rel(r) for r in rels])
-    cols: dict[str, list] = {
-        "image_id": [image_id(s) for s in stored],
-        "shard": [first_shard + i // shard_size for i in range(len(real))],
-        "path": stored,
-        "rel_path": rels,
-        "out_stem": stems,
-    }
+    cols: dict[str, list] = {"image_id": [image_id(s) for s in stored],
+                             "shard": [first_shard + i // shard_size for i in range(len(real))],
+                             "path": stored, "rel_path": rels, "out_stem": stems}
     for k in PROBED:
         cols[k] = [p[k] for p in probes]
     cols["xmp_sidecar"] = pa.array([_stored(p["xmp_sidecar"], output, relative) for p in probes],
@@ -325,9 +319,23 @@ def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int = 64
     if old is not None:
         table = pa.concat_tables([old.replace_schema_metadata(None), table],
                                  promote_options="permissive")
-    table = table.replace_schema_metadata(_metadata(sources, shard_size, columns, found, old))
+    table = table.replace_schema_metadata(_metadata(sources, shard_size, columns, found, old, path_prefix))
     _write(table, output)
     return table
+
+
+def _prefixes(given: list[str] | None, extend: str | None, log) -> list[str]:
+    """The --path-prefix the scan reads catalogues with: as given, or as the manifest it extends
+    was read with (a rescan without it would find none of those files, and call them gone)."""
+    if given or not extend:
+        return list(given or [])
+    try:
+        was = json.loads((pq.read_schema(extend).metadata or {}).get(b"path_prefix", b"[]"))
+    except Exception:  # noqa: BLE001 - a manifest unreadable here is said by the scan itself
+        return []
+    if was:
+        log(f"catalogue paths read with --path-prefix {', '.join(map(repr, was))}, as {extend} was")
+    return was
 
 
 def _stored(path: str | None, manifest, relative: bool) -> str | None:
@@ -363,12 +371,13 @@ def _sidecars_read(probes: list[dict], found: ScanReport) -> None:
 
 
 def _metadata(sources, shard_size: int, columns: list[str], found: ScanReport,
-              old: pa.Table | None) -> dict:
+              old: pa.Table | None, path_prefix: list[str] | None = None) -> dict:
     """The manifest's own record: its shard size, the folders scanned (a run refuses an OUTDIR
     inside them: the next scan would take the outputs for scans), and its catalogue's shape."""
     folders = [os.path.realpath(str(x)) for x in sources if not is_url(str(x)) and Path(x).is_dir()]
     meta = {"shard_size": str(shard_size), "source_folders": json.dumps(folders),
-            "unread_folders": json.dumps([p for p, _ in found.unread_folders])}
+            "unread_folders": json.dumps([p for p, _ in found.unread_folders]),
+            "path_prefix": json.dumps(path_prefix or [], ensure_ascii=False)}  # a rescan reads with it
     if columns:
         # the shape of the first catalogue with columns: a plain list of paths scanned into the
         # manifest later has none, and must not make the export comma-separated
@@ -582,13 +591,14 @@ def _some_found(c: Catalogue, missing: list[dict]) -> None:
         return  # a folder this user cannot search is said as such, its rows kept
     cells = [r["_cells"].get(c.path_column) or r.get("_as_written") or r["path"] for r in missing]
     where = Path(c.path).parent
-    how = (f"they are another machine's, and none was found under the catalogue's folder ({where}) "
-           "with its leading folders left out either: put the catalogue in the scans' top folder"
-           if any(re.match(r"[A-Za-z]:|\\\\|/", x) for x in cells) else
-           "the paths use backslashes (a Windows catalogue): write them with / on this system"
-           if any("\\" in x for x in cells) else
-           f"a relative path is read from the catalogue's own folder ({where}), and a name alone is "
-           "looked for under it too; keep it beside the scans or write paths from its folder")
+    how = advice(cells, str(where), lambda root: (r["path"] for r in _expand(root) if "path" in r)) or (
+        f"they look written on another machine, and no leading part of them left out finds them "
+        f"under the catalogue's folder ({where}): is it in the scans' top folder?"
+        if any(re.match(r"[A-Za-z]:|\\\\|/", x) for x in cells) else
+        "the paths use backslashes (a Windows catalogue): write them with / on this system"
+        if any("\\" in x for x in cells) else
+        f"a relative path is read from the catalogue's own folder ({where}); keep it beside the "
+        "scans or write paths from its folder")
     # the cell as the catalogue shows it (repr doubled a Windows path's backslashes)
     raise ScanError(f"none of {Path(c.path).name}'s {_n(len(c.rows), 'path')} names a file (line "
                     f"{at(missing[0]).removeprefix('line ')}: '{cells[0]}'): {how}; nothing written")

@@ -97,6 +97,7 @@ async function loadPage() {
 // commits); a page the curator asked for keeps the place (a verdict given under "not reviewed"
 // takes its card away: the next one is current)
 function showPage(d, keep = false) {
+  S.pageGen = (S.pageGen || 0) + 1;  // a poll's answer asked for before this is older than it
   const id = keep && S.rows[S.cur] && S.rows[S.cur].image_id;
   S.rows = d.rows;
   const at = keep ? S.rows.findIndex((r) => r.image_id === id) : -1;
@@ -254,6 +255,7 @@ async function openView() {
   const d = await getJSON("/api/image/" + encodeURIComponent(r.image_id));
   if (vg !== S.viewGen) return;
   fill(d);
+  S.filled = vg;  // the view is this image's now: a poll before it would compare another's row
   $("title").textContent = label(r);
   document.title = "Review: " + label(r).replace(/[\u2068\u2069]/g, "");
   $("before").alt = "before: " + $("title").textContent;
@@ -854,7 +856,7 @@ async function poll() {
     if (document.hidden) return;
     if (!S.view) { await pollGrid(); return; }
     if (!S.row || !S.review || document.activeElement === $("note") || S.noteTimer) return;
-    if (S.dragging) return;
+    if (S.dragging || S.filled !== S.viewGen) return;
     const vg = S.viewGen, id = S.row.image_id;
     await S.saving;
     const sv = S.saving;
@@ -885,11 +887,22 @@ async function poll() {
   } catch (e) { /* the server away for a moment: the next look, or the next edit, says so */ }
   finally { setTimeout(poll, S.pollMs); }
 }
+// Cards are not moved under a curator at work (a click would open another image, a shift-click
+// take in cards never seen): a page whose images changed waits until the pointer and the keys
+// have rested a few seconds; badges and counts on the same cards show at once.
+S.touched = 0;
+for (const ev of ["pointermove", "pointerdown", "keydown", "wheel"]) {
+  document.addEventListener(ev, () => { S.touched = Date.now(); }, { passive: true, capture: true });
+}
 async function pollGrid() {
-  const q = pageQuery();
+  await S.saving;
+  const q = pageQuery(), gen = S.pageGen, sv = S.saving;
   const d = await getJSON(q);
-  if (S.view || q !== pageQuery()) return;  // the curator moved meanwhile: that page is theirs
+  // the curator moved, or an edit left, meanwhile: this answer is older than what is shown
+  if (S.view || q !== pageQuery() || gen !== S.pageGen || sv !== S.saving) return;
+  const ids = (rows) => rows.map((r) => r.image_id).join("\n");
   const seen = (rows) => rows.map((r) => [pictureKey(r), r.verdict, r.curator_hints, r.note].join("|")).join("\n");
+  if (ids(d.rows) !== ids(S.rows) && Date.now() - S.touched < 4000) return;  // the next look
   if (seen(d.rows) !== seen(S.rows) || d.pages !== S.pages) showPage(d, true);
   else if (JSON.stringify(d.counts) !== JSON.stringify(S.counts)) renderFilters(d);
 }

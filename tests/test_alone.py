@@ -8,6 +8,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import dask
 import numpy as np
@@ -298,6 +299,42 @@ def test_a_blamed_image_colorized_by_an_earlier_try_leaves_no_stray_output(archi
     claimed = [r["output_path"] for f in sorted((out / "results").glob("shard-*.parquet"))
                for r in pq.read_table(f).to_pylist() if r["output_path"]]
     assert sorted(f"images/{p.name}" for p in (out / "images").iterdir()) == sorted(claimed)
+    # a file there that colorize did not write (a curator's retouch) is theirs: left alone
+    from pipeline.client.manifest import read_manifest
+    from pipeline.worker.shard import _aside_earlier_output
+
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(out / victim["output_path"])
+    mrow = next(r for r in read_manifest(man).to_pylist() if r["image_id"] == victim["image_id"])
+    _aside_earlier_output(job, mrow)
+    assert (out / victim["output_path"]).exists() and len(list((out / "quarantine").rglob("*.png"))) == 1
+
+
+def test_an_image_the_worker_cannot_allocate_memory_for_is_its_error_row(archive, ckpt, tmp_path, monkeypatch):
+    """Alone, an allocation the process cannot make (MemoryError, torch's out of memory) is that
+    image's: its error row says so, and the rest of the shard commits."""
+    from pipeline.client.jobspec import JobSpec
+    from pipeline.client.state import file_sha256
+    from pipeline.worker import shard as shard_mod
+    from pipeline.worker.shard import ShardJob
+
+    root, man = archive
+    out = tmp_path / "out"
+    (out / "results").mkdir(parents=True)
+    job = ShardJob(JobSpec(manifest=str(man), checkpoint=ckpt, size=32, batch_size=4, threads=1),
+                   outdir=str(out), checkpoint_sha256=file_sha256(ckpt))
+    real = shard_mod.ShardJob.read
+
+    def hungry(self, row, options=None):
+        if row["path"].endswith("p1.png"):
+            raise MemoryError()
+        return real(self, row, options)
+
+    monkeypatch.setattr(shard_mod.ShardJob, "read", hungry)
+    s = job(0, alone=True)
+    assert (s["ok"], s["error"]) == (3, 1)
+    rows = {Path(r["source_path"]).name: r for r in pq.read_table(out / "results" / "shard-00000.parquet").to_pylist()}
+    assert rows["p1.png"]["error"].startswith("the worker ran out of memory colorizing this image alone (MemoryError: a 64x48 scan needs about")
+    assert "--redo" in rows["p1.png"]["error"] and all(rows[n]["status"] == "ok" for n in rows if n != "p1.png")
 
 
 def test_a_try_alone_that_never_starts_is_sent_again_only_a_few_times(tmp_path):

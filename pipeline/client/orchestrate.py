@@ -438,7 +438,9 @@ class _Shards:
             # not its failure; one that started and died with no image begun has failed
             if tries != self.started.get(s) and not began:
                 return False
-            if tries == self.started.get(s):
+            if tries != self.started.get(s):
+                self.unstarted[s] = 0  # a try started: the count is of tries in a row that did not
+            else:
                 self.unstarted[s] += 1
                 # ...but a worker that dies before any try starts (it cannot load the job, or
                 # sees OUTDIR elsewhere) would be sent it for ever: the shard fails as before
@@ -530,8 +532,9 @@ def _failed(e: Exception, fut, o) -> tuple[str, str]:
         return f"the connection to the dask scheduler was lost ({name}: {' '.join(str(e).split())})", ""
     failure = f"shard {shard} failed: {name}: " + " ".join(str(e).split())
     if name == "KilledWorker" and "-alone" in str(fut.key):  # one image at a time: no batch to shrink
-        failure += (" (tried with its images one at a time, a worker died before it began any: it "
-                    "cannot load the job - its memory for the model, or its environment; see its log)")
+        failure += (" (tried with its images one at a time, a worker died with none of them in hand: "
+                    "before the first, between two, or at the commit - its memory for the model, or "
+                    "its environment; see its log)")
     elif name in ("KilledWorker", "WorkerDies"):
         failure += _killed(o, int(shard), alone=name == "WorkerDies")
     if name in _NOT_BUGS:

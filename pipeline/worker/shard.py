@@ -251,10 +251,15 @@ class _Alone(_Flow):
             said.begin(row["image_id"], shared=_worker_shared())
             try:
                 colorized, netted = self._one(row, options)
-            except Exception:  # a bug, or OUTDIR failing: raised as such, never counted a death
+            except Exception as e:  # a bug, or OUTDIR failing: raised as such, never counted a death
                 with contextlib.suppress(Exception):
                     said.begin(None)
-                raise
+                if not _out_of_memory(e):
+                    raise
+                # memory the process could not have, said as an exception: that image's, as a death is
+                self.batch, self.writing, self.written = [], deque(), deque()
+                self._record(self.job.start(row, options).fail(_blame(row, self.job.outdir, e)))
+                colorized, netted = False, True
             said.lived_through(row["image_id"], colorized, netted)
         return setup
 
@@ -273,6 +278,13 @@ class _Alone(_Flow):
         return item.row["status"] == "ok", True
 
 
+def _out_of_memory(e: BaseException) -> bool:
+    """An allocation the process could not make (Python's, torch's on the CPU or a GPU)."""
+    text = str(e)
+    return isinstance(e, MemoryError) or "out of memory" in text or "can't allocate memory" in text \
+        or type(e).__name__ == "OutOfMemoryError"
+
+
 def _worker_shared() -> bool:
     """Whether the worker runs other tasks beside this one now (a worker of several threads):
     a death then may be theirs."""
@@ -289,16 +301,24 @@ def _aside_earlier_output(job: ShardJob, row: dict) -> None:
     output, which its error row does not claim: moved to quarantine/ (never deleted), as the
     audit would otherwise find it stray. A redo's earlier output stays with its committed row
     until the commit, as any redo's does."""
-    from pipeline.worker.writers import REGISTRY
+    import io
+
+    from pipeline.worker.imaging import read_header
+    from pipeline.worker.writers import extension, output_format
 
     od = Outdir(job.outdir)
-    for ext in sorted({f.ext for f in REGISTRY}):
-        try:
-            rel = Outdir.output_rel(row["out_stem"], ext)
-        except ValueError:  # a hostile manifest row: it has written nothing
-            return
-        if od.store.exists(rel) and rel not in _claimed(od, row):
-            od.quarantine(rel)
+    try:  # where the job writes it (--format same: by the format the scan read)
+        rel = Outdir.output_rel(row["out_stem"], extension(output_format(job.spec.format, row.get("format") or "")))
+    except ValueError:  # a hostile manifest row: it has written nothing
+        return
+    if not od.store.exists(rel) or rel in _claimed(od, row):
+        return
+    try:  # ours only (its metadata says so): a file someone put there is theirs, left alone
+        ours = read_header(io.BytesIO(od.store.read_bytes(rel))).ours
+    except Exception:  # noqa: BLE001 - unreadable: not provably ours
+        return
+    if ours:
+        od.quarantine(rel)
 
 
 def _claimed(od: Outdir, row: dict) -> set[str]:
@@ -309,13 +329,15 @@ def _claimed(od: Outdir, row: dict) -> set[str]:
         return set()
 
 
-def _blame(row: dict, outdir: str) -> str:
+def _blame(row: dict, outdir: str, e: BaseException | None = None) -> str:
     from pipeline.client.jobspec import GB, alone_bytes
     from pipeline.client.outdir import run_hint
 
     w, h = row.get("width"), row.get("height")
     size = (f": a {w}x{h} scan needs about {alone_bytes(w, h, row.get('mode')) / GB:.1f} GB with "
             "the model" if w and h else "")
-    return (f"the worker died each time it colorized this image, {TRIES} times with nothing else "
-            f"in hand (most often its memory{size}); the rest of its shard is done: give the "
-            f"workers more memory, then {run_hint(outdir, '--redo', row['image_id'])}")
+    what = (f"the worker ran out of memory colorizing this image alone ({type(e).__name__}{size})"
+            if e is not None else f"the worker died each time it colorized this image, {TRIES} times "
+            f"with nothing else in hand (most often its memory{size})")
+    return (f"{what}; the rest of its shard is done: give the workers more memory, then "
+            f"{run_hint(outdir, '--redo', row['image_id'])}")

@@ -197,6 +197,16 @@ def test_this_months_scans_continue_the_job(tmp_path, ckpt, capsys):
     err = capsys.readouterr().err
     assert f"other.parquet lists none of them: give it an OUTDIR of its own (to go on with this job: colorize run -o {out})" in err
     assert "--restart" not in err
+    # the same scans at another path (moved, scanned anew without --relative): said as such
+    import shutil
+
+    shutil.copytree(src, tmp_path / "moved")
+    assert main(["scan", str(tmp_path / "moved"), "-o", str(tmp_path / "moved.parquet"), "--shard-size", "2", "-q"]) == 0
+    capsys.readouterr()
+    fresh[fresh.index("--manifest") + 1] = str(tmp_path / "moved.parquet")
+    assert main(fresh) == 2
+    err = capsys.readouterr().err
+    assert "moved.parquet lists 5 of them by their place in the archive, but at another path" in err, err
 
 
 def test_ctrl_c_says_what_is_committed_and_how_to_resume(night, ckpt, capsys, tmp_path,

@@ -593,7 +593,8 @@ def _some_found(c: Catalogue, missing: list[dict]) -> None:
     where = Path(c.path).parent
     how = advice(cells, str(where), lambda root: (r["path"] for r in _expand(root) if "path" in r)) or (
         f"they look written on another machine, and no leading part of them left out finds them "
-        f"under the catalogue's folder ({where}): is it in the scans' top folder?"
+        f"under the catalogue's folder ({where}): is it in the scans' top folder"
+        + (", or their disk not mounted here?" if any(x.startswith("/") for x in cells) else "?")
         if any(re.match(r"[A-Za-z]:|\\\\|/", x) for x in cells) else
         "the paths use backslashes (a Windows catalogue): write them with / on this system"
         if any("\\" in x for x in cells) else

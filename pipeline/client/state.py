@@ -217,13 +217,21 @@ def _why_shards_changed(store, old: dict, new: dict) -> str | None:
     from pipeline.client.manifest import read_manifest
 
     try:
-        was, now = (read_manifest(s["manifest"], columns=["image_id", "shard"]) for s in (old, new))
+        was, now = (read_manifest(s["manifest"], columns=["image_id", "shard", "rel_path"]) for s in (old, new))
     except Exception:  # noqa: BLE001 - the job's manifest moved or is gone: the shards are all there is
         return None
     a = dict(zip(*(was.column(c).to_pylist() for c in ("image_id", "shard")), strict=True))
     b = dict(zip(*(now.column(c).to_pylist() for c in ("image_id", "shard")), strict=True))
     mine = f"{store} holds the job of {old['manifest']} ({plural(len(a), 'image')})"
     if not a.keys() & b.keys():
+        # an image's id is its path: the same files at another place (a moved archive scanned
+        # anew, without --relative) share none; they are told apart by their place in the archive
+        same = set(was.column("rel_path").to_pylist()) & set(now.column("rel_path").to_pylist())
+        if 2 * len(same) >= len(a):
+            return (f"{mine}; {new['manifest']} lists {len(same)} of them by their place in the "
+                    "archive, but at another path: a moved archive scanned anew is a new job (an "
+                    "image's id is its path), so give it an OUTDIR of its own; this job's outputs "
+                    f"stay as they are (to go on with it where it was: {run_hint(store)})")
         return (f"{mine}; {new['manifest']} lists none of them: give it an OUTDIR of its own "
                 f"(to go on with this job: {run_hint(store)})")
     sizes = [(t.schema.metadata or {}).get(b"shard_size", b"?").decode() for t in (was, now)]

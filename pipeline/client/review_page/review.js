@@ -190,7 +190,7 @@ function renderGrid(quiet = false) {
     // a file not there is said as missing, and not asked for (its 404 filled the server's terminal)
     const gone = r.status === "error" && /^file not found/.test(r.error || "");
     const thumb = (which) => (gone && which === "source" ? `<span class="nothumb">missing</span>` :
-      S.broken.has(r.image_id + which) ? `<span class="nothumb">unreadable</span>` :
+      S.broken.has(pictureKey(r) + which) ? `<span class="nothumb">unreadable</span>` :
       `<img loading="lazy" src="${img(r, which, 240)}" alt="" data-which="${which}">`);
     c.dataset.pictures = pictureKey(r);
     const kept = pairs.get(c.dataset.pictures);
@@ -198,7 +198,7 @@ function renderGrid(quiet = false) {
       `<div class="label">${badges}<span class="name"></span></div>`;
     if (kept) c.prepend(kept);  // with its handlers
     else c.querySelectorAll(".pair img").forEach((im) => {
-      im.onerror = () => { S.broken.add(r.image_id + im.dataset.which); im.replaceWith(Object.assign(
+      im.onerror = () => { S.broken.add(pictureKey(r) + im.dataset.which); im.replaceWith(Object.assign(
         document.createElement("span"), { className: "nothumb", textContent: "unreadable" })); };
     });
     c.querySelector(".label .name").textContent = label(r);
@@ -903,6 +903,7 @@ async function pollGrid() {
   const ids = (rows) => rows.map((r) => r.image_id).join("\n");
   const seen = (rows) => rows.map((r) => [pictureKey(r), r.verdict, r.curator_hints, r.note].join("|")).join("\n");
   if (ids(d.rows) !== ids(S.rows) && Date.now() - S.touched < 4000) return;  // the next look
+  if (!d.rows.length && S.page > 0) { await loadPage(); return; }  // emptied meanwhile: the last page with any
   if (seen(d.rows) !== seen(S.rows) || d.pages !== S.pages) showPage(d, true);
   else if (JSON.stringify(d.counts) !== JSON.stringify(S.counts)) renderFilters(d);
 }

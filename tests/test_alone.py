@@ -362,3 +362,27 @@ def test_a_try_alone_that_never_starts_is_sent_again_only_a_few_times(tmp_path):
         assert shards.again_alone(sent[-1])  # never started: sent again, uncounted
     assert not shards.again_alone(sent[-1])
     assert len(sent) == UNSTARTED + 2
+
+
+def test_a_worker_that_can_allocate_for_no_image_is_the_workers_fault(archive, ckpt, tmp_path, monkeypatch):
+    """Every image alone out of memory (a GPU another process holds): no scan is blamed, the
+    shard fails uncommitted, as when the worker dies on every one."""
+    from pipeline.client.alone import WorkerDies
+    from pipeline.client.jobspec import JobSpec
+    from pipeline.client.state import file_sha256
+    from pipeline.worker import shard as shard_mod
+    from pipeline.worker.shard import ShardJob
+
+    root, man = archive
+    out = tmp_path / "out"
+    (out / "results").mkdir(parents=True)
+    job = ShardJob(JobSpec(manifest=str(man), checkpoint=ckpt, size=32, batch_size=4, threads=1),
+                   outdir=str(out), checkpoint_sha256=file_sha256(ckpt))
+
+    def starved(self, row, options=None):
+        raise RuntimeError("CUDA error: out of memory")
+
+    monkeypatch.setattr(shard_mod.ShardJob, "read", starved)
+    with pytest.raises(WorkerDies, match="could not allocate the memory for any of them"):
+        job(0, alone=True)
+    assert not (out / "results" / "shard-00000.parquet").exists()

@@ -454,8 +454,19 @@ def test_another_machines_paths_are_read_with_the_prefix_the_user_names(tmp_path
                        "3": None, "4": None}
     assert {x["Inv"]: x["File"] for x in pq.read_table(man).to_pylist()}["0"] == f"{win}portraits\\00123 Bürgermeister.tif"
     r = run_cli("scan", d / "win.csv", "-o", man, "--path-column", "File")  # a rescan: read as before
-    assert r.returncode == 0 and f"catalogue paths read with --path-prefix 'c:/museum/scans', as {man} was" in r.stderr
+    assert r.returncode == 0 and f"catalogue paths read with --path-prefix 'c:/museum/scans' too, as {man} was" in r.stderr
     assert "3 files done before, 0 new, 0 changed, 0 gone, 2 still missing" in r.stderr and found()["1"] == "1923/a.png"
+    # another prefix given (a Mac's catalogue beside): the manifest's is kept too; a cell that
+    # merely holds the same folders, relative, is not one that begins there
+    (d / "mac.txt").write_text("/Volumes/Archive/1923/b.png\nVolumes/Archive/x.png\n", encoding="utf-8")
+    r = run_cli("scan", d / "win.csv", d / "mac.txt", "-o", man, "--path-column", "File",
+                "--path-prefix", "/Volumes/Archive", "--path-prefix", "D:\\Fotos")
+    assert r.returncode == 0, r.stderr
+    assert f"catalogue paths read with --path-prefix 'c:/museum/scans' too, as {man} was" in r.stderr
+    assert "--path-prefix 'D:\\\\Fotos': no catalogue path read here begins with it" in r.stderr, r.stderr
+    assert found()["1"] == "1923/a.png" and "0 gone" in r.stderr
+    rows = pq.read_table(man).to_pylist()
+    assert {Path(x["path"]).relative_to(d).as_posix() for x in rows if x["Inv"] is None} == {"Volumes/Archive/x.png"}
     (d / "names.csv").write_text("Inv;File\n0;a.png\n1;b.png\n2;dup.png\n", encoding="utf-8")
     r = run_cli("scan", d / "names.csv", "-o", tmp_path / "n.parquet", "--path-column", "File")
     assert r.returncode == 2, r.stderr

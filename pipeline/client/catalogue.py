@@ -274,8 +274,9 @@ def _resolved(cat: Catalogue, rows: list[dict], p: Path, log, prefixes: list[str
     listing: dict[str, dict[str, str]] = {}
     for r in rows:
         r["_as_written"] = r["path"]  # a list's line (a table's is its path cell)
-        if prefixes and r["path"] and (rest := stripped(r["path"], prefixes)) is not None:
-            r["path"] = str(p.parent / rest)  # another machine's path, read from here (--path-prefix)
+        if prefixes and r["path"] and (cut := stripped(r["path"], prefixes)) is not None:
+            r["_prefix"], rest = cut  # another machine's path, read from here (--path-prefix)
+            r["path"] = str(p.parent / rest)
         elif r["path"] and "://" not in r["path"] and not os.path.isabs(r["path"]):
             r["path"] = str(p.parent / r["path"])
     # A file that a row names exactly is that row's: another row's other spelling of it (a

@@ -31,15 +31,23 @@ def _key(name: str) -> str:
     return unicodedata.normalize("NFC", name).casefold()
 
 
-def stripped(cell: str, prefixes: list[str]) -> str | None:
-    """The rest of a cell after the first of `prefixes` it begins with, as a relative path (with
-    /); None where none fits or the rest would climb out of the folder (..)."""
+def _start(path: str) -> str:
+    """How a path begins: a server share, a root, or as a relative path does (a drive is a part)."""
+    p = path.strip()
+    return "share" if p[:2] in ("\\\\", "//") else "root" if p[:1] in ("\\", "/") else ""
+
+
+def stripped(cell: str, prefixes: list[str]) -> tuple[str, str] | None:
+    """(the prefix, the rest of the cell after it as a relative path with /) for the longest of
+    `prefixes` the cell begins with, begun alike (a relative cell Volumes/x.tif is no
+    /Volumes/...); None where none fits or the rest would climb out of the folder (..)."""
     parts = [p for p, _ in parts_of(cell)]
-    for prefix in prefixes:
+    for prefix in sorted(prefixes, key=lambda x: -len(parts_of(x))):
         head = [_key(p) for p, _ in parts_of(prefix)]
-        if head and [_key(p) for p in parts[:len(head)]] == head and len(parts) > len(head):
+        if head and _start(cell) == _start(prefix) and [_key(p) for p in parts[:len(head)]] == head \
+                and len(parts) > len(head):
             rest = parts[len(head):]
-            return None if ".." in rest else "/".join(rest)
+            return None if ".." in rest else (prefix, "/".join(rest))
     return None
 
 

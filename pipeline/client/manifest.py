@@ -275,6 +275,7 @@ def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int = 64
     path_prefix = _prefixes(path_prefix, extend, log)
     by_path, found = _collect(sources, dict(path_column=path_column, encoding=encoding, delimiter=delimiter,
                                             log=log, path_prefix=path_prefix), log)
+    _unused_prefixes(path_prefix, found, log)
     if not by_path:
         raise ScanError("no image files found in " + ", ".join(map(str, sources)))
     real = sorted(by_path)
@@ -325,17 +326,28 @@ def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int = 64
 
 
 def _prefixes(given: list[str] | None, extend: str | None, log) -> list[str]:
-    """The --path-prefix the scan reads catalogues with: as given, or as the manifest it extends
-    was read with (a rescan without it would find none of those files, and call them gone)."""
-    if given or not extend:
-        return list(given or [])
+    """The --path-prefix the scan reads catalogues with: those given, and those the manifest it
+    extends was read with (a rescan without them would find none of those files, and add their
+    records again as missing beside the rows that hold them)."""
+    given = list(given or [])
+    if not extend:
+        return given
     try:
-        was = json.loads((pq.read_schema(extend).metadata or {}).get(b"path_prefix", b"[]"))
+        meta = read_manifest(extend, columns=["image_id"]).schema.metadata or {}  # a URL too
+        was = json.loads(meta.get(b"path_prefix", b"[]"))
     except Exception:  # noqa: BLE001 - a manifest unreadable here is said by the scan itself
-        return []
-    if was:
-        log(f"catalogue paths read with --path-prefix {', '.join(map(repr, was))}, as {extend} was")
-    return was
+        return given
+    if kept := [x for x in was if x not in given]:
+        log(f"catalogue paths read with --path-prefix {', '.join(map(repr, kept))} too, as {extend} was")
+    return given + kept
+
+
+def _unused_prefixes(prefixes: list[str], found: ScanReport, log) -> None:
+    """A --path-prefix no path cell begins with (mistyped?): said, as it changes nothing."""
+    used = {r.get("_prefix") for c in found.catalogues for r in c.rows}
+    for x in prefixes:
+        if x not in used:
+            log(f"--path-prefix {x!r}: no catalogue path read here begins with it")
 
 
 def _stored(path: str | None, manifest, relative: bool) -> str | None:

@@ -242,6 +242,7 @@ class _Alone(_Flow):
         ts = time.perf_counter()
         self.net = self.job.colorizer()  # before anything is begun: a death here blames no image
         setup = time.perf_counter() - ts
+        starved: list[str] = []  # images it could not allocate the memory for
         for row in sorted(mine, key=lambda r: said.deaths.get(r["image_id"], 0)):
             options = self.options.get(row["image_id"])
             if said.blamed(row["image_id"], ids):
@@ -259,8 +260,14 @@ class _Alone(_Flow):
                 # memory the process could not have, said as an exception: that image's, as a death is
                 self.batch, self.writing, self.written = [], deque(), deque()
                 self._record(self.job.start(row, options).fail(_blame(row, self.job.outdir, e)))
+                _aside_earlier_output(self.job, row)
+                starved.append(row["path"])
                 colorized, netted = False, True
             said.lived_through(row["image_id"], colorized, netted)
+        if len(starved) >= 2 and not said.lived:  # none had memory enough: the worker's, not theirs
+            raise WorkerDies(f"tried one image at a time, the worker could not allocate the memory for "
+                             f"any of them ({', '.join(starved[:3])}): it is the worker (too little "
+                             "memory, or a device another process holds), not the scans")
         return setup
 
     def _one(self, row: dict, options: dict | None) -> tuple[bool, bool]:
@@ -301,8 +308,6 @@ def _aside_earlier_output(job: ShardJob, row: dict) -> None:
     output, which its error row does not claim: moved to quarantine/ (never deleted), as the
     audit would otherwise find it stray. A redo's earlier output stays with its committed row
     until the commit, as any redo's does."""
-    import io
-
     from pipeline.worker.imaging import read_header
     from pipeline.worker.writers import extension, output_format
 
@@ -314,7 +319,8 @@ def _aside_earlier_output(job: ShardJob, row: dict) -> None:
     if not od.store.exists(rel) or rel in _claimed(od, row):
         return
     try:  # ours only (its metadata says so): a file someone put there is theirs, left alone
-        ours = read_header(io.BytesIO(od.store.read_bytes(rel))).ours
+        with od.store.open(rel) as f:  # its header alone: a master's output is large
+            ours = read_header(f, job.spec.max_pixels).ours
     except Exception:  # noqa: BLE001 - unreadable: not provably ours
         return
     if ours:

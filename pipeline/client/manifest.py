@@ -272,10 +272,10 @@ def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int = 64
     listed twice) is summarised through `log`, and listed in the CSV `report` if given."""
     if shard_size < 1:
         raise ScanError("--shard-size must be >= 1")
-    path_prefix = _prefixes(path_prefix, extend, log)
+    given, path_prefix = path_prefix or [], _prefixes(path_prefix, extend, log)
     by_path, found = _collect(sources, dict(path_column=path_column, encoding=encoding, delimiter=delimiter,
                                             log=log, path_prefix=path_prefix), log)
-    _unused_prefixes(path_prefix, found, log)
+    _unused_prefixes(given, found, log)  # (one kept from the manifest may be for another catalogue)
     if not by_path:
         raise ScanError("no image files found in " + ", ".join(map(str, sources)))
     real = sorted(by_path)

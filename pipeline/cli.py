@@ -296,7 +296,7 @@ def cmd_train(a) -> int:
 
 
 def cmd_scan(a) -> int:
-    from pipeline.client.manifest import scan
+    from pipeline.client.manifest import missing_at_scan, scan
 
     if not str(a.output).endswith(".parquet"):
         raise UsageError(f"-o {a.output}: a manifest is a Parquet file; name it *.parquet")
@@ -324,7 +324,7 @@ def cmd_scan(a) -> int:
         return 1
     shards = t.column("shard")[-1].as_py() + 1
     # a file a catalogue names that is not there is missing, not unreadable: another remedy
-    missing = sum(e is not None and "No such file" in e for e in errors)
+    missing = sum(map(missing_at_scan, errors))
     said = [f"{missing} missing"] * bool(missing) + [f"{bad - missing} unreadable"] * bool(bad - missing)
     print(f"wrote {a.output}: {plural(t.num_rows, 'image')} in {plural(shards, 'shard')}"
           + (f", {' and '.join(said)} (they will get error rows)" if bad else ""))

@@ -51,8 +51,7 @@ def stripped(cell: str, prefixes: list[str]) -> tuple[str, str] | None:
     return None
 
 
-def advice(cells: list[str], root: str, lister: Callable[[str], Iterable[str]] | None = None,
-           found: Callable[[str], bool] = os.path.exists) -> str | None:
+def advice(cells: list[str], root: str, lister: Callable[[str], Iterable[str]]) -> str | None:
     """What would find the files of cells that name none here: the prefix to leave out (the one
     that finds most), or, for names alone, where files of those names are under `root` (listed
     by `lister`, the scan's own walk). None when neither finds any."""
@@ -62,7 +61,7 @@ def advice(cells: list[str], root: str, lister: Callable[[str], Iterable[str]] |
         parts = parts_of(cell)
         for j in range(1, len(parts)):
             rest = os.path.join(root, *(p for p, _ in parts[j:]))
-            if found(rest):
+            if os.path.exists(rest):
                 key = tuple(_key(p) for p, _ in parts[:j])
                 tally[key] += 1
                 written.setdefault(key, cell[:parts[j][1]])
@@ -71,7 +70,7 @@ def advice(cells: list[str], root: str, lister: Callable[[str], Iterable[str]] |
         return (f"they look written on another machine: with --path-prefix "
                 f"'{written[key]}', {n} of {len(cells)} are found under {root}")
     alone = {_key(c.strip()): c.strip() for c in cells if len(parts_of(c)) == 1}
-    if not alone or lister is None:
+    if not alone:
         return None
     where: dict[str, list[str]] = {}
     for path in lister(root):

@@ -684,13 +684,19 @@ def _extend(old: pa.Table, extend: str, real: list[str], rels: list[str], found:
     return [real[i] for i in keep], [rels[i] for i in keep], _found_again(old, extend, max_pixels, log)
 
 
+def missing_at_scan(scan_error: str | None) -> bool:
+    """Whether a row's scan found no file there (a catalogue named it): missing, not unreadable
+    (the probe's FileNotFoundError, as this and earlier versions wrote it)."""
+    return bool(scan_error) and "No such file" in scan_error
+
+
 def _found_again(old: pa.Table, manifest: str, max_pixels: int, log) -> pa.Table:
     """Rows whose file was missing at the earlier scan (a catalogue named it) and is there now
     (put back, copied in): read again, so that the manifest says what the file is. A job that
     ran keeps their error rows until they are redone, as the scan says."""
     t = old.select(["path", "size_bytes", "scan_error"]).to_pydict()
     back = [i for i, (p, n, e) in enumerate(zip(t["path"], t["size_bytes"], t["scan_error"], strict=True))
-            if n is None and e and "No such file" in e and not is_url(p)
+            if n is None and missing_at_scan(e) and not is_url(p)
             and os.path.isfile(resolve_path(manifest, p))]
     if not back:
         return old
@@ -699,7 +705,7 @@ def _found_again(old: pa.Table, manifest: str, max_pixels: int, log) -> pa.Table
         col = old.column(k).to_pylist()
         for i, probe in probes.items():
             col[i] = probe[k]
-        old = old.set_column(old.column_names.index(k), k, pa.array(col, old.schema.field(k).type))
+        old = _put(old, k, pa.array(col, old.schema.field(k).type))
     names = [os.path.basename(t["path"][i]) for i in back]
     log(f"{_n(len(back), 'file')} missing at the earlier scan {'is' if len(back) == 1 else 'are'} "
         f"there now ({', '.join(names[:5])}{' ...' if len(back) > 5 else ''}): read again; a job "

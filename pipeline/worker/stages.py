@@ -15,7 +15,7 @@ from typing import Any
 
 from pipeline.client.catalogue import stored_name
 from pipeline.client.jobspec import JobSpec
-from pipeline.client.manifest import resolve_path, sidecar_of
+from pipeline.client.manifest import missing_at_scan, resolve_path, sidecar_of
 from pipeline.client.outdir import Outdir
 from pipeline.client.redo import options_label
 from pipeline.errors import plural
@@ -299,6 +299,6 @@ def _not_found(scan_error: str | None) -> str:
     """Why a row has no file, as the scan saw it: already missing then, or deleted since."""
     if scan_error and scan_error.startswith("broken symbolic link"):
         return scan_error
-    if scan_error and "No such file" in scan_error:
+    if missing_at_scan(scan_error):
         return "file not found: the catalogue names it, but it was not there at the scan either"
     return "file not found (deleted since the scan?)"

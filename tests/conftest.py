@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 
@@ -40,6 +41,30 @@ def photo_gray() -> np.ndarray:
     from skimage import data
 
     return data.camera()[::2, ::2].copy()  # 256 x 256 uint8 photo
+
+
+@contextlib.contextmanager
+def _users_cluster(n_workers: int = 1, allowed_failures: int | None = None):
+    """A real cluster of worker processes, each under a nanny, standing in for one the user
+    runs (`dask worker` restarts a killed worker however long that takes). A LocalCluster
+    alone closes a nanny whose new worker has not joined 15 s after the last one died
+    (distributed.deploy.lost-worker-timeout), which a loaded CI machine reached: the run then
+    waited for ever on none (the product's own local cluster starts one anew: cluster._Kept)."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    cfg = {"distributed.deploy.lost-worker-timeout": "1h"}
+    if allowed_failures is not None:
+        cfg["distributed.scheduler.allowed-failures"] = allowed_failures
+    with dask.config.set(cfg), LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                                            dashboard_address=":0", memory_limit=0) as cluster, \
+            Client(cluster) as client:
+        yield cluster, client
+
+
+@pytest.fixture
+def users_cluster():
+    return _users_cluster
 
 
 def has_cuda() -> bool:

@@ -10,12 +10,10 @@ import threading
 import time
 from pathlib import Path
 
-import dask
 import numpy as np
 import psutil
 import pyarrow.parquet as pq
 import pytest
-from distributed import Client, LocalCluster
 from PIL import Image
 
 from pipeline.cli import main
@@ -98,14 +96,13 @@ def rows(out):
     return {r["source_path"].rsplit("/", 1)[-1]: r for r in Outdir(out).read_results().to_pylist()}
 
 
-def test_a_scan_no_worker_survives_becomes_its_error_row_and_its_shard_commits(archive, ckpt, tmp_path, capsys):
+def test_a_scan_no_worker_survives_becomes_its_error_row_and_its_shard_commits(archive, ckpt, tmp_path, capsys,
+                                                                              users_cluster):
     root, man = archive
     clean = tmp_path / "clean"  # the same job, undisturbed: the bytes to expect
     assert main(run_args(man, clean, ckpt, "--workers", "1")) == 0
     out = tmp_path / "out"
-    with dask.config.set({"distributed.scheduler.allowed-failures": 1}), \
-            LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0",
-                         memory_limit=0) as cluster, Client(cluster) as client:
+    with users_cluster(1, allowed_failures=1) as (cluster, client):
         warm = max(client.run(_warm, ckpt).values())
         with MemoryLimit(cluster, client, warm + 300e6) as limit:
                 assert main(run_args(man, out, ckpt, "--scheduler", cluster.scheduler_address,
@@ -147,15 +144,13 @@ def masters(tmp_path_factory):
     return root, man
 
 
-def test_a_worker_that_dies_on_every_scan_blames_none(masters, ckpt, tmp_path, capsys):
+def test_a_worker_that_dies_on_every_scan_blames_none(masters, ckpt, tmp_path, capsys, users_cluster):
     """A worker that dies on every image of a shard, each alone: the worker's fault (too little
     memory for any of them, or broken), not the scans': after three such images the shard fails,
     saying so, no scan is marked, the other shard commits; the next run starts the count afresh."""
     _, man = masters
     out = tmp_path / "out"
-    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
-            LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0",
-                         memory_limit=0) as cluster, Client(cluster) as client:
+    with users_cluster(1, allowed_failures=0) as (cluster, client):
         warm = max(client.run(_warm, ckpt).values())
         with MemoryLimit(cluster, client, warm + 300e6) as limit:
             assert main(run_args(man, out, ckpt, "--scheduler", cluster.scheduler_address,

@@ -503,16 +503,14 @@ def test_audit_html_escapes_file_names(tmp_path, ckpt):
     assert "&<broken>" not in text and "&amp;&lt;broken&gt;" in text and "empty file" in text
 
 
-def test_worker_killed_mid_run_loses_nothing(archive, clean_run, ckpt, tmp_path):
+def test_worker_killed_mid_run_loses_nothing(archive, clean_run, ckpt, tmp_path, users_cluster):
     """SIGKILL a worker process while shards are in flight: its shard is retried elsewhere."""
     import threading
 
-    from distributed import Client, LocalCluster
 
     _, man = archive
     out = tmp_path / "out"
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
-                      memory_limit=0) as cluster, Client(cluster) as client:
+    with users_cluster(2) as (cluster, client):
         killed = []
 
         def killer():
@@ -536,6 +534,49 @@ def test_worker_killed_mid_run_loses_nothing(archive, clean_run, ckpt, tmp_path)
     assert comparable(out) == comparable(clean_run)
     assert image_files(out) == image_files(clean_run)
     assert main(["audit", str(out), "-q"]) == 0
+
+
+def test_a_local_worker_that_does_not_come_back_is_started_anew(archive, clean_run, ckpt, tmp_path, capsys):
+    """The run's own local cluster: its only worker is killed mid-shard and its nanny's restart
+    is given up at once (as dask does after 15 s, which a loaded machine reaches): a new worker
+    is started, and the run ends as an undisturbed one does (it waited for ever on none)."""
+    import threading
+
+    import dask
+    import psutil
+
+    from pipeline.client.cluster import TRACKER
+
+    _, man = archive
+    out = tmp_path / "out"
+    killed: list[int] = []
+    done = threading.Event()
+
+    def kill_the_first_at_work():
+        # a worker of ours holding torch (some 300 MB; idle, 100) is running its first shard
+        while not done.is_set() and not killed:
+            for k in psutil.Process().children(recursive=True):
+                try:
+                    if TRACKER not in " ".join(k.cmdline()) and k.memory_info().rss > 250e6:
+                        k.kill()
+                        killed.append(k.pid)
+                        break
+                except psutil.Error:
+                    continue
+            time.sleep(0.01)
+
+    th = threading.Thread(target=kill_the_first_at_work, daemon=True)
+    th.start()
+    try:
+        with dask.config.set({"distributed.deploy.lost-worker-timeout": "0s"}):
+            assert main(run_args(man, out, ckpt, "--workers", "1", "--threads", "1")) == 0
+    finally:
+        done.set()
+        th.join(5)
+    assert killed
+    assert "the local cluster's worker 0 did not come back after it died" in "".join(capsys.readouterr())
+    assert comparable(out) == comparable(clean_run)
+    assert image_files(out) == image_files(clean_run)
 
 
 def test_random_sigkills_then_rerun_completes_identically(archive, clean_run, ckpt, tmp_path):
@@ -597,23 +638,18 @@ def test_gpu_job_without_gpu_workers_fails_clearly(archive, ckpt, tmp_path, caps
                              "--device", "cpu")) == 0
 
 
-def test_chaos_random_worker_kills(archive, clean_run, ckpt, tmp_path):
+def test_chaos_random_worker_kills(archive, clean_run, ckpt, tmp_path, users_cluster):
     """Workers SIGKILLed at random while the job runs; nannies restart them; nothing changes."""
     import random
     import threading
 
-    import dask
-    from distributed import Client, LocalCluster
 
     _, man = archive
     out = tmp_path / "out"
     rng = random.Random(3)
     kills: list[int] = []
     done = threading.Event()
-    with dask.config.set({"distributed.scheduler.allowed-failures": 20}), \
-            LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                         dashboard_address=":0", memory_limit=0) as cluster, \
-            Client(cluster) as client:
+    with users_cluster(2, allowed_failures=20) as (cluster, client):
 
         def chaos():
             # the first kill as soon as a shard is running (so there always is one), then more
@@ -650,17 +686,13 @@ def test_chaos_random_worker_kills(archive, clean_run, ckpt, tmp_path):
 
 
 def test_a_shard_whose_worker_died_each_try_is_tried_alone_in_the_same_bytes(archive, clean_run, ckpt,
-                                                                              tmp_path, capsys):
+                                                                              tmp_path, capsys, users_cluster):
     """dask gives up on a shard whose worker died each time it was tried (KilledWorker; here
     one try is allowed, and the worker is killed once): the shard is tried again with its images
     one at a time (tests/test_alone.py), and commits what an undisturbed run writes."""
-    import dask
-    from distributed import Client, LocalCluster
 
     _, man = archive
-    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
-            LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0",
-                         memory_limit=0) as cluster, Client(cluster) as client:
+    with users_cluster(1, allowed_failures=0) as (cluster, client):
         def kill_the_first():
             while True:
                 busy = [a for a, keys in client.processing().items() if keys]

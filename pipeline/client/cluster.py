@@ -24,7 +24,7 @@ WORKER_ENV = {"MALLOC_TRIM_THRESHOLD_": str(256 << 20), "MALLOC_MMAP_THRESHOLD_"
               "OMP_WAIT_POLICY": "PASSIVE", "DASK_LOGGING__DISTRIBUTED": "critical"}
 
 
-_ACTIVE: list = []  # the local cluster of the run in progress (Ctrl-C stops its nannies)
+_ACTIVE: list = []  # the _Kept local cluster of the run in progress (Ctrl-C stops its nannies)
 # multiprocessing's resource tracker, by what it runs (every child's command line names the
 # module in the -W option the CLI gives them, so the name alone does not tell it apart)
 TRACKER = "from multiprocessing.resource_tracker import main"
@@ -191,8 +191,9 @@ def external_client(o: JobSpec):
 
 
 @contextlib.contextmanager
-def make_client(o: JobSpec, device: str, external=None):
-    """The run's client: `external` (external_client's) as it is, else a local cluster's."""
+def make_client(o: JobSpec, device: str, external=None, log=print):
+    """The run's client: `external` (external_client's) as it is, else a local cluster's, whose
+    workers are kept (_Kept)."""
     import dask
     from distributed import Client, LocalCluster
 
@@ -219,12 +220,46 @@ def make_client(o: JobSpec, device: str, external=None):
         else:
             cluster = LocalCluster(**kw)
     with cluster, Client(cluster) as client:
-        _ACTIVE.append(cluster)
+        kept = _Kept(cluster, log)
+        _ACTIVE.append(kept)
         try:
             yield client
         finally:
-            _ACTIVE.remove(cluster)
+            kept.stop.set()
+            _ACTIVE.remove(kept)
             _kill_local_workers(client)
+
+
+class _Kept:
+    """A local cluster keeps its workers. A nanny restarts a worker that died (dask's memory
+    limit, a crash), but the cluster closes that nanny for good when the new worker has not
+    joined within distributed.deploy.lost-worker-timeout (15 s: a restart on a loaded machine
+    can take longer), as it does a nanny whose restart failed; the run then waited for a worker
+    that never came. The lost one is started anew, under its own name and so its own GPU."""
+
+    def __init__(self, cluster, log, every: float = 2.0):
+        import threading
+
+        self.cluster, self.log, self.every = cluster, log, every
+        self.stop = threading.Event()
+        self.said: set = set()
+        threading.Thread(target=self._keep, daemon=True, name="keep-workers").start()
+
+    def _keep(self) -> None:
+        c = self.cluster
+        while not self.stop.wait(self.every):
+            try:
+                lost = set(c.worker_spec) - set(c.workers)
+                if c.status.name != "running":
+                    return
+            except Exception:  # noqa: BLE001 - a cluster closing under us: nothing to keep
+                return
+            for name in lost - self.said:
+                self.log(f"colorize: the local cluster's worker {name} did not come back after it "
+                         "died (its restart too slow, or failed): starting a new one")
+            self.said = lost  # one back in the cluster may be lost, and said, again
+            if lost:
+                c.scale(len(c.worker_spec))  # opens the names in its spec that have no worker
 
 
 @contextlib.contextmanager
@@ -250,8 +285,9 @@ def kill_local_processes() -> int:
     does, so that nothing commits after the CLI has said what is committed. Returns how many."""
     import psutil
 
-    for cluster in _ACTIVE:  # a nanny would start a new worker, which could commit after we exit
-        for nanny in list(getattr(cluster, "workers", {}).values()):
+    for kept in _ACTIVE:  # a nanny would start a new worker, which could commit after we exit
+        kept.stop.set()  # and nor is a closed one replaced
+        for nanny in list(getattr(kept.cluster, "workers", {}).values()):
             with contextlib.suppress(Exception):
                 nanny.close_gracefully(reason="ctrl-c")
     killed = 0

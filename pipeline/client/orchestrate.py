@@ -193,7 +193,7 @@ def run_job(o: JobSpec, log=print, redo: tuple[dict[int, set[str]], dict] | None
         if was and not o.scheduler:
             log(f"the job's last run used the dask cluster at {was}; this one starts a local "
                 f"cluster here (add --scheduler {was} to run on that one)")
-        with make_client(o, spec["device"], external) as client:
+        with make_client(o, spec["device"], external, log) as client:
             from pipeline.worker.shard import ShardJob  # imports torch: only where shards are made
 
             resolved = replace(o, manifest=spec["manifest"], checkpoint=spec["checkpoint"],

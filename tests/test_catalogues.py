@@ -472,6 +472,17 @@ def test_another_machines_paths_are_read_with_the_prefix_the_user_names(tmp_path
     assert r.returncode == 2, r.stderr
     assert (f"3 of its names alone are files in folders under {d} ('a.png' is '1923/a.png'): write "
             "each one's folders in its path cell") in r.stderr, r.stderr
+    # a redo names them as the catalogue does: a list cut from it, kept anywhere, or one cell
+    from pipeline.client import redo
+
+    ids = {x["Inv"]: (x["shard"], x["image_id"]) for x in pq.read_table(man).to_pylist()}
+    cut = tmp_path / "elsewhere" / "redo.csv"
+    cut.parent.mkdir()
+    cut.write_text("Inv;File\n" + "".join(ln + "\n" for ln in (d / "win.csv").read_text().splitlines()[1:3]))
+    want = {ids[k][0]: {ids[k][1]} for k in ("0",)}
+    want.setdefault(ids["1"][0], set()).add(ids["1"][1])
+    assert redo.select(str(man), [str(cut)]) == want  # its path column, as the job's catalogue's
+    assert redo.select(str(man), [f"{win}1923\\a.png"]) == {ids["1"][0]: {ids["1"][1]}}
 
 
 def test_a_file_missing_at_the_scan_and_put_back_is_read_again(scans, tmp_path):

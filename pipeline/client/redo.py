@@ -10,12 +10,13 @@ rename, the rows by the shard's atomic commit); every other image is left as it 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import unicodedata
 from pathlib import Path
 
-from pipeline.client.manifest import read_manifest, resolve_path, source_states
+from pipeline.client.manifest import catalogue_info, read_manifest, resolve_path, source_states
 from pipeline.client.outdir import Outdir
 from pipeline.errors import UsageError, plural
 from pipeline.storage import Store
@@ -87,8 +88,9 @@ def options_label(options: dict) -> str:
     return ", ".join(said) or "redo"
 
 
-def _values(item: str, column: str | None) -> list[str]:
+def _values(item: str, column: str | None, path_column: str | None = None) -> list[str]:
     """An entry of --redo: a list file (TXT: one per line; CSV: the column --redo-column names,
+    else the job's catalogue's path column where it has one (a list cut from the catalogue),
     else its first) or a single id or path."""
     from pipeline.storage import read_source
 
@@ -101,8 +103,13 @@ def _values(item: str, column: str | None) -> list[str]:
         return [ln.strip() for ln in text.splitlines() if ln.strip()]
     if p.suffix.lower() in (".csv", ".tsv") and p.is_file():
         from pipeline.client.catalogue import read_catalogue
+        from pipeline.errors import ScanError
 
-        cat = read_catalogue(p, path_column=column)  # None: its first column
+        cat = None
+        if column is None and path_column:
+            with contextlib.suppress(ScanError):  # no such column: its first
+                cat = read_catalogue(p, path_column=path_column)
+        cat = cat or read_catalogue(p, path_column=column)  # None: its first column
         return [r["_cells"][cat.path_column].strip() for r in cat.rows]
     return [item]
 
@@ -113,7 +120,8 @@ def select(manifest: str, items: list[str], column: str | None = None, log=lambd
     --redo-column names a catalogue column. A name that matches nothing is a mistake, said. An
     image whose original is gone (source_state) is left as it is, said: redone, it could only
     become an error row (and an accession number names both a renamed file's rows)."""
-    t = read_manifest(manifest).to_pylist()
+    table = read_manifest(manifest)
+    t = table.to_pylist()
     index: dict[str, set[int]] = {}
 
     def nfc(v) -> str:  # a name typed on one system, stored from another (macOS's NFD)
@@ -124,9 +132,12 @@ def select(manifest: str, items: list[str], column: str | None = None, log=lambd
             index.setdefault(nfc(key), set()).add(i)
 
     from pipeline.client.catalogue import stored_name
-
+    # its catalogue's path cell as written (another machine's C:\\Museum\\..., read with
+    # --path-prefix): the catalogue itself, or a list cut from it, names its rows so
+    path_column = catalogue_info(table).get("path_column")
+    cell = stored_name(path_column or "")
     for i, r in enumerate(t):
-        for key in (r["image_id"], r["path"], r["rel_path"], r["out_stem"]):
+        for key in (r["image_id"], r["path"], r["rel_path"], r["out_stem"], (r.get(cell) or "").strip()):
             add(key, i)
         add(os.path.realpath(resolve_path(manifest, r["path"])) if "://" not in r["path"] else "", i)
         if column and stored_name(column) in r:
@@ -134,7 +145,7 @@ def select(manifest: str, items: list[str], column: str | None = None, log=lambd
     picked: dict[int, set[str]] = {}
     unknown = []
     for item in items:
-        for v in _values(item, column):
+        for v in _values(item, column, path_column):
             hits = index.get(nfc(v)) or index.get(nfc(os.path.realpath(v)) if v else "")
             if not hits:
                 unknown.append(v)

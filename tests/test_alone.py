@@ -4,6 +4,7 @@ everything blames no scan. Real dask workers, really killed, by what they really
 plays the nanny's memory limit (dask kills a worker past 95 % of it), drawn above what a worker
 holds for the small scans as measured on it, so that the test does not hang on a baseline."""
 
+import errno
 import os
 import signal
 import threading
@@ -311,9 +312,11 @@ def test_a_blamed_image_colorized_by_an_earlier_try_leaves_no_stray_output(archi
     assert (out / victim["output_path"]).exists() and len(list((out / "quarantine").rglob("*.png"))) == 1
 
 
-def test_an_image_the_worker_cannot_allocate_memory_for_is_its_error_row(archive, ckpt, tmp_path, monkeypatch):
-    """Alone, an allocation the process cannot make (MemoryError, torch's out of memory) is that
-    image's: its error row says so, and the rest of the shard commits."""
+@pytest.mark.parametrize("oom", [MemoryError(), OSError(errno.ENOMEM, "Cannot allocate memory")],
+                         ids=["MemoryError", "ENOMEM"])
+def test_an_image_the_worker_cannot_allocate_memory_for_is_its_error_row(archive, ckpt, tmp_path, monkeypatch, oom):
+    """Alone, an allocation the process cannot make (MemoryError, torch's out of memory, the
+    kernel's ENOMEM) is that image's: its error row says so, and the rest of the shard commits."""
     from pipeline.client.jobspec import JobSpec
     from pipeline.client.state import file_sha256
     from pipeline.worker import shard as shard_mod
@@ -328,14 +331,15 @@ def test_an_image_the_worker_cannot_allocate_memory_for_is_its_error_row(archive
 
     def hungry(self, row, options=None):
         if row["path"].endswith("p1.png"):
-            raise MemoryError()
+            raise oom
         return real(self, row, options)
 
     monkeypatch.setattr(shard_mod.ShardJob, "read", hungry)
     s = job(0, alone=True)
     assert (s["ok"], s["error"]) == (3, 1)
     rows = {Path(r["source_path"]).name: r for r in pq.read_table(out / "results" / "shard-00000.parquet").to_pylist()}
-    assert rows["p1.png"]["error"].startswith("the worker ran out of memory colorizing this image alone (MemoryError: a 64x48 scan needs about")
+    assert rows["p1.png"]["error"].startswith(f"the worker ran out of memory colorizing this image alone "
+                                              f"({type(oom).__name__}: a 64x48 scan needs about"), rows["p1.png"]["error"]
     assert "--redo" in rows["p1.png"]["error"] and all(rows[n]["status"] == "ok" for n in rows if n != "p1.png")
 
 

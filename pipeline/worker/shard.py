@@ -10,6 +10,7 @@ stops loudly, uncommitted.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import socket
 import threading
@@ -286,10 +287,11 @@ class _Alone(_Flow):
 
 
 def _out_of_memory(e: BaseException) -> bool:
-    """An allocation the process could not make (Python's, torch's on the CPU or a GPU)."""
+    """An allocation the process could not make (Python's, torch's on the CPU or a GPU, the
+    kernel's: ENOMEM from an mmap or a decoder's buffer)."""
     text = str(e)
     return isinstance(e, MemoryError) or "out of memory" in text or "can't allocate memory" in text \
-        or type(e).__name__ == "OutOfMemoryError"
+        or type(e).__name__ == "OutOfMemoryError" or (isinstance(e, OSError) and e.errno == errno.ENOMEM)
 
 
 def _worker_shared() -> bool:

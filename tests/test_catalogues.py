@@ -494,11 +494,13 @@ def test_a_file_missing_at_the_scan_and_put_back_is_read_again(scans, tmp_path):
     # where Excel shows the record, beside the text line (the note before it spans two)
     assert "catalogue.csv line 4 (row 3 in a spreadsheet) " in r.stderr, r.stderr
     Image.new("L", (40, 30), 90).save(scans / "later.png")
+    (scans / "later.xmp").write_text("<x:xmpmeta xmlns:x='adobe:ns:meta/'/>")  # its sidecar with it
     r = run_cli("scan", cat, "-o", man)
     assert r.returncode == 0, r.stderr
     assert "1 file missing at the earlier scan is there now (later.png): read again" in r.stderr
     rows = {x["accession"]: x for x in pq.read_table(man).to_pylist()}
     assert rows["A-2"]["scan_error"] is None and (rows["A-2"]["width"], rows["A-2"]["height"]) == (40, 30)
+    assert rows["A-2"]["xmp_sidecar"] == str(scans / "later.xmp")
     assert r.stdout.rstrip().endswith(": 2 images in 1 shard")
 
 

@@ -706,6 +706,12 @@ def _found_again(old: pa.Table, manifest: str, max_pixels: int, log) -> pa.Table
         for i, probe in probes.items():
             col[i] = probe[k]
         old = _put(old, k, pa.array(col, old.schema.field(k).type))
+    # its sidecar, put back with it, carries the rights and caption its outputs are to keep;
+    # kept as the row's path is (relative to the manifest with --relative)
+    col = old.column("xmp_sidecar").to_pylist()
+    for i, probe in probes.items():
+        col[i] = _stored(probe["xmp_sidecar"], manifest, not os.path.isabs(t["path"][i]))
+    old = _put(old, "xmp_sidecar", pa.array(col, pa.string()))
     names = [os.path.basename(t["path"][i]) for i in back]
     log(f"{_n(len(back), 'file')} missing at the earlier scan {'is' if len(back) == 1 else 'are'} "
         f"there now ({', '.join(names[:5])}{' ...' if len(back) > 5 else ''}): read again; a job "

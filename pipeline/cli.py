@@ -840,6 +840,13 @@ def _audit_notes(r: dict, outdir: str) -> list[str]:
                    f"{'; '.join(folders[:3])}{' ...' if len(folders) > 3 else ''} (make "
                    f"{'it' if len(folders) == 1 else 'them'} readable, scan again into the manifest, "
                    f"and run: {outdir} goes on)")
+    if late := r.get("unrecorded_shards"):
+        out.append(f"{plural(len(late), 'shard')} ({', '.join(map(str, late[:10]))}"
+                   f"{' ...' if len(late) > 10 else ''}) {'was' if len(late) == 1 else 'were'} committed "
+                   "after the run's client had stopped, so commits.jsonl has no line to tell an edit "
+                   f"to {'it' if len(late) == 1 else 'them'} since; the next run records "
+                   f"{'it' if len(late) == 1 else 'them'} as {'it is' if len(late) == 1 else 'they are'}: "
+                   + run_hint(outdir))
     if r["errors"]:
         from pipeline.client.audit import redo_errors_advice
 

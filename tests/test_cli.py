@@ -819,6 +819,36 @@ def test_a_results_file_deleted_or_edited_after_its_commit_is_found(tmp_path, ck
     assert main(["run", "-o", str(out), "-q"]) == 0 and main(["audit", str(out), "-q"]) == 0
 
 
+def test_a_shard_committed_after_the_client_stopped_is_put_on_record(tmp_path, ckpt, capsys):
+    """A trial's SIGINT to the client of a cluster that went on: its workers committed two more
+    shards that no line of commits.jsonl records, so an edit to them was never told, even after
+    the resume. Audit names them; the next run records them as they are, and an edit is told."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    man, out = small_archive(tmp_path, 3)
+    assert main(["run", "--manifest", str(man), "-o", str(out), "--checkpoint", ckpt, "--size", "32", "-q"]) == 0
+    ledger = out / "commits.jsonl"
+    ledger.write_text("".join(x + "\n" for x in ledger.read_text().splitlines()
+                              if json.loads(x)["shard"] != 1))  # committed by a worker, unseen
+    capsys.readouterr()
+    assert main(["audit", str(out), "-q"]) == 0
+    said = capsys.readouterr().out
+    assert "1 shard (1) was committed after the run's client had stopped" in said
+    assert json.loads((out / "audit.json").read_text())["unrecorded_shards"] == [1]
+    assert main(["run", "-o", str(out), "-q"]) == 0
+    assert "recorded in commits.jsonl 1 shard (1) that the cluster's workers committed" in capsys.readouterr().out
+    line = json.loads(ledger.read_text().splitlines()[-1])
+    assert line["shard"] == 1 and line["seen"] == "after its run's client had stopped"
+    assert main(["audit", str(out), "-q"]) == 0 and "after the run's client" not in capsys.readouterr().out
+    shard1 = out / "results" / "shard-00001.parquet"
+    t = pq.read_table(shard1)
+    pq.write_table(t.set_column(t.schema.get_field_index("notes"), "notes",
+                                pa.array(["checked, fine"], pa.string())), shard1)
+    assert main(["audit", str(out), "-q"]) == 1
+    assert [p["kind"] for p in json.loads((out / "audit.json").read_text())["problems"]] == ["altered_result"]
+
+
 def test_ctrl_c_while_the_command_is_still_loading_is_one_line(monkeypatch, capsys):
     """Ctrl-C in a command's first tenths of a second lands while its modules import: one line
     and 130, as later, not a traceback (a trial pressed it at once)."""

@@ -16,16 +16,40 @@ from pipeline.client.outdir import Outdir, Problem
 LEDGER = "commits.jsonl"
 
 
-def record(outdir: Outdir, shard: int, sha256: str | None) -> None:
-    """One line per commit, fsynced: a commit the run reported is on record before the next."""
+def record(outdir: Outdir, shard: int, sha256: str | None, seen: str | None = None) -> None:
+    """One line per commit, fsynced: a commit the run reported is on record before the next.
+    seen: when the commit was recorded, where not as it was made (adopt)."""
     if not sha256 or not outdir.store.local:
         return
     line = json.dumps({"shard": shard, "sha256": sha256,
-                       "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+                       "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+                      | ({"seen": seen} if seen else {}))
     with open(outdir.store.full(LEDGER), "a", encoding="utf-8") as f:
         f.write(line + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+def adopt(outdir: Outdir) -> list[int]:
+    """Record the shards committed with no line: a worker's commit after the run's client had
+    stopped (a SIGINT, a killed client on a cluster that went on) never reached the client that
+    writes the lines. Recorded as this run first sees them, so an edit from now on is told."""
+    if not outdir.store.local:
+        return []
+    on_record = recorded(outdir)
+    late = sorted(n for n in outdir.committed_shards() if n not in on_record)
+    for n in late:
+        record(outdir, n, hashlib.sha256(outdir.store.read_bytes(outdir.shard_rel(n))).hexdigest(),
+               seen="after its run's client had stopped")
+    return late
+
+
+def unrecorded(outdir: Outdir, present: set[int]) -> list[int]:
+    """Committed shards with no line in a ledger that exists (none: a job older than the ledger,
+    or an object store): an edit to them cannot be told until a run records them (adopt)."""
+    if not outdir.store.local or not outdir.store.exists(LEDGER):
+        return []
+    return sorted(present - set(recorded(outdir)))
 
 
 def recorded(outdir: Outdir) -> dict[int, dict]:

@@ -177,6 +177,10 @@ def run_job(o: JobSpec, log=print, redo: tuple[dict[int, set[str]], dict] | None
         stale = outdir.remove_temporaries()
         if stale:
             log(f"removed {stale} temporary files left by an interrupted run")
+        if late := ledger.adopt(outdir):
+            shown = ", ".join(map(str, late[:10])) + (" ..." if len(late) > 10 else "")
+            log(f"recorded in {ledger.LEDGER} {plural(len(late), 'shard')} ({shown}) that the "
+                "cluster's workers committed after the last run's client had stopped")
         work = _plan(outdir, o, sizes, redo, fp, log)
         if not work.tasks:
             release_reserve(outdir)

@@ -546,6 +546,37 @@ def test_a_broken_link_in_a_folder_reached_through_a_link_keeps_the_tree(tmp_pat
     assert pq.read_table(man).column("out_stem").to_pylist() == ["a", "b"]
 
 
+def test_links_in_the_archive_keep_its_tree_and_are_said(tmp_path, capsys):
+    """A trial's archive held symbolic links: one to a file outside the folder scanned moved
+    the job's root (out_stems gained 'archive/', the file was named after its target, and an
+    OUTDIR beside the archive was refused as inside it); one to a file in the archive, and one
+    to a folder, vanished unsaid. The first is named where the archive shows it; the others
+    are said, and listed in --report."""
+    import pyarrow.parquet as pq
+
+    archive, elsewhere = tmp_path / "archive", tmp_path / "elsewhere"
+    (archive / "box").mkdir(parents=True)
+    elsewhere.mkdir()
+    Image.new("L", (20, 20), 9).save(archive / "box" / "a.png")
+    Image.new("L", (20, 20), 99).save(elsewhere / "outside.png")
+    (archive / "box" / "lent.png").symlink_to(elsewhere / "outside.png")
+    (archive / "box" / "again.png").symlink_to("a.png")
+    (archive / "more").symlink_to(elsewhere)
+    man, report = tmp_path / "m.parquet", tmp_path / "report.csv"
+    capsys.readouterr()
+    assert main(["scan", str(archive), "-o", str(man), "--report", str(report)]) == 0
+    said = capsys.readouterr().err
+    t = pq.read_table(man)
+    assert t.column("out_stem").to_pylist() == ["box/a", "box/lent"]
+    assert t.column("path").to_pylist() == [str(archive / "box" / "a.png"), str(archive / "box" / "lent.png")]
+    assert "2 symbolic links not a row of their own" in said
+    assert f"{archive / 'box' / 'again.png'}: a link to {archive / 'box' / 'a.png'}, which is in the job" in said
+    assert f"{archive / 'more'}: a link to a folder ({elsewhere}): not followed" in said
+    kinds = [line.split(",")[0] for line in report.read_text(encoding="utf-8-sig").splitlines()[1:]]
+    assert kinds.count("link") == 2
+    assert main(["run", "--manifest", str(man), "-o", str(tmp_path / "out"), "--dry-run"]) == 0
+
+
 def test_names_that_differ_only_in_case_get_outputs_apart(tmp_path):
     """Photo.jpg and photo.tif (which a Linux disk holds side by side) would both write
     photo.png on a Mac's or an exFAT disk, one over the other: they keep their extensions, and

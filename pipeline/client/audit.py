@@ -147,8 +147,7 @@ def audit(outdir: str | Store | Outdir, quick: bool = False, check_inputs: bool 
     """Check OUTDIR against its manifest; writes audit.json and audit.html; returns the report."""
     od = Outdir(outdir)
     out = od.store
-    job = od.read_job()
-    spec = job["spec"]
+    spec = (job := od.read_job())["spec"]
     man_t = read_manifest(spec["manifest"])  # once: the rows' keys here, the catalogue's cells below
     man = man_t.select(["image_id", "path", "shard", "out_stem"]).to_pylist()
     shards = {r["shard"] for r in man}

@@ -127,6 +127,11 @@ def _expand(src: str, list_options: dict | None = None) -> Iterator[dict]:
                 continue
             # hidden folders and a NAS's or an OS's own (@eaDir thumbnails): not the archive's
             dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d.lower() not in SYSTEM_DIRS)
+            for d in dirs:  # os.walk does not follow them (a loop, or the archive's root moved)
+                if os.path.islink(os.path.join(root, d)):
+                    link = os.path.join(root, d)
+                    yield {"_link": (link, f"a link to a folder ({os.readlink(link)}): not followed; "
+                                           "scan that folder by its own name to add its pictures")}
             for name in sorted(files):
                 kind, path = _kind_of(name), os.path.join(root, name)
                 if kind in ("image", "not_read"):
@@ -168,6 +173,34 @@ def _real(path: str) -> str:
         return os.path.join(os.path.realpath(os.path.dirname(os.path.abspath(path))),
                             os.path.basename(path))
     return os.path.realpath(path)
+
+
+def _sighted(entry: dict, path: str) -> None:
+    """How the scan came on a file: through a symbolic link to it, or as itself."""
+    if os.path.islink(path) and os.path.exists(path):
+        folder = os.path.realpath(os.path.dirname(os.path.abspath(path)))  # as its siblings'
+        entry.setdefault("_links", []).append(os.path.join(folder, os.path.basename(path)))
+    else:
+        entry["_itself"] = True
+
+
+def _name_links(by_path: dict[str, dict], report: ScanReport) -> None:
+    """A file is one row however often it is reached, named as itself where the scan found it
+    so; one reached through links alone is named by the first link, where the archive shows it
+    (its target outside the folder scanned moved the job's root and named it after the target).
+    Every other link to it is said, not lost unsaid."""
+    for key, e in by_path.items():
+        links = list(dict.fromkeys(e.pop("_links", [])))
+        if links and not e.pop("_itself", False):
+            e["_name"], links = links[0], links[1:]
+        e.pop("_itself", None)
+        report.links += [(shown(x), f"a link to {shown(e.get('_name', key))}, which is in the job "
+                                    "under that name (one row)") for x in links]
+
+
+def _named(by_path: dict[str, dict], key: str) -> str:
+    """The name a file found as `key` is in the manifest by (_name_links)."""
+    return by_path[key].get("_name", key)
 
 
 def sidecar_of(path: str) -> str | None:
@@ -279,7 +312,7 @@ def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int = 64
     if not by_path:
         raise ScanError("no image files found in " + ", ".join(map(str, sources)))
     real = sorted(by_path)
-    rels = _relative_paths(real, [os.path.realpath(str(x)) for x in sources
+    rels = _relative_paths([_named(by_path, k) for k in real], [os.path.realpath(str(x)) for x in sources
                                   if not is_url(str(x)) and Path(x).is_dir()])
     order = sorted(range(len(real)), key=lambda i: rels[i])
     real, rels = [real[i] for i in order], [rels[i] for i in order]
@@ -301,7 +334,7 @@ def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int = 64
     if report:
         log(f"wrote {report}: {found.write_csv(report)} lines (files left out, and mismatches "
             "between files and catalogue)")
-    stored = [_stored(r, output, relative) for r in real]
+    stored = [_stored(_named(by_path, r), output, relative) for r in real]
     first_shard, stems = _after(old, _out_stems(rels), [_safe_rel(r) for r in rels])
     cols: dict[str, list] = {"image_id": [image_id(s) for s in stored],
                              "shard": [first_shard + i // shard_size for i in range(len(real))],
@@ -428,6 +461,7 @@ class ScanReport:
     unusable: list[tuple[str, str]] = field(default_factory=list)  # (path, why) found, not a row
     unread_folders: list[tuple[str, str]] = field(default_factory=list)  # (folder, why) not listed
     sidecars: set[str] = field(default_factory=set)  # XMP sidecars beside pictures: read with them
+    links: list[tuple[str, str]] = field(default_factory=list)  # (link, what it is) not a row itself
 
     def lines(self, limit: int = 5) -> list[str]:
         """The short summary a scan prints."""
@@ -453,6 +487,9 @@ class ScanReport:
             out.append(f"{_n(len(self.unread_folders), 'folder')} could not be read, so none of "
                        "its pictures is in the manifest (make it readable and scan again; the "
                        "audit says so until then): " + some([f"{p}: {why}" for p, why in self.unread_folders]))
+        if self.links:
+            out.append(f"{_n(len(self.links), 'symbolic link')} not a row of {'its' if len(self.links) == 1 else 'their'} own: "
+                       + some([f"{p}: {why}" for p, why in self.links]))
         if self.others:
             exts = Counter(os.path.splitext(p)[1].lower() or "no extension" for p in self.others)
             out.append(f"{_n(len(self.others), 'file')} left out: not pictures ("
@@ -498,6 +535,7 @@ class ScanReport:
         rows += [("not_a_picture", p, "", "", "") for p in self.others]
         rows += [("unusable", p, why, "", "") for p, why in self.unusable]
         rows += [("unread_folder", p, why, "", "") for p, why in self.unread_folders]
+        rows += [("link", p, why, "", "") for p, why in self.links]
         rows += [("colorize_output", p, "", "", "") for p in self.ours]
         rows += [("missing", r["path"], r["_from"].path, r["_line"], "") for r in self.missing]
         rows += [("no_file", "", c.path, r["_line"], "") for c in self.catalogues for r in c.nofile]
@@ -548,8 +586,13 @@ def _collect(sources: Iterable[str], opts: dict, log) -> tuple[dict[str, dict], 
             if "_unread_folder" in row:
                 report.unread_folders.append((shown(row["_unread_folder"][0]), row["_unread_folder"][1]))
                 continue
+            if "_link" in row:
+                report.links.append((shown(row["_link"][0]), row["_link"][1]))
+                continue
             key = row["path"] if is_url(row["path"]) else _real(row["path"])
             entry = by_path.setdefault(key, {"path": row["path"], "_cells": {}})
+            if not is_url(key):
+                _sighted(entry, row["path"])
             if "_from" not in row:
                 if not row.get("_named"):
                     on_disk.append(key)
@@ -565,6 +608,7 @@ def _collect(sources: Iterable[str], opts: dict, log) -> tuple[dict[str, dict], 
             entry["_columns"] = row["_from"].columns  # a list of paths has none
             if not is_url(key) and not os.path.exists(key):
                 report.missing.append(row)
+    _name_links(by_path, report)
     for c in report.catalogues:
         _some_found(c, [r for r in report.missing if r["_from"] is c])
     if report.catalogues:

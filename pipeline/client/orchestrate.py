@@ -177,10 +177,7 @@ def run_job(o: JobSpec, log=print, redo: tuple[dict[int, set[str]], dict] | None
         stale = outdir.remove_temporaries()
         if stale:
             log(f"removed {stale} temporary files left by an interrupted run")
-        if late := ledger.adopt(outdir):
-            shown = ", ".join(map(str, late[:10])) + (" ..." if len(late) > 10 else "")
-            log(f"recorded in {ledger.LEDGER} {plural(len(late), 'shard')} ({shown}) that the "
-                "cluster's workers committed after the last run's client had stopped")
+        _adopt(outdir, log)
         work = _plan(outdir, o, sizes, redo, fp, log)
         if not work.tasks:
             release_reserve(outdir)
@@ -229,6 +226,14 @@ def run_job(o: JobSpec, log=print, redo: tuple[dict[int, set[str]], dict] | None
                   client_peak_rss_mb=peak_rss_mb())
     log(_done(totals, outdir, sizes))
     return totals
+
+
+def _adopt(outdir: Outdir, log) -> None:
+    """Shards a cluster went on committing after the last run's client stopped: on record."""
+    if late := ledger.adopt(outdir):
+        shown = ", ".join(map(str, late[:10])) + (" ..." if len(late) > 10 else "")
+        log(f"recorded in {ledger.LEDGER} {plural(len(late), 'shard')} ({shown}) that the "
+            "cluster's workers committed after the last run's client had stopped")
 
 
 def _done(totals: dict, outdir: Outdir, sizes: dict[int, int]) -> str:

@@ -560,7 +560,8 @@ def test_links_in_the_archive_keep_its_tree_and_are_said(tmp_path, capsys):
     Image.new("L", (20, 20), 9).save(archive / "box" / "a.png")
     Image.new("L", (20, 20), 99).save(elsewhere / "outside.png")
     (archive / "box" / "lent.png").symlink_to(elsewhere / "outside.png")
-    (archive / "box" / "again.png").symlink_to("a.png")
+    (archive / "box" / "0again.png").symlink_to("a.png")  # walked first
+    (archive / "box" / "a.png.xmp").write_text("<x:xmpmeta xmlns:x='adobe:ns:meta/'/>")
     (archive / "more").symlink_to(elsewhere)
     man, report = tmp_path / "m.parquet", tmp_path / "report.csv"
     capsys.readouterr()
@@ -570,10 +571,11 @@ def test_links_in_the_archive_keep_its_tree_and_are_said(tmp_path, capsys):
     assert t.column("out_stem").to_pylist() == ["box/a", "box/lent"]
     assert t.column("path").to_pylist() == [str(archive / "box" / "a.png"), str(archive / "box" / "lent.png")]
     assert "2 symbolic links not a row of their own" in said
-    assert f"{archive / 'box' / 'again.png'}: a link to {archive / 'box' / 'a.png'}, which is in the job" in said
+    assert f"{archive / 'box' / '0again.png'}: a link to {archive / 'box' / 'a.png'}, which is in the job" in said
     assert f"{archive / 'more'}: a link to a folder ({elsewhere}): not followed" in said
     kinds = [line.split(",")[0] for line in report.read_text(encoding="utf-8-sig").splitlines()[1:]]
     assert kinds.count("link") == 2
+    assert t.column("xmp_sidecar").to_pylist() == [str(archive / "box" / "a.png.xmp"), None]
     assert main(["run", "--manifest", str(man), "-o", str(tmp_path / "out"), "--dry-run"]) == 0
 
 

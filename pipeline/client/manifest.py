@@ -182,6 +182,8 @@ def _sighted(entry: dict, path: str) -> None:
         entry.setdefault("_links", []).append(os.path.join(folder, os.path.basename(path)))
     else:
         entry["_itself"] = True
+        if os.path.islink(entry["path"]):  # seen through a link first: read as itself (its sidecar)
+            entry["path"] = path
 
 
 def _name_links(by_path: dict[str, dict], report: ScanReport) -> None:

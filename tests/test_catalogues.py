@@ -214,6 +214,9 @@ def test_a_corrected_catalogue_reaches_the_manifest_on_rescan_and_the_job_goes_o
     assert r.returncode == 1  # is not a missing input (c.png's output, deleted above, is a problem)
     report = json.loads((out / "audit.json").read_text())
     assert [Path(x["source_path"]).name for x in report["gone"]] == ["b.png"]
+    page = (out / "audit.html").read_text(encoding="utf-8")  # a trial's page showed broken images
+    assert "<h2>Gone (1)</h2>" in page and f"<td>{scans / 'b.png'}</td>" in page and "src=''" not in page
+    assert "before: the original is not there" in page and "after: the output is not there" in page
     assert report["problem_counts"] == {"missing_output": 1}, report["problem_counts"]
     r = run_cli("run", "-o", out, "--redo", "A-1", "--redo-column", "accession", "-q")  # nothing to redo it from
     assert r.returncode == 2 and "every image named is gone since it was colorized" in r.stderr, r.stderr

@@ -337,6 +337,11 @@ def how_stopped(report: dict) -> str:
 
 
 
+GONE = ("Their originals the last scan did not find (renamed, moved, removed, or a catalogue row "
+        "corrected): their outputs and rows are kept, counted apart, 'gone' in the export's "
+        "source_state. A file put back is found again by the next scan.")
+
+
 def redo_skipped_advice(outdir: str) -> str:
     """What to do about images skipped as colour that are toned prints after all."""
     return (f"Any that are toned or stained prints can be colorized anyway: keep their lines in "
@@ -422,11 +427,14 @@ def _html(report: dict, ok_rows: list[dict], spec: dict, sample: int, out: Store
                          f"<td>{e(json.dumps(detail, ensure_ascii=False))}</td></tr>")
         parts.append("</table>")
     cols = report["carried"]
-    for title, rows in (("Errors", report["errors"]), ("Skipped", report["skipped"])):
+    for title, rows, advice in (("Errors", report["errors"], redo_errors_advice(report["outdir"])),
+                                ("Skipped", report["skipped"], redo_skipped_advice(report["outdir"])),
+                                ("Gone", report.get("gone") or [], GONE)):
+        if title == "Gone" and not rows:
+            continue
         parts.append(f"<h2>{title} ({len(rows)})</h2>")
         if rows:
-            advice = redo_skipped_advice if title == "Skipped" else redo_errors_advice
-            parts.append(f"<p>{e(advice(report['outdir']))}</p>")
+            parts.append(f"<p>{e(advice)}</p>")
         parts.append("<table><tr>"
                      + "".join(f"<th>{e(c)}</th>" for c in cols) + "<th>source</th><th>reason</th></tr>")
         for r in rows:
@@ -505,9 +513,23 @@ def _sheet_row(r: dict, cols: list[str], spec: dict, out: Store) -> str:
     record = "".join(f"<dt>{e(k)}</dt><dd>{e(str(v))}</dd>" for k, v in label)
     tiff = (f" <a href='{_href(r['output_path'])}'>(TIFF file)</a>" if view != r["output_path"]
             else "")
-    return (f"<tr><td><img src='{before}' alt='before'></td>"
-            f"<td><a href='{_href(view)}'><img src='{after}' alt='after'></a>{tiff}</td>"
+    if not before:  # said, not a broken image
+        there = "://" in src or os.path.exists(src)
+        before = None, ("the original could not be read here" if there else
+                        "the original is not there (gone since the scan, or on a disk not mounted here)")
+    if not after:
+        after = None, ("the output could not be read" if out.exists(r["output_path"]) else
+                       "the output is not there")
+    return (f"<tr><td>{_shown('before', before)}</td>"
+            f"<td><a href='{_href(view)}'>{_shown('after', after)}</a>{tiff}</td>"
             f"<td><dl>{record}</dl></td></tr>")
+
+
+def _shown(alt: str, uri) -> str:
+    """A thumbnail, or (None, why) there is none, said in its place."""
+    if isinstance(uri, tuple):
+        return f"<p class='bad'>{html.escape(alt)}: {html.escape(uri[1])}</p>"
+    return f"<img src='{uri}' alt='{alt}'>"
 
 
 # Pages fit the window: thumbnails shrink with it, long names wrap, each record is labelled.
@@ -519,7 +541,7 @@ SHEET_CSS = ("body{font-family:sans-serif;margin:1em;max-width:100%}"
              ".sheet td:nth-child(1),.sheet td:nth-child(2){width:30%}"
              "img{max-width:100%;max-height:160px}"
              "dl{display:grid;grid-template-columns:max-content 1fr;gap:0 .8em;margin:0}"
-             "dt{color:#555}dd{margin:0}")
+             "dt{color:#555}dd{margin:0}.bad{color:#b00}")
 
 
 def write_sheet(out: Store, ok_rows: list[dict], cols: list[str], spec: dict) -> int:

@@ -11,7 +11,10 @@ def main() -> int:
     except KeyboardInterrupt:
         print("colorize: interrupted", file=sys.stderr)
         return 130
-    return cli_main()
+    code = cli_main()
+    from pipeline.cli import SIGPIPE_EXIT, stdout_closed
+
+    return SIGPIPE_EXIT if stdout_closed() else code  # a reader gone before the last flush
 
 
 if __name__ == "__main__":

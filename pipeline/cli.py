@@ -1266,6 +1266,32 @@ def named_on_the_line(parser: Parser, argv: list[str]) -> set[str]:
     return set(vars(ns))
 
 
+SIGPIPE_EXIT = 141  # as a shell's own tools end when the reader leaves (128 + SIGPIPE)
+
+
+def stdout_closed() -> bool:
+    """Whether the reader of our output has gone (`colorize audit OUT | head -1`): a silent end,
+    as `cat` has, not an error. What is still buffered goes nowhere, not to a traceback at exit."""
+    import select
+
+    try:
+        fd = sys.stdout.fileno()
+        poll = select.poll()
+        poll.register(fd, select.POLLOUT)
+        # a pipe whose reader has closed polls as an error for its writer (a failed write has
+        # already dropped what it held, so a flush alone would not tell)
+        gone = any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poll.poll(0))
+        if not gone:
+            sys.stdout.flush()
+    except BrokenPipeError:
+        gone = True
+    except (OSError, ValueError, AttributeError):  # no real stdout (a test's capture, closed)
+        return False
+    if gone:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
+    return gone
+
+
 def main(argv: list[str] | None = None) -> int:
     from pipeline.errors import RunFailed
     from pipeline.worker.imaging import DecodeError
@@ -1300,6 +1326,10 @@ def main(argv: list[str] | None = None) -> int:
     except (DecodeError, FileNotFoundError) as e:
         print(f"colorize: error: {plain(str(e))}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        if not stdout_closed():
+            raise  # another pipe: a bug's, with its traceback
+        return SIGPIPE_EXIT
     except OSError as e:  # an OUTDIR that cannot be created, a full disk at the start...
         print(f"colorize: error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
         return 2

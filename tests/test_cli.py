@@ -882,6 +882,20 @@ def test_a_shard_committed_after_the_client_stopped_is_put_on_record(tmp_path, c
     assert [p["kind"] for p in json.loads((out / "audit.json").read_text())["problems"]] == ["altered_result"]
 
 
+def test_a_reader_that_leaves_ends_the_command_silently(tmp_path, ckpt):
+    """`colorize audit OUT | head -1` said 'colorize: error: Broken pipe' and exit 2, a user's
+    mistake: the reader leaving ends it as it ends `cat` (silent, 141), where the write fails
+    and where the last flush at exit would."""
+    man, out = small_archive(tmp_path, 2)
+    assert main(["run", "--manifest", str(man), "-o", str(out), "--checkpoint", ckpt, "--size", "32", "-q"]) == 0
+    for cmd in (["audit", str(out), "-q"], ["status", str(out)]):
+        p = subprocess.Popen([sys.executable, "-m", "pipeline", *cmd], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+        p.stdout.close()  # gone before the command has written a line (its imports take longer)
+        err = p.stderr.read().decode()
+        assert p.wait(timeout=120) == 141 and err == "", (cmd, err)
+
+
 def test_ctrl_c_while_the_command_is_still_loading_is_one_line(monkeypatch, capsys):
     """Ctrl-C in a command's first tenths of a second lands while its modules import: one line
     and 130, as later, not a traceback (a trial pressed it at once)."""

@@ -57,7 +57,7 @@ from pipeline.client.state import (
     refusal,
     resolve_checkpoint,
 )
-from pipeline.errors import JobError, RunFailed, Unavailable, plural
+from pipeline.errors import JobError, RunFailed, plural
 from pipeline.storage import Store, is_url
 from pipeline.worker.device import device_type, peak_rss_mb
 from pipeline.worker.writers import resolve_columns
@@ -145,15 +145,17 @@ def _new_folders(outdir: Outdir) -> list[str]:
 
 
 @contextlib.contextmanager
-def _unmade_if_unavailable(made: list[str]):
-    """A scheduler that cannot be reached (or no GPU worker joining) ran nothing: the folders
-    this run made for a new OUTDIR go again, where still empty (never anything else)."""
+def _unmade_if_refused(made: list[str], outdir: Outdir):
+    """A run refused before its job was written (a scheduler that cannot be reached or is not
+    one, no GPU worker joining) ran nothing: the folders it made for a new OUTDIR go again,
+    where still empty (never anything else). Once job.json is written, OUTDIR is a job's."""
     try:
         yield
-    except Unavailable:
-        for d in made:
-            with contextlib.suppress(OSError):  # not empty: something is in it, kept
-                os.rmdir(d)
+    except JobError:
+        if not outdir.has_job():
+            for d in made:
+                with contextlib.suppress(OSError):  # not empty: something is in it, kept
+                    os.rmdir(d)
         raise
 
 
@@ -169,7 +171,7 @@ def run_job(o: JobSpec, log=print, redo: tuple[dict[int, set[str]], dict] | None
     made = _writable(outdir, create=not o.dry_run)
     if o.dry_run:
         return _dry_run(o, outdir, spec, sizes, log, redo)
-    with _unmade_if_unavailable(made), outdir.lock(), external_client(o) as external:
+    with _unmade_if_refused(made, outdir), outdir.lock(), external_client(o) as external:
         if external is not None and o.device == "cuda":  # before the job is written: pins nothing
             wait_for_resource(external, "GPU", o.resource_timeout, log)
         fp = check_or_write_job(outdir, spec, o.restart, log)

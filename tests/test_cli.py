@@ -639,6 +639,8 @@ def test_a_scheduler_that_cannot_be_reached_pins_nothing(tmp_path, ckpt, capsys,
     import socket
 
     import dask
+    import distributed  # noqa: F401 - its defaults loaded first: a dask.config.set made before
+    # would take them away when it ends (distributed.comm gone: a later test's cluster failed)
 
     src = tmp_path / "scans"
     src.mkdir()

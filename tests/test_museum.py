@@ -126,6 +126,8 @@ def test_records_survive_run_and_export_byte_exact(museum, tmp_path, ckpt):
     # in the catalogue's own order (its repeated row left out), then the files it does not list
     in_order = [r[0] for k, r in enumerate(museum["records"]) if k != 40]
     assert [x[0] for x in body] == in_order + [""] * 7
+    # the files it does not list named as its own cells name theirs: relative to its folder
+    assert sorted(x[1] for x in body[-7:]) == sorted(str(p.relative_to(scans)) for p in museum["files"][97:])
     from pipeline.client.outdir import Outdir  # the review page's grid, unsorted, alike
     from pipeline.client.runview import RunView
 

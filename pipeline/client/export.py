@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import csv
 import io
+import ntpath
+import os
 import re
 
 from pipeline.client.catalogue import export_names, stored_name
-from pipeline.client.manifest import job_results, read_catalogue_info, source_states
+from pipeline.client.manifest import job_results, read_catalogue_info, resolve_path, source_states
 from pipeline.client.outdir import Outdir
 from pipeline.client.results import SCHEMA
 from pipeline.client.reviews import state_of
@@ -82,8 +84,9 @@ def export_table(out: Outdir, info: dict, as_written: bool = True) -> tuple[list
     # attaches the record to the file (an empty path cell attached it to nothing)
     if (pc := info.get("path_column")) in cat_cols:
         k, src = cat_cols.index(pc), t.column("source_path").to_pylist()
+        spell = _as_the_catalogue_writes(current[k], info.get("folder"), manifest)
         current[k] = [v if v is not None or any(c[j] is not None for c in current)
-                      or states.get(ids[j]) == "gone" else src[j]  # a gone one names nothing
+                      or states.get(ids[j]) == "gone" else spell(src[j])  # a gone one names nothing
                       for j, v in enumerate(current[k])]
     columns = current + [t.column(n).to_pylist() for n in legacy + ours] + [record, [states.get(i) for i in ids]]
     header += _own_names(["output_record", "source_state"], taken)
@@ -93,6 +96,24 @@ def export_table(out: Outdir, info: dict, as_written: bool = True) -> tuple[list
     for _, get in REVIEW_COLUMNS:
         columns.append([get(state.get(i)) if i in state else None for i in ids])
     return header, [list(r) for r in zip(*columns, strict=True)] if columns else []
+
+
+def _as_the_catalogue_writes(cells: list, folder: str | None, manifest: str):
+    """A path as the catalogue's own cells write theirs: relative to its folder, with its
+    separator, where every cell is so (an export that mixed the registrar's Kasten 1/a.tif with
+    our /srv/archive/Kasten 2/b.tif read as two kinds of record); else the file's full path."""
+    written = [c for c in cells if c]
+    relative = folder and written and not any("://" in c or ntpath.isabs(c) for c in written)
+    sep = "\\" if sum("\\" in c for c in written) > sum("/" in c for c in written) else "/"
+
+    def spell(src: str) -> str:
+        full = resolve_path(manifest, src)
+        if not relative or "://" in full:
+            return full
+        rel = os.path.relpath(os.path.join(os.path.realpath(os.path.dirname(full)),
+                                           os.path.basename(full)), folder)  # (the folder is real)
+        return full if rel.startswith("..") else rel.replace(os.sep, sep)
+    return spell
 
 
 def _own_names(names: list[str], taken: set[str]) -> list[str]:

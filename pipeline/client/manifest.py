@@ -432,7 +432,7 @@ def _metadata(sources, shard_size: int, columns: list[str], found: ScanReport,
         info = {k: v for k, v in catalogue_info(old).items() if k != "columns"}
         if first is not None:
             info.update(path_column=first.path_column, delimiter=first.delimiter,
-                        encoding=first.encoding)
+                        encoding=first.encoding, folder=os.path.dirname(os.path.realpath(first.path)))
             if first.written:
                 info["written"] = first.written
             # its records with no file (an empty path cell): in no row, so the export says so

@@ -1,6 +1,7 @@
 """Real archives: no file stops a run, every format writes, transparency and toned scans come out
 right, and the originals and the archive are guarded (issue 12)."""
 
+import errno
 import io
 import os
 import shutil
@@ -439,6 +440,29 @@ def test_unwritable_outdir_is_found_before_the_run(tmp_path, monkeypatch, capsys
     err = capsys.readouterr().err
     assert code == 2 and "images is not writable (Permission denied)" in err
     assert "chmod" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("err, said", [
+    (errno.EROFS, "is on a read-only file system; choose an OUTDIR on a writable disk"),
+    (errno.EACCES, "new/out cannot be made: {tmp} is not writable (Permission denied); fix its "
+                   "permissions (e.g. chmod u+w {tmp})"),
+])
+def test_an_outdir_that_cannot_be_made_is_told_why(tmp_path, monkeypatch, capsys, err, said):
+    """A trial's OUTDIR on a read-only mount was told to chmod -R a folder that was not there:
+    the advice fits the cause (a mount, or the folder that would hold it)."""
+    from pipeline import cli, storage
+
+    root = Path(__file__).resolve().parents[1]
+
+    def mkdir(self, *a, **kw):
+        raise (PermissionError if err == errno.EACCES else OSError)(err, os.strerror(err), str(self))
+
+    monkeypatch.setattr(storage.Path, "mkdir", mkdir)
+    code = cli.main(["run", "--manifest", str(root / "manifests" / "demo.parquet"), "-o",
+                     str(tmp_path / "new" / "out")])
+    err_text = capsys.readouterr().err
+    assert code == 2 and said.format(tmp=tmp_path) in err_text, err_text
+    assert len(err_text.strip().splitlines()) == 1 and (err == errno.EACCES) == ("chmod" in err_text)
 
 
 # --- a folder of odd files through every command ------------------------------------------------

@@ -119,15 +119,30 @@ def _writable(outdir: Outdir, create: bool) -> list[str]:
     made = _new_folders(outdir) if create else []
     try:
         outdir.store.check_writable(create=create)
-    except PermissionError as e:
-        raise JobError(f"{e.filename} is not writable ({e.strerror}); fix its permissions "
-                       f"(e.g. chmod -R u+w {outdir.store.full('')}) or choose another OUTDIR") from None
     except OSError as e:
-        if e.errno != errno.ENOSPC:
-            raise
-        raise JobError(f"{e.filename}: no room for the outputs ({e.strerror}); free some space on "
-                       "its disk, or choose another OUTDIR, and run again (nothing was started)") from None
+        raise _not_writable(e, outdir) from None
     return made
+
+
+def _not_writable(e: OSError, outdir: Outdir) -> Exception:
+    """What to do about a folder of OUTDIR no file can be written in: by why (a chmod is no
+    answer to a read-only mount or a full disk, nor on a folder not there yet)."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return JobError(f"{e.filename}: no room for the outputs ({e.strerror}); free some space on "
+                        "its disk, or choose another OUTDIR, and run again (nothing was started)")
+    if e.errno == errno.EROFS:
+        return JobError(f"{e.filename} is on a read-only file system; choose an OUTDIR on a "
+                        "writable disk (or mount this one read-write), and run again")
+    if not isinstance(e, PermissionError):
+        return e
+    there = e.filename
+    while there and not os.path.exists(there) and os.path.dirname(there) != there:
+        there = os.path.dirname(there)
+    if there != e.filename:  # the folder is not there yet: the one that would hold it is the matter
+        return JobError(f"{e.filename} cannot be made: {there} is not writable ({e.strerror}); fix "
+                        f"its permissions (e.g. chmod u+w {there}) or choose another OUTDIR")
+    return JobError(f"{e.filename} is not writable ({e.strerror}); fix its permissions "
+                    f"(e.g. chmod -R u+w {outdir.store.full('')}) or choose another OUTDIR")
 
 
 def _new_folders(outdir: Outdir) -> list[str]:

@@ -1269,18 +1269,21 @@ def named_on_the_line(parser: Parser, argv: list[str]) -> set[str]:
 SIGPIPE_EXIT = 141  # as a shell's own tools end when the reader leaves (128 + SIGPIPE)
 
 
-def stdout_closed() -> bool:
-    """Whether the reader of our output has gone (`colorize audit OUT | head -1`): a silent end,
-    as `cat` has, not an error. What is still buffered goes nowhere, not to a traceback at exit."""
+def stdout_closed(failed: bool = False) -> bool:
+    """Whether the reader of our output left before all of it was written (`colorize audit OUT |
+    head -1`): a silent end, as `cat` has, not an error; what is still buffered goes nowhere, not
+    to a traceback at exit. failed: a write has raised BrokenPipeError, and the pipe is asked
+    whether it was stdout's (the failed write dropped what it held: a flush alone would not
+    tell). Output all written before the reader left is no failure: the command's code stands."""
     import select
 
     try:
         fd = sys.stdout.fileno()
-        poll = select.poll()
-        poll.register(fd, select.POLLOUT)
-        # a pipe whose reader has closed polls as an error for its writer (a failed write has
-        # already dropped what it held, so a flush alone would not tell)
-        gone = any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poll.poll(0))
+        gone = False
+        if failed:  # a pipe whose reader has closed polls as an error for its writer
+            poll = select.poll()
+            poll.register(fd, select.POLLOUT)
+            gone = any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poll.poll(0))
         if not gone:
             sys.stdout.flush()
     except BrokenPipeError:
@@ -1327,7 +1330,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"colorize: error: {plain(str(e))}", file=sys.stderr)
         return 2
     except BrokenPipeError:
-        if not stdout_closed():
+        if not stdout_closed(failed=True):
             raise  # another pipe: a bug's, with its traceback
         return SIGPIPE_EXIT
     except OSError as e:  # an OUTDIR that cannot be created, a full disk at the start...

@@ -552,9 +552,20 @@ def test_a_local_worker_that_does_not_come_back_is_started_anew(archive, clean_r
     killed: list[int] = []
     done = threading.Event()
 
+    def running() -> bool:
+        # a worker killed while its nanny still starts it fails the cluster's start instead
+        # (CI, under load, once): killed only once the run's cluster has it running
+        from pipeline.client import cluster as cl
+
+        return any(k.cluster.workers and all(n.process is not None and n.process.status.name == "running"
+                                             for n in k.cluster.workers.values()) for k in list(cl._ACTIVE))
+
     def kill_the_first_at_work():
         # a worker of ours holding torch (some 300 MB; idle, 100) is running its first shard
         while not done.is_set() and not killed:
+            if not running():
+                time.sleep(0.01)
+                continue
             for k in psutil.Process().children(recursive=True):
                 try:
                     if TRACKER not in " ".join(k.cmdline()) and k.memory_info().rss > 250e6:

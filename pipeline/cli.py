@@ -474,7 +474,8 @@ def _hinted_request(a, redo_req):
     if not Outdir(a.output).has_job():
         raise UsageError(f"--hinted colours again images of the job in an OUTDIR; {a.output} holds "
                          "none yet (run the job, then review it: colorize review OUTDIR)")
-    picked, per_image = redo.hinted(Outdir(a.output), keep=not a.dry_run)
+    picked, per_image = redo.hinted(Outdir(a.output), keep=not a.dry_run,
+                                    log=lambda m: print(f"colorize: {plain(m)}", file=sys.stderr))
     n = sum(map(len, picked.values()))
     print(f"--hinted: {plural(n, 'image')} whose hints changed since their output was written",
           file=sys.stderr)

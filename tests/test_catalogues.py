@@ -219,10 +219,26 @@ def test_a_corrected_catalogue_reaches_the_manifest_on_rescan_and_the_job_goes_o
     assert "before: the original is not there" in page and "after: the output is not there" in page
     assert report["problem_counts"] == {"missing_output": 1}, report["problem_counts"]
     r = run_cli("run", "-o", out, "--redo", "A-1", "--redo-column", "accession", "-q")  # nothing to redo it from
-    assert r.returncode == 2 and "every image named is gone since it was colorized" in r.stderr, r.stderr
+    assert r.returncode == 2 and "nothing to redo: " in r.stderr, r.stderr
+    assert "b.png is gone since it was colorized (the last scan did not find it); put the original back" in r.stderr
     (scans / "b2.png").rename(scans / "b.png")  # back again: found again
     assert run_cli("scan", scans, cat, "-o", man, "-q").returncode == 0
     assert {Path(x["path"]).name: x["source_state"] for x in pq.read_table(man).to_pylist()}["b.png"] is None
+    # moved away after the scan: a redo could only put an error row in place of its good output
+    # (a trial's was disowned so, and the audit's repair moved the output to quarantine/)
+    results = sorted((out / "results").glob("*.parquet"))
+    before = {Path(x["source_path"]).name: x for f in results for x in pq.read_table(f).to_pylist()}
+    made = (out / "images" / "b.png").read_bytes()
+    (scans / "b.png").rename(tmp_path / "b.png")
+    r = run_cli("run", "-o", out, "--redo", "A-1", "--redo-column", "accession", "-q")
+    assert r.returncode == 2 and f"nothing to redo: {scans / 'b.png'} is not there now (moved or " \
+        "deleted since the scan?)" in r.stderr, r.stderr
+    r = run_cli("run", "-o", out, "--redo", "A-1", "--redo", "A-2b", "--redo-column", "accession", "-q")
+    assert r.returncode == 0 and "1 image named left as it is, the original not there" in r.stderr, r.stderr
+    rows = {Path(x["source_path"]).name: x for f in results for x in pq.read_table(f).to_pylist()}
+    assert rows["b.png"] == before["b.png"] and (out / "images" / "b.png").read_bytes() == made
+    assert rows["c.png"]["status"] == "ok" and "redoing 1 image" in r.stdout, r.stdout  # c.png's alone
+    (tmp_path / "b.png").rename(scans / "b.png")
 
 
 @pytest.mark.slow

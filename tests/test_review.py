@@ -671,6 +671,32 @@ def test_the_grid_filters_sorts_and_searches_catalogue_columns(job, tmp_path):
 # --- through the pipeline ----------------------------------------------------------------------
 
 
+def test_hints_on_an_image_whose_original_moved_wait_for_it(job, tmp_path):
+    """Colouring it again could only put an error row in place of its output: it waits, said."""
+    from pipeline.client import redo
+    from pipeline.client.outdir import Outdir
+
+    out = fresh_copy(job, tmp_path)
+    rows = results(out)
+    a, b = sorted(rows)[:2]
+    j = reviews.Journal(out, "curator")
+    for iid in (a, b):
+        j.record(iid, "hints", [{"x": 10, "y": 10, "L": 50, "a": 10, "b": -60}])
+    j.close()
+    src = Path(rows[a]["source_path"])
+    said = []
+    src.rename(tmp_path / "away.png")
+    try:
+        picked, per_image = redo.hinted(Outdir(out), keep=False, log=said.append)
+    finally:
+        (tmp_path / "away.png").rename(src)
+    assert {i for ids in picked.values() for i in ids} == {b} and set(per_image) == {b}
+    assert said == [f"--hinted: 1 image with new hints left to wait, the original not there: "
+                    f"{rows[a]['source_path']} is not there now (moved or deleted since the scan?)"]
+    picked, _ = redo.hinted(Outdir(out), keep=False, log=said.append)  # back: coloured again
+    assert {i for ids in picked.values() for i in ids} == {a, b} and len(said) == 1
+
+
 def test_hinted_images_are_coloured_again_and_only_they(job, tmp_path):
     man, _ = job
     out = fresh_copy(job, tmp_path)

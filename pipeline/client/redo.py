@@ -152,17 +152,7 @@ def select(manifest: str, items: list[str], column: str | None = None, log=lambd
                 continue
             for i in hits:
                 picked.setdefault(int(t[i]["shard"]), set()).add(t[i]["image_id"])
-    gone = {r["image_id"]: r["path"] for r in t if r.get("source_state") == "gone"}
-    left = {sh: ids - gone.keys() for sh, ids in picked.items()}
-    if skipped := sorted(gone[i] for ids in picked.values() for i in ids & gone.keys()):
-        if not any(left.values()) and not unknown:
-            raise UsageError(f"--redo: every image named is gone since it was colorized (the last "
-                             f"scan did not find {skipped[0]!r}{' ...' if len(skipped) > 1 else ''}): "
-                             "nothing to redo")
-        log(f"--redo: {plural(len(skipped), 'image')} named {'is' if len(skipped) == 1 else 'are'} "
-            f"gone (the last scan did not find it: {skipped[0]}{' ...' if len(skipped) > 1 else ''}): left as "
-            f"{'it is' if len(skipped) == 1 else 'they are'}")
-        picked = {sh: ids for sh, ids in left.items() if ids}
+    picked = _with_originals(manifest, t, picked, refuse=not unknown, log=log)
     lists = [v for v in unknown if Path(v).suffix.lower() in (".txt", ".csv", ".tsv")]
     if lists:  # meant as a list of images, and there is no such file
         raise UsageError(f"--redo: list not found: {lists[0]} (a .txt of paths or ids, or a "
@@ -175,32 +165,83 @@ def select(manifest: str, items: list[str], column: str | None = None, log=lambd
     return picked
 
 
-def hinted(outdir: Outdir, keep: bool = True) -> tuple[dict[int, set[str]], dict[str, dict]]:
+def not_there(manifest: str, rows) -> dict[str, str]:
+    """Of `rows` (manifest rows), those whose original is not there now, id -> why: the last
+    scan did not find it ('gone'), or it has been moved or deleted since (a local file; an
+    object store's are not asked, one request each)."""
+    out = {}
+    for r in rows:
+        if r.get("source_state") == "gone":
+            out[r["image_id"]] = "gone since it was colorized (the last scan did not find it)"
+        elif "://" not in r["path"] and not os.path.exists(resolve_path(manifest, r["path"])):
+            out[r["image_id"]] = "not there now (moved or deleted since the scan?)"
+    return out
+
+
+def _with_originals(manifest: str, t: list[dict], picked: dict[int, set[str]], refuse: bool,
+                    log) -> dict[int, set[str]]:
+    """An image whose original is not there is left as it is, said: redone, it could only
+    become an error row in place of its output (a trial's good output was disowned so, and the
+    audit's repair then moved it to quarantine/). None left (and nothing else asked): refused."""
+    ids = {i for s in picked.values() for i in s}
+    absent = not_there(manifest, (r for r in t if r["image_id"] in ids))
+    if not absent:
+        return picked
+    path = {r["image_id"]: r["path"] for r in t if r["image_id"] in absent}
+    first = min(absent, key=path.get)
+    left = {sh: s - absent.keys() for sh, s in picked.items()}
+    left = {sh: s for sh, s in left.items() if s}
+    what = f"{path[first]} is {absent[first]}{' ...' if len(absent) > 1 else ''}"
+    if not left and refuse:
+        raise UsageError(f"--redo: nothing to redo: {what}; put the original back (or rescan "
+                         "the archive where it moved), then redo it")
+    log(f"--redo: {plural(len(absent), 'image')} named left as {'it is' if len(absent) == 1 else 'they are'}, "
+        f"the original not there: {what}")
+    return left
+
+
+def hinted(outdir: Outdir, keep: bool = True, log=lambda m: None) -> tuple[dict[int, set[str]], dict[str, dict]]:
     """`run --hinted`: the images whose curator's hints (OUTDIR/reviews) differ from those their
     output was made with, (shard -> ids, id -> {"hints": [...]}). An automatic output about to
     be replaced by a hinted one is first copied to OUTDIR/automatic/, so the curator can compare
     and go back (taking the hints away colours the image as the job does again); keep=False (a
-    dry run) copies nothing."""
+    dry run) copies nothing. One whose original is not there waits, said."""
     from pipeline.client.reviews import state_of
     from pipeline.worker.hints import digest_of
 
     state = state_of(outdir)
-    gone = source_states(outdir.read_job()["spec"]["manifest"])  # no original to colour again
+    manifest = outdir.read_job()["spec"]["manifest"]
     t = outdir.read_results(columns=None)
-    picked: dict[int, set[str]] = {}
-    per_image: dict[str, dict] = {}
+    changed = {}
     for r in t.select([c for c in ("image_id", "shard", "status", "output_path", "hints_digest")
                        if c in t.column_names]).to_pylist():
         want = (state.get(r["image_id"]) or {}).get("hints") or []
-        if digest_of(want) == r.get("hints_digest") or r["image_id"] in gone:
+        if digest_of(want) != r.get("hints_digest"):
+            changed[r["image_id"]] = (r, want)
+    rows = _manifest_rows(manifest, changed) if changed else []
+    absent = not_there(manifest, rows)
+    if absent:
+        first = min((r for r in rows if r["image_id"] in absent), key=lambda r: r["path"])
+        log(f"--hinted: {plural(len(absent), 'image')} with new hints left to wait, the original "
+            f"not there: {first['path']} is {absent[first['image_id']]}")
+    picked: dict[int, set[str]] = {}
+    per_image: dict[str, dict] = {}
+    for iid, (r, want) in changed.items():
+        if iid in absent:
             continue
-        picked.setdefault(int(r["shard"]), set()).add(r["image_id"])
+        picked.setdefault(int(r["shard"]), set()).add(iid)
         # hints on an image skipped as colour (a toned print misjudged): the curator wants it coloured
-        per_image[r["image_id"]] = {"hints": want, **({"recolor": True, "recolor_by": "hints"}
-                                                      if want and r["status"] == "skipped" else {})}
+        per_image[iid] = {"hints": want, **({"recolor": True, "recolor_by": "hints"}
+                                            if want and r["status"] == "skipped" else {})}
         if keep and r["status"] == "ok" and not r.get("hints_digest"):
             outdir.keep_automatic(r["output_path"])
     return picked, per_image
+
+
+def _manifest_rows(manifest: str, ids) -> list[dict]:
+    states = source_states(manifest)
+    t = read_manifest(manifest, columns=["image_id", "path"]).to_pylist()
+    return [{**r, "source_state": states.get(r["image_id"])} for r in t if r["image_id"] in ids]
 
 
 def describe(manifest: str, state: dict, show: int = 10) -> list[str]:

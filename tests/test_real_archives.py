@@ -412,6 +412,18 @@ def test_repair_moves_its_altered_outputs_aside_and_leaves_the_users_files(tmp_p
     ours = out / "images" / "s1.png"
     original_output = ours.read_bytes()
     ours.write_bytes(original_output[:-10] + b"edited by hand"[:10])
+    rows = sorted((out / "results").glob("*.parquet"))[0].read_bytes()
+    (src / "s1.png").rename(tmp_path / "s1.png")  # nothing to make it again from: left alone,
+    (out / "images" / "s0.png").unlink()  # not turned into an error row, nor the output moved
+    (src / "s0.png").rename(tmp_path / "s0.png")
+    r = run_cli(*args, "--repair")
+    assert r.returncode == 0 and (f"left 2 images as they are (rows and outputs untouched), no "
+                                  f"original to make them again from: {src / 's0.png'} is not there "
+                                  "now (moved or deleted since the scan?); put it back") in r.stdout, r.stdout
+    assert sorted((out / "results").glob("*.parquet"))[0].read_bytes() == rows
+    assert ours.read_bytes().endswith(b"edited by ") and not (out / "quarantine").exists()
+    for name in ("s0.png", "s1.png"):
+        (tmp_path / name).rename(src / name)
     r = run_cli(*args, "--repair")
     assert r.returncode == 0, r.stderr
     assert retouched.read_bytes() == b"a curator's work"  # not provably ours: left where it is

@@ -650,8 +650,11 @@ def plan_repair(outdir: Outdir, log) -> dict[int, set[str]]:
     whole: set[int] = set()
     shard_of = {}
     committed = outdir.committed_shards()
+    absent = _unmakeable(outdir, report["problems"], log)
     for p in report["problems"]:
         kind = Problem(p["kind"])
+        if kind in (Problem.MISSING_OUTPUT, Problem.CORRUPT_OUTPUT) and p["image_id"] in absent:
+            continue  # its row and what is left of its output stay until the original is back
         if kind in (Problem.MISSING_OUTPUT, Problem.CORRUPT_OUTPUT):
             if kind is Problem.CORRUPT_OUTPUT:  # altered since we wrote it (a retouch?): kept aside
                 log(f"moved an altered output to {outdir.quarantine(p['output_path'])}; it will be "
@@ -679,6 +682,27 @@ def plan_repair(outdir: Outdir, log) -> dict[int, set[str]]:
                     log(f"moved its {plural(len(moved), 'output')} to {Outdir.QUARANTINE}/ (a "
                         "curator's retouch among them is kept there); the run writes them again")
     return {s: ids for s, ids in fixes.items() if s not in whole}  # a whole shard: pending now
+
+
+def _unmakeable(outdir: Outdir, problems: list[dict], log) -> set[str]:
+    """Images whose output --repair would make again, of which the original is not there now:
+    remade, each could only become an error row in place of its record (and an altered output
+    would go to quarantine for nothing). Said, and left for when it is back."""
+    from pipeline.client.redo import manifest_rows, not_there
+
+    ids = {p["image_id"] for p in problems
+           if Problem(p["kind"]) in (Problem.MISSING_OUTPUT, Problem.CORRUPT_OUTPUT)}
+    if not ids:
+        return set()
+    rows = manifest_rows(outdir.read_job()["spec"]["manifest"], ids)
+    absent = not_there(outdir.read_job()["spec"]["manifest"], rows)
+    if absent:
+        first = min((r for r in rows if r["image_id"] in absent), key=lambda r: r["path"])
+        one = len(absent) == 1
+        log(f"left {plural(len(absent), 'image')} as {'it is' if one else 'they are'} (rows and outputs "
+            f"untouched), no original to make {'it' if one else 'them'} again from: {first['path']} is "
+            f"{absent[first['image_id']]}; put it back, then --repair again")
+    return set(absent)
 
 
 def _outputs_of(outdir: Outdir, shard: int) -> list[str]:

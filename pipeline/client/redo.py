@@ -218,7 +218,7 @@ def hinted(outdir: Outdir, keep: bool = True, log=lambda m: None) -> tuple[dict[
         want = (state.get(r["image_id"]) or {}).get("hints") or []
         if digest_of(want) != r.get("hints_digest"):
             changed[r["image_id"]] = (r, want)
-    rows = _manifest_rows(manifest, changed) if changed else []
+    rows = manifest_rows(manifest, changed) if changed else []
     absent = not_there(manifest, rows)
     if absent:
         first = min((r for r in rows if r["image_id"] in absent), key=lambda r: r["path"])
@@ -238,7 +238,7 @@ def hinted(outdir: Outdir, keep: bool = True, log=lambda m: None) -> tuple[dict[
     return picked, per_image
 
 
-def _manifest_rows(manifest: str, ids) -> list[dict]:
+def manifest_rows(manifest: str, ids) -> list[dict]:
     states = source_states(manifest)
     t = read_manifest(manifest, columns=["image_id", "path"]).to_pylist()
     return [{**r, "source_state": states.get(r["image_id"])} for r in t if r["image_id"] in ids]

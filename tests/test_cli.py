@@ -153,6 +153,26 @@ def test_unusable_outdir_is_a_one_line_error(tmp_path):
     assert "Not a directory" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.parametrize("text, what", [("", "empty"), ('{"spec": {"manif', "cut short or not what a run writes"),
+                                         ("[]", "cut short or not what a run writes")])
+def test_a_damaged_job_json_is_said_by_every_command(tmp_path, capsys, text, what):
+    """A copy to a full disk left it empty: each command said a JSONDecodeError's traceback."""
+    from pipeline import cli
+
+    out = tmp_path / "out"
+    (out / "results").mkdir(parents=True)
+    (out / "job.json").write_text(text)
+    for args in (["status", out], ["audit", out], ["export", out, tmp_path / "e.csv"], ["run", "-o", out],
+                 ["review", out, "--no-browser"]):
+        code = cli.main([str(a) for a in args])
+        err = capsys.readouterr().err
+        assert code == 2 and err == (f"colorize: error: {out / 'job.json'} is damaged ({what}): it records "
+                                     "the job every other file here belongs to; put back the one the run "
+                                     "wrote (a backup, or the folder this one was copied from), or start "
+                                     "the job anew in another OUTDIR\n"), (args, err)
+    assert not (tmp_path / "e.csv").exists() and (out / "job.json").read_text() == text
+
+
 def test_a_bug_is_not_dressed_as_a_user_mistake(monkeypatch, capsys):
     """Only UsageError (and its kin) is a one-line exit 2; any other ValueError is a bug and
     surfaces with its traceback (exit 1 from the interpreter)."""

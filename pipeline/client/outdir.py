@@ -59,6 +59,21 @@ class Problem(str, Enum):
         return self.value
 
 
+def _job(store: Store, rel: str) -> dict:
+    """job.json as the run wrote it; emptied or cut short (a copy to a full disk), said."""
+    data = store.read_bytes(rel)
+    try:
+        job = json.loads(data.decode())
+    except (ValueError, UnicodeDecodeError):
+        job = None
+    if not isinstance(job, dict) or not isinstance(job.get("spec"), dict):
+        what = "empty" if not data.strip() else "cut short or not what a run writes"
+        raise JobError(f"{store.full(rel)} is damaged ({what}): it records the job every other "
+                       "file here belongs to; put back the one the run wrote (a backup, or the "
+                       "folder this one was copied from), or start the job anew in another OUTDIR")
+    return job
+
+
 def _not_an_outdir(store: Store) -> JobError:
     """What a folder named as a run's OUTDIR is instead."""
     if store.local and not Path(store.root).exists():
@@ -133,7 +148,7 @@ class Outdir:
     def read_job(self) -> dict:
         if not self.has_job():
             raise _not_an_outdir(self.store)
-        return json.loads(self.store.read_text(self.JOB))
+        return _job(self.store, self.JOB)
 
     def write_job(self, job: dict) -> None:
         self.store.write_atomic(self.JOB, json.dumps(job, indent=2, sort_keys=True).encode())

@@ -317,6 +317,143 @@ def test_two_servers_write_apart_and_compaction_leaves_a_live_journal_alone(tmp_
     assert third.compact() == 0 and len(third.events()) == 3
 
 
+def test_two_compactions_at_once_lose_no_journal(tmp_path, monkeypatch):
+    """A (a server starting) has locked a dead journal and read events.parquet; B folds another
+    journal meanwhile. Each renamed its own file over the old one, and the first one's journal,
+    deleted, was lost (a second review's reproduction)."""
+    first = reviews.Journal(tmp_path, "ann")
+    first.record("x", "verdict", "accepted")
+    first.close()
+    reading, go = threading.Event(), threading.Event()
+    real = reviews.read_journal
+
+    def slow(path):  # A, between its read of events.parquet and its rename over it
+        if path == first.path:
+            reading.set()
+            go.wait(10)
+        return real(path)
+
+    monkeypatch.setattr(reviews, "read_journal", slow)
+    a = threading.Thread(target=reviews.Journal(tmp_path, "a").compact)
+    a.start()
+    assert reading.wait(10)
+    second = reviews.Journal(tmp_path, "bob")
+    second.record("y", "verdict", "rejected")
+    second.close()
+    b = threading.Thread(target=reviews.Journal(tmp_path, "b").compact)
+    b.start()
+    b.join(0.5)
+    go.set()
+    a.join(10)
+    b.join(10)
+    s = reviews.Reviews(tmp_path).state()
+    assert (s["x"]["verdict"], s["y"]["verdict"]) == ("accepted", "rejected")
+    assert [p.name for p in (tmp_path / "reviews").glob("journal-*")] == []
+
+
+def test_a_journal_is_never_compacted_before_its_writer_holds_it(tmp_path, monkeypatch):
+    """Made under its final name and locked after: a server starting in between folded the
+    empty file and deleted it, and every edit of that session went to a deleted file."""
+    real = reviews.readable_by_all
+    started = []
+
+    def meanwhile(f):  # another server starts while this one opens its journal
+        if isinstance(f, int) and not started:
+            started.append(f)
+            reviews.Journal(tmp_path, "other").compact()
+        real(f)
+
+    monkeypatch.setattr(reviews, "readable_by_all", meanwhile)
+    j = reviews.Journal(tmp_path, "ann")
+    j.record("x", "note", "kept")
+    monkeypatch.setattr(reviews, "readable_by_all", real)
+    assert j.path.exists() and reviews.Reviews(tmp_path).state()["x"]["note"] == "kept"
+
+
+def test_a_write_that_fails_part_way_leaves_nothing_the_next_edit_sticks_to(tmp_path, monkeypatch):
+    """Half a line, then a full disk: the next edit, once there was room, was glued to the half
+    and skipped as torn for ever, though the server had acknowledged it."""
+    import errno
+
+    j = reviews.Journal(tmp_path, "ann")
+    j.record("a", "note", "before")
+    calls = []
+    real = os.write
+
+    def full(fd, data):
+        calls.append(len(data))
+        if len(calls) == 1:
+            return real(fd, data[:len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(reviews.os, "write", full)
+    with pytest.raises(OSError):
+        j.record("b", "note", "never acknowledged")
+    monkeypatch.setattr(reviews.os, "write", real)
+    j.record("c", "note", "after")
+    j.close()
+    s = reviews.Reviews(tmp_path).state()
+    assert (s["a"]["note"], s["c"]["note"]) == ("before", "after") and "b" not in s
+    for p in (tmp_path / "reviews").glob("journal-*"):
+        assert p.read_bytes().endswith(b"\n") and len(reviews.read_journal(p)) == \
+            p.read_bytes().count(b"\n")  # no fragment in any
+
+
+def test_the_latest_edit_wins_whatever_the_clocks_say(tmp_path, monkeypatch):
+    """A colleague's clock five minutes ahead: the curator's newer "accepted" was saved over
+    the colleague's "rejected", yet the page still showed "rejected"."""
+    ahead = reviews.Journal(tmp_path, "bob")
+    monkeypatch.setattr(reviews, "_now", lambda: "2099-01-01T00:00:00.000000+00:00")
+    ahead.record("x", "verdict", "rejected")
+    monkeypatch.undo()
+    mine = reviews.Journal(tmp_path, "ann")
+    ev = mine.record("x", "verdict", "accepted")
+    assert ev["t"] == "2099-01-01T00:00:00.000001+00:00"
+    for j in (mine, ahead, reviews.Reviews(tmp_path)):
+        assert j.state()["x"]["verdict"] == "accepted" and j.state()["x"]["who"] == "ann"
+
+
+def test_two_servers_check_and_save_one_at_a_time(tmp_path):
+    """The check of what an edit was made on and the edit, as one across processes: a lock of
+    one server's threads let two curators' servers both pass the check."""
+    one, two = reviews.Journal(tmp_path, "ann"), reviews.Journal(tmp_path, "bob")
+    order = []
+
+    def other():
+        with two.exclusive():
+            order.append("bob")
+
+    with one.exclusive():
+        t = threading.Thread(target=other)
+        t.start()
+        t.join(0.3)
+        order.append("ann")
+    t.join(10)
+    assert order == ["ann", "bob"]
+
+
+def test_a_compaction_elsewhere_while_the_state_is_read_loses_nothing(tmp_path, monkeypatch):
+    """The journals listed, then folded and deleted by another server: a 500 on the page, and
+    its edits missing from that answer."""
+    j = reviews.Journal(tmp_path, "ann")
+    j.record("x", "note", "kept")
+    j.close()
+    reader = reviews.Reviews(tmp_path)
+    real = reviews.Reviews.journals
+    listed = []
+
+    def racing(self):
+        found = real(self)
+        if not listed:
+            listed.append(found)
+            reviews.Journal(tmp_path, "other").compact()  # after the listing, before the reads
+        return found
+
+    monkeypatch.setattr(reviews.Reviews, "journals", racing)
+    assert reader.state()["x"]["note"] == "kept" and listed[0] and not listed[0][0].exists()
+    assert [e["value"] for e in reader.events()] == ['"kept"']
+
+
 # --- the server --------------------------------------------------------------------------------
 
 
@@ -554,6 +691,25 @@ def test_the_server_wants_its_token_serves_nothing_else_and_writes_only_reviews(
         for w in ("abc", "-5"):
             assert c.get(f"/img/{iid}/output?w={w}&t=tok").status_code == 400
         assert c.get("/api/images?t=tok&page=x").status_code == 400
+        # a second review's findings: each was a 500, or kept
+        assert c.get("/api/images?t=tok&page=%C2%B2").status_code == 400  # "²" isdigit, not int
+        assert c.get(f"/img/{iid}/output?w=%C2%B2&t=tok").status_code == 400
+        assert c.post(f"/api/preview/{iid}?t=tok", json={"hints": [], "max_side": None}).status_code == 400
+        r = c.post("/api/review?t=tok", json={"ids": [iid], "kind": "hints", "value": [], "from": [iid]})
+        assert r.status_code == 404
+        r = c.post("/api/review?t=tok", json={"ids": [iid], "image_id": [iid], "base": None, "kind": "note",
+                                              "value": "x"})
+        assert r.status_code == 200
+        r = c.post("/api/review?t=tok", json={"image_id": iid, "kind": "hints",
+                                              "value": [{"x": 5, "y": 5, "L": 1e6, "a": 1, "b": 1}]})
+        assert r.status_code == 400 and "L* within 0..100" in r.get_json()["error"]
+        twice = [{"x": 5, "y": 5, "L": 40, "a": 10, "b": -40}] * 2
+        assert c.post("/api/review?t=tok", json={"image_id": iid, "kind": "hints", "value": twice}).status_code == 200
+        assert len(reviews.Journal(out).state()[iid]["hints"]) == 1
+        assert c.post("/api/review?t=tok", json={"image_id": iid, "kind": "hints", "value": []}).status_code == 200
+        # another site's name pointed at 127.0.0.1 (DNS rebinding) is answered nothing
+        assert c.get("/api/info?t=tok", headers={"Host": "evil.example:80"}).status_code == 403
+        assert c.get("/api/info?t=tok", headers={"Host": "[::1]:8765"}).status_code == 200
         series = sorted(rows)[2:6]  # one uniform on four scans: the same hints on a selection
         hint = [{"x": 5, "y": 5, "L": 40, "a": 10, "b": -40}]
         r = c.post("/api/review?t=tok", json={"ids": series, "kind": "hints", "value": hint, "from": series[0]})
@@ -1360,4 +1516,5 @@ def test_a_curators_private_umask_keeps_the_reviews_readable_by_the_others(tmp_p
         os.umask(old)
     folder = tmp_path / "reviews"
     assert folder.stat().st_mode & 0o055 == 0o055
-    assert [(p.name, p.stat().st_mode & 0o044) for p in folder.iterdir()] == [("events.parquet", 0o044)]
+    assert sorted((p.name, p.stat().st_mode & 0o044) for p in folder.iterdir()) == [
+        (".compact.lock", 0o044), ("events.parquet", 0o044)]  # the lock each compaction takes too

@@ -113,6 +113,11 @@ def create_app(outdir: str, who: str | None = None, token: str | None = None):
 
     @app.before_request
     def _token():
+        if _host_name(request.host) not in LOOPBACK_NAMES:
+            # a page elsewhere whose name was made to point at 127.0.0.1 (DNS rebinding) is
+            # answered nothing: the browser sends its own name as the Host
+            return Response("This review server answers only at 127.0.0.1 or localhost.\n", 403,
+                            mimetype="text/plain")
         if request.path.startswith("/page/"):
             return None  # the page's own stylesheet and script: code, no data of the run
         # in the URL or a header, never a cookie: a browser sends a cookie of 127.0.0.1 to every
@@ -153,6 +158,16 @@ def create_app(outdir: str, who: str | None = None, token: str | None = None):
     return app
 
 
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+
+
+def _host_name(host: str) -> str:
+    """A Host header's name without its port ("[::1]:8765" -> "[::1]")."""
+    if host.startswith("["):
+        return host.split("]", 1)[0] + "]"
+    return host.rsplit(":", 1)[0].lower()
+
+
 def _not_an_object():
     from flask import jsonify
 
@@ -162,8 +177,6 @@ def _not_an_object():
 def _routes(app, root: str, view: RunView, journal: reviews.Journal, previewer: Previewer) -> None:
     """The page's API: the grid, one image, edits, previews, pictures, the output's palette."""
     from flask import abort, jsonify, request
-
-    saving = threading.Lock()
 
     def _row(image_id: str) -> dict:
         r = view.row(image_id)
@@ -197,7 +210,7 @@ def _routes(app, root: str, view: RunView, journal: reviews.Journal, previewer: 
         body = request.get_json(force=True, silent=True) or {}
         if not isinstance(body, dict):
             return _not_an_object()
-        answer, code = _save(view, journal, body, saving)
+        answer, code = _save(view, journal, body)
         return jsonify(answer), code
 
     @app.post("/api/preview/<image_id>")
@@ -205,9 +218,11 @@ def _routes(app, root: str, view: RunView, journal: reviews.Journal, previewer: 
         _row(image_id)
         if not isinstance(body := request.get_json(force=True, silent=True) or {}, dict):
             return _not_an_object()
+        side = body.get("max_side", 1024)
+        if isinstance(side, bool) or not isinstance(side, int) or not 16 <= side <= 8192:
+            return jsonify(error=f"max_side is a whole number of pixels, 16 to 8192: {side!r}"), 400
         try:
-            data = previewer.render(view.source(image_id), body.get("hints") or [],
-                                    int(body.get("max_side", 1024)))
+            data = previewer.render(view.source(image_id), body.get("hints") or [], side)
         except (ValueError, RuntimeError) as e:
             return jsonify(error=str(e)), 422
         return app.response_class(data, mimetype="image/jpeg")
@@ -283,18 +298,21 @@ def _edits(view: RunView, body: dict) -> list[tuple[str, object]] | None:
     rows = {i: view.row(i) for i in ids}
     if not ids or None in rows.values():
         return None
+    if not isinstance(body.get("from") or "", str):
+        return None
     source = view.row(body["from"]) if body.get("kind") == "hints" and body.get("from") else None
     return [(i, _fitted(body.get("value"), source, rows[i])) for i in ids]
 
 
-def _save(view: RunView, journal: reviews.Journal, body: dict, saving) -> tuple[dict, int]:
+def _save(view: RunView, journal: reviews.Journal, body: dict) -> tuple[dict, int]:
     """An edit (one image's, or a series'), checked, then journalled: (answer, HTTP status)."""
     edits = _edits(view, body)
     if edits is None:
         return {"error": "unknown image id"}, 404
     if body.get("kind") == "hints" and (outside := _outside(view, edits)):
         return {"error": outside}, 400
-    with saving:  # the check of what the edit was made on, and the edit, as one
+    with journal.exclusive():  # the check of what the edit was made on, and the edit, as one
+        # (another curator's server too: its edit since is seen, not overwritten)
         if (stale := _stale(journal, body)) is not None:
             return {"error": "changed in another tab or by another curator since this page "
                     "showed it: not saved", "current": stale}, 409
@@ -312,7 +330,7 @@ def _stale(journal: reviews.Journal, body: dict) -> dict | None:
     the page to show instead (two tabs, two curators: neither overwrites the other unseen).
     None when the edit may go ahead; one without a base goes ahead too (a series adds beside
     each image's hints, never over them; an undo names its own page's last edit of that kind)."""
-    if "base" not in body or not body.get("image_id"):
+    if "base" not in body or not body.get("image_id") or not isinstance(body["image_id"], str):
         return None
     s = journal.state().get(body["image_id"]) or {}
     if (s.get("rev") or {}).get(body.get("kind")) == body["base"]:
@@ -334,7 +352,7 @@ def _number(text: str | None) -> int:
     """A width or a page number from a query: a 400, not a server error, when it is not one."""
     from flask import abort
 
-    if not (text or "0").isdigit():
+    if not ((text or "0").isascii() and (text or "0").isdigit()):  # "²" is a digit to isdigit
         abort(400, description=f"expected a whole number, got {text!r}")
     return int(text or "0")
 

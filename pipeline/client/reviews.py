@@ -7,13 +7,19 @@ state is its latest event of each kind; the history stays. Events are appended t
 this process's own (`journal-*.jsonl`, one JSON line each, fsynced before the edit is
 acknowledged), so two servers, two tabs or two curators never write the same file, and a kill
 can only tear the line that was never acknowledged (a torn line is skipped on reading).
-`compact()` folds the journals of servers no longer running (each holds a flock on its own) into
-`events.parquet`, written beside and renamed over; an event folded twice (a kill between the
-rename and the journal's removal) is read once, by its id.
+`compact()` folds the journals of servers no longer running (each holds a flock on its own,
+taken before the journal has a name a compaction lists) into `events.parquet`, written beside
+and renamed over, one compaction at a time (`.compact.lock`); an event folded twice (a kill
+between the rename and the journal's removal) is read once, by its id. A write that fails
+part-way is cut off before it is answered. An event's time is after the latest one of its image
+and kind already recorded, so the last edit a curator made wins whatever the clocks of two
+curators' machines say; `exclusive()` makes an edit's check of what it was made on and its
+record one step across servers (`.save.lock`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import fcntl
 import getpass
@@ -34,6 +40,7 @@ DIR = "reviews"
 EVENTS = "events.parquet"
 VERDICTS = ("accepted", "retouch", "rejected")
 KINDS = ("verdict", "note", "hints")
+_TRIES = 5  # reads begun again when a compaction elsewhere changed the files under them
 SCHEMA = pa.schema([("id", pa.string()), ("t", pa.string()), ("who", pa.string()),
                     ("image_id", pa.string()), ("kind", pa.string()), ("value", pa.string())])
 
@@ -72,103 +79,87 @@ def check_value(kind: str, value):
             except (KeyError, TypeError, ValueError, AttributeError):
                 raise ReviewError(f"a hint needs numbers x, y, a, b (and L): {h!r}") from None
             # NaN and infinities pass float() and JSON's parsers, and would colour an output
-            if not all(map(math.isfinite, hint.values())) or max(abs(hint["a"]), abs(hint["b"])) > 128:
-                raise ReviewError(f"a hint's numbers must be finite, a* and b* within -128..128: {h!r}")
-            out.append(hint)
+            if not all(map(math.isfinite, hint.values())) or max(abs(hint["a"]), abs(hint["b"])) > 128 \
+                    or not 0 <= hint["L"] <= 100:
+                raise ReviewError(f"a hint's numbers must be finite, L* within 0..100, a* and b* "
+                                  f"within -128..128: {h!r}")
+            if hint not in out:  # the same point twice says no more than once
+                out.append(hint)
         return out
     raise ReviewError(f"unknown kind of edit {kind!r} (one of {', '.join(KINDS)})")
 
 
-class Journal:
-    """OUTDIR/reviews: this process's journal to append to, and every event ever recorded."""
+class Reviews:
+    """OUTDIR/reviews as it is read: every event ever recorded, each image's state now, and
+    the compaction of journals no server holds."""
 
-    def __init__(self, outdir: str | os.PathLike, who: str | None = None):
+    def __init__(self, outdir: str | os.PathLike):
         self.dir = Path(outdir) / DIR
-        self.who = reviewer(who)
-        self._lock = threading.Lock()
-        self._fd: int | None = None
-        self.path: Path | None = None
+        self._lock = threading.RLock()
+        self.path: Path | None = None  # a Journal's own, which no compaction takes
         # state(): what has been read of each file, and the state it made
         self._seen: dict = {}
         self._offsets: dict[str, int] = {}
         self._latest: dict[tuple[str, str], tuple[str, str]] = {}
         self._state: dict[str, dict] = {}
 
-    def _open(self) -> int:
-        if self._fd is None:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            readable_by_all(self.dir)
-            stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
-            self.path = self.dir / f"journal-{stamp}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
-            # the umask decides who else may write it; every curator, audit and export of the
-            # OUTDIR reads it, so it is readable by all whatever the umask (as it always was)
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL, 0o666)
-            readable_by_all(fd)
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # "a server is writing this one"
-            self._fd = fd
-            _fsync_dir(self.dir)
-        return self._fd
-
-    def record(self, image_id: str, kind: str, value) -> dict:
-        """Appends one edit; returns the event once it is on disk (fsynced)."""
-        value = check_value(kind, value)
-        ev = {"id": uuid.uuid4().hex, "t": _now(), "who": self.who, "image_id": str(image_id),
-              "kind": kind, "value": json.dumps(value, ensure_ascii=False)}
-        body = json.dumps(ev, ensure_ascii=False, sort_keys=True)
-        line = json.dumps({"e": ev, "crc": zlib.crc32(body.encode())}, ensure_ascii=False) + "\n"
-        with self._lock:
-            fd = self._open()
-            data = line.encode()
-            while data:  # a short write (a signal) continues where it stopped
-                data = data[os.write(fd, data):]
-            os.fsync(fd)
-        return ev
-
-    def close(self) -> None:
-        with self._lock:
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
-
-    # --- reading -----------------------------------------------------------------------------
-
     def journals(self) -> list[Path]:
         return sorted(self.dir.glob("journal-*.jsonl")) if self.dir.is_dir() else []
 
     def events(self) -> list[dict]:
         """Every event, folded and journalled, each once, in time order."""
-        seen: dict[str, dict] = {}
-        if (self.dir / EVENTS).is_file():
-            for ev in pq.read_table(self.dir / EVENTS).to_pylist():
-                seen.setdefault(ev["id"], ev)
-        for p in self.journals():
-            for ev in read_journal(p):
-                seen.setdefault(ev["id"], ev)
+        for _ in range(_TRIES):
+            seen: dict[str, dict] = {}
+            stamp = _stamp(self.dir / EVENTS)
+            try:
+                if stamp is not None:
+                    for ev in pq.read_table(self.dir / EVENTS).to_pylist():
+                        seen.setdefault(ev["id"], ev)
+                for p in self.journals():
+                    for ev in read_journal(p):
+                        seen.setdefault(ev["id"], ev)
+            except FileNotFoundError:  # folded by a compaction meanwhile: read again
+                continue
+            if _stamp(self.dir / EVENTS) == stamp:
+                break
         return sorted(seen.values(), key=lambda e: (e["t"], e["id"]))
 
     def state(self) -> dict[str, dict]:
         """Per image: its verdict, note and hints now, with who set each last and when. Read
         incrementally: the journals are append-only, so only their new lines are parsed (the
-        review page asks on every request); a compaction elsewhere starts it over."""
+        review page asks on every request); a compaction elsewhere starts it over (one that
+        folds a journal while it is read too: its events are then in events.parquet)."""
         with self._lock:
-            base = self.dir / EVENTS
-            stamp = _stamp(base)
-            if stamp != self._seen.get(EVENTS):
-                self._seen, self._offsets, self._latest, self._state = {EVENTS: stamp}, {}, {}, {}
-                if base.is_file():
-                    for ev in pq.read_table(base).to_pylist():
-                        self._apply(ev)
-            for p in self.journals():
-                off = self._offsets.get(p.name, 0)
-                if p.stat().st_size > off:
-                    with open(p, "rb") as f:
-                        f.seek(off)
-                        data = f.read()
-                    whole = data[:data.rfind(b"\n") + 1]  # a line still being written waits
-                    for ev in _events(whole.splitlines()):
-                        self._apply(ev)
-                    self._offsets[p.name] = off + len(whole)
+            for _ in range(_TRIES):
+                try:
+                    if self._read_new():
+                        break
+                except FileNotFoundError:
+                    pass
+                self._seen = {}  # read again from the start
             return {k: dict(v) for k, v in self._state.items()}
+
+    def _read_new(self) -> bool:
+        """What was recorded since the last read; False when a compaction replaced
+        events.parquet meanwhile (the journals it folded may have been missed)."""
+        base = self.dir / EVENTS
+        stamp = _stamp(base)
+        if stamp != self._seen.get(EVENTS):
+            self._seen, self._offsets, self._latest, self._state = {EVENTS: stamp}, {}, {}, {}
+            if stamp is not None:
+                for ev in pq.read_table(base).to_pylist():
+                    self._apply(ev)
+        for p in self.journals():
+            off = self._offsets.get(p.name, 0)
+            if p.stat().st_size > off:
+                with open(p, "rb") as f:
+                    f.seek(off)
+                    data = f.read()
+                whole = data[:data.rfind(b"\n") + 1]  # a line still being written waits
+                for ev in _events(whole.splitlines()):
+                    self._apply(ev)
+                self._offsets[p.name] = off + len(whole)
+        return _stamp(base) == stamp
 
     def _apply(self, ev: dict) -> None:
         """One event into the state: per image and kind, the latest (by time, then id) wins."""
@@ -192,11 +183,22 @@ class Journal:
     def compact(self) -> int:
         """Folds the journals no server holds into events.parquet; returns how many events it
         folded. Safe beside running servers: their journals are left to them."""
+        if not self.dir.is_dir():
+            return 0
+        # one compaction at a time: two, each folding other journals into the same old file,
+        # would each rename theirs over it, and the first one's journals (deleted) were lost
+        with _held(self.dir / ".compact.lock"):
+            return self._fold()
+
+    def _fold(self) -> int:
         free = []
         for p in self.journals():
             if p == self.path:
                 continue
-            fd = os.open(p, os.O_RDONLY)
+            try:
+                fd = os.open(p, os.O_RDONLY)
+            except FileNotFoundError:  # its server closed an empty one, or a compaction before
+                continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -226,9 +228,93 @@ class Journal:
                 os.close(fd)
 
 
+class Journal(Reviews):
+    """OUTDIR/reviews: this process's journal to append to, and every event ever recorded."""
+
+    def __init__(self, outdir: str | os.PathLike, who: str | None = None):
+        super().__init__(outdir)
+        self.who = reviewer(who)
+        self._saving = threading.Lock()
+        self._fd: int | None = None
+
+    def _open(self) -> int:
+        if self._fd is None:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            readable_by_all(self.dir)
+            stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+            name = f"journal-{stamp}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
+            # made and locked under a name no compaction lists, then named: a server starting
+            # between the two would otherwise fold the empty file and delete it, and every edit
+            # of this session would go to a file no longer in the folder
+            fresh = self.dir / f".{name}.new"
+            # the umask decides who else may write it; every curator, audit and export of the
+            # OUTDIR reads it, so it is readable by all whatever the umask (as it always was)
+            fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL, 0o666)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # "a server is writing this one"
+            readable_by_all(fd)
+            os.rename(fresh, self.dir / name)
+            self._fd, self.path = fd, self.dir / name
+            _fsync_dir(self.dir)
+        return self._fd
+
+    @contextlib.contextmanager
+    def exclusive(self):
+        """Another edit's check of what it was made on and its record, as one: across this
+        process's threads and every other process reviewing the OUTDIR (two curators' servers)."""
+        with self._saving:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            readable_by_all(self.dir)
+            with _held(self.dir / ".save.lock"):
+                yield
+
+    def record(self, image_id: str, kind: str, value) -> dict:
+        """Appends one edit; returns the event once it is on disk (fsynced). Its time is after
+        every edit of that image and kind already recorded, whatever this machine's clock says
+        (a colleague's clock ahead, a clock set back): the latest recorded is what the curator
+        did last."""
+        value = check_value(kind, value)
+        self.state()  # what other servers have recorded since
+        with self._lock:
+            t = _now()
+            if (latest := self._latest.get((str(image_id), kind))) and latest[0] >= t:
+                t = _after(latest[0])
+            ev = {"id": uuid.uuid4().hex, "t": t, "who": self.who, "image_id": str(image_id),
+                  "kind": kind, "value": json.dumps(value, ensure_ascii=False)}
+            body = json.dumps(ev, ensure_ascii=False, sort_keys=True)
+            line = json.dumps({"e": ev, "crc": zlib.crc32(body.encode())}, ensure_ascii=False) + "\n"
+            fd = self._open()
+            start = os.lseek(fd, 0, os.SEEK_END)
+            try:
+                data = line.encode()
+                while data:  # a short write (a signal) continues where it stopped
+                    data = data[os.write(fd, data):]
+                os.fsync(fd)
+            except BaseException:
+                self._abandon(fd, start)  # not acknowledged: nothing of it may stay
+                raise
+        return ev
+
+    def _abandon(self, fd: int, start: int) -> None:
+        """A write that failed part-way (a full disk) would leave a fragment the next edit's
+        line is glued to, and that line skipped as torn: the fragment is cut off, and this
+        journal ends (the next edit starts another)."""
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, start)
+            os.fsync(fd)
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        self._fd = None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+
 def state_of(outdir) -> dict[str, dict]:
     """The curator's state of a run (outdir: client.outdir.Outdir); {} where nobody reviewed."""
-    return Journal(outdir.store.full("")).state() if outdir.store.exists(DIR) else {}
+    return Reviews(outdir.store.full("")).state() if outdir.store.exists(DIR) else {}
 
 
 def read_journal(path: Path) -> list[dict]:
@@ -261,6 +347,28 @@ def _events(lines) -> list[dict]:
 
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
+
+
+def _after(t: str) -> str:
+    """The time a microsecond after t (an event's; one not a time, from a hand-edited journal,
+    is passed by now's)."""
+    try:
+        return (dt.datetime.fromisoformat(t) + dt.timedelta(microseconds=1)).isoformat(timespec="microseconds")
+    except (ValueError, TypeError):
+        return _now()
+
+
+@contextlib.contextmanager
+def _held(path: Path):
+    """An exclusive flock on a lock file every curator can open (read-only: flock needs no
+    more, and another curator's umask 077 made it theirs)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
+    try:
+        readable_by_all(fd)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(d: Path) -> None:

@@ -663,13 +663,18 @@ def cmd_status(a) -> int:
             print(json.dumps({"state": "no_job", "reason": str(e)}))
         raise
     if a.json:  # one object, the same keys every time; state first
-        state = ("damaged" if s["damaged"] or s["extra"] else "running" if s["running"]
+        state = ("damaged" if s["damaged"] or s["extra"] or s["lost"] else "running" if s["running"]
                  else "complete" if not (s["pending"] or s["redo_pending"])
                  else "stopped" if s["stopped"] else "grown" if s["grown"] and not s["redo_pending"]
                  else "interrupted")  # as the sentences below say it
         print(json.dumps({"state": state, **s}, default=str))
         return 3 if state == "damaged" else 0  # a job not whole, as run and audit say it
-    if (s["pending"] or s["redo_pending"]) and not s["running"]:  # stopped: say so first
+    if s["lost"] and not s["running"]:  # committed once: no interruption left it pending
+        print(f"{plural(len(s['lost']), 'results file')} committed before {'is' if len(s['lost']) == 1 else 'are'} "
+              f"gone (shard {', '.join(map(str, s['lost']))}; deleted or moved since?): put "
+              f"{'it' if len(s['lost']) == 1 else 'them'} back, or `colorize audit {shlex.quote(a.outdir)}` "
+              f"says what is left and `{run_hint(a.outdir, '--repair')}` mends it")
+    elif (s["pending"] or s["redo_pending"]) and not s["running"]:  # stopped: say so first
         redo = (f", a redo of {plural(s['redo_pending'], 'image')} unfinished"
                 if s["redo_pending"] else "")
         how = (f"stopped at {s['stopped']['at']} by a failure: {s['stopped']['reason']}\n"
@@ -689,6 +694,8 @@ def cmd_status(a) -> int:
             pace = (f"; but no shard committed for {round(s['stalled_s'] / 60)} min (are its "
                     "workers alive? `colorize run` says so when it has none)")
         print(f"a run is active ({s['running']}){pace}")
+    if s["lost"] and not s["running"] and not (s["damaged"] or s["extra"]):
+        return 3
     if s["damaged"] or s["extra"]:
         said = [f"{plural(len(s['damaged']), 'results file')} damaged (shard "
                 f"{', '.join(map(str, s['damaged']))}: not counted above)"] if s["damaged"] else []

@@ -871,7 +871,15 @@ def test_a_results_file_deleted_or_edited_after_its_commit_is_found(tmp_path, ck
     report = json.loads((out / "audit.json").read_text())
     kinds = [p["kind"] for p in report["problems"]]  # and its output, now claimed by no row
     assert kinds == ["missing_result", "stray_output"] and not report["incomplete"]
+    capsys.readouterr()
+    assert main(["status", str(out)]) == 3  # a trial's status called it an interruption
+    said = capsys.readouterr().out
+    assert said.startswith("1 results file committed before is gone (shard 2; deleted or moved since?)")
+    assert "interrupted" not in said and f"`colorize run -o {out} --repair` mends it" in said
+    assert main(["status", str(out), "--json"]) == 3
+    assert json.loads(capsys.readouterr().out)["state"] == "damaged"
     assert main(["run", "-o", str(out), "-q"]) == 0 and main(["audit", str(out), "-q"]) == 0
+    assert main(["status", str(out)]) == 0
 
 
 def test_a_shard_committed_after_the_client_stopped_is_put_on_record(tmp_path, ckpt, capsys):

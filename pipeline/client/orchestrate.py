@@ -749,6 +749,8 @@ def status(outdir: str | os.PathLike) -> dict:
          "pending": len(set(sizes) - shards), "images": sum(sizes.values()),  # what a run does
          **{s: counts.get(s, 0) for s in results.STATUSES}}
     s["grown"] = never_started(spec, set(sizes) - shards)  # new scans, no run begun on them
+    # committed on record, its results file gone since (deleted, moved): no interruption
+    s["lost"] = sorted(n for n in ledger.recorded(outdir) if n in sizes and n not in shards)
     s["running"] = outdir.lock_holder()
     s["stopped"] = None if s["running"] else last_stop(outdir)
     s["redo_pending"] = sum(len(ids) for ids in redo.load(outdir)["pending"].values())

@@ -246,3 +246,28 @@ def test_a_slow_pace_is_said_per_minute():
     from pipeline.client.metrics import rate_words
 
     assert rate_words(0.04) == "2.4 images/min" and rate_words(200.18) == "200.2 images/s"
+
+
+def test_another_archives_manifest_without_a_catalogue_is_told_as_another_archive(tmp_path, ckpt, capsys):
+    """A trial pointed the run of a catalogued job at another folder's manifest (no catalogue)
+    and was told "--metadata-columns: no column 'Inventarnummer'", a flag it never gave."""
+    rng = np.random.default_rng(3)
+    src, other = tmp_path / "scans", tmp_path / "other"
+    for d in (src, other):
+        d.mkdir()
+        for i in range(2):
+            Image.fromarray(rng.integers(0, 255, (20, 28), dtype=np.uint8)).save(d / f"{d.name}{i}.png")
+    (src / "katalog.csv").write_text("Datei;Inventarnummer\nscans0.png;0001\nscans1.png;0002\n", encoding="utf-8")
+    man = tmp_path / "m.parquet"
+    assert main(["scan", str(src), str(src / "katalog.csv"), "-o", str(man), "-q", "--path-column", "Datei"]) == 0
+    out = tmp_path / "out"
+    assert main(["run", "--manifest", str(man), "-o", str(out), "--size", "32", "-q", "--checkpoint", ckpt,
+                 "--metadata-columns", "identifier=Inventarnummer"]) == 0
+    assert main(["scan", str(other), "-o", str(tmp_path / "other.parquet"), "-q"]) == 0
+    capsys.readouterr()
+    assert main(["run", "-o", str(out), "--manifest", str(tmp_path / "other.parquet"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "other.parquet lists none of them: give it an OUTDIR of its own" in err, err
+    assert "--metadata-columns" not in err
+    capsys.readouterr()
+    assert main(["run", "-o", str(out), "-q"]) == 0  # the job itself goes on as it was

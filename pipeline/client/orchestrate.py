@@ -69,6 +69,13 @@ def shard_sizes(manifest: str) -> dict[int, int]:
     return {int(d["values"]): int(d["counts"]) for d in vc}
 
 
+def _another_archive(before: dict | None, shards: dict) -> bool:
+    """A manifest none of whose shards is one of the job's (before: its spec)."""
+    if not before or "metadata_columns" not in before:
+        return False
+    return not set(map(str, (before.get("shard_digests") or {}).values())) & set(map(str, shards.values()))
+
+
 def resolve_spec(o: JobSpec, before: dict | None = None) -> dict:
     """The job as job.json records it: every identity field, with the device resolved, the
     manifest's and the checkpoint's paths made absolute and their digests. before: the spec
@@ -79,7 +86,11 @@ def resolve_spec(o: JobSpec, before: dict | None = None) -> dict:
         columns = resolve_columns(o.metadata_columns, read_catalogue_info(o.manifest).get("columns", []),
                                   (before or {}).get("metadata_columns"))
     except ValueError as e:
-        raise JobError(f"--metadata-columns: {e}") from None
+        if not _another_archive(before, shards):
+            raise JobError(f"--metadata-columns: {e}") from None
+        # the job's own mapping, read against another archive's manifest (a run pointed at it
+        # with this OUTDIR): the refusal says that, not this flag the user never gave
+        columns = before["metadata_columns"]
     return {
         **{k: getattr(o, k) for k in IDENTITY_FIELDS},
         "metadata_columns": columns,

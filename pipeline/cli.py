@@ -823,6 +823,10 @@ def _audit_notes(r: dict, outdir: str) -> list[str]:
                                (r.get("gone") or [], "whose original the last scan did not find (kept)"))
             if rows]
     out = []
+    if pages := r.get("pages_left"):
+        out.append(f"{plural(len(pages), 'file')} of several pages: only the first page of each "
+                   f"colorized, e.g. {pages[0]['source_path']!r} ({pages[0]['note']}); audit.html "
+                   "lists them (pages_left), and how to colour every page")
     if r.get("copies"):
         n = sum(len(g) for g in r["copies"])
         out.append(f"{n} images are copies of another (the same bytes, "

@@ -561,6 +561,14 @@ def test_a_folder_of_odd_files_goes_through_every_command(tmp_path, photo, ckpt)
         assert rgb48["bits"] == 16
         r = run_cli("audit", out, "-q")
         assert r.returncode == 0, r.stdout + r.stderr
+        # a proof of what happened to every file says whose other pages were not colorized
+        import json
+
+        left = json.loads((out / "audit.json").read_text())["pages_left"]
+        assert sorted({Path(x["source_path"]).stem for x in left}) == ["multipage"]
+        assert len(left) == 10 and {x["note"] for x in left} == {"first of 3 pages (the other 2 not colorized)"}
+        assert "10 files of several pages: only the first page of each colorized, e.g." in r.stdout
+        assert "<h2>Pages not colorized (10)</h2>" in (out / "audit.html").read_text(encoding="utf-8")
     twelve = next(r for r in Outdir(tmp_path / "png").read_results().to_pylist()
                   if Path(r["source_path"]).stem == "twelve-bit")
     assert "12-bit JPEG" in twelve["error"]

@@ -201,7 +201,7 @@ def audit(outdir: str | Store | Outdir, quick: bool = False, check_inputs: bool 
         "review": review_counts(od, res),
         "shards": len(shards), "stopped": last_stop(od),
         "record_outdated": _outdated_records(man_t, ok_rows, carried, spec.get("metadata_columns") or "none"),
-        "copies": _copies(res),
+        "copies": _copies(res), "pages_left": _pages_left(ok_rows, listed),
         **_what_was_audited(job, quick, check_inputs), "unread_folders": _unread_folders(man_t),
     }
     report["grown"] = never_started(spec, shards - committed - set(damaged)) and not redo_pending
@@ -337,6 +337,19 @@ def how_stopped(report: dict) -> str:
 
 
 
+def _pages_left(ok_rows: list[dict], listed) -> list[dict]:
+    """Files of several pages whose first alone was colorized, each with its note ("first of 3
+    pages (the other 2 not colorized)"): a proof of what happened to every file says so."""
+    out = []
+    for r in ok_rows:
+        if note := next((n.strip() for n in (r.get("notes") or "").split(";") if " pages (the other " in n), None):
+            out.append({**listed(r), "error": None, "note": note})
+    return out
+
+
+PAGES = ("Files of several pages (a multi-page TIFF): the first page is colorized, the others are "
+         "not (the output holds one page). To colour each page, split the file into one file a "
+         "page (e.g. tiffsplit, or ImageMagick's convert), scan those and run them.")
 GONE = ("Their originals the last scan did not find (renamed, moved, removed, or a catalogue row "
         "corrected): their outputs and rows are kept, counted apart, 'gone' in the export's "
         "source_state. A file put back is found again by the next scan.")
@@ -429,8 +442,9 @@ def _html(report: dict, ok_rows: list[dict], spec: dict, sample: int, out: Store
     cols = report["carried"]
     for title, rows, advice in (("Errors", report["errors"], redo_errors_advice(report["outdir"])),
                                 ("Skipped", report["skipped"], redo_skipped_advice(report["outdir"])),
-                                ("Gone", report.get("gone") or [], GONE)):
-        if title == "Gone" and not rows:
+                                ("Gone", report.get("gone") or [], GONE),
+                                ("Pages not colorized", report.get("pages_left") or [], PAGES)):
+        if title in ("Gone", "Pages not colorized") and not rows:
             continue
         parts.append(f"<h2>{title} ({len(rows)})</h2>")
         if rows:
@@ -439,7 +453,7 @@ def _html(report: dict, ok_rows: list[dict], spec: dict, sample: int, out: Store
                      + "".join(f"<th>{e(c)}</th>" for c in cols) + "<th>source</th><th>reason</th></tr>")
         for r in rows:
             parts.append("<tr>" + "".join(f"<td>{e(str(r[c] or ''))}</td>" for c in cols)
-                         + f"<td>{e(r['source_path'])}</td><td>{e(r['error'] or '')}</td></tr>")
+                         + f"<td>{e(r['source_path'])}</td><td>{e(r['error'] or r.get('note') or '')}</td></tr>")
         parts.append("</table>")
     parts.append(f"<h2>Nearly gray outputs, for review ({len(report['nearly_gray'])})</h2><ul>")
     parts += [f"<li>{e(r['output_path'])} (colourfulness {r['colorfulness']:.1f})</li>"

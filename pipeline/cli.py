@@ -823,6 +823,10 @@ def _audit_notes(r: dict, outdir: str) -> list[str]:
                                (r.get("gone") or [], "whose original the last scan did not find (kept)"))
             if rows]
     out = []
+    if tmp := r.get("temporaries"):
+        out.append(f"{plural(len(tmp), 'temporary file')} of a write a kill interrupted, e.g. {tmp[0]} "
+                   f"(not an output; the next `colorize run -o {shlex.quote(outdir)}` removes "
+                   f"{'it' if len(tmp) == 1 else 'them'})")
     if pages := r.get("pages_left"):
         out.append(f"{plural(len(pages), 'file')} of several pages: only the first page of each "
                    f"colorized, e.g. {pages[0]['source_path']!r} ({pages[0]['note']}); audit.html "

@@ -3,6 +3,7 @@ right, and the originals and the archive are guarded (issue 12)."""
 
 import errno
 import io
+import json
 import os
 import shutil
 import struct
@@ -431,6 +432,15 @@ def test_repair_moves_its_altered_outputs_aside_and_leaves_the_users_files(tmp_p
     assert (out / "quarantine" / "images" / "s1.png").read_bytes().endswith(b"edited by ")
     assert ours.read_bytes() == original_output  # written again, the same bytes
     assert run_cli("audit", out, "-q").returncode == 0
+    # a worker killed mid-write leaves its temporary: a trial's audit called it a renamed output
+    tmp = out / "images" / ".s1.png.tmp-30930-25b3b4752a18"
+    tmp.write_bytes(original_output)
+    r = run_cli("audit", out, "-q")
+    assert r.returncode == 0 and ("1 temporary file of a write a kill interrupted, e.g. images/.s1.png.tmp-"
+                                  "30930-25b3b4752a18 (not an output; the next `colorize run") in r.stdout, r.stdout
+    report = json.loads((out / "audit.json").read_text())
+    assert report["renamed_outputs"] == [] and report["temporaries"] == [f"images/{tmp.name}"]
+    assert "temporary files left by an interrupted run" in run_cli(*args).stdout and not tmp.exists()
 
 
 def test_unwritable_outdir_is_found_before_the_run(tmp_path, monkeypatch, capsys):
@@ -562,8 +572,6 @@ def test_a_folder_of_odd_files_goes_through_every_command(tmp_path, photo, ckpt)
         r = run_cli("audit", out, "-q")
         assert r.returncode == 0, r.stdout + r.stderr
         # a proof of what happened to every file says whose other pages were not colorized
-        import json
-
         left = json.loads((out / "audit.json").read_text())["pages_left"]
         assert sorted({Path(x["source_path"]).stem for x in left}) == ["multipage"]
         assert len(left) == 10 and {x["note"] for x in left} == {"first of 3 pages (the other 2 not colorized)"}

@@ -19,7 +19,7 @@ from pipeline import __version__
 from pipeline.client import ledger, redo, results
 from pipeline.client.catalogue import stored_name
 from pipeline.client.manifest import read_manifest, resolve_path, source_states
-from pipeline.client.outdir import Outdir, Problem, last_stop, output_stems, run_hint
+from pipeline.client.outdir import Outdir, Problem, last_stop, output_stems, run_hint, temporaries
 from pipeline.client.state import job_altered, never_started
 from pipeline.errors import plural
 from pipeline.storage import Store, read_source
@@ -201,7 +201,7 @@ def audit(outdir: str | Store | Outdir, quick: bool = False, check_inputs: bool 
         "review": review_counts(od, res),
         "shards": len(shards), "stopped": last_stop(od),
         "record_outdated": _outdated_records(man_t, ok_rows, carried, spec.get("metadata_columns") or "none"),
-        "copies": _copies(res), "pages_left": _pages_left(ok_rows, listed),
+        "copies": _copies(res), "pages_left": _pages_left(ok_rows, listed), "temporaries": temporaries(od),
         **_what_was_audited(job, quick, check_inputs), "unread_folders": _unread_folders(man_t),
     }
     report["grown"] = never_started(spec, shards - committed - set(damaged)) and not redo_pending

@@ -218,8 +218,8 @@ class Outdir:
             raise ValueError(f"unsafe output path {out_stem!r}: it would leave OUTDIR")
         return str(PurePosixPath(cls.IMAGES) / (out_stem + ext))
 
-    def outputs(self) -> list[str]:
-        return self.store.find(self.IMAGES)
+    def outputs(self) -> list[str]:  # less a killed write's temporaries (temporaries(): the audit's)
+        return [rel for rel in self.store.find(self.IMAGES) if not TEMPORARY.match(rel.rsplit("/", 1)[-1])]
 
     def wrote(self, rel: str, head: int = 1 << 20, also: bytes = b"") -> bool:
         """Whether a file carries this tool's provenance (and `also`, e.g. a hints digest) in its
@@ -286,6 +286,14 @@ def _why_damaged(e: Exception) -> str:
     is said already), whole: a reason cut at a length ended mid-word."""
     first = str(e).splitlines()[0] if str(e) else type(e).__name__
     return first.split("': ", 1)[1] if first.startswith("Could not open") and "': " in first else first
+
+
+TEMPORARY = re.compile(r"\..+\.tmp-\d+-[0-9a-f]{12}$")  # storage.write_atomic's names
+
+
+def temporaries(od: Outdir) -> list[str]:
+    """Files in images/ of writes a kill interrupted: no output (the next run removes them)."""
+    return [rel for rel in od.store.find(od.IMAGES) if TEMPORARY.match(rel.rsplit("/", 1)[-1])]
 
 
 def _remove_temporaries(store: Store, subs: tuple[str, ...]) -> int:

@@ -99,6 +99,8 @@ def test_full_contact_sheet_pages_every_image(night, ckpt, capsys, tmp_path, mon
                  "--checkpoint", ckpt, "--restart"]) == 0
     assert not list(out.glob("audit-sheet-*.html"))  # --restart discards the old report too
     said = capsys.readouterr().out
+    assert (f"--restart: removed the earlier job's {len(outs) - 1} outputs as it wrote them, its results, "
+            "reports and commits.jsonl") in said, said  # all but the retouched one, moved aside
     assert "2 files in images/ that colorize did not write left where they are" in said
     assert ("2 files (outputs altered since written, copies of ours, yours where the job writes) "
             "moved to quarantine/") in said

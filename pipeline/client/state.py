@@ -87,12 +87,13 @@ def job_altered(job: dict) -> str | None:
     return None
 
 
-def discard(outdir: Outdir, new_manifest: str | None = None) -> tuple[int, int]:
+def discard(outdir: Outdir, new_manifest: str | None = None) -> tuple[int, int, int]:
     """--restart: what this tool wrote goes (results, reports, previews, and each output a result
     row claims, as written). Nothing else is deleted: an output altered since (a retouch saved
     over it), a file with our provenance at an old output's name that no row claims (a killed
     run's, or a curator's save-as), and any file where the new job will write are moved to
-    quarantine/; every other file stays where it is. Returns (files left, files moved)."""
+    quarantine/; every other file stays where it is. Returns (outputs removed, files left, files
+    moved)."""
     st = outdir.store
     claimed: dict[str, str] = {}
     for shard in sorted(outdir.committed_shards()):
@@ -104,11 +105,12 @@ def discard(outdir: Outdir, new_manifest: str | None = None) -> tuple[int, int]:
     taken = _stems(new_manifest)  # where the new job writes
     # where the old job wrote (a first run with --restart has none)
     old = _stems(outdir.read_job().get("spec", {}).get("manifest")) if outdir.has_job() else set()
-    left = moved = 0
+    removed = left = moved = 0
     emptied = set()
     for rel in outdir.outputs():
         if rel in claimed and st.sha256(rel) == claimed[rel]:
             st.remove(rel)
+            removed += 1
             emptied.add(os.path.dirname(rel))
         elif (rel in claimed or os.path.splitext(rel)[0] in taken
               or (os.path.splitext(rel)[0] in old and outdir.wrote(rel))):
@@ -126,7 +128,7 @@ def discard(outdir: Outdir, new_manifest: str | None = None) -> tuple[int, int]:
     for f in (Outdir.AUDIT_JSON, Outdir.AUDIT_HTML, Outdir.AUDIT_SKIPPED, Outdir.AUDIT_ERRORS,
               Outdir.AUDIT_OUTDATED, Outdir.REDO, LEDGER, *st.glob("audit-sheet-*.html")):
         st.remove(f)
-    return left, moved
+    return removed, left, moved
 
 
 def _stems(manifest: str | None) -> set[str]:
@@ -168,7 +170,10 @@ def check_or_write_job(outdir: Outdir, spec: dict, restart: bool, log=print) -> 
             log(f"--restart: {plural(hinted, 'image')} {'has' if hinted == 1 else 'have'} a curator's "
                 "hints (kept in reviews/): this run colours them as the job does; colour them "
                 f"with their hints again after it: {run_hint(outdir.url, '--hinted')}")
-        left, moved = discard(outdir, spec.get("manifest"))
+        removed, left, moved = discard(outdir, spec.get("manifest"))
+        if removed:  # said: a trial's restart deleted 36 outputs without a count
+            log(f"--restart: removed the earlier job's {plural(removed, 'output')} as it wrote "
+                f"{'it' if removed == 1 else 'them'}, its results, reports and commits.jsonl")
         if left or moved:
             log(f"--restart: {plural(left, 'file')} in images/ that colorize did not write left "
                 f"where {'it is' if left == 1 else 'they are'}; {plural(moved, 'file')} (outputs "

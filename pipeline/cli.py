@@ -836,6 +836,10 @@ def _audit_notes(r: dict, outdir: str) -> list[str]:
         out.append(f"{n} images are copies of another (the same bytes, "
                    f"{plural(len(r['copies']), 'group')}, e.g. {' = '.join(r['copies'][0][:2])}): "
                    "each was colorized; audit.json lists them (copies)")
+    if (shared := r.get("shared_identifiers") or {}).get("groups"):
+        from pipeline.client.catalogue import shared_said
+
+        out.append(shared_said(shared["groups"], shared["column"]) + "; audit.html lists them")
     if old := r["record_outdated"]:
         out.append(f"{plural(len(old), 'output')} {'carries' if len(old) == 1 else 'carry'} older "
                    f"catalogue cells than the manifest (a catalogue corrected and scanned again); "

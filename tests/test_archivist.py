@@ -273,3 +273,37 @@ def test_another_archives_manifest_without_a_catalogue_is_told_as_another_archiv
     assert "--metadata-columns" not in err
     capsys.readouterr()
     assert main(["run", "-o", str(out), "-q"]) == 0  # the job itself goes on as it was
+
+
+@pytest.mark.slow
+def test_an_accession_number_on_two_files_is_said_by_the_scan_and_the_audit(tmp_path, ckpt, capsys):
+    """A number copied down for the next photograph, in this month's catalogue, puts one object's
+    record on another's output: the scan says so over the whole manifest (last month's record
+    beside this month's), --report lists it, and the audit says it, row by row, after the run."""
+    src = tmp_path / "scans"
+    src.mkdir()
+    rng = np.random.default_rng(3)
+    for n in ("a.png", "b.png", "c.png"):
+        Image.fromarray(rng.integers(0, 255, (20, 28), dtype=np.uint8)).save(src / n)
+    (src / "may.csv").write_text("path;Inventarnummer;Titel\na.png;F-1;Hof\nb.png; F-2 ;Kirche\n")
+    man, out = tmp_path / "m.parquet", tmp_path / "out"
+    assert main(["scan", str(src / "may.csv"), "-o", str(man), "-q"]) == 0
+    assert "accession number" not in capsys.readouterr().err  # ' F-2 ' is F-2 once
+    (src / "june.csv").write_text("path;Inventarnummer;Titel\nc.png;F-2;Markt\n")
+    assert main(["scan", str(src / "june.csv"), "-o", str(man), "--extend", str(man), "-q",
+                 "--report", str(tmp_path / "r.csv")]) == 0
+    err = capsys.readouterr().err
+    assert ("1 value of 'Inventarnummer' (the accession number) names more than one file: "
+            "'F-2': b.png, c.png (a number typed twice") in err, err
+    lines = (tmp_path / "r.csv").read_text(encoding="utf-8-sig").splitlines()
+    assert [x for x in lines if x.startswith("same_identifier")] == [
+        "same_identifier;b.png;Inventarnummer: F-2;;", "same_identifier;c.png;Inventarnummer: F-2;;"]
+    assert main(["run", "--manifest", str(man), "-o", str(out), "--size", "32", "-q", "--checkpoint", ckpt]) == 0
+    capsys.readouterr()
+    assert main(["audit", str(out), "-q"]) == 0  # a note, not a failure: front and back share one
+    said = capsys.readouterr().out
+    assert f"'F-2': {src / 'b.png'}, {src / 'c.png'}" in said and "audit.html lists them" in said
+    report = json.loads((out / "audit.json").read_text())
+    assert report["shared_identifiers"] == {"column": "Inventarnummer", "groups": [
+        {"identifier": "F-2", "paths": [str(src / "b.png"), str(src / "c.png")]}]}
+    assert "<h2>Accession numbers that name several images (1)</h2>" in (out / "audit.html").read_text()

@@ -17,13 +17,14 @@ from tqdm import tqdm
 
 from pipeline import __version__
 from pipeline.client import ledger, redo, results
-from pipeline.client.catalogue import stored_name
+from pipeline.client.catalogue import shared_identifiers, stored_name
 from pipeline.client.manifest import read_manifest, resolve_path, source_states
 from pipeline.client.outdir import Outdir, Problem, last_stop, output_stems, run_hint, temporaries
 from pipeline.client.state import job_altered, never_started
 from pipeline.errors import plural
 from pipeline.storage import Store, read_source
 from pipeline.worker.imaging import DEFAULT_MAX_PIXELS, open_within
+from pipeline.worker.writers import parse_columns
 
 GRAY_COLORFULNESS = 3.0  # an output below this looks gray: listed for review, not a failure
 
@@ -201,7 +202,7 @@ def audit(outdir: str | Store | Outdir, quick: bool = False, check_inputs: bool 
         "review": review_counts(od, res),
         "shards": len(shards), "stopped": last_stop(od),
         "record_outdated": _outdated_records(man_t, ok_rows, carried, spec.get("metadata_columns") or "none"),
-        "copies": _copies(res), "pages_left": _pages_left(ok_rows, listed), "temporaries": temporaries(od),
+        "copies": _copies(res), "shared_identifiers": _shared_ids(res, spec), "pages_left": _pages_left(ok_rows, listed), "temporaries": temporaries(od),
         **_what_was_audited(job, quick, check_inputs), "unread_folders": _unread_folders(man_t),
     }
     report["grown"] = never_started(spec, shards - committed - set(damaged)) and not redo_pending
@@ -226,6 +227,16 @@ def _what_was_audited(job: dict, quick: bool, check_inputs: bool) -> dict:
             "job": {k: job.get(k) for k in ("created", "started", "tool", "fingerprint")}
             | {k: spec.get(k) for k in ("manifest", "manifest_digest", "checkpoint",
                                         "checkpoint_sha256", "format", "size", "output_version")}}
+
+
+def _shared_ids(res: list[dict], spec: dict) -> dict:
+    """Accession numbers (the job's identifier column) that name more than one of its images:
+    {"column": its name, "groups": shared_identifiers'}."""
+    column = parse_columns(spec.get("metadata_columns") or "none").get("identifier")
+    if not column or not res or stored_name(column) not in res[0]:
+        return {"column": column, "groups": []}
+    return {"column": column, "groups": shared_identifiers([r[stored_name(column)] for r in res],
+                                                           [r["source_path"] for r in res])}
 
 
 def _copies(res: list[dict]) -> list[list[str]]:
@@ -350,6 +361,10 @@ def _pages_left(ok_rows: list[dict], listed) -> list[dict]:
 PAGES = ("Files of several pages (a multi-page TIFF): the first page is colorized, the others are "
          "not (the output holds one page). To colour each page, split the file into one file a "
          "page (e.g. tiffsplit, or ImageMagick's convert), scan those and run them.")
+SHARED = ("One number on several images: typed twice, or a record copied down for the next "
+          "photograph (then one object's record is on another's output), or one object's several "
+          "scans (front and back), rightly. Each image kept its row and its cells; correct the "
+          "catalogue, scan it again, and `colorize run --redo` what changed.")
 GONE = ("Their originals the last scan did not find (renamed, moved, removed, or a catalogue row "
         "corrected): their outputs and rows are kept, counted apart, 'gone' in the export's "
         "source_state. A file put back is found again by the next scan.")
@@ -454,6 +469,12 @@ def _html(report: dict, ok_rows: list[dict], spec: dict, sample: int, out: Store
         for r in rows:
             parts.append("<tr>" + "".join(f"<td>{e(str(r[c] or ''))}</td>" for c in cols)
                          + f"<td>{e(r['source_path'])}</td><td>{e(r['error'] or r.get('note') or '')}</td></tr>")
+        parts.append("</table>")
+    if (shared := report.get("shared_identifiers") or {}).get("groups"):
+        parts.append(f"<h2>Accession numbers that name several images ({len(shared['groups'])})</h2>"
+                     f"<p>{e(SHARED)}</p><table><tr><th>{e(shared['column'])}</th><th>sources</th></tr>")
+        parts += [f"<tr><td>{e(g['identifier'])}</td><td>{'<br>'.join(map(e, g['paths']))}</td></tr>"
+                  for g in shared["groups"]]
         parts.append("</table>")
     parts.append(f"<h2>Nearly gray outputs, for review ({len(report['nearly_gray'])})</h2><ul>")
     parts += [f"<li>{e(r['output_path'])} (colourfulness {r['colorfulness']:.1f})</li>"

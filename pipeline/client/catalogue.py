@@ -235,6 +235,28 @@ def read_catalogue(path: str | os.PathLike, path_column: str | None = "path",
                      path_prefix)
 
 
+def shared_identifiers(values, paths) -> list[dict]:
+    """Accession numbers that name more than one file, each with its files: a number typed twice
+    or a record copied down for the next photograph puts one object's record on two (an archive
+    keys its database on them), where one object's several scans (front and back) share it
+    rightly; which it is takes a person. Cells compared as written, spaces around them aside."""
+    by: dict[str, list[str]] = {}
+    for v, path in zip(values, paths, strict=True):
+        if v is not None and (v := str(v).strip()):
+            by.setdefault(v, []).append(path)
+    return [{"identifier": v, "paths": sorted(ps)} for v, ps in sorted(by.items()) if len(ps) > 1]
+
+
+def shared_said(shared: list[dict], column: str, limit: int = 3) -> str:
+    """The line a scan and an audit give to shared_identifiers' finding."""
+    some = "; ".join(f"{g['identifier']!r}: {', '.join(g['paths'][:3])}" + (" ..." if len(g["paths"]) > 3 else "")
+                     for g in shared[:limit]) + (f"; ... ({len(shared) - limit} more)" if len(shared) > limit else "")
+    n = len(shared)
+    return (f"{n} value{'' if n == 1 else 's'} of {column!r} (the accession number) "
+            f"{'names' if n == 1 else 'name'} more than one file: {some} (a number typed twice, "
+            "or one object's several scans: each file keeps its row; check them in the catalogue)")
+
+
 def export_names(name: str) -> Iterator[str]:
     """An export's name for one of our columns, in the order it takes the first free one: NAME,
     colorize_NAME, then colorize_NAME (2)... (an export brought back as the catalogue has both)."""

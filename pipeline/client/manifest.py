@@ -21,7 +21,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from pipeline.client.catalogue import DELIMITER_NAMES, Catalogue, at, read_catalogue, stored_name
+from pipeline.client.catalogue import (
+    DELIMITER_NAMES,
+    Catalogue,
+    at,
+    read_catalogue,
+    shared_identifiers,
+    shared_said,
+    stored_name,
+)
 from pipeline.client.elsewhere import advice
 from pipeline.client.outdir import Outdir
 from pipeline.client.results import CORE_COLUMNS, PROBED
@@ -34,6 +42,7 @@ from pipeline.worker.imaging import (
     not_read_here,
     read_header,
 )
+from pipeline.worker.writers import parse_columns, resolve_columns
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".jpe", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif",
               ".jp2", ".j2k", ".pgm", ".pbm", ".ppm", ".pnm"}
@@ -331,11 +340,6 @@ def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int = 64
                            disable=None if progress else True))
     real, rels, probes = _without_ours(real, rels, probes, found, log, extending=old is not None)
     _sidecars_read(probes, found)
-    for line in found.lines():  # after the probes: they find the sidecars
-        log(line)
-    if report:
-        log(f"wrote {report}: {found.write_csv(report)} lines (files left out, and mismatches "
-            "between files and catalogue)")
     stored = [_stored(_named(by_path, r), output, relative) for r in real]
     first_shard, stems = _after(old, _out_stems(rels), [_safe_rel(r) for r in rels])
     cols: dict[str, list] = {"image_id": [image_id(s) for s in stored],
@@ -356,6 +360,12 @@ def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int = 64
         table = pa.concat_tables([old.replace_schema_metadata(None), table],
                                  promote_options="permissive")
     table = table.replace_schema_metadata(_metadata(sources, shard_size, columns, found, old, path_prefix))
+    _shared(table, columns, found)
+    for line in found.lines():  # after the probes (they find the sidecars) and the whole table
+        log(line)
+    if report:
+        log(f"wrote {report}: {found.write_csv(report)} lines (files left out, mismatches "
+            "between files and catalogue, accession numbers that name several files)")
     _write(table, output)
     return table
 
@@ -441,6 +451,16 @@ def _metadata(sources, shard_size: int, columns: list[str], found: ScanReport,
     return meta
 
 
+def _shared(table: pa.Table, columns: list[str], found: ScanReport) -> None:
+    """Accession numbers that name several files, over the whole manifest (this delivery's
+    record beside an earlier one's), by the column a run takes for them unless told another."""
+    column = parse_columns(resolve_columns("auto", columns)).get("identifier")
+    if column and stored_name(column) in table.column_names:
+        found.shared_column = column
+        found.shared = shared_identifiers(table.column(stored_name(column)).to_pylist(),
+                                          table.column("rel_path").to_pylist())
+
+
 @dataclass
 class ScanReport:
     """What a scan found beside the rows: the catalogues read, and every file or record that
@@ -464,6 +484,8 @@ class ScanReport:
     unread_folders: list[tuple[str, str]] = field(default_factory=list)  # (folder, why) not listed
     sidecars: set[str] = field(default_factory=set)  # XMP sidecars beside pictures: read with them
     links: list[tuple[str, str]] = field(default_factory=list)  # (link, what it is) not a row itself
+    shared: list[dict] = field(default_factory=list)  # shared_identifiers: one number, several files
+    shared_column: str = ""
 
     def lines(self, limit: int = 5) -> list[str]:
         """The short summary a scan prints."""
@@ -528,6 +550,8 @@ class ScanReport:
                                + (", the same details)" if a["_cells"] == b["_cells"] else
                                   f", different details: {_details(a)} / {_details(b)})")
                                for a, b in self.duplicates]))
+        if self.shared:
+            out.append(shared_said(self.shared, self.shared_column, limit))
         return out
 
     def write_csv(self, path: str | os.PathLike) -> int:
@@ -545,6 +569,8 @@ class ScanReport:
                  for a, b in self.duplicates]
         rows += [("changed", p, "", "", "") for p in self.changed]
         rows += [("gone", p, "", "", "") for p in self.gone]
+        rows += [("same_identifier", p, f"{self.shared_column}: {g['identifier']}", "", "")
+                 for g in self.shared for p in g["paths"]]
         rows += [("recatalogued", p, f"{c}: {was!r} -> {now!r}", "", "") for p, c, was, now in self.recatalogued]
         # the catalogue's own separator: a ';' locale's Excel opens a ',' file as one column
         sep = next((c.delimiter for c in self.catalogues if c.delimiter in ",;\t"), ",")

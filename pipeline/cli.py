@@ -326,6 +326,12 @@ def cmd_scan(a) -> int:
     # a file a catalogue names that is not there is missing, not unreadable: another remedy
     missing = sum(map(missing_at_scan, errors))
     said = [f"{missing} missing"] * bool(missing) + [f"{bad - missing} unreadable"] * bool(bad - missing)
+    unread = [(r, e) for r, e in zip(t.column("rel_path").to_pylist(), errors, strict=True)
+              if e is not None and not missing_at_scan(e)]
+    if unread:  # named, as the missing are above: which file, and why, is what one mends
+        print(f"colorize: {plural(len(unread), 'file')} could not be read (each gets an error row "
+              "saying so): " + "; ".join(f"{r}: {e}" for r, e in unread[:5])
+              + (f"; ... ({len(unread) - 5} more)" if len(unread) > 5 else ""), file=sys.stderr)
     print(f"wrote {a.output}: {plural(t.num_rows, 'image')} in {plural(shards, 'shard')}"
           + (f", {' and '.join(said)} (they will get error rows)" if bad else ""))
     return 0

@@ -78,6 +78,17 @@ def test_duplicates_empty_cells_and_unreadable_rows_are_reported(scans, tmp_path
     assert not (tmp_path / "w.parquet").exists()
 
 
+def test_the_scan_names_each_unreadable_file_and_why(scans, tmp_path):
+    """A count alone ("2 unreadable") sends the operator through the manifest for which."""
+    (scans / "empty.png").write_bytes(b"")
+    (scans / "note.tif").write_bytes(b"not a picture at all")
+    r = run_cli("scan", scans, "-o", tmp_path / "m.parquet", "-q")
+    assert r.returncode == 0, r.stderr
+    assert "5 images in 1 shard, 2 unreadable (they will get error rows)" in r.stdout
+    assert ("2 files could not be read (each gets an error row saying so): empty.png: empty file; "
+            "note.tif: not an image (unrecognised format)") in r.stderr, r.stderr
+
+
 def test_lists_and_manifests_are_not_confused(scans, tmp_path):
     (tmp_path / "list.csv").write_text("path\nb.png\n")
     for wrong, what in ((tmp_path / "list.csv", "a CSV list"), (scans, "a folder")):

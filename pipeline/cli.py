@@ -1125,7 +1125,8 @@ def _add_scan(sub) -> None:
     s = _command(sub, "scan", cmd_scan)
     s.add_argument("sources", metavar="SRC", nargs="+")
     s.add_argument("-o", "--output", required=True, metavar="MANIFEST.parquet")
-    s.add_argument("--shard-size", type=positive_int, default=64, help="images per shard (default 64)")
+    s.add_argument("--shard-size", type=positive_int, default=None,
+                   help="images per shard (default 64; a rescan keeps the manifest's)")
     s.add_argument("--relative", action="store_true",
                    help="store paths relative to the manifest's folder (portable manifests)")
     s.add_argument("--fresh", action="store_true",

@@ -89,6 +89,21 @@ def test_the_scan_names_each_unreadable_file_and_why(scans, tmp_path):
             "note.tif: not an image (unrecognised format)") in r.stderr, r.stderr
 
 
+def test_a_rescan_says_it_keeps_the_manifests_shard_size(scans, tmp_path):
+    man = tmp_path / "m.parquet"
+    assert run_cli("scan", scans, "-o", man, "-q", "--shard-size", "2").returncode == 0
+    for n in ("d.png", "e.png", "f.png"):
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(scans / n)
+    r = run_cli("scan", scans, "-o", man, "-q", "--shard-size", "5")
+    assert r.returncode == 0, r.stderr
+    assert (f"--shard-size 5 not taken: the new files go in shards of 2, as {man}'s (a manifest "
+            "keeps its shard size; --fresh starts over with 5)") in r.stderr
+    assert sorted(pq.read_table(man).column("shard").to_pylist()) == [0, 0, 1, 2, 2, 3]
+    (scans / "g.png").write_bytes((scans / "d.png").read_bytes())
+    r = run_cli("scan", scans, "-o", man, "-q")  # not given: nothing to say
+    assert r.returncode == 0 and "--shard-size" not in r.stderr, r.stderr
+
+
 def test_lists_and_manifests_are_not_confused(scans, tmp_path):
     (tmp_path / "list.csv").write_text("path\nb.png\n")
     for wrong, what in ((tmp_path / "list.csv", "a CSV list"), (scans, "a folder")):

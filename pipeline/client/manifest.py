@@ -44,6 +44,8 @@ from pipeline.worker.imaging import (
 )
 from pipeline.worker.writers import parse_columns, resolve_columns
 
+SHARD_SIZE = 64  # images per shard unless told: a shard is what commits at once
+
 IMAGE_EXTS = {".jpg", ".jpeg", ".jpe", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif",
               ".jp2", ".j2k", ".pgm", ".pbm", ".ppm", ".pnm"}
 LIST_EXTS = {".csv", ".txt", ".tsv"}
@@ -299,7 +301,7 @@ def _out_stems(rels: list[str]) -> list[str]:
     return out
 
 
-def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int = 64,
+def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int | None = None,
          max_pixels: int = DEFAULT_MAX_PIXELS, relative: bool = False, threads: int = 8,
          progress: bool = True, log=lambda msg: None, path_column: str = "path",
          encoding: str | None = None, extend: str | None = None, delimiter: str | None = None,
@@ -314,7 +316,7 @@ def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int = 64
     Folders and catalogues together: every file found, with its catalogue row's cells where it
     has one; what does not match (files no catalogue lists, rows whose file is missing, files
     listed twice) is summarised through `log`, and listed in the CSV `report` if given."""
-    if shard_size < 1:
+    if shard_size is not None and shard_size < 1:
         raise ScanError("--shard-size must be >= 1")
     given, path_prefix = path_prefix or [], _prefixes(path_prefix, extend, log)
     by_path, found = _collect(sources, dict(path_column=path_column, encoding=encoding, delimiter=delimiter,
@@ -330,7 +332,12 @@ def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int = 64
     old = read_manifest(extend) if extend else None
     if old is not None:
         real, rels, old = _extend(old, extend, real, rels, found, log, _looked_at(sources, by_path), max_pixels)
-        shard_size = int((old.schema.metadata or {}).get(b"shard_size", shard_size))
+        kept = int((old.schema.metadata or {}).get(b"shard_size", shard_size or SHARD_SIZE))
+        if shard_size not in (None, kept):  # the job's done shards keep theirs: so do the new
+            log(f"--shard-size {shard_size} not taken: the new files go in shards of {kept}, as "
+                f"{extend}'s (a manifest keeps its shard size; --fresh starts over with {shard_size})")
+        shard_size = kept
+    shard_size = shard_size or SHARD_SIZE
     columns = _catalogue_columns(found.catalogues, old)
     if old is not None and found.catalogues:
         old = _recatalogue(old, extend, by_path, columns, found, log)

@@ -227,19 +227,25 @@ def test_a_flag_on_a_finished_job_is_honoured_or_refused_never_dropped(tmp_path,
                  "32", "-q", "--device", "cpu"]) == 0
     lines = [("--batch", "4", "batch_size 8 -> 4"), ("--for", "tiff", "format png -> tiff"),
              ("--si", "320", "size 32 -> 320"), ("--batch-size", "4", "batch_size 8 -> 4"),
-             ("--format=tiff", None, "format png -> tiff"), ("--qual", "80", "quality 95 -> 80"),
+             ("--format=tiff", None, "format png -> tiff"),
              ("--rec", None, "recolor False -> True"), ("--comp", None, "compile False -> True"),
              ("--jpeg-d", "device", "jpeg_decode cpu -> device"),
              ("--max-pix", "1000", "max_pixels 200000000 -> 1000"),
              ("--dev", "cuda", "device cpu -> cuda"),  # or, with no GPU here, refused as such
              ("--metadata-col", "none", "metadata_columns title=Titel -> none")]
     named = {"--" + f.name.replace("_", "-") for f in fields(JobSpec) if f.metadata["identity"]}
-    assert {next(n for n in named if n.startswith(flag.split("=")[0])) for flag, _, _ in lines} == named
+    assert {next(n for n in named if n.startswith(flag.split("=")[0])) for flag, _, _ in lines} == named - {"--quality"}
     for flag, value, said in lines:
         capsys.readouterr()
         assert main(["run", "-o", str(out), flag, *([value] if value else [])]) == 2, flag
         err = capsys.readouterr().err
         assert said in err or (flag == "--dev" and "no CUDA device is available" in err), flag
+    # a lossless output has no quality: said so, not refused as another job (a trial's was)
+    capsys.readouterr()
+    assert main(["run", "-o", str(out), "--qual", "80"]) == 0
+    said = capsys.readouterr().out
+    assert "--quality 80: not used by png outputs (lossless); it is for --format jpeg and webp" in said
+    assert "nothing to do" in said or "0 of 1 shard pending" in said, said
 
 
 @pytest.mark.slow

@@ -60,7 +60,7 @@ from pipeline.client.state import (
 from pipeline.errors import JobError, RunFailed, plural
 from pipeline.storage import Store, is_url
 from pipeline.worker.device import device_type, peak_rss_mb
-from pipeline.worker.writers import resolve_columns
+from pipeline.worker.writers import BY_QUALITY, resolve_columns
 
 
 def shard_sizes(manifest: str) -> dict[int, int]:
@@ -91,8 +91,11 @@ def resolve_spec(o: JobSpec, before: dict | None = None) -> dict:
         # the job's own mapping, read against another archive's manifest (a run pointed at it
         # with this OUTDIR): the refusal says that, not this flag the user never gave
         columns = before["metadata_columns"]
+    quality = o.quality
+    if o.format not in BY_QUALITY and before and before.get("format") == o.format:
+        quality = before.get("quality", quality)  # lossless outputs: no --quality makes another job
     return {
-        **{k: getattr(o, k) for k in IDENTITY_FIELDS},
+        **{k: getattr(o, k) for k in IDENTITY_FIELDS}, "quality": quality,
         "metadata_columns": columns,
         "manifest": o.manifest if is_url(o.manifest) else os.path.abspath(o.manifest),
         "manifest_digest": manifest_digest(shards),
@@ -191,6 +194,9 @@ def run_job(o: JobSpec, log=print, redo: tuple[dict[int, set[str]], dict] | None
     outdir = Outdir(o.output)
     spec = resolve_spec(o, outdir.read_job()["spec"] if outdir.has_job() else None)
     _say_unnamed(o, spec["metadata_columns"], log)
+    if o.format not in BY_QUALITY and o.quality != JobSpec.quality:
+        log(f"--quality {o.quality}: not used by {o.format} outputs (lossless); it is for "
+            "--format jpeg and webp")
     sizes = shard_sizes(o.manifest)
     check_outdir_apart(outdir.store, o.manifest)
     outdir.check_ours()

@@ -337,6 +337,8 @@ REGISTRY = (
 )
 BY_NAME = {n: f for f in REGISTRY for n in f.names}
 CHOICES = (*(f.name for f in REGISTRY), "same")
+# the formats --quality changes (same: a JPEG source's output is a JPEG); PNG and TIFF are lossless
+BY_QUALITY = ("jpeg", "webp", "same")
 
 
 def format_arg(s: str) -> str:

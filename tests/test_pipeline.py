@@ -151,6 +151,9 @@ def test_dry_run_restart_says_what_restart_does(archive, clean_run, ckpt, capsys
     assert main(run_args(man, clean_run, ckpt, "--format", "jpeg", "--dry-run", "--restart")) == 0
     out = capsys.readouterr().out
     assert "0 committed, 9 pending" in out and "would be discarded first" in out
+    # counted as the restart would do it (a trial's dry run said what, not how many)
+    assert ("and 34 outputs it wrote removed; 0 moved to quarantine/ (altered since, or ours where "
+            "the new job writes); 0 that colorize did not write left)") in out, out
     assert "refused" not in out
 
 

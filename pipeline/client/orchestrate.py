@@ -56,6 +56,7 @@ from pipeline.client.state import (
     never_started,
     refusal,
     resolve_checkpoint,
+    restart_plan,
 )
 from pipeline.errors import JobError, RunFailed, plural
 from pipeline.storage import Store, is_url
@@ -334,8 +335,11 @@ def _dry_run(o: JobSpec, outdir: Outdir, spec: dict, sizes: dict[int, int], log,
     note = ""
     if o.restart and (committed or outdir.has_job()):
         committed = set()
-        note = (" (--restart: OUTDIR's results and outputs would be discarded first; files in "
-                "images/ that colorize did not write stay, outputs altered since go to quarantine/)")
+        plan = restart_plan(outdir, spec.get("manifest"))
+        note = (f" (--restart: the earlier job's results would be discarded first, and "
+                f"{plural(len(plan['remove']), 'output')} it wrote removed; "
+                f"{len(plan['quarantine'])} moved to quarantine/ (altered since, or ours where "
+                f"the new job writes); {len(plan['leave'])} that colorize did not write left)")
     elif outdir.has_job() and (job := outdir.read_job())["fingerprint"] != fingerprint(spec):
         # a refusal is the dry run's answer too, exit code and all (a script checks it first)
         try:

@@ -87,13 +87,10 @@ def job_altered(job: dict) -> str | None:
     return None
 
 
-def discard(outdir: Outdir, new_manifest: str | None = None) -> tuple[int, int, int]:
-    """--restart: what this tool wrote goes (results, reports, previews, and each output a result
-    row claims, as written). Nothing else is deleted: an output altered since (a retouch saved
-    over it), a file with our provenance at an old output's name that no row claims (a killed
-    run's, or a curator's save-as), and any file where the new job will write are moved to
-    quarantine/; every other file stays where it is. Returns (outputs removed, files left, files
-    moved)."""
+def restart_plan(outdir: Outdir, new_manifest: str | None = None) -> dict[str, list[str]]:
+    """What --restart does with each file under images/ (discard's rules; a dry run's count):
+    {"remove": outputs as written that a result row claims, "quarantine": altered since, ours
+    that no row claims, or where the new job writes, "leave": the rest}."""
     st = outdir.store
     claimed: dict[str, str] = {}
     for shard in sorted(outdir.committed_shards()):
@@ -105,19 +102,33 @@ def discard(outdir: Outdir, new_manifest: str | None = None) -> tuple[int, int, 
     taken = _stems(new_manifest)  # where the new job writes
     # where the old job wrote (a first run with --restart has none)
     old = _stems(outdir.read_job().get("spec", {}).get("manifest")) if outdir.has_job() else set()
-    removed = left = moved = 0
-    emptied = set()
+    plan: dict[str, list[str]] = {"remove": [], "quarantine": [], "leave": []}
     for rel in outdir.outputs():
         if rel in claimed and st.sha256(rel) == claimed[rel]:
-            st.remove(rel)
-            removed += 1
-            emptied.add(os.path.dirname(rel))
+            plan["remove"].append(rel)
         elif (rel in claimed or os.path.splitext(rel)[0] in taken
               or (os.path.splitext(rel)[0] in old and outdir.wrote(rel))):
-            outdir.quarantine(rel)
-            moved += 1
+            plan["quarantine"].append(rel)
         else:
-            left += 1
+            plan["leave"].append(rel)
+    return plan
+
+
+def discard(outdir: Outdir, new_manifest: str | None = None) -> tuple[int, int, int]:
+    """--restart: what this tool wrote goes (results, reports, previews, and each output a result
+    row claims, as written). Nothing else is deleted: an output altered since (a retouch saved
+    over it), a file with our provenance at an old output's name that no row claims (a killed
+    run's, or a curator's save-as), and any file where the new job will write are moved to
+    quarantine/; every other file stays where it is. Returns (outputs removed, files left, files
+    moved)."""
+    st = outdir.store
+    plan = restart_plan(outdir, new_manifest)
+    for rel in plan["remove"]:
+        st.remove(rel)
+    for rel in plan["quarantine"]:
+        outdir.quarantine(rel)
+    emptied = {os.path.dirname(rel) for rel in plan["remove"]}
+    removed, left, moved = len(plan["remove"]), len(plan["leave"]), len(plan["quarantine"])
     st.remove_empty_dirs(sorted(emptied, key=len, reverse=True), stop=Outdir.IMAGES)
     # automatic/: the old job's automatic outputs that hinted ones replaced; kept, they would be
     # taken for the new job's (a hinted redo keeps the first copy only)

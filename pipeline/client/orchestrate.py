@@ -120,7 +120,11 @@ def _note_scheduler(outdir: Outdir, scheduler: str | None) -> str | None:
 
 def _say_unnamed(o: JobSpec, mapping: str, log) -> None:
     """A catalogue none of whose column names says accession number (guessed in a dozen
-    languages): its outputs would not name their objects, and nothing would say so."""
+    languages): its outputs would not name their objects, and nothing would say so. And a
+    --quality that no output of the job's format takes."""
+    if o.format not in BY_QUALITY and o.quality != JobSpec.quality:  # said here too: no other job
+        log(f"--quality {o.quality}: not used by {o.format} outputs (lossless); it is for "
+            "--format jpeg and webp")
     columns = read_catalogue_info(o.manifest).get("columns", [])
     if columns and o.metadata_columns.strip().lower() == "auto" and "identifier=" not in mapping:
         log(f"no catalogue column was taken for the accession number (columns: "
@@ -195,9 +199,6 @@ def run_job(o: JobSpec, log=print, redo: tuple[dict[int, set[str]], dict] | None
     outdir = Outdir(o.output)
     spec = resolve_spec(o, outdir.read_job()["spec"] if outdir.has_job() else None)
     _say_unnamed(o, spec["metadata_columns"], log)
-    if o.format not in BY_QUALITY and o.quality != JobSpec.quality:
-        log(f"--quality {o.quality}: not used by {o.format} outputs (lossless); it is for "
-            "--format jpeg and webp")
     sizes = shard_sizes(o.manifest)
     check_outdir_apart(outdir.store, o.manifest)
     outdir.check_ours()

@@ -367,12 +367,7 @@ def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int | No
         table = pa.concat_tables([old.replace_schema_metadata(None), table],
                                  promote_options="permissive")
     table = table.replace_schema_metadata(_metadata(sources, shard_size, columns, found, old, path_prefix))
-    _shared(table, columns, found)
-    for line in found.lines():  # after the probes (they find the sidecars) and the whole table
-        log(line)
-    if report:
-        log(f"wrote {report}: {found.write_csv(report)} lines (files left out, mismatches "
-            "between files and catalogue, accession numbers that name several files)")
+    _summarise(table, columns, found, report, log)
     _write(table, output)
     return table
 
@@ -458,14 +453,20 @@ def _metadata(sources, shard_size: int, columns: list[str], found: ScanReport,
     return meta
 
 
-def _shared(table: pa.Table, columns: list[str], found: ScanReport) -> None:
-    """Accession numbers that name several files, over the whole manifest (this delivery's
+def _summarise(table: pa.Table, columns: list[str], found: ScanReport, report, log) -> None:
+    """What the scan says, once the whole manifest is known (the probes find the sidecars):
+    with accession numbers that name several files, over the whole manifest (this delivery's
     record beside an earlier one's), by the column a run takes for them unless told another."""
     column = parse_columns(resolve_columns("auto", columns)).get("identifier")
     if column and stored_name(column) in table.column_names:
         found.shared_column = column
         found.shared = shared_identifiers(table.column(stored_name(column)).to_pylist(),
                                           table.column("rel_path").to_pylist())
+    for line in found.lines():
+        log(line)
+    if report:
+        log(f"wrote {report}: {found.write_csv(report)} lines (files left out, mismatches "
+            "between files and catalogue, accession numbers that name several files)")
 
 
 @dataclass

@@ -104,6 +104,19 @@ def test_a_rescan_says_it_keeps_the_manifests_shard_size(scans, tmp_path):
     assert r.returncode == 0 and "--shard-size" not in r.stderr, r.stderr
 
 
+def test_a_manifest_that_cannot_be_written_is_named_as_given(scans, tmp_path, monkeypatch, capsys):
+    from pipeline.cli import main
+
+    def refuse(self, data):  # a read-only folder (the tests run as root: no chmod for it)
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "write_bytes", refuse)
+    assert main(["scan", str(scans), "-o", str(tmp_path / "m.parquet"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().endswith(f"colorize: error: Permission denied: {tmp_path / 'm.parquet'}"), err
+    assert ".tmp" not in err and not list(tmp_path.glob(".m.parquet*"))
+
+
 def test_lists_and_manifests_are_not_confused(scans, tmp_path):
     (tmp_path / "list.csv").write_text("path\nb.png\n")
     for wrong, what in ((tmp_path / "list.csv", "a CSV list"), (scans, "a folder")):

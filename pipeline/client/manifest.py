@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import glob
 import hashlib
@@ -1049,8 +1050,13 @@ def _write(table: pa.Table, output: str | os.PathLike) -> None:
         out = Path(output)
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_bytes(buf.getvalue())
-        os.replace(tmp, out)
+        try:
+            tmp.write_bytes(buf.getvalue())
+            os.replace(tmp, out)
+        except OSError as e:  # named as the user named it: the temporary name is ours alone
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise OSError(e.errno, e.strerror, str(out)) from None
 
 
 def _relative_paths(paths: list[str], folders: list[str] = ()) -> list[str]:

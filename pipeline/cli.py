@@ -815,6 +815,16 @@ def cmd_audit(a) -> int:
     return 1
 
 
+def _found_elsewhere(moved: list[dict]) -> str:
+    """Of the gone, those whose bytes are in the job under another name: a rename, said so."""
+    if not moved:
+        return ""
+    m = moved[0]
+    return (f"; {len(moved)} of them {'is' if len(moved) == 1 else 'are'} in the job under another "
+            f"name, the same bytes (renamed or moved, or a copy that stayed; colorized there too; "
+            f"audit.json: moved), e.g. {m['was']!r} -> {m['now'][0]!r}")
+
+
 def _audit_notes(r: dict, outdir: str) -> list[str]:
     """What a passed audit found that deserves a look, each with what to do about it."""
     from pipeline.client.outdir import Outdir, run_hint
@@ -859,7 +869,7 @@ def _audit_notes(r: dict, outdir: str) -> list[str]:
         out.append(f"the original{'' if n == 1 else 's'} of {plural(n, 'image')} {'is' if n == 1 else 'are'} "
                    "gone (the last scan did not find it: renamed, moved, removed, or a catalogue row "
                    "corrected): kept, counted apart, 'gone' in the export's source_state (audit.json "
-                   "lists them: gone)")
+                   "lists them: gone)" + _found_elsewhere(r.get("moved") or []))
     if folders := r.get("unread_folders"):
         out.append(f"{plural(len(folders), 'source folder')} could not be read at the scan, so "
                    f"none of {'its' if len(folders) == 1 else 'their'} pictures is in this job: "

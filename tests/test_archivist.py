@@ -307,3 +307,28 @@ def test_an_accession_number_on_two_files_is_said_by_the_scan_and_the_audit(tmp_
     assert report["shared_identifiers"] == {"column": "Inventarnummer", "groups": [
         {"identifier": "F-2", "paths": [str(src / "b.png"), str(src / "c.png")]}]}
     assert "<h2>Accession numbers that name several images (1)</h2>" in (out / "audit.html").read_text()
+
+
+@pytest.mark.slow
+def test_a_renamed_original_is_said_as_such_not_as_a_copy(tmp_path, ckpt, capsys):
+    src = tmp_path / "scans"
+    src.mkdir()
+    rng = np.random.default_rng(4)
+    for n in ("a.png", "b.png"):
+        Image.fromarray(rng.integers(0, 255, (20, 28), dtype=np.uint8)).save(src / n)
+    man, out = tmp_path / "m.parquet", tmp_path / "out"
+    assert main(["scan", str(src), "-o", str(man), "-q"]) == 0
+    run = ["run", "-o", str(out), "--size", "32", "-q", "--checkpoint", ckpt]
+    assert main([*run, "--manifest", str(man)]) == 0
+    (src / "b.png").rename(src / "b 1923.png")
+    assert main(["scan", str(src), "-o", str(man), "-q"]) == 0
+    assert main(run) == 0
+    capsys.readouterr()
+    assert main(["audit", str(out), "-q"]) == 0
+    said = capsys.readouterr().out
+    report = json.loads((out / "audit.json").read_text())
+    assert report["copies"] == [] and "copies of another" not in said
+    assert report["moved"] == [{"was": str(src / "b.png"), "now": [str(src / "b 1923.png")]}]
+    assert (f"1 of them is in the job under another name, the same bytes (renamed or moved, or a copy "
+            f"that stayed; colorized there too; audit.json: moved), e.g. '{src / 'b.png'}' -> "
+            f"'{src / 'b 1923.png'}'") in said, said

@@ -202,7 +202,8 @@ def audit(outdir: str | Store | Outdir, quick: bool = False, check_inputs: bool 
         "review": review_counts(od, res),
         "shards": len(shards), "stopped": last_stop(od),
         "record_outdated": _outdated_records(man_t, ok_rows, carried, spec.get("metadata_columns") or "none"),
-        "copies": _copies(res), "shared_identifiers": _shared_ids(res, spec), "pages_left": _pages_left(ok_rows, listed), "temporaries": temporaries(od),
+        "copies": _copies([r for r in res if r["image_id"] not in gone_ids]),
+        "moved": _moved(res, gone_ids), "shared_identifiers": _shared_ids(res, spec), "pages_left": _pages_left(ok_rows, listed), "temporaries": temporaries(od),
         **_what_was_audited(job, quick, check_inputs), "unread_folders": _unread_folders(man_t),
     }
     report["grown"] = never_started(spec, shards - committed - set(damaged)) and not redo_pending
@@ -237,6 +238,18 @@ def _shared_ids(res: list[dict], spec: dict) -> dict:
         return {"column": column, "groups": []}
     return {"column": column, "groups": shared_identifiers([r[stored_name(column)] for r in res],
                                                            [r["source_path"] for r in res])}
+
+
+def _moved(res: list[dict], gone_ids: set[str]) -> list[dict]:
+    """Gone originals whose bytes the job holds under another name now (renamed or moved, and
+    scanned again there; or a copy that stayed): [{"was": path, "now": [paths]}]. Not "copies"
+    of each other: a rename is one file, and the audit said it so (a trial's rename was a copy)."""
+    now: dict[str, list[str]] = {}
+    for r in res:
+        if r.get("source_sha256") and r["image_id"] not in gone_ids:
+            now.setdefault(r["source_sha256"], []).append(r["source_path"])
+    return [{"was": r["source_path"], "now": sorted(now[r["source_sha256"]])} for r in res
+            if r["image_id"] in gone_ids and r.get("source_sha256") in now]
 
 
 def _copies(res: list[dict]) -> list[list[str]]:

@@ -160,8 +160,7 @@ def audit(outdir: str | Store | Outdir, quick: bool = False, check_inputs: bool 
     ok_rows = [r for r in res if r["status"] == "ok"]
     foreign, renamed = [], []  # in images/ at names no row gives: the user's; ours by provenance
     problems = _record_problems(od, job, files, shards, damaged, quick)
-    # a damaged shard's outputs are claimed by the rows it lost, not strays: its run again
-    # writes them, byte for byte
+    # a damaged shard's outputs are its lost rows', not strays: run again, it rewrites them
     lost = output_stems(r["out_stem"] for r in man if r["shard"] in damaged)
     rows, pending = _row_problems(man, res, {n for n in files.values() if n is not None} & shards)
     problems += rows + [
@@ -202,9 +201,9 @@ def audit(outdir: str | Store | Outdir, quick: bool = False, check_inputs: bool 
         "review": review_counts(od, res),
         "shards": len(shards), "stopped": last_stop(od),
         "record_outdated": _outdated_records(man_t, ok_rows, carried, spec.get("metadata_columns") or "none"),
-        "copies": _copies([r for r in res if r["image_id"] not in gone_ids]),
-        "moved": _moved(res, gone_ids), "shared_identifiers": _shared_ids(res, spec), "pages_left": _pages_left(ok_rows, listed), "temporaries": temporaries(od),
-        **_what_was_audited(job, quick, check_inputs), "unread_folders": _unread_folders(man_t),
+        **_same_bytes(res, gone_ids), "shared_identifiers": _shared_ids(res, spec),
+        "pages_left": _pages_left(ok_rows, listed), "temporaries": temporaries(od),
+        "unread_folders": _unread_folders(man_t), **_what_was_audited(job, quick, check_inputs),
     }
     report["grown"] = never_started(spec, shards - committed - set(damaged)) and not redo_pending
     report["incomplete"] = incomplete(report)
@@ -238,6 +237,11 @@ def _shared_ids(res: list[dict], spec: dict) -> dict:
         return {"column": column, "groups": []}
     return {"column": column, "groups": shared_identifiers([r[stored_name(column)] for r in res],
                                                            [r["source_path"] for r in res])}
+
+
+def _same_bytes(res: list[dict], gone_ids: set[str]) -> dict:
+    return {"copies": _copies([r for r in res if r["image_id"] not in gone_ids]),
+            "moved": _moved(res, gone_ids)}
 
 
 def _moved(res: list[dict], gone_ids: set[str]) -> list[dict]:

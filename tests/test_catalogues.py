@@ -236,6 +236,9 @@ def test_a_corrected_catalogue_reaches_the_manifest_on_rescan_and_the_job_goes_o
     rows = list(csv.DictReader(io.StringIO(text, newline=""), delimiter=";"))
     assert {x["output_record"] for x in rows if x["status"] == "ok"} == {"current"}
     assert "older catalogue cells" not in run_cli("audit", out, "-q").stdout
+    page = (out / "audit.html").read_text(encoding="utf-8")  # what was redone, on the page too
+    assert "<h2>Redone inside the job (1)</h2>\n<p>1 with the job’s own options</p>" in page
+    assert f"<td>{scans / 'c.png'}</td><td><a href='images/c.png'>images/c.png</a></td><td>redo</td>" in page
     assert not (out / "audit-outdated.txt").exists()  # none now: the old list is gone
     (scans / "b.png").rename(scans / "b2.png")  # renamed on disk; the catalogue still names b.png
     r = run_cli("scan", scans, cat, "-o", man)

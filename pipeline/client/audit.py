@@ -487,6 +487,7 @@ def _html(report: dict, ok_rows: list[dict], spec: dict, sample: int, out: Store
             parts.append("<tr>" + "".join(f"<td>{e(str(r[c] or ''))}</td>" for c in cols)
                          + f"<td>{e(r['source_path'])}</td><td>{e(r['error'] or r.get('note') or '')}</td></tr>")
         parts.append("</table>")
+    parts += _redo_html(report, ok_rows, cols)
     if (shared := report.get("shared_identifiers") or {}).get("groups"):
         parts.append(f"<h2>Accession numbers that name several images ({len(shared['groups'])})</h2>"
                      f"<p>{e(SHARED)}</p><table><tr><th>{e(shared['column'])}</th><th>sources</th></tr>")
@@ -509,6 +510,30 @@ def _html(report: dict, ok_rows: list[dict], spec: dict, sample: int, out: Store
         parts += [_sheet_row(ok_rows[i], cols, spec, out) for i in idx]
     parts.append("</table>")
     return "\n".join(parts)
+
+
+def _redo_html(report: dict, ok_rows: list[dict], cols: list[str]) -> list[str]:
+    """What was redone inside the job, and with what (the job's own options, --recolor, a
+    curator's hints), and what waits: the page a person reads says it, as `audit` does."""
+    e = html.escape
+    done = [r for r in ok_rows if r.get("redone")]
+    waiting = report.get("redo_pending") or []
+    if not report.get("redone") and not waiting:
+        return []
+    how = ", ".join(f"{n} {'with the job’s own options' if k == 'redo' else 'with ' + k}"
+                    for k, n in sorted(report["redone"].items()))
+    parts = [f"<h2>Redone inside the job ({sum(report['redone'].values())})</h2>",
+             f"<p>{e(how or 'none yet')}"
+             + (e(f"; {plural(len(waiting), 'image')} still to redo (a redo stopped half-way): "
+                  + run_hint(report["outdir"]) + " finishes it") if waiting else "") + "</p>"]
+    if done:
+        parts.append("<table><tr>" + "".join(f"<th>{e(c)}</th>" for c in cols)
+                     + "<th>source</th><th>output</th><th>redone with</th></tr>")
+        parts += ["<tr>" + "".join(f"<td>{e(str(r.get(c) or ''))}</td>" for c in cols)
+                  + f"<td>{e(r['source_path'])}</td><td><a href='{_href(r['output_path'])}'>"
+                  f"{e(r['output_path'])}</a></td><td>{e(r['redone'])}</td></tr>" for r in done]
+        parts.append("</table>")
+    return parts
 
 
 SHEET_PAGE = 100  # before/after pairs per page of the full contact sheet

@@ -431,6 +431,26 @@ def test_extending_tells_a_file_still_missing_from_one_gone_since(scans, tmp_pat
                     "new.png": None}
 
 
+def test_a_changed_original_is_said_once_then_again_only_if_it_changes_again(scans, tmp_path):
+    """A trial redid a re-digitised scan, and every later rescan still said it 'changed since',
+    with the --redo line: the rows keep the first scan's size (their shards are the job's), so
+    the sizes seen are kept beside them."""
+    man = tmp_path / "m.parquet"
+    assert run_cli("scan", scans, "-o", man, "-q").returncode == 0
+    Image.new("L", (40, 30), 90).save(scans / "b.png")  # a better scan of the same photograph
+    r = run_cli("scan", scans, "-o", man, "-q")
+    assert "3 files done before, 0 new, 1 changed, 0 gone" in r.stderr, r.stderr
+    assert f"changed since: {scans / 'b.png'}; to colorize them again" in r.stderr
+    r = run_cli("scan", scans, "-o", man, "-q")  # nothing new: said as said before, not again
+    assert "0 new, 0 changed (and 1 said at an earlier scan), 0 gone" in r.stderr, r.stderr
+    assert "changed since:" not in r.stderr
+    assert "1 file changed as an earlier scan said: `colorize audit OUTDIR --check-inputs` names" in r.stderr
+    Image.new("L", (60, 30), 90).save(scans / "b.png")  # and once more
+    r = run_cli("scan", scans, "-o", man, "-q")
+    assert "0 new, 1 changed, 0 gone" in r.stderr and f"changed since: {scans / 'b.png'}" in r.stderr
+    assert pq.read_table(man).num_rows == 3
+
+
 def test_export_writes_the_header_back_as_written_and_refuses_to_cut_a_cell(scans, tmp_path, ckpt):
     """An empty header cell over cells, and a repeated name, are named for the manifest
     ('column 3', 'Titel (2)') and written back as they were; Excel's trailing ';' (no header,

@@ -438,6 +438,8 @@ def _metadata(sources, shard_size: int, columns: list[str], found: ScanReport,
     meta = {"shard_size": str(shard_size), "source_folders": json.dumps(folders),
             "unread_folders": json.dumps([p for p, _ in found.unread_folders]),
             "path_prefix": json.dumps(path_prefix or [], ensure_ascii=False)}  # a rescan reads with it
+    if found.changed_seen:
+        meta["changed_seen"] = json.dumps(found.changed_seen, ensure_ascii=False)
     if columns:
         # the shape of the first catalogue with columns: a plain list of paths scanned into the
         # manifest later has none, and must not make the export comma-separated
@@ -493,6 +495,8 @@ class ScanReport:
     unread_folders: list[tuple[str, str]] = field(default_factory=list)  # (folder, why) not listed
     sidecars: set[str] = field(default_factory=set)  # XMP sidecars beside pictures: read with them
     links: list[tuple[str, str]] = field(default_factory=list)  # (link, what it is) not a row itself
+    changed_before: int = 0  # extending: changed, as an earlier scan said (changed_seen)
+    changed_seen: dict[str, int] = field(default_factory=dict)  # extending: stored path -> size now
     shared: list[dict] = field(default_factory=list)  # shared_identifiers: one number, several files
     shared_column: str = ""
 
@@ -749,15 +753,19 @@ def _extend(old: pa.Table, extend: str, real: list[str], rels: list[str], found:
                if o is not None}
         found.unlisted_before = [p for p in found.uncatalogued if _key_of(p) in had]
         found.uncatalogued = [p for p in found.uncatalogued if _key_of(p) not in had]
-    found.changed = _changed(old, extend, set(real))
+    _note_changed(old, extend, set(real), found)
     keep = [i for i, r in enumerate(real) if r not in known]
     still = f", {len(never)} still missing" if never else ""
+    before = f" (and {found.changed_before} said at an earlier scan)" if found.changed_before else ""
     log(f"extending {extend}: {len(known) - len(found.gone) - len(never)} files done before, "
-        f"{len(keep)} new, {len(found.changed)} changed, {len(found.gone)} gone{still} (the rows "
-        "of the changed and the gone are kept as they were)")
+        f"{len(keep)} new, {len(found.changed)} changed{before}, {len(found.gone)} gone{still} (the "
+        "rows of the changed and the gone are kept as they were)")
     if found.changed:
         log(f"changed since: {', '.join(found.changed[:5])}{' ...' if len(found.changed) > 5 else ''}"
             "; to colorize them again: colorize run -o OUTDIR --redo FILE")
+    if found.changed_before:  # each is said once: one redone since would be "changed" for ever
+        log(f"{_n(found.changed_before, 'file')} changed as an earlier scan said: `colorize audit "
+            "OUTDIR --check-inputs` names the outputs still made from an original as it was")
     if found.gone:  # renamed, moved or deleted: their outputs and rows stay as they were
         log(f"gone since: {', '.join(found.gone[:5])}{' ...' if len(found.gone) > 5 else ''} "
             "(--report lists them; a renamed file is also among the new)")
@@ -898,20 +906,27 @@ def _put(t: pa.Table, name: str, col: pa.Array) -> pa.Table:
             else t.append_column(name, col))
 
 
-def _changed(old: pa.Table, manifest: str, present: set[str]) -> list[str]:
+def _note_changed(old: pa.Table, manifest: str, present: set[str], found: ScanReport) -> None:
     """Files of an earlier manifest that are still there but not as they were scanned (their
-    size differs): a rescan of a damaged or re-digitised original."""
-    out = []
+    size differs): a rescan of a damaged or re-digitised original. Said once: the sizes seen
+    are kept (the manifest's metadata, changed_seen) and a later scan says a file again only
+    where it changed again; the rows keep the first scan's (their shards are the job's)."""
+    seen = json.loads((old.schema.metadata or {}).get(b"changed_seen", b"{}"))
     for p, size in zip(old.column("path").to_pylist(), old.column("size_bytes").to_pylist(),
                        strict=True):
         real = _key(manifest, p)
         if real in present and not is_url(real) and size is not None:
             try:
-                if os.path.getsize(real) != size:
-                    out.append(real)
+                now = os.path.getsize(real)
             except OSError:
-                pass
-    return sorted(out)
+                continue
+            if now != size:
+                found.changed_seen[p] = now
+                if seen.get(p) == now:
+                    found.changed_before += 1
+                else:
+                    found.changed.append(real)
+    found.changed.sort()
 
 
 def cells_now(manifest: str, image_ids, carried: dict[str, object]) -> dict[str, pa.ChunkedArray]:

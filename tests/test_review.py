@@ -234,6 +234,48 @@ def test_the_thumbnail_cache_is_not_read_or_written_through_a_link(job, tmp_path
     assert not list(elsewhere.iterdir())
 
 
+def test_a_cache_entry_another_user_planted_is_not_shown(job, tmp_path):
+    """An entry's name is a digest anyone who can write reviews/ can work out: a picture put
+    there by another was shown as the output."""
+    from pipeline.client.review import create_app
+
+    out = fresh_copy(job, tmp_path)
+    iid = next(i for i, r in results(out).items() if r["status"] == "ok")
+    c = create_app(str(out), who="t", token="tok").test_client()
+    first = c.get(f"/img/{iid}/output?w=64&t=tok").data
+    (entry,) = [p for p in (out / "reviews" / "cache").iterdir() if not p.name.startswith(".")]
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (255, 0, 0)).save(buf, "JPEG")
+    entry.write_bytes(buf.getvalue())
+    os.chown(entry, 12345, 12345)  # (the tests run as root) another curator's file
+    assert c.get(f"/img/{iid}/output?w=64&t=tok").data == first
+    assert os.stat(entry).st_uid == os.getuid() and entry.read_bytes() == first  # made again
+
+
+def test_a_reviews_folder_that_is_a_link_is_refused(job, tmp_path):
+    """reviews/ pointed elsewhere by whoever may write OUTDIR: every edit was written there."""
+    from pipeline.client.review import create_app
+
+    out = fresh_copy(job, tmp_path)
+    iid = next(iter(results(out)))
+    journal = reviews.Journal(str(out), who="t")  # a server started before the link was made
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.rmtree(out / "reviews", ignore_errors=True)
+    (out / "reviews").symlink_to(elsewhere)
+    with pytest.raises(OSError, match="is a link .* edits are written only inside OUTDIR"):
+        journal.record(iid, "verdict", "accepted")
+    with pytest.raises(OSError, match="is a link"):
+        with journal.exclusive():
+            pass
+    assert journal.compact() == 0 and not list(elsewhere.iterdir())
+    r = run_cli("review", out, "--no-browser")
+    assert r.returncode == 2 and "reviews is a link (to " in r.stderr and "Traceback" not in r.stderr, r.stderr
+    with pytest.raises(Exception, match="make it a folder of its own"):
+        create_app(str(out), who="t", token="tok")
+    assert not list(elsewhere.iterdir())
+
+
 def test_pictures_of_big_masters_are_made_small_and_two_at_a_time(job, tmp_path, monkeypatch):
     """A grid of big masters asked for every thumbnail at once and each decoded whole: 22 of
     them held 6.6 GB. A JPEG now decodes reduced, turned by its EXIF as before, and no more

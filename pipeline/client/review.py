@@ -20,6 +20,7 @@ import json
 import os
 import secrets
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -102,6 +103,9 @@ def create_app(outdir: str, who: str | None = None, token: str | None = None):
     if not od.has_job():
         raise UsageError(f"{outdir} holds no job (no job.json): review a folder `colorize run` wrote")
     root = os.path.realpath(outdir)
+    if os.path.islink(folder := os.path.join(root, reviews.DIR)):
+        raise UsageError(f"{folder} is a link (to {os.readlink(folder)}): the review writes only "
+                         "inside OUTDIR; make it a folder of its own (move what it holds into it)")
     view = RunView(od)
     journal = reviews.Journal(root, who)
     journal.compact()
@@ -418,10 +422,10 @@ def _picture(root: str, view: RunView, row: dict, which: str, width: int) -> byt
     # reviews/ is writable by every curator: a cache (or an entry) that is a link is not read
     # through (it served a text file as a picture) nor written through (outside OUTDIR)
     cache_ok = not cache.is_symlink() and not cache.parent.is_symlink()
-    if cache_ok and (cache / name).is_file() and not (cache / name).is_symlink():
+    if cache_ok and _own_file(cache / name):
         try:
             return (cache / name).read_bytes()
-        except PermissionError:  # a colleague's entry they kept to themselves: made again
+        except OSError:  # gone meanwhile: made again
             pass
     limit = view.max_pixels or DEFAULT_MAX_PIXELS
     with DECODING:
@@ -439,6 +443,17 @@ def _picture(root: str, view: RunView, row: dict, which: str, width: int) -> byt
     except OSError:
         pass  # a full disk costs the cache, not the page
     return data
+
+
+def _own_file(p: Path) -> bool:
+    """A cache entry this user wrote (a plain file, no link): its name is a digest anyone can
+    work out, so an entry planted by another (a picture that is not the output) is not shown,
+    but made again."""
+    try:
+        st = os.lstat(p)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid()
 
 
 def _jpeg(path: str, which: str, colour: bool, width: int, limit: int) -> bytes | None:

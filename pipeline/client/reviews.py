@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import fcntl
 import getpass
 import json
@@ -183,7 +184,7 @@ class Reviews:
     def compact(self) -> int:
         """Folds the journals no server holds into events.parquet; returns how many events it
         folded. Safe beside running servers: their journals are left to them."""
-        if not self.dir.is_dir():
+        if not self.dir.is_dir() or self.dir.is_symlink():  # nothing written through a link
             return 0
         # one compaction at a time: two, each folding other journals into the same old file,
         # would each rename theirs over it, and the first one's journals (deleted) were lost
@@ -237,9 +238,17 @@ class Journal(Reviews):
         self._saving = threading.Lock()
         self._fd: int | None = None
 
+    def _folder(self) -> None:
+        """reviews/, made if need be; one that is a link is refused (whoever may write OUTDIR
+        could point it anywhere, and every edit would be written there, outside OUTDIR)."""
+        if self.dir.is_symlink():
+            raise OSError(errno.ELOOP, f"{self.dir} is a link (to {os.readlink(self.dir)}): edits are "
+                          "written only inside OUTDIR; make it a folder of its own", str(self.dir))
+        self.dir.mkdir(parents=True, exist_ok=True)
+
     def _open(self) -> int:
         if self._fd is None:
-            self.dir.mkdir(parents=True, exist_ok=True)
+            self._folder()
             readable_by_all(self.dir)
             stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
             name = f"journal-{stamp}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
@@ -262,7 +271,7 @@ class Journal(Reviews):
         """Another edit's check of what it was made on and its record, as one: across this
         process's threads and every other process reviewing the OUTDIR (two curators' servers)."""
         with self._saving:
-            self.dir.mkdir(parents=True, exist_ok=True)
+            self._folder()
             readable_by_all(self.dir)
             with _held(self.dir / ".save.lock"):
                 yield

@@ -400,7 +400,7 @@ def _run(a) -> dict:
         old = Outdir(a.output).read_job()["spec"]
         for k in ("manifest", "checkpoint", *IDENTITY_FIELDS):
             if k not in getattr(a, "given", set()) and k in old:
-                setattr(a, k, old[k])
+                setattr(a, k, old.get(f"{k}_given", old[k]))  # metadata_columns: 'auto' guesses again
         # said before the checks that may still refuse it: what is read, not what will be done
         what = "starting over" if getattr(a, "restart", False) else "reading"
         print(f"{what} the job recorded in {a.output}/{Outdir.JOB}", file=sys.stderr)
@@ -858,7 +858,8 @@ def _audit_notes(r: dict, outdir: str) -> list[str]:
         out.append(shared_said(shared["groups"], shared["column"]) + "; audit.html lists them")
     if old := r["record_outdated"]:
         out.append(f"{plural(len(old), 'output')} {'carries' if len(old) == 1 else 'carry'} older "
-                   f"catalogue cells than the manifest (a catalogue corrected and scanned again); "
+                   f"catalogue cells than the manifest (a catalogue corrected and scanned again, or another "
+                   f"catalogue's column read since); "
                    f"the export has the new ones; to write them into the files' XMP: "
                    + run_hint(outdir, "--redo", f"{outdir}/{Outdir.AUDIT_OUTDATED}"))
     if r["skipped"]:

@@ -845,3 +845,58 @@ def test_a_cells_terminal_controls_are_written_as_escapes(scans, tmp_path):
     assert r.returncode == 0 and "1 file listed twice" in r.stderr, r.stderr
     assert "\x1b" not in r.stderr and "\r" not in r.stderr and "\u202e" not in r.stderr
     assert "title \\x1b]0;PWNED\\x07\\x1b[2K" in r.stderr  # (the CR ended the record: Excel's rule)
+
+
+@pytest.mark.slow
+def test_a_later_catalogues_own_name_for_the_accession_number_reaches_the_outputs(tmp_path, ckpt, capsys):
+    """A trial's second delivery came with a catalogue of 'Accession No.' where the first had
+    'Inventarnummer': the job read the first alone, and the new outputs named no object, without
+    a word (and the first delivery's missing file was called 'gone' by a scan of the second)."""
+    from pipeline.cli import main
+
+    rng = np.random.default_rng(5)
+    d1, d2 = tmp_path / "archive" / "Lieferung 1", tmp_path / "archive" / "Ærø 1950"
+    for d, names in ((d1, ("Hof.png", "Markt.png")), (d2, ("Hafen.png",))):
+        d.mkdir(parents=True)
+        for n in names:
+            Image.fromarray(rng.integers(0, 255, (20, 28), dtype=np.uint8)).save(d / n)
+    (d1 / "katalog.csv").write_bytes("Inventarnummer;Datei;Titel\nM-1;Hof.png;Bauernhof\nM-2;Markt.png;Markt\n"
+                                     "M-3;fehlt.png;Verloren\n".encode("cp1252"))
+    (d2 / "catalogue.csv").write_text("Accession No.,File,Title\nE-7,Hafen.png,Harbour\n", encoding="utf-8")
+
+    def xmp_id(out, name):
+        data = (out / "images" / name).read_bytes()
+        return data.split(b"<dc:identifier>")[1].split(b"<")[0].decode() if b"<dc:identifier>" in data else None
+
+    for how in ("auto", "identifier=Inventarnummer,title=Titel"):  # guessed, and named by the user
+        man, out = tmp_path / f"m-{len(how)}.parquet", tmp_path / f"out-{len(how)}"
+        assert main(["scan", str(d1 / "katalog.csv"), "-o", str(man), "-q", "--path-column", "Datei"]) == 0
+        run = ["run", "-o", str(out), "--size", "32", "-q"]
+        assert main([*run, "--manifest", str(man), "--checkpoint", ckpt, "--metadata-columns", how]) == 0
+        first = (out / "images" / "Hof.png").read_bytes()
+        capsys.readouterr()
+        assert main(["scan", str(d2 / "catalogue.csv"), "-o", str(man), "-q", "--path-column", "File"]) == 0
+        assert "2 files done before, 1 new, 0 changed, 0 gone, 1 still missing" in capsys.readouterr().err
+        assert main(run) == 0
+        said = capsys.readouterr().out
+        if how == "auto":  # read from now on; what was written stays as it was
+            assert ("reading the identifier from 'Accession No.' (another catalogue's name for it) where "
+                    "'Inventarnummer' has no cell; the title from 'Title'") in said, said
+            assert (xmp_id(out, "Hafen.png"), xmp_id(out, "Hof.png")) == ("E-7", "M-1")
+            assert (out / "images" / "Hof.png").read_bytes() == first
+            assert json.loads((out / "job.json").read_text())["spec"]["metadata_columns"] == \
+                "identifier=Inventarnummer|Accession No.,title=Titel|Title"
+            assert main(["audit", str(out), "-q"]) == 0 and "older catalogue cells" not in capsys.readouterr().out
+            continue
+        # named by the user: not read without being told, but said, with the line that reads it
+        wider = "'identifier=Inventarnummer|Accession No.,title=Titel|Title'"
+        assert "not reading the identifier from 'Accession No.'" in said and f"--metadata-columns {wider}" in said, said
+        assert xmp_id(out, "Hafen.png") is None
+        assert main([*run, "--metadata-columns", wider.strip("'")]) == 0  # the same job, read wider
+        assert main(["audit", str(out), "-q"]) == 0
+        assert "1 output carries older catalogue cells" in capsys.readouterr().out
+        assert (out / "audit-outdated.txt").read_text().splitlines() == [str(d2 / "Hafen.png")]
+        assert main([*run, "--redo", str(out / "audit-outdated.txt")]) == 0
+        assert (xmp_id(out, "Hafen.png"), xmp_id(out, "Hof.png")) == ("E-7", "M-1")
+        capsys.readouterr()
+        assert main(["audit", str(out), "-q"]) == 0 and "older catalogue cells" not in capsys.readouterr().out

@@ -24,7 +24,7 @@ from pipeline.client.state import job_altered, never_started
 from pipeline.errors import plural
 from pipeline.storage import Store, read_source
 from pipeline.worker.imaging import DEFAULT_MAX_PIXELS, open_within
-from pipeline.worker.writers import parse_columns
+from pipeline.worker.writers import alternatives, first_cell, parse_columns, record_xml
 
 GRAY_COLORFULNESS = 3.0  # an output below this looks gray: listed for review, not a failure
 
@@ -99,10 +99,12 @@ def _output_problems(od: Outdir, ok_rows: list[dict], quick: bool, progress: boo
     return problems
 
 
-def _outdated_records(t, ok_rows: list[dict], carried: list[str], mapping: str) -> list[str]:
+def _outdated_records(t, ok_rows: list[dict], carried: list[str], mapping: str, out: Store) -> list[str]:
     """Source paths of outputs written with other catalogue cells than the manifest holds now
     (a corrected catalogue scanned again), of those their XMP holds (`mapping`, the job's
-    metadata columns): their XMP keeps the old record until redone."""
+    metadata columns): their XMP keeps the old record until redone. And those whose field
+    comes from a later catalogue's column (Inventarnummer|Accession No.) that their XMP does
+    not hold: written before the job read that column."""
     from pipeline.worker.writers import record_columns
 
     held = {stored_name(c) for c in record_columns(mapping)}
@@ -112,7 +114,24 @@ def _outdated_records(t, ok_rows: list[dict], carried: list[str], mapping: str) 
     names = [c for c in carried if c in t.column_names and c in held]
     now = {r["image_id"]: r for r in t.select(["image_id", *names]).to_pylist()}
     return [r["source_path"] for r in ok_rows
-            if r["image_id"] in now and any(now[r["image_id"]][c] != r[c] for c in names)]
+            if r["image_id"] in now and (any(now[r["image_id"]][c] != r[c] for c in names)
+                                         or _record_missing(r, mapping, out))]
+
+
+def _record_missing(r: dict, mapping: str, out: Store) -> bool:
+    """An output whose field the mapping reads from a fallback column (its first has no cell)
+    and whose own XMP does not say it: only such rows' files are read."""
+    fields = parse_columns(mapping)
+    late = {k: v for k, cols in fields.items() if len(alternatives(cols)) > 1
+            and r.get(stored_name(alternatives(cols)[0])) in (None, "")
+            and (v := first_cell(cols, lambda c: r.get(stored_name(c)))) is not None}
+    if not late:
+        return False
+    try:
+        data = out.read_bytes(r["output_path"])
+    except OSError:  # a missing output is its own problem
+        return False
+    return not all(x.encode() in data for x in record_xml(late))
 
 
 def _unread_folders(man_t) -> list[str]:
@@ -200,7 +219,7 @@ def audit(outdir: str | Store | Outdir, quick: bool = False, check_inputs: bool 
         "committed_shards": len(committed), "unrecorded_shards": ledger.unrecorded(od, committed),
         "review": review_counts(od, res),
         "shards": len(shards), "stopped": last_stop(od),
-        "record_outdated": _outdated_records(man_t, ok_rows, carried, spec.get("metadata_columns") or "none"),
+        "record_outdated": _outdated_records(man_t, ok_rows, carried, spec.get("metadata_columns") or "none", out),
         **_same_bytes(res, gone_ids), "shared_identifiers": _shared_ids(res, spec),
         "pages_left": _pages_left(ok_rows, listed), "temporaries": temporaries(od),
         "unread_folders": _unread_folders(man_t), **_what_was_audited(job, quick, check_inputs),
@@ -233,10 +252,10 @@ def _shared_ids(res: list[dict], spec: dict) -> dict:
     """Accession numbers (the job's identifier column) that name more than one of its images:
     {"column": its name, "groups": shared_identifiers'}."""
     column = parse_columns(spec.get("metadata_columns") or "none").get("identifier")
-    if not column or not res or stored_name(column) not in res[0]:
+    if not column or not res or any(stored_name(c) not in res[0] for c in alternatives(column)):
         return {"column": column, "groups": []}
-    return {"column": column, "groups": shared_identifiers([r[stored_name(column)] for r in res],
-                                                           [r["source_path"] for r in res])}
+    values = [first_cell(column, lambda c: r[stored_name(c)]) for r in res]  # noqa: B023
+    return {"column": column, "groups": shared_identifiers(values, [r["source_path"] for r in res])}
 
 
 def _same_bytes(res: list[dict], gone_ids: set[str]) -> dict:

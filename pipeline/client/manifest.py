@@ -43,7 +43,7 @@ from pipeline.worker.imaging import (
     not_read_here,
     read_header,
 )
-from pipeline.worker.writers import parse_columns, resolve_columns
+from pipeline.worker.writers import alternatives, first_cell, parse_columns, resolve_columns
 
 SHARD_SIZE = 64  # images per shard unless told: a shard is what commits at once
 
@@ -444,7 +444,16 @@ def _metadata(sources, shard_size: int, columns: list[str], found: ScanReport,
         # the shape of the first catalogue with columns: a plain list of paths scanned into the
         # manifest later has none, and must not make the export comma-separated
         first = next((c for c in found.catalogues if c.columns), None)
-        info = {k: v for k, v in catalogue_info(old).items() if k != "columns"}
+        was = catalogue_info(old)
+        info = {k: v for k, v in was.items() if k != "columns"}
+        # each catalogue's own columns, in the order read (a manifest from before kept their
+        # union: one): a later delivery's name for the accession number is read where the
+        # first's is empty (writers.resolve_columns)
+        sets = info.get("sets") or ([was["columns"]] if was.get("columns") else [])
+        for c in found.catalogues:
+            if c.columns and list(c.columns) not in sets:
+                sets = [*sets, list(c.columns)]
+        info["sets"] = sets
         if first is not None:
             info.update(path_column=first.path_column, delimiter=first.delimiter,
                         encoding=first.encoding, folder=os.path.dirname(os.path.realpath(first.path)))
@@ -460,10 +469,12 @@ def _summarise(table: pa.Table, columns: list[str], found: ScanReport, report, l
     """What the scan says, once the whole manifest is known (the probes find the sidecars):
     with accession numbers that name several files, over the whole manifest (this delivery's
     record beside an earlier one's), by the column a run takes for them unless told another."""
-    column = parse_columns(resolve_columns("auto", columns)).get("identifier")
-    if column and stored_name(column) in table.column_names:
+    sets = catalogue_info(table).get("sets")
+    column = parse_columns(resolve_columns("auto", columns, sets=sets)).get("identifier")
+    if column and all(stored_name(c) in table.column_names for c in alternatives(column)):
         found.shared_column = column
-        found.shared = shared_identifiers(table.column(stored_name(column)).to_pylist(),
+        cells = table.select([stored_name(c) for c in alternatives(column)]).to_pylist()
+        found.shared = shared_identifiers([first_cell(column, lambda c: r[stored_name(c)]) for r in cells],  # noqa: B023
                                           table.column("rel_path").to_pylist())
     for line in found.lines():
         log(line)
@@ -742,8 +753,10 @@ def _extend(old: pa.Table, extend: str, real: list[str], rels: list[str], found:
     # a catalogue row whose file was not there at the earlier scan either is not "gone": it is
     # still missing (its error row says so), and telling it apart keeps "gone" meaning a loss
     before = old.select(["path", "size_bytes"]).to_pydict()
+    # (named by a catalogue read now, or by one read then: this month's catalogue alone does
+    # not make last month's missing file "gone")
     never = {_key(extend, p) for p, n in zip(before["path"], before["size_bytes"], strict=True)
-             if n is None} & absent
+             if n is None} - (set(real) - absent)  # (real: a missing file's catalogue row too)
     found.gone = sorted(_gone_now(known, set(real), absent, never, looked))
     if found.catalogues:  # files done before, with an earlier catalogue's row, that no catalogue
         # read now lists: they keep its cells (not "no columns")

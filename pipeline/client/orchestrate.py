@@ -61,7 +61,7 @@ from pipeline.client.state import (
 from pipeline.errors import JobError, RunFailed, plural
 from pipeline.storage import Store, is_url
 from pipeline.worker.device import device_type, peak_rss_mb
-from pipeline.worker.writers import BY_QUALITY, resolve_columns
+from pipeline.worker.writers import BY_QUALITY, alternatives, parse_columns, resolve_columns, widens
 
 
 def shard_sizes(manifest: str) -> dict[int, int]:
@@ -84,8 +84,9 @@ def resolve_spec(o: JobSpec, before: dict | None = None) -> dict:
     ck = resolve_checkpoint(o.checkpoint)
     shards = shard_digests(o.manifest)
     try:
-        columns = resolve_columns(o.metadata_columns, read_catalogue_info(o.manifest).get("columns", []),
-                                  (before or {}).get("metadata_columns"))
+        info = read_catalogue_info(o.manifest)
+        columns = resolve_columns(o.metadata_columns, info.get("columns", []),
+                                  (before or {}).get("metadata_columns"), info.get("sets"))
     except ValueError as e:
         if not _another_archive(before, shards):
             raise JobError(f"--metadata-columns: {e}") from None
@@ -97,7 +98,9 @@ def resolve_spec(o: JobSpec, before: dict | None = None) -> dict:
         quality = before.get("quality", quality)  # lossless outputs: no --quality makes another job
     return {
         **{k: getattr(o, k) for k in IDENTITY_FIELDS}, "quality": quality,
-        "metadata_columns": columns,
+        # as given ('auto'), not identity: a resume guesses again, and a later delivery's own
+        # name for the accession number is read too (writers.widens)
+        "metadata_columns": columns, "metadata_columns_given": o.metadata_columns,
         "manifest": o.manifest if is_url(o.manifest) else os.path.abspath(o.manifest),
         "manifest_digest": manifest_digest(shards),
         "shard_digests": shards,  # not identity: lets a manifest grow
@@ -118,10 +121,12 @@ def _note_scheduler(outdir: Outdir, scheduler: str | None) -> str | None:
     return job.get("scheduler")
 
 
-def _say_unnamed(o: JobSpec, mapping: str, log) -> None:
+def _say_unnamed(o: JobSpec, mapping: str, log, outdir: Outdir | None = None) -> None:
     """A catalogue none of whose column names says accession number (guessed in a dozen
     languages): its outputs would not name their objects, and nothing would say so. And a
-    --quality that no output of the job's format takes."""
+    --quality that no output of the job's format takes. And a new catalogue's own name for a
+    field, read from now on where the job's column has no cell."""
+    _say_widened(o, mapping, log, outdir)
     if o.format not in BY_QUALITY and o.quality != JobSpec.quality:  # said here too: no other job
         log(f"--quality {o.quality}: not used by {o.format} outputs (lossless); it is for "
             "--format jpeg and webp")
@@ -130,6 +135,27 @@ def _say_unnamed(o: JobSpec, mapping: str, log) -> None:
         log(f"no catalogue column was taken for the accession number (columns: "
             f"{', '.join(columns[:8])}{' ...' if len(columns) > 8 else ''}): the outputs' XMP will "
             "not name their objects; say which with --metadata-columns identifier=COLUMN,title=COLUMN")
+
+
+def _say_widened(o: JobSpec, mapping: str, log, outdir: Outdir | None) -> None:
+    """A later delivery's catalogue names a field its own way ('Accession No.' beside the
+    first's 'Inventarnummer'): said when the job reads it too from now on, and, where the job's
+    mapping was given by name (or by an earlier version), how to have it read."""
+    def said(old: dict, now: dict) -> str:
+        return "; ".join(
+            f"the {k} from {' or '.join(map(repr, alternatives(now[k])[len(alternatives(old[k])):]))} "
+            f"(another catalogue's name for it) where {' or '.join(map(repr, alternatives(old[k])))} "
+            "has no cell" for k in now if now[k] != old[k])
+
+    was = outdir.read_job()["spec"].get("metadata_columns") if outdir and outdir.has_job() else None
+    if was and widens(was, mapping):
+        log(f"reading {said(parse_columns(was), parse_columns(mapping))}")
+        return
+    info = read_catalogue_info(o.manifest)
+    guess = resolve_columns("auto", info.get("columns", []), mapping, info.get("sets"))
+    if widens(mapping, guess):  # the outputs of the new catalogue's rows would not name their objects
+        log(f"not reading {said(parse_columns(mapping), parse_columns(guess))}: to write it into "
+            f"the outputs' XMP too (the same job): {run_hint(o.output, '--metadata-columns', guess)}")
 
 
 def _writable(outdir: Outdir, create: bool) -> list[str]:
@@ -198,7 +224,7 @@ def run_job(o: JobSpec, log=print, redo: tuple[dict[int, set[str]], dict] | None
     to colorize again inside the job (shard -> ids) and the options for them alone (redo.py)."""
     outdir = Outdir(o.output)
     spec = resolve_spec(o, outdir.read_job()["spec"] if outdir.has_job() else None)
-    _say_unnamed(o, spec["metadata_columns"], log)
+    _say_unnamed(o, spec["metadata_columns"], log, outdir)
     sizes = shard_sizes(o.manifest)
     check_outdir_apart(outdir.store, o.manifest)
     outdir.check_ours()

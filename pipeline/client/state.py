@@ -15,6 +15,7 @@ from pipeline.client.jobspec import (
 )
 from pipeline.client.outdir import Outdir, output_stems, run_hint
 from pipeline.errors import CheckpointError, JobError, plural
+from pipeline.worker.writers import widens
 
 # bump when outputs change for the same checkpoint (2: colour by table, own PNG; 3: reflect-padded
 # net input, chroma gain; 4: XMP with the catalogue's record; 5: the source's XMP and PNG texts
@@ -210,7 +211,11 @@ def grown(store, old: dict, new: dict) -> bool:
     """True when only the manifest changed and every shard of the old one is in the new one
     unchanged: new scans in new shards. Raises JobError naming the shards whose rows changed
     (a source moved, renamed or removed) when that is all that stands in the way."""
-    if any(old.get(k) != new.get(k) for k in FINGERPRINT_KEYS if k != "manifest_digest"):
+    if any(old.get(k) != new.get(k) for k in FINGERPRINT_KEYS if k not in ("manifest_digest", "metadata_columns")):
+        return False
+    # a new delivery's catalogue names a field its own way: read from it too, as before elsewhere
+    if old.get("metadata_columns") != new.get("metadata_columns") and not widens(
+            old.get("metadata_columns") or "none", new.get("metadata_columns") or "none"):
         return False
     before, after = old.get("shard_digests"), new.get("shard_digests")
     if not before or not after:

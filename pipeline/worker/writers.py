@@ -445,8 +445,35 @@ NAMED_ONLY = ("rights", "creator")
 FIELDS = (*GUESSES, *NAMED_ONLY)
 
 
+# One field from several columns, the first with a cell: `identifier=Inventarnummer|Accession No.`,
+# where each delivery's catalogue named the accession number its own way (each row has one).
+OR = "|"
+
+
+def alternatives(columns: str) -> list[str]:
+    return columns.split(OR)
+
+
+def first_cell(columns: str, cell):
+    """A field's value for one row: the first of its columns with a cell (cell(column) gives it)."""
+    return next((v for c in alternatives(columns) if (v := cell(c)) not in (None, "")), None)
+
+
+def widens(before: str, now: str) -> bool:
+    """Whether mapping `now` is `before` with more columns to fall back on for its fields (a new
+    delivery's catalogue): every output `before` wrote says what `now` would (the rows it wrote
+    had no cell in the new columns), so the job goes on."""
+    try:
+        b, n = parse_columns(before), parse_columns(now)
+    except ValueError:
+        return False
+    return b.keys() == n.keys() and b != n and all(
+        alternatives(n[k])[:len(alternatives(b[k]))] == alternatives(b[k]) for k in b)
+
+
 def parse_columns(spec: str) -> dict[str, str]:
-    """'identifier=Inventarnummer,title=Titel' -> {field: column}; 'auto' and 'none' -> {}."""
+    """'identifier=Inventarnummer,title=Titel' -> {field: column}; 'auto' and 'none' -> {}.
+    A column may be several, 'Inventarnummer|Accession No.' (first_cell)."""
     if spec.strip().lower() in ("auto", "none", ""):
         return {}
     out = {}
@@ -469,44 +496,56 @@ def _spelled(name: str) -> str:
 def record_columns(mapping: str) -> list[str]:
     """The catalogue columns an output's own metadata holds (XMP, and EXIF's rights and
     creator), as a job's mapping names them: a change to any other cell leaves the file right."""
-    return list(dict.fromkeys(parse_columns(mapping).values()))
+    return list(dict.fromkeys(c for v in parse_columns(mapping).values() for c in alternatives(v)))
 
 
-def resolve_columns(spec: str, columns: list[str], before: str | None = None) -> str:
+def resolve_columns(spec: str, columns: list[str], before: str | None = None,
+                    sets: list[list[str]] | None = None) -> str:
     """The job's mapping as written into job.json: the user's, checked against the catalogue's
     columns, with the identifier and title guessed by name ('auto', or a spec that names only
-    rights and creator: they come "also"); 'none': no catalogue fields. before: the mapping an
-    existing job recorded; where an earlier version resolved this spec so (it guessed without
-    an abbreviation's dots, and not beside rights and creator), the job goes on as it was."""
-    now = _resolve(spec, columns, legacy=False)
-    if before is not None and before != now and before == _resolve(spec, columns, legacy=True):
-        return before
-    return now
+    rights and creator: they come "also"); 'none': no catalogue fields. sets: each catalogue's
+    own columns (the manifest's, in the order read): a field is guessed in the first, and a
+    later catalogue's own name for it is the next column to read it from (first_cell).
+    before: the mapping an existing job recorded; where an earlier version resolved this spec
+    so (it guessed without an abbreviation's dots, and not beside rights and creator), the job
+    goes on as it was, with a new catalogue's columns to fall back on (widens)."""
+    now = _resolve(spec, columns, False, sets)
+    if before is None or before == now or widens(before, now):
+        return now
+    legacy = _resolve(spec, columns, True, sets)
+    return legacy if before == legacy or widens(before, legacy) else now
 
 
-def _resolve(spec: str, columns: list[str], legacy: bool) -> str:
+def _resolve(spec: str, columns: list[str], legacy: bool, sets: list[list[str]] | None) -> str:
     if spec.strip().lower() == "none":
         return "none"
     chosen = parse_columns(spec)
-    missing = [c for c in chosen.values() if c not in columns]
+    missing = [c for v in chosen.values() for c in alternatives(v) if c not in columns]
     if missing:
         raise ValueError(f"no column {missing[0]!r} in the catalogue (columns: "
                          f"{', '.join(columns) or 'none'})")
     spelled = (lambda n: n.strip().lower()) if legacy else _spelled
     guess = spec.strip().lower() == "auto" or (not legacy and not {"identifier", "title"} & chosen.keys())
     if guess:
-        norm = {spelled(c): c for c in reversed(columns)}  # the first of equals wins
+        named = {c for v in chosen.values() for c in alternatives(v)}
         for key, names in GUESSES.items():
-            hit = next((norm[spelled(n)] for n in names if spelled(n) in norm), None)
-            if hit is not None and hit not in chosen.values():
-                chosen[key] = hit
+            hits = []
+            for cols in [c for c in (sets or []) if set(c) <= set(columns)] or [columns]:
+                if any(h in cols for h in hits):  # a catalogue that has the column read already
+                    continue
+                norm = {spelled(c): c for c in reversed(cols)}  # the first of equals wins
+                hit = next((norm[spelled(n)] for n in names if spelled(n) in norm), None)
+                if hit is not None and hit not in named and hit not in hits:
+                    hits.append(hit)
+            if hits:
+                chosen[key] = OR.join(hits)
     return ",".join(f"{k}={v}" for k, v in chosen.items()) or "none"
 
 
 def record(mapping: str, cell, source_name: str) -> dict:
     """What an output says about its object: each mapped field's cell (cell(column) gives it),
     and the source's name."""
-    out = {k: v for k, col in parse_columns(mapping).items() if (v := cell(col)) not in (None, "")}
+    out = {k: v for k, col in parse_columns(mapping).items() if (v := first_cell(col, cell)) is not None}
     out["source"] = source_name
     return out
 
@@ -522,6 +561,21 @@ def _clean(text: str) -> str:
 
 def _xml(text: str) -> str:
     return escape(_clean(text))
+
+
+def record_xml(rec: dict) -> list[str]:
+    """The catalogue's fields of an XMP packet, as packet() writes them (the audit looks for
+    them in an output's own bytes)."""
+    body = []
+    if rec.get("identifier"):
+        body.append(f"<dc:identifier>{_xml(rec['identifier'])}</dc:identifier>")
+    if rec.get("title"):
+        body.append(f"<dc:title>{_alt(rec['title'])}</dc:title>")
+    if rec.get("creator"):
+        body.append(f"<dc:creator><rdf:Seq><rdf:li>{_xml(rec['creator'])}</rdf:li></rdf:Seq></dc:creator>")
+    if rec.get("rights"):
+        body.append(f"<dc:rights>{_alt(rec['rights'])}</dc:rights>")
+    return body
 
 
 def packet(provenance: dict, description: str) -> bytes:
@@ -541,15 +595,7 @@ def packet(provenance: dict, description: str) -> bytes:
         attrs["colorize:SourceSHA256"] = provenance["source_sha256"]
     if provenance.get("date_original"):
         attrs["exif:DateTimeOriginal"] = provenance["date_original"]
-    body = []
-    if rec.get("identifier"):
-        body.append(f"<dc:identifier>{_xml(rec['identifier'])}</dc:identifier>")
-    if rec.get("title"):
-        body.append(f"<dc:title>{_alt(rec['title'])}</dc:title>")
-    if rec.get("creator"):
-        body.append(f"<dc:creator><rdf:Seq><rdf:li>{_xml(rec['creator'])}</rdf:li></rdf:Seq></dc:creator>")
-    if rec.get("rights"):
-        body.append(f"<dc:rights>{_alt(rec['rights'])}</dc:rights>")
+    body = record_xml(rec)
     if rec.get("source"):
         body.append(f"<dc:source>{_xml(rec['source'])}</dc:source>")
     body.append(f"<dc:description>{_alt(description)}</dc:description>")

@@ -896,7 +896,15 @@ def test_a_later_catalogues_own_name_for_the_accession_number_reaches_the_output
         assert main(["audit", str(out), "-q"]) == 0
         assert "1 output carries older catalogue cells" in capsys.readouterr().out
         assert (out / "audit-outdated.txt").read_text().splitlines() == [str(d2 / "Hafen.png")]
+
+        def records(out=out):
+            assert main(["export", str(out), str(tmp_path / "e.csv"), "--force", "--delimiter", ";"]) == 0
+            with open(tmp_path / "e.csv", newline="", encoding="utf-8-sig") as f:
+                return {Path(x["source_path"]).name: x["output_record"] for x in csv.DictReader(f, delimiter=";")}
+
+        assert records() == {"Hof.png": "current", "Markt.png": "current", "Hafen.png": "outdated", "fehlt.png": ""}
         assert main([*run, "--redo", str(out / "audit-outdated.txt")]) == 0
+        assert records()["Hafen.png"] == "current"
         assert (xmp_id(out, "Hafen.png"), xmp_id(out, "Hof.png")) == ("E-7", "M-1")
         capsys.readouterr()
         assert main(["audit", str(out), "-q"]) == 0 and "older catalogue cells" not in capsys.readouterr().out

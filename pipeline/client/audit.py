@@ -24,7 +24,7 @@ from pipeline.client.state import job_altered, never_started
 from pipeline.errors import plural
 from pipeline.storage import Store, read_source
 from pipeline.worker.imaging import DEFAULT_MAX_PIXELS, open_within
-from pipeline.worker.writers import alternatives, first_cell, parse_columns, record_xml
+from pipeline.worker.writers import alternatives, first_cell, parse_columns, record_missing
 
 GRAY_COLORFULNESS = 3.0  # an output below this looks gray: listed for review, not a failure
 
@@ -121,17 +121,7 @@ def _outdated_records(t, ok_rows: list[dict], carried: list[str], mapping: str, 
 def _record_missing(r: dict, mapping: str, out: Store) -> bool:
     """An output whose field the mapping reads from a fallback column (its first has no cell)
     and whose own XMP does not say it: only such rows' files are read."""
-    fields = parse_columns(mapping)
-    late = {k: v for k, cols in fields.items() if len(alternatives(cols)) > 1
-            and r.get(stored_name(alternatives(cols)[0])) in (None, "")
-            and (v := first_cell(cols, lambda c: r.get(stored_name(c)))) is not None}
-    if not late:
-        return False
-    try:
-        data = out.read_bytes(r["output_path"])
-    except OSError:  # a missing output is its own problem
-        return False
-    return not all(x.encode() in data for x in record_xml(late))
+    return record_missing(mapping, lambda c: r.get(stored_name(c)), lambda: out.read_bytes(r["output_path"]))
 
 
 def _unread_folders(man_t) -> list[str]:

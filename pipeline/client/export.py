@@ -16,7 +16,7 @@ from pipeline.client.outdir import Outdir
 from pipeline.client.results import SCHEMA
 from pipeline.client.reviews import state_of
 from pipeline.errors import UsageError
-from pipeline.worker.writers import record_columns
+from pipeline.worker.writers import record_columns, record_missing
 
 # Ours, in the order a person reads them; the rest of SCHEMA follows.
 OURS_FIRST = ["status", "error", "output_path", "source_path", "input_kind", "notes", "width",
@@ -75,8 +75,15 @@ def export_table(out: Outdir, info: dict, as_written: bool = True) -> tuple[list
     held = set(record_columns(spec.get("metadata_columns") or "none"))
     pairs = [(c, o) for col, c, o in zip(cat_cols, current, carried, strict=True) if col in held]
     present = set(out.outputs())
+    mapping = spec.get("metadata_columns") or "none"
+    at = {c: j for j, c in enumerate(cat_cols)}
+
+    def late(k: int, p: str) -> bool:  # a fallback column's field its XMP does not hold
+        return record_missing(mapping, lambda c: carried[at[c]][k] if c in at else None,
+                              lambda: out.store.read_bytes(p))
+
     record = [None if st != "ok" else "missing" if p not in present
-              else "current" if all(c[k] == o[k] for c, o in pairs) else "outdated"
+              else "current" if all(c[k] == o[k] for c, o in pairs) and not late(k, p) else "outdated"
               for k, (st, p) in enumerate(zip(t.column("status").to_pylist(),
                                               t.column("output_path").to_pylist(), strict=True))]
     # A file no catalogue row names (found in a folder) gets its path in the path column: a

@@ -578,6 +578,22 @@ def record_xml(rec: dict) -> list[str]:
     return body
 
 
+def record_missing(mapping: str, cell, data) -> bool:
+    """Whether an output lacks a field the mapping reads from a fallback column for it (its
+    first column has no cell; cell(column) gives the row's): written before the job read that
+    column. data() gives the output's bytes, read only for such a row (its XMP is never
+    compressed); an output not there is another matter (False)."""
+    late = {k: v for k, cols in parse_columns(mapping).items() if len(alternatives(cols)) > 1
+            and cell(alternatives(cols)[0]) in (None, "") and (v := first_cell(cols, cell)) is not None}
+    if not late:
+        return False
+    try:
+        got = data()
+    except OSError:
+        return False
+    return not all(x.encode() in got for x in record_xml(late))
+
+
 def packet(provenance: dict, description: str) -> bytes:
     """The XMP packet (UTF-8) for one output. provenance: software, checkpoint_sha256, date,
     source_sha256 and, when the job has a catalogue, record (identifier, title, source)."""

@@ -454,15 +454,29 @@ def _metadata(sources, shard_size: int, columns: list[str], found: ScanReport,
             if c.columns and list(c.columns) not in sets:
                 sets = [*sets, list(c.columns)]
         info["sets"] = sets
-        if first is not None:
-            info.update(path_column=first.path_column, delimiter=first.delimiter,
-                        encoding=first.encoding, folder=os.path.dirname(os.path.realpath(first.path)))
+        if first is not None and _same_catalogue(info, first):
+            # a later delivery's catalogue (its own separator, its own path column) leaves the
+            # export in the shape the database takes it in: the first catalogue's
+            info.update(path_column=first.path_column, delimiter=first.delimiter, encoding=first.encoding,
+                        folder=os.path.dirname(os.path.realpath(first.path)), file=os.path.realpath(first.path))
             if first.written:
                 info["written"] = first.written
             # its records with no file (an empty path cell): in no row, so the export says so
             info["no_file"] = sum(len(c.nofile) for c in found.catalogues)
         meta["catalogue"] = json.dumps({"columns": columns, **info}, ensure_ascii=False)
     return meta
+
+
+def _same_catalogue(info: dict, c: Catalogue) -> bool:
+    """Whether a catalogue read now is the one whose shape the manifest keeps (or none is kept
+    yet): by its file, or, for a manifest from before that was recorded, by its folder and path
+    column."""
+    if "delimiter" not in info:
+        return True
+    if "file" in info:
+        return info["file"] == os.path.realpath(c.path)
+    return (info.get("folder") == os.path.dirname(os.path.realpath(c.path))
+            and info.get("path_column") == c.path_column)
 
 
 def _summarise(table: pa.Table, columns: list[str], found: ScanReport, report, log) -> None:

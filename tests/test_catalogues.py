@@ -901,7 +901,10 @@ def test_a_later_catalogues_own_name_for_the_accession_number_reaches_the_output
             # in the first catalogue's shape (a trial's export turned comma-separated with June's)
             assert main(["export", str(out), str(tmp_path / "e.csv"), "--force"]) == 0
             with open(tmp_path / "e.csv", newline="", encoding="utf-8-sig") as f:
-                return {Path(x["source_path"]).name: x["output_record"] for x in csv.DictReader(f, delimiter=";")}
+                rows = list(csv.DictReader(f, delimiter=";"))
+            # May's columns first, June's after them (they came first: a database maps by place)
+            assert list(rows[0])[:6] == ["Inventarnummer", "Datei", "Titel", "Accession No.", "File", "Title"]
+            return {Path(x["source_path"]).name: x["output_record"] for x in rows}
 
         assert records() == {"Hof.png": "current", "Markt.png": "current", "Hafen.png": "outdated", "fehlt.png": ""}
         assert main([*run, "--redo", str(out / "audit-outdated.txt")]) == 0

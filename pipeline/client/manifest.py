@@ -1055,12 +1055,16 @@ def _catalogue_columns(catalogues: list[Catalogue], old: pa.Table | None) -> lis
     if set(was) <= set(now):  # the whole catalogue read again: its order as it is now
         return now
     # this month's catalogue (fewer columns, some new): the earlier order stays, as a database
-    # that maps columns by place reads it; a new column goes after its neighbour in the new one
+    # that maps columns by place reads it; a new column goes after its neighbour in the new one,
+    # or before the next; one with neither (a catalogue of its own names) after the earlier
+    # columns, not before them (a trial's export began with June's columns)
     out = list(was)
     for i, k in enumerate(now):
         if k not in out:
             prev = next((now[j] for j in range(i - 1, -1, -1) if now[j] in out), None)
-            out.insert(out.index(prev) + 1 if prev is not None else 0, k)
+            after = next((now[j] for j in range(i + 1, len(now)) if now[j] in out), None)
+            out.insert(out.index(prev) + 1 if prev is not None else
+                       out.index(after) if after is not None else len(out), k)
     return out
 
 

@@ -868,7 +868,7 @@ def test_a_later_catalogues_own_name_for_the_accession_number_reaches_the_output
         data = (out / "images" / name).read_bytes()
         return data.split(b"<dc:identifier>")[1].split(b"<")[0].decode() if b"<dc:identifier>" in data else None
 
-    for how in ("auto", "identifier=Inventarnummer,title=Titel"):  # guessed, and named by the user
+    for how in ("auto", "identifier=Inventarnummer"):  # guessed, and named by the user (no title)
         man, out = tmp_path / f"m-{len(how)}.parquet", tmp_path / f"out-{len(how)}"
         assert main(["scan", str(d1 / "katalog.csv"), "-o", str(man), "-q", "--path-column", "Datei"]) == 0
         run = ["run", "-o", str(out), "--size", "32", "-q"]
@@ -889,7 +889,7 @@ def test_a_later_catalogues_own_name_for_the_accession_number_reaches_the_output
             assert main(["audit", str(out), "-q"]) == 0 and "older catalogue cells" not in capsys.readouterr().out
             continue
         # named by the user: not read without being told, but said, with the line that reads it
-        wider = "'identifier=Inventarnummer|Accession No.,title=Titel|Title'"
+        wider = "'identifier=Inventarnummer|Accession No.'"
         assert "not reading the identifier from 'Accession No.'" in said and f"--metadata-columns {wider}" in said, said
         assert xmp_id(out, "Hafen.png") is None
         assert main([*run, "--metadata-columns", wider.strip("'")]) == 0  # the same job, read wider

@@ -152,10 +152,14 @@ def _say_widened(o: JobSpec, mapping: str, log, outdir: Outdir | None) -> None:
         log(f"reading {said(parse_columns(was), parse_columns(mapping))}")
         return
     info = read_catalogue_info(o.manifest)
-    guess = resolve_columns("auto", info.get("columns", []), mapping, info.get("sets"))
-    if widens(mapping, guess):  # the outputs of the new catalogue's rows would not name their objects
-        log(f"not reading {said(parse_columns(mapping), parse_columns(guess))}: to write it into "
-            f"the outputs' XMP too (the same job): {run_hint(o.output, '--metadata-columns', guess)}")
+    given, guess = parse_columns(mapping), parse_columns(resolve_columns("auto", info.get("columns", []), None, info.get("sets")))
+    # of the fields the mapping names, those a later catalogue has a column of its own for
+    wider = {k: guess[k] if alternatives(guess.get(k, ""))[:len(alternatives(v))] == alternatives(v) else v
+             for k, v in given.items()}
+    if wider != given:  # the outputs of the new catalogue's rows would not name their objects
+        line = ",".join(f"{k}={v}" for k, v in wider.items())
+        log(f"not reading {said(given, wider)}: to write it into the outputs' XMP too (the same "
+            f"job): {run_hint(o.output, '--metadata-columns', line)}")
 
 
 def _writable(outdir: Outdir, create: bool) -> list[str]:

@@ -23,6 +23,7 @@ from pathlib import Path
 from pipeline.client.elsewhere import stripped
 from pipeline.client.results import CORE_COLUMNS, SCHEMA
 from pipeline.errors import ScanError
+from pipeline.worker.writers import alternatives
 
 DELIMITERS = (";", ",", "\t", "|")
 DELIMITER_NAMES = {";": "semicolon", ",": "comma", "\t": "tab", "|": "bar"}
@@ -252,7 +253,7 @@ def shared_said(shared: list[dict], column: str, limit: int = 3) -> str:
     some = "; ".join(f"{g['identifier']!r}: {', '.join(g['paths'][:3])}" + (" ..." if len(g["paths"]) > 3 else "")
                      for g in shared[:limit]) + (f"; ... ({len(shared) - limit} more)" if len(shared) > limit else "")
     n = len(shared)
-    return (f"{n} value{'' if n == 1 else 's'} of {column!r} (the accession number) "
+    return (f"{n} value{'' if n == 1 else 's'} of {' or '.join(map(repr, alternatives(column)))} (the accession number) "
             f"{'names' if n == 1 else 'name'} more than one file: {some} (a number typed twice, "
             "or one object's several scans: each file keeps its row; check them in the catalogue)")
 

@@ -489,7 +489,7 @@ def _summarise(table: pa.Table, columns: list[str], found: ScanReport, report, l
         found.shared_column = column
         cells = table.select([stored_name(c) for c in alternatives(column)]).to_pylist()
         found.shared = shared_identifiers([first_cell(column, lambda c: r[stored_name(c)]) for r in cells],  # noqa: B023
-                                          table.column("rel_path").to_pylist())
+                                          table.column("path").to_pylist())  # each delivery's own folder
     for line in found.lines():
         log(line)
     if report:

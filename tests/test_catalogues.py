@@ -912,3 +912,31 @@ def test_a_later_catalogues_own_name_for_the_accession_number_reaches_the_output
         assert (xmp_id(out, "Hafen.png"), xmp_id(out, "Hof.png")) == ("E-7", "M-1")
         capsys.readouterr()
         assert main(["audit", str(out), "-q"]) == 0 and "older catalogue cells" not in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_a_later_catalogue_with_the_first_accession_number_column_goes_on_as_the_same_job(tmp_path, ckpt, capsys):
+    """May's catalogue had titles alone; June's has accession numbers: read from then on, the
+    same job (refused as a different one, 'metadata_columns title=Titel -> identifier=...')."""
+    from pipeline.cli import main
+
+    d1, d2 = tmp_path / "archive" / "mai", tmp_path / "archive" / "juni"
+    for d, n in ((d1, "a.png"), (d2, "b.png")):
+        d.mkdir(parents=True)
+        Image.new("L", (20, 16), 100).save(d / n)
+    (d1 / "k.csv").write_text("path;Titel\na.png;Hof\n")
+    (d2 / "k.csv").write_text("path;Inventarnummer;Titel\nb.png;J-1;Kirche\n")
+    man, out = tmp_path / "m.parquet", tmp_path / "out"
+    assert main(["scan", str(d1 / "k.csv"), "-o", str(man), "-q"]) == 0
+    assert main(["run", "--manifest", str(man), "-o", str(out), "--size", "32", "-q", "--checkpoint", ckpt]) == 0
+    first = (out / "images" / "a.png").read_bytes()
+    assert main(["scan", str(d2 / "k.csv"), "-o", str(man), "-q"]) == 0
+    capsys.readouterr()
+    assert main(["run", "-o", str(out), "-q"]) == 0
+    said = capsys.readouterr().out
+    assert "reading the identifier from 'Inventarnummer' (a later catalogue's; the job had no column for it)" in said, said
+    spec = json.loads((out / "job.json").read_text())["spec"]
+    assert (spec["metadata_columns"], spec["metadata_columns_before"]) == ("identifier=Inventarnummer,title=Titel", ["title=Titel"])
+    assert b"<dc:identifier>J-1</dc:identifier>" in (out / "images" / "b.png").read_bytes()
+    assert (out / "images" / "a.png").read_bytes() == first
+    assert main(["audit", str(out), "-q"]) == 0 and "older catalogue cells" not in capsys.readouterr().out

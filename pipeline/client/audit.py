@@ -99,7 +99,7 @@ def _output_problems(od: Outdir, ok_rows: list[dict], quick: bool, progress: boo
     return problems
 
 
-def _outdated_records(t, ok_rows: list[dict], carried: list[str], mapping: str, out: Store) -> list[str]:
+def _outdated_records(t, ok_rows: list[dict], carried: list[str], spec: dict, out: Store) -> list[str]:
     """Source paths of outputs written with other catalogue cells than the manifest holds now
     (a corrected catalogue scanned again), of those their XMP holds (`mapping`, the job's
     metadata columns): their XMP keeps the old record until redone. And those whose field
@@ -107,6 +107,7 @@ def _outdated_records(t, ok_rows: list[dict], carried: list[str], mapping: str, 
     not hold: written before the job read that column."""
     from pipeline.worker.writers import record_columns
 
+    mapping, before = spec.get("metadata_columns") or "none", spec.get("metadata_columns_before") or []
     held = {stored_name(c) for c in record_columns(mapping)}
     if not carried or not ok_rows:
         return []
@@ -115,13 +116,14 @@ def _outdated_records(t, ok_rows: list[dict], carried: list[str], mapping: str, 
     now = {r["image_id"]: r for r in t.select(["image_id", *names]).to_pylist()}
     return [r["source_path"] for r in ok_rows
             if r["image_id"] in now and (any(now[r["image_id"]][c] != r[c] for c in names)
-                                         or _record_missing(r, mapping, out))]
+                                         or _record_missing(r, mapping, before, out))]
 
 
-def _record_missing(r: dict, mapping: str, out: Store) -> bool:
-    """An output whose field the mapping reads from a fallback column (its first has no cell)
-    and whose own XMP does not say it: only such rows' files are read."""
-    return record_missing(mapping, lambda c: r.get(stored_name(c)), lambda: out.read_bytes(r["output_path"]))
+def _record_missing(r: dict, mapping: str, before: list[str], out: Store) -> bool:
+    """An output whose record the job's widened mapping changes (a later catalogue's column) and
+    whose own XMP does not say it: only such rows' files are read."""
+    return bool(before) and record_missing(mapping, before, lambda c: r.get(stored_name(c)),
+                                           lambda: out.read_bytes(r["output_path"]))
 
 
 def _unread_folders(man_t) -> list[str]:
@@ -209,7 +211,7 @@ def audit(outdir: str | Store | Outdir, quick: bool = False, check_inputs: bool 
         "committed_shards": len(committed), "unrecorded_shards": ledger.unrecorded(od, committed),
         "review": review_counts(od, res),
         "shards": len(shards), "stopped": last_stop(od),
-        "record_outdated": _outdated_records(man_t, ok_rows, carried, spec.get("metadata_columns") or "none", out),
+        "record_outdated": _outdated_records(man_t, ok_rows, carried, spec, out),
         **_same_bytes(res, gone_ids), "shared_identifiers": _shared_ids(res, spec),
         "pages_left": _pages_left(ok_rows, listed), "temporaries": temporaries(od),
         "unread_folders": _unread_folders(man_t), **_what_was_audited(job, quick, check_inputs),

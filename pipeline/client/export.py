@@ -75,12 +75,12 @@ def export_table(out: Outdir, info: dict, as_written: bool = True) -> tuple[list
     held = set(record_columns(spec.get("metadata_columns") or "none"))
     pairs = [(c, o) for col, c, o in zip(cat_cols, current, carried, strict=True) if col in held]
     present = set(out.outputs())
-    mapping = spec.get("metadata_columns") or "none"
+    mapping, before = spec.get("metadata_columns") or "none", spec.get("metadata_columns_before") or []
     at = {c: j for j, c in enumerate(cat_cols)}
 
-    def late(k: int, p: str) -> bool:  # a fallback column's field its XMP does not hold
-        return record_missing(mapping, lambda c: carried[at[c]][k] if c in at else None,
-                              lambda: out.store.read_bytes(p))
+    def late(k: int, p: str) -> bool:  # a field the widened mapping gives that its XMP lacks
+        return bool(before) and record_missing(mapping, before, lambda c: carried[at[c]][k] if c in at else None,
+                                               lambda: out.store.read_bytes(p))
 
     record = [None if st != "ok" else "missing" if p not in present
               else "current" if all(c[k] == o[k] for c, o in pairs) and not late(k, p) else "outdated"

@@ -145,7 +145,9 @@ def _say_widened(o: JobSpec, mapping: str, log, outdir: Outdir | None) -> None:
         return "; ".join(
             f"the {k} from {' or '.join(map(repr, alternatives(now[k])[len(alternatives(old[k])):]))} "
             f"(another catalogue's name for it) where {' or '.join(map(repr, alternatives(old[k])))} "
-            "has no cell" for k in now if now[k] != old[k])
+            "has no cell" if k in old else
+            f"the {k} from {' or '.join(map(repr, alternatives(now[k])))} (a later catalogue's; "
+            "the job had no column for it)" for k in now if now[k] != old.get(k))
 
     was = outdir.read_job()["spec"].get("metadata_columns") if outdir and outdir.has_job() else None
     if was and widens(was, mapping):

@@ -165,6 +165,11 @@ def check_or_write_job(outdir: Outdir, spec: dict, restart: bool, log=print) -> 
         if old.get("fingerprint") != fp:
             if not grown(outdir, old.get("spec", {}), spec):
                 raise JobError(refusal(outdir, old.get("spec", {}), spec))
+            was = old.get("spec", {})
+            if was.get("metadata_columns") != spec.get("metadata_columns"):  # widened: what it
+                # was, for the audit to find the outputs written before that lack what it reads now
+                spec = {**spec, "metadata_columns_before": [*was.get("metadata_columns_before", []),
+                                                            was.get("metadata_columns") or "none"]}
             old.update(fingerprint=fp, spec=spec)  # the same job, with more scans
             old["seal"] = job_seal(old)
             outdir.write_job(old)

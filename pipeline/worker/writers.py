@@ -460,14 +460,15 @@ def first_cell(columns: str, cell):
 
 
 def widens(before: str, now: str) -> bool:
-    """Whether mapping `now` is `before` with more columns to fall back on for its fields (a new
-    delivery's catalogue): every output `before` wrote says what `now` would (the rows it wrote
-    had no cell in the new columns), so the job goes on."""
+    """Whether mapping `now` is `before` with more columns to fall back on for its fields, or
+    fields it had no column for (a new delivery's catalogue): the outputs `before` wrote keep
+    their record, and those whose record `now` would change (few: a new catalogue's rows) are
+    found by the audit (record_missing), so the job goes on."""
     try:
         b, n = parse_columns(before), parse_columns(now)
     except ValueError:
         return False
-    return b.keys() == n.keys() and b != n and all(
+    return b.keys() <= n.keys() and b != n and all(
         alternatives(n[k])[:len(alternatives(b[k]))] == alternatives(b[k]) for k in b)
 
 
@@ -578,13 +579,14 @@ def record_xml(rec: dict) -> list[str]:
     return body
 
 
-def record_missing(mapping: str, cell, data) -> bool:
-    """Whether an output lacks a field the mapping reads from a fallback column for it (its
-    first column has no cell; cell(column) gives the row's): written before the job read that
-    column. data() gives the output's bytes, read only for such a row (its XMP is never
-    compressed); an output not there is another matter (False)."""
-    late = {k: v for k, cols in parse_columns(mapping).items() if len(alternatives(cols)) > 1
-            and cell(alternatives(cols)[0]) in (None, "") and (v := first_cell(cols, cell)) is not None}
+def record_missing(mapping: str, before: list[str], cell, data) -> bool:
+    """Whether an output lacks a field of its record that the job's mapping gives now and an
+    earlier mapping of the job (before: what it was widened from) did not: written before the
+    job read that column. cell(column) gives the row's cells; data() the output's bytes, read
+    only for such a row (its XMP is never compressed); an output not there is another matter."""
+    now = record(mapping, cell, "")
+    late = {k: v for k, v in now.items() if k != "source"
+            and any(record(b, cell, "").get(k) != v for b in before)}
     if not late:
         return False
     try:

@@ -511,10 +511,12 @@ def resolve_columns(spec: str, columns: list[str], before: str | None = None,
     so (it guessed without an abbreviation's dots, and not beside rights and creator), the job
     goes on as it was, with a new catalogue's columns to fall back on (widens)."""
     now = _resolve(spec, columns, False, sets)
-    if before is None or before == now or widens(before, now):
+    if before is None or before == now:
         return now
     legacy = _resolve(spec, columns, True, sets)
-    return legacy if before == legacy or widens(before, legacy) else now
+    if before == legacy:  # as an earlier version guessed it, from the same catalogue
+        return before
+    return legacy if widens(before, legacy) and not widens(before, now) else now
 
 
 def _resolve(spec: str, columns: list[str], legacy: bool, sets: list[list[str]] | None) -> str:

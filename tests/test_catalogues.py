@@ -940,3 +940,37 @@ def test_a_later_catalogue_with_the_first_accession_number_column_goes_on_as_the
     assert b"<dc:identifier>J-1</dc:identifier>" in (out / "images" / "b.png").read_bytes()
     assert (out / "images" / "a.png").read_bytes() == first
     assert main(["audit", str(out), "-q"]) == 0 and "older catalogue cells" not in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_an_export_of_two_deliveries_brought_back_as_the_catalogue_adds_no_phantom_records(tmp_path, ckpt):
+    """Each path cell of the export is written from its own catalogue's folder: read back from
+    the first delivery's folder, June's became files that do not exist, each with a real
+    accession number (a trial's 29 phantoms), and every empty cell a 'None -> ""' change."""
+    d1, d2 = tmp_path / "archive" / "mai", tmp_path / "archive" / "juni" / "Ærø"
+    for d, n in ((d1, "a.png"), (d1, "b.png"), (d2, "c.png")):
+        d.mkdir(parents=True, exist_ok=True)
+        Image.new("L", (20, 16), 100 + len(n)).save(d / n)
+    (d1 / "k.csv").write_text("Inventarnummer;Datei;Titel\nM-1;a.png;Hof\n", encoding="utf-8")
+    (d2 / "k.csv").write_text("Accession No.,File\nJ-1,c.png\n", encoding="utf-8")
+    man, out = tmp_path / "m.parquet", tmp_path / "out"
+    assert run_cli("scan", d1 / "k.csv", d2 / "k.csv", d1, "-o", man, "-q", "--path-column", "Datei").returncode == 2
+    r = run_cli("scan", d1 / "k.csv", d1, "-o", man, "-q", "--path-column", "Datei")
+    assert r.returncode == 0, r.stderr
+    assert run_cli("scan", d2 / "k.csv", "-o", man, "-q", "--path-column", "File").returncode == 0
+    assert run_cli("run", "--manifest", man, "-o", out, "--size", "32", "-q", "--checkpoint", ckpt).returncode == 0
+    assert run_cli("export", out, tmp_path / "e.csv").returncode == 0
+    with open(tmp_path / "e.csv", newline="", encoding="utf-8-sig") as f:
+        head, *rows = list(csv.reader(f, delimiter=";"))
+    b = next(x for x in rows if x[head.index("Datei")] == "b.png")  # filled in by the export
+    b[head.index("Inventarnummer")] = "M-2"  # the registrar's record for the unlisted file
+    assert sorted(x[head.index("Datei")] for x in rows) == ["", "a.png", "b.png"]  # c: June's own column
+    with open(d1 / "k.csv", "w", newline="", encoding="utf-8-sig") as f:
+        csv.writer(f, delimiter=";").writerows([head, *rows])
+    r = run_cli("scan", d1 / "k.csv", "-o", man, "-q", "--path-column", "Datei")
+    assert r.returncode == 0, r.stderr
+    t = {Path(x["path"]).name: x for x in pq.read_table(man).to_pylist()}
+    assert sorted(t) == ["a.png", "b.png", "c.png"] and "missing" not in r.stdout, (sorted(t), r.stdout)
+    assert (t["b.png"]["Inventarnummer"], t["c.png"]["Accession No."], t["a.png"]["Inventarnummer"]) == ("M-2", "J-1", "M-1")
+    assert "-> ''" not in r.stderr and "names more than one file" not in r.stderr, r.stderr
+    assert "1 row read from its source_path" in r.stderr, r.stderr

@@ -75,6 +75,7 @@ class Catalogue:
     # a header cell that was empty or repeated, by the name it was given ("column 4", "Titel (2)"):
     # the export writes the cell back as it was
     written: dict[str, str] = field(default_factory=dict)
+    from_source: int = 0  # an export brought back: rows read from its source_path, not the path cell
 
 
 def decode_text(p: Path, encoding: str | None, log) -> tuple[str, str]:
@@ -224,7 +225,10 @@ def read_catalogue(path: str | os.PathLike, path_column: str | None = "path",
     ours = [c for c in exported_columns(cols) if c != path_column]
     if ours:  # its results would become catalogue cells, each "changed" at every rescan
         cols = [c for c in cols if c not in ours]
+        named = list(takewhile(set(ours).__contains__, export_names("source_path")))
         for r in rows:
+            if named:  # where the image is: a path cell of another delivery's catalogue is
+                r["_source"] = (r["_cells"].get(named[-1]) or "").strip()  # relative to its folder
             for c in ours:
                 r["_cells"].pop(c, None)
         log(f"{p}: a colorize export brought back as the catalogue: its {len(ours)} columns of "
@@ -302,6 +306,12 @@ def _resolved(cat: Catalogue, rows: list[dict], p: Path, log, prefixes: list[str
             r["path"] = str(p.parent / rest)
         elif r["path"] and "://" not in r["path"] and not os.path.isabs(r["path"]):
             r["path"] = str(p.parent / r["path"])
+        if (r.get("_source") and "://" not in r["path"] and (not r["path"] or not os.path.lexists(r["path"]))
+                and os.path.isabs(r["_source"]) and os.path.lexists(r["_source"])):
+            # an export brought back: its path cells are each written from its own catalogue's
+            # folder (several deliveries'), not this file's; its source_path says where it is
+            r["path"] = r["_source"]
+            cat.from_source += 1
     # A file that a row names exactly is that row's: another row's other spelling of it (a
     # missing img_0001.jpg beside IMG_0001.jpg) stays missing, an error row of its own, rather
     # than be taken for it and dropped as listed twice (its record lost)
@@ -320,6 +330,10 @@ def _resolved(cat: Catalogue, rows: list[dict], p: Path, log, prefixes: list[str
                 r["_respelt"], r["path"] = r["path"], found  # given back if another catalogue
                 # names the file exactly (manifest._spelt_exactly)
         cat.rows.append(r)
+    if cat.from_source:
+        log(f"{p}: a colorize export brought back: {cat.from_source} row{'s' if cat.from_source > 1 else ''} "
+            "read from its source_path (its path cell is written from another catalogue's folder, "
+            "an earlier delivery's); the cells are kept as written")
     if respelt:
         r, found = respelt[0]
         log(f"{p}: {len(respelt)} path cell{'s' if len(respelt) > 1 else ''} matched to a file "

@@ -901,6 +901,9 @@ def _recatalogue(old: pa.Table, manifest: str, by_path: dict[str, dict], columns
         was = old.column(name).to_pylist() if name in old.column_names else [None] * len(paths)
         now = [r["_cells"].get(c) if r is not None and c in r.get("_columns", ()) else w
                for r, w in zip(rows, was, strict=True)]
+        # an empty cell where there was none (an export brought back writes every column for
+        # every row) is no change: 30 'None -> ""' a trial was told of were not its records
+        now = [w if n in (None, "") and w in (None, "") else n for n, w in zip(now, was, strict=True)]
         changed = [(p, c, w, n) for p, w, n in zip(paths, was, now, strict=True) if w != n]
         if not changed:
             continue

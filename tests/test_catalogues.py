@@ -444,7 +444,7 @@ def test_a_changed_original_is_said_once_then_again_only_if_it_changes_again(sca
     r = run_cli("scan", scans, "-o", man, "-q")  # nothing new: said as said before, not again
     assert "0 new, 0 changed (and 1 said at an earlier scan), 0 gone" in r.stderr, r.stderr
     assert "changed since:" not in r.stderr
-    assert "1 file changed as an earlier scan said: `colorize audit OUTDIR --check-inputs` names" in r.stderr
+    assert "earlier scan said" not in r.stderr  # a trial's redone file was noise at every scan
     Image.new("L", (60, 30), 90).save(scans / "b.png")  # and once more
     r = run_cli("scan", scans, "-o", man, "-q")
     assert "0 new, 1 changed, 0 gone" in r.stderr and f"changed since: {scans / 'b.png'}" in r.stderr

@@ -212,7 +212,7 @@ def audit(outdir: str | Store | Outdir, quick: bool = False, check_inputs: bool 
         "review": review_counts(od, res),
         "shards": len(shards), "stopped": last_stop(od),
         "record_outdated": _outdated_records(man_t, ok_rows, carried, spec, out),
-        **_same_bytes(res, gone_ids), "shared_identifiers": _shared_ids(res, spec),
+        **_same_bytes(res, gone_ids), "shared_identifiers": _shared_ids(res, spec, man_t),
         "pages_left": _pages_left(ok_rows, listed), "temporaries": temporaries(od),
         "unread_folders": _unread_folders(man_t), **_what_was_audited(job, quick, check_inputs),
     }
@@ -240,13 +240,16 @@ def _what_was_audited(job: dict, quick: bool, check_inputs: bool) -> dict:
                                         "checkpoint_sha256", "format", "size", "output_version")}}
 
 
-def _shared_ids(res: list[dict], spec: dict) -> dict:
-    """Accession numbers (the job's identifier column) that name more than one of its images:
+def _shared_ids(res: list[dict], spec: dict, man_t) -> dict:
+    """Accession numbers (the job's identifier column) that name more than one of its images,
+    as the catalogue has them now (one corrected since is not one to check again):
     {"column": its name, "groups": shared_identifiers'}."""
     column = parse_columns(spec.get("metadata_columns") or "none").get("identifier")
-    if not column or not res or any(stored_name(c) not in res[0] for c in alternatives(column)):
+    names = [stored_name(c) for c in alternatives(column or "")]
+    if not column or not res or any(n not in man_t.column_names for n in names):
         return {"column": column, "groups": []}
-    values = [first_cell(column, lambda c: r[stored_name(c)]) for r in res]  # noqa: B023
+    now = {r.pop("image_id"): r for r in man_t.select(["image_id", *names]).to_pylist()}
+    values = [first_cell(column, lambda c: now.get(r["image_id"], {}).get(stored_name(c))) for r in res]  # noqa: B023
     return {"column": column, "groups": shared_identifiers(values, [r["source_path"] for r in res])}
 
 

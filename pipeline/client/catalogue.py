@@ -222,17 +222,7 @@ def read_catalogue(path: str | os.PathLike, path_column: str | None = "path",
             r["_cells"].pop(gone, None)
         log(f"{p}: header cell {len(cols) + 1} is empty and so is every cell under it (a "
             "trailing separator): not a column")
-    ours = [c for c in exported_columns(cols) if c != path_column]
-    if ours:  # its results would become catalogue cells, each "changed" at every rescan
-        cols = [c for c in cols if c not in ours]
-        named = list(takewhile(set(ours).__contains__, export_names("source_path")))
-        for r in rows:
-            if named:  # where the image is: a path cell of another delivery's catalogue is
-                r["_source"] = (r["_cells"].get(named[-1]) or "").strip()  # relative to its folder
-            for c in ours:
-                r["_cells"].pop(c, None)
-        log(f"{p}: a colorize export brought back as the catalogue: its {len(ours)} columns of "
-            f"results ({', '.join(ours[:3])}, ...) are not the catalogue's and are left out")
+    cols = _without_results(cols, [c for c in exported_columns(cols) if c != path_column], rows, p, log)
     for i, c in enumerate(cols, 1):
         if c in written:
             log(f"{p}: header cell {i} {written[c]!r} named {c!r}")
@@ -260,6 +250,23 @@ def shared_said(shared: list[dict], column: str, limit: int = 3) -> str:
     return (f"{n} value{'' if n == 1 else 's'} of {' or '.join(map(repr, alternatives(column)))} (the accession number) "
             f"{'names' if n == 1 else 'name'} more than one file: {some} (a number typed twice, "
             "or one object's several scans: each file keeps its row; check them in the catalogue)")
+
+
+def _without_results(cols: list[str], ours: list[str], rows: list[dict], p, log) -> list[str]:
+    """A colorize export brought back as the catalogue: its columns of results (ours) would
+    become catalogue cells, each "changed" at every rescan, so they go; each row keeps where its
+    image is (source_path): a path cell of another delivery's is relative to that one's folder."""
+    if not ours:
+        return cols
+    named = list(takewhile(set(ours).__contains__, export_names("source_path")))
+    for r in rows:
+        if named:
+            r["_source"] = (r["_cells"].get(named[-1]) or "").strip()
+        for c in ours:
+            r["_cells"].pop(c, None)
+    log(f"{p}: a colorize export brought back as the catalogue: its {len(ours)} columns of "
+        f"results ({', '.join(ours[:3])}, ...) are not the catalogue's and are left out")
+    return [c for c in cols if c not in ours]
 
 
 def export_names(name: str) -> Iterator[str]:

@@ -783,6 +783,7 @@ def _extend(old: pa.Table, extend: str, real: list[str], rels: list[str], found:
     _note_changed(old, extend, set(real), found)
     keep = [i for i, r in enumerate(real) if r not in known]
     still = f", {len(never)} still missing" if never else ""
+    # each is said once (one redone since would be "changed" for ever): counted after, not named
     before = f" (and {found.changed_before} said at an earlier scan)" if found.changed_before else ""
     log(f"extending {extend}: {len(known) - len(found.gone) - len(never)} files done before, "
         f"{len(keep)} new, {len(found.changed)} changed{before}, {len(found.gone)} gone{still} (the "
@@ -790,9 +791,6 @@ def _extend(old: pa.Table, extend: str, real: list[str], rels: list[str], found:
     if found.changed:
         log(f"changed since: {', '.join(found.changed[:5])}{' ...' if len(found.changed) > 5 else ''}"
             "; to colorize them again: colorize run -o OUTDIR --redo FILE")
-    if found.changed_before:  # each is said once: one redone since would be "changed" for ever
-        log(f"{_n(found.changed_before, 'file')} changed as an earlier scan said: `colorize audit "
-            "OUTDIR --check-inputs` names the outputs still made from an original as it was")
     if found.gone:  # renamed, moved or deleted: their outputs and rows stay as they were
         log(f"gone since: {', '.join(found.gone[:5])}{' ...' if len(found.gone) > 5 else ''} "
             "(--report lists them; a renamed file is also among the new)")

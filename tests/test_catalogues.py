@@ -887,6 +887,10 @@ def test_a_later_catalogues_own_name_for_the_accession_number_reaches_the_output
             assert json.loads((out / "job.json").read_text())["spec"]["metadata_columns"] == \
                 "identifier=Inventarnummer|Accession No.,title=Titel|Title"
             assert main(["audit", str(out), "-q"]) == 0 and "older catalogue cells" not in capsys.readouterr().out
+            # a list of accession numbers of both deliveries, under the first one's column name
+            (tmp_path / "redo.csv").write_text("Inventarnummer;Notiz\nM-1;x\nE-7;y\n")
+            assert main([*run, "--redo", str(tmp_path / "redo.csv"), "--redo-column", "Inventarnummer", "--dry-run"]) == 0
+            assert "would redo 2 images inside the job" in capsys.readouterr().out
             continue
         # named by the user: not read without being told, but said, with the line that reads it
         wider = "'identifier=Inventarnummer|Accession No.'"

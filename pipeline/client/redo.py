@@ -109,9 +109,30 @@ def _values(item: str, column: str | None, path_column: str | None = None) -> li
         if column is None and path_column:
             with contextlib.suppress(ScanError):  # no such column: its first
                 cat = read_catalogue(p, path_column=path_column)
-        cat = cat or read_catalogue(p, path_column=column)  # None: its first column
+        for c in ([] if cat else (column or "").split("|")[:-1]):  # 'A|B': the first it has
+            with contextlib.suppress(ScanError):
+                cat = read_catalogue(p, path_column=c)
+                break
+        cat = cat or read_catalogue(p, path_column=column.split("|")[-1] if column else None)
         return [r["_cells"][cat.path_column].strip() for r in cat.rows]
     return [item]
+
+
+def _same_field(column: str | None, table) -> list[str]:
+    """The catalogue columns --redo-column reads values from: the one it names (or each of
+    'A|B'), and, where it is one delivery's name for the accession number or title, the other
+    deliveries' names for it (Inventarnummer and Accession No.: a number is found in either)."""
+    if not column:
+        return []
+    from pipeline.worker.writers import alternatives, parse_columns, resolve_columns
+
+    named = alternatives(column)
+    info = catalogue_info(table)
+    with contextlib.suppress(ValueError):
+        for cols in parse_columns(resolve_columns("auto", info.get("columns", []), sets=info.get("sets"))).values():
+            if set(named) & set(alternatives(cols)):
+                named += [c for c in alternatives(cols) if c not in named]
+    return named
 
 
 def select(manifest: str, items: list[str], column: str | None = None, log=lambda m: None) -> dict[int, set[str]]:
@@ -140,8 +161,9 @@ def select(manifest: str, items: list[str], column: str | None = None, log=lambd
         for key in (r["image_id"], r["path"], r["rel_path"], r["out_stem"], (r.get(cell) or "").strip()):
             add(key, i)
         add(os.path.realpath(resolve_path(manifest, r["path"])) if "://" not in r["path"] else "", i)
-        if column and stored_name(column) in r:
-            add(r[stored_name(column)], i)
+        for c in _same_field(column, table):
+            if stored_name(c) in r:
+                add((r[stored_name(c)] or "").strip(), i)
     picked: dict[int, set[str]] = {}
     unknown = []
     for item in items:

@@ -115,7 +115,7 @@ def _outdated_records(t, ok_rows: list[dict], carried: list[str], spec: dict, ou
     names = [c for c in carried if c in t.column_names and c in held]
     now = {r["image_id"]: r for r in t.select(["image_id", *names]).to_pylist()}
     return [r["source_path"] for r in ok_rows
-            if r["image_id"] in now and (any(now[r["image_id"]][c] != r[c] for c in names)
+            if r["image_id"] in now and (any((now[r["image_id"]][c] or "") != (r[c] or "") for c in names)
                                          or _record_missing(r, mapping, before, out))]
 
 

@@ -83,7 +83,7 @@ def export_table(out: Outdir, info: dict, as_written: bool = True) -> tuple[list
                                                lambda: out.store.read_bytes(p))
 
     record = [None if st != "ok" else "missing" if p not in present
-              else "current" if all(c[k] == o[k] for c, o in pairs) and not late(k, p) else "outdated"
+              else "current" if all((c[k] or "") == (o[k] or "") for c, o in pairs) and not late(k, p) else "outdated"
               for k, (st, p) in enumerate(zip(t.column("status").to_pylist(),
                                               t.column("output_path").to_pylist(), strict=True))]
     # A file no catalogue row names (found in a folder) gets its path in the path column: a

@@ -900,10 +900,9 @@ def _recatalogue(old: pa.Table, manifest: str, by_path: dict[str, dict], columns
         now = [r["_cells"].get(c) if r is not None and c in r.get("_columns", ()) else w
                for r, w in zip(rows, was, strict=True)]
         # an empty cell where there was none (an export brought back writes every column for
-        # every row) is no change: 30 'None -> ""' a trial was told of were not its records
-        now = [w if n in (None, "") and w in (None, "") else n for n, w in zip(now, was, strict=True)]
-        changed = [(p, c, w, n) for p, w, n in zip(paths, was, now, strict=True) if w != n]
-        if not changed:
+        # every row) is kept as written, but is no change: 30 'None -> ""' a trial was told of
+        changed = [(p, c, w, n) for p, w, n in zip(paths, was, now, strict=True) if (w or "") != (n or "")]
+        if not changed and was == now:
             continue
         found.recatalogued += changed
         col = pa.array([None if v is None else str(v) for v in now], pa.string())

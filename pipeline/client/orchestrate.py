@@ -249,7 +249,7 @@ def run_job(o: JobSpec, log=print, redo: tuple[dict[int, set[str]], dict] | None
         work = _plan(outdir, o, sizes, redo, fp, log)
         if not work.tasks:
             release_reserve(outdir)
-            log(f"nothing to do: all {len(sizes)} shards of {outdir} are committed "
+            log(f"nothing to do: {'all ' + str(len(sizes)) + ' shards' if len(sizes) > 1 else 'its one shard'} of {outdir} {'are' if len(sizes) > 1 else 'is'} committed "
                 f"({sum(sizes.values())} images); see `colorize status {outdir}`")
             damaged: list[int] = []
             outdir.read_results(columns=["status"], damaged=damaged, shards=set(sizes))

@@ -885,7 +885,7 @@ def test_a_later_catalogues_own_name_for_the_accession_number_reaches_the_output
             assert (xmp_id(out, "Hafen.png"), xmp_id(out, "Hof.png")) == ("E-7", "M-1")
             assert (out / "images" / "Hof.png").read_bytes() == first
             assert json.loads((out / "job.json").read_text())["spec"]["metadata_columns"] == \
-                "identifier=Inventarnummer|Accession No.,title=Titel|Title"
+                "identifier=Inventarnummer||Accession No.,title=Titel||Title"
             assert main(["audit", str(out), "-q"]) == 0 and "older catalogue cells" not in capsys.readouterr().out
             # a list of accession numbers of both deliveries, under the first one's column name
             (tmp_path / "redo.csv").write_text("Inventarnummer;Notiz\nM-1;x\nE-7;y\n")
@@ -893,7 +893,7 @@ def test_a_later_catalogues_own_name_for_the_accession_number_reaches_the_output
             assert "would redo 2 images inside the job" in capsys.readouterr().out
             continue
         # named by the user: not read without being told, but said, with the line that reads it
-        wider = "'identifier=Inventarnummer|Accession No.'"
+        wider = "'identifier=Inventarnummer||Accession No.'"
         assert "not reading the identifier from 'Accession No.'" in said and f"--metadata-columns {wider}" in said, said
         assert xmp_id(out, "Hafen.png") is None
         assert main([*run, "--metadata-columns", wider.strip("'")]) == 0  # the same job, read wider
@@ -980,3 +980,34 @@ def test_an_export_of_two_deliveries_brought_back_as_the_catalogue_adds_no_phant
     assert "1 row read from its source_path" in r.stderr, r.stderr
     r = run_cli("export", out, tmp_path / "e.xlsx", "--delimiter", ",")  # a CSV's flag: said unused
     assert r.returncode == 0 and "colorize: --delimiter not used: they are for a CSV, not a workbook" in r.stderr, r.stderr
+
+
+def test_a_later_catalogues_columns_are_read_only_for_what_no_earlier_one_has(tmp_path):
+    """A review's findings: May's shelfmark became a fallback accession number because June had
+    only a Signatur column; a column named with a bar (Inv|Nr) was split in two; June's columns
+    went before May's after the shared path column; a manifest from before took June's shape."""
+    from pipeline.client.catalogue import Catalogue
+    from pipeline.client.manifest import _same_catalogue, catalogue_info
+    from pipeline.worker.writers import alternatives, record, resolve_columns
+
+    may, june = ["path", "Inventarnummer", "Signatur", "Titel"], ["path", "Signatur", "Titel"]
+    mapping = resolve_columns("auto", may, sets=[may, june])
+    assert mapping == "identifier=Inventarnummer,title=Titel"
+    assert "identifier" not in record(mapping, {"Signatur": "Regal 4/12", "Titel": "Kirche"}.get, "b.png")
+    assert resolve_columns("auto", [*may, "Accession No."], sets=[may, ["path", "Accession No."]]) == \
+        "identifier=Inventarnummer||Accession No.,title=Titel"
+    assert alternatives("Inv|Nr") == ["Inv|Nr"]  # a job an earlier version began with it goes on
+    assert resolve_columns("identifier=Inv|Nr,title=Titel", ["path", "Inv|Nr", "Titel"]) == "identifier=Inv|Nr,title=Titel"
+    for d, text in (("mai", "path;Inventarnummer;Titel\na.png;M-1;Hof\n"), ("juni", "path,Accession No.,Title\nc.png,J-1,Hafen\n")):
+        (tmp_path / d).mkdir()
+        Image.new("L", (8, 8), 90).save(tmp_path / d / text.split("\n")[1].split(text[4])[0])
+        (tmp_path / d / "k.csv").write_text(text)
+    man = tmp_path / "m.parquet"
+    for d in ("mai", "juni"):
+        assert run_cli("scan", tmp_path / d / "k.csv", "-o", man, "-q").returncode == 0
+    info = catalogue_info(pq.read_schema(man))
+    assert info["columns"] == ["path", "Inventarnummer", "Titel", "Accession No.", "Title"]
+    assert info["delimiter"] == ";"
+    # a manifest from before kept no file: the folder and path column alone made June's "the same"
+    old = {"delimiter": ";", "encoding": "utf-8", "path_column": "path", "folder": str(tmp_path / "juni")}
+    assert not _same_catalogue(old, Catalogue(str(tmp_path / "juni" / "k.csv"), june, "path", ",", "utf-8"))

@@ -103,7 +103,7 @@ def _outdated_records(t, ok_rows: list[dict], carried: list[str], spec: dict, ou
     """Source paths of outputs written with other catalogue cells than the manifest holds now
     (a corrected catalogue scanned again), of those their XMP holds (`mapping`, the job's
     metadata columns): their XMP keeps the old record until redone. And those whose field
-    comes from a later catalogue's column (Inventarnummer|Accession No.) that their XMP does
+    comes from a later catalogue's column (Inventarnummer||Accession No.) that their XMP does
     not hold: written before the job read that column."""
     from pipeline.worker.writers import record_columns
 

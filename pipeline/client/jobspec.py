@@ -115,7 +115,7 @@ class JobSpec:
                                 "identifier=COLUMN,title=COLUMN,rights=COLUMN,creator=COLUMN "
                                 "('auto': identifier and title guessed from the column names, e.g. "
                                 "Inventarnummer, Titel; 'none'; a field from several columns, the first "
-                                "with a cell: identifier='Inventarnummer|Accession No.')", identity=True,
+                                "with a cell: identifier='Inventarnummer||Accession No.')", identity=True,
                                 metavar="FIELD=COLUMN,...")
     workers: int = opt(0, "local worker processes (0: auto)", type=count_arg)
     threads: int = opt(0, "threads per worker (0: auto)", type=count_arg)

@@ -476,7 +476,8 @@ def _same_catalogue(info: dict, c: Catalogue) -> bool:
     if "file" in info:
         return info["file"] == os.path.realpath(c.path)
     return (info.get("folder") == os.path.dirname(os.path.realpath(c.path))
-            and info.get("path_column") == c.path_column)
+            and info.get("path_column") == c.path_column and info.get("delimiter") == c.delimiter
+            and info.get("encoding") == c.encoding)
 
 
 def _summarise(table: pa.Table, columns: list[str], found: ScanReport, report, log) -> None:
@@ -1059,10 +1060,12 @@ def _catalogue_columns(catalogues: list[Catalogue], old: pa.Table | None) -> lis
     # or before the next; one with neither (a catalogue of its own names) after the earlier
     # columns, not before them (a trial's export began with June's columns)
     out = list(was)
+    # a path column the earlier catalogues have too (every one's "path") places nothing by it
+    shared = {c.path_column for c in catalogues} & set(was)
     for i, k in enumerate(now):
         if k not in out:
-            prev = next((now[j] for j in range(i - 1, -1, -1) if now[j] in out), None)
-            after = next((now[j] for j in range(i + 1, len(now)) if now[j] in out), None)
+            prev = next((now[j] for j in range(i - 1, -1, -1) if now[j] in out and now[j] not in shared), None)
+            after = next((now[j] for j in range(i + 1, len(now)) if now[j] in out and now[j] not in shared), None)
             out.insert(out.index(prev) + 1 if prev is not None else
                        out.index(after) if after is not None else len(out), k)
     return out

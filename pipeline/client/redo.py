@@ -93,6 +93,7 @@ def _values(item: str, column: str | None, path_column: str | None = None) -> li
     else the job's catalogue's path column where it has one (a list cut from the catalogue),
     else its first) or a single id or path."""
     from pipeline.storage import read_source
+    from pipeline.worker.writers import alternatives
 
     p = Path(item)
     if p.suffix.lower() == ".txt":  # here, or beside an object-store OUTDIR (a URL)
@@ -109,18 +110,18 @@ def _values(item: str, column: str | None, path_column: str | None = None) -> li
         if column is None and path_column:
             with contextlib.suppress(ScanError):  # no such column: its first
                 cat = read_catalogue(p, path_column=path_column)
-        for c in ([] if cat else (column or "").split("|")[:-1]):  # 'A|B': the first it has
+        for c in ([] if cat else alternatives(column or "")[:-1]):  # 'A||B': the first it has
             with contextlib.suppress(ScanError):
                 cat = read_catalogue(p, path_column=c)
                 break
-        cat = cat or read_catalogue(p, path_column=column.split("|")[-1] if column else None)
+        cat = cat or read_catalogue(p, path_column=alternatives(column)[-1] if column else None)
         return [r["_cells"][cat.path_column].strip() for r in cat.rows]
     return [item]
 
 
 def _same_field(column: str | None, table) -> list[str]:
     """The catalogue columns --redo-column reads values from: the one it names (or each of
-    'A|B'), and, where it is one delivery's name for the accession number or title, the other
+    'A||B'), and, where it is one delivery's name for the accession number or title, the other
     deliveries' names for it (Inventarnummer and Accession No.: a number is found in either)."""
     if not column:
         return []

@@ -445,9 +445,9 @@ NAMED_ONLY = ("rights", "creator")
 FIELDS = (*GUESSES, *NAMED_ONLY)
 
 
-# One field from several columns, the first with a cell: `identifier=Inventarnummer|Accession No.`,
+# One field from several columns, the first with a cell: `identifier=Inventarnummer||Accession No.`,
 # where each delivery's catalogue named the accession number its own way (each row has one).
-OR = "|"
+OR = "||"  # two: a catalogue column may have a bar in its name (Inv|Nr)
 
 
 def alternatives(columns: str) -> list[str]:
@@ -474,7 +474,7 @@ def widens(before: str, now: str) -> bool:
 
 def parse_columns(spec: str) -> dict[str, str]:
     """'identifier=Inventarnummer,title=Titel' -> {field: column}; 'auto' and 'none' -> {}.
-    A column may be several, 'Inventarnummer|Accession No.' (first_cell)."""
+    A column may be several, 'Inventarnummer||Accession No.' (first_cell)."""
     if spec.strip().lower() in ("auto", "none", ""):
         return {}
     out = {}
@@ -532,13 +532,16 @@ def _resolve(spec: str, columns: list[str], legacy: bool, sets: list[list[str]] 
     if guess:
         named = {c for v in chosen.values() for c in alternatives(v)}
         for key, names in GUESSES.items():
-            hits = []
+            hits, read = [], set()
             for cols in [c for c in (sets or []) if set(c) <= set(columns)] or [columns]:
+                earlier, read = read, read | set(cols)
                 if any(h in cols for h in hits):  # a catalogue that has the column read already
                     continue
                 norm = {spelled(c): c for c in reversed(cols)}  # the first of equals wins
                 hit = next((norm[spelled(n)] for n in names if spelled(n) in norm), None)
-                if hit is not None and hit not in named and hit not in hits:
+                # a later catalogue's column that an earlier one has too means something else
+                # there (May's shelfmark beside its accession number): not read as this field
+                if hit is not None and hit not in named and hit not in hits and (not hits or hit not in earlier):
                     hits.append(hit)
             if hits:
                 chosen[key] = OR.join(hits)

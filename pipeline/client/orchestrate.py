@@ -121,12 +121,12 @@ def _note_scheduler(outdir: Outdir, scheduler: str | None) -> str | None:
     return job.get("scheduler")
 
 
-def _say_unnamed(o: JobSpec, mapping: str, log, outdir: Outdir | None = None) -> None:
+def _say_unnamed(o: JobSpec, mapping: str, log, before: dict | None = None) -> None:
     """A catalogue none of whose column names says accession number (guessed in a dozen
     languages): its outputs would not name their objects, and nothing would say so. And a
     --quality that no output of the job's format takes. And a new catalogue's own name for a
     field, read from now on where the job's column has no cell."""
-    _say_widened(o, mapping, log, outdir)
+    _say_widened(o, mapping, log, before)
     if o.format not in BY_QUALITY and o.quality != JobSpec.quality:  # said here too: no other job
         log(f"--quality {o.quality}: not used by {o.format} outputs (lossless); it is for "
             "--format jpeg and webp")
@@ -137,7 +137,7 @@ def _say_unnamed(o: JobSpec, mapping: str, log, outdir: Outdir | None = None) ->
             "not name their objects; say which with --metadata-columns identifier=COLUMN,title=COLUMN")
 
 
-def _say_widened(o: JobSpec, mapping: str, log, outdir: Outdir | None) -> None:
+def _say_widened(o: JobSpec, mapping: str, log, before: dict | None) -> None:
     """A later delivery's catalogue names a field its own way ('Accession No.' beside the
     first's 'Inventarnummer'): said when the job reads it too from now on, and, where the job's
     mapping was given by name (or by an earlier version), how to have it read."""
@@ -149,7 +149,7 @@ def _say_widened(o: JobSpec, mapping: str, log, outdir: Outdir | None) -> None:
             f"the {k} from {' or '.join(map(repr, alternatives(now[k])))} (a later catalogue's; "
             "the job had no column for it)" for k in now if now[k] != old.get(k))
 
-    was = outdir.read_job()["spec"].get("metadata_columns") if outdir and outdir.has_job() else None
+    was = (before or {}).get("metadata_columns")  # the job's spec as job.json held it
     if was and widens(was, mapping):
         log(f"reading {said(parse_columns(was), parse_columns(mapping))}")
         return
@@ -229,8 +229,8 @@ def run_job(o: JobSpec, log=print, redo: tuple[dict[int, set[str]], dict] | None
     """Run (or resume) a job; returns the summary. Raises JobError for refusals. redo: images
     to colorize again inside the job (shard -> ids) and the options for them alone (redo.py)."""
     outdir = Outdir(o.output)
-    spec = resolve_spec(o, outdir.read_job()["spec"] if outdir.has_job() else None)
-    _say_unnamed(o, spec["metadata_columns"], log, outdir)
+    spec = resolve_spec(o, (before := outdir.read_job()["spec"] if outdir.has_job() else None))
+    _say_unnamed(o, spec["metadata_columns"], log, before)
     sizes = shard_sizes(o.manifest)
     check_outdir_apart(outdir.store, o.manifest)
     outdir.check_ours()

@@ -4,6 +4,7 @@ encodings, other column names, mistakes between lists and manifests, and the res
 import csv
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -449,6 +450,33 @@ def test_a_changed_original_is_said_once_then_again_only_if_it_changes_again(sca
     r = run_cli("scan", scans, "-o", man, "-q")
     assert "0 new, 1 changed, 0 gone" in r.stderr and f"changed since: {scans / 'b.png'}" in r.stderr
     assert pq.read_table(man).num_rows == 3
+
+
+def test_a_rescan_of_the_same_size_is_said_changed_and_a_copy_with_a_new_time_is_not(tmp_path):
+    """An uncompressed TIFF scanned again at the same resolution is the same size to the byte:
+    the scan saw only sizes, so a re-digitised original went unsaid (only `audit
+    --check-inputs`, which reads every original, found it)."""
+    rng = np.random.default_rng(3)
+    src = tmp_path / "scans"
+    src.mkdir()
+    for name in ("a.tif", "b.tif"):  # 300 x 300 x 8 bit: 90 kB, past the 64 KiB read at each end
+        Image.fromarray(rng.integers(0, 255, (300, 300), np.uint8)).save(src / name)
+    man = tmp_path / "m.parquet"
+    assert run_cli("scan", src, "-o", man, "-q").returncode == 0
+    size = (src / "b.tif").stat().st_size
+    Image.fromarray(rng.integers(0, 255, (300, 300), np.uint8)).save(src / "b.tif")  # rescanned
+    assert (src / "b.tif").stat().st_size == size
+    data = (src / "a.tif").read_bytes()
+    (src / "a.tif").unlink()
+    (src / "a.tif").write_bytes(data)  # copied back, as `cp` does: a new time, the same bytes
+    os.utime(src / "a.tif", ns=(1, 1))
+    r = run_cli("scan", src, "-o", man, "-q")
+    assert "2 files done before, 0 new, 1 changed, 0 gone" in r.stderr, r.stderr
+    assert f"changed since: {src / 'b.tif'}; to colorize them again" in r.stderr
+    rows = {Path(x["path"]).name: x for x in pq.read_table(man).to_pylist()}
+    assert rows["a.tif"]["mtime_ns"] == 1  # the copy's time is taken: not read again next time
+    r = run_cli("scan", src, "-o", man, "-q")
+    assert "0 new, 0 changed (and 1 said at an earlier scan), 0 gone" in r.stderr, r.stderr
 
 
 def test_export_writes_the_header_back_as_written_and_refuses_to_cut_a_cell(scans, tmp_path, ckpt):

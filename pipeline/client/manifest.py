@@ -229,10 +229,31 @@ def sidecar_of(path: str) -> str | None:
     return None
 
 
+HEAD = 1 << 16
+
+
+def head_digest(path: str) -> str | None:
+    """A digest of the file's first and last 64 KiB: a rescan at the same resolution is often
+    the same size to the byte (an uncompressed TIFF), and its pixels differ from the first rows
+    on, so this tells it from the file scanned without reading a whole archive again. None
+    where the file cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            h = hashlib.sha256(f.read(HEAD))
+            size = os.fstat(f.fileno()).st_size
+            if size > HEAD:
+                f.seek(max(HEAD, size - HEAD))
+                h.update(f.read(HEAD))
+        return h.hexdigest()[:32]
+    except OSError:
+        return None
+
+
 def _probe(row: dict, max_pixels: int) -> dict:
     path = row["path"]
     out = {"size_bytes": None, "width": None, "height": None, "mode": None, "format": None,
-           "frames": None, "scan_error": None, "xmp_sidecar": sidecar_of(path)}
+           "frames": None, "scan_error": None, "xmp_sidecar": sidecar_of(path), "mtime_ns": None,
+           "head_digest": None}
     if why := not_read_here(path):
         out["scan_error"] = why
         out["size_bytes"] = None if is_url(path) or not os.path.exists(path) else os.path.getsize(path)
@@ -252,7 +273,8 @@ def _probe(row: dict, max_pixels: int) -> dict:
                 out["size_bytes"] = f.size
                 h = read_header(f, max_pixels)
         else:
-            out["size_bytes"] = os.path.getsize(path)
+            st = os.stat(path)
+            out.update(size_bytes=st.st_size, mtime_ns=st.st_mtime_ns, head_digest=head_digest(path))
             h = read_header(path, max_pixels)
         out.update(width=h.width, height=h.height, mode=h.mode, format=h.format, frames=h.frames,
                    ours=h.ours)
@@ -522,7 +544,8 @@ class ScanReport:
     sidecars: set[str] = field(default_factory=set)  # XMP sidecars beside pictures: read with them
     links: list[tuple[str, str]] = field(default_factory=list)  # (link, what it is) not a row itself
     changed_before: int = 0  # extending: changed, as an earlier scan said (changed_seen)
-    changed_seen: dict[str, int] = field(default_factory=dict)  # extending: stored path -> size now
+    # extending: stored path -> its size now, or "size:head digest" (changed at the same size)
+    changed_seen: dict[str, object] = field(default_factory=dict)
     shared: list[dict] = field(default_factory=list)  # shared_identifiers: one number, several files
     shared_column: str = ""
 
@@ -781,7 +804,7 @@ def _extend(old: pa.Table, extend: str, real: list[str], rels: list[str], found:
                if o is not None}
         found.unlisted_before = [p for p in found.uncatalogued if _key_of(p) in had]
         found.uncatalogued = [p for p in found.uncatalogued if _key_of(p) not in had]
-    _note_changed(old, extend, set(real), found)
+    old = _note_changed(old, extend, set(real), found)
     keep = [i for i, r in enumerate(real) if r not in known]
     still = f", {len(never)} still missing" if never else ""
     # each is said once (one redone since would be "changed" for ever): counted after, not named
@@ -817,10 +840,11 @@ def _found_again(old: pa.Table, manifest: str, max_pixels: int, log) -> pa.Table
         return old
     probes = {i: _probe({"path": resolve_path(manifest, t["path"][i])}, max_pixels) for i in back}
     for k in PROBED:
-        col = old.column(k).to_pylist()
+        col = _cells(old, k)
         for i, probe in probes.items():
             col[i] = probe[k]
-        old = _put(old, k, pa.array(col, old.schema.field(k).type))
+        old = _put(old, k, pa.array(col, old.schema.field(k).type if k in old.column_names
+                                    else pa.int64() if k == "mtime_ns" else pa.string()))
     # its sidecar, put back with it, carries the rights and caption its outputs are to keep;
     # kept as the row's path is (relative to the manifest with --relative)
     col = old.column("xmp_sidecar").to_pylist()
@@ -929,32 +953,54 @@ def _recatalogue(old: pa.Table, manifest: str, by_path: dict[str, dict], columns
     return old
 
 
+def _cells(t: pa.Table, name: str) -> list:
+    """A column's cells, or nulls for a column a manifest from before does not have."""
+    return t.column(name).to_pylist() if name in t.column_names else [None] * t.num_rows
+
+
 def _put(t: pa.Table, name: str, col: pa.Array) -> pa.Table:
     return (t.set_column(t.column_names.index(name), name, col) if name in t.column_names
             else t.append_column(name, col))
 
 
-def _note_changed(old: pa.Table, manifest: str, present: set[str], found: ScanReport) -> None:
-    """Files of an earlier manifest that are still there but not as they were scanned (their
-    size differs): a rescan of a damaged or re-digitised original. Said once: the sizes seen
-    are kept (the manifest's metadata, changed_seen) and a later scan says a file again only
-    where it changed again; the rows keep the first scan's (their shards are the job's)."""
+def _note_changed(old: pa.Table, manifest: str, present: set[str], found: ScanReport) -> pa.Table:
+    """Files of an earlier manifest that are still there but not as they were scanned: their
+    size differs, or, the same size with a new time, their first and last bytes do (a rescan
+    of a damaged or re-digitised original). Said once: what was seen is kept (the manifest's
+    metadata, changed_seen) and a later scan says a file again only where it changed again;
+    the rows keep the first scan's (their shards are the job's), but for the time of a file
+    that is as it was (copied with a new time), so that the next scan need not read it again."""
     seen = json.loads((old.schema.metadata or {}).get(b"changed_seen", b"{}"))
-    for p, size in zip(old.column("path").to_pylist(), old.column("size_bytes").to_pylist(),
-                       strict=True):
+    paths, sizes = old.column("path").to_pylist(), old.column("size_bytes").to_pylist()
+    times, heads = _cells(old, "mtime_ns"), _cells(old, "head_digest")
+    now: dict[int, object] = {}  # row -> what it is now (its size; or size:digest, the same size)
+    recheck: dict[int, tuple[str, int]] = {}  # row -> (file, its time now)
+    for i, p in enumerate(paths):
         real = _key(manifest, p)
-        if real in present and not is_url(real) and size is not None:
+        if real in present and not is_url(real) and sizes[i] is not None:
             try:
-                now = os.path.getsize(real)
+                st = os.stat(real)
             except OSError:
                 continue
-            if now != size:
-                found.changed_seen[p] = now
-                if seen.get(p) == now:
-                    found.changed_before += 1
-                else:
-                    found.changed.append(real)
+            if st.st_size != sizes[i]:
+                now[i] = st.st_size
+            elif heads[i] and times[i] is not None and st.st_mtime_ns != times[i]:
+                recheck[i] = (real, st.st_mtime_ns)
+    with ThreadPoolExecutor(8) as ex:  # reads, I/O bound: the same threads as the scan's probes
+        digests = dict(zip(recheck, ex.map(head_digest, [r for r, _ in recheck.values()]), strict=True))
+    for i, d in digests.items():
+        if d is not None and d != heads[i]:
+            now[i] = f"{sizes[i]}:{d}"
+        elif d is not None:  # the same bytes with a new time: a copy, or touched
+            times[i] = recheck[i][1]
+    for i, was in sorted(now.items()):
+        found.changed_seen[paths[i]] = was
+        if seen.get(paths[i]) == was:
+            found.changed_before += 1
+        else:
+            found.changed.append(_key(manifest, paths[i]))
     found.changed.sort()
+    return _put(old, "mtime_ns", pa.array(times, pa.int64())) if recheck else old
 
 
 def cells_now(manifest: str, image_ids, carried: dict[str, object]) -> dict[str, pa.ChunkedArray]:

@@ -9,7 +9,10 @@ import pyarrow as pa
 # the catalogues' records as read (1, 2, ...; null for a file no catalogue lists), so that the
 # export and the review page give the rows in the archive's own order, not the disk's.
 # xmp_sidecar: the XMP file beside the picture (stored as `path` is), merged into its outputs.
-PROBED = ["size_bytes", "width", "height", "mode", "format", "frames", "scan_error"]
+# mtime_ns and head_digest (a digest of the file's first and last 64 KiB): what tells a later
+# scan that an original of the same size was scanned again (null in a manifest from before).
+PROBED = ["size_bytes", "width", "height", "mode", "format", "frames", "scan_error", "mtime_ns",
+          "head_digest"]
 CORE_COLUMNS = ["image_id", "shard", "path", "rel_path", "out_stem", *PROBED, "catalogue_order",
                 "xmp_sidecar", "source_state"]
 STATUSES = ("ok", "error", "skipped")

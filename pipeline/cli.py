@@ -1148,8 +1148,10 @@ def _add_scan(sub) -> None:
     s.add_argument("--extend", metavar="OLD.parquet", default=None,
                    help="keep this earlier manifest's rows as they are and add only new files, "
                    "in new shards: a job run on it continues with just the new scans")
-    s.add_argument("--path-column", default="path",
-                   help="the catalogue column holding each scan's path (default: path)")
+    s.add_argument("--path-column", action="append", default=None, metavar="COLUMN",
+                   help="the catalogue column holding each scan's path (default: path); catalogues "
+                   "that name it each their own way: repeat it, or 'Datei||File' (each takes the "
+                   "first it has; a rescan reuses the manifest's)")
     s.add_argument("--encoding", default=None,
                    help="the catalogue's text encoding (default: UTF-8, else Windows-1252)")
     s.add_argument("--path-prefix", action="append", default=None, metavar="PREFIX",

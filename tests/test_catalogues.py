@@ -1039,3 +1039,44 @@ def test_a_later_catalogues_columns_are_read_only_for_what_no_earlier_one_has(tm
     # a manifest from before kept no file: the folder and path column alone made June's "the same"
     old = {"delimiter": ";", "encoding": "utf-8", "path_column": "path", "folder": str(tmp_path / "juni")}
     assert not _same_catalogue(old, Catalogue(str(tmp_path / "juni" / "k.csv"), june, "path", ",", "utf-8"))
+
+
+def test_catalogues_that_name_their_path_column_each_their_own_way_are_scanned_together(tmp_path, ckpt, capsys):
+    """May's catalogue keeps its paths in 'Datei', June's in 'File': a repeated --path-column
+    kept the last alone, without a word, and no one scan could read both."""
+    from pipeline.cli import main
+
+    rng = np.random.default_rng(8)
+    may, june = tmp_path / "archive" / "Mai", tmp_path / "archive" / "June"
+    for d, names in ((may, ("Hof.png",)), (june, ("Hafen.png",))):
+        d.mkdir(parents=True)
+        for n in names:
+            Image.fromarray(rng.integers(0, 255, (20, 28), dtype=np.uint8)).save(d / n)
+    (may / "katalog.csv").write_text("Inventarnummer;Datei\nM-1;Hof.png\n", encoding="utf-8")
+    (june / "catalogue.csv").write_text("Accession No.,File\nE-7,Hafen.png\n", encoding="utf-8")
+    cats = [str(may / "katalog.csv"), str(june / "catalogue.csv")]
+    man = tmp_path / "m.parquet"
+    assert main(["scan", *cats, "-o", str(man), "-q", "--path-column", "Datei"]) == 2
+    err = capsys.readouterr().err
+    assert "no 'Datei' column" in err and "use --path-column 'Datei||File'" in err, err
+    for given in (["--path-column", "Datei", "--path-column", "File"], ["--path-column", "Datei||File"]):
+        assert main(["scan", *cats, "-o", str(man), "-q", "--fresh", *given]) == 0
+        rows = {Path(r["path"]).name: r for r in pq.read_table(man).to_pylist()}
+        assert (rows["Hof.png"]["Inventarnummer"], rows["Hafen.png"]["Accession No."]) == ("M-1", "E-7")
+        assert all(r["scan_error"] is None for r in rows.values())
+    capsys.readouterr()
+    # a rescan reads them as the manifest was read; a name no catalogue has is said
+    (june / "Kai.png").write_bytes((june / "Hafen.png").read_bytes())
+    (june / "catalogue.csv").write_text("Accession No.,File\nE-7,Hafen.png\nE-8,Kai.png\n", encoding="utf-8")
+    assert main(["scan", *cats, "-o", str(man), "-q"]) == 0
+    assert "2 files done before, 1 new" in capsys.readouterr().err
+    assert main(["scan", *cats, "-o", str(man), "-q", "--path-column", "Fiel"]) == 0
+    err = capsys.readouterr().err
+    assert "--path-column 'Fiel': no catalogue read here has it" in err, err
+    assert "catalogue paths read from 'Datei' or 'File' too, as the manifest was" in err, err
+    # June's path cell names its image for --redo, as May's does
+    out = tmp_path / "out"
+    assert main(["run", "--manifest", str(man), "-o", str(out), "--checkpoint", ckpt, "--size", "32", "-q"]) == 0
+    capsys.readouterr()
+    assert main(["run", "-o", str(out), "--redo", "Kai.png", "--redo", "Hof.png", "--dry-run"]) == 0
+    assert "would redo 2 images inside the job" in capsys.readouterr().out

@@ -156,14 +156,32 @@ def choose_delimiter(text: str, path_column: str, suffix: str) -> str:
         width = len(recs[0])
         body = recs[1:] or recs
         regular = sum(len(c) == width for c in body) / len(body)
-        named = path_column in recs[0] or any(h.strip().lower() in PATHLIKE for h in recs[0])
-        score = (path_column in recs[0], width > 1 and regular == 1.0, named and width > 1,
+        has = any(c in recs[0] for c in alternatives(path_column))
+        named = has or any(h.strip().lower() in PATHLIKE for h in recs[0])
+        score = (has, width > 1 and regular == 1.0, named and width > 1,
                  regular, width)
         if best_score is None or score > best_score:
             best, best_score = d, score
     if best is None or best_score[4] == 1:  # one column: no separator to find
         return "\t" if suffix == ".tsv" else ","
     return best
+
+
+def _path_column(given: str | None, cols: list[str], p: Path, d: str) -> str:
+    """The column a catalogue's paths are in: the first of --path-column's names it has (each
+    delivery may name it its own way: 'Datei||File'); with none, its first column."""
+    if not given:
+        return cols[0] if cols else ""
+    if found := next((c for c in alternatives(given) if c in cols), None):
+        return found
+    like = [c for c in cols if c.strip().lower() in PATHLIKE]
+    # with several catalogues, each may name its paths its own way: all of them, in one option
+    hint = (f"; use --path-column {like[0]!r}" if like and given == "path" else
+            f"; use --path-column '{given}||{like[0]}' (each catalogue takes the first it has)"
+            if like else "")
+    names = " or ".join(map(repr, alternatives(given)))
+    raise ScanError(f"{p}: no {names} column (columns: {', '.join(cols) or 'none'}; "
+                    f"read with {DELIMITER_NAMES.get(d, repr(d))} as the separator){hint}")
 
 
 def read_catalogue(path: str | os.PathLike, path_column: str | None = "path",
@@ -194,12 +212,7 @@ def read_catalogue(path: str | os.PathLike, path_column: str | None = "path",
     header = next(recs, (0, 0, []))[2]
     cols = _header(header)
     written = {c: h for c, h in zip(cols, header, strict=True) if c != h}
-    path_column = path_column or (cols[0] if cols else "")
-    if path_column not in cols:
-        like = [c for c in cols if c.strip().lower() in PATHLIKE]
-        hint = f"; use --path-column {like[0]!r}" if like else ""
-        raise ScanError(f"{p}: no {path_column!r} column (columns: {', '.join(cols) or 'none'}; "
-                        f"read with {DELIMITER_NAMES.get(d, repr(d))} as the separator){hint}")
+    path_column = _path_column(path_column, cols, p, d)
     rows = []
     for line, row, cells in recs:
         if not cells or cells == [""]:

@@ -43,7 +43,7 @@ from pipeline.worker.imaging import (
     not_read_here,
     read_header,
 )
-from pipeline.worker.writers import alternatives, first_cell, parse_columns, resolve_columns
+from pipeline.worker.writers import OR, alternatives, first_cell, parse_columns, resolve_columns
 
 SHARD_SIZE = 64  # images per shard unless told: a shard is what commits at once
 
@@ -326,7 +326,7 @@ def _out_stems(rels: list[str]) -> list[str]:
 
 def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int | None = None,
          max_pixels: int = DEFAULT_MAX_PIXELS, relative: bool = False, threads: int = 8,
-         progress: bool = True, log=lambda msg: None, path_column: str = "path",
+         progress: bool = True, log=lambda msg: None, path_column: list[str] | None = None,
          encoding: str | None = None, extend: str | None = None, delimiter: str | None = None,
          report: str | os.PathLike | None = None, path_prefix: list[str] | None = None) -> pa.Table:
     """Write the manifest; returns it. Unreadable entries stay, with scan_error set. Folders
@@ -341,9 +341,12 @@ def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int | No
     listed twice) is summarised through `log`, and listed in the CSV `report` if given."""
     if shard_size is not None and shard_size < 1:
         raise ScanError("--shard-size must be >= 1")
-    given, path_prefix = path_prefix or [], _prefixes(path_prefix, extend, log)
+    meta = _earlier(extend)
+    given, path_prefix = path_prefix or [], _prefixes(path_prefix, meta, extend, log)
+    given_columns, path_column = path_column or [], _path_columns(path_column, meta, log)
     by_path, found = _collect(sources, dict(path_column=path_column, encoding=encoding, delimiter=delimiter,
                                             log=log, path_prefix=path_prefix), log)
+    _unused_path_columns(given_columns, found, log)
     _unused_prefixes(given, found, log)  # (one kept from the manifest may be for another catalogue)
     if not by_path:
         raise ScanError("no image files found in " + ", ".join(map(str, sources)))
@@ -389,27 +392,55 @@ def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int | No
     if old is not None:
         table = pa.concat_tables([old.replace_schema_metadata(None), table],
                                  promote_options="permissive")
-    table = table.replace_schema_metadata(_metadata(sources, shard_size, columns, found, old, path_prefix))
+    table = table.replace_schema_metadata(_metadata(sources, shard_size, columns, found, old, path_prefix,
+                                                         path_column))
     _summarise(table, columns, found, report, log)
     _write(table, output)
     return table
 
 
-def _prefixes(given: list[str] | None, extend: str | None, log) -> list[str]:
+def _earlier(extend: str | None) -> dict[bytes, bytes]:
+    """The metadata of the manifest a scan extends ({} for none, or one unreadable here: the
+    scan says that itself)."""
+    if not extend:
+        return {}
+    try:
+        return read_manifest(extend, columns=["image_id"]).schema.metadata or {}  # a URL too
+    except Exception:  # noqa: BLE001 - said by the scan itself
+        return {}
+
+
+def _path_columns(given: list[str] | None, meta: dict[bytes, bytes], log) -> str:
+    """The names --path-column gives, as 'A||B' (each catalogue takes the first it has): those
+    given, then those the manifest it extends was read with (a rescan without them would be
+    refused for want of a 'path' column); 'path' where there are none."""
+    names = [n for g in given or [] for n in alternatives(g) if n]
+    was = json.loads(meta.get(b"path_columns", b"[]"))
+    if kept := [x for x in was if x not in names]:
+        if names:
+            log(f"catalogue paths read from {' or '.join(map(repr, kept))} too, as the manifest was")
+        names += kept
+    return OR.join(dict.fromkeys(names)) or "path"
+
+
+def _prefixes(given: list[str] | None, meta: dict[bytes, bytes], extend: str | None, log) -> list[str]:
     """The --path-prefix the scan reads catalogues with: those given, and those the manifest it
     extends was read with (a rescan without them would find none of those files, and add their
     records again as missing beside the rows that hold them)."""
     given = list(given or [])
-    if not extend:
-        return given
-    try:
-        meta = read_manifest(extend, columns=["image_id"]).schema.metadata or {}  # a URL too
-        was = json.loads(meta.get(b"path_prefix", b"[]"))
-    except Exception:  # noqa: BLE001 - a manifest unreadable here is said by the scan itself
-        return given
+    was = json.loads(meta.get(b"path_prefix", b"[]"))
     if kept := [x for x in was if x not in given]:
         log(f"catalogue paths read with --path-prefix {', '.join(map(repr, kept))} too, as {extend} was")
     return given + kept
+
+
+def _unused_path_columns(given: list[str], found: ScanReport, log) -> None:
+    """A --path-column name no catalogue read here has (mistyped, or for a catalogue not
+    read this time): said, as it reads nothing."""
+    used = {c.path_column for c in found.catalogues if c.columns}
+    if used and (idle := [n for g in given for n in alternatives(g) if n not in used]):
+        log(f"--path-column {' or '.join(map(repr, idle))}: no catalogue read here has it "
+            f"(their paths are read from {' and '.join(map(repr, sorted(used)))})")
 
 
 def _unused_prefixes(prefixes: list[str], found: ScanReport, log) -> None:
@@ -453,13 +484,16 @@ def _sidecars_read(probes: list[dict], found: ScanReport) -> None:
 
 
 def _metadata(sources, shard_size: int, columns: list[str], found: ScanReport,
-              old: pa.Table | None, path_prefix: list[str] | None = None) -> dict:
+              old: pa.Table | None, path_prefix: list[str] | None = None,
+              path_column: str = "path") -> dict:
     """The manifest's own record: its shard size, the folders scanned (a run refuses an OUTDIR
     inside them: the next scan would take the outputs for scans), and its catalogue's shape."""
     folders = [os.path.realpath(str(x)) for x in sources if not is_url(str(x)) and Path(x).is_dir()]
     meta = {"shard_size": str(shard_size), "source_folders": json.dumps(folders),
             "unread_folders": json.dumps([p for p, _ in found.unread_folders]),
-            "path_prefix": json.dumps(path_prefix or [], ensure_ascii=False)}  # a rescan reads with it
+            "path_prefix": json.dumps(path_prefix or [], ensure_ascii=False),  # a rescan reads with it
+            "path_columns": json.dumps([] if path_column == "path" else alternatives(path_column),
+                                       ensure_ascii=False)}
     if found.changed_seen:
         meta["changed_seen"] = json.dumps(found.changed_seen, ensure_ascii=False)
     if columns:

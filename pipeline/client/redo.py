@@ -20,6 +20,7 @@ from pipeline.client.manifest import catalogue_info, read_manifest, resolve_path
 from pipeline.client.outdir import Outdir
 from pipeline.errors import UsageError, plural
 from pipeline.storage import Store
+from pipeline.worker.writers import OR
 
 PER_IMAGE = ("recolor",)  # the job's flags that may apply to some images alone
 # (and, per image, a curator's hints: `run --hinted`, from OUTDIR/reviews)
@@ -157,9 +158,13 @@ def select(manifest: str, items: list[str], column: str | None = None, log=lambd
     # its catalogue's path cell as written (another machine's C:\\Museum\\..., read with
     # --path-prefix): the catalogue itself, or a list cut from it, names its rows so
     path_column = catalogue_info(table).get("path_column")
-    cell = stored_name(path_column or "")
+    # each delivery's name for it (--path-column 'Datei||File'): June's rows hold theirs in File
+    named = json.loads((table.schema.metadata or {}).get(b"path_columns", b"[]"))
+    names = [c for c in dict.fromkeys([path_column, *named]) if c]
+    cells = [stored_name(c) for c in names]
     for i, r in enumerate(t):
-        for key in (r["image_id"], r["path"], r["rel_path"], r["out_stem"], (r.get(cell) or "").strip()):
+        for key in (r["image_id"], r["path"], r["rel_path"], r["out_stem"],
+                    *((r.get(c) or "").strip() for c in cells)):
             add(key, i)
         add(os.path.realpath(resolve_path(manifest, r["path"])) if "://" not in r["path"] else "", i)
         for c in _same_field(column, table):
@@ -168,7 +173,7 @@ def select(manifest: str, items: list[str], column: str | None = None, log=lambd
     picked: dict[int, set[str]] = {}
     unknown = []
     for item in items:
-        for v in _values(item, column, path_column):
+        for v in _values(item, column, OR.join(names) or None):
             hits = index.get(nfc(v)) or index.get(nfc(os.path.realpath(v)) if v else "")
             if not hits:
                 unknown.append(v)

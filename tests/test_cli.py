@@ -444,6 +444,36 @@ def test_a_relative_manifest_moved_with_its_scans_is_found_again(tmp_path, ckpt,
     assert main(["status", str(out)]) == 0 and main(["audit", str(out), "-q"]) == 0
 
 
+def test_a_rescan_keeps_the_manifests_way_of_storing_paths(tmp_path, capsys):
+    """A manifest made with --relative, rescanned without it, took the new scans' paths whole:
+    moved with its scans to a new disk, it found the old and lost the new. One extended into
+    another folder named none of its old files."""
+    import os
+
+    import pyarrow.parquet as pq
+
+    arch = tmp_path / "arch"
+    arch.mkdir()
+    Image.new("L", (24, 16), 60).save(arch / "0.png")
+    man = arch / "m.parquet"
+    assert main(["scan", str(arch), "-o", str(man), "--relative", "-q"]) == 0
+    Image.new("L", (24, 16), 90).save(arch / "1.png")
+    assert main(["scan", str(arch), "-o", str(man), "-q"]) == 0
+    assert pq.read_table(man).column("path").to_pylist() == ["0.png", "1.png"]
+    capsys.readouterr()
+    (tmp_path / "elsewhere").mkdir()
+    assert main(["scan", str(arch), "--extend", str(man), "-o", str(tmp_path / "elsewhere" / "m.parquet")]) == 2
+    err = capsys.readouterr().err
+    assert f"{man} holds paths relative to its own folder ({arch})" in err and f"-o {man}" in err, err
+    assert not (tmp_path / "elsewhere" / "m.parquet").exists()
+    whole = tmp_path / "whole.parquet"
+    assert main(["scan", str(arch), "-o", str(whole), "-q"]) == 0
+    Image.new("L", (24, 16), 120).save(arch / "2.png")
+    assert main(["scan", str(arch), "-o", str(whole), "-q", "--relative"]) == 0
+    assert f"--relative not taken: {whole} stores its paths whole" in capsys.readouterr().err
+    assert all(os.path.isabs(p) for p in pq.read_table(whole).column("path").to_pylist())
+
+
 def test_a_run_without_workers_says_so_and_a_stalled_run_is_not_given_a_pace(tmp_path, ckpt, capsys):
     import os
     import time

@@ -357,6 +357,7 @@ def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int | No
     real, rels = [real[i] for i in order], [rels[i] for i in order]
     old = read_manifest(extend) if extend else None
     if old is not None:
+        relative = _kept_relative(old, extend, output, relative, log)
         real, rels, old = _extend(old, extend, real, rels, found, log, _looked_at(sources, by_path), max_pixels)
         kept = int((old.schema.metadata or {}).get(b"shard_size", shard_size or SHARD_SIZE))
         if shard_size not in (None, kept):  # the job's done shards keep theirs: so do the new
@@ -373,6 +374,21 @@ def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int | No
                            disable=None if progress else True))
     real, rels, probes = _without_ours(real, rels, probes, found, log, extending=old is not None)
     _sidecars_read(probes, found)
+    table = _new_rows(real, rels, probes, by_path, found, old, (output, relative), shard_size, columns)
+    if old is not None:
+        table = pa.concat_tables([old.replace_schema_metadata(None), table],
+                                 promote_options="permissive")
+    table = table.replace_schema_metadata(_metadata(sources, shard_size, columns, found, old, path_prefix,
+                                                         path_column))
+    _summarise(table, columns, found, report, log)
+    _write(table, output)
+    return table
+
+
+def _new_rows(real: list[str], rels: list[str], probes: list[dict], by_path: dict, found: ScanReport,
+              old: pa.Table | None, where: tuple[str, bool], shard_size: int, columns: list[str]) -> pa.Table:
+    """The rows of the files this scan adds, in shards after an earlier manifest's last."""
+    output, relative = where
     stored = [_stored(_named(by_path, r), output, relative) for r in real]
     first_shard, stems = _after(old, _out_stems(rels), [_safe_rel(r) for r in rels])
     cols: dict[str, list] = {"image_id": [image_id(s) for s in stored],
@@ -388,15 +404,27 @@ def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int | No
                                         for r in real], pa.int64())
     for c in columns:
         cols[stored_name(c)] = pa.array([by_path[r]["_cells"].get(c) for r in real], pa.string())
-    table = pa.table(cols)
-    if old is not None:
-        table = pa.concat_tables([old.replace_schema_metadata(None), table],
-                                 promote_options="permissive")
-    table = table.replace_schema_metadata(_metadata(sources, shard_size, columns, found, old, path_prefix,
-                                                         path_column))
-    _summarise(table, columns, found, report, log)
-    _write(table, output)
-    return table
+    return pa.table(cols)
+
+
+def _kept_relative(old: pa.Table, extend: str, output, relative: bool, log) -> bool:
+    """Whether the new rows' paths are relative: as the manifest's are (one whose new rows were
+    absolute would no longer move with its scans; one with a few relative rows could not be
+    moved at all, nor left where it is and the scans moved)."""
+    paths = [p for p in old.column("path").to_pylist() if not is_url(p)]
+    was = bool(paths) and not any(os.path.isabs(p) for p in paths)
+
+    def folder(p):
+        return os.path.dirname(str(p) if is_url(str(p)) else os.path.realpath(str(p)))
+    if any(not os.path.isabs(p) for p in paths) and folder(extend) != folder(output):
+        # its rows kept as they are would name files from another folder: every one not found
+        raise ScanError(f"{extend} holds paths relative to its own folder ({folder(extend)}): "
+                        f"extended into another folder, they would name no file; write it "
+                        f"beside it (-o {os.path.join(os.path.dirname(str(extend)), os.path.basename(str(output)))})")
+    if relative and paths and not was:
+        log(f"--relative not taken: {extend} stores its paths whole, and keeps them so (--fresh "
+            "starts it over with paths relative to it)")
+    return was or (relative and not paths)
 
 
 def _earlier(extend: str | None) -> dict[bytes, bytes]:

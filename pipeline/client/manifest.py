@@ -34,7 +34,7 @@ from pipeline.client.catalogue import (
 from pipeline.client.elsewhere import advice
 from pipeline.client.outdir import Outdir
 from pipeline.client.results import CORE_COLUMNS, PROBED
-from pipeline.errors import ScanError
+from pipeline.errors import ScanError, plural
 from pipeline.storage import is_url
 from pipeline.worker.imaging import (
     DEFAULT_MAX_PIXELS,
@@ -617,7 +617,8 @@ class ScanReport:
         for c in self.catalogues:
             sep = DELIMITER_NAMES.get(c.delimiter, repr(c.delimiter))
             blank = f" ({len(c.nofile)} naming no file)" if c.nofile else ""
-            out.append(f"{c.path}: {len(c.rows) + len(c.nofile)} rows{blank}, {len(c.columns)} columns"
+            out.append(f"{c.path}: {plural(len(c.rows) + len(c.nofile), 'row')}{blank}, "
+                       f"{plural(len(c.columns), 'column')}"
                        + (f" ({sep}-separated, {c.encoding})" if c.columns else ""))
 
         def some(items):

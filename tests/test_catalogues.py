@@ -679,8 +679,14 @@ def test_abbreviated_column_names_are_guessed_as_written_elsewhere():
                           (["INV.-NR", "Bildtitel"], "identifier=INV.-NR,title=Bildtitel"),
                           (["Object_ID", "Caption:"], "identifier=Object_ID,title=Caption:"),
                           (["Accession #", "Remarks"], "identifier=Accession #"),
-                          (["Nummer", "Bild"], "none")):
+                          (["Nummer", "Bild"], "none"),
+                          # a trial's "Inv" went unread, and so would "Acc. No." and "Object No."
+                          (["path", "Inv"], "identifier=Inv"), (["Acc. No.", "Title"], "identifier=Acc. No.,title=Title"),
+                          (["Object No.", "Remarks"], "identifier=Object No.")):
         assert resolve_columns("auto", columns) == want
+    # a job begun before they were guessed goes on as it began (its outputs' XMP say no number)
+    assert resolve_columns("auto", ["Acc. No.", "Title"], before="title=Title") == "title=Title"
+    assert resolve_columns("auto", ["path", "Inv"], before="none") == "none"
     # a job an earlier version began (it took no accession number from "Accession No.") goes on
     # as that job; a new one takes it
     assert resolve_columns("auto", ["Accession No.", "Title"], before="title=Title") == "title=Title"

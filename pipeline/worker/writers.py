@@ -439,6 +439,17 @@ GUESSES = {
               "titre", "légende", "tytuł", "título", "titolo", "název", "τίτλος", "name",
               "description", "beschreibung"),
 }
+# Abbreviations a collection system's export writes that earlier versions did not guess
+# ("Acc. No.", "Inv.", "Object No."): a job one of them began goes on as it began (GENERATIONS).
+GUESSES_BEFORE = GUESSES
+GUESSES = {**GUESSES, "identifier": (*GUESSES["identifier"], "acc no", "acc nr", "accession nr",
+                                     "inv", "inv no", "inv nr", "inventory nr", "inventar nr",
+                                     "object no", "object nr", "obj no", "objektnr", "objekt nr")}
+# How versions guessed, oldest first: a column name's spelling (case and spaces aside; then the
+# dots and dashes of abbreviations aside too, and rights and creator named came "also"), and
+# the names guessed.
+GENERATIONS = ((lambda n: n.strip().lower(), False, GUESSES_BEFORE), (None, True, GUESSES_BEFORE),
+               (None, True, GUESSES))
 # Named only (`rights=Rechte,creator=Fotograf`), never guessed: 'auto' names what it named before,
 # so a job made by an earlier version resumes as the same job.
 NAMED_ONLY = ("rights", "creator")
@@ -510,16 +521,18 @@ def resolve_columns(spec: str, columns: list[str], before: str | None = None,
     before: the mapping an existing job recorded; where an earlier version resolved this spec
     so (it guessed without an abbreviation's dots, and not beside rights and creator), the job
     goes on as it was, with a new catalogue's columns to fall back on (widens)."""
-    now = _resolve(spec, columns, False, sets)
+    now = _resolve(spec, columns, GENERATIONS[-1], sets)
     if before is None or before == now:
         return now
-    legacy = _resolve(spec, columns, True, sets)
-    if before == legacy:  # as an earlier version guessed it, from the same catalogue
+    earlier = [_resolve(spec, columns, g, sets) for g in GENERATIONS[-2::-1]]  # newest first
+    if before in earlier:  # as an earlier version guessed it, from the same catalogue
         return before
-    return legacy if widens(before, legacy) and not widens(before, now) else now
+    if widens(before, now):
+        return now
+    return next((legacy for legacy in earlier if widens(before, legacy)), now)
 
 
-def _resolve(spec: str, columns: list[str], legacy: bool, sets: list[list[str]] | None) -> str:
+def _resolve(spec: str, columns: list[str], generation: tuple, sets: list[list[str]] | None) -> str:
     if spec.strip().lower() == "none":
         return "none"
     chosen = parse_columns(spec)
@@ -527,11 +540,12 @@ def _resolve(spec: str, columns: list[str], legacy: bool, sets: list[list[str]] 
     if missing:
         raise ValueError(f"no column {missing[0]!r} in the catalogue (columns: "
                          f"{', '.join(columns) or 'none'})")
-    spelled = (lambda n: n.strip().lower()) if legacy else _spelled
-    guess = spec.strip().lower() == "auto" or (not legacy and not {"identifier", "title"} & chosen.keys())
+    spelled, also, guesses = generation
+    spelled = spelled or _spelled
+    guess = spec.strip().lower() == "auto" or (also and not {"identifier", "title"} & chosen.keys())
     if guess:
         named = {c for v in chosen.values() for c in alternatives(v)}
-        for key, names in GUESSES.items():
+        for key, names in guesses.items():
             hits, read = [], set()
             for cols in [c for c in (sets or []) if set(c) <= set(columns)] or [columns]:
                 earlier, read = read, read | set(cols)

@@ -427,6 +427,10 @@ def test_extending_tells_a_file_still_missing_from_one_gone_since(scans, tmp_pat
     r = run_cli("scan", scans, cat, "-o", man, "-q")
     assert r.returncode == 0, r.stderr
     assert "2 files done before, 1 new, 0 changed, 1 gone, 1 still missing" in r.stderr, r.stderr
+    # the gone file's row and output stay as they were: it gets no error row (a trial was told so)
+    assert "1 catalogue row names a file that is not there (kept: each gets an error row): catalogue.csv line 4" in r.stderr
+    assert ("1 catalogue row names a file done before and gone since (its row and output are kept "
+            "as they were): catalogue.csv line 3") in r.stderr, r.stderr
     rows = {Path(x["path"]).name: x["accession"] for x in pq.read_table(man).to_pylist()}
     assert rows == {"Müller 1.png": None, "b.png": "A-1", "c.png": "A-2", "never.png": "A-3",
                     "new.png": None}

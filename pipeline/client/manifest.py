@@ -654,12 +654,20 @@ class ScanReport:
                        f"--report lists them: 'unlisted'): {some(self.unlisted_before)}")
         # a file in a folder this user cannot search is not "not there": say which is which
         hidden = [r for r in self.missing if "://" not in r["path"] and _unsearchable(r["path"])]
-        gone = [r for r in self.missing if r not in hidden]
+        # a file done before and gone since keeps its row and output (said as "gone since")
+        since = set(self.gone)
+        done = [r for r in self.missing if r not in hidden
+                and (r["path"] if "://" in r["path"] else _real(r["path"])) in since]
+        gone = [r for r in self.missing if r not in hidden and r not in done]
         if gone:
             out.append(f"{_n(len(gone), 'catalogue row')} "
                        f"{'names' if len(gone) == 1 else 'name'} a file that is not there "
                        "(kept: each gets an error row): "
                        + some([f"{_where(r)} {r['path']}" for r in gone]))
+        if done:
+            out.append(f"{_n(len(done), 'catalogue row')} {'names' if len(done) == 1 else 'name'} a "
+                       "file done before and gone since (its row and output are kept as they "
+                       "were): " + some([f"{_where(r)} {r['path']}" for r in done]))
         if hidden:
             out.append(f"{_n(len(hidden), 'catalogue row')} {'names' if len(hidden) == 1 else 'name'} "
                        "a file in a folder this user cannot read (permission denied; kept: each "

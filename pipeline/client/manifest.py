@@ -652,6 +652,25 @@ class ScanReport:
                        "in no catalogue read now: each keeps the cells an earlier catalogue gave it "
                        "(a catalogue of new records alone leaves the earlier ones as they were; "
                        f"--report lists them: 'unlisted'): {some(self.unlisted_before)}")
+        out += self._missing_lines(some)
+        nofile = [(c, r) for c in self.catalogues for r in c.nofile]
+        if nofile:
+            out.append(f"{_n(len(nofile), 'catalogue row')} {'names' if len(nofile) == 1 else 'name'}"
+                       " no file (an empty path cell: nothing to colour; --report lists them): "
+                       + some([f"{Path(c.path).name} {at(r)}" for c, r in nofile]))
+        if self.duplicates:
+            out.append(f"{_n(len(self.duplicates), 'file')} listed twice (the first row kept): "
+                       + some([f"{b['path']} ({_where(a)} and {_where(b)}"
+                               + (", the same details)" if a["_cells"] == b["_cells"] else
+                                  f", different details: {_details(a)} / {_details(b)})")
+                               for a, b in self.duplicates]))
+        if self.shared:
+            out.append(shared_said(self.shared, self.shared_column, limit))
+        return out
+
+    def _missing_lines(self, some) -> list[str]:
+        """What the scan says of catalogue rows whose file is not there."""
+        out = []
         # a file in a folder this user cannot search is not "not there": say which is which
         hidden = [r for r in self.missing if "://" not in r["path"] and _unsearchable(r["path"])]
         # a file done before and gone since keeps its row and output (said as "gone since")
@@ -672,19 +691,6 @@ class ScanReport:
             out.append(f"{_n(len(hidden), 'catalogue row')} {'names' if len(hidden) == 1 else 'name'} "
                        "a file in a folder this user cannot read (permission denied; kept: each "
                        "gets an error row): " + some([f"{_where(r)} {r['path']}" for r in hidden]))
-        nofile = [(c, r) for c in self.catalogues for r in c.nofile]
-        if nofile:
-            out.append(f"{_n(len(nofile), 'catalogue row')} {'names' if len(nofile) == 1 else 'name'}"
-                       " no file (an empty path cell: nothing to colour; --report lists them): "
-                       + some([f"{Path(c.path).name} {at(r)}" for c, r in nofile]))
-        if self.duplicates:
-            out.append(f"{_n(len(self.duplicates), 'file')} listed twice (the first row kept): "
-                       + some([f"{b['path']} ({_where(a)} and {_where(b)}"
-                               + (", the same details)" if a["_cells"] == b["_cells"] else
-                                  f", different details: {_details(a)} / {_details(b)})")
-                               for a, b in self.duplicates]))
-        if self.shared:
-            out.append(shared_said(self.shared, self.shared_column, limit))
         return out
 
     def write_csv(self, path: str | os.PathLike) -> int:

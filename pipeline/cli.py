@@ -302,6 +302,7 @@ def cmd_scan(a) -> int:
         raise UsageError(f"-o {a.output}: a manifest is a Parquet file; name it *.parquet")
     if a.extend and a.fresh:
         raise UsageError("--extend keeps an earlier manifest's rows, --fresh starts over: one of them")
+    _only_ours(a.report, "--report", "a scan's report", _our_report)
     if a.extend is None and not a.fresh and _exists(a.output):
         # A rescan into the same file: the archive grew. Keeping the rows, ids and shards keeps
         # every job run on it valid; --fresh starts over (and a job then refuses the new one).
@@ -346,11 +347,38 @@ def _exists(path: str) -> bool:
     return Path(path).is_file()
 
 
+def _only_ours(path: str | None, flag: str, what: str, ours) -> None:
+    """--report and --summary-json replace a file only where it is one colorize wrote (a rerun
+    replaces its own report): a trial named the catalogue it had just read, and a scan, and
+    lost both. ours(first bytes) says whether it is such a file."""
+    if not path or "://" in str(path) or not Path(path).exists():
+        return
+    if Path(path).is_dir():
+        raise UsageError(f"{flag} {path}: a folder; name a file")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return  # writing it says why
+    if not ours(head):
+        raise UsageError(f"{flag} {path}: that file is there and is not {what} colorize wrote "
+                         "(a catalogue? a scan?): name another; colorize replaces only its own")
+
+
+def _our_report(head: bytes) -> bool:
+    return re.match(rb"(\xef\xbb\xbf)?kind[,;\t]path[,;\t]catalogue", head) is not None
+
+
+def _our_summary(head: bytes) -> bool:
+    return head.lstrip().startswith(b"{") and b'"outcome"' in head
+
+
 def cmd_run(a) -> int:
     """A run, its signals handled, and --summary-json written however it ends."""
     if a.summary_json and (Path(a.summary_json).is_dir()
                            or not Path(a.summary_json).resolve().parent.is_dir()):  # before, not after
         raise UsageError(f"--summary-json {a.summary_json}: name a file in a folder that exists")
+    _only_ours(a.summary_json, "--summary-json", "a run's summary", _our_summary)
     import threading
 
     import psutil  # noqa: F401 - loaded before a signal's handler may need it, never half-loaded

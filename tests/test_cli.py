@@ -1039,3 +1039,29 @@ def test_an_audit_of_a_read_only_outdir_says_its_reasons_where_it_can(tmp_path, 
     assert f"1 image whose original the last scan did not find (kept): '{src / 'gone.png'}'" in said
     assert "audit-errors.txt" not in said and "audit.html" not in said.replace("no report", "")
     assert "audit.json" not in said
+
+
+def test_report_and_summary_json_replace_only_a_file_colorize_wrote(tmp_path, ckpt, capsys):
+    """A trial named the catalogue it had just read as --report, and a scan as --summary-json:
+    both were overwritten without a word."""
+    arch = tmp_path / "arch"
+    arch.mkdir()
+    Image.new("L", (24, 16), 60).save(arch / "camera.png")
+    cat = arch / "c.csv"
+    cat.write_text("path,Inv\ncamera.png,A-1\n", encoding="utf-8")
+    man = tmp_path / "m.parquet"
+    before = {p: p.read_bytes() for p in (cat, arch / "camera.png")}
+    for target in before:
+        assert main(["scan", str(cat), "-o", str(man), "-q", "--report", str(target)]) == 2
+        assert f"--report {target}: that file is there and is not a scan's report" in capsys.readouterr().err
+    run = ["run", "--manifest", str(man), "-o", str(tmp_path / "o"), "--checkpoint", ckpt, "--size", "32", "-q"]
+    assert main(["scan", str(cat), "-o", str(man), "-q", "--report", str(tmp_path / "r.csv")]) == 0
+    assert main([*run, "--summary-json", str(cat)]) == 2
+    assert "--summary-json" in capsys.readouterr().err and not (tmp_path / "o").exists()
+    assert {p: p.read_bytes() for p in before} == before
+    # its own are replaced: a rerun's report and summary
+    assert main(["scan", str(cat), "-o", str(man), "-q", "--report", str(tmp_path / "r.csv")]) == 0
+    assert "1 file done before, 0 new" in capsys.readouterr().err
+    for _ in range(2):
+        assert main([*run, "--summary-json", str(tmp_path / "s.json")]) == 0
+    assert json.loads((tmp_path / "s.json").read_text())["outcome"] == "nothing_to_do"

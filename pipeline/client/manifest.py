@@ -886,7 +886,7 @@ def _extend(old: pa.Table, extend: str, real: list[str], rels: list[str], found:
     still = f", {len(never)} still missing" if never else ""
     # each is said once (one redone since would be "changed" for ever): counted after, not named
     before = f" (and {found.changed_before} said at an earlier scan)" if found.changed_before else ""
-    log(f"extending {extend}: {len(known) - len(found.gone) - len(never)} files done before, "
+    log(f"extending {extend}: {plural(len(known) - len(found.gone) - len(never), 'file')} done before, "
         f"{len(keep)} new, {len(found.changed)} changed{before}, {len(found.gone)} gone{still} (the "
         "rows of the changed and the gone are kept as they were)")
     if found.changed:

@@ -1065,3 +1065,42 @@ def test_report_and_summary_json_replace_only_a_file_colorize_wrote(tmp_path, ck
     for _ in range(2):
         assert main([*run, "--summary-json", str(tmp_path / "s.json")]) == 0
     assert json.loads((tmp_path / "s.json").read_text())["outcome"] == "nothing_to_do"
+
+
+CTRL_C_WHILE_STARTING = """
+import multiprocessing as mp, os, signal, threading, time
+from pipeline.client.cluster import _workers_ignore_ctrl_c
+
+got = []
+signal.signal(signal.SIGINT, lambda *a: got.append("ctrl-c"))
+
+def child(q):
+    q.put({k: int(v, 16) for k, v in (ln.split(":") for ln in open("/proc/self/status") if ln.startswith(("SigBlk", "SigIgn")))})
+
+def spawn(q):  # as dask's event loop does: a worker spawned from a thread of its own
+    p = mp.get_context("spawn").Process(target=child, args=(q,))
+    p.start()
+    p.join()
+
+if __name__ == "__main__":
+    q = mp.get_context("spawn").Queue()
+    with _workers_ignore_ctrl_c():
+        t = threading.Thread(target=spawn, args=(q,))
+        t.start()
+        t.join()
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while the workers start
+        time.sleep(0.2)
+    time.sleep(0.2)
+    sig = q.get(timeout=30)
+    print(got, bool((sig["SigBlk"] | sig["SigIgn"]) & 2))
+"""
+
+
+def test_ctrl_c_while_the_workers_start_is_not_lost_and_the_workers_leave_it_to_the_client(tmp_path):
+    """A trial's Ctrl-C in a run's first second was dropped (SIGINT was ignored while the local
+    workers started, so that they would inherit "ignore"), and the run went on to the end."""
+    (tmp_path / "t.py").write_text(CTRL_C_WHILE_STARTING)
+    r = subprocess.run([sys.executable, str(tmp_path / "t.py")], capture_output=True, text=True,
+                       timeout=120, cwd=Path(__file__).resolve().parent.parent)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["['ctrl-c']", "True"], r.stdout

@@ -264,20 +264,29 @@ class _Kept:
 
 @contextlib.contextmanager
 def _workers_ignore_ctrl_c():
-    """Ctrl-C in a terminal reaches every process of the group: the worker processes started
-    here inherit "ignore" (an ignored signal stays ignored across exec), so it is the client's
-    alone to handle (the CLI stops the workers itself), and no worker prints a traceback."""
+    """Ctrl-C in a terminal reaches every process of the group: the worker processes are to
+    leave it to the client (the CLI stops the workers itself) and print no traceback. So the
+    main thread blocks SIGINT while the cluster starts: the threads dask starts meanwhile (its
+    event loop, which spawns the workers, and restarts a lost one later) inherit the block, and
+    a process keeps its parent thread's blocked signals across exec. The client's own handler
+    stays in place: a Ctrl-C meanwhile reaches it through another thread (an action of
+    "ignore", as before, dropped it, and a trial's run went on to the end)."""
     import signal
     import threading
 
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from multiprocessing import resource_tracker
+
+    # started here, not by the thread that spawns the first worker: starting it unblocks
+    # SIGINT in the thread that does (multiprocessing's own block and unblock around it)
+    resource_tracker.ensure_running()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, old)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def kill_local_processes() -> int:

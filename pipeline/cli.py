@@ -892,6 +892,10 @@ def _audit_notes(r: dict, outdir: str) -> list[str]:
                    f"catalogue's column read since); "
                    f"the export has the new ones; to write them into the files' XMP: "
                    + run_hint(outdir, "--redo", f"{outdir}/{Outdir.AUDIT_OUTDATED}"))
+    for k in r.get("lists_kept") or []:  # the curator's edit: the README says to make one
+        out.append(f"{outdir}/{k['list']} was edited since the audit wrote it: kept as edited (this "
+                   f"audit's list would hold {plural(k['would_hold'], 'line')}; remove the file to "
+                   "have it written again)")
     if r["skipped"]:
         from pipeline.client.audit import redo_skipped_advice
 

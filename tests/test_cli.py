@@ -1104,3 +1104,30 @@ def test_ctrl_c_while_the_workers_start_is_not_lost_and_the_workers_leave_it_to_
                        timeout=120, cwd=Path(__file__).resolve().parent.parent)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["['ctrl-c']", "True"], r.stdout
+
+
+def test_an_audit_list_the_curator_edited_is_kept_as_edited(tmp_path, ckpt, capsys):
+    """The README says to keep the toned prints' lines in audit-skipped.txt and --redo it; a
+    trial did, and the next audit overwrote the edit without a word."""
+    arch = tmp_path / "arch"
+    arch.mkdir()
+    rng = np.random.default_rng(2)
+    for i in range(2):  # colour photographs: skipped as colour
+        Image.fromarray(rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)).save(arch / f"c{i}.png")
+    Image.new("L", (32, 24), 90).save(arch / "g.png")
+    man, out = tmp_path / "m.parquet", tmp_path / "out"
+    assert main(["scan", str(arch), "-o", str(man), "-q"]) == 0
+    assert main(["run", "--manifest", str(man), "-o", str(out), "--checkpoint", ckpt, "--size", "32", "-q"]) == 0
+    assert main(["audit", str(out), "-q"]) == 0
+    listed = out / "audit-skipped.txt"
+    assert sorted(listed.read_text().splitlines()) == [str(arch / "c0.png"), str(arch / "c1.png")]
+    listed.write_text(f"{arch / 'c1.png'}\n")  # the toned print among them, kept
+    capsys.readouterr()
+    assert main(["audit", str(out), "-q"]) == 0
+    said = capsys.readouterr().out
+    assert f"{listed} was edited since the audit wrote it: kept as edited (this audit's list would hold 2 lines" in said
+    assert listed.read_text() == f"{arch / 'c1.png'}\n"
+    assert main(["audit", str(out), "-q"]) == 0 and listed.read_text() == f"{arch / 'c1.png'}\n"
+    assert json.loads((out / "audit.json").read_text())["lists_kept"] == [{"list": "audit-skipped.txt", "would_hold": 2}]
+    listed.unlink()  # asked for again
+    assert main(["audit", str(out), "-q"]) == 0 and len(listed.read_text().splitlines()) == 2

@@ -283,22 +283,40 @@ def _copies(res: list[dict]) -> list[list[str]]:
 def _write_reports(out: Store, report: dict, ok_rows, carried, spec, sample, sheet) -> None:
     if sheet == "all":
         report["sheet_pages"] = write_sheet(out, ok_rows, carried, spec)
+    _write_lists(out, report, ok_rows)
     out.write_atomic(Outdir.AUDIT_JSON, json.dumps(report, indent=2).encode())
-    # lists for `--redo LIST`: the toned prints the classifier called colour (with --recolor),
-    # and the files that could not be read (once they are mended, copied back, made readable)
+    out.write_atomic(Outdir.AUDIT_HTML, _html(report, ok_rows, spec, sample, out).encode("utf-8"))
+
+
+def _write_lists(out: Store, report: dict, ok_rows) -> None:
+    """Lists for `--redo LIST`: the toned prints the classifier called colour (with --recolor),
+    the files that could not be read (once they are mended), the outputs with older catalogue
+    cells. A list edited since the audit wrote it (the README says to keep the toned prints'
+    lines in audit-skipped.txt) is the curator's: kept as edited (report["lists_kept"]), where
+    the next audit overwrote it; the sha256 of each list written is kept in audit.json to tell."""
+    try:
+        was = json.loads(out.read_bytes(Outdir.AUDIT_JSON)).get("lists") or {}
+    except Exception:  # noqa: BLE001 - no audit yet, or one from before lists were recorded
+        was = {}
     # A path a line cannot hold (a newline in a file name, spaces at its ends) is listed by its
     # image id, which --redo takes as well: split in two, it named two files that are not there.
     ids = {r["source_path"]: r["image_id"] for r in ok_rows}
+    report["lists"], report["lists_kept"] = {}, []
     for name, rows in ((Outdir.AUDIT_SKIPPED, report["skipped"]), (Outdir.AUDIT_ERRORS, report["errors"]),
                        (Outdir.AUDIT_OUTDATED, [{"source_path": p, "image_id": ids.get(p)}
                                                 for p in report["record_outdated"]])):
         paths = [r["source_path"] if _one_line(r["source_path"]) or not r.get("image_id") else r["image_id"]
                  for r in rows]
+        if name in was and out.exists(name) and out.sha256(name) != was[name]:
+            report["lists_kept"].append({"list": name, "would_hold": len(paths)})
+            report["lists"][name] = was[name]  # still the audit's last: an edit is told again
+            continue
         if paths:
-            out.write_atomic(name, "".join(f"{p}\n" for p in paths).encode())
+            data = "".join(f"{p}\n" for p in paths).encode()
+            out.write_atomic(name, data)
+            report["lists"][name] = hashlib.sha256(data).hexdigest()
         elif out.exists(name):  # an earlier audit's list, all of them since redone
             out.remove(name)
-    out.write_atomic(Outdir.AUDIT_HTML, _html(report, ok_rows, spec, sample, out).encode("utf-8"))
 
 
 def _one_line(path: str) -> bool:

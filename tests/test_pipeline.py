@@ -414,7 +414,17 @@ def test_a_damaged_or_stray_results_file_is_named_and_repair_mends_it(archive, c
     assert len(err.strip().splitlines()) == 1
     summ = tmp_path / "night.json"  # a plain rerun says it too, and its exit code and outcome
     assert main(["run", "-o", str(out), "-q", "--summary-json", str(summ)]) == 3
-    assert "but 1 results file is damaged (shard 1): colorize run -o" in capsys.readouterr().out
+    o = capsys.readouterr().out
+    assert (f"nothing to run without --repair: 1 results file of {out} is damaged (shard 1), the other "
+            f"shards committed; colorize run -o {out} --repair colorizes its shard again") in o, o
+    assert "nothing to do" not in o  # a trial read "nothing to do", then "but ... damaged"
+    assert "recorded in commits.jsonl" not in o  # the stray is no late commit of the job's
+    lost = (res / "shard-00002.parquet").read_bytes()
+    (res / "shard-00002.parquet").unlink()  # a run with work to do says it too, after its own
+    assert main(["run", "-o", str(out), "-q"]) == 3
+    o = capsys.readouterr().out
+    assert "but 1 results file of the job is damaged (shard 1: not counted above): colorize run -o" in o, o
+    assert (res / "shard-00002.parquet").exists() and lost
     night = json.loads(summ.read_text())
     assert night["outcome"] == "damaged" and night["pid"] == os.getpid()  # and when, and by whom:
     import datetime as dt  # a monitor tells a stale file from tonight's

@@ -30,14 +30,15 @@ def record(outdir: Outdir, shard: int, sha256: str | None, seen: str | None = No
         os.fsync(f.fileno())
 
 
-def adopt(outdir: Outdir) -> list[int]:
-    """Record the shards committed with no line: a worker's commit after the run's client had
-    stopped (a SIGINT, a killed client on a cluster that went on) never reached the client that
-    writes the lines. Recorded as this run first sees them, so an edit from now on is told."""
+def adopt(outdir: Outdir, shards: set[int]) -> list[int]:
+    """Record the job's shards committed with no line: a worker's commit after the run's client
+    had stopped (a SIGINT, a killed client on a cluster that went on) never reached the client
+    that writes the lines. Recorded as this run first sees them, so an edit from now on is told.
+    A results file for no shard of the job (a copy, a stray) is no commit of it."""
     if not outdir.store.local:
         return []
     on_record = recorded(outdir)
-    late = sorted(n for n in outdir.committed_shards() if n not in on_record)
+    late = sorted(n for n in outdir.committed_shards() if n not in on_record and n in shards)
     for n in late:
         record(outdir, n, hashlib.sha256(outdir.store.read_bytes(outdir.shard_rel(n))).hexdigest(),
                seen="after its run's client had stopped")

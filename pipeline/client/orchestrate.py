@@ -245,19 +245,11 @@ def run_job(o: JobSpec, log=print, redo: tuple[dict[int, set[str]], dict] | None
         stale = outdir.remove_temporaries()
         if stale:
             log(f"removed {stale} temporary files left by an interrupted run")
-        _adopt(outdir, log)
+        _adopt(outdir, set(sizes), log)
         work = _plan(outdir, o, sizes, redo, fp, log)
         if not work.tasks:
             release_reserve(outdir)
-            log(f"nothing to do: {'all ' + str(len(sizes)) + ' shards' if len(sizes) > 1 else 'its one shard'} of {outdir} {'are' if len(sizes) > 1 else 'is'} committed "
-                f"({sum(sizes.values())} images); see `colorize status {outdir}`")
-            damaged: list[int] = []
-            outdir.read_results(columns=["status"], damaged=damaged, shards=set(sizes))
-            if damaged:  # committed by name, but unreadable: a rerun alone would never see it
-                log(f"but {plural(len(damaged), 'results file')} {'is' if len(damaged) == 1 else 'are'}"
-                    f" damaged (shard {', '.join(map(str, damaged))}): {run_hint(outdir, '--repair')}")
-            return {"pending_shards": 0, "ok": 0, "error": 0, "skipped": 0, "images": 0,
-                    "damaged": damaged}
+            return _nothing_to_run(outdir, sizes, log)
         was = _note_scheduler(outdir, o.scheduler)  # once there is work: a rerun with none keeps it
         if was and not o.scheduler:
             log(f"the job's last run used the dask cluster at {was}; this one starts a local "
@@ -293,12 +285,37 @@ def run_job(o: JobSpec, log=print, redo: tuple[dict[int, set[str]], dict] | None
     totals.update(elapsed=elapsed, images_per_s=n / elapsed if elapsed else 0.0,
                   client_peak_rss_mb=peak_rss_mb())
     log(_done(totals, outdir, sizes))
+    if totals.get("damaged"):  # done, but the job is not whole: a results file of before is
+        log(f"but {plural(len(totals['damaged']), 'results file')} of the job "
+            f"{'is' if len(totals['damaged']) == 1 else 'are'} damaged ({_shards(totals['damaged'])}: "
+            f"not counted above): {run_hint(outdir, '--repair')}")
     return totals
 
 
-def _adopt(outdir: Outdir, log) -> None:
+def _shards(numbers: list[int]) -> str:
+    return f"shard{'s' if len(numbers) > 1 else ''} {', '.join(map(str, numbers))}"
+
+
+def _nothing_to_run(outdir: Outdir, sizes: dict[int, int], log) -> dict:
+    """Every shard committed: said so, or, where a results file committed by name does not
+    read, what mends it (a rerun alone would never see it)."""
+    damaged: list[int] = []
+    outdir.read_results(columns=["status"], damaged=damaged, shards=set(sizes))
+    if damaged:  # committed by name, but unreadable: a rerun alone would never see it
+        log(f"nothing to run without --repair: {plural(len(damaged), 'results file')} of "
+            f"{outdir} {'is' if len(damaged) == 1 else 'are'} damaged ({_shards(damaged)}), "
+            f"the other shards committed; {run_hint(outdir, '--repair')} colorizes "
+            f"{'its shard' if len(damaged) == 1 else 'their shards'} again")
+    else:
+        log(f"nothing to do: {'all ' + str(len(sizes)) + ' shards' if len(sizes) > 1 else 'its one shard'} of {outdir} {'are' if len(sizes) > 1 else 'is'} committed "
+            f"({sum(sizes.values())} images); see `colorize status {outdir}`")
+    return {"pending_shards": 0, "ok": 0, "error": 0, "skipped": 0, "images": 0,
+            "damaged": damaged}
+
+
+def _adopt(outdir: Outdir, shards: set[int], log) -> None:
     """Shards a cluster went on committing after the last run's client stopped: on record."""
-    if late := ledger.adopt(outdir):
+    if late := ledger.adopt(outdir, shards):
         shown = ", ".join(map(str, late[:10])) + (" ..." if len(late) > 10 else "")
         log(f"recorded in {ledger.LEDGER} {plural(len(late), 'shard')} ({shown}) that the "
             "cluster's workers committed after the last run's client had stopped")
@@ -308,18 +325,20 @@ def _done(totals: dict, outdir: Outdir, sizes: dict[int, int]) -> str:
     """The run's last line: its counts, where it wrote, and where the reasons are."""
     return (f"done: {totals['ok']} ok, {totals['error']} error, {totals['skipped']} skipped in "
             f"{totals['elapsed']:.1f} s ({totals['images_per_s']:.2f} images/s)"
-            f"{_job_so_far(outdir, sizes, totals['images'])}; images in "
+            f"{_job_so_far(outdir, sizes, totals)}; images in "
             f"{outdir.store.full(Outdir.IMAGES)}, results in {outdir.store.full(Outdir.RESULTS)}"
             + (f"; each error's and skip's reason: colorize audit {shlex.quote(outdir.url)}"
                if totals["error"] or totals["skipped"] else ""))
 
 
-def _job_so_far(outdir: Outdir, sizes: dict[int, int], n: int) -> str:
-    """A resumed run's counts are its own: the whole job's, when there is more to it."""
-    if n == sum(sizes.values()):
+def _job_so_far(outdir: Outdir, sizes: dict[int, int], totals: dict) -> str:
+    """A resumed run's counts are its own: the whole job's, when there is more to it (and the
+    results files of before that do not read: totals["damaged"])."""
+    if totals["images"] == sum(sizes.values()):
         return ""
     try:
-        c = Counter(outdir.read_results(columns=["status"], damaged=[], shards=set(sizes))
+        totals["damaged"] = []
+        c = Counter(outdir.read_results(columns=["status"], damaged=totals["damaged"], shards=set(sizes))
                     .column("status").to_pylist())
     except Exception:  # noqa: BLE001 - a summary line: the run itself is done and committed
         return ""

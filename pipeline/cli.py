@@ -303,6 +303,8 @@ def cmd_scan(a) -> int:
     if a.extend and a.fresh:
         raise UsageError("--extend keeps an earlier manifest's rows, --fresh starts over: one of them")
     _only_ours(a.report, "--report", "a scan's report", _our_report)
+    if a.fresh and "://" not in str(a.output) and Path(a.output).is_file():
+        _keep_before_fresh(a.output)
     if a.extend is None and not a.fresh and _exists(a.output):
         # A rescan into the same file: the archive grew. Keeping the rows, ids and shards keeps
         # every job run on it valid; --fresh starts over (and a job then refuses the new one).
@@ -345,6 +347,21 @@ def _exists(path: str) -> bool:
         fs, p = fsspec.core.url_to_fs(str(path))
         return fs.exists(p)
     return Path(path).is_file()
+
+
+def _keep_before_fresh(manifest: str) -> None:
+    """--fresh over a manifest keeps the one it replaces beside it: a job run on that one keeps
+    its shards, and refuses the new one (its images sharded otherwise) until it is back."""
+    import datetime as dt
+    import shutil
+
+    p = Path(manifest)
+    when = dt.datetime.fromtimestamp(p.stat().st_mtime).strftime("%Y%m%d-%H%M%S")
+    kept = p.with_name(f"{p.stem}.before-fresh-{when}{p.suffix}")
+    if not kept.exists():
+        shutil.copy2(p, kept)
+    print(f"colorize: --fresh: the manifest it replaces is kept as {kept} (a job run on it "
+          "needs it back to go on: a job keeps its shards)", file=sys.stderr)
 
 
 def _only_ours(path: str | None, flag: str, what: str, ours) -> None:
@@ -693,19 +710,25 @@ def cmd_status(a) -> int:
 
     try:
         with _manifest_moved(a.outdir):
-            s = status(a.outdir)
+            s = status(a.outdir, check_manifest=True)
     except UsageError as e:  # a monitor polling before the first run reads JSON all the same
         if a.json:
             print(json.dumps({"state": "no_job", "reason": str(e)}))
         raise
     if a.json:  # one object, the same keys every time; state first
         state = ("damaged" if s["damaged"] or s["extra"] or s["lost"] else "running" if s["running"]
+                 else "manifest_changed" if s["manifest_changed"]
                  else "complete" if not (s["pending"] or s["redo_pending"])
                  else "stopped" if s["stopped"] else "grown" if s["grown"] and not s["redo_pending"]
                  else "interrupted")  # as the sentences below say it
         print(json.dumps({"state": state, **s}, default=str))
         return 3 if state == "damaged" else 0  # a job not whole, as run and audit say it
-    if s["lost"] and not s["running"]:  # committed once: no interruption left it pending
+    if s["manifest_changed"] and not s["running"]:  # a run refuses it: no "resume with" line
+        from pipeline.client.outdir import Outdir
+        from pipeline.client.state import made_anew_said
+
+        print(made_anew_said(a.outdir, Outdir(a.outdir).read_job()["spec"]["manifest"], s["manifest_changed"]))
+    elif s["lost"] and not s["running"]:  # committed once: no interruption left it pending
         print(f"{plural(len(s['lost']), 'results file')} committed before {'is' if len(s['lost']) == 1 else 'are'} "
               f"gone (shard {', '.join(map(str, s['lost']))}; deleted or moved since?): put "
               f"{'it' if len(s['lost']) == 1 else 'them'} back, or `colorize audit {shlex.quote(a.outdir)}` "

@@ -1131,3 +1131,37 @@ def test_an_audit_list_the_curator_edited_is_kept_as_edited(tmp_path, ckpt, caps
     assert json.loads((out / "audit.json").read_text())["lists_kept"] == [{"list": "audit-skipped.txt", "would_hold": 2}]
     listed.unlink()  # asked for again
     assert main(["audit", str(out), "-q"]) == 0 and len(listed.read_text().splitlines()) == 2
+
+
+def test_a_jobs_manifest_made_anew_is_kept_beside_and_the_way_back_is_said(tmp_path, ckpt, capsys):
+    """A trial's `scan --fresh --shard-size 1` over a job's manifest: the run blamed moved
+    sources and sent it to --extend the manifest --fresh had just overwritten; status said
+    'the manifest grew ... resume with' the command the run refused."""
+    import shutil
+
+    arch = tmp_path / "arch"
+    arch.mkdir()
+    for i in range(3):
+        Image.new("L", (24, 16), 40 + 40 * i).save(arch / f"{i}.png")
+    man, out = arch / "m.parquet", tmp_path / "out"
+    assert main(["scan", str(arch), "-o", str(man), "-q", "--shard-size", "2"]) == 0
+    assert main(["run", "--manifest", str(man), "-o", str(out), "--checkpoint", ckpt, "--size", "32", "-q"]) == 0
+    was = man.read_bytes()
+    capsys.readouterr()
+    assert main(["scan", str(arch), "-o", str(man), "-q", "--fresh", "--shard-size", "1"]) == 0
+    kept = sorted(arch.glob("m.before-fresh-*.parquet"))
+    assert len(kept) == 1 and kept[0].read_bytes() == was
+    assert f"--fresh: the manifest it replaces is kept as {kept[0]}" in capsys.readouterr().err
+    assert main(["run", "-o", str(out), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert f"its manifest {man} was made anew since the job ran (scan --fresh" in err, err
+    assert f"the one the job ran on was kept as {kept[0]}: put it back (mv {kept[0]} {man})" in err, err
+    assert "--extend" not in err
+    assert main(["status", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "was made anew since the job ran" in said and "resume with" not in said, said
+    assert main(["status", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["state"] == "manifest_changed"
+    shutil.move(kept[0], man)  # as said: the job goes on
+    assert main(["run", "-o", str(out), "-q"]) == 0 and main(["status", str(out)]) == 0
+    assert "nothing to do" in capsys.readouterr().out

@@ -806,8 +806,19 @@ def _pace(outdir: Outdir, sizes: dict[int, int], committed: set[int]) -> dict:
     return out
 
 
-def status(outdir: str | os.PathLike) -> dict:
-    """From job.json and the results alone; never opens images."""
+def _changed_under(spec: dict, committed: set[int]) -> list[str]:
+    """The job's committed shards that its manifest now holds otherwise (scan --fresh into it)."""
+    known = spec.get("shard_digests") or {}
+    if not known:
+        return []
+    now = shard_digests(spec["manifest"])
+    return sorted((k for k, d in known.items() if int(k) in committed and now.get(k) != d), key=int)
+
+
+def status(outdir: str | os.PathLike, check_manifest: bool = False) -> dict:
+    """From job.json and the results alone; never opens images. check_manifest: also whether
+    the manifest still holds the job's committed shards as they were (manifest_changed: made
+    anew in its place, which a run refuses); it reads the whole manifest."""
     outdir = Outdir(outdir)
     spec = outdir.read_job()["spec"]
     sizes = shard_sizes(spec["manifest"])
@@ -827,6 +838,7 @@ def status(outdir: str | os.PathLike) -> dict:
     s["running"] = outdir.lock_holder()
     s["stopped"] = None if s["running"] else last_stop(outdir)
     s["redo_pending"] = sum(len(ids) for ids in redo.load(outdir)["pending"].values())
+    s["manifest_changed"] = _changed_under(spec, committed) if check_manifest else []
     if s["running"] and outdir.store.local:
         s.update(_pace(outdir, sizes, committed))
     return s

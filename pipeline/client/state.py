@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import shlex
+from glob import escape as glob_escape
 from pathlib import Path
 
 from pipeline.client.jobspec import (
@@ -227,12 +228,34 @@ def grown(store, old: dict, new: dict) -> bool:
         return False
     changed = sorted((s for s in before if after.get(s) != before[s]), key=int)
     if changed:
-        raise JobError(_why_shards_changed(store, old, new) or (
+        raise JobError(_made_anew(store, old, new, changed) or _why_shards_changed(store, old, new) or (
             f"{store}: the new manifest changes shards the job already has "
             f"({', '.join(changed[:10])}{' ...' if len(changed) > 10 else ''}): sources "
             "were moved, renamed or removed. Extend the old manifest instead "
             "(colorize scan ... --extend OLD.parquet), or --restart to start over"))
     return True
+
+
+def made_anew_said(store, manifest: str, changed: list[str]) -> str:
+    """The job's own manifest, made anew in its place (scan --fresh): the images in other
+    shards. Its way back: the manifest --fresh kept beside it (cli._keep_before_fresh)."""
+    p = Path(str(manifest))
+    kept = sorted(p.parent.glob(f"{glob_escape(p.stem)}.before-fresh-*{p.suffix}")) if "://" not in str(manifest) else []
+    back = (f"the one the job ran on was kept as {kept[-1]}{' (or an earlier one)' if len(kept) > 1 else ''}: "
+            f"put it back (mv {shlex.quote(str(kept[-1]))} {shlex.quote(str(p))}), then add new scans with "
+            f"colorize scan ... -o {shlex.quote(str(p))}, which extends it" if kept else
+            "a rescan without --fresh extends a manifest and keeps its shards; without the one the job "
+            "ran on, go on with a new OUTDIR, or --restart to colour every image again")
+    return (f"{store}: its manifest {manifest} was made anew since the job ran (scan --fresh, or "
+            f"another manifest written there), and the job's shards "
+            f"({', '.join(changed[:10])}{' ...' if len(changed) > 10 else ''}) hold other images "
+            f"in it now; {back}")
+
+
+def _made_anew(store, old: dict, new: dict, changed: list[str]) -> str | None:
+    if str(old.get("manifest")) != str(new.get("manifest")):
+        return None
+    return made_anew_said(store, new["manifest"], changed)
 
 
 def _why_shards_changed(store, old: dict, new: dict) -> str | None:

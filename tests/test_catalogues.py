@@ -1090,3 +1090,7 @@ def test_catalogues_that_name_their_path_column_each_their_own_way_are_scanned_t
     capsys.readouterr()
     assert main(["run", "-o", str(out), "--redo", "Kai.png", "--redo", "Hof.png", "--dry-run"]) == 0
     assert "would redo 2 images inside the job" in capsys.readouterr().out
+    # a manifest from before the path columns were kept: its catalogue's is read again
+    t = pq.read_table(man)
+    pq.write_table(t.replace_schema_metadata({k: v for k, v in t.schema.metadata.items() if k != b"path_columns"}), man)
+    assert main(["scan", str(may / "katalog.csv"), "-o", str(man), "-q"]) == 0

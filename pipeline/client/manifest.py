@@ -444,6 +444,9 @@ def _path_columns(given: list[str] | None, meta: dict[bytes, bytes], log) -> str
     refused for want of a 'path' column); 'path' where there are none."""
     names = [n for g in given or [] for n in alternatives(g) if n]
     was = json.loads(meta.get(b"path_columns", b"[]"))
+    if b"path_columns" not in meta:  # a manifest from before they were kept: its catalogue's
+        first = json.loads(meta.get(b"catalogue", b"{}")).get("path_column")
+        was = [first] if first and first != "path" else []
     if kept := [x for x in was if x not in names]:
         if names:
             log(f"catalogue paths read from {' or '.join(map(repr, kept))} too, as the manifest was")

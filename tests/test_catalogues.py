@@ -483,6 +483,20 @@ def test_a_rescan_of_the_same_size_is_said_changed_and_a_copy_with_a_new_time_is
     assert "0 new, 0 changed (and 1 said at an earlier scan), 0 gone" in r.stderr, r.stderr
 
 
+def test_a_quick_look_saved_among_the_scans_is_not_counted_new(scans, tmp_path):
+    """A trial's rescan said "1 new" for a `colorize image` output saved among the scans, then
+    left it out: the manifest did not change."""
+    from pipeline.worker.writers import encode, provenance
+
+    man = tmp_path / "m.parquet"
+    assert run_cli("scan", scans, "-o", man, "-q").returncode == 0
+    (scans / "look.png").write_bytes(encode(np.full((16, 24, 3), 120, np.uint8), "png",
+                                            provenance=provenance("c" * 64, "2026-12-04", None)))
+    r = run_cli("scan", scans, "-o", man, "-q")
+    assert "3 files done before, 0 new, 0 changed, 0 gone" in r.stderr, r.stderr
+    assert "left out 1 file that colorize wrote" in r.stderr
+
+
 def test_export_writes_the_header_back_as_written_and_refuses_to_cut_a_cell(scans, tmp_path, ckpt):
     """An empty header cell over cells, and a repeated name, are named for the manifest
     ('column 3', 'Titel (2)') and written back as they were; Excel's trailing ';' (no header,

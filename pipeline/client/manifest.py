@@ -373,6 +373,8 @@ def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int | No
         probes = list(tqdm(it, total=len(real), desc="scan", unit="file",
                            disable=None if progress else True))
     real, rels, probes = _without_ours(real, rels, probes, found, log, extending=old is not None)
+    if old is not None:
+        _say_extended(found, len(real), log)
     _sidecars_read(probes, found)
     table = _new_rows(real, rels, probes, by_path, found, old, (output, relative), shard_size, columns)
     if old is not None:
@@ -609,6 +611,7 @@ class ScanReport:
     sidecars: set[str] = field(default_factory=set)  # XMP sidecars beside pictures: read with them
     links: list[tuple[str, str]] = field(default_factory=list)  # (link, what it is) not a row itself
     changed_before: int = 0  # extending: changed, as an earlier scan said (changed_seen)
+    extended: dict = field(default_factory=dict)  # extending: what _say_extended says
     # extending: stored path -> its size now, or "size:head digest" (changed at the same size)
     changed_seen: dict[str, object] = field(default_factory=dict)
     shared: list[dict] = field(default_factory=list)  # shared_identifiers: one number, several files
@@ -886,11 +889,21 @@ def _extend(old: pa.Table, extend: str, real: list[str], rels: list[str], found:
         found.uncatalogued = [p for p in found.uncatalogued if _key_of(p) not in had]
     old = _note_changed(old, extend, set(real), found)
     keep = [i for i, r in enumerate(real) if r not in known]
-    still = f", {len(never)} still missing" if never else ""
+    found.extended = {"manifest": extend, "done": len(known) - len(found.gone) - len(never),
+                      "still": len(never)}
+    old = _put(old, "source_state", _states(old, extend, found, looked))
+    return [real[i] for i in keep], [rels[i] for i in keep], _found_again(old, extend, max_pixels, log)
+
+
+def _say_extended(found: ScanReport, new: int, log) -> None:
+    """What extending found, once the new files are known to be originals (a quick look saved
+    among the scans was counted "1 new", then left out)."""
+    e = found.extended
+    still = f", {e['still']} still missing" if e["still"] else ""
     # each is said once (one redone since would be "changed" for ever): counted after, not named
     before = f" (and {found.changed_before} said at an earlier scan)" if found.changed_before else ""
-    log(f"extending {extend}: {plural(len(known) - len(found.gone) - len(never), 'file')} done before, "
-        f"{len(keep)} new, {len(found.changed)} changed{before}, {len(found.gone)} gone{still} (the "
+    log(f"extending {e['manifest']}: {plural(e['done'], 'file')} done before, "
+        f"{new} new, {len(found.changed)} changed{before}, {len(found.gone)} gone{still} (the "
         "rows of the changed and the gone are kept as they were)")
     if found.changed:
         log(f"changed since: {', '.join(found.changed[:5])}{' ...' if len(found.changed) > 5 else ''}"
@@ -898,8 +911,6 @@ def _extend(old: pa.Table, extend: str, real: list[str], rels: list[str], found:
     if found.gone:  # renamed, moved or deleted: their outputs and rows stay as they were
         log(f"gone since: {', '.join(found.gone[:5])}{' ...' if len(found.gone) > 5 else ''} "
             "(--report lists them; a renamed file is also among the new)")
-    old = _put(old, "source_state", _states(old, extend, found, looked))
-    return [real[i] for i in keep], [rels[i] for i in keep], _found_again(old, extend, max_pixels, log)
 
 
 def missing_at_scan(scan_error: str | None) -> bool:

@@ -646,6 +646,12 @@ def cmd_export(a) -> int:
         print(f"colorize: note: {nofile:,} catalogue row{'s name' if nofile != 1 else ' names'} no "
               "file (an empty path cell) and so no image: not in the export (colorize scan "
               "--report lists them)", file=sys.stderr)
+    if twice := r.get("listed_twice"):  # another record of a file: the file's row is the first's
+        print(f"colorize: note: {plural(len(twice), 'catalogue row')} {'names' if len(twice) == 1 else 'name'} "
+              f"a file an earlier row names, with other cells ({', '.join(twice[:3])}"
+              f"{' ...' if len(twice) > 3 else ''}): the file's row is the first's, and "
+              f"{'that record is' if len(twice) == 1 else 'those records are'} not in the export "
+              "(colorize scan --report lists them: duplicate)", file=sys.stderr)
     return 0
 
 

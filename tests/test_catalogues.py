@@ -72,6 +72,9 @@ def test_duplicates_empty_cells_and_unreadable_rows_are_reported(scans, tmp_path
     r = run_cli("export", tmp_path / "out", tmp_path / "e.csv")
     assert r.returncode == 0 and ("note: 1 catalogue row names no file (an empty path cell) and so "
                                   "no image: not in the export") in r.stderr, r.stderr
+    # and so is B-9's, whose file A-1's row names (a trial's export dropped it without a word)
+    assert ("note: 1 catalogue row names a file an earlier row names, with other cells (list.csv "
+            "line 5): the file's row is the first's, and that record is not in the export") in r.stderr
     (tmp_path / "win.txt").write_text("C:\\archive\\a.png\nC:\\archive\\b.png\n")
     r = run_cli("scan", tmp_path / "win.txt", "-o", tmp_path / "w.parquet", "-q")
     assert r.returncode == 2 and "none of win.txt's 2 paths names a file" in r.stderr, r.stderr

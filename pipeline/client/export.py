@@ -239,7 +239,8 @@ def export(outdir: str, dest: str, excel: bool | None = None, delimiter: str | N
     parquet = dest.lower().endswith(".parquet")
     header, rows = export_table(out, info, as_written=not parquet)
     n_text = len(info.get("columns", []))
-    said = dict(rows=len(rows), header=header, no_file=info.get("no_file", 0))
+    said = dict(rows=len(rows), header=header, no_file=info.get("no_file", 0),
+                listed_twice=info.get("listed_twice", []))
     if parquet:
         write_parquet(dest, header, rows, n_text)
         return dict(said, format="parquet")

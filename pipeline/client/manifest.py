@@ -552,6 +552,10 @@ def _metadata(sources, shard_size: int, columns: list[str], found: ScanReport,
                 info["written"] = first.written
             # its records with no file (an empty path cell): in no row, so the export says so
             info["no_file"] = sum(len(c.nofile) for c in found.catalogues)
+            # and those that name a file an earlier row names, with other cells (another
+            # accession number): the file's row is the first's, so theirs is in no row either
+            info["listed_twice"] = [f"{Path(b['_from'].path).name} line {b['_line']}"
+                                    for a, b in found.duplicates if a["_cells"] != b["_cells"]]
         meta["catalogue"] = json.dumps({"columns": columns, **info}, ensure_ascii=False)
     return meta
 

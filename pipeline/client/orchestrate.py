@@ -752,8 +752,9 @@ def plan_repair(outdir: Outdir, log) -> dict[int, set[str]]:
             if kind is not Problem.EXTRA_RESULT:  # no record proves its outputs unaltered now
                 moved = [outdir.quarantine(rel) for rel in _outputs_of(outdir, p["shard"])]
                 if moved:
-                    log(f"moved its {plural(len(moved), 'output')} to {Outdir.QUARANTINE}/ (a "
-                        "curator's retouch among them is kept there); the run writes them again")
+                    log(f"moved its {plural(len(moved), 'output')} to {Outdir.QUARANTINE}/ (with no "
+                        "record of their bytes, an output retouched since could be among them: "
+                        "kept there, to compare); the run writes them again")
     return {s: ids for s, ids in fixes.items() if s not in whole}  # a whole shard: pending now
 
 

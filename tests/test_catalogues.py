@@ -1111,3 +1111,32 @@ def test_catalogues_that_name_their_path_column_each_their_own_way_are_scanned_t
     t = pq.read_table(man)
     pq.write_table(t.replace_schema_metadata({k: v for k, v in t.schema.metadata.items() if k != b"path_columns"}), man)
     assert main(["scan", str(may / "katalog.csv"), "-o", str(man), "-q"]) == 0
+
+
+def test_naming_the_accession_number_column_as_the_run_advised_goes_on_and_says_what_follows(tmp_path, ckpt, capsys):
+    """The run says "say which with --metadata-columns identifier=COLUMN"; a trial did, with
+    --redo of one image: it went on, saying the column was "a later catalogue's", and the other
+    outputs' want of it went unsaid."""
+    from pipeline.cli import main
+
+    arch = tmp_path / "arch"
+    arch.mkdir()
+    for i in range(3):
+        Image.new("L", (24, 16), 40 + 40 * i).save(arch / f"{i}.png")
+    (arch / "k.csv").write_text("path,Nummer,Title\n0.png,N0,T0\n1.png,N1,T1\n2.png,N2,T2\n", encoding="utf-8")
+    man, out = tmp_path / "m.parquet", tmp_path / "out"
+    assert main(["scan", str(arch / "k.csv"), "-o", str(man), "-q"]) == 0
+    assert main(["run", "--manifest", str(man), "-o", str(out), "--checkpoint", ckpt, "--size", "32", "-q"]) == 0
+    assert "say which with --metadata-columns identifier=COLUMN" in capsys.readouterr().out
+    assert main(["run", "-o", str(out), "--metadata-columns", "identifier=Nummer,title=Title", "--redo", "0.png", "-q"]) == 0
+    said = capsys.readouterr().out
+    assert "reading the identifier from 'Nummer' (as --metadata-columns names it now): the same job" in said, said
+    assert f"colorize audit {out} lists those that lack it" in said and "a later catalogue's" not in said
+    assert main(["audit", str(out), "-q"]) == 0
+    assert "2 outputs carry older catalogue cells" in capsys.readouterr().out
+    # refused for another manifest: nothing said of reading it first
+    assert main(["scan", str(arch / "0.png"), "-o", str(tmp_path / "other.parquet"), "-q"]) == 0
+    capsys.readouterr()
+    assert main(["run", "-o", str(out), "--manifest", str(tmp_path / "other.parquet"),
+                 "--metadata-columns", "identifier=Nummer,title=Title,creator=Title", "-q"]) == 2
+    assert "reading" not in capsys.readouterr().out

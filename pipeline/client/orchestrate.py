@@ -141,19 +141,26 @@ def _say_widened(o: JobSpec, mapping: str, log, before: dict | None) -> None:
     """A later delivery's catalogue names a field its own way ('Accession No.' beside the
     first's 'Inventarnummer'): said when the job reads it too from now on, and, where the job's
     mapping was given by name (or by an earlier version), how to have it read."""
+    info = read_catalogue_info(o.manifest)
+    first = set((info.get("sets") or [info.get("columns", [])])[0])
+
     def said(old: dict, now: dict) -> str:
         return "; ".join(
             f"the {k} from {' or '.join(map(repr, alternatives(now[k])[len(alternatives(old[k])):]))} "
             f"(another catalogue's name for it) where {' or '.join(map(repr, alternatives(old[k])))} "
             "has no cell" if k in old else
+            # the first catalogue's own column: named now (as the run's advice says to)
+            f"the {k} from {' or '.join(map(repr, alternatives(now[k])))} (as --metadata-columns "
+            "names it now)" if set(alternatives(now[k])) <= first else
             f"the {k} from {' or '.join(map(repr, alternatives(now[k])))} (a later catalogue's; "
             "the job had no column for it)" for k in now if now[k] != old.get(k))
 
     was = (before or {}).get("metadata_columns")  # the job's spec as job.json held it
     if was and widens(was, mapping):
-        log(f"reading {said(parse_columns(was), parse_columns(mapping))}")
+        log(f"reading {said(parse_columns(was), parse_columns(mapping))}: the same job; the "
+            f"outputs written before keep what they say (colorize audit {shlex.quote(o.output)} "
+            "lists those that lack it, with the --redo line that writes it into them)")
         return
-    info = read_catalogue_info(o.manifest)
     given, guess = parse_columns(mapping), parse_columns(resolve_columns("auto", info.get("columns", []), None, info.get("sets")))
     # of the fields the mapping names, those a later catalogue has a column of its own for
     wider = {k: guess[k] if alternatives(guess.get(k, ""))[:len(alternatives(v))] == alternatives(v) else v
@@ -230,17 +237,18 @@ def run_job(o: JobSpec, log=print, redo: tuple[dict[int, set[str]], dict] | None
     to colorize again inside the job (shard -> ids) and the options for them alone (redo.py)."""
     outdir = Outdir(o.output)
     spec = resolve_spec(o, (before := outdir.read_job()["spec"] if outdir.has_job() else None))
-    _say_unnamed(o, spec["metadata_columns"], log, before)
     sizes = shard_sizes(o.manifest)
     check_outdir_apart(outdir.store, o.manifest)
     outdir.check_ours()
     made = _writable(outdir, create=not o.dry_run)
     if o.dry_run:
+        _say_unnamed(o, spec["metadata_columns"], log, before)
         return _dry_run(o, outdir, spec, sizes, log, redo)
     with _unmade_if_refused(made, outdir), outdir.lock(), external_client(o) as external:
         if external is not None and o.device == "cuda":  # before the job is written: pins nothing
             wait_for_resource(external, "GPU", o.resource_timeout, log)
         fp = check_or_write_job(outdir, spec, o.restart, log)
+        _say_unnamed(o, spec["metadata_columns"], log, before)  # of the job taken, not one refused
         clear_stop(outdir)  # the last run's failure is this run's to tell again, or not
         stale = outdir.remove_temporaries()
         if stale:

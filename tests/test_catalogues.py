@@ -1140,3 +1140,22 @@ def test_naming_the_accession_number_column_as_the_run_advised_goes_on_and_says_
     assert main(["run", "-o", str(out), "--manifest", str(tmp_path / "other.parquet"),
                  "--metadata-columns", "identifier=Nummer,title=Title,creator=Title", "-q"]) == 2
     assert "reading" not in capsys.readouterr().out
+
+
+def test_an_accession_number_column_with_no_cell_is_said(tmp_path, ckpt, capsys):
+    """A trial's catalogue had an 'Accession No.' column left empty: guessed, it named no
+    object in any output, and only a catalogue with no such column was said."""
+    from pipeline.cli import main
+
+    arch = tmp_path / "arch"
+    arch.mkdir()
+    for i in range(2):
+        Image.new("L", (24, 16), 40 + 40 * i).save(arch / f"{i}.png")
+    (arch / "k.csv").write_text("path,Accession No.,Title\n0.png,,T0\n1.png, ,T1\n", encoding="utf-8")
+    man, out = tmp_path / "m.parquet", tmp_path / "out"
+    assert main(["scan", str(arch / "k.csv"), "-o", str(man), "-q"]) == 0
+    assert main(["run", "--manifest", str(man), "-o", str(out), "--checkpoint", ckpt, "--size", "32", "-q"]) == 0
+    said = capsys.readouterr().out
+    assert "the accession-number column 'Accession No.' has no cell in any row" in said, said
+    assert main(["run", "-o", str(out), "-q"]) == 0  # said for the job taken, not at every resume
+    assert "has no cell" not in capsys.readouterr().out

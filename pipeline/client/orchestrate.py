@@ -135,6 +135,24 @@ def _say_unnamed(o: JobSpec, mapping: str, log, before: dict | None = None) -> N
         log(f"no catalogue column was taken for the accession number (columns: "
             f"{', '.join(columns[:8])}{' ...' if len(columns) > 8 else ''}): the outputs' XMP will "
             "not name their objects; say which with --metadata-columns identifier=COLUMN,title=COLUMN")
+    elif (ident := parse_columns(mapping).get("identifier")) and (before or {}).get("metadata_columns") != mapping:
+        _say_empty(o.manifest, ident, log)
+
+
+def _say_empty(manifest: str, column: str, log) -> None:
+    """An accession-number column with no cell at all (guessed by its name, or named): its
+    outputs would name no object, as with no column, and nothing said so."""
+    from pipeline.client.catalogue import stored_name
+
+    try:
+        t = read_manifest(manifest, columns=[stored_name(c) for c in alternatives(column)])
+    except Exception:  # noqa: BLE001 - the run itself says what is wrong with the manifest
+        return
+    if t.num_rows and not any(v not in (None, "") and str(v).strip()
+                              for c in t.column_names for v in t.column(c).to_pylist()):
+        log(f"the accession-number column {' or '.join(map(repr, alternatives(column)))} has no cell "
+            "in any row: the outputs' XMP will not name their objects; name another with "
+            "--metadata-columns identifier=COLUMN")
 
 
 def _say_widened(o: JobSpec, mapping: str, log, before: dict | None) -> None:

@@ -1021,7 +1021,11 @@ def _recatalogue(old: pa.Table, manifest: str, by_path: dict[str, dict], columns
                for r, w in zip(rows, was, strict=True)]
         # an empty cell where there was none (an export brought back writes every column for
         # every row) is kept as written, but is no change: 30 'None -> ""' a trial was told of
-        changed = [(p, c, w, n) for p, w, n in zip(paths, was, now, strict=True) if (w or "") != (n or "")]
+        # and a path cell where there was none is the file listed now (a file the catalogue
+        # lacked, its path filled in by an export brought back), not its record corrected
+        listed = c in {k.path_column for k in found.catalogues}
+        changed = [(p, c, w, n) for p, w, n in zip(paths, was, now, strict=True)
+                   if (w or "") != (n or "") and not (listed and not w)]
         if not changed and was == now:
             continue
         found.recatalogued += changed

@@ -556,6 +556,12 @@ def _redo_request(a) -> tuple[dict[int, set[str]], dict]:
                        log=lambda m: print(f"colorize: {plain(m)}", file=sys.stderr)), options
 
 
+def _committed_said(s: dict) -> str:
+    """What an interrupted run leaves, as status says it: a redo's shards were whole already."""
+    redo = f", a redo of {plural(s['redo_pending'], 'image')} unfinished" if s.get("redo_pending") else ""
+    return f"{s['committed']} of {plural(s['shards'], 'shard')} committed{redo}"
+
+
 def _stop_run(outdir: str, scheduler: str | None = None, summary_json: str | None = None):
     """Ctrl-C (or a batch system's SIGTERM) during a run: the local workers are ended at once (a
     shard commits whole or not at all, so nothing is lost but the shards in flight), then what
@@ -578,7 +584,7 @@ def _stop_run(outdir: str, scheduler: str | None = None, summary_json: str | Non
                 from pipeline.client.orchestrate import status
 
                 s = status(outdir)  # once: the line and the summary say the same count
-                msg += f"; {s['committed']} of {plural(s['shards'], 'shard')} committed"
+                msg += f"; {_committed_said(s)}"
                 if scheduler:
                     msg += " (the cluster's workers finish the shards they were running)"
                 msg += f"; resume with: {again}"
@@ -1447,8 +1453,8 @@ def main(argv: list[str] | None = None) -> int:
                 from pipeline.client.orchestrate import status
 
                 s = status(a.output)
-                print(f"colorize: {s['committed']} of {s['shards']} shards are committed; resume "
-                      f"with: colorize run -o {shlex.quote(a.output)}", file=sys.stderr)
+                print(f"colorize: {_committed_said(s)}; resume with: colorize run -o "
+                      f"{shlex.quote(a.output)}", file=sys.stderr)
             except Exception:  # the summary is a courtesy; the interruption stands
                 pass
         return 130

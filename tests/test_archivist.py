@@ -228,8 +228,12 @@ def test_ctrl_c_says_what_is_committed_and_how_to_resume(night, ckpt, capsys, tm
     check_or_write_job(Outdir(tmp_path / "out"), {"manifest": str(man)}, restart=False)
     assert main(["run", "--manifest", str(man), "-o", str(tmp_path / "out"), "-q"]) == 130
     err = capsys.readouterr().err
-    assert "interrupted" in err and "0 of 4 shards are committed" in err
+    assert "interrupted" in err and "0 of 4 shards committed" in err
     assert f"resume with: colorize run -o {tmp_path / 'out'}" in err
+    # a redo stopped half-way is said as status says it (a trial's said only the shards)
+    (tmp_path / "out" / "redo.json").write_text(json.dumps({"overrides": {}, "pending": {"0": ["a", "b"]}}))
+    assert main(["run", "-o", str(tmp_path / "out"), "-q"]) == 130
+    assert "0 of 4 shards committed, a redo of 2 images unfinished; resume with" in capsys.readouterr().err
 
 
 @pytest.mark.slow

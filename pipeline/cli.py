@@ -735,6 +735,9 @@ def cmd_status(a) -> int:
                  else "interrupted")  # as the sentences below say it
         print(json.dumps({"state": state, **s}, default=str))
         return 3 if state == "damaged" else 0  # a job not whole, as run and audit say it
+    if s["job_altered"]:
+        print(f"{a.outdir}/job.json was edited since the run wrote it ({s['job_altered']}): a run "
+              f"refuses it; `colorize audit {shlex.quote(a.outdir)}` says what to do")
     if s["manifest_changed"] and not s["running"]:  # a run refuses it: no "resume with" line
         from pipeline.client.outdir import Outdir
         from pipeline.client.state import made_anew_said
@@ -991,8 +994,8 @@ def _audit_advice(outdir: str, problems: list[dict]) -> str:
     kinds = {str(p["kind"]) for p in problems}
     said = []
     if "job_altered" in kinds:  # a run refuses it: nothing else is fixed before it is
-        said.append(f"put back the {Outdir.JOB} the run wrote (a backup), or start over with "
-                    f"`{run_hint(outdir, '--restart')}`")
+        said.append(f"undo the edit to {Outdir.JOB} (from a backup of OUTDIR, where there is one: "
+                    f"colorize keeps none), or start over with `{run_hint(outdir, '--restart')}`")
     if kinds - {"input_missing", "input_changed", "input_unreadable", "job_altered"}:
         what = ("the outputs and results" if kinds & {"damaged_result", "extra_result", "altered_result",
                                                        "missing_result"} else "the outputs")

@@ -867,10 +867,14 @@ def test_an_edited_job_json_is_found_by_audit_and_refused_by_a_run(tmp_path, ckp
         kinds = [p["kind"] for p in json.loads((out / "audit.json").read_text())["problems"]]
         assert kinds == ["job_altered"]
         said = capsys.readouterr()
-        assert "put back the job.json the run wrote" in said.out + said.err
+        # undone by hand or from the user's own backup: colorize keeps none (a trial looked)
+        assert "undo the edit to job.json (from a backup of OUTDIR, where there is one: colorize keeps none)" \
+            in said.out + said.err
         assert "--repair" not in said.out + said.err  # a run refuses the job: no repair before
         assert main(["run", "-o", str(out), "-q"]) == 2
         assert "job.json was edited: " in capsys.readouterr().err
+        assert main(["status", str(out)]) == 0  # said there too: a trial's status said nothing
+        assert f"{out}/job.json was edited since the run wrote it (" in capsys.readouterr().out
     (out / "job.json").write_text(json.dumps(job))  # put back: a job again
     assert main(["run", "-o", str(out), "-q"]) == 0 and main(["audit", str(out), "-q"]) == 0
     with pytest.raises(SystemExit) as e:

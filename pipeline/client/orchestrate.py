@@ -53,6 +53,7 @@ from pipeline.client.state import (
     file_sha256,
     fingerprint,
     grown,
+    job_altered,
     never_started,
     refusal,
     resolve_checkpoint,
@@ -847,7 +848,7 @@ def status(outdir: str | os.PathLike, check_manifest: bool = False) -> dict:
     the manifest still holds the job's committed shards as they were (manifest_changed: made
     anew in its place, which a run refuses); it reads the whole manifest."""
     outdir = Outdir(outdir)
-    spec = outdir.read_job()["spec"]
+    spec = (job := outdir.read_job())["spec"]
     sizes = shard_sizes(spec["manifest"])
     damaged: list[int] = []
     t = outdir.read_results(columns=["status"], damaged=damaged, shards=set(sizes))
@@ -866,6 +867,7 @@ def status(outdir: str | os.PathLike, check_manifest: bool = False) -> dict:
     s["stopped"] = None if s["running"] else last_stop(outdir)
     s["redo_pending"] = sum(len(ids) for ids in redo.load(outdir)["pending"].values())
     s["manifest_changed"] = _changed_under(spec, committed) if check_manifest else []
+    s["job_altered"] = job_altered(job)  # a run refuses it: said first
     if s["running"] and outdir.store.local:
         s.update(_pace(outdir, sizes, committed))
     return s

@@ -161,8 +161,9 @@ def check_or_write_job(outdir: Outdir, spec: dict, restart: bool, log=print) -> 
     if outdir.has_job() and not restart:
         old = outdir.read_job()
         if why := job_altered(old):
-            raise JobError(f"{outdir.store.full(Outdir.JOB)} was edited: {why}; put back the one "
-                           "the run wrote (a backup), or start over with --restart")
+            raise JobError(f"{outdir.store.full(Outdir.JOB)} was edited: {why}; undo the edit (from "
+                           "a backup of OUTDIR, where there is one: colorize keeps none), or start "
+                           "over with --restart")
         if old.get("fingerprint") != fp:
             if not grown(outdir, old.get("spec", {}), spec):
                 raise JobError(refusal(outdir, old.get("spec", {}), spec))

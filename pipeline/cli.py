@@ -639,7 +639,7 @@ def cmd_export(a) -> int:
            f"{r['encoding']}")
     print(f"wrote {a.dest} ({how}): {r['rows']} images, columns {', '.join(r['header'][:4])}, ...")
     if r["format"] != "csv" and (unused := [f for f, v in (("--delimiter", a.delimiter), ("--encoding", a.encoding != "utf-8-sig")) if v]):
-        print(f"colorize: {' and '.join(unused)} not used: they are for a CSV, not {how}", file=sys.stderr)
+        print(f"colorize: {' and '.join(unused)} not used: {'it is' if len(unused) == 1 else 'they are'} for a CSV, not {how}", file=sys.stderr)
     _say_unfinished(a.outdir, r["rows"])
     if f := r.get("formulas"):
         k, col, v = f[0]

@@ -1037,7 +1037,7 @@ def test_an_export_of_two_deliveries_brought_back_as_the_catalogue_adds_no_phant
     assert "-> ''" not in r.stderr and "names more than one file" not in r.stderr, r.stderr
     assert "1 row read from its source_path" in r.stderr, r.stderr
     r = run_cli("export", out, tmp_path / "e.xlsx", "--delimiter", ",")  # a CSV's flag: said unused
-    assert r.returncode == 0 and "colorize: --delimiter not used: they are for a CSV, not a workbook" in r.stderr, r.stderr
+    assert r.returncode == 0 and "colorize: --delimiter not used: it is for a CSV, not a workbook" in r.stderr, r.stderr
 
 
 def test_a_later_catalogues_columns_are_read_only_for_what_no_earlier_one_has(tmp_path):

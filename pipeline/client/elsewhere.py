@@ -55,13 +55,18 @@ def advice(cells: list[str], root: str, lister: Callable[[str], Iterable[str]]) 
     """What would find the files of cells that name none here: the prefix to leave out (the one
     that finds most), or, for names alone, where files of those names are under `root` (listed
     by `lister`, the scan's own walk). None when neither finds any."""
+    from pipeline.client.catalogue import disk_spelling
+
     tally: Counter = Counter()
     written: dict[tuple, str] = {}
+    listing: dict[str, dict[str, str]] = {}
     for cell in cells:
         parts = parts_of(cell)
         for j in range(1, len(parts)):
             rest = os.path.join(root, *(p for p, _ in parts[j:]))
-            if os.path.exists(rest):
+            # found as the scan finds it: in another case or Unicode form too (a trial was told
+            # 1 of 4 where the prefix found 3)
+            if os.path.exists(rest) or disk_spelling(rest, listing):
                 key = tuple(_key(p) for p, _ in parts[:j])
                 tally[key] += 1
                 written.setdefault(key, cell[:parts[j][1]])

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import tifffile
@@ -701,8 +702,9 @@ def test_every_file_of_a_shoebox_is_a_row_or_named_as_left_out(tmp_path, ckpt):
     r = run_cli("scan", p, p / "album" / "list.csv", "-o", tmp_path / "m.parquet", "--report",
                 tmp_path / "report.csv")
     assert r.returncode == 0, r.stderr
-    assert "2 files left out: not pictures (1 .xmp, 1 .txt; --report lists them): lost.xmp; note.txt" \
+    assert "1 file left out: not pictures (1 .txt; --report lists them): note.txt" \
            in r.stderr  # the catalogue read is not among them, nor a.jpg's sidecar
+    assert "1 XMP sidecar with no picture of its name (a picture renamed without it?" in r.stderr
     assert "1 XMP sidecar beside its picture: read with it" in r.stderr
     assert (f"2 files left out: {p / 'album'}/Oma \\xe9t\\xe9 1950.jpg: its name (or a folder's above "
             "it) is not UTF-8 text: "
@@ -908,6 +910,51 @@ def test_xmp_sidecars_are_read_with_their_pictures(tmp_path, photo, ckpt):
     got = json.loads(subprocess.run(["exiftool", "-j", "-XMP-dc:Rights", one], capture_output=True,
                                     text=True, check=True).stdout)[0]
     assert got["Rights"] == "© Biblioteka Narodowa"
+
+
+def test_a_sidecar_is_found_wherever_the_scan_ran_and_one_left_behind_by_a_rename_is_said(tmp_path, ckpt):
+    """`colorize scan scans -o other/m.parquet` kept the sidecar as `scans/lr.xmp`, relative to
+    where the scan ran, and the run read it from the manifest's folder: the rights were lost. A
+    rescan called a done picture's sidecar "not a picture"; a picture renamed without its
+    sidecar lost its rights without a word."""
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)], capture_output=True,
+                              text=True, timeout=120, cwd=tmp_path)
+
+    scans, other = tmp_path / "scans", tmp_path / "other"
+    scans.mkdir()
+    other.mkdir()
+    for name in ("lr", "w"):
+        Image.new("L", (32, 24), 90).save(scans / f"{name}.tif")
+        (scans / f"{name}.xmp").write_bytes(_sidecar(
+            '<dc:rights><rdf:Alt><rdf:li xml:lang="x-default">© NB</rdf:li></rdf:Alt></dc:rights>'))
+    man, out = other / "m.parquet", tmp_path / "out"
+    assert cli("scan", "scans", "-o", man, "-q").returncode == 0
+    assert pq.read_table(man).column("xmp_sidecar").to_pylist() == [str(scans / "lr.xmp"), str(scans / "w.xmp")]
+    r = cli("run", "--manifest", man, "-o", out, "--checkpoint", ckpt, "--size", "32", "-q")
+    assert r.returncode == 0, r.stderr
+    notes = {Path(x["source_path"]).stem: x["notes"] or "" for x in Outdir(out).read_results().to_pylist()}
+    assert "XMP sidecar lr.xmp read" in notes["lr"] and "not read" not in notes["lr"], notes
+    # a manifest an earlier version wrote so: its sidecars are read beside their pictures
+    t = pq.read_table(man)
+    pq.write_table(t.set_column(t.column_names.index("xmp_sidecar"), "xmp_sidecar",
+                                pa.array(["scans/lr.xmp", "scans/w.xmp"])), other / "old.parquet")
+    r = cli("run", "--manifest", other / "old.parquet", "-o", tmp_path / "old", "--checkpoint", ckpt, "--size", "32", "-q")
+    assert r.returncode == 0, r.stderr
+    notes = [x["notes"] or "" for x in Outdir(tmp_path / "old").read_results().to_pylist()]
+    assert all("XMP sidecar" in n and "not read" not in n for n in notes), notes
+    r = cli("scan", "scans", "-o", man, "--report", tmp_path / "rep.csv")  # nothing new
+    assert "not pictures" not in r.stderr and "orphan" not in r.stderr, r.stderr
+    (scans / "w.tif").rename(scans / "w2.tif")  # renamed without its sidecar
+    r = cli("scan", "scans", "-o", man, "--report", tmp_path / "rep.csv")
+    assert ("1 XMP sidecar with no picture of its name (a picture renamed without it? name it as "
+            "its picture, NAME.xmp or NAME.EXT.xmp, and scan again; --report lists them: orphan_xmp): scans/w.xmp") in r.stderr, r.stderr
+    assert "orphan_xmp,scans/w.xmp" in (tmp_path / "rep.csv").read_text(encoding="utf-8-sig")
+    (scans / "w.xmp").rename(scans / "w2.xmp")  # as said: taken into the row done before
+    r = cli("scan", "scans", "-o", man)
+    assert "1 file done before now has an XMP sidecar: taken into the manifest; the outputs made before lack" in r.stderr
+    rows = {Path(x["path"]).name: x["xmp_sidecar"] for x in pq.read_table(man).to_pylist()}
+    assert rows["w2.tif"] == str(scans / "w2.xmp")
 
 
 @pytest.mark.parametrize("fmt", ["tiff", "png", "jpeg"])

@@ -14,13 +14,12 @@ import csv
 import io
 import os
 import re
-import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import count, islice, takewhile
 from pathlib import Path
 
-from pipeline.client.elsewhere import stripped
+from pipeline.client.elsewhere import disk_spelling, stripped
 from pipeline.client.results import CORE_COLUMNS, SCHEMA
 from pipeline.errors import ScanError
 from pipeline.worker.writers import alternatives
@@ -361,31 +360,3 @@ def _resolved(cat: Catalogue, rows: list[dict], p: Path, log, prefixes: list[str
             f"{r['_cells'].get(cat.path_column, r['path'])!r} is {found!r} on disk); the cells "
             "are kept as written")
     return cat
-
-
-def disk_spelling(path: str, listing: dict[str, dict[str, str]]) -> str | None:
-    """The file a catalogue means when its path cell names it differently from the disk: in
-    another Unicode normal form (macOS writes a-umlaut as a and a combining mark, Windows and
-    most catalogues as one character), with a Windows catalogue's backslashes, or in another
-    case (Windows and macOS ignore it: SCAN_0002.TIF is scan_0002.tif there). Each folder is
-    listed once (listing caches it); None when no single file matches."""
-    parts = Path(path.replace("\\", "/") if os.sep == "/" else path).parts
-    cur = parts[0]
-    for part in parts[1:]:
-        nxt = os.path.join(cur, part)
-        if not os.path.lexists(nxt):
-            if cur not in listing:
-                try:
-                    names = os.listdir(cur)
-                except OSError:
-                    return None
-                listing[cur] = {}
-                for n in names:  # a name two entries share in NFC and case matches neither
-                    key = unicodedata.normalize("NFC", n).casefold()
-                    listing[cur][key] = "" if key in listing[cur] else n
-            name = listing[cur].get(unicodedata.normalize("NFC", part).casefold())
-            if not name:
-                return None
-            nxt = os.path.join(cur, name)
-        cur = nxt
-    return cur

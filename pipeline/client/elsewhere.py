@@ -51,12 +51,38 @@ def stripped(cell: str, prefixes: list[str]) -> tuple[str, str] | None:
     return None
 
 
+def disk_spelling(path: str, listing: dict[str, dict[str, str]]) -> str | None:
+    """The file a catalogue means when its path cell names it differently from the disk: in
+    another Unicode normal form (macOS writes a-umlaut as a and a combining mark, Windows and
+    most catalogues as one character), with a Windows catalogue's backslashes, or in another
+    case (Windows and macOS ignore it: SCAN_0002.TIF is scan_0002.tif there). Each folder is
+    listed once (listing caches it); None when no single file matches."""
+    parts = Path(path.replace("\\", "/") if os.sep == "/" else path).parts
+    cur = parts[0]
+    for part in parts[1:]:
+        nxt = os.path.join(cur, part)
+        if not os.path.lexists(nxt):
+            if cur not in listing:
+                try:
+                    names = os.listdir(cur)
+                except OSError:
+                    return None
+                listing[cur] = {}
+                for n in names:  # a name two entries share in NFC and case matches neither
+                    key = unicodedata.normalize("NFC", n).casefold()
+                    listing[cur][key] = "" if key in listing[cur] else n
+            name = listing[cur].get(unicodedata.normalize("NFC", part).casefold())
+            if not name:
+                return None
+            nxt = os.path.join(cur, name)
+        cur = nxt
+    return cur
+
+
 def advice(cells: list[str], root: str, lister: Callable[[str], Iterable[str]]) -> str | None:
     """What would find the files of cells that name none here: the prefix to leave out (the one
     that finds most), or, for names alone, where files of those names are under `root` (listed
     by `lister`, the scan's own walk). None when neither finds any."""
-    from pipeline.client.catalogue import disk_spelling
-
     tally: Counter = Counter()
     written: dict[tuple, str] = {}
     listing: dict[str, dict[str, str]] = {}

@@ -375,7 +375,7 @@ def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int | No
     real, rels, probes = _without_ours(real, rels, probes, found, log, extending=old is not None)
     if old is not None:
         _say_extended(found, len(real), log)
-    _sidecars_read(probes, found)
+    old = _sidecars_read(probes, found, old, (extend, output) if old is not None else None)
     table = _new_rows(real, rels, probes, by_path, found, old, (output, relative), shard_size, columns)
     if old is not None:
         table = pa.concat_tables([old.replace_schema_metadata(None), table],
@@ -398,7 +398,9 @@ def _new_rows(real: list[str], rels: list[str], probes: list[dict], by_path: dic
                              "path": stored, "rel_path": rels, "out_stem": stems}
     for k in PROBED:
         cols[k] = [p[k] for p in probes]
-    cols["xmp_sidecar"] = pa.array([_stored(p["xmp_sidecar"], output, relative) for p in probes],
+    # whole, as `path` is (found under a folder named relative to where the scan ran, it was
+    # kept so, and read from the manifest's folder by the run: another file, or none)
+    cols["xmp_sidecar"] = pa.array([_stored(_whole(p["xmp_sidecar"]), output, relative) for p in probes],
                                    pa.string())
     cols["source_state"] = pa.array([None] * len(real), pa.string())
     cols["catalogue_order"] = pa.array([None if by_path[r].get("_order") is None
@@ -484,6 +486,10 @@ def _unused_prefixes(prefixes: list[str], found: ScanReport, log) -> None:
             log(f"--path-prefix {x!r}: no catalogue path read here begins with it")
 
 
+def _whole(path: str | None) -> str | None:
+    return path if path is None or is_url(path) else os.path.abspath(path)
+
+
 def _stored(path: str | None, manifest, relative: bool) -> str | None:
     """A path as the manifest keeps it: relative to the manifest's folder with --relative."""
     if path is None or not relative or is_url(path) or is_url(str(manifest)):
@@ -509,11 +515,42 @@ def _without_ours(real: list[str], rels: list[str], probes: list[dict], found: S
     return [real[i] for i in keep], [rels[i] for i in keep], [probes[i] for i in keep]
 
 
-def _sidecars_read(probes: list[dict], found: ScanReport) -> None:
+def _sidecars_read(probes: list[dict], found: ScanReport, old: pa.Table | None = None,
+                   where: tuple[str, str] | None = None) -> pa.Table | None:
     """XMP sidecars found beside their pictures are read with them (the worker merges each into
-    its picture's metadata): not files left out."""
+    its picture's metadata): not files left out. Extending (old, and where: the manifest it
+    extends and the one written), those of the files done before too (a rescan called them
+    "not pictures"); and an .xmp with no picture of its name (its picture renamed without it:
+    its rights reach no output) is said apart. Returns old, with any sidecar put since."""
     found.sidecars = {_real(p["xmp_sidecar"]) for p in probes if p.get("xmp_sidecar")}
+    if old is not None and where is not None:
+        old = _old_sidecars(old, where, found)
     found.others = [p for p in found.others if is_url(p) or _real(p) not in found.sidecars]
+    found.orphan_xmp = [p for p in found.others if p.lower().endswith(".xmp")]
+    found.others = [p for p in found.others if not p.lower().endswith(".xmp")]
+    return old
+
+
+def _old_sidecars(old: pa.Table, where: tuple[str, str], found: ScanReport) -> pa.Table:
+    """The sidecars of the rows done before: those recorded, and one put beside its picture
+    since (taken into the row, so that a redo reads it; said, as the output lacks it)."""
+    manifest, output = where
+    paths, col = old.column("path").to_pylist(), _cells(old, "xmp_sidecar")
+    gone = set(found.gone)
+    xmps = {_real(p) for p in found.others if p.lower().endswith(".xmp")}
+    for i, (p, x) in enumerate(zip(paths, col, strict=True)):
+        real = _key(manifest, p)
+        if is_url(real) or real in gone:
+            continue
+        if x:
+            found.sidecars.add(_real(resolve_path(manifest, x)))
+            continue
+        stem = os.path.splitext(real)[0]
+        if xmps & {real + ".xmp", real + ".XMP", stem + ".xmp", stem + ".XMP"} and (now := sidecar_of(real)):
+            col[i] = _stored(_whole(now), output, not os.path.isabs(p))
+            found.sidecars.add(_real(now))
+            found.sidecars_since.append(real)
+    return _put(old, "xmp_sidecar", pa.array(col, pa.string())) if found.sidecars_since else old
 
 
 def _metadata(sources, shard_size: int, columns: list[str], found: ScanReport,
@@ -613,6 +650,8 @@ class ScanReport:
     unusable: list[tuple[str, str]] = field(default_factory=list)  # (path, why) found, not a row
     unread_folders: list[tuple[str, str]] = field(default_factory=list)  # (folder, why) not listed
     sidecars: set[str] = field(default_factory=set)  # XMP sidecars beside pictures: read with them
+    orphan_xmp: list[str] = field(default_factory=list)  # .xmp files with no picture of their name
+    sidecars_since: list[str] = field(default_factory=list)  # extending: done before, a sidecar since
     links: list[tuple[str, str]] = field(default_factory=list)  # (link, what it is) not a row itself
     changed_before: int = 0  # extending: changed, as an earlier scan said (changed_seen)
     extended: dict = field(default_factory=dict)  # extending: what _say_extended says
@@ -639,6 +678,17 @@ class ScanReport:
                        + ("its picture: read with it (its rights, caption and keywords go into "
                           "the output's XMP)" if len(self.sidecars) == 1 else "their pictures: read "
                           "with them (their rights, captions and keywords go into the outputs' XMP)"))
+        if self.orphan_xmp:  # a picture renamed without its sidecar: its rights reach no output
+            out.append(f"{_n(len(self.orphan_xmp), 'XMP sidecar')} with no picture of "
+                       f"{'its' if len(self.orphan_xmp) == 1 else 'their'} name (a picture renamed "
+                       "without it? name it as its picture, NAME.xmp or NAME.EXT.xmp, and scan "
+                       "again; --report lists them: orphan_xmp): " + some(self.orphan_xmp))
+        if self.sidecars_since:
+            out.append(f"{_n(len(self.sidecars_since), 'file')} done before now "
+                       f"{'has an XMP sidecar' if len(self.sidecars_since) == 1 else 'have XMP sidecars'}"
+                       ": taken into the manifest; the outputs made before lack "
+                       "its rights and caption until redone (colorize run -o OUTDIR --redo FILE): "
+                       + some(self.sidecars_since))
         if self.unusable:
             out.append(f"{_n(len(self.unusable), 'file')} left out: " + some(
                 [f"{p}: {why}" for p, why in self.unusable]))
@@ -708,6 +758,7 @@ class ScanReport:
         rows = [("uncatalogued", p, "", "", "") for p in self.uncatalogued]
         rows += [("unlisted", p, "", "", "") for p in self.unlisted_before]
         rows += [("not_a_picture", p, "", "", "") for p in self.others]
+        rows += [("orphan_xmp", p, "", "", "") for p in self.orphan_xmp]
         rows += [("unusable", p, why, "", "") for p, why in self.unusable]
         rows += [("unread_folder", p, why, "", "") for p, why in self.unread_folders]
         rows += [("link", p, why, "", "") for p, why in self.links]
@@ -797,7 +848,7 @@ def _collect(sources: Iterable[str], opts: dict, log) -> tuple[dict[str, dict], 
 
 def _spelt_exactly(row: dict, key: str, by_path: dict, listed: dict, report: ScanReport):
     """Two catalogue rows on one file, one naming it exactly and one in another case or form
-    (catalogue.disk_spelling): the file is the exact row's, and the other names a file that is
+    (elsewhere.disk_spelling): the file is the exact row's, and the other names a file that is
     not there (a missing img_0001.jpg beside IMG_0001.jpg: its record kept as an error row, not
     dropped as listed twice, nor put on the other's file). (row, key, entry) to go on with."""
     if not row.get("_respelt"):  # the earlier row took the file by another spelling: given back

@@ -1163,3 +1163,25 @@ def test_an_accession_number_column_with_no_cell_is_said(tmp_path, ckpt, capsys)
     assert "the accession-number column 'Accession No.' has no cell in any row" in said, said
     assert main(["run", "-o", str(out), "-q"]) == 0  # said for the job taken, not at every resume
     assert "has no cell" not in capsys.readouterr().out
+
+
+def test_files_no_catalogue_lists_are_exported_by_path_whichever_delivery_brought_them(tmp_path, ckpt):
+    """The README says 'then the files no catalogue lists, by path'; a trial's later delivery's
+    1950/w2.webp came after misc/truncated.jpg (ordered by shard first)."""
+    from pipeline.cli import main
+
+    arch = tmp_path / "arch"
+    for name in ("b/1.png", "c/2.png"):
+        (arch / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("L", (24, 16), 90).save(arch / name)
+    man, out = tmp_path / "m.parquet", tmp_path / "out"
+    run = ["run", "-o", str(out), "--checkpoint", ckpt, "--size", "32", "-q"]
+    assert main(["scan", str(arch), "-o", str(man), "-q"]) == 0
+    assert main([*run, "--manifest", str(man)]) == 0
+    (arch / "a").mkdir()
+    Image.new("L", (24, 16), 60).save(arch / "a" / "0.png")  # this month's, first by path
+    assert main(["scan", str(arch), "-o", str(man), "-q"]) == 0 and main(run) == 0
+    assert main(["export", str(out), str(tmp_path / "e.csv")]) == 0
+    with open(tmp_path / "e.csv", newline="", encoding="utf-8-sig") as f:
+        rows = list(csv.DictReader(f))
+    assert [Path(r["source_path"]).relative_to(arch).as_posix() for r in rows] == ["a/0.png", "b/1.png", "c/2.png"]

@@ -1191,9 +1191,10 @@ def source_states(manifest: str | pa.Table) -> dict[str, str]:
 def job_results(od, manifest: str) -> pa.Table:
     """A job's result rows as the export and the review page give them: of the manifest's
     shards only (a results file for another is not the job's: a copy), in the archive's own
-    order (the catalogues' records as they were read, then the files no catalogue lists, each
-    by shard and path). The manifest is read once; one that moved, or from before
-    catalogue_order, gives every results file, in shard and path order."""
+    order (the catalogues' records as they were read, then the files no catalogue lists, by
+    path: a later delivery's among the earlier, as the README says, not after them by shard).
+    The manifest is read once; one that moved, or from before catalogue_order, gives every
+    results file, by path."""
     import pyarrow.compute as pc
 
     m = None
@@ -1208,7 +1209,7 @@ def job_results(od, manifest: str) -> pa.Table:
                                                            value_set=m.column("image_id")))
              if m is not None and "catalogue_order" in m.column_names
              else pa.nulls(t.num_rows, pa.int64()))
-    keys = [("catalogue_order", "ascending"), ("shard", "ascending"), ("source_path", "ascending")]
+    keys = [("catalogue_order", "ascending"), ("source_path", "ascending"), ("shard", "ascending")]
     return t.take(pc.sort_indices(t.select(["shard", "source_path"]).append_column(
         "catalogue_order", order), keys))  # nulls last: arrow's default
 

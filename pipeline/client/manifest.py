@@ -962,7 +962,9 @@ def _say_extended(found: ScanReport, new: int, log) -> None:
         "rows of the changed and the gone are kept as they were)")
     if found.changed:
         log(f"changed since: {', '.join(found.changed[:5])}{' ...' if len(found.changed) > 5 else ''}"
-            "; to colorize them again: colorize run -o OUTDIR --redo FILE")
+            "; to colorize them again: colorize run -o OUTDIR --redo FILE (one redone from its "
+            "new bytes already needs nothing: `colorize audit OUTDIR --check-inputs` names the "
+            "outputs still made from an original as it was)")
     if found.gone:  # renamed, moved or deleted: their outputs and rows stay as they were
         log(f"gone since: {', '.join(found.gone[:5])}{' ...' if len(found.gone) > 5 else ''} "
             "(--report lists them; a renamed file is also among the new)")

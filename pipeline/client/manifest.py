@@ -539,6 +539,8 @@ def _old_sidecars(old: pa.Table, where: tuple[str, str], found: ScanReport) -> p
     gone = set(found.gone)
     xmps = {_real(p) for p in found.others if p.lower().endswith(".xmp")}
     for i, (p, x) in enumerate(zip(paths, col, strict=True)):
+        if not x and not xmps:  # (a million rows: no path made real for nothing)
+            continue
         real = _key(manifest, p)
         if is_url(real) or real in gone:
             continue

@@ -949,7 +949,8 @@ def test_a_sidecar_is_found_wherever_the_scan_ran_and_one_left_behind_by_a_renam
     r = cli("scan", "scans", "-o", man, "--report", tmp_path / "rep.csv")
     assert ("1 XMP sidecar with no picture of its name (a picture renamed without it? name it as "
             "its picture, NAME.xmp or NAME.EXT.xmp, and scan again; --report lists them: orphan_xmp): scans/w.xmp") in r.stderr, r.stderr
-    assert "orphan_xmp,scans/w.xmp" in (tmp_path / "rep.csv").read_text(encoding="utf-8-sig")
+    # whole in the report, as every path there is (a trial's mixed relative and whole ones)
+    assert f"orphan_xmp,{scans / 'w.xmp'}" in (tmp_path / "rep.csv").read_text(encoding="utf-8-sig")
     (scans / "w.xmp").rename(scans / "w2.xmp")  # as said: taken into the row done before
     r = cli("scan", "scans", "-o", man)
     assert "1 file done before now has an XMP sidecar: taken into the manifest; the outputs made before lack" in r.stderr

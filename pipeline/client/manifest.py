@@ -774,6 +774,13 @@ class ScanReport:
         rows += [("same_identifier", p, f"{self.shared_column}: {g['identifier']}", "", "")
                  for g in self.shared for p in g["paths"]]
         rows += [("recatalogued", p, f"{c}: {was!r} -> {now!r}", "", "") for p, c, was, now in self.recatalogued]
+        # every path whole: as walked from a folder named relative, as the manifest holds it, or
+        # real, the report mixed them (a sort or a join on the column found half)
+        def whole(x):
+            return x if not x or is_url(x) else os.path.abspath(x)
+        rows = [(k, whole(p), whole(c) if k in ("missing", "no_file", "duplicate") else c, line,
+                 ":".join([whole(first.rsplit(":", 1)[0]), first.rsplit(":", 1)[1]]) if first else first)
+                for k, p, c, line, first in rows]
         # the catalogue's own separator: a ';' locale's Excel opens a ',' file as one column
         sep = next((c.delimiter for c in self.catalogues if c.delimiter in ",;\t"), ",")
         with open(path, "w", newline="", encoding="utf-8-sig") as f:
@@ -1079,7 +1086,7 @@ def _recatalogue(old: pa.Table, manifest: str, by_path: dict[str, dict], columns
         # and a path cell where there was none is the file listed now (a file the catalogue
         # lacked, its path filled in by an export brought back), not its record corrected
         listed = c in {k.path_column for k in found.catalogues}
-        changed = [(p, c, w, n) for p, w, n in zip(paths, was, now, strict=True)
+        changed = [(resolve_path(manifest, p), c, w, n) for p, w, n in zip(paths, was, now, strict=True)
                    if (w or "") != (n or "") and not (listed and not w)]
         if not changed and was == now:
             continue

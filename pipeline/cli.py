@@ -377,9 +377,9 @@ def _only_ours(path: str | None, flag: str, what: str, ours) -> None:
             head = f.read(4096)
     except OSError:
         return  # writing it says why
-    if not ours(head):
-        raise UsageError(f"{flag} {path}: that file is there and is not {what} colorize wrote "
-                         "(a catalogue? a scan?): name another; colorize replaces only its own")
+    if head.strip() and not ours(head):  # an empty one (mktemp's) holds nothing to lose
+        raise UsageError(f"{flag} {path}: that file is there and is not {what} colorize wrote: "
+                         "name another; colorize replaces only its own")
 
 
 def _our_report(head: bytes) -> bool:

@@ -709,6 +709,13 @@ def test_abbreviated_column_names_are_guessed_as_written_elsewhere():
     # a job begun before they were guessed goes on as it began (its outputs' XMP say no number)
     assert resolve_columns("auto", ["Acc. No.", "Title"], before="title=Title") == "title=Title"
     assert resolve_columns("auto", ["path", "Inv"], before="none") == "none"
+    # and widened by a later delivery as that version would have: June's accession number, not
+    # May's own 'Inv' (which would have every output done before wanting a redo for it)
+    sets = [["Datei", "Inv", "Titel"], ["Datei", "Inventarnummer", "Title"]]
+    assert resolve_columns("auto", ["Datei", "Inv", "Titel", "Inventarnummer", "Title"], before="title=Titel",
+                           sets=sets) == "identifier=Inventarnummer,title=Titel||Title"
+    assert resolve_columns("auto", ["Datei", "Inv", "Titel", "Inventarnummer", "Title"], sets=sets) == \
+        "identifier=Inv||Inventarnummer,title=Titel||Title"  # a new job: today's guesses
     # a job an earlier version began (it took no accession number from "Accession No.") goes on
     # as that job; a new one takes it
     assert resolve_columns("auto", ["Accession No.", "Title"], before="title=Title") == "title=Title"

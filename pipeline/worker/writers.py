@@ -10,6 +10,7 @@ when."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 import struct
@@ -527,6 +528,14 @@ def resolve_columns(spec: str, columns: list[str], before: str | None = None,
     earlier = [_resolve(spec, columns, g, sets) for g in GENERATIONS[-2::-1]]  # newest first
     if before in earlier:  # as an earlier version guessed it, from the same catalogue
         return before
+    if sets:  # the version that began the job, by how it read the first catalogue: it widens it
+        # (a newer version's guess in May's own columns, 'Inv', would have every output done
+        # before wanting a redo for it)
+        for g in GENERATIONS[::-1]:
+            with contextlib.suppress(ValueError):
+                if _resolve(spec, sets[0], g, sets[:1]) == before:
+                    wide = _resolve(spec, columns, g, sets)
+                    return wide if widens(before, wide) else before
     if widens(before, now):
         return now
     return next((legacy for legacy in earlier if widens(before, legacy)), now)

@@ -943,6 +943,10 @@ def test_a_sidecar_is_found_wherever_the_scan_ran_and_one_left_behind_by_a_renam
     assert r.returncode == 0, r.stderr
     notes = [x["notes"] or "" for x in Outdir(tmp_path / "old").read_results().to_pylist()]
     assert all("XMP sidecar" in n and "not read" not in n for n in notes), notes
+    r = cli("scan", "scans", "-o", other / "old.parquet")  # rescanned: its own, mended, not orphans
+    assert r.returncode == 0 and "no picture of its name" not in r.stderr, r.stderr
+    assert pq.read_table(other / "old.parquet").column("xmp_sidecar").to_pylist() == [
+        str(scans / "lr.xmp"), str(scans / "w.xmp")]
     r = cli("scan", "scans", "-o", man, "--report", tmp_path / "rep.csv")  # nothing new
     assert "not pictures" not in r.stderr and "orphan" not in r.stderr, r.stderr
     (scans / "w.tif").rename(scans / "w2.tif")  # renamed without its sidecar

@@ -538,21 +538,29 @@ def _old_sidecars(old: pa.Table, where: tuple[str, str], found: ScanReport) -> p
     paths, col = old.column("path").to_pylist(), _cells(old, "xmp_sidecar")
     gone = set(found.gone)
     xmps = {_real(p) for p in found.others if p.lower().endswith(".xmp")}
+    names = {os.path.basename(p) for p in xmps}  # which rows can matter, before any system call
+    mended = False
     for i, (p, x) in enumerate(zip(paths, col, strict=True)):
-        if not x and not xmps:  # (a million rows: no path made real for nothing)
+        if not (os.path.basename(x) in names if x else xmps):  # (a million rows: none made real for nothing)
             continue
         real = _key(manifest, p)
         if is_url(real) or real in gone:
             continue
         if x:
-            found.sidecars.add(_real(resolve_path(manifest, x)))
+            was = resolve_path(manifest, x)
+            if not os.path.isabs(x) and os.path.isabs(p):  # kept relative to where an earlier
+                # version's scan ran: the file of its name beside its picture, kept whole now
+                beside = os.path.join(os.path.dirname(real), os.path.basename(x))
+                if os.path.isfile(beside) and _real(beside) != _real(was):
+                    col[i], was, mended = beside, beside, True
+            found.sidecars.add(_real(was))
             continue
         stem = os.path.splitext(real)[0]
         if xmps & {real + ".xmp", real + ".XMP", stem + ".xmp", stem + ".XMP"} and (now := sidecar_of(real)):
             col[i] = _stored(_whole(now), output, not os.path.isabs(p))
             found.sidecars.add(_real(now))
             found.sidecars_since.append(real)
-    return _put(old, "xmp_sidecar", pa.array(col, pa.string())) if found.sidecars_since else old
+    return _put(old, "xmp_sidecar", pa.array(col, pa.string())) if found.sidecars_since or mended else old
 
 
 def _metadata(sources, shard_size: int, columns: list[str], found: ScanReport,
@@ -735,11 +743,13 @@ class ScanReport:
         out = []
         # a file in a folder this user cannot search is not "not there": say which is which
         hidden = [r for r in self.missing if "://" not in r["path"] and _unsearchable(r["path"])]
-        # a file done before and gone since keeps its row and output (said as "gone since")
-        since = set(self.gone)
-        done = [r for r in self.missing if r not in hidden
+        # a file done before and gone since keeps its row and output (said as "gone since");
+        # told apart by identity, not by a list's `in` (a million rows renamed: quadratic)
+        since, apart = set(self.gone), {id(r) for r in hidden}
+        done = [r for r in self.missing if id(r) not in apart
                 and (r["path"] if "://" in r["path"] else _real(r["path"])) in since]
-        gone = [r for r in self.missing if r not in hidden and r not in done]
+        apart |= {id(r) for r in done}
+        gone = [r for r in self.missing if id(r) not in apart]
         if gone:
             out.append(f"{_n(len(gone), 'catalogue row')} "
                        f"{'names' if len(gone) == 1 else 'name'} a file that is not there "

@@ -722,7 +722,7 @@ class ScanReport:
                        "in no catalogue read now: each keeps the cells an earlier catalogue gave it "
                        "(a catalogue of new records alone leaves the earlier ones as they were; "
                        f"--report lists them: 'unlisted'): {some(self.unlisted_before)}")
-        out += self._missing_lines(some)
+        out += _missing_lines(self, some)
         nofile = [(c, r) for c in self.catalogues for r in c.nofile]
         if nofile:
             out.append(f"{_n(len(nofile), 'catalogue row')} {'names' if len(nofile) == 1 else 'name'}"
@@ -736,33 +736,6 @@ class ScanReport:
                                for a, b in self.duplicates]))
         if self.shared:
             out.append(shared_said(self.shared, self.shared_column, limit))
-        return out
-
-    def _missing_lines(self, some) -> list[str]:
-        """What the scan says of catalogue rows whose file is not there."""
-        out = []
-        # a file in a folder this user cannot search is not "not there": say which is which
-        hidden = [r for r in self.missing if "://" not in r["path"] and _unsearchable(r["path"])]
-        # a file done before and gone since keeps its row and output (said as "gone since");
-        # told apart by identity, not by a list's `in` (a million rows renamed: quadratic)
-        since, apart = set(self.gone), {id(r) for r in hidden}
-        done = [r for r in self.missing if id(r) not in apart
-                and (r["path"] if "://" in r["path"] else _real(r["path"])) in since]
-        apart |= {id(r) for r in done}
-        gone = [r for r in self.missing if id(r) not in apart]
-        if gone:
-            out.append(f"{_n(len(gone), 'catalogue row')} "
-                       f"{'names' if len(gone) == 1 else 'name'} a file that is not there "
-                       "(kept: each gets an error row): "
-                       + some([f"{_where(r)} {r['path']}" for r in gone]))
-        if done:
-            out.append(f"{_n(len(done), 'catalogue row')} {'names' if len(done) == 1 else 'name'} a "
-                       "file done before and gone since (its row and output are kept as they "
-                       "were): " + some([f"{_where(r)} {r['path']}" for r in done]))
-        if hidden:
-            out.append(f"{_n(len(hidden), 'catalogue row')} {'names' if len(hidden) == 1 else 'name'} "
-                       "a file in a folder this user cannot read (permission denied; kept: each "
-                       "gets an error row): " + some([f"{_where(r)} {r['path']}" for r in hidden]))
         return out
 
     def write_csv(self, path: str | os.PathLike) -> int:
@@ -798,6 +771,34 @@ class ScanReport:
             w.writerow(["kind", "path", "catalogue", "line", "first listed at"])
             w.writerows(rows)
         return len(rows)
+
+
+def _missing_lines(self: ScanReport, some) -> list[str]:
+    """What the scan says of catalogue rows whose file is not there."""
+    out = []
+    # a file in a folder this user cannot search is not "not there": say which is which
+    hidden = [r for r in self.missing if "://" not in r["path"] and _unsearchable(r["path"])]
+    # a file done before and gone since keeps its row and output (said as "gone since");
+    # told apart by identity, not by a list's `in` (a million rows renamed: quadratic)
+    since, apart = set(self.gone), {id(r) for r in hidden}
+    done = [r for r in self.missing if id(r) not in apart
+            and (r["path"] if "://" in r["path"] else _real(r["path"])) in since]
+    apart |= {id(r) for r in done}
+    gone = [r for r in self.missing if id(r) not in apart]
+    if gone:
+        out.append(f"{_n(len(gone), 'catalogue row')} "
+                   f"{'names' if len(gone) == 1 else 'name'} a file that is not there "
+                   "(kept: each gets an error row): "
+                   + some([f"{_where(r)} {r['path']}" for r in gone]))
+    if done:
+        out.append(f"{_n(len(done), 'catalogue row')} {'names' if len(done) == 1 else 'name'} a "
+                   "file done before and gone since (its row and output are kept as they "
+                   "were): " + some([f"{_where(r)} {r['path']}" for r in done]))
+    if hidden:
+        out.append(f"{_n(len(hidden), 'catalogue row')} {'names' if len(hidden) == 1 else 'name'} "
+                   "a file in a folder this user cannot read (permission denied; kept: each "
+                   "gets an error row): " + some([f"{_where(r)} {r['path']}" for r in hidden]))
+    return out
 
 
 def _n(n: int, what: str) -> str:

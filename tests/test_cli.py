@@ -1138,6 +1138,19 @@ def test_an_audit_list_the_curator_edited_is_kept_as_edited(tmp_path, ckpt, caps
     assert json.loads((out / "audit.json").read_text())["lists_kept"] == [{"list": "audit-skipped.txt", "would_hold": 2}]
     listed.unlink()  # asked for again
     assert main(["audit", str(out), "-q"]) == 0 and len(listed.read_text().splitlines()) == 2
+    # an audit of an earlier version recorded no list: one edited since is kept all the same
+    report = json.loads((out / "audit.json").read_text())
+    (out / "audit.json").write_text(json.dumps({k: v for k, v in report.items() if k != "lists"}))
+    listed.write_text(f"{arch / 'c0.png'}\n")
+    capsys.readouterr()
+    assert main(["audit", str(out), "-q"]) == 0 and listed.read_text() == f"{arch / 'c0.png'}\n"
+    assert "audit-skipped.txt was edited since the audit wrote it: kept as edited" in capsys.readouterr().out
+    (out / "audit.json").write_text(json.dumps({k: v for k, v in report.items() if k != "lists"}))
+    listed.unlink()
+    assert main(["audit", str(out), "-q"]) == 0 and len(listed.read_text().splitlines()) == 2
+    (out / "audit.json").write_text(json.dumps({k: v for k, v in report.items() if k != "lists"}))
+    assert main(["audit", str(out), "-q"]) == 0  # as this audit writes it: not the curator's
+    assert "was edited" not in capsys.readouterr().out
 
 
 def test_a_jobs_manifest_made_anew_is_kept_beside_and_the_way_back_is_said(tmp_path, ckpt, capsys):

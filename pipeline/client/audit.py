@@ -295,9 +295,9 @@ def _write_lists(out: Store, report: dict, ok_rows) -> None:
     lines in audit-skipped.txt) is the curator's: kept as edited (report["lists_kept"]), where
     the next audit overwrote it; the sha256 of each list written is kept in audit.json to tell."""
     try:
-        was = json.loads(out.read_bytes(Outdir.AUDIT_JSON)).get("lists") or {}
-    except Exception:  # noqa: BLE001 - no audit yet, or one from before lists were recorded
-        was = {}
+        was = json.loads(out.read_bytes(Outdir.AUDIT_JSON)).get("lists")
+    except Exception:  # noqa: BLE001 - no audit yet
+        was = None
     # A path a line cannot hold (a newline in a file name, spaces at its ends) is listed by its
     # image id, which --redo takes as well: split in two, it named two files that are not there.
     ids = {r["source_path"]: r["image_id"] for r in ok_rows}
@@ -307,16 +307,26 @@ def _write_lists(out: Store, report: dict, ok_rows) -> None:
                                                 for p in report["record_outdated"]])):
         paths = [r["source_path"] if _one_line(r["source_path"]) or not r.get("image_id") else r["image_id"]
                  for r in rows]
-        if name in was and out.exists(name) and out.sha256(name) != was[name]:
+        data = "".join(f"{p}\n" for p in paths).encode()
+        mine = hashlib.sha256(data).hexdigest() if paths else None
+        if out.exists(name) and _edited(out, name, (was or {}).get(name) if was is not None else None, mine):
             report["lists_kept"].append({"list": name, "would_hold": len(paths)})
-            report["lists"][name] = was[name]  # still the audit's last: an edit is told again
+            if was and name in was:  # still the audit's last: an edit is told again
+                report["lists"][name] = was[name]
             continue
         if paths:
-            data = "".join(f"{p}\n" for p in paths).encode()
             out.write_atomic(name, data)
-            report["lists"][name] = hashlib.sha256(data).hexdigest()
+            report["lists"][name] = mine
         elif out.exists(name):  # an earlier audit's list, all of them since redone
             out.remove(name)
+
+
+def _edited(out: Store, name: str, written: str | None, now: str | None) -> bool:
+    """Whether a list is the curator's now: not as the last audit wrote it (its sha256 in
+    audit.json); with no such record (an audit of an earlier version, or none), any list that
+    is not what this audit writes (kept, and said: a stale one is removed by hand)."""
+    there = out.sha256(name)
+    return there != written if written is not None else there != now
 
 
 def _one_line(path: str) -> bool:

@@ -303,19 +303,18 @@ def cmd_scan(a) -> int:
     if a.extend and a.fresh:
         raise UsageError("--extend keeps an earlier manifest's rows, --fresh starts over: one of them")
     _only_ours(a.report, "--report", "a scan's report", _our_report)
-    if a.fresh and "://" not in str(a.output) and Path(a.output).is_file():
-        _keep_before_fresh(a.output)
     if a.extend is None and not a.fresh and _exists(a.output):
         # A rescan into the same file: the archive grew. Keeping the rows, ids and shards keeps
         # every job run on it valid; --fresh starts over (and a job then refuses the new one).
         a.extend = a.output
         print(f"colorize: {a.output} exists: its rows, ids and shards are kept and new files added "
               "(--fresh to start over)", file=sys.stderr)
-    t = scan(a.sources, a.output, shard_size=a.shard_size, max_pixels=a.max_pixels,
-             relative=a.relative, progress=not a.quiet,
-             log=lambda m: print(f"colorize: {plain(m)}", file=sys.stderr),
-             path_column=a.path_column, encoding=a.encoding, extend=a.extend,
-             delimiter=a.delimiter, report=a.report, path_prefix=a.path_prefix)
+    with _kept_before_fresh(a.output if a.fresh else None):
+        t = scan(a.sources, a.output, shard_size=a.shard_size, max_pixels=a.max_pixels,
+                 relative=a.relative, progress=not a.quiet,
+                 log=lambda m: print(f"colorize: {plain(m)}", file=sys.stderr),
+                 path_column=a.path_column, encoding=a.encoding, extend=a.extend,
+                 delimiter=a.delimiter, report=a.report, path_prefix=a.path_prefix)
     errors = t.column("scan_error").to_pylist()
     bad = sum(e is not None for e in errors)
     if bad and bad == t.num_rows:
@@ -349,18 +348,32 @@ def _exists(path: str) -> bool:
     return Path(path).is_file()
 
 
-def _keep_before_fresh(manifest: str) -> None:
+@contextlib.contextmanager
+def _kept_before_fresh(manifest: str | None):
     """--fresh over a manifest keeps the one it replaces beside it: a job run on that one keeps
-    its shards, and refuses the new one (its images sharded otherwise) until it is back."""
+    its shards, and refuses the new one (its images sharded otherwise) until it is back. Copied
+    before the scan, kept (and said) only once the new one is written: a scan that fails
+    replaces nothing, and a copy of it would be taken for the job's."""
     import datetime as dt
     import shutil
 
+    if not manifest or "://" in str(manifest) or not Path(manifest).is_file():
+        yield
+        return
     p = Path(manifest)
     when = dt.datetime.fromtimestamp(p.stat().st_mtime).strftime("%Y%m%d-%H%M%S")
-    kept = p.with_name(f"{p.stem}.before-fresh-{when}{p.suffix}")
-    if not kept.exists():
-        shutil.copy2(p, kept)
-    print(f"colorize: --fresh: the manifest it replaces is kept as {kept} (a job run on it "
+    kept, tmp = p.with_name(f"{p.stem}.before-fresh-{when}{p.suffix}"), p.with_name(f".{p.name}.before-fresh")
+    shutil.copy2(p, tmp)
+    try:
+        yield
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if kept.exists():
+        tmp.unlink()
+    else:
+        os.replace(tmp, kept)
+    print(f"colorize: --fresh: the manifest it replaced is kept as {kept} (a job run on it "
           "needs it back to go on: a job keeps its shards)", file=sys.stderr)
 
 
@@ -742,7 +755,8 @@ def cmd_status(a) -> int:
         from pipeline.client.outdir import Outdir
         from pipeline.client.state import made_anew_said
 
-        print(made_anew_said(a.outdir, Outdir(a.outdir).read_job()["spec"]["manifest"], s["manifest_changed"]))
+        spec = Outdir(a.outdir).read_job()["spec"]
+        print(made_anew_said(a.outdir, spec["manifest"], s["manifest_changed"], spec.get("shard_digests") or {}))
     elif s["lost"] and not s["running"]:  # committed once: no interruption left it pending
         print(f"{plural(len(s['lost']), 'results file')} committed before {'is' if len(s['lost']) == 1 else 'are'} "
               f"gone (shard {', '.join(map(str, s['lost']))}; deleted or moved since?): put "

@@ -1168,10 +1168,18 @@ def test_a_jobs_manifest_made_anew_is_kept_beside_and_the_way_back_is_said(tmp_p
     assert main(["run", "--manifest", str(man), "-o", str(out), "--checkpoint", ckpt, "--size", "32", "-q"]) == 0
     was = man.read_bytes()
     capsys.readouterr()
+    assert main(["scan", str(tmp_path / "nowhere"), "-o", str(man), "-q", "--fresh"]) == 2
+    assert not list(arch.glob("*before-fresh*")) and man.read_bytes() == was  # it failed: nothing kept
     assert main(["scan", str(arch), "-o", str(man), "-q", "--fresh", "--shard-size", "1"]) == 0
     kept = sorted(arch.glob("m.before-fresh-*.parquet"))
     assert len(kept) == 1 and kept[0].read_bytes() == was
-    assert f"--fresh: the manifest it replaces is kept as {kept[0]}" in capsys.readouterr().err
+    assert f"--fresh: the manifest it replaced is kept as {kept[0]}" in capsys.readouterr().err
+    import os
+    import time
+
+    os.utime(man, (time.time() + 5, time.time() + 5))  # made anew once more, a moment later
+    assert main(["scan", str(arch), "-o", str(man), "-q", "--fresh", "--shard-size", "1"]) == 0
+    assert len(list(arch.glob("m.before-fresh-*.parquet"))) == 2  # the newest is not the job's
     assert main(["run", "-o", str(out), "-q"]) == 2
     err = capsys.readouterr().err
     assert f"its manifest {man} was made anew since the job ran (scan --fresh" in err, err

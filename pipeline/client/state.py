@@ -237,16 +237,30 @@ def grown(store, old: dict, new: dict) -> bool:
     return True
 
 
-def made_anew_said(store, manifest: str, changed: list[str]) -> str:
+def made_anew_said(store, manifest: str, changed: list[str], known: dict[str, str]) -> str:
     """The job's own manifest, made anew in its place (scan --fresh): the images in other
-    shards. Its way back: the manifest --fresh kept beside it (cli._keep_before_fresh)."""
+    shards. Its way back: the copy --fresh kept beside it (cli._kept_before_fresh) that holds
+    the job's shards as they were (known: the job's shard digests), not merely the newest."""
+    from pipeline.client.manifest import shard_digests
+
     p = Path(str(manifest))
-    kept = sorted(p.parent.glob(f"{glob_escape(p.stem)}.before-fresh-*{p.suffix}")) if "://" not in str(manifest) else []
-    back = (f"the one the job ran on was kept as {kept[-1]}{' (or an earlier one)' if len(kept) > 1 else ''}: "
-            f"put it back (mv {shlex.quote(str(kept[-1]))} {shlex.quote(str(p))}), then add new scans with "
-            f"colorize scan ... -o {shlex.quote(str(p))}, which extends it" if kept else
+    kept = sorted(p.parent.glob(f"{glob_escape(p.stem)}.before-fresh-*{p.suffix}"), reverse=True) \
+        if "://" not in str(manifest) else []
+
+    def the_jobs(k: Path) -> bool:
+        try:
+            now = shard_digests(k)
+        except Exception:  # noqa: BLE001 - not a manifest that reads: not the job's
+            return False
+        return all(now.get(x) == known.get(x) for x in changed)
+
+    found = next((k for k in kept if the_jobs(k)), None)
+    back = (f"the one the job ran on was kept as {found}: put it back (mv {shlex.quote(str(found))} "
+            f"{shlex.quote(str(p))}), then add new scans with colorize scan ... -o "
+            f"{shlex.quote(str(p))}, which extends it" if found else
             "a rescan without --fresh extends a manifest and keeps its shards; without the one the job "
-            "ran on, go on with a new OUTDIR, or --restart to colour every image again")
+            "ran on" + (f" (none of the {len(kept)} kept beside it by --fresh is)" if kept else "")
+            + ", go on with a new OUTDIR, or --restart to colour every image again")
     return (f"{store}: its manifest {manifest} was made anew since the job ran (scan --fresh, or "
             f"another manifest written there), and the job's shards "
             f"({', '.join(changed[:10])}{' ...' if len(changed) > 10 else ''}) hold other images "
@@ -256,7 +270,7 @@ def made_anew_said(store, manifest: str, changed: list[str]) -> str:
 def _made_anew(store, old: dict, new: dict, changed: list[str]) -> str | None:
     if str(old.get("manifest")) != str(new.get("manifest")):
         return None
-    return made_anew_said(store, new["manifest"], changed)
+    return made_anew_said(store, new["manifest"], changed, old.get("shard_digests") or {})
 
 
 def _why_shards_changed(store, old: dict, new: dict) -> str | None:

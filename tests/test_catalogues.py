@@ -73,8 +73,18 @@ def test_duplicates_empty_cells_and_unreadable_rows_are_reported(scans, tmp_path
     assert r.returncode == 0 and ("note: 1 catalogue row names no file (an empty path cell) and so "
                                   "no image: not in the export") in r.stderr, r.stderr
     # and so is B-9's, whose file A-1's row names (a trial's export dropped it without a word)
-    assert ("note: 1 catalogue row names a file an earlier row names, with other cells (list.csv "
+    assert ("note: 1 catalogue row names a file an earlier row names, with other cells (scans/list.csv "
             "line 5): the file's row is the first's, and that record is not in the export") in r.stderr
+    # a later delivery's catalogue, scanned alone, with a file twice: said beside May's
+    june = scans / "june"
+    june.mkdir()
+    Image.new("L", (24, 16), 70).save(june / "j.png")
+    (june / "list.csv").write_text("path,accession\nj.png,J-1\nj.png,J-2\n")
+    assert run_cli("scan", june / "list.csv", "-o", tmp_path / "m.parquet", "-q").returncode == 0
+    assert run_cli("run", "-o", tmp_path / "out", "-q").returncode == 0
+    r = run_cli("export", tmp_path / "out", tmp_path / "e2.csv")
+    assert ("2 catalogue rows name a file an earlier row names, with other cells (scans/list.csv line 5, "
+            "june/list.csv line 3)") in r.stderr, r.stderr
     (tmp_path / "win.txt").write_text("C:\\archive\\a.png\nC:\\archive\\b.png\n")
     r = run_cli("scan", tmp_path / "win.txt", "-o", tmp_path / "w.parquet", "-q")
     assert r.returncode == 2 and "none of win.txt's 2 paths names a file" in r.stderr, r.stderr

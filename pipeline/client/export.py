@@ -240,7 +240,9 @@ def export(outdir: str, dest: str, excel: bool | None = None, delimiter: str | N
     header, rows = export_table(out, info, as_written=not parquet)
     n_text = len(info.get("columns", []))
     said = dict(rows=len(rows), header=header, no_file=info.get("no_file", 0),
-                listed_twice=info.get("listed_twice", []))
+                listed_twice=[f"{os.path.join(os.path.basename(os.path.dirname(c)), os.path.basename(c))} line {n}"
+                              for c, lines in (info.get("listed_twice") or {}).items() for n in lines]
+                if isinstance(info.get("listed_twice"), dict) else [])
     if parquet:
         write_parquet(dest, header, rows, n_text)
         return dict(said, format="parquet")

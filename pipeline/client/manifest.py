@@ -599,12 +599,23 @@ def _metadata(sources, shard_size: int, columns: list[str], found: ScanReport,
                 info["written"] = first.written
             # its records with no file (an empty path cell): in no row, so the export says so
             info["no_file"] = sum(len(c.nofile) for c in found.catalogues)
-            # and those that name a file an earlier row names, with other cells (another
-            # accession number): the file's row is the first's, so theirs is in no row either
-            info["listed_twice"] = [f"{Path(b['_from'].path).name} line {b['_line']}"
-                                    for a, b in found.duplicates if a["_cells"] != b["_cells"]]
+        info["listed_twice"] = _listed_twice(info.get("listed_twice"), found)
         meta["catalogue"] = json.dumps({"columns": columns, **info}, ensure_ascii=False)
     return meta
+
+
+def _listed_twice(was, found: ScanReport) -> dict[str, list[int]]:
+    """Per catalogue (its real path), the lines of its rows that name a file an earlier row
+    names, with other cells (another accession number): the file's row is the first's, so
+    theirs is in no row, and the export says so. Those of each catalogue read now replace its
+    own; another delivery's, not read this time, stay (a trial's June duplicate went unsaid)."""
+    out = dict(was) if isinstance(was, dict) else {}
+    for c in found.catalogues:
+        out.pop(os.path.realpath(c.path), None)
+    for a, b in found.duplicates:
+        if a["_cells"] != b["_cells"]:
+            out.setdefault(os.path.realpath(b["_from"].path), []).append(b["_line"])
+    return out
 
 
 def _same_catalogue(info: dict, c: Catalogue) -> bool:

@@ -1122,6 +1122,8 @@ def test_catalogues_that_name_their_path_column_each_their_own_way_are_scanned_t
     err = capsys.readouterr().err
     assert "--path-column 'Fiel': no catalogue read here has it" in err, err
     assert "catalogue paths read from 'Datei' or 'File' too, as the manifest was" in err, err
+    assert main(["scan", str(june / "catalogue.csv"), "-o", str(man), "-q", "--path-column", "Datei||File"]) == 0
+    assert "no catalogue read here has it" not in capsys.readouterr().err  # May's, read before
     # June's path cell names its image for --redo, as May's does
     out = tmp_path / "out"
     assert main(["run", "--manifest", str(man), "-o", str(out), "--checkpoint", ckpt, "--size", "32", "-q"]) == 0

@@ -346,7 +346,7 @@ def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int | No
     given_columns, path_column = path_column or [], _path_columns(path_column, meta, log)
     by_path, found = _collect(sources, dict(path_column=path_column, encoding=encoding, delimiter=delimiter,
                                             log=log, path_prefix=path_prefix), log)
-    _unused_path_columns(given_columns, found, log)
+    _unused_path_columns(given_columns, found, log, json.loads(meta.get(b"path_columns", b"[]")))
     _unused_prefixes(given, found, log)  # (one kept from the manifest may be for another catalogue)
     if not by_path:
         raise ScanError("no image files found in " + ", ".join(map(str, sources)))
@@ -469,11 +469,12 @@ def _prefixes(given: list[str] | None, meta: dict[bytes, bytes], extend: str | N
     return given + kept
 
 
-def _unused_path_columns(given: list[str], found: ScanReport, log) -> None:
-    """A --path-column name no catalogue read here has (mistyped, or for a catalogue not
-    read this time): said, as it reads nothing."""
+def _unused_path_columns(given: list[str], found: ScanReport, log, before: list[str]) -> None:
+    """A --path-column name no catalogue read here has, nor any the manifest was read with
+    (mistyped: it reads nothing): said. May's 'Datei' given again with June's catalogue alone
+    is no mistake (the refusal's own advice names both)."""
     used = {c.path_column for c in found.catalogues if c.columns}
-    if used and (idle := [n for g in given for n in alternatives(g) if n not in used]):
+    if used and (idle := [n for g in given for n in alternatives(g) if n not in used and n not in before]):
         log(f"--path-column {' or '.join(map(repr, idle))}: no catalogue read here has it "
             f"(their paths are read from {' and '.join(map(repr, sorted(used)))})")
 

@@ -974,7 +974,7 @@ def _extend(old: pa.Table, extend: str, real: list[str], rels: list[str], found:
                if o is not None}
         found.unlisted_before = [p for p in found.uncatalogued if _key_of(p) in had]
         found.uncatalogued = [p for p in found.uncatalogued if _key_of(p) not in had]
-    old = _note_changed(old, extend, set(real), found)
+    old = _note_changed(old, extend, set(real), found, log)
     keep = [i for i, r in enumerate(real) if r not in known]
     found.extended = {"manifest": extend, "done": len(known) - len(found.gone) - len(never),
                       "still": len(never)}
@@ -1147,7 +1147,7 @@ def _put(t: pa.Table, name: str, col: pa.Array) -> pa.Table:
             else t.append_column(name, col))
 
 
-def _note_changed(old: pa.Table, manifest: str, present: set[str], found: ScanReport) -> pa.Table:
+def _note_changed(old: pa.Table, manifest: str, present: set[str], found: ScanReport, log) -> pa.Table:
     """Files of an earlier manifest that are still there but not as they were scanned: their
     size differs, or, the same size with a new time, their first and last bytes do (a rescan
     of a damaged or re-digitised original). Said once: what was seen is kept (the manifest's
@@ -1170,6 +1170,10 @@ def _note_changed(old: pa.Table, manifest: str, present: set[str], found: ScanRe
                 now[i] = st.st_size
             elif heads[i] and times[i] is not None and st.st_mtime_ns != times[i]:
                 recheck[i] = (real, st.st_mtime_ns)
+    if len(recheck) >= 1000:  # an archive copied without its files' times: once, and said
+        log(f"reading the first and last 64 KiB of {len(recheck):,} files whose time changed since "
+            "the last scan (copied without their times?), to tell a rescanned original from the "
+            "same bytes; the next scan need not")
     with ThreadPoolExecutor(8) as ex:  # reads, I/O bound: the same threads as the scan's probes
         digests = dict(zip(recheck, ex.map(head_digest, [r for r, _ in recheck.values()]), strict=True))
     for i, d in digests.items():

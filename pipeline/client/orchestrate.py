@@ -834,11 +834,17 @@ def _pace(outdir: Outdir, sizes: dict[int, int], committed: set[int]) -> dict:
     return out
 
 
-def _changed_under(spec: dict, committed: set[int]) -> list[str]:
-    """The job's committed shards that its manifest now holds otherwise (scan --fresh into it)."""
+def _changed_under(outdir: Outdir, spec: dict, committed: set[int]) -> list[str]:
+    """The job's committed shards that its manifest now holds otherwise (scan --fresh into it).
+    A manifest not written since job.json was (the run took it as it is) is not read again: a
+    monitor polling a million-row job paid a second a call."""
     known = spec.get("shard_digests") or {}
     if not known:
         return []
+    if outdir.store.local and not is_url(spec["manifest"]):
+        with contextlib.suppress(OSError):
+            if os.path.getmtime(spec["manifest"]) <= os.path.getmtime(outdir.store.full(Outdir.JOB)):
+                return []
     now = shard_digests(spec["manifest"])
     return sorted((k for k, d in known.items() if int(k) in committed and now.get(k) != d), key=int)
 
@@ -866,7 +872,7 @@ def status(outdir: str | os.PathLike, check_manifest: bool = False) -> dict:
     s["running"] = outdir.lock_holder()
     s["stopped"] = None if s["running"] else last_stop(outdir)
     s["redo_pending"] = sum(len(ids) for ids in redo.load(outdir)["pending"].values())
-    s["manifest_changed"] = _changed_under(spec, committed) if check_manifest else []
+    s["manifest_changed"] = _changed_under(outdir, spec, committed) if check_manifest else []
     s["job_altered"] = job_altered(job)  # a run refuses it: said first
     if s["running"] and outdir.store.local:
         s.update(_pace(outdir, sizes, committed))

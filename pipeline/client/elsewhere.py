@@ -79,6 +79,9 @@ def disk_spelling(path: str, listing: dict[str, dict[str, str]]) -> str | None:
     return cur
 
 
+SAMPLE = 2000  # the catalogue cells the advice tries
+
+
 def advice(cells: list[str], root: str, lister: Callable[[str], Iterable[str]]) -> str | None:
     """What would find the files of cells that name none here: the prefix to leave out (the one
     that finds most), or, for names alone, where files of those names are under `root` (listed
@@ -86,6 +89,7 @@ def advice(cells: list[str], root: str, lister: Callable[[str], Iterable[str]]) 
     tally: Counter = Counter()
     written: dict[tuple, str] = {}
     listing: dict[str, dict[str, str]] = {}
+    every, cells = len(cells), cells[:SAMPLE]  # advice: a million rows need not all be tried
     for cell in cells:
         parts = parts_of(cell)
         for j in range(1, len(parts)):
@@ -98,8 +102,9 @@ def advice(cells: list[str], root: str, lister: Callable[[str], Iterable[str]]) 
                 written.setdefault(key, cell[:parts[j][1]])
     if tally:
         key, n = max(tally.items(), key=lambda kv: (kv[1], -len(kv[0])))
+        of = f"{len(cells)}" if every == len(cells) else f"the first {len(cells):,} (of {every:,})"
         return (f"they look written on another machine: with --path-prefix "
-                f"'{written[key]}', {n} of {len(cells)} are found under {root}")
+                f"'{written[key]}', {n} of {of} are found under {root}")
     alone = {_key(c.strip()): c.strip() for c in cells if len(parts_of(c)) == 1}
     if not alone:
         return None

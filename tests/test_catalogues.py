@@ -1136,20 +1136,28 @@ def test_catalogues_that_name_their_path_column_each_their_own_way_are_scanned_t
     assert main(["scan", str(may / "katalog.csv"), "-o", str(man), "-q"]) == 0
 
 
+def _catalogued_job(tmp_path, ckpt, catalogue: str):
+    """A small job of gray scans named by a catalogue (its text): scanned and run."""
+    from pipeline.cli import main
+
+    arch = tmp_path / "arch"
+    arch.mkdir()
+    for i in range(catalogue.count("\n") - 1):
+        Image.new("L", (24, 16), 40 + 40 * i).save(arch / f"{i}.png")
+    (arch / "k.csv").write_text(catalogue, encoding="utf-8")
+    man, out = tmp_path / "m.parquet", tmp_path / "out"
+    assert main(["scan", str(arch / "k.csv"), "-o", str(man), "-q"]) == 0
+    assert main(["run", "--manifest", str(man), "-o", str(out), "--checkpoint", ckpt, "--size", "32", "-q"]) == 0
+    return arch, out
+
+
 def test_naming_the_accession_number_column_as_the_run_advised_goes_on_and_says_what_follows(tmp_path, ckpt, capsys):
     """The run says "say which with --metadata-columns identifier=COLUMN"; a trial did, with
     --redo of one image: it went on, saying the column was "a later catalogue's", and the other
     outputs' want of it went unsaid."""
     from pipeline.cli import main
 
-    arch = tmp_path / "arch"
-    arch.mkdir()
-    for i in range(3):
-        Image.new("L", (24, 16), 40 + 40 * i).save(arch / f"{i}.png")
-    (arch / "k.csv").write_text("path,Nummer,Title\n0.png,N0,T0\n1.png,N1,T1\n2.png,N2,T2\n", encoding="utf-8")
-    man, out = tmp_path / "m.parquet", tmp_path / "out"
-    assert main(["scan", str(arch / "k.csv"), "-o", str(man), "-q"]) == 0
-    assert main(["run", "--manifest", str(man), "-o", str(out), "--checkpoint", ckpt, "--size", "32", "-q"]) == 0
+    arch, out = _catalogued_job(tmp_path, ckpt, "path,Nummer,Title\n0.png,N0,T0\n1.png,N1,T1\n2.png,N2,T2\n")
     assert "say which with --metadata-columns identifier=COLUMN" in capsys.readouterr().out
     assert main(["run", "-o", str(out), "--metadata-columns", "identifier=Nummer,title=Title", "--redo", "0.png", "-q"]) == 0
     said = capsys.readouterr().out
@@ -1170,14 +1178,7 @@ def test_an_accession_number_column_with_no_cell_is_said(tmp_path, ckpt, capsys)
     object in any output, and only a catalogue with no such column was said."""
     from pipeline.cli import main
 
-    arch = tmp_path / "arch"
-    arch.mkdir()
-    for i in range(2):
-        Image.new("L", (24, 16), 40 + 40 * i).save(arch / f"{i}.png")
-    (arch / "k.csv").write_text("path,Accession No.,Title\n0.png,,T0\n1.png, ,T1\n", encoding="utf-8")
-    man, out = tmp_path / "m.parquet", tmp_path / "out"
-    assert main(["scan", str(arch / "k.csv"), "-o", str(man), "-q"]) == 0
-    assert main(["run", "--manifest", str(man), "-o", str(out), "--checkpoint", ckpt, "--size", "32", "-q"]) == 0
+    _, out = _catalogued_job(tmp_path, ckpt, "path,Accession No.,Title\n0.png,,T0\n1.png, ,T1\n")
     said = capsys.readouterr().out
     assert "the accession-number column 'Accession No.' has no cell in any row" in said, said
     assert main(["run", "-o", str(out), "-q"]) == 0  # said for the job taken, not at every resume

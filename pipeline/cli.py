@@ -485,7 +485,21 @@ def _run(a) -> dict:
     # the killed workers' semaphores, which is its job, not news for the user.
     if TRACKER_QUIET not in sys.warnoptions:
         sys.warnoptions.append(TRACKER_QUIET)
-    return run_job(from_args(a), redo=redo)
+    return run_job(from_args(a), log=_surviving_log(), redo=redo)
+
+
+def _surviving_log():
+    """The run's log lines (stdout). One that cannot be written (a full log disk under cron, a
+    reader that left the pipe) costs the lines, not the night's run: a trial's run with stdout
+    on a full disk colorized nothing and exited 2, as if OUTDIR were full. Its stdout is then
+    pointed at /dev/null, so no later line (nor Python's flush at exit) fails again."""
+    def log(msg: str = "") -> None:
+        try:
+            print(msg, flush=True)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return log
 
 
 def _write_summary(path: str | None, outdir: str, outcome: str, summary: dict,

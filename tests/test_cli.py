@@ -1193,3 +1193,17 @@ def test_a_jobs_manifest_made_anew_is_kept_beside_and_the_way_back_is_said(tmp_p
     shutil.move(kept[0], man)  # as said: the job goes on
     assert main(["run", "-o", str(out), "-q"]) == 0 and main(["status", str(out)]) == 0
     assert "nothing to do" in capsys.readouterr().out
+
+
+def test_a_run_whose_log_cannot_be_written_goes_on(tmp_path, ckpt):
+    """Under cron with /var/log full, a trial's run stopped at its first line, colorized nothing
+    and exited 2 ('No space left on device', as if OUTDIR were full); with its reader gone
+    (`| head -1`) the summary said 'failed'."""
+    man, out = small_archive(tmp_path, 2)
+    with open("/dev/full", "w") as full:
+        r = subprocess.run([sys.executable, "-m", "pipeline", "run", "--manifest", str(man), "-o", str(out),
+                            "--checkpoint", ckpt, "--size", "32", "--summary-json", str(tmp_path / "s.json")],
+                           stdout=full, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "s.json").read_text())["outcome"] == "done"
+    assert main(["status", str(out)]) == 0 and main(["audit", str(out), "-q"]) == 0

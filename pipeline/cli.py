@@ -395,6 +395,19 @@ def _only_ours(path: str | None, flag: str, what: str, ours) -> None:
                          "name another; colorize replaces only its own")
 
 
+def _writable_beside(path: str | None, flag: str) -> None:
+    """The folder takes the file (written through a temporary beside it): asked before the run,
+    not found after a night's work (a trial's read-only folder: all 36 images done, exit 2)."""
+    if not path or "://" in str(path):
+        return
+    probe = Path(path).with_name(f".{Path(path).name}.tmp")
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise UsageError(f"{flag} {path}: cannot be written there ({e.strerror or e})") from None
+
+
 def _our_report(head: bytes) -> bool:
     return re.match(rb"(\xef\xbb\xbf)?kind[,;\t]path[,;\t]catalogue", head) is not None
 
@@ -409,6 +422,7 @@ def cmd_run(a) -> int:
                            or not Path(a.summary_json).resolve().parent.is_dir()):  # before, not after
         raise UsageError(f"--summary-json {a.summary_json}: name a file in a folder that exists")
     _only_ours(a.summary_json, "--summary-json", "a run's summary", _our_summary)
+    _writable_beside(a.summary_json, "--summary-json")
     import threading
 
     import psutil  # noqa: F401 - loaded before a signal's handler may need it, never half-loaded

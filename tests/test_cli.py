@@ -1069,6 +1069,9 @@ def test_report_and_summary_json_replace_only_a_file_colorize_wrote(tmp_path, ck
     for _ in range(2):
         assert main([*run, "--summary-json", str(tmp_path / "s.json")]) == 0
     assert json.loads((tmp_path / "s.json").read_text())["outcome"] == "nothing_to_do"
+    # a folder that cannot take it (/proc here; a read-only mount): said before the run, not after
+    assert main([*run[:4], str(tmp_path / "o3"), *run[5:], "--summary-json", "/proc/s.json"]) == 2
+    assert "cannot be written there" in capsys.readouterr().err and not (tmp_path / "o3").exists()
     (tmp_path / "empty.json").write_bytes(b"")  # a script's mktemp: nothing in it to lose
     assert main([*run, "--summary-json", str(tmp_path / "empty.json")]) == 0
     assert json.loads((tmp_path / "empty.json").read_text())["outcome"] == "nothing_to_do"

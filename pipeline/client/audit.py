@@ -171,9 +171,12 @@ def audit(outdir: str | Store | Outdir, quick: bool = False, check_inputs: bool 
     ok_rows = [r for r in res if r["status"] == "ok"]
     foreign, renamed = [], []  # in images/ at names no row gives: the user's; ours by provenance
     problems = _record_problems(od, job, files, shards, damaged, quick)
-    # a damaged shard's outputs are its lost rows', not strays: run again, it rewrites them
-    lost = output_stems(r["out_stem"] for r in man if r["shard"] in damaged)
-    rows, pending = _row_problems(man, res, {n for n in files.values() if n is not None} & shards)
+    # a damaged shard's outputs are its lost rows', not strays: run again, it rewrites them; so
+    # are those of a shard not yet committed (a run killed mid-shard): the resume writes them
+    # (a trial's --repair moved them to quarantine/, for a curator to look at for nothing)
+    committed = {n for n in files.values() if n is not None} & shards
+    lost = output_stems(r["out_stem"] for r in man if r["shard"] in damaged or r["shard"] not in committed)
+    rows, pending = _row_problems(man, res, committed)
     problems += rows + [
         p for p in _output_problems(od, ok_rows, quick, progress, foreign,
                                     output_stems(r["out_stem"] for r in man), renamed)

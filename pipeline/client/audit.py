@@ -171,16 +171,10 @@ def audit(outdir: str | Store | Outdir, quick: bool = False, check_inputs: bool 
     ok_rows = [r for r in res if r["status"] == "ok"]
     foreign, renamed = [], []  # in images/ at names no row gives: the user's; ours by provenance
     problems = _record_problems(od, job, files, shards, damaged, quick)
-    # a damaged shard's outputs are its lost rows', not strays: run again, it rewrites them; so
-    # are those of a shard not yet committed (a run killed mid-shard): the resume writes them
-    # (a trial's --repair moved them to quarantine/, for a curator to look at for nothing)
     committed = {n for n in files.values() if n is not None} & shards
-    lost = output_stems(r["out_stem"] for r in man if r["shard"] in damaged or r["shard"] not in committed)
     rows, pending = _row_problems(man, res, committed)
-    problems += rows + [
-        p for p in _output_problems(od, ok_rows, quick, progress, foreign,
-                                    output_stems(r["out_stem"] for r in man), renamed)
-        if not (p["kind"] is Problem.STRAY_OUTPUT and os.path.splitext(p["output_path"])[0] in lost)]
+    problems += rows + _outputs_checked(od, man, ok_rows, committed - set(damaged), (quick, progress),
+                                        foreign, renamed)
     # originals the last scan did not find: counted apart (nothing to mend; the export: 'gone')
     gone_ids = set(source_states(man_t))
     if check_inputs:
@@ -330,6 +324,18 @@ def _edited(out: Store, name: str, written: str | None, now: str | None) -> bool
     is not what this audit writes (kept, and said: a stale one is removed by hand)."""
     there = out.sha256(name)
     return there != written if written is not None else there != now
+
+
+def _outputs_checked(od: Outdir, man: list[dict], ok_rows, whole: set[int], how: tuple[bool, bool],
+                     foreign: list[str], renamed: list[str]) -> list[dict]:
+    """The outputs' problems. A damaged shard's outputs are its lost rows', not strays: run
+    again, it rewrites them; so are those of a shard not yet committed (a run killed
+    mid-shard): the resume writes them (a trial's --repair moved them to quarantine/, for a
+    curator to look at for nothing)."""
+    lost = output_stems(r["out_stem"] for r in man if r["shard"] not in whole)
+    return [p for p in _output_problems(od, ok_rows, *how, foreign, output_stems(r["out_stem"] for r in man),
+                                        renamed)
+            if not (p["kind"] is Problem.STRAY_OUTPUT and os.path.splitext(p["output_path"])[0] in lost)]
 
 
 def _one_line(path: str) -> bool:

@@ -1213,3 +1213,14 @@ def test_a_run_whose_log_cannot_be_written_goes_on(tmp_path, ckpt):
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "s.json").read_text())["outcome"] == "done"
     assert main(["status", str(out)]) == 0 and main(["audit", str(out), "-q"]) == 0
+
+
+def test_more_local_workers_than_cores_is_said(tmp_path, ckpt, capsys, monkeypatch):
+    """A trial's --workers 4 on two cores started four model-loaded processes without a word."""
+    import os
+
+    man, out = small_archive(tmp_path, 2)
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    assert main(["run", "--manifest", str(man), "-o", str(out), "--checkpoint", ckpt, "--size", "32",
+                 "-q", "--workers", "2"]) == 0
+    assert "--workers 2 on 1 core: more processes than cores" in capsys.readouterr().out

@@ -263,7 +263,7 @@ def test_resume_after_sigkill_is_identical(archive, clean_run, ckpt, tmp_path):
     assert not [p for p in out.rglob("*") if ".tmp" in p.name]
 
 
-def test_scheduler_and_workers_as_separate_processes(archive, clean_run, ckpt, tmp_path):
+def test_scheduler_and_workers_as_separate_processes(archive, clean_run, ckpt, tmp_path, capsys):
     _, man = archive
     sfile = tmp_path / "scheduler.json"
     bindir = Path(sys.executable).parent
@@ -287,7 +287,9 @@ def test_scheduler_and_workers_as_separate_processes(archive, clean_run, ckpt, t
         with Client(addr, timeout="60s") as c:
             c.wait_for_workers(2, timeout=120)
         out = tmp_path / "out"
-        assert main(run_args(man, out, ckpt, "--scheduler", addr)) == 0
+        assert main(run_args(man, out, ckpt, "--scheduler", addr, "--workers", "3")) == 0
+        # the cluster's workers run it: --workers said unused, not dropped without a word
+        assert f"--workers 3 not used: the run goes on the workers of the cluster at {addr}" in capsys.readouterr().out
         assert comparable(out) == comparable(clean_run)
         assert image_files(out) == image_files(clean_run)
         # the scheduler killed under a run: its one-line message, not dask's client's ERROR

@@ -198,9 +198,15 @@ def make_client(o: JobSpec, device: str, external=None, log=print):
     from distributed import Client, LocalCluster
 
     if external is not None:
+        if o.workers:  # the cluster's own workers run it: said, not dropped without a word
+            log(f"--workers {o.workers} not used: the run goes on the workers of the cluster at "
+                f"{o.scheduler} (start more there)")
         yield external
         return
     n = local_workers(o, device)
+    if device != "cuda" and n > (os.cpu_count() or 1):  # each loads the model and its batch
+        log(f"--workers {n} on {plural(os.cpu_count() or 1, 'core')}: more processes than cores (each holds the "
+            "model and a batch in memory) make no more images an hour; 0 chooses for this machine")
     # silence_logs holds only while the cluster is up; a comm that fails after it closes (a
     # failed run's teardown) would still log a traceback under the run's one-line message
     _quiet()

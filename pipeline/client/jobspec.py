@@ -127,7 +127,7 @@ class JobSpec:
     dry_run: bool = opt(False, "say what would run, run nothing")
     restart: bool = opt(False, "discard OUTDIR's results and start over")
     repair: bool = opt(False, "after an audit: redo missing/altered outputs, quarantine strays")
-    quiet: bool = opt(False, "no progress bar", flags=("-q", "--quiet"))
+    quiet: bool = opt(False, "no progress bar, and no progress: lines in a log", flags=("-q", "--quiet"))
 
     @property
     def progress(self) -> bool:

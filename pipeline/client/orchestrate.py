@@ -271,7 +271,7 @@ def run_job(o: JobSpec, log=print, redo: tuple[dict[int, set[str]], dict] | None
         clear_stop(outdir)  # the last run's failure is this run's to tell again, or not
         stale = outdir.remove_temporaries()
         if stale:
-            log(f"removed {stale} temporary files left by an interrupted run")
+            log(f"removed {plural(stale, 'temporary file')} left by an interrupted run")
         _adopt(outdir, set(sizes), log)
         work = _plan(outdir, o, sizes, redo, fp, log)
         if not work.tasks:

@@ -461,6 +461,9 @@ def _run(a) -> dict:
     from pipeline.client.outdir import Outdir
 
     _refuse_contradictions(a)
+    if a.manifest is not None and not str(a.manifest).strip() and "manifest" in getattr(a, "given", set()):
+        raise UsageError("--manifest is empty (an unset variable?): name the manifest, or leave "
+                         "--manifest out to go on with the job in OUTDIR")
     if a.scheduler is not None:
         from pipeline.client.cluster import scheduler_address
 

@@ -76,6 +76,7 @@ def test_image_exif_rotated_comes_out_upright(tmp_path, ckpt, photo_gray):
     (["run", "-o", "out", "--restart", "--repair"], "--restart discards the job's results and "
                                                     "starts over, and --repair works inside them"),
     (["run", "-o", "out", "--restart", "--hinted"], "and --hinted works inside them"),
+    (["run", "--manifest", "", "-o", "out"], "--manifest is empty (an unset variable?)"),
 ])
 def test_user_mistakes_exit_2_with_one_line(tmp_path, photo_gray, args, msg):
     Image.fromarray(photo_gray).save(tmp_path / "in.png")

@@ -441,7 +441,7 @@ def test_repair_moves_its_altered_outputs_aside_and_leaves_the_users_files(tmp_p
                                   "30930-25b3b4752a18 (not an output; the next `colorize run") in r.stdout, r.stdout
     report = json.loads((out / "audit.json").read_text())
     assert report["renamed_outputs"] == [] and report["temporaries"] == [f"images/{tmp.name}"]
-    assert "temporary files left by an interrupted run" in run_cli(*args).stdout and not tmp.exists()
+    assert "removed 1 temporary file left by an interrupted run" in run_cli(*args).stdout and not tmp.exists()
 
 
 def test_unwritable_outdir_is_found_before_the_run(tmp_path, monkeypatch, capsys):

@@ -759,6 +759,25 @@ def _moved_advice(outdir: str) -> str:
             f"colorize run -o {shlex.quote(outdir)} --manifest NEW/PATH.parquet")
 
 
+def _no_job_yet(a, e: UsageError) -> int:
+    """status of an OUTDIR with no job.json: a first run still starting where one holds its
+    lock (connecting, a GPU worker to join: a trial's status said 'no_job', exit 2, for up to
+    --resource-timeout), else no job (exit 2), in JSON too for a monitor."""
+    from pipeline.client.outdir import Outdir
+
+    try:
+        holder = Outdir(a.outdir).lock_holder()
+    except Exception:  # noqa: BLE001 - no OUTDIR at all: no job, as said
+        holder = None
+    if holder:
+        said = f"a run is starting in {a.outdir} ({holder}): no job.json yet"
+        print(json.dumps({"state": "starting", "running": holder, "reason": said}) if a.json else said)
+        return 0
+    if a.json:
+        print(json.dumps({"state": "no_job", "reason": str(e)}))
+    raise e
+
+
 def cmd_status(a) -> int:
     from pipeline.client.metrics import rate_words
     from pipeline.client.orchestrate import status
@@ -768,9 +787,7 @@ def cmd_status(a) -> int:
         with _manifest_moved(a.outdir):
             s = status(a.outdir, check_manifest=True)
     except UsageError as e:  # a monitor polling before the first run reads JSON all the same
-        if a.json:
-            print(json.dumps({"state": "no_job", "reason": str(e)}))
-        raise
+        return _no_job_yet(a, e)
     if a.json:  # one object, the same keys every time; state first
         state = ("damaged" if s["damaged"] or s["extra"] or s["lost"] else "running" if s["running"]
                  else "manifest_changed" if s["manifest_changed"]

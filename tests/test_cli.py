@@ -1225,3 +1225,18 @@ def test_more_local_workers_than_cores_is_said(tmp_path, ckpt, capsys, monkeypat
     assert main(["run", "--manifest", str(man), "-o", str(out), "--checkpoint", ckpt, "--size", "32",
                  "-q", "--workers", "2"]) == 0
     assert "--workers 2 on 1 core: more processes than cores" in capsys.readouterr().out
+
+
+def test_status_of_a_first_run_still_starting_is_not_no_job(tmp_path, capsys):
+    """A trial's status said 'no_job' (exit 2) while a first run held OUTDIR, waiting for a GPU
+    worker to join: a monitor took it for no run at all."""
+    from pipeline.client.outdir import Outdir
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with Outdir(out).lock():
+        assert main(["status", str(out), "--json"]) == 0
+        said = json.loads(capsys.readouterr().out)
+        assert said["state"] == "starting" and said["running"]
+    assert main(["status", str(out), "--json"]) == 2  # let go: no job there, as before
+    assert json.loads(capsys.readouterr().out)["state"] == "no_job"

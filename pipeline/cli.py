@@ -519,6 +519,10 @@ def _surviving_log():
     return log
 
 
+SUMMARY_KEYS = ("reason", "signal", "pending_shards", "images", "ok", "error", "skipped", "elapsed",
+                "images_per_s", "job")
+
+
 def _write_summary(path: str | None, outdir: str, outcome: str, summary: dict,
                    job: dict | None = None) -> None:
     """--summary-json: written however the run ends (done, nothing_to_do, dry_run, refused,
@@ -530,8 +534,10 @@ def _write_summary(path: str | None, outdir: str, outcome: str, summary: dict,
 
     # when and by which process: a monitor tells a stale file (a run killed -9 writes none) from
     # this night's, and a refused run's (busy) from the one that holds OUTDIR
+    # the same keys however it ended (null where this run has no figure: a failed or stopped
+    # run's counts), so that a monitor reads one shape (a trial's differed by outcome)
     out = {"outcome": outcome, "written": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-           "pid": os.getpid(), **summary}
+           "pid": os.getpid(), **dict.fromkeys(SUMMARY_KEYS), "damaged": [], **summary}
     try:
         from pipeline.client.orchestrate import status
 

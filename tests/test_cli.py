@@ -1073,6 +1073,14 @@ def test_report_and_summary_json_replace_only_a_file_colorize_wrote(tmp_path, ck
     for _ in range(2):
         assert main([*run, "--summary-json", str(tmp_path / "s.json")]) == 0
     assert json.loads((tmp_path / "s.json").read_text())["outcome"] == "nothing_to_do"
+    from pipeline.cli import SUMMARY_KEYS
+
+    # one shape however the run ends: a refused run's summary has this run's keys too (null)
+    assert main([*run, "--size", "64", "--summary-json", str(tmp_path / "refused.json")]) == 2
+    refused = json.loads((tmp_path / "refused.json").read_text())
+    done = json.loads((tmp_path / "s.json").read_text())
+    assert refused["outcome"] == "refused" and set(SUMMARY_KEYS) <= set(refused) and set(SUMMARY_KEYS) <= set(done)
+    assert refused["ok"] is None and refused["reason"] and done["job"]["ok"] == 1
     # a folder that cannot take it (/proc here; a read-only mount): said before the run, not after
     assert main([*run[:4], str(tmp_path / "o3"), *run[5:], "--summary-json", "/proc/s.json"]) == 2
     assert "cannot be written there" in capsys.readouterr().err and not (tmp_path / "o3").exists()

@@ -380,7 +380,8 @@ def _plan(outdir: Outdir, o: JobSpec, sizes: dict[int, int], redo_req, fp: str, 
     pending = sorted(set(sizes) - outdir.committed_shards())
     said = (f"; repairing {plural(sum(map(len, fixes.values())), 'image')} in "
             f"{plural(len(fixes), 'shard')}") if fixes else ""
-    if lost := [n for n in pending if n in ledger.recorded(outdir)]:  # not an interruption's
+    on_record = ledger.recorded(outdir)  # read once, not once a pending shard
+    if lost := [n for n in pending if n in on_record]:  # not an interruption's
         log(f"{plural(len(lost), 'results file')} committed before {'is' if len(lost) == 1 else 'are'} "
             f"gone ({_shards(lost)}; deleted or moved since?): {'its shard runs' if len(lost) == 1 else 'their shards run'} "
             f"again (commits.jsonl keeps the record of the {'one' if len(lost) == 1 else 'ones'} committed)")

@@ -217,13 +217,29 @@ def _named(by_path: dict[str, dict], key: str) -> str:
     return by_path[key].get("_name", key)
 
 
+def _sidecar_names(path: str) -> tuple[str, ...]:
+    stem = os.path.splitext(path)[0]
+    return (path + ".xmp", path + ".XMP", stem + ".xmp", stem + ".XMP")
+
+
+def sidecar_where(manifest: str, path: str, sidecar: str) -> str:
+    """Where a row's sidecar is. A manifest an earlier version wrote kept it relative to the
+    folder the scan ran in (its picture's path whole): read from the manifest's folder, that
+    named another file or none, and its rights were lost; it is the file of its name beside
+    its picture."""
+    was = resolve_path(manifest, sidecar)
+    if "://" in was or os.path.isabs(sidecar) or not os.path.isabs(path):
+        return was
+    beside = os.path.join(os.path.dirname(path), os.path.basename(sidecar))
+    return beside if os.path.isfile(beside) else was
+
+
 def sidecar_of(path: str) -> str | None:
     """The XMP sidecar beside a picture, where a workflow keeps its rights, caption and keywords:
     darktable's and digiKam's NAME.EXT.xmp first, then Lightroom's and Capture One's NAME.xmp."""
     if is_url(path):
         return None
-    stem = os.path.splitext(path)[0]
-    for c in (path + ".xmp", path + ".XMP", stem + ".xmp", stem + ".XMP"):
+    for c in _sidecar_names(path):
         if os.path.isfile(c):
             return c
     return None
@@ -341,7 +357,8 @@ def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int | No
     listed twice) is summarised through `log`, and listed in the CSV `report` if given."""
     if shard_size is not None and shard_size < 1:
         raise ScanError("--shard-size must be >= 1")
-    meta = _earlier(extend)
+    old = read_manifest(extend) if extend else None  # once: its rows and what it was read with
+    meta = (old.schema.metadata or {}) if old is not None else {}
     given, path_prefix = path_prefix or [], _prefixes(path_prefix, meta, extend, log)
     given_columns, path_column = path_column or [], _path_columns(path_column, meta, log)
     by_path, found = _collect(sources, dict(path_column=path_column, encoding=encoding, delimiter=delimiter,
@@ -355,7 +372,6 @@ def scan(sources: Iterable[str], output: str | os.PathLike, shard_size: int | No
                                   if not is_url(str(x)) and Path(x).is_dir()])
     order = sorted(range(len(real)), key=lambda i: rels[i])
     real, rels = [real[i] for i in order], [rels[i] for i in order]
-    old = read_manifest(extend) if extend else None
     if old is not None:
         relative = _kept_relative(old, extend, output, relative, log)
         real, rels, old = _extend(old, extend, real, rels, found, log, _looked_at(sources, by_path), max_pixels)
@@ -431,17 +447,6 @@ def _kept_relative(old: pa.Table, extend: str, output, relative: bool, log) -> b
     return was or (relative and not paths)
 
 
-def _earlier(extend: str | None) -> dict[bytes, bytes]:
-    """The metadata of the manifest a scan extends ({} for none, or one unreadable here: the
-    scan says that itself)."""
-    if not extend:
-        return {}
-    try:
-        return read_manifest(extend, columns=["image_id"]).schema.metadata or {}  # a URL too
-    except Exception:  # noqa: BLE001 - said by the scan itself
-        return {}
-
-
 def _path_columns(given: list[str] | None, meta: dict[bytes, bytes], log) -> str:
     """The names --path-column gives, as 'A||B' (each catalogue takes the first it has): those
     given, then those the manifest it extends was read with (a rescan without them would be
@@ -488,7 +493,7 @@ def _unused_prefixes(prefixes: list[str], found: ScanReport, log) -> None:
 
 
 def _whole(path: str | None) -> str | None:
-    return path if path is None or is_url(path) else os.path.abspath(path)
+    return path if not path or is_url(path) else os.path.abspath(path)
 
 
 def _stored(path: str | None, manifest, relative: bool) -> str | None:
@@ -547,17 +552,12 @@ def _old_sidecars(old: pa.Table, where: tuple[str, str], found: ScanReport) -> p
         real = _key(manifest, p)
         if is_url(real) or real in gone:
             continue
-        if x:
-            was = resolve_path(manifest, x)
-            if not os.path.isabs(x) and os.path.isabs(p):  # kept relative to where an earlier
-                # version's scan ran: the file of its name beside its picture, kept whole now
-                beside = os.path.join(os.path.dirname(real), os.path.basename(x))
-                if os.path.isfile(beside) and _real(beside) != _real(was):
-                    col[i], was, mended = beside, beside, True
-            found.sidecars.add(_real(was))
+        if x:  # one an earlier version kept relative to where its scan ran: kept whole now
+            if (where := sidecar_where(manifest, p, x)) != resolve_path(manifest, x):
+                col[i], mended = where, True
+            found.sidecars.add(_real(where))
             continue
-        stem = os.path.splitext(real)[0]
-        if xmps & {real + ".xmp", real + ".XMP", stem + ".xmp", stem + ".XMP"} and (now := sidecar_of(real)):
+        if xmps & set(_sidecar_names(real)) and (now := sidecar_of(real)):
             col[i] = _stored(_whole(now), output, not os.path.isabs(p))
             found.sidecars.add(_real(now))
             found.sidecars_since.append(real)
@@ -760,10 +760,10 @@ class ScanReport:
         rows += [("unread_folder", p, why, "", "") for p, why in self.unread_folders]
         rows += [("link", p, why, "", "") for p, why in self.links]
         rows += [("colorize_output", p, "", "", "") for p in self.ours]
-        rows += [("missing", r["path"], r["_from"].path, r["_line"], "") for r in self.missing]
-        rows += [("no_file", "", c.path, r["_line"], "") for c in self.catalogues for r in c.nofile]
-        rows += [("duplicate", b["path"], b["_from"].path, b["_line"], f"{a['_from'].path}:{a['_line']}")
-                 for a, b in self.duplicates]
+        rows += [("missing", r["path"], _whole(r["_from"].path), r["_line"], "") for r in self.missing]
+        rows += [("no_file", "", _whole(c.path), r["_line"], "") for c in self.catalogues for r in c.nofile]
+        rows += [("duplicate", b["path"], _whole(b["_from"].path), b["_line"],
+                  f"{_whole(a['_from'].path)}:{a['_line']}") for a, b in self.duplicates]
         rows += [("changed", p, "", "", "") for p in self.changed]
         rows += [("gone", p, "", "", "") for p in self.gone]
         rows += [("same_identifier", p, f"{self.shared_column}: {g['identifier']}", "", "")
@@ -771,11 +771,7 @@ class ScanReport:
         rows += [("recatalogued", p, f"{c}: {was!r} -> {now!r}", "", "") for p, c, was, now in self.recatalogued]
         # every path whole: as walked from a folder named relative, as the manifest holds it, or
         # real, the report mixed them (a sort or a join on the column found half)
-        def whole(x):
-            return x if not x or is_url(x) else os.path.abspath(x)
-        rows = [(k, whole(p), whole(c) if k in ("missing", "no_file", "duplicate") else c, line,
-                 ":".join([whole(first.rsplit(":", 1)[0]), first.rsplit(":", 1)[1]]) if first else first)
-                for k, p, c, line, first in rows]
+        rows = [(k, _whole(p), *rest) for k, p, *rest in rows]
         # the catalogue's own separator: a ';' locale's Excel opens a ',' file as one column
         sep = next((c.delimiter for c in self.catalogues if c.delimiter in ",;\t"), ",")
         with open(path, "w", newline="", encoding="utf-8-sig") as f:
@@ -785,18 +781,18 @@ class ScanReport:
         return len(rows)
 
 
-def _missing_lines(self: ScanReport, some) -> list[str]:
+def _missing_lines(report: ScanReport, some) -> list[str]:
     """What the scan says of catalogue rows whose file is not there."""
     out = []
     # a file in a folder this user cannot search is not "not there": say which is which
-    hidden = [r for r in self.missing if "://" not in r["path"] and _unsearchable(r["path"])]
+    hidden = [r for r in report.missing if "://" not in r["path"] and _unsearchable(r["path"])]
     # a file done before and gone since keeps its row and output (said as "gone since");
     # told apart by identity, not by a list's `in` (a million rows renamed: quadratic)
-    since, apart = set(self.gone), {id(r) for r in hidden}
-    done = [r for r in self.missing if id(r) not in apart
+    since, apart = set(report.gone), {id(r) for r in hidden}
+    done = [r for r in report.missing if id(r) not in apart
             and (r["path"] if "://" in r["path"] else _real(r["path"])) in since]
     apart |= {id(r) for r in done}
-    gone = [r for r in self.missing if id(r) not in apart]
+    gone = [r for r in report.missing if id(r) not in apart]
     if gone:
         out.append(f"{_n(len(gone), 'catalogue row')} "
                    f"{'names' if len(gone) == 1 else 'name'} a file that is not there "

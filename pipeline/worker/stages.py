@@ -15,7 +15,7 @@ from typing import Any
 
 from pipeline.client.catalogue import stored_name
 from pipeline.client.jobspec import JobSpec
-from pipeline.client.manifest import missing_at_scan, resolve_path, sidecar_of
+from pipeline.client.manifest import missing_at_scan, resolve_path, sidecar_of, sidecar_where
 from pipeline.client.outdir import Outdir
 from pipeline.client.redo import options_label
 from pipeline.errors import plural
@@ -116,7 +116,7 @@ class ImageStages:
             else:
                 self.decode_host(item, data)
         if mrow.get("xmp_sidecar") and not item.finished:  # read with it (scan pairs them)
-            _read_sidecar(item.decoded, _sidecar_path(self.spec.manifest, mrow))
+            _read_sidecar(item.decoded, sidecar_where(self.spec.manifest, mrow["path"], mrow["xmp_sidecar"]))
         if hinted and not item.finished:  # its own batch: the job's batches stay as they were
             item.cells, item.aside = _on_grid(hinted, item.decoded, self.spec.size), True
             outside = hintlib.outside(hinted, item.decoded.width, item.decoded.height)
@@ -281,18 +281,6 @@ def _source_bytes(item: Item, mrow: dict, manifest: str) -> bytes | None:
     except Exception as e:  # noqa: BLE001
         item.fail(str(e) if isinstance(e, _NotRead) else f"cannot read: {type(e).__name__}: {e}")
     return None
-
-
-def _sidecar_path(manifest: str, mrow: dict) -> str:
-    """Where the row's sidecar is. A manifest an earlier version wrote kept it relative to the
-    folder the scan ran in (its picture's path whole): read from the manifest's folder, that
-    named another file or none, and its rights were lost; it is the file of its name beside
-    its picture."""
-    path = resolve_path(manifest, mrow["xmp_sidecar"])
-    if "://" in path or os.path.isabs(mrow["xmp_sidecar"]) or not os.path.isabs(mrow["path"]):
-        return path
-    beside = os.path.join(os.path.dirname(mrow["path"]), os.path.basename(mrow["xmp_sidecar"]))
-    return beside if os.path.isfile(beside) else path
 
 
 def _read_sidecar(d: Decoded, path: str) -> None:

@@ -84,8 +84,17 @@ function pageQuery() {
     sort: S.sort, desc: S.desc ? "1" : "0", q: S.q, page: S.page });
 }
 
-async function loadPage() {
+// The answers come back in any order: one for a filter, sort or page the curator has since left
+// (a slow query on a big archive) would draw the grid under the one now chosen.
+// Who waits on an answer left behind waits on the newest (closing an image focuses its card once
+// the grid is drawn).
+function loadPage() {
+  S.loadSeq = (S.loadSeq || 0) + 1;
+  return (S.loading = drawPage(S.loadSeq));
+}
+async function drawPage(seq) {
   const d = await getJSON(pageQuery());
+  if (seq !== S.loadSeq) return S.loading;
   if (!d.rows.length && S.page > 0 && S.page >= d.pages) {  // the last page judged empty under a filter
     S.page = d.pages - 1;
     return loadPage();
@@ -143,7 +152,9 @@ function renderFilters(d) {
   S.counts = d.counts;
   $("page-label").textContent = `page ${d.page + 1} of ${d.pages} (${d.total} images)`;
   const nav = $("filters");
-  const had = nav.contains(document.activeElement);  // pressed from the keyboard: it keeps the focus
+  // the button with the focus keeps it, drawn again (pressed from the keyboard, or reached with
+  // Tab while an answer or a poll redraws the row): not the chosen filter's, a press taken back
+  const had = nav.contains(document.activeElement) && document.activeElement.dataset.filter;
   nav.innerHTML = "";
   for (const f of S.filters) {
     const b = document.createElement("button");
@@ -153,7 +164,7 @@ function renderFilters(d) {
     b.setAttribute("aria-pressed", f === S.filter ? "true" : "false");  // not by colour alone
     b.onclick = () => { S.filter = f; S.page = 0; loadPage(); };
     nav.append(b);
-    if (had && f === S.filter) b.focus();
+    if (had === f) b.focus();
   }
 }
 

@@ -1248,3 +1248,37 @@ def test_status_of_a_first_run_still_starting_is_not_no_job(tmp_path, capsys):
         assert said["state"] == "starting" and said["running"]
     assert main(["status", str(out), "--json"]) == 2  # let go: no job there, as before
     assert json.loads(capsys.readouterr().out)["state"] == "no_job"
+
+
+def test_a_dry_run_on_a_cluster_asks_the_cluster_what_a_real_run_would(tmp_path, ckpt, capsys):
+    """A dry run before the night said all was well with a misspelt --scheduler, and with
+    workers too small for the model: the run that followed was refused at once (75, 2)."""
+    import socket
+
+    from distributed import LocalCluster
+
+    src = tmp_path / "scans"
+    src.mkdir()
+    for i in range(3):
+        Image.new("L", (24, 16), 40 * i).save(src / f"{i}.png")
+    man, out = tmp_path / "m.parquet", tmp_path / "night" / "out"
+    assert main(["scan", str(src), "-o", str(man), "-q"]) == 0
+    capsys.readouterr()
+    dry = ["run", "--manifest", str(man), "-o", str(out), "--checkpoint", ckpt, "--dry-run", "--scheduler"]
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        nobody = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    assert main([*dry, nobody]) == 75
+    assert f"cannot reach the dask scheduler at {nobody}" in capsys.readouterr().err
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=":0", memory_limit="4GB",
+                      protocol="tcp") as c:
+        assert main([*dry, c.scheduler_address]) == 0
+        said = capsys.readouterr().out
+        assert "1 pending (3 of 3 images)" in said and f"the dask scheduler at {c.scheduler_address} answers, with 1 worker" in said
+        assert main([*dry, c.scheduler_address, "--device", "cuda"]) == 0
+        assert "(0 with the GPU resource)" in (said := capsys.readouterr().out)
+        assert "none offers the GPU resource now: a real run waits" in said
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=":0", memory_limit="300MB") as c:
+        assert main([*dry, c.scheduler_address]) == 2
+        assert "every worker is too small for the model" in capsys.readouterr().err
+    assert not out.parent.exists()  # a dry run makes nothing

@@ -262,7 +262,11 @@ def run_job(o: JobSpec, log=print, redo: tuple[dict[int, set[str]], dict] | None
     made = _writable(outdir, create=not o.dry_run)
     if o.dry_run:
         _say_unnamed(o, spec["metadata_columns"], log, before)
-        return _dry_run(o, outdir, spec, sizes, log, redo)
+        planned = _dry_run(o, outdir, spec, sizes, log, redo)
+        with external_client(o) as external:  # the night's cluster asked too, not only the job
+            if external is not None:
+                _dry_run_cluster(external, o, spec, outdir, log)
+        return planned
     with _unmade_if_refused(made, outdir), outdir.lock(), external_client(o) as external:
         if external is not None and o.device == "cuda":  # before the job is written: pins nothing
             wait_for_resource(external, "GPU", o.resource_timeout, log)
@@ -292,11 +296,7 @@ def run_job(o: JobSpec, log=print, redo: tuple[dict[int, set[str]], dict] | None
             if importlib.util.find_spec("bokeh"):  # without it the link opens to an error page
                 log(f"dashboard: {client.dashboard_link}")
             if o.scheduler:
-                check_workers_see(client, outdir.store.full("") if outdir.store.local else None,
-                                  _a_source(spec["manifest"]))
-                check_worker_versions(client)
-                check_worker_memory(client, spec["manifest"], log, o.batch_size, resolved.threads,
-                                    gpu=spec["device"] == "cuda")
+                _check_cluster(client, o, spec, outdir, log)
             failed = None
             try:
                 totals = _drive(client, job, work, log, outdir)
@@ -514,6 +514,37 @@ class _Watch:
 
     def stop(self) -> None:
         self.done.set()
+
+
+def _check_cluster(client, o: JobSpec, spec: dict, outdir: Outdir, log) -> None:
+    """What a cluster the user runs must be for this job, asked before any shard: its workers
+    see OUTDIR and the scans, run this version, and have the memory. OUTDIR not made yet (a dry
+    run makes nothing): the folder it will be made in."""
+    where = None
+    if outdir.store.local:
+        where = outdir.store.full("")
+        while not os.path.exists(where) and os.path.dirname(where) != where:
+            where = os.path.dirname(where)
+    check_workers_see(client, where, _a_source(spec["manifest"]))
+    check_worker_versions(client)
+    check_worker_memory(client, spec["manifest"], log, o.batch_size, shard_threads(o, spec["device"]),
+                        gpu=spec["device"] == "cuda")
+
+
+def _dry_run_cluster(client, o: JobSpec, spec: dict, outdir: Outdir, log) -> None:
+    """--dry-run --scheduler: the checks a real run makes of the cluster before any shard (a
+    misspelt address, a worker that cannot see the scans), said or refused now, not at night."""
+    workers = client.scheduler_info()["workers"]
+    gpus = sum("GPU" in (w.get("resources") or {}) for w in workers.values())
+    log(f"dry run: the dask scheduler at {o.scheduler} answers, with {plural(len(workers), 'worker')}"
+        + (f" ({gpus} with the GPU resource)" if spec["device"] == "cuda" else ""))
+    if not workers:
+        log(f"  a real run waits for one: start it with dask worker {o.scheduler}")
+        return
+    if spec["device"] == "cuda" and not gpus:
+        log(f"  none offers the GPU resource now: a real run waits {o.resource_timeout:.0f} s for one, "
+            "then is refused (dask worker ... --resources GPU=1, or run with --device cpu)")
+    _check_cluster(client, o, spec, outdir, log)
 
 
 def _a_source(manifest: str) -> str | None:

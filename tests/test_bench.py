@@ -1,5 +1,7 @@
 """`colorize bench` at toy size: every measure runs, and the table says what was measured."""
 
+import re
+
 import pytest
 
 from pipeline.bench.bench import bench, floor_of
@@ -61,6 +63,7 @@ def test_a_run_without_a_progress_bar_says_its_progress_every_few_minutes():
 
     said = []
     t = Tally(time.perf_counter() - 10, said.append, (4, 40), every=3600)
+    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d "  # when: a log read in the morning
 
     def shard(n):
         return dict(images=n, ok=n - 1, error=1, skipped=0, peak_rss_mb=1, seconds=1, setup_s=0,
@@ -70,7 +73,48 @@ def test_a_run_without_a_progress_bar_says_its_progress_every_few_minutes():
     assert said == []  # not an hour yet
     t.every = 0
     t.add(shard(10))
-    assert len(said) == 1 and said[0].startswith("progress: 2 of 4 shards committed (20 of 40 images: "
-                                                 "18 ok, 2 error, 0 skipped); ")
+    assert len(said) == 1 and re.match(stamp + re.escape("progress: 2 of 4 shards committed (20 of 40 "
+                                                         "images: 18 ok, 2 error, 0 skipped); "), said[0])
     rate = float(said[0].split("; ")[1].split(" images/s")[0])
     assert 1.5 < rate < 2.1 and said[0].endswith("less than a minute to go")
+    # no commit for a while: said, on the watch's look, once per `every` (a hang, or slow shards)
+    t.every, t.last = 300, time.perf_counter() - 610
+    t.said = t.last
+    t.idle()
+    t.idle()
+    assert len(said) == 2 and re.fullmatch(
+        stamp + re.escape("progress: no shard committed for 10 min (2 of 4 so far); the run goes on"), said[1])
+    t.said -= 300
+    t.idle()
+    assert len(said) == 3
+    for _ in range(2):
+        t.add(shard(10))
+    n = len(said)
+    t.last = t.said = time.perf_counter() - 1000
+    t.idle()  # every shard in: nothing is awaited
+    assert len(said) == n
+
+
+def test_the_runs_watch_asks_for_its_idle_line_while_it_waits_for_a_worker():
+    """The watch said "no worker" once and stopped looking: a run waiting for hours for its
+    cluster logged nothing more."""
+    import time
+
+    from pipeline.client.orchestrate import _Watch
+
+    said, ticks = [], []
+
+    class Cluster:
+        def scheduler_info(self):
+            return {"workers": {}}
+
+    w = _Watch(Cluster(), "tcp://10.0.0.1:8786", said.append, after=0.1, every=0.02,
+               tick=lambda: ticks.append(time.monotonic()))
+    deadline = time.monotonic() + 20  # a busy machine runs the thread late
+    while not said and time.monotonic() < deadline:
+        time.sleep(0.02)
+    n = len(ticks)
+    time.sleep(0.5)
+    w.stop()
+    assert len(said) == 1 and "no dask worker connected" in said[0]  # said once
+    assert len(ticks) > n  # and the watch goes on

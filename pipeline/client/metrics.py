@@ -41,7 +41,8 @@ class Tally:
         self.spans: list[tuple] = []  # (worker, started, finished, images) per shard
         # a run's log with no progress bar (cron, a service, a file) gets a line every `every`
         # seconds: (shards, images) this run does
-        self.say, self.of, self.every, self.said = say, of, every, time.perf_counter()
+        self.say, self.of, self.every = say, of, every
+        self.said = self.last = time.perf_counter()  # the last line said, the last commit
 
     def add(self, s: dict) -> None:
         for k in ("images", "ok", "error", "skipped"):
@@ -51,15 +52,28 @@ class Tally:
             # cluster start, imports and weights: what a longer job amortises
             self.totals["startup_s"] = time.perf_counter() - self.t_start - s["seconds"] + s["setup_s"]
         self.spans.append((s["worker"], s["finished"] - s["seconds"], s["finished"], s["images"]))
-        now = time.perf_counter()
+        now = self.last = time.perf_counter()
         if self.say and now - self.said >= self.every:
             self.said = now
             n, rate = self.totals["images"], self.totals["images"] / (now - self.t_start)
             left = (self.of[1] - n) / rate if rate else 0
-            self.say(f"progress: {len(self.spans)} of {self.of[0]} shards committed ({n:,} of "
+            self._say(f"progress: {len(self.spans)} of {self.of[0]} shards committed ({n:,} of "
                      f"{self.of[1]:,} images: {self.totals['ok']:,} ok, {self.totals['error']:,} "
                      f"error, {self.totals['skipped']:,} skipped); {rate_words(rate)}, "
                      + ("less than a minute" if left < 60 else f"about {round(left / 60)} min") + " to go")
+
+    def idle(self) -> None:
+        """Asked every few seconds (the run's watch): a log that stops at a commit, the night's
+        last line, left the operator to guess whether the run hung or its shards are slow."""
+        now = time.perf_counter()
+        if self.say and len(self.spans) < self.of[0] and now - max(self.said, self.last) >= self.every:
+            self.said = now
+            self._say(f"progress: no shard committed for {round((now - self.last) / 60)} min "
+                      f"({len(self.spans)} of {self.of[0]} so far); the run goes on")
+
+    def _say(self, line: str) -> None:
+        """When, on each line: a log read in the morning tells when the run slowed or stopped."""
+        self.say(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}")
 
     def summary(self) -> dict:
         out = dict(self.totals)

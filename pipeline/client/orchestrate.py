@@ -464,10 +464,12 @@ class _Watch:
     user runs gone), or a worker has been paused by dask for its memory: the run waits, and
     would otherwise wait in silence."""
 
-    def __init__(self, client, scheduler: str | None, log, after: float = 60.0, every: float = 5.0):
+    def __init__(self, client, scheduler: str | None, log, after: float = 60.0, every: float = 5.0,
+                 tick: Callable[[], None] = lambda: None):
         import threading
 
         self.client, self.scheduler, self.log, self.after, self.every = client, scheduler, log, after, every
+        self.tick = tick  # asked each look: a log that says when nothing has committed for a while
         self.done = threading.Event()
         try:  # the workers at the start: one lost before the first look is said too
             self.seen = dict(client.scheduler_info()["workers"])
@@ -476,8 +478,9 @@ class _Watch:
         threading.Thread(target=self._watch, daemon=True, name="no-workers").start()
 
     def _watch(self) -> None:
-        since, paused, seen = None, {}, self.seen
+        since, paused, seen, said = None, {}, self.seen, False
         while not self.done.wait(self.every):
+            self.tick()
             try:
                 workers = self.client.scheduler_info()["workers"]
             except Exception:  # noqa: BLE001 - a scheduler gone: the run itself says so
@@ -488,14 +491,14 @@ class _Watch:
                          f"({plural(n, 'worker')} now); a shard it held runs again elsewhere")
             seen = dict(workers)
             self._paused(workers, paused)
-            since = None if n else (since or time.monotonic())
-            if since is not None and time.monotonic() - since > self.after and not self.done.is_set():
+            since, said = (None, False) if n else (since or time.monotonic(), said)
+            if since is not None and time.monotonic() - since > self.after and not said and not self.done.is_set():
                 start = (f"start one: dask worker {self.scheduler}" if self.scheduler else
                          "the local cluster starts them again")
                 self.log(f"colorize: no dask worker connected to {self.scheduler or 'the local cluster'} "
                          f"for {self.after:.0f} s: the run waits for one ({start}), or Ctrl-C "
                          "(committed shards stay)")
-                return
+                said = True  # once, till one comes: the watch goes on (the idle lines, a worker paused)
 
     def _paused(self, workers: dict, paused: dict) -> None:
         """A worker paused (dask stops giving it tasks at 80 % of its memory limit) for as long
@@ -631,7 +634,7 @@ def _drive(client, job, work: _Work, log, outdir: Outdir) -> dict:
     shards = _Shards(client, job, work, resources, outdir, log)
     ac = shards.ac = as_completed([shards.submit(t) for t in islice(it, window)], with_results=False)
     failure, tb, killed = None, "", []
-    watch = _Watch(client, o.scheduler, log)
+    watch = _Watch(client, o.scheduler, log, tick=tally.idle)
     try:
         for fut in ac:
             try:

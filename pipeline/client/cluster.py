@@ -181,7 +181,8 @@ def external_client(o: JobSpec):
         client = Client(addr, timeout=timeout)
     except (OSError, TimeoutError) as e:
         raise Unavailable(f"cannot reach the dask scheduler at {o.scheduler} ({e}); nothing ran: "
-                          "start it (dask scheduler) or check the address, then run again") from None
+                          "start it (dask scheduler) or check the address, then run again; or leave "
+                          "--scheduler out to run on a local cluster here") from None
     with client:
         try:
             yield client

@@ -1388,6 +1388,66 @@ def test_a_filter_left_before_its_answer_came_takes_neither_the_grid_nor_the_foc
         p.wait()
 
 
+# the server's answers to edits come back late (a loaded machine), the edits themselves at once
+SLOW_EDITS = """
+const fetch1 = window.fetch;
+window.fetch = async (url, opts, ...rest) => {
+  const r = await fetch1(url, opts, ...rest);
+  if (String(url).startsWith("/api/review") && opts && opts.method === "POST")
+    await new Promise((ok) => setTimeout(ok, 1500));
+  return r;
+};
+"""
+
+
+def journal_note(out: Path, image_id: str, want: str, wait: float = 15.0) -> str | None:
+    deadline = time.monotonic() + wait
+    while True:
+        note = (reviews.Journal(out).state().get(image_id) or {}).get("note")
+        if note == want or time.monotonic() > deadline:
+            return note
+        time.sleep(0.1)
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
+def test_verdicts_keyed_faster_than_the_server_answers_judge_one_card_each(job, tmp_path):
+    """A curator's review trial: "x x" pressed before the first answer came judged the first
+    card twice and left the second unjudged, the cursor then past it; a note still being saved
+    as the tab reloaded lost the words typed after it (both the reload's send and its resend
+    were refused as made on an older note)."""
+    pw = pytest.importorskip("playwright.sync_api")
+    out = fresh_copy(job, tmp_path)
+    p, url = start_server(out)
+    try:
+        with pw.sync_playwright() as play:
+            b = play.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            page = b.new_page(bypass_csp=True)
+            page.add_init_script(SLOW_EDITS)
+            page.goto(url)
+            page.wait_for_selector(".card img")
+            ids = page.evaluate("S.rows.slice(0, 3).map((r) => r.image_id)")
+            page.keyboard.press("x")
+            page.keyboard.press("x")
+            page.evaluate("S.saving.then(() => S.loading)")  # both answered, the grid drawn again
+            state = reviews.Journal(out).state()
+            assert [(state.get(i) or {}).get("verdict") for i in ids] == ["rejected", "rejected", None]
+            assert page.evaluate("[S.rows[S.cur].image_id, S.counts.rejected]") == [ids[2], 2]
+            page.keyboard.press("Enter")  # the third image: a note, still on its way as the tab reloads
+            page.wait_for_function("S.view && S.review")
+            page.focus("#note")
+            page.keyboard.insert_text("red coat")
+            page.wait_for_function("document.getElementById('saved').textContent == 'saving\u2026'")  # sent; no answer yet
+            page.keyboard.insert_text(", blue sky")
+            page.reload()
+            assert journal_note(out, ids[2], "red coat, blue sky") == "red coat, blue sky"
+            page.wait_for_function("S.view && S.review")
+            assert page.input_value("#note") == "red coat, blue sky"
+            b.close()
+    finally:
+        p.terminate()
+        p.wait()
+
+
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
 def test_the_bundled_samples_reviewed_with_the_shipped_weights(tmp_path):
     """The README's screenshot: REVIEW_SCREENSHOT=docs/review.png pytest -k bundled_samples."""

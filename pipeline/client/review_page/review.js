@@ -88,24 +88,29 @@ function pageQuery() {
 // (a slow query on a big archive) would draw the grid under the one now chosen.
 // Who waits on an answer left behind waits on the newest (closing an image focuses its card once
 // the grid is drawn).
-function loadPage() {
+// keep: the current card stays current, found by its image where the rows moved (a verdict
+// takes it out of the filter's list)
+function loadPage(keep = false) {
   S.loadSeq = (S.loadSeq || 0) + 1;
-  return (S.loading = drawPage(S.loadSeq));
+  return (S.loading = drawPage(S.loadSeq, keep));
 }
-async function drawPage(seq) {
+async function drawPage(seq, keep) {
   const d = await getJSON(pageQuery());
   if (seq !== S.loadSeq) return S.loading;
   if (!d.rows.length && S.page > 0 && S.page >= d.pages) {  // the last page judged empty under a filter
     S.page = d.pages - 1;
     return loadPage();
   }
-  showPage(d);
+  // an image open meanwhile (Esc, then Enter at once): j and k walk on from it in the new rows
+  const open = S.view && S.row && S.row.image_id;
+  showPage(d, keep, false);
+  if (open && S.rows.some((r) => r.image_id === open)) S.cur = S.rows.findIndex((r) => r.image_id === open);
   writePlace();
 }
 // keep: the same image stays current where it is still listed (the page drawn again as a run
 // commits); a page the curator asked for keeps the place (a verdict given under "not reviewed"
 // takes its card away: the next one is current)
-function showPage(d, keep = false) {
+function showPage(d, keep = false, quiet = keep) {
   S.pageGen = (S.pageGen || 0) + 1;  // a poll's answer asked for before this is older than it
   const id = keep && S.rows[S.cur] && S.rows[S.cur].image_id;
   S.rows = d.rows;
@@ -113,7 +118,7 @@ function showPage(d, keep = false) {
   S.cur = at >= 0 ? at : Math.min(S.cur, Math.max(0, d.rows.length - 1));
   S.pages = d.pages;
   renderFilters(d);
-  renderGrid(keep);
+  renderGrid(quiet);
   if (!d.rows.length) $("grid").textContent = "no image matches this filter and search";
 }
 
@@ -145,7 +150,9 @@ async function columnValues() {
 // In the image view the rows stay as they are (next/previous walk the page the curator opened),
 // but the filters' counts follow each verdict and hint
 async function refreshCounts() {
-  renderFilters(await getJSON(pageQuery()));
+  const seq = S.countSeq = (S.countSeq || 0) + 1;  // two edits' answers may come back crossed
+  const d = await getJSON(pageQuery());
+  if (seq === S.countSeq) renderFilters(d);
 }
 
 function renderFilters(d) {
@@ -333,7 +340,11 @@ function closeView() {
   $("grid").hidden = false;
   document.title = "Review: archive colorizer";
   if (S.hintMode) toggleHintMode();  // back in the grid: the next image opens to be judged, not hinted
-  loadPage().then(() => { window.scrollTo(0, S.gridScroll); focusCard(); });
+  // the grid's place at once (an image opened again before the grid's answer came keeps it),
+  // and the answer leaves such a view alone
+  window.scrollTo(0, S.gridScroll);
+  const vg = S.viewGen;
+  loadPage().then(() => { if (!S.view && vg === S.viewGen) { window.scrollTo(0, S.gridScroll); focusCard(); } });
 }
 
 function renderMeta(d) {
@@ -386,9 +397,9 @@ async function send(id, kind, value, ids, force) {
   const tell = kind === "note" && one ? (t) => { $("saved").textContent = t; } : say;
   tell("saving…");
   let r;
-  try {
+  try {  // keepalive: a note's save sent as the tab closes or reloads still reaches the server
     r = await api("/api/review", { method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify(body) });
+      body: JSON.stringify(body), keepalive: kind === "note" && one });
   } catch (e) {  // the server gone (stopped, killed): said, never "saving…" for ever
     say(`NOT saved: the review server does not answer (${e.message}); start colorize review ` +
       "again and open the link it prints: this edit was not kept");
@@ -424,7 +435,8 @@ function conflict(kind, mine, id, now) {
 }
 
 async function setVerdict(v, record = true) {
-  if (!S.view) {  // in the grid: the current card
+  const grid = !S.view;
+  if (grid) {  // in the grid: the current card
     const r = S.rows[S.cur];
     if (!r) return;
     S.row = { image_id: r.image_id };
@@ -432,11 +444,11 @@ async function setVerdict(v, record = true) {
   }
   if (record) S.undo.push({ id: S.row.image_id, kind: "verdict", value: S.review.verdict });
   S.review.verdict = v;
-  if (await save("verdict", v) && S.view) showVerdict();
-  if (!S.view) {  // the next card: the same place when the filter now hides this one
-    if (S.filter === "all" || S.filter === v) S.cur = Math.min(S.cur + 1, S.rows.length - 1);
-    await loadPage();
-  }
+  // On to the next card at once, not once the server has answered: "a a" pressed faster than
+  // that judged this card twice and left the next unjudged, the cursor then past it
+  if (grid) step(1);
+  if (await save("verdict", v) && S.view && !grid) showVerdict();
+  if (grid && !S.view) await loadPage(true);  // the card now current stays so, where it is listed
 }
 
 // --- hints --------------------------------------------------------------------------------------
@@ -717,7 +729,9 @@ async function saveNote() {
   if (v === (S.review.note || "")) return;
   if (!S.noteUndo) { S.undo.push({ id: S.row.image_id, kind: "note", value: S.noteWas }); S.noteUndo = true; }
   S.review.note = v;
+  S.noteSent = v;  // on its way: a tab reloaded before its answer sends the rest on top of it
   await save("note", v);
+  if (S.noteSent === v) S.noteSent = null;
 }
 $("note").addEventListener("input", () => { clearTimeout(S.noteTimer); S.noteTimer = setTimeout(saveNote, 400); });
 $("note").addEventListener("change", saveNote);
@@ -727,16 +741,25 @@ window.addEventListener("pagehide", () => {  // a reload or a closed tab before 
     base: (S.review.rev || {}).note ?? null });  // made on what this tab showed, like any edit
   navigator.sendBeacon("/api/review?t=" + encodeURIComponent(TOKEN), new Blob([body], { type: "application/json" }));
   sessionStorage.setItem("note-leaving", body);  // a reload: the page it becomes makes sure
+  if (S.noteSent != null) sessionStorage.setItem("note-leaving-after", S.noteSent);
 });
 // The beacon of a reload may reach the server after the reloaded page has asked for the note,
 // which then showed none. So the new page sends it again first, on the same base: whichever of
 // the two comes second is refused as made on an older note, and the note is kept exactly once.
+// A save still on its way as the tab left (typing went on meanwhile) moved the note on from the
+// base the beacon names: both the beacon and this were refused, and the words typed after it
+// lost. Where the note now is exactly what that save sent, this tab's own, they go on top of it.
 async function noteLeft() {
-  const body = sessionStorage.getItem("note-leaving");
+  const body = sessionStorage.getItem("note-leaving"), after = sessionStorage.getItem("note-leaving-after");
   if (!body) return;
   sessionStorage.removeItem("note-leaving");
+  sessionStorage.removeItem("note-leaving-after");
+  const post = (b) => api("/api/review", { method: "POST", headers: { "Content-Type": "application/json" }, body: b });
   try {
-    await api("/api/review", { method: "POST", headers: { "Content-Type": "application/json" }, body });
+    const r = await post(body);
+    if (r.status !== 409 || after === null) return;
+    const now = (await r.json()).current || {};
+    if ((now.note || "") === after) await post(JSON.stringify({ ...JSON.parse(body), base: (now.rev || {}).note ?? null }));
   } catch (e) { /* the server gone: the beacon was the last chance, as for a closed tab */ }
 }
 document.querySelectorAll("#verdict-buttons button").forEach((b) => { b.onclick = () => setVerdict(b.dataset.verdict); });

@@ -281,8 +281,8 @@ async function openView() {
   if (!$("side").contains(document.activeElement) && !$("after-frame").contains(document.activeElement)) $("title").focus();
   $("saved").textContent = "";
   writePlace();
-  const pal = await getJSON("/api/colours/" + encodeURIComponent(r.image_id));
-  if (vg !== S.viewGen) return;
+  const pal = await getJSON("/api/colours/" + encodeURIComponent(r.image_id)).catch(() => null);
+  if (vg !== S.viewGen || !pal) return;  // the output's own colours are a help, not the view
   $("palette").innerHTML = "";
   for (const c of pal.colours) $("palette").append(swatch(c));
 }
@@ -613,8 +613,14 @@ async function hintsChanged(pushUndo = true) {
 async function preview() {
   const t0 = performance.now(), gen = ++S.previewGen, vg = S.viewGen, n = S.hints.length;
   $("after-cap").textContent = "preview: colouring…";
-  const r = await api("/api/preview/" + encodeURIComponent(S.row.image_id), { method: "POST",
-    headers: { "Content-Type": "application/json" }, body: JSON.stringify({ hints: S.hints }) });
+  let r;
+  try {
+    r = await api("/api/preview/" + encodeURIComponent(S.row.image_id), { method: "POST",
+      headers: { "Content-Type": "application/json" }, body: JSON.stringify({ hints: S.hints }) });
+  } catch (e) {  // the server gone meanwhile: said, not "colouring…" for ever
+    if (gen === S.previewGen && vg === S.viewGen) $("after-cap").textContent = `preview failed: the review server does not answer (${e.message})`;
+    return;
+  }
   // A preview answered after a newer one was asked for, or after the curator left the image,
   // is not this view's: it would put older hints' colour, or another image, on the screen.
   if (gen !== S.previewGen || vg !== S.viewGen) return;

@@ -1451,6 +1451,45 @@ def test_verdicts_keyed_faster_than_the_server_answers_judge_one_card_each(job, 
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
+def test_an_image_opened_again_before_the_grid_came_back_walks_on_to_the_next(job, tmp_path):
+    """Under "not reviewed": judged, Esc and Enter at once (faster than the grid's answer), then
+    j skipped an image: the late answer took the judged one out of the rows under the view."""
+    pw = pytest.importorskip("playwright.sync_api")
+    out = fresh_copy(job, tmp_path)
+    p, url = start_server(out)
+    try:
+        with pw.sync_playwright() as play:
+            b = play.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            page = b.new_page(bypass_csp=True)
+            page.add_init_script("""
+const fetch2 = window.fetch;
+window.fetch = async (url, ...rest) => {
+  const r = await fetch2(url, ...rest);
+  if (window.slowGrid && String(url).startsWith("/api/images")) await new Promise((ok) => setTimeout(ok, 1500));
+  return r;
+};""")
+            page.goto(url + "#f=not_reviewed")
+            page.wait_for_selector(".card img")
+            ids = page.evaluate("S.rows.slice(0, 3).map((r) => r.image_id)")
+            page.keyboard.press("Enter")
+            page.wait_for_function(f"S.view && S.review && S.row.image_id == '{ids[0]}'")
+            page.evaluate("window.slowGrid = true")
+            page.keyboard.press("a")
+            page.wait_for_function("document.getElementById('saved').textContent == 'verdict saved'")
+            page.keyboard.press("Escape")
+            page.keyboard.press("Enter")  # the same image again, the grid's answer still to come
+            page.wait_for_function(f"S.view && S.review && S.row.image_id == '{ids[0]}'")
+            page.evaluate("S.loading")  # the grid's answer has come, and was dealt with
+            page.keyboard.press("j")
+            page.wait_for_function("S.view && S.review")
+            assert page.evaluate("S.row.image_id") == ids[1]
+            b.close()
+    finally:
+        p.terminate()
+        p.wait()
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
 def test_the_bundled_samples_reviewed_with_the_shipped_weights(tmp_path):
     """The README's screenshot: REVIEW_SCREENSHOT=docs/review.png pytest -k bundled_samples."""
     pw = pytest.importorskip("playwright.sync_api")

@@ -101,10 +101,11 @@ async function drawPage(seq, keep) {
     S.page = d.pages - 1;
     return loadPage();
   }
-  // an image open meanwhile (Esc, then Enter at once): j and k walk on from it in the new rows
-  const open = S.view && S.row && S.row.image_id;
+  // An image opened meanwhile (Esc, then Enter at once): the view walks on (j, k) in the rows
+  // it was opened from, as ever; the grid is drawn when it closes. Drawn now, under "not
+  // reviewed" the image just judged left the rows under it, and j skipped the one after it.
+  if (S.view) { renderFilters(d); return; }
   showPage(d, keep, false);
-  if (open && S.rows.some((r) => r.image_id === open)) S.cur = S.rows.findIndex((r) => r.image_id === open);
   writePlace();
 }
 // keep: the same image stays current where it is still listed (the page drawn again as a run

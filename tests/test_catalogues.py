@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
@@ -1205,3 +1206,26 @@ def test_files_no_catalogue_lists_are_exported_by_path_whichever_delivery_brough
     with open(tmp_path / "e.csv", newline="", encoding="utf-8-sig") as f:
         rows = list(csv.DictReader(f))
     assert [Path(r["source_path"]).relative_to(arch).as_posix() for r in rows] == ["a/0.png", "b/1.png", "c/2.png"]
+
+
+def test_a_manifests_own_columns_an_older_version_carried_are_not_exported_as_the_catalogues(scans, tmp_path, ckpt):
+    """An upgrade trial: a machine not yet upgraded ran shards of a newer manifest, took its
+    own columns (a file's time, digest, state) for catalogue cells and carried them into the
+    results; the export put them among the catalogue's columns (brought back as the catalogue,
+    they became catalogue columns) and renamed its own source_state to colorize_source_state."""
+    (scans / "list.csv").write_text("path,accession\nb.png,A-1\nc.png,A-2\n")
+    man, out = tmp_path / "m.parquet", tmp_path / "out"
+    assert run_cli("scan", scans / "list.csv", "-o", man, "-q").returncode == 0
+    r = run_cli("run", "--manifest", man, "-o", out, "--size", "32", "-q", "--checkpoint", ckpt)
+    assert r.returncode == 0, r.stderr
+    shard = out / "results" / "shard-00000.parquet"
+    t = pq.read_table(shard)
+    for name in ("mtime_ns", "head_digest", "source_state", "catalogue_order", "xmp_sidecar"):
+        t = t.append_column(name, pa.array(["1796372609177819594"] * t.num_rows))
+    pq.write_table(t, shard)  # as that version wrote it
+    assert run_cli("export", out, tmp_path / "e.csv").returncode == 0
+    with open(tmp_path / "e.csv", newline="", encoding="utf-8-sig") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0])[:3] == ["path", "accession", "status"]
+    assert not {"mtime_ns", "head_digest", "catalogue_order", "xmp_sidecar", "colorize_source_state"} & set(rows[0])
+    assert [r["source_state"] for r in rows] == ["", ""]  # the manifest's: both found

@@ -798,7 +798,7 @@ def cmd_status(a) -> int:
         state = ("damaged" if s["damaged"] or s["extra"] or s["lost"] else "running" if s["running"]
                  else "manifest_changed" if s["manifest_changed"]
                  else "complete" if not (s["pending"] or s["redo_pending"])
-                 else "stopped" if s["stopped"] else "grown" if s["grown"] and not s["redo_pending"]
+                 else "other_version" if s["other_version"] else "stopped" if s["stopped"] else "grown" if s["grown"] and not s["redo_pending"]
                  else "interrupted")  # as the sentences below say it
         print(json.dumps({"state": state, **s}, default=str))
         return 3 if state == "damaged" else 0  # a job not whole, as run and audit say it
@@ -816,6 +816,8 @@ def cmd_status(a) -> int:
               f"gone (shard {', '.join(map(str, s['lost']))}; deleted or moved since?): put "
               f"{'it' if len(s['lost']) == 1 else 'them'} back, or `colorize audit {shlex.quote(a.outdir)}` "
               f"says what is left and `{run_hint(a.outdir, '--repair')}` mends it")
+    elif s["other_version"] and not s["running"]:  # the resume hint would be refused
+        print(f"{s['committed']} of {plural(s['shards'], 'shard')} committed; {s['other_version']}")
     elif (s["pending"] or s["redo_pending"]) and not s["running"]:  # stopped: say so first
         redo = (f", a redo of {plural(s['redo_pending'], 'image')} unfinished"
                 if s["redo_pending"] else "")
@@ -899,6 +901,7 @@ def _left_alone(r: dict) -> str:
 def cmd_audit(a) -> int:
     from pipeline.client.audit import audit, how_stopped
     from pipeline.client.outdir import Outdir, run_hint
+    from pipeline.client.state import other_version
 
     holder = Outdir(a.outdir).lock_holder()
     if holder is not None:
@@ -919,12 +922,13 @@ def cmd_audit(a) -> int:
             how.append(f"{r['redone']['redo']} with the job's own options")
         line += f"; redone: {sum(r['redone'].values())}" + (f" ({', '.join(how)})" if how else "")
     line += _reviewed(r["review"], a.outdir)
+    other = other_version(a.outdir, Outdir(a.outdir).read_job()["spec"])  # its advice is refused here
     if r["incomplete"]:  # a run that stopped: nothing committed is wrong, there is just more to do
         redo = (f", a redo of {plural(len(r['redo_pending']), 'image')} unfinished"
                 if r["redo_pending"] else "")
         print(f"audit incomplete: {how_stopped(r)}: {r['committed_shards']} of "
               f"{plural(r['shards'], 'shard')} committed{redo}; "
-              f"{'run' if r.get('grown') else 'resume'} with: {run_hint(a.outdir)}")
+              + (other or f"{'run' if r.get('grown') else 'resume'} with: {run_hint(a.outdir)}"))
         print(f"  the committed shards are intact ({line}); {_report_in(r, a.outdir)}")
         return 3
     if r["ok"]:
@@ -937,6 +941,8 @@ def cmd_audit(a) -> int:
             print(said)
         if note:
             print(note)
+        if other:  # the notes' redo and hinted runs are refused by this colorize
+            print(f"note: {other}")
         return 0
     print(f"audit FAILED: {line}", file=sys.stderr)
     for p in r["problems"][:50]:
@@ -1416,9 +1422,11 @@ def _add_bench(sub) -> None:
 
 def build_parser() -> Parser:
     from pipeline import __version__
+    from pipeline.client.state import OUTPUT_VERSION  # --version: the jobs it continues are of it
 
     p = Parser(prog="colorize", description="Colorize archives of black-and-white photographs.")
-    p.add_argument("--version", action="version", version=f"colorize (archive-colorizer) {__version__}")
+    p.add_argument("--version", action="version",
+                   version=f"colorize (archive-colorizer) {__version__}, output version {OUTPUT_VERSION}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for add in (_add_image, _add_train, _add_scan, _add_run, _add_export, _add_status, _add_evaluate,
                 _add_tune_gain, _add_audit, _add_review, _add_bench):

@@ -1283,3 +1283,40 @@ def test_a_dry_run_on_a_cluster_asks_the_cluster_what_a_real_run_would(tmp_path,
         assert main([*dry, c.scheduler_address]) == 2
         assert "every worker is too small for the model" in capsys.readouterr().err
     assert not out.parent.exists()  # a dry run makes nothing
+
+
+def test_a_job_an_older_colorize_began_is_said_so_not_given_a_resume_that_is_refused(tmp_path, ckpt, capsys):
+    """An upgrade trial: a job begun by a release of an older output version, interrupted, then
+    status and audit said "resume with: colorize run -o OUT", which this version refused as "a
+    different job", and the README said a plain rerun is enough; nothing said which install
+    writes which output version."""
+    from pipeline.client.state import OUTPUT_VERSION, fingerprint, job_seal
+
+    man, out = small_archive(tmp_path, 3)
+    run = ["run", "--manifest", str(man), "-o", str(out), "--checkpoint", ckpt, "--size", "32", "-q"]
+    assert main(run) == 0
+    job = json.loads((out / "job.json").read_text())  # as that release wrote it
+    job["spec"]["output_version"] = OUTPUT_VERSION - 1
+    job["fingerprint"] = fingerprint(job["spec"])
+    job["seal"] = job_seal(job)
+    (out / "job.json").write_text(json.dumps(job))
+    (out / "results" / "shard-00002.parquet").unlink()  # interrupted before its last shard
+    ledger = out / "commits.jsonl"
+    ledger.write_text("".join(x for x in ledger.read_text().splitlines(True) if '"shard": 2,' not in x))
+    capsys.readouterr()
+    other = (f"this job was begun by an older colorize (output version {OUTPUT_VERSION - 1}; this one "
+             f"writes output version {OUTPUT_VERSION}, other bytes), which alone goes on with it")
+    assert main(["status", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert f"2 of 3 shards committed; {other}" in said and "resume with" not in said, said
+    assert f"colour it anew with this one: colorize run -o {out} --restart" in said
+    assert main(["status", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["state"] == "other_version"
+    assert main(["audit", str(out), "-q"]) == 3
+    said = capsys.readouterr().out
+    assert other in said and "resume with" not in said, said
+    assert main(["run", "-o", str(out), "-q"]) == 2
+    assert f"{out} holds a job this colorize cannot continue: {other}" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert f"output version {OUTPUT_VERSION}" in capsys.readouterr().out

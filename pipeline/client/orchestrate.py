@@ -55,6 +55,7 @@ from pipeline.client.state import (
     grown,
     job_altered,
     never_started,
+    other_version,
     refusal,
     resolve_checkpoint,
     restart_plan,
@@ -913,6 +914,7 @@ def status(outdir: str | os.PathLike, check_manifest: bool = False) -> dict:
     s["redo_pending"] = sum(len(ids) for ids in redo.load(outdir)["pending"].values())
     s["manifest_changed"] = _changed_under(outdir, spec, committed) if check_manifest else []
     s["job_altered"] = job_altered(job)  # a run refuses it: said first
+    s["other_version"] = other_version(str(outdir), spec)  # another colorize's job: not resumed here
     if s["running"] and outdir.store.local:
         s.update(_pace(outdir, sizes, committed))
     return s

@@ -307,9 +307,24 @@ def _why_shards_changed(store, old: dict, new: dict) -> str | None:
     return None
 
 
+def other_version(outdir, spec: dict) -> str | None:
+    """A job another colorize began (its outputs of another output version): this one does not
+    go on with it, nor redo in it (its outputs would not be the job's bytes). Said instead of a
+    resume hint that is refused when pasted (an upgrade trial)."""
+    v = spec.get("output_version")
+    if v is None or v == OUTPUT_VERSION:
+        return None
+    return (f"this job was begun by {'an older' if v < OUTPUT_VERSION else 'a newer'} colorize "
+            f"(output version {v}; this one writes output version {OUTPUT_VERSION}, other bytes), "
+            "which alone goes on with it, or redoes images in it (`colorize --version` says an "
+            f"install's output version); or colour it anew with this one: {run_hint(outdir, '--restart')}")
+
+
 def refusal(store, old: dict, new: dict) -> str:
     """Why a rerun is refused: each changed key as old -> new, the flags that continue the job
     as it was, and only then the way out that discards it."""
+    if other := other_version(store, old):  # no flag of this version continues it
+        return f"{store} holds a job this colorize cannot continue: {other}"
     changed, keep = [], []
     for k in FINGERPRINT_KEYS:
         a, b = old.get(k), new.get(k)
@@ -321,8 +336,6 @@ def refusal(store, old: dict, new: dict) -> str:
         elif k == "checkpoint_sha256":
             changed.append(f"checkpoint {str(a)[:12]} -> {str(b)[:12]}")
             keep.append(f"--checkpoint {shlex.quote(str(old.get('checkpoint')))}")
-        elif k == "output_version":
-            changed.append(f"output version {a} -> {b} (this version of colorize writes other bytes)")
         else:
             changed.append(f"{k} {a} -> {b}")
             flag = "--" + k.replace("_", "-")

@@ -459,6 +459,7 @@ def _run(a) -> dict:
     from pipeline.client.jobspec import IDENTITY_FIELDS, from_args
     from pipeline.client.orchestrate import run_job
     from pipeline.client.outdir import Outdir
+    from pipeline.client.state import job_checkpoint
 
     _refuse_contradictions(a)
     if a.manifest is not None and not str(a.manifest).strip() and "manifest" in getattr(a, "given", set()):
@@ -476,6 +477,8 @@ def _run(a) -> dict:
         for k in ("manifest", "checkpoint", *IDENTITY_FIELDS):
             if k not in getattr(a, "given", set()) and k in old:
                 setattr(a, k, old.get(f"{k}_given", old[k]))  # metadata_columns: 'auto' guesses again
+        if "checkpoint" not in getattr(a, "given", set()):
+            a.checkpoint = job_checkpoint(old)
         # said before the checks that may still refuse it: what is read, not what will be done
         what = "starting over" if getattr(a, "restart", False) else "reading"
         print(f"{what} the job recorded in {a.output}/{Outdir.JOB}", file=sys.stderr)

@@ -1320,3 +1320,40 @@ def test_a_job_an_older_colorize_began_is_said_so_not_given_a_resume_that_is_ref
     with pytest.raises(SystemExit):
         main(["--version"])
     assert f"output version {OUTPUT_VERSION}" in capsys.readouterr().out
+
+
+def test_a_job_whose_install_is_gone_finds_the_same_weights(tmp_path, ckpt, capsys):
+    """An upgrade trial: a job remembers its checkpoint by path, the shipped weights of the
+    install that began it; that folder removed (a new checkout), every run said "checkpoint not
+    found" with no advice, and a --checkpoint given was forgotten by the next run."""
+    import shutil
+
+    from pipeline.client.state import DEFAULT_CHECKPOINT
+
+    man, out = small_archive(tmp_path, 2)
+    old = tmp_path / "old install" / "pipeline" / "weights"
+    old.mkdir(parents=True)
+    shutil.copy(DEFAULT_CHECKPOINT, old / "colorizer.pt")  # that install's shipped weights
+    assert main(["run", "--manifest", str(man), "-o", str(out), "--checkpoint", str(old / "colorizer.pt"),
+                 "--size", "32", "-q"]) == 0
+    shutil.rmtree(tmp_path / "old install")
+    (out / "results" / "shard-00001.parquet").unlink()
+    ledger = out / "commits.jsonl"
+    ledger.write_text("".join(x for x in ledger.read_text().splitlines(True) if '"shard": 1,' not in x))
+    capsys.readouterr()
+    assert main(["run", "-o", str(out), "-q"]) == 0  # these shipped weights: the same file
+    said = capsys.readouterr()
+    assert f"the job's checkpoint is now {DEFAULT_CHECKPOINT} (was {old / 'colorizer.pt'}; the same weights)" in said.out
+    assert json.loads((out / "job.json").read_text())["spec"]["checkpoint"] == str(DEFAULT_CHECKPOINT)
+    # weights of one's own, moved: said how to go on, and once given, kept
+    man2, out2 = tmp_path / "m.parquet", tmp_path / "out2"
+    mine = tmp_path / "mine.pt"
+    shutil.copy(ckpt, mine)
+    assert main(["run", "--manifest", str(man2), "-o", str(out2), "--checkpoint", str(mine), "--size", "32", "-q"]) == 0
+    mine.rename(tmp_path / "moved.pt")
+    capsys.readouterr()
+    assert main(["run", "-o", str(out2), "--dry-run"]) == 2
+    assert (f"the job's checkpoint {mine} is not there (moved, or its install removed; sha256 "
+            in (err := capsys.readouterr().err) and "give the same weights with --checkpoint PATH" in err), err
+    assert main(["run", "-o", str(out2), "-q", "--checkpoint", str(tmp_path / "moved.pt")]) == 0
+    assert main(["run", "-o", str(out2), "--dry-run"]) == 0

@@ -30,8 +30,8 @@ from pathlib import Path
 from pipeline.client import reviews
 from pipeline.client.outdir import Outdir, automatic_of
 from pipeline.client.runview import FILTERS, RunView
-from pipeline.client.state import HINT_CHECKPOINT
-from pipeline.errors import JobError, UsageError
+from pipeline.client.state import HINT_CHECKPOINT, job_checkpoint
+from pipeline.errors import CheckpointError, JobError, UsageError
 from pipeline.storage import readable_by_all
 
 PAGE_DIR = Path(__file__).with_name("review_page")
@@ -110,7 +110,11 @@ def create_app(outdir: str, who: str | None = None, token: str | None = None):
     journal = reviews.Journal(root, who)
     journal.compact()
     spec = od.read_job()["spec"]
-    previewer = Previewer(spec.get("checkpoint"))
+    try:  # the shipped weights of the install that began the job, where that install is gone
+        checkpoint = job_checkpoint(spec)
+    except CheckpointError:  # gone, and not these: each preview says so, the review goes on
+        checkpoint = spec.get("checkpoint")
+    previewer = Previewer(checkpoint)
     app = Flask(__name__, static_folder=None)
     app.json.sort_keys = False  # a catalogue's columns in its own order (the page labels by the first)
     app.config.update(TOKEN=token or secrets.token_urlsafe(24), JOURNAL=journal, PREVIEWER=previewer)

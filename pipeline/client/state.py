@@ -44,6 +44,22 @@ def resolve_checkpoint(path: str | os.PathLike | None) -> Path:
     return p
 
 
+def job_checkpoint(spec: dict) -> str | None:
+    """The job's checkpoint as this machine has it: where job.json says, or, where that file is
+    gone (the shipped weights of an install since removed: a new checkout, another venv), these
+    shipped weights when they are the same file. An upgrade trial's job could not run again
+    without a flag nothing named."""
+    p = spec.get("checkpoint")
+    if (p and not os.path.isfile(p) and spec.get("checkpoint_sha256") and DEFAULT_CHECKPOINT.is_file()
+            and file_sha256(DEFAULT_CHECKPOINT) == spec["checkpoint_sha256"]):
+        return str(DEFAULT_CHECKPOINT)
+    if p and not os.path.isfile(p):
+        raise CheckpointError(f"the job's checkpoint {p} is not there (moved, or its install removed; "
+                              f"sha256 {str(spec.get('checkpoint_sha256'))[:16]}...): give the same "
+                              "weights with --checkpoint PATH")
+    return p
+
+
 def _torch_archive(p: Path) -> bool:
     """torch.save's format, a zip with a pickle inside, told without loading torch."""
     import zipfile
@@ -175,11 +191,13 @@ def check_or_write_job(outdir: Outdir, spec: dict, restart: bool, log=print) -> 
             old.update(fingerprint=fp, spec=spec)  # the same job, with more scans
             old["seal"] = job_seal(old)
             outdir.write_job(old)
-        elif old.get("spec", {}).get("manifest") != spec.get("manifest"):
-            # the same manifest (its digest), moved with its scans: the job now finds it there
-            log(f"the job's manifest is now {spec.get('manifest')} (was "
-                f"{old.get('spec', {}).get('manifest')}; the same rows)")
-            old["spec"] = {**old.get("spec", {}), "manifest": spec.get("manifest")}
+        elif moved := {k: spec.get(k) for k in ("manifest", "checkpoint") if old.get("spec", {}).get(k) != spec.get(k)}:
+            # the same manifest (its digest), moved with its scans; the same weights (theirs),
+            # elsewhere: the job now finds them there
+            for k, now in moved.items():
+                log(f"the job's {k} is now {now} (was {old.get('spec', {}).get(k)}; "
+                    f"{'the same rows' if k == 'manifest' else 'the same weights'})")
+            old["spec"] = {**old.get("spec", {}), **moved}
             outdir.write_job(old)
         return fp
     if restart:

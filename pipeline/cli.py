@@ -904,6 +904,7 @@ def _left_alone(r: dict) -> str:
 def cmd_audit(a) -> int:
     from pipeline.client.audit import audit, how_stopped
     from pipeline.client.outdir import Outdir, run_hint
+    from pipeline.client.redo import said_label
     from pipeline.client.state import other_version
 
     holder = Outdir(a.outdir).lock_holder()
@@ -920,7 +921,7 @@ def cmd_audit(a) -> int:
             + (f", {len(r['gone'])} gone)" if r.get("gone") else ")"))
     note = _left_alone(r)
     if r["redone"]:
-        how = [f"{n} with {k}" for k, n in sorted(r["redone"].items()) if k != "redo"]
+        how = [f"{n} with {said_label(k)}" for k, n in sorted(r["redone"].items()) if k != "redo"]
         if how and r["redone"].get("redo"):  # every redone image in the breakdown, or none
             how.append(f"{r['redone']['redo']} with the job's own options")
         line += f"; redone: {sum(r['redone'].values())}" + (f" ({', '.join(how)})" if how else "")

@@ -1543,6 +1543,8 @@ def test_the_bundled_samples_reviewed_with_the_shipped_weights(tmp_path):
     assert r.returncode == 0, r.stderr
     row = results(out)[skipped]
     assert (row["status"], row["hints"], row["redone"]) == ("ok", 1, "--recolor, 1 hint")
+    r = run_cli("audit", out, "-q")  # one group of the count, not two ("1 with --recolor, 1 hint")
+    assert "1 with --recolor and 1 hint" in r.stdout, r.stdout
     # taken back: skipped as colour again, as the job makes it (the --recolor was the hints')
     reviews.Journal(out, "curator").record(skipped, "hints", [])
     assert run_cli("run", "-o", out, "--hinted", "--workers", "1", "-q").returncode == 0

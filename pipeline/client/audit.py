@@ -571,7 +571,7 @@ def _redo_html(report: dict, ok_rows: list[dict], cols: list[str]) -> list[str]:
     waiting = report.get("redo_pending") or []
     if not report.get("redone") and not waiting:
         return []
-    how = ", ".join(f"{n} {'with the job’s own options' if k == 'redo' else 'with ' + k}"
+    how = ", ".join(f"{n} {'with the job’s own options' if k == 'redo' else 'with ' + redo.said_label(k)}"
                     for k, n in sorted(report["redone"].items()))
     parts = [f"<h2>Redone inside the job ({sum(report['redone'].values())})</h2>",
              f"<p>{e(how or 'none yet')}"

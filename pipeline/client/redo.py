@@ -89,6 +89,12 @@ def options_label(options: dict) -> str:
     return ", ".join(said) or "redo"
 
 
+def said_label(label: str) -> str:
+    """A row's `redone` as a count's breakdown says it: "--recolor and 1 hint", one group (a
+    comma inside it read as two: "1 with --recolor, 1 hint, 3 with ..." for 5 images)."""
+    return label.replace(", ", " and ")
+
+
 def _values(item: str, column: str | None, path_column: str | None = None) -> list[str]:
     """An entry of --redo: a list file (TXT: one per line; CSV: the column --redo-column names,
     else the job's catalogue's path column where it has one (a list cut from the catalogue),

@@ -211,7 +211,7 @@ def test_a_corrected_catalogue_reaches_the_manifest_on_rescan_and_the_job_goes_o
     cat.write_text("accession;path;title;box\nA-2b;c.png;Tor am Markt;7\nA-1;b.png;Hof;8\n", encoding="utf-8")
     r = run_cli("scan", scans, cat, "-o", man, "--report", tmp_path / "report.csv")
     assert r.returncode == 0, r.stderr
-    assert ("the catalogue changed for 2 files done before (c.png: accession 'A-2' -> 'A-2b'; "
+    assert ("the catalogue changed for 2 files scanned before (c.png: accession 'A-2' -> 'A-2b'; "
             "c.png: title 'Tor' -> 'Tor am Markt'; b.png: box '7' -> '8')") in r.stderr
     after = pq.read_table(man).to_pylist()
     keep = ("image_id", "shard", "out_stem")
@@ -440,10 +440,10 @@ def test_extending_tells_a_file_still_missing_from_one_gone_since(scans, tmp_pat
     (scans / "c.png").unlink()
     r = run_cli("scan", scans, cat, "-o", man, "-q")
     assert r.returncode == 0, r.stderr
-    assert "2 files done before, 1 new, 0 changed, 1 gone, 1 still missing" in r.stderr, r.stderr
+    assert "2 files scanned before, 1 new, 0 changed, 1 gone, 1 still missing" in r.stderr, r.stderr
     # the gone file's row and output stay as they were: it gets no error row (a trial was told so)
     assert "1 catalogue row names a file that is not there (kept: each gets an error row): catalogue.csv line 4" in r.stderr
-    assert ("1 catalogue row names a file done before and gone since (its row and output are kept "
+    assert ("1 catalogue row names a file scanned before and gone since (its row and output are kept "
             "as they were): catalogue.csv line 3") in r.stderr, r.stderr
     rows = {Path(x["path"]).name: x["accession"] for x in pq.read_table(man).to_pylist()}
     assert rows == {"Müller 1.png": None, "b.png": "A-1", "c.png": "A-2", "never.png": "A-3",
@@ -458,7 +458,7 @@ def test_a_changed_original_is_said_once_then_again_only_if_it_changes_again(sca
     assert run_cli("scan", scans, "-o", man, "-q").returncode == 0
     Image.new("L", (40, 30), 90).save(scans / "b.png")  # a better scan of the same photograph
     r = run_cli("scan", scans, "-o", man, "-q")
-    assert "3 files done before, 0 new, 1 changed, 0 gone" in r.stderr, r.stderr
+    assert "3 files scanned before, 0 new, 1 changed, 0 gone" in r.stderr, r.stderr
     assert f"changed since: {scans / 'b.png'}; to colorize them again" in r.stderr
     r = run_cli("scan", scans, "-o", man, "-q")  # nothing new: said as said before, not again
     assert "0 new, 0 changed (and 1 said at an earlier scan), 0 gone" in r.stderr, r.stderr
@@ -489,7 +489,7 @@ def test_a_rescan_of_the_same_size_is_said_changed_and_a_copy_with_a_new_time_is
     (src / "a.tif").write_bytes(data)  # copied back, as `cp` does: a new time, the same bytes
     os.utime(src / "a.tif", ns=(1, 1))
     r = run_cli("scan", src, "-o", man, "-q")
-    assert "2 files done before, 0 new, 1 changed, 0 gone" in r.stderr, r.stderr
+    assert "2 files scanned before, 0 new, 1 changed, 0 gone" in r.stderr, r.stderr
     assert f"changed since: {src / 'b.tif'}; to colorize them again" in r.stderr
     rows = {Path(x["path"]).name: x for x in pq.read_table(man).to_pylist()}
     assert rows["a.tif"]["mtime_ns"] == 1  # the copy's time is taken: not read again next time
@@ -507,7 +507,7 @@ def test_a_quick_look_saved_among_the_scans_is_not_counted_new(scans, tmp_path):
     (scans / "look.png").write_bytes(encode(np.full((16, 24, 3), 120, np.uint8), "png",
                                             provenance=provenance("c" * 64, "2026-12-04", None)))
     r = run_cli("scan", scans, "-o", man, "-q")
-    assert "3 files done before, 0 new, 0 changed, 0 gone" in r.stderr, r.stderr
+    assert "3 files scanned before, 0 new, 0 changed, 0 gone" in r.stderr, r.stderr
     assert "left out 1 file that colorize wrote" in r.stderr
 
 
@@ -597,7 +597,7 @@ def test_another_machines_paths_are_read_with_the_prefix_the_user_names(tmp_path
     assert {x["Inv"]: x["File"] for x in pq.read_table(man).to_pylist()}["0"] == f"{win}portraits\\00123 Bürgermeister.tif"
     r = run_cli("scan", d / "win.csv", "-o", man, "--path-column", "File")  # a rescan: read as before
     assert r.returncode == 0 and f"catalogue paths read with --path-prefix 'c:/museum/scans' too, as {man} was" in r.stderr
-    assert "3 files done before, 0 new, 0 changed, 0 gone, 2 still missing" in r.stderr and found()["1"] == "1923/a.png"
+    assert "3 files scanned before, 0 new, 0 changed, 0 gone, 2 still missing" in r.stderr and found()["1"] == "1923/a.png"
     # another prefix given (a Mac's catalogue beside): the manifest's is kept too; a cell that
     # merely holds the same folders, relative, is not one that begins there
     (d / "mac.txt").write_text("/Volumes/Archive/1923/b.png\nVolumes/Archive/x.png\n", encoding="utf-8")
@@ -655,7 +655,7 @@ def test_this_months_catalogue_alone_puts_its_records_after_the_old(scans, tmp_p
     Image.new("L", (20, 20), 9).save(scans / "d.png")
     (scans / "feb.csv").write_text("path,acc\nd.png,A-4\n")
     r = run_cli("scan", scans / "feb.csv", "-o", man)  # extended
-    assert r.returncode == 0 and "2 files done before, 1 new, 0 changed, 0 gone" in r.stderr, r.stderr
+    assert r.returncode == 0 and "2 files scanned before, 1 new, 0 changed, 0 gone" in r.stderr, r.stderr
     t = pq.read_table(man).to_pylist()
     assert {x["source_state"] for x in t} == {None}  # January's files were not looked for: not gone
     order = sorted((x["catalogue_order"], x["acc"]) for x in t)
@@ -663,14 +663,14 @@ def test_this_months_catalogue_alone_puts_its_records_after_the_old(scans, tmp_p
     # with the folder: January's files keep January's cells, and are not called uncatalogued
     r = run_cli("scan", scans, scans / "feb.csv", "-o", man, "--report", tmp_path / "r.csv")
     assert r.returncode == 0, r.stderr
-    assert ("2 files done before are in no catalogue read now: each keeps the cells an earlier "
+    assert ("2 files scanned before are in no catalogue read now: each keeps the cells an earlier "
             "catalogue gave it") in r.stderr
     assert f"1 file found but not in the catalogue (in the job, with no catalogue columns): {scans / 'Müller 1.png'}" in r.stderr
     assert {Path(x["path"]).name: x["acc"] for x in pq.read_table(man).to_pylist()} == {
         "b.png": "A-2", "c.png": "A-3", "d.png": "A-4", "Müller 1.png": None}
     r = run_cli("scan", scans, scans / "feb.csv", "-o", man)  # Müller 1.png never had a row
-    assert "1 file done before is in no catalogue read now" not in r.stderr
-    assert "2 files done before are in no catalogue read now" in r.stderr, r.stderr
+    assert "1 file scanned before is in no catalogue read now" not in r.stderr
+    assert "2 files scanned before are in no catalogue read now" in r.stderr, r.stderr
     # a rename in the catalogue alone (no folder scanned): the old name is gone from the disk
     (scans / "c.png").rename(scans / "c2.png")
     (scans / "feb.csv").write_text("path,acc\nd.png,A-4\nc2.png,A-3\n")
@@ -889,7 +889,7 @@ def test_an_edited_export_brought_back_as_the_catalogue_changes_only_its_cells(s
     assert "a colorize export brought back as the catalogue: its" in r.stderr
     # its record, and c.png's title (checked below); its path cell filled in is no change of
     # its record (a trial's export brought back said "path None -> ..." for 8 of 9 files)
-    assert ("the catalogue changed for 2 files done before (Müller 1.png: accession None -> '0003'"
+    assert ("the catalogue changed for 2 files scanned before (Müller 1.png: accession None -> '0003'"
             in r.stderr), r.stderr
     assert "path None ->" not in r.stderr
     m = {Path(x["path"]).name: x for x in pq.read_table(man).to_pylist()}
@@ -953,7 +953,7 @@ def test_a_later_catalogues_own_name_for_the_accession_number_reaches_the_output
         first = (out / "images" / "Hof.png").read_bytes()
         capsys.readouterr()
         assert main(["scan", str(d2 / "catalogue.csv"), "-o", str(man), "-q", "--path-column", "File"]) == 0
-        assert "2 files done before, 1 new, 0 changed, 0 gone, 1 still missing" in capsys.readouterr().err
+        assert "2 files scanned before, 1 new, 0 changed, 0 gone, 1 still missing" in capsys.readouterr().err
         assert main(run) == 0
         said = capsys.readouterr().out
         if how == "auto":  # read from now on; what was written stays as it was
@@ -1118,7 +1118,7 @@ def test_catalogues_that_name_their_path_column_each_their_own_way_are_scanned_t
     (june / "Kai.png").write_bytes((june / "Hafen.png").read_bytes())
     (june / "catalogue.csv").write_text("Accession No.,File\nE-7,Hafen.png\nE-8,Kai.png\n", encoding="utf-8")
     assert main(["scan", *cats, "-o", str(man), "-q"]) == 0
-    assert "2 files done before, 1 new" in capsys.readouterr().err
+    assert "2 files scanned before, 1 new" in capsys.readouterr().err
     assert main(["scan", *cats, "-o", str(man), "-q", "--path-column", "Fiel"]) == 0
     err = capsys.readouterr().err
     assert "--path-column 'Fiel': no catalogue read here has it" in err, err

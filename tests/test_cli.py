@@ -274,7 +274,7 @@ def test_rescan_into_the_same_manifest_then_rerun_just_works(tmp_path, ckpt, cap
     assert main(["scan", str(src), "-o", str(man), "-q"]) == 0
     err = capsys.readouterr().err
     assert "its rows, ids and shards are kept" in err
-    assert "25 files done before, 3 new, 0 changed, 0 gone" in err
+    assert "25 files scanned before, 3 new, 0 changed, 0 gone" in err
     # this morning's normal, not a crash: status and audit say the manifest grew
     assert main(["status", str(out)]) == 0
     assert capsys.readouterr().out.startswith("the manifest grew (new scans not yet run): 7 of 8 shards")
@@ -1069,7 +1069,7 @@ def test_report_and_summary_json_replace_only_a_file_colorize_wrote(tmp_path, ck
     assert {p: p.read_bytes() for p in before} == before
     # its own are replaced: a rerun's report and summary
     assert main(["scan", str(cat), "-o", str(man), "-q", "--report", str(tmp_path / "r.csv")]) == 0
-    assert "1 file done before, 0 new" in capsys.readouterr().err
+    assert "1 file scanned before, 0 new" in capsys.readouterr().err
     for _ in range(2):
         assert main([*run, "--summary-json", str(tmp_path / "s.json")]) == 0
     assert json.loads((tmp_path / "s.json").read_text())["outcome"] == "nothing_to_do"

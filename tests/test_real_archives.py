@@ -957,7 +957,7 @@ def test_a_sidecar_is_found_wherever_the_scan_ran_and_one_left_behind_by_a_renam
     assert f"orphan_xmp,{scans / 'w.xmp'}" in (tmp_path / "rep.csv").read_text(encoding="utf-8-sig")
     (scans / "w.xmp").rename(scans / "w2.xmp")  # as said: taken into the row done before
     r = cli("scan", "scans", "-o", man)
-    assert "1 file done before now has an XMP sidecar: taken into the manifest; the outputs made before lack" in r.stderr
+    assert "1 file scanned before now has an XMP sidecar: taken into the manifest; the outputs made before lack" in r.stderr
     rows = {Path(x["path"]).name: x["xmp_sidecar"] for x in pq.read_table(man).to_pylist()}
     assert rows["w2.tif"] == str(scans / "w2.xmp")
 

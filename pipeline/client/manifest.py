@@ -706,7 +706,7 @@ class ScanReport:
                        "without it? name it as its picture, NAME.xmp or NAME.EXT.xmp, and scan "
                        "again; --report lists them: orphan_xmp): " + some(self.orphan_xmp))
         if self.sidecars_since:
-            out.append(f"{_n(len(self.sidecars_since), 'file')} done before now "
+            out.append(f"{_n(len(self.sidecars_since), 'file')} scanned before now "
                        f"{'has an XMP sidecar' if len(self.sidecars_since) == 1 else 'have XMP sidecars'}"
                        ": taken into the manifest; the outputs made before lack "
                        "its rights and caption until redone (colorize run -o OUTDIR --redo FILE): "
@@ -730,7 +730,7 @@ class ScanReport:
             out.append(f"{_n(len(self.uncatalogued), 'file')} found but not in the catalogue "
                        f"(in the job, with no catalogue columns): {some(self.uncatalogued)}")
         if self.unlisted_before:
-            out.append(f"{_n(len(self.unlisted_before), 'file')} done before {'is' if len(self.unlisted_before) == 1 else 'are'} "
+            out.append(f"{_n(len(self.unlisted_before), 'file')} scanned before {'is' if len(self.unlisted_before) == 1 else 'are'} "
                        "in no catalogue read now: each keeps the cells an earlier catalogue gave it "
                        "(a catalogue of new records alone leaves the earlier ones as they were; "
                        f"--report lists them: 'unlisted'): {some(self.unlisted_before)}")
@@ -800,7 +800,7 @@ def _missing_lines(report: ScanReport, some) -> list[str]:
                    + some([f"{_where(r)} {r['path']}" for r in gone]))
     if done:
         out.append(f"{_n(len(done), 'catalogue row')} {'names' if len(done) == 1 else 'name'} a "
-                   "file done before and gone since (its row and output are kept as they "
+                   "file scanned before and gone since (its row and output are kept as they "
                    "were): " + some([f"{_where(r)} {r['path']}" for r in done]))
     if hidden:
         out.append(f"{_n(len(hidden), 'catalogue row')} {'names' if len(hidden) == 1 else 'name'} "
@@ -985,7 +985,7 @@ def _say_extended(found: ScanReport, new: int, log) -> None:
     still = f", {e['still']} still missing" if e["still"] else ""
     # each is said once (one redone since would be "changed" for ever): counted after, not named
     before = f" (and {found.changed_before} said at an earlier scan)" if found.changed_before else ""
-    log(f"extending {e['manifest']}: {plural(e['done'], 'file')} done before, "
+    log(f"extending {e['manifest']}: {plural(e['done'], 'file')} scanned before, "
         f"{new} new, {len(found.changed)} changed{before}, {len(found.gone)} gone{still} (the "
         "rows of the changed and the gone are kept as they were)")
     if found.changed:
@@ -1125,7 +1125,7 @@ def _recatalogue(old: pa.Table, manifest: str, by_path: dict[str, dict], columns
     if found.recatalogued:
         files = sorted({p for p, *_ in found.recatalogued})
         shown = "; ".join(f"{Path(p).name}: {c} {w!r} -> {n!r}" for p, c, w, n in found.recatalogued[:3])
-        log(f"the catalogue changed for {_n(len(files), 'file')} done before ({shown}"
+        log(f"the catalogue changed for {_n(len(files), 'file')} scanned before ({shown}"
             f"{' ...' if len(found.recatalogued) > 3 else ''}): the manifest takes the new cells "
             "(export gives them at once); an output whose XMP holds a changed cell (a column the "
             "job writes there: its accession number, title...) keeps the old one until redone: "

@@ -671,6 +671,13 @@ def test_this_months_catalogue_alone_puts_its_records_after_the_old(scans, tmp_p
     r = run_cli("scan", scans, scans / "feb.csv", "-o", man)  # Müller 1.png never had a row
     assert "1 file scanned before is in no catalogue read now" not in r.stderr
     assert "2 files scanned before are in no catalogue read now" in r.stderr, r.stderr
+    # so too in a manifest an older version made, before catalogue_order (an upgrade trial's
+    # never-catalogued file was said to keep "the cells an earlier catalogue gave it")
+    t = pq.read_table(man)
+    pq.write_table(t.drop_columns(["catalogue_order"]).replace_schema_metadata(t.schema.metadata), man)
+    r = run_cli("scan", scans, scans / "feb.csv", "-o", man)
+    assert "2 files scanned before are in no catalogue read now" in r.stderr, r.stderr
+    assert "1 file found but not in the catalogue (in the job, with no catalogue columns)" in r.stderr
     # a rename in the catalogue alone (no folder scanned): the old name is gone from the disk
     (scans / "c.png").rename(scans / "c2.png")
     (scans / "feb.csv").write_text("path,acc\nd.png,A-4\nc2.png,A-3\n")

@@ -964,8 +964,13 @@ def _extend(old: pa.Table, extend: str, real: list[str], rels: list[str], found:
     found.gone = sorted(_gone_now(known, set(real), absent, never, looked))
     if found.catalogues:  # files done before, with an earlier catalogue's row, that no catalogue
         # read now lists: they keep its cells (not "no columns")
-        order = (old.column("catalogue_order").to_pylist() if "catalogue_order" in old.column_names
-                 else [0] * old.num_rows)
+        if "catalogue_order" in old.column_names:
+            order = old.column("catalogue_order").to_pylist()
+        else:  # a manifest from before the column: a row had a record where it has a cell (a
+            # file found in a folder alone was said to keep "the cells an earlier catalogue gave")
+            cells = [old.column(n).to_pylist() for n in (stored_name(c) for c in
+                     read_catalogue_info(extend).get("columns", [])) if n in old.column_names]
+            order = [0 if any(c[i] is not None for c in cells) else None for i in range(old.num_rows)]
         had = {_key(extend, p) for p, o in zip(old.column("path").to_pylist(), order, strict=True)
                if o is not None}
         found.unlisted_before = [p for p in found.uncatalogued if _key_of(p) in had]

@@ -89,10 +89,19 @@ class Previewer:
         self._proc.stdin.flush()
         return json.loads(self._proc.stdout.readline())
 
+    STOP_WAIT = 10.0  # seconds
+
     def close(self) -> None:
+        """The worker ends when its stdin closes, which it reads once torch and the weights are
+        loaded: a server stopped while it still loads (a loaded machine) ended it with a
+        traceback, the journal left open. Waited for a while, then killed."""
         if self._proc is not None and self._proc.poll() is None:
             self._proc.stdin.close()
-            self._proc.wait(timeout=10)
+            try:
+                self._proc.wait(timeout=self.STOP_WAIT)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
 
 
 def create_app(outdir: str, who: str | None = None, token: str | None = None):

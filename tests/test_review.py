@@ -1421,7 +1421,7 @@ def test_verdicts_keyed_faster_than_the_server_answers_judge_one_card_each(job, 
     were refused as made on an older note)."""
     pw = pytest.importorskip("playwright.sync_api")
     out = fresh_copy(job, tmp_path)
-    p, url = start_server(out)
+    p, url = start_server(out, "--reviewer", "anna")
     try:
         with pw.sync_playwright() as play:
             b = play.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
@@ -1446,6 +1446,19 @@ def test_verdicts_keyed_faster_than_the_server_answers_judge_one_card_each(job, 
             assert journal_note(out, ids[2], "red coat, blue sky") == "red coat, blue sky"
             page.wait_for_function("S.view && S.review")
             assert page.input_value("#note") == "red coat, blue sky"
+            # keyed on over a card another curator judged since the grid showed it: that one is
+            # refused and named (it went without the edit it was made on, and overwrote theirs)
+            page.keyboard.press("Escape")
+            page.wait_for_function("!S.view && document.activeElement.classList.contains('cur')")
+            ids = page.evaluate("S.rows.slice(S.cur, S.cur + 3).map((r) => r.image_id)")
+            reviews.Journal(out, "ben").record(ids[1], "verdict", "accepted")
+            for _ in range(3):
+                page.keyboard.press("x")
+            page.evaluate("S.saving.then(() => S.loading)")
+            state = reviews.Journal(out).state()
+            assert [(state[i]["verdict"], state[i]["who"]) for i in ids] == [
+                ("rejected", "anna"), ("accepted", "ben"), ("rejected", "anna")]
+            assert page.inner_text("#status").startswith("NOT saved: the verdict of "), page.inner_text("#status")
             b.close()
     finally:
         p.terminate()

@@ -24,6 +24,9 @@ async function getJSON(path) {
 }
 // What the page says of an edit: beside the verdict in the image view, in the header always.
 function say(text) {
+  // a refusal is not hidden at once by the next edit's "saved" (keys pressed on in the grid)
+  if ((text === "saving…" || text.endsWith(" saved")) && Date.now() < (S.refusalShown || 0)) return;
+  if (text.startsWith("NOT")) S.refusalShown = Date.now() + 8000;
   clearTimeout(S.sayTimer);  // "saved" fades after a while, so it never speaks of an old edit;
   if (!text.startsWith("NOT")) S.sayTimer = setTimeout(() => { $("status").textContent = ""; }, 8000);
   $("status").textContent = text;  // a refusal stays until the next message
@@ -375,21 +378,26 @@ function showVerdict() {
 // Edits leave one at a time, each saying which edit of its kind it was made on (rev): one
 // made on an older state (another tab, another curator) is refused, and the page then shows
 // the state now. force: an undo, which puts back what this page had.
-function save(kind, value, ids, force = false, id = S.row.image_id) {
-  // id: the image of the edit, though the curator has moved on when it leaves; refused: a
-  // refusal since it was made means it was made on what the refusal replaced: dropped
-  const refused = S.refused;
-  const go = () => (S.refused !== refused && !force ? null : send(id, kind, value, ids, force));
+// id: the image of the edit, though the curator has moved on when it leaves. A refusal of that
+// image's edits since it was made means it was made on what the refusal replaced: dropped
+// (another image's, keyed behind it in the grid, go on). baseOf: the edit it is made on, asked
+// as it leaves, where the page has moved on to another image by then (verdicts keyed in the
+// grid faster than the answers: each on what its card showed, not sent unchecked).
+const refusals = (id) => (S.refusedOf || {})[id] || 0;
+function save(kind, value, ids, force = false, id = S.row.image_id, baseOf = null) {
+  const refused = refusals(id);
+  const go = () => (refusals(id) !== refused && !force ? null : send(id, kind, value, ids, force, baseOf));
   S.saving = S.saving.then(go, go);
   return S.saving;
 }
 
-async function send(id, kind, value, ids, force) {
+async function send(id, kind, value, ids, force, baseOf) {
   const one = ids === undefined;
   // a series: the server places the hints at the same relative spot of each image
   const body = one ? { image_id: id, kind, value } : { ids, kind, value, from: id, add: true };
   const mine = one && S.review && S.review.rev && S.review.image_id === id;
   if (mine && !force) body.base = S.review.rev[kind] ?? null;
+  else if (one && baseOf && !force) body.base = baseOf();
   // an undo puts back what this page had, on its own edit only: one made since in another
   // tab or by another curator is not overwritten unseen (refused, and shown, as any edit is)
   const own = ((S.lastRev || {})[id] || {})[kind];
@@ -413,6 +421,8 @@ async function send(id, kind, value, ids, force) {
   S.lastRev = S.lastRev || {};
   at.forEach((i, k) => {
     if (S.review && S.review.image_id === i && S.review.rev) S.review.rev[kind] = d.events[k];
+    const row = S.rows.find((r) => r.image_id === i);  // its card: the next key on it is made on this
+    if (row) row.rev = { ...(row.rev || {}), [kind]: d.events[k] };
     S.lastRev[i] = { ...(S.lastRev[i] || {}), [kind]: d.events[k] };  // this page's own edit
   });
   tell(`${kind} saved`);
@@ -422,8 +432,13 @@ async function send(id, kind, value, ids, force) {
 
 function conflict(kind, mine, id, now) {
   S.refused = (S.refused || 0) + 1;
+  S.refusedOf = { ...(S.refusedOf || {}), [id]: refusals(id) + 1 };
   const was = kind === "hints" ? "were" : "was";
-  if (!S.view || S.row.image_id !== id) { say(`NOT saved: the ${kind} ${was} changed elsewhere meanwhile`); return; }
+  if (!S.view || S.row.image_id !== id) {  // which image: the grid has moved on from it
+    const r = S.rows.find((x) => x.image_id === id);
+    say(`NOT saved: the ${kind} of ${r ? label(r) : id} ${was} changed elsewhere meanwhile`);
+    return;
+  }
   S.review = { ...now, image_id: id, rev: { ...(now.rev || {}) } };
   S.hints = (now.hints || []).map((h) => ({ ...h }));
   S.curHint = -1;
@@ -447,8 +462,13 @@ async function setVerdict(v, record = true) {
   S.review.verdict = v;
   // On to the next card at once, not once the server has answered: "a a" pressed faster than
   // that judged this card twice and left the next unjudged, the cursor then past it
+  const id = S.row.image_id;
+  const baseOf = grid ? () => {  // (its card gone from the rows meanwhile: sent unchecked, as before)
+    const card = S.rows.find((r) => r.image_id === id);
+    return card ? (card.rev || {}).verdict ?? null : undefined;
+  } : null;
   if (grid) step(1);
-  if (await save("verdict", v) && S.view && !grid) showVerdict();
+  if (await save("verdict", v, undefined, false, id, baseOf) && S.view && !grid) showVerdict();
   if (grid && !S.view) await loadPage(true);  // the card now current stays so, where it is listed
 }
 
@@ -736,9 +756,10 @@ async function saveNote() {
   if (v === (S.review.note || "")) return;
   if (!S.noteUndo) { S.undo.push({ id: S.row.image_id, kind: "note", value: S.noteWas }); S.noteUndo = true; }
   S.review.note = v;
-  S.noteSent = v;  // on its way: a tab reloaded before its answer sends the rest on top of it
+  // on its way: a tab reloaded before its answer sends the rest on top of it
+  const sent = S.noteSent = { image_id: S.row.image_id, text: v };
   await save("note", v);
-  if (S.noteSent === v) S.noteSent = null;
+  if (S.noteSent === sent) S.noteSent = null;
 }
 $("note").addEventListener("input", () => { clearTimeout(S.noteTimer); S.noteTimer = setTimeout(saveNote, 400); });
 $("note").addEventListener("change", saveNote);
@@ -748,7 +769,9 @@ window.addEventListener("pagehide", () => {  // a reload or a closed tab before 
     base: (S.review.rev || {}).note ?? null });  // made on what this tab showed, like any edit
   navigator.sendBeacon("/api/review?t=" + encodeURIComponent(TOKEN), new Blob([body], { type: "application/json" }));
   sessionStorage.setItem("note-leaving", body);  // a reload: the page it becomes makes sure
-  if (S.noteSent != null) sessionStorage.setItem("note-leaving-after", S.noteSent);
+  // of this image, this leaving (a page restored from the back-forward cache kept an older one)
+  if (S.noteSent) sessionStorage.setItem("note-leaving-after", JSON.stringify(S.noteSent));
+  else sessionStorage.removeItem("note-leaving-after");
 });
 // The beacon of a reload may reach the server after the reloaded page has asked for the note,
 // which then showed none. So the new page sends it again first, on the same base: whichever of
@@ -764,9 +787,10 @@ async function noteLeft() {
   const post = (b) => api("/api/review", { method: "POST", headers: { "Content-Type": "application/json" }, body: b });
   try {
     const r = await post(body);
-    if (r.status !== 409 || after === null) return;
+    const sent = JSON.parse(after || "null"), leaving = JSON.parse(body);
+    if (r.status !== 409 || !sent || sent.image_id !== leaving.image_id) return;
     const now = (await r.json()).current || {};
-    if ((now.note || "") === after) await post(JSON.stringify({ ...JSON.parse(body), base: (now.rev || {}).note ?? null }));
+    if ((now.note || "") === sent.text) await post(JSON.stringify({ ...leaving, base: (now.rev || {}).note ?? null }));
   } catch (e) { /* the server gone: the beacon was the last chance, as for a closed tab */ }
 }
 document.querySelectorAll("#verdict-buttons button").forEach((b) => { b.onclick = () => setVerdict(b.dataset.verdict); });

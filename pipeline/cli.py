@@ -28,7 +28,7 @@ from pipeline.client.jobspec import (
     size_arg,
     whole_number,
 )
-from pipeline.errors import Busy, Unavailable, UsageError, plural
+from pipeline.errors import Busy, CheckpointError, Unavailable, UsageError, plural
 from pipeline.model.trainspec import TrainConfig
 
 
@@ -459,7 +459,7 @@ def _run(a) -> dict:
     from pipeline.client.jobspec import IDENTITY_FIELDS, from_args
     from pipeline.client.orchestrate import run_job
     from pipeline.client.outdir import Outdir
-    from pipeline.client.state import job_checkpoint
+    from pipeline.client.state import job_checkpoint, other_version
 
     _refuse_contradictions(a)
     if a.manifest is not None and not str(a.manifest).strip() and "manifest" in getattr(a, "given", set()):
@@ -478,7 +478,15 @@ def _run(a) -> dict:
             if k not in getattr(a, "given", set()) and k in old:
                 setattr(a, k, old.get(f"{k}_given", old[k]))  # metadata_columns: 'auto' guesses again
         if "checkpoint" not in getattr(a, "given", set()):
-            a.checkpoint = job_checkpoint(old)
+            try:
+                a.checkpoint = job_checkpoint(old)
+            except CheckpointError:  # gone: a restart (a new job) or a job this one refuses anyway
+                if not (a.restart or other_version(a.output, old)):  # does not need those weights
+                    raise
+                a.checkpoint = None
+                if a.restart:
+                    print(f"the job's checkpoint {old.get('checkpoint')} is gone: --restart colours with "
+                          "the shipped weights (--checkpoint PATH for others)", file=sys.stderr)
         # said before the checks that may still refuse it: what is read, not what will be done
         what = "starting over" if getattr(a, "restart", False) else "reading"
         print(f"{what} the job recorded in {a.output}/{Outdir.JOB}", file=sys.stderr)
@@ -819,7 +827,7 @@ def cmd_status(a) -> int:
               f"gone (shard {', '.join(map(str, s['lost']))}; deleted or moved since?): put "
               f"{'it' if len(s['lost']) == 1 else 'them'} back, or `colorize audit {shlex.quote(a.outdir)}` "
               f"says what is left and `{run_hint(a.outdir, '--repair')}` mends it")
-    elif s["other_version"] and not s["running"]:  # the resume hint would be refused
+    elif s["other_version"] and not s["running"] and (s["pending"] or s["redo_pending"]):  # a resume is refused
         print(f"{s['committed']} of {plural(s['shards'], 'shard')} committed; {s['other_version']}")
     elif (s["pending"] or s["redo_pending"]) and not s["running"]:  # stopped: say so first
         redo = (f", a redo of {plural(s['redo_pending'], 'image')} unfinished"
@@ -831,6 +839,8 @@ def cmd_status(a) -> int:
               f"resume with: {run_hint(a.outdir)}")
     print(f"{a.outdir}: shards {s['committed']} committed, {s['pending']} pending of {s['shards']}; "
           f"images {s['ok']} ok, {s['error']} error, {s['skipped']} skipped of {s['images']}")
+    if s["other_version"] and not (s["pending"] or s["redo_pending"]):  # finished: a redo is refused
+        print(f"note: {s['other_version']}")
     if s["running"]:
         pace = ""
         if "eta_s" in s:
@@ -926,7 +936,8 @@ def cmd_audit(a) -> int:
             how.append(f"{r['redone']['redo']} with the job's own options")
         line += f"; redone: {sum(r['redone'].values())}" + (f" ({', '.join(how)})" if how else "")
     line += _reviewed(r["review"], a.outdir)
-    other = other_version(a.outdir, Outdir(a.outdir).read_job()["spec"])  # its advice is refused here
+    spec = Outdir(a.outdir).read_job()["spec"]  # another colorize's job: its advice is refused here
+    other = other_version(a.outdir, spec, finished=not r["incomplete"])
     if r["incomplete"]:  # a run that stopped: nothing committed is wrong, there is just more to do
         redo = (f", a redo of {plural(len(r['redo_pending']), 'image')} unfinished"
                 if r["redo_pending"] else "")

@@ -1303,6 +1303,7 @@ def test_a_job_an_older_colorize_began_is_said_so_not_given_a_resume_that_is_ref
     job["fingerprint"] = fingerprint(job["spec"])
     job["seal"] = job_seal(job)
     (out / "job.json").write_text(json.dumps(job))
+    kept = {p: p.read_bytes() for p in (out / "results" / "shard-00002.parquet", out / "commits.jsonl")}
     (out / "results" / "shard-00002.parquet").unlink()  # interrupted before its last shard
     ledger = out / "commits.jsonl"
     ledger.write_text("".join(x for x in ledger.read_text().splitlines(True) if '"shard": 2,' not in x))
@@ -1323,6 +1324,16 @@ def test_a_job_an_older_colorize_began_is_said_so_not_given_a_resume_that_is_ref
     with pytest.raises(SystemExit):
         main(["--version"])
     assert f"output version {OUTPUT_VERSION}" in capsys.readouterr().out
+    for p, data in kept.items():  # finished by the release that began it: no advice to start over
+        p.write_bytes(data)
+    assert main(["status", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "a redo or a --hinted run in it needs that colorize" in said and "--restart" not in said, said
+    assert main(["status", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["state"] == "complete"
+    assert main(["audit", str(out), "-q"]) == 0
+    said = capsys.readouterr().out
+    assert "a redo or a --hinted run in it needs that colorize" in said and "--restart" not in said, said
 
 
 def test_a_job_whose_install_is_gone_finds_the_same_weights(tmp_path, ckpt, capsys):
@@ -1360,3 +1371,9 @@ def test_a_job_whose_install_is_gone_finds_the_same_weights(tmp_path, ckpt, caps
             in (err := capsys.readouterr().err) and "give the same weights with --checkpoint PATH" in err), err
     assert main(["run", "-o", str(out2), "-q", "--checkpoint", str(tmp_path / "moved.pt")]) == 0
     assert main(["run", "-o", str(out2), "--dry-run"]) == 0
+    (tmp_path / "moved.pt").unlink()  # gone for good: a restart is a new job, on the shipped weights
+    capsys.readouterr()
+    assert main(["run", "-o", str(out2), "-q", "--restart"]) == 0
+    assert (f"the job's checkpoint {tmp_path / 'moved.pt'} is gone: --restart colours with the shipped "
+            "weights") in capsys.readouterr().err
+    assert json.loads((out2 / "job.json").read_text())["spec"]["checkpoint"] == str(DEFAULT_CHECKPOINT)

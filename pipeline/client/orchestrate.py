@@ -914,7 +914,8 @@ def status(outdir: str | os.PathLike, check_manifest: bool = False) -> dict:
     s["redo_pending"] = sum(len(ids) for ids in redo.load(outdir)["pending"].values())
     s["manifest_changed"] = _changed_under(outdir, spec, committed) if check_manifest else []
     s["job_altered"] = job_altered(job)  # a run refuses it: said first
-    s["other_version"] = other_version(str(outdir), spec)  # another colorize's job: not resumed here
+    # another colorize's job: not resumed here (of a finished one, no advice to start over)
+    s["other_version"] = other_version(str(outdir), spec, finished=not (s["pending"] or s["redo_pending"]))
     if s["running"] and outdir.store.local:
         s.update(_pace(outdir, sizes, committed))
     return s

@@ -54,9 +54,9 @@ def job_checkpoint(spec: dict) -> str | None:
             and file_sha256(DEFAULT_CHECKPOINT) == spec["checkpoint_sha256"]):
         return str(DEFAULT_CHECKPOINT)
     if p and not os.path.isfile(p):
-        raise CheckpointError(f"the job's checkpoint {p} is not there (moved, or its install removed; "
-                              f"sha256 {str(spec.get('checkpoint_sha256'))[:16]}...): give the same "
-                              "weights with --checkpoint PATH")
+        sha = f"; sha256 {spec['checkpoint_sha256'][:16]}..." if spec.get("checkpoint_sha256") else ""
+        raise CheckpointError(f"the job's checkpoint {p} is not there (moved, or its install removed{sha}): "
+                              "give the same weights with --checkpoint PATH")
     return p
 
 
@@ -325,17 +325,21 @@ def _why_shards_changed(store, old: dict, new: dict) -> str | None:
     return None
 
 
-def other_version(outdir, spec: dict) -> str | None:
+def other_version(outdir, spec: dict, finished: bool = False) -> str | None:
     """A job another colorize began (its outputs of another output version): this one does not
     go on with it, nor redo in it (its outputs would not be the job's bytes). Said instead of a
-    resume hint that is refused when pasted (an upgrade trial)."""
+    resume hint that is refused when pasted (an upgrade trial); of a finished job, without the
+    way to start over (its night's outputs are not to be discarded on a note's advice)."""
     v = spec.get("output_version")
     if v is None or v == OUTPUT_VERSION:
         return None
-    return (f"this job was begun by {'an older' if v < OUTPUT_VERSION else 'a newer'} colorize "
-            f"(output version {v}; this one writes output version {OUTPUT_VERSION}, other bytes), "
-            "which alone goes on with it, or redoes images in it (`colorize --version` says an "
-            f"install's output version); or colour it anew with this one: {run_hint(outdir, '--restart')}")
+    who = (f"this job was begun by {'an older' if v < OUTPUT_VERSION else 'a newer'} colorize "
+           f"(output version {v}; this one writes output version {OUTPUT_VERSION}, other bytes)")
+    if finished:
+        return (f"{who}: a redo or a --hinted run in it needs that colorize (`colorize --version` "
+                "says an install's output version)")
+    return (f"{who}, which alone goes on with it, or redoes images in it (`colorize --version` says "
+            f"an install's output version); or colour it anew with this one: {run_hint(outdir, '--restart')}")
 
 
 def refusal(store, old: dict, new: dict) -> str:

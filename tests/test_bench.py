@@ -79,18 +79,19 @@ def test_a_run_without_a_progress_bar_says_its_progress_every_few_minutes():
     assert 1.5 < rate < 2.1 and said[0].endswith("less than a minute to go")
     # no commit for a while: said, on the watch's look, once per `every` (a hang, or slow shards)
     t.every, t.last = 300, time.perf_counter() - 610
-    t.said = t.last
+    t.said = t.idled = t.last
     t.idle()
     t.idle()
     assert len(said) == 2 and re.fullmatch(
         stamp + re.escape("progress: no shard committed for 10 min (2 of 4 so far); the run goes on"), said[1])
-    t.said -= 300
+    t.idled -= 300
     t.idle()
     assert len(said) == 3
-    for _ in range(2):
-        t.add(shard(10))
+    t.add(shard(10))  # the first commit after an idle line: said at once, not five minutes on
+    assert len(said) == 4 and "progress: 3 of 4 shards committed" in said[3]
+    t.add(shard(10))
     n = len(said)
-    t.last = t.said = time.perf_counter() - 1000
+    t.last = t.said = t.idled = time.perf_counter() - 1000
     t.idle()  # every shard in: nothing is awaited
     assert len(said) == n
 

@@ -42,7 +42,9 @@ class Tally:
         # a run's log with no progress bar (cron, a service, a file) gets a line every `every`
         # seconds: (shards, images) this run does
         self.say, self.of, self.every = say, of, every
-        self.said = self.last = time.perf_counter()  # the last line said, the last commit
+        # the last progress line, the last commit, the last idle line (a commit after an idle
+        # line is said at once: the log's last word is not "no shard committed" once one has)
+        self.said = self.last = self.idled = time.perf_counter()
 
     def add(self, s: dict) -> None:
         for k in ("images", "ok", "error", "skipped"):
@@ -53,7 +55,7 @@ class Tally:
             self.totals["startup_s"] = time.perf_counter() - self.t_start - s["seconds"] + s["setup_s"]
         self.spans.append((s["worker"], s["finished"] - s["seconds"], s["finished"], s["images"]))
         now = self.last = time.perf_counter()
-        if self.say and now - self.said >= self.every:
+        if self.say and (now - self.said >= self.every or self.idled > self.said):
             self.said = now
             n, rate = self.totals["images"], self.totals["images"] / (now - self.t_start)
             left = (self.of[1] - n) / rate if rate else 0
@@ -66,8 +68,8 @@ class Tally:
         """Asked every few seconds (the run's watch): a log that stops at a commit, the night's
         last line, left the operator to guess whether the run hung or its shards are slow."""
         now = time.perf_counter()
-        if self.say and len(self.spans) < self.of[0] and now - max(self.said, self.last) >= self.every:
-            self.said = now
+        if self.say and len(self.spans) < self.of[0] and now - max(self.idled, self.last) >= self.every:
+            self.idled = now
             self._say(f"progress: no shard committed for {round((now - self.last) / 60)} min "
                       f"({len(self.spans)} of {self.of[0]} so far); the run goes on")
 

@@ -30,6 +30,7 @@ function say(text) {
   clearTimeout(S.sayTimer);  // "saved" fades after a while, so it never speaks of an old edit;
   if (!text.startsWith("NOT")) S.sayTimer = setTimeout(() => { $("status").textContent = ""; }, 8000);
   $("status").textContent = text;  // a refusal stays until the next message
+  $("status").title = text;
   $("status").classList.toggle("bad", text.startsWith("NOT"));
   if (S.view) { $("saved").textContent = text; $("saved").classList.toggle("bad", text.startsWith("NOT")); }
 }
@@ -272,10 +273,22 @@ async function openView() {
   clearTimeout(S.previewTimer);
   $("grid").hidden = true;
   $("viewer").hidden = false;
-  await S.saving;  // an edit still leaving: its answer first, then the state it made
-  if (vg !== S.viewGen) return;
-  const d = await getJSON("/api/image/" + encodeURIComponent(r.image_id));
-  if (vg !== S.viewGen) return;
+  // This image's at once, as its card knows it, until its answer comes: a verdict or a note
+  // keyed straight after j went to the image before (the view still its), and a note's first
+  // letters were overwritten when the answer came
+  S.row = { ...r };
+  S.review = { verdict: r.verdict, note: r.note, hints: [], image_id: r.image_id, rev: { ...(r.rev || {}) } };
+  $("note").value = r.note || "";
+  showVerdict();
+  let d;
+  for (;;) {  // an edit still leaving, or keyed meanwhile: its answer first, then the state it made
+    const sv = S.saving;
+    await sv;
+    if (vg !== S.viewGen) return;
+    d = await getJSON("/api/image/" + encodeURIComponent(r.image_id));
+    if (vg !== S.viewGen) return;
+    if (sv === S.saving) break;
+  }
   fill(d);
   S.filled = vg;  // the view is this image's now: a poll before it would compare another's row
   $("title").textContent = label(r);
@@ -294,6 +307,8 @@ async function openView() {
 // The view filled from the server's answer for its image: when it opens, and when a run
 // remade the image while it was open (its new output shown, no reload).
 function fill(d) {
+  // a note being typed (begun before the answer came) is the curator's: kept, and saved
+  const typing = document.activeElement === $("note") && (S.noteTimer || $("note").value !== ((S.review || {}).note || ""));
   S.row = d.row;
   S.review = { ...d.review, image_id: d.row.image_id, rev: { ...(d.review.rev || {}) } };
   S.hints = (d.review.hints || []).map((h) => ({ ...h }));
@@ -310,7 +325,7 @@ function fill(d) {
   $("slider-after").src = canvas;
   $("after-cap").textContent = d.row.status === "ok" ? "after" :
     `no output: ${d.row.error || d.row.status}` + (canvas ? " · hints go on the source" : "");
-  $("note").value = d.review.note || "";
+  if (!typing) $("note").value = d.review.note || "";
   showVerdict();
   renderHints();
   renderMeta(d);
@@ -401,7 +416,8 @@ async function send(id, kind, value, ids, force, baseOf) {
   // an undo puts back what this page had, on its own edit only: one made since in another
   // tab or by another curator is not overwritten unseen (refused, and shown, as any edit is)
   const own = ((S.lastRev || {})[id] || {})[kind];
-  if (one && force === true && own !== undefined) body.base = own;  // "over": asked twice, no base
+  // (none of this page's: made on none, never sent unchecked over another's)
+  if (one && force === true) body.base = own ?? null;  // "over": asked twice, no base
   // a note saves at each pause in typing: said beside it, not announced every time
   const tell = kind === "note" && one ? (t) => { $("saved").textContent = t; } : say;
   tell("saving…");
@@ -442,15 +458,23 @@ function conflict(kind, mine, id, now) {
   S.review = { ...now, image_id: id, rev: { ...(now.rev || {}) } };
   S.hints = (now.hints || []).map((h) => ({ ...h }));
   S.curHint = -1;
-  $("note").value = now.note || "";
+  // a note being typed: theirs, then what is being typed, both in the box (the curator typing on
+  // over theirs alone made a note of their text and the tail of one's own), saved as it stands
+  const typing = kind === "note" && document.activeElement === $("note");
+  const typed = $("note").value;
+  $("note").value = typing && now.note ? `${now.note}\n${typed}` : typing ? typed : now.note || "";
+  if (typing) { clearTimeout(S.noteTimer); S.noteTimer = setTimeout(saveNote, 400); }
   showVerdict();
   renderHints();
   if (S.hints.length) preview();
-  say(`NOT saved: the ${kind} ${was} changed in another tab or by ${now.who || "another curator"} ` +
+  refreshCounts();  // theirs may be a verdict: the filters' counts with it
+  const who = now.who || "another curator";
+  say(typing ? `NOT saved as typed: the note was changed by ${who} meanwhile; theirs comes first in the box ` +
+    "now, yours after it: edit it into one" : `NOT saved: the ${kind} ${was} changed in another tab or by ${who} ` +
     "since this page showed it; it shows theirs now" + (kind === "note" && mine ? ` (yours was: ${mine})` : ""));
 }
 
-async function setVerdict(v, record = true) {
+async function setVerdict(v) {
   const grid = !S.view;
   if (grid) {  // in the grid: the current card
     const r = S.rows[S.cur];
@@ -458,7 +482,8 @@ async function setVerdict(v, record = true) {
     S.row = { image_id: r.image_id };
     S.review = { verdict: r.verdict, note: r.note, hints: [], image_id: r.image_id, rev: { ...(r.rev || {}) } };
   }
-  if (record) S.undo.push({ id: S.row.image_id, kind: "verdict", value: S.review.verdict });
+  const step0 = { id: S.row.image_id, kind: "verdict", value: S.review.verdict };
+  S.undo.push(step0);
   S.review.verdict = v;
   // On to the next card at once, not once the server has answered: "a a" pressed faster than
   // that judged this card twice and left the next unjudged, the cursor then past it
@@ -468,7 +493,11 @@ async function setVerdict(v, record = true) {
     return card ? (card.rev || {}).verdict ?? null : undefined;
   } : null;
   if (grid) step(1);
-  if (await save("verdict", v, undefined, false, id, baseOf) && S.view && !grid) showVerdict();
+  const saved = await save("verdict", v, undefined, false, id, baseOf);
+  // not saved (refused: another's verdict now; or not sent): nothing of this page's to undo (u
+  // then put the verdict from before over the other curator's, unseen)
+  if (!saved && S.undo.includes(step0)) S.undo.splice(S.undo.lastIndexOf(step0), 1);
+  if (saved && S.view && !grid) showVerdict();
   if (grid && !S.view) await loadPage(true);  // the card now current stays so, where it is listed
 }
 
@@ -558,7 +587,8 @@ function pointFromEvent(e) {
 
 function addHintAt(e) { addHint(pointFromEvent(e)); }
 function addHint(point) {
-  if (!S.hintMode || !S.view || $("after").hidden || !$("after").naturalWidth) return;
+  // (not on the last image's picture, still shown until this one's answer comes)
+  if (!S.hintMode || !S.view || $("after").hidden || !$("after").naturalWidth || S.filled !== S.viewGen) return;
   const hex = $("picker").value;
   S.undo.push({ id: S.row.image_id, kind: "hints", value: S.hints.map((h) => ({ ...h })) });
   const { w, h } = sourceSize();
@@ -578,6 +608,7 @@ function dropHint() {
 // Without a mouse: in hint mode the after picture takes the focus, the arrows move a cross over
 // it (a fiftieth of the picture a press; Shift: five times as far) and Enter puts a hint under it.
 function moveCross(dx, dy) {
+  if ($("after").hidden || S.filled !== S.viewGen) { say("no picture here to place a hint on"); return; }
   const { w, h } = sourceSize();
   const c = S.cross || { x: w / 2, y: h / 2 };
   S.cross = { x: Math.min(w - 0.5, Math.max(0, c.x + dx * w / 50)), y: Math.min(h - 0.5, Math.max(0, c.y + dy * h / 50)) };
@@ -672,11 +703,19 @@ function plural(n, what) { return `${n} ${what}${n === 1 ? "" : "s"}`; }
 
 async function undo() {
   const u = S.undo.pop();
-  if (!u) { say("nothing to undo: this page has made no edit since it was opened"); return; }
+  if (!u) { say("nothing to undo: this page has no edit left to take back"); return; }
   if (u.kind === "series") {
-    for (const [id, value] of Object.entries(u.before)) await save("hints", value, undefined, true, id);
-    say(`undone: the hints added to ${plural(Object.keys(u.before).length, "image")}`);
-    if (S.view && S.row.image_id in u.before) {
+    const left = {};  // refused (another curator's hints since): the next u puts these back over
+    for (const [id, value] of Object.entries(u.before)) {
+      if (!await save("hints", value, undefined, u.over ? "over" : true, id)) left[id] = value;
+    }
+    const n = Object.keys(u.before).length, k = Object.keys(left).length;
+    if (k) {
+      S.undo.push({ kind: "series", before: left, over: true });
+      say(`NOT all undone: the hints added to ${plural(n - k, "image")} taken back; ${plural(k, "image")} ` +
+        "changed since by another curator keep them: press u again to put back what this page had over it");
+    } else say(`undone: the hints added to ${plural(n, "image")}`);
+    if (S.view && S.row.image_id in u.before && !(S.row.image_id in left)) {
       S.hints = u.before[S.row.image_id].map((h) => ({ ...h }));
       S.review.hints = u.before[S.row.image_id];
       renderHints();
@@ -931,6 +970,7 @@ async function poll() {
         document.activeElement === $("note") || S.noteTimer) return;
     if (["status", "output_sha256", "hints_digest"].some((k) => (d.row[k] ?? null) !== (S.row[k] ?? null))) {
       fill(d);
+      refreshCounts();  // "hints pending" no more
       say(d.row.status !== "ok" ? `the run remade this image: ${d.row.status}` : d.hints_pending && S.hints.length ?
         "the run remade this image; its hints changed since: previewed" : "the run remade this image: its new output is shown");
       return;

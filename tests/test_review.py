@@ -1802,3 +1802,30 @@ def test_a_server_stopped_while_its_preview_worker_still_loads_ends_it_without_a
     proc = pv._proc
     pv.close()  # still importing torch
     assert proc.poll() is not None
+
+
+def test_the_preview_colours_at_the_jobs_size_as_its_run_does(tmp_path):
+    """A curator's trial: a job run with --size 64 was previewed at 256; with no hint the
+    preview was another colour than the output the run had made (and a hinted run then made)."""
+    from skimage.color import rgb2lab
+
+    from pipeline.client.review import Previewer
+
+    src = tmp_path / "arch"
+    src.mkdir()
+    shutil.copy(ROOT / "pipeline" / "samples" / "1920s" / "coins.bmp", src / "coins.bmp")
+    man, out = tmp_path / "m.parquet", tmp_path / "out"
+    assert run_cli("scan", src, "-o", man, "-q").returncode == 0
+    r = run_cli("run", "--manifest", man, "-o", out, "--size", "64", "--workers", "1", "-q")  # the shipped weights
+    assert r.returncode == 0, r.stderr
+    row = next(iter(results(out).values()))
+    made = rgb2lab(np.asarray(Image.open(out / row["output_path"]).convert("RGB")))[..., 1:]
+    away = {}
+    for size in (64, 256):
+        pv = Previewer(None, size)
+        try:
+            shown = pv.render(row["source_path"], [], 4096)
+        finally:
+            pv.close()
+        away[size] = np.abs(rgb2lab(np.asarray(Image.open(io.BytesIO(shown)).convert("RGB")))[..., 1:] - made).mean()
+    assert away[64] < 1.5 and away[256] > 2 * away[64], away  # (a JPEG's error, beside another colour)

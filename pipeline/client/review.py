@@ -46,8 +46,8 @@ class Previewer:
     """The preview worker process (worker/preview.py): started with the server (serve), or on
     the first preview, and again if it dies."""
 
-    def __init__(self, checkpoint: str | None):
-        self.checkpoint = checkpoint
+    def __init__(self, checkpoint: str | None, size: int = 256):
+        self.checkpoint, self.size = checkpoint, size  # the job's: the preview is what its run makes
         self._proc: subprocess.Popen | None = None
         self._lock = threading.Lock()
 
@@ -76,7 +76,7 @@ class Previewer:
     def _started(self) -> subprocess.Popen:
         if self._proc is None or self._proc.poll() is not None:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "pipeline.worker.preview", self.checkpoint or ""],
+                [sys.executable, "-m", "pipeline.worker.preview", self.checkpoint or "", str(self.size)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 # not in the terminal's process group: Ctrl-C stops the server, which closes the
                 # worker's stdin, and the worker ends there (a kill -9 of the server alike)
@@ -123,7 +123,7 @@ def create_app(outdir: str, who: str | None = None, token: str | None = None):
         checkpoint = job_checkpoint(spec)
     except CheckpointError:  # gone, and not these: each preview says so, the review goes on
         checkpoint = spec.get("checkpoint")
-    previewer = Previewer(checkpoint)
+    previewer = Previewer(checkpoint, int(spec.get("size") or 256))
     app = Flask(__name__, static_folder=None)
     app.json.sort_keys = False  # a catalogue's columns in its own order (the page labels by the first)
     app.config.update(TOKEN=token or secrets.token_urlsafe(24), JOURNAL=journal, PREVIEWER=previewer)

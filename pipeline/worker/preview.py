@@ -6,7 +6,7 @@ Protocol, one request per line on stdin: {"path": source, "hints": [...], "max_s
 answer on stdout is a JSON line {"ok": true, "bytes": n} followed by n bytes of JPEG, or
 {"ok": false, "error": "..."}.
 
-usage: python -m pipeline.worker.preview [CHECKPOINT]
+usage: python -m pipeline.worker.preview [CHECKPOINT [SIZE]]  (the job's: what a hinted run makes)
 """
 
 from __future__ import annotations
@@ -50,7 +50,10 @@ def _warm(net) -> None:
 def main() -> None:
     from pipeline.worker.engine import Colorizer
 
-    net = Colorizer(sys.argv[1] if len(sys.argv) > 1 and sys.argv[1] else None, device="auto")
+    # the job's net input size: a job run with --size 64 was previewed at 256, its colour another
+    # than the hinted run then made (a curator's trial)
+    size = int(sys.argv[2]) if len(sys.argv) > 2 else 256
+    net = Colorizer(sys.argv[1] if len(sys.argv) > 1 and sys.argv[1] else None, device="auto", size=size)
     _warm(net)
     out = sys.stdout.buffer
     for line in sys.stdin:

@@ -1220,7 +1220,7 @@ def test_a_manifests_own_columns_an_older_version_carried_are_not_exported_as_th
     own columns (a file's time, digest, state) for catalogue cells and carried them into the
     results; the export put them among the catalogue's columns (brought back as the catalogue,
     they became catalogue columns) and renamed its own source_state to colorize_source_state."""
-    (scans / "list.csv").write_text("path,accession\nb.png,A-1\nc.png,A-2\n")
+    (scans / "list.csv").write_text("path,accession\nb.png,A-1\nc.png,A-2\nnope.png,A-3\n")
     man, out = tmp_path / "m.parquet", tmp_path / "out"
     assert run_cli("scan", scans / "list.csv", "-o", man, "-q").returncode == 0
     r = run_cli("run", "--manifest", man, "-o", out, "--size", "32", "-q", "--checkpoint", ckpt)
@@ -1235,4 +1235,7 @@ def test_a_manifests_own_columns_an_older_version_carried_are_not_exported_as_th
         rows = list(csv.DictReader(f))
     assert list(rows[0])[:3] == ["path", "accession", "status"]
     assert not {"mtime_ns", "head_digest", "catalogue_order", "xmp_sidecar", "colorize_source_state"} & set(rows[0])
-    assert [r["source_state"] for r in rows] == ["", ""]  # the manifest's: both found
+    assert [r["source_state"] for r in rows] == ["", "", ""]  # the manifest's: all found
+    run_cli("audit", out, "-q")  # (it finds the results file rewritten: as that version wrote it)
+    errors = json.loads((out / "audit.json").read_text())["errors"]  # the catalogue's cells go along
+    assert [set(e) - {"image_id", "source_path", "error"} for e in errors] == [{"path (catalogue)", "accession"}], errors

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from pipeline import __version__
 from pipeline.client import ledger, redo, results
-from pipeline.client.catalogue import shared_identifiers, stored_name
+from pipeline.client.catalogue import carried_columns, shared_identifiers, stored_name
 from pipeline.client.manifest import read_manifest, resolve_path, source_states
 from pipeline.client.outdir import Outdir, Problem, last_stop, output_stems, run_hint, temporaries
 from pipeline.client.state import job_altered, never_started
@@ -187,8 +187,7 @@ def audit(outdir: str | Store | Outdir, quick: bool = False, check_inputs: bool 
     grayish = [{"image_id": r["image_id"], "output_path": r["output_path"],
                 "colorfulness": r["colorfulness"]}
                for r in ok_rows if r["colorfulness"] is not None and r["colorfulness"] < GRAY_COLORFULNESS]
-    core = set(results.SCHEMA.names)
-    carried = [k for k in (res[0] if res else {}) if k not in core]
+    carried = carried_columns(res[0] if res else {})
 
     def listed(r):  # the catalogue's own columns (accession numbers...) go along
         return {"image_id": r["image_id"], "source_path": r["source_path"], "error": r["error"],

@@ -29,6 +29,13 @@ DELIMITER_NAMES = {";": "semicolon", ",": "comma", "\t": "tab", "|": "bar"}
 # Column names the tool itself uses in a manifest or a result row; a catalogue column of the
 # same name is stored as "NAME (catalogue)" rather than lost or overwritten.
 RESERVED = set(CORE_COLUMNS) | set(SCHEMA.names)
+
+
+def carried_columns(names) -> list[str]:
+    """The catalogue's cells among a results file's columns: neither ours (results.SCHEMA) nor
+    a manifest's own (a file's time, digest, state, order), which an older version that did not
+    know them as ours carried into the results as catalogue cells."""
+    return [n for n in names if n not in RESERVED]
 # What `colorize export` writes after the catalogue's columns: results.SCHEMA's, then these; each
 # under the first of export_names(NAME) that the catalogue does not use.
 EXPORT_EXTRA = ("output_record", "source_state", "verdict", "review_note", "curator_hints",

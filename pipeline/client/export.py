@@ -10,7 +10,7 @@ import ntpath
 import os
 import re
 
-from pipeline.client.catalogue import RESERVED, export_names, stored_name
+from pipeline.client.catalogue import carried_columns, export_names, stored_name
 from pipeline.client.manifest import job_results, read_catalogue_info, resolve_path, source_states
 from pipeline.client.outdir import Outdir
 from pipeline.client.results import SCHEMA
@@ -57,8 +57,7 @@ def export_table(out: Outdir, info: dict, as_written: bool = True) -> tuple[list
     # a column an older manifest's catalogue had (its cells carried by the rows it made); not a
     # manifest's own column (a file's size, time, digest), which an older version that did not
     # know it as ours carried as a catalogue cell into the rows of a newer manifest
-    legacy = [n for n in t.column_names if n not in RESERVED and n not in
-              {stored_name(c) for c in cat_cols}]
+    legacy = [n for n in carried_columns(t.column_names) if n not in {stored_name(c) for c in cat_cols}]
     ours = [n for n in OURS_FIRST if n in t.column_names]
     ours += [n for n in SCHEMA.names if n not in ours]
     written = info.get("written", {}) if as_written else {}  # an empty or repeated header cell, as it was

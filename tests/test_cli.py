@@ -1276,7 +1276,14 @@ def test_a_dry_run_on_a_cluster_asks_the_cluster_what_a_real_run_would(tmp_path,
     assert f"cannot reach the dask scheduler at {nobody}" in err and "leave --scheduler out" in err
     with LocalCluster(n_workers=1, processes=False, dashboard_address=":0", memory_limit="4GB",
                       protocol="tcp") as c:
-        assert main([*dry, c.scheduler_address]) == 0
+        from pipeline.worker import shard  # the workers run here: another run's net they hold
+
+        shard._COLORIZERS["another run's"] = object()
+        try:
+            assert main([*dry, c.scheduler_address]) == 0
+            assert "another run's" in shard._COLORIZERS  # a dry run loaded none, frees none
+        finally:
+            shard._COLORIZERS.pop("another run's", None)
         said = capsys.readouterr().out
         assert "1 pending (3 of 3 images)" in said and f"the dask scheduler at {c.scheduler_address} answers, with 1 worker" in said
         assert main([*dry, c.scheduler_address, "--device", "cuda"]) == 0

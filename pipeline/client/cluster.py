@@ -161,10 +161,12 @@ def _speaks_dask(addr: str, timeout: float) -> None:
 
 
 @contextlib.contextmanager
-def external_client(o: JobSpec):
+def external_client(o: JobSpec, release: bool = True):
     """A client of the scheduler the user runs (--scheduler), connected before the job is
     written: one that cannot be reached pins nothing (exit 75: try again when it is up). None
-    for a local cluster, which make_client starts only when there is work."""
+    for a local cluster, which make_client starts only when there is work. release: the workers
+    let go of the net this run loaded (not a dry run's: it loaded none, and another run may be
+    using the workers' now)."""
     if not o.scheduler:
         yield None
         return
@@ -188,7 +190,8 @@ def external_client(o: JobSpec):
             yield client
         finally:
             with contextlib.suppress(Exception):  # a scheduler gone: nothing held there to free
-                client.run(_release_nets)
+                if release:
+                    client.run(_release_nets)
 
 
 @contextlib.contextmanager

@@ -264,7 +264,7 @@ def run_job(o: JobSpec, log=print, redo: tuple[dict[int, set[str]], dict] | None
     if o.dry_run:
         _say_unnamed(o, spec["metadata_columns"], log, before)
         planned = _dry_run(o, outdir, spec, sizes, log, redo)
-        with external_client(o) as external:  # the night's cluster asked too, not only the job
+        with external_client(o, release=False) as external:  # the night's cluster asked too
             if external is not None:
                 _dry_run_cluster(external, o, spec, outdir, log)
         return planned

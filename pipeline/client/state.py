@@ -357,7 +357,11 @@ def refusal(store, old: dict, new: dict) -> str:
             keep.append(f"--manifest {shlex.quote(str(old.get('manifest')))} (as it was)")
         elif k == "checkpoint_sha256":
             changed.append(f"checkpoint {str(a)[:12]} -> {str(b)[:12]}")
-            keep.append(f"--checkpoint {shlex.quote(str(old.get('checkpoint')))}")
+            try:  # where the job's weights are now (the shipped ones, its install gone)
+                where = job_checkpoint(old)
+            except CheckpointError:
+                where = old.get("checkpoint")
+            keep.append(f"--checkpoint {shlex.quote(str(where))}")
         else:
             changed.append(f"{k} {a} -> {b}")
             flag = "--" + k.replace("_", "-")

@@ -968,9 +968,13 @@ def _extend(old: pa.Table, extend: str, real: list[str], rels: list[str], found:
             order = old.column("catalogue_order").to_pylist()
         else:  # a manifest from before the column: a row had a record where it has a cell (a
             # file found in a folder alone was said to keep "the cells an earlier catalogue gave")
-            cells = [old.column(n).to_pylist() for n in (stored_name(c) for c in
-                     read_catalogue_info(extend).get("columns", [])) if n in old.column_names]
-            order = [0 if any(c[i] is not None for c in cells) else None for i in range(old.num_rows)]
+            import pyarrow.compute as pc
+
+            any_cell = pa.array([False] * old.num_rows)
+            for n in (stored_name(c) for c in read_catalogue_info(extend).get("columns", [])):
+                if n in old.column_names:
+                    any_cell = pc.or_(any_cell, pc.is_valid(old.column(n)))
+            order = [0 if has else None for has in any_cell.to_pylist()]
         had = {_key(extend, p) for p, o in zip(old.column("path").to_pylist(), order, strict=True)
                if o is not None}
         found.unlisted_before = [p for p in found.uncatalogued if _key_of(p) in had]

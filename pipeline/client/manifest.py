@@ -968,8 +968,6 @@ def _extend(old: pa.Table, extend: str, real: list[str], rels: list[str], found:
             order = old.column("catalogue_order").to_pylist()
         else:  # a manifest from before the column: a row had a record where it has a cell (a
             # file found in a folder alone was said to keep "the cells an earlier catalogue gave")
-            import pyarrow.compute as pc
-
             any_cell = pa.array([False] * old.num_rows)
             for n in (stored_name(c) for c in read_catalogue_info(extend).get("columns", [])):
                 if n in old.column_names:

@@ -35,8 +35,13 @@ def _scope(t: pa.Table, cols: list[str], column: str | None, value: str | None, 
     scope = pa.repeat(True, t.num_rows)
     value, q = (value or "").strip(), (q or "").strip()  # a space typed or pasted around it
     if column and value and column in cols:  # no value yet: the column alone filters nothing
-        cells = pc.utf8_lower(pc.utf8_trim_whitespace(t.column(stored_name(column)).cast(pa.string())))
-        scope = pc.and_(scope, pc.fill_null(pc.equal(cells, value.lower()), False))
+        # in one Unicode form: a Mac's catalogue writes é as e and its accent (NFD), a value
+        # typed or picked is one character (NFC); "Crèche" found nothing
+        import unicodedata
+
+        cells = pc.utf8_lower(pc.utf8_normalize(pc.utf8_trim_whitespace(
+            t.column(stored_name(column)).cast(pa.string())), "NFC"))
+        scope = pc.and_(scope, pc.fill_null(pc.equal(cells, unicodedata.normalize("NFC", value).lower()), False))
     if q:
         q = _fold(q)
         hit = pa.repeat(False, t.num_rows)
@@ -201,10 +206,10 @@ def _order(col: pa.ChunkedArray, desc: bool) -> pa.Array:
         return pc.sort_indices(col, sort_keys=[("x", "descending" if desc else "ascending")])
     vals = col.to_pylist()
 
-    def key(i: int):
+    def key(i: int):  # by letters without their accents first ("Église" among the E's, not after Z)
         v = vals[i]
-        parts = re.split(r"(\d+)", v.casefold()) if v else []
-        return [(0, int(p), "") if p.isdecimal() else (1, 0, p) for p in parts if p]
+        parts = re.split(r"(\d+)", _fold(v).translate(_LETTERS).casefold()) if v else []
+        return [(0, int(p), "") if p.isdecimal() else (1, 0, p) for p in parts if p], v
 
     filled = sorted((i for i, v in enumerate(vals) if v not in (None, "")), key=key, reverse=desc)
     return pa.array(filled + [i for i, v in enumerate(vals) if v in (None, "")], pa.int64())
@@ -221,6 +226,11 @@ def _with_manifest_cells(t: pa.Table, manifest: str, info: dict) -> tuple[pa.Tab
     for n, cells in cells_now(manifest, t.column("image_id"), {n: t.column(n) for n in names}).items():
         t = t.set_column(t.column_names.index(n), n, cells)
     return t, info
+
+
+# letters Unicode does not write as a base letter and an accent: sorted as the base letter
+_LETTERS = str.maketrans({"ł": "l", "Ł": "L", "ø": "o", "Ø": "O", "đ": "d", "Đ": "D", "ß": "ss",
+                          "æ": "ae", "Æ": "AE", "œ": "oe", "Œ": "OE", "ı": "i"})
 
 
 def _fold(text: str) -> str:

@@ -7,8 +7,9 @@ const S = {
   filter: "all", column: "", value: "", sort: "", desc: false, q: "", page: 0,
   rows: [], cur: 0, selected: new Set(), view: false, hintMode: false, slider: false,
   review: null, row: null, automatic: false, compare: false, hints: [], curHint: -1, undo: [], recent: [], previewTimer: null, previewGen: 0, viewGen: 0,
-  saving: Promise.resolve(), broken: new Set(), gridScroll: 0,
+  saving: Promise.resolve(), broken: new Set(), gridScroll: 0, names: {},
 };
+const nameOf = (id) => S.names[id] || id;
 const $ = (id) => document.getElementById(id);
 // Text put into HTML: a value from a file (a journal, a results row) is never markup.
 const esc = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
@@ -202,6 +203,7 @@ function renderGrid(quiet = false) {
   const pairs = new Map([...g.querySelectorAll(".card")].map((c) => [c.dataset.pictures, c.querySelector(".pair")]));
   g.innerHTML = "";
   S.rows.forEach((r, i) => {
+    S.names[r.image_id] = label(r);  // said by name once its card has left the rows (an undo)
     const c = document.createElement("div");
     c.className = "card" + (i === S.cur ? " cur" : "") + (S.selected.has(r.image_id) ? " sel" : "");
     c.dataset.id = r.image_id;
@@ -337,12 +339,19 @@ function fill(d) {
 // kept by run --hinted): the curator judges the hints against it, and takes them away to go back.
 function showBefore() {
   const auto = S.compare && S.automatic;
+  $("before").hidden = false;
   $("before").src = img(S.row, auto ? "automatic" : "source", viewW());
   $("slider-before").src = $("before").src;
   $("before-cap").textContent = auto ? "before: the automatic colour (without hints)" : "before";
   $("compare").hidden = !S.automatic;
   $("compare").setAttribute("aria-pressed", String(auto));
 }
+// a source that cannot be shown (an unreadable scan, the error row's): said, not a broken picture
+$("before").addEventListener("error", () => {
+  if (!$("before").getAttribute("src")) return;
+  $("before").hidden = true;
+  $("before-cap").textContent = "before: the scan cannot be shown" + (S.row && S.row.error ? ` (${S.row.error})` : "");
+});
 function toggleCompare() {
   if (!S.view) return;
   if (!S.automatic) { say("no automatic colour to compare: this output was not made with hints"); return; }
@@ -452,7 +461,7 @@ function conflict(kind, mine, id, now) {
   const was = kind === "hints" ? "were" : "was";
   if (!S.view || S.row.image_id !== id) {  // which image: the grid has moved on from it
     const r = S.rows.find((x) => x.image_id === id);
-    say(`NOT saved: the ${kind} of ${r ? label(r) : id} ${was} changed elsewhere meanwhile`);
+    say(`NOT saved: the ${kind} of ${r ? label(r) : nameOf(id)} ${was} changed elsewhere meanwhile`);
     return;
   }
   S.review = { ...now, image_id: id, rev: { ...(now.rev || {}) } };
@@ -735,7 +744,7 @@ async function undo() {
   }
   // another image's edit: said by name; the view keeps its place (next/previous walk on from it)
   const r = S.rows.find((x) => x.image_id === u.id);
-  say(`undone: the ${u.kind} of ${r ? label(r) : u.id}`);
+  say(`undone: the ${u.kind} of ${r ? label(r) : nameOf(u.id)}`);
   if (S.view) refreshCounts(); else loadPage();
 }
 

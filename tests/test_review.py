@@ -1869,3 +1869,49 @@ def test_an_unreadable_scan_is_said_in_the_image_view_not_a_broken_picture(tmp_p
     finally:
         p.terminate()
         p.wait()
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
+def test_another_curators_edit_meanwhile_is_kept_by_a_series_undo_and_a_note_being_typed(job, tmp_path):
+    """A curator's trial: u on a series one of whose images another curator had given hints
+    since said "undone" for all and used the step up; a note typed on after a refusal became the
+    other curator's text with the tail of one's own."""
+    pw = pytest.importorskip("playwright.sync_api")
+    out = fresh_copy(job, tmp_path)
+    hint = {"x": 10, "y": 10, "L": 50, "a": 30, "b": 20}
+    p, url = start_server(out, "--reviewer", "anna")
+    try:
+        with pw.sync_playwright() as play:
+            b = play.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            page = b.new_page(bypass_csp=True)
+            page.goto(url)
+            page.wait_for_selector(".card img")
+            ids = page.evaluate("S.rows.slice(0, 3).map((r) => r.image_id)")
+            reviews.Journal(out, "anna").record(ids[0], "hints", [hint])
+            for k in (1, 2):
+                page.evaluate(f"S.cur = {k}")
+                page.keyboard.press(" ")
+            page.evaluate("S.cur = 0")
+            page.keyboard.press("Enter")
+            page.wait_for_function("S.view && S.filled === S.viewGen && S.hints.length == 1")
+            page.click("#apply-series")
+            page.wait_for_function("document.getElementById('saved').textContent.startsWith('saved: 1 hint added to 2 images')")
+            ben = {**hint, "x": 20, "a": -30}
+            reviews.Journal(out, "ben").record(ids[2], "hints", [*reviews.Journal(out).state()[ids[2]]["hints"], ben])
+            page.keyboard.press("u")
+            page.wait_for_function("document.getElementById('status').textContent.startsWith('NOT all undone')")
+            state = reviews.Journal(out).state()
+            assert state[ids[1]]["hints"] == [] and len(state[ids[2]]["hints"]) == 2  # ben's kept, and the one before
+            page.keyboard.press("u")  # asked twice: this page's back over it, knowingly
+            page.wait_for_function("document.getElementById('status').textContent.startsWith('undone: the hints added to 1 image')")
+            assert reviews.Journal(out).state()[ids[2]]["hints"] == []
+            reviews.Journal(out, "ben").record(ids[0], "note", "Bridge railings green.")
+            page.focus("#note")
+            page.keyboard.insert_text("Stone is ochre")
+            want = "Bridge railings green.\nStone is ochre"
+            assert journal_note(out, ids[0], want) == want
+            assert page.inner_text("#status").startswith("NOT saved as typed: the note was changed by ben")
+            b.close()
+    finally:
+        p.terminate()
+        p.wait()

@@ -25,11 +25,13 @@ async function getJSON(path) {
 }
 // What the page says of an edit: beside the verdict in the image view, in the header always.
 function say(text) {
-  // a refusal is not hidden at once by the next edit's "saved" (keys pressed on in the grid)
-  if ((text === "saving…" || text.endsWith(" saved")) && Date.now() < (S.refusalShown || 0)) return;
-  if (text.startsWith("NOT")) S.refusalShown = Date.now() + 8000;
+  // a refusal is not hidden at once by the next edit's "saved" (keys pressed on in the grid): it
+  // stays first, the next edit's word after it
+  const routine = text === "saving…" || text.endsWith(" saved");
+  if (routine && Date.now() < (S.refusalShown || 0)) text = `${S.refusalText} — then: ${text}`;
+  else if (text.startsWith("NOT")) { S.refusalShown = Date.now() + 8000; S.refusalText = text; }
   clearTimeout(S.sayTimer);  // "saved" fades after a while, so it never speaks of an old edit;
-  if (!text.startsWith("NOT")) S.sayTimer = setTimeout(() => { $("status").textContent = ""; }, 8000);
+  if (!text.startsWith("NOT")) S.sayTimer = setTimeout(() => { $("status").textContent = $("status").title = ""; }, 8000);
   $("status").textContent = text;  // a refusal stays until the next message
   $("status").title = text;
   $("status").classList.toggle("bad", text.startsWith("NOT"));
@@ -278,16 +280,31 @@ async function openView() {
   // This image's at once, as its card knows it, until its answer comes: a verdict or a note
   // keyed straight after j went to the image before (the view still its), and a note's first
   // letters were overwritten when the answer came
+  // letters were overwritten when the answer came. Its pictures and title too (the last image's
+  // were judged by the keys meanwhile); hints, a cross, the automatic colour wait for the answer.
   S.row = { ...r };
   S.review = { verdict: r.verdict, note: r.note, hints: [], image_id: r.image_id, rev: { ...(r.rev || {}) } };
-  $("note").value = r.note || "";
+  S.hints = [];
+  S.curHint = -1;
+  S.cross = null;
+  S.automatic = false;
+  renderHints();
+  $("note").value = S.noteSaved = r.note || "";
+  $("title").textContent = label(r);
+  $("after").src = $("slider-after").src = r.status === "ok" ? img(r, "output", viewW()) : "";
+  showBefore();
   showVerdict();
   let d;
   for (;;) {  // an edit still leaving, or keyed meanwhile: its answer first, then the state it made
     const sv = S.saving;
     await sv;
     if (vg !== S.viewGen) return;
-    d = await getJSON("/api/image/" + encodeURIComponent(r.image_id));
+    try {
+      d = await getJSON("/api/image/" + encodeURIComponent(r.image_id));
+    } catch (e) {  // the server away: said; the next j, k or Enter asks again
+      if (vg === S.viewGen) say(`NOT shown in full: the review server does not answer (${e.message})`);
+      return;
+    }
     if (vg !== S.viewGen) return;
     if (sv === S.saving) break;
   }
@@ -311,8 +328,14 @@ async function openView() {
 function fill(d) {
   // a note being typed (begun before the answer came) is the curator's: kept, and saved
   const typing = document.activeElement === $("note") && (S.noteTimer || $("note").value !== ((S.review || {}).note || ""));
+  const was = S.review;
   S.row = d.row;
   S.review = { ...d.review, image_id: d.row.image_id, rev: { ...(d.review.rev || {}) } };
+  if (typing && was && was.image_id === d.row.image_id) {  // the box's note, on the edit it was made
+    // on: its save is checked against that (another curator's since: refused, and merged)
+    S.review.note = was.note;
+    S.review.rev.note = (was.rev || {}).note;
+  }
   S.hints = (d.review.hints || []).map((h) => ({ ...h }));
   S.curHint = -1;
   S.cross = null;  // the last image's place is not this one's (a hint off its picture was refused)
@@ -327,7 +350,7 @@ function fill(d) {
   $("slider-after").src = canvas;
   $("after-cap").textContent = d.row.status === "ok" ? "after" :
     `no output: ${d.row.error || d.row.status}` + (canvas ? " · hints go on the source" : "");
-  if (!typing) $("note").value = d.review.note || "";
+  if (!typing) $("note").value = S.noteSaved = d.review.note || "";
   showVerdict();
   renderHints();
   renderMeta(d);
@@ -350,10 +373,16 @@ function showBefore() {
 $("before").addEventListener("error", () => {
   if (!$("before").getAttribute("src")) return;
   $("before").hidden = true;
-  $("before-cap").textContent = "before: the scan cannot be shown" + (S.row && S.row.error ? ` (${S.row.error})` : "");
+  $("before-cap").textContent = $("before").src.includes("/automatic?") ? "before: the automatic colour cannot be shown"
+    : "before: the scan cannot be shown" + (S.row && S.row.status === "error" && S.row.error ? ` (${S.row.error})` : "");
 });
+$("before").addEventListener("load", () => { $("before").hidden = false; });  // (a moment's failure passed)
+// The view's hints, its automatic colour and its preview are this image's once its answer has
+// come: until then (j pressed a moment ago) they were the last image's, and an edit of them
+// went onto this one
+const filled = () => S.view && S.filled === S.viewGen;
 function toggleCompare() {
-  if (!S.view) return;
+  if (!filled()) return;
   if (!S.automatic) { say("no automatic colour to compare: this output was not made with hints"); return; }
   S.compare = !S.compare;
   showBefore();
@@ -428,7 +457,10 @@ async function send(id, kind, value, ids, force, baseOf) {
   // (none of this page's: made on none, never sent unchecked over another's)
   if (one && force === true) body.base = own ?? null;  // "over": asked twice, no base
   // a note saves at each pause in typing: said beside it, not announced every time
-  const tell = kind === "note" && one ? (t) => { $("saved").textContent = t; } : say;
+  const tell = kind === "note" && one ? (t) => {  // (after a refusal just said: beside it, not over it)
+    const keep = Date.now() < (S.refusalShown || 0) ? $("saved").textContent.split(" — ")[0] + " — " : "";
+    $("saved").textContent = keep + t;
+  } : say;
   tell("saving…");
   let r;
   try {  // keepalive: a note's save sent as the tab closes or reloads still reaches the server
@@ -446,8 +478,11 @@ async function send(id, kind, value, ids, force, baseOf) {
   S.lastRev = S.lastRev || {};
   at.forEach((i, k) => {
     if (S.review && S.review.image_id === i && S.review.rev) S.review.rev[kind] = d.events[k];
-    const row = S.rows.find((r) => r.image_id === i);  // its card: the next key on it is made on this
+    // its card: the next key on it, or the view opened on it again, starts from this
+    const row = S.rows.find((r) => r.image_id === i);
     if (row) row.rev = { ...(row.rev || {}), [kind]: d.events[k] };
+    if (row && one && kind !== "hints") row[kind] = value;
+    if (kind === "note" && one && S.row && S.row.image_id === i) S.noteSaved = value || "";
     S.lastRev[i] = { ...(S.lastRev[i] || {}), [kind]: d.events[k] };  // this page's own edit
   });
   tell(`${kind} saved`);
@@ -458,21 +493,33 @@ async function send(id, kind, value, ids, force, baseOf) {
 function conflict(kind, mine, id, now) {
   S.refused = (S.refused || 0) + 1;
   S.refusedOf = { ...(S.refusedOf || {}), [id]: refusals(id) + 1 };
+  const card = S.rows.find((x) => x.image_id === id);  // what its card starts from now: theirs
+  if (card) Object.assign(card, { verdict: now.verdict, note: now.note, rev: { ...(now.rev || {}) } });
   const was = kind === "hints" ? "were" : "was";
   if (!S.view || S.row.image_id !== id) {  // which image: the grid has moved on from it
     const r = S.rows.find((x) => x.image_id === id);
     say(`NOT saved: the ${kind} of ${r ? label(r) : nameOf(id)} ${was} changed elsewhere meanwhile`);
     return;
   }
+  const from = S.noteSaved || "";  // the note as this page last knew it saved: the box began from it
+  S.noteSaved = now.note || "";
   S.review = { ...now, image_id: id, rev: { ...(now.rev || {}) } };
   S.hints = (now.hints || []).map((h) => ({ ...h }));
   S.curHint = -1;
   // a note being typed: theirs, then what is being typed, both in the box (the curator typing on
   // over theirs alone made a note of their text and the tail of one's own), saved as it stands
+  // (only what was typed over the note it began from, and not again where theirs holds it: two
+  // curators typing at once copied both texts at every round)
   const typing = kind === "note" && document.activeElement === $("note");
-  const typed = $("note").value;
-  $("note").value = typing && now.note ? `${now.note}\n${typed}` : typing ? typed : now.note || "";
-  if (typing) { clearTimeout(S.noteTimer); S.noteTimer = setTimeout(saveNote, 400); }
+  const typed = $("note").value, added = typed.startsWith(from) ? typed.slice(from.length).trim() : typed;
+  const theirs = now.note || "";
+  $("note").value = !typing ? theirs : !added || theirs.includes(added) ? theirs : theirs ? `${theirs}\n${added}` : added;
+  if (typing) {
+    clearTimeout(S.noteTimer);
+    S.noteTimer = setTimeout(saveNote, 400);
+    const u = S.undo.findLast((x) => x.id === id && x.kind === "note");  // u goes back to theirs
+    if (u && S.noteUndo) u.value = now.note ?? null;
+  }
   showVerdict();
   renderHints();
   if (S.hints.length) preview();
@@ -524,7 +571,7 @@ function swatch(hex) {
 
 function pickColour(hex) {
   $("picker").value = hex;
-  if (S.curHint >= 0) {
+  if (S.curHint >= 0 && filled()) {
     const lab = srgbToLab(hex);
     Object.assign(S.hints[S.curHint], lab);
     hintsChanged();
@@ -608,6 +655,7 @@ function addHint(point) {
 }
 
 function dropHint() {
+  if (!filled() || S.curHint < 0) return;
   S.undo.push({ id: S.row.image_id, kind: "hints", value: S.hints.map((h) => ({ ...h })) });
   S.hints.splice(S.curHint, 1);
   S.curHint = -1;
@@ -640,6 +688,7 @@ function toggleHintMode() {
 function startDrag(e, i) {
   e.stopPropagation();
   e.preventDefault();
+  if (!filled()) return;
   S.curHint = i;
   S.dragging = true;
   const before = S.hints.map((h) => ({ ...h }));
@@ -696,6 +745,7 @@ async function preview() {
 }
 
 async function applySeries() {
+  if (!filled()) return;
   const ids = [...S.selected];
   if (!ids.length) { say("no images selected: select them in the grid or with Space, then apply"); return; }
   if (!S.hints.length) { say("no hints to apply: place this image's hints first"); return; }
@@ -714,17 +764,22 @@ async function undo() {
   const u = S.undo.pop();
   if (!u) { say("nothing to undo: this page has no edit left to take back"); return; }
   if (u.kind === "series") {
-    const left = {};  // refused (another curator's hints since): the next u puts these back over
+    // refused (another curator's hints since): the next u puts these back over them, knowingly;
+    // not sent (the server away): the next u tries again as it was
+    const left = {}, unsent = {};
     for (const [id, value] of Object.entries(u.before)) {
-      if (!await save("hints", value, undefined, u.over ? "over" : true, id)) left[id] = value;
+      const was = refusals(id);
+      if (!await save("hints", value, undefined, u.over ? "over" : true, id)) (refusals(id) !== was ? left : unsent)[id] = value;
     }
-    const n = Object.keys(u.before).length, k = Object.keys(left).length;
-    if (k) {
-      S.undo.push({ kind: "series", before: left, over: true });
-      say(`NOT all undone: the hints added to ${plural(n - k, "image")} taken back; ${plural(k, "image")} ` +
-        "changed since by another curator keep them: press u again to put back what this page had over it");
+    const n = Object.keys(u.before).length, k = Object.keys(left).length, m = Object.keys(unsent).length;
+    if (m) S.undo.push({ kind: "series", before: unsent, over: u.over });
+    if (k) S.undo.push({ kind: "series", before: left, over: true });
+    if (k || m) {
+      say(`NOT all undone: the hints added to ${plural(n - k - m, "image")} taken back` +
+        (k ? `; ${plural(k, "image")} changed since by another curator keep them (u again puts back this page's over them)` : "") +
+        (m ? `; ${plural(m, "image")} not reached (the server did not answer: u again tries again)` : ""));
     } else say(`undone: the hints added to ${plural(n, "image")}`);
-    if (S.view && S.row.image_id in u.before && !(S.row.image_id in left)) {
+    if (S.view && S.row.image_id in u.before && !(S.row.image_id in left) && !(S.row.image_id in unsent)) {
       S.hints = u.before[S.row.image_id].map((h) => ({ ...h }));
       S.review.hints = u.before[S.row.image_id];
       renderHints();
@@ -789,8 +844,8 @@ $("picker").addEventListener("change", (e) => {
   pickColour(e.target.value);
   if (S.byPointer) e.target.blur();
 });
-$("preview-btn").onclick = preview;
-$("clear-hints").onclick = () => { S.undo.push({ id: S.row.image_id, kind: "hints", value: S.hints }); S.hints = []; S.curHint = -1; hintsChanged(false); };
+$("preview-btn").onclick = () => { if (filled()) preview(); };
+$("clear-hints").onclick = () => { if (!filled()) return; S.undo.push({ id: S.row.image_id, kind: "hints", value: S.hints }); S.hints = []; S.curHint = -1; hintsChanged(false); };
 $("apply-series").onclick = applySeries;
 $("hint-mode").onclick = toggleHintMode;
 $("keys-on").checked = localStorage.getItem("colorize-keys") !== "off";
@@ -990,7 +1045,7 @@ async function poll() {
     S.review = { ...d.review, image_id: id, rev: { ...now } };
     S.hints = (d.review.hints || []).map((h) => ({ ...h }));
     S.curHint = -1;
-    if (changed.includes("note")) $("note").value = d.review.note || "";
+    if (changed.includes("note")) $("note").value = S.noteSaved = d.review.note || "";
     showVerdict();
     renderHints();
     if (changed.includes("hints")) {

@@ -2,6 +2,7 @@
 nothing, the review server's safety, hinted images coloured again through the pipeline, and a
 curator's session in a real browser."""
 
+import contextlib
 import hashlib
 import http.client
 import io
@@ -506,6 +507,33 @@ def start_server(out: Path, *extra) -> tuple[subprocess.Popen, str]:
     m = re.search(r"http://127\.0\.0\.1:\d+/\?t=\S+", line)
     assert m, line
     return p, m[0]
+
+
+def slow_answers(when: str, ms: int) -> str:
+    """A page's init script: the answers to its requests for which `when` holds (JavaScript, of
+    url and opts) come `ms` late, as a loaded server's would; the request itself leaves at once."""
+    return ("{ const fetch0 = window.fetch; window.fetch = async (url, opts, ...rest) => { "
+            f"const r = await fetch0(url, opts, ...rest); if ({when}) await new Promise((ok) => "
+            f"setTimeout(ok, {ms})); return r; }}; }}")
+
+
+@contextlib.contextmanager
+def review_page(out: Path, *server_args: str, init: str | None = None):
+    """A review server over OUTDIR and a Chromium page on it (init: a script run before the
+    page's own, e.g. slow_answers): (page, url); the browser and the server closed after."""
+    pw = pytest.importorskip("playwright.sync_api")
+    p, url = start_server(out, *server_args)
+    try:
+        with pw.sync_playwright() as play:
+            b = play.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            page = b.new_page(bypass_csp=True)
+            if init:
+                page.add_init_script(init)
+            yield page, url
+            b.close()
+    finally:
+        p.terminate()
+        p.wait()
 
 
 def test_the_browser_is_opened_without_the_key_on_its_command_line(job, tmp_path):
@@ -1351,14 +1379,7 @@ def test_a_curator_reviews_with_the_keyboard_alone(job, tmp_path):
 
 
 # the answers for one filter come back late, as a slow query on a big archive's would
-SLOW_REJECTED = """
-const fetch0 = window.fetch;
-window.fetch = async (url, ...rest) => {
-  const r = await fetch0(url, ...rest);
-  if (String(url).includes("filter=rejected")) await new Promise((ok) => setTimeout(ok, 1200));
-  return r;
-};
-"""
+SLOW_REJECTED = slow_answers('String(url).includes("filter=rejected")', 1200)
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
@@ -1366,49 +1387,31 @@ def test_a_filter_left_before_its_answer_came_takes_neither_the_grid_nor_the_foc
     """The CI's keyboard trial failed once: the answer for a filter pressed a moment before came
     back after the curator had tabbed to the next, and took the focus back to the first (Enter then
     pressed it again); an answer older than the next one drew its rows under the newer filter."""
-    pw = pytest.importorskip("playwright.sync_api")
     out = fresh_copy(job, tmp_path)
-    p, url = start_server(out)
     pressed = "document.querySelector('#filters .on').dataset.filter"
-    try:
-        with pw.sync_playwright() as play:
-            b = play.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-            page = b.new_page(bypass_csp=True)
-            page.add_init_script(SLOW_REJECTED)
-            page.goto(url)
-            page.wait_for_selector(".card img")
-            page.keyboard.press("x")  # one rejected: that filter lists 1 image, "all" 12
-            page.wait_for_function("S.counts.rejected == 1")
-            page.focus("#filters button[data-filter=rejected]")
-            page.keyboard.press("Enter")
-            page.focus("#filters button[data-filter=all]")  # tabbed on before the answer came
-            page.wait_for_function(f"{pressed} == 'rejected'")
-            assert page.evaluate("document.activeElement.dataset.filter") == "all"
-            page.keyboard.press("Enter")
-            page.wait_for_function(f"{pressed} == 'all' && S.rows.length == 12")
-            page.focus("#filters button[data-filter=rejected]")
-            page.keyboard.press("Enter")  # its answer comes after the next press's
-            page.focus("#filters button[data-filter=all]")
-            page.keyboard.press("Enter")
-            time.sleep(2)
-            assert page.evaluate(f"[S.filter, S.rows.length, {pressed}]") == ["all", 12, "all"]
-            assert "f=" not in page.url
-            b.close()
-    finally:
-        p.terminate()
-        p.wait()
+    with review_page(out, init=SLOW_REJECTED) as (page, url):
+        page.goto(url)
+        page.wait_for_selector(".card img")
+        page.keyboard.press("x")  # one rejected: that filter lists 1 image, "all" 12
+        page.wait_for_function("S.counts.rejected == 1")
+        page.focus("#filters button[data-filter=rejected]")
+        page.keyboard.press("Enter")
+        page.focus("#filters button[data-filter=all]")  # tabbed on before the answer came
+        page.wait_for_function(f"{pressed} == 'rejected'")
+        assert page.evaluate("document.activeElement.dataset.filter") == "all"
+        page.keyboard.press("Enter")
+        page.wait_for_function(f"{pressed} == 'all' && S.rows.length == 12")
+        page.focus("#filters button[data-filter=rejected]")
+        page.keyboard.press("Enter")  # its answer comes after the next press's
+        page.focus("#filters button[data-filter=all]")
+        page.keyboard.press("Enter")
+        time.sleep(2)
+        assert page.evaluate(f"[S.filter, S.rows.length, {pressed}]") == ["all", 12, "all"]
+        assert "f=" not in page.url
 
 
 # the server's answers to edits come back late (a loaded machine), the edits themselves at once
-SLOW_EDITS = """
-const fetch1 = window.fetch;
-window.fetch = async (url, opts, ...rest) => {
-  const r = await fetch1(url, opts, ...rest);
-  if (String(url).startsWith("/api/review") && opts && opts.method === "POST")
-    await new Promise((ok) => setTimeout(ok, 1500));
-  return r;
-};
-"""
+SLOW_EDITS = slow_answers('String(url).startsWith("/api/review") && opts && opts.method === "POST"', 1500)
 
 
 def journal_note(out: Path, image_id: str, want: str, wait: float = 15.0) -> str | None:
@@ -1426,89 +1429,63 @@ def test_verdicts_keyed_faster_than_the_server_answers_judge_one_card_each(job, 
     card twice and left the second unjudged, the cursor then past it; a note still being saved
     as the tab reloaded lost the words typed after it (both the reload's send and its resend
     were refused as made on an older note)."""
-    pw = pytest.importorskip("playwright.sync_api")
     out = fresh_copy(job, tmp_path)
-    p, url = start_server(out, "--reviewer", "anna")
-    try:
-        with pw.sync_playwright() as play:
-            b = play.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-            page = b.new_page(bypass_csp=True)
-            page.add_init_script(SLOW_EDITS)
-            page.goto(url)
-            page.wait_for_selector(".card img")
-            ids = page.evaluate("S.rows.slice(0, 3).map((r) => r.image_id)")
+    with review_page(out, "--reviewer", "anna", init=SLOW_EDITS) as (page, url):
+        page.goto(url)
+        page.wait_for_selector(".card img")
+        ids = page.evaluate("S.rows.slice(0, 3).map((r) => r.image_id)")
+        page.keyboard.press("x")
+        page.keyboard.press("x")
+        page.evaluate("S.saving.then(() => S.loading)")  # both answered, the grid drawn again
+        state = reviews.Journal(out).state()
+        assert [(state.get(i) or {}).get("verdict") for i in ids] == ["rejected", "rejected", None]
+        assert page.evaluate("[S.rows[S.cur].image_id, S.counts.rejected]") == [ids[2], 2]
+        page.keyboard.press("Enter")  # the third image: a note, still on its way as the tab reloads
+        page.wait_for_function("S.view && S.filled === S.viewGen && S.review")
+        page.focus("#note")
+        page.keyboard.insert_text("red coat")
+        page.wait_for_function("document.getElementById('saved').textContent == 'saving\u2026'")  # sent; no answer yet
+        page.keyboard.insert_text(", blue sky")
+        page.reload()
+        assert journal_note(out, ids[2], "red coat, blue sky") == "red coat, blue sky"
+        page.wait_for_function("S.view && S.filled === S.viewGen && S.review")
+        assert page.input_value("#note") == "red coat, blue sky"
+        # keyed on over a card another curator judged since the grid showed it: that one is
+        # refused and named (it went without the edit it was made on, and overwrote theirs)
+        page.keyboard.press("Escape")
+        page.wait_for_function("!S.view && document.activeElement.classList.contains('cur')")
+        ids = page.evaluate("S.rows.slice(S.cur, S.cur + 3).map((r) => r.image_id)")
+        reviews.Journal(out, "ben").record(ids[1], "verdict", "accepted")
+        for _ in range(3):
             page.keyboard.press("x")
-            page.keyboard.press("x")
-            page.evaluate("S.saving.then(() => S.loading)")  # both answered, the grid drawn again
-            state = reviews.Journal(out).state()
-            assert [(state.get(i) or {}).get("verdict") for i in ids] == ["rejected", "rejected", None]
-            assert page.evaluate("[S.rows[S.cur].image_id, S.counts.rejected]") == [ids[2], 2]
-            page.keyboard.press("Enter")  # the third image: a note, still on its way as the tab reloads
-            page.wait_for_function("S.view && S.filled === S.viewGen && S.review")
-            page.focus("#note")
-            page.keyboard.insert_text("red coat")
-            page.wait_for_function("document.getElementById('saved').textContent == 'saving\u2026'")  # sent; no answer yet
-            page.keyboard.insert_text(", blue sky")
-            page.reload()
-            assert journal_note(out, ids[2], "red coat, blue sky") == "red coat, blue sky"
-            page.wait_for_function("S.view && S.filled === S.viewGen && S.review")
-            assert page.input_value("#note") == "red coat, blue sky"
-            # keyed on over a card another curator judged since the grid showed it: that one is
-            # refused and named (it went without the edit it was made on, and overwrote theirs)
-            page.keyboard.press("Escape")
-            page.wait_for_function("!S.view && document.activeElement.classList.contains('cur')")
-            ids = page.evaluate("S.rows.slice(S.cur, S.cur + 3).map((r) => r.image_id)")
-            reviews.Journal(out, "ben").record(ids[1], "verdict", "accepted")
-            for _ in range(3):
-                page.keyboard.press("x")
-            page.evaluate("S.saving.then(() => S.loading)")
-            state = reviews.Journal(out).state()
-            assert [(state[i]["verdict"], state[i]["who"]) for i in ids] == [
-                ("rejected", "anna"), ("accepted", "ben"), ("rejected", "anna")]
-            assert page.inner_text("#status").startswith("NOT saved: the verdict of "), page.inner_text("#status")
-            b.close()
-    finally:
-        p.terminate()
-        p.wait()
+        page.evaluate("S.saving.then(() => S.loading)")
+        state = reviews.Journal(out).state()
+        assert [(state[i]["verdict"], state[i]["who"]) for i in ids] == [
+            ("rejected", "anna"), ("accepted", "ben"), ("rejected", "anna")]
+        assert page.inner_text("#status").startswith("NOT saved: the verdict of "), page.inner_text("#status")
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
 def test_an_image_opened_again_before_the_grid_came_back_walks_on_to_the_next(job, tmp_path):
     """Under "not reviewed": judged, Esc and Enter at once (faster than the grid's answer), then
     j skipped an image: the late answer took the judged one out of the rows under the view."""
-    pw = pytest.importorskip("playwright.sync_api")
     out = fresh_copy(job, tmp_path)
-    p, url = start_server(out)
-    try:
-        with pw.sync_playwright() as play:
-            b = play.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-            page = b.new_page(bypass_csp=True)
-            page.add_init_script("""
-const fetch2 = window.fetch;
-window.fetch = async (url, ...rest) => {
-  const r = await fetch2(url, ...rest);
-  if (window.slowGrid && String(url).startsWith("/api/images")) await new Promise((ok) => setTimeout(ok, 1500));
-  return r;
-};""")
-            page.goto(url + "#f=not_reviewed")
-            page.wait_for_selector(".card img")
-            ids = page.evaluate("S.rows.slice(0, 3).map((r) => r.image_id)")
-            page.keyboard.press("Enter")
-            page.wait_for_function(f"S.view && S.filled === S.viewGen && S.review && S.row.image_id == '{ids[0]}'")
-            page.evaluate("window.slowGrid = true")
-            page.keyboard.press("a")
-            page.wait_for_function("document.getElementById('saved').textContent == 'verdict saved'")
-            page.keyboard.press("Escape")
-            page.keyboard.press("Enter")  # the same image again, the grid's answer still to come
-            page.wait_for_function(f"S.view && S.filled === S.viewGen && S.review && S.row.image_id == '{ids[0]}'")
-            page.evaluate("S.loading")  # the grid's answer has come, and was dealt with
-            page.keyboard.press("j")
-            page.wait_for_function("S.view && S.filled === S.viewGen && S.review")
-            assert page.evaluate("S.row.image_id") == ids[1]
-            b.close()
-    finally:
-        p.terminate()
-        p.wait()
+    with review_page(out, init=slow_answers('window.slowGrid && String(url).startsWith("/api/images")', 1500)) as (page, url):
+        page.goto(url + "#f=not_reviewed")
+        page.wait_for_selector(".card img")
+        ids = page.evaluate("S.rows.slice(0, 3).map((r) => r.image_id)")
+        page.keyboard.press("Enter")
+        page.wait_for_function(f"S.view && S.filled === S.viewGen && S.review && S.row.image_id == '{ids[0]}'")
+        page.evaluate("window.slowGrid = true")
+        page.keyboard.press("a")
+        page.wait_for_function("document.getElementById('saved').textContent == 'verdict saved'")
+        page.keyboard.press("Escape")
+        page.keyboard.press("Enter")  # the same image again, the grid's answer still to come
+        page.wait_for_function(f"S.view && S.filled === S.viewGen && S.review && S.row.image_id == '{ids[0]}'")
+        page.evaluate("S.loading")  # the grid's answer has come, and was dealt with
+        page.keyboard.press("j")
+        page.wait_for_function("S.view && S.filled === S.viewGen && S.review")
+        assert page.evaluate("S.row.image_id") == ids[1]
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
@@ -1518,58 +1495,42 @@ def test_keys_in_the_image_view_act_on_the_image_they_follow(job, tmp_path):
     lost the note's first letters to the image's answer; u after a refused verdict put the one
     from before over the other curator's, unseen; a long message wrapped the header, and the
     picture moved under the next click."""
-    pw = pytest.importorskip("playwright.sync_api")
     out = fresh_copy(job, tmp_path)
-    p, url = start_server(out, "--reviewer", "anna")
-    try:
-        with pw.sync_playwright() as play:
-            b = play.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-            page = b.new_page(bypass_csp=True)
-            page.add_init_script("""
-const fetch3 = window.fetch;
-window.fetch = async (url, ...rest) => {
-  const r = await fetch3(url, ...rest);
-  if (window.slowImage && String(url).startsWith("/api/image/")) await new Promise((ok) => setTimeout(ok, 800));
-  return r;
-};""")
-            page.goto(url)
-            page.wait_for_selector(".card img")
-            ids = page.evaluate("S.rows.slice(0, 5).map((r) => r.image_id)")
-            page.keyboard.press("Enter")
-            page.wait_for_function("S.view && S.filled === S.viewGen")
-            page.evaluate("window.slowImage = true")
-            for k in "xjrja":
-                page.keyboard.press(k)
-            page.wait_for_function("S.filled === S.viewGen")
-            page.evaluate("S.saving")
-            state = reviews.Journal(out).state()
-            assert [(state.get(i) or {}).get("verdict") for i in ids[:4]] == ["rejected", "retouch", "accepted", None]
-            page.keyboard.press("j")
-            page.keyboard.press("n")
-            page.keyboard.insert_text("Tram livery maroon")
-            assert journal_note(out, ids[3], "Tram livery maroon") == "Tram livery maroon"
-            page.wait_for_function("S.filled === S.viewGen")
-            assert page.input_value("#note") == "Tram livery maroon"
-            page.evaluate("window.slowImage = false")
-            page.keyboard.press("Escape")  # out of the note
-            page.keyboard.press("Escape")  # back to the grid, on the image it showed
-            page.wait_for_function("!S.view && document.activeElement.classList.contains('cur')")
-            other = page.evaluate("S.rows[S.cur].image_id")
-            reviews.Journal(out, "ben").record(other, "verdict", "rejected")
-            page.keyboard.press("a")
-            page.wait_for_function("document.getElementById('status').textContent.startsWith('NOT saved')")
-            page.keyboard.press("u")  # takes back this page's last saved edit, not the refused one
-            page.evaluate("S.saving")
-            evs = [(e["who"], e["value"]) for e in reviews.Journal(out).events()
-                   if e["image_id"] == other and e["kind"] == "verdict"]
-            assert evs == [("ben", '"rejected"')]  # (the u took back this page's note)
-            high = page.evaluate("document.querySelector('header').offsetHeight")
-            page.evaluate("say('NOT saved: ' + 'a long reason '.repeat(40))")
-            assert page.evaluate("document.querySelector('header').offsetHeight") == high
-            b.close()
-    finally:
-        p.terminate()
-        p.wait()
+    with review_page(out, "--reviewer", "anna", init=slow_answers('window.slowImage && String(url).startsWith("/api/image/")', 800)) as (page, url):
+        page.goto(url)
+        page.wait_for_selector(".card img")
+        ids = page.evaluate("S.rows.slice(0, 5).map((r) => r.image_id)")
+        page.keyboard.press("Enter")
+        page.wait_for_function("S.view && S.filled === S.viewGen")
+        page.evaluate("window.slowImage = true")
+        for k in "xjrja":
+            page.keyboard.press(k)
+        page.wait_for_function("S.filled === S.viewGen")
+        page.evaluate("S.saving")
+        state = reviews.Journal(out).state()
+        assert [(state.get(i) or {}).get("verdict") for i in ids[:4]] == ["rejected", "retouch", "accepted", None]
+        page.keyboard.press("j")
+        page.keyboard.press("n")
+        page.keyboard.insert_text("Tram livery maroon")
+        assert journal_note(out, ids[3], "Tram livery maroon") == "Tram livery maroon"
+        page.wait_for_function("S.filled === S.viewGen")
+        assert page.input_value("#note") == "Tram livery maroon"
+        page.evaluate("window.slowImage = false")
+        page.keyboard.press("Escape")  # out of the note
+        page.keyboard.press("Escape")  # back to the grid, on the image it showed
+        page.wait_for_function("!S.view && document.activeElement.classList.contains('cur')")
+        other = page.evaluate("S.rows[S.cur].image_id")
+        reviews.Journal(out, "ben").record(other, "verdict", "rejected")
+        page.keyboard.press("a")
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('NOT saved')")
+        page.keyboard.press("u")  # takes back this page's last saved edit, not the refused one
+        page.evaluate("S.saving")
+        evs = [(e["who"], e["value"]) for e in reviews.Journal(out).events()
+               if e["image_id"] == other and e["kind"] == "verdict"]
+        assert evs == [("ben", '"rejected"')]  # (the u took back this page's note)
+        high = page.evaluate("document.querySelector('header').offsetHeight")
+        page.evaluate("say('NOT saved: ' + 'a long reason '.repeat(40))")
+        assert page.evaluate("document.querySelector('header').offsetHeight") == high
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
@@ -1842,7 +1803,6 @@ def test_the_preview_colours_at_the_jobs_size_as_its_run_does(tmp_path):
 def test_an_unreadable_scan_is_said_in_the_image_view_not_a_broken_picture(tmp_path, ckpt):
     """A curator's trial: the error row's image view showed a broken-image icon where its
     source should be, and Enter in hint mode said "cross at x -1, y -1 of null x null"."""
-    pw = pytest.importorskip("playwright.sync_api")
     src = tmp_path / "arch"
     src.mkdir()
     Image.new("L", (48, 32), 90).save(src / "a.png")
@@ -1851,24 +1811,16 @@ def test_an_unreadable_scan_is_said_in_the_image_view_not_a_broken_picture(tmp_p
     assert run_cli("scan", src, "-o", man, "-q").returncode == 0
     assert run_cli("run", "--manifest", man, "-o", out, "--checkpoint", ckpt, "--size", "32", "--workers", "1",
                    "-q").returncode == 0
-    p, url = start_server(out)
-    try:
-        with pw.sync_playwright() as play:
-            b = play.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-            page = b.new_page(bypass_csp=True)
-            page.goto(url + "#f=errors")
-            page.wait_for_function("S.rows.length == 1")
-            page.keyboard.press("Enter")
-            page.wait_for_function("S.view && S.filled === S.viewGen")
-            page.wait_for_function("document.getElementById('before').hidden")
-            assert page.inner_text("#before-cap").startswith("before: the scan cannot be shown")
-            page.keyboard.press("h")
-            page.keyboard.press("ArrowRight")
-            assert page.inner_text("#status") == "no picture here to place a hint on"
-            b.close()
-    finally:
-        p.terminate()
-        p.wait()
+    with review_page(out) as (page, url):
+        page.goto(url + "#f=errors")
+        page.wait_for_function("S.rows.length == 1")
+        page.keyboard.press("Enter")
+        page.wait_for_function("S.view && S.filled === S.viewGen")
+        page.wait_for_function("document.getElementById('before').hidden")
+        assert page.inner_text("#before-cap").startswith("before: the scan cannot be shown")
+        page.keyboard.press("h")
+        page.keyboard.press("ArrowRight")
+        assert page.inner_text("#status") == "no picture here to place a hint on"
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
@@ -1876,45 +1828,36 @@ def test_another_curators_edit_meanwhile_is_kept_by_a_series_undo_and_a_note_bei
     """A curator's trial: u on a series one of whose images another curator had given hints
     since said "undone" for all and used the step up; a note typed on after a refusal became the
     other curator's text with the tail of one's own."""
-    pw = pytest.importorskip("playwright.sync_api")
     out = fresh_copy(job, tmp_path)
     hint = {"x": 10, "y": 10, "L": 50, "a": 30, "b": 20}
-    p, url = start_server(out, "--reviewer", "anna")
-    try:
-        with pw.sync_playwright() as play:
-            b = play.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-            page = b.new_page(bypass_csp=True)
-            page.goto(url)
-            page.wait_for_selector(".card img")
-            ids = page.evaluate("S.rows.slice(0, 3).map((r) => r.image_id)")
-            reviews.Journal(out, "anna").record(ids[0], "hints", [hint])
-            for k in (1, 2):
-                page.evaluate(f"S.cur = {k}")
-                page.keyboard.press(" ")
-            page.evaluate("S.cur = 0")
-            page.keyboard.press("Enter")
-            page.wait_for_function("S.view && S.filled === S.viewGen && S.hints.length == 1")
-            page.click("#apply-series")
-            page.wait_for_function("document.getElementById('saved').textContent.startsWith('saved: 1 hint added to 2 images')")
-            ben = {**hint, "x": 20, "a": -30}
-            reviews.Journal(out, "ben").record(ids[2], "hints", [*reviews.Journal(out).state()[ids[2]]["hints"], ben])
-            page.keyboard.press("u")
-            page.wait_for_function("document.getElementById('status').textContent.startsWith('NOT all undone')")
-            state = reviews.Journal(out).state()
-            assert state[ids[1]]["hints"] == [] and len(state[ids[2]]["hints"]) == 2  # ben's kept, and the one before
-            page.keyboard.press("u")  # asked twice: this page's back over it, knowingly
-            page.wait_for_function("document.getElementById('status').textContent.startsWith('undone: the hints added to 1 image')")
-            assert reviews.Journal(out).state()[ids[2]]["hints"] == []
-            reviews.Journal(out, "ben").record(ids[0], "note", "Bridge railings green.")
-            page.focus("#note")
-            page.keyboard.insert_text("Stone is ochre")
-            want = "Bridge railings green.\nStone is ochre"
-            assert journal_note(out, ids[0], want) == want
-            assert page.inner_text("#status").startswith("NOT saved as typed: the note was changed by ben")
-            b.close()
-    finally:
-        p.terminate()
-        p.wait()
+    with review_page(out, "--reviewer", "anna") as (page, url):
+        page.goto(url)
+        page.wait_for_selector(".card img")
+        ids = page.evaluate("S.rows.slice(0, 3).map((r) => r.image_id)")
+        reviews.Journal(out, "anna").record(ids[0], "hints", [hint])
+        for k in (1, 2):
+            page.evaluate(f"S.cur = {k}")
+            page.keyboard.press(" ")
+        page.evaluate("S.cur = 0")
+        page.keyboard.press("Enter")
+        page.wait_for_function("S.view && S.filled === S.viewGen && S.hints.length == 1")
+        page.click("#apply-series")
+        page.wait_for_function("document.getElementById('saved').textContent.startsWith('saved: 1 hint added to 2 images')")
+        ben = {**hint, "x": 20, "a": -30}
+        reviews.Journal(out, "ben").record(ids[2], "hints", [*reviews.Journal(out).state()[ids[2]]["hints"], ben])
+        page.keyboard.press("u")
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('NOT all undone')")
+        state = reviews.Journal(out).state()
+        assert state[ids[1]]["hints"] == [] and len(state[ids[2]]["hints"]) == 2  # ben's kept, and the one before
+        page.keyboard.press("u")  # asked twice: this page's back over it, knowingly
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('undone: the hints added to 1 image')")
+        assert reviews.Journal(out).state()[ids[2]]["hints"] == []
+        reviews.Journal(out, "ben").record(ids[0], "note", "Bridge railings green.")
+        page.focus("#note")
+        page.keyboard.insert_text("Stone is ochre")
+        want = "Bridge railings green.\nStone is ochre"
+        assert journal_note(out, ids[0], want) == want
+        assert page.inner_text("#status").startswith("NOT saved as typed: the note was changed by ben")
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
@@ -1922,53 +1865,37 @@ def test_an_image_opened_a_moment_ago_is_edited_on_what_it_is_not_the_last_ones(
     """A review of the view's first moment (j pressed, its answer not yet come): the note typed
     then was saved over another curator's unseen; the note shown came from the grid's rows, older
     than this page's own saves; the last image's hints could be deleted onto this one."""
-    pw = pytest.importorskip("playwright.sync_api")
     out = fresh_copy(job, tmp_path)
-    p, url = start_server(out, "--reviewer", "anna")
     hint = {"x": 10, "y": 10, "L": 50, "a": 30, "b": 20}
-    try:
-        with pw.sync_playwright() as play:
-            b = play.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-            page = b.new_page(bypass_csp=True)
-            page.add_init_script("""
-const fetch4 = window.fetch;
-window.fetch = async (url, ...rest) => {
-  const r = await fetch4(url, ...rest);
-  if (window.slowImage && String(url).startsWith("/api/image/")) await new Promise((ok) => setTimeout(ok, 800));
-  return r;
-};""")
-            page.goto(url)
-            page.wait_for_selector(".card img")
-            ids = page.evaluate("S.rows.slice(0, 3).map((r) => r.image_id)")
-            reviews.Journal(out, "anna").record(ids[0], "hints", [hint])
-            page.keyboard.press("Enter")
-            page.wait_for_function("S.view && S.filled === S.viewGen && S.hints.length == 1")
-            page.evaluate("S.curHint = 0; window.slowImage = true")
-            page.keyboard.press("j")
-            page.keyboard.press("Delete")  # the last image's hint, still on the screen: nothing
-            page.wait_for_function("S.filled === S.viewGen")
-            page.evaluate("S.saving")
-            state = reviews.Journal(out).state()
-            assert len(state[ids[0]]["hints"]) == 1
-            assert not [e for e in reviews.Journal(out).events() if e["image_id"] == ids[1] and e["kind"] == "hints"]
-            page.focus("#note")
-            page.keyboard.insert_text("first")
-            assert journal_note(out, ids[1], "first") == "first"
-            page.keyboard.press("Escape")
-            page.keyboard.press("j")
-            page.keyboard.press("k")  # back, at once: its note as this page saved it, not the grid's
-            assert page.input_value("#note") == "first"
-            page.wait_for_function("S.filled === S.viewGen")
-            reviews.Journal(out, "ben").record(ids[2], "note", "Bridge railings green.")
-            page.keyboard.press("j")
-            page.keyboard.press("n")
-            page.keyboard.insert_text("Stone is ochre")  # before its answer: made on the grid's note
-            page.evaluate("clearTimeout(S.noteTimer); S.noteTimer = setTimeout(saveNote, 1e9)")  # still typing
-            page.wait_for_function("S.filled === S.viewGen")  # the answer came meanwhile
-            page.evaluate("saveNote()")
-            want = "Bridge railings green.\nStone is ochre"
-            assert journal_note(out, ids[2], want) == want
-            b.close()
-    finally:
-        p.terminate()
-        p.wait()
+    with review_page(out, "--reviewer", "anna", init=slow_answers('window.slowImage && String(url).startsWith("/api/image/")', 800)) as (page, url):
+        page.goto(url)
+        page.wait_for_selector(".card img")
+        ids = page.evaluate("S.rows.slice(0, 3).map((r) => r.image_id)")
+        reviews.Journal(out, "anna").record(ids[0], "hints", [hint])
+        page.keyboard.press("Enter")
+        page.wait_for_function("S.view && S.filled === S.viewGen && S.hints.length == 1")
+        page.evaluate("S.curHint = 0; window.slowImage = true")
+        page.keyboard.press("j")
+        page.keyboard.press("Delete")  # the last image's hint, still on the screen: nothing
+        page.wait_for_function("S.filled === S.viewGen")
+        page.evaluate("S.saving")
+        state = reviews.Journal(out).state()
+        assert len(state[ids[0]]["hints"]) == 1
+        assert not [e for e in reviews.Journal(out).events() if e["image_id"] == ids[1] and e["kind"] == "hints"]
+        page.focus("#note")
+        page.keyboard.insert_text("first")
+        assert journal_note(out, ids[1], "first") == "first"
+        page.keyboard.press("Escape")
+        page.keyboard.press("j")
+        page.keyboard.press("k")  # back, at once: its note as this page saved it, not the grid's
+        assert page.input_value("#note") == "first"
+        page.wait_for_function("S.filled === S.viewGen")
+        reviews.Journal(out, "ben").record(ids[2], "note", "Bridge railings green.")
+        page.keyboard.press("j")
+        page.keyboard.press("n")
+        page.keyboard.insert_text("Stone is ochre")  # before its answer: made on the grid's note
+        page.evaluate("clearTimeout(S.noteTimer); S.noteTimer = setTimeout(saveNote, 1e9)")  # still typing
+        page.wait_for_function("S.filled === S.viewGen")  # the answer came meanwhile
+        page.evaluate("saveNote()")
+        want = "Bridge railings green.\nStone is ochre"
+        assert journal_note(out, ids[2], want) == want

@@ -809,7 +809,8 @@ def cmd_status(a) -> int:
         state = ("damaged" if s["damaged"] or s["extra"] or s["lost"] else "running" if s["running"]
                  else "manifest_changed" if s["manifest_changed"]
                  else "complete" if not (s["pending"] or s["redo_pending"])
-                 else "other_version" if s["other_version"] else "stopped" if s["stopped"] else "grown" if s["grown"] and not s["redo_pending"]
+                 else "other_version" if s["other_version"]
+                 else "stopped" if s["stopped"] else "grown" if s["grown"] and not s["redo_pending"]
                  else "interrupted")  # as the sentences below say it
         print(json.dumps({"state": state, **s}, default=str))
         return 3 if state == "damaged" else 0  # a job not whole, as run and audit say it
@@ -968,6 +969,8 @@ def cmd_audit(a) -> int:
         print(f"  ... and {len(r['problems']) - 50} more in audit.json", file=sys.stderr)
     if note:
         print(note, file=sys.stderr)
+    if other:  # the advice below runs this colorize, which refuses the job
+        print(f"note: {other}", file=sys.stderr)
     print(_audit_advice(a.outdir, r["problems"]) + f"; {_report_in(r, a.outdir)}", file=sys.stderr)
     return 1
 

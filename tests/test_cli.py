@@ -1341,6 +1341,9 @@ def test_a_job_an_older_colorize_began_is_said_so_not_given_a_resume_that_is_ref
     assert main(["audit", str(out), "-q"]) == 0
     said = capsys.readouterr().out
     assert "a redo or a --hinted run in it needs that colorize" in said and "--restart" not in said, said
+    (out / "images" / sorted(p.name for p in (out / "images").iterdir())[0]).write_bytes(b"altered")
+    assert main(["audit", str(out), "-q"]) == 1  # a failed audit's advice is refused here too: said
+    assert "note: this job was begun by an older colorize" in capsys.readouterr().err
 
 
 def test_a_job_whose_install_is_gone_finds_the_same_weights(tmp_path, ckpt, capsys):

@@ -1463,6 +1463,17 @@ def test_verdicts_keyed_faster_than_the_server_answers_judge_one_card_each(job, 
         assert [(state[i]["verdict"], state[i]["who"]) for i in ids] == [
             ("rejected", "anna"), ("accepted", "ben"), ("rejected", "anna")]
         assert page.inner_text("#status").startswith("NOT saved: the verdict of "), page.inner_text("#status")
+        # another curator's verdict after the key was pressed, the card drawn again with it before
+        # that key's edit left: made on what the card showed at the key, so refused (a second
+        # curator's trial: it went over theirs, "verdict saved")
+        page.wait_for_timeout(8500)  # the refusal's line given back to the next edits
+        ids = page.evaluate("S.rows.slice(S.cur, S.cur + 4).map((r) => r.image_id)")
+        for _ in range(4):  # the third's edit leaves once the fourth is the page's
+            page.keyboard.press("x")
+        reviews.Journal(out, "ben").record(ids[2], "verdict", "accepted")
+        page.evaluate("S.saving.then(() => S.loading)")
+        evs = [(e["who"], e["value"]) for e in reviews.Journal(out).events() if e["image_id"] == ids[2] and e["kind"] == "verdict"]
+        assert evs == [("ben", '"accepted"')], evs
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
@@ -1486,6 +1497,14 @@ def test_an_image_opened_again_before_the_grid_came_back_walks_on_to_the_next(jo
         page.keyboard.press("j")
         page.wait_for_function("S.view && S.filled === S.viewGen && S.review")
         assert page.evaluate("S.row.image_id") == ids[1]
+        # back in the grid from the view: the image it had open is the current card, not the
+        # grid's old place in rows that judging made shorter (a curator's trial: 3 images skipped)
+        page.keyboard.press("a")
+        page.keyboard.press("j")
+        page.wait_for_function(f"S.view && S.filled === S.viewGen && S.row.image_id == '{ids[2]}'")
+        page.keyboard.press("Escape")
+        page.evaluate("S.saving.then(() => S.loading)")
+        assert page.evaluate("[S.view, S.rows[S.cur].image_id]") == [False, ids[2]]
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
@@ -1522,8 +1541,9 @@ def test_keys_in_the_image_view_act_on_the_image_they_follow(job, tmp_path):
         other = page.evaluate("S.rows[S.cur].image_id")
         reviews.Journal(out, "ben").record(other, "verdict", "rejected")
         page.keyboard.press("a")
-        page.wait_for_function("document.getElementById('status').textContent.startsWith('NOT saved')")
-        page.keyboard.press("u")  # takes back this page's last saved edit, not the refused one
+        page.keyboard.press("u")  # before the refusal came: this page's last saved edit, not it
+        page.keyboard.press("u")  # (asked twice, that put the old verdict over ben's)
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('undone')")
         page.evaluate("S.saving")
         evs = [(e["who"], e["value"]) for e in reviews.Journal(out).events()
                if e["image_id"] == other and e["kind"] == "verdict"]

@@ -118,11 +118,13 @@ async function drawPage(seq, keep) {
 // keep: the same image stays current where it is still listed (the page drawn again as a run
 // commits); a page the curator asked for keeps the place (a verdict given under "not reviewed"
 // takes its card away: the next one is current)
-function showPage(d, keep = false, quiet = keep) {
+// (keep: a list of images, the first still listed is current: the image the view had open, or
+// the one after it, where judging it took it out of the filter)
+function showPage(d, keep = false, quiet = keep === true) {
   S.pageGen = (S.pageGen || 0) + 1;  // a poll's answer asked for before this is older than it
-  const id = keep && S.rows[S.cur] && S.rows[S.cur].image_id;
+  const ids = Array.isArray(keep) ? keep : keep && S.rows[S.cur] ? [S.rows[S.cur].image_id] : [];
   S.rows = d.rows;
-  const at = keep ? S.rows.findIndex((r) => r.image_id === id) : -1;
+  const at = ids.map((i) => S.rows.findIndex((r) => r.image_id === i)).find((k) => k >= 0) ?? -1;
   S.cur = at >= 0 ? at : Math.min(S.cur, Math.max(0, d.rows.length - 1));
   S.pages = d.pages;
   renderFilters(d);
@@ -401,7 +403,10 @@ function closeView() {
   // and the answer leaves such a view alone
   window.scrollTo(0, S.gridScroll);
   const vg = S.viewGen;
-  loadPage().then(() => { if (!S.view && vg === S.viewGen) { window.scrollTo(0, S.gridScroll); focusCard(); } });
+  // the image it had open stays current (under "not reviewed", judged there, the next one):
+  // the grid's old place in rows now shorter skipped the images after it
+  const from = [S.row && S.row.image_id, ...S.rows.slice(S.cur + 1).map((r) => r.image_id)].filter((x) => x);
+  loadPage(from).then(() => { if (!S.view && vg === S.viewGen) { window.scrollTo(0, S.gridScroll); focusCard(); } });
 }
 
 function renderMeta(d) {
@@ -433,24 +438,29 @@ function showVerdict() {
 // the state now. force: an undo, which puts back what this page had.
 // id: the image of the edit, though the curator has moved on when it leaves. A refusal of that
 // image's edits since it was made means it was made on what the refusal replaced: dropped
-// (another image's, keyed behind it in the grid, go on). baseOf: the edit it is made on, asked
-// as it leaves, where the page has moved on to another image by then (verdicts keyed in the
-// grid faster than the answers: each on what its card showed, not sent unchecked).
+// (another image's, keyed behind it in the grid, go on). seen: the edit it is made on, as the
+// page showed it when the key was pressed; sent so where the page has moved on to another image
+// by the time it leaves (keys faster than the answers: a card refreshed meanwhile with another
+// curator's edit, or the view gone on with j, sent it over theirs unseen), unless this page's
+// own save of it came back meanwhile.
 const refusals = (id) => (S.refusedOf || {})[id] || 0;
-function save(kind, value, ids, force = false, id = S.row.image_id, baseOf = null) {
+const ownRev = (id, kind) => ((S.lastRev || {})[id] || {})[kind];
+function save(kind, value, ids, force = false, id = S.row.image_id) {
   const refused = refusals(id);
-  const go = () => (refusals(id) !== refused && !force ? null : send(id, kind, value, ids, force, baseOf));
+  const seen = ids === undefined && S.review && S.review.image_id === id && S.review.rev
+    ? { base: S.review.rev[kind] ?? null, own: ownRev(id, kind) } : null;
+  const go = () => (refusals(id) !== refused && !force ? null : send(id, kind, value, ids, force, seen));
   S.saving = S.saving.then(go, go);
   return S.saving;
 }
 
-async function send(id, kind, value, ids, force, baseOf) {
+async function send(id, kind, value, ids, force, seen) {
   const one = ids === undefined;
   // a series: the server places the hints at the same relative spot of each image
   const body = one ? { image_id: id, kind, value } : { ids, kind, value, from: id, add: true };
   const mine = one && S.review && S.review.rev && S.review.image_id === id;
   if (mine && !force) body.base = S.review.rev[kind] ?? null;
-  else if (one && baseOf && !force) body.base = baseOf();
+  else if (one && seen && !force) body.base = ownRev(id, kind) !== seen.own ? ownRev(id, kind) : seen.base;
   // an undo puts back what this page had, on its own edit only: one made since in another
   // tab or by another curator is not overwritten unseen (refused, and shown, as any edit is)
   const own = ((S.lastRev || {})[id] || {})[kind];
@@ -544,14 +554,11 @@ async function setVerdict(v) {
   // On to the next card at once, not once the server has answered: "a a" pressed faster than
   // that judged this card twice and left the next unjudged, the cursor then past it
   const id = S.row.image_id;
-  const baseOf = grid ? () => {  // (its card gone from the rows meanwhile: sent unchecked, as before)
-    const card = S.rows.find((r) => r.image_id === id);
-    return card ? (card.rev || {}).verdict ?? null : undefined;
-  } : null;
   if (grid) step(1);
-  const saved = await save("verdict", v, undefined, false, id, baseOf);
+  const saved = await save("verdict", v, undefined, false, id);
   // not saved (refused: another's verdict now; or not sent): nothing of this page's to undo (u
   // then put the verdict from before over the other curator's, unseen)
+  if (!saved) step0.unsaved = true;  // (a u that took it already: told by this)
   if (!saved && S.undo.includes(step0)) S.undo.splice(S.undo.lastIndexOf(step0), 1);
   if (saved && S.view && !grid) showVerdict();
   if (grid && !S.view) await loadPage(true);  // the card now current stays so, where it is listed
@@ -787,6 +794,11 @@ async function undo() {
     if (S.view) refreshCounts(); else loadPage();
     return;
   }
+  // an edit still on its way is answered first; one that was never saved (refused, not sent)
+  // has nothing of this page's to take back: the step before it is undone instead (u pressed
+  // before a refusal came put the old value over the other curator's, on being asked twice)
+  await S.saving;
+  if (u.unsaved || ownRev(u.id, u.kind) === undefined) return undo();
   const here = S.view && S.row.image_id === u.id;
   const refused = S.refused;
   if (!await save(u.kind, u.value, undefined, u.over ? "over" : true, u.id)) return kept(u, refused);

@@ -10,6 +10,8 @@ const S = {
   saving: Promise.resolve(), broken: new Set(), gridScroll: 0, names: {},
 };
 const nameOf = (id) => S.names[id] || id;
+// an image's review as its card knows it (the grid's verdicts; the view until its answer comes)
+const reviewOf = (r) => ({ verdict: r.verdict, note: r.note, hints: [], image_id: r.image_id, rev: { ...(r.rev || {}) } });
 const $ = (id) => document.getElementById(id);
 // Text put into HTML: a value from a file (a journal, a results row) is never markup.
 const esc = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
@@ -285,7 +287,7 @@ async function openView() {
   // letters were overwritten when the answer came. Its pictures and title too (the last image's
   // were judged by the keys meanwhile); hints, a cross, the automatic colour wait for the answer.
   S.row = { ...r };
-  S.review = { verdict: r.verdict, note: r.note, hints: [], image_id: r.image_id, rev: { ...(r.rev || {}) } };
+  S.review = reviewOf(r);
   S.hints = [];
   S.curHint = -1;
   S.cross = null;
@@ -463,7 +465,7 @@ async function send(id, kind, value, ids, force, seen) {
   else if (one && seen && !force) body.base = ownRev(id, kind) !== seen.own ? ownRev(id, kind) : seen.base;
   // an undo puts back what this page had, on its own edit only: one made since in another
   // tab or by another curator is not overwritten unseen (refused, and shown, as any edit is)
-  const own = ((S.lastRev || {})[id] || {})[kind];
+  const own = ownRev(id, kind);
   // (none of this page's: made on none, never sent unchecked over another's)
   if (one && force === true) body.base = own ?? null;  // "over": asked twice, no base
   // a note saves at each pause in typing: said beside it, not announced every time
@@ -507,8 +509,7 @@ function conflict(kind, mine, id, now) {
   if (card) Object.assign(card, { verdict: now.verdict, note: now.note, rev: { ...(now.rev || {}) } });
   const was = kind === "hints" ? "were" : "was";
   if (!S.view || S.row.image_id !== id) {  // which image: the grid has moved on from it
-    const r = S.rows.find((x) => x.image_id === id);
-    say(`NOT saved: the ${kind} of ${r ? label(r) : nameOf(id)} ${was} changed elsewhere meanwhile`);
+    say(`NOT saved: the ${kind} of ${card ? label(card) : nameOf(id)} ${was} changed elsewhere meanwhile`);
     return;
   }
   const from = S.noteSaved || "";  // the note as this page last knew it saved: the box began from it
@@ -546,7 +547,7 @@ async function setVerdict(v) {
     const r = S.rows[S.cur];
     if (!r) return;
     S.row = { image_id: r.image_id };
-    S.review = { verdict: r.verdict, note: r.note, hints: [], image_id: r.image_id, rev: { ...(r.rev || {}) } };
+    S.review = reviewOf(r);
   }
   const step0 = { id: S.row.image_id, kind: "verdict", value: S.review.verdict };
   S.undo.push(step0);
@@ -651,7 +652,7 @@ function pointFromEvent(e) {
 function addHintAt(e) { addHint(pointFromEvent(e)); }
 function addHint(point) {
   // (not on the last image's picture, still shown until this one's answer comes)
-  if (!S.hintMode || !S.view || $("after").hidden || !$("after").naturalWidth || S.filled !== S.viewGen) return;
+  if (!S.hintMode || !filled() || $("after").hidden || !$("after").naturalWidth) return;
   const hex = $("picker").value;
   S.undo.push({ id: S.row.image_id, kind: "hints", value: S.hints.map((h) => ({ ...h })) });
   const { w, h } = sourceSize();
@@ -672,7 +673,7 @@ function dropHint() {
 // Without a mouse: in hint mode the after picture takes the focus, the arrows move a cross over
 // it (a fiftieth of the picture a press; Shift: five times as far) and Enter puts a hint under it.
 function moveCross(dx, dy) {
-  if ($("after").hidden || S.filled !== S.viewGen) { say("no picture here to place a hint on"); return; }
+  if ($("after").hidden || !filled()) { say("no picture here to place a hint on"); return; }
   const { w, h } = sourceSize();
   const c = S.cross || { x: w / 2, y: h / 2 };
   S.cross = { x: Math.min(w - 0.5, Math.max(0, c.x + dx * w / 50)), y: Math.min(h - 0.5, Math.max(0, c.y + dy * h / 50)) };

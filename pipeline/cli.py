@@ -76,6 +76,13 @@ def port_arg(s: str) -> int:
     return v
 
 
+def page_size_arg(s: str) -> int:
+    v = whole_number(s)
+    if not 1 <= v <= 1000:  # each card's two pictures are asked for as the page is drawn
+        raise argparse.ArgumentTypeError(f"must be 1 to 1000, got {v}")
+    return v
+
+
 def load_toml(path: str) -> dict:
     try:
         with open(path, "rb") as f:
@@ -748,7 +755,7 @@ def cmd_review(a) -> int:
     od = Outdir(a.outdir)  # a damaged results file of the job: said, not a page of 500s
     job_results(od, od.read_job()["spec"]["manifest"])
     try:
-        serve(a.outdir, port=a.port, browser=not a.no_browser, who=a.reviewer)
+        serve(a.outdir, port=a.port, browser=not a.no_browser, who=a.reviewer, per_page=a.page_size)
     except OSError as e:  # every edit is saved there as it is made (Arrow's: errno in the text)
         if "Permission denied" not in str(e) or "reviews" not in str(getattr(e, "filename", None) or e):
             raise
@@ -1367,6 +1374,8 @@ def _add_review(sub) -> None:
     s.add_argument("--no-browser", action="store_true", help="print the URL only")
     s.add_argument("--reviewer", metavar="NAME", help="who the edits are recorded as (default: "
                    "the OS user)")
+    s.add_argument("--page-size", type=page_size_arg, default=100, metavar="N",
+                   help="images on a page of the grid (default 100)")
 
 
 def _add_status(sub) -> None:

@@ -1508,6 +1508,49 @@ def test_an_image_opened_again_before_the_grid_came_back_walks_on_to_the_next(jo
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
+def test_next_and_previous_go_on_past_the_pages_end_and_skip_none(job, tmp_path):
+    """j stopped at a page's last image, unsaid: a curator with thousands to judge reached for
+    the mouse every 100. It goes on into the next page, in the grid and the view; under "not
+    reviewed" to the images that moved up into the page walked (the next page would skip as many
+    as were judged); a key pressed as the page turns acts on the image it turned to."""
+    out = fresh_copy(job, tmp_path)
+    slow = slow_answers('String(url).startsWith("/api/images")', 600)
+    with review_page(out, "--page-size", "5", init=slow) as (page, url):
+        page.goto(url + "#f=not_reviewed")
+        page.wait_for_selector(".card img")
+        ids = page.evaluate("""async () => { const all = [];
+            for (let p = 0; p < 3; p++) all.push(...(await getJSON(`/api/images?page=${p}`)).rows.map((r) => r.image_id));
+            return all; }""")
+        assert len(ids) == 12 and len(set(ids)) == 12
+        page.evaluate("document.querySelector('.card.cur').focus()")
+        for _ in range(5):
+            page.keyboard.press("j")
+        page.wait_for_function(f"!S.turning && S.rows[S.cur].image_id == '{ids[5]}'")
+        assert page.evaluate("[S.page, location.hash.includes('p=1')]") == [1, True]
+        page.keyboard.press("Enter")
+        for i in range(5, 9):
+            page.wait_for_function(f"S.view && S.filled === S.viewGen && S.row.image_id == '{ids[i]}'")
+            page.keyboard.press("a")
+            page.keyboard.press("j")
+        page.wait_for_function(f"S.view && S.filled === S.viewGen && S.row.image_id == '{ids[9]}'")
+        for k in "ajx":  # x keyed as the page turns
+            page.keyboard.press(k)
+        page.wait_for_function(f"!S.turning && S.view && S.filled === S.viewGen && S.row.image_id == '{ids[10]}'")
+        page.evaluate("S.saving")
+        state = reviews.Journal(out).state()
+        assert [(state.get(i) or {}).get("verdict") for i in ids[5:11]] == ["accepted"] * 5 + ["rejected"]
+        page.keyboard.press("j")
+        page.wait_for_function(f"S.filled === S.viewGen && S.row.image_id == '{ids[11]}'")
+        page.keyboard.press("j")  # the list's end: said
+        page.wait_for_function("!S.turning && /last image/.test(document.getElementById('status').textContent)")
+        assert page.evaluate("S.row.image_id") == ids[11]
+        page.keyboard.press("k")
+        page.keyboard.press("k")  # back past the page's start: the page before's last
+        page.wait_for_function(f"!S.turning && S.filled === S.viewGen && S.row.image_id == '{ids[4]}'")
+        assert page.evaluate("S.page") == 0
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
 def test_keys_in_the_image_view_act_on_the_image_they_follow(job, tmp_path):
     """A curator's trial: in the image view "x j r j a" keyed fast judged the image before the
     next had come (its answer not yet there: the view still the last's); j then n and typing

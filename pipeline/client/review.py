@@ -29,7 +29,7 @@ from pathlib import Path
 
 from pipeline.client import reviews
 from pipeline.client.outdir import Outdir, automatic_of
-from pipeline.client.runview import FILTERS, RunView
+from pipeline.client.runview import FILTERS, PAGE, RunView
 from pipeline.client.state import HINT_CHECKPOINT, job_checkpoint
 from pipeline.errors import CheckpointError, JobError, UsageError
 from pipeline.storage import readable_by_all
@@ -104,7 +104,7 @@ class Previewer:
                 self._proc.wait()
 
 
-def create_app(outdir: str, who: str | None = None, token: str | None = None):
+def create_app(outdir: str, who: str | None = None, token: str | None = None, per_page: int = PAGE):
     """The review server's Flask app over OUTDIR (app.config["TOKEN"] holds its token)."""
     from flask import Flask, Response, request, send_from_directory
 
@@ -115,7 +115,7 @@ def create_app(outdir: str, who: str | None = None, token: str | None = None):
     if os.path.islink(folder := os.path.join(root, reviews.DIR)):
         raise UsageError(f"{folder} is a link (to {os.readlink(folder)}): the review writes only "
                          "inside OUTDIR; make it a folder of its own (move what it holds into it)")
-    view = RunView(od)
+    view = RunView(od, per_page)
     journal = reviews.Journal(root, who)
     journal.compact()
     spec = od.read_job()["spec"]
@@ -535,11 +535,12 @@ def _handler():
     return Handler
 
 
-def serve(outdir: str, port: int = 0, browser: bool = True, who: str | None = None, log=print) -> None:
+def serve(outdir: str, port: int = 0, browser: bool = True, who: str | None = None, log=print,
+          per_page: int = PAGE) -> None:
     """Runs the review server until Ctrl-C; prints its URL (with the token)."""
     from werkzeug.serving import make_server
 
-    app = create_app(outdir, who)
+    app = create_app(outdir, who, per_page=per_page)
     import socket
 
     try:  # bound here: werkzeug would print its own advice and exit 1 on a taken port

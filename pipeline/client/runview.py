@@ -54,8 +54,9 @@ def _scope(t: pa.Table, cols: list[str], column: str | None, value: str | None, 
 class RunView:
     """Read-only view of OUTDIR's results; the curator's state is passed in per request."""
 
-    def __init__(self, outdir: Outdir):
+    def __init__(self, outdir: Outdir, per_page: int = PAGE):
         self.outdir = outdir
+        self.per_page = per_page
         self._lock = threading.Lock()
         self._stamp = None
         self.table: pa.Table | None = None
@@ -123,7 +124,7 @@ class RunView:
     def page(self, state: dict[str, dict], filter: str = "all", column: str | None = None,
              value: str | None = None, sort: str | None = None, desc: bool = False,
              q: str | None = None, page: int = 0) -> dict:
-        """One page of rows (PAGE a page) and how many match, with the counts of every filter."""
+        """One page of rows (per_page a page) and how many match, with the counts of every filter."""
         t, cols = self.current(), self.columns()
         masks = self._masks(t, state)
         # the column's value and the search scope the filters and their counts alike: a curator
@@ -138,14 +139,14 @@ class RunView:
         total = len(idx)
         sel = t.select([c for c in ROW_COLUMNS if c in t.column_names] + [stored_name(c) for c in cols])
         rows = []
-        for r in sel.take(idx.slice(page * PAGE, PAGE)).to_pylist():  # only the page's rows
+        for r in sel.take(idx.slice(page * self.per_page, self.per_page)).to_pylist():  # only the page's rows
             s = state.get(r["image_id"], {})
             rows.append({**{k: r.get(k) for k in ROW_COLUMNS}, "catalogue": self.catalogue(r, cols),
                          "verdict": s.get("verdict"), "note": s.get("note"), "rev": s.get("rev") or {},
                          "curator_hints": len(s.get("hints") or [])})
         counts = {k: int(pc.sum(pc.fill_null(m, False).cast(pa.int64())).as_py() or 0)
                   for k, m in masks.items()}
-        return {"rows": rows, "total": total, "page": page, "pages": max(1, -(-total // PAGE)),
+        return {"rows": rows, "total": total, "page": page, "pages": max(1, -(-total // self.per_page)),
                 "counts": counts}
 
     def _folded(self, t: pa.Table, name: str):

@@ -88,9 +88,9 @@ async function loadInfo() {
   S.filters = info.filters;
 }
 
-function pageQuery() {
+function pageQuery(page = S.page) {
   return "/api/images?" + new URLSearchParams({ filter: S.filter, column: S.column, value: S.value,
-    sort: S.sort, desc: S.desc ? "1" : "0", q: S.q, page: S.page });
+    sort: S.sort, desc: S.desc ? "1" : "0", q: S.q, page });
 }
 
 // The answers come back in any order: one for a filter, sort or page the curator has since left
@@ -966,11 +966,48 @@ for (const [a, b] of [["before-frame", "after-frame"], ["after-frame", "before-f
 }
 
 function step(d) {
-  S.cur = Math.max(0, Math.min(S.rows.length - 1, S.cur + d));
+  if (S.cur + d >= S.rows.length || S.cur + d < 0) { turnPage(d); return; }
+  S.cur += d;
   if (S.view) openView(); else { renderGrid(); focusCard(); }
 }
 
+// Next and previous go on past a page's end (a curator working through thousands with the
+// keys, not the mouse: j stopped at the 100th image, unsaid). Going on, the page walked is asked
+// for again first: under a filter the judged images leave ("not reviewed"), the images that
+// moved up into it are next; the next page would skip as many as were judged. Keys pressed
+// meanwhile wait for the turn (one keyed after j is meant for the image j goes to).
+function turnPage(d) {
+  const seq = S.loadSeq = (S.loadSeq || 0) + 1;
+  const p = turnTo(seq, d).catch((e) => { if (seq === S.loadSeq) say(`NOT turned: the review server does not answer (${e.message})`); })
+    .finally(() => { if (S.turning === p) S.turning = null; });
+  return (S.loading = S.turning = p);
+}
+async function turnTo(seq, d) {
+  const walked = new Set(S.rows.map((r) => r.image_id));
+  for (const p of (d > 0 ? [S.page, S.page + 1] : [S.page - 1]).filter((p) => p >= 0)) {
+    const got = await getJSON(pageQuery(p));
+    if (seq !== S.loadSeq) return;
+    const at = d > 0 ? got.rows.findIndex((r) => !walked.has(r.image_id)) : got.rows.length - 1;
+    if (at < 0) continue;
+    S.page = p;
+    if (S.view) { S.rows = got.rows; S.pages = got.pages; S.cur = at; S.gridScroll = 0; renderFilters(got); openView(); }
+    else { showPage(got, [got.rows[at].image_id]); window.scrollTo(0, 0); focusCard(); }
+    writePlace();
+    return;
+  }
+  say(d > 0 ? "the last image of the list: no image after it" : "the first image of the list: none before it");
+}
+
 document.addEventListener("keydown", (e) => {
+  const key = !(e.ctrlKey || e.metaKey || e.altKey) && e.key !== "Tab" && !e.target.matches("textarea, select, input, button");
+  if (S.turning && key) {  // the page turning: the keys after it act once it has
+    e.preventDefault();
+    S.turning.then(() => onKey(e));
+    return;
+  }
+  onKey(e);
+});
+function onKey(e) {
   const t = e.target;
   // A control keeps its keys: typing in a field, Space on a checkbox, the arrows on the slider,
   // Enter on a button or the colour picker (a control clicked with the mouse gives the focus
@@ -1024,7 +1061,7 @@ document.addEventListener("keydown", (e) => {
     fitSlider();
   } else if ((k === "Delete" || k === "Backspace") && S.view && S.curHint >= 0) dropHint();
   else if (k === " ") { e.preventDefault(); toggleSelect(); }
-});
+}
 
 // Another curator's edit (a second server on the OUTDIR, another tab) shows on an open image
 // within seconds, not only once one's own edit is refused: never while this page is saving, nor

@@ -1477,6 +1477,32 @@ def test_verdicts_keyed_faster_than_the_server_answers_judge_one_card_each(job, 
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
+def test_a_reload_with_verdicts_still_waiting_to_leave_is_asked_first(job, tmp_path):
+    """"x x x" keyed faster than the answers, then Ctrl+R: the first was kept, the two waiting
+    their turn were lost, unsaid. The browser asks first (staying, all three are saved); with
+    nothing waiting, it does not."""
+    out = fresh_copy(job, tmp_path)
+    with review_page(out, init=SLOW_EDITS) as (page, url):
+        asked = []
+        page.on("dialog", lambda d: (asked.append(d.type), d.dismiss()))
+        page.goto(url)
+        page.wait_for_selector(".card img")
+        ids = page.evaluate("S.rows.slice(0, 3).map((r) => r.image_id)")
+        page.evaluate("document.querySelector('.card.cur').focus()")
+        for _ in range(3):
+            page.keyboard.press("x")
+        page.evaluate("setTimeout(() => location.reload(), 0)")
+        page.wait_for_timeout(300)
+        assert asked == ["beforeunload"]
+        page.evaluate("S.saving")  # the page stayed: its edits go on
+        state = reviews.Journal(out).state()
+        assert [(state.get(i) or {}).get("verdict") for i in ids] == ["rejected"] * 3
+        page.reload()
+        page.wait_for_selector(".card img")
+        assert asked == ["beforeunload"]
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
 def test_an_image_opened_again_before_the_grid_came_back_walks_on_to_the_next(job, tmp_path):
     """Under "not reviewed": judged, Esc and Enter at once (faster than the grid's answer), then
     j skipped an image: the late answer took the judged one out of the rows under the view."""

@@ -451,10 +451,15 @@ function save(kind, value, ids, force = false, id = S.row.image_id) {
   const refused = refusals(id);
   const seen = ids === undefined && S.review && S.review.image_id === id && S.review.rev
     ? { base: S.review.rev[kind] ?? null, own: ownRev(id, kind) } : null;
-  const go = () => (refusals(id) !== refused && !force ? null : send(id, kind, value, ids, force, seen));
+  S.queued = (S.queued || 0) + 1;
+  const go = () => { S.queued--; return refusals(id) !== refused && !force ? null : send(id, kind, value, ids, force, seen); };
   S.saving = S.saving.then(go, go);
   return S.saving;
 }
+// Edits keyed faster than the answers wait their turn in the page: a reload or a closed tab
+// then lost them, unsaid ("x x x" and Ctrl+R kept the first). The browser asks first; the one on
+// its way is sent with keepalive and arrives anyway.
+window.addEventListener("beforeunload", (e) => { if (S.queued) { e.preventDefault(); e.returnValue = ""; } });
 
 async function send(id, kind, value, ids, force, seen) {
   const one = ids === undefined;
@@ -475,9 +480,11 @@ async function send(id, kind, value, ids, force, seen) {
   } : say;
   tell("saving…");
   let r;
-  try {  // keepalive: a note's save sent as the tab closes or reloads still reaches the server
+  try {  // keepalive: an edit on its way as the tab closes or reloads still reaches the server
+    // (the browser refuses a keepalive body over 64 kB: a series, a very long note, go without)
+    const json = JSON.stringify(body);
     r = await api("/api/review", { method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify(body), keepalive: kind === "note" && one });
+      body: json, keepalive: new Blob([json]).size < 60000 });
   } catch (e) {  // the server gone (stopped, killed): said, never "saving…" for ever
     say(`NOT saved: the review server does not answer (${e.message}); start colorize review ` +
       "again and open the link it prints: this edit was not kept");

@@ -26,10 +26,9 @@ async function getJSON(path) {
   return r.json();
 }
 // What the page says of an edit: beside the verdict in the image view, in the header always.
-function say(text) {
+function say(text, routine = text === "saving…" || text.endsWith(" saved")) {
   // a refusal is not hidden at once by the next edit's "saved" (keys pressed on in the grid): it
   // stays first, the next edit's word after it
-  const routine = text === "saving…" || text.endsWith(" saved");
   if (routine && Date.now() < (S.refusalShown || 0)) text = `${S.refusalText} — then: ${text}`;
   else if (text.startsWith("NOT")) { S.refusalShown = Date.now() + 8000; S.refusalText = text; }
   clearTimeout(S.sayTimer);  // "saved" fades after a while, so it never speaks of an old edit;
@@ -562,14 +561,19 @@ async function setVerdict(v) {
   // On to the next card at once, not once the server has answered: "a a" pressed faster than
   // that judged this card twice and left the next unjudged, the cursor then past it
   const id = S.row.image_id;
-  if (grid) step(1);
-  const saved = await save("verdict", v, undefined, false, id);
+  // the page's last card: the page turns once this is saved, not before (under "not reviewed"
+  // the image that moves up into the page would be skipped); the keys after it wait for it
+  const last = grid && S.cur + 1 >= S.rows.length;
+  if (grid && !last) step(1);
+  const saving = save("verdict", v, undefined, false, id);
+  const turned = last && turnPage(1, saving);
+  const saved = await saving;
   // not saved (refused: another's verdict now; or not sent): nothing of this page's to undo (u
   // then put the verdict from before over the other curator's, unseen)
   if (!saved) step0.unsaved = true;  // (a u that took it already: told by this)
   if (!saved && S.undo.includes(step0)) S.undo.splice(S.undo.lastIndexOf(step0), 1);
   if (saved && S.view && !grid) showVerdict();
-  if (grid && !S.view) await loadPage(true);  // the card now current stays so, where it is listed
+  if (grid && !S.view && !(turned && await turned)) await loadPage(true);  // the card now current stays so, where it is listed
 }
 
 // --- hints --------------------------------------------------------------------------------------
@@ -983,9 +987,9 @@ function step(d) {
 // for again first: under a filter the judged images leave ("not reviewed"), the images that
 // moved up into it are next; the next page would skip as many as were judged. Keys pressed
 // meanwhile wait for the turn (one keyed after j is meant for the image j goes to).
-function turnPage(d) {
+function turnPage(d, after = null) {
   const seq = S.loadSeq = (S.loadSeq || 0) + 1;
-  const p = turnTo(seq, d).catch((e) => { if (seq === S.loadSeq) say(`NOT turned: the review server does not answer (${e.message})`); })
+  const p = Promise.resolve(after).then(() => turnTo(seq, d)).catch((e) => { if (seq === S.loadSeq) say(`NOT moved on: the review server does not answer (${e.message})`); })
     .finally(() => { if (S.turning === p) S.turning = null; });
   return (S.loading = S.turning = p);
 }
@@ -1000,20 +1004,33 @@ async function turnTo(seq, d) {
     if (S.view) { S.rows = got.rows; S.pages = got.pages; S.cur = at; S.gridScroll = 0; renderFilters(got); openView(); }
     else { showPage(got, [got.rows[at].image_id]); window.scrollTo(0, 0); focusCard(); }
     writePlace();
-    return;
+    return true;
   }
-  say(d > 0 ? "the last image of the list: no image after it" : "the first image of the list: none before it");
+  say(d > 0 ? "the last image of the list: none after it" : "the first image of the list: none before it", true);
+  return false;
 }
 
+S.keys = [];
 document.addEventListener("keydown", (e) => {
   const key = !(e.ctrlKey || e.metaKey || e.altKey) && e.key !== "Tab" && !e.target.matches("textarea, select, input, button");
-  if (S.turning && key) {  // the page turning: the keys after it act once it has
+  if ((S.turning || S.keys.length) && key) {  // the page turning: the keys after it act once it has
     e.preventDefault();
-    S.turning.then(() => onKey(e));
+    S.keys.push(e);
+    keysAfterTurn();
     return;
   }
   onKey(e);
 });
+async function keysAfterTurn() {  // in order, each after any turn the one before began
+  if (S.keysGoing) return;
+  S.keysGoing = true;
+  try {
+    while (S.keys.length) {
+      while (S.turning) await S.turning;
+      onKey(S.keys.shift());
+    }
+  } finally { S.keysGoing = false; }
+}
 function onKey(e) {
   const t = e.target;
   // A control keeps its keys: typing in a field, Space on a checkbox, the arrows on the slider,

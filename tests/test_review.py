@@ -1597,7 +1597,9 @@ def test_keys_in_the_image_view_act_on_the_image_they_follow(job, tmp_path):
     from before over the other curator's, unseen; a long message wrapped the header, and the
     picture moved under the next click."""
     out = fresh_copy(job, tmp_path)
-    with review_page(out, "--reviewer", "anna", init=slow_answers('window.slowImage && String(url).startsWith("/api/image/")', 800)) as (page, url):
+    slow = (slow_answers('window.slowImage && String(url).startsWith("/api/image/")', 800)
+            + slow_answers('window.slowEdits && String(url).startsWith("/api/review") && opts.method === "POST"', 1200))
+    with review_page(out, "--reviewer", "anna", init=slow) as (page, url):
         page.goto(url)
         page.wait_for_selector(".card img")
         ids = page.evaluate("S.rows.slice(0, 5).map((r) => r.image_id)")
@@ -1622,10 +1624,13 @@ def test_keys_in_the_image_view_act_on_the_image_they_follow(job, tmp_path):
         page.wait_for_function("!S.view && document.activeElement.classList.contains('cur')")
         other = page.evaluate("S.rows[S.cur].image_id")
         reviews.Journal(out, "ben").record(other, "verdict", "rejected")
+        page.evaluate("window.slowEdits = true")
         page.keyboard.press("a")
         page.keyboard.press("u")  # before the refusal came: this page's last saved edit, not it
-        page.keyboard.press("u")  # (asked twice, that put the old verdict over ben's)
         page.wait_for_function("document.getElementById('status').textContent.startsWith('undone')")
+        page.evaluate("S.saving")
+        page.keyboard.press("u")  # (asked twice, that put the old verdict over ben's)
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('undone: the verdict')")
         page.evaluate("S.saving")
         evs = [(e["who"], e["value"]) for e in reviews.Journal(out).events()
                if e["image_id"] == other and e["kind"] == "verdict"]
@@ -1969,7 +1974,9 @@ def test_an_image_opened_a_moment_ago_is_edited_on_what_it_is_not_the_last_ones(
     than this page's own saves; the last image's hints could be deleted onto this one."""
     out = fresh_copy(job, tmp_path)
     hint = {"x": 10, "y": 10, "L": 50, "a": 30, "b": 20}
-    with review_page(out, "--reviewer", "anna", init=slow_answers('window.slowImage && String(url).startsWith("/api/image/")', 800)) as (page, url):
+    slow = (slow_answers('window.slowImage && String(url).startsWith("/api/image/")', 800)
+            + slow_answers('window.slowEdits && String(url).startsWith("/api/review") && opts.method === "POST"', 1200))
+    with review_page(out, "--reviewer", "anna", init=slow) as (page, url):
         page.goto(url)
         page.wait_for_selector(".card img")
         ids = page.evaluate("S.rows.slice(0, 3).map((r) => r.image_id)")

@@ -1587,6 +1587,12 @@ def test_next_and_previous_go_on_past_the_pages_end_and_skip_none(job, tmp_path)
         page.keyboard.press("j")  # the list's ends: said
         page.wait_for_function("!S.turning && /last image/.test(document.getElementById('status').textContent)")
         assert page.evaluate("S.row.image_id") == ids[11]
+        # another list begins at its first card (the 4th of one was the 4th of the next)
+        page.keyboard.press("Escape")
+        page.wait_for_function("!S.view && S.cur === 3")
+        page.click("button[data-filter=all]")
+        page.wait_for_function("S.filter === 'all' && S.rows.length === 5")
+        assert page.evaluate("[S.page, S.cur]") == [0, 0]
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")

@@ -180,7 +180,7 @@ function renderFilters(d) {
     b.dataset.filter = f;
     b.className = f === S.filter ? "on" : "";
     b.setAttribute("aria-pressed", f === S.filter ? "true" : "false");  // not by colour alone
-    b.onclick = () => { S.filter = f; S.page = 0; loadPage(); };
+    b.onclick = () => { S.filter = f; S.page = 0; S.cur = 0; loadPage(); };
     nav.append(b);
     if (had === f) b.focus();
   }
@@ -921,20 +921,22 @@ async function noteLeft() {
   } catch (e) { /* the server gone: the beacon was the last chance, as for a closed tab */ }
 }
 document.querySelectorAll("#verdict-buttons button").forEach((b) => { b.onclick = () => setVerdict(b.dataset.verdict); });
-$("prev-page").onclick = () => { if (S.page > 0) { S.page--; loadPage(); } };
-$("next-page").onclick = () => { if (S.page + 1 < S.pages) { S.page++; loadPage(); } };
+// another list (a filter, a search, a sort, a page) begins at its first card, not at the place
+// the last one's current card had (the 57th of a filter of 60 was the 57th of the next)
+$("prev-page").onclick = () => { if (S.page > 0) { S.page--; S.cur = 0; loadPage(); } };
+$("next-page").onclick = () => { if (S.page + 1 < S.pages) { S.page++; S.cur = 0; loadPage(); } };
 $("column").onchange = (e) => {
   S.column = e.target.value;
   S.value = "";  // a value left from the last column filtered this one (a blank grid)
   $("value").value = "";
-  S.page = 0;
+  S.page = S.cur = 0;
   columnValues();
   loadPage();
 };
-$("value").oninput = (e) => { S.value = e.target.value; S.page = 0; clearTimeout(S.vt); S.vt = setTimeout(loadPage, 250); };
-$("sort").onchange = (e) => { S.sort = e.target.value; loadPage(); };
-$("desc").onchange = (e) => { S.desc = e.target.checked; loadPage(); };
-$("q").oninput = (e) => { S.q = e.target.value; S.page = 0; clearTimeout(S.qt); S.qt = setTimeout(loadPage, 200); };
+$("value").oninput = (e) => { S.value = e.target.value; S.page = S.cur = 0; clearTimeout(S.vt); S.vt = setTimeout(loadPage, 250); };
+$("sort").onchange = (e) => { S.sort = e.target.value; S.page = S.cur = 0; loadPage(); };
+$("desc").onchange = (e) => { S.desc = e.target.checked; S.page = S.cur = 0; loadPage(); };
+$("q").oninput = (e) => { S.q = e.target.value; S.page = S.cur = 0; clearTimeout(S.qt); S.qt = setTimeout(loadPage, 200); };
 $("slider").oninput = (e) => { $("slider-before-clip").style.width = e.target.value + "%"; };
 // the slider gives the keys back once let go (a focused slider took j, k, a... for itself)
 $("slider").addEventListener("change", (e) => { if (S.byPointer) e.target.blur(); });

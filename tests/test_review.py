@@ -1462,7 +1462,8 @@ def test_verdicts_keyed_faster_than_the_server_answers_judge_one_card_each(job, 
         state = reviews.Journal(out).state()
         assert [(state[i]["verdict"], state[i]["who"]) for i in ids] == [
             ("rejected", "anna"), ("accepted", "ben"), ("rejected", "anna")]
-        assert page.inner_text("#status").startswith("NOT saved: the verdict of "), page.inner_text("#status")
+        said = page.inner_text("#status")
+        assert said.startswith("NOT saved: the verdict of ") and "changed by ben meanwhile" in said, said
         # another curator's verdict after the key was pressed, the card drawn again with it before
         # that key's edit left: made on what the card showed at the key, so refused (a second
         # curator's trial: it went over theirs, "verdict saved")

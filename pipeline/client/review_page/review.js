@@ -515,7 +515,8 @@ function conflict(kind, mine, id, now) {
   if (card) Object.assign(card, { verdict: now.verdict, note: now.note, rev: { ...(now.rev || {}) } });
   const was = kind === "hints" ? "were" : "was";
   if (!S.view || S.row.image_id !== id) {  // which image: the grid has moved on from it
-    say(`NOT saved: the ${kind} of ${card ? label(card) : nameOf(id)} ${was} changed elsewhere meanwhile`);
+    say(`NOT saved: the ${kind} of ${card ? label(card) : nameOf(id)} ${was} changed by ${now.who || "another curator"} ` +
+      "meanwhile; its card shows theirs");
     return;
   }
   const from = S.noteSaved || "";  // the note as this page last knew it saved: the box began from it

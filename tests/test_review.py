@@ -1594,6 +1594,11 @@ def test_next_and_previous_go_on_past_the_pages_end_and_skip_none(job, tmp_path)
         page.click("button[data-filter=all]")
         page.wait_for_function("S.filter === 'all' && S.rows.length === 5")
         assert page.evaluate("[S.page, S.cur]") == [0, 0]
+        # the verdict before the page's last, answered as the page turns: the turn goes on
+        for k in "jjjxxr":
+            page.keyboard.press(k)
+        at(6, view=False)
+        assert verdicts([3, 4, 5]) == ["rejected", "rejected", "retouch"]
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")

@@ -574,7 +574,10 @@ async function setVerdict(v) {
   if (!saved) step0.unsaved = true;  // (a u that took it already: told by this)
   if (!saved && S.undo.includes(step0)) S.undo.splice(S.undo.lastIndexOf(step0), 1);
   if (saved && S.view && !grid) showVerdict();
-  if (grid && !S.view && !(turned && await turned)) await loadPage(true);  // the card now current stays so, where it is listed
+  if (!grid || S.view) return;
+  // the card now current stays so, where it is listed; a turn keyed since draws the page itself
+  // (drawn again here, it was cancelled: the cursor stayed on the card just judged)
+  if (turned ? !(await turned) : !S.turning) await loadPage(true);
 }
 
 // --- hints --------------------------------------------------------------------------------------

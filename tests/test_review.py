@@ -1477,6 +1477,103 @@ def test_verdicts_keyed_faster_than_the_server_answers_judge_one_card_each(job, 
         assert evs == [("ben", '"accepted"')], evs
 
 
+# A page's init script: requests ("late": sent late) and answers ("slow": come late) of edits
+# (POST) and of the grid's pages (images) delayed by the ms the test sets, as a loaded server's.
+LATE_OR_SLOW = """{ const fetch0 = window.fetch; window.late = {}; window.slow = {};
+  const of = (url, opts) => (opts && opts.method === "POST" ? "post" : String(url).startsWith("/api/images") ? "images" : "");
+  const wait = (ms) => new Promise((ok) => setTimeout(ok, ms || 0));
+  window.fetch = async (url, opts, ...rest) => { const k = of(url, opts);
+    if (window.late[k]) await wait(window.late[k]);
+    const r = await fetch0(url, opts, ...rest);
+    if (window.slow[k]) await wait(window.slow[k]);
+    return r; }; }"""
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
+def test_keys_pressed_as_a_page_turns_act_after_it_on_the_image_it_turns_to(job, tmp_path):
+    """A review of the page turning (each step failed before): j keyed just after a verdict
+    re-asked the page before the verdict was saved, and under "not reviewed" skipped the image
+    moving up; an image opened with a click as the page turned was replaced by the turn's;
+    Ctrl+Z ran before the keys queued ahead of it; a reload with keys queued was not asked
+    about; n and a note typed as the page turned judged, selected and slid the new image; a
+    filter clicked in the image view sent j to the new list's first image."""
+    out = fresh_copy(job, tmp_path)
+    with review_page(out, "--page-size", "5", init=LATE_OR_SLOW) as (page, url):
+        asked = []
+        page.on("dialog", lambda d: (asked.append(d.type), d.dismiss()))
+        page.goto(url + "#f=not_reviewed")
+        page.wait_for_selector(".card img")
+        ids = page.evaluate("""async () => { const all = [];
+            for (let p = 0; p < 3; p++) all.push(...(await getJSON(`/api/images?page=${p}`)).rows.map((r) => r.image_id));
+            return all; }""")
+
+        def verdicts(which):
+            page.evaluate("S.saving")
+            state = reviews.Journal(out).state()
+            return [(state.get(ids[i]) or {}).get("verdict") for i in which]
+
+        def at(i, view=True):
+            page.wait_for_function(f"!S.turning && !S.keys.length && {'S.view && S.filled === S.viewGen && S.row' if view else '!S.view && S.rows[S.cur]'}"
+                                   f".image_id == '{ids[i]}'")
+        page.evaluate("document.querySelector('.card.cur').focus()")
+        for k in "jjj":
+            page.keyboard.press(k)
+        page.evaluate("window.late = {post: 300, images: 200}")
+        page.keyboard.press("x")
+        page.keyboard.press("j")  # (the page asked for again before the x reached the server)
+        at(5, view=False)
+        assert verdicts([3]) == ["rejected"]
+        page.evaluate("window.late = {}")
+        page.keyboard.press("Enter")
+        at(5)
+        page.keyboard.press("k")
+        at(4)
+        page.click("button[data-filter=all]")
+        page.wait_for_function("S.filter === 'all' && S.counts.all === 12")
+        page.keyboard.press("j")  # the view walks on in the rows it was opened from
+        at(5)
+        page.keyboard.press("Escape")
+        page.wait_for_function("!S.view && document.activeElement.classList.contains('cur')")
+        for k in "kkkkkjjjj":
+            page.keyboard.press(k)
+        at(4, view=False)
+        page.evaluate("window.slow = {post: 1500}")
+        page.keyboard.press("r")  # the page's last card: it turns once this is saved
+        page.click(f".card[data-id='{ids[1]}']")  # meanwhile, an image opened: the turn gives way
+        at(1)
+        page.wait_for_timeout(1000)
+        assert page.evaluate("[S.view, S.row.image_id]") == [True, ids[1]]
+        page.evaluate("S.saving")
+        page.keyboard.press("Escape")
+        page.wait_for_function("!S.view && document.activeElement.classList.contains('cur')")
+        assert page.evaluate("S.rows[S.cur].image_id") == ids[1]
+        for k in "jjjxa":
+            page.keyboard.press(k)
+        page.keyboard.press("Control+z")  # after the a, not before it
+        page.evaluate("setTimeout(() => location.reload(), 0)")  # keys still waiting: asked first
+        page.wait_for_timeout(300)
+        assert asked == ["beforeunload"]
+        page.wait_for_function("!S.turning && !S.keys.length && /^undone/.test(document.getElementById('status').textContent)")
+        assert verdicts([4, 5]) == ["rejected", None]
+        evs = [e["value"] for e in reviews.Journal(out).events() if e["image_id"] == ids[5]]
+        assert evs == ['"accepted"', "null"]
+        page.evaluate("window.slow = {}")
+        for k in "kkkkkkjjjj":  # from the card after the a's
+            page.keyboard.press(k)
+        at(4, view=False)
+        page.keyboard.press("Enter")
+        at(4)
+        page.evaluate("window.slow = {images: 800}")
+        page.keyboard.press("j")
+        page.keyboard.press("n")
+        page.keyboard.type("bad scan")  # as the page turns
+        at(5)
+        page.wait_for_function("document.getElementById('note').value === 'bad scan'")
+        assert journal_note(out, ids[5], "bad scan") == "bad scan"
+        assert verdicts([5]) == [None]
+        assert page.evaluate("[S.selected.size, !!S.slider, !!S.hintMode]") == [0, False, False]
+
+
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
 def test_a_reload_with_verdicts_still_waiting_to_leave_is_asked_first(job, tmp_path):
     """"x x x" keyed faster than the answers, then Ctrl+R: the first was kept, the two waiting

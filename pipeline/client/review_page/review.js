@@ -102,6 +102,9 @@ function loadPage(keep = false) {
   S.loadSeq = (S.loadSeq || 0) + 1;
   return (S.loading = drawPage(S.loadSeq, keep));
 }
+// the grid drawn again after an edit (an undo, a poll): after a page turn under way, with the
+// current card kept (drawn before it, the turn was dropped, and the j that began it lost)
+const redraw = () => (S.turning ? S.turning.then(() => loadPage(true)) : loadPage());
 async function drawPage(seq, keep) {
   const d = await getJSON(pageQuery());
   if (seq !== S.loadSeq) return S.loading;
@@ -180,7 +183,7 @@ function renderFilters(d) {
     b.dataset.filter = f;
     b.className = f === S.filter ? "on" : "";
     b.setAttribute("aria-pressed", f === S.filter ? "true" : "false");  // not by colour alone
-    b.onclick = () => { S.filter = f; S.page = 0; S.cur = 0; loadPage(); };
+    b.onclick = () => { S.filter = f; newList(); };
     nav.append(b);
     if (had === f) b.focus();
   }
@@ -458,7 +461,7 @@ function save(kind, value, ids, force = false, id = S.row.image_id) {
 // Edits keyed faster than the answers wait their turn in the page: a reload or a closed tab
 // then lost them, unsaid ("x x x" and Ctrl+R kept the first). The browser asks first; the one on
 // its way is sent with keepalive and arrives anyway.
-window.addEventListener("beforeunload", (e) => { if (S.queued) { e.preventDefault(); e.returnValue = ""; } });
+window.addEventListener("beforeunload", (e) => { if (S.queued || S.keys.length) { e.preventDefault(); e.returnValue = ""; } });
 
 async function send(id, kind, value, ids, force, seen) {
   const one = ids === undefined;
@@ -807,7 +810,7 @@ async function undo() {
       S.review.hints = u.before[S.row.image_id];
       renderHints();
     }
-    if (S.view) refreshCounts(); else loadPage();
+    if (S.view) refreshCounts(); else redraw();
     return;
   }
   // an edit still on its way is answered first; one that was never saved (refused, not sent)
@@ -828,7 +831,7 @@ async function undo() {
   // another image's edit: said by name; the view keeps its place (next/previous walk on from it)
   const r = S.rows.find((x) => x.image_id === u.id);
   say(`undone: the ${u.kind} of ${r ? label(r) : nameOf(u.id)}`);
-  if (S.view) refreshCounts(); else loadPage();
+  if (S.view) refreshCounts(); else redraw();
 }
 
 // An undo not done stays the next one: refused (an edit made since, in another tab or by
@@ -925,22 +928,28 @@ async function noteLeft() {
   } catch (e) { /* the server gone: the beacon was the last chance, as for a closed tab */ }
 }
 document.querySelectorAll("#verdict-buttons button").forEach((b) => { b.onclick = () => setVerdict(b.dataset.verdict); });
-// another list (a filter, a search, a sort, a page) begins at its first card, not at the place
-// the last one's current card had (the 57th of a filter of 60 was the 57th of the next)
-$("prev-page").onclick = () => { if (S.page > 0) { S.page--; S.cur = 0; loadPage(); } };
-$("next-page").onclick = () => { if (S.page + 1 < S.pages) { S.page++; S.cur = 0; loadPage(); } };
+// Another list (a filter, a search, a sort, a page) begins at its first card, not at the place
+// the last one's current card had (the 57th of a filter of 60 was the 57th of the next). An
+// image open meanwhile keeps the rows it was opened from, and its place in them (j went to the
+// new list's first image, not the next), until it closes.
+function newList(page = 0) {
+  S.page = page;
+  if (!S.view) S.cur = 0;
+  return loadPage();
+}
+$("prev-page").onclick = () => { if (S.page > 0) newList(S.page - 1); };
+$("next-page").onclick = () => { if (S.page + 1 < S.pages) newList(S.page + 1); };
 $("column").onchange = (e) => {
   S.column = e.target.value;
   S.value = "";  // a value left from the last column filtered this one (a blank grid)
   $("value").value = "";
-  S.page = S.cur = 0;
   columnValues();
-  loadPage();
+  newList();
 };
-$("value").oninput = (e) => { S.value = e.target.value; S.page = S.cur = 0; clearTimeout(S.vt); S.vt = setTimeout(loadPage, 250); };
-$("sort").onchange = (e) => { S.sort = e.target.value; S.page = S.cur = 0; loadPage(); };
-$("desc").onchange = (e) => { S.desc = e.target.checked; S.page = S.cur = 0; loadPage(); };
-$("q").oninput = (e) => { S.q = e.target.value; S.page = S.cur = 0; clearTimeout(S.qt); S.qt = setTimeout(loadPage, 200); };
+$("value").oninput = (e) => { S.value = e.target.value; clearTimeout(S.vt); S.vt = setTimeout(newList, 250); };
+$("sort").onchange = (e) => { S.sort = e.target.value; newList(); };
+$("desc").onchange = (e) => { S.desc = e.target.checked; newList(); };
+$("q").oninput = (e) => { S.q = e.target.value; clearTimeout(S.qt); S.qt = setTimeout(newList, 200); };
 $("slider").oninput = (e) => { $("slider-before-clip").style.width = e.target.value + "%"; };
 // the slider gives the keys back once let go (a focused slider took j, k, a... for itself)
 $("slider").addEventListener("change", (e) => { if (S.byPointer) e.target.blur(); });
@@ -993,22 +1002,28 @@ function step(d) {
 // for again first: under a filter the judged images leave ("not reviewed"), the images that
 // moved up into it are next; the next page would skip as many as were judged. Keys pressed
 // meanwhile wait for the turn (one keyed after j is meant for the image j goes to).
-function turnPage(d, after = null) {
+function turnPage(d, after = S.saving) {
   const seq = S.loadSeq = (S.loadSeq || 0) + 1;
-  const p = Promise.resolve(after).then(() => turnTo(seq, d)).catch((e) => { if (seq === S.loadSeq) say(`NOT moved on: the review server does not answer (${e.message})`); })
+  const walked = new Set(S.rows.map((r) => r.image_id)), vg = S.viewGen;  // as the key was pressed
+  const p = Promise.resolve(after).then(() => turnTo(seq, d, walked, vg)).catch((e) => { if (seq === S.loadSeq) say(`NOT moved on: ${e.message}`); })
     .finally(() => { if (S.turning === p) S.turning = null; });
   return (S.loading = S.turning = p);
 }
-async function turnTo(seq, d) {
-  const walked = new Set(S.rows.map((r) => r.image_id));
+// (after the edits on their way: the page walked asked for again before its last verdict was
+// saved still listed it, and the image moving up into it was skipped)
+async function turnTo(seq, d, walked, vg) {
   for (const p of (d > 0 ? [S.page, S.page + 1] : [S.page - 1]).filter((p) => p >= 0)) {
     const got = await getJSON(pageQuery(p));
-    if (seq !== S.loadSeq) return;
+    if (seq !== S.loadSeq || vg !== S.viewGen) return;  // an image opened (a click), or the view closed, meanwhile
     const at = d > 0 ? got.rows.findIndex((r) => !walked.has(r.image_id)) : got.rows.length - 1;
     if (at < 0) continue;
     S.page = p;
-    if (S.view) { S.rows = got.rows; S.pages = got.pages; S.cur = at; S.gridScroll = 0; renderFilters(got); openView(); }
-    else { showPage(got, [got.rows[at].image_id]); window.scrollTo(0, 0); focusCard(); }
+    if (S.view) {
+      S.rows = got.rows; S.pages = got.pages; S.cur = at; S.gridScroll = 0;
+      S.pageGen++;  // a poll's answer for the page before is older than these rows
+      renderFilters(got);
+      openView();
+    } else { showPage(got, [got.rows[at].image_id]); window.scrollTo(0, 0); focusCard(); }
     writePlace();
     return true;
   }
@@ -1016,26 +1031,48 @@ async function turnTo(seq, d) {
   return false;
 }
 
+// Keys pressed as the page turns act once it has, in order, each after any turn the one before
+// began (one keyed after j is meant for the image j goes to): those that judge, move or open,
+// and after n the note's own letters. The browser's own keys are left alone.
+const WAITING = new Set(["a", "r", "x", "u", "j", "k", "n", "h", "c", "s", "z", " ", "ArrowLeft",
+  "ArrowRight", "Enter", "Escape", "Delete", "Backspace"]);
+const keyOf = (e) => (e.key.length === 1 ? e.key.toLowerCase() : e.key);
+const plain = (e) => !(e.ctrlKey || e.metaKey || e.altKey);
 S.keys = [];
 document.addEventListener("keydown", (e) => {
-  const key = !(e.ctrlKey || e.metaKey || e.altKey) && e.key !== "Tab" && !e.target.matches("textarea, select, input, button");
-  if ((S.turning || S.keys.length) && key) {  // the page turning: the keys after it act once it has
-    e.preventDefault();
-    S.keys.push(e);
-    keysAfterTurn();
-    return;
+  if ((S.turning || S.keys.length) && !e.target.matches("textarea, select, input, button")) {
+    const typing = S.keys.some((q) => plain(q) && keyOf(q) === "n");
+    const undoKey = (e.ctrlKey || e.metaKey) && keyOf(e) === "z";
+    if (undoKey || (plain(e) && (WAITING.has(keyOf(e)) || (typing && e.key.length === 1)))) {
+      e.preventDefault();
+      S.keys.push(e);
+      keysAfterTurn();
+      return;
+    }
   }
   onKey(e);
 });
-async function keysAfterTurn() {  // in order, each after any turn the one before began
+async function keysAfterTurn() {
   if (S.keysGoing) return;
   S.keysGoing = true;
   try {
     while (S.keys.length) {
       while (S.turning) await S.turning;
-      onKey(S.keys.shift());
+      const e = S.keys.shift(), box = document.activeElement;
+      if (box && box.matches("textarea, input[type=text], input[type=search]")) typeInto(box, e);
+      else onKey(e);
     }
   } finally { S.keysGoing = false; }
+}
+// n then the note's letters, keyed as the page turned: typed into the note once it is open
+function typeInto(box, e) {
+  if (e.key === "Escape") { box.blur(); (S.view ? $("title") : document.body).focus(); return; }
+  const text = e.key === "Enter" ? "\n" : e.key.length === 1 ? e.key : e.key === "Backspace" ? "" : null;
+  if (text === null || !plain(e)) return;
+  const at = box.selectionStart;
+  if (e.key === "Backspace" && at === box.selectionEnd && at > 0) box.setSelectionRange(at - 1, at);
+  box.setRangeText(text, box.selectionStart, box.selectionEnd, "end");
+  box.dispatchEvent(new Event("input", { bubbles: true }));
 }
 function onKey(e) {
   const t = e.target;
@@ -1152,7 +1189,7 @@ async function pollGrid() {
   const ids = (rows) => rows.map((r) => r.image_id).join("\n");
   const seen = (rows) => rows.map((r) => [pictureKey(r), r.verdict, r.curator_hints, r.note].join("|")).join("\n");
   if (ids(d.rows) !== ids(S.rows) && Date.now() - S.touched < 4000) return;  // the next look
-  if (!d.rows.length && S.page > 0) { await loadPage(); return; }  // emptied meanwhile: the last page with any
+  if (!d.rows.length && S.page > 0) { await redraw(); return; }  // emptied meanwhile: the last page with any
   if (seen(d.rows) !== seen(S.rows) || d.pages !== S.pages) showPage(d, true);
   else if (JSON.stringify(d.counts) !== JSON.stringify(S.counts)) renderFilters(d);
 }

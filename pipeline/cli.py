@@ -813,8 +813,9 @@ def cmd_status(a) -> int:
     except UsageError as e:  # a monitor polling before the first run reads JSON all the same
         return _no_job_yet(a, e)
     if a.json:  # one object, the same keys every time; state first
-        state = ("damaged" if s["damaged"] or s["extra"] or s["lost"] else "running" if s["running"]
-                 else "manifest_changed" if s["manifest_changed"]
+        # (a manifest made anew first: the results it leaves without a shard are not damage)
+        state = ("manifest_changed" if s["manifest_changed"] and not s["running"]
+                 else "damaged" if s["damaged"] or s["extra"] or s["lost"] else "running" if s["running"]
                  else "complete" if not (s["pending"] or s["redo_pending"])
                  else "other_version" if s["other_version"]
                  else "stopped" if s["stopped"] else "grown" if s["grown"] and not s["redo_pending"]
@@ -824,13 +825,15 @@ def cmd_status(a) -> int:
     if s["job_altered"]:
         print(f"{a.outdir}/job.json was edited since the run wrote it ({s['job_altered']}): a run "
               f"refuses it; `colorize audit {shlex.quote(a.outdir)}` says what to do")
-    if s["manifest_changed"] and not s["running"]:  # a run refuses it: no "resume with" line
+    # a run refuses it: no "resume with" line, and no counts of another manifest's shards, no --repair
+    if s["manifest_changed"] and not s["running"]:
         from pipeline.client.outdir import Outdir
         from pipeline.client.state import made_anew_said
 
         spec = Outdir(a.outdir).read_job()["spec"]
         print(made_anew_said(a.outdir, spec["manifest"], s["manifest_changed"], spec.get("shard_digests") or {}))
-    elif s["lost"] and not s["running"]:  # committed once: no interruption left it pending
+        return 0
+    if s["lost"] and not s["running"]:  # committed once: no interruption left it pending
         print(f"{plural(len(s['lost']), 'results file')} committed before {'is' if len(s['lost']) == 1 else 'are'} "
               f"gone (shard {', '.join(map(str, s['lost']))}; deleted or moved since?): put "
               f"{'it' if len(s['lost']) == 1 else 'them'} back, or `colorize audit {shlex.quote(a.outdir)}` "
@@ -921,6 +924,7 @@ def _left_alone(r: dict) -> str:
 
 def cmd_audit(a) -> int:
     from pipeline.client.audit import audit, how_stopped
+    from pipeline.client.orchestrate import made_anew
     from pipeline.client.outdir import Outdir, run_hint
     from pipeline.client.redo import said_label
     from pipeline.client.state import other_version
@@ -931,6 +935,8 @@ def cmd_audit(a) -> int:
               f"finished (`colorize status {a.outdir}` shows its progress)", file=sys.stderr)
         return 3  # unfinished, as the help says
     with _manifest_moved(a.outdir):
+        if said := made_anew(a.outdir):  # measured against it, every shard looks broken, and
+            raise UsageError(f"audit cannot check the job: {said}")  # its --repair is refused
         r = audit(a.outdir, quick=a.quick, check_inputs=a.check_inputs, progress=not a.quiet,
                   sheet=a.sheet)
     c = r["counts"]

@@ -1213,6 +1213,30 @@ def test_a_jobs_manifest_made_anew_is_kept_beside_and_the_way_back_is_said(tmp_p
     assert "nothing to do" in capsys.readouterr().out
 
 
+def test_a_manifest_made_anew_with_fewer_shards_is_said_by_status_and_audit_not_as_damage(tmp_path, ckpt, capsys):
+    """A README trial: rescanned with --fresh into fewer shards, status --json said "damaged"
+    (exit 3) and its text counted the new manifest's shards and advised --repair; audit failed
+    with extra results and stray outputs and advised --repair and --redo, all refused by run."""
+    man, out = small_archive(tmp_path, 4)
+    assert main(["run", "--manifest", str(man), "-o", str(out), "--checkpoint", ckpt, "--size", "32", "-q"]) == 0
+    assert main(["scan", str(tmp_path / "scans"), "-o", str(man), "-q", "--fresh", "--shard-size", "3"]) == 0
+    capsys.readouterr()
+    assert main(["status", str(out), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert (s["state"], s["manifest_changed"]) == ("manifest_changed", ["0", "1", "2", "3"])
+    assert main(["status", str(out)]) == 0
+    said = capsys.readouterr()
+    assert "was made anew since the job ran" in said.out and "--repair" not in said.out + said.err, said
+    assert "shards (0, 1, 2, 3) hold other images" in said.out, said.out
+    assert main(["audit", str(out), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("colorize: error: audit cannot check the job: ") and "was made anew" in err, err
+    assert "--repair" not in err and err.count("\n") == 1, err
+    kept = next(tmp_path.glob("m.before-fresh-*.parquet"))
+    kept.replace(man)  # put back, as said: the audit checks the job again
+    assert main(["audit", str(out), "-q"]) == 0
+
+
 def test_a_run_whose_log_cannot_be_written_goes_on(tmp_path, ckpt):
     """Under cron with /var/log full, a trial's run stopped at its first line, colorized nothing
     and exited 2 ('No space left on device', as if OUTDIR were full); with its reader gone

@@ -889,6 +889,18 @@ def _changed_under(outdir: Outdir, spec: dict, committed: set[int]) -> list[str]
     return sorted((k for k, d in known.items() if int(k) in committed and now.get(k) != d), key=int)
 
 
+def made_anew(outdir: str | os.PathLike) -> str | None:
+    """What is said of a job whose manifest was made anew under it (scan --fresh), which a run
+    refuses: its shards' results and outputs are of images the manifest no longer lists there,
+    so nothing measured against it (pending, extra, stray) is to be mended; None otherwise."""
+    from pipeline.client.state import made_anew_said
+
+    od = Outdir(outdir)
+    spec = od.read_job()["spec"]
+    changed = _changed_under(od, spec, {n for n in od.results_files().values() if n is not None})
+    return made_anew_said(str(outdir), spec["manifest"], changed, spec.get("shard_digests") or {}) if changed else None
+
+
 def status(outdir: str | os.PathLike, check_manifest: bool = False) -> dict:
     """From job.json and the results alone; never opens images. check_manifest: also whether
     the manifest still holds the job's committed shards as they were (manifest_changed: made
@@ -912,7 +924,8 @@ def status(outdir: str | os.PathLike, check_manifest: bool = False) -> dict:
     s["running"] = outdir.lock_holder()
     s["stopped"] = None if s["running"] else last_stop(outdir)
     s["redo_pending"] = sum(len(ids) for ids in redo.load(outdir)["pending"].values())
-    s["manifest_changed"] = _changed_under(outdir, spec, committed) if check_manifest else []
+    # every shard with results, in the manifest now or not (one sharded otherwise has fewer)
+    s["manifest_changed"] = _changed_under(outdir, spec, shards - set(damaged)) if check_manifest else []
     s["job_altered"] = job_altered(job)  # a run refuses it: said first
     # another colorize's job: not resumed here (of a finished one, no advice to start over)
     s["other_version"] = other_version(str(outdir), spec, finished=not (s["pending"] or s["redo_pending"]))

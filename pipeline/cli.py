@@ -802,6 +802,17 @@ def _no_job_yet(a, e: UsageError) -> int:
     raise e
 
 
+def _status_state(s: dict) -> str:
+    """status --json's state, as its sentences say it (a manifest made anew first: the results
+    it leaves without a shard are not damage)."""
+    return ("manifest_changed" if s["manifest_changed"] and not s["running"]
+            else "damaged" if s["damaged"] or s["extra"] or s["lost"] else "running" if s["running"]
+            else "complete" if not (s["pending"] or s["redo_pending"])
+            else "other_version" if s["other_version"]
+            else "stopped" if s["stopped"] else "grown" if s["grown"] and not s["redo_pending"]
+            else "interrupted")
+
+
 def cmd_status(a) -> int:
     from pipeline.client.metrics import rate_words
     from pipeline.client.orchestrate import status
@@ -813,14 +824,7 @@ def cmd_status(a) -> int:
     except UsageError as e:  # a monitor polling before the first run reads JSON all the same
         return _no_job_yet(a, e)
     if a.json:  # one object, the same keys every time; state first
-        # (a manifest made anew first: the results it leaves without a shard are not damage)
-        state = ("manifest_changed" if s["manifest_changed"] and not s["running"]
-                 else "damaged" if s["damaged"] or s["extra"] or s["lost"] else "running" if s["running"]
-                 else "complete" if not (s["pending"] or s["redo_pending"])
-                 else "other_version" if s["other_version"]
-                 else "stopped" if s["stopped"] else "grown" if s["grown"] and not s["redo_pending"]
-                 else "interrupted")  # as the sentences below say it
-        print(json.dumps({"state": state, **s}, default=str))
+        print(json.dumps({"state": (state := _status_state(s)), **s}, default=str))
         return 3 if state == "damaged" else 0  # a job not whole, as run and audit say it
     if s["job_altered"]:
         print(f"{a.outdir}/job.json was edited since the run wrote it ({s['job_altered']}): a run "

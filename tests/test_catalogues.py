@@ -171,6 +171,10 @@ def test_export_writes_one_line_per_image_carried_columns_first(scans, tmp_path,
         semi = list(csv.DictReader(f, delimiter=";"))
     # a decimal comma, as the Excel of the locales that write ';' reads a number
     assert [r["seconds"] for r in semi] == [r["seconds"].replace(".", ",") for r in rows]
+    r = run_cli("export", out, tmp_path / "results.tsv")  # tab-separated by its name
+    assert r.returncode == 0 and "CSV, tab-separated" in r.stdout + r.stderr, r.stdout + r.stderr
+    with open(tmp_path / "results.tsv", newline="", encoding="utf-8-sig") as f:
+        assert list(csv.DictReader(f, delimiter="\t")) == rows
     r = run_cli("export", out, tmp_path / "results.csv")
     assert r.returncode == 2 and "--force" in r.stderr
     # the job's own files are never replaced, --force or not (a slip replaced the manifest and

@@ -252,7 +252,8 @@ def export(outdir: str, dest: str, excel: bool | None = None, delimiter: str | N
     if xlsx:
         write_xlsx(dest, header, rows, n_text)
         return dict(said, format="xlsx")
-    d = delimiter or info.get("delimiter") or ","
+    # a .tsv is tab-separated by its name (written with the catalogue's commas, it was not)
+    d = delimiter or ("\t" if dest.lower().endswith(".tsv") else info.get("delimiter")) or ","
     if d == "\n":  # a TXT path list has no separator of its own
         d = ","
     write_csv(dest, header, rows, d, encoding)

@@ -538,7 +538,8 @@ def _surviving_log():
 
 
 SUMMARY_KEYS = ("reason", "signal", "pending_shards", "images", "ok", "error", "skipped", "elapsed",
-                "images_per_s", "job")
+                "images_per_s", "steady_images_per_s", "startup_s", "worker_peak_rss_mb",
+                "client_peak_rss_mb", "job")
 
 
 def _write_summary(path: str | None, outdir: str, outcome: str, summary: dict,

@@ -325,10 +325,12 @@ def cmd_scan(a) -> int:
     errors = t.column("scan_error").to_pylist()
     bad = sum(e is not None for e in errors)
     if bad and bad == t.num_rows:
-        first = next(e for e in errors if e)
+        k = next(i for i, e in enumerate(errors) if e)  # which file, and why
+        first = f"{t.column('path')[k].as_py()}: {errors[k]}"
         hint = (" (the paths use backslashes: write them with / on this system)"
                 if any("\\" in p for p in t.column("path").to_pylist()[:100]) else "")
-        print(f"colorize: scan: none of the {bad} files could be read, e.g. {first}{hint}; "
+        said = "its one file could not be read:" if bad == 1 else f"none of the {bad} files could be read, e.g."
+        print(f"colorize: scan: {said} {first}{hint}; "
               f"wrote {a.output} anyway", file=sys.stderr)
         return 1
     shards = t.column("shard")[-1].as_py() + 1
@@ -706,7 +708,7 @@ def cmd_export(a) -> int:
     how = ("a workbook" if r["format"] == "xlsx" else "Parquet" if r["format"] == "parquet" else
            f"CSV, {DELIMITER_NAMES.get(r['delimiter'], repr(r['delimiter']))}-separated, "
            f"{r['encoding']}")
-    print(f"wrote {a.dest} ({how}): {r['rows']} images, columns {', '.join(r['header'][:4])}, ...")
+    print(f"wrote {a.dest} ({how}): {plural(r['rows'], 'image')}, columns {', '.join(r['header'][:4])}, ...")
     if r["format"] != "csv" and (unused := [f for f, v in (("--delimiter", a.delimiter), ("--encoding", a.encoding != "utf-8-sig")) if v]):
         print(f"colorize: {' and '.join(unused)} not used: {'it is' if len(unused) == 1 else 'they are'} for a CSV, not {how}", file=sys.stderr)
     _say_unfinished(a.outdir, r["rows"])
@@ -1208,8 +1210,8 @@ COMMANDS = {
     ),
     "run": (
         "colorize a manifest into OUTDIR (rerun to resume)",
-        "Colorize every image of a manifest on a dask cluster. JOB.toml may hold these "
-        "options (keys as the long flags). Rerunning resumes.",
+        "Colorize every image of a manifest on a dask cluster. JOB.toml, anywhere on the line, "
+        "may hold these options (keys as the long flags; a flag given wins). Rerunning resumes.",
     ),
     "export": (
         "write the results as CSV, .xlsx or .parquet for the archive's database",
@@ -1333,7 +1335,8 @@ def _add_scan(sub) -> None:
                    "that name it each their own way: repeat it, or 'Datei||File' (each takes the "
                    "first it has; a rescan reuses the manifest's)")
     s.add_argument("--encoding", default=None,
-                   help="the catalogue's text encoding (default: UTF-8, else Windows-1252)")
+                   help="the catalogue's text encoding (default: UTF-16 where it begins with "
+                   "its BOM, else UTF-8, else Windows-1252)")
     s.add_argument("--path-prefix", action="append", default=None, metavar="PREFIX",
                    help="a catalogue's paths that begin with PREFIX, as another machine kept them "
                         "(C:\\Museum\\Scans\\), are read as the rest from the catalogue's own "
@@ -1341,8 +1344,10 @@ def _add_scan(sub) -> None:
     s.add_argument("--delimiter", type=delimiter_arg, default=None,
                    help="the catalogue's separator (default: decided by parsing: ; , tab or |)")
     s.add_argument("--report", metavar="MISMATCHES.csv", default=None,
-                   help="also list every file the catalogue lacks, every row whose file is "
-                   "missing and every file listed twice in this CSV")
+                   help="also list in this CSV, a line each with its kind, every file left out "
+                   "or not listed (uncatalogued, not_a_picture, link ...), every row whose file is "
+                   "missing, every file listed twice, and what changed since the last scan "
+                   "(gone, changed, recatalogued)")
     s.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
                    help=f"refuse larger images as decompression bombs (default {DEFAULT_MAX_PIXELS:,})")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -1363,6 +1368,8 @@ def _add_run(sub) -> None:
                    help="the --redo CSV's column to read, matched against ids, paths and the "
                    "catalogue column of that name (e.g. Inventarnummer)")
     s.add_argument("--summary-json", metavar="PATH", help="also write the final summary as JSON")
+    # the spec is taken off the line before argparse sees it (main): named in the usage by hand
+    s.usage = s.format_usage().removeprefix("usage: ").replace("colorize run ", "colorize run [JOB.toml] ", 1)
 
 
 def _add_export(sub) -> None:

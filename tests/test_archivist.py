@@ -301,7 +301,7 @@ def test_an_accession_number_on_two_files_is_said_by_the_scan_and_the_audit(tmp_
             f"'F-2': {src / 'b.png'}, {src / 'c.png'} (a number typed twice") in err, err
     lines = (tmp_path / "r.csv").read_text(encoding="utf-8-sig").splitlines()
     assert [x for x in lines if x.startswith("same_identifier")] == [
-        f"same_identifier;{src / n};Inventarnummer: F-2;;" for n in ("b.png", "c.png")]
+        f"same_identifier;{src / n};;;;Inventarnummer: F-2" for n in ("b.png", "c.png")]
     assert main(["run", "--manifest", str(man), "-o", str(out), "--size", "32", "-q", "--checkpoint", ckpt]) == 0
     capsys.readouterr()
     assert main(["audit", str(out), "-q"]) == 0  # a note, not a failure: front and back share one

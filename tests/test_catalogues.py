@@ -227,7 +227,7 @@ def test_a_corrected_catalogue_reaches_the_manifest_on_rescan_and_the_job_goes_o
     with open(tmp_path / "report.csv", newline="", encoding="utf-8-sig") as f:
         # in the catalogue's own separator, as Excel in its locale opens it
         report = [x for x in csv.DictReader(f, delimiter=";") if x["kind"] == "recatalogued"]
-    assert [x["catalogue"] for x in report] == ["accession: 'A-2' -> 'A-2b'", "title: 'Tor' -> 'Tor am Markt'",
+    assert [x["detail"] for x in report] == ["accession: 'A-2' -> 'A-2b'", "title: 'Tor' -> 'Tor am Markt'",
                                                 "box: '7' -> '8'"]
     # the export gives the corrected record at once, and says which outputs still carry the old
     assert run_cli("export", out, tmp_path / "e1.csv").returncode == 0

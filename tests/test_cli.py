@@ -631,8 +631,13 @@ def test_links_in_the_archive_keep_its_tree_and_are_said(tmp_path, capsys):
     assert "2 symbolic links not a row of their own" in said
     assert f"{archive / 'box' / '0again.png'}: a link to {archive / 'box' / 'a.png'}, which is in the job" in said
     assert f"{archive / 'more'}: a link to a folder ({elsewhere}): not followed" in said
-    kinds = [line.split(",")[0] for line in report.read_text(encoding="utf-8-sig").splitlines()[1:]]
-    assert kinds.count("link") == 2
+    import csv
+
+    with open(report, newline="", encoding="utf-8-sig") as f:
+        lines = list(csv.DictReader(f))
+    links = [x for x in lines if x["kind"] == "link"]
+    # why in a column of its own (it was in the one named catalogue, which these have none of)
+    assert len(links) == 2 and all(x["catalogue"] == "" and "a link to" in x["detail"] for x in links), links
     assert t.column("xmp_sidecar").to_pylist() == [str(archive / "box" / "a.png.xmp"), None]
     assert main(["run", "--manifest", str(man), "-o", str(tmp_path / "out"), "--dry-run"]) == 0
 
@@ -1235,6 +1240,21 @@ def test_a_manifest_made_anew_with_fewer_shards_is_said_by_status_and_audit_not_
     kept = next(tmp_path.glob("m.before-fresh-*.parquet"))
     kept.replace(man)  # put back, as said: the audit checks the job again
     assert main(["audit", str(out), "-q"]) == 0
+
+
+def test_a_scan_that_reads_nothing_names_the_file_and_a_list_of_paths_is_said_as_one(tmp_path, capsys):
+    """A README trial: "none of the 1 files could be read, e.g. not an image" named no file, and
+    a list of paths was "2 rows, 0 columns"."""
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "x.jpg").write_bytes(b"junk")
+    assert main(["scan", str(tmp_path / "e"), "-o", str(tmp_path / "m.parquet"), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert f"its one file could not be read: {tmp_path / 'e' / 'x.jpg'}: not an image" in err, err
+    for n in "ab":
+        Image.new("L", (8, 8)).save(tmp_path / f"{n}.png")
+    (tmp_path / "list.txt").write_text("a.png\nb.png\n")
+    assert main(["scan", str(tmp_path / "list.txt"), "-o", str(tmp_path / "l.parquet"), "-q"]) == 0
+    assert f"{tmp_path / 'list.txt'}: a list of 2 paths\n" in capsys.readouterr().err
 
 
 def test_a_run_whose_log_cannot_be_written_goes_on(tmp_path, ckpt):

@@ -688,9 +688,11 @@ class ScanReport:
         for c in self.catalogues:
             sep = DELIMITER_NAMES.get(c.delimiter, repr(c.delimiter))
             blank = f" ({len(c.nofile)} naming no file)" if c.nofile else ""
-            out.append(f"{c.path}: {plural(len(c.rows) + len(c.nofile), 'row')}{blank}, "
-                       f"{plural(len(c.columns), 'column')}"
-                       + (f" ({sep}-separated, {c.encoding})" if c.columns else ""))
+            # a list of paths alone has no columns to speak of ("2 rows, 0 columns" puzzled)
+            n = len(c.rows) + len(c.nofile)
+            out.append(f"{c.path}: {plural(n, 'row')}{blank}, {plural(len(c.columns), 'column')} "
+                       f"({sep}-separated, {c.encoding})" if c.columns else
+                       f"{c.path}: a list of {plural(n, 'path')}{blank}")
 
         def some(items):
             return "; ".join(items[:limit]) + (f"; ... ({len(items) - limit} more)"
@@ -751,24 +753,25 @@ class ScanReport:
         return out
 
     def write_csv(self, path: str | os.PathLike) -> int:
-        """One line per mismatch (kind, path, catalogue, line, other line); returns the count."""
-        rows = [("uncatalogued", p, "", "", "") for p in self.uncatalogued]
-        rows += [("unlisted", p, "", "", "") for p in self.unlisted_before]
-        rows += [("not_a_picture", p, "", "", "") for p in self.others]
-        rows += [("orphan_xmp", p, "", "", "") for p in self.orphan_xmp]
-        rows += [("unusable", p, why, "", "") for p, why in self.unusable]
-        rows += [("unread_folder", p, why, "", "") for p, why in self.unread_folders]
-        rows += [("link", p, why, "", "") for p, why in self.links]
-        rows += [("colorize_output", p, "", "", "") for p in self.ours]
-        rows += [("missing", r["path"], _whole(r["_from"].path), r["_line"], "") for r in self.missing]
-        rows += [("no_file", "", _whole(c.path), r["_line"], "") for c in self.catalogues for r in c.nofile]
+        """One line per mismatch (kind, path, catalogue, line, other line, detail: why a file was left
+        out, the cell that changed); returns the count."""
+        rows = [("uncatalogued", p, "", "", "", "") for p in self.uncatalogued]
+        rows += [("unlisted", p, "", "", "", "") for p in self.unlisted_before]
+        rows += [("not_a_picture", p, "", "", "", "") for p in self.others]
+        rows += [("orphan_xmp", p, "", "", "", "") for p in self.orphan_xmp]
+        rows += [("unusable", p, "", "", "", why) for p, why in self.unusable]
+        rows += [("unread_folder", p, "", "", "", why) for p, why in self.unread_folders]
+        rows += [("link", p, "", "", "", why) for p, why in self.links]
+        rows += [("colorize_output", p, "", "", "", "") for p in self.ours]
+        rows += [("missing", r["path"], _whole(r["_from"].path), r["_line"], "", "") for r in self.missing]
+        rows += [("no_file", "", _whole(c.path), r["_line"], "", "") for c in self.catalogues for r in c.nofile]
         rows += [("duplicate", b["path"], _whole(b["_from"].path), b["_line"],
-                  f"{_whole(a['_from'].path)}:{a['_line']}") for a, b in self.duplicates]
-        rows += [("changed", p, "", "", "") for p in self.changed]
-        rows += [("gone", p, "", "", "") for p in self.gone]
-        rows += [("same_identifier", p, f"{self.shared_column}: {g['identifier']}", "", "")
+                  f"{_whole(a['_from'].path)}:{a['_line']}", "") for a, b in self.duplicates]
+        rows += [("changed", p, "", "", "", "") for p in self.changed]
+        rows += [("gone", p, "", "", "", "") for p in self.gone]
+        rows += [("same_identifier", p, "", "", "", f"{self.shared_column}: {g['identifier']}")
                  for g in self.shared for p in g["paths"]]
-        rows += [("recatalogued", p, f"{c}: {was!r} -> {now!r}", "", "") for p, c, was, now in self.recatalogued]
+        rows += [("recatalogued", p, "", "", "", f"{c}: {was!r} -> {now!r}") for p, c, was, now in self.recatalogued]
         # every path whole: as walked from a folder named relative, as the manifest holds it, or
         # real, the report mixed them (a sort or a join on the column found half)
         rows = [(k, _whole(p), *rest) for k, p, *rest in rows]
@@ -776,7 +779,7 @@ class ScanReport:
         sep = next((c.delimiter for c in self.catalogues if c.delimiter in ",;\t"), ",")
         with open(path, "w", newline="", encoding="utf-8-sig") as f:
             w = csv.writer(f, delimiter=sep)
-            w.writerow(["kind", "path", "catalogue", "line", "first listed at"])
+            w.writerow(["kind", "path", "catalogue", "line", "first listed at", "detail"])
             w.writerows(rows)
         return len(rows)
 

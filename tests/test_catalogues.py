@@ -712,6 +712,10 @@ def test_a_polish_catalogues_columns_are_guessed_and_an_unknown_one_is_said(scan
         assert json.loads((out / "job.json").read_text())["spec"]["metadata_columns"] == want
         said = "no catalogue column was taken for the accession number (columns: Nummer, Bild, path)"
         assert (said in r.stdout + r.stderr) == (want == "none")
+    # guessed beside a named creator too, and said where none is found (a README trial: unsaid)
+    r = run_cli("run", "--manifest", tmp_path / "other.csv.parquet", "-o", tmp_path / "out-creator", "--size", "32",
+                "-q", "--checkpoint", ckpt, "--metadata-columns", "creator=Bild")
+    assert r.returncode == 0 and said in r.stdout + r.stderr, r.stderr
 
 
 def test_abbreviated_column_names_are_guessed_as_written_elsewhere():

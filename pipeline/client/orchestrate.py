@@ -133,7 +133,9 @@ def _say_unnamed(o: JobSpec, mapping: str, log, before: dict | None = None) -> N
         log(f"--quality {o.quality}: not used by {o.format} outputs (lossless); it is for "
             "--format jpeg and webp")
     columns = read_catalogue_info(o.manifest).get("columns", [])
-    if columns and o.metadata_columns.strip().lower() == "auto" and "identifier=" not in mapping:
+    # guessed (auto, or beside named rights and creator) and none found
+    guessed = o.metadata_columns.strip().lower() != "none" and "identifier=" not in o.metadata_columns.lower()
+    if columns and guessed and "identifier=" not in mapping:
         log(f"no catalogue column was taken for the accession number (columns: "
             f"{', '.join(columns[:8])}{' ...' if len(columns) > 8 else ''}): the outputs' XMP will "
             "not name their objects; say which with --metadata-columns identifier=COLUMN,title=COLUMN")

@@ -1503,18 +1503,7 @@ def test_keys_pressed_as_a_page_turns_act_after_it_on_the_image_it_turns_to(job,
         page.on("dialog", lambda d: (asked.append(d.type), d.dismiss()))
         page.goto(url + "#f=not_reviewed")
         page.wait_for_selector(".card img")
-        ids = page.evaluate("""async () => { const all = [];
-            for (let p = 0; p < 3; p++) all.push(...(await getJSON(`/api/images?page=${p}`)).rows.map((r) => r.image_id));
-            return all; }""")
-
-        def verdicts(which):
-            page.evaluate("S.saving")
-            state = reviews.Journal(out).state()
-            return [(state.get(ids[i]) or {}).get("verdict") for i in which]
-
-        def at(i, view=True):
-            page.wait_for_function(f"!S.turning && !S.keys.length && {'S.view && S.filled === S.viewGen && S.row' if view else '!S.view && S.rows[S.cur]'}"
-                                   f".image_id == '{ids[i]}'")
+        ids, verdicts, at = paged(page, out)
         page.evaluate("document.querySelector('.card.cur').focus()")
         for k in "jjj":
             page.keyboard.press(k)
@@ -1631,6 +1620,26 @@ def test_an_image_opened_again_before_the_grid_came_back_walks_on_to_the_next(jo
         assert page.evaluate("[S.view, S.rows[S.cur].image_id]") == [False, ids[2]]
 
 
+def paged(page, out: Path):
+    """The job's 12 images in the grid's order (pages of 5), and two helpers over them: their
+    verdicts in the journal, once the edits on their way are answered; and a wait until the i-th
+    is the image open (view) or the current card, no page turning and no keys waiting."""
+    ids = page.evaluate("""async () => { const all = [];
+        for (let p = 0; p < 3; p++) all.push(...(await getJSON(`/api/images?page=${p}`)).rows.map((r) => r.image_id));
+        return all; }""")
+    assert len(ids) == 12 and len(set(ids)) == 12
+
+    def verdicts(which):
+        page.evaluate("S.saving")
+        state = reviews.Journal(out).state()
+        return [(state.get(ids[i]) or {}).get("verdict") for i in which]
+
+    def at(i, view=True):
+        where = "S.view && S.filled === S.viewGen && S.row" if view else "!S.view && S.rows[S.cur]"
+        page.wait_for_function(f"!S.turning && !S.keys.length && {where}.image_id == '{ids[i]}'")
+    return ids, verdicts, at
+
+
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
 def test_next_and_previous_go_on_past_the_pages_end_and_skip_none(job, tmp_path):
     """j stopped at a page's last image, unsaid: a curator with thousands to judge reached for
@@ -1642,19 +1651,7 @@ def test_next_and_previous_go_on_past_the_pages_end_and_skip_none(job, tmp_path)
     with review_page(out, "--page-size", "5", init=slow) as (page, url):
         page.goto(url + "#f=not_reviewed")
         page.wait_for_selector(".card img")
-        ids = page.evaluate("""async () => { const all = [];
-            for (let p = 0; p < 3; p++) all.push(...(await getJSON(`/api/images?page=${p}`)).rows.map((r) => r.image_id));
-            return all; }""")
-        assert len(ids) == 12 and len(set(ids)) == 12
-
-        def verdicts(which):
-            page.evaluate("S.saving")
-            state = reviews.Journal(out).state()
-            return [(state.get(ids[i]) or {}).get("verdict") for i in which]
-
-        def at(i, view=True):
-            page.wait_for_function(f"!S.turning && {'S.view && S.filled === S.viewGen && S.row' if view else '!S.view && S.rows[S.cur]'}"
-                                   f".image_id == '{ids[i]}'")
+        ids, verdicts, at = paged(page, out)
         # the grid: the page's last card judged, the page turns once it is saved; j goes on
         page.evaluate("document.querySelector('.card.cur').focus()")
         for k in "jjjjxaj":

@@ -1501,10 +1501,7 @@ def test_keys_pressed_as_a_page_turns_act_after_it_on_the_image_it_turns_to(job,
     with review_page(out, "--page-size", "5", init=LATE_OR_SLOW) as (page, url):
         asked = []
         page.on("dialog", lambda d: (asked.append(d.type), d.dismiss()))
-        page.goto(url + "#f=not_reviewed")
-        page.wait_for_selector(".card img")
-        ids, verdicts, at = paged(page, out)
-        page.evaluate("document.querySelector('.card.cur').focus()")
+        ids, verdicts, at = paged(page, out, url + "#f=not_reviewed")
         for k in "jjj":
             page.keyboard.press(k)
         page.evaluate("window.late = {post: 300, images: 200}")
@@ -1620,10 +1617,14 @@ def test_an_image_opened_again_before_the_grid_came_back_walks_on_to_the_next(jo
         assert page.evaluate("[S.view, S.rows[S.cur].image_id]") == [False, ids[2]]
 
 
-def paged(page, out: Path):
-    """The job's 12 images in the grid's order (pages of 5), and two helpers over them: their
-    verdicts in the journal, once the edits on their way are answered; and a wait until the i-th
-    is the image open (view) or the current card, no page turning and no keys waiting."""
+def paged(page, out: Path, url: str):
+    """The page at url, its current card focused; the job's 12 images in the grid's order (pages
+    of 5), and two helpers over them: their verdicts in the journal, once the edits on their way
+    are answered; and a wait until the i-th is the image open (view) or the current card, no page
+    turning and no keys waiting."""
+    page.goto(url)
+    page.wait_for_selector(".card img")
+    page.evaluate("document.querySelector('.card.cur').focus()")
     ids = page.evaluate("""async () => { const all = [];
         for (let p = 0; p < 3; p++) all.push(...(await getJSON(`/api/images?page=${p}`)).rows.map((r) => r.image_id));
         return all; }""")
@@ -1649,11 +1650,8 @@ def test_next_and_previous_go_on_past_the_pages_end_and_skip_none(job, tmp_path)
     out = fresh_copy(job, tmp_path)
     slow = slow_answers('String(url).startsWith("/api/")', 400)
     with review_page(out, "--page-size", "5", init=slow) as (page, url):
-        page.goto(url + "#f=not_reviewed")
-        page.wait_for_selector(".card img")
-        ids, verdicts, at = paged(page, out)
+        ids, verdicts, at = paged(page, out, url + "#f=not_reviewed")
         # the grid: the page's last card judged, the page turns once it is saved; j goes on
-        page.evaluate("document.querySelector('.card.cur').focus()")
         for k in "jjjjxaj":
             page.keyboard.press(k)
         at(7, view=False)

@@ -1066,7 +1066,12 @@ async function keysAfterTurn() {
 }
 // n then the note's letters, keyed as the page turned: typed into the note once it is open
 function typeInto(box, e) {
-  if (e.key === "Escape") { box.blur(); (S.view ? $("title") : document.body).focus(); return; }
+  if (e.key === "Escape") {  // as a curator's Esc leaves it: the note saved now, on its image
+    box.dispatchEvent(new Event("change", { bubbles: true }));  // (typed so, the box fires none)
+    box.blur();
+    (S.view ? $("title") : document.body).focus();
+    return;
+  }
   const text = e.key === "Enter" ? "\n" : e.key.length === 1 ? e.key : e.key === "Backspace" ? "" : null;
   if (text === null || !plain(e)) return;
   const at = box.selectionStart;

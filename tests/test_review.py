@@ -1411,6 +1411,9 @@ def test_a_filter_left_before_its_answer_came_takes_neither_the_grid_nor_the_foc
 
 
 # the server's answers to edits come back late (a loaded machine), the edits themselves at once
+# answers of an image's view and of edits made late once the test sets window.slowImage / slowEdits
+SLOW_IMAGE_OR_EDITS = (slow_answers('window.slowImage && String(url).startsWith("/api/image/")', 800)
+                       + slow_answers('window.slowEdits && String(url).startsWith("/api/review") && opts.method === "POST"', 1200))
 SLOW_EDITS = slow_answers('String(url).startsWith("/api/review") && opts && opts.method === "POST"', 1500)
 
 
@@ -1702,9 +1705,7 @@ def test_keys_in_the_image_view_act_on_the_image_they_follow(job, tmp_path):
     from before over the other curator's, unseen; a long message wrapped the header, and the
     picture moved under the next click."""
     out = fresh_copy(job, tmp_path)
-    slow = (slow_answers('window.slowImage && String(url).startsWith("/api/image/")', 800)
-            + slow_answers('window.slowEdits && String(url).startsWith("/api/review") && opts.method === "POST"', 1200))
-    with review_page(out, "--reviewer", "anna", init=slow) as (page, url):
+    with review_page(out, "--reviewer", "anna", init=SLOW_IMAGE_OR_EDITS) as (page, url):
         page.goto(url)
         page.wait_for_selector(".card img")
         ids = page.evaluate("S.rows.slice(0, 5).map((r) => r.image_id)")
@@ -2079,9 +2080,7 @@ def test_an_image_opened_a_moment_ago_is_edited_on_what_it_is_not_the_last_ones(
     than this page's own saves; the last image's hints could be deleted onto this one."""
     out = fresh_copy(job, tmp_path)
     hint = {"x": 10, "y": 10, "L": 50, "a": 30, "b": 20}
-    slow = (slow_answers('window.slowImage && String(url).startsWith("/api/image/")', 800)
-            + slow_answers('window.slowEdits && String(url).startsWith("/api/review") && opts.method === "POST"', 1200))
-    with review_page(out, "--reviewer", "anna", init=slow) as (page, url):
+    with review_page(out, "--reviewer", "anna", init=SLOW_IMAGE_OR_EDITS) as (page, url):
         page.goto(url)
         page.wait_for_selector(".card img")
         ids = page.evaluate("S.rows.slice(0, 3).map((r) => r.image_id)")

@@ -127,22 +127,27 @@ async function drawPage(seq, keep) {
 function showPage(d, keep = false, quiet = keep === true) {
   S.pageGen = (S.pageGen || 0) + 1;  // a poll's answer asked for before this is older than it
   const ids = Array.isArray(keep) ? keep : keep && S.rows[S.cur] ? [S.rows[S.cur].image_id] : [];
+  // past the list's end (its last image judged out of it), drawn again: still after that card
+  const after = keep === true && S.cur >= S.rows.length && S.rows.length ? S.rows[S.rows.length - 1].image_id : null;
   S.rows = d.rows;
   const at = ids.map((i) => S.rows.findIndex((r) => r.image_id === i)).find((k) => k >= 0) ?? -1;
-  S.cur = at >= 0 ? at : Math.min(S.cur, Math.max(0, d.rows.length - 1));
+  const past = after === null ? -1 : S.rows.findIndex((r) => r.image_id === after) + 1 || S.rows.length;
+  S.cur = at >= 0 ? at : past >= 0 ? past : Math.min(S.cur, Math.max(0, d.rows.length - 1));
   S.pages = d.pages;
   renderFilters(d);
   renderGrid(quiet);
   if (!d.rows.length) $("grid").textContent = "no image matches this filter and search";
 }
 
-// Where the curator is (filter, search, sort, page, the image open) lives in the URL's hash: a
-// reload, or the URL kept in a bookmark, comes back to it.
+// Where the curator is (filter, search, sort, page, the image open or the grid's current card)
+// lives in the URL's hash, written at each move: a reload, or the URL kept in a bookmark, comes
+// back to it (written late, a reload went back a few images, and the keys re-judged them).
 function writePlace() {
   const p = new URLSearchParams();
   for (const [k, v] of [["f", S.filter !== "all" && S.filter], ["c", S.column], ["v", S.value],
     ["s", S.sort], ["d", S.desc && "1"], ["q", S.q], ["p", S.page || ""],
-    ["i", S.view && S.row && S.row.image_id]]) if (v) p.set(k, v);
+    ["i", S.view && S.row && S.row.image_id],
+    ["g", !S.view && S.cur > 0 && S.rows[S.cur] && S.rows[S.cur].image_id]]) if (v) p.set(k, v);
   history.replaceState(null, "", location.pathname + location.search + (p.toString() ? "#" + p : ""));
 }
 function readPlace() {
@@ -152,7 +157,7 @@ function readPlace() {
   S.page = Number(p.get("p")) || 0;
   $("column").value = S.column; $("value").value = S.value; $("sort").value = S.sort;
   $("desc").checked = S.desc; $("q").value = S.q;
-  return p.get("i");
+  return [p.get("i"), p.get("g")];
 }
 async function columnValues() {
   $("values").innerHTML = "";
@@ -249,7 +254,7 @@ function renderGrid(quiet = false) {
       if (e.shiftKey && a >= 0 && a !== i) {  // a run of cards, as a file manager selects
         for (let k = Math.min(a, i); k <= Math.max(a, i); k++) S.selected.add(S.rows[k].image_id);
         S.cur = i;
-        $("sel-count").textContent = S.selected.size;
+        selectionChanged();
         renderGrid();
       } else if (e.shiftKey) { S.cur = i; S.anchor = r.image_id; toggleSelect(); }
       else { S.cur = i; S.anchor = r.image_id; openView(); }
@@ -263,16 +268,22 @@ function focusCard(quiet = false) {
   if (c) c.focus({ preventScroll: quiet });  // else scrolled to: a current card off the screen is lost
 }
 
+// The images selected for a series are kept by the tab across a reload, as its place is (a
+// curator's trial: a reload lost the selection, made over several pages perhaps)
+function selectionChanged() {
+  $("sel-count").textContent = S.selected.size;
+  sessionStorage.setItem("selected", JSON.stringify([...S.selected]));
+}
 function toggleSelect() {
   const r = S.rows[S.cur];
   if (!r) return;
   S.selected.has(r.image_id) ? S.selected.delete(r.image_id) : S.selected.add(r.image_id);
-  $("sel-count").textContent = S.selected.size;
+  selectionChanged();
   if (!S.view) renderGrid();
 }
 
 // --- the image view -----------------------------------------------------------------------------
-async function openView() {
+function openView() {
   const r = S.rows[S.cur];
   if (!r) return;
   if (!S.view) { S.gridScroll = window.scrollY; window.scrollTo(0, 0); }  // the image, not the grid's place
@@ -285,11 +296,11 @@ async function openView() {
   $("viewer").hidden = false;
   // This image's at once, as its card knows it, until its answer comes: a verdict or a note
   // keyed straight after j went to the image before (the view still its), and a note's first
-  // letters were overwritten when the answer came
   // letters were overwritten when the answer came. Its pictures and title too (the last image's
   // were judged by the keys meanwhile); hints, a cross, the automatic colour wait for the answer.
   S.row = { ...r };
   S.review = reviewOf(r);
+  writePlace();  // at once: a reload before the answer came went back to the image before
   S.hints = [];
   S.curHint = -1;
   S.cross = null;
@@ -300,6 +311,11 @@ async function openView() {
   $("after").src = $("slider-after").src = r.status === "ok" ? img(r, "output", viewW()) : "";
   showBefore();
   showVerdict();
+  // The keys after Enter or j act on this at once (they do not wait for the answer), but for
+  // those of its hints and its picture, which wait for it (the arrows moved a cross on none).
+  S.filling = fillView(r, vg);
+}
+async function fillView(r, vg) {
   let d;
   for (;;) {  // an edit still leaving, or keyed meanwhile: its answer first, then the state it made
     const sv = S.saving;
@@ -322,7 +338,9 @@ async function openView() {
   $("after").alt = "after: " + $("title").textContent;
   if (!$("side").contains(document.activeElement) && !$("after-frame").contains(document.activeElement)) $("title").focus();
   $("saved").textContent = "";
-  writePlace();
+  palette(r, vg);  // (not waited for: the keys after Enter or j act once the image is shown)
+}
+async function palette(r, vg) {
   const pal = await getJSON("/api/colours/" + encodeURIComponent(r.image_id)).catch(() => null);
   if (vg !== S.viewGen || !pal) return;  // the output's own colours are a help, not the view
   $("palette").innerHTML = "";
@@ -410,7 +428,7 @@ function closeView() {
   // the image it had open stays current (under "not reviewed", judged there, the next one):
   // the grid's old place in rows now shorter skipped the images after it
   const from = [S.row && S.row.image_id, ...S.rows.slice(S.cur + 1).map((r) => r.image_id)].filter((x) => x);
-  loadPage(from).then(() => { if (!S.view && vg === S.viewGen) { window.scrollTo(0, S.gridScroll); focusCard(); } });
+  return loadPage(from).then(() => { if (!S.view && vg === S.viewGen) { window.scrollTo(0, S.gridScroll); focusCard(); } });
 }
 
 function renderMeta(d) {
@@ -461,7 +479,7 @@ function save(kind, value, ids, force = false, id = S.row.image_id) {
 // Edits keyed faster than the answers wait their turn in the page: a reload or a closed tab
 // then lost them, unsaid ("x x x" and Ctrl+R kept the first). The browser asks first; the one on
 // its way is sent with keepalive and arrives anyway.
-window.addEventListener("beforeunload", (e) => { if (S.queued || S.keys.length) { e.preventDefault(); e.returnValue = ""; } });
+window.addEventListener("beforeunload", (e) => { if (S.queued || S.acts.length) { e.preventDefault(); e.returnValue = ""; } });
 
 async function send(id, kind, value, ids, force, seen) {
   const one = ids === undefined;
@@ -555,16 +573,18 @@ async function setVerdict(v) {
   const grid = !S.view;
   if (grid) {  // in the grid: the current card
     const r = S.rows[S.cur];
-    if (!r) return;
+    if (!r) { say(S.rows.length ? "past the list's last image: none here to judge (k goes back)" : "no image here to judge"); return; }
     S.row = { image_id: r.image_id };
     S.review = reviewOf(r);
   }
-  const step0 = { id: S.row.image_id, kind: "verdict", value: S.review.verdict };
+  const id = S.row.image_id, was = S.keyed && S.keyed.revs[id];
+  // made on the verdict shown as the key was pressed, where this page has not judged it since
+  if (was && (S.keyed.own[id] || {}).verdict === ownRev(id, "verdict")) S.review.rev.verdict = was.verdict;
+  const step0 = { id, kind: "verdict", value: S.review.verdict };
   S.undo.push(step0);
   S.review.verdict = v;
   // On to the next card at once, not once the server has answered: "a a" pressed faster than
   // that judged this card twice and left the next unjudged, the cursor then past it
-  const id = S.row.image_id;
   // the page's last card: the page turns once this is saved, not before (under "not reviewed"
   // the image that moves up into the page would be skipped); the keys after it wait for it
   const last = grid && S.cur + 1 >= S.rows.length;
@@ -580,7 +600,17 @@ async function setVerdict(v) {
   if (!grid || S.view) return;
   // the card now current stays so, where it is listed; a turn keyed since draws the page itself
   // (drawn again here, it was cancelled: the cursor stayed on the card just judged)
-  if (turned ? !(await turned) : !S.turning) await loadPage(true);
+  const went = turned ? await turned : undefined;  // false: none after it (said)
+  if (went || (!turned && S.turning)) return;
+  await loadPage(true);
+  // The list's last image judged out of it (under a filter): the place is past the end, not on
+  // the last card left (one skipped with j, which the keys after then judged, unseen).
+  if (went === false && !S.view && !S.rows.some((x) => x.image_id === id)) pastEnd();
+}
+function pastEnd() {
+  S.cur = S.rows.length;
+  renderGrid();
+  writePlace();
 }
 
 // --- hints --------------------------------------------------------------------------------------
@@ -677,7 +707,7 @@ function addHint(point) {
   S.hints.push({ x: Math.min(w - 0.5, Math.max(0, point.x)), y: Math.min(h - 0.5, Math.max(0, point.y)), ...srgbToLab(hex) });
   S.curHint = -1;  // the next colour picked is for the next hint; click a hint to recolour it
   remember(hex);
-  hintsChanged(false);
+  return hintsChanged(false);
 }
 
 function dropHint() {
@@ -685,7 +715,7 @@ function dropHint() {
   S.undo.push({ id: S.row.image_id, kind: "hints", value: S.hints.map((h) => ({ ...h })) });
   S.hints.splice(S.curHint, 1);
   S.curHint = -1;
-  hintsChanged(false);
+  return hintsChanged(false);
 }
 
 // Without a mouse: in hint mode the after picture takes the focus, the arrows move a cross over
@@ -781,7 +811,7 @@ async function applySeries() {
   say(`saved: ${plural(S.hints.length, "hint")} added to ${plural(ids.length, "image")}` +
     " (each keeps its own; a hint one already has is not added twice)");
   S.selected.clear();
-  $("sel-count").textContent = 0;
+  selectionChanged();
 }
 
 function plural(n, what) { return `${n} ${what}${n === 1 ? "" : "s"}`; }
@@ -810,8 +840,7 @@ async function undo() {
       S.review.hints = u.before[S.row.image_id];
       renderHints();
     }
-    if (S.view) refreshCounts(); else redraw();
-    return;
+    return S.view ? refreshCounts() : redraw();
   }
   // an edit still on its way is answered first; one that was never saved (refused, not sent)
   // has nothing of this page's to take back: the step before it is undone instead (u pressed
@@ -828,10 +857,14 @@ async function undo() {
     say("undone");
     return;
   }
-  // another image's edit: said by name; the view keeps its place (next/previous walk on from it)
+  // another image's edit: said by name; the view keeps its place (next/previous walk on from it).
+  // In the grid a verdict taken back makes its card current where it is listed, under every
+  // filter alike (to judge it again; under "not reviewed" the cursor was on it, under "all" not)
   const r = S.rows.find((x) => x.image_id === u.id);
   say(`undone: the ${u.kind} of ${r ? label(r) : nameOf(u.id)}`);
-  if (S.view) refreshCounts(); else redraw();
+  if (S.view) return refreshCounts();
+  const cur = S.rows[S.cur];
+  return u.kind === "verdict" ? loadPage([u.id, ...(cur ? [cur.image_id] : [])]) : redraw();
 }
 
 // An undo not done stays the next one: refused (an edit made since, in another tab or by
@@ -927,7 +960,7 @@ async function noteLeft() {
     if ((now.note || "") === sent.text) await post(JSON.stringify({ ...leaving, base: (now.rev || {}).note ?? null }));
   } catch (e) { /* the server gone: the beacon was the last chance, as for a closed tab */ }
 }
-document.querySelectorAll("#verdict-buttons button").forEach((b) => { b.onclick = () => setVerdict(b.dataset.verdict); });
+document.querySelectorAll("#verdict-buttons button").forEach((b) => { b.onclick = () => act({ fn: () => setVerdict(b.dataset.verdict) }); });
 // Another list (a filter, a search, a sort, a page) begins at its first card, not at the place
 // the last one's current card had (the 57th of a filter of 60 was the 57th of the next). An
 // image open meanwhile keeps the rows it was opened from, and its place in them (j went to the
@@ -992,9 +1025,12 @@ for (const [a, b] of [["before-frame", "after-frame"], ["after-frame", "before-f
 }
 
 function step(d) {
-  if (S.cur + d >= S.rows.length || S.cur + d < 0) { turnPage(d); return; }
+  if (S.cur + d >= S.rows.length || S.cur + d < 0) return turnPage(d);
   S.cur += d;
-  if (S.view) openView(); else { renderGrid(); focusCard(); }
+  if (S.view) return openView();
+  renderGrid();
+  focusCard();
+  writePlace();
 }
 
 // Next and previous go on past a page's end (a curator working through thousands with the
@@ -1011,19 +1047,32 @@ function turnPage(d, after = S.saving) {
 }
 // (after the edits on their way: the page walked asked for again before its last verdict was
 // saved still listed it, and the image moving up into it was skipped)
+// Back (k), the card before is the last of the page before that is not on this page: under a
+// filter the list grows shorter as images are judged, and this page's first cards move down into
+// it; the page before may be past the list's end now (its last page is then the one before).
 async function turnTo(seq, d, walked, vg) {
-  for (const p of (d > 0 ? [S.page, S.page + 1] : [S.page - 1]).filter((p) => p >= 0)) {
-    const got = await getJSON(pageQuery(p));
+  for (let p of (d > 0 ? [S.page, S.page + 1] : [S.page - 1, S.page - 2]).filter((p) => p >= 0)) {
+    let got = await getJSON(pageQuery(p));
     if (seq !== S.loadSeq || vg !== S.viewGen) return;  // an image opened (a click), or the view closed, meanwhile
-    const at = d > 0 ? got.rows.findIndex((r) => !walked.has(r.image_id)) : got.rows.length - 1;
+    if (d < 0 && !got.rows.length && got.pages && p >= got.pages) {
+      got = await getJSON(pageQuery(p = got.pages - 1));
+      if (seq !== S.loadSeq || vg !== S.viewGen) return;
+    }
+    const fresh = (r) => !walked.has(r.image_id);
+    const at = d > 0 ? got.rows.findIndex(fresh) : got.rows.findLastIndex(fresh);
     if (at < 0) continue;
     S.page = p;
     if (S.view) {
       S.rows = got.rows; S.pages = got.pages; S.cur = at; S.gridScroll = 0;
       S.pageGen++;  // a poll's answer for the page before is older than these rows
       renderFilters(got);
+      writePlace();
       openView();
-    } else { showPage(got, [got.rows[at].image_id]); window.scrollTo(0, 0); focusCard(); }
+      return true;
+    }
+    showPage(got, [got.rows[at].image_id]);
+    window.scrollTo(0, 0);
+    focusCard();
     writePlace();
     return true;
   }
@@ -1031,40 +1080,74 @@ async function turnTo(seq, d, walked, vg) {
   return false;
 }
 
-// Keys pressed as the page turns act once it has, in order, each after any turn the one before
-// began (one keyed after j is meant for the image j goes to): those that judge, move or open,
-// and after n the note's own letters. The browser's own keys are left alone.
-const WAITING = new Set(["a", "r", "x", "u", "j", "k", "n", "h", "c", "s", "z", " ", "ArrowLeft",
+// The curator's keys act one at a time, in the order pressed, each once the one before is done
+// (its edit answered, the grid drawn again, the image or the page it went to shown): keys
+// faster than the answers do what they would on a fast server. Each waiting only for what it
+// knew of, "a u r" undid the r, "Enter a Esc Enter x" judged the image just judged again, and
+// "a a k x" went back onto a judged card. A verdict clicked waits its turn too; after n, the
+// note's letters go into the note. The browser's own keys, and a control's, act at once.
+const ACTS = new Set(["a", "r", "x", "u", "j", "k", "n", "h", "c", "s", "z", " ", "ArrowLeft",
   "ArrowRight", "Enter", "Escape", "Delete", "Backspace"]);
 const keyOf = (e) => (e.key.length === 1 ? e.key.toLowerCase() : e.key);
 const plain = (e) => !(e.ctrlKey || e.metaKey || e.altKey);
-S.keys = [];
+const undoKey = (e) => (e.ctrlKey || e.metaKey) && !e.altKey && keyOf(e) === "z";
+const onPicture = (e) => S.hintMode && e.target === $("after-frame");
+// in the image view, the keys that act before its answer has come (on the image as its card
+// knows it); the others (hints, the automatic colour) wait for it
+const NOW = new Set(["a", "r", "x", "u", "j", "k", "n", "s", "z", " ", "Escape", "ArrowLeft", "ArrowRight"]);
+// what the browser does itself: a control's keys, its shortcuts, a zoomed picture scrolled
+function native(e) {
+  const t = e.target, k = keyOf(e);
+  if (t.matches("textarea, select, input, button")) return true;
+  if (undoKey(e)) return false;
+  if (!plain(e) || (k.length === 1 && k !== " " && !$("keys-on").checked)) return true;
+  return document.body.classList.contains("zoom") && t.classList.contains("frame") &&
+    /^(Arrow|Page|Home$|End$)/.test(k) && !(onPicture(e) && k.startsWith("Arrow"));
+}
+S.acts = [];
 document.addEventListener("keydown", (e) => {
-  if ((S.turning || S.keys.length) && !e.target.matches("textarea, select, input, button")) {
-    const typing = S.keys.some((q) => plain(q) && keyOf(q) === "n");
-    const undoKey = (e.ctrlKey || e.metaKey) && keyOf(e) === "z";
-    if (undoKey || (plain(e) && (WAITING.has(keyOf(e)) || (typing && e.key.length === 1)))) {
-      e.preventDefault();
-      S.keys.push(e);
-      keysAfterTurn();
-      return;
-    }
+  const typed = S.acts.some((q) => q.e && plain(q.e) && keyOf(q.e) === "n");
+  if (!native(e) && (ACTS.has(keyOf(e)) || undoKey(e) || (onPicture(e) && e.key.startsWith("Arrow")) ||
+      (typed && e.key.length === 1))) {
+    e.preventDefault();
+    act({ e, typed });
+    return;
   }
   onKey(e);
 });
-async function keysAfterTurn() {
-  if (S.keysGoing) return;
-  S.keysGoing = true;
-  try {
-    while (S.keys.length) {
-      while (S.turning) await S.turning;
-      const e = S.keys.shift(), box = document.activeElement;
-      if (box && box.matches("textarea, input[type=text], input[type=search]")) typeInto(box, e);
-      else onKey(e);
-    }
-  } finally { S.keysGoing = false; }
+// What the page showed as a key was pressed: the edit it makes, acting later, is made on that. A
+// card drawn again meanwhile with another curator's verdict is not what the curator judged: sent
+// on what was shown, it is refused and named, as it was before keys waited their turn.
+function shown() {
+  const revs = {};
+  for (const r of S.rows) revs[r.image_id] = { ...(r.rev || {}) };
+  if (filled() && S.review) revs[S.review.image_id] = { ...(S.review.rev || {}) };
+  return { revs, own: { ...(S.lastRev || {}) } };
 }
-// n then the note's letters, keyed as the page turned: typed into the note once it is open
+function act(q) {
+  S.acts.push({ ...q, shown: shown() });
+  if (!S.acting) S.acting = drain().finally(() => { S.acting = null; });
+  return S.acting;
+}
+async function drain() {
+  while (S.acts.length) {
+    const q = S.acts.shift();
+    try {
+      S.keyed = q.shown;  // (read as the key begins to act)
+      if (q.e && S.view && (onPicture(q.e) || !NOW.has(keyOf(q.e)))) await S.filling;
+      if (q.fn) await q.fn();
+      else if (q.typed && document.activeElement === $("note")) typeInto($("note"), q.e);
+      else await onKey(q.e);
+    } catch (err) { say(`NOT done: ${err.message}`); }  // (the server away): the next key goes on
+    finally { S.keyed = null; }
+  }
+}
+// every key pressed so far acted, and its edits answered (what the tests wait for)
+async function settled() {
+  while (S.acting) await S.acting;
+  await S.saving;
+}
+// n then the note's letters, keyed before it acted: typed into the note once it is open
 function typeInto(box, e) {
   if (e.key === "Escape") {  // as a curator's Esc leaves it: the note saved now, on its image
     box.dispatchEvent(new Event("change", { bubbles: true }));  // (typed so, the box fires none)
@@ -1093,7 +1176,7 @@ function onKey(e) {
     }
     return;
   }
-  if ((e.ctrlKey || e.metaKey) && e.key.toLowerCase() === "z") { e.preventDefault(); undo(); return; }
+  if ((e.ctrlKey || e.metaKey) && e.key.toLowerCase() === "z") { e.preventDefault(); return undo(); }
   if (e.ctrlKey || e.metaKey || e.altKey) return;  // the browser's own: Ctrl+A, Ctrl+R, Alt+...
   const k = e.key.length === 1 ? e.key.toLowerCase() : e.key;  // Shift or Caps Lock alike
   // single-key shortcuts can be turned off (speech input types letters; WCAG 2.1.4)
@@ -1105,19 +1188,21 @@ function onKey(e) {
     const far = e.shiftKey ? 5 : 1;
     const arrows = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] };
     if (arrows[k]) { e.preventDefault(); moveCross(arrows[k][0] * far, arrows[k][1] * far); return; }
-    if (k === "Enter") { e.preventDefault(); if (!S.cross) moveCross(0, 0); addHint(S.cross); return; }
+    if (k === "Enter") { e.preventDefault(); if (!S.cross) moveCross(0, 0); return addHint(S.cross); }
     if (k === "Escape") { toggleHintMode(); $("title").focus(); say("hint mode off"); return; }
   }
-  if (k === "a") setVerdict("accepted");
-  else if (k === "r") setVerdict("retouch");
-  else if (k === "x") setVerdict("rejected");
-  else if (k === "n" && S.view) { e.preventDefault(); $("note").focus(); }
-  else if (k === "j" || k === "ArrowRight") { e.preventDefault(); step(1); }
-  else if (k === "k" || k === "ArrowLeft") { e.preventDefault(); step(-1); }
-  else if (k === "Enter" && !S.view) openView();
-  else if (k === "Escape" && S.view) closeView();
+  // (each gives what it waits for: the key after it acts once it is done)
+  if (k === "a") return setVerdict("accepted");
+  if (k === "r") return setVerdict("retouch");
+  if (k === "x") return setVerdict("rejected");
+  if (k === "j" || k === "ArrowRight") { e.preventDefault(); return step(1); }
+  if (k === "k" || k === "ArrowLeft") { e.preventDefault(); return step(-1); }
+  if (k === "Enter" && !S.view) return openView();
+  if (k === "Escape" && S.view) return closeView();
+  if (k === "u") return undo();
+  if ((k === "Delete" || k === "Backspace") && S.view && S.curHint >= 0) return dropHint();
+  if (k === "n" && S.view) { e.preventDefault(); $("note").focus(); }
   else if (k === "h" && S.view) toggleHintMode();
-  else if (k === "u") undo();
   else if (k === "c" && S.view) toggleCompare();
   else if (k === "z" && S.view) {
     const zoom = document.body.classList.toggle("zoom");
@@ -1131,8 +1216,7 @@ function onKey(e) {
     $("slider-wrap").hidden = !S.slider;
     document.querySelectorAll(".pane").forEach((p) => { p.hidden = S.slider; });
     fitSlider();
-  } else if ((k === "Delete" || k === "Backspace") && S.view && S.curHint >= 0) dropHint();
-  else if (k === " ") { e.preventDefault(); toggleSelect(); }
+  } else if (k === " ") { e.preventDefault(); toggleSelect(); }
 }
 
 // Another curator's edit (a second server on the OUTDIR, another tab) shows on an open image
@@ -1146,13 +1230,13 @@ async function poll() {
     if (document.hidden) return;
     if (!S.view) { await pollGrid(); return; }
     if (!S.row || !S.review || document.activeElement === $("note") || S.noteTimer) return;
-    if (S.dragging || S.filled !== S.viewGen) return;
+    if (S.dragging || S.filled !== S.viewGen || S.acting) return;  // (keys at work: the next look)
     const vg = S.viewGen, id = S.row.image_id;
     await S.saving;
     const sv = S.saving;
     const d = await getJSON("/api/image/" + encodeURIComponent(id));
     // anything since the look began (an edit saved or leaving, the note taken up, a drag) is newer
-    if (vg !== S.viewGen || !S.review || S.review.image_id !== id || S.saving !== sv || S.dragging ||
+    if (vg !== S.viewGen || !S.review || S.review.image_id !== id || S.saving !== sv || S.dragging || S.acting ||
         document.activeElement === $("note") || S.noteTimer) return;
     if (["status", "output_sha256", "hints_digest"].some((k) => (d.row[k] ?? null) !== (S.row[k] ?? null))) {
       fill(d);
@@ -1187,10 +1271,11 @@ for (const ev of ["pointermove", "pointerdown", "keydown", "wheel"]) {
 }
 async function pollGrid() {
   await S.saving;
+  if (S.acting) return;  // keys at work: the next look
   const q = pageQuery(), gen = S.pageGen, sv = S.saving;
   const d = await getJSON(q);
   // the curator moved, or an edit left, meanwhile: this answer is older than what is shown
-  if (S.view || q !== pageQuery() || gen !== S.pageGen || sv !== S.saving) return;
+  if (S.view || S.acting || q !== pageQuery() || gen !== S.pageGen || sv !== S.saving) return;
   const ids = (rows) => rows.map((r) => r.image_id).join("\n");
   const seen = (rows) => rows.map((r) => [pictureKey(r), r.verdict, r.curator_hints, r.note].join("|")).join("\n");
   if (ids(d.rows) !== ids(S.rows) && Date.now() - S.touched < 4000) return;  // the next look
@@ -1201,9 +1286,11 @@ async function pollGrid() {
 setTimeout(poll, S.pollMs);
 
 noteLeft().then(loadInfo).then(async () => {
-  const open = readPlace();
+  const [open, card] = readPlace();
+  S.selected = new Set(JSON.parse(sessionStorage.getItem("selected") || "[]"));
+  $("sel-count").textContent = S.selected.size;
   if (S.column) columnValues();
   await loadPage();
-  const i = open ? S.rows.findIndex((r) => r.image_id === open) : -1;
-  if (i >= 0) { S.cur = i; openView(); }
+  const i = S.rows.findIndex((r) => r.image_id === (open || card));
+  if (i >= 0 && open) { S.cur = i; openView(); } else if (i >= 0) { S.cur = i; renderGrid(); focusCard(); writePlace(); }
 });

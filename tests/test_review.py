@@ -1732,7 +1732,8 @@ def test_the_lists_end_a_shorter_list_behind_and_a_reload_keep_the_curators_plac
     """A curator's paging trial: keys past the end of "not reviewed" judged a card skipped with
     j; k from a page the list had since shrunk away from went nowhere, or forward; a reload went
     back to the page's first card, or to the image before j (its place written once the answer
-    came), and the keys then judged again what was judged; it lost the images selected."""
+    came), and the keys then judged again what was judged; it lost the images selected. In hint
+    mode, Enter keyed as the next image came placed no hint."""
     out = fresh_copy(job, tmp_path)
     init = LATE_OR_SLOW + slow_answers('window.slowImage && String(url).startsWith("/api/image/")', 1500)
     with review_page(out, "--page-size", "5", init=init) as (page, url):
@@ -1771,6 +1772,15 @@ def test_the_lists_end_a_shorter_list_behind_and_a_reload_keep_the_curators_plac
         assert page.evaluate("S.filled === S.viewGen") is False  # written before its answer came
         page.reload()
         at(9)
+        # in hint mode, j then Enter: the hint goes on the next image once its picture has come
+        # (placed before, it was dropped, unsaid)
+        page.keyboard.press("h")
+        page.evaluate("window.slowImage = true")
+        page.keyboard.press("j")
+        page.keyboard.press("Enter")
+        page.wait_for_function("S.hints.length === 1 && document.getElementById('saved').textContent === 'hints saved'")
+        state = reviews.Journal(out).state()
+        assert [len((state.get(ids[i]) or {}).get("hints") or []) for i in (9, 10)] == [0, 1]
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")

@@ -1135,6 +1135,8 @@ async function drain() {
     try {
       S.keyed = q.shown;  // (read as the key begins to act)
       if (q.e && S.view && (onPicture(q.e) || !NOW.has(keyOf(q.e)))) await S.filling;
+      // a hint placed from the keyboard, on the picture once it is there (not dropped, unsaid)
+      if (q.e && S.view && onPicture(q.e)) await $("after").decode().catch(() => null);
       if (q.fn) await q.fn();
       else if (q.typed && document.activeElement === $("note")) typeInto($("note"), q.e);
       else await onKey(q.e);

@@ -132,7 +132,10 @@ function showPage(d, keep = false, quiet = keep === true) {
   S.rows = d.rows;
   const at = ids.map((i) => S.rows.findIndex((r) => r.image_id === i)).find((k) => k >= 0) ?? -1;
   const past = after === null ? -1 : S.rows.findIndex((r) => r.image_id === after) + 1 || S.rows.length;
-  S.cur = at >= 0 ? at : past >= 0 ? past : Math.min(S.cur, Math.max(0, d.rows.length - 1));
+  // (a list of images none of which is listed now, the list's last judged in the image view
+  // among them: past the end, not on a card skipped with j)
+  S.cur = at >= 0 ? at : past >= 0 ? past : ids.length ? Math.min(S.cur, d.rows.length)
+    : Math.min(S.cur, Math.max(0, d.rows.length - 1));
   S.pages = d.pages;
   renderFilters(d);
   renderGrid(quiet);
@@ -147,7 +150,8 @@ function writePlace() {
   for (const [k, v] of [["f", S.filter !== "all" && S.filter], ["c", S.column], ["v", S.value],
     ["s", S.sort], ["d", S.desc && "1"], ["q", S.q], ["p", S.page || ""],
     ["i", S.view && S.row && S.row.image_id],
-    ["g", !S.view && S.cur > 0 && S.rows[S.cur] && S.rows[S.cur].image_id]]) if (v) p.set(k, v);
+    ["g", !S.view && S.cur > 0 && S.rows[S.cur] && S.rows[S.cur].image_id],
+    ["e", !S.view && ended() && "1"]]) if (v) p.set(k, v);
   history.replaceState(null, "", location.pathname + location.search + (p.toString() ? "#" + p : ""));
 }
 function readPlace() {
@@ -157,7 +161,7 @@ function readPlace() {
   S.page = Number(p.get("p")) || 0;
   $("column").value = S.column; $("value").value = S.value; $("sort").value = S.sort;
   $("desc").checked = S.desc; $("q").value = S.q;
-  return [p.get("i"), p.get("g")];
+  return [p.get("i"), p.get("g"), p.get("e") === "1"];
 }
 async function columnValues() {
   $("values").innerHTML = "";
@@ -188,7 +192,7 @@ function renderFilters(d) {
     b.dataset.filter = f;
     b.className = f === S.filter ? "on" : "";
     b.setAttribute("aria-pressed", f === S.filter ? "true" : "false");  // not by colour alone
-    b.onclick = () => { S.filter = f; newList(); };
+    b.onclick = () => act({ fn: () => { S.filter = f; return newList(); } });  // after the keys before it
     nav.append(b);
     if (had === f) b.focus();
   }
@@ -248,6 +252,7 @@ function renderGrid(quiet = false) {
     // what the card shows, first (a speech user says what they see), then what it shows by look
     c.setAttribute("aria-label", [c.querySelector(".label").textContent.trim(), r.verdict ? "" : "not reviewed",
       S.selected.has(r.image_id) ? "selected for a series" : ""].filter((x) => x).join(", "));
+    const rows = S.rows, page = S.page;
     c.onclick = (e) => {
       // the anchor by its image: rows move under a filter as verdicts are given, and pages change
       const a = S.rows.findIndex((x) => x.image_id === S.anchor);
@@ -257,14 +262,31 @@ function renderGrid(quiet = false) {
         selectionChanged();
         renderGrid();
       } else if (e.shiftKey) { S.cur = i; S.anchor = r.image_id; toggleSelect(); }
-      else { S.cur = i; S.anchor = r.image_id; openView(); }
+      else act({ fn: () => openCard(r.image_id, rows, page, i) });
     };
     g.append(c);
   });
+  if (ended()) {  // past the list's end: said where the cards end, and the keys' place (a Tab stop)
+    const end = Object.assign(document.createElement("div"), { className: "end cur", tabIndex: 0,
+      textContent: "the end of the list: no image after the last (k goes back)" });
+    end.setAttribute("aria-current", "true");
+    g.append(end);
+  }
   if (had) focusCard(quiet);
 }
+const ended = () => S.rows.length > 0 && S.cur >= S.rows.length;
+// A card clicked opens once the keys pressed before the click have acted (they went on to the
+// new list or image, judging cards never seen); on the page it was clicked on, where those keys
+// turned the page since.
+function openCard(id, rows, page, i) {
+  const at = S.rows.findIndex((r) => r.image_id === id);
+  if (at < 0) { S.rows = rows; S.page = page; }
+  S.cur = at >= 0 ? at : i;
+  S.anchor = id;
+  return openView();
+}
 function focusCard(quiet = false) {
-  const c = $("grid").querySelector(".card.cur");
+  const c = $("grid").querySelector(".card.cur, .end");
   if (c) c.focus({ preventScroll: quiet });  // else scrolled to: a current card off the screen is lost
 }
 
@@ -276,7 +298,7 @@ function selectionChanged() {
 }
 function toggleSelect() {
   const r = S.rows[S.cur];
-  if (!r) return;
+  if (!r) { if (ended()) say("past the list's last image: no image here to select (k goes back)"); return; }
   S.selected.has(r.image_id) ? S.selected.delete(r.image_id) : S.selected.add(r.image_id);
   selectionChanged();
   if (!S.view) renderGrid();
@@ -285,7 +307,7 @@ function toggleSelect() {
 // --- the image view -----------------------------------------------------------------------------
 function openView() {
   const r = S.rows[S.cur];
-  if (!r) return;
+  if (!r) { if (ended()) say("past the list's last image: no image here to open (k goes back)"); return; }
   if (!S.view) { S.gridScroll = window.scrollY; window.scrollTo(0, 0); }  // the image, not the grid's place
   S.view = true;
   // Answers still on their way (this image's, a preview's) belong to the view that asked: when
@@ -479,7 +501,7 @@ function save(kind, value, ids, force = false, id = S.row.image_id) {
 // Edits keyed faster than the answers wait their turn in the page: a reload or a closed tab
 // then lost them, unsaid ("x x x" and Ctrl+R kept the first). The browser asks first; the one on
 // its way is sent with keepalive and arrives anyway.
-window.addEventListener("beforeunload", (e) => { if (S.queued || S.acts.length) { e.preventDefault(); e.returnValue = ""; } });
+window.addEventListener("beforeunload", (e) => { if (S.queued || S.acts.length || S.acting) { e.preventDefault(); e.returnValue = ""; } });
 
 async function send(id, kind, value, ids, force, seen) {
   const one = ids === undefined;
@@ -580,7 +602,7 @@ async function setVerdict(v) {
   const id = S.row.image_id, was = S.keyed && S.keyed.revs[id];
   // made on the verdict shown as the key was pressed, where this page has not judged it since
   if (was && (S.keyed.own[id] || {}).verdict === ownRev(id, "verdict")) S.review.rev.verdict = was.verdict;
-  const step0 = { id, kind: "verdict", value: S.review.verdict };
+  const step0 = { id, kind: "verdict", value: S.review.verdict, page: grid ? S.page : undefined };
   S.undo.push(step0);
   S.review.verdict = v;
   // On to the next card at once, not once the server has answered: "a a" pressed faster than
@@ -610,6 +632,7 @@ async function setVerdict(v) {
 function pastEnd() {
   S.cur = S.rows.length;
   renderGrid();
+  focusCard();
   writePlace();
 }
 
@@ -864,7 +887,10 @@ async function undo() {
   say(`undone: the ${u.kind} of ${r ? label(r) : nameOf(u.id)}`);
   if (S.view) return refreshCounts();
   const cur = S.rows[S.cur];
-  return u.kind === "verdict" ? loadPage([u.id, ...(cur ? [cur.image_id] : [])]) : redraw();
+  if (u.kind !== "verdict") return redraw();
+  // (on the page it was judged on, where the verdict turned the page: j j j j a u)
+  if (u.page !== undefined && !S.rows.some((x) => x.image_id === u.id)) S.page = u.page;
+  return loadPage([u.id, ...(cur ? [cur.image_id] : [])]);
 }
 
 // An undo not done stays the next one: refused (an edit made since, in another tab or by
@@ -960,7 +986,15 @@ async function noteLeft() {
     if ((now.note || "") === sent.text) await post(JSON.stringify({ ...leaving, base: (now.rev || {}).note ?? null }));
   } catch (e) { /* the server gone: the beacon was the last chance, as for a closed tab */ }
 }
-document.querySelectorAll("#verdict-buttons button").forEach((b) => { b.onclick = () => act({ fn: () => setVerdict(b.dataset.verdict) }); });
+// A verdict clicked is for the image on the screen as it was clicked: keys still waiting before
+// it that go on (Esc, j) leave it with no image to judge, said (it judged the next, unseen)
+document.querySelectorAll("#verdict-buttons button").forEach((b) => {
+  b.onclick = () => {
+    const on = S.view && S.row && S.row.image_id;
+    act({ fn: () => (S.view && S.row && S.row.image_id === on ? setVerdict(b.dataset.verdict)
+      : say(`NOT saved: the image the ${b.dataset.verdict} was clicked on is no longer open (the keys before the click went on): open it and judge it again`)) });
+  };
+});
 // Another list (a filter, a search, a sort, a page) begins at its first card, not at the place
 // the last one's current card had (the 57th of a filter of 60 was the 57th of the next). An
 // image open meanwhile keeps the rows it was opened from, and its place in them (j went to the
@@ -970,8 +1004,9 @@ function newList(page = 0) {
   if (!S.view) S.cur = 0;
   return loadPage();
 }
-$("prev-page").onclick = () => { if (S.page > 0) newList(S.page - 1); };
-$("next-page").onclick = () => { if (S.page + 1 < S.pages) newList(S.page + 1); };
+// the page before or after the one shown as clicked, once the keys before the click have acted
+$("prev-page").onclick = () => { const p = S.page - 1; if (p >= 0) act({ fn: () => newList(p) }); };
+$("next-page").onclick = () => { const p = S.page + 1; if (p < S.pages) act({ fn: () => newList(p) }); };
 $("column").onchange = (e) => {
   S.column = e.target.value;
   S.value = "";  // a value left from the last column filtered this one (a blank grid)
@@ -1091,7 +1126,7 @@ const ACTS = new Set(["a", "r", "x", "u", "j", "k", "n", "h", "c", "s", "z", " "
 const keyOf = (e) => (e.key.length === 1 ? e.key.toLowerCase() : e.key);
 const plain = (e) => !(e.ctrlKey || e.metaKey || e.altKey);
 const undoKey = (e) => (e.ctrlKey || e.metaKey) && !e.altKey && keyOf(e) === "z";
-const onPicture = (e) => S.hintMode && e.target === $("after-frame");
+const onPicture = (t) => S.hintMode && t === $("after-frame");
 // in the image view, the keys that act before its answer has come (on the image as its card
 // knows it); the others (hints, the automatic colour) wait for it
 const NOW = new Set(["a", "r", "x", "u", "j", "k", "n", "s", "z", " ", "Escape", "ArrowLeft", "ArrowRight"]);
@@ -1102,13 +1137,15 @@ function native(e) {
   if (undoKey(e)) return false;
   if (!plain(e) || (k.length === 1 && k !== " " && !$("keys-on").checked)) return true;
   return document.body.classList.contains("zoom") && t.classList.contains("frame") &&
-    /^(Arrow|Page|Home$|End$)/.test(k) && !(onPicture(e) && k.startsWith("Arrow"));
+    /^(Arrow|Page|Home$|End$)/.test(k) && !(onPicture(t) && k.startsWith("Arrow"));
 }
 S.acts = [];
 document.addEventListener("keydown", (e) => {
   const typed = S.acts.some((q) => q.e && plain(q.e) && keyOf(q.e) === "n");
-  if (!native(e) && (ACTS.has(keyOf(e)) || undoKey(e) || (onPicture(e) && e.key.startsWith("Arrow")) ||
-      (typed && e.key.length === 1))) {
+  // (the arrows behind waiting keys too: an h before them puts the picture under them)
+  const busy = S.acting || S.acts.length;
+  if (!native(e) && (ACTS.has(keyOf(e)) || undoKey(e) || (typed && e.key.length === 1) ||
+      (e.key.startsWith("Arrow") && (onPicture(e.target) || (S.view && busy))))) {
     e.preventDefault();
     act({ e, typed });
     return;
@@ -1129,19 +1166,30 @@ function act(q) {
   if (!S.acting) S.acting = drain().finally(() => { S.acting = null; });
   return S.acting;
 }
+// where a waiting key acts: the focus now, unless it was taken by a control meanwhile (a click)
+function here(e) {
+  const a = document.activeElement;
+  return a && a !== document.body && !a.matches("textarea, select, input, button") ? a : e.target;
+}
 async function drain() {
   while (S.acts.length) {
     const q = S.acts.shift();
+    // a server slow to answer (or stalled) is said with the keys it holds, not silence
+    const slow = setTimeout(() => say(`the server is slow to answer: ${plural(S.acts.length + 1, "key")} ` +
+      "waiting, to act in order once it does"), 4000);
     try {
       S.keyed = q.shown;  // (read as the key begins to act)
-      if (q.e && S.view && (onPicture(q.e) || !NOW.has(keyOf(q.e)))) await S.filling;
+      // a note's letters go in at once (waiting, they came after the ones typed later)
+      if (q.typed && document.activeElement === $("note")) { typeInto($("note"), q.e); continue; }
+      // A key acts where the focus is when it acts, not where it was pressed: an h before it
+      // has put the picture under the arrows and Enter since (they moved on to the next image).
+      const t = q.e && here(q.e);
+      if (q.e && S.view && (onPicture(t) || !NOW.has(keyOf(q.e)))) await S.filling;
       // a hint placed from the keyboard, on the picture once it is there (not dropped, unsaid)
-      if (q.e && S.view && onPicture(q.e)) await $("after").decode().catch(() => null);
-      if (q.fn) await q.fn();
-      else if (q.typed && document.activeElement === $("note")) typeInto($("note"), q.e);
-      else await onKey(q.e);
+      if (q.e && S.view && onPicture(t)) await $("after").decode().catch(() => null);
+      await (q.fn ? q.fn() : onKey(q.e, t));
     } catch (err) { say(`NOT done: ${err.message}`); }  // (the server away): the next key goes on
-    finally { S.keyed = null; }
+    finally { S.keyed = null; clearTimeout(slow); }
   }
 }
 // every key pressed so far acted, and its edits answered (what the tests wait for)
@@ -1164,8 +1212,7 @@ function typeInto(box, e) {
   box.setRangeText(text, box.selectionStart, box.selectionEnd, "end");
   box.dispatchEvent(new Event("input", { bubbles: true }));
 }
-function onKey(e) {
-  const t = e.target;
+function onKey(e, t = e.target) {
   // A control keeps its keys: typing in a field, Space on a checkbox, the arrows on the slider,
   // Enter on a button or the colour picker (a control clicked with the mouse gives the focus
   // back at once). Esc leaves it; a search field would also empty itself and leave its filter
@@ -1185,7 +1232,7 @@ function onKey(e) {
   if (k.length === 1 && k !== " " && !$("keys-on").checked) return;
   // zoomed, a picture reached with Tab scrolls with the arrows and Page keys, as any scroll box
   if (document.body.classList.contains("zoom") && t.classList.contains("frame") &&
-      /^(Arrow|Page|Home$|End$)/.test(k) && !(S.hintMode && t === $("after-frame") && k.startsWith("Arrow"))) return;
+      /^(Arrow|Page|Home$|End$)/.test(k) && !(onPicture(t) && k.startsWith("Arrow"))) return;
   if (S.hintMode && S.view && t === $("after-frame")) {
     const far = e.shiftKey ? 5 : 1;
     const arrows = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] };
@@ -1288,11 +1335,16 @@ async function pollGrid() {
 setTimeout(poll, S.pollMs);
 
 noteLeft().then(loadInfo).then(async () => {
-  const [open, card] = readPlace();
+  const [open, card, end] = readPlace();
   S.selected = new Set(JSON.parse(sessionStorage.getItem("selected") || "[]"));
   $("sel-count").textContent = S.selected.size;
   if (S.column) columnValues();
   await loadPage();
   const i = S.rows.findIndex((r) => r.image_id === (open || card));
-  if (i >= 0 && open) { S.cur = i; openView(); } else if (i >= 0) { S.cur = i; renderGrid(); focusCard(); writePlace(); }
+  if (i >= 0 && open) { S.cur = i; openView(); } else if (i >= 0 || (end && S.rows.length)) {
+    S.cur = i >= 0 ? i : S.rows.length;
+    renderGrid();
+    focusCard();
+    writePlace();
+  }
 });

@@ -1747,6 +1747,13 @@ def test_the_lists_end_a_shorter_list_behind_and_a_reload_keep_the_curators_plac
         page.wait_for_function("!S.acting && /past the list's last image/.test(document.getElementById('status').textContent)")
         assert verdicts([10, 11]) == [None, "accepted"]
         assert page.evaluate("[S.page, S.cur, S.rows.length]") == [2, 1, 1]
+        # the place past the end is shown, has the focus, and is kept by a reload
+        assert page.evaluate("document.activeElement.className") == "end cur"
+        page.reload()
+        page.wait_for_selector(".end")
+        page.keyboard.press("a")
+        page.wait_for_function("!S.acting && /past the list's last image/.test(document.getElementById('status').textContent)")
+        assert verdicts([10]) == [None]
         page.keyboard.press("k")
         at(10, view=False)
         # another curator judges the first seven: the list is one page now, this page 3 of it
@@ -1781,6 +1788,52 @@ def test_the_lists_end_a_shorter_list_behind_and_a_reload_keep_the_curators_plac
         page.wait_for_function("S.hints.length === 1 && document.getElementById('saved').textContent === 'hints saved'")
         state = reviews.Journal(out).state()
         assert [len((state.get(ids[i]) or {}).get("hints") or []) for i in (9, 10)] == [0, 1]
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
+def test_clicks_hint_keys_and_a_notes_letters_wait_their_turn_and_act_where_they_land(job, tmp_path):
+    """A critical review of the keys' queue, each step confirmed in Chromium and failing before:
+    "Enter h -> Enter" went to the next image (the arrow acted on the title it was pressed on);
+    a note's letters queued behind n came after those typed later; a verdict clicked as the
+    image closed judged another; a card clicked after "a a a" opened at once and the a's judged
+    it; u of a verdict that turned the page left the cursor on the next page."""
+    out = fresh_copy(job, tmp_path)
+    init = LATE_OR_SLOW + slow_answers('window.slowImage && String(url).startsWith("/api/image/")', 1500)
+    with review_page(out, "--page-size", "5", init=init) as (page, url):
+        ids, verdicts, at = paged(page, out, url)
+        page.evaluate("window.slowImage = true")
+        for k in ["Enter", "h", "ArrowRight", "Enter"]:
+            page.keyboard.press(k)
+        page.wait_for_function("S.hints.length === 1 && document.getElementById('saved').textContent === 'hints saved'")
+        w = page.evaluate("S.row.width")
+        assert page.evaluate("[S.row.image_id, S.hints[0].x]") == [ids[0], pytest.approx(w / 2 + w / 50, abs=0.6)]
+        page.keyboard.press("Escape")  # hint mode off
+        page.evaluate("window.slow = {post: 1500}")
+        for k in ["x", "j", "n", "h", "e"]:  # the letters wait behind the x, then go into the note
+            page.keyboard.press(k)
+        page.wait_for_function("document.activeElement.id === 'note'")
+        page.keyboard.type("llo")  # into the note, the image's answer still to come
+        at(1)
+        assert journal_note(out, ids[1], "hello") == "hello"
+        page.keyboard.press("Escape")  # out of the note
+        page.evaluate("window.slowImage = false; window.slow = {post: 1500}")
+        page.keyboard.press("a")
+        page.keyboard.press("Escape")
+        page.click("[data-verdict=rejected]")  # on the image still shown; it closes first
+        page.wait_for_function("!S.acting && /no longer open/.test(document.getElementById('status').textContent)")
+        assert verdicts([1, 2]) == ["accepted", None]
+        for k in "aaa":
+            page.keyboard.press(k)
+        page.click(f".card[data-id='{ids[0]}']")
+        at(0)
+        assert verdicts([0, 1, 2, 3, 4]) == ["rejected", "accepted", "accepted", "accepted", None]
+        page.evaluate("window.slow = {}")
+        page.keyboard.press("Escape")
+        for k in "jjjjaux":  # the page's last judged, the page turned, taken back, judged again
+            page.keyboard.press(k)
+        page.evaluate("settled()")
+        assert verdicts([4, 5]) == ["rejected", None]
+        assert page.evaluate("[S.page, S.rows[S.cur].image_id]") == [1, ids[5]]  # (x turned it again)
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")

@@ -1834,6 +1834,22 @@ def test_clicks_hint_keys_and_a_notes_letters_wait_their_turn_and_act_where_they
         page.evaluate("settled()")
         assert verdicts([4, 5]) == ["rejected", None]
         assert page.evaluate("[S.page, S.rows[S.cur].image_id]") == [1, ids[5]]  # (x turned it again)
+        # a shift-click, and a search typed, while keys wait: after them (a second review's
+        # findings: the card shift-clicked was judged, and the search's first card)
+        page.evaluate("window.slow = {post: 1500}")
+        page.keyboard.press("a")
+        page.keyboard.press("a")
+        page.click(f".card[data-id='{ids[9]}']", modifiers=["Shift"])
+        page.evaluate("settled()")
+        assert verdicts([5, 6, 7, 9]) == ["accepted", "accepted", None, None]
+        assert page.evaluate("[[...S.selected], S.rows[S.cur].image_id]") == [[ids[9]], ids[9]]
+        page.keyboard.press("a")
+        page.keyboard.press("a")
+        page.fill("#q", "Haus")  # every image's title: the list begins again at its first
+        page.wait_for_function("S.q === 'Haus'")
+        page.evaluate("settled()")
+        assert verdicts([0, 9, 10]) == ["rejected", "accepted", "accepted"]
+        assert page.evaluate("[S.page, S.rows[S.cur].image_id]") == [0, ids[0]]
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")

@@ -79,6 +79,7 @@ function labToHex(L, a, b) {
 async function loadInfo() {
   const info = await getJSON("/api/info");
   $("outdir").textContent = info.outdir + " · reviewer " + info.reviewer;
+  S.outdir = info.outdir;
   for (const c of info.columns) {
     $("column").add(new Option(c, c));
     $("sort").add(new Option(c, c));
@@ -253,17 +254,9 @@ function renderGrid(quiet = false) {
     c.setAttribute("aria-label", [c.querySelector(".label").textContent.trim(), r.verdict ? "" : "not reviewed",
       S.selected.has(r.image_id) ? "selected for a series" : ""].filter((x) => x).join(", "));
     const rows = S.rows, page = S.page;
-    c.onclick = (e) => {
-      // the anchor by its image: rows move under a filter as verdicts are given, and pages change
-      const a = S.rows.findIndex((x) => x.image_id === S.anchor);
-      if (e.shiftKey && a >= 0 && a !== i) {  // a run of cards, as a file manager selects
-        for (let k = Math.min(a, i); k <= Math.max(a, i); k++) S.selected.add(S.rows[k].image_id);
-        S.cur = i;
-        selectionChanged();
-        renderGrid();
-      } else if (e.shiftKey) { S.cur = i; S.anchor = r.image_id; toggleSelect(); }
-      else act({ fn: () => openCard(r.image_id, rows, page, i) });
-    };
+    // (after the keys pressed before the click, as a key: a shift-click made the card current at
+    // once, and the verdicts waiting judged it)
+    c.onclick = (e) => act({ fn: e.shiftKey ? () => shiftClick(r.image_id) : () => openCard(r.image_id, rows, page, i) });
     g.append(c);
   });
   if (ended()) {  // past the list's end: said where the cards end, and the keys' place (a Tab stop)
@@ -275,6 +268,18 @@ function renderGrid(quiet = false) {
   if (had) focusCard(quiet);
 }
 const ended = () => S.rows.length > 0 && S.cur >= S.rows.length;
+function shiftClick(id) {
+  const i = S.rows.findIndex((x) => x.image_id === id);
+  if (i < 0) return;  // (gone from the list meanwhile: judged under a filter)
+  // the anchor by its image: rows move under a filter as verdicts are given, and pages change
+  const a = S.rows.findIndex((x) => x.image_id === S.anchor);
+  if (a >= 0 && a !== i) {  // a run of cards, as a file manager selects
+    for (let k = Math.min(a, i); k <= Math.max(a, i); k++) S.selected.add(S.rows[k].image_id);
+    S.cur = i;
+    selectionChanged();
+    renderGrid();
+  } else { S.cur = i; S.anchor = id; toggleSelect(); }
+}
 // A card clicked opens once the keys pressed before the click have acted (they went on to the
 // new list or image, judging cards never seen); on the page it was clicked on, where those keys
 // turned the page since.
@@ -294,7 +299,7 @@ function focusCard(quiet = false) {
 // curator's trial: a reload lost the selection, made over several pages perhaps)
 function selectionChanged() {
   $("sel-count").textContent = S.selected.size;
-  sessionStorage.setItem("selected", JSON.stringify([...S.selected]));
+  sessionStorage.setItem("selected:" + S.outdir, JSON.stringify([...S.selected]));
 }
 function toggleSelect() {
   const r = S.rows[S.cur];
@@ -1007,17 +1012,22 @@ function newList(page = 0) {
 // the page before or after the one shown as clicked, once the keys before the click have acted
 $("prev-page").onclick = () => { const p = S.page - 1; if (p >= 0) act({ fn: () => newList(p) }); };
 $("next-page").onclick = () => { const p = S.page + 1; if (p < S.pages) act({ fn: () => newList(p) }); };
+// A list chosen (a column, a value, a sort, a search) is another list once the keys pressed
+// before it have acted: typed into the search box as they waited, it took them to its own cards.
+const relist = (change) => act({ fn: () => { change(); return newList(); } });
 $("column").onchange = (e) => {
-  S.column = e.target.value;
-  S.value = "";  // a value left from the last column filtered this one (a blank grid)
+  const v = e.target.value;
   $("value").value = "";
-  columnValues();
-  newList();
+  relist(() => {
+    S.column = v;
+    S.value = "";  // a value left from the last column filtered this one (a blank grid)
+    columnValues();
+  });
 };
-$("value").oninput = (e) => { S.value = e.target.value; clearTimeout(S.vt); S.vt = setTimeout(newList, 250); };
-$("sort").onchange = (e) => { S.sort = e.target.value; newList(); };
-$("desc").onchange = (e) => { S.desc = e.target.checked; newList(); };
-$("q").oninput = (e) => { S.q = e.target.value; clearTimeout(S.qt); S.qt = setTimeout(newList, 200); };
+$("value").oninput = (e) => { const v = e.target.value; clearTimeout(S.vt); S.vt = setTimeout(() => relist(() => { S.value = v; }), 250); };
+$("sort").onchange = (e) => { const v = e.target.value; relist(() => { S.sort = v; }); };
+$("desc").onchange = (e) => { const v = e.target.checked; relist(() => { S.desc = v; }); };
+$("q").oninput = (e) => { const v = e.target.value; clearTimeout(S.qt); S.qt = setTimeout(() => relist(() => { S.q = v; }), 200); };
 $("slider").oninput = (e) => { $("slider-before-clip").style.width = e.target.value + "%"; };
 // the slider gives the keys back once let go (a focused slider took j, k, a... for itself)
 $("slider").addEventListener("change", (e) => { if (S.byPointer) e.target.blur(); });
@@ -1336,7 +1346,8 @@ setTimeout(poll, S.pollMs);
 
 noteLeft().then(loadInfo).then(async () => {
   const [open, card, end] = readPlace();
-  S.selected = new Set(JSON.parse(sessionStorage.getItem("selected") || "[]"));
+  // (by its OUTDIR: another run's review served later at the same address is another selection)
+  S.selected = new Set(JSON.parse(sessionStorage.getItem("selected:" + S.outdir) || "[]"));
   $("sel-count").textContent = S.selected.size;
   if (S.column) columnValues();
   await loadPage();

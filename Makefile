@@ -28,11 +28,12 @@ run: setup  ## colorize the bundled sample archive (jobs/demo.toml), then status
 manifest: setup  ## rescan the bundled samples into manifests/demo.parquet
 	$(BIN)/colorize scan pipeline/samples -o manifests/demo.parquet --shard-size 4 --relative --fresh
 
-# Two test processes: much of the suite's time is spent waiting on clusters, workers and CLIs
-# starting, so two share two cores well (12 minutes -> 6.5 here). worksteal: an idle process
-# takes tests from the other's queue (dealing whole files out left one idle: 8 minutes).
-# --durations: the slowest tests named in every CI log, where the next trim starts.
-TEST_PROCS ?= 2
+# Three test processes on two cores: much of the suite's time is spent waiting on clusters,
+# workers, CLIs and browsers (slowed answers), which a third fills (2026-12-04, with OpenMP
+# waiting passively in the suite: -n 2 586 s, -n 3 533 s; one process took 12 minutes).
+# worksteal: an idle process takes tests from another's queue (dealing whole files out left one
+# idle). --durations: the slowest tests named in every CI log, where the next trim starts.
+TEST_PROCS ?= 3
 test: setup  ## the import contract (the client never imports torch), then the test suite
 	$(BIN)/lint-imports
 	$(BIN)/pytest -q -n $(TEST_PROCS) --dist worksteal --durations=12

@@ -630,7 +630,12 @@ def test_kill_9_of_the_server_in_the_middle_of_saving_loses_no_acknowledged_edit
     try:
         assert set(acked) <= {e["id"] for e in reviews.Journal(out).events()}
         assert not list((out / "reviews").glob("journal-*kill*"))
-        # the preview worker starts with the server: the first hint does not wait for torch
+        # the preview worker starts with the first image opened (the first hint does not wait
+        # for torch), not with the server: a review in the grid alone never loads it
+        time.sleep(1.5)
+        assert not [c for c in children(p.pid).values() if "pipeline.worker.preview" in c]
+        with urllib.request.urlopen(url.replace("/?t=", f"/api/image/{ids[0]}?t="), timeout=30) as r:
+            assert json.loads(r.read())["row"]["image_id"] == ids[0]
         deadline = time.time() + 30
         while not (worker := [k for k, c in children(p.pid).items() if "pipeline.worker.preview" in c]):
             assert time.time() < deadline, "no preview worker"

@@ -43,8 +43,8 @@ CACHE = "cache"
 
 
 class Previewer:
-    """The preview worker process (worker/preview.py): started with the server (serve), or on
-    the first preview, and again if it dies."""
+    """The preview worker process (worker/preview.py): started when the first image is opened
+    in the image view, or on the first preview, and again if it dies."""
 
     def __init__(self, checkpoint: str | None, size: int = 256):
         self.checkpoint, self.size = checkpoint, size  # the job's: the preview is what its run makes
@@ -72,6 +72,17 @@ class Previewer:
         first preview would otherwise wait for."""
         with self._lock:
             self._started()
+
+    def warm(self) -> None:
+        """start(), as an image is opened: seconds before a hint can be placed on it, not with
+        the server (a review in the grid alone never loads torch: the worker holds ~600 MB and
+        took 3.5 s of a core to start, for nothing there). Not while a preview holds the worker
+        (it is started then): an image's answer does not wait for another's preview."""
+        if self._lock.acquire(blocking=False):
+            try:
+                self._started()
+            finally:
+                self._lock.release()
 
     def _started(self) -> subprocess.Popen:
         if self._proc is None or self._proc.poll() is not None:
@@ -220,6 +231,7 @@ def _routes(app, root: str, view: RunView, journal: reviews.Journal, previewer: 
 
     @app.get("/api/image/<image_id>")
     def image(image_id):
+        previewer.warm()  # the first image opened starts the preview worker (not the server)
         return jsonify(_image_info(root, view, _row(image_id), journal.state().get(image_id, {})))
 
     @app.post("/api/review")
@@ -562,7 +574,6 @@ def serve(outdir: str, port: int = 0, browser: bool = True, who: str | None = No
 
     signal.signal(signal.SIGTERM, stop)
     try:
-        app.config["PREVIEWER"].start()
         if browser:
             import webbrowser
 

@@ -103,9 +103,6 @@ function loadPage(keep = false) {
   S.loadSeq = (S.loadSeq || 0) + 1;
   return (S.loading = drawPage(S.loadSeq, keep));
 }
-// the grid drawn again after an edit (an undo, a poll): after a page turn under way, with the
-// current card kept (drawn before it, the turn was dropped, and the j that began it lost)
-const redraw = () => (S.turning ? S.turning.then(() => loadPage(true)) : loadPage());
 async function drawPage(seq, keep) {
   const d = await getJSON(pageQuery());
   if (seq !== S.loadSeq) return S.loading;
@@ -113,9 +110,9 @@ async function drawPage(seq, keep) {
     S.page = d.pages - 1;
     return loadPage();
   }
-  // An image opened meanwhile (Esc, then Enter at once): the view walks on (j, k) in the rows
-  // it was opened from, as ever; the grid is drawn when it closes. Drawn now, under "not
-  // reviewed" the image just judged left the rows under it, and j skipped the one after it.
+  // An image open (a filter or a search chosen in the image view): the view walks on (j, k) in
+  // the rows it was opened from, as ever; the grid is drawn when it closes. Drawn now, under
+  // "not reviewed" the image just judged left the rows under it, and j skipped the one after it.
   if (S.view) { renderFilters(d); return; }
   showPage(d, keep, false);
   writePlace();
@@ -625,10 +622,9 @@ async function setVerdict(v) {
   if (!saved && S.undo.includes(step0)) S.undo.splice(S.undo.lastIndexOf(step0), 1);
   if (saved && S.view && !grid) showVerdict();
   if (!grid || S.view) return;
-  // the card now current stays so, where it is listed; a turn keyed since draws the page itself
-  // (drawn again here, it was cancelled: the cursor stayed on the card just judged)
+  // the card now current stays so, where it is listed; a turn draws the page itself
   const went = turned ? await turned : undefined;  // false: none after it (said)
-  if (went || (!turned && S.turning)) return;
+  if (went) return;
   await loadPage(true);
   // The list's last image judged out of it (under a filter): the place is past the end, not on
   // the last card left (one skipped with j, which the keys after then judged, unseen).
@@ -868,7 +864,7 @@ async function undo() {
       S.review.hints = u.before[S.row.image_id];
       renderHints();
     }
-    return S.view ? refreshCounts() : redraw();
+    return S.view ? refreshCounts() : loadPage();
   }
   // an edit still on its way is answered first; one that was never saved (refused, not sent)
   // has nothing of this page's to take back: the step before it is undone instead (u pressed
@@ -892,7 +888,7 @@ async function undo() {
   say(`undone: the ${u.kind} of ${r ? label(r) : nameOf(u.id)}`);
   if (S.view) return refreshCounts();
   const cur = S.rows[S.cur];
-  if (u.kind !== "verdict") return redraw();
+  if (u.kind !== "verdict") return loadPage();
   // (on the page it was judged on, where the verdict turned the page: j j j j a u)
   if (u.page !== undefined && !S.rows.some((x) => x.image_id === u.id)) S.page = u.page;
   return loadPage([u.id, ...(cur ? [cur.image_id] : [])]);
@@ -1086,9 +1082,9 @@ function step(d) {
 function turnPage(d, after = S.saving) {
   const seq = S.loadSeq = (S.loadSeq || 0) + 1;
   const walked = new Set(S.rows.map((r) => r.image_id)), vg = S.viewGen;  // as the key was pressed
-  const p = Promise.resolve(after).then(() => turnTo(seq, d, walked, vg)).catch((e) => { if (seq === S.loadSeq) say(`NOT moved on: ${e.message}`); })
-    .finally(() => { if (S.turning === p) S.turning = null; });
-  return (S.loading = S.turning = p);
+  // (a turn is one key's action: none is under way when another key, a click or a poll acts)
+  return (S.loading = Promise.resolve(after).then(() => turnTo(seq, d, walked, vg))
+    .catch((e) => { if (seq === S.loadSeq) say(`NOT moved on: ${e.message}`); }));
 }
 // (after the edits on their way: the page walked asked for again before its last verdict was
 // saved still listed it, and the image moving up into it was skipped)
@@ -1338,7 +1334,7 @@ async function pollGrid() {
   const ids = (rows) => rows.map((r) => r.image_id).join("\n");
   const seen = (rows) => rows.map((r) => [pictureKey(r), r.verdict, r.curator_hints, r.note].join("|")).join("\n");
   if (ids(d.rows) !== ids(S.rows) && Date.now() - S.touched < 4000) return;  // the next look
-  if (!d.rows.length && S.page > 0) { await redraw(); return; }  // emptied meanwhile: the last page with any
+  if (!d.rows.length && S.page > 0) { await loadPage(); return; }  // emptied meanwhile: the last page with any
   if (seen(d.rows) !== seen(S.rows) || d.pages !== S.pages) showPage(d, true);
   else if (JSON.stringify(d.counts) !== JSON.stringify(S.counts)) renderFilters(d);
 }

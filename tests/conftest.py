@@ -74,6 +74,24 @@ def users_cluster():
     return _users_cluster
 
 
+@pytest.fixture(scope="session")
+def warm_cluster():
+    """One real cluster per test process for the tests whose runs are about records, catalogues
+    and outputs, not about the local cluster a run starts: their runs go to it with --scheduler,
+    as a user's go to theirs. Its worker keeps torch and the net loaded from one run to the next
+    (a local run's own worker takes ~2.5 s of CPU to start, most of the suite's time)."""
+    with _users_cluster(1) as (cluster, _):
+        yield cluster.scheduler_address
+
+
+def on_cluster(args, address: str) -> list[str]:
+    """A command line, a `run` sent to the cluster at `address` (other commands as they are)."""
+    args = [str(a) for a in args]
+    if args[:1] == ["run"] and "--scheduler" not in args:
+        return [*args, "--scheduler", address]
+    return args
+
+
 def has_cuda() -> bool:
     return torch.cuda.is_available()
 

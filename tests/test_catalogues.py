@@ -14,14 +14,29 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import on_cluster
 from PIL import Image
 
 from pipeline.client.outdir import Outdir
 
+CLUSTER = ""  # the test process's warm cluster, where this file's runs go (conftest.warm_cluster)
+
+
+@pytest.fixture(autouse=True)
+def _runs_on_the_warm_cluster(warm_cluster):
+    global CLUSTER
+    CLUSTER = warm_cluster
+
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)], capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run([sys.executable, "-m", "pipeline", *on_cluster(args, CLUSTER)],
+                          capture_output=True, text=True, timeout=600)
+
+
+def main(args) -> int:
+    from pipeline.cli import main
+
+    return main(on_cluster(args, CLUSTER))
 
 
 @pytest.fixture
@@ -120,8 +135,6 @@ def test_a_rescan_says_it_keeps_the_manifests_shard_size(scans, tmp_path):
 
 
 def test_a_manifest_that_cannot_be_written_is_named_as_given(scans, tmp_path, monkeypatch, capsys):
-    from pipeline.cli import main
-
     def refuse(self, data):  # a read-only folder (the tests run as root: no chmod for it)
         raise PermissionError(13, "Permission denied", str(self))
 
@@ -196,7 +209,7 @@ def test_export_writes_one_line_per_image_carried_columns_first(scans, tmp_path,
     (out / "results" / "shard-00001.parquet").rename(tmp_path / "away.parquet")
     r = run_cli("export", out, tmp_path / "part.csv")
     assert r.returncode == 0 and (f"note: 1 image of 3 not done yet (resume with: colorize run -o "
-                                  f"{out}); the export lists those done") in r.stderr, r.stderr
+                                  f"{out} --scheduler {CLUSTER}); the export lists those done") in r.stderr, r.stderr
 
 
 def test_a_corrected_catalogue_reaches_the_manifest_on_rescan_and_the_job_goes_on(scans, tmp_path, ckpt):
@@ -944,8 +957,6 @@ def test_a_later_catalogues_own_name_for_the_accession_number_reaches_the_output
     """A trial's second delivery came with a catalogue of 'Accession No.' where the first had
     'Inventarnummer': the job read the first alone, and the new outputs named no object, without
     a word (and the first delivery's missing file was called 'gone' by a scan of the second)."""
-    from pipeline.cli import main
-
     rng = np.random.default_rng(5)
     d1, d2 = tmp_path / "archive" / "Lieferung 1", tmp_path / "archive" / "Ærø 1950"
     for d, names in ((d1, ("Hof.png", "Markt.png")), (d2, ("Hafen.png",))):
@@ -1014,8 +1025,6 @@ def test_a_later_catalogues_own_name_for_the_accession_number_reaches_the_output
 def test_a_later_catalogue_with_the_first_accession_number_column_goes_on_as_the_same_job(tmp_path, ckpt, capsys):
     """May's catalogue had titles alone; June's has accession numbers: read from then on, the
     same job (refused as a different one, 'metadata_columns title=Titel -> identifier=...')."""
-    from pipeline.cli import main
-
     d1, d2 = tmp_path / "archive" / "mai", tmp_path / "archive" / "juni"
     for d, n in ((d1, "a.png"), (d2, "b.png")):
         d.mkdir(parents=True)
@@ -1108,8 +1117,6 @@ def test_a_later_catalogues_columns_are_read_only_for_what_no_earlier_one_has(tm
 def test_catalogues_that_name_their_path_column_each_their_own_way_are_scanned_together(tmp_path, ckpt, capsys):
     """May's catalogue keeps its paths in 'Datei', June's in 'File': a repeated --path-column
     kept the last alone, without a word, and no one scan could read both."""
-    from pipeline.cli import main
-
     rng = np.random.default_rng(8)
     may, june = tmp_path / "archive" / "Mai", tmp_path / "archive" / "June"
     for d, names in ((may, ("Hof.png",)), (june, ("Hafen.png",))):
@@ -1154,8 +1161,6 @@ def test_catalogues_that_name_their_path_column_each_their_own_way_are_scanned_t
 
 def _catalogued_job(tmp_path, ckpt, catalogue: str):
     """A small job of gray scans named by a catalogue (its text): scanned and run."""
-    from pipeline.cli import main
-
     arch = tmp_path / "arch"
     arch.mkdir()
     for i in range(catalogue.count("\n") - 1):
@@ -1171,8 +1176,6 @@ def test_naming_the_accession_number_column_as_the_run_advised_goes_on_and_says_
     """The run says "say which with --metadata-columns identifier=COLUMN"; a trial did, with
     --redo of one image: it went on, saying the column was "a later catalogue's", and the other
     outputs' want of it went unsaid."""
-    from pipeline.cli import main
-
     arch, out = _catalogued_job(tmp_path, ckpt, "path,Nummer,Title\n0.png,N0,T0\n1.png,N1,T1\n2.png,N2,T2\n")
     assert "say which with --metadata-columns identifier=COLUMN" in capsys.readouterr().out
     assert main(["run", "-o", str(out), "--metadata-columns", "identifier=Nummer,title=Title", "--redo", "0.png", "-q"]) == 0
@@ -1192,8 +1195,6 @@ def test_naming_the_accession_number_column_as_the_run_advised_goes_on_and_says_
 def test_an_accession_number_column_with_no_cell_is_said(tmp_path, ckpt, capsys):
     """A trial's catalogue had an 'Accession No.' column left empty: guessed, it named no
     object in any output, and only a catalogue with no such column was said."""
-    from pipeline.cli import main
-
     _, out = _catalogued_job(tmp_path, ckpt, "path,Accession No.,Title\n0.png,,T0\n1.png, ,T1\n")
     said = capsys.readouterr().out
     assert "the accession-number column 'Accession No.' has no cell in any row" in said, said
@@ -1204,8 +1205,6 @@ def test_an_accession_number_column_with_no_cell_is_said(tmp_path, ckpt, capsys)
 def test_files_no_catalogue_lists_are_exported_by_path_whichever_delivery_brought_them(tmp_path, ckpt):
     """The README says 'then the files no catalogue lists, by path'; a trial's later delivery's
     1950/w2.webp came after misc/truncated.jpg (ordered by shard first)."""
-    from pipeline.cli import main
-
     arch = tmp_path / "arch"
     for name in ("b/1.png", "c/2.png"):
         (arch / name).parent.mkdir(parents=True, exist_ok=True)

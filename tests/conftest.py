@@ -84,10 +84,19 @@ def warm_cluster():
         yield cluster.scheduler_address
 
 
+@pytest.fixture
+def warm(warm_cluster, request, monkeypatch):
+    """The test's runs go to the warm cluster: its module's CLUSTER, which its run helpers pass
+    through on_cluster (`pytestmark = pytest.mark.usefixtures("warm")` for a whole module)."""
+    monkeypatch.setattr(request.module, "CLUSTER", warm_cluster)
+    return warm_cluster
+
+
 def on_cluster(args, address: str) -> list[str]:
-    """A command line, a `run` sent to the cluster at `address` (other commands as they are)."""
+    """A command line, a `run` sent to the cluster at `address` if one is given (other commands
+    as they are)."""
     args = [str(a) for a in args]
-    if args[:1] == ["run"] and "--scheduler" not in args:
+    if address and args[:1] == ["run"] and "--scheduler" not in args:
         return [*args, "--scheduler", address]
     return args
 

@@ -7,15 +7,22 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import on_cluster
 from PIL import Image
 
-from pipeline.cli import main
+import pipeline.cli
 from pipeline.client.outdir import RunLock
+
+CLUSTER = ""  # where the runs of a test asking for `warm` go (conftest.warm); else a local cluster
+
+
+def main(args) -> int:
+    return pipeline.cli.main(on_cluster(args, CLUSTER))
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)], capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run([sys.executable, "-m", "pipeline", *on_cluster(args, CLUSTER)],
+                          capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +46,7 @@ def night(tmp_path_factory, ckpt):
 
 
 @pytest.mark.slow
-def test_report_verdict_lists_errors_skipped_and_shows_16bit(night, ckpt, capsys):
+def test_report_verdict_lists_errors_skipped_and_shows_16bit(night, ckpt, capsys, warm):
     root, man = night
     out = root / "out"
     assert main(["run", "--manifest", str(man), "-o", str(out), "--size", "32", "-q",
@@ -64,7 +71,7 @@ def test_report_verdict_lists_errors_skipped_and_shows_16bit(night, ckpt, capsys
 
 
 @pytest.mark.slow
-def test_full_contact_sheet_pages_every_image(night, ckpt, capsys, tmp_path, monkeypatch):
+def test_full_contact_sheet_pages_every_image(night, ckpt, capsys, tmp_path, monkeypatch, warm):
     import pipeline.client.audit as audit_mod
 
     root, man = night
@@ -145,7 +152,7 @@ def test_advice_fits_a_running_or_interrupted_run(night, ckpt, capsys, tmp_path)
 
 
 @pytest.mark.slow
-def test_this_months_scans_continue_the_job(tmp_path, ckpt, capsys):
+def test_this_months_scans_continue_the_job(tmp_path, ckpt, capsys, warm):
     """An archive grows: scan --extend keeps the old rows, the job goes on with new shards only,
     and a manifest that changes old shards is refused with the way forward."""
     src = tmp_path / "scans"
@@ -197,7 +204,7 @@ def test_this_months_scans_continue_the_job(tmp_path, ckpt, capsys):
     fresh[fresh.index("--manifest") + 1] = str(tmp_path / "other.parquet")
     assert main(fresh) == 2
     err = capsys.readouterr().err
-    assert f"other.parquet lists none of them: give it an OUTDIR of its own (to go on with this job: colorize run -o {out})" in err
+    assert f"other.parquet lists none of them: give it an OUTDIR of its own (to go on with this job: colorize run -o {out} --scheduler {CLUSTER})" in err
     assert "--restart" not in err
     # the same scans at another path (moved, scanned anew without --relative): said as such
     import shutil
@@ -254,7 +261,7 @@ def test_a_slow_pace_is_said_per_minute():
     assert rate_words(0.04) == "2.4 images/min" and rate_words(200.18) == "200.2 images/s"
 
 
-def test_another_archives_manifest_without_a_catalogue_is_told_as_another_archive(tmp_path, ckpt, capsys):
+def test_another_archives_manifest_without_a_catalogue_is_told_as_another_archive(tmp_path, ckpt, capsys, warm):
     """A trial pointed the run of a catalogued job at another folder's manifest (no catalogue)
     and was told "--metadata-columns: no column 'Inventarnummer'", a flag it never gave."""
     rng = np.random.default_rng(3)
@@ -280,7 +287,7 @@ def test_another_archives_manifest_without_a_catalogue_is_told_as_another_archiv
 
 
 @pytest.mark.slow
-def test_an_accession_number_on_two_files_is_said_by_the_scan_and_the_audit(tmp_path, ckpt, capsys):
+def test_an_accession_number_on_two_files_is_said_by_the_scan_and_the_audit(tmp_path, ckpt, capsys, warm):
     """A number copied down for the next photograph, in this month's catalogue, puts one object's
     record on another's output: the scan says so over the whole manifest (last month's record
     beside this month's), --report lists it, and the audit says it, row by row, after the run."""
@@ -320,7 +327,7 @@ def test_an_accession_number_on_two_files_is_said_by_the_scan_and_the_audit(tmp_
 
 
 @pytest.mark.slow
-def test_a_renamed_original_is_said_as_such_not_as_a_copy(tmp_path, ckpt, capsys):
+def test_a_renamed_original_is_said_as_such_not_as_a_copy(tmp_path, ckpt, capsys, warm):
     src = tmp_path / "scans"
     src.mkdir()
     rng = np.random.default_rng(4)

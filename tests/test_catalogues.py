@@ -19,13 +19,8 @@ from PIL import Image
 
 from pipeline.client.outdir import Outdir
 
-CLUSTER = ""  # the test process's warm cluster, where this file's runs go (conftest.warm_cluster)
-
-
-@pytest.fixture(autouse=True)
-def _runs_on_the_warm_cluster(warm_cluster):
-    global CLUSTER
-    CLUSTER = warm_cluster
+pytestmark = pytest.mark.usefixtures("warm")
+CLUSTER = ""  # where the runs go: the test process's warm cluster (conftest.warm)
 
 
 def run_cli(*args):

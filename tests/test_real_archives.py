@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import tifffile
+from conftest import on_cluster
 from PIL import Image
 
 import pipeline.worker.stages as stages
@@ -27,10 +28,12 @@ from pipeline.worker.imaging import DecodeError, classify_rgb, decode
 from pipeline.worker.shard import ShardJob
 from pipeline.worker.writers import encode
 
+CLUSTER = ""  # where the runs of a test asking for `warm` go (conftest.warm); else a local cluster
+
 
 def run_cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)], capture_output=True,
-                          text=True, cwd=cwd, timeout=600)
+    return subprocess.run([sys.executable, "-m", "pipeline", *on_cluster(args, CLUSTER)],
+                          capture_output=True, text=True, cwd=cwd, timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -399,7 +402,7 @@ def test_outdir_inside_the_sources_is_refused_and_outdirs_are_not_scanned(tmp_pa
     assert len(paths) == 1 and paths[0].endswith("scans/1950s/a.png")
 
 
-def test_repair_moves_its_altered_outputs_aside_and_leaves_the_users_files(tmp_path, photo, ckpt):
+def test_repair_moves_its_altered_outputs_aside_and_leaves_the_users_files(tmp_path, photo, ckpt, warm):
     src = tmp_path / "src"
     src.mkdir()
     for i in range(2):
@@ -543,7 +546,7 @@ def odd_archive(root: Path, photo) -> int:
 
 
 @pytest.mark.slow
-def test_a_folder_of_odd_files_goes_through_every_command(tmp_path, photo, ckpt):
+def test_a_folder_of_odd_files_goes_through_every_command(tmp_path, photo, ckpt, warm):
     src = tmp_path / "archive"
     n = odd_archive(src, photo[::2, ::2].copy())
     assert n >= 250
@@ -671,7 +674,7 @@ def test_a_tiff_output_keeps_the_pictures_date_in_its_xmp():
     assert b'exif:DateTimeOriginal="1961-07-14T09:30:00"' in xmp
 
 
-def test_every_file_of_a_shoebox_is_a_row_or_named_as_left_out(tmp_path, ckpt):
+def test_every_file_of_a_shoebox_is_a_row_or_named_as_left_out(tmp_path, ckpt, warm):
     """A family's folder as it is: an iPhone's HEIC, a PDF named like a photo, a camera RAW, a
     note and an XMP sidecar, a NAS's thumbnail folder and a hidden one, the OS's own files. The
     pictures no reader here opens are rows with the reason and what to do; the rest is counted
@@ -856,7 +859,7 @@ def _sidecar(props: str, extra_ns: str = "") -> bytes:
             f'/1.1/" {extra_ns}>{props}</rdf:Description></rdf:RDF></x:xmpmeta>').encode()
 
 
-def test_xmp_sidecars_are_read_with_their_pictures(tmp_path, photo, ckpt):
+def test_xmp_sidecars_are_read_with_their_pictures(tmp_path, photo, ckpt, warm):
     """A Lightroom (NAME.xmp) or darktable (NAME.EXT.xmp) workflow keeps the rights, captions and
     keywords in a sidecar: the scan pairs it with its picture (not a file left out), and the
     output's XMP holds it, over the file's own where both say a thing; an edit history that
@@ -989,7 +992,7 @@ def test_a_bigtiff_masters_tags_and_a_resolution_in_cm_are_kept(tmp_path, photo,
         assert abs(out.info["dpi"][0] - 600.0) < 0.1
 
 
-def test_an_images_folder_linked_into_the_sources_never_replaces_an_original(tmp_path, photo, ckpt):
+def test_an_images_folder_linked_into_the_sources_never_replaces_an_original(tmp_path, photo, ckpt, warm):
     """images/ made a symbolic link to another disk is an administrator's habit; one that leads
     into the scans (images/ itself, or a folder below it) would write the outputs over the
     originals of the same names. The run refuses the first; the second costs its images an error

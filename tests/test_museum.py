@@ -16,6 +16,7 @@ import numpy as np
 import openpyxl
 import pyarrow.parquet as pq
 import pytest
+from conftest import on_cluster
 from PIL import Image
 
 COLLECTIONS = ["Sammlung Müller", "Fotos 1890er", "Glasplatten", "Nachlass Schäfer",
@@ -30,9 +31,12 @@ HOSTILE = ['Das "Rote" Haus; Müller & Söhne', 'Lawrence & Söhne <Fassade>, "H
 MISJUDGED = (10, 56)  # two scans the classifier calls colour: skipped, until redone
 
 
+CLUSTER = ""  # where the runs of a test asking for `warm` go (conftest.warm); else a local cluster
+
+
 def run_cli(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)], capture_output=True,
-                          text=True, timeout=600, **kw)
+    return subprocess.run([sys.executable, "-m", "pipeline", *on_cluster(args, CLUSTER)],
+                          capture_output=True, text=True, timeout=600, **kw)
 
 
 def sha(p: Path) -> str:
@@ -99,7 +103,7 @@ def test_scan_merges_in_either_order_and_names_every_mismatch(museum, tmp_path):
 
 
 @pytest.mark.slow
-def test_records_survive_run_and_export_byte_exact(museum, tmp_path, ckpt):
+def test_records_survive_run_and_export_byte_exact(museum, tmp_path, ckpt, warm):
     scans = museum["scans"]
     man = tmp_path / "m.parquet"
     r = run_cli("scan", scans, scans / "katalog.csv", "-o", man, "--path-column", "Datei", "-q",
@@ -166,7 +170,7 @@ def listing(d: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_the_users_folders_are_theirs(museum, tmp_path, ckpt):
+def test_the_users_folders_are_theirs(museum, tmp_path, ckpt, warm):
     man = tmp_path / "m.parquet"
     r = run_cli("scan", museum["scans"] / "Glasplatten", "-o", man, "-q", "--shard-size", "8")
     assert r.returncode == 0, r.stderr
@@ -203,7 +207,7 @@ def test_the_users_folders_are_theirs(museum, tmp_path, ckpt):
 
 
 @pytest.mark.slow
-def test_an_interruption_reads_as_one(museum, tmp_path, ckpt):
+def test_an_interruption_reads_as_one(museum, tmp_path, ckpt, warm):
     man = tmp_path / "m.parquet"
     assert run_cli("scan", museum["scans"] / "Glasplatten", "-o", man, "-q",
                    "--shard-size", "7").returncode == 0
@@ -218,7 +222,7 @@ def test_an_interruption_reads_as_one(museum, tmp_path, ckpt):
     r = run_cli("status", out)
     assert r.returncode == 0
     assert r.stdout.splitlines()[0] == (f"interrupted: 1 of 3 shards committed; resume with: "
-                                        f"colorize run -o {out}")
+                                        f"colorize run -o {out} --scheduler {CLUSTER}")
     r = run_cli("audit", out, "-q")
     assert r.returncode == 3, r.stdout + r.stderr
     first = (r.stdout + r.stderr).splitlines()[0]
@@ -313,7 +317,7 @@ def mine(proc, tmp_path) -> bool:
 
 
 @pytest.mark.slow
-def test_redo_of_two_images_leaves_the_other_102_as_they_were(museum, tmp_path, ckpt):
+def test_redo_of_two_images_leaves_the_other_102_as_they_were(museum, tmp_path, ckpt, warm):
     scans = museum["scans"]
     man, out = tmp_path / "m.parquet", tmp_path / "out"
     assert run_cli("scan", scans, scans / "katalog.csv", "-o", man, "--path-column", "Datei",
@@ -377,7 +381,7 @@ def test_redo_of_two_images_leaves_the_other_102_as_they_were(museum, tmp_path, 
 
 
 @pytest.mark.slow
-def test_the_report_shows_tiff_outputs_and_labels_each_record(museum, tmp_path, ckpt):
+def test_the_report_shows_tiff_outputs_and_labels_each_record(museum, tmp_path, ckpt, warm):
     scans = museum["scans"]
     man, out = tmp_path / "m.parquet", tmp_path / "out"
     cat = tmp_path / "glasplatten.csv"

@@ -6,13 +6,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import on_cluster
 from PIL import Image
 
-from pipeline.cli import main
+import pipeline.cli
+
+CLUSTER = ""  # where the runs of a test asking for `warm` go (conftest.warm); else a local cluster
+
+
+def main(args) -> int:
+    return pipeline.cli.main(on_cluster(args, CLUSTER))
 
 
 def run_cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "pipeline", *on_cluster(args, CLUSTER)],
                           capture_output=True, text=True, timeout=120)
 
 
@@ -251,7 +258,7 @@ def test_a_flag_on_a_finished_job_is_honoured_or_refused_never_dropped(tmp_path,
 
 
 @pytest.mark.slow
-def test_rescan_into_the_same_manifest_then_rerun_just_works(tmp_path, ckpt, capsys):
+def test_rescan_into_the_same_manifest_then_rerun_just_works(tmp_path, ckpt, capsys, warm):
     """Users rescan a grown folder into the same file and run again (issue 21, item 6)."""
     import hashlib
 
@@ -857,7 +864,7 @@ def test_a_worker_of_another_version_is_refused_before_any_shard_and_refuses_a_s
         _same_version(OUTPUT_VERSION + 1)
 
 
-def test_an_edited_job_json_is_found_by_audit_and_refused_by_a_run(tmp_path, ckpt, capsys):
+def test_an_edited_job_json_is_found_by_audit_and_refused_by_a_run(tmp_path, ckpt, capsys, warm):
     """A preservation officer's check: job.json says which options made every byte; edited by
     hand (the format, the checkpoint's digest, its date), the next run adopted it and audit
     passed. Now both say so; and audit.json says when, by what and how it audited which job."""
@@ -891,7 +898,7 @@ def test_an_edited_job_json_is_found_by_audit_and_refused_by_a_run(tmp_path, ckp
     assert e.value.code == 0 and "colorize (archive-colorizer) 0." in said.out + said.err
 
 
-def test_a_results_file_deleted_or_edited_after_its_commit_is_found(tmp_path, ckpt, capsys):
+def test_a_results_file_deleted_or_edited_after_its_commit_is_found(tmp_path, ckpt, capsys, warm):
     """A preservation officer's check: a results file deleted from a finished job read as an
     honest interruption, and a row forged in one (its output's digest updated to match) passed.
     The run records each commit (commits.jsonl: the file's sha256); audit checks against it."""
@@ -923,7 +930,7 @@ def test_a_results_file_deleted_or_edited_after_its_commit_is_found(tmp_path, ck
     assert main(["status", str(out)]) == 3  # a trial's status called it an interruption
     said = capsys.readouterr().out
     assert said.startswith("1 results file committed before is gone (shard 2; deleted or moved since?)")
-    assert "interrupted" not in said and f"`colorize run -o {out} --repair` mends it" in said
+    assert "interrupted" not in said and f"`colorize run -o {out} --repair --scheduler {CLUSTER}` mends it" in said
     assert main(["status", str(out), "--json"]) == 3
     assert json.loads(capsys.readouterr().out)["state"] == "damaged"
     assert main(["run", "-o", str(out), "-q"]) == 0  # a nightly run said nothing of it
@@ -997,7 +1004,7 @@ def test_ctrl_c_while_the_command_is_still_loading_is_one_line(monkeypatch, caps
     assert capsys.readouterr().err == "colorize: interrupted\n"
 
 
-def test_a_name_with_a_newline_is_listed_for_redo_by_its_id(tmp_path, ckpt):
+def test_a_name_with_a_newline_is_listed_for_redo_by_its_id(tmp_path, ckpt, warm):
     """An operator's trial: a damaged scan named 'broken<newline>name.jpg' became two lines of
     audit-errors.txt, and the redo the audit printed failed on both halves. A path a line
     cannot hold is listed by its image id; the advice is quoted as a shell reads it."""
@@ -1024,7 +1031,7 @@ def test_a_name_with_a_newline_is_listed_for_redo_by_its_id(tmp_path, ckpt):
     assert r.returncode == 0 and "would redo 1 image inside the job" in r.stdout, r.stderr
 
 
-def test_an_audit_of_a_read_only_outdir_says_its_reasons_where_it_can(tmp_path, ckpt, capsys, monkeypatch):
+def test_an_audit_of_a_read_only_outdir_says_its_reasons_where_it_can(tmp_path, ckpt, capsys, monkeypatch, warm):
     """An operator's trial: on a read-only OUTDIR the audit said 'no report written', then
     pointed to audit.json, 'the report' and a --redo list it had not written."""
     from pipeline.storage import Store
@@ -1057,7 +1064,7 @@ def test_an_audit_of_a_read_only_outdir_says_its_reasons_where_it_can(tmp_path, 
     assert "audit.json" not in said
 
 
-def test_report_and_summary_json_replace_only_a_file_colorize_wrote(tmp_path, ckpt, capsys):
+def test_report_and_summary_json_replace_only_a_file_colorize_wrote(tmp_path, ckpt, capsys, warm):
     """A trial named the catalogue it had just read as --report, and a scan as --summary-json:
     both were overwritten without a word."""
     arch = tmp_path / "arch"
@@ -1136,7 +1143,7 @@ def test_ctrl_c_while_the_workers_start_is_not_lost_and_the_workers_leave_it_to_
     assert r.stdout.split() == ["['ctrl-c']", "True"], r.stdout
 
 
-def test_an_audit_list_the_curator_edited_is_kept_as_edited(tmp_path, ckpt, capsys):
+def test_an_audit_list_the_curator_edited_is_kept_as_edited(tmp_path, ckpt, capsys, warm):
     """The README says to keep the toned prints' lines in audit-skipped.txt and --redo it; a
     trial did, and the next audit overwrote the edit without a word."""
     arch = tmp_path / "arch"
@@ -1218,7 +1225,7 @@ def test_a_jobs_manifest_made_anew_is_kept_beside_and_the_way_back_is_said(tmp_p
     assert "nothing to do" in capsys.readouterr().out
 
 
-def test_a_manifest_made_anew_with_fewer_shards_is_said_by_status_and_audit_not_as_damage(tmp_path, ckpt, capsys):
+def test_a_manifest_made_anew_with_fewer_shards_is_said_by_status_and_audit_not_as_damage(tmp_path, ckpt, capsys, warm):
     """A README trial: rescanned with --fresh into fewer shards, status --json said "damaged"
     (exit 3) and its text counted the new manifest's shards and advised --repair; audit failed
     with extra results and stray outputs and advised --repair and --redo, all refused by run."""
@@ -1339,7 +1346,7 @@ def test_a_dry_run_on_a_cluster_asks_the_cluster_what_a_real_run_would(tmp_path,
     assert not out.parent.exists()  # a dry run makes nothing
 
 
-def test_a_job_an_older_colorize_began_is_said_so_not_given_a_resume_that_is_refused(tmp_path, ckpt, capsys):
+def test_a_job_an_older_colorize_began_is_said_so_not_given_a_resume_that_is_refused(tmp_path, ckpt, capsys, warm):
     """An upgrade trial: a job begun by a release of an older output version, interrupted, then
     status and audit said "resume with: colorize run -o OUT", which this version refused as "a
     different job", and the README said a plain rerun is enough; nothing said which install
@@ -1390,7 +1397,7 @@ def test_a_job_an_older_colorize_began_is_said_so_not_given_a_resume_that_is_ref
     assert "note: this job was begun by an older colorize" in capsys.readouterr().err
 
 
-def test_a_job_whose_install_is_gone_finds_the_same_weights(tmp_path, ckpt, capsys):
+def test_a_job_whose_install_is_gone_finds_the_same_weights(tmp_path, ckpt, capsys, warm):
     """An upgrade trial: a job remembers its checkpoint by path, the shipped weights of the
     install that began it; that folder removed (a new checkout), every run said "checkpoint not
     found" with no advice, and a --checkpoint given was forgotten by the next run."""

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from conftest import on_cluster
 from PIL import Image
 
 from pipeline.client import reviews
@@ -32,9 +33,13 @@ ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
 
 
+pytestmark = pytest.mark.usefixtures("warm")
+CLUSTER = ""  # where the runs go: the test process's warm cluster (conftest.warm)
+
+
 def run_cli(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)], capture_output=True,
-                          text=True, timeout=600, cwd=ROOT, **kw)
+    return subprocess.run([sys.executable, "-m", "pipeline", *on_cluster(args, CLUSTER)],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT, **kw)
 
 
 def sha(p: Path) -> str:
@@ -47,7 +52,7 @@ def results(out: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def job(tmp_path_factory, ckpt):
+def job(tmp_path_factory, ckpt, warm_cluster):
     """12 gray scans with a catalogue of accession numbers, colorized: (manifest, OUTDIR)."""
     root = tmp_path_factory.mktemp("review")
     scans = root / "scans"
@@ -64,8 +69,8 @@ def job(tmp_path_factory, ckpt):
     man, out = root / "m.parquet", root / "out"
     r = run_cli("scan", scans, scans / "catalogue.csv", "-o", man, "--shard-size", "4", "-q")
     assert r.returncode == 0, r.stderr
-    r = run_cli("run", "--manifest", man, "-o", out, "--checkpoint", ckpt, "--workers", "1", "--quiet",
-                "--size", "32")
+    r = run_cli("run", "--manifest", man, "-o", out, "--checkpoint", ckpt, "--quiet", "--size", "32",
+                "--scheduler", warm_cluster)
     assert r.returncode == 0, r.stderr
     return man, out
 
@@ -2002,7 +2007,8 @@ def test_restart_says_the_hints_it_leaves_for_a_hinted_run(job, tmp_path):
     said = []
     check_or_write_job(Outdir(str(out)), json.loads((out / "job.json").read_text())["spec"], True, said.append)
     assert (f"--restart: 1 image has a curator's hints (kept in reviews/): this run colours them as "
-            f"the job does; colour them with their hints again after it: colorize run -o {out} --hinted") in said
+            f"the job does; colour them with their hints again after it: colorize run -o {out} --hinted "
+            f"--scheduler {CLUSTER}") in said
     assert len(reviews.Journal(out).state()[ids[0]]["hints"]) == 1  # kept
 
 

@@ -1027,6 +1027,84 @@ def test_hinted_images_are_coloured_again_and_only_they(job, tmp_path):
     assert run_cli("audit", out, "--quiet").returncode == 0
 
 
+def test_a_verdict_is_given_to_the_colouring_the_curator_saw(job, tmp_path):
+    """A verdict stays with its image, but an archive signs a picture: once a rerun colours the
+    image anew (hints added after the verdict), the page, the audit and the export say the
+    verdict was given to an earlier colouring; a verdict on the preview of hints not yet run, a
+    rerun that makes the same picture, and a verdict from before colourings were named, stand."""
+    import csv
+
+    from pipeline.client.review import create_app
+
+    out = fresh_copy(job, tmp_path)
+    ids = sorted(results(out))
+    c = create_app(str(out), token="k").test_client()
+
+    def edit(i, kind, value):
+        r = c.post("/api/review?t=k", json={"image_id": i, "kind": kind, "value": value})
+        assert r.status_code == 200, r.get_json()
+
+    hint = [{"x": 10, "y": 10, "L": 50, "a": 10, "b": -60}]
+    edit(ids[0], "verdict", "accepted")  # the output as the run made it ...
+    edit(ids[0], "hints", hint)  # ... then hints: their run colours it anew
+    edit(ids[1], "hints", hint)
+    edit(ids[1], "verdict", "accepted")  # the preview of hints not yet run: what their run makes
+    edit(ids[2], "verdict", "retouch")  # made again the same by a plain redo
+    j = reviews.Journal(out, "curator")
+    j.record(ids[3], "verdict", "rejected")  # as a version before colourings were named wrote it
+    j.close()
+    assert run_cli("run", "-o", out, "--hinted", "--quiet").returncode == 0
+    assert run_cli("run", "-o", out, "--redo", ids[2], "--quiet").returncode == 0
+    after = results(out)
+    assert after[ids[0]]["hints"] == after[ids[1]]["hints"] == 1 and after[ids[2]]["redone"] == "redo"
+    c = create_app(str(out), token="k").test_client()
+    page = c.get("/api/images?t=k&filter=judged_earlier").get_json()
+    assert [r["image_id"] for r in page["rows"]] == [ids[0]] and page["counts"]["judged_earlier"] == 1
+    assert page["rows"][0]["verdict"] == "accepted" and page["rows"][0]["verdict_earlier"] is True
+    assert [c.get(f"/api/image/{i}?t=k").get_json()["verdict_earlier"] for i in ids[:4]] == [True, False, False, False]
+    r = run_cli("audit", out, "-q")
+    assert r.returncode == 0 and ("; 1 of the verdicts given to an earlier colouring (a rerun coloured it "
+                                  "anew since): judge it again") in r.stdout, r.stdout
+    assert json.loads((out / "audit.json").read_text())["review"]["judged_earlier"] == [ids[0]]
+    assert run_cli("export", out, tmp_path / "e.csv").returncode == 0
+    exp = {r["image_id"]: r for r in csv.DictReader(open(tmp_path / "e.csv", encoding="utf-8-sig"), delimiter=";")}
+    assert [(exp[i]["verdict"], exp[i]["verdict_given_to"]) for i in ids[:5]] == [
+        ("accepted", "an earlier colouring"), ("accepted", "this colouring"), ("retouch", "this colouring"),
+        ("rejected", "this colouring"), ("", "")]
+    # judged again: given to the colouring it has now
+    edit(ids[0], "verdict", "accepted")
+    assert c.get("/api/images?t=k&filter=judged_earlier").get_json()["counts"]["judged_earlier"] == 0
+    assert c.get(f"/api/image/{ids[0]}?t=k").get_json()["verdict_earlier"] is False
+    # the hints its verdict saw previewed, taken back and run: no longer that colouring
+    edit(ids[1], "hints", [])
+    assert run_cli("run", "-o", out, "--hinted", "--quiet").returncode == 0
+    assert c.get(f"/api/image/{ids[1]}?t=k").get_json()["verdict_earlier"] is True
+    # the page: the card and the image view say so, until the curator judges it again
+    with review_page(out) as (page, url):
+        page.goto(url + "#f=judged_earlier")
+        page.wait_for_selector(".card")
+        assert page.locator(".card .badge").all_inner_texts() == ["accepted, earlier colouring"]
+        page.keyboard.press("Enter")
+        page.wait_for_function("S.view && S.row.image_id === " + json.dumps(ids[1]) +
+                               " && document.getElementById('verdict').textContent != 'not reviewed'")
+        assert page.inner_text("#verdict") == ("accepted, given to an earlier colouring (a rerun coloured it "
+                                               "anew since): judge it again")
+        earlier = page.inner_text("#verdict")
+        page.keyboard.press("r")
+        page.wait_for_function("document.getElementById('verdict').textContent == 'retouch'")
+        page.keyboard.press("u")  # put back as it was: given to the earlier colouring
+        page.wait_for_function("/^undone/.test(document.getElementById('status').textContent)")
+        assert page.inner_text("#verdict") == earlier
+        assert c.get(f"/api/image/{ids[1]}?t=k").get_json()["verdict_earlier"] is True
+        page.keyboard.press("r")
+        page.wait_for_function("document.getElementById('verdict').textContent == 'retouch'")
+        page.evaluate("settled()")
+        page.keyboard.press("Escape")
+        page.wait_for_function("!S.acting && !S.acts.length && settled() && !S.view")
+        assert page.locator(".card").count() == 0 and "judged earlier 0" in page.inner_text("#filters")
+    assert c.get(f"/api/image/{ids[1]}?t=k").get_json()["review"]["verdict"] == "retouch"
+
+
 # --- a curator's session in a real browser -----------------------------------------------------
 
 
@@ -1554,8 +1632,8 @@ def test_keys_pressed_as_a_page_turns_act_after_it_on_the_image_it_turns_to(job,
         assert asked == ["beforeunload"]
         page.wait_for_function("!S.acting && !S.acts.length && /^undone/.test(document.getElementById('status').textContent)")
         assert verdicts([4, 5]) == ["rejected", None]
-        evs = [e["value"] for e in reviews.Journal(out).events() if e["image_id"] == ids[5]]
-        assert evs == ['"accepted"', "null"]
+        evs = [json.loads(e["value"]) for e in reviews.Journal(out).events() if e["image_id"] == ids[5]]
+        assert [(v or {}).get("verdict") for v in evs] == ["accepted", None]  # a verdict with its colouring
         page.evaluate("window.slow = {}")
         for k in "kkkkkkjjjj":  # from the card after the a's
             page.keyboard.press(k)

@@ -378,7 +378,7 @@ def _hint_problems(od: Outdir, res: list[dict], redo_state: dict) -> list[dict]:
 def review_counts(od: Outdir, res: list[dict]) -> dict:
     """What the curator has done (OUTDIR/reviews): verdicts, notes, hinted images, and the
     images whose hints changed since their output was written (`run --hinted` colours them)."""
-    from pipeline.client.reviews import VERDICTS, state_of
+    from pipeline.client.reviews import VERDICTS, earlier, state_of
     from pipeline.worker.hints import digest_of
 
     state = state_of(od)
@@ -390,6 +390,8 @@ def review_counts(od: Outdir, res: list[dict]) -> dict:
             "not_reviewed": len(ids) - sum(v.get(k, 0) for k in VERDICTS),
             "notes": sum(1 for i, s in state.items() if i in ids and s["note"]),
             "hinted": sum(1 for i, s in state.items() if i in ids and s["hints"]),
+            # a verdict given to a colouring a rerun has since replaced: to be judged again
+            "judged_earlier": sorted(i for i, s in state.items() if i in ids and earlier(s, ids[i])),
             "hints_pending": pending,
             "hints_pending_sources": [ids[i]["source_path"] for i in pending]}  # for people
 
@@ -490,8 +492,12 @@ def reviewed_said(rv: dict) -> str:
     """The curators' verdicts, notes and hints in a line ("" before any review)."""
     if not rv or not (rv["hinted"] or sum(rv[k] for k in ("accepted", "retouch", "rejected", "notes"))):
         return ""
+    again = len(rv.get("judged_earlier") or [])
     return (f"reviewed: {rv['accepted']} accepted, {rv['retouch']} to retouch, {rv['rejected']} "
-            f"rejected, {rv['not_reviewed']} not yet, {plural(rv['notes'], 'note')}, {rv['hinted']} hinted")
+            f"rejected, {rv['not_reviewed']} not yet, {plural(rv['notes'], 'note')}, {rv['hinted']} hinted"
+            + (f"; {again} of the verdicts given to an earlier colouring (a rerun coloured "
+               f"{'it' if again == 1 else 'them'} anew since): judge {'it' if again == 1 else 'them'} "
+               "again (the review page's \"judged earlier\")" if again else ""))
 
 
 def _html(report: dict, ok_rows: list[dict], spec: dict, sample: int, out: Store) -> str:

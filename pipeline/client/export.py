@@ -14,17 +14,22 @@ from pipeline.client.catalogue import carried_columns, export_names, stored_name
 from pipeline.client.manifest import job_results, read_catalogue_info, resolve_path, source_states
 from pipeline.client.outdir import Outdir
 from pipeline.client.results import SCHEMA
-from pipeline.client.reviews import state_of
+from pipeline.client.reviews import COLOURED_BY, earlier, state_of
 from pipeline.errors import UsageError
 from pipeline.worker.writers import record_columns, record_missing
 
 # Ours, in the order a person reads them; the rest of SCHEMA follows.
 OURS_FIRST = ["status", "error", "output_path", "source_path", "input_kind", "notes", "width",
               "height", "bits", "colorfulness", "redone"]
-REVIEW_COLUMNS = [("verdict", lambda s: s["verdict"]), ("review_note", lambda s: s["note"]),
-                  ("curator_hints", lambda s: len(s["hints"] or [])),
-                  ("reviewed_by", lambda s: s["who"] if _reviewed(s) else None),
-                  ("reviewed_at", lambda s: s["t"] if _reviewed(s) else None)]
+# verdict_given_to: a verdict stays with its image when a rerun colours it anew; this says
+# whether it was given to the colouring the output has (reviews.colouring) or an earlier one
+REVIEW_COLUMNS = [("verdict", lambda s, r: s["verdict"]),
+                  ("verdict_given_to", lambda s, r: None if not s["verdict"] else "an earlier colouring"
+                   if earlier(s, r) else "this colouring"),
+                  ("review_note", lambda s, r: s["note"]),
+                  ("curator_hints", lambda s, r: len(s["hints"] or [])),
+                  ("reviewed_by", lambda s, r: s["who"] if _reviewed(s) else None),
+                  ("reviewed_at", lambda s, r: s["t"] if _reviewed(s) else None)]
 
 
 def _reviewed(s: dict) -> bool:
@@ -102,8 +107,10 @@ def export_table(out: Outdir, info: dict, as_written: bool = True) -> tuple[list
     # the curator's review (colorize review): verdict, note, how many hints, by whom, when
     state = state_of(out)
     header += _own_names([name for name, _ in REVIEW_COLUMNS], taken)
+    by = {c: t.column(c).to_pylist() for c in COLOURED_BY}
     for _, get in REVIEW_COLUMNS:
-        columns.append([get(state.get(i)) if i in state else None for i in ids])
+        columns.append([get(state[i], {c: by[c][j] for c in COLOURED_BY}) if i in state else None
+                        for j, i in enumerate(ids)])
     return header, [list(r) for r in zip(*columns, strict=True)] if columns else []
 
 

@@ -281,6 +281,7 @@ def _image_info(root: str, view: RunView, row: dict, review: dict) -> dict:
     return {"row": dict(row), "catalogue": view.catalogue(row),
             "review": review or {"verdict": None, "note": None, "hints": [], "rev": {}},
             "hints_pending": digest_of(review.get("hints") or []) != row.get("hints_digest"),
+            "verdict_earlier": reviews.earlier(review or {}, row),
             "automatic": _automatic(root, row) is not None}
 
 
@@ -346,6 +347,8 @@ def _save(view: RunView, journal: reviews.Journal, body: dict) -> tuple[dict, in
             return {"error": "changed in another tab or by another curator since this page "
                     "showed it: not saved", "current": stale}, 409
         edits, before = _added(journal, body, edits)
+        if body.get("kind") == "verdict":
+            edits = _judged(view, journal, edits, undo=bool(body.get("undo")))
         try:
             evs = [journal.record(i, body.get("kind"), value) for i, value in edits]
         except reviews.ReviewError as e:
@@ -375,6 +378,32 @@ def _added(journal: reviews.Journal, body: dict, edits: list[tuple[str, object]]
     if body.get("kind") == "hints" and body.get("add") and all(isinstance(v, list) for _, v in edits):
         edits = [(i, before[i] + [h for h in v if h not in before[i]]) for i, v in edits]
     return edits, before
+
+
+def _judged(view: RunView, journal: reviews.Journal, edits: list[tuple[str, object]], undo: bool = False):
+    """Verdicts bound to the colouring the curator saw (reviews.colouring): the output as the
+    run made it, or the preview of hints saved since, which their run makes. An undo puts back
+    the verdict before this page's as it was, with the colouring it was given to."""
+    from pipeline.worker.hints import digest_of
+
+    state = journal.state()
+    edits = [(i, {"verdict": v, "of": reviews.colouring(view.row(i), digest_of((state.get(i) or {}).get("hints")))}
+              if v in reviews.VERDICTS else v) for i, v in edits]
+    if undo and len(edits) == 1 and isinstance(edits[0][1], dict):
+        i, v = edits[0]
+        told = [_verdict(e["value"]) for e in journal.events() if e["image_id"] == i and e["kind"] == "verdict"]
+        was = told[-2] if len(told) > 1 else None  # the one before this page's, which u takes back
+        if (was.get("verdict") if isinstance(was, dict) else was) == v["verdict"]:
+            edits = [(i, was)]
+    return edits
+
+
+def _verdict(value: str):
+    """A journalled verdict as its state holds it ("?" for one the journal cannot hold)."""
+    try:
+        return reviews.check_value("verdict", json.loads(value))
+    except (ValueError, TypeError, AttributeError):  # (ReviewError is a ValueError)
+        return "?"
 
 
 def _number(text: str | None) -> int:

@@ -2,7 +2,8 @@
 (OUTDIR/reviews/).
 
 Every edit is an event: who, when, which image, what (`verdict`: accepted | retouch | rejected |
-None; `note`: text; `hints`: the image's whole list of hints, source pixels and Lab). An image's
+None, with the colouring it was given to, see colouring(); `note`: text; `hints`: the image's
+whole list of hints, source pixels and Lab). An image's
 state is its latest event of each kind; the history stays. Events are appended to a journal of
 this process's own (`journal-*.jsonl`, one JSON line each, fsynced before the edit is
 acknowledged), so two servers, two tabs or two curators never write the same file, and a kill
@@ -24,6 +25,7 @@ import datetime as dt
 import errno
 import fcntl
 import getpass
+import hashlib
 import json
 import math
 import os
@@ -60,12 +62,39 @@ def reviewer(name: str | None = None) -> str:
         return f"uid {os.getuid()}"
 
 
+COLOURED_BY = ["status", "source_sha256", "checkpoint_sha256", "hints_digest"]  # a row's, for colouring()
+
+
+def colouring(row: dict, hints_digest: str | None) -> str:
+    """What a verdict is given to: the picture the curator saw, named by what makes it (the
+    scan's bytes, the weights, the hints it is coloured with, and whether it is coloured at all:
+    a photo skipped as colour is shown as it is). A rerun that writes the same picture again (a
+    catalogue's cells corrected) keeps the verdict; one that colours the image anew (other hints
+    or weights, --recolor, the scan replaced) leaves it a verdict on an earlier colouring.
+    A verdict given to a preview of hints not yet run is one on the colouring their run makes.
+    The hint model is not in it (a preview's is not recorded before its run): a new one, put in
+    place between a verdict and the run, is not seen here."""
+    coloured = row.get("status") == "ok" or hints_digest is not None
+    made = [row.get("source_sha256") or "", (row.get("checkpoint_sha256") or "") if coloured else "",
+            hints_digest or "", "coloured" if coloured else "as it is"]
+    return hashlib.sha256("\0".join(made).encode()).hexdigest()[:16]
+
+
+def earlier(state: dict, row: dict) -> bool:
+    """Whether an image's verdict was given to an earlier colouring than the one its output now
+    has (one given before verdicts were bound to their colouring is taken as given to this)."""
+    of = state.get("verdict_of")
+    return bool(state.get("verdict") and of and of != colouring(row, row.get("hints_digest")))
+
+
 def check_value(kind: str, value):
-    """The value of an edit as stored, or ReviewError."""
+    """The value of an edit as stored, or ReviewError. A verdict is stored with the colouring it
+    was given to ({"verdict": v, "of": colouring()}), or bare (a journal from before, or none)."""
     if kind == "verdict":
-        if value not in (*VERDICTS, None):
+        v, of = (value.get("verdict"), value.get("of")) if isinstance(value, dict) else (value, None)
+        if v not in (*VERDICTS, None) or not isinstance(of, (str, type(None))):
             raise ReviewError(f"verdict must be one of {', '.join(VERDICTS)} or null, got {value!r}")
-        return value
+        return {"verdict": v, "of": of} if of and v else v
     if kind == "note":
         if value is not None and not isinstance(value, str):
             raise ReviewError("a note is text")
@@ -174,8 +203,11 @@ class Reviews:
             return
         self._latest[key] = order
         s = self._state.setdefault(ev["image_id"], {"verdict": None, "note": None, "hints": [],
-                                                     "who": None, "t": None, "rev": {}})
-        s[ev["kind"]] = v if ev["kind"] != "hints" else (v or [])
+                                                     "who": None, "t": None, "rev": {}, "verdict_of": None})
+        if ev["kind"] == "verdict":
+            s["verdict"], s["verdict_of"] = (v["verdict"], v["of"]) if isinstance(v, dict) else (v, None)
+        else:
+            s[ev["kind"]] = v if ev["kind"] != "hints" else (v or [])
         # which edit each kind is now: a page saves "on top of" the one it showed, or is told
         s["rev"] = {**s["rev"], ev["kind"]: ev["id"]}
         if s["t"] is None or ev["t"] >= s["t"]:

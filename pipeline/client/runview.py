@@ -19,14 +19,15 @@ from pipeline.client.manifest import (
     resolve_path,
 )
 from pipeline.client.outdir import Outdir
+from pipeline.client.reviews import COLOURED_BY, earlier
 
 PAGE = 100
 NEARLY_GRAY = 3.0  # an output's colourfulness under this looks gray (Hasler-Suesstrunk)
-FILTERS = ("all", "not_reviewed", "accepted", "retouch", "rejected", "hinted", "hints_pending",
-           "errors", "skipped", "nearly_gray")
+FILTERS = ("all", "not_reviewed", "accepted", "retouch", "rejected", "judged_earlier", "hinted",
+           "hints_pending", "errors", "skipped", "nearly_gray")
 ROW_COLUMNS = ["image_id", "shard", "source_path", "output_path", "status", "error", "width",
                "height", "input_kind", "bits", "notes", "colorfulness", "hints", "hints_digest",
-               "hint_model", "redone", "output_sha256", "source_sha256"]
+               "hint_model", "redone", "output_sha256", "source_sha256", "checkpoint_sha256"]
 
 
 
@@ -143,7 +144,7 @@ class RunView:
             s = state.get(r["image_id"], {})
             rows.append({**{k: r.get(k) for k in ROW_COLUMNS}, "catalogue": self.catalogue(r, cols),
                          "verdict": s.get("verdict"), "note": s.get("note"), "rev": s.get("rev") or {},
-                         "curator_hints": len(s.get("hints") or [])})
+                         "curator_hints": len(s.get("hints") or []), "verdict_earlier": earlier(s, r)})
         counts = {k: int(pc.sum(pc.fill_null(m, False).cast(pa.int64())).as_py() or 0)
                   for k, m in masks.items()}
         return {"rows": rows, "total": total, "page": page, "pages": max(1, -(-total // self.per_page)),
@@ -171,15 +172,20 @@ class RunView:
         from pipeline.worker.hints import digest_of
 
         n = len(t)
-        verdict, n_hints = [None] * n, [0] * n
+        verdict, n_hints, judged_earlier = [None] * n, [0] * n, [False] * n
         made = t.column("hints_digest").to_pylist()
         pending = [d is not None for d in made]  # no curator's hints, yet made with some
         if state:
+            # the columns a colouring is named by, read once (a slice per image is slow)
+            by = {c: t.column(c).to_pylist() for c in COLOURED_BY} if any(
+                s.get("verdict_of") for s in state.values()) else {}
             for i, iid in enumerate(t.column("image_id").to_pylist()):
                 s = state.get(iid)
                 if s is not None:
                     verdict[i], n_hints[i] = s["verdict"], len(s["hints"] or [])
                     pending[i] = digest_of(s["hints"]) != made[i]
+                    if s.get("verdict_of"):
+                        judged_earlier[i] = earlier(s, {c: by[c][i] for c in COLOURED_BY})
         verdict, n_hints = pa.array(verdict, pa.string()), pa.array(n_hints, pa.int64())
         ok = pc.equal(t.column("status"), "ok")
         return {
@@ -190,6 +196,7 @@ class RunView:
             "rejected": pc.equal(verdict, "rejected"),
             "hinted": pc.greater(n_hints, 0),
             "hints_pending": pa.array(pending, pa.bool_()),
+            "judged_earlier": pa.array(judged_earlier, pa.bool_()),  # coloured anew since
             "errors": pc.equal(t.column("status"), "error"),
             "skipped": pc.equal(t.column("status"), "skipped"),  # colour images: --recolor, or hints
             "nearly_gray": pc.and_(ok, pc.less(pc.fill_null(t.column("colorfulness"), 0.0), NEARLY_GRAY)),

@@ -222,7 +222,9 @@ function renderGrid(quiet = false) {
     const c = document.createElement("div");
     c.className = "card" + (i === S.cur ? " cur" : "") + (S.selected.has(r.image_id) ? " sel" : "");
     c.dataset.id = r.image_id;
-    const badges = [r.verdict ? `<span class="badge ${esc(r.verdict)}">${esc(r.verdict)}</span>` : "",
+    const badges = [r.verdict ? (r.verdict_earlier ? `<span class="badge earlier" title="given to an earlier ` +
+      `colouring: a rerun coloured the image anew since">${esc(r.verdict)}, earlier colouring</span>` :
+      `<span class="badge ${esc(r.verdict)}">${esc(r.verdict)}</span>`) : "",
       r.status !== "ok" ? `<span class="badge ${esc(r.status)}">${esc(r.status)}</span>` : "",
       r.curator_hints ? `<span class="badge hinted">${plural(r.curator_hints, "hint")}</span>` : "",
       r.note ? `<span class="badge note" title="has a note">note</span>` : ""].filter((x) => x).join(" ") + " ";
@@ -324,6 +326,7 @@ function openView() {
   // were judged by the keys meanwhile); hints, a cross, the automatic colour wait for the answer.
   S.row = { ...r };
   S.review = reviewOf(r);
+  S.earlier = earlierOf(r.verdict_earlier, S.review);
   writePlace();  // at once: a reload before the answer came went back to the image before
   S.hints = [];
   S.curHint = -1;
@@ -379,6 +382,7 @@ function fill(d) {
   const was = S.review;
   S.row = d.row;
   S.review = { ...d.review, image_id: d.row.image_id, rev: { ...(d.review.rev || {}) } };
+  S.earlier = earlierOf(d.verdict_earlier, S.review);
   if (typing && was && was.image_id === d.row.image_id) {  // the box's note, on the edit it was made
     // on: its save is checked against that (another curator's since: refused, and merged)
     S.review.note = was.note;
@@ -472,8 +476,20 @@ function renderMeta(d) {
     "hints_digest", "hint_model", "redone", "output_path", "source_path", "notes"]) add(k, d.row[k]);
 }
 
+// A verdict given to an earlier colouring of the image (a rerun coloured it anew since): the
+// verdict edit it is, which a verdict given now replaces.
+function earlierOf(earlier, review) {
+  return earlier ? { rev: review.rev.verdict, verdict: review.verdict } : null;
+}
+
+function shownEarlier() {
+  const e = S.earlier;
+  return !!(e && e.rev === S.review.rev.verdict && e.verdict === S.review.verdict);
+}
+
 function showVerdict() {
-  $("verdict").textContent = S.review.verdict || "not reviewed";
+  $("verdict").textContent = (S.review.verdict || "not reviewed") +
+    (shownEarlier() ? ", given to an earlier colouring (a rerun coloured it anew since): judge it again" : "");
   document.querySelectorAll("#verdict-buttons button").forEach((b) => {
     b.setAttribute("aria-pressed", String(b.dataset.verdict === S.review.verdict));
   });
@@ -517,6 +533,7 @@ async function send(id, kind, value, ids, force, seen) {
   const own = ownRev(id, kind);
   // (none of this page's: made on none, never sent unchecked over another's)
   if (one && force === true) body.base = own ?? null;  // "over": asked twice, no base
+  if (one && force) body.undo = true;  // a verdict put back as it was given: to the colouring it saw
   // a note saves at each pause in typing: said beside it, not announced every time
   const tell = kind === "note" && one ? (t) => {  // (after a refusal just said: beside it, not over it)
     const keep = Date.now() < (S.refusalShown || 0) ? $("saved").textContent.split(" — ")[0] + " — " : "";
@@ -600,11 +617,12 @@ async function setVerdict(v) {
     if (!r) { say(S.rows.length ? "past the list's last image: none here to judge (k goes back)" : "no image here to judge"); return; }
     S.row = { image_id: r.image_id };
     S.review = reviewOf(r);
+    S.earlier = earlierOf(r.verdict_earlier, S.review);
   }
   const id = S.row.image_id, was = S.keyed && S.keyed.revs[id];
   // made on the verdict shown as the key was pressed, where this page has not judged it since
   if (was && (S.keyed.own[id] || {}).verdict === ownRev(id, "verdict")) S.review.rev.verdict = was.verdict;
-  const step0 = { id, kind: "verdict", value: S.review.verdict, page: grid ? S.page : undefined };
+  const step0 = { id, kind: "verdict", value: S.review.verdict, page: grid ? S.page : undefined, earlier: shownEarlier() };
   S.undo.push(step0);
   S.review.verdict = v;
   // On to the next card at once, not once the server has answered: "a a" pressed faster than
@@ -876,7 +894,11 @@ async function undo() {
   if (!await save(u.kind, u.value, undefined, u.over ? "over" : true, u.id)) return kept(u, refused);
   if (here) {
     if (u.kind === "hints") { S.hints = u.value.map((h) => ({ ...h })); S.review.hints = u.value; renderHints(); preview(); }
-    if (u.kind === "verdict") { S.review.verdict = u.value; showVerdict(); }
+    if (u.kind === "verdict") {  // put back with the colouring it was given to (the server's too)
+      S.review.verdict = u.value;
+      S.earlier = earlierOf(u.earlier, S.review);
+      showVerdict();
+    }
     if (u.kind === "note") { S.review.note = u.value; $("note").value = u.value || ""; }
     say("undone");
     return;
@@ -1304,6 +1326,7 @@ async function poll() {
     const changed = ["verdict", "note", "hints"].filter((k) => (mine[k] ?? null) !== (now[k] ?? null));
     if (!changed.length) return;
     S.review = { ...d.review, image_id: id, rev: { ...now } };
+    S.earlier = earlierOf(d.verdict_earlier, S.review);
     S.hints = (d.review.hints || []).map((h) => ({ ...h }));
     S.curHint = -1;
     if (changed.includes("note")) $("note").value = S.noteSaved = d.review.note || "";

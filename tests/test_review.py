@@ -1049,6 +1049,10 @@ def test_a_verdict_is_given_to_the_colouring_the_curator_saw(job, tmp_path):
     edit(ids[0], "hints", hint)  # ... then hints: their run colours it anew
     edit(ids[1], "hints", hint)
     edit(ids[1], "verdict", "accepted")  # the preview of hints not yet run: what their run makes
+    assert c.get(f"/api/image/{ids[1]}?t=k").get_json()["verdict_earlier"] is False  # not before it
+    r = c.post("/api/review?t=k", json={"image_id": ids[4], "kind": "verdict",
+                                        "value": {"verdict": "accepted", "of": "forged"}})
+    assert r.status_code == 400 and "verdict must be one of" in r.get_json()["error"]  # ours to say
     edit(ids[2], "verdict", "retouch")  # made again the same by a plain redo
     j = reviews.Journal(out, "curator")
     j.record(ids[3], "verdict", "rejected")  # as a version before colourings were named wrote it
@@ -1092,8 +1096,14 @@ def test_a_verdict_is_given_to_the_colouring_the_curator_saw(job, tmp_path):
         earlier = page.inner_text("#verdict")
         page.keyboard.press("r")
         page.wait_for_function("document.getElementById('verdict').textContent == 'retouch'")
-        page.keyboard.press("u")  # put back as it was: given to the earlier colouring
-        page.wait_for_function("/^undone/.test(document.getElementById('status').textContent)")
+        page.keyboard.press("x")
+        page.wait_for_function("document.getElementById('verdict').textContent == 'rejected'")
+        page.evaluate("settled()")
+        for _ in range(2):  # put back as it was: given to the earlier colouring
+            page.keyboard.press("u")
+            page.wait_for_function("!S.acting && !S.acts.length && /^undone/.test(document.getElementById('status').textContent)")
+            page.evaluate("say('')")
+        page.wait_for_function("document.getElementById('verdict').textContent.startsWith('accepted')")
         assert page.inner_text("#verdict") == earlier
         assert c.get(f"/api/image/{ids[1]}?t=k").get_json()["verdict_earlier"] is True
         page.keyboard.press("r")

@@ -344,16 +344,24 @@ def _save(view: RunView, journal: reviews.Journal, body: dict) -> tuple[dict, in
     with journal.exclusive():  # the check of what the edit was made on, and the edit, as one
         # (another curator's server too: its edit since is seen, not overwritten)
         if (stale := _stale(journal, body)) is not None:
+            stale["verdict_earlier"] = reviews.earlier(journal.state().get(body["image_id"]) or {},
+                                                       view.row(body["image_id"]) or {})
             return {"error": "changed in another tab or by another curator since this page "
                     "showed it: not saved", "current": stale}, 409
         edits, before = _added(journal, body, edits)
         if body.get("kind") == "verdict":
-            edits = _judged(view, journal, edits, undo=bool(body.get("undo")))
+            if any(v is not None and not isinstance(v, str) for _, v in edits):  # "of" is ours to say
+                return {"error": f"verdict must be one of {', '.join(reviews.VERDICTS)} or null"}, 400
+            edits = _judged(view, journal, edits, body.get("restore") if body.get("undo") else None)
         try:
             evs = [journal.record(i, body.get("kind"), value) for i, value in edits]
         except reviews.ReviewError as e:
             return {"error": str(e)}, 400
-    return {"saved": len(evs), "events": [e["id"] for e in evs], "before": before}, 200
+    answer = {"saved": len(evs), "events": [e["id"] for e in evs], "before": before}
+    if body.get("kind") == "verdict":  # an undo's verdict put back may be one on an earlier colouring
+        state = journal.state()
+        answer["earlier"] = [reviews.earlier(state.get(i) or {}, view.row(i)) for i, _ in edits]
+    return answer, 200
 
 
 def _stale(journal: reviews.Journal, body: dict) -> dict | None:
@@ -380,19 +388,19 @@ def _added(journal: reviews.Journal, body: dict, edits: list[tuple[str, object]]
     return edits, before
 
 
-def _judged(view: RunView, journal: reviews.Journal, edits: list[tuple[str, object]], undo: bool = False):
+def _judged(view: RunView, journal: reviews.Journal, edits: list[tuple[str, object]], restore=None):
     """Verdicts bound to the colouring the curator saw (reviews.colouring): the output as the
-    run made it, or the preview of hints saved since, which their run makes. An undo puts back
-    the verdict before this page's as it was, with the colouring it was given to."""
+    run made it, or the preview of hints saved since, which their run makes. An undo names the
+    verdict edit it puts back (`restore`): that one as it was, with the colouring it was given to."""
     from pipeline.worker.hints import digest_of
 
     state = journal.state()
     edits = [(i, {"verdict": v, "of": reviews.colouring(view.row(i), digest_of((state.get(i) or {}).get("hints")))}
               if v in reviews.VERDICTS else v) for i, v in edits]
-    if undo and len(edits) == 1 and isinstance(edits[0][1], dict):
+    if restore and isinstance(restore, str) and len(edits) == 1 and isinstance(edits[0][1], dict):
         i, v = edits[0]
-        told = [_verdict(e["value"]) for e in journal.events() if e["image_id"] == i and e["kind"] == "verdict"]
-        was = told[-2] if len(told) > 1 else None  # the one before this page's, which u takes back
+        was = next((_verdict(e["value"]) for e in journal.events() if e["id"] == restore
+                    and e["image_id"] == i and e["kind"] == "verdict"), None)
         if (was.get("verdict") if isinstance(was, dict) else was) == v["verdict"]:
             edits = [(i, was)]
     return edits

@@ -83,8 +83,12 @@ def colouring(row: dict, hints_digest: str | None) -> str:
 def earlier(state: dict, row: dict) -> bool:
     """Whether an image's verdict was given to an earlier colouring than the one its output now
     has (one given before verdicts were bound to their colouring is taken as given to this)."""
+    from pipeline.worker.hints import digest_of
+
     of = state.get("verdict_of")
-    return bool(state.get("verdict") and of and of != colouring(row, row.get("hints_digest")))
+    # (one given to the preview of hints saved since the output, which their run makes: not yet)
+    return bool(state.get("verdict") and of and of != colouring(row, row.get("hints_digest"))
+                and of != colouring(row, digest_of(state.get("hints"))))
 
 
 def check_value(kind: str, value):

@@ -507,12 +507,12 @@ function showVerdict() {
 // own save of it came back meanwhile.
 const refusals = (id) => (S.refusedOf || {})[id] || 0;
 const ownRev = (id, kind) => ((S.lastRev || {})[id] || {})[kind];
-function save(kind, value, ids, force = false, id = S.row.image_id) {
+function save(kind, value, ids, force = false, id = S.row.image_id, restore = undefined) {
   const refused = refusals(id);
   const seen = ids === undefined && S.review && S.review.image_id === id && S.review.rev
     ? { base: S.review.rev[kind] ?? null, own: ownRev(id, kind) } : null;
   S.queued = (S.queued || 0) + 1;
-  const go = () => { S.queued--; return refusals(id) !== refused && !force ? null : send(id, kind, value, ids, force, seen); };
+  const go = () => { S.queued--; return refusals(id) !== refused && !force ? null : send(id, kind, value, ids, force, seen, restore); };
   S.saving = S.saving.then(go, go);
   return S.saving;
 }
@@ -521,7 +521,7 @@ function save(kind, value, ids, force = false, id = S.row.image_id) {
 // its way is sent with keepalive and arrives anyway.
 window.addEventListener("beforeunload", (e) => { if (S.queued || S.acts.length || S.acting) { e.preventDefault(); e.returnValue = ""; } });
 
-async function send(id, kind, value, ids, force, seen) {
+async function send(id, kind, value, ids, force, seen, restore) {
   const one = ids === undefined;
   // a series: the server places the hints at the same relative spot of each image
   const body = one ? { image_id: id, kind, value } : { ids, kind, value, from: id, add: true };
@@ -533,7 +533,8 @@ async function send(id, kind, value, ids, force, seen) {
   const own = ownRev(id, kind);
   // (none of this page's: made on none, never sent unchecked over another's)
   if (one && force === true) body.base = own ?? null;  // "over": asked twice, no base
-  if (one && force) body.undo = true;  // a verdict put back as it was given: to the colouring it saw
+  // an undo names the verdict edit it puts back: as it was given, to the colouring it saw
+  if (one && force) Object.assign(body, { undo: true, restore });
   // a note saves at each pause in typing: said beside it, not announced every time
   const tell = kind === "note" && one ? (t) => {  // (after a refusal just said: beside it, not over it)
     const keep = Date.now() < (S.refusalShown || 0) ? $("saved").textContent.split(" — ")[0] + " — " : "";
@@ -562,6 +563,11 @@ async function send(id, kind, value, ids, force, seen) {
     const row = S.rows.find((r) => r.image_id === i);
     if (row) row.rev = { ...(row.rev || {}), [kind]: d.events[k] };
     if (row && one && kind !== "hints") row[kind] = value;
+    // a verdict now: given to this colouring, or (put back by u) to the one it was given to
+    if (kind === "verdict" && d.earlier) {
+      if (row) row.verdict_earlier = d.earlier[k];
+      if (S.review && S.review.image_id === i) S.earlier = d.earlier[k] ? { rev: d.events[k], verdict: value } : null;
+    }
     if (kind === "note" && one && S.row && S.row.image_id === i) S.noteSaved = value || "";
     S.lastRev[i] = { ...(S.lastRev[i] || {}), [kind]: d.events[k] };  // this page's own edit
   });
@@ -574,7 +580,8 @@ function conflict(kind, mine, id, now) {
   S.refused = (S.refused || 0) + 1;
   S.refusedOf = { ...(S.refusedOf || {}), [id]: refusals(id) + 1 };
   const card = S.rows.find((x) => x.image_id === id);  // what its card starts from now: theirs
-  if (card) Object.assign(card, { verdict: now.verdict, note: now.note, rev: { ...(now.rev || {}) } });
+  if (card) Object.assign(card, { verdict: now.verdict, note: now.note, rev: { ...(now.rev || {}) },
+    verdict_earlier: !!now.verdict_earlier });
   const was = kind === "hints" ? "were" : "was";
   if (!S.view || S.row.image_id !== id) {  // which image: the grid has moved on from it
     say(`NOT saved: the ${kind} of ${card ? label(card) : nameOf(id)} ${was} changed by ${now.who || "another curator"} ` +
@@ -584,6 +591,7 @@ function conflict(kind, mine, id, now) {
   const from = S.noteSaved || "";  // the note as this page last knew it saved: the box began from it
   S.noteSaved = now.note || "";
   S.review = { ...now, image_id: id, rev: { ...(now.rev || {}) } };
+  S.earlier = earlierOf(now.verdict_earlier, S.review);
   S.hints = (now.hints || []).map((h) => ({ ...h }));
   S.curHint = -1;
   // a note being typed: theirs, then what is being typed, both in the box (the curator typing on
@@ -622,7 +630,8 @@ async function setVerdict(v) {
   const id = S.row.image_id, was = S.keyed && S.keyed.revs[id];
   // made on the verdict shown as the key was pressed, where this page has not judged it since
   if (was && (S.keyed.own[id] || {}).verdict === ownRev(id, "verdict")) S.review.rev.verdict = was.verdict;
-  const step0 = { id, kind: "verdict", value: S.review.verdict, page: grid ? S.page : undefined, earlier: shownEarlier() };
+  const step0 = { id, kind: "verdict", value: S.review.verdict, page: grid ? S.page : undefined,
+    rev: S.review.rev.verdict };  // the edit u puts back, with the colouring it was given to
   S.undo.push(step0);
   S.review.verdict = v;
   // On to the next card at once, not once the server has answered: "a a" pressed faster than
@@ -891,14 +900,10 @@ async function undo() {
   if (u.unsaved || ownRev(u.id, u.kind) === undefined) return undo();
   const here = S.view && S.row.image_id === u.id;
   const refused = S.refused;
-  if (!await save(u.kind, u.value, undefined, u.over ? "over" : true, u.id)) return kept(u, refused);
+  if (!await save(u.kind, u.value, undefined, u.over ? "over" : true, u.id, u.rev)) return kept(u, refused);
   if (here) {
     if (u.kind === "hints") { S.hints = u.value.map((h) => ({ ...h })); S.review.hints = u.value; renderHints(); preview(); }
-    if (u.kind === "verdict") {  // put back with the colouring it was given to (the server's too)
-      S.review.verdict = u.value;
-      S.earlier = earlierOf(u.earlier, S.review);
-      showVerdict();
-    }
+    if (u.kind === "verdict") { S.review.verdict = u.value; showVerdict(); }  // (S.earlier: the answer's)
     if (u.kind === "note") { S.review.note = u.value; $("note").value = u.value || ""; }
     say("undone");
     return;

@@ -31,7 +31,8 @@ manifest: setup  ## rescan the bundled samples into manifests/demo.parquet
 # Three test processes on two cores: much of the suite's time is spent waiting on clusters,
 # workers, CLIs and browsers (slowed answers), which a third fills (2026-12-04, with OpenMP
 # waiting passively in the suite: -n 2 586 s, -n 3 533 s; one process took 12 minutes). Runs
-# about records go to a warm cluster per process (tests/conftest.py warm): -n 3 568 -> 434 s.
+# about records go to a warm cluster per process (tests/conftest.py warm): -n 3 568 -> 434 s
+# (a clean clone's CI: 507 s).
 # worksteal: an idle process takes tests from another's queue (dealing whole files out left one
 # idle). --durations: the slowest tests named in every CI log, where the next trim starts.
 TEST_PROCS ?= 3

@@ -107,10 +107,10 @@ def export_table(out: Outdir, info: dict, as_written: bool = True) -> tuple[list
     # the curator's review (colorize review): verdict, note, how many hints, by whom, when
     state = state_of(out)
     header += _own_names([name for name, _ in REVIEW_COLUMNS], taken)
-    by = {c: t.column(c).to_pylist() for c in COLOURED_BY}
+    by = {c: t.column(c).to_pylist() for c in COLOURED_BY}  # the reviewed rows', read once
+    rows = {i: {c: by[c][j] for c in COLOURED_BY} for j, i in enumerate(ids) if i in state}
     for _, get in REVIEW_COLUMNS:
-        columns.append([get(state[i], {c: by[c][j] for c in COLOURED_BY}) if i in state else None
-                        for j, i in enumerate(ids)])
+        columns.append([get(state[i], rows[i]) if i in state else None for i in ids])
     return header, [list(r) for r in zip(*columns, strict=True)] if columns else []
 
 

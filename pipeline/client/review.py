@@ -399,19 +399,11 @@ def _judged(view: RunView, journal: reviews.Journal, edits: list[tuple[str, obje
               if v in reviews.VERDICTS else v) for i, v in edits]
     if restore and isinstance(restore, str) and len(edits) == 1 and isinstance(edits[0][1], dict):
         i, v = edits[0]
-        was = next((_verdict(e["value"]) for e in journal.events() if e["id"] == restore
+        was = next((reviews.value_of(e) for e in journal.events() if e["id"] == restore
                     and e["image_id"] == i and e["kind"] == "verdict"), None)
         if (was.get("verdict") if isinstance(was, dict) else was) == v["verdict"]:
             edits = [(i, was)]
     return edits
-
-
-def _verdict(value: str):
-    """A journalled verdict as its state holds it ("?" for one the journal cannot hold)."""
-    try:
-        return reviews.check_value("verdict", json.loads(value))
-    except (ValueError, TypeError, AttributeError):  # (ReviewError is a ValueError)
-        return "?"
 
 
 def _number(text: str | None) -> int:

@@ -91,6 +91,18 @@ def earlier(state: dict, row: dict) -> bool:
                 and of != colouring(row, digest_of(state.get("hints"))))
 
 
+UNREADABLE = object()  # value_of an event whose value no edit could have
+
+
+def value_of(ev: dict):
+    """An event's value as the state holds it, or UNREADABLE: a journal is a file anyone who
+    reviews OUTDIR can write, so its values are checked as an edit's are (a verdict of HTML)."""
+    try:
+        return check_value(ev["kind"], json.loads(ev["value"]))
+    except (ValueError, TypeError, AttributeError):  # (ReviewError is a ValueError)
+        return UNREADABLE
+
+
 def check_value(kind: str, value):
     """The value of an edit as stored, or ReviewError. A verdict is stored with the colouring it
     was given to ({"verdict": v, "of": colouring()}), or bare (a journal from before, or none)."""
@@ -201,9 +213,7 @@ class Reviews:
         order = (ev["t"], ev["id"])
         if key in self._latest and self._latest[key] >= order:
             return
-        try:  # a journal is a file anyone who reviews OUTDIR can write: its values are checked
-            v = check_value(ev["kind"], json.loads(ev["value"]))  # as an edit's (a verdict of HTML)
-        except (ReviewError, ValueError, TypeError):
+        if (v := value_of(ev)) is UNREADABLE:
             return
         self._latest[key] = order
         s = self._state.setdefault(ev["image_id"], {"verdict": None, "note": None, "hints": [],

@@ -20,6 +20,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import on_cluster
@@ -78,7 +79,6 @@ def job(tmp_path_factory, ckpt, warm_cluster):
 def retitled(out: Path, tmp_path: Path, row: int, title: str):
     """The job's manifest with one title corrected (a catalogue scanned in again), and a review
     app's test client over it."""
-    import pyarrow as pa
 
     from pipeline.client.review import create_app
 
@@ -880,7 +880,6 @@ def test_the_grid_filters_sorts_and_searches_catalogue_columns(job, tmp_path):
     # numbers in a catalogue's text sort as numbers: Haus 2 before Haus 10
     titles = [r["catalogue"]["title"] for r in c.get("/api/images?t=k&sort=title").get_json()["rows"]]
     assert titles == [f"Haus {i}" for i in range(12)]
-    import pyarrow as pa
 
     from pipeline.client.runview import _order
 
@@ -1078,6 +1077,19 @@ def test_a_verdict_is_given_to_the_colouring_the_curator_saw(job, tmp_path):
     # judged again: given to the colouring it has now
     edit(ids[0], "verdict", "accepted")
     assert c.get("/api/images?t=k&filter=judged_earlier").get_json()["counts"]["judged_earlier"] == 0
+    assert c.get(f"/api/image/{ids[0]}?t=k").get_json()["verdict_earlier"] is False
+    # its hints coloured again by another hint model (a new hint head shipped, then --recolor):
+    # the shard rewritten as that run writes it, the picture is another
+    assert after[ids[0]]["hint_model"] == "propagation"
+    for f in (out / "results").glob("shard-*.parquet"):
+        t = pq.read_table(f)
+        models = [("f" * 64 if i == ids[0] else m) for i, m in zip(t["image_id"].to_pylist(), t["hint_model"].to_pylist(), strict=True)]
+        pq.write_table(t.set_column(t.schema.get_field_index("hint_model"), "hint_model", pa.array(models, pa.string())), f)
+    assert c.get(f"/api/image/{ids[0]}?t=k").get_json()["verdict_earlier"] is True
+    assert c.get(f"/api/image/{ids[1]}?t=k").get_json()["verdict_earlier"] is False  # given to the preview
+    page = c.get("/api/images?t=k&filter=judged_earlier").get_json()  # the results read again
+    assert [r["image_id"] for r in page["rows"]] == [ids[0]] and page["counts"]["judged_earlier"] == 1
+    edit(ids[0], "verdict", "accepted")
     assert c.get(f"/api/image/{ids[0]}?t=k").get_json()["verdict_earlier"] is False
     # the hints its verdict saw previewed, taken back and run: no longer that colouring
     edit(ids[1], "hints", [])

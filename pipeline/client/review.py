@@ -395,7 +395,7 @@ def _judged(view: RunView, journal: reviews.Journal, edits: list[tuple[str, obje
     from pipeline.worker.hints import digest_of
 
     state = journal.state()
-    edits = [(i, {"verdict": v, "of": reviews.colouring(view.row(i), digest_of((state.get(i) or {}).get("hints")))}
+    edits = [(i, {"verdict": v, "of": reviews.shown(view.row(i), digest_of((state.get(i) or {}).get("hints")))}
               if v in reviews.VERDICTS else v) for i, v in edits]
     if restore and isinstance(restore, str) and len(edits) == 1 and isinstance(edits[0][1], dict):
         i, v = edits[0]

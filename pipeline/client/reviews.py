@@ -62,22 +62,29 @@ def reviewer(name: str | None = None) -> str:
         return f"uid {os.getuid()}"
 
 
-COLOURED_BY = ["status", "source_sha256", "checkpoint_sha256", "hints_digest"]  # a row's, for colouring()
+COLOURED_BY = ["status", "source_sha256", "checkpoint_sha256", "hints_digest", "hint_model"]  # a row's, for colouring()
 
 
-def colouring(row: dict, hints_digest: str | None) -> str:
+def colouring(row: dict, hints_digest: str | None, hint_model: str | None = None) -> str:
     """What a verdict is given to: the picture the curator saw, named by what makes it (the
-    scan's bytes, the weights, the hints it is coloured with, and whether it is coloured at all:
-    a photo skipped as colour is shown as it is). A rerun that writes the same picture again (a
-    catalogue's cells corrected) keeps the verdict; one that colours the image anew (other hints
-    or weights, --recolor, the scan replaced) leaves it a verdict on an earlier colouring.
-    A verdict given to a preview of hints not yet run is one on the colouring their run makes.
-    The hint model is not in it (a preview's is not recorded before its run): a new one, put in
-    place between a verdict and the run, is not seen here."""
+    scan's bytes, the weights, the hints it is coloured with and the model that turned them into
+    colour, and whether it is coloured at all: a photo skipped as colour is shown as it is). A
+    rerun that writes the same picture again (a catalogue's cells corrected) keeps the verdict;
+    one that colours the image anew (other hints, weights or hint model, --recolor, the scan
+    replaced) leaves it a verdict on an earlier colouring. A verdict given to a preview of hints
+    not yet run is one on the colouring their run makes; its hint model is not named (the run's
+    is recorded only as it colours), so a new one put in place before that run is not seen."""
     coloured = row.get("status") == "ok" or hints_digest is not None
     made = [row.get("source_sha256") or "", (row.get("checkpoint_sha256") or "") if coloured else "",
             hints_digest or "", "coloured" if coloured else "as it is"]
-    return hashlib.sha256("\0".join(made).encode()).hexdigest()[:16]
+    return hashlib.sha256("\0".join(made + ([hint_model] if hint_model else [])).encode()).hexdigest()[:16]
+
+
+def shown(row: dict, hints_digest: str | None) -> str:
+    """The colouring a verdict given now is given to: the output as its run made it (hint model
+    and all), or the preview of hints saved since, which their run makes."""
+    ran = hints_digest is not None and hints_digest == row.get("hints_digest")
+    return colouring(row, hints_digest, row.get("hint_model") if ran else None)
 
 
 def earlier(state: dict, row: dict) -> bool:
@@ -86,9 +93,12 @@ def earlier(state: dict, row: dict) -> bool:
     from pipeline.worker.hints import digest_of
 
     of = state.get("verdict_of")
-    # (one given to the preview of hints saved since the output, which their run makes: not yet)
-    return bool(state.get("verdict") and of and of != colouring(row, row.get("hints_digest"))
-                and of != colouring(row, digest_of(state.get("hints"))))
+    if not (state.get("verdict") and of):
+        return False
+    made = row.get("hints_digest")
+    # the output as it is; the same before its hint model was named (a verdict on the preview
+    # of its hints, or given by a version before); the preview of hints saved since: not yet
+    return of not in (shown(row, made), colouring(row, made), colouring(row, digest_of(state.get("hints"))))
 
 
 UNREADABLE = object()  # value_of an event whose value no edit could have

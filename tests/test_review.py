@@ -1047,7 +1047,11 @@ def test_a_verdict_is_given_to_the_colouring_the_curator_saw(job, tmp_path):
     edit(ids[0], "verdict", "accepted")  # the output as the run made it ...
     edit(ids[0], "hints", hint)  # ... then hints: their run colours it anew
     edit(ids[1], "hints", hint)
+    assert c.post(f"/api/preview/{ids[1]}?t=k", json={"hints": hint}).status_code == 200  # seen
     edit(ids[1], "verdict", "accepted")  # the preview of hints not yet run: what their run makes
+    c.application.config["PREVIEWER"].close()
+    # with the hint model the preview said made its colour (the test net has no hint head)
+    assert reviews.Reviews(out).state()[ids[1]]["verdict_model"] == "propagation"
     assert c.get(f"/api/image/{ids[1]}?t=k").get_json()["verdict_earlier"] is False  # not before it
     r = c.post("/api/review?t=k", json={"image_id": ids[4], "kind": "verdict",
                                         "value": {"verdict": "accepted", "of": "forged"}})
@@ -1078,17 +1082,21 @@ def test_a_verdict_is_given_to_the_colouring_the_curator_saw(job, tmp_path):
     edit(ids[0], "verdict", "accepted")
     assert c.get("/api/images?t=k&filter=judged_earlier").get_json()["counts"]["judged_earlier"] == 0
     assert c.get(f"/api/image/{ids[0]}?t=k").get_json()["verdict_earlier"] is False
-    # its hints coloured again by another hint model (a new hint head shipped, then --recolor):
-    # the shard rewritten as that run writes it, the picture is another
-    assert after[ids[0]]["hint_model"] == "propagation"
+    # their hints coloured again by another hint model (a new hint head shipped, then --recolor):
+    # the shards rewritten as that run writes them, the pictures are others; the verdict given
+    # to the output and the one given to the preview both name the model they saw
+    assert after[ids[0]]["hint_model"] == after[ids[1]]["hint_model"] == "propagation"
     for f in (out / "results").glob("shard-*.parquet"):
         t = pq.read_table(f)
-        models = [("f" * 64 if i == ids[0] else m) for i, m in zip(t["image_id"].to_pylist(), t["hint_model"].to_pylist(), strict=True)]
+        models = [("f" * 64 if i in ids[:2] else m) for i, m in zip(t["image_id"].to_pylist(), t["hint_model"].to_pylist(), strict=True)]
         pq.write_table(t.set_column(t.schema.get_field_index("hint_model"), "hint_model", pa.array(models, pa.string())), f)
-    assert c.get(f"/api/image/{ids[0]}?t=k").get_json()["verdict_earlier"] is True
-    assert c.get(f"/api/image/{ids[1]}?t=k").get_json()["verdict_earlier"] is False  # given to the preview
+    assert [c.get(f"/api/image/{i}?t=k").get_json()["verdict_earlier"] for i in ids[:2]] == [True, True]
     page = c.get("/api/images?t=k&filter=judged_earlier").get_json()  # the results read again
-    assert [r["image_id"] for r in page["rows"]] == [ids[0]] and page["counts"]["judged_earlier"] == 1
+    assert sorted(r["image_id"] for r in page["rows"]) == ids[:2] and page["counts"]["judged_earlier"] == 2
+    j = reviews.Journal(out, "curator")
+    j.record(ids[1], "verdict", {"verdict": "accepted", "of": reviews.Reviews(out).state()[ids[1]]["verdict_of"]})
+    j.close()  # as a version before hint models were named wrote it: it stands
+    assert c.get(f"/api/image/{ids[1]}?t=k").get_json()["verdict_earlier"] is False
     edit(ids[0], "verdict", "accepted")
     assert c.get(f"/api/image/{ids[0]}?t=k").get_json()["verdict_earlier"] is False
     # the hints its verdict saw previewed, taken back and run: no longer that colouring

@@ -50,6 +50,14 @@ class Previewer:
         self.checkpoint, self.size = checkpoint, size  # the job's: the preview is what its run makes
         self._proc: subprocess.Popen | None = None
         self._lock = threading.Lock()
+        self._models: dict[tuple[str, str], str] = {}  # what made each preview's hints colour
+
+    MODELS_KEPT = 10_000
+
+    def model_of(self, path: str, hints_digest: str | None) -> str | None:
+        """The hint model that made the colour of this source's preview with hints of this
+        digest, as the worker said; None where none was shown (a verdict then names no model)."""
+        return self._models.get((path, hints_digest)) if hints_digest else None
 
     def render(self, path: str, hint_list: list, max_side: int = 1024) -> bytes:
         req = json.dumps({"path": path, "hints": hint_list, "max_side": max_side}).encode() + b"\n"
@@ -65,7 +73,12 @@ class Previewer:
                     raise RuntimeError("the preview worker stopped") from None
             if not head["ok"]:
                 raise ValueError(head["error"])
-            return self._proc.stdout.read(head["bytes"])
+            data = self._proc.stdout.read(head["bytes"])
+            if head.get("hint_model") and (d := _digest(hint_list)):
+                if len(self._models) >= self.MODELS_KEPT:
+                    self._models.pop(next(iter(self._models)))  # the oldest
+                self._models[(path, d)] = head["hint_model"]
+            return data
 
     def start(self) -> None:
         """Start the worker now: torch and the weights take seconds to load, which the curator's
@@ -239,7 +252,7 @@ def _routes(app, root: str, view: RunView, journal: reviews.Journal, previewer: 
         body = request.get_json(force=True, silent=True) or {}
         if not isinstance(body, dict):
             return _not_an_object()
-        answer, code = _save(view, journal, body)
+        answer, code = _save(view, journal, body, previewer)
         return jsonify(answer), code
 
     @app.post("/api/preview/<image_id>")
@@ -334,7 +347,7 @@ def _edits(view: RunView, body: dict) -> list[tuple[str, object]] | None:
     return [(i, _fitted(body.get("value"), source, rows[i])) for i in ids]
 
 
-def _save(view: RunView, journal: reviews.Journal, body: dict) -> tuple[dict, int]:
+def _save(view: RunView, journal: reviews.Journal, body: dict, previewer: Previewer) -> tuple[dict, int]:
     """An edit (one image's, or a series'), checked, then journalled: (answer, HTTP status)."""
     edits = _edits(view, body)
     if edits is None:
@@ -352,7 +365,7 @@ def _save(view: RunView, journal: reviews.Journal, body: dict) -> tuple[dict, in
         if body.get("kind") == "verdict":
             if any(v is not None and not isinstance(v, str) for _, v in edits):  # "of" is ours to say
                 return {"error": f"verdict must be one of {', '.join(reviews.VERDICTS)} or null"}, 400
-            edits = _judged(view, journal, edits, body.get("restore") if body.get("undo") else None)
+            edits = _judged(view, journal, edits, previewer, body.get("restore") if body.get("undo") else None)
         try:
             evs = [journal.record(i, body.get("kind"), value) for i, value in edits]
         except reviews.ReviewError as e:
@@ -388,15 +401,22 @@ def _added(journal: reviews.Journal, body: dict, edits: list[tuple[str, object]]
     return edits, before
 
 
-def _judged(view: RunView, journal: reviews.Journal, edits: list[tuple[str, object]], restore=None):
+def _judged(view: RunView, journal: reviews.Journal, edits: list[tuple[str, object]], previewer: Previewer,
+            restore=None):
     """Verdicts bound to the colouring the curator saw (reviews.colouring): the output as the
-    run made it, or the preview of hints saved since, which their run makes. An undo names the
-    verdict edit it puts back (`restore`): that one as it was, with the colouring it was given to."""
+    run made it, or the preview of hints saved since, which their run makes; with the hint model
+    that made the hints colour, where known (the run's; the preview's this server made). An undo
+    names the verdict edit it puts back (`restore`): that one as it was, with what it was given to."""
     from pipeline.worker.hints import digest_of
 
     state = journal.state()
-    edits = [(i, {"verdict": v, "of": reviews.shown(view.row(i), digest_of((state.get(i) or {}).get("hints")))}
-              if v in reviews.VERDICTS else v) for i, v in edits]
+
+    def given(i: str, v: str) -> dict:
+        row, d = view.row(i), digest_of((state.get(i) or {}).get("hints"))
+        model = row.get("hint_model") if d and d == row.get("hints_digest") else previewer.model_of(view.source(i), d)
+        return {"verdict": v, "of": reviews.colouring(row, d)} | ({"hint_model": model} if model else {})
+
+    edits = [(i, given(i, v) if v in reviews.VERDICTS else v) for i, v in edits]
     if restore and isinstance(restore, str) and len(edits) == 1 and isinstance(edits[0][1], dict):
         i, v = edits[0]
         was = next((reviews.value_of(e) for e in journal.events() if e["id"] == restore
@@ -404,6 +424,16 @@ def _judged(view: RunView, journal: reviews.Journal, edits: list[tuple[str, obje
         if (was.get("verdict") if isinstance(was, dict) else was) == v["verdict"]:
             edits = [(i, was)]
     return edits
+
+
+def _digest(hint_list) -> str | None:
+    """The digest of hints as a page sends them, or None where they are not hints at all."""
+    from pipeline.worker.hints import HintError, digest_of
+
+    try:
+        return digest_of(reviews.check_value("hints", hint_list))
+    except (HintError, reviews.ReviewError):
+        return None
 
 
 def _number(text: str | None) -> int:

@@ -2,7 +2,7 @@
 (OUTDIR/reviews/).
 
 Every edit is an event: who, when, which image, what (`verdict`: accepted | retouch | rejected |
-None, with the colouring it was given to, see colouring(); `note`: text; `hints`: the image's
+None, with the colouring it was given to and the hint model, see colouring(); `note`: text; `hints`: the image's
 whole list of hints, source pixels and Lab). An image's
 state is its latest event of each kind; the history stays. Events are appended to a journal of
 this process's own (`journal-*.jsonl`, one JSON line each, fsynced before the edit is
@@ -65,40 +65,37 @@ def reviewer(name: str | None = None) -> str:
 COLOURED_BY = ["status", "source_sha256", "checkpoint_sha256", "hints_digest", "hint_model"]  # a row's, for colouring()
 
 
-def colouring(row: dict, hints_digest: str | None, hint_model: str | None = None) -> str:
+def colouring(row: dict, hints_digest: str | None) -> str:
     """What a verdict is given to: the picture the curator saw, named by what makes it (the
-    scan's bytes, the weights, the hints it is coloured with and the model that turned them into
-    colour, and whether it is coloured at all: a photo skipped as colour is shown as it is). A
-    rerun that writes the same picture again (a catalogue's cells corrected) keeps the verdict;
-    one that colours the image anew (other hints, weights or hint model, --recolor, the scan
-    replaced) leaves it a verdict on an earlier colouring. A verdict given to a preview of hints
-    not yet run is one on the colouring their run makes; its hint model is not named (the run's
-    is recorded only as it colours), so a new one put in place before that run is not seen."""
+    scan's bytes, the weights, the hints it is coloured with, and whether it is coloured at all:
+    a photo skipped as colour is shown as it is). A rerun that writes the same picture again (a
+    catalogue's cells corrected) keeps the verdict; one that colours the image anew (other hints
+    or weights, --recolor, the scan replaced) leaves it a verdict on an earlier colouring.
+    A verdict given to a preview of hints not yet run is one on the colouring their run makes.
+    The hint model that turned the hints into colour is kept beside it (see earlier())."""
     coloured = row.get("status") == "ok" or hints_digest is not None
     made = [row.get("source_sha256") or "", (row.get("checkpoint_sha256") or "") if coloured else "",
             hints_digest or "", "coloured" if coloured else "as it is"]
-    return hashlib.sha256("\0".join(made + ([hint_model] if hint_model else [])).encode()).hexdigest()[:16]
-
-
-def shown(row: dict, hints_digest: str | None) -> str:
-    """The colouring a verdict given now is given to: the output as its run made it (hint model
-    and all), or the preview of hints saved since, which their run makes."""
-    ran = hints_digest is not None and hints_digest == row.get("hints_digest")
-    return colouring(row, hints_digest, row.get("hint_model") if ran else None)
+    return hashlib.sha256("\0".join(made).encode()).hexdigest()[:16]
 
 
 def earlier(state: dict, row: dict) -> bool:
     """Whether an image's verdict was given to an earlier colouring than the one its output now
-    has (one given before verdicts were bound to their colouring is taken as given to this)."""
+    has (one given before verdicts were bound to their colouring is taken as given to this):
+    another colouring, or its hints made colour by another hint model than the one the curator
+    saw (a new hint head, then --recolor; a verdict says which only where the server knew: the
+    run's own, or the preview's it made)."""
     from pipeline.worker.hints import digest_of
 
     of = state.get("verdict_of")
     if not (state.get("verdict") and of):
         return False
     made = row.get("hints_digest")
-    # the output as it is; the same before its hint model was named (a verdict on the preview
-    # of its hints, or given by a version before); the preview of hints saved since: not yet
-    return of not in (shown(row, made), colouring(row, made), colouring(row, digest_of(state.get("hints"))))
+    if of == colouring(row, made):
+        model = state.get("verdict_model")
+        return bool(model and made and model != row.get("hint_model"))
+    # (one given to the preview of hints saved since the output, which their run makes: not yet)
+    return of != colouring(row, digest_of(state.get("hints")))
 
 
 UNREADABLE = object()  # value_of an event whose value no edit could have
@@ -115,12 +112,14 @@ def value_of(ev: dict):
 
 def check_value(kind: str, value):
     """The value of an edit as stored, or ReviewError. A verdict is stored with the colouring it
-    was given to ({"verdict": v, "of": colouring()}), or bare (a journal from before, or none)."""
+    was given to and, where hints made it, the hint model that did ({"verdict": v, "of":
+    colouring(), "hint_model": sha256 or "propagation"}), or bare (a journal from before, or none)."""
     if kind == "verdict":
-        v, of = (value.get("verdict"), value.get("of")) if isinstance(value, dict) else (value, None)
-        if v not in (*VERDICTS, None) or not isinstance(of, (str, type(None))):
+        v, of, model = ((value.get("verdict"), value.get("of"), value.get("hint_model"))
+                        if isinstance(value, dict) else (value, None, None))
+        if v not in (*VERDICTS, None) or not all(isinstance(x, (str, type(None))) for x in (of, model)):
             raise ReviewError(f"verdict must be one of {', '.join(VERDICTS)} or null, got {value!r}")
-        return {"verdict": v, "of": of} if of and v else v
+        return ({"verdict": v, "of": of} | ({"hint_model": model} if model else {})) if of and v else v
     if kind == "note":
         if value is not None and not isinstance(value, str):
             raise ReviewError("a note is text")
@@ -227,9 +226,11 @@ class Reviews:
             return
         self._latest[key] = order
         s = self._state.setdefault(ev["image_id"], {"verdict": None, "note": None, "hints": [],
-                                                     "who": None, "t": None, "rev": {}, "verdict_of": None})
+                                                     "who": None, "t": None, "rev": {}, "verdict_of": None,
+                                                     "verdict_model": None})
         if ev["kind"] == "verdict":
-            s["verdict"], s["verdict_of"] = (v["verdict"], v["of"]) if isinstance(v, dict) else (v, None)
+            s["verdict"], s["verdict_of"], s["verdict_model"] = (
+                (v["verdict"], v["of"], v.get("hint_model")) if isinstance(v, dict) else (v, None, None))
         else:
             s[ev["kind"]] = v if ev["kind"] != "hints" else (v or [])
         # which edit each kind is now: a page saves "on top of" the one it showed, or is told

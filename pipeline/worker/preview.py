@@ -3,8 +3,9 @@ engine as a run (its reader and its Colorizer), in a process of its own so that 
 server (client side) never loads torch.
 
 Protocol, one request per line on stdin: {"path": source, "hints": [...], "max_side": N}; the
-answer on stdout is a JSON line {"ok": true, "bytes": n} followed by n bytes of JPEG, or
-{"ok": false, "error": "..."}.
+answer on stdout is a JSON line {"ok": true, "bytes": n, "hint_model": m} followed by n bytes
+of JPEG (m: what made the hints colour, Colorizer.hint_model(); null where no hint lies inside
+the image), or {"ok": false, "error": "..."}.
 
 usage: python -m pipeline.worker.preview [CHECKPOINT [SIZE]]  (the job's: what a hinted run makes)
 """
@@ -23,8 +24,10 @@ from pipeline.worker import hints
 from pipeline.worker.imaging import decode, net_input
 
 
-def preview(net, path: str, hint_list: list, max_side: int = 1024) -> bytes:
-    """The source's colour with these hints, at most max_side pixels a side, as JPEG bytes."""
+def preview(net, path: str, hint_list: list, max_side: int = 1024) -> tuple[bytes, str | None]:
+    """The source's colour with these hints, at most max_side pixels a side, as JPEG bytes, and
+    the hint model that made the hints colour (None where none lies inside the image: the net's
+    own colour, as a run then makes it)."""
     d = decode(io.BytesIO(read_source(path)))
     gray = d.gray if d.gray.dtype == np.uint8 else (d.gray >> 8).astype(np.uint8)
     scale = max_side / max(d.width, d.height)
@@ -36,7 +39,7 @@ def preview(net, path: str, hint_list: list, max_side: int = 1024) -> bytes:
     ab = net.hinted_ab(net_input(gray, net.size), cells)
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(net.recombine(gray, ab))).save(buf, "JPEG", quality=90)
-    return buf.getvalue()
+    return buf.getvalue(), net.hint_model() if cells else None
 
 
 def _warm(net) -> None:
@@ -59,11 +62,11 @@ def main() -> None:
     for line in sys.stdin:
         try:
             req = json.loads(line)
-            data = preview(net, req["path"], req.get("hints") or [], int(req.get("max_side", 1024)))
+            data, model = preview(net, req["path"], req.get("hints") or [], int(req.get("max_side", 1024)))
         except Exception as e:  # one image's trouble is that request's answer, not the process's
             out.write(json.dumps({"ok": False, "error": f"{type(e).__name__}: {e}"[:300]}).encode() + b"\n")
         else:
-            out.write(json.dumps({"ok": True, "bytes": len(data)}).encode() + b"\n" + data)
+            out.write(json.dumps({"ok": True, "bytes": len(data), "hint_model": model}).encode() + b"\n" + data)
         out.flush()
 
 

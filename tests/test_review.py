@@ -2141,6 +2141,37 @@ def test_a_hint_outside_its_image_and_a_run_from_before_hint_models_still_audit_
     header = (tmp_path / "e.csv").read_text(encoding="utf-8-sig").splitlines()[0].split(";")
     assert "hint_model" in header and "accession" in header
 
+def test_a_hint_is_refused_on_an_image_the_run_could_not_read(ckpt, tmp_path):
+    """A trial hinted an empty file's error row through the API: saved, its --hinted redo failed
+    again, the export said it was hinted and its verdict was "given to an earlier colouring"."""
+    from pipeline.client.review import create_app
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    Image.fromarray(np.full((48, 64), 90, np.uint8)).save(scans / "good.png")
+    (scans / "empty.png").write_bytes(b"")
+    man, out = tmp_path / "m.parquet", tmp_path / "out"
+    assert run_cli("scan", scans, "-o", man, "-q").returncode == 0
+    assert run_cli("run", "--manifest", man, "-o", out, "--checkpoint", ckpt, "--size", "32", "--quiet").returncode == 0
+    by = {Path(r["source_path"]).name: r for r in results(out).values()}
+    bad, good = by["empty.png"]["image_id"], by["good.png"]["image_id"]
+    assert by["empty.png"]["status"] == "error" and by["empty.png"]["width"] is None
+    c = create_app(str(out), token="k").test_client()
+    hint = [{"x": 1, "y": 1, "L": 50, "a": 60, "b": 40}]
+    for body in ({"image_id": bad, "kind": "hints", "value": hint},  # one image, and a series with it
+                 {"ids": [good, bad], "kind": "hints", "value": hint, "from": good, "add": True}):
+        r = c.post("/api/review?t=k", json=body)
+        assert r.status_code == 400 and r.get_json()["error"].startswith(
+            f"{by['empty.png']['source_path']} has no picture to place hints on (its run said: "), r.get_json()
+    assert c.post("/api/review?t=k", json={"image_id": bad, "kind": "hints", "value": []}).status_code == 200
+    assert c.post("/api/review?t=k", json={"image_id": good, "kind": "hints", "value": hint}).status_code == 200
+    assert c.post("/api/review?t=k", json={"image_id": bad, "kind": "verdict", "value": "rejected"}).status_code == 200
+    assert run_cli("run", "-o", out, "--hinted", "--quiet").returncode == 0
+    after = results(out)
+    assert after[good]["hints"] == 1 and not after[bad]["hints"]
+    assert c.get(f"/api/image/{bad}?t=k").get_json()["verdict_earlier"] is False
+
+
 def test_a_hinted_run_killed_before_its_commit_is_finished_by_the_next_run(job, tmp_path):
     from pipeline.client import redo
     from pipeline.client.outdir import Outdir

@@ -446,16 +446,23 @@ def _number(text: str | None) -> int:
 
 
 def _outside(view: RunView, edits: list[tuple[str, object]]) -> str | None:
-    """Why a hint cannot be kept: it lies outside its image (hints are in the scan's pixels)."""
+    """Why a hint cannot be kept: it lies outside its image (hints are in the scan's pixels), or
+    the image has no picture to place it on (a file the run could not read: its redo fails again,
+    and its row would say it was hinted)."""
     from pipeline.worker import hints
 
     for image_id, value in edits:
         r = view.row(image_id)
         w, h = r.get("width"), r.get("height")
         try:
-            far = hints.outside(hints.from_json(value), w, h) if w and h else []
+            given = hints.from_json(value)
         except hints.HintError:
             continue  # not hints at all: the journal says why
+        if given and not (w and h):
+            return (f"{r.get('source_path') or image_id} has no picture to place hints on (its run "
+                    f"said: {r.get('error') or r.get('status')}): mend or replace the file, then "
+                    f"colorize run --redo it")
+        far = hints.outside(given, w, h) if given else []
         if far:
             return f"a hint at {far[0]} is outside the {w}x{h} image {image_id}"
     return None

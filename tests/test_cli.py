@@ -447,6 +447,10 @@ def test_a_relative_manifest_moved_with_its_scans_is_found_again(tmp_path, ckpt,
     (tmp_path / "photo.parquet").write_bytes((tmp_path / "arch2" / "0.png").read_bytes())
     assert main(["run", "--manifest", str(tmp_path / "photo.parquet"), "-o", str(tmp_path / "o2")]) == 2
     assert "photo.parquet is not a manifest: not a Parquet file, or one cut short" in capsys.readouterr().err
+    shard = next((out / "results").glob("shard-*.parquet"))  # a trial gave a results shard (pyarrow's words)
+    assert main(["run", "--manifest", str(shard), "-o", str(tmp_path / "o2")]) == 2
+    assert (f"{shard} is not a manifest: it has no 'path' column (a run's results, or their export: the "
+            "manifest a run was made from is the one its OUTDIR/job.json names)") in capsys.readouterr().err
     # the advice as given: the job's own options (its format, its checkpoint) come from job.json
     assert main(["run", "-o", str(out), "--manifest", str(tmp_path / "arch2" / "m.parquet"), "-q"]) == 0
     assert f"the job's manifest is now {tmp_path / 'arch2' / 'm.parquet'}" in capsys.readouterr().out

@@ -42,8 +42,10 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename == str(tmp):  # the file asked for, not our name for it
+            raise type(e)(e.errno, e.strerror, str(path)) from None
         raise
 
 

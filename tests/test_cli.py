@@ -455,6 +455,11 @@ def test_a_relative_manifest_moved_with_its_scans_is_found_again(tmp_path, ckpt,
     assert main(["run", "-o", str(out), "--manifest", str(tmp_path / "arch2" / "m.parquet"), "-q"]) == 0
     assert f"the job's manifest is now {tmp_path / 'arch2' / 'm.parquet'}" in capsys.readouterr().out
     assert main(["status", str(out)]) == 0 and main(["audit", str(out), "-q"]) == 0
+    # a folder that takes no file (/sys here; a read-only mount): the file asked for is named, not
+    # the temporary one it is written under first
+    capsys.readouterr()
+    assert main(["export", str(out), "/sys/e.csv"]) == 2
+    assert capsys.readouterr().err.strip().endswith(": /sys/e.csv")
 
 
 def test_a_rescan_keeps_the_manifests_way_of_storing_paths(tmp_path, capsys):

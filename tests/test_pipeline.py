@@ -139,11 +139,14 @@ def test_changed_option_is_refused(archive, clean_run, ckpt, capsys):
     assert main(args) == 2
     assert "changed: size 32 -> 64); to continue it, add --size 32" in capsys.readouterr().err
     assert main([*run_args(man, clean_run, ckpt, "--recolor")]) == 2
-    assert "recolor False -> True); to continue it, add no --recolor" in capsys.readouterr().err
+    # (a flag to leave out is said so: "add no --recolor" read as a flag that does not exist)
+    assert (f"recolor False -> True); to continue it, leave out --recolor (the images this job skipped as "
+            f"colour are coloured by colorize run -o {clean_run} --redo {clean_run}/audit-skipped.txt --recolor, "
+            "after colorize audit lists them);") in capsys.readouterr().err
     # a dry run answers as the run would: refused, exit 2, the same reasons
     assert main([*run_args(man, clean_run, ckpt, "--recolor", "--dry-run")]) == 2
     err = capsys.readouterr().err
-    assert "dry run: a real run would be refused:" in err and "add no --recolor" in err
+    assert "dry run: a real run would be refused:" in err and "leave out --recolor" in err
 
 
 def test_dry_run_restart_says_what_restart_does(archive, clean_run, ckpt, capsys):

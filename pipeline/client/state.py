@@ -347,7 +347,7 @@ def refusal(store, old: dict, new: dict) -> str:
     as it was, and only then the way out that discards it."""
     if other := other_version(store, old):  # no flag of this version continues it
         return f"{store} holds a job this colorize cannot continue: {other}"
-    changed, keep = [], []
+    changed, keep, drop = [], [], []
     for k in FINGERPRINT_KEYS:
         a, b = old.get(k), new.get(k)
         if a == b:
@@ -366,8 +366,14 @@ def refusal(store, old: dict, new: dict) -> str:
             changed.append(f"{k} {a} -> {b}")
             flag = "--" + k.replace("_", "-")
             # quoted as a shell reads it: "identifier=Accession No" pasted bare split in two
-            keep.append((flag if a else f"no {flag}") if isinstance(a, bool) else f"{flag} {shlex.quote(str(a))}")
-    how = f"; to continue it, add {' '.join(keep)}" if keep else ""
+            (drop if isinstance(a, bool) and not a else keep).append(
+                flag if isinstance(a, bool) else f"{flag} {shlex.quote(str(a))}")
+    how = " and ".join(([f"add {' '.join(keep)}"] if keep else []) + ([f"leave out {' '.join(drop)}"] if drop else []))
+    how = f"; to continue it, {how}" if how else ""
+    if "--recolor" in drop:  # what a user adding it to a finished job meant: its colour images' redo
+        how += (f" (the images this job skipped as colour are coloured by "
+                f"{run_hint(store, '--redo', str(store).rstrip('/') + '/audit-skipped.txt', '--recolor')}"
+                ", after colorize audit lists them)")
     return (f"{store} holds a different job (changed: {', '.join(changed) or 'fingerprint'}){how}; "
             "or use another OUTDIR, or --restart to discard its results and start over")
 

@@ -1286,7 +1286,7 @@ def test_a_curator_reviews_in_a_real_browser(job, tmp_path):
             assert page.inner_text("#before-cap").startswith("before: the automatic colour")
             page.keyboard.press("c")
             page.wait_for_function("document.getElementById('before').src.includes('/source?')")
-            page.click("#apply-series")
+            page.keyboard.press("p")  # "apply to selection", from the keyboard
             page.wait_for_function("document.getElementById('saved').textContent.startsWith('saved: 1 hint added to 1 image')")
             assert len(reviews.Journal(out).state()[first]["hints"]) == 1
             page.keyboard.press("u")

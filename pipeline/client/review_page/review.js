@@ -1282,6 +1282,7 @@ function onKey(e, t = e.target) {
   if (k === "Enter" && !S.view) return openView();
   if (k === "Escape" && S.view) return closeView();
   if (k === "u") return undo();
+  if (k === "p" && S.view) return applySeries();  // these hints put on every image selected
   if ((k === "Delete" || k === "Backspace") && S.view && S.curHint >= 0) return dropHint();
   if (k === "n" && S.view) { e.preventDefault(); $("note").focus(); }
   else if (k === "h" && S.view) toggleHintMode();

@@ -999,6 +999,9 @@ def test_hinted_images_are_coloured_again_and_only_they(job, tmp_path):
     assert f"<p>reviewed: {said}</p>" in (out / "audit.html").read_text()  # the report says it too
     report = json.loads((out / "audit.json").read_text())
     assert report["review"]["hints_pending"] == []
+    j = reviews.Journal(out, "registrar")
+    j.record(ids[0], "note", "checked against the register")  # after the verdict, by another
+    j.close()
     assert run_cli("export", out, tmp_path / "e.csv").returncode == 0
     import csv
 
@@ -1006,7 +1009,10 @@ def test_hinted_images_are_coloured_again_and_only_they(job, tmp_path):
                                                      delimiter=";")}
     assert exp[ids[0]]["verdict"] == "accepted" and exp[ids[1]]["review_note"] == "Uniform: dunkelblau"
     assert exp[target]["curator_hints"] == "1" and exp[ids[2]]["verdict"] == ""
-    assert exp[ids[0]]["reviewed_by"] == "curator" and exp[ids[0]]["reviewed_at"]
+    # the verdict is signed by whoever gave it; the review's last word by the registrar
+    assert (exp[ids[0]]["verdict_by"], exp[ids[0]]["reviewed_by"]) == ("curator", "registrar")
+    assert exp[ids[0]]["reviewed_at"] > exp[ids[0]]["verdict_at"] > ""
+    assert (exp[ids[2]]["verdict_by"], exp[ids[2]]["verdict_at"]) == ("", "")
     assert (exp[ids[3]]["verdict"], exp[ids[3]]["reviewed_by"], exp[ids[3]]["reviewed_at"]) == ("", "", "")
     # an output swapped for one made from other hints is found
     kept_state = (out / "redo.json").read_text()

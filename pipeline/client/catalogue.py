@@ -38,8 +38,8 @@ def carried_columns(names) -> list[str]:
     return [n for n in names if n not in RESERVED]
 # What `colorize export` writes after the catalogue's columns: results.SCHEMA's, then these; each
 # under the first of export_names(NAME) that the catalogue does not use.
-EXPORT_EXTRA = ("output_record", "source_state", "verdict", "verdict_given_to", "review_note",
-                "curator_hints", "reviewed_by", "reviewed_at")
+EXPORT_EXTRA = ("output_record", "source_state", "verdict", "verdict_given_to", "verdict_by", "verdict_at",
+                "review_note", "curator_hints", "reviewed_by", "reviewed_at")
 PATHLIKE = ("path", "file", "filename", "file name", "filepath", "image", "scan", "datei",
             "dateiname", "bild", "fichier")
 

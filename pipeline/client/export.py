@@ -26,6 +26,8 @@ OURS_FIRST = ["status", "error", "output_path", "source_path", "input_kind", "no
 REVIEW_COLUMNS = [("verdict", lambda s, r: s["verdict"]),
                   ("verdict_given_to", lambda s, r: None if not s["verdict"] else "an earlier colouring"
                    if earlier(s, r) else "this colouring"),
+                  ("verdict_by", lambda s, r: s["by"]["verdict"][0] if s["verdict"] else None),
+                  ("verdict_at", lambda s, r: s["by"]["verdict"][1] if s["verdict"] else None),
                   ("review_note", lambda s, r: s["note"]),
                   ("curator_hints", lambda s, r: len(s["hints"] or [])),
                   ("reviewed_by", lambda s, r: s["who"] if _reviewed(s) else None),

@@ -227,7 +227,7 @@ class Reviews:
         self._latest[key] = order
         s = self._state.setdefault(ev["image_id"], {"verdict": None, "note": None, "hints": [],
                                                      "who": None, "t": None, "rev": {}, "verdict_of": None,
-                                                     "verdict_model": None})
+                                                     "verdict_model": None, "by": {}})
         if ev["kind"] == "verdict":
             s["verdict"], s["verdict_of"], s["verdict_model"] = (
                 (v["verdict"], v["of"], v.get("hint_model")) if isinstance(v, dict) else (v, None, None))
@@ -235,6 +235,8 @@ class Reviews:
             s[ev["kind"]] = v if ev["kind"] != "hints" else (v or [])
         # which edit each kind is now: a page saves "on top of" the one it showed, or is told
         s["rev"] = {**s["rev"], ev["kind"]: ev["id"]}
+        # who made it, and when: a verdict is signed by whoever gave it, not by who noted last
+        s["by"] = {**s["by"], ev["kind"]: (ev["who"], ev["t"])}
         if s["t"] is None or ev["t"] >= s["t"]:
             s["who"], s["t"] = ev["who"], ev["t"]
 

@@ -1103,6 +1103,11 @@ def test_a_verdict_is_given_to_the_colouring_the_curator_saw(job, tmp_path):
     j.record(ids[1], "verdict", {"verdict": "accepted", "of": reviews.Reviews(out).state()[ids[1]]["verdict_of"]})
     j.close()  # as a version before hint models were named wrote it: it stands
     assert c.get(f"/api/image/{ids[1]}?t=k").get_json()["verdict_earlier"] is False
+    for f in (out / "results").glob("shard-*.parquet"):  # its hints run by such a version: says nothing
+        t = pq.read_table(f)
+        models = [(None if i == ids[0] else m) for i, m in zip(t["image_id"].to_pylist(), t["hint_model"].to_pylist(), strict=True)]
+        pq.write_table(t.set_column(t.schema.get_field_index("hint_model"), "hint_model", pa.array(models, pa.string())), f)
+    assert c.get(f"/api/image/{ids[0]}?t=k").get_json()["verdict_earlier"] is False
     edit(ids[0], "verdict", "accepted")
     assert c.get(f"/api/image/{ids[0]}?t=k").get_json()["verdict_earlier"] is False
     # the hints its verdict saw previewed, taken back and run: no longer that colouring
@@ -2164,18 +2169,36 @@ def test_a_hint_is_refused_on_an_image_the_run_could_not_read(ckpt, tmp_path):
     assert by["empty.png"]["status"] == "error" and by["empty.png"]["width"] is None
     c = create_app(str(out), token="k").test_client()
     hint = [{"x": 1, "y": 1, "L": 50, "a": 60, "b": 40}]
-    for body in ({"image_id": bad, "kind": "hints", "value": hint},  # one image, and a series with it
-                 {"ids": [good, bad], "kind": "hints", "value": hint, "from": good, "add": True}):
+    why = f"{by['empty.png']['source_path']} has no picture to place hints on (its run said: empty file)"
+    for body in ({"image_id": bad, "kind": "hints", "value": hint},  # one image, or a series of it alone
+                 {"ids": [bad], "kind": "hints", "value": hint, "from": bad, "add": True}):
         r = c.post("/api/review?t=k", json=body)
-        assert r.status_code == 400 and r.get_json()["error"].startswith(
-            f"{by['empty.png']['source_path']} has no picture to place hints on (its run said: "), r.get_json()
+        assert r.status_code == 400 and r.get_json()["error"].startswith(why), r.get_json()
+    # a series over it and a good one (a range selected across an error card): the rest is kept
+    r = c.post("/api/review?t=k", json={"ids": [bad, good], "kind": "hints", "value": hint, "from": good, "add": True})
+    d = r.get_json()
+    assert r.status_code == 200 and (d["saved"], d["ids"], list(d["before"])) == (1, [good], [good])
+    assert list(d["left_out"]) == [bad] and d["left_out"][bad].startswith(why)
     assert c.post("/api/review?t=k", json={"image_id": bad, "kind": "hints", "value": []}).status_code == 200
-    assert c.post("/api/review?t=k", json={"image_id": good, "kind": "hints", "value": hint}).status_code == 200
     assert c.post("/api/review?t=k", json={"image_id": bad, "kind": "verdict", "value": "rejected"}).status_code == 200
     assert run_cli("run", "-o", out, "--hinted", "--quiet").returncode == 0
     after = results(out)
     assert after[good]["hints"] == 1 and not after[bad]["hints"]
     assert c.get(f"/api/image/{bad}?t=k").get_json()["verdict_earlier"] is False
+    # the page: the series from the good image's view over both cards says what it left out
+    assert c.post("/api/review?t=k", json={"image_id": good, "kind": "hints", "value": []}).status_code == 200
+    with review_page(out) as (page, url):
+        page.goto(url + "#f=all")
+        page.wait_for_selector(".card")
+        for i in (bad, good):
+            page.evaluate(f"S.cur = S.rows.findIndex((r) => r.image_id == '{i}')")
+            page.keyboard.press("Space")
+        page.keyboard.press("Enter")  # the good one's view (the last selected is current)
+        page.wait_for_function(f"S.view && S.filled === S.viewGen && S.row.image_id == '{good}'")
+        page.evaluate("S.hints = [{x: 2, y: 2, L: 50, a: 60, b: 40}]")
+        page.keyboard.press("p")
+        page.wait_for_function("document.getElementById('saved').textContent.startsWith('saved: 1 hint added to 1 image')")
+        assert f"; 1 image left out: {why}" in page.inner_text("#saved")
 
 
 def test_a_hinted_run_killed_before_its_commit_is_finished_by_the_next_run(job, tmp_path):

@@ -352,8 +352,16 @@ def _save(view: RunView, journal: reviews.Journal, body: dict, previewer: Previe
     edits = _edits(view, body)
     if edits is None:
         return {"error": "unknown image id"}, 404
-    if body.get("kind") == "hints" and (outside := _outside(view, edits)):
-        return {"error": outside}, 400
+    left_out = {}
+    if body.get("kind") == "hints":
+        if outside := _outside(view, edits):
+            return {"error": outside}, 400
+        # an image the run could not read has no picture to hint: refused alone; left out of a
+        # series (a range selected over a page of cards takes an error card in with the rest)
+        left_out = _pictureless(view, edits)
+        if left_out and (not isinstance(body.get("ids"), list) or len(left_out) == len(edits)):
+            return {"error": next(iter(left_out.values()))}, 400
+        edits = [(i, v) for i, v in edits if i not in left_out]
     with journal.exclusive():  # the check of what the edit was made on, and the edit, as one
         # (another curator's server too: its edit since is seen, not overwritten)
         if (stale := _stale(journal, body)) is not None:
@@ -370,7 +378,8 @@ def _save(view: RunView, journal: reviews.Journal, body: dict, previewer: Previe
             evs = [journal.record(i, body.get("kind"), value) for i, value in edits]
         except reviews.ReviewError as e:
             return {"error": str(e)}, 400
-    answer = {"saved": len(evs), "events": [e["id"] for e in evs], "before": before}
+    answer = {"saved": len(evs), "ids": [i for i, _ in edits], "events": [e["id"] for e in evs],
+              "before": before, "left_out": left_out}
     if body.get("kind") == "verdict":  # an undo's verdict put back may be one on an earlier colouring
         state = journal.state()
         answer["earlier"] = [reviews.earlier(state.get(i) or {}, view.row(i)) for i, _ in edits]
@@ -446,26 +455,39 @@ def _number(text: str | None) -> int:
 
 
 def _outside(view: RunView, edits: list[tuple[str, object]]) -> str | None:
-    """Why a hint cannot be kept: it lies outside its image (hints are in the scan's pixels), or
-    the image has no picture to place it on (a file the run could not read: its redo fails again,
-    and its row would say it was hinted)."""
+    """Why a hint cannot be kept: it lies outside its image (hints are in the scan's pixels)."""
     from pipeline.worker import hints
 
     for image_id, value in edits:
         r = view.row(image_id)
         w, h = r.get("width"), r.get("height")
         try:
-            given = hints.from_json(value)
+            far = hints.outside(hints.from_json(value), w, h) if w and h else []
         except hints.HintError:
             continue  # not hints at all: the journal says why
-        if given and not (w and h):
-            return (f"{r.get('source_path') or image_id} has no picture to place hints on (its run "
-                    f"said: {r.get('error') or r.get('status')}): mend or replace the file, then "
-                    f"colorize run --redo it")
-        far = hints.outside(given, w, h) if given else []
         if far:
             return f"a hint at {far[0]} is outside the {w}x{h} image {image_id}"
     return None
+
+
+def _pictureless(view: RunView, edits: list[tuple[str, object]]) -> dict[str, str]:
+    """The images these hints cannot be kept on, and why: a file the run could not read has no
+    picture to place them on (its redo fails again, and its row would say it was hinted).
+    Taking hints away is always kept."""
+    from pipeline.worker import hints
+
+    found = {}
+    for image_id, value in edits:
+        r = view.row(image_id)
+        try:
+            given = hints.from_json(value)
+        except hints.HintError:
+            continue
+        if given and not (r.get("width") and r.get("height")):
+            found[image_id] = (f"{r.get('source_path') or image_id} has no picture to place hints on "
+                               f"(its run said: {r.get('error') or r.get('status')}): mend or replace "
+                               "the file, then colorize run --redo it")
+    return found
 
 
 def _fitted(hint_list, source: dict | None, target: dict):

@@ -92,8 +92,9 @@ def earlier(state: dict, row: dict) -> bool:
         return False
     made = row.get("hints_digest")
     if of == colouring(row, made):
-        model = state.get("verdict_model")
-        return bool(model and made and model != row.get("hint_model"))
+        # (a row that names no model: run by a version that recorded none, which says nothing)
+        model, now = state.get("verdict_model"), row.get("hint_model")
+        return bool(model and made and now and model != now)
     # (one given to the preview of hints saved since the output, which their run makes: not yet)
     return of != colouring(row, digest_of(state.get("hints")))
 

@@ -553,9 +553,9 @@ async function send(id, kind, value, ids, force, seen, restore) {
     return null;
   }
   if (r.status === 409) { conflict(kind, value, id, (await r.json()).current); return null; }
-  if (!r.ok) { say("NOT saved: " + (await r.text())); return null; }
+  if (!r.ok) { say("NOT saved: " + reason(await r.text())); return null; }
   const d = await r.json();
-  const at = one ? [id] : ids;  // which edit each image's state now is
+  const at = one ? [id] : d.ids || ids;  // which edit each image's state now is (a series: those kept)
   S.lastRev = S.lastRev || {};
   at.forEach((i, k) => {
     if (S.review && S.review.image_id === i && S.review.rev) S.review.rev[kind] = d.events[k];
@@ -574,6 +574,11 @@ async function send(id, kind, value, ids, force, seen, restore) {
   tell(`${kind} saved`);
   if (S.view) refreshCounts();
   return d;
+}
+
+// The server's reason, not its JSON: {"error": "..."} as the curator reads it.
+function reason(text) {
+  try { return JSON.parse(text).error || text; } catch (e) { return text; }
 }
 
 function conflict(kind, mine, id, now) {
@@ -859,8 +864,10 @@ async function applySeries() {
   const done = await save("hints", S.hints.map((h) => ({ ...h })), ids);
   if (!done) return;
   S.undo.push({ kind: "series", before: done.before });  // u takes the whole series back
-  say(`saved: ${plural(S.hints.length, "hint")} added to ${plural(ids.length, "image")}` +
-    " (each keeps its own; a hint one already has is not added twice)");
+  const out = Object.values(done.left_out || {});  // images with no picture (a file the run could not read)
+  say(`saved: ${plural(S.hints.length, "hint")} added to ${plural(done.saved, "image")}` +
+    " (each keeps its own; a hint one already has is not added twice)" +
+    (out.length ? `; ${plural(out.length, "image")} left out: ${out.join("; ")}` : ""));
   S.selected.clear();
   selectionChanged();
 }

@@ -44,8 +44,9 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
         os.replace(tmp, path)
     except BaseException as e:
         tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError) and e.filename == str(tmp):  # the file asked for, not our name for it
-            raise type(e)(e.errno, e.strerror, str(path)) from None
+        # the file asked for, not our name for it (nor none: a full disk while writing)
+        if isinstance(e, OSError) and e.errno is not None and e.filename in (str(tmp), None):
+            raise type(e)(e.errno, e.strerror, str(path)) from e
         raise
 
 

@@ -460,6 +460,27 @@ def test_a_relative_manifest_moved_with_its_scans_is_found_again(tmp_path, ckpt,
     capsys.readouterr()
     assert main(["export", str(out), "/sys/e.csv"]) == 2
     assert capsys.readouterr().err.strip().endswith(": /sys/e.csv")
+    # a real manifest asked for a column it may lack is not called "not a manifest"
+    from pipeline.client.manifest import read_manifest
+    from pipeline.errors import ScanError
+
+    with pytest.raises(ScanError, match="^cannot read manifest .*no_such_column"):
+        read_manifest(tmp_path / "arch2" / "m.parquet", columns=["image_id", "no_such_column"])
+
+
+def test_a_full_disk_while_writing_names_the_file_asked_for(tmp_path, monkeypatch):
+    import errno
+
+    from pipeline import storage
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")  # as fsync says it: no file named
+
+    monkeypatch.setattr(storage.os, "fsync", full)
+    with pytest.raises(OSError) as e:
+        storage.write_atomic(tmp_path / "e.csv", b"x")
+    assert (e.value.errno, e.value.filename) == (errno.ENOSPC, str(tmp_path / "e.csv"))
+    assert list(tmp_path.iterdir()) == []  # its temporary file gone with it
 
 
 def test_a_rescan_keeps_the_manifests_way_of_storing_paths(tmp_path, capsys):

@@ -1281,19 +1281,29 @@ def _unreadable(path, e: Exception) -> ScanError:
         return ScanError(f"{path} is not a manifest: not a Parquet file, or one cut short (make one "
                          "with colorize scan SOURCES -o manifest.parquet; a job's damaged manifest "
                          "is made again by the same scan)")
-    if (m := re.search(r"No match for FieldRef\.Name\((\w+)\)", text)):  # a Parquet file of another kind
+    if (m := re.search(r"No match for FieldRef\.Name\((\w+)\)", text)) and not _has_columns(path, "image_id", "path"):
         return ScanError(f"{path} is not a manifest: it has no {m[1]!r} column ({_what_parquet(path)}); "
                          "make one with colorize scan SOURCES -o manifest.parquet")
     return ScanError(f"cannot read manifest {path}: {text.splitlines()[0] if text else type(e).__name__}")
 
 
+def _names(path) -> set[str]:
+    """A local Parquet file's column names, for a message about it; none where unreadable."""
+    try:
+        return set(pq.read_schema(path).names) if not is_url(path) else set()
+    except Exception:  # noqa: BLE001 - only for a message
+        return set()
+
+
+def _has_columns(path, *names: str) -> bool:
+    """Whether a Parquet file has a manifest's own columns (a manifest lacking an optional one
+    is still one); a URL's is taken as yes (not read again for a message)."""
+    return is_url(path) or set(names) <= _names(path)
+
+
 def _what_parquet(path) -> str:
     """What a Parquet file that is not a manifest looks like it is, for the message saying so."""
-    try:
-        names = set(pq.read_schema(path).names) if not is_url(path) else set()
-    except Exception:  # noqa: BLE001 - only a guess for a message
-        names = set()
-    if {"output_path", "status", "image_id"} <= names:
+    if {"output_path", "status", "image_id"} <= _names(path):
         return ("a run's results, or their export: the manifest a run was made from is the one "
                 "its OUTDIR/job.json names")
     return "another table"

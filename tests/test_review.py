@@ -1243,8 +1243,15 @@ def test_a_curator_reviews_in_a_real_browser(job, tmp_path):
             mb = page.locator(".marker").first.bounding_box()
             assert abs(mb["x"] + mb["width"] / 2 - spot[0]) < 3 and abs(mb["y"] + mb["height"] / 2 - spot[1]) < 3
             page.keyboard.press("z")
-            # the slider, once touched, gives the keys back
+            # the slider: its picture as large as side by side shows it, the split on it (a small
+            # scan sat at its own size in a frame the view's width, the split past it)
+            shown = page.evaluate("document.getElementById('after').getBoundingClientRect().width")
             page.keyboard.press("s")
+            page.wait_for_function("document.getElementById('slider-after').getBoundingClientRect().width > 0")
+            a, clip = page.evaluate("['slider-after', 'slider-before-clip'].map((i) => {"
+                                    " const r = document.getElementById(i).getBoundingClientRect(); return [r.left, r.width]; })")
+            assert a[1] >= shown > 2 * 64 and abs(clip[0] - a[0]) < 1 and abs(clip[1] - a[1] / 2) < 2, (shown, a, clip)
+            # the slider, once touched, gives the keys back
             sb = page.locator("#slider").bounding_box()
             page.mouse.click(sb["x"] + sb["width"] * 0.3, sb["y"] + sb["height"] / 2)
             page.keyboard.press("r")

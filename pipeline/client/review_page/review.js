@@ -1071,7 +1071,18 @@ document.addEventListener("click", (e) => {  // detail 0: pressed from the keybo
 document.addEventListener("pointerdown", () => { S.byPointer = true; }, true);
 document.addEventListener("keydown", () => { S.byPointer = false; }, true);
 // the before image, clipped, is drawn at the after image's size: the halves line up
-function fitSlider() { $("slider-before").style.width = $("slider-after").clientWidth + "px"; }
+// The slider's picture as large as fits, as side by side shows it: a small scan left at its own
+// size sat in the corner of a frame the width of the view, and the split, a share of the frame,
+// fell past it (only its before side showed). The frame fits the picture (review.css).
+function fitSlider() {
+  const im = $("slider-after");
+  if (im.naturalWidth && !$("slider-wrap").hidden) {
+    const zoom = document.body.classList.contains("zoom");
+    const fit = Math.min($("slider-wrap").clientWidth, window.innerHeight * 0.78 * im.naturalWidth / im.naturalHeight);
+    im.style.width = (zoom ? im.naturalWidth : Math.max(1, Math.floor(fit))) + "px";
+  }
+  $("slider-before").style.width = im.clientWidth + "px";
+}
 $("slider-after").addEventListener("load", fitSlider);
 
 // Each pane shows its picture as large as fits (a small scan enlarged too), or at 1:1 when
@@ -1300,6 +1311,7 @@ function onKey(e, t = e.target) {
     if (!S.hintMode) $("after-frame").tabIndex = zoom ? 0 : -1;
     sharpen();
     fitImages();
+    fitSlider();
   }
   else if (k === "s" && S.view) {
     S.slider = !S.slider;

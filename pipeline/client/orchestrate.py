@@ -697,7 +697,9 @@ def _failed(e: Exception, fut, o) -> tuple[str, str]:
     """(what failed, the traceback where it is a bug) for a shard's future that raised."""
     name, shard = type(e).__name__, fut.key.split("-")[1]
     if name in _SCHEDULER_LOST:
-        return f"the connection to the dask scheduler was lost ({name}: {' '.join(str(e).split())})", ""
+        # (not dask's words: "shard-00001-... cancelled" named a shard a worker went on to commit)
+        return (f"the connection to the dask scheduler was lost ({name}); shards its workers still "
+                "held may commit meanwhile: the next run records them"), ""
     failure = f"shard {shard} failed: {name}: " + " ".join(str(e).split())
     if name == "KilledWorker" and "-alone" in str(fut.key):  # one image at a time: no batch to shrink
         failure += (" (tried with its images one at a time, a worker died with none of them in hand: "

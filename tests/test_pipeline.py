@@ -297,10 +297,12 @@ def test_scheduler_and_workers_as_separate_processes(archive, clean_run, ckpt, t
         assert image_files(out) == image_files(clean_run)
         # the scheduler killed under a run: its one-line message, not dask's client's ERROR
         # lines and tracebacks (distributed.client has a log level of its own)
+        # (its client waits this long to reconnect: the run ends at once all the same, not once
+        # the client gives up; it waited 30 s in silence, dask's default)
         again = tmp_path / "again"
         run = subprocess.Popen([sys.executable, "-m", "pipeline", *run_args(
             man, again, ckpt, "--scheduler", addr, "--window", "1")], stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True)
+            stderr=subprocess.PIPE, text=True, env={**os.environ, "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "900s"})
         deadline = time.time() + 120
         while not list((again / "results").glob("shard-*")) and time.time() < deadline:
             time.sleep(0.02)

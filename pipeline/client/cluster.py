@@ -189,8 +189,10 @@ def external_client(o: JobSpec, release: bool = True):
         try:
             yield client
         finally:
-            with contextlib.suppress(Exception):  # a scheduler gone: nothing held there to free
-                if release:
+            # a scheduler gone: nothing held there to free (asked anyway, the run waited 30 s,
+            # in silence, for the client to give up reconnecting before it said so)
+            with contextlib.suppress(Exception):
+                if release and client.status == "running":
                     client.run(_release_nets)
 
 

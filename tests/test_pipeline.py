@@ -307,7 +307,10 @@ def test_scheduler_and_workers_as_separate_processes(archive, clean_run, ckpt, t
         while not list((again / "results").glob("shard-*")) and time.time() < deadline:
             time.sleep(0.02)
         os.killpg(procs[0].pid, signal.SIGKILL)
-        err = run.communicate(timeout=120)[1]
+        try:
+            err = run.communicate(timeout=120)[1]
+        finally:
+            run.kill()  # (a run that hangs is not left behind the test)
         assert run.returncode == 1 and "committed shards are intact; resume with:" in err, err
         assert "ERROR" not in err and "Traceback" not in err and len(err.splitlines()) <= 3, err
         # (not dask's words, which named a shard "cancelled" that a worker went on to commit)

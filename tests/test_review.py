@@ -1115,18 +1115,20 @@ def test_a_verdict_is_given_to_the_colouring_the_curator_saw(job, tmp_path):
     assert run_cli("run", "-o", out, "--hinted", "--quiet").returncode == 0
     assert c.get(f"/api/image/{ids[1]}?t=k").get_json()["verdict_earlier"] is True
     # the page: the card and the image view say so, until the curator judges it again
-    with review_page(out) as (page, url):
+    with review_page(out, "--reviewer", "anna") as (page, url):
         page.goto(url + "#f=judged_earlier")
         page.wait_for_selector(".card")
         assert page.locator(".card .badge").all_inner_texts() == ["accepted, earlier colouring"]
         page.keyboard.press("Enter")
-        page.wait_for_function("S.view && S.row.image_id === " + json.dumps(ids[1]) +
+        page.wait_for_function("S.view && S.filled === S.viewGen && S.row.image_id === " + json.dumps(ids[1]) +
                                " && document.getElementById('verdict').textContent != 'not reviewed'")
         assert page.inner_text("#verdict") == ("accepted, given to an earlier colouring (a rerun coloured it "
                                                "anew since): judge it again")
+        assert page.inner_text("#verdict-by").startswith("by curator, ")  # who gave it (the journal above)
         earlier = page.inner_text("#verdict")
         page.keyboard.press("r")
         page.wait_for_function("document.getElementById('verdict').textContent == 'retouch'")
+        page.wait_for_function("document.getElementById('verdict-by').textContent.startsWith('by anna, ')")
         page.keyboard.press("x")
         page.wait_for_function("document.getElementById('verdict').textContent == 'rejected'")
         page.evaluate("settled()")

@@ -397,7 +397,7 @@ def _stale(journal: reviews.Journal, body: dict) -> dict | None:
     s = journal.state().get(body["image_id"]) or {}
     if (s.get("rev") or {}).get(body.get("kind")) == body["base"]:
         return None
-    return {k: s.get(k) for k in ("verdict", "note", "hints", "who", "t", "rev")}
+    return {k: s.get(k) for k in ("verdict", "note", "hints", "who", "t", "rev", "by")}
 
 
 def _added(journal: reviews.Journal, body: dict, edits: list[tuple[str, object]]):

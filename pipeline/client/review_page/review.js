@@ -80,6 +80,7 @@ async function loadInfo() {
   const info = await getJSON("/api/info");
   $("outdir").textContent = info.outdir + " · reviewer " + info.reviewer;
   S.outdir = info.outdir;
+  S.me = info.reviewer;
   for (const c of info.columns) {
     $("column").add(new Option(c, c));
     $("sort").add(new Option(c, c));
@@ -490,6 +491,9 @@ function shownEarlier() {
 function showVerdict() {
   $("verdict").textContent = (S.review.verdict || "not reviewed") +
     (shownEarlier() ? ", given to an earlier colouring (a rerun coloured it anew since): judge it again" : "");
+  // who gave it, and when: several curators sign one archive's images
+  const by = S.review.verdict && (S.review.by || {}).verdict;
+  $("verdict-by").textContent = by ? `by ${by[0]}, ${new Date(by[1]).toLocaleString()}` : "";
   document.querySelectorAll("#verdict-buttons button").forEach((b) => {
     b.setAttribute("aria-pressed", String(b.dataset.verdict === S.review.verdict));
   });
@@ -569,6 +573,7 @@ async function send(id, kind, value, ids, force, seen, restore) {
       if (S.review && S.review.image_id === i) S.earlier = d.earlier[k] ? { rev: d.events[k], verdict: value } : null;
     }
     if (kind === "note" && one && S.row && S.row.image_id === i) S.noteSaved = value || "";
+    if (S.review && S.review.image_id === i) S.review.by = { ...(S.review.by || {}), [kind]: [S.me, new Date().toISOString()] };
     S.lastRev[i] = { ...(S.lastRev[i] || {}), [kind]: d.events[k] };  // this page's own edit
   });
   tell(`${kind} saved`);

@@ -2161,6 +2161,7 @@ def test_a_hint_outside_its_image_and_a_run_from_before_hint_models_still_audit_
     header = (tmp_path / "e.csv").read_text(encoding="utf-8-sig").splitlines()[0].split(";")
     assert "hint_model" in header and "accession" in header
 
+
 def test_a_hint_is_refused_on_an_image_the_run_could_not_read(ckpt, tmp_path):
     """A trial hinted an empty file's error row through the API: saved, its --hinted redo failed
     again, the export said it was hinted and its verdict was "given to an earlier colouring"."""

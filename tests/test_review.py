@@ -2409,6 +2409,18 @@ def test_another_curators_edit_meanwhile_is_kept_by_a_series_undo_and_a_note_bei
         page.keyboard.press("u")  # asked twice: this page's back over it, knowingly
         page.wait_for_function("document.getElementById('status').textContent.startsWith('undone: the hints added to 1 image')")
         assert reviews.Journal(out).state()[ids[2]]["hints"] == []
+        # a hint edit refused (ben's hints since) is no edit of this page's: u takes back the one
+        # before it (over ben's, asked twice), not the hints before the refused one
+        page.evaluate(f"S.hints.push({json.dumps({**hint, 'x': 30})}); hintsChanged()")
+        page.wait_for_function("document.getElementById('saved').textContent.endsWith('hints saved')")
+        reviews.Journal(out, "ben").record(ids[0], "hints", [{**hint, "x": 40}])
+        page.evaluate(f"S.hints.push({json.dumps({**hint, 'x': 50})}); hintsChanged()")
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('NOT saved: the hints were changed')")
+        page.keyboard.press("u")
+        page.wait_for_function("/press u again/.test(document.getElementById('status').textContent)")
+        page.keyboard.press("u")
+        page.wait_for_function("/^undone/.test(document.getElementById('status').textContent)")
+        assert reviews.Journal(out).state()[ids[0]]["hints"] == [hint]
         reviews.Journal(out, "ben").record(ids[0], "note", "Bridge railings green.")
         page.focus("#note")
         page.keyboard.insert_text("Stone is ochre")

@@ -828,10 +828,13 @@ function startDrag(e, i) {
 
 async function hintsChanged(pushUndo = true) {
   if (pushUndo) S.undo.push({ id: S.row.image_id, kind: "hints", value: S.review.hints || [] });
+  const step = S.undo[S.undo.length - 1];  // this edit's (its callers push it just before)
   S.review.hints = S.hints.map((h) => ({ ...h }));
   renderHints();
   const vg = S.viewGen;
-  await save("hints", S.review.hints);
+  // not saved (refused: another curator's hints since; or not sent): nothing of this page's to
+  // undo, as for a verdict (u put back the hints before it over theirs, when asked twice)
+  if (!await save("hints", S.review.hints) && step && step.kind === "hints") step.unsaved = true;
   if (vg !== S.viewGen) return;  // saved; the curator has left this image: no preview of it
   clearTimeout(S.previewTimer);
   S.previewTimer = setTimeout(preview, 150);

@@ -354,11 +354,11 @@ def _save(view: RunView, journal: reviews.Journal, body: dict, previewer: Previe
         return {"error": "unknown image id"}, 404
     left_out = {}
     if body.get("kind") == "hints":
-        if outside := _outside(view, edits):
+        outside, left_out = _unhintable(view, edits)
+        if outside:
             return {"error": outside}, 400
         # an image the run could not read has no picture to hint: refused alone; left out of a
         # series (a range selected over a page of cards takes an error card in with the rest)
-        left_out = _pictureless(view, edits)
         if left_out and (not isinstance(body.get("ids"), list) or len(left_out) == len(edits)):
             return {"error": next(iter(left_out.values()))}, 400
         edits = [(i, v) for i, v in edits if i not in left_out]
@@ -454,40 +454,28 @@ def _number(text: str | None) -> int:
     return int(text or "0")
 
 
-def _outside(view: RunView, edits: list[tuple[str, object]]) -> str | None:
-    """Why a hint cannot be kept: it lies outside its image (hints are in the scan's pixels)."""
+def _unhintable(view: RunView, edits: list[tuple[str, object]]) -> tuple[str | None, dict[str, str]]:
+    """Why these hints cannot be kept: (a hint outside its image, hints being in the scan's
+    pixels; the images with no picture to place them on, each with why: a file the run could not
+    read, whose redo fails again and whose row would say it was hinted). Taking hints away is
+    always kept."""
     from pipeline.worker import hints
 
+    pictureless = {}
     for image_id, value in edits:
         r = view.row(image_id)
         w, h = r.get("width"), r.get("height")
         try:
-            far = hints.outside(hints.from_json(value), w, h) if w and h else []
-        except hints.HintError:
-            continue  # not hints at all: the journal says why
-        if far:
-            return f"a hint at {far[0]} is outside the {w}x{h} image {image_id}"
-    return None
-
-
-def _pictureless(view: RunView, edits: list[tuple[str, object]]) -> dict[str, str]:
-    """The images these hints cannot be kept on, and why: a file the run could not read has no
-    picture to place them on (its redo fails again, and its row would say it was hinted).
-    Taking hints away is always kept."""
-    from pipeline.worker import hints
-
-    found = {}
-    for image_id, value in edits:
-        r = view.row(image_id)
-        try:
             given = hints.from_json(value)
         except hints.HintError:
-            continue
-        if given and not (r.get("width") and r.get("height")):
-            found[image_id] = (f"{r.get('source_path') or image_id} has no picture to place hints on "
-                               f"(its run said: {r.get('error') or r.get('status')}): mend or replace "
-                               "the file, then colorize run --redo it")
-    return found
+            continue  # not hints at all: the journal says why
+        if given and not (w and h):
+            pictureless[image_id] = (f"{r.get('source_path') or image_id} has no picture to place hints "
+                                     f"on (its run said: {r.get('error') or r.get('status')}): mend or "
+                                     "replace the file, then colorize run --redo it")
+        elif given and (far := hints.outside(given, w, h)):
+            return f"a hint at {far[0]} is outside the {w}x{h} image {image_id}", {}
+    return None, pictureless
 
 
 def _fitted(hint_list, source: dict | None, target: dict):

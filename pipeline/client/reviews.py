@@ -2,9 +2,9 @@
 (OUTDIR/reviews/).
 
 Every edit is an event: who, when, which image, what (`verdict`: accepted | retouch | rejected |
-None, with the colouring it was given to and the hint model, see colouring(); `note`: text; `hints`: the image's
-whole list of hints, source pixels and Lab). An image's
-state is its latest event of each kind; the history stays. Events are appended to a journal of
+None, with the colouring it was given to and the hint model, see colouring(); `note`: text;
+`hints`: the image's whole list of hints, source pixels and Lab). An image's state is its latest
+event of each kind; the history stays. Events are appended to a journal of
 this process's own (`journal-*.jsonl`, one JSON line each, fsynced before the edit is
 acknowledged), so two servers, two tabs or two curators never write the same file, and a kill
 can only tear the line that was never acknowledged (a torn line is skipped on reading).

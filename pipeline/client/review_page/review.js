@@ -1084,11 +1084,7 @@ document.addEventListener("keydown", () => { S.byPointer = false; }, true);
 // fell past it (only its before side showed). The frame fits the picture (review.css).
 function fitSlider() {
   const im = $("slider-after");
-  if (im.naturalWidth && !$("slider-wrap").hidden) {
-    const zoom = document.body.classList.contains("zoom");
-    const fit = Math.min($("slider-wrap").clientWidth, window.innerHeight * 0.78 * im.naturalWidth / im.naturalHeight);
-    im.style.width = (zoom ? im.naturalWidth : Math.max(1, Math.floor(fit))) + "px";
-  }
+  if (im.naturalWidth && !$("slider-wrap").hidden) fitTo(im, $("slider-wrap").clientWidth);
   $("slider-before").style.width = im.clientWidth + "px";
 }
 $("slider-after").addEventListener("load", fitSlider);
@@ -1096,14 +1092,15 @@ $("slider-after").addEventListener("load", fitSlider);
 // Each pane shows its picture as large as fits (a small scan enlarged too), or at 1:1 when
 // zoomed; the hint markers sit on the picture's own box, so they stay put when it scrolls.
 function fitImages() {
-  const zoom = document.body.classList.contains("zoom");
   for (const id of ["before", "after"]) {
     const im = $(id);
-    if (!im.naturalWidth) continue;
-    const pane = im.closest(".pane");
-    const fit = Math.min(pane.clientWidth, window.innerHeight * 0.78 * im.naturalWidth / im.naturalHeight);
-    im.style.width = (zoom ? im.naturalWidth : Math.max(1, Math.floor(fit))) + "px";
+    if (im.naturalWidth) fitTo(im, im.closest(".pane").clientWidth);
   }
+}
+// A picture as wide as `room` and the view's height allow, or at 1:1 when zoomed.
+function fitTo(im, room) {
+  const fit = Math.min(room, window.innerHeight * 0.78 * im.naturalWidth / im.naturalHeight);
+  im.style.width = (document.body.classList.contains("zoom") ? im.naturalWidth : Math.max(1, Math.floor(fit))) + "px";
 }
 $("before").addEventListener("load", fitImages);
 $("after").addEventListener("load", fitImages);

@@ -114,9 +114,18 @@ def apply_job_spec(parser: argparse.ArgumentParser, spec: dict, path: str) -> No
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise UsageError(f"{path}: unknown key {k!r}{hint}")
         if dest in PATH_KEYS and isinstance(v, str) and v and "://" not in v:
-            v = os.path.relpath(base / v) if not os.path.isabs(v) else v
+            v = os.path.abspath(base / v) if not os.path.isabs(v) else v
         defaults[dest] = _checked(actions[dest], k, v, path)
     parser.set_defaults(**defaults)
+
+
+def _outdir_whole(a: argparse.Namespace) -> None:
+    """A run's OUTDIR named whole in all that is said of it: a `resume with` line read in a
+    cron log, whose folder is not the reader's, named a folder relative to one nobody knew."""
+    key = "output" if a.command == "run" else "outdir"
+    v = getattr(a, key, None)
+    if isinstance(v, str) and v and "://" not in v and not os.path.isabs(v):
+        setattr(a, key, os.path.abspath(v))
 
 
 def _checked(action: argparse.Action, key: str, v, path: str):
@@ -539,7 +548,7 @@ def _surviving_log():
     return log
 
 
-SUMMARY_KEYS = ("reason", "signal", "pending_shards", "images", "ok", "error", "skipped", "elapsed",
+SUMMARY_KEYS = ("reason", "signal", "pending_shards", "pending_images", "redo_images", "images", "ok", "error", "skipped", "elapsed",
                 "images_per_s", "steady_images_per_s", "startup_s", "worker_peak_rss_mb",
                 "client_peak_rss_mb", "job")
 
@@ -562,7 +571,7 @@ def _write_summary(path: str | None, outdir: str, outcome: str, summary: dict,
     try:
         from pipeline.client.orchestrate import status
 
-        s = job or status(outdir)
+        s = job or status(outdir, manifest_gone_ok=True)  # a refusal for it: the counts still
         out["job"] = {k: s[k] for k in ("shards", "committed", "pending", "images", "ok", "error",
                                         "skipped", "damaged", "extra", "redo_pending")}
     except Exception:  # noqa: BLE001 - no job yet (refused before one), or OUTDIR unreadable
@@ -808,7 +817,8 @@ def _no_job_yet(a, e: UsageError) -> int:
 def _status_state(s: dict) -> str:
     """status --json's state, as its sentences say it (a manifest made anew first: the results
     it leaves without a shard are not damage)."""
-    return ("manifest_changed" if s["manifest_changed"] and not s["running"]
+    return ("manifest_missing" if s["manifest_missing"]
+            else "manifest_changed" if s["manifest_changed"] and not s["running"]
             else "damaged" if s["damaged"] or s["extra"] or s["lost"] else "running" if s["running"]
             else "complete" if not (s["pending"] or s["redo_pending"])
             else "other_version" if s["other_version"]
@@ -822,13 +832,21 @@ def cmd_status(a) -> int:
     from pipeline.client.outdir import run_hint
 
     try:
-        with _manifest_moved(a.outdir):
-            s = status(a.outdir, check_manifest=True)
+        s = status(a.outdir, check_manifest=True, manifest_gone_ok=True)
     except UsageError as e:  # a monitor polling before the first run reads JSON all the same
         return _no_job_yet(a, e)
     if a.json:  # one object, the same keys every time; state first
-        print(json.dumps({"state": (state := _status_state(s)), **s}, default=str))
-        return 3 if state == "damaged" else 0  # a job not whole, as run and audit say it
+        state = _status_state(s)
+        s["manifest_changed"] = [int(k) for k in s["manifest_changed"]]  # shard numbers, as damaged's
+        if s["manifest_missing"]:  # the counts the results give, and what a run needs
+            s["manifest_missing"] += f"; {_moved_advice(a.outdir)}"
+        print(json.dumps({"state": state, **s}, default=str))
+        # a job not whole, as run and audit say it; a manifest to find before a run goes on
+        return 3 if state == "damaged" else 2 if state == "manifest_missing" else 0
+    if s["manifest_missing"]:  # what is done is known; what is left, not until it is found
+        print(f"{a.outdir}: shards {s['committed']} committed; images {s['ok']} ok, {s['error']} "
+              f"error, {s['skipped']} skipped (how many are left: the manifest says)")
+        raise UsageError(f"{s['manifest_missing']}; {_moved_advice(a.outdir)}")
     if s["job_altered"]:
         print(f"{a.outdir}/job.json was edited since the run wrote it ({s['job_altered']}): a run "
               f"refuses it; `colorize audit {shlex.quote(a.outdir)}` says what to do")
@@ -1547,6 +1565,7 @@ def main(argv: list[str] | None = None) -> int:
             argv = [t for t in argv if t is not toml]
         a = parser.parse_args(argv)
         a.given = given | named_on_the_line(parser, argv)  # on the line or in the spec
+        _outdir_whole(a)
         if not getattr(a, "func", None):
             parser.print_help()
             return 2

@@ -66,7 +66,7 @@ def test_image_exif_rotated_comes_out_upright(tmp_path, ckpt, photo_gray):
      "argument --workers: 'two' is not a whole number (see `colorize run --help`)"),
     (["train", "no/such/folder"], "not found"),
     (["train", "IN", "--lr", "-1"], "--lr: must be > 0"),
-    (["run", "-o", "no/such/dir"], "no job in no/such/dir to continue (no job.json)"),
+    (["run", "-o", "no/such/dir"], "/no/such/dir to continue (no job.json)"),
     (["export", "IN", "/nonexistent/x.csv"], "no folder /nonexistent to write x.csv in"),
     (["export", "IN", "x.json"], "x.json would be a CSV under another name"),
     (["run", "--manifest", "m.parquet", "-o", "IN"], "in.png is a file; OUTDIR is a folder (made if missing)"),
@@ -216,6 +216,20 @@ def test_command_line_fits_peoples_habits(tmp_path):
     assert r.returncode == 0 and "pending" in r.stdout, r.stderr
     text = " ".join(run_cli("run", "--help").stdout.split())  # argparse wraps lines
     assert "(default: 256)" in text and "(default: png)" in text
+
+
+def test_an_outdir_is_said_whole_wherever_it_was_named_from(tmp_path, monkeypatch, capsys):
+    """A cron log is read from another folder than the run's: its "resume with" and "no job in"
+    lines named OUTDIR relative to the folder the run started in, and a spec's OUTDIR relative
+    to that too ("tmp/trial35/out7" run from /): pasted elsewhere, they named no job (a trial)."""
+    (tmp_path / "jobs").mkdir()
+    (tmp_path / "jobs" / "nightly.toml").write_text('output = "../out"\n')
+    monkeypatch.chdir("/")
+    assert main(["run", str(tmp_path / "jobs" / "nightly.toml")]) == 2
+    assert f"no job in {tmp_path / 'out'} to continue" in capsys.readouterr().err
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "-o", "out"]) == 2
+    assert f"no job in {tmp_path / 'out'} to continue" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -433,11 +447,20 @@ def test_a_relative_manifest_moved_with_its_scans_is_found_again(tmp_path, ckpt,
     run = ["--checkpoint", ckpt, "--size", "32", "-q"]
     assert main(["run", "--manifest", str(arch / "m.parquet"), "-o", str(out), *run, "--format",
                  "tiff"]) == 0
-    shutil.move(arch, tmp_path / "arch2")  # the archive moves to a new disk
     capsys.readouterr()
+    assert main(["status", str(out), "--json"]) == 0
+    keys = list(json.loads(capsys.readouterr().out))
+    shutil.move(arch, tmp_path / "arch2")  # the archive moves to a new disk
     assert main(["status", str(out)]) == 2
-    err = capsys.readouterr().err
-    assert "manifest not found" in err and f"colorize run -o {out} --manifest NEW/PATH.parquet" in err
+    said = capsys.readouterr()
+    assert "manifest not found" in said.err and f"colorize run -o {out} --manifest NEW/PATH.parquet" in said.err
+    # what is done stands without it: a monitor read "no_job" and no counts of a finished job (a trial)
+    assert said.out == f"{out}: shards 1 committed; images 2 ok, 0 error, 0 skipped (how many are left: the manifest says)\n"
+    assert main(["status", str(out), "--json"]) == 2
+    got = json.loads(capsys.readouterr().out)
+    assert (got["state"], got["committed"], got["ok"], got["pending"], got["images"]) == ("manifest_missing", 1, 2, None, None)
+    assert got["manifest_missing"].startswith(f"manifest not found: {arch / 'm.parquet'}; if it was moved")
+    assert list(got) == keys  # the same keys as the job's before
     for argv in (["export", str(out), str(tmp_path / "e.csv")], ["run", "-o", str(out), "-q"]):
         assert main(argv) == 2  # the same advice, not a reader's errno
         err = capsys.readouterr().err
@@ -1122,9 +1145,11 @@ def test_report_and_summary_json_replace_only_a_file_colorize_wrote(tmp_path, ck
     # one shape however the run ends: a refused run's summary has this run's keys too (null; a
     # README trial's busy one lacked the done one's worker memory and pace)
     assert main([*run, "--size", "64", "--summary-json", str(tmp_path / "refused.json")]) == 2
-    refused, done, again = (json.loads((tmp_path / n).read_text()) for n in ("refused.json", "done.json", "s.json"))
-    assert [refused["outcome"], done["outcome"]] == ["refused", "done"]
-    assert sorted(refused) == sorted(done) == sorted(again), set(done) ^ set(refused)
+    assert main([*run, "--dry-run", "--summary-json", str(tmp_path / "dry.json")]) == 0  # a trial's had two keys more
+    refused, done, again, dry = (json.loads((tmp_path / n).read_text())
+                                 for n in ("refused.json", "done.json", "s.json", "dry.json"))
+    assert [refused["outcome"], done["outcome"], dry["outcome"]] == ["refused", "done", "dry_run"]
+    assert sorted(refused) == sorted(done) == sorted(again) == sorted(dry), set(done) ^ set(dry)
     assert refused["ok"] is None and refused["reason"] and done["job"]["ok"] == 1
     # a folder that cannot take it (/proc here; a read-only mount): said before the run, not after
     assert main([*run[:4], str(tmp_path / "o3"), *run[5:], "--summary-json", "/proc/s.json"]) == 2
@@ -1265,7 +1290,7 @@ def test_a_manifest_made_anew_with_fewer_shards_is_said_by_status_and_audit_not_
     capsys.readouterr()
     assert main(["status", str(out), "--json"]) == 0
     s = json.loads(capsys.readouterr().out)
-    assert (s["state"], s["manifest_changed"]) == ("manifest_changed", ["0", "1", "2", "3"])
+    assert (s["state"], s["manifest_changed"]) == ("manifest_changed", [0, 1, 2, 3])  # shard numbers, as damaged's
     assert main(["status", str(out)]) == 0
     said = capsys.readouterr()
     assert "was made anew since the job ran" in said.out and "--repair" not in said.out + said.err, said

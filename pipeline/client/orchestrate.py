@@ -905,34 +905,52 @@ def made_anew(outdir: str | os.PathLike) -> str | None:
     return made_anew_said(str(outdir), spec["manifest"], changed, spec.get("shard_digests") or {}) if changed else None
 
 
-def status(outdir: str | os.PathLike, check_manifest: bool = False) -> dict:
+def status(outdir: str | os.PathLike, check_manifest: bool = False, manifest_gone_ok: bool = False) -> dict:
     """From job.json and the results alone; never opens images. check_manifest: also whether
     the manifest still holds the job's committed shards as they were (manifest_changed: made
-    anew in its place, which a run refuses); it reads the whole manifest."""
+    anew in its place, which a run refuses); it reads the whole manifest. manifest_gone_ok: a
+    manifest not where job.json says (moved with its scans) leaves what the results say
+    (`manifest_missing` says why; the job's size and what is pending are None)."""
     outdir = Outdir(outdir)
     spec = (job := outdir.read_job())["spec"]
-    sizes = shard_sizes(spec["manifest"])
+    sizes, missing = _sizes(spec["manifest"], manifest_gone_ok)
     damaged: list[int] = []
-    t = outdir.read_results(columns=["status"], damaged=damaged, shards=set(sizes))
+    t = outdir.read_results(columns=["status"], damaged=damaged, shards=None if missing else set(sizes))
     files = outdir.results_files()
     shards = {n for n in files.values() if n is not None}
-    committed = (shards & set(sizes)) - set(damaged)
+    job_shards = shards if missing else set(sizes)  # unknown: every results file's
+    committed = (shards & job_shards) - set(damaged)
     counts = Counter(t.column("status").to_pylist())
-    s = {"shards": len(sizes), "committed": len(committed), "damaged": sorted(damaged),
-         "extra": sorted(f.rsplit("/", 1)[-1] for f, n in files.items() if n is None or n not in sizes),
-         "pending": len(set(sizes) - shards), "images": sum(sizes.values()),  # what a run does
+    s = {"shards": None if missing else len(sizes), "committed": len(committed), "damaged": sorted(damaged),
+         "extra": sorted(f.rsplit("/", 1)[-1] for f, n in files.items() if n is None or n not in job_shards),
+         "pending": None if missing else len(set(sizes) - shards),
+         "images": None if missing else sum(sizes.values()),  # what a run does
          **{s: counts.get(s, 0) for s in results.STATUSES}}
     s["grown"] = never_started(spec, set(sizes) - shards)  # new scans, no run begun on them
     # committed on record, its results file gone since (deleted, moved): no interruption
-    s["lost"] = sorted(n for n in ledger.recorded(outdir) if n in sizes and n not in shards)
+    s["lost"] = sorted(n for n in ledger.recorded(outdir) if n in job_shards and n not in shards)
     s["running"] = outdir.lock_holder()
     s["stopped"] = None if s["running"] else last_stop(outdir)
     s["redo_pending"] = sum(len(ids) for ids in redo.load(outdir)["pending"].values())
     # every shard with results, in the manifest now or not (one sharded otherwise has fewer)
-    s["manifest_changed"] = _changed_under(outdir, spec, shards - set(damaged)) if check_manifest else []
+    s["manifest_changed"] = (_changed_under(outdir, spec, shards - set(damaged))
+                             if check_manifest and not missing else [])
+    s["manifest_missing"] = missing
     s["job_altered"] = job_altered(job)  # a run refuses it: said first
     # another colorize's job: not resumed here (of a finished one, no advice to start over)
     s["other_version"] = other_version(str(outdir), spec, finished=not (s["pending"] or s["redo_pending"]))
-    if s["running"] and outdir.store.local:
+    if s["running"] and outdir.store.local and not missing:
         s.update(_pace(outdir, sizes, committed))
     return s
+
+
+def _sizes(manifest: str, gone_ok: bool) -> tuple[dict[int, int], str | None]:
+    """The manifest's images per shard, or (gone_ok) none and why, where it is not there."""
+    from pipeline.errors import ScanError
+
+    try:
+        return shard_sizes(manifest), None
+    except ScanError as e:
+        if not gone_ok or "manifest not found" not in str(e):
+            raise
+        return {}, str(e)

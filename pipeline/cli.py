@@ -573,7 +573,7 @@ def _write_summary(path: str | None, outdir: str, outcome: str, summary: dict,
 
         s = job or status(outdir, manifest_gone_ok=True)  # a refusal for it: the counts still
         out["job"] = {k: s[k] for k in ("shards", "committed", "pending", "images", "ok", "error",
-                                        "skipped", "damaged", "extra", "redo_pending")}
+                                        "skipped", "gone", "damaged", "extra", "redo_pending")}
     except Exception:  # noqa: BLE001 - no job yet (refused before one), or OUTDIR unreadable
         pass
     tmp = Path(path).with_name(f".{Path(path).name}.tmp")
@@ -826,6 +826,17 @@ def _status_state(s: dict) -> str:
             else "interrupted")
 
 
+def _status_json(outdir: str, s: dict) -> int:
+    """One object for a monitor, the same keys every time; state first."""
+    state = _status_state(s)
+    s["manifest_changed"] = [int(k) for k in s["manifest_changed"]]  # shard numbers, as damaged's
+    if s["manifest_missing"]:  # the counts the results give, and what a run needs
+        s["manifest_missing"] += f"; {_moved_advice(outdir)}"
+    print(json.dumps({"state": state, **s}, default=str))
+    # a job not whole, as run and audit say it; a manifest to find before a run goes on
+    return 3 if state == "damaged" else 2 if state == "manifest_missing" else 0
+
+
 def cmd_status(a) -> int:
     from pipeline.client.metrics import rate_words
     from pipeline.client.orchestrate import status
@@ -835,14 +846,8 @@ def cmd_status(a) -> int:
         s = status(a.outdir, check_manifest=True, manifest_gone_ok=True)
     except UsageError as e:  # a monitor polling before the first run reads JSON all the same
         return _no_job_yet(a, e)
-    if a.json:  # one object, the same keys every time; state first
-        state = _status_state(s)
-        s["manifest_changed"] = [int(k) for k in s["manifest_changed"]]  # shard numbers, as damaged's
-        if s["manifest_missing"]:  # the counts the results give, and what a run needs
-            s["manifest_missing"] += f"; {_moved_advice(a.outdir)}"
-        print(json.dumps({"state": state, **s}, default=str))
-        # a job not whole, as run and audit say it; a manifest to find before a run goes on
-        return 3 if state == "damaged" else 2 if state == "manifest_missing" else 0
+    if a.json:
+        return _status_json(a.outdir, s)
     if s["manifest_missing"]:  # what is done is known; what is left, not until it is found
         print(f"{a.outdir}: shards {s['committed']} committed; images {s['ok']} ok, {s['error']} "
               f"error, {s['skipped']} skipped (how many are left: the manifest says)")
@@ -874,7 +879,8 @@ def cmd_status(a) -> int:
         print(f"{how}{s['committed']} of {plural(s['shards'], 'shard')} committed{redo}; "
               f"resume with: {run_hint(a.outdir)}")
     print(f"{a.outdir}: shards {s['committed']} committed, {s['pending']} pending of {s['shards']}; "
-          f"images {s['ok']} ok, {s['error']} error, {s['skipped']} skipped of {s['images']}")
+          f"images {s['ok']} ok, {s['error']} error, {s['skipped']} skipped"
+          + (f", {s['gone']} gone" if s["gone"] else "") + f" of {s['images']}")
     if s["other_version"] and not (s["pending"] or s["redo_pending"]):  # finished: a redo is refused
         print(f"note: {s['other_version']}")
     if s["running"]:
@@ -948,7 +954,7 @@ def _left_alone(r: dict) -> str:
 
 
 def cmd_audit(a) -> int:
-    from pipeline.client.audit import audit, how_stopped
+    from pipeline.client.audit import audit, how_stopped, record_refusal
     from pipeline.client.orchestrate import made_anew
     from pipeline.client.outdir import Outdir, run_hint
     from pipeline.client.redo import said_label
@@ -959,11 +965,16 @@ def cmd_audit(a) -> int:
         print(f"colorize: a run is writing {a.outdir} ({holder}); audit it once the run has "
               f"finished (`colorize status {a.outdir}` shows its progress)", file=sys.stderr)
         return 3  # unfinished, as the help says
-    with _manifest_moved(a.outdir):
-        if said := made_anew(a.outdir):  # measured against it, every shard looks broken, and
-            raise UsageError(f"audit cannot check the job: {said}")  # its --repair is refused
-        r = audit(a.outdir, quick=a.quick, check_inputs=a.check_inputs, progress=not a.quiet,
-                  sheet=a.sheet)
+    try:
+        with _manifest_moved(a.outdir):
+            if said := made_anew(a.outdir):  # measured against it, every shard looks broken, and
+                raise UsageError(f"audit cannot check the job: {said}")  # its --repair is refused
+            r = audit(a.outdir, quick=a.quick, check_inputs=a.check_inputs, progress=not a.quiet,
+                      sheet=a.sheet)
+    except UsageError as e:
+        if Outdir(a.outdir).has_job():  # not the last audit's verdict left in its report
+            record_refusal(a.outdir, str(e))
+        raise
     c = r["counts"]
     line = (f"{r['manifest_rows']} manifest rows, {r['result_rows']} result rows "
             f"({c['ok']} ok, {plural(c['error'], 'error')}, {c['skipped']} skipped"

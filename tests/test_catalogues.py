@@ -283,6 +283,11 @@ def test_a_corrected_catalogue_reaches_the_manifest_on_rescan_and_the_job_goes_o
     assert r.returncode == 1  # is not a missing input (c.png's output, deleted above, is a problem)
     report = json.loads((out / "audit.json").read_text())
     assert [Path(x["source_path"]).name for x in report["gone"]] == ["b.png"]
+    # one count of each everywhere: a trial's status said 15 ok where the audit said 14 and 1 gone
+    assert report["counts"]["gone"] == 1 and sum(report["counts"].values()) == report["result_rows"]
+    st = json.loads(run_cli("status", out, "--json").stdout)
+    assert {k: st[k] for k in report["counts"]} == report["counts"], st
+    assert f"images {st['ok']} ok, {st['error']} error, {st['skipped']} skipped, 1 gone of" in run_cli("status", out).stdout
     page = (out / "audit.html").read_text(encoding="utf-8")  # a trial's page showed broken images
     assert "<h2>Gone (1)</h2>" in page and f"<td>{scans / 'b.png'}</td>" in page and "src=''" not in page
     assert "before: the original is not there" in page and "after: the output is not there" in page

@@ -447,10 +447,17 @@ def test_a_relative_manifest_moved_with_its_scans_is_found_again(tmp_path, ckpt,
     run = ["--checkpoint", ckpt, "--size", "32", "-q"]
     assert main(["run", "--manifest", str(arch / "m.parquet"), "-o", str(out), *run, "--format",
                  "tiff"]) == 0
+    assert main(["audit", str(out), "-q"]) == 0
     capsys.readouterr()
     assert main(["status", str(out), "--json"]) == 0
     keys = list(json.loads(capsys.readouterr().out))
     shutil.move(arch, tmp_path / "arch2")  # the archive moves to a new disk
+    # the audit that cannot check it says so in its report: a trial's monitor read the last one's "passed"
+    assert main(["audit", str(out), "-q"]) == 2
+    report = json.loads((out / "audit.json").read_text())
+    assert (report["ok"], report["verdict"], report["previous"]["verdict"]) == (False, "not audited", "passed")
+    assert report["refused"].startswith(f"manifest not found: {arch / 'm.parquet'}; if it was moved")
+    assert "<b>not audited</b>: manifest not found" in (out / "audit.html").read_text()
     assert main(["status", str(out)]) == 2
     said = capsys.readouterr()
     assert "manifest not found" in said.err and f"colorize run -o {out} --manifest NEW/PATH.parquet" in said.err

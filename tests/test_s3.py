@@ -103,7 +103,7 @@ def test_scan_run_interrupt_resume_audit_on_s3(s3, bucket_archive, ckpt, tmp_pat
     assert main(["audit", out, "-q"]) == 0
     s3.invalidate_cache()
     report = json.loads(s3.cat_file("out/job1/audit.json"))
-    assert report["ok"] and report["counts"] == {"ok": 11, "error": 1, "skipped": 0}
+    assert report["ok"] and report["counts"] == {"ok": 11, "error": 1, "skipped": 0, "gone": 0}
     assert report["errors"][0]["error"].startswith("truncated file")
     keys = s3.find("out/job1/images")
     assert len(keys) == 11 and all(k.endswith(".png") for k in keys)

@@ -200,7 +200,8 @@ def audit(outdir: str | Store | Outdir, quick: bool = False, check_inputs: bool 
         "outdir": out.url, "ok": not problems and not pending, "quick": quick,
         "check_inputs": check_inputs, "manifest_rows": len(man), "result_rows": len(res),
         "pending_images": sum(pending.values()), "pending_shards": len(pending),
-        "counts": {s: status_counts.get(s, 0) for s in results.STATUSES},
+        # every result row once: a row of an original gone is counted there, not as its status
+        "counts": {**{s: status_counts.get(s, 0) for s in results.STATUSES}, "gone": len(gone)},
         "problems": problems, "problem_counts": dict(Counter(p["kind"] for p in problems)),
         "errors": errors, "skipped": skipped, "gone": gone, "nearly_gray": grayish, "carried": carried,
         "foreign_files": foreign, "renamed_outputs": renamed, "redone": redone, "redo_pending": sorted(redo_pending),
@@ -220,6 +221,36 @@ def audit(outdir: str | Store | Outdir, quick: bool = False, check_inputs: bool 
     except OSError as e:
         report["report_error"] = f"{e.strerror or e} in {out.url}"
     return report
+
+
+def record_refusal(outdir: str, reason: str) -> None:
+    """An audit that could not check the job (its manifest gone, or made anew) says so in
+    audit.json and audit.html, in place of the last audit's verdict: a monitor reading the file
+    took the night before's "passed" for tonight's (a batch operator's trial). The lists' record
+    stays, for the next audit to tell a list edited since from its own."""
+    import datetime as dt
+
+    out = Outdir(outdir).store
+    try:
+        was = json.loads(out.read_bytes(Outdir.AUDIT_JSON))
+    except Exception:  # noqa: BLE001 - none, or not one that reads: nothing of it to keep
+        was = {}
+    at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    report = {"outdir": out.url, "ok": False, "verdict": "not audited", "refused": reason,
+              "audited": {"at": at, "by": f"archive-colorizer {__version__}"},
+              "previous": {"at": (was.get("audited") or {}).get("at"), "verdict": was.get("verdict")},
+              "lists": was.get("lists")}
+    e = html.escape
+    page = ("<!doctype html><meta charset='utf-8'><title>audit</title>"
+            f"<h1>Audit of {e(out.url)}</h1><p>{e(at)}: <b>not audited</b>: {e(reason)}</p>"
+            + (f"<p>The audit before, {e(str(report['previous']['at']))}: {e(str(was.get('verdict')))}; "
+               "its report is replaced by this one: audit again once the job can be checked.</p>"
+               if was.get("verdict") else ""))
+    try:  # a read-only replica: the refusal itself is the answer
+        out.write_atomic(Outdir.AUDIT_JSON, json.dumps(report, indent=2).encode())
+        out.write_atomic(Outdir.AUDIT_HTML, page.encode("utf-8"))
+    except OSError:
+        pass
 
 
 def _what_was_audited(job: dict, quick: bool, check_inputs: bool) -> dict:

@@ -1232,6 +1232,17 @@ def source_states(manifest: str | pa.Table) -> dict[str, str]:
                                  strict=True) if s}
 
 
+def gone_ids(manifest: str) -> set[str]:
+    """The ids of the rows whose original the last scan did not find, read where the column's
+    statistics say they are (a status polled on a million-row manifest: most row groups hold
+    none); none for a manifest made before the column was."""
+    try:
+        t = read_manifest(manifest, columns=["image_id"], filters=[("source_state", "=", "gone")])
+    except ScanError:
+        return set()
+    return set(t.column("image_id").to_pylist())
+
+
 def job_results(od, manifest: str) -> pa.Table:
     """A job's result rows as the export and the review page give them: of the manifest's
     shards only (a results file for another is not the job's: a copy), in the archive's own
@@ -1395,9 +1406,9 @@ def resolve_path(manifest: str | os.PathLike, stored: str) -> str:
 
 
 def read_manifest(path: str | os.PathLike, columns: list[str] | None = None,
-                  shard: int | None = None) -> pa.Table:
+                  shard: int | None = None, filters: list | None = None) -> pa.Table:
     try:
-        filters = [("shard", "=", shard)] if shard is not None else None
+        filters = [("shard", "=", shard)] if shard is not None else filters
         if is_url(path):
             import fsspec
 

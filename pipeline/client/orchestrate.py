@@ -31,6 +31,7 @@ from pipeline.client.cluster import (
 )
 from pipeline.client.jobspec import IDENTITY_FIELDS, JobSpec
 from pipeline.client.manifest import (
+    gone_ids,
     manifest_digest,
     read_catalogue_info,
     read_manifest,
@@ -915,17 +916,21 @@ def status(outdir: str | os.PathLike, check_manifest: bool = False, manifest_gon
     spec = (job := outdir.read_job())["spec"]
     sizes, missing = _sizes(spec["manifest"], manifest_gone_ok)
     damaged: list[int] = []
-    t = outdir.read_results(columns=["status"], damaged=damaged, shards=None if missing else set(sizes))
+    # rows of originals the last scan did not find: counted apart, as audit and export count them
+    gone = set() if missing else gone_ids(spec["manifest"])
+    t = outdir.read_results(columns=["status", "image_id"] if gone else ["status"], damaged=damaged,
+                            shards=None if missing else set(sizes))
     files = outdir.results_files()
     shards = {n for n in files.values() if n is not None}
     job_shards = shards if missing else set(sizes)  # unknown: every results file's
     committed = (shards & job_shards) - set(damaged)
-    counts = Counter(t.column("status").to_pylist())
+    ids = t.column("image_id").to_pylist() if gone else [None] * t.num_rows
+    counts = Counter("gone" if i in gone else st for st, i in zip(t.column("status").to_pylist(), ids, strict=True))
     s = {"shards": None if missing else len(sizes), "committed": len(committed), "damaged": sorted(damaged),
          "extra": sorted(f.rsplit("/", 1)[-1] for f, n in files.items() if n is None or n not in job_shards),
          "pending": None if missing else len(set(sizes) - shards),
          "images": None if missing else sum(sizes.values()),  # what a run does
-         **{s: counts.get(s, 0) for s in results.STATUSES}}
+         **{s: counts.get(s, 0) for s in (*results.STATUSES, "gone")}}
     s["grown"] = never_started(spec, set(sizes) - shards)  # new scans, no run begun on them
     # committed on record, its results file gone since (deleted, moved): no interruption
     s["lost"] = sorted(n for n in ledger.recorded(outdir) if n in job_shards and n not in shards)

@@ -11,6 +11,7 @@ import re
 import shlex
 import signal
 import sys
+import time
 from pathlib import Path
 
 try:
@@ -446,7 +447,8 @@ def cmd_run(a) -> int:
     import psutil  # noqa: F401 - loaded before a signal's handler may need it, never half-loaded
 
     main_thread = threading.current_thread() is threading.main_thread()  # signals go there only
-    stop = _stop_run(a.output, a.scheduler, a.summary_json)
+    began = time.perf_counter()  # this run's counts, not an earlier one's in this process
+    stop = _stop_run(a.output, a.scheduler, a.summary_json, began)
     # SIGHUP: a closed terminal, a service's stop; but a signal nohup (or `&`) set to be
     # ignored stays ignored: such a run is meant to outlive its terminal
     caught = [s for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -462,8 +464,8 @@ def cmd_run(a) -> int:
     except Exception as e:  # a monitor reads how this night's run ended, not last night's
         how = ("busy" if isinstance(e, Busy) else "unavailable" if isinstance(e, Unavailable)
                else "refused" if isinstance(e, UsageError) else "failed")
-        try:
-            _write_summary(a.summary_json, a.output, how, {"reason": str(e)})
+        try:  # what this run committed before it failed (none before its first shard)
+            _write_summary(a.summary_json, a.output, how, {"reason": str(e), **_so_far(began)})
         except OSError as w:  # the run's own error is the one to tell
             print(f"colorize: --summary-json not written: {w.strerror or w}", file=sys.stderr)
         raise
@@ -642,7 +644,15 @@ def _committed_said(s: dict) -> str:
     return f"{s['committed']} of {plural(s['shards'], 'shard')} committed{redo}"
 
 
-def _stop_run(outdir: str, scheduler: str | None = None, summary_json: str | None = None):
+def _so_far(since: float) -> dict:
+    """This run's counts until now, where it began sending shards (without loading the cluster's
+    modules for a run refused before)."""
+    m = sys.modules.get("pipeline.client.orchestrate")
+    return m.so_far(since) if m else {}
+
+
+def _stop_run(outdir: str, scheduler: str | None = None, summary_json: str | None = None,
+              began: float = 0.0):
     """Ctrl-C (or a batch system's SIGTERM) during a run: the local workers are ended at once (a
     shard commits whole or not at all, so nothing is lost but the shards in flight), then what
     is committed is counted, so the count said is the count on disk, and the process exits
@@ -671,8 +681,8 @@ def _stop_run(outdir: str, scheduler: str | None = None, summary_json: str | Non
             except Exception:  # nothing committed yet (no job.json), or a remote OUTDIR gone away
                 pass
             try:
-                _write_summary(summary_json, outdir, how, {"signal": signal.Signals(signum).name},
-                               job=s)
+                _write_summary(summary_json, outdir, how, {"signal": signal.Signals(signum).name,
+                                                           **_so_far(began)}, job=s)
             except OSError:
                 pass
             try:  # a hung-up terminal cannot be written to (EIO): the exit code still says it

@@ -296,6 +296,10 @@ def test_ctrl_c_twice_exits_at_once_and_says_what_is_on_disk(tmp_path, ckpt, how
     assert said == len(glob.glob(f"{out}/results/*.parquet"))
     summary = json.loads((tmp_path / "sum.json").read_text())
     assert summary["outcome"] == word and summary["job"]["committed"] == said
+    # this run's own counts until the signal, not null (a time-limited batch job's said nothing
+    # of the shards it had done); those the client had heard of, so at most what is on disk
+    assert summary["images"] == summary["ok"] + summary["error"] + summary["skipped"] <= 2 * said, summary
+    assert summary["elapsed"] > 0 and summary["job"]["gone"] == 0
     assert workers and not [k for k in workers if k.is_running() and k.status() != "zombie"]
     assert not [k for k in psutil.process_iter(["cmdline", "ppid"])
                 if k.info["ppid"] in (1, p.pid) and "spawn_main" in " ".join(k.info["cmdline"] or [])
@@ -432,9 +436,11 @@ def test_a_run_stopped_by_a_full_disk_says_so_later_and_resumes(tmp_path, ckpt):
         "storage.Store.write_atomic = write_atomic\n")
     env = {**os.environ, "PYTHONPATH": str(full)}
     r = run_cli("run", "--manifest", man, "-o", out, "--size", "32", "-q", "--checkpoint", ckpt,
-                "--workers", "1", env=env)
+                "--workers", "1", "--summary-json", tmp_path / "s.json", env=env)
     assert r.returncode == 1, r.stderr
     assert "No space left on device" in r.stderr
+    said = json.loads((tmp_path / "s.json").read_text())  # what this run did: nothing, not null
+    assert (said["outcome"], said["images"], said["ok"], said["error"]) == ("failed", 0, 0, 0), said
     r = run_cli("status", out)
     first, second = r.stdout.splitlines()[:2]
     assert first.startswith("stopped at 20") and "by a failure: shard" in first, r.stdout

@@ -77,6 +77,14 @@ class Tally:
         """When, on each line: a log read in the morning tells when the run slowed or stopped."""
         self.say(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}")
 
+    def so_far(self) -> dict:
+        """What this run has committed until now: a run a signal or a failure ends says so in its
+        summary (a time-limited batch job's said null while its job had shards more)."""
+        elapsed = time.perf_counter() - self.t_start
+        n = self.totals["images"]
+        return {"images": n, **{k: self.totals[k] for k in ("ok", "error", "skipped")},
+                "elapsed": elapsed, "images_per_s": n / elapsed if elapsed else 0.0}
+
     def summary(self) -> dict:
         out = dict(self.totals)
         steady = steady_rate(self.spans)

@@ -620,6 +620,16 @@ class _Shards:
         return True
 
 
+_RUNNING: dict = {}  # this process's run, for a signal's handler, which has no other way to it
+
+
+def so_far(since: float) -> dict:
+    """The counts until now of this process's run begun after `since` (perf_counter): {} before
+    its first shard is sent (an earlier run's, in a process that ran several, are not its)."""
+    t = _RUNNING.get("tally")
+    return t.so_far() if t is not None and t.t_start >= since else {}
+
+
 def _drive(client, job, work: _Work, log, outdir: Outdir) -> dict:
     """Keeps a bounded window of shards in flight until all are committed, or one fails."""
     from distributed import as_completed
@@ -631,8 +641,8 @@ def _drive(client, job, work: _Work, log, outdir: Outdir) -> dict:
     # disable=None: a bar on a terminal only; a cron job's mailed log gets none
     bar = tqdm(total=work.images, unit="img", desc="colorize", disable=None if o.progress else True,
                smoothing=0.1)
-    tally = Tally(work.t_start, log if o.progress and bar.disable else None,
-                  (len(work.tasks), work.images))
+    tally = _RUNNING["tally"] = Tally(work.t_start, log if o.progress and bar.disable else None,
+                                      (len(work.tasks), work.images))
 
     it = iter(work.tasks)
     shards = _Shards(client, job, work, resources, outdir, log)

@@ -843,8 +843,8 @@ def _status_json(outdir: str, s: dict) -> int:
     if s["manifest_missing"]:  # the counts the results give, and what a run needs
         s["manifest_missing"] += f"; {_moved_advice(outdir)}"
     print(json.dumps({"state": state, **s}, default=str))
-    # a job not whole, as run and audit say it; a manifest to find before a run goes on
-    return 3 if state == "damaged" else 2 if state == "manifest_missing" else 0
+    # a job not whole, as run and audit say it; a manifest to find or put back before a run goes on
+    return 3 if state == "damaged" else 2 if state in ("manifest_missing", "manifest_changed") else 0
 
 
 def cmd_status(a) -> int:
@@ -872,7 +872,7 @@ def cmd_status(a) -> int:
 
         spec = Outdir(a.outdir).read_job()["spec"]
         print(made_anew_said(a.outdir, spec["manifest"], s["manifest_changed"], spec.get("shard_digests") or {}))
-        return 0
+        return 2  # as a manifest gone: a run refuses it until its manifest is put back
     if s["lost"] and not s["running"]:  # committed once: no interruption left it pending
         print(f"{plural(len(s['lost']), 'results file')} committed before {'is' if len(s['lost']) == 1 else 'are'} "
               f"gone (shard {', '.join(map(str, s['lost']))}; deleted or moved since?): put "
@@ -1406,7 +1406,8 @@ def _add_run(sub) -> None:
     s.add_argument("--redo-column", metavar="COLUMN", default=None,
                    help="the --redo CSV's column to read, matched against ids, paths and the "
                    "catalogue column of that name (e.g. Inventarnummer)")
-    s.add_argument("--summary-json", metavar="PATH", help="also write the final summary as JSON")
+    s.add_argument("--summary-json", metavar="PATH", help="also write the run's summary as JSON, however it ends (its "
+                   "outcome, this run's counts, the job's): for a monitor; the README lists the outcomes")
     # the spec is taken off the line before argparse sees it (main): named in the usage by hand
     s.usage = s.format_usage().removeprefix("usage: ").replace("colorize run ", "colorize run [JOB.toml] ", 1)
 

@@ -1277,10 +1277,10 @@ def test_a_jobs_manifest_made_anew_is_kept_beside_and_the_way_back_is_said(tmp_p
     assert f"its manifest {man} was made anew since the job ran (scan --fresh" in err, err
     assert f"the one the job ran on was kept as {kept[0]}: put it back (mv {kept[0]} {man})" in err, err
     assert "--extend" not in err
-    assert main(["status", str(out)]) == 0
+    assert main(["status", str(out)]) == 2  # as run and audit: a run refuses it (it said 0, a trial)
     said = capsys.readouterr().out
     assert "was made anew since the job ran" in said and "resume with" not in said, said
-    assert main(["status", str(out), "--json"]) == 0
+    assert main(["status", str(out), "--json"]) == 2
     assert json.loads(capsys.readouterr().out)["state"] == "manifest_changed"
     shutil.move(kept[0], man)  # as said: the job goes on
     assert main(["run", "-o", str(out), "-q"]) == 0 and main(["status", str(out)]) == 0
@@ -1295,10 +1295,10 @@ def test_a_manifest_made_anew_with_fewer_shards_is_said_by_status_and_audit_not_
     assert main(["run", "--manifest", str(man), "-o", str(out), "--checkpoint", ckpt, "--size", "32", "-q"]) == 0
     assert main(["scan", str(tmp_path / "scans"), "-o", str(man), "-q", "--fresh", "--shard-size", "3"]) == 0
     capsys.readouterr()
-    assert main(["status", str(out), "--json"]) == 0
+    assert main(["status", str(out), "--json"]) == 2
     s = json.loads(capsys.readouterr().out)
     assert (s["state"], s["manifest_changed"]) == ("manifest_changed", [0, 1, 2, 3])  # shard numbers, as damaged's
-    assert main(["status", str(out)]) == 0
+    assert main(["status", str(out)]) == 2
     said = capsys.readouterr()
     assert "was made anew since the job ran" in said.out and "--repair" not in said.out + said.err, said
     assert "shards (0, 1, 2, 3) hold other images" in said.out, said.out

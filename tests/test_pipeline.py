@@ -447,6 +447,7 @@ def test_a_damaged_or_stray_results_file_is_named_and_repair_mends_it(archive, c
     assert main(run_args(man, out, ckpt, "--repair")) == 0
     o = capsys.readouterr().out
     assert "moved a damaged results file to" in o and "its shard runs again" in o
+    assert "committed before is gone" not in o  # a trial's repair then said so of the file it moved
     assert "moved a stray results file to" in o
     assert f"done: {SHARD} ok" in o
     assert (out / "quarantine" / "results" / "shard-00001.parquet").read_bytes() == good[:300]

@@ -380,12 +380,14 @@ def _job_so_far(outdir: Outdir, sizes: dict[int, int], totals: dict) -> str:
 def _plan(outdir: Outdir, o: JobSpec, sizes: dict[int, int], redo_req, fp: str, log) -> _Work:
     """What this run does: the uncommitted shards whole, and in committed shards the images a
     repair or a redo (this one's, or one a stop left unfinished) names."""
+    had = outdir.committed_shards()
     fixes = plan_repair(outdir, log) if o.repair else {}  # first: it may set results aside
     pending = sorted(set(sizes) - outdir.committed_shards())
+    set_aside = had - outdir.committed_shards()  # by the repair, just now, and said so
     said = (f"; repairing {plural(sum(map(len, fixes.values())), 'image')} in "
             f"{plural(len(fixes), 'shard')}") if fixes else ""
     on_record = ledger.recorded(outdir)  # read once, not once a pending shard
-    if lost := [n for n in pending if n in on_record]:  # not an interruption's
+    if lost := [n for n in pending if n in on_record and n not in set_aside]:  # not an interruption's
         log(f"{plural(len(lost), 'results file')} committed before {'is' if len(lost) == 1 else 'are'} "
             f"gone ({_shards(lost)}; deleted or moved since?): {'its shard runs' if len(lost) == 1 else 'their shards run'} "
             f"again (commits.jsonl keeps the record of the {'one' if len(lost) == 1 else 'ones'} committed)")

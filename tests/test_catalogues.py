@@ -295,8 +295,10 @@ def test_a_corrected_catalogue_reaches_the_manifest_on_rescan_and_the_job_goes_o
     r = run_cli("run", "-o", out, "--redo", "A-1", "--redo-column", "accession", "-q")  # nothing to redo it from
     assert r.returncode == 2 and "nothing to redo: " in r.stderr, r.stderr
     assert "b.png is gone since it was colorized (the last scan did not find it); put the original back" in r.stderr
-    (scans / "b2.png").rename(scans / "b.png")  # back again: found again
-    assert run_cli("scan", scans, cat, "-o", man, "-q").returncode == 0
+    (scans / "b2.png").rename(scans / "b.png")  # back again: found again, and said (a trial's was not)
+    r = run_cli("scan", scans, cat, "-o", man)
+    assert r.returncode == 0 and ", 1 gone, 1 gone before found again (the rows" in r.stderr, r.stderr
+    assert f"found again: {scans / 'b.png'} (no longer gone)" in r.stderr, r.stderr
     assert {Path(x["path"]).name: x["source_state"] for x in pq.read_table(man).to_pylist()}["b.png"] is None
     # moved away after the scan: a redo could only put an error row in place of its good output
     # (a trial's was disowned so, and the audit's repair moved the output to quarantine/)

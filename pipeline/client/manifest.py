@@ -984,7 +984,13 @@ def _extend(old: pa.Table, extend: str, real: list[str], rels: list[str], found:
     keep = [i for i, r in enumerate(real) if r not in known]
     found.extended = {"manifest": extend, "done": len(known) - len(found.gone) - len(never),
                       "still": len(never)}
-    old = _put(old, "source_state", _states(old, extend, found, looked))
+    states = _states(old, extend, found, looked)
+    if "source_state" in old.column_names:  # gone at an earlier scan, there again now: said
+        found.extended["back"] = [p for p, w, n in zip(old.column("path").to_pylist(),
+                                                        old.column("source_state").to_pylist(),
+                                                        states.to_pylist(), strict=True)
+                                  if w == "gone" and n is None]
+    old = _put(old, "source_state", states)
     return [real[i] for i in keep], [rels[i] for i in keep], _found_again(old, extend, max_pixels, log)
 
 
@@ -995,9 +1001,13 @@ def _say_extended(found: ScanReport, new: int, log) -> None:
     still = f", {e['still']} still missing" if e["still"] else ""
     # each is said once (one redone since would be "changed" for ever): counted after, not named
     before = f" (and {found.changed_before} said at an earlier scan)" if found.changed_before else ""
+    back = e.get("back") or []
+    again = f", {len(back)} gone before found again" if back else ""
     log(f"extending {e['manifest']}: {plural(e['done'], 'file')} scanned before, "
-        f"{new} new, {len(found.changed)} changed{before}, {len(found.gone)} gone{still} (the "
+        f"{new} new, {len(found.changed)} changed{before}, {len(found.gone)} gone{still}{again} (the "
         "rows of the changed and the gone are kept as they were)")
+    if back:  # a trial's came back unsaid: its row and output are the job's again, as before
+        log(f"found again: {', '.join(back[:5])}{' ...' if len(back) > 5 else ''} (no longer gone)")
     if found.changed:
         log(f"changed since: {', '.join(found.changed[:5])}{' ...' if len(found.changed) > 5 else ''}"
             "; to colorize them again: colorize run -o OUTDIR --redo FILE (one redone from its "

@@ -126,7 +126,8 @@ def _outdir_whole(a: argparse.Namespace) -> None:
     key = "output" if a.command == "run" else "outdir"
     v = getattr(a, key, None)
     if isinstance(v, str) and v and "://" not in v and not os.path.isabs(v):
-        setattr(a, key, os.path.abspath(v))
+        # joined, not normalised: "link/../out" is where the system finds it, through the link
+        setattr(a, key, os.path.join(os.getcwd(), v))
 
 
 def _checked(action: argparse.Action, key: str, v, path: str):

@@ -292,6 +292,8 @@ def test_a_corrected_catalogue_reaches_the_manifest_on_rescan_and_the_job_goes_o
     assert "<h2>Gone (1)</h2>" in page and f"<td>{scans / 'b.png'}</td>" in page and "src=''" not in page
     assert "before: the original is not there" in page and "after: the output is not there" in page
     assert report["problem_counts"] == {"missing_output": 1}, report["problem_counts"]
+    r = run_cli("run", "-o", out, "--repair")  # its last line counts the job as status does
+    assert r.returncode == 0 and ", 1 gone of " in r.stdout.splitlines()[-1], r.stdout
     r = run_cli("run", "-o", out, "--redo", "A-1", "--redo-column", "accession", "-q")  # nothing to redo it from
     assert r.returncode == 2 and "nothing to redo: " in r.stderr, r.stderr
     assert "b.png is gone since it was colorized (the last scan did not find it); put the original back" in r.stderr

@@ -230,6 +230,10 @@ def test_an_outdir_is_said_whole_wherever_it_was_named_from(tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)
     assert main(["run", "-o", "out"]) == 2
     assert f"no job in {tmp_path / 'out'} to continue" in capsys.readouterr().err
+    (tmp_path / "deep" / "er").mkdir(parents=True)  # "link/.." is where the system takes it: deep/
+    (tmp_path / "link").symlink_to(tmp_path / "deep" / "er")
+    assert main(["run", "-o", "link/../out"]) == 2
+    assert f"no job in {tmp_path / 'link' / '..' / 'out'} to continue" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -458,6 +462,11 @@ def test_a_relative_manifest_moved_with_its_scans_is_found_again(tmp_path, ckpt,
     assert (report["ok"], report["verdict"], report["previous"]["verdict"]) == (False, "not audited", "passed")
     assert report["refused"].startswith(f"manifest not found: {arch / 'm.parquet'}; if it was moved")
     assert "<b>not audited</b>: manifest not found" in (out / "audit.html").read_text()
+    assert main(["audit", str(out), "-q"]) == 2  # refused again: the last verdict that checked it stays
+    assert json.loads((out / "audit.json").read_text())["previous"]["verdict"] == "passed"
+    (out / "audit.json").write_text('["not", "a report"]')  # one not ours in shape: refused all the same
+    assert main(["audit", str(out), "-q"]) == 2
+    assert json.loads((out / "audit.json").read_text())["previous"] == {"at": None, "verdict": None}
     assert main(["status", str(out)]) == 2
     said = capsys.readouterr()
     assert "manifest not found" in said.err and f"colorize run -o {out} --manifest NEW/PATH.parquet" in said.err
@@ -485,6 +494,13 @@ def test_a_relative_manifest_moved_with_its_scans_is_found_again(tmp_path, ckpt,
     assert main(["run", "-o", str(out), "--manifest", str(tmp_path / "arch2" / "m.parquet"), "-q"]) == 0
     assert f"the job's manifest is now {tmp_path / 'arch2' / 'm.parquet'}" in capsys.readouterr().out
     assert main(["status", str(out)]) == 0 and main(["audit", str(out), "-q"]) == 0
+    (tmp_path / "arch2" / "1.png").rename(tmp_path / "1.png")  # gone a while, then back: said
+    assert main(["scan", str(tmp_path / "arch2"), "-o", str(tmp_path / "arch2" / "m.parquet"), "-q"]) == 0
+    (tmp_path / "1.png").rename(tmp_path / "arch2" / "1.png")
+    capsys.readouterr()
+    assert main(["scan", str(tmp_path / "arch2"), "-o", str(tmp_path / "arch2" / "m.parquet"), "-q"]) == 0
+    # as the scan names a file gone: where it is, not as the manifest stores it (../arch2/1.png)
+    assert f"found again: {tmp_path / 'arch2' / '1.png'} (no longer gone)" in capsys.readouterr().err
     # a folder that takes no file (/sys here; a read-only mount): the file asked for is named, not
     # the temporary one it is written under first
     capsys.readouterr()

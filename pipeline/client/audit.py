@@ -233,19 +233,21 @@ def record_refusal(outdir: str, reason: str) -> None:
     out = Outdir(outdir).store
     try:
         was = json.loads(out.read_bytes(Outdir.AUDIT_JSON))
-    except Exception:  # noqa: BLE001 - none, or not one that reads: nothing of it to keep
-        was = {}
+        # a refusal's own "previous" is the last audit that checked the job
+        previous = was["previous"] if "refused" in was else {"at": was["audited"]["at"], "verdict": was["verdict"]}
+        lists = was.get("lists")
+    except Exception:  # noqa: BLE001 - none, or not one that reads as ours: nothing of it to keep
+        previous, lists = {"at": None, "verdict": None}, None
     at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     report = {"outdir": out.url, "ok": False, "verdict": "not audited", "refused": reason,
               "audited": {"at": at, "by": f"archive-colorizer {__version__}"},
-              "previous": {"at": (was.get("audited") or {}).get("at"), "verdict": was.get("verdict")},
-              "lists": was.get("lists")}
+              "previous": previous, "lists": lists}
     e = html.escape
     page = ("<!doctype html><meta charset='utf-8'><title>audit</title>"
             f"<h1>Audit of {e(out.url)}</h1><p>{e(at)}: <b>not audited</b>: {e(reason)}</p>"
-            + (f"<p>The audit before, {e(str(report['previous']['at']))}: {e(str(was.get('verdict')))}; "
-               "its report is replaced by this one: audit again once the job can be checked.</p>"
-               if was.get("verdict") else ""))
+            + (f"<p>The last audit that checked the job, {e(str(previous['at']))}: "
+               f"{e(str(previous['verdict']))}; its report is replaced by this one: audit again once "
+               "the job can be checked.</p>" if previous["verdict"] else ""))
     try:  # a read-only replica: the refusal itself is the answer
         out.write_atomic(Outdir.AUDIT_JSON, json.dumps(report, indent=2).encode())
         out.write_atomic(Outdir.AUDIT_HTML, page.encode("utf-8"))

@@ -986,7 +986,7 @@ def _extend(old: pa.Table, extend: str, real: list[str], rels: list[str], found:
                       "still": len(never)}
     states = _states(old, extend, found, looked)
     if "source_state" in old.column_names:  # gone at an earlier scan, there again now: said
-        found.extended["back"] = [p for p, w, n in zip(old.column("path").to_pylist(),
+        found.extended["back"] = [_key(extend, p) for p, w, n in zip(old.column("path").to_pylist(),
                                                         old.column("source_state").to_pylist(),
                                                         states.to_pylist(), strict=True)
                                   if w == "gone" and n is None]

@@ -81,8 +81,9 @@ class Tally:
         """What this run has committed until now: a run a signal or a failure ends says so in its
         summary (a time-limited batch job's said null while its job had shards more)."""
         elapsed = time.perf_counter() - self.t_start
-        n = self.totals["images"]
-        return {"images": n, **{k: self.totals[k] for k in ("ok", "error", "skipped")},
+        done = {k: self.totals[k] for k in ("ok", "error", "skipped")}
+        n = sum(done.values())  # (not totals["images"]: a signal may land while add() counts)
+        return {"images": n, **done,
                 "elapsed": elapsed, "images_per_s": n / elapsed if elapsed else 0.0}
 
     def summary(self) -> dict:

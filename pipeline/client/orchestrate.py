@@ -315,7 +315,7 @@ def run_job(o: JobSpec, log=print, redo: tuple[dict[int, set[str]], dict] | None
     n = totals["images"]
     totals.update(elapsed=elapsed, images_per_s=n / elapsed if elapsed else 0.0,
                   client_peak_rss_mb=peak_rss_mb())
-    log(_done(totals, outdir, sizes))
+    log(_done(totals, outdir, sizes, o.manifest))
     if totals.get("damaged"):  # done, but the job is not whole: a results file of before is
         log(f"but {plural(len(totals['damaged']), 'results file')} of the job "
             f"{'is' if len(totals['damaged']) == 1 else 'are'} damaged ({_shards(totals['damaged'])}: "
@@ -352,29 +352,38 @@ def _adopt(outdir: Outdir, shards: set[int], log) -> None:
             "cluster's workers committed after the last run's client had stopped")
 
 
-def _done(totals: dict, outdir: Outdir, sizes: dict[int, int]) -> str:
+def _done(totals: dict, outdir: Outdir, sizes: dict[int, int], manifest: str) -> str:
     """The run's last line: its counts, where it wrote, and where the reasons are."""
     return (f"done: {totals['ok']} ok, {totals['error']} error, {totals['skipped']} skipped in "
             f"{totals['elapsed']:.1f} s ({totals['images_per_s']:.2f} images/s)"
-            f"{_job_so_far(outdir, sizes, totals)}; images in "
+            f"{_job_so_far(outdir, sizes, totals, manifest)}; images in "
             f"{outdir.store.full(Outdir.IMAGES)}, results in {outdir.store.full(Outdir.RESULTS)}"
             + (f"; each error's and skip's reason: colorize audit {shlex.quote(outdir.url)}"
                if totals["error"] or totals["skipped"] else ""))
 
 
-def _job_so_far(outdir: Outdir, sizes: dict[int, int], totals: dict) -> str:
+def _job_so_far(outdir: Outdir, sizes: dict[int, int], totals: dict, manifest: str) -> str:
     """A resumed run's counts are its own: the whole job's, when there is more to it (and the
     results files of before that do not read: totals["damaged"])."""
     if totals["images"] == sum(sizes.values()):
         return ""
     try:
         totals["damaged"] = []
-        c = Counter(outdir.read_results(columns=["status"], damaged=totals["damaged"], shards=set(sizes))
-                    .column("status").to_pylist())
+        c = _counts(outdir, manifest, totals["damaged"], set(sizes))
     except Exception:  # noqa: BLE001 - a summary line: the run itself is done and committed
         return ""
-    return (f"; the job: {c['ok']} ok, {c['error']} error, {c['skipped']} skipped of "
-            f"{plural(sum(sizes.values()), 'image')}")
+    return (f"; the job: {c['ok']} ok, {c['error']} error, {c['skipped']} skipped"
+            + (f", {c['gone']} gone" if c["gone"] else "") + f" of {plural(sum(sizes.values()), 'image')}")
+
+
+def _counts(outdir: Outdir, manifest: str | None, damaged: list[int], shards: set[int] | None) -> Counter:
+    """The job's result rows by status, a row whose original the last scan did not find counted
+    'gone' instead, as audit and export count it (None: the manifest unknown, so none is)."""
+    gone = gone_ids(manifest) if manifest else set()
+    t = outdir.read_results(columns=["status", "image_id"] if gone else ["status"], damaged=damaged,
+                            shards=shards)
+    ids = t.column("image_id").to_pylist() if gone else [None] * t.num_rows
+    return Counter("gone" if i in gone else st for st, i in zip(t.column("status").to_pylist(), ids, strict=True))
 
 
 def _plan(outdir: Outdir, o: JobSpec, sizes: dict[int, int], redo_req, fp: str, log) -> _Work:
@@ -928,21 +937,16 @@ def status(outdir: str | os.PathLike, check_manifest: bool = False, manifest_gon
     spec = (job := outdir.read_job())["spec"]
     sizes, missing = _sizes(spec["manifest"], manifest_gone_ok)
     damaged: list[int] = []
-    # rows of originals the last scan did not find: counted apart, as audit and export count them
-    gone = set() if missing else gone_ids(spec["manifest"])
-    t = outdir.read_results(columns=["status", "image_id"] if gone else ["status"], damaged=damaged,
-                            shards=None if missing else set(sizes))
+    counts = _counts(outdir, None if missing else spec["manifest"], damaged, None if missing else set(sizes))
     files = outdir.results_files()
     shards = {n for n in files.values() if n is not None}
     job_shards = shards if missing else set(sizes)  # unknown: every results file's
     committed = (shards & job_shards) - set(damaged)
-    ids = t.column("image_id").to_pylist() if gone else [None] * t.num_rows
-    counts = Counter("gone" if i in gone else st for st, i in zip(t.column("status").to_pylist(), ids, strict=True))
     s = {"shards": None if missing else len(sizes), "committed": len(committed), "damaged": sorted(damaged),
          "extra": sorted(f.rsplit("/", 1)[-1] for f, n in files.items() if n is None or n not in job_shards),
          "pending": None if missing else len(set(sizes) - shards),
          "images": None if missing else sum(sizes.values()),  # what a run does
-         **{s: counts.get(s, 0) for s in (*results.STATUSES, "gone")}}
+         **{s: counts.get(s, 0) for s in results.STATUSES}, "gone": None if missing else counts["gone"]}
     s["grown"] = never_started(spec, set(sizes) - shards)  # new scans, no run begun on them
     # committed on record, its results file gone since (deleted, moved): no interruption
     s["lost"] = sorted(n for n in ledger.recorded(outdir) if n in job_shards and n not in shards)
@@ -955,7 +959,8 @@ def status(outdir: str | os.PathLike, check_manifest: bool = False, manifest_gon
     s["manifest_missing"] = missing
     s["job_altered"] = job_altered(job)  # a run refuses it: said first
     # another colorize's job: not resumed here (of a finished one, no advice to start over)
-    s["other_version"] = other_version(str(outdir), spec, finished=not (s["pending"] or s["redo_pending"]))
+    s["other_version"] = other_version(str(outdir), spec,
+                                       finished=not (missing or s["pending"] or s["redo_pending"]))
     if s["running"] and outdir.store.local and not missing:
         s.update(_pace(outdir, sizes, committed))
     return s

@@ -224,10 +224,11 @@ def audit(outdir: str | Store | Outdir, quick: bool = False, check_inputs: bool 
 
 
 def record_refusal(outdir: str, reason: str) -> None:
-    """An audit that could not check the job (its manifest gone, or made anew) says so in
-    audit.json and audit.html, in place of the last audit's verdict: a monitor reading the file
-    took the night before's "passed" for tonight's (a batch operator's trial). The lists' record
-    stays, for the next audit to tell a list edited since from its own."""
+    """An audit that could not check the job (its manifest gone, made anew or unreadable;
+    job.json damaged) says so in audit.json and audit.html, in place of the last audit's
+    verdict: a monitor reading the file took the night before's "passed" for tonight's (a batch
+    operator's trial). The lists' record stays, for the next audit to tell a list edited since
+    from its own."""
     import datetime as dt
 
     out = Outdir(outdir).store

@@ -392,6 +392,15 @@ def test_outdir_inside_the_sources_is_refused_and_outdirs_are_not_scanned(tmp_pa
     assert r.returncode == 2 and f"inside the source folder {top}:" in r.stderr, r.stderr
     r = run_cli("run", "--manifest", man, "-o", src / "1950s", "--dry-run")  # the scanned folder named
     assert r.returncode == 2 and f"1950s is inside the source folder {top}:" in r.stderr, r.stderr
+    # two folders scanned: an OUTDIR beside them, in a parent never scanned, is apart (a trial's
+    # was refused as "inside the source folder" that parent)
+    (tmp_path / "b").mkdir()
+    Image.fromarray(photo).save(tmp_path / "b" / "c.png")
+    scan([str(src / "1950s"), str(tmp_path / "b")], tmp_path / "two.parquet", progress=False)
+    r = run_cli("run", "--manifest", tmp_path / "two.parquet", "-o", tmp_path / "colour", "--dry-run")
+    assert r.returncode == 0, r.stderr
+    r = run_cli("run", "--manifest", tmp_path / "two.parquet", "-o", tmp_path / "b" / "colour", "--dry-run")
+    assert r.returncode == 2 and f"inside the source folder {os.path.realpath(tmp_path / 'b')}:" in r.stderr, r.stderr
     # an OUTDIR made elsewhere and later moved under the scans is left out by scan, and said
     (src / "old-run" / "results").mkdir(parents=True)
     (src / "old-run" / "job.json").write_text("{}")

@@ -769,16 +769,19 @@ def check_outdir_apart(outdir: Store, manifest: str) -> None:
         return
     out = os.path.realpath(outdir.root)
     folders = {os.path.realpath(resolve_path(manifest, d or ".")) for d in local}
-    root = os.path.commonpath(list(folders))
-    if root != os.path.dirname(root):  # not "/": sources spread over the disk say nothing
-        folders.add(root)
+    scanned = []
     if not is_url(manifest):
         import json
 
         import pyarrow.parquet as pq
 
-        meta = pq.read_schema(manifest).metadata or {}
-        folders.update(json.loads(meta.get(b"source_folders", b"[]")))
+        scanned = json.loads((pq.read_schema(manifest).metadata or {}).get(b"source_folders", b"[]"))
+    root = os.path.commonpath(list(folders))
+    # the folders scanned, where the manifest says (`scan a b`: out/ beside them was refused as
+    # "inside the source folder" their parent, never scanned); else the files' common folder
+    if not scanned and root != os.path.dirname(root):  # not "/": spread over the disk says nothing
+        folders.add(root)
+    folders.update(scanned)
     _apart(out, folders, f"OUTDIR {out}")
     images = os.path.join(outdir.root, Outdir.IMAGES)
     if os.path.realpath(images) != os.path.join(out, Outdir.IMAGES):  # a link: to a bigger disk?

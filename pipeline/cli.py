@@ -683,6 +683,7 @@ def _stop_run(outdir: str, scheduler: str | None = None, summary_json: str | Non
                 pass
             try:
                 _write_summary(summary_json, outdir, how, {"signal": signal.Signals(signum).name,
+                                                           "pending_shards": (s or {}).get("pending"),
                                                            **_so_far(began)}, job=s)
             except OSError:
                 pass

@@ -439,6 +439,53 @@ def test_a_read_only_outdir_is_audited_all_the_same(tmp_path, ckpt, capsys, monk
         f"no report written (Read-only file system in {out}; the verdict stands)") in said, said
 
 
+def test_a_run_none_of_whose_originals_is_there_is_refused_not_made_error_rows(tmp_path, ckpt, capsys):
+    """A migration trial: the archive moved (or its disk not mounted) under a manifest of whole
+    paths, and the resume committed a "file not found" error row for every image, exit 0, and
+    the audit passed. None there: refused, nothing run; one missing: its own error row."""
+    arch = tmp_path / "arch"
+    arch.mkdir()
+    for i in range(3):
+        Image.new("L", (24, 16), 60 + 40 * i).save(arch / f"{i}.png")
+    man, out = tmp_path / "m.parquet", tmp_path / "out"
+    assert main(["scan", str(arch), "-o", str(man), "-q", "--shard-size", "1"]) == 0
+    arch.rename(tmp_path / "moved")
+    run = ["run", "--manifest", str(man), "-o", str(out), "--checkpoint", ckpt, "--size", "32", "-q"]
+    assert main(run) == 2
+    err = capsys.readouterr().err
+    assert (f"none of the pending images' originals is where the manifest says ({arch / '0.png'} and 2 "
+            "more looked at): is their disk mounted, or did the archive move? Nothing was run") in err, err
+    assert not out.exists()  # made by the run refused: taken away again
+    (tmp_path / "moved").rename(arch)
+    (arch / "2.png").unlink()  # one gone: its error row, the rest colorized
+    assert main(run) == 0
+    rows = {Path(r["source_path"]).name: r["status"] for f in (out / "results").glob("*.parquet")
+            for r in __import__("pyarrow.parquet").parquet.read_table(f).to_pylist()}
+    assert rows == {"0.png": "ok", "1.png": "ok", "2.png": "error"}
+
+
+def test_an_outdir_copied_as_hard_links_keeps_its_own_record_of_commits(tmp_path, ckpt, capsys):
+    """A migration trial copied OUTDIR with `cp -al` (a snapshot tool's way): a redo in the copy
+    appended to the commits record both share, and the original's audit then failed
+    (altered_result) for results nobody had touched there."""
+    import shutil
+
+    arch = tmp_path / "arch"
+    arch.mkdir()
+    for i in range(2):
+        Image.new("L", (24, 16), 60 + 40 * i).save(arch / f"{i}.png")
+    man, out, copy = tmp_path / "m.parquet", tmp_path / "out", tmp_path / "copy"
+    assert main(["scan", str(arch), "-o", str(man), "-q"]) == 0
+    assert main(["run", "--manifest", str(man), "-o", str(out), "--checkpoint", ckpt, "--size", "32", "-q"]) == 0
+    shutil.copytree(out, copy, copy_function=os.link)
+    assert os.stat(out / "commits.jsonl").st_nlink == 2
+    assert main(["run", "-o", str(copy), "--redo", str(arch / "0.png"), "-q"]) == 0
+    assert os.stat(out / "commits.jsonl").st_nlink == 1  # the copy's record is its own now
+    capsys.readouterr()
+    assert main(["audit", str(out), "-q"]) == 0, capsys.readouterr()
+    assert main(["audit", str(copy), "-q"]) == 0, capsys.readouterr()
+
+
 def test_a_relative_manifest_moved_with_its_scans_is_found_again(tmp_path, ckpt, capsys):
     import shutil
 
@@ -477,6 +524,7 @@ def test_a_relative_manifest_moved_with_its_scans_is_found_again(tmp_path, ckpt,
     assert (got["state"], got["committed"], got["ok"], got["pending"], got["images"]) == ("manifest_missing", 1, 2, None, None)
     assert got["manifest_missing"].startswith(f"manifest not found: {arch / 'm.parquet'}; if it was moved")
     assert list(got) == keys  # the same keys as the job's before
+    assert got["manifest"] == str(arch / "m.parquet")  # which: a copied OUTDIR reads its owner's
     for argv in (["export", str(out), str(tmp_path / "e.csv")], ["run", "-o", str(out), "-q"]):
         assert main(argv) == 2  # the same advice, not a reader's errno
         err = capsys.readouterr().err

@@ -300,6 +300,7 @@ def test_ctrl_c_twice_exits_at_once_and_says_what_is_on_disk(tmp_path, ckpt, how
     # of the shards it had done); those the client had heard of, so at most what is on disk
     assert summary["images"] == summary["ok"] + summary["error"] + summary["skipped"] <= 2 * said, summary
     assert summary["elapsed"] > 0 and summary["job"]["gone"] == 0
+    assert summary["pending_shards"] == summary["job"]["pending"] == 40 - said  # what is left to run
     assert workers and not [k for k in workers if k.is_running() and k.status() != "zombie"]
     assert not [k for k in psutil.process_iter(["cmdline", "ppid"])
                 if k.info["ppid"] in (1, p.pid) and "spawn_main" in " ".join(k.info["cmdline"] or [])

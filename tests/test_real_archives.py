@@ -1038,6 +1038,19 @@ def test_an_images_folder_linked_into_the_sources_never_replaces_an_original(tmp
     r = run_cli("run", "--manifest", man, "-o", mine, "--checkpoint", ckpt, "--size", "32", "-q")
     assert r.returncode == 2 and "is not a colorize output folder (no job.json) and is not empty: " \
         "it holds images/x.png" in r.stderr, r.stderr
+    # images/ linked to an empty folder on another disk before the first run: taken (a trial's
+    # was refused as a folder that "holds images"); one whose folder holds a file is not
+    (tmp_path / "disk2").mkdir()
+    (tmp_path / "fresh").mkdir()
+    (tmp_path / "fresh" / "images").symlink_to(tmp_path / "disk2")
+    r = run_cli("run", "--manifest", man, "-o", tmp_path / "fresh", "--checkpoint", ckpt, "--size", "32", "-q")
+    assert r.returncode == 0 and (tmp_path / "disk2" / "a" / "x.png").exists(), r.stderr
+    (tmp_path / "disk3").mkdir()
+    (tmp_path / "disk3" / "note.txt").write_text("mine")
+    (mine / "images").rename(tmp_path / "mine-images")
+    (mine / "images").symlink_to(tmp_path / "disk3")
+    r = run_cli("run", "--manifest", man, "-o", mine, "--checkpoint", ckpt, "--size", "32", "-q")
+    assert r.returncode == 2 and "is not empty: it holds images/note.txt" in r.stderr, r.stderr
 
 
 def test_a_folder_the_scan_cannot_read_is_said_and_the_audit_says_so_too(tmp_path, monkeypatch):

@@ -24,10 +24,30 @@ def record(outdir: Outdir, shard: int, sha256: str | None, seen: str | None = No
     line = json.dumps({"shard": shard, "sha256": sha256,
                        "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
                       | ({"seen": seen} if seen else {}))
-    with open(outdir.store.full(LEDGER), "a", encoding="utf-8") as f:
+    path = outdir.store.full(LEDGER)
+    _own(path)
+    with open(path, "a", encoding="utf-8") as f:
         f.write(line + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+def _own(path: str) -> None:
+    """A ledger shared by hard links (an OUTDIR copied with `cp -al`, a snapshot tool's links)
+    is made this OUTDIR's own before it is appended to: a migration trial's copy wrote its
+    commits into the original's record, whose audit then called its own results missing or
+    altered. Replaced whole, atomically, as it is."""
+    try:
+        if os.stat(path).st_nlink < 2:
+            return
+    except FileNotFoundError:
+        return
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(path, "rb") as src, open(tmp, "wb") as dst:
+        dst.write(src.read())
+        dst.flush()
+        os.fsync(dst.fileno())
+    os.replace(tmp, path)
 
 
 def adopt(outdir: Outdir, shards: set[int]) -> list[int]:

@@ -274,6 +274,9 @@ def run_job(o: JobSpec, log=print, redo: tuple[dict[int, set[str]], dict] | None
     with _unmade_if_refused(made, outdir), outdir.lock(), external_client(o) as external:
         if external is not None and o.device == "cuda":  # before the job is written: pins nothing
             wait_for_resource(external, "GPU", o.resource_timeout, log)
+        # before job.json: a first run refused so leaves no OUTDIR (a cluster's workers see the
+        # scans where this machine does: _check_cluster asks them)
+        _originals_there(o.manifest, sorted(set(sizes) - outdir.committed_shards()))
         fp = check_or_write_job(outdir, spec, o.restart, log)
         _say_unnamed(o, spec["metadata_columns"], log, before)  # of the job taken, not one refused
         clear_stop(outdir)  # the last run's failure is this run's to tell again, or not
@@ -426,6 +429,31 @@ def _plan(outdir: Outdir, o: JobSpec, sizes: dict[int, int], redo_req, fp: str, 
     return _Work(tasks, sum(sizes[s] if ids is None else len(ids) for s, ids in tasks),
                  f"{fp[:12]}-{secrets.token_hex(4)}",
                  time.perf_counter(), options, committed)
+
+
+def _originals_there(manifest: str, shards: list[int], sample: int = 20) -> None:
+    """Refuse a run none of whose pending originals is where the manifest says, of a few looked
+    at, one per shard: an unmounted disk or an archive moved away turned a migration trial's
+    resume into 18 committed "file not found" error rows, exit 0, and an audit that passed. One
+    file missing is its own error row; all of them is the disk's or the move's."""
+    from pipeline.client.manifest import resolve_path
+
+    if not shards or is_url(manifest):
+        return
+    t = read_manifest(manifest, columns=["path", "shard", "size_bytes"]).to_pydict()
+    first: dict[int, str] = {}
+    want = set(shards[:sample])
+    for p, n, size in zip(t["path"], t["shard"], t["size_bytes"], strict=True):
+        # found at the scan (a catalogue row whose file was missing then is no sign), and local
+        if n in want and n not in first and size is not None and not is_url(p):
+            first[n] = resolve_path(manifest, p)
+    if first and not any(os.path.exists(p) for p in first.values()):
+        one = next(iter(first.values()))
+        raise JobError(f"none of the pending images' originals is where the manifest says ({one}"
+                       f"{f' and {len(first) - 1} more looked at' if len(first) > 1 else ''}): is "
+                       "their disk mounted, or did the archive move? Nothing was run. A manifest "
+                       "made with --relative moves with its scans (name it where it is now with "
+                       "--manifest); one without names them where they were scanned")
 
 
 def _dry_run(o: JobSpec, outdir: Outdir, spec: dict, sizes: dict[int, int], log, redo_req=None) -> dict:
@@ -960,6 +988,7 @@ def status(outdir: str | os.PathLike, check_manifest: bool = False, manifest_gon
     s["manifest_changed"] = (_changed_under(outdir, spec, shards - set(damaged))
                              if check_manifest and not missing else [])
     s["manifest_missing"] = missing
+    s["manifest"] = spec["manifest"]  # which one: a copied OUTDIR still reads its first owner's
     s["job_altered"] = job_altered(job)  # a run refuses it: said first
     # another colorize's job: not resumed here (of a finished one, no advice to start over)
     s["other_version"] = other_version(str(outdir), spec,

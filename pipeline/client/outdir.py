@@ -160,9 +160,7 @@ class Outdir:
             return
         if self.store.local and not Path(self.store.root).is_dir():
             return  # not a folder: the write check names that
-        # a Finder's or Explorer's own file in a folder just made is not the user's work
-        theirs = [f for f in self.store.foreign(self.FRESH)
-                  if f.rsplit("/", 1)[-1].lower() not in (".ds_store", "thumbs.db", "desktop.ini")]
+        theirs = _users_files(self.store, self.FRESH, self.IMAGES)
         if theirs:
             shown = ", ".join(theirs[:5]) + (f" and {len(theirs) - 5} more" if len(theirs) > 5 else "")
             raise JobError(f"{self.store} is not a colorize output folder (no {self.JOB}) and is not "
@@ -262,6 +260,18 @@ class Outdir:
     def lock_holder(self) -> str | None:
         """Who holds the run lock (a local OUTDIR), or None: asked without taking it for long."""
         return _lock_holder(self.store, self.LOCK)
+
+
+def _users_files(store, ours: tuple[str, ...], images: str) -> list[str]:
+    """What a folder with no job holds that is the user's work: not a Finder's or Explorer's own
+    file in a folder just made, nor images/ as a link to a bigger disk made before the first run
+    (as the README allows; a trial's was refused as a file), but what the folder it names holds."""
+    theirs = [f for f in store.foreign(ours)
+              if f.rsplit("/", 1)[-1].lower() not in (".ds_store", "thumbs.db", "desktop.ini")]
+    linked = store.full(images) if store.local else ""
+    if images not in theirs or not (os.path.islink(linked) and os.path.isdir(linked)):
+        return theirs
+    return [f for f in theirs if f != images] + [f"{images}/{f}" for f in sorted(os.listdir(linked))][:6]
 
 
 def run_hint(outdir, *more: str) -> str:

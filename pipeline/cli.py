@@ -1364,7 +1364,9 @@ def _add_scan(sub) -> None:
     s.add_argument("--shard-size", type=positive_int, default=None,
                    help="images per shard (default 64; a rescan keeps the manifest's)")
     s.add_argument("--relative", action="store_true",
-                   help="store paths relative to the manifest's folder (portable manifests)")
+                   help="store paths relative to the manifest's folder: the job moves with its "
+                   "scans (a new disk, a renamed share); without it, the same scans moved are "
+                   "other rows, a new job")
     s.add_argument("--fresh", action="store_true",
                    help="write MANIFEST anew even if it exists (by default an existing one is "
                    "extended: its rows, ids and shards kept, new files added)")

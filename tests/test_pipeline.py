@@ -444,6 +444,12 @@ def test_a_damaged_or_stray_results_file_is_named_and_repair_mends_it(archive, c
     assert abs(dt.datetime.fromisoformat(night["written"]) - dt.datetime.now(dt.timezone.utc)).total_seconds() < 600
     assert main(["review", str(out), "--no-browser"]) == 2  # before a server that would fail
     assert "shard-00001.parquet is damaged (" in capsys.readouterr().err
+    # its dry run says what the repair would do, and does none of it (a trial's said "0 pending")
+    assert main(run_args(man, out, ckpt, "--repair", "--dry-run")) == 0
+    o = capsys.readouterr().out
+    assert "would move a damaged results file to quarantine/results/shard-00001.parquet; its shard runs again" in o, o
+    assert "would move a stray results file to" in o and "dry run: 9 shards, 8 committed, 1 pending" in o, o
+    assert not (out / "quarantine").exists() and (res / "shard-00001.parquet").read_bytes() == good[:300]
     assert main(run_args(man, out, ckpt, "--repair")) == 0
     o = capsys.readouterr().out
     assert "moved a damaged results file to" in o and "its shard runs again" in o

@@ -476,7 +476,12 @@ def _dry_run(o: JobSpec, outdir: Outdir, spec: dict, sizes: dict[int, int], log,
         if not more:
             raise JobError(f"dry run: a real run would be refused: {refusal(outdir, job['spec'], spec)}")
         note = " (the manifest grew: the job goes on with its new shards)"
+    fixes = plan_repair(outdir, log, dry=True) if o.repair and outdir.has_job() else {}
+    committed -= fixes.pop(-1, set())  # set aside by the repair: run whole
     pend = sorted(set(sizes) - committed)
+    if fixes:  # what --repair would do, not only what is pending (a trial's dry run said nothing)
+        note += (f" (--repair: {plural(sum(map(len, fixes.values())), 'image')} in "
+                 f"{plural(len(fixes), 'committed shard')} colorized again)")
     log(f"dry run: {plural(len(sizes), 'shard')}, {len(sizes) - len(pend)} committed, {len(pend)} pending "
         f"({sum(sizes[s] for s in pend)} of {sum(sizes.values())} images){note}")
     state = redo.planned(redo.load(outdir), *redo_req) if redo_req else redo.load(outdir)
@@ -836,12 +841,14 @@ def _apart(out: str, folders: set[str], what: str) -> None:
                        "choose a folder apart from them")
 
 
-def plan_repair(outdir: Outdir, log) -> dict[int, set[str]]:
+def plan_repair(outdir: Outdir, log, dry: bool = False) -> dict[int, set[str]]:
     """From a full audit: images to redo per committed shard. Outputs of ours altered since, or
     claimed by no row, are moved to OUTDIR/quarantine/ (same paths), never deleted; files the
-    tool did not write are left where they are."""
+    tool did not write are left where they are. dry: said as what a repair would do, nothing
+    moved; the shards whose results it would set aside (run whole) under the key -1."""
     from pipeline.client.audit import audit
 
+    moved, aside = ("would move", lambda rel: f"{Outdir.QUARANTINE}/{rel}") if dry else ("moved", outdir.quarantine)
     report = audit(outdir, progress=False)
     fixes: dict[int, set[str]] = {}
     whole: set[int] = set()
@@ -854,7 +861,7 @@ def plan_repair(outdir: Outdir, log) -> dict[int, set[str]]:
             continue  # its row and what is left of its output stay until the original is back
         if kind in (Problem.MISSING_OUTPUT, Problem.CORRUPT_OUTPUT):
             if kind is Problem.CORRUPT_OUTPUT:  # altered since we wrote it (a retouch?): kept aside
-                log(f"moved an altered output to {outdir.quarantine(p['output_path'])}; it will be "
+                log(f"{moved} an altered output to {aside(p['output_path'])}; it will be "
                     "written again")
             fixes.setdefault(p["shard"], set()).add(p["image_id"])
         elif kind is Problem.DUPLICATE_RESULT:
@@ -864,22 +871,22 @@ def plan_repair(outdir: Outdir, log) -> dict[int, set[str]]:
                                     strict=True))
             fixes.setdefault(shard_of[p["image_id"]], set()).add(p["image_id"])
         elif kind is Problem.STRAY_OUTPUT:  # ours (its metadata says so), but no row claims it
-            log(f"moved an output no result row claims to {outdir.quarantine(p['output_path'])}")
+            log(f"{moved} an output no result row claims to {aside(p['output_path'])}")
         elif kind is Problem.NO_RESULT and p["shard"] in committed:
             fixes.setdefault(p["shard"], set()).add(p["image_id"])
         elif kind in (Problem.DAMAGED_RESULT, Problem.EXTRA_RESULT, Problem.ALTERED_RESULT):
             what = {Problem.DAMAGED_RESULT: "a damaged", Problem.EXTRA_RESULT: "a stray",
                     Problem.ALTERED_RESULT: "an altered"}[kind]
-            log(f"moved {what} results file to {outdir.quarantine(p['path'])}"
+            log(f"{moved} {what} results file to {aside(p['path'])}"
                 + ("" if kind is Problem.EXTRA_RESULT else "; its shard runs again"))
             whole.add(p["shard"])
             if kind is not Problem.EXTRA_RESULT:  # no record proves its outputs unaltered now
-                moved = [outdir.quarantine(rel) for rel in _outputs_of(outdir, p["shard"])]
-                if moved:
-                    log(f"moved its {plural(len(moved), 'output')} to {Outdir.QUARANTINE}/ (with no "
+                if outs := [aside(rel) for rel in _outputs_of(outdir, p["shard"])]:
+                    log(f"{moved} its {plural(len(outs), 'output')} to {Outdir.QUARANTINE}/ (with no "
                         "record of their bytes, an output retouched since could be among them: "
                         "kept there, to compare); the run writes them again")
-    return {s: ids for s, ids in fixes.items() if s not in whole}  # a whole shard: pending now
+    # a whole shard: pending now
+    return {s: ids for s, ids in fixes.items() if s not in whole} | ({-1: whole} if dry else {})
 
 
 def _unmakeable(outdir: Outdir, problems: list[dict], log) -> set[str]:

@@ -445,7 +445,9 @@ def test_a_damaged_or_stray_results_file_is_named_and_repair_mends_it(archive, c
     assert main(["review", str(out), "--no-browser"]) == 2  # before a server that would fail
     assert "shard-00001.parquet is damaged (" in capsys.readouterr().err
     # its dry run says what the repair would do, and does none of it (a trial's said "0 pending")
+    report = (out / "audit.json").stat()
     assert main(run_args(man, out, ckpt, "--repair", "--dry-run")) == 0
+    assert (out / "audit.json").stat().st_ino == report.st_ino  # not even the audit's report written
     o = capsys.readouterr().out
     assert "would move a damaged results file to quarantine/results/shard-00001.parquet; its shard runs again" in o, o
     assert "would move a stray results file to" in o and "dry run: 9 shards, 8 committed, 1 pending" in o, o

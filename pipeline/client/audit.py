@@ -155,8 +155,9 @@ def _input_problems(manifest: str, res: list[dict], progress: bool) -> list[dict
 
 
 def audit(outdir: str | Store | Outdir, quick: bool = False, check_inputs: bool = False,
-          sample: int = 12, progress: bool = True, sheet: str = "sample") -> dict:
-    """Check OUTDIR against its manifest; writes audit.json and audit.html; returns the report."""
+          sample: int = 12, progress: bool = True, sheet: str = "sample", write: bool = True) -> dict:
+    """Check OUTDIR against its manifest; writes audit.json and audit.html (unless `write` is
+    false: a dry run's, which changes nothing); returns the report."""
     od = Outdir(outdir)
     out = od.store
     spec = (job := od.read_job())["spec"]
@@ -217,7 +218,8 @@ def audit(outdir: str | Store | Outdir, quick: bool = False, check_inputs: bool 
     report["incomplete"] = incomplete(report)
     report["verdict"] = verdict(report)
     try:  # a read-only replica (or a full disk) is audited all the same: the verdict stands
-        _write_reports(out, report, ok_rows, carried, spec, sample, sheet)
+        if write:
+            _write_reports(out, report, ok_rows, carried, spec, sample, sheet)
     except OSError as e:
         report["report_error"] = f"{e.strerror or e} in {out.url}"
     return report

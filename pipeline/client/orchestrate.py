@@ -849,7 +849,7 @@ def plan_repair(outdir: Outdir, log, dry: bool = False) -> dict[int, set[str]]:
     from pipeline.client.audit import audit
 
     moved, aside = ("would move", lambda rel: f"{Outdir.QUARANTINE}/{rel}") if dry else ("moved", outdir.quarantine)
-    report = audit(outdir, progress=False)
+    report = audit(outdir, progress=False, write=not dry)
     fixes: dict[int, set[str]] = {}
     whole: set[int] = set()
     shard_of = {}

@@ -777,7 +777,11 @@ def cmd_review(a) -> int:
     from pipeline.client.review import serve
 
     od = Outdir(a.outdir)  # a damaged results file of the job: said, not a page of 500s
-    job_results(od, od.read_job()["spec"]["manifest"])
+    job_results(od, manifest := od.read_job()["spec"]["manifest"])
+    if "://" not in manifest and not os.path.exists(manifest):  # the page works from the results
+        print(f"colorize: note: the job's manifest {manifest} is not there (moved?): the page shows "
+              "the results in path order, not the catalogue's; a --hinted run needs it named again: "
+              f"{_moved_advice(a.outdir)}", file=sys.stderr)
     try:
         serve(a.outdir, port=a.port, browser=not a.no_browser, who=a.reviewer, per_page=a.page_size)
     except OSError as e:  # every edit is saved there as it is made (Arrow's: errno in the text)

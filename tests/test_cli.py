@@ -486,7 +486,7 @@ def test_an_outdir_copied_as_hard_links_keeps_its_own_record_of_commits(tmp_path
     assert main(["audit", str(copy), "-q"]) == 0, capsys.readouterr()
 
 
-def test_a_relative_manifest_moved_with_its_scans_is_found_again(tmp_path, ckpt, capsys):
+def test_a_relative_manifest_moved_with_its_scans_is_found_again(tmp_path, ckpt, capsys, monkeypatch):
     import shutil
 
     arch = tmp_path / "arch"
@@ -509,6 +509,12 @@ def test_a_relative_manifest_moved_with_its_scans_is_found_again(tmp_path, ckpt,
     assert (report["ok"], report["verdict"], report["previous"]["verdict"]) == (False, "not audited", "passed")
     assert report["refused"].startswith(f"manifest not found: {arch / 'm.parquet'}; if it was moved")
     assert "<b>not audited</b>: manifest not found" in (out / "audit.html").read_text()
+    import pipeline.client.review
+
+    served = []
+    monkeypatch.setattr(pipeline.client.review, "serve", lambda *x, **k: served.append(x))
+    assert main(["review", str(out), "--no-browser"]) == 0 and served  # the page opens, and says why
+    assert f"note: the job's manifest {arch / 'm.parquet'} is not there (moved?)" in capsys.readouterr().err
     assert main(["audit", str(out), "-q"]) == 2  # refused again: the last verdict that checked it stays
     assert json.loads((out / "audit.json").read_text())["previous"]["verdict"] == "passed"
     (out / "audit.json").write_text('["not", "a report"]')  # one not ours in shape: refused all the same

@@ -24,9 +24,9 @@ from pipeline.client.catalogue import DELIMITER_NAMES, delimiter_arg
 from pipeline.client.jobspec import (
     add_flags,
     count_arg,
-    fraction_arg,
     positive_int,
     size_arg,
+    unit_arg,
     whole_number,
 )
 from pipeline.errors import Busy, CheckpointError, Unavailable, UsageError, plural
@@ -1453,7 +1453,9 @@ def _add_status(sub) -> None:
 
 def _add_evaluate(sub) -> None:
     s = _command(sub, "evaluate", cmd_evaluate)
-    s.add_argument("src", metavar="SRC")
+    s.add_argument("src", metavar="SRC", help="colour photos: a folder (searched through), one "
+                   "photo, a list of their paths (.txt, .csv, .parquet), a training collection "
+                   "(its evaluation split), or 'wheels'")
     _net_flags(s, out=dict(default="out/eval", help="eval.md, eval.parquet and the contact sheet"))
     s.add_argument("--max-side", type=positive_int, default=512, help="photos are scaled to this")
     s.add_argument("--pad", type=count_arg, default=None,
@@ -1469,10 +1471,10 @@ def _add_evaluate(sub) -> None:
     s.add_argument("--film", choices=("pan", "ortho", "blue"), default="pan",
                    help="the input's lightness as that film saw the scene (default: the photo's own "
                    "L*; ortho and blue as in old scans: reds dark, blues pale)")
-    s.add_argument("--damage", type=fraction_arg, default=0.0, metavar="P",
+    s.add_argument("--damage", type=unit_arg, default=0.0, metavar="P",
                    help="draw each kind of old-print damage (scratches, specks, foxing, "
-                   "vignetting, uneven exposure) on a share P of the scans, seeded; the scores "
-                   "still compare with the clean photo")
+                   "vignetting, uneven exposure) on a share P of the scans (0 to 1: 1, every "
+                   "scan), seeded; the scores still compare with the clean photo")
 
 
 def _add_tune_gain(sub) -> None:

@@ -18,6 +18,17 @@ def test_steady_rate_starts_when_every_worker_is_warm():
     assert steady_rate([]) is None
 
 
+def test_a_run_of_one_shard_is_measured_without_a_steady_rate():
+    """A trial's bench of 8 scans (one shard: no steady rate, None in the run's summary) ended in
+    a TypeError."""
+    from math import isnan
+
+    from pipeline.bench.bench import against_floors
+
+    got = against_floors({"images_per_s": 4.0, "steady_images_per_s": None, "elapsed": 2.0}, 8.0, 2.0)
+    assert (got["wall_over_floor"], got["wall_over_naive"]) == (0.5, 2.0) and isnan(got["steady_over_floor"])
+
+
 def test_floor_is_the_shared_or_parallel_limit():
     assert floor_of(60.0, 30.0, "cpu") == pytest.approx(20.0)  # 1/(1/60 + 1/30)
     assert floor_of(60.0, 30.0, "cuda") == 30.0

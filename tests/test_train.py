@@ -97,6 +97,12 @@ def test_evaluate_writes_report_with_baselines(photos, tmp_path, ckpt):
     assert d["gray"]["psnr"] < s["gray"]["psnr"]
     again = evaluate(ckpt, str(photos), str(tmp_path / "dmg2"), size=32, log=lambda *_: None, damage=1.0)
     assert again["model"]["ab_mse"] == d["model"]["ab_mse"]  # seeded: every checkpoint sees the same
+    # one photo is scored as one (a trial's was read as a text list of paths: "holds NUL bytes")
+    one = evaluate(ckpt, str(photos / "p3.png"), str(tmp_path / "one"), size=32, log=lambda *_: None)
+    assert one["n"] == 1
+    from pipeline.cli import build_parser  # and every scan damaged is a share the option takes
+
+    assert build_parser().parse_args(["evaluate", str(photos), "--damage", "1"]).damage == 1.0
 
 
 def test_evaluate_reports_a_collections_eval_split_per_source(photos, tmp_path, ckpt):

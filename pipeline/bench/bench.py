@@ -201,7 +201,8 @@ def bench_memory(tmp: Path, counts, checkpoint, size, batch, dev, log) -> dict:
 def against_floors(run: dict, floor: float, naive: float) -> dict:
     """A pipeline run's rates as fractions of its floor and multiples of the naive loop."""
     nan = float("nan")
-    wall, steady = run["images_per_s"], run.get("steady_images_per_s", nan)
+    # a run of one shard has no steady rate (None in its summary: a trial's tiny bench crashed)
+    wall, steady = run["images_per_s"], run.get("steady_images_per_s") or nan
     return {"floor": floor, "wall": wall, "steady": steady, "startup_s": run.get("startup_s", nan),
             "elapsed": run["elapsed"], "wall_over_floor": wall / floor,
             "steady_over_floor": steady / floor, "wall_over_naive": wall / naive,

@@ -61,6 +61,13 @@ def fraction_arg(s: str) -> float:
     return v
 
 
+def unit_arg(s: str) -> float:
+    v = _number(s)
+    if not 0 <= v <= 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {s}")
+    return v
+
+
 def share_arg(s: str) -> float:
     v = _number(s)
     if not 0 < v <= 1:

@@ -283,7 +283,7 @@ def evaluate(checkpoint: str | None, src: str, out: str, size: int = 256, max_si
                            for src_ in sorted({r["source"] for r in rows})}}
     seen = "" if film == "pan" else f" Input lightness as {film} film saw each photo ({FILM_WORDS[film]})."
     if damage:
-        seen += f" Old-print damage (scratches, specks, foxing, vignetting) on a share {damage:g} of the scans."
+        seen += f" Old-print damage (scratches, specks, foxing, vignetting, uneven exposure) on a share {damage:g} of the scans."
     (outdir / "eval.md").write_text(_markdown(rows, summary, net.sha256, size, methods, net, seen))
     _contact_sheet(sheet).save(outdir / "contact_sheet.png")
     log((outdir / "eval.md").read_text())

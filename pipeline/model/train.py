@@ -48,12 +48,15 @@ def collection_split(src: str | os.PathLike) -> tuple[list[str], list[str]] | No
 
 
 def list_images(src: str | os.PathLike) -> list[str]:
-    """Colour photos for training: a folder (recursive), or a manifest (Parquet/CSV/TXT) of paths."""
+    """Colour photos for training: a folder (recursive), one photo, or a manifest (Parquet/CSV/TXT)
+    of paths."""
+    from pipeline.client.manifest import IMAGE_EXTS
+
     p = Path(src)
     if p.is_dir():
-        from pipeline.client.manifest import IMAGE_EXTS
-
         return sorted(str(q) for q in p.rglob("*") if q.suffix.lower() in IMAGE_EXTS and q.is_file())
+    if p.is_file() and p.suffix.lower() in IMAGE_EXTS:  # a trial's photo was read as a list of paths
+        return [str(p)]
     if p.suffix == ".parquet":
         import pyarrow.parquet as pq
 

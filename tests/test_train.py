@@ -76,6 +76,14 @@ def test_evaluate_on_gray_photos_alone_is_a_mistake_said_in_one_line(tmp_path, c
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 64), dtype=np.uint8)).save(tmp_path / "g" / "a.png")
     with pytest.raises(UsageError, match="every photo in .* is gray: evaluate scores the colour"):
         evaluate(ckpt, str(tmp_path / "g"), str(tmp_path / "ev"), size=32, log=lambda *_: None)
+    # beside a colour photo, the gray one and a file that does not read are left out, each named
+    # (a trial's unreadable file ended the whole evaluation with Pillow's words)
+    Image.new("RGB", (64, 48), (200, 40, 30)).save(tmp_path / "g" / "red.png")
+    (tmp_path / "g" / "bad.jpg").write_bytes(b"not a jpeg")
+    said = []
+    assert evaluate(ckpt, str(tmp_path / "g"), str(tmp_path / "ev"), size=32, log=said.append)["n"] == 1
+    assert "1 file left out, not read as a photo: bad.jpg (cannot identify image file" in said[0], said
+    assert said[1] == "1 gray photo left out (a.png): no true colour to score against", said
 
 
 def test_evaluate_writes_report_with_baselines(photos, tmp_path, ckpt):

@@ -249,11 +249,15 @@ def evaluate(checkpoint: str | None, src: str, out: str, size: int = 256, max_si
     if mean_ab is None:
         mean_ab = tuple(net.ck.meta.get("train_mean_ab") or (0.0, 0.0))
     on_sheet = _sheet_choice(photos)
-    rows, sheet, grays = [], [], 0
+    rows, sheet, grays, unread = [], [], [], []
     for i, (p, source) in enumerate(tqdm(photos, desc="evaluate", unit="photo", leave=False)):
-        ref = load_rgb(p, max_side)
+        try:
+            ref = load_rgb(p, max_side)
+        except (OSError, ValueError, Image.DecompressionBombError) as e:  # one file, not the run
+            unread.append(f"{Path(p).name} ({e.strerror or e})" if isinstance(e, OSError) else f"{Path(p).name} ({e})")
+            continue
         if (ref[..., :1] == ref).all():  # no colour to compare with (its gray baseline is exact)
-            grays += 1
+            grays.append(Path(p).name)
             continue
         gray = scan_of(ref, FILMS[film], damage, i)
         ab_net = net.predict_ab(net_input(gray, size)[None])[0]
@@ -272,7 +276,7 @@ def evaluate(checkpoint: str | None, src: str, out: str, size: int = 256, max_si
                          "shadow_db": s.shadow_db})
         if i in on_sheet:
             sheet.append((ref, outs["gray"], outs["model"]))
-    _said_grays(rows, grays, src, log)
+    _said_left_out(rows, grays, unread, src, log)
     table = pa.Table.from_pylist(rows)
     outdir = Path(out)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -290,13 +294,20 @@ def evaluate(checkpoint: str | None, src: str, out: str, size: int = 256, max_si
     return summary
 
 
-def _said_grays(rows: list[dict], grays: int, src: str, log) -> None:
-    """Gray reference photos have no true colour to score against: left out, and said."""
+def _said_left_out(rows: list[dict], grays: list[str], unread: list[str], src: str, log) -> None:
+    """Gray reference photos have no true colour to score against, and a file that does not
+    read is one file (a trial's ended the whole evaluation): each left out, and named."""
+    def named(xs):
+        return ", ".join(xs[:5]) + (" ..." if len(xs) > 5 else "")
+
+    if unread:
+        log(f"{plural(len(unread), 'file')} left out, not read as a photo: {named(unread)}")
     if not rows:
-        raise UsageError(f"every photo in {src} is gray: evaluate scores the colour against each "
-                         "photo's own true colour (it makes the gray input itself); give it colour photos")
+        raise UsageError(f"every photo in {src} is gray" + (" or unreadable" if unread else "")
+                         + ": evaluate scores the colour against each photo's own true colour (it "
+                         "makes the gray input itself); give it colour photos")
     if grays:
-        log(f"{plural(grays, 'gray photo')} left out: no true colour to score against")
+        log(f"{plural(len(grays), 'gray photo')} left out ({named(grays)}): no true colour to score against")
 
 
 def _sheet_choice(photos: list[tuple[str, str]]) -> set[int]:

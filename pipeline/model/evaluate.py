@@ -251,13 +251,7 @@ def evaluate(checkpoint: str | None, src: str, out: str, size: int = 256, max_si
     on_sheet = _sheet_choice(photos)
     rows, sheet, grays, unread = [], [], [], []
     for i, (p, source) in enumerate(tqdm(photos, desc="evaluate", unit="photo", leave=False)):
-        try:
-            ref = load_rgb(p, max_side)
-        except (OSError, ValueError, Image.DecompressionBombError) as e:  # one file, not the run
-            unread.append(f"{Path(p).name} ({e.strerror or e})" if isinstance(e, OSError) else f"{Path(p).name} ({e})")
-            continue
-        if (ref[..., :1] == ref).all():  # no colour to compare with (its gray baseline is exact)
-            grays.append(Path(p).name)
+        if (ref := _reference(p, max_side, grays, unread)) is None:
             continue
         gray = scan_of(ref, FILMS[film], damage, i)
         ab_net = net.predict_ab(net_input(gray, size)[None])[0]
@@ -292,6 +286,20 @@ def evaluate(checkpoint: str | None, src: str, out: str, size: int = 256, max_si
     _contact_sheet(sheet).save(outdir / "contact_sheet.png")
     log((outdir / "eval.md").read_text())
     return summary
+
+
+def _reference(p: str, max_side: int, grays: list[str], unread: list[str]) -> np.ndarray | None:
+    """A photo to score against, or None where it is gray (no colour to compare with: its gray
+    baseline is exact) or does not read (one file, not the evaluation): noted by name."""
+    try:
+        ref = load_rgb(p, max_side)
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        unread.append(f"{Path(p).name} ({getattr(e, 'strerror', None) or e})")
+        return None
+    if (ref[..., :1] == ref).all():
+        grays.append(Path(p).name)
+        return None
+    return ref
 
 
 def _said_left_out(rows: list[dict], grays: list[str], unread: list[str], src: str, log) -> None:

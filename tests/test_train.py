@@ -1,4 +1,5 @@
 import csv
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -60,6 +61,10 @@ def test_resume_continues_from_saved_step(photos, tmp_path):
     said = []
     s = train(cfg(photos, part, resume=True), log=said.append)
     assert any(f"at epoch 2, step {2 * steps_per_epoch}" in m for m in said)
+    # which photo was held out, listed for `colorize evaluate` (a trial scored its training photos)
+    held = (part / "val.txt").read_text().splitlines()
+    assert len(held) == 1 and Path(held[0]).parent == photos and said[0].startswith(
+        f"9 photos to train on, 1 held out for validation (listed in {part / 'val.txt'}")
     assert s["step"] == 4 * steps_per_epoch
     assert [r["epoch"] for r in metrics(part)] == ["1", "2", "3", "4"]
     # same seed, same data order: the resumed run ends where the uninterrupted one did

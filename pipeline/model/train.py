@@ -26,7 +26,7 @@ from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from pipeline.errors import UsageError
+from pipeline.errors import UsageError, plural
 from pipeline.model.damage import damage
 from pipeline.model.net import ColorizationNet, ModelConfig, load_checkpoint, save_checkpoint
 from pipeline.model.trainspec import TrainConfig
@@ -423,6 +423,16 @@ def training_photos(cfg: TrainConfig) -> tuple[list[str], list[str]]:
     return split(paths, cfg.val_fraction)
 
 
+def _said_split(out: Path, train_paths: list[str], val_paths: list[str], log) -> None:
+    """Which photos are held out, listed: a trial scored a checkpoint on the photos it was
+    trained on (and "best" was chosen on one photo) without a way to know which were not."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "val.txt").write_text("".join(f"{p}\n" for p in val_paths), encoding="utf-8")
+    log(f"{plural(len(train_paths), 'photo')} to train on, {len(val_paths)} held out for validation "
+        f"(listed in {out / 'val.txt'}: `colorize evaluate {out / 'val.txt'}` scores a checkpoint "
+        "on them alone)")
+
+
 def _one_cycle(opt, cfg: TrainConfig, total_steps: int, last_step: int = -1):
     return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(total_steps, 1),
                                                pct_start=0.1, last_epoch=last_step)
@@ -521,8 +531,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
     train_paths, val_paths = training_photos(cfg)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    _said_split(out := Path(cfg.out), train_paths, val_paths, log)
     train_mean_ab = mean_ab(train_paths)
     # channels_last: 1.8x faster training on the CPU (13.7 vs 7.6 img/s at 160 px, 2 cores)
     model = ColorizationNet(ModelConfig(in_channels=4 if cfg.hints else 1)).to(device, memory_format=torch.channels_last)

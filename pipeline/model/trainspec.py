@@ -26,7 +26,8 @@ class TrainConfig:
     epochs: int = opt(10, "passes over the training photos", type=positive_int)
     size: int = opt(224, "crop size (multiple of 8)", type=size_arg)
     batch_size: int = opt(16, "crops per step", type=positive_int)
-    lr: float = opt(2e-3, "peak learning rate of the one-cycle schedule", type=positive_float)
+    lr: float = opt(2e-3, "peak learning rate of the one-cycle schedule (for a net started from "
+                    "ImageNet's trunk; fine-tuning the shipped weights wants ~1e-4)", type=positive_float)
     weight_decay: float = opt(0.0, "weight decay", type=fraction_arg)
     val_fraction: float = opt(0.1, "validation share of a plain folder (a collection has its own split)",
                               type=fraction_arg)
@@ -39,8 +40,8 @@ class TrainConfig:
     device: str = opt("auto", "where to train", choices=DEVICES)
     max_steps: int = opt(0, "stop after this many steps (0: none; smoke tests)", type=count_arg)
     resume: bool = opt(False, "continue from OUT/last.pt")
-    init: str = opt("", "start from these weights: a checkpoint of ours, or the tutorial's .pth "
-                    "(fresh optimizer)")
+    init: str = opt("", "start from these weights: a checkpoint of ours (the shipped ones: "
+                    "pipeline/weights/colorizer.pt), or the tutorial's .pth (fresh optimizer)")
     ema: float = opt(0.0, "EMA decay of the weights, validated and saved (0: off)", type=fraction_arg)
     l1_weight: float = opt(0.0, "loss = MSE + this x L1", type=fraction_arg)
     degrade: float = opt(0.0, "probability of each scan-like degradation of the input (grain, blur, "

@@ -934,7 +934,7 @@ def cmd_evaluate(a) -> int:
                  hint_head=a.hint_head, film=a.film,
                  damage=a.damage)
     print(f"model ab-MSE {s['model']['ab_mse']:.5f} (gray {s['gray']['ab_mse']:.5f}, mean-ab "
-          f"{s['mean_ab']['ab_mse']:.5f}); report in {a.out}/eval.md, contact_sheet.png")
+          f"{s['mean_ab']['ab_mse']:.5f}); report in {a.out}/eval.md, contact sheet {a.out}/contact_sheet.png")
     return 0
 
 

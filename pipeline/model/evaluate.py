@@ -44,7 +44,8 @@ def wheel_photos(dest: str | os.PathLike, log=lambda m: None) -> Path:
         try:
             root = Path(importlib.import_module(mod).__file__).parent / sub
         except ImportError:  # scikit-learn and matplotlib are optional
-            log(f"{pkg} is not installed: its {len(names)} photos are left out (pip install -e .[eval])")
+            log(f"{pkg} is not installed: its {plural(len(names), 'photo')} left out, so this is not "
+                "the whole set (pip install -e .[eval])")
             continue
         for n in names:
             if (root / n).is_file():
@@ -356,7 +357,7 @@ def _hint_lines(summary: dict, methods: tuple[str, ...], net) -> list[str]:
     how = net.hint_model(words=True)
     g = summary["gray"]
     return ["", f"Simulated curator's hints ({how}): PSNR over gray for "
-            + ", ".join(f"{m[6:]} points {summary[m]['psnr'] - g['psnr']:+.2f} dB" for m in hinted)
+            + ", ".join(f"{plural(int(m[6:]), 'point')} {summary[m]['psnr'] - g['psnr']:+.2f} dB" for m in hinted)
             + "; ab-MSE x gray's " + ", ".join(f"{summary[m]['ab_mse'] / g['ab_mse']:.3f}" for m in hinted)
             + "."]
 

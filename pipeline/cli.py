@@ -295,6 +295,12 @@ def _hints_arg(a) -> list[dict]:
 # --- train -------------------------------------------------------------------------------------
 
 
+def threading_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()  # signals go there only
+
+
 def cmd_train(a) -> int:
     from pipeline.model.train import train
 
@@ -304,7 +310,21 @@ def cmd_train(a) -> int:
         raise UsageError("train needs SRC (a folder or manifest of colour photos) or a job spec")
     if not Path(cfg.src).exists():
         raise UsageError(f"training source not found: {cfg.src}")
-    summary = train(cfg)
+    def stopped(signum, frame):  # a batch system's SIGTERM as Ctrl-C: said, with the way on
+        raise KeyboardInterrupt
+
+    was = signal.signal(signal.SIGTERM, stopped) if threading_main() else None
+    try:
+        summary = train(cfg)
+    except KeyboardInterrupt:
+        last = Path(cfg.out) / "last.pt"
+        print("colorize: interrupted; " + (f"resume from the last epoch's checkpoint ({last}) with the "
+              "same command and --resume" if last.is_file() else "no epoch was finished: nothing kept"),
+              file=sys.stderr)
+        return 130
+    finally:
+        if was is not None:
+            signal.signal(signal.SIGTERM, was)
     print(f"best validation loss {summary['best_val_loss']:.5f} after {summary['step']} steps; "
           f"checkpoints in {summary['out']} (best.pt, last.pt, metrics.csv)")
     return 0

@@ -346,3 +346,26 @@ def test_the_wheels_set_says_which_photos_a_missing_package_leaves_out(tmp_path,
     assert all(m.split()[0] in ("sklearn", "matplotlib") for m in said)  # matplotlib too, without [eval]
     assert not any(p.name.startswith("sklearn_") for p in d.iterdir())
     assert any(p.name.startswith("skimage_") for p in d.iterdir())
+
+
+def test_a_training_stopped_by_sigterm_says_how_to_resume(photos, tmp_path):
+    """A batch system's SIGTERM ended a trial's training without a word (Ctrl-C said only
+    "interrupted"): now both say where the last epoch's checkpoint is and how to go on."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    p = subprocess.Popen([sys.executable, "-m", "pipeline", "train", str(photos), "--out", str(tmp_path),
+                          "--epochs", "200", "--size", "32", "--batch-size", "4", "--workers", "0",
+                          "--prescale", "48", "--device", "cpu"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    t0 = time.monotonic()
+    while not (tmp_path / "last.pt").exists() and time.monotonic() - t0 < 120:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and "Traceback" not in err, err
+    assert (f"colorize: interrupted; resume from the last epoch's checkpoint ({tmp_path / 'last.pt'}) "
+            "with the same command and --resume") in err, err

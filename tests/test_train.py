@@ -342,7 +342,7 @@ def test_the_wheels_set_says_which_photos_a_missing_package_leaves_out(tmp_path,
     monkeypatch.setattr(importlib, "import_module", without_sklearn)
     said = []
     d = wheel_photos(tmp_path / "w", said.append)
-    assert "sklearn is not installed: its 2 photos are left out (pip install -e .[eval])" in said
+    assert "sklearn is not installed: its 2 photos left out, so this is not the whole set (pip install -e .[eval])" in said
     assert all(m.split()[0] in ("sklearn", "matplotlib") for m in said)  # matplotlib too, without [eval]
     assert not any(p.name.startswith("sklearn_") for p in d.iterdir())
     assert any(p.name.startswith("skimage_") for p in d.iterdir())

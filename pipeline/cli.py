@@ -310,18 +310,23 @@ def cmd_train(a) -> int:
         raise UsageError("train needs SRC (a folder or manifest of colour photos) or a job spec")
     if not Path(cfg.src).exists():
         raise UsageError(f"training source not found: {cfg.src}")
+    how = {"signal": signal.SIGINT}
+
     def stopped(signum, frame):  # a batch system's SIGTERM as Ctrl-C: said, with the way on
+        how["signal"] = signum
         raise KeyboardInterrupt
 
     was = signal.signal(signal.SIGTERM, stopped) if threading_main() else None
+    began, last = time.time(), Path(cfg.out) / "last.pt"
     try:
         summary = train(cfg)
-    except KeyboardInterrupt:
-        last = Path(cfg.out) / "last.pt"
-        print("colorize: interrupted; " + (f"resume from the last epoch's checkpoint ({last}) with the "
-              "same command and --resume" if last.is_file() else "no epoch was finished: nothing kept"),
+    except KeyboardInterrupt:  # as run says it: interrupted (Ctrl-C, 130), terminated (143)
+        word = "interrupted" if how["signal"] == signal.SIGINT else "terminated"
+        kept = last.is_file() and (cfg.resume or last.stat().st_mtime >= began)  # this training's
+        print(f"colorize: {word}; " + (f"resume from the last epoch's checkpoint ({last}) with the "
+              "same command and --resume" if kept else "no epoch of it was finished: nothing kept"),
               file=sys.stderr)
-        return 130
+        return 128 + how["signal"]
     finally:
         if was is not None:
             signal.signal(signal.SIGTERM, was)

@@ -456,12 +456,18 @@ def test_a_run_none_of_whose_originals_is_there_is_refused_not_made_error_rows(t
     assert (f"none of the pending images' originals is where the manifest says ({arch / '0.png'} and 2 "
             "more looked at): is their disk mounted, or did the archive move? Nothing was run") in err, err
     assert not out.exists()  # made by the run refused: taken away again
+    assert main([*run, "--dry-run"]) == 2  # the dry run says so too (it said "3 pending")
+    assert "dry run: a real run would be refused: none of the pending images' originals" in capsys.readouterr().err
     (tmp_path / "moved").rename(arch)
-    (arch / "2.png").unlink()  # one gone: its error row, the rest colorized
+    (arch / "0.png").unlink()  # one gone, the first looked at: its error row, the rest colorized
     assert main(run) == 0
     rows = {Path(r["source_path"]).name: r["status"] for f in (out / "results").glob("*.parquet")
             for r in __import__("pyarrow.parquet").parquet.read_table(f).to_pylist()}
-    assert rows == {"0.png": "ok", "1.png": "ok", "2.png": "error"}
+    assert rows == {"0.png": "error", "1.png": "ok", "2.png": "ok"}
+    # a job of one shard whose first file is gone is no moved archive either (a review's: refused)
+    assert main(["scan", str(arch), "-o", str(tmp_path / "one.parquet"), "-q"]) == 0
+    (arch / "1.png").unlink()
+    assert main([*run[:2], str(tmp_path / "one.parquet"), "-o", str(tmp_path / "out1"), *run[5:]]) == 0
 
 
 def test_an_outdir_copied_as_hard_links_keeps_its_own_record_of_commits(tmp_path, ckpt, capsys):

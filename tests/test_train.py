@@ -52,7 +52,7 @@ def test_tiny_run_loss_falls_and_checkpoint_colorizes(photos, tmp_path, bf16):
     assert out.shape == (48, 48, 3)
 
 
-def test_resume_continues_from_saved_step(photos, tmp_path):
+def test_resume_continues_from_saved_step(photos, tmp_path, monkeypatch):
     steps_per_epoch = (9 * 2) // 4  # 9 train photos (1 held out), 2 crops each, full batches
     full, part = tmp_path / "full", tmp_path / "part"
     train(cfg(photos, full), log=lambda *_: None)
@@ -66,6 +66,13 @@ def test_resume_continues_from_saved_step(photos, tmp_path):
     assert len(held) == 1 and Path(held[0]).parent == photos and said[0].startswith(
         f"9 photos to train on, 1 held out for validation (listed in {part / 'val.txt'}")
     assert s["step"] == 4 * steps_per_epoch
+    # the list is of whole paths: a relative SRC's held-out photos are found from OUT's folder too
+    from pipeline.model.evaluate import eval_photos
+    from pipeline.model.train import _said_split
+
+    monkeypatch.chdir(photos.parent)
+    _said_split(part / "rel", [], [f"{photos.name}/p3.png"], log=said.append)
+    assert [p for p, _ in eval_photos(str(part / "rel" / "val.txt"), str(tmp_path))] == [str(photos / "p3.png")]
     assert [r["epoch"] for r in metrics(part)] == ["1", "2", "3", "4"]
     # same seed, same data order: the resumed run ends where the uninterrupted one did
     a = load_checkpoint(full / "last.pt").model.state_dict()
@@ -87,7 +94,7 @@ def test_evaluate_on_gray_photos_alone_is_a_mistake_said_in_one_line(tmp_path, c
     (tmp_path / "g" / "bad.jpg").write_bytes(b"not a jpeg")
     said = []
     assert evaluate(ckpt, str(tmp_path / "g"), str(tmp_path / "ev"), size=32, log=said.append)["n"] == 1
-    assert "1 file left out, not read as a photo: bad.jpg (cannot identify image file" in said[0], said
+    assert f"1 file left out, not read as a photo: {tmp_path / 'g' / 'bad.jpg'} (cannot identify image file" in said[0], said
     assert said[1] == "1 gray photo left out (a.png): no true colour to score against", said
 
 
@@ -366,6 +373,6 @@ def test_a_training_stopped_by_sigterm_says_how_to_resume(photos, tmp_path):
     time.sleep(0.5)
     p.send_signal(signal.SIGTERM)
     _, err = p.communicate(timeout=60)
-    assert p.returncode == 130 and "Traceback" not in err, err
-    assert (f"colorize: interrupted; resume from the last epoch's checkpoint ({tmp_path / 'last.pt'}) "
+    assert p.returncode == 143 and "Traceback" not in err, err  # as run's: 128 + SIGTERM
+    assert (f"colorize: terminated; resume from the last epoch's checkpoint ({tmp_path / 'last.pt'}) "
             "with the same command and --resume") in err, err

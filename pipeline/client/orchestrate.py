@@ -61,7 +61,7 @@ from pipeline.client.state import (
     resolve_checkpoint,
     restart_plan,
 )
-from pipeline.errors import JobError, RunFailed, plural
+from pipeline.errors import JobError, RunFailed, ScanError, plural
 from pipeline.storage import Store, is_url
 from pipeline.worker.device import device_type, peak_rss_mb
 from pipeline.worker.writers import BY_QUALITY, alternatives, parse_columns, resolve_columns, widens
@@ -276,7 +276,7 @@ def run_job(o: JobSpec, log=print, redo: tuple[dict[int, set[str]], dict] | None
             wait_for_resource(external, "GPU", o.resource_timeout, log)
         # before job.json: a first run refused so leaves no OUTDIR (a cluster's workers see the
         # scans where this machine does: _check_cluster asks them)
-        _originals_there(o.manifest, sorted(set(sizes) - outdir.committed_shards()))
+        _originals_there(o.manifest, sorted(set(sizes) - (set() if o.restart else outdir.committed_shards())))
         fp = check_or_write_job(outdir, spec, o.restart, log)
         _say_unnamed(o, spec["metadata_columns"], log, before)  # of the job taken, not one refused
         clear_stop(outdir)  # the last run's failure is this run's to tell again, or not
@@ -432,28 +432,43 @@ def _plan(outdir: Outdir, o: JobSpec, sizes: dict[int, int], redo_req, fp: str, 
 
 
 def _originals_there(manifest: str, shards: list[int], sample: int = 20) -> None:
-    """Refuse a run none of whose pending originals is where the manifest says, of a few looked
-    at, one per shard: an unmounted disk or an archive moved away turned a migration trial's
-    resume into 18 committed "file not found" error rows, exit 0, and an audit that passed. One
-    file missing is its own error row; all of them is the disk's or the move's."""
+    """Refuse a run none of whose pending originals is where the manifest says, of up to 20
+    looked at across the pending shards: an unmounted disk or an archive moved away turned a
+    migration trial's resume into 18 committed "file not found" error rows, exit 0, and an audit
+    that passed. A few files missing from folders that are there are their own error rows; so is
+    an original the last scan marked gone (a rescan is the way past this refusal)."""
     from pipeline.client.manifest import resolve_path
 
     if not shards or is_url(manifest):
         return
-    t = read_manifest(manifest, columns=["path", "shard", "size_bytes"]).to_pydict()
-    first: dict[int, str] = {}
-    want = set(shards[:sample])
-    for p, n, size in zip(t["path"], t["shard"], t["size_bytes"], strict=True):
-        # found at the scan (a catalogue row whose file was missing then is no sign), and local
-        if n in want and n not in first and size is not None and not is_url(p):
-            first[n] = resolve_path(manifest, p)
-    if first and not any(os.path.exists(p) for p in first.values()):
-        one = next(iter(first.values()))
-        raise JobError(f"none of the pending images' originals is where the manifest says ({one}"
-                       f"{f' and {len(first) - 1} more looked at' if len(first) > 1 else ''}): is "
-                       "their disk mounted, or did the archive move? Nothing was run. A manifest "
-                       "made with --relative moves with its scans (name it where it is now with "
-                       "--manifest); one without names them where they were scanned")
+    want = shards[:sample]
+    try:
+        t = read_manifest(manifest, columns=["path", "shard", "size_bytes", "source_state"],
+                          filters=[("shard", "in", want)]).to_pydict()
+    except ScanError:  # a manifest from before source_state
+        t = read_manifest(manifest, columns=["path", "shard", "size_bytes"],
+                          filters=[("shard", "in", want)]).to_pydict()
+    per: dict[int, list[str]] = {}
+    for p, n, size, state in zip(t["path"], t["shard"], t["size_bytes"],
+                                 t.get("source_state") or [None] * len(t["path"]), strict=True):
+        # found at the scan (a catalogue row whose file was missing then is no sign), not gone since
+        if size is not None and state != "gone" and not is_url(p):
+            per.setdefault(n, []).append(resolve_path(manifest, p))
+    looked: list[str] = []
+    for k in range(sample):  # across the shards: the first row of each, then the second...
+        looked += [ps[k] for ps in per.values() if k < len(ps)]
+    looked = looked[:sample]
+    if not looked or any(os.path.exists(q) for q in looked):
+        return
+    # every one missing: a disk's or a move's where their folders are gone too, or where many are
+    if len(looked) < 5 and any(os.path.isdir(os.path.dirname(q)) for q in looked):
+        return
+    more = f" and {len(looked) - 1} more looked at" if len(looked) > 1 else ""
+    raise JobError(f"none of the pending images' originals is where the manifest says ({looked[0]}{more}): "
+                   "is their disk mounted, or did the archive move? Nothing was run. A manifest made "
+                   "with --relative moves with its scans (name it where it is now with --manifest); "
+                   "one without names them where they were scanned. Gone for good: scan the archive "
+                   "again (their rows are marked gone, and run as error rows)")
 
 
 def _dry_run(o: JobSpec, outdir: Outdir, spec: dict, sizes: dict[int, int], log, redo_req=None) -> dict:
@@ -479,6 +494,10 @@ def _dry_run(o: JobSpec, outdir: Outdir, spec: dict, sizes: dict[int, int], log,
     fixes = plan_repair(outdir, log, dry=True) if o.repair and outdir.has_job() else {}
     committed -= fixes.pop(-1, set())  # set aside by the repair: run whole
     pend = sorted(set(sizes) - committed)
+    try:
+        _originals_there(o.manifest, pend)
+    except JobError as e:  # the dry run's answer too (a script checks it first)
+        raise JobError(f"dry run: a real run would be refused: {e}") from None
     if fixes:  # what --repair would do, not only what is pending (a trial's dry run said nothing)
         note += (f" (--repair: {plural(sum(map(len, fixes.values())), 'image')} in "
                  f"{plural(len(fixes), 'committed shard')} colorized again)")
@@ -1007,8 +1026,6 @@ def status(outdir: str | os.PathLike, check_manifest: bool = False, manifest_gon
 
 def _sizes(manifest: str, gone_ok: bool) -> tuple[dict[int, int], str | None]:
     """The manifest's images per shard, or (gone_ok) none and why, where it is not there."""
-    from pipeline.errors import ScanError
-
     try:
         return shard_sizes(manifest), None
     except ScanError as e:

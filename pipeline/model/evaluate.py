@@ -295,7 +295,7 @@ def _reference(p: str, max_side: int, grays: list[str], unread: list[str]) -> np
     try:
         ref = load_rgb(p, max_side)
     except (OSError, ValueError, Image.DecompressionBombError) as e:
-        unread.append(f"{Path(p).name} ({getattr(e, 'strerror', None) or e})")
+        unread.append(f"{p} ({getattr(e, 'strerror', None) or e})")
         return None
     if (ref[..., :1] == ref).all():
         grays.append(Path(p).name)

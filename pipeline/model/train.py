@@ -427,7 +427,11 @@ def _said_split(out: Path, train_paths: list[str], val_paths: list[str], log) ->
     """Which photos are held out, listed: a trial scored a checkpoint on the photos it was
     trained on (and "best" was chosen on one photo) without a way to know which were not."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "val.txt").write_text("".join(f"{p}\n" for p in val_paths), encoding="utf-8")
+    if not val_paths:
+        log(f"{plural(len(train_paths), 'photo')} to train on, none held out for validation")
+        return
+    # whole: a list's relative paths are read from its own folder (OUT), not from where it ran
+    (out / "val.txt").write_text("".join(f"{os.path.abspath(p)}\n" for p in val_paths), encoding="utf-8")
     log(f"{plural(len(train_paths), 'photo')} to train on, {len(val_paths)} held out for validation "
         f"(listed in {out / 'val.txt'}: `colorize evaluate {out / 'val.txt'}` scores a checkpoint "
         "on them alone)")

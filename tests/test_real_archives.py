@@ -401,6 +401,11 @@ def test_outdir_inside_the_sources_is_refused_and_outdirs_are_not_scanned(tmp_pa
     assert r.returncode == 0, r.stderr
     r = run_cli("run", "--manifest", tmp_path / "two.parquet", "-o", tmp_path / "b" / "colour", "--dry-run")
     assert r.returncode == 2 and f"inside the source folder {os.path.realpath(tmp_path / 'b')}:" in r.stderr, r.stderr
+    # scanned one after the other into one manifest: the first folder still holds the job's files
+    scan([str(src)], tmp_path / "grown.parquet", progress=False)
+    scan([str(tmp_path / "b")], tmp_path / "grown.parquet", progress=False, extend=str(tmp_path / "grown.parquet"))
+    r = run_cli("run", "--manifest", tmp_path / "grown.parquet", "-o", src / "colour", "--dry-run")
+    assert r.returncode == 2 and f"inside the source folder {top}:" in r.stderr, r.stderr
     # an OUTDIR made elsewhere and later moved under the scans is left out by scan, and said
     (src / "old-run" / "results").mkdir(parents=True)
     (src / "old-run" / "job.json").write_text("{}")
@@ -1040,7 +1045,8 @@ def test_an_images_folder_linked_into_the_sources_never_replaces_an_original(tmp
         "it holds images/x.png" in r.stderr, r.stderr
     # images/ linked to an empty folder on another disk before the first run: taken (a trial's
     # was refused as a folder that "holds images"); one whose folder holds a file is not
-    (tmp_path / "disk2").mkdir()
+    (tmp_path / "disk2" / ".Trashes").mkdir(parents=True)  # a Mac volume's own: not the user's
+    (tmp_path / "disk2" / ".DS_Store").write_bytes(b"")
     (tmp_path / "fresh").mkdir()
     (tmp_path / "fresh" / "images").symlink_to(tmp_path / "disk2")
     r = run_cli("run", "--manifest", man, "-o", tmp_path / "fresh", "--checkpoint", ckpt, "--size", "32", "-q")

@@ -570,6 +570,10 @@ def _metadata(sources, shard_size: int, columns: list[str], found: ScanReport,
     """The manifest's own record: its shard size, the folders scanned (a run refuses an OUTDIR
     inside them: the next scan would take the outputs for scans), and its catalogue's shape."""
     folders = [os.path.realpath(str(x)) for x in sources if not is_url(str(x)) and Path(x).is_dir()]
+    # an extended manifest keeps the folders its earlier scans read: its files are still there
+    # (a later scan of another folder alone let an OUTDIR into the first one)
+    was = json.loads(((old.schema.metadata or {}) if old is not None else {}).get(b"source_folders", b"[]"))
+    folders = [*was, *(f for f in folders if f not in was)]
     meta = {"shard_size": str(shard_size), "source_folders": json.dumps(folders),
             "unread_folders": json.dumps([p for p, _ in found.unread_folders]),
             "path_prefix": json.dumps(path_prefix or [], ensure_ascii=False),  # a rescan reads with it

@@ -271,7 +271,11 @@ def _users_files(store, ours: tuple[str, ...], images: str) -> list[str]:
     linked = store.full(images) if store.local else ""
     if images not in theirs or not (os.path.islink(linked) and os.path.isdir(linked)):
         return theirs
-    return [f for f in theirs if f != images] + [f"{images}/{f}" for f in sorted(os.listdir(linked))][:6]
+    # a disk's own (a Mac's .Spotlight-V100 and .Trashes, Windows' $RECYCLE.BIN) are not the user's
+    return [f for f in theirs if f != images] + [
+        f"{images}/{f}" for f in sorted(os.listdir(linked))
+        if not f.startswith(".") and f.lower() not in ("thumbs.db", "desktop.ini", "$recycle.bin",
+                                                         "system volume information")]
 
 
 def run_hint(outdir, *more: str) -> str:

@@ -296,9 +296,10 @@ def _hints_arg(a) -> list[dict]:
 
 
 def threading_main() -> bool:
+    """Whether this is the main thread: signals go there only (a test may run a command in another)."""
     import threading
 
-    return threading.current_thread() is threading.main_thread()  # signals go there only
+    return threading.current_thread() is threading.main_thread()
 
 
 def cmd_train(a) -> int:
@@ -468,11 +469,9 @@ def cmd_run(a) -> int:
         raise UsageError(f"--summary-json {a.summary_json}: name a file in a folder that exists")
     _only_ours(a.summary_json, "--summary-json", "a run's summary", _our_summary)
     _writable_beside(a.summary_json, "--summary-json")
-    import threading
-
     import psutil  # noqa: F401 - loaded before a signal's handler may need it, never half-loaded
 
-    main_thread = threading.current_thread() is threading.main_thread()  # signals go there only
+    main_thread = threading_main()
     began = time.perf_counter()  # this run's counts, not an earlier one's in this process
     stop = _stop_run(a.output, a.scheduler, a.summary_json, began)
     # SIGHUP: a closed terminal, a service's stop; but a signal nohup (or `&`) set to be

@@ -443,30 +443,26 @@ def test_a_run_none_of_whose_originals_is_there_is_refused_not_made_error_rows(t
     """A migration trial: the archive moved (or its disk not mounted) under a manifest of whole
     paths, and the resume committed a "file not found" error row for every image, exit 0, and
     the audit passed. None there: refused, nothing run; one missing: its own error row."""
-    arch = tmp_path / "arch"
-    arch.mkdir()
-    for i in range(3):
-        Image.new("L", (24, 16), 60 + 40 * i).save(arch / f"{i}.png")
-    man, out = tmp_path / "m.parquet", tmp_path / "out"
-    assert main(["scan", str(arch), "-o", str(man), "-q", "--shard-size", "1"]) == 0
+    man, out = small_archive(tmp_path, 3)
+    arch = tmp_path / "scans"
     arch.rename(tmp_path / "moved")
     run = ["run", "--manifest", str(man), "-o", str(out), "--checkpoint", ckpt, "--size", "32", "-q"]
     assert main(run) == 2
     err = capsys.readouterr().err
-    assert (f"none of the pending images' originals is where the manifest says ({arch / '0.png'} and 2 "
+    assert (f"none of the pending images' originals is where the manifest says ({arch / '00.png'} and 2 "
             "more looked at): is their disk mounted, or did the archive move? Nothing was run") in err, err
     assert not out.exists()  # made by the run refused: taken away again
     assert main([*run, "--dry-run"]) == 2  # the dry run says so too (it said "3 pending")
     assert "dry run: a real run would be refused: none of the pending images' originals" in capsys.readouterr().err
     (tmp_path / "moved").rename(arch)
-    (arch / "0.png").unlink()  # one gone, the first looked at: its error row, the rest colorized
+    (arch / "00.png").unlink()  # one gone, the first looked at: its error row, the rest colorized
     assert main(run) == 0
     rows = {Path(r["source_path"]).name: r["status"] for f in (out / "results").glob("*.parquet")
             for r in __import__("pyarrow.parquet").parquet.read_table(f).to_pylist()}
-    assert rows == {"0.png": "error", "1.png": "ok", "2.png": "ok"}
+    assert rows == {"00.png": "error", "01.png": "ok", "02.png": "ok"}
     # a job of one shard whose first file is gone is no moved archive either (a review's: refused)
     assert main(["scan", str(arch), "-o", str(tmp_path / "one.parquet"), "-q"]) == 0
-    (arch / "1.png").unlink()
+    (arch / "01.png").unlink()
     assert main([*run[:2], str(tmp_path / "one.parquet"), "-o", str(tmp_path / "out1"), *run[5:]]) == 0
 
 

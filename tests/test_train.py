@@ -376,3 +376,17 @@ def test_a_training_stopped_by_sigterm_says_how_to_resume(photos, tmp_path):
     assert p.returncode == 143 and "Traceback" not in err, err  # as run's: 128 + SIGTERM
     assert (f"colorize: terminated; resume from the last epoch's checkpoint ({tmp_path / 'last.pt'}) "
             "with the same command and --resume") in err, err
+
+
+def test_a_file_that_is_no_photo_is_left_out_of_training_and_named(photos, tmp_path):
+    """One unreadable file among a trial's photos ended its training with Pillow's words."""
+    import shutil
+
+    src = tmp_path / "src"
+    shutil.copytree(photos, src)
+    (src / "notes.jpg").write_bytes(b"not a jpeg")
+    said = []
+    s = train(cfg(src, tmp_path / "out", epochs=1), log=said.append)
+    assert s["step"] > 0
+    assert said[0].startswith(f"1 file left out, not read as a photo: {src / 'notes.jpg'} (cannot identify"), said
+    assert said[1].startswith("9 photos to train on, 1 held out for validation"), said

@@ -412,15 +412,31 @@ def evaluate_loss(model, loader, device, weights: torch.Tensor | None = None,
     return total / max(n, 1)
 
 
-def training_photos(cfg: TrainConfig) -> tuple[list[str], list[str]]:
+def training_photos(cfg: TrainConfig, log=lambda m: None) -> tuple[list[str], list[str]]:
     """(train, validation) paths: a collection's own split (make train-data), else by name hash."""
     coll = collection_split(cfg.src)
     if coll is not None:
         return coll
-    paths = list_images(cfg.src)
+    paths = _pictures(list_images(cfg.src), log)
     if len(paths) < 2:
         raise UsageError(f"need at least 2 training photos in {cfg.src}, found {len(paths)}")
     return split(paths, cfg.val_fraction)
+
+
+def _pictures(paths: list[str], log) -> list[str]:
+    """The files that open as pictures (their header read, not decoded): one that does not (a
+    note named .jpg, an empty file) is left out and named, not the end of a training (a trial's)."""
+    ok, bad = [], []
+    for p in paths:
+        try:
+            with Image.open(p):
+                ok.append(p)
+        except (OSError, ValueError, Image.DecompressionBombError) as e:
+            bad.append(f"{p} ({getattr(e, 'strerror', None) or e})")
+    if bad:
+        log(f"{plural(len(bad), 'file')} left out, not read as a photo: {', '.join(bad[:5])}"
+            + (" ..." if len(bad) > 5 else ""))
+    return ok
 
 
 def _said_split(out: Path, train_paths: list[str], val_paths: list[str], log) -> None:
@@ -534,7 +550,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
         raise UsageError(f"--size must be a multiple of 8, got {cfg.size}")
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    train_paths, val_paths = training_photos(cfg)
+    train_paths, val_paths = training_photos(cfg, log)
     _said_split(out := Path(cfg.out), train_paths, val_paths, log)
     train_mean_ab = mean_ab(train_paths)
     # channels_last: 1.8x faster training on the CPU (13.7 vs 7.6 img/s at 160 px, 2 cores)

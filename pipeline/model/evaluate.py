@@ -19,6 +19,7 @@ import torch
 from PIL import Image, ImageOps
 
 from pipeline.errors import UsageError, plural
+from pipeline.model.train import NOT_A_PICTURE, named, not_read, said_not_read
 from pipeline.worker.imaging import colorfulness, luminance_gray
 
 # Natural photos shipped inside the wheels of scikit-image, scikit-learn and matplotlib.
@@ -294,8 +295,8 @@ def _reference(p: str, max_side: int, grays: list[str], unread: list[str]) -> np
     baseline is exact) or does not read (one file, not the evaluation): noted by name."""
     try:
         ref = load_rgb(p, max_side)
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        unread.append(f"{p} ({getattr(e, 'strerror', None) or e})")
+    except NOT_A_PICTURE as e:
+        unread.append(not_read(p, e))
         return None
     if (ref[..., :1] == ref).all():
         grays.append(Path(p).name)
@@ -306,11 +307,7 @@ def _reference(p: str, max_side: int, grays: list[str], unread: list[str]) -> np
 def _said_left_out(rows: list[dict], grays: list[str], unread: list[str], src: str, log) -> None:
     """Gray reference photos have no true colour to score against, and a file that does not
     read is one file (a trial's ended the whole evaluation): each left out, and named."""
-    def named(xs):
-        return ", ".join(xs[:5]) + (" ..." if len(xs) > 5 else "")
-
-    if unread:
-        log(f"{plural(len(unread), 'file')} left out, not read as a photo: {named(unread)}")
+    said_not_read(unread, log)
     if not rows:
         raise UsageError(f"every photo in {src} is gray" + (" or unreadable" if unread else "")
                          + ": evaluate scores the colour against each photo's own true colour (it "

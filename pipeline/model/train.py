@@ -423,6 +423,23 @@ def training_photos(cfg: TrainConfig, log=lambda m: None) -> tuple[list[str], li
     return split(paths, cfg.val_fraction)
 
 
+# what a file that is no picture raises (Pillow's, an empty file, a bomb): one file, not the run
+NOT_A_PICTURE = (OSError, ValueError, Image.DecompressionBombError)
+
+
+def named(xs: list[str]) -> str:
+    return ", ".join(xs[:5]) + (" ..." if len(xs) > 5 else "")
+
+
+def not_read(p: str, e: Exception) -> str:
+    return f"{p} ({getattr(e, 'strerror', None) or e})"
+
+
+def said_not_read(bad: list[str], log) -> None:
+    if bad:
+        log(f"{plural(len(bad), 'file')} left out, not read as a photo: {named(bad)}")
+
+
 def _pictures(paths: list[str], log) -> list[str]:
     """The files that open as pictures (their header read, not decoded): one that does not (a
     note named .jpg, an empty file) is left out and named, not the end of a training (a trial's)."""
@@ -431,11 +448,9 @@ def _pictures(paths: list[str], log) -> list[str]:
         try:
             with Image.open(p):
                 ok.append(p)
-        except (OSError, ValueError, Image.DecompressionBombError) as e:
-            bad.append(f"{p} ({getattr(e, 'strerror', None) or e})")
-    if bad:
-        log(f"{plural(len(bad), 'file')} left out, not read as a photo: {', '.join(bad[:5])}"
-            + (" ..." if len(bad) > 5 else ""))
+        except NOT_A_PICTURE as e:
+            bad.append(not_read(p, e))
+    said_not_read(bad, log)
     return ok
 
 

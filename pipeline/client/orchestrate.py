@@ -393,7 +393,7 @@ def _plan(outdir: Outdir, o: JobSpec, sizes: dict[int, int], redo_req, fp: str, 
     """What this run does: the uncommitted shards whole, and in committed shards the images a
     repair or a redo (this one's, or one a stop left unfinished) names."""
     had = outdir.committed_shards()
-    fixes = plan_repair(outdir, log) if o.repair else {}  # first: it may set results aside
+    fixes = plan_repair(outdir, log)[0] if o.repair else {}  # first: it may set results aside
     pending = sorted(set(sizes) - outdir.committed_shards())
     set_aside = had - outdir.committed_shards()  # by the repair, just now, and said so
     said = (f"; repairing {plural(sum(map(len, fixes.values())), 'image')} in "
@@ -491,8 +491,8 @@ def _dry_run(o: JobSpec, outdir: Outdir, spec: dict, sizes: dict[int, int], log,
         if not more:
             raise JobError(f"dry run: a real run would be refused: {refusal(outdir, job['spec'], spec)}")
         note = " (the manifest grew: the job goes on with its new shards)"
-    fixes = plan_repair(outdir, log, dry=True) if o.repair and outdir.has_job() else {}
-    committed -= fixes.pop(-1, set())  # set aside by the repair: run whole
+    fixes, aside = plan_repair(outdir, log, dry=True) if o.repair and outdir.has_job() else ({}, set())
+    committed -= aside  # set aside by the repair: run whole
     pend = sorted(set(sizes) - committed)
     try:
         _originals_there(o.manifest, pend)
@@ -860,11 +860,11 @@ def _apart(out: str, folders: set[str], what: str) -> None:
                        "choose a folder apart from them")
 
 
-def plan_repair(outdir: Outdir, log, dry: bool = False) -> dict[int, set[str]]:
-    """From a full audit: images to redo per committed shard. Outputs of ours altered since, or
-    claimed by no row, are moved to OUTDIR/quarantine/ (same paths), never deleted; files the
-    tool did not write are left where they are. dry: said as what a repair would do, nothing
-    moved; the shards whose results it would set aside (run whole) under the key -1."""
+def plan_repair(outdir: Outdir, log, dry: bool = False) -> tuple[dict[int, set[str]], set[int]]:
+    """From a full audit: images to redo per committed shard, and the shards whose results it
+    sets aside (they run whole). Outputs of ours altered since, or claimed by no row, are moved
+    to OUTDIR/quarantine/ (same paths), never deleted; files the tool did not write are left
+    where they are. dry: said as what a repair would do, nothing moved."""
     from pipeline.client.audit import audit
 
     moved, aside = ("would move", lambda rel: f"{Outdir.QUARANTINE}/{rel}") if dry else ("moved", outdir.quarantine)
@@ -904,8 +904,7 @@ def plan_repair(outdir: Outdir, log, dry: bool = False) -> dict[int, set[str]]:
                     log(f"{moved} its {plural(len(outs), 'output')} to {Outdir.QUARANTINE}/ (with no "
                         "record of their bytes, an output retouched since could be among them: "
                         "kept there, to compare); the run writes them again")
-    # a whole shard: pending now
-    return {s: ids for s, ids in fixes.items() if s not in whole} | ({-1: whole} if dry else {})
+    return {s: ids for s, ids in fixes.items() if s not in whole}, whole  # a whole shard: pending now
 
 
 def _unmakeable(outdir: Outdir, problems: list[dict], log) -> set[str]:

@@ -153,9 +153,9 @@ def _checked(action: argparse.Action, key: str, v, path: str):
 def cmd_image(a) -> int:
     """One file through the worker's own stages (the reader, the colorizer, the writer)."""
     import dataclasses
-    import datetime as dt
 
     from pipeline.client.jobspec import JobSpec
+    from pipeline.client.state import job_date
     from pipeline.storage import write_atomic
     from pipeline.worker import hints
     from pipeline.worker.stages import ImageStages
@@ -190,7 +190,7 @@ def cmd_image(a) -> int:
     spec = JobSpec(size=a.size, device=a.device, format=fmt.name, max_pixels=a.max_pixels,
                    recolor=a.recolor, metadata_columns="none")
     # Read and checked before the net loads (seconds): a mistake is told at once.
-    stages = ImageStages(spec, outdir="", checkpoint_sha256="", created=dt.date.today().isoformat())
+    stages = ImageStages(spec, outdir="", checkpoint_sha256="", created=job_date())
     item = stages.read_one(a.input, {"hints": given} if given else None)
     if item.finished:
         raise UsageError(f"{a.input}: {item.row['error']}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import time
 
 # Two or three test processes share the cores, each with torch (and the CLIs and workers they
 # start, which inherit this): OpenMP's threads spinning while they wait, and each process split
@@ -23,6 +24,12 @@ from pipeline.model.net import ColorizationNet, save_checkpoint  # noqa: E402
 # The colour table's cache (worker/recombine.py) for the suite's own processes and the workers
 # they start: out of the user's home, shared by the test processes and by later runs.
 os.environ.setdefault("COLORIZE_CACHE", os.path.join(tempfile.gettempdir(), "colorize-test-cache"))
+
+# Every job the suite makes has one date, the suite's start (set here, before xdist starts its
+# processes, which inherit it): a job's date is written into each output, and tests that
+# compare a run made before midnight UTC with one made after it found other bytes (a CI run
+# at 23:59 failed five tests so).
+os.environ.setdefault("SOURCE_DATE_EPOCH", str(int(time.time())))
 
 
 def mild_net(seed: int = 0) -> ColorizationNet:

@@ -1,6 +1,7 @@
 """End to end on real dask clusters: LocalCluster, and scheduler/workers as separate processes."""
 
 import csv
+import datetime as dt
 import fcntl
 import hashlib
 import json
@@ -102,7 +103,34 @@ def test_every_row_has_one_result_and_outputs_match(archive, clean_run):
     assert len(job["fingerprint"]) == 64 and job["spec"]["size"] == 32
     from pipeline import __version__
 
-    assert job["tool"] == f"archive-colorizer {__version__}" and job["started"].startswith(job["created"])
+    assert job["tool"] == f"archive-colorizer {__version__}"
+    # the suite's SOURCE_DATE_EPOCH (conftest) is the job's day; when it started is its own
+    epoch = dt.datetime.fromtimestamp(int(os.environ["SOURCE_DATE_EPOCH"]), dt.timezone.utc)
+    assert job["created"] == epoch.strftime("%Y-%m-%d")
+    assert dt.datetime.fromisoformat(job["started"]) >= epoch.replace(microsecond=0)
+
+
+def test_the_jobs_day_is_today_or_source_date_epoch_and_a_bad_one_is_a_usage_error(
+        archive, ckpt, tmp_path, monkeypatch, capsys):
+    from pipeline.client.state import job_date
+
+    monkeypatch.delenv("SOURCE_DATE_EPOCH")
+    def today():
+        return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
+
+    before, got, after = today(), job_date(), today()
+    assert got in (before, after) and len(got) == 10
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", str(365 * 86400 + 86399))
+    assert job_date() == "1971-01-01"
+    _, man = archive
+    out = tmp_path / "out"
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "2026-12-05")
+    capsys.readouterr()
+    assert main(run_args(man, out, ckpt)) == 2
+    err = capsys.readouterr().err
+    assert "SOURCE_DATE_EPOCH='2026-12-05' is not a time in seconds" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (out / "job.json").exists() and not (out / "images").exists()
 
 
 def test_rerun_of_finished_job_does_no_work(archive, clean_run, ckpt, capsys):
@@ -439,8 +467,7 @@ def test_a_damaged_or_stray_results_file_is_named_and_repair_mends_it(archive, c
     assert (res / "shard-00002.parquet").exists() and lost
     night = json.loads(summ.read_text())
     assert night["outcome"] == "damaged" and night["pid"] == os.getpid()  # and when, and by whom:
-    import datetime as dt  # a monitor tells a stale file from tonight's
-
+    # a monitor tells a stale file from tonight's
     assert abs(dt.datetime.fromisoformat(night["written"]) - dt.datetime.now(dt.timezone.utc)).total_seconds() < 600
     assert main(["review", str(out), "--no-browser"]) == 2  # before a server that would fail
     assert "shard-00001.parquet is damaged (" in capsys.readouterr().err

@@ -174,6 +174,7 @@ def _stems(manifest: str | None) -> set[str]:
 def check_or_write_job(outdir: Outdir, spec: dict, restart: bool, log=print) -> str:
     """Write job.json for a new OUTDIR; for an existing one, refuse a different job."""
     fp = fingerprint(spec)
+    created = job_date()  # before anything is written or removed: its value may be a mistake
     if outdir.has_job() and not restart:
         old = outdir.read_job()
         if why := job_altered(old):
@@ -219,10 +220,7 @@ def check_or_write_job(outdir: Outdir, spec: dict, restart: bool, log=print) -> 
     outdir.store.makedirs()
     import datetime as dt
 
-    # The job's date goes into every output's provenance: fixed per job, so reruns and repairs
-    # still write identical bytes.
     now = dt.datetime.now(dt.timezone.utc)
-    created = now.strftime("%Y-%m-%d")
     from pipeline import __version__
 
     # what made the job, and exactly when: an audit trail's first questions
@@ -230,6 +228,22 @@ def check_or_write_job(outdir: Outdir, spec: dict, restart: bool, log=print) -> 
            "started": now.isoformat(timespec="seconds"), "tool": f"archive-colorizer {__version__}"}
     outdir.write_job({**job, "seal": job_seal(job)})
     return fp
+
+
+def job_date() -> str:
+    """The job's day, written into every output's provenance: fixed per job, so reruns and
+    repairs write identical bytes. SOURCE_DATE_EPOCH (the reproducible-builds convention) fixes
+    it across jobs too: two jobs of one archive started either side of midnight then write the
+    same bytes, which is how a rerun is checked against the first."""
+    import datetime as dt
+
+    if (epoch := os.environ.get("SOURCE_DATE_EPOCH")) is None:
+        return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
+    try:
+        return dt.datetime.fromtimestamp(int(epoch), dt.timezone.utc).strftime("%Y-%m-%d")
+    except (ValueError, OverflowError, OSError):
+        raise JobError(f"SOURCE_DATE_EPOCH={epoch!r} is not a time in seconds since 1970 "
+                       "(date +%s gives one); unset it for today's date") from None
 
 
 def grown(store, old: dict, new: dict) -> bool:

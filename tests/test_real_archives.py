@@ -643,7 +643,8 @@ def test_the_archives_own_xmp_is_carried_with_ours_added(tmp_path, photo, fmt):
     assert "XMP-photoshop:DocumentAncestors" not in got  # what placed files it held: not ours
     if fmt != "tiff":  # the EXIF's Software says what made this file (TIFF: its own tag, test above)
         assert Image.open(io.BytesIO(data)).getexif()[305].startswith("archive-colorizer")
-    assert "IPTC-IIM block not carried (the source's XMP is)" in notes
+    # the block's keywords are the XMP's too: the XMP's (an XMP-aware tool wrote them later)
+    assert "IPTC-IIM block not carried; the source's XMP's own keywords kept over the block's" in d.notes
     if fmt == "png":
         assert got["PNG:Title"] == "Omas Hochzeit"
         comment = Image.open(io.BytesIO(data)).text["Comment"]  # one, the source's then ours
@@ -651,6 +652,67 @@ def test_the_archives_own_xmp_is_carried_with_ours_added(tmp_path, photo, fmt):
         assert data.count(b"Comment\x00") == 1
     else:
         assert f"PNG text Comment, Title not carried (a {fmt} has no place for it)" in notes
+
+
+def _exiftool_iim(path, *tags):
+    if shutil.which("exiftool") is None:
+        pytest.skip("exiftool is not installed (.ci/run installs it)")
+    subprocess.run(["exiftool", "-q", "-q", "-overwrite_original", *tags, path], check=True)
+
+
+@pytest.mark.parametrize("ext", ["jpg", "tif", "png"])
+def test_a_scans_iptc_iim_record_reaches_every_outputs_xmp(tmp_path, photo, ext):
+    """An older workflow (FotoStation, Photoshop before CS) catalogued the scan in IPTC-IIM
+    alone: its caption, by-line, copyright, keywords and date reach each output's XMP, where
+    every format keeps them; our record is added, and the catalogue's title wins."""
+    from pipeline.worker.writers import encode_output, provenance
+
+    src = tmp_path / f"scan.{ext}"
+    Image.fromarray(photo).save(src)
+    _exiftool_iim(src, "-IPTC:CodedCharacterSet=UTF8", "-IPTC:Caption-Abstract=Straßenbahn am Markt\rLinie 3",
+                  "-IPTC:By-line=Zofia Łęcka", "-IPTC:By-line=J. Novák", "-IPTC:CopyrightNotice=© Stadtarchiv",
+                  "-IPTC:Keywords=Tram", "-IPTC:Keywords=Łódź", "-IPTC:ObjectName=Markt",
+                  "-IPTC:DateCreated=1931:05:02", "-IPTC:Credit=Sammlung Weber", "-IPTC:City=Łódź",
+                  "-IPTC:Urgency=5")
+    before = src.read_bytes()
+    d = decode(src)
+    assert src.read_bytes() == before
+    assert ("IPTC-IIM block carried in the XMP (object name, keywords, date created, by-line, city, "
+            "credit, copyright notice, caption); its datasets 2:10 not carried") in d.notes
+    prov = provenance("c" * 64, "2026-12-05", "s" * 64, {"identifier": "INV-7", "title": "Marktplatz"})
+    for fmt in ("png", "jpeg", "tiff", "webp"):
+        data, _ = encode_output(np.dstack([d.gray] * 3), fmt, d, 90, prov)
+        out = tmp_path / f"out.{fmt}"
+        out.write_bytes(data)
+        got = json.loads(subprocess.run(["exiftool", "-j", "-G1", "-XMP:all", out], capture_output=True,
+                                        text=True, check=True).stdout)[0]
+        assert got["XMP-dc:Description"] == "Straßenbahn am Markt\nLinie 3", fmt
+        assert got["XMP-dc:Creator"] == ["Zofia Łęcka", "J. Novák"]
+        assert got["XMP-dc:Rights"] == "© Stadtarchiv" and got["XMP-dc:Subject"] == ["Tram", "Łódź"]
+        assert got["XMP-photoshop:DateCreated"] == "1931:05:02" and got["XMP-photoshop:Credit"] == "Sammlung Weber"
+        assert got["XMP-photoshop:City"] == "Łódź"
+        assert got["XMP-dc:Title"] == "Marktplatz" and got["XMP-dc:Identifier"] == "INV-7"  # the catalogue's
+        assert got["XMP-colorize:SourceSHA256"] == "s" * 64
+
+
+def test_an_iim_block_without_a_charset_reads_as_its_tools_wrote_it_and_damage_keeps_what_came_before():
+    """No CodedCharacterSet: UTF-8 where the bytes are, else Windows-1252 (what those tools
+    wrote); a partial date stays partial; a block cut short keeps the datasets before the cut."""
+    from pipeline.worker import iim
+
+    def ds(n, value: bytes) -> bytes:
+        return b"\x1c\x02" + bytes([n]) + len(value).to_bytes(2, "big") + value
+
+    block = (ds(0, b"\x00\x04") + ds(120, "Café Müller".encode("cp1252")) + ds(80, "Łęcka".encode())
+             + ds(55, b"19310000") + ds(116, b"(c) Archiv\x07") + ds(25, b"A") + ds(25, b"B"))
+    props, left = iim.read(block + b"\x1c\x02\x78\x00\x40cut")
+    assert props == {"dc:description": ["Café Müller"], "dc:creator": ["Łęcka"],
+                     "photoshop:DateCreated": ["1931"], "dc:rights": ["(c) Archiv"], "dc:subject": ["A", "B"]}
+    assert left == []
+    big = b"x" * 70000  # longer than two bytes say: an extended dataset's length
+    props, _ = iim.read(b"\x1c\x02\x78\x80\x04" + len(big).to_bytes(4, "big") + big + ds(105, b"Head"))
+    assert props == {"dc:description": [("x" * 70000)], "photoshop:Headline": ["Head"]}
+    assert iim.read(b"not iim")[0] == {}
 
 
 def test_a_source_xmp_that_does_not_parse_is_noted_and_ours_written(tmp_path, photo):

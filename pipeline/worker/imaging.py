@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from pipeline.worker import icc
+from pipeline.worker import icc, iim
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated scan is an error, never silently padded
 DEFAULT_MAX_PIXELS = 200_000_000  # ~14,000 x 14,000; above this a file is treated as a bomb
@@ -447,6 +447,10 @@ def _stated(src: Image.Image) -> dict:
     info = dict(src.info)
     if src.format == "TIFF":  # ResolutionUnit 1 is "no absolute unit": an aspect ratio
         tags = getattr(src, "tag_v2", {})
+        # its IPTC-IIM as the file's bytes (Pillow's value of the tag, typed LONG as Photoshop
+        # writes it, is its first four bytes as a number)
+        if (raw := getattr(tags, "_tagdata", {}).get(33723)) is not None:
+            info["iptc"] = bytes(raw)
         stated = 282 in tags and tags.get(296, 2) in (2, 3)
     elif src.format in ("JPEG", "MPO") and info.get("jfif_unit") not in (1, 2):
         try:  # EXIF's unit is inches unless it says otherwise (Pillow says 72 then)
@@ -729,6 +733,31 @@ def add_sidecar(d: Decoded, data: bytes, name: str) -> None:
              + "</x:xmpmeta>").encode("utf-8")
 
 
+def _with_iim(d: Decoded, block: bytes | None) -> None:
+    """An IPTC-IIM block's caption, by-line, rights, keywords... into d.xmp (iim.py), under what
+    the source's own XMP says (it wins where both say a thing); the block itself is not carried
+    (an output's XMP is where every format keeps it), which the row's note says."""
+    from lxml import etree
+
+    props, left = iim.read(block)
+    tail = f"; its datasets {', '.join(left)} not carried" if left else ""
+    if not props:
+        d.notes.append(f"IPTC-IIM block not carried (nothing in it has a place in XMP){tail}")
+        return
+    rdf = parse_xmp(iim.packet(props))
+    ours = rdf.find(f"{{{RDF_NS}}}Description")
+    if d.xmp:
+        for sd in parse_xmp(d.xmp).findall(f"{{{RDF_NS}}}Description"):
+            overlay(rdf, sd)
+    d.xmp = ('<x:xmpmeta xmlns:x="adobe:ns:meta/">' + etree.tostring(rdf, encoding="unicode")
+             + "</x:xmpmeta>").encode("utf-8")
+    carried = [c.tag for c in ours]
+    there = [t for t in iim.tags(props) if t not in carried]
+    d.notes.append("IPTC-IIM block " + (f"carried in the XMP ({iim.said(carried)})" if carried else
+                                        "not carried") + (f"; the source's XMP's own {iim.said(there)} "
+                                        "kept over the block's" if there else "") + tail)
+
+
 def _decoded(gray, src_mode, fmt, kind, info, exif_obj, notes) -> Decoded:
     d = Decoded(gray=gray, mode=src_mode, format=fmt, kind=kind, notes=notes)
     dpi = info.get("dpi")
@@ -747,9 +776,10 @@ def _decoded(gray, src_mode, fmt, kind, info, exif_obj, notes) -> Decoded:
     d.xmp = source_xmp(info.get("xmp"), notes)
     d.texts = {k: str(v) for k, v in info.items() if fmt == "PNG" and isinstance(v, str)
                and k != "XML:com.adobe.xmp" and not k.startswith("Raw profile type")}
-    if (0x0404 in (info.get("photoshop") or {}) or 33723 in exif_obj
-            or "Raw profile type iptc" in info):
-        notes.append("IPTC-IIM block not carried" + (" (the source's XMP is)" if d.xmp else ""))
+    if (block := iim.block(info)) is not None:
+        _with_iim(d, block)
+    elif 33723 in exif_obj:
+        notes.append("IPTC-IIM block not carried (not read)")
     # a TIFF's IFD is its EXIF: not the output's layout; nor is the source file's DateTime
     # (when it was saved) this file's
     for tag in (_LAYOUT_TAGS | {306}) & set(exif_obj):

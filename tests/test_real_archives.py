@@ -695,6 +695,24 @@ def test_a_scans_iptc_iim_record_reaches_every_outputs_xmp(tmp_path, photo, ext)
         assert got["XMP-colorize:SourceSHA256"] == "s" * 64
 
 
+@pytest.mark.parametrize("ext", ["jpg", "tif"])
+def test_where_iim_and_xmp_differ_the_newer_wins_as_the_files_digest_says(tmp_path, photo, ext):
+    """Both say the rights: the XMP's, unless the IIM was edited after the XMP was written (an
+    IIM-only tool: the MD5 of the block Photoshop keeps no longer matches), then the block's."""
+    src = tmp_path / f"scan.{ext}"
+    Image.fromarray(photo).save(src)
+    _exiftool_iim(src, "-IPTC:CopyrightNotice=IIM rights", "-IPTC:City=Brno", "-XMP-dc:Rights=XMP rights",
+                  "-IPTCDigest=new")
+    d = decode(src)
+    assert b"XMP rights" in d.xmp and b"IIM rights" not in d.xmp and b"Brno" in d.xmp
+    assert not any("edited after" in n for n in d.notes)
+    _exiftool_iim(src, "-IPTCDigest=00112233445566778899aabbccddeeff")  # the block is not what it was
+    d = decode(src)
+    assert b"IIM rights" in d.xmp and b"XMP rights" not in d.xmp and b"Brno" in d.xmp
+    assert ("IPTC-IIM block carried in the XMP (city, copyright notice); the block was edited after the "
+            "source's XMP (the digest in the file says), so its values are kept over the XMP's") in d.notes
+
+
 def test_an_iim_block_without_a_charset_reads_as_its_tools_wrote_it_and_damage_keeps_what_came_before():
     """No CodedCharacterSet: UTF-8 where the bytes are, else Windows-1252 (what those tools
     wrote); a partial date stays partial; a block cut short keeps the datasets before the cut."""

@@ -70,27 +70,50 @@ def _raw_profile(text: str) -> bytes | None:
         data = binascii.unhexlify("".join(lines[2:]).replace(" ", ""))
     except (binascii.Error, ValueError, IndexError):
         return None
-    return _in_resources(data) if data.startswith(b"8BIM") else data
+    return resource(data, 0x0404) if data.startswith(b"8BIM") else data
 
 
-def _in_resources(data: bytes) -> bytes | None:
-    """Resource 0x0404 of a Photoshop resource block: '8BIM', id, a padded Pascal name, size."""
+def resource(data: bytes, wanted: int) -> bytes | None:
+    """One resource of a Photoshop resource block: '8BIM', id, a padded Pascal name, size."""
     i = 0
     while i + 12 <= len(data) and data[i:i + 4] == b"8BIM":
         rid = int.from_bytes(data[i + 4:i + 6], "big")
         n = data[i + 6]
         j = i + 6 + 1 + n + ((1 + n) % 2)
         size = int.from_bytes(data[j:j + 4], "big")
-        if rid == 0x0404:
+        if rid == wanted:
             return data[j + 4:j + 4 + size]
         i = j + 4 + size + size % 2
     return None
 
 
+def edited_since_xmp(info: dict, data: bytes) -> bool:
+    """True where the block was changed after an XMP-aware tool last wrote both: Photoshop
+    keeps the MD5 of the block it wrote (resource 0x0425), and one that no longer matches means
+    an IIM-only tool edited the record since, so the block's values are the newer (MWG)."""
+    import hashlib
+
+    said = (info.get("photoshop") or {}).get(0x0425)
+    if said is None and info.get("photoshop_irb"):  # a TIFF's tag 34377
+        said = resource(bytes(info["photoshop_irb"]), 0x0425)
+    # a TIFF pads the block to whole LONGs, which the digest does not cover
+    return said is not None and bytes(said) not in (hashlib.md5(data).digest(),
+                                                    hashlib.md5(data[:_extent(data)]).digest())
+
+
 def datasets(data: bytes) -> list[tuple[int, int, bytes]]:
     """(record, dataset, value) in the order written; stops at what is not a dataset (a
     block's padding, or damage), keeping what came before."""
-    out, i = [], 0
+    return _walk(data)[0]
+
+
+def _extent(data: bytes) -> int:
+    """Where the last whole dataset ends."""
+    return _walk(data)[1]
+
+
+def _walk(data: bytes) -> tuple[list[tuple[int, int, bytes]], int]:
+    out, i, end = [], 0, 0
     while i + 5 <= len(data) and data[i] == 0x1C:
         rec, ds, n = data[i + 1], data[i + 2], int.from_bytes(data[i + 3:i + 5], "big")
         i += 5
@@ -103,7 +126,8 @@ def datasets(data: bytes) -> list[tuple[int, int, bytes]]:
             break
         out.append((rec, ds, data[i:i + n]))
         i += n
-    return out
+        end = i
+    return out, end
 
 
 def _text(value: bytes, utf8: bool) -> str:

@@ -449,8 +449,9 @@ def _stated(src: Image.Image) -> dict:
         tags = getattr(src, "tag_v2", {})
         # its IPTC-IIM as the file's bytes (Pillow's value of the tag, typed LONG as Photoshop
         # writes it, is its first four bytes as a number)
-        if (raw := getattr(tags, "_tagdata", {}).get(33723)) is not None:
-            info["iptc"] = bytes(raw)
+        for tag, key in ((33723, "iptc"), (34377, "photoshop_irb")):
+            if (raw := getattr(tags, "_tagdata", {}).get(tag)) is not None:
+                info[key] = bytes(raw)
         stated = 282 in tags and tags.get(296, 2) in (2, 3)
     elif src.format in ("JPEG", "MPO") and info.get("jfif_unit") not in (1, 2):
         try:  # EXIF's unit is inches unless it says otherwise (Pillow says 72 then)
@@ -733,10 +734,11 @@ def add_sidecar(d: Decoded, data: bytes, name: str) -> None:
              + "</x:xmpmeta>").encode("utf-8")
 
 
-def _with_iim(d: Decoded, block: bytes | None) -> None:
+def _with_iim(d: Decoded, block: bytes, newer: bool) -> None:
     """An IPTC-IIM block's caption, by-line, rights, keywords... into d.xmp (iim.py), under what
-    the source's own XMP says (it wins where both say a thing); the block itself is not carried
-    (an output's XMP is where every format keeps it), which the row's note says."""
+    the source's own XMP says (it wins where both say a thing) unless the block is `newer`
+    (iim.edited_since_xmp); the block itself is not carried (an output's XMP is where every
+    format keeps it), which the row's note says."""
     from lxml import etree
 
     props, left = iim.read(block)
@@ -746,7 +748,11 @@ def _with_iim(d: Decoded, block: bytes | None) -> None:
         return
     rdf = parse_xmp(iim.packet(props))
     ours = rdf.find(f"{{{RDF_NS}}}Description")
-    if d.xmp:
+    newer = newer and bool(d.xmp)
+    if newer:
+        rdf = parse_xmp(d.xmp)
+        overlay(rdf, ours)
+    elif d.xmp:
         for sd in parse_xmp(d.xmp).findall(f"{{{RDF_NS}}}Description"):
             overlay(rdf, sd)
     d.xmp = ('<x:xmpmeta xmlns:x="adobe:ns:meta/">' + etree.tostring(rdf, encoding="unicode")
@@ -755,7 +761,9 @@ def _with_iim(d: Decoded, block: bytes | None) -> None:
     there = [t for t in iim.tags(props) if t not in carried]
     d.notes.append("IPTC-IIM block " + (f"carried in the XMP ({iim.said(carried)})" if carried else
                                         "not carried") + (f"; the source's XMP's own {iim.said(there)} "
-                                        "kept over the block's" if there else "") + tail)
+                                        "kept over the block's" if there else "")
+                   + ("; the block was edited after the source's XMP (the digest in the file "
+                      "says), so its values are kept over the XMP's" if newer else "") + tail)
 
 
 def _decoded(gray, src_mode, fmt, kind, info, exif_obj, notes) -> Decoded:
@@ -777,7 +785,7 @@ def _decoded(gray, src_mode, fmt, kind, info, exif_obj, notes) -> Decoded:
     d.texts = {k: str(v) for k, v in info.items() if fmt == "PNG" and isinstance(v, str)
                and k != "XML:com.adobe.xmp" and not k.startswith("Raw profile type")}
     if (block := iim.block(info)) is not None:
-        _with_iim(d, block)
+        _with_iim(d, block, iim.edited_since_xmp(info, block))
     elif 33723 in exif_obj:
         notes.append("IPTC-IIM block not carried (not read)")
     # a TIFF's IFD is its EXIF: not the output's layout; nor is the source file's DateTime

@@ -268,9 +268,12 @@ def test_a_corrected_catalogue_reaches_the_manifest_on_rescan_and_the_job_goes_o
     assert f"<td>{scans / 'c.png'}</td><td><a href='images/c.png'>images/c.png</a></td><td>redo</td>" in page
     assert not (out / "audit-outdated.txt").exists()  # none now: the old list is gone
     (scans / "b.png").rename(scans / "b2.png")  # renamed on disk; the catalogue still names b.png
-    r = run_cli("scan", scans, cat, "-o", man)
+    r = run_cli("scan", scans, cat, "-o", man, "--report", tmp_path / "rep.csv")
     assert "1 new, 0 changed, 1 gone" in r.stderr, r.stderr
     assert f"gone since: {scans / 'b.png'} (--report lists them" in r.stderr
+    with open(tmp_path / "rep.csv", newline="", encoding="utf-8-sig") as f:  # once, at its record
+        said = [x for x in csv.DictReader(f, delimiter=";") if x["path"] == str(scans / "b.png")]
+    assert [(x["kind"], Path(x["catalogue"]).name, x["line"]) for x in said] == [("gone", cat.name, "3")], said
     (out / "images" / "c.png").unlink()  # an output deleted: the database must not link to it
     assert run_cli("export", out, tmp_path / "e3.csv").returncode == 0
     with open(tmp_path / "e3.csv", newline="", encoding="utf-8-sig") as f:

@@ -767,12 +767,16 @@ class ScanReport:
         rows += [("unread_folder", p, "", "", "", why) for p, why in self.unread_folders]
         rows += [("link", p, "", "", "", why) for p, why in self.links]
         rows += [("colorize_output", p, "", "", "", "") for p in self.ours]
-        rows += [("missing", r["path"], _whole(r["_from"].path), r["_line"], "", "") for r in self.missing]
+        # a catalogued file scanned before and gone since is one line, "gone", at its record
+        gone = {_whole(p) for p in self.gone}
+        listed = {_whole(r["path"]): (_whole(r["_from"].path), r["_line"]) for r in self.missing}
+        rows += [("missing", r["path"], _whole(r["_from"].path), r["_line"], "", "") for r in self.missing
+                 if _whole(r["path"]) not in gone]
         rows += [("no_file", "", _whole(c.path), r["_line"], "", "") for c in self.catalogues for r in c.nofile]
         rows += [("duplicate", b["path"], _whole(b["_from"].path), b["_line"],
                   f"{_whole(a['_from'].path)}:{a['_line']}", "") for a, b in self.duplicates]
         rows += [("changed", p, "", "", "", "") for p in self.changed]
-        rows += [("gone", p, "", "", "", "") for p in self.gone]
+        rows += [("gone", p, *listed.get(_whole(p), ("", "")), "", "") for p in self.gone]
         rows += [("same_identifier", p, "", "", "", f"{self.shared_column}: {g['identifier']}")
                  for g in self.shared for p in g["paths"]]
         rows += [("recatalogued", p, "", "", "", f"{c}: {was!r} -> {now!r}") for p, c, was, now in self.recatalogued]

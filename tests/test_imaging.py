@@ -94,11 +94,14 @@ def test_exif_orientation_is_applied(tmp_path, base):
     assert np.abs(d.gray.astype(int) - np.asarray(base)).mean() < 3
     assert d.exif is None  # its orientation alone: nothing left to say of upright pixels
     exif[0x013B] = "A. Fotograf"
+    exif[0x8769] = {0xA002: 96, 0xA003: 128}  # the camera's size: the file's, sideways
     d = decode(save(tmp_path, "r2.jpg", base.transpose(Image.ROTATE_90), quality=95,
                     exif=exif.tobytes()))
     e = Image.Exif()
     e.load(d.exif)
     assert e[0x0112] == 1 and e[0x013B] == "A. Fotograf"  # reset beside what is carried
+    sub = e.get_ifd(0x8769)  # and the size it states is the upright picture's, not the file's
+    assert (sub[0xA002], sub[0xA003]) == (128, 96)
 
 
 def _png_with_exif(png: bytes, orientation: int) -> bytes:

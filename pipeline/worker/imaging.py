@@ -797,7 +797,7 @@ def _decoded(gray, src_mode, fmt, kind, info, exif_obj, notes) -> Decoded:
     if getattr(exif_obj, "bigtiff", False):  # a BigTIFF master's IFD: EXIF is classic TIFF
         exif_obj = _classic(exif_obj)
     if set(exif_obj) - {0x0112}:  # an orientation alone (read from a PNG's XMP) says nothing now
-        _srgb_said(exif_obj)
+        _srgb_said(exif_obj, None if gray is None else gray.shape)
         exif_text_as_written(exif_obj, notes)
         try:
             exif_obj[0x0112] = 1  # pixels are upright now
@@ -807,15 +807,19 @@ def _decoded(gray, src_mode, fmt, kind, info, exif_obj, notes) -> Decoded:
     return d
 
 
-def _srgb_said(exif_obj) -> None:
+def _srgb_said(exif_obj, shape) -> None:
     """EXIF's ColorSpace says sRGB: every output is (an Adobe RGB camera's 'Uncalibrated' would
-    be false of it)."""
+    be false of it). Its PixelX/YDimension say the upright picture's size (`shape`, rows and
+    columns): a turned scan's said the file's, a trial's thumbnailer laid the output out wrong."""
     from PIL import ExifTags
 
     if ExifTags.IFD.Exif in exif_obj:
         ifd = exif_obj.get_ifd(ExifTags.IFD.Exif)
         if 0xA001 in ifd:
             ifd[0xA001] = 1
+        for tag, n in ((0xA002, 1), (0xA003, 0)):
+            if tag in ifd and shape is not None:
+                ifd[tag] = int(shape[n])
 
 
 def _layout_description(text) -> bool:

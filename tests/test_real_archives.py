@@ -98,6 +98,22 @@ def test_tiff_carries_camera_exif_and_icc_as_real_tags(bits):
         assert im.size == (60, 40)
 
 
+def test_a_tiff_output_keeps_a_masters_document_and_page_names_and_names_what_it_leaves():
+    """A glass-plate master's DocumentName and PageName are the archive's: a TIFF output keeps
+    them as tags (a trial's went without a word); an IFD0 tag it has no place for is named."""
+    ex = Image.Exif()
+    ex[269], ex[285], ex[316] = "Glasplatte 001", "Seite 2", "Scanstation 3"
+    ex[318] = (0.3127, 0.329)  # WhitePoint, and Windows Explorer's title: no place in the output
+    ex[0x9C9B] = "Omas Hochzeit".encode("utf-16-le") + b"\0\0"
+    notes: list[str] = []
+    data = encode(np.zeros((8, 8, 3), np.uint8), "tiff", exif=ex.tobytes(), notes=notes)
+    with tifffile.TiffFile(io.BytesIO(data)) as t:
+        tags = {tag.name: tag.value for tag in t.pages[0].tags}
+    assert (tags["DocumentName"], tags["PageName"], tags["HostComputer"]) == (
+        "Glasplatte 001", "Seite 2", "Scanstation 3")
+    assert notes == ["TIFF output: EXIF WhitePoint, XPTitle not carried"]
+
+
 def test_a_tiff_output_does_not_take_the_pictures_date_as_its_own():
     """TIFF's DateTime is when the file was made: the 1961 picture's date is not this output's."""
     ex = Image.Exif()
@@ -651,7 +667,9 @@ def test_the_archives_own_xmp_is_carried_with_ours_added(tmp_path, photo, fmt):
         assert comment.startswith("Scan by NB lab\n\nMachine-colorized by archive-colorizer")
         assert data.count(b"Comment\x00") == 1
     else:
-        assert f"PNG text Comment, Title not carried (a {fmt} has no place for it)" in notes
+        assert (f"PNG text Title in the XMP only (dc:title); Comment not carried (a {fmt} has no "
+                "place for it)") in notes
+    assert got["XMP-dc:Title"] == "Omas Hochzeit"  # the PNG's Title, in every format's XMP
 
 
 def _exiftool_iim(path, *tags):
@@ -731,6 +749,30 @@ def test_an_iim_block_without_a_charset_reads_as_its_tools_wrote_it_and_damage_k
     props, _ = iim.read(b"\x1c\x02\x78\x80\x04" + len(big).to_bytes(4, "big") + big + ds(105, b"Head"))
     assert props == {"dc:description": [("x" * 70000)], "photoshop:Headline": ["Head"]}
     assert iim.read(b"not iim")[0] == {}
+
+
+def test_a_pngs_own_title_author_and_copyright_are_its_xmps_where_the_xmp_is_silent(photo):
+    """PNG's keywords for a record reach the XMP (which every format keeps); the XMP's own
+    value wins where both say a thing; a control byte (no XML holds one) is left out."""
+    from PIL import PngImagePlugin
+
+    from pipeline.worker.imaging import parse_xmp
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Title", "Omas\x07 Hochzeit")
+    info.add_itxt("Author", "Zofia Łęcka")
+    info.add_text("Copyright", "PNG rights")
+    info.add_itxt("XML:com.adobe.xmp", '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf='
+                  '"http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description rdf:about="" xmlns:dc='
+                  '"http://purl.org/dc/elements/1.1/"><dc:rights><rdf:Alt><rdf:li xml:lang="x-default">XMP '
+                  'rights</rdf:li></rdf:Alt></dc:rights></rdf:Description></rdf:RDF></x:xmpmeta>')
+    buf = io.BytesIO()
+    Image.fromarray(photo).save(buf, "PNG", pnginfo=info)
+    d = decode(io.BytesIO(buf.getvalue()))
+    said = {el.tag.split("}")[1]: "".join(el.itertext()) for el in parse_xmp(d.xmp).iter()
+            if el.tag.startswith("{http://purl.org/dc/")}
+    assert said == {"title": "Omas Hochzeit", "creator": "Zofia Łęcka", "rights": "XMP rights"}
+    assert d.texts["Title"] == "Omas\x07 Hochzeit"  # a PNG output keeps the text as it was
 
 
 def test_a_source_xmp_that_does_not_parse_is_noted_and_ours_written(tmp_path, photo):

@@ -37,6 +37,11 @@ MAPPING = {
     120: ("dc:description", "alt"),
     122: ("photoshop:CaptionWriter", "text"),
 }
+KINDS = {p: k for p, k in MAPPING.values()}
+# A PNG's own keywords (PNG 1.2, 11.3.4.2) for the same things: in a PNG output they stay texts,
+# in every output they are the XMP's too (a TIFF, JPEG or WebP has no place for a PNG text)
+PNG_TEXT = {"Title": "dc:title", "Author": "dc:creator", "Description": "dc:description",
+            "Copyright": "dc:rights"}
 # Datasets that say how the block is written (its version, the charset, the envelope), or of the
 # pixels it came with (a preview, its date and time apart from the date): nothing to carry.
 STRUCTURAL = {(1, n) for n in range(256)} | {(2, 0), (2, 60), (2, 62), (2, 63), (2, 200), (2, 201), (2, 202)}
@@ -169,7 +174,8 @@ def packet(props: dict[str, list[str]]) -> bytes:
     """An XMP packet of the properties (writers merge it with the source's and ours)."""
     body = []
     for prop, values in props.items():
-        kind = next(k for p, k in MAPPING.values() if p == prop)
+        values = [_CONTROL.sub("", v) for v in values]  # XML holds no other control byte
+        kind = KINDS[prop]
         if kind == "alt":
             inner = f'<rdf:Alt><rdf:li xml:lang="x-default">{escape(values[0])}</rdf:li></rdf:Alt>'
         elif kind in ("seq", "bag"):

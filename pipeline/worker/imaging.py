@@ -739,17 +739,29 @@ def _with_iim(d: Decoded, block: bytes, newer: bool) -> None:
     the source's own XMP says (it wins where both say a thing) unless the block is `newer`
     (iim.edited_since_xmp); the block itself is not carried (an output's XMP is where every
     format keeps it), which the row's note says."""
-    from lxml import etree
-
     props, left = iim.read(block)
     tail = f"; its datasets {', '.join(left)} not carried" if left else ""
     if not props:
         d.notes.append(f"IPTC-IIM block not carried (nothing in it has a place in XMP){tail}")
         return
+    newer = newer and bool(d.xmp)
+    carried = _folded(d, props, newer)
+    there = [t for t in iim.tags(props) if t not in carried]
+    d.notes.append("IPTC-IIM block " + (f"carried in the XMP ({iim.said(carried)})" if carried else
+                                        "not carried") + (f"; the source's XMP's own {iim.said(there)} "
+                                        "kept over the block's" if there else "")
+                   + ("; the block was edited after the source's XMP (the digest in the file "
+                      "says), so its values are kept over the XMP's" if newer else "") + tail)
+
+
+def _folded(d: Decoded, props: dict[str, list[str]], over: bool) -> list[str]:
+    """XMP properties (iim.packet's) into d.xmp: under what its own Descriptions say, or `over`
+    them. Returns the properties of `props` that the XMP now holds as given (lxml's names)."""
+    from lxml import etree
+
     rdf = parse_xmp(iim.packet(props))
     ours = rdf.find(f"{{{RDF_NS}}}Description")
-    newer = newer and bool(d.xmp)
-    if newer:
+    if over and d.xmp:
         rdf = parse_xmp(d.xmp)
         overlay(rdf, ours)
     elif d.xmp:
@@ -757,13 +769,7 @@ def _with_iim(d: Decoded, block: bytes, newer: bool) -> None:
             overlay(rdf, sd)
     d.xmp = ('<x:xmpmeta xmlns:x="adobe:ns:meta/">' + etree.tostring(rdf, encoding="unicode")
              + "</x:xmpmeta>").encode("utf-8")
-    carried = [c.tag for c in ours]
-    there = [t for t in iim.tags(props) if t not in carried]
-    d.notes.append("IPTC-IIM block " + (f"carried in the XMP ({iim.said(carried)})" if carried else
-                                        "not carried") + (f"; the source's XMP's own {iim.said(there)} "
-                                        "kept over the block's" if there else "")
-                   + ("; the block was edited after the source's XMP (the digest in the file "
-                      "says), so its values are kept over the XMP's" if newer else "") + tail)
+    return [c.tag for c in ours]
 
 
 def _decoded(gray, src_mode, fmt, kind, info, exif_obj, notes) -> Decoded:
@@ -788,6 +794,8 @@ def _decoded(gray, src_mode, fmt, kind, info, exif_obj, notes) -> Decoded:
         _with_iim(d, block, iim.edited_since_xmp(info, block))
     elif 33723 in exif_obj:
         notes.append("IPTC-IIM block not carried (not read)")
+    if said := {iim.PNG_TEXT[k]: [v.strip()] for k, v in d.texts.items() if k in iim.PNG_TEXT and v.strip()}:
+        _folded(d, said, False)  # the writers' note says where they went
     # a TIFF's IFD is its EXIF: not the output's layout; nor is the source file's DateTime
     # (when it was saved) this file's
     for tag in (_LAYOUT_TAGS | {306}) & set(exif_obj):

@@ -62,8 +62,13 @@ def encode_output(rgb: np.ndarray, fmt: str, d, quality: int, prov: dict) -> tup
     notes = list(d.notes)
     prov = {**prov, "source_xmp": d.xmp, "texts": d.texts}
     if d.texts and fmt != "png":
-        notes.append(f"PNG text {', '.join(sorted(d.texts))} not carried (a {fmt} has no place "
-                     "for it)")
+        from pipeline.worker.iim import PNG_TEXT
+
+        kept = sorted(k for k in d.texts if k in PNG_TEXT)
+        left = sorted(k for k in d.texts if k not in PNG_TEXT)
+        notes.append("PNG text " + "; ".join(
+            ([f"{', '.join(kept)} in the XMP only ({', '.join(PNG_TEXT[k] for k in kept)})"] if kept else [])
+            + ([f"{', '.join(left)} not carried (a {fmt} has no place for it)"] if left else [])))
     if d.bits == 16 and fmt in ("jpeg", "webp"):
         notes.append(f"16-bit scan written as an 8-bit {fmt.upper()} (--format png or tiff keeps 16)")
     try:
@@ -205,8 +210,12 @@ def _png(rgb: np.ndarray, dpi, icc, exif, level: int, provenance: dict | None = 
 
 
 # Baseline TIFF tags that an EXIF block's IFD0 may hold, carried as themselves in a TIFF.
-_TIFF_ASCII_TAGS = {270: "ImageDescription", 271: "Make", 272: "Model", 305: "Software",
-                    306: "DateTime", 315: "Artist", 33432: "Copyright"}
+_TIFF_ASCII_TAGS = {269: "DocumentName", 270: "ImageDescription", 271: "Make", 272: "Model",
+                    285: "PageName", 305: "Software", 306: "DateTime", 315: "Artist",
+                    316: "HostComputer", 33432: "Copyright"}
+# IFD0 tags a TIFF output states of itself (its orientation, resolution, layout) or whose
+# sub-IFD the note names: not "left behind"
+_TIFF_OWN = {274, 282, 283, 296, 531, 0x8769, 0x8825}
 
 
 def _tiff(rgb: np.ndarray, dpi, icc, exif, notes: list[str] | None,
@@ -272,6 +281,10 @@ def _exif_as_tiff_tags(ex: Image.Exif, notes: list[str] | None) -> list[tuple]:
     if dropped and notes is not None:
         notes.append(f"TIFF output: EXIF {' and '.join(dropped)} sub-IFD not carried "
                      "(baseline tags and the date kept)")
+    if (other := sorted(set(ex) - set(_TIFF_ASCII_TAGS) - _TIFF_OWN)) and notes is not None:
+        from PIL import ExifTags
+
+        notes.append(f"TIFF output: EXIF {', '.join(ExifTags.TAGS.get(t, str(t)) for t in other)} not carried")
     return tags
 
 

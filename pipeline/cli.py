@@ -1074,13 +1074,31 @@ def _found_elsewhere(moved: list[dict]) -> str:
             f"audit.json: moved), e.g. {m['was']!r} -> {m['now'][0]!r}")
 
 
+def _outdated_said(r: dict, outdir: str) -> list[str]:
+    """Outputs whose XMP holds an older record than the catalogue's or their sidecar's now."""
+    from pipeline.client.outdir import Outdir, run_hint
+
+    redo = run_hint(outdir, "--redo", f"{outdir}/{Outdir.AUDIT_OUTDATED}")
+    out = []
+    if old := r["record_outdated"]:
+        out.append(f"{plural(len(old), 'output')} {'carries' if len(old) == 1 else 'carry'} older "
+                   f"catalogue cells than the manifest (a catalogue corrected and scanned again, or another "
+                   f"catalogue's column read since); the export has the new ones; to write them into "
+                   f"the files' XMP: {redo}")
+    if old := r.get("sidecar_outdated"):
+        out.append(f"{plural(len(old), 'output')} {'carries' if len(old) == 1 else 'carry'} the record "
+                   f"of an XMP sidecar edited or removed since (e.g. {old[0]}); to write the sidecar's "
+                   f"record as it is now into the files' XMP: {redo}")
+    return out
+
+
 def _audit_notes(r: dict, outdir: str) -> list[str]:
     """What a passed audit found that deserves a look, each with what to do about it."""
-    from pipeline.client.outdir import Outdir, run_hint
+    from pipeline.client.outdir import run_hint
 
     if r.get("report_error"):  # a read-only OUTDIR: the notes that point to no file, and the reasons
         said = [n for n in _audit_notes({**r, "report_error": None, "errors": [], "skipped": [],
-                                         "record_outdated": [], "copies": [], "gone": []}, outdir)]
+                                         "record_outdated": [], "sidecar_outdated": [], "copies": [], "gone": []}, outdir)]
         return said + [f"{plural(len(rows), 'image')} {what}: " + "; ".join(
             f"{x['source_path']!r}" + (f" ({x['error']})" if x.get("error") else "") for x in rows[:10])
             + (f" ... and {len(rows) - 10} more" if len(rows) > 10 else "")
@@ -1105,12 +1123,7 @@ def _audit_notes(r: dict, outdir: str) -> list[str]:
         from pipeline.client.catalogue import shared_said
 
         out.append(shared_said(shared["groups"], shared["column"]) + "; audit.html lists them")
-    if old := r["record_outdated"]:
-        out.append(f"{plural(len(old), 'output')} {'carries' if len(old) == 1 else 'carry'} older "
-                   f"catalogue cells than the manifest (a catalogue corrected and scanned again, or another "
-                   f"catalogue's column read since); "
-                   f"the export has the new ones; to write them into the files' XMP: "
-                   + run_hint(outdir, "--redo", f"{outdir}/{Outdir.AUDIT_OUTDATED}"))
+    out += _outdated_said(r, outdir)
     for k in r.get("lists_kept") or []:  # the curator's edit: the README says to make one
         out.append(f"{outdir}/{k['list']} was edited since the audit wrote it: kept as edited (this "
                    f"audit's list would hold {plural(k['would_hold'], 'line')}; remove the file to "

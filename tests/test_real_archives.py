@@ -2,6 +2,7 @@
 right, and the originals and the archive are guarded (issue 12)."""
 
 import errno
+import hashlib
 import io
 import json
 import os
@@ -1049,6 +1050,27 @@ def test_xmp_sidecars_are_read_with_their_pictures(tmp_path, photo, ckpt, warm):
     got = json.loads(subprocess.run(["exiftool", "-j", "-XMP-dc:Rights", one], capture_output=True,
                                     text=True, check=True).stdout)[0]
     assert got["Rights"] == "© Biblioteka Narodowa"
+    # the sidecar read is on record: one edited since (a licence withdrawn) or removed is told
+    read = {Path(r["source_path"]).stem: r["sidecar_sha256"] for r in Outdir(out).read_results().to_pylist()}
+    assert read == {"lr": hashlib.sha256((scans / "lr.xmp").read_bytes()).hexdigest(),
+                    "dt": hashlib.sha256((scans / "dt.jpg.xmp").read_bytes()).hexdigest()}
+    (scans / "lr.xmp").write_bytes(_sidecar(
+        '<dc:rights><rdf:Alt><rdf:li xml:lang="x-default">withdrawn: do not publish</rdf:li></rdf:Alt></dc:rights>'))
+    (scans / "dt.jpg.xmp").unlink()
+    r = run_cli("audit", out)
+    assert r.returncode == 0 and "XMP sidecar" not in r.stdout  # the inputs are not read unless asked
+    r = run_cli("audit", out, "--check-inputs")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "2 outputs carry the record of an XMP sidecar edited or removed since" in r.stdout, r.stdout
+    assert {Path(p).stem for p in (out / "audit-outdated.txt").read_text().splitlines()} == {"lr", "dt"}
+    r = run_cli("run", "-o", out, "--redo", out / "audit-outdated.txt")
+    assert r.returncode == 0, r.stderr
+    got = json.loads(subprocess.run(["exiftool", "-j", "-XMP-dc:Rights", "-XMP-dc:Title", "-r", out / "images"],
+                                    capture_output=True, text=True, check=True).stdout)
+    got = {Path(g["SourceFile"]).stem: g for g in got}
+    assert got["lr"]["Rights"] == "withdrawn: do not publish" and got["dt"]["Title"] == "old title"
+    r = run_cli("audit", out, "--check-inputs")
+    assert r.returncode == 0 and "XMP sidecar" not in r.stdout, r.stdout
 
 
 def test_a_sidecar_is_found_wherever_the_scan_ran_and_one_left_behind_by_a_rename_is_said(tmp_path, ckpt):

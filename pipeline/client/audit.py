@@ -18,7 +18,7 @@ from tqdm import tqdm
 from pipeline import __version__
 from pipeline.client import ledger, redo, results
 from pipeline.client.catalogue import carried_columns, shared_identifiers, stored_name
-from pipeline.client.manifest import read_manifest, resolve_path, source_states
+from pipeline.client.manifest import read_manifest, resolve_path, sidecar_where, source_states
 from pipeline.client.outdir import Outdir, Problem, last_stop, output_stems, run_hint, temporaries
 from pipeline.client.state import job_altered, never_started
 from pipeline.errors import plural
@@ -119,6 +119,31 @@ def _outdated_records(t, ok_rows: list[dict], carried: list[str], spec: dict, ou
                                          or _record_missing(r, mapping, before, out))]
 
 
+def _sidecars_edited(man_t, manifest: str, ok_rows: list[dict]) -> list[str]:
+    """Source paths of outputs whose XMP sidecar (a workflow's rights and caption, read into the
+    output) was edited or removed since: their XMP keeps the old record until redone (a trial
+    withdrew a licence in a sidecar; the audit passed and the output still granted it). Read
+    under --check-inputs, as the originals are."""
+    if "xmp_sidecar" not in man_t.column_names:
+        return []
+    where = {i: (p, x) for i, p, x in zip(man_t.column("image_id").to_pylist(), man_t.column("path").to_pylist(),
+                                          man_t.column("xmp_sidecar").to_pylist(), strict=True)}
+    edited = []
+    for r in ok_rows:
+        if not (was := r.get("sidecar_sha256")) or r["image_id"] not in where:
+            continue
+        path, sidecar = where[r["image_id"]]
+        try:
+            now = hashlib.sha256(read_source(sidecar_where(manifest, path, sidecar))).hexdigest() if sidecar else None
+        except FileNotFoundError:
+            now = None
+        except OSError:  # unreadable now: not told apart from unchanged (the original's check says why)
+            continue
+        if now != was:
+            edited.append(r["source_path"])
+    return edited
+
+
 def _record_missing(r: dict, mapping: str, before: list[str], out: Store) -> bool:
     """An output whose record the job's widened mapping changes (a later catalogue's column) and
     whose own XMP does not say it: only such rows' files are read."""
@@ -210,6 +235,7 @@ def audit(outdir: str | Store | Outdir, quick: bool = False, check_inputs: bool 
         "review": review_counts(od, res),
         "shards": len(shards), "stopped": last_stop(od),
         "record_outdated": _outdated_records(man_t, ok_rows, carried, spec, out),
+        "sidecar_outdated": _sidecars_edited(man_t, spec["manifest"], ok_rows) if check_inputs else [],
         **_same_bytes(res, gone_ids), "shared_identifiers": _shared_ids(res, spec, man_t),
         "pages_left": _pages_left(ok_rows, listed), "temporaries": temporaries(od),
         "unread_folders": _unread_folders(man_t), **_what_was_audited(job, quick, check_inputs),
@@ -335,8 +361,8 @@ def _write_lists(out: Store, report: dict, ok_rows) -> None:
     ids = {r["source_path"]: r["image_id"] for r in ok_rows}
     report["lists"], report["lists_kept"] = {}, []
     for name, rows in ((Outdir.AUDIT_SKIPPED, report["skipped"]), (Outdir.AUDIT_ERRORS, report["errors"]),
-                       (Outdir.AUDIT_OUTDATED, [{"source_path": p, "image_id": ids.get(p)}
-                                                for p in report["record_outdated"]])):
+                       (Outdir.AUDIT_OUTDATED, [{"source_path": p, "image_id": ids.get(p)} for p in
+                                                dict.fromkeys(report["record_outdated"] + report["sidecar_outdated"])])):
         paths = [r["source_path"] if _one_line(r["source_path"]) or not r.get("image_id") else r["image_id"]
                  for r in rows]
         data = "".join(f"{p}\n" for p in paths).encode()

@@ -713,9 +713,10 @@ def overlay(rdf, top, also=lambda tag: False) -> None:
     rdf.append(top)
 
 
-def add_sidecar(d: Decoded, data: bytes, name: str) -> None:
+def add_sidecar(d: Decoded, data: bytes, name: str) -> bool:
     """An XMP sidecar's properties over the file's own XMP, where both say a thing the sidecar's
-    (a workflow edits the sidecar: Lightroom's NAME.xmp, darktable's NAME.EXT.xmp)."""
+    (a workflow edits the sidecar: Lightroom's NAME.xmp, darktable's NAME.EXT.xmp). False where
+    it does not parse (noted)."""
     from lxml import etree
 
     try:
@@ -723,15 +724,16 @@ def add_sidecar(d: Decoded, data: bytes, name: str) -> None:
         own = parse_xmp(d.xmp) if d.xmp else None
     except ValueError as e:
         d.notes.append(f"XMP sidecar {name} not read (unreadable: {e})"[:200])
-        return
+        return False
     d.notes.append(f"XMP sidecar {name} read")
     if own is None:
         d.xmp = data
-        return
+        return True
     for sd in side.findall(f"{{{RDF_NS}}}Description"):
         overlay(own, sd)
     d.xmp = ('<x:xmpmeta xmlns:x="adobe:ns:meta/">' + etree.tostring(own, encoding="unicode")
              + "</x:xmpmeta>").encode("utf-8")
+    return True
 
 
 def _with_iim(d: Decoded, block: bytes, newer: bool) -> None:

@@ -116,7 +116,7 @@ class ImageStages:
             else:
                 self.decode_host(item, data)
         if mrow.get("xmp_sidecar") and not item.finished:  # read with it (scan pairs them)
-            _read_sidecar(item.decoded, sidecar_where(self.spec.manifest, mrow["path"], mrow["xmp_sidecar"]))
+            _read_sidecar(item, sidecar_where(self.spec.manifest, mrow["path"], mrow["xmp_sidecar"]))
         if hinted and not item.finished:  # its own batch: the job's batches stay as they were
             item.cells, item.aside = _on_grid(hinted, item.decoded, self.spec.size), True
             outside = hintlib.outside(hinted, item.decoded.width, item.decoded.height)
@@ -283,16 +283,18 @@ def _source_bytes(item: Item, mrow: dict, manifest: str) -> bytes | None:
     return None
 
 
-def _read_sidecar(d: Decoded, path: str) -> None:
+def _read_sidecar(item: Item, path: str) -> None:
     """The picture's XMP sidecar into its metadata (imaging.add_sidecar); one gone or unreadable
-    since the scan costs that metadata, said, never the picture."""
+    since the scan costs that metadata, said, never the picture. The row keeps the sha256 of the
+    sidecar read (audit --check-inputs tells one edited since)."""
     name = os.path.basename(path)
     try:
         data = read_source(path)
     except Exception as e:  # noqa: BLE001 - whatever the store says: a note
-        d.notes.append(f"XMP sidecar {name} not read ({type(e).__name__}: {e})"[:200])
+        item.decoded.notes.append(f"XMP sidecar {name} not read ({type(e).__name__}: {e})"[:200])
         return
-    add_sidecar(d, data, name)
+    if add_sidecar(item.decoded, data, name):
+        item.row["sidecar_sha256"] = hashlib.sha256(data).hexdigest()
 
 
 def _not_found(scan_error: str | None) -> str:

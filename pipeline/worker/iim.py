@@ -147,7 +147,7 @@ def _text(value: bytes, utf8: bool) -> str:
     return _CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffe\uffff\ud800-\udfff]")  # none is XML
 
 
 def read(data: bytes) -> tuple[dict[str, list[str]], list[str]]:

@@ -792,12 +792,15 @@ def _decoded(gray, src_mode, fmt, kind, info, exif_obj, notes) -> Decoded:
     d.xmp = source_xmp(info.get("xmp"), notes)
     d.texts = {k: str(v) for k, v in info.items() if fmt == "PNG" and isinstance(v, str)
                and k != "XML:com.adobe.xmp" and not k.startswith("Raw profile type")}
-    if (block := iim.block(info)) is not None:
-        _with_iim(d, block, iim.edited_since_xmp(info, block))
-    elif 33723 in exif_obj:
-        notes.append("IPTC-IIM block not carried (not read)")
-    if said := {iim.PNG_TEXT[k]: [v.strip()] for k, v in d.texts.items() if k in iim.PNG_TEXT and v.strip()}:
-        _folded(d, said, False)  # the writers' note says where they went
+    try:  # metadata that will not go into XML costs a note, never the picture
+        if (block := iim.block(info)) is not None:
+            _with_iim(d, block, iim.edited_since_xmp(info, block))
+        elif 33723 in exif_obj:
+            notes.append("IPTC-IIM block not carried (not read)")
+        if said := {iim.PNG_TEXT[k]: [v.strip()] for k, v in d.texts.items() if k in iim.PNG_TEXT and v.strip()}:
+            _folded(d, said, False)  # the writers' note says where they went
+    except ValueError as e:
+        notes.append(f"IPTC-IIM block or PNG text not carried in the XMP ({e})"[:200])
     # a TIFF's IFD is its EXIF: not the output's layout; nor is the source file's DateTime
     # (when it was saved) this file's
     for tag in (_LAYOUT_TAGS | {306}) & set(exif_obj):

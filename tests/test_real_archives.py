@@ -776,6 +776,26 @@ def test_a_pngs_own_title_author_and_copyright_are_its_xmps_where_the_xmp_is_sil
     assert d.texts["Title"] == "Omas\x07 Hoch\ufffezeit"  # a PNG output keeps the text as it was
 
 
+def test_a_png_texts_language_stays_with_it(photo):
+    """An iTXt in German, its keyword translated: a PNG output's text keeps both (a trial's came
+    back with no language)."""
+    from PIL import PngImagePlugin
+
+    from pipeline.worker.writers import encode_output, provenance
+
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("Copyright", "© Stadtarchiv Görlitz", lang="de", tkey="Urheberrecht")
+    info.add_text("Title", "Markt")
+    buf = io.BytesIO()
+    Image.fromarray(photo).save(buf, "PNG", pnginfo=info)
+    d = decode(io.BytesIO(buf.getvalue()))
+    data, _ = encode_output(np.dstack([d.gray] * 3), "png", d, 90, provenance("c" * 64, "2026-12-05", None))
+    got = Image.open(io.BytesIO(data)).text
+    assert (got["Copyright"], got["Copyright"].lang, got["Copyright"].tkey) == (
+        "© Stadtarchiv Görlitz", "de", "Urheberrecht")
+    assert got["Title"] == "Markt" and not getattr(got["Title"], "lang", "")
+
+
 def test_a_source_xmp_that_does_not_parse_is_noted_and_ours_written(tmp_path, photo):
     from pipeline.worker.writers import encode_output, provenance
 

@@ -21,7 +21,8 @@ from pipeline.worker.writers import widens
 # bump when outputs change for the same checkpoint (2: colour by table, own PNG; 3: reflect-padded
 # net input, chroma gain; 4: XMP with the catalogue's record; 5: the source's XMP and PNG texts
 # kept, EXIF text as written, no invented dpi; 6: read through the scan's ICC profile; 7: an
-# IPTC-IIM block's record in the XMP, EXIF's pixel size the upright picture's)
+# IPTC-IIM block's record in the XMP, EXIF's pixel size the upright picture's, PNG texts in the XMP
+# and an iTXt's language kept)
 OUTPUT_VERSION = 7
 DEFAULT_CHECKPOINT = Path(__file__).parents[1] / "weights" / "colorizer.pt"
 # The hint-conditioned variant (jobs/train-hints.toml): colours the images a curator gave hints.

@@ -57,6 +57,7 @@ class Decoded:
     exif: bytes | None = None  # orientation reset: pixels are already upright
     xmp: bytes | None = None  # the source's XMP packet, checked to parse (writers merge ours in)
     texts: dict[str, str] = field(default_factory=dict)  # a PNG's text chunks (Title, Author...)
+    text_langs: dict[str, tuple[str, str]] = field(default_factory=dict)  # an iTXt's language, keyword in it
     notes: list[str] = field(default_factory=list)
     encoded: bytes | None = None  # the file, while gray is None
     size: tuple[int, int] | None = None  # (width, height), while gray is None
@@ -792,6 +793,8 @@ def _decoded(gray, src_mode, fmt, kind, info, exif_obj, notes) -> Decoded:
     d.xmp = source_xmp(info.get("xmp"), notes)
     d.texts = {k: str(v) for k, v in info.items() if fmt == "PNG" and isinstance(v, str)
                and k != "XML:com.adobe.xmp" and not k.startswith("Raw profile type")}
+    d.text_langs = {k: (info[k].lang or "", info[k].tkey or "") for k in d.texts
+                    if getattr(info[k], "lang", None) or getattr(info[k], "tkey", None)}
     try:  # metadata that will not go into XML costs a note, never the picture
         if (block := iim.block(info)) is not None:
             _with_iim(d, block, iim.edited_since_xmp(info, block))

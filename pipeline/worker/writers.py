@@ -31,13 +31,17 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
-def _itxt(keyword: str, text: str, squeeze: bool = False) -> bytes:
+def _itxt(keyword: str, text: str, squeeze: bool = False, lang: tuple[str, str] = ("", "")) -> bytes:
+    """lang: the text's language tag and its keyword in that language (a German Copyright
+    line stays German to a reader that picks by language)."""
     data = text.encode("utf-8", "surrogateescape")
     # a source's long text compressed, as its writer most likely had it (never the XMP: its
     # spec wants it plain, and ours is read as bytes by audit and --repair)
     big = squeeze and len(data) > 1024
+    said = (lang[0].encode("ascii", "ignore").replace(b"\x00", b"")[:79] + b"\x00"
+            + lang[1].encode("utf-8", "surrogateescape").replace(b"\x00", b"") + b"\x00")
     return _png_chunk(b"iTXt", keyword.encode("latin-1", "replace")[:79] + b"\x00"
-                      + (b"\x01\x00\x00\x00" + zlib.compress(data) if big else b"\x00\x00\x00\x00" + data))
+                      + (b"\x01\x00" + said + zlib.compress(data) if big else b"\x00\x00" + said + data))
 
 
 def provenance(checkpoint_sha256: str, date: str, source_sha256: str | None,
@@ -60,7 +64,7 @@ def encode_output(rgb: np.ndarray, fmt: str, d, quality: int, prov: dict) -> tup
     where the format carries it, our provenance and record; metadata a writer chokes on is
     dropped with a note, never fatal."""
     notes = list(d.notes)
-    prov = {**prov, "source_xmp": d.xmp, "texts": d.texts}
+    prov = {**prov, "source_xmp": d.xmp, "texts": d.texts, "text_langs": d.text_langs}
     if d.texts and fmt != "png":
         from pipeline.worker.iim import PNG_TEXT
 
@@ -77,7 +81,7 @@ def encode_output(rgb: np.ndarray, fmt: str, d, quality: int, prov: dict) -> tup
     except Exception as e:
         notes.append(f"metadata not carried ({type(e).__name__}: {e})"[:200])
         data = encode(rgb, fmt, quality=quality,  # ours alone: the source's choked the writer
-                      provenance={k: v for k, v in prov.items() if k not in ("source_xmp", "texts")})
+                      provenance={k: v for k, v in prov.items() if k not in ("source_xmp", "texts", "text_langs")})
     return data, notes
 
 
@@ -203,7 +207,8 @@ def _png(rgb: np.ndarray, dpi, icc, exif, level: int, provenance: dict | None = 
         out.append(_itxt("Comment", (f"{said}\n\n" if said else "") + provenance_text(provenance)))
         out.append(_itxt("XML:com.adobe.xmp", xmp_packet(provenance).decode()))
         # then the source's own texts (a Title, an Author); the Software is ours now
-        out += [_itxt(k, v, squeeze=True) for k, v in texts.items() if k != "Software"]
+        langs = provenance.get("text_langs") or {}
+        out += [_itxt(k, v, squeeze=True, lang=langs.get(k, ("", ""))) for k, v in texts.items() if k != "Software"]
     out.append(_png_chunk(b"IDAT", imagecodecs.deflate_encode(rows, level=level)))  # zlib format
     out.append(_png_chunk(b"IEND", b""))
     return b"".join(out)

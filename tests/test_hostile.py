@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 import pipeline.worker.stages as stages
 from pipeline.client.jobspec import JobSpec
@@ -101,7 +102,28 @@ def build(root: Path, photo) -> dict[str, tuple[str, str]]:
     (root / "dangling.png").symlink_to("nowhere.png")  # its row has the link's name
     exp["dangling.png"] = ("error", "broken symbolic link: it points to nowhere.png, which is not there")
     save("locked.png", g, status="error", phrase="permission denied")
+    # metadata too large or broken costs a note, never the picture
+    buf = io.BytesIO()
+    g.save(buf, "PNG")
+    png, bomb = buf.getvalue(), _chunk(b"zTXt", b"Description\0\0" + zlib.compress(b"A" * (20 << 20)))
+    at, end = png.index(b"IDAT") - 4, png.index(b"IEND") - 4
+    for name, data in (("caption bomb.png", png[:at] + bomb + png[at:]),
+                       ("caption after.png", png[:end] + bomb + png[end:])):
+        (root / name).write_bytes(data)
+        exp[name] = ("ok", "PNG text 'Description' not read (over the 1 MB a PNG text or profile may hold here)")
+    iim = PngInfo()
+    iim.add_text("Raw profile type iptc", "\nIPTC profile\n       9\nZZZZ00112\n")
+    save("bad iim.png", g, phrase="IPTC-IIM block not carried (unreadable: no dataset in it)", pnginfo=iim)
+    save("piped.png", g, phrase="XMP sidecar piped.xmp not read (ValueError: not a regular file")
+    os.mkfifo(root / "piped.xmp")  # read, it would block for ever
+    save("big sidecar.png", g, phrase="XMP sidecar big sidecar.xmp not read (9 MB, more than the 8 MB")
+    with open(root / "big sidecar.xmp", "wb") as f:
+        f.truncate(9 << 20)
     return exp
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
 @pytest.fixture(scope="module", params=["cpu", "device"])

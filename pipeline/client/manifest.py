@@ -239,10 +239,11 @@ def sidecar_of(path: str) -> str | None:
     darktable's and digiKam's NAME.EXT.xmp first, then Lightroom's and Capture One's NAME.xmp."""
     if is_url(path):
         return None
-    for c in _sidecar_names(path):
-        if os.path.isfile(c):
-            return c
-    return None
+    names = _sidecar_names(path)
+    # then one that is no file (a pipe, a device, a broken or looping link): its picture's, not
+    # "a sidecar with no picture"; the run notes on the picture's row why it was not read
+    return (next((c for c in names if os.path.isfile(c)), None)
+            or next((c for c in names if os.path.lexists(c) and not os.path.isdir(c)), None))
 
 
 HEAD = 1 << 16

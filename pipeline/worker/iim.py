@@ -60,10 +60,12 @@ def block(info: dict) -> bytes | None:
     PNG's "Raw profile type iptc" text (ImageMagick's and exiftool's hex)."""
     if data := (info.get("photoshop") or {}).get(0x0404):
         return bytes(data)
+    if b"8BIM\x04\x04" in (app13 := info.get("app13") or b""):  # one Pillow could not parse
+        return resource(app13[app13.index(b"8BIM"):], 0x0404) or b""
     if data := info.get("iptc"):
         return bytes(data)
     if text := info.get("Raw profile type iptc"):
-        return _raw_profile(str(text))
+        return _raw_profile(str(text)) or b""  # there, and unreadable: said so
     return None
 
 

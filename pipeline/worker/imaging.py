@@ -263,7 +263,12 @@ def _jpeg_precision(head: bytes) -> int | None:
 
 def read_header(path: str | os.PathLike | io.IOBase, max_pixels: int = DEFAULT_MAX_PIXELS) -> Header:
     """Size, mode and format from the header alone (no pixel decoding)."""
-    im = _open(path, max_pixels)
+    try:
+        im = _open(path, max_pixels)
+    except DecodeError as e:  # a caption too large for Pillow: the picture is still one
+        if not _past_text_limits(e) or not (data := png_without_big_texts(_raw_bytes(path)))[1]:
+            raise
+        im = _open(io.BytesIO(data[0]), max_pixels)
     with im:
         xmp = im.info.get("xmp") or b""
         said = xmp if isinstance(xmp, bytes) else str(xmp).encode()
@@ -441,18 +446,26 @@ def _oriented(src: Image.Image, notes: list[str]):
         return Image.Exif(), src
 
 
+def _iim_blocks(src: Image.Image) -> dict:
+    """What iim.block reads beside Pillow's info: a TIFF's IPTC-IIM and Photoshop tags as the
+    file's bytes (Pillow's value of the first, typed LONG as Photoshop writes it, is its first
+    four bytes as a number); a JPEG's APP13 as written (Pillow parses none it finds damaged)."""
+    if src.format == "TIFF":
+        data = getattr(getattr(src, "tag_v2", None), "_tagdata", {})
+        return {key: bytes(data[tag]) for tag, key in ((33723, "iptc"), (34377, "photoshop_irb"))
+                if data.get(tag) is not None}
+    if src.format in ("JPEG", "MPO"):
+        return {"app13": b"".join(seg for name, seg in getattr(src, "applist", []) if name == "APP13")}
+    return {}
+
+
 def _stated(src: Image.Image) -> dict:
     """The file's info as the file states it: Pillow fills in a resolution the scan never gave
     (1 dpi for a TIFF without XResolution; 72 for a JPEG whose JFIF gives only an aspect ratio
     and whose EXIF no resolution), and an output must not carry an invented one."""
-    info = dict(src.info)
+    info = {**src.info, **_iim_blocks(src)}
     if src.format == "TIFF":  # ResolutionUnit 1 is "no absolute unit": an aspect ratio
         tags = getattr(src, "tag_v2", {})
-        # its IPTC-IIM as the file's bytes (Pillow's value of the tag, typed LONG as Photoshop
-        # writes it, is its first four bytes as a number)
-        for tag, key in ((33723, "iptc"), (34377, "photoshop_irb")):
-            if (raw := getattr(tags, "_tagdata", {}).get(tag)) is not None:
-                info[key] = bytes(raw)
         stated = 282 in tags and tags.get(296, 2) in (2, 3)
     elif src.format in ("JPEG", "MPO") and info.get("jfif_unit") not in (1, 2):
         try:  # EXIF's unit is inches unless it says otherwise (Pillow says 72 then)
@@ -474,6 +487,74 @@ def decode(path: str | os.PathLike | io.BytesIO, max_pixels: int = DEFAULT_MAX_P
            preview: int = 0) -> Decoded:
     """Decode to lightness with orientation applied (DecodeError: a clear reason). preview: a
     thumbnail's size: a JPEG decodes reduced, its sizes then the reduced picture's (no output)."""
+    try:
+        return _decode(path, max_pixels, preview)
+    except DecodeError as e:
+        if not _past_text_limits(e):
+            raise
+        data, left = png_without_big_texts(_raw_bytes(path))
+        if not left:
+            raise
+    d = _decode(io.BytesIO(data), max_pixels, preview)
+    d.notes.append(f"PNG {', '.join(left)} not read (over the {_text_limit_said()} a PNG text or "
+                   "profile may hold here)")
+    return d
+
+
+def _past_text_limits(e: Exception) -> bool:
+    """Pillow's refusal of a PNG text (or profile) chunk too large: a limit against memory
+    bombs that made a whole picture an error row for one caption."""
+    return "MAX_TEXT_CHUNK" in str(e) or "MAX_TEXT_MEMORY" in str(e)
+
+
+def _text_limit_said() -> str:
+    from PIL import PngImagePlugin
+
+    return f"{PngImagePlugin.MAX_TEXT_CHUNK >> 20} MB"
+
+
+def png_without_big_texts(data: bytes) -> tuple[bytes, list[str]]:
+    """A PNG's bytes without the text and profile chunks Pillow refuses to read (one over
+    MAX_TEXT_CHUNK decompressed, or texts past MAX_TEXT_MEMORY in all), and what was left out
+    (each text's keyword, "ICC profile"); the data as it was, and [], for anything else."""
+    from PIL import PngImagePlugin as P
+
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return data, []
+    out, left, total, i = [data[:8]], [], 0, 8
+    while i + 12 <= len(data):
+        n, kind = int.from_bytes(data[i:i + 4], "big"), data[i + 4:i + 8]
+        chunk, body, i = data[i:i + 12 + n], data[i + 8:i + 8 + n], i + 12 + n
+        if kind in (b"tEXt", b"zTXt", b"iTXt", b"iCCP"):
+            key, _, rest = body.partition(b"\0")
+            size = _text_size(kind, rest)
+            if size > P.MAX_TEXT_CHUNK or (kind != b"iCCP" and total + size > P.MAX_TEXT_MEMORY):
+                left.append("ICC profile" if kind == b"iCCP" else f"text {key.decode('latin-1')!r}")
+                continue
+            total += 0 if kind == b"iCCP" else size
+        out.append(chunk)
+    return b"".join(out) + data[i:], left
+
+
+def _text_size(kind: bytes, rest: bytes) -> int:
+    """How large a text chunk's text is once read (bounded: a bomb is counted to the limit)."""
+    from PIL import PngImagePlugin as P
+
+    if kind == b"tEXt":
+        return len(rest)
+    if kind == b"iTXt":
+        if rest[:1] != b"\x01":  # not compressed
+            return len(rest)
+        rest = rest[2:].split(b"\0", 2)[-1]  # past the method, the language and its keyword
+    else:
+        rest = rest[1:]  # past the method
+    try:
+        return len(zlib.decompressobj().decompress(rest, P.MAX_TEXT_CHUNK + 1))
+    except zlib.error:
+        return 0  # Pillow says what is wrong with it
+
+
+def _decode(path: str | os.PathLike | io.BytesIO, max_pixels: int, preview: int) -> Decoded:
     if isinstance(path, (str, os.PathLike)) and (why := not_read_here(str(path))):
         raise DecodeError(why)
     with _open(path, max_pixels, preview) as src:  # multi-page TIFFs keep their file open until closed
@@ -690,12 +771,25 @@ def source_xmp(data, notes: list[str]) -> bytes | None:
         data = data.encode("utf-8")
     if not data or not data.strip(b"\0 \t\r\n"):
         return None
+    if len(data) > XMP_LIMIT:
+        notes.append(f"source XMP not carried ({xmp_too_large(len(data))})")
+        return None
     try:
         parse_xmp(bytes(data))
     except ValueError as e:
         notes.append(f"source XMP not carried (unreadable: {e})"[:200])
         return None
     return bytes(data)
+
+
+# An XMP larger than this is not read: parsed and merged it costs ~20 times its size, in every
+# worker, and is copied into each output (a trial's 54 MB sidecar: 1.9 GB, 53 MB outputs of a
+# 64 px scan). Photoshop's own, with a long history, runs to a few hundred kB.
+XMP_LIMIT = 8 << 20
+
+
+def xmp_too_large(n: int) -> str:
+    return f"{n / (1 << 20):.0f} MB, more than the {XMP_LIMIT >> 20} MB an XMP may have here"
 
 
 def overlay(rdf, top, also=lambda tag: False) -> None:
@@ -720,6 +814,9 @@ def add_sidecar(d: Decoded, data: bytes, name: str) -> bool:
     it does not parse (noted)."""
     from lxml import etree
 
+    if len(data) > XMP_LIMIT:
+        d.notes.append(f"XMP sidecar {name} not read ({xmp_too_large(len(data))})")
+        return False
     try:
         side = parse_xmp(data)
         own = parse_xmp(d.xmp) if d.xmp else None
@@ -742,6 +839,9 @@ def _with_iim(d: Decoded, block: bytes, newer: bool) -> None:
     the source's own XMP says (it wins where both say a thing) unless the block is `newer`
     (iim.edited_since_xmp); the block itself is not carried (an output's XMP is where every
     format keeps it), which the row's note says."""
+    if not iim.datasets(block):
+        d.notes.append("IPTC-IIM block not carried (unreadable: no dataset in it)")
+        return
     props, left = iim.read(block)
     tail = f"; its datasets {', '.join(left)} not carried" if left else ""
     if not props:

@@ -22,6 +22,7 @@ from pipeline.errors import plural
 from pipeline.storage import Store, read_source
 from pipeline.worker import hints as hintlib
 from pipeline.worker.imaging import (
+    XMP_LIMIT,
     Decoded,
     DecodeError,
     add_sidecar,
@@ -30,6 +31,7 @@ from pipeline.worker.imaging import (
     gray_jpeg_header,
     net_input,
     not_read_here,
+    xmp_too_large,
 )
 from pipeline.worker.writers import encode_output, extension, output_format, provenance, record
 
@@ -289,6 +291,9 @@ def _read_sidecar(item: Item, path: str) -> None:
     sidecar read (audit --check-inputs tells one edited since)."""
     name = os.path.basename(path)
     try:
+        if "://" not in path and (n := os.stat(path).st_size) > XMP_LIMIT:  # not read to be refused
+            item.decoded.notes.append(f"XMP sidecar {name} not read ({xmp_too_large(n)})")
+            return
         data = read_source(path)
     except Exception as e:  # noqa: BLE001 - whatever the store says: a note
         item.decoded.notes.append(f"XMP sidecar {name} not read ({type(e).__name__}: {e})"[:200])

@@ -44,7 +44,9 @@ class Parser(argparse.ArgumentParser):
             hints = []
             for tok in message.split(":", 1)[1].split():
                 close = difflib.get_close_matches(tok.split("=")[0].replace("_", "-"), known, n=1)
-                if tok.startswith("-") and close:
+                if tok.split("=")[0] in known:  # an option after `--`, which makes all names
+                    hints.append(f"{tok}: options go before `--`")
+                elif tok.startswith("-") and close:
                     hints.append(f"{tok}: did you mean {close[0]}?")
                 elif tok.endswith(".parquet") and "--manifest" in known:  # `run m.parquet -o OUT`
                     hints.append(f"a manifest is named with --manifest {tok}")
@@ -167,7 +169,10 @@ def cmd_image(a) -> int:
         raise UsageError(f"{a.input} is a folder; `image` colorizes one file (for a folder: "
                          "colorize scan, then colorize run)")
     if not Path(a.input).is_file():
-        raise UsageError(f"input not found: {a.input}")
+        from pipeline.storage import not_a_file
+
+        raise UsageError(f"input {a.input} is {why}" if (why := not_a_file(a.input)) else
+                         f"input not found: {a.input}")
     if Path(a.output).resolve() == Path(a.input).resolve():
         raise UsageError(f"output {a.output} is the input: the original would be replaced; "
                          "name another file")

@@ -82,6 +82,24 @@ def read_source(path: str) -> bytes:
     return Path(path).read_bytes()
 
 
+def not_a_file(path: str) -> str | None:
+    """Why a name that is there is no file to read (a pipe, a socket, a device; a link that
+    leads nowhere, or round in a loop), said as such: "not found" of a name `ls` shows sent a
+    trial looking for a typo. None when it is a file or a folder, or is not there at all."""
+    import errno
+
+    if is_url(path) or not os.path.lexists(path) or os.path.isfile(path) or os.path.isdir(path):
+        return None
+    if os.path.islink(path):
+        try:
+            os.stat(path)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                return "a loop of symbolic links (each points on to another, none to a file)"
+            return f"a broken symbolic link: it points to {os.readlink(path)}, which is not there"
+    return "not a regular file (a pipe, a socket, a device)"
+
+
 def as_store(outdir: str | os.PathLike | Store) -> Store:
     return outdir if isinstance(outdir, Store) else Store(outdir)
 

@@ -36,6 +36,26 @@ def test_image_16bit_tiff_in_16bit_tiff_out(tmp_path, ckpt, photo_gray):
         assert page.tags["XResolution"].value == (600, 1)
 
 
+def test_a_name_that_is_there_but_no_file_is_said_as_what_it_is(tmp_path, capsys):
+    """`ls` shows it, so "not found" sent a trial looking for a typo: a pipe, a link that leads
+    nowhere or round in a loop, named to image or scan, is said as such (exit 2); an option
+    after `--` is told to go before it."""
+    os.mkfifo(tmp_path / "pipe.jpg")
+    (tmp_path / "dangling.jpg").symlink_to("nowhere.jpg")
+    (tmp_path / "a.jpg").symlink_to("b.jpg")
+    (tmp_path / "b.jpg").symlink_to("a.jpg")
+    for name, why in (("pipe.jpg", "is not a regular file (a pipe, a socket, a device)"),
+                      ("dangling.jpg", "is a broken symbolic link: it points to nowhere.jpg, which is not there"),
+                      ("a.jpg", "is a loop of symbolic links")):
+        src = str(tmp_path / name)
+        assert main(["image", src, str(tmp_path / "x.png")]) == 2
+        assert f"input {src} {why}" in capsys.readouterr().err
+        assert main(["scan", src, "-o", str(tmp_path / "m.parquet")]) == 2
+        assert f"source {src} {why}" in capsys.readouterr().err
+    assert main(["image", "--", str(tmp_path / "pipe.jpg"), str(tmp_path / "x.png"), "--size", "32"]) == 2
+    assert "(--size: options go before `--`)" in capsys.readouterr().err
+
+
 def test_image_exif_rotated_comes_out_upright(tmp_path, ckpt, photo_gray):
     exif = Image.Exif()
     exif[0x0112] = 8  # rotate 270 CW to view

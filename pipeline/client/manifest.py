@@ -35,7 +35,7 @@ from pipeline.client.elsewhere import advice
 from pipeline.client.outdir import Outdir
 from pipeline.client.results import CORE_COLUMNS, PROBED
 from pipeline.errors import ScanError, plural
-from pipeline.storage import is_url
+from pipeline.storage import is_url, not_a_file
 from pipeline.worker.imaging import (
     DEFAULT_MAX_PIXELS,
     NOT_READ_EXTS,
@@ -170,6 +170,8 @@ def _expand(src: str, list_options: dict | None = None) -> Iterator[dict]:
         for m in matches:
             if os.path.isfile(m):
                 yield {"path": m, "_named": True}
+    elif why := not_a_file(src):
+        raise ScanError(f"source {src} is {why}")
     else:
         raise ScanError(f"source not found: {src}")
 
@@ -279,8 +281,7 @@ def _probe(row: dict, max_pixels: int) -> dict:
         out["scan_error"] = "not a regular file (a pipe, a socket, a device, a folder)"
         return out
     if not is_url(path) and os.path.islink(path) and not os.path.exists(path):
-        out["scan_error"] = (f"broken symbolic link: it points to {os.readlink(path)}, which is "
-                             "not there")
+        out["scan_error"] = not_a_file(path).removeprefix("a ")  # "broken symbolic link: ..."
         return out
     try:
         if is_url(path):

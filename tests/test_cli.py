@@ -486,6 +486,27 @@ def test_a_run_none_of_whose_originals_is_there_is_refused_not_made_error_rows(t
     assert main([*run[:2], str(tmp_path / "one.parquet"), "-o", str(tmp_path / "out1"), *run[5:]]) == 0
 
 
+def test_a_ledger_made_its_own_on_a_full_disk_leaves_no_litter(tmp_path, monkeypatch):
+    """Breaking the hard link copies the record first; a disk that fills during the copy must
+    leave the record as it was and no half-written copy beside it."""
+    import errno
+
+    from pipeline.client import ledger
+
+    rec = tmp_path / "commits.jsonl"
+    rec.write_text('{"shard": 0, "sha256": "ab"}\n')
+    os.link(rec, tmp_path / "other.jsonl")
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ledger.os, "fsync", full)
+    with pytest.raises(OSError):
+        ledger._own(str(rec))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["commits.jsonl", "other.jsonl"]
+    assert rec.read_text() == '{"shard": 0, "sha256": "ab"}\n'
+
+
 def test_an_outdir_copied_as_hard_links_keeps_its_own_record_of_commits(tmp_path, ckpt, capsys):
     """A migration trial copied OUTDIR with `cp -al` (a snapshot tool's way): a redo in the copy
     appended to the commits record both share, and the original's audit then failed

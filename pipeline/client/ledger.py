@@ -43,11 +43,15 @@ def _own(path: str) -> None:
     except FileNotFoundError:
         return
     tmp = f"{path}.tmp-{os.getpid()}"
-    with open(path, "rb") as src, open(tmp, "wb") as dst:
-        dst.write(src.read())
-        dst.flush()
-        os.fsync(dst.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(path, "rb") as src, open(tmp, "wb") as dst:
+            dst.write(src.read())
+            dst.flush()
+            os.fsync(dst.fileno())
+        os.replace(tmp, path)
+    finally:  # a full disk or a signal mid-copy leaves no litter beside the record
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
 
 
 def adopt(outdir: Outdir, shards: set[int]) -> list[int]:

@@ -137,8 +137,8 @@ def _sidecars_edited(man_t, manifest: str, ok_rows: list[dict]) -> list[str]:
             now = hashlib.sha256(read_source(sidecar_where(manifest, path, sidecar))).hexdigest() if sidecar else None
         except FileNotFoundError:
             now = None
-        except OSError:  # unreadable now: not told apart from unchanged (the original's check says why)
-            continue
+        except (OSError, ValueError):  # unreadable now (a pipe, a device: read_source refuses it)
+            now = ""  # not the sidecar read into the output: its record is outdated
         if now != was:
             edited.append(r["source_path"])
     return edited

@@ -116,7 +116,7 @@ def build(root: Path, photo) -> dict[str, tuple[str, str]]:
     save("bad iim.png", g, phrase="IPTC-IIM block not carried (unreadable: no dataset in it)", pnginfo=iim)
     save("piped.png", g, phrase="XMP sidecar piped.xmp not read (ValueError: not a regular file")
     os.mkfifo(root / "piped.xmp")  # read, it would block for ever
-    save("big sidecar.png", g, phrase="XMP sidecar big sidecar.xmp not read (9 MB, more than the 8 MB")
+    save("big sidecar.png", g, phrase="XMP sidecar big sidecar.xmp not read (9.0 MB, more than the 8 MB")
     with open(root / "big sidecar.xmp", "wb") as f:
         f.truncate(9 << 20)
     return exp
@@ -323,3 +323,34 @@ def test_nvjpeg_run_matches_pillow_run(tmp_path, ckpt, photo):
     for name in cpu:
         a, b = (np.asarray(Image.open(io.BytesIO(x[name])), dtype=int) for x in (cpu, gpu))
         assert a.shape == b.shape and np.abs(a - b).mean() < 3, name
+
+
+def test_a_jpeg_the_device_refuses_keeps_its_sidecars_record_and_one_it_decodes_says_its_size(
+        tmp_path, ckpt, photo, monkeypatch):
+    """The Pillow fallback reads the picture anew: its XMP sidecar is read into it again (the
+    rights were lost while the row said the sidecar was read). A JPEG decoded on the device
+    says its own size in EXIF (a scanner's PixelXDimension of another crop was carried)."""
+    from pipeline.worker.jpegdev import DeviceJpeg
+
+    root = tmp_path / "src"
+    root.mkdir()
+    exif = Image.Exif()
+    exif[0x8769] = {0xA002: 9999, 0xA003: 8888}  # PixelX/YDimension, in the Exif sub-IFD
+    for i in range(2):
+        Image.fromarray(photo[:150, :200]).save(root / f"s{i}.jpg", quality=90, exif=exif)
+    (root / "s0.jpg.xmp").write_bytes(
+        b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        b'<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:rights><rdf:Alt>'
+        b'<rdf:li xml:lang="x-default">Stadtarchiv</rdf:li></rdf:Alt></dc:rights></rdf:Description></rdf:RDF></x:xmpmeta>')
+    man = tmp_path / "m.parquet"
+    scan([str(root)], man, shard_size=8, progress=False)
+    real = DeviceJpeg.decode
+    monkeypatch.setattr(DeviceJpeg, "decode", lambda self, files: [None, *real(self, files[1:])])
+    s = shard_job(tmp_path / "out", man, ckpt, size=32, batch_size=4, jpeg_decode="device", format="jpeg")(0)
+    assert s["ok"] == 2
+    rows = {Path(r["source_path"]).name: r for r in Outdir(tmp_path / "out").read_results().to_pylist()}
+    assert rows["s0.jpg"]["notes"].count("XMP sidecar s0.jpg.xmp read") == 1
+    assert b"Stadtarchiv" in Image.open(tmp_path / "out" / rows["s0.jpg"]["output_path"]).info["xmp"]
+    for name in ("s0.jpg", "s1.jpg"):
+        got = Image.open(tmp_path / "out" / rows[name]["output_path"]).getexif().get_ifd(0x8769)
+        assert (got[0xA002], got[0xA003]) == (200, 150), name

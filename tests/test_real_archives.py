@@ -691,13 +691,13 @@ def test_a_scans_iptc_iim_record_reaches_every_outputs_xmp(tmp_path, photo, ext)
     _exiftool_iim(src, "-IPTC:CodedCharacterSet=UTF8", "-IPTC:Caption-Abstract=Straßenbahn am Markt\rLinie 3",
                   "-IPTC:By-line=Zofia Łęcka", "-IPTC:By-line=J. Novák", "-IPTC:CopyrightNotice=© Stadtarchiv",
                   "-IPTC:Keywords=Tram", "-IPTC:Keywords=Łódź", "-IPTC:ObjectName=Markt",
-                  "-IPTC:DateCreated=1931:05:02", "-IPTC:Credit=Sammlung Weber", "-IPTC:City=Łódź",
-                  "-IPTC:Urgency=5")
+                  "-IPTC:DateCreated=1931:05:02", "-IPTC:TimeCreated=14:30:00+01:00",
+                  "-IPTC:Credit=Sammlung Weber", "-IPTC:City=Łódź", "-IPTC:Urgency=5")
     before = src.read_bytes()
     d = decode(src)
     assert src.read_bytes() == before
-    assert ("IPTC-IIM block carried in the XMP (object name, keywords, date created, by-line, city, "
-            "credit, copyright notice, caption); its datasets 2:10 not carried") in d.notes
+    assert ("IPTC-IIM block carried in the XMP (object name, keywords, by-line, city, credit, "
+            "copyright notice, caption, date created); its datasets 2:10 not carried") in d.notes
     prov = provenance("c" * 64, "2026-12-05", "s" * 64, {"identifier": "INV-7", "title": "Marktplatz"})
     for fmt in ("png", "jpeg", "tiff", "webp"):
         data, _ = encode_output(np.dstack([d.gray] * 3), fmt, d, 90, prov)
@@ -708,7 +708,8 @@ def test_a_scans_iptc_iim_record_reaches_every_outputs_xmp(tmp_path, photo, ext)
         assert got["XMP-dc:Description"] == "Straßenbahn am Markt\nLinie 3", fmt
         assert got["XMP-dc:Creator"] == ["Zofia Łęcka", "J. Novák"]
         assert got["XMP-dc:Rights"] == "© Stadtarchiv" and got["XMP-dc:Subject"] == ["Tram", "Łódź"]
-        assert got["XMP-photoshop:DateCreated"] == "1931:05:02" and got["XMP-photoshop:Credit"] == "Sammlung Weber"
+        assert got["XMP-photoshop:DateCreated"] == "1931:05:02 14:30:00+01:00"  # MWG: 2:55 with 2:60
+        assert got["XMP-photoshop:Credit"] == "Sammlung Weber"
         assert got["XMP-photoshop:City"] == "Łódź"
         assert got["XMP-dc:Title"] == "Marktplatz" and got["XMP-dc:Identifier"] == "INV-7"  # the catalogue's
         assert got["XMP-colorize:SourceSHA256"] == "s" * 64
@@ -750,6 +751,18 @@ def test_an_iim_block_without_a_charset_reads_as_its_tools_wrote_it_and_damage_k
     props, _ = iim.read(b"\x1c\x02\x78\x80\x04" + len(big).to_bytes(4, "big") + big + ds(105, b"Head"))
     assert props == {"dc:description": [("x" * 70000)], "photoshop:Headline": ["Head"]}
     assert iim.read(b"not iim")[0] == {}
+    for date, time, said, left in [  # 00: not known; a day without its month says no more
+            (b"19310200", b"", ["1931-02"], []), (b"19310002", b"", ["1931"], []),
+            (b"19310502", b"143000+0100", ["1931-05-02T14:30:00+01:00"], []),
+            (b"19310502", b"1430", ["1931-05-02"], ["2:60"]), (b"19310200", b"143000", ["1931-02"], ["2:60"]),
+            (b"1931-05-02", b"", None, ["2:55"]), (b"", b"143000", None, ["2:60"])]:
+        props, out = iim.read((ds(55, date) if date else b"") + (ds(60, time) if time else b""))
+        assert (props.get("photoshop:DateCreated"), out) == (said, left), (date, time)
+    from pipeline.worker.imaging import Decoded, _with_iim
+
+    d = Decoded(gray=None, mode="L", format="JPEG", kind="gray")
+    _with_iim(d, ds(0, b"\x00\x04"), False)  # its version alone: no record, nothing lost
+    assert d.notes == [] and d.xmp is None
 
 
 def test_a_pngs_own_title_author_and_copyright_are_its_xmps_where_the_xmp_is_silent(photo):
@@ -774,6 +787,21 @@ def test_a_pngs_own_title_author_and_copyright_are_its_xmps_where_the_xmp_is_sil
             if el.tag.startswith("{http://purl.org/dc/")}
     assert said == {"title": "Omas Hochzeit", "creator": "Zofia Łęcka", "rights": "XMP rights"}
     assert d.texts["Title"] == "Omas\x07 Hoch\ufffezeit"  # a PNG output keeps the text as it was
+    from pipeline.worker.writers import encode_output, provenance
+
+    _, notes = encode_output(np.dstack([d.gray] * 3), "jpeg", d, 90, provenance("c" * 64, "2026-12-05", None))
+    assert ("PNG text Author, Title in the XMP only (dc:creator, dc:title); Copyright not carried "
+            "(the source's XMP's own dc:rights kept over it)") in notes
+    info = PngImagePlugin.PngInfo()  # texts Pillow reads (64 MB in all) make no XMP over its limit
+    for k in ("Title", "Author", "Description"):
+        info.add_text(k, k[0] * (3 << 20))
+    buf = io.BytesIO()
+    Image.fromarray(photo).save(buf, "PNG", pnginfo=info)
+    d = decode(io.BytesIO(buf.getvalue()))
+    assert d.xmp is None and len(d.texts["Title"]) == 3 << 20  # a PNG output keeps the texts
+    _, notes = encode_output(np.dstack([d.gray] * 3), "tiff", d, 90, provenance("c" * 64, "2026-12-05", None))
+    assert ("PNG text Author not carried (the XMP would be 9.0 MB, more than the 8 MB an XMP may have "
+            "here); Description not carried (the XMP would be 9.0 MB") in notes[-1]
 
 
 def test_a_png_texts_language_stays_with_it(photo):
@@ -1093,6 +1121,21 @@ def test_xmp_sidecars_are_read_with_their_pictures(tmp_path, photo, ckpt, warm):
     assert got["lr"]["Rights"] == "withdrawn: do not publish" and got["dt"]["Title"] == "old title"
     r = run_cli("audit", out, "--check-inputs")
     assert r.returncode == 0 and "XMP sidecar" not in r.stdout, r.stdout
+    # a sidecar missing or unreadable at the run and put right since is an outdated record too
+    (scans / "lr.xmp").write_bytes(b"<x:xmpmeta broken")
+    (again := tmp_path / "again.txt").write_text("\n".join(r["source_path"] for r in Outdir(out).read_results().to_pylist()))
+    r = run_cli("run", "-o", out, "--redo", again)
+    assert r.returncode == 0, r.stderr
+    read = {Path(r["source_path"]).stem: r for r in Outdir(out).read_results().to_pylist()}
+    assert read["dt"]["sidecar_sha256"] == "missing" and "XMP sidecar lr.xmp not read (unreadable" in read["lr"]["notes"]
+    r = run_cli("audit", out, "--check-inputs")
+    assert r.returncode == 0 and "XMP sidecar" not in r.stdout, r.stdout  # as they were at the run
+    (scans / "dt.jpg.xmp").write_bytes(_sidecar('<dc:title><rdf:Alt><rdf:li xml:lang="x-default">found'
+                                                '</rdf:li></rdf:Alt></dc:title>'))
+    (scans / "lr.xmp").write_bytes(_sidecar('<dc:rights><rdf:Alt><rdf:li xml:lang="x-default">mended'
+                                            '</rdf:li></rdf:Alt></dc:rights>'))
+    r = run_cli("audit", out, "--check-inputs")
+    assert "2 outputs carry the record of an XMP sidecar edited or removed since" in r.stdout, r.stdout
 
 
 def test_a_sidecar_is_found_wherever_the_scan_ran_and_one_left_behind_by_a_rename_is_said(tmp_path, ckpt):

@@ -18,7 +18,13 @@ from tqdm import tqdm
 from pipeline import __version__
 from pipeline.client import ledger, redo, results
 from pipeline.client.catalogue import carried_columns, shared_identifiers, stored_name
-from pipeline.client.manifest import read_manifest, resolve_path, sidecar_where, source_states
+from pipeline.client.manifest import (
+    read_manifest,
+    resolve_path,
+    sidecar_digest,
+    sidecar_where,
+    source_states,
+)
 from pipeline.client.outdir import Outdir, Problem, last_stop, output_stems, run_hint, temporaries
 from pipeline.client.state import job_altered, never_started
 from pipeline.errors import plural
@@ -121,25 +127,19 @@ def _outdated_records(t, ok_rows: list[dict], carried: list[str], spec: dict, ou
 
 def _sidecars_edited(man_t, manifest: str, ok_rows: list[dict]) -> list[str]:
     """Source paths of outputs whose XMP sidecar (a workflow's rights and caption, read into the
-    output) was edited or removed since: their XMP keeps the old record until redone (a trial
-    withdrew a licence in a sidecar; the audit passed and the output still granted it). Read
-    under --check-inputs, as the originals are."""
+    output) was edited or removed since, or put right since it could not be read: their XMP
+    keeps the old record until redone (a trial withdrew a licence in a sidecar; the audit passed
+    and the output still granted it). Read under --check-inputs, as the originals are."""
     if "xmp_sidecar" not in man_t.column_names:
         return []
     where = {i: (p, x) for i, p, x in zip(man_t.column("image_id").to_pylist(), man_t.column("path").to_pylist(),
                                           man_t.column("xmp_sidecar").to_pylist(), strict=True)}
     edited = []
     for r in ok_rows:
-        if not (was := r.get("sidecar_sha256")) or r["image_id"] not in where:
+        if (was := r.get("sidecar_sha256")) is None or r["image_id"] not in where:
             continue
         path, sidecar = where[r["image_id"]]
-        try:
-            now = hashlib.sha256(read_source(sidecar_where(manifest, path, sidecar))).hexdigest() if sidecar else None
-        except FileNotFoundError:
-            now = None
-        except (OSError, ValueError):  # unreadable now (a pipe, a device: read_source refuses it)
-            now = ""  # not the sidecar read into the output: its record is outdated
-        if now != was:
+        if (sidecar_digest(sidecar_where(manifest, path, sidecar)) if sidecar else None) != was:
             edited.append(r["source_path"])
     return edited
 

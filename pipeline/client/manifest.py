@@ -35,7 +35,7 @@ from pipeline.client.elsewhere import advice
 from pipeline.client.outdir import Outdir
 from pipeline.client.results import CORE_COLUMNS, PROBED
 from pipeline.errors import ScanError, plural
-from pipeline.storage import is_url, not_a_file
+from pipeline.storage import is_url, not_a_file, read_source
 from pipeline.worker.imaging import (
     DEFAULT_MAX_PIXELS,
     NOT_READ_EXTS,
@@ -246,6 +246,30 @@ def sidecar_of(path: str) -> str | None:
     # "a sidecar with no picture"; the run notes on the picture's row why it was not read
     return (next((c for c in names if os.path.isfile(c)), None)
             or next((c for c in names if os.path.lexists(c) and not os.path.isdir(c)), None))
+
+
+# What a row keeps of the XMP sidecar its output was made with (results' sidecar_sha256), and
+# what audit --check-inputs compares it with: the sha256 of its bytes, or one of these (a
+# sidecar gone or unreadable at the run, put right since, is an outdated record too)
+SIDECAR_MISSING, SIDECAR_UNREADABLE = "missing", "unreadable"
+
+
+def sidecar_digest(path: str) -> str:
+    """The sha256 of a sidecar's bytes, read a block at a time (one over the XMP limit is
+    hashed, never held), or SIDECAR_MISSING / SIDECAR_UNREADABLE (a pipe is never opened)."""
+    import stat
+
+    try:
+        if is_url(path):
+            return hashlib.sha256(read_source(path)).hexdigest()
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return SIDECAR_UNREADABLE
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except FileNotFoundError:
+        return SIDECAR_MISSING
+    except (OSError, ValueError):
+        return SIDECAR_UNREADABLE
 
 
 HEAD = 1 << 16

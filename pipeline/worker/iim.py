@@ -42,9 +42,12 @@ KINDS = {p: k for p, k in MAPPING.values()}
 # in every output they are the XMP's too (a TIFF, JPEG or WebP has no place for a PNG text)
 PNG_TEXT = {"Title": "dc:title", "Author": "dc:creator", "Description": "dc:description",
             "Copyright": "dc:rights"}
-# Datasets that say how the block is written (its version, the charset, the envelope), or of the
-# pixels it came with (a preview, its date and time apart from the date): nothing to carry.
-STRUCTURAL = {(1, n) for n in range(256)} | {(2, 0), (2, 60), (2, 62), (2, 63), (2, 200), (2, 201), (2, 202)}
+# A date's time of day (2:60 of 2:55): in XMP one value with the date (MWG)
+TIMES = {60: 55}
+# Datasets that say how the block is written (its version, the charset, the envelope), of the
+# preview it came with, or when the scan was made (2:62, 2:63: MWG's xmp:CreateDate, the source
+# file's date, which no output carries: writers): nothing to carry.
+STRUCTURAL = {(1, n) for n in range(256)} | {(2, 0), (2, 62), (2, 63), (2, 200), (2, 201), (2, 202)}
 NAMES = {5: "object name", 15: "category", 20: "supplemental categories", 25: "keywords",
          40: "instructions", 55: "date created", 80: "by-line", 85: "by-line title", 90: "city",
          92: "sub-location", 95: "province/state", 100: "country code", 101: "country",
@@ -158,18 +161,45 @@ def read(data: bytes) -> tuple[dict[str, list[str]], list[str]]:
     found = datasets(data)
     utf8 = any(r == 1 and d == 90 and b"\x1b%G" in v for r, d, v in found)
     props: dict[str, list[str]] = {}
-    left = []
+    left, when = [], {}
     for rec, ds, value in found:
-        if rec == 2 and ds in MAPPING:
+        if rec == 2 and (ds in TIMES or ds in TIMES.values()):
+            when.setdefault(ds, _text(value, utf8).strip())  # IIM's are not repeatable
+        elif rec == 2 and ds in MAPPING:
             text = _text(value, utf8).strip()
-            if MAPPING[ds][1] == "date":
-                m = re.fullmatch(r"(\d{4})(\d{2})(\d{2})", text)
-                text = "-".join(g for g in (m.groups() if m else ()) if g not in ("00", "0000"))
             if text and (MAPPING[ds][1] in ("seq", "bag") or MAPPING[ds][0] not in props):
                 props.setdefault(MAPPING[ds][0], []).append(text)
         elif (rec, ds) not in STRUCTURAL:
             left.append(f"{rec}:{ds:02d}")
+    for t, ds in TIMES.items():
+        if ds not in when and t not in when:
+            continue
+        date, whole = _date(when.get(ds, ""))
+        time = _time(when[t]) if t in when else ""
+        if date:
+            props[MAPPING[ds][0]] = [date + (time if whole else "")]
+        left += [f"2:{n:02d}" for n, bad in ((ds, ds in when and not date),
+                                            (t, t in when and not (whole and time))) if bad]
     return props, sorted(set(left))
+
+
+def _date(text: str) -> tuple[str, bool]:
+    """IIM's CCYYMMDD as XMP's date, partial where the block says 00 (a month or day not known):
+    ('1931-02', False) of 19310200, ('1931', False) of 19310002 (a day without its month);
+    whole: all three known, a time may follow. ('', False) where it is no such date."""
+    m = re.fullmatch(r"(\d{4})(\d{2})(\d{2})", text)
+    if not m or m[1] == "0000" or int(m[2]) > 12 or int(m[3]) > 31:
+        return "", False
+    parts = [m[1]] + ([m[2]] + ([m[3]] if m[3] != "00" else []) if m[2] != "00" else [])
+    return "-".join(parts), len(parts) == 3
+
+
+def _time(text: str) -> str:
+    """IIM's HHMMSS+HHMM (the zone optional, as some tools wrote it) as XMP's 'T14:30:00+01:00'."""
+    m = re.fullmatch(r"(\d{2})(\d{2})(\d{2})(?:([+-]\d{2})(\d{2}))?", text)
+    if not m or int(m[1]) > 23 or int(m[2]) > 59 or int(m[3]) > 60:
+        return ""
+    return f"T{m[1]}:{m[2]}:{m[3]}" + (f"{m[4]}:{m[5]}" if m[4] else "")
 
 
 def packet(props: dict[str, list[str]]) -> bytes:

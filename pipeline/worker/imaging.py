@@ -58,6 +58,7 @@ class Decoded:
     xmp: bytes | None = None  # the source's XMP packet, checked to parse (writers merge ours in)
     texts: dict[str, str] = field(default_factory=dict)  # a PNG's text chunks (Title, Author...)
     text_langs: dict[str, tuple[str, str]] = field(default_factory=dict)  # an iTXt's language, keyword in it
+    text_xmp: dict[str, str] = field(default_factory=dict)  # a Title's XMP property, or why not there
     notes: list[str] = field(default_factory=list)
     encoded: bytes | None = None  # the file, while gray is None
     size: tuple[int, int] | None = None  # (width, height), while gray is None
@@ -668,7 +669,7 @@ def gray_jpeg_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decod
             info, notes = _stated(im), []
             if _colour_managed(info, 1, notes) is not None:
                 return None  # its lightness is read through its profile, on the CPU
-            d = _decoded(None, im.mode, im.format, "gray", info, exif_obj, notes)
+            d = _decoded(None, im.mode, im.format, "gray", info, exif_obj, notes, im.size[::-1])
             d.encoded, d.size = data, im.size
             return d
     except (DecodeError, OSError, SyntaxError, ValueError, struct.error, EOFError):
@@ -789,7 +790,7 @@ XMP_LIMIT = 8 << 20
 
 
 def xmp_too_large(n: int) -> str:
-    return f"{n / (1 << 20):.0f} MB, more than the {XMP_LIMIT >> 20} MB an XMP may have here"
+    return f"{n / (1 << 20):.1f} MB, more than the {XMP_LIMIT >> 20} MB an XMP may have here"
 
 
 def overlay(rdf, top, also=lambda tag: False) -> None:
@@ -844,11 +845,14 @@ def _with_iim(d: Decoded, block: bytes, newer: bool) -> None:
         return
     props, left = iim.read(block)
     tail = f"; its datasets {', '.join(left)} not carried" if left else ""
-    if not props:
-        d.notes.append(f"IPTC-IIM block not carried (nothing in it has a place in XMP){tail}")
+    if not props:  # a block of its version and charset alone holds no record: nothing lost
+        if left:
+            d.notes.append(f"IPTC-IIM block not carried (nothing in it has a place in XMP){tail}")
         return
     newer = newer and bool(d.xmp)
-    carried = _folded(d, props, newer)
+    if (carried := _folded(d, props, newer)) is None:
+        d.notes.append(f"IPTC-IIM block not carried (with it the XMP would be {_too_large(d, props)})")
+        return
     there = [t for t in iim.tags(props) if t not in carried]
     d.notes.append("IPTC-IIM block " + (f"carried in the XMP ({iim.said(carried)})" if carried else
                                         "not carried") + (f"; the source's XMP's own {iim.said(there)} "
@@ -857,9 +861,10 @@ def _with_iim(d: Decoded, block: bytes, newer: bool) -> None:
                       "says), so its values are kept over the XMP's" if newer else "") + tail)
 
 
-def _folded(d: Decoded, props: dict[str, list[str]], over: bool) -> list[str]:
+def _folded(d: Decoded, props: dict[str, list[str]], over: bool) -> list[str] | None:
     """XMP properties (iim.packet's) into d.xmp: under what its own Descriptions say, or `over`
-    them. Returns the properties of `props` that the XMP now holds as given (lxml's names)."""
+    them. Returns the properties of `props` that the XMP now holds as given (lxml's names);
+    None, d.xmp unchanged, where the XMP would be larger than XMP_LIMIT (a PNG's 9 MB texts)."""
     from lxml import etree
 
     rdf = parse_xmp(iim.packet(props))
@@ -870,12 +875,38 @@ def _folded(d: Decoded, props: dict[str, list[str]], over: bool) -> list[str]:
     elif d.xmp:
         for sd in parse_xmp(d.xmp).findall(f"{{{RDF_NS}}}Description"):
             overlay(rdf, sd)
-    d.xmp = ('<x:xmpmeta xmlns:x="adobe:ns:meta/">' + etree.tostring(rdf, encoding="unicode")
-             + "</x:xmpmeta>").encode("utf-8")
+    xmp = ('<x:xmpmeta xmlns:x="adobe:ns:meta/">' + etree.tostring(rdf, encoding="unicode")
+           + "</x:xmpmeta>").encode("utf-8")
+    if len(xmp) > XMP_LIMIT:
+        return None
+    d.xmp = xmp
     return [c.tag for c in ours]
 
 
-def _decoded(gray, src_mode, fmt, kind, info, exif_obj, notes) -> Decoded:
+def _too_large(d: Decoded, props: dict[str, list[str]]) -> str:
+    return xmp_too_large(len(d.xmp or b"") + sum(len(v.encode()) for vs in props.values() for v in vs))
+
+
+def _texts_in_xmp(d: Decoded) -> None:
+    """A PNG's Title, Author, Description and Copyright into its XMP too, under what the XMP
+    says (a TIFF, JPEG or WebP output has no place for a PNG text); d.text_xmp says where each
+    went, or why it did not (the writers' note)."""
+    said = {k: v.strip() for k, v in d.texts.items() if k in iim.PNG_TEXT and v.strip()}
+    if not said:
+        return
+    props = {iim.PNG_TEXT[k]: [v] for k, v in said.items()}
+    try:
+        placed = _folded(d, props, False)
+        why = None if placed is not None else f"the XMP would be {_too_large(d, props)}"
+    except ValueError as e:  # the source's XMP was checked to parse: not expected
+        placed, why = None, str(e)
+    for k, tag in zip(said, iim.tags(props), strict=True):
+        d.text_xmp[k] = (iim.PNG_TEXT[k] if tag in placed else
+                         f"the source's XMP's own {iim.PNG_TEXT[k]} kept over it") if placed is not None else why
+
+
+def _decoded(gray, src_mode, fmt, kind, info, exif_obj, notes, shape=None) -> Decoded:
+    """shape: (rows, columns) of an upright picture whose pixels wait in `encoded`."""
     d = Decoded(gray=gray, mode=src_mode, format=fmt, kind=kind, notes=notes)
     dpi = info.get("dpi")
     try:
@@ -900,10 +931,9 @@ def _decoded(gray, src_mode, fmt, kind, info, exif_obj, notes) -> Decoded:
             _with_iim(d, block, iim.edited_since_xmp(info, block))
         elif 33723 in exif_obj:
             notes.append("IPTC-IIM block not carried (not read)")
-        if said := {iim.PNG_TEXT[k]: [v.strip()] for k, v in d.texts.items() if k in iim.PNG_TEXT and v.strip()}:
-            _folded(d, said, False)  # the writers' note says where they went
     except ValueError as e:
-        notes.append(f"IPTC-IIM block or PNG text not carried in the XMP ({e})"[:200])
+        notes.append(f"IPTC-IIM block not carried in the XMP ({e})"[:200])
+    _texts_in_xmp(d)
     # a TIFF's IFD is its EXIF: not the output's layout; nor is the source file's DateTime
     # (when it was saved) this file's
     for tag in (_LAYOUT_TAGS | {306}) & set(exif_obj):
@@ -913,7 +943,7 @@ def _decoded(gray, src_mode, fmt, kind, info, exif_obj, notes) -> Decoded:
     if getattr(exif_obj, "bigtiff", False):  # a BigTIFF master's IFD: EXIF is classic TIFF
         exif_obj = _classic(exif_obj)
     if set(exif_obj) - {0x0112}:  # an orientation alone (read from a PNG's XMP) says nothing now
-        _srgb_said(exif_obj, None if gray is None else gray.shape)
+        _srgb_said(exif_obj, shape if gray is None else gray.shape)
         exif_text_as_written(exif_obj, notes)
         try:
             exif_obj[0x0112] = 1  # pixels are upright now

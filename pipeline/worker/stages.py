@@ -15,7 +15,15 @@ from typing import Any
 
 from pipeline.client.catalogue import stored_name
 from pipeline.client.jobspec import JobSpec
-from pipeline.client.manifest import missing_at_scan, resolve_path, sidecar_of, sidecar_where
+from pipeline.client.manifest import (
+    SIDECAR_MISSING,
+    SIDECAR_UNREADABLE,
+    missing_at_scan,
+    resolve_path,
+    sidecar_digest,
+    sidecar_of,
+    sidecar_where,
+)
 from pipeline.client.outdir import Outdir
 from pipeline.client.redo import options_label
 from pipeline.errors import plural
@@ -64,6 +72,7 @@ class Item:
     aside: bool = False  # colorized only by its redo's options: batched apart from the rest
     cells: list | None = None  # a curator's hints on the net's grid (hints.on_grid), else None
     decoded: Decoded | None = None
+    sidecar: str | None = None  # where its XMP sidecar is (read into `decoded`), if it has one
     gray: Any = None  # full-resolution gray: decoded.gray, or a device tensor (jpegdev)
     small: Any = None  # the net's input (size x size uint8): an array, or a device tensor
     finished: bool = False  # True once its row is final (an error, a skip, or written)
@@ -118,7 +127,8 @@ class ImageStages:
             else:
                 self.decode_host(item, data)
         if mrow.get("xmp_sidecar") and not item.finished:  # read with it (scan pairs them)
-            _read_sidecar(item, sidecar_where(self.spec.manifest, mrow["path"], mrow["xmp_sidecar"]))
+            item.sidecar = sidecar_where(self.spec.manifest, mrow["path"], mrow["xmp_sidecar"])
+            _read_sidecar(item)
         if hinted and not item.finished:  # its own batch: the job's batches stay as they were
             item.cells, item.aside = _on_grid(hinted, item.decoded, self.spec.size), True
             outside = hintlib.outside(hinted, item.decoded.width, item.decoded.height)
@@ -165,8 +175,10 @@ class ImageStages:
             data, it.decoded.encoded = it.decoded.encoded, None
             if g is not None and (g.shape[1], g.shape[0]) == it.decoded.size:
                 it.gray, it.small = g, jpeg.small(g)
-            else:
+            else:  # a new Decoded: the sidecar's record read into it again
                 self.decode_host(it, data)
+                if it.sidecar and not it.finished:
+                    _read_sidecar(it)
             it.spend(t1 - share)
 
     def finish(self, item: Item, rgb_of: Callable[[], Any]) -> Item:
@@ -285,21 +297,25 @@ def _source_bytes(item: Item, mrow: dict, manifest: str) -> bytes | None:
     return None
 
 
-def _read_sidecar(item: Item, path: str) -> None:
+def _read_sidecar(item: Item) -> None:
     """The picture's XMP sidecar into its metadata (imaging.add_sidecar); one gone or unreadable
-    since the scan costs that metadata, said, never the picture. The row keeps the sha256 of the
-    sidecar read (audit --check-inputs tells one edited since)."""
+    since the scan costs that metadata, said, never the picture. The row keeps the sha256 of
+    the sidecar's bytes, read into the output or not, or what kept them from being read
+    (sidecar_digest): audit --check-inputs tells one edited, or put right, since."""
+    path = item.sidecar
     name = os.path.basename(path)
     try:
         if "://" not in path and (n := os.stat(path).st_size) > XMP_LIMIT:  # not read to be refused
             item.decoded.notes.append(f"XMP sidecar {name} not read ({xmp_too_large(n)})")
+            item.row["sidecar_sha256"] = sidecar_digest(path)
             return
         data = read_source(path)
     except Exception as e:  # noqa: BLE001 - whatever the store says: a note
         item.decoded.notes.append(f"XMP sidecar {name} not read ({type(e).__name__}: {e})"[:200])
+        item.row["sidecar_sha256"] = SIDECAR_MISSING if isinstance(e, FileNotFoundError) else SIDECAR_UNREADABLE
         return
-    if add_sidecar(item.decoded, data, name):
-        item.row["sidecar_sha256"] = hashlib.sha256(data).hexdigest()
+    add_sidecar(item.decoded, data, name)  # one that does not parse is noted
+    item.row["sidecar_sha256"] = hashlib.sha256(data).hexdigest()
 
 
 def _not_found(scan_error: str | None) -> str:

@@ -66,13 +66,7 @@ def encode_output(rgb: np.ndarray, fmt: str, d, quality: int, prov: dict) -> tup
     notes = list(d.notes)
     prov = {**prov, "source_xmp": d.xmp, "texts": d.texts, "text_langs": d.text_langs}
     if d.texts and fmt != "png":
-        from pipeline.worker.iim import PNG_TEXT
-
-        kept = sorted(k for k in d.texts if k in PNG_TEXT)
-        left = sorted(k for k in d.texts if k not in PNG_TEXT)
-        notes.append("PNG text " + "; ".join(
-            ([f"{', '.join(kept)} in the XMP only ({', '.join(PNG_TEXT[k] for k in kept)})"] if kept else [])
-            + ([f"{', '.join(left)} not carried (a {fmt} has no place for it)"] if left else [])))
+        notes.append(_texts_said(d, fmt))
     if d.bits == 16 and fmt in ("jpeg", "webp"):
         notes.append(f"16-bit scan written as an 8-bit {fmt.upper()} (--format png or tiff keeps 16)")
     try:
@@ -83,6 +77,20 @@ def encode_output(rgb: np.ndarray, fmt: str, d, quality: int, prov: dict) -> tup
         data = encode(rgb, fmt, quality=quality,  # ours alone: the source's choked the writer
                       provenance={k: v for k, v in prov.items() if k not in ("source_xmp", "texts", "text_langs")})
     return data, notes
+
+
+def _texts_said(d, fmt: str) -> str:
+    """Where a PNG's texts went in an output of another format: the XMP (imaging._texts_in_xmp
+    put a Title there, or says why not), or nowhere."""
+    from pipeline.worker.iim import PNG_TEXT
+
+    kept = sorted(k for k, v in d.text_xmp.items() if v == PNG_TEXT[k])
+    why = {k: v for k, v in sorted(d.text_xmp.items()) if k not in kept}
+    left = sorted(k for k in d.texts if k not in d.text_xmp)
+    return "PNG text " + "; ".join(
+        ([f"{', '.join(kept)} in the XMP only ({', '.join(PNG_TEXT[k] for k in kept)})"] if kept else [])
+        + [f"{k} not carried ({v})" for k, v in why.items()]
+        + ([f"{', '.join(left)} not carried (a {fmt} has no place for it)"] if left else []))
 
 
 # EXIF's tags for what the catalogue names in dc:rights and dc:creator: one file states one

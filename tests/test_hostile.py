@@ -110,7 +110,7 @@ def build(root: Path, photo) -> dict[str, tuple[str, str]]:
     for name, data in (("caption bomb.png", png[:at] + bomb + png[at:]),
                        ("caption after.png", png[:end] + bomb + png[end:])):
         (root / name).write_bytes(data)
-        exp[name] = ("ok", "PNG text 'Description' not read (over the 1 MB a PNG text or profile may hold here)")
+        exp[name] = ("ok", "PNG text 'Description' (over the 1 MB a compressed PNG text or profile may hold here) not read")
     iim = PngInfo()
     iim.add_text("Raw profile type iptc", "\nIPTC profile\n       9\nZZZZ00112\n")
     save("bad iim.png", g, phrase="IPTC-IIM block not carried (unreadable: no dataset in it)", pnginfo=iim)
@@ -354,3 +354,30 @@ def test_a_jpeg_the_device_refuses_keeps_its_sidecars_record_and_one_it_decodes_
     for name in ("s0.jpg", "s1.jpg"):
         got = Image.open(tmp_path / "out" / rows[name]["output_path"]).getexif().get_ifd(0x8769)
         assert (got[0xA002], got[0xA003]) == (200, 150), name
+
+
+def test_a_png_keeps_every_text_pillow_reads_and_says_why_each_other_was_left(photo, monkeypatch):
+    """A plain text of any size is Pillow's to read (only a compressed one is held to 1 MB): one
+    beside a caption bomb was left out with it, said to be 'over 1 MB'. Texts past the total
+    Pillow allows are said as such."""
+    from PIL import PngImagePlugin
+
+    from pipeline.worker.imaging import decode, read_header
+
+    buf = io.BytesIO()
+    Image.fromarray(photo[:64, :64]).save(buf, "PNG")
+    png = buf.getvalue()
+    at = png.index(b"IDAT") - 4
+    bomb = _chunk(b"zTXt", b"Description\0\0" + zlib.compress(b"A" * (3 << 20)))
+    plain = _chunk(b"tEXt", b"Comment\0" + b"c" * (2 << 20)) + _chunk(b"tEXt", b"Title\0" + b"t" * (2 << 20))
+    data = png[:at] + plain + bomb + png[at:]
+    d = decode(io.BytesIO(data))
+    assert len(d.texts["Comment"]) == len(d.texts["Title"]) == 2 << 20
+    assert d.notes[-1] == ("PNG text 'Description' (over the 1 MB a compressed PNG text or profile may "
+                           "hold here) not read")
+    monkeypatch.setattr(PngImagePlugin, "MAX_TEXT_MEMORY", 3 << 20)
+    d = decode(io.BytesIO(data))
+    assert len(d.texts["Comment"]) == 2 << 20 and "Title" not in d.texts
+    assert d.notes[-1] == ("PNG text 'Title' (past the 3 MB of text a PNG may hold here); text 'Description' "
+                           "(over the 1 MB a compressed PNG text or profile may hold here) not read")
+    assert read_header(io.BytesIO(data)).width == 64

@@ -267,9 +267,7 @@ def read_header(path: str | os.PathLike | io.IOBase, max_pixels: int = DEFAULT_M
     try:
         im = _open(path, max_pixels)
     except DecodeError as e:  # a caption too large for Pillow: the picture is still one
-        if not _past_text_limits(e) or not (data := png_without_big_texts(_raw_bytes(path)))[1]:
-            raise
-        im = _open(io.BytesIO(data[0]), max_pixels)
+        im = _open(io.BytesIO(_without_big_texts(path, e)[0]), max_pixels)
     with im:
         xmp = im.info.get("xmp") or b""
         said = xmp if isinstance(xmp, bytes) else str(xmp).encode()
@@ -491,33 +489,29 @@ def decode(path: str | os.PathLike | io.BytesIO, max_pixels: int = DEFAULT_MAX_P
     try:
         return _decode(path, max_pixels, preview)
     except DecodeError as e:
-        if not _past_text_limits(e):
-            raise
-        data, left = png_without_big_texts(_raw_bytes(path))
-        if not left:
-            raise
+        data, left = _without_big_texts(path, e)
     d = _decode(io.BytesIO(data), max_pixels, preview)
-    d.notes.append(f"PNG {', '.join(left)} not read (over the {_text_limit_said()} a PNG text or "
-                   "profile may hold here)")
+    d.notes.append(f"PNG {'; '.join(left)} not read")
     return d
 
 
-def _past_text_limits(e: Exception) -> bool:
-    """Pillow's refusal of a PNG text (or profile) chunk too large: a limit against memory
-    bombs that made a whole picture an error row for one caption."""
-    return "MAX_TEXT_CHUNK" in str(e) or "MAX_TEXT_MEMORY" in str(e)
-
-
-def _text_limit_said() -> str:
-    from PIL import PngImagePlugin
-
-    return f"{PngImagePlugin.MAX_TEXT_CHUNK >> 20} MB"
+def _without_big_texts(path, e: DecodeError) -> tuple[bytes, list[str]]:
+    """After Pillow refused a PNG's text or profile chunk as too large (a limit against memory
+    bombs, which made a whole picture an error row for one caption): the file without the
+    chunks it refuses, and what they were, each with why (png_without_big_texts). Raises e
+    again for any other refusal."""
+    if "MAX_TEXT_CHUNK" in str(e) or "MAX_TEXT_MEMORY" in str(e):
+        data, left = png_without_big_texts(_raw_bytes(path))
+        if left:
+            return data, left
+    raise e
 
 
 def png_without_big_texts(data: bytes) -> tuple[bytes, list[str]]:
-    """A PNG's bytes without the text and profile chunks Pillow refuses to read (one over
-    MAX_TEXT_CHUNK decompressed, or texts past MAX_TEXT_MEMORY in all), and what was left out
-    (each text's keyword, "ICC profile"); the data as it was, and [], for anything else."""
+    """A PNG's bytes without the chunks Pillow refuses to read: a compressed text or profile
+    over MAX_TEXT_CHUNK decompressed, or texts past MAX_TEXT_MEMORY in all (a plain one Pillow
+    reads at any size); and what was left out ("text 'Comment' (why)"). The data as it was,
+    and [], for anything else."""
     from PIL import PngImagePlugin as P
 
     if not data.startswith(b"\x89PNG\r\n\x1a\n"):
@@ -528,31 +522,37 @@ def png_without_big_texts(data: bytes) -> tuple[bytes, list[str]]:
         chunk, body, i = data[i:i + 12 + n], data[i + 8:i + 8 + n], i + 12 + n
         if kind in (b"tEXt", b"zTXt", b"iTXt", b"iCCP"):
             key, _, rest = body.partition(b"\0")
-            size = _text_size(kind, rest)
-            if size > P.MAX_TEXT_CHUNK or (kind != b"iCCP" and total + size > P.MAX_TEXT_MEMORY):
-                left.append("ICC profile" if kind == b"iCCP" else f"text {key.decode('latin-1')!r}")
+            size, packed = _text_size(kind, rest)
+            name = "ICC profile" if kind == b"iCCP" else f"text {key.decode('latin-1')!r}"
+            if packed and size > P.MAX_TEXT_CHUNK:
+                left.append(f"{name} (over the {P.MAX_TEXT_CHUNK >> 20} MB a compressed PNG text or "
+                            "profile may hold here)")
+                continue
+            if kind != b"iCCP" and total + size > P.MAX_TEXT_MEMORY:
+                left.append(f"{name} (past the {P.MAX_TEXT_MEMORY >> 20} MB of text a PNG may hold here)")
                 continue
             total += 0 if kind == b"iCCP" else size
         out.append(chunk)
     return b"".join(out) + data[i:], left
 
 
-def _text_size(kind: bytes, rest: bytes) -> int:
-    """How large a text chunk's text is once read (bounded: a bomb is counted to the limit)."""
+def _text_size(kind: bytes, rest: bytes) -> tuple[int, bool]:
+    """How large a text chunk's text is once read (bounded: a bomb is counted to the limit),
+    and whether it is compressed."""
     from PIL import PngImagePlugin as P
 
     if kind == b"tEXt":
-        return len(rest)
+        return len(rest), False
     if kind == b"iTXt":
         if rest[:1] != b"\x01":  # not compressed
-            return len(rest)
+            return len(rest), False
         rest = rest[2:].split(b"\0", 2)[-1]  # past the method, the language and its keyword
     else:
         rest = rest[1:]  # past the method
     try:
-        return len(zlib.decompressobj().decompress(rest, P.MAX_TEXT_CHUNK + 1))
+        return len(zlib.decompressobj().decompress(rest, P.MAX_TEXT_CHUNK + 1)), True
     except zlib.error:
-        return 0  # Pillow says what is wrong with it
+        return 0, True  # Pillow says what is wrong with it
 
 
 def _decode(path: str | os.PathLike | io.BytesIO, max_pixels: int, preview: int) -> Decoded:

@@ -36,16 +36,19 @@ from pipeline.model.trainspec import TrainConfig
 class Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, not argparse's usage block
         if message.startswith("unrecognized arguments:"):
-            known = [o for a in self._actions for o in a.option_strings]
+            top = [o for a in self._actions for o in a.option_strings]
             cmd = getattr(self, "command", None)  # the subcommand being parsed (set by main)
-            for sp in self._subparsers._group_actions if self._subparsers else ():
-                if cmd in sp.choices:
-                    known += [o for a in sp.choices[cmd]._actions for o in a.option_strings]
+            own = [o for sp in (self._subparsers._group_actions if self._subparsers else ())
+                   if cmd in sp.choices for a in sp.choices[cmd]._actions for o in a.option_strings]
+            known, argv = top + own, getattr(self, "argv", [])
+            after = argv[argv.index("--") + 1:] if "--" in argv else []  # all names there
             hints = []
             for tok in message.split(":", 1)[1].split():
                 close = difflib.get_close_matches(tok.split("=")[0].replace("_", "-"), known, n=1)
-                if tok.split("=")[0] in known:  # an option after `--`, which makes all names
+                if tok.split("=")[0] in own and tok in after:
                     hints.append(f"{tok}: options go before `--`")
+                elif tok.split("=")[0] in top and tok.split("=")[0] not in own:  # `image a b --version`
+                    hints.append(f"{tok}: an option of colorize itself, not of {cmd}: `colorize {tok}`")
                 elif tok.startswith("-") and close:
                     hints.append(f"{tok}: did you mean {close[0]}?")
                 elif tok.endswith(".parquet") and "--manifest" in known:  # `run m.parquet -o OUT`
@@ -1626,7 +1629,7 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    parser.command = argv[0] if argv else None
+    parser.command, parser.argv = (argv[0] if argv else None), argv
     try:
         # `colorize CMD [flags] JOB.toml [flags]`: the spec's keys become defaults, flags win.
         given: set[str] = set()

@@ -54,6 +54,9 @@ def test_a_name_that_is_there_but_no_file_is_said_as_what_it_is(tmp_path, capsys
         assert f"source {src} {why}" in capsys.readouterr().err
     assert main(["image", "--", str(tmp_path / "pipe.jpg"), str(tmp_path / "x.png"), "--size", "32"]) == 2
     assert "(--size: options go before `--`)" in capsys.readouterr().err
+    assert main(["image", "a.jpg", "b.jpg", "c.jpg", "--version"]) == 2  # no `--`: no such hint
+    err = capsys.readouterr().err
+    assert "(--version: an option of colorize itself, not of image: `colorize --version`)" in err, err
 
 
 def test_image_exif_rotated_comes_out_upright(tmp_path, ckpt, photo_gray):

@@ -1094,9 +1094,10 @@ def _outdated_said(r: dict, outdir: str) -> list[str]:
                    f"catalogue's column read since); the export has the new ones; to write them into "
                    f"the files' XMP: {redo}")
     if old := r.get("sidecar_outdated"):
+        known = " (as the last audit --check-inputs found; not read again)" if r.get("sidecar_outdated_known") else ""
         out.append(f"{plural(len(old), 'output')} {'carries' if len(old) == 1 else 'carry'} the record "
-                   f"of an XMP sidecar edited or removed since (e.g. {old[0]}); to write the sidecar's "
-                   f"record as it is now into the files' XMP: {redo}")
+                   f"of an XMP sidecar edited or removed since{known} (e.g. {old[0]}); to write the "
+                   f"sidecar's record as it is now into the files' XMP: {redo}")
     return out
 
 

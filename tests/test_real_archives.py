@@ -1112,6 +1112,9 @@ def test_xmp_sidecars_are_read_with_their_pictures(tmp_path, photo, ckpt, warm):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "2 outputs carry the record of an XMP sidecar edited or removed since" in r.stdout, r.stdout
     assert {Path(p).stem for p in (out / "audit-outdated.txt").read_text().splitlines()} == {"lr", "dt"}
+    r = run_cli("audit", out)  # a plain audit keeps what the last check found (it wrote the list anew)
+    assert "edited or removed since (as the last audit --check-inputs found; not read again)" in r.stdout, r.stdout
+    assert {Path(p).stem for p in (out / "audit-outdated.txt").read_text().splitlines()} == {"lr", "dt"}
     (scans / "dt.jpg.xmp").unlink()
     r = run_cli("run", "-o", out, "--redo", out / "audit-outdated.txt")
     assert r.returncode == 0, r.stderr
@@ -1119,6 +1122,8 @@ def test_xmp_sidecars_are_read_with_their_pictures(tmp_path, photo, ckpt, warm):
                                     capture_output=True, text=True, check=True).stdout)
     got = {Path(g["SourceFile"]).stem: g for g in got}
     assert got["lr"]["Rights"] == "withdrawn: do not publish" and got["dt"]["Title"] == "old title"
+    r = run_cli("audit", out)  # redone since: no longer outdated
+    assert r.returncode == 0 and "XMP sidecar" not in r.stdout and not (out / "audit-outdated.txt").exists()
     r = run_cli("audit", out, "--check-inputs")
     assert r.returncode == 0 and "XMP sidecar" not in r.stdout, r.stdout
     # a sidecar missing or unreadable at the run and put right since is an outdated record too

@@ -144,6 +144,23 @@ def _sidecars_edited(man_t, manifest: str, ok_rows: list[dict]) -> list[str]:
     return edited
 
 
+def _sidecars_outdated(man_t, manifest: str, ok_rows: list[dict], out: Store, check_inputs: bool) -> dict:
+    """The outputs whose sidecar's record is outdated: read now (--check-inputs), or, by a plain
+    audit, as the last one that read them found (audit-outdated.txt, which a plain audit writes
+    anew, lost them, and `run --redo` it missed them), less those redone since."""
+    if check_inputs:
+        edited = _sidecars_edited(man_t, manifest, ok_rows)
+        held = {r["source_path"]: r.get("sidecar_sha256") for r in ok_rows}
+        return {"sidecar_outdated": edited, "sidecar_outdated_as": {p: held[p] for p in edited}}
+    try:
+        was = json.loads(out.read_bytes(Outdir.AUDIT_JSON)).get("sidecar_outdated_as") or {}
+    except Exception:  # noqa: BLE001 - no audit yet, or one of an earlier version
+        was = {}
+    held = {r["source_path"]: r.get("sidecar_sha256") for r in ok_rows if r["source_path"] in was}
+    still = {p: s for p, s in was.items() if p in held and held[p] == s}
+    return {"sidecar_outdated": list(still), "sidecar_outdated_as": still, "sidecar_outdated_known": bool(still)}
+
+
 def _record_missing(r: dict, mapping: str, before: list[str], out: Store) -> bool:
     """An output whose record the job's widened mapping changes (a later catalogue's column) and
     whose own XMP does not say it: only such rows' files are read."""
@@ -235,7 +252,7 @@ def audit(outdir: str | Store | Outdir, quick: bool = False, check_inputs: bool 
         "review": review_counts(od, res),
         "shards": len(shards), "stopped": last_stop(od),
         "record_outdated": _outdated_records(man_t, ok_rows, carried, spec, out),
-        "sidecar_outdated": _sidecars_edited(man_t, spec["manifest"], ok_rows) if check_inputs else [],
+        **_sidecars_outdated(man_t, spec["manifest"], ok_rows, out, check_inputs),
         **_same_bytes(res, gone_ids), "shared_identifiers": _shared_ids(res, spec, man_t),
         "pages_left": _pages_left(ok_rows, listed), "temporaries": temporaries(od),
         "unread_folders": _unread_folders(man_t), **_what_was_audited(job, quick, check_inputs),
@@ -264,13 +281,13 @@ def record_refusal(outdir: str, reason: str) -> None:
         was = json.loads(out.read_bytes(Outdir.AUDIT_JSON))
         # a refusal's own "previous" is the last audit that checked the job
         previous = was["previous"] if "refused" in was else {"at": was["audited"]["at"], "verdict": was["verdict"]}
-        lists = was.get("lists")
+        lists, sidecars = was.get("lists"), was.get("sidecar_outdated_as")
     except Exception:  # noqa: BLE001 - none, or not one that reads as ours: nothing of it to keep
-        previous, lists = {"at": None, "verdict": None}, None
+        previous, lists, sidecars = {"at": None, "verdict": None}, None, None
     at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     report = {"outdir": out.url, "ok": False, "verdict": "not audited", "refused": reason,
               "audited": {"at": at, "by": f"archive-colorizer {__version__}"},
-              "previous": previous, "lists": lists}
+              "previous": previous, "lists": lists, "sidecar_outdated_as": sidecars}
     e = html.escape
     page = ("<!doctype html><meta charset='utf-8'><title>audit</title>"
             f"<h1>Audit of {e(out.url)}</h1><p>{e(at)}: <b>not audited</b>: {e(reason)}</p>"

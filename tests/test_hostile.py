@@ -381,3 +381,22 @@ def test_a_png_keeps_every_text_pillow_reads_and_says_why_each_other_was_left(ph
     assert d.notes[-1] == ("PNG text 'Title' (past the 3 MB of text a PNG may hold here); text 'Description' "
                            "(over the 1 MB a compressed PNG text or profile may hold here) not read")
     assert read_header(io.BytesIO(data)).width == 64
+
+
+def test_a_sidecar_that_is_no_file_is_not_counted_as_read_by_the_scan(tmp_path, photo, capsys):
+    """A pipe or a broken link of a sidecar's name is its picture's, but no record is read from
+    it: the scan said it was 'read with' its picture."""
+    from pipeline.cli import main
+
+    root = tmp_path / "scans"
+    root.mkdir()
+    for n in "abc":
+        Image.fromarray(photo[:40, :40]).save(root / f"{n}.png")
+    (root / "a.xmp").write_text("<x:xmpmeta/>")
+    os.mkfifo(root / "b.xmp")
+    (root / "c.png.xmp").symlink_to("nowhere.xmp")
+    assert main(["scan", str(root), "-o", str(tmp_path / "m.parquet")]) == 0
+    err = capsys.readouterr().err
+    assert "1 XMP sidecar beside its picture: read with it" in err
+    assert (f"2 XMP sidecars beside their pictures are no file to read ({root}/b.xmp: not a regular file "
+            f"(a pipe, a socket, a device); {root}/c.png.xmp: a broken symbolic link") in err, err

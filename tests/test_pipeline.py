@@ -6,6 +6,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -802,6 +803,7 @@ def test_outdir_alone_resumes_and_repairs(archive, clean_run, ckpt, capsys):
     assert victim.exists()
     # the run's own count, then the whole job's
     assert "done: 1 ok, 0 error, 0 skipped in" in (o := capsys.readouterr().out), o
+    assert re.search(r"images/s; ended \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S+\)", o), o  # when, in the log
     assert "; the job: 34 ok, 0 error, 0 skipped of 34 images;" in o
     # a flag named on the line still counts, and a change is refused as ever
     summary = clean_run.parent / "sum.json"

@@ -355,10 +355,18 @@ def _adopt(outdir: Outdir, shards: set[int], log) -> None:
             "cluster's workers committed after the last run's client had stopped")
 
 
+def clock() -> str:
+    """The time on a run's first and last lines, the machine's own, with its zone: a log read in
+    the morning says when the night's job began and ended, not only how long it took."""
+    import datetime as dt
+
+    return dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
 def _done(totals: dict, outdir: Outdir, sizes: dict[int, int], manifest: str) -> str:
     """The run's last line: its counts, where it wrote, and where the reasons are."""
     return (f"done: {totals['ok']} ok, {totals['error']} error, {totals['skipped']} skipped in "
-            f"{totals['elapsed']:.1f} s ({totals['images_per_s']:.2f} images/s)"
+            f"{totals['elapsed']:.1f} s ({totals['images_per_s']:.2f} images/s; ended {clock()})"
             f"{_job_so_far(outdir, sizes, totals, manifest)}; images in "
             f"{outdir.store.full(Outdir.IMAGES)}, results in {outdir.store.full(Outdir.RESULTS)}"
             + (f"; each error's and skip's reason: colorize audit {shlex.quote(outdir.url)}"
@@ -412,7 +420,7 @@ def _plan(outdir: Outdir, o: JobSpec, sizes: dict[int, int], redo_req, fp: str, 
             fixes.setdefault(s, set()).update(ids)
     if pending or fixes:
         log(f"{len(pending)} of {plural(len(sizes), 'shard')} pending "
-            f"({plural(sum(sizes[s] for s in pending), 'image')}){said}")
+            f"({plural(sum(sizes[s] for s in pending), 'image')}){said}; started {clock()}")
     tasks = [(s, None) for s in pending] + [(s, frozenset(ids)) for s, ids in sorted(fixes.items())]
     options: dict[int, dict[str, dict]] = {}
     if state["overrides"]:

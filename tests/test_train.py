@@ -1,4 +1,5 @@
 import csv
+import io
 from pathlib import Path
 
 import numpy as np
@@ -385,8 +386,15 @@ def test_a_file_that_is_no_photo_is_left_out_of_training_and_named(photos, tmp_p
     src = tmp_path / "src"
     shutil.copytree(photos, src)
     (src / "notes.jpg").write_bytes(b"not a jpeg")
+    data = io.BytesIO()  # cut short: it failed in a loader's worker, ending the training
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(data, "JPEG")
+    (src / "cut.jpg").write_bytes(data.getvalue()[:len(data.getvalue()) * 4 // 5])
+    Image.fromarray(np.full((48, 48, 3), 120, np.uint8)).save(src / "gray.png")  # teaches gray
     said = []
     s = train(cfg(src, tmp_path / "out", epochs=1), log=said.append)
     assert s["step"] > 0
-    assert said[0].startswith(f"1 file left out, not read as a photo: {src / 'notes.jpg'} (cannot identify"), said
-    assert said[1].startswith("9 photos to train on, 1 held out for validation"), said
+    assert said[0].startswith(f"2 files left out, not read as a photo: {src / 'cut.jpg'} ("), said
+    assert "truncated" in said[0].split("notes.jpg")[0].lower(), said  # Pillow's words for it
+    assert f"{src / 'notes.jpg'} (cannot identify" in said[0], said
+    assert said[1] == "1 gray photo left out (gray.png): no colour to learn from", said
+    assert said[2].startswith("9 photos to train on, 1 held out for validation"), said

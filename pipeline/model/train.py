@@ -441,16 +441,28 @@ def said_not_read(bad: list[str], log) -> None:
 
 
 def _pictures(paths: list[str], log) -> list[str]:
-    """The files that open as pictures (their header read, not decoded): one that does not (a
-    note named .jpg, an empty file) is left out and named, not the end of a training (a trial's)."""
-    ok, bad = [], []
+    """The files that decode as colour photos, read once at a small size: one that does not (a
+    note named .jpg, an empty file; a truncated one, which failed later in a loader's worker
+    and ended the training) is left out and named, and so is a gray or nearly gray one (a
+    family's scans among its colour photos: it teaches the net that the answer is gray).
+    make train-data's collections are examined when made (traindata.examine)."""
+    from skimage.color import rgb2lab
+
+    from pipeline.model.traindata import MIN_CHROMA
+
+    ok, bad, grays = [], [], []
     for p in paths:
         try:
-            with Image.open(p):
-                ok.append(p)
+            small = load_prescaled(p, 64)
         except NOT_A_PICTURE as e:
             bad.append(not_read(p, e))
+            continue
+        lab = rgb2lab(np.asarray(small, dtype=np.float32) / 255.0)
+        (ok if float(np.hypot(lab[..., 1], lab[..., 2]).mean()) >= MIN_CHROMA else grays).append(p)
     said_not_read(bad, log)
+    if grays:
+        log(f"{plural(len(grays), 'gray photo')} left out ({named([Path(p).name for p in grays])}): "
+            "no colour to learn from")
     return ok
 
 

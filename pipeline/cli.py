@@ -981,13 +981,15 @@ def _counts(s: str) -> tuple[int, ...]:
 
 
 def cmd_tune_gain(a) -> int:
-    from pipeline.model.evaluate import tune_gain
+    from pipeline.model.evaluate import gain_photos, tune_gain
 
-    if not (Path(a.collection) / "manifest.csv").is_file():
-        raise UsageError(f"{a.collection} is not a training collection (no manifest.csv); "
-                         "build one with `make train-data`")
-    r = tune_gain(a.checkpoint, a.collection, a.out, size=a.size, device=a.device)
-    print(f"wrote {a.out} with chroma gain {r['gain']:.1f} (chosen on {r['photos']} validation photos)")
+    try:
+        photos = gain_photos(a.collection, log=lambda m: print(f"colorize: {m}", file=sys.stderr))
+    except (FileNotFoundError, ValueError) as e:
+        raise UsageError(f"{e} (give the photos held out of the checkpoint's training: the OUT/val.txt "
+                         "`colorize train` wrote, or a `make train-data` collection)") from None
+    r = tune_gain(a.checkpoint, photos, a.out, size=a.size, device=a.device)
+    print(f"wrote {a.out} with chroma gain {r['gain']:.1f} (chosen on {plural(r['photos'], 'validation photo')})")
     return 0
 
 
@@ -1526,7 +1528,9 @@ def _add_evaluate(sub) -> None:
 def _add_tune_gain(sub) -> None:
     s = _command(sub, "tune-gain", cmd_tune_gain)
     s.add_argument("checkpoint", metavar="CHECKPOINT")
-    s.add_argument("collection", metavar="COLLECTION", help="built by `make train-data`")
+    s.add_argument("collection", metavar="PHOTOS", help="photos held out of the checkpoint's training: "
+                   "the OUT/val.txt `colorize train` wrote, or a collection `make train-data` built "
+                   "(its validation split); never photos it trained on, nor those it is evaluated on")
     _net_flags(s, checkpoint=False, out=dict(required=True, help="the checkpoint to write"))
 
 

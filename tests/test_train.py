@@ -398,3 +398,25 @@ def test_a_file_that_is_no_photo_is_left_out_of_training_and_named(photos, tmp_p
     assert f"{src / 'notes.jpg'} (cannot identify" in said[0], said
     assert said[1] == "1 gray photo left out (gray.png): no colour to learn from", said
     assert said[2].startswith("9 photos to train on, 1 held out for validation"), said
+
+
+def test_a_checkpoint_trained_on_a_folder_gets_its_gain_chosen_on_the_photos_held_out(photos, tmp_path, capsys):
+    """tune-gain took only a make train-data collection: a curator who fine-tuned on a folder
+    had no way to choose the gain (a trained checkpoint says 1.0, grayer than the shipped 1.1).
+    It takes the val.txt train wrote; a list with no colour photo is a one-line mistake."""
+    from pipeline.cli import main
+    from pipeline.model.evaluate import GAINS
+
+    train(cfg(photos, tmp_path / "out", epochs=1), log=lambda *_: None)
+    assert main(["tune-gain", str(tmp_path / "out" / "last.pt"), str(tmp_path / "out" / "val.txt"),
+                 "--out", str(tmp_path / "tuned.pt"), "--size", "32"]) == 0
+    assert "chosen on 1 validation photo)" in capsys.readouterr().out
+    meta = load_checkpoint(tmp_path / "tuned.pt").meta
+    assert meta["chroma_gain"] in GAINS and set(meta["chroma_gain_curve"]) == {str(g) for g in GAINS}
+    Image.fromarray(np.full((48, 48, 3), 90, np.uint8)).save(tmp_path / "gray.png")
+    (tmp_path / "grays.txt").write_text(f"{tmp_path / 'gray.png'}\n")
+    assert main(["tune-gain", str(tmp_path / "out" / "last.pt"), str(tmp_path / "grays.txt"),
+                 "--out", str(tmp_path / "no.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "1 gray photo left out (gray.png)" in err and "no colour photo to choose a gain on in" in err, err
+    assert not (tmp_path / "no.pt").exists()

@@ -408,29 +408,38 @@ def _contact_sheet(triples, h: int = 160) -> Image.Image:
 GAINS = (0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6)
 
 
-def tune_gain(checkpoint: str, collection: str, out: str, size: int = 256, tolerance: float = 0.02,
+def gain_photos(src: str, log=lambda m: None) -> list[str]:
+    """The photos a gain is chosen on: a make train-data collection's validation split, or
+    colour photos named as train's are (the val.txt that `colorize train` writes of a folder:
+    held out, never trained on)."""
+    from pipeline.model.train import collection_split, colour_photos, list_images
+
+    split = collection_split(src)
+    photos = split[1] if split is not None else colour_photos(list_images(src), log)
+    if not photos:
+        raise ValueError(f"no colour photo to choose a gain on in {src}")
+    return photos
+
+
+def tune_gain(checkpoint: str, photos: list[str], out: str, size: int = 256, tolerance: float = 0.02,
               device: str = "cpu", log=print) -> dict:
-    """Choose the checkpoint's chroma gain on the collection's validation split (never the
-    evaluation split): the largest gain in GAINS whose ab-MSE is within `tolerance` of the best
-    gain's. A regression net's a/b are conditional means, grayer than photos; a gain buys back
+    """Choose the checkpoint's chroma gain on photos held out of its training (gain_photos;
+    never the evaluation split): the largest gain in GAINS whose ab-MSE is within `tolerance`
+    of the best gain's. A regression net's a/b are conditional means, grayer than photos; a gain buys back
     colour where it costs (almost) no accuracy. Writes the checkpoint with meta["chroma_gain"]
     (and the curve) to `out`; returns the curve."""
     from skimage.color import rgb2lab
 
     from pipeline.model.net import load_checkpoint, save_checkpoint
-    from pipeline.model.traindata import read_manifest
     from pipeline.worker.engine import Colorizer
     from pipeline.worker.imaging import net_input
 
-    rows = read_manifest(Path(collection), "val")
-    if not rows:
-        raise FileNotFoundError(f"no validation split in {collection}/manifest.csv")
     ck = load_checkpoint(checkpoint)
     net = Colorizer(ck, device=device, size=size)
     net.chroma_gain = 1.0
     acc = {g: [0.0, 0.0, 0.0] for g in GAINS}  # ab-MSE sum, colourfulness sum, original's sum
-    for r in rows:
-        ref = load_rgb(Path(collection) / r["cache"], 512)
+    for p in photos:
+        ref = load_rgb(p, 512)
         gray = luminance_gray(ref)
         ab = net.predict_ab(net_input(gray, size)[None])[0]
         ab_ref = (rgb2lab(ref)[..., 1:] + 128) / 255
@@ -440,7 +449,7 @@ def tune_gain(checkpoint: str, collection: str, out: str, size: int = 256, toler
             acc[g][0] += float(np.mean(((rgb2lab(rgb)[..., 1:] + 128) / 255 - ab_ref) ** 2))
             acc[g][1] += colorfulness(rgb)
             acc[g][2] += c_ref
-    n = len(rows)
+    n = len(photos)
     curve = {g: {"ab_mse": a / n, "colorfulness_share": c / o} for g, (a, c, o) in acc.items()}
     best = min(v["ab_mse"] for v in curve.values())
     gain = max(g for g, v in curve.items() if v["ab_mse"] <= best * (1 + tolerance))

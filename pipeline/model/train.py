@@ -417,7 +417,7 @@ def training_photos(cfg: TrainConfig, log=lambda m: None) -> tuple[list[str], li
     coll = collection_split(cfg.src)
     if coll is not None:
         return coll
-    paths = _pictures(list_images(cfg.src), log)
+    paths = colour_photos(list_images(cfg.src), log)
     if len(paths) < 2:
         raise UsageError(f"need at least 2 training photos in {cfg.src}, found {len(paths)}")
     return split(paths, cfg.val_fraction)
@@ -440,7 +440,7 @@ def said_not_read(bad: list[str], log) -> None:
         log(f"{plural(len(bad), 'file')} left out, not read as a photo: {named(bad)}")
 
 
-def _pictures(paths: list[str], log) -> list[str]:
+def colour_photos(paths: list[str], log) -> list[str]:
     """The files that decode as colour photos, read once at a small size: one that does not (a
     note named .jpg, an empty file; a truncated one, which failed later in a loader's worker
     and ended the training) is left out and named, and so is a gray or nearly gray one (a

@@ -727,19 +727,7 @@ class ScanReport:
         def some(items):
             return "; ".join(items[:limit]) + (f"; ... ({len(items) - limit} more)"
                                                if len(items) > limit else "")
-        # a pipe or a broken link of a sidecar's name is its picture's, and no record to read
-        odd = sorted(p for p in self.sidecars if not is_url(p) and not os.path.isfile(p))
-        if n := len(self.sidecars) - len(odd):
-            out.append(f"{_n(n, 'XMP sidecar')} beside "
-                       + ("its picture: read with it (its rights, caption and keywords go into "
-                          "the output's XMP)" if n == 1 else "their pictures: read "
-                          "with them (their rights, captions and keywords go into the outputs' XMP)"))
-        if odd:
-            out.append(f"{_n(len(odd), 'XMP sidecar')} beside {'its picture' if len(odd) == 1 else 'their pictures'} "
-                       f"{'is' if len(odd) == 1 else 'are'} no file to read ({'; '.join(f'{p}: {not_a_file(p)}' for p in odd[:limit])}"
-                       f"{f'; ... ({len(odd) - limit} more)' if len(odd) > limit else ''}): the "
-                       f"output{'' if len(odd) == 1 else 's'} will lack {'its' if len(odd) == 1 else 'their'} "
-                       "record (the rows say so) unless each is made a file before the run reads it")
+        out += _sidecars_said(self.sidecars, limit)
         if self.orphan_xmp:  # a picture renamed without its sidecar: its rights reach no output
             out.append(f"{_n(len(self.orphan_xmp), 'XMP sidecar')} with no picture of "
                        f"{'its' if len(self.orphan_xmp) == 1 else 'their'} name (a picture renamed "
@@ -851,6 +839,25 @@ def _missing_lines(report: ScanReport, some) -> list[str]:
         out.append(f"{_n(len(hidden), 'catalogue row')} {'names' if len(hidden) == 1 else 'name'} "
                    "a file in a folder this user cannot read (permission denied; kept: each "
                    "gets an error row): " + some([f"{_where(r)} {r['path']}" for r in hidden]))
+    return out
+
+
+def _sidecars_said(sidecars: set[str], limit: int) -> list[str]:
+    """The scan's lines on the sidecars beside pictures: read with them, or, a pipe or a broken
+    link of a sidecar's name (its picture's), no record to read."""
+    out = []
+    odd = sorted(p for p in sidecars if not is_url(p) and not os.path.isfile(p))
+    if n := len(sidecars) - len(odd):
+        out.append(f"{_n(n, 'XMP sidecar')} beside "
+                   + ("its picture: read with it (its rights, caption and keywords go into "
+                      "the output's XMP)" if n == 1 else "their pictures: read "
+                      "with them (their rights, captions and keywords go into the outputs' XMP)"))
+    if odd:
+        out.append(f"{_n(len(odd), 'XMP sidecar')} beside {'its picture' if len(odd) == 1 else 'their pictures'} "
+                   f"{'is' if len(odd) == 1 else 'are'} no file to read ({'; '.join(f'{p}: {not_a_file(p)}' for p in odd[:limit])}"
+                   f"{f'; ... ({len(odd) - limit} more)' if len(odd) > limit else ''}): the "
+                   f"output{'' if len(odd) == 1 else 's'} will lack {'its' if len(odd) == 1 else 'their'} "
+                   "record (the rows say so) unless each is made a file before the run reads it")
     return out
 
 

@@ -126,17 +126,12 @@ class ImageStages:
                 item.row.update(d.describe())
             else:
                 self.decode_host(item, data)
-        if mrow.get("xmp_sidecar") and not item.finished:  # read with it (scan pairs them)
+        if mrow.get("xmp_sidecar"):  # read with it (scan pairs them)
             item.sidecar = sidecar_where(self.spec.manifest, mrow["path"], mrow["xmp_sidecar"])
             _read_sidecar(item)
         if hinted and not item.finished:  # its own batch: the job's batches stay as they were
             item.cells, item.aside = _on_grid(hinted, item.decoded, self.spec.size), True
-            outside = hintlib.outside(hinted, item.decoded.width, item.decoded.height)
-            if outside:  # the row says how many coloured it, and why the others did not
-                item.row["hints"] = len(hinted) - len(outside)
-                item.decoded.notes.append(f"{plural(len(outside), 'hint')} outside the "
-                                          f"{item.decoded.width}x{item.decoded.height} image "
-                                          f"ignored (at {outside[0]})")
+            _outside_said(item, hinted)
         item.spend(t0)
         return item
 
@@ -177,8 +172,7 @@ class ImageStages:
                 it.gray, it.small = g, jpeg.small(g)
             else:  # a new Decoded: the sidecar's record read into it again
                 self.decode_host(it, data)
-                if it.sidecar and not it.finished:
-                    _read_sidecar(it)
+                _read_sidecar(it)
             it.spend(t1 - share)
 
     def finish(self, item: Item, rgb_of: Callable[[], Any]) -> Item:
@@ -297,12 +291,22 @@ def _source_bytes(item: Item, mrow: dict, manifest: str) -> bytes | None:
     return None
 
 
+def _outside_said(item: Item, hinted: list) -> None:
+    """A row hinted outside its image says how many hints coloured it, and why the others did not."""
+    d = item.decoded
+    if outside := hintlib.outside(hinted, d.width, d.height):
+        item.row["hints"] = len(hinted) - len(outside)
+        d.notes.append(f"{plural(len(outside), 'hint')} outside the {d.width}x{d.height} image "
+                       f"ignored (at {outside[0]})")
+
+
 def _read_sidecar(item: Item) -> None:
     """The picture's XMP sidecar into its metadata (imaging.add_sidecar); one gone or unreadable
     since the scan costs that metadata, said, never the picture. The row keeps the sha256 of
     the sidecar's bytes, read into the output or not, or what kept them from being read
     (sidecar_digest): audit --check-inputs tells one edited, or put right, since."""
-    path = item.sidecar
+    if not (path := item.sidecar) or item.finished:
+        return
     name = os.path.basename(path)
     try:
         if "://" not in path and (n := os.stat(path).st_size) > XMP_LIMIT:  # not read to be refused

@@ -41,7 +41,8 @@ SCHEMA = pa.schema([
     # what turned them into colour: the sha256 of the hint model's file (the hint head, or the
     # hint-conditioned net), or "propagation" where none was used; a new head, a new colour
     ("hint_model", pa.string()),
-    # the sha256 of the XMP sidecar read into the output (null: none read): a sidecar is where a
-    # workflow corrects rights and captions, and `audit --check-inputs` tells one edited since
+    # the sha256 of the XMP sidecar read with the picture (null: it has none), or "missing" or
+    # "unreadable" (manifest.sidecar_digest): a sidecar is where a workflow corrects rights and
+    # captions, and `audit --check-inputs` tells one edited, or put right, since
     ("sidecar_sha256", pa.string()),
 ])

@@ -1309,7 +1309,8 @@ COMMANDS = {
     "export": (
         "write the results as CSV, .xlsx or .parquet for the archive's database",
         "One line per image: the catalogue's columns first, in its order and as written, then "
-        "the result's (output_record: current, outdated or missing; source_state: gone where "
+        "the result's (output_record: current, outdated (older catalogue cells, or a sidecar the "
+        "last audit --check-inputs found edited) or missing; source_state: gone where "
         "the last scan did not find the original). CSV in UTF-8 with a BOM and the catalogue's "
         "own separator (what Excel opens right), a real workbook for a .xlsx name or --excel, "
         "or one Parquet table for a .parquet name (typed; a repeated header cell by the name "

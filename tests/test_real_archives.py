@@ -1,6 +1,7 @@
 """Real archives: no file stops a run, every format writes, transparency and toned scans come out
 right, and the originals and the archive are guarded (issue 12)."""
 
+import csv
 import errno
 import hashlib
 import io
@@ -1115,6 +1116,11 @@ def test_xmp_sidecars_are_read_with_their_pictures(tmp_path, photo, ckpt, warm):
     r = run_cli("audit", out)  # a plain audit keeps what the last check found (it wrote the list anew)
     assert "edited or removed since (as the last audit --check-inputs found; not read again)" in r.stdout, r.stdout
     assert {Path(p).stem for p in (out / "audit-outdated.txt").read_text().splitlines()} == {"lr", "dt"}
+    r = run_cli("export", out, tmp_path / "e.csv")  # and so does the export, which reads no sidecar
+    assert r.returncode == 0, r.stderr
+    with open(tmp_path / "e.csv", encoding="utf-8-sig") as f:
+        assert {Path(x["source_path"]).stem: x["output_record"] for x in csv.DictReader(f)} == {
+            "lr": "outdated", "dt": "outdated"}
     (scans / "dt.jpg.xmp").unlink()
     r = run_cli("run", "-o", out, "--redo", out / "audit-outdated.txt")
     assert r.returncode == 0, r.stderr

@@ -104,6 +104,7 @@ def export_table(out: Outdir, info: dict, as_written: bool = True) -> tuple[list
         current[k] = [v if v is not None or any(c[j] is not None for c in current)
                       or states.get(ids[j]) == "gone" else spell(src[j])  # a gone one names nothing
                       for j, v in enumerate(current[k])]
+    _sidecar_outdated(out, t, record)
     columns = current + [t.column(n).to_pylist() for n in legacy + ours] + [record, [states.get(i) for i in ids]]
     header += _own_names(["output_record", "source_state"], taken)
     # the curator's review (colorize review): verdict, note, how many hints, by whom, when
@@ -114,6 +115,19 @@ def export_table(out: Outdir, info: dict, as_written: bool = True) -> tuple[list
     for _, get in REVIEW_COLUMNS:
         columns.append([get(state[i], rows[i]) if i in state else None for i in ids])
     return header, [list(r) for r in zip(*columns, strict=True)] if columns else []
+
+
+def _sidecar_outdated(out: Outdir, t, record: list) -> None:
+    """An output whose XMP sidecar the last audit --check-inputs found edited since (a licence
+    withdrawn) is 'outdated' too, until redone: the export read no sidecar, and said 'current'."""
+    from pipeline.client.audit import found_outdated_sidecars
+
+    if not (stale := found_outdated_sidecars(out.store)) or "sidecar_sha256" not in t.column_names:
+        return
+    for k, (p, h) in enumerate(zip(t.column("source_path").to_pylist(), t.column("sidecar_sha256").to_pylist(),
+                                   strict=True)):
+        if record[k] == "current" and p in stale and stale[p] == h:
+            record[k] = "outdated"
 
 
 def _as_the_catalogue_writes(cells: list, folder: str | None, manifest: str):

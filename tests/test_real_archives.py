@@ -764,6 +764,23 @@ def test_an_iim_block_without_a_charset_reads_as_its_tools_wrote_it_and_damage_k
     d = Decoded(gray=None, mode="L", format="JPEG", kind="gray")
     _with_iim(d, ds(0, b"\x00\x04"), False)  # its version alone: no record, nothing lost
     assert d.notes == [] and d.xmp is None
+    from PIL import PngImagePlugin
+
+    from pipeline.worker.imaging import decode
+
+    info = PngImagePlugin.PngInfo()  # a caption that would take the XMP past its limit: noted
+    info.add_itxt("XML:com.adobe.xmp", '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/'
+                  '1999/02/22-rdf-syntax-ns#"><rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/"'
+                  f'><dc:source>{"s" * ((8 << 20) - 600000)}</dc:source></rdf:Description></rdf:RDF></x:xmpmeta>')
+    caption = b"c" * 700000
+    block = b"\x1c\x02\x78\x80\x04" + len(caption).to_bytes(4, "big") + caption
+    info.add_text("Raw profile type iptc", f"\nIPTC profile\n{len(block):8d}\n{block.hex()}\n")
+    buf = io.BytesIO()
+    Image.new("L", (8, 8)).save(buf, "PNG", pnginfo=info)
+    d = decode(io.BytesIO(buf.getvalue()))
+    assert len(d.xmp) < 8 << 20 and b"ccc" not in d.xmp
+    assert ("IPTC-IIM block not carried in the XMP (the XMP would be 8.1 MB, more than the 8 MB an XMP may "
+            "have here)") in d.notes, d.notes
 
 
 def test_a_pngs_own_title_author_and_copyright_are_its_xmps_where_the_xmp_is_silent(photo):

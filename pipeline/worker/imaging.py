@@ -850,9 +850,7 @@ def _with_iim(d: Decoded, block: bytes, newer: bool) -> None:
             d.notes.append(f"IPTC-IIM block not carried (nothing in it has a place in XMP){tail}")
         return
     newer = newer and bool(d.xmp)
-    if (carried := _folded(d, props, newer)) is None:
-        d.notes.append(f"IPTC-IIM block not carried (with it the XMP would be {_too_large(d, props)})")
-        return
+    carried = _folded(d, props, newer)  # ValueError: not carried (_decoded's note)
     there = [t for t in iim.tags(props) if t not in carried]
     d.notes.append("IPTC-IIM block " + (f"carried in the XMP ({iim.said(carried)})" if carried else
                                         "not carried") + (f"; the source's XMP's own {iim.said(there)} "
@@ -861,10 +859,11 @@ def _with_iim(d: Decoded, block: bytes, newer: bool) -> None:
                       "says), so its values are kept over the XMP's" if newer else "") + tail)
 
 
-def _folded(d: Decoded, props: dict[str, list[str]], over: bool) -> list[str] | None:
+def _folded(d: Decoded, props: dict[str, list[str]], over: bool) -> list[str]:
     """XMP properties (iim.packet's) into d.xmp: under what its own Descriptions say, or `over`
-    them. Returns the properties of `props` that the XMP now holds as given (lxml's names);
-    None, d.xmp unchanged, where the XMP would be larger than XMP_LIMIT (a PNG's 9 MB texts)."""
+    them. Returns the properties of `props` that the XMP now holds as given (lxml's names).
+    ValueError, d.xmp unchanged, where the XMP would be larger than XMP_LIMIT (a PNG's 3 MB
+    texts, an IIM block's long caption over a large XMP)."""
     from lxml import etree
 
     rdf = parse_xmp(iim.packet(props))
@@ -878,13 +877,9 @@ def _folded(d: Decoded, props: dict[str, list[str]], over: bool) -> list[str] | 
     xmp = ('<x:xmpmeta xmlns:x="adobe:ns:meta/">' + etree.tostring(rdf, encoding="unicode")
            + "</x:xmpmeta>").encode("utf-8")
     if len(xmp) > XMP_LIMIT:
-        return None
+        raise ValueError(f"the XMP would be {xmp_too_large(len(xmp))}")
     d.xmp = xmp
     return [c.tag for c in ours]
-
-
-def _too_large(d: Decoded, props: dict[str, list[str]]) -> str:
-    return xmp_too_large(len(d.xmp or b"") + sum(len(v.encode()) for vs in props.values() for v in vs))
 
 
 def _texts_in_xmp(d: Decoded) -> None:
@@ -897,12 +892,11 @@ def _texts_in_xmp(d: Decoded) -> None:
     props = {iim.PNG_TEXT[k]: [v] for k, v in said.items()}
     try:
         placed = _folded(d, props, False)
-        why = None if placed is not None else f"the XMP would be {_too_large(d, props)}"
-    except ValueError as e:  # the source's XMP was checked to parse: not expected
-        placed, why = None, str(e)
+    except ValueError as e:  # too large for an XMP
+        d.text_xmp.update(dict.fromkeys(said, str(e)[:200]))
+        return
     for k, tag in zip(said, iim.tags(props), strict=True):
-        d.text_xmp[k] = (iim.PNG_TEXT[k] if tag in placed else
-                         f"the source's XMP's own {iim.PNG_TEXT[k]} kept over it") if placed is not None else why
+        d.text_xmp[k] = iim.PNG_TEXT[k] if tag in placed else f"the source's XMP's own {iim.PNG_TEXT[k]} kept over it"
 
 
 def _decoded(gray, src_mode, fmt, kind, info, exif_obj, notes, shape=None) -> Decoded:

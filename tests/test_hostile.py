@@ -400,3 +400,22 @@ def test_a_sidecar_that_is_no_file_is_not_counted_as_read_by_the_scan(tmp_path, 
     assert "1 XMP sidecar beside its picture: read with it" in err
     assert (f"2 XMP sidecars beside their pictures are no file to read ({root}/b.xmp: not a regular file "
             f"(a pipe, a socket, a device); {root}/c.png.xmp: a broken symbolic link") in err, err
+    (root / "a.xmp").unlink()  # paired, then gone: said so (it was "None")
+    (root / "other").mkdir()
+    Image.fromarray(photo[:40, :40]).save(root / "other" / "a.png")
+    (root / "other" / "a.xmp").write_text("<x:xmpmeta/>")  # a sidecar of that name elsewhere
+    assert main(["scan", str(root), "-o", str(tmp_path / "m.parquet")]) == 0
+    assert f"{root}/a.xmp: gone since the scan that paired it" in capsys.readouterr().err
+
+
+def test_an_output_made_with_its_sidecar_missing_is_not_outdated_when_a_scan_pairs_none():
+    """A row made while its paired sidecar was gone holds "missing"; a fresh scan pairs none:
+    the same (a redo would write the same file), not "edited since"."""
+    import pyarrow as pa
+
+    from pipeline.client.audit import _sidecars_edited
+
+    man = pa.table({"image_id": ["a", "b"], "path": ["/x/a.png", "/x/b.png"], "xmp_sidecar": [None, None]})
+    rows = [{"image_id": "a", "source_path": "/x/a.png", "sidecar_sha256": "missing"},
+            {"image_id": "b", "source_path": "/x/b.png", "sidecar_sha256": "ab" * 32}]
+    assert _sidecars_edited(man, "/x/m.parquet", rows) == ["/x/b.png"]  # b's was read: removed since

@@ -748,6 +748,7 @@ def test_an_iim_block_without_a_charset_reads_as_its_tools_wrote_it_and_damage_k
     assert props == {"dc:description": ["Café Müller"], "dc:creator": ["Łęcka"],
                      "photoshop:DateCreated": ["1931"], "dc:rights": ["(c) Archiv"], "dc:subject": ["A", "B"]}
     assert left == []
+    assert iim.read(ds(62, b"19980304") + ds(63, b"100000"))[1] == ["2:62", "2:63"]  # the scan's date: named
     big = b"x" * 70000  # longer than two bytes say: an extended dataset's length
     props, _ = iim.read(b"\x1c\x02\x78\x80\x04" + len(big).to_bytes(4, "big") + big + ds(105, b"Head"))
     assert props == {"dc:description": [("x" * 70000)], "photoshop:Headline": ["Head"]}
@@ -756,7 +757,8 @@ def test_an_iim_block_without_a_charset_reads_as_its_tools_wrote_it_and_damage_k
             (b"19310200", b"", ["1931-02"], []), (b"19310002", b"", ["1931"], []),
             (b"19310502", b"143000+0100", ["1931-05-02T14:30:00+01:00"], []),
             (b"19310502", b"1430", ["1931-05-02"], ["2:60"]), (b"19310200", b"143000", ["1931-02"], ["2:60"]),
-            (b"1931-05-02", b"", None, ["2:55"]), (b"", b"143000", None, ["2:60"])]:
+            (b"1931-05-02", b"", None, ["2:55"]), (b"", b"143000", None, ["2:60"]),
+            (b"19310231", b"", None, ["2:55"]), (b"19310502", b"143000+9999", ["1931-05-02"], ["2:60"])]:
         props, out = iim.read((ds(55, date) if date else b"") + (ds(60, time) if time else b""))
         assert (props.get("photoshop:DateCreated"), out) == (said, left), (date, time)
     from pipeline.worker.imaging import Decoded, _with_iim
@@ -810,6 +812,16 @@ def test_a_pngs_own_title_author_and_copyright_are_its_xmps_where_the_xmp_is_sil
     _, notes = encode_output(np.dstack([d.gray] * 3), "jpeg", d, 90, provenance("c" * 64, "2026-12-05", None))
     assert ("PNG text Author, Title in the XMP only (dc:creator, dc:title); Copyright not carried "
             "(the source's XMP's own dc:rights kept over it)") in notes
+    info = PngImagePlugin.PngInfo()  # an XMP too large for a JPEG's segment: none of it is there
+    info.add_text("Description", "d" * 80000)
+    info.add_text("Copyright", "Stadtarchiv")
+    buf = io.BytesIO()
+    Image.fromarray(photo).save(buf, "PNG", pnginfo=info)
+    d = decode(io.BytesIO(buf.getvalue()))
+    data, notes = encode_output(np.dstack([d.gray] * 3), "jpeg", d, 90, provenance("c" * 64, "2026-12-05", None))
+    assert b"Stadtarchiv" not in data
+    assert ("PNG text Copyright not carried (the source's XMP that held it was not carried); Description not "
+            "carried (the source's XMP that held it was not carried)") in notes, notes
     info = PngImagePlugin.PngInfo()  # texts Pillow reads (64 MB in all) make no XMP over its limit
     for k in ("Title", "Author", "Description"):
         info.add_text(k, k[0] * (3 << 20))

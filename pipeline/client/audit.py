@@ -19,6 +19,7 @@ from pipeline import __version__
 from pipeline.client import ledger, redo, results
 from pipeline.client.catalogue import carried_columns, shared_identifiers, stored_name
 from pipeline.client.manifest import (
+    SIDECAR_MISSING,
     read_manifest,
     resolve_path,
     sidecar_digest,
@@ -139,7 +140,9 @@ def _sidecars_edited(man_t, manifest: str, ok_rows: list[dict]) -> list[str]:
         if (was := r.get("sidecar_sha256")) is None or r["image_id"] not in where:
             continue
         path, sidecar = where[r["image_id"]]
-        if (sidecar_digest(sidecar_where(manifest, path, sidecar)) if sidecar else None) != was:
+        # none paired now (a fresh scan) is as missing as one paired and gone: nothing changed
+        now = sidecar_digest(sidecar_where(manifest, path, sidecar)) if sidecar else SIDECAR_MISSING
+        if now != was:
             edited.append(r["source_path"])
     return edited
 

@@ -264,8 +264,11 @@ def sidecar_digest(path: str) -> str:
             return hashlib.sha256(read_source(path)).hexdigest()
         if not stat.S_ISREG(os.stat(path).st_mode):
             return SIDECAR_UNREADABLE
+        h = hashlib.sha256()  # (hashlib.file_digest is 3.11's; 3.10 is supported)
         with open(path, "rb") as f:
-            return hashlib.file_digest(f, "sha256").hexdigest()
+            while block := f.read(1 << 20):
+                h.update(block)
+        return h.hexdigest()
     except FileNotFoundError:
         return SIDECAR_MISSING
     except (OSError, ValueError):
@@ -847,6 +850,7 @@ def _sidecars_said(sidecars: set[str], limit: int) -> list[str]:
     link of a sidecar's name (its picture's), no record to read."""
     out = []
     odd = sorted(p for p in sidecars if not is_url(p) and not os.path.isfile(p))
+    why = {p: not_a_file(p) or "gone since the scan that paired it" for p in odd}
     if n := len(sidecars) - len(odd):
         out.append(f"{_n(n, 'XMP sidecar')} beside "
                    + ("its picture: read with it (its rights, caption and keywords go into "
@@ -854,7 +858,7 @@ def _sidecars_said(sidecars: set[str], limit: int) -> list[str]:
                       "with them (their rights, captions and keywords go into the outputs' XMP)"))
     if odd:
         out.append(f"{_n(len(odd), 'XMP sidecar')} beside {'its picture' if len(odd) == 1 else 'their pictures'} "
-                   f"{'is' if len(odd) == 1 else 'are'} no file to read ({'; '.join(f'{p}: {not_a_file(p)}' for p in odd[:limit])}"
+                   f"{'is' if len(odd) == 1 else 'are'} no file to read ({'; '.join(f'{p}: {why[p]}' for p in odd[:limit])}"
                    f"{f'; ... ({len(odd) - limit} more)' if len(odd) > limit else ''}): the "
                    f"output{'' if len(odd) == 1 else 's'} will lack {'its' if len(odd) == 1 else 'their'} "
                    "record (the rows say so) unless each is made a file before the run reads it")

@@ -44,10 +44,10 @@ PNG_TEXT = {"Title": "dc:title", "Author": "dc:creator", "Description": "dc:desc
             "Copyright": "dc:rights"}
 # A date's time of day (2:60 of 2:55): in XMP one value with the date (MWG)
 TIMES = {60: 55}
-# Datasets that say how the block is written (its version, the charset, the envelope), of the
-# preview it came with, or when the scan was made (2:62, 2:63: MWG's xmp:CreateDate, the source
-# file's date, which no output carries: writers): nothing to carry.
-STRUCTURAL = {(1, n) for n in range(256)} | {(2, 0), (2, 62), (2, 63), (2, 200), (2, 201), (2, 202)}
+# Datasets that say how the block is written (its version, the charset, the envelope), or of the
+# preview it came with: nothing to carry. (2:62, 2:63, when the scan was made, MWG's
+# xmp:CreateDate, which no output's XMP carries as the source file's: named as not carried.)
+STRUCTURAL = {(1, n) for n in range(256)} | {(2, 0), (2, 200), (2, 201), (2, 202)}
 NAMES = {5: "object name", 15: "category", 20: "supplemental categories", 25: "keywords",
          40: "instructions", 55: "date created", 80: "by-line", 85: "by-line title", 90: "city",
          92: "sub-location", 95: "province/state", 100: "country code", 101: "country",
@@ -187,17 +187,24 @@ def _date(text: str) -> tuple[str, bool]:
     """IIM's CCYYMMDD as XMP's date, partial where the block says 00 (a month or day not known):
     ('1931-02', False) of 19310200, ('1931', False) of 19310002 (a day without its month);
     whole: all three known, a time may follow. ('', False) where it is no such date."""
+    import datetime as dt
+
     m = re.fullmatch(r"(\d{4})(\d{2})(\d{2})", text)
     if not m or m[1] == "0000" or int(m[2]) > 12 or int(m[3]) > 31:
         return "", False
     parts = [m[1]] + ([m[2]] + ([m[3]] if m[3] != "00" else []) if m[2] != "00" else [])
+    if len(parts) == 3:
+        try:
+            dt.date(*map(int, parts))
+        except ValueError:  # 19310231: no such day
+            return "", False
     return "-".join(parts), len(parts) == 3
 
 
 def _time(text: str) -> str:
     """IIM's HHMMSS+HHMM (the zone optional, as some tools wrote it) as XMP's 'T14:30:00+01:00'."""
     m = re.fullmatch(r"(\d{2})(\d{2})(\d{2})(?:([+-]\d{2})(\d{2}))?", text)
-    if not m or int(m[1]) > 23 or int(m[2]) > 59 or int(m[3]) > 60:
+    if not m or int(m[1]) > 23 or int(m[2]) > 59 or int(m[3]) > 60 or (m[4] and (abs(int(m[4])) > 14 or int(m[5]) > 59)):
         return ""
     return f"T{m[1]}:{m[2]}:{m[3]}" + (f"{m[4]}:{m[5]}" if m[4] else "")
 

@@ -65,8 +65,7 @@ def encode_output(rgb: np.ndarray, fmt: str, d, quality: int, prov: dict) -> tup
     dropped with a note, never fatal."""
     notes = list(d.notes)
     prov = {**prov, "source_xmp": d.xmp, "texts": d.texts, "text_langs": d.text_langs}
-    if d.texts and fmt != "png":
-        notes.append(_texts_said(d, fmt))
+    at = len(notes)
     if d.bits == 16 and fmt in ("jpeg", "webp"):
         notes.append(f"16-bit scan written as an 8-bit {fmt.upper()} (--format png or tiff keeps 16)")
     try:
@@ -76,16 +75,23 @@ def encode_output(rgb: np.ndarray, fmt: str, d, quality: int, prov: dict) -> tup
         notes.append(f"metadata not carried ({type(e).__name__}: {e})"[:200])
         data = encode(rgb, fmt, quality=quality,  # ours alone: the source's choked the writer
                       provenance={k: v for k, v in prov.items() if k not in ("source_xmp", "texts", "text_langs")})
+    # said once the writer has written: the source's XMP (with what was folded into it) may not be
+    dropped = any(n.startswith(("source XMP not carried (", "metadata not carried (")) for n in notes[at:])
+    if dropped and any(n.startswith("IPTC-IIM block carried in the XMP") for n in notes[:at]):
+        notes.append("the IPTC-IIM block's record went with the source's XMP (not carried)")
+    if d.texts and fmt != "png":
+        notes.insert(at, _texts_said(d, fmt, dropped))
     return data, notes
 
 
-def _texts_said(d, fmt: str) -> str:
+def _texts_said(d, fmt: str, dropped: bool) -> str:
     """Where a PNG's texts went in an output of another format: the XMP (imaging._texts_in_xmp
-    put a Title there, or says why not), or nowhere."""
+    put a Title there, or says why not), unless the writer `dropped` it; or nowhere."""
     from pipeline.worker.iim import PNG_TEXT
 
-    kept = sorted(k for k, v in d.text_xmp.items() if v == PNG_TEXT[k])
-    why = {k: v for k, v in sorted(d.text_xmp.items()) if k not in kept}
+    kept = [] if dropped else sorted(k for k, v in d.text_xmp.items() if v == PNG_TEXT[k])
+    why = {k: ("the source's XMP that held it was not carried" if dropped and v == PNG_TEXT[k] else v)
+           for k, v in sorted(d.text_xmp.items()) if k not in kept}
     left = sorted(k for k in d.texts if k not in d.text_xmp)
     return "PNG text " + "; ".join(
         ([f"{', '.join(kept)} in the XMP only ({', '.join(PNG_TEXT[k] for k in kept)})"] if kept else [])

@@ -850,7 +850,11 @@ def _with_iim(d: Decoded, block: bytes, newer: bool) -> None:
             d.notes.append(f"IPTC-IIM block not carried (nothing in it has a place in XMP){tail}")
         return
     newer = newer and bool(d.xmp)
-    carried = _folded(d, props, newer)  # ValueError: not carried (_decoded's note)
+    try:
+        carried = _folded(d, props, newer)
+    except ValueError as e:  # too large for an XMP
+        d.notes.append(f"IPTC-IIM block not carried in the XMP ({e}){tail}"[:300])
+        return
     there = [t for t in iim.tags(props) if t not in carried]
     d.notes.append("IPTC-IIM block " + (f"carried in the XMP ({iim.said(carried)})" if carried else
                                         "not carried") + (f"; the source's XMP's own {iim.said(there)} "
@@ -866,6 +870,8 @@ def _folded(d: Decoded, props: dict[str, list[str]], over: bool) -> list[str]:
     texts, an IIM block's long caption over a large XMP)."""
     from lxml import etree
 
+    if (n := len(d.xmp or b"") + sum(len(v) for vs in props.values() for v in vs)) > XMP_LIMIT:
+        raise ValueError(f"the XMP would be {xmp_too_large(n)}")  # not parsed to be refused
     rdf = parse_xmp(iim.packet(props))
     ours = rdf.find(f"{{{RDF_NS}}}Description")
     if over and d.xmp:
@@ -889,14 +895,20 @@ def _texts_in_xmp(d: Decoded) -> None:
     said = {k: v.strip() for k, v in d.texts.items() if k in iim.PNG_TEXT and v.strip()}
     if not said:
         return
-    props = {iim.PNG_TEXT[k]: [v] for k, v in said.items()}
+    together = None
     try:
-        placed = _folded(d, props, False)
-    except ValueError as e:  # too large for an XMP
-        d.text_xmp.update(dict.fromkeys(said, str(e)[:200]))
-        return
-    for k, tag in zip(said, iim.tags(props), strict=True):
-        d.text_xmp[k] = iim.PNG_TEXT[k] if tag in placed else f"the source's XMP's own {iim.PNG_TEXT[k]} kept over it"
+        together, groups = _folded(d, {iim.PNG_TEXT[k]: [v] for k, v in said.items()}, False), [said]
+    except ValueError:  # too large together: the rights first, then the creator, title, caption
+        groups = [{k: said[k]} for k in ("Copyright", "Author", "Title", "Description") if k in said]
+    for group in groups:
+        props = {iim.PNG_TEXT[k]: [v] for k, v in group.items()}
+        try:
+            placed = together if together is not None else _folded(d, props, False)
+        except ValueError as e:
+            d.text_xmp.update(dict.fromkeys(group, str(e)[:200]))
+            continue
+        for k, tag in zip(group, iim.tags(props), strict=True):
+            d.text_xmp[k] = iim.PNG_TEXT[k] if tag in placed else f"the source's XMP's own {iim.PNG_TEXT[k]} kept over it"
 
 
 def _decoded(gray, src_mode, fmt, kind, info, exif_obj, notes, shape=None) -> Decoded:

@@ -819,9 +819,10 @@ def test_a_pngs_own_title_author_and_copyright_are_its_xmps_where_the_xmp_is_sil
     Image.fromarray(photo).save(buf, "PNG", pnginfo=info)
     d = decode(io.BytesIO(buf.getvalue()))
     data, notes = encode_output(np.dstack([d.gray] * 3), "jpeg", d, 90, provenance("c" * 64, "2026-12-05", None))
-    assert b"Stadtarchiv" not in data
-    assert ("PNG text Copyright not carried (the source's XMP that held it was not carried); Description not "
-            "carried (the source's XMP that held it was not carried)") in notes, notes
+    assert b"Stadtarchiv" in data and b"d" * 1000 not in data  # the caption goes, the rights stay
+    assert ("PNG text Copyright in the XMP only (dc:rights); Description not carried (the source's XMP "
+            "that held it was not carried)") in notes, notes
+    assert any(n.startswith("source XMP in part (") and n.endswith("not carried: dc:description") for n in notes)
     info = PngImagePlugin.PngInfo()  # texts Pillow reads (64 MB in all) make no XMP over its limit
     for k in ("Title", "Author", "Description"):
         info.add_text(k, k[0] * (3 << 20))
@@ -983,6 +984,15 @@ def test_a_hostile_or_huge_source_xmp_costs_its_xmp_not_the_picture(photo):
     assert b"compositeWithTrainedAlgorithmicMedia" in jpeg and b"step 00001" not in jpeg
     tiff, notes = encode_output(np.dstack([d.gray] * 3), "tiff", d, 90, prov)
     assert b"step 01199" in tiff and b"ConvertToGrayscale" not in tiff
+    # a bulky property of no record goes first, and the archive's rights stay (all went)
+    pantry = "".join(f"<rdf:li>placed file {i:05d} {'p' * 60}</rdf:li>" for i in range(1200))
+    big = _xmp(f"<dc:rights><rdf:Alt><rdf:li xml:lang='x-default'>© Stadtarchiv</rdf:li></rdf:Alt></dc:rights>"
+               f"<ps:Layers><rdf:Seq>{pantry}</rdf:Seq></ps:Layers>",
+               'xmlns:dc="http://purl.org/dc/elements/1.1/" xmlns:ps="http://example.org/layers/"')
+    d = decode(io.BytesIO(_png_with_xmp_bytes(photo, big.encode())))
+    jpeg, notes = encode_output(np.dstack([d.gray] * 3), "jpeg", d, 90, prov)
+    assert "© Stadtarchiv".encode() in jpeg and b"placed file" not in jpeg
+    assert any(n.startswith("source XMP in part (") and n.endswith(": not carried: ps:Layers") for n in notes), notes
 
 
 def test_the_merged_xmp_keeps_the_sources_prefixes_whatever_came_before(photo):

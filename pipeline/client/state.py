@@ -23,7 +23,8 @@ from pipeline.worker.writers import widens
 # kept, EXIF text as written, no invented dpi; 6: read through the scan's ICC profile; 7: an
 # IPTC-IIM block's record in the XMP, EXIF's pixel size the upright picture's, PNG texts in the XMP
 # and an iTXt's language kept; 8: an IIM date with its time of day, a device-decoded JPEG's EXIF
-# pixel size corrected, no PNG text in an XMP over its limit)
+# pixel size corrected, no PNG text in an XMP over its limit, a JPEG's source XMP too large for
+# its segment carried in part, the record last)
 OUTPUT_VERSION = 8
 DEFAULT_CHECKPOINT = Path(__file__).parents[1] / "weights" / "colorizer.pt"
 # The hint-conditioned variant (jobs/train-hints.toml): colours the images a curator gave hints.

@@ -79,18 +79,21 @@ def encode_output(rgb: np.ndarray, fmt: str, d, quality: int, prov: dict) -> tup
     dropped = any(n.startswith(("source XMP not carried (", "metadata not carried (")) for n in notes[at:])
     if dropped and any(n.startswith("IPTC-IIM block carried in the XMP") for n in notes[:at]):
         notes.append("the IPTC-IIM block's record went with the source's XMP (not carried)")
+    part = next((n for n in notes[at:] if n.startswith("source XMP in part (")), None)
     if d.texts and fmt != "png":
-        notes.insert(at, _texts_said(d, fmt, dropped))
+        notes.insert(at, _texts_said(d, fmt, dropped, set(part.rsplit("not carried: ", 1)[1].split(", "))
+                                     if part else set()))
     return data, notes
 
 
-def _texts_said(d, fmt: str, dropped: bool) -> str:
+def _texts_said(d, fmt: str, dropped: bool, gone: set[str]) -> str:
     """Where a PNG's texts went in an output of another format: the XMP (imaging._texts_in_xmp
-    put a Title there, or says why not), unless the writer `dropped` it; or nowhere."""
+    put a Title there, or says why not), unless the writer `dropped` it, or its property is
+    among those `gone` from a JPEG's; or nowhere."""
     from pipeline.worker.iim import PNG_TEXT
 
-    kept = [] if dropped else sorted(k for k, v in d.text_xmp.items() if v == PNG_TEXT[k])
-    why = {k: ("the source's XMP that held it was not carried" if dropped and v == PNG_TEXT[k] else v)
+    kept = sorted(k for k, v in d.text_xmp.items() if v == PNG_TEXT[k] and not dropped and v not in gone)
+    why = {k: ("the source's XMP that held it was not carried" if v == PNG_TEXT[k] else v)
            for k, v in sorted(d.text_xmp.items()) if k not in kept}
     left = sorted(k for k in d.texts if k not in d.text_xmp)
     return "PNG text " + "; ".join(
@@ -433,17 +436,51 @@ def _pil(rgb: np.ndarray, kind: str, dpi, icc, exif, provenance: dict | None, no
         exif = ex.tobytes()
         if kind == "JPEG":
             kw["comment"] = provenance_text(provenance).encode()
-        kw["xmp"] = xmp_packet(provenance)
-        if kind == "JPEG" and (n := len(kw["xmp"])) > JPEG_XMP_MAX:  # a long Photoshop history
-            kw["xmp"] = xmp_packet({**provenance, "source_xmp": None})
-            if notes is not None:
-                notes.append(f"source XMP not carried ({n // 1024 + 1} KB with ours, more than a "
-                             "JPEG's XMP segment holds; a TIFF or PNG output keeps it)")
+        kw["xmp"] = xmp_packet(provenance) if kind != "JPEG" else _jpeg_xmp(provenance, notes)
     if exif:
         kw["exif"] = exif
     buf = io.BytesIO()
     im.save(buf, kind, **kw)
     return buf.getvalue()
+
+
+# The namespaces of an archive's record in XMP: rights, creator, title, caption, keywords,
+# credit, location; kept in a JPEG whose whole XMP would not fit, where the rest goes first
+_RECORD_NS = {"http://purl.org/dc/elements/1.1/", "http://ns.adobe.com/xap/1.0/rights/",
+              "http://iptc.org/std/Iptc4xmpCore/1.0/xmlns/", "http://iptc.org/std/Iptc4xmpExt/2008-02-29/",
+              "http://ns.adobe.com/photoshop/1.0/", "http://ns.useplus.org/ldf/xmp/1.0/"}
+
+
+def _jpeg_xmp(provenance: dict, notes: list[str] | None) -> bytes:
+    """Ours and the source's XMP in one JPEG segment: where it would not fit (a placed-files
+    pantry, a long caption), the source's properties go, largest first, those of no record
+    before any of the record, until it fits (all of them had gone, the rights with them); the
+    note names what went."""
+    from lxml import etree
+
+    xmp = xmp_packet(provenance)
+    if (n := len(xmp)) <= JPEG_XMP_MAX:
+        return xmp
+    rdf = parse_xmp(provenance["source_xmp"])  # merged() parsed it: it parses
+    props = [(d, c) for d in rdf.findall(f"{{{RDF}}}Description") for c in d if isinstance(c.tag, str)]
+    props.sort(key=lambda dc: (etree.QName(dc[1]).namespace in _RECORD_NS, -len(etree.tostring(dc[1]))))
+    gone = []
+    for d, c in props:
+        d.remove(c)
+        gone.append(f"{c.prefix}:{etree.QName(c).localname}" if c.prefix else etree.QName(c).localname)
+        source = ('<x:xmpmeta xmlns:x="adobe:ns:meta/">' + etree.tostring(rdf, encoding="unicode")
+                  + "</x:xmpmeta>").encode("utf-8")
+        if len(xmp := xmp_packet({**provenance, "source_xmp": source})) <= JPEG_XMP_MAX:
+            break
+    else:
+        xmp = xmp_packet({**provenance, "source_xmp": None})
+    if notes is not None:
+        notes.append((f"source XMP in part ({n // 1024 + 1} KB with ours, more than a JPEG's XMP segment "
+                      f"holds; a TIFF or PNG output keeps it all): not carried: {', '.join(gone)}")
+                     if len(gone) < len(props) else
+                     f"source XMP not carried ({n // 1024 + 1} KB with ours, more than a JPEG's XMP "
+                     "segment holds; a TIFF or PNG output keeps it)")
+    return xmp
 
 
 # --- the XMP record ------------------------------------------------------------------------------

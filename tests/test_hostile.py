@@ -1,6 +1,7 @@
 """Every odd file a scan room produces gets exactly the status it deserves; none stops a shard."""
 
 import errno
+import hashlib
 import io
 import os
 import struct
@@ -419,3 +420,19 @@ def test_an_output_made_with_its_sidecar_missing_is_not_outdated_when_a_scan_pai
     rows = [{"image_id": "a", "source_path": "/x/a.png", "sidecar_sha256": "missing"},
             {"image_id": "b", "source_path": "/x/b.png", "sidecar_sha256": "ab" * 32}]
     assert _sidecars_edited(man, "/x/m.parquet", rows) == ["/x/b.png"]  # b's was read: removed since
+
+
+def test_a_sidecar_too_large_to_read_is_known_by_its_size_and_time(tmp_path):
+    """One over the XMP limit is never read, at the run or by audit --check-inputs (a sparse
+    100 GB .xmp was hashed whole for every image): its size and time stand for it."""
+    from pipeline.client.manifest import sidecar_digest
+
+    big = tmp_path / "a.xmp"
+    with open(big, "wb") as f:
+        f.truncate(9 << 20)
+    was = sidecar_digest(str(big))
+    assert was.startswith(f"too large: {9 << 20} bytes, modified ")
+    os.utime(big, ns=(1, 10**18))
+    assert sidecar_digest(str(big)) not in (was, "")
+    big.write_bytes(b"<x/>")
+    assert sidecar_digest(str(big)) == hashlib.sha256(b"<x/>").hexdigest()

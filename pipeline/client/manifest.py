@@ -39,6 +39,7 @@ from pipeline.storage import is_url, not_a_file, read_source
 from pipeline.worker.imaging import (
     DEFAULT_MAX_PIXELS,
     NOT_READ_EXTS,
+    XMP_LIMIT,
     DecodeError,
     not_read_here,
     read_header,
@@ -255,15 +256,18 @@ SIDECAR_MISSING, SIDECAR_UNREADABLE = "missing", "unreadable"
 
 
 def sidecar_digest(path: str) -> str:
-    """The sha256 of a sidecar's bytes, read a block at a time (one over the XMP limit is
-    hashed, never held), or SIDECAR_MISSING / SIDECAR_UNREADABLE (a pipe is never opened)."""
+    """The sha256 of a sidecar's bytes, read a block at a time; SIDECAR_MISSING or
+    SIDECAR_UNREADABLE (a pipe is never opened); for one over the XMP limit, which is never
+    read, its size and modification time."""
     import stat
 
     try:
         if is_url(path):
             return hashlib.sha256(read_source(path)).hexdigest()
-        if not stat.S_ISREG(os.stat(path).st_mode):
+        if not stat.S_ISREG((st := os.stat(path)).st_mode):
             return SIDECAR_UNREADABLE
+        if st.st_size > XMP_LIMIT:  # never read: known by its size and time (a sparse 100 GB one took a minute)
+            return f"too large: {st.st_size} bytes, modified {st.st_mtime_ns}"
         h = hashlib.sha256()  # (hashlib.file_digest is 3.11's; 3.10 is supported)
         with open(path, "rb") as f:
             while block := f.read(1 << 20):

@@ -42,7 +42,7 @@ SCHEMA = pa.schema([
     # hint-conditioned net), or "propagation" where none was used; a new head, a new colour
     ("hint_model", pa.string()),
     # the sha256 of the XMP sidecar read with the picture (null: it has none), or "missing" or
-    # "unreadable" (manifest.sidecar_digest): a sidecar is where a workflow corrects rights and
+    # "unreadable", or one too large's size and time (manifest.sidecar_digest): a sidecar is where a workflow corrects rights and
     # captions, and `audit --check-inputs` tells one edited, or put right, since
     ("sidecar_sha256", pa.string()),
 ])

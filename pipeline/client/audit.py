@@ -147,13 +147,15 @@ def _sidecars_edited(man_t, manifest: str, ok_rows: list[dict]) -> list[str]:
     return edited
 
 
-def found_outdated_sidecars(out: Store) -> dict[str, str]:
-    """{source path: the sidecar_sha256 its row had} of the outputs whose sidecar the last
-    audit --check-inputs found edited since (a row redone since has another)."""
+def found_outdated_sidecars(out: Store, held: dict[str, str | None]) -> dict[str, str]:
+    """{source path: its sidecar_sha256} of the outputs whose sidecar the last audit
+    --check-inputs found edited since, of those `held` ({source path: its row's
+    sidecar_sha256}) still as they were then (one redone since has another)."""
     try:
-        return json.loads(out.read_bytes(Outdir.AUDIT_JSON)).get("sidecar_outdated_as") or {}
+        was = json.loads(out.read_bytes(Outdir.AUDIT_JSON)).get("sidecar_outdated_as") or {}
     except Exception:  # noqa: BLE001 - no audit yet, or one of an earlier version
         return {}
+    return {p: s for p, s in was.items() if p in held and held[p] == s}
 
 
 def _sidecars_outdated(man_t, manifest: str, ok_rows: list[dict], out: Store, check_inputs: bool) -> dict:
@@ -164,9 +166,7 @@ def _sidecars_outdated(man_t, manifest: str, ok_rows: list[dict], out: Store, ch
         edited = _sidecars_edited(man_t, manifest, ok_rows)
         held = {r["source_path"]: r.get("sidecar_sha256") for r in ok_rows}
         return {"sidecar_outdated": edited, "sidecar_outdated_as": {p: held[p] for p in edited}}
-    was = found_outdated_sidecars(out)
-    held = {r["source_path"]: r.get("sidecar_sha256") for r in ok_rows if r["source_path"] in was}
-    still = {p: s for p, s in was.items() if p in held and held[p] == s}
+    still = found_outdated_sidecars(out, {r["source_path"]: r.get("sidecar_sha256") for r in ok_rows})
     return {"sidecar_outdated": list(still), "sidecar_outdated_as": still, "sidecar_outdated_known": bool(still)}
 
 

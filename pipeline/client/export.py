@@ -122,11 +122,12 @@ def _sidecar_outdated(out: Outdir, t, record: list) -> None:
     withdrawn) is 'outdated' too, until redone: the export read no sidecar, and said 'current'."""
     from pipeline.client.audit import found_outdated_sidecars
 
-    if not (stale := found_outdated_sidecars(out.store)) or "sidecar_sha256" not in t.column_names:
+    if "sidecar_sha256" not in t.column_names:
         return
-    for k, (p, h) in enumerate(zip(t.column("source_path").to_pylist(), t.column("sidecar_sha256").to_pylist(),
-                                   strict=True)):
-        if record[k] == "current" and p in stale and stale[p] == h:
+    paths = t.column("source_path").to_pylist()
+    stale = found_outdated_sidecars(out.store, dict(zip(paths, t.column("sidecar_sha256").to_pylist(), strict=True)))
+    for k, p in enumerate(paths):
+        if record[k] == "current" and p in stale:
             record[k] = "outdated"
 
 

@@ -793,6 +793,14 @@ def xmp_too_large(n: int) -> str:
     return f"{n / (1 << 20):.1f} MB, more than the {XMP_LIMIT >> 20} MB an XMP may have here"
 
 
+def xmp_of(rdf) -> bytes:
+    """An rdf:RDF element (parse_xmp's) as an XMP packet's bytes."""
+    from lxml import etree
+
+    return ('<x:xmpmeta xmlns:x="adobe:ns:meta/">' + etree.tostring(rdf, encoding="unicode")
+            + "</x:xmpmeta>").encode("utf-8")
+
+
 def overlay(rdf, top, also=lambda tag: False) -> None:
     """Description `top` into rdf:RDF `rdf` over its own top-level Descriptions (not one nested
     in a property's value): what `top` says, and what `also(tag)` names, is taken out of them;
@@ -813,7 +821,6 @@ def add_sidecar(d: Decoded, data: bytes, name: str) -> bool:
     """An XMP sidecar's properties over the file's own XMP, where both say a thing the sidecar's
     (a workflow edits the sidecar: Lightroom's NAME.xmp, darktable's NAME.EXT.xmp). False where
     it does not parse (noted)."""
-    from lxml import etree
 
     if len(data) > XMP_LIMIT:
         d.notes.append(f"XMP sidecar {name} not read ({xmp_too_large(len(data))})")
@@ -830,8 +837,7 @@ def add_sidecar(d: Decoded, data: bytes, name: str) -> bool:
         return True
     for sd in side.findall(f"{{{RDF_NS}}}Description"):
         overlay(own, sd)
-    d.xmp = ('<x:xmpmeta xmlns:x="adobe:ns:meta/">' + etree.tostring(own, encoding="unicode")
-             + "</x:xmpmeta>").encode("utf-8")
+    d.xmp = xmp_of(own)
     return True
 
 
@@ -868,7 +874,6 @@ def _folded(d: Decoded, props: dict[str, list[str]], over: bool) -> list[str]:
     them. Returns the properties of `props` that the XMP now holds as given (lxml's names).
     ValueError, d.xmp unchanged, where the XMP would be larger than XMP_LIMIT (a PNG's 3 MB
     texts, an IIM block's long caption over a large XMP)."""
-    from lxml import etree
 
     if (n := len(d.xmp or b"") + sum(len(v) for vs in props.values() for v in vs)) > XMP_LIMIT:
         raise ValueError(f"the XMP would be {xmp_too_large(n)}")  # not parsed to be refused
@@ -880,8 +885,7 @@ def _folded(d: Decoded, props: dict[str, list[str]], over: bool) -> list[str]:
     elif d.xmp:
         for sd in parse_xmp(d.xmp).findall(f"{{{RDF_NS}}}Description"):
             overlay(rdf, sd)
-    xmp = ('<x:xmpmeta xmlns:x="adobe:ns:meta/">' + etree.tostring(rdf, encoding="unicode")
-           + "</x:xmpmeta>").encode("utf-8")
+    xmp = xmp_of(rdf)
     if len(xmp) > XMP_LIMIT:
         raise ValueError(f"the XMP would be {xmp_too_large(len(xmp))}")
     d.xmp = xmp

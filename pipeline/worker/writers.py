@@ -24,7 +24,7 @@ from PIL import Image
 
 from pipeline.worker.hints import made_with
 from pipeline.worker.imaging import RDF_NS as RDF
-from pipeline.worker.imaging import exif_text_as_written, overlay, parse_xmp
+from pipeline.worker.imaging import exif_text_as_written, overlay, parse_xmp, xmp_of
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -79,20 +79,20 @@ def encode_output(rgb: np.ndarray, fmt: str, d, quality: int, prov: dict) -> tup
     dropped = any(n.startswith(("source XMP not carried (", "metadata not carried (")) for n in notes[at:])
     if dropped and any(n.startswith("IPTC-IIM block carried in the XMP") for n in notes[:at]):
         notes.append("the IPTC-IIM block's record went with the source's XMP (not carried)")
-    part = next((n for n in notes[at:] if n.startswith("source XMP in part (")), None)
-    if d.texts and fmt != "png":
-        notes.insert(at, _texts_said(d, fmt, dropped, set(part.rsplit("not carried: ", 1)[1].split(", "))
-                                     if part else set()))
+    if d.texts and fmt != "png":  # the XMP properties the writer left out: all, or those it names
+        part = next((n for n in notes[at:] if n.startswith("source XMP in part (")), None)
+        gone = ({"*"} if dropped else set(part.rsplit("not carried: ", 1)[1].split(", ")) if part else set())
+        notes.insert(at, _texts_said(d, fmt, gone))
     return data, notes
 
 
-def _texts_said(d, fmt: str, dropped: bool, gone: set[str]) -> str:
+def _texts_said(d, fmt: str, gone: set[str]) -> str:
     """Where a PNG's texts went in an output of another format: the XMP (imaging._texts_in_xmp
-    put a Title there, or says why not), unless the writer `dropped` it, or its property is
-    among those `gone` from a JPEG's; or nowhere."""
+    put a Title there, or says why not), unless its property is among those the writer left
+    out (`gone`; "*": the source's XMP whole); or nowhere."""
     from pipeline.worker.iim import PNG_TEXT
 
-    kept = sorted(k for k, v in d.text_xmp.items() if v == PNG_TEXT[k] and not dropped and v not in gone)
+    kept = sorted(k for k, v in d.text_xmp.items() if v == PNG_TEXT[k] and "*" not in gone and v not in gone)
     why = {k: ("the source's XMP that held it was not carried" if v == PNG_TEXT[k] else v)
            for k, v in sorted(d.text_xmp.items()) if k not in kept}
     left = sorted(k for k in d.texts if k not in d.text_xmp)
@@ -459,8 +459,8 @@ def _jpeg_xmp(provenance: dict, notes: list[str] | None) -> bytes:
     from lxml import etree
 
     xmp = xmp_packet(provenance)
-    if (n := len(xmp)) <= JPEG_XMP_MAX:
-        return xmp
+    if (n := len(xmp)) <= JPEG_XMP_MAX or not provenance.get("source_xmp"):
+        return xmp  # (ours alone too large: the writer refuses it, and encode_output says so)
     rdf = parse_xmp(provenance["source_xmp"])  # merged() parsed it: it parses
     props = [(d, c) for d in rdf.findall(f"{{{RDF}}}Description") for c in d if isinstance(c.tag, str)]
     props.sort(key=lambda dc: (etree.QName(dc[1]).namespace in _RECORD_NS, -len(etree.tostring(dc[1]))))
@@ -468,9 +468,7 @@ def _jpeg_xmp(provenance: dict, notes: list[str] | None) -> bytes:
     for d, c in props:
         d.remove(c)
         gone.append(f"{c.prefix}:{etree.QName(c).localname}" if c.prefix else etree.QName(c).localname)
-        source = ('<x:xmpmeta xmlns:x="adobe:ns:meta/">' + etree.tostring(rdf, encoding="unicode")
-                  + "</x:xmpmeta>").encode("utf-8")
-        if len(xmp := xmp_packet({**provenance, "source_xmp": source})) <= JPEG_XMP_MAX:
+        if len(xmp := xmp_packet({**provenance, "source_xmp": xmp_of(rdf)})) <= JPEG_XMP_MAX:
             break
     else:
         xmp = xmp_packet({**provenance, "source_xmp": None})

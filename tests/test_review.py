@@ -2430,6 +2430,34 @@ def test_another_curators_edit_meanwhile_is_kept_by_a_series_undo_and_a_note_bei
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
+def test_a_hint_clicked_before_the_images_answer_came_is_placed_where_clicked(job, tmp_path):
+    """CI on a loaded machine: h, then a click on the picture, both before the image's answer
+    came. The h waited for it; the click did not, found hint mode off, and was dropped unsaid."""
+    out = fresh_copy(job, tmp_path)
+    init = slow_answers('window.slowImage && String(url).startsWith("/api/image/")', 3000)
+    with review_page(out, "--reviewer", "anna", init=init) as (page, url):
+        page.goto(url)
+        page.wait_for_selector(".card img")
+        page.evaluate("window.slowImage = true")
+        page.keyboard.press("Enter")
+        page.wait_for_function("document.getElementById('after').complete && "
+                               "document.getElementById('after').naturalWidth > 0")
+        page.keyboard.press("h")
+        page.fill("#picker", "#1040c0")
+        box = page.locator("#after").bounding_box()
+        page.mouse.click(box["x"] + box["width"] * 0.25, box["y"] + box["height"] * 0.75)
+        assert page.evaluate("[S.filled === S.viewGen, S.hintMode]") == [False, False]  # both waiting
+        page.fill("#picker", "#c03010")  # picked after the click: the next hint's colour
+        page.wait_for_function("S.hints.length == 1")
+        page.evaluate("settled()")
+        hint, size = page.evaluate("[S.hints[0], [S.row.width, S.row.height]]")
+        assert abs(hint["x"] / size[0] - 0.25) < 0.02 and abs(hint["y"] / size[1] - 0.75) < 0.02
+        assert hint["b"] < -20  # the blue picked before the click, not the picker's colour later
+        image_id = page.evaluate("S.row.image_id")
+    assert len(reviews.Journal(out).state()[image_id]["hints"]) == 1
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
 def test_an_image_opened_a_moment_ago_is_edited_on_what_it_is_not_the_last_ones(job, tmp_path):
     """A review of the view's first moment (j pressed, its answer not yet come): the note typed
     then was saved over another curator's unseen; the note shown came from the grid's rows, older

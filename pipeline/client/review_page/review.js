@@ -758,11 +758,25 @@ function pointFromEvent(e) {
   return { x, y };
 }
 
-function addHintAt(e) { addHint(pointFromEvent(e)); }
-function addHint(point) {
+function addHintAt(e) {
+  const point = pointFromEvent(e), hex = $("picker").value, vg = S.viewGen, a = $("after");
+  // the picture under the click: this image's, or (its answer not come) the last one's, still
+  // shown while this one's loads
+  const own = filled() || (a.complete && a.naturalWidth > 0 && a.currentSrc === a.src);
+  // A click waits its turn as a key does: an h pressed before it acts once the image's answer has
+  // come, and the click then places its hint where it was made. It acted at once, before the
+  // h: hint mode was not on yet, and the hint was dropped unsaid (a loaded server's seconds).
+  return act({ fn: async () => {
+    if (vg !== S.viewGen) return;  // keys before it moved on: the click was on another image
+    await S.filling;
+    if (vg !== S.viewGen || !S.hintMode) return;
+    if (!own) { say("hint not placed: the picture clicked was the last image's, still shown while this one's loaded; click again"); return; }
+    return addHint(point, hex);
+  } });
+}
+function addHint(point, hex = $("picker").value) {
   // (not on the last image's picture, still shown until this one's answer comes)
   if (!S.hintMode || !filled() || $("after").hidden || !$("after").naturalWidth) return;
-  const hex = $("picker").value;
   S.undo.push({ id: S.row.image_id, kind: "hints", value: S.hints.map((h) => ({ ...h })) });
   const { w, h } = sourceSize();
   S.hints.push({ x: Math.min(w - 0.5, Math.max(0, point.x)), y: Math.min(h - 0.5, Math.max(0, point.y)), ...srgbToLab(hex) });

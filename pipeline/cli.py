@@ -55,6 +55,11 @@ class Parser(argparse.ArgumentParser):
                     hints.append(f"a manifest is named with --manifest {tok}")
             if hints:
                 message += " (" + "; ".join(hints) + ")"
+        elif m := re.match(r"argument (\S+?)(/\S+)?: expected one argument$", message):
+            argv = getattr(self, "argv", [])  # `--hint -1,2,#ff0000`: argparse took the value for an option
+            nxt = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a in (m[1], *(m[2] or "/")[1:].split("/"))]
+            if nxt and re.match(r"-[\d.]", nxt[0]):
+                message += f" (a value that begins with '-' is joined to it by '=': {m[1]}={nxt[0]})"
         prog, cmd = self.prog, getattr(self, "command", None)
         if message.startswith("argument COMMAND: invalid choice:"):  # `colorize staus`
             word = message.split("'")[1] if "'" in message else ""
@@ -1636,6 +1641,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     parser.command, parser.argv = (argv[0] if argv else None), argv
+    for sub in parser._subparsers._group_actions[0].choices.values():
+        sub.argv = argv  # (a command's own errors are raised by its parser)
     try:
         # `colorize CMD [flags] JOB.toml [flags]`: the spec's keys become defaults, flags win.
         given: set[str] = set()

@@ -57,6 +57,12 @@ def test_a_name_that_is_there_but_no_file_is_said_as_what_it_is(tmp_path, capsys
     assert main(["image", "a.jpg", "b.jpg", "c.jpg", "--version"]) == 2  # no `--`: no such hint
     err = capsys.readouterr().err
     assert "(--version: an option of colorize itself, not of image: `colorize --version`)" in err, err
+    # argparse takes a value beginning "-1," for an option: the user is shown how to give it
+    assert main(["image", "a.jpg", "b.png", "--hint", "-1,2,#ff0000"]) == 2
+    err = capsys.readouterr().err
+    assert "--hint: expected one argument (a value that begins with '-' is joined to it by '=': --hint=-1,2,#ff0000)" in err, err
+    assert main(["image", "a.jpg", "b.png", "--hint"]) == 2
+    assert "--hint: expected one argument (see" in capsys.readouterr().err
 
 
 def test_image_exif_rotated_comes_out_upright(tmp_path, ckpt, photo_gray):

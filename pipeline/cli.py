@@ -766,7 +766,8 @@ def cmd_export(a) -> int:
     how = ("a workbook" if r["format"] == "xlsx" else "Parquet" if r["format"] == "parquet" else
            f"CSV, {DELIMITER_NAMES.get(r['delimiter'], repr(r['delimiter']))}-separated, "
            f"{r['encoding']}")
-    print(f"wrote {a.dest} ({how}): {plural(r['rows'], 'image')}, columns {', '.join(r['header'][:4])}, ...")
+    if not a.quiet:
+        print(f"wrote {a.dest} ({how}): {plural(r['rows'], 'image')}, columns {', '.join(r['header'][:4])}, ...")
     if r["format"] != "csv" and (unused := [f for f, v in (("--delimiter", a.delimiter), ("--encoding", a.encoding != "utf-8-sig")) if v]):
         print(f"colorize: {' and '.join(unused)} not used: {'it is' if len(unused) == 1 else 'they are'} for a CSV, not {how}", file=sys.stderr)
     _say_unfinished(a.outdir, r["rows"])
@@ -1485,6 +1486,8 @@ def _add_export(sub) -> None:
     s.add_argument("--encoding", default="utf-8-sig",
                    help="CSV encoding (default utf-8-sig: UTF-8 with the BOM Excel needs)")
     s.add_argument("--force", action="store_true", help="replace the file if it exists")
+    s.add_argument("-q", "--quiet", action="store_true", help="no 'wrote' line (as the other "
+                   "commands' -q in a script; the notes and errors are still said)")
 
 
 def _add_review(sub) -> None:

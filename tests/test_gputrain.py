@@ -41,6 +41,21 @@ def test_a_pack_holds_every_photo_small_and_fits_its_size(photos, tmp_path):
     assert float(span.max()) <= 0.15 * 2**0.5 + 1e-6  # the ramp across a diagonal
 
 
+def test_minutes_spent_decoding_the_pack_still_train_one_step(photos, tmp_path, ckpt):
+    """A loaded machine's dry run spent its 6 s decoding the pack and showed no step: the
+    session's check that training runs and resumes saw only the checkpoint it began from."""
+    from pipeline.model import gputrain
+
+    pack = tmp_path / "pack.npz"
+    gputrain.pack(str(photos), str(pack), side=32, max_mb=1, log=lambda m: None)
+    for n in (1, 2):  # and again, resumed: one more
+        r = gputrain.train_on_pack(str(pack), str(tmp_path / "t"), minutes=0, every=1, log=lambda m: None,
+                                   init=ckpt, batch=4, size=24)
+        assert r["step"] == n and r["images"] == 4 * n
+    with open(tmp_path / "t" / "metrics.csv") as f:
+        assert [int(row["step"]) for row in csv.DictReader(f)][-1] == 2
+
+
 def test_the_gpu_session_dry_run_trains_checkpoints_and_resumes(photos, tmp_path, ckpt):
     from pipeline.model import gputrain
     from pipeline.model.net import load_checkpoint, save_checkpoint

@@ -295,14 +295,17 @@ class PackTrainer:
 
     def run(self, seconds: float, every: float = 30.0) -> dict:
         """Trains for `seconds` of wall time: the learning rate warms up over the first 3 %, then
-        follows a cosine down to 5 % over the time left; saves every `every` seconds and at the end."""
+        follows a cosine down to 5 % over the time left; saves every `every` seconds and at the end
+        (one step at least, however little time is left)."""
         lr, t0 = self.recipe["lr"], time.time()
         last, losses, seen = t0, [], self.images
         self.model.train()
-        warm = 0.03 * seconds
-        while (elapsed := time.time() - t0) < seconds:
-            losses.append(self.one_step(lr * elapsed / warm if elapsed < warm else
-                                        lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * elapsed / seconds)))))
+        warm, first = 0.03 * seconds, self.step
+        # one step at least: minutes that all went in decoding the pack (a loaded machine's dry
+        # run) still show that training runs and resumes, not only the checkpoint it began from
+        while (elapsed := time.time() - t0) < seconds or self.step == first:
+            losses.append(self.one_step(lr * elapsed / warm if elapsed < warm else lr * 0.05 if elapsed >= seconds
+                                        else lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * elapsed / seconds)))))
             if time.time() - last >= every:
                 now = time.time()
                 self.save(self.spent + now - t0, float(torch.stack(losses).mean()), (self.images - seen) / (now - last))

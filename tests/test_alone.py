@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from pipeline.cli import main
+from pipeline.client.cluster import worker_pid
 from pipeline.client.outdir import Outdir
 
 BIG = (7000, 5000)  # 35 MP: a worker holds some 500 MB more while it colorizes it; the small
@@ -53,6 +54,22 @@ def _warm(ckpt: str) -> int:
     return psutil.Process().memory_info().rss
 
 
+def test_asking_a_worker_its_pid_parses_no_source_beside_its_imports(monkeypatch):
+    """The watcher below asked every 10 ms with client.run(os.getpid): the worker read the
+    builtin's signature by ast.parse, beside torch's import in a task thread, and CPython 3.11
+    raised SystemError there (python/cpython#106905), failing a shard in CI under load."""
+    import ast
+
+    from distributed.utils import has_arg  # what a worker asks of a function it is to run
+
+    parsed = []
+    monkeypatch.setattr(ast, "parse", lambda *a, **k: parsed.append(a) or ast.Module([], []))
+    has_arg(os.getpid, "dask_worker")
+    assert len(parsed) == 1  # why worker_pid is there
+    has_arg(worker_pid, "dask_worker")
+    assert len(parsed) == 1 and worker_pid() == os.getpid()
+
+
 class MemoryLimit:
     """Kills a worker (SIGKILL, as dask's nanny does past 95 % of its memory limit) that holds
     more than `limit` bytes; counts the kills. Only once each nanny has its worker running: a
@@ -71,7 +88,7 @@ class MemoryLimit:
                            for n in self.cluster.workers.values()):
                     time.sleep(0.01)
                     continue
-                pids = self.client.run(os.getpid)
+                pids = self.client.run(worker_pid)
             except Exception:  # noqa: BLE001 - a worker restarting
                 time.sleep(0.05)
                 continue

@@ -20,6 +20,7 @@ import pytest
 from PIL import Image
 
 from pipeline.cli import main
+from pipeline.client.cluster import worker_pid
 from pipeline.client.outdir import Outdir, RunLock
 
 pytestmark = pytest.mark.slow
@@ -581,7 +582,7 @@ def test_worker_killed_mid_run_loses_nothing(archive, clean_run, ckpt, tmp_path,
             while not killed:
                 for addr, keys in client.processing().items():
                     if any(str(k).startswith("shard-") for k in keys):
-                        pid = client.run(os.getpid, workers=[addr])[addr]
+                        pid = client.run(worker_pid, workers=[addr])[addr]
                         os.kill(pid, signal.SIGKILL)
                         killed.append((pid, list(keys)))
                         return
@@ -730,7 +731,7 @@ def test_chaos_random_worker_kills(archive, clean_run, ckpt, tmp_path, users_clu
             while not done.is_set() and not kills:
                 busy = [a for a, keys in client.processing().items() if keys]
                 if busy:
-                    os.kill(client.run(os.getpid, workers=busy[:1])[busy[0]], signal.SIGKILL)
+                    os.kill(client.run(worker_pid, workers=busy[:1])[busy[0]], signal.SIGKILL)
                     kills.append(busy[0])
                 time.sleep(0.005)
             while not done.wait(rng.uniform(0.3, 1.0)) and len(kills) < 4:
@@ -740,7 +741,7 @@ def test_chaos_random_worker_kills(archive, clean_run, ckpt, tmp_path, users_clu
                            for n in cluster.workers.values()):
                     continue
                 try:
-                    pids = list(client.run(os.getpid, wait=True).values())
+                    pids = list(client.run(worker_pid, wait=True).values())
                 except Exception:
                     continue  # a worker is restarting
                 if not pids:
@@ -775,7 +776,7 @@ def test_a_shard_whose_worker_died_each_try_is_tried_alone_in_the_same_bytes(arc
             while True:
                 busy = [a for a, keys in client.processing().items() if keys]
                 if busy:
-                    os.kill(client.run(os.getpid, workers=busy[:1])[busy[0]], signal.SIGKILL)
+                    os.kill(client.run(worker_pid, workers=busy[:1])[busy[0]], signal.SIGKILL)
                     return
                 time.sleep(0.005)
 

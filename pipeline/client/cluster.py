@@ -330,6 +330,15 @@ def kill_local_processes() -> int:
     return killed
 
 
+def worker_pid() -> int:
+    """os.getpid, for client.run: the worker reads a builtin's signature by parsing its text
+    (ast.parse) at each call, and CPython 3.11's ast.parse beside another thread's, as torch's
+    import parses, can raise SystemError "AST constructor recursion depth mismatch"
+    (python/cpython#106905): a test asking for the pids every 10 ms failed a shard so. A Python
+    function's signature is read from its code."""
+    return os.getpid()
+
+
 def _kill_local_workers(client) -> None:
     """Our own local workers hold nothing once the run is over (every shard commits before its
     task returns, and writes are complete files), but their interpreters take ~1 s to tear
@@ -337,7 +346,7 @@ def _kill_local_workers(client) -> None:
     import signal
 
     try:
-        pids = client.run(os.getpid, wait=True)
+        pids = client.run(worker_pid, wait=True)
     except Exception:  # already gone, or the cluster broke: closing handles the rest
         return
     for pid in pids.values():
